@@ -1,0 +1,282 @@
+// YAML configuration loading with precise errors. A `section` walks one mapping: each known key is
+// read into its typed field, and whatever key is left over is an error naming its line.
+#include "core/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <sstream>
+
+namespace descprod {
+
+namespace {
+
+std::string where(const std::string& file, const YAML::Mark& m) {
+  return file + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+}
+
+class section {
+ public:
+  section(const YAML::Node& node, std::string file, std::string path)
+      : node_(node), file_(std::move(file)), path_(std::move(path)) {
+    if (node_ && !node_.IsNull() && !node_.IsMap())
+      throw config_error(where(file_, node_.Mark()) + ": " + path_ + ": expected a mapping");
+  }
+
+  template <class T>
+  void read(const std::string& key, T& out) {
+    auto v = take(key);
+    if (v) out = convert<T>(v, key);
+  }
+  void read_ms(const std::string& key, std::chrono::milliseconds& out) {
+    auto v = take(key);
+    if (!v) return;
+    long long n = convert<long long>(v, key);
+    if (n < 0) fail(v, key, "must not be negative");
+    out = std::chrono::milliseconds(n);
+  }
+  template <class T>
+  void read_range(const std::string& key, T& out, T lo, T hi) {
+    auto v = take(key);
+    if (!v) return;
+    T x = convert<T>(v, key);
+    if (x < lo || x > hi)
+      fail(v, key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+    out = x;
+  }
+  YAML::Node take(const std::string& key) {
+    seen_.insert(key);
+    if (!node_ || !node_.IsMap()) return YAML::Node();
+    auto v = node_[key];
+    if (!v || v.IsNull()) return YAML::Node();
+    return v;
+  }
+  void finish() {
+    if (!node_ || !node_.IsMap()) return;
+    for (const auto& kv : node_) {
+      auto k = kv.first.as<std::string>();
+      if (!seen_.count(k))
+        throw config_error(where(file_, kv.first.Mark()) + ": " + qualified(k) + ": unknown key");
+    }
+  }
+  [[noreturn]] void fail(const YAML::Node& v, const std::string& key, const std::string& why) {
+    throw config_error(where(file_, v.Mark()) + ": " + qualified(key) + ": " + why);
+  }
+  std::string qualified(const std::string& key) const {
+    return path_.empty() ? key : path_ + "." + key;
+  }
+  const std::string& file() const { return file_; }
+
+  template <class T>
+  T convert(const YAML::Node& v, const std::string& key) {
+    if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      if (!v.IsSequence()) fail(v, key, "expected a list of strings");
+      std::vector<std::string> out;
+      for (const auto& e : v) {
+        if (!e.IsScalar()) fail(e, key, "expected a string");
+        out.push_back(e.as<std::string>());
+      }
+      return out;
+    } else if constexpr (std::is_same_v<T, std::map<std::string, std::string>>) {
+      if (!v.IsMap()) fail(v, key, "expected a mapping of strings");
+      std::map<std::string, std::string> out;
+      for (const auto& kv : v) {
+        if (!kv.second.IsScalar()) fail(kv.second, key, "expected a string");
+        out[kv.first.as<std::string>()] = kv.second.as<std::string>();
+      }
+      return out;
+    } else {
+      if (!v.IsScalar()) fail(v, key, std::string("expected ") + type_name<T>());
+      try {
+        return v.as<T>();
+      } catch (const YAML::Exception&) {
+        fail(v, key, std::string("expected ") + type_name<T>());
+      }
+    }
+  }
+
+ private:
+  template <class T>
+  static const char* type_name() {
+    if constexpr (std::is_same_v<T, bool>) return "true or false";
+    else if constexpr (std::is_integral_v<T>) return "an integer";
+    else if constexpr (std::is_floating_point_v<T>) return "a number";
+    else return "a string";
+  }
+  YAML::Node node_;
+  std::string file_;
+  std::string path_;
+  std::set<std::string> seen_;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw config_error(path + ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+YAML::Node parse_yaml(const std::string& text, const std::string& file) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw config_error(where(file, e.mark) + ": " + e.msg);
+  }
+}
+
+void check_endpoint(section& s, const YAML::Node& v, const std::string& key, const std::string& ep) {
+  if (ep.rfind("tcp://", 0) != 0 && ep.rfind("ipc://", 0) != 0 && ep.rfind("inproc://", 0) != 0)
+    s.fail(v, key, "expected a ZeroMQ endpoint (tcp://, ipc:// or inproc://)");
+}
+
+}  // namespace
+
+descprod_config parse_config(const std::string& text, const std::string& file) {
+  descprod_config c;
+  c.file = file;
+  auto root = parse_yaml(text, file);
+  section top(root, file, "");
+  top.read("log_level", c.log_level);
+  {
+    static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error", "off"};
+    auto v = top.take("log_level");
+    if (v && !levels.count(c.log_level)) top.fail(v, "log_level", "expected trace, debug, info, warn, error or off");
+  }
+  top.read("apps", c.apps_file);
+  {
+    section s(top.take("redis"), file, "redis");
+    s.read("path", c.redis.endpoint.unix_path);
+    s.read("host", c.redis.endpoint.host);
+    int port = c.redis.endpoint.port;
+    s.read_range("port", port, 1, 65535);
+    c.redis.endpoint.port = static_cast<std::uint16_t>(port);
+    s.read("password", c.redis.endpoint.password);
+    s.read("prefix", c.redis.prefix);
+    s.finish();
+  }
+  {
+    section s(top.take("gateway"), file, "gateway");
+    s.read("address", c.gateway.address);
+    s.read_range("port", c.gateway.port, 0, 65535);
+    s.read("daemon_endpoint", c.gateway.daemon_endpoint);
+    if (auto v = s.take("daemon_endpoint")) check_endpoint(s, v, "daemon_endpoint", c.gateway.daemon_endpoint);
+    s.read_range<std::size_t>("max_body_bytes", c.gateway.max_body_bytes, 1024, std::size_t(1) << 34);
+    s.read_range<std::size_t>("max_bulk_jobs", c.gateway.max_bulk_jobs, 1, 10000000);
+    s.read_ms("idle_timeout_ms", c.gateway.idle_timeout);
+    s.read("public_url", c.gateway.public_url);
+    s.finish();
+  }
+  {
+    section s(top.take("daemon"), file, "daemon");
+    s.read("worker_endpoint", c.daemon.worker_endpoint);
+    if (auto v = s.take("worker_endpoint")) check_endpoint(s, v, "worker_endpoint", c.daemon.worker_endpoint);
+    s.read("gateway_endpoint", c.daemon.gateway_endpoint);
+    if (auto v = s.take("gateway_endpoint")) check_endpoint(s, v, "gateway_endpoint", c.daemon.gateway_endpoint);
+    s.read_ms("heartbeat_interval_ms", c.daemon.heartbeat_interval);
+    s.read_ms("lease_timeout_ms", c.daemon.lease_timeout);
+    s.read_ms("reconcile_interval_ms", c.daemon.reconcile_interval);
+    if (auto v = s.take("heartbeat_interval_ms"); v && c.daemon.heartbeat_interval.count() < 10)
+      s.fail(v, "heartbeat_interval_ms", "must be at least 10");
+    if (auto v = s.take("lease_timeout_ms"); v && c.daemon.lease_timeout <= c.daemon.heartbeat_interval)
+      s.fail(v, "lease_timeout_ms", "must be longer than heartbeat_interval_ms");
+    s.finish();
+  }
+  {
+    section s(top.take("worker"), file, "worker");
+    s.read("daemon_endpoint", c.worker.daemon_endpoint);
+    if (auto v = s.take("daemon_endpoint")) check_endpoint(s, v, "daemon_endpoint", c.worker.daemon_endpoint);
+    s.read_range("slots", c.worker.slots, 0, 4096);
+    s.read("output_dir", c.worker.output_dir);
+    s.read("owner", c.worker.owner);
+    s.read("pool", c.worker.pool);
+    s.read("id", c.worker.id);
+    s.read("gateway_url", c.worker.gateway_url);
+    s.read_ms("status_poll_ms", c.worker.status_poll);
+    s.finish();
+  }
+  top.finish();
+  // Relative paths in the file are relative to the file's folder.
+  namespace fs = std::filesystem;
+  auto base = fs::path(file).parent_path();
+  if (!c.apps_file.empty() && fs::path(c.apps_file).is_relative() && !base.empty())
+    c.apps_file = (base / c.apps_file).lexically_normal().string();
+  return c;
+}
+
+descprod_config load_config(const std::string& path) { return parse_config(read_file(path), path); }
+
+std::vector<std::string> app_def::argv_for(const std::string& config, const std::string& howfig,
+                                           long long id) const {
+  std::vector<std::string> argv = command;
+  for (const auto& a : args) {
+    std::string out;
+    for (std::size_t i = 0; i < a.size();) {
+      if (a.compare(i, 8, "{config}") == 0) { out += config; i += 8; }
+      else if (a.compare(i, 8, "{howfig}") == 0) { out += howfig; i += 8; }
+      else if (a.compare(i, 4, "{id}") == 0) { out += std::to_string(id); i += 4; }
+      else out += a[i++];
+    }
+    if (!out.empty()) argv.push_back(std::move(out));
+  }
+  return argv;
+}
+
+const app_def* app_registry::find(const std::string& name) const {
+  auto it = apps.find(name);
+  return it == apps.end() ? nullptr : &it->second;
+}
+
+app_registry parse_apps(const std::string& text, const std::string& file) {
+  app_registry reg;
+  auto root = parse_yaml(text, file);
+  section top(root, file, "");
+  auto list = top.take("apps");
+  top.finish();
+  if (!list) throw config_error(file + ":1:1: apps: missing (a list of applications)");
+  if (!list.IsSequence()) top.fail(list, "apps", "expected a list of applications");
+  for (const auto& node : list) {
+    section s(node, file, "apps[]");
+    app_def a;
+    auto name_node = s.take("name");
+    if (!name_node) throw config_error(where(file, node.Mark()) + ": apps[].name: missing");
+    s.read("name", a.name);
+    if (a.name.empty() || a.name.size() > 64 ||
+        a.name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") != std::string::npos)
+      s.fail(name_node, "name", "expected lower-case letters, digits, '_' or '-' (at most 64)");
+    if (reg.apps.count(a.name)) s.fail(name_node, "name", "duplicate application " + a.name);
+    a.command = {"runapp-" + a.name};
+    s.read("command", a.command);
+    if (auto v = s.take("command"); v && a.command.empty()) s.fail(v, "command", "must not be empty");
+    s.read("args", a.args);
+    s.read("env", a.env);
+    s.read("login_shell", a.login_shell);
+    s.read_range("cores", a.cores, 1, 4096);
+    s.read_range("time_limit_s", a.time_limit_s, 0.0, 1e9);
+    s.read_range("max_attempts", a.max_attempts, 1, 100);
+    s.read("help", a.help);
+    s.read("pattern", a.pattern);
+    s.read("howfig_pattern", a.howfig_pattern);
+    try {
+      if (!a.pattern.empty()) a.compiled_pattern.emplace(a.pattern, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      s.fail(s.take("pattern"), "pattern", std::string("invalid regular expression: ") + e.what());
+    }
+    try {
+      if (!a.howfig_pattern.empty())
+        a.compiled_howfig_pattern.emplace(a.howfig_pattern, std::regex::ECMAScript);
+    } catch (const std::regex_error& e) {
+      s.fail(s.take("howfig_pattern"), "howfig_pattern", std::string("invalid regular expression: ") + e.what());
+    }
+    s.finish();
+    reg.apps.emplace(a.name, std::move(a));
+  }
+  return reg;
+}
+
+app_registry load_apps(const std::string& path) { return parse_apps(read_file(path), path); }
+
+}  // namespace descprod

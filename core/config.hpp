@@ -1,0 +1,99 @@
+// Typed configuration (DESIGN §9). One YAML file with a section per component; each binary reads
+// the sections it needs. Unknown keys and bad values are rejected with file:line:column.
+// Components receive these structs, never YAML nodes or the environment.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/redis.hpp"
+
+namespace descprod {
+
+// Thrown by the loaders; what() is "file:line:col: key: problem".
+struct config_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct redis_config {
+  redis_endpoint endpoint;      // unix socket `path`, or `host`/`port`; `password`
+  std::string prefix = "descprod:";
+};
+
+// One application of the registry (config/apps.yaml, DESIGN §6.1).
+struct app_def {
+  std::string name;
+  std::vector<std::string> command;                       // default {"runapp-<name>"}
+  std::vector<std::string> args = {"{config}", "{howfig}"};
+  std::map<std::string, std::string> env;
+  bool login_shell = false;
+  int cores = 1;
+  double time_limit_s = 0;  // 0: none
+  int max_attempts = 3;
+  std::string pattern;      // ECMAScript regex the whole config must match; empty: any
+  std::string howfig_pattern;
+  std::string help;
+  std::optional<std::regex> compiled_pattern;
+  std::optional<std::regex> compiled_howfig_pattern;
+
+  // The argv for a job: command, then args with {config}/{howfig}/{id} replaced. An argument that
+  // becomes empty is dropped (DESCprod's shell word-splitting dropped an empty howfig too).
+  std::vector<std::string> argv_for(const std::string& config, const std::string& howfig,
+                                    long long id) const;
+};
+
+struct app_registry {
+  std::map<std::string, app_def> apps;
+  const app_def* find(const std::string& name) const;
+};
+
+struct gateway_config {
+  std::string address = "127.0.0.1";
+  int port = 8080;
+  std::string daemon_endpoint = "ipc://var/daemon-gateways.ipc";
+  std::size_t max_body_bytes = 1 << 20;
+  std::size_t max_bulk_jobs = 100000;
+  std::chrono::milliseconds idle_timeout{30000};
+  std::string public_url;  // how workers' apps reach the gateway (DESCPROD_URL)
+};
+
+struct daemon_config {
+  std::string worker_endpoint = "ipc://var/daemon-workers.ipc";
+  std::string gateway_endpoint = "ipc://var/daemon-gateways.ipc";
+  std::chrono::milliseconds heartbeat_interval{1000};
+  std::chrono::milliseconds lease_timeout{10000};
+  std::chrono::milliseconds reconcile_interval{5000};
+};
+
+struct worker_config {
+  std::string daemon_endpoint = "ipc://var/daemon-workers.ipc";
+  int slots = 0;              // 0: the node's cores
+  std::string output_dir;     // empty: $DESCPROD_OUTPUT_DIR, $PSCRATCH, $SCRATCH, $HOME + /descprod-out
+  std::string owner = "admin";
+  std::string pool = "default";
+  std::string id;             // empty: host-pid
+  std::string gateway_url = "http://127.0.0.1:8080";
+  std::chrono::milliseconds status_poll{200};
+};
+
+struct descprod_config {
+  std::string file;
+  std::string log_level = "info";
+  redis_config redis;
+  std::string apps_file = "config/apps.yaml";  // relative paths resolve against the config file
+  gateway_config gateway;
+  daemon_config daemon;
+  worker_config worker;
+};
+
+descprod_config load_config(const std::string& path);
+descprod_config parse_config(const std::string& text, const std::string& file_name);
+app_registry load_apps(const std::string& path);
+app_registry parse_apps(const std::string& text, const std::string& file_name);
+
+}  // namespace descprod

@@ -1,0 +1,285 @@
+// Job states, transitions, DESCprod's progress strings and config-string rules.
+// The transition table here is the single source: store.cpp renders it into the Lua scripts.
+#include "core/job.hpp"
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <set>
+
+namespace descprod {
+
+namespace {
+constexpr std::array<std::string_view, 9> state_names = {
+    "ready", "dispatched", "running", "done", "failed", "timeout", "killed", "cancelled", "lost"};
+constexpr std::array<std::string_view, 6> event_names = {"lease",   "start",  "finish",
+                                                         "requeue", "cancel", "lose"};
+}  // namespace
+
+std::string_view to_string(job_state s) { return state_names[static_cast<std::size_t>(s)]; }
+std::string_view to_string(job_event e) { return event_names[static_cast<std::size_t>(e)]; }
+
+std::optional<job_state> parse_job_state(std::string_view s) {
+  for (std::size_t i = 0; i < state_names.size(); ++i)
+    if (state_names[i] == s) return static_cast<job_state>(i);
+  return std::nullopt;
+}
+
+const std::vector<job_state>& all_job_states() {
+  static const std::vector<job_state> all = {
+      job_state::ready,  job_state::dispatched, job_state::running,
+      job_state::done,   job_state::failed,     job_state::timeout,
+      job_state::killed, job_state::cancelled,  job_state::lost};
+  return all;
+}
+
+bool is_terminal(job_state s) {
+  return s != job_state::ready && s != job_state::dispatched && s != job_state::running;
+}
+
+std::optional<job_state> next_state(job_state from, job_event e,
+                                    std::optional<job_state> finish_target) {
+  if (is_terminal(from)) return std::nullopt;  // the first terminal event wins
+  switch (e) {
+    case job_event::lease:
+      if (from == job_state::ready) return job_state::dispatched;
+      return std::nullopt;
+    case job_event::start:
+      if (from == job_state::dispatched) return job_state::running;
+      return std::nullopt;
+    case job_event::finish:
+      // A job may finish straight from dispatched: a process so short that its start and finish
+      // reports arrive together, or one that could not be spawned at all.
+      if (from != job_state::running && from != job_state::dispatched) return std::nullopt;
+      if (!finish_target) return std::nullopt;
+      switch (*finish_target) {
+        case job_state::done:
+        case job_state::failed:
+        case job_state::timeout:
+        case job_state::killed:
+        case job_state::cancelled:
+          return finish_target;
+        default:
+          return std::nullopt;
+      }
+    case job_event::requeue:
+      if (from == job_state::dispatched || from == job_state::running) return job_state::ready;
+      return std::nullopt;
+    case job_event::cancel:
+      return job_state::cancelled;  // from any non-terminal state
+    case job_event::lose:
+      if (from == job_state::dispatched || from == job_state::running) return job_state::lost;
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+exit_outcome classify_exit(int exit_code, int signal, bool timed_out) {
+  if (timed_out) return {job_state::timeout, 124, "Timeout"};
+  if (signal > 0)
+    return {job_state::killed, -signal, "Process received signal " + std::to_string(signal)};
+  if (exit_code == 0) return {job_state::done, 0, "Done"};
+  if (exit_code == 124) return {job_state::timeout, 124, "Timeout"};
+  return {job_state::failed, exit_code, "Failed"};
+}
+
+std::string progress_string(std::string_view prefix, std::string_view message) {
+  std::string out(prefix);
+  out += '.';
+  if (!message.empty()) {
+    out += ' ';
+    out += message;
+  }
+  return out;
+}
+
+std::string job_name(job_id id) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "job%06lld", static_cast<long long>(id));
+  return buf;
+}
+
+namespace {
+std::vector<std::string> split_on(std::string_view s, std::string_view sep) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (true) {
+    auto pos = s.find(sep, start);
+    if (pos == std::string_view::npos) {
+      out.emplace_back(s.substr(start));
+      return out;
+    }
+    out.emplace_back(s.substr(start, pos - start));
+    start = pos + sep.size();
+  }
+}
+bool allowed_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == ':';
+}
+}  // namespace
+
+int check_config(std::string_view s) {
+  if (s.empty()) return 9;
+  for (char c : s)
+    if (!allowed_char(c)) return 1;
+  if (s.find("----") != std::string_view::npos) return 2;
+  for (const auto& part : split_on(s, "---")) {
+    if (part.find("--") != std::string::npos) return 3;
+    if (part.empty() || part.front() == '-' || part.back() == '-') return 4;
+    if (part.front() == ':' || part.back() == ':') return 5;
+  }
+  return 0;
+}
+
+std::string_view check_config_reason(int code) {
+  switch (code) {
+    case 0: return "ok";
+    case 1: return "only letters, digits, '-' and ':' are allowed";
+    case 2: return "contains '----'";
+    case 3: return "a constituent contains '--'";
+    case 4: return "starts or ends with '-'";
+    case 5: return "starts or ends with ':'";
+    case 9: return "is empty";
+    default: return "is invalid";
+  }
+}
+
+std::vector<std::string> split_config(std::string_view s) { return split_on(s, "-"); }
+std::vector<std::string> split_config_field(std::string_view s) { return split_on(s, ":"); }
+std::vector<std::string> split_compound_config(std::string_view s) { return split_on(s, "---"); }
+
+const std::vector<std::string>& job_field_order() {
+  static const std::vector<std::string> order = {
+      // DESCprod's 18 fields, in its order.
+      "id", "parent", "descname", "jobtype", "config", "howfig", "session", "archive", "host",
+      "rundir", "pid", "create_time", "start_time", "update_time", "stop_time", "return_status",
+      "port", "progress",
+      // Added by this project.
+      "state", "message", "priority", "attempt", "max_attempts", "worker", "cancel_requested",
+      "done_count", "total_count", "queued_time", "dispatch_time"};
+  return order;
+}
+
+bool is_integer_field(std::string_view f) {
+  static const std::set<std::string_view> ints = {
+      "id",       "parent",       "session", "archive",          "pid",        "return_status",
+      "port",     "priority",     "attempt", "max_attempts",     "done_count", "total_count",
+      "cancel_requested"};
+  return ints.count(f) > 0;
+}
+
+bool is_time_field(std::string_view f) {
+  static const std::set<std::string_view> times = {"create_time", "start_time",  "update_time",
+                                                   "stop_time",   "queued_time", "dispatch_time"};
+  return times.count(f) > 0;
+}
+
+namespace {
+// Writes a JSON value for a stored field: integers and times as numbers, the rest as strings.
+// A value that does not parse as its declared type is kept as a string rather than dropped.
+boost::json::value field_value(const std::string& name, const std::string& v, bool integer_times) {
+  if (is_integer_field(name)) {
+    try {
+      std::size_t used = 0;
+      long long n = std::stoll(v, &used);
+      if (used == v.size()) return n;
+    } catch (...) {
+    }
+  } else if (is_time_field(name)) {
+    try {
+      std::size_t used = 0;
+      double d = std::stod(v, &used);
+      if (used == v.size()) {
+        if (integer_times) return static_cast<long long>(std::floor(d));
+        return d;
+      }
+    } catch (...) {
+    }
+  }
+  return boost::json::string(v);
+}
+}  // namespace
+
+boost::json::object job_to_json(const job_record& r) {
+  boost::json::object o;
+  for (const auto& name : job_field_order()) {
+    auto it = r.find(name);
+    if (it == r.end() || it->second.empty()) continue;
+    o[name] = field_value(name, it->second, false);
+  }
+  return o;
+}
+
+namespace {
+// Python json.dumps string escaping with ensure_ascii=True.
+void python_json_string(std::string& out, std::string_view s) {
+  out += '"';
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    char buf[16];
+    switch (c) {
+      case '"': out += "\\\""; continue;
+      case '\\': out += "\\\\"; continue;
+      case '\n': out += "\\n"; continue;
+      case '\r': out += "\\r"; continue;
+      case '\t': out += "\\t"; continue;
+      case '\b': out += "\\b"; continue;
+      case '\f': out += "\\f"; continue;
+      default: break;
+    }
+    if (c < 0x20) {
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else if (c < 0x80) {
+      out += static_cast<char>(c);
+    } else {
+      // Decode one UTF-8 sequence; invalid bytes become U+FFFD.
+      unsigned cp = 0xFFFD;
+      int len = (c >= 0xF0) ? 4 : (c >= 0xE0) ? 3 : (c >= 0xC0) ? 2 : 1;
+      if (len > 1 && i + len <= s.size()) {
+        cp = c & (0xFF >> (len + 1));
+        bool ok = true;
+        for (int k = 1; k < len; ++k) {
+          unsigned char cc = static_cast<unsigned char>(s[i + k]);
+          if ((cc & 0xC0) != 0x80) ok = false;
+          cp = (cp << 6) | (cc & 0x3F);
+        }
+        if (ok) i += len - 1; else cp = 0xFFFD;
+      }
+      if (cp >= 0x10000) {
+        cp -= 0x10000;
+        std::snprintf(buf, sizeof buf, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+      } else {
+        std::snprintf(buf, sizeof buf, "\\u%04x", cp);
+      }
+      out += buf;
+    }
+  }
+  out += '"';
+}
+}  // namespace
+
+std::string descprod_config_json(const job_record& r) {
+  std::string out = "{";
+  bool first = true;
+  const auto& order = job_field_order();
+  for (std::size_t k = 0; k < 18; ++k) {
+    const auto& name = order[k];
+    auto it = r.find(name);
+    if (it == r.end()) continue;
+    // DESCprod's jmap left out None, not empty strings: keep an empty howfig as "".
+    if (it->second.empty() && name != "howfig" && name != "config") continue;
+    out += first ? "\n  " : ",\n  ";
+    first = false;
+    python_json_string(out, name);
+    out += ": ";
+    auto v = field_value(name, it->second, true);
+    if (v.is_int64()) out += std::to_string(v.as_int64());
+    else python_json_string(out, it->second);
+  }
+  out += first ? "}" : "\n}";
+  return out;
+}
+
+}  // namespace descprod

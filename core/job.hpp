@@ -1,0 +1,74 @@
+// The job: its states, the legal transitions between them, DESCprod's progress strings, its
+// config-string rules (check_config) and the config.json layout applications grep.
+// Pure logic, no I/O; the Redis Lua scripts (store.cpp) are generated from the same tables.
+#pragma once
+
+#include <boost/json.hpp>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace descprod {
+
+using job_id = std::int64_t;
+
+enum class job_state { ready, dispatched, running, done, failed, timeout, killed, cancelled, lost };
+
+// The events that move a job between states (DESIGN §3.2).
+enum class job_event { lease, start, finish, requeue, cancel, lose };
+
+std::string_view to_string(job_state s);
+std::optional<job_state> parse_job_state(std::string_view s);
+std::string_view to_string(job_event e);
+bool is_terminal(job_state s);
+const std::vector<job_state>& all_job_states();
+
+// The state an event leads to from `from`, or nullopt when the event is illegal there. `finish`
+// needs the target (done/failed/...), so it is given separately: finish_target.
+std::optional<job_state> next_state(job_state from, job_event e,
+                                    std::optional<job_state> finish_target = std::nullopt);
+
+// Outcome of a finished process, mapped as DESCprod's wrapper did: rc 0 done, 124 timeout, >0 failed,
+// killed by a signal → killed with return_status -N.
+struct exit_outcome {
+  job_state state;
+  int return_status;
+  std::string prefix;  // "Done", "Failed", "Timeout", "Process received signal N"
+};
+exit_outcome classify_exit(int exit_code, int signal, bool timed_out);
+
+// DESCprod's progress string: "<prefix>. <message>" (or "<prefix>." when the message is empty).
+std::string progress_string(std::string_view prefix, std::string_view message);
+
+// "job" + the ID zero-padded to 6 digits (DESCprod's JobData.name_from_id).
+std::string job_name(job_id id);
+
+// DESCprod's check_config: 0 ok, 1 bad character (only [a-zA-Z0-9:-]), 2 contains "----",
+// 3 a constituent (split on "---") contains "--", 4 starts or ends with '-', 5 starts or ends with
+// ':', 9 empty.
+int check_config(std::string_view s);
+std::string_view check_config_reason(int code);
+// DESCprod's split_config / split_config_field / split_compound_config.
+std::vector<std::string> split_config(std::string_view s);
+std::vector<std::string> split_config_field(std::string_view s);
+std::vector<std::string> split_compound_config(std::string_view s);
+
+// The job's record as stored in Redis (field → string). Field names follow DESIGN §3.1.
+using job_record = std::map<std::string, std::string>;
+
+// The field order of DESCprod's JobData.data_names, followed by the fields this project adds.
+const std::vector<std::string>& job_field_order();
+// Fields that hold integers (printed as JSON numbers) and times (numbers with a fraction).
+bool is_integer_field(std::string_view f);
+bool is_time_field(std::string_view f);
+
+// The JSON form of a job: absent or empty fields omitted, numbers as numbers.
+boost::json::object job_to_json(const job_record& r);
+// config.json exactly as DESCprod wrote it: json.dumps(jmap, indent=2) – one key per line, two
+// spaces, ", " never trailing, times as integers, DESCprod's 18 fields only.
+std::string descprod_config_json(const job_record& r);
+
+}  // namespace descprod

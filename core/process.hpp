@@ -1,0 +1,54 @@
+// Child processes without a shell: posix_spawnp in a new process group, stdout and stderr merged
+// into one file, completion watched through a pidfd on the io_context.
+//
+// Thread-safety: none; a child belongs to the io_context thread that spawned it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <boost/asio.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace descprod {
+
+namespace net = boost::asio;
+
+struct spawn_options {
+  std::vector<std::string> argv;      // argv[0] is looked up in PATH when it has no '/'
+  std::vector<std::string> env;       // "NAME=value"; the whole environment of the child
+  std::string cwd;                    // empty: the parent's
+  std::string output_file;            // stdout+stderr, appended; empty: /dev/null
+};
+
+struct exit_status {
+  int exit_code = 0;  // when the process exited
+  int signal = 0;     // when a signal ended it (then exit_code is 0)
+};
+
+class child_process {
+ public:
+  // Starts the process. Throws boost::system::system_error when it cannot (e.g. no such program).
+  child_process(net::any_io_executor ex, const spawn_options& opts);
+  ~child_process();
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool running() const { return !reaped_; }
+  // Waits for the process to end and reaps it. Call once.
+  net::awaitable<exit_status> async_wait();
+  // Sends a signal to the child's whole process group (it leads one).
+  void signal_group(int sig);
+
+ private:
+  pid_t pid_ = -1;
+  net::posix::stream_descriptor pidfd_;
+  bool reaped_ = false;
+};
+
+// The current environment as "NAME=value" strings, with `overrides` replacing or adding entries.
+std::vector<std::string> environment_with(const std::vector<std::pair<std::string, std::string>>& overrides);
+
+}  // namespace descprod

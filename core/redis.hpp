@@ -1,0 +1,95 @@
+// Redis clients: an asynchronous, pipelining one for the daemons (RESP spoken on an Asio socket,
+// encoded with hiredis's redisFormatCommandArgv and parsed with its redisReader), and a small
+// blocking one for command-line tools and test fixtures.
+//
+// Thread-safety: none; a client belongs to one io_context (one thread).
+#pragma once
+
+#include <boost/asio.hpp>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+struct redisContext;
+struct redisReader;
+
+namespace descprod {
+
+namespace net = boost::asio;
+
+struct redis_reply {
+  enum class kind { nil, integer, string, status, error, array };
+  kind type = kind::nil;
+  long long integer = 0;
+  std::string str;  // string, status and error replies
+  std::vector<redis_reply> elements;
+
+  bool is_nil() const { return type == kind::nil; }
+  bool is_error() const { return type == kind::error; }
+  // The string of a string/status reply, or the decimal form of an integer reply.
+  std::string as_string() const;
+  long long as_integer() const;  // integer reply, or a string holding a number; else 0
+};
+
+struct redis_endpoint {
+  std::string unix_path;  // used when non-empty
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 6379;
+  std::string password;  // AUTH after connecting when non-empty
+};
+
+class redis_client {
+ public:
+  redis_client(net::any_io_executor ex, redis_endpoint ep);
+  ~redis_client();
+  redis_client(const redis_client&) = delete;
+  redis_client& operator=(const redis_client&) = delete;
+
+  // Connects (and authenticates). Throws boost::system::system_error on failure.
+  net::awaitable<void> async_connect();
+  bool connected() const { return connected_; }
+  void close();
+
+  // Sends one command and waits for its reply. Commands from several coroutines are pipelined on
+  // the one connection. Throws system_error when the connection fails; a Redis error reply is
+  // returned as a reply of kind error, not thrown.
+  net::awaitable<redis_reply> async_exec(std::vector<std::string> args);
+  // Sends many commands in one write and returns their replies in order.
+  net::awaitable<std::vector<redis_reply>> async_pipeline(std::vector<std::vector<std::string>> cmds);
+
+ private:
+  struct pending;
+  std::shared_ptr<pending> enqueue(const std::vector<std::string>& args);
+  void start_writer();
+  net::awaitable<void> write_loop();
+  net::awaitable<void> read_loop();
+  void fail_all(boost::system::error_code ec);
+  static net::awaitable<redis_reply> await_reply(std::shared_ptr<pending> p);
+
+  net::any_io_executor ex_;
+  redis_endpoint ep_;
+  std::shared_ptr<net::generic::stream_protocol::socket> socket_;
+  redisReader* reader_ = nullptr;
+  std::string outbuf_;
+  bool writing_ = false;
+  bool connected_ = false;
+  std::deque<std::shared_ptr<pending>> pending_;
+  std::shared_ptr<bool> alive_;
+};
+
+// Blocking client on hiredis. Throws std::runtime_error when the connection fails.
+class redis_sync {
+ public:
+  explicit redis_sync(const redis_endpoint& ep);
+  ~redis_sync();
+  redis_sync(const redis_sync&) = delete;
+  redis_sync& operator=(const redis_sync&) = delete;
+  redis_reply exec(const std::vector<std::string>& args);
+
+ private:
+  redisContext* ctx_ = nullptr;
+};
+
+}  // namespace descprod

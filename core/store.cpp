@@ -1,0 +1,365 @@
+// The job store's Lua scripts and their C++ callers. The transition table in the scripts is
+// rendered from job.cpp's next_state at start-up, so C++ and Redis share one state machine.
+// Scripts build keys from the prefix argument; this store targets a single Redis, not a cluster.
+#include "core/store.hpp"
+
+#include <openssl/sha.h>
+
+#include <cstdio>
+#include <stdexcept>
+
+namespace descprod {
+
+namespace {
+
+std::string lua_transition_table() {
+  std::string out = "local NEXT = {\n";
+  for (auto s : all_job_states()) {
+    out += "  ['" + std::string(to_string(s)) + "'] = {";
+    for (auto e : {job_event::lease, job_event::start, job_event::requeue, job_event::cancel,
+                   job_event::lose}) {
+      if (auto n = next_state(s, e)) {
+        out += "['" + std::string(to_string(e)) + "']='" + std::string(to_string(*n)) + "',";
+      }
+    }
+    out += "},\n";
+  }
+  out += "}\nlocal FINISH_FROM = {";
+  for (auto s : all_job_states())
+    if (next_state(s, job_event::finish, job_state::done)) out += "['" + std::string(to_string(s)) + "']=true,";
+  out += "}\nlocal FINISH_TO = {";
+  for (auto s : all_job_states())
+    if (next_state(job_state::running, job_event::finish, s)) out += "['" + std::string(to_string(s)) + "']=true,";
+  out += "}\n";
+  return out;
+}
+
+// Shared by every script. ARGV[1] is always the key prefix.
+const char* prelude = R"LUA(
+local P = ARGV[1]
+local function now_s()
+  local t = redis.call('TIME')
+  return string.format('%d.%06d', tonumber(t[1]), tonumber(t[2]))
+end
+local function jkey(id) return P .. 'job:' .. id end
+local function emit(id, owner, kind, state, progress, attempt, t)
+  redis.call('XADD', jkey(id) .. ':events', 'MAXLEN', '~', 1000, '*',
+    'type', kind, 'state', state, 'progress', progress, 'attempt', attempt, 'time', t)
+  redis.call('XADD', P .. 'events', 'MAXLEN', '~', 100000, '*', 'id', id, 'owner', owner,
+    'type', kind, 'state', state, 'progress', progress, 'attempt', attempt, 'time', t)
+end
+-- Loads state, attempt, worker and owner, and checks a worker event against them.
+local function load(id)
+  local v = redis.call('HMGET', jkey(id), 'state', 'attempt', 'worker', 'descname', 'message', 'max_attempts', 'cancel_requested')
+  if not v[1] then return nil end
+  return {state = v[1], attempt = v[2] or '0', worker = v[3] or '', owner = v[4] or '',
+          message = v[5] or '', max_attempts = v[6] or '1', cancel = v[7] or '0'}
+end
+local function stale(j, attempt, worker)
+  if attempt ~= '' and j.attempt ~= attempt then return true end
+  if worker ~= '' and j.worker ~= worker then return true end
+  return false
+end
+)LUA";
+
+enum script_id { s_create, s_lease, s_start, s_progress, s_finish, s_requeue, s_cancel, s_count };
+
+const char* bodies[s_count] = {
+    // create: P owner n {jobtype config howfig priority parent max_attempts session}*n
+    R"LUA(
+local owner = ARGV[2]
+local n = tonumber(ARGV[3])
+local F = 7
+for i = 0, n - 1 do
+  local parent = ARGV[4 + i * F + 4]
+  if parent ~= '' and redis.call('HGET', jkey(parent), 'descname') ~= owner then
+    return {'err', 'bad_parent', parent}
+  end
+end
+local last = redis.call('INCRBY', P .. 'next_job_id', n)
+local first = last - n + 1
+local t = now_s()
+for i = 0, n - 1 do
+  local b = 4 + i * F
+  local id = string.format('%d', first + i)
+  local prio = tonumber(ARGV[b + 3])
+  local f = {'id', id, 'descname', owner, 'jobtype', ARGV[b], 'config', ARGV[b + 1],
+             'howfig', ARGV[b + 2], 'priority', ARGV[b + 3], 'max_attempts', ARGV[b + 5],
+             'archive', '0', 'attempt', '1', 'state', 'ready', 'progress', 'Ready.',
+             'create_time', t, 'update_time', t, 'queued_time', t}
+  if ARGV[b + 4] ~= '' then
+    f[#f + 1] = 'parent'; f[#f + 1] = ARGV[b + 4]
+    redis.call('SADD', jkey(ARGV[b + 4]) .. ':children', id)
+  end
+  if ARGV[b + 6] ~= '' then f[#f + 1] = 'session'; f[#f + 1] = ARGV[b + 6] end
+  redis.call('HSET', jkey(id), unpack(f))
+  redis.call('ZADD', P .. 'queue', string.format('%.0f', (1000 - prio) * 1e12 + first + i), id)
+  redis.call('ZADD', P .. 'user:' .. owner .. ':jobs', id, id)
+  emit(id, owner, 'transition', 'ready', 'Ready.', '1', t)
+end
+return {'ok', string.format('%d', first), string.format('%d', last)}
+)LUA",
+    // lease: P id worker lease_s
+    R"LUA(
+local id = ARGV[2]
+local j = load(id)
+if not j then return {'err', 'missing', ''} end
+local ns = NEXT[j.state]['lease']
+if not ns then return {'err', 'illegal', j.state} end
+local t = now_s()
+redis.call('HSET', jkey(id), 'state', ns, 'worker', ARGV[3], 'dispatch_time', t, 'update_time', t)
+redis.call('ZREM', P .. 'queue', id)
+redis.call('ZADD', P .. 'leases', string.format('%.3f', tonumber(t) + tonumber(ARGV[4])), id)
+emit(id, j.owner, 'transition', ns, 'Ready.', j.attempt, t)
+return {'ok', ns, j.attempt, ARGV[3], redis.call('HGETALL', jkey(id))}
+)LUA",
+    // start: P id attempt worker host rundir pid
+    R"LUA(
+local id = ARGV[2]
+local j = load(id)
+if not j then return {'err', 'missing', ''} end
+if stale(j, ARGV[3], ARGV[4]) then return {'err', 'stale', j.state} end
+local ns = NEXT[j.state]['start']
+if not ns then return {'err', 'illegal', j.state} end
+local t = now_s()
+local progress = 'Running.'
+if j.message ~= '' then progress = 'Running. ' .. j.message end
+redis.call('HSET', jkey(id), 'state', ns, 'host', ARGV[5], 'rundir', ARGV[6], 'pid', ARGV[7],
+  'start_time', t, 'update_time', t, 'progress', progress)
+emit(id, j.owner, 'transition', ns, progress, j.attempt, t)
+return {'ok', ns, j.attempt, j.worker}
+)LUA",
+    // progress: P id attempt worker message done total
+    R"LUA(
+local id = ARGV[2]
+local j = load(id)
+if not j then return {'err', 'missing', ''} end
+if stale(j, ARGV[3], ARGV[4]) then return {'err', 'stale', j.state} end
+if j.state ~= 'running' then return {'err', 'illegal', j.state} end
+local t = now_s()
+local progress = 'Running.'
+if ARGV[5] ~= '' then progress = 'Running. ' .. ARGV[5] end
+redis.call('HSET', jkey(id), 'message', ARGV[5], 'progress', progress, 'update_time', t)
+if ARGV[6] ~= '' then redis.call('HSET', jkey(id), 'done_count', ARGV[6], 'total_count', ARGV[7]) end
+emit(id, j.owner, 'progress', j.state, progress, j.attempt, t)
+return {'ok', j.state, j.attempt, j.worker}
+)LUA",
+    // finish: P id attempt worker target rc prefix message
+    R"LUA(
+local id = ARGV[2]
+local j = load(id)
+if not j then return {'err', 'missing', ''} end
+if stale(j, ARGV[3], ARGV[4]) then return {'err', 'stale', j.state} end
+if not FINISH_FROM[j.state] then return {'err', 'illegal', j.state} end
+local target, prefix = ARGV[5], ARGV[7]
+if not FINISH_TO[target] then return {'err', 'illegal', j.state} end
+if j.cancel == '1' and target ~= 'done' then target = 'cancelled'; prefix = 'Cancelled' end
+local t = now_s()
+local progress = prefix .. '.'
+if ARGV[8] ~= '' then progress = progress .. ' ' .. ARGV[8] end
+redis.call('HSET', jkey(id), 'state', target, 'return_status', ARGV[6], 'message', ARGV[8],
+  'progress', progress, 'stop_time', t, 'update_time', t)
+redis.call('ZREM', P .. 'leases', id)
+emit(id, j.owner, 'transition', target, progress, j.attempt, t)
+return {'ok', target, j.attempt, j.worker}
+)LUA",
+    // requeue: P id attempt worker bump reason
+    R"LUA(
+local id = ARGV[2]
+local j = load(id)
+if not j then return {'err', 'missing', ''} end
+if stale(j, ARGV[3], ARGV[4]) then return {'err', 'stale', j.state} end
+if not NEXT[j.state]['requeue'] then return {'err', 'illegal', j.state} end
+local t = now_s()
+redis.call('ZREM', P .. 'leases', id)
+local attempt = tonumber(j.attempt)
+if ARGV[5] == '1' and j.state == 'running' then
+  if attempt >= tonumber(j.max_attempts) then
+    local progress = 'Lost. ' .. ARGV[6]
+    redis.call('HSET', jkey(id), 'state', 'lost', 'progress', progress, 'stop_time', t, 'update_time', t)
+    emit(id, j.owner, 'transition', 'lost', progress, j.attempt, t)
+    return {'ok', 'lost', j.attempt, j.worker}
+  end
+  attempt = attempt + 1
+end
+local a = string.format('%d', attempt)
+redis.call('HDEL', jkey(id), 'worker', 'host', 'pid', 'rundir', 'start_time', 'dispatch_time', 'message', 'done_count', 'total_count')
+redis.call('HSET', jkey(id), 'state', 'ready', 'attempt', a, 'progress', 'Ready.', 'queued_time', t, 'update_time', t)
+local prio = tonumber(redis.call('HGET', jkey(id), 'priority') or '0')
+redis.call('ZADD', P .. 'queue', string.format('%.0f', (1000 - prio) * 1e12 + tonumber(id)), id)
+emit(id, j.owner, 'requeue', 'ready', 'Ready. ' .. ARGV[6], a, t)
+return {'ok', 'ready', a, ''}
+)LUA",
+    // cancel: P id by
+    R"LUA(
+local id = ARGV[2]
+local j = load(id)
+if not j then return {'err', 'missing', ''} end
+if not NEXT[j.state]['cancel'] then return {'err', 'terminal', j.state} end
+local t = now_s()
+if j.state == 'ready' then
+  local progress = 'Cancelled. Cancelled by ' .. ARGV[3] .. ' before it started.'
+  redis.call('HSET', jkey(id), 'state', 'cancelled', 'progress', progress, 'cancel_requested', '1', 'stop_time', t, 'update_time', t)
+  redis.call('ZREM', P .. 'queue', id)
+  emit(id, j.owner, 'transition', 'cancelled', progress, j.attempt, t)
+  return {'ok', 'cancelled', j.attempt, ''}
+end
+redis.call('HSET', jkey(id), 'cancel_requested', '1', 'update_time', t)
+emit(id, j.owner, 'cancel_requested', j.state, 'Cancel requested by ' .. ARGV[3] .. '.', j.attempt, t)
+return {'ok', 'cancel_requested', j.attempt, j.worker}
+)LUA",
+};
+
+std::string sha1_hex(const std::string& s) {
+  unsigned char md[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(s.data()), s.size(), md);
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : md) {
+    out += hex[c >> 4];
+    out += hex[c & 15];
+  }
+  return out;
+}
+
+job_record to_record(const redis_reply& flat) {
+  job_record r;
+  for (std::size_t i = 0; i + 1 < flat.elements.size(); i += 2)
+    r[flat.elements[i].as_string()] = flat.elements[i + 1].as_string();
+  return r;
+}
+
+transition_result to_result(const redis_reply& r) {
+  transition_result out;
+  if (r.is_error()) throw std::runtime_error("redis script error: " + r.str);
+  if (r.elements.empty()) throw std::runtime_error("redis script: empty reply");
+  out.ok = r.elements[0].as_string() == "ok";
+  if (out.ok) {
+    if (r.elements.size() > 1) out.state = r.elements[1].as_string();
+    if (r.elements.size() > 2) out.attempt = r.elements[2].as_integer();
+    if (r.elements.size() > 3) out.worker = r.elements[3].as_string();
+    if (r.elements.size() > 4) out.record = to_record(r.elements[4]);
+  } else {
+    if (r.elements.size() > 1) out.reason = r.elements[1].as_string();
+    if (r.elements.size() > 2) out.state = r.elements[2].as_string();
+  }
+  return out;
+}
+
+}  // namespace
+
+double queue_score(int priority, job_id id) { return (1000.0 - priority) * 1e12 + static_cast<double>(id); }
+
+const std::vector<std::string>& store_scripts() {
+  static const std::vector<std::string> scripts = [] {
+    std::vector<std::string> v;
+    auto table = lua_transition_table();
+    for (auto* b : bodies) v.push_back(std::string(prelude) + table + b);
+    return v;
+  }();
+  return scripts;
+}
+
+store::store(redis_client& redis, std::string prefix) : redis_(redis), prefix_(std::move(prefix)) {
+  for (const auto& s : store_scripts()) shas_.push_back(sha1_hex(s));
+}
+
+net::awaitable<redis_reply> store::eval(int script, std::vector<std::string> args) {
+  std::vector<std::string> cmd;
+  cmd.reserve(args.size() + 4);
+  cmd.push_back("EVALSHA");
+  cmd.push_back(shas_[script]);
+  cmd.push_back("0");
+  cmd.push_back(prefix_);
+  for (auto& a : args) cmd.push_back(std::move(a));
+  auto r = co_await redis_.async_exec(cmd);
+  if (r.is_error() && r.str.rfind("NOSCRIPT", 0) == 0) {
+    // First use on this server (or it restarted): load the script and run it once by value.
+    cmd[0] = "EVAL";
+    cmd[1] = store_scripts()[script];
+    r = co_await redis_.async_exec(cmd);
+  }
+  co_return r;
+}
+
+net::awaitable<transition_result> store::eval_result(int script, std::vector<std::string> args) {
+  co_return to_result(co_await eval(script, std::move(args)));
+}
+
+net::awaitable<transition_result> store::async_create(std::string owner, std::vector<new_job> jobs,
+                                                      std::vector<job_id>& ids) {
+  std::vector<std::string> args;
+  args.reserve(2 + jobs.size() * 7);
+  args.push_back(owner);
+  args.push_back(std::to_string(jobs.size()));
+  for (auto& j : jobs) {
+    args.push_back(std::move(j.jobtype));
+    args.push_back(std::move(j.config));
+    args.push_back(std::move(j.howfig));
+    args.push_back(std::to_string(j.priority));
+    args.push_back(j.parent ? std::to_string(*j.parent) : "");
+    args.push_back(std::to_string(j.max_attempts));
+    args.push_back(std::move(j.session));
+  }
+  auto r = co_await eval(s_create, std::move(args));
+  if (r.is_error()) throw std::runtime_error("redis create: " + r.str);
+  transition_result out;
+  out.ok = r.elements.size() >= 3 && r.elements[0].as_string() == "ok";
+  if (!out.ok) {
+    out.reason = r.elements.size() > 1 ? r.elements[1].as_string() : "error";
+    co_return out;
+  }
+  ids.clear();
+  for (long long id = r.elements[1].as_integer(); id <= r.elements[2].as_integer(); ++id) ids.push_back(id);
+  out.state = "ready";
+  co_return out;
+}
+
+net::awaitable<transition_result> store::async_lease(job_id id, std::string worker, double lease_s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", lease_s);
+  return eval_result(s_lease, {std::to_string(id), std::move(worker), buf});
+}
+
+net::awaitable<transition_result> store::async_start(job_id id, long long attempt, std::string worker,
+                                                     std::string host, std::string rundir, long long pid) {
+  return eval_result(s_start, {std::to_string(id), std::to_string(attempt), std::move(worker),
+                                              std::move(host), std::move(rundir), std::to_string(pid)});
+}
+
+net::awaitable<transition_result> store::async_progress(job_id id, long long attempt, std::string worker,
+                                                        std::string message, std::optional<long long> done,
+                                                        std::optional<long long> total) {
+  return eval_result(
+      s_progress, {std::to_string(id), std::to_string(attempt), std::move(worker), std::move(message),
+                   done ? std::to_string(*done) : "", total ? std::to_string(*total) : ""});
+}
+
+net::awaitable<transition_result> store::async_finish(job_id id, long long attempt, std::string worker,
+                                                      job_state target, int return_status,
+                                                      std::string prefix, std::string message) {
+  return eval_result(
+      s_finish, {std::to_string(id), std::to_string(attempt), std::move(worker), std::string(to_string(target)),
+                 std::to_string(return_status), std::move(prefix), std::move(message)});
+}
+
+net::awaitable<transition_result> store::async_requeue(job_id id, long long attempt, std::string worker,
+                                                       bool bump, std::string reason) {
+  return eval_result(s_requeue, {std::to_string(id), std::to_string(attempt), std::move(worker),
+                                                bump ? "1" : "0", std::move(reason)});
+}
+
+net::awaitable<transition_result> store::async_cancel(job_id id, std::string by) {
+  return eval_result(s_cancel, {std::to_string(id), std::move(by)});
+}
+
+net::awaitable<std::optional<job_record>> store::async_get(job_id id) {
+  std::vector<std::string> cmd;
+  cmd.push_back("HGETALL");
+  cmd.push_back(job_key(id));
+  auto r = co_await redis_.async_exec(std::move(cmd));
+  if (r.elements.empty()) co_return std::nullopt;
+  co_return to_record(r);
+}
+
+}  // namespace descprod
