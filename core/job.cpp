@@ -228,7 +228,7 @@ void python_json_string(std::string& out, std::string_view s) {
       case '\f': out += "\\f"; continue;
       default: break;
     }
-    if (c < 0x20) {
+    if (c < 0x20 || c == 0x7f) {  // Python escapes DEL too (only ' '..'~' stay literal)
       std::snprintf(buf, sizeof buf, "\\u%04x", c);
       out += buf;
     } else if (c < 0x80) {

@@ -33,6 +33,16 @@ struct redis_reply {
   long long as_integer() const;  // integer reply, or a string holding a number; else 0
 };
 
+// Builds a command's argument vector. Use it inside coroutines instead of a braced list, which
+// GCC 12 miscompiles there.
+template <class... A>
+std::vector<std::string> redis_cmd(A&&... a) {
+  std::vector<std::string> v;
+  v.reserve(sizeof...(a));
+  (v.emplace_back(std::forward<A>(a)), ...);
+  return v;
+}
+
 struct redis_endpoint {
   std::string unix_path;  // used when non-empty
   std::string host = "127.0.0.1";

@@ -353,6 +353,14 @@ net::awaitable<transition_result> store::async_cancel(job_id id, std::string by)
   return eval_result(s_cancel, {std::to_string(id), std::move(by)});
 }
 
+net::awaitable<void> store::async_load_scripts() {
+  std::vector<std::vector<std::string>> cmds;
+  for (const auto& s : store_scripts()) cmds.push_back(redis_cmd("SCRIPT", "LOAD", s));
+  auto replies = co_await redis_.async_pipeline(std::move(cmds));
+  for (const auto& r : replies)
+    if (r.is_error()) throw std::runtime_error("SCRIPT LOAD: " + r.str);
+}
+
 net::awaitable<std::optional<job_record>> store::async_get(job_id id) {
   std::vector<std::string> cmd;
   cmd.push_back("HGETALL");

@@ -72,6 +72,8 @@ class store {
   net::awaitable<transition_result> async_cancel(job_id id, std::string by);
 
   net::awaitable<std::optional<job_record>> async_get(job_id id);
+  // Loads every script into Redis (SCRIPT LOAD), so the first calls need no NOSCRIPT round trip.
+  net::awaitable<void> async_load_scripts();
 
  private:
   net::awaitable<redis_reply> eval(int script, std::vector<std::string> args);

@@ -1,0 +1,591 @@
+// The queue daemon. Message handlers are plain functions that update the in-memory view at once
+// and hand Redis writes to short coroutines; the Lua scripts are the arbiters (a refused event is
+// logged and dropped). Heartbeats, lease expiry, worker hashes and reconciliation run in one cron.
+#include "daemon/daemon.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <cmath>
+
+#include "core/job.hpp"
+#include "core/log.hpp"
+
+namespace descprod {
+
+namespace {
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+std::string hex_id(const std::string& routing) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : routing) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+std::string fmt_double(double d) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3f", d);
+  return buf;
+}
+
+double epoch_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+boost::json::object app_json(const app_def& app, const job_record& r, job_id id) {
+  boost::json::object a;
+  boost::json::array argv;
+  auto get = [&](const char* k) {
+    auto it = r.find(k);
+    return it == r.end() ? std::string() : it->second;
+  };
+  for (auto& s : app.argv_for(get("config"), get("howfig"), id)) argv.emplace_back(s);
+  a["argv"] = std::move(argv);
+  boost::json::object env;
+  for (const auto& [k, v] : app.env) env[k] = v;
+  a["env"] = std::move(env);
+  a["time_limit_s"] = app.time_limit_s;
+  a["login_shell"] = app.login_shell;
+  a["cores"] = app.cores;
+  return a;
+}
+}  // namespace
+
+queue_daemon::queue_daemon(net::io_context& io, descprod_config cfg, app_registry apps)
+    : io_(io),
+      cfg_(std::move(cfg)),
+      apps_(std::move(apps)),
+      redis_(io.get_executor(), cfg_.redis.endpoint),
+      store_(redis_, cfg_.redis.prefix) {}
+
+queue_daemon::~queue_daemon() { stop(); }
+
+void queue_daemon::stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  if (workers_sock_) workers_sock_->close();
+  if (gateways_sock_) gateways_sock_->close();
+  redis_.close();
+}
+
+void queue_daemon::spawn(net::awaitable<void> task, const char* what) {
+  net::co_spawn(io_, std::move(task), [what, this](std::exception_ptr e) {
+    if (!e || stopping_) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log::error("task failed task={} error={}", what, ex.what());
+    }
+  });
+}
+
+net::awaitable<void> queue_daemon::connect_redis() {
+  auto delay = std::chrono::milliseconds(100);
+  net::steady_timer timer(io_);
+  while (!stopping_) {
+    try {
+      co_await redis_.async_connect();
+      co_await store_.async_load_scripts();
+      log::info("redis connected");
+      co_return;
+    } catch (const std::exception& e) {
+      log::warn("redis unavailable error={} retry_ms={}", e.what(), delay.count());
+    }
+    timer.expires_after(delay);
+    co_await timer.async_wait(use_tuple);
+    delay = std::min(delay * 2, std::chrono::milliseconds(32000));
+  }
+}
+
+net::awaitable<void> queue_daemon::run() {
+  auto ex = io_.get_executor();
+  workers_sock_ = std::make_unique<zmq_socket>(ex, zctx_, zmq::socket_type::router);
+  gateways_sock_ = std::make_unique<zmq_socket>(ex, zctx_, zmq::socket_type::router);
+  // Sending to a peer that is gone must fail loudly, not vanish: the job is then requeued.
+  workers_sock_->raw().set(zmq::sockopt::router_mandatory, 1);
+  try {
+    workers_sock_->raw().bind(cfg_.daemon.worker_endpoint);
+    gateways_sock_->raw().bind(cfg_.daemon.gateway_endpoint);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error(std::string("cannot bind ZeroMQ endpoint: ") + e.what());
+  }
+  log::info("daemon listening workers={} gateways={}", cfg_.daemon.worker_endpoint, cfg_.daemon.gateway_endpoint);
+  co_await connect_redis();
+  co_await rebuild();
+  spawn(worker_loop(), "worker_loop");
+  spawn(gateway_loop(), "gateway_loop");
+  co_await cron();
+}
+
+net::awaitable<void> queue_daemon::rebuild() {
+  // The queue: everything in the ready set, in chunks so a deep queue does not build one reply.
+  const long long chunk = 10000;
+  for (long long start = 0;; start += chunk) {
+    auto cmd = redis_cmd("ZRANGE", store_.key("queue"), std::to_string(start),
+                                 std::to_string(start + chunk - 1), "WITHSCORES");
+    auto r = co_await redis_.async_exec(std::move(cmd));
+    for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+      job_id id = r.elements[i].as_integer();
+      double score = std::stod(r.elements[i + 1].as_string());
+      if (!queued_.count(id)) {
+        ready_.emplace(score, id);
+        queued_[id] = score;
+      }
+    }
+    if (r.elements.size() < static_cast<std::size_t>(chunk * 2)) break;
+  }
+  // Leases held before a restart: their workers get one lease period to say hello and claim them.
+  auto cmd = redis_cmd("ZRANGE", store_.key("leases"), "0", "-1");
+  auto leases = co_await redis_.async_exec(std::move(cmd));
+  auto deadline = clock_type::now() + cfg_.daemon.lease_timeout;
+  for (const auto& e : leases.elements) orphans_[e.as_integer()] = deadline;
+  last_reconcile_ = clock_type::now();
+  log::info("queue rebuilt ready={} leased={}", ready_.size(), orphans_.size());
+  dispatch();
+}
+
+net::awaitable<void> queue_daemon::reconcile() {
+  // A `submitted` notice can be lost (gateway crash between Redis and ZeroMQ, daemon restart):
+  // any ready job near the front of the queue that is not held here is taken in.
+  auto cmd = redis_cmd("ZRANGE", store_.key("queue"), "0", "9999", "WITHSCORES");
+  auto r = co_await redis_.async_exec(std::move(cmd));
+  std::size_t added = 0;
+  for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+    job_id id = r.elements[i].as_integer();
+    if (queued_.count(id) || leases_.count(id)) continue;
+    double score = std::stod(r.elements[i + 1].as_string());
+    ready_.emplace(score, id);
+    queued_[id] = score;
+    ++added;
+  }
+  if (added) {
+    log::info("reconcile found ready jobs added={}", added);
+    dispatch();
+  }
+}
+
+net::awaitable<void> queue_daemon::worker_loop() {
+  while (!stopping_) {
+    std::vector<zmq::message_t> frames;
+    try {
+      frames = co_await workers_sock_->async_recv();
+    } catch (const boost::system::system_error&) {
+      if (stopping_) co_return;
+      continue;
+    }
+    if (frames.empty()) continue;
+    std::string routing = frames[0].to_string();
+    std::string why;
+    auto msg = protocol::decode(frames, 1, why);
+    if (!msg) {
+      ++stats_.malformed;
+      log::warn("malformed worker message dropped peer={} reason={}", hex_id(routing), why);
+      continue;
+    }
+    try {
+      on_worker_message(routing, std::move(*msg));
+    } catch (const std::exception& e) {
+      ++stats_.malformed;
+      log::warn("worker message failed peer={} error={}", hex_id(routing), e.what());
+    }
+  }
+}
+
+net::awaitable<void> queue_daemon::gateway_loop() {
+  while (!stopping_) {
+    std::vector<zmq::message_t> frames;
+    try {
+      frames = co_await gateways_sock_->async_recv();
+    } catch (const boost::system::system_error&) {
+      if (stopping_) co_return;
+      continue;
+    }
+    if (frames.empty()) continue;
+    std::string routing = frames[0].to_string();
+    std::string why;
+    auto msg = protocol::decode(frames, 1, why);
+    if (!msg) {
+      ++stats_.malformed;
+      log::warn("malformed gateway message dropped peer={} reason={}", hex_id(routing), why);
+      continue;
+    }
+    try {
+      on_gateway_message(routing, std::move(*msg));
+    } catch (const std::exception& e) {
+      ++stats_.malformed;
+      log::warn("gateway message failed peer={} error={}", hex_id(routing), e.what());
+    }
+  }
+}
+
+void queue_daemon::on_gateway_message(const std::string& routing, protocol::message msg) {
+  if (msg.command == protocol::hello) {
+    auto v = protocol::get_int(msg.body, "protocol");
+    boost::json::object reply;
+    if (!v || *v != protocol::version) {
+      reply["reason"] = "protocol version mismatch: daemon speaks " + std::to_string(protocol::version);
+      gateways_sock_->send({routing, std::string(protocol::reject), boost::json::serialize(reply)});
+      return;
+    }
+    reply["protocol"] = protocol::version;
+    gateways_sock_->send({routing, std::string(protocol::welcome), boost::json::serialize(reply)});
+    log::info("gateway connected peer={}", hex_id(routing));
+  } else if (msg.command == protocol::submitted) {
+    auto it = msg.body.find("jobs");
+    if (it == msg.body.end() || !it->value().is_array()) throw std::invalid_argument("submitted: no jobs array");
+    for (const auto& e : it->value().as_array()) {
+      if (!e.is_array() || e.as_array().size() != 2 || !e.as_array()[0].is_int64() || !e.as_array()[1].is_int64())
+        throw std::invalid_argument("submitted: expected [id, priority] pairs");
+      enqueue(e.as_array()[0].as_int64(), static_cast<int>(e.as_array()[1].as_int64()));
+    }
+    dispatch();
+  } else if (msg.command == protocol::cancel) {
+    auto id = protocol::get_int(msg.body, "job");
+    if (!id) throw std::invalid_argument("cancel: no job");
+    if (auto q = queued_.find(*id); q != queued_.end()) {
+      ready_.erase({q->second, *id});
+      queued_.erase(q);
+    }
+    auto l = leases_.find(*id);
+    if (l != leases_.end()) {
+      auto w = workers_.find(l->second.worker);
+      if (w != workers_.end()) {
+        boost::json::object body;
+        body["job"] = *id;
+        body["attempt"] = l->second.attempt;
+        send_worker(w->second.routing, protocol::cancel, body);
+        log::info("cancel forwarded job_id={} worker={}", *id, w->first);
+      }
+    }
+  } else {
+    log::warn("unexpected gateway command dropped peer={} command={}", hex_id(routing), msg.command);
+  }
+}
+
+void queue_daemon::enqueue(job_id id, int priority) {
+  if (queued_.count(id) || leases_.count(id)) return;
+  double score = queue_score(priority, id);
+  ready_.emplace(score, id);
+  queued_[id] = score;
+}
+
+queue_daemon::worker_state* queue_daemon::worker_by_routing(const std::string& routing) {
+  auto it = routing_to_id_.find(routing);
+  if (it == routing_to_id_.end()) return nullptr;
+  auto w = workers_.find(it->second);
+  return w == workers_.end() ? nullptr : &w->second;
+}
+
+void queue_daemon::send_worker(const std::string& routing, std::string_view command,
+                               const boost::json::object& body) {
+  std::vector<std::string> frames{routing, std::string(command), boost::json::serialize(body)};
+  if (!workers_sock_->send(frames)) log::warn("send to worker failed peer={} command={}", hex_id(routing), command);
+}
+
+void queue_daemon::on_hello(const std::string& routing, const boost::json::object& body) {
+  auto proto = protocol::get_int(body, "protocol");
+  auto id = protocol::get_string(body, "worker");
+  auto slots = protocol::get_int(body, "slots");
+  if (!proto || *proto != protocol::version || !id || id->empty() || !slots || *slots < 0 || *slots > 100000) {
+    boost::json::object reply;
+    reply["reason"] = (!proto || *proto != protocol::version)
+                          ? "protocol version mismatch: daemon speaks " + std::to_string(protocol::version)
+                          : std::string("hello needs worker (string) and slots (integer)");
+    send_worker(routing, protocol::reject, reply);
+    log::warn("worker refused peer={} reason={}", hex_id(routing), reply["reason"].as_string().c_str());
+    return;
+  }
+  auto& w = workers_[*id];
+  if (!w.routing.empty() && w.routing != routing) routing_to_id_.erase(w.routing);
+  w.routing = routing;
+  w.id = *id;
+  w.owner = protocol::get_string(body, "owner").value_or("");
+  w.host = protocol::get_string(body, "host").value_or("");
+  w.pool = protocol::get_string(body, "pool").value_or("default");
+  w.slots = static_cast<int>(*slots);
+  w.credits = 0;
+  w.last_seen = clock_type::now();
+  routing_to_id_[routing] = *id;
+  // Jobs the worker still runs (a reconnect or a daemon restart): adopt those whose lease is its
+  // own; tell it to stop any other (the job was requeued meanwhile, so it must not run twice).
+  if (auto it = body.find("running"); it != body.end() && it->value().is_array()) {
+    for (const auto& e : it->value().as_array()) {
+      if (!e.is_object()) continue;
+      auto jid = protocol::get_int(e.as_object(), "job");
+      auto att = protocol::get_int(e.as_object(), "attempt");
+      if (!jid || !att) continue;
+      auto l = leases_.find(*jid);
+      bool ours = (l != leases_.end() && l->second.worker == *id && l->second.attempt == *att) ||
+                  (l == leases_.end() && orphans_.count(*jid));
+      if (ours) {
+        orphans_.erase(*jid);
+        leases_[*jid] = {*id, *att};
+        w.jobs[*jid] = running_job{*jid, *att, true};
+      } else {
+        boost::json::object c;
+        c["job"] = *jid;
+        c["attempt"] = *att;
+        send_worker(routing, protocol::cancel, c);
+        log::warn("worker runs a job it does not hold; cancelling job_id={} attempt={} worker={}", *jid, *att, *id);
+      }
+    }
+  }
+  boost::json::object reply;
+  reply["protocol"] = protocol::version;
+  reply["heartbeat_ms"] = cfg_.daemon.heartbeat_interval.count();
+  reply["lease_timeout_ms"] = cfg_.daemon.lease_timeout.count();
+  send_worker(routing, protocol::welcome, reply);
+  log::info("worker connected worker={} host={} slots={} owner={} running={}", w.id, w.host, w.slots, w.owner, w.jobs.size());
+}
+
+void queue_daemon::on_worker_message(const std::string& routing, protocol::message msg) {
+  if (msg.command == protocol::hello) return on_hello(routing, msg.body);
+  auto* w = worker_by_routing(routing);
+  if (!w) {
+    // A worker the daemon does not know (it restarted, or declared the worker lost): ask it to
+    // say hello again rather than act on its events.
+    boost::json::object reply;
+    reply["reason"] = "unknown worker: send hello";
+    reply["retry"] = true;
+    send_worker(routing, protocol::reject, reply);
+    return;
+  }
+  w->last_seen = clock_type::now();
+  const auto& c = msg.command;
+  if (c == protocol::heartbeat) return;
+  if (c == protocol::ready) {
+    auto n = protocol::get_int(msg.body, "credits");
+    if (!n || *n < 0) throw std::invalid_argument("ready: credits must be a non-negative integer");
+    int cap = std::max(0, w->slots - static_cast<int>(w->jobs.size()));
+    w->credits = static_cast<int>(std::min<long long>(cap, w->credits + *n));
+    dispatch();
+    return;
+  }
+  if (c == protocol::bye) {
+    worker_lost(w->id, "worker said bye");
+    return;
+  }
+  if (c == protocol::started || c == protocol::progress || c == protocol::finished || c == protocol::log_lines) {
+    auto id = protocol::get_int(msg.body, "job");
+    auto attempt = protocol::get_int(msg.body, "attempt");
+    if (!id || !attempt) throw std::invalid_argument(c + ": job and attempt must be integers");
+    if (c == protocol::log_lines) return;  // log shipping lands with the log-tail feature
+    if (c == protocol::finished) {
+      auto j = w->jobs.find(*id);
+      if (j != w->jobs.end() && j->second.attempt == *attempt) {
+        w->jobs.erase(j);
+        leases_.erase(*id);
+      }
+    } else if (c == protocol::started) {
+      auto j = w->jobs.find(*id);
+      if (j != w->jobs.end()) j->second.started = true;
+    }
+    spawn(report(w->id, c, std::move(msg.body)), "report");
+    return;
+  }
+  log::warn("unexpected worker command dropped worker={} command={}", w->id, c);
+}
+
+void queue_daemon::dispatch() {
+  if (stopping_ || workers_.empty()) return;
+  while (!ready_.empty()) {
+    // Round robin over workers with credits, so one worker does not take everything.
+    worker_state* chosen = nullptr;
+    std::size_t n = workers_.size();
+    auto it = workers_.begin();
+    std::advance(it, rr_ % n);
+    for (std::size_t k = 0; k < n; ++k) {
+      if (it->second.credits > 0) {
+        chosen = &it->second;
+        rr_ = (rr_ + k + 1) % n;
+        break;
+      }
+      if (++it == workers_.end()) it = workers_.begin();
+    }
+    if (!chosen) return;
+    auto front = ready_.begin();
+    job_id id = front->second;
+    ready_.erase(front);
+    queued_.erase(id);
+    --chosen->credits;
+    chosen->jobs[id] = running_job{id, 0, false};
+    leases_[id] = {chosen->id, 0};  // attempt known once Redis has leased it
+    spawn(lease_and_send(id, chosen->id), "lease");
+  }
+}
+
+net::awaitable<void> queue_daemon::lease_and_send(job_id id, std::string worker_id) {
+  double lease_s = std::chrono::duration<double>(cfg_.daemon.lease_timeout).count();
+  auto r = co_await store_.async_lease(id, worker_id, lease_s);
+  auto wit = workers_.find(worker_id);
+  if (!r.ok) {
+    // Cancelled, already leased, or gone: not an error, just nothing to run.
+    log::debug("lease refused job_id={} reason={} state={}", id, r.reason, r.state);
+    leases_.erase(id);
+    if (wit != workers_.end()) {
+      wit->second.jobs.erase(id);
+      ++wit->second.credits;
+      dispatch();
+    }
+    co_return;
+  }
+  if (wit == workers_.end()) {
+    leases_.erase(id);
+    auto rq = co_await store_.async_requeue(id, r.attempt, worker_id, false, "worker left before dispatch");
+    if (rq.ok) spawn(reconcile(), "reconcile");
+    co_return;
+  }
+  auto& w = wit->second;
+  leases_[id] = {worker_id, r.attempt};
+  w.jobs[id] = running_job{id, r.attempt, false};
+  const auto& rec = r.record;
+  auto jt = rec.find("jobtype");
+  const app_def* app = jt == rec.end() ? nullptr : apps_.find(jt->second);
+  if (!app) {
+    std::string name = jt == rec.end() ? "" : jt->second;
+    log::error("job has an unknown application job_id={} jobtype={}", id, name);
+    w.jobs.erase(id);
+    leases_.erase(id);
+    ++w.credits;
+    co_await store_.async_finish(id, r.attempt, worker_id, job_state::failed, 127, "Failed",
+                                 "unknown application " + name);
+    dispatch();
+    co_return;
+  }
+  boost::json::object body;
+  body["job"] = job_to_json(rec);
+  body["attempt"] = r.attempt;
+  body["app"] = app_json(*app, rec, id);
+  auto frames = redis_cmd(w.routing, std::string(protocol::job), boost::json::serialize(body));
+  ++stats_.leased;
+  log::debug("job leased job_id={} worker={} attempt={}", id, worker_id, r.attempt);
+  if (!workers_sock_->send(frames)) {
+    log::warn("worker unreachable at dispatch worker={} job_id={}", worker_id, id);
+    worker_lost(worker_id, "unreachable");
+  }
+}
+
+net::awaitable<void> queue_daemon::report(std::string worker_id, std::string command, boost::json::object body) {
+  job_id id = *protocol::get_int(body, "job");
+  long long attempt = *protocol::get_int(body, "attempt");
+  transition_result r;
+  if (command == protocol::started) {
+    r = co_await store_.async_start(id, attempt, worker_id, protocol::get_string(body, "host").value_or(""),
+                                    protocol::get_string(body, "rundir").value_or(""),
+                                    protocol::get_int(body, "pid").value_or(0));
+  } else if (command == protocol::progress) {
+    auto message = protocol::get_string(body, "message").value_or("");
+    if (message.size() > 1000) message.resize(1000);
+    r = co_await store_.async_progress(id, attempt, worker_id, std::move(message),
+                                       protocol::get_int(body, "done"), protocol::get_int(body, "total"));
+  } else {
+    auto out = classify_exit(static_cast<int>(protocol::get_int(body, "rc").value_or(0)),
+                             static_cast<int>(protocol::get_int(body, "signal").value_or(0)),
+                             protocol::get_bool(body, "timed_out").value_or(false));
+    auto message = protocol::get_string(body, "message").value_or("");
+    if (message.size() > 1000) message.resize(1000);
+    r = co_await store_.async_finish(id, attempt, worker_id, out.state, out.return_status, out.prefix,
+                                     std::move(message));
+    if (r.ok) {
+      ++stats_.finished;
+      log::debug("job finished job_id={} state={} worker={}", id, r.state, worker_id);
+    }
+  }
+  if (!r.ok) {
+    ++stats_.stale_events;
+    log::warn("event ignored command={} job_id={} attempt={} worker={} reason={} state={}", command, id, attempt,
+              worker_id, r.reason, r.state);
+  }
+}
+
+void queue_daemon::worker_lost(const std::string& worker_id, const std::string& why) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return;
+  auto jobs = std::move(it->second.jobs);
+  routing_to_id_.erase(it->second.routing);
+  workers_.erase(it);
+  log::warn("worker lost worker={} reason={} jobs={}", worker_id, why, jobs.size());
+  for (const auto& [id, j] : jobs) {
+    leases_.erase(id);
+    if (j.attempt == 0) continue;  // lease still in flight: lease_and_send requeues it
+    ++stats_.requeued;
+    auto task = [](queue_daemon* self, job_id id, long long attempt, std::string worker, std::string why) -> net::awaitable<void> {
+      auto r = co_await self->store_.async_requeue(id, attempt, worker, true, why);
+      if (!r.ok) {
+        log::warn("requeue refused job_id={} reason={} state={}", id, r.reason, r.state);
+        co_return;
+      }
+      log::info("job requeued job_id={} state={} attempt={} reason={}", id, r.state, r.attempt, why);
+      if (r.state == "ready") {
+        auto cmd = redis_cmd("HGET", self->store_.job_key(id), "priority");
+        auto p = co_await self->redis_.async_exec(std::move(cmd));
+        self->enqueue(id, static_cast<int>(p.as_integer()));
+        self->dispatch();
+      }
+    };
+    spawn(task(this, id, j.attempt, worker_id, why), "requeue");
+  }
+}
+
+net::awaitable<void> queue_daemon::cron() {
+  net::steady_timer timer(io_);
+  const boost::json::object empty_body;
+  while (!stopping_) {
+    timer.expires_after(cfg_.daemon.heartbeat_interval);
+    co_await timer.async_wait(use_tuple);
+    if (stopping_) break;
+    auto now = clock_type::now();
+    std::vector<std::string> lost;
+    for (auto& [id, w] : workers_) {
+      if (now - w.last_seen > cfg_.daemon.lease_timeout) lost.push_back(id);
+      else send_worker(w.routing, protocol::heartbeat, empty_body);
+    }
+    for (const auto& id : lost) worker_lost(id, "missed heartbeats");
+    if (!redis_.connected()) {
+      spawn(connect_redis(), "redis_reconnect");
+      continue;
+    }
+    // Orphaned leases from before a restart whose worker never came back.
+    for (auto it = orphans_.begin(); it != orphans_.end();) {
+      if (now < it->second) {
+        ++it;
+        continue;
+      }
+      job_id id = it->first;
+      it = orphans_.erase(it);
+      auto task = [](queue_daemon* self, job_id id) -> net::awaitable<void> {
+        auto cmd = redis_cmd("HGET", self->store_.job_key(id), "attempt");
+        auto a = co_await self->redis_.async_exec(std::move(cmd));
+        auto r = co_await self->store_.async_requeue(id, a.as_integer(), "", true,
+                                                     "worker did not return after a daemon restart");
+        if (r.ok) log::info("orphaned lease requeued job_id={} state={}", id, r.state);
+        if (r.ok && r.state == "ready") co_await self->reconcile();
+      };
+      spawn(task(this, id), "orphan");
+    }
+    // Worker records and lease deadlines, one pipeline.
+    std::vector<std::vector<std::string>> cmds;
+    double deadline = epoch_now() + std::chrono::duration<double>(cfg_.daemon.lease_timeout).count();
+    auto ttl = std::to_string(std::max<long long>(1, 3 * cfg_.daemon.lease_timeout.count() / 1000));
+    for (const auto& [id, w] : workers_) {
+      auto key = store_.key("worker:" + id);
+      cmds.push_back(redis_cmd("HSET", key, "id", id, "host", w.host, "owner", w.owner, "pool", w.pool, "slots",
+                               std::to_string(w.slots), "running", std::to_string(w.jobs.size()),
+                               "last_heartbeat", fmt_double(epoch_now())));
+      cmds.push_back(redis_cmd("EXPIRE", key, ttl));
+      for (const auto& [jid, j] : w.jobs)
+        if (j.attempt > 0) cmds.push_back(redis_cmd("ZADD", store_.key("leases"), "XX", fmt_double(deadline), std::to_string(jid)));
+    }
+    if (!cmds.empty()) spawn([](queue_daemon* self, std::vector<std::vector<std::string>> cmds) -> net::awaitable<void> {
+      co_await self->redis_.async_pipeline(std::move(cmds));
+    }(this, std::move(cmds)), "heartbeat_write");
+    if (now - last_reconcile_ > cfg_.daemon.reconcile_interval) {
+      last_reconcile_ = now;
+      spawn(reconcile(), "reconcile");
+    }
+  }
+}
+
+}  // namespace descprod

@@ -1,0 +1,112 @@
+// The queue daemon (DESIGN §2, §4): holds the ready queue in memory (priority, then FIFO), leases
+// jobs to workers that ask for work (credit-based pull), tracks heartbeats both ways, requeues the
+// jobs of lost workers, forwards cancels, and writes every transition through the store's Lua
+// scripts. Its memory is a cache of Redis: it is rebuilt at start and reconciled periodically.
+//
+// Thread-safety: none; everything runs on one io_context thread.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <zmq.hpp>
+
+#include "core/config.hpp"
+#include "core/protocol.hpp"
+#include "core/redis.hpp"
+#include "core/store.hpp"
+#include "core/zmq_asio.hpp"
+
+namespace descprod {
+
+using clock_type = std::chrono::steady_clock;
+
+struct daemon_stats {
+  std::uint64_t leased = 0;
+  std::uint64_t finished = 0;
+  std::uint64_t requeued = 0;
+  std::uint64_t stale_events = 0;
+  std::uint64_t malformed = 0;
+};
+
+class queue_daemon {
+ public:
+  queue_daemon(net::io_context& io, descprod_config cfg, app_registry apps);
+  ~queue_daemon();
+
+  // Binds the sockets, connects Redis, rebuilds the queue, and runs until stop().
+  net::awaitable<void> run();
+  void stop();
+
+  const daemon_stats& stats() const { return stats_; }
+  std::size_t queued() const { return ready_.size(); }
+
+ private:
+  struct running_job {
+    job_id id;
+    long long attempt;
+    bool started = false;
+  };
+  struct worker_state {
+    std::string routing;  // ZeroMQ routing id of its current connection
+    std::string id;
+    std::string owner;
+    std::string host;
+    std::string pool;
+    int slots = 0;
+    int credits = 0;
+    clock_type::time_point last_seen;
+    std::map<job_id, running_job> jobs;
+  };
+  struct lease_info {
+    std::string worker;  // worker id
+    long long attempt;
+  };
+
+  net::awaitable<void> connect_redis();
+  net::awaitable<void> rebuild();
+  net::awaitable<void> worker_loop();
+  net::awaitable<void> gateway_loop();
+  net::awaitable<void> cron();
+  net::awaitable<void> reconcile();
+
+  void on_worker_message(const std::string& routing, protocol::message msg);
+  void on_hello(const std::string& routing, const boost::json::object& body);
+  void on_gateway_message(const std::string& routing, protocol::message msg);
+  void enqueue(job_id id, int priority);
+  void dispatch();
+  net::awaitable<void> lease_and_send(job_id id, std::string worker_id);
+  net::awaitable<void> report(std::string worker_id, std::string command, boost::json::object body);
+  void worker_lost(const std::string& worker_id, const std::string& why);
+  void send_worker(const std::string& routing, std::string_view command, const boost::json::object& body);
+  worker_state* worker_by_routing(const std::string& routing);
+  void spawn(net::awaitable<void> task, const char* what);
+
+  net::io_context& io_;
+  descprod_config cfg_;
+  app_registry apps_;
+  zmq::context_t zctx_{1};
+  std::unique_ptr<zmq_socket> workers_sock_;
+  std::unique_ptr<zmq_socket> gateways_sock_;
+  redis_client redis_;
+  store store_;
+  bool stopping_ = false;
+
+  // Ready queue: ordered by (score = priority then ID); `queued_` dedupes notices.
+  std::set<std::pair<double, job_id>> ready_;
+  std::unordered_map<job_id, double> queued_;
+  std::map<std::string, worker_state> workers_;              // by worker id
+  std::unordered_map<std::string, std::string> routing_to_id_;
+  std::unordered_map<job_id, lease_info> leases_;
+  // Leases found in Redis at start whose worker has not said hello yet: deadline to reclaim them.
+  std::unordered_map<job_id, clock_type::time_point> orphans_;
+  std::size_t rr_ = 0;  // round-robin cursor over workers
+  daemon_stats stats_;
+  clock_type::time_point last_reconcile_;
+};
+
+}  // namespace descprod

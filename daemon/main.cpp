@@ -1,0 +1,65 @@
+// descprod-daemon: the queue daemon's command line.
+#include <boost/program_options.hpp>
+#include <csignal>
+#include <iostream>
+
+#include "core/config.hpp"
+#include "core/log.hpp"
+#include "daemon/daemon.hpp"
+
+namespace po = boost::program_options;
+
+int main(int argc, char** argv) {
+  po::options_description opts("Usage: descprod-daemon --config FILE [options]\n\nThe DESCprod queue daemon: leases jobs to workers and records every transition in Redis.\n\nOptions");
+  opts.add_options()("help,h", "show this help")("config,c", po::value<std::string>()->default_value("config/descprod.yaml"), "configuration file (YAML)")("check-config", "load the configuration, report problems and exit");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, opts), vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::cerr << "descprod-daemon: " << e.what() << "\n" << opts << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << opts << "\n";
+    return 0;
+  }
+  descprod::descprod_config cfg;
+  descprod::app_registry apps;
+  try {
+    cfg = descprod::load_config(vm["config"].as<std::string>());
+    apps = descprod::load_apps(cfg.apps_file);
+  } catch (const std::exception& e) {
+    std::cerr << "fatal: " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("check-config")) {
+    std::cout << "configuration ok: " << cfg.file << " (" << apps.apps.size() << " applications)\n";
+    return 0;
+  }
+  descprod::log::init("daemon", cfg.log_level);
+  boost::asio::io_context io;
+  descprod::queue_daemon daemon(io, cfg, std::move(apps));
+  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    descprod::log::info("daemon stopping signal={}", sig);
+    daemon.stop();
+    io.stop();
+  });
+  int rc = 0;
+  boost::asio::co_spawn(io, daemon.run(), [&](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      descprod::log::error("fatal: {}", ex.what());
+      std::cerr << "fatal: " << ex.what() << "\n";
+    }
+    rc = 1;
+    io.stop();
+  });
+  io.run();
+  descprod::log::info("daemon stopped");
+  return rc;
+}
