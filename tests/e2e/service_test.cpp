@@ -1,0 +1,266 @@
+// End-to-end tests of the spine: the real descprod-daemon, descprod-gateway and descprod-worker
+// binaries, a real redis-server, real application processes, driven over HTTP as a user would.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
+
+#include "core/accounts.hpp"
+#include "core/redis.hpp"
+#include "tests/support/support.hpp"
+
+namespace descprod::test {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+// A whole service on this machine: Redis, daemon, gateway and `workers` workers, with users
+// alice and bob (tokens in alice_token/bob_token).
+class service {
+ public:
+  explicit service(int workers = 1, int slots = 2) {
+    out_dir = dir.file("out");
+    markers = dir.file("markers");
+    fs::create_directories(out_dir);
+    fs::create_directories(markers);
+    write_file(dir.file("apps.yaml"),
+               "apps:\n"
+               "  - name: mysleep\n"
+               "    pattern: \"^[0-9]{1,6}$\"\n"
+               "  - name: marker\n"
+               "    command: [\"/bin/sh\", \"-c\", \"echo \\\"$DESCPROD_ATTEMPT\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"\", \"" +
+                   markers + "\"]\n"
+               "    args: []\n"
+               "  - name: fail\n"
+               "    command: [\"/bin/sh\", \"-c\", \"echo 'it broke' > current-status.txt; exit 3\"]\n"
+               "    args: []\n");
+    write_file(dir.file("descprod.yaml"),
+               "log_level: info\n"
+               "apps: " + dir.file("apps.yaml") + "\n"
+               "redis:\n  path: " + redis.socket_path() + "\n"
+               "gateway:\n  port: 0\n  daemon_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
+               "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") + "\n"
+               "  gateway_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
+               "  heartbeat_interval_ms: 200\n  lease_timeout_ms: 3000\n"
+               "worker:\n  daemon_endpoint: ipc://" + dir.file("w.ipc") + "\n"
+               "  output_dir: " + out_dir + "\n  status_poll_ms: 100\n");
+    std::string path = std::string(DESCPROD_SOURCE_DIR) + "/apps:" + std::getenv("PATH");
+    std::vector<std::pair<std::string, std::string>> env{{"PATH", path}};
+    std::string bin = DESCPROD_BIN_DIR;
+    daemon = std::make_unique<process>(std::vector<std::string>{bin + "/descprod-daemon", "--config", dir.file("descprod.yaml")},
+                                       env, dir.file("daemon.log"));
+    gateway = std::make_unique<process>(
+        std::vector<std::string>{bin + "/descprod-gateway", "--config", dir.file("descprod.yaml"), "--port-file",
+                                 dir.file("gateway.port")},
+        env, dir.file("gateway.log"));
+    for (int i = 0; i < workers; ++i)
+      worker_procs.push_back(std::make_unique<process>(
+          std::vector<std::string>{bin + "/descprod-worker", "--config", dir.file("descprod.yaml"), "--id",
+                                   "w" + std::to_string(i), "--slots", std::to_string(slots)},
+          env, dir.file("worker" + std::to_string(i) + ".log")));
+    if (!wait_until([&] { return fs::exists(dir.file("gateway.port")) && fs::file_size(dir.file("gateway.port")) > 0; }, 20s))
+      throw std::runtime_error("gateway did not write its port: " + read_file(dir.file("gateway.log")));
+    port = std::stoi(read_file(dir.file("gateway.port")));
+    redis_sync r(redis.endpoint());
+    add_user(r, "descprod:", "alice", false);
+    add_user(r, "descprod:", "bob", false);
+    alice_token = issue_token(r, "descprod:", "alice");
+    bob_token = issue_token(r, "descprod:", "bob");
+  }
+  ~service() {
+    // Stop by PID, workers first; print logs of a failed test for diagnosis.
+    for (auto& w : worker_procs) w->stop(10s);
+    if (gateway) gateway->stop();
+    if (daemon) daemon->stop();
+    if (::testing::Test::HasFailure()) {
+      for (const char* f : {"daemon.log", "gateway.log", "worker0.log"})
+        if (fs::exists(dir.file(f))) std::cerr << "---- " << f << " (tail)\n" << tail(read_file(dir.file(f))) << "\n";
+    }
+  }
+  static std::string tail(const std::string& s) { return s.size() > 4000 ? s.substr(s.size() - 4000) : s; }
+
+  http_response call(const std::string& method, const std::string& target, const std::string& body = "",
+                     const std::string& token = "") {
+    http_headers h;
+    h.emplace_back("Authorization", "Bearer " + (token.empty() ? alice_token : token));
+    return http_request("127.0.0.1", port, method, target, body, h);
+  }
+  boost::json::object job(long long id, const std::string& token = "") {
+    auto r = call("GET", "/api/jobs/" + std::to_string(id), "", token);
+    if (r.status != 200) return {};
+    return r.json().as_object();
+  }
+  std::string state(long long id) {
+    auto j = job(id);
+    auto it = j.find("state");
+    return it == j.end() ? "" : std::string(it->value().as_string());
+  }
+  bool terminal(const std::string& s) {
+    return s == "done" || s == "failed" || s == "timeout" || s == "killed" || s == "cancelled" || s == "lost";
+  }
+
+  temp_dir dir;
+  redis_server redis;
+  std::string out_dir, markers;
+  std::unique_ptr<process> daemon, gateway;
+  std::vector<std::unique_ptr<process>> worker_procs;
+  int port = 0;
+  std::string alice_token, bob_token;
+};
+
+long long submit(service& s, const std::string& body, const std::string& token = "") {
+  auto r = s.call("POST", "/api/jobs", body, token);
+  EXPECT_EQ(r.status, 201) << r.body;
+  if (r.status != 201) return -1;
+  return r.json().as_object().at("id").as_int64();
+}
+
+TEST(Spine, SubmittedJobRunsToDoneAndRedisHoldsTheSameRecord) {
+  service s;
+  long long id = submit(s, R"({"jobtype":"mysleep","config":"1","howfig":""})");
+  ASSERT_GT(id, 0);
+  ASSERT_TRUE(wait_until([&] { return s.terminal(s.state(id)); }, 30s)) << "state " << s.state(id);
+  auto j = s.job(id);
+  EXPECT_EQ(j.at("state").as_string(), "done");
+  EXPECT_EQ(j.at("progress").as_string(), "Done. I'm awake now.");  // the apostrophe verbatim
+  EXPECT_EQ(j.at("return_status").as_int64(), 0);
+  EXPECT_EQ(j.at("descname").as_string(), "alice");
+  for (const char* f : {"host", "rundir", "pid", "create_time", "start_time", "stop_time", "update_time"})
+    EXPECT_TRUE(j.contains(f)) << "missing " << f;
+  std::string rundir(j.at("rundir").as_string());
+  char name[32];
+  std::snprintf(name, sizeof name, "job%06lld", id);
+  EXPECT_EQ(fs::path(rundir).filename().string(), name);
+  EXPECT_EQ(fs::path(rundir).parent_path().string(), s.out_dir + "/jobs");
+  EXPECT_NE(read_file(rundir + "/config.json").find("  \"id\": " + std::to_string(id) + ","), std::string::npos);
+  EXPECT_NE(read_file(rundir + "/" + name + ".log").find("I'm sleeping for 1 seconds."), std::string::npos);
+
+  // Redis holds the same record the API shows.
+  redis_sync r(s.redis.endpoint());
+  auto h = r.exec({"HGETALL", "descprod:job:" + std::to_string(id)});
+  std::map<std::string, std::string> rec;
+  for (std::size_t i = 0; i + 1 < h.elements.size(); i += 2) rec[h.elements[i].str] = h.elements[i + 1].str;
+  EXPECT_EQ(rec["state"], "done");
+  EXPECT_EQ(rec["progress"], "Done. I'm awake now.");
+  EXPECT_EQ(rec["rundir"], rundir);
+  EXPECT_EQ(rec["return_status"], "0");
+
+  // The event history shows every transition in order.
+  auto ev = s.call("GET", "/api/jobs/" + std::to_string(id) + "/events");
+  ASSERT_EQ(ev.status, 200) << ev.body;
+  std::vector<std::string> states;
+  for (const auto& e : ev.json().as_object().at("events").as_array()) {
+    const auto& o = e.as_object();
+    if (o.at("type").as_string() == "transition") states.emplace_back(o.at("state").as_string());
+  }
+  EXPECT_EQ(states, (std::vector<std::string>{"ready", "dispatched", "running", "done"}));
+}
+
+TEST(Spine, FailingApplicationIsFailedWithItsMessageAndStatus) {
+  service s;
+  long long id = submit(s, R"({"jobtype":"fail","config":"x"})");
+  ASSERT_TRUE(wait_until([&] { return s.terminal(s.state(id)); }, 30s));
+  auto j = s.job(id);
+  EXPECT_EQ(j.at("state").as_string(), "failed");
+  EXPECT_EQ(j.at("progress").as_string(), "Failed. it broke");
+  EXPECT_EQ(j.at("return_status").as_int64(), 3);
+}
+
+TEST(Spine, ThousandBulkJobsAllReachDoneNoneLostNoneRunTwice) {
+  service s(2, 2);
+  std::string body = R"({"jobs":[)";
+  const int n = 1000;
+  for (int i = 0; i < n; ++i) body += std::string(i ? "," : "") + R"({"jobtype":"marker","config":"c)" + std::to_string(i) + "\"}";
+  body += "]}";
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = s.call("POST", "/api/jobs/bulk", body);
+  ASSERT_EQ(r.status, 201) << r.body;
+  std::vector<long long> ids;
+  for (const auto& v : r.json().as_object().at("ids").as_array()) ids.push_back(v.as_int64());
+  ASSERT_EQ(ids.size(), static_cast<std::size_t>(n));
+  EXPECT_EQ(std::set<long long>(ids.begin(), ids.end()).size(), ids.size());
+
+  redis_sync rs(s.redis.endpoint());
+  auto count_done = [&] {
+    int done = 0;
+    for (long long id : ids) {
+      auto st = rs.exec({"HGET", "descprod:job:" + std::to_string(id), "state"});
+      if (st.str == "done") ++done;
+    }
+    return done;
+  };
+  bool all = wait_until([&] { return count_done() == n; }, 180s, 200ms);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::cout << "[ figures  ] " << n << " bulk-submitted jobs done end to end in " << secs << " s (" << n / secs
+            << " jobs/s, 2 workers x 2 slots)\n";
+  ASSERT_TRUE(all) << "done: " << count_done() << " of " << n;
+  // Each job's app ran exactly once: one marker line per job, attempt 1.
+  int twice = 0, missing = 0;
+  for (long long id : ids) {
+    auto f = s.markers + "/m" + std::to_string(id);
+    if (!fs::exists(f)) { ++missing; continue; }
+    if (read_file(f) != "1\n") ++twice;
+  }
+  EXPECT_EQ(missing, 0);
+  EXPECT_EQ(twice, 0);
+  EXPECT_EQ(rs.exec({"ZCARD", "descprod:queue"}).integer, 0);
+  EXPECT_EQ(rs.exec({"ZCARD", "descprod:leases"}).integer, 0);
+}
+
+TEST(Spine, UserSeesOnlyTheirOwnJobs) {
+  service s(0);
+  long long id = submit(s, R"({"jobtype":"mysleep","config":"1"})");
+  ASSERT_GT(id, 0);
+  auto as_bob = s.call("GET", "/api/jobs/" + std::to_string(id), "", s.bob_token);
+  EXPECT_EQ(as_bob.status, 404);
+  EXPECT_EQ(as_bob.json().as_object().at("error").as_string(), "not_found");
+  auto events_bob = s.call("GET", "/api/jobs/" + std::to_string(id) + "/events", "", s.bob_token);
+  EXPECT_EQ(events_bob.status, 404);
+  auto list_bob = s.call("GET", "/api/jobs", "", s.bob_token);
+  ASSERT_EQ(list_bob.status, 200);
+  EXPECT_EQ(list_bob.json().as_object().at("jobs").as_array().size(), 0u);
+  auto list_alice = s.call("GET", "/api/jobs");
+  ASSERT_EQ(list_alice.status, 200);
+  EXPECT_EQ(list_alice.json().as_object().at("jobs").as_array().size(), 1u);
+  EXPECT_EQ(s.call("GET", "/api/jobs/" + std::to_string(id)).status, 200);
+}
+
+TEST(Spine, BadRequestsGetClearErrorsAndCreateNothing) {
+  service s(0);
+  auto no_token = http_request("127.0.0.1", s.port, "GET", "/api/jobs");
+  EXPECT_EQ(no_token.status, 401);
+  EXPECT_EQ(s.call("GET", "/api/jobs", "", "dp_not-a-real-token").status, 401);
+  struct bad { std::string body; int status; std::string detail_has; };
+  std::vector<bad> cases = {
+      {"{not json", 400, ""},
+      {R"({"config":"1"})", 400, "jobtype"},
+      {R"({"jobtype":7,"config":"1"})", 400, "jobtype"},
+      {R"({"jobtype":"nosuchapp","config":"1"})", 400, "nosuchapp"},
+      {R"({"jobtype":"mysleep","config":"$(id); rm -rf x"})", 400, "config"},
+      {R"({"jobtype":"mysleep","config":"abc"})", 400, "config"},
+      {R"({"jobtype":"mysleep","config":"1","howfig":"a--b"})", 400, "howfig"},
+      {R"({"jobtype":"mysleep","config":"1","colour":"red"})", 400, "colour"},
+  };
+  for (const auto& c : cases) {
+    auto r = s.call("POST", "/api/jobs", c.body);
+    EXPECT_EQ(r.status, c.status) << c.body << " -> " << r.body;
+    auto o = r.json().as_object();
+    EXPECT_TRUE(o.contains("error")) << r.body;
+    if (!c.detail_has.empty()) EXPECT_NE(r.body.find(c.detail_has), std::string::npos) << r.body;
+  }
+  auto big = s.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":")" + std::string(2 << 20, '1') + "\"}");
+  EXPECT_EQ(big.status, 413);
+  // Nothing was created by any of them.
+  redis_sync rs(s.redis.endpoint());
+  EXPECT_TRUE(rs.exec({"GET", "descprod:next_job_id"}).is_nil());
+  // The gateway is still up.
+  EXPECT_EQ(http_request("127.0.0.1", s.port, "GET", "/healthz").status, 200);
+}
+
+}  // namespace
+}  // namespace descprod::test
