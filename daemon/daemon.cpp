@@ -544,7 +544,14 @@ net::awaitable<void> queue_daemon::cron() {
     }
     for (const auto& id : lost) worker_lost(id, "missed heartbeats");
     if (!redis_.connected()) {
-      spawn(connect_redis(), "redis_reconnect");
+      if (!reconnecting_) {
+        reconnecting_ = true;
+        spawn([](queue_daemon* self) -> net::awaitable<void> {
+          co_await self->connect_redis();
+          self->reconnecting_ = false;
+          co_await self->reconcile();
+        }(this), "redis_reconnect");
+      }
       continue;
     }
     // Orphaned leases from before a restart whose worker never came back.

@@ -95,6 +95,7 @@ class queue_daemon {
   redis_client redis_;
   store store_;
   bool stopping_ = false;
+  bool reconnecting_ = false;
 
   // Ready queue: ordered by (score = priority then ID); `queued_` dedupes notices.
   std::set<std::pair<double, job_id>> ready_;

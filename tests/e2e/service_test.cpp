@@ -154,7 +154,8 @@ TEST(Spine, SubmittedJobRunsToDoneAndRedisHoldsTheSameRecord) {
   auto ev = s.call("GET", "/api/jobs/" + std::to_string(id) + "/events");
   ASSERT_EQ(ev.status, 200) << ev.body;
   std::vector<std::string> states;
-  for (const auto& e : ev.json().as_object().at("events").as_array()) {
+  auto evj = ev.json();  // keep the parsed body alive while iterating it
+  for (const auto& e : evj.as_object().at("events").as_array()) {
     const auto& o = e.as_object();
     if (o.at("type").as_string() == "transition") states.emplace_back(o.at("state").as_string());
   }
@@ -181,7 +182,8 @@ TEST(Spine, ThousandBulkJobsAllReachDoneNoneLostNoneRunTwice) {
   auto r = s.call("POST", "/api/jobs/bulk", body);
   ASSERT_EQ(r.status, 201) << r.body;
   std::vector<long long> ids;
-  for (const auto& v : r.json().as_object().at("ids").as_array()) ids.push_back(v.as_int64());
+  auto rj = r.json();
+  for (const auto& v : rj.as_object().at("ids").as_array()) ids.push_back(v.as_int64());
   ASSERT_EQ(ids.size(), static_cast<std::size_t>(n));
   EXPECT_EQ(std::set<long long>(ids.begin(), ids.end()).size(), ids.size());
 
@@ -249,7 +251,8 @@ TEST(Spine, BadRequestsGetClearErrorsAndCreateNothing) {
   for (const auto& c : cases) {
     auto r = s.call("POST", "/api/jobs", c.body);
     EXPECT_EQ(r.status, c.status) << c.body << " -> " << r.body;
-    auto o = r.json().as_object();
+    auto rj = r.json();
+    const auto& o = rj.as_object();
     EXPECT_TRUE(o.contains("error")) << r.body;
     if (!c.detail_has.empty()) EXPECT_NE(r.body.find(c.detail_has), std::string::npos) << r.body;
   }
