@@ -47,11 +47,14 @@ class section {
       fail(v, key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi));
     out = x;
   }
+  // The key's value, or an undefined (false) node when it is absent or null. (A default-constructed
+  // YAML::Node is a defined null, which would make every absent key look present.)
   YAML::Node take(const std::string& key) {
     seen_.insert(key);
-    if (!node_ || !node_.IsMap()) return YAML::Node();
-    auto v = node_[key];
-    if (!v || v.IsNull()) return YAML::Node();
+    if (!node_ || !node_.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
+    const YAML::Node& map = node_;  // const lookup: never inserts the key
+    auto v = map[key];
+    if (!v || v.IsNull()) return YAML::Node(YAML::NodeType::Undefined);
     return v;
   }
   void finish() {
@@ -181,8 +184,13 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_ms("reconcile_interval_ms", c.daemon.reconcile_interval);
     if (auto v = s.take("heartbeat_interval_ms"); v && c.daemon.heartbeat_interval.count() < 10)
       s.fail(v, "heartbeat_interval_ms", "must be at least 10");
-    if (auto v = s.take("lease_timeout_ms"); v && c.daemon.lease_timeout <= c.daemon.heartbeat_interval)
-      s.fail(v, "lease_timeout_ms", "must be longer than heartbeat_interval_ms");
+    if (c.daemon.lease_timeout <= c.daemon.heartbeat_interval) {
+      // Name the lease timeout when the file sets it, else the heartbeat that outgrew the default.
+      if (auto v = s.take("lease_timeout_ms"))
+        s.fail(v, "lease_timeout_ms", "must be longer than heartbeat_interval_ms");
+      s.fail(s.take("heartbeat_interval_ms"), "heartbeat_interval_ms",
+             "must be shorter than lease_timeout_ms");
+    }
     s.finish();
   }
   {

@@ -38,7 +38,8 @@ child_process::child_process(net::any_io_executor ex, const spawn_options& opts)
   spawn_guard g;
   posix_spawn_file_actions_addopen(&g.fa, 0, "/dev/null", O_RDONLY, 0);
   const char* out = opts.output_file.empty() ? "/dev/null" : opts.output_file.c_str();
-  posix_spawn_file_actions_addopen(&g.fa, 1, out, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  // No O_CLOEXEC: the open lands on fd 1 itself, and a close-on-exec stdout would vanish at exec.
+  posix_spawn_file_actions_addopen(&g.fa, 1, out, O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&g.fa, 1, 2);
   if (!opts.cwd.empty()) posix_spawn_file_actions_addchdir_np(&g.fa, opts.cwd.c_str());
 

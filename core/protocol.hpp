@@ -29,7 +29,7 @@ inline constexpr std::string_view job = "job";              // {job:{record}, at
 inline constexpr std::string_view cancel = "cancel";        // {job, attempt} (also gateway → daemon: {job})
 inline constexpr std::string_view reject = "reject";        // {reason}
 // Gateway → daemon
-inline constexpr std::string_view submitted = "submitted";  // {jobs:[id,...]}
+inline constexpr std::string_view submitted = "submitted";  // {jobs:[[id, priority], ...]}
 
 struct message {
   std::string command;

@@ -254,7 +254,9 @@ TEST(Spine, BadRequestsGetClearErrorsAndCreateNothing) {
     auto rj = r.json();
     const auto& o = rj.as_object();
     EXPECT_TRUE(o.contains("error")) << r.body;
-    if (!c.detail_has.empty()) EXPECT_NE(r.body.find(c.detail_has), std::string::npos) << r.body;
+    if (!c.detail_has.empty()) {
+      EXPECT_NE(r.body.find(c.detail_has), std::string::npos) << r.body;
+    }
   }
   auto big = s.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":")" + std::string(2 << 20, '1') + "\"}");
   EXPECT_EQ(big.status, 413);

@@ -1,0 +1,245 @@
+// The gateway process: parses the command line, loads the configuration and the application
+// registry (fail fast, exit 2), connects Redis (retrying up to 10 s), binds the HTTP port,
+// announces it (log line and optional --port-file), and serves until SIGINT/SIGTERM.
+//
+// Shutdown order: stop accepting → close idle connections, let busy ones answer (bounded) →
+// stop the Redis keeper → close the daemon link and Redis. If something still runs after
+// shutdown_limit the io_context is stopped regardless.
+#include "gateway/app.hpp"
+
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <boost/program_options.hpp>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+
+#include "core/config.hpp"
+#include "core/log.hpp"
+#include "core/store.hpp"
+#include "gateway/handler.hpp"
+#include "gateway/server.hpp"
+#include "gateway/services.hpp"
+
+namespace descprod::gateway {
+
+namespace {
+
+namespace po = boost::program_options;
+using namespace std::chrono_literals;
+
+// Start-up: how long Redis may stay unreachable before the gateway gives up.
+constexpr std::chrono::milliseconds redis_startup_deadline = 10s;
+// Shutdown: time busy connections get to finish, and the hard limit for the whole shutdown.
+constexpr std::chrono::milliseconds drain_grace = 5s;
+constexpr std::chrono::milliseconds shutdown_limit = 7s;
+
+void write_port_file(const std::string& path, std::uint16_t port) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << port << "\n";
+    f.flush();
+    if (!f) throw std::runtime_error("cannot write port file " + tmp);
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    throw std::runtime_error("cannot write port file " + path + ": " + ec.message());
+  }
+}
+
+class gateway_app {
+ public:
+  gateway_app(descprod_config cfg, app_registry apps, std::string port_file)
+      : zctx_(1),
+        cfg_(std::move(cfg)),
+        redis_(ioc_.get_executor(), cfg_.redis.endpoint),
+        jobs_(redis_, cfg_.redis.prefix),
+        keeper_(ioc_.get_executor(), redis_, describe(cfg_.redis.endpoint)),
+        link_(ioc_.get_executor(), zctx_, cfg_.gateway.daemon_endpoint),
+        server_(ioc_.get_executor(), ctx_),
+        signals_(ioc_, SIGINT, SIGTERM),
+        port_file_(std::move(port_file)) {
+    ctx_.config = cfg_.gateway;
+    ctx_.prefix = cfg_.redis.prefix;
+    ctx_.apps = std::move(apps);
+    ctx_.redis = &redis_;
+    ctx_.jobs = &jobs_;
+    ctx_.send_to_daemon = [this](const std::vector<std::string>& frames) {
+      return link_.send(frames);
+    };
+    ctx_.on_redis_failure = [this] { keeper_.poke(); };
+  }
+
+  int run() {
+    signals_.async_wait([this](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      log::info("signal received signal={}", sig);
+      net::co_spawn(ioc_, shutdown(), net::detached);
+    });
+    net::co_spawn(ioc_, start(), [this](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        fatal(ex.what());
+      }
+    });
+    while (true) {
+      ioc_.run_for(200ms);
+      if (ioc_.stopped()) break;
+      if (stop_deadline_ && std::chrono::steady_clock::now() > *stop_deadline_) {
+        log::warn("shutdown took too long; stopping now");
+        ioc_.stop();
+        break;
+      }
+    }
+    return exit_code_;
+  }
+
+ private:
+  net::awaitable<void> start() {
+    std::string failure;
+    try {
+      co_await async_connect_with_deadline(redis_, describe(cfg_.redis.endpoint),
+                                           redis_startup_deadline, &stopping_);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    if (stopping_) co_return;
+    if (!failure.empty()) {
+      fatal(failure);
+      co_return;
+    }
+    log::info("redis connected redis={} prefix={}", describe(cfg_.redis.endpoint),
+              cfg_.redis.prefix);
+
+    std::uint16_t port =
+        server_.bind(cfg_.gateway.address, static_cast<std::uint16_t>(cfg_.gateway.port));
+    try {
+      link_.start();
+    } catch (const zmq::error_t& e) {
+      throw std::runtime_error("cannot connect to the daemon at " + cfg_.gateway.daemon_endpoint +
+                               ": " + e.what());
+    }
+    net::co_spawn(ioc_, link_.run(), net::detached);
+    net::co_spawn(ioc_, keeper_.run(), net::detached);
+    server_.start();
+    log::info("gateway listening address={} port={} apps={}", cfg_.gateway.address, port,
+              ctx_.apps.apps.size());
+    if (!port_file_.empty()) write_port_file(port_file_, port);
+  }
+
+  net::awaitable<void> shutdown() {
+    if (stopping_) co_return;
+    stopping_ = true;
+    stop_deadline_ = std::chrono::steady_clock::now() + shutdown_limit;
+    log::info("gateway stopping connections={}", server_.connections());
+    boost::system::error_code ignored;
+    signals_.cancel(ignored);
+    co_await server_.async_shutdown(drain_grace);
+    keeper_.stop();
+    link_.close();
+    redis_.close();
+    log::info("gateway stopped");
+  }
+
+  void fatal(const std::string& what) {
+    log::error("fatal error={}", what);
+    std::cerr << "fatal: " << what << std::endl;
+    exit_code_ = 1;
+    stopping_ = true;
+    ioc_.stop();
+  }
+
+  net::io_context ioc_{1};
+  zmq::context_t zctx_;
+  descprod_config cfg_;
+  redis_client redis_;
+  store jobs_;
+  redis_keeper keeper_;
+  daemon_link link_;
+  gateway_context ctx_;
+  server server_;
+  net::signal_set signals_;
+  std::string port_file_;
+  int exit_code_ = 0;
+  bool stopping_ = false;
+  std::optional<std::chrono::steady_clock::time_point> stop_deadline_;
+};
+
+}  // namespace
+
+int gateway_main(int argc, char** argv) {
+  po::options_description desc(
+      "Usage: descprod-gateway --config FILE [--port N] [--port-file PATH] [--check-config]\n\n"
+      "The DESCprod HTTP gateway: JSON API for jobs, backed by Redis, notifying the daemon.\n\n"
+      "Options");
+  std::string config_file, port_file;
+  int port = -1;
+  bool check_only = false;
+  // clang-format off
+  desc.add_options()
+      ("help,h", "show this help and exit")
+      ("config", po::value(&config_file)->value_name("FILE"),
+       "configuration YAML (sections redis, gateway; apps file)")
+      ("port", po::value(&port)->value_name("N"),
+       "listen on port N instead of gateway.port (0: any free port)")
+      ("port-file", po::value(&port_file)->value_name("PATH"),
+       "after binding, write the bound port number to PATH")
+      ("check-config", po::bool_switch(&check_only),
+       "load and check the configuration and the applications, then exit");
+  // clang-format on
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "fatal: " << e.what() << "\n" << desc << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (config_file.empty()) {
+    std::cerr << "fatal: --config FILE is required\n" << desc << "\n";
+    return 2;
+  }
+  if (vm.count("port") && (port < 0 || port > 65535)) {
+    std::cerr << "fatal: --port: must be between 0 and 65535\n";
+    return 2;
+  }
+
+  descprod_config cfg;
+  app_registry apps;
+  try {
+    cfg = load_config(config_file);
+    apps = load_apps(cfg.apps_file);
+  } catch (const std::exception& e) {
+    std::cerr << "fatal: " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("port")) cfg.gateway.port = port;
+  if (check_only) {
+    std::cout << "config ok: " << config_file << " (" << apps.apps.size() << " applications from "
+              << cfg.apps_file << ")\n";
+    return 0;
+  }
+
+  log::init("gateway", cfg.log_level);
+  try {
+    gateway_app app(std::move(cfg), std::move(apps), port_file);
+    return app.run();
+  } catch (const std::exception& e) {
+    std::cerr << "fatal: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace descprod::gateway

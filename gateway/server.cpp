@@ -1,0 +1,234 @@
+// The Beast listener and sessions. This is the only translation unit with Beast's parser and
+// serializer templates (they are slow to compile). Expected I/O outcomes (peer closed, idle
+// timeout, limits) are values via as_tuple; anything else is logged once by the spawn handler.
+//
+// Caveats: "Expect: 100-continue" is answered by hand so curl does not stall a second before a
+// large body; after refusing a request mid-body (413) the rest of the body is drained briefly so
+// the client reads the answer instead of a connection reset.
+#include "gateway/server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <exception>
+
+#include "core/log.hpp"
+
+namespace descprod::gateway {
+
+namespace beast = boost::beast;
+using tcp = net::ip::tcp;
+
+namespace {
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+// Time allowed to write an error answer and drain an unread body before closing (ms).
+constexpr std::chrono::milliseconds error_linger{1000};
+// Unread body bytes discarded at most after a refusal.
+constexpr std::size_t max_drain_bytes = 4 * 1024 * 1024;
+// Pause after a failed accept (e.g. out of descriptors) so the loop does not spin.
+constexpr std::chrono::milliseconds accept_retry_delay{100};
+
+bool peer_gone(const boost::system::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == http::error::partial_message ||
+         ec == net::error::eof || ec == net::error::connection_reset ||
+         ec == net::error::broken_pipe || ec == net::error::operation_aborted ||
+         ec == net::error::bad_descriptor || ec == beast::error::timeout;
+}
+
+// The answer to a request that could not be read, or nullopt when the connection just closes.
+std::optional<api_error> read_failure(const boost::system::error_code& ec, std::size_t max_body) {
+  if (peer_gone(ec)) return std::nullopt;
+  if (ec == http::error::body_limit) {
+    api_error e;
+    e.status = 413;
+    e.error = "payload_too_large";
+    e.detail = "request body is larger than " + std::to_string(max_body) + " bytes";
+    return e;
+  }
+  if (ec == http::error::header_limit) {
+    api_error e;
+    e.status = 431;
+    e.error = "header_too_large";
+    e.detail = "request header is larger than " + std::to_string(max_header_bytes) + " bytes";
+    return e;
+  }
+  if (ec.category() == http::make_error_code(http::error::bad_target).category())
+    return bad_request("malformed HTTP request: " + ec.message());
+  return std::nullopt;
+}
+
+bool expects_continue(const request& req) {
+  auto v = req[http::field::expect];
+  return beast::iequals(v, "100-continue");
+}
+
+}  // namespace
+
+struct server::session_state {
+  beast::tcp_stream* stream = nullptr;
+  bool busy = false;
+};
+
+server::server(net::any_io_executor ex, gateway_context& ctx)
+    : ex_(ex), ctx_(ctx), acceptor_(ex), sessions_(std::make_shared<std::list<session_state*>>()) {}
+
+std::uint16_t server::bind(const std::string& address, std::uint16_t port) {
+  boost::system::error_code ec;
+  tcp::resolver resolver(ex_);
+  auto results = resolver.resolve(address, std::to_string(port), tcp::resolver::passive, ec);
+  if (ec || results.empty())
+    throw std::runtime_error("cannot resolve gateway address " + address + ": " + ec.message());
+  tcp::endpoint ep = results.begin()->endpoint();
+  acceptor_.open(ep.protocol(), ec);
+  if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(ep, ec);
+  if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+  if (ec)
+    throw std::runtime_error("cannot listen on " + address + ":" + std::to_string(port) + ": " +
+                             ec.message());
+  return acceptor_.local_endpoint().port();
+}
+
+void server::start() {
+  net::co_spawn(ex_, listen(), [](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log::error("listener failed error={}", ex.what());
+    }
+  });
+}
+
+net::awaitable<void> server::listen() {
+  net::steady_timer pause(ex_);
+  while (!stopping_) {
+    auto [ec, socket] = co_await acceptor_.async_accept(use_tuple);
+    if (stopping_ || ec == net::error::operation_aborted) co_return;
+    if (ec) {
+      log::warn("accept failed error={}", ec.message());
+      pause.expires_after(accept_retry_delay);
+      co_await pause.async_wait(use_tuple);
+      continue;
+    }
+    if (sessions_->size() >= max_connections) {
+      log::warn("connection refused: too many connections limit={}", max_connections);
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    net::co_spawn(ex_, session(std::move(socket)), [](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log::error("session failed error={}", ex.what());
+      }
+    });
+  }
+}
+
+net::awaitable<void> server::session(tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  session_state state;
+  state.stream = &stream;
+  auto self = sessions_->insert(sessions_->end(), &state);
+  // Removes this session from the registry however the coroutine ends (the registry is shared so
+  // that a frame destroyed after the server, at io_context teardown, still finds it).
+  struct unregister {
+    unregister(std::shared_ptr<std::list<session_state*>> l, std::list<session_state*>::iterator i)
+        : list(std::move(l)), it(i) {}
+    ~unregister() { list->erase(it); }
+    std::shared_ptr<std::list<session_state*>> list;
+    std::list<session_state*>::iterator it;
+  };
+  unregister guard(sessions_, self);
+
+  beast::flat_buffer buffer;
+  std::optional<api_error> refusal;
+  while (!stopping_) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(max_header_bytes);
+    parser.body_limit(ctx_.config.max_body_bytes);
+    stream.expires_after(ctx_.config.idle_timeout);
+    auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
+    if (ec) {
+      refusal = read_failure(ec, ctx_.config.max_body_bytes);
+      if (!refusal && !peer_gone(ec)) log::warn("http read failed error={}", ec.message());
+      break;
+    }
+    state.busy = true;
+    if (expects_continue(parser.get())) {
+      http::response<http::empty_body> cont(http::status::continue_, parser.get().version());
+      auto [cec, cn] = co_await http::async_write(stream, cont, use_tuple);
+      if (cec) break;
+    }
+    if (!parser.is_done()) {
+      auto [bec, bn] = co_await http::async_read(stream, buffer, parser, use_tuple);
+      if (bec) {
+        refusal = read_failure(bec, ctx_.config.max_body_bytes);
+        if (!refusal && !peer_gone(bec)) log::warn("http read failed error={}", bec.message());
+        break;
+      }
+    }
+    auto req = parser.release();
+    std::string method(req.method_string());
+    std::string target(req.target().substr(0, 200));
+    auto res = co_await handle_request(ctx_, std::move(req));
+    log::debug("request method={} target={} status={}", method, target, res.result_int());
+    if (stopping_) res.keep_alive(false);
+    stream.expires_after(ctx_.config.idle_timeout);
+    auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
+    state.busy = false;
+    if (wec) {
+      if (!peer_gone(wec)) log::warn("http write failed error={}", wec.message());
+      break;
+    }
+    if (!res.keep_alive()) break;
+  }
+
+  if (refusal) {
+    auto res = make_error_response(*refusal);
+    res.keep_alive(false);
+    res.prepare_payload();
+    stream.expires_after(error_linger);
+    auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
+    if (!wec) {
+      // Half-close, then discard what the client is still sending so it reads our answer.
+      boost::system::error_code ignored;
+      stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      std::vector<char> sink(64 * 1024);
+      std::size_t drained = 0;
+      while (drained < max_drain_bytes) {
+        auto [rec, rn] = co_await stream.async_read_some(net::buffer(sink), use_tuple);
+        if (rec) break;
+        drained += rn;
+      }
+    }
+  }
+  boost::system::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  stream.close();
+}
+
+net::awaitable<void> server::async_shutdown(std::chrono::milliseconds grace) {
+  stopping_ = true;
+  boost::system::error_code ignored;
+  acceptor_.close(ignored);
+  for (auto* s : *sessions_) {
+    // Idle sessions wait in a read that would otherwise last up to the idle timeout.
+    if (!s->busy) s->stream->cancel();
+  }
+  net::steady_timer timer(ex_);
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  while (!sessions_->empty() && std::chrono::steady_clock::now() < deadline) {
+    timer.expires_after(std::chrono::milliseconds(20));
+    co_await timer.async_wait(use_tuple);
+  }
+  for (auto* s : *sessions_) s->stream->cancel();
+  if (!sessions_->empty())
+    log::warn("shutdown: closing busy connections count={}", sessions_->size());
+}
+
+}  // namespace descprod::gateway

@@ -1,0 +1,178 @@
+// Redis connection keeping and the daemon link. Caveat: ZeroMQ reconnects the DEALER by itself
+// after a daemon restart, but `hello` is sent once per start; a daemon that wants a fresh hello
+// answers `reject`, and the link then sends hello again (at most once a second, never after a
+// protocol-version reject).
+#include "gateway/services.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <stdexcept>
+
+#include "core/log.hpp"
+#include "core/protocol.hpp"
+
+namespace descprod::gateway {
+
+namespace {
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+// Start-up connection attempts: 100 ms doubling to 1 s between tries.
+constexpr std::chrono::milliseconds startup_backoff_initial{100};
+constexpr std::chrono::milliseconds startup_backoff_max{1000};
+// Re-sending hello after a reject is rate limited to once per this interval.
+constexpr std::chrono::milliseconds hello_retry_interval{1000};
+
+std::vector<std::string> hello_frames() {
+  boost::json::object body;
+  body["protocol"] = protocol::version;
+  body["role"] = "gateway";
+  return protocol::encode(protocol::hello, body);
+}
+
+// The reason of a failed connect for log lines: a system_error's message without the source
+// location Boost appends to what().
+std::string reason(const std::exception& e) {
+  if (auto* se = dynamic_cast<const boost::system::system_error*>(&e)) return se->code().message();
+  return e.what();
+}
+
+}  // namespace
+
+std::string describe(const redis_endpoint& ep) {
+  if (!ep.unix_path.empty()) return "unix:" + ep.unix_path;
+  return ep.host + ":" + std::to_string(ep.port);
+}
+
+redis_keeper::redis_keeper(net::any_io_executor ex, redis_client& redis, std::string where)
+    : timer_(std::move(ex)), redis_(redis), where_(std::move(where)) {}
+
+void redis_keeper::poke() {
+  if (!backing_off_) timer_.cancel();
+}
+
+void redis_keeper::stop() {
+  stopped_ = true;
+  timer_.cancel();
+}
+
+net::awaitable<void> redis_keeper::run() {
+  auto backoff = redis_backoff_initial;
+  bool was_down = false;
+  while (!stopped_) {
+    if (!redis_.connected()) {
+      if (!was_down) log::warn("redis connection lost redis={}", where_);
+      was_down = true;
+      std::string why;
+      try {
+        co_await redis_.async_connect();
+      } catch (const std::exception& e) {
+        why = reason(e);
+      }
+      if (stopped_) co_return;
+      if (why.empty()) {
+        log::info("redis reconnected redis={}", where_);
+        was_down = false;
+        backoff = redis_backoff_initial;
+      } else {
+        log::warn("redis reconnect failed redis={} error={} retry_in_ms={}", where_, why,
+                  backoff.count());
+        backing_off_ = true;
+        timer_.expires_after(backoff);
+        co_await timer_.async_wait(use_tuple);
+        backing_off_ = false;
+        backoff = std::min(backoff * 2, redis_backoff_max);
+        continue;
+      }
+    }
+    timer_.expires_after(redis_check_interval);
+    co_await timer_.async_wait(use_tuple);
+  }
+}
+
+net::awaitable<void> async_connect_with_deadline(redis_client& redis, std::string where,
+                                                 std::chrono::milliseconds deadline,
+                                                 const bool* stop) {
+  auto ex = co_await net::this_coro::executor;
+  net::steady_timer timer(ex);
+  auto give_up = std::chrono::steady_clock::now() + deadline;
+  auto backoff = startup_backoff_initial;
+  while (true) {
+    std::string why;
+    try {
+      co_await redis.async_connect();
+      co_return;
+    } catch (const std::exception& e) {
+      why = reason(e);
+    }
+    if (stop && *stop) throw std::runtime_error("stopped while connecting to Redis at " + where);
+    if (std::chrono::steady_clock::now() + backoff > give_up)
+      throw std::runtime_error("cannot connect to Redis at " + where + " within " +
+                               std::to_string(deadline.count() / 1000) + " s: " + why);
+    log::warn("redis not reachable yet redis={} error={} retry_in_ms={}", where, why,
+              backoff.count());
+    timer.expires_after(backoff);
+    co_await timer.async_wait(use_tuple);
+    if (stop && *stop) throw std::runtime_error("stopped while connecting to Redis at " + where);
+    backoff = std::min(backoff * 2, startup_backoff_max);
+  }
+}
+
+daemon_link::daemon_link(net::any_io_executor ex, zmq::context_t& zctx, std::string endpoint)
+    : socket_(std::move(ex), zctx, zmq::socket_type::dealer), endpoint_(std::move(endpoint)) {}
+
+void daemon_link::start() {
+  socket_.raw().connect(endpoint_);
+  if (!socket_.send(hello_frames())) log::warn("daemon hello not queued endpoint={}", endpoint_);
+  log::info("daemon link connecting endpoint={}", endpoint_);
+}
+
+bool daemon_link::send(const std::vector<std::string>& frames) {
+  if (closed_) return false;
+  return socket_.send(frames);
+}
+
+void daemon_link::close() {
+  if (closed_) return;
+  closed_ = true;
+  socket_.close();
+}
+
+net::awaitable<void> daemon_link::run() {
+  auto last_hello = std::chrono::steady_clock::now();
+  while (!closed_) {
+    std::vector<zmq::message_t> frames;
+    try {
+      frames = co_await socket_.async_recv();
+    } catch (const boost::system::system_error&) {
+      co_return;  // closed
+    }
+    // A ROUTER may put an empty delimiter frame before the message (REQ-style peers).
+    std::size_t first = frames.size() == 3 && frames[0].size() == 0 ? 1 : 0;
+    std::string why;
+    auto msg = protocol::decode(frames, first, why);
+    if (!msg) {
+      log::warn("daemon message dropped endpoint={} reason={}", endpoint_, why);
+      continue;
+    }
+    if (msg->command == protocol::welcome) {
+      log::info("daemon welcomed gateway endpoint={} body={}", endpoint_,
+                boost::json::serialize(msg->body));
+    } else if (msg->command == protocol::reject) {
+      auto reason = protocol::get_string(msg->body, "reason").value_or("");
+      log::warn("daemon rejected gateway endpoint={} reason={}", endpoint_, reason);
+      auto now = std::chrono::steady_clock::now();
+      // A version mismatch will not heal by repeating ourselves; anything else may (daemon
+      // restart).
+      bool mismatch = reason.find("protocol") != std::string::npos ||
+                      reason.find("version") != std::string::npos;
+      if (!mismatch && now - last_hello >= hello_retry_interval) {
+        last_hello = now;
+        socket_.send(hello_frames());
+      }
+    } else {
+      log::debug("daemon message ignored command={}", msg->command);
+    }
+  }
+}
+
+}  // namespace descprod::gateway

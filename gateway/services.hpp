@@ -1,0 +1,72 @@
+// The gateway's two long-lived links: the Redis connection keeper (reconnects with backoff after a
+// failure) and the ZeroMQ DEALER to the daemon (hello, `submitted` notices, replies logged).
+//
+// Thread-safety: none; both belong to the one io_context thread.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <chrono>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "core/redis.hpp"
+#include "core/zmq_asio.hpp"
+
+namespace descprod::gateway {
+
+namespace net = boost::asio;
+
+// Reconnect backoff after Redis fails mid-run: 1 s doubling to 32 s (zguide's Paranoid Pirate).
+inline constexpr std::chrono::milliseconds redis_backoff_initial{1000};
+inline constexpr std::chrono::milliseconds redis_backoff_max{32000};
+// How often the keeper looks at the connection when nobody pokes it.
+inline constexpr std::chrono::milliseconds redis_check_interval{1000};
+
+// Keeps a redis_client connected: run() loops until stop(), reconnecting whenever the client is
+// not connected, waiting the backoff between failed attempts.
+class redis_keeper {
+ public:
+  redis_keeper(net::any_io_executor ex, redis_client& redis, std::string where);
+  net::awaitable<void> run();
+  // A request saw a Redis failure: look now instead of at the next check (no effect while waiting
+  // out a backoff).
+  void poke();
+  void stop();
+
+ private:
+  net::steady_timer timer_;
+  redis_client& redis_;
+  std::string where_;
+  bool backing_off_ = false;
+  bool stopped_ = false;
+};
+
+// Connects to Redis at start-up, retrying with a short backoff until `deadline` (10 s in main).
+// Throws std::runtime_error naming the endpoint and the last error when it gives up, or when
+// *stop (owned by the caller, outliving the call) becomes true between attempts.
+net::awaitable<void> async_connect_with_deadline(redis_client& redis, std::string where,
+                                                 std::chrono::milliseconds deadline,
+                                                 const bool* stop);
+
+// "unix:/path" or "host:port", for log lines and errors.
+std::string describe(const redis_endpoint& ep);
+
+// The DEALER to the daemon's gateway ROUTER. start() connects and queues `hello`
+// {"protocol":1,"role":"gateway"}; run() reads replies until close().
+class daemon_link {
+ public:
+  daemon_link(net::any_io_executor ex, zmq::context_t& zctx, std::string endpoint);
+  void start();
+  net::awaitable<void> run();
+  // Queues [command][json] without blocking; false when it could not be queued (HWM, closed).
+  bool send(const std::vector<std::string>& frames);
+  void close();
+
+ private:
+  zmq_socket socket_;
+  std::string endpoint_;
+  bool closed_ = false;
+};
+
+}  // namespace descprod::gateway

@@ -1,0 +1,679 @@
+// The Redis job store against a real redis-server: every transition script, its refusals, the
+// key layout of DESIGN §3.3, injection safety, the NOSCRIPT fallback, and the pipelining client.
+#include <gtest/gtest.h>
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <numeric>
+#include <set>
+
+#include "core/redis.hpp"
+#include "core/store.hpp"
+#include "tests/support/support.hpp"
+
+namespace descprod {
+namespace {
+
+using namespace std::chrono_literals;
+using test::run_async;
+
+new_job make_job(std::string jobtype, std::string config, int priority = 0, int max_attempts = 3) {
+  new_job j;
+  j.jobtype = std::move(jobtype);
+  j.config = std::move(config);
+  j.priority = priority;
+  j.max_attempts = max_attempts;
+  return j;
+}
+
+std::string sha1_hex(const std::string& s) {
+  unsigned char md[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(s.data()), s.size(), md);
+  char buf[3];
+  std::string out;
+  for (unsigned char c : md) {
+    std::snprintf(buf, sizeof buf, "%02x", c);
+    out += buf;
+  }
+  return out;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { run_async(ioc, redis.async_connect()); }
+
+  template <class T>
+  T run(net::awaitable<T> a) {
+    return run_async(ioc, std::move(a));
+  }
+
+  std::vector<job_id> create(const std::string& owner, std::vector<new_job> jobs) {
+    std::vector<job_id> ids;
+    auto r = run(st.async_create(owner, std::move(jobs), ids));
+    EXPECT_TRUE(r.ok) << r.reason;
+    return ids;
+  }
+  job_id create_one(const std::string& owner = "alice", int priority = 0, int max_attempts = 3) {
+    std::vector<new_job> jobs;
+    jobs.push_back(make_job("mysleep", "10", priority, max_attempts));
+    auto ids = create(owner, std::move(jobs));
+    return ids.empty() ? 0 : ids.front();
+  }
+  // lease + start by worker w1; returns the attempt.
+  long long run_job(job_id id, const std::string& worker = "w1") {
+    auto l = run(st.async_lease(id, worker, 30));
+    EXPECT_TRUE(l.ok) << l.reason << " " << l.state;
+    auto s = run(st.async_start(id, l.attempt, worker, "host1", "/tmp/run", 1234));
+    EXPECT_TRUE(s.ok) << s.reason << " " << s.state;
+    return l.attempt;
+  }
+
+  // Direct inspection through a second, blocking connection.
+  redis_reply cmd(const std::vector<std::string>& args) { return inspect.exec(args); }
+  job_record hash(job_id id) {
+    job_record r;
+    auto reply = cmd({"HGETALL", st.job_key(id)});
+    for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2)
+      r[reply.elements[i].str] = reply.elements[i + 1].str;
+    return r;
+  }
+  std::vector<std::string> zrange(const std::string& key) {
+    std::vector<std::string> out;
+    for (const auto& e : cmd({"ZRANGE", key, "0", "-1"}).elements) out.push_back(e.str);
+    return out;
+  }
+  bool in_zset(const std::string& key, job_id id) {
+    return !cmd({"ZSCORE", key, std::to_string(id)}).is_nil();
+  }
+  // The field values of a stream's entries, oldest first.
+  std::vector<std::map<std::string, std::string>> stream(const std::string& key) {
+    std::vector<std::map<std::string, std::string>> out;
+    for (const auto& entry : cmd({"XRANGE", key, "-", "+"}).elements) {
+      std::map<std::string, std::string> fields;
+      const auto& kv = entry.elements.at(1).elements;
+      for (std::size_t i = 0; i + 1 < kv.size(); i += 2) fields[kv[i].str] = kv[i + 1].str;
+      out.push_back(std::move(fields));
+    }
+    return out;
+  }
+  double now_s() {
+    auto t = cmd({"TIME"});
+    return std::stod(t.elements.at(0).str) + std::stod(t.elements.at(1).str) / 1e6;
+  }
+
+  test::redis_server server;
+  redis_sync inspect{server.endpoint()};
+  net::io_context ioc;
+  redis_client redis{ioc.get_executor(), server.endpoint()};
+  store st{redis, "descprod:"};
+};
+
+TEST_F(StoreTest, CreateAssignsConsecutiveIdsAndWritesHashQueueUserIndexAndEvents) {
+  std::vector<new_job> jobs;
+  jobs.push_back(make_job("mysleep", "10", 5, 2));
+  jobs.push_back(make_job("parsltest", "sleep-ttsk2-ntsk20-nwrk4"));
+  jobs.back().howfig = "fast";
+  jobs.back().session = "77";
+  jobs.push_back(make_job("mysleep", "3"));
+  double before = now_s();
+  EXPECT_EQ(create("alice", std::move(jobs)), (std::vector<job_id>{1, 2, 3}));
+  EXPECT_EQ(create("bob", {make_job("mysleep", "1"), make_job("mysleep", "2")}),
+            (std::vector<job_id>{4, 5}));
+  EXPECT_EQ(cmd({"GET", "descprod:next_job_id"}).str, "5");
+
+  auto h = hash(1);
+  EXPECT_EQ(h["id"], "1");
+  EXPECT_EQ(h["descname"], "alice");
+  EXPECT_EQ(h["jobtype"], "mysleep");
+  EXPECT_EQ(h["config"], "10");
+  EXPECT_EQ(h["howfig"], "");
+  EXPECT_EQ(h["state"], "ready");
+  EXPECT_EQ(h["progress"], "Ready.");
+  EXPECT_EQ(h["attempt"], "1");
+  EXPECT_EQ(h["max_attempts"], "2");
+  EXPECT_EQ(h["priority"], "5");
+  EXPECT_EQ(h["archive"], "0");
+  EXPECT_EQ(h.count("parent"), 0u);
+  EXPECT_EQ(h.count("session"), 0u);
+  EXPECT_EQ(h.count("worker"), 0u);
+  EXPECT_GE(std::stod(h["create_time"]), std::floor(before));
+  EXPECT_LE(std::stod(h["create_time"]), now_s());
+  EXPECT_EQ(h["update_time"], h["create_time"]);
+  EXPECT_EQ(h["queued_time"], h["create_time"]);
+  auto h2 = hash(2);
+  EXPECT_EQ(h2["howfig"], "fast");
+  EXPECT_EQ(h2["session"], "77");
+  EXPECT_EQ(h2["config"], "sleep-ttsk2-ntsk20-nwrk4");
+
+  EXPECT_EQ(cmd({"ZCARD", "descprod:queue"}).integer, 5);
+  EXPECT_EQ(zrange("descprod:user:alice:jobs"), (std::vector<std::string>{"1", "2", "3"}));
+  EXPECT_EQ(zrange("descprod:user:bob:jobs"), (std::vector<std::string>{"4", "5"}));
+
+  auto ev = stream("descprod:job:1:events");
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0]["type"], "transition");
+  EXPECT_EQ(ev[0]["state"], "ready");
+  EXPECT_EQ(ev[0]["progress"], "Ready.");
+  EXPECT_EQ(ev[0]["attempt"], "1");
+  auto all = stream("descprod:events");
+  ASSERT_EQ(all.size(), 5u);
+  EXPECT_EQ(all[3]["id"], "4");
+  EXPECT_EQ(all[3]["owner"], "bob");
+  EXPECT_EQ(all[3]["state"], "ready");
+}
+
+TEST_F(StoreTest, UsesTheConfiguredKeyPrefix) {
+  store other(redis, "test:");
+  std::vector<job_id> ids;
+  std::vector<new_job> jobs;
+  jobs.push_back(make_job("mysleep", "1"));
+  ASSERT_TRUE(run(other.async_create("carol", std::move(jobs), ids)).ok);
+  EXPECT_EQ(ids, std::vector<job_id>{1});
+  EXPECT_EQ(cmd({"HGET", "test:job:1", "state"}).str, "ready");
+  EXPECT_TRUE(in_zset("test:queue", 1));
+  EXPECT_TRUE(in_zset("test:user:carol:jobs", 1));
+  EXPECT_EQ(cmd({"EXISTS", "descprod:job:1"}).integer, 0);
+  EXPECT_EQ(cmd({"EXISTS", "descprod:queue"}).integer, 0);
+}
+
+TEST_F(StoreTest, QueueOrdersByHigherPriorityThenLowerId) {
+  std::vector<new_job> jobs;
+  for (int p : {0, 5, 0, -3, 5, 1000, -1000}) jobs.push_back(make_job("mysleep", "1", p));
+  create("alice", std::move(jobs));
+  EXPECT_EQ(zrange("descprod:queue"), (std::vector<std::string>{"6", "2", "5", "1", "3", "4", "7"}));
+  EXPECT_EQ(std::stod(cmd({"ZSCORE", "descprod:queue", "2"}).str), queue_score(5, 2));
+  EXPECT_EQ(std::stod(cmd({"ZSCORE", "descprod:queue", "7"}).str), queue_score(-1000, 7));
+}
+
+TEST_F(StoreTest, LeaseMovesAReadyJobToDispatchedAndFromQueueToLeases) {
+  auto id = create_one();
+  double t0 = now_s();
+  auto r = run(st.async_lease(id, "w1", 30));
+  ASSERT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.state, "dispatched");
+  EXPECT_EQ(r.attempt, 1);
+  EXPECT_EQ(r.worker, "w1");
+  EXPECT_EQ(r.record["state"], "dispatched");
+  EXPECT_EQ(r.record["worker"], "w1");
+  EXPECT_EQ(r.record["jobtype"], "mysleep");
+  EXPECT_EQ(r.record["config"], "10");
+  EXPECT_FALSE(r.record["dispatch_time"].empty());
+  auto h = hash(id);
+  EXPECT_EQ(h["state"], "dispatched");
+  EXPECT_EQ(h["worker"], "w1");
+  EXPECT_FALSE(in_zset("descprod:queue", id));
+  ASSERT_TRUE(in_zset("descprod:leases", id));
+  double deadline = std::stod(cmd({"ZSCORE", "descprod:leases", std::to_string(id)}).str);
+  EXPECT_GE(deadline, t0 + 29);
+  EXPECT_LE(deadline, now_s() + 30.01);
+  EXPECT_EQ(stream(st.job_key(id) + ":events").back()["state"], "dispatched");
+}
+
+TEST_F(StoreTest, LeaseOfALeasedOrMissingJobIsRefused) {
+  auto id = create_one();
+  ASSERT_TRUE(run(st.async_lease(id, "w1", 30)).ok);
+  auto again = run(st.async_lease(id, "w2", 30));
+  EXPECT_FALSE(again.ok);
+  EXPECT_EQ(again.reason, "illegal");
+  EXPECT_EQ(again.state, "dispatched");
+  EXPECT_EQ(hash(id)["worker"], "w1");
+  auto missing = run(st.async_lease(999, "w1", 30));
+  EXPECT_FALSE(missing.ok);
+  EXPECT_EQ(missing.reason, "missing");
+  EXPECT_EQ(cmd({"EXISTS", st.job_key(999)}).integer, 0);
+}
+
+TEST_F(StoreTest, StartWithStaleAttemptOrWrongWorkerIsRefusedAndChangesNothing) {
+  auto id = create_one();
+  ASSERT_TRUE(run(st.async_lease(id, "w1", 30)).ok);
+  auto before = hash(id);
+  auto events_before = cmd({"XLEN", "descprod:events"}).integer;
+
+  auto old_attempt = run(st.async_start(id, 2, "w1", "host1", "/tmp/run", 1));
+  EXPECT_FALSE(old_attempt.ok);
+  EXPECT_EQ(old_attempt.reason, "stale");
+  EXPECT_EQ(old_attempt.state, "dispatched");
+  auto other_worker = run(st.async_start(id, 1, "w2", "host2", "/tmp/run", 1));
+  EXPECT_FALSE(other_worker.ok);
+  EXPECT_EQ(other_worker.reason, "stale");
+
+  EXPECT_EQ(hash(id), before);
+  EXPECT_EQ(cmd({"XLEN", "descprod:events"}).integer, events_before);
+}
+
+TEST_F(StoreTest, StartMovesADispatchedJobToRunning) {
+  auto id = create_one();
+  ASSERT_TRUE(run(st.async_lease(id, "w1", 30)).ok);
+  auto r = run(st.async_start(id, 1, "w1", "node7", "/scratch/jobs/job000001", 4321));
+  ASSERT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.state, "running");
+  auto h = hash(id);
+  EXPECT_EQ(h["state"], "running");
+  EXPECT_EQ(h["host"], "node7");
+  EXPECT_EQ(h["rundir"], "/scratch/jobs/job000001");
+  EXPECT_EQ(h["pid"], "4321");
+  EXPECT_EQ(h["progress"], "Running.");
+  EXPECT_FALSE(h["start_time"].empty());
+  EXPECT_TRUE(in_zset("descprod:leases", id));
+  // A second start is illegal: the job is no longer dispatched.
+  auto again = run(st.async_start(id, 1, "w1", "node7", "/x", 1));
+  EXPECT_FALSE(again.ok);
+  EXPECT_EQ(again.reason, "illegal");
+}
+
+TEST_F(StoreTest, ProgressSetsTheMessageAndRunningProgress) {
+  auto id = create_one();
+  run_job(id);
+  auto r = run(st.async_progress(id, 1, "w1", "3/10 tasks done", 3, 10));
+  ASSERT_TRUE(r.ok) << r.reason;
+  auto h = hash(id);
+  EXPECT_EQ(h["state"], "running");
+  EXPECT_EQ(h["message"], "3/10 tasks done");
+  EXPECT_EQ(h["progress"], "Running. 3/10 tasks done");
+  EXPECT_EQ(h["done_count"], "3");
+  EXPECT_EQ(h["total_count"], "10");
+  auto ev = stream(st.job_key(id) + ":events").back();
+  EXPECT_EQ(ev["type"], "progress");
+  EXPECT_EQ(ev["progress"], "Running. 3/10 tasks done");
+
+  auto plain = run(st.async_progress(id, 1, "w1", "", std::nullopt, std::nullopt));
+  ASSERT_TRUE(plain.ok);
+  EXPECT_EQ(hash(id)["progress"], "Running.");
+  EXPECT_EQ(hash(id)["done_count"], "3");  // unchanged without structured progress
+
+  auto stale = run(st.async_progress(id, 1, "w9", "not mine", std::nullopt, std::nullopt));
+  EXPECT_FALSE(stale.ok);
+  EXPECT_EQ(stale.reason, "stale");
+  EXPECT_EQ(hash(id)["message"], "");
+}
+
+TEST_F(StoreTest, ProgressOfAJobThatIsNotRunningIsRefused) {
+  auto id = create_one();
+  ASSERT_TRUE(run(st.async_lease(id, "w1", 30)).ok);
+  auto r = run(st.async_progress(id, 1, "w1", "early", std::nullopt, std::nullopt));
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.reason, "illegal");
+  EXPECT_EQ(hash(id).count("message"), 0u);
+}
+
+TEST_F(StoreTest, FinishMarksDoneWithProgressReturnStatusAndStopTime) {
+  auto id = create_one();
+  run_job(id);
+  auto r = run(st.async_finish(id, 1, "w1", job_state::done, 0, "Done", "I'm awake now."));
+  ASSERT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.state, "done");
+  auto h = hash(id);
+  EXPECT_EQ(h["state"], "done");
+  EXPECT_EQ(h["progress"], "Done. I'm awake now.");
+  EXPECT_EQ(h["message"], "I'm awake now.");
+  EXPECT_EQ(h["return_status"], "0");
+  ASSERT_FALSE(h["stop_time"].empty());
+  EXPECT_GE(std::stod(h["stop_time"]), std::stod(h["start_time"]));
+  EXPECT_FALSE(in_zset("descprod:leases", id));
+  EXPECT_FALSE(in_zset("descprod:queue", id));
+  EXPECT_EQ(stream("descprod:events").back()["state"], "done");
+}
+
+TEST_F(StoreTest, FinishStraightFromDispatchedIsAccepted) {
+  auto id = create_one();
+  ASSERT_TRUE(run(st.async_lease(id, "w1", 30)).ok);
+  auto r = run(st.async_finish(id, 1, "w1", job_state::failed, 127, "Failed", "cannot spawn"));
+  ASSERT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(hash(id)["state"], "failed");
+  EXPECT_EQ(hash(id)["progress"], "Failed. cannot spawn");
+  EXPECT_EQ(hash(id)["return_status"], "127");
+  EXPECT_FALSE(in_zset("descprod:leases", id));
+}
+
+TEST_F(StoreTest, FinishOfAReadyJobOrToANonTerminalStateIsRefused) {
+  auto id = create_one();
+  auto r = run(st.async_finish(id, 1, "", job_state::done, 0, "Done", ""));
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.reason, "illegal");
+  run_job(id);
+  auto bad = run(st.async_finish(id, 1, "w1", job_state::ready, 0, "Ready", ""));
+  EXPECT_FALSE(bad.ok);
+  EXPECT_EQ(bad.reason, "illegal");
+  EXPECT_EQ(hash(id)["state"], "running");
+}
+
+TEST_F(StoreTest, SecondFinishIsRefusedBecauseTheFirstTerminalEventWins) {
+  auto id = create_one();
+  run_job(id);
+  ASSERT_TRUE(run(st.async_finish(id, 1, "w1", job_state::done, 0, "Done", "first")).ok);
+  auto before = hash(id);
+  auto second = run(st.async_finish(id, 1, "w1", job_state::failed, 1, "Failed", "second"));
+  EXPECT_FALSE(second.ok);
+  EXPECT_EQ(second.reason, "illegal");
+  EXPECT_EQ(second.state, "done");
+  EXPECT_EQ(hash(id), before);
+}
+
+TEST_F(StoreTest, RequeueWithBumpRaisesTheAttemptAndQueuesTheJobAgain) {
+  auto id = create_one();
+  run_job(id);
+  ASSERT_TRUE(run(st.async_progress(id, 1, "w1", "half way", 1, 2)).ok);
+  auto r = run(st.async_requeue(id, 1, "w1", true, "worker lost"));
+  ASSERT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.state, "ready");
+  EXPECT_EQ(r.attempt, 2);
+  auto h = hash(id);
+  EXPECT_EQ(h["state"], "ready");
+  EXPECT_EQ(h["attempt"], "2");
+  EXPECT_EQ(h["progress"], "Ready.");
+  for (const char* gone : {"worker", "host", "pid", "rundir", "start_time", "message", "done_count"})
+    EXPECT_EQ(h.count(gone), 0u) << gone;
+  EXPECT_TRUE(in_zset("descprod:queue", id));
+  EXPECT_FALSE(in_zset("descprod:leases", id));
+  auto ev = stream(st.job_key(id) + ":events").back();
+  EXPECT_EQ(ev["type"], "requeue");
+  EXPECT_EQ(ev["attempt"], "2");
+
+  // Events of the old attempt are stale now; the new attempt runs normally.
+  auto old = run(st.async_finish(id, 1, "w1", job_state::done, 0, "Done", ""));
+  EXPECT_FALSE(old.ok);
+  auto l = run(st.async_lease(id, "w2", 30));
+  ASSERT_TRUE(l.ok);
+  EXPECT_EQ(l.attempt, 2);
+  auto stale_start = run(st.async_start(id, 1, "w2", "h", "/r", 1));
+  EXPECT_FALSE(stale_start.ok);
+  EXPECT_EQ(stale_start.reason, "stale");
+  EXPECT_TRUE(run(st.async_start(id, 2, "w2", "h", "/r", 1)).ok);
+}
+
+TEST_F(StoreTest, RequeueWithAttemptsExhaustedMarksTheJobLost) {
+  auto id = create_one("alice", 0, 2);
+  run_job(id);
+  ASSERT_EQ(run(st.async_requeue(id, 1, "w1", true, "worker lost")).attempt, 2);
+  EXPECT_EQ(run_job(id, "w2"), 2);
+  auto r = run(st.async_requeue(id, 2, "w2", true, "worker lost"));
+  ASSERT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.state, "lost");
+  auto h = hash(id);
+  EXPECT_EQ(h["state"], "lost");
+  EXPECT_EQ(h["progress"], "Lost. worker lost");
+  EXPECT_EQ(h["attempt"], "2");
+  EXPECT_FALSE(h["stop_time"].empty());
+  EXPECT_FALSE(in_zset("descprod:queue", id));
+  EXPECT_FALSE(in_zset("descprod:leases", id));
+  // Lost is terminal.
+  EXPECT_FALSE(run(st.async_lease(id, "w3", 30)).ok);
+  EXPECT_EQ(run(st.async_cancel(id, "alice")).reason, "terminal");
+}
+
+TEST_F(StoreTest, RequeueOfADispatchedJobDoesNotUseAnAttempt) {
+  auto id = create_one("alice", 0, 1);
+  ASSERT_TRUE(run(st.async_lease(id, "w1", 30)).ok);
+  auto r = run(st.async_requeue(id, 1, "w1", true, "worker drained"));
+  ASSERT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.state, "ready");
+  EXPECT_EQ(r.attempt, 1);
+  EXPECT_EQ(hash(id)["attempt"], "1");
+  EXPECT_EQ(hash(id)["state"], "ready");
+  EXPECT_TRUE(in_zset("descprod:queue", id));
+  EXPECT_FALSE(in_zset("descprod:leases", id));
+}
+
+TEST_F(StoreTest, RequeueWithoutWorkerMatchesAnyWorker) {
+  auto id = create_one();
+  run_job(id, "w1");
+  auto r = run(st.async_requeue(id, 1, "", false, "daemon restart"));
+  ASSERT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.attempt, 1);
+  EXPECT_EQ(hash(id)["state"], "ready");
+}
+
+TEST_F(StoreTest, CancelOfAReadyJobCancelsItAtOnceAndRemovesItFromTheQueue) {
+  auto id = create_one();
+  auto r = run(st.async_cancel(id, "alice"));
+  ASSERT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.state, "cancelled");
+  auto h = hash(id);
+  EXPECT_EQ(h["state"], "cancelled");
+  EXPECT_EQ(h["progress"].rfind("Cancelled. ", 0), 0u) << h["progress"];
+  EXPECT_NE(h["progress"].find("alice"), std::string::npos);
+  EXPECT_FALSE(h["stop_time"].empty());
+  EXPECT_FALSE(in_zset("descprod:queue", id));
+  EXPECT_FALSE(run(st.async_lease(id, "w1", 30)).ok);
+}
+
+TEST_F(StoreTest, CancelOfARunningJobRequestsItAndTheKilledFinishBecomesCancelled) {
+  auto id = create_one();
+  run_job(id);
+  auto r = run(st.async_cancel(id, "alice"));
+  ASSERT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.state, "cancel_requested");
+  EXPECT_EQ(r.worker, "w1");
+  EXPECT_EQ(hash(id)["state"], "running");
+  EXPECT_EQ(hash(id)["cancel_requested"], "1");
+  EXPECT_EQ(stream(st.job_key(id) + ":events").back()["type"], "cancel_requested");
+
+  auto f = run(st.async_finish(id, 1, "w1", job_state::killed, -15, "Process received signal 15",
+                               "stopping"));
+  ASSERT_TRUE(f.ok) << f.reason;
+  EXPECT_EQ(f.state, "cancelled");
+  auto h = hash(id);
+  EXPECT_EQ(h["state"], "cancelled");
+  EXPECT_EQ(h["progress"], "Cancelled. stopping");
+  EXPECT_EQ(h["return_status"], "-15");
+  EXPECT_FALSE(in_zset("descprod:leases", id));
+}
+
+TEST_F(StoreTest, CancelRequestedJobThatFinishesDoneStaysDone) {
+  auto id = create_one();
+  run_job(id);
+  ASSERT_TRUE(run(st.async_cancel(id, "alice")).ok);
+  auto f = run(st.async_finish(id, 1, "w1", job_state::done, 0, "Done", "made it"));
+  ASSERT_TRUE(f.ok);
+  EXPECT_EQ(f.state, "done");
+  EXPECT_EQ(hash(id)["progress"], "Done. made it");
+}
+
+TEST_F(StoreTest, CancelOfATerminalJobIsRefusedWithReasonTerminal) {
+  auto id = create_one();
+  run_job(id);
+  ASSERT_TRUE(run(st.async_finish(id, 1, "w1", job_state::done, 0, "Done", "")).ok);
+  auto before = hash(id);
+  auto r = run(st.async_cancel(id, "alice"));
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.reason, "terminal");
+  EXPECT_EQ(r.state, "done");
+  EXPECT_EQ(hash(id), before);
+  EXPECT_EQ(run(st.async_cancel(424242, "alice")).reason, "missing");
+}
+
+TEST_F(StoreTest, CreateWithAnotherOwnersParentIsRefusedAndCreatesNothing) {
+  auto parent = create_one("alice");
+  auto events_before = cmd({"XLEN", "descprod:events"}).integer;
+  std::vector<new_job> jobs;
+  jobs.push_back(make_job("mysleep", "1"));
+  jobs.push_back(make_job("mysleep", "2"));
+  jobs.back().parent = parent;
+  std::vector<job_id> ids;
+  auto r = run(st.async_create("bob", std::move(jobs), ids));
+  EXPECT_FALSE(r.ok);
+  EXPECT_EQ(r.reason, "bad_parent");
+  EXPECT_TRUE(ids.empty());
+  EXPECT_EQ(cmd({"GET", "descprod:next_job_id"}).str, "1");
+  EXPECT_EQ(cmd({"EXISTS", st.job_key(2)}).integer, 0);
+  EXPECT_EQ(cmd({"EXISTS", "descprod:user:bob:jobs"}).integer, 0);
+  EXPECT_EQ(cmd({"ZCARD", "descprod:queue"}).integer, 1);
+  EXPECT_EQ(cmd({"XLEN", "descprod:events"}).integer, events_before);
+
+  // A missing parent is refused the same way.
+  std::vector<new_job> orphan;
+  orphan.push_back(make_job("mysleep", "1"));
+  orphan.back().parent = 999;
+  EXPECT_EQ(run(st.async_create("alice", std::move(orphan), ids)).reason, "bad_parent");
+}
+
+TEST_F(StoreTest, CreateWithOwnParentRecordsTheChild) {
+  auto parent = create_one("alice");
+  std::vector<new_job> jobs;
+  jobs.push_back(make_job("mysleep", "1"));
+  jobs.back().parent = parent;
+  auto ids = create("alice", std::move(jobs));
+  ASSERT_EQ(ids.size(), 1u);
+  EXPECT_EQ(hash(ids[0])["parent"], std::to_string(parent));
+  auto children = cmd({"SMEMBERS", st.job_key(parent) + ":children"});
+  ASSERT_EQ(children.elements.size(), 1u);
+  EXPECT_EQ(children.elements[0].str, std::to_string(ids[0]));
+}
+
+TEST_F(StoreTest, HostileStringsAreStoredVerbatimWithoutInjection) {
+  const std::string hostile = "it's \"; redis.call('FLUSHALL') --\n]] end; return {'ok'} --[[ \xc3\xbc";
+  std::vector<new_job> jobs;
+  jobs.push_back(make_job("mysleep", "10"));
+  jobs.back().howfig = hostile;
+  jobs.back().session = hostile;
+  auto ids = create("o'brien", std::move(jobs));
+  ASSERT_EQ(ids.size(), 1u);
+  auto id = ids[0];
+  EXPECT_EQ(hash(id)["howfig"], hostile);
+  EXPECT_EQ(hash(id)["session"], hostile);
+  EXPECT_EQ(hash(id)["descname"], "o'brien");
+  run_job(id, hostile);
+  auto p = run(st.async_progress(id, 1, hostile, hostile, std::nullopt, std::nullopt));
+  ASSERT_TRUE(p.ok) << p.reason;
+  auto h = hash(id);
+  EXPECT_EQ(h["worker"], hostile);
+  EXPECT_EQ(h["message"], hostile);
+  EXPECT_EQ(h["progress"], "Running. " + hostile);
+  auto f = run(st.async_finish(id, 1, hostile, job_state::failed, 1, "Failed", hostile));
+  ASSERT_TRUE(f.ok) << f.reason;
+  EXPECT_EQ(hash(id)["progress"], "Failed. " + hostile);
+  // Nothing was flushed: the counter, the user index and the events are all still there.
+  EXPECT_EQ(cmd({"GET", "descprod:next_job_id"}).str, "1");
+  EXPECT_TRUE(in_zset("descprod:user:o'brien:jobs", id));
+  EXPECT_GE(cmd({"XLEN", "descprod:events"}).integer, 4);
+}
+
+TEST_F(StoreTest, ScriptsStillWorkAfterScriptFlush) {
+  auto first = create_one();
+  const auto& create_script = store_scripts().at(0);
+  EXPECT_EQ(cmd({"SCRIPT", "EXISTS", sha1_hex(create_script)}).elements.at(0).integer, 1);
+  ASSERT_EQ(cmd({"SCRIPT", "FLUSH"}).str, "OK");
+  EXPECT_EQ(cmd({"SCRIPT", "EXISTS", sha1_hex(create_script)}).elements.at(0).integer, 0);
+  auto second = create_one();
+  EXPECT_EQ(second, first + 1);
+  EXPECT_EQ(cmd({"SCRIPT", "EXISTS", sha1_hex(create_script)}).elements.at(0).integer, 1);
+  // A different script, first used after the flush, works too.
+  auto r = run(st.async_lease(second, "w1", 30));
+  EXPECT_TRUE(r.ok) << r.reason;
+}
+
+TEST_F(StoreTest, GetReturnsTheRecordOrNothing) {
+  auto id = create_one();
+  auto r = run(st.async_get(id));
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)["state"], "ready");
+  EXPECT_EQ((*r)["id"], std::to_string(id));
+  EXPECT_FALSE(run(st.async_get(id + 100)));
+}
+
+// ---- the pipelining client ----
+
+class RedisClientTest : public ::testing::Test {
+ protected:
+  test::redis_server server;
+  net::io_context ioc;
+  redis_client redis{ioc.get_executor(), server.endpoint()};
+};
+
+// One client coroutine of the pipelining test: INCR, then SET and GET its own key.
+net::awaitable<void> incr_and_roundtrip(redis_client& redis, int i, std::vector<long long>& incrs,
+                                        std::vector<std::string>& gets, int& finished) {
+  std::vector<std::string> incr;
+  incr.push_back("INCR");
+  incr.push_back("counter");
+  auto n = co_await redis.async_exec(std::move(incr));
+  incrs[i] = n.integer;
+  std::vector<std::string> set;
+  set.push_back("SET");
+  set.push_back("key:" + std::to_string(i));
+  set.push_back("value-" + std::to_string(i));
+  co_await redis.async_exec(std::move(set));
+  std::vector<std::string> get;
+  get.push_back("GET");
+  get.push_back("key:" + std::to_string(i));
+  auto g = co_await redis.async_exec(std::move(get));
+  gets[i] = g.str;
+  ++finished;
+}
+
+TEST_F(RedisClientTest, ThousandConcurrentCommandsEachGetTheirOwnReply) {
+  test::run_async(ioc, redis.async_connect());
+  constexpr int n = 1000;
+  std::vector<long long> incrs(n, 0);
+  std::vector<std::string> gets(n);
+  int finished = 0;
+  int failed = 0;
+  for (int i = 0; i < n; ++i)
+    net::co_spawn(ioc, incr_and_roundtrip(redis, i, incrs, gets, finished),
+                  [&](std::exception_ptr e) {
+                    if (e) ++failed;
+                  });
+  ASSERT_TRUE(test::run_until(ioc, [&] { return finished + failed == n; }, 30s));
+  EXPECT_EQ(failed, 0);
+  auto sorted = incrs;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<long long> expected(n);
+  std::iota(expected.begin(), expected.end(), 1);
+  EXPECT_EQ(sorted, expected);
+  for (int i = 0; i < n; ++i) EXPECT_EQ(gets[i], "value-" + std::to_string(i));
+}
+
+TEST_F(RedisClientTest, PipelineReturnsRepliesInOrderAndErrorsAsReplies) {
+  test::run_async(ioc, redis.async_connect());
+  std::vector<std::vector<std::string>> cmds = {
+      {"SET", "a", "1"}, {"INCR", "a"}, {"HGET", "a", "x"}, {"GET", "missing"}, {"LRANGE", "l", "0", "-1"}};
+  auto replies = test::run_async(ioc, redis.async_pipeline(cmds));
+  ASSERT_EQ(replies.size(), 5u);
+  EXPECT_EQ(replies[0].type, redis_reply::kind::status);
+  EXPECT_EQ(replies[0].str, "OK");
+  EXPECT_EQ(replies[1].integer, 2);
+  EXPECT_TRUE(replies[2].is_error());
+  EXPECT_EQ(replies[2].str.rfind("WRONGTYPE", 0), 0u) << replies[2].str;
+  EXPECT_TRUE(replies[3].is_nil());
+  EXPECT_EQ(replies[4].type, redis_reply::kind::array);
+  EXPECT_TRUE(replies[4].elements.empty());
+}
+
+TEST_F(RedisClientTest, PendingCallsThrowSystemErrorWhenTheServerIsKilled) {
+  test::run_async(ioc, redis.async_connect());
+  std::vector<std::string> blpop = {"BLPOP", "never", "0"};
+  auto pending = net::co_spawn(ioc, redis.async_exec(blpop), net::use_future);
+  redis_sync inspect(server.endpoint());
+  // Wait until the server holds the call, so it is truly pending when the server dies.
+  ASSERT_TRUE(test::run_until(
+      ioc,
+      [&] {
+        auto info = inspect.exec({"INFO", "clients"}).str;
+        return info.find("blocked_clients:1") != std::string::npos;
+      },
+      10s));
+  server.kill9();
+  ASSERT_TRUE(test::run_until(
+      ioc, [&] { return pending.wait_for(0s) == std::future_status::ready; }, 10s));
+  EXPECT_THROW(pending.get(), boost::system::system_error);
+  EXPECT_FALSE(redis.connected());
+  std::vector<std::string> ping = {"PING"};
+  EXPECT_THROW(test::run_async(ioc, redis.async_exec(ping)), boost::system::system_error);
+
+  // After a restart on the same socket the client connects again.
+  server.start();
+  test::run_async(ioc, redis.async_connect());
+  EXPECT_EQ(test::run_async(ioc, redis.async_exec(ping)).str, "PONG");
+}
+
+TEST_F(RedisClientTest, ConnectToAMissingSocketThrowsSystemError) {
+  test::temp_dir dir;
+  redis_endpoint ep;
+  ep.unix_path = dir.file("nobody.sock");
+  redis_client lonely(ioc.get_executor(), ep);
+  EXPECT_THROW(test::run_async(ioc, lonely.async_connect()), boost::system::system_error);
+  EXPECT_FALSE(lonely.connected());
+}
+
+}  // namespace
+}  // namespace descprod

@@ -1,0 +1,335 @@
+// Configuration parsing (DESIGN §9) and the application registry (DESIGN §6.1): defaults, every
+// key, and errors that name file:line:column and the key.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "core/config.hpp"
+#include "tests/support/support.hpp"
+
+namespace descprod {
+namespace {
+
+using namespace std::chrono_literals;
+
+// The message of the config_error that parsing `text` throws ("" when it does not throw).
+std::string config_error_of(const std::string& text, const std::string& file = "test.yaml") {
+  try {
+    parse_config(text, file);
+  } catch (const config_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string apps_error_of(const std::string& text, const std::string& file = "apps.yaml") {
+  try {
+    parse_apps(text, file);
+  } catch (const config_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+TEST(ParseConfig, EmptyFileGivesDefaults) {
+  auto c = parse_config("", "test.yaml");
+  EXPECT_EQ(c.file, "test.yaml");
+  EXPECT_EQ(c.log_level, "info");
+  EXPECT_EQ(c.apps_file, "config/apps.yaml");
+  EXPECT_EQ(c.redis.endpoint.unix_path, "");
+  EXPECT_EQ(c.redis.endpoint.host, "127.0.0.1");
+  EXPECT_EQ(c.redis.endpoint.port, 6379);
+  EXPECT_EQ(c.redis.endpoint.password, "");
+  EXPECT_EQ(c.redis.prefix, "descprod:");
+  EXPECT_EQ(c.gateway.address, "127.0.0.1");
+  EXPECT_EQ(c.gateway.port, 8080);
+  EXPECT_EQ(c.gateway.daemon_endpoint, "ipc://var/daemon-gateways.ipc");
+  EXPECT_EQ(c.gateway.max_body_bytes, 1u << 20);
+  EXPECT_EQ(c.gateway.max_bulk_jobs, 100000u);
+  EXPECT_EQ(c.gateway.idle_timeout, 30000ms);
+  EXPECT_EQ(c.gateway.public_url, "");
+  EXPECT_EQ(c.daemon.worker_endpoint, "ipc://var/daemon-workers.ipc");
+  EXPECT_EQ(c.daemon.gateway_endpoint, "ipc://var/daemon-gateways.ipc");
+  EXPECT_EQ(c.daemon.heartbeat_interval, 1000ms);
+  EXPECT_EQ(c.daemon.lease_timeout, 10000ms);
+  EXPECT_EQ(c.daemon.reconcile_interval, 5000ms);
+  EXPECT_EQ(c.worker.daemon_endpoint, "ipc://var/daemon-workers.ipc");
+  EXPECT_EQ(c.worker.slots, 0);
+  EXPECT_EQ(c.worker.output_dir, "");
+  EXPECT_EQ(c.worker.owner, "admin");
+  EXPECT_EQ(c.worker.pool, "default");
+  EXPECT_EQ(c.worker.id, "");
+  EXPECT_EQ(c.worker.gateway_url, "http://127.0.0.1:8080");
+  EXPECT_EQ(c.worker.status_poll, 200ms);
+}
+
+TEST(ParseConfig, EmptySectionsKeepDefaults) {
+  auto c = parse_config("redis:\ngateway:\ndaemon:\nworker:\n", "test.yaml");
+  EXPECT_EQ(c.redis.prefix, "descprod:");
+  EXPECT_EQ(c.gateway.port, 8080);
+  EXPECT_EQ(c.daemon.lease_timeout, 10000ms);
+  EXPECT_EQ(c.worker.owner, "admin");
+}
+
+TEST(ParseConfig, ReadsEveryKeyOfEverySection) {
+  auto c = parse_config(R"(log_level: debug
+apps: apps.yaml
+redis:
+  path: /run/redis.sock
+  host: redis.example
+  port: 6380
+  password: s3cret
+  prefix: "dp:"
+gateway:
+  address: 0.0.0.0
+  port: 0
+  daemon_endpoint: tcp://127.0.0.1:5555
+  max_body_bytes: 4096
+  max_bulk_jobs: 50
+  idle_timeout_ms: 1500
+  public_url: https://descprod.example
+daemon:
+  worker_endpoint: ipc:///tmp/w.ipc
+  gateway_endpoint: inproc://gw
+  heartbeat_interval_ms: 200
+  lease_timeout_ms: 2000
+  reconcile_interval_ms: 700
+worker:
+  daemon_endpoint: tcp://daemon:5556
+  slots: 8
+  output_dir: /scratch/out
+  owner: alice
+  pool: gpu
+  id: w-1
+  gateway_url: http://gw:9000
+  status_poll_ms: 50
+)",
+                        "/etc/descprod/all.yaml");
+  EXPECT_EQ(c.log_level, "debug");
+  EXPECT_EQ(c.apps_file, "/etc/descprod/apps.yaml");  // relative to the config file's folder
+  EXPECT_EQ(c.redis.endpoint.unix_path, "/run/redis.sock");
+  EXPECT_EQ(c.redis.endpoint.host, "redis.example");
+  EXPECT_EQ(c.redis.endpoint.port, 6380);
+  EXPECT_EQ(c.redis.endpoint.password, "s3cret");
+  EXPECT_EQ(c.redis.prefix, "dp:");
+  EXPECT_EQ(c.gateway.address, "0.0.0.0");
+  EXPECT_EQ(c.gateway.port, 0);
+  EXPECT_EQ(c.gateway.daemon_endpoint, "tcp://127.0.0.1:5555");
+  EXPECT_EQ(c.gateway.max_body_bytes, 4096u);
+  EXPECT_EQ(c.gateway.max_bulk_jobs, 50u);
+  EXPECT_EQ(c.gateway.idle_timeout, 1500ms);
+  EXPECT_EQ(c.gateway.public_url, "https://descprod.example");
+  EXPECT_EQ(c.daemon.worker_endpoint, "ipc:///tmp/w.ipc");
+  EXPECT_EQ(c.daemon.gateway_endpoint, "inproc://gw");
+  EXPECT_EQ(c.daemon.heartbeat_interval, 200ms);
+  EXPECT_EQ(c.daemon.lease_timeout, 2000ms);
+  EXPECT_EQ(c.daemon.reconcile_interval, 700ms);
+  EXPECT_EQ(c.worker.daemon_endpoint, "tcp://daemon:5556");
+  EXPECT_EQ(c.worker.slots, 8);
+  EXPECT_EQ(c.worker.output_dir, "/scratch/out");
+  EXPECT_EQ(c.worker.owner, "alice");
+  EXPECT_EQ(c.worker.pool, "gpu");
+  EXPECT_EQ(c.worker.id, "w-1");
+  EXPECT_EQ(c.worker.gateway_url, "http://gw:9000");
+  EXPECT_EQ(c.worker.status_poll, 50ms);
+}
+
+TEST(ParseConfig, AbsoluteAppsPathIsKept) {
+  EXPECT_EQ(parse_config("apps: /opt/apps.yaml\n", "/etc/d.yaml").apps_file, "/opt/apps.yaml");
+}
+
+TEST(ParseConfig, UnknownKeyInASectionNamesFileLineColumnAndKey) {
+  auto err = config_error_of("redis:\n  path: /tmp/r.sock\n  colour: blue\n");
+  EXPECT_EQ(err, "test.yaml:3:3: redis.colour: unknown key");
+}
+
+TEST(ParseConfig, UnknownTopLevelKeyNamesItsLine) {
+  auto err = config_error_of("log_level: info\n\n# a comment\nworker:\n  slots: 2\nbogus: 1\n");
+  EXPECT_EQ(err, "test.yaml:6:1: bogus: unknown key");
+}
+
+TEST(ParseConfig, MisspelledKeyDeepInTheFileNamesItsLine) {
+  auto err = config_error_of(
+      "daemon:\n  heartbeat_interval_ms: 100\n  lease_timeout_ms: 500\n"
+      "worker:\n  slots: 2\n  ownr: bob\n");
+  EXPECT_TRUE(starts_with(err, "test.yaml:6:3: ")) << err;
+  EXPECT_NE(err.find("worker.ownr"), std::string::npos) << err;
+}
+
+TEST(ParseConfig, BadValueTypeNamesItsLine) {
+  auto err = config_error_of("gateway:\n  port: eighty\n");
+  EXPECT_EQ(err, "test.yaml:2:9: gateway.port: expected an integer");
+  err = config_error_of("worker:\n  owner: [a, b]\n");
+  EXPECT_TRUE(starts_with(err, "test.yaml:2:")) << err;
+  EXPECT_NE(err.find("worker.owner: expected a string"), std::string::npos) << err;
+  err = config_error_of("log_level: info\ndaemon:\n  heartbeat_interval_ms: 1.5\n");
+  EXPECT_TRUE(starts_with(err, "test.yaml:3:")) << err;
+  EXPECT_NE(err.find("daemon.heartbeat_interval_ms"), std::string::npos) << err;
+}
+
+TEST(ParseConfig, SectionThatIsNotAMappingIsRejected) {
+  auto err = config_error_of("redis: localhost\n");
+  EXPECT_TRUE(starts_with(err, "test.yaml:1:")) << err;
+  EXPECT_NE(err.find("redis: expected a mapping"), std::string::npos) << err;
+}
+
+TEST(ParseConfig, OutOfRangeValuesAreRejected) {
+  auto err = config_error_of("redis:\n  port: 70000\n");
+  EXPECT_TRUE(starts_with(err, "test.yaml:2:")) << err;
+  EXPECT_NE(err.find("redis.port: must be between 1 and 65535"), std::string::npos) << err;
+  err = config_error_of("worker:\n  status_poll_ms: -5\n");
+  EXPECT_TRUE(starts_with(err, "test.yaml:2:")) << err;
+  EXPECT_NE(err.find("must not be negative"), std::string::npos) << err;
+  err = config_error_of("daemon:\n  heartbeat_interval_ms: 5\n");
+  EXPECT_NE(err.find("daemon.heartbeat_interval_ms: must be at least 10"), std::string::npos) << err;
+}
+
+TEST(ParseConfig, BadLogLevelAndEndpointAreRejected) {
+  auto err = config_error_of("log_level: loud\n");
+  EXPECT_TRUE(starts_with(err, "test.yaml:1:")) << err;
+  EXPECT_NE(err.find("log_level"), std::string::npos) << err;
+  err = config_error_of("worker:\n  daemon_endpoint: http://daemon\n");
+  EXPECT_TRUE(starts_with(err, "test.yaml:2:")) << err;
+  EXPECT_NE(err.find("worker.daemon_endpoint: expected a ZeroMQ endpoint"), std::string::npos) << err;
+}
+
+TEST(ParseConfig, LeaseTimeoutNotLongerThanHeartbeatIsRejected) {
+  auto err = config_error_of("daemon:\n  heartbeat_interval_ms: 1000\n  lease_timeout_ms: 1000\n");
+  EXPECT_TRUE(starts_with(err, "test.yaml:3:")) << err;
+  EXPECT_NE(err.find("daemon.lease_timeout_ms: must be longer than heartbeat_interval_ms"),
+            std::string::npos)
+      << err;
+  err = config_error_of("daemon:\n  lease_timeout_ms: 500\n");  // default heartbeat 1000
+  EXPECT_TRUE(starts_with(err, "test.yaml:2:")) << err;
+  EXPECT_NE(err.find("lease_timeout_ms"), std::string::npos) << err;
+}
+
+TEST(ParseConfig, HeartbeatLongerThanTheDefaultLeaseTimeoutIsRejected) {
+  auto err = config_error_of("daemon:\n  heartbeat_interval_ms: 20000\n");  // default lease 10000
+  EXPECT_TRUE(starts_with(err, "test.yaml:2:")) << err;
+  EXPECT_NE(err.find("heartbeat_interval_ms"), std::string::npos) << err;
+}
+
+TEST(ParseConfig, YamlSyntaxErrorNamesItsLine) {
+  auto err = config_error_of("redis:\n  path: [unclosed\n");
+  EXPECT_TRUE(starts_with(err, "test.yaml:")) << err;
+  EXPECT_FALSE(err.empty());
+}
+
+TEST(LoadConfig, ReadsAFileAndResolvesAppsNextToIt) {
+  test::temp_dir dir;
+  test::write_file(dir.file("daemon.yaml"), "apps: my-apps.yaml\nworker:\n  slots: 3\n");
+  auto c = load_config(dir.file("daemon.yaml"));
+  EXPECT_EQ(c.worker.slots, 3);
+  EXPECT_EQ(c.apps_file, dir.file("my-apps.yaml"));
+}
+
+TEST(LoadConfig, MissingFileIsAConfigError) {
+  test::temp_dir dir;
+  EXPECT_THROW(load_config(dir.file("absent.yaml")), config_error);
+}
+
+TEST(ParseApps, DefaultsFollowDescprod) {
+  auto reg = parse_apps("apps:\n  - name: mysleep\n", "apps.yaml");
+  ASSERT_EQ(reg.apps.size(), 1u);
+  const auto* a = reg.find("mysleep");
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->name, "mysleep");
+  EXPECT_EQ(a->command, std::vector<std::string>{"runapp-mysleep"});
+  EXPECT_EQ(a->args, (std::vector<std::string>{"{config}", "{howfig}"}));
+  EXPECT_TRUE(a->env.empty());
+  EXPECT_FALSE(a->login_shell);
+  EXPECT_EQ(a->cores, 1);
+  EXPECT_EQ(a->time_limit_s, 0);
+  EXPECT_EQ(a->max_attempts, 3);
+  EXPECT_EQ(a->pattern, "");
+  EXPECT_FALSE(a->compiled_pattern);
+  EXPECT_EQ(reg.find("parsltest"), nullptr);
+}
+
+TEST(ParseApps, ReadsEveryKey) {
+  auto reg = parse_apps(R"(apps:
+  - name: parsltest
+    command: [/opt/bin/runapp-parsltest, --verbose]
+    args: ["{config}", "--id={id}"]
+    env: {OMP_NUM_THREADS: "4"}
+    login_shell: true
+    cores: 4
+    time_limit_s: 90.5
+    max_attempts: 1
+    pattern: "sleep(-[a-z]+[0-9]+)*"
+    howfig_pattern: "[a-z]*"
+    help: Runs test tasks.
+  - name: mysleep
+)",
+                        "apps.yaml");
+  ASSERT_EQ(reg.apps.size(), 2u);
+  const auto& a = reg.apps.at("parsltest");
+  EXPECT_EQ(a.command, (std::vector<std::string>{"/opt/bin/runapp-parsltest", "--verbose"}));
+  EXPECT_EQ(a.args, (std::vector<std::string>{"{config}", "--id={id}"}));
+  EXPECT_EQ(a.env, (std::map<std::string, std::string>{{"OMP_NUM_THREADS", "4"}}));
+  EXPECT_TRUE(a.login_shell);
+  EXPECT_EQ(a.cores, 4);
+  EXPECT_DOUBLE_EQ(a.time_limit_s, 90.5);
+  EXPECT_EQ(a.max_attempts, 1);
+  EXPECT_EQ(a.help, "Runs test tasks.");
+  ASSERT_TRUE(a.compiled_pattern);
+  EXPECT_TRUE(std::regex_match(std::string("sleep-ttsk2-ntsk20"), *a.compiled_pattern));
+  EXPECT_FALSE(std::regex_match(std::string("rm-rf"), *a.compiled_pattern));
+  ASSERT_TRUE(a.compiled_howfig_pattern);
+  EXPECT_EQ(reg.apps.at("mysleep").command, std::vector<std::string>{"runapp-mysleep"});
+}
+
+TEST(ParseApps, DuplicateNameIsRejectedAtItsLine) {
+  auto err = apps_error_of("apps:\n  - name: mysleep\n  - name: other\n  - name: mysleep\n");
+  EXPECT_TRUE(starts_with(err, "apps.yaml:4:")) << err;
+  EXPECT_NE(err.find("duplicate application mysleep"), std::string::npos) << err;
+}
+
+TEST(ParseApps, BadRegexIsRejectedAtItsLine) {
+  auto err = apps_error_of("apps:\n  - name: x\n    pattern: \"a(\"\n");
+  EXPECT_TRUE(starts_with(err, "apps.yaml:3:")) << err;
+  EXPECT_NE(err.find("pattern: invalid regular expression"), std::string::npos) << err;
+  err = apps_error_of("apps:\n  - name: x\n    howfig_pattern: \"[\"\n");
+  EXPECT_TRUE(starts_with(err, "apps.yaml:3:")) << err;
+  EXPECT_NE(err.find("howfig_pattern"), std::string::npos) << err;
+}
+
+TEST(ParseApps, BadEntriesAreRejected) {
+  EXPECT_NE(apps_error_of("apps:\n  - name: My App\n").find("apps[].name"), std::string::npos);
+  EXPECT_NE(apps_error_of("apps:\n  - command: [x]\n").find("apps[].name: missing"), std::string::npos);
+  auto err = apps_error_of("apps:\n  - name: x\n    colour: red\n");
+  EXPECT_EQ(err, "apps.yaml:3:5: apps[].colour: unknown key");
+  EXPECT_NE(apps_error_of("apps:\n  - name: x\n    command: []\n").find("must not be empty"),
+            std::string::npos);
+  EXPECT_NE(apps_error_of("apps:\n  - name: x\n    login_shell: maybe\n").find("expected true or false"),
+            std::string::npos);
+  EXPECT_NE(apps_error_of("other: 1\n").find("unknown key"), std::string::npos);
+  EXPECT_NE(apps_error_of("").find("apps: missing"), std::string::npos);
+  EXPECT_NE(apps_error_of("apps: mysleep\n").find("expected a list"), std::string::npos);
+}
+
+TEST(AppArgv, SubstitutesConfigHowfigAndId) {
+  auto reg = parse_apps("apps:\n  - name: a\n    args: [\"{config}\", \"{howfig}\", \"--id={id}\", \"{config}:{howfig}\"]\n",
+                        "apps.yaml");
+  EXPECT_EQ(reg.apps.at("a").argv_for("sleep-ttsk2", "fast", 81),
+            (std::vector<std::string>{"runapp-a", "sleep-ttsk2", "fast", "--id=81", "sleep-ttsk2:fast"}));
+}
+
+TEST(AppArgv, DefaultArgsDropAnEmptyHowfig) {
+  auto reg = parse_apps("apps:\n  - name: mysleep\n", "apps.yaml");
+  const auto& a = reg.apps.at("mysleep");
+  EXPECT_EQ(a.argv_for("10", "", 1), (std::vector<std::string>{"runapp-mysleep", "10"}));
+  EXPECT_EQ(a.argv_for("10", "h", 1), (std::vector<std::string>{"runapp-mysleep", "10", "h"}));
+}
+
+TEST(AppArgv, ValuesAreNeverSplitOrInterpreted) {
+  auto reg = parse_apps("apps:\n  - name: a\n", "apps.yaml");
+  EXPECT_EQ(reg.apps.at("a").argv_for("$(id); rm -rf x", "a b", 1),
+            (std::vector<std::string>{"runapp-a", "$(id); rm -rf x", "a b"}));
+}
+
+}  // namespace
+}  // namespace descprod

@@ -1,0 +1,787 @@
+// Unit tests of the gateway's pure logic (api.hpp), of handle_request on the paths that need no
+// Redis (routing, method checks, missing token, Redis down), and of the HTTP session's limits on
+// an in-process server over loopback. Tests with Redis and the real binaries are in tests/e2e.
+#include <gtest/gtest.h>
+
+#include <boost/asio.hpp>
+#include <string>
+#include <thread>
+
+#include "gateway/api.hpp"
+#include "gateway/handler.hpp"
+#include "gateway/server.hpp"
+
+namespace dg = descprod::gateway;
+namespace json = boost::json;
+namespace net = boost::asio;
+namespace http = boost::beast::http;
+using descprod::job_state;
+
+namespace {
+
+const char* apps_yaml = R"(
+apps:
+  - name: mysleep
+    help: "sleeps N seconds"
+    pattern: "^[0-9]+$"
+    max_attempts: 2
+  - name: anything
+    help: "no pattern"
+  - name: howapp
+    help: "howfig restricted"
+    howfig_pattern: "^(fast|slow)$"
+)";
+
+descprod::app_registry test_apps() { return descprod::parse_apps(apps_yaml, "apps.yaml"); }
+
+json::value parse(const std::string& s) { return json::parse(s); }
+
+// Validates one job body text end to end (JSON parse, then field checks).
+std::optional<dg::api_error> check_body(const std::string& body, dg::job_request* out = nullptr) {
+  json::value v;
+  if (auto e = dg::parse_json_body(body, v)) return e;
+  dg::job_request r;
+  auto e = dg::validate_job(v, test_apps(), r);
+  if (out) *out = r;
+  return e;
+}
+
+bool contains(const std::string& hay, const std::string& needle) {
+  return hay.find(needle) != std::string::npos;
+}
+
+}  // namespace
+
+// ---- job validation -------------------------------------------------------------------------
+
+TEST(GatewayValidation, AcceptsMinimalJobWithDefaultsAndAppMaxAttempts) {
+  dg::job_request r;
+  auto e = check_body(R"({"jobtype":"mysleep","config":"30"})", &r);
+  ASSERT_FALSE(e) << e->detail;
+  EXPECT_EQ(r.jobtype, "mysleep");
+  EXPECT_EQ(r.config, "30");
+  EXPECT_EQ(r.howfig, "");
+  EXPECT_EQ(r.priority, 0);
+  EXPECT_FALSE(r.parent);
+  EXPECT_EQ(r.max_attempts, 2);
+}
+
+TEST(GatewayValidation, AcceptsAllFields) {
+  dg::job_request r;
+  auto e = check_body(
+      R"({"jobtype":"howapp","config":"a-b:c","howfig":"fast","priority":-7,"parent":12})", &r);
+  ASSERT_FALSE(e) << e->detail;
+  EXPECT_EQ(r.howfig, "fast");
+  EXPECT_EQ(r.priority, -7);
+  ASSERT_TRUE(r.parent);
+  EXPECT_EQ(*r.parent, 12);
+  EXPECT_EQ(r.max_attempts, 3);
+}
+
+TEST(GatewayValidation, MalformedJsonIsBadJson) {
+  auto e = check_body(R"({"jobtype": "mysleep", )");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->error, "bad_json");
+  EXPECT_TRUE(contains(e->detail, "malformed JSON")) << e->detail;
+}
+
+TEST(GatewayValidation, TrailingGarbageAfterJsonIsBadJson) {
+  auto e = check_body(R"({"jobtype":"mysleep","config":"1"} x)");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->error, "bad_json");
+}
+
+TEST(GatewayValidation, EmptyBodyIsBadJson) {
+  auto e = check_body("");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->error, "bad_json");
+  EXPECT_TRUE(contains(e->detail, "empty"));
+}
+
+TEST(GatewayValidation, BodyThatIsNotAnObjectIsRefused) {
+  auto e = check_body(R"(["mysleep","1"])");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->error, "bad_request");
+  EXPECT_TRUE(contains(e->detail, "JSON object")) << e->detail;
+}
+
+TEST(GatewayValidation, MissingJobtypeIsNamed) {
+  auto e = check_body(R"({"config":"1"})");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->detail, "missing field 'jobtype'");
+}
+
+TEST(GatewayValidation, MissingConfigIsNamed) {
+  auto e = check_body(R"({"jobtype":"mysleep"})");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->detail, "missing field 'config'");
+}
+
+TEST(GatewayValidation, MistypedJobtypeIsNamedWithItsType) {
+  auto e = check_body(R"({"jobtype":5,"config":"1"})");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->detail, "field 'jobtype' must be a string, not an integer");
+}
+
+TEST(GatewayValidation, ConfigAsNumberIsRefused) {
+  auto e = check_body(R"({"jobtype":"mysleep","config":30})");
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(contains(e->detail, "field 'config' must be a string")) << e->detail;
+}
+
+TEST(GatewayValidation, UnknownFieldIsRefused) {
+  auto e = check_body(R"({"jobtype":"mysleep","config":"1","user":"root"})");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_TRUE(contains(e->detail, "unknown field 'user'")) << e->detail;
+}
+
+TEST(GatewayValidation, UnknownJobtypeListsTheKnownTypes) {
+  auto e = check_body(R"({"jobtype":"rm","config":"1"})");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->error, "unknown_jobtype");
+  EXPECT_EQ(e->detail, "unknown jobtype 'rm'; known: anything, howapp, mysleep");
+}
+
+TEST(GatewayValidation, ConfigWithSpaceFailsCheckConfig) {
+  auto e = check_body(R"({"jobtype":"anything","config":"a b"})");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->error, "invalid_config");
+  EXPECT_TRUE(contains(e->detail, "check_config code 1")) << e->detail;
+  EXPECT_TRUE(contains(e->detail, "only letters, digits")) << e->detail;
+}
+
+TEST(GatewayValidation, ConfigWithShellSubstitutionFailsCheckConfig) {
+  auto e = check_body(R"j({"jobtype":"anything","config":"$(id)"})j");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->error, "invalid_config");
+  EXPECT_TRUE(contains(e->detail, "check_config code 1")) << e->detail;
+}
+
+TEST(GatewayValidation, ConfigWithFourDashesFailsCheckConfigCode2) {
+  auto e = check_body(R"({"jobtype":"anything","config":"a----b"})");
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(contains(e->detail, "check_config code 2")) << e->detail;
+}
+
+TEST(GatewayValidation, EmptyConfigFailsCheckConfigCode9) {
+  auto e = check_body(R"({"jobtype":"anything","config":""})");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->error, "invalid_config");
+  EXPECT_TRUE(contains(e->detail, "check_config code 9")) << e->detail;
+}
+
+TEST(GatewayValidation, ConfigNotMatchingTheAppPatternShowsThePattern) {
+  auto e = check_body(R"({"jobtype":"mysleep","config":"abc"})");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->error, "invalid_config");
+  EXPECT_EQ(e->detail, "config 'abc' does not match the pattern of application mysleep: ^[0-9]+$");
+}
+
+TEST(GatewayValidation, EmptyHowfigIsAllowedEvenWithAHowfigPattern) {
+  auto e = check_body(R"({"jobtype":"howapp","config":"x","howfig":""})");
+  EXPECT_FALSE(e) << e->detail;
+}
+
+TEST(GatewayValidation, HowfigFailingCheckConfigIsRefused) {
+  auto e = check_body(R"({"jobtype":"anything","config":"x","howfig":"a;b"})");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->error, "invalid_config");
+  EXPECT_TRUE(contains(e->detail, "howfig 'a;b'")) << e->detail;
+  EXPECT_TRUE(contains(e->detail, "check_config code 1")) << e->detail;
+}
+
+TEST(GatewayValidation, HowfigNotMatchingHowfigPatternIsRefused) {
+  auto e = check_body(R"({"jobtype":"howapp","config":"x","howfig":"medium"})");
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(contains(e->detail, "howfig 'medium' does not match")) << e->detail;
+  EXPECT_TRUE(contains(e->detail, "^(fast|slow)$")) << e->detail;
+}
+
+TEST(GatewayValidation, PriorityAtTheBoundsIsAccepted) {
+  dg::job_request r;
+  EXPECT_FALSE(check_body(R"({"jobtype":"anything","config":"x","priority":1000})", &r));
+  EXPECT_EQ(r.priority, 1000);
+  EXPECT_FALSE(check_body(R"({"jobtype":"anything","config":"x","priority":-1000})", &r));
+  EXPECT_EQ(r.priority, -1000);
+}
+
+TEST(GatewayValidation, PriorityOutOfRangeIsRefused) {
+  for (const char* p : {"1001", "-1001", "18446744073709551615"}) {
+    auto e = check_body(std::string(R"({"jobtype":"anything","config":"x","priority":)") + p + "}");
+    ASSERT_TRUE(e) << p;
+    EXPECT_EQ(e->status, 400u);
+    EXPECT_EQ(e->detail, "field 'priority' must be between -1000 and 1000") << p;
+  }
+}
+
+TEST(GatewayValidation, PriorityThatIsNotAnIntegerIsRefused) {
+  for (const char* p : {"\"5\"", "5.0", "true", "null"}) {
+    auto e = check_body(std::string(R"({"jobtype":"anything","config":"x","priority":)") + p + "}");
+    ASSERT_TRUE(e) << p;
+    EXPECT_TRUE(contains(e->detail, "field 'priority' must be an integer")) << e->detail;
+  }
+}
+
+TEST(GatewayValidation, ParentMustBeAPositiveInteger) {
+  auto e = check_body(R"({"jobtype":"anything","config":"x","parent":0})");
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(contains(e->detail, "field 'parent' must be between 1 and")) << e->detail;
+  e = check_body(R"({"jobtype":"anything","config":"x","parent":"3"})");
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(contains(e->detail, "field 'parent' must be an integer")) << e->detail;
+}
+
+TEST(GatewayValidation, ConfigOf512BytesIsAcceptedAnd513Refused) {
+  std::string ok(512, 'a');
+  EXPECT_FALSE(check_body(R"({"jobtype":"anything","config":")" + ok + "\"}"));
+  auto e = check_body(R"({"jobtype":"anything","config":")" + ok + "a\"}");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->detail, "field 'config' is longer than 512 bytes");
+}
+
+TEST(GatewayValidation, OversizedHowfigAndJobtypeAreRefused) {
+  auto e = check_body(R"({"jobtype":"anything","config":"x","howfig":")" + std::string(600, 'h') +
+                      "\"}");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->detail, "field 'howfig' is longer than 512 bytes");
+  e = check_body(R"({"jobtype":")" + std::string(65, 'j') + R"(","config":"x"})");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->detail, "field 'jobtype' is longer than 64 bytes");
+}
+
+TEST(GatewayValidation, LongUserInputIsCutInErrorDetails) {
+  auto e = check_body(R"({"jobtype":"anything","config":")" + std::string(300, ' ') + "\"}");
+  ASSERT_TRUE(e);
+  EXPECT_LT(e->detail.size(), 200u) << e->detail;
+}
+
+// ---- bulk validation ------------------------------------------------------------------------
+
+namespace {
+std::optional<dg::api_error> check_bulk(const std::string& body, std::size_t max_jobs,
+                                        std::vector<dg::job_request>* out = nullptr) {
+  std::vector<dg::job_request> reqs;
+  auto e = dg::validate_bulk(parse(body), test_apps(), max_jobs, reqs);
+  if (out) *out = reqs;
+  return e;
+}
+}  // namespace
+
+TEST(GatewayBulkValidation, AcceptsAListOfValidJobs) {
+  std::vector<dg::job_request> reqs;
+  auto e = check_bulk(
+      R"({"jobs":[{"jobtype":"mysleep","config":"1"},{"jobtype":"anything","config":"b","priority":5}]})",
+      10, &reqs);
+  ASSERT_FALSE(e) << e->detail;
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[1].priority, 5);
+}
+
+TEST(GatewayBulkValidation, InvalidJobIsReportedWithItsIndexAndNothingIsReturned) {
+  std::vector<dg::job_request> reqs;
+  auto e = check_bulk(
+      R"({"jobs":[{"jobtype":"mysleep","config":"1"},{"jobtype":"mysleep","config":"2"},{"jobtype":"mysleep","config":"x"}]})",
+      10, &reqs);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->detail.rfind("jobs[2]: config 'x' does not match", 0), 0u) << e->detail;
+  EXPECT_TRUE(reqs.empty());
+}
+
+TEST(GatewayBulkValidation, NonObjectItemIsReportedWithItsIndex) {
+  auto e = check_bulk(R"({"jobs":[{"jobtype":"mysleep","config":"1"},7]})", 10);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->detail, "jobs[1]: a job must be a JSON object, not an integer");
+}
+
+TEST(GatewayBulkValidation, EmptyListIsRefused) {
+  auto e = check_bulk(R"({"jobs":[]})", 10);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_EQ(e->detail, "field 'jobs' must hold at least one job");
+}
+
+TEST(GatewayBulkValidation, MoreThanTheLimitIsRefused) {
+  auto e = check_bulk(
+      R"({"jobs":[{"jobtype":"mysleep","config":"1"},{"jobtype":"mysleep","config":"1"},{"jobtype":"mysleep","config":"1"}]})",
+      2);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->detail, "field 'jobs' holds 3 jobs; at most 2 are allowed per request");
+}
+
+TEST(GatewayBulkValidation, MissingOrMistypedJobsListIsRefused) {
+  auto e = check_bulk(R"({})", 10);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->detail, "missing field 'jobs'");
+  e = check_bulk(R"({"jobs":{"jobtype":"mysleep"}})", 10);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->detail, "field 'jobs' must be an array, not an object");
+  e = check_bulk(R"({"jobs":[{"jobtype":"mysleep","config":"1"}],"dry_run":true})", 10);
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(contains(e->detail, "unknown field 'dry_run'")) << e->detail;
+}
+
+// ---- routing and query --------------------------------------------------------------------
+
+TEST(GatewayRoutes, JobPathCarriesTheId) {
+  auto r = dg::match_route("/api/jobs/12");
+  EXPECT_EQ(r.kind, dg::route_kind::job);
+  EXPECT_EQ(r.id, 12);
+}
+
+TEST(GatewayRoutes, EventsPathCarriesTheId) {
+  auto r = dg::match_route("/api/jobs/12/events");
+  EXPECT_EQ(r.kind, dg::route_kind::job_events);
+  EXPECT_EQ(r.id, 12);
+}
+
+TEST(GatewayRoutes, NonNumericOrOutOfRangeIdsAreNotFound) {
+  for (const char* p : {"/api/jobs/abc", "/api/jobs/0", "/api/jobs/-1", "/api/jobs/12a",
+                        "/api/jobs/", "/api/jobs/1234567890123456789012", "/api/jobs/12/",
+                        "/api/jobs/12/log2", "/api/jobs/12/events/x", "/api/jobs//events"})
+    EXPECT_EQ(dg::match_route(p).kind, dg::route_kind::not_found) << p;
+}
+
+TEST(GatewayRoutes, FixedPathsAreRecognised) {
+  EXPECT_EQ(dg::match_route("/healthz").kind, dg::route_kind::healthz);
+  EXPECT_EQ(dg::match_route("/api/version").kind, dg::route_kind::version);
+  EXPECT_EQ(dg::match_route("/api/jobs").kind, dg::route_kind::jobs);
+  EXPECT_EQ(dg::match_route("/api/jobs/bulk").kind, dg::route_kind::jobs_bulk);
+  EXPECT_EQ(dg::match_route("/api").kind, dg::route_kind::not_found);
+  EXPECT_EQ(dg::match_route("/").kind, dg::route_kind::not_found);
+}
+
+TEST(GatewayRoutes, AllowedMethodsPerRoute) {
+  EXPECT_EQ(dg::allowed_methods(dg::route_kind::jobs), "GET, POST");
+  EXPECT_EQ(dg::allowed_methods(dg::route_kind::jobs_bulk), "POST");
+  EXPECT_EQ(dg::allowed_methods(dg::route_kind::job), "GET");
+  EXPECT_TRUE(dg::method_allowed(dg::route_kind::jobs, "POST"));
+  EXPECT_FALSE(dg::method_allowed(dg::route_kind::job, "DELETE"));
+  EXPECT_FALSE(dg::method_allowed(dg::route_kind::jobs_bulk, "GET"));
+}
+
+TEST(GatewayRoutes, TargetSplitsIntoPathAndQuery) {
+  auto t = dg::split_target("/api/jobs?limit=5&state=ready");
+  EXPECT_EQ(t.path, "/api/jobs");
+  EXPECT_EQ(t.query, "limit=5&state=ready");
+  EXPECT_EQ(dg::split_target("/healthz").query, "");
+}
+
+TEST(GatewayListQuery, DefaultsWhenEmpty) {
+  dg::list_query q;
+  ASSERT_FALSE(dg::parse_list_query("", q));
+  EXPECT_EQ(q.limit, 50);
+  EXPECT_EQ(q.offset, 0);
+  EXPECT_FALSE(q.state);
+  EXPECT_FALSE(q.filtered());
+}
+
+TEST(GatewayListQuery, ParsesLimitOffsetStateAndJobtype) {
+  dg::list_query q;
+  auto e = dg::parse_list_query("limit=1000&offset=20&state=running&jobtype=my%73leep", q);
+  ASSERT_FALSE(e) << e->detail;
+  EXPECT_EQ(q.limit, 1000);
+  EXPECT_EQ(q.offset, 20);
+  ASSERT_TRUE(q.state);
+  EXPECT_EQ(*q.state, job_state::running);
+  EXPECT_EQ(q.jobtype, "mysleep");
+  EXPECT_TRUE(q.filtered());
+}
+
+TEST(GatewayListQuery, LimitOutsideOneToThousandIsRefused) {
+  for (const char* s : {"limit=0", "limit=1001", "limit=abc", "limit=", "limit=-5"}) {
+    dg::list_query q;
+    auto e = dg::parse_list_query(s, q);
+    ASSERT_TRUE(e) << s;
+    EXPECT_EQ(e->status, 400u);
+    EXPECT_EQ(e->detail, "limit must be an integer between 1 and 1000") << s;
+  }
+}
+
+TEST(GatewayListQuery, NegativeOrHugeOffsetIsRefused) {
+  for (const char* s : {"offset=-1", "offset=9223372036854775807", "offset=x"}) {
+    dg::list_query q;
+    auto e = dg::parse_list_query(s, q);
+    ASSERT_TRUE(e) << s;
+    EXPECT_EQ(e->status, 400u);
+    EXPECT_EQ(e->detail, "offset must be an integer between 0 and 1000000000000") << s;
+  }
+}
+
+TEST(GatewayListQuery, UnknownStateListsTheStates) {
+  dg::list_query q;
+  auto e = dg::parse_list_query("state=sleeping", q);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 400u);
+  EXPECT_TRUE(contains(e->detail, "unknown state 'sleeping'; known: ready, dispatched, running"))
+      << e->detail;
+}
+
+TEST(GatewayListQuery, UnknownParameterAndBadEscapesAreRefused) {
+  dg::list_query q;
+  auto e = dg::parse_list_query("limt=5", q);
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(contains(e->detail, "unknown query parameter 'limt'")) << e->detail;
+  e = dg::parse_list_query("state=%zz", q);
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(contains(e->detail, "malformed %-escape")) << e->detail;
+  e = dg::parse_list_query("limit=5&limit=6", q);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->detail, "query parameter 'limit' given twice");
+}
+
+TEST(GatewayListQuery, PercentDecodingHandlesPlusAndTruncatedEscapes) {
+  EXPECT_EQ(dg::percent_decode("a+b%2Fc").value_or("?"), "a b/c");
+  EXPECT_FALSE(dg::percent_decode("abc%4"));
+  EXPECT_FALSE(dg::percent_decode("%"));
+}
+
+// ---- authentication -----------------------------------------------------------------------
+
+TEST(GatewayAuth, BearerTokenIsExtractedCaseInsensitively) {
+  EXPECT_EQ(dg::bearer_token("Bearer dp_abc").value_or(""), "dp_abc");
+  EXPECT_EQ(dg::bearer_token("  bearer   dp_abc  ").value_or(""), "dp_abc");
+}
+
+TEST(GatewayAuth, MalformedAuthorizationYieldsNoToken) {
+  for (const char* h :
+       {"", "Bearer", "Bearer ", "Basic dXNlcjpwdw==", "Bearerdp_abc", "Bearer a b"})
+    EXPECT_FALSE(dg::bearer_token(h)) << h;
+  EXPECT_FALSE(dg::bearer_token("Bearer " + std::string(300, 'x')));
+}
+
+TEST(GatewayAuth, UnknownTokenIsUnauthorized) {
+  dg::principal who;
+  auto e = dg::check_token({}, 1000, who);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 401u);
+  EXPECT_EQ(e->error, "unauthorized");
+}
+
+TEST(GatewayAuth, UserTokenWithoutExpiryIsAccepted) {
+  dg::principal who;
+  auto e = dg::check_token({{"owner", "alice"}, {"scope", "user"}, {"expires", "0"}}, 1e9, who);
+  ASSERT_FALSE(e) << e->detail;
+  EXPECT_EQ(who.name, "alice");
+  EXPECT_FALSE(who.only_job);
+}
+
+TEST(GatewayAuth, ExpiredTokenIsUnauthorized) {
+  dg::principal who;
+  auto e =
+      dg::check_token({{"owner", "alice"}, {"scope", "user"}, {"expires", "1000"}}, 1000.5, who);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 401u);
+  EXPECT_EQ(e->detail, "token expired");
+  EXPECT_FALSE(
+      dg::check_token({{"owner", "alice"}, {"scope", "user"}, {"expires", "1000"}}, 999, who));
+}
+
+TEST(GatewayAuth, JobTokenIsLimitedToItsJob) {
+  dg::principal who;
+  ASSERT_FALSE(
+      dg::check_token({{"owner", "alice"}, {"scope", "job:42"}, {"expires", "0"}}, 1, who));
+  ASSERT_TRUE(who.only_job);
+  EXPECT_EQ(*who.only_job, 42);
+  EXPECT_TRUE(dg::may_read(who, 42, "alice"));
+  EXPECT_FALSE(dg::may_read(who, 43, "alice"));
+}
+
+TEST(GatewayAuth, UnknownScopeIsUnauthorized) {
+  dg::principal who;
+  auto e = dg::check_token({{"owner", "alice"}, {"scope", "admin"}}, 1, who);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 401u);
+  EXPECT_TRUE(contains(e->detail, "scope 'admin'")) << e->detail;
+}
+
+TEST(GatewayAuth, InactiveAccountIsUnauthorized) {
+  dg::principal who;
+  who.name = "bob";
+  auto e = dg::check_user({{"role", "user"}, {"status", "pending"}}, who);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 401u);
+  EXPECT_EQ(e->detail, "account bob is pending");
+  EXPECT_TRUE(dg::check_user({}, who));
+}
+
+TEST(GatewayAuth, AdminReadsEveryJobAndUsersOnlyTheirOwn) {
+  dg::principal admin;
+  admin.name = "root";
+  ASSERT_FALSE(dg::check_user({{"role", "admin"}, {"status", "active"}}, admin));
+  EXPECT_TRUE(admin.admin);
+  EXPECT_TRUE(dg::may_read(admin, 7, "alice"));
+
+  dg::principal alice;
+  alice.name = "alice";
+  ASSERT_FALSE(dg::check_user({{"role", "user"}, {"status", "active"}}, alice));
+  EXPECT_FALSE(alice.admin);
+  EXPECT_TRUE(dg::may_read(alice, 7, "alice"));
+  EXPECT_FALSE(dg::may_read(alice, 7, "bob"));
+  EXPECT_FALSE(dg::may_read(alice, 7, ""));
+}
+
+TEST(GatewayAuth, JobTokenOfAnAdminCarriesNoAdminRights) {
+  dg::principal who;
+  ASSERT_FALSE(dg::check_token({{"owner", "root"}, {"scope", "job:5"}}, 1, who));
+  ASSERT_FALSE(dg::check_user({{"role", "admin"}, {"status", "active"}}, who));
+  EXPECT_FALSE(who.admin);
+  EXPECT_FALSE(dg::may_read(who, 6, "alice"));
+}
+
+// ---- answers -------------------------------------------------------------------------------
+
+TEST(GatewayAnswers, ErrorJsonHasExactlyErrorAndDetail) {
+  auto o = dg::error_json(dg::not_found("job 5 not found"));
+  EXPECT_EQ(o.size(), 2u);
+  EXPECT_EQ(o.at("error").as_string(), "not_found");
+  EXPECT_EQ(o.at("detail").as_string(), "job 5 not found");
+}
+
+TEST(GatewayAnswers, EventsJsonTypesAttemptAndTime) {
+  descprod::redis_reply fields;
+  fields.type = descprod::redis_reply::kind::array;
+  for (const char* s : {"type", "transition", "state", "ready", "progress", "Ready.", "attempt",
+                        "1", "time", "1700000000.250000"}) {
+    descprod::redis_reply e;
+    e.type = descprod::redis_reply::kind::string;
+    e.str = s;
+    fields.elements.push_back(e);
+  }
+  descprod::redis_reply id;
+  id.type = descprod::redis_reply::kind::string;
+  id.str = "1700000000250-0";
+  descprod::redis_reply entry;
+  entry.type = descprod::redis_reply::kind::array;
+  entry.elements.push_back(id);
+  entry.elements.push_back(fields);
+  descprod::redis_reply all;
+  all.type = descprod::redis_reply::kind::array;
+  all.elements.push_back(entry);
+
+  auto o = dg::events_json(all);
+  const auto& ev = o.at("events").as_array();
+  ASSERT_EQ(ev.size(), 1u);
+  const auto& e = ev[0].as_object();
+  EXPECT_EQ(e.at("stream_id").as_string(), "1700000000250-0");
+  EXPECT_EQ(e.at("type").as_string(), "transition");
+  EXPECT_EQ(e.at("state").as_string(), "ready");
+  EXPECT_EQ(e.at("progress").as_string(), "Ready.");
+  EXPECT_EQ(e.at("attempt").as_int64(), 1);
+  EXPECT_DOUBLE_EQ(e.at("time").as_double(), 1700000000.25);
+}
+
+TEST(GatewayAnswers, SubmittedNoticeListsIdAndPriorityPairs) {
+  std::vector<dg::job_request> reqs(3);
+  reqs[1].priority = 9;
+  reqs[2].priority = -3;
+  std::vector<descprod::job_id> ids = {101, 102};
+  auto o = dg::submitted_body(ids, reqs, 1);
+  EXPECT_EQ(json::serialize(o), R"({"jobs":[[101,9],[102,-3]]})");
+}
+
+// ---- handle_request without Redis ---------------------------------------------------------
+
+namespace {
+
+class GatewayHandler : public ::testing::Test {
+ protected:
+  GatewayHandler() {
+    descprod::redis_endpoint ep;
+    ep.unix_path = "/nonexistent/redis.sock";  // never connected
+    redis_ = std::make_unique<descprod::redis_client>(ioc_.get_executor(), ep);
+    store_ = std::make_unique<descprod::store>(*redis_, "descprod:");
+    ctx_.apps = test_apps();
+    ctx_.redis = redis_.get();
+    ctx_.jobs = store_.get();
+    ctx_.on_redis_failure = [this] { ++redis_failures_; };
+    ctx_.send_to_daemon = [this](const std::vector<std::string>&) {
+      ++daemon_notices_;
+      return true;
+    };
+  }
+
+  dg::response run(http::verb method, const std::string& target, const std::string& auth = "",
+                   const std::string& body = "") {
+    dg::request req(method, target, 11);
+    if (!auth.empty()) req.set(http::field::authorization, auth);
+    req.body() = body;
+    req.prepare_payload();
+    auto fut = net::co_spawn(ioc_, dg::handle_request(ctx_, std::move(req)), net::use_future);
+    ioc_.restart();
+    ioc_.run();
+    return fut.get();
+  }
+
+  static json::object body_of(const dg::response& res) {
+    return json::parse(res.body()).as_object();
+  }
+
+  net::io_context ioc_;
+  std::unique_ptr<descprod::redis_client> redis_;
+  std::unique_ptr<descprod::store> store_;
+  dg::gateway_context ctx_;
+  int redis_failures_ = 0;
+  int daemon_notices_ = 0;
+};
+
+}  // namespace
+
+TEST_F(GatewayHandler, UnknownPathAnswers404Json) {
+  auto res = run(http::verb::get, "/nope");
+  EXPECT_EQ(res.result_int(), 404u);
+  EXPECT_EQ(res[http::field::content_type], "application/json");
+  EXPECT_EQ(res[http::field::cache_control], "no-store");
+  EXPECT_EQ(body_of(res).at("error").as_string(), "not_found");
+}
+
+TEST_F(GatewayHandler, UnknownApiPathAnswers404JsonWithoutAuthentication) {
+  auto res = run(http::verb::get, "/api/jobs/abc");
+  EXPECT_EQ(res.result_int(), 404u);
+  EXPECT_EQ(body_of(res).at("error").as_string(), "not_found");
+  EXPECT_EQ(body_of(res).at("detail").as_string(), "no such API route");
+}
+
+TEST_F(GatewayHandler, WrongMethodAnswers405WithAllow) {
+  auto res = run(http::verb::delete_, "/api/jobs");
+  EXPECT_EQ(res.result_int(), 405u);
+  EXPECT_EQ(res[http::field::allow], "GET, POST");
+  EXPECT_EQ(body_of(res).at("error").as_string(), "method_not_allowed");
+  res = run(http::verb::get, "/api/jobs/bulk");
+  EXPECT_EQ(res.result_int(), 405u);
+  EXPECT_EQ(res[http::field::allow], "POST");
+}
+
+TEST_F(GatewayHandler, HealthzAnswers503WhenRedisIsNotConnected) {
+  auto res = run(http::verb::get, "/healthz");
+  EXPECT_EQ(res.result_int(), 503u);
+  EXPECT_EQ(body_of(res).at("status").as_string(), "redis unavailable");
+  EXPECT_EQ(res[http::field::content_type], "application/json");
+}
+
+TEST_F(GatewayHandler, ApiWithoutTokenAnswers401WithWwwAuthenticate) {
+  auto res = run(http::verb::get, "/api/jobs");
+  EXPECT_EQ(res.result_int(), 401u);
+  EXPECT_EQ(res[http::field::www_authenticate], "Bearer");
+  auto b = body_of(res);
+  EXPECT_EQ(b.at("error").as_string(), "unauthorized");
+  EXPECT_TRUE(contains(std::string(b.at("detail").as_string()), "Authorization")) << res.body();
+}
+
+TEST_F(GatewayHandler, MalformedAuthorizationAnswers401) {
+  auto res = run(http::verb::get, "/api/version", "Basic dXNlcjpwdw==");
+  EXPECT_EQ(res.result_int(), 401u);
+  EXPECT_EQ(body_of(res).at("error").as_string(), "unauthorized");
+}
+
+TEST_F(GatewayHandler, RedisDownDuringRequestAnswers503WithRetryAfter) {
+  auto res =
+      run(http::verb::post, "/api/jobs", "Bearer dp_x", R"({"jobtype":"mysleep","config":"1"})");
+  EXPECT_EQ(res.result_int(), 503u);
+  EXPECT_EQ(res[http::field::retry_after], "1");
+  EXPECT_EQ(body_of(res).at("error").as_string(), "unavailable");
+  EXPECT_EQ(redis_failures_, 1);
+  EXPECT_EQ(daemon_notices_, 0);
+}
+
+TEST_F(GatewayHandler, ResponseFollowsRequestVersionAndKeepAlive) {
+  dg::request req(http::verb::get, "/nope", 10);
+  auto fut = net::co_spawn(ioc_, dg::handle_request(ctx_, std::move(req)), net::use_future);
+  ioc_.run();
+  auto res = fut.get();
+  EXPECT_EQ(res.version(), 10u);
+  EXPECT_FALSE(res.keep_alive());
+  EXPECT_EQ(res[http::field::content_length], std::to_string(res.body().size()));
+}
+
+// ---- the HTTP session over loopback (no Redis) ----------------------------------------------
+
+namespace {
+
+class GatewayServer : public GatewayHandler {
+ protected:
+  void SetUp() override {
+    ctx_.config.max_body_bytes = 1024;
+    ctx_.config.idle_timeout = std::chrono::milliseconds(2000);
+    server_ = std::make_unique<dg::server>(ioc_.get_executor(), ctx_);
+    port_ = server_->bind("127.0.0.1", 0);
+    server_->start();
+    thread_ = std::thread([this] { ioc_.run(); });
+  }
+  void TearDown() override {
+    auto done = net::co_spawn(ioc_, server_->async_shutdown(std::chrono::milliseconds(500)),
+                              net::use_future);
+    done.get();
+    ioc_.stop();
+    thread_.join();
+  }
+
+  // Sends raw bytes on a fresh connection and returns everything the server sends back before it
+  // closes the connection.
+  std::string exchange(const std::string& raw) {
+    net::io_context io;
+    net::ip::tcp::socket s(io);
+    s.connect(net::ip::tcp::endpoint(net::ip::address_v4::loopback(), port_));
+    boost::system::error_code ec;
+    net::write(s, net::buffer(raw), ec);
+    std::string out;
+    char buf[4096];
+    while (true) {
+      auto n = s.read_some(net::buffer(buf), ec);
+      if (ec) break;
+      out.append(buf, n);
+    }
+    return out;
+  }
+
+  std::unique_ptr<dg::server> server_;
+  std::uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_F(GatewayServer, OversizedBodyAnswers413AndCloses) {
+  auto out = exchange("POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n" +
+                      std::string(65536, 'x'));
+  EXPECT_EQ(out.rfind("HTTP/1.1 413 ", 0), 0u) << out;
+  EXPECT_TRUE(contains(out, "Connection: close")) << out;
+  EXPECT_TRUE(contains(
+      out, R"({"error":"payload_too_large","detail":"request body is larger than 1024 bytes"})"))
+      << out;
+}
+
+TEST_F(GatewayServer, OversizedHeaderAnswers431) {
+  auto out = exchange("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'y') +
+                      "\r\n\r\n");
+  EXPECT_EQ(out.rfind("HTTP/1.1 431 ", 0), 0u) << out.substr(0, 200);
+  EXPECT_TRUE(contains(out, "header_too_large")) << out.substr(0, 400);
+}
+
+TEST_F(GatewayServer, MalformedRequestAnswers400Json) {
+  auto out = exchange("BLAH\x01 / HTTP/9\r\n\r\n");
+  EXPECT_EQ(out.rfind("HTTP/1.1 400 ", 0), 0u) << out;
+  EXPECT_TRUE(contains(out, "Content-Type: application/json")) << out;
+  EXPECT_TRUE(contains(out, "malformed HTTP request")) << out;
+}
+
+TEST_F(GatewayServer, KeepAliveServesSeveralRequestsOnOneConnection) {
+  auto out = exchange(
+      "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+      "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(out.rfind("HTTP/1.1 404 ", 0), 0u) << out;
+  EXPECT_TRUE(contains(out, "HTTP/1.1 503 ")) << out;
+  EXPECT_TRUE(contains(out, R"("status":"redis unavailable")")) << out;
+}

@@ -1,0 +1,284 @@
+// Running one job attempt. Each child (the app, then an optional descprod-closeout) is watched by
+// two coroutines: wait_for_exit blocks on the child's pidfd and wakes supervise, which sleeps on a
+// timer until the next of: status poll, time limit, kill deadline. All timing decisions are in
+// supervise, so cancel, time limit and shutdown share one SIGTERM → grace → SIGKILL path.
+// Caveat: processes the app left behind in its process group after it exited are not killed.
+#include "workers/job_run.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+
+#include "core/job.hpp"
+#include "core/log.hpp"
+#include "workers/run_files.hpp"
+
+namespace descprod::workers {
+
+namespace {
+using steady = std::chrono::steady_clock;
+
+const char* const wrapper_version = "descprod-cpp-1";
+
+std::string join(const std::vector<std::string>& v, const char* sep) {
+  std::string out;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) out += sep;
+    out += v[i];
+  }
+  return out;
+}
+
+std::string field(const job_record& r, const char* name) {
+  auto it = r.find(name);
+  return it == r.end() ? std::string() : it->second;
+}
+}  // namespace
+
+struct job_run::child_watch {
+  explicit child_watch(net::any_io_executor ex, const spawn_options& opts)
+      : child(ex, opts), wake(ex) {}
+  child_process child;
+  net::steady_timer wake;  // cancelled to make supervise look again
+  std::optional<exit_status> status;
+};
+
+job_run::job_run(net::any_io_executor ex, job_spec spec, run_settings settings, job_observer observer)
+    : ex_(std::move(ex)),
+      spec_(std::move(spec)),
+      settings_(std::move(settings)),
+      observer_(std::move(observer)) {}
+
+std::shared_ptr<job_run::child_watch> job_run::spawn(const spawn_options& opts) {
+  auto w = std::make_shared<child_watch>(ex_, opts);
+  net::co_spawn(ex_, wait_for_exit(w), net::detached);
+  return w;
+}
+
+net::awaitable<void> job_run::wait_for_exit(std::shared_ptr<child_watch> w) {
+  exit_status st;
+  try {
+    st = co_await w->child.async_wait();
+  } catch (const std::exception& e) {
+    // Only when the pidfd itself fails; report the child as killed rather than hang the job.
+    log::error("child wait failed pid={} error={}", w->child.pid(), e.what());
+    st.signal = SIGKILL;
+  }
+  w->status = st;
+  w->wake.cancel();
+}
+
+std::vector<std::string> job_run::child_environment() const {
+  std::vector<std::pair<std::string, std::string>> env = spec_.env;
+  env.emplace_back("DESCPROD_JOB_ID", std::to_string(spec_.id));
+  env.emplace_back("DESCPROD_ATTEMPT", std::to_string(spec_.attempt));
+  env.emplace_back("DESCPROD_RUNDIR", rundir_.string());
+  env.emplace_back("DESCPROD_URL", settings_.gateway_url);
+  return environment_with(env);
+}
+
+net::awaitable<job_result> job_run::run() {
+  start_wall_ = epoch_seconds();
+  start_steady_ = steady::now();
+  job_result result;
+  const std::string name = job_name(spec_.id);
+
+  try {
+    rundir_ = make_run_dir(settings_.output_dir, spec_.id, spec_.attempt);
+    log_file_ = rundir_ / (name + ".log");
+    job_record record = spec_.record;
+    record["progress"] = "Ready.";
+    write_file_atomic(rundir_ / "config.json", descprod_config_json(record));
+  } catch (const std::exception& e) {
+    log::error("job run directory failed job_id={} attempt={} error={}", spec_.id, spec_.attempt, e.what());
+    finished_ = true;
+    result.rc = 127;
+    result.message = std::string("cannot prepare run directory: ") + e.what();
+    co_return result;
+  }
+
+  spawn_options opts;
+  opts.argv = command_argv(spec_);
+  opts.env = child_environment();
+  opts.cwd = rundir_.string();
+  opts.output_file = log_file_.string();
+
+  std::shared_ptr<child_watch> app;
+  try {
+    app = spawn(opts);
+  } catch (const boost::system::system_error& e) {
+    result.rc = 127;
+    result.message = "cannot start " + spec_.argv.front() + ": " + e.code().message();
+    log::warn("job spawn failed job_id={} attempt={} error={}", spec_.id, spec_.attempt, result.message);
+    message_ = result.message;
+    try {
+      append_file(log_file_, result.message + "\n");
+      auto outcome = classify_exit(result.rc, 0, false);
+      note_progress(progress_string(outcome.prefix, message_), outcome.return_status);
+    } catch (const std::exception& fe) {
+      log::warn("job files not written job_id={} error={}", spec_.id, fe.what());
+    }
+    finished_ = true;
+    co_return result;
+  }
+
+  pid_ = app->child.pid();
+  log::info("job started job_id={} attempt={} pid={} rundir={}", spec_.id, spec_.attempt, pid_,
+            rundir_.string());
+  try {
+    note_progress(progress_string("Running", message_), std::nullopt);
+  } catch (const std::exception& e) {
+    log::warn("job files not written job_id={} error={}", spec_.id, e.what());
+  }
+  if (observer_.on_started) observer_.on_started(*this);
+
+  std::optional<steady::time_point> limit;
+  if (spec_.time_limit_s > 0)
+    limit = start_steady_ + std::chrono::duration_cast<steady::duration>(
+                                std::chrono::duration<double>(spec_.time_limit_s));
+  active_ = app;
+  if (terminate_grace_) terminate(*terminate_grace_);  // asked before the spawn
+  exit_status st = co_await supervise(app, limit, true);
+  poll_status();
+
+  result.rc = st.exit_code;
+  result.signal = st.signal;
+  result.timed_out = timed_out_;
+  auto outcome = classify_exit(st.exit_code, st.signal, timed_out_);
+  co_await run_closeout(outcome.return_status);
+  active_.reset();
+  finished_ = true;
+
+  result.message = message_;
+  try {
+    note_progress(progress_string(outcome.prefix, message_), outcome.return_status);
+  } catch (const std::exception& e) {
+    log::warn("job files not written job_id={} error={}", spec_.id, e.what());
+  }
+  co_return result;
+}
+
+net::awaitable<exit_status> job_run::supervise(std::shared_ptr<child_watch> w,
+                                               std::optional<steady::time_point> limit, bool is_app) {
+  kill_at_.reset();
+  bool limit_hit = false;
+  while (!w->status) {
+    auto now = steady::now();
+    auto next = now + settings_.status_poll;
+    if (limit && !limit_hit && *limit < next) next = *limit;
+    if (kill_at_ && *kill_at_ < next) next = *kill_at_;
+    w->wake.expires_at(next);
+    co_await w->wake.async_wait(net::as_tuple(net::use_awaitable));
+    if (w->status) break;
+
+    now = steady::now();
+    if (limit && !limit_hit && now >= *limit) {
+      limit_hit = true;
+      if (is_app) {
+        timed_out_ = true;
+        log::info("job time limit reached job_id={} attempt={} limit_s={}", spec_.id, spec_.attempt,
+                  spec_.time_limit_s);
+      } else {
+        log::warn("closeout time limit reached job_id={} attempt={}", spec_.id, spec_.attempt);
+      }
+      w->child.signal_group(SIGTERM);
+      auto at = now + settings_.kill_grace;
+      if (!kill_at_ || at < *kill_at_) kill_at_ = at;
+    }
+    if (kill_at_ && now >= *kill_at_) {
+      log::info("killing process group job_id={} attempt={} pid={}", spec_.id, spec_.attempt, w->child.pid());
+      w->child.signal_group(SIGKILL);
+      kill_at_.reset();
+    }
+    if (is_app) poll_status();
+  }
+  kill_at_.reset();
+  co_return *w->status;
+}
+
+net::awaitable<void> job_run::run_closeout(int return_status) {
+  const fs::path closeout = rundir_ / "descprod-closeout";
+  std::error_code ec;
+  if (!fs::is_regular_file(closeout, ec) || ::access(closeout.c_str(), X_OK) != 0) co_return;
+
+  spawn_options opts;
+  opts.argv.push_back(closeout.string());  // no braced list in a coroutine (GCC 12)
+  opts.argv.push_back(std::to_string(return_status));
+  opts.env = child_environment();
+  opts.cwd = rundir_.string();
+  opts.output_file = log_file_.string();
+  std::shared_ptr<child_watch> w;
+  try {
+    w = spawn(opts);
+  } catch (const boost::system::system_error& e) {
+    log::warn("closeout spawn failed job_id={} error={}", spec_.id, e.code().message());
+    co_return;
+  }
+  // A terminate already asked for (cancel, shutdown) also bounds the closeout by its grace.
+  auto bound = settings_.closeout_timeout;
+  if (terminate_grace_ && *terminate_grace_ < bound) bound = *terminate_grace_;
+  active_ = w;
+  exit_status st = co_await supervise(w, steady::now() + bound, false);
+  log::info("closeout finished job_id={} attempt={} rc={} signal={}", spec_.id, spec_.attempt,
+            st.exit_code, st.signal);
+  // The closeout may leave a final word in current-status.txt.
+  auto line = read_status_line(rundir_ / "current-status.txt");
+  if (!line.empty() && line != message_) {
+    message_ = std::move(line);
+    if (observer_.on_progress) observer_.on_progress(*this);
+  }
+}
+
+void job_run::terminate(std::chrono::milliseconds grace) {
+  if (finished_) return;
+  if (!terminate_grace_ || grace < *terminate_grace_) terminate_grace_ = grace;
+  if (!active_ || active_->status) return;  // before the spawn: applied right after it
+  log::info("terminating job job_id={} attempt={} pid={} grace_ms={}", spec_.id, spec_.attempt,
+            active_->child.pid(), grace.count());
+  active_->child.signal_group(SIGTERM);
+  auto at = steady::now() + grace;
+  if (!kill_at_ || at < *kill_at_) kill_at_ = at;
+  active_->wake.cancel();  // supervise recomputes its next wake-up
+}
+
+void job_run::poll_status() {
+  auto line = read_status_line(rundir_ / "current-status.txt");
+  if (line == message_) return;
+  message_ = std::move(line);
+  try {
+    note_progress(progress_string("Running", message_), std::nullopt);
+  } catch (const std::exception& e) {
+    log::warn("job files not written job_id={} error={}", spec_.id, e.what());
+  }
+  if (observer_.on_progress) observer_.on_progress(*this);
+}
+
+void job_run::note_progress(const std::string& progress, std::optional<int> return_status) {
+  double elapsed = std::chrono::duration<double>(steady::now() - start_steady_).count();
+  append_file(rundir_ / "progress.log", progress_log_line(elapsed, progress));
+  write_wrapper_status(progress, return_status);
+}
+
+void job_run::write_wrapper_status(const std::string& progress, std::optional<int> return_status) {
+  const double now = epoch_seconds();
+  boost::json::object info;
+  info["wrapper_version"] = wrapper_version;
+  info["id"] = spec_.id;
+  info["descname"] = field(spec_.record, "descname");
+  info["command"] = join(spec_.argv, " ");
+  info["rundir"] = rundir_.string();
+  info["log_file"] = log_file_.string();
+  info["start_time"] = start_wall_;
+  info["update_time"] = now;
+  info["host"] = settings_.host;
+  if (pid_ > 0) info["pid"] = pid_;
+  info["progress"] = progress;
+  if (return_status) {
+    info["stop_time"] = now;
+    info["return_status"] = *return_status;
+  }
+  write_file_atomic(rundir_ / "wrapper-status.json", python_indented_json(info));
+}
+
+}  // namespace descprod::workers

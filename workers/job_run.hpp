@@ -1,0 +1,107 @@
+// One attempt of one job on this machine, from run directory to exit status (DESIGN §6.2–6.3):
+// creates the run directory and config.json, spawns the app (no shell) in its own process group with
+// stdout+stderr in <job>.log, watches current-status.txt, enforces the time limit, handles
+// terminate requests (cancel, shutdown) with SIGTERM then SIGKILL after a grace period, runs
+// descprod-closeout, and keeps progress.log and wrapper-status.json as DESCprod's wrapper did.
+// It knows nothing of ZeroMQ: the worker (or a local runner such as descprod-start-job) learns of
+// `started` and progress through the observer and gets the outcome from run().
+//
+// Thread-safety: none; a job_run lives on one io_context thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <boost/asio.hpp>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/process.hpp"
+#include "workers/job_spec.hpp"
+
+namespace descprod::workers {
+
+namespace net = boost::asio;
+namespace fs = std::filesystem;
+
+struct run_settings {
+  fs::path output_dir;                          // run directories go under <output_dir>/jobs
+  std::string host;                             // for wrapper-status.json
+  std::string gateway_url;                      // DESCPROD_URL for the app
+  std::chrono::milliseconds status_poll{200};   // how often current-status.txt is read
+  std::chrono::milliseconds kill_grace{5000};   // SIGTERM → SIGKILL on cancel and time limit
+  std::chrono::milliseconds closeout_timeout{60000};
+};
+
+// How an attempt ended, as the `finished` message reports it.
+struct job_result {
+  int rc = 0;              // exit code (0 when a signal ended it)
+  int signal = 0;          // signal number, 0 if it exited
+  bool timed_out = false;  // the app's time limit was hit
+  std::string message;     // the last status line
+};
+
+class job_run;
+
+// Callbacks on the io_context thread; each may be empty.
+struct job_observer {
+  std::function<void(const job_run&)> on_started;   // right after the spawn
+  std::function<void(const job_run&)> on_progress;  // the status message changed
+};
+
+class job_run {
+ public:
+  job_run(net::any_io_executor ex, job_spec spec, run_settings settings, job_observer observer);
+  job_run(const job_run&) = delete;
+  job_run& operator=(const job_run&) = delete;
+
+  // Runs the attempt to its end. Call once; the object must outlive the returned awaitable.
+  // Failures to prepare or spawn are outcomes (rc 127 and a message), not exceptions.
+  net::awaitable<job_result> run();
+
+  // SIGTERM to the process group now, SIGKILL after `grace` if it is still alive. Before the spawn
+  // the request is remembered and applied at once after it; after the exit it does nothing.
+  void terminate(std::chrono::milliseconds grace);
+
+  const job_spec& spec() const { return spec_; }
+  pid_t pid() const { return pid_; }
+  bool started() const { return pid_ > 0; }
+  const fs::path& rundir() const { return rundir_; }
+  const fs::path& log_file() const { return log_file_; }
+  const std::string& message() const { return message_; }
+
+ private:
+  struct child_watch;
+  static net::awaitable<void> wait_for_exit(std::shared_ptr<child_watch> w);
+  net::awaitable<exit_status> supervise(std::shared_ptr<child_watch> w,
+                                        std::optional<std::chrono::steady_clock::time_point> limit,
+                                        bool is_app);
+  std::shared_ptr<child_watch> spawn(const spawn_options& opts);
+  net::awaitable<void> run_closeout(int return_status);
+  void poll_status();
+  void write_wrapper_status(const std::string& progress, std::optional<int> return_status);
+  // Appends a progress.log line and rewrites wrapper-status.json (with the end fields when given).
+  void note_progress(const std::string& progress, std::optional<int> return_status);
+  std::vector<std::string> child_environment() const;
+
+  net::any_io_executor ex_;
+  job_spec spec_;
+  run_settings settings_;
+  job_observer observer_;
+  fs::path rundir_;
+  fs::path log_file_;
+  pid_t pid_ = -1;
+  std::string message_;
+  double start_wall_ = 0;
+  std::chrono::steady_clock::time_point start_steady_;
+  std::shared_ptr<child_watch> active_;  // the app, then the closeout
+  std::optional<std::chrono::steady_clock::time_point> kill_at_;
+  std::optional<std::chrono::milliseconds> terminate_grace_;  // set once a terminate was asked
+  bool timed_out_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace descprod::workers

@@ -1,0 +1,39 @@
+// What a worker is asked to run: the checked form of the daemon's `job` message (DESIGN §4, §6).
+//   {"job": {record as job_to_json}, "attempt": a,
+//    "app": {"argv": [...], "env": {"K": "V"}, "time_limit_s": 0, "login_shell": false}}
+//
+// Thread-safety: plain values and pure functions.
+#pragma once
+
+#include <boost/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/job.hpp"
+
+namespace descprod::workers {
+
+struct job_spec {
+  job_id id = 0;
+  int attempt = 1;
+  job_record record;                                    // the job map, every value a string
+  std::vector<std::string> argv;                        // the app's argv, exec'd as is
+  std::vector<std::pair<std::string, std::string>> env; // added to the worker's environment
+  double time_limit_s = 0;                              // 0: none
+  bool login_shell = false;                             // run through `bash -l` (positional args)
+};
+
+// Checks and converts a `job` message body. On a malformed body returns nullopt and says what was
+// wrong in `why` (for the log line). Never throws on bad input.
+std::optional<job_spec> parse_job_message(const boost::json::object& body, std::string& why);
+
+// The job map as strings, from its JSON form: numbers printed plainly, booleans as 0/1, null dropped.
+job_record record_from_json(const boost::json::object& job);
+
+// The argv actually exec'd. With login_shell the app's argv is passed to
+// `bash -l -c 'exec "$0" "$@"'` as positional parameters, so nothing in it is ever interpreted.
+std::vector<std::string> command_argv(const job_spec& spec);
+
+}  // namespace descprod::workers

@@ -1,0 +1,107 @@
+// descprod-worker: runs DESCprod jobs handed out by descprod-daemon on this node (DESIGN §2, §4, §6).
+// Thin main: command line and config into worker_options, one io_context on one thread, signals.
+// Exit codes: 0 after SIGINT/SIGTERM, 1 when the daemon rejects the worker or an unexpected error,
+// 2 for a bad command line or configuration.
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+
+#include <boost/asio.hpp>
+#include <boost/program_options.hpp>
+#include <zmq.hpp>
+
+#include "core/config.hpp"
+#include "core/log.hpp"
+#include "workers/options.hpp"
+#include "workers/worker.hpp"
+
+namespace net = boost::asio;
+namespace po = boost::program_options;
+
+int main(int argc, char** argv) {
+  po::options_description desc(
+      "Usage: descprod-worker --config FILE [--slots N] [--id ID] [--output-dir DIR]\n"
+      "Connects to descprod-daemon and runs the jobs it hands out, each in\n"
+      "<output-dir>/jobs/jobNNNNNN. SIGINT/SIGTERM stop it: running jobs are terminated\n"
+      "and reported.\n\nOptions");
+  desc.add_options()
+      ("help,h", "print this help and exit")
+      ("config", po::value<std::string>(), "configuration file (YAML; its `worker` section)")
+      ("slots", po::value<int>(), "jobs run at once (default: worker.slots, else the number of cores)")
+      ("id", po::value<std::string>(), "worker id (default: worker.id, else <hostname>-<pid>)")
+      ("output-dir", po::value<std::string>(),
+       "where run directories go (default: worker.output_dir, else $DESCPROD_OUTPUT_DIR, else "
+       "${PSCRATCH:-${SCRATCH:-$HOME}}/descprod-out)");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "fatal: " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (!vm.count("config")) {
+    std::cerr << "fatal: --config FILE is required (see -h)\n";
+    return 2;
+  }
+
+  descprod::descprod_config cfg;
+  descprod::workers::worker_options opts;
+  try {
+    cfg = descprod::load_config(vm["config"].as<std::string>());
+    descprod::workers::worker_overrides over;
+    if (vm.count("slots")) over.slots = vm["slots"].as<int>();
+    if (vm.count("id")) over.id = vm["id"].as<std::string>();
+    if (vm.count("output-dir")) over.output_dir = vm["output-dir"].as<std::string>();
+    opts = descprod::workers::make_worker_options(cfg.worker, over, descprod::workers::current_host_facts());
+    std::filesystem::create_directories(opts.run.output_dir / "jobs");
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::cerr << "fatal: output directory " << e.path1().string() << ": " << e.code().message() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "fatal: " << e.what() << "\n";
+    return 2;
+  }
+
+  descprod::log::init("worker", cfg.log_level);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  int exit_code = 1;
+  try {
+    net::io_context ioc(1);
+    zmq::context_t zctx(1);
+    descprod::workers::worker w(ioc.get_executor(), zctx, opts);
+    net::signal_set signals(ioc, SIGINT, SIGTERM);
+    std::function<void(const boost::system::error_code&, int)> on_signal;
+    on_signal = [&](const boost::system::error_code& ec, int sig) {
+      if (ec) return;
+      descprod::log::info("signal received signal={}", sig);
+      w.stop();
+      signals.async_wait(on_signal);  // a second signal kills the jobs at once
+    };
+    signals.async_wait(on_signal);
+    w.start([&](std::exception_ptr e) {
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          descprod::log::error("worker failed error={}", ex.what());
+        }
+        exit_code = 1;
+      } else {
+        exit_code = w.exit_code();
+      }
+      boost::system::error_code ignored;
+      signals.cancel(ignored);
+    });
+    ioc.run();
+  } catch (const std::exception& e) {
+    descprod::log::error("worker failed error={}", e.what());
+    return 1;
+  }
+  return exit_code;
+}

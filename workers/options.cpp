@@ -1,0 +1,88 @@
+// Worker options from config + command line + host facts. Precedence: command line, then the
+// config file, then the environment/machine defaults. Caveat: the FQDN lookup may consult DNS; it
+// runs once at start.
+#include "workers/options.hpp"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+namespace descprod::workers {
+
+namespace {
+std::string env_or_empty(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+std::string fully_qualified(const std::string& name) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_flags = AI_CANONNAME;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(name.c_str(), nullptr, &hints, &res) != 0 || !res) return name;
+  std::string out = (res->ai_canonname && *res->ai_canonname) ? res->ai_canonname : name;
+  ::freeaddrinfo(res);
+  return out;
+}
+}  // namespace
+
+host_facts current_host_facts() {
+  host_facts f;
+  char buf[HOST_NAME_MAX + 1] = {};
+  if (::gethostname(buf, sizeof buf - 1) == 0 && buf[0]) f.hostname = buf;
+  else f.hostname = "localhost";
+  f.fqdn = fully_qualified(f.hostname);
+  f.pid = static_cast<long>(::getpid());
+  f.cores = std::max(1u, std::thread::hardware_concurrency());
+  std::error_code ec;
+  f.cwd = std::filesystem::current_path(ec).string();
+  f.descprod_output_dir = env_or_empty("DESCPROD_OUTPUT_DIR");
+  f.pscratch = env_or_empty("PSCRATCH");
+  f.scratch = env_or_empty("SCRATCH");
+  f.home = env_or_empty("HOME");
+  return f;
+}
+
+std::string default_output_dir(const host_facts& f) {
+  if (!f.descprod_output_dir.empty()) return f.descprod_output_dir;
+  std::string base = !f.pscratch.empty() ? f.pscratch
+                     : !f.scratch.empty() ? f.scratch
+                     : !f.home.empty()    ? f.home
+                                          : ".";
+  return base + "/descprod-out";
+}
+
+worker_options make_worker_options(const worker_config& cfg, const worker_overrides& over,
+                                   const host_facts& facts) {
+  worker_options o;
+  o.endpoint = cfg.daemon_endpoint;
+  o.owner = cfg.owner;
+  o.pool = cfg.pool;
+  o.host = facts.fqdn.empty() ? facts.hostname : facts.fqdn;
+
+  o.id = over.id ? *over.id : cfg.id;
+  if (o.id.empty()) o.id = facts.hostname + "-" + std::to_string(facts.pid);
+
+  if (over.slots && (*over.slots < 1 || *over.slots > 4096))
+    throw std::invalid_argument("--slots: must be between 1 and 4096");
+  o.slots = over.slots ? *over.slots : cfg.slots;
+  if (o.slots <= 0) o.slots = static_cast<int>(std::max(1u, facts.cores));
+
+  std::string dir = over.output_dir ? *over.output_dir : cfg.output_dir;
+  if (dir.empty()) dir = default_output_dir(facts);
+  std::filesystem::path p(dir);
+  if (p.is_relative() && !facts.cwd.empty()) p = std::filesystem::path(facts.cwd) / p;
+  o.run.output_dir = p.lexically_normal();
+  o.run.host = o.host;
+  o.run.gateway_url = cfg.gateway_url;
+  o.run.status_poll = cfg.status_poll.count() > 0 ? cfg.status_poll : std::chrono::milliseconds(200);
+  return o;
+}
+
+}  // namespace descprod::workers

@@ -1,0 +1,158 @@
+// Run-directory files: creation of the directory, reading the app's current-status.txt and writing
+// DESCprod's progress.log and wrapper-status.json. Caveat: the status file is read from its last
+// 64 KiB only, so a status line longer than that is cut at its start (it is capped anyway).
+#include "workers/run_files.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <spdlog/fmt/fmt.h>
+#include <system_error>
+
+namespace descprod::workers {
+
+namespace {
+
+constexpr std::streamoff status_window_bytes = 64 * 1024;
+
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// Cuts `s` to at most `n` bytes without splitting a UTF-8 sequence.
+std::string cap_utf8(std::string_view s, std::size_t n) {
+  if (s.size() <= n) return std::string(s);
+  std::size_t cut = n;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+  return std::string(s.substr(0, cut));
+}
+
+std::optional<long long> parse_digits(std::string_view s) {
+  // At most 18 digits, so the value always fits a long long.
+  if (s.empty() || s.size() > 18) return std::nullopt;
+  long long v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+
+std::string python_float(double d) {
+  if (std::isnan(d)) return "NaN";
+  if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
+  std::string s = fmt::format("{}", d);
+  if (s.find_first_of(".e") == std::string::npos) s += ".0";
+  return s;
+}
+
+}  // namespace
+
+fs::path make_run_dir(const fs::path& output_dir, job_id id, int attempt) {
+  const fs::path jobs = output_dir / "jobs";
+  fs::create_directories(jobs);
+  const std::string name = job_name(id);
+  int n = attempt < 1 ? 1 : attempt;
+  // Bounded so a directory full of leftovers cannot spin us forever.
+  for (int tries = 0; tries < 10000; ++tries, ++n) {
+    fs::path candidate = jobs / (n == 1 ? name : name + "." + std::to_string(n));
+    if (fs::create_directory(candidate)) return candidate;
+  }
+  throw fs::filesystem_error("no free run directory name", jobs / name,
+                             std::make_error_code(std::errc::file_exists));
+}
+
+std::string read_status_line(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return {};
+  in.seekg(0, std::ios::end);
+  std::streamoff size = in.tellg();
+  if (size <= 0) return {};
+  std::streamoff start = size > status_window_bytes ? size - status_window_bytes : 0;
+  in.seekg(start);
+  std::string buf(static_cast<std::size_t>(size - start), '\0');
+  in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+  buf.resize(static_cast<std::size_t>(in.gcount()));
+
+  std::string_view s(buf);
+  std::size_t end = s.size();
+  while (end > 0) {
+    std::size_t nl = s.rfind('\n', end - 1);
+    std::size_t begin = nl == std::string_view::npos ? 0 : nl + 1;
+    auto line = trim(s.substr(begin, end - begin));
+    if (!line.empty()) return cap_utf8(line, max_message_bytes);
+    if (nl == std::string_view::npos) break;
+    end = nl;
+  }
+  return {};
+}
+
+std::optional<progress_counts> parse_progress_counts(std::string_view message) {
+  if (message.empty() || message.front() != '[') return std::nullopt;
+  auto close = message.find(']');
+  if (close == std::string_view::npos) return std::nullopt;
+  auto inside = message.substr(1, close - 1);
+  auto slash = inside.find('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  auto done = parse_digits(inside.substr(0, slash));
+  auto total = parse_digits(inside.substr(slash + 1));
+  if (!done || !total) return std::nullopt;
+  return progress_counts{*done, *total};
+}
+
+std::string progress_log_line(double elapsed_s, std::string_view progress) {
+  long long secs = elapsed_s > 0 ? static_cast<long long>(elapsed_s) : 0;
+  return fmt::format("{:8}: {}\n", secs, progress);
+}
+
+std::string python_indented_json(const boost::json::object& o) {
+  if (o.empty()) return "{}";
+  std::string out = "{";
+  bool first = true;
+  for (const auto& kv : o) {
+    out += first ? "\n  " : ",\n  ";
+    first = false;
+    out += boost::json::serialize(boost::json::string(kv.key()));
+    out += ": ";
+    const auto& v = kv.value();
+    if (v.is_double()) out += python_float(v.as_double());
+    else out += boost::json::serialize(v);
+  }
+  out += "\n}";
+  return out;
+}
+
+void write_file_atomic(const fs::path& path, std::string_view content) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw fs::filesystem_error("cannot write", tmp, std::error_code(errno, std::generic_category()));
+    out.write(content.data(), static_cast<std::streamsize>(content.size()));
+    out.flush();
+    if (!out) throw fs::filesystem_error("cannot write", tmp, std::error_code(errno, std::generic_category()));
+  }
+  fs::rename(tmp, path);
+}
+
+void append_file(const fs::path& path, std::string_view content) {
+  std::ofstream out(path, std::ios::binary | std::ios::app);
+  if (!out) throw fs::filesystem_error("cannot append", path, std::error_code(errno, std::generic_category()));
+  out.write(content.data(), static_cast<std::streamsize>(content.size()));
+  out.flush();
+  if (!out) throw fs::filesystem_error("cannot append", path, std::error_code(errno, std::generic_category()));
+}
+
+double epoch_seconds() {
+  using namespace std::chrono;
+  return duration<double>(system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace descprod::workers

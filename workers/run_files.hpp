@@ -1,0 +1,58 @@
+// The files a worker keeps in a job's run directory (DESIGN §6.2–6.3; DESCprod's wrapper, reference
+// §2.5): the run directory itself, current-status.txt (written by the app), progress.log and
+// wrapper-status.json (written by the worker). Plain synchronous functions, no Asio.
+//
+// Thread-safety: the functions share no state; concurrent calls on different paths are safe.
+#pragma once
+
+#include <boost/json.hpp>
+#include <cstddef>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/job.hpp"
+
+namespace descprod::workers {
+
+namespace fs = std::filesystem;
+
+// The longest status message shipped to the daemon, in bytes (cut on a UTF-8 boundary).
+inline constexpr std::size_t max_message_bytes = 1000;
+
+// Creates and returns the run directory of a job attempt: `<output_dir>/jobs/<job_name(id)>` for
+// attempt 1, `<job_name(id)>.<attempt>` for later ones. An existing directory is never reused: the
+// next free `.<n>` suffix is taken instead (creation is atomic, so two workers sharing a scratch file
+// system never get the same one). Parent directories are created. Throws fs::filesystem_error.
+fs::path make_run_dir(const fs::path& output_dir, job_id id, int attempt);
+
+// The last non-empty line of a status file, stripped of surrounding whitespace and capped at
+// max_message_bytes. Only the file's last 64 KiB are read. A missing or unreadable file gives "".
+std::string read_status_line(const fs::path& file);
+
+// Structured progress from a message that starts with `[done/total]`, e.g. "[3/20] tasks done".
+struct progress_counts {
+  long long done = 0;
+  long long total = 0;
+};
+std::optional<progress_counts> parse_progress_counts(std::string_view message);
+
+// One progress.log line as DESCprod's wrapper wrote it: f"{elapsed:8}: {progress}\n", the elapsed
+// time in whole seconds right-aligned in 8 columns.
+std::string progress_log_line(double elapsed_s, std::string_view progress);
+
+// A flat JSON object the way Python's json.dumps(obj, indent=2) prints it (floats keep a fraction,
+// e.g. 1712345678.0). Nested values are printed compactly.
+std::string python_indented_json(const boost::json::object& o);
+
+// Writes `content` to a temporary file next to `path` and renames it over `path`, so a reader never
+// sees half a file. Throws fs::filesystem_error.
+void write_file_atomic(const fs::path& path, std::string_view content);
+// Appends `content` to `path`, creating it. Throws fs::filesystem_error.
+void append_file(const fs::path& path, std::string_view content);
+
+// The current time as Unix epoch seconds with a fraction (DESIGN §3.1).
+double epoch_seconds();
+
+}  // namespace descprod::workers

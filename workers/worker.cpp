@@ -1,0 +1,428 @@
+// The worker's session with the daemon and its bookkeeping of jobs; see worker.hpp for the rules.
+// Three kinds of coroutine share the state on one thread: run() (session loop: connect, receive,
+// back off), cron() (heartbeats and the liveness check, every heartbeat interval) and one run_job()
+// per job. A session ends by closing its socket, which makes its receive loop return.
+#include "workers/worker.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <csignal>
+
+#include "core/log.hpp"
+#include "core/protocol.hpp"
+#include "workers/run_files.hpp"
+
+namespace descprod::workers {
+
+namespace {
+using steady = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// Completion handler for co_spawn: an exception escaping a task is logged once, here.
+struct log_failure {
+  const char* task;
+  void operator()(std::exception_ptr e) const {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log::error("task failed task={} error={}", task, ex.what());
+    }
+  }
+};
+
+boost::json::object job_ref(job_id id, int attempt) {
+  boost::json::object o;
+  o["job"] = id;
+  o["attempt"] = attempt;
+  return o;
+}
+
+long long ms(milliseconds d) { return static_cast<long long>(d.count()); }
+
+// Bounds for the daemon's timing values, in ms: below 10 ms we would spin, above an hour is a typo.
+constexpr long long min_interval_ms = 10;
+constexpr long long max_interval_ms = 3600 * 1000;
+}  // namespace
+
+worker::worker(net::any_io_executor ex, zmq::context_t& ctx, worker_options opts)
+    : ex_(std::move(ex)),
+      ctx_(ctx),
+      opts_(std::move(opts)),
+      heartbeat_(opts_.heartbeat),
+      lease_timeout_(opts_.lease_timeout),
+      backoff_(opts_.reconnect_min),
+      cron_timer_(ex_),
+      backoff_timer_(ex_) {
+  if (opts_.slots < 1) opts_.slots = 1;
+}
+
+worker::~worker() {
+  if (socket_) socket_->close();
+}
+
+net::awaitable<void> worker::run() {
+  log::info("worker starting worker={} endpoint={} slots={} output_dir={} pool={} owner={}", opts_.id,
+            opts_.endpoint, opts_.slots, opts_.run.output_dir.string(), opts_.pool, opts_.owner);
+  net::co_spawn(ex_, cron(), log_failure{"cron"});
+  while (!done_) {
+    auto sock = open_session();
+    co_await receive_loop(sock);
+    if (done_) break;
+    log::info("reconnecting to daemon in_ms={}", ms(backoff_));
+    backoff_timer_.expires_after(backoff_);
+    co_await backoff_timer_.async_wait(net::as_tuple(net::use_awaitable));
+    backoff_ = std::min(backoff_ * 2, opts_.reconnect_max);
+  }
+  cron_timer_.cancel();
+  log::info("worker stopped worker={} exit_code={}", opts_.id, exit_code_);
+}
+
+void worker::start(std::function<void(std::exception_ptr)> done) {
+  net::co_spawn(ex_, run(), std::move(done));
+}
+
+std::shared_ptr<zmq_socket> worker::open_session() {
+  auto sock = std::make_shared<zmq_socket>(ex_, ctx_, zmq::socket_type::dealer);
+  sock->raw().connect(opts_.endpoint);
+  socket_ = sock;
+  welcomed_ = false;
+  hello_sent_ = steady::now();
+  last_heard_ = hello_sent_;
+  send(protocol::hello, hello_body());
+  log::info("hello sent worker={} endpoint={} holding={}", opts_.id, opts_.endpoint, held_jobs().size());
+  return sock;
+}
+
+void worker::drop_session() {
+  welcomed_ = false;
+  if (socket_) {
+    socket_->close();  // its receive loop sees operation_aborted and returns
+    socket_.reset();
+  }
+}
+
+net::awaitable<void> worker::receive_loop(std::shared_ptr<zmq_socket> sock) {
+  while (sock == socket_) {
+    std::vector<zmq::message_t> frames;
+    try {
+      frames = co_await sock->async_recv();
+    } catch (const boost::system::system_error&) {
+      co_return;  // the session was closed
+    }
+    if (sock != socket_) co_return;
+    handle(frames);
+  }
+}
+
+net::awaitable<void> worker::cron() {
+  while (!done_) {
+    cron_timer_.expires_after(heartbeat_);
+    co_await cron_timer_.async_wait(net::as_tuple(net::use_awaitable));
+    if (done_) break;
+    if (!socket_) continue;  // backing off between sessions
+    auto now = steady::now();
+    if (welcomed_) {
+      auto silent = std::chrono::duration_cast<milliseconds>(now - last_heard_);
+      if (silent > lease_timeout_) {
+        log::warn("daemon silent, reconnecting silent_ms={} lease_timeout_ms={}", ms(silent), ms(lease_timeout_));
+        drop_session();
+        continue;
+      }
+      boost::json::object body;
+      body["running"] = held_jobs();
+      send(protocol::heartbeat, body);
+    } else {
+      auto waited = std::chrono::duration_cast<milliseconds>(now - hello_sent_);
+      if (waited > lease_timeout_) {
+        log::warn("no answer to hello, reconnecting waited_ms={}", ms(waited));
+        drop_session();
+      }
+    }
+  }
+}
+
+void worker::handle(const std::vector<zmq::message_t>& frames) {
+  last_heard_ = steady::now();
+  // Tolerate an empty delimiter frame, as a REQ-style peer would send.
+  std::size_t first = (frames.size() == 3 && frames[0].size() == 0) ? 1 : 0;
+  std::string why;
+  auto msg = protocol::decode(frames, first, why);
+  if (!msg) {
+    log::warn("malformed message from daemon dropped reason={}", why);
+    return;
+  }
+  const auto& cmd = msg->command;
+  if (cmd == protocol::welcome) on_welcome(msg->body);
+  else if (cmd == protocol::reject) on_reject(msg->body);
+  else if (cmd == protocol::job) on_job(msg->body);
+  else if (cmd == protocol::cancel) on_cancel(msg->body);
+  else if (cmd == protocol::heartbeat) {
+  }  // liveness only
+  else log::warn("unexpected command from daemon dropped command={}", cmd);
+}
+
+void worker::on_welcome(const boost::json::object& body) {
+  if (auto proto = protocol::get_int(body, "protocol"); proto && *proto != protocol::version) {
+    log::error("daemon speaks another protocol version ours={} theirs={}", protocol::version, *proto);
+    begin_stop(false, opts_.shutdown_grace);
+    exit_code_ = 1;
+    return;
+  }
+  auto hb = protocol::get_int(body, "heartbeat_ms");
+  if (hb && *hb >= min_interval_ms && *hb <= max_interval_ms) heartbeat_ = milliseconds(*hb);
+  else if (body.contains("heartbeat_ms")) log::warn("welcome heartbeat_ms ignored: not an integer in [10, 3600000]");
+  auto lt = protocol::get_int(body, "lease_timeout_ms");
+  if (lt && *lt >= min_interval_ms && *lt <= max_interval_ms) lease_timeout_ = milliseconds(*lt);
+  else if (body.contains("lease_timeout_ms")) log::warn("welcome lease_timeout_ms ignored: not an integer in [10, 3600000]");
+
+  welcomed_ = true;
+  backoff_ = opts_.reconnect_min;
+  credits_outstanding_ = 0;  // a new session starts with no credits on the daemon's side
+  log::info("welcomed by daemon worker={} heartbeat_ms={} lease_timeout_ms={} resending={}", opts_.id,
+            ms(heartbeat_), ms(lease_timeout_), pending_.size());
+
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& m : pending) send_reliably(m.command, std::move(m.body));
+  for (const auto& [key, run] : running_)
+    if (run->started() && !run->message().empty()) send(protocol::progress, progress_body(*run));
+  if (stopping_) send(protocol::bye, boost::json::object());
+  else grant_credits();
+  cron_timer_.cancel();  // restart the cron with the daemon's heartbeat interval
+}
+
+void worker::on_reject(const boost::json::object& body) {
+  auto reason = protocol::get_string(body, "reason").value_or("(no reason given)");
+  bool retry = protocol::get_bool(body, "retry").value_or(false);
+  if (stopping_) {
+    // After bye the daemon no longer knows us; the drain goes on regardless.
+    log::info("daemon rejected a stopping worker reason={}", reason);
+    return;
+  }
+  if (!welcomed_ && !retry) {
+    log::error("daemon rejected worker worker={} reason={}", opts_.id, reason);
+    exit_code_ = 1;
+    begin_stop(false, opts_.shutdown_grace);
+    return;
+  }
+  // A daemon that restarted (or declared us lost) asks for a new hello.
+  log::warn("daemon asks for a new hello reason={}", reason);
+  drop_session();
+}
+
+void worker::on_job(const boost::json::object& body) {
+  std::string why;
+  auto spec = parse_job_message(body, why);
+  if (!spec) {
+    log::warn("malformed job message dropped reason={}", why);
+    return;
+  }
+  if (stopping_) {
+    log::warn("job refused, worker is stopping job_id={} attempt={}", spec->id, spec->attempt);
+    return;
+  }
+  job_key key{spec->id, spec->attempt};
+  bool duplicate = running_.count(key) > 0;
+  for (const auto& q : queued_) duplicate = duplicate || (q.id == spec->id && q.attempt == spec->attempt);
+  if (duplicate) {
+    log::warn("duplicate job message dropped job_id={} attempt={}", spec->id, spec->attempt);
+    return;
+  }
+  if (credits_outstanding_ > 0) --credits_outstanding_;
+  log::info("job received job_id={} attempt={} program={}", spec->id, spec->attempt, spec->argv.front());
+  if (static_cast<int>(running_.size()) < opts_.slots) {
+    start_job(std::move(*spec));
+  } else {
+    log::warn("daemon sent more jobs than free slots, queueing job_id={} attempt={} running={} slots={}",
+              spec->id, spec->attempt, running_.size(), opts_.slots);
+    queued_.push_back(std::move(*spec));
+  }
+}
+
+void worker::on_cancel(const boost::json::object& body) {
+  auto id = protocol::get_int(body, "job");
+  if (!id) {
+    log::warn("malformed cancel message dropped reason=job: missing or not an integer");
+    return;
+  }
+  auto attempt = protocol::get_int(body, "attempt");
+  bool found = false;
+  for (auto& [key, run] : running_) {
+    if (key.first != *id || (attempt && key.second != *attempt)) continue;
+    log::info("cancel job_id={} attempt={}", key.first, key.second);
+    run->terminate(opts_.run.kill_grace);
+    found = true;
+  }
+  for (auto it = queued_.begin(); it != queued_.end();) {
+    if (it->id != *id || (attempt && it->attempt != *attempt)) {
+      ++it;
+      continue;
+    }
+    // It never ran: report it ended by the SIGTERM it would have received.
+    log::info("cancel of a queued job job_id={} attempt={}", it->id, it->attempt);
+    auto msg = job_ref(it->id, it->attempt);
+    msg["rc"] = 0;
+    msg["signal"] = SIGTERM;
+    msg["timed_out"] = false;
+    msg["message"] = "cancelled before it started";
+    send_reliably(protocol::finished, std::move(msg));
+    it = queued_.erase(it);
+    found = true;
+  }
+  if (!found) log::info("cancel for a job not held here job_id={}", *id);
+  else grant_credits();
+}
+
+void worker::start_job(job_spec spec) {
+  job_key key{spec.id, spec.attempt};
+  job_observer obs;
+  obs.on_started = [this](const job_run& r) {
+    auto body = job_ref(r.spec().id, r.spec().attempt);
+    body["pid"] = r.pid();
+    body["host"] = opts_.host;
+    body["rundir"] = r.rundir().string();
+    send_reliably(protocol::started, std::move(body));
+  };
+  obs.on_progress = [this](const job_run& r) {
+    if (welcomed_) send(protocol::progress, progress_body(r));  // re-sent after the next welcome
+  };
+  auto run = std::make_shared<job_run>(ex_, std::move(spec), opts_.run, std::move(obs));
+  running_[key] = run;
+  if (stopping_) run->terminate(opts_.shutdown_grace);
+  net::co_spawn(ex_, run_job(run), log_failure{"job"});
+}
+
+net::awaitable<void> worker::run_job(std::shared_ptr<job_run> run) {
+  job_result res;
+  try {
+    res = co_await run->run();
+  } catch (const std::exception& e) {
+    log::error("job runner failed job_id={} attempt={} error={}", run->spec().id, run->spec().attempt, e.what());
+    res.rc = 127;
+    res.message = std::string("worker error: ") + e.what();
+  }
+  const auto id = run->spec().id;
+  const auto attempt = run->spec().attempt;
+  running_.erase(job_key{id, attempt});
+  log::info("job finished job_id={} attempt={} rc={} signal={} timed_out={}", id, attempt, res.rc,
+            res.signal, res.timed_out);
+  auto body = job_ref(id, attempt);
+  body["rc"] = res.rc;
+  body["signal"] = res.signal;
+  body["timed_out"] = res.timed_out;
+  body["message"] = res.message;
+  send_reliably(protocol::finished, std::move(body));
+  after_slot_freed();
+}
+
+void worker::after_slot_freed() {
+  if (stopping_) {
+    check_done();
+    return;
+  }
+  while (static_cast<int>(running_.size()) < opts_.slots && !queued_.empty()) {
+    auto spec = std::move(queued_.front());
+    queued_.pop_front();
+    start_job(std::move(spec));
+  }
+  grant_credits();
+}
+
+void worker::grant_credits() {
+  if (!welcomed_ || stopping_) return;
+  int want = opts_.slots - static_cast<int>(running_.size()) - static_cast<int>(queued_.size()) -
+             credits_outstanding_;
+  if (want <= 0) return;
+  boost::json::object body;
+  body["credits"] = want;
+  if (send(protocol::ready, body)) credits_outstanding_ += want;
+}
+
+void worker::stop() {
+  if (stopping_) {
+    log::warn("second stop request: killing jobs now");
+    for (auto& [key, run] : running_) run->terminate(milliseconds(0));
+    return;
+  }
+  log::info("worker stopping worker={} running={}", opts_.id, running_.size());
+  begin_stop(true, opts_.shutdown_grace);
+}
+
+void worker::begin_stop(bool say_bye, milliseconds grace) {
+  stopping_ = true;
+  if (say_bye && welcomed_) send(protocol::bye, boost::json::object());
+  if (!queued_.empty()) {
+    // Never started, so nothing to report; the daemon requeues them when it sees we left.
+    log::warn("dropping jobs that never started count={}", queued_.size());
+    queued_.clear();
+  }
+  for (auto& [key, run] : running_) run->terminate(grace);
+  check_done();
+}
+
+void worker::check_done() {
+  if (done_ || !stopping_ || !running_.empty()) return;
+  done_ = true;
+  if (!pending_.empty()) log::warn("messages not delivered, no session with the daemon count={}", pending_.size());
+  if (socket_) {
+    // Give the last finished/bye messages time to leave before the socket goes.
+    if (welcomed_) socket_->raw().set(zmq::sockopt::linger, static_cast<int>(opts_.linger_on_exit.count()));
+    drop_session();
+  }
+  backoff_timer_.cancel();
+  cron_timer_.cancel();
+}
+
+bool worker::send(std::string_view command, const boost::json::object& body) {
+  if (!socket_) return false;
+  auto frames = protocol::encode(command, body);
+  if (socket_->send(frames)) return true;
+  log::warn("message not queued to daemon command={}", command);
+  return false;
+}
+
+void worker::send_reliably(std::string_view command, boost::json::object body) {
+  if (welcomed_ && send(command, body)) return;
+  pending_.push_back(outgoing{std::string(command), std::move(body)});
+}
+
+boost::json::array worker::held_jobs() const {
+  // Running, queued, and ended but not yet reported: the daemon must not run any of them again.
+  boost::json::array a;
+  for (const auto& [key, run] : running_) a.push_back(job_ref(key.first, key.second));
+  for (const auto& q : queued_) a.push_back(job_ref(q.id, q.attempt));
+  for (const auto& m : pending_) {
+    if (m.command != protocol::finished) continue;
+    auto id = protocol::get_int(m.body, "job");
+    auto attempt = protocol::get_int(m.body, "attempt");
+    if (id && attempt) a.push_back(job_ref(*id, static_cast<int>(*attempt)));
+  }
+  return a;
+}
+
+boost::json::object worker::hello_body() const {
+  boost::json::object o;
+  o["protocol"] = protocol::version;
+  o["role"] = "worker";
+  o["worker"] = opts_.id;
+  o["owner"] = opts_.owner;
+  o["host"] = opts_.host;
+  o["slots"] = opts_.slots;
+  o["pool"] = opts_.pool;
+  o["version"] = DESCPROD_VERSION;
+  o["walltime_end"] = 0;
+  o["running"] = held_jobs();
+  return o;
+}
+
+boost::json::object worker::progress_body(const job_run& run) const {
+  auto o = job_ref(run.spec().id, run.spec().attempt);
+  o["message"] = run.message();
+  if (auto counts = parse_progress_counts(run.message())) {
+    o["done"] = counts->done;
+    o["total"] = counts->total;
+  }
+  return o;
+}
+
+}  // namespace descprod::workers

@@ -1,0 +1,132 @@
+// The worker daemon's protocol side (DESIGN §4): one DEALER session with the daemon — hello,
+// welcome, credit-based pull of jobs, started/progress/finished reports, heartbeats both ways,
+// reconnect with backoff when the daemon falls silent — and the set of job_runs it holds.
+//
+// Session rules (ZeroMQ Guide, Paranoid Pirate):
+//  - anything from the daemon counts as a sign of life; silence for lease_timeout (or no answer to
+//    hello within it) closes the socket and, after a backoff of 1 s doubling to 32 s, opens a new
+//    one and says hello again, listing the jobs it still holds. Jobs keep running meanwhile.
+//  - `started` and `finished` are never dropped: while no session is welcomed they are buffered
+//    and sent after the next welcome. `progress` is not buffered; the latest message of each job
+//    is re-sent after a welcome instead.
+//  - credits: the worker never asks for more jobs than it has free slots. Should the daemon send
+//    more anyway, the extra jobs wait locally until a slot frees.
+//  - a `reject` answering hello ends the worker with exit code 1; a `reject` with "retry": true, or
+//    one during a welcomed session (a daemon that restarted and forgot us), makes it say hello
+//    again after the backoff. While stopping, rejects are only logged.
+//
+// Thread-safety: none; construct, run() and stop() on the io_context's one thread.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <boost/json.hpp>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+#include <zmq.hpp>
+
+#include "core/zmq_asio.hpp"
+#include "workers/job_run.hpp"
+
+namespace descprod::workers {
+
+struct worker_options {
+  std::string endpoint;          // the daemon's worker ROUTER
+  std::string id;                // worker id (default <hostname>-<pid>)
+  std::string owner = "admin";
+  std::string pool = "default";
+  std::string host;              // FQDN when known
+  int slots = 1;
+  run_settings run;              // output dir, status poll, kill grace, closeout bound
+  std::chrono::milliseconds shutdown_grace{10000};  // SIGTERM → SIGKILL of running jobs on stop()
+  // Used until a welcome gives the daemon's values; lease_timeout also bounds the wait for welcome.
+  std::chrono::milliseconds heartbeat{1000};
+  std::chrono::milliseconds lease_timeout{10000};
+  std::chrono::milliseconds reconnect_min{1000};    // backoff after a lost session, doubling …
+  std::chrono::milliseconds reconnect_max{32000};   // … up to this
+  std::chrono::milliseconds linger_on_exit{2000};   // to deliver the last finished/bye messages
+};
+
+class worker {
+ public:
+  // `ctx` must outlive the worker.
+  worker(net::any_io_executor ex, zmq::context_t& ctx, worker_options opts);
+  ~worker();
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+
+  // Connects and serves until stopped: completes after stop() once every job has ended and been
+  // reported, or after the daemon rejected the worker (see exit_code()). Throws only for
+  // programming errors (e.g. an endpoint ZeroMQ refuses). Call once.
+  net::awaitable<void> run();
+  // Spawns run() on the worker's executor; `done` gets its exception (null when it ended normally).
+  void start(std::function<void(std::exception_ptr)> done);
+  // The process exit code run() ended with: 0 after stop(), 1 after a reject.
+  int exit_code() const { return exit_code_; }
+
+  // Graceful stop (SIGINT/SIGTERM): take no more jobs, send `bye`, SIGTERM every running job's
+  // process group (SIGKILL after shutdown_grace), report their `finished`, then run() returns.
+  // A second call shortens the grace to nothing.
+  void stop();
+
+  // The jobs this worker holds, for tests and logs.
+  std::size_t running_count() const { return running_.size(); }
+
+ private:
+  using job_key = std::pair<job_id, int>;  // job id, attempt
+  struct outgoing {
+    std::string command;
+    boost::json::object body;
+  };
+
+  std::shared_ptr<zmq_socket> open_session();
+  void drop_session();
+  net::awaitable<void> receive_loop(std::shared_ptr<zmq_socket> sock);
+  net::awaitable<void> cron();
+  net::awaitable<void> run_job(std::shared_ptr<job_run> run);
+
+  void handle(const std::vector<zmq::message_t>& frames);
+  void on_welcome(const boost::json::object& body);
+  void on_reject(const boost::json::object& body);
+  void on_job(const boost::json::object& body);
+  void on_cancel(const boost::json::object& body);
+
+  void start_job(job_spec spec);
+  void after_slot_freed();
+  void grant_credits();
+  void begin_stop(bool say_bye, std::chrono::milliseconds grace);
+  void check_done();
+
+  bool send(std::string_view command, const boost::json::object& body);
+  void send_reliably(std::string_view command, boost::json::object body);
+  boost::json::object hello_body() const;
+  boost::json::array held_jobs() const;
+  boost::json::object progress_body(const job_run& run) const;
+
+  net::any_io_executor ex_;
+  zmq::context_t& ctx_;
+  worker_options opts_;
+  std::shared_ptr<zmq_socket> socket_;  // null between sessions
+  bool welcomed_ = false;
+  bool stopping_ = false;
+  bool done_ = false;
+  int exit_code_ = 0;
+  std::chrono::milliseconds heartbeat_;
+  std::chrono::milliseconds lease_timeout_;
+  std::chrono::milliseconds backoff_;
+  std::chrono::steady_clock::time_point last_heard_;
+  std::chrono::steady_clock::time_point hello_sent_;
+  int credits_outstanding_ = 0;  // granted in this session, not yet used by a job
+  std::map<job_key, std::shared_ptr<job_run>> running_;
+  std::deque<job_spec> queued_;    // sent beyond our credits; started when a slot frees
+  std::vector<outgoing> pending_;  // started/finished waiting for a welcomed session
+  net::steady_timer cron_timer_;
+  net::steady_timer backoff_timer_;
+};
+
+}  // namespace descprod::workers
