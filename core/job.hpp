@@ -43,6 +43,9 @@ exit_outcome classify_exit(int exit_code, int signal, bool timed_out);
 // DESCprod's progress string: "<prefix>. <message>" (or "<prefix>." when the message is empty).
 std::string progress_string(std::string_view prefix, std::string_view message);
 
+// `s` with every invalid UTF-8 sequence replaced by U+FFFD, so it can travel in JSON.
+std::string sanitize_utf8(std::string_view s);
+
 // "job" + the ID zero-padded to 6 digits (DESCprod's JobData.name_from_id).
 std::string job_name(job_id id);
 

@@ -6,6 +6,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <cmath>
 
+#include "core/crypto.hpp"
 #include "core/job.hpp"
 #include "core/log.hpp"
 
@@ -371,7 +372,10 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
     auto id = protocol::get_int(msg.body, "job");
     auto attempt = protocol::get_int(msg.body, "attempt");
     if (!id || !attempt) throw std::invalid_argument(c + ": job and attempt must be integers");
-    if (c == protocol::log_lines) return;  // log shipping lands with the log-tail feature
+    if (c == protocol::log_lines) {
+      store_log_lines(*id, msg.body);
+      return;
+    }
     if (c == protocol::finished) {
       auto j = w->jobs.find(*id);
       if (j != w->jobs.end() && j->second.attempt == *attempt) {
@@ -458,6 +462,7 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, std::string worker_
   body["job"] = job_to_json(rec);
   body["attempt"] = r.attempt;
   body["app"] = app_json(*app, rec, id);
+  body["token"] = issue_job_token(id, rec);
   auto frames = redis_cmd(w.routing, std::string(protocol::job), boost::json::serialize(body));
   ++stats_.leased;
   log::debug("job leased job_id={} worker={} attempt={}", id, worker_id, r.attempt);
@@ -465,6 +470,44 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, std::string worker_
     log::warn("worker unreachable at dispatch worker={} job_id={}", worker_id, id);
     worker_lost(worker_id, "unreachable");
   }
+}
+
+std::string queue_daemon::issue_job_token(job_id id, const job_record& rec) {
+  // DESCPROD_TOKEN (DESIGN §6.2): lets the app read its job and add children, nothing more. The
+  // write is queued on the Redis connection ahead of anything the app could ask the gateway.
+  auto token = new_token();
+  auto owner = rec.count("descname") ? rec.at("descname") : std::string();
+  auto ttl = std::chrono::seconds(job_token_ttl).count();
+  auto expires = static_cast<long long>(epoch_now()) + ttl;
+  std::vector<std::vector<std::string>> cmds;
+  auto key = store_.key("token:" + sha256_hex(token));
+  cmds.push_back({"HSET", key, "owner", owner, "scope", "job:" + std::to_string(id), "created",
+                  std::to_string(static_cast<long long>(epoch_now())), "expires", std::to_string(expires)});
+  cmds.push_back({"EXPIRE", key, std::to_string(ttl)});
+  write_detached(std::move(cmds), "job_token");
+  return token;
+}
+
+void queue_daemon::store_log_lines(job_id id, const boost::json::object& body) {
+  auto it = body.find("lines");
+  if (it == body.end() || !it->value().is_array()) throw std::invalid_argument("log: lines must be an array");
+  std::vector<std::vector<std::string>> cmds;
+  auto key = store_.job_key(id) + ":log";
+  for (const auto& l : it->value().as_array()) {
+    if (!l.is_string()) continue;
+    std::string line(l.as_string());
+    if (line.size() > 4000) line.resize(4000);
+    cmds.push_back({"XADD", key, "MAXLEN", "~", "1000", "*", "line", std::move(line)});
+  }
+  if (!cmds.empty()) write_detached(std::move(cmds), "log");
+}
+
+void queue_daemon::write_detached(std::vector<std::vector<std::string>> cmds, const char* what) {
+  spawn([](queue_daemon* self, std::vector<std::vector<std::string>> cmds) -> net::awaitable<void> {
+    auto replies = co_await self->redis_.async_pipeline(std::move(cmds));
+    for (const auto& r : replies)
+      if (r.is_error()) log::warn("redis write failed error={}", r.str);
+  }(this, std::move(cmds)), what);
 }
 
 net::awaitable<void> queue_daemon::report(std::string worker_id, std::string command, boost::json::object body) {
@@ -585,9 +628,7 @@ net::awaitable<void> queue_daemon::cron() {
       for (const auto& [jid, j] : w.jobs)
         if (j.attempt > 0) cmds.push_back(redis_cmd("ZADD", store_.key("leases"), "XX", fmt_double(deadline), std::to_string(jid)));
     }
-    if (!cmds.empty()) spawn([](queue_daemon* self, std::vector<std::vector<std::string>> cmds) -> net::awaitable<void> {
-      co_await self->redis_.async_pipeline(std::move(cmds));
-    }(this, std::move(cmds)), "heartbeat_write");
+    if (!cmds.empty()) write_detached(std::move(cmds), "heartbeat_write");
     if (now - last_reconcile_ > cfg_.daemon.reconcile_interval) {
       last_reconcile_ = now;
       spawn(reconcile(), "reconcile");

@@ -85,6 +85,11 @@ class queue_daemon {
   void send_worker(const std::string& routing, std::string_view command, const boost::json::object& body);
   worker_state* worker_by_routing(const std::string& routing);
   void spawn(net::awaitable<void> task, const char* what);
+  std::string issue_job_token(job_id id, const job_record& rec);
+  void store_log_lines(job_id id, const boost::json::object& body);
+  // Sends commands on the shared connection without waiting for their replies (logged on error).
+  void write_detached(std::vector<std::vector<std::string>> cmds, const char* what);
+  static constexpr std::chrono::hours job_token_ttl{24 * 7};
 
   net::io_context& io_;
   descprod_config cfg_;

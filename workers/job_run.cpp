@@ -5,6 +5,8 @@
 // Caveat: processes the app left behind in its process group after it exited are not killed.
 #include "workers/job_run.hpp"
 
+#include <fstream>
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -75,6 +77,7 @@ std::vector<std::string> job_run::child_environment() const {
   env.emplace_back("DESCPROD_ATTEMPT", std::to_string(spec_.attempt));
   env.emplace_back("DESCPROD_RUNDIR", rundir_.string());
   env.emplace_back("DESCPROD_URL", settings_.gateway_url);
+  if (!spec_.token.empty()) env.emplace_back("DESCPROD_TOKEN", spec_.token);
   return environment_with(env);
 }
 
@@ -223,7 +226,7 @@ net::awaitable<void> job_run::run_closeout(int return_status) {
   log::info("closeout finished job_id={} attempt={} rc={} signal={}", spec_.id, spec_.attempt,
             st.exit_code, st.signal);
   // The closeout may leave a final word in current-status.txt.
-  auto line = read_status_line(rundir_ / "current-status.txt");
+  auto line = sanitize_utf8(read_status_line(rundir_ / "current-status.txt"));
   if (!line.empty() && line != message_) {
     message_ = std::move(line);
     if (observer_.on_progress) observer_.on_progress(*this);
@@ -242,8 +245,53 @@ void job_run::terminate(std::chrono::milliseconds grace) {
   active_->wake.cancel();  // supervise recomputes its next wake-up
 }
 
+void job_run::poll_log() {
+  // Ships the log's new complete lines. Reads at most max_log_bytes a poll, from the end when
+  // more has been written, so a chatty app costs bounded work; the file itself keeps everything.
+  constexpr std::uintmax_t max_log_bytes = 64 * 1024;
+  constexpr std::size_t max_log_lines = 200;
+  constexpr std::size_t max_line_bytes = 2000;
+  if (!observer_.on_log || log_file_.empty()) return;
+  std::error_code ec;
+  auto size = fs::file_size(log_file_, ec);
+  if (ec || size <= log_offset_) return;
+  if (size - log_offset_ > max_log_bytes) {
+    log_offset_ = size - max_log_bytes;
+    log_partial_.clear();
+  }
+  std::ifstream in(log_file_, std::ios::binary);
+  if (!in) return;
+  in.seekg(static_cast<std::streamoff>(log_offset_));
+  std::string chunk(static_cast<std::size_t>(size - log_offset_), '\0');
+  in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+  chunk.resize(static_cast<std::size_t>(in.gcount()));
+  log_offset_ += chunk.size();
+  std::vector<std::string> lines;
+  std::string text = std::move(log_partial_) + chunk;
+  log_partial_.clear();
+  std::size_t start = 0;
+  while (true) {
+    auto nl = text.find('\n', start);
+    if (nl == std::string::npos) break;
+    std::string line = text.substr(start, nl - start);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.size() > max_line_bytes) line.resize(max_line_bytes);
+    lines.push_back(sanitize_utf8(line));
+    start = nl + 1;
+  }
+  log_partial_ = text.substr(start);
+  if (log_partial_.size() > max_line_bytes) {
+    // A very long line without a newline: ship what we have rather than hold it forever.
+    lines.push_back(sanitize_utf8(log_partial_.substr(0, max_line_bytes)));
+    log_partial_.clear();
+  }
+  if (lines.size() > max_log_lines) lines.erase(lines.begin(), lines.end() - max_log_lines);
+  if (!lines.empty()) observer_.on_log(*this, std::move(lines));
+}
+
 void job_run::poll_status() {
-  auto line = read_status_line(rundir_ / "current-status.txt");
+  poll_log();
+  auto line = sanitize_utf8(read_status_line(rundir_ / "current-status.txt"));
   if (line == message_) return;
   message_ = std::move(line);
   try {

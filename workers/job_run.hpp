@@ -50,6 +50,9 @@ class job_run;
 struct job_observer {
   std::function<void(const job_run&)> on_started;   // right after the spawn
   std::function<void(const job_run&)> on_progress;  // the status message changed
+  // New complete lines of the job's log (stdout+stderr), oldest first, at most max_log_lines
+  // per call; when the app writes faster than that, the older lines are skipped (it is a tail).
+  std::function<void(const job_run&, std::vector<std::string>)> on_log;
 };
 
 class job_run {
@@ -82,6 +85,7 @@ class job_run {
   std::shared_ptr<child_watch> spawn(const spawn_options& opts);
   net::awaitable<void> run_closeout(int return_status);
   void poll_status();
+  void poll_log();
   void write_wrapper_status(const std::string& progress, std::optional<int> return_status);
   // Appends a progress.log line and rewrites wrapper-status.json (with the end fields when given).
   void note_progress(const std::string& progress, std::optional<int> return_status);
@@ -101,6 +105,8 @@ class job_run {
   std::optional<std::chrono::steady_clock::time_point> kill_at_;
   std::optional<std::chrono::milliseconds> terminate_grace_;  // set once a terminate was asked
   bool timed_out_ = false;
+  std::uintmax_t log_offset_ = 0;  // bytes of the log already shipped or skipped
+  std::string log_partial_;        // an incomplete last line, kept until its newline
   bool finished_ = false;
 };
 

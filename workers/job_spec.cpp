@@ -140,6 +140,15 @@ std::optional<job_spec> parse_job_message(const boost::json::object& body, std::
     spec.login_shell = *login;
   }
 
+  if (body.contains("token") && !body.at("token").is_null()) {
+    auto token = protocol::get_string(body, "token");
+    if (!token || token->size() > 256 || has_nul(*token)) {
+      why = "token: not a string of at most 256 bytes";
+      return std::nullopt;
+    }
+    spec.token = *token;
+  }
+
   spec.record = record_from_json(job);
   return spec;
 }

@@ -23,6 +23,7 @@ struct job_spec {
   std::vector<std::pair<std::string, std::string>> env; // added to the worker's environment
   double time_limit_s = 0;                              // 0: none
   bool login_shell = false;                             // run through `bash -l` (positional args)
+  std::string token;                                    // DESCPROD_TOKEN: scoped to this job
 };
 
 // Checks and converts a `job` message body. On a malformed body returns nullopt and says what was

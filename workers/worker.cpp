@@ -286,6 +286,14 @@ void worker::start_job(job_spec spec) {
   obs.on_progress = [this](const job_run& r) {
     if (welcomed_) send(protocol::progress, progress_body(r));  // re-sent after the next welcome
   };
+  obs.on_log = [this](const job_run& r, std::vector<std::string> lines) {
+    if (!welcomed_) return;  // the log file keeps everything; the shipped tail is best effort
+    auto body = job_ref(r.spec().id, r.spec().attempt);
+    boost::json::array arr;
+    for (auto& l : lines) arr.emplace_back(l);
+    body["lines"] = std::move(arr);
+    send(protocol::log_lines, std::move(body));
+  };
   auto run = std::make_shared<job_run>(ex_, std::move(spec), opts_.run, std::move(obs));
   running_[key] = run;
   if (stopping_) run->terminate(opts_.shutdown_grace);
