@@ -204,6 +204,8 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read("id", c.worker.id);
     s.read("gateway_url", c.worker.gateway_url);
     s.read_ms("status_poll_ms", c.worker.status_poll);
+    s.read_range("drain_grace_s", c.worker.drain_grace_s, 0.0, 86400.0);
+    s.read_range("kill_grace_s", c.worker.kill_grace_s, 0.0, 3600.0);
     s.finish();
   }
   top.finish();

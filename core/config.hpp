@@ -79,6 +79,8 @@ struct worker_config {
   std::string id;             // empty: host-pid
   std::string gateway_url = "http://127.0.0.1:8080";
   std::chrono::milliseconds status_poll{200};
+  double drain_grace_s = 30;  // on SIGTERM, running jobs may finish for this long, then are handed back
+  double kill_grace_s = 5;    // SIGTERM → SIGKILL of a job's process group (cancel, time limit, drain)
 };
 
 struct descprod_config {

@@ -8,9 +8,9 @@ namespace descprod::protocol {
 
 namespace {
 const std::set<std::string_view>& known_commands() {
-  static const std::set<std::string_view> cmds = {hello,     ready,  started, progress, log_lines,
-                                                  finished,  heartbeat, bye,  welcome,  job,
-                                                  cancel,    reject, submitted};
+  static const std::set<std::string_view> cmds = {hello,    ready,     started, progress, log_lines,
+                                                  finished, heartbeat, bye,     drain,    handback,
+                                                  welcome,  job,       cancel,  reject,   submitted};
   return cmds;
 }
 constexpr std::size_t max_command = 32;

@@ -22,7 +22,9 @@ inline constexpr std::string_view progress = "progress";    // {job, attempt, me
 inline constexpr std::string_view log_lines = "log";        // {job, attempt, lines:[...]}
 inline constexpr std::string_view finished = "finished";    // {job, attempt, rc, signal, timed_out, message}
 inline constexpr std::string_view heartbeat = "heartbeat";  // {} (both ways)
-inline constexpr std::string_view bye = "bye";              // {}
+inline constexpr std::string_view bye = "bye";              // {} (after a drain: nothing left)
+inline constexpr std::string_view drain = "drain";          // {} stop sending me jobs
+inline constexpr std::string_view handback = "handback";    // {job, attempt, reason} requeue, no attempt used
 // Daemon → worker / gateway
 inline constexpr std::string_view welcome = "welcome";      // {protocol, heartbeat_ms, lease_timeout_ms}
 inline constexpr std::string_view job = "job";              // {job:{record}, attempt, app:{argv,env,time_limit_s,login_shell}}

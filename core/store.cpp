@@ -62,7 +62,21 @@ local function stale(j, attempt, worker)
 end
 )LUA";
 
-enum script_id { s_create, s_lease, s_start, s_progress, s_finish, s_requeue, s_cancel, s_count };
+enum script_id {
+  s_create, s_lease, s_start, s_progress, s_finish, s_requeue, s_cancel,
+  // Added for the gateway's job management; these scripts also get the TERMINAL table.
+  s_archive, s_delete, s_claim,
+  s_count
+};
+constexpr int first_with_terminal_table = s_archive;
+
+std::string lua_terminal_table() {
+  std::string out = "local TERMINAL = {";
+  for (auto s : all_job_states())
+    if (is_terminal(s)) out += "['" + std::string(to_string(s)) + "']=true,";
+  out += "}\n";
+  return out;
+}
 
 const char* bodies[s_count] = {
     // create: P owner n {jobtype config howfig priority parent max_attempts session}*n
@@ -163,7 +177,10 @@ redis.call('ZREM', P .. 'leases', id)
 emit(id, j.owner, 'transition', target, progress, j.attempt, t)
 return {'ok', target, j.attempt, j.worker}
 )LUA",
-    // requeue: P id attempt worker bump reason
+    // requeue: P id attempt worker mode reason
+    // mode '0': back to ready as is (never ran); '1': a lost worker, a running job uses up its
+    // attempt; '2': handed back by a draining worker, a running job gets a new attempt number (so
+    // its events stay distinguishable) without using one up.
     R"LUA(
 local id = ARGV[2]
 local j = load(id)
@@ -173,7 +190,10 @@ if not NEXT[j.state]['requeue'] then return {'err', 'illegal', j.state} end
 local t = now_s()
 redis.call('ZREM', P .. 'leases', id)
 local attempt = tonumber(j.attempt)
-if ARGV[5] == '1' and j.state == 'running' then
+if ARGV[5] == '2' and j.state == 'running' then
+  redis.call('HSET', jkey(id), 'max_attempts', string.format('%d', tonumber(j.max_attempts) + 1))
+  attempt = attempt + 1
+elseif ARGV[5] == '1' and j.state == 'running' then
   if attempt >= tonumber(j.max_attempts) then
     local progress = 'Lost. ' .. ARGV[6]
     redis.call('HSET', jkey(id), 'state', 'lost', 'progress', progress, 'stop_time', t, 'update_time', t)
@@ -207,6 +227,56 @@ end
 redis.call('HSET', jkey(id), 'cancel_requested', '1', 'update_time', t)
 emit(id, j.owner, 'cancel_requested', j.state, 'Cancel requested by ' .. ARGV[3] .. '.', j.attempt, t)
 return {'ok', 'cancel_requested', j.attempt, j.worker}
+)LUA",
+    // archive: P id flag(0|1)
+    R"LUA(
+local id = ARGV[2]
+local j = load(id)
+if not j then return {'err', 'missing', ''} end
+local old = redis.call('HGET', jkey(id), 'archive') or '0'
+if old ~= ARGV[3] then
+  redis.call('HSET', jkey(id), 'archive', ARGV[3])
+  local kind = 'archive'
+  if ARGV[3] == '0' then kind = 'unarchive' end
+  emit(id, j.owner, kind, j.state, redis.call('HGET', jkey(id), 'progress') or '', j.attempt, now_s())
+end
+return {'ok', j.state, j.attempt, j.worker}
+)LUA",
+    // delete: P id
+    R"LUA(
+local id = ARGV[2]
+local j = load(id)
+if not j then return {'err', 'missing', ''} end
+if not TERMINAL[j.state] then return {'err', 'active', j.state} end
+local parent = redis.call('HGET', jkey(id), 'parent')
+redis.call('DEL', jkey(id), jkey(id) .. ':events', jkey(id) .. ':log', jkey(id) .. ':children')
+redis.call('ZREM', P .. 'user:' .. j.owner .. ':jobs', id)
+redis.call('ZREM', P .. 'queue', id)
+redis.call('ZREM', P .. 'leases', id)
+if parent and parent ~= '' then redis.call('SREM', jkey(parent) .. ':children', id) end
+redis.call('XADD', P .. 'events', 'MAXLEN', '~', 100000, '*', 'id', id, 'owner', j.owner,
+  'type', 'deleted', 'state', j.state, 'progress', '', 'attempt', j.attempt, 'time', now_s())
+return {'ok', j.state, j.attempt, j.worker}
+)LUA",
+    // claim: P id worker lease_s token_sha256 token_ttl_s
+    R"LUA(
+local id = ARGV[2]
+local j = load(id)
+if not j then return {'err', 'missing', ''} end
+local ns = NEXT[j.state]['lease']
+if not ns then return {'err', 'illegal', j.state} end
+local t = now_s()
+redis.call('HSET', jkey(id), 'state', ns, 'worker', ARGV[3], 'dispatch_time', t, 'update_time', t)
+redis.call('ZREM', P .. 'queue', id)
+redis.call('ZADD', P .. 'leases', string.format('%.3f', tonumber(t) + tonumber(ARGV[4])), id)
+emit(id, j.owner, 'transition', ns, 'Ready.', j.attempt, t)
+local tk = P .. 'token:' .. ARGV[5]
+local ttl = tonumber(ARGV[6])
+local now = math.floor(tonumber(t))
+redis.call('HSET', tk, 'owner', j.owner, 'scope', 'job:' .. id, 'created', string.format('%d', now),
+  'expires', string.format('%d', now + ttl))
+redis.call('EXPIRE', tk, ttl)
+return {'ok', ns, j.attempt, ARGV[3], redis.call('HGETALL', jkey(id))}
 )LUA",
 };
 
@@ -254,7 +324,10 @@ const std::vector<std::string>& store_scripts() {
   static const std::vector<std::string> scripts = [] {
     std::vector<std::string> v;
     auto table = lua_transition_table();
-    for (auto* b : bodies) v.push_back(std::string(prelude) + table + b);
+    auto terminal = lua_terminal_table();
+    for (int i = 0; i < s_count; ++i)
+      v.push_back(std::string(prelude) + table + (i >= first_with_terminal_table ? terminal : "") +
+                  bodies[i]);
     return v;
   }();
   return scripts;
@@ -344,13 +417,29 @@ net::awaitable<transition_result> store::async_finish(job_id id, long long attem
 }
 
 net::awaitable<transition_result> store::async_requeue(job_id id, long long attempt, std::string worker,
-                                                       bool bump, std::string reason) {
+                                                       requeue_mode mode, std::string reason) {
   return eval_result(s_requeue, {std::to_string(id), std::to_string(attempt), std::move(worker),
-                                                bump ? "1" : "0", std::move(reason)});
+                                 std::to_string(static_cast<int>(mode)), std::move(reason)});
 }
 
 net::awaitable<transition_result> store::async_cancel(job_id id, std::string by) {
   return eval_result(s_cancel, {std::to_string(id), std::move(by)});
+}
+
+net::awaitable<transition_result> store::async_set_archive(job_id id, bool archived) {
+  return eval_result(s_archive, {std::to_string(id), archived ? "1" : "0"});
+}
+
+net::awaitable<transition_result> store::async_delete(job_id id) {
+  return eval_result(s_delete, {std::to_string(id)});
+}
+
+net::awaitable<transition_result> store::async_claim(job_id id, std::string worker, double lease_s,
+                                                     std::string token_sha256, long long token_ttl_s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", lease_s);
+  return eval_result(s_claim, {std::to_string(id), std::move(worker), buf, std::move(token_sha256),
+                               std::to_string(token_ttl_s)});
 }
 
 net::awaitable<void> store::async_load_scripts() {

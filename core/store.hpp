@@ -63,13 +63,30 @@ class store {
   net::awaitable<transition_result> async_finish(job_id id, long long attempt, std::string worker,
                                                  job_state target, int return_status,
                                                  std::string prefix, std::string message);
-  // Back to ready; with bump the attempt number rises, and a job out of attempts becomes lost.
+  // Back to ready. requeue_mode::lost: a running job uses up its attempt (out of attempts → lost);
+  // handback: a running job gets a new attempt number without using one up; plain: as is.
   // An empty worker matches any worker.
+  enum class requeue_mode { plain = 0, lost = 1, handback = 2 };
   net::awaitable<transition_result> async_requeue(job_id id, long long attempt, std::string worker,
-                                                  bool bump, std::string reason);
+                                                  requeue_mode mode, std::string reason);
   // ready → cancelled at once; dispatched/running → cancel_requested=1 (ok, state
   // "cancel_requested"); terminal → ok=false reason "terminal".
   net::awaitable<transition_result> async_cancel(job_id id, std::string by);
+
+  // Sets the job's `archive` field to 1 or 0 and, when it changes, emits an `archive` or
+  // `unarchive` event (job and global streams). Refused: "missing".
+  net::awaitable<transition_result> async_set_archive(job_id id, bool archived);
+  // Deletes a job in a terminal state: its hash and its :events, :log and :children keys, its
+  // entry in the owner's jobs set and in its parent's children set; emits a `deleted` event on the
+  // global stream. Refused: "missing", or "active" (state = the current, non-terminal state).
+  net::awaitable<transition_result> async_delete(job_id id);
+  // descprod-start-job's claim: the lease transition (ready → dispatched, off the queue, into the
+  // leases set with deadline now + lease_s) for `worker`, and in the same script a job token
+  // (hash P token:<token_sha256>: owner = the job's owner, scope "job:<id>", expires, with a Redis
+  // TTL of token_ttl_s). Refused: "missing", "illegal" (state = the current state). On success
+  // `record` is the job as claimed.
+  net::awaitable<transition_result> async_claim(job_id id, std::string worker, double lease_s,
+                                                std::string token_sha256, long long token_ttl_s);
 
   net::awaitable<std::optional<job_record>> async_get(job_id id);
   // Loads every script into Redis (SCRIPT LOAD), so the first calls need no NOSCRIPT round trip.

@@ -117,6 +117,7 @@ net::awaitable<void> queue_daemon::run() {
   co_await rebuild();
   spawn(worker_loop(), "worker_loop");
   spawn(gateway_loop(), "gateway_loop");
+  spawn(outbox_loop(), "outbox");
   co_await cron();
 }
 
@@ -359,6 +360,7 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
   if (c == protocol::ready) {
     auto n = protocol::get_int(msg.body, "credits");
     if (!n || *n < 0) throw std::invalid_argument("ready: credits must be a non-negative integer");
+    if (w->draining) return;
     int cap = std::max(0, w->slots - static_cast<int>(w->jobs.size()));
     w->credits = static_cast<int>(std::min<long long>(cap, w->credits + *n));
     dispatch();
@@ -366,6 +368,28 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
   }
   if (c == protocol::bye) {
     worker_lost(w->id, "worker said bye");
+    return;
+  }
+  if (c == protocol::drain) {
+    w->draining = true;
+    w->credits = 0;
+    log::info("worker draining worker={} jobs={}", w->id, w->jobs.size());
+    return;
+  }
+  if (c == protocol::handback) {
+    auto id = protocol::get_int(msg.body, "job");
+    auto attempt = protocol::get_int(msg.body, "attempt");
+    if (!id || !attempt) throw std::invalid_argument("handback: job and attempt must be integers");
+    auto j = w->jobs.find(*id);
+    if (j == w->jobs.end() || j->second.attempt != *attempt) {
+      log::warn("handback of a job not held ignored job_id={} attempt={} worker={}", *id, *attempt, w->id);
+      return;
+    }
+    w->jobs.erase(j);
+    leases_.erase(*id);
+    ++stats_.handed_back;
+    requeue_later(*id, *attempt, w->id, store::requeue_mode::handback,
+                  protocol::get_string(msg.body, "reason").value_or("handed back by a draining worker"));
     return;
   }
   if (c == protocol::started || c == protocol::progress || c == protocol::finished || c == protocol::log_lines) {
@@ -386,14 +410,18 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
       auto j = w->jobs.find(*id);
       if (j != w->jobs.end()) j->second.started = true;
     }
-    spawn(report(w->id, c, std::move(msg.body)), "report");
+    pending_write pw{pending_write::kind::report};
+    pw.worker = w->id;
+    pw.command = c;
+    pw.body = std::move(msg.body);
+    submit(std::move(pw));
     return;
   }
   log::warn("unexpected worker command dropped worker={} command={}", w->id, c);
 }
 
 void queue_daemon::dispatch() {
-  if (stopping_ || workers_.empty()) return;
+  if (stopping_ || workers_.empty() || !redis_.connected()) return;
   while (!ready_.empty()) {
     // Round robin over workers with credits, so one worker does not take everything.
     worker_state* chosen = nullptr;
@@ -411,18 +439,36 @@ void queue_daemon::dispatch() {
     if (!chosen) return;
     auto front = ready_.begin();
     job_id id = front->second;
+    double score = front->first;
     ready_.erase(front);
     queued_.erase(id);
     --chosen->credits;
     chosen->jobs[id] = running_job{id, 0, false};
     leases_[id] = {chosen->id, 0};  // attempt known once Redis has leased it
-    spawn(lease_and_send(id, chosen->id), "lease");
+    spawn(lease_and_send(id, score, chosen->id), "lease");
   }
 }
 
-net::awaitable<void> queue_daemon::lease_and_send(job_id id, std::string worker_id) {
+net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, std::string worker_id) {
   double lease_s = std::chrono::duration<double>(cfg_.daemon.lease_timeout).count();
-  auto r = co_await store_.async_lease(id, worker_id, lease_s);
+  transition_result r;
+  try {
+    r = co_await store_.async_lease(id, worker_id, lease_s);
+  } catch (const boost::system::system_error& e) {
+    // Redis went away: the job stays ready in Redis; hold it again and give the credit back.
+    log::warn("lease failed, redis unavailable job_id={} error={}", id, e.what());
+    leases_.erase(id);
+    auto w = workers_.find(worker_id);
+    if (w != workers_.end()) {
+      w->second.jobs.erase(id);
+      ++w->second.credits;
+    }
+    if (!queued_.count(id)) {
+      ready_.emplace(score, id);
+      queued_[id] = score;
+    }
+    co_return;
+  }
   auto wit = workers_.find(worker_id);
   if (!r.ok) {
     // Cancelled, already leased, or gone: not an error, just nothing to run.
@@ -435,10 +481,10 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, std::string worker_
     }
     co_return;
   }
-  if (wit == workers_.end()) {
+  if (wit == workers_.end() || wit->second.draining) {
     leases_.erase(id);
-    auto rq = co_await store_.async_requeue(id, r.attempt, worker_id, false, "worker left before dispatch");
-    if (rq.ok) spawn(reconcile(), "reconcile");
+    if (wit != workers_.end()) wit->second.jobs.erase(id);
+    requeue_later(id, r.attempt, worker_id, store::requeue_mode::plain, "worker left before dispatch");
     co_return;
   }
   auto& w = wit->second;
@@ -453,8 +499,16 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, std::string worker_
     w.jobs.erase(id);
     leases_.erase(id);
     ++w.credits;
-    co_await store_.async_finish(id, r.attempt, worker_id, job_state::failed, 127, "Failed",
-                                 "unknown application " + name);
+    boost::json::object fin;
+    fin["job"] = id;
+    fin["attempt"] = r.attempt;
+    fin["rc"] = 127;
+    fin["message"] = "unknown application " + name;
+    pending_write pw{pending_write::kind::report};
+    pw.worker = worker_id;
+    pw.command = std::string(protocol::finished);
+    pw.body = std::move(fin);
+    submit(std::move(pw));
     dispatch();
     co_return;
   }
@@ -484,7 +538,9 @@ std::string queue_daemon::issue_job_token(job_id id, const job_record& rec) {
   cmds.push_back({"HSET", key, "owner", owner, "scope", "job:" + std::to_string(id), "created",
                   std::to_string(static_cast<long long>(epoch_now())), "expires", std::to_string(expires)});
   cmds.push_back({"EXPIRE", key, std::to_string(ttl)});
-  write_detached(std::move(cmds), "job_token");
+  pending_write pw{pending_write::kind::commands};
+  pw.commands = std::move(cmds);
+  submit(std::move(pw));
   return token;
 }
 
@@ -499,7 +555,7 @@ void queue_daemon::store_log_lines(job_id id, const boost::json::object& body) {
     if (line.size() > 4000) line.resize(4000);
     cmds.push_back({"XADD", key, "MAXLEN", "~", "1000", "*", "line", std::move(line)});
   }
-  if (!cmds.empty()) write_detached(std::move(cmds), "log");
+  if (!cmds.empty() && redis_.connected()) write_detached(std::move(cmds), "log");  // a tail: lossy
 }
 
 void queue_daemon::write_detached(std::vector<std::vector<std::string>> cmds, const char* what) {
@@ -510,9 +566,104 @@ void queue_daemon::write_detached(std::vector<std::vector<std::string>> cmds, co
   }(this, std::move(cmds)), what);
 }
 
-net::awaitable<void> queue_daemon::report(std::string worker_id, std::string command, boost::json::object body) {
+struct batch_state {
+  explicit batch_state(net::any_io_executor ex, std::size_t n)
+      : remaining(n), failed(n, 0), done(ex, std::chrono::steady_clock::time_point::max()) {}
+  std::size_t remaining;
+  std::vector<char> failed;
+  net::steady_timer done;
+};
+
+void queue_daemon::submit(pending_write w) {
+  outbox_.push_back(std::move(w));
+  if (outbox_.size() == 1) outbox_wake_.cancel();
+}
+
+void queue_daemon::requeue_later(job_id id, long long attempt, std::string worker, store::requeue_mode mode,
+                                 std::string reason) {
+  pending_write pw{pending_write::kind::requeue};
+  pw.id = id;
+  pw.attempt = attempt;
+  pw.worker = std::move(worker);
+  pw.mode = mode;
+  pw.reason = std::move(reason);
+  submit(std::move(pw));
+}
+
+net::awaitable<void> queue_daemon::outbox_loop() {
+  // Takes the outbox in batches; the writes of a batch are pipelined on the one connection (each
+  // starts in order and sends its command before the next starts), so Redis applies them in the
+  // order they arrived. Writes that failed for want of a connection go back to the front.
+  constexpr std::size_t max_batch = 1024;
+  while (!stopping_) {
+    if (outbox_.empty() || !redis_.connected()) {
+      outbox_wake_.expires_after(outbox_.empty() ? std::chrono::hours(1) : std::chrono::milliseconds(50));
+      co_await outbox_wake_.async_wait(use_tuple);
+      continue;
+    }
+    std::size_t n = std::min(max_batch, outbox_.size());
+    std::vector<pending_write> batch;
+    batch.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      batch.push_back(std::move(outbox_.front()));
+      outbox_.pop_front();
+    }
+    auto st = std::make_shared<batch_state>(io_.get_executor(), n);
+    for (std::size_t i = 0; i < n; ++i) net::co_spawn(io_, apply_one(&batch[i], st, i), net::detached);
+    while (st->remaining > 0) co_await st->done.async_wait(use_tuple);
+    std::size_t retry = 0;
+    for (std::size_t i = n; i-- > 0;)
+      if (st->failed[i]) {
+        outbox_.push_front(std::move(batch[i]));
+        ++retry;
+      }
+    if (retry) log::warn("redis writes held until redis returns count={} outbox={}", retry, outbox_.size());
+  }
+}
+
+net::awaitable<void> queue_daemon::apply_one(pending_write* w, std::shared_ptr<batch_state> st, std::size_t i) {
+  try {
+    co_await apply(*w);
+  } catch (const boost::system::system_error& e) {
+    st->failed[i] = 1;  // no connection: keep it for later
+  } catch (const std::exception& e) {
+    log::error("redis write dropped error={}", e.what());
+  }
+  if (--st->remaining == 0) st->done.cancel();
+}
+
+net::awaitable<void> queue_daemon::apply(pending_write w) {
+  using kind = pending_write::kind;
+  if (w.what == kind::commands) {
+    auto replies = co_await redis_.async_pipeline(w.commands);
+    for (const auto& r : replies)
+      if (r.is_error()) log::warn("redis write failed error={}", r.str);
+    co_return;
+  }
+  if (w.what == kind::requeue || w.what == kind::orphan) {
+    if (w.what == kind::orphan) {
+      auto cmd = redis_cmd("HGET", store_.job_key(w.id), "attempt");
+      w.attempt = (co_await redis_.async_exec(std::move(cmd))).as_integer();
+    }
+    auto r = co_await store_.async_requeue(w.id, w.attempt, w.worker, w.mode, w.reason);
+    if (!r.ok) {
+      log::warn("requeue refused job_id={} reason={} state={}", w.id, r.reason, r.state);
+      co_return;
+    }
+    log::info("job requeued job_id={} state={} attempt={} reason={}", w.id, r.state, r.attempt, w.reason);
+    if (r.state == "ready") {
+      auto cmd = redis_cmd("HGET", store_.job_key(w.id), "priority");
+      auto p = co_await redis_.async_exec(std::move(cmd));
+      enqueue(w.id, static_cast<int>(p.as_integer()));
+      dispatch();
+    }
+    co_return;
+  }
+  const auto& body = w.body;
   job_id id = *protocol::get_int(body, "job");
   long long attempt = *protocol::get_int(body, "attempt");
+  const auto& command = w.command;
+  const auto& worker_id = w.worker;
   transition_result r;
   if (command == protocol::started) {
     r = co_await store_.async_start(id, attempt, worker_id, protocol::get_string(body, "host").value_or(""),
@@ -554,21 +705,7 @@ void queue_daemon::worker_lost(const std::string& worker_id, const std::string& 
     leases_.erase(id);
     if (j.attempt == 0) continue;  // lease still in flight: lease_and_send requeues it
     ++stats_.requeued;
-    auto task = [](queue_daemon* self, job_id id, long long attempt, std::string worker, std::string why) -> net::awaitable<void> {
-      auto r = co_await self->store_.async_requeue(id, attempt, worker, true, why);
-      if (!r.ok) {
-        log::warn("requeue refused job_id={} reason={} state={}", id, r.reason, r.state);
-        co_return;
-      }
-      log::info("job requeued job_id={} state={} attempt={} reason={}", id, r.state, r.attempt, why);
-      if (r.state == "ready") {
-        auto cmd = redis_cmd("HGET", self->store_.job_key(id), "priority");
-        auto p = co_await self->redis_.async_exec(std::move(cmd));
-        self->enqueue(id, static_cast<int>(p.as_integer()));
-        self->dispatch();
-      }
-    };
-    spawn(task(this, id, j.attempt, worker_id, why), "requeue");
+    requeue_later(id, j.attempt, worker_id, store::requeue_mode::lost, why);
   }
 }
 
@@ -592,6 +729,8 @@ net::awaitable<void> queue_daemon::cron() {
         spawn([](queue_daemon* self) -> net::awaitable<void> {
           co_await self->connect_redis();
           self->reconnecting_ = false;
+          self->outbox_wake_.cancel();
+          self->dispatch();
           co_await self->reconcile();
         }(this), "redis_reconnect");
       }
@@ -605,15 +744,11 @@ net::awaitable<void> queue_daemon::cron() {
       }
       job_id id = it->first;
       it = orphans_.erase(it);
-      auto task = [](queue_daemon* self, job_id id) -> net::awaitable<void> {
-        auto cmd = redis_cmd("HGET", self->store_.job_key(id), "attempt");
-        auto a = co_await self->redis_.async_exec(std::move(cmd));
-        auto r = co_await self->store_.async_requeue(id, a.as_integer(), "", true,
-                                                     "worker did not return after a daemon restart");
-        if (r.ok) log::info("orphaned lease requeued job_id={} state={}", id, r.state);
-        if (r.ok && r.state == "ready") co_await self->reconcile();
-      };
-      spawn(task(this, id), "orphan");
+      pending_write pw{pending_write::kind::orphan};
+      pw.id = id;
+      pw.mode = store::requeue_mode::lost;
+      pw.reason = "worker did not return after a daemon restart";
+      submit(std::move(pw));
     }
     // Worker records and lease deadlines, one pipeline.
     std::vector<std::vector<std::string>> cmds;

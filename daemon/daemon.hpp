@@ -8,6 +8,7 @@
 
 #include <boost/asio.hpp>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -31,6 +32,7 @@ struct daemon_stats {
   std::uint64_t requeued = 0;
   std::uint64_t stale_events = 0;
   std::uint64_t malformed = 0;
+  std::uint64_t handed_back = 0;
 };
 
 class queue_daemon {
@@ -59,12 +61,25 @@ class queue_daemon {
     std::string pool;
     int slots = 0;
     int credits = 0;
+    bool draining = false;  // sent `drain`: gets no more jobs
     clock_type::time_point last_seen;
     std::map<job_id, running_job> jobs;
   };
   struct lease_info {
     std::string worker;  // worker id
     long long attempt;
+  };
+  // A Redis write that must not be lost: kept in the outbox until Redis has taken it.
+  struct pending_write {
+    enum class kind { report, requeue, orphan, commands } what;
+    std::string worker;
+    std::string command;  // report: started/progress/finished
+    boost::json::object body;
+    job_id id = 0;
+    long long attempt = 0;
+    store::requeue_mode mode = store::requeue_mode::plain;
+    std::string reason;
+    std::vector<std::vector<std::string>> commands;
   };
 
   net::awaitable<void> connect_redis();
@@ -79,8 +94,14 @@ class queue_daemon {
   void on_gateway_message(const std::string& routing, protocol::message msg);
   void enqueue(job_id id, int priority);
   void dispatch();
-  net::awaitable<void> lease_and_send(job_id id, std::string worker_id);
-  net::awaitable<void> report(std::string worker_id, std::string command, boost::json::object body);
+  net::awaitable<void> lease_and_send(job_id id, double score, std::string worker_id);
+  // The outbox: worker events, requeues and token writes go through it in order; while Redis is
+  // away they wait (in memory) and are written when it returns.
+  void submit(pending_write w);
+  net::awaitable<void> outbox_loop();
+  net::awaitable<void> apply(pending_write w);
+  net::awaitable<void> apply_one(pending_write* w, std::shared_ptr<struct batch_state> st, std::size_t i);
+  void requeue_later(job_id id, long long attempt, std::string worker, store::requeue_mode mode, std::string reason);
   void worker_lost(const std::string& worker_id, const std::string& why);
   void send_worker(const std::string& routing, std::string_view command, const boost::json::object& body);
   worker_state* worker_by_routing(const std::string& routing);
@@ -111,6 +132,8 @@ class queue_daemon {
   // Leases found in Redis at start whose worker has not said hello yet: deadline to reclaim them.
   std::unordered_map<job_id, clock_type::time_point> orphans_;
   std::size_t rr_ = 0;  // round-robin cursor over workers
+  std::deque<pending_write> outbox_;
+  net::steady_timer outbox_wake_{io_};
   daemon_stats stats_;
   clock_type::time_point last_reconcile_;
 };

@@ -82,6 +82,10 @@ worker_options make_worker_options(const worker_config& cfg, const worker_overri
   o.run.host = o.host;
   o.run.gateway_url = cfg.gateway_url;
   o.run.status_poll = cfg.status_poll.count() > 0 ? cfg.status_poll : std::chrono::milliseconds(200);
+  auto to_ms = [](double s) { return std::chrono::milliseconds(static_cast<long long>(s * 1000)); };
+  o.run.kill_grace = to_ms(cfg.kill_grace_s);
+  o.drain_grace = to_ms(cfg.drain_grace_s);
+  o.shutdown_grace = o.run.kill_grace;
   return o;
 }
 

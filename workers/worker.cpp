@@ -52,7 +52,8 @@ worker::worker(net::any_io_executor ex, zmq::context_t& ctx, worker_options opts
       lease_timeout_(opts_.lease_timeout),
       backoff_(opts_.reconnect_min),
       cron_timer_(ex_),
-      backoff_timer_(ex_) {
+      backoff_timer_(ex_),
+      drain_timer_(ex_) {
   if (opts_.slots < 1) opts_.slots = 1;
 }
 
@@ -186,7 +187,8 @@ void worker::on_welcome(const boost::json::object& body) {
   for (auto& m : pending) send_reliably(m.command, std::move(m.body));
   for (const auto& [key, run] : running_)
     if (run->started() && !run->message().empty()) send(protocol::progress, progress_body(*run));
-  if (stopping_) send(protocol::bye, boost::json::object());
+  if (draining_) send(protocol::drain, boost::json::object());  // a new daemon must know too
+  else if (stopping_) send(protocol::bye, boost::json::object());
   else grant_credits();
   cron_timer_.cancel();  // restart the cron with the daemon's heartbeat interval
 }
@@ -218,7 +220,9 @@ void worker::on_job(const boost::json::object& body) {
     return;
   }
   if (stopping_) {
+    // It crossed our drain (or stop) on the wire: give it straight back so it runs elsewhere.
     log::warn("job refused, worker is stopping job_id={} attempt={}", spec->id, spec->attempt);
+    hand_back(spec->id, spec->attempt, "arrived while the worker was stopping");
     return;
   }
   job_key key{spec->id, spec->attempt};
@@ -314,12 +318,16 @@ net::awaitable<void> worker::run_job(std::shared_ptr<job_run> run) {
   running_.erase(job_key{id, attempt});
   log::info("job finished job_id={} attempt={} rc={} signal={} timed_out={}", id, attempt, res.rc,
             res.signal, res.timed_out);
-  auto body = job_ref(id, attempt);
-  body["rc"] = res.rc;
-  body["signal"] = res.signal;
-  body["timed_out"] = res.timed_out;
-  body["message"] = res.message;
-  send_reliably(protocol::finished, std::move(body));
+  if (handed_back_.erase(job_key{id, attempt})) {
+    hand_back(id, attempt, "stopped by a draining worker after its drain grace");
+  } else {
+    auto body = job_ref(id, attempt);
+    body["rc"] = res.rc;
+    body["signal"] = res.signal;
+    body["timed_out"] = res.timed_out;
+    body["message"] = res.message;
+    send_reliably(protocol::finished, std::move(body));
+  }
   after_slot_freed();
 }
 
@@ -348,12 +356,42 @@ void worker::grant_credits() {
 
 void worker::stop() {
   if (stopping_) {
-    log::warn("second stop request: killing jobs now");
+    log::warn("second stop request: stopping jobs now");
+    if (draining_) end_drain_grace();
     for (auto& [key, run] : running_) run->terminate(milliseconds(0));
     return;
   }
-  log::info("worker stopping worker={} running={}", opts_.id, running_.size());
-  begin_stop(true, opts_.shutdown_grace);
+  log::info("worker draining worker={} running={} queued={} drain_grace_ms={}", opts_.id, running_.size(),
+            queued_.size(), ms(opts_.drain_grace));
+  stopping_ = true;
+  draining_ = true;
+  if (welcomed_) send(protocol::drain, boost::json::object());
+  for (const auto& q : queued_) hand_back(q.id, q.attempt, "never started: the worker is draining");
+  queued_.clear();
+  if (!running_.empty()) {
+    drain_timer_.expires_after(opts_.drain_grace);
+    drain_timer_.async_wait([this](boost::system::error_code ec) {
+      if (!ec) end_drain_grace();
+    });
+  }
+  check_done();
+}
+
+void worker::end_drain_grace() {
+  drain_timer_.cancel();
+  if (running_.empty()) return;
+  log::info("drain grace over: stopping running jobs to hand them back count={}", running_.size());
+  for (auto& [key, run] : running_) {
+    handed_back_.insert(key);
+    run->terminate(opts_.shutdown_grace);
+  }
+}
+
+void worker::hand_back(job_id id, int attempt, const std::string& reason) {
+  auto body = job_ref(id, attempt);
+  body["reason"] = reason;
+  log::info("job handed back job_id={} attempt={} reason={}", id, attempt, reason);
+  send_reliably(protocol::handback, std::move(body));
 }
 
 void worker::begin_stop(bool say_bye, milliseconds grace) {
@@ -370,6 +408,11 @@ void worker::begin_stop(bool say_bye, milliseconds grace) {
 
 void worker::check_done() {
   if (done_ || !stopping_ || !running_.empty()) return;
+  if (draining_) {
+    drain_timer_.cancel();
+    if (welcomed_) send(protocol::bye, boost::json::object());  // the drain's last word
+    log::info("drain complete worker={} undelivered={}", opts_.id, pending_.size());
+  }
   done_ = true;
   if (!pending_.empty()) log::warn("messages not delivered, no session with the daemon count={}", pending_.size());
   if (socket_) {
@@ -400,7 +443,7 @@ boost::json::array worker::held_jobs() const {
   for (const auto& [key, run] : running_) a.push_back(job_ref(key.first, key.second));
   for (const auto& q : queued_) a.push_back(job_ref(q.id, q.attempt));
   for (const auto& m : pending_) {
-    if (m.command != protocol::finished) continue;
+    if (m.command != protocol::finished && m.command != protocol::handback) continue;
     auto id = protocol::get_int(m.body, "job");
     auto attempt = protocol::get_int(m.body, "attempt");
     if (id && attempt) a.push_back(job_ref(*id, static_cast<int>(*attempt)));

@@ -22,6 +22,7 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <deque>
+#include <set>
 #include <functional>
 #include <map>
 #include <memory>
@@ -43,7 +44,8 @@ struct worker_options {
   std::string host;              // FQDN when known
   int slots = 1;
   run_settings run;              // output dir, status poll, kill grace, closeout bound
-  std::chrono::milliseconds shutdown_grace{10000};  // SIGTERM → SIGKILL of running jobs on stop()
+  std::chrono::milliseconds shutdown_grace{10000};  // SIGTERM → SIGKILL of jobs stopped at exit
+  std::chrono::milliseconds drain_grace{30000};     // stop(): running jobs may finish for this long
   // Used until a welcome gives the daemon's values; lease_timeout also bounds the wait for welcome.
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds lease_timeout{10000};
@@ -69,9 +71,11 @@ class worker {
   // The process exit code run() ended with: 0 after stop(), 1 after a reject.
   int exit_code() const { return exit_code_; }
 
-  // Graceful stop (SIGINT/SIGTERM): take no more jobs, send `bye`, SIGTERM every running job's
-  // process group (SIGKILL after shutdown_grace), report their `finished`, then run() returns.
-  // A second call shortens the grace to nothing.
+  // Drain (SIGINT/SIGTERM; Slurm sends it before the walltime ends): send `drain` so the daemon
+  // sends no more jobs, hand back the jobs not yet started, let running jobs finish for up to
+  // drain_grace, then stop the rest (SIGTERM, SIGKILL after shutdown_grace) and hand them back
+  // (`handback`: requeued without using up an attempt); finally `bye`, and run() returns with 0.
+  // A second call stops the running jobs at once (still handing them back).
   void stop();
 
   // The jobs this worker holds, for tests and logs.
@@ -114,6 +118,11 @@ class worker {
   std::shared_ptr<zmq_socket> socket_;  // null between sessions
   bool welcomed_ = false;
   bool stopping_ = false;
+  bool draining_ = false;                // stop() began a drain (bye comes at its end)
+  std::set<std::pair<job_id, int>> handed_back_;  // stopped by the drain: report handback, not finished
+  net::steady_timer drain_timer_;
+  void end_drain_grace();
+  void hand_back(job_id id, int attempt, const std::string& reason);
   bool done_ = false;
   int exit_code_ = 0;
   std::chrono::milliseconds heartbeat_;

@@ -353,7 +353,7 @@ TEST_F(StoreTest, RequeueWithBumpRaisesTheAttemptAndQueuesTheJobAgain) {
   auto id = create_one();
   run_job(id);
   ASSERT_TRUE(run(st.async_progress(id, 1, "w1", "half way", 1, 2)).ok);
-  auto r = run(st.async_requeue(id, 1, "w1", true, "worker lost"));
+  auto r = run(st.async_requeue(id, 1, "w1", store::requeue_mode::lost, "worker lost"));
   ASSERT_TRUE(r.ok) << r.reason;
   EXPECT_EQ(r.state, "ready");
   EXPECT_EQ(r.attempt, 2);
@@ -384,9 +384,9 @@ TEST_F(StoreTest, RequeueWithBumpRaisesTheAttemptAndQueuesTheJobAgain) {
 TEST_F(StoreTest, RequeueWithAttemptsExhaustedMarksTheJobLost) {
   auto id = create_one("alice", 0, 2);
   run_job(id);
-  ASSERT_EQ(run(st.async_requeue(id, 1, "w1", true, "worker lost")).attempt, 2);
+  ASSERT_EQ(run(st.async_requeue(id, 1, "w1", store::requeue_mode::lost, "worker lost")).attempt, 2);
   EXPECT_EQ(run_job(id, "w2"), 2);
-  auto r = run(st.async_requeue(id, 2, "w2", true, "worker lost"));
+  auto r = run(st.async_requeue(id, 2, "w2", store::requeue_mode::lost, "worker lost"));
   ASSERT_TRUE(r.ok) << r.reason;
   EXPECT_EQ(r.state, "lost");
   auto h = hash(id);
@@ -404,7 +404,7 @@ TEST_F(StoreTest, RequeueWithAttemptsExhaustedMarksTheJobLost) {
 TEST_F(StoreTest, RequeueOfADispatchedJobDoesNotUseAnAttempt) {
   auto id = create_one("alice", 0, 1);
   ASSERT_TRUE(run(st.async_lease(id, "w1", 30)).ok);
-  auto r = run(st.async_requeue(id, 1, "w1", true, "worker drained"));
+  auto r = run(st.async_requeue(id, 1, "w1", store::requeue_mode::lost, "worker drained"));
   ASSERT_TRUE(r.ok) << r.reason;
   EXPECT_EQ(r.state, "ready");
   EXPECT_EQ(r.attempt, 1);
@@ -414,10 +414,25 @@ TEST_F(StoreTest, RequeueOfADispatchedJobDoesNotUseAnAttempt) {
   EXPECT_FALSE(in_zset("descprod:leases", id));
 }
 
+TEST_F(StoreTest, HandbackOfARunningJobGivesANewAttemptWithoutUsingOneUp) {
+  auto id = create_one("alice", 0, 1);  // one attempt only: a lost worker would make it lost
+  run_job(id, "w1");
+  auto r = run(st.async_requeue(id, 1, "w1", store::requeue_mode::handback, "worker draining"));
+  ASSERT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.state, "ready");
+  EXPECT_EQ(r.attempt, 2);
+  auto h = hash(id);
+  EXPECT_EQ(h["attempt"], "2");
+  EXPECT_EQ(h["max_attempts"], "2");
+  EXPECT_TRUE(in_zset("descprod:queue", id));
+  // The old attempt's events are stale now.
+  EXPECT_EQ(run(st.async_finish(id, 1, "w1", job_state::done, 0, "Done", "")).reason, "stale");
+}
+
 TEST_F(StoreTest, RequeueWithoutWorkerMatchesAnyWorker) {
   auto id = create_one();
   run_job(id, "w1");
-  auto r = run(st.async_requeue(id, 1, "", false, "daemon restart"));
+  auto r = run(st.async_requeue(id, 1, "", store::requeue_mode::plain, "daemon restart"));
   ASSERT_TRUE(r.ok) << r.reason;
   EXPECT_EQ(r.attempt, 1);
   EXPECT_EQ(hash(id)["state"], "ready");

@@ -579,16 +579,61 @@ TEST_F(Worker, ReconnectsWhenTheDaemonFallsSilentAndResendsFinished) {
   EXPECT_EQ(finished->body.at("message").as_string(), "went");
 }
 
-TEST_F(Worker, StopTerminatesJobsSaysByeAndReportsThem) {
-  start_worker();
+TEST_F(Worker, DrainLetsRunningJobsFinishThenSaysBye) {
+  auto o = options();
+  o.drain_grace = 30s;
+  start_worker(o);
+  auto route = handshake();
+  daemon_->send(route, "job", job_body(19, wait_for_go_app()));
+  auto started = expect_started(19);
+  ASSERT_TRUE(started);
+  net::post(ioc_, [this] { worker_->stop(); });
+  ASSERT_TRUE(daemon_->expect("drain"));
+  // The job is still running: no bye yet. It finishes within the grace and is reported normally.
+  std::ofstream(fs::path(std::string(started->body.at("rundir").as_string())) / "go");
+  auto finished = daemon_->expect("finished", for_job(19));
+  ASSERT_TRUE(finished);
+  EXPECT_EQ(finished->body.at("rc").as_int64(), 0);
+  EXPECT_EQ(finished->body.at("signal").as_int64(), 0);
+  ASSERT_TRUE(daemon_->expect("bye"));
+  EXPECT_EQ(wait_exit(), 0);
+}
+
+TEST_F(Worker, DrainHandsBackJobsStillRunningAfterTheGraceAndThoseNeverStarted) {
+  auto o = options();
+  o.slots = 1;
+  o.drain_grace = 200ms;
+  start_worker(o);
   auto route = handshake();
   daemon_->send(route, "job", job_body(19, {"/bin/sleep", "60"}));
   ASSERT_TRUE(expect_started(19));
+  daemon_->send(route, "job", job_body(20, {"/bin/sleep", "60"}));  // beyond the one slot: queued
   net::post(ioc_, [this] { worker_->stop(); });
+  ASSERT_TRUE(daemon_->expect("drain"));
+  auto queued_back = daemon_->expect("handback", for_job(20));
+  ASSERT_TRUE(queued_back);
+  // After the grace the running job is stopped and handed back, never reported as finished.
+  auto running_back = daemon_->expect("handback", for_job(19));
+  ASSERT_TRUE(running_back);
+  EXPECT_EQ(running_back->body.at("attempt").as_int64(), 1);
   ASSERT_TRUE(daemon_->expect("bye"));
-  auto finished = daemon_->expect("finished", for_job(19));
-  ASSERT_TRUE(finished);
-  EXPECT_EQ(finished->body.at("signal").as_int64(), SIGTERM);
+  EXPECT_FALSE(daemon_->expect("finished", for_job(19), 300ms));
+  EXPECT_EQ(wait_exit(), 0);
+}
+
+TEST_F(Worker, JobArrivingDuringADrainIsHandedBackAtOnce) {
+  start_worker();
+  auto route = handshake();
+  daemon_->send(route, "job", job_body(21, wait_for_go_app()));
+  auto started = expect_started(21);
+  ASSERT_TRUE(started);
+  net::post(ioc_, [this] { worker_->stop(); });
+  ASSERT_TRUE(daemon_->expect("drain"));
+  daemon_->send(route, "job", job_body(22, {"/bin/true"}));
+  ASSERT_TRUE(daemon_->expect("handback", for_job(22)));
+  std::ofstream(fs::path(std::string(started->body.at("rundir").as_string())) / "go");
+  ASSERT_TRUE(daemon_->expect("finished", for_job(21)));
+  ASSERT_TRUE(daemon_->expect("bye"));
   EXPECT_EQ(wait_exit(), 0);
 }
 
