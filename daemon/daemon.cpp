@@ -301,6 +301,26 @@ void queue_daemon::on_hello(const std::string& routing, const boost::json::objec
   }
   auto& w = workers_[*id];
   if (!w.routing.empty() && w.routing != routing) routing_to_id_.erase(w.routing);
+  // Jobs we leased to this worker that its hello does not list are gone with its old process
+  // (a restart) or were never delivered (the old connection): requeue them.
+  {
+    std::set<job_id> listed;
+    if (auto it = body.find("running"); it != body.end() && it->value().is_array())
+      for (const auto& e : it->value().as_array())
+        if (e.is_object())
+          if (auto jid = protocol::get_int(e.as_object(), "job")) listed.insert(*jid);
+    for (auto it = w.jobs.begin(); it != w.jobs.end();) {
+      if (listed.count(it->first) || it->second.attempt == 0) {
+        ++it;
+        continue;
+      }
+      leases_.erase(it->first);
+      ++stats_.requeued;
+      requeue_later(it->first, it->second.attempt, *id, store::requeue_mode::lost,
+                    "worker restarted without the job");
+      it = w.jobs.erase(it);
+    }
+  }
   w.routing = routing;
   w.id = *id;
   w.owner = protocol::get_string(body, "owner").value_or("");
@@ -346,8 +366,32 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
   if (msg.command == protocol::hello) return on_hello(routing, msg.body);
   auto* w = worker_by_routing(routing);
   if (!w) {
-    // A worker the daemon does not know (it restarted, or declared the worker lost): ask it to
-    // say hello again rather than act on its events.
+    // A worker the daemon does not know (it restarted, or declared the worker lost). Job events it
+    // sent before learning that are still facts: apply them (the scripts check worker and attempt,
+    // so a stale one is refused) — dropping a `finished` here would make the job run again. Then
+    // ask the worker to say hello.
+    const auto& c = msg.command;
+    auto sender = protocol::get_string(msg.body, "worker");
+    if (sender && !sender->empty() && protocol::get_int(msg.body, "job") && protocol::get_int(msg.body, "attempt") &&
+        (c == protocol::started || c == protocol::progress || c == protocol::finished)) {
+      if (c == protocol::finished) {
+        auto id = *protocol::get_int(msg.body, "job");
+        orphans_.erase(id);
+        if (auto l = leases_.find(id); l != leases_.end() && l->second.worker == *sender) leases_.erase(l);
+      }
+      pending_write pw{pending_write::kind::report};
+      pw.worker = *sender;
+      pw.command = c;
+      pw.body = std::move(msg.body);
+      submit(std::move(pw));
+    } else if (sender && c == protocol::handback) {
+      auto id = protocol::get_int(msg.body, "job");
+      auto attempt = protocol::get_int(msg.body, "attempt");
+      if (id && attempt) {
+        orphans_.erase(*id);
+        requeue_later(*id, *attempt, *sender, store::requeue_mode::handback, "handed back by a draining worker");
+      }
+    }
     boost::json::object reply;
     reply["reason"] = "unknown worker: send hello";
     reply["retry"] = true;

@@ -426,7 +426,11 @@ void worker::check_done() {
 
 bool worker::send(std::string_view command, const boost::json::object& body) {
   if (!socket_) return false;
-  auto frames = protocol::encode(command, body);
+  // Every message names its sender, so a daemon that does not know this connection (it restarted)
+  // can still apply the job events it carries; the Lua scripts check worker and attempt.
+  boost::json::object signed_body = body;
+  signed_body["worker"] = opts_.id;
+  auto frames = protocol::encode(command, signed_body);
   if (socket_->send(frames)) return true;
   log::warn("message not queued to daemon command={}", command);
   return false;

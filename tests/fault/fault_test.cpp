@@ -1,0 +1,273 @@
+// Fault injection (issue "Nothing lost"): 2,000 jobs, a mix of instant ones and 0.2 s sleeps, run
+// on 2 real workers while the test kills -9 in turn a worker, the daemon, the gateway and
+// redis-server (restarting each), and SIGSTOPs a worker past its lease before SIGCONTing it.
+// Every run of an application leaves a marker line, so the test can tell which jobs ran twice.
+// It asserts that every accepted job ends terminal, none is lost, and a job ran twice only when
+// its worker was declared dead while running it (its history shows the requeue).
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "core/accounts.hpp"
+#include "core/redis.hpp"
+#include "tests/support/support.hpp"
+
+namespace descprod::test {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+constexpr int total_jobs = 2000;
+constexpr int batch = 50;
+constexpr auto lease_timeout = 1500ms;
+
+class cluster {
+ public:
+  cluster() : redis(true) {
+    markers = dir.file("markers");
+    fs::create_directories(markers);
+    fs::create_directories(dir.file("out"));
+    // Each run appends "<attempt> <worker pid>" to the job's marker file before doing its work.
+    const std::string mark = "echo \"$DESCPROD_ATTEMPT\" >> \"$0/m$DESCPROD_JOB_ID\"";
+    write_file(dir.file("apps.yaml"),
+               "apps:\n"
+               "  - name: instant\n"
+               "    command: [\"/bin/sh\", \"-c\", \"" + escape(mark) + "\", \"" + markers + "\"]\n"
+               "    args: []\n"
+               "  - name: nap\n"
+               "    command: [\"/bin/sh\", \"-c\", \"" + escape(mark + "; sleep 0.2") + "\", \"" + markers + "\"]\n"
+               "    args: []\n");
+    write_file(dir.file("descprod.yaml"),
+               "log_level: info\n"
+               "apps: " + dir.file("apps.yaml") + "\n"
+               "redis:\n  path: " + redis.socket_path() + "\n"
+               "gateway:\n  port: 0\n  daemon_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
+               "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") + "\n"
+               "  gateway_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
+               "  heartbeat_interval_ms: 200\n  lease_timeout_ms: " + std::to_string(lease_timeout.count()) + "\n"
+               "  reconcile_interval_ms: 1000\n"
+               "worker:\n  daemon_endpoint: ipc://" + dir.file("w.ipc") + "\n"
+               "  output_dir: " + dir.file("out") + "\n  status_poll_ms: 100\n  slots: 2\n");
+    start_daemon();
+    start_gateway();
+    for (int i = 0; i < 2; ++i) start_worker(i);
+    redis_sync r(redis.endpoint());
+    add_user(r, "descprod:", "alice", false);
+    token = issue_token(r, "descprod:", "alice");
+  }
+  ~cluster() {
+    for (auto& w : workers) if (w) { ::kill(w->pid(), SIGCONT); w->stop(10s); }
+    if (gateway) gateway->stop();
+    if (daemon) daemon->stop();
+    if (::testing::Test::HasFailure())
+      for (const char* f : {"daemon.log", "gateway.log", "worker0.log", "worker1.log"})
+        if (fs::exists(dir.file(f))) {
+          auto s = read_file(dir.file(f));
+          std::cerr << "---- " << f << " (tail)\n" << (s.size() > 6000 ? s.substr(s.size() - 6000) : s) << "\n";
+        }
+  }
+  static std::string escape(const std::string& s) {  // for a double-quoted YAML string
+    std::string out;
+    for (char c : s) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    return out;
+  }
+  std::vector<std::pair<std::string, std::string>> env() const {
+    return {{"PATH", std::string(DESCPROD_SOURCE_DIR) + "/apps:" + std::getenv("PATH")}};
+  }
+  std::string bin(const std::string& name) const { return std::string(DESCPROD_BIN_DIR) + "/" + name; }
+  void start_daemon() {
+    daemon = std::make_unique<process>(std::vector<std::string>{bin("descprod-daemon"), "--config", dir.file("descprod.yaml")},
+                                       env(), dir.file("daemon.log"));
+  }
+  void start_gateway() {
+    fs::remove(dir.file("gateway.port"));
+    gateway = std::make_unique<process>(
+        std::vector<std::string>{bin("descprod-gateway"), "--config", dir.file("descprod.yaml"), "--port-file",
+                                 dir.file("gateway.port")},
+        env(), dir.file("gateway.log"));
+    if (!wait_until([&] { return fs::exists(dir.file("gateway.port")) && fs::file_size(dir.file("gateway.port")) > 0; }, 20s))
+      throw std::runtime_error("gateway did not start");
+    port = std::stoi(read_file(dir.file("gateway.port")));
+  }
+  void start_worker(int i) {
+    if (workers.size() <= static_cast<std::size_t>(i)) workers.resize(i + 1);
+    workers[i] = std::make_unique<process>(
+        std::vector<std::string>{bin("descprod-worker"), "--config", dir.file("descprod.yaml"), "--id", "w" + std::to_string(i)},
+        env(), dir.file("worker" + std::to_string(i) + ".log"));
+  }
+  static void kill9(std::unique_ptr<process>& p) {
+    p->signal(SIGKILL);
+    p->wait_exit(10s);
+  }
+
+  temp_dir dir;
+  redis_server redis;
+  std::string markers;
+  std::unique_ptr<process> daemon, gateway;
+  std::vector<std::unique_ptr<process>> workers;
+  std::atomic<int> port{0};
+  std::string token;
+};
+
+TEST(Faults, EveryAcceptedJobEndsTerminalNoneLostRerunOnlyWhenItsWorkerDied) {
+  cluster c;
+  std::mutex mu;
+  std::set<long long> accepted;
+  std::atomic<bool> submitting{true};
+  std::atomic<int> rejected_503{0}, conn_errors{0};
+
+  // The submitter: bulk batches, retried until accepted, whatever is down at the moment.
+  std::thread submitter([&] {
+    auto deadline = steady::now() + 120s;
+    for (int sent = 0; sent < total_jobs && steady::now() < deadline;) {
+      std::string body = R"({"jobs":[)";
+      for (int i = 0; i < batch; ++i) {
+        int n = sent + i;
+        body += std::string(i ? "," : "") + R"({"jobtype":")" + (n % 2 ? "nap" : "instant") + R"(","config":"j)" +
+                std::to_string(n) + "\"}";
+      }
+      body += "]}";
+      try {
+        http_headers h{{"Authorization", "Bearer " + c.token}};
+        auto r = http_request("127.0.0.1", c.port.load(), "POST", "/api/jobs/bulk", body, h);
+        if (r.status == 201) {
+          auto j = r.json();
+          std::lock_guard<std::mutex> lock(mu);
+          for (const auto& v : j.as_object().at("ids").as_array()) accepted.insert(v.as_int64());
+          sent += batch;
+          // Paced so that submissions go on through every fault (40 batches over about 10 s).
+          std::this_thread::sleep_for(250ms);
+          continue;
+        }
+        if (r.status == 503) ++rejected_503;
+        else ADD_FAILURE() << "unexpected status " << r.status << ": " << r.body;
+      } catch (const std::exception&) {
+        ++conn_errors;  // the gateway is being restarted
+      }
+      std::this_thread::sleep_for(100ms);  // client back-off before retrying the same batch
+    }
+    submitting = false;
+  });
+
+  auto jobs_done_at_least = [&](int n) {
+    return wait_until([&] {
+      try {
+        redis_sync r(c.redis.endpoint());
+        auto v = r.exec({"GET", "descprod:next_job_id"});
+        return !v.is_nil() && v.as_integer() >= n;
+      } catch (...) {
+        return false;
+      }
+    }, 60s, 50ms);
+  };
+  std::vector<std::string> faults;
+  auto pause_between = [&] { std::this_thread::sleep_for(1500ms); };  // let work flow between faults
+
+  ASSERT_TRUE(jobs_done_at_least(100)) << "no jobs were created";
+  // 1. A worker dies mid-run and comes back.
+  cluster::kill9(c.workers[0]);
+  c.start_worker(0);
+  faults.push_back("kill -9 worker w0, restart");
+  pause_between();
+  // 2. The daemon dies and comes back: it rebuilds from Redis and the workers reconnect.
+  cluster::kill9(c.daemon);
+  c.start_daemon();
+  faults.push_back("kill -9 daemon, restart");
+  pause_between();
+  // 3. The gateway dies and comes back (on a new port).
+  cluster::kill9(c.gateway);
+  c.start_gateway();
+  faults.push_back("kill -9 gateway, restart");
+  pause_between();
+  // 4. Redis dies and comes back from its append-only file.
+  c.redis.kill9();
+  std::this_thread::sleep_for(500ms);
+  c.redis.start();
+  faults.push_back("kill -9 redis-server, restart (appendonly)");
+  pause_between();
+  // 5. A worker freezes past its lease, then thaws.
+  c.workers[1]->signal(SIGSTOP);
+  std::this_thread::sleep_for(lease_timeout + 1000ms);
+  c.workers[1]->signal(SIGCONT);
+  faults.push_back("SIGSTOP worker w1 past its lease, SIGCONT");
+
+  submitter.join();
+  ASSERT_EQ(static_cast<int>(accepted.size()), total_jobs) << "not every batch was accepted";
+
+  // Every job in Redis (accepted or not) must end terminal.
+  redis_sync r(c.redis.endpoint());
+  long long max_id = r.exec({"GET", "descprod:next_job_id"}).as_integer();
+  std::map<std::string, int> states;
+  auto count_states = [&] {
+    states.clear();
+    for (long long id = 1; id <= max_id; ++id) {
+      auto s = r.exec({"HGET", "descprod:job:" + std::to_string(id), "state"});
+      states[s.is_nil() ? "(missing)" : s.str]++;
+    }
+    int active = states["ready"] + states["dispatched"] + states["running"];
+    return active == 0;
+  };
+  bool all_terminal = wait_until(count_states, 180s, 500ms);
+  std::string summary;
+  for (const auto& [k, v] : states) summary += k + "=" + std::to_string(v) + " ";
+  ASSERT_TRUE(all_terminal) << "jobs still active: " << summary;
+
+  int done = 0, lost = 0, requeued = 0, twice = 0, twice_without_requeue = 0, never_ran = 0;
+  for (long long id : accepted) {
+    auto key = "descprod:job:" + std::to_string(id);
+    auto state = r.exec({"HGET", key, "state"}).str;
+    if (state == "done") ++done;
+    if (state == "lost") ++lost;
+    auto events = r.exec({"XRANGE", key + ":events", "-", "+"});
+    bool was_requeued_from_running = false;
+    for (const auto& e : events.elements) {
+      const auto& f = e.elements[1].elements;
+      std::map<std::string, std::string> m;
+      for (std::size_t i = 0; i + 1 < f.size(); i += 2) m[f[i].str] = f[i + 1].str;
+      // Requeued: its worker was declared lost (or the daemon restarted without it coming back).
+      if (m["type"] == "requeue") was_requeued_from_running = true;
+    }
+    if (was_requeued_from_running) ++requeued;
+    auto marker = c.markers + "/m" + std::to_string(id);
+    int runs = 0;
+    if (fs::exists(marker)) {
+      auto text = read_file(marker);
+      for (char ch : text) runs += ch == '\n';
+    }
+    if (runs == 0) ++never_ran;
+    if (runs > 1) {
+      ++twice;
+      if (!was_requeued_from_running) {
+        ++twice_without_requeue;
+        ADD_FAILURE() << "job " << id << " ran " << runs << " times without its worker being declared lost";
+      }
+    }
+  }
+  std::printf("\n[ faults   ] %-44s\n", "fault table");
+  for (const auto& f : faults) std::printf("[ faults   ]   %s\n", f.c_str());
+  std::printf("[ faults   ] %-22s %6s %6s %9s %10s %5s\n", "faults injected", "jobs", "done", "requeued", "run twice", "lost");
+  std::printf("[ faults   ] %-22zu %6zu %6d %9d %10d %5d\n", faults.size(), accepted.size(), done, requeued, twice, lost);
+  std::printf("[ faults   ] submit retries: %d answered 503, %d connection errors\n\n", rejected_503.load(),
+              conn_errors.load());
+  EXPECT_EQ(lost, 0);
+  EXPECT_EQ(done, total_jobs) << summary;
+  EXPECT_EQ(never_ran, 0);
+  EXPECT_EQ(twice_without_requeue, 0);
+}
+
+}  // namespace
+}  // namespace descprod::test
