@@ -1,6 +1,7 @@
 // End-to-end tests of the spine: the real descprod-daemon, descprod-gateway and descprod-worker
 // binaries, a real redis-server, real application processes, driven over HTTP as a user would.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -38,6 +39,14 @@ class service {
                "    args: []\n"
                "  - name: fail\n"
                "    command: [\"/bin/sh\", \"-c\", \"echo 'it broke' > current-status.txt; exit 3\"]\n"
+               "    args: []\n"
+               "  - name: slow\n"
+               "    command: [\"/bin/sh\", \"-c\", \"echo 'still going' > current-status.txt; exec sleep 30\"]\n"
+               "    args: []\n"
+               "    time_limit_s: 1\n"
+               "  - name: nap\n"
+               "    command: [\"/bin/sh\", \"-c\", \"echo \\\"$DESCPROD_ATTEMPT\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"; sleep 2; echo rested > current-status.txt\", \"" +
+                   markers + "\"]\n"
                "    args: []\n");
     write_file(dir.file("descprod.yaml"),
                "log_level: info\n"
@@ -48,7 +57,7 @@ class service {
                "  gateway_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
                "  heartbeat_interval_ms: 200\n  lease_timeout_ms: 3000\n"
                "worker:\n  daemon_endpoint: ipc://" + dir.file("w.ipc") + "\n"
-               "  output_dir: " + out_dir + "\n  status_poll_ms: 100\n");
+               "  output_dir: " + out_dir + "\n  status_poll_ms: 100\n  drain_grace_s: 0.5\n  kill_grace_s: 1\n");
     std::string path = std::string(DESCPROD_SOURCE_DIR) + "/apps:" + std::getenv("PATH");
     std::vector<std::pair<std::string, std::string>> env{{"PATH", path}};
     std::string bin = DESCPROD_BIN_DIR;
@@ -170,6 +179,43 @@ TEST(Spine, FailingApplicationIsFailedWithItsMessageAndStatus) {
   EXPECT_EQ(j.at("state").as_string(), "failed");
   EXPECT_EQ(j.at("progress").as_string(), "Failed. it broke");
   EXPECT_EQ(j.at("return_status").as_int64(), 3);
+}
+
+TEST(Spine, TimeLimitKillsTheJobWithStatus124AndStateTimeout) {
+  service s;
+  auto t0 = std::chrono::steady_clock::now();
+  long long id = submit(s, R"({"jobtype":"slow","config":"x"})");
+  ASSERT_TRUE(wait_until([&] { return s.terminal(s.state(id)); }, 20s)) << s.state(id);
+  auto j = s.job(id);
+  EXPECT_EQ(j.at("state").as_string(), "timeout");
+  EXPECT_EQ(j.at("return_status").as_int64(), 124);
+  EXPECT_EQ(j.at("progress").as_string(), "Timeout. still going");
+  // Killed at its 1 s limit, long before the 30 s sleep would have ended.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 15s);
+}
+
+TEST(Spine, DrainingWorkerHandsBackItsJobWhichFinishesElsewhereWithoutUsingAnAttempt) {
+  service s(1);
+  long long id = submit(s, R"({"jobtype":"nap","config":"x"})");
+  ASSERT_TRUE(wait_until([&] { return s.state(id) == "running"; }, 20s)) << s.state(id);
+  // A second worker joins; then the first is told to stop (as Slurm does before the walltime).
+  std::string bin = DESCPROD_BIN_DIR;
+  std::vector<std::pair<std::string, std::string>> env{{"PATH", std::string(DESCPROD_SOURCE_DIR) + "/apps:" + std::getenv("PATH")}};
+  s.worker_procs.push_back(std::make_unique<process>(
+      std::vector<std::string>{bin + "/descprod-worker", "--config", s.dir.file("descprod.yaml"), "--id", "late"},
+      env, s.dir.file("worker-late.log")));
+  s.worker_procs[0]->signal(SIGTERM);
+  auto rc = s.worker_procs[0]->wait_exit(20s);
+  ASSERT_TRUE(rc.has_value()) << "the draining worker did not exit";
+  EXPECT_EQ(*rc, 0);
+  ASSERT_TRUE(wait_until([&] { return s.terminal(s.state(id)); }, 30s)) << s.state(id);
+  auto j = s.job(id);
+  EXPECT_EQ(j.at("state").as_string(), "done");
+  EXPECT_EQ(j.at("worker").as_string(), "late");
+  EXPECT_EQ(j.at("attempt").as_int64(), 2);       // a new attempt number for the new run ...
+  EXPECT_EQ(j.at("max_attempts").as_int64(), 4);  // ... that did not use one up
+  EXPECT_EQ(read_file(s.markers + "/m" + std::to_string(id)), "1\n2\n");
+  EXPECT_NE(read_file(s.dir.file("worker0.log")).find("drain complete"), std::string::npos);
 }
 
 TEST(Spine, ThousandBulkJobsAllReachDoneNoneLostNoneRunTwice) {
