@@ -115,8 +115,8 @@ net::awaitable<void> queue_daemon::run() {
   log::info("daemon listening workers={} gateways={}", cfg_.daemon.worker_endpoint, cfg_.daemon.gateway_endpoint);
   co_await connect_redis();
   co_await rebuild();
-  spawn(worker_loop(), "worker_loop");
-  spawn(gateway_loop(), "gateway_loop");
+  spawn(receive_loop(workers_sock_.get(), true), "worker_loop");
+  spawn(receive_loop(gateways_sock_.get(), false), "gateway_loop");
   spawn(outbox_loop(), "outbox");
   co_await cron();
 }
@@ -168,11 +168,14 @@ net::awaitable<void> queue_daemon::reconcile() {
   }
 }
 
-net::awaitable<void> queue_daemon::worker_loop() {
+net::awaitable<void> queue_daemon::receive_loop(zmq_socket* sock, bool from_workers) {
+  // One loop per ROUTER socket: [routing][command][json] in, checked, handed to its handler. A
+  // malformed message or one its handler refuses is logged with the peer's id and dropped.
+  const char* peer_kind = from_workers ? "worker" : "gateway";
   while (!stopping_) {
     std::vector<zmq::message_t> frames;
     try {
-      frames = co_await workers_sock_->async_recv();
+      frames = co_await sock->async_recv();
     } catch (const boost::system::system_error&) {
       if (stopping_) co_return;
       continue;
@@ -183,41 +186,15 @@ net::awaitable<void> queue_daemon::worker_loop() {
     auto msg = protocol::decode(frames, 1, why);
     if (!msg) {
       ++stats_.malformed;
-      log::warn("malformed worker message dropped peer={} reason={}", hex_id(routing), why);
+      log::warn("malformed {} message dropped peer={} reason={}", peer_kind, hex_id(routing), why);
       continue;
     }
     try {
-      on_worker_message(routing, std::move(*msg));
+      if (from_workers) on_worker_message(routing, std::move(*msg));
+      else on_gateway_message(routing, std::move(*msg));
     } catch (const std::exception& e) {
       ++stats_.malformed;
-      log::warn("worker message failed peer={} error={}", hex_id(routing), e.what());
-    }
-  }
-}
-
-net::awaitable<void> queue_daemon::gateway_loop() {
-  while (!stopping_) {
-    std::vector<zmq::message_t> frames;
-    try {
-      frames = co_await gateways_sock_->async_recv();
-    } catch (const boost::system::system_error&) {
-      if (stopping_) co_return;
-      continue;
-    }
-    if (frames.empty()) continue;
-    std::string routing = frames[0].to_string();
-    std::string why;
-    auto msg = protocol::decode(frames, 1, why);
-    if (!msg) {
-      ++stats_.malformed;
-      log::warn("malformed gateway message dropped peer={} reason={}", hex_id(routing), why);
-      continue;
-    }
-    try {
-      on_gateway_message(routing, std::move(*msg));
-    } catch (const std::exception& e) {
-      ++stats_.malformed;
-      log::warn("gateway message failed peer={} error={}", hex_id(routing), e.what());
+      log::warn("{} message failed peer={} error={}", peer_kind, hex_id(routing), e.what());
     }
   }
 }

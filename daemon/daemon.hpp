@@ -84,8 +84,7 @@ class queue_daemon {
 
   net::awaitable<void> connect_redis();
   net::awaitable<void> rebuild();
-  net::awaitable<void> worker_loop();
-  net::awaitable<void> gateway_loop();
+  net::awaitable<void> receive_loop(zmq_socket* sock, bool from_workers);
   net::awaitable<void> cron();
   net::awaitable<void> reconcile();
 

@@ -12,7 +12,7 @@
 
 #include "core/accounts.hpp"
 #include "core/redis.hpp"
-#include "tests/support/support.hpp"
+#include "tests/support/service.hpp"
 
 namespace descprod::test {
 namespace {
@@ -20,117 +20,27 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-// A whole service on this machine: Redis, daemon, gateway and `workers` workers, with users
-// alice and bob (tokens in alice_token/bob_token).
-class service {
- public:
-  explicit service(int workers = 1, int slots = 2) {
-    out_dir = dir.file("out");
-    markers = dir.file("markers");
-    fs::create_directories(out_dir);
-    fs::create_directories(markers);
-    write_file(dir.file("apps.yaml"),
-               "apps:\n"
-               "  - name: mysleep\n"
-               "    pattern: \"^[0-9]{1,6}$\"\n"
-               "  - name: marker\n"
-               "    command: [\"/bin/sh\", \"-c\", \"echo \\\"$DESCPROD_ATTEMPT\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"\", \"" +
-                   markers + "\"]\n"
-               "    args: []\n"
-               "  - name: fail\n"
-               "    command: [\"/bin/sh\", \"-c\", \"echo 'it broke' > current-status.txt; exit 3\"]\n"
-               "    args: []\n"
-               "  - name: slow\n"
-               "    command: [\"/bin/sh\", \"-c\", \"echo 'still going' > current-status.txt; exec sleep 30\"]\n"
-               "    args: []\n"
-               "    time_limit_s: 1\n"
-               "  - name: nap\n"
-               "    command: [\"/bin/sh\", \"-c\", \"echo \\\"$DESCPROD_ATTEMPT\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"; sleep 2; echo rested > current-status.txt\", \"" +
-                   markers + "\"]\n"
-               "    args: []\n");
-    write_file(dir.file("descprod.yaml"),
-               "log_level: info\n"
-               "apps: " + dir.file("apps.yaml") + "\n"
-               "redis:\n  path: " + redis.socket_path() + "\n"
-               "gateway:\n  port: 0\n  daemon_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
-               "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") + "\n"
-               "  gateway_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
-               "  heartbeat_interval_ms: 200\n  lease_timeout_ms: 3000\n"
-               "worker:\n  daemon_endpoint: ipc://" + dir.file("w.ipc") + "\n"
-               "  output_dir: " + out_dir + "\n  status_poll_ms: 100\n  drain_grace_s: 0.5\n  kill_grace_s: 1\n");
-    std::string path = std::string(DESCPROD_SOURCE_DIR) + "/apps:" + std::getenv("PATH");
-    std::vector<std::pair<std::string, std::string>> env{{"PATH", path}};
-    std::string bin = DESCPROD_BIN_DIR;
-    daemon = std::make_unique<process>(std::vector<std::string>{bin + "/descprod-daemon", "--config", dir.file("descprod.yaml")},
-                                       env, dir.file("daemon.log"));
-    gateway = std::make_unique<process>(
-        std::vector<std::string>{bin + "/descprod-gateway", "--config", dir.file("descprod.yaml"), "--port-file",
-                                 dir.file("gateway.port")},
-        env, dir.file("gateway.log"));
-    for (int i = 0; i < workers; ++i)
-      worker_procs.push_back(std::make_unique<process>(
-          std::vector<std::string>{bin + "/descprod-worker", "--config", dir.file("descprod.yaml"), "--id",
-                                   "w" + std::to_string(i), "--slots", std::to_string(slots)},
-          env, dir.file("worker" + std::to_string(i) + ".log")));
-    if (!wait_until([&] { return fs::exists(dir.file("gateway.port")) && fs::file_size(dir.file("gateway.port")) > 0; }, 20s))
-      throw std::runtime_error("gateway did not write its port: " + read_file(dir.file("gateway.log")));
-    port = std::stoi(read_file(dir.file("gateway.port")));
-    redis_sync r(redis.endpoint());
-    add_user(r, "descprod:", "alice", false);
-    add_user(r, "descprod:", "bob", false);
-    alice_token = issue_token(r, "descprod:", "alice");
-    bob_token = issue_token(r, "descprod:", "bob");
-  }
-  ~service() {
-    // Stop by PID, workers first; print logs of a failed test for diagnosis.
-    for (auto& w : worker_procs) w->stop(10s);
-    if (gateway) gateway->stop();
-    if (daemon) daemon->stop();
-    if (::testing::Test::HasFailure()) {
-      for (const char* f : {"daemon.log", "gateway.log", "worker0.log"})
-        if (fs::exists(dir.file(f))) std::cerr << "---- " << f << " (tail)\n" << tail(read_file(dir.file(f))) << "\n";
-    }
-  }
-  static std::string tail(const std::string& s) { return s.size() > 4000 ? s.substr(s.size() - 4000) : s; }
-
-  http_response call(const std::string& method, const std::string& target, const std::string& body = "",
-                     const std::string& token = "") {
-    http_headers h;
-    h.emplace_back("Authorization", "Bearer " + (token.empty() ? alice_token : token));
-    return http_request("127.0.0.1", port, method, target, body, h);
-  }
-  boost::json::object job(long long id, const std::string& token = "") {
-    auto r = call("GET", "/api/jobs/" + std::to_string(id), "", token);
-    if (r.status != 200) return {};
-    return r.json().as_object();
-  }
-  std::string state(long long id) {
-    auto j = job(id);
-    auto it = j.find("state");
-    return it == j.end() ? "" : std::string(it->value().as_string());
-  }
-  bool terminal(const std::string& s) {
-    return s == "done" || s == "failed" || s == "timeout" || s == "killed" || s == "cancelled" || s == "lost";
-  }
-
-  temp_dir dir;
-  redis_server redis;
-  std::string out_dir, markers;
-  std::unique_ptr<process> daemon, gateway;
-  std::vector<std::unique_ptr<process>> worker_procs;
-  int port = 0;
-  std::string alice_token, bob_token;
-};
-
-long long submit(service& s, const std::string& body, const std::string& token = "") {
-  auto r = s.call("POST", "/api/jobs", body, token);
-  EXPECT_EQ(r.status, 201) << r.body;
-  if (r.status != 201) return -1;
-  return r.json().as_object().at("id").as_int64();
+service_options spine_options(int workers = 1, int slots = 2) {
+  service_options o;
+  o.workers = workers;
+  o.slots = slots;
+  o.apps =
+      "  - name: slow\n"
+      "    command: [\"/bin/sh\", \"-c\", \"echo 'still going' > current-status.txt; exec sleep 30\"]\n"
+      "    args: []\n"
+      "    time_limit_s: 1\n"
+      "  - name: nap\n"
+      "    command: [\"/bin/sh\", \"-c\", \"echo \\\"$DESCPROD_ATTEMPT\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"; sleep 2; "
+      "echo rested > current-status.txt\", \"{markers}\"]\n"
+      "    args: []\n";
+  o.worker_extra = "  drain_grace_s: 0.5\n  kill_grace_s: 1\n";
+  return o;
 }
 
+long long submit(service& s, const std::string& body, const std::string& token = "") { return s.submit(body, token); }
+
 TEST(Spine, SubmittedJobRunsToDoneAndRedisHoldsTheSameRecord) {
-  service s;
+  service s(spine_options());
   long long id = submit(s, R"({"jobtype":"mysleep","config":"1","howfig":""})");
   ASSERT_GT(id, 0);
   ASSERT_TRUE(wait_until([&] { return s.terminal(s.state(id)); }, 30s)) << "state " << s.state(id);
@@ -172,7 +82,7 @@ TEST(Spine, SubmittedJobRunsToDoneAndRedisHoldsTheSameRecord) {
 }
 
 TEST(Spine, FailingApplicationIsFailedWithItsMessageAndStatus) {
-  service s;
+  service s(spine_options());
   long long id = submit(s, R"({"jobtype":"fail","config":"x"})");
   ASSERT_TRUE(wait_until([&] { return s.terminal(s.state(id)); }, 30s));
   auto j = s.job(id);
@@ -182,7 +92,7 @@ TEST(Spine, FailingApplicationIsFailedWithItsMessageAndStatus) {
 }
 
 TEST(Spine, TimeLimitKillsTheJobWithStatus124AndStateTimeout) {
-  service s;
+  service s(spine_options());
   auto t0 = std::chrono::steady_clock::now();
   long long id = submit(s, R"({"jobtype":"slow","config":"x"})");
   ASSERT_TRUE(wait_until([&] { return s.terminal(s.state(id)); }, 20s)) << s.state(id);
@@ -195,17 +105,13 @@ TEST(Spine, TimeLimitKillsTheJobWithStatus124AndStateTimeout) {
 }
 
 TEST(Spine, DrainingWorkerHandsBackItsJobWhichFinishesElsewhereWithoutUsingAnAttempt) {
-  service s(1);
+  service s(spine_options(1));
   long long id = submit(s, R"({"jobtype":"nap","config":"x"})");
   ASSERT_TRUE(wait_until([&] { return s.state(id) == "running"; }, 20s)) << s.state(id);
   // A second worker joins; then the first is told to stop (as Slurm does before the walltime).
-  std::string bin = DESCPROD_BIN_DIR;
-  std::vector<std::pair<std::string, std::string>> env{{"PATH", std::string(DESCPROD_SOURCE_DIR) + "/apps:" + std::getenv("PATH")}};
-  s.worker_procs.push_back(std::make_unique<process>(
-      std::vector<std::string>{bin + "/descprod-worker", "--config", s.dir.file("descprod.yaml"), "--id", "late"},
-      env, s.dir.file("worker-late.log")));
-  s.worker_procs[0]->signal(SIGTERM);
-  auto rc = s.worker_procs[0]->wait_exit(20s);
+  s.start_worker(1, "late");
+  s.workers[0]->signal(SIGTERM);
+  auto rc = s.workers[0]->wait_exit(20s);
   ASSERT_TRUE(rc.has_value()) << "the draining worker did not exit";
   EXPECT_EQ(*rc, 0);
   ASSERT_TRUE(wait_until([&] { return s.terminal(s.state(id)); }, 30s)) << s.state(id);
@@ -214,12 +120,12 @@ TEST(Spine, DrainingWorkerHandsBackItsJobWhichFinishesElsewhereWithoutUsingAnAtt
   EXPECT_EQ(j.at("worker").as_string(), "late");
   EXPECT_EQ(j.at("attempt").as_int64(), 2);       // a new attempt number for the new run ...
   EXPECT_EQ(j.at("max_attempts").as_int64(), 4);  // ... that did not use one up
-  EXPECT_EQ(read_file(s.markers + "/m" + std::to_string(id)), "1\n2\n");
-  EXPECT_NE(read_file(s.dir.file("worker0.log")).find("drain complete"), std::string::npos);
+  EXPECT_EQ(s.marker(id), "1\n2\n");
+  EXPECT_NE(read_file(s.dir.file("worker-w0.log")).find("drain complete"), std::string::npos);
 }
 
 TEST(Spine, ThousandBulkJobsAllReachDoneNoneLostNoneRunTwice) {
-  service s(2, 2);
+  service s(spine_options(2, 2));
   std::string body = R"({"jobs":[)";
   const int n = 1000;
   for (int i = 0; i < n; ++i) body += std::string(i ? "," : "") + R"({"jobtype":"marker","config":"c)" + std::to_string(i) + "\"}";
@@ -261,7 +167,7 @@ TEST(Spine, ThousandBulkJobsAllReachDoneNoneLostNoneRunTwice) {
 }
 
 TEST(Spine, UserSeesOnlyTheirOwnJobs) {
-  service s(0);
+  service s(spine_options(0));
   long long id = submit(s, R"({"jobtype":"mysleep","config":"1"})");
   ASSERT_GT(id, 0);
   auto as_bob = s.call("GET", "/api/jobs/" + std::to_string(id), "", s.bob_token);
@@ -279,8 +185,8 @@ TEST(Spine, UserSeesOnlyTheirOwnJobs) {
 }
 
 TEST(Spine, BadRequestsGetClearErrorsAndCreateNothing) {
-  service s(0);
-  auto no_token = http_request("127.0.0.1", s.port, "GET", "/api/jobs");
+  service s(spine_options(0));
+  auto no_token = http_request("127.0.0.1", s.port(), "GET", "/api/jobs");
   EXPECT_EQ(no_token.status, 401);
   EXPECT_EQ(s.call("GET", "/api/jobs", "", "dp_not-a-real-token").status, 401);
   struct bad { std::string body; int status; std::string detail_has; };
@@ -310,7 +216,7 @@ TEST(Spine, BadRequestsGetClearErrorsAndCreateNothing) {
   redis_sync rs(s.redis.endpoint());
   EXPECT_TRUE(rs.exec({"GET", "descprod:next_job_id"}).is_nil());
   // The gateway is still up.
-  EXPECT_EQ(http_request("127.0.0.1", s.port, "GET", "/healthz").status, 200);
+  EXPECT_EQ(http_request("127.0.0.1", s.port(), "GET", "/healthz").status, 200);
 }
 
 }  // namespace

@@ -19,7 +19,7 @@
 
 #include "core/accounts.hpp"
 #include "core/redis.hpp"
-#include "tests/support/support.hpp"
+#include "tests/support/service.hpp"
 
 namespace descprod::test {
 namespace {
@@ -32,99 +32,27 @@ constexpr int total_jobs = 2000;
 constexpr int batch = 50;
 constexpr auto lease_timeout = 1500ms;
 
-class cluster {
- public:
-  cluster() : redis(true) {
-    markers = dir.file("markers");
-    fs::create_directories(markers);
-    fs::create_directories(dir.file("out"));
-    // Each run appends "<attempt> <worker pid>" to the job's marker file before doing its work.
-    const std::string mark = "echo \"$DESCPROD_ATTEMPT\" >> \"$0/m$DESCPROD_JOB_ID\"";
-    write_file(dir.file("apps.yaml"),
-               "apps:\n"
-               "  - name: instant\n"
-               "    command: [\"/bin/sh\", \"-c\", \"" + escape(mark) + "\", \"" + markers + "\"]\n"
-               "    args: []\n"
-               "  - name: nap\n"
-               "    command: [\"/bin/sh\", \"-c\", \"" + escape(mark + "; sleep 0.2") + "\", \"" + markers + "\"]\n"
-               "    args: []\n");
-    write_file(dir.file("descprod.yaml"),
-               "log_level: info\n"
-               "apps: " + dir.file("apps.yaml") + "\n"
-               "redis:\n  path: " + redis.socket_path() + "\n"
-               "gateway:\n  port: 0\n  daemon_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
-               "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") + "\n"
-               "  gateway_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
-               "  heartbeat_interval_ms: 200\n  lease_timeout_ms: " + std::to_string(lease_timeout.count()) + "\n"
-               "  reconcile_interval_ms: 1000\n"
-               "worker:\n  daemon_endpoint: ipc://" + dir.file("w.ipc") + "\n"
-               "  output_dir: " + dir.file("out") + "\n  status_poll_ms: 100\n  slots: 2\n");
-    start_daemon();
-    start_gateway();
-    for (int i = 0; i < 2; ++i) start_worker(i);
-    redis_sync r(redis.endpoint());
-    add_user(r, "descprod:", "alice", false);
-    token = issue_token(r, "descprod:", "alice");
-  }
-  ~cluster() {
-    for (auto& w : workers) if (w) { ::kill(w->pid(), SIGCONT); w->stop(10s); }
-    if (gateway) gateway->stop();
-    if (daemon) daemon->stop();
-    if (::testing::Test::HasFailure())
-      for (const char* f : {"daemon.log", "gateway.log", "worker0.log", "worker1.log"})
-        if (fs::exists(dir.file(f))) {
-          auto s = read_file(dir.file(f));
-          std::cerr << "---- " << f << " (tail)\n" << (s.size() > 6000 ? s.substr(s.size() - 6000) : s) << "\n";
-        }
-  }
-  static std::string escape(const std::string& s) {  // for a double-quoted YAML string
-    std::string out;
-    for (char c : s) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    return out;
-  }
-  std::vector<std::pair<std::string, std::string>> env() const {
-    return {{"PATH", std::string(DESCPROD_SOURCE_DIR) + "/apps:" + std::getenv("PATH")}};
-  }
-  std::string bin(const std::string& name) const { return std::string(DESCPROD_BIN_DIR) + "/" + name; }
-  void start_daemon() {
-    daemon = std::make_unique<process>(std::vector<std::string>{bin("descprod-daemon"), "--config", dir.file("descprod.yaml")},
-                                       env(), dir.file("daemon.log"));
-  }
-  void start_gateway() {
-    fs::remove(dir.file("gateway.port"));
-    gateway = std::make_unique<process>(
-        std::vector<std::string>{bin("descprod-gateway"), "--config", dir.file("descprod.yaml"), "--port-file",
-                                 dir.file("gateway.port")},
-        env(), dir.file("gateway.log"));
-    if (!wait_until([&] { return fs::exists(dir.file("gateway.port")) && fs::file_size(dir.file("gateway.port")) > 0; }, 20s))
-      throw std::runtime_error("gateway did not start");
-    port = std::stoi(read_file(dir.file("gateway.port")));
-  }
-  void start_worker(int i) {
-    if (workers.size() <= static_cast<std::size_t>(i)) workers.resize(i + 1);
-    workers[i] = std::make_unique<process>(
-        std::vector<std::string>{bin("descprod-worker"), "--config", dir.file("descprod.yaml"), "--id", "w" + std::to_string(i)},
-        env(), dir.file("worker" + std::to_string(i) + ".log"));
-  }
-  static void kill9(std::unique_ptr<process>& p) {
-    p->signal(SIGKILL);
-    p->wait_exit(10s);
-  }
-
-  temp_dir dir;
-  redis_server redis;
-  std::string markers;
-  std::unique_ptr<process> daemon, gateway;
-  std::vector<std::unique_ptr<process>> workers;
-  std::atomic<int> port{0};
-  std::string token;
-};
+service_options fault_options() {
+  service_options o;
+  o.workers = 2;
+  o.slots = 2;
+  o.redis_appendonly = true;
+  o.heartbeat_ms = 200;
+  o.lease_timeout_ms = static_cast<int>(lease_timeout.count());
+  o.reconcile_ms = 1000;
+  // Each run appends its attempt to the job's marker file before doing its work.
+  o.apps =
+      "  - name: instant\n"
+      "    command: [\"/bin/sh\", \"-c\", \"echo \\\"$DESCPROD_ATTEMPT\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"\", \"{markers}\"]\n"
+      "    args: []\n"
+      "  - name: nap\n"
+      "    command: [\"/bin/sh\", \"-c\", \"echo \\\"$DESCPROD_ATTEMPT\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"; sleep 0.2\", \"{markers}\"]\n"
+      "    args: []\n";
+  return o;
+}
 
 TEST(Faults, EveryAcceptedJobEndsTerminalNoneLostRerunOnlyWhenItsWorkerDied) {
-  cluster c;
+  service c(fault_options());
   std::mutex mu;
   std::set<long long> accepted;
   std::atomic<bool> submitting{true};
@@ -142,8 +70,7 @@ TEST(Faults, EveryAcceptedJobEndsTerminalNoneLostRerunOnlyWhenItsWorkerDied) {
       }
       body += "]}";
       try {
-        http_headers h{{"Authorization", "Bearer " + c.token}};
-        auto r = http_request("127.0.0.1", c.port.load(), "POST", "/api/jobs/bulk", body, h);
+        auto r = c.call("POST", "/api/jobs/bulk", body);
         if (r.status == 201) {
           auto j = r.json();
           std::lock_guard<std::mutex> lock(mu);
@@ -179,17 +106,17 @@ TEST(Faults, EveryAcceptedJobEndsTerminalNoneLostRerunOnlyWhenItsWorkerDied) {
 
   ASSERT_TRUE(jobs_done_at_least(100)) << "no jobs were created";
   // 1. A worker dies mid-run and comes back.
-  cluster::kill9(c.workers[0]);
+  service::kill9(c.workers[0]);
   c.start_worker(0);
   faults.push_back("kill -9 worker w0, restart");
   pause_between();
   // 2. The daemon dies and comes back: it rebuilds from Redis and the workers reconnect.
-  cluster::kill9(c.daemon);
+  service::kill9(c.daemon);
   c.start_daemon();
   faults.push_back("kill -9 daemon, restart");
   pause_between();
   // 3. The gateway dies and comes back (on a new port).
-  cluster::kill9(c.gateway);
+  service::kill9(c.gateway);
   c.start_gateway();
   faults.push_back("kill -9 gateway, restart");
   pause_between();

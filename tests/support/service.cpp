@@ -1,0 +1,150 @@
+// The end-to-end service fixture (see service.hpp).
+#include "tests/support/service.hpp"
+
+#include <filesystem>
+#include <iostream>
+
+#include <signal.h>
+
+#include "core/accounts.hpp"
+
+namespace descprod::test {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+service::service(service_options o) : opts(std::move(o)), redis(opts.redis_appendonly) {
+  out_dir = dir.file("out");
+  markers = dir.file("markers");
+  config_file = dir.file("descprod.yaml");
+  fs::create_directories(out_dir);
+  fs::create_directories(markers);
+  std::string extra_apps = opts.apps;
+  for (auto pos = extra_apps.find("{markers}"); pos != std::string::npos; pos = extra_apps.find("{markers}", pos))
+    extra_apps.replace(pos, 9, markers);
+  write_file(dir.file("apps.yaml"),
+             "apps:\n"
+             "  - name: mysleep\n"
+             "    pattern: \"^[0-9]{1,6}$\"\n"
+             "  - name: marker\n"
+             "    command: [\"/bin/sh\", \"-c\", \"echo \\\"$DESCPROD_ATTEMPT\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"\", \"" +
+                 markers + "\"]\n"
+             "    args: []\n"
+             "  - name: fail\n"
+             "    command: [\"/bin/sh\", \"-c\", \"echo 'it broke' > current-status.txt; exit 3\"]\n"
+             "    args: []\n" +
+                 extra_apps);
+  write_file(config_file,
+             "log_level: info\n"
+             "apps: " + dir.file("apps.yaml") + "\n"
+             "redis:\n  path: " + redis.socket_path() + "\n"
+             "gateway:\n  port: 0\n  daemon_endpoint: ipc://" + dir.file("gw.ipc") + "\n" + opts.gateway_extra +
+             "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") + "\n"
+             "  gateway_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
+             "  heartbeat_interval_ms: " + std::to_string(opts.heartbeat_ms) + "\n"
+             "  lease_timeout_ms: " + std::to_string(opts.lease_timeout_ms) + "\n"
+             "  reconcile_interval_ms: " + std::to_string(opts.reconcile_ms) + "\n"
+             "worker:\n  daemon_endpoint: ipc://" + dir.file("w.ipc") + "\n"
+             "  output_dir: " + out_dir + "\n  status_poll_ms: 100\n  slots: " + std::to_string(opts.slots) + "\n" +
+             opts.worker_extra);
+  start_daemon();
+  start_gateway();
+  for (int i = 0; i < opts.workers; ++i) start_worker(i);
+  redis_sync r(redis.endpoint());
+  add_user(r, "descprod:", "alice", false);
+  add_user(r, "descprod:", "bob", false);
+  alice_token = issue_token(r, "descprod:", "alice");
+  bob_token = issue_token(r, "descprod:", "bob");
+}
+
+service::~service() {
+  // Workers first (they report what they ran), then gateway and daemon; Redis last (its own
+  // destructor). A worker left stopped by a test is continued so it can exit.
+  for (auto& w : workers)
+    if (w) {
+      w->signal(SIGCONT);
+      w->stop(10s);
+    }
+  if (gateway) gateway->stop();
+  if (daemon) daemon->stop();
+  if (::testing::Test::HasFailure()) {
+    for (const auto& entry : fs::directory_iterator(dir.path())) {
+      if (entry.path().extension() != ".log") continue;
+      auto s = read_file(entry.path().string());
+      std::cerr << "---- " << entry.path().filename().string() << " (tail)\n"
+                << (s.size() > 4000 ? s.substr(s.size() - 4000) : s) << "\n";
+    }
+  }
+}
+
+std::string service::bin(const std::string& name) const { return std::string(DESCPROD_BIN_DIR) + "/" + name; }
+
+std::vector<std::pair<std::string, std::string>> service::env() const {
+  return {{"PATH", std::string(DESCPROD_SOURCE_DIR) + "/apps:" + DESCPROD_BIN_DIR + ":" + std::getenv("PATH")}};
+}
+
+void service::start_daemon() {
+  daemon = std::make_unique<process>(std::vector<std::string>{bin("descprod-daemon"), "--config", config_file}, env(),
+                                     dir.file("daemon.log"));
+}
+
+void service::start_gateway() {
+  auto port_file = dir.file("gateway.port");
+  fs::remove(port_file);
+  gateway = std::make_unique<process>(
+      std::vector<std::string>{bin("descprod-gateway"), "--config", config_file, "--port-file", port_file}, env(),
+      dir.file("gateway.log"));
+  if (!wait_until([&] { return fs::exists(port_file) && fs::file_size(port_file) > 0; }, 20s))
+    throw std::runtime_error("the gateway did not write its port: " + read_file(dir.file("gateway.log")));
+  port_ = std::stoi(read_file(port_file));
+}
+
+void service::start_worker(int i, const std::string& id) {
+  if (workers.size() <= static_cast<std::size_t>(i)) workers.resize(i + 1);
+  std::string wid = id.empty() ? "w" + std::to_string(i) : id;
+  workers[i] = std::make_unique<process>(
+      std::vector<std::string>{bin("descprod-worker"), "--config", config_file, "--id", wid}, env(),
+      dir.file("worker-" + wid + ".log"));
+}
+
+void service::kill9(std::unique_ptr<process>& p) {
+  p->signal(SIGKILL);
+  p->wait_exit(10s);
+}
+
+http_response service::call(const std::string& method, const std::string& target, const std::string& body,
+                            const std::string& token) {
+  http_headers h;
+  h.emplace_back("Authorization", "Bearer " + (token.empty() ? alice_token : token));
+  return http_request("127.0.0.1", port_, method, target, body, h);
+}
+
+boost::json::object service::job(long long id, const std::string& token) {
+  auto r = call("GET", "/api/jobs/" + std::to_string(id), "", token);
+  if (r.status != 200) return {};
+  return r.json().as_object();
+}
+
+std::string service::state(long long id, const std::string& token) {
+  auto j = job(id, token);
+  auto it = j.find("state");
+  return it == j.end() ? "" : std::string(it->value().as_string());
+}
+
+bool service::terminal(const std::string& s) {
+  return s == "done" || s == "failed" || s == "timeout" || s == "killed" || s == "cancelled" || s == "lost";
+}
+
+long long service::submit(const std::string& body, const std::string& token) {
+  auto r = call("POST", "/api/jobs", body, token);
+  EXPECT_EQ(r.status, 201) << r.body;
+  if (r.status != 201) return -1;
+  return r.json().as_object().at("id").as_int64();
+}
+
+std::string service::marker(long long id) const {
+  auto f = markers + "/m" + std::to_string(id);
+  return fs::exists(f) ? read_file(f) : std::string();
+}
+
+}  // namespace descprod::test

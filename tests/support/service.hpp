@@ -1,0 +1,73 @@
+// A whole DESCprod service on this machine for end-to-end tests: a real redis-server, the real
+// descprod-daemon, descprod-gateway and N descprod-worker binaries, configured in a temporary
+// directory, with users alice and bob and their API tokens. Processes are started and stopped by
+// PID; on a failed test the tails of their logs are printed.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/support/support.hpp"
+
+namespace descprod::test {
+
+struct service_options {
+  int workers = 1;
+  int slots = 2;
+  bool redis_appendonly = false;
+  // Extra entries of the `apps:` list (YAML lines, each starting "  - name: ..."). The apps
+  // mysleep (the real apps/runapp-mysleep), marker (appends "$DESCPROD_ATTEMPT" to
+  // <markers>/m<id>) and fail (exits 3 with status "it broke") are always there; "{markers}" in
+  // these lines becomes the markers directory.
+  std::string apps;
+  int heartbeat_ms = 200;
+  int lease_timeout_ms = 3000;
+  int reconcile_ms = 5000;
+  std::string worker_extra;   // more YAML lines for the worker section ("  key: value\n")
+  std::string gateway_extra;  // more YAML lines for the gateway section
+};
+
+class service {
+ public:
+  explicit service(service_options opts = {});
+  ~service();
+  service(const service&) = delete;
+  service& operator=(const service&) = delete;
+
+  // The programs, restartable (a restart replaces the process object).
+  void start_daemon();
+  void start_gateway();  // waits for its port file; updates port()
+  void start_worker(int i, const std::string& id = "");
+  static void kill9(std::unique_ptr<process>& p);
+
+  int port() const { return port_.load(); }  // changes when the gateway restarts
+  std::string bin(const std::string& name) const;
+  std::vector<std::pair<std::string, std::string>> env() const;  // PATH with apps/ and build/bin
+
+  // HTTP with a bearer token (alice's unless given).
+  http_response call(const std::string& method, const std::string& target, const std::string& body = "",
+                     const std::string& token = "");
+  // The job as the API shows it (empty when not 200), and its state.
+  boost::json::object job(long long id, const std::string& token = "");
+  std::string state(long long id, const std::string& token = "");
+  static bool terminal(const std::string& state);
+  // POST /api/jobs; returns the id (or -1, recording a test failure).
+  long long submit(const std::string& body, const std::string& token = "");
+  // Marker lines (runs) the `marker` app left for a job.
+  std::string marker(long long id) const;
+
+  service_options opts;
+  temp_dir dir;
+  redis_server redis;
+  std::string out_dir, markers, config_file;
+  std::unique_ptr<process> daemon, gateway;
+  std::vector<std::unique_ptr<process>> workers;
+  std::string alice_token, bob_token;
+
+ private:
+  std::atomic<int> port_{0};
+};
+
+}  // namespace descprod::test
