@@ -219,7 +219,9 @@ boost::json::value field_value(const std::string& name, const std::string& v, bo
     try {
       std::size_t used = 0;
       double d = std::stod(v, &used);
-      if (used == v.size()) {
+      // Only finite values within long long's range are numbers (casting NaN or 1e300 is
+      // undefined behaviour; found by fuzz/config_strings.cpp).
+      if (used == v.size() && std::isfinite(d) && std::fabs(d) < 9.2e18) {
         if (integer_times) return static_cast<long long>(std::floor(d));
         return d;
       }
@@ -241,8 +243,12 @@ boost::json::object job_to_json(const job_record& r) {
 }
 
 namespace {
-// Python json.dumps string escaping with ensure_ascii=True.
-void python_json_string(std::string& out, std::string_view s) {
+// Python json.dumps string escaping with ensure_ascii=True. Invalid UTF-8 becomes U+FFFD first
+// (found by fuzz/config_strings.cpp: bytes like 0xFF used to decode into a bogus surrogate pair,
+// and the file was no longer JSON), so the decoder below only sees well-formed sequences.
+void python_json_string(std::string& out, std::string_view raw) {
+  const std::string clean = sanitize_utf8(raw);
+  const std::string_view s = clean;
   out += '"';
   for (std::size_t i = 0; i < s.size(); ++i) {
     unsigned char c = static_cast<unsigned char>(s[i]);

@@ -139,7 +139,9 @@ net::awaitable<void> queue_daemon::rebuild() {
     if (r.elements.size() < static_cast<std::size_t>(chunk * 2)) break;
   }
   // Leases held before a restart: their workers get one lease period to say hello and claim them.
-  auto cmd = redis_cmd("ZRANGE", store_.key("leases"), "0", "-1");
+  // Claims by descprod-start-job (worker "cli:...") carry deadlines years away and are not ours.
+  auto horizon = fmt_double(epoch_now() + 86400.0 * 365);
+  auto cmd = redis_cmd("ZRANGE", store_.key("leases"), "-inf", horizon, "BYSCORE");
   auto leases = co_await redis_.async_exec(std::move(cmd));
   auto deadline = clock_type::now() + cfg_.daemon.lease_timeout;
   for (const auto& e : leases.elements) orphans_[e.as_integer()] = deadline;

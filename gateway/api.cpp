@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <limits>
+#include <map>
 #include <set>
 
 namespace descprod::gateway {
@@ -15,14 +16,21 @@ namespace {
 // Bytes of user input quoted back in an error detail.
 constexpr std::size_t max_quoted = 80;
 
+// The length of s cut to at most max bytes without splitting a UTF-8 sequence.
+std::size_t utf8_cut(std::string_view s, std::size_t max) {
+  if (s.size() <= max) return s.size();
+  std::size_t n = max;
+  for (int k = 0; k < 3 && n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80; ++k) --n;
+  return n;
+}
+
+// User input quoted in an error detail: cut at a character boundary and with invalid UTF-8 (a
+// %-decoded query may hold any byte) replaced, so that the answer stays valid JSON text (both
+// found by fuzz/).
 std::string quoted(std::string_view s) {
   std::string out = "'";
-  if (s.size() > max_quoted) {
-    out.append(s.substr(0, max_quoted));
-    out += "...";
-  } else {
-    out.append(s);
-  }
+  out += sanitize_utf8(s.substr(0, utf8_cut(s, max_quoted)));
+  if (s.size() > max_quoted) out += "...";
   out += "'";
   return out;
 }
@@ -140,6 +148,93 @@ std::optional<api_error> check_config_string(std::string_view field, const std::
   return std::nullopt;
 }
 
+// Splits a query string into decoded (key, value) pairs; refuses malformed %-escapes and a key
+// given twice.
+std::optional<api_error> split_query(std::string_view query,
+                                     std::vector<std::pair<std::string, std::string>>& out) {
+  std::set<std::string> seen;
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    auto part = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (part.empty()) continue;
+    auto eq = part.find('=');
+    auto key = percent_decode(part.substr(0, eq));
+    auto value =
+        percent_decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
+    if (!key || !value) return bad_request("malformed %-escape in query " + quoted(part));
+    if (!seen.insert(*key).second)
+      return bad_request("query parameter " + quoted(*key) + " given twice");
+    out.emplace_back(std::move(*key), std::move(*value));
+  }
+  return std::nullopt;
+}
+
+std::optional<api_error> unknown_parameter(const std::string& key, std::string_view known) {
+  return bad_request("unknown query parameter " + quoted(key) + "; known: " + std::string(known));
+}
+
+std::optional<job_id> parse_job_id_text(std::string_view s) {
+  if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string_view::npos)
+    return std::nullopt;
+  auto id = parse_integer<job_id>(s);
+  if (!id || *id <= 0) return std::nullopt;
+  return id;
+}
+
+std::optional<api_error> refuse_unknown_fields(const boost::json::object& o,
+                                               std::initializer_list<std::string_view> allowed) {
+  for (const auto& kv : o) {
+    bool ok = false;
+    for (auto a : allowed) ok = ok || kv.key() == a;
+    if (!ok) {
+      std::string list;
+      for (auto a : allowed) {
+        if (!list.empty()) list += ", ";
+        list += std::string(a);
+      }
+      return bad_request("unknown field " + quoted(kv.key()) + "; allowed: " + list);
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<api_error> read_bool(const boost::json::object& o, std::string_view field,
+                                   bool& out) {
+  auto it = o.find(field);
+  if (it == o.end()) return std::nullopt;
+  if (!it->value().is_bool())
+    return bad_request("field '" + std::string(field) + "' must be a boolean, not " +
+                       std::string(kind_name(it->value())));
+  out = it->value().as_bool();
+  return std::nullopt;
+}
+
+// A required "attempt" (1..1e9).
+std::optional<api_error> read_attempt(const boost::json::object& o, long long& out) {
+  if (!o.contains("attempt")) return bad_request("missing field 'attempt'");
+  std::optional<long long> a;
+  if (auto e = read_integer(o, "attempt", 1, 1'000'000'000, a)) return e;
+  out = *a;
+  return std::nullopt;
+}
+
+// A string field cut (not refused) to max_message_bytes; refused beyond the request body limit
+// only.
+std::optional<api_error> read_message(const boost::json::object& o, std::string& out) {
+  if (auto e = read_string(o, "message", false, std::numeric_limits<std::size_t>::max(), out))
+    return e;
+  out.resize(utf8_cut(out, max_message_bytes));
+  return std::nullopt;
+}
+
+std::optional<api_error> body_object(const boost::json::value& v, const char* what) {
+  if (!v.is_object())
+    return bad_request(std::string(what) + " must be a JSON object, not " +
+                       std::string(kind_name(v)));
+  return std::nullopt;
+}
+
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) ==
@@ -157,6 +252,7 @@ api_error unauthorized(std::string detail) {
   return make_error(401, "unauthorized", std::move(detail));
 }
 api_error forbidden(std::string detail) { return make_error(403, "forbidden", std::move(detail)); }
+api_error conflict(std::string detail) { return make_error(409, "conflict", std::move(detail)); }
 api_error unavailable(std::string detail) {
   return make_error(503, "unavailable", std::move(detail));
 }
@@ -179,8 +275,16 @@ route match_route(std::string_view path) {
     r.kind = route_kind::healthz;
     return r;
   }
+  if (path == "/readyz") {
+    r.kind = route_kind::readyz;
+    return r;
+  }
   if (path == "/api/version") {
     r.kind = route_kind::version;
+    return r;
+  }
+  if (path == "/api/events") {
+    r.kind = route_kind::events;
     return r;
   }
   if (path == "/api/jobs") {
@@ -195,18 +299,27 @@ route match_route(std::string_view path) {
   if (path.substr(0, jobs_prefix.size()) != jobs_prefix) return r;
   auto rest = path.substr(jobs_prefix.size());
   auto slash = rest.find('/');
-  auto id_text = rest.substr(0, slash);
-  if (id_text.empty() || id_text.size() > 18 ||
-      id_text.find_first_not_of("0123456789") != std::string_view::npos)
-    return r;
-  auto id = parse_integer<job_id>(id_text);
-  if (!id || *id <= 0) return r;
+  auto id = parse_job_id_text(rest.substr(0, slash));
+  if (!id) return r;
   if (slash == std::string_view::npos) {
     r.kind = route_kind::job;
-  } else if (rest.substr(slash) == "/events") {
-    r.kind = route_kind::job_events;
   } else {
-    return r;
+    static const std::pair<std::string_view, route_kind> subs[] = {
+        {"/events", route_kind::job_events},       {"/log", route_kind::job_log},
+        {"/cancel", route_kind::job_cancel},       {"/archive", route_kind::job_archive},
+        {"/unarchive", route_kind::job_unarchive}, {"/claim", route_kind::job_claim},
+        {"/started", route_kind::job_started},     {"/progress", route_kind::job_progress},
+        {"/finished", route_kind::job_finished}};
+    auto sub = rest.substr(slash);
+    bool found = false;
+    for (const auto& [name, kind] : subs) {
+      if (sub == name) {
+        r.kind = kind;
+        found = true;
+        break;
+      }
+    }
+    if (!found) return r;
   }
   r.id = *id;
   return r;
@@ -215,20 +328,34 @@ route match_route(std::string_view path) {
 std::string_view allowed_methods(route_kind k) {
   switch (k) {
     case route_kind::jobs: return "GET, POST";
-    case route_kind::jobs_bulk: return "POST";
+    case route_kind::job: return "GET, DELETE";
+    case route_kind::jobs_bulk:
+    case route_kind::job_cancel:
+    case route_kind::job_archive:
+    case route_kind::job_unarchive:
+    case route_kind::job_claim:
+    case route_kind::job_started:
+    case route_kind::job_progress:
+    case route_kind::job_finished: return "POST";
     case route_kind::not_found: return "";
     default: return "GET";
   }
 }
 
 bool method_allowed(route_kind k, std::string_view method) {
-  switch (k) {
-    case route_kind::jobs: return method == "GET" || method == "POST";
-    case route_kind::jobs_bulk: return method == "POST";
-    case route_kind::not_found: return false;
-    default: return method == "GET";
+  if (k == route_kind::not_found) return false;
+  auto allowed = allowed_methods(k);
+  while (!allowed.empty()) {
+    auto comma = allowed.find(',');
+    if (allowed.substr(0, comma) == method) return true;
+    if (comma == std::string_view::npos) break;
+    allowed.remove_prefix(comma + 1);
+    while (!allowed.empty() && allowed.front() == ' ') allowed.remove_prefix(1);
   }
+  return false;
 }
+
+bool is_public(route_kind k) { return k == route_kind::healthz || k == route_kind::readyz; }
 
 target_parts split_target(std::string_view target) {
   target_parts t;
@@ -265,51 +392,99 @@ std::optional<std::string> percent_decode(std::string_view s) {
 }
 
 std::optional<api_error> parse_list_query(std::string_view query, list_query& out) {
-  std::set<std::string> seen;
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    auto part = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    if (part.empty()) continue;
-    auto eq = part.find('=');
-    auto key = percent_decode(part.substr(0, eq));
-    auto value =
-        percent_decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
-    if (!key || !value) return bad_request("malformed %-escape in query " + quoted(part));
-    if (!seen.insert(*key).second) return bad_request("query parameter '" + *key + "' given twice");
-    if (*key == "limit") {
-      auto n = parse_integer<int>(*value);
+  std::vector<std::pair<std::string, std::string>> params;
+  if (auto e = split_query(query, params)) return e;
+  for (const auto& [key, value] : params) {
+    if (key == "limit") {
+      auto n = parse_integer<int>(value);
       if (!n || *n < 1 || *n > max_list_limit)
         return bad_request("limit must be an integer between 1 and " +
                            std::to_string(max_list_limit));
       out.limit = *n;
-    } else if (*key == "offset") {
-      auto n = parse_integer<long long>(*value);
+    } else if (key == "offset") {
+      auto n = parse_integer<long long>(value);
       if (!n || *n < 0 || *n > max_list_offset)
         return bad_request("offset must be an integer between 0 and " +
                            std::to_string(max_list_offset));
       out.offset = *n;
-    } else if (*key == "state") {
-      auto s = parse_job_state(*value);
-      if (!s) {
+    } else if (key == "state") {
+      auto st = parse_job_state(value);
+      if (!st) {
         std::string known;
-        for (auto st : all_job_states()) {
+        for (auto state : all_job_states()) {
           if (!known.empty()) known += ", ";
-          known += std::string(to_string(st));
+          known += std::string(to_string(state));
         }
-        return bad_request("unknown state " + quoted(*value) + "; known: " + known);
+        return bad_request("unknown state " + quoted(value) + "; known: " + known);
       }
-      out.state = s;
-    } else if (*key == "jobtype") {
-      if (value->empty() || value->size() > max_jobtype_bytes)
+      out.state = st;
+    } else if (key == "jobtype") {
+      if (value.empty() || value.size() > max_jobtype_bytes)
         return bad_request("jobtype must be 1 to " + std::to_string(max_jobtype_bytes) + " bytes");
-      out.jobtype = *value;
+      out.jobtype = value;
+    } else if (key == "archived") {
+      if (value != "0" && value != "1") return bad_request("archived must be 0 or 1");
+      out.archived = value == "1";
+    } else if (key == "parent") {
+      auto id = parse_job_id_text(value);
+      if (!id) return bad_request("parent must be a job id (a positive integer)");
+      out.parent = id;
     } else {
-      return bad_request("unknown query parameter " + quoted(*key) +
-                         "; known: limit, offset, state, jobtype");
+      return unknown_parameter(key, "limit, offset, state, jobtype, archived, parent");
     }
   }
   return std::nullopt;
+}
+
+std::optional<api_error> parse_log_query(std::string_view query, int& lines) {
+  std::vector<std::pair<std::string, std::string>> params;
+  if (auto e = split_query(query, params)) return e;
+  lines = default_log_lines;
+  for (const auto& [key, value] : params) {
+    if (key != "lines") return unknown_parameter(key, "lines");
+    auto n = parse_integer<int>(value);
+    if (!n || *n < 1 || *n > max_log_lines)
+      return bad_request("lines must be an integer between 1 and " + std::to_string(max_log_lines));
+    lines = *n;
+  }
+  return std::nullopt;
+}
+
+std::optional<api_error> parse_job_events_query(std::string_view query, bool& follow) {
+  std::vector<std::pair<std::string, std::string>> params;
+  if (auto e = split_query(query, params)) return e;
+  follow = false;
+  for (const auto& [key, value] : params) {
+    if (key != "follow") return unknown_parameter(key, "follow");
+    if (value == "1" || value == "true")
+      follow = true;
+    else if (value == "0" || value == "false")
+      follow = false;
+    else
+      return bad_request("follow must be 1, 0, true or false");
+  }
+  return std::nullopt;
+}
+
+std::optional<api_error> parse_events_query(std::string_view query, std::optional<job_id>& job) {
+  std::vector<std::pair<std::string, std::string>> params;
+  if (auto e = split_query(query, params)) return e;
+  job.reset();
+  for (const auto& [key, value] : params) {
+    if (key != "job") return unknown_parameter(key, "job");
+    auto id = parse_job_id_text(value);
+    if (!id) return bad_request("job must be a job id (a positive integer)");
+    job = id;
+  }
+  return std::nullopt;
+}
+
+bool is_event_stream(const route& r, std::string_view method, std::string_view query) {
+  if (method != "GET") return false;
+  if (r.kind == route_kind::events) return true;
+  if (r.kind != route_kind::job_events) return false;
+  bool follow = false;
+  return !parse_job_events_query(query, follow) && follow;
 }
 
 // ---- request bodies -------------------------------------------------------------------------
@@ -407,6 +582,73 @@ std::optional<api_error> validate_bulk(const boost::json::value& v, const app_re
   return std::nullopt;
 }
 
+std::optional<api_error> parse_claim_body(const boost::json::value& v, std::string& host) {
+  if (auto e = body_object(v, "a claim")) return e;
+  const auto& o = v.as_object();
+  if (auto e = refuse_unknown_fields(o, {"host"})) return e;
+  std::string h;
+  if (auto e = read_string(o, "host", true, max_host_bytes, h)) return e;
+  if (h.empty()) return bad_request("field 'host' must not be empty");
+  for (char c : h) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_'))
+      return bad_request("field 'host' " + quoted(h) +
+                         " may hold only letters, digits, '.', '-' and '_'");
+  }
+  host = std::move(h);
+  return std::nullopt;
+}
+
+std::optional<api_error> parse_started_body(const boost::json::value& v, started_report& out) {
+  if (auto e = body_object(v, "a started report")) return e;
+  const auto& o = v.as_object();
+  if (auto e = refuse_unknown_fields(o, {"attempt", "pid", "host", "rundir"})) return e;
+  started_report r;
+  if (auto e = read_attempt(o, r.attempt)) return e;
+  std::optional<long long> pid;
+  if (auto e = read_integer(o, "pid", 0, std::numeric_limits<std::int32_t>::max(), pid)) return e;
+  r.pid = pid.value_or(0);
+  if (auto e = read_string(o, "host", false, max_host_bytes, r.host)) return e;
+  if (auto e = read_string(o, "rundir", false, max_rundir_bytes, r.rundir)) return e;
+  out = std::move(r);
+  return std::nullopt;
+}
+
+std::optional<api_error> parse_progress_body(const boost::json::value& v, progress_report& out) {
+  if (auto e = body_object(v, "a progress report")) return e;
+  const auto& o = v.as_object();
+  if (auto e = refuse_unknown_fields(o, {"attempt", "message", "done", "total"})) return e;
+  progress_report r;
+  if (auto e = read_attempt(o, r.attempt)) return e;
+  if (auto e = read_message(o, r.message)) return e;
+  constexpr long long max_count = 1'000'000'000'000;
+  if (auto e = read_integer(o, "done", 0, max_count, r.done)) return e;
+  if (auto e = read_integer(o, "total", 0, max_count, r.total)) return e;
+  if (r.done.has_value() != r.total.has_value())
+    return bad_request("fields 'done' and 'total' go together");
+  out = std::move(r);
+  return std::nullopt;
+}
+
+std::optional<api_error> parse_finished_body(const boost::json::value& v, finished_report& out) {
+  if (auto e = body_object(v, "a finished report")) return e;
+  const auto& o = v.as_object();
+  if (auto e = refuse_unknown_fields(o, {"attempt", "rc", "signal", "timed_out", "message"}))
+    return e;
+  finished_report r;
+  if (auto e = read_attempt(o, r.attempt)) return e;
+  std::optional<long long> rc, sig;
+  if (auto e = read_integer(o, "rc", std::numeric_limits<std::int32_t>::min(),
+                            std::numeric_limits<std::int32_t>::max(), rc))
+    return e;
+  if (auto e = read_integer(o, "signal", 0, 255, sig)) return e;
+  r.rc = static_cast<int>(rc.value_or(0));
+  r.signal = static_cast<int>(sig.value_or(0));
+  if (auto e = read_bool(o, "timed_out", r.timed_out)) return e;
+  if (auto e = read_message(o, r.message)) return e;
+  out = std::move(r);
+  return std::nullopt;
+}
+
 // ---- authentication -------------------------------------------------------------------------
 
 std::optional<std::string> bearer_token(std::string_view h) {
@@ -477,6 +719,61 @@ bool may_read(const principal& who, job_id id, const std::string& owner) {
   return !owner.empty() && owner == who.name;
 }
 
+bool may_change(const principal& who, const std::string& owner) {
+  if (who.only_job || owner.empty()) return false;
+  return who.admin || owner == who.name;
+}
+
+std::optional<api_error> check_job_token_scope(const principal& who, const route& r,
+                                               std::string_view method) {
+  if (!who.only_job) return std::nullopt;
+  job_id mine = *who.only_job;
+  auto refuse = [&] {
+    return forbidden("a job token (scope job:" + std::to_string(mine) +
+                     ") may only read its job, create its children and report its run");
+  };
+  switch (r.kind) {
+    case route_kind::version: return std::nullopt;
+    case route_kind::jobs:
+      if (method == "POST") return std::nullopt;
+      return refuse();
+    case route_kind::jobs_bulk: return std::nullopt;
+    case route_kind::job:
+    case route_kind::job_events:
+    case route_kind::job_log:
+    case route_kind::job_started:
+    case route_kind::job_progress:
+    case route_kind::job_finished:
+    case route_kind::job_cancel:
+    case route_kind::job_archive:
+    case route_kind::job_unarchive:
+    case route_kind::job_claim: {
+      if (r.id != mine) return not_found("job " + std::to_string(r.id) + " not found");
+      bool readable = r.kind == route_kind::job_events || r.kind == route_kind::job_log ||
+                      (r.kind == route_kind::job && method == "GET");
+      bool report = r.kind == route_kind::job_started || r.kind == route_kind::job_progress ||
+                    r.kind == route_kind::job_finished;
+      if (readable || report) return std::nullopt;
+      return refuse();
+    }
+    default: return refuse();
+  }
+}
+
+std::optional<api_error> check_children_only(const principal& who,
+                                             const std::vector<job_request>& jobs) {
+  if (!who.only_job) return std::nullopt;
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    if (!jobs[i].parent || *jobs[i].parent != *who.only_job) {
+      std::string where = jobs.size() > 1 ? "jobs[" + std::to_string(i) + "]: " : "";
+      return forbidden(where + "a job token may only create children of job " +
+                       std::to_string(*who.only_job) +
+                       " (\"parent\": " + std::to_string(*who.only_job) + ")");
+    }
+  }
+  return std::nullopt;
+}
+
 // ---- answers --------------------------------------------------------------------------------
 
 job_record record_from_reply(const redis_reply& r) {
@@ -530,6 +827,193 @@ boost::json::object submitted_body(const std::vector<job_id>& ids,
   boost::json::object o;
   o["jobs"] = std::move(list);
   return o;
+}
+
+boost::json::object log_json(const redis_reply& xrevrange) {
+  boost::json::array lines;
+  if (xrevrange.type == redis_reply::kind::array) {
+    lines.reserve(xrevrange.elements.size());
+    for (auto it = xrevrange.elements.rbegin(); it != xrevrange.elements.rend(); ++it) {
+      const auto& entry = *it;
+      if (entry.type != redis_reply::kind::array || entry.elements.size() != 2) continue;
+      const auto& fields = entry.elements[1];
+      for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
+        if (fields.elements[i].as_string() == "line") {
+          lines.emplace_back(fields.elements[i + 1].as_string());
+          break;
+        }
+      }
+    }
+  }
+  boost::json::object o;
+  o["lines"] = std::move(lines);
+  return o;
+}
+
+boost::json::object children_json(const std::vector<std::string>& states, bool truncated) {
+  std::vector<long long> counts(all_job_states().size(), 0);
+  std::map<std::string, long long> other;
+  long long total = 0;
+  for (const auto& st : states) {
+    if (st.empty()) continue;
+    ++total;
+    if (auto s = parse_job_state(st))
+      ++counts[static_cast<std::size_t>(*s)];
+    else
+      ++other[st];
+  }
+  boost::json::object o;
+  o["total"] = total;
+  for (std::size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i] > 0) o[to_string(all_job_states()[i])] = counts[i];
+  }
+  for (const auto& [name, n] : other) o[name] = n;
+  if (truncated) o["truncated"] = true;
+  return o;
+}
+
+boost::json::object claim_app_json(const app_def& app, const job_record& job, job_id id) {
+  auto get = [&](const char* k) {
+    auto it = job.find(k);
+    return it == job.end() ? std::string() : it->second;
+  };
+  boost::json::array argv;
+  for (auto& a : app.argv_for(get("config"), get("howfig"), id)) argv.emplace_back(a);
+  boost::json::object env;
+  for (const auto& [k, v] : app.env) env[k] = v;
+  boost::json::object o;
+  o["argv"] = std::move(argv);
+  o["env"] = std::move(env);
+  o["time_limit_s"] = app.time_limit_s;
+  o["login_shell"] = app.login_shell;
+  return o;
+}
+
+// ---- Server-Sent Events ---------------------------------------------------------------------
+
+std::string stream_id::str() const { return std::to_string(ms) + "-" + std::to_string(seq); }
+
+std::optional<stream_id> parse_stream_id(std::string_view s) {
+  auto dash = s.find('-');
+  auto ms_text = s.substr(0, dash);
+  auto all_digits = [](std::string_view t) {
+    return !t.empty() && t.size() <= 20 &&
+           t.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  if (!all_digits(ms_text)) return std::nullopt;
+  stream_id id;
+  auto ms = parse_integer<std::uint64_t>(ms_text);
+  if (!ms) return std::nullopt;
+  id.ms = *ms;
+  if (dash != std::string_view::npos) {
+    auto seq_text = s.substr(dash + 1);
+    if (!all_digits(seq_text)) return std::nullopt;
+    auto seq = parse_integer<std::uint64_t>(seq_text);
+    if (!seq) return std::nullopt;
+    id.seq = *seq;
+  }
+  return id;
+}
+
+std::optional<api_error> parse_last_event_id(std::string_view header,
+                                             std::optional<stream_id>& out) {
+  while (!header.empty() && (header.front() == ' ' || header.front() == '\t'))
+    header.remove_prefix(1);
+  while (!header.empty() && (header.back() == ' ' || header.back() == '\t'))
+    header.remove_suffix(1);
+  out.reset();
+  if (header.empty()) return std::nullopt;
+  auto id = parse_stream_id(header);
+  if (!id)
+    return bad_request("malformed Last-Event-ID " + quoted(header) +
+                       "; expected an event id this server sent (<ms>-<seq>)");
+  out = id;
+  return std::nullopt;
+}
+
+std::string stream_event::dedupe_key() const {
+  std::string k = time;
+  for (const std::string* f : {&type, &state, &progress}) {
+    k += '\x1f';
+    k += *f;
+  }
+  k += '\x1f';
+  k += std::to_string(attempt);
+  return k;
+}
+
+double stream_event::time_s() const { return parse_double(time).value_or(0.0); }
+
+std::optional<stream_event> parse_stream_event(const redis_reply& entry, job_id default_id,
+                                               const std::string& default_owner) {
+  if (entry.type != redis_reply::kind::array || entry.elements.size() != 2) return std::nullopt;
+  stream_event e;
+  e.sid = entry.elements[0].as_string();
+  auto order = parse_stream_id(e.sid);
+  if (!order) return std::nullopt;
+  e.order = *order;
+  e.id = default_id;
+  e.owner = default_owner;
+  const auto& fields = entry.elements[1];
+  if (fields.type != redis_reply::kind::array) return std::nullopt;
+  for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
+    auto k = fields.elements[i].as_string();
+    auto v = fields.elements[i + 1].as_string();
+    if (k == "id") {
+      auto id = parse_integer<job_id>(v);
+      if (!id) return std::nullopt;
+      e.id = *id;
+    } else if (k == "owner") {
+      e.owner = std::move(v);
+    } else if (k == "type") {
+      e.type = std::move(v);
+    } else if (k == "state") {
+      e.state = std::move(v);
+    } else if (k == "progress") {
+      e.progress = std::move(v);
+    } else if (k == "attempt") {
+      e.attempt = parse_integer<long long>(v).value_or(0);
+    } else if (k == "time") {
+      e.time = std::move(v);
+    }
+  }
+  if (e.id <= 0) return std::nullopt;
+  return e;
+}
+
+std::vector<stream_event> parse_stream_events(const redis_reply& entries, job_id default_id,
+                                              const std::string& default_owner) {
+  std::vector<stream_event> out;
+  if (entries.type != redis_reply::kind::array) return out;
+  out.reserve(entries.elements.size());
+  for (const auto& entry : entries.elements) {
+    if (auto e = parse_stream_event(entry, default_id, default_owner)) out.push_back(std::move(*e));
+  }
+  return out;
+}
+
+std::string format_sse_event(const stream_event& e) {
+  boost::json::object data;
+  data["id"] = e.id;
+  data["state"] = e.state;
+  data["progress"] = e.progress;
+  data["attempt"] = e.attempt;
+  if (auto t = parse_double(e.time)) data["time"] = *t;
+  data["type"] = e.type;
+  std::string out;
+  out.reserve(64 + e.progress.size());
+  out += "id: ";
+  out += e.sid;
+  out += "\nevent: job\ndata: ";
+  out += boost::json::serialize(data);  // one line: JSON escapes every control character
+  out += "\n\n";
+  return out;
+}
+
+bool event_filter::matches(const stream_event& e) const {
+  if (!owner.empty() && e.owner != owner) return false;
+  if (job && e.id != *job) return false;
+  return true;
 }
 
 }  // namespace descprod::gateway

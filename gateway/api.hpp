@@ -6,8 +6,11 @@
 #pragma once
 
 #include <boost/json.hpp>
+#include <compare>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +34,24 @@ inline constexpr std::size_t filter_scan_window = 10000;
 inline constexpr std::size_t bulk_chunk_jobs = 1000;
 // Events returned by GET /api/jobs/<id>/events (the stream is capped near 1000 by the store).
 inline constexpr std::size_t max_events = 2000;
+// GET /api/jobs/<id>/log: lines returned by default and at most.
+inline constexpr int default_log_lines = 100;
+inline constexpr int max_log_lines = 10000;
+// Children looked at for a parent's roll-up and for GET /api/jobs?parent=<id>.
+inline constexpr std::size_t max_children = 100000;
+// Entries of the global event stream replayed after a Last-Event-ID on GET /api/events.
+inline constexpr std::size_t max_replay_events = 10000;
+// A claim's lease lasts 10 years (s): the daemon never expires it; the claiming client reports.
+inline constexpr double claim_lease_s = 10.0 * 365 * 24 * 3600;
+// Lifetime of the job token a claim issues (s): 7 days.
+inline constexpr long long claim_token_ttl_s = 7LL * 24 * 3600;
+// The worker name a claim records: claim_worker_prefix + host.
+inline constexpr std::string_view claim_worker_prefix = "cli:";
+// Longest accepted claim host (an FQDN) and run directory; reported messages are cut to
+// max_message_bytes (as the daemon does for workers).
+inline constexpr std::size_t max_host_bytes = 255;
+inline constexpr std::size_t max_rundir_bytes = 4096;
+inline constexpr std::size_t max_message_bytes = 1000;
 
 // An error answer: HTTP status, a short machine-readable name and a human reason. The body is
 // {"error": error, "detail": detail}.
@@ -45,6 +66,7 @@ api_error bad_request(std::string detail);
 api_error not_found(std::string detail);
 api_error unauthorized(std::string detail);
 api_error forbidden(std::string detail);
+api_error conflict(std::string detail);  // 409 "conflict"
 api_error unavailable(std::string detail);
 api_error internal_error(std::string detail);
 
@@ -52,11 +74,29 @@ boost::json::object error_json(const api_error& e);
 
 // ---- routing --------------------------------------------------------------------------------
 
-enum class route_kind { healthz, version, jobs, jobs_bulk, job, job_events, not_found };
+enum class route_kind {
+  healthz,        // GET /healthz (no auth)
+  readyz,         // GET /readyz (no auth)
+  version,        // GET /api/version
+  events,         // GET /api/events (Server-Sent Events)
+  jobs,           // GET, POST /api/jobs
+  jobs_bulk,      // POST /api/jobs/bulk
+  job,            // GET, DELETE /api/jobs/<id>
+  job_events,     // GET /api/jobs/<id>/events[?follow=1]
+  job_log,        // GET /api/jobs/<id>/log
+  job_cancel,     // POST /api/jobs/<id>/cancel
+  job_archive,    // POST /api/jobs/<id>/archive
+  job_unarchive,  // POST /api/jobs/<id>/unarchive
+  job_claim,      // POST /api/jobs/<id>/claim
+  job_started,    // POST /api/jobs/<id>/started
+  job_progress,   // POST /api/jobs/<id>/progress
+  job_finished,   // POST /api/jobs/<id>/finished
+  not_found
+};
 
 struct route {
   route_kind kind = route_kind::not_found;
-  job_id id = 0;  // job and job_events
+  job_id id = 0;  // the routes under /api/jobs/<id>
 };
 
 // Matches a path (without query). A job id is 1–18 decimal digits and positive; anything else in
@@ -65,6 +105,8 @@ route match_route(std::string_view path);
 // The methods a route accepts, as an Allow header value ("GET", "POST", "GET, POST").
 std::string_view allowed_methods(route_kind k);
 bool method_allowed(route_kind k, std::string_view method);
+// Routes answered without a token.
+bool is_public(route_kind k);
 
 struct target_parts {
   std::string path;
@@ -75,16 +117,29 @@ target_parts split_target(std::string_view target);
 // Decodes %XX and '+' in a query component; nullopt when a %-escape is malformed.
 std::optional<std::string> percent_decode(std::string_view s);
 
-// GET /api/jobs query: limit (1..1000, default 50), offset (0..1e12), state, jobtype.
+// GET /api/jobs query: limit (1..1000, default 50), offset (0..1e12), state, jobtype,
+// archived (0|1), parent (a job id: list that job's children instead of the caller's jobs).
 struct list_query {
   int limit = default_list_limit;
   long long offset = 0;
   std::optional<job_state> state;
   std::string jobtype;
-  bool filtered() const { return state.has_value() || !jobtype.empty(); }
+  std::optional<bool> archived;
+  std::optional<job_id> parent;
+  bool filtered() const { return state.has_value() || !jobtype.empty() || archived.has_value(); }
 };
 // Unknown parameters are refused (400) so that a typo never silently lists everything.
 std::optional<api_error> parse_list_query(std::string_view query, list_query& out);
+
+// GET /api/jobs/<id>/log query: lines (1..10000, default 100).
+std::optional<api_error> parse_log_query(std::string_view query, int& lines);
+// GET /api/jobs/<id>/events query: follow (1|0|true|false, default false).
+std::optional<api_error> parse_job_events_query(std::string_view query, bool& follow);
+// GET /api/events query: job (a job id, optional).
+std::optional<api_error> parse_events_query(std::string_view query, std::optional<job_id>& job);
+// Whether a request is answered with a Server-Sent Events stream: GET /api/events, or GET
+// /api/jobs/<id>/events with follow=1 (a malformed query is not: it gets its 400 as JSON).
+bool is_event_stream(const route& r, std::string_view method, std::string_view query);
 
 // ---- request bodies -------------------------------------------------------------------------
 
@@ -112,6 +167,36 @@ std::optional<api_error> validate_job(const boost::json::value& v, const app_reg
 std::optional<api_error> validate_bulk(const boost::json::value& v, const app_registry& apps,
                                        std::size_t max_jobs, std::vector<job_request>& out);
 
+// POST /api/jobs/<id>/claim: {"host": "<fqdn>"}; host 1..255 bytes of letters, digits, '.',
+// '-', '_'.
+std::optional<api_error> parse_claim_body(const boost::json::value& v, std::string& host);
+
+// The reports of a claimed job's runner (descprod-start-job), with the job token.
+struct started_report {
+  long long attempt = 0;
+  long long pid = 0;
+  std::string host;  // empty: the claim's host
+  std::string rundir;
+};
+struct progress_report {
+  long long attempt = 0;
+  std::string message;  // cut to max_message_bytes
+  std::optional<long long> done, total;
+};
+struct finished_report {
+  long long attempt = 0;
+  int rc = 0;
+  int signal = 0;
+  bool timed_out = false;
+  std::string message;  // cut to max_message_bytes
+};
+// {"attempt" (required, >= 1), "pid"?, "host"?, "rundir"?}
+std::optional<api_error> parse_started_body(const boost::json::value& v, started_report& out);
+// {"attempt", "message"?, "done"?, "total"?} — done and total go together.
+std::optional<api_error> parse_progress_body(const boost::json::value& v, progress_report& out);
+// {"attempt", "rc"?, "signal"?, "timed_out"?, "message"?}
+std::optional<api_error> parse_finished_body(const boost::json::value& v, finished_report& out);
+
 // ---- authentication -------------------------------------------------------------------------
 
 // The token of an "Authorization: Bearer <token>" header (scheme case-insensitive); nullopt when
@@ -132,6 +217,19 @@ std::optional<api_error> check_token(const job_record& token, double now_s, prin
 std::optional<api_error> check_user(const job_record& user, principal& who);
 // Whether who may read job `id` owned by `owner` (admins read all).
 bool may_read(const principal& who, job_id id, const std::string& owner);
+// Whether who may change job `id` (cancel, archive, delete, claim): its owner or an admin, with a
+// user token.
+bool may_change(const principal& who, const std::string& owner);
+
+// The job-token rules (DESIGN §6.2). A token of scope job:<J> may GET job J, its events and log;
+// POST /api/jobs and /api/jobs/bulk (each job with "parent": J, checked by check_children_only);
+// the runner's reports (started, progress, finished) of job J; and GET /api/version. Another job's
+// ID under /api/jobs/<id> is 404; anything else 403. nullopt for a user token.
+std::optional<api_error> check_job_token_scope(const principal& who, const route& r,
+                                               std::string_view method);
+// With a job token, every job to create must name its job as parent; else 403.
+std::optional<api_error> check_children_only(const principal& who,
+                                             const std::vector<job_request>& jobs);
 
 // ---- answers --------------------------------------------------------------------------------
 
@@ -142,5 +240,70 @@ boost::json::object events_json(const redis_reply& xrange);
 // The body of a `submitted` notice to the daemon: {"jobs": [[id, priority], ...]}.
 boost::json::object submitted_body(const std::vector<job_id>& ids,
                                    const std::vector<job_request>& jobs, std::size_t first);
+
+// {"lines": [...]} from an XREVRANGE reply of a job's log stream (newest first): the `line` field
+// of each entry, oldest first.
+boost::json::object log_json(const redis_reply& xrevrange);
+
+// The children roll-up of a job: {"total": N, "<state>": count, ...} for every state with a count
+// above 0, in state order. `states` are the children's states (nil/empty: a child deleted
+// meanwhile, not counted). With truncated (more than max_children), "truncated": true.
+boost::json::object children_json(const std::vector<std::string>& states, bool truncated);
+
+// The application part of a claim's answer, resolved as the daemon does for workers:
+// {"argv": app.argv_for(config, howfig, id), "env": {...}, "time_limit_s": x, "login_shell": b}.
+boost::json::object claim_app_json(const app_def& app, const job_record& job, job_id id);
+
+// ---- Server-Sent Events ---------------------------------------------------------------------
+
+// A Redis stream entry ID "<ms>-<seq>", ordered as Redis orders them.
+struct stream_id {
+  std::uint64_t ms = 0;
+  std::uint64_t seq = 0;
+  auto operator<=>(const stream_id&) const = default;
+  std::string str() const;
+};
+// "<ms>-<seq>" or "<ms>" (seq 0); nullopt when malformed.
+std::optional<stream_id> parse_stream_id(std::string_view s);
+// The Last-Event-ID request header: empty → no error, out unset; a stream ID → out; anything
+// else → 400.
+std::optional<api_error> parse_last_event_id(std::string_view header,
+                                             std::optional<stream_id>& out);
+
+// One job event from the global stream (fields id, owner, type, state, progress, attempt, time)
+// or from a job's own stream (no id/owner: the caller supplies them).
+struct stream_event {
+  std::string sid;  // the stream entry ID as Redis gave it
+  stream_id order;  // the same, parsed
+  job_id id = 0;
+  std::string owner;
+  std::string type, state, progress;
+  long long attempt = 0;
+  std::string time;  // epoch seconds as stored (text, so copies compare equal)
+  // The same change seen in the job stream and the global stream has the same key.
+  std::string dedupe_key() const;
+  double time_s() const;  // 0 when absent or unreadable
+};
+// Parses one stream entry [id, [field, value, ...]]; nullopt when malformed or without a job id.
+std::optional<stream_event> parse_stream_event(const redis_reply& entry, job_id default_id = 0,
+                                               const std::string& default_owner = "");
+// The events of an XRANGE reply (or one stream's entry list of an XREAD reply), malformed
+// entries skipped.
+std::vector<stream_event> parse_stream_events(const redis_reply& entries, job_id default_id = 0,
+                                              const std::string& default_owner = "");
+
+// "id: <sid>\nevent: job\ndata: {"id","state","progress","attempt","time","type"}\n\n".
+std::string format_sse_event(const stream_event& e);
+// Sent first on every stream: the client's reconnect delay (ms).
+inline constexpr std::string_view sse_preamble = "retry: 1000\n\n";
+// Sent when a stream has been idle for sse_keepalive_interval.
+inline constexpr std::string_view sse_keepalive = ": keepalive\n\n";
+
+// Which events a stream carries: owner (empty: everyone's, for admins) and optionally one job.
+struct event_filter {
+  std::string owner;
+  std::optional<job_id> job;
+  bool matches(const stream_event& e) const;
+};
 
 }  // namespace descprod::gateway

@@ -2,9 +2,9 @@
 // registry (fail fast, exit 2), connects Redis (retrying up to 10 s), binds the HTTP port,
 // announces it (log line and optional --port-file), and serves until SIGINT/SIGTERM.
 //
-// Shutdown order: stop accepting → close idle connections, let busy ones answer (bounded) →
-// stop the Redis keeper → close the daemon link and Redis. If something still runs after
-// shutdown_limit the io_context is stopped regardless.
+// Shutdown order: stop accepting → close idle connections and event streams, let busy ones
+// answer (bounded) → stop the event tail and the Redis keeper → close the daemon link and Redis.
+// If something still runs after shutdown_limit the io_context is stopped regardless.
 #include "gateway/app.hpp"
 
 #include <unistd.h>
@@ -20,6 +20,7 @@
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "core/store.hpp"
+#include "gateway/events.hpp"
 #include "gateway/handler.hpp"
 #include "gateway/server.hpp"
 #include "gateway/services.hpp"
@@ -62,6 +63,7 @@ class gateway_app {
         jobs_(redis_, cfg_.redis.prefix),
         keeper_(ioc_.get_executor(), redis_, describe(cfg_.redis.endpoint)),
         link_(ioc_.get_executor(), zctx_, cfg_.gateway.daemon_endpoint),
+        hub_(ioc_.get_executor(), cfg_.redis.endpoint, cfg_.redis.prefix),
         server_(ioc_.get_executor(), ctx_),
         signals_(ioc_, SIGINT, SIGTERM),
         port_file_(std::move(port_file)) {
@@ -74,6 +76,8 @@ class gateway_app {
       return link_.send(frames);
     };
     ctx_.on_redis_failure = [this] { keeper_.poke(); };
+    ctx_.hub = &hub_;
+    ctx_.daemon_ready = [this] { return link_.welcomed(); };
   }
 
   int run() {
@@ -128,7 +132,16 @@ class gateway_app {
                                ": " + e.what());
     }
     net::co_spawn(ioc_, link_.run(), net::detached);
+    net::co_spawn(ioc_, link_.run_monitor(), net::detached);
     net::co_spawn(ioc_, keeper_.run(), net::detached);
+    net::co_spawn(ioc_, hub_.run(), [](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log::error("event tail failed error={}", ex.what());
+      }
+    });
     server_.start();
     log::info("gateway listening address={} port={} apps={}", cfg_.gateway.address, port,
               ctx_.apps.apps.size());
@@ -143,6 +156,7 @@ class gateway_app {
     boost::system::error_code ignored;
     signals_.cancel(ignored);
     co_await server_.async_shutdown(drain_grace);
+    hub_.stop();
     keeper_.stop();
     link_.close();
     redis_.close();
@@ -164,6 +178,7 @@ class gateway_app {
   store jobs_;
   redis_keeper keeper_;
   daemon_link link_;
+  event_hub hub_;
   gateway_context ctx_;
   server server_;
   net::signal_set signals_;

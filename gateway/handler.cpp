@@ -9,6 +9,7 @@
 #include <set>
 
 #include "core/crypto.hpp"
+#include "core/job.hpp"
 #include "core/log.hpp"
 #include "core/protocol.hpp"
 
@@ -43,11 +44,6 @@ std::string owner_of(const job_record& r) {
 
 api_error job_not_found(job_id id) { return not_found("job " + std::to_string(id) + " not found"); }
 
-api_error job_token_refused(const principal& who) {
-  return forbidden("this token only reads job " + std::to_string(*who.only_job) +
-                   "; use an API token of scope user");
-}
-
 response method_not_allowed(route_kind k, std::string_view method) {
   api_error e;
   e.status = 405;
@@ -56,6 +52,63 @@ response method_not_allowed(route_kind k, std::string_view method) {
              " is not allowed here; allowed: " + std::string(allowed_methods(k));
   e.allow = std::string(allowed_methods(k));
   return make_error_response(e);
+}
+
+handler_result as_result(response res) {
+  handler_result out;
+  out.res = std::move(res);
+  return out;
+}
+
+response error_response(const api_error& e) { return make_error_response(e); }
+
+response readyz_response(const gateway_context& ctx) {
+  std::string why;
+  if (!ctx.redis || !ctx.redis->connected())
+    why = "the gateway is not connected to Redis";
+  else if (!ctx.daemon_ready)
+    why = "the gateway has no daemon link";
+  else if (!ctx.daemon_ready())
+    why = "the daemon has not welcomed the gateway yet";
+  boost::json::object o;
+  if (why.empty()) {
+    o["status"] = "ready";
+    return make_json_response(http::status::ok, o);
+  }
+  o["status"] = "not ready";
+  o["error"] = "unavailable";
+  o["detail"] = why;
+  auto res = make_json_response(http::status::service_unavailable, o);
+  res.set(http::field::retry_after, "1");
+  return res;
+}
+
+response job_response(http::status status, const job_record& rec) {
+  return make_json_response(status, job_to_json(rec));
+}
+
+response state_response(const std::string& state) {
+  boost::json::object o;
+  o["state"] = state;
+  return make_json_response(http::status::ok, o);
+}
+
+response no_content_response() {
+  response res(http::status::no_content, 11);
+  res.set(http::field::server, "descprod-gateway/" DESCPROD_VERSION);
+  res.set(http::field::cache_control, "no-store");
+  return res;
+}
+
+// The start of an SSE stream: the header and the first bytes (see handler_result).
+response event_stream_response(std::string first_bytes) {
+  response res(http::status::ok, 11);
+  res.set(http::field::server, "descprod-gateway/" DESCPROD_VERSION);
+  res.set(http::field::content_type, "text/event-stream");
+  res.set(http::field::cache_control, "no-store");
+  res.set("X-Accel-Buffering", "no");  // nginx: do not buffer the stream
+  res.body() = std::move(first_bytes);
+  return res;
 }
 
 response healthz_response(bool redis_up) {
@@ -174,8 +227,97 @@ std::vector<std::vector<std::string>> filter_cmds(const store& s,
                                                   const std::vector<std::string>& ids) {
   std::vector<std::vector<std::string>> cmds;
   cmds.reserve(ids.size());
-  for (const auto& id : ids) cmds.push_back(cmd("HMGET", s.key("job:" + id), "state", "jobtype"));
+  for (const auto& id : ids)
+    cmds.push_back(cmd("HMGET", s.key("job:" + id), "state", "jobtype", "archive"));
   return cmds;
+}
+
+std::vector<std::vector<std::string>> state_cmds(const store& s,
+                                                 const std::vector<std::string>& ids,
+                                                 std::size_t first, std::size_t n) {
+  std::vector<std::vector<std::string>> cmds;
+  cmds.reserve(n);
+  for (std::size_t i = first; i < first + n && i < ids.size(); ++i)
+    cmds.push_back(cmd("HGET", s.key("job:" + ids[i]), "state"));
+  return cmds;
+}
+
+// Children IDs, newest (highest) first.
+std::vector<std::string> sorted_ids(const redis_reply& members) {
+  std::vector<std::pair<long long, std::string>> v;
+  v.reserve(members.elements.size());
+  for (const auto& m : members.elements) v.emplace_back(m.as_integer(), m.as_string());
+  std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  out.reserve(v.size());
+  for (auto& p : v) out.push_back(std::move(p.second));
+  return out;
+}
+
+// SMEMBERS, or a sample of max_children distinct members when the set is larger.
+std::vector<std::string> children_cmd(const std::string& key, long long card) {
+  if (card > static_cast<long long>(max_children))
+    return cmd("SRANDMEMBER", key, std::to_string(max_children));
+  return cmd("SMEMBERS", key);
+}
+
+std::vector<std::string> page_of(const std::vector<std::string>& ids, const list_query& q) {
+  std::vector<std::string> page;
+  for (auto i = static_cast<std::size_t>(
+           std::min<long long>(q.offset, static_cast<long long>(ids.size())));
+       i < ids.size() && page.size() < static_cast<std::size_t>(q.limit); ++i)
+    page.push_back(ids[i]);
+  return page;
+}
+
+std::string field_of(const job_record& r, const char* k) {
+  auto it = r.find(k);
+  return it == r.end() ? std::string() : it->second;
+}
+
+api_error refused_report(job_id id, const transition_result& tr, std::string_view what) {
+  if (tr.reason == "stale")
+    return conflict("stale: the " + std::string(what) +
+                    " report does not match the job's current attempt or claim; job " +
+                    std::to_string(id) + " is " + tr.state);
+  if (tr.reason == "illegal")
+    return conflict("illegal: job " + std::to_string(id) + " is " + tr.state + "; a " +
+                    std::string(what) + " report is not accepted in that state");
+  return conflict(tr.reason + ": job " + std::to_string(id) + " is " + tr.state);
+}
+
+boost::json::object claim_json(const transition_result& tr, const std::string& token,
+                               const app_def& app, job_id id) {
+  boost::json::object o;
+  o["job"] = job_to_json(tr.record);
+  o["attempt"] = tr.attempt;
+  o["token"] = token;
+  o["app"] = claim_app_json(app, tr.record, id);
+  return o;
+}
+
+// Appends the SSE form of events to out (those matching the filter), returns the newest ID.
+std::optional<stream_id> append_events(std::string& out, const std::vector<stream_event>& events,
+                                       const event_filter& filter) {
+  std::optional<stream_id> newest;
+  for (const auto& e : events) {
+    if (!newest || *newest < e.order) newest = e.order;
+    if (filter.matches(e)) out += format_sse_event(e);
+  }
+  return newest;
+}
+
+std::vector<stream_event> oldest_first(std::vector<stream_event> v) {
+  std::reverse(v.begin(), v.end());
+  return v;
+}
+
+void send_cancel(gateway_context& ctx, job_id id) {
+  if (!ctx.send_to_daemon) return;
+  boost::json::object body;
+  body["job"] = id;
+  if (!ctx.send_to_daemon(protocol::encode(protocol::cancel, body)))
+    log::warn("daemon cancel notice not queued job_id={}", id);
 }
 
 std::vector<std::string> reply_strings(const redis_reply& r) {
@@ -186,9 +328,10 @@ std::vector<std::string> reply_strings(const redis_reply& r) {
 }
 
 bool matches_filter(const redis_reply& hmget, const list_query& q) {
-  if (hmget.elements.size() != 2 || hmget.elements[0].is_nil()) return false;
+  if (hmget.elements.size() != 3 || hmget.elements[0].is_nil()) return false;
   if (q.state && hmget.elements[0].as_string() != to_string(*q.state)) return false;
   if (!q.jobtype.empty() && hmget.elements[1].as_string() != q.jobtype) return false;
+  if (q.archived && (hmget.elements[2].as_string() == "1") != *q.archived) return false;
   return true;
 }
 
@@ -297,31 +440,70 @@ net::awaitable<response> create_jobs(gateway_context& ctx, principal who,
 }
 
 net::awaitable<response> create_one(gateway_context& ctx, principal who, std::string body) {
-  if (who.only_job) co_return make_error_response(job_token_refused(who));
   boost::json::value v;
   if (auto e = parse_json_body(body, v)) co_return make_error_response(*e);
   job_request jr;
   if (auto e = validate_job(v, ctx.apps, jr)) co_return make_error_response(*e);
   std::vector<job_request> reqs;
   reqs.push_back(std::move(jr));
+  if (auto e = check_children_only(who, reqs)) co_return make_error_response(*e);
   co_return co_await create_jobs(ctx, std::move(who), std::move(reqs), false);
 }
 
 net::awaitable<response> create_bulk(gateway_context& ctx, principal who, std::string body) {
-  if (who.only_job) co_return make_error_response(job_token_refused(who));
   boost::json::value v;
   if (auto e = parse_json_body(body, v)) co_return make_error_response(*e);
   std::vector<job_request> reqs;
   if (auto e = validate_bulk(v, ctx.apps, ctx.config.max_bulk_jobs, reqs))
     co_return make_error_response(*e);
   v = nullptr;  // free the parsed body before the (possibly long) creation
+  if (auto e = check_children_only(who, reqs)) co_return make_error_response(*e);
   co_return co_await create_jobs(ctx, std::move(who), std::move(reqs), true);
 }
 
+net::awaitable<std::string> job_owner(gateway_context& ctx, job_id id) {
+  auto r = co_await ctx.redis->async_exec(cmd("HGET", ctx.jobs->job_key(id), "descname"));
+  co_return r.is_nil() ? std::string() : r.as_string();
+}
+
+// GET /api/jobs?parent=<id>: the parent's children (visible when the parent is), newest first.
+net::awaitable<response> list_children(gateway_context& ctx, principal who, list_query q) {
+  job_id parent = *q.parent;
+  auto owner = co_await job_owner(ctx, parent);
+  if (!may_read(who, parent, owner)) co_return make_error_response(job_not_found(parent));
+  std::string key = ctx.jobs->job_key(parent) + ":children";
+  auto card = co_await ctx.redis->async_exec(cmd("SCARD", key));
+  bool truncated = card.as_integer() > static_cast<long long>(max_children);
+  auto members = co_await ctx.redis->async_exec(children_cmd(key, card.as_integer()));
+  auto ids = sorted_ids(members);
+  std::vector<std::string> matches;
+  if (!q.filtered()) {
+    matches = std::move(ids);
+  } else {
+    for (std::size_t start = 0; start < ids.size(); start += bulk_chunk_jobs) {
+      std::size_t n = std::min(bulk_chunk_jobs, ids.size() - start);
+      std::vector<std::string> chunk(ids.begin() + static_cast<std::ptrdiff_t>(start),
+                                     ids.begin() + static_cast<std::ptrdiff_t>(start + n));
+      auto fields = co_await ctx.redis->async_pipeline(filter_cmds(*ctx.jobs, chunk));
+      for (std::size_t i = 0; i < chunk.size() && i < fields.size(); ++i) {
+        if (matches_filter(fields[i], q)) matches.push_back(chunk[i]);
+      }
+    }
+  }
+  auto records = co_await ctx.redis->async_pipeline(hgetall_cmds(*ctx.jobs, page_of(matches, q)));
+  auto res = list_response(records, static_cast<long long>(matches.size()), q, std::nullopt, false);
+  if (truncated) {
+    auto o = boost::json::parse(res.body()).as_object();
+    o["truncated"] = true;
+    res = make_json_response(http::status::ok, o);
+  }
+  co_return res;
+}
+
 net::awaitable<response> list_jobs(gateway_context& ctx, principal who, std::string query) {
-  if (who.only_job) co_return make_error_response(job_token_refused(who));
   list_query q;
   if (auto e = parse_list_query(query, q)) co_return make_error_response(*e);
+  if (q.parent) co_return co_await list_children(ctx, std::move(who), std::move(q));
   std::string index = ctx.prefix + "user:" + who.name + ":jobs";
   if (!q.filtered()) {
     std::vector<std::vector<std::string>> cmds;
@@ -350,23 +532,47 @@ net::awaitable<response> list_jobs(gateway_context& ctx, principal who, std::str
       if (matches_filter(fields[i], q)) matches.push_back(ids[i]);
     }
   }
-  std::vector<std::string> page;
-  for (auto i = static_cast<std::size_t>(
-           std::min<long long>(q.offset, static_cast<long long>(matches.size())));
-       i < matches.size() && page.size() < static_cast<std::size_t>(q.limit); ++i)
-    page.push_back(matches[i]);
-  auto records = co_await ctx.redis->async_pipeline(hgetall_cmds(*ctx.jobs, page));
+  auto records = co_await ctx.redis->async_pipeline(hgetall_cmds(*ctx.jobs, page_of(matches, q)));
   co_return list_response(records, static_cast<long long>(matches.size()), q, window,
                           all > static_cast<long long>(window));
 }
 
-net::awaitable<response> get_job(gateway_context& ctx, principal who, job_id id) {
-  auto rec = co_await ctx.jobs->async_get(id);
-  if (!rec || !may_read(who, id, owner_of(*rec))) co_return make_error_response(job_not_found(id));
-  co_return make_json_response(http::status::ok, job_to_json(*rec));
+// The roll-up of a job's children: SMEMBERS (at most max_children) and their states, pipelined
+// bulk_chunk_jobs at a time.
+net::awaitable<std::optional<boost::json::object>> children_rollup(gateway_context& ctx, job_id id,
+                                                                   long long card) {
+  if (card <= 0) co_return std::nullopt;
+  std::string key = ctx.jobs->job_key(id) + ":children";
+  auto members = co_await ctx.redis->async_exec(children_cmd(key, card));
+  auto ids = sorted_ids(members);
+  std::vector<std::string> states;
+  states.reserve(ids.size());
+  for (std::size_t start = 0; start < ids.size(); start += bulk_chunk_jobs) {
+    auto replies = co_await ctx.redis->async_pipeline(
+        state_cmds(*ctx.jobs, ids, start, std::min(bulk_chunk_jobs, ids.size() - start)));
+    for (const auto& r : replies) states.push_back(r.is_nil() ? std::string() : r.as_string());
+  }
+  co_return children_json(states, card > static_cast<long long>(max_children));
 }
 
-net::awaitable<response> get_events(gateway_context& ctx, principal who, job_id id) {
+net::awaitable<response> get_job(gateway_context& ctx, principal who, job_id id) {
+  std::vector<std::vector<std::string>> cmds;
+  cmds.push_back(cmd("HGETALL", ctx.jobs->job_key(id)));
+  cmds.push_back(cmd("SCARD", ctx.jobs->job_key(id) + ":children"));
+  auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
+  auto rec = record_from_reply(replies[0]);
+  if (rec.empty() || !may_read(who, id, owner_of(rec)))
+    co_return make_error_response(job_not_found(id));
+  auto body = job_to_json(rec);
+  auto children = co_await children_rollup(ctx, id, replies[1].as_integer());
+  if (children) body["children"] = std::move(*children);
+  co_return make_json_response(http::status::ok, body);
+}
+
+net::awaitable<response> get_events(gateway_context& ctx, principal who, job_id id,
+                                    std::string query) {
+  bool follow = false;
+  if (auto e = parse_job_events_query(query, follow)) co_return make_error_response(*e);
   std::vector<std::vector<std::string>> cmds;
   cmds.push_back(cmd("HGET", ctx.jobs->job_key(id), "descname"));
   cmds.push_back(cmd("XRANGE", ctx.jobs->job_key(id) + ":events", "-", "+", "COUNT",
@@ -377,35 +583,272 @@ net::awaitable<response> get_events(gateway_context& ctx, principal who, job_id 
   co_return make_json_response(http::status::ok, events_json(replies[1]));
 }
 
-net::awaitable<response> dispatch(gateway_context& ctx, request req) {
+net::awaitable<response> get_log(gateway_context& ctx, principal who, job_id id,
+                                 std::string query) {
+  int lines = default_log_lines;
+  if (auto e = parse_log_query(query, lines)) co_return make_error_response(*e);
+  std::vector<std::vector<std::string>> cmds;
+  cmds.push_back(cmd("HGET", ctx.jobs->job_key(id), "descname"));
+  cmds.push_back(
+      cmd("XREVRANGE", ctx.jobs->job_key(id) + ":log", "+", "-", "COUNT", std::to_string(lines)));
+  auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
+  std::string owner = replies[0].is_nil() ? std::string() : replies[0].as_string();
+  if (!may_read(who, id, owner)) co_return make_error_response(job_not_found(id));
+  co_return make_json_response(http::status::ok, log_json(replies[1]));
+}
+
+net::awaitable<response> cancel_job(gateway_context& ctx, principal who, job_id id) {
+  auto owner = co_await job_owner(ctx, id);
+  if (!may_change(who, owner)) co_return make_error_response(job_not_found(id));
+  auto tr = co_await ctx.jobs->async_cancel(id, who.name);
+  if (!tr.ok) {
+    if (tr.reason == "terminal")
+      co_return make_error_response(
+          conflict("job " + std::to_string(id) + " is already " + tr.state +
+                   "; only ready, dispatched or running jobs can be cancelled"));
+    co_return make_error_response(job_not_found(id));
+  }
+  // Also for a ready job: the daemon then drops it from its in-memory queue at once.
+  send_cancel(ctx, id);
+  log::info("job cancel by={} job_id={} result={}", who.name, id, tr.state);
+  auto rec = co_await ctx.jobs->async_get(id);
+  if (!rec) co_return make_error_response(job_not_found(id));
+  co_return job_response(tr.state == "cancelled" ? http::status::ok : http::status::accepted, *rec);
+}
+
+net::awaitable<response> archive_job(gateway_context& ctx, principal who, job_id id,
+                                     bool archived) {
+  auto owner = co_await job_owner(ctx, id);
+  if (!may_change(who, owner)) co_return make_error_response(job_not_found(id));
+  auto tr = co_await ctx.jobs->async_set_archive(id, archived);
+  if (!tr.ok) co_return make_error_response(job_not_found(id));
+  auto rec = co_await ctx.jobs->async_get(id);
+  if (!rec) co_return make_error_response(job_not_found(id));
+  co_return job_response(http::status::ok, *rec);
+}
+
+net::awaitable<response> delete_job(gateway_context& ctx, principal who, job_id id) {
+  auto owner = co_await job_owner(ctx, id);
+  if (!may_change(who, owner)) co_return make_error_response(job_not_found(id));
+  auto tr = co_await ctx.jobs->async_delete(id);
+  if (!tr.ok) {
+    if (tr.reason == "active")
+      co_return make_error_response(
+          conflict("job " + std::to_string(id) + " is " + tr.state + "; cancel it first"));
+    co_return make_error_response(job_not_found(id));
+  }
+  log::info("job deleted by={} job_id={} state={}", who.name, id, tr.state);
+  co_return no_content_response();
+}
+
+net::awaitable<response> claim_job(gateway_context& ctx, principal who, job_id id,
+                                   std::string body) {
+  boost::json::value v;
+  if (auto e = parse_json_body(body, v)) co_return make_error_response(*e);
+  std::string host;
+  if (auto e = parse_claim_body(v, host)) co_return make_error_response(*e);
+  auto rec = co_await ctx.jobs->async_get(id);
+  if (!rec || !may_change(who, owner_of(*rec))) co_return make_error_response(job_not_found(id));
+  std::string jobtype = field_of(*rec, "jobtype");
+  const app_def* app = ctx.apps.find(jobtype);
+  if (!app)
+    co_return make_error_response(conflict("job " + std::to_string(id) + " has application '" +
+                                           jobtype + "', which this gateway does not know"));
+  std::string token = new_token();
+  std::string worker = std::string(claim_worker_prefix) + host;
+  auto tr = co_await ctx.jobs->async_claim(id, worker, claim_lease_s, sha256_hex(token),
+                                           claim_token_ttl_s);
+  if (!tr.ok) {
+    if (tr.reason == "illegal")
+      co_return make_error_response(
+          conflict("job " + std::to_string(id) + " is " + tr.state + ", not ready"));
+    co_return make_error_response(job_not_found(id));
+  }
+  log::info("job claimed job_id={} worker={} attempt={} by={}", id, worker, tr.attempt, who.name);
+  co_return make_json_response(http::status::ok, claim_json(tr, token, *app, id));
+}
+
+enum class report_kind { started, progress, finished };
+
+// started / progress / finished of a claimed job. The worker is the claim's ("cli:<host>"): a
+// job run by a daemon worker is never reported on through the gateway.
+net::awaitable<response> report(gateway_context& ctx, principal who, job_id id, report_kind kind,
+                                std::string body) {
+  boost::json::value v;
+  if (auto e = parse_json_body(body, v)) co_return make_error_response(*e);
+  started_report started;
+  progress_report progress;
+  finished_report finished;
+  std::string_view what = "started";
+  if (kind == report_kind::started) {
+    if (auto e = parse_started_body(v, started)) co_return make_error_response(*e);
+  } else if (kind == report_kind::progress) {
+    what = "progress";
+    if (auto e = parse_progress_body(v, progress)) co_return make_error_response(*e);
+  } else {
+    what = "finished";
+    if (auto e = parse_finished_body(v, finished)) co_return make_error_response(*e);
+  }
+  auto fields = co_await ctx.redis->async_exec(
+      cmd("HMGET", ctx.jobs->job_key(id), "descname", "worker", "state"));
+  std::string owner = fields.elements.size() == 3 ? fields.elements[0].as_string() : "";
+  bool allowed = who.only_job ? may_read(who, id, owner) : may_change(who, owner);
+  if (owner.empty() || !allowed) co_return make_error_response(job_not_found(id));
+  std::string worker = fields.elements[1].as_string();
+  if (worker.rfind(claim_worker_prefix, 0) != 0) {
+    std::string by = worker.empty() ? std::string("nobody") : "worker " + worker;
+    co_return make_error_response(
+        conflict("job " + std::to_string(id) + " is " + fields.elements[2].as_string() +
+                 " and not claimed (held by " + by + "); only a claimed job takes reports here"));
+  }
+  transition_result tr;
+  if (kind == report_kind::started) {
+    std::string host =
+        started.host.empty() ? worker.substr(claim_worker_prefix.size()) : started.host;
+    tr = co_await ctx.jobs->async_start(id, started.attempt, worker, host, started.rundir,
+                                        started.pid);
+  } else if (kind == report_kind::progress) {
+    tr = co_await ctx.jobs->async_progress(id, progress.attempt, worker, progress.message,
+                                           progress.done, progress.total);
+  } else {
+    auto out = classify_exit(finished.rc, finished.signal, finished.timed_out);
+    tr = co_await ctx.jobs->async_finish(id, finished.attempt, worker, out.state, out.return_status,
+                                         out.prefix, finished.message);
+  }
+  if (!tr.ok) {
+    log::warn("report refused job_id={} report={} reason={} state={}", id, what, tr.reason,
+              tr.state);
+    if (tr.reason == "missing") co_return make_error_response(job_not_found(id));
+    co_return make_error_response(refused_report(id, tr, what));
+  }
+  co_return state_response(tr.state);
+}
+
+// GET /api/events: the caller's jobs (admins: all), optionally one job; with Last-Event-ID the
+// global stream's newer entries are replayed first.
+net::awaitable<handler_result> open_events_stream(gateway_context& ctx, principal who,
+                                                  std::string query, std::string last_event_id) {
+  std::optional<job_id> job;
+  if (auto e = parse_events_query(query, job)) co_return as_result(error_response(*e));
+  std::optional<stream_id> after;
+  if (auto e = parse_last_event_id(last_event_id, after)) co_return as_result(error_response(*e));
+  if (!ctx.hub) co_return as_result(error_response(unavailable("live events are not available")));
+  event_filter filter;
+  if (!who.admin) filter.owner = who.name;
+  if (job) {
+    auto owner = co_await job_owner(ctx, *job);
+    if (!may_read(who, *job, owner)) co_return as_result(error_response(job_not_found(*job)));
+    filter.job = job;
+  }
+  // Subscribe before reading the history, so nothing falls between the two.
+  auto sub = ctx.hub->subscribe(filter);
+  std::string first(sse_preamble);
+  if (after) {
+    auto replay = co_await ctx.redis->async_exec(cmd("XREVRANGE", ctx.prefix + "events", "+",
+                                                     "(" + after->str(), "COUNT",
+                                                     std::to_string(max_replay_events)));
+    auto newest = append_events(first, oldest_first(parse_stream_events(replay)), filter);
+    sub->skip_through(newest && *after < *newest ? *newest : *after);
+  }
+  handler_result out;
+  out.res = event_stream_response(std::move(first));
+  out.stream = std::move(sub);
+  co_return out;
+}
+
+// GET /api/jobs/<id>/events?follow=1: the job's stored history (after Last-Event-ID when given),
+// then its live events.
+net::awaitable<handler_result> open_job_stream(gateway_context& ctx, principal who, job_id id,
+                                               std::string last_event_id) {
+  std::optional<stream_id> after;
+  if (auto e = parse_last_event_id(last_event_id, after)) co_return as_result(error_response(*e));
+  if (!ctx.hub) co_return as_result(error_response(unavailable("live events are not available")));
+  auto owner = co_await job_owner(ctx, id);
+  if (!may_read(who, id, owner)) co_return as_result(error_response(job_not_found(id)));
+  event_filter filter;
+  filter.job = id;
+  auto sub = ctx.hub->subscribe(filter);
+  std::string from = after ? "(" + after->str() : std::string("-");
+  auto history =
+      co_await ctx.redis->async_exec(cmd("XREVRANGE", ctx.jobs->job_key(id) + ":events", "+", from,
+                                         "COUNT", std::to_string(max_events)));
+  auto events = oldest_first(parse_stream_events(history, id, owner));
+  std::string first(sse_preamble);
+  append_events(first, events, filter);
+  std::set<std::string> keys;
+  double newest_s = 0;
+  for (const auto& e : events) {
+    keys.insert(e.dedupe_key());
+    newest_s = std::max(newest_s, e.time_s());
+  }
+  sub->skip_seen(std::move(keys), newest_s);
+  handler_result out;
+  out.res = event_stream_response(std::move(first));
+  out.stream = std::move(sub);
+  co_return out;
+}
+
+net::awaitable<handler_result> dispatch(gateway_context& ctx, request req) {
   auto target = split_target(req.target());
   route r = match_route(target.path);
   if (r.kind == route_kind::not_found) {
     bool api = target.path.rfind("/api/", 0) == 0;
-    co_return make_error_response(not_found(api ? "no such API route" : "no such page"));
+    co_return as_result(make_error_response(not_found(api ? "no such API route" : "no such page")));
   }
-  if (!method_allowed(r.kind, req.method_string()))
-    co_return method_not_allowed(r.kind, req.method_string());
+  std::string method(req.method_string());
+  if (!method_allowed(r.kind, method)) co_return as_result(method_not_allowed(r.kind, method));
   if (r.kind == route_kind::healthz)
-    co_return healthz_response(ctx.redis && ctx.redis->connected());
+    co_return as_result(healthz_response(ctx.redis && ctx.redis->connected()));
+  if (r.kind == route_kind::readyz) co_return as_result(readyz_response(ctx));
 
   auto auth = co_await authenticate(ctx, std::string(req[http::field::authorization]));
-  if (!auth.who) co_return make_error_response(auth.error);
+  if (!auth.who) co_return as_result(make_error_response(auth.error));
   principal who = std::move(*auth.who);
+  if (auto e = check_job_token_scope(who, r, method)) co_return as_result(make_error_response(*e));
 
+  std::string last_event_id(req["Last-Event-ID"]);
+  bool post = req.method() == http::verb::post;
   switch (r.kind) {
-    case route_kind::version: co_return version_response();
+    case route_kind::version: co_return as_result(version_response());
+    case route_kind::events:
+      co_return co_await open_events_stream(ctx, std::move(who), std::move(target.query),
+                                            std::move(last_event_id));
     case route_kind::jobs:
-      if (req.method() == http::verb::post)
-        co_return co_await create_one(ctx, std::move(who), std::move(req.body()));
-      co_return co_await list_jobs(ctx, std::move(who), std::move(target.query));
+      if (post)
+        co_return as_result(co_await create_one(ctx, std::move(who), std::move(req.body())));
+      co_return as_result(co_await list_jobs(ctx, std::move(who), std::move(target.query)));
     case route_kind::jobs_bulk:
-      co_return co_await create_bulk(ctx, std::move(who), std::move(req.body()));
-    case route_kind::job: co_return co_await get_job(ctx, std::move(who), r.id);
-    case route_kind::job_events: co_return co_await get_events(ctx, std::move(who), r.id);
+      co_return as_result(co_await create_bulk(ctx, std::move(who), std::move(req.body())));
+    case route_kind::job:
+      if (req.method() == http::verb::delete_)
+        co_return as_result(co_await delete_job(ctx, std::move(who), r.id));
+      co_return as_result(co_await get_job(ctx, std::move(who), r.id));
+    case route_kind::job_events:
+      if (is_event_stream(r, method, target.query))
+        co_return co_await open_job_stream(ctx, std::move(who), r.id, std::move(last_event_id));
+      co_return as_result(co_await get_events(ctx, std::move(who), r.id, std::move(target.query)));
+    case route_kind::job_log:
+      co_return as_result(co_await get_log(ctx, std::move(who), r.id, std::move(target.query)));
+    case route_kind::job_cancel:
+      co_return as_result(co_await cancel_job(ctx, std::move(who), r.id));
+    case route_kind::job_archive:
+      co_return as_result(co_await archive_job(ctx, std::move(who), r.id, true));
+    case route_kind::job_unarchive:
+      co_return as_result(co_await archive_job(ctx, std::move(who), r.id, false));
+    case route_kind::job_claim:
+      co_return as_result(co_await claim_job(ctx, std::move(who), r.id, std::move(req.body())));
+    case route_kind::job_started:
+      co_return as_result(
+          co_await report(ctx, std::move(who), r.id, report_kind::started, std::move(req.body())));
+    case route_kind::job_progress:
+      co_return as_result(
+          co_await report(ctx, std::move(who), r.id, report_kind::progress, std::move(req.body())));
+    case route_kind::job_finished:
+      co_return as_result(
+          co_await report(ctx, std::move(who), r.id, report_kind::finished, std::move(req.body())));
     default: break;
   }
-  co_return make_error_response(not_found("no such API route"));
+  co_return as_result(make_error_response(not_found("no such API route")));
 }
 
 }  // namespace
@@ -429,29 +872,43 @@ response make_error_response(const api_error& e) {
   return res;
 }
 
-net::awaitable<response> handle_request(gateway_context& ctx, request req) {
+net::awaitable<handler_result> handle(gateway_context& ctx, request req) {
   unsigned version = req.version();
   bool keep_alive = req.keep_alive();
-  response res;
+  handler_result out;
   bool redis_down = false;
   try {
-    res = co_await dispatch(ctx, std::move(req));
+    out = co_await dispatch(ctx, std::move(req));
   } catch (const boost::system::system_error& e) {
     // redis_client reports a lost connection (or none at all) as system_error.
     redis_down = true;
     log::warn("request failed: Redis unavailable error={}", e.code().message());
   } catch (const std::exception& e) {
     log::error("request failed unexpectedly error={}", e.what());
-    res = make_error_response(internal_error("internal error; see the gateway log"));
+    out = as_result(make_error_response(internal_error("internal error; see the gateway log")));
   }
   if (redis_down) {
     if (ctx.on_redis_failure) ctx.on_redis_failure();
-    res = make_error_response(unavailable("Redis is unavailable; retry shortly"));
+    out = as_result(make_error_response(unavailable("Redis is unavailable; retry shortly")));
   }
-  res.version(version);
-  res.keep_alive(keep_alive);
-  res.prepare_payload();
-  co_return res;
+  out.res.version(version);
+  if (out.stream) {
+    // The stream ends with the connection: no Content-Length, no chunking, keep-alive off.
+    out.res.keep_alive(false);
+  } else {
+    out.res.keep_alive(keep_alive);
+    out.res.prepare_payload();
+  }
+  co_return out;
+}
+
+net::awaitable<response> handle_request(gateway_context& ctx, request req) {
+  auto out = co_await handle(ctx, std::move(req));
+  if (out.stream) {
+    out.stream.reset();
+    out.res.prepare_payload();
+  }
+  co_return std::move(out.res);
 }
 
 }  // namespace descprod::gateway

@@ -8,6 +8,7 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "core/redis.hpp"
 #include "core/store.hpp"
 #include "gateway/api.hpp"
+#include "gateway/events.hpp"
 
 namespace descprod::gateway {
 
@@ -38,6 +40,19 @@ struct gateway_context {
   std::function<void()> on_redis_failure;
   // Epoch seconds (token expiry). Empty: the system clock.
   std::function<double()> now;
+  // The live event feed for Server-Sent Events; null: the stream routes answer 503.
+  event_hub* hub = nullptr;
+  // Whether the daemon link has been welcomed (GET /readyz). Empty: never ready.
+  std::function<bool()> daemon_ready;
+};
+
+// What the handler produced: a response, or the start of a Server-Sent Events stream. With
+// `stream` set, `res` is the stream's header (200, text/event-stream, no Content-Length,
+// keep-alive off) and its body the first bytes to send (retry line and replayed history); the
+// server then sends what the subscription delivers until the client or the server goes.
+struct handler_result {
+  response res;
+  std::shared_ptr<event_subscription> stream;
 };
 
 // A JSON response with Content-Type application/json and Cache-Control no-store.
@@ -48,7 +63,11 @@ response make_error_response(const api_error& e);
 
 // Answers one request. Never throws: a Redis connection failure becomes 503 "unavailable" (and
 // calls on_redis_failure), anything unexpected 500 "internal" (logged once). The response's
-// version and keep-alive follow the request's.
+// version and keep-alive follow the request's (a stream's keep-alive is always off).
+net::awaitable<handler_result> handle(gateway_context& ctx, request req);
+
+// handle() for callers that cannot stream (tests): a stream is dropped at once and its first
+// bytes (retry line and history) are answered as a complete text/event-stream body.
 net::awaitable<response> handle_request(gateway_context& ctx, request req);
 
 }  // namespace descprod::gateway

@@ -5,6 +5,12 @@
 // Caveats: "Expect: 100-continue" is answered by hand so curl does not stall a second before a
 // large body; after refusing a request mid-body (413) the rest of the body is drained briefly so
 // the client reads the answer instead of a connection reset.
+//
+// Server-Sent Events: the header is written with an empty_body serializer (no Content-Length, no
+// chunking, Connection: close), then the event text is written raw as it arrives; the stream ends
+// with the connection. The idle timeout does not apply to a stream: only each write has a deadline
+// (the slow-client limit, gateway.idle_timeout), and an idle stream gets a keepalive comment every
+// 15 s. A client that went away is noticed at the next write.
 #include "gateway/server.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -63,11 +69,71 @@ bool expects_continue(const request& req) {
   return beast::iequals(v, "100-continue");
 }
 
+// Bytes of queued events sent in one write.
+constexpr std::size_t sse_write_batch = 256 * 1024;
+
+http::response<http::empty_body> stream_header(const response& res) {
+  http::response<http::empty_body> head;
+  head.base() = res.base();
+  head.erase(http::field::content_length);
+  head.erase(http::field::transfer_encoding);
+  return head;
+}
+
+// Serves one event stream on `stream` until the client goes, the subscription closes (slow
+// client, shutdown) or *stopping becomes true.
+net::awaitable<void> serve_event_stream(beast::tcp_stream* stream, handler_result result,
+                                        std::chrono::milliseconds write_timeout,
+                                        const bool* stopping) {
+  auto sub = result.stream;
+  boost::system::error_code ignored;
+  stream->socket().set_option(tcp::no_delay(true), ignored);  // events are small; send at once
+  auto head = stream_header(result.res);
+  http::response_serializer<http::empty_body> sr(head);
+  stream->expires_after(write_timeout);
+  auto [hec, hn] = co_await http::async_write_header(*stream, sr, use_tuple);
+  if (hec) co_return;
+  // An SSE client sends nothing after its request, so the socket turning readable means it closed
+  // (or misbehaves): end the stream at once rather than at the next failed write. The handler
+  // holds no reference to the stream, so it may run after the session is gone.
+  auto watching = std::make_shared<bool>(true);
+  stream->socket().async_wait(tcp::socket::wait_read,
+                              [sub, watching](const boost::system::error_code& ec) {
+                                if (*watching && !ec) sub->close("the client closed the stream");
+                              });
+  std::string out = std::move(result.res.body());
+  auto keepalive_at = std::chrono::steady_clock::now() + sse_keepalive_interval;
+  while (!*stopping && !sub->closed()) {
+    if (out.empty()) sub->take(out, sse_write_batch);
+    if (out.empty()) {
+      if (std::chrono::steady_clock::now() < keepalive_at) {
+        stream->expires_never();
+        co_await sub->async_wait(keepalive_at);
+        continue;
+      }
+      out = sse_keepalive;
+    }
+    stream->expires_after(write_timeout);
+    auto [ec, n] = co_await net::async_write(*stream, net::buffer(out), use_tuple);
+    if (ec) {
+      if (!peer_gone(ec)) log::warn("event stream write failed error={}", ec.message());
+      break;
+    }
+    out.clear();
+    keepalive_at = std::chrono::steady_clock::now() + sse_keepalive_interval;
+  }
+  *watching = false;
+  stream->socket().cancel(ignored);
+  if (sub->closed() && !*stopping && sub->close_reason() != "the client closed the stream")
+    log::warn("event stream closed reason={}", sub->close_reason());
+}
+
 }  // namespace
 
 struct server::session_state {
   beast::tcp_stream* stream = nullptr;
   bool busy = false;
+  std::shared_ptr<event_subscription> events;  // set while serving an event stream
 };
 
 server::server(net::any_io_executor ex, gateway_context& ctx)
@@ -175,7 +241,16 @@ net::awaitable<void> server::session(tcp::socket socket) {
     auto req = parser.release();
     std::string method(req.method_string());
     std::string target(req.target().substr(0, 200));
-    auto res = co_await handle_request(ctx_, std::move(req));
+    auto result = co_await handle(ctx_, std::move(req));
+    if (result.stream) {
+      log::debug("event stream opened target={}", target);
+      state.events = result.stream;
+      co_await serve_event_stream(&stream, std::move(result), ctx_.config.idle_timeout, &stopping_);
+      state.events.reset();
+      log::debug("event stream ended target={}", target);
+      break;
+    }
+    auto& res = result.res;
     log::debug("request method={} target={} status={}", method, target, res.result_int());
     if (stopping_) res.keep_alive(false);
     stream.expires_after(ctx_.config.idle_timeout);
@@ -217,8 +292,12 @@ net::awaitable<void> server::async_shutdown(std::chrono::milliseconds grace) {
   boost::system::error_code ignored;
   acceptor_.close(ignored);
   for (auto* s : *sessions_) {
-    // Idle sessions wait in a read that would otherwise last up to the idle timeout.
-    if (!s->busy) s->stream->cancel();
+    // Idle sessions wait in a read that would otherwise last up to the idle timeout; event
+    // streams wait for events.
+    if (s->events)
+      s->events->close("the gateway is stopping");
+    else if (!s->busy)
+      s->stream->cancel();
   }
   net::steady_timer timer(ex_);
   auto deadline = std::chrono::steady_clock::now() + grace;

@@ -5,6 +5,8 @@
 #include "gateway/services.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <cstdint>
+#include <cstring>
 #include <stdexcept>
 
 #include "core/log.hpp"
@@ -118,9 +120,23 @@ net::awaitable<void> async_connect_with_deadline(redis_client& redis, std::strin
 }
 
 daemon_link::daemon_link(net::any_io_executor ex, zmq::context_t& zctx, std::string endpoint)
-    : socket_(std::move(ex), zctx, zmq::socket_type::dealer), endpoint_(std::move(endpoint)) {}
+    : socket_(ex, zctx, zmq::socket_type::dealer),
+      monitor_(ex, zctx, zmq::socket_type::pair),
+      endpoint_(std::move(endpoint)) {
+  // inproc names are per ZeroMQ context; the object's address keeps two links apart.
+  monitor_endpoint_ =
+      "inproc://descprod-gateway-monitor-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+}
 
 void daemon_link::start() {
+  // The monitor must exist before the connect so that the first connection is seen too.
+  if (zmq_socket_monitor(socket_.raw().handle(), monitor_endpoint_.c_str(),
+                         ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0) {
+    monitor_.raw().connect(monitor_endpoint_);
+    monitoring_ = true;
+  } else {
+    log::warn("daemon link monitor unavailable error={}", zmq_strerror(zmq_errno()));
+  }
   socket_.raw().connect(endpoint_);
   if (!socket_.send(hello_frames())) log::warn("daemon hello not queued endpoint={}", endpoint_);
   log::info("daemon link connecting endpoint={}", endpoint_);
@@ -134,7 +150,37 @@ bool daemon_link::send(const std::vector<std::string>& frames) {
 void daemon_link::close() {
   if (closed_) return;
   closed_ = true;
+  welcomed_ = false;
+  if (monitoring_) zmq_socket_monitor(socket_.raw().handle(), nullptr, 0);
+  monitor_.close();
   socket_.close();
+}
+
+net::awaitable<void> daemon_link::run_monitor() {
+  while (!closed_ && monitoring_) {
+    std::vector<zmq::message_t> frames;
+    try {
+      frames = co_await monitor_.async_recv();
+    } catch (const boost::system::system_error&) {
+      co_return;  // closed
+    }
+    // Frame 1: uint16 event, uint32 value (host order); frame 2: the peer's address.
+    if (frames.empty() || frames[0].size() < 2) continue;
+    std::uint16_t event = 0;
+    std::memcpy(&event, frames[0].data(), sizeof event);
+    if (event == ZMQ_EVENT_DISCONNECTED) {
+      if (welcomed_) log::warn("daemon link disconnected endpoint={}", endpoint_);
+      welcomed_ = false;
+      dropped_ = true;
+    } else if (event == ZMQ_EVENT_CONNECTED) {
+      log::info("daemon link connected endpoint={}", endpoint_);
+      if (dropped_) {
+        dropped_ = false;
+        if (!socket_.send(hello_frames()))
+          log::warn("daemon hello not queued endpoint={}", endpoint_);
+      }
+    }
+  }
 }
 
 net::awaitable<void> daemon_link::run() {
@@ -155,9 +201,11 @@ net::awaitable<void> daemon_link::run() {
       continue;
     }
     if (msg->command == protocol::welcome) {
+      welcomed_ = true;
       log::info("daemon welcomed gateway endpoint={} body={}", endpoint_,
                 boost::json::serialize(msg->body));
     } else if (msg->command == protocol::reject) {
+      welcomed_ = false;
       auto reason = protocol::get_string(msg->body, "reason").value_or("");
       log::warn("daemon rejected gateway endpoint={} reason={}", endpoint_, reason);
       auto now = std::chrono::steady_clock::now();

@@ -53,20 +53,31 @@ net::awaitable<void> async_connect_with_deadline(redis_client& redis, std::strin
 std::string describe(const redis_endpoint& ep);
 
 // The DEALER to the daemon's gateway ROUTER. start() connects and queues `hello`
-// {"protocol":1,"role":"gateway"}; run() reads replies until close().
+// {"protocol":1,"role":"gateway"}; run() reads replies until close(). A ZeroMQ socket monitor
+// watches the connection: after it drops, the link is not welcomed until the daemon answers the
+// `hello` sent again on reconnect (a restarted daemon has forgotten the gateway).
 class daemon_link {
  public:
   daemon_link(net::any_io_executor ex, zmq::context_t& zctx, std::string endpoint);
   void start();
   net::awaitable<void> run();
+  // Watches connect/disconnect events until close(); spawn it next to run().
+  net::awaitable<void> run_monitor();
   // Queues [command][json] without blocking; false when it could not be queued (HWM, closed).
   bool send(const std::vector<std::string>& frames);
+  // Whether the daemon has answered `hello` with `welcome` on the current connection.
+  bool welcomed() const { return welcomed_; }
   void close();
 
  private:
   zmq_socket socket_;
+  zmq_socket monitor_;
   std::string endpoint_;
+  std::string monitor_endpoint_;
   bool closed_ = false;
+  bool welcomed_ = false;
+  bool monitoring_ = false;
+  bool dropped_ = false;  // the connection went down since the last hello
 };
 
 }  // namespace descprod::gateway
