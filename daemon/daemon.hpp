@@ -71,7 +71,9 @@ class queue_daemon {
   };
   // A Redis write that must not be lost: kept in the outbox until Redis has taken it.
   struct pending_write {
-    enum class kind { report, requeue, orphan, commands } what;
+    enum class kind { report, requeue, orphan, commands };
+    explicit pending_write(kind k) : what(k) {}
+    kind what;
     std::string worker;
     std::string command;  // report: started/progress/finished
     boost::json::object body;

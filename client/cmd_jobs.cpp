@@ -1,0 +1,457 @@
+// The commands that read and change jobs through the gateway's API (docs/api.md):
+// descprod-version, descprod-get-job (= descprod-show-job), descprod-add-job, descprod-submit,
+// descprod-list-jobs, descprod-cancel-job and descprod-login. DESCprod's positional USERNAME and
+// URL arguments are still accepted; the user is whoever the token belongs to.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "client/commands.hpp"
+#include "client/common.hpp"
+#include "client/format.hpp"
+#include "core/job.hpp"
+
+namespace descprod::client {
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// The API client from --url/--token-file (or the environment and stored files).
+api_client make_client(const parsed_args& a, const std::optional<std::string>& positional_url = std::nullopt,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  auto env = process_env();
+  std::optional<std::string> url_flag = a.value("url");
+  if (positional_url && !url_flag) url_flag = positional_url;
+  return api_client(resolve_url(url_flag, env), resolve_token(a.value("token-file"), env), timeout);
+}
+
+json::object get_job(const api_client& api, long long id) {
+  auto v = api.call_ok("GET", "/api/jobs/" + std::to_string(id));
+  if (!v.is_object()) throw client_error(exit_code::server_error, "the server's answer is not a job");
+  return v.as_object();
+}
+
+std::string common_options_help() {
+  return "      --url URL         server (default $DESCPROD_URL, else the URL descprod-login stored,\n"
+         "                        else http://127.0.0.1:8080)\n"
+         "      --token-file F    read the API token from F (default $DESCPROD_TOKEN, else the\n"
+         "                        file descprod-login wrote)\n"
+         "  -h, --help            show this help\n";
+}
+
+void print_lines(const std::vector<std::string>& lines) {
+  for (const auto& l : lines) std::cout << l << "\n";
+}
+
+}  // namespace
+
+// ---- descprod-version -------------------------------------------------------------------------
+
+int version_main(int argc, char** argv) {
+  const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-version");
+  return guarded(me, [&] {
+    auto specs = server_options();
+    specs.push_back({0, "client", false});
+    auto a = parse_args(arguments(argc, argv), specs);
+    if (a.has("help")) {
+      std::cout << "Usage: " << me << " [--client] [--url URL] [--token-file FILE]\n"
+                << "Prints the version of the DESCprod client and, when the server answers, a\n"
+                << "second line with the server's version.\n"
+                << "      --client          print only the client's version\n"
+                << common_options_help();
+      return exit_code::ok;
+    }
+    if (!a.positional.empty()) throw usage_error("unexpected argument '" + a.positional[0] + "'");
+    std::cout << DESCPROD_VERSION << std::endl;
+    if (a.has("client")) return exit_code::ok;
+    // The server's version is a courtesy: any failure leaves it out and still exits 0.
+    try {
+      auto api = make_client(a, std::nullopt, std::chrono::seconds(3));
+      auto r = api.call("GET", "/api/version");
+      if (r.status == 200 && r.body.is_object()) {
+        std::string v = json_string(r.body.as_object(), "version");
+        std::cout << "server " << v << " at " << api.url_text() << "\n";
+      }
+    } catch (const std::exception&) {
+    }
+    return exit_code::ok;
+  });
+}
+
+// ---- descprod-get-job / descprod-show-job ---------------------------------------------------------
+
+int get_job_main(int argc, char** argv) {
+  const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-get-job");
+  return guarded(me, [&] {
+    auto specs = server_options();
+    specs.push_back({0, "json", false});
+    specs.push_back({0, "epoch", false});
+    auto a = parse_args(arguments(argc, argv), specs);
+    if (a.has("help") || (a.positional.size() == 1 && a.positional[0] == "-h")) {
+      std::cout << "Usage: " << me << " [--json] [--epoch] [--url URL] [--token-file FILE] JOBID [USERNAME] [URL]\n"
+                << "Displays the data for a job, one `%16s: value` line per field.\n"
+                << "  JOBID - Job ID.\n"
+                << "  USERNAME - Accepted for DESCprod compatibility and ignored: the token says who you are.\n"
+                << "       URL - Server URL (the same as --url).\n"
+                << "      --json            print the job as the server's JSON object instead\n"
+                << "      --epoch           print times as integer epoch seconds instead of UTC dates\n"
+                << common_options_help();
+      return exit_code::ok;
+    }
+    if (a.positional.empty()) throw usage_error("a job ID is required");
+    if (a.positional.size() > 3) throw usage_error("too many arguments");
+    long long id = parse_job_id(a.positional[0]);
+    std::optional<std::string> url;
+    if (a.positional.size() > 2) url = a.positional[2];
+    auto api = make_client(a, url);
+    auto job = get_job(api, id);
+    if (a.has("json")) {
+      std::cout << json::serialize(job) << "\n";
+      return exit_code::ok;
+    }
+    print_lines(job_field_lines(job, a.has("epoch") ? time_style::epoch : time_style::utc));
+    return exit_code::ok;
+  });
+}
+
+// ---- descprod-add-job ---------------------------------------------------------------------------
+
+int add_job_main(int argc, char** argv) {
+  const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-add-job");
+  return guarded(me, [&] {
+    auto specs = server_options();
+    specs.push_back({'s', "surl", true});
+    specs.push_back({'u', "user", true});
+    specs.push_back({'p', "parent", true});
+    specs.push_back({'n', "ntry", true});
+    specs.push_back({'o', "outjson", true});
+    specs.push_back({0, "priority", true});
+    specs.push_back({0, "epoch", false});
+    auto a = parse_args(arguments(argc, argv), specs);
+    if (a.has("help")) {
+      std::cout << "Usage: " << me << " [-h] [-s SURL] [-u USER] [-p PARENT] [-n NTRY] [-o OUTJSON] JOBTYPE [CONFIG [HOWFIG]]\n"
+                << "Creates a job and prints \"Success: ...\" and its fields.\n"
+                << "     -h - Show this message and exit.\n"
+                << "     -s - Server URL (the same as --url).\n"
+                << "     -u - Username: accepted for DESCprod compatibility and ignored.\n"
+                << "     -p - Parent job ID. Inside a job, -p $DESCPROD_JOB_ID creates a child job.\n"
+                << "     -n - Number of tries when the server cannot be reached (10 s apart) [1].\n"
+                << "     -o - Write the new job to OUTJSON (every value a quoted string).\n"
+                << "      --priority N      queue priority (-1000..1000, default 0)\n"
+                << "      --epoch           print times as integer epoch seconds\n"
+                << "  JOBTYPE - Job type.\n"
+                << "  CONFIG  - Job configuration.\n"
+                << "  HOWFIG  - How configuration.\n"
+                << common_options_help();
+      return exit_code::ok;
+    }
+    if (a.positional.empty()) throw usage_error("Job type must be provided.");
+    if (a.positional.size() > 3) throw usage_error("too many arguments");
+    json::object body;
+    body["jobtype"] = a.positional[0];
+    body["config"] = a.positional.size() > 1 ? a.positional[1] : "";
+    if (a.positional.size() > 2) body["howfig"] = a.positional[2];
+    if (auto p = a.value("parent")) body["parent"] = parse_job_id(*p, "parent job ID");
+    if (auto p = a.value("priority")) body["priority"] = parse_int(*p, -1000, 1000, "priority");
+    long long ntry = 1;
+    if (auto n = a.value("ntry")) ntry = parse_int(*n, 1, 1000, "number of tries");
+    std::optional<std::string> surl = a.value("surl");
+    auto api = make_client(a, surl);
+
+    json::value req(body);
+    json::object job;
+    for (long long attempt = 1;; ++attempt) {
+      try {
+        auto v = api.call_ok("POST", "/api/jobs", &req);
+        if (!v.is_object()) throw client_error(exit_code::server_error, "the server's answer is not a job");
+        job = v.as_object();
+        break;
+      } catch (const client_error& e) {
+        if (e.code != exit_code::unreachable || attempt >= ntry) throw;
+        std::cerr << me << ": " << e.what() << "; trying again in 10 s\n";
+        std::this_thread::sleep_for(std::chrono::seconds(10));
+      }
+    }
+    long long id = json_int(job, "id").value_or(0);
+    if (auto out = a.value("outjson")) {
+      std::ofstream f(*out, std::ios::trunc);
+      f << outjson_text(job);
+      f.close();
+      if (!f) throw client_error(exit_code::server_error, "created job " + std::to_string(id) + " but cannot write " + *out);
+    }
+    std::cout << "Success: Added job " << id << ".\n";
+    print_lines(job_field_lines(job, a.has("epoch") ? time_style::epoch : time_style::utc));
+    return exit_code::ok;
+  });
+}
+
+// ---- descprod-submit ------------------------------------------------------------------------------
+
+int submit_main(int argc, char** argv) {
+  const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-submit");
+  return guarded(me, [&] {
+    auto specs = server_options();
+    specs.push_back({0, "priority", true});
+    specs.push_back({0, "parent", true});
+    auto a = parse_args(arguments(argc, argv), specs);
+    if (a.has("help")) {
+      std::cout << "Usage: " << me << " [--priority N] [--parent ID] [--url URL] [--token-file FILE] JOBTYPE CONFIG [HOWFIG]\n"
+                << "Submits a job and prints its ID.\n"
+                << "      --priority N      queue priority, -1000..1000 (default 0; higher runs first)\n"
+                << "      --parent ID       make the job a child of job ID\n"
+                << common_options_help();
+      return exit_code::ok;
+    }
+    if (a.positional.size() < 2) throw usage_error("JOBTYPE and CONFIG are required");
+    if (a.positional.size() > 3) throw usage_error("too many arguments");
+    json::object body;
+    body["jobtype"] = a.positional[0];
+    body["config"] = a.positional[1];
+    if (a.positional.size() > 2) body["howfig"] = a.positional[2];
+    if (auto p = a.value("priority")) body["priority"] = parse_int(*p, -1000, 1000, "priority");
+    if (auto p = a.value("parent")) body["parent"] = parse_job_id(*p, "parent job ID");
+    auto api = make_client(a);
+    json::value req(body);
+    auto v = api.call_ok("POST", "/api/jobs", &req);
+    auto id = v.is_object() ? json_int(v.as_object(), "id") : std::nullopt;
+    if (!id) throw client_error(exit_code::server_error, "the server's answer has no job ID");
+    std::cout << *id << "\n";
+    return exit_code::ok;
+  });
+}
+
+// ---- descprod-list-jobs -----------------------------------------------------------------------------
+
+int list_jobs_main(int argc, char** argv) {
+  const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-list-jobs");
+  return guarded(me, [&] {
+    auto specs = server_options();
+    specs.push_back({0, "state", true});
+    specs.push_back({0, "all", false});
+    specs.push_back({0, "limit", true});
+    specs.push_back({0, "parent", true});
+    specs.push_back({0, "jobtype", true});
+    specs.push_back({0, "json", false});
+    auto a = parse_args(arguments(argc, argv), specs);
+    if (a.has("help")) {
+      std::cout << "Usage: " << me << " [--state S] [--all] [--limit N] [--parent ID] [--jobtype T] [--json]\n"
+                << "Lists your jobs, newest first: ID, parent, type, config, state, progress, duration.\n"
+                << "      --state S         only jobs in state S (ready, dispatched, running, done,\n"
+                << "                        failed, timeout, killed, cancelled, lost)\n"
+                << "      --all             also archived jobs, and no limit unless --limit is given\n"
+                << "      --limit N         at most N jobs (default 50; 0: no limit)\n"
+                << "      --parent ID       only the children of job ID\n"
+                << "      --jobtype T       only jobs of type T\n"
+                << "      --json            one JSON object per job and line instead of the table\n"
+                << common_options_help();
+      return exit_code::ok;
+    }
+    if (!a.positional.empty()) throw usage_error("unexpected argument '" + a.positional[0] + "'");
+    std::string query;
+    if (auto s = a.value("state")) {
+      if (!parse_job_state(*s)) throw usage_error("unknown state '" + *s + "'");
+      query += "&state=" + *s;
+    }
+    if (auto t = a.value("jobtype")) {
+      for (char c : *t)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.')
+          throw usage_error("invalid job type '" + *t + "'");
+      query += "&jobtype=" + *t;
+    }
+    if (auto p = a.value("parent")) query += "&parent=" + std::to_string(parse_job_id(*p, "parent job ID"));
+    const bool all = a.has("all");
+    long long limit = all ? 0 : 50;
+    if (auto l = a.value("limit")) limit = parse_int(*l, 0, 1000000000, "limit");
+
+    auto api = make_client(a);
+    std::vector<json::object> jobs;
+    long long offset = 0;
+    while (limit == 0 || static_cast<long long>(jobs.size()) < limit) {
+      long long page = 1000;
+      if (limit > 0) page = std::min<long long>(page, limit - static_cast<long long>(jobs.size()));
+      auto v = api.call_ok("GET", "/api/jobs?limit=" + std::to_string(page) + "&offset=" + std::to_string(offset) + query);
+      if (!v.is_object() || !v.as_object().contains("jobs") || !v.as_object().at("jobs").is_array())
+        throw client_error(exit_code::server_error, "the server's answer has no job list");
+      const auto& arr = v.as_object().at("jobs").as_array();
+      for (const auto& j : arr) {
+        if (!j.is_object()) continue;
+        const auto& o = j.as_object();
+        if (!all && json_int(o, "archive").value_or(0) != 0) continue;
+        jobs.push_back(o);
+        if (limit > 0 && static_cast<long long>(jobs.size()) >= limit) break;
+      }
+      offset += static_cast<long long>(arr.size());
+      if (static_cast<long long>(arr.size()) < page) break;
+    }
+    if (a.has("json")) {
+      for (const auto& j : jobs) std::cout << json::serialize(j) << "\n";
+      return exit_code::ok;
+    }
+    double now = now_seconds();
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& j : jobs) {
+      auto parent = json_int(j, "parent");
+      std::string progress = progress_message(json_string(j, "progress"));
+      rows.push_back({json_string(j, "id"), parent ? std::to_string(*parent) : "", json_string(j, "jobtype"),
+                      json_string(j, "config"), json_string(j, "state"), cut_utf8(progress, 60),
+                      job_duration(j, now)});
+    }
+    std::cout << render_table({"ID", "Parent", "Type", "Config", "State", "Progress", "Duration"}, rows);
+    return exit_code::ok;
+  });
+}
+
+// ---- descprod-cancel-job ----------------------------------------------------------------------------
+
+int cancel_job_main(int argc, char** argv) {
+  const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-cancel-job");
+  return guarded(me, [&] {
+    auto a = parse_args(arguments(argc, argv), server_options());
+    if (a.has("help")) {
+      std::cout << "Usage: " << me << " [--url URL] [--token-file FILE] ID...\n"
+                << "Cancels jobs. A queued job is cancelled at once; a running one is asked to stop\n"
+                << "(its process gets SIGTERM, then SIGKILL). Exit 1 if any job could not be\n"
+                << "cancelled (unknown, or already finished).\n"
+                << common_options_help();
+      return exit_code::ok;
+    }
+    if (a.positional.empty()) throw usage_error("at least one job ID is required");
+    std::vector<long long> ids;
+    for (const auto& p : a.positional) ids.push_back(parse_job_id(p));
+    auto api = make_client(a);
+    int rc = exit_code::ok;
+    for (long long id : ids) {
+      auto r = api.call("POST", "/api/jobs/" + std::to_string(id) + "/cancel");
+      if (r.status == 200) {
+        std::cout << "Job " << id << " cancelled.\n";
+      } else if (r.status == 202) {
+        std::cout << "Job " << id << ": cancel requested; the job is being stopped.\n";
+      } else if (r.status == 409) {
+        print_error(me, "job " + std::to_string(id) + " was not cancelled: " + error_detail(r));
+        if (rc == exit_code::ok) rc = exit_code::server_error;
+      } else {
+        auto e = error_for(r);
+        if (e.code == exit_code::bad_token) throw e;
+        print_error(me, "job " + std::to_string(id) + ": " + e.what());
+        if (rc == exit_code::ok) rc = e.code;
+      }
+    }
+    return rc;
+  });
+}
+
+// ---- descprod-login ---------------------------------------------------------------------------------
+
+namespace {
+
+// Reads one line from stdin; without echo when stdin is a terminal.
+std::string read_secret_line(const std::string& prompt) {
+  bool tty = ::isatty(STDIN_FILENO);
+  termios old{};
+  if (tty) {
+    std::cerr << prompt << std::flush;
+    if (::tcgetattr(STDIN_FILENO, &old) == 0) {
+      termios quiet = old;
+      quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+      ::tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    }
+  }
+  std::string line;
+  std::getline(std::cin, line);
+  if (tty) {
+    ::tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    std::cerr << "\n";
+  }
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+  return line;
+}
+
+// Writes `text` to `path` with mode 0600 (a temporary file renamed over it).
+void write_private_file(const fs::path& path, const std::string& text) {
+  std::string tmp = path.string() + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) throw client_error(exit_code::server_error, "cannot write " + tmp + ": " + std::strerror(errno));
+  ::fchmod(fd, 0600);
+  std::size_t off = 0;
+  while (off < text.size()) {
+    ssize_t n = ::write(fd, text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw client_error(exit_code::server_error, "cannot write " + tmp + ": " + std::strerror(err));
+    }
+    off += static_cast<std::size_t>(n);
+  }
+  ::fsync(fd);
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw client_error(exit_code::server_error, "cannot write " + path.string() + ": " + std::strerror(err));
+  }
+}
+
+}  // namespace
+
+int login_main(int argc, char** argv) {
+  const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-login");
+  return guarded(me, [&] {
+    auto specs = std::vector<option_spec>{{'h', "help", false}, {0, "url", true}, {0, "token", true}};
+    auto a = parse_args(arguments(argc, argv), specs);
+    auto env = process_env();
+    const std::string dir = config_dir(env);
+    if (a.has("help")) {
+      std::cout << "Usage: " << me << " [--url URL] [--token TOKEN]\n"
+                << "Checks an API token with the server (GET /api/version) and stores it in\n"
+                << dir << "/token (mode 0600), where the other commands find it.\n"
+                << "Without --token the token is read from standard input (not echoed).\n"
+                << "With --url the URL is stored too (" << dir << "/url) and becomes the default\n"
+                << "server of the other commands when $DESCPROD_URL is not set.\n"
+                << "      --url URL         the server (default: as for the other commands)\n"
+                << "      --token TOKEN     the token (visible to other users in `ps`; prefer stdin)\n"
+                << "  -h, --help            show this help\n";
+      return exit_code::ok;
+    }
+    if (!a.positional.empty()) throw usage_error("unexpected argument '" + a.positional[0] + "'");
+    std::string url = resolve_url(a.value("url"), env);
+    std::string token = a.value("token") ? *a.value("token") : read_secret_line("Token: ");
+    auto b = token.find_first_not_of(" \t");
+    token = b == std::string::npos ? "" : token.substr(b);
+    if (token.empty()) throw usage_error("no token given");
+    api_client api(url, token, std::chrono::seconds(15));
+    auto r = api.call("GET", "/api/version");
+    if (r.status != 200) throw error_for(r);
+
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) throw client_error(exit_code::server_error, "cannot create " + dir + ": " + ec.message());
+    ::chmod(dir.c_str(), 0700);
+    write_private_file(fs::path(dir) / "token", token + "\n");
+    if (a.value("url")) write_private_file(fs::path(dir) / "url", api.url_text() + "\n");
+    std::string version = r.body.is_object() ? json_string(r.body.as_object(), "version") : "";
+    std::cout << "Logged in to " << api.url_text() << (version.empty() ? "" : " (server " + version + ")")
+              << "; token stored in " << dir << "/token\n";
+    return exit_code::ok;
+  });
+}
+
+}  // namespace descprod::client
