@@ -2,6 +2,7 @@
 //   descprod-admin [--config FILE] add-user NAME [--admin]
 //   descprod-admin [--config FILE] token NAME        prints a new API token for NAME
 //   descprod-admin [--config FILE] list-users
+//   descprod-admin [--config FILE] approve|reject|disable|make-admin NAME
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
@@ -22,6 +23,10 @@ const char* usage =
     "  add-user NAME [--admin]   create an active account (a no-op if it exists)\n"
     "  token NAME                issue a new API token for NAME and print it (shown once)\n"
     "  list-users                list accounts with their role and status\n"
+    "  approve NAME              activate a pending (or rejected) registration\n"
+    "  reject NAME               reject a pending registration\n"
+    "  disable NAME              disable an account (its sessions and tokens stop working)\n"
+    "  make-admin NAME           give an account the admin role\n"
     "\n"
     "Options:\n"
     "  -c, --config FILE         configuration file (default: config/descprod.yaml or $DESCPROD_CONFIG)\n"
@@ -93,6 +98,15 @@ int main(int argc, char** argv) {
         std::string status = info.elements.size() > 1 ? info.elements[1].str : "";
         std::cout << n << "\t" << role << "\t" << status << "\n";
       }
+      return 0;
+    }
+    if (auto action = descprod::parse_account_action(cmd);
+        action && (cmd == "approve" || cmd == "reject" || cmd == "disable" || cmd == "make-admin")) {
+      if (rest.size() != 2) return fail("usage: descprod-admin " + cmd + " NAME", 2);
+      auto c = descprod::change_account(redis, prefix, rest[1], *action);
+      if (!c.ok && c.reason == "missing") return fail("no such user: " + rest[1]);
+      if (!c.ok) return fail("cannot " + cmd + " " + rest[1] + ": the account is " + c.status);
+      std::cout << rest[1] << "\t" << c.role << "\t" << c.status << "\n";
       return 0;
     }
     return fail("unknown command '" + cmd + "'\n" + usage, 2);

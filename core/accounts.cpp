@@ -1,7 +1,12 @@
-// Users and tokens written with the blocking client.
+// Users, passwords and tokens. Account changes are Lua scripts so that the check of the current
+// status and the change are one atomic step, whichever client (descprod-admin or the gateway)
+// runs them. Caveat: EVAL sends the script text each time; account changes are rare.
 #include "core/accounts.hpp"
 
+#include <sodium.h>
+
 #include <chrono>
+#include <cstdio>
 #include <stdexcept>
 
 #include "core/crypto.hpp"
@@ -13,9 +18,67 @@ std::string now_str() {
   auto now = std::chrono::system_clock::now().time_since_epoch();
   return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now).count());
 }
+double now_double() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+std::string fmt_time(double t) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6f", t);
+  return buf;
+}
 void check(const redis_reply& r) {
   if (r.is_error()) throw std::runtime_error("Redis: " + r.str);
 }
+void ensure_sodium() {
+  static const bool ok = sodium_init() >= 0;
+  if (!ok) throw std::runtime_error("libsodium failed to initialise");
+}
+
+// KEYS[1] user hash, KEYS[2] users set; ARGV name, email, hash, created.
+const char* register_script = R"LUA(
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'role', 'user', 'status', 'pending', 'email', ARGV[2],
+  'password_hash', ARGV[3], 'created', ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+)LUA";
+
+// KEYS[1] user hash; ARGV action, now. Reply {'ok'|'err', reason, status, role}.
+const char* action_script = R"LUA(
+local key = KEYS[1]
+local v = redis.call('HMGET', key, 'status', 'role')
+if not v[1] then return {'err', 'missing', '', ''} end
+local status, role = v[1], v[2] or 'user'
+local a = ARGV[1]
+local function refuse() return {'err', 'illegal', status, role} end
+if a == 'approve' then
+  if status ~= 'pending' and status ~= 'rejected' then return refuse() end
+  status = 'active'
+  redis.call('HSET', key, 'status', status, 'approved', ARGV[2])
+elseif a == 'reject' then
+  if status ~= 'pending' then return refuse() end
+  status = 'rejected'
+  redis.call('HSET', key, 'status', status)
+elseif a == 'disable' then
+  if status == 'disabled' then return refuse() end
+  status = 'disabled'
+  redis.call('HSET', key, 'status', status)
+elseif a == 'enable' then
+  if status ~= 'disabled' then return refuse() end
+  status = 'active'
+  redis.call('HSET', key, 'status', status)
+elseif a == 'make-admin' then
+  role = 'admin'
+  redis.call('HSET', key, 'role', role)
+elseif a == 'remove-admin' then
+  role = 'user'
+  redis.call('HSET', key, 'role', role)
+else
+  return {'err', 'unknown', status, role}
+end
+return {'ok', '', status, role}
+)LUA";
+
 }  // namespace
 
 bool valid_user_name(const std::string& name) {
@@ -25,6 +88,16 @@ bool valid_user_name(const std::string& name) {
     if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) ||
           c == '_' || c == '.' || c == '-'))
       return false;
+  return true;
+}
+
+bool valid_email(const std::string& email) {
+  if (email.size() < 3 || email.size() > 254) return false;
+  auto at = email.find('@');
+  if (at == std::string::npos || at == 0 || at + 1 == email.size()) return false;
+  if (email.find('@', at + 1) != std::string::npos) return false;
+  for (unsigned char c : email)
+    if (c <= ' ' || c == 0x7f || c == '<' || c == '>' || c == '"') return false;
   return true;
 }
 
@@ -45,15 +118,98 @@ bool add_user(redis_sync& r, const std::string& prefix, const std::string& name,
 }
 
 std::string issue_token(redis_sync& r, const std::string& prefix, const std::string& owner,
-                        const std::string& scope, long long ttl_s) {
+                        const std::string& scope, long long ttl_s, const std::string& label) {
   auto token = new_token();
-  auto key = prefix + "token:" + sha256_hex(token);
+  auto hash = sha256_hex(token);
+  auto key = prefix + "token:" + hash;
   long long expires = 0;
   if (ttl_s > 0) expires = std::stoll(now_str()) + ttl_s;
   check(r.exec({"HSET", key, "owner", owner, "scope", scope, "created", now_str(), "expires",
-                std::to_string(expires)}));
+                std::to_string(expires), "label", label}));
   if (ttl_s > 0) check(r.exec({"EXPIRE", key, std::to_string(ttl_s)}));
+  if (scope == "user") check(r.exec({"SADD", prefix + "user:" + owner + ":tokens", hash}));
   return token;
+}
+
+std::string hash_password(std::string_view password, password_cost cost) {
+  ensure_sodium();
+  char out[crypto_pwhash_STRBYTES];
+  if (crypto_pwhash_str_alg(out, password.data(), password.size(), cost.opslimit,
+                            cost.memlimit_bytes, crypto_pwhash_ALG_ARGON2ID13) != 0)
+    throw std::runtime_error("password hashing failed (out of memory?)");
+  return out;
+}
+
+bool verify_password(const std::string& hash, std::string_view password) {
+  ensure_sodium();
+  if (hash.empty() || hash.size() >= crypto_pwhash_STRBYTES) return false;
+  return crypto_pwhash_str_verify(hash.c_str(), password.data(), password.size()) == 0;
+}
+
+bool set_password(redis_sync& r, const std::string& prefix, const std::string& name,
+                  std::string_view password, password_cost cost) {
+  if (!user_exists(r, prefix, name)) return false;
+  check(r.exec({"HSET", prefix + "user:" + name, "password_hash", hash_password(password, cost)}));
+  return true;
+}
+
+std::vector<std::string> register_user_cmd(const std::string& prefix, const std::string& name,
+                                           const std::string& email,
+                                           const std::string& password_hash, double now_s) {
+  return redis_cmd("EVAL", register_script, "2", prefix + "user:" + name, prefix + "users", name,
+                   email, password_hash, fmt_time(now_s));
+}
+
+std::optional<account_action> parse_account_action(std::string_view s) {
+  if (s == "approve") return account_action::approve;
+  if (s == "reject") return account_action::reject;
+  if (s == "disable") return account_action::disable;
+  if (s == "enable") return account_action::enable;
+  if (s == "make-admin" || s == "make_admin") return account_action::make_admin;
+  if (s == "remove-admin" || s == "remove_admin") return account_action::remove_admin;
+  return std::nullopt;
+}
+
+std::string_view to_string(account_action a) {
+  switch (a) {
+    case account_action::approve: return "approve";
+    case account_action::reject: return "reject";
+    case account_action::disable: return "disable";
+    case account_action::enable: return "enable";
+    case account_action::make_admin: return "make-admin";
+    case account_action::remove_admin: return "remove-admin";
+  }
+  return "";
+}
+
+std::vector<std::string> account_action_cmd(const std::string& prefix, const std::string& name,
+                                            account_action a, double now_s) {
+  return redis_cmd("EVAL", action_script, "1", prefix + "user:" + name, std::string(to_string(a)),
+                   fmt_time(now_s));
+}
+
+account_change parse_account_change(const redis_reply& r) {
+  account_change out;
+  if (r.is_error()) {
+    out.reason = "redis: " + r.str;
+    return out;
+  }
+  if (r.type != redis_reply::kind::array || r.elements.size() != 4) {
+    out.reason = "unexpected reply";
+    return out;
+  }
+  out.ok = r.elements[0].as_string() == "ok";
+  out.reason = r.elements[1].as_string();
+  out.status = r.elements[2].as_string();
+  out.role = r.elements[3].as_string();
+  return out;
+}
+
+account_change change_account(redis_sync& r, const std::string& prefix, const std::string& name,
+                              account_action a) {
+  auto rep = r.exec(account_action_cmd(prefix, name, a, now_double()));
+  check(rep);
+  return parse_account_change(rep);
 }
 
 }  // namespace descprod

@@ -1,12 +1,22 @@
-// Accounts and API tokens on a blocking Redis connection (used by descprod-admin and the test
-// fixtures; the gateway reads the same keys asynchronously).
-//   P user:<name>  hash: role (admin|user), status (active|pending|disabled), created
-//   P users        set of user names
-//   P token:<sha256 of token>  hash: owner, scope ("user" or "job:<id>"), created, expires (0: never)
+// Accounts, passwords and API tokens (DESIGN §3.3, §8). The blocking functions run on a redis_sync
+// connection (descprod-admin, test fixtures); the command builders and the Lua scripts are shared
+// with the gateway, which runs the same commands asynchronously, so both sides change an account
+// the same way.
+//   P user:<name>         hash: role (admin|user), status (pending|active|rejected|disabled),
+//                         created, email, password_hash (Argon2id, libsodium's string form)
+//   P users               set of user names
+//   P user:<name>:tokens  set of the sha256 of the user's API tokens (scope "user")
+//   P token:<sha256>      hash: owner, scope ("user" or "job:<id>"), created, expires (0: never),
+//                         label
+//
+// Thread-safety: the pure functions are; the Redis ones use the caller's connection.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "core/redis.hpp"
 
@@ -14,12 +24,67 @@ namespace descprod {
 
 // A user name: 1–64 of [a-z0-9_.-], starting with a letter or digit.
 bool valid_user_name(const std::string& name);
+// A plausible e-mail address: 3–254 bytes, one '@' with text on both sides, no spaces or
+// control characters, no '<', '>', '"'.
+bool valid_email(const std::string& email);
+// Password length limits (bytes).
+inline constexpr std::size_t min_password_bytes = 8;
+inline constexpr std::size_t max_password_bytes = 1024;
 
 // Creates (or, if it exists, leaves unchanged and returns false) an active user.
 bool add_user(redis_sync& r, const std::string& prefix, const std::string& name, bool admin);
 bool user_exists(redis_sync& r, const std::string& prefix, const std::string& name);
-// Issues a new token for the user and returns its plain text (stored only as a hash).
+// Issues a new token for the user and returns its plain text (stored only as a hash). A "user"
+// scope token is also listed in P user:<owner>:tokens.
 std::string issue_token(redis_sync& r, const std::string& prefix, const std::string& owner,
-                        const std::string& scope = "user", long long ttl_s = 0);
+                        const std::string& scope = "user", long long ttl_s = 0,
+                        const std::string& label = "");
+
+// ---- passwords ---------------------------------------------------------------------------------
+
+// Argon2id cost (crypto_pwhash_str with crypto_pwhash_ALG_ARGON2ID13).
+struct password_cost {
+  unsigned long long opslimit = 2;
+  std::size_t memlimit_bytes = std::size_t(64) << 20;
+};
+// The hash string ("$argon2id$v=19$m=...,t=...,p=1$salt$hash"). Throws std::runtime_error when
+// libsodium cannot allocate the memory.
+std::string hash_password(std::string_view password, password_cost cost);
+// Whether `password` matches `hash` (constant time; false for an empty or malformed hash).
+bool verify_password(const std::string& hash, std::string_view password);
+// Sets (replaces) a user's password; false when the user does not exist.
+bool set_password(redis_sync& r, const std::string& prefix, const std::string& name,
+                  std::string_view password, password_cost cost);
+
+// ---- registration and account changes ----------------------------------------------------------
+
+// EVAL of the registration script: creates P user:<name> with status pending, role user, the
+// e-mail and the password hash, and adds the name to P users, unless the account exists.
+// Reply: 1 created, 0 the name is taken.
+std::vector<std::string> register_user_cmd(const std::string& prefix, const std::string& name,
+                                           const std::string& email,
+                                           const std::string& password_hash, double now_s);
+
+// What an administrator may do to an account.
+enum class account_action { approve, reject, disable, enable, make_admin, remove_admin };
+// "approve", "reject", "disable", "enable", "make-admin" (or make_admin), "remove-admin".
+std::optional<account_action> parse_account_action(std::string_view s);
+std::string_view to_string(account_action a);
+
+// EVAL of the account-change script. Legal changes: approve pending|rejected → active; reject
+// pending → rejected; disable anything not disabled → disabled; enable disabled → active;
+// make-admin and remove-admin set the role of any existing account.
+std::vector<std::string> account_action_cmd(const std::string& prefix, const std::string& name,
+                                            account_action a, double now_s);
+struct account_change {
+  bool ok = false;
+  std::string reason;  // "missing" or "illegal" when !ok
+  std::string status;  // the account's status after (or, when refused, now)
+  std::string role;
+};
+account_change parse_account_change(const redis_reply& r);
+// account_action_cmd on a blocking connection.
+account_change change_account(redis_sync& r, const std::string& prefix, const std::string& name,
+                              account_action a);
 
 }  // namespace descprod

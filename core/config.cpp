@@ -171,6 +171,20 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_range<std::size_t>("max_bulk_jobs", c.gateway.max_bulk_jobs, 1, 10000000);
     s.read_ms("idle_timeout_ms", c.gateway.idle_timeout);
     s.read("public_url", c.gateway.public_url);
+    s.read("tls_cert", c.gateway.tls_cert);
+    s.read("tls_key", c.gateway.tls_key);
+    if (c.gateway.tls_cert.empty() != c.gateway.tls_key.empty()) {
+      auto k = c.gateway.tls_cert.empty() ? "tls_key" : "tls_cert";
+      s.fail(s.take(k), k, "tls_cert and tls_key go together");
+    }
+    {
+      long long ttl = c.gateway.session_ttl.count();
+      s.read_range<long long>("session_ttl_s", ttl, 60, 90LL * 24 * 3600);
+      c.gateway.session_ttl = std::chrono::seconds(ttl);
+    }
+    s.read_range<unsigned long long>("password_opslimit", c.gateway.password_opslimit, 1, 100);
+    s.read_range<std::size_t>("password_memlimit_kib", c.gateway.password_memlimit_kib, 8,
+                              std::size_t(4) << 20);
     s.finish();
   }
   {
@@ -206,6 +220,48 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_ms("status_poll_ms", c.worker.status_poll);
     s.read_range("drain_grace_s", c.worker.drain_grace_s, 0.0, 86400.0);
     s.read_range("kill_grace_s", c.worker.kill_grace_s, 0.0, 3600.0);
+    s.read_range("idle_timeout_s", c.worker.idle_timeout_s, 0.0, 1e7);
+    s.read_range("walltime_margin_s", c.worker.walltime_margin_s, 0.0, 86400.0);
+    s.finish();
+  }
+  {
+    section s(top.take("pilots"), file, "pilots");
+    auto& p = c.pilots;
+    s.read("enabled", p.enabled);
+    s.read_range("min", p.min, 0, 10000);
+    s.read_range("max", p.max, 0, 10000);
+    s.read_range("nodes", p.nodes, 1, 100000);
+    s.read_range("slots_per_pilot", p.slots_per_pilot, 1, 100000000);
+    s.read_range("walltime_minutes", p.walltime_minutes, 1, 525600);
+    s.read("partition", p.partition);
+    s.read("account", p.account);
+    s.read("qos", p.qos);
+    s.read("constraint", p.constraint);
+    s.read("job_name", p.job_name);
+    s.read_range("signal_lead_s", p.signal_lead_s, 0, 65535);
+    s.read_range("idle_timeout_s", p.idle_timeout_s, 0.0, 1e7);
+    s.read("script", p.script);
+    s.read("worker_config", p.worker_config);
+    s.read("worker_binary", p.worker_binary);
+    s.read("log_dir", p.log_dir);
+    s.read("extra_args", p.extra_args);
+    s.read("sbatch", p.sbatch);
+    s.read("squeue", p.squeue);
+    s.read_ms("check_interval_ms", p.check_interval);
+    s.read_ms("squeue_interval_ms", p.squeue_interval);
+    s.read_ms("command_timeout_ms", p.command_timeout);
+    s.read_ms("backoff_min_ms", p.backoff_min);
+    s.read_ms("backoff_max_ms", p.backoff_max);
+    if (auto v = s.take("min"); v && p.min > p.max) s.fail(v, "min", "must not exceed max");
+    if (auto v = s.take("max"); v && p.min > p.max) s.fail(v, "max", "must not be below min");
+    if (auto v = s.take("job_name"); v && (p.job_name.empty() || p.job_name.find_first_of(" \t\n,") != std::string::npos))
+      s.fail(v, "job_name", "expected a name without spaces or commas");
+    for (const char* k : {"check_interval_ms", "squeue_interval_ms", "command_timeout_ms", "backoff_min_ms"})
+      if (auto v = s.take(k); v && v.as<long long>() < 10) s.fail(v, k, "must be at least 10");
+    if (p.backoff_max < p.backoff_min) {
+      if (auto v = s.take("backoff_max_ms")) s.fail(v, "backoff_max_ms", "must not be below backoff_min_ms");
+      p.backoff_max = p.backoff_min;
+    }
     s.finish();
   }
   top.finish();

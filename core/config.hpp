@@ -60,6 +60,15 @@ struct gateway_config {
   std::size_t max_bulk_jobs = 100000;
   std::chrono::milliseconds idle_timeout{30000};
   std::string public_url;  // how workers' apps reach the gateway (DESCPROD_URL)
+  // HTTPS: PEM certificate chain and private key files; both set → the gateway serves TLS only.
+  std::string tls_cert;
+  std::string tls_key;
+  // Web login sessions expire after this long without a request (sliding expiry).
+  std::chrono::seconds session_ttl{8 * 3600};
+  // Argon2id cost of new password hashes (libsodium crypto_pwhash_str): passes and memory (KiB).
+  // The defaults are libsodium's "interactive" level; tests use 1 and 8 to stay fast.
+  unsigned long long password_opslimit = 2;
+  std::size_t password_memlimit_kib = 64 * 1024;
 };
 
 struct daemon_config {
@@ -81,6 +90,41 @@ struct worker_config {
   std::chrono::milliseconds status_poll{200};
   double drain_grace_s = 30;  // on SIGTERM, running jobs may finish for this long, then are handed back
   double kill_grace_s = 5;    // SIGTERM → SIGKILL of a job's process group (cancel, time limit, drain)
+  double idle_timeout_s = 0;  // with no job for this long the worker drains and exits 0 (0: never)
+  // Walltime awareness (Slurm pilots, --walltime-end): a job starts only when its app's
+  // time_limit_s ends at least this long before the allocation's end.
+  double walltime_margin_s = 0;
+};
+
+// Elastic pilots (docs/slurm.md): the daemon submits Slurm allocations that each start one
+// descprod-worker per node (scripts/slurm/descprod-pilot.sbatch) when ready jobs outnumber free
+// slots. Off by default.
+struct pilots_config {
+  bool enabled = false;
+  int min = 0;                  // pilots kept alive (pending or running) even without work
+  int max = 1;                  // never more pilots alive than this
+  int nodes = 1;                // nodes per pilot (sbatch --nodes)
+  int slots_per_pilot = 1;      // slots a pilot brings (nodes x cores): counted while it starts
+  int walltime_minutes = 60;    // sbatch --time
+  std::string partition;        // sbatch --partition (empty: the site's default)
+  std::string account;          // sbatch --account
+  std::string qos;              // sbatch --qos
+  std::string constraint;       // sbatch --constraint (e.g. cpu at NERSC)
+  std::string job_name = "descprod-pilot";
+  int signal_lead_s = 120;      // sbatch --signal=TERM@lead: the workers drain this long before the end
+  double idle_timeout_s = 300;  // a pilot's workers exit after this long without a job
+  std::string script = "scripts/slurm/descprod-pilot.sbatch";
+  std::string worker_config;    // the config file the pilots' workers read (empty: the daemon's own)
+  std::string worker_binary;    // descprod-worker for the pilots (empty: next to descprod-daemon)
+  std::string log_dir = "var/pilots";  // sbatch --output=<log_dir>/<job_name>-%j.out
+  std::vector<std::string> extra_args; // more sbatch options, passed as they are
+  std::string sbatch = "sbatch";       // the programs (a path, or looked up in PATH)
+  std::string squeue = "squeue";
+  std::chrono::milliseconds check_interval{5000};   // how often demand is compared with supply
+  std::chrono::milliseconds squeue_interval{30000}; // how often pilot states are read from squeue
+  std::chrono::milliseconds command_timeout{30000}; // sbatch/squeue that takes longer is killed
+  std::chrono::milliseconds backoff_min{10000};     // after a failed sbatch, doubling …
+  std::chrono::milliseconds backoff_max{600000};    // … up to this
 };
 
 struct descprod_config {
@@ -91,6 +135,7 @@ struct descprod_config {
   gateway_config gateway;
   daemon_config daemon;
   worker_config worker;
+  pilots_config pilots;
 };
 
 descprod_config load_config(const std::string& path);

@@ -66,6 +66,7 @@ queue_daemon::~queue_daemon() { stop(); }
 void queue_daemon::stop() {
   if (stopping_) return;
   stopping_ = true;
+  if (pilots_) pilots_->stop();
   if (workers_sock_) workers_sock_->close();
   if (gateways_sock_) gateways_sock_->close();
   redis_.close();
@@ -118,6 +119,10 @@ net::awaitable<void> queue_daemon::run() {
   spawn(receive_loop(workers_sock_.get(), true), "worker_loop");
   spawn(receive_loop(gateways_sock_.get(), false), "gateway_loop");
   spawn(outbox_loop(), "outbox");
+  if (cfg_.pilots.enabled) {
+    pilots_ = std::make_unique<pilot_manager>(ex, cfg_.pilots, redis_, cfg_.redis.prefix, [this] { return demand(); });
+    spawn(pilots_->run(), "pilots");
+  }
   co_await cron();
 }
 
@@ -228,6 +233,7 @@ void queue_daemon::on_gateway_message(const std::string& routing, protocol::mess
     if (auto q = queued_.find(*id); q != queued_.end()) {
       ready_.erase({q->second, *id});
       queued_.erase(q);
+      job_limits_.erase(*id);
     }
     auto l = leases_.find(*id);
     if (l != leases_.end()) {
@@ -307,6 +313,8 @@ void queue_daemon::on_hello(const std::string& routing, const boost::json::objec
   w.pool = protocol::get_string(body, "pool").value_or("default");
   w.slots = static_cast<int>(*slots);
   w.credits = 0;
+  w.walltime_end = std::max(0.0, protocol::get_number(body, "walltime_end").value_or(0));
+  w.walltime_margin_s = std::max(0.0, protocol::get_number(body, "walltime_margin_s").value_or(0));
   w.last_seen = clock_type::now();
   routing_to_id_[routing] = *id;
   // Jobs the worker still runs (a reconnect or a daemon restart): adopt those whose lease is its
@@ -338,7 +346,9 @@ void queue_daemon::on_hello(const std::string& routing, const boost::json::objec
   reply["heartbeat_ms"] = cfg_.daemon.heartbeat_interval.count();
   reply["lease_timeout_ms"] = cfg_.daemon.lease_timeout.count();
   send_worker(routing, protocol::welcome, reply);
-  log::info("worker connected worker={} host={} slots={} owner={} running={}", w.id, w.host, w.slots, w.owner, w.jobs.size());
+  log::info("worker connected worker={} host={} slots={} owner={} running={} walltime_left_s={:.0f}", w.id, w.host,
+            w.slots, w.owner, w.jobs.size(), w.walltime_end > 0 ? w.walltime_end - epoch_now() : 0.0);
+  if (pilots_) pilots_->on_worker_hello(w.id);
 }
 
 void queue_daemon::on_worker_message(const std::string& routing, protocol::message msg) {
@@ -411,8 +421,17 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
     w->jobs.erase(j);
     leases_.erase(*id);
     ++stats_.handed_back;
-    requeue_later(*id, *attempt, w->id, store::requeue_mode::handback,
-                  protocol::get_string(msg.body, "reason").value_or("handed back by a draining worker"));
+    auto reason = protocol::get_string(msg.body, "reason").value_or("handed back by a draining worker");
+    if (protocol::get_bool(msg.body, "walltime").value_or(false)) {
+      // The worker's allocation ends before the job's time limit would: never offer it this job
+      // again, and keep the limit so other short-lived workers are skipped too.
+      ++stats_.walltime_refusals;
+      if (w->refused.size() >= max_refused_per_worker) w->refused.erase(w->refused.begin());
+      w->refused.insert(*id);
+      if (auto limit = protocol::get_number(msg.body, "time_limit_s"); limit && *limit > 0) remember_limit(*id, *limit);
+      log::info("job refused by worker for walltime job_id={} worker={} reason={}", *id, w->id, reason);
+    }
+    requeue_later(*id, *attempt, w->id, store::requeue_mode::handback, std::move(reason));
     return;
   }
   if (c == protocol::started || c == protocol::progress || c == protocol::finished || c == protocol::log_lines) {
@@ -443,27 +462,55 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
   log::warn("unexpected worker command dropped worker={} command={}", w->id, c);
 }
 
+bool queue_daemon::fits(const worker_state& w, job_id id, double now) const {
+  if (!w.refused.empty() && w.refused.count(id)) return false;
+  if (w.walltime_end <= 0 || job_limits_.empty()) return true;
+  auto l = job_limits_.find(id);
+  return l == job_limits_.end() || now + l->second <= w.walltime_end - w.walltime_margin_s;
+}
+
+void queue_daemon::remember_limit(job_id id, double time_limit_s) {
+  if (job_limits_.size() >= max_job_limits && !job_limits_.count(id)) job_limits_.erase(job_limits_.begin());
+  job_limits_[id] = time_limit_s;
+}
+
+queue_daemon::worker_state* queue_daemon::pick_worker(job_id id, double now, bool& any_credits) {
+  // Round robin over workers with credits, so one worker does not take everything.
+  any_credits = false;
+  std::size_t n = workers_.size();
+  auto it = workers_.begin();
+  std::advance(it, rr_ % n);
+  for (std::size_t k = 0; k < n; ++k) {
+    if (it->second.credits > 0) {
+      any_credits = true;
+      if (fits(it->second, id, now)) {
+        rr_ = (rr_ + k + 1) % n;
+        return &it->second;
+      }
+    }
+    if (++it == workers_.end()) it = workers_.begin();
+  }
+  return nullptr;
+}
+
 void queue_daemon::dispatch() {
   if (stopping_ || workers_.empty() || !redis_.connected()) return;
-  while (!ready_.empty()) {
-    // Round robin over workers with credits, so one worker does not take everything.
-    worker_state* chosen = nullptr;
-    std::size_t n = workers_.size();
-    auto it = workers_.begin();
-    std::advance(it, rr_ % n);
-    for (std::size_t k = 0; k < n; ++k) {
-      if (it->second.credits > 0) {
-        chosen = &it->second;
-        rr_ = (rr_ + k + 1) % n;
-        break;
-      }
-      if (++it == workers_.end()) it = workers_.begin();
+  // Jobs go in queue order; one that fits no worker with credits now (walltime rule) is passed
+  // over, at most dispatch_scan of them per call, and stays at the front for a later worker.
+  const double now = epoch_now();
+  std::size_t passed = 0;
+  for (auto front = ready_.begin(); front != ready_.end() && passed < dispatch_scan;) {
+    bool any_credits = false;
+    worker_state* chosen = pick_worker(front->second, now, any_credits);
+    if (!any_credits) return;
+    if (!chosen) {
+      ++front;
+      ++passed;
+      continue;
     }
-    if (!chosen) return;
-    auto front = ready_.begin();
     job_id id = front->second;
     double score = front->first;
-    ready_.erase(front);
+    front = ready_.erase(front);
     queued_.erase(id);
     --chosen->credits;
     chosen->jobs[id] = running_job{id, 0, false};
@@ -535,6 +582,26 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, std::
     dispatch();
     co_return;
   }
+  if (w.walltime_end > 0 && app->time_limit_s > 0 &&
+      epoch_now() + app->time_limit_s > w.walltime_end - w.walltime_margin_s) {
+    // Now the daemon knows the job's time limit: it would outrun this worker's allocation. Put it
+    // back as it was; job_limits_ keeps it from every worker that ends too soon.
+    ++stats_.walltime_refusals;
+    remember_limit(id, app->time_limit_s);
+    w.jobs.erase(id);
+    leases_.erase(id);
+    ++w.credits;
+    char why[160];
+    std::snprintf(why, sizeof why, "walltime: time limit %.0f s, %.0f s left in the allocation of %s",
+                  app->time_limit_s, std::max(0.0, w.walltime_end - w.walltime_margin_s - epoch_now()),
+                  worker_id.c_str());
+    log::info("job kept from worker for walltime job_id={} worker={} time_limit_s={:.0f}", id, worker_id,
+              app->time_limit_s);
+    requeue_later(id, r.attempt, worker_id, store::requeue_mode::plain, why);
+    dispatch();
+    co_return;
+  }
+  job_limits_.erase(id);
   boost::json::object body;
   body["job"] = job_to_json(rec);
   body["attempt"] = r.attempt;
@@ -717,12 +784,14 @@ net::awaitable<void> queue_daemon::apply(pending_write w) {
   }
 }
 
-void queue_daemon::worker_lost(const std::string& worker_id, const std::string& why) {
+void queue_daemon::worker_lost(const std::string& id_ref, const std::string& why) {
+  const std::string worker_id = id_ref;  // id_ref may be the map entry's own id, erased below
   auto it = workers_.find(worker_id);
   if (it == workers_.end()) return;
   auto jobs = std::move(it->second.jobs);
   routing_to_id_.erase(it->second.routing);
   workers_.erase(it);
+  if (pilots_) pilots_->on_worker_left(worker_id);
   log::warn("worker lost worker={} reason={} jobs={}", worker_id, why, jobs.size());
   for (const auto& [id, j] : jobs) {
     leases_.erase(id);
@@ -730,6 +799,19 @@ void queue_daemon::worker_lost(const std::string& worker_id, const std::string& 
     ++stats_.requeued;
     requeue_later(id, j.attempt, worker_id, store::requeue_mode::lost, why);
   }
+}
+
+pilot_demand queue_daemon::demand() const {
+  // What pilots could take: ready jobs, less those whose known time limit no pilot's walltime
+  // would fit (a new pilot could not run them either); and the free slots of workers now.
+  pilot_demand d;
+  d.ready = ready_.size();
+  const double pilot_s = 60.0 * cfg_.pilots.walltime_minutes;
+  for (const auto& [id, limit] : job_limits_)
+    if (limit > pilot_s && queued_.count(id) && d.ready > 0) --d.ready;
+  for (const auto& [id, w] : workers_)
+    if (!w.draining) d.free_slots += w.credits;
+  return d;
 }
 
 net::awaitable<void> queue_daemon::cron() {
@@ -781,7 +863,9 @@ net::awaitable<void> queue_daemon::cron() {
       auto key = store_.key("worker:" + id);
       cmds.push_back(redis_cmd("HSET", key, "id", id, "host", w.host, "owner", w.owner, "pool", w.pool, "slots",
                                std::to_string(w.slots), "running", std::to_string(w.jobs.size()),
-                               "last_heartbeat", fmt_double(epoch_now())));
+                               "last_heartbeat", fmt_double(epoch_now()), "walltime_end",
+                               std::to_string(static_cast<long long>(w.walltime_end)), "draining",
+                               w.draining ? "1" : "0"));
       cmds.push_back(redis_cmd("EXPIRE", key, ttl));
       for (const auto& [jid, j] : w.jobs)
         if (j.attempt > 0) cmds.push_back(redis_cmd("ZADD", store_.key("leases"), "XX", fmt_double(deadline), std::to_string(jid)));

@@ -2,6 +2,9 @@
 // jobs to workers that ask for work (credit-based pull), tracks heartbeats both ways, requeues the
 // jobs of lost workers, forwards cancels, and writes every transition through the store's Lua
 // scripts. Its memory is a cache of Redis: it is rebuilt at start and reconciled periodically.
+// Workers in Slurm allocations announce their walltime; jobs that would outrun it go elsewhere
+// (docs/protocol.md, Walltime). With pilots enabled, a pilot_manager (pilots.hpp) submits Slurm
+// allocations when ready jobs outnumber free slots.
 //
 // Thread-safety: none; everything runs on one io_context thread.
 #pragma once
@@ -21,6 +24,7 @@
 #include "core/redis.hpp"
 #include "core/store.hpp"
 #include "core/zmq_asio.hpp"
+#include "daemon/pilots.hpp"
 
 namespace descprod {
 
@@ -33,6 +37,7 @@ struct daemon_stats {
   std::uint64_t stale_events = 0;
   std::uint64_t malformed = 0;
   std::uint64_t handed_back = 0;
+  std::uint64_t walltime_refusals = 0;  // jobs kept from a worker whose allocation ends too soon
 };
 
 class queue_daemon {
@@ -64,6 +69,9 @@ class queue_daemon {
     bool draining = false;  // sent `drain`: gets no more jobs
     clock_type::time_point last_seen;
     std::map<job_id, running_job> jobs;
+    double walltime_end = 0;       // its allocation's end (epoch s; 0: none), from hello
+    double walltime_margin_s = 0;  // from hello: a job must end this long before walltime_end
+    std::set<job_id> refused;      // jobs it handed back for walltime: never sent to it again
   };
   struct lease_info {
     std::string worker;  // worker id
@@ -95,6 +103,12 @@ class queue_daemon {
   void on_gateway_message(const std::string& routing, protocol::message msg);
   void enqueue(job_id id, int priority);
   void dispatch();
+  // The walltime rule (docs/slurm.md): a job whose time limit the daemon knows (job_limits_) goes
+  // only to a worker whose allocation outlasts it; a job a worker refused never goes back to it.
+  bool fits(const worker_state& w, job_id id, double now) const;
+  void remember_limit(job_id id, double time_limit_s);
+  worker_state* pick_worker(job_id id, double now, bool& any_credits);
+  pilot_demand demand() const;
   net::awaitable<void> lease_and_send(job_id id, double score, std::string worker_id);
   // The outbox: worker events, requeues and token writes go through it in order; while Redis is
   // away they wait (in memory) and are written when it returns.
@@ -103,7 +117,7 @@ class queue_daemon {
   net::awaitable<void> apply(pending_write w);
   net::awaitable<void> apply_one(pending_write* w, std::shared_ptr<struct batch_state> st, std::size_t i);
   void requeue_later(job_id id, long long attempt, std::string worker, store::requeue_mode mode, std::string reason);
-  void worker_lost(const std::string& worker_id, const std::string& why);
+  void worker_lost(const std::string& id_ref, const std::string& why);
   void send_worker(const std::string& routing, std::string_view command, const boost::json::object& body);
   worker_state* worker_by_routing(const std::string& routing);
   void spawn(net::awaitable<void> task, const char* what);
@@ -133,6 +147,14 @@ class queue_daemon {
   // Leases found in Redis at start whose worker has not said hello yet: deadline to reclaim them.
   std::unordered_map<job_id, clock_type::time_point> orphans_;
   std::size_t rr_ = 0;  // round-robin cursor over workers
+  // Time limits of ready jobs that some worker could not fit (learnt at lease or handback time;
+  // the queue itself holds only IDs). Bounded: the lowest IDs go first when it is full.
+  std::map<job_id, double> job_limits_;
+  static constexpr std::size_t max_job_limits = 100000;
+  static constexpr std::size_t max_refused_per_worker = 10000;
+  // Jobs dispatch() looks past at the queue's front when they fit no worker with credits.
+  static constexpr std::size_t dispatch_scan = 128;
+  std::unique_ptr<pilot_manager> pilots_;
   std::deque<pending_write> outbox_;
   net::steady_timer outbox_wake_{io_};
   daemon_stats stats_;

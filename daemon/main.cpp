@@ -1,6 +1,7 @@
 // descprod-daemon: the queue daemon's command line.
 #include <boost/program_options.hpp>
 #include <csignal>
+#include <filesystem>
 #include <iostream>
 
 #include "core/config.hpp"
@@ -32,6 +33,25 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     std::cerr << "fatal: " << e.what() << "\n";
     return 2;
+  }
+  {
+    // Pilots run on other nodes and in other directories: give them absolute paths. The workers
+    // read the daemon's own file unless pilots.worker_config names another, and run the
+    // descprod-worker installed next to this program unless pilots.worker_binary names one.
+    namespace fs = std::filesystem;
+    auto& p = cfg.pilots;
+    std::error_code ec;
+    if (p.worker_config.empty()) p.worker_config = cfg.file;
+    for (auto* path : {&p.worker_config, &p.script, &p.log_dir})
+      if (!path->empty()) *path = fs::absolute(*path, ec).lexically_normal().string();
+    if (p.worker_binary.empty()) {
+      auto sibling = fs::read_symlink("/proc/self/exe", ec).parent_path() / "descprod-worker";
+      if (!ec && fs::exists(sibling, ec)) p.worker_binary = sibling.string();
+    }
+    if (p.enabled && !fs::exists(p.script, ec)) {
+      std::cerr << "fatal: " << cfg.file << ": pilots.script: no such file: " << p.script << "\n";
+      return 2;
+    }
   }
   if (vm.count("check-config")) {
     std::cout << "configuration ok: " << cfg.file << " (" << apps.apps.size() << " applications)\n";

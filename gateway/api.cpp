@@ -9,6 +9,8 @@
 #include <map>
 #include <set>
 
+#include "core/accounts.hpp"
+
 namespace descprod::gateway {
 
 namespace {
@@ -295,6 +297,56 @@ route match_route(std::string_view path) {
     r.kind = route_kind::jobs_bulk;
     return r;
   }
+  if (path == "/api/register") {
+    r.kind = route_kind::register_;
+    return r;
+  }
+  if (path == "/api/login") {
+    r.kind = route_kind::login;
+    return r;
+  }
+  if (path == "/api/logout") {
+    r.kind = route_kind::logout;
+    return r;
+  }
+  if (path == "/api/session") {
+    r.kind = route_kind::session;
+    return r;
+  }
+  if (path == "/api/tokens") {
+    r.kind = route_kind::tokens;
+    return r;
+  }
+  if (path == "/api/admin/users") {
+    r.kind = route_kind::admin_users;
+    return r;
+  }
+  if (path == "/api/admin/overview") {
+    r.kind = route_kind::admin_overview;
+    return r;
+  }
+  constexpr std::string_view tokens_prefix = "/api/tokens/";
+  if (path.substr(0, tokens_prefix.size()) == tokens_prefix) {
+    auto id = path.substr(tokens_prefix.size());
+    if (id.size() == 64 && id.find_first_not_of("0123456789abcdef") == std::string_view::npos) {
+      r.kind = route_kind::token;
+      r.name = std::string(id);
+    }
+    return r;
+  }
+  constexpr std::string_view users_prefix = "/api/admin/users/";
+  if (path.substr(0, users_prefix.size()) == users_prefix) {
+    auto rest = path.substr(users_prefix.size());
+    auto slash = rest.find('/');
+    if (slash == std::string_view::npos) return r;
+    std::string name(rest.substr(0, slash));
+    auto action = rest.substr(slash + 1);
+    if (!valid_user_name(name) || !parse_account_action(action)) return r;
+    r.kind = route_kind::admin_user;
+    r.name = std::move(name);
+    r.action = std::string(action);
+    return r;
+  }
   constexpr std::string_view jobs_prefix = "/api/jobs/";
   if (path.substr(0, jobs_prefix.size()) != jobs_prefix) return r;
   auto rest = path.substr(jobs_prefix.size());
@@ -328,7 +380,13 @@ route match_route(std::string_view path) {
 std::string_view allowed_methods(route_kind k) {
   switch (k) {
     case route_kind::jobs: return "GET, POST";
+    case route_kind::tokens: return "GET, POST";
     case route_kind::job: return "GET, DELETE";
+    case route_kind::token: return "DELETE";
+    case route_kind::register_:
+    case route_kind::login:
+    case route_kind::logout:
+    case route_kind::admin_user:
     case route_kind::jobs_bulk:
     case route_kind::job_cancel:
     case route_kind::job_archive:
@@ -355,7 +413,10 @@ bool method_allowed(route_kind k, std::string_view method) {
   return false;
 }
 
-bool is_public(route_kind k) { return k == route_kind::healthz || k == route_kind::readyz; }
+bool is_public(route_kind k) {
+  return k == route_kind::healthz || k == route_kind::readyz || k == route_kind::register_ ||
+         k == route_kind::login || k == route_kind::logout;
+}
 
 target_parts split_target(std::string_view target) {
   target_parts t;
@@ -467,14 +528,30 @@ std::optional<api_error> parse_job_events_query(std::string_view query, bool& fo
 }
 
 std::optional<api_error> parse_events_query(std::string_view query, std::optional<job_id>& job) {
+  std::optional<stream_id> since;
+  if (auto e = parse_events_query(query, job, since)) return e;
+  if (since) return unknown_parameter("since", "job");
+  return std::nullopt;
+}
+
+std::optional<api_error> parse_events_query(std::string_view query, std::optional<job_id>& job,
+                                            std::optional<stream_id>& since) {
   std::vector<std::pair<std::string, std::string>> params;
   if (auto e = split_query(query, params)) return e;
   job.reset();
+  since.reset();
   for (const auto& [key, value] : params) {
-    if (key != "job") return unknown_parameter(key, "job");
-    auto id = parse_job_id_text(value);
-    if (!id) return bad_request("job must be a job id (a positive integer)");
-    job = id;
+    if (key == "job") {
+      auto id = parse_job_id_text(value);
+      if (!id) return bad_request("job must be a job id (a positive integer)");
+      job = id;
+    } else if (key == "since") {
+      auto id = parse_stream_id(value);
+      if (!id) return bad_request("since must be an event id (<ms>-<seq>)");
+      since = id;
+    } else {
+      return unknown_parameter(key, "job, since");
+    }
   }
   return std::nullopt;
 }

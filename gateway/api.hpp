@@ -91,12 +91,23 @@ enum class route_kind {
   job_started,    // POST /api/jobs/<id>/started
   job_progress,   // POST /api/jobs/<id>/progress
   job_finished,   // POST /api/jobs/<id>/finished
+  register_,      // POST /api/register (no auth)
+  login,          // POST /api/login (no auth)
+  logout,         // POST /api/logout (ends the cookie's session, if any)
+  session,        // GET /api/session (who is calling; the CSRF token of a cookie session)
+  tokens,         // GET, POST /api/tokens
+  token,          // DELETE /api/tokens/<sha256>
+  admin_users,    // GET /api/admin/users
+  admin_user,     // POST /api/admin/users/<name>/<action>
+  admin_overview, // GET /api/admin/overview (workers, queue depth, throughput)
   not_found
 };
 
 struct route {
   route_kind kind = route_kind::not_found;
-  job_id id = 0;  // the routes under /api/jobs/<id>
+  job_id id = 0;       // the routes under /api/jobs/<id>
+  std::string name;    // admin_user: the user name; token: the token's sha256
+  std::string action;  // admin_user: approve, reject, disable, enable, make-admin, remove-admin
 };
 
 // Matches a path (without query). A job id is 1–18 decimal digits and positive; anything else in
@@ -135,7 +146,7 @@ std::optional<api_error> parse_list_query(std::string_view query, list_query& ou
 std::optional<api_error> parse_log_query(std::string_view query, int& lines);
 // GET /api/jobs/<id>/events query: follow (1|0|true|false, default false).
 std::optional<api_error> parse_job_events_query(std::string_view query, bool& follow);
-// GET /api/events query: job (a job id, optional).
+// GET /api/events query: job (a job id, optional). `since` is refused by this form.
 std::optional<api_error> parse_events_query(std::string_view query, std::optional<job_id>& job);
 // Whether a request is answered with a Server-Sent Events stream: GET /api/events, or GET
 // /api/jobs/<id>/events with follow=1 (a malformed query is not: it gets its 400 as JSON).
@@ -204,10 +215,14 @@ std::optional<api_error> parse_finished_body(const boost::json::value& v, finish
 std::optional<std::string> bearer_token(std::string_view authorization);
 
 // Who is calling. A job token ("job:<id>" scope) acts as the job's owner for reading that job only.
+// A web session (cookie) carries its CSRF token, which every state-changing request must echo.
 struct principal {
   std::string name;
   bool admin = false;
   std::optional<job_id> only_job;
+  bool by_session = false;
+  std::string session_hash;  // sha256 of the session token (the Redis key's suffix)
+  std::string csrf;
 };
 
 // Checks a token hash (fields owner, scope, expires; empty map = no such token) at time now_s
@@ -265,6 +280,11 @@ struct stream_id {
 };
 // "<ms>-<seq>" or "<ms>" (seq 0); nullopt when malformed.
 std::optional<stream_id> parse_stream_id(std::string_view s);
+// GET /api/events with since (an event id: replay the global stream after it, as Last-Event-ID does;
+// a Last-Event-ID header wins). Web pages pass the stream's position when they were rendered, so
+// nothing that happens between rendering and subscribing is missed.
+std::optional<api_error> parse_events_query(std::string_view query, std::optional<job_id>& job,
+                                            std::optional<stream_id>& since);
 // The Last-Event-ID request header: empty → no error, out unset; a stream ID → out; anything
 // else → 400.
 std::optional<api_error> parse_last_event_id(std::string_view header,

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/program_options.hpp>
 #include <csignal>
 #include <filesystem>
@@ -37,6 +38,24 @@ constexpr std::chrono::milliseconds redis_startup_deadline = 10s;
 // Shutdown: time busy connections get to finish, and the hard limit for the whole shutdown.
 constexpr std::chrono::milliseconds drain_grace = 5s;
 constexpr std::chrono::milliseconds shutdown_limit = 7s;
+// Threads for password hashing (Argon2id is CPU- and memory-bound; two bound its memory).
+constexpr std::size_t hashing_threads = 2;
+
+// The HTTPS context from gateway.tls_cert / tls_key, or null without them. Throws
+// std::runtime_error naming the file that could not be used.
+std::unique_ptr<net::ssl::context> make_tls_context(const gateway_config& cfg) {
+  if (cfg.tls_cert.empty()) return nullptr;
+  auto ctx = std::make_unique<net::ssl::context>(net::ssl::context::tls_server);
+  ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                   net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                   net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
+  boost::system::error_code ec;
+  ctx->use_certificate_chain_file(cfg.tls_cert, ec);
+  if (ec) throw std::runtime_error("gateway.tls_cert " + cfg.tls_cert + ": " + ec.message());
+  ctx->use_private_key_file(cfg.tls_key, net::ssl::context::pem, ec);
+  if (ec) throw std::runtime_error("gateway.tls_key " + cfg.tls_key + ": " + ec.message());
+  return ctx;
+}
 
 void write_port_file(const std::string& path, std::uint16_t port) {
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
@@ -64,7 +83,9 @@ class gateway_app {
         keeper_(ioc_.get_executor(), redis_, describe(cfg_.redis.endpoint)),
         link_(ioc_.get_executor(), zctx_, cfg_.gateway.daemon_endpoint),
         hub_(ioc_.get_executor(), cfg_.redis.endpoint, cfg_.redis.prefix),
-        server_(ioc_.get_executor(), ctx_),
+        tls_(make_tls_context(cfg_.gateway)),
+        hashing_(hashing_threads),
+        server_(ioc_.get_executor(), ctx_, tls_.get()),
         signals_(ioc_, SIGINT, SIGTERM),
         port_file_(std::move(port_file)) {
     ctx_.config = cfg_.gateway;
@@ -78,6 +99,8 @@ class gateway_app {
     ctx_.on_redis_failure = [this] { keeper_.poke(); };
     ctx_.hub = &hub_;
     ctx_.daemon_ready = [this] { return link_.welcomed(); };
+    ctx_.blocking = &hashing_;
+    ctx_.tls = tls_ != nullptr;
   }
 
   int run() {
@@ -143,8 +166,8 @@ class gateway_app {
       }
     });
     server_.start();
-    log::info("gateway listening address={} port={} apps={}", cfg_.gateway.address, port,
-              ctx_.apps.apps.size());
+    log::info("gateway listening address={} port={} scheme={} apps={}", cfg_.gateway.address, port,
+              tls_ ? "https" : "http", ctx_.apps.apps.size());
     if (!port_file_.empty()) write_port_file(port_file_, port);
   }
 
@@ -160,6 +183,7 @@ class gateway_app {
     keeper_.stop();
     link_.close();
     redis_.close();
+    hashing_.stop();
     log::info("gateway stopped");
   }
 
@@ -180,6 +204,8 @@ class gateway_app {
   daemon_link link_;
   event_hub hub_;
   gateway_context ctx_;
+  std::unique_ptr<net::ssl::context> tls_;
+  net::thread_pool hashing_;
   server server_;
   net::signal_set signals_;
   std::string port_file_;
@@ -193,7 +219,8 @@ class gateway_app {
 int gateway_main(int argc, char** argv) {
   po::options_description desc(
       "Usage: descprod-gateway --config FILE [--port N] [--port-file PATH] [--check-config]\n\n"
-      "The DESCprod HTTP gateway: JSON API for jobs, backed by Redis, notifying the daemon.\n\n"
+      "The DESCprod HTTP gateway: JSON API and web pages for jobs, backed by Redis, notifying the\n"
+      "daemon; HTTPS when gateway.tls_cert and tls_key are set.\n\n"
       "Options");
   std::string config_file, port_file;
   int port = -1;

@@ -1,5 +1,6 @@
-// The request handler: routing, authentication against the token and user hashes in Redis, and
-// the job routes. Pure checks live in api.cpp; this file does the Redis round trips and builds
+// The request handler: routing, authentication (bearer tokens, or the web session cookie with its
+// CSRF token for state changes; cross-origin posts refused first), and the job routes. Web pages,
+// accounts, API tokens and the admin routes are in web_handler.cpp. Pure checks live in api.cpp; this file does the Redis round trips and builds
 // responses. GCC 12 coroutine rules (STYLE.md) apply: no braced temporaries and no lambdas in
 // coroutine bodies, so commands and JSON bodies are built by the plain helpers at the top.
 #include "gateway/handler.hpp"
@@ -12,6 +13,8 @@
 #include "core/job.hpp"
 #include "core/log.hpp"
 #include "core/protocol.hpp"
+#include "gateway/handler_detail.hpp"
+#include "gateway/web.hpp"
 
 // GCC 12 false positive: when a coroutine's ramp is inlined into another coroutine it pairs
 // Asio's recycling frame allocator (aligned_new) with the frame's operator delete and warns
@@ -22,7 +25,7 @@
 
 namespace descprod::gateway {
 
-namespace {
+namespace detail {
 
 template <class... A>
 std::vector<std::string> cmd(A&&... a) {
@@ -354,13 +357,51 @@ response partial_bulk_failure(const std::vector<job_id>& created, std::size_t re
   return res;
 }
 
-struct auth_result {
-  std::optional<principal> who;
-  api_error error;
-};
+namespace {
+// The user account behind a token or a session: must exist and be active.
+net::awaitable<std::optional<api_error>> check_account(gateway_context& ctx, principal& who) {
+  auto user = co_await ctx.redis->async_exec(cmd("HGETALL", ctx.prefix + "user:" + who.name));
+  if (auto e = check_user(record_from_reply(user), who)) co_return e;
+  co_return std::nullopt;
+}
 
-net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string header) {
+std::vector<std::vector<std::string>> session_cmds(const gateway_context& ctx,
+                                                   const std::string& key) {
+  std::vector<std::vector<std::string>> cmds;
+  cmds.push_back(cmd("HGETALL", key));
+  // Sliding expiry: every request by the session pushes its end out again.
+  cmds.push_back(cmd("EXPIRE", key, std::to_string(ctx.config.session_ttl.count())));
+  return cmds;
+}
+}  // namespace
+
+net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string header,
+                                         std::string cookie) {
   auth_result out;
+  std::string session_token = web::cookie_value(cookie, web::session_cookie);
+  if (header.empty() && !session_token.empty()) {
+    // A web session: the cookie's token, stored only as its hash.
+    std::string hash = sha256_hex(session_token);
+    auto replies =
+        co_await ctx.redis->async_pipeline(session_cmds(ctx, ctx.prefix + "session:" + hash));
+    auto sess = record_from_reply(replies[0]);
+    auto user = sess.find("user");
+    if (user == sess.end() || user->second.empty()) {
+      out.error = unauthorized("the session has expired or ended; log in again");
+      co_return out;
+    }
+    principal who;
+    who.name = user->second;
+    who.by_session = true;
+    who.session_hash = hash;
+    who.csrf = field_of(sess, "csrf");
+    if (auto e = co_await check_account(ctx, who)) {
+      out.error = *e;
+      co_return out;
+    }
+    out.who = std::move(who);
+    co_return out;
+  }
   auto token = bearer_token(header);
   if (!token) {
     out.error =
@@ -375,8 +416,7 @@ net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string heade
     out.error = *e;
     co_return out;
   }
-  auto user = co_await ctx.redis->async_exec(cmd("HGETALL", ctx.prefix + "user:" + who.name));
-  if (auto e = check_user(record_from_reply(user), who)) {
+  if (auto e = co_await check_account(ctx, who)) {
     out.error = *e;
     co_return out;
   }
@@ -467,13 +507,17 @@ net::awaitable<std::string> job_owner(gateway_context& ctx, job_id id) {
 }
 
 // GET /api/jobs?parent=<id>: the parent's children (visible when the parent is), newest first.
-net::awaitable<response> list_children(gateway_context& ctx, principal who, list_query q) {
+net::awaitable<job_query_result> query_children(gateway_context& ctx, principal who, list_query q) {
+  job_query_result out;
   job_id parent = *q.parent;
   auto owner = co_await job_owner(ctx, parent);
-  if (!may_read(who, parent, owner)) co_return make_error_response(job_not_found(parent));
+  if (!may_read(who, parent, owner)) {
+    out.error = job_not_found(parent);
+    co_return out;
+  }
   std::string key = ctx.jobs->job_key(parent) + ":children";
   auto card = co_await ctx.redis->async_exec(cmd("SCARD", key));
-  bool truncated = card.as_integer() > static_cast<long long>(max_children);
+  out.truncated = card.as_integer() > static_cast<long long>(max_children);
   auto members = co_await ctx.redis->async_exec(children_cmd(key, card.as_integer()));
   auto ids = sorted_ids(members);
   std::vector<std::string> matches;
@@ -490,20 +534,14 @@ net::awaitable<response> list_children(gateway_context& ctx, principal who, list
       }
     }
   }
-  auto records = co_await ctx.redis->async_pipeline(hgetall_cmds(*ctx.jobs, page_of(matches, q)));
-  auto res = list_response(records, static_cast<long long>(matches.size()), q, std::nullopt, false);
-  if (truncated) {
-    auto o = boost::json::parse(res.body()).as_object();
-    o["truncated"] = true;
-    res = make_json_response(http::status::ok, o);
-  }
-  co_return res;
+  out.records = co_await ctx.redis->async_pipeline(hgetall_cmds(*ctx.jobs, page_of(matches, q)));
+  out.total = static_cast<long long>(matches.size());
+  co_return out;
 }
 
-net::awaitable<response> list_jobs(gateway_context& ctx, principal who, std::string query) {
-  list_query q;
-  if (auto e = parse_list_query(query, q)) co_return make_error_response(*e);
-  if (q.parent) co_return co_await list_children(ctx, std::move(who), std::move(q));
+net::awaitable<job_query_result> query_jobs(gateway_context& ctx, principal who, list_query q) {
+  if (q.parent) co_return co_await query_children(ctx, std::move(who), std::move(q));
+  job_query_result out;
   std::string index = ctx.prefix + "user:" + who.name + ":jobs";
   if (!q.filtered()) {
     std::vector<std::vector<std::string>> cmds;
@@ -512,8 +550,9 @@ net::awaitable<response> list_jobs(gateway_context& ctx, principal who, std::str
         cmd("ZREVRANGE", index, std::to_string(q.offset), std::to_string(q.offset + q.limit - 1)));
     auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
     auto ids = reply_strings(replies[1]);
-    auto records = co_await ctx.redis->async_pipeline(hgetall_cmds(*ctx.jobs, ids));
-    co_return list_response(records, replies[0].as_integer(), q, std::nullopt, false);
+    out.records = co_await ctx.redis->async_pipeline(hgetall_cmds(*ctx.jobs, ids));
+    out.total = replies[0].as_integer();
+    co_return out;
   }
   // Filtered: look at the newest filter_scan_window jobs only (documented in docs/api.md).
   auto card = co_await ctx.redis->async_exec(cmd("ZCARD", index));
@@ -532,9 +571,26 @@ net::awaitable<response> list_jobs(gateway_context& ctx, principal who, std::str
       if (matches_filter(fields[i], q)) matches.push_back(ids[i]);
     }
   }
-  auto records = co_await ctx.redis->async_pipeline(hgetall_cmds(*ctx.jobs, page_of(matches, q)));
-  co_return list_response(records, static_cast<long long>(matches.size()), q, window,
-                          all > static_cast<long long>(window));
+  out.records = co_await ctx.redis->async_pipeline(hgetall_cmds(*ctx.jobs, page_of(matches, q)));
+  out.total = static_cast<long long>(matches.size());
+  out.scanned = window;
+  out.truncated = all > static_cast<long long>(window);
+  co_return out;
+}
+
+net::awaitable<response> list_jobs(gateway_context& ctx, principal who, std::string query) {
+  list_query q;
+  if (auto e = parse_list_query(query, q)) co_return make_error_response(*e);
+  auto found = co_await query_jobs(ctx, std::move(who), q);
+  if (found.error) co_return make_error_response(*found.error);
+  auto res = list_response(found.records, found.total, q, found.scanned,
+                           found.scanned ? found.truncated : false);
+  if (q.parent && found.truncated) {
+    auto o = boost::json::parse(res.body()).as_object();
+    o["truncated"] = true;
+    res = make_json_response(http::status::ok, o);
+  }
+  co_return res;
 }
 
 // The roll-up of a job's children: SMEMBERS (at most max_children) and their states, pipelined
@@ -729,9 +785,11 @@ net::awaitable<response> report(gateway_context& ctx, principal who, job_id id, 
 net::awaitable<handler_result> open_events_stream(gateway_context& ctx, principal who,
                                                   std::string query, std::string last_event_id) {
   std::optional<job_id> job;
-  if (auto e = parse_events_query(query, job)) co_return as_result(error_response(*e));
+  std::optional<stream_id> since;
+  if (auto e = parse_events_query(query, job, since)) co_return as_result(error_response(*e));
   std::optional<stream_id> after;
   if (auto e = parse_last_event_id(last_event_id, after)) co_return as_result(error_response(*e));
+  if (!after) after = since;
   if (!ctx.hub) co_return as_result(error_response(unavailable("live events are not available")));
   event_filter filter;
   if (!who.admin) filter.owner = who.name;
@@ -793,6 +851,11 @@ net::awaitable<handler_result> dispatch(gateway_context& ctx, request req) {
   route r = match_route(target.path);
   if (r.kind == route_kind::not_found) {
     bool api = target.path.rfind("/api/", 0) == 0;
+    if (!api) {
+      auto page = web::match_page(target.path);
+      if (page.kind != web::page_kind::none)
+        co_return co_await handle_page(ctx, std::move(req), std::move(page));
+    }
     co_return as_result(make_error_response(not_found(api ? "no such API route" : "no such page")));
   }
   std::string method(req.method_string());
@@ -800,10 +863,25 @@ net::awaitable<handler_result> dispatch(gateway_context& ctx, request req) {
   if (r.kind == route_kind::healthz)
     co_return as_result(healthz_response(ctx.redis && ctx.redis->connected()));
   if (r.kind == route_kind::readyz) co_return as_result(readyz_response(ctx));
+  // A browser's cross-site request (another page posting here) is refused outright.
+  bool safe_method = req.method() == http::verb::get || req.method() == http::verb::head;
+  if (!safe_method && !web::origin_allowed(req[http::field::origin], req[http::field::host]))
+    co_return as_result(make_error_response(
+        forbidden("cross-origin request refused (Origin does not match Host)")));
+  if (is_public(r.kind))
+    co_return as_result(co_await handle_public_account(ctx, std::move(req), std::move(r)));
 
-  auto auth = co_await authenticate(ctx, std::string(req[http::field::authorization]));
+  auto auth = co_await authenticate(ctx, std::string(req[http::field::authorization]),
+                                    std::string(req[http::field::cookie]));
   if (!auth.who) co_return as_result(make_error_response(auth.error));
   principal who = std::move(*auth.who);
+  // A session cookie rides along with any request the browser makes, so a state-changing request
+  // authenticated by one must prove it comes from our page: the session's CSRF token.
+  if (who.by_session && !safe_method &&
+      !web::tokens_equal(req["X-CSRF-Token"], who.csrf))
+    co_return as_result(make_error_response(forbidden(
+        "missing or wrong X-CSRF-Token header (required with a session cookie; see "
+        "GET /api/session)")));
   if (auto e = check_job_token_scope(who, r, method)) co_return as_result(make_error_response(*e));
 
   std::string last_event_id(req["Last-Event-ID"]);
@@ -846,12 +924,22 @@ net::awaitable<handler_result> dispatch(gateway_context& ctx, request req) {
     case route_kind::job_finished:
       co_return as_result(
           co_await report(ctx, std::move(who), r.id, report_kind::finished, std::move(req.body())));
+    case route_kind::session:
+    case route_kind::tokens:
+    case route_kind::token:
+    case route_kind::admin_users:
+    case route_kind::admin_user:
+    case route_kind::admin_overview:
+      co_return as_result(
+          co_await handle_account_api(ctx, std::move(who), std::move(r), std::move(req)));
     default: break;
   }
   co_return as_result(make_error_response(not_found("no such API route")));
 }
 
-}  // namespace
+}  // namespace detail
+
+using namespace detail;
 
 response make_json_response(http::status status, const boost::json::value& body) {
   response res(status, 11);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <functional>
@@ -44,6 +45,11 @@ struct gateway_context {
   event_hub* hub = nullptr;
   // Whether the daemon link has been welcomed (GET /readyz). Empty: never ready.
   std::function<bool()> daemon_ready;
+  // Where password hashing (Argon2id, tens of ms and MiB) runs off the io_context thread. Null:
+  // on the calling thread (unit tests).
+  net::thread_pool* blocking = nullptr;
+  // Whether this gateway serves HTTPS (cookies get the Secure attribute).
+  bool tls = false;
 };
 
 // What the handler produced: a response, or the start of a Server-Sent Events stream. With

@@ -6,6 +6,9 @@
 // large body; after refusing a request mid-body (413) the rest of the body is drained briefly so
 // the client reads the answer instead of a connection reset.
 //
+// TLS: with an SSL context every connection first completes a handshake (10 s limit; a failed one
+// is logged at debug level and closed) and ends with close_notify (bounded by error_linger).
+//
 // Server-Sent Events: the header is written with an empty_body serializer (no Content-Length, no
 // chunking, Connection: close), then the event text is written raw as it arrives; the stream ends
 // with the connection. The idle timeout does not apply to a stream: only each write has a deadline
@@ -16,7 +19,9 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <exception>
+#include <type_traits>
 
 #include "core/log.hpp"
 
@@ -69,6 +74,9 @@ bool expects_continue(const request& req) {
   return beast::iequals(v, "100-continue");
 }
 
+// Time a client has to complete the TLS handshake.
+constexpr std::chrono::milliseconds tls_handshake_timeout{10000};
+
 // Bytes of queued events sent in one write.
 constexpr std::size_t sse_write_batch = 256 * 1024;
 
@@ -82,22 +90,24 @@ http::response<http::empty_body> stream_header(const response& res) {
 
 // Serves one event stream on `stream` until the client goes, the subscription closes (slow
 // client, shutdown) or *stopping becomes true.
-net::awaitable<void> serve_event_stream(beast::tcp_stream* stream, handler_result result,
+template <class Stream>
+net::awaitable<void> serve_event_stream(Stream* stream, handler_result result,
                                         std::chrono::milliseconds write_timeout,
                                         const bool* stopping) {
   auto sub = result.stream;
+  auto& lowest = beast::get_lowest_layer(*stream);
   boost::system::error_code ignored;
-  stream->socket().set_option(tcp::no_delay(true), ignored);  // events are small; send at once
+  lowest.socket().set_option(tcp::no_delay(true), ignored);  // events are small; send at once
   auto head = stream_header(result.res);
   http::response_serializer<http::empty_body> sr(head);
-  stream->expires_after(write_timeout);
+  lowest.expires_after(write_timeout);
   auto [hec, hn] = co_await http::async_write_header(*stream, sr, use_tuple);
   if (hec) co_return;
   // An SSE client sends nothing after its request, so the socket turning readable means it closed
   // (or misbehaves): end the stream at once rather than at the next failed write. The handler
   // holds no reference to the stream, so it may run after the session is gone.
   auto watching = std::make_shared<bool>(true);
-  stream->socket().async_wait(tcp::socket::wait_read,
+  lowest.socket().async_wait(tcp::socket::wait_read,
                               [sub, watching](const boost::system::error_code& ec) {
                                 if (*watching && !ec) sub->close("the client closed the stream");
                               });
@@ -107,13 +117,13 @@ net::awaitable<void> serve_event_stream(beast::tcp_stream* stream, handler_resul
     if (out.empty()) sub->take(out, sse_write_batch);
     if (out.empty()) {
       if (std::chrono::steady_clock::now() < keepalive_at) {
-        stream->expires_never();
+        lowest.expires_never();
         co_await sub->async_wait(keepalive_at);
         continue;
       }
       out = sse_keepalive;
     }
-    stream->expires_after(write_timeout);
+    lowest.expires_after(write_timeout);
     auto [ec, n] = co_await net::async_write(*stream, net::buffer(out), use_tuple);
     if (ec) {
       if (!peer_gone(ec)) log::warn("event stream write failed error={}", ec.message());
@@ -123,7 +133,7 @@ net::awaitable<void> serve_event_stream(beast::tcp_stream* stream, handler_resul
     keepalive_at = std::chrono::steady_clock::now() + sse_keepalive_interval;
   }
   *watching = false;
-  stream->socket().cancel(ignored);
+  lowest.socket().cancel(ignored);
   if (sub->closed() && !*stopping && sub->close_reason() != "the client closed the stream")
     log::warn("event stream closed reason={}", sub->close_reason());
 }
@@ -136,8 +146,12 @@ struct server::session_state {
   std::shared_ptr<event_subscription> events;  // set while serving an event stream
 };
 
-server::server(net::any_io_executor ex, gateway_context& ctx)
-    : ex_(ex), ctx_(ctx), acceptor_(ex), sessions_(std::make_shared<std::list<session_state*>>()) {}
+server::server(net::any_io_executor ex, gateway_context& ctx, net::ssl::context* tls)
+    : ex_(ex),
+      ctx_(ctx),
+      tls_(tls),
+      acceptor_(ex),
+      sessions_(std::make_shared<std::list<session_state*>>()) {}
 
 std::uint16_t server::bind(const std::string& address, std::uint16_t port) {
   boost::system::error_code ec;
@@ -196,9 +210,22 @@ net::awaitable<void> server::listen() {
 }
 
 net::awaitable<void> server::session(tcp::socket socket) {
-  beast::tcp_stream stream(std::move(socket));
+  if (tls_) {
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *tls_);
+    co_await serve(&stream);
+  } else {
+    beast::tcp_stream stream(std::move(socket));
+    co_await serve(&stream);
+  }
+}
+
+template <class Stream>
+net::awaitable<void> server::serve(Stream* stream_ptr) {
+  constexpr bool is_tls = !std::is_same_v<Stream, beast::tcp_stream>;
+  Stream& stream = *stream_ptr;
+  beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
   session_state state;
-  state.stream = &stream;
+  state.stream = &lowest;
   auto self = sessions_->insert(sessions_->end(), &state);
   // Removes this session from the registry however the coroutine ends (the registry is shared so
   // that a frame destroyed after the server, at io_context teardown, still finds it).
@@ -211,13 +238,25 @@ net::awaitable<void> server::session(tcp::socket socket) {
   };
   unregister guard(sessions_, self);
 
+  if constexpr (is_tls) {
+    lowest.expires_after(tls_handshake_timeout);
+    auto [hec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_tuple);
+    if (hec) {
+      // Plain HTTP on the TLS port, scanners, clients that distrust the certificate.
+      log::debug("tls handshake failed error={}", hec.message());
+      boost::system::error_code ignored;
+      lowest.socket().close(ignored);
+      co_return;
+    }
+  }
+
   beast::flat_buffer buffer;
   std::optional<api_error> refusal;
   while (!stopping_) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(max_header_bytes);
     parser.body_limit(ctx_.config.max_body_bytes);
-    stream.expires_after(ctx_.config.idle_timeout);
+    lowest.expires_after(ctx_.config.idle_timeout);
     auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
     if (ec) {
       refusal = read_failure(ec, ctx_.config.max_body_bytes);
@@ -253,7 +292,7 @@ net::awaitable<void> server::session(tcp::socket socket) {
     auto& res = result.res;
     log::debug("request method={} target={} status={}", method, target, res.result_int());
     if (stopping_) res.keep_alive(false);
-    stream.expires_after(ctx_.config.idle_timeout);
+    lowest.expires_after(ctx_.config.idle_timeout);
     auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
     state.busy = false;
     if (wec) {
@@ -267,12 +306,12 @@ net::awaitable<void> server::session(tcp::socket socket) {
     auto res = make_error_response(*refusal);
     res.keep_alive(false);
     res.prepare_payload();
-    stream.expires_after(error_linger);
+    lowest.expires_after(error_linger);
     auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
-    if (!wec) {
+    if (!wec && !is_tls) {
       // Half-close, then discard what the client is still sending so it reads our answer.
       boost::system::error_code ignored;
-      stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      lowest.socket().shutdown(tcp::socket::shutdown_send, ignored);
       std::vector<char> sink(64 * 1024);
       std::size_t drained = 0;
       while (drained < max_drain_bytes) {
@@ -282,9 +321,16 @@ net::awaitable<void> server::session(tcp::socket socket) {
       }
     }
   }
-  boost::system::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  stream.close();
+  if constexpr (is_tls) {
+    // close_notify, briefly: a client that is gone must not hold the session.
+    lowest.expires_after(error_linger);
+    auto [sec] = co_await stream.async_shutdown(use_tuple);
+    (void)sec;
+  } else {
+    boost::system::error_code ignored;
+    lowest.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+  lowest.close();
 }
 
 net::awaitable<void> server::async_shutdown(std::chrono::milliseconds grace) {

@@ -1,7 +1,7 @@
 // descprod-worker: runs DESCprod jobs handed out by descprod-daemon on this node (DESIGN §2, §4, §6).
 // Thin main: command line and config into worker_options, one io_context on one thread, signals.
-// Exit codes: 0 after SIGINT/SIGTERM, 1 when the daemon rejects the worker or an unexpected error,
-// 2 for a bad command line or configuration.
+// Exit codes: 0 after SIGINT/SIGTERM or the idle timeout (--idle-timeout), 1 when the daemon
+// rejects the worker or an unexpected error, 2 for a bad command line or configuration.
 #include <csignal>
 #include <filesystem>
 #include <iostream>
@@ -21,9 +21,10 @@ namespace po = boost::program_options;
 int main(int argc, char** argv) {
   po::options_description desc(
       "Usage: descprod-worker --config FILE [--slots N] [--id ID] [--output-dir DIR]\n"
+      "                       [--walltime-end EPOCH] [--idle-timeout SECONDS]\n"
       "Connects to descprod-daemon and runs the jobs it hands out, each in\n"
-      "<output-dir>/jobs/jobNNNNNN. SIGINT/SIGTERM stop it: running jobs are terminated\n"
-      "and reported.\n\nOptions");
+      "<output-dir>/jobs/jobNNNNNN. SIGINT/SIGTERM drain it: no new jobs, running jobs may\n"
+      "finish for worker.drain_grace_s, the rest are handed back to run elsewhere.\n\nOptions");
   desc.add_options()
       ("help,h", "print this help and exit")
       ("config", po::value<std::string>(), "configuration file (YAML; its `worker` section)")
@@ -31,7 +32,12 @@ int main(int argc, char** argv) {
       ("id", po::value<std::string>(), "worker id (default: worker.id, else <hostname>-<pid>)")
       ("output-dir", po::value<std::string>(),
        "where run directories go (default: worker.output_dir, else $DESCPROD_OUTPUT_DIR, else "
-       "${PSCRATCH:-${SCRATCH:-$HOME}}/descprod-out)");
+       "${PSCRATCH:-${SCRATCH:-$HOME}}/descprod-out)")
+      ("walltime-end", po::value<double>(),
+       "the allocation's end, Unix epoch seconds (scripts/slurm/descprod-pilot.sbatch passes it): jobs "
+       "whose time limit would outrun it are handed back")
+      ("idle-timeout", po::value<double>(),
+       "with no job for this many seconds, drain and exit 0 (default: worker.idle_timeout_s; 0: never)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -57,6 +63,8 @@ int main(int argc, char** argv) {
     if (vm.count("slots")) over.slots = vm["slots"].as<int>();
     if (vm.count("id")) over.id = vm["id"].as<std::string>();
     if (vm.count("output-dir")) over.output_dir = vm["output-dir"].as<std::string>();
+    if (vm.count("walltime-end")) over.walltime_end = vm["walltime-end"].as<double>();
+    if (vm.count("idle-timeout")) over.idle_timeout_s = vm["idle-timeout"].as<double>();
     opts = descprod::workers::make_worker_options(cfg.worker, over, descprod::workers::current_host_facts());
     std::filesystem::create_directories(opts.run.output_dir / "jobs");
   } catch (const std::filesystem::filesystem_error& e) {

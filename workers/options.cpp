@@ -86,6 +86,13 @@ worker_options make_worker_options(const worker_config& cfg, const worker_overri
   o.run.kill_grace = to_ms(cfg.kill_grace_s);
   o.drain_grace = to_ms(cfg.drain_grace_s);
   o.shutdown_grace = o.run.kill_grace;
+  o.walltime_margin_s = cfg.walltime_margin_s;
+  if (over.walltime_end && *over.walltime_end < 0)
+    throw std::invalid_argument("--walltime-end: expected Unix epoch seconds (0: none)");
+  o.walltime_end = over.walltime_end.value_or(0);
+  double idle = over.idle_timeout_s.value_or(cfg.idle_timeout_s);
+  if (idle < 0 || idle > 1e7) throw std::invalid_argument("--idle-timeout: expected seconds between 0 and 1e7");
+  o.idle_timeout = to_ms(idle);
   return o;
 }
 

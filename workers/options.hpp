@@ -19,6 +19,8 @@ struct worker_overrides {
   std::optional<int> slots;
   std::optional<std::string> id;
   std::optional<std::string> output_dir;
+  std::optional<double> walltime_end;    // --walltime-end EPOCH (the Slurm allocation's end)
+  std::optional<double> idle_timeout_s;  // --idle-timeout SECONDS
 };
 
 // The machine and environment the worker starts in.

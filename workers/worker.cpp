@@ -39,6 +39,10 @@ boost::json::object job_ref(job_id id, int attempt) {
 
 long long ms(milliseconds d) { return static_cast<long long>(d.count()); }
 
+double epoch_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 // Bounds for the daemon's timing values, in ms: below 10 ms we would spin, above an hour is a typo.
 constexpr long long min_interval_ms = 10;
 constexpr long long max_interval_ms = 3600 * 1000;
@@ -48,12 +52,12 @@ worker::worker(net::any_io_executor ex, zmq::context_t& ctx, worker_options opts
     : ex_(std::move(ex)),
       ctx_(ctx),
       opts_(std::move(opts)),
+      drain_timer_(ex_),
       heartbeat_(opts_.heartbeat),
       lease_timeout_(opts_.lease_timeout),
       backoff_(opts_.reconnect_min),
       cron_timer_(ex_),
-      backoff_timer_(ex_),
-      drain_timer_(ex_) {
+      backoff_timer_(ex_) {
   if (opts_.slots < 1) opts_.slots = 1;
 }
 
@@ -64,6 +68,11 @@ worker::~worker() {
 net::awaitable<void> worker::run() {
   log::info("worker starting worker={} endpoint={} slots={} output_dir={} pool={} owner={}", opts_.id,
             opts_.endpoint, opts_.slots, opts_.run.output_dir.string(), opts_.pool, opts_.owner);
+  if (opts_.walltime_end > 0 || opts_.idle_timeout.count() > 0)
+    log::info("worker limits walltime_end={:.0f} walltime_left_s={:.0f} walltime_margin_s={} idle_timeout_ms={}",
+              opts_.walltime_end, opts_.walltime_end > 0 ? opts_.walltime_end - epoch_now() : 0.0,
+              opts_.walltime_margin_s, ms(opts_.idle_timeout));
+  idle_since_ = steady::now();
   net::co_spawn(ex_, cron(), log_failure{"cron"});
   while (!done_) {
     auto sock = open_session();
@@ -120,8 +129,16 @@ net::awaitable<void> worker::cron() {
     cron_timer_.expires_after(heartbeat_);
     co_await cron_timer_.async_wait(net::as_tuple(net::use_awaitable));
     if (done_) break;
-    if (!socket_) continue;  // backing off between sessions
     auto now = steady::now();
+    if (opts_.idle_timeout.count() > 0 && !stopping_ && running_.empty() && queued_.empty() &&
+        now - idle_since_ >= opts_.idle_timeout) {
+      // Pilots: an allocation without work is given back to the batch system.
+      log::info("idle timeout: draining worker={} idle_ms={}", opts_.id,
+                ms(std::chrono::duration_cast<milliseconds>(now - idle_since_)));
+      stop();
+      continue;
+    }
+    if (!socket_) continue;  // backing off between sessions
     if (welcomed_) {
       auto silent = std::chrono::duration_cast<milliseconds>(now - last_heard_);
       if (silent > lease_timeout_) {
@@ -235,7 +252,7 @@ void worker::on_job(const boost::json::object& body) {
   if (credits_outstanding_ > 0) --credits_outstanding_;
   log::info("job received job_id={} attempt={} program={}", spec->id, spec->attempt, spec->argv.front());
   if (static_cast<int>(running_.size()) < opts_.slots) {
-    start_job(std::move(*spec));
+    start_or_refuse(std::move(*spec));
   } else {
     log::warn("daemon sent more jobs than free slots, queueing job_id={} attempt={} running={} slots={}",
               spec->id, spec->attempt, running_.size(), opts_.slots);
@@ -277,6 +294,31 @@ void worker::on_cancel(const boost::json::object& body) {
   else grant_credits();
 }
 
+bool worker::fits_walltime(const job_spec& spec, std::string& why) const {
+  if (opts_.walltime_end <= 0 || spec.time_limit_s <= 0) return true;  // unknown length: the drain copes
+  double left = opts_.walltime_end - opts_.walltime_margin_s - epoch_now();
+  if (spec.time_limit_s <= left) return true;
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "walltime: time limit %.0f s, %.0f s left in the allocation", spec.time_limit_s,
+                std::max(0.0, left));
+  why = buf;
+  return false;
+}
+
+void worker::start_or_refuse(job_spec spec) {
+  std::string why;
+  if (fits_walltime(spec, why)) {
+    start_job(std::move(spec));
+    return;
+  }
+  // Hand it back unstarted: the daemon requeues it as it was and remembers not to send it here.
+  boost::json::object extra;
+  extra["walltime"] = true;
+  extra["time_limit_s"] = spec.time_limit_s;
+  hand_back(spec.id, spec.attempt, why, std::move(extra));
+  grant_credits();
+}
+
 void worker::start_job(job_spec spec) {
   job_key key{spec.id, spec.attempt};
   job_observer obs;
@@ -316,6 +358,7 @@ net::awaitable<void> worker::run_job(std::shared_ptr<job_run> run) {
   const auto id = run->spec().id;
   const auto attempt = run->spec().attempt;
   running_.erase(job_key{id, attempt});
+  if (running_.empty() && queued_.empty()) idle_since_ = steady::now();
   log::info("job finished job_id={} attempt={} rc={} signal={} timed_out={}", id, attempt, res.rc,
             res.signal, res.timed_out);
   if (handed_back_.erase(job_key{id, attempt})) {
@@ -339,7 +382,7 @@ void worker::after_slot_freed() {
   while (static_cast<int>(running_.size()) < opts_.slots && !queued_.empty()) {
     auto spec = std::move(queued_.front());
     queued_.pop_front();
-    start_job(std::move(spec));
+    start_or_refuse(std::move(spec));
   }
   grant_credits();
 }
@@ -361,15 +404,22 @@ void worker::stop() {
     for (auto& [key, run] : running_) run->terminate(milliseconds(0));
     return;
   }
+  auto grace = opts_.drain_grace;
+  if (opts_.walltime_end > 0) {
+    // Running jobs must be handed back before Slurm kills the allocation, with time to stop them.
+    double left = opts_.walltime_end - opts_.walltime_margin_s - epoch_now() -
+                  std::chrono::duration<double>(opts_.shutdown_grace).count();
+    grace = std::min(grace, milliseconds(static_cast<long long>(std::max(0.0, left) * 1000)));
+  }
   log::info("worker draining worker={} running={} queued={} drain_grace_ms={}", opts_.id, running_.size(),
-            queued_.size(), ms(opts_.drain_grace));
+            queued_.size(), ms(grace));
   stopping_ = true;
   draining_ = true;
   if (welcomed_) send(protocol::drain, boost::json::object());
   for (const auto& q : queued_) hand_back(q.id, q.attempt, "never started: the worker is draining");
   queued_.clear();
   if (!running_.empty()) {
-    drain_timer_.expires_after(opts_.drain_grace);
+    drain_timer_.expires_after(grace);
     drain_timer_.async_wait([this](boost::system::error_code ec) {
       if (!ec) end_drain_grace();
     });
@@ -387,8 +437,10 @@ void worker::end_drain_grace() {
   }
 }
 
-void worker::hand_back(job_id id, int attempt, const std::string& reason) {
-  auto body = job_ref(id, attempt);
+void worker::hand_back(job_id id, int attempt, const std::string& reason, boost::json::object extra) {
+  auto body = std::move(extra);
+  body["job"] = id;
+  body["attempt"] = attempt;
   body["reason"] = reason;
   log::info("job handed back job_id={} attempt={} reason={}", id, attempt, reason);
   send_reliably(protocol::handback, std::move(body));
@@ -465,7 +517,8 @@ boost::json::object worker::hello_body() const {
   o["slots"] = opts_.slots;
   o["pool"] = opts_.pool;
   o["version"] = DESCPROD_VERSION;
-  o["walltime_end"] = 0;
+  o["walltime_end"] = static_cast<long long>(opts_.walltime_end);
+  o["walltime_margin_s"] = opts_.walltime_margin_s;
   o["running"] = held_jobs();
   return o;
 }

@@ -14,6 +14,10 @@
 //  - a `reject` answering hello ends the worker with exit code 1; a `reject` with "retry": true, or
 //    one during a welcomed session (a daemon that restarted and forgot us), makes it say hello
 //    again after the backoff. While stopping, rejects are only logged.
+//  - walltime (Slurm pilots, docs/slurm.md): with walltime_end set, a job whose time limit would end
+//    after walltime_end - walltime_margin_s is handed back unstarted (`handback` with walltime:
+//    true), and a drain's grace is cut so running jobs are handed back before the end.
+//  - idle_timeout: with no job for that long the worker drains itself and run() ends with 0.
 //
 // Thread-safety: none; construct, run() and stop() on the io_context's one thread.
 #pragma once
@@ -52,6 +56,13 @@ struct worker_options {
   std::chrono::milliseconds reconnect_min{1000};    // backoff after a lost session, doubling …
   std::chrono::milliseconds reconnect_max{32000};   // … up to this
   std::chrono::milliseconds linger_on_exit{2000};   // to deliver the last finished/bye messages
+  // With no job for this long, drain and exit 0 (pilots free their allocation); 0: never.
+  std::chrono::milliseconds idle_timeout{0};
+  // The allocation's end (Unix epoch seconds; 0: none). A job whose app time_limit_s would end
+  // later than walltime_end - walltime_margin is handed back (reason "walltime: ..."), and the
+  // drain grace is cut so running jobs are handed back before Slurm kills them.
+  double walltime_end = 0;
+  double walltime_margin_s = 0;
 };
 
 class worker {
@@ -101,6 +112,11 @@ class worker {
   void on_cancel(const boost::json::object& body);
 
   void start_job(job_spec spec);
+  // False (and the reason) when the job's time limit would outrun the allocation's walltime.
+  bool fits_walltime(const job_spec& spec, std::string& why) const;
+  // Starts the job, or hands it back when it does not fit the walltime.
+  void start_or_refuse(job_spec spec);
+
   void after_slot_freed();
   void grant_credits();
   void begin_stop(bool say_bye, std::chrono::milliseconds grace);
@@ -122,7 +138,7 @@ class worker {
   std::set<std::pair<job_id, int>> handed_back_;  // stopped by the drain: report handback, not finished
   net::steady_timer drain_timer_;
   void end_drain_grace();
-  void hand_back(job_id id, int attempt, const std::string& reason);
+  void hand_back(job_id id, int attempt, const std::string& reason, boost::json::object extra = {});
   bool done_ = false;
   int exit_code_ = 0;
   std::chrono::milliseconds heartbeat_;
@@ -130,6 +146,7 @@ class worker {
   std::chrono::milliseconds backoff_;
   std::chrono::steady_clock::time_point last_heard_;
   std::chrono::steady_clock::time_point hello_sent_;
+  std::chrono::steady_clock::time_point idle_since_;  // when the worker last became empty
   int credits_outstanding_ = 0;  // granted in this session, not yet used by a job
   std::map<job_key, std::shared_ptr<job_run>> running_;
   std::deque<job_spec> queued_;    // sent beyond our credits; started when a slot frees

@@ -1318,3 +1318,143 @@ TEST_F(GatewayServer, KeepAliveServesSeveralRequestsOnOneConnection) {
   EXPECT_TRUE(contains(out, "HTTP/1.1 503 ")) << out;
   EXPECT_TRUE(contains(out, R"("status":"redis unavailable")")) << out;
 }
+
+// ---- accounts, sessions and pages without Redis (issue 4) ------------------------------------
+
+TEST(GatewayRoutes, AccountTokenAndAdminRoutes) {
+  EXPECT_EQ(dg::match_route("/api/register").kind, dg::route_kind::register_);
+  EXPECT_EQ(dg::match_route("/api/login").kind, dg::route_kind::login);
+  EXPECT_EQ(dg::match_route("/api/logout").kind, dg::route_kind::logout);
+  EXPECT_EQ(dg::match_route("/api/session").kind, dg::route_kind::session);
+  EXPECT_EQ(dg::match_route("/api/tokens").kind, dg::route_kind::tokens);
+  std::string hash(64, 'a');
+  auto t = dg::match_route("/api/tokens/" + hash);
+  EXPECT_EQ(t.kind, dg::route_kind::token);
+  EXPECT_EQ(t.name, hash);
+  EXPECT_EQ(dg::match_route("/api/tokens/xyz").kind, dg::route_kind::not_found);
+  EXPECT_EQ(dg::match_route("/api/tokens/" + std::string(64, 'A')).kind, dg::route_kind::not_found);
+  auto u = dg::match_route("/api/admin/users/carol/approve");
+  EXPECT_EQ(u.kind, dg::route_kind::admin_user);
+  EXPECT_EQ(u.name, "carol");
+  EXPECT_EQ(u.action, "approve");
+  EXPECT_EQ(dg::match_route("/api/admin/users/carol/make-admin").kind, dg::route_kind::admin_user);
+  EXPECT_EQ(dg::match_route("/api/admin/users/carol/explode").kind, dg::route_kind::not_found);
+  EXPECT_EQ(dg::match_route("/api/admin/users/Carol/approve").kind, dg::route_kind::not_found);
+  EXPECT_EQ(dg::match_route("/api/admin/users").kind, dg::route_kind::admin_users);
+  EXPECT_EQ(dg::match_route("/api/admin/overview").kind, dg::route_kind::admin_overview);
+  EXPECT_EQ(dg::allowed_methods(dg::route_kind::tokens), "GET, POST");
+  EXPECT_EQ(dg::allowed_methods(dg::route_kind::token), "DELETE");
+  EXPECT_EQ(dg::allowed_methods(dg::route_kind::login), "POST");
+  EXPECT_TRUE(dg::is_public(dg::route_kind::register_));
+  EXPECT_TRUE(dg::is_public(dg::route_kind::login));
+  EXPECT_FALSE(dg::is_public(dg::route_kind::tokens));
+  EXPECT_FALSE(dg::is_public(dg::route_kind::admin_users));
+}
+
+TEST(GatewayJobToken, AccountRoutesAreForbidden) {
+  dg::principal who;
+  who.name = "alice";
+  who.only_job = 5;
+  for (auto path : {"/api/tokens", "/api/session", "/api/admin/users", "/api/admin/overview"}) {
+    auto e = dg::check_job_token_scope(who, dg::match_route(path), "GET");
+    ASSERT_TRUE(e) << path;
+    EXPECT_EQ(e->status, 403u) << path;
+  }
+}
+
+TEST(GatewayQueries, EventsSinceIsAnEventId) {
+  std::optional<descprod::job_id> job;
+  std::optional<dg::stream_id> since;
+  ASSERT_FALSE(dg::parse_events_query("since=1795625968202-3&job=4", job, since));
+  ASSERT_TRUE(since);
+  EXPECT_EQ(since->ms, 1795625968202u);
+  EXPECT_EQ(since->seq, 3u);
+  EXPECT_EQ(*job, 4);
+  EXPECT_TRUE(dg::parse_events_query("since=yesterday", job, since));
+  EXPECT_TRUE(dg::parse_events_query("since=1-1", job)) << "the two-argument form refuses since";
+}
+
+TEST_F(GatewayHandler, CrossOriginPostIsRefusedBeforeAuthentication) {
+  dg::request req(http::verb::post, "/api/jobs", 11);
+  req.set(http::field::host, "127.0.0.1:8080");
+  req.set(http::field::origin, "http://127.0.0.1:9999");
+  req.body() = R"({"jobtype":"mysleep","config":"1"})";
+  req.prepare_payload();
+  auto fut = net::co_spawn(ioc_, dg::handle_request(ctx_, std::move(req)), net::use_future);
+  ioc_.run();
+  auto res = fut.get();
+  EXPECT_EQ(res.result_int(), 403u);
+  EXPECT_TRUE(contains(res.body(), "cross-origin")) << res.body();
+  EXPECT_EQ(redis_failures_, 0) << "refused before any Redis call";
+}
+
+TEST_F(GatewayHandler, PagesWithoutASessionRedirectToLogin) {
+  auto res = run(http::verb::get, "/");
+  EXPECT_EQ(res.result_int(), 303u);
+  EXPECT_EQ(res[http::field::location], "/login");
+  res = run(http::verb::get, "/jobs/12");
+  EXPECT_EQ(res.result_int(), 303u);
+  res = run(http::verb::get, "/admin");
+  EXPECT_EQ(res.result_int(), 303u);
+}
+
+TEST_F(GatewayHandler, LoginPageSetsTheFormCsrfCookieAndSecurityHeaders) {
+  auto res = run(http::verb::get, "/login");
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res[http::field::content_type], "text/html; charset=utf-8");
+  std::string cookie(res[http::field::set_cookie]);
+  EXPECT_EQ(cookie.rfind("descprod_csrf=", 0), 0u) << cookie;
+  EXPECT_TRUE(contains(cookie, "HttpOnly")) << cookie;
+  EXPECT_TRUE(contains(cookie, "SameSite=Strict")) << cookie;
+  EXPECT_FALSE(contains(cookie, "Secure")) << "plain HTTP: no Secure";
+  auto value = cookie.substr(14, 64);
+  EXPECT_TRUE(contains(res.body(), "name=\"csrf\" value=\"" + value + "\"")) << res.body();
+  EXPECT_TRUE(contains(std::string(res["Content-Security-Policy"]), "script-src 'self'"));
+  EXPECT_EQ(res["X-Frame-Options"], "DENY");
+  ctx_.tls = true;
+  res = run(http::verb::get, "/register");
+  EXPECT_TRUE(contains(std::string(res[http::field::set_cookie]), "; Secure")) << "TLS: Secure";
+}
+
+TEST_F(GatewayHandler, LoginFormWithoutTheCsrfCookieIsRefused) {
+  dg::request req(http::verb::post, "/login", 11);
+  req.set(http::field::content_type, "application/x-www-form-urlencoded");
+  req.body() = "username=alice&password=secret123&csrf=abc";
+  req.prepare_payload();
+  auto fut = net::co_spawn(ioc_, dg::handle_request(ctx_, std::move(req)), net::use_future);
+  ioc_.run();
+  auto res = fut.get();
+  EXPECT_EQ(res.result_int(), 403u);
+  EXPECT_TRUE(contains(res.body(), "CSRF")) << res.body();
+  EXPECT_EQ(redis_failures_, 0);
+}
+
+TEST_F(GatewayHandler, RegistrationIsValidatedBeforeRedis) {
+  auto res = run(http::verb::post, "/api/register", "",
+                 R"({"username":"Bad Name","password":"secret123","email":"a@b.c"})");
+  EXPECT_EQ(res.result_int(), 400u);
+  res = run(http::verb::post, "/api/register", "",
+            R"({"username":"carol","password":"short","email":"a@b.c"})");
+  EXPECT_EQ(res.result_int(), 400u);
+  EXPECT_TRUE(contains(body_of(res).at("detail").as_string().c_str(), "at least 8"));
+  res = run(http::verb::post, "/api/register", "",
+            R"({"username":"carol","password":"secret123","email":"nope"})");
+  EXPECT_EQ(res.result_int(), 400u);
+  res = run(http::verb::post, "/api/register", "", R"({"username":"carol","password":"secret123"})");
+  EXPECT_EQ(res.result_int(), 400u);
+  EXPECT_TRUE(contains(body_of(res).at("detail").as_string().c_str(), "email"));
+  res = run(http::verb::post, "/api/login", "", R"({"username":"carol","password":"x","extra":1})");
+  EXPECT_EQ(res.result_int(), 400u);
+  EXPECT_EQ(redis_failures_, 0);
+}
+
+TEST_F(GatewayHandler, StaticAssetsAreServedWithoutASession) {
+  auto res = run(http::verb::get, "/static/app.js");
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(res[http::field::content_type], "text/javascript; charset=utf-8");
+  EXPECT_TRUE(contains(res.body(), "EventSource"));
+  res = run(http::verb::get, "/static/app.css");
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_EQ(run(http::verb::get, "/static/nope.js").result_int(), 404u);
+  EXPECT_EQ(run(http::verb::post, "/static/app.js").result_int(), 405u);
+}

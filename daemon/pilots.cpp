@@ -1,0 +1,465 @@
+// Elastic pilots: see pilots.hpp. One coroutine (run) wakes every check_interval, reads squeue
+// when due, compares demand with supply and submits pilots one sbatch at a time. Caveats: squeue
+// is asked for this user's jobs named job_name (`--me --name`), so two daemons of one user must
+// use different job names; a pilot that squeue no longer lists (older than MinJobAge) counts as
+// ended. The daemon never cancels pilots when it stops: they reconnect to the next daemon or
+// leave after their idle timeout.
+#include "daemon/pilots.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/log.hpp"
+#include "core/process.hpp"
+
+namespace descprod {
+
+namespace {
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+using steady = std::chrono::steady_clock;
+
+double epoch_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string fmt_time(double t) {
+  if (t <= 0) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3f", t);
+  return buf;
+}
+
+std::string join(const std::vector<std::string>& v, const char* sep) {
+  std::string out;
+  for (const auto& s : v) {
+    if (!out.empty()) out += sep;
+    out += s;
+  }
+  return out;
+}
+
+std::string join(const std::set<std::string>& v, const char* sep) {
+  return join(std::vector<std::string>(v.begin(), v.end()), sep);
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == sep) {
+      out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  out.push_back(cur);
+  return out;
+}
+
+// The last line of the output that is a Slurm job id ("123" or "123;cluster"), or "".
+std::string parse_job_id(const std::string& output) {
+  std::string found;
+  std::istringstream in(output);
+  for (std::string line; std::getline(in, line);) {
+    auto id = line.substr(0, line.find(';'));
+    while (!id.empty() && (id.back() == '\r' || id.back() == ' ')) id.pop_back();
+    if (!id.empty() && id.find_first_not_of("0123456789") == std::string::npos) found = id;
+  }
+  return found;
+}
+
+// The first line of a program's output, for log lines.
+std::string first_line(const std::string& s) {
+  auto l = s.substr(0, s.find('\n'));
+  return l.size() > 300 ? l.substr(0, 300) : l;
+}
+
+// squeue states in which the allocation is still there.
+bool slurm_alive(const std::string& st) {
+  return st == "PENDING" || st == "CONFIGURING" || st == "RUNNING" || st == "COMPLETING" || st == "SUSPENDED" ||
+         st == "RESIZING" || st == "REQUEUED" || st == "REQUEUE_HOLD" || st == "REQUEUE_FED" || st == "SIGNALING" ||
+         st == "STAGE_OUT" || st == "RESV_DEL_HOLD" || st == "STOPPED";
+}
+
+// The daemon's environment for sbatch and squeue, with `vars` added, minus the SLURM_* variables
+// of an allocation the daemon itself may run in (a workflow job): they would leak into the pilot's
+// srun. SLURM_CONF and SLURM_CLUSTERS stay: they choose the cluster, not the allocation.
+std::vector<std::string> slurm_environment(const std::vector<std::pair<std::string, std::string>>& vars) {
+  std::vector<std::string> out;
+  for (auto& e : environment_with(vars)) {
+    bool ours = e.rfind("SLURM_CONF=", 0) == 0 || e.rfind("SLURM_CLUSTERS=", 0) == 0;
+    if (e.rfind("SLURM_", 0) == 0 && !ours) continue;
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+bool slurm_pending(const std::string& st) {
+  return st == "PENDING" || st == "REQUEUED" || st == "REQUEUE_HOLD" || st == "REQUEUE_FED" || st == "RESV_DEL_HOLD";
+}
+}  // namespace
+
+net::awaitable<command_result> async_run_command(net::any_io_executor ex, std::vector<std::string> argv,
+                                                 std::vector<std::string> env, std::chrono::milliseconds timeout,
+                                                 std::string scratch_dir) {
+  static unsigned counter = 0;
+  command_result res;
+  auto out_file = scratch_dir + "/descprod-cmd-" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + ".out";
+  std::error_code fs_ec;
+  std::filesystem::remove(out_file, fs_ec);
+  spawn_options so;
+  so.argv = std::move(argv);
+  so.env = std::move(env);
+  so.output_file = out_file;
+  std::shared_ptr<child_process> child;
+  try {
+    child = std::make_shared<child_process>(ex, so);
+  } catch (const std::exception& e) {
+    res.error = e.what();
+  }
+  if (!child) co_return res;
+  // The deadline: SIGKILL to the program's process group. The handler holds only a weak pointer,
+  // and signal_group does nothing once the child is reaped, so a late timer harms nothing.
+  net::steady_timer timer(ex);
+  timer.expires_after(timeout);
+  std::weak_ptr<child_process> weak = child;
+  auto timed_out = std::make_shared<bool>(false);
+  timer.async_wait([weak, timed_out](boost::system::error_code ec) {
+    if (ec) return;
+    if (auto c = weak.lock(); c && c->running()) {
+      *timed_out = true;
+      c->signal_group(SIGKILL);
+    }
+  });
+  auto st = co_await child->async_wait();
+  timer.cancel();
+  res.exit_code = st.exit_code;
+  res.signal = st.signal;
+  res.timed_out = *timed_out;
+  {
+    std::ifstream in(out_file);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (text.size() > 65536) text.resize(65536);
+    res.output = std::move(text);
+  }
+  std::filesystem::remove(out_file, fs_ec);
+  co_return res;
+}
+
+pilot_manager::pilot_manager(net::any_io_executor ex, pilots_config cfg, redis_client& redis, std::string prefix,
+                             std::function<pilot_demand()> demand)
+    : ex_(std::move(ex)),
+      cfg_(std::move(cfg)),
+      redis_(redis),
+      prefix_(std::move(prefix)),
+      demand_(std::move(demand)),
+      timer_(ex_) {}
+
+void pilot_manager::stop() {
+  stopping_ = true;
+  timer_.cancel();
+}
+
+std::optional<std::string> pilot_manager::pilot_of(const std::string& worker_id) {
+  static const std::string head = "slurm-";
+  if (worker_id.rfind(head, 0) != 0) return std::nullopt;
+  auto dash = worker_id.find('-', head.size());
+  if (dash == std::string::npos || dash == head.size() || dash + 1 >= worker_id.size()) return std::nullopt;
+  auto id = worker_id.substr(head.size(), dash - head.size());
+  if (id.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  return id;
+}
+
+long long pilot_manager::pending_slots() const {
+  long long n = 0;
+  for (const auto& [id, p] : pilots_) {
+    int nodes = std::max(1, p.nodes);
+    int missing = std::max(0, nodes - static_cast<int>(p.seen.size()));
+    n += static_cast<long long>(p.slots) * missing / nodes;
+  }
+  if (submitting_) n += cfg_.slots_per_pilot;
+  return n;
+}
+
+std::vector<std::string> pilot_manager::sbatch_argv() const {
+  std::vector<std::string> a;
+  a.push_back(cfg_.sbatch);
+  a.push_back("--parsable");
+  a.push_back("--job-name=" + cfg_.job_name);
+  a.push_back("--nodes=" + std::to_string(cfg_.nodes));
+  a.push_back("--time=" + std::to_string(cfg_.walltime_minutes));
+  // B: the batch shell only; the script relays SIGTERM to the workers alone (a step-wide signal
+  // would kill the applications too).
+  if (cfg_.signal_lead_s > 0) a.push_back("--signal=B:TERM@" + std::to_string(cfg_.signal_lead_s));
+  a.push_back("--output=" + cfg_.log_dir + "/" + cfg_.job_name + "-%j.out");
+  if (!cfg_.partition.empty()) a.push_back("--partition=" + cfg_.partition);
+  if (!cfg_.account.empty()) a.push_back("--account=" + cfg_.account);
+  if (!cfg_.qos.empty()) a.push_back("--qos=" + cfg_.qos);
+  if (!cfg_.constraint.empty()) a.push_back("--constraint=" + cfg_.constraint);
+  for (const auto& e : cfg_.extra_args) a.push_back(e);
+  a.push_back(cfg_.script);
+  return a;
+}
+
+net::awaitable<void> pilot_manager::run() {
+  std::error_code ec;
+  std::filesystem::create_directories(cfg_.log_dir, ec);
+  if (ec) log::warn("pilot log directory not created dir={} error={}", cfg_.log_dir, ec.message());
+  log::info("pilots enabled min={} max={} nodes={} slots_per_pilot={} walltime_minutes={} script={} worker_config={}",
+            cfg_.min, cfg_.max, cfg_.nodes, cfg_.slots_per_pilot, cfg_.walltime_minutes, cfg_.script,
+            cfg_.worker_config);
+  bool loaded = false;
+  try {
+    co_await load();
+    loaded = true;
+  } catch (const std::exception& e) {
+    log::warn("pilots not loaded from redis error={}", e.what());
+  }
+  if (!loaded && stopping_) co_return;
+  while (!stopping_) {
+    std::string failure;
+    try {
+      co_await check();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    if (stopping_) break;
+    if (!failure.empty()) log::warn("pilot check failed error={}", failure);
+    timer_.expires_after(cfg_.check_interval);
+    co_await timer_.async_wait(use_tuple);
+  }
+}
+
+net::awaitable<void> pilot_manager::load() {
+  // After a daemon restart: the pilots it had submitted are still Slurm's; squeue will say which.
+  auto cmd = redis_cmd("SMEMBERS", prefix_ + "pilots");
+  auto members = co_await redis_.async_exec(std::move(cmd));
+  for (const auto& m : members.elements) {
+    auto id = m.as_string();
+    auto get = redis_cmd("HGETALL", prefix_ + "pilot:" + id);
+    auto h = co_await redis_.async_exec(std::move(get));
+    std::map<std::string, std::string> f;
+    for (std::size_t i = 0; i + 1 < h.elements.size(); i += 2) f[h.elements[i].as_string()] = h.elements[i + 1].as_string();
+    if (f.empty() || f["state"] == "ended") {
+      auto rem = redis_cmd("SREM", prefix_ + "pilots", id);
+      co_await redis_.async_exec(std::move(rem));
+      continue;
+    }
+    pilot p;
+    p.id = id;
+    p.state = f["state"];
+    p.slurm_state = f["slurm_state"];
+    p.reason = f["reason"];
+    auto num = [&](const std::string& k) { return f[k].empty() ? 0.0 : std::atof(f[k].c_str()); };
+    p.submitted_time = num("submitted_time");
+    p.started_time = num("started_time");
+    p.nodes = std::max(1, static_cast<int>(num("nodes")));
+    p.walltime_minutes = static_cast<int>(num("walltime_minutes"));
+    p.slots = static_cast<int>(num("slots"));
+    for (auto& w : split(f["workers"], ','))
+      if (!w.empty()) p.seen.insert(w);
+    pilots_[id] = p;
+  }
+  if (!pilots_.empty()) log::info("pilots loaded from redis count={}", pilots_.size());
+}
+
+net::awaitable<void> pilot_manager::check() {
+  auto now = steady::now();
+  // Poll squeue often while a pilot whose workers all left has not yet left squeue: its slot in
+  // `max` is needed back soon.
+  bool leaving = false;
+  for (const auto& [id, p] : pilots_)
+    if (p.state == "running" && !p.seen.empty() && p.workers.empty()) leaving = true;
+  auto interval = leaving ? std::min(cfg_.squeue_interval, std::chrono::milliseconds(2000)) : cfg_.squeue_interval;
+  if (!pilots_.empty() && now >= next_squeue_) {
+    next_squeue_ = now + interval;
+    co_await refresh();
+  } else if (next_squeue_ > now + interval) {
+    next_squeue_ = now + interval;
+  }
+  while (!stopping_ && alive() < static_cast<std::size_t>(cfg_.max)) {
+    auto d = demand_();
+    long long deficit = static_cast<long long>(d.ready) - d.free_slots - pending_slots();
+    bool below_min = alive() < static_cast<std::size_t>(cfg_.min);
+    if (!below_min && deficit <= 0) break;
+    if (steady::now() < backoff_until_) break;
+    log::info("pilot needed ready={} free_slots={} pending_slots={} alive={} max={}", d.ready, d.free_slots,
+              pending_slots(), alive(), cfg_.max);
+    if (!co_await submit_one()) break;
+  }
+}
+
+net::awaitable<bool> pilot_manager::submit_one() {
+  auto argv = sbatch_argv();
+  std::vector<std::pair<std::string, std::string>> vars;
+  vars.emplace_back("DESCPROD_CONFIG", cfg_.worker_config);
+  char idle[32];
+  std::snprintf(idle, sizeof idle, "%g", cfg_.idle_timeout_s);
+  vars.emplace_back("DESCPROD_IDLE_TIMEOUT", idle);
+  if (!cfg_.worker_binary.empty()) vars.emplace_back("DESCPROD_WORKER", cfg_.worker_binary);
+  log::info("pilot submitting command={}", join(argv, " "));
+  submitting_ = true;
+  auto r = co_await async_run_command(ex_, argv, slurm_environment(vars), cfg_.command_timeout,
+                                      std::filesystem::temp_directory_path().string());
+  submitting_ = false;
+  auto id = r.ok() ? parse_job_id(r.output) : std::string();
+  if (id.empty()) {
+    ++failures_;
+    auto delay = cfg_.backoff_min;
+    for (int i = 1; i < failures_ && delay < cfg_.backoff_max; ++i) delay *= 2;
+    delay = std::min(delay, cfg_.backoff_max);
+    backoff_until_ = steady::now() + delay;
+    std::string what = !r.error.empty() ? r.error
+                       : r.timed_out    ? "timed out after " + std::to_string(cfg_.command_timeout.count()) + " ms"
+                       : r.signal       ? "killed by signal " + std::to_string(r.signal)
+                       : r.exit_code    ? "exit code " + std::to_string(r.exit_code)
+                                        : std::string("no job id in its output");
+    log::warn("pilot submission failed error={} output={} failures={} retry_in_ms={}", what, first_line(r.output),
+              failures_, delay.count());
+    co_return false;
+  }
+  failures_ = 0;
+  pilot p;
+  p.id = id;
+  p.submitted_time = epoch_now();
+  p.nodes = cfg_.nodes;
+  p.walltime_minutes = cfg_.walltime_minutes;
+  p.slots = cfg_.slots_per_pilot;
+  p.slurm_state = "PENDING";
+  auto& stored = pilots_[id] = p;
+  write(stored);
+  log::info("pilot submitted pilot={} nodes={} walltime_minutes={} alive={}", id, p.nodes, p.walltime_minutes,
+            alive());
+  co_return true;
+}
+
+net::awaitable<void> pilot_manager::refresh() {
+  auto argv = redis_cmd(cfg_.squeue, "-h", "--me", "--name=" + cfg_.job_name, "-t", "all", "-o", "%i|%T|%r");
+  std::vector<std::pair<std::string, std::string>> no_overrides;
+  auto r = co_await async_run_command(ex_, std::move(argv), slurm_environment(no_overrides), cfg_.command_timeout,
+                                      std::filesystem::temp_directory_path().string());
+  if (!r.ok()) {
+    log::warn("squeue failed error={} exit_code={} timed_out={} output={}", r.error, r.exit_code, r.timed_out,
+              first_line(r.output));
+    co_return;
+  }
+  std::map<std::string, std::pair<std::string, std::string>> seen;  // id → (state, reason)
+  std::istringstream in(r.output);
+  for (std::string line; std::getline(in, line);) {
+    auto f = split(line, '|');
+    if (f.size() < 3 || f[0].empty()) continue;
+    seen[f[0]] = std::make_pair(f[1], f[2]);
+  }
+  const double now = epoch_now();
+  std::vector<std::string> ids;
+  for (const auto& [id, p] : pilots_) ids.push_back(id);
+  for (const auto& id : ids) {
+    auto it = pilots_.find(id);
+    if (it == pilots_.end()) continue;
+    auto& p = it->second;
+    auto s = seen.find(id);
+    if (s == seen.end()) {
+      // Just submitted pilots may not be listed yet; older ones have left squeue.
+      if (now - p.submitted_time > 30) mark_ended(id, "GONE", "no longer in squeue");
+      continue;
+    }
+    const auto& [state, reason] = s->second;
+    if (!slurm_alive(state)) {
+      mark_ended(id, state, reason == "None" ? std::string() : reason);
+      continue;
+    }
+    bool changed = p.slurm_state != state || p.reason != reason;
+    p.slurm_state = state;
+    p.reason = reason == "None" ? std::string() : reason;
+    if (!slurm_pending(state) && p.state == "submitted") mark_running(p, "squeue");
+    else if (changed) write(p);
+  }
+}
+
+void pilot_manager::mark_running(pilot& p, const char* why) {
+  p.state = "running";
+  if (p.started_time <= 0) p.started_time = epoch_now();
+  if (slurm_pending(p.slurm_state) || p.slurm_state.empty()) p.slurm_state = "RUNNING";
+  write(p);
+  log::info("pilot running pilot={} seen_by={} waited_s={:.1f}", p.id, why, p.started_time - p.submitted_time);
+}
+
+void pilot_manager::mark_ended(const std::string& id, std::string slurm_state, std::string reason) {
+  auto it = pilots_.find(id);
+  if (it == pilots_.end()) return;
+  auto& p = it->second;
+  p.state = "ended";
+  p.ended_time = epoch_now();
+  p.slurm_state = std::move(slurm_state);
+  p.reason = std::move(reason);
+  p.workers.clear();
+  write(p);
+  log::info("pilot ended pilot={} slurm_state={} ran_s={:.0f} workers={}", id, p.slurm_state,
+            p.started_time > 0 ? p.ended_time - p.started_time : 0.0, join(p.seen, ","));
+  pilots_.erase(it);
+}
+
+void pilot_manager::on_worker_hello(const std::string& worker_id) {
+  auto id = pilot_of(worker_id);
+  if (!id) return;
+  auto it = pilots_.find(*id);
+  if (it == pilots_.end()) return;  // a pilot started by hand, or one this daemon forgot
+  auto& p = it->second;
+  p.workers.insert(worker_id);
+  p.seen.insert(worker_id);
+  if (p.state == "submitted") mark_running(p, "worker");
+  else write(p);
+}
+
+void pilot_manager::on_worker_left(const std::string& worker_id) {
+  auto id = pilot_of(worker_id);
+  if (!id) return;
+  auto it = pilots_.find(*id);
+  if (it == pilots_.end()) return;
+  it->second.workers.erase(worker_id);
+  write(it->second);
+  if (it->second.workers.empty()) next_squeue_ = steady::now();  // see soon whether it has ended
+}
+
+void pilot_manager::write(const pilot& p) {
+  if (!redis_.connected()) return;
+  auto key = prefix_ + "pilot:" + p.id;
+  std::vector<std::vector<std::string>> cmds;
+  cmds.push_back(redis_cmd("HSET", key, "id", p.id, "state", p.state, "slurm_state", p.slurm_state, "reason",
+                           p.reason, "submitted_time", fmt_time(p.submitted_time), "started_time",
+                           fmt_time(p.started_time), "ended_time", fmt_time(p.ended_time), "nodes",
+                           std::to_string(p.nodes), "walltime_minutes", std::to_string(p.walltime_minutes), "slots",
+                           std::to_string(p.slots), "workers", join(p.seen, ","), "connected",
+                           std::to_string(p.workers.size()), "output",
+                           cfg_.log_dir + "/" + cfg_.job_name + "-" + p.id + ".out"));
+  if (p.state == "ended") {
+    cmds.push_back(redis_cmd("SREM", prefix_ + "pilots", p.id));
+    cmds.push_back(redis_cmd("EXPIRE", key, std::to_string(std::chrono::seconds(ended_ttl).count())));
+  } else {
+    cmds.push_back(redis_cmd("SADD", prefix_ + "pilots", p.id));
+  }
+  net::co_spawn(
+      ex_,
+      [](redis_client* redis, std::vector<std::vector<std::string>> cmds) -> net::awaitable<void> {
+        auto replies = co_await redis->async_pipeline(std::move(cmds));
+        for (const auto& r : replies)
+          if (r.is_error()) log::warn("pilot write failed error={}", r.str);
+      }(&redis_, std::move(cmds)),
+      [](std::exception_ptr e) {
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          log::warn("pilot write failed error={}", ex.what());
+        }
+      });
+}
+
+}  // namespace descprod

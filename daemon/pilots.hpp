@@ -1,0 +1,122 @@
+// Elastic pilots (docs/slurm.md): the daemon's component that submits Slurm allocations running
+// scripts/slurm/descprod-pilot.sbatch when ready jobs outnumber free slots, keeps between `min` and
+// `max` of them alive (pending or running), backs off when sbatch fails, follows their state with
+// squeue, and mirrors every pilot into Redis:
+//   <prefix>pilot:<slurm id>  hash: id, state (submitted/running/ended), slurm_state, reason,
+//                             submitted_time, started_time, ended_time, nodes, walltime_minutes,
+//                             slots, workers (comma-separated worker ids), output
+//   <prefix>pilots            set: the IDs of the pilots alive (submitted or running)
+// An ended pilot leaves the set; its hash stays for ended_ttl.
+//
+// sbatch and squeue run as child processes (posix_spawn, no shell) awaited through a pidfd, each
+// killed after command_timeout: nothing here blocks the io_context, whatever Slurm does.
+// A pilot's workers are recognised by their id, slurm-<job id>-<node> (the sbatch script's).
+//
+// Thread-safety: none; everything runs on the daemon's io_context thread.
+#pragma once
+
+#include <boost/asio.hpp>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/config.hpp"
+#include "core/redis.hpp"
+
+namespace descprod {
+
+namespace net = boost::asio;
+
+// What the queue asks of the pilots, computed by the daemon at each check.
+struct pilot_demand {
+  std::size_t ready = 0;     // ready jobs a pilot could run
+  long long free_slots = 0;  // credits of connected workers that are not draining
+};
+
+// The outcome of a program run with a deadline.
+struct command_result {
+  int exit_code = 0;
+  int signal = 0;
+  bool timed_out = false;  // killed (SIGKILL to its process group) at the deadline
+  std::string output;      // stdout and stderr, merged
+  std::string error;       // it could not be started (e.g. no such program)
+  bool ok() const { return error.empty() && !timed_out && signal == 0 && exit_code == 0; }
+};
+
+// Runs argv (no shell; argv[0] looked up in PATH) with `env` as its whole environment; after
+// `timeout` its process group is killed. Output goes through a file in `scratch_dir`, removed
+// afterwards. Never throws for the program's failures: they are in the result.
+net::awaitable<command_result> async_run_command(net::any_io_executor ex, std::vector<std::string> argv,
+                                                 std::vector<std::string> env, std::chrono::milliseconds timeout,
+                                                 std::string scratch_dir);
+
+class pilot_manager {
+ public:
+  // `demand` is called at each check; `redis` must outlive the manager.
+  pilot_manager(net::any_io_executor ex, pilots_config cfg, redis_client& redis, std::string prefix,
+                std::function<pilot_demand()> demand);
+
+  // Loads the pilots alive from Redis (a daemon restart), then checks demand every
+  // check_interval and squeue every squeue_interval until stop().
+  net::awaitable<void> run();
+  void stop();
+
+  // A worker said hello / left. Ids of the form slurm-<job id>-<node> belong to that pilot.
+  void on_worker_hello(const std::string& worker_id);
+  void on_worker_left(const std::string& worker_id);
+
+  // The Slurm job id in a pilot worker's id, if it has the form slurm-<digits>-<node>.
+  static std::optional<std::string> pilot_of(const std::string& worker_id);
+
+  // Pilots alive (submitted or running), counting an sbatch in flight.
+  std::size_t alive() const { return pilots_.size() + (submitting_ ? 1 : 0); }
+  // Slots expected from pilots whose workers have not connected yet.
+  long long pending_slots() const;
+  // The sbatch command line for one pilot (for the log and the tests).
+  std::vector<std::string> sbatch_argv() const;
+
+  static constexpr std::chrono::hours ended_ttl{24};
+
+ private:
+  struct pilot {
+    std::string id;
+    std::string state = "submitted";  // submitted, running, ended
+    std::string slurm_state;          // as squeue last said (PENDING, RUNNING, ...)
+    std::string reason;
+    double submitted_time = 0, started_time = 0, ended_time = 0;
+    int nodes = 1;
+    int walltime_minutes = 0;
+    int slots = 0;
+    std::set<std::string> workers;  // connected now
+    std::set<std::string> seen;     // ever connected
+  };
+
+  net::awaitable<void> load();
+  net::awaitable<void> check();
+  net::awaitable<bool> submit_one();
+  net::awaitable<void> refresh();
+  void mark_running(pilot& p, const char* why);
+  void mark_ended(const std::string& id, std::string slurm_state, std::string reason);
+  // Writes the pilot's hash (all fields) and its set membership; best effort (Redis may be away:
+  // the next change writes the whole hash again).
+  void write(const pilot& p);
+
+  net::any_io_executor ex_;
+  pilots_config cfg_;
+  redis_client& redis_;
+  std::string prefix_;
+  std::function<pilot_demand()> demand_;
+  std::map<std::string, pilot> pilots_;  // alive, by Slurm job id
+  bool stopping_ = false;
+  bool submitting_ = false;
+  int failures_ = 0;  // sbatch failures in a row
+  std::chrono::steady_clock::time_point backoff_until_{};
+  std::chrono::steady_clock::time_point next_squeue_{};
+  net::steady_timer timer_;
+};
+
+}  // namespace descprod

@@ -1,0 +1,852 @@
+// The web pages' HTML and the small parsers they need (see web.hpp). Pages are built as strings;
+// every value that comes from a user, an application or Redis passes through esc() (text) or
+// attr() (attribute values, always double-quoted). Layout and behaviour: app.css and app.js in
+// web_assets.cpp.
+#include "gateway/web.hpp"
+
+#include <sodium.h>
+
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+
+#include "core/accounts.hpp"
+
+namespace descprod::gateway::web {
+
+namespace {
+
+std::string esc(std::string_view s) { return html_escape(s); }
+
+std::string get(const job_record& r, const char* k) {
+  auto it = r.find(k);
+  return it == r.end() ? std::string() : it->second;
+}
+
+bool terminal_state(const std::string& st) {
+  auto s = parse_job_state(st);
+  return s && is_terminal(*s);
+}
+
+std::optional<double> to_double(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  try {
+    std::size_t used = 0;
+    std::string copy(s);
+    double d = std::stod(copy, &used);
+    if (used != copy.size() || !std::isfinite(d)) return std::nullopt;
+    return d;
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+std::optional<long long> to_integer(std::string_view s) {
+  auto d = to_double(s);
+  if (!d || std::fabs(*d) > 9e18) return std::nullopt;
+  return static_cast<long long>(*d);
+}
+
+std::string hidden(std::string_view name, std::string_view value) {
+  return "<input type=\"hidden\" name=\"" + esc(name) + "\" value=\"" + esc(value) + "\">";
+}
+
+// A POST form with one button, the CSRF token and the `next` target.
+std::string action_form(std::string_view action, std::string_view label, std::string_view csrf,
+                        std::string_view next, std::string_view confirm = "",
+                        std::string_view cls = "") {
+  std::string out = "<form method=\"post\" action=\"" + esc(action) + "\" class=\"inline\"";
+  if (!confirm.empty()) out += " data-confirm=\"" + esc(confirm) + "\"";
+  out += ">" + hidden("csrf", csrf);
+  if (!next.empty()) out += hidden("next", next);
+  out += "<button type=\"submit\"";
+  if (!cls.empty()) out += " class=\"" + esc(cls) + "\"";
+  out += ">" + esc(label) + "</button></form>";
+  return out;
+}
+
+std::string state_badge(const std::string& state) {
+  return "<span class=\"state s-" + esc(state) + "\">" + esc(state) + "</span>";
+}
+
+std::string progress_cell(const job_record& job) {
+  std::string out;
+  auto done = to_integer(get(job, "done_count"));
+  auto total = to_integer(get(job, "total_count"));
+  if (done && total && *total > 0) {
+    out += "<progress value=\"" + std::to_string(std::min(*done, *total)) + "\" max=\"" +
+           std::to_string(*total) + "\"></progress> <span class=\"count\">" +
+           std::to_string(*done) + "/" + std::to_string(*total) + "</span> ";
+  }
+  out += "<span class=\"msg\">" + esc(get(job, "progress")) + "</span>";
+  return out;
+}
+
+std::string rollup_text(const std::map<std::string, long long>& rollup, long long total) {
+  std::string out = std::to_string(total) + " child" + (total == 1 ? "" : "ren");
+  for (auto st : all_job_states()) {
+    auto it = rollup.find(std::string(to_string(st)));
+    if (it == rollup.end() || it->second == 0) continue;
+    out += ", " + std::to_string(it->second) + " " + std::string(to_string(st));
+  }
+  return out;
+}
+
+std::string jobs_table(const std::vector<job_record>& jobs, const page_user& user, double now_s,
+                       std::string_view next, std::string_view id, std::string_view extra) {
+  std::string out = std::string("<div class=\"scroll\"") + (jobs.empty() ? " hidden" : "") +
+                    "><table class=\"jobs\" id=\"" + esc(id) + "\"" +
+                    std::string(extra) +
+                    "><thead><tr><th>ID</th><th>Parent</th><th>Type</th><th>Config</th>"
+                    "<th>Howfig</th><th>State</th><th>Progress</th><th>Created / started</th>"
+                    "<th>Duration</th><th>Host</th><th>Run directory</th><th>Return status</th>"
+                    "<th>Actions</th></tr></thead><tbody>";
+  for (const auto& j : jobs) out += job_row(j, user, now_s, next);
+  out += "</tbody></table></div>";
+  if (jobs.empty()) out += "<p class=\"empty\">No jobs here.</p>";
+  return out;
+}
+
+std::string home_link(bool all, const std::string& state, int page) {
+  std::string q;
+  auto add = [&](const std::string& kv) { q += (q.empty() ? "?" : "&") + kv; };
+  if (all) add("view=all");
+  if (!state.empty()) add("state=" + url_encode(state));
+  if (page > 1) add("page=" + std::to_string(page));
+  return "/" + q;
+}
+
+}  // namespace
+
+// ---- routing --------------------------------------------------------------------------------
+
+page_route match_page(std::string_view path) {
+  page_route r;
+  if (path == "/" || path == "/home") r.kind = page_kind::home;
+  else if (path == "/login") r.kind = page_kind::login;
+  else if (path == "/register") r.kind = page_kind::register_;
+  else if (path == "/logout") r.kind = page_kind::logout;
+  else if (path == "/jobs") r.kind = page_kind::job_create;
+  else if (path == "/admin") r.kind = page_kind::admin;
+  else if (path == "/tokens") r.kind = page_kind::tokens;
+  else if (path == "/help") r.kind = page_kind::help;
+  else if (path == "/favicon.ico") r.kind = page_kind::favicon;
+  if (r.kind != page_kind::none) return r;
+
+  auto split = [](std::string_view rest) {
+    std::vector<std::string_view> parts;
+    while (!rest.empty()) {
+      auto slash = rest.find('/');
+      parts.push_back(rest.substr(0, slash));
+      if (slash == std::string_view::npos) break;
+      rest.remove_prefix(slash + 1);
+    }
+    return parts;
+  };
+  if (path.rfind("/static/", 0) == 0) {
+    auto name = path.substr(8);
+    if (find_asset(name)) {
+      r.kind = page_kind::asset;
+      r.name = std::string(name);
+    }
+    return r;
+  }
+  if (path.rfind("/jobs/", 0) == 0) {
+    auto parts = split(path.substr(6));
+    if (parts.empty() || parts.size() > 2) return r;
+    auto id_text = parts[0];
+    if (id_text.empty() || id_text.size() > 18 ||
+        id_text.find_first_not_of("0123456789") != std::string_view::npos)
+      return r;
+    job_id id = std::stoll(std::string(id_text));
+    if (id <= 0) return r;
+    r.id = id;
+    if (parts.size() == 1) {
+      r.kind = page_kind::job;
+    } else if (parts[1] == "row") {
+      r.kind = page_kind::job_row;
+    } else if (parts[1] == "fields") {
+      r.kind = page_kind::job_fields;
+    } else if (parts[1] == "cancel" || parts[1] == "archive" || parts[1] == "unarchive" ||
+               parts[1] == "delete") {
+      r.kind = page_kind::job_action;
+      r.action = std::string(parts[1]);
+    } else {
+      r.id = 0;
+    }
+    return r;
+  }
+  if (path.rfind("/admin/users/", 0) == 0) {
+    auto parts = split(path.substr(13));
+    if (parts.size() != 2 || !valid_user_name(std::string(parts[0])) ||
+        !parse_account_action(parts[1]))
+      return r;
+    r.kind = page_kind::admin_action;
+    r.name = std::string(parts[0]);
+    r.action = std::string(parts[1]);
+    return r;
+  }
+  if (path.rfind("/tokens/", 0) == 0) {
+    auto parts = split(path.substr(8));
+    if (parts.size() != 2 || parts[1] != "revoke" || parts[0].size() != 64 ||
+        parts[0].find_first_not_of("0123456789abcdef") != std::string_view::npos)
+      return r;
+    r.kind = page_kind::token_revoke;
+    r.name = std::string(parts[0]);
+    return r;
+  }
+  return r;
+}
+
+std::string_view page_methods(page_kind k) {
+  switch (k) {
+    case page_kind::login:
+    case page_kind::register_:
+    case page_kind::tokens: return "GET, POST";
+    case page_kind::logout:
+    case page_kind::job_create:
+    case page_kind::job_action:
+    case page_kind::admin_action:
+    case page_kind::token_revoke: return "POST";
+    case page_kind::none: return "";
+    default: return "GET";
+  }
+}
+
+bool page_method_allowed(page_kind k, std::string_view method) {
+  auto allowed = page_methods(k);
+  if (method == "HEAD") method = "GET";
+  while (!allowed.empty()) {
+    auto comma = allowed.find(',');
+    if (allowed.substr(0, comma) == method) return true;
+    if (comma == std::string_view::npos) break;
+    allowed.remove_prefix(comma + 1);
+    while (!allowed.empty() && allowed.front() == ' ') allowed.remove_prefix(1);
+  }
+  return false;
+}
+
+bool page_is_public(page_kind k) {
+  return k == page_kind::login || k == page_kind::register_ || k == page_kind::help ||
+         k == page_kind::asset || k == page_kind::favicon || k == page_kind::logout;
+}
+
+// ---- forms, cookies, CSRF -------------------------------------------------------------------
+
+std::optional<std::map<std::string, std::string>> parse_form(std::string_view body) {
+  std::map<std::string, std::string> out;
+  while (!body.empty()) {
+    auto amp = body.find('&');
+    auto part = body.substr(0, amp);
+    body = amp == std::string_view::npos ? std::string_view() : body.substr(amp + 1);
+    if (part.empty()) continue;
+    auto eq = part.find('=');
+    auto key = percent_decode(part.substr(0, eq));
+    auto value =
+        percent_decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
+    if (!key || !value) return std::nullopt;
+    out[*key] = std::move(*value);
+  }
+  return out;
+}
+
+std::string cookie_value(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    auto semi = header.find(';');
+    auto part = header.substr(0, semi);
+    header = semi == std::string_view::npos ? std::string_view() : header.substr(semi + 1);
+    while (!part.empty() && (part.front() == ' ' || part.front() == '\t')) part.remove_prefix(1);
+    while (!part.empty() && (part.back() == ' ' || part.back() == '\t')) part.remove_suffix(1);
+    auto eq = part.find('=');
+    if (eq == std::string_view::npos) continue;
+    if (part.substr(0, eq) != name) continue;
+    auto v = part.substr(eq + 1);
+    if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+    return std::string(v);
+  }
+  return {};
+}
+
+std::string set_cookie(std::string_view name, std::string_view value, bool secure,
+                       int max_age_s) {
+  std::string out = std::string(name) + "=" + std::string(value) + "; Path=/; HttpOnly; SameSite=Strict";
+  if (secure) out += "; Secure";
+  if (max_age_s >= 0) out += "; Max-Age=" + std::to_string(max_age_s);
+  return out;
+}
+
+bool tokens_equal(std::string_view a, std::string_view b) {
+  if (a.empty() || b.empty() || a.size() != b.size()) return false;
+  return sodium_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+bool origin_allowed(std::string_view origin, std::string_view host) {
+  if (origin.empty()) return true;
+  auto scheme_end = origin.find("://");
+  if (scheme_end == std::string_view::npos) return false;  // "null" and garbage
+  auto scheme = origin.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https") return false;
+  auto rest = origin.substr(scheme_end + 3);
+  if (rest.find('/') != std::string_view::npos) return false;
+  if (host.empty()) return false;
+  auto lower = [](std::string_view s) {
+    std::string o(s);
+    for (auto& c : o) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return o;
+  };
+  return lower(rest) == lower(host);
+}
+
+std::string safe_next(std::string_view next, std::string_view fallback) {
+  if (next.empty() || next.size() > 1000 || next.front() != '/') return std::string(fallback);
+  if (next.size() > 1 && (next[1] == '/' || next[1] == '\\')) return std::string(fallback);
+  for (unsigned char c : next)
+    if (c < 0x20 || c == 0x7f || c == '\\') return std::string(fallback);
+  return std::string(next);
+}
+
+// ---- formatting -----------------------------------------------------------------------------
+
+std::string html_escape(std::string_view raw) {
+  auto s = sanitize_utf8(raw);
+  std::string out;
+  out.reserve(s.size() + 16);
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string format_time(std::string_view epoch_s) {
+  auto d = to_double(epoch_s);
+  if (!d || *d < 0 || *d > 32503680000.0) return {};
+  std::time_t t = static_cast<std::time_t>(*d);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) seconds = 0;
+  long long s = static_cast<long long>(seconds);
+  char buf[48];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%lld:%02lld", s / 60, s % 60);
+  return buf;
+}
+
+std::string job_duration(const job_record& job, double now_s) {
+  auto start = to_double(get(job, "start_time"));
+  if (!start) return {};
+  auto stop = to_double(get(job, "stop_time"));
+  double end = stop ? *stop : now_s;
+  if (!stop && terminal_state(get(job, "state"))) {
+    auto upd = to_double(get(job, "update_time"));
+    end = upd ? *upd : *start;
+  }
+  return format_duration(end - *start);
+}
+
+std::string url_encode(std::string_view s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+// ---- pages ----------------------------------------------------------------------------------
+
+std::string layout(std::string_view title, std::string_view page, const page_user* user,
+                   const flash& f, std::string_view body, std::string_view body_attrs) {
+  std::string out =
+      "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">";
+  if (user) out += "<meta name=\"csrf-token\" content=\"" + esc(user->csrf) + "\">";
+  out += "<title>" + esc(title) +
+         " · DESCprod</title><link rel=\"stylesheet\" href=\"/static/app.css\">"
+         "<script src=\"/static/app.js\" defer></script></head>\n<body data-page=\"" +
+         esc(page) + "\"";
+  if (user) out += " data-user=\"" + esc(user->name) + "\"";
+  out += std::string(body_attrs) + ">\n<header><nav><a class=\"brand\" href=\"/\">DESCprod</a>";
+  if (user) {
+    out += "<a href=\"/\">Jobs</a><a href=\"/tokens\">API tokens</a>";
+    if (user->admin) out += "<a href=\"/admin\">Admin</a>";
+    out += "<a href=\"/help\">Help</a><span class=\"spacer\"></span>"
+           "<span class=\"live\" id=\"live\" title=\"live updates\" data-status=\"off\">live</span>"
+           "<span class=\"who\">" + esc(user->name) + (user->admin ? " (admin)" : "") + "</span>" +
+           action_form("/logout", "Log out", user->csrf, "");
+  } else {
+    out += "<a href=\"/help\">Help</a><span class=\"spacer\"></span><a href=\"/login\">Log in</a>"
+           "<a href=\"/register\">Register</a>";
+  }
+  out += "</nav></header>\n<main>";
+  if (!f.text.empty())
+    out += std::string("<p class=\"flash") + (f.error ? " error" : "") + "\" role=\"status\">" +
+           esc(f.text) + "</p>";
+  out += body;
+  out += "</main></body></html>\n";
+  return out;
+}
+
+std::string login_page(std::string_view csrf, const flash& f, std::string_view username) {
+  std::string body =
+      "<section class=\"card narrow\"><h1>Log in</h1>"
+      "<form method=\"post\" action=\"/login\" class=\"stack\">" + hidden("csrf", csrf) +
+      "<label>User name <input name=\"username\" autocomplete=\"username\" required "
+      "maxlength=\"64\" value=\"" + esc(username) + "\"></label>"
+      "<label>Password <input name=\"password\" type=\"password\" "
+      "autocomplete=\"current-password\" required></label>"
+      "<button type=\"submit\">Log in</button></form>"
+      "<p>No account yet? <a href=\"/register\">Register</a>; an administrator approves new "
+      "accounts.</p></section>";
+  return layout("Log in", "login", nullptr, f, body);
+}
+
+std::string register_page(std::string_view csrf, const flash& f, std::string_view username,
+                          std::string_view email) {
+  std::string body =
+      "<section class=\"card narrow\"><h1>Register</h1>"
+      "<form method=\"post\" action=\"/register\" class=\"stack\">" + hidden("csrf", csrf) +
+      "<label>User name <input name=\"username\" autocomplete=\"username\" required "
+      "maxlength=\"64\" pattern=\"[a-z0-9][a-z0-9_.\\-]*\" value=\"" + esc(username) +
+      "\"><small>lower-case letters, digits, _ . -</small></label>"
+      "<label>E-mail <input name=\"email\" type=\"email\" required maxlength=\"254\" value=\"" +
+      esc(email) + "\"></label>"
+      "<label>Password <input name=\"password\" type=\"password\" autocomplete=\"new-password\" "
+      "required minlength=\"8\"></label>"
+      "<button type=\"submit\">Register</button></form>"
+      "<p>Your account starts <em>pending</em>: you can log in once an administrator has "
+      "approved it. <a href=\"/login\">Log in</a></p></section>";
+  return layout("Register", "register", nullptr, f, body);
+}
+
+std::string job_row(const job_record& job, const page_user& user, double now_s,
+                    std::string_view next) {
+  std::string id = get(job, "id");
+  std::string state = get(job, "state");
+  std::string parent = get(job, "parent");
+  bool archived = get(job, "archive") == "1";
+  std::string start = get(job, "start_time");
+  std::string shown_time = start.empty() ? get(job, "create_time") : start;
+  std::string out = "<tr data-job=\"" + esc(id) + "\" data-state=\"" + esc(state) +
+                    "\" data-archive=\"" + (archived ? "1" : "0") + "\" data-start=\"" +
+                    esc(start) + "\" data-stop=\"" + esc(get(job, "stop_time")) + "\">";
+  out += "<td class=\"c-id\" data-label=\"ID\"><a href=\"/jobs/" + esc(id) + "\">" + esc(id) +
+         "</a></td>";
+  out += "<td class=\"c-parent\" data-label=\"Parent\">";
+  if (!parent.empty()) out += "<a href=\"/jobs/" + esc(parent) + "\">" + esc(parent) + "</a>";
+  out += "</td><td class=\"c-type\" data-label=\"Type\">" + esc(get(job, "jobtype")) + "</td>";
+  out += "<td class=\"c-config\" data-label=\"Config\"><code>" + esc(get(job, "config")) +
+         "</code></td>";
+  out += "<td class=\"c-howfig\" data-label=\"Howfig\"><code>" + esc(get(job, "howfig")) +
+         "</code></td>";
+  out += "<td class=\"c-state\" data-label=\"State\">" + state_badge(state) + "</td>";
+  out += "<td class=\"c-progress\" data-label=\"Progress\">" + progress_cell(job) + "</td>";
+  out += "<td class=\"c-time\" data-label=\"Created / started\">" + esc(format_time(shown_time)) +
+         "</td>";
+  out += "<td class=\"c-duration\" data-label=\"Duration\">" + esc(job_duration(job, now_s)) +
+         "</td>";
+  out += "<td class=\"c-host\" data-label=\"Host\">" + esc(get(job, "host")) + "</td>";
+  out += "<td class=\"c-rundir\" data-label=\"Run directory\"><code>" + esc(get(job, "rundir")) +
+         "</code></td>";
+  out += "<td class=\"c-rc\" data-label=\"Return status\">" + esc(get(job, "return_status")) +
+         "</td>";
+  out += "<td class=\"c-actions\" data-label=\"Actions\"><a class=\"button\" href=\"/?copy=" +
+         esc(id) + "#create\">Copy</a>";
+  std::string base = "/jobs/" + id + "/";
+  if (!terminal_state(state)) out += action_form(base + "cancel", "Cancel", user.csrf, next);
+  if (archived)
+    out += action_form(base + "unarchive", "Unarchive", user.csrf, next);
+  else
+    out += action_form(base + "archive", "Archive", user.csrf, next);
+  if (terminal_state(state))
+    out += action_form(base + "delete", "Delete", user.csrf, next,
+                       "Delete job " + id + "? This cannot be undone.", "danger");
+  out += "</td></tr>";
+  return out;
+}
+
+std::string home_page(const home_view& v) {
+  std::string next = home_link(v.all, v.state, v.page);
+  std::string body = "<section class=\"card\" id=\"create\"><h2>Submit a job</h2>"
+                     "<form method=\"post\" action=\"/jobs\" class=\"create\">" +
+                     hidden("csrf", v.user.csrf) +
+                     "<label>Application <select name=\"jobtype\" id=\"jobtype\" required>";
+  if (v.apps) {
+    for (const auto& [name, app] : v.apps->apps) {
+      body += "<option value=\"" + esc(name) + "\"";
+      if (name == v.form.jobtype) body += " selected";
+      body += ">" + esc(name) + "</option>";
+    }
+  }
+  body += "</select></label>"
+          "<label>Config <input name=\"config\" required maxlength=\"512\" "
+          "autocomplete=\"off\" value=\"" + esc(v.form.config) + "\"></label>"
+          "<label>Howfig <input name=\"howfig\" maxlength=\"512\" autocomplete=\"off\" value=\"" +
+          esc(v.form.howfig) + "\"></label>"
+          "<label>Priority <input name=\"priority\" type=\"number\" min=\"-1000\" max=\"1000\" "
+          "value=\"" + std::to_string(v.form.priority) + "\"></label>"
+          "<button type=\"submit\">Submit</button></form><dl class=\"apphelp\" id=\"apphelp\">";
+  if (v.apps) {
+    for (const auto& [name, app] : v.apps->apps) {
+      body += "<div data-app=\"" + esc(name) + "\"><dt>" + esc(name) + "</dt><dd>" +
+              esc(app.help.empty() ? std::string("(no description)") : app.help);
+      if (!app.pattern.empty()) body += " <small>Config pattern: <code>" + esc(app.pattern) + "</code></small>";
+      body += "</dd></div>";
+    }
+  }
+  body += "</dl></section>";
+
+  // Filters.
+  body += "<section class=\"card\"><div class=\"toolbar\"><h2>Jobs</h2><span class=\"filters\">";
+  body += std::string("<a href=\"") + esc(home_link(false, v.state, 1)) + "\"" +
+          (v.all ? "" : " class=\"on\"") + ">Active</a>";
+  body += std::string("<a href=\"") + esc(home_link(true, v.state, 1)) + "\"" +
+          (v.all ? " class=\"on\"" : "") + ">All</a>";
+  body += "<form method=\"get\" action=\"/\" class=\"inline\">";
+  if (v.all) body += hidden("view", "all");
+  body += "<select name=\"state\" id=\"state-filter\" data-autosubmit=\"1\"><option value=\"\">any state</option>";
+  for (auto st : all_job_states()) {
+    std::string s(to_string(st));
+    body += "<option value=\"" + s + "\"" + (s == v.state ? " selected" : "") + ">" + s + "</option>";
+  }
+  body += "</select><button type=\"submit\" class=\"nojs\">Filter</button></form></span></div>";
+
+  long long first = v.total == 0 ? 0 : static_cast<long long>(v.page - 1) * v.per_page + 1;
+  long long last = std::min<long long>(v.total, static_cast<long long>(v.page) * v.per_page);
+  body += "<p class=\"count\" id=\"jobcount\">" +
+          (v.total == 0 ? std::string("No ") + (v.all ? "" : "active ") + "jobs"
+                        : "Jobs " + std::to_string(first) + "–" + std::to_string(last) + " of " +
+                              std::to_string(v.total)) +
+          (v.state.empty() ? "" : " in state " + esc(v.state)) + "</p>";
+  std::string extra = " data-view=\"" + std::string(v.all ? "all" : "active") + "\" data-state=\"" +
+                      esc(v.state) + "\" data-pagenum=\"" + std::to_string(v.page) + "\"";
+  body += jobs_table(v.jobs, v.user, v.now_s, next, "jobs", extra);
+  body += "<nav class=\"pager\">";
+  if (v.page > 1)
+    body += "<a href=\"" + esc(home_link(v.all, v.state, v.page - 1)) + "\" rel=\"prev\">← Newer</a>";
+  if (last < v.total)
+    body += "<a href=\"" + esc(home_link(v.all, v.state, v.page + 1)) + "\" rel=\"next\">Older →</a>";
+  body += "</nav></section>";
+  return layout("Jobs", "home", &v.user, v.message, body, " data-since=\"" + esc(v.since) + "\"");
+}
+
+namespace {
+std::string fields_table(const job_record& job, double now_s) {
+  std::string out = "<table class=\"fields\" id=\"fields\"><tbody>";
+  for (const auto& name : job_field_order()) {
+    auto it = job.find(name);
+    if (it == job.end() || it->second.empty()) continue;
+    std::string value = it->second;
+    if (is_time_field(name)) {
+      auto t = format_time(value);
+      if (!t.empty()) value = t + " UTC";
+    }
+    out += "<tr data-field=\"" + esc(name) + "\"><th>" + esc(name) + "</th><td>";
+    if (name == "parent")
+      out += "<a href=\"/jobs/" + esc(it->second) + "\">" + esc(value) + "</a>";
+    else if (name == "state")
+      out += state_badge(value);
+    else
+      out += esc(value);
+    out += "</td></tr>";
+  }
+  auto d = job_duration(job, now_s);
+  if (!d.empty()) out += "<tr data-field=\"duration\"><th>duration</th><td>" + esc(d) + "</td></tr>";
+  out += "</tbody></table>";
+  return out;
+}
+}  // namespace
+
+std::string job_detail(const job_record& job, const page_user& user, double now_s) {
+  std::string id = get(job, "id");
+  std::string state = get(job, "state");
+  std::string next = "/jobs/" + id;
+  bool archived = get(job, "archive") == "1";
+  std::string out = "<div id=\"jobdetail\" data-state=\"" + esc(state) +
+                    "\"><div class=\"actions\"><a class=\"button\" href=\"/?copy=" + esc(id) +
+                    "#create\">Copy</a>";
+  if (!terminal_state(state)) out += action_form(next + "/cancel", "Cancel", user.csrf, next);
+  out += archived ? action_form(next + "/unarchive", "Unarchive", user.csrf, next)
+                  : action_form(next + "/archive", "Archive", user.csrf, next);
+  if (terminal_state(state))
+    out += action_form(next + "/delete", "Delete", user.csrf, "/",
+                       "Delete job " + id + "? This cannot be undone.", "danger");
+  out += "</div><p class=\"status\" id=\"jobstatus\">" + state_badge(state) + " " +
+         progress_cell(job) + "</p>" + fields_table(job, now_s) + "</div>";
+  return out;
+}
+
+std::string job_page(const job_view& v) {
+  std::string id = get(v.job, "id");
+  std::string state = get(v.job, "state");
+  std::string next = "/jobs/" + id;
+  std::string body = "<section class=\"card\"><h1>Job " + esc(id) + " <small>" +
+                     esc(get(v.job, "jobtype")) + " <code>" + esc(get(v.job, "config")) +
+                     "</code></small></h1>" + job_detail(v.job, v.user, v.now_s) + "</section>";
+
+  body += "<section class=\"card\"><h2>Log <small>(tail)</small></h2><pre class=\"log\" id=\"log\">";
+  for (std::size_t i = 0; i < v.log_lines.size(); ++i) {
+    if (i) body += "\n";
+    body += esc(v.log_lines[i]);
+  }
+  body += "</pre></section>";
+
+  body += "<section class=\"card\"><h2>Children</h2><p id=\"rollup\" data-total=\"" +
+          std::to_string(v.children_total) + "\">" + esc(rollup_text(v.rollup, v.children_total)) +
+          "</p>";
+  std::string extra =
+      " data-complete=\"" +
+      std::string(static_cast<long long>(v.children.size()) >= v.children_total ? "1" : "0") + "\"";
+  body += jobs_table(v.children, v.user, v.now_s, next, "children", extra);
+  if (static_cast<long long>(v.children.size()) < v.children_total)
+    body += "<p class=\"count\">Showing the newest " + std::to_string(v.children.size()) + " of " +
+            std::to_string(v.children_total) + ".</p>";
+  body += "</section>";
+
+  body += "<section class=\"card\"><h2>Events</h2><ol class=\"timeline\" id=\"timeline\">";
+  for (const auto& e : v.events) {
+    body += "<li data-sid=\"" + esc(e.sid) + "\"><time>" + esc(format_time(e.time)) +
+            "</time> <span class=\"etype\">" + esc(e.type) + "</span> " + state_badge(e.state) +
+            " <span class=\"emsg\">" + esc(e.progress) + "</span>";
+    if (e.attempt > 1) body += " <small>attempt " + std::to_string(e.attempt) + "</small>";
+    body += "</li>";
+  }
+  body += "</ol></section>";
+  std::string attrs = " data-job=\"" + esc(id) + "\" data-since=\"" + esc(v.since) + "\"";
+  return layout("Job " + id, "job", &v.user, v.message, body, attrs);
+}
+
+std::string admin_page(const admin_view& v) {
+  std::string body;
+  // Pending registrations.
+  body += "<section class=\"card\"><h2>Pending registrations</h2>";
+  std::string pending_rows;
+  for (const auto& u : v.users) {
+    if (get(u, "status") != "pending") continue;
+    std::string name = get(u, "name");
+    std::string base = "/admin/users/" + name + "/";
+    pending_rows += "<tr data-user=\"" + esc(name) + "\"><td data-label=\"User\">" + esc(name) +
+                    "</td><td data-label=\"E-mail\">" + esc(get(u, "email")) +
+                    "</td><td data-label=\"Registered\">" + esc(format_time(get(u, "created"))) +
+                    "</td><td data-label=\"Actions\">" +
+                    action_form(base + "approve", "Approve", v.user.csrf, "/admin") +
+                    action_form(base + "reject", "Reject", v.user.csrf, "/admin",
+                                "Reject the registration of " + name + "?", "danger") +
+                    "</td></tr>";
+  }
+  if (pending_rows.empty())
+    body += "<p class=\"empty\">No registrations are waiting.</p>";
+  else
+    body += "<div class=\"scroll\"><table class=\"list\" id=\"pending\"><thead><tr><th>User</th>"
+            "<th>E-mail</th><th>Registered</th><th>Actions</th></tr></thead><tbody>" +
+            pending_rows + "</tbody></table></div>";
+  body += "</section>";
+
+  // Users.
+  body += "<section class=\"card\"><h2>Users</h2><div class=\"scroll\"><table class=\"list\" "
+          "id=\"users\"><thead><tr><th>User</th><th>Role</th><th>Status</th><th>E-mail</th>"
+          "<th>Created</th><th>Actions</th></tr></thead><tbody>";
+  for (const auto& u : v.users) {
+    std::string name = get(u, "name");
+    std::string status = get(u, "status");
+    std::string role = get(u, "role");
+    std::string base = "/admin/users/" + name + "/";
+    body += "<tr data-user=\"" + esc(name) + "\"><td data-label=\"User\">" + esc(name) +
+            "</td><td data-label=\"Role\">" + esc(role) + "</td><td data-label=\"Status\">" +
+            "<span class=\"ustatus u-" + esc(status) + "\">" + esc(status) + "</span></td>" +
+            "<td data-label=\"E-mail\">" + esc(get(u, "email")) + "</td><td data-label=\"Created\">" +
+            esc(format_time(get(u, "created"))) + "</td><td data-label=\"Actions\">";
+    if (name != v.user.name) {
+      if (status == "disabled")
+        body += action_form(base + "enable", "Enable", v.user.csrf, "/admin");
+      else if (status == "active")
+        body += action_form(base + "disable", "Disable", v.user.csrf, "/admin",
+                            "Disable " + name + "? Their sessions and tokens stop working.",
+                            "danger");
+      if (role == "admin")
+        body += action_form(base + "remove-admin", "Remove admin", v.user.csrf, "/admin");
+      else if (status == "active")
+        body += action_form(base + "make-admin", "Make admin", v.user.csrf, "/admin",
+                            "Make " + name + " an administrator?");
+    }
+    body += "</td></tr>";
+  }
+  body += "</tbody></table></div></section>";
+
+  // Workers and queue.
+  body += "<section class=\"card\"><h2>Queue</h2><dl class=\"stats\">"
+          "<div><dt>Ready jobs queued</dt><dd id=\"queue-depth\">" + std::to_string(v.queue_depth) +
+          "</dd></div><div><dt>Jobs finished in the last minute</dt><dd id=\"throughput\">" +
+          std::to_string(v.finished_last_minute) +
+          "</dd></div><div><dt>Job events in the last minute</dt><dd>" +
+          std::to_string(v.events_last_minute) + "</dd></div><div><dt>Workers</dt><dd>" +
+          std::to_string(v.workers.size()) + "</dd></div></dl></section>";
+  body += "<section class=\"card\"><h2>Workers</h2>";
+  if (v.workers.empty()) {
+    body += "<p class=\"empty\">No worker has sent a heartbeat recently.</p>";
+  } else {
+    body += "<div class=\"scroll\"><table class=\"list\" id=\"workers\"><thead><tr><th>Worker</th>"
+            "<th>Host</th><th>Owner</th><th>Pool</th><th>Slots</th><th>Running</th>"
+            "<th>Last heartbeat</th></tr></thead><tbody>";
+    for (const auto& w : v.workers) {
+      std::string hb = get(w, "last_heartbeat");
+      std::string ago;
+      if (auto t = to_double(hb)) ago = " (" + format_duration(v.now_s - *t) + " ago)";
+      body += "<tr><td data-label=\"Worker\">" + esc(get(w, "id")) + "</td><td data-label=\"Host\">" +
+              esc(get(w, "host")) + "</td><td data-label=\"Owner\">" + esc(get(w, "owner")) +
+              "</td><td data-label=\"Pool\">" + esc(get(w, "pool")) + "</td><td data-label=\"Slots\">" +
+              esc(get(w, "slots")) + "</td><td data-label=\"Running\">" + esc(get(w, "running")) +
+              "</td><td data-label=\"Last heartbeat\">" + esc(format_time(hb)) + esc(ago) +
+              "</td></tr>";
+    }
+    body += "</tbody></table></div>";
+  }
+  body += "</section>";
+  return layout("Admin", "admin", &v.user, v.message, body);
+}
+
+std::string tokens_page(const tokens_view& v) {
+  std::string body = "<section class=\"card\"><h1>API tokens</h1>"
+                     "<p>A token lets the command-line tools and scripts act as you "
+                     "(<code>Authorization: Bearer &lt;token&gt;</code>, or <code>DESCPROD_TOKEN</code>). "
+                     "It is shown once, when you create it; only its hash is kept.</p>";
+  if (!v.new_token.empty()) {
+    body += "<div class=\"newtoken\" role=\"alert\"><p>New token" +
+            (v.new_label.empty() ? std::string() : " <strong>" + esc(v.new_label) + "</strong>") +
+            " — copy it now, it will not be shown again:</p><code id=\"new-token\">" +
+            esc(v.new_token) + "</code></div>";
+  }
+  body += "<form method=\"post\" action=\"/tokens\" class=\"create\">" + hidden("csrf", v.user.csrf) +
+          "<label>Label <input name=\"label\" maxlength=\"64\" placeholder=\"e.g. laptop\"></label>"
+          "<button type=\"submit\">Create a token</button></form></section>";
+  body += "<section class=\"card\"><h2>Your tokens</h2>";
+  if (v.tokens.empty()) {
+    body += "<p class=\"empty\">You have no API tokens.</p>";
+  } else {
+    body += "<div class=\"scroll\"><table class=\"list\" id=\"tokens\"><thead><tr><th>Label</th>"
+            "<th>Created</th><th>Expires</th><th>Id</th><th></th></tr></thead><tbody>";
+    for (const auto& t : v.tokens) {
+      std::string id = get(t, "id");
+      std::string expires = get(t, "expires");
+      body += "<tr data-token=\"" + esc(id) + "\"><td data-label=\"Label\">" + esc(get(t, "label")) +
+              "</td><td data-label=\"Created\">" + esc(format_time(get(t, "created"))) +
+              "</td><td data-label=\"Expires\">" +
+              esc(expires.empty() || expires == "0" ? std::string("never") : format_time(expires)) +
+              "</td><td data-label=\"Id\"><code>" + esc(id.substr(0, 12)) + "…</code></td><td>" +
+              action_form("/tokens/" + id + "/revoke", "Revoke", v.user.csrf, "/tokens",
+                          "Revoke this token? Programs using it stop working.", "danger") +
+              "</td></tr>";
+    }
+    body += "</tbody></table></div>";
+  }
+  body += "</section>";
+  return layout("API tokens", "tokens", &v.user, v.message, body);
+}
+
+std::string help_page(const page_user* user, const app_registry& apps) {
+  std::string body = R"HTML(<section class="card prose"><h1>Help</h1>
+<h2 id="submit">Submitting a job</h2>
+<p>On the <a href="/">Jobs</a> page pick an <strong>application</strong>, give its
+<strong>config</strong> (and, if the application uses one, a <strong>howfig</strong>), and press
+Submit. A higher <strong>priority</strong> (−1000 to 1000) runs earlier. Config and howfig follow
+DESCprod's rules: letters, digits, <code>:</code> and <code>-</code> only, no <code>----</code>, no
+<code>--</code> inside a field, not starting or ending with <code>-</code> or <code>:</code>; each
+application may ask for a stricter pattern. <em>Copy</em> on any job fills the form with its
+values.</p>
+<p>The job table updates by itself: states, progress bars and messages change as the worker
+reports them, without reloading. <em>Cancel</em> stops a waiting or running job,
+<em>Archive</em> hides a job from the active view (<em>All</em> shows it again), <em>Delete</em>
+removes a finished job for good. From the command line: <code>descprod-submit</code>,
+<code>descprod-list-jobs</code>, <code>descprod-watch</code>, with an <a href="/tokens">API
+token</a>.</p>
+<h2 id="states">What the states mean</h2>
+<table class="list"><tbody>
+<tr><td>)HTML" + state_badge("ready") + R"HTML(</td><td>queued, waiting for a free worker slot</td></tr>
+<tr><td>)HTML" + state_badge("dispatched") + R"HTML(</td><td>handed to a worker, not started yet</td></tr>
+<tr><td>)HTML" + state_badge("running") + R"HTML(</td><td>the application's process is running</td></tr>
+<tr><td>)HTML" + state_badge("done") + R"HTML(</td><td>it exited with status 0</td></tr>
+<tr><td>)HTML" + state_badge("failed") + R"HTML(</td><td>it exited with a non-zero status (see Return status and the log)</td></tr>
+<tr><td>)HTML" + state_badge("timeout") + R"HTML(</td><td>it ran past the application's time limit and was stopped (status 124)</td></tr>
+<tr><td>)HTML" + state_badge("killed") + R"HTML(</td><td>a signal ended it (return status −N)</td></tr>
+<tr><td>)HTML" + state_badge("cancelled") + R"HTML(</td><td>its owner or an administrator cancelled it</td></tr>
+<tr><td>)HTML" + state_badge("lost") + R"HTML(</td><td>its worker vanished and no attempts were left (otherwise it is queued again as a new attempt)</td></tr>
+</tbody></table>
+<h2 id="apps">Writing an application</h2>
+<p>An application is a program named <code>runapp-&lt;jobtype&gt;</code> (or another command the
+registry <code>config/apps.yaml</code> names) that a worker runs for each job:</p>
+<ul>
+<li><strong>Arguments</strong>: <code>runapp-&lt;jobtype&gt; &lt;config&gt; &lt;howfig&gt;</code>,
+executed directly, never through a shell (an empty howfig is left out).</li>
+<li><strong>Run directory</strong>: the working directory is
+<code>&lt;output_dir&gt;/jobs/jobNNNNNN</code> (a retry gets <code>jobNNNNNN.2</code>, ...).
+It holds <code>config.json</code>, the job's fields one per line exactly as DESCprod wrote them,
+and <code>jobNNNNNN.log</code>, the program's merged stdout and stderr (its tail is shown on the
+job page).</li>
+<li><strong>Progress</strong>: write lines to <code>current-status.txt</code> in the run
+directory; the last line becomes the job's message within about a second. A line starting
+<code>[done/total]</code>, e.g. <code>[3/20] tasks finished</code>, also moves the progress
+bar.</li>
+<li><strong>Environment</strong>: <code>DESCPROD_JOB_ID</code>, <code>DESCPROD_ATTEMPT</code>,
+<code>DESCPROD_RUNDIR</code>, <code>DESCPROD_URL</code> and <code>DESCPROD_TOKEN</code> (a token
+for this job only: enough to read it and to add child jobs with
+<code>descprod-add-job -p $DESCPROD_JOB_ID</code>).</li>
+<li><strong>Exit status</strong>: 0 is done, anything else failed; 124 means timeout. If
+<code>descprod-closeout</code> exists in the run directory it is run afterwards with the exit
+status as its argument.</li>
+</ul>
+<p>Example (<code>runapp-mysleep</code>):</p>
+<pre>#!/usr/bin/env bash
+secs=$1
+echo "I'm sleeping for $secs seconds." | tee current-status.txt
+sleep -- "$secs" || exit 2
+echo "I'm awake now." | tee current-status.txt</pre>
+<h2 id="registry">Applications on this service</h2><dl class="apphelp">)HTML";
+  for (const auto& [name, app] : apps.apps) {
+    body += "<div><dt>" + esc(name) + "</dt><dd>" +
+            esc(app.help.empty() ? std::string("(no description)") : app.help);
+    if (!app.pattern.empty()) body += " <small>Config pattern: <code>" + esc(app.pattern) + "</code></small>";
+    if (app.time_limit_s > 0)
+      body += " <small>Time limit: " + esc(format_duration(app.time_limit_s)) + "</small>";
+    body += "</dd></div>";
+  }
+  body += R"HTML(</dl>
+<h2 id="accounts">Accounts</h2>
+<p>Register with a user name, e-mail and password; an administrator approves the account, then
+you can log in. Web sessions end after a period without activity, or when you log out.</p>
+</section>)HTML";
+  return layout("Help", "help", user, flash{}, body);
+}
+
+std::string error_page(unsigned status, std::string_view detail, const page_user* user) {
+  std::string title = status == 404   ? "Not found"
+                      : status == 403 ? "Forbidden"
+                      : status == 400 ? "Bad request"
+                      : status == 405 ? "Method not allowed"
+                      : status == 503 ? "Unavailable"
+                                      : "Error";
+  std::string body = "<section class=\"card narrow\"><h1>" + esc(title) + "</h1><p>" + esc(detail) +
+                     "</p><p><a href=\"/\">Back to the jobs</a></p></section>";
+  return layout(title, "error", user, flash{}, body);
+}
+
+}  // namespace descprod::gateway::web

@@ -1,0 +1,208 @@
+// The web pages' pure parts (DESIGN §5, issue 4): page routing, form and cookie parsing, the
+// session cookie, CSRF comparison and the HTML of every page. Nothing here does I/O; the page
+// handlers (web_handler.cpp) fetch the data and call these. Every dynamic value goes through
+// html_escape (or attr) exactly once, here; callers pass raw values.
+//
+// The pages use no inline script or style (the Content-Security-Policy forbids both): behaviour
+// lives in /static/app.js, which reads data-* attributes and the csrf-token meta tag.
+//
+// Thread-safety: all functions are pure.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/config.hpp"
+#include "core/job.hpp"
+#include "gateway/api.hpp"
+
+namespace descprod::gateway::web {
+
+// ---- routing --------------------------------------------------------------------------------
+
+enum class page_kind {
+  none,
+  home,          // GET /
+  login,         // GET, POST /login
+  register_,     // GET, POST /register
+  logout,        // POST /logout
+  job,           // GET /jobs/<id>
+  job_row,       // GET /jobs/<id>/row      (the job's table row, for live updates)
+  job_fields,    // GET /jobs/<id>/fields   (the job page's field table, for live updates)
+  job_create,    // POST /jobs
+  job_action,    // POST /jobs/<id>/{cancel,archive,unarchive,delete}
+  admin,         // GET /admin
+  admin_action,  // POST /admin/users/<name>/<action>
+  tokens,        // GET, POST /tokens (POST creates one)
+  token_revoke,  // POST /tokens/<sha256>/revoke
+  help,          // GET /help
+  asset,         // GET /static/app.css, /static/app.js
+  favicon        // GET /favicon.ico (204)
+};
+
+struct page_route {
+  page_kind kind = page_kind::none;
+  job_id id = 0;
+  std::string name;    // admin_action: the user; token_revoke: the token id; asset: the file
+  std::string action;  // job_action / admin_action
+};
+
+page_route match_page(std::string_view path);
+std::string_view page_methods(page_kind k);  // "GET", "POST" or "GET, POST"
+bool page_method_allowed(page_kind k, std::string_view method);
+// Pages answered without a session (the rest redirect to /login).
+bool page_is_public(page_kind k);
+
+// ---- forms, cookies, CSRF -------------------------------------------------------------------
+
+// application/x-www-form-urlencoded → name → value (the last of repeated names wins); nullopt
+// on a malformed %-escape.
+std::optional<std::map<std::string, std::string>> parse_form(std::string_view body);
+// The value of cookie `name` in a Cookie header ("" when absent).
+std::string cookie_value(std::string_view cookie_header, std::string_view name);
+
+inline constexpr std::string_view session_cookie = "descprod_session";
+// The pre-login CSRF cookie of the login and register forms (double submit).
+inline constexpr std::string_view login_csrf_cookie = "descprod_csrf";
+// Max-Age of the login CSRF cookie (s).
+inline constexpr int login_csrf_max_age_s = 3600;
+
+// "<name>=<value>; Path=/; HttpOnly; SameSite=Strict" (+ "; Secure"), with "; Max-Age=<n>"
+// when max_age_s >= 0 (0 deletes the cookie).
+std::string set_cookie(std::string_view name, std::string_view value, bool secure,
+                       int max_age_s = -1);
+// Constant-time comparison of two tokens; false when either is empty.
+bool tokens_equal(std::string_view a, std::string_view b);
+
+// Whether a request's Origin header is acceptable for a state-changing request: absent, or the
+// same host[:port] as the Host header. "null" and other hosts are refused.
+bool origin_allowed(std::string_view origin, std::string_view host);
+
+// A redirect target from a form's `next` field: a local path ("/..." but not "//..." or
+// "/\\..."), else `fallback`.
+std::string safe_next(std::string_view next, std::string_view fallback);
+
+// ---- formatting -----------------------------------------------------------------------------
+
+// & < > " ' escaped; invalid UTF-8 replaced.
+std::string html_escape(std::string_view s);
+// Epoch seconds (text) as "YYYY-MM-DD HH:MM:SS" UTC; "" when empty or unreadable.
+std::string format_time(std::string_view epoch_s);
+// Seconds as "H:MM:SS" (an hour or more) or "M:SS".
+std::string format_duration(double seconds);
+// A job's duration: (stop_time, or now_s while it runs) − start_time; "" before it started.
+std::string job_duration(const job_record& job, double now_s);
+// %-encoding of a query value.
+std::string url_encode(std::string_view s);
+
+// ---- pages ----------------------------------------------------------------------------------
+
+// The signed-in user as a page shows them.
+struct page_user {
+  std::string name;
+  bool admin = false;
+  std::string csrf;
+};
+
+// A one-shot message shown at the top of a page.
+struct flash {
+  std::string text;
+  bool error = false;
+};
+
+// The shared frame: head (CSP-friendly: app.css, app.js), navigation for `user` (none when null),
+// the flash and `body`. `page` goes to <body data-page> for app.js.
+std::string layout(std::string_view title, std::string_view page, const page_user* user,
+                   const flash& f, std::string_view body, std::string_view body_attrs = "");
+
+std::string login_page(std::string_view csrf, const flash& f, std::string_view username);
+std::string register_page(std::string_view csrf, const flash& f, std::string_view username,
+                          std::string_view email);
+
+// What the create form starts with ("copy" fills it from a job).
+struct job_form {
+  std::string jobtype, config, howfig;
+  int priority = 0;
+};
+
+struct home_view {
+  page_user user;
+  flash message;
+  const app_registry* apps = nullptr;
+  job_form form;
+  std::vector<job_record> jobs;  // this page of the table
+  long long total = 0;           // jobs matching the filter
+  bool all = false;              // "all" view (else active: not archived)
+  std::string state;             // state filter ("" = any)
+  int page = 1;                  // 1-based
+  int per_page = 50;
+  double now_s = 0;
+  std::string since;  // the event stream's last id when the data was read (live updates resume there)
+};
+std::string home_page(const home_view& v);
+
+// One row of the job table. `next` is where its action forms return to.
+std::string job_row(const job_record& job, const page_user& user, double now_s,
+                    std::string_view next);
+
+struct job_view {
+  page_user user;
+  flash message;
+  job_record job;
+  std::vector<stream_event> events;    // oldest first
+  std::vector<std::string> log_lines;  // oldest first
+  std::vector<job_record> children;    // newest first, at most a page
+  long long children_total = 0;
+  std::map<std::string, long long> rollup;  // state → count (children_json's counts)
+  double now_s = 0;
+  std::string since;  // as home_view::since
+};
+std::string job_page(const job_view& v);
+// The job page's live part (id="jobdetail"): actions, state and progress, the field table.
+std::string job_detail(const job_record& job, const page_user& user, double now_s);
+
+struct admin_view {
+  page_user user;
+  flash message;
+  std::vector<job_record> users;    // each with "name", "role", "status", "email", "created"
+  std::vector<job_record> workers;  // each worker hash (id, host, owner, pool, slots, running,
+                                    // last_heartbeat)
+  long long queue_depth = 0;
+  long long finished_last_minute = 0;
+  long long events_last_minute = 0;
+  double now_s = 0;
+};
+std::string admin_page(const admin_view& v);
+
+struct tokens_view {
+  page_user user;
+  flash message;
+  std::vector<job_record> tokens;  // each with "id" (sha256), "label", "created", "expires"
+  std::string new_token;           // shown once, right after creation
+  std::string new_label;
+};
+std::string tokens_page(const tokens_view& v);
+
+std::string help_page(const page_user* user, const app_registry& apps);
+
+// An error page (404, 403, ...) in the frame.
+std::string error_page(unsigned status, std::string_view detail, const page_user* user);
+
+// ---- static assets --------------------------------------------------------------------------
+
+// The text of /static/<name> ("app.css", "app.js") and its Content-Type; nullopt when unknown.
+struct asset {
+  std::string_view body;
+  std::string_view content_type;
+};
+std::optional<asset> find_asset(std::string_view name);
+
+// The Content-Security-Policy of every page.
+inline constexpr std::string_view content_security_policy =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+}  // namespace descprod::gateway::web

@@ -1,0 +1,395 @@
+// The web pages' stylesheet and script, served from memory as /static/app.css and
+// /static/app.js (no build step, no external files). The script only ever writes text with
+// textContent; HTML it inserts comes from the gateway's own escaped fragments (/jobs/<id>/row,
+// /jobs/<id>/fields).
+//
+// Live updates: one EventSource on /api/events (the session cookie authenticates it). Each event
+// updates the job's state badge and message at once, then the row (or the job page's detail) is
+// fetched again, debounced, for the other fields. The browser reconnects by itself after a network
+// error (retry: 1000 from the server, Last-Event-ID replays what was missed); when it gives up (a
+// non-200 answer, e.g. while the gateway restarts behind a proxy) the script opens a new one with
+// backoff 1 s → 30 s, from the last event id it saw, and refreshes every row it shows. The first
+// subscription starts at the stream position the page was rendered at (data-since).
+#include "gateway/web.hpp"
+
+namespace descprod::gateway::web {
+
+namespace {
+
+constexpr std::string_view app_css = R"CSS(
+:root { --fg:#1d2330; --muted:#5b6475; --bg:#f4f6fa; --card:#fff; --line:#dde2ea; --accent:#1f5fbf;
+  --ok:#1c7c3a; --bad:#b3261e; --warn:#a15c00; --run:#1f5fbf; --wait:#6b5bb5; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color:var(--fg); background:var(--bg); }
+header { background:#17233b; color:#fff; }
+nav { display:flex; flex-wrap:wrap; align-items:center; gap:.25rem 1rem; padding:.5rem 1rem; max-width:1600px; margin:0 auto; }
+nav a { color:#dfe7f7; text-decoration:none; }
+nav a:hover { color:#fff; text-decoration:underline; }
+nav .brand { font-weight:700; color:#fff; margin-right:.5rem; }
+nav .spacer { flex:1; }
+nav .who { color:#b9c6de; }
+nav form button[type="submit"] { background:transparent; color:#dfe7f7; border:1px solid #4a5a7a; padding:.2rem .6rem; }
+.live { font-size:.8rem; padding:.05rem .45rem; border-radius:1rem; background:#3a4660; color:#c8d2e6; }
+.live[data-status="off"] { display:none; }
+.live[data-status="on"] { background:#1c7c3a; color:#fff; }
+.live[data-status="reconnecting"] { background:#a15c00; color:#fff; }
+main { max-width:1600px; margin:0 auto; padding:1rem; }
+.card { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:1rem 1.25rem; margin-bottom:1rem; }
+.card.narrow { max-width:28rem; margin:2rem auto; }
+h1 { font-size:1.4rem; margin:.2rem 0 .8rem; }
+h2 { font-size:1.15rem; margin:.2rem 0 .6rem; }
+h1 small, h2 small { color:var(--muted); font-weight:400; font-size:.8em; }
+a { color:var(--accent); }
+code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size:.9em; }
+.flash { padding:.6rem .9rem; border-radius:6px; background:#e6f2ea; border:1px solid #b5d8c0; }
+.flash.error { background:#fbeaea; border-color:#e4b4b0; }
+form.stack { display:flex; flex-direction:column; gap:.7rem; }
+form.stack label { display:flex; flex-direction:column; gap:.2rem; font-weight:600; }
+form.stack small { font-weight:400; color:var(--muted); }
+form.create { display:flex; flex-wrap:wrap; gap:.6rem 1rem; align-items:flex-end; }
+form.create label { display:flex; flex-direction:column; gap:.2rem; font-size:.85rem; color:var(--muted); }
+form.inline { display:inline; margin:0 .15rem 0 0; }
+input, select, button, .button { font:inherit; padding:.35rem .6rem; border:1px solid #b8c1cf; border-radius:5px; background:#fff; color:var(--fg); }
+input[name="config"], input[name="howfig"] { min-width:14rem; }
+input[type="number"] { width:6rem; }
+button, .button { cursor:pointer; background:#eef2f8; text-decoration:none; display:inline-block; line-height:1.2; }
+button[type="submit"] { background:var(--accent); color:#fff; border-color:var(--accent); }
+td button[type="submit"], .actions button[type="submit"] { background:#eef2f8; color:var(--fg); border-color:#b8c1cf; padding:.15rem .5rem; font-size:.85rem; }
+td .button, .actions .button { padding:.15rem .5rem; font-size:.85rem; }
+button.danger[type="submit"] { color:var(--bad); border-color:#e1aaa5; }
+.apphelp { margin:.8rem 0 0; font-size:.9rem; }
+.apphelp div { padding:.2rem .5rem; border-left:3px solid transparent; }
+.apphelp div.selected { border-left-color:var(--accent); background:#f1f5fc; }
+.apphelp dt { font-weight:700; display:inline; }
+.apphelp dd { display:inline; margin:0 0 0 .5rem; color:var(--muted); }
+.toolbar { display:flex; flex-wrap:wrap; align-items:center; gap:.5rem 1rem; justify-content:space-between; }
+.filters a { margin-right:.6rem; }
+.filters a.on { font-weight:700; text-decoration:none; color:var(--fg); }
+.count { color:var(--muted); font-size:.9rem; margin:.3rem 0; }
+.scroll { overflow-x:auto; }
+table { border-collapse:collapse; width:100%; }
+th, td { text-align:left; padding:.35rem .5rem; border-bottom:1px solid var(--line); vertical-align:top; }
+th { font-size:.75rem; text-transform:uppercase; letter-spacing:.03em; color:var(--muted); }
+table.jobs td { font-size:.9rem; }
+td.c-actions { min-width:7rem; }
+td.c-actions form, td.c-actions .button { margin:0 .15rem .2rem 0; }
+div.actions { margin:.2rem 0 .6rem; }
+td.c-progress { min-width:10rem; }
+td.c-rundir code { word-break:break-all; }
+progress { width:7rem; height:.8rem; vertical-align:middle; }
+.state { display:inline-block; padding:.05rem .5rem; border-radius:1rem; font-size:.8rem; font-weight:600; background:#e8ebf1; color:var(--fg); }
+.s-ready { background:#ece9f8; color:var(--wait); }
+.s-dispatched { background:#e6eefb; color:var(--run); }
+.s-running { background:#dce8fb; color:var(--run); }
+.s-done { background:#e1f3e6; color:var(--ok); }
+.s-failed, .s-lost, .s-killed { background:#fbe4e2; color:var(--bad); }
+.s-timeout, .s-cancelled { background:#fbeedb; color:var(--warn); }
+table.fields th { width:12rem; text-transform:none; font-size:.85rem; }
+.status { font-size:1rem; }
+pre.log { background:#10151f; color:#d8dee9; padding:.7rem; border-radius:6px; max-height:26rem; overflow:auto; white-space:pre-wrap; word-break:break-all; min-height:2.5rem; }
+ol.timeline { padding-left:1.2rem; margin:0; }
+ol.timeline li { padding:.15rem 0; }
+ol.timeline time { color:var(--muted); font-size:.85rem; }
+ol.timeline .etype { color:var(--muted); font-size:.85rem; }
+dl.stats { display:flex; flex-wrap:wrap; gap:1rem 2.5rem; margin:0; }
+dl.stats dt { color:var(--muted); font-size:.85rem; }
+dl.stats dd { margin:0; font-size:1.5rem; font-weight:700; }
+.ustatus { font-weight:600; }
+.u-pending { color:var(--wait); } .u-disabled, .u-rejected { color:var(--bad); } .u-active { color:var(--ok); }
+.newtoken { background:#fff8e1; border:1px solid #f0d98a; border-radius:6px; padding:.6rem .9rem; margin-bottom:1rem; }
+.newtoken code { display:block; word-break:break-all; font-size:1rem; padding:.3rem 0; user-select:all; }
+.pager { display:flex; gap:1rem; margin-top:.6rem; }
+.empty { color:var(--muted); }
+.prose { max-width:60rem; }
+.prose pre { background:#f1f3f7; padding:.6rem; border-radius:6px; overflow-x:auto; }
+[hidden] { display:none !important; }
+@media (max-width: 760px) {
+  main { padding:.5rem; }
+  .card { padding:.75rem; }
+  nav { gap:.25rem .8rem; }
+  form.create label, form.create input, form.create select { width:100%; }
+  table.jobs thead, table.list thead { display:none; }
+  table.jobs tr, table.list tr { display:block; border:1px solid var(--line); border-radius:6px; margin-bottom:.6rem; padding:.3rem; }
+  table.jobs td, table.list td { display:flex; gap:.6rem; border:none; padding:.2rem .3rem; }
+  table.jobs td:empty, table.jobs td:has(> code:empty) { display:none; }
+  table.jobs td::before, table.list td::before { content:attr(data-label); flex:0 0 7.5rem; color:var(--muted); font-size:.8rem; }
+  td.c-actions { flex-wrap:wrap; white-space:normal; }
+  table.fields th { width:8rem; }
+}
+)CSS";
+
+constexpr std::string_view app_js = R"JS('use strict';
+(function () {
+  const TERMINAL = new Set(['done', 'failed', 'timeout', 'killed', 'cancelled', 'lost']);
+  const STATES = ['ready', 'dispatched', 'running', 'done', 'failed', 'timeout', 'killed', 'cancelled', 'lost'];
+  const body = document.body;
+  const page = body.dataset.page;
+
+  // Forms that need a confirmation (delete, reject, revoke, ...).
+  document.addEventListener('submit', function (ev) {
+    const f = ev.target;
+    if (f instanceof HTMLFormElement && f.dataset.confirm && !window.confirm(f.dataset.confirm)) {
+      ev.preventDefault();
+    }
+  }, true);
+  document.querySelectorAll('select[data-autosubmit]').forEach(function (s) {
+    s.addEventListener('change', function () { s.form.submit(); });
+  });
+  document.querySelectorAll('.nojs').forEach(function (e) { e.hidden = true; });
+
+  // The application picker shows the chosen application's help.
+  const picker = document.getElementById('jobtype');
+  function showHelp() {
+    document.querySelectorAll('#apphelp [data-app]').forEach(function (d) {
+      d.classList.toggle('selected', d.dataset.app === picker.value);
+    });
+  }
+  if (picker) { picker.addEventListener('change', showHelp); showHelp(); }
+
+  function pad(n) { return n < 10 ? '0' + n : '' + n; }
+  function fmtDuration(s) {
+    s = Math.max(0, Math.floor(s));
+    const h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60, sec = s % 60;
+    return h > 0 ? h + ':' + pad(m) + ':' + pad(sec) : m + ':' + pad(sec);
+  }
+  function fmtTime(t) {
+    const d = new Date(t * 1000);
+    return d.getUTCFullYear() + '-' + pad(d.getUTCMonth() + 1) + '-' + pad(d.getUTCDate()) + ' ' +
+      pad(d.getUTCHours()) + ':' + pad(d.getUTCMinutes()) + ':' + pad(d.getUTCSeconds());
+  }
+
+  // Durations of running jobs tick every second.
+  setInterval(function () {
+    document.querySelectorAll('tr[data-job]').forEach(function (tr) {
+      if (!tr.dataset.start || tr.dataset.stop || TERMINAL.has(tr.dataset.state)) return;
+      const cell = tr.querySelector('.c-duration');
+      if (cell) cell.textContent = fmtDuration(Date.now() / 1000 - parseFloat(tr.dataset.start));
+    });
+  }, 1000);
+
+  if (page !== 'home' && page !== 'job') return;
+
+  const jobId = body.dataset.job || '';
+  const live = document.getElementById('live');
+  function setLive(status) { if (live) live.dataset.status = status; }
+
+  function here() { return location.pathname + location.search; }
+  function table() { return document.querySelector(page === 'home' ? '#jobs' : '#children'); }
+  function rowOf(id) {
+    const t = table();
+    return t ? t.querySelector('tbody tr[data-job="' + id + '"]') : null;
+  }
+  function setBadge(container, state, progress) {
+    if (!container) return;
+    const badge = container.querySelector('.state');
+    if (badge && state) { badge.textContent = state; badge.className = 'state s-' + state; }
+    const msg = container.querySelector('.msg');
+    if (msg && typeof progress === 'string') msg.textContent = progress;
+  }
+  function parseRow(html) {
+    const t = document.createElement('template');
+    t.innerHTML = html.trim();
+    const tb = document.createElement('tbody');
+    tb.appendChild(t.content);
+    return tb.querySelector('tr[data-job]');
+  }
+
+  // Refetches of whole rows (and of the job page's detail), debounced per job.
+  const timers = new Map();
+  function later(key, fn, ms) {
+    if (timers.has(key)) return;
+    timers.set(key, setTimeout(function () { timers.delete(key); fn(); }, ms));
+  }
+  function refreshRow(id, insertIfNew) {
+    later('row' + id, function () {
+      fetch('/jobs/' + id + '/row?next=' + encodeURIComponent(here()), { credentials: 'same-origin' })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (html === null) { const old = rowOf(id); if (old) old.remove(); return; }
+          const row = parseRow(html);
+          const t = table();
+          if (!row || !t) return;
+          const old = rowOf(id);
+          const view = t.dataset.view, filter = t.dataset.state;
+          const hidden = (view === 'active' && row.dataset.archive === '1');
+          if (old) {
+            if (hidden) old.remove(); else old.replaceWith(row);
+          } else if (insertIfNew && !hidden && (!filter || filter === row.dataset.state)) {
+            t.querySelector('tbody').prepend(row);
+            const wrap = t.closest('.scroll');
+            if (wrap) wrap.hidden = false;
+            const empty = wrap && wrap.parentElement.querySelector('p.empty');
+            if (empty) empty.remove();
+          }
+          rollup();
+        })
+        .catch(function () {});
+    }, 50);
+  }
+  function refreshDetail() {
+    later('detail', function () {
+      fetch('/jobs/' + jobId + '/fields', { credentials: 'same-origin' })
+        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (html) {
+          if (html === null) return;
+          const t = document.createElement('template');
+          t.innerHTML = html.trim();
+          const fresh = t.content.firstElementChild;
+          const old = document.getElementById('jobdetail');
+          if (fresh && old) old.replaceWith(fresh);
+        })
+        .catch(function () {});
+    }, 50);
+  }
+  function rollup() {
+    const p = document.getElementById('rollup');
+    const t = document.querySelector('#children');
+    if (!p || !t || t.dataset.complete !== '1') return;
+    const counts = {};
+    let total = 0;
+    t.querySelectorAll('tbody tr[data-job]').forEach(function (tr) {
+      total++;
+      const s = tr.dataset.state;
+      counts[s] = (counts[s] || 0) + 1;
+    });
+    let text = total + (total === 1 ? ' child' : ' children');
+    STATES.forEach(function (s) { if (counts[s]) text += ', ' + counts[s] + ' ' + s; });
+    p.textContent = text;
+    p.dataset.total = String(total);
+  }
+
+  function onJobEvent(d) {
+    const id = String(d.id);
+    if (d.type === 'deleted') {
+      const old = rowOf(id);
+      if (old) { old.remove(); rollup(); }
+      return;
+    }
+    if (page === 'job' && id === jobId) {
+      const detail = document.getElementById('jobdetail');
+      setBadge(document.getElementById('jobstatus'), d.state, d.progress);
+      if (detail) detail.dataset.state = d.state;
+      const li = document.createElement('li');
+      const time = document.createElement('time');
+      time.textContent = d.time ? fmtTime(d.time) : '';
+      const type = document.createElement('span');
+      type.className = 'etype';
+      type.textContent = d.type || '';
+      const badge = document.createElement('span');
+      badge.className = 'state s-' + d.state;
+      badge.textContent = d.state || '';
+      const msg = document.createElement('span');
+      msg.className = 'emsg';
+      msg.textContent = d.progress || '';
+      li.append(time, ' ', type, ' ', badge, ' ', msg);
+      const tl = document.getElementById('timeline');
+      if (tl) tl.appendChild(li);
+      refreshDetail();
+      pollLog();
+      // The last lines of output may arrive just after the final transition.
+      if (TERMINAL.has(d.state)) { setTimeout(pollLog, 1000); setTimeout(pollLog, 3000); }
+      return;
+    }
+    const row = rowOf(id);
+    if (row) {
+      row.dataset.state = d.state;
+      setBadge(row.querySelector('.c-state'), d.state, undefined);
+      setBadge(row.querySelector('.c-progress'), undefined, d.progress);
+      rollup();
+      refreshRow(id, false);
+      return;
+    }
+    // A job this page does not show yet: a new one (first transition to ready).
+    if (d.type !== 'transition' || d.state !== 'ready' || d.attempt > 1) return;
+    if (page === 'home') {
+      const t = table();
+      if (t && t.dataset.pagenum === '1') refreshRow(id, true);
+    } else {
+      fetch('/api/jobs/' + id, { credentials: 'same-origin' })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (j) { if (j && String(j.parent) === jobId) refreshRow(id, true); })
+        .catch(function () {});
+    }
+  }
+
+  // The job page's log tail: polled while the job runs, once more when it ends.
+  let logBusy = false, logTimer = null;
+  function pollLog() {
+    if (page !== 'job' || logBusy) return;
+    logBusy = true;
+    fetch('/api/jobs/' + jobId + '/log?lines=200', { credentials: 'same-origin' })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (j) {
+        if (!j) return;
+        const pre = document.getElementById('log');
+        const text = (j.lines || []).join('\n');
+        if (pre && pre.textContent !== text) {
+          const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+          pre.textContent = text;
+          if (atEnd) pre.scrollTop = pre.scrollHeight;
+        }
+      })
+      .catch(function () {})
+      .finally(function () { logBusy = false; });
+  }
+  if (page === 'job') {
+    pollLog();
+    logTimer = setInterval(function () {
+      const detail = document.getElementById('jobdetail');
+      if (detail && !TERMINAL.has(detail.dataset.state)) pollLog();
+    }, 1000);
+  }
+
+  function refreshAll() {
+    document.querySelectorAll('#jobs tbody tr[data-job], #children tbody tr[data-job]').forEach(function (tr) {
+      refreshRow(tr.dataset.job, false);
+    });
+    if (page === 'job') { refreshDetail(); pollLog(); }
+  }
+
+  // Subscribe from where the page's data was read (data-since), so a change between rendering
+  // and subscribing is not missed; replays are recognised by their event id.
+  let es = null, backoff = 1000, hadError = false, lastId = body.dataset.since || '';
+  const seenIds = new Set();
+  function connect() {
+    es = new EventSource('/api/events' + (lastId ? '?since=' + encodeURIComponent(lastId) : ''));
+    es.addEventListener('open', function () {
+      setLive('on');
+      backoff = 1000;
+      if (hadError) { hadError = false; refreshAll(); }
+    });
+    es.addEventListener('job', function (m) {
+      if (m.lastEventId) {
+        if (seenIds.has(m.lastEventId)) return;
+        seenIds.add(m.lastEventId);
+        if (seenIds.size > 5000) seenIds.clear();
+        lastId = m.lastEventId;
+      }
+      let d;
+      try { d = JSON.parse(m.data); } catch (e) { return; }
+      onJobEvent(d);
+    });
+    es.addEventListener('error', function () {
+      hadError = true;
+      setLive('reconnecting');
+      if (es.readyState === EventSource.CLOSED) {
+        es.close();
+        setTimeout(connect, backoff);
+        backoff = Math.min(backoff * 2, 30000);
+      }
+    });
+  }
+  connect();
+  window.addEventListener('pagehide', function () { if (es) es.close(); if (logTimer) clearInterval(logTimer); });
+})();
+)JS";
+
+}  // namespace
+
+std::optional<asset> find_asset(std::string_view name) {
+  if (name == "app.css") return asset{app_css, "text/css; charset=utf-8"};
+  if (name == "app.js") return asset{app_js, "text/javascript; charset=utf-8"};
+  return std::nullopt;
+}
+
+}  // namespace descprod::gateway::web

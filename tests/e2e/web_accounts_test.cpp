@@ -1,0 +1,302 @@
+// End-to-end tests of accounts, web sessions, CSRF, API tokens, the admin routes and the pages'
+// access rules (issue 4) against the real binaries (tests/support/service: redis-server, daemon,
+// gateway, a worker). The browser suite (tests/web) covers the same story in Chromium; these
+// tests pin the HTTP details: status codes, cookie attributes, what Redis stores.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "core/accounts.hpp"
+#include "core/crypto.hpp"
+#include "tests/support/service.hpp"
+
+namespace descprod::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Fast password hashing and a short session TTL for the tests.
+service_options web_options() {
+  service_options o;
+  o.gateway_extra = "  password_opslimit: 1\n  password_memlimit_kib: 8\n  session_ttl_s: 600\n";
+  o.apps =
+      "  - name: markup\n"
+      "    command: [\"/bin/sh\", \"-c\", \"echo '<script>alert(1)</script>' > current-status.txt\"]\n"
+      "    args: []\n";
+  return o;
+}
+
+struct web_client {
+  explicit web_client(service& svc) : s(svc) {}
+  service& s;
+  std::string cookie;  // "descprod_session=..."
+  std::string csrf;
+
+  http_response call(const std::string& method, const std::string& target, const std::string& body = "",
+                     http_headers h = {}) {
+    if (!cookie.empty()) h.emplace_back("Cookie", cookie);
+    return http_request("127.0.0.1", s.port(), method, target, body, h);
+  }
+  // POST with the session's CSRF token.
+  http_response post(const std::string& target, const std::string& body) {
+    http_headers h;
+    h.emplace_back("X-CSRF-Token", csrf);
+    return call("POST", target, body, h);
+  }
+  http_response login(const std::string& user, const std::string& password) {
+    auto r = call("POST", "/api/login", R"({"username":")" + user + R"(","password":")" + password + R"("})");
+    if (r.status == 200) {
+      auto set = r.header("set-cookie");
+      cookie = set.substr(0, set.find(';'));
+      csrf = std::string(r.json().as_object().at("csrf_token").as_string());
+    }
+    return r;
+  }
+};
+
+http_response register_user(service& s, const std::string& user, const std::string& password) {
+  return http_request("127.0.0.1", s.port(), "POST", "/api/register",
+                      R"({"username":")" + user + R"(","password":")" + password +
+                          R"(","email":")" + user + R"(@example.org"})");
+}
+
+int admin_cli(service& s, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {s.bin("descprod-admin"), "--config", s.config_file};
+  argv.insert(argv.end(), args.begin(), args.end());
+  process p(argv, {}, s.dir.file("admin.log"));
+  auto rc = p.wait_exit(10s);
+  return rc ? *rc : -1000;
+}
+
+std::string detail(const http_response& r) {
+  try {
+    return std::string(r.json().as_object().at("detail").as_string());
+  } catch (...) {
+    return r.body;
+  }
+}
+
+std::string session_key_of(const std::string& cookie) {
+  return "descprod:session:" + sha256_hex(cookie.substr(cookie.find('=') + 1));
+}
+
+}  // namespace
+
+TEST(Web, RegistrationIsPendingUntilApprovedThenSessionsWorkAndLogoutEndsThem) {
+  service s(web_options());
+  redis_sync r(s.redis.endpoint());
+  ASSERT_EQ(register_user(s, "carol", "carol-secret").status, 201);
+  EXPECT_EQ(register_user(s, "carol", "other-secret").status, 409) << "the name is taken";
+  auto user = r.exec({"HGETALL", "descprod:user:carol"});
+  std::string all;
+  for (const auto& e : user.elements) all += e.str + " ";
+  EXPECT_NE(all.find("status pending"), std::string::npos) << all;
+  EXPECT_NE(all.find("$argon2id$"), std::string::npos) << all;
+  EXPECT_EQ(all.find("carol-secret"), std::string::npos) << "the password itself is never stored";
+
+  web_client c{s};
+  auto pending = c.login("carol", "carol-secret");
+  EXPECT_EQ(pending.status, 403);
+  EXPECT_NE(detail(pending).find("pending"), std::string::npos) << pending.body;
+  ASSERT_EQ(admin_cli(s, {"approve", "carol"}), 0);
+  EXPECT_EQ(c.login("carol", "wrong-secret").status, 401);
+  EXPECT_EQ(c.login("nobody", "carol-secret").status, 401);
+
+  auto ok = c.login("carol", "carol-secret");
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  auto set = ok.header("set-cookie");
+  EXPECT_EQ(set.rfind("descprod_session=dp_", 0), 0u) << set;
+  EXPECT_NE(set.find("; HttpOnly"), std::string::npos) << set;
+  EXPECT_NE(set.find("; SameSite=Strict"), std::string::npos) << set;
+  EXPECT_NE(set.find("; Path=/"), std::string::npos) << set;
+  EXPECT_EQ(set.find("Secure"), std::string::npos) << "plain HTTP";
+  // Only the hash is stored, with a TTL.
+  auto key = session_key_of(c.cookie);
+  EXPECT_EQ(r.exec({"HGET", key, "user"}).str, "carol");
+  auto ttl = r.exec({"TTL", key}).integer;
+  EXPECT_GT(ttl, 500);
+  EXPECT_LE(ttl, 600);
+  EXPECT_EQ(r.exec({"KEYS", "*" + c.cookie.substr(c.cookie.find('=') + 1) + "*"}).elements.size(), 0u);
+
+  auto me = c.call("GET", "/api/session");
+  ASSERT_EQ(me.status, 200) << me.body;
+  EXPECT_EQ(me.json().as_object().at("user").as_string(), "carol");
+  EXPECT_EQ(me.json().as_object().at("csrf_token").as_string(), c.csrf);
+  EXPECT_EQ(c.call("GET", "/api/jobs").status, 200);
+
+  // State changes by cookie need the CSRF token.
+  auto no_csrf = c.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":"1"})");
+  EXPECT_EQ(no_csrf.status, 403);
+  EXPECT_NE(detail(no_csrf).find("X-CSRF-Token"), std::string::npos);
+  http_headers wrong;
+  wrong.emplace_back("X-CSRF-Token", std::string(64, '0'));
+  EXPECT_EQ(c.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":"1"})", wrong).status, 403);
+  EXPECT_EQ(c.post("/api/jobs", R"({"jobtype":"mysleep","config":"1"})").status, 201);
+  // Bearer-token clients are unaffected.
+  EXPECT_EQ(s.submit(R"({"jobtype":"mysleep","config":"1"})") > 0, true);
+
+  // Sliding expiry: a request pushes the end out again.
+  r.exec({"EXPIRE", key, "30"});
+  EXPECT_EQ(c.call("GET", "/api/jobs").status, 200);
+  EXPECT_GT(r.exec({"TTL", key}).integer, 500);
+
+  // A fresh session on each login; the browser's previous one ends.
+  std::string old_cookie = c.cookie;
+  ASSERT_EQ(c.login("carol", "carol-secret").status, 200);
+  EXPECT_NE(c.cookie, old_cookie);
+  EXPECT_EQ(r.exec({"EXISTS", session_key_of(old_cookie)}).integer, 0);
+
+  // Logout needs the CSRF token, ends the session and clears the cookie.
+  EXPECT_EQ(c.call("POST", "/api/logout").status, 403);
+  auto out = c.post("/api/logout", "");
+  EXPECT_EQ(out.status, 204);
+  EXPECT_NE(out.header("set-cookie").find("Max-Age=0"), std::string::npos);
+  EXPECT_EQ(r.exec({"EXISTS", session_key_of(c.cookie)}).integer, 0);
+  EXPECT_EQ(c.call("GET", "/api/jobs").status, 401);
+}
+
+TEST(Web, AdminsApproveRejectDisableAndPromoteAccounts) {
+  service s(web_options());
+  redis_sync r(s.redis.endpoint());
+  add_user(r, "descprod:", "root", true);
+  std::string root = issue_token(r, "descprod:", "root");
+  ASSERT_EQ(register_user(s, "dave", "dave-secret").status, 201);
+  ASSERT_EQ(register_user(s, "erin", "erin-secret").status, 201);
+
+  auto users = s.call("GET", "/api/admin/users", "", root);
+  ASSERT_EQ(users.status, 200) << users.body;
+  EXPECT_NE(users.body.find(R"("name":"dave","role":"user","status":"pending")"), std::string::npos) << users.body;
+  EXPECT_EQ(users.body.find("argon2"), std::string::npos) << "no password hashes in the list";
+  EXPECT_EQ(s.call("GET", "/api/admin/users").status, 403) << "alice is no admin";
+
+  EXPECT_EQ(s.call("POST", "/api/admin/users/dave/reject", "", root).status, 200);
+  web_client d{s};
+  auto rejected = d.login("dave", "dave-secret");
+  EXPECT_EQ(rejected.status, 403);
+  EXPECT_NE(detail(rejected).find("rejected"), std::string::npos);
+  EXPECT_EQ(s.call("POST", "/api/admin/users/dave/reject", "", root).status, 409) << "already rejected";
+  EXPECT_EQ(s.call("POST", "/api/admin/users/nobody/approve", "", root).status, 404);
+
+  ASSERT_EQ(admin_cli(s, {"approve", "erin"}), 0);
+  EXPECT_NE(admin_cli(s, {"approve", "erin"}), 0) << "approving an active account is refused";
+  EXPECT_NE(admin_cli(s, {"approve", "nobody"}), 0);
+  web_client e{s};
+  ASSERT_EQ(e.login("erin", "erin-secret").status, 200);
+  std::string erin_token = issue_token(r, "descprod:", "erin");
+  EXPECT_EQ(s.call("GET", "/api/jobs", "", erin_token).status, 200);
+
+  // Disabled: the session and the API token stop working at once.
+  ASSERT_EQ(admin_cli(s, {"disable", "erin"}), 0);
+  EXPECT_EQ(e.call("GET", "/api/jobs").status, 401);
+  EXPECT_EQ(s.call("GET", "/api/jobs", "", erin_token).status, 401);
+  EXPECT_EQ(e.login("erin", "erin-secret").status, 403);
+  EXPECT_EQ(s.call("POST", "/api/admin/users/erin/enable", "", root).status, 200);
+  EXPECT_EQ(s.call("GET", "/api/jobs", "", erin_token).status, 200);
+
+  ASSERT_EQ(admin_cli(s, {"make-admin", "erin"}), 0);
+  EXPECT_EQ(s.call("GET", "/api/admin/users", "", erin_token).status, 200);
+  EXPECT_EQ(s.call("POST", "/api/admin/users/root/disable", "", root).status, 409) << "not yourself";
+
+  ASSERT_TRUE(wait_until([&] { return !r.exec({"KEYS", "descprod:worker:*"}).elements.empty(); }, 10s));
+  auto ov = s.call("GET", "/api/admin/overview", "", root);
+  ASSERT_EQ(ov.status, 200) << ov.body;
+  auto o = ov.json().as_object();
+  EXPECT_EQ(o.at("workers").as_array().size(), 1u) << ov.body;
+  EXPECT_TRUE(o.at("queue_depth").is_int64());
+  EXPECT_TRUE(o.at("finished_last_minute").is_int64());
+}
+
+TEST(Web, ApiTokensAreShownOnceListedAndRevoked) {
+  service s(web_options());
+  ASSERT_EQ(register_user(s, "frank", "frank-secret").status, 201);
+  ASSERT_EQ(admin_cli(s, {"approve", "frank"}), 0);
+  web_client f{s};
+  ASSERT_EQ(f.login("frank", "frank-secret").status, 200);
+  EXPECT_EQ(f.call("POST", "/api/tokens", R"({"label":"laptop"})").status, 403) << "CSRF needed";
+  auto made = f.post("/api/tokens", R"({"label":"laptop"})");
+  ASSERT_EQ(made.status, 201) << made.body;
+  std::string token(made.json().as_object().at("token").as_string());
+  std::string id(made.json().as_object().at("id").as_string());
+  EXPECT_EQ(id, sha256_hex(token));
+  EXPECT_EQ(s.call("GET", "/api/jobs", "", token).status, 200);
+
+  auto list = f.call("GET", "/api/tokens");
+  ASSERT_EQ(list.status, 200);
+  EXPECT_NE(list.body.find(id), std::string::npos);
+  EXPECT_NE(list.body.find("laptop"), std::string::npos);
+  EXPECT_EQ(list.body.find(token), std::string::npos) << "a token is shown only when made";
+  // The same routes with the token itself.
+  EXPECT_EQ(s.call("GET", "/api/tokens", "", token).status, 200);
+
+  EXPECT_EQ(s.call("DELETE", "/api/tokens/" + id).status, 404) << "alice cannot revoke frank's token";
+  http_headers h;
+  h.emplace_back("X-CSRF-Token", f.csrf);
+  EXPECT_EQ(f.call("DELETE", "/api/tokens/" + id, "", h).status, 204);
+  EXPECT_EQ(s.call("GET", "/api/jobs", "", token).status, 401);
+  EXPECT_EQ(f.call("DELETE", "/api/tokens/" + id, "", h).status, 404);
+}
+
+TEST(Web, PagesKeepUsersApartAndRefuseCrossSiteForms) {
+  service s(web_options());
+  redis_sync r(s.redis.endpoint());
+  long long alices = s.submit(R"({"jobtype":"mysleep","config":"1"})");
+  ASSERT_EQ(register_user(s, "gina", "gina-secret").status, 201);
+  ASSERT_EQ(admin_cli(s, {"approve", "gina"}), 0);
+  web_client g{s};
+  ASSERT_EQ(g.login("gina", "gina-secret").status, 200);
+
+  auto other = g.call("GET", "/jobs/" + std::to_string(alices));
+  EXPECT_EQ(other.status, 404);
+  EXPECT_EQ(other.header("content-type"), "text/html; charset=utf-8");
+  EXPECT_EQ(g.call("GET", "/jobs/" + std::to_string(alices) + "/row").status, 404);
+  EXPECT_EQ(g.call("GET", "/jobs/" + std::to_string(alices) + "/fields").status, 404);
+  EXPECT_EQ(g.call("POST", "/jobs/" + std::to_string(alices) + "/cancel", "csrf=" + g.csrf,
+                   {{"Content-Type", "application/x-www-form-urlencoded"}}).status, 303);
+  EXPECT_FALSE(s.job(alices).contains("cancel_requested")) << "gina's cancel did nothing";
+  EXPECT_NE(s.state(alices), "cancelled");
+
+  auto count = [&] { return r.exec({"ZCARD", "descprod:user:gina:jobs"}).integer; };
+  http_headers form;
+  form.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+  auto cross = form;
+  cross.emplace_back("Origin", "http://127.0.0.1:1");
+  EXPECT_EQ(g.call("POST", "/jobs", "jobtype=mysleep&config=1&csrf=" + g.csrf, cross).status, 403);
+  EXPECT_EQ(g.call("POST", "/jobs", "jobtype=mysleep&config=1", form).status, 403) << "no CSRF token";
+  EXPECT_EQ(g.call("POST", "/jobs", "jobtype=mysleep&config=1&csrf=x", form).status, 403);
+  EXPECT_EQ(count(), 0);
+  auto made = g.call("POST", "/jobs", "jobtype=mysleep&config=1&csrf=" + g.csrf, form);
+  EXPECT_EQ(made.status, 303);
+  EXPECT_EQ(made.header("location"), "/");
+  EXPECT_EQ(count(), 1);
+  auto home = g.call("GET", "/");
+  EXPECT_EQ(home.status, 200);
+  EXPECT_NE(home.body.find("Submitted job"), std::string::npos) << "the flash survives the redirect";
+  EXPECT_EQ(g.call("GET", "/").body.find("Submitted job"), std::string::npos) << "and shows once";
+  EXPECT_EQ(g.call("GET", "/admin").status, 403) << "admin page for admins only";
+}
+
+TEST(Web, StatusMessagesWithMarkupAreEscapedOnThePages) {
+  service s(web_options());
+  long long id = s.submit(R"({"jobtype":"markup","config":"a"})");
+  ASSERT_TRUE(wait_until([&] { return s.state(id) == "done"; }, 20s)) << s.state(id);
+  redis_sync r(s.redis.endpoint());
+  // alice has no password (made by the fixture); give her one to use the pages.
+  password_cost cost;
+  cost.opslimit = 1;
+  cost.memlimit_bytes = 8192;
+  ASSERT_TRUE(set_password(r, "descprod:", "alice", "alice-secret", cost));
+  web_client a{s};
+  ASSERT_EQ(a.login("alice", "alice-secret").status, 200);
+  std::vector<std::string> targets = {"/", "/jobs/" + std::to_string(id),
+                                      "/jobs/" + std::to_string(id) + "/row"};
+  for (const auto& target : targets) {
+    auto page = a.call("GET", target);
+    ASSERT_EQ(page.status, 200) << target;
+    EXPECT_EQ(page.body.find("<script>alert"), std::string::npos) << target;
+    EXPECT_NE(page.body.find("&lt;script&gt;alert(1)&lt;/script&gt;"), std::string::npos) << target;
+  }
+  auto page = a.call("GET", "/");
+  EXPECT_NE(page.header("content-security-policy").find("script-src 'self'"), std::string::npos);
+}
+
+}  // namespace descprod::test

@@ -1,0 +1,392 @@
+// Unit tests of the web pages' pure parts (gateway/web.hpp): escaping, forms, cookies, CSRF and
+// Origin checks, redirect targets, formatting, page routing, and the rendered HTML (every dynamic
+// value escaped, every form carrying the CSRF token, no inline script). Also the password and
+// account helpers of core/accounts.hpp that need no Redis.
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <string>
+
+#include "core/accounts.hpp"
+#include "gateway/web.hpp"
+
+namespace web = descprod::gateway::web;
+using descprod::job_record;
+
+namespace {
+
+bool contains(const std::string& hay, const std::string& needle) {
+  return hay.find(needle) != std::string::npos;
+}
+
+const std::string evil = "<script>alert(1)</script>\"'&";
+
+job_record evil_job() {
+  job_record j;
+  j["id"] = "42";
+  j["parent"] = "7";
+  j["descname"] = "alice";
+  j["jobtype"] = "mysleep";
+  j["config"] = evil;
+  j["howfig"] = evil;
+  j["state"] = "running";
+  j["progress"] = "Running. " + evil;
+  j["message"] = evil;
+  j["host"] = evil;
+  j["rundir"] = "/out/" + evil;
+  j["create_time"] = "1795625968.5";
+  j["start_time"] = "1795625970.25";
+  j["done_count"] = "3";
+  j["total_count"] = "10";
+  return j;
+}
+
+web::page_user user() {
+  web::page_user u;
+  u.name = "alice";
+  u.csrf = std::string(64, 'c');
+  return u;
+}
+
+// Every <form method="post"> in `html` has the hidden csrf field with `csrf`.
+void expect_forms_carry_csrf(const std::string& html, const std::string& csrf) {
+  std::regex form(R"(<form method="post"[^>]*>(.*?)</form>)");
+  int n = 0;
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), form); it != std::sregex_iterator(); ++it) {
+    ++n;
+    EXPECT_TRUE(contains((*it)[1].str(), "name=\"csrf\" value=\"" + csrf + "\"")) << (*it)[0].str();
+  }
+  EXPECT_GT(n, 0) << "no post form found";
+}
+
+// No raw markup from the data: the evil string appears only escaped.
+void expect_escaped(const std::string& html) {
+  EXPECT_FALSE(contains(html, "<script>alert(1)")) << html;
+  EXPECT_TRUE(contains(html, "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
+}
+
+}  // namespace
+
+TEST(WebEscape, EscapesMarkupQuotesAndAmpersands) {
+  EXPECT_EQ(web::html_escape(evil), "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;");
+  EXPECT_EQ(web::html_escape("plain text"), "plain text");
+  EXPECT_EQ(web::html_escape(std::string("a\xff") + "b"), "a\xEF\xBF\xBD" "b") << "invalid UTF-8 replaced";
+}
+
+TEST(WebForms, ParsesUrlEncodedBodies) {
+  auto f = web::parse_form("username=carol&password=a%26b+c&empty=&flag");
+  ASSERT_TRUE(f);
+  EXPECT_EQ((*f)["username"], "carol");
+  EXPECT_EQ((*f)["password"], "a&b c");
+  EXPECT_EQ((*f)["empty"], "");
+  EXPECT_EQ((*f)["flag"], "");
+  EXPECT_FALSE(web::parse_form("a=%zz"));
+  EXPECT_TRUE(web::parse_form("")->empty());
+}
+
+TEST(WebCookies, FindsTheNamedCookie) {
+  std::string h = "theme=dark; descprod_session=dp_abc; other=\"quoted\"";
+  EXPECT_EQ(web::cookie_value(h, "descprod_session"), "dp_abc");
+  EXPECT_EQ(web::cookie_value(h, "other"), "quoted");
+  EXPECT_EQ(web::cookie_value(h, "descprod"), "");
+  EXPECT_EQ(web::cookie_value("", "x"), "");
+}
+
+TEST(WebCookies, SessionCookieAttributes) {
+  EXPECT_EQ(web::set_cookie("s", "v", false), "s=v; Path=/; HttpOnly; SameSite=Strict");
+  EXPECT_EQ(web::set_cookie("s", "v", true), "s=v; Path=/; HttpOnly; SameSite=Strict; Secure");
+  EXPECT_EQ(web::set_cookie("s", "", false, 0), "s=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+}
+
+TEST(WebCsrf, TokensCompareExactlyAndNeverEmpty) {
+  EXPECT_TRUE(web::tokens_equal("abc", "abc"));
+  EXPECT_FALSE(web::tokens_equal("abc", "abd"));
+  EXPECT_FALSE(web::tokens_equal("abc", "abcd"));
+  EXPECT_FALSE(web::tokens_equal("", ""));
+}
+
+TEST(WebCsrf, OriginMustMatchHost) {
+  EXPECT_TRUE(web::origin_allowed("", "127.0.0.1:8080")) << "non-browser clients send none";
+  EXPECT_TRUE(web::origin_allowed("http://127.0.0.1:8080", "127.0.0.1:8080"));
+  EXPECT_TRUE(web::origin_allowed("https://Example.org", "example.org"));
+  EXPECT_FALSE(web::origin_allowed("http://127.0.0.1:9999", "127.0.0.1:8080"));
+  EXPECT_FALSE(web::origin_allowed("http://evil.example", "127.0.0.1:8080"));
+  EXPECT_FALSE(web::origin_allowed("null", "127.0.0.1:8080"));
+  EXPECT_FALSE(web::origin_allowed("http://127.0.0.1:8080", ""));
+  EXPECT_FALSE(web::origin_allowed("ftp://127.0.0.1:8080", "127.0.0.1:8080"));
+}
+
+TEST(WebRedirects, NextMustBeALocalPath) {
+  EXPECT_EQ(web::safe_next("/jobs/5", "/"), "/jobs/5");
+  EXPECT_EQ(web::safe_next("/?view=all&page=2", "/"), "/?view=all&page=2");
+  EXPECT_EQ(web::safe_next("//evil.example/", "/"), "/");
+  EXPECT_EQ(web::safe_next("/\\evil.example", "/"), "/");
+  EXPECT_EQ(web::safe_next("https://evil.example/", "/"), "/");
+  EXPECT_EQ(web::safe_next("/a\r\nSet-Cookie: x", "/"), "/");
+  EXPECT_EQ(web::safe_next("", "/tokens"), "/tokens");
+}
+
+TEST(WebFormat, TimesAndDurations) {
+  EXPECT_EQ(web::format_time("0"), "1970-01-01 00:00:00");
+  EXPECT_EQ(web::format_time("1795625968.9"), "2026-11-25 16:59:28");
+  EXPECT_EQ(web::format_time(""), "");
+  EXPECT_EQ(web::format_time("soon"), "");
+  EXPECT_EQ(web::format_duration(5), "0:05");
+  EXPECT_EQ(web::format_duration(125), "2:05");
+  EXPECT_EQ(web::format_duration(3725), "1:02:05");
+  job_record j;
+  EXPECT_EQ(web::job_duration(j, 100), "") << "not started";
+  j["start_time"] = "100";
+  j["state"] = "running";
+  EXPECT_EQ(web::job_duration(j, 161), "1:01") << "running: until now";
+  j["stop_time"] = "130";
+  j["state"] = "done";
+  EXPECT_EQ(web::job_duration(j, 9999), "0:30") << "finished: until stop";
+}
+
+TEST(WebRoutes, PagesAndTheirMethods) {
+  EXPECT_EQ(web::match_page("/").kind, web::page_kind::home);
+  EXPECT_EQ(web::match_page("/login").kind, web::page_kind::login);
+  EXPECT_EQ(web::match_page("/register").kind, web::page_kind::register_);
+  EXPECT_EQ(web::match_page("/help").kind, web::page_kind::help);
+  EXPECT_EQ(web::match_page("/admin").kind, web::page_kind::admin);
+  EXPECT_EQ(web::match_page("/tokens").kind, web::page_kind::tokens);
+  auto j = web::match_page("/jobs/17");
+  EXPECT_EQ(j.kind, web::page_kind::job);
+  EXPECT_EQ(j.id, 17);
+  EXPECT_EQ(web::match_page("/jobs/17/row").kind, web::page_kind::job_row);
+  EXPECT_EQ(web::match_page("/jobs/17/fields").kind, web::page_kind::job_fields);
+  auto a = web::match_page("/jobs/17/archive");
+  EXPECT_EQ(a.kind, web::page_kind::job_action);
+  EXPECT_EQ(a.action, "archive");
+  EXPECT_EQ(web::match_page("/jobs/17/explode").kind, web::page_kind::none);
+  EXPECT_EQ(web::match_page("/jobs/0").kind, web::page_kind::none);
+  EXPECT_EQ(web::match_page("/jobs/x").kind, web::page_kind::none);
+  auto u = web::match_page("/admin/users/carol/reject");
+  EXPECT_EQ(u.kind, web::page_kind::admin_action);
+  EXPECT_EQ(u.name, "carol");
+  EXPECT_EQ(web::match_page("/admin/users/../approve").kind, web::page_kind::none);
+  EXPECT_EQ(web::match_page("/tokens/" + std::string(64, 'f') + "/revoke").kind,
+            web::page_kind::token_revoke);
+  EXPECT_EQ(web::match_page("/tokens/abc/revoke").kind, web::page_kind::none);
+  EXPECT_EQ(web::match_page("/static/app.js").kind, web::page_kind::asset);
+  EXPECT_EQ(web::match_page("/static/../etc/passwd").kind, web::page_kind::none);
+  EXPECT_TRUE(web::page_method_allowed(web::page_kind::login, "POST"));
+  EXPECT_FALSE(web::page_method_allowed(web::page_kind::job_action, "GET"));
+  EXPECT_FALSE(web::page_method_allowed(web::page_kind::home, "POST"));
+  EXPECT_TRUE(web::page_is_public(web::page_kind::help));
+  EXPECT_FALSE(web::page_is_public(web::page_kind::home));
+  EXPECT_FALSE(web::page_is_public(web::page_kind::job_row));
+}
+
+TEST(WebPages, JobRowEscapesEveryValueAndShowsProgress) {
+  auto html = web::job_row(evil_job(), user(), 1795625980, "/?view=all");
+  expect_escaped(html);
+  expect_forms_carry_csrf(html, user().csrf);
+  EXPECT_TRUE(contains(html, "<progress value=\"3\" max=\"10\">"));
+  EXPECT_TRUE(contains(html, "action=\"/jobs/42/cancel\"")) << "a running job can be cancelled";
+  EXPECT_FALSE(contains(html, "/jobs/42/delete")) << "only finished jobs can be deleted";
+  EXPECT_TRUE(contains(html, "href=\"/jobs/7\"")) << "parent link";
+  EXPECT_TRUE(contains(html, "name=\"next\" value=\"/?view=all\""));
+  EXPECT_TRUE(contains(html, "href=\"/?copy=42#create\""));
+}
+
+TEST(WebPages, FinishedJobRowOffersDeleteWithAConfirmation) {
+  auto j = evil_job();
+  j["state"] = "done";
+  j["archive"] = "1";
+  auto html = web::job_row(j, user(), 0, "/");
+  EXPECT_TRUE(contains(html, "action=\"/jobs/42/delete\" class=\"inline\" data-confirm=\"Delete job 42?"));
+  EXPECT_TRUE(contains(html, "/jobs/42/unarchive"));
+  EXPECT_FALSE(contains(html, "/jobs/42/cancel"));
+}
+
+TEST(WebPages, HomePageEscapesAndCarriesCsrfEverywhere) {
+  descprod::app_registry apps = descprod::parse_apps(
+      "apps:\n  - name: mysleep\n    help: \"<b>sleeps</b>\"\n    pattern: \"^[0-9]+$\"\n",
+      "apps.yaml");
+  web::home_view v;
+  v.user = user();
+  v.apps = &apps;
+  v.jobs.push_back(evil_job());
+  v.total = 120;
+  v.page = 2;
+  v.form.jobtype = "mysleep";
+  v.form.config = evil;
+  v.message.text = evil;
+  v.since = "1795625968202-0";
+  auto html = web::home_page(v);
+  expect_escaped(html);
+  expect_forms_carry_csrf(html, user().csrf);
+  EXPECT_TRUE(contains(html, "&lt;b&gt;sleeps&lt;/b&gt;"));
+  EXPECT_TRUE(contains(html, "Jobs 51–100 of 120"));
+  EXPECT_TRUE(contains(html, "rel=\"prev\"")) << "page 2 links back";
+  EXPECT_TRUE(contains(html, "rel=\"next\"")) << "more jobs follow";
+  EXPECT_TRUE(contains(html, "data-since=\"1795625968202-0\""));
+  EXPECT_TRUE(contains(html, "<meta name=\"csrf-token\" content=\"" + user().csrf + "\">"));
+  // No inline script: only the external app.js.
+  std::regex script("<script[^>]*>");
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), script); it != std::sregex_iterator(); ++it)
+    EXPECT_EQ((*it).str(), "<script src=\"/static/app.js\" defer>");
+  EXPECT_FALSE(contains(html, " onclick=")) << "no inline handlers (CSP)";
+  EXPECT_FALSE(contains(html, " style=")) << "no inline styles (CSP)";
+}
+
+TEST(WebPages, JobPageShowsFieldsEventsLogAndChildren) {
+  web::job_view v;
+  v.user = user();
+  v.job = evil_job();
+  descprod::gateway::stream_event e;
+  e.sid = "1-0";
+  e.type = "progress";
+  e.state = "running";
+  e.progress = "Running. " + evil;
+  e.time = "1795625970";
+  v.events.push_back(e);
+  v.log_lines.push_back(evil);
+  auto child = evil_job();
+  child["id"] = "43";
+  child["parent"] = "42";
+  child["state"] = "done";
+  v.children.push_back(child);
+  v.children_total = 1;
+  v.rollup["done"] = 1;
+  auto html = web::job_page(v);
+  expect_escaped(html);
+  expect_forms_carry_csrf(html, user().csrf);
+  EXPECT_TRUE(contains(html, "<pre class=\"log\" id=\"log\">&lt;script&gt;"));
+  EXPECT_TRUE(contains(html, "1 child, 1 done"));
+  EXPECT_TRUE(contains(html, "data-job=\"42\""));
+  EXPECT_TRUE(contains(html, "<th>rundir</th>"));
+  EXPECT_TRUE(contains(html, "2026-11-25 16:59:30 UTC")) << "start time shown in UTC";
+}
+
+TEST(WebPages, AdminPageListsPendingUsersWorkersAndQueue) {
+  web::admin_view v;
+  v.user = user();
+  v.user.admin = true;
+  job_record pending;
+  pending["name"] = "dave";
+  pending["status"] = "pending";
+  pending["role"] = "user";
+  pending["email"] = evil;
+  job_record self;
+  self["name"] = "alice";
+  self["status"] = "active";
+  self["role"] = "admin";
+  v.users.push_back(pending);
+  v.users.push_back(self);
+  job_record w;
+  w["id"] = "node1-42";
+  w["host"] = "node1";
+  w["slots"] = "8";
+  w["running"] = "3";
+  w["last_heartbeat"] = "100";
+  v.workers.push_back(w);
+  v.queue_depth = 17;
+  v.finished_last_minute = 5;
+  v.now_s = 102;
+  auto html = web::admin_page(v);
+  expect_escaped(html);
+  expect_forms_carry_csrf(html, v.user.csrf);
+  EXPECT_TRUE(contains(html, "action=\"/admin/users/dave/approve\""));
+  EXPECT_TRUE(contains(html, "action=\"/admin/users/dave/reject\""));
+  EXPECT_FALSE(contains(html, "/admin/users/alice/disable")) << "no self-disable button";
+  EXPECT_TRUE(contains(html, "id=\"queue-depth\">17<"));
+  EXPECT_TRUE(contains(html, "id=\"throughput\">5<"));
+  EXPECT_TRUE(contains(html, "node1-42"));
+  EXPECT_TRUE(contains(html, "(0:02 ago)"));
+}
+
+TEST(WebPages, TokensPageShowsANewTokenOnce) {
+  web::tokens_view v;
+  v.user = user();
+  job_record t;
+  t["id"] = std::string(64, 'e');
+  t["label"] = evil;
+  t["created"] = "0";
+  v.tokens.push_back(t);
+  auto html = web::tokens_page(v);
+  expect_escaped(html);
+  expect_forms_carry_csrf(html, user().csrf);
+  EXPECT_FALSE(contains(html, "id=\"new-token\""));
+  EXPECT_TRUE(contains(html, "/tokens/" + std::string(64, 'e') + "/revoke"));
+  v.new_token = "dp_" + std::string(64, '1');
+  html = web::tokens_page(v);
+  EXPECT_TRUE(contains(html, "<code id=\"new-token\">dp_111"));
+}
+
+TEST(WebPages, LoginRegisterAndHelp) {
+  web::flash f;
+  f.text = evil;
+  f.error = true;
+  auto login = web::login_page(std::string(64, 'x'), f, evil);
+  expect_escaped(login);
+  EXPECT_TRUE(contains(login, "name=\"csrf\" value=\"" + std::string(64, 'x') + "\""));
+  EXPECT_TRUE(contains(login, "class=\"flash error\""));
+  auto reg = web::register_page(std::string(64, 'x'), web::flash{}, "carol", "c@x.org");
+  EXPECT_TRUE(contains(reg, "name=\"email\""));
+  EXPECT_TRUE(contains(reg, "value=\"carol\""));
+  descprod::app_registry apps =
+      descprod::parse_apps("apps:\n  - name: mysleep\n    help: \"sleeps\"\n", "apps.yaml");
+  auto help = web::help_page(nullptr, apps);
+  for (auto s : {"current-status.txt", "config.json", "[done/total]", "descprod-closeout",
+                 "DESCPROD_JOB_ID", "DESCPROD_TOKEN", "runapp-", "cancelled", "timeout"})
+    EXPECT_TRUE(contains(help, s)) << s;
+  EXPECT_TRUE(contains(help, "<dt>mysleep</dt>"));
+}
+
+TEST(WebAssets, ScriptAndStylesheetAreServed) {
+  auto js = web::find_asset("app.js");
+  ASSERT_TRUE(js);
+  EXPECT_EQ(js->content_type, "text/javascript; charset=utf-8");
+  EXPECT_TRUE(contains(std::string(js->body), "new EventSource('/api/events'"));
+  EXPECT_FALSE(contains(std::string(js->body), "innerHTML = d.")) << "event data only via textContent";
+  ASSERT_TRUE(web::find_asset("app.css"));
+  EXPECT_FALSE(web::find_asset("../app.js"));
+  EXPECT_FALSE(contains(std::string(web::content_security_policy), "unsafe"));
+}
+
+TEST(Accounts, PasswordsHashWithArgon2idAndVerify) {
+  descprod::password_cost cost;
+  cost.opslimit = 1;
+  cost.memlimit_bytes = 8192;
+  auto h = descprod::hash_password("correct horse", cost);
+  EXPECT_EQ(h.rfind("$argon2id$", 0), 0u) << h;
+  EXPECT_TRUE(descprod::verify_password(h, "correct horse"));
+  EXPECT_FALSE(descprod::verify_password(h, "correct horse!"));
+  EXPECT_FALSE(descprod::verify_password("", "x"));
+  EXPECT_FALSE(descprod::verify_password("$argon2id$garbage", "x"));
+  EXPECT_NE(descprod::hash_password("correct horse", cost), h) << "salted";
+}
+
+TEST(Accounts, EmailsActionsAndCommands) {
+  EXPECT_TRUE(descprod::valid_email("carol@example.org"));
+  EXPECT_FALSE(descprod::valid_email("carol"));
+  EXPECT_FALSE(descprod::valid_email("@example.org"));
+  EXPECT_FALSE(descprod::valid_email("a b@example.org"));
+  EXPECT_FALSE(descprod::valid_email("<a>@example.org"));
+  EXPECT_EQ(descprod::parse_account_action("make-admin"), descprod::account_action::make_admin);
+  EXPECT_EQ(descprod::parse_account_action("approve"), descprod::account_action::approve);
+  EXPECT_FALSE(descprod::parse_account_action("delete"));
+  auto cmd = descprod::account_action_cmd("P:", "carol", descprod::account_action::reject, 5.0);
+  ASSERT_EQ(cmd.size(), 6u);
+  EXPECT_EQ(cmd[0], "EVAL");
+  EXPECT_EQ(cmd[3], "P:user:carol");
+  EXPECT_EQ(cmd[4], "reject");
+  auto reg = descprod::register_user_cmd("P:", "carol", "c@x.org", "$argon2id$h", 5.0);
+  EXPECT_EQ(reg[3], "P:user:carol");
+  EXPECT_EQ(reg[4], "P:users");
+  descprod::redis_reply r;
+  r.type = descprod::redis_reply::kind::array;
+  for (auto s : {"err", "illegal", "active", "user"}) {
+    descprod::redis_reply e;
+    e.type = descprod::redis_reply::kind::string;
+    e.str = s;
+    r.elements.push_back(e);
+  }
+  auto c = descprod::parse_account_change(r);
+  EXPECT_FALSE(c.ok);
+  EXPECT_EQ(c.reason, "illegal");
+  EXPECT_EQ(c.status, "active");
+}

@@ -1,0 +1,400 @@
+// Browser tests of the web pages (issue 4): Debian's chromium driven by playwright-core against
+// the real service (service.mjs starts redis-server, the daemon, the gateway and a worker with one
+// slot). One story, in order: an admin, a registration approved on the admin page, log in, API
+// tokens, submitting mysleep and watching its row go ready → running → done without a reload, the
+// job page's live log tail, cancel, archive, delete; then the security cases (a cross-site form
+// post, another user's job page, markup from an application) and the live-update figures: the
+// time from a status change written to Redis to the open page showing it (p50/p99 over 120
+// changes, printed, never asserted) and the page reconnecting by itself after a gateway restart.
+//
+// Screenshots of every page go to DESCPROD_SCREENSHOT_DIR (default: build/web-screenshots).
+//
+// Run: node --test tests/web/web.test.mjs (ctest -L web does, with the paths set).
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { chromium } from 'playwright-core';
+import { Service, waitFor, httpJson, sleep, SOURCE_DIR } from './service.mjs';
+
+const CHROMIUM = process.env.DESCPROD_CHROMIUM || '/usr/bin/chromium';
+const SHOTS = process.env.DESCPROD_SCREENSHOT_DIR || path.join(SOURCE_DIR, 'build', 'web-screenshots');
+const STEP_MS = 20000;  // the longest any single wait in a step may take
+
+let svc;
+let browser;
+let failed = false;
+const adminName = 'root', adminPass = 'root-password-1';
+const userName = 'carol', userPass = 'carol-password-1';
+let userToken = '';   // carol's API token, made on the tokens page
+let adminToken = '';
+
+async function newPage(viewport = { width: 1400, height: 900 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_MS);
+  page.dialogs = [];
+  page.on('dialog', async (d) => {
+    page.dialogs.push({ type: d.type(), message: d.message() });
+    if (d.type() === 'confirm') await d.accept(); else await d.dismiss();
+  });
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(e.message));
+  return page;
+}
+
+async function shot(page, name) {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+async function login(page, name, password) {
+  await page.goto(svc.url('/login'));
+  await page.fill('input[name=username]', name);
+  await page.fill('input[name=password]', password);
+  await Promise.all([page.waitForNavigation(), page.click('form[action="/login"] button[type=submit]')]);
+}
+
+// Submits the create form; returns the new job's id (from the flash message).
+async function submitJob(page, jobtype, config) {
+  if (new URL(page.url()).pathname !== '/') await page.goto(svc.url('/'));
+  await page.selectOption('#jobtype', jobtype);
+  await page.fill('input[name=config]', config);
+  await page.fill('input[name=howfig]', '');
+  await Promise.all([page.waitForNavigation(), page.click('form[action="/jobs"] button[type=submit]')]);
+  const flash = await page.textContent('.flash');
+  const m = /Submitted job (\d+)/.exec(flash || '');
+  assert.ok(m, `no job was submitted: ${flash}`);
+  return Number(m[1]);
+}
+
+function row(page, id) { return page.locator(`#jobs tr[data-job="${id}"]`); }
+
+async function rowState(page, id) {
+  return page.evaluate((jid) => {
+    const tr = document.querySelector(`#jobs tr[data-job="${jid}"]`);
+    return tr ? tr.querySelector('.c-state .state').textContent : null;
+  }, String(id));
+}
+
+// Records every state each row of #jobs shows, and marks the document so a reload is noticed.
+async function recordStates(page) {
+  await page.evaluate(() => {
+    window.__noReload = true;
+    window.__states = {};
+    const note = () => {
+      document.querySelectorAll('#jobs tbody tr[data-job]').forEach((tr) => {
+        const s = tr.querySelector('.c-state .state');
+        if (!s) return;
+        const list = (window.__states[tr.dataset.job] = window.__states[tr.dataset.job] || []);
+        if (list[list.length - 1] !== s.textContent) list.push(s.textContent);
+      });
+    };
+    note();
+    new MutationObserver(note).observe(document.querySelector('#jobs'), { subtree: true, childList: true, characterData: true, attributes: true });
+  });
+}
+
+function percentile(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+describe('web pages in a real browser', { timeout: 600000 }, () => {
+  before(async () => {
+    svc = new Service();
+    await svc.start();
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--no-first-run'],
+    });
+    // The administrator: registered like anyone, approved and promoted with descprod-admin.
+    const r = await httpJson(svc.port, 'POST', '/api/register', { username: adminName, password: adminPass, email: 'root@example.org' });
+    assert.equal(r.status, 201, r.text);
+    await svc.admin('approve', adminName);
+    await svc.admin('make-admin', adminName);
+    adminToken = (await svc.admin('token', adminName)).trim();
+  });
+
+  after(async () => {
+    if (browser) await browser.close();
+    if (svc) await svc.stop(failed);
+  });
+
+  const step = (name, fn) => it(name, async () => {
+    try { await fn(); } catch (e) { failed = true; throw e; }
+  });
+
+  step('registration is pending until an admin approves it on the admin page; then login works', async () => {
+    const page = await newPage();
+    await page.goto(svc.url('/'));
+    assert.equal(new URL(page.url()).pathname, '/login', 'the home page asks for a login');
+    await shot(page, 'login');
+    await page.goto(svc.url('/register'));
+    await page.fill('input[name=username]', userName);
+    await page.fill('input[name=email]', 'carol@example.org');
+    await page.fill('input[name=password]', userPass);
+    await shot(page, 'register');
+    await Promise.all([page.waitForNavigation(), page.click('form[action="/register"] button[type=submit]')]);
+    assert.match(await page.textContent('.flash'), /Registered carol/);
+
+    await login(page, userName, userPass);
+    assert.equal(new URL(page.url()).pathname, '/login');
+    assert.match(await page.textContent('.flash'), /pending/);
+
+    const admin = await newPage();
+    await login(admin, adminName, adminPass);
+    await admin.goto(svc.url('/admin'));
+    const pending = admin.locator('#pending tr[data-user="carol"]');
+    await pending.waitFor();
+    await shot(admin, 'admin');
+    await Promise.all([admin.waitForNavigation(), pending.locator('button:has-text("Approve")').click()]);
+    assert.match(await admin.textContent('.flash'), /approve carol/);
+    assert.equal(await admin.locator('#pending').count(), 0);
+    assert.equal(await admin.textContent('#users tr[data-user="carol"] .ustatus'), 'active');
+    await admin.context().close();
+
+    await login(page, userName, userPass);
+    assert.equal(new URL(page.url()).pathname, '/');
+    assert.equal(await page.textContent('nav .who'), 'carol');
+    await page.context().close();
+  });
+
+  let page;  // carol's main page from here on
+  let a, b;  // two mysleep jobs
+
+  step('API tokens are shown once, listed and revoked on the tokens page', async () => {
+    page = await newPage();
+    await login(page, userName, userPass);
+    await page.goto(svc.url('/tokens'));
+    await page.fill('input[name=label]', 'laptop');
+    await page.click('form[action="/tokens"] button[type=submit]');
+    userToken = (await page.textContent('#new-token')).trim();
+    assert.match(userToken, /^dp_[0-9a-f]{64}$/);
+    await page.fill('input[name=label]', 'temporary');
+    await page.click('form[action="/tokens"] button[type=submit]');
+    const temp = (await page.textContent('#new-token')).trim();
+    await shot(page, 'tokens');
+    assert.equal((await httpJson(svc.port, 'GET', '/api/jobs', undefined, { Authorization: `Bearer ${temp}` })).status, 200);
+    await page.goto(svc.url('/tokens'));
+    assert.equal(await page.locator('#new-token').count(), 0, 'a token is shown only once');
+    const tempRow = page.locator('#tokens tr', { hasText: 'temporary' });
+    await Promise.all([page.waitForNavigation(), tempRow.locator('button:has-text("Revoke")').click()]);
+    assert.ok(page.dialogs.some((d) => d.type === 'confirm'), 'revoking asks for a confirmation');
+    assert.match(await page.textContent('.flash'), /Revoked/);
+    assert.equal(await page.locator('#tokens tr', { hasText: 'temporary' }).count(), 0);
+    assert.equal(await page.locator('#tokens tr', { hasText: 'laptop' }).count(), 1);
+    assert.equal((await httpJson(svc.port, 'GET', '/api/jobs', undefined, { Authorization: `Bearer ${temp}` })).status, 401);
+    assert.equal((await httpJson(svc.port, 'GET', '/api/jobs', undefined, { Authorization: `Bearer ${userToken}` })).status, 200);
+  });
+
+  step('a submitted mysleep row goes ready → running → done without a reload', async () => {
+    // One worker slot: b waits (ready) while a runs, so the page sees every state of b.
+    a = await submitJob(page, 'mysleep', '2');
+    b = await submitJob(page, 'mysleep', '1');
+    await recordStates(page);
+    await waitFor(`job ${b} done on the page`, async () => (await rowState(page, b)) === 'done', 30000);
+    const seen = await page.evaluate((id) => window.__states[id], String(b));
+    const order = ['ready', 'running', 'done'].map((s) => seen.indexOf(s));
+    assert.ok(order.every((i) => i >= 0) && order[0] < order[1] && order[1] < order[2], `states seen: ${seen.join(' → ')}`);
+    assert.equal(await page.evaluate(() => window.__noReload), true, 'the page was not reloaded');
+    assert.equal(await rowState(page, a), 'done');
+    // The other fields arrive with the row's refetch, just after the state.
+    await waitFor('the return status', async () => (await row(page, b).locator('.c-rc').textContent()).trim() === '0', STEP_MS);
+    assert.match(await row(page, b).locator('.c-progress .msg').textContent(), /Done\. I'm awake now\./);
+    assert.match(await row(page, b).locator('.c-host').textContent(), /\S/);
+    assert.match(await row(page, b).locator('.c-rundir').textContent(), /job0*\d+/);
+  });
+
+  step('the job page shows the live log tail and the children roll-up', async () => {
+    const c = await submitJob(page, 'mysleep', '3');
+    for (let i = 0; i < 2; i++) {
+      const r = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'mysleep', config: '1', parent: c }, { Authorization: `Bearer ${userToken}` });
+      assert.equal(r.status, 201, r.text);
+    }
+    await Promise.all([page.waitForNavigation(), page.click(`#jobs tr[data-job="${c}"] .c-id a`)]);
+    assert.equal(new URL(page.url()).pathname, `/jobs/${c}`);
+    await page.evaluate(() => { window.__noReload = true; });
+    await waitFor('the log tail to show the sleep line', async () => /I'm sleeping for 3 seconds\./.test(await page.textContent('#log')), STEP_MS);
+    await waitFor('the log tail to show the wake-up line', async () => /I'm awake now\./.test(await page.textContent('#log')), STEP_MS);
+    await waitFor('the state done', async () => (await page.textContent('#jobstatus .state')) === 'done', STEP_MS);
+    await waitFor('the children to finish', async () => /2 children, 2 done/.test(await page.textContent('#rollup')), 30000);
+    assert.equal(await page.evaluate(() => window.__noReload), true, 'the job page was not reloaded');
+    assert.ok((await page.locator('#timeline li').count()) >= 4, 'the event timeline lists the transitions');
+    assert.match(await page.textContent('#fields'), /rundir/);
+    await shot(page, 'job');
+  });
+
+  step('markup written by an application shows as text and runs nothing', async () => {
+    await page.goto(svc.url('/'));
+    const x = await submitJob(page, 'xss', 'a');
+    await waitFor(`xss job ${x} done`, async () => (await rowState(page, x)) === 'done', 30000);
+    assert.equal(await row(page, x).locator('.c-progress .msg').textContent(), 'Done. <script>alert(1)</script>');
+    await page.goto(svc.url(`/jobs/${x}`));
+    await waitFor('the log line', async () => (await page.textContent('#log')).includes('<script>alert(2)</script> in the log'), STEP_MS);
+    assert.equal(await page.locator('main script').count(), 0, 'no script element came from the data');
+    // A config with markup is refused by check_config; the error shows it as text.
+    await page.goto(svc.url('/'));
+    await page.fill('input[name=config]', '<script>alert(3)</script>');
+    await Promise.all([page.waitForNavigation(), page.click('form[action="/jobs"] button[type=submit]')]);
+    assert.match(await page.textContent('.flash'), /<script>alert\(3\)<\/script>/);
+    assert.deepEqual(page.dialogs.filter((d) => d.type === 'alert'), [], 'no alert dialog fired');
+    assert.deepEqual(page.errors, []);
+  });
+
+  let long, held, heldAttempt;
+
+  step('status changes written to Redis reach the open page (latency figure)', async () => {
+    await page.goto(svc.url('/'));
+    long = await submitJob(page, 'mysleep', '120');
+    await waitFor(`job ${long} running`, async () => (await rowState(page, long)) === 'running', 30000);
+    // With the only slot busy, a new job stays ready; claim it so no worker ever takes it.
+    const auth = { Authorization: `Bearer ${userToken}` };
+    const created = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'mysleep', config: '5' }, auth);
+    held = created.json.id;
+    const claim = await httpJson(svc.port, 'POST', `/api/jobs/${held}/claim`, { host: 'latency.test' }, auth);
+    assert.equal(claim.status, 200, claim.text);
+    heldAttempt = claim.json.attempt;
+    await waitFor(`job ${held} on the page`, async () => (await rowState(page, held)) === 'dispatched', STEP_MS);
+    await page.evaluate((id) => {
+      window.__seen = {};
+      const tr = () => document.querySelector(`#jobs tr[data-job="${id}"]`);
+      new MutationObserver(() => {
+        const r = tr();
+        const m = r && r.querySelector('.c-progress .msg');
+        if (m && !(m.textContent in window.__seen)) window.__seen[m.textContent] = performance.timeOrigin + performance.now();
+      }).observe(document.querySelector('#jobs'), { subtree: true, childList: true, characterData: true });
+    }, String(held));
+    // The same writes the store's scripts make for a progress event: the job hash and both streams.
+    const script = `
+      redis.call('HSET', KEYS[1], 'state', 'running', 'progress', ARGV[3], 'message', ARGV[4], 'update_time', ARGV[5])
+      redis.call('XADD', KEYS[1] .. ':events', 'MAXLEN', '~', 1000, '*', 'type', 'progress', 'state', 'running', 'progress', ARGV[3], 'attempt', ARGV[6], 'time', ARGV[5])
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', 100000, '*', 'id', ARGV[1], 'owner', ARGV[2], 'type', 'progress', 'state', 'running', 'progress', ARGV[3], 'attempt', ARGV[6], 'time', ARGV[5])
+      return 1`;
+    const write = (text) => svc.redis.cmd('EVAL', script, '2', `descprod:job:${held}`, 'descprod:events', String(held), userName,
+      `Running. ${text}`, text, (Date.now() / 1000).toFixed(6), String(heldAttempt));
+    const lat = [];
+    const N = 120;
+    for (let i = 1; i <= N; i++) {
+      const text = `status change ${i}`;
+      const t0 = performance.timeOrigin + performance.now();
+      await write(text);
+      const shown = await page.waitForFunction((t) => window.__seen[t], `Running. ${text}`, { timeout: 5000, polling: 5 });
+      lat.push((await shown.jsonValue()) - t0);
+    }
+    lat.sort((x, y) => x - y);
+    const p50 = percentile(lat, 50), p99 = percentile(lat, 99);
+    const line = `status change (Redis write) → page shows it: p50 ${p50.toFixed(1)} ms, p99 ${p99.toFixed(1)} ms, max ${lat[lat.length - 1].toFixed(1)} ms over ${N} changes`;
+    console.log(line);
+    fs.mkdirSync(SHOTS, { recursive: true });
+    fs.writeFileSync(path.join(SHOTS, 'latency.txt'), line + '\n');
+    await shot(page, 'home');
+
+    // The page reconnects by itself after a gateway restart and goes on showing changes.
+    await page.evaluate(() => { window.__noReload = true; });
+    await svc.restartGateway();
+    await waitFor('the live indicator to come back', async () => (await page.getAttribute('#live', 'data-status')) === 'on', 30000, 50);
+    await write('after the restart');
+    await page.waitForFunction((t) => window.__seen[t], 'Running. after the restart', { timeout: STEP_MS });
+    assert.equal(await page.evaluate(() => window.__noReload), true, 'the page was not reloaded');
+  });
+
+  step('cancel stops a running job; archive hides a job; delete asks first', async () => {
+    await page.goto(svc.url('/'));
+    assert.equal(await rowState(page, long), 'running');
+    await Promise.all([page.waitForNavigation(), row(page, long).locator('button:has-text("Cancel")').click()]);
+    assert.match(await page.textContent('.flash'), new RegExp(`job ${long}`));
+    await waitFor(`job ${long} cancelled`, async () => (await rowState(page, long)) === 'cancelled', 30000);
+    // The claimed job finishes through its runner's report.
+    const fin = await httpJson(svc.port, 'POST', `/api/jobs/${held}/finished`, { attempt: heldAttempt, rc: 0, message: 'held job done' },
+      { Authorization: `Bearer ${userToken}` });
+    assert.equal(fin.status, 200, fin.text);
+    await waitFor(`job ${held} done`, async () => (await rowState(page, held)) === 'done', STEP_MS);
+
+    await Promise.all([page.waitForNavigation(), row(page, a).locator('button:has-text("Archive")').click()]);
+    assert.match(await page.textContent('.flash'), new RegExp(`Archived job ${a}`));
+    assert.equal(await row(page, a).count(), 0, 'the active view hides an archived job');
+    await Promise.all([page.waitForNavigation(), page.click('.filters a:has-text("All")')]);
+    await row(page, a).locator('button:has-text("Unarchive")').waitFor();
+
+    const before = page.dialogs.length;
+    await Promise.all([page.waitForNavigation(), row(page, b).locator('button:has-text("Delete")').click()]);
+    assert.ok(page.dialogs.slice(before).some((d) => d.type === 'confirm' && /Delete job/.test(d.message)));
+    assert.match(await page.textContent('.flash'), new RegExp(`Deleted job ${b}`));
+    assert.equal(await row(page, b).count(), 0);
+    assert.equal((await httpJson(svc.port, 'GET', `/api/jobs/${b}`, undefined, { Authorization: `Bearer ${userToken}` })).status, 404);
+  });
+
+  step('a cross-site form post is refused and creates nothing', async () => {
+    const count = async () => Number(await svc.redis.cmd('ZCARD', `descprod:user:${userName}:jobs`));
+    const before = await count();
+    const target = svc.url('');
+    const evil = `<!doctype html><html><body>
+      <form id="f1" method="post" action="${target}/jobs" target="w1">
+        <input name="jobtype" value="mysleep"><input name="config" value="7"><input name="csrf" value="guess"></form>
+      <form id="f2" method="post" action="${target}/api/jobs" enctype="text/plain" target="w2">
+        <input name='{"jobtype":"mysleep","config":"8","x":"' value='"}'></form>
+      <iframe name="w1"></iframe><iframe name="w2"></iframe>
+      <script>document.getElementById('f1').submit(); document.getElementById('f2').submit();</script>
+      </body></html>`;
+    const posts = [];
+    const server = http.createServer((req, res) => { res.setHeader('Content-Type', 'text/html'); res.end(evil); });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const evilUrl = `http://127.0.0.1:${server.address().port}/`;
+    const p = await newPage();
+    try {
+      await login(p, userName, userPass);  // the victim is logged in
+      p.on('response', (r) => { if (r.request().method() === 'POST') posts.push({ url: r.url(), status: r.status() }); });
+      await p.goto(evilUrl);
+      await waitFor('both cross-site posts to be answered', () => posts.length >= 2, STEP_MS);
+    } finally {
+      server.close();
+      await p.context().close();
+    }
+    for (const r of posts) assert.equal(r.status, 403, `${r.url} answered ${r.status}`);
+    assert.equal(await count(), before, 'no job was created');
+  });
+
+  step("another user's job page answers 404; the admin sees it", async () => {
+    const r = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'mysleep', config: '1' }, { Authorization: `Bearer ${adminToken}` });
+    assert.equal(r.status, 201, r.text);
+    const res = await page.goto(svc.url(`/jobs/${r.json.id}`));
+    assert.equal(res.status(), 404);
+    assert.match(await page.textContent('main'), /not found/);
+    const own = await page.goto(svc.url(`/jobs/${a}`));
+    assert.equal(own.status(), 200);
+    const rowRes = await page.context().request.get(svc.url(`/jobs/${r.json.id}/row`));
+    assert.equal(rowRes.status(), 404);
+    const apiRes = await page.context().request.get(svc.url(`/api/jobs/${r.json.id}`));
+    assert.equal(apiRes.status(), 404);
+  });
+
+  step('admin page, help page, a phone-sized home page; logout ends the session', async () => {
+    const admin = await newPage();
+    await login(admin, adminName, adminPass);
+    await admin.goto(svc.url('/admin'));
+    await admin.locator('#workers').waitFor();
+    assert.match(await admin.textContent('#workers'), /w0/);
+    assert.match(await admin.textContent('#queue-depth'), /^\d+$/);
+    await admin.goto(svc.url('/help'));
+    assert.match(await admin.textContent('main'), /current-status\.txt/);
+    await shot(admin, 'help');
+    await admin.context().close();
+
+    const phone = await newPage({ width: 390, height: 844 });
+    await login(phone, userName, userPass);
+    await shot(phone, 'home-phone');
+    await phone.context().close();
+
+    const sessions = async () => (await svc.redis.cmd('KEYS', 'descprod:session:*')).length;
+    const n = await sessions();
+    await page.goto(svc.url('/'));
+    await Promise.all([page.waitForNavigation(), page.click('nav form[action="/logout"] button')]);
+    assert.equal(new URL(page.url()).pathname, '/login');
+    assert.equal(await sessions(), n - 1, 'logout deleted the session');
+    await page.goto(svc.url('/'));
+    assert.equal(new URL(page.url()).pathname, '/login');
+  });
+});
