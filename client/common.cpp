@@ -306,7 +306,10 @@ std::optional<long long> json_int(const boost::json::object& o, std::string_view
 std::optional<double> json_number(const boost::json::object& o, std::string_view key) {
   auto it = o.find(key);
   if (it == o.end()) return std::nullopt;
-  const auto& v = it->value();
+  return json_value_number(it->value());
+}
+
+std::optional<double> json_value_number(const boost::json::value& v) {
   if (v.is_double()) return v.as_double();
   if (v.is_int64()) return static_cast<double>(v.as_int64());
   if (v.is_uint64()) return static_cast<double>(v.as_uint64());

@@ -141,6 +141,8 @@ std::vector<std::string> arguments(int argc, char** argv);
 
 // JSON field helpers that tolerate absence and type differences.
 std::optional<long long> json_int(const boost::json::object& o, std::string_view key);
+// A JSON number, or a string holding exactly one number; nullopt otherwise.
+std::optional<double> json_value_number(const boost::json::value& v);
 std::optional<double> json_number(const boost::json::object& o, std::string_view key);
 std::string json_string(const boost::json::object& o, std::string_view key);
 

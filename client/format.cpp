@@ -40,22 +40,6 @@ std::string plain_value(const boost::json::value& v) {
   return boost::json::serialize(v);
 }
 
-std::optional<double> as_number(const boost::json::value& v) {
-  if (v.is_double()) return v.as_double();
-  if (v.is_int64()) return static_cast<double>(v.as_int64());
-  if (v.is_uint64()) return static_cast<double>(v.as_uint64());
-  if (v.is_string()) {
-    try {
-      std::size_t used = 0;
-      std::string s(v.as_string());
-      double d = std::stod(s, &used);
-      if (used == s.size()) return d;
-    } catch (...) {
-    }
-  }
-  return std::nullopt;
-}
-
 std::string json_quoted(std::string_view s) { return boost::json::serialize(boost::json::string(s)); }
 }  // namespace
 
@@ -70,7 +54,7 @@ std::string utc_time_text(double epoch_seconds) {
 
 std::string field_value_text(std::string_view key, const boost::json::value& v, time_style style) {
   if (ends_with(key, "_time")) {
-    if (auto d = as_number(v)) {
+    if (auto d = json_value_number(v)) {
       if (style == time_style::utc) return utc_time_text(*d);
       return std::to_string(static_cast<long long>(std::floor(*d)));
     }

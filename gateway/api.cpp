@@ -402,7 +402,10 @@ std::string_view allowed_methods(route_kind k) {
 
 bool method_allowed(route_kind k, std::string_view method) {
   if (k == route_kind::not_found) return false;
-  auto allowed = allowed_methods(k);
+  return method_in_list(allowed_methods(k), method);
+}
+
+bool method_in_list(std::string_view allowed, std::string_view method) {
   while (!allowed.empty()) {
     auto comma = allowed.find(',');
     if (allowed.substr(0, comma) == method) return true;

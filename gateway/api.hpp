@@ -116,6 +116,8 @@ route match_route(std::string_view path);
 // The methods a route accepts, as an Allow header value ("GET", "POST", "GET, POST").
 std::string_view allowed_methods(route_kind k);
 bool method_allowed(route_kind k, std::string_view method);
+// Whether `method` is one of a comma-separated list such as "GET, POST" (an Allow header value).
+bool method_in_list(std::string_view allowed, std::string_view method);
 // Routes answered without a token.
 bool is_public(route_kind k);
 

@@ -214,16 +214,8 @@ std::string_view page_methods(page_kind k) {
 }
 
 bool page_method_allowed(page_kind k, std::string_view method) {
-  auto allowed = page_methods(k);
   if (method == "HEAD") method = "GET";
-  while (!allowed.empty()) {
-    auto comma = allowed.find(',');
-    if (allowed.substr(0, comma) == method) return true;
-    if (comma == std::string_view::npos) break;
-    allowed.remove_prefix(comma + 1);
-    while (!allowed.empty() && allowed.front() == ' ') allowed.remove_prefix(1);
-  }
-  return false;
+  return method_in_list(page_methods(k), method);
 }
 
 bool page_is_public(page_kind k) {
