@@ -157,7 +157,21 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     int port = c.redis.endpoint.port;
     s.read_range("port", port, 1, 65535);
     c.redis.endpoint.port = static_cast<std::uint16_t>(port);
+    s.read("username", c.redis.endpoint.username);
     s.read("password", c.redis.endpoint.password);
+    {
+      std::string pw_file;
+      s.read("password_file", pw_file);
+      if (auto v = s.take("password_file"); v && !pw_file.empty()) {
+        if (!c.redis.endpoint.password.empty()) s.fail(v, "password_file", "password and password_file exclude each other");
+        const std::string& resolved = pw_file;
+        std::ifstream in(resolved);
+        std::string line;
+        if (!in || !std::getline(in, line)) s.fail(v, "password_file", "cannot read " + resolved);
+        while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+        c.redis.endpoint.password = line;
+      }
+    }
     s.read("prefix", c.redis.prefix);
     s.finish();
   }
@@ -205,6 +219,15 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
       s.fail(s.take("heartbeat_interval_ms"), "heartbeat_interval_ms",
              "must be shorter than lease_timeout_ms");
     }
+    s.read("worker_auth", c.daemon.worker_auth);
+    if (auto v = s.take("worker_auth"); v && c.daemon.worker_auth != "token" && c.daemon.worker_auth != "open")
+      s.fail(v, "worker_auth", "expected token or open");
+    s.read("curve_secret_key_file", c.daemon.curve_secret_key_file);
+    s.read("curve_authorized_keys_dir", c.daemon.curve_authorized_keys_dir);
+    if (c.daemon.curve_secret_key_file.empty() != c.daemon.curve_authorized_keys_dir.empty()) {
+      auto k = c.daemon.curve_secret_key_file.empty() ? "curve_authorized_keys_dir" : "curve_secret_key_file";
+      s.fail(s.take(k), k, "curve_secret_key_file and curve_authorized_keys_dir go together");
+    }
     s.finish();
   }
   {
@@ -222,6 +245,13 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_range("kill_grace_s", c.worker.kill_grace_s, 0.0, 3600.0);
     s.read_range("idle_timeout_s", c.worker.idle_timeout_s, 0.0, 1e7);
     s.read_range("walltime_margin_s", c.worker.walltime_margin_s, 0.0, 86400.0);
+    s.read("token_file", c.worker.token_file);
+    s.read("curve_server_key_file", c.worker.curve_server_key_file);
+    s.read("curve_secret_key_file", c.worker.curve_secret_key_file);
+    if (c.worker.curve_server_key_file.empty() != c.worker.curve_secret_key_file.empty()) {
+      auto k = c.worker.curve_server_key_file.empty() ? "curve_server_key_file" : "curve_secret_key_file";
+      s.fail(s.take(k), k, "curve_server_key_file and curve_secret_key_file go together");
+    }
     s.finish();
   }
   {

@@ -77,6 +77,15 @@ struct daemon_config {
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds lease_timeout{10000};
   std::chrono::milliseconds reconcile_interval{5000};
+  // Worker authentication (docs/operators.md, Workers): `token` — a worker must present a worker
+  // token (descprod-admin worker-token) and gets only its owner's jobs and those of the pools it
+  // was admitted to; `open` — any worker that can reach the socket runs any job (single-user test
+  // setups only).
+  std::string worker_auth = "token";
+  // CURVE on the worker socket: the daemon's secret key file (descprod-admin keys) and a folder of
+  // the worker public keys allowed to connect (*.pub). Both empty: no CURVE.
+  std::string curve_secret_key_file;
+  std::string curve_authorized_keys_dir;
 };
 
 struct worker_config {
@@ -94,6 +103,11 @@ struct worker_config {
   // Walltime awareness (Slurm pilots, --walltime-end): a job starts only when its app's
   // time_limit_s ends at least this long before the allocation's end.
   double walltime_margin_s = 0;
+  // The worker token file (one line; default: $DESCPROD_WORKER_TOKEN when set).
+  std::string token_file;
+  // CURVE: the daemon's public key file and this worker's secret key file (descprod-admin keys).
+  std::string curve_server_key_file;
+  std::string curve_secret_key_file;
 };
 
 // Elastic pilots (docs/slurm.md): the daemon submits Slurm allocations that each start one

@@ -137,6 +137,7 @@ net::awaitable<void> redis_client::async_connect() {
   if (!ep_.password.empty()) {
     std::vector<std::string> auth;
     auth.push_back("AUTH");
+    if (!ep_.username.empty()) auth.push_back(ep_.username);
     auth.push_back(ep_.password);
     auto r = co_await async_exec(std::move(auth));
     if (r.is_error()) {
@@ -267,7 +268,7 @@ redis_sync::redis_sync(const redis_endpoint& ep) {
                              ": " + why);
   }
   if (!ep.password.empty()) {
-    auto r = exec({"AUTH", ep.password});
+    auto r = ep.username.empty() ? exec({"AUTH", ep.password}) : exec({"AUTH", ep.username, ep.password});
     if (r.is_error()) throw std::runtime_error("Redis AUTH failed: " + r.str);
   }
 }

@@ -47,6 +47,7 @@ struct redis_endpoint {
   std::string unix_path;  // used when non-empty
   std::string host = "127.0.0.1";
   std::uint16_t port = 6379;
+  std::string username;  // ACL user for AUTH (empty: the default user)
   std::string password;  // AUTH after connecting when non-empty
 };
 
