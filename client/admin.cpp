@@ -3,14 +3,27 @@
 //   descprod-admin [--config FILE] token NAME        prints a new API token for NAME
 //   descprod-admin [--config FILE] list-users
 //   descprod-admin [--config FILE] approve|reject|disable|make-admin NAME
+//   descprod-admin [--config FILE] worker-token OWNER [--pool P]... [--label L]
+//   descprod-admin [--config FILE] worker-tokens OWNER | revoke TOKEN|SHA256
+//   descprod-admin [--config FILE] pool add|remove POOL USER... | pool list [POOL]
+//   descprod-admin keys NAME [--dir DIR]          a CURVE key pair (no Redis needed)
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
 #include "core/accounts.hpp"
 #include "core/config.hpp"
+#include "core/curve.hpp"
 
 namespace {
 
@@ -27,6 +40,18 @@ const char* usage =
     "  reject NAME               reject a pending registration\n"
     "  disable NAME              disable an account (its sessions and tokens stop working)\n"
     "  make-admin NAME           give an account the admin role\n"
+    "  worker-token OWNER [--pool P]... [--label L]\n"
+    "                            issue a worker token (printed once): its workers run OWNER's jobs and\n"
+    "                            those of the members of each pool P ('*': every user's jobs)\n"
+    "  worker-tokens OWNER       list OWNER's worker tokens (sha256, pools, label, created)\n"
+    "  revoke TOKEN|SHA256       delete a token; a worker using it gets no more jobs\n"
+    "  pool add POOL USER...     let the workers admitted to POOL run USER's jobs\n"
+    "  pool remove POOL USER...  take users out of a pool\n"
+    "  pool list [POOL]          list pools, or one pool's members\n"
+    "  keys NAME [--dir DIR]     make a CURVE key pair: DIR/NAME.key (secret, mode 0600) and\n"
+    "                            DIR/NAME.pub (default DIR: var/keys). Give the daemon its .key and\n"
+    "                            each worker its own .key and the daemon's .pub; put worker .pub\n"
+    "                            files in the daemon's curve_authorized_keys_dir\n"
     "\n"
     "Options:\n"
     "  -c, --config FILE         configuration file (default: config/descprod.yaml or $DESCPROD_CONFIG)\n"
@@ -37,6 +62,31 @@ int fail(const std::string& msg, int code = 1) {
   return code;
 }
 
+// Writes DIR/NAME.key (0600, created exclusively) and DIR/NAME.pub; never overwrites a key.
+int make_keys(const std::string& name, const std::string& dir) {
+  if (!descprod::valid_user_name(name)) return fail("invalid key name '" + name + "': use a-z 0-9 _ . -", 2);
+  if (!descprod::curve_available()) return fail("this libzmq has no CURVE support");
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return fail("cannot create " + dir + ": " + ec.message());
+  auto secret_path = dir + "/" + name + ".key";
+  auto public_path = dir + "/" + name + ".pub";
+  if (std::filesystem::exists(secret_path) || std::filesystem::exists(public_path))
+    return fail(secret_path + " or " + public_path + " exists: not overwriting a key");
+  auto kp = descprod::new_curve_keypair();
+  int fd = ::open(secret_path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) return fail("cannot create " + secret_path + ": " + std::strerror(errno));
+  std::string line = kp.secret_z85 + "\n";
+  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ok = ::close(fd) == 0 && ok;
+  if (!ok) return fail("cannot write " + secret_path);
+  std::ofstream pub(public_path);
+  pub << kp.public_z85 << "\n";
+  if (!pub.flush()) return fail("cannot write " + public_path);
+  std::cout << "secret key: " << secret_path << "\npublic key: " << public_path << " " << kp.public_z85 << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -45,6 +95,9 @@ int main(int argc, char** argv) {
   if (const char* env = std::getenv("DESCPROD_CONFIG")) config_file = env;
   std::vector<std::string> rest;
   bool admin = false;
+  std::vector<std::string> pools;
+  std::string label;
+  std::string key_dir = "var/keys";
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto& a = args[i];
     if (a == "-h" || a == "--help") {
@@ -55,6 +108,12 @@ int main(int argc, char** argv) {
       config_file = args[++i];
     } else if (a == "--admin") {
       admin = true;
+    } else if (a == "--pool" || a == "--label" || a == "--dir") {
+      if (i + 1 >= args.size()) return fail(a + " needs a value", 2);
+      const auto& v = args[++i];
+      if (a == "--pool") pools.push_back(v);
+      else if (a == "--label") label = v;
+      else key_dir = v;
     } else if (!a.empty() && a[0] == '-') {
       return fail("unknown option " + a + "\n" + usage, 2);
     } else {
@@ -62,6 +121,10 @@ int main(int argc, char** argv) {
     }
   }
   if (rest.empty()) return fail(std::string("no command given\n") + usage, 2);
+  if (rest[0] == "keys") {
+    if (rest.size() != 2) return fail("usage: descprod-admin keys NAME [--dir DIR]", 2);
+    return make_keys(rest[1], key_dir);
+  }
 
   descprod::descprod_config cfg;
   try {
@@ -108,6 +171,71 @@ int main(int argc, char** argv) {
       if (!c.ok) return fail("cannot " + cmd + " " + rest[1] + ": the account is " + c.status);
       std::cout << rest[1] << "\t" << c.role << "\t" << c.status << "\n";
       return 0;
+    }
+    if (cmd == "worker-token") {
+      if (rest.size() != 2) return fail("usage: descprod-admin worker-token OWNER [--pool P]... [--label L]", 2);
+      if (!descprod::user_exists(redis, prefix, rest[1])) return fail("no such user: " + rest[1]);
+      for (const auto& p : pools)
+        if (!descprod::valid_pool_name(p)) return fail("invalid pool name '" + p + "': use a-z 0-9 _ . - or *", 2);
+      std::cout << descprod::issue_worker_token(redis, prefix, rest[1], pools, label) << "\n";
+      return 0;
+    }
+    if (cmd == "worker-tokens") {
+      if (rest.size() != 2) return fail("usage: descprod-admin worker-tokens OWNER", 2);
+      auto shas = redis.exec({"SMEMBERS", prefix + "user:" + rest[1] + ":worker_tokens"});
+      for (const auto& e : shas.elements) {
+        auto t = redis.exec({"HMGET", prefix + "token:" + e.str, "pools", "label", "created"});
+        if (t.elements.size() != 3 || t.elements[2].is_nil()) continue;  // revoked
+        std::cout << e.str << "\tpools=" << t.elements[0].str << "\tlabel=" << t.elements[1].str
+                  << "\tcreated=" << t.elements[2].str << "\n";
+      }
+      return 0;
+    }
+    if (cmd == "revoke") {
+      if (rest.size() != 2) return fail("usage: descprod-admin revoke TOKEN|SHA256", 2);
+      if (!descprod::revoke_token(redis, prefix, rest[1])) return fail("no such token");
+      std::cout << "revoked\n";
+      return 0;
+    }
+    if (cmd == "pool") {
+      const std::string sub = rest.size() > 1 ? rest[1] : "";
+      if (sub == "list") {
+        if (rest.size() == 2) {
+          std::vector<std::string> names;
+          std::string cursor = "0";
+          do {  // SCAN, bounded by the keyspace
+            auto r = redis.exec({"SCAN", cursor, "MATCH", prefix + "pool:*", "COUNT", "1000"});
+            if (r.elements.size() != 2) break;
+            cursor = r.elements[0].str;
+            for (const auto& k : r.elements[1].elements) names.push_back(k.str.substr(prefix.size() + 5));
+          } while (cursor != "0");
+          std::sort(names.begin(), names.end());
+          for (const auto& n : names) std::cout << n << "\n";
+          return 0;
+        }
+        if (rest.size() != 3) return fail("usage: descprod-admin pool list [POOL]", 2);
+        auto m = redis.exec({"SMEMBERS", prefix + "pool:" + rest[2]});
+        std::vector<std::string> names;
+        for (const auto& e : m.elements) names.push_back(e.str);
+        std::sort(names.begin(), names.end());
+        for (const auto& n : names) std::cout << n << "\n";
+        return 0;
+      }
+      if ((sub == "add" || sub == "remove") && rest.size() >= 4) {
+        const auto& pool = rest[2];
+        if (pool == "*" || !descprod::valid_pool_name(pool))
+          return fail("invalid pool name '" + pool + "': use a-z 0-9 _ . -", 2);
+        std::vector<std::string> cmdv{sub == "add" ? "SADD" : "SREM", prefix + "pool:" + pool};
+        for (std::size_t i = 3; i < rest.size(); ++i) {
+          if (sub == "add" && !descprod::user_exists(redis, prefix, rest[i])) return fail("no such user: " + rest[i]);
+          cmdv.push_back(rest[i]);
+        }
+        auto r = redis.exec(cmdv);
+        if (r.is_error()) return fail(r.str);
+        std::cout << (sub == "add" ? "added " : "removed ") << r.integer << (sub == "add" ? " to pool " : " from pool ") << pool << "\n";
+        return 0;
+      }
+      return fail("usage: descprod-admin pool add|remove POOL USER... | pool list [POOL]", 2);
     }
     return fail("unknown command '" + cmd + "'\n" + usage, 2);
   } catch (const std::exception& e) {

@@ -131,6 +131,36 @@ std::string issue_token(redis_sync& r, const std::string& prefix, const std::str
   return token;
 }
 
+bool valid_pool_name(const std::string& name) { return name == "*" || valid_user_name(name); }
+
+std::string issue_worker_token(redis_sync& r, const std::string& prefix, const std::string& owner,
+                               const std::vector<std::string>& pools, const std::string& label) {
+  std::string joined;
+  for (const auto& p : pools) {
+    if (!valid_pool_name(p)) throw std::invalid_argument("invalid pool name: " + p);
+    joined += (joined.empty() ? "" : ",") + p;
+  }
+  auto token = issue_token(r, prefix, owner, "worker", 0, label);
+  auto hash = sha256_hex(token);
+  check(r.exec({"HSET", prefix + "token:" + hash, "pools", joined}));
+  check(r.exec({"SADD", prefix + "user:" + owner + ":worker_tokens", hash}));
+  return token;
+}
+
+bool revoke_token(redis_sync& r, const std::string& prefix, const std::string& token_or_sha) {
+  auto hash = token_or_sha.rfind("dp_", 0) == 0 ? sha256_hex(token_or_sha) : token_or_sha;
+  auto key = prefix + "token:" + hash;
+  auto owner = r.exec({"HGET", key, "owner"});
+  check(owner);
+  auto n = r.exec({"DEL", key});
+  check(n);
+  if (!owner.is_nil()) {
+    check(r.exec({"SREM", prefix + "user:" + owner.str + ":tokens", hash}));
+    check(r.exec({"SREM", prefix + "user:" + owner.str + ":worker_tokens", hash}));
+  }
+  return n.integer > 0;
+}
+
 std::string hash_password(std::string_view password, password_cost cost) {
   ensure_sodium();
   char out[crypto_pwhash_STRBYTES];

@@ -6,8 +6,10 @@
 //                         created, email, password_hash (Argon2id, libsodium's string form)
 //   P users               set of user names
 //   P user:<name>:tokens  set of the sha256 of the user's API tokens (scope "user")
-//   P token:<sha256>      hash: owner, scope ("user" or "job:<id>"), created, expires (0: never),
-//                         label
+//   P token:<sha256>      hash: owner, scope ("user", "worker" or "job:<id>"), created, expires
+//                         (0: never), label; worker tokens also pools (comma-separated)
+//   P user:<name>:worker_tokens  set of the sha256 of the user's worker tokens
+//   P pool:<name>         set of user names whose jobs the pool's workers may run
 //
 // Thread-safety: the pure functions are; the Redis ones use the caller's connection.
 #pragma once
@@ -39,6 +41,16 @@ bool user_exists(redis_sync& r, const std::string& prefix, const std::string& na
 std::string issue_token(redis_sync& r, const std::string& prefix, const std::string& owner,
                         const std::string& scope = "user", long long ttl_s = 0,
                         const std::string& label = "");
+
+// A worker token (scope "worker"; docs/operators.md, Workers): the worker runs `owner`'s jobs and
+// those of the members of `pools` (P pool:<name> sets; "*" admits every owner's jobs). Listed in
+// P user:<owner>:worker_tokens. Throws std::invalid_argument on a bad pool name.
+std::string issue_worker_token(redis_sync& r, const std::string& prefix, const std::string& owner,
+                               const std::vector<std::string>& pools, const std::string& label = "");
+// A pool name: a user-name-like word, or "*".
+bool valid_pool_name(const std::string& name);
+// Deletes a token given as its plain text ("dp_...") or its sha256; false when there was none.
+bool revoke_token(redis_sync& r, const std::string& prefix, const std::string& token_or_sha);
 
 // ---- passwords ---------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ namespace descprod::protocol {
 inline constexpr int version = 1;
 
 // Worker → daemon
-inline constexpr std::string_view hello = "hello";          // {protocol, role, worker, owner, host, slots, pool, version, walltime_end, running:[{job,attempt}]}
+inline constexpr std::string_view hello = "hello";          // {protocol, role, worker, token, owner, host, slots, pool, version, walltime_end, running:[{job,attempt}]}
 inline constexpr std::string_view ready = "ready";          // {credits}
 inline constexpr std::string_view started = "started";      // {job, attempt, pid, host, rundir}
 inline constexpr std::string_view progress = "progress";    // {job, attempt, message, done?, total?}
@@ -31,7 +31,7 @@ inline constexpr std::string_view job = "job";              // {job:{record}, at
 inline constexpr std::string_view cancel = "cancel";        // {job, attempt} (also gateway → daemon: {job})
 inline constexpr std::string_view reject = "reject";        // {reason}
 // Gateway → daemon
-inline constexpr std::string_view submitted = "submitted";  // {jobs:[[id, priority], ...]}
+inline constexpr std::string_view submitted = "submitted";  // {jobs:[[id, priority, owner], ...]}
 
 struct message {
   std::string command;

@@ -5,6 +5,7 @@
 
 #include <openssl/sha.h>
 
+#include <chrono>
 #include <cstdio>
 #include <stdexcept>
 
@@ -55,6 +56,20 @@ local function load(id)
   return {state = v[1], attempt = v[2] or '0', worker = v[3] or '', owner = v[4] or '',
           message = v[5] or '', max_attempts = v[6] or '1', cancel = v[7] or '0'}
 end
+-- Jobs by state (P stats:jobs_by_state): every script that changes a job's state moves one
+-- count from the old state to the new one (n jobs for create). Counting is on once the hash
+-- holds its 'ready' field (recount_init writes every state); while a recount runs, its
+-- '_rebuild_upto' field is the last job ID counted, and only jobs up to it are counted here (the
+-- recount counts the rest as it reaches them).
+local SK = P .. 'stats:jobs_by_state'
+local function count(id, from, to, n)
+  local v = redis.call('HMGET', SK, 'ready', '_rebuild_upto')
+  if not v[1] then return end
+  if v[2] and tonumber(id) > tonumber(v[2]) then return end
+  n = n or 1
+  if from then redis.call('HINCRBY', SK, from, -n) end
+  if to then redis.call('HINCRBY', SK, to, n) end
+end
 local function stale(j, attempt, worker)
   if attempt ~= '' and j.attempt ~= attempt then return true end
   if worker ~= '' and j.worker ~= worker then return true end
@@ -66,6 +81,8 @@ enum script_id {
   s_create, s_lease, s_start, s_progress, s_finish, s_requeue, s_cancel,
   // Added for the gateway's job management; these scripts also get the TERMINAL table.
   s_archive, s_delete, s_claim,
+  // The jobs-by-state counts: start a recount, and count the next batch of job IDs.
+  s_recount_init, s_recount_step,
   s_count
 };
 constexpr int first_with_terminal_table = s_archive;
@@ -74,6 +91,8 @@ std::string lua_terminal_table() {
   std::string out = "local TERMINAL = {";
   for (auto s : all_job_states())
     if (is_terminal(s)) out += "['" + std::string(to_string(s)) + "']=true,";
+  out += "}\nlocal STATES = {";
+  for (auto s : all_job_states()) out += "'" + std::string(to_string(s)) + "',";
   out += "}\n";
   return out;
 }
@@ -111,6 +130,7 @@ for i = 0, n - 1 do
   redis.call('ZADD', P .. 'user:' .. owner .. ':jobs', id, id)
   emit(id, owner, 'transition', 'ready', 'Ready.', '1', t)
 end
+count(first, nil, 'ready', n)
 return {'ok', string.format('%d', first), string.format('%d', last)}
 )LUA",
     // lease: P id worker lease_s
@@ -124,6 +144,7 @@ local t = now_s()
 redis.call('HSET', jkey(id), 'state', ns, 'worker', ARGV[3], 'dispatch_time', t, 'update_time', t)
 redis.call('ZREM', P .. 'queue', id)
 redis.call('ZADD', P .. 'leases', string.format('%.3f', tonumber(t) + tonumber(ARGV[4])), id)
+count(id, j.state, ns)
 emit(id, j.owner, 'transition', ns, 'Ready.', j.attempt, t)
 return {'ok', ns, j.attempt, ARGV[3], redis.call('HGETALL', jkey(id))}
 )LUA",
@@ -140,6 +161,7 @@ local progress = 'Running.'
 if j.message ~= '' then progress = 'Running. ' .. j.message end
 redis.call('HSET', jkey(id), 'state', ns, 'host', ARGV[5], 'rundir', ARGV[6], 'pid', ARGV[7],
   'start_time', t, 'update_time', t, 'progress', progress)
+count(id, j.state, ns)
 emit(id, j.owner, 'transition', ns, progress, j.attempt, t)
 return {'ok', ns, j.attempt, j.worker}
 )LUA",
@@ -174,6 +196,7 @@ if ARGV[8] ~= '' then progress = progress .. ' ' .. ARGV[8] end
 redis.call('HSET', jkey(id), 'state', target, 'return_status', ARGV[6], 'message', ARGV[8],
   'progress', progress, 'stop_time', t, 'update_time', t)
 redis.call('ZREM', P .. 'leases', id)
+count(id, j.state, target)
 emit(id, j.owner, 'transition', target, progress, j.attempt, t)
 return {'ok', target, j.attempt, j.worker}
 )LUA",
@@ -197,6 +220,7 @@ elseif ARGV[5] == '1' and j.state == 'running' then
   if attempt >= tonumber(j.max_attempts) then
     local progress = 'Lost. ' .. ARGV[6]
     redis.call('HSET', jkey(id), 'state', 'lost', 'progress', progress, 'stop_time', t, 'update_time', t)
+    count(id, j.state, 'lost')
     emit(id, j.owner, 'transition', 'lost', progress, j.attempt, t)
     return {'ok', 'lost', j.attempt, j.worker}
   end
@@ -207,6 +231,7 @@ redis.call('HDEL', jkey(id), 'worker', 'host', 'pid', 'rundir', 'start_time', 'd
 redis.call('HSET', jkey(id), 'state', 'ready', 'attempt', a, 'progress', 'Ready.', 'queued_time', t, 'update_time', t)
 local prio = tonumber(redis.call('HGET', jkey(id), 'priority') or '0')
 redis.call('ZADD', P .. 'queue', string.format('%.0f', (1000 - prio) * 1e12 + tonumber(id)), id)
+count(id, j.state, 'ready')
 emit(id, j.owner, 'requeue', 'ready', 'Ready. ' .. ARGV[6], a, t)
 return {'ok', 'ready', a, ''}
 )LUA",
@@ -221,6 +246,7 @@ if j.state == 'ready' then
   local progress = 'Cancelled. Cancelled by ' .. ARGV[3] .. ' before it started.'
   redis.call('HSET', jkey(id), 'state', 'cancelled', 'progress', progress, 'cancel_requested', '1', 'stop_time', t, 'update_time', t)
   redis.call('ZREM', P .. 'queue', id)
+  count(id, 'ready', 'cancelled')
   emit(id, j.owner, 'transition', 'cancelled', progress, j.attempt, t)
   return {'ok', 'cancelled', j.attempt, ''}
 end
@@ -254,6 +280,7 @@ redis.call('ZREM', P .. 'user:' .. j.owner .. ':jobs', id)
 redis.call('ZREM', P .. 'queue', id)
 redis.call('ZREM', P .. 'leases', id)
 if parent and parent ~= '' then redis.call('SREM', jkey(parent) .. ':children', id) end
+count(id, j.state, nil)
 redis.call('XADD', P .. 'events', 'MAXLEN', '~', 100000, '*', 'id', id, 'owner', j.owner,
   'type', 'deleted', 'state', j.state, 'progress', '', 'attempt', j.attempt, 'time', now_s())
 return {'ok', j.state, j.attempt, j.worker}
@@ -269,6 +296,7 @@ local t = now_s()
 redis.call('HSET', jkey(id), 'state', ns, 'worker', ARGV[3], 'dispatch_time', t, 'update_time', t)
 redis.call('ZREM', P .. 'queue', id)
 redis.call('ZADD', P .. 'leases', string.format('%.3f', tonumber(t) + tonumber(ARGV[4])), id)
+count(id, j.state, ns)
 emit(id, j.owner, 'transition', ns, 'Ready.', j.attempt, t)
 local tk = P .. 'token:' .. ARGV[5]
 local ttl = tonumber(ARGV[6])
@@ -277,6 +305,42 @@ redis.call('HSET', tk, 'owner', j.owner, 'scope', 'job:' .. id, 'created', strin
   'expires', string.format('%d', now + ttl))
 redis.call('EXPIRE', tk, ttl)
 return {'ok', ns, j.attempt, ARGV[3], redis.call('HGETALL', jkey(id))}
+)LUA",
+    // recount_init: P force(0|1) now
+    // Starts a recount when the counts do not exist yet (or always, with force): every state's
+    // count 0, and the recount's cursor at job ID 0. An unfinished recount is left to go on.
+    R"LUA(
+local exists = redis.call('HEXISTS', SK, 'ready') == 1
+if exists and ARGV[2] ~= '1' then
+  if redis.call('HEXISTS', SK, '_rebuild_upto') == 1 then return {'ok', 'rebuilding'} end
+  return {'ok', 'exists'}
+end
+redis.call('DEL', SK)
+for _, s in ipairs(STATES) do redis.call('HSET', SK, s, '0') end
+redis.call('HSET', SK, '_rebuild_upto', '0', '_rebuild_started', ARGV[3])
+return {'ok', 'started'}
+)LUA",
+    // recount_step: P batch
+    // Counts the states of the next `batch` job IDs after the cursor, up to the ID counter as it
+    // is now; past the counter the recount is over (the cursor field goes). Jobs up to the cursor
+    // are counted by the transition scripts from then on (count() above), so a job is counted
+    // exactly once whatever runs meanwhile. Several gateways may step the same recount.
+    R"LUA(
+local c = redis.call('HGET', SK, '_rebuild_upto')
+if not c then return {'ok', 'done', '0'} end
+local last = tonumber(redis.call('GET', P .. 'next_job_id') or '0')
+local from = tonumber(c) + 1
+local to = math.min(last, tonumber(c) + tonumber(ARGV[2]))
+for id = from, to do
+  local s = redis.call('HGET', jkey(string.format('%d', id)), 'state')
+  if s then redis.call('HINCRBY', SK, s, 1) end
+end
+if to >= last then
+  redis.call('HDEL', SK, '_rebuild_upto', '_rebuild_started')
+  return {'ok', 'done', string.format('%d', last)}
+end
+redis.call('HSET', SK, '_rebuild_upto', string.format('%d', to))
+return {'ok', 'more', string.format('%d', to)}
 )LUA",
 };
 
@@ -440,6 +504,61 @@ net::awaitable<transition_result> store::async_claim(job_id id, std::string work
   std::snprintf(buf, sizeof buf, "%.3f", lease_s);
   return eval_result(s_claim, {std::to_string(id), std::move(worker), buf, std::move(token_sha256),
                                std::to_string(token_ttl_s)});
+}
+
+namespace {
+// Script arguments, built outside the coroutines (GCC 12 and braced temporaries, STYLE.md).
+std::vector<std::string> recount_init_args(bool force) {
+  char now[32];
+  std::snprintf(now, sizeof now, "%.3f",
+                std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+  std::vector<std::string> v;
+  v.emplace_back(force ? "1" : "0");
+  v.emplace_back(now);
+  return v;
+}
+std::vector<std::string> recount_step_args(std::size_t batch) {
+  std::vector<std::string> v;
+  v.push_back(std::to_string(batch));
+  return v;
+}
+}  // namespace
+
+net::awaitable<std::string> store::async_recount_start(bool force) {
+  auto r = co_await eval(s_recount_init, recount_init_args(force));
+  if (r.is_error() || r.elements.size() < 2) throw std::runtime_error("redis recount: " + r.str);
+  co_return r.elements[1].as_string();
+}
+
+net::awaitable<bool> store::async_recount_step(std::size_t batch, long long* upto) {
+  auto r = co_await eval(s_recount_step, recount_step_args(batch));
+  if (r.is_error() || r.elements.size() < 3) throw std::runtime_error("redis recount: " + r.str);
+  if (upto) *upto = r.elements[2].as_integer();
+  co_return r.elements[1].as_string() == "done";
+}
+
+net::awaitable<long long> store::async_recount_states(bool force, std::size_t batch) {
+  co_await async_recount_start(force);
+  long long upto = 0;
+  while (!co_await async_recount_step(batch, &upto)) {
+  }
+  co_return upto;
+}
+
+net::awaitable<std::optional<std::map<std::string, long long>>> store::async_state_counts() {
+  auto r = co_await redis_.async_exec(redis_cmd("HGETALL", key(state_counts_suffix)));
+  if (r.is_error()) throw std::runtime_error("redis HGETALL: " + r.str);
+  std::map<std::string, long long> out;
+  bool complete = false;
+  for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+    auto f = r.elements[i].as_string();
+    if (f == "_rebuild_upto") co_return std::nullopt;
+    if (f.rfind('_', 0) == 0) continue;
+    if (f == "ready") complete = true;
+    out[f] = r.elements[i + 1].as_integer();
+  }
+  if (!complete) co_return std::nullopt;
+  co_return out;
 }
 
 net::awaitable<void> store::async_load_scripts() {

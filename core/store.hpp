@@ -5,10 +5,11 @@
 // Key layout (DESIGN §3.3), with prefix P (default "descprod:"):
 //   P next_job_id, P job:<id>, P job:<id>:events, P job:<id>:log, P job:<id>:children (set),
 //   P queue, P leases, P user:<name>:jobs, P user:<name>, P users (set), P token:<sha256>,
-//   P worker:<id>, P events.
+//   P worker:<id>, P events, P stats:jobs_by_state (hash: state → number of jobs).
 #pragma once
 
 #include <boost/asio.hpp>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -87,6 +88,24 @@ class store {
   // `record` is the job as claimed.
   net::awaitable<transition_result> async_claim(job_id id, std::string worker, double lease_s,
                                                 std::string token_sha256, long long token_ttl_s);
+
+  // ---- jobs by state (P stats:jobs_by_state) ----
+  // Every script above that changes a job's state moves one count in that hash (create adds,
+  // delete subtracts), in the same atomic script. The counts start with a recount over the
+  // existing jobs, which runs in batches of job IDs (each batch one short script) while the
+  // service runs; a job is counted exactly once whatever transitions happen meanwhile.
+  //
+  // Starts a recount when the hash does not exist (force: always, from zero). Returns "started",
+  // "rebuilding" (one is under way: step it), or "exists".
+  net::awaitable<std::string> async_recount_start(bool force);
+  // Counts the next `batch` job IDs of a recount under way; true when it is complete (or none
+  // runs). `upto`: the last job ID counted.
+  net::awaitable<bool> async_recount_step(std::size_t batch, long long* upto = nullptr);
+  // recount_start, then steps until done; returns the last job ID counted.
+  net::awaitable<long long> async_recount_states(bool force = false, std::size_t batch = 1000);
+  // The counts (state → jobs), or nullopt while they do not exist or a recount runs.
+  net::awaitable<std::optional<std::map<std::string, long long>>> async_state_counts();
+  static constexpr std::string_view state_counts_suffix = "stats:jobs_by_state";
 
   net::awaitable<std::optional<job_record>> async_get(job_id id);
   // Loads every script into Redis (SCRIPT LOAD), so the first calls need no NOSCRIPT round trip.

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "core/crypto.hpp"
+#include "core/curve.hpp"
 #include "core/job.hpp"
 #include "core/log.hpp"
 
@@ -22,6 +23,12 @@ std::string hex_id(const std::string& routing) {
     out += digits[c >> 4];
     out += digits[c & 15];
   }
+  return out;
+}
+
+std::string join_pools(const std::vector<std::string>& pools) {
+  std::string out;
+  for (const auto& p : pools) out += (out.empty() ? "" : ",") + p;
   return out;
 }
 
@@ -59,7 +66,8 @@ queue_daemon::queue_daemon(net::io_context& io, descprod_config cfg, app_registr
       cfg_(std::move(cfg)),
       apps_(std::move(apps)),
       redis_(io.get_executor(), cfg_.redis.endpoint),
-      store_(redis_, cfg_.redis.prefix) {}
+      store_(redis_, cfg_.redis.prefix),
+      token_mode_(cfg_.daemon.worker_auth != "open") {}
 
 queue_daemon::~queue_daemon() { stop(); }
 
@@ -107,6 +115,19 @@ net::awaitable<void> queue_daemon::run() {
   gateways_sock_ = std::make_unique<zmq_socket>(ex, zctx_, zmq::socket_type::router);
   // Sending to a peer that is gone must fail loudly, not vanish: the job is then requeued.
   workers_sock_->raw().set(zmq::sockopt::router_mandatory, 1);
+  if (!cfg_.daemon.curve_secret_key_file.empty()) {
+    if (!curve_available()) throw std::runtime_error("CURVE keys are configured but this libzmq has no CURVE");
+    auto secret = read_curve_key_file(cfg_.daemon.curve_secret_key_file);
+    zap_ = std::make_unique<zap_handler>(zctx_, cfg_.daemon.curve_authorized_keys_dir);
+    auto& raw = workers_sock_->raw();
+    raw.set(zmq::sockopt::zap_domain, worker_zap_domain);
+    raw.set(zmq::sockopt::curve_server, 1);
+    auto key = curve_decode(secret);
+    raw.set(zmq::sockopt::curve_secretkey, zmq::const_buffer(key.data(), key.size()));
+    log::info("curve on the worker socket public_key={} authorized_keys={} dir={}", curve_public_of(secret),
+              zap_->allowed_keys(), cfg_.daemon.curve_authorized_keys_dir);
+  }
+  log::info("worker authentication mode={}", token_mode_ ? "token" : "open");
   try {
     workers_sock_->raw().bind(cfg_.daemon.worker_endpoint);
     gateways_sock_->raw().bind(cfg_.daemon.gateway_endpoint);
@@ -133,14 +154,10 @@ net::awaitable<void> queue_daemon::rebuild() {
     auto cmd = redis_cmd("ZRANGE", store_.key("queue"), std::to_string(start),
                                  std::to_string(start + chunk - 1), "WITHSCORES");
     auto r = co_await redis_.async_exec(std::move(cmd));
-    for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
-      job_id id = r.elements[i].as_integer();
-      double score = std::stod(r.elements[i + 1].as_string());
-      if (!queued_.count(id)) {
-        ready_.emplace(score, id);
-        queued_[id] = score;
-      }
-    }
+    std::vector<std::pair<job_id, double>> jobs;
+    for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2)
+      jobs.emplace_back(r.elements[i].as_integer(), std::stod(r.elements[i + 1].as_string()));
+    co_await take_in(std::move(jobs));
     if (r.elements.size() < static_cast<std::size_t>(chunk * 2)) break;
   }
   // Leases held before a restart: their workers get one lease period to say hello and claim them.
@@ -160,19 +177,58 @@ net::awaitable<void> queue_daemon::reconcile() {
   // any ready job near the front of the queue that is not held here is taken in.
   auto cmd = redis_cmd("ZRANGE", store_.key("queue"), "0", "9999", "WITHSCORES");
   auto r = co_await redis_.async_exec(std::move(cmd));
-  std::size_t added = 0;
+  std::vector<std::pair<job_id, double>> jobs;
   for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
     job_id id = r.elements[i].as_integer();
-    if (queued_.count(id) || leases_.count(id)) continue;
-    double score = std::stod(r.elements[i + 1].as_string());
-    ready_.emplace(score, id);
-    queued_[id] = score;
-    ++added;
+    if (ready_.contains(id) || leases_.count(id)) continue;
+    jobs.emplace_back(id, std::stod(r.elements[i + 1].as_string()));
   }
+  auto added = jobs.empty() ? 0 : co_await take_in(std::move(jobs));
   if (added) {
     log::info("reconcile found ready jobs added={}", added);
     dispatch();
   }
+}
+
+void queue_daemon::apply_unknown_report_now(pending_write pw) {
+  job_id id = pw.what == pending_write::kind::report ? *protocol::get_int(pw.body, "job") : pw.id;
+  if (pw.what != pending_write::kind::report || pw.command == protocol::finished) {
+    orphans_.erase(id);
+    if (auto l = leases_.find(id); l != leases_.end() && l->second.worker == pw.worker) leases_.erase(l);
+  }
+  submit(std::move(pw));
+}
+
+net::awaitable<void> queue_daemon::apply_unknown_report(pending_write pw, std::string token) {
+  auto sha = sha256_hex(token);
+  try {
+    auto g = co_await check_worker_token(redis_, cfg_.redis.prefix, sha);
+    auto bound = co_await redis_.async_exec(redis_cmd("HGET", store_.key("worker:" + pw.worker), "token_sha"));
+    if (!g.ok || bound.is_nil() || bound.str != sha) {
+      log::warn("report from an unknown connection dropped worker={} command={} reason={}", pw.worker,
+                pw.command.empty() ? std::string("handback") : pw.command,
+                !g.ok ? g.reason : std::string("the token is not the one this worker said hello with"));
+      co_return;
+    }
+  } catch (const boost::system::system_error&) {
+    log::warn("report from an unknown connection dropped (Redis unavailable) worker={}", pw.worker);
+    co_return;
+  }
+  apply_unknown_report_now(std::move(pw));
+}
+
+net::awaitable<std::size_t> queue_daemon::take_in(std::vector<std::pair<job_id, double>> jobs) {
+  std::vector<std::vector<std::string>> cmds;
+  cmds.reserve(jobs.size());
+  for (const auto& [id, score] : jobs) cmds.push_back(redis_cmd("HGET", store_.job_key(id), "descname"));
+  auto owners = co_await redis_.async_pipeline(std::move(cmds));
+  std::size_t added = 0;
+  for (std::size_t i = 0; i < jobs.size() && i < owners.size(); ++i) {
+    auto [id, score] = jobs[i];
+    if (leases_.count(id)) continue;
+    added += ready_.push(id, score, ready_.intern(owners[i].is_nil() ? std::string() : owners[i].str));
+  }
+  co_return added;
 }
 
 net::awaitable<void> queue_daemon::receive_loop(zmq_socket* sock, bool from_workers) {
@@ -221,20 +277,28 @@ void queue_daemon::on_gateway_message(const std::string& routing, protocol::mess
   } else if (msg.command == protocol::submitted) {
     auto it = msg.body.find("jobs");
     if (it == msg.body.end() || !it->value().is_array()) throw std::invalid_argument("submitted: no jobs array");
+    std::vector<std::pair<job_id, double>> unknown_owner;
     for (const auto& e : it->value().as_array()) {
-      if (!e.is_array() || e.as_array().size() != 2 || !e.as_array()[0].is_int64() || !e.as_array()[1].is_int64())
-        throw std::invalid_argument("submitted: expected [id, priority] pairs");
-      enqueue(e.as_array()[0].as_int64(), static_cast<int>(e.as_array()[1].as_int64()));
+      // [id, priority, owner]; an older gateway sends [id, priority] and the owner is looked up.
+      const auto* a = e.if_array();
+      if (!a || a->size() < 2 || a->size() > 3 || !(*a)[0].is_int64() || !(*a)[1].is_int64() ||
+          (a->size() == 3 && !(*a)[2].is_string()))
+        throw std::invalid_argument("submitted: expected [id, priority, owner] triples");
+      job_id id = (*a)[0].as_int64();
+      int priority = static_cast<int>((*a)[1].as_int64());
+      if (a->size() == 3) enqueue(id, priority, std::string((*a)[2].as_string()));
+      else if (!ready_.contains(id) && !leases_.count(id)) unknown_owner.emplace_back(id, queue_score(priority, id));
     }
+    if (!unknown_owner.empty())
+      spawn([](queue_daemon* self, std::vector<std::pair<job_id, double>> jobs) -> net::awaitable<void> {
+        co_await self->take_in(std::move(jobs));
+        self->dispatch();
+      }(this, std::move(unknown_owner)), "take_in");
     dispatch();
   } else if (msg.command == protocol::cancel) {
     auto id = protocol::get_int(msg.body, "job");
     if (!id) throw std::invalid_argument("cancel: no job");
-    if (auto q = queued_.find(*id); q != queued_.end()) {
-      ready_.erase({q->second, *id});
-      queued_.erase(q);
-      job_limits_.erase(*id);
-    }
+    if (ready_.erase(*id)) job_limits_.erase(*id);
     auto l = leases_.find(*id);
     if (l != leases_.end()) {
       auto w = workers_.find(l->second.worker);
@@ -251,11 +315,9 @@ void queue_daemon::on_gateway_message(const std::string& routing, protocol::mess
   }
 }
 
-void queue_daemon::enqueue(job_id id, int priority) {
-  if (queued_.count(id) || leases_.count(id)) return;
-  double score = queue_score(priority, id);
-  ready_.emplace(score, id);
-  queued_[id] = score;
+void queue_daemon::enqueue(job_id id, int priority, const std::string& owner) {
+  if (leases_.count(id)) return;
+  ready_.push(id, queue_score(priority, id), ready_.intern(owner));
 }
 
 queue_daemon::worker_state* queue_daemon::worker_by_routing(const std::string& routing) {
@@ -280,10 +342,66 @@ void queue_daemon::on_hello(const std::string& routing, const boost::json::objec
     reply["reason"] = (!proto || *proto != protocol::version)
                           ? "protocol version mismatch: daemon speaks " + std::to_string(protocol::version)
                           : std::string("hello needs worker (string) and slots (integer)");
-    send_worker(routing, protocol::reject, reply);
-    log::warn("worker refused peer={} reason={}", hex_id(routing), reply["reason"].as_string().c_str());
+    refuse_worker(routing, std::string(reply["reason"].as_string()), false);
     return;
   }
+  if (!token_mode_) {
+    worker_grant open;
+    open.ok = true;
+    open.any_owner = true;
+    open.owner = protocol::get_string(body, "owner").value_or("");
+    return accept_hello(routing, body, open);
+  }
+  auto token = protocol::get_string(body, "token");
+  if (!token || token->empty()) {
+    refuse_worker(routing, "a worker token is required (descprod-admin worker-token; worker.token_file)", false);
+    return;
+  }
+  spawn(authenticate(routing, body), "authenticate");
+}
+
+void queue_daemon::refuse_worker(const std::string& routing, const std::string& reason, bool retry) {
+  ++stats_.workers_refused;
+  boost::json::object reply;
+  reply["reason"] = reason;
+  if (retry) reply["retry"] = true;
+  send_worker(routing, protocol::reject, reply);
+  log::warn("worker refused peer={} reason={}", hex_id(routing), reason);
+}
+
+net::awaitable<void> queue_daemon::authenticate(std::string routing, boost::json::object body) {
+  auto sha = sha256_hex(*protocol::get_string(body, "token"));
+  worker_grant g;
+  try {
+    g = co_await check_worker_token(redis_, cfg_.redis.prefix, sha);
+  } catch (const boost::system::system_error& e) {
+    refuse_worker(routing, "the daemon cannot check worker tokens now (Redis unavailable); retry", true);
+    co_return;
+  }
+  if (!g.ok) {
+    refuse_worker(routing, "worker token refused: " + g.reason, false);
+    co_return;
+  }
+  auto claimed = protocol::get_string(body, "owner").value_or("");
+  if (!claimed.empty() && claimed != g.owner)
+    log::info("worker owner taken from its token worker={} configured_owner={} token_owner={}",
+              protocol::get_string(body, "worker").value_or(""), claimed, g.owner);
+  accept_hello(routing, body, g);
+  if (auto w = workers_.find(protocol::get_string(body, "worker").value_or("")); w != workers_.end())
+    w->second.token_sha = sha;
+}
+
+void queue_daemon::set_grant(worker_state& w, const worker_grant& g) {
+  w.owner = g.owner;
+  w.pools = g.pools;
+  w.any_owner = g.any_owner;
+  w.owners.clear();
+  for (const auto& o : g.owners) w.owners.push_back(ready_.intern(o));
+}
+
+void queue_daemon::accept_hello(const std::string& routing, const boost::json::object& body, const worker_grant& g) {
+  auto id = protocol::get_string(body, "worker");
+  auto slots = protocol::get_int(body, "slots");
   auto& w = workers_[*id];
   if (!w.routing.empty() && w.routing != routing) routing_to_id_.erase(w.routing);
   // Jobs we leased to this worker that its hello does not list are gone with its old process
@@ -308,7 +426,8 @@ void queue_daemon::on_hello(const std::string& routing, const boost::json::objec
   }
   w.routing = routing;
   w.id = *id;
-  w.owner = protocol::get_string(body, "owner").value_or("");
+  set_grant(w, g);
+  w.revoked = false;
   w.host = protocol::get_string(body, "host").value_or("");
   w.pool = protocol::get_string(body, "pool").value_or("default");
   w.slots = static_cast<int>(*slots);
@@ -346,8 +465,12 @@ void queue_daemon::on_hello(const std::string& routing, const boost::json::objec
   reply["heartbeat_ms"] = cfg_.daemon.heartbeat_interval.count();
   reply["lease_timeout_ms"] = cfg_.daemon.lease_timeout.count();
   send_worker(routing, protocol::welcome, reply);
-  log::info("worker connected worker={} host={} slots={} owner={} running={} walltime_left_s={:.0f}", w.id, w.host,
-            w.slots, w.owner, w.jobs.size(), w.walltime_end > 0 ? w.walltime_end - epoch_now() : 0.0);
+  std::string may_run = w.any_owner ? std::string("*") : std::string();
+  if (!w.any_owner)
+    for (auto o : w.owners) may_run += (may_run.empty() ? "" : ",") + ready_.owner_name(o);
+  log::info("worker connected worker={} host={} slots={} owner={} may_run={} running={} walltime_left_s={:.0f}", w.id,
+            w.host, w.slots, w.owner, may_run, w.jobs.size(),
+            w.walltime_end > 0 ? w.walltime_end - epoch_now() : 0.0);
   if (pilots_) pilots_->on_worker_hello(w.id);
 }
 
@@ -359,27 +482,31 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
     // sent before learning that are still facts: apply them (the scripts check worker and attempt,
     // so a stale one is refused) — dropping a `finished` here would make the job run again. Then
     // ask the worker to say hello.
+    // In token mode the report must carry the worker's token, and the token must be the one the
+    // worker said hello with (apply_unknown_report).
     const auto& c = msg.command;
     auto sender = protocol::get_string(msg.body, "worker");
-    if (sender && !sender->empty() && protocol::get_int(msg.body, "job") && protocol::get_int(msg.body, "attempt") &&
+    auto token = protocol::get_string(msg.body, "token").value_or("");
+    auto id = protocol::get_int(msg.body, "job");
+    auto attempt = protocol::get_int(msg.body, "attempt");
+    std::optional<pending_write> pw;
+    if (sender && !sender->empty() && id && attempt &&
         (c == protocol::started || c == protocol::progress || c == protocol::finished)) {
-      if (c == protocol::finished) {
-        auto id = *protocol::get_int(msg.body, "job");
-        orphans_.erase(id);
-        if (auto l = leases_.find(id); l != leases_.end() && l->second.worker == *sender) leases_.erase(l);
-      }
-      pending_write pw{pending_write::kind::report};
-      pw.worker = *sender;
-      pw.command = c;
-      pw.body = std::move(msg.body);
-      submit(std::move(pw));
-    } else if (sender && c == protocol::handback) {
-      auto id = protocol::get_int(msg.body, "job");
-      auto attempt = protocol::get_int(msg.body, "attempt");
-      if (id && attempt) {
-        orphans_.erase(*id);
-        requeue_later(*id, *attempt, *sender, store::requeue_mode::handback, "handed back by a draining worker");
-      }
+      pw.emplace(pending_write::kind::report);
+      pw->command = c;
+      pw->body = std::move(msg.body);
+    } else if (sender && !sender->empty() && id && attempt && c == protocol::handback) {
+      pw.emplace(pending_write::kind::requeue);
+      pw->id = *id;
+      pw->attempt = *attempt;
+      pw->mode = store::requeue_mode::handback;
+      pw->reason = "handed back by a draining worker";
+    }
+    if (pw) {
+      pw->worker = *sender;
+      if (!token_mode_) apply_unknown_report_now(std::move(*pw));
+      else if (!token.empty()) spawn(apply_unknown_report(std::move(*pw), std::move(token)), "unknown_report");
+      else log::warn("report without a token from an unknown connection dropped worker={} command={}", *sender, c);
     }
     boost::json::object reply;
     reply["reason"] = "unknown worker: send hello";
@@ -393,10 +520,11 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
   if (c == protocol::ready) {
     auto n = protocol::get_int(msg.body, "credits");
     if (!n || *n < 0) throw std::invalid_argument("ready: credits must be a non-negative integer");
-    if (w->draining) return;
+    if (w->draining || w->revoked) return;
     int cap = std::max(0, w->slots - static_cast<int>(w->jobs.size()));
     w->credits = static_cast<int>(std::min<long long>(cap, w->credits + *n));
-    dispatch();
+    for (double now = epoch_now(); dispatch_to(*w, now);) {
+    }
     return;
   }
   if (c == protocol::bye) {
@@ -474,52 +602,47 @@ void queue_daemon::remember_limit(job_id id, double time_limit_s) {
   job_limits_[id] = time_limit_s;
 }
 
-queue_daemon::worker_state* queue_daemon::pick_worker(job_id id, double now, bool& any_credits) {
-  // Round robin over workers with credits, so one worker does not take everything.
-  any_credits = false;
-  std::size_t n = workers_.size();
-  auto it = workers_.begin();
-  std::advance(it, rr_ % n);
-  for (std::size_t k = 0; k < n; ++k) {
-    if (it->second.credits > 0) {
-      any_credits = true;
-      if (fits(it->second, id, now)) {
-        rr_ = (rr_ + k + 1) % n;
-        return &it->second;
-      }
-    }
-    if (++it == workers_.end()) it = workers_.begin();
-  }
-  return nullptr;
+bool queue_daemon::dispatch_to(worker_state& w, double now) {
+  // One job for `w`, the best by score among the owners it may serve that fits its walltime.
+  if (w.credits <= 0 || w.draining || w.revoked || ready_.empty() || !redis_.connected()) return false;
+  auto pick = ready_.best(w.any_owner ? nullptr : &w.owners, [&](job_id id) { return fits(w, id, now); },
+                          dispatch_scan);
+  if (!pick) return false;
+  auto [score, id] = *pick;
+  auto owner = ready_.find(id)->second;
+  ready_.erase(id);
+  --w.credits;
+  w.jobs[id] = running_job{id, 0, false};
+  leases_[id] = {w.id, 0};  // attempt known once Redis has leased it
+  spawn(lease_and_send(id, score, owner, w.id), "lease");
+  return true;
 }
 
 void queue_daemon::dispatch() {
-  if (stopping_ || workers_.empty() || !redis_.connected()) return;
-  // Jobs go in queue order; one that fits no worker with credits now (walltime rule) is passed
-  // over, at most dispatch_scan of them per call, and stays at the front for a later worker.
+  if (stopping_ || workers_.empty() || !redis_.connected() || ready_.empty()) return;
+  // Round robin: each worker with credits takes one job per pass, starting after the one served
+  // last, so one worker does not take everything. A job that fits no worker now (owner, walltime)
+  // stays queued for a later one.
   const double now = epoch_now();
-  std::size_t passed = 0;
-  for (auto front = ready_.begin(); front != ready_.end() && passed < dispatch_scan;) {
-    bool any_credits = false;
-    worker_state* chosen = pick_worker(front->second, now, any_credits);
-    if (!any_credits) return;
-    if (!chosen) {
-      ++front;
-      ++passed;
-      continue;
+  for (bool progress = true; progress && !ready_.empty();) {
+    progress = false;
+    auto start = workers_.upper_bound(rr_);
+    for (std::size_t k = 0, n = workers_.size(); k < n && !ready_.empty(); ++k, ++start) {
+      if (start == workers_.end()) start = workers_.begin();
+      if (dispatch_to(start->second, now)) {
+        rr_ = start->first;
+        progress = true;
+      }
     }
-    job_id id = front->second;
-    double score = front->first;
-    front = ready_.erase(front);
-    queued_.erase(id);
-    --chosen->credits;
-    chosen->jobs[id] = running_job{id, 0, false};
-    leases_[id] = {chosen->id, 0};  // attempt known once Redis has leased it
-    spawn(lease_and_send(id, score, chosen->id), "lease");
   }
 }
 
-net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, std::string worker_id) {
+net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, ready_queue::owner_id owner,
+                                                  std::string worker_id) {
+  // co_spawn starts a coroutine inline: without this hop a lease that fails at once (Redis just
+  // went away) would hand its job and credit back inside dispatch()'s loop, which would take the
+  // same job again, forever.
+  co_await net::post(io_, net::use_awaitable);
   double lease_s = std::chrono::duration<double>(cfg_.daemon.lease_timeout).count();
   transition_result r;
   try {
@@ -533,10 +656,7 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, std::
       w->second.jobs.erase(id);
       ++w->second.credits;
     }
-    if (!queued_.count(id)) {
-      ready_.emplace(score, id);
-      queued_[id] = score;
-    }
+    ready_.push(id, score, owner);
     co_return;
   }
   auto wit = workers_.find(worker_id);
@@ -551,7 +671,7 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, std::
     }
     co_return;
   }
-  if (wit == workers_.end() || wit->second.draining) {
+  if (wit == workers_.end() || wit->second.draining || wit->second.revoked) {
     leases_.erase(id);
     if (wit != workers_.end()) wit->second.jobs.erase(id);
     requeue_later(id, r.attempt, worker_id, store::requeue_mode::plain, "worker left before dispatch");
@@ -742,9 +862,10 @@ net::awaitable<void> queue_daemon::apply(pending_write w) {
     }
     log::info("job requeued job_id={} state={} attempt={} reason={}", w.id, r.state, r.attempt, w.reason);
     if (r.state == "ready") {
-      auto cmd = redis_cmd("HGET", store_.job_key(w.id), "priority");
+      auto cmd = redis_cmd("HMGET", store_.job_key(w.id), "priority", "descname");
       auto p = co_await redis_.async_exec(std::move(cmd));
-      enqueue(w.id, static_cast<int>(p.as_integer()));
+      if (p.elements.size() == 2)
+        enqueue(w.id, static_cast<int>(p.elements[0].as_integer()), p.elements[1].str);
       dispatch();
     }
     co_return;
@@ -801,6 +922,50 @@ void queue_daemon::worker_lost(const std::string& id_ref, const std::string& why
   }
 }
 
+net::awaitable<void> queue_daemon::recheck_tokens() {
+  // A revoked or expired token, a disabled owner: the worker gets no more jobs (those it runs
+  // finish and report). Pool changes apply from here on.
+  std::vector<std::pair<std::string, std::string>> checks;  // worker id, token sha
+  for (const auto& [id, w] : workers_)
+    if (!w.token_sha.empty()) checks.emplace_back(id, w.token_sha);
+  for (const auto& [id, sha] : checks) {
+    auto g = co_await check_worker_token(redis_, cfg_.redis.prefix, sha);
+    auto it = workers_.find(id);
+    if (it == workers_.end() || it->second.token_sha != sha) continue;
+    auto& w = it->second;
+    if (!g.ok) {
+      if (!w.revoked) {
+        w.revoked = true;
+        w.credits = 0;
+        log::warn("worker token no longer valid: dispatch stopped worker={} owner={} reason={} running={}", id,
+                  w.owner, g.reason, w.jobs.size());
+      }
+      continue;
+    }
+    if (w.revoked) continue;  // a revoked worker must say hello again
+    set_grant(w, g);
+  }
+  dispatch();
+}
+
+void queue_daemon::write_stats() {
+  int slots = 0, busy = 0;
+  for (const auto& [id, w] : workers_) {
+    slots += w.slots;
+    busy += static_cast<int>(w.jobs.size());
+  }
+  auto u = [](std::uint64_t v) { return std::to_string(v); };
+  write_detached({redis_cmd("HSET", store_.key("daemon:stats"), "updated", fmt_double(epoch_now()), "queue_depth",
+                            u(ready_.size()), "workers", u(workers_.size()), "slots", std::to_string(slots),
+                            "busy_slots", std::to_string(busy), "outbox", u(outbox_.size()), "leased_total",
+                            u(stats_.leased), "finished_total", u(stats_.finished), "requeued_total",
+                            u(stats_.requeued), "lease_expiries_total", u(stats_.lease_expiries),
+                            "stale_events_total", u(stats_.stale_events), "malformed_total", u(stats_.malformed),
+                            "handed_back_total", u(stats_.handed_back), "walltime_refusals_total",
+                            u(stats_.walltime_refusals), "workers_refused_total", u(stats_.workers_refused))},
+                 "stats");
+}
+
 pilot_demand queue_daemon::demand() const {
   // What pilots could take: ready jobs, less those whose known time limit no pilot's walltime
   // would fit (a new pilot could not run them either); and the free slots of workers now.
@@ -808,9 +973,9 @@ pilot_demand queue_daemon::demand() const {
   d.ready = ready_.size();
   const double pilot_s = 60.0 * cfg_.pilots.walltime_minutes;
   for (const auto& [id, limit] : job_limits_)
-    if (limit > pilot_s && queued_.count(id) && d.ready > 0) --d.ready;
+    if (limit > pilot_s && ready_.contains(id) && d.ready > 0) --d.ready;
   for (const auto& [id, w] : workers_)
-    if (!w.draining) d.free_slots += w.credits;
+    if (!w.draining && !w.revoked) d.free_slots += w.credits;
   return d;
 }
 
@@ -827,7 +992,10 @@ net::awaitable<void> queue_daemon::cron() {
       if (now - w.last_seen > cfg_.daemon.lease_timeout) lost.push_back(id);
       else send_worker(w.routing, protocol::heartbeat, empty_body);
     }
-    for (const auto& id : lost) worker_lost(id, "missed heartbeats");
+    for (const auto& id : lost) {
+      ++stats_.lease_expiries;
+      worker_lost(id, "missed heartbeats");
+    }
     if (!redis_.connected()) {
       if (!reconnecting_) {
         reconnecting_ = true;
@@ -865,15 +1033,18 @@ net::awaitable<void> queue_daemon::cron() {
                                std::to_string(w.slots), "running", std::to_string(w.jobs.size()),
                                "last_heartbeat", fmt_double(epoch_now()), "walltime_end",
                                std::to_string(static_cast<long long>(w.walltime_end)), "draining",
-                               w.draining ? "1" : "0"));
+                               w.draining ? "1" : "0", "revoked", w.revoked ? "1" : "0", "token_sha", w.token_sha,
+                               "pools", join_pools(w.pools)));
       cmds.push_back(redis_cmd("EXPIRE", key, ttl));
       for (const auto& [jid, j] : w.jobs)
         if (j.attempt > 0) cmds.push_back(redis_cmd("ZADD", store_.key("leases"), "XX", fmt_double(deadline), std::to_string(jid)));
     }
     if (!cmds.empty()) write_detached(std::move(cmds), "heartbeat_write");
+    write_stats();
     if (now - last_reconcile_ > cfg_.daemon.reconcile_interval) {
       last_reconcile_ = now;
       spawn(reconcile(), "reconcile");
+      if (token_mode_) spawn(recheck_tokens(), "recheck_tokens");
     }
   }
 }

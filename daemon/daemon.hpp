@@ -25,6 +25,8 @@
 #include "core/store.hpp"
 #include "core/zmq_asio.hpp"
 #include "daemon/pilots.hpp"
+#include "daemon/ready_queue.hpp"
+#include "daemon/worker_auth.hpp"
 
 namespace descprod {
 
@@ -38,6 +40,8 @@ struct daemon_stats {
   std::uint64_t malformed = 0;
   std::uint64_t handed_back = 0;
   std::uint64_t walltime_refusals = 0;  // jobs kept from a worker whose allocation ends too soon
+  std::uint64_t lease_expiries = 0;     // workers declared lost for silence
+  std::uint64_t workers_refused = 0;    // hellos refused (bad token, protocol)
 };
 
 class queue_daemon {
@@ -72,6 +76,12 @@ class queue_daemon {
     double walltime_end = 0;       // its allocation's end (epoch s; 0: none), from hello
     double walltime_margin_s = 0;  // from hello: a job must end this long before walltime_end
     std::set<job_id> refused;      // jobs it handed back for walltime: never sent to it again
+    // Whose jobs it may run (worker_auth token: its token's owner and pools; open: everyone).
+    bool any_owner = false;
+    std::vector<ready_queue::owner_id> owners;
+    std::vector<std::string> pools;  // as admitted by its token
+    std::string token_sha;           // sha256 of its worker token (empty in open mode)
+    bool revoked = false;            // its token stopped being valid: no more jobs
   };
   struct lease_info {
     std::string worker;  // worker id
@@ -100,16 +110,31 @@ class queue_daemon {
 
   void on_worker_message(const std::string& routing, protocol::message msg);
   void on_hello(const std::string& routing, const boost::json::object& body);
+  // Token mode: checks the hello's worker token in Redis, then accepts or refuses the worker.
+  net::awaitable<void> authenticate(std::string routing, boost::json::object body);
+  void accept_hello(const std::string& routing, const boost::json::object& body, const worker_grant& g);
+  void refuse_worker(const std::string& routing, const std::string& reason, bool retry);
+  void set_grant(worker_state& w, const worker_grant& g);
+  // Every reconcile interval: re-reads each worker's token, owner and pools (revocation, pools).
+  net::awaitable<void> recheck_tokens();
+  // A job report from a connection the daemon does not know: applied once its token checks out
+  // (token mode) — the Lua scripts then check worker and attempt as always.
+  net::awaitable<void> apply_unknown_report(pending_write pw, std::string token);
+  void apply_unknown_report_now(pending_write pw);
+  void write_stats();
   void on_gateway_message(const std::string& routing, protocol::message msg);
-  void enqueue(job_id id, int priority);
+  void enqueue(job_id id, int priority, const std::string& owner);
+  // Takes ready jobs in Redis that the daemon does not hold: (id, score) pairs, owners looked up.
+  net::awaitable<std::size_t> take_in(std::vector<std::pair<job_id, double>> jobs);
+  // Gives jobs to every worker with credits, round robin; dispatch_to serves one worker.
   void dispatch();
+  bool dispatch_to(worker_state& w, double now);
   // The walltime rule (docs/slurm.md): a job whose time limit the daemon knows (job_limits_) goes
   // only to a worker whose allocation outlasts it; a job a worker refused never goes back to it.
   bool fits(const worker_state& w, job_id id, double now) const;
   void remember_limit(job_id id, double time_limit_s);
-  worker_state* pick_worker(job_id id, double now, bool& any_credits);
   pilot_demand demand() const;
-  net::awaitable<void> lease_and_send(job_id id, double score, std::string worker_id);
+  net::awaitable<void> lease_and_send(job_id id, double score, ready_queue::owner_id owner, std::string worker_id);
   // The outbox: worker events, requeues and token writes go through it in order; while Redis is
   // away they wait (in memory) and are written when it returns.
   void submit(pending_write w);
@@ -131,6 +156,7 @@ class queue_daemon {
   descprod_config cfg_;
   app_registry apps_;
   zmq::context_t zctx_{1};
+  std::unique_ptr<zap_handler> zap_;  // CURVE (before the sockets: destroyed after them)
   std::unique_ptr<zmq_socket> workers_sock_;
   std::unique_ptr<zmq_socket> gateways_sock_;
   redis_client redis_;
@@ -138,15 +164,14 @@ class queue_daemon {
   bool stopping_ = false;
   bool reconnecting_ = false;
 
-  // Ready queue: ordered by (score = priority then ID); `queued_` dedupes notices.
-  std::set<std::pair<double, job_id>> ready_;
-  std::unordered_map<job_id, double> queued_;
+  // Ready queue: per owner, ordered by score (priority then ID).
+  ready_queue ready_;
   std::map<std::string, worker_state> workers_;              // by worker id
   std::unordered_map<std::string, std::string> routing_to_id_;
   std::unordered_map<job_id, lease_info> leases_;
   // Leases found in Redis at start whose worker has not said hello yet: deadline to reclaim them.
   std::unordered_map<job_id, clock_type::time_point> orphans_;
-  std::size_t rr_ = 0;  // round-robin cursor over workers
+  std::string rr_;  // round-robin cursor over workers: the last one served
   // Time limits of ready jobs that some worker could not fit (learnt at lease or handback time;
   // the queue itself holds only IDs). Bounded: the lowest IDs go first when it is full.
   std::map<job_id, double> job_limits_;
@@ -159,6 +184,7 @@ class queue_daemon {
   net::steady_timer outbox_wake_{io_};
   daemon_stats stats_;
   clock_type::time_point last_reconcile_;
+  bool token_mode_ = true;
 };
 
 }  // namespace descprod

@@ -281,6 +281,10 @@ route match_route(std::string_view path) {
     r.kind = route_kind::readyz;
     return r;
   }
+  if (path == "/metrics") {
+    r.kind = route_kind::metrics;
+    return r;
+  }
   if (path == "/api/version") {
     r.kind = route_kind::version;
     return r;
@@ -417,8 +421,8 @@ bool method_in_list(std::string_view allowed, std::string_view method) {
 }
 
 bool is_public(route_kind k) {
-  return k == route_kind::healthz || k == route_kind::readyz || k == route_kind::register_ ||
-         k == route_kind::login || k == route_kind::logout;
+  return k == route_kind::healthz || k == route_kind::readyz || k == route_kind::metrics ||
+         k == route_kind::register_ || k == route_kind::login || k == route_kind::logout;
 }
 
 target_parts split_target(std::string_view target) {
@@ -895,13 +899,15 @@ boost::json::object events_json(const redis_reply& xrange) {
 }
 
 boost::json::object submitted_body(const std::vector<job_id>& ids,
-                                   const std::vector<job_request>& jobs, std::size_t first) {
+                                   const std::vector<job_request>& jobs, std::size_t first,
+                                   const std::string& owner) {
   boost::json::array list;
   list.reserve(ids.size());
   for (std::size_t i = 0; i < ids.size(); ++i) {
     boost::json::array pair;
     pair.push_back(ids[i]);
     pair.push_back(first + i < jobs.size() ? jobs[first + i].priority : 0);
+    pair.push_back(boost::json::string(owner));
     list.push_back(std::move(pair));
   }
   boost::json::object o;

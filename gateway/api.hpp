@@ -99,7 +99,8 @@ enum class route_kind {
   token,          // DELETE /api/tokens/<sha256>
   admin_users,    // GET /api/admin/users
   admin_user,     // POST /api/admin/users/<name>/<action>
-  admin_overview, // GET /api/admin/overview (workers, queue depth, throughput)
+  admin_overview, // GET /api/admin/overview (workers, pilots, queue depth, throughput)
+  metrics,        // GET /metrics (Prometheus text; no auth, aggregate numbers only)
   not_found
 };
 
@@ -254,9 +255,10 @@ std::optional<api_error> check_children_only(const principal& who,
 job_record record_from_reply(const redis_reply& r);
 // {"events": [...]} from an XRANGE reply of a job's event stream.
 boost::json::object events_json(const redis_reply& xrange);
-// The body of a `submitted` notice to the daemon: {"jobs": [[id, priority], ...]}.
+// The body of a `submitted` notice to the daemon: {"jobs": [[id, priority, owner], ...]}.
 boost::json::object submitted_body(const std::vector<job_id>& ids,
-                                   const std::vector<job_request>& jobs, std::size_t first);
+                                   const std::vector<job_request>& jobs, std::size_t first,
+                                   const std::string& owner);
 
 // {"lines": [...]} from an XREVRANGE reply of a job's log stream (newest first): the `line` field
 // of each entry, oldest first.

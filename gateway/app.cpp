@@ -86,6 +86,7 @@ class gateway_app {
         tls_(make_tls_context(cfg_.gateway)),
         hashing_(hashing_threads),
         server_(ioc_.get_executor(), ctx_, tls_.get()),
+        counts_(ioc_.get_executor(), redis_, jobs_),
         signals_(ioc_, SIGINT, SIGTERM),
         port_file_(std::move(port_file)) {
     ctx_.config = cfg_.gateway;
@@ -101,6 +102,20 @@ class gateway_app {
     ctx_.daemon_ready = [this] { return link_.welcomed(); };
     ctx_.blocking = &hashing_;
     ctx_.tls = tls_ != nullptr;
+    ctx_.http_metrics = &http_metrics_;
+    ctx_.gateway_state = [this] {
+      metrics::gateway_snapshot g;
+      g.version = DESCPROD_VERSION;
+      g.start_time_s = start_time_s_;
+      g.connections = server_.connections();
+      g.redis_up = redis_.connected();
+      g.daemon_ready = link_.welcomed();
+      g.event_tail_up = hub_.connected();
+      g.event_streams = hub_.subscribers();
+      g.events_delivered = hub_.delivered();
+      g.slow_stream_closes = hub_.overflows();
+      return g;
+    };
   }
 
   int run() {
@@ -157,6 +172,14 @@ class gateway_app {
     net::co_spawn(ioc_, link_.run(), net::detached);
     net::co_spawn(ioc_, link_.run_monitor(), net::detached);
     net::co_spawn(ioc_, keeper_.run(), net::detached);
+    net::co_spawn(ioc_, counts_.run(), [](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log::error("job count keeper failed error={}", ex.what());
+      }
+    });
     net::co_spawn(ioc_, hub_.run(), [](std::exception_ptr e) {
       if (!e) return;
       try {
@@ -181,6 +204,7 @@ class gateway_app {
     co_await server_.async_shutdown(drain_grace);
     hub_.stop();
     keeper_.stop();
+    counts_.stop();
     link_.close();
     redis_.close();
     hashing_.stop();
@@ -206,7 +230,12 @@ class gateway_app {
   gateway_context ctx_;
   std::unique_ptr<net::ssl::context> tls_;
   net::thread_pool hashing_;
+  metrics::http_metrics http_metrics_;
+  double start_time_s_ = std::chrono::duration<double>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
   server server_;
+  state_count_keeper counts_;
   net::signal_set signals_;
   std::string port_file_;
   int exit_code_ = 0;

@@ -339,9 +339,9 @@ bool matches_filter(const redis_reply& hmget, const list_query& q) {
 }
 
 void notify_daemon(gateway_context& ctx, const std::vector<job_id>& ids,
-                   const std::vector<job_request>& reqs, std::size_t first) {
+                   const std::vector<job_request>& reqs, std::size_t first, const std::string& owner) {
   if (!ctx.send_to_daemon) return;
-  auto frames = protocol::encode(protocol::submitted, submitted_body(ids, reqs, first));
+  auto frames = protocol::encode(protocol::submitted, submitted_body(ids, reqs, first, owner));
   if (!ctx.send_to_daemon(frames))
     log::warn("daemon notice not queued (the daemon finds the jobs in Redis) first_id={} count={}",
               ids.empty() ? 0 : ids.front(), ids.size());
@@ -469,7 +469,7 @@ net::awaitable<response> create_jobs(gateway_context& ctx, principal who,
       co_return partial_bulk_failure(created, reqs.size(),
                                      "the store refused a chunk (" + tr.reason + ")");
     }
-    notify_daemon(ctx, ids, reqs, first);
+    notify_daemon(ctx, ids, reqs, first, who.name);
     created.insert(created.end(), ids.begin(), ids.end());
   }
   log::info("jobs created owner={} count={} first_id={}", who.name, created.size(),
@@ -863,6 +863,7 @@ net::awaitable<handler_result> dispatch(gateway_context& ctx, request req) {
   if (r.kind == route_kind::healthz)
     co_return as_result(healthz_response(ctx.redis && ctx.redis->connected()));
   if (r.kind == route_kind::readyz) co_return as_result(readyz_response(ctx));
+  if (r.kind == route_kind::metrics) co_return as_result(co_await metrics_response(ctx));
   // A browser's cross-site request (another page posting here) is refused outright.
   bool safe_method = req.method() == http::verb::get || req.method() == http::verb::head;
   if (!safe_method && !web::origin_allowed(req[http::field::origin], req[http::field::host]))

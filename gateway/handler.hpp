@@ -18,6 +18,7 @@
 #include "core/store.hpp"
 #include "gateway/api.hpp"
 #include "gateway/events.hpp"
+#include "gateway/metrics.hpp"
 
 namespace descprod::gateway {
 
@@ -50,6 +51,10 @@ struct gateway_context {
   net::thread_pool* blocking = nullptr;
   // Whether this gateway serves HTTPS (cookies get the Secure attribute).
   bool tls = false;
+  // This process's request metrics (the server observes every answer); null: none kept.
+  metrics::http_metrics* http_metrics = nullptr;
+  // The process's own state for GET /metrics (connections, links). Empty: not exported.
+  std::function<metrics::gateway_snapshot()> gateway_state;
 };
 
 // What the handler produced: a response, or the start of a Server-Sent Events stream. With

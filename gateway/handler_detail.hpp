@@ -47,6 +47,13 @@ struct job_query_result {
 };
 net::awaitable<job_query_result> query_jobs(gateway_context& ctx, principal who, list_query q);
 
+// ---- metrics_handler.cpp --------------------------------------------------------------------
+
+// GET /metrics: the service's state read from Redis (one pipeline), this gateway's own state and
+// its request metrics, as Prometheus text. Redis being down is not an error: the answer is still
+// 200, with descprod_redis_up 0 and only what the gateway knows by itself.
+net::awaitable<response> metrics_response(gateway_context& ctx);
+
 // ---- web_handler.cpp ------------------------------------------------------------------------
 
 // A web page or a page's form post (cookie session; forms carry the CSRF token).

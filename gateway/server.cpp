@@ -24,6 +24,7 @@
 #include <type_traits>
 
 #include "core/log.hpp"
+#include "gateway/metrics.hpp"
 
 namespace descprod::gateway {
 
@@ -136,6 +137,14 @@ net::awaitable<void> serve_event_stream(Stream* stream, handler_result result,
   lowest.socket().cancel(ignored);
   if (sub->closed() && !*stopping && sub->close_reason() != "the client closed the stream")
     log::warn("event stream closed reason={}", sub->close_reason());
+}
+
+// Records one answered request in `m` (when kept), timed from `started`.
+void observe(metrics::http_metrics* m, const std::string& method, std::string_view route,
+             unsigned status, std::chrono::steady_clock::time_point started) {
+  if (!m) return;
+  m->observe(method, route, status,
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }
 
 }  // namespace
@@ -252,6 +261,10 @@ net::awaitable<void> server::serve(Stream* stream_ptr) {
 
   beast::flat_buffer buffer;
   std::optional<api_error> refusal;
+  // The request being answered, for the request metrics (ctx_.http_metrics).
+  std::string method = "OTHER";
+  std::string_view route = "other";
+  auto started = std::chrono::steady_clock::now();
   while (!stopping_) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(max_header_bytes);
@@ -264,6 +277,12 @@ net::awaitable<void> server::serve(Stream* stream_ptr) {
       break;
     }
     state.busy = true;
+    started = std::chrono::steady_clock::now();
+    method = std::string(parser.get().method_string().substr(0, 16));
+    {
+      auto t = parser.get().target();
+      route = metrics::route_class(t.substr(0, t.find('?')));
+    }
     if (expects_continue(parser.get())) {
       http::response<http::empty_body> cont(http::status::continue_, parser.get().version());
       auto [cec, cn] = co_await http::async_write(stream, cont, use_tuple);
@@ -278,10 +297,10 @@ net::awaitable<void> server::serve(Stream* stream_ptr) {
       }
     }
     auto req = parser.release();
-    std::string method(req.method_string());
     std::string target(req.target().substr(0, 200));
     auto result = co_await handle(ctx_, std::move(req));
     if (result.stream) {
+      observe(ctx_.http_metrics, method, route, result.res.result_int(), started);
       log::debug("event stream opened target={}", target);
       state.events = result.stream;
       co_await serve_event_stream(&stream, std::move(result), ctx_.config.idle_timeout, &stopping_);
@@ -295,6 +314,7 @@ net::awaitable<void> server::serve(Stream* stream_ptr) {
     lowest.expires_after(ctx_.config.idle_timeout);
     auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
     state.busy = false;
+    if (!wec) observe(ctx_.http_metrics, method, route, res.result_int(), started);
     if (wec) {
       if (!peer_gone(wec)) log::warn("http write failed error={}", wec.message());
       break;
@@ -307,7 +327,14 @@ net::awaitable<void> server::serve(Stream* stream_ptr) {
     res.keep_alive(false);
     res.prepare_payload();
     lowest.expires_after(error_linger);
+    if (!state.busy) {
+      // Refused while reading the header (431, malformed): no method or route is known.
+      method = "OTHER";
+      route = "other";
+      started = std::chrono::steady_clock::now();
+    }
     auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
+    if (!wec) observe(ctx_.http_metrics, method, route, res.result_int(), started);
     if (!wec && !is_tls) {
       // Half-close, then discard what the client is still sending so it reads our answer.
       boost::system::error_code ignored;

@@ -31,14 +31,21 @@ std::vector<std::string> hello_frames() {
   return protocol::encode(protocol::hello, body);
 }
 
-// The reason of a failed connect for log lines: a system_error's message without the source
-// location Boost appends to what().
-std::string reason(const std::exception& e) {
-  if (auto* se = dynamic_cast<const boost::system::system_error*>(&e)) return se->code().message();
-  return e.what();
-}
+std::string reason(const std::exception& e) { return connect_failure_reason(e); }
 
 }  // namespace
+
+std::string connect_failure_reason(const std::exception& e) {
+  if (auto* se = dynamic_cast<const boost::system::system_error*>(&e)) {
+    if (se->code() != net::error::access_denied) return se->code().message();
+    // redis_client throws access_denied with "redis AUTH: <Redis's error>" as what() prefix.
+    std::string what = se->what();
+    auto loc = what.find(" [");
+    if (loc != std::string::npos) what.erase(loc);
+    return what;
+  }
+  return e.what();
+}
 
 std::string describe(const redis_endpoint& ep) {
   if (!ep.unix_path.empty()) return "unix:" + ep.unix_path;
@@ -220,6 +227,48 @@ net::awaitable<void> daemon_link::run() {
     } else {
       log::debug("daemon message ignored command={}", msg->command);
     }
+  }
+}
+
+}  // namespace descprod::gateway
+
+namespace descprod::gateway {
+
+state_count_keeper::state_count_keeper(net::any_io_executor ex, redis_client& redis, store& jobs)
+    : timer_(std::move(ex)), redis_(redis), jobs_(jobs) {}
+
+void state_count_keeper::stop() {
+  stopped_ = true;
+  timer_.cancel();
+}
+
+net::awaitable<void> state_count_keeper::run() {
+  while (!stopped_) {
+    std::string failure;
+    if (redis_.connected()) {
+      try {
+        auto how = co_await jobs_.async_recount_start(false);
+        if (how != "exists") {
+          log::info("job counts by state: recount {} key={}{}", how == "started" ? "started" : "resumed",
+                    jobs_.prefix(), store::state_counts_suffix);
+          auto t0 = std::chrono::steady_clock::now();
+          long long upto = 0;
+          bool done = false;
+          while (!stopped_ && !done) done = co_await jobs_.async_recount_step(state_count_batch, &upto);
+          if (done)
+            log::info("job counts by state: recount done jobs_up_to={} ms={}", upto,
+                      std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - t0)
+                          .count());
+        }
+      } catch (const std::exception& e) {
+        failure = connect_failure_reason(e);
+      }
+    }
+    if (!failure.empty()) log::warn("job counts by state: recount failed error={}", failure);
+    if (stopped_) co_return;
+    timer_.expires_after(state_count_check_interval);
+    co_await timer_.async_wait(use_tuple);
   }
 }
 

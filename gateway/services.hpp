@@ -11,6 +11,7 @@
 #include <zmq.hpp>
 
 #include "core/redis.hpp"
+#include "core/store.hpp"
 #include "core/zmq_asio.hpp"
 
 namespace descprod::gateway {
@@ -51,6 +52,33 @@ net::awaitable<void> async_connect_with_deadline(redis_client& redis, std::strin
 
 // "unix:/path" or "host:port", for log lines and errors.
 std::string describe(const redis_endpoint& ep);
+
+// The reason of a failed Redis connect for log lines: a system_error's message without the
+// source location Boost appends, except that a refused AUTH keeps Redis's own answer
+// ("redis AUTH: WRONGPASS invalid username-password pair ...").
+std::string connect_failure_reason(const std::exception& e);
+
+// How often the job counts by state (store::async_recount_start) are checked, and the job IDs
+// counted per recount script.
+inline constexpr std::chrono::milliseconds state_count_check_interval{30000};
+inline constexpr std::size_t state_count_batch = 1000;
+
+// Keeps the hash <prefix>stats:jobs_by_state: at start and every state_count_check_interval it
+// starts a recount when the hash is missing (a first start on existing data, or an operator
+// deleted it to force one) and steps a recount under way to its end. Errors are logged and the
+// next check tries again.
+class state_count_keeper {
+ public:
+  state_count_keeper(net::any_io_executor ex, redis_client& redis, store& jobs);
+  net::awaitable<void> run();
+  void stop();
+
+ private:
+  net::steady_timer timer_;
+  redis_client& redis_;
+  store& jobs_;
+  bool stopped_ = false;
+};
 
 // The DEALER to the daemon's gateway ROUTER. start() connects and queues `hello`
 // {"protocol":1,"role":"gateway"}; run() reads replies until close(). A ZeroMQ socket monitor

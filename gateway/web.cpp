@@ -714,6 +714,38 @@ std::string admin_page(const admin_view& v) {
     body += "</tbody></table></div>";
   }
   body += "</section>";
+
+  // Slurm pilots the daemon submitted (docs/slurm.md, *Pilots in Redis*).
+  body += "<section class=\"card\"><h2>Pilots</h2>";
+  if (v.pilots.empty()) {
+    body += "<p class=\"empty\">No Slurm pilot is alive.</p>";
+  } else {
+    body += "<div class=\"scroll\"><table class=\"list\" id=\"pilots\"><thead><tr><th>Pilot</th>"
+            "<th>State</th><th>Slurm</th><th>Nodes</th><th>Slots</th><th>Walltime</th>"
+            "<th>Workers</th><th>Submitted</th><th>Started</th><th>Output</th></tr></thead><tbody>";
+    for (const auto& p : v.pilots) {
+      std::string slurm = get(p, "slurm_state");
+      std::string reason = get(p, "reason");
+      if (!reason.empty()) slurm += " (" + reason + ")";
+      std::string walltime = get(p, "walltime_minutes");
+      if (!walltime.empty()) walltime += " min";
+      std::string started = get(p, "started_time");
+      std::string workers = get(p, "connected") + " connected";
+      if (!get(p, "workers").empty()) workers += ": " + get(p, "workers");
+      body += "<tr data-pilot=\"" + esc(get(p, "id")) + "\"><td data-label=\"Pilot\">" +
+              esc(get(p, "id")) + "</td><td data-label=\"State\">" + esc(get(p, "state")) +
+              "</td><td data-label=\"Slurm\">" + esc(slurm) + "</td><td data-label=\"Nodes\">" +
+              esc(get(p, "nodes")) + "</td><td data-label=\"Slots\">" + esc(get(p, "slots")) +
+              "</td><td data-label=\"Walltime\">" + esc(walltime) +
+              "</td><td data-label=\"Workers\">" + esc(workers) +
+              "</td><td data-label=\"Submitted\">" + esc(format_time(get(p, "submitted_time"))) +
+              "</td><td data-label=\"Started\">" +
+              esc(started == "0" ? std::string() : format_time(started)) +
+              "</td><td data-label=\"Output\"><code>" + esc(get(p, "output")) + "</code></td></tr>";
+    }
+    body += "</tbody></table></div>";
+  }
+  body += "</section>";
   return layout("Admin", "admin", &v.user, v.message, body);
 }
 

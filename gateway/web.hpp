@@ -170,6 +170,9 @@ struct admin_view {
   std::vector<job_record> users;    // each with "name", "role", "status", "email", "created"
   std::vector<job_record> workers;  // each worker hash (id, host, owner, pool, slots, running,
                                     // last_heartbeat)
+  std::vector<job_record> pilots;   // each live pilot hash (id, state, slurm_state, reason,
+                                    // submitted_time, started_time, nodes, slots,
+                                    // walltime_minutes, workers, connected, output)
   long long queue_depth = 0;
   long long finished_last_minute = 0;
   long long events_last_minute = 0;

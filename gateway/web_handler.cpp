@@ -46,6 +46,8 @@ constexpr int page_log_lines = 200;
 constexpr int throughput_scan = 20000;
 // SCAN rounds for worker hashes (each COUNT 1000).
 constexpr int worker_scan_rounds = 100;
+// Live pilots shown (the set <prefix>pilots holds at most pilots.max of them in practice).
+constexpr std::size_t max_pilots_shown = 1000;
 constexpr std::size_t max_label_bytes = 64;
 
 // ---- running blocking work off the io_context ----------------------------------------------
@@ -508,6 +510,61 @@ json::object worker_json(const job_record& w) {
   return o;
 }
 
+// A pilot hash (daemon/pilots.cpp) as JSON: counts as integers, times as numbers, `workers` as a
+// list of worker ids.
+json::object pilot_json(const job_record& p) {
+  json::object o;
+  for (const auto& [k, v] : p) {
+    if (k == "nodes" || k == "walltime_minutes" || k == "slots" || k == "connected") {
+      try {
+        o[k] = std::stoll(v);
+        continue;
+      } catch (...) {
+      }
+    } else if (k == "submitted_time" || k == "started_time" || k == "ended_time") {
+      if (v.empty() || v == "0") continue;
+      try {
+        o[k] = std::stod(v);
+        continue;
+      } catch (...) {
+      }
+    } else if (k == "workers") {
+      json::array list;
+      std::string_view rest = v;
+      while (!rest.empty()) {
+        auto comma = rest.find(',');
+        auto w = rest.substr(0, comma);
+        if (!w.empty()) list.emplace_back(w);
+        if (comma == std::string_view::npos) break;
+        rest.remove_prefix(comma + 1);
+      }
+      o[k] = std::move(list);
+      continue;
+    }
+    o[k] = v;
+  }
+  return o;
+}
+
+// Pilots by Slurm job ID (numerically; running before submitted is not wanted: the table is by
+// age).
+void sort_pilots(std::vector<job_record>& pilots) {
+  std::sort(pilots.begin(), pilots.end(), [](const job_record& a, const job_record& b) {
+    auto ia = field(a, "id"), ib = field(b, "id");
+    if (ia.size() != ib.size()) return ia.size() < ib.size();
+    return ia < ib;
+  });
+}
+
+std::vector<std::vector<std::string>> pilot_keys(const std::string& prefix, const redis_reply& ids) {
+  std::vector<std::vector<std::string>> cmds;
+  for (const auto& e : ids.elements) {
+    if (cmds.size() >= max_pilots_shown) break;
+    cmds.push_back(redis_cmd("HGETALL", prefix + "pilot:" + e.as_string()));
+  }
+  return cmds;
+}
+
 // Pending users first, then by name.
 void sort_users(std::vector<job_record>& users) {
   std::sort(users.begin(), users.end(), [](const job_record& a, const job_record& b) {
@@ -691,6 +748,7 @@ net::awaitable<std::vector<job_record>> load_users(gateway_context& ctx) {
 
 struct overview {
   std::vector<job_record> workers;
+  std::vector<job_record> pilots;  // the live ones (<prefix>pilots), by Slurm job ID
   long long queue_depth = 0;
   long long finished_last_minute = 0;
   long long events_last_minute = 0;
@@ -711,6 +769,9 @@ net::awaitable<overview> load_overview(gateway_context& ctx) {
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
   o.workers = records_of(co_await ctx.redis->async_pipeline(hgetall_keys(keys)));
+  auto pilot_ids = co_await ctx.redis->async_exec(redis_cmd("SMEMBERS", ctx.prefix + "pilots"));
+  o.pilots = records_of(co_await ctx.redis->async_pipeline(pilot_keys(ctx.prefix, pilot_ids)));
+  sort_pilots(o.pilots);
   auto depth = co_await ctx.redis->async_exec(redis_cmd("ZCARD", ctx.prefix + "queue"));
   o.queue_depth = depth.as_integer();
   long long since_ms = static_cast<long long>((now_s(ctx) - 60.0) * 1000.0);
@@ -798,6 +859,9 @@ json::object overview_json(const overview& ov) {
   o["finished_last_minute"] = ov.finished_last_minute;
   o["events_last_minute"] = ov.events_last_minute;
   o["workers"] = std::move(workers);
+  json::array pilots;
+  for (const auto& p : ov.pilots) pilots.push_back(pilot_json(p));
+  o["pilots"] = std::move(pilots);
   return o;
 }
 
@@ -920,6 +984,7 @@ net::awaitable<response> render_admin(gateway_context& ctx, principal who, web::
   v.users = co_await load_users(ctx);
   auto ov = co_await load_overview(ctx);
   v.workers = std::move(ov.workers);
+  v.pilots = std::move(ov.pilots);
   v.queue_depth = ov.queue_depth;
   v.finished_last_minute = ov.finished_last_minute;
   v.events_last_minute = ov.events_last_minute;

@@ -21,7 +21,7 @@ namespace po = boost::program_options;
 int main(int argc, char** argv) {
   po::options_description desc(
       "Usage: descprod-worker --config FILE [--slots N] [--id ID] [--output-dir DIR]\n"
-      "                       [--walltime-end EPOCH] [--idle-timeout SECONDS]\n"
+      "                       [--walltime-end EPOCH] [--idle-timeout SECONDS] [--token-file FILE]\n"
       "Connects to descprod-daemon and runs the jobs it hands out, each in\n"
       "<output-dir>/jobs/jobNNNNNN. SIGINT/SIGTERM drain it: no new jobs, running jobs may\n"
       "finish for worker.drain_grace_s, the rest are handed back to run elsewhere.\n\nOptions");
@@ -36,6 +36,8 @@ int main(int argc, char** argv) {
       ("walltime-end", po::value<double>(),
        "the allocation's end, Unix epoch seconds (scripts/slurm/descprod-pilot.sbatch passes it): jobs "
        "whose time limit would outrun it are handed back")
+      ("token-file", po::value<std::string>(),
+       "the worker token file (default: worker.token_file, else $DESCPROD_WORKER_TOKEN)")
       ("idle-timeout", po::value<double>(),
        "with no job for this many seconds, drain and exit 0 (default: worker.idle_timeout_s; 0: never)");
   po::variables_map vm;
@@ -65,6 +67,7 @@ int main(int argc, char** argv) {
     if (vm.count("output-dir")) over.output_dir = vm["output-dir"].as<std::string>();
     if (vm.count("walltime-end")) over.walltime_end = vm["walltime-end"].as<double>();
     if (vm.count("idle-timeout")) over.idle_timeout_s = vm["idle-timeout"].as<double>();
+    if (vm.count("token-file")) cfg.worker.token_file = vm["token-file"].as<std::string>();
     opts = descprod::workers::make_worker_options(cfg.worker, over, descprod::workers::current_host_facts());
     std::filesystem::create_directories(opts.run.output_dir / "jobs");
   } catch (const std::filesystem::filesystem_error& e) {

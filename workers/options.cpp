@@ -10,6 +10,9 @@
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+
+#include "core/curve.hpp"
 #include <thread>
 
 namespace descprod::workers {
@@ -46,6 +49,7 @@ host_facts current_host_facts() {
   f.pscratch = env_or_empty("PSCRATCH");
   f.scratch = env_or_empty("SCRATCH");
   f.home = env_or_empty("HOME");
+  f.worker_token = env_or_empty("DESCPROD_WORKER_TOKEN");
   return f;
 }
 
@@ -93,6 +97,24 @@ worker_options make_worker_options(const worker_config& cfg, const worker_overri
   double idle = over.idle_timeout_s.value_or(cfg.idle_timeout_s);
   if (idle < 0 || idle > 1e7) throw std::invalid_argument("--idle-timeout: expected seconds between 0 and 1e7");
   o.idle_timeout = to_ms(idle);
+  o.token = facts.worker_token;
+  if (!cfg.token_file.empty()) {
+    std::ifstream in(cfg.token_file);
+    std::string line;
+    if (!in || !std::getline(in, line)) throw std::invalid_argument("worker.token_file: cannot read " + cfg.token_file);
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+    if (line.empty()) throw std::invalid_argument("worker.token_file: " + cfg.token_file + " is empty");
+    o.token = line;
+  }
+  if (!cfg.curve_server_key_file.empty()) {
+    try {
+      o.curve_server_key = read_curve_key_file(cfg.curve_server_key_file);
+      o.curve_secret_key = read_curve_key_file(cfg.curve_secret_key_file);
+      o.curve_public_key = curve_public_of(o.curve_secret_key);
+    } catch (const std::exception& e) {
+      throw std::invalid_argument(std::string("worker CURVE keys: ") + e.what());
+    }
+  }
   return o;
 }
 

@@ -32,6 +32,7 @@ struct host_facts {
   std::string cwd;        // relative output directories resolve against it
   // The environment variables of DESCprod's output-dir rule; empty means unset.
   std::string descprod_output_dir, pscratch, scratch, home;
+  std::string worker_token;  // $DESCPROD_WORKER_TOKEN
 };
 
 host_facts current_host_facts();

@@ -7,6 +7,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <csignal>
 
+#include "core/curve.hpp"
 #include "core/log.hpp"
 #include "core/protocol.hpp"
 #include "workers/run_files.hpp"
@@ -66,8 +67,9 @@ worker::~worker() {
 }
 
 net::awaitable<void> worker::run() {
-  log::info("worker starting worker={} endpoint={} slots={} output_dir={} pool={} owner={}", opts_.id,
-            opts_.endpoint, opts_.slots, opts_.run.output_dir.string(), opts_.pool, opts_.owner);
+  log::info("worker starting worker={} endpoint={} slots={} output_dir={} pool={} owner={} token={} curve={}", opts_.id,
+            opts_.endpoint, opts_.slots, opts_.run.output_dir.string(), opts_.pool, opts_.owner,
+            opts_.token.empty() ? "none" : "set", opts_.curve_server_key.empty() ? "off" : "on");
   if (opts_.walltime_end > 0 || opts_.idle_timeout.count() > 0)
     log::info("worker limits walltime_end={:.0f} walltime_left_s={:.0f} walltime_margin_s={} idle_timeout_ms={}",
               opts_.walltime_end, opts_.walltime_end > 0 ? opts_.walltime_end - epoch_now() : 0.0,
@@ -93,6 +95,15 @@ void worker::start(std::function<void(std::exception_ptr)> done) {
 
 std::shared_ptr<zmq_socket> worker::open_session() {
   auto sock = std::make_shared<zmq_socket>(ex_, ctx_, zmq::socket_type::dealer);
+  if (!opts_.curve_server_key.empty()) {
+    auto set_key = [&](auto opt, const std::string& z85) {
+      auto k = curve_decode(z85);
+      sock->raw().set(opt, zmq::const_buffer(k.data(), k.size()));
+    };
+    set_key(zmq::sockopt::curve_serverkey, opts_.curve_server_key);
+    set_key(zmq::sockopt::curve_publickey, opts_.curve_public_key);
+    set_key(zmq::sockopt::curve_secretkey, opts_.curve_secret_key);
+  }
   sock->raw().connect(opts_.endpoint);
   socket_ = sock;
   welcomed_ = false;
@@ -152,7 +163,8 @@ net::awaitable<void> worker::cron() {
     } else {
       auto waited = std::chrono::duration_cast<milliseconds>(now - hello_sent_);
       if (waited > lease_timeout_) {
-        log::warn("no answer to hello, reconnecting waited_ms={}", ms(waited));
+        log::warn("no answer to hello, reconnecting waited_ms={}{}", ms(waited),
+                  opts_.curve_server_key.empty() ? "" : " (CURVE: is this worker's public key authorized by the daemon?)");
         drop_session();
       }
     }
@@ -482,6 +494,7 @@ bool worker::send(std::string_view command, const boost::json::object& body) {
   // can still apply the job events it carries; the Lua scripts check worker and attempt.
   boost::json::object signed_body = body;
   signed_body["worker"] = opts_.id;
+  if (!opts_.token.empty()) signed_body["token"] = opts_.token;
   auto frames = protocol::encode(command, signed_body);
   if (socket_->send(frames)) return true;
   log::warn("message not queued to daemon command={}", command);

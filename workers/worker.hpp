@@ -63,6 +63,10 @@ struct worker_options {
   // drain grace is cut so running jobs are handed back before Slurm kills them.
   double walltime_end = 0;
   double walltime_margin_s = 0;
+  // The worker token presented in hello and with every message (daemon.worker_auth: token).
+  std::string token;
+  // CURVE (all three set, Z85): the daemon's public key, this worker's key pair.
+  std::string curve_server_key, curve_public_key, curve_secret_key;
 };
 
 class worker {

@@ -59,6 +59,7 @@ class service {
                "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") + "\n"
                "  gateway_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
                "  heartbeat_interval_ms: 200\n  lease_timeout_ms: 3000\n"
+               "  worker_auth: open\n"  // worker tokens: auth_test.cpp
                "worker:\n  daemon_endpoint: ipc://" + dir.file("w.ipc") + "\n"
                "  output_dir: " + out_dir + "\n  status_poll_ms: 100\n");
     std::string path = std::string(DESCPROD_SOURCE_DIR) + "/apps:" + std::getenv("PATH");

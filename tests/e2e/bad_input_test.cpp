@@ -523,9 +523,12 @@ TEST(BadInput, RogueZeroMqPeerIsLoggedAndIgnoredWhileJobsStillRun) {
   EXPECT_TRUE(version_refused) << "no reject for protocol 99";
   EXPECT_TRUE(hello_asked) << "no reject for a finished before hello";
 
-  // A proper hello (no slots, so it is never given work), then reports for a job it does not
-  // hold: they must be ignored, not applied.
-  send_frames(w, {"hello", R"({"protocol":1,"role":"worker","worker":"rogue","owner":"alice","host":"evil","slots":0,"pool":"default","version":"x","running":[{"job":)" +
+  // A proper hello with a valid worker token (no slots, so it is never given work), then reports
+  // for a job it does not hold: they must be ignored, not applied.
+  auto token = read_file(s.worker_token_file);
+  token.erase(token.find_last_not_of("\n") + 1);
+  send_frames(w, {"hello", R"({"protocol":1,"role":"worker","worker":"rogue","token":")" + token +
+                               R"(","owner":"alice","host":"evil","slots":0,"pool":"default","version":"x","running":[{"job":)" +
                                std::to_string(id) + R"(,"attempt":1},{"job":"x"},7]})"});
   deadline = clock_type::now() + 20s;
   bool welcomed = false;

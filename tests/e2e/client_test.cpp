@@ -54,7 +54,8 @@ class service {
         "gateway:\n  port: 0\n  daemon_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
         "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") + "\n"
         "  gateway_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
-        "  heartbeat_interval_ms: 200\n  lease_timeout_ms: 3000\n";
+        "  heartbeat_interval_ms: 200\n  lease_timeout_ms: 3000\n"
+        "  worker_auth: open\n";  // worker tokens: auth_test.cpp
     write_file(dir.file("descprod.yaml"), common);
     bin = DESCPROD_BIN_DIR;
     path = bin + ":" + std::string(DESCPROD_SOURCE_DIR) + "/apps:" + std::getenv("PATH");

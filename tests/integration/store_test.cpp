@@ -586,6 +586,151 @@ TEST_F(StoreTest, GetReturnsTheRecordOrNothing) {
   EXPECT_FALSE(run(st.async_get(id + 100)));
 }
 
+// ---- jobs by state (P stats:jobs_by_state) ----
+
+class StateCountTest : public StoreTest {
+ protected:
+  // The counts the hash holds (fields starting '_' left out), and whether a recount runs.
+  std::map<std::string, long long> counts() {
+    std::map<std::string, long long> out;
+    auto r = cmd({"HGETALL", "descprod:stats:jobs_by_state"});
+    for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+      if (r.elements[i].str.rfind('_', 0) == 0) continue;
+      auto n = std::stoll(r.elements[i + 1].str);
+      if (n != 0) out[r.elements[i].str] = n;
+    }
+    return out;
+  }
+  // The truth: every job hash's state, by reading them all.
+  std::map<std::string, long long> actual() {
+    std::map<std::string, long long> out;
+    auto last = cmd({"GET", "descprod:next_job_id"});
+    long long n = last.is_nil() ? 0 : std::stoll(last.str);
+    for (long long id = 1; id <= n; ++id) {
+      auto s = cmd({"HGET", st.job_key(id), "state"});
+      if (!s.is_nil()) ++out[s.str];
+    }
+    return out;
+  }
+  long long finish(job_id id, long long attempt, job_state target = job_state::done) {
+    auto out = classify_exit(target == job_state::done ? 0 : 1, 0, false);
+    auto r = run(st.async_finish(id, attempt, "w1", out.state, out.return_status, out.prefix, "m"));
+    EXPECT_TRUE(r.ok) << r.reason << " " << r.state;
+    return attempt;
+  }
+};
+
+TEST_F(StateCountTest, NoCountsAreKeptBeforeTheFirstRecount) {
+  create_one();
+  run_job(create_one());
+  EXPECT_EQ(cmd({"EXISTS", "descprod:stats:jobs_by_state"}).integer, 0);
+  EXPECT_FALSE(run(st.async_state_counts()));
+  EXPECT_EQ(run(st.async_recount_states()), 2);
+  EXPECT_EQ(counts(), (std::map<std::string, long long>{{"ready", 1}, {"running", 1}}));
+  auto c = run(st.async_state_counts());
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->size(), all_job_states().size()) << "every state, zeros included";
+  EXPECT_EQ((*c)["running"], 1);
+  EXPECT_EQ((*c)["lost"], 0);
+}
+
+TEST_F(StateCountTest, CountsFollowEveryTransitionScript) {
+  EXPECT_EQ(run(st.async_recount_start(false)), "started");
+  EXPECT_EQ(run(st.async_recount_states()), 0) << "an empty store";
+  EXPECT_EQ(run(st.async_recount_start(false)), "exists");
+  auto check = [&](const char* after) { EXPECT_EQ(counts(), actual()) << "after " << after; };
+  std::vector<new_job> jobs;
+  for (int i = 0; i < 6; ++i) jobs.push_back(make_job("mysleep", std::to_string(i), 0, 1));
+  auto ids = create("alice", std::move(jobs));
+  ASSERT_EQ(ids.size(), 6u);
+  check("create");
+  EXPECT_EQ(counts()["ready"], 6);
+  auto l = run(st.async_lease(ids[0], "w1", 30));
+  ASSERT_TRUE(l.ok);
+  check("lease");
+  ASSERT_TRUE(run(st.async_start(ids[0], l.attempt, "w1", "h", "/r", 1)).ok);
+  check("start");
+  ASSERT_TRUE(run(st.async_progress(ids[0], l.attempt, "w1", "half", 1, 2)).ok);
+  check("progress");
+  finish(ids[0], l.attempt);
+  check("finish done");
+  EXPECT_FALSE(run(st.async_finish(ids[0], l.attempt, "w1", job_state::failed, 1, "Failed", "")).ok);
+  check("a refused second finish");
+  finish(ids[1], run_job(ids[1]), job_state::failed);
+  check("finish failed");
+  // Requeue as is (dispatched), then lost (running, no attempts left: max_attempts 1).
+  auto l2 = run(st.async_lease(ids[2], "w1", 30));
+  ASSERT_TRUE(run(st.async_requeue(ids[2], l2.attempt, "w1", store::requeue_mode::plain, "gone")).ok);
+  check("requeue dispatched");
+  auto a = run_job(ids[2]);
+  auto lost = run(st.async_requeue(ids[2], a, "w1", store::requeue_mode::lost, "gone"));
+  ASSERT_TRUE(lost.ok);
+  EXPECT_EQ(lost.state, "lost");
+  check("lost");
+  // Handback of a running job: back to ready.
+  auto a3 = run_job(ids[3]);
+  ASSERT_TRUE(run(st.async_requeue(ids[3], a3, "w1", store::requeue_mode::handback, "drain")).ok);
+  check("handback");
+  ASSERT_TRUE(run(st.async_cancel(ids[3], "alice")).ok);
+  check("cancel ready");
+  auto a4 = run_job(ids[4]);
+  ASSERT_TRUE(run(st.async_cancel(ids[4], "alice")).ok);
+  check("cancel requested (no state change)");
+  EXPECT_EQ(counts()["running"], 1);
+  auto killed = classify_exit(0, 15, false);
+  auto k = run(st.async_finish(ids[4], a4, "w1", killed.state, killed.return_status, killed.prefix, ""));
+  EXPECT_EQ(k.state, "cancelled");
+  check("cancel finish");
+  ASSERT_TRUE(run(st.async_claim(ids[5], "cli:h", 1e6, std::string(64, 'a'), 60)).ok);
+  check("claim");
+  ASSERT_TRUE(run(st.async_set_archive(ids[0], true)).ok);
+  check("archive");
+  ASSERT_TRUE(run(st.async_delete(ids[0])).ok);
+  ASSERT_TRUE(run(st.async_delete(ids[1])).ok);
+  EXPECT_FALSE(run(st.async_delete(ids[5])).ok) << "active";
+  check("delete");
+  EXPECT_EQ(counts(), (std::map<std::string, long long>{{"cancelled", 2}, {"dispatched", 1}, {"lost", 1}}));
+}
+
+TEST_F(StateCountTest, ARecountCountsEachJobOnceWhateverRunsMeanwhile) {
+  std::vector<new_job> jobs;
+  for (int i = 0; i < 25; ++i) jobs.push_back(make_job("mysleep", std::to_string(i)));
+  auto ids = create("alice", std::move(jobs));
+  run_job(ids[4]);
+  finish(ids[6], run_job(ids[6]));
+  ASSERT_TRUE(run(st.async_delete(ids[6])).ok);
+  // A stale hash from before (wrong numbers) is left alone without force...
+  cmd({"HSET", "descprod:stats:jobs_by_state", "ready", "999"});
+  EXPECT_EQ(run(st.async_recount_start(false)), "exists");
+  // ...and replaced with force: a recount from zero, in batches of 10 IDs.
+  EXPECT_EQ(run(st.async_recount_start(true)), "started");
+  EXPECT_FALSE(run(st.async_state_counts())) << "no counts while recounting";
+  long long upto = 0;
+  EXPECT_FALSE(run(st.async_recount_step(10, &upto)));
+  EXPECT_EQ(upto, 10);
+  EXPECT_EQ(run(st.async_recount_start(false)), "rebuilding");
+  // Transitions on both sides of the cursor, a creation and a deletion, mid-recount.
+  run_job(ids[2]);                          // counted already: moves its count
+  finish(ids[4], 1);                        // counted already (running → done)
+  run_job(ids[15]);                         // not yet: counted when the recount gets there
+  finish(ids[20], run_job(ids[20]));
+  ASSERT_TRUE(run(st.async_delete(ids[20])).ok);
+  create_one();                             // ID 26, beyond the counter the recount started with
+  EXPECT_FALSE(run(st.async_recount_step(10, &upto)));
+  EXPECT_EQ(upto, 20);
+  run_job(ids[22]);
+  EXPECT_TRUE(run(st.async_recount_step(10, &upto)));
+  EXPECT_EQ(upto, 26);
+  EXPECT_EQ(cmd({"HEXISTS", "descprod:stats:jobs_by_state", "_rebuild_upto"}).integer, 0);
+  EXPECT_EQ(counts(), actual());
+  EXPECT_EQ(counts(), (std::map<std::string, long long>{{"ready", 20}, {"running", 3}, {"done", 1}}));
+  // Done: a further step does nothing, transitions keep counting.
+  EXPECT_TRUE(run(st.async_recount_step(10, &upto)));
+  finish(ids[22], 1);
+  EXPECT_EQ(counts(), actual());
+  ASSERT_TRUE(run(st.async_state_counts()));
+}
+
 // ---- the pipelining client ----
 
 class RedisClientTest : public ::testing::Test {

@@ -485,8 +485,11 @@ TEST(Pilots, HangingSbatchIsKilledAndBackedOffWhileTheDaemonKeepsDispatching) {
   for (const char* d : {"retry_in_ms=200", "retry_in_ms=400", "retry_in_ms=800"})
     EXPECT_NE(log.find(d), std::string::npos) << d << "\n" << log;
   EXPECT_EQ(r.exec(redis_cmd("SCARD", "descprod:pilots")).as_integer(), 0);
-  // The killed sbatch left no process behind (its process group was killed).
-  EXPECT_EQ(run({"pgrep", "-f", sbatch}).output, "");
+  // The killed sbatches left no process behind (each process group was killed). A retry may be in
+  // flight right now, so stop the daemon first: it must not leave its sbatch behind either.
+  c.daemon->stop();
+  EXPECT_TRUE(wait_until([&] { return run({"pgrep", "-f", sbatch}).output.empty(); }, 3s))
+      << run({"pgrep", "-af", sbatch}).output;
   std::cout << grep(log, {"pilot"}).substr(0, 1500);
 }
 
@@ -545,6 +548,8 @@ TEST(Pilots, DaemonNeverOffersAWorkerAJobItRefusedForWalltime) {
   hello["pool"] = "default";
   hello["walltime_end"] = 0;
   hello["running"] = boost::json::array();
+  auto token = read_file(c.worker_token_file);
+  hello["token"] = token.substr(0, token.find('\n'));
   send("hello", hello);
   ASSERT_TRUE(pump(5s, "welcome"));
   boost::json::object ready;

@@ -13,7 +13,15 @@ namespace descprod::test {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-service::service(service_options o) : opts(std::move(o)), redis(opts.redis_appendonly) {
+namespace {
+redis_server_options with_appendonly(redis_server_options r, bool appendonly) {
+  r.appendonly = r.appendonly || appendonly;
+  return r;
+}
+}  // namespace
+
+service::service(service_options o)
+    : opts(std::move(o)), redis(with_appendonly(opts.redis_options, opts.redis_appendonly)) {
   out_dir = dir.file("out");
   markers = dir.file("markers");
   config_file = dir.file("descprod.yaml");
@@ -34,27 +42,33 @@ service::service(service_options o) : opts(std::move(o)), redis(opts.redis_appen
              "    command: [\"/bin/sh\", \"-c\", \"echo 'it broke' > current-status.txt; exit 3\"]\n"
              "    args: []\n" +
                  extra_apps);
+  {
+    redis_sync r(redis.endpoint());
+    add_user(r, "descprod:", "alice", false);
+    add_user(r, "descprod:", "bob", false);
+    add_user(r, "descprod:", "ops", true);
+    alice_token = issue_token(r, "descprod:", "alice");
+    bob_token = issue_token(r, "descprod:", "bob");
+    worker_token_file = dir.file("worker-token");
+    write_file(worker_token_file, issue_worker_token(r, "descprod:", "ops", {"*"}, "fixture") + "\n");
+  }
   write_file(config_file,
              "log_level: info\n"
              "apps: " + dir.file("apps.yaml") + "\n"
-             "redis:\n  path: " + redis.socket_path() + "\n"
+             "redis:\n  path: " + redis.socket_path() + "\n" + opts.redis_extra +
              "gateway:\n  port: 0\n  daemon_endpoint: ipc://" + dir.file("gw.ipc") + "\n" + opts.gateway_extra +
              "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") + "\n"
              "  gateway_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
              "  heartbeat_interval_ms: " + std::to_string(opts.heartbeat_ms) + "\n"
              "  lease_timeout_ms: " + std::to_string(opts.lease_timeout_ms) + "\n"
-             "  reconcile_interval_ms: " + std::to_string(opts.reconcile_ms) + "\n"
+             "  reconcile_interval_ms: " + std::to_string(opts.reconcile_ms) + "\n" + opts.daemon_extra +
              "worker:\n  daemon_endpoint: ipc://" + dir.file("w.ipc") + "\n"
+             "  token_file: " + worker_token_file + "\n"
              "  output_dir: " + out_dir + "\n  status_poll_ms: 100\n  slots: " + std::to_string(opts.slots) + "\n" +
              opts.worker_extra);
   start_daemon();
   start_gateway();
   for (int i = 0; i < opts.workers; ++i) start_worker(i);
-  redis_sync r(redis.endpoint());
-  add_user(r, "descprod:", "alice", false);
-  add_user(r, "descprod:", "bob", false);
-  alice_token = issue_token(r, "descprod:", "alice");
-  bob_token = issue_token(r, "descprod:", "bob");
 }
 
 service::~service() {
@@ -99,12 +113,15 @@ void service::start_gateway() {
   port_ = std::stoi(read_file(port_file));
 }
 
-void service::start_worker(int i, const std::string& id) {
+void service::start_worker(int i, const std::string& id, const std::string& token_file) {
   if (workers.size() <= static_cast<std::size_t>(i)) workers.resize(i + 1);
   std::string wid = id.empty() ? "w" + std::to_string(i) : id;
-  workers[i] = std::make_unique<process>(
-      std::vector<std::string>{bin("descprod-worker"), "--config", config_file, "--id", wid}, env(),
-      dir.file("worker-" + wid + ".log"));
+  std::vector<std::string> argv{bin("descprod-worker"), "--config", config_file, "--id", wid};
+  if (!token_file.empty()) {
+    argv.push_back("--token-file");
+    argv.push_back(token_file);
+  }
+  workers[i] = std::make_unique<process>(argv, env(), dir.file("worker-" + wid + ".log"));
 }
 
 void service::kill9(std::unique_ptr<process>& p) {

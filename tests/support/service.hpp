@@ -27,6 +27,11 @@ struct service_options {
   int reconcile_ms = 5000;
   std::string worker_extra;   // more YAML lines for the worker section ("  key: value\n")
   std::string gateway_extra;  // more YAML lines for the gateway section
+  std::string daemon_extra;   // more YAML lines for the daemon section
+  // The redis-server's ACL setup (extra_args, and the user the fixture itself connects as) and
+  // more YAML lines for the redis section (e.g. "  username: descprod\n  password: secret\n").
+  redis_server_options redis_options;
+  std::string redis_extra;
 };
 
 class service {
@@ -39,7 +44,9 @@ class service {
   // The programs, restartable (a restart replaces the process object).
   void start_daemon();
   void start_gateway();  // waits for its port file; updates port()
-  void start_worker(int i, const std::string& id = "");
+  // Starts worker i (id "w<i>" unless given) with the fixture's worker token, or the token in
+  // `token_file` when given.
+  void start_worker(int i, const std::string& id = "", const std::string& token_file = "");
   static void kill9(std::unique_ptr<process>& p);
 
   int port() const { return port_.load(); }  // changes when the gateway restarts
@@ -65,6 +72,8 @@ class service {
   std::unique_ptr<process> daemon, gateway;
   std::vector<std::unique_ptr<process>> workers;
   std::string alice_token, bob_token;
+  // The workers' token: owned by the admin "ops", admitted to every user's jobs (pool "*").
+  std::string worker_token_file;
 
  private:
   std::atomic<int> port_{0};

@@ -119,11 +119,19 @@ redis_server::redis_server(bool appendonly)
   start();
 }
 
+redis_server::redis_server(redis_server_options opts)
+    : dir_("descprod-redis-"), appendonly_(opts.appendonly), socket_(dir_.file("redis.sock")),
+      opts_(std::move(opts)) {
+  start();
+}
+
 redis_server::~redis_server() { stop(); }
 
 descprod::redis_endpoint redis_server::endpoint() const {
   descprod::redis_endpoint ep;
   ep.unix_path = socket_;
+  ep.username = opts_.username;
+  ep.password = opts_.password;
   return ep;
 }
 
@@ -146,6 +154,7 @@ void redis_server::start() {
                                    "--appendonly", appendonly_ ? "yes" : "no",
                                    "--daemonize", "no",
                                    "--pidfile", dir_.file("redis.pid")};
+  args.insert(args.end(), opts_.extra_args.begin(), opts_.extra_args.end());
   pid_ = spawn(args, descprod::environment_with({}), dir_.file("redis.log"), "");
   std::string last_error;
   bool exited = false;

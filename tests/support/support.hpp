@@ -46,12 +46,22 @@ class temp_dir {
   std::string path_;
 };
 
+// Options of a redis_server beyond the defaults: more command-line arguments (e.g. ACL users:
+// "--user", "default", "off", ...), and the ACL user and password endpoint() authenticates with.
+struct redis_server_options {
+  bool appendonly = false;
+  std::vector<std::string> extra_args;
+  std::string username;
+  std::string password;
+};
+
 // A real redis-server (from PATH) listening only on a unix socket in its own temporary directory,
 // with persistence off (or append-only on when asked). The constructor starts it and waits until
 // it answers PING (10 s deadline); the destructor stops it.
 class redis_server {
  public:
   explicit redis_server(bool appendonly = false);
+  explicit redis_server(redis_server_options opts);
   ~redis_server();
   redis_server(const redis_server&) = delete;
   redis_server& operator=(const redis_server&) = delete;
@@ -75,6 +85,7 @@ class redis_server {
   temp_dir dir_;
   bool appendonly_;
   std::string socket_;
+  redis_server_options opts_;
   pid_t pid_ = -1;
 };
 

@@ -875,13 +875,13 @@ TEST(GatewayAnswers, EventsJsonTypesAttemptAndTime) {
   EXPECT_DOUBLE_EQ(e.at("time").as_double(), 1700000000.25);
 }
 
-TEST(GatewayAnswers, SubmittedNoticeListsIdAndPriorityPairs) {
+TEST(GatewayAnswers, SubmittedNoticeListsIdPriorityAndOwner) {
   std::vector<dg::job_request> reqs(3);
   reqs[1].priority = 9;
   reqs[2].priority = -3;
   std::vector<descprod::job_id> ids = {101, 102};
-  auto o = dg::submitted_body(ids, reqs, 1);
-  EXPECT_EQ(json::serialize(o), R"({"jobs":[[101,9],[102,-3]]})");
+  auto o = dg::submitted_body(ids, reqs, 1, "alice");
+  EXPECT_EQ(json::serialize(o), R"({"jobs":[[101,9,"alice"],[102,-3,"alice"]]})");
 }
 
 namespace {

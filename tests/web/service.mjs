@@ -228,6 +228,7 @@ daemon:
   gateway_endpoint: ipc://${path.join(d, 'gw.ipc')}
   heartbeat_interval_ms: 200
   lease_timeout_ms: 3000
+  worker_auth: open  # worker tokens are tested in tests/e2e/auth_test.cpp
 worker:
   daemon_endpoint: ipc://${path.join(d, 'w.ipc')}
   output_dir: ${path.join(d, 'out')}
