@@ -1,0 +1,880 @@
+#!/usr/bin/env python3
+"""bench/run.py: the measurements behind scripts/bench (run that; it installs and builds first).
+
+Every figure is measured in this run, next to its baseline where one exists. Each phase starts
+its own private service (redis-server on a unix socket, descprod-daemon, descprod-gateway on a
+free loopback port, and real or simulated workers) in a scratch directory, and stops every
+process it started by PID. Results: one table on stdout, docs/perf/results.csv, PNG plots.
+"""
+import argparse, http.client, json, os, platform, resource, shutil, signal, socket, statistics
+import subprocess, sys, tempfile, threading, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORES = os.cpu_count() or 1
+PUBLISHED = [  # (name, tasks/s) from the issue: published figures of peer systems (not measured here)
+    ('Parsl pilot (published)', 1181), ('RADICAL-Pilot+Flux (published)', 1500),
+    ('Slurm tuned (published)', 500), ('Flux (published)', 150)]
+
+
+def log(*a):
+    print('[bench %s]' % time.strftime('%H:%M:%S'), *a, file=sys.stderr, flush=True)
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for want in (1 << 20, 262144, 65536, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard) if want > hard else hard))
+            return
+        except (ValueError, OSError):
+            continue
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    if not xs:
+        return float('nan')
+    k = (len(xs) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def cpu_ticks(pid):
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
+
+
+def rss_mb(pid):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024.0
+    return float('nan')
+
+
+class Procs:
+    """Every process the bench starts, stopped by PID (TERM, then KILL after a grace)."""
+
+    def __init__(self):
+        self.live = []
+
+    def start(self, argv, logfile, **kw):
+        out = open(logfile, 'ab')
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw)
+        out.close()
+        self.live.append(p)
+        return p
+
+    def stop(self, p, grace=10.0):
+        if p.poll() is None:
+            try:
+                p.send_signal(signal.SIGTERM)
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if p in self.live:
+            self.live.remove(p)
+
+    def stop_all(self):
+        for p in reversed(list(self.live)):
+            self.stop(p, 5.0)
+
+
+PROCS = Procs()
+
+
+class Redis:
+    def __init__(self, d, name='redis', appendonly=True):
+        self.sock = os.path.join(d, name + '.sock')
+        argv = ['redis-server', '--port', '0', '--unixsocket', self.sock, '--unixsocketperm', '700', '--dir', d,
+                '--save', '', '--daemonize', 'no', '--appendfilename', name + '.aof']
+        argv += ['--appendonly', 'yes', '--appendfsync', 'everysec'] if appendonly else ['--appendonly', 'no']
+        self.proc = PROCS.start(argv, os.path.join(d, name + '.log'))
+        import redis as redis_py
+        self.r = redis_py.Redis(unix_socket_path=self.sock, decode_responses=True)
+        for _ in range(200):
+            try:
+                if self.r.ping():
+                    return
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError('redis-server did not start: ' + d)
+
+    def stop(self):
+        self.r.close()
+        PROCS.stop(self.proc)
+
+
+class Service:
+    """A private DESCprod: Redis, daemon, gateway, and workers on demand."""
+
+    def __init__(self, bench, name, log_level):
+        self.b = bench
+        self.d = os.path.join(bench.work, name)
+        os.makedirs(self.d)
+        self.redis = Redis(self.d)
+        self.prefix = 'descprod:'
+        self.workers_ep = 'ipc://%s/workers.ipc' % self.d
+        self.config = os.path.join(self.d, 'descprod.yaml')
+        with open(self.config, 'w') as f:
+            f.write('''# scripts/bench (see config/descprod.yaml for every key)
+log_level: %(ll)s
+apps: %(apps)s
+redis:
+  path: %(redis)s
+gateway:
+  address: 127.0.0.1
+  port: 0
+  daemon_endpoint: ipc://%(d)s/gateways.ipc
+  max_body_bytes: 67108864
+  max_bulk_jobs: 100000
+daemon:
+  worker_endpoint: %(wep)s
+  gateway_endpoint: ipc://%(d)s/gateways.ipc
+  worker_auth: open
+worker:
+  daemon_endpoint: %(wep)s
+  owner: admin
+  output_dir: %(d)s/out
+''' % dict(ll=log_level, apps=bench.apps, redis=self.redis.sock, d=self.d, wep=self.workers_ep))
+        binp = bench.bin
+        self.daemon = PROCS.start([binp('descprod-daemon'), '--config', self.config], os.path.join(self.d, 'daemon.log'))
+        portfile = os.path.join(self.d, 'gateway.port')
+        self.gateway = PROCS.start([binp('descprod-gateway'), '--config', self.config, '--port-file', portfile],
+                                   os.path.join(self.d, 'gateway.log'))
+        for _ in range(200):
+            if os.path.exists(portfile) and open(portfile).read().strip():
+                break
+            if self.gateway.poll() is not None or self.daemon.poll() is not None:
+                raise RuntimeError('daemon or gateway exited; see ' + self.d)
+            time.sleep(0.05)
+        self.port = int(open(portfile).read().strip())
+        admin = [binp('descprod-admin'), '--config', self.config]
+        subprocess.run(admin + ['add-user', 'admin', '--admin'], check=True, stdout=subprocess.DEVNULL)
+        self.token = subprocess.run(admin + ['token', 'admin'], check=True, capture_output=True,
+                                    text=True).stdout.strip().split()[-1]
+        # Ready when the daemon has welcomed the gateway.
+        for _ in range(200):
+            try:
+                st, _ = self.http('GET', '/readyz', auth=False)
+                if st == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.workers = []
+
+    def http(self, method, path, body=None, auth=True, conn=None):
+        c = conn or http.client.HTTPConnection('127.0.0.1', self.port, timeout=600)
+        h = {'Content-Type': 'application/json'}
+        if auth:
+            h['Authorization'] = 'Bearer ' + self.token
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        if conn is None:
+            c.close()
+        return r.status, data
+
+    def start_workers(self, n, slots):
+        for i in range(n):
+            self.workers.append(PROCS.start(
+                [self.b.bin('descprod-worker'), '--config', self.config, '--slots', str(slots), '--id', 'w%d' % i],
+                os.path.join(self.d, 'worker-%d.log' % i), env=dict(os.environ, PATH='/usr/bin:/bin')))
+        # Connected when the daemon lists them in Redis (worker hashes, written every heartbeat) or
+        # simply after the hello round trip; a short wait suffices on one machine.
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if len(self.redis.r.keys(self.prefix + 'worker:*')) >= n:
+                break
+            time.sleep(0.05)
+
+    def stop_workers(self):
+        for w in self.workers:
+            PROCS.stop(w, 30)
+        self.workers = []
+
+    def stop(self):
+        self.stop_workers()
+        PROCS.stop(self.gateway)
+        PROCS.stop(self.daemon)
+        self.redis.stop()
+        if not self.b.args.keep:
+            shutil.rmtree(self.d, ignore_errors=True)
+
+    # ---- submitting ----
+    def bulk_bodies(self, n, chunk, tag):
+        bodies = []
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            bodies.append(json.dumps({'jobs': [{'jobtype': 'true', 'config': '%s%d' % (tag, start + i)}
+                                               for i in range(m)]}).encode())
+        return bodies
+
+    def bulk_submit(self, bodies):
+        """POSTs the bodies on one keep-alive connection; returns (seconds, ids)."""
+        c = http.client.HTTPConnection('127.0.0.1', self.port, timeout=600)
+        ids = []
+        t0 = time.time()
+        for b in bodies:
+            st, data = self.http('POST', '/api/jobs/bulk', b, conn=c)
+            if st != 201:
+                raise RuntimeError('bulk submit: HTTP %d %s' % (st, data[:300]))
+            ids.extend(json.loads(data)['ids'])
+        t1 = time.time()
+        c.close()
+        return t1 - t0, ids
+
+    def wait_all_finished(self, timeout):
+        """Until Redis's queue and lease sets are empty: every submitted job is terminal."""
+        r = self.redis.r
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            p = r.pipeline(transaction=False)
+            p.zcard(self.prefix + 'queue')
+            p.zcard(self.prefix + 'leases')
+            q, l = p.execute()
+            if q == 0 and l == 0:
+                return time.time()
+            time.sleep(0.002)
+        raise RuntimeError('jobs not finished after %.0f s (queue %d, leases %d)' % (timeout, q, l))
+
+    def count_states(self, lo, hi):
+        lua = ("local c = {} for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do "
+               "local s = redis.call('HGET', KEYS[1] .. i, 'state') or 'missing' c[s] = (c[s] or 0) + 1 end "
+               "local out = {} for k, v in pairs(c) do table.insert(out, k) table.insert(out, v) end return out")
+        out = self.redis.r.eval(lua, 1, self.prefix + 'job:', lo, hi)
+        return dict(zip(out[0::2], out[1::2]))
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.work = tempfile.mkdtemp(prefix='descprod-bench.')
+        self.bindir = os.path.join(args.build_dir, 'bin')
+        self.rows = []
+        self.extra = {}
+        self.apps = os.path.join(self.work, 'apps.yaml')
+        with open(self.apps, 'w') as f:
+            f.write('apps:\n  - name: "true"\n    command: ["/bin/true"]\n    args: []\n'
+                    '    help: "Does nothing (benchmarks)."\n')
+
+    def bin(self, name):
+        return os.path.join(self.bindir, name)
+
+    def row(self, measure, value, unit, baseline=None, target=None, check=None, key=None, note=''):
+        """check: ('value'|'ratio', '>='|'<=', number)."""
+        ratio = value / baseline if baseline else None
+        holds = None
+        if check:
+            x = ratio if check[0] == 'ratio' else value
+            holds = (x >= check[2]) if check[1] == '>=' else (x <= check[2])
+        r = dict(measure=measure, value=value, unit=unit, baseline=baseline, ratio=ratio, target=target or '',
+                 holds=holds, key=key or measure, note=note)
+        self.rows.append(r)
+        log('%s: %s %s%s' % (measure, fmt(value), unit, '' if ratio is None else ' (ratio %.2f)' % ratio))
+        return r
+
+    def service(self, name):
+        return Service(self, name, self.args.log_level)
+
+    # ---------------------------------------------------------------- phases
+    def phase_e2e(self):
+        n = 2000 if self.quick else self.args.e2e_jobs
+        out = subprocess.run([self.bin('spawn-ceiling'), '-n', str(max(n, 5000))], capture_output=True, text=True,
+                             check=True).stdout
+        ceiling = kv(out)['rate']
+        self.row('spawn ceiling: posix_spawn /bin/true, %d drivers' % CORES, ceiling, 'jobs/s', key='spawn')
+        t0 = time.time()
+        subprocess.run('seq %d | xargs -P%d -n1 true' % (n, CORES), shell=True, check=True)
+        xargs = n / (time.time() - t0)
+        self.row('xargs -P%d -n1 true' % CORES, xargs, 'jobs/s', key='xargs')
+        self.e2e = {}
+        for nw, slots in ((1, CORES), (CORES, 1)):
+            if nw == 1 and slots == 1 and self.e2e:
+                continue
+            s = self.service('e2e-%dx%d' % (nw, slots))
+            try:
+                s.start_workers(nw, slots)
+                bodies = s.bulk_bodies(n, 100000, 'e')
+                prof = self.perf_start('e2e-worker', s.workers[0].pid) if nw == 1 else None
+                t0 = time.time()
+                _, ids = s.bulk_submit(bodies)
+                t1 = s.wait_all_finished(600)
+                self.perf_stop(prof)
+                states = s.count_states(min(ids), max(ids))
+                if states.get('done', 0) != n:
+                    raise RuntimeError('e2e: not all jobs done: %r' % states)
+                rate = n / (t1 - t0)
+            finally:
+                s.stop()
+            self.e2e[(nw, slots)] = rate
+            self.row('end to end: %d x /bin/true, HTTP bulk -> done, %d worker x %d slots' % (n, nw, slots), rate,
+                     'jobs/s', baseline=ceiling, target='>= 0.8 x spawn ceiling', check=('ratio', '>=', 0.8),
+                     key='e2e_%dx%d' % (nw, slots))
+        best = max(self.e2e.values())
+        self.row('end to end (best) vs xargs -P%d' % CORES, best, 'jobs/s', baseline=xargs, key='e2e_vs_xargs')
+        self.ceiling, self.xargs, self.n_e2e = ceiling, xargs, n
+
+    def phase_celery(self):
+        """Celery as the issue configures it (acks_late), and without acks_late: Celery 5.2's Redis
+        transport stalls with acks_late + prefetch 1 (its consumer waits for the next poll), so the
+        faster of the two is the baseline. The acks_late run uses fewer tasks (it is slow)."""
+        n = self.n_e2e
+        rates = {}
+        for late, m in ((0, n), (1, 100 if self.quick else 1000)):
+            d = os.path.join(self.work, 'celery-%d' % late)
+            os.makedirs(d)
+            r = Redis(d, 'celery-redis')
+            try:
+                out = subprocess.run([sys.executable, os.path.join(ROOT, 'bench', 'celery-bench.py'), '--n', str(m),
+                                      '--redis-socket', r.sock, '--concurrency', str(CORES), '--acks-late', str(late)],
+                                     capture_output=True, text=True, timeout=1800)
+                if out.returncode != 0:
+                    raise RuntimeError('celery bench failed: ' + out.stderr[-2000:])
+                rates[late] = kv(out.stdout)['rate']
+            finally:
+                r.stop()
+            self.row('Celery 5.2 + Redis: %d x subprocess true, %d procs, -O fair, prefetch 1%s' % (
+                m, CORES, ', acks_late' if late else ', no acks_late'), rates[late], 'jobs/s',
+                key='celery_late' if late else 'celery')
+        rate = max(rates.values())
+        self.celery = rate
+        best = max(self.e2e.values())
+        self.row('end to end (best) vs Celery (its faster setup)', best, 'jobs/s', baseline=rate,
+                 target='>= 5 x Celery', check=('ratio', '>=', 5), key='e2e_vs_celery')
+
+    def sim(self, s, extra, timeout=900, profile=None):
+        """Runs sim-workers to the end; returns its figures plus the CPU (% of a core) that the
+        daemon, Redis, the gateway and sim-workers used meanwhile. With `profile`, perf records
+        the daemon and Redis meanwhile (call graphs) into that file prefix."""
+        argv = [self.bin('sim-workers'), '--endpoint', s.workers_ep, '--redis-socket', s.redis.sock] + extra
+        outf = os.path.join(s.d, 'sim-%d.out' % len(os.listdir(s.d)))
+        pids = dict(daemon=s.daemon.pid, redis=s.redis.proc.pid, gateway=s.gateway.pid)
+        s.redis.r.config_resetstat()
+        c0 = {k: cpu_ticks(v) for k, v in pids.items()}
+        t0 = time.time()
+        p = PROCS.start(argv, outf)
+        perfs = []
+        if profile:
+            for name in ('daemon', 'redis'):
+                perfs.append(PROCS.start(['perf', 'record', '-F', '299', '--call-graph', 'dwarf,16384', '-o', '%s-%s.data' % (profile, name),
+                                          '-p', str(pids[name])], profile + '-' + name + '.log'))
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            PROCS.stop(p)
+            raise RuntimeError('sim-workers did not finish in %d s' % timeout)
+        for q in perfs:
+            q.send_signal(signal.SIGINT)
+            q.wait(60)
+            PROCS.live.remove(q) if q in PROCS.live else None
+        dt = time.time() - t0
+        PROCS.live.remove(p) if p in PROCS.live else None
+        text = open(outf).read()
+        if p.returncode != 0:
+            raise RuntimeError('sim-workers failed (%d): %s' % (p.returncode, text[-2000:]))
+        res = kv(text.strip().splitlines()[-1])
+        tck = os.sysconf('SC_CLK_TCK')
+        for k, v in pids.items():
+            res['cpu_' + k] = 100.0 * (cpu_ticks(v) - c0[k]) / tck / dt
+        res['cpu_sim'] = 100.0 * float(res.get('cpu_s', 0)) / dt
+        # What Redis did meanwhile: calls and CPU time per command (INFO commandstats).
+        cs = s.redis.r.info('commandstats')
+        res['redis_cmds'] = {k.replace('cmdstat_', ''): (v['calls'], v['usec']) for k, v in cs.items()}
+        res['redis_us_per_job'] = sum(u for _, u in res['redis_cmds'].values()) / max(1.0, float(res['completed']))
+        res['redis_calls_per_job'] = sum(c for c, _ in res['redis_cmds'].values()) / max(1.0, float(res['completed']))
+        res['cpu_note'] = 'CPU %% of a core meanwhile: daemon %.0f, redis %.0f, sim-workers %.0f, gateway %.0f' % (
+            res['cpu_daemon'], res['cpu_redis'], res['cpu_sim'], res['cpu_gateway'])
+        return res
+
+    def fill(self, s, n, chunk=100000):
+        """Queues n jobs over HTTP (bulk, `chunk` per request); returns jobs/s."""
+        done = 0
+        secs = 0.0
+        while done < n:
+            m = min(chunk * 10, n - done)
+            bodies = s.bulk_bodies(m, chunk, 'q%d-' % done)
+            dt, _ = s.bulk_submit(bodies)
+            secs += dt
+            done += m
+        return n / secs
+
+    def phase_dispatch(self):
+        w, sl = self.args.sim_workers, self.args.sim_slots
+        depths = [5000, 50000] if self.quick else [10000, 100000, 1000000]
+        cap = 10000 if self.quick else 100000
+        self.depth_rates = []
+        for depth in depths:
+            take = min(depth, cap)
+            s = self.service('dispatch-%d' % depth)
+            try:
+                used0 = int(s.redis.r.info('memory')['used_memory'])
+                rss0 = rss_mb(s.daemon.pid)
+                fill_rate = self.fill(s, depth)
+                time.sleep(1.0)  # the daemon takes in the last `submitted` notices
+                q = s.redis.r.zcard(s.prefix + 'queue')
+                used1 = int(s.redis.r.info('memory')['used_memory'])
+                rss1 = rss_mb(s.daemon.pid)
+                prof = None
+                if self.args.profile and depth == depths[1]:
+                    os.makedirs(self.args.out, exist_ok=True)
+                    prof = os.path.join(self.args.out, 'profile-dispatch')
+                res = self.sim(s, ['--workers', str(w), '--slots', str(sl), '--jobs', str(take)], profile=prof)
+                if int(res['duplicates']) != 0:
+                    raise RuntimeError('duplicates: %r' % res)
+                if depth == take:
+                    st = s.count_states(1, depth)
+                    if st.get('done', 0) != depth:
+                        raise RuntimeError('dispatch: not all done %r' % st)
+            finally:
+                s.stop()
+            rate = float(res['rate_persisted'])
+            self.depth_rates.append((depth, rate, float(res['rate'])))
+            log('depth %d: queued %d, bulk fill %.0f jobs/s, dispatch %s (sim-side %s), completed %s; %s' % (
+                depth, q, fill_rate, res['rate_persisted'], res['rate'], res['completed'], res['cpu_note']))
+            if prof:
+                self.perf_report(prof)
+            self.commandstats(res, 'depth %d, %d jobs completed' % (depth, take))
+            if depth == depths[0]:
+                base = rate
+                self.row('dispatch: sim-workers %dx%d, queue depth %d, every transition in Redis' % (w, sl, depth),
+                         rate, 'jobs/s', target='>= 50,000', check=('value', '>=', 50000), key='dispatch',
+                         note='%s; sim-side rate %.0f' % (res['cpu_note'], float(res['rate'])))
+            if depth == depths[-1]:
+                self.row('dispatch at queue depth %d vs at %d' % (depth, depths[0]), rate, 'jobs/s', baseline=base,
+                         target='>= 0.9 x at 10,000', check=('ratio', '>=', 0.9), key='dispatch_deep',
+                         note='first %d jobs of %d; %s' % (take, depth, res['cpu_note']))
+                self.row('HTTP bulk submit while filling %d (100,000-job requests)' % depth, fill_rate, 'jobs/s',
+                         key='bulk_fill')
+                self.row('daemon RSS with %d queued' % depth, rss1, 'MB', target='<= 300', check=('value', '<=', 300),
+                         key='daemon_rss', note='before: %.1f MB' % rss0)
+                self.row('Redis memory per queued job (%d queued)' % depth, (used1 - used0) / depth, 'bytes',
+                         target='<= 1536', check=('value', '<=', 1536), key='redis_per_job')
+
+    def phase_http(self):
+        s = self.service('http')
+        try:
+            dur = 3 if self.quick else 10
+            lua = os.path.join(s.d, 'post.lua')
+            with open(lua, 'w') as f:
+                f.write('wrk.method = "POST"\nwrk.body = \'{"jobtype":"true","config":"w1"}\'\n'
+                        'wrk.headers["Content-Type"] = "application/json"\n'
+                        'wrk.headers["Authorization"] = "Bearer %s"\n'
+                        'done = function(summary, latency, requests)\n'
+                        '  io.write(string.format("wrk_requests=%%d wrk_non2xx=%%d wrk_errors=%%d p50_us=%%d p99_us=%%d\\n",\n'
+                        '    summary.requests, summary.errors.status, summary.errors.connect + summary.errors.read +\n'
+                        '    summary.errors.write + summary.errors.timeout, latency:percentile(50), latency:percentile(99)))\n'
+                        'end\n' % s.token)
+            conns = self.args.wrk_connections
+            prof = self.perf_start('http-gateway', s.gateway.pid)
+            out = subprocess.run(['wrk', '-t%d' % CORES, '-c%d' % conns, '-d%ds' % dur, '-s', lua,
+                                  'http://127.0.0.1:%d/api/jobs' % s.port], capture_output=True, text=True,
+                                 timeout=dur + 60)
+            self.perf_stop(prof)
+            res = kv(out.stdout.strip().splitlines()[-1])
+            rps = [l for l in out.stdout.splitlines() if l.startswith('Requests/sec')]
+            rate = float(rps[0].split()[1]) if rps else float('nan')
+            if int(res['wrk_non2xx']) or int(res['wrk_errors']):
+                log('wrk: non-2xx %s errors %s' % (res['wrk_non2xx'], res['wrk_errors']))
+            self.row('HTTP single-job submit: wrk %d threads, %d keep-alive connections' % (CORES, conns), rate,
+                     'req/s', target='>= 20,000', check=('value', '>=', 20000), key='http_single',
+                     note='p50 %.2f ms, p99 %.2f ms, non-2xx %s' % (int(res['p50_us']) / 1000, int(res['p99_us']) / 1000,
+                                                                   res['wrk_non2xx']))
+            nreq, per = (3, 10000) if self.quick else (10, 10000)
+            bodies = s.bulk_bodies(nreq * per, per, 'b')
+            dt, ids = s.bulk_submit(bodies)
+            self.row('HTTP bulk submit: %d requests x %d jobs' % (nreq, per), nreq * per / dt, 'jobs/s',
+                     target='>= 200,000', check=('value', '>=', 200000), key='http_bulk')
+        finally:
+            s.stop()
+
+    def phase_latency(self):
+        n = 50 if self.quick else 300
+        s = self.service('latency')
+        sse = SSE(s.port, s.token)
+        simp = None
+        try:
+            simp = PROCS.start([self.bin('sim-workers'), '--endpoint', s.workers_ep, '--workers', '1', '--slots',
+                                '4', '--duration', '600', '--max-seconds', '900'], os.path.join(s.d, 'sim.log'))
+            time.sleep(1.0)
+            c = http.client.HTTPConnection('127.0.0.1', s.port, timeout=30)
+            sent = {}
+            for i in range(n):
+                t = time.time()
+                st, data = s.http('POST', '/api/jobs', json.dumps({'jobtype': 'true', 'config': 'l%d' % i}), conn=c)
+                if st != 201:
+                    raise RuntimeError('submit: %d %s' % (st, data[:200]))
+                sent[json.loads(data)['id']] = t
+                time.sleep(0.02)
+            s.wait_all_finished(60)
+            time.sleep(0.3)
+            c.close()
+            lat_run = []
+            for jid, t in sent.items():
+                st = s.redis.r.hget(s.prefix + 'job:%d' % jid, 'start_time')
+                lat_run.append((float(st) - t) * 1000)
+            lat_sse = [(arr - ev['time']) * 1000 for arr, ev in sse.events if ev.get('id') in sent]
+        finally:
+            sse.close()
+            if simp:
+                PROCS.stop(simp)
+            s.stop()
+        self.row('light load: submit -> running, p50 (HTTP POST sent -> start_time)', pct(lat_run, 50), 'ms',
+                 target='<= 2', check=('value', '<=', 2), key='lat_run_p50')
+        self.row('light load: submit -> running, p99', pct(lat_run, 99), 'ms', target='<= 10',
+                 check=('value', '<=', 10), key='lat_run_p99')
+        self.row('status change -> SSE client, p50', pct(lat_sse, 50), 'ms', key='lat_sse_p50',
+                 note='%d events' % len(lat_sse))
+        self.row('status change -> SSE client, p99', pct(lat_sse, 99), 'ms', target='<= 100',
+                 check=('value', '<=', 100), key='lat_sse_p99')
+
+    def phase_many_workers(self):
+        nw = 1000 if self.quick else 10000
+        window = 5 if self.quick else 20
+        s = self.service('workers-%d' % nw)
+        sims = []
+        try:
+            # Each simulated worker costs sim-workers two descriptors (its socket's mailbox and its
+            # connection): several processes keep each under RLIMIT_NOFILE (which may not be raised).
+            per = max(1, min(4000, (resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200) // 2))
+            k = -(-nw // per)
+            outs = []
+            for i in range(k):
+                m = nw // k + (1 if i < nw % k else 0)
+                outf = os.path.join(s.d, 'sim-%d.out' % i)
+                outs.append(outf)
+                sims.append(PROCS.start([self.bin('sim-workers'), '--endpoint', s.workers_ep, '--workers', str(m),
+                                         '--slots', '1', '--idle', '--heartbeat-ms', '1000', '--id-prefix', 'sim%d' % i,
+                                         '--duration', str(window + 15), '--max-seconds', str(window + 300)], outf))
+            deadline = time.time() + 240
+            while time.time() < deadline and not all('all-welcomed' in open(f).read() for f in outs):
+                if any(p.poll() is not None for p in sims):
+                    raise RuntimeError('sim-workers exited: ' + ' '.join(open(f).read()[-500:] for f in outs))
+                time.sleep(0.2)
+            if not all('all-welcomed' in open(f).read() for f in outs):
+                raise RuntimeError('not every simulated worker was welcomed within 240 s')
+            time.sleep(3)  # settle: the first heartbeat rounds and worker hashes
+            c0, t0 = cpu_ticks(s.daemon.pid), time.time()
+            time.sleep(window)
+            c1, t1 = cpu_ticks(s.daemon.pid), time.time()
+            cpu = 100.0 * (c1 - c0) / os.sysconf('SC_CLK_TCK') / (t1 - t0)
+            rss = rss_mb(s.daemon.pid)
+            nworkers = len(s.redis.r.keys(s.prefix + 'worker:*'))
+        finally:
+            for p in sims:
+                PROCS.stop(p)
+            s.stop()
+        self.row('%d simulated workers, 1 Hz heartbeats, idle: daemon CPU over %d s' % (nw, window), cpu,
+                 '% of a core', target='<= 25', check=('value', '<=', 25), key='workers_cpu',
+                 note='daemon RSS %.0f MB; %d worker hashes in Redis; %d sim-workers processes' % (rss, nworkers, k))
+
+    def perf_start(self, name, pid):
+        """perf record (DWARF call graphs: the binaries have no frame pointers) of one process."""
+        if not self.args.profile:
+            return None
+        os.makedirs(self.args.out, exist_ok=True)
+        prefix = os.path.join(self.args.out, 'profile-' + name)
+        return (prefix, PROCS.start(['perf', 'record', '-F', '299', '--call-graph', 'dwarf,16384', '-o',
+                                     prefix + '-x.data', '-p', str(pid)], prefix + '-x.log'))
+
+    def perf_stop(self, handle):
+        if not handle:
+            return
+        prefix, p = handle
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(120)
+        except subprocess.TimeoutExpired:
+            PROCS.stop(p)
+        if p in PROCS.live:
+            PROCS.live.remove(p)
+        self.perf_report(prefix, names=('x',))
+        if os.path.exists(prefix + '-x.txt'):
+            os.replace(prefix + '-x.txt', prefix + '.txt')
+
+    def commandstats(self, res, what):
+        """Redis's per-command calls and CPU during a sim run, per completed job, to a text file."""
+        os.makedirs(self.args.out, exist_ok=True)
+        path = os.path.join(self.args.out, 'redis-commandstats-dispatch.txt')
+        n = max(1.0, float(res['completed']))
+        with open(path, 'a' if getattr(self, '_cs_written', False) else 'w') as f:
+            f.write('# Redis INFO commandstats during the dispatch run (%s): %.1f commands and %.0f us of Redis CPU '
+                    'per job\n' % (what, res['redis_calls_per_job'], res['redis_us_per_job']))
+            f.write('%-14s %12s %10s %12s %12s\n' % ('command', 'calls', 'per job', 'usec', 'us per job'))
+            for k, (c, u) in sorted(res['redis_cmds'].items(), key=lambda kv: -kv[1][1]):
+                f.write('%-14s %12d %10.2f %12d %12.1f\n' % (k, c, c / n, u, u / n))
+            f.write('\n')
+        self._cs_written = True
+
+    def perf_report(self, prefix, names=('daemon', 'redis')):
+        """Flat and caller-inclusive top lists of a perf recording, as text next to the results."""
+        for name in names:
+            data = '%s-%s.data' % (prefix, name)
+            if not os.path.exists(data):
+                continue
+            with open('%s-%s.txt' % (prefix, name), 'w') as f:
+                for extra in (['--no-children'], ['--children']):
+                    r = subprocess.run(['perf', 'report', '-i', data, '--stdio', '-g', 'none', '--percent-limit', '0.7']
+                                       + extra, capture_output=True, text=True)
+                    f.write('## perf report %s\n' % ' '.join(extra) + r.stdout + '\n')
+            os.remove(data)
+            for junk in (prefix + '-' + name + '.log',):
+                if os.path.exists(junk):
+                    os.remove(junk)
+
+    # ---------------------------------------------------------------- output
+    def merge_previous(self):
+        """With --only: rows of the earlier results.csv that this run did not measure are kept."""
+        import csv
+        path = os.path.join(self.args.out, 'results.csv')
+        if not self.args.only or not os.path.exists(path):
+            return
+        mine = {r['key'] for r in self.rows}
+        old = []
+        for c in csv.DictReader(open(path)):
+            if c['key'] in mine:
+                continue
+            num = lambda x: float(x) if x not in ('', None) else None
+            old.append(dict(key=c['key'], measure=c['measure'], value=float(c['value']), unit=c['unit'],
+                            baseline=num(c['baseline']), ratio=num(c['ratio']), target=c['target'],
+                            holds=None if c['holds'] == '' else c['holds'] == 'yes', note=c['note']))
+        order = [r['key'] for r in old]
+        merged = old + [r for r in self.rows]
+        # keep the earlier order; new keys go where they were, or at the end
+        pos = {k: i for i, k in enumerate(order)}
+        self.rows = sorted(merged, key=lambda r: pos.get(r['key'], len(order)))
+
+    def report(self):
+        out = self.args.out
+        os.makedirs(out, exist_ok=True)
+        self.merge_previous()
+        hdr = ['measure', 'value', 'unit', 'baseline', 'ratio', 'target', 'holds']
+        lines = [hdr]
+        for r in self.rows:
+            lines.append([r['measure'], fmt(r['value']), r['unit'], fmt(r['baseline']) if r['baseline'] else '',
+                          '%.2f' % r['ratio'] if r['ratio'] is not None else '', r['target'],
+                          '' if r['holds'] is None else ('yes' if r['holds'] else 'NO')])
+        w = [max(len(l[i]) for l in lines) for i in range(len(hdr))]
+        print()
+        for k, l in enumerate(lines):
+            print('  '.join(c.ljust(w[i]) if i in (0, 2, 5) else c.rjust(w[i]) for i, c in enumerate(l)))
+            if k == 0:
+                print('  '.join('-' * x for x in w))
+        held = [r for r in self.rows if r['holds'] is not None]
+        print('\n%d of %d targets hold.%s' % (sum(1 for r in held if r['holds']), len(held),
+                                             ' (--quick: small sizes, not the real figures)' if self.quick else ''))
+        import csv
+        with open(os.path.join(out, 'results.csv'), 'w', newline='') as f:
+            cw = csv.writer(f)
+            cw.writerow(['key'] + hdr + ['note'])
+            for r in self.rows:
+                cw.writerow([r['key'], r['measure'], '%.6g' % r['value'], r['unit'],
+                             '%.6g' % r['baseline'] if r['baseline'] else '',
+                             '%.4g' % r['ratio'] if r['ratio'] is not None else '', r['target'],
+                             '' if r['holds'] is None else ('yes' if r['holds'] else 'no'), r['note']])
+        with open(os.path.join(out, 'machine.txt'), 'w') as f:
+            f.write(machine())
+        self.plots(out)
+        print('Wrote %s/results.csv, machine.txt and plots (*.png).' % out)
+
+    def plots(self, out):
+        if not shutil.which('gnuplot'):
+            log('gnuplot not found: no plots')
+            return
+        by = {r['key']: r['value'] for r in self.rows}
+        bars = [('spawn ceiling (C, %d drivers)' % CORES, by.get('spawn')), ('xargs -P%d' % CORES, by.get('xargs'))]
+        for k in sorted(by):
+            if k.startswith('e2e_') and k[4:5].isdigit():
+                bars.append(('DESCprod end to end %s' % k[4:], by[k]))
+        bars.append(('Celery 5.2 + Redis', by.get('celery')))
+        bars.append(('Celery, acks_late', by.get('celery_late')))
+        bars += PUBLISHED
+        bars = [(n, v) for n, v in bars if v]
+        if bars:
+            dat = os.path.join(out, 'throughput.dat')
+            with open(dat, 'w') as f:
+                for i, (n, v) in enumerate(bars):
+                    f.write('%d "%s" %.1f\n' % (i, n, v))
+            gp(out, '''set terminal pngcairo size 1000,560 font ",10" noenhanced
+set output "%(o)s/throughput.png"
+set title "Process jobs (/bin/true) per second on this machine (%(c)d cores); published peer figures for context"
+set style fill solid 0.8 border -1
+set boxwidth 0.7
+set ylabel "jobs/s"
+set grid ytics
+set xtics rotate by -30 left
+set yrange [0:*]
+unset key
+plot "%(d)s" using 1:3:xtic(2) with boxes lc rgb "#4477aa", "" using 1:3:(sprintf("%%.0f",$3)) with labels offset 0,0.7
+''' % dict(o=out, d=dat, c=CORES))
+            os.remove(dat)
+        if getattr(self, 'depth_rates', None):
+            dat = os.path.join(out, 'depth.dat')
+            with open(dat, 'w') as f:
+                for d, r, rs in self.depth_rates:
+                    f.write('%d %.1f %.1f\n' % (d, r, rs))
+            gp(out, '''set terminal pngcairo size 800,480 font ",10" noenhanced
+set output "%(o)s/dispatch-vs-depth.png"
+set title "Daemon dispatch rate (sim-workers) against queue depth"
+set logscale x
+set xlabel "jobs queued when dispatch starts"
+set ylabel "jobs/s"
+set yrange [0:*]
+set grid
+set key bottom left
+plot "%(d)s" using 1:2 with linespoints lw 2 pt 7 title "all transitions persisted in Redis", \\
+     "" using 1:3 with linespoints lw 1 pt 6 title "as seen by sim-workers"
+''' % dict(o=out, d=dat))
+            os.remove(dat)
+
+
+class SSE:
+    """Reads GET /api/events in a thread; keeps (arrival epoch, event data)."""
+
+    def __init__(self, port, token):
+        self.events = []
+        self.sock = socket.create_connection(('127.0.0.1', port))
+        self.sock.sendall(('GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n'
+                           'Accept: text/event-stream\r\n\r\n' % token).encode())
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        buf = b''
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return
+                now = time.time()
+                buf += data
+                while b'\n' in buf:
+                    line, buf = buf.split(b'\n', 1)
+                    if line.startswith(b'data: '):
+                        try:
+                            self.events.append((now, json.loads(line[6:])))
+                        except ValueError:
+                            pass
+        except OSError:
+            return
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def gp(out, script):
+    p = subprocess.run(['gnuplot'], input=script, text=True, capture_output=True)
+    if p.returncode != 0:
+        log('gnuplot failed: ' + p.stderr[-500:])
+
+
+def kv(line):
+    out = {}
+    for tok in line.split():
+        if '=' in tok:
+            k, v = tok.split('=', 1)
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def fmt(v):
+    if v is None:
+        return ''
+    if v != v:
+        return 'n/a'
+    if abs(v) >= 100:
+        return '{:,.0f}'.format(v)
+    if abs(v) >= 10:
+        return '%.1f' % v
+    return '%.2f' % v
+
+
+def machine():
+    model = ''
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'):
+                model = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    for line in open('/proc/meminfo'):
+        if line.startswith('MemTotal:'):
+            mem = int(line.split()[1]) / 1024 / 1024
+    osr = ''
+    try:
+        osr = [l.split('=', 1)[1].strip().strip('"') for l in open('/etc/os-release') if l.startswith('PRETTY_NAME=')][0]
+    except (OSError, IndexError):
+        pass
+    redis_v = subprocess.run(['redis-server', '--version'], capture_output=True, text=True).stdout.strip()
+    return ('date: %s\nnproc: %d\ncpu: %s\nmemory: %.1f GiB\nos: %s\nkernel: %s\nredis: %s\n' % (
+        time.strftime('%Y-%m-%d %H:%M:%S %Z'), CORES, model, mem, osr, platform.release(), redis_v))
+
+
+def main():
+    ap = argparse.ArgumentParser(description='DESCprod benchmarks (run through scripts/bench).')
+    ap.add_argument('--quick', action='store_true')
+    ap.add_argument('--build-dir', default=os.path.join(ROOT, 'build-bench'))
+    ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'perf'))
+    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,dispatch,http,latency,workers '
+                    '(their rows replace those in an existing results.csv; the others are kept)')
+    ap.add_argument('--e2e-jobs', type=int, default=20000)
+    ap.add_argument('--sim-workers', type=int, default=8)
+    ap.add_argument('--sim-slots', type=int, default=128)
+    ap.add_argument('--wrk-connections', type=int, default=64)
+    ap.add_argument('--log-level', default='info')
+    ap.add_argument('--keep', action='store_true', help='keep the scratch directories (logs)')
+    ap.add_argument('--profile', action='store_true', help='perf-record daemon and Redis during dispatch')
+    args = ap.parse_args()
+    raise_nofile()
+    b = Bench(args)
+    log('scratch directory %s; %s' % (b.work, machine().replace('\n', '; ')))
+    phases = [('e2e', b.phase_e2e), ('celery', b.phase_celery), ('dispatch', b.phase_dispatch),
+              ('http', b.phase_http), ('latency', b.phase_latency), ('workers', b.phase_many_workers)]
+    only = set(filter(None, args.only.split(',')))
+    if 'celery' in only:
+        only.add('e2e')
+    failed = []
+
+    def on_signal(sig, frame):
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for name, fn in phases:
+            if only and name not in only:
+                continue
+            log('phase %s' % name)
+            try:
+                fn()
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # one broken phase does not lose the others
+                log('phase %s FAILED: %s' % (name, e))
+                failed.append(name)
+        b.report()
+    finally:
+        PROCS.stop_all()
+        if not args.keep:
+            shutil.rmtree(b.work, ignore_errors=True)
+        else:
+            log('kept ' + b.work)
+    if failed:
+        print('failed phases: ' + ', '.join(failed))
+        sys.exit(1)
+
+
+if __name__ == '__main__':
+    main()
