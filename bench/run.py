@@ -90,7 +90,8 @@ class Redis:
     def __init__(self, d, name='redis', appendonly=True):
         self.sock = os.path.join(d, name + '.sock')
         argv = ['redis-server', '--port', '0', '--unixsocket', self.sock, '--unixsocketperm', '700', '--dir', d,
-                '--save', '', '--daemonize', 'no', '--appendfilename', name + '.aof']
+                '--save', '', '--daemonize', 'no', '--appendfilename', name + '.aof',
+                '--stream-node-max-bytes', '512']  # as scripts/descprod-up runs it (docs/operators.md)
         argv += ['--appendonly', 'yes', '--appendfsync', 'everysec'] if appendonly else ['--appendonly', 'no']
         self.proc = PROCS.start(argv, os.path.join(d, name + '.log'))
         import redis as redis_py

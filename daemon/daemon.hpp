@@ -82,6 +82,12 @@ class queue_daemon {
     std::vector<std::string> pools;  // as admitted by its token
     std::string token_sha;           // sha256 of its worker token (empty in open mode)
     bool revoked = false;            // its token stopped being valid: no more jobs
+    // Its worker:<id> hash in Redis: what was last written and when (cron() rewrites the record
+    // when these change, and otherwise only refreshes last_heartbeat every few heartbeats).
+    bool record_written = false;
+    clock_type::time_point record_time;
+    std::size_t record_running = 0;
+    bool record_draining = false, record_revoked = false;
   };
   struct lease_info {
     std::string worker;  // worker id
@@ -184,6 +190,7 @@ class queue_daemon {
   net::steady_timer outbox_wake_{io_};
   daemon_stats stats_;
   clock_type::time_point last_reconcile_;
+  clock_type::time_point last_heartbeat_sent_;
   bool token_mode_ = true;
 };
 

@@ -153,7 +153,9 @@ void redis_server::start() {
                                    "--save", "",
                                    "--appendonly", appendonly_ ? "yes" : "no",
                                    "--daemonize", "no",
-                                   "--pidfile", dir_.file("redis.pid")};
+                                   "--pidfile", dir_.file("redis.pid"),
+                                   // as scripts/descprod-up runs it (per-job streams stay small)
+                                   "--stream-node-max-bytes", "512"};
   args.insert(args.end(), opts_.extra_args.begin(), opts_.extra_args.end());
   pid_ = spawn(args, descprod::environment_with({}), dir_.file("redis.log"), "");
   std::string last_error;
