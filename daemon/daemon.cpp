@@ -646,9 +646,15 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, ready
   // same job again, forever.
   co_await net::post(io_, net::use_awaitable);
   double lease_s = std::chrono::duration<double>(cfg_.daemon.lease_timeout).count();
+  // The job's DESCPROD_TOKEN (DESIGN §6.2: it may read its job and add children, nothing more) is
+  // written by the same script that leases the job: one Redis call per dispatch, and the token
+  // exists before the job message leaves. A lease that ends up not sent leaves an unused token
+  // that nobody holds; it expires.
+  auto token = new_token();
   transition_result r;
   try {
-    r = co_await store_.async_lease(id, worker_id, lease_s);
+    r = co_await store_.async_claim(id, worker_id, lease_s, sha256_hex(token),
+                                    std::chrono::seconds(job_token_ttl).count());
   } catch (const boost::system::system_error& e) {
     // Redis went away: the job stays ready in Redis; hold it again and give the credit back.
     log::warn("lease failed, redis unavailable job_id={} error={}", id, e.what());
@@ -728,7 +734,7 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, ready
   body["job"] = job_to_json(rec);
   body["attempt"] = r.attempt;
   body["app"] = app_json(*app, rec, id);
-  body["token"] = issue_job_token(id, rec);
+  body["token"] = std::move(token);
   auto frames = redis_cmd(w.routing, std::string(protocol::job), boost::json::serialize(body));
   ++stats_.leased;
   log::debug("job leased job_id={} worker={} attempt={}", id, worker_id, r.attempt);
@@ -736,24 +742,6 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, ready
     log::warn("worker unreachable at dispatch worker={} job_id={}", worker_id, id);
     worker_lost(worker_id, "unreachable");
   }
-}
-
-std::string queue_daemon::issue_job_token(job_id id, const job_record& rec) {
-  // DESCPROD_TOKEN (DESIGN §6.2): lets the app read its job and add children, nothing more. The
-  // write is queued on the Redis connection ahead of anything the app could ask the gateway.
-  auto token = new_token();
-  auto owner = rec.count("descname") ? rec.at("descname") : std::string();
-  auto ttl = std::chrono::seconds(job_token_ttl).count();
-  auto expires = static_cast<long long>(epoch_now()) + ttl;
-  std::vector<std::vector<std::string>> cmds;
-  auto key = store_.key("token:" + sha256_hex(token));
-  cmds.push_back({"HSET", key, "owner", owner, "scope", "job:" + std::to_string(id), "created",
-                  std::to_string(static_cast<long long>(epoch_now())), "expires", std::to_string(expires)});
-  cmds.push_back({"EXPIRE", key, std::to_string(ttl)});
-  pending_write pw{pending_write::kind::commands};
-  pw.commands = std::move(cmds);
-  submit(std::move(pw));
-  return token;
 }
 
 void queue_daemon::store_log_lines(job_id id, const boost::json::object& body) {
@@ -778,12 +766,12 @@ void queue_daemon::write_detached(std::vector<std::vector<std::string>> cmds, co
   }(this, std::move(cmds)), what);
 }
 
-struct batch_state {
-  explicit batch_state(net::any_io_executor ex, std::size_t n)
-      : remaining(n), failed(n, 0), done(ex, std::chrono::steady_clock::time_point::max()) {}
-  std::size_t remaining;
+// One batch of outbox writes in flight: the writes, how many are still running, which failed
+// for want of a connection. Shared by the batch's coroutines, so it lives as long as any of them.
+struct queue_daemon::write_batch {
+  std::vector<pending_write> writes;
+  std::size_t remaining = 0;
   std::vector<char> failed;
-  net::steady_timer done;
 };
 
 void queue_daemon::submit(pending_write w) {
@@ -805,46 +793,59 @@ void queue_daemon::requeue_later(job_id id, long long attempt, std::string worke
 net::awaitable<void> queue_daemon::outbox_loop() {
   // Takes the outbox in batches; the writes of a batch are pipelined on the one connection (each
   // starts in order and sends its command before the next starts), so Redis applies them in the
-  // order they arrived. Writes that failed for want of a connection go back to the front.
+  // order they arrived. Up to max_in_flight batches are in flight, so the daemon builds the next
+  // batch while Redis runs the last one. Writes that failed for want of a connection go back to
+  // the front, in their order, once every batch in flight is back; nothing new starts meanwhile.
   constexpr std::size_t max_batch = 1024;
+  constexpr std::size_t max_in_flight = 4;
+  std::deque<std::shared_ptr<write_batch>> flying;
+  std::vector<pending_write> failed;
   while (!stopping_) {
-    if (outbox_.empty() || !redis_.connected()) {
-      outbox_wake_.expires_after(outbox_.empty() ? std::chrono::hours(1) : std::chrono::milliseconds(50));
-      co_await outbox_wake_.async_wait(use_tuple);
+    if (!flying.empty() && flying.front()->remaining == 0) {
+      auto& b = *flying.front();
+      for (std::size_t i = 0; i < b.writes.size(); ++i)
+        if (b.failed[i]) failed.push_back(std::move(b.writes[i]));
+      flying.pop_front();
+      if (flying.empty() && !failed.empty()) {
+        for (auto it = failed.rbegin(); it != failed.rend(); ++it) outbox_.push_front(std::move(*it));
+        log::warn("redis writes held until redis returns count={} outbox={}", failed.size(), outbox_.size());
+        failed.clear();
+      }
       continue;
     }
-    std::size_t n = std::min(max_batch, outbox_.size());
-    std::vector<pending_write> batch;
-    batch.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      batch.push_back(std::move(outbox_.front()));
-      outbox_.pop_front();
-    }
-    auto st = std::make_shared<batch_state>(io_.get_executor(), n);
-    for (std::size_t i = 0; i < n; ++i) net::co_spawn(io_, apply_one(&batch[i], st, i), net::detached);
-    while (st->remaining > 0) co_await st->done.async_wait(use_tuple);
-    std::size_t retry = 0;
-    for (std::size_t i = n; i-- > 0;)
-      if (st->failed[i]) {
-        outbox_.push_front(std::move(batch[i]));
-        ++retry;
+    if (failed.empty() && !outbox_.empty() && redis_.connected() && flying.size() < max_in_flight) {
+      auto b = std::make_shared<write_batch>();
+      std::size_t n = std::min(max_batch, outbox_.size());
+      b->writes.reserve(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        b->writes.push_back(std::move(outbox_.front()));
+        outbox_.pop_front();
       }
-    if (retry) log::warn("redis writes held until redis returns count={} outbox={}", retry, outbox_.size());
+      b->remaining = n;
+      b->failed.assign(n, 0);
+      flying.push_back(b);
+      for (std::size_t i = 0; i < n; ++i) net::co_spawn(io_, apply_one(b, i), net::detached);
+      continue;
+    }
+    // Woken by submit() (the outbox was empty), by a batch coming back, or by a reconnect.
+    bool poll = flying.empty() && !outbox_.empty();  // waiting for Redis to come back
+    outbox_wake_.expires_after(poll ? std::chrono::milliseconds(50) : std::chrono::hours(1));
+    co_await outbox_wake_.async_wait(use_tuple);
   }
 }
 
-net::awaitable<void> queue_daemon::apply_one(pending_write* w, std::shared_ptr<batch_state> st, std::size_t i) {
+net::awaitable<void> queue_daemon::apply_one(std::shared_ptr<write_batch> b, std::size_t i) {
   try {
-    co_await apply(*w);
+    co_await apply(b->writes[i]);
   } catch (const boost::system::system_error& e) {
-    st->failed[i] = 1;  // no connection: keep it for later
+    b->failed[i] = 1;  // no connection: keep it for later
   } catch (const std::exception& e) {
     log::error("redis write dropped error={}", e.what());
   }
-  if (--st->remaining == 0) st->done.cancel();
+  if (--b->remaining == 0) outbox_wake_.cancel();
 }
 
-net::awaitable<void> queue_daemon::apply(pending_write w) {
+net::awaitable<void> queue_daemon::apply(pending_write& w) {
   using kind = pending_write::kind;
   if (w.what == kind::commands) {
     auto replies = co_await redis_.async_pipeline(w.commands);

@@ -145,14 +145,14 @@ class queue_daemon {
   // away they wait (in memory) and are written when it returns.
   void submit(pending_write w);
   net::awaitable<void> outbox_loop();
-  net::awaitable<void> apply(pending_write w);
-  net::awaitable<void> apply_one(pending_write* w, std::shared_ptr<struct batch_state> st, std::size_t i);
+  net::awaitable<void> apply(pending_write& w);  // w stays intact for a retry when Redis is away
+  struct write_batch;
+  net::awaitable<void> apply_one(std::shared_ptr<write_batch> b, std::size_t i);
   void requeue_later(job_id id, long long attempt, std::string worker, store::requeue_mode mode, std::string reason);
   void worker_lost(const std::string& id_ref, const std::string& why);
   void send_worker(const std::string& routing, std::string_view command, const boost::json::object& body);
   worker_state* worker_by_routing(const std::string& routing);
   void spawn(net::awaitable<void> task, const char* what);
-  std::string issue_job_token(job_id id, const job_record& rec);
   void store_log_lines(job_id id, const boost::json::object& body);
   // Sends commands on the shared connection without waiting for their replies (logged on error).
   void write_detached(std::vector<std::vector<std::string>> cmds, const char* what);
