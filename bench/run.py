@@ -408,7 +408,9 @@ class Bench:
     def phase_dispatch(self):
         w, sl = self.args.sim_workers, self.args.sim_slots
         depths = [5000, 50000] if self.quick else [10000, 100000, 1000000]
-        cap = 10000 if self.quick else 100000
+        # Every depth dispatches the same number of jobs (as many as the shallowest queue holds), so
+        # the rates compare depth alone, not also run length (the first credit burst, AOF rewrites).
+        cap = depths[0]
         self.depth_rates = []
         for depth in depths:
             take = min(depth, cap)
