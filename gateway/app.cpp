@@ -21,6 +21,7 @@
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "core/store.hpp"
+#include "gateway/auth_cache.hpp"
 #include "gateway/events.hpp"
 #include "gateway/handler.hpp"
 #include "gateway/server.hpp"
@@ -82,6 +83,9 @@ class gateway_app {
         jobs_(redis_, cfg_.redis.prefix),
         keeper_(ioc_.get_executor(), redis_, describe(cfg_.redis.endpoint)),
         link_(ioc_.get_executor(), zctx_, cfg_.gateway.daemon_endpoint),
+        notices_(ioc_.get_executor(),
+                 [this](const std::vector<std::string>& frames) { return link_.send(frames); }),
+        created_(ioc_.get_executor()),
         hub_(ioc_.get_executor(), cfg_.redis.endpoint, cfg_.redis.prefix),
         tls_(make_tls_context(cfg_.gateway)),
         hashing_(hashing_threads),
@@ -97,6 +101,9 @@ class gateway_app {
     ctx_.send_to_daemon = [this](const std::vector<std::string>& frames) {
       return link_.send(frames);
     };
+    ctx_.notices = &notices_;
+    ctx_.tokens = &tokens_;
+    ctx_.created = &created_;
     ctx_.on_redis_failure = [this] { keeper_.poke(); };
     ctx_.hub = &hub_;
     ctx_.daemon_ready = [this] { return link_.welcomed(); };
@@ -205,6 +212,8 @@ class gateway_app {
     hub_.stop();
     keeper_.stop();
     counts_.stop();
+    notices_.flush();
+    created_.stop();
     link_.close();
     redis_.close();
     hashing_.stop();
@@ -226,6 +235,9 @@ class gateway_app {
   store jobs_;
   redis_keeper keeper_;
   daemon_link link_;
+  submit_notices notices_;
+  creation_summary created_;
+  auth_cache tokens_;
   event_hub hub_;
   gateway_context ctx_;
   std::unique_ptr<net::ssl::context> tls_;

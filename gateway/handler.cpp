@@ -7,13 +7,17 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
 #include <set>
 
 #include "core/crypto.hpp"
 #include "core/job.hpp"
 #include "core/log.hpp"
 #include "core/protocol.hpp"
+#include "gateway/auth_cache.hpp"
 #include "gateway/handler_detail.hpp"
+#include "gateway/services.hpp"
 #include "gateway/web.hpp"
 
 // GCC 12 false positive: when a coroutine's ramp is inlined into another coroutine it pairs
@@ -143,6 +147,38 @@ response created_job_response(job_id id, const std::optional<job_record>& rec) {
     body["id"] = id;
   }
   auto res = make_json_response(http::status::created, body);
+  res.set(http::field::location, "/api/jobs/" + std::to_string(id));
+  return res;
+}
+
+// The 201 answer to POST /api/jobs from the fields the create script has just written (see its
+// field list in core/store.cpp): the same JSON as job_to_json of the new job hash, in the same
+// order, without reading the hash back. `create_time` is the script's Redis time (also the
+// update and queued times at creation).
+response created_job_response(job_id id, const job_request& req, const std::string& owner,
+                              const std::string& create_time) {
+  char* end = nullptr;
+  double t = std::strtod(create_time.c_str(), &end);
+  bool time_ok = end && *end == '\0' && !create_time.empty() && std::isfinite(t) &&
+                 std::fabs(t) < 9.2e18;
+  boost::json::object o;
+  o.reserve(16);
+  o["id"] = id;
+  if (req.parent) o["parent"] = *req.parent;
+  if (!owner.empty()) o["descname"] = owner;
+  if (!req.jobtype.empty()) o["jobtype"] = req.jobtype;
+  if (!req.config.empty()) o["config"] = req.config;
+  if (!req.howfig.empty()) o["howfig"] = req.howfig;
+  o["archive"] = 0;
+  if (time_ok) o["create_time"] = t;
+  if (time_ok) o["update_time"] = t;
+  o["progress"] = "Ready.";
+  o["state"] = "ready";
+  o["priority"] = req.priority;
+  o["attempt"] = 1;
+  o["max_attempts"] = req.max_attempts;
+  if (time_ok) o["queued_time"] = t;
+  auto res = make_json_response(http::status::created, o);
   res.set(http::field::location, "/api/jobs/" + std::to_string(id));
   return res;
 }
@@ -340,6 +376,11 @@ bool matches_filter(const redis_reply& hmget, const list_query& q) {
 
 void notify_daemon(gateway_context& ctx, const std::vector<job_id>& ids,
                    const std::vector<job_request>& reqs, std::size_t first, const std::string& owner) {
+  if (ctx.notices) {
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      ctx.notices->add(ids[i], first + i < reqs.size() ? reqs[first + i].priority : 0, owner);
+    return;
+  }
   if (!ctx.send_to_daemon) return;
   auto frames = protocol::encode(protocol::submitted, submitted_body(ids, reqs, first, owner));
   if (!ctx.send_to_daemon(frames))
@@ -355,6 +396,20 @@ response partial_bulk_failure(const std::vector<job_id>& created, std::size_t re
                        "; submit the remaining jobs again");
   auto res = make_error_response(e);
   return res;
+}
+
+// A token hash's `expires` field as epoch seconds (0: never, or unreadable: check_token has
+// refused those already).
+double token_expiry(const job_record& token) {
+  auto it = token.find("expires");
+  if (it == token.end() || it->second.empty()) return 0;
+  char* end = nullptr;
+  double t = std::strtod(it->second.c_str(), &end);
+  return end && *end == '\0' && std::isfinite(t) ? t : 0;
+}
+
+void forget_tokens(gateway_context& ctx) {
+  if (ctx.tokens) ctx.tokens->clear();
 }
 
 namespace {
@@ -409,10 +464,18 @@ net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string heade
                                     : "malformed Authorization header; expected Bearer <token>");
     co_return out;
   }
-  auto tok =
-      co_await ctx.redis->async_exec(cmd("HGETALL", ctx.prefix + "token:" + sha256_hex(*token)));
+  std::string hash = sha256_hex(*token);
+  auto looked_up = auth_cache::clock::now();
+  if (ctx.tokens) {
+    if (auto known = ctx.tokens->find(hash, now_s(ctx), looked_up)) {
+      out.who = std::move(*known);
+      co_return out;
+    }
+  }
+  auto tok = co_await ctx.redis->async_exec(cmd("HGETALL", ctx.prefix + "token:" + hash));
+  auto tok_rec = record_from_reply(tok);
   principal who;
-  if (auto e = check_token(record_from_reply(tok), now_s(ctx), who)) {
+  if (auto e = check_token(tok_rec, now_s(ctx), who)) {
     out.error = *e;
     co_return out;
   }
@@ -420,6 +483,7 @@ net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string heade
     out.error = *e;
     co_return out;
   }
+  if (ctx.tokens) ctx.tokens->remember(hash, who, token_expiry(tok_rec), looked_up);
   out.who = std::move(who);
   co_return out;
 }
@@ -472,11 +536,17 @@ net::awaitable<response> create_jobs(gateway_context& ctx, principal who,
     notify_daemon(ctx, ids, reqs, first, who.name);
     created.insert(created.end(), ids.begin(), ids.end());
   }
-  log::info("jobs created owner={} count={} first_id={}", who.name, created.size(),
-            created.empty() ? 0 : created.front());
+  if (bulk || !ctx.created) {
+    log::info("jobs created owner={} count={} first_id={}", who.name, created.size(),
+              created.empty() ? 0 : created.front());
+  } else {
+    ctx.created->add(who.name, created.front());
+  }
   if (bulk) co_return created_bulk_response(created);
-  auto rec = co_await ctx.jobs->async_get(created.front());
-  co_return created_job_response(created.front(), rec);
+  // Only the script's time is not known here; the rest of the answer is what was just written.
+  auto t = co_await ctx.redis->async_exec(cmd("HGET", ctx.jobs->job_key(created.front()), "create_time"));
+  if (t.is_nil() || t.is_error()) co_return created_job_response(created.front(), std::nullopt);
+  co_return created_job_response(created.front(), reqs.front(), who.name, t.as_string());
 }
 
 net::awaitable<response> create_one(gateway_context& ctx, principal who, std::string body) {
@@ -853,8 +923,13 @@ net::awaitable<handler_result> dispatch(gateway_context& ctx, request req) {
     bool api = target.path.rfind("/api/", 0) == 0;
     if (!api) {
       auto page = web::match_page(target.path);
-      if (page.kind != web::page_kind::none)
-        co_return co_await handle_page(ctx, std::move(req), std::move(page));
+      if (page.kind != web::page_kind::none) {
+        bool changes = req.method() != http::verb::get && req.method() != http::verb::head;
+        auto out = co_await handle_page(ctx, std::move(req), std::move(page));
+        // A form post may revoke a token or change an account: forget remembered tokens.
+        if (changes) forget_tokens(ctx);
+        co_return out;
+      }
     }
     co_return as_result(make_error_response(not_found(api ? "no such API route" : "no such page")));
   }
@@ -930,9 +1005,12 @@ net::awaitable<handler_result> dispatch(gateway_context& ctx, request req) {
     case route_kind::token:
     case route_kind::admin_users:
     case route_kind::admin_user:
-    case route_kind::admin_overview:
-      co_return as_result(
-          co_await handle_account_api(ctx, std::move(who), std::move(r), std::move(req)));
+    case route_kind::admin_overview: {
+      auto res = co_await handle_account_api(ctx, std::move(who), std::move(r), std::move(req));
+      // A token revoked or an account changed here takes effect at once on this gateway.
+      if (!safe_method) forget_tokens(ctx);
+      co_return as_result(std::move(res));
+    }
     default: break;
   }
   co_return as_result(make_error_response(not_found("no such API route")));

@@ -25,6 +25,10 @@ namespace descprod::gateway {
 namespace net = boost::asio;
 namespace http = boost::beast::http;
 
+class auth_cache;
+class submit_notices;
+class creation_summary;
+
 using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
 
@@ -38,6 +42,14 @@ struct gateway_context {
   // Queues a message for the daemon ([command][json] frames); false when it could not be queued.
   // Empty: notices are dropped (the daemon also reconciles from Redis).
   std::function<bool(const std::vector<std::string>&)> send_to_daemon;
+  // When set, `submitted` notices go through it (several jobs, and several requests, per ZeroMQ
+  // message: one message per event-loop turn); null: one message per chunk via send_to_daemon.
+  submit_notices* notices = nullptr;
+  // Bearer tokens checked recently (auth_cache.hpp); null: every request looks its token up.
+  auth_cache* tokens = nullptr;
+  // When set, single-job creates are summed up in it (an info line every few seconds, a debug
+  // line per job); null: an info line per request.
+  creation_summary* created = nullptr;
   // Called after a Redis call failed with a connection error; wakes the reconnect loop.
   std::function<void()> on_redis_failure;
   // Epoch seconds (token expiry). Empty: the system clock.

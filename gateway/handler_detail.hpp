@@ -26,6 +26,11 @@ struct auth_result {
 net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string authorization,
                                          std::string cookie);
 
+// POST /api/jobs's 201 answer built from what the create script wrote (the request, the owner and
+// the script's time as stored): the same JSON as job_to_json of the new job hash.
+response created_job_response(job_id id, const job_request& req, const std::string& owner,
+                              const std::string& create_time);
+
 // The job routes' work, answering as the JSON API does.
 net::awaitable<response> create_jobs(gateway_context& ctx, principal who,
                                      std::vector<job_request> reqs, bool bulk);

@@ -297,7 +297,9 @@ net::awaitable<void> server::serve(Stream* stream_ptr) {
       }
     }
     auto req = parser.release();
-    std::string target(req.target().substr(0, 200));
+    // Only the debug lines below show the target: no copy per request otherwise.
+    std::string target;
+    if (spdlog::should_log(spdlog::level::debug)) target = req.target().substr(0, 200);
     auto result = co_await handle(ctx_, std::move(req));
     if (result.stream) {
       observe(ctx_.http_metrics, method, route, result.res.result_int(), started);

@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "core/accounts.hpp"
+#include "core/crypto.hpp"
 #include "core/redis.hpp"
 #include "core/store.hpp"
 #include "tests/support/support.hpp"
@@ -723,6 +724,45 @@ TEST(Api, StatusChangeReachesSubscriberQuicklyFigure) {
 }
 
 // ---- readiness ----------------------------------------------------------------------------------
+
+// The gateway remembers a checked token for at most 1 s (docs/api.md, Authentication): a token
+// deleted, or an account disabled, straight in Redis (descprod-admin, another gateway) is refused
+// once that bound has passed, without any call to this gateway in between.
+TEST(Api, TokenRevokedOrAccountDisabledInRedisIsRefusedWithinTheBound) {
+  service s(0);
+  redis_sync r(s.redis.endpoint());
+  ASSERT_EQ(s.call("GET", "/api/jobs", "", s.bob_token).status, 200);  // remembered from here
+  ASSERT_EQ(s.call("GET", "/api/jobs", "", s.alice_token).status, 200);
+  r.exec({"DEL", "descprod:token:" + sha256_hex(s.bob_token)});
+  r.exec({"HSET", "descprod:user:alice", "status", "disabled"});
+  std::this_thread::sleep_for(1100ms);
+  auto bob = s.call("GET", "/api/jobs", "", s.bob_token);
+  EXPECT_EQ(bob.status, 401) << bob.body;
+  EXPECT_EQ(str(bob.json().as_object(), "detail"), "unknown or revoked token");
+  auto alice = s.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":"1"})", s.alice_token);
+  EXPECT_EQ(alice.status, 401) << alice.body;
+  EXPECT_EQ(str(alice.json().as_object(), "detail"), "account alice is disabled");
+}
+
+// The 201 answer is built from what was written (no read-back): it must equal the stored job.
+TEST(Api, CreatedAnswerIsTheStoredJobAsCreated) {
+  service s(0);
+  long long parent = s.submit(R"({"jobtype":"mysleep","config":"1"})");
+  ASSERT_GT(parent, 0);
+  auto res = s.call("POST", "/api/jobs",
+                    R"({"jobtype":"mysleep","config":"30","howfig":"fast","priority":-7,"parent":)" +
+                        std::to_string(parent) + "}");
+  ASSERT_EQ(res.status, 201) << res.body;
+  auto created = res.json().as_object();
+  long long id = created.at("id").as_int64();
+  EXPECT_EQ(res.header("location"), "/api/jobs/" + std::to_string(id));
+  auto stored = s.job(id);
+  stored.erase("children");
+  // Nothing dispatches (no worker), so the stored job is still as created.
+  EXPECT_EQ(json::serialize(created), json::serialize(stored));
+  EXPECT_EQ(str(created, "state"), "ready");
+  EXPECT_EQ(created.at("parent").as_int64(), parent);
+}
 
 TEST(Api, ReadyzFollowsTheDaemonLink) {
   service s(0);  // the constructor waited for 200

@@ -1458,3 +1458,128 @@ TEST_F(GatewayHandler, StaticAssetsAreServedWithoutASession) {
   EXPECT_EQ(run(http::verb::get, "/static/nope.js").result_int(), 404u);
   EXPECT_EQ(run(http::verb::post, "/static/app.js").result_int(), 405u);
 }
+
+// ---- the submit path's shortcuts (docs/performance.md) ---------------------------------------
+
+#include "core/job.hpp"
+#include "gateway/auth_cache.hpp"
+#include "gateway/handler_detail.hpp"
+#include "gateway/services.hpp"
+
+namespace {
+// The job hash exactly as core/store.cpp's create script writes it.
+descprod::job_record as_created(descprod::job_id id, const dg::job_request& r,
+                                const std::string& owner, const std::string& t) {
+  descprod::job_record rec;
+  rec["id"] = std::to_string(id);
+  rec["descname"] = owner;
+  rec["jobtype"] = r.jobtype;
+  rec["config"] = r.config;
+  rec["howfig"] = r.howfig;
+  rec["priority"] = std::to_string(r.priority);
+  rec["max_attempts"] = std::to_string(r.max_attempts);
+  rec["archive"] = "0";
+  rec["attempt"] = "1";
+  rec["state"] = "ready";
+  rec["progress"] = "Ready.";
+  rec["create_time"] = t;
+  rec["update_time"] = t;
+  rec["queued_time"] = t;
+  if (r.parent) rec["parent"] = std::to_string(*r.parent);
+  return rec;
+}
+}  // namespace
+
+TEST(GatewayAnswers, CreatedJobAnswerEqualsTheRenderedJobHash) {
+  dg::job_request a;
+  a.jobtype = "mysleep";
+  a.config = "30";
+  a.priority = 5;
+  a.max_attempts = 3;
+  dg::job_request b = a;
+  b.howfig = "fast-2:x";
+  b.parent = 7;
+  b.priority = -1000;
+  b.max_attempts = 1;
+  for (const auto& r : {a, b}) {
+    for (std::string t : {"1795625968.202900", "1795625968.000000", "1700000000.999999"}) {
+      auto res = dg::detail::created_job_response(41, r, "alice", t);
+      auto expected = descprod::job_to_json(as_created(41, r, "alice", t));
+      EXPECT_EQ(res.result_int(), 201u);
+      EXPECT_EQ(res[http::field::location], "/api/jobs/41");
+      EXPECT_EQ(res[http::field::content_type], "application/json");
+      EXPECT_EQ(res.body(), json::serialize(expected) + "\n") << t;
+    }
+  }
+}
+
+TEST(AuthCache, RemembersForTheTtlOnlyAndHonoursExpiryAndClear) {
+  using clock = dg::auth_cache::clock;
+  dg::auth_cache c(std::chrono::milliseconds(1000), 2);
+  dg::principal p;
+  p.name = "alice";
+  p.only_job = 9;
+  auto t0 = clock::now();
+  EXPECT_FALSE(c.find("h1", 100.0, t0));
+  c.remember("h1", p, 0, t0);
+  auto hit = c.find("h1", 100.0, t0 + std::chrono::milliseconds(999));
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->name, "alice");
+  EXPECT_EQ(hit->only_job, std::optional<descprod::job_id>(9));
+  EXPECT_FALSE(c.find("h1", 100.0, t0 + std::chrono::milliseconds(1000))) << "stale after the ttl";
+  EXPECT_EQ(c.size(), 0u);
+  // The token's own expiry counts on every use.
+  c.remember("h2", p, 150.0, t0);
+  EXPECT_TRUE(c.find("h2", 149.9, t0));
+  EXPECT_FALSE(c.find("h2", 150.0, t0));
+  // clear() forgets everything; the size stays bounded.
+  c.remember("a", p, 0, t0);
+  c.remember("b", p, 0, t0);
+  c.remember("c", p, 0, t0);
+  EXPECT_LE(c.size(), 2u);
+  EXPECT_TRUE(c.find("c", 100.0, t0));
+  c.clear();
+  EXPECT_FALSE(c.find("c", 100.0, t0));
+  // A ttl of 0 turns it off.
+  dg::auth_cache off(std::chrono::milliseconds(0));
+  off.remember("h", p, 0, t0);
+  EXPECT_FALSE(off.find("h", 100.0, t0));
+}
+
+TEST(SubmitNotices, OneMessagePerEventLoopTurnAndAtMostMaxJobsEach) {
+  net::io_context ioc;
+  std::vector<std::vector<std::string>> sent;
+  dg::submit_notices n(ioc.get_executor(), [&](const std::vector<std::string>& frames) {
+    sent.push_back(frames);
+    return true;
+  });
+  n.add(1, 5, "alice");
+  n.add(2, 0, "bob");
+  EXPECT_TRUE(sent.empty()) << "nothing before the turn ends";
+  ioc.run();
+  ASSERT_EQ(sent.size(), 1u);
+  ASSERT_EQ(sent[0].size(), 2u);
+  EXPECT_EQ(sent[0][0], "submitted");
+  EXPECT_EQ(sent[0][1], R"({"jobs":[[1,5,"alice"],[2,0,"bob"]]})");
+  sent.clear();
+  for (descprod::job_id id = 1; id <= 2500; ++id) n.add(id, 0, "alice");
+  EXPECT_EQ(sent.size(), 2u) << "a full batch goes at once";
+  ioc.restart();
+  ioc.run();
+  ASSERT_EQ(sent.size(), 3u);
+  std::size_t jobs = 0;
+  for (const auto& m : sent) {
+    auto a = json::parse(m[1]).at("jobs").as_array();
+    EXPECT_LE(a.size(), dg::submit_notices::max_jobs);
+    jobs += a.size();
+  }
+  EXPECT_EQ(jobs, 2500u);
+  EXPECT_EQ(n.jobs_sent(), 2502u);
+  // A refused send is logged, not retried (the daemon reconciles from Redis), and flush() sends
+  // what is pending at once.
+  dg::submit_notices refused(ioc.get_executor(), [](const std::vector<std::string>&) { return false; });
+  refused.add(1, 0, "alice");
+  refused.flush();
+  EXPECT_EQ(refused.pending(), 0u);
+  EXPECT_EQ(refused.messages_sent(), 0u);
+}
