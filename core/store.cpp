@@ -131,7 +131,7 @@ for i = 0, n - 1 do
   emit(id, owner, 'transition', 'ready', 'Ready.', '1', t)
 end
 count(first, nil, 'ready', n)
-return {'ok', string.format('%d', first), string.format('%d', last)}
+return {'ok', string.format('%d', first), string.format('%d', last), t}
 )LUA",
     // lease: P id worker lease_s
     R"LUA(
@@ -449,6 +449,7 @@ net::awaitable<transition_result> store::async_create(std::string owner, std::ve
   ids.clear();
   for (long long id = r.elements[1].as_integer(); id <= r.elements[2].as_integer(); ++id) ids.push_back(id);
   out.state = "ready";
+  if (r.elements.size() > 3) out.time = r.elements[3].as_string();
   co_return out;
 }
 

@@ -38,6 +38,7 @@ struct transition_result {
   long long attempt = 0;
   std::string worker;
   job_record record;   // lease: the job as leased
+  std::string time;    // create: the script's Redis time, the jobs' create_time
 };
 
 // Queue score: priority first (higher first), then ID (lower first).

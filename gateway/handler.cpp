@@ -503,6 +503,7 @@ net::awaitable<response> create_jobs(gateway_context& ctx, principal who,
   }
   std::vector<job_id> created;
   created.reserve(reqs.size());
+  std::string create_time;  // of the first chunk: the single-job answer needs it
   for (std::size_t first = 0; first < reqs.size(); first += bulk_chunk_jobs) {
     std::size_t n = std::min(bulk_chunk_jobs, reqs.size() - first);
     std::vector<job_id> ids;
@@ -534,6 +535,7 @@ net::awaitable<response> create_jobs(gateway_context& ctx, principal who,
                                      "the store refused a chunk (" + tr.reason + ")");
     }
     notify_daemon(ctx, ids, reqs, first, who.name);
+    if (created.empty()) create_time = tr.time;
     created.insert(created.end(), ids.begin(), ids.end());
   }
   if (bulk || !ctx.created) {
@@ -543,10 +545,8 @@ net::awaitable<response> create_jobs(gateway_context& ctx, principal who,
     ctx.created->add(who.name, created.front());
   }
   if (bulk) co_return created_bulk_response(created);
-  // Only the script's time is not known here; the rest of the answer is what was just written.
-  auto t = co_await ctx.redis->async_exec(cmd("HGET", ctx.jobs->job_key(created.front()), "create_time"));
-  if (t.is_nil() || t.is_error()) co_return created_job_response(created.front(), std::nullopt);
-  co_return created_job_response(created.front(), reqs.front(), who.name, t.as_string());
+  // The answer is what was just written, with the create script's time.
+  co_return created_job_response(created.front(), reqs.front(), who.name, create_time);
 }
 
 net::awaitable<response> create_one(gateway_context& ctx, principal who, std::string body) {

@@ -101,7 +101,9 @@ TEST(ReadyQueue, MatchesAPlainOrderedSetUnderRandomOperations) {
     ASSERT_EQ(q.size(), model.size());
     auto e = q.best(nullptr, any, 1000000);
     ASSERT_EQ(e.has_value(), !model.empty());
-    if (e) EXPECT_EQ(e->second, std::get<1>(*model.begin()));
+    if (e) {
+      EXPECT_EQ(e->second, std::get<1>(*model.begin()));
+    }
     std::vector<ready_queue::owner_id> some{owners[step % 4], owners[(step + 1) % 4]};
     auto r = q.best(&some, any, 1000000);
     std::optional<job_id> want;
@@ -111,7 +113,9 @@ TEST(ReadyQueue, MatchesAPlainOrderedSetUnderRandomOperations) {
         break;
       }
     ASSERT_EQ(r.has_value(), want.has_value());
-    if (r) EXPECT_EQ(r->second, *want);
+    if (r) {
+      EXPECT_EQ(r->second, *want);
+    }
   }
 }
 
