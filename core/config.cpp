@@ -235,6 +235,7 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read("daemon_endpoint", c.worker.daemon_endpoint);
     if (auto v = s.take("daemon_endpoint")) check_endpoint(s, v, "daemon_endpoint", c.worker.daemon_endpoint);
     s.read_range("slots", c.worker.slots, 0, 4096);
+    s.read_range("prefetch", c.worker.prefetch, 0, 4096);
     s.read("output_dir", c.worker.output_dir);
     s.read("owner", c.worker.owner);
     s.read("pool", c.worker.pool);

@@ -433,6 +433,9 @@ void queue_daemon::accept_hello(const std::string& routing, const boost::json::o
   w.host = protocol::get_string(body, "host").value_or("");
   w.pool = protocol::get_string(body, "pool").value_or("default");
   w.slots = static_cast<int>(*slots);
+  // Absent (an older worker) or out of range: 0, i.e. credits only for free slots.
+  auto prefetch = protocol::get_int(body, "prefetch").value_or(0);
+  w.prefetch = prefetch < 0 || prefetch > max_prefetch ? 0 : static_cast<int>(prefetch);
   w.credits = 0;
   w.walltime_end = std::max(0.0, protocol::get_number(body, "walltime_end").value_or(0));
   w.walltime_margin_s = std::max(0.0, protocol::get_number(body, "walltime_margin_s").value_or(0));
@@ -523,7 +526,7 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
     auto n = protocol::get_int(msg.body, "credits");
     if (!n || *n < 0) throw std::invalid_argument("ready: credits must be a non-negative integer");
     if (w->draining || w->revoked) return;
-    int cap = std::max(0, w->slots - static_cast<int>(w->jobs.size()));
+    int cap = std::max(0, w->slots + w->prefetch - static_cast<int>(w->jobs.size()));
     w->credits = static_cast<int>(std::min<long long>(cap, w->credits + *n));
     for (double now = epoch_now(); dispatch_to(*w, now);) {
     }
@@ -955,7 +958,7 @@ void queue_daemon::write_stats() {
   int slots = 0, busy = 0;
   for (const auto& [id, w] : workers_) {
     slots += w.slots;
-    busy += static_cast<int>(w.jobs.size());
+    busy += std::min(w.slots, static_cast<int>(w.jobs.size()));  // not counting prefetched jobs
   }
   auto u = [](std::uint64_t v) { return std::to_string(v); };
   write_detached({redis_cmd("HSET", store_.key("daemon:stats"), "updated", fmt_double(epoch_now()), "queue_depth",
@@ -978,7 +981,8 @@ pilot_demand queue_daemon::demand() const {
   for (const auto& [id, limit] : job_limits_)
     if (limit > pilot_s && ready_.contains(id) && d.ready > 0) --d.ready;
   for (const auto& [id, w] : workers_)
-    if (!w.draining && !w.revoked) d.free_slots += w.credits;
+    if (!w.draining && !w.revoked)  // credits for prefetch are not free slots
+      d.free_slots += std::min(w.credits, std::max(0, w.slots - static_cast<int>(w.jobs.size())));
   return d;
 }
 

@@ -69,6 +69,7 @@ class queue_daemon {
     std::string host;
     std::string pool;
     int slots = 0;
+    int prefetch = 0;  // from hello: jobs it queues beyond its slots (credits may reach slots + prefetch)
     int credits = 0;
     bool draining = false;  // sent `drain`: gets no more jobs
     clock_type::time_point last_seen;
@@ -183,6 +184,7 @@ class queue_daemon {
   std::map<job_id, double> job_limits_;
   static constexpr std::size_t max_job_limits = 100000;
   static constexpr std::size_t max_refused_per_worker = 10000;
+  static constexpr long long max_prefetch = 4096;  // a larger prefetch in hello is ignored (0)
   // Jobs dispatch() looks past at the queue's front when they fit no worker with credits.
   static constexpr std::size_t dispatch_scan = 128;
   std::unique_ptr<pilot_manager> pilots_;

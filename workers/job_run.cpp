@@ -92,7 +92,8 @@ net::awaitable<job_result> job_run::run() {
     log_file_ = rundir_ / (name + ".log");
     job_record record = spec_.record;
     record["progress"] = "Ready.";
-    write_file_atomic(rundir_ / "config.json", descprod_config_json(record));
+    // A fresh directory nobody reads yet (the app starts below): no temporary file needed.
+    write_file_new(rundir_ / "config.json", descprod_config_json(record));
   } catch (const std::exception& e) {
     log::error("job run directory failed job_id={} attempt={} error={}", spec_.id, spec_.attempt, e.what());
     finished_ = true;
@@ -119,6 +120,7 @@ net::awaitable<job_result> job_run::run() {
       append_file(log_file_, result.message + "\n");
       auto outcome = classify_exit(result.rc, 0, false);
       note_progress(progress_string(outcome.prefix, message_), outcome.return_status);
+      flush_files();
     } catch (const std::exception& fe) {
       log::warn("job files not written job_id={} error={}", spec_.id, fe.what());
     }
@@ -129,11 +131,8 @@ net::awaitable<job_result> job_run::run() {
   pid_ = app->child.pid();
   log::info("job started job_id={} attempt={} pid={} rundir={}", spec_.id, spec_.attempt, pid_,
             rundir_.string());
-  try {
-    note_progress(progress_string("Running", message_), std::nullopt);
-  } catch (const std::exception& e) {
-    log::warn("job files not written job_id={} error={}", spec_.id, e.what());
-  }
+  // Recorded now, written at the first status poll (or at the end, if the app is done by then).
+  note_progress(progress_string("Running", message_), std::nullopt);
   if (observer_.on_started) observer_.on_started(*this);
 
   std::optional<steady::time_point> limit;
@@ -154,11 +153,10 @@ net::awaitable<job_result> job_run::run() {
   finished_ = true;
 
   result.message = message_;
-  try {
-    note_progress(progress_string(outcome.prefix, message_), outcome.return_status);
-  } catch (const std::exception& e) {
-    log::warn("job files not written job_id={} error={}", spec_.id, e.what());
-  }
+  note_progress(progress_string(outcome.prefix, message_), outcome.return_status);
+  // Before run() returns, hence before the worker reports `finished`: whoever learns the job
+  // ended finds progress.log and wrapper-status.json complete.
+  try_flush_files();
   co_return result;
 }
 
@@ -195,6 +193,7 @@ net::awaitable<exit_status> job_run::supervise(std::shared_ptr<child_watch> w,
       kill_at_.reset();
     }
     if (is_app) poll_status();
+    try_flush_files();
   }
   kill_at_.reset();
   co_return *w->status;
@@ -294,22 +293,47 @@ void job_run::poll_status() {
   auto line = sanitize_utf8(read_status_line(rundir_ / "current-status.txt"));
   if (line == message_) return;
   message_ = std::move(line);
-  try {
-    note_progress(progress_string("Running", message_), std::nullopt);
-  } catch (const std::exception& e) {
-    log::warn("job files not written job_id={} error={}", spec_.id, e.what());
-  }
+  note_progress(progress_string("Running", message_), std::nullopt);
   if (observer_.on_progress) observer_.on_progress(*this);
 }
 
 void job_run::note_progress(const std::string& progress, std::optional<int> return_status) {
-  double elapsed = std::chrono::duration<double>(steady::now() - start_steady_).count();
-  append_file(rundir_ / "progress.log", progress_log_line(elapsed, progress));
-  write_wrapper_status(progress, return_status);
+  // Only recorded here; flush_files() writes. DESCprod's wrapper wrote both files once per 10 s
+  // cycle; we write them at most once per status poll (and at the end), with the times of the
+  // events themselves: the progress.log lines keep their elapsed seconds and wrapper-status.json
+  // its update_time. So a job that ends before its first poll costs one append and one fresh
+  // wrapper-status.json instead of two appends, a write and an atomic rewrite.
+  const double elapsed = std::chrono::duration<double>(steady::now() - start_steady_).count();
+  progress_pending_ += progress_log_line(elapsed, progress);
+  status_progress_ = progress;
+  status_return_ = return_status;
+  status_time_ = epoch_seconds();
+  status_dirty_ = true;
 }
 
-void job_run::write_wrapper_status(const std::string& progress, std::optional<int> return_status) {
-  const double now = epoch_seconds();
+void job_run::flush_files() {
+  if (!progress_pending_.empty()) {
+    append_file(rundir_ / "progress.log", progress_pending_);
+    progress_pending_.clear();
+  }
+  if (status_dirty_) {
+    status_dirty_ = false;
+    write_wrapper_status();
+  }
+}
+
+void job_run::try_flush_files() {
+  try {
+    flush_files();
+  } catch (const std::exception& e) {
+    // Bookkeeping files only; the job's outcome still reaches the daemon. What was not written
+    // is dropped rather than retried at every poll.
+    progress_pending_.clear();
+    log::warn("job files not written job_id={} error={}", spec_.id, e.what());
+  }
+}
+
+void job_run::write_wrapper_status() {
   boost::json::object info;
   info["wrapper_version"] = wrapper_version;
   info["id"] = spec_.id;
@@ -318,13 +342,13 @@ void job_run::write_wrapper_status(const std::string& progress, std::optional<in
   info["rundir"] = rundir_.string();
   info["log_file"] = log_file_.string();
   info["start_time"] = start_wall_;
-  info["update_time"] = now;
+  info["update_time"] = status_time_;
   info["host"] = settings_.host;
   if (pid_ > 0) info["pid"] = pid_;
-  info["progress"] = progress;
-  if (return_status) {
-    info["stop_time"] = now;
-    info["return_status"] = *return_status;
+  info["progress"] = status_progress_;
+  if (status_return_) {
+    info["stop_time"] = status_time_;
+    info["return_status"] = *status_return_;
   }
   write_file_atomic(rundir_ / "wrapper-status.json", python_indented_json(info));
 }

@@ -86,9 +86,12 @@ class job_run {
   net::awaitable<void> run_closeout(int return_status);
   void poll_status();
   void poll_log();
-  void write_wrapper_status(const std::string& progress, std::optional<int> return_status);
-  // Appends a progress.log line and rewrites wrapper-status.json (with the end fields when given).
+  // Records a progress.log line and the wrapper-status.json state (with the end fields when
+  // given); flush_files() writes them (at each status poll and at the end).
   void note_progress(const std::string& progress, std::optional<int> return_status);
+  void flush_files();      // throws fs::filesystem_error
+  void try_flush_files();  // logs a failure instead
+  void write_wrapper_status();
   std::vector<std::string> child_environment() const;
 
   net::any_io_executor ex_;
@@ -108,6 +111,11 @@ class job_run {
   std::uintmax_t log_offset_ = 0;  // bytes of the log already shipped or skipped
   std::string log_partial_;        // an incomplete last line, kept until its newline
   bool finished_ = false;
+  std::string progress_pending_;      // progress.log lines not yet appended
+  std::string status_progress_;       // wrapper-status.json's progress, update_time, return_status
+  std::optional<int> status_return_;
+  double status_time_ = 0;
+  bool status_dirty_ = false;         // wrapper-status.json is behind
 };
 
 }  // namespace descprod::workers

@@ -46,9 +46,17 @@ std::string progress_log_line(double elapsed_s, std::string_view progress);
 // e.g. 1712345678.0). Nested values are printed compactly.
 std::string python_indented_json(const boost::json::object& o);
 
-// Writes `content` to a temporary file next to `path` and renames it over `path`, so a reader never
-// sees half a file. Throws fs::filesystem_error.
+// Writes `content` to a temporary file next to `path` and moves it to `path`, so a reader never
+// sees half a file (nor, on a rewrite, no file). Replacing an existing file swaps the names
+// (renameat2 RENAME_EXCHANGE) rather than renaming over it, which on ext4 would force the data out
+// at once. No fsync: see the crash-safety note in run_files.cpp. Throws fs::filesystem_error.
 void write_file_atomic(const fs::path& path, std::string_view content);
+// Creates `path`, which must not exist (O_EXCL), and writes `content` to it: no temporary file and
+// no rename. Only for a file nobody reads before it is complete, e.g. config.json in a run
+// directory just made (the app starts after it is written; a new attempt never reuses a run
+// directory, so a worker crash mid-write leaves a partial file nobody will read). Throws
+// fs::filesystem_error.
+void write_file_new(const fs::path& path, std::string_view content);
 // Appends `content` to `path`, creating it. Throws fs::filesystem_error.
 void append_file(const fs::path& path, std::string_view content);
 

@@ -60,6 +60,7 @@ worker::worker(net::any_io_executor ex, zmq::context_t& ctx, worker_options opts
       cron_timer_(ex_),
       backoff_timer_(ex_) {
   if (opts_.slots < 1) opts_.slots = 1;
+  if (opts_.prefetch < 0) opts_.prefetch = 0;
 }
 
 worker::~worker() {
@@ -67,8 +68,8 @@ worker::~worker() {
 }
 
 net::awaitable<void> worker::run() {
-  log::info("worker starting worker={} endpoint={} slots={} output_dir={} pool={} owner={} token={} curve={}", opts_.id,
-            opts_.endpoint, opts_.slots, opts_.run.output_dir.string(), opts_.pool, opts_.owner,
+  log::info("worker starting worker={} endpoint={} slots={} prefetch={} output_dir={} pool={} owner={} token={} curve={}",
+            opts_.id, opts_.endpoint, opts_.slots, opts_.prefetch, opts_.run.output_dir.string(), opts_.pool, opts_.owner,
             opts_.token.empty() ? "none" : "set", opts_.curve_server_key.empty() ? "off" : "on");
   if (opts_.walltime_end > 0 || opts_.idle_timeout.count() > 0)
     log::info("worker limits walltime_end={:.0f} walltime_left_s={:.0f} walltime_margin_s={} idle_timeout_ms={}",
@@ -266,8 +267,13 @@ void worker::on_job(const boost::json::object& body) {
   if (static_cast<int>(running_.size()) < opts_.slots) {
     start_or_refuse(std::move(*spec));
   } else {
-    log::warn("daemon sent more jobs than free slots, queueing job_id={} attempt={} running={} slots={}",
-              spec->id, spec->attempt, running_.size(), opts_.slots);
+    // Prefetched (asked for ahead): waits for a slot. More than that is the daemon's doing.
+    if (static_cast<int>(queued_.size()) < opts_.prefetch)
+      log::debug("job queued for a free slot job_id={} attempt={} queued={}", spec->id, spec->attempt,
+                 queued_.size() + 1);
+    else
+      log::warn("daemon sent more jobs than asked for, queueing job_id={} attempt={} running={} slots={} queued={}",
+                spec->id, spec->attempt, running_.size(), opts_.slots, queued_.size());
     queued_.push_back(std::move(*spec));
   }
 }
@@ -401,8 +407,8 @@ void worker::after_slot_freed() {
 
 void worker::grant_credits() {
   if (!welcomed_ || stopping_) return;
-  int want = opts_.slots - static_cast<int>(running_.size()) - static_cast<int>(queued_.size()) -
-             credits_outstanding_;
+  int want = opts_.slots + opts_.prefetch - static_cast<int>(running_.size()) -
+             static_cast<int>(queued_.size()) - credits_outstanding_;
   if (want <= 0) return;
   boost::json::object body;
   body["credits"] = want;
@@ -528,6 +534,7 @@ boost::json::object worker::hello_body() const {
   o["owner"] = opts_.owner;
   o["host"] = opts_.host;
   o["slots"] = opts_.slots;
+  o["prefetch"] = opts_.prefetch;
   o["pool"] = opts_.pool;
   o["version"] = DESCPROD_VERSION;
   o["walltime_end"] = static_cast<long long>(opts_.walltime_end);

@@ -9,8 +9,15 @@
 //  - `started` and `finished` are never dropped: while no session is welcomed they are buffered
 //    and sent after the next welcome. `progress` is not buffered; the latest message of each job
 //    is re-sent after a welcome instead.
-//  - credits: the worker never asks for more jobs than it has free slots. Should the daemon send
-//    more anyway, the extra jobs wait locally until a slot frees.
+//  - credits: the worker asks for as many jobs as it has free slots plus `prefetch`, counting the
+//    jobs it already holds and the credits not yet used. Jobs beyond the free slots wait locally
+//    (started in arrival order when a slot frees), so a slot does not idle for the round trip
+//    ready → daemon → lease → job after each job. Queued jobs are held like running ones: listed
+//    in hello and heartbeats, handed back unstarted on a drain, answered `finished` with SIGTERM
+//    ("cancelled before it started") on a cancel, checked against the walltime when they start.
+//    hello carries `prefetch` so the daemon lets the credits exceed the free slots; a daemon that
+//    does not know the field caps them at the free slots (the old behaviour). Should the daemon
+//    send more than asked, the extra jobs queue too.
 //  - a `reject` answering hello ends the worker with exit code 1; a `reject` with "retry": true, or
 //    one during a welcomed session (a daemon that restarted and forgot us), makes it say hello
 //    again after the backoff. While stopping, rejects are only logged.
@@ -47,6 +54,9 @@ struct worker_options {
   std::string pool = "default";
   std::string host;              // FQDN when known
   int slots = 1;
+  // Jobs asked for beyond the free slots, queued here until a slot frees (0: only free slots).
+  // The configuration's default is 2 (worker.prefetch); 0 here keeps a bare worker_options exact.
+  int prefetch = 0;
   run_settings run;              // output dir, status poll, kill grace, closeout bound
   std::chrono::milliseconds shutdown_grace{10000};  // SIGTERM → SIGKILL of jobs stopped at exit
   std::chrono::milliseconds drain_grace{30000};     // stop(): running jobs may finish for this long

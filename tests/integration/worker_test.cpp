@@ -544,6 +544,95 @@ TEST_F(Worker, QueuesJobsSentBeyondItsSlots) {
   ASSERT_TRUE(daemon_->expect("finished", for_job(17)));
 }
 
+// Prefetch: with 1 slot and prefetch 1 the worker asks for 2 jobs; the second waits in its queue,
+// is listed (with the running one) in every heartbeat so the daemon keeps its lease, and a drain
+// hands it back unstarted. When the queued job has started, the worker asks for one more.
+TEST_F(Worker, PrefetchedJobIsQueuedListedInHeartbeatsAndHandedBackOnDrain) {
+  auto o = options();
+  o.slots = 1;
+  o.prefetch = 1;
+  o.drain_grace = 30s;
+  start_worker(o);
+  auto hello = daemon_->expect("hello");
+  ASSERT_TRUE(hello);
+  EXPECT_EQ(hello->body.at("slots").as_int64(), 1);
+  EXPECT_EQ(hello->body.at("prefetch").as_int64(), 1);
+  daemon_->send(hello->route, "welcome", welcome_body());
+  const auto route = hello->route;
+  auto ready = daemon_->expect("ready");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->body.at("credits").as_int64(), 2) << "slots + prefetch";
+  daemon_->send(route, "job", job_body(60, wait_for_go_app()));
+  daemon_->send(route, "job", job_body(61, wait_for_go_app()));
+  auto first = expect_started(60);
+  ASSERT_TRUE(first);
+  auto holds_both = [](const daemon_msg& m) {
+    std::set<long long> held;
+    for (const auto& e : m.body.at("running").as_array()) held.insert(e.as_object().at("job").as_int64());
+    return held == std::set<long long>{60, 61};
+  };
+  EXPECT_TRUE(daemon_->expect("heartbeat", holds_both)) << "the queued job is not listed in heartbeats";
+  EXPECT_FALSE(daemon_->expect("started", for_job(61), 300ms)) << "ran more jobs than slots";
+  // Both credits are in use: no new ready while the queue is full.
+  int readies = 0;
+  for (const auto& m : daemon_->history) readies += m.command == "ready";
+  EXPECT_EQ(readies, 1) << "asked for more than slots + prefetch";
+
+  net::post(ioc_, [this] { worker_->stop(); });
+  ASSERT_TRUE(daemon_->expect("drain"));
+  auto back = daemon_->expect("handback", for_job(61));
+  ASSERT_TRUE(back) << "the prefetched job was not handed back";
+  EXPECT_EQ(back->body.at("attempt").as_int64(), 1);
+  // The running job finishes within the grace and is reported normally; the queued one never runs.
+  std::ofstream(fs::path(std::string(first->body.at("rundir").as_string())) / "go");
+  ASSERT_TRUE(daemon_->expect("finished", for_job(60)));
+  ASSERT_TRUE(daemon_->expect("bye"));
+  EXPECT_EQ(wait_exit(), 0);
+  for (const auto& m : daemon_->history) {
+    if (m.command == "started" || m.command == "finished") {
+      EXPECT_NE(m.body.at("job").as_int64(), 61);
+    }
+  }
+  EXPECT_FALSE(fs::exists(dir_.path / "out" / "jobs" / "job000061")) << "a handed-back job left a run directory";
+}
+
+TEST_F(Worker, PrefetchedJobStartsWhenTheSlotFreesAndCanBeCancelledWhileQueued) {
+  auto o = options();
+  o.slots = 1;
+  o.prefetch = 2;
+  start_worker(o);
+  auto route = handshake();
+  auto ready = daemon_->expect("ready");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->body.at("credits").as_int64(), 3);
+  daemon_->send(route, "job", job_body(62, wait_for_go_app()));
+  daemon_->send(route, "job", job_body(63, wait_for_go_app()));
+  daemon_->send(route, "job", job_body(64, wait_for_go_app()));
+  auto first = expect_started(62);
+  ASSERT_TRUE(first);
+  // Cancel the last queued job: it ends as if SIGTERMed before it started, and frees a credit.
+  json::object cancel;
+  cancel["job"] = 64;
+  cancel["attempt"] = 1;
+  daemon_->send(route, "cancel", cancel);
+  auto cancelled = daemon_->expect("finished", for_job(64));
+  ASSERT_TRUE(cancelled);
+  EXPECT_EQ(cancelled->body.at("signal").as_int64(), SIGTERM);
+  EXPECT_EQ(cancelled->body.at("message").as_string(), "cancelled before it started");
+  auto again = daemon_->expect("ready");
+  ASSERT_TRUE(again) << "no credit back after cancelling a queued job";
+  EXPECT_EQ(again->body.at("credits").as_int64(), 1);
+  EXPECT_FALSE(fs::exists(dir_.path / "out" / "jobs" / "job000064"));
+  // The slot frees: the queued job starts at once, without waiting for a new job message.
+  std::ofstream(fs::path(std::string(first->body.at("rundir").as_string())) / "go");
+  ASSERT_TRUE(daemon_->expect("finished", for_job(62)));
+  auto second = expect_started(63);
+  ASSERT_TRUE(second);
+  std::ofstream(fs::path(std::string(second->body.at("rundir").as_string())) / "go");
+  ASSERT_TRUE(daemon_->expect("finished", for_job(63)));
+  EXPECT_EQ(stop_worker(), 0);
+}
+
 TEST_F(Worker, ReconnectsWhenTheDaemonFallsSilentAndResendsFinished) {
   start_worker();
   auto route = handshake(welcome_body(50, 300));
