@@ -180,10 +180,11 @@ worker:
             c.close()
         return r.status, data
 
-    def start_workers(self, n, slots):
+    def start_workers(self, n, slots, prefetch=0):
         for i in range(n):
             self.workers.append(PROCS.start(
-                [self.b.bin('descprod-worker'), '--config', self.config, '--slots', str(slots), '--id', 'w%d' % i],
+                [self.b.bin('descprod-worker'), '--config', self.config, '--slots', str(slots), '--id', 'w%d' % i,
+                 '--prefetch', str(prefetch)],
                 os.path.join(self.d, 'worker-%d.log' % i), env=dict(os.environ, PATH='/usr/bin:/bin')))
         # Connected when the daemon lists them in Redis (worker hashes, written every heartbeat) or
         # simply after the hello round trip; a short wait suffices on one machine.
@@ -295,14 +296,16 @@ class Bench:
         xargs = n / (time.time() - t0)
         self.row('xargs -P%d -n1 true' % CORES, xargs, 'jobs/s', key='xargs')
         self.e2e = {}
-        for nw, slots in ((1, CORES), (CORES, 1)):
-            if nw == 1 and slots == 1 and self.e2e:
+        # As shipped (worker.prefetch 0), and with a prefetch of 2 (descprod-worker --prefetch 2),
+        # the setting for many short jobs.
+        for nw, slots, pf in ((1, CORES, 0), (CORES, 1, 0), (1, CORES, 2)):
+            if nw == 1 and slots == 1 and pf == 0 and self.e2e:
                 continue
-            s = self.service('e2e-%dx%d' % (nw, slots))
+            s = self.service('e2e-%dx%d-p%d' % (nw, slots, pf))
             try:
-                s.start_workers(nw, slots)
+                s.start_workers(nw, slots, pf)
                 bodies = s.bulk_bodies(n, 100000, 'e')
-                prof = self.perf_start('e2e-worker', s.workers[0].pid) if nw == 1 else None
+                prof = self.perf_start('e2e-worker', s.workers[0].pid) if nw == 1 and pf == 0 else None
                 t0 = time.time()
                 _, ids = s.bulk_submit(bodies)
                 t1 = s.wait_all_finished(600)
@@ -313,10 +316,11 @@ class Bench:
                 rate = n / (t1 - t0)
             finally:
                 s.stop()
-            self.e2e[(nw, slots)] = rate
-            self.row('end to end: %d x /bin/true, HTTP bulk -> done, %d worker x %d slots' % (n, nw, slots), rate,
+            self.e2e[(nw, slots, pf)] = rate
+            self.row('end to end: %d x /bin/true, HTTP bulk -> done, %d worker x %d slots%s' % (
+                n, nw, slots, ', prefetch %d' % pf if pf else ''), rate,
                      'jobs/s', baseline=ceiling, target='>= 0.8 x spawn ceiling', check=('ratio', '>=', 0.8),
-                     key='e2e_%dx%d' % (nw, slots))
+                     key='e2e_%dx%d' % (nw, slots) + ('_p%d' % pf if pf else ''))
         best = max(self.e2e.values())
         self.row('end to end (best) vs xargs -P%d' % CORES, best, 'jobs/s', baseline=xargs, key='e2e_vs_xargs')
         self.ceiling, self.xargs, self.n_e2e = ceiling, xargs, n

@@ -91,7 +91,7 @@ struct daemon_config {
 struct worker_config {
   std::string daemon_endpoint = "ipc://var/daemon-workers.ipc";
   int slots = 0;              // 0: the node's cores
-  int prefetch = 2;           // jobs asked for beyond free slots, queued on the worker (0: none)
+  int prefetch = 0;           // jobs asked for beyond free slots, queued on the worker (0: none)
   std::string output_dir;     // empty: $DESCPROD_OUTPUT_DIR, $PSCRATCH, $SCRATCH, $HOME + /descprod-out
   std::string owner = "admin";
   std::string pool = "default";

@@ -20,7 +20,7 @@ namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
   po::options_description desc(
-      "Usage: descprod-worker --config FILE [--slots N] [--id ID] [--output-dir DIR]\n"
+      "Usage: descprod-worker --config FILE [--slots N] [--prefetch N] [--id ID] [--output-dir DIR]\n"
       "                       [--walltime-end EPOCH] [--idle-timeout SECONDS] [--token-file FILE]\n"
       "Connects to descprod-daemon and runs the jobs it hands out, each in\n"
       "<output-dir>/jobs/jobNNNNNN. SIGINT/SIGTERM drain it: no new jobs, running jobs may\n"
@@ -29,6 +29,9 @@ int main(int argc, char** argv) {
       ("help,h", "print this help and exit")
       ("config", po::value<std::string>(), "configuration file (YAML; its `worker` section)")
       ("slots", po::value<int>(), "jobs run at once (default: worker.slots, else the number of cores)")
+      ("prefetch", po::value<int>(),
+       "jobs asked for beyond the free slots and queued here (default: worker.prefetch, 0; more "
+       "throughput for short jobs)")
       ("id", po::value<std::string>(), "worker id (default: worker.id, else <hostname>-<pid>)")
       ("output-dir", po::value<std::string>(),
        "where run directories go (default: worker.output_dir, else $DESCPROD_OUTPUT_DIR, else "
@@ -63,6 +66,7 @@ int main(int argc, char** argv) {
     cfg = descprod::load_config(vm["config"].as<std::string>());
     descprod::workers::worker_overrides over;
     if (vm.count("slots")) over.slots = vm["slots"].as<int>();
+    if (vm.count("prefetch")) over.prefetch = vm["prefetch"].as<int>();
     if (vm.count("id")) over.id = vm["id"].as<std::string>();
     if (vm.count("output-dir")) over.output_dir = vm["output-dir"].as<std::string>();
     if (vm.count("walltime-end")) over.walltime_end = vm["walltime-end"].as<double>();

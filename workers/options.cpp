@@ -77,7 +77,9 @@ worker_options make_worker_options(const worker_config& cfg, const worker_overri
     throw std::invalid_argument("--slots: must be between 1 and 4096");
   o.slots = over.slots ? *over.slots : cfg.slots;
   if (o.slots <= 0) o.slots = static_cast<int>(std::max(1u, facts.cores));
-  o.prefetch = cfg.prefetch;
+  if (over.prefetch && (*over.prefetch < 0 || *over.prefetch > 4096))
+    throw std::invalid_argument("--prefetch: must be between 0 and 4096");
+  o.prefetch = over.prefetch.value_or(cfg.prefetch);
 
   std::string dir = over.output_dir ? *over.output_dir : cfg.output_dir;
   if (dir.empty()) dir = default_output_dir(facts);

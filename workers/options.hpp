@@ -21,6 +21,7 @@ struct worker_overrides {
   std::optional<std::string> output_dir;
   std::optional<double> walltime_end;    // --walltime-end EPOCH (the Slurm allocation's end)
   std::optional<double> idle_timeout_s;  // --idle-timeout SECONDS
+  std::optional<int> prefetch;           // --prefetch N
 };
 
 // The machine and environment the worker starts in.

@@ -57,7 +57,7 @@ TEST(ParseConfig, EmptyFileGivesDefaults) {
   EXPECT_EQ(c.daemon.reconcile_interval, 5000ms);
   EXPECT_EQ(c.worker.daemon_endpoint, "ipc://var/daemon-workers.ipc");
   EXPECT_EQ(c.worker.slots, 0);
-  EXPECT_EQ(c.worker.prefetch, 2);
+  EXPECT_EQ(c.worker.prefetch, 0);
   EXPECT_EQ(c.worker.output_dir, "");
   EXPECT_EQ(c.worker.owner, "admin");
   EXPECT_EQ(c.worker.pool, "default");
@@ -100,7 +100,7 @@ daemon:
 worker:
   daemon_endpoint: tcp://daemon:5556
   slots: 8
-  prefetch: 0
+  prefetch: 3
   output_dir: /scratch/out
   owner: alice
   pool: gpu
@@ -130,7 +130,7 @@ worker:
   EXPECT_EQ(c.daemon.reconcile_interval, 700ms);
   EXPECT_EQ(c.worker.daemon_endpoint, "tcp://daemon:5556");
   EXPECT_EQ(c.worker.slots, 8);
-  EXPECT_EQ(c.worker.prefetch, 0);
+  EXPECT_EQ(c.worker.prefetch, 3);
   EXPECT_EQ(c.worker.output_dir, "/scratch/out");
   EXPECT_EQ(c.worker.owner, "alice");
   EXPECT_EQ(c.worker.pool, "gpu");
