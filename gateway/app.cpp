@@ -25,6 +25,7 @@
 #include "gateway/events.hpp"
 #include "gateway/handler.hpp"
 #include "gateway/server.hpp"
+#include "gateway/notices.hpp"
 #include "gateway/services.hpp"
 
 namespace descprod::gateway {

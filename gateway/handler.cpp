@@ -17,6 +17,7 @@
 #include "core/protocol.hpp"
 #include "gateway/auth_cache.hpp"
 #include "gateway/handler_detail.hpp"
+#include "gateway/notices.hpp"
 #include "gateway/services.hpp"
 #include "gateway/web.hpp"
 

@@ -1464,6 +1464,7 @@ TEST_F(GatewayHandler, StaticAssetsAreServedWithoutASession) {
 #include "core/job.hpp"
 #include "gateway/auth_cache.hpp"
 #include "gateway/handler_detail.hpp"
+#include "gateway/notices.hpp"
 #include "gateway/services.hpp"
 
 namespace {
