@@ -80,7 +80,7 @@ end
 enum script_id {
   s_create, s_lease, s_start, s_progress, s_finish, s_requeue, s_cancel,
   // Added for the gateway's job management; these scripts also get the TERMINAL table.
-  s_archive, s_delete, s_claim,
+  s_archive, s_delete,
   // The jobs-by-state counts: start a recount, and count the next batch of job IDs.
   s_recount_init, s_recount_step,
   s_count
@@ -133,7 +133,9 @@ end
 count(first, nil, 'ready', n)
 return {'ok', string.format('%d', first), string.format('%d', last), t}
 )LUA",
-    // lease: P id worker lease_s
+    // lease: P id worker lease_s [token_sha256 token_ttl_s]
+    // With a token (the daemon's dispatch, the gateway's claim): also writes the job-scoped token
+    // the job's process gets as DESCPROD_TOKEN, in the same call.
     R"LUA(
 local id = ARGV[2]
 local j = load(id)
@@ -146,6 +148,14 @@ redis.call('ZREM', P .. 'queue', id)
 redis.call('ZADD', P .. 'leases', string.format('%.3f', tonumber(t) + tonumber(ARGV[4])), id)
 count(id, j.state, ns)
 emit(id, j.owner, 'transition', ns, 'Ready.', j.attempt, t)
+if ARGV[5] and ARGV[5] ~= '' then
+  local tk = P .. 'token:' .. ARGV[5]
+  local ttl = tonumber(ARGV[6])
+  local now = math.floor(tonumber(t))
+  redis.call('HSET', tk, 'owner', j.owner, 'scope', 'job:' .. id, 'created', string.format('%d', now),
+    'expires', string.format('%d', now + ttl))
+  redis.call('EXPIRE', tk, ttl)
+end
 return {'ok', ns, j.attempt, ARGV[3], redis.call('HGETALL', jkey(id))}
 )LUA",
     // start: P id attempt worker host rundir pid
@@ -284,27 +294,6 @@ count(id, j.state, nil)
 redis.call('XADD', P .. 'events', 'MAXLEN', '~', 100000, '*', 'id', id, 'owner', j.owner,
   'type', 'deleted', 'state', j.state, 'progress', '', 'attempt', j.attempt, 'time', now_s())
 return {'ok', j.state, j.attempt, j.worker}
-)LUA",
-    // claim: P id worker lease_s token_sha256 token_ttl_s
-    R"LUA(
-local id = ARGV[2]
-local j = load(id)
-if not j then return {'err', 'missing', ''} end
-local ns = NEXT[j.state]['lease']
-if not ns then return {'err', 'illegal', j.state} end
-local t = now_s()
-redis.call('HSET', jkey(id), 'state', ns, 'worker', ARGV[3], 'dispatch_time', t, 'update_time', t)
-redis.call('ZREM', P .. 'queue', id)
-redis.call('ZADD', P .. 'leases', string.format('%.3f', tonumber(t) + tonumber(ARGV[4])), id)
-count(id, j.state, ns)
-emit(id, j.owner, 'transition', ns, 'Ready.', j.attempt, t)
-local tk = P .. 'token:' .. ARGV[5]
-local ttl = tonumber(ARGV[6])
-local now = math.floor(tonumber(t))
-redis.call('HSET', tk, 'owner', j.owner, 'scope', 'job:' .. id, 'created', string.format('%d', now),
-  'expires', string.format('%d', now + ttl))
-redis.call('EXPIRE', tk, ttl)
-return {'ok', ns, j.attempt, ARGV[3], redis.call('HGETALL', jkey(id))}
 )LUA",
     // recount_init: P force(0|1) now
     // Starts a recount when the counts do not exist yet (or always, with force): every state's
@@ -503,7 +492,7 @@ net::awaitable<transition_result> store::async_claim(job_id id, std::string work
                                                      std::string token_sha256, long long token_ttl_s) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3f", lease_s);
-  return eval_result(s_claim, {std::to_string(id), std::move(worker), buf, std::move(token_sha256),
+  return eval_result(s_lease, {std::to_string(id), std::move(worker), buf, std::move(token_sha256),
                                std::to_string(token_ttl_s)});
 }
 

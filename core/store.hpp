@@ -82,7 +82,7 @@ class store {
   // entry in the owner's jobs set and in its parent's children set; emits a `deleted` event on the
   // global stream. Refused: "missing", or "active" (state = the current, non-terminal state).
   net::awaitable<transition_result> async_delete(job_id id);
-  // descprod-start-job's claim: the lease transition (ready → dispatched, off the queue, into the
+  // The daemon's dispatch and descprod-start-job's claim: the lease transition (ready → dispatched, off the queue, into the
   // leases set with deadline now + lease_s) for `worker`, and in the same script a job token
   // (hash P token:<token_sha256>: owner = the job's owner, scope "job:<id>", expires, with a Redis
   // TTL of token_ttl_s). Refused: "missing", "illegal" (state = the current state). On success

@@ -140,18 +140,6 @@ response version_response() {
   return make_json_response(http::status::ok, o);
 }
 
-response created_job_response(job_id id, const std::optional<job_record>& rec) {
-  boost::json::object body;
-  if (rec) {
-    body = job_to_json(*rec);
-  } else {
-    body["id"] = id;
-  }
-  auto res = make_json_response(http::status::created, body);
-  res.set(http::field::location, "/api/jobs/" + std::to_string(id));
-  return res;
-}
-
 // The 201 answer to POST /api/jobs from the fields the create script has just written (see its
 // field list in core/store.cpp): the same JSON as job_to_json of the new job hash, in the same
 // order, without reading the hash back. `create_time` is the script's Redis time (also the
