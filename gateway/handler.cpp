@@ -723,10 +723,13 @@ net::awaitable<response> cancel_job(gateway_context& ctx, principal who, job_id 
                    "; only ready, dispatched or running jobs can be cancelled"));
     co_return make_error_response(job_not_found(id));
   }
+  // The answer is the job as the cancel left it, read before the daemon hears of the cancel: a
+  // worker can stop the job and report it within a millisecond of the notice, and a 202 that
+  // already says "cancelled" would contradict its own status code.
+  auto rec = co_await ctx.jobs->async_get(id);
   // Also for a ready job: the daemon then drops it from its in-memory queue at once.
   send_cancel(ctx, id);
   log::info("job cancel by={} job_id={} result={}", who.name, id, tr.state);
-  auto rec = co_await ctx.jobs->async_get(id);
   if (!rec) co_return make_error_response(job_not_found(id));
   co_return job_response(tr.state == "cancelled" ? http::status::ok : http::status::accepted, *rec);
 }
