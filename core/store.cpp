@@ -62,13 +62,26 @@ end
 -- '_rebuild_upto' field is the last job ID counted, and only jobs up to it are counted here (the
 -- recount counts the rest as it reaches them).
 local SK = P .. 'stats:jobs_by_state'
+-- Read once per script (only recount_init and recount_step, scripts of their own, change them),
+-- and the deltas summed per state and written by flush_counts() when the script ends: a batch of
+-- N transitions makes one HINCRBY per state it touched, not 2N.
+local SKV = nil
+local DELTA = {}
 local function count(id, from, to, n)
-  local v = redis.call('HMGET', SK, 'ready', '_rebuild_upto')
-  if not v[1] then return end
-  if v[2] and tonumber(id) > tonumber(v[2]) then return end
+  if SKV == nil then
+    local v = redis.call('HMGET', SK, 'ready', '_rebuild_upto')
+    SKV = {on = v[1] and true or false, upto = v[2] and tonumber(v[2]) or nil}
+  end
+  if not SKV.on then return end
+  if SKV.upto and tonumber(id) > SKV.upto then return end
   n = n or 1
-  if from then redis.call('HINCRBY', SK, from, -n) end
-  if to then redis.call('HINCRBY', SK, to, n) end
+  if from then DELTA[from] = (DELTA[from] or 0) - n end
+  if to then DELTA[to] = (DELTA[to] or 0) + n end
+end
+local function flush_counts()
+  for s, d in pairs(DELTA) do
+    if d ~= 0 then redis.call('HINCRBY', SK, s, d) end
+  end
 end
 local function stale(j, attempt, worker)
   if attempt ~= '' and j.attempt ~= attempt then return true end
@@ -77,15 +90,97 @@ local function stale(j, attempt, worker)
 end
 )LUA";
 
+
+// The transitions a daemon applies many of at a time, as functions of their arguments and the
+// script's time t: the one-job scripts call one, the batch scripts (lease_many, reports) loop.
+const char* ops = R"LUA(
+-- lease: ready -> dispatched for `worker`, off the queue, into the leases set; with a token
+-- (the daemon's dispatch, the gateway's claim) also the job-scoped token the job's process gets
+-- as DESCPROD_TOKEN. Returns the job as leased (one HGETALL, no second read).
+local function op_lease(id, worker, lease_s, token_sha, token_ttl, t)
+  local flat = redis.call('HGETALL', jkey(id))
+  if #flat == 0 then return {'err', 'missing', ''} end
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  local ns = NEXT[h.state] and NEXT[h.state]['lease']
+  if not ns then return {'err', 'illegal', h.state or ''} end
+  local attempt, owner = h.attempt or '0', h.descname or ''
+  redis.call('HSET', jkey(id), 'state', ns, 'worker', worker, 'dispatch_time', t, 'update_time', t)
+  redis.call('ZREM', P .. 'queue', id)
+  redis.call('ZADD', P .. 'leases', string.format('%.3f', tonumber(t) + tonumber(lease_s)), id)
+  count(id, h.state, ns)
+  emit(id, owner, 'transition', ns, 'Ready.', attempt, t)
+  if token_sha and token_sha ~= '' then
+    local tk = P .. 'token:' .. token_sha
+    local ttl = tonumber(token_ttl)
+    local now = math.floor(tonumber(t))
+    redis.call('HSET', tk, 'owner', owner, 'scope', 'job:' .. id, 'created', string.format('%d', now),
+      'expires', string.format('%d', now + ttl))
+    redis.call('EXPIRE', tk, ttl)
+  end
+  h.state, h.worker, h.dispatch_time, h.update_time = ns, worker, t, t
+  local out = {}
+  for k, v in pairs(h) do out[#out + 1] = k; out[#out + 1] = v end
+  return {'ok', ns, attempt, worker, out}
+end
+local function op_start(id, attempt, worker, host, rundir, pid, t)
+  local j = load(id)
+  if not j then return {'err', 'missing', ''} end
+  if stale(j, attempt, worker) then return {'err', 'stale', j.state} end
+  local ns = NEXT[j.state]['start']
+  if not ns then return {'err', 'illegal', j.state} end
+  local progress = 'Running.'
+  if j.message ~= '' then progress = 'Running. ' .. j.message end
+  redis.call('HSET', jkey(id), 'state', ns, 'host', host, 'rundir', rundir, 'pid', pid,
+    'start_time', t, 'update_time', t, 'progress', progress)
+  count(id, j.state, ns)
+  emit(id, j.owner, 'transition', ns, progress, j.attempt, t)
+  return {'ok', ns, j.attempt, j.worker}
+end
+local function op_progress(id, attempt, worker, message, done, total, t)
+  local j = load(id)
+  if not j then return {'err', 'missing', ''} end
+  if stale(j, attempt, worker) then return {'err', 'stale', j.state} end
+  if j.state ~= 'running' then return {'err', 'illegal', j.state} end
+  local progress = 'Running.'
+  if message ~= '' then progress = 'Running. ' .. message end
+  if done ~= '' then
+    redis.call('HSET', jkey(id), 'message', message, 'progress', progress, 'update_time', t,
+      'done_count', done, 'total_count', total)
+  else
+    redis.call('HSET', jkey(id), 'message', message, 'progress', progress, 'update_time', t)
+  end
+  emit(id, j.owner, 'progress', j.state, progress, j.attempt, t)
+  return {'ok', j.state, j.attempt, j.worker}
+end
+local function op_finish(id, attempt, worker, target, rc, prefix, message, t)
+  local j = load(id)
+  if not j then return {'err', 'missing', ''} end
+  if stale(j, attempt, worker) then return {'err', 'stale', j.state} end
+  if not FINISH_FROM[j.state] then return {'err', 'illegal', j.state} end
+  if not FINISH_TO[target] then return {'err', 'illegal', j.state} end
+  if j.cancel == '1' and target ~= 'done' then target = 'cancelled'; prefix = 'Cancelled' end
+  local progress = prefix .. '.'
+  if message ~= '' then progress = progress .. ' ' .. message end
+  redis.call('HSET', jkey(id), 'state', target, 'return_status', rc, 'message', message,
+    'progress', progress, 'stop_time', t, 'update_time', t)
+  redis.call('ZREM', P .. 'leases', id)
+  count(id, j.state, target)
+  emit(id, j.owner, 'transition', target, progress, j.attempt, t)
+  return {'ok', target, j.attempt, j.worker}
+end
+)LUA";
+
 enum script_id {
   s_create, s_lease, s_start, s_progress, s_finish, s_requeue, s_cancel,
-  // Added for the gateway's job management; these scripts also get the TERMINAL table.
+  // Added for the gateway's job management.
   s_archive, s_delete,
   // The jobs-by-state counts: start a recount, and count the next batch of job IDs.
   s_recount_init, s_recount_step,
+  // Many transitions in one call: the daemon's dispatch, and its outbox's worker reports.
+  s_lease_many, s_reports,
   s_count
 };
-constexpr int first_with_terminal_table = s_archive;
 
 std::string lua_terminal_table() {
   std::string out = "local TERMINAL = {";
@@ -137,78 +232,19 @@ return {'ok', string.format('%d', first), string.format('%d', last), t}
     // With a token (the daemon's dispatch, the gateway's claim): also writes the job-scoped token
     // the job's process gets as DESCPROD_TOKEN, in the same call.
     R"LUA(
-local id = ARGV[2]
-local j = load(id)
-if not j then return {'err', 'missing', ''} end
-local ns = NEXT[j.state]['lease']
-if not ns then return {'err', 'illegal', j.state} end
-local t = now_s()
-redis.call('HSET', jkey(id), 'state', ns, 'worker', ARGV[3], 'dispatch_time', t, 'update_time', t)
-redis.call('ZREM', P .. 'queue', id)
-redis.call('ZADD', P .. 'leases', string.format('%.3f', tonumber(t) + tonumber(ARGV[4])), id)
-count(id, j.state, ns)
-emit(id, j.owner, 'transition', ns, 'Ready.', j.attempt, t)
-if ARGV[5] and ARGV[5] ~= '' then
-  local tk = P .. 'token:' .. ARGV[5]
-  local ttl = tonumber(ARGV[6])
-  local now = math.floor(tonumber(t))
-  redis.call('HSET', tk, 'owner', j.owner, 'scope', 'job:' .. id, 'created', string.format('%d', now),
-    'expires', string.format('%d', now + ttl))
-  redis.call('EXPIRE', tk, ttl)
-end
-return {'ok', ns, j.attempt, ARGV[3], redis.call('HGETALL', jkey(id))}
+return op_lease(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], now_s())
 )LUA",
     // start: P id attempt worker host rundir pid
     R"LUA(
-local id = ARGV[2]
-local j = load(id)
-if not j then return {'err', 'missing', ''} end
-if stale(j, ARGV[3], ARGV[4]) then return {'err', 'stale', j.state} end
-local ns = NEXT[j.state]['start']
-if not ns then return {'err', 'illegal', j.state} end
-local t = now_s()
-local progress = 'Running.'
-if j.message ~= '' then progress = 'Running. ' .. j.message end
-redis.call('HSET', jkey(id), 'state', ns, 'host', ARGV[5], 'rundir', ARGV[6], 'pid', ARGV[7],
-  'start_time', t, 'update_time', t, 'progress', progress)
-count(id, j.state, ns)
-emit(id, j.owner, 'transition', ns, progress, j.attempt, t)
-return {'ok', ns, j.attempt, j.worker}
+return op_start(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], now_s())
 )LUA",
     // progress: P id attempt worker message done total
     R"LUA(
-local id = ARGV[2]
-local j = load(id)
-if not j then return {'err', 'missing', ''} end
-if stale(j, ARGV[3], ARGV[4]) then return {'err', 'stale', j.state} end
-if j.state ~= 'running' then return {'err', 'illegal', j.state} end
-local t = now_s()
-local progress = 'Running.'
-if ARGV[5] ~= '' then progress = 'Running. ' .. ARGV[5] end
-redis.call('HSET', jkey(id), 'message', ARGV[5], 'progress', progress, 'update_time', t)
-if ARGV[6] ~= '' then redis.call('HSET', jkey(id), 'done_count', ARGV[6], 'total_count', ARGV[7]) end
-emit(id, j.owner, 'progress', j.state, progress, j.attempt, t)
-return {'ok', j.state, j.attempt, j.worker}
+return op_progress(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], now_s())
 )LUA",
     // finish: P id attempt worker target rc prefix message
     R"LUA(
-local id = ARGV[2]
-local j = load(id)
-if not j then return {'err', 'missing', ''} end
-if stale(j, ARGV[3], ARGV[4]) then return {'err', 'stale', j.state} end
-if not FINISH_FROM[j.state] then return {'err', 'illegal', j.state} end
-local target, prefix = ARGV[5], ARGV[7]
-if not FINISH_TO[target] then return {'err', 'illegal', j.state} end
-if j.cancel == '1' and target ~= 'done' then target = 'cancelled'; prefix = 'Cancelled' end
-local t = now_s()
-local progress = prefix .. '.'
-if ARGV[8] ~= '' then progress = progress .. ' ' .. ARGV[8] end
-redis.call('HSET', jkey(id), 'state', target, 'return_status', ARGV[6], 'message', ARGV[8],
-  'progress', progress, 'stop_time', t, 'update_time', t)
-redis.call('ZREM', P .. 'leases', id)
-count(id, j.state, target)
-emit(id, j.owner, 'transition', target, progress, j.attempt, t)
-return {'ok', target, j.attempt, j.worker}
+return op_finish(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], now_s())
 )LUA",
     // requeue: P id attempt worker mode reason
     // mode '0': back to ready as is (never ran); '1': a lost worker, a running job uses up its
@@ -331,6 +367,41 @@ end
 redis.call('HSET', SK, '_rebuild_upto', string.format('%d', to))
 return {'ok', 'more', string.format('%d', to)}
 )LUA",
+    // lease_many: P lease_s token_ttl_s n {id worker token_sha256}*n
+    // The daemon's dispatch of n jobs in one call: each as op_lease, one time for all; a result
+    // per job, in order.
+    R"LUA(
+local n = tonumber(ARGV[4])
+local t = now_s()
+local out = {}
+for i = 0, n - 1 do
+  local b = 5 + i * 3
+  out[i + 1] = op_lease(ARGV[b], ARGV[b + 1], ARGV[2], ARGV[b + 2], ARGV[3], t)
+end
+return out
+)LUA",
+    // reports: P n {op id attempt worker a b c d}*n, op 's' start (a host, b rundir, c pid),
+    // 'p' progress (a message, b done, c total), 'f' finish (a target, b rc, c prefix, d message).
+    // The workers' reports of one outbox batch, in the order they came; a result per report.
+    R"LUA(
+local n = tonumber(ARGV[2])
+local t = now_s()
+local out = {}
+for i = 0, n - 1 do
+  local b = 3 + i * 8
+  local op, id, attempt, worker = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  if op == 's' then
+    out[i + 1] = op_start(id, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], t)
+  elseif op == 'p' then
+    out[i + 1] = op_progress(id, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], t)
+  elseif op == 'f' then
+    out[i + 1] = op_finish(id, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], t)
+  else
+    out[i + 1] = {'err', 'bad_op', op}
+  end
+end
+return out
+)LUA",
 };
 
 std::string sha1_hex(const std::string& s) {
@@ -378,9 +449,10 @@ const std::vector<std::string>& store_scripts() {
     std::vector<std::string> v;
     auto table = lua_transition_table();
     auto terminal = lua_terminal_table();
+    // Each body runs as main(); its state counts are written once, after it (flush_counts).
     for (int i = 0; i < s_count; ++i)
-      v.push_back(std::string(prelude) + table + (i >= first_with_terminal_table ? terminal : "") +
-                  bodies[i]);
+      v.push_back(std::string(prelude) + table + terminal + ops + "local function main()\n" + bodies[i] +
+                  "\nend\nlocal result = main()\nflush_counts()\nreturn result\n");
     return v;
   }();
   return scripts;
@@ -494,6 +566,57 @@ net::awaitable<transition_result> store::async_claim(job_id id, std::string work
   std::snprintf(buf, sizeof buf, "%.3f", lease_s);
   return eval_result(s_lease, {std::to_string(id), std::move(worker), buf, std::move(token_sha256),
                                std::to_string(token_ttl_s)});
+}
+
+namespace {
+std::vector<transition_result> to_results(const redis_reply& r, std::size_t n, const char* what) {
+  if (r.is_error()) throw std::runtime_error(std::string("redis ") + what + ": " + r.str);
+  if (r.elements.size() != n)
+    throw std::runtime_error(std::string("redis ") + what + ": " + std::to_string(r.elements.size()) +
+                             " results for " + std::to_string(n) + " requests");
+  std::vector<transition_result> out;
+  out.reserve(n);
+  for (const auto& e : r.elements) out.push_back(to_result(e));
+  return out;
+}
+}  // namespace
+
+net::awaitable<std::vector<transition_result>> store::async_claim_many(std::vector<claim_request> requests,
+                                                                       double lease_s, long long token_ttl_s) {
+  if (requests.empty()) co_return std::vector<transition_result>{};
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", lease_s);
+  std::vector<std::string> args;
+  args.reserve(3 + requests.size() * 3);
+  args.emplace_back(buf);
+  args.push_back(std::to_string(token_ttl_s));
+  args.push_back(std::to_string(requests.size()));
+  for (auto& q : requests) {
+    args.push_back(std::to_string(q.id));
+    args.push_back(std::move(q.worker));
+    args.push_back(std::move(q.token_sha256));
+  }
+  auto r = co_await eval(s_lease_many, std::move(args));
+  co_return to_results(r, requests.size(), "lease_many");
+}
+
+net::awaitable<std::vector<transition_result>> store::async_reports(std::vector<report> reports) {
+  if (reports.empty()) co_return std::vector<transition_result>{};
+  std::vector<std::string> args;
+  args.reserve(1 + reports.size() * 8);
+  args.push_back(std::to_string(reports.size()));
+  for (auto& q : reports) {
+    args.emplace_back(q.what == report::kind::start ? "s" : q.what == report::kind::progress ? "p" : "f");
+    args.push_back(std::to_string(q.id));
+    args.push_back(std::to_string(q.attempt));
+    args.push_back(std::move(q.worker));
+    args.push_back(std::move(q.a));
+    args.push_back(std::move(q.b));
+    args.push_back(std::move(q.c));
+    args.push_back(std::move(q.d));
+  }
+  auto r = co_await eval(s_reports, std::move(args));
+  co_return to_results(r, reports.size(), "reports");
 }
 
 namespace {

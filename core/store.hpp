@@ -90,6 +90,29 @@ class store {
   net::awaitable<transition_result> async_claim(job_id id, std::string worker, double lease_s,
                                                 std::string token_sha256, long long token_ttl_s);
 
+  // ---- many transitions in one script call (the daemon's hot path) ----
+  // Each element as async_claim would do it, one Redis time for all; a result per request, in
+  // order. Throws boost::system::system_error when Redis is unreachable (none applied).
+  struct claim_request {
+    job_id id = 0;
+    std::string worker;
+    std::string token_sha256;  // empty: no token
+  };
+  net::awaitable<std::vector<transition_result>> async_claim_many(std::vector<claim_request> requests,
+                                                                  double lease_s, long long token_ttl_s);
+  // A worker's report, applied as async_start / async_progress / async_finish would.
+  struct report {
+    enum class kind { start, progress, finish };
+    kind what = kind::start;
+    job_id id = 0;
+    long long attempt = 0;
+    std::string worker;
+    // start: host, rundir, pid; progress: message, done ("" = none), total;
+    // finish: target state, return status, prefix, message.
+    std::string a, b, c, d;
+  };
+  net::awaitable<std::vector<transition_result>> async_reports(std::vector<report> reports);
+
   // ---- jobs by state (P stats:jobs_by_state) ----
   // Every script above that changes a job's state moves one count in that hash (create adds,
   // delete subtracts), in the same atomic script. The counts start with a recount over the

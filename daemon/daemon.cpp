@@ -619,7 +619,7 @@ bool queue_daemon::dispatch_to(worker_state& w, double now) {
   --w.credits;
   w.jobs[id] = running_job{id, 0, false};
   leases_[id] = {w.id, 0};  // attempt known once Redis has leased it
-  spawn(lease_and_send(id, score, owner, w.id), "lease");
+  queue_lease(lease_request{id, score, owner, w.id, new_token()});
   return true;
 }
 
@@ -642,34 +642,62 @@ void queue_daemon::dispatch() {
   }
 }
 
-net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, ready_queue::owner_id owner,
-                                                  std::string worker_id) {
-  // co_spawn starts a coroutine inline: without this hop a lease that fails at once (Redis just
-  // went away) would hand its job and credit back inside dispatch()'s loop, which would take the
-  // same job again, forever.
-  co_await net::post(io_, net::use_awaitable);
+void queue_daemon::queue_lease(lease_request r) {
+  lease_queue_.push_back(std::move(r));
+  // Posted, never inline: a batch that fails at once (Redis just went away) hands its jobs and
+  // credits back, and inside dispatch()'s loop that would take the same jobs again, forever.
+  if (!lease_flush_posted_) {
+    lease_flush_posted_ = true;
+    net::post(io_, [this] { flush_leases(); });
+  }
+}
+
+void queue_daemon::flush_leases() {
+  lease_flush_posted_ = false;
+  auto all = std::move(lease_queue_);
+  lease_queue_.clear();
+  // Batches are pipelined on the one connection; each is one script call.
+  for (std::size_t i = 0; i < all.size(); i += lease_batch_max) {
+    auto end = std::min(all.size(), i + lease_batch_max);
+    std::vector<lease_request> batch(std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(i)),
+                                     std::make_move_iterator(all.begin() + static_cast<std::ptrdiff_t>(end)));
+    spawn(lease_batch(std::move(batch)), "lease");
+  }
+}
+
+net::awaitable<void> queue_daemon::lease_batch(std::vector<lease_request> batch) {
   double lease_s = std::chrono::duration<double>(cfg_.daemon.lease_timeout).count();
   // The job's DESCPROD_TOKEN (DESIGN §6.2: it may read its job and add children, nothing more) is
-  // written by the same script that leases the job: one Redis call per dispatch, and the token
-  // exists before the job message leaves. A lease that ends up not sent leaves an unused token
-  // that nobody holds; it expires.
-  auto token = new_token();
-  transition_result r;
+  // written by the same script that leases the job, and exists before the job message leaves. A
+  // lease that ends up not sent leaves an unused token that nobody holds; it expires.
+  std::vector<store::claim_request> requests;
+  requests.reserve(batch.size());
+  for (const auto& q : batch) requests.push_back({q.id, q.worker, sha256_hex(q.token)});
+  std::vector<transition_result> results;
   try {
-    r = co_await store_.async_claim(id, worker_id, lease_s, sha256_hex(token),
-                                    std::chrono::seconds(job_token_ttl).count());
+    results = co_await store_.async_claim_many(std::move(requests), lease_s,
+                                               std::chrono::seconds(job_token_ttl).count());
   } catch (const boost::system::system_error& e) {
-    // Redis went away: the job stays ready in Redis; hold it again and give the credit back.
-    log::warn("lease failed, redis unavailable job_id={} error={}", id, e.what());
-    leases_.erase(id);
-    auto w = workers_.find(worker_id);
-    if (w != workers_.end()) {
-      w->second.jobs.erase(id);
-      ++w->second.credits;
+    // Redis went away: the jobs stay ready in Redis; hold them again and give the credits back.
+    log::warn("lease failed, redis unavailable jobs={} first_job_id={} error={}", batch.size(), batch.front().id,
+              e.what());
+    for (const auto& q : batch) {
+      leases_.erase(q.id);
+      auto w = workers_.find(q.worker);
+      if (w != workers_.end()) {
+        w->second.jobs.erase(q.id);
+        ++w->second.credits;
+      }
+      ready_.push(q.id, q.score, q.owner);
     }
-    ready_.push(id, score, owner);
     co_return;
   }
+  for (std::size_t i = 0; i < batch.size(); ++i) after_lease(batch[i], results[i]);
+}
+
+void queue_daemon::after_lease(lease_request& q, transition_result& r) {
+  const job_id id = q.id;
+  const std::string& worker_id = q.worker;
   auto wit = workers_.find(worker_id);
   if (!r.ok) {
     // Cancelled, already leased, or gone: not an error, just nothing to run.
@@ -680,13 +708,13 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, ready
       ++wit->second.credits;
       dispatch();
     }
-    co_return;
+    return;
   }
   if (wit == workers_.end() || wit->second.draining || wit->second.revoked) {
     leases_.erase(id);
     if (wit != workers_.end()) wit->second.jobs.erase(id);
     requeue_later(id, r.attempt, worker_id, store::requeue_mode::plain, "worker left before dispatch");
-    co_return;
+    return;
   }
   auto& w = wit->second;
   leases_[id] = {worker_id, r.attempt};
@@ -711,7 +739,7 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, ready
     pw.body = std::move(fin);
     submit(std::move(pw));
     dispatch();
-    co_return;
+    return;
   }
   if (w.walltime_end > 0 && app->time_limit_s > 0 &&
       epoch_now() + app->time_limit_s > w.walltime_end - w.walltime_margin_s) {
@@ -730,14 +758,14 @@ net::awaitable<void> queue_daemon::lease_and_send(job_id id, double score, ready
               app->time_limit_s);
     requeue_later(id, r.attempt, worker_id, store::requeue_mode::plain, why);
     dispatch();
-    co_return;
+    return;
   }
   job_limits_.erase(id);
   boost::json::object body;
   body["job"] = job_to_json(rec);
   body["attempt"] = r.attempt;
   body["app"] = app_json(*app, rec, id);
-  body["token"] = std::move(token);
+  body["token"] = std::move(q.token);
   auto frames = redis_cmd(w.routing, std::string(protocol::job), boost::json::serialize(body));
   ++stats_.leased;
   log::debug("job leased job_id={} worker={} attempt={}", id, worker_id, r.attempt);
@@ -824,10 +852,25 @@ net::awaitable<void> queue_daemon::outbox_loop() {
         b->writes.push_back(std::move(outbox_.front()));
         outbox_.pop_front();
       }
-      b->remaining = n;
       b->failed.assign(n, 0);
       flying.push_back(b);
-      for (std::size_t i = 0; i < n; ++i) net::co_spawn(io_, apply_one(b, i), net::detached);
+      // Runs of consecutive worker reports go as one script call each (store::async_reports);
+      // anything else (requeues, raw commands) one call of its own, in between, in order.
+      std::vector<std::pair<std::size_t, std::size_t>> parts;
+      for (std::size_t i = 0; i < n;) {
+        std::size_t j = i + 1;
+        if (b->writes[i].what == pending_write::kind::report)
+          while (j < n && j - i < reports_per_call && b->writes[j].what == pending_write::kind::report) ++j;
+        parts.emplace_back(i, j);
+        i = j;
+      }
+      b->remaining = parts.size();
+      for (auto [i, j] : parts) {
+        if (b->writes[i].what == pending_write::kind::report)
+          net::co_spawn(io_, apply_reports(b, i, j), net::detached);
+        else
+          net::co_spawn(io_, apply_one(b, i), net::detached);
+      }
       continue;
     }
     // Woken by submit() (the outbox was empty), by a batch coming back, or by a reconnect.
@@ -844,6 +887,81 @@ net::awaitable<void> queue_daemon::apply_one(std::shared_ptr<write_batch> b, std
     b->failed[i] = 1;  // no connection: keep it for later
   } catch (const std::exception& e) {
     log::error("redis write dropped error={}", e.what());
+  }
+  if (--b->remaining == 0) outbox_wake_.cancel();
+}
+
+store::report queue_daemon::to_report(const pending_write& w) {
+  const auto& body = w.body;
+  store::report q;
+  q.id = *protocol::get_int(body, "job");
+  q.attempt = *protocol::get_int(body, "attempt");
+  q.worker = w.worker;
+  auto cut = [](std::string m) {
+    if (m.size() > 1000) m.resize(1000);
+    return m;
+  };
+  if (w.command == protocol::started) {
+    q.what = store::report::kind::start;
+    q.a = protocol::get_string(body, "host").value_or("");
+    q.b = protocol::get_string(body, "rundir").value_or("");
+    q.c = std::to_string(protocol::get_int(body, "pid").value_or(0));
+  } else if (w.command == protocol::progress) {
+    q.what = store::report::kind::progress;
+    q.a = cut(protocol::get_string(body, "message").value_or(""));
+    auto done = protocol::get_int(body, "done");
+    auto total = protocol::get_int(body, "total");
+    q.b = done ? std::to_string(*done) : "";
+    q.c = total ? std::to_string(*total) : "";
+  } else {
+    auto out = classify_exit(static_cast<int>(protocol::get_int(body, "rc").value_or(0)),
+                             static_cast<int>(protocol::get_int(body, "signal").value_or(0)),
+                             protocol::get_bool(body, "timed_out").value_or(false));
+    q.what = store::report::kind::finish;
+    q.a = std::string(to_string(out.state));
+    q.b = std::to_string(out.return_status);
+    q.c = out.prefix;
+    q.d = cut(protocol::get_string(body, "message").value_or(""));
+  }
+  return q;
+}
+
+void queue_daemon::report_applied(const store::report& q, const transition_result& r) {
+  if (r.ok) {
+    if (q.what == store::report::kind::finish) {
+      ++stats_.finished;
+      log::debug("job finished job_id={} state={} worker={}", q.id, r.state, q.worker);
+    }
+    return;
+  }
+  static const char* names[] = {"started", "progress", "finished"};
+  ++stats_.stale_events;
+  log::warn("event ignored command={} job_id={} attempt={} worker={} reason={} state={}",
+            names[static_cast<int>(q.what)], q.id, q.attempt, q.worker, r.reason, r.state);
+}
+
+net::awaitable<void> queue_daemon::apply_reports(std::shared_ptr<write_batch> b, std::size_t from,
+                                                 std::size_t to) {
+  std::vector<store::report> reports;
+  reports.reserve(to - from);
+  for (std::size_t i = from; i < to; ++i) reports.push_back(to_report(b->writes[i]));
+  // The store takes the reports' strings; what names each result is kept apart.
+  std::vector<store::report> names(reports.size());
+  for (std::size_t k = 0; k < reports.size(); ++k) {
+    names[k].what = reports[k].what;
+    names[k].id = reports[k].id;
+    names[k].attempt = reports[k].attempt;
+  }
+  try {
+    auto results = co_await store_.async_reports(std::move(reports));
+    for (std::size_t k = 0; k < names.size(); ++k) {
+      names[k].worker = b->writes[from + k].worker;
+      report_applied(names[k], results[k]);
+    }
+  } catch (const boost::system::system_error& e) {
+    for (std::size_t i = from; i < to; ++i) b->failed[i] = 1;  // no connection: keep them for later
+  } catch (const std::exception& e) {
+    log::error("redis writes dropped count={} error={}", to - from, e.what());
   }
   if (--b->remaining == 0) outbox_wake_.cancel();
 }
@@ -876,39 +994,8 @@ net::awaitable<void> queue_daemon::apply(pending_write& w) {
     }
     co_return;
   }
-  const auto& body = w.body;
-  job_id id = *protocol::get_int(body, "job");
-  long long attempt = *protocol::get_int(body, "attempt");
-  const auto& command = w.command;
-  const auto& worker_id = w.worker;
-  transition_result r;
-  if (command == protocol::started) {
-    r = co_await store_.async_start(id, attempt, worker_id, protocol::get_string(body, "host").value_or(""),
-                                    protocol::get_string(body, "rundir").value_or(""),
-                                    protocol::get_int(body, "pid").value_or(0));
-  } else if (command == protocol::progress) {
-    auto message = protocol::get_string(body, "message").value_or("");
-    if (message.size() > 1000) message.resize(1000);
-    r = co_await store_.async_progress(id, attempt, worker_id, std::move(message),
-                                       protocol::get_int(body, "done"), protocol::get_int(body, "total"));
-  } else {
-    auto out = classify_exit(static_cast<int>(protocol::get_int(body, "rc").value_or(0)),
-                             static_cast<int>(protocol::get_int(body, "signal").value_or(0)),
-                             protocol::get_bool(body, "timed_out").value_or(false));
-    auto message = protocol::get_string(body, "message").value_or("");
-    if (message.size() > 1000) message.resize(1000);
-    r = co_await store_.async_finish(id, attempt, worker_id, out.state, out.return_status, out.prefix,
-                                     std::move(message));
-    if (r.ok) {
-      ++stats_.finished;
-      log::debug("job finished job_id={} state={} worker={}", id, r.state, worker_id);
-    }
-  }
-  if (!r.ok) {
-    ++stats_.stale_events;
-    log::warn("event ignored command={} job_id={} attempt={} worker={} reason={} state={}", command, id, attempt,
-              worker_id, r.reason, r.state);
-  }
+  // kind::report never comes here: outbox_loop sends every report through apply_reports.
+  log::error("outbox write of an unexpected kind dropped worker={} command={}", w.worker, w.command);
 }
 
 void queue_daemon::worker_lost(const std::string& id_ref, const std::string& why) {

@@ -141,7 +141,23 @@ class queue_daemon {
   bool fits(const worker_state& w, job_id id, double now) const;
   void remember_limit(job_id id, double time_limit_s);
   pilot_demand demand() const;
-  net::awaitable<void> lease_and_send(job_id id, double score, ready_queue::owner_id owner, std::string worker_id);
+  // Dispatch leases in batches: dispatch_to() queues a lease, and once per turn of the event loop
+  // the queued leases go to Redis as one script call per lease_batch_max (store::async_claim_many);
+  // each result then goes on as one lease did (after_lease).
+  struct lease_request {
+    job_id id;
+    double score;
+    ready_queue::owner_id owner;
+    std::string worker;
+    std::string token;
+  };
+  static constexpr std::size_t lease_batch_max = 256;
+  void queue_lease(lease_request r);
+  void flush_leases();
+  net::awaitable<void> lease_batch(std::vector<lease_request> batch);
+  void after_lease(lease_request& q, transition_result& r);
+  std::vector<lease_request> lease_queue_;
+  bool lease_flush_posted_ = false;
   // The outbox: worker events, requeues and token writes go through it in order; while Redis is
   // away they wait (in memory) and are written when it returns.
   void submit(pending_write w);
@@ -149,6 +165,11 @@ class queue_daemon {
   net::awaitable<void> apply(pending_write& w);  // w stays intact for a retry when Redis is away
   struct write_batch;
   net::awaitable<void> apply_one(std::shared_ptr<write_batch> b, std::size_t i);
+  // Writes [from, to) of a batch, all worker reports: one script call (store::async_reports).
+  net::awaitable<void> apply_reports(std::shared_ptr<write_batch> b, std::size_t from, std::size_t to);
+  static constexpr std::size_t reports_per_call = 256;
+  static store::report to_report(const pending_write& w);
+  void report_applied(const store::report& q, const transition_result& r);
   void requeue_later(job_id id, long long attempt, std::string worker, store::requeue_mode mode, std::string reason);
   void worker_lost(const std::string& id_ref, const std::string& why);
   void send_worker(const std::string& routing, std::string_view command, const boost::json::object& body);

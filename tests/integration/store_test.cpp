@@ -577,6 +577,87 @@ TEST_F(StoreTest, ScriptsStillWorkAfterScriptFlush) {
   EXPECT_TRUE(r.ok) << r.reason;
 }
 
+// ---- many transitions in one call (the daemon's dispatch and outbox) ----
+
+TEST_F(StoreTest, ClaimManyLeasesEachJobAsOneClaimWouldAndRefusesTheOthersInPlace) {
+  std::vector<new_job> jobs;
+  for (int i = 0; i < 3; ++i) jobs.push_back(make_job("mysleep", std::to_string(i)));
+  auto ids = create("alice", std::move(jobs));
+  ASSERT_EQ(ids.size(), 3u);
+  ASSERT_TRUE(run(st.async_cancel(ids[1], "alice")).ok);  // cancelled: a lease is illegal
+  std::vector<store::claim_request> q;
+  q.push_back({ids[0], "w1", std::string(64, 'b')});
+  q.push_back({ids[1], "w1", std::string(64, 'c')});
+  q.push_back({ids[2], "w2", ""});  // no token
+  q.push_back({ids[2] + 100, "w2", ""});
+  auto rs = run(st.async_claim_many(std::move(q), 30, 60));
+  ASSERT_EQ(rs.size(), 4u);
+  ASSERT_TRUE(rs[0].ok) << rs[0].reason;
+  EXPECT_EQ(rs[0].state, "dispatched");
+  EXPECT_EQ(rs[0].worker, "w1");
+  EXPECT_EQ(rs[0].attempt, 1);
+  // The record is the job as leased, the same as the hash now holds.
+  EXPECT_EQ(rs[0].record, hash(ids[0]));
+  EXPECT_EQ(rs[0].record.at("state"), "dispatched");
+  EXPECT_EQ(rs[0].record.at("config"), "0");
+  EXPECT_FALSE(rs[1].ok);
+  EXPECT_EQ(rs[1].reason, "illegal");
+  EXPECT_EQ(rs[1].state, "cancelled");
+  ASSERT_TRUE(rs[2].ok);
+  EXPECT_EQ(hash(ids[2])["worker"], "w2");
+  EXPECT_FALSE(rs[3].ok);
+  EXPECT_EQ(rs[3].reason, "missing");
+  // Off the queue, into the leases; a token only where one was asked for.
+  EXPECT_TRUE(zrange("descprod:queue").empty());
+  EXPECT_EQ(zrange("descprod:leases"), (std::vector<std::string>{std::to_string(ids[0]), std::to_string(ids[2])}));
+  EXPECT_EQ(cmd({"HGET", "descprod:token:" + std::string(64, 'b'), "scope"}).str, "job:" + std::to_string(ids[0]));
+  EXPECT_GT(cmd({"TTL", "descprod:token:" + std::string(64, 'b')}).integer, 0);
+  EXPECT_EQ(cmd({"EXISTS", "descprod:token:" + std::string(64, 'c')}).integer, 0);
+  EXPECT_EQ(stream(st.job_key(ids[0]) + ":events").back()["state"], "dispatched");
+  // Both leases share the script's one time.
+  EXPECT_EQ(hash(ids[0])["dispatch_time"], hash(ids[2])["dispatch_time"]);
+}
+
+TEST_F(StoreTest, ReportsApplyStartProgressAndFinishInOrderWithTheSameChecksAsOneByOne) {
+  std::vector<new_job> jobs;
+  for (int i = 0; i < 2; ++i) jobs.push_back(make_job("mysleep", std::to_string(i)));
+  auto ids = create("alice", std::move(jobs));
+  auto a = run(st.async_lease(ids[0], "w1", 30)).attempt;
+  auto b = run(st.async_lease(ids[1], "w1", 30)).attempt;
+  using kind = store::report::kind;
+  std::vector<store::report> q;
+  q.push_back({kind::start, ids[0], a, "w1", "host1", "/run/0", "11", ""});
+  q.push_back({kind::progress, ids[0], a, "w1", "half way", "1", "2", ""});
+  q.push_back({kind::finish, ids[0], a, "w1", "done", "0", "Done", "all good"});
+  q.push_back({kind::start, ids[1], b + 1, "w1", "host1", "/run/1", "12", ""});  // stale attempt
+  q.push_back({kind::start, ids[1], b, "w9", "host1", "/run/1", "12", ""});      // stale worker
+  q.push_back({kind::progress, ids[1], b, "w1", "early", "", "", ""});          // not running yet
+  q.push_back({kind::progress, ids[1] + 100, 1, "w1", "x", "", "", ""});         // missing
+  auto rs = run(st.async_reports(std::move(q)));
+  ASSERT_EQ(rs.size(), 7u);
+  EXPECT_TRUE(rs[0].ok && rs[0].state == "running") << rs[0].reason;
+  EXPECT_TRUE(rs[1].ok) << rs[1].reason;
+  EXPECT_TRUE(rs[2].ok && rs[2].state == "done") << rs[2].reason;
+  EXPECT_EQ(rs[3].reason, "stale");
+  EXPECT_EQ(rs[4].reason, "stale");
+  EXPECT_EQ(rs[5].reason, "illegal");
+  EXPECT_EQ(rs[5].state, "dispatched");
+  EXPECT_EQ(rs[6].reason, "missing");
+  auto h = hash(ids[0]);
+  EXPECT_EQ(h["state"], "done");
+  EXPECT_EQ(h["host"], "host1");
+  EXPECT_EQ(h["pid"], "11");
+  EXPECT_EQ(h["done_count"], "1");
+  EXPECT_EQ(h["progress"], "Done. all good");
+  EXPECT_EQ(hash(ids[1])["state"], "dispatched");
+  auto ev = stream(st.job_key(ids[0]) + ":events");
+  ASSERT_GE(ev.size(), 5u);  // ready, dispatched, running, progress, done
+  EXPECT_EQ(ev[ev.size() - 3]["state"], "running");
+  EXPECT_EQ(ev[ev.size() - 2]["type"], "progress");
+  EXPECT_EQ(ev[ev.size() - 1]["state"], "done");
+  EXPECT_EQ(zrange("descprod:leases"), (std::vector<std::string>{std::to_string(ids[1])}));
+}
+
 TEST_F(StoreTest, GetReturnsTheRecordOrNothing) {
   auto id = create_one();
   auto r = run(st.async_get(id));
@@ -690,6 +771,33 @@ TEST_F(StateCountTest, CountsFollowEveryTransitionScript) {
   EXPECT_FALSE(run(st.async_delete(ids[5])).ok) << "active";
   check("delete");
   EXPECT_EQ(counts(), (std::map<std::string, long long>{{"cancelled", 2}, {"dispatched", 1}, {"lost", 1}}));
+}
+
+TEST_F(StateCountTest, BatchesMoveTheCountsOncePerJobAndNotForRefusals) {
+  EXPECT_EQ(run(st.async_recount_start(false)), "started");
+  run(st.async_recount_states());
+  std::vector<new_job> jobs;
+  for (int i = 0; i < 4; ++i) jobs.push_back(make_job("mysleep", std::to_string(i)));
+  auto ids = create("alice", std::move(jobs));
+  std::vector<store::claim_request> q;
+  for (auto id : ids) q.push_back({id, "w1", ""});
+  q.push_back({ids[0], "w1", ""});  // a second lease of the same job: refused, not counted
+  auto ls = run(st.async_claim_many(std::move(q), 30, 60));
+  ASSERT_EQ(ls.size(), 5u);
+  EXPECT_FALSE(ls[4].ok);
+  EXPECT_EQ(counts(), actual());
+  EXPECT_EQ(counts()["dispatched"], 4);
+  using kind = store::report::kind;
+  std::vector<store::report> r;
+  for (auto id : ids) r.push_back({kind::start, id, 1, "w1", "h", "/r", "1", ""});
+  r.push_back({kind::finish, ids[0], 1, "w1", "done", "0", "Done", ""});
+  r.push_back({kind::finish, ids[1], 1, "w1", "failed", "1", "Failed", ""});
+  r.push_back({kind::finish, ids[1], 1, "w1", "done", "0", "Done", ""});  // refused: already failed
+  auto rs = run(st.async_reports(std::move(r)));
+  ASSERT_EQ(rs.size(), 7u);
+  EXPECT_FALSE(rs[6].ok);
+  EXPECT_EQ(counts(), actual());
+  EXPECT_EQ(counts(), (std::map<std::string, long long>{{"done", 1}, {"failed", 1}, {"running", 2}}));
 }
 
 TEST_F(StateCountTest, ARecountCountsEachJobOnceWhateverRunsMeanwhile) {
