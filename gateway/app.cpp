@@ -87,6 +87,7 @@ class gateway_app {
         notices_(ioc_.get_executor(),
                  [this](const std::vector<std::string>& frames) { return link_.send(frames); }),
         created_(ioc_.get_executor()),
+        creates_(ioc_.get_executor(), jobs_),
         hub_(ioc_.get_executor(), cfg_.redis.endpoint, cfg_.redis.prefix),
         tls_(make_tls_context(cfg_.gateway)),
         hashing_(hashing_threads),
@@ -105,6 +106,7 @@ class gateway_app {
     ctx_.notices = &notices_;
     ctx_.tokens = &tokens_;
     ctx_.created = &created_;
+    ctx_.creates = &creates_;
     ctx_.on_redis_failure = [this] { keeper_.poke(); };
     ctx_.hub = &hub_;
     ctx_.daemon_ready = [this] { return link_.welcomed(); };
@@ -238,6 +240,7 @@ class gateway_app {
   daemon_link link_;
   submit_notices notices_;
   creation_summary created_;
+  create_batcher creates_;
   auth_cache tokens_;
   event_hub hub_;
   gateway_context ctx_;

@@ -27,6 +27,7 @@ namespace http = boost::beast::http;
 
 class auth_cache;
 class submit_notices;
+class create_batcher;
 class creation_summary;
 
 using request = http::request<http::string_body>;
@@ -45,6 +46,9 @@ struct gateway_context {
   // When set, `submitted` notices go through it (several jobs, and several requests, per ZeroMQ
   // message: one message per event-loop turn); null: one message per chunk via send_to_daemon.
   submit_notices* notices = nullptr;
+  // When set, single-job creates without a parent go through it (one script call for the creates
+  // of one event-loop turn); null: one script call per request.
+  create_batcher* creates = nullptr;
   // Bearer tokens checked recently (auth_cache.hpp); null: every request looks its token up.
   auth_cache* tokens = nullptr;
   // When set, single-job creates are summed up in it (an info line every few seconds, a debug

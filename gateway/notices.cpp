@@ -89,4 +89,75 @@ void creation_summary::log_now() {
   owners_.clear();
 }
 
+struct create_batcher::waiter {
+  waiter(net::any_io_executor ex, new_job j) : job(std::move(j)), done(ex) {}
+  new_job job;
+  result res;
+  bool finished = false;
+  net::steady_timer done;  // cancelled when res is set
+};
+
+create_batcher::create_batcher(net::any_io_executor ex, store& jobs) : ex_(std::move(ex)), jobs_(jobs) {}
+
+net::awaitable<create_batcher::result> create_batcher::create(std::string owner, new_job job) {
+  auto w = std::make_shared<waiter>(ex_, std::move(job));
+  w->done.expires_at(net::steady_timer::time_point::max());
+  pending_[owner].push_back(w);
+  if (!scheduled_) {
+    scheduled_ = true;
+    net::post(ex_, [this] { flush(); });
+  }
+  while (!w->finished) {
+    auto [ec] = co_await w->done.async_wait(net::as_tuple(net::use_awaitable));
+    (void)ec;
+  }
+  co_return std::move(w->res);
+}
+
+void create_batcher::flush() {
+  scheduled_ = false;
+  auto all = std::move(pending_);
+  pending_.clear();
+  for (auto& [owner, group] : all) {
+    for (std::size_t i = 0; i < group.size(); i += max_jobs) {
+      auto end = std::min(group.size(), i + max_jobs);
+      std::vector<std::shared_ptr<waiter>> part(group.begin() + static_cast<std::ptrdiff_t>(i),
+                                                group.begin() + static_cast<std::ptrdiff_t>(end));
+      net::co_spawn(ex_, write(owner, std::move(part)), net::detached);
+    }
+  }
+}
+
+net::awaitable<void> create_batcher::write(std::string owner, std::vector<std::shared_ptr<waiter>> group) {
+  std::vector<new_job> batch;
+  batch.reserve(group.size());
+  for (auto& w : group) batch.push_back(std::move(w->job));
+  std::vector<job_id> ids;
+  transition_result tr;
+  std::exception_ptr error;
+  try {
+    tr = co_await jobs_.async_create(owner, std::move(batch), ids);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  ++calls_;
+  if (!error && tr.ok && ids.size() == group.size()) jobs_created_ += ids.size();
+  for (std::size_t i = 0; i < group.size(); ++i) {
+    auto& r = group[i]->res;
+    if (error) {
+      r.error = error;
+    } else if (!tr.ok || ids.size() != group.size()) {
+      r.reason = tr.ok ? "the store created " + std::to_string(ids.size()) + " jobs for " +
+                             std::to_string(group.size()) + " requests"
+                       : tr.reason;
+    } else {
+      r.ok = true;
+      r.id = ids[i];
+      r.time = tr.time;
+    }
+    group[i]->finished = true;
+    group[i]->done.cancel();
+  }
+}
+
 }  // namespace descprod::gateway

@@ -1,5 +1,5 @@
-// Two helpers of the submit path: coalescing `submitted` notices to the daemon, and the summary
-// log line of single-job creates. Kept apart from services.cpp (the Redis keeper and the daemon
+// Three helpers of the submit path: group commit of single-job creates, coalescing `submitted`
+// notices to the daemon, and the summary log line of single-job creates. Kept apart from services.cpp (the Redis keeper and the daemon
 // link) so that the request logic links without them (fuzz/CMakeLists.txt).
 //
 // Thread-safety: none; both belong to the one io_context thread.
@@ -9,7 +9,9 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <functional>
+#include <exception>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -46,6 +48,41 @@ class submit_notices {
   bool scheduled_ = false;
   std::size_t messages_ = 0;
   std::size_t announced_ = 0;
+};
+
+// Group commit of single-job creates: create() queues one job and, if nothing is scheduled yet,
+// posts a flush to the executor; the flush writes every job queued meanwhile (by every request in
+// this event-loop turn), one store::async_create script per owner and per max_jobs, and wakes
+// each caller with its job's ID. Under load many requests share one script call; a lone request
+// waits for nothing but the post. Each caller still gets its answer only after its job is in
+// Redis. Jobs with a parent do not come here (a refused parent would refuse the whole call).
+class create_batcher {
+ public:
+  static constexpr std::size_t max_jobs = 256;
+  struct result {
+    bool ok = false;
+    job_id id = 0;
+    std::string time;           // the create script's time, the job's create_time
+    std::string reason;         // ok=false: the store's reason
+    std::exception_ptr error;   // the call failed (Redis unreachable): rethrown by the caller
+  };
+
+  create_batcher(net::any_io_executor ex, store& jobs);
+  net::awaitable<result> create(std::string owner, new_job job);
+  // Calls made and jobs created since start (for tests and debug logs).
+  std::size_t calls() const { return calls_; }
+  std::size_t jobs() const { return jobs_created_; }
+
+ private:
+  struct waiter;
+  void flush();
+  net::awaitable<void> write(std::string owner, std::vector<std::shared_ptr<waiter>> group);
+  net::any_io_executor ex_;
+  store& jobs_;
+  std::map<std::string, std::vector<std::shared_ptr<waiter>>> pending_;
+  bool scheduled_ = false;
+  std::size_t calls_ = 0;
+  std::size_t jobs_created_ = 0;
 };
 
 // The operators' record of single-job submits without a log line per request: each create is

@@ -9,6 +9,7 @@
 
 #include "core/redis.hpp"
 #include "core/store.hpp"
+#include "gateway/notices.hpp"
 #include "tests/support/support.hpp"
 
 namespace descprod {
@@ -656,6 +657,71 @@ TEST_F(StoreTest, ReportsApplyStartProgressAndFinishInOrderWithTheSameChecksAsOn
   EXPECT_EQ(ev[ev.size() - 2]["type"], "progress");
   EXPECT_EQ(ev[ev.size() - 1]["state"], "done");
   EXPECT_EQ(zrange("descprod:leases"), (std::vector<std::string>{std::to_string(ids[1])}));
+}
+
+// The gateway's group commit of single-job creates (gateway/notices.hpp) against a real Redis.
+TEST_F(StoreTest, CreateBatcherWritesTheCreatesOfOneTurnAsOneCallPerOwnerAndAnswersEachWithItsJob) {
+  gateway::create_batcher batcher(ioc.get_executor(), st);
+  std::vector<gateway::create_batcher::result> results(60);
+  std::vector<std::string> owners(60);
+  for (int i = 0; i < 60; ++i) {
+    owners[i] = i % 3 == 0 ? "bob" : "alice";
+    net::co_spawn(ioc,
+                  [&, i]() -> net::awaitable<void> {
+                    results[i] = co_await batcher.create(owners[i], make_job("mysleep", "c" + std::to_string(i)));
+                  },
+                  net::detached);
+  }
+  ioc.restart();
+  ioc.run_for(10s);
+  EXPECT_EQ(batcher.calls(), 2u) << "one script call per owner";
+  EXPECT_EQ(batcher.jobs(), 60u);
+  std::set<job_id> ids;
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_TRUE(results[i].ok) << i << " " << results[i].reason;
+    ids.insert(results[i].id);
+    auto h = hash(results[i].id);
+    EXPECT_EQ(h["config"], "c" + std::to_string(i)) << "each caller gets its own job";
+    EXPECT_EQ(h["descname"], owners[i]);
+    EXPECT_EQ(h["create_time"], results[i].time);
+  }
+  EXPECT_EQ(ids.size(), 60u);
+  EXPECT_EQ(cmd({"ZCARD", "descprod:queue"}).integer, 60);
+
+  // More than max_jobs in one turn: several calls, every job created once.
+  const int n = static_cast<int>(gateway::create_batcher::max_jobs) + 10;
+  std::vector<gateway::create_batcher::result> more(n);
+  for (int i = 0; i < n; ++i)
+    net::co_spawn(ioc,
+                  [&, i]() -> net::awaitable<void> {
+                    more[i] = co_await batcher.create("alice", make_job("mysleep", "m" + std::to_string(i)));
+                  },
+                  net::detached);
+  ioc.restart();
+  ioc.run_for(10s);
+  EXPECT_EQ(batcher.calls(), 4u);
+  for (int i = 0; i < n; ++i) EXPECT_TRUE(more[i].ok) << i;
+  EXPECT_EQ(cmd({"ZCARD", "descprod:queue"}).integer, 60 + n);
+}
+
+TEST_F(StoreTest, CreateBatcherHandsEachCallerTheErrorWhenRedisIsUnreachable) {
+  // A client never connected: the call fails at once, as with Redis gone; nothing is created.
+  redis_client offline{ioc.get_executor(), server.endpoint()};
+  store off{offline, "descprod:"};
+  gateway::create_batcher batcher(ioc.get_executor(), off);
+  std::vector<gateway::create_batcher::result> results(3);
+  for (int i = 0; i < 3; ++i)
+    net::co_spawn(ioc,
+                  [&, i]() -> net::awaitable<void> { results[i] = co_await batcher.create("alice", make_job("mysleep", "x")); },
+                  net::detached);
+  ioc.restart();
+  ioc.run_for(10s);
+  for (const auto& r : results) {
+    EXPECT_FALSE(r.ok);
+    ASSERT_TRUE(r.error);
+    EXPECT_THROW(std::rethrow_exception(r.error), boost::system::system_error);
+  }
+  EXPECT_EQ(cmd({"EXISTS", "descprod:next_job_id"}).integer, 0);
 }
 
 TEST_F(StoreTest, GetReturnsTheRecordOrNothing) {
