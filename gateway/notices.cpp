@@ -102,8 +102,14 @@ create_batcher::create_batcher(net::any_io_executor ex, store& jobs) : ex_(std::
 net::awaitable<create_batcher::result> create_batcher::create(std::string owner, new_job job) {
   auto w = std::make_shared<waiter>(ex_, std::move(job));
   w->done.expires_at(net::steady_timer::time_point::max());
-  pending_[owner].push_back(w);
-  if (!scheduled_) {
+  auto& group = pending_[owner];
+  group.push_back(w);
+  if (group.size() >= max_jobs) {
+    // A full group goes at once, so Redis works on it while this thread reads more requests.
+    auto full = std::move(group);
+    pending_.erase(owner);
+    net::co_spawn(ex_, write(std::move(owner), std::move(full)), net::detached);
+  } else if (!scheduled_) {
     scheduled_ = true;
     net::post(ex_, [this] { flush(); });
   }

@@ -52,13 +52,15 @@ class submit_notices {
 
 // Group commit of single-job creates: create() queues one job and, if nothing is scheduled yet,
 // posts a flush to the executor; the flush writes every job queued meanwhile (by every request in
-// this event-loop turn), one store::async_create script per owner and per max_jobs, and wakes
-// each caller with its job's ID. Under load many requests share one script call; a lone request
-// waits for nothing but the post. Each caller still gets its answer only after its job is in
+// this event-loop turn), one store::async_create script per owner, and wakes each caller with its
+// job's ID. A group that reaches max_jobs goes at once: Redis then works on it while this thread
+// parses the next requests, instead of the two taking turns (measured with wrk, 64 connections:
+// one group per turn 16k req/s, groups of 16 18.7k, 32 about 21k, 64 15k). A lone request waits
+// for nothing but the post. Each caller still gets its answer only after its job is in
 // Redis. Jobs with a parent do not come here (a refused parent would refuse the whole call).
 class create_batcher {
  public:
-  static constexpr std::size_t max_jobs = 256;
+  static constexpr std::size_t max_jobs = 32;
   struct result {
     bool ok = false;
     job_id id = 0;
