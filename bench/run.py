@@ -314,7 +314,7 @@ class Bench:
         self.e2e = {}
         # As shipped (worker.prefetch 0), and with a prefetch of 2 (descprod-worker --prefetch 2),
         # the setting for many short jobs.
-        for nw, slots, pf in ((1, CORES, 0), (CORES, 1, 0), (1, CORES, 2)):
+        for nw, slots, pf in ((1, CORES, 0), (CORES, 1, 0), (1, CORES, 2), (CORES, 1, 1)):
             if nw == 1 and slots == 1 and pf == 0 and self.e2e:
                 continue
             s = self.service('e2e-%dx%d-p%d' % (nw, slots, pf))
