@@ -659,9 +659,18 @@ TEST_F(StoreTest, ReportsApplyStartProgressAndFinishInOrderWithTheSameChecksAsOn
   EXPECT_EQ(zrange("descprod:leases"), (std::vector<std::string>{std::to_string(ids[1])}));
 }
 
+// Runs the io_context until every spawned create has its answer, bounded at 10 s (the Redis
+// client's read loop keeps the io_context busy, so run() alone would not return).
+void run_until_answered(net::io_context& ioc, const std::size_t& answered, std::size_t expected) {
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  ioc.restart();
+  while (answered < expected && std::chrono::steady_clock::now() < deadline) ioc.run_for(5ms);
+}
+
 // The gateway's group commit of single-job creates (gateway/notices.hpp) against a real Redis.
 TEST_F(StoreTest, CreateBatcherWritesTheCreatesOfOneTurnAsOneCallPerOwnerAndAnswersEachWithItsJob) {
   gateway::create_batcher batcher(ioc.get_executor(), st);
+  std::size_t answered = 0;
   std::vector<gateway::create_batcher::result> results(60);
   std::vector<std::string> owners(60);
   for (int i = 0; i < 60; ++i) {
@@ -669,11 +678,11 @@ TEST_F(StoreTest, CreateBatcherWritesTheCreatesOfOneTurnAsOneCallPerOwnerAndAnsw
     net::co_spawn(ioc,
                   [&, i]() -> net::awaitable<void> {
                     results[i] = co_await batcher.create(owners[i], make_job("mysleep", "c" + std::to_string(i)));
+                    ++answered;
                   },
                   net::detached);
   }
-  ioc.restart();
-  ioc.run_for(10s);
+  run_until_answered(ioc, answered, 60);
   // One script call per owner, and one more for every full group of max_jobs (sent at once).
   auto calls_for = [](std::size_t jobs) { return (jobs + gateway::create_batcher::max_jobs - 1) / gateway::create_batcher::max_jobs; };
   const std::size_t first_calls = calls_for(40) + calls_for(20);  // alice 40, bob 20
@@ -694,14 +703,15 @@ TEST_F(StoreTest, CreateBatcherWritesTheCreatesOfOneTurnAsOneCallPerOwnerAndAnsw
   // More than max_jobs in one turn: several calls, every job created once.
   const int n = static_cast<int>(gateway::create_batcher::max_jobs) + 10;
   std::vector<gateway::create_batcher::result> more(n);
+  answered = 0;
   for (int i = 0; i < n; ++i)
     net::co_spawn(ioc,
                   [&, i]() -> net::awaitable<void> {
                     more[i] = co_await batcher.create("alice", make_job("mysleep", "m" + std::to_string(i)));
+                    ++answered;
                   },
                   net::detached);
-  ioc.restart();
-  ioc.run_for(10s);
+  run_until_answered(ioc, answered, static_cast<std::size_t>(n));
   EXPECT_EQ(batcher.calls(), first_calls + calls_for(n));
   for (int i = 0; i < n; ++i) EXPECT_TRUE(more[i].ok) << i;
   EXPECT_EQ(cmd({"ZCARD", "descprod:queue"}).integer, 60 + n);
@@ -712,13 +722,16 @@ TEST_F(StoreTest, CreateBatcherHandsEachCallerTheErrorWhenRedisIsUnreachable) {
   redis_client offline{ioc.get_executor(), server.endpoint()};
   store off{offline, "descprod:"};
   gateway::create_batcher batcher(ioc.get_executor(), off);
+  std::size_t answered = 0;
   std::vector<gateway::create_batcher::result> results(3);
   for (int i = 0; i < 3; ++i)
     net::co_spawn(ioc,
-                  [&, i]() -> net::awaitable<void> { results[i] = co_await batcher.create("alice", make_job("mysleep", "x")); },
+                  [&, i]() -> net::awaitable<void> {
+                    results[i] = co_await batcher.create("alice", make_job("mysleep", "x"));
+                    ++answered;
+                  },
                   net::detached);
-  ioc.restart();
-  ioc.run_for(10s);
+  run_until_answered(ioc, answered, 3);
   for (const auto& r : results) {
     EXPECT_FALSE(r.ok);
     ASSERT_TRUE(r.error);
