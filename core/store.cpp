@@ -43,8 +43,10 @@ local function now_s()
   return string.format('%d.%06d', tonumber(t[1]), tonumber(t[2]))
 end
 local function jkey(id) return P .. 'job:' .. id end
+-- The job's own stream is written with pcall: a broken key there (not a stream) must not stop the
+-- transition, nor, in a batch, the transitions of other jobs.
 local function emit(id, owner, kind, state, progress, attempt, t)
-  redis.call('XADD', jkey(id) .. ':events', 'MAXLEN', '~', 1000, '*',
+  redis.pcall('XADD', jkey(id) .. ':events', 'MAXLEN', '~', 1000, '*',
     'type', kind, 'state', state, 'progress', progress, 'attempt', attempt, 'time', t)
   redis.call('XADD', P .. 'events', 'MAXLEN', '~', 100000, '*', 'id', id, 'owner', owner,
     'type', kind, 'state', state, 'progress', progress, 'attempt', attempt, 'time', t)
@@ -123,11 +125,21 @@ local function op_lease(id, worker, lease_s, token_sha, token_ttl, t)
   for k, v in pairs(h) do out[#out + 1] = k; out[#out + 1] = v end
   return {'ok', ns, attempt, worker, out}
 end
+-- In a batch, one job's error (a broken key: its hash not a hash, say) is that job's result,
+-- {'err', 'error', message}, not the end of the call. Each op reads and checks before it writes,
+-- so a job refused this way is left as it was.
+local function guarded(op, ...)
+  local ok, res = pcall(op, ...)
+  if ok then return res end
+  local msg = res
+  if type(res) == 'table' then msg = res.err or 'error' end
+  return {'err', 'error', tostring(msg)}
+end
 local function op_start(id, attempt, worker, host, rundir, pid, t)
   local j = load(id)
   if not j then return {'err', 'missing', ''} end
   if stale(j, attempt, worker) then return {'err', 'stale', j.state} end
-  local ns = NEXT[j.state]['start']
+  local ns = NEXT[j.state] and NEXT[j.state]['start']
   if not ns then return {'err', 'illegal', j.state} end
   local progress = 'Running.'
   if j.message ~= '' then progress = 'Running. ' .. j.message end
@@ -255,7 +267,7 @@ local id = ARGV[2]
 local j = load(id)
 if not j then return {'err', 'missing', ''} end
 if stale(j, ARGV[3], ARGV[4]) then return {'err', 'stale', j.state} end
-if not NEXT[j.state]['requeue'] then return {'err', 'illegal', j.state} end
+if not (NEXT[j.state] and NEXT[j.state]['requeue']) then return {'err', 'illegal', j.state} end
 local t = now_s()
 redis.call('ZREM', P .. 'leases', id)
 local attempt = tonumber(j.attempt)
@@ -286,7 +298,7 @@ return {'ok', 'ready', a, ''}
 local id = ARGV[2]
 local j = load(id)
 if not j then return {'err', 'missing', ''} end
-if not NEXT[j.state]['cancel'] then return {'err', 'terminal', j.state} end
+if not (NEXT[j.state] and NEXT[j.state]['cancel']) then return {'err', 'terminal', j.state} end
 local t = now_s()
 if j.state == 'ready' then
   local progress = 'Cancelled. Cancelled by ' .. ARGV[3] .. ' before it started.'
@@ -376,7 +388,7 @@ local t = now_s()
 local out = {}
 for i = 0, n - 1 do
   local b = 5 + i * 3
-  out[i + 1] = op_lease(ARGV[b], ARGV[b + 1], ARGV[2], ARGV[b + 2], ARGV[3], t)
+  out[i + 1] = guarded(op_lease, ARGV[b], ARGV[b + 1], ARGV[2], ARGV[b + 2], ARGV[3], t)
 end
 return out
 )LUA",
@@ -391,11 +403,11 @@ for i = 0, n - 1 do
   local b = 3 + i * 8
   local op, id, attempt, worker = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   if op == 's' then
-    out[i + 1] = op_start(id, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], t)
+    out[i + 1] = guarded(op_start, id, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], t)
   elseif op == 'p' then
-    out[i + 1] = op_progress(id, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], t)
+    out[i + 1] = guarded(op_progress, id, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], t)
   elseif op == 'f' then
-    out[i + 1] = op_finish(id, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], t)
+    out[i + 1] = guarded(op_finish, id, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], t)
   else
     out[i + 1] = {'err', 'bad_op', op}
   end

@@ -226,6 +226,10 @@ net::awaitable<std::size_t> queue_daemon::take_in(std::vector<std::pair<job_id, 
   for (std::size_t i = 0; i < jobs.size() && i < owners.size(); ++i) {
     auto [id, score] = jobs[i];
     if (leases_.count(id)) continue;
+    if (owners[i].is_error()) {  // its hash is not a hash: nothing to run (operators: see docs)
+      log::warn("queued job not taken in job_id={} error={}", id, owners[i].str);
+      continue;
+    }
     added += ready_.push(id, score, ready_.intern(owners[i].is_nil() ? std::string() : owners[i].str));
   }
   co_return added;
@@ -691,6 +695,12 @@ net::awaitable<void> queue_daemon::lease_batch(std::vector<lease_request> batch)
       ready_.push(q.id, q.score, q.owner);
     }
     co_return;
+  } catch (const std::exception& e) {
+    // The script itself failed (one job's broken keys come back as that job's refusal instead).
+    // Not retried: the credits go back, and the reconcile takes in whatever is still ready.
+    log::error("lease batch failed jobs={} first_job_id={} error={}", batch.size(), batch.front().id, e.what());
+    results.assign(batch.size(), transition_result{});
+    for (auto& r : results) r.reason = "error";
   }
   for (std::size_t i = 0; i < batch.size(); ++i) after_lease(batch[i], results[i]);
 }
@@ -700,8 +710,12 @@ void queue_daemon::after_lease(lease_request& q, transition_result& r) {
   const std::string& worker_id = q.worker;
   auto wit = workers_.find(worker_id);
   if (!r.ok) {
-    // Cancelled, already leased, or gone: not an error, just nothing to run.
-    log::debug("lease refused job_id={} reason={} state={}", id, r.reason, r.state);
+    // Cancelled, already leased, or gone: not an error, just nothing to run. "error": the job's
+    // keys are broken; it stays as it was in Redis, and an operator needs to hear of it.
+    if (r.reason == "error")
+      log::error("lease failed job_id={} worker={} error={}", id, worker_id, r.state);
+    else
+      log::debug("lease refused job_id={} reason={} state={}", id, r.reason, r.state);
     leases_.erase(id);
     if (wit != workers_.end()) {
       wit->second.jobs.erase(id);
@@ -945,6 +959,7 @@ net::awaitable<void> queue_daemon::apply_reports(std::shared_ptr<write_batch> b,
   std::vector<store::report> reports;
   reports.reserve(to - from);
   for (std::size_t i = from; i < to; ++i) reports.push_back(to_report(b->writes[i]));
+  bool one_by_one = false;
   // The store takes the reports' strings; what names each result is kept apart.
   std::vector<store::report> names(reports.size());
   for (std::size_t k = 0; k < reports.size(); ++k) {
@@ -961,7 +976,27 @@ net::awaitable<void> queue_daemon::apply_reports(std::shared_ptr<write_batch> b,
   } catch (const boost::system::system_error& e) {
     for (std::size_t i = from; i < to; ++i) b->failed[i] = 1;  // no connection: keep them for later
   } catch (const std::exception& e) {
-    log::error("redis writes dropped count={} error={}", to - from, e.what());
+    // The script failed, not the connection (a job's keys are broken): apply them one by one, in
+    // order, so that only the broken one is dropped.
+    log::warn("report batch failed, applying one by one count={} error={}", to - from, e.what());
+    one_by_one = to - from > 1;
+    if (!one_by_one) log::error("redis write dropped count=1 error={}", e.what());
+  }
+  if (one_by_one) {
+    for (std::size_t i = from; i < to; ++i) {
+      std::vector<store::report> one;
+      one.push_back(to_report(b->writes[i]));
+      auto name = one.front();
+      name.worker = b->writes[i].worker;
+      try {
+        auto r = co_await store_.async_reports(std::move(one));
+        report_applied(name, r.front());
+      } catch (const boost::system::system_error&) {
+        b->failed[i] = 1;
+      } catch (const std::exception& e1) {
+        log::error("redis write dropped job_id={} command={} error={}", name.id, b->writes[i].command, e1.what());
+      }
+    }
   }
   if (--b->remaining == 0) outbox_wake_.cancel();
 }

@@ -166,6 +166,30 @@ TEST(Spine, ThousandBulkJobsAllReachDoneNoneLostNoneRunTwice) {
   EXPECT_EQ(rs.exec({"ZCARD", "descprod:leases"}).integer, 0);
 }
 
+TEST(Spine, AJobWithBrokenKeysIsRefusedAloneTheOthersRunAndNoWorkerSlotIsLost) {
+  // The daemon leases jobs in batches (one Redis script for many): one job whose hash an operator
+  // replaced by a string must not stop the others, nor keep the worker's slot.
+  service s(spine_options(0));
+  std::vector<long long> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(submit(s, R"({"jobtype":"marker","config":"b)" + std::to_string(i) + "\"}"));
+  redis_sync r(s.redis.endpoint());
+  ASSERT_EQ(r.exec({"SET", "descprod:job:" + std::to_string(ids[2]), "broken"}).str, "OK");
+  s.start_worker(0);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i == 2) continue;
+    ASSERT_TRUE(wait_until([&] { return s.state(ids[i]) == "done"; }, 30s)) << ids[i] << " " << s.state(ids[i]);
+  }
+  // The worker has both its slots: two more jobs run side by side to done.
+  long long a = submit(s, R"({"jobtype":"mysleep","config":"1"})");
+  long long b = submit(s, R"({"jobtype":"mysleep","config":"1"})");
+  ASSERT_TRUE(wait_until([&] { return s.state(a) == "done" && s.state(b) == "done"; }, 30s))
+      << s.state(a) << " " << s.state(b);
+  EXPECT_EQ(r.exec({"GET", "descprod:job:" + std::to_string(ids[2])}).str, "broken") << "left as it was";
+  auto log = read_file(s.dir.file("daemon.log"));
+  EXPECT_NE(log.find("lease failed job_id=" + std::to_string(ids[2])), std::string::npos) << log;
+  EXPECT_EQ(s.marker(ids[2]), "") << "the broken job never ran";
+}
+
 TEST(Spine, UserSeesOnlyTheirOwnJobs) {
   service s(spine_options(0));
   long long id = submit(s, R"({"jobtype":"mysleep","config":"1"})");

@@ -659,6 +659,42 @@ TEST_F(StoreTest, ReportsApplyStartProgressAndFinishInOrderWithTheSameChecksAsOn
   EXPECT_EQ(zrange("descprod:leases"), (std::vector<std::string>{std::to_string(ids[1])}));
 }
 
+TEST_F(StoreTest, OneJobWithBrokenKeysInABatchIsRefusedAloneAndLeftAsItWas) {
+  std::vector<new_job> jobs;
+  for (int i = 0; i < 3; ++i) jobs.push_back(make_job("mysleep", std::to_string(i)));
+  auto ids = create("alice", std::move(jobs));
+  // Job 2's hash replaced by a string (an operator's mistake); job 3's own event stream too.
+  ASSERT_EQ(cmd({"SET", st.job_key(ids[1]), "oops"}).str, "OK");
+  ASSERT_EQ(cmd({"DEL", st.job_key(ids[2]) + ":events"}).integer, 1);
+  ASSERT_EQ(cmd({"SET", st.job_key(ids[2]) + ":events", "oops"}).str, "OK");
+  std::vector<store::claim_request> q;
+  for (auto id : ids) q.push_back({id, "w1", ""});
+  auto rs = run(st.async_claim_many(std::move(q), 30, 60));
+  ASSERT_EQ(rs.size(), 3u);
+  EXPECT_TRUE(rs[0].ok) << rs[0].reason;
+  EXPECT_FALSE(rs[1].ok);
+  EXPECT_EQ(rs[1].reason, "error");
+  EXPECT_NE(rs[1].state.find("WRONGTYPE"), std::string::npos) << rs[1].state;
+  // A broken job stream does not stop the transition: the job is leased, its hash says so.
+  EXPECT_TRUE(rs[2].ok) << rs[2].reason << " " << rs[2].state;
+  EXPECT_EQ(hash(ids[2])["state"], "dispatched");
+  EXPECT_EQ(cmd({"GET", st.job_key(ids[1])}).str, "oops") << "left as it was";
+  EXPECT_TRUE(in_zset("descprod:queue", ids[1])) << "still queued";
+  // Reports: the same, one job's error is its own result.
+  using kind = store::report::kind;
+  std::vector<store::report> r;
+  r.push_back({kind::start, ids[0], 1, "w1", "h", "/r", "1", ""});
+  r.push_back({kind::start, ids[1], 1, "w1", "h", "/r", "1", ""});
+  r.push_back({kind::start, ids[2], 1, "w1", "h", "/r", "1", ""});
+  auto rr = run(st.async_reports(std::move(r)));
+  ASSERT_EQ(rr.size(), 3u);
+  EXPECT_TRUE(rr[0].ok);
+  EXPECT_EQ(rr[1].reason, "error");
+  EXPECT_TRUE(rr[2].ok);
+  EXPECT_EQ(hash(ids[0])["state"], "running");
+  EXPECT_EQ(hash(ids[2])["state"], "running");
+}
+
 // Runs the io_context until every spawned create has its answer, bounded at 10 s (the Redis
 // client's read loop keeps the io_context busy, so run() alone would not return).
 void run_until_answered(net::io_context& ioc, const std::size_t& answered, std::size_t expected) {
