@@ -940,18 +940,18 @@ store::report queue_daemon::to_report(const pending_write& w) {
   return q;
 }
 
-void queue_daemon::report_applied(const store::report& q, const transition_result& r) {
+void queue_daemon::report_applied(const pending_write& w, const transition_result& r) {
+  job_id id = *protocol::get_int(w.body, "job");
   if (r.ok) {
-    if (q.what == store::report::kind::finish) {
+    if (w.command == protocol::finished) {
       ++stats_.finished;
-      log::debug("job finished job_id={} state={} worker={}", q.id, r.state, q.worker);
+      log::debug("job finished job_id={} state={} worker={}", id, r.state, w.worker);
     }
     return;
   }
-  static const char* names[] = {"started", "progress", "finished"};
   ++stats_.stale_events;
-  log::warn("event ignored command={} job_id={} attempt={} worker={} reason={} state={}",
-            names[static_cast<int>(q.what)], q.id, q.attempt, q.worker, r.reason, r.state);
+  log::warn("event ignored command={} job_id={} attempt={} worker={} reason={} state={}", w.command, id,
+            *protocol::get_int(w.body, "attempt"), w.worker, r.reason, r.state);
 }
 
 net::awaitable<void> queue_daemon::apply_reports(std::shared_ptr<write_batch> b, std::size_t from,
@@ -960,19 +960,9 @@ net::awaitable<void> queue_daemon::apply_reports(std::shared_ptr<write_batch> b,
   reports.reserve(to - from);
   for (std::size_t i = from; i < to; ++i) reports.push_back(to_report(b->writes[i]));
   bool one_by_one = false;
-  // The store takes the reports' strings; what names each result is kept apart.
-  std::vector<store::report> names(reports.size());
-  for (std::size_t k = 0; k < reports.size(); ++k) {
-    names[k].what = reports[k].what;
-    names[k].id = reports[k].id;
-    names[k].attempt = reports[k].attempt;
-  }
   try {
     auto results = co_await store_.async_reports(std::move(reports));
-    for (std::size_t k = 0; k < names.size(); ++k) {
-      names[k].worker = b->writes[from + k].worker;
-      report_applied(names[k], results[k]);
-    }
+    for (std::size_t i = from; i < to; ++i) report_applied(b->writes[i], results[i - from]);
   } catch (const boost::system::system_error& e) {
     for (std::size_t i = from; i < to; ++i) b->failed[i] = 1;  // no connection: keep them for later
   } catch (const std::exception& e) {
@@ -986,15 +976,14 @@ net::awaitable<void> queue_daemon::apply_reports(std::shared_ptr<write_batch> b,
     for (std::size_t i = from; i < to; ++i) {
       std::vector<store::report> one;
       one.push_back(to_report(b->writes[i]));
-      auto name = one.front();
-      name.worker = b->writes[i].worker;
       try {
         auto r = co_await store_.async_reports(std::move(one));
-        report_applied(name, r.front());
+        report_applied(b->writes[i], r.front());
       } catch (const boost::system::system_error&) {
         b->failed[i] = 1;
       } catch (const std::exception& e1) {
-        log::error("redis write dropped job_id={} command={} error={}", name.id, b->writes[i].command, e1.what());
+        log::error("redis write dropped job_id={} command={} error={}", *protocol::get_int(b->writes[i].body, "job"),
+                   b->writes[i].command, e1.what());
       }
     }
   }

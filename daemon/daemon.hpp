@@ -169,7 +169,7 @@ class queue_daemon {
   net::awaitable<void> apply_reports(std::shared_ptr<write_batch> b, std::size_t from, std::size_t to);
   static constexpr std::size_t reports_per_call = 256;
   static store::report to_report(const pending_write& w);
-  void report_applied(const store::report& q, const transition_result& r);
+  void report_applied(const pending_write& w, const transition_result& r);
   void requeue_later(job_id id, long long attempt, std::string worker, store::requeue_mode mode, std::string reason);
   void worker_lost(const std::string& id_ref, const std::string& why);
   void send_worker(const std::string& routing, std::string_view command, const boost::json::object& body);

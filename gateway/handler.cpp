@@ -490,6 +490,9 @@ net::awaitable<response> create_jobs(gateway_context& ctx, principal who,
         co_return make_error_response(parent_not_found(parents[i].first, bulk, parents[i].second));
     }
   }
+  std::vector<job_id> created;
+  created.reserve(reqs.size());
+  std::string create_time;  // of the first chunk: the single-job answer needs it
   if (!bulk && ctx.creates && reqs.size() == 1 && !reqs.front().parent) {
     // One job: group commit with the other single creates of this event-loop turn.
     auto r = co_await ctx.creates->create(who.name, std::move(to_new_jobs(reqs, 0, 1).front()));
@@ -498,18 +501,12 @@ net::awaitable<response> create_jobs(gateway_context& ctx, principal who,
       log::warn("job create refused owner={} reason={}", who.name, r.reason);
       co_return make_error_response(internal_error("the store refused the job: " + r.reason));
     }
-    std::vector<job_id> ids{r.id};
-    notify_daemon(ctx, ids, reqs, 0, who.name);
-    if (ctx.created)
-      ctx.created->add(who.name, r.id);
-    else
-      log::info("jobs created owner={} count=1 first_id={}", who.name, r.id);
-    co_return created_job_response(r.id, reqs.front(), who.name, r.time);
+    created.push_back(r.id);
+    create_time = r.time;
+    notify_daemon(ctx, created, reqs, 0, who.name);
   }
-  std::vector<job_id> created;
-  created.reserve(reqs.size());
-  std::string create_time;  // of the first chunk: the single-job answer needs it
-  for (std::size_t first = 0; first < reqs.size(); first += bulk_chunk_jobs) {
+  // The rest (all of it unless grouped above) in chunks, each one script.
+  for (std::size_t first = created.size(); first < reqs.size(); first += bulk_chunk_jobs) {
     std::size_t n = std::min(bulk_chunk_jobs, reqs.size() - first);
     std::vector<job_id> ids;
     transition_result tr;
