@@ -44,6 +44,13 @@ struct transition_result {
 // Queue score: priority first (higher first), then ID (lower first).
 double queue_score(int priority, job_id id);
 
+// A job's own stream (P job:<id>:events) is created at the job's first event after its submission,
+// with the submission's event written first (script helper open_stream): a queued job has none.
+// A reader that finds no stream shows that one event, built from the job's create_time ("<s>.<us>")
+// exactly as open_stream writes it: the stream entry [ID, [field, value, ...]] with ID "<ms>-0".
+// nullopt when create_time is malformed (no job).
+std::optional<redis_reply> submit_event_entry(std::string_view create_time);
+
 class store {
  public:
   store(redis_client& redis, std::string prefix);

@@ -702,12 +702,16 @@ net::awaitable<response> get_events(gateway_context& ctx, principal who, job_id 
   bool follow = false;
   if (auto e = parse_job_events_query(query, follow)) co_return make_error_response(*e);
   std::vector<std::vector<std::string>> cmds;
-  cmds.push_back(cmd("HGET", ctx.jobs->job_key(id), "descname"));
+  cmds.push_back(cmd("HMGET", ctx.jobs->job_key(id), "descname", "create_time"));
   cmds.push_back(cmd("XRANGE", ctx.jobs->job_key(id) + ":events", "-", "+", "COUNT",
                      std::to_string(max_events)));
   auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
-  std::string owner = replies[0].is_nil() ? std::string() : replies[0].as_string();
+  const auto& fields = replies[0].elements;
+  std::string owner = fields.size() == 2 && !fields[0].is_nil() ? fields[0].as_string() : std::string();
   if (!may_read(who, id, owner)) co_return make_error_response(job_not_found(id));
+  // No stream yet (a job still queued since its submission): its one event, from the hash.
+  if (replies[1].elements.empty())
+    if (auto e = submit_event_entry(fields[1].as_string())) replies[1].elements.push_back(std::move(*e));
   co_return make_json_response(http::status::ok, events_json(replies[1]));
 }
 
@@ -902,9 +906,21 @@ net::awaitable<handler_result> open_job_stream(gateway_context& ctx, principal w
   filter.job = id;
   auto sub = ctx.hub->subscribe(filter);
   std::string from = after ? "(" + after->str() : std::string("-");
-  auto history =
-      co_await ctx.redis->async_exec(cmd("XREVRANGE", ctx.jobs->job_key(id) + ":events", "+", from,
-                                         "COUNT", std::to_string(max_events)));
+  std::vector<std::vector<std::string>> cmds;
+  cmds.push_back(cmd("XREVRANGE", ctx.jobs->job_key(id) + ":events", "+", from, "COUNT",
+                     std::to_string(max_events)));
+  cmds.push_back(cmd("EXISTS", ctx.jobs->job_key(id) + ":events"));
+  cmds.push_back(cmd("HGET", ctx.jobs->job_key(id), "create_time"));
+  auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
+  auto& history = replies[0];
+  // No stream yet (a job still queued since its submission): its one event, from the hash, unless
+  // the client has seen it.
+  if (replies[1].as_integer() == 0 && !replies[2].is_nil()) {
+    if (auto e = submit_event_entry(replies[2].as_string())) {
+      auto sid = parse_stream_id(e->elements[0].str);
+      if (sid && (!after || *after < *sid)) history.elements.push_back(std::move(*e));
+    }
+  }
   auto events = oldest_first(parse_stream_events(history, id, owner));
   std::string first(sse_preamble);
   append_events(first, events, filter);

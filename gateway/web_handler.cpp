@@ -952,6 +952,9 @@ net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id 
   v.message = std::move(message);
   v.now_s = now_s(ctx);
   v.since = std::move(since);
+  // No stream yet (a job still queued since its submission): its one event, from the hash.
+  if (replies[2].elements.empty())
+    if (auto e = submit_event_entry(field(rec, "create_time"))) replies[2].elements.push_back(std::move(*e));
   v.events = parse_stream_events(replies[2], id, field(rec, "descname"));
   std::reverse(v.events.begin(), v.events.end());
   auto log = log_json(replies[3]);

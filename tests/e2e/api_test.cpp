@@ -631,6 +631,56 @@ TEST(Api, EventStreamOfAnotherUsersJobIsNotFound) {
   EXPECT_EQ(s.call("GET", path_of(id, "/events?follow=maybe")).status, 400);
 }
 
+// A job's own stream is written from its first transition on (core/store.hpp); while it is still
+// queued the API shows the submission event from the job's hash, with the ID the stream gives it.
+TEST(Api, AQueuedJobShowsItsSubmissionEventBeforeItHasAStreamOfItsOwn) {
+  service s(0);
+  long long id = s.submit(R"({"jobtype":"mysleep","config":"1"})");
+  redis_sync r(s.redis.endpoint());
+  std::string key = "descprod:job:" + std::to_string(id);
+  ASSERT_EQ(r.exec({"EXISTS", key + ":events"}).integer, 0);
+  auto ct = r.exec({"HGET", key, "create_time"}).str;
+  auto expected = submit_event_entry(ct);
+  ASSERT_TRUE(expected);
+  std::string sid = expected->elements[0].str;
+
+  auto ev = s.call("GET", path_of(id, "/events"));
+  ASSERT_EQ(ev.status, 200) << ev.body;
+  auto evj = ev.json();
+  const auto& list = evj.as_object().at("events").as_array();
+  ASSERT_EQ(list.size(), 1u) << ev.body;
+  EXPECT_EQ(str(list[0].as_object(), "stream_id"), sid);
+  EXPECT_EQ(str(list[0].as_object(), "state"), "ready");
+  EXPECT_EQ(str(list[0].as_object(), "type"), "transition");
+  EXPECT_DOUBLE_EQ(list[0].as_object().at("time").as_double(), std::stod(ct));
+
+  sse_client follow(s.port, path_of(id, "/events?follow=1"), s.alice_token);
+  ASSERT_EQ(follow.status(), 200) << follow.header();
+  ASSERT_TRUE(follow.wait_for([](const auto& e) { return ev_state(e) == "ready"; }));
+  EXPECT_EQ(follow.events().front().id, sid);
+  // Resuming after the submission event does not show it again.
+  sse_client resumed(s.port, path_of(id, "/events?follow=1"), s.alice_token, sid);
+  ASSERT_EQ(resumed.status(), 200) << resumed.header();
+
+  ASSERT_EQ(s.call("POST", path_of(id, "/cancel")).status, 200);
+  ASSERT_TRUE(follow.wait_for([](const auto& e) { return ev_state(e) == "cancelled"; }));
+  ASSERT_TRUE(resumed.wait_for([](const auto& e) { return ev_state(e) == "cancelled"; }));
+  for (const auto& e : resumed.events()) EXPECT_NE(ev_state(e), "ready") << e.data;
+  int readies = 0;
+  for (const auto& e : follow.events()) readies += ev_state(e) == "ready";
+  EXPECT_EQ(readies, 1);
+  // The cancel wrote the stream, the submission event first with the ID shown before.
+  auto stored = r.exec({"XRANGE", key + ":events", "-", "+"});
+  ASSERT_EQ(stored.elements.size(), 2u);
+  EXPECT_EQ(stored.elements[0].elements.at(0).str, sid);
+  auto after = s.call("GET", path_of(id, "/events"));
+  auto afterj = after.json();
+  const auto& both = afterj.as_object().at("events").as_array();
+  ASSERT_EQ(both.size(), 2u) << after.body;
+  EXPECT_EQ(str(both[0].as_object(), "stream_id"), sid);
+  EXPECT_EQ(str(both[1].as_object(), "state"), "cancelled");
+}
+
 TEST(Api, GlobalStreamCarriesOnlyTheCallersJobsAndResumesAfterLastEventId) {
   service s(0);
   sse_client alice(s.port, "/api/events", s.alice_token);

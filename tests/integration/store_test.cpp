@@ -150,12 +150,9 @@ TEST_F(StoreTest, CreateAssignsConsecutiveIdsAndWritesHashQueueUserIndexAndEvent
   EXPECT_EQ(zrange("descprod:user:alice:jobs"), (std::vector<std::string>{"1", "2", "3"}));
   EXPECT_EQ(zrange("descprod:user:bob:jobs"), (std::vector<std::string>{"4", "5"}));
 
-  auto ev = stream("descprod:job:1:events");
-  ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0]["type"], "transition");
-  EXPECT_EQ(ev[0]["state"], "ready");
-  EXPECT_EQ(ev[0]["progress"], "Ready.");
-  EXPECT_EQ(ev[0]["attempt"], "1");
+  // A queued job has no stream of its own yet (its submission event is written at its first
+  // transition, see JobStreamBeginsAtTheFirstTransitionWithTheSubmissionEvent).
+  EXPECT_EQ(cmd({"EXISTS", "descprod:job:1:events"}).integer, 0);
   auto all = stream("descprod:events");
   ASSERT_EQ(all.size(), 5u);
   EXPECT_EQ(all[3]["id"], "4");
@@ -208,6 +205,61 @@ TEST_F(StoreTest, LeaseMovesAReadyJobToDispatchedAndFromQueueToLeases) {
   EXPECT_GE(deadline, t0 + 29);
   EXPECT_LE(deadline, now_s() + 30.01);
   EXPECT_EQ(stream(st.job_key(id) + ":events").back()["state"], "dispatched");
+}
+
+// The stream reads as if written at submission: first the submission's event (ID from the job's
+// create_time, as gateway readers show it while there is no stream), then the transition.
+TEST_F(StoreTest, JobStreamBeginsAtTheFirstTransitionWithTheSubmissionEvent) {
+  auto id = create_one();
+  auto ct = hash(id)["create_time"];
+  auto expected = submit_event_entry(ct);
+  ASSERT_TRUE(expected);
+  ASSERT_TRUE(run(st.async_lease(id, "w1", 30)).ok);
+  auto range = cmd({"XRANGE", st.job_key(id) + ":events", "-", "+"});
+  ASSERT_EQ(range.elements.size(), 2u);
+  const auto& first = range.elements[0];
+  EXPECT_EQ(first.elements.at(0).str, expected->elements[0].str);
+  ASSERT_EQ(first.elements.at(1).elements.size(), expected->elements[1].elements.size());
+  for (std::size_t i = 0; i < expected->elements[1].elements.size(); ++i)
+    EXPECT_EQ(first.elements[1].elements[i].str, expected->elements[1].elements[i].str) << i;
+  auto ev = stream(st.job_key(id) + ":events");
+  EXPECT_EQ(ev[0]["state"], "ready");
+  EXPECT_EQ(ev[0]["time"], ct);
+  EXPECT_EQ(ev[1]["state"], "dispatched");
+  EXPECT_LT(range.elements[0].elements[0].str, range.elements[1].elements[0].str);
+  // A requeued job's next lease does not write the submission again.
+  ASSERT_TRUE(run(st.async_requeue(id, 1, "w1", store::requeue_mode::plain, "test")).ok);
+  ASSERT_TRUE(run(st.async_lease(id, "w2", 30)).ok);
+  auto again = stream(st.job_key(id) + ":events");
+  ASSERT_EQ(again.size(), 4u);
+  EXPECT_EQ(again[2]["type"], "requeue");
+  EXPECT_EQ(again[3]["state"], "dispatched");
+
+  // Cancel and archive of a job still queued open its stream the same way.
+  auto c = create_one();
+  ASSERT_TRUE(run(st.async_cancel(c, "alice")).ok);
+  auto cev = stream(st.job_key(c) + ":events");
+  ASSERT_EQ(cev.size(), 2u);
+  EXPECT_EQ(cev[0]["state"], "ready");
+  EXPECT_EQ(cev[1]["state"], "cancelled");
+  auto a = create_one();
+  ASSERT_TRUE(run(st.async_set_archive(a, true)).ok);
+  auto aev = stream(st.job_key(a) + ":events");
+  ASSERT_EQ(aev.size(), 2u);
+  EXPECT_EQ(aev[0]["state"], "ready");
+  EXPECT_EQ(aev[1]["type"], "archive");
+}
+
+TEST(SubmitEventEntry, RefusesAMalformedCreateTime) {
+  EXPECT_FALSE(submit_event_entry(""));
+  EXPECT_FALSE(submit_event_entry("17"));
+  EXPECT_FALSE(submit_event_entry(".5"));
+  EXPECT_FALSE(submit_event_entry("17."));
+  EXPECT_FALSE(submit_event_entry("1x.000001"));
+  EXPECT_FALSE(submit_event_entry("1.-5"));
+  auto e = submit_event_entry("1700000000.123456");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->elements[0].str, "1700000000123-0");
 }
 
 TEST_F(StoreTest, LeaseOfALeasedOrMissingJobIsRefused) {
@@ -665,7 +717,6 @@ TEST_F(StoreTest, OneJobWithBrokenKeysInABatchIsRefusedAloneAndLeftAsItWas) {
   auto ids = create("alice", std::move(jobs));
   // Job 2's hash replaced by a string (an operator's mistake); job 3's own event stream too.
   ASSERT_EQ(cmd({"SET", st.job_key(ids[1]), "oops"}).str, "OK");
-  ASSERT_EQ(cmd({"DEL", st.job_key(ids[2]) + ":events"}).integer, 1);
   ASSERT_EQ(cmd({"SET", st.job_key(ids[2]) + ":events", "oops"}).str, "OK");
   std::vector<store::claim_request> q;
   for (auto id : ids) q.push_back({id, "w1", ""});
