@@ -46,6 +46,16 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15)
 
 
+def dirty_mb():
+    """Dirty + Writeback of /proc/meminfo, in MB: file data the kernel has yet to write to disk."""
+    kb = 0
+    with open('/proc/meminfo') as f:
+        for line in f:
+            if line.startswith(('Dirty:', 'Writeback:')):
+                kb += int(line.split()[1])
+    return kb / 1024.0
+
+
 def rss_mb(pid):
     with open('/proc/%d/status' % pid) as f:
         for line in f:
@@ -93,8 +103,8 @@ class Redis:
                 '--save', '', '--daemonize', 'no', '--appendfilename', name + '.aof',
                 '--stream-node-max-bytes', '512']  # as scripts/descprod-up runs it (docs/operators.md)
         argv += ['--appendonly', 'yes', '--appendfsync', 'everysec'] if appendonly else ['--appendonly', 'no']
+        import redis as redis_py  # before the server starts: a missing module must not leave it running
         self.proc = PROCS.start(argv, os.path.join(d, name + '.log'))
-        import redis as redis_py
         self.r = redis_py.Redis(unix_socket_path=self.sock, decode_responses=True)
         for _ in range(200):
             try:
@@ -378,6 +388,8 @@ class Bench:
         outf = os.path.join(s.d, 'sim-%d.out' % len(os.listdir(s.d)))
         pids = dict(daemon=s.daemon.pid, redis=s.redis.proc.pid, gateway=s.gateway.pid)
         s.redis.r.config_resetstat()
+        delayed0 = int(s.redis.r.info('persistence').get('aof_delayed_fsync', 0))
+        dirty0 = dirty_mb()
         c0 = {k: cpu_ticks(v) for k, v in pids.items()}
         t0 = time.time()
         p = PROCS.start(argv, outf)
@@ -416,6 +428,11 @@ class Bench:
         res['redis_cpu_us_per_job'] = res['cpu_redis'] / 100.0 * dt * 1e6 / jobs
         res['cpu_note'] = 'CPU %% of a core meanwhile: daemon %.0f, redis %.0f, sim-workers %.0f, gateway %.0f' % (
             res['cpu_daemon'], res['cpu_redis'], res['cpu_sim'], res['cpu_gateway'])
+        # The disk's share: how much the kernel still had to write back when the run began, and how
+        # often Redis's AOF write waited on a slow fsync meanwhile (each a pause of its one thread).
+        res['aof_delayed_fsync'] = int(s.redis.r.info('persistence').get('aof_delayed_fsync', 0)) - delayed0
+        res['disk_note'] = 'dirty+writeback at start %.0f MB, AOF writes delayed by fsync %d' % (
+            dirty0, res['aof_delayed_fsync'])
         return res
 
     def fill(self, s, n, chunk=100000):
@@ -461,11 +478,18 @@ class Bench:
         # a run that drained its queue would skip that end and look cheaper than the deep ones.
         cap = depths[0]
         take = cap - w * sl if cap > 2 * w * sl else cap // 2
-        rounds = 1 if self.quick else 3
+        rounds = 1 if self.quick else 7
         self.depth_rates = []
-        for depth in depths:
-            s = self.service('dispatch-%d' % depth)
-            try:
+        # One service per depth, all up together (idle but for the one being measured), filled one
+        # after the other; then the rounds alternate between the depths. On this shared two-core
+        # machine a single 9,000-job run varies by +-10 % from one minute to the next, and a service
+        # slows a little as its done jobs pile up; measured one depth after the other, that drift
+        # was counted as depth (0.82-1.03 over three full runs), alternated it hits every depth alike.
+        svcs = []
+        try:
+            for depth in depths:
+                s = self.service('dispatch-%d' % depth)
+                svcs.append(s)
                 used0 = int(s.redis.r.info('memory')['used_memory'])
                 rss0 = rss_mb(s.daemon.pid)
                 fill_rate = self.fill(s, depth)
@@ -479,45 +503,56 @@ class Bench:
                     if not int(p.get('aof_rewrite_in_progress', 0)) and not int(p.get('aof_rewrite_scheduled', 0)):
                         break
                     time.sleep(0.5)
-                q = s.redis.r.zcard(s.prefix + 'queue')
-                used1 = int(s.redis.r.info('memory')['used_memory'])
-                rss1 = rss_mb(s.daemon.pid)
+                s.bench_fill = dict(depth=depth, queued=s.redis.r.zcard(s.prefix + 'queue'), fill_rate=fill_rate,
+                                    used0=used0, used1=int(s.redis.r.info('memory')['used_memory']),
+                                    rss0=rss0, rss1=rss_mb(s.daemon.pid), created=depth, runs=[])
                 self.top_up_events(s)
-                prof = None
-                if self.args.profile and depth == depths[1]:
-                    os.makedirs(self.args.out, exist_ok=True)
-                    prof = os.path.join(self.args.out, 'profile-dispatch')
-                # A 10,000-job run lasts about a second, so one run can land on a passing disturbance
-                # (seen once: 5,600/s at depth 1,000,000 where the runs before and after made
-                # 8,900). Each depth runs `rounds` times and reports the median; the shallowest
-                # queue is refilled with `take` jobs before each further round, so every round
-                # starts at about that depth.
-                runs = []
-                created = depth
-                for r in range(rounds):
-                    if r and depth == cap:
+            # A 10,000-job run lasts about a second, so one run can land on a passing disturbance
+            # (seen once: 5,600/s at depth 1,000,000 where the runs before and after made 8,900).
+            # Each depth runs `rounds` times and reports the median; the shallowest queue is
+            # refilled with `take` jobs before each further round, so every round starts at about
+            # that depth.
+            for r in range(rounds):
+                for s in svcs:
+                    f = s.bench_fill
+                    if r and f['depth'] == cap:
                         self.fill(s, take)
-                        created += take
+                        f['created'] += take
                         time.sleep(1.0)
-                    runs.append(self.sim(s, ['--workers', str(w), '--slots', str(sl), '--jobs', str(take)],
-                                         profile=prof if r == 0 else None))
-                    if int(runs[-1]['duplicates']) != 0:
-                        raise RuntimeError('duplicates: %r' % runs[-1])
-                if depth == cap:
-                    # Nothing lost or stuck: every job is done or back in the queue.
-                    st = s.count_states(1, created)
-                    if st.get('done', 0) < take * rounds or set(st) - {'done', 'ready'} or sum(st.values()) != created:
-                        raise RuntimeError('dispatch: jobs lost or stuck %r' % st)
-            finally:
+                    prof = None
+                    if self.args.profile and f['depth'] == depths[1] and r == 0:
+                        os.makedirs(self.args.out, exist_ok=True)
+                        prof = os.path.join(self.args.out, 'profile-dispatch')
+                    f['runs'].append(self.sim(s, ['--workers', str(w), '--slots', str(sl), '--jobs', str(take)],
+                                              profile=prof))
+                    if int(f['runs'][-1]['duplicates']) != 0:
+                        raise RuntimeError('duplicates: %r' % f['runs'][-1])
+                    if prof:
+                        self.perf_report(prof)
+                log('dispatch round %d: %s' % (r, ', '.join('depth %d %.0f jobs/s' % (s.bench_fill['depth'], float(
+                    s.bench_fill['runs'][-1]['rate_persisted'])) for s in svcs)))
+            # Nothing lost or stuck: every job of the shallowest queue is done or back in the queue.
+            f = svcs[0].bench_fill
+            st = svcs[0].count_states(1, f['created'])
+            if st.get('done', 0) < take * rounds or set(st) - {'done', 'ready'} or sum(st.values()) != f['created']:
+                raise RuntimeError('dispatch: jobs lost or stuck %r' % st)
+        finally:
+            for s in svcs:
                 s.stop()
+        base_runs = svcs[0].bench_fill['runs']
+        for s in svcs:
+            f = s.bench_fill
+            depth, runs = f['depth'], f['runs']
             res = sorted(runs, key=lambda x: float(x['rate_persisted']))[len(runs) // 2]
-            log('depth %d: rounds %s jobs/s, median taken' % (depth, ', '.join('%.0f' % float(x['rate_persisted']) for x in runs)))
+            log('depth %d: rounds %s jobs/s, median taken; %s' % (depth, ', '.join('%.0f' % float(x['rate_persisted']) for x in runs),
+                                                                  '; '.join(x['disk_note'] for x in runs)))
+            if depth != cap:
+                log('depth %d against %d, round by round: %s' % (depth, cap, ', '.join(
+                    '%.2f' % (float(a['rate_persisted']) / float(b['rate_persisted'])) for a, b in zip(runs, base_runs))))
             rate = float(res['rate_persisted'])
             self.depth_rates.append((depth, rate, float(res['rate'])))
             log('depth %d: queued %d, bulk fill %.0f jobs/s, dispatch %s (sim-side %s), completed %s; %s' % (
-                depth, q, fill_rate, res['rate_persisted'], res['rate'], res['completed'], res['cpu_note']))
-            if prof:
-                self.perf_report(prof)
+                depth, f['queued'], f['fill_rate'], res['rate_persisted'], res['rate'], res['completed'], res['cpu_note']))
             self.commandstats(res, 'depth %d, %d jobs completed' % (depth, take))
             if depth == depths[0]:
                 base = rate
@@ -527,12 +562,13 @@ class Bench:
             if depth == depths[-1]:
                 self.row('dispatch at queue depth %d vs at %d' % (depth, depths[0]), rate, 'jobs/s', baseline=base,
                          target='>= 0.9 x at 10,000', check=('ratio', '>=', 0.9), key='dispatch_deep',
-                         note='first %d jobs of %d; %s' % (take, depth, res['cpu_note']))
-                self.row('HTTP bulk submit while filling %d (100,000-job requests)' % depth, fill_rate, 'jobs/s',
+                         note='%d jobs per round, median of %d rounds alternating with the other depths; %s' % (
+                             take, len(runs), res['cpu_note']))
+                self.row('HTTP bulk submit while filling %d (100,000-job requests)' % depth, f['fill_rate'], 'jobs/s',
                          key='bulk_fill')
-                self.row('daemon RSS with %d queued' % depth, rss1, 'MB', target='<= 300', check=('value', '<=', 300),
-                         key='daemon_rss', note='before: %.1f MB' % rss0)
-                self.row('Redis memory per queued job (%d queued)' % depth, (used1 - used0) / depth, 'bytes',
+                self.row('daemon RSS with %d queued' % depth, f['rss1'], 'MB', target='<= 300', check=('value', '<=', 300),
+                         key='daemon_rss', note='before: %.1f MB' % f['rss0'])
+                self.row('Redis memory per queued job (%d queued)' % depth, (f['used1'] - f['used0']) / depth, 'bytes',
                          target='<= 1536', check=('value', '<=', 1536), key='redis_per_job')
 
     def phase_http(self):
