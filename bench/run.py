@@ -630,9 +630,14 @@ class Bench:
             time.sleep(0.3)
             c.close()
             lat_run = []
+            legs = ([], [], [])  # POST sent -> create_time -> dispatch_time -> start_time, ms
             for jid, t in sent.items():
-                st = s.redis.r.hget(s.prefix + 'job:%d' % jid, 'start_time')
+                ct, dt_, st = s.redis.r.hmget(s.prefix + 'job:%d' % jid, 'create_time', 'dispatch_time', 'start_time')
                 lat_run.append((float(st) - t) * 1000)
+                for leg, a, b in zip(legs, (t, float(ct), float(dt_)), (float(ct), float(dt_), float(st))):
+                    leg.append((b - a) * 1000)
+            log('submit -> running, p50 of each leg (ms): POST sent -> created in Redis %.2f, created -> leased %.2f, '
+                'leased -> started %.2f' % tuple(pct(leg, 50) for leg in legs))
             lat_sse = [(arr - ev['time']) * 1000 for arr, ev in sse.events if ev.get('id') in sent]
         finally:
             sse.close()
