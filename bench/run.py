@@ -838,6 +838,7 @@ class Bench:
                 for i, (n, v) in enumerate(bars):
                     f.write('%d "%s" %.1f\n' % (i, n, v))
             gp(out, '''set terminal pngcairo size 1000,560 font ",10" noenhanced
+set rmargin 10
 set output "%(o)s/throughput.png"
 set title "Process jobs (/bin/true) per second on this machine (%(c)d cores); published peer figures for context"
 set style fill solid 0.8 border -1
