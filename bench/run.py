@@ -801,9 +801,14 @@ class Bench:
             print('  '.join(c.ljust(w[i]) if i in (0, 2, 5) else c.rjust(w[i]) for i, c in enumerate(l)))
             if k == 0:
                 print('  '.join('-' * x for x in w))
-        held = [r for r in self.rows if r['holds'] is not None]
-        print('\n%d of %d targets hold.%s' % (sum(1 for r in held if r['holds']), len(held),
-                                             ' (--quick: small sizes, not the real figures)' if self.quick else ''))
+        # The end-to-end rows (one per worker layout) are one target, met if any layout meets it.
+        is_e2e = lambda r: r['key'].startswith('e2e_') and r['key'][4:5].isdigit()
+        held = [r for r in self.rows if r['holds'] is not None and not is_e2e(r)]
+        e2e = [r for r in self.rows if r['holds'] is not None and is_e2e(r)]
+        n_held = sum(1 for r in held if r['holds']) + (1 if any(r['holds'] for r in e2e) else 0)
+        print('\n%d of %d targets hold%s.%s' % (n_held, len(held) + (1 if e2e else 0),
+                                              ' (the %d end-to-end rows are one target)' % len(e2e) if len(e2e) > 1 else '',
+                                              ' (--quick: small sizes, not the real figures)' if self.quick else ''))
         import csv
         with open(os.path.join(out, 'results.csv'), 'w', newline='') as f:
             cw = csv.writer(f)
