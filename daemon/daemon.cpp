@@ -3,6 +3,7 @@
 // logged and dropped). Heartbeats, lease expiry, worker hashes and reconciliation run in one cron.
 #include "daemon/daemon.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <cmath>
 
@@ -10,6 +11,7 @@
 #include "core/curve.hpp"
 #include "core/job.hpp"
 #include "core/log.hpp"
+#include "core/text.hpp"
 
 namespace descprod {
 
@@ -40,6 +42,40 @@ std::string fmt_double(double d) {
 
 double epoch_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// A worker's report carries text an application wrote (status line, finished message) and the
+// run's host and directory: each is made safe to print (core/text.hpp) before it goes anywhere.
+// Progress counts must come as a pair of integers with 0 <= done <= total; otherwise both are
+// dropped (the message still applies) and the line says why.
+void clean_report(std::string_view command, boost::json::object& body, const std::string& worker) {
+  auto clean = [&](const char* field, std::size_t max) {
+    auto it = body.find(field);
+    if (it == body.end() || !it->value().is_string()) return;
+    const auto& v = it->value().as_string();
+    it->value() = sanitize_app_text(std::string_view(v.data(), v.size()), max);
+  };
+  if (command == protocol::progress) {
+    clean("message", 1000);
+    bool has_done = body.contains("done"), has_total = body.contains("total");
+    if (!has_done && !has_total) return;
+    auto done = protocol::get_int(body, "done");
+    auto total = protocol::get_int(body, "total");
+    if (done && total && *done >= 0 && *total >= 0 && *done <= *total) return;
+    log::warn("progress counts dropped worker={} job_id={} done={} total={} reason={}", worker,
+              protocol::get_int(body, "job").value_or(0),
+              has_done ? boost::json::serialize(body.at("done")) : std::string("-"),
+              has_total ? boost::json::serialize(body.at("total")) : std::string("-"),
+              !done || !total ? "done and total must both be integers"
+                              : (*done < 0 || *total < 0) ? "negative" : "done exceeds total");
+    body.erase("done");
+    body.erase("total");
+  } else if (command == protocol::finished) {
+    clean("message", 1000);
+  } else if (command == protocol::started) {
+    clean("host", 255);
+    clean("rundir", 4096);
+  }
 }
 
 boost::json::object app_json(const app_def& app, const job_record& r, job_id id) {
@@ -166,7 +202,27 @@ net::awaitable<void> queue_daemon::rebuild() {
   auto cmd = redis_cmd("ZRANGE", store_.key("leases"), "-inf", horizon, "BYSCORE");
   auto leases = co_await redis_.async_exec(std::move(cmd));
   auto deadline = clock_type::now() + cfg_.daemon.lease_timeout;
-  for (const auto& e : leases.elements) orphans_[e.as_integer()] = deadline;
+  // Whom each lease is for, at which attempt, and whose job it is: a hello adopts only leases in
+  // its own id and attempt, of owners its token may run.
+  for (std::size_t from = 0; from < leases.elements.size(); from += 10000) {
+    std::size_t to = std::min(leases.elements.size(), from + 10000);
+    std::vector<std::vector<std::string>> cmds;
+    for (std::size_t i = from; i < to; ++i)
+      cmds.push_back(redis_cmd("HMGET", store_.job_key(leases.elements[i].as_integer()), "worker", "attempt",
+                               "descname"));
+    auto fields = co_await redis_.async_pipeline(std::move(cmds));
+    for (std::size_t i = from; i < to; ++i) {
+      orphan_lease o;
+      o.deadline = deadline;
+      const auto& f = fields[i - from];
+      if (!f.is_error() && f.elements.size() == 3) {
+        o.worker = f.elements[0].is_nil() ? std::string() : f.elements[0].str;
+        o.attempt = f.elements[1].is_nil() ? 0 : std::atoll(f.elements[1].str.c_str());
+        o.owner = f.elements[2].is_nil() ? std::string() : f.elements[2].str;
+      }
+      orphans_[leases.elements[i].as_integer()] = std::move(o);
+    }
+  }
   last_reconcile_ = clock_type::now();
   log::info("queue rebuilt ready={} leased={}", ready_.size(), orphans_.size());
   dispatch();
@@ -200,14 +256,24 @@ void queue_daemon::apply_unknown_report_now(pending_write pw) {
 }
 
 net::awaitable<void> queue_daemon::apply_unknown_report(pending_write pw, std::string token) {
+  // Applied only when (1) the token is a valid worker token, (2) it is the token the worker id
+  // said hello with, and (3) it may run the job's owner; the Lua scripts then check that the job is
+  // leased to that worker id at that attempt (stale() in every report and requeue script).
   auto sha = sha256_hex(token);
+  job_id id = pw.what == pending_write::kind::report ? *protocol::get_int(pw.body, "job") : pw.id;
   try {
     auto g = co_await check_worker_token(redis_, cfg_.redis.prefix, sha);
     auto bound = co_await redis_.async_exec(redis_cmd("HGET", store_.key("worker:" + pw.worker), "token_sha"));
-    if (!g.ok || bound.is_nil() || bound.str != sha) {
-      log::warn("report from an unknown connection dropped worker={} command={} reason={}", pw.worker,
-                pw.command.empty() ? std::string("handback") : pw.command,
-                !g.ok ? g.reason : std::string("the token is not the one this worker said hello with"));
+    auto owner = co_await redis_.async_exec(redis_cmd("HGET", store_.job_key(id), "descname"));
+    bool owner_ok = !owner.is_error() && !owner.is_nil() &&
+                    (g.any_owner || std::binary_search(g.owners.begin(), g.owners.end(), owner.str));
+    if (!g.ok || bound.is_nil() || bound.str != sha || !owner_ok) {
+      ++stats_.reports_refused;
+      log::warn("report from an unknown connection dropped worker={} command={} job_id={} reason={}", pw.worker,
+                pw.command.empty() ? std::string("handback") : pw.command, id,
+                !g.ok                            ? g.reason
+                : bound.is_nil() || bound.str != sha ? std::string("the token is not the one this worker said hello with")
+                                                     : std::string("the token may not run this job's owner"));
       co_return;
     }
   } catch (const boost::system::system_error&) {
@@ -386,13 +452,54 @@ net::awaitable<void> queue_daemon::authenticate(std::string routing, boost::json
     refuse_worker(routing, "worker token refused: " + g.reason, false);
     co_return;
   }
+  // A worker id is bound to the token it said hello with (token_sha, in memory and in its
+  // worker:<id> record): while the id is connected or holds leases, a hello under it with another
+  // token is refused, or any worker token could take over another's jobs (adopt them, report
+  // them finished, burn their attempts with repeated hellos). A free id (no connection, no
+  // lease) may be taken by a new token: its old binding has nothing left to protect.
+  const auto id = *protocol::get_string(body, "worker");
+  std::string recorded;
+  try {
+    auto r = co_await redis_.async_exec(redis_cmd("HGET", store_.key("worker:" + id), "token_sha"));
+    if (!r.is_error() && !r.is_nil()) recorded = r.str;
+  } catch (const boost::system::system_error&) {
+    refuse_worker(routing, "the daemon cannot check worker tokens now (Redis unavailable); retry", true);
+    co_return;
+  }
+  {
+    auto w = workers_.find(id);  // looked up after the awaits: another hello may have come meanwhile
+    bool connected = w != workers_.end();
+    const std::string& bound = connected && !w->second.token_sha.empty() ? w->second.token_sha : recorded;
+    bool holds_leases = false;
+    if (!connected && !bound.empty() && bound != sha)  // only then is the scan needed
+      for (const auto& [jid, o] : orphans_)
+        if (o.worker == id) {
+          holds_leases = true;
+          break;
+        }
+    if ((connected || holds_leases) && !bound.empty() && bound != sha) {
+      log::warn("worker identity refused worker={} peer={} token_owner={} connected={} holds_leases={} "
+                "reason=the id is bound to another worker token",
+                id, hex_id(routing), g.owner, connected, holds_leases);
+      refuse_worker(routing, "worker id '" + id + "' is in use with another worker token", false);
+      co_return;
+    }
+  }
   auto claimed = protocol::get_string(body, "owner").value_or("");
   if (!claimed.empty() && claimed != g.owner)
     log::info("worker owner taken from its token worker={} configured_owner={} token_owner={}",
               protocol::get_string(body, "worker").value_or(""), claimed, g.owner);
   accept_hello(routing, body, g);
-  if (auto w = workers_.find(protocol::get_string(body, "worker").value_or("")); w != workers_.end())
+  if (auto w = workers_.find(protocol::get_string(body, "worker").value_or("")); w != workers_.end()) {
     w->second.token_sha = sha;
+    // The binding goes to Redis at once, not with cron's next record: a daemon that restarts
+    // right after this hello must still know whose id this is.
+    auto ttl = std::to_string(std::max<long long>(1, 3 * cfg_.daemon.lease_timeout.count() / 1000));
+    auto key = store_.key("worker:" + id);
+    if (redis_.connected())
+      write_detached({redis_cmd("HSET", key, "id", id, "owner", g.owner, "token_sha", sha), redis_cmd("EXPIRE", key, ttl)},
+                     "worker_binding");
+  }
 }
 
 void queue_daemon::set_grant(worker_state& w, const worker_grant& g) {
@@ -453,9 +560,14 @@ void queue_daemon::accept_hello(const std::string& routing, const boost::json::o
       auto jid = protocol::get_int(e.as_object(), "job");
       auto att = protocol::get_int(e.as_object(), "attempt");
       if (!jid || !att) continue;
+      // Ours: leased to this id at this attempt (by this daemon, or in Redis before a restart),
+      // and of an owner its token may run.
       auto l = leases_.find(*jid);
-      bool ours = (l != leases_.end() && l->second.worker == *id && l->second.attempt == *att) ||
-                  (l == leases_.end() && orphans_.count(*jid));
+      auto o = orphans_.find(*jid);
+      bool ours = l != leases_.end()
+                      ? l->second.worker == *id && l->second.attempt == *att
+                      : o != orphans_.end() && o->second.worker == *id && o->second.attempt == *att &&
+                            may_run(w, o->second.owner);
       if (ours) {
         orphans_.erase(*jid);
         leases_[*jid] = {*id, *att};
@@ -503,6 +615,7 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
         (c == protocol::started || c == protocol::progress || c == protocol::finished)) {
       pw.emplace(pending_write::kind::report);
       pw->command = c;
+      clean_report(c, msg.body, *sender);
       pw->body = std::move(msg.body);
     } else if (sender && !sender->empty() && id && attempt && c == protocol::handback) {
       pw.emplace(pending_write::kind::requeue);
@@ -551,10 +664,7 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
     auto attempt = protocol::get_int(msg.body, "attempt");
     if (!id || !attempt) throw std::invalid_argument("handback: job and attempt must be integers");
     auto j = w->jobs.find(*id);
-    if (j == w->jobs.end() || j->second.attempt != *attempt) {
-      log::warn("handback of a job not held ignored job_id={} attempt={} worker={}", *id, *attempt, w->id);
-      return;
-    }
+    if (!holds(*w, *id, *attempt)) return refuse_report(w->id, c, *id, *attempt, "not held");
     w->jobs.erase(j);
     leases_.erase(*id);
     ++stats_.handed_back;
@@ -575,20 +685,20 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
     auto id = protocol::get_int(msg.body, "job");
     auto attempt = protocol::get_int(msg.body, "attempt");
     if (!id || !attempt) throw std::invalid_argument(c + ": job and attempt must be integers");
+    // Only the connection that holds the job at that attempt reports on it (a worker cannot
+    // write another's job, its log, or a job that does not exist).
+    if (!holds(*w, *id, *attempt)) return refuse_report(w->id, c, *id, *attempt, "not held");
     if (c == protocol::log_lines) {
       store_log_lines(*id, msg.body);
       return;
     }
     if (c == protocol::finished) {
-      auto j = w->jobs.find(*id);
-      if (j != w->jobs.end() && j->second.attempt == *attempt) {
-        w->jobs.erase(j);
-        leases_.erase(*id);
-      }
+      w->jobs.erase(*id);
+      leases_.erase(*id);
     } else if (c == protocol::started) {
-      auto j = w->jobs.find(*id);
-      if (j != w->jobs.end()) j->second.started = true;
+      w->jobs[*id].started = true;
     }
+    clean_report(c, msg.body, w->id);
     pending_write pw{pending_write::kind::report};
     pw.worker = w->id;
     pw.command = c;
@@ -597,6 +707,23 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
     return;
   }
   log::warn("unexpected worker command dropped worker={} command={}", w->id, c);
+}
+
+bool queue_daemon::may_run(const worker_state& w, const std::string& owner) const {
+  if (w.any_owner) return true;
+  auto o = ready_.find_owner(owner);
+  return o && std::find(w.owners.begin(), w.owners.end(), *o) != w.owners.end();
+}
+
+bool queue_daemon::holds(const worker_state& w, job_id id, long long attempt) {
+  auto j = w.jobs.find(id);
+  return j != w.jobs.end() && j->second.attempt > 0 && j->second.attempt == attempt;
+}
+
+void queue_daemon::refuse_report(const std::string& worker, std::string_view command, job_id id, long long attempt,
+                                 const char* why) {
+  ++stats_.reports_refused;
+  log::warn("report refused command={} job_id={} attempt={} worker={} reason={}", command, id, attempt, worker, why);
 }
 
 bool queue_daemon::fits(const worker_state& w, job_id id, double now) const {
@@ -796,8 +923,8 @@ void queue_daemon::store_log_lines(job_id id, const boost::json::object& body) {
   auto key = store_.job_key(id) + ":log";
   for (const auto& l : it->value().as_array()) {
     if (!l.is_string()) continue;
-    std::string line(l.as_string());
-    if (line.size() > 4000) line.resize(4000);
+    const auto& raw = l.as_string();
+    std::string line = sanitize_app_text(std::string_view(raw.data(), raw.size()), 4000);
     cmds.push_back({"XADD", key, "MAXLEN", "~", "1000", "*", "line", std::move(line)});
   }
   if (!cmds.empty() && redis_.connected()) write_detached(std::move(cmds), "log");  // a tail: lossy
@@ -1079,7 +1206,8 @@ void queue_daemon::write_stats() {
                             u(stats_.requeued), "lease_expiries_total", u(stats_.lease_expiries),
                             "stale_events_total", u(stats_.stale_events), "malformed_total", u(stats_.malformed),
                             "handed_back_total", u(stats_.handed_back), "walltime_refusals_total",
-                            u(stats_.walltime_refusals), "workers_refused_total", u(stats_.workers_refused))},
+                            u(stats_.walltime_refusals), "workers_refused_total", u(stats_.workers_refused),
+                            "reports_refused_total", u(stats_.reports_refused))},
                  "stats");
 }
 
@@ -1135,7 +1263,7 @@ net::awaitable<void> queue_daemon::cron() {
     }
     // Orphaned leases from before a restart whose worker never came back.
     for (auto it = orphans_.begin(); it != orphans_.end();) {
-      if (now < it->second) {
+      if (now < it->second.deadline) {
         ++it;
         continue;
       }

@@ -41,7 +41,8 @@ struct daemon_stats {
   std::uint64_t handed_back = 0;
   std::uint64_t walltime_refusals = 0;  // jobs kept from a worker whose allocation ends too soon
   std::uint64_t lease_expiries = 0;     // workers declared lost for silence
-  std::uint64_t workers_refused = 0;    // hellos refused (bad token, protocol)
+  std::uint64_t workers_refused = 0;    // hellos refused (bad token, protocol, another worker's id)
+  std::uint64_t reports_refused = 0;    // job reports for a job the connection does not hold
 };
 
 class queue_daemon {
@@ -122,6 +123,14 @@ class queue_daemon {
   void accept_hello(const std::string& routing, const boost::json::object& body, const worker_grant& g);
   void refuse_worker(const std::string& routing, const std::string& reason, bool retry);
   void set_grant(worker_state& w, const worker_grant& g);
+  // Whether w's token admits jobs of `owner`.
+  bool may_run(const worker_state& w, const std::string& owner) const;
+  // Whether the worker holds `id` at `attempt` (leased to it and sent): only then are its reports
+  // on that job applied.
+  static bool holds(const worker_state& w, job_id id, long long attempt);
+  // Drops a job report of a job the sender does not hold (logged, counted).
+  void refuse_report(const std::string& worker, std::string_view command, job_id id, long long attempt,
+                     const char* why);
   // Every reconcile interval: re-reads each worker's token, owner and pools (revocation, pools).
   net::awaitable<void> recheck_tokens();
   // A job report from a connection the daemon does not know: applied once its token checks out
@@ -197,8 +206,16 @@ class queue_daemon {
   std::map<std::string, worker_state> workers_;              // by worker id
   std::unordered_map<std::string, std::string> routing_to_id_;
   std::unordered_map<job_id, lease_info> leases_;
-  // Leases found in Redis at start whose worker has not said hello yet: deadline to reclaim them.
-  std::unordered_map<job_id, clock_type::time_point> orphans_;
+  // Leases found in Redis at start whose worker has not said hello yet: deadline to reclaim them,
+  // and whom Redis says the lease is for (a hello adopts only its own leases, of owners its token
+  // may run).
+  struct orphan_lease {
+    clock_type::time_point deadline;
+    std::string worker;
+    long long attempt = 0;
+    std::string owner;
+  };
+  std::unordered_map<job_id, orphan_lease> orphans_;
   std::string rr_;  // round-robin cursor over workers: the last one served
   // Time limits of ready jobs that some worker could not fit (learnt at lease or handback time;
   // the queue itself holds only IDs). Bounded: the lowest IDs go first when it is full.
