@@ -100,6 +100,16 @@ local function flush_counts()
     if d ~= 0 then redis.call('HINCRBY', SK, s, d) end
   end
 end
+-- A job's DESCPROD_TOKEN (P token:<sha>, its sha in the job's token_sha field) lives as long as
+-- the attempt it was made for: every transition that ends the attempt (finish, requeue, lost,
+-- cancel, delete) deletes it, so it can no longer read the job nor create children.
+local function revoke_job_token(id)
+  local sha = redis.call('HGET', jkey(id), 'token_sha')
+  if sha and sha ~= '' then
+    redis.call('DEL', P .. 'token:' .. sha)
+    redis.call('HDEL', jkey(id), 'token_sha')
+  end
+end
 local function stale(j, attempt, worker)
   if attempt ~= '' and j.attempt ~= attempt then return true end
   if worker ~= '' and j.worker ~= worker then return true end
@@ -128,6 +138,12 @@ local function op_lease(id, worker, lease_s, token_sha, token_ttl, t)
   count(id, h.state, ns)
   open_stream(id, h.create_time)
   emit(id, owner, 'transition', ns, 'Ready.', attempt, t)
+  if h.token_sha and h.token_sha ~= '' then
+    -- A token of an earlier attempt that is somehow still alive: it dies now.
+    redis.call('DEL', P .. 'token:' .. h.token_sha)
+    redis.call('HDEL', jkey(id), 'token_sha')
+    h.token_sha = nil
+  end
   if token_sha and token_sha ~= '' then
     local tk = P .. 'token:' .. token_sha
     local ttl = tonumber(token_ttl)
@@ -135,6 +151,9 @@ local function op_lease(id, worker, lease_s, token_sha, token_ttl, t)
     redis.call('HSET', tk, 'owner', owner, 'scope', 'job:' .. id, 'created', string.format('%d', now),
       'expires', string.format('%d', now + ttl))
     redis.call('EXPIRE', tk, ttl)
+    -- The job remembers its token's hash (never shown by the API), so the transition that ends
+    -- the attempt can revoke it.
+    redis.call('HSET', jkey(id), 'token_sha', token_sha)
   end
   h.state, h.worker, h.dispatch_time, h.update_time = ns, worker, t, t
   local out = {}
@@ -193,6 +212,7 @@ local function op_finish(id, attempt, worker, target, rc, prefix, message, t)
   redis.call('HSET', jkey(id), 'state', target, 'return_status', rc, 'message', message,
     'progress', progress, 'stop_time', t, 'update_time', t)
   redis.call('ZREM', P .. 'leases', id)
+  revoke_job_token(id)
   count(id, j.state, target)
   emit(id, j.owner, 'transition', target, progress, j.attempt, t)
   return {'ok', target, j.attempt, j.worker}
@@ -287,6 +307,7 @@ if stale(j, ARGV[3], ARGV[4]) then return {'err', 'stale', j.state} end
 if not (NEXT[j.state] and NEXT[j.state]['requeue']) then return {'err', 'illegal', j.state} end
 local t = now_s()
 redis.call('ZREM', P .. 'leases', id)
+revoke_job_token(id)  -- the attempt ends: lost, or a new one gets a new token at its lease
 local attempt = tonumber(j.attempt)
 if ARGV[5] == '2' and j.state == 'running' then
   redis.call('HSET', jkey(id), 'max_attempts', string.format('%d', tonumber(j.max_attempts) + 1))
@@ -318,6 +339,7 @@ if not j then return {'err', 'missing', ''} end
 if not (NEXT[j.state] and NEXT[j.state]['cancel']) then return {'err', 'terminal', j.state} end
 local t = now_s()
 if j.state == 'ready' then
+  revoke_job_token(id)
   local progress = 'Cancelled. Cancelled by ' .. ARGV[3] .. ' before it started.'
   redis.call('HSET', jkey(id), 'state', 'cancelled', 'progress', progress, 'cancel_requested', '1', 'stop_time', t, 'update_time', t)
   redis.call('ZREM', P .. 'queue', id)
@@ -327,6 +349,13 @@ if j.state == 'ready' then
   return {'ok', 'cancelled', j.attempt, ''}
 end
 redis.call('HSET', jkey(id), 'cancel_requested', '1', 'update_time', t)
+-- The running attempt is being stopped: its token is reduced to reading the job and reporting
+-- how the run ended (a claimed job's runner reports its end through the gateway); it creates no
+-- more children. It is deleted when the job reaches its terminal state.
+local sha = redis.call('HGET', jkey(id), 'token_sha')
+if sha and sha ~= '' and redis.call('EXISTS', P .. 'token:' .. sha) == 1 then
+  redis.call('HSET', P .. 'token:' .. sha, 'read_only', '1')
+end
 emit(id, j.owner, 'cancel_requested', j.state, 'Cancel requested by ' .. ARGV[3] .. '.', j.attempt, t)
 return {'ok', 'cancel_requested', j.attempt, j.worker}
 )LUA",
@@ -352,6 +381,7 @@ local j = load(id)
 if not j then return {'err', 'missing', ''} end
 if not TERMINAL[j.state] then return {'err', 'active', j.state} end
 local parent = redis.call('HGET', jkey(id), 'parent')
+revoke_job_token(id)
 redis.call('DEL', jkey(id), jkey(id) .. ':events', jkey(id) .. ':log', jkey(id) .. ':children')
 redis.call('ZREM', P .. 'user:' .. j.owner .. ':jobs', id)
 redis.call('ZREM', P .. 'queue', id)

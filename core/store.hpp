@@ -92,7 +92,10 @@ class store {
   // The daemon's dispatch and descprod-start-job's claim: the lease transition (ready → dispatched, off the queue, into the
   // leases set with deadline now + lease_s) for `worker`, and in the same script a job token
   // (hash P token:<token_sha256>: owner = the job's owner, scope "job:<id>", expires, with a Redis
-  // TTL of token_ttl_s). Refused: "missing", "illegal" (state = the current state). On success
+  // TTL of token_ttl_s; the job's hash keeps its sha in field token_sha). The token lives as long
+  // as the attempt: finish, requeue, lost, cancel of a ready job and delete delete it; a cancel
+  // request of a dispatched or running job marks it read_only=1 (the gateway then lets it read
+  // the job and report the run's end, nothing else). Refused: "missing", "illegal" (state = the current state). On success
   // `record` is the job as claimed.
   net::awaitable<transition_result> async_claim(job_id id, std::string worker, double lease_s,
                                                 std::string token_sha256, long long token_ttl_s);

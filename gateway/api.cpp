@@ -10,6 +10,7 @@
 #include <set>
 
 #include "core/accounts.hpp"
+#include "core/text.hpp"
 
 namespace descprod::gateway {
 
@@ -226,7 +227,8 @@ std::optional<api_error> read_attempt(const boost::json::object& o, long long& o
 std::optional<api_error> read_message(const boost::json::object& o, std::string& out) {
   if (auto e = read_string(o, "message", false, std::numeric_limits<std::size_t>::max(), out))
     return e;
-  out.resize(utf8_cut(out, max_message_bytes));
+  // An application's text: control characters (terminal escapes) replaced, then cut.
+  out = sanitize_app_text(out, max_message_bytes);
   return std::nullopt;
 }
 
@@ -693,6 +695,8 @@ std::optional<api_error> parse_started_body(const boost::json::value& v, started
   r.pid = pid.value_or(0);
   if (auto e = read_string(o, "host", false, max_host_bytes, r.host)) return e;
   if (auto e = read_string(o, "rundir", false, max_rundir_bytes, r.rundir)) return e;
+  r.host = sanitize_app_text(r.host, max_host_bytes);
+  r.rundir = sanitize_app_text(r.rundir, max_rundir_bytes);
   out = std::move(r);
   return std::nullopt;
 }
@@ -709,6 +713,9 @@ std::optional<api_error> parse_progress_body(const boost::json::value& v, progre
   if (auto e = read_integer(o, "total", 0, max_count, r.total)) return e;
   if (r.done.has_value() != r.total.has_value())
     return bad_request("fields 'done' and 'total' go together");
+  if (r.done && *r.done > *r.total)
+    return bad_request("field 'done' (" + std::to_string(*r.done) + ") exceeds 'total' (" +
+                       std::to_string(*r.total) + ")");
   out = std::move(r);
   return std::nullopt;
 }
@@ -778,6 +785,7 @@ std::optional<api_error> check_token(const job_record& token, double now_s, prin
     auto id = parse_integer<job_id>(std::string_view(scope).substr(4));
     if (!id || *id <= 0) return unauthorized("token has an unreadable scope");
     p.only_job = *id;
+    p.read_only = field("read_only") == "1";
   } else {
     return unauthorized("token scope " + quoted(scope) + " is not accepted here");
   }
@@ -816,12 +824,19 @@ std::optional<api_error> check_job_token_scope(const principal& who, const route
     return forbidden("a job token (scope job:" + std::to_string(mine) +
                      ") may only read its job, create its children and report its run");
   };
+  auto cancelled = [&] {
+    return forbidden("job " + std::to_string(mine) +
+                     " was cancelled: its token may only read the job and report how its run ended");
+  };
   switch (r.kind) {
     case route_kind::version: return std::nullopt;
     case route_kind::jobs:
-      if (method == "POST") return std::nullopt;
-      return refuse();
-    case route_kind::jobs_bulk: return std::nullopt;
+      if (method != "POST") return refuse();
+      if (who.read_only) return cancelled();
+      return std::nullopt;
+    case route_kind::jobs_bulk:
+      if (who.read_only) return cancelled();
+      return std::nullopt;
     case route_kind::job:
     case route_kind::job_events:
     case route_kind::job_log:

@@ -223,6 +223,9 @@ struct principal {
   std::string name;
   bool admin = false;
   std::optional<job_id> only_job;
+  // A job token whose job was cancelled (its token hash says read_only=1): it may read its job and
+  // report how the run ended, nothing more (no children).
+  bool read_only = false;
   bool by_session = false;
   std::string session_hash;  // sha256 of the session token (the Redis key's suffix)
   std::string csrf;

@@ -472,7 +472,9 @@ net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string heade
     out.error = *e;
     co_return out;
   }
-  if (ctx.tokens) ctx.tokens->remember(hash, who, token_expiry(tok_rec), looked_up);
+  // Job tokens are not remembered: one dies with its job's attempt (the store's scripts delete it
+  // or make it read-only), and that must hold from the next request on, not up to a ttl later.
+  if (ctx.tokens && !who.only_job) ctx.tokens->remember(hash, who, token_expiry(tok_rec), looked_up);
   out.who = std::move(who);
   co_return out;
 }
