@@ -154,6 +154,7 @@ local function op_lease(id, worker, lease_s, token_sha, token_ttl, t)
     -- The job remembers its token's hash (never shown by the API), so the transition that ends
     -- the attempt can revoke it.
     redis.call('HSET', jkey(id), 'token_sha', token_sha)
+    h.token_sha = token_sha
   end
   h.state, h.worker, h.dispatch_time, h.update_time = ns, worker, t, t
   local out = {}

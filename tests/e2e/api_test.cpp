@@ -382,7 +382,8 @@ TEST(Api, ArchiveUnarchiveAndDeleteOnlyWhenTerminal) {
   EXPECT_EQ(d.json().as_object().at("detail").as_string(), "job " + std::to_string(id) + " is running; cancel it first");
   ASSERT_EQ(s.call("POST", path_of(id, "/finished"), R"({"attempt":1,"rc":0})", token).status, 200);
   EXPECT_EQ(s.call("DELETE", path_of(id), "", s.bob_token).status, 404);
-  EXPECT_EQ(s.call("DELETE", path_of(id), "", token).status, 403);  // a job token may not delete
+  // A job token may not delete; and once its job has finished it is revoked altogether (issue 13).
+  EXPECT_EQ(s.call("DELETE", path_of(id), "", token).status, 401);
 
   auto del = s.call("DELETE", path_of(id));
   EXPECT_EQ(del.status, 204) << del.body;
@@ -570,7 +571,10 @@ TEST(Api, ClaimedJobReportsDriveItToDoneAndStaleReportsChangeNothing) {
   EXPECT_EQ(str(j, "state"), "done");
   EXPECT_EQ(str(j, "progress"), "Done. all good");
   EXPECT_EQ(num(j, "return_status"), 0);
-  auto late = p("progress", R"({"attempt":1,"message":"late"})");
+  // The job token died with the job (issue 13): a late report with it is unauthorized; the
+  // owner's own late report is refused as illegal.
+  EXPECT_EQ(p("progress", R"({"attempt":1,"message":"late"})").status, 401);
+  auto late = s.call("POST", path_of(id, "/progress"), R"({"attempt":1,"message":"late"})");
   EXPECT_EQ(late.status, 409);
   EXPECT_EQ(std::string(late.json().as_object().at("detail").as_string()).rfind("illegal:", 0), 0u) << late.body;
   auto reclaim = s.call("POST", path_of(id, "/claim"), R"({"host":"x"})");
