@@ -210,6 +210,7 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_ms("heartbeat_interval_ms", c.daemon.heartbeat_interval);
     s.read_ms("lease_timeout_ms", c.daemon.lease_timeout);
     s.read_ms("reconcile_interval_ms", c.daemon.reconcile_interval);
+    s.read_ms("stop_deadline_ms", c.daemon.stop_deadline);
     if (auto v = s.take("heartbeat_interval_ms"); v && c.daemon.heartbeat_interval.count() < 10)
       s.fail(v, "heartbeat_interval_ms", "must be at least 10");
     if (c.daemon.lease_timeout <= c.daemon.heartbeat_interval) {

@@ -77,6 +77,10 @@ struct daemon_config {
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds lease_timeout{10000};
   std::chrono::milliseconds reconcile_interval{5000};
+  // At SIGTERM the daemon takes no new work and writes what its outbox still holds to Redis for at
+  // most this long before it exits (what is left is re-sent by the workers, which keep every
+  // report until the daemon acknowledges it).
+  std::chrono::milliseconds stop_deadline{5000};
   // Worker authentication (docs/operators.md, Workers): `token` — a worker must present a worker
   // token (descprod-admin worker-token) and gets only its owner's jobs and those of the pools it
   // was admitted to; `open` — any worker that can reach the socket runs any job (single-user test

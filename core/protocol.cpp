@@ -10,7 +10,8 @@ namespace {
 const std::set<std::string_view>& known_commands() {
   static const std::set<std::string_view> cmds = {hello,    ready,     started, progress, log_lines,
                                                   finished, heartbeat, bye,     drain,    handback,
-                                                  welcome,  job,       cancel,  reject,   submitted};
+                                                  welcome,  job,       cancel,  reject,   submitted,
+                                                  ack};
   return cmds;
 }
 constexpr std::size_t max_command = 32;

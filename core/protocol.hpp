@@ -30,6 +30,9 @@ inline constexpr std::string_view welcome = "welcome";      // {protocol, heartb
 inline constexpr std::string_view job = "job";              // {job:{record}, attempt, app:{argv,env,time_limit_s,login_shell}}
 inline constexpr std::string_view cancel = "cancel";        // {job, attempt} (also gateway → daemon: {job})
 inline constexpr std::string_view reject = "reject";        // {reason}
+// {reports:[[job, attempt, command], ...]}: these started/finished/handback reports are written
+// (or refused as stale); sent only for reports that carried "ack": true (workers/worker.cpp)
+inline constexpr std::string_view ack = "ack";
 // Gateway → daemon
 inline constexpr std::string_view submitted = "submitted";  // {jobs:[[id, priority, owner], ...]}
 

@@ -9,6 +9,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 
 namespace descprod {
@@ -63,6 +64,37 @@ std::string format_command(const std::vector<std::string>& args) {
   return out;
 }
 }  // namespace
+
+namespace {
+class redis_category_impl : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "redis"; }
+  std::string message(int ev) const override {
+    return ev == static_cast<int>(redis_errc::unavailable) ? "Redis is unavailable" : "redis error";
+  }
+};
+}  // namespace
+
+const boost::system::error_category& redis_category() {
+  static const redis_category_impl cat;
+  return cat;
+}
+
+boost::system::error_code make_error_code(redis_errc e) { return {static_cast<int>(e), redis_category()}; }
+
+bool redis_unavailable_error(std::string_view message) {
+  auto word = message.substr(0, message.find(' '));
+  for (std::string_view code : {"LOADING", "BUSY", "MISCONF", "MASTERDOWN", "READONLY", "TRYAGAIN",
+                                "CLUSTERDOWN", "NOREPLICAS"})
+    if (word == code) return true;
+  return false;
+}
+
+boost::system::system_error redis_unavailable(const std::string& message) {
+  return boost::system::system_error(make_error_code(redis_errc::unavailable), message);
+}
+
+bool redis_reply::is_unavailable() const { return type == kind::error && redis_unavailable_error(str); }
 
 std::string redis_reply::as_string() const {
   if (type == kind::integer) return std::to_string(integer);
@@ -233,6 +265,7 @@ void redis_client::fail_all(boost::system::error_code ec) {
 net::awaitable<redis_reply> redis_client::await_reply(std::shared_ptr<pending> p) {
   while (!p->done) co_await p->timer.async_wait(use_tuple);
   if (p->ec) throw boost::system::system_error(p->ec, "redis");
+  if (p->reply.is_unavailable()) throw redis_unavailable(p->reply.str);
   co_return std::move(p->reply);
 }
 
@@ -248,9 +281,19 @@ net::awaitable<std::vector<redis_reply>> redis_client::async_pipeline(
   ps.reserve(cmds.size());
   for (const auto& c : cmds) ps.push_back(enqueue(c));
   start_writer();
+  // Every reply is awaited before a failure is thrown, so none is left behind half-read.
   std::vector<redis_reply> out;
   out.reserve(ps.size());
-  for (auto& p : ps) out.push_back(co_await await_reply(p));
+  std::optional<boost::system::system_error> failure;
+  for (auto& p : ps) {
+    try {
+      out.push_back(co_await await_reply(p));
+    } catch (const boost::system::system_error& e) {
+      if (!failure) failure = e;
+      out.emplace_back();
+    }
+  }
+  if (failure) throw *failure;
   co_return out;
 }
 

@@ -10,6 +10,7 @@
 #include <deque>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 struct redisContext;
@@ -28,10 +29,30 @@ struct redis_reply {
 
   bool is_nil() const { return type == kind::nil; }
   bool is_error() const { return type == kind::error; }
+  // An error reply saying Redis cannot serve now, not that the command was wrong (see
+  // redis_unavailable_error below).
+  bool is_unavailable() const;
   // The string of a string/status reply, or the decimal form of an integer reply.
   std::string as_string() const;
   long long as_integer() const;  // integer reply, or a string holding a number; else 0
 };
+
+// "Redis unavailable", one classification for every component. Redis answers some commands with an
+// error that says nothing about the command and everything about the server: LOADING (reading its
+// data set after a restart), BUSY (a script runs past busy-reply-threshold), MISCONF (it cannot
+// persist, so it refuses writes), MASTERDOWN, READONLY (a replica), TRYAGAIN, CLUSTERDOWN,
+// NOREPLICAS. Such a reply is a temporary failure exactly like a lost connection, never an answer:
+// a token lookup that gets LOADING has not found the token missing. So redis_client throws
+// boost::system::system_error for both — a connection error code, or redis_errc::unavailable with
+// Redis's message — and callers treat every system_error from it as "Redis unavailable": the
+// gateway answers 503 with Retry-After, the daemon holds its writes and retries.
+enum class redis_errc { unavailable = 1 };
+const boost::system::error_category& redis_category();
+boost::system::error_code make_error_code(redis_errc e);
+// True for an error message whose first word is one of the codes above.
+bool redis_unavailable_error(std::string_view message);
+// The exception redis_client throws for such a reply.
+boost::system::system_error redis_unavailable(const std::string& message);
 
 // Builds a command's argument vector. Use it inside coroutines instead of a braced list, which
 // GCC 12 miscompiles there.
@@ -64,10 +85,12 @@ class redis_client {
   void close();
 
   // Sends one command and waits for its reply. Commands from several coroutines are pipelined on
-  // the one connection. Throws system_error when the connection fails; a Redis error reply is
-  // returned as a reply of kind error, not thrown.
+  // the one connection. Throws system_error when the connection fails, or when Redis answers that
+  // it is unavailable (redis_errc::unavailable: LOADING, BUSY, MISCONF, ...); any other Redis error
+  // reply is returned as a reply of kind error, not thrown.
   net::awaitable<redis_reply> async_exec(std::vector<std::string> args);
-  // Sends many commands in one write and returns their replies in order.
+  // Sends many commands in one write and returns their replies in order. Throws as async_exec
+  // (after every reply has arrived) when any reply says Redis is unavailable.
   net::awaitable<std::vector<redis_reply>> async_pipeline(std::vector<std::vector<std::string>> cmds);
 
  private:
@@ -104,3 +127,6 @@ class redis_sync {
 };
 
 }  // namespace descprod
+
+template <>
+struct boost::system::is_error_code_enum<descprod::redis_errc> : std::true_type {};

@@ -164,12 +164,22 @@ end
 -- In a batch, one job's error (a broken key: its hash not a hash, say) is that job's result,
 -- {'err', 'error', message}, not the end of the call. Each op reads and checks before it writes,
 -- so a job refused this way is left as it was.
+-- Except when Redis itself cannot serve (MISCONF: it refuses writes; the codes are redis.hpp's
+-- "Redis unavailable"): then no job of the batch can be written, and the batch scripts answer
+-- with that error as a whole ({err = ...}, code kept), so the caller holds the batch and retries
+-- instead of taking every job's refusal as final.
+local UNAVAILABLE_CODES = {LOADING = true, BUSY = true, MISCONF = true, MASTERDOWN = true,
+  READONLY = true, TRYAGAIN = true, CLUSTERDOWN = true, NOREPLICAS = true}
+local UNAVAILABLE = nil
 local function guarded(op, ...)
   local ok, res = pcall(op, ...)
   if ok then return res end
   local msg = res
   if type(res) == 'table' then msg = res.err or 'error' end
-  return {'err', 'error', tostring(msg)}
+  msg = tostring(msg)
+  local code = string.match(msg, '^(%u+) ') or string.match(msg, '^[^ ]*: (%u+) ')
+  if code and UNAVAILABLE_CODES[code] then UNAVAILABLE = msg end
+  return {'err', 'error', msg}
 end
 local function op_start(id, attempt, worker, host, rundir, pid, t)
   local j = load(id)
@@ -298,8 +308,9 @@ return op_finish(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], 
 )LUA",
     // requeue: P id attempt worker mode reason
     // mode '0': back to ready as is (never ran); '1': a lost worker, a running job uses up its
-    // attempt; '2': handed back by a draining worker, a running job gets a new attempt number (so
-    // its events stay distinguishable) without using one up.
+    // attempt, a dispatched one gets a new attempt number without using one up; '2': handed back
+    // by a draining worker, a running job gets a new attempt number (so its events stay
+    // distinguishable) without using one up.
     R"LUA(
 local id = ARGV[2]
 local j = load(id)
@@ -310,7 +321,10 @@ local t = now_s()
 redis.call('ZREM', P .. 'leases', id)
 revoke_job_token(id)  -- the attempt ends: lost, or a new one gets a new token at its lease
 local attempt = tonumber(j.attempt)
-if ARGV[5] == '2' and j.state == 'running' then
+if (ARGV[5] == '2' and j.state == 'running') or (ARGV[5] == '1' and j.state == 'dispatched') then
+  -- Handed back while running; or leased to a worker that is gone, which may have started it
+  -- (its `started` report lost with a daemon that stopped): either way the next run gets its own
+  -- attempt number, so no two runs share one, and it costs the job no attempt.
   redis.call('HSET', jkey(id), 'max_attempts', string.format('%d', tonumber(j.max_attempts) + 1))
   attempt = attempt + 1
 elseif ARGV[5] == '1' and j.state == 'running' then
@@ -439,6 +453,7 @@ local out = {}
 for i = 0, n - 1 do
   local b = 5 + i * 3
   out[i + 1] = guarded(op_lease, ARGV[b], ARGV[b + 1], ARGV[2], ARGV[b + 2], ARGV[3], t)
+  if UNAVAILABLE then return {err = UNAVAILABLE} end
 end
 return out
 )LUA",
@@ -461,6 +476,7 @@ for i = 0, n - 1 do
   else
     out[i + 1] = {'err', 'bad_op', op}
   end
+  if UNAVAILABLE then return {err = UNAVAILABLE} end
 end
 return out
 )LUA",

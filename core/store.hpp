@@ -72,7 +72,8 @@ class store {
   net::awaitable<transition_result> async_finish(job_id id, long long attempt, std::string worker,
                                                  job_state target, int return_status,
                                                  std::string prefix, std::string message);
-  // Back to ready. requeue_mode::lost: a running job uses up its attempt (out of attempts → lost);
+  // Back to ready. requeue_mode::lost: a running job uses up its attempt (out of attempts → lost),
+  // a dispatched one (it may have started) gets a new attempt number without using one up;
   // handback: a running job gets a new attempt number without using one up; plain: as is.
   // An empty worker matches any worker.
   enum class requeue_mode { plain = 0, lost = 1, handback = 2 };

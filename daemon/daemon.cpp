@@ -111,6 +111,9 @@ void queue_daemon::stop() {
   if (stopping_) return;
   stopping_ = true;
   if (pilots_) pilots_->stop();
+  flush_acks();
+  // The last acknowledgements get a moment to leave (a worker re-sends what it did not hear of).
+  if (workers_sock_ && draining_) workers_sock_->raw().set(zmq::sockopt::linger, 500);
   if (workers_sock_) workers_sock_->close();
   if (gateways_sock_) gateways_sock_->close();
   redis_.close();
@@ -128,21 +131,62 @@ void queue_daemon::spawn(net::awaitable<void> task, const char* what) {
 }
 
 net::awaitable<void> queue_daemon::connect_redis() {
+  // Redis that accepts the connection may still refuse to serve (LOADING its data set after a
+  // restart, BUSY with a script, MISCONF when it cannot persist): PING answers with exactly those
+  // errors, so the daemon is ready only once PING says PONG. Retries are quick (at most 1 s apart)
+  // so that dispatch resumes within about a second of Redis being ready.
   auto delay = std::chrono::milliseconds(100);
   net::steady_timer timer(io_);
+  std::string last;
   while (!stopping_) {
+    std::string why;
     try {
-      co_await redis_.async_connect();
+      if (!redis_.connected()) co_await redis_.async_connect();
       co_await store_.async_load_scripts();
+      co_await redis_.async_exec(redis_cmd("PING"));
+      redis_refusing_ = false;
       log::info("redis connected");
       co_return;
+    } catch (const boost::system::system_error& e) {
+      why = e.what();
+      // Refusing but connected: keep the connection and ask again; anything else reconnects.
+      if (e.code() != make_error_code(redis_errc::unavailable)) redis_.close();
     } catch (const std::exception& e) {
-      log::warn("redis unavailable error={} retry_ms={}", e.what(), delay.count());
+      why = e.what();
+      redis_.close();
     }
+    redis_refusing_ = true;
+    if (why != last) log::warn("redis unavailable error={} retry_ms={}", why, delay.count());
+    last = why;
     timer.expires_after(delay);
     co_await timer.async_wait(use_tuple);
-    delay = std::min(delay * 2, std::chrono::milliseconds(32000));
+    delay = std::min(delay * 2, std::chrono::milliseconds(1000));
   }
+}
+
+void queue_daemon::redis_failed(const std::exception& e) {
+  if (stopping_) return;
+  if (!redis_refusing_) log::warn("redis unavailable: holding writes and dispatch error={}", e.what());
+  redis_refusing_ = true;
+  start_reconnect();
+}
+
+void queue_daemon::start_reconnect() {
+  if (reconnecting_ || stopping_) return;
+  reconnecting_ = true;
+  spawn([](queue_daemon* self) -> net::awaitable<void> {
+    co_await self->connect_redis();
+    self->reconnecting_ = false;
+    if (self->stopping_) co_return;
+    log::info("redis serving again: writing held writes outbox={}", self->outbox_.size());
+    self->outbox_wake_.cancel();
+    self->dispatch();
+    // The queue may have changed meanwhile, and token checks that failed for want of Redis are
+    // done now rather than at the next reconcile interval.
+    self->last_reconcile_ = clock_type::now();
+    co_await self->reconcile();
+    if (self->token_mode_) co_await self->recheck_tokens();
+  }(this), "redis_reconnect");
 }
 
 net::awaitable<void> queue_daemon::run() {
@@ -171,8 +215,18 @@ net::awaitable<void> queue_daemon::run() {
     throw std::runtime_error(std::string("cannot bind ZeroMQ endpoint: ") + e.what());
   }
   log::info("daemon listening workers={} gateways={}", cfg_.daemon.worker_endpoint, cfg_.daemon.gateway_endpoint);
-  co_await connect_redis();
-  co_await rebuild();
+  // Redis may go away (or start refusing) while the queue is read: read it again once it serves.
+  for (bool built = false; !built && !stopping_;) {
+    co_await connect_redis();
+    try {
+      co_await rebuild();
+      built = true;
+    } catch (const boost::system::system_error& e) {
+      log::warn("queue rebuild interrupted, redis unavailable error={}", e.what());
+      redis_refusing_ = true;
+    }
+  }
+  if (stopping_) co_return;
   spawn(receive_loop(workers_sock_.get(), true), "worker_loop");
   spawn(receive_loop(gateways_sock_.get(), false), "gateway_loop");
   spawn(outbox_loop(), "outbox");
@@ -203,7 +257,10 @@ net::awaitable<void> queue_daemon::rebuild() {
   auto leases = co_await redis_.async_exec(std::move(cmd));
   auto deadline = clock_type::now() + cfg_.daemon.lease_timeout;
   // Whom each lease is for, at which attempt, and whose job it is: a hello adopts only leases in
-  // its own id and attempt, of owners its token may run.
+  // its own id and attempt, of owners its token may run; a hello that does not list one of its
+  // leases has it requeued at once (accept_hello) instead of after the lease period.
+  orphans_.clear();
+  orphans_by_worker_.clear();
   for (std::size_t from = 0; from < leases.elements.size(); from += 10000) {
     std::size_t to = std::min(leases.elements.size(), from + 10000);
     std::vector<std::vector<std::string>> cmds;
@@ -212,7 +269,8 @@ net::awaitable<void> queue_daemon::rebuild() {
                                "descname"));
     auto fields = co_await redis_.async_pipeline(std::move(cmds));
     for (std::size_t i = from; i < to; ++i) {
-      orphan_lease o;
+      job_id id = leases.elements[i].as_integer();
+      auto& o = orphans_[id];  // (no braced temporary in a coroutine: STYLE.md, GCC 12)
       o.deadline = deadline;
       const auto& f = fields[i - from];
       if (!f.is_error() && f.elements.size() == 3) {
@@ -220,7 +278,7 @@ net::awaitable<void> queue_daemon::rebuild() {
         o.attempt = f.elements[1].is_nil() ? 0 : std::atoll(f.elements[1].str.c_str());
         o.owner = f.elements[2].is_nil() ? std::string() : f.elements[2].str;
       }
-      orphans_[leases.elements[i].as_integer()] = std::move(o);
+      if (!o.worker.empty()) orphans_by_worker_[o.worker].insert(id);
     }
   }
   last_reconcile_ = clock_type::now();
@@ -231,15 +289,22 @@ net::awaitable<void> queue_daemon::rebuild() {
 net::awaitable<void> queue_daemon::reconcile() {
   // A `submitted` notice can be lost (gateway crash between Redis and ZeroMQ, daemon restart):
   // any ready job near the front of the queue that is not held here is taken in.
-  auto cmd = redis_cmd("ZRANGE", store_.key("queue"), "0", "9999", "WITHSCORES");
-  auto r = co_await redis_.async_exec(std::move(cmd));
-  std::vector<std::pair<job_id, double>> jobs;
-  for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
-    job_id id = r.elements[i].as_integer();
-    if (ready_.contains(id) || leases_.count(id)) continue;
-    jobs.emplace_back(id, std::stod(r.elements[i + 1].as_string()));
+  if (!redis_ready() || draining_) co_return;
+  std::size_t added = 0;
+  try {
+    auto cmd = redis_cmd("ZRANGE", store_.key("queue"), "0", "9999", "WITHSCORES");
+    auto r = co_await redis_.async_exec(std::move(cmd));
+    std::vector<std::pair<job_id, double>> jobs;
+    for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+      job_id id = r.elements[i].as_integer();
+      if (ready_.contains(id) || leases_.count(id)) continue;
+      jobs.emplace_back(id, std::stod(r.elements[i + 1].as_string()));
+    }
+    added = jobs.empty() ? 0 : co_await take_in(std::move(jobs));
+  } catch (const boost::system::system_error& e) {
+    redis_failed(e);
+    co_return;
   }
-  auto added = jobs.empty() ? 0 : co_await take_in(std::move(jobs));
   if (added) {
     log::info("reconcile found ready jobs added={}", added);
     dispatch();
@@ -249,7 +314,7 @@ net::awaitable<void> queue_daemon::reconcile() {
 void queue_daemon::apply_unknown_report_now(pending_write pw) {
   job_id id = pw.what == pending_write::kind::report ? *protocol::get_int(pw.body, "job") : pw.id;
   if (pw.what != pending_write::kind::report || pw.command == protocol::finished) {
-    orphans_.erase(id);
+    erase_orphan(id);
     if (auto l = leases_.find(id); l != leases_.end() && l->second.worker == pw.worker) leases_.erase(l);
   }
   submit(std::move(pw));
@@ -261,26 +326,48 @@ net::awaitable<void> queue_daemon::apply_unknown_report(pending_write pw, std::s
   // leased to that worker id at that attempt (stale() in every report and requeue script).
   auto sha = sha256_hex(token);
   job_id id = pw.what == pending_write::kind::report ? *protocol::get_int(pw.body, "job") : pw.id;
-  try {
-    auto g = co_await check_worker_token(redis_, cfg_.redis.prefix, sha);
-    auto bound = co_await redis_.async_exec(redis_cmd("HGET", store_.key("worker:" + pw.worker), "token_sha"));
-    auto owner = co_await redis_.async_exec(redis_cmd("HGET", store_.job_key(id), "descname"));
-    bool owner_ok = !owner.is_error() && !owner.is_nil() &&
-                    (g.any_owner || std::binary_search(g.owners.begin(), g.owners.end(), owner.str));
-    if (!g.ok || bound.is_nil() || bound.str != sha || !owner_ok) {
-      ++stats_.reports_refused;
-      log::warn("report from an unknown connection dropped worker={} command={} job_id={} reason={}", pw.worker,
-                pw.command.empty() ? std::string("handback") : pw.command, id,
-                !g.ok                            ? g.reason
-                : bound.is_nil() || bound.str != sha ? std::string("the token is not the one this worker said hello with")
-                                                     : std::string("the token may not run this job's owner"));
+  // While Redis is unavailable the token cannot be checked: the report waits for Redis (held, not
+  // dropped; at most max_unknown_waiting of them — beyond that a worker that asked for an ack
+  // re-sends it after its next hello).
+  net::steady_timer timer(io_);
+  bool counted = false;
+  while (!stopping_) {
+    try {
+      auto g = co_await check_worker_token(redis_, cfg_.redis.prefix, sha);
+      auto bound = co_await redis_.async_exec(redis_cmd("HGET", store_.key("worker:" + pw.worker), "token_sha"));
+      auto owner = co_await redis_.async_exec(redis_cmd("HGET", store_.job_key(id), "descname"));
+      bool owner_ok = !owner.is_error() && !owner.is_nil() &&
+                      (g.any_owner || std::binary_search(g.owners.begin(), g.owners.end(), owner.str));
+      if (!g.ok || bound.is_nil() || bound.str != sha || !owner_ok) {
+        ++stats_.reports_refused;
+        log::warn("report from an unknown connection dropped worker={} command={} job_id={} reason={}", pw.worker,
+                  pw.command.empty() ? std::string("handback") : pw.command, id,
+                  !g.ok                                ? g.reason
+                  : bound.is_nil() || bound.str != sha ? std::string("the token is not the one this worker said hello with")
+                                                       : std::string("the token may not run this job's owner"));
+        break;
+      }
+      if (counted) --unknown_waiting_;
+      apply_unknown_report_now(std::move(pw));
       co_return;
+    } catch (const boost::system::system_error& e) {
+      redis_failed(e);
     }
-  } catch (const boost::system::system_error&) {
-    log::warn("report from an unknown connection dropped (Redis unavailable) worker={}", pw.worker);
-    co_return;
+    if (!counted) {
+      if (unknown_waiting_ >= max_unknown_waiting) {
+        log::warn("report from an unknown connection dropped (Redis unavailable, too many waiting) worker={}",
+                  pw.worker);
+        co_return;
+      }
+      counted = true;
+      ++unknown_waiting_;
+    }
+    while (!stopping_ && !redis_ready()) {
+      timer.expires_after(std::chrono::milliseconds(100));
+      co_await timer.async_wait(use_tuple);
+    }
   }
-  apply_unknown_report_now(std::move(pw));
+  if (counted) --unknown_waiting_;
 }
 
 net::awaitable<std::size_t> queue_daemon::take_in(std::vector<std::pair<job_id, double>> jobs) {
@@ -345,6 +432,7 @@ void queue_daemon::on_gateway_message(const std::string& routing, protocol::mess
     gateways_sock_->send({routing, std::string(protocol::welcome), boost::json::serialize(reply)});
     log::info("gateway connected peer={}", hex_id(routing));
   } else if (msg.command == protocol::submitted) {
+    if (draining_) return;  // in Redis already: the next daemon reads them there
     auto it = msg.body.find("jobs");
     if (it == msg.body.end() || !it->value().is_array()) throw std::invalid_argument("submitted: no jobs array");
     std::vector<std::pair<job_id, double>> unknown_owner;
@@ -442,11 +530,26 @@ void queue_daemon::refuse_worker(const std::string& routing, const std::string& 
 net::awaitable<void> queue_daemon::authenticate(std::string routing, boost::json::object body) {
   auto sha = sha256_hex(*protocol::get_string(body, "token"));
   worker_grant g;
-  try {
-    g = co_await check_worker_token(redis_, cfg_.redis.prefix, sha);
-  } catch (const boost::system::system_error& e) {
-    refuse_worker(routing, "the daemon cannot check worker tokens now (Redis unavailable); retry", true);
-    co_return;
+  // While Redis is unavailable the hello waits (up to half a lease period, within the worker's
+  // wait for welcome) rather than being refused at once: a refused worker backs off for seconds.
+  auto give_up = clock_type::now() + cfg_.daemon.lease_timeout / 2;
+  net::steady_timer timer(io_);
+  for (bool checked = false; !checked;) {
+    try {
+      g = co_await check_worker_token(redis_, cfg_.redis.prefix, sha);
+      checked = true;
+    } catch (const boost::system::system_error& e) {
+      redis_failed(e);
+    }
+    if (checked) break;
+    while (!stopping_ && !redis_ready() && clock_type::now() < give_up) {
+      timer.expires_after(std::chrono::milliseconds(50));
+      co_await timer.async_wait(use_tuple);
+    }
+    if (stopping_ || !redis_ready()) {
+      refuse_worker(routing, "the daemon cannot check worker tokens now (Redis unavailable); retry", true);
+      co_return;
+    }
   }
   if (!g.ok) {
     refuse_worker(routing, "worker token refused: " + g.reason, false);
@@ -470,13 +573,7 @@ net::awaitable<void> queue_daemon::authenticate(std::string routing, boost::json
     auto w = workers_.find(id);  // looked up after the awaits: another hello may have come meanwhile
     bool connected = w != workers_.end();
     const std::string& bound = connected && !w->second.token_sha.empty() ? w->second.token_sha : recorded;
-    bool holds_leases = false;
-    if (!connected && !bound.empty() && bound != sha)  // only then is the scan needed
-      for (const auto& [jid, o] : orphans_)
-        if (o.worker == id) {
-          holds_leases = true;
-          break;
-        }
+    bool holds_leases = orphans_by_worker_.count(id) > 0;
     if ((connected || holds_leases) && !bound.empty() && bound != sha) {
       log::warn("worker identity refused worker={} peer={} token_owner={} connected={} holds_leases={} "
                 "reason=the id is bound to another worker token",
@@ -569,7 +666,7 @@ void queue_daemon::accept_hello(const std::string& routing, const boost::json::o
                       : o != orphans_.end() && o->second.worker == *id && o->second.attempt == *att &&
                             may_run(w, o->second.owner);
       if (ours) {
-        orphans_.erase(*jid);
+        erase_orphan(*jid);
         leases_[*jid] = {*id, *att};
         w.jobs[*jid] = running_job{*jid, *att, true};
       } else {
@@ -581,10 +678,28 @@ void queue_daemon::accept_hello(const std::string& routing, const boost::json::o
       }
     }
   }
+  // Leases from before a daemon restart that Redis holds for this worker and its hello does not
+  // list: the worker restarted without them (or ran and reported them to a daemon that stopped
+  // before writing it — then its re-sent `finished` is refused as stale): requeue them now, not
+  // one lease period later.
+  if (auto ow = orphans_by_worker_.find(*id); ow != orphans_by_worker_.end()) {
+    std::vector<job_id> gone(ow->second.begin(), ow->second.end());
+    for (job_id jid : gone) {
+      erase_orphan(jid);
+      pending_write pw{pending_write::kind::orphan};
+      pw.id = jid;
+      pw.worker = *id;
+      pw.mode = store::requeue_mode::lost;
+      pw.reason = "worker restarted without the job";
+      ++stats_.requeued;
+      submit(std::move(pw));
+    }
+  }
   boost::json::object reply;
   reply["protocol"] = protocol::version;
   reply["heartbeat_ms"] = cfg_.daemon.heartbeat_interval.count();
   reply["lease_timeout_ms"] = cfg_.daemon.lease_timeout.count();
+  reply["acks"] = true;  // reports that carry "ack": true are acknowledged (`ack`)
   send_worker(routing, protocol::welcome, reply);
   std::string may_run = w.any_owner ? std::string("*") : std::string();
   if (!w.any_owner)
@@ -596,7 +711,13 @@ void queue_daemon::accept_hello(const std::string& routing, const boost::json::o
 }
 
 void queue_daemon::on_worker_message(const std::string& routing, protocol::message msg) {
-  if (msg.command == protocol::hello) return on_hello(routing, msg.body);
+  if (msg.command == protocol::hello) {
+    if (draining_) return refuse_worker(routing, "the daemon is stopping; say hello again", true);
+    return on_hello(routing, msg.body);
+  }
+  // A worker that wants its report acknowledged says so in it (workers/worker.cpp); an older one
+  // does not, and gets no ack.
+  const bool wants_ack = protocol::get_bool(msg.body, "ack").value_or(false);
   auto* w = worker_by_routing(routing);
   if (!w) {
     // A worker the daemon does not know (it restarted, or declared the worker lost). Job events it
@@ -626,6 +747,8 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
     }
     if (pw) {
       pw->worker = *sender;
+      pw->routing = routing;
+      if (wants_ack) pw->ack_command = c;
       if (!token_mode_) apply_unknown_report_now(std::move(*pw));
       else if (!token.empty()) spawn(apply_unknown_report(std::move(*pw), std::move(token)), "unknown_report");
       else log::warn("report without a token from an unknown connection dropped worker={} command={}", *sender, c);
@@ -642,7 +765,7 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
   if (c == protocol::ready) {
     auto n = protocol::get_int(msg.body, "credits");
     if (!n || *n < 0) throw std::invalid_argument("ready: credits must be a non-negative integer");
-    if (w->draining || w->revoked) return;
+    if (w->draining || w->revoked || draining_) return;
     int cap = std::max(0, w->slots + w->prefetch - static_cast<int>(w->jobs.size()));
     w->credits = static_cast<int>(std::min<long long>(cap, w->credits + *n));
     for (double now = epoch_now(); dispatch_to(*w, now);) {
@@ -664,7 +787,7 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
     auto attempt = protocol::get_int(msg.body, "attempt");
     if (!id || !attempt) throw std::invalid_argument("handback: job and attempt must be integers");
     auto j = w->jobs.find(*id);
-    if (!holds(*w, *id, *attempt)) return refuse_report(w->id, c, *id, *attempt, "not held");
+    if (!holds(*w, *id, *attempt)) return refuse_report(*w, routing, c, *id, *attempt, "not held", wants_ack);
     w->jobs.erase(j);
     leases_.erase(*id);
     ++stats_.handed_back;
@@ -678,7 +801,15 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
       if (auto limit = protocol::get_number(msg.body, "time_limit_s"); limit && *limit > 0) remember_limit(*id, *limit);
       log::info("job refused by worker for walltime job_id={} worker={} reason={}", *id, w->id, reason);
     }
-    requeue_later(*id, *attempt, w->id, store::requeue_mode::handback, std::move(reason));
+    pending_write pw{pending_write::kind::requeue};
+    pw.id = *id;
+    pw.attempt = *attempt;
+    pw.worker = w->id;
+    pw.mode = store::requeue_mode::handback;
+    pw.reason = std::move(reason);
+    pw.routing = routing;
+    if (wants_ack) pw.ack_command = c;
+    submit(std::move(pw));
     return;
   }
   if (c == protocol::started || c == protocol::progress || c == protocol::finished || c == protocol::log_lines) {
@@ -687,7 +818,7 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
     if (!id || !attempt) throw std::invalid_argument(c + ": job and attempt must be integers");
     // Only the connection that holds the job at that attempt reports on it (a worker cannot
     // write another's job, its log, or a job that does not exist).
-    if (!holds(*w, *id, *attempt)) return refuse_report(w->id, c, *id, *attempt, "not held");
+    if (!holds(*w, *id, *attempt)) return refuse_report(*w, routing, c, *id, *attempt, "not held", wants_ack);
     if (c == protocol::log_lines) {
       store_log_lines(*id, msg.body);
       return;
@@ -703,6 +834,8 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
     pw.worker = w->id;
     pw.command = c;
     pw.body = std::move(msg.body);
+    pw.routing = routing;
+    if (wants_ack) pw.ack_command = c;
     submit(std::move(pw));
     return;
   }
@@ -720,10 +853,21 @@ bool queue_daemon::holds(const worker_state& w, job_id id, long long attempt) {
   return j != w.jobs.end() && j->second.attempt > 0 && j->second.attempt == attempt;
 }
 
-void queue_daemon::refuse_report(const std::string& worker, std::string_view command, job_id id, long long attempt,
-                                 const char* why) {
+void queue_daemon::refuse_report(const worker_state& w, const std::string& routing, std::string_view command,
+                                 job_id id, long long attempt, const char* why, bool wants_ack) {
   ++stats_.reports_refused;
-  log::warn("report refused command={} job_id={} attempt={} worker={} reason={}", command, id, attempt, worker, why);
+  log::warn("report refused command={} job_id={} attempt={} worker={} reason={}", command, id, attempt, w.id, why);
+  if (!wants_ack) return;
+  // Nothing will ever be written for it (a re-sent report the daemon already took, or one for a
+  // job this worker no longer holds): acknowledge it, else the worker would send it again after
+  // every reconnect.
+  pending_write pw{pending_write::kind::requeue};
+  pw.id = id;
+  pw.attempt = attempt;
+  pw.worker = w.id;
+  pw.routing = routing;
+  pw.ack_command = std::string(command);
+  ack(pw);
 }
 
 bool queue_daemon::fits(const worker_state& w, job_id id, double now) const {
@@ -740,7 +884,7 @@ void queue_daemon::remember_limit(job_id id, double time_limit_s) {
 
 bool queue_daemon::dispatch_to(worker_state& w, double now) {
   // One job for `w`, the best by score among the owners it may serve that fits its walltime.
-  if (w.credits <= 0 || w.draining || w.revoked || ready_.empty() || !redis_.connected()) return false;
+  if (w.credits <= 0 || w.draining || w.revoked || ready_.empty() || !redis_ready() || draining_) return false;
   auto pick = ready_.best(w.any_owner ? nullptr : &w.owners, [&](job_id id) { return fits(w, id, now); },
                           dispatch_scan);
   if (!pick) return false;
@@ -755,7 +899,7 @@ bool queue_daemon::dispatch_to(worker_state& w, double now) {
 }
 
 void queue_daemon::dispatch() {
-  if (stopping_ || workers_.empty() || !redis_.connected() || ready_.empty()) return;
+  if (stopping_ || draining_ || workers_.empty() || !redis_ready() || ready_.empty()) return;
   // Round robin: each worker with credits takes one job per pass, starting after the one served
   // last, so one worker does not take everything. A job that fits no worker now (owner, walltime)
   // stays queued for a later one.
@@ -805,10 +949,13 @@ net::awaitable<void> queue_daemon::lease_batch(std::vector<lease_request> batch)
   requests.reserve(batch.size());
   for (const auto& q : batch) requests.push_back({q.id, q.worker, sha256_hex(q.token)});
   std::vector<transition_result> results;
+  ++leases_in_flight_;  // drain_and_stop() waits for the answer
   try {
     results = co_await store_.async_claim_many(std::move(requests), lease_s,
                                                std::chrono::seconds(job_token_ttl).count());
   } catch (const boost::system::system_error& e) {
+    --leases_in_flight_;
+    redis_failed(e);
     // Redis went away: the jobs stay ready in Redis; hold them again and give the credits back.
     log::warn("lease failed, redis unavailable jobs={} first_job_id={} error={}", batch.size(), batch.front().id,
               e.what());
@@ -829,6 +976,7 @@ net::awaitable<void> queue_daemon::lease_batch(std::vector<lease_request> batch)
     results.assign(batch.size(), transition_result{});
     for (auto& r : results) r.reason = "error";
   }
+  --leases_in_flight_;
   for (std::size_t i = 0; i < batch.size(); ++i) after_lease(batch[i], results[i]);
 }
 
@@ -851,10 +999,11 @@ void queue_daemon::after_lease(lease_request& q, transition_result& r) {
     }
     return;
   }
-  if (wit == workers_.end() || wit->second.draining || wit->second.revoked) {
+  if (wit == workers_.end() || wit->second.draining || wit->second.revoked || draining_) {
     leases_.erase(id);
     if (wit != workers_.end()) wit->second.jobs.erase(id);
-    requeue_later(id, r.attempt, worker_id, store::requeue_mode::plain, "worker left before dispatch");
+    requeue_later(id, r.attempt, worker_id, store::requeue_mode::plain,
+                  draining_ ? "the daemon is stopping" : "worker left before dispatch");
     return;
   }
   auto& w = wit->second;
@@ -927,14 +1076,18 @@ void queue_daemon::store_log_lines(job_id id, const boost::json::object& body) {
     std::string line = sanitize_app_text(std::string_view(raw.data(), raw.size()), 4000);
     cmds.push_back({"XADD", key, "MAXLEN", "~", "1000", "*", "line", std::move(line)});
   }
-  if (!cmds.empty() && redis_.connected()) write_detached(std::move(cmds), "log");  // a tail: lossy
+  if (!cmds.empty() && redis_ready()) write_detached(std::move(cmds), "log");  // a tail: lossy
 }
 
 void queue_daemon::write_detached(std::vector<std::vector<std::string>> cmds, const char* what) {
   spawn([](queue_daemon* self, std::vector<std::vector<std::string>> cmds) -> net::awaitable<void> {
-    auto replies = co_await self->redis_.async_pipeline(std::move(cmds));
-    for (const auto& r : replies)
-      if (r.is_error()) log::warn("redis write failed error={}", r.str);
+    try {
+      auto replies = co_await self->redis_.async_pipeline(std::move(cmds));
+      for (const auto& r : replies)
+        if (r.is_error()) log::warn("redis write failed error={}", r.str);
+    } catch (const boost::system::system_error& e) {
+      self->redis_failed(e);  // heartbeats, stats, log tails: written again next time
+    }
   }(this, std::move(cmds)), what);
 }
 
@@ -985,7 +1138,9 @@ net::awaitable<void> queue_daemon::outbox_loop() {
       }
       continue;
     }
-    if (failed.empty() && !outbox_.empty() && redis_.connected() && flying.size() < max_in_flight) {
+    writes_in_flight_ = 0;
+    for (const auto& f : flying) writes_in_flight_ += f->writes.size();
+    if (failed.empty() && !outbox_.empty() && redis_ready() && flying.size() < max_in_flight) {
       auto b = std::make_shared<write_batch>();
       std::size_t n = std::min(max_batch, outbox_.size());
       b->writes.reserve(n);
@@ -995,6 +1150,7 @@ net::awaitable<void> queue_daemon::outbox_loop() {
       }
       b->failed.assign(n, 0);
       flying.push_back(b);
+      writes_in_flight_ += n;
       // Runs of consecutive worker reports go as one script call each (store::async_reports);
       // anything else (requeues, raw commands) one call of its own, in between, in order.
       std::vector<std::pair<std::size_t, std::size_t>> parts;
@@ -1024,10 +1180,13 @@ net::awaitable<void> queue_daemon::outbox_loop() {
 net::awaitable<void> queue_daemon::apply_one(std::shared_ptr<write_batch> b, std::size_t i) {
   try {
     co_await apply(b->writes[i]);
+    ack(b->writes[i]);
   } catch (const boost::system::system_error& e) {
-    b->failed[i] = 1;  // no connection: keep it for later
+    b->failed[i] = 1;  // Redis unavailable: keep it for later
+    redis_failed(e);
   } catch (const std::exception& e) {
     log::error("redis write dropped error={}", e.what());
+    ack(b->writes[i]);  // it would fail the same way again
   }
   if (--b->remaining == 0) outbox_wake_.cancel();
 }
@@ -1068,6 +1227,7 @@ store::report queue_daemon::to_report(const pending_write& w) {
 }
 
 void queue_daemon::report_applied(const pending_write& w, const transition_result& r) {
+  ack(w);  // applied or refused, Redis has answered: the worker need not send it again
   job_id id = *protocol::get_int(w.body, "job");
   if (r.ok) {
     if (w.command == protocol::finished) {
@@ -1091,13 +1251,17 @@ net::awaitable<void> queue_daemon::apply_reports(std::shared_ptr<write_batch> b,
     auto results = co_await store_.async_reports(std::move(reports));
     for (std::size_t i = from; i < to; ++i) report_applied(b->writes[i], results[i - from]);
   } catch (const boost::system::system_error& e) {
-    for (std::size_t i = from; i < to; ++i) b->failed[i] = 1;  // no connection: keep them for later
+    for (std::size_t i = from; i < to; ++i) b->failed[i] = 1;  // Redis unavailable: keep them for later
+    redis_failed(e);
   } catch (const std::exception& e) {
     // The script failed, not the connection (a job's keys are broken): apply them one by one, in
     // order, so that only the broken one is dropped.
     log::warn("report batch failed, applying one by one count={} error={}", to - from, e.what());
     one_by_one = to - from > 1;
-    if (!one_by_one) log::error("redis write dropped count=1 error={}", e.what());
+    if (!one_by_one) {
+      log::error("redis write dropped count=1 error={}", e.what());
+      ack(b->writes[from]);
+    }
   }
   if (one_by_one) {
     for (std::size_t i = from; i < to; ++i) {
@@ -1106,11 +1270,13 @@ net::awaitable<void> queue_daemon::apply_reports(std::shared_ptr<write_batch> b,
       try {
         auto r = co_await store_.async_reports(std::move(one));
         report_applied(b->writes[i], r.front());
-      } catch (const boost::system::system_error&) {
+      } catch (const boost::system::system_error& e1) {
         b->failed[i] = 1;
+        redis_failed(e1);
       } catch (const std::exception& e1) {
         log::error("redis write dropped job_id={} command={} error={}", *protocol::get_int(b->writes[i].body, "job"),
                    b->writes[i].command, e1.what());
+        ack(b->writes[i]);  // its keys are broken: sending it again would not help
       }
     }
   }
@@ -1149,6 +1315,75 @@ net::awaitable<void> queue_daemon::apply(pending_write& w) {
   log::error("outbox write of an unexpected kind dropped worker={} command={}", w.worker, w.command);
 }
 
+void queue_daemon::ack(const pending_write& w) {
+  if (w.ack_command.empty()) return;
+  boost::json::array entry;
+  if (w.what == pending_write::kind::report) {
+    entry.emplace_back(protocol::get_int(w.body, "job").value_or(0));
+    entry.emplace_back(protocol::get_int(w.body, "attempt").value_or(0));
+  } else {
+    entry.emplace_back(w.id);
+    entry.emplace_back(w.attempt);
+  }
+  entry.emplace_back(w.ack_command);
+  auto it = workers_.find(w.worker);
+  const std::string& to = it != workers_.end() && !it->second.routing.empty() ? it->second.routing : w.routing;
+  if (to.empty()) return;
+  acks_[to].push_back(std::move(entry));
+  if (!acks_posted_) {
+    acks_posted_ = true;
+    net::post(io_, [this] { flush_acks(); });
+  }
+}
+
+void queue_daemon::flush_acks() {
+  acks_posted_ = false;
+  if (!workers_sock_) return;
+  auto all = std::move(acks_);
+  acks_.clear();
+  for (auto& [routing, reports] : all) {
+    boost::json::object body;
+    body["reports"] = std::move(reports);
+    send_worker(routing, protocol::ack, body);
+  }
+}
+
+void queue_daemon::erase_orphan(job_id id) {
+  auto it = orphans_.find(id);
+  if (it == orphans_.end()) return;
+  if (auto w = orphans_by_worker_.find(it->second.worker); w != orphans_by_worker_.end()) {
+    w->second.erase(id);
+    if (w->second.empty()) orphans_by_worker_.erase(w);
+  }
+  orphans_.erase(it);
+}
+
+net::awaitable<void> queue_daemon::drain_and_stop() {
+  if (draining_ || stopping_) {
+    stop();  // a second signal: at once
+    co_return;
+  }
+  draining_ = true;
+  if (pilots_) pilots_->stop();
+  auto start = clock_type::now();
+  auto deadline = start + cfg_.daemon.stop_deadline;
+  log::info("daemon draining: no new work, writing the outbox outbox={} deadline_ms={}", outbox_.size(),
+            cfg_.daemon.stop_deadline.count());
+  net::steady_timer timer(io_);
+  while (!stopping_ && clock_type::now() < deadline &&
+         (!outbox_.empty() || writes_in_flight_ > 0 || leases_in_flight_ > 0 || !lease_queue_.empty())) {
+    timer.expires_after(std::chrono::milliseconds(10));
+    co_await timer.async_wait(use_tuple);
+  }
+  if (!outbox_.empty() || writes_in_flight_ > 0)
+    log::warn("daemon stopping with writes not done (the workers send their reports again) outbox={} in_flight={}",
+              outbox_.size(), writes_in_flight_);
+  else
+    log::info("daemon drained ms={}",
+              std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - start).count());
+  stop();
+}
+
 void queue_daemon::worker_lost(const std::string& id_ref, const std::string& why) {
   const std::string worker_id = id_ref;  // id_ref may be the map entry's own id, erased below
   auto it = workers_.find(worker_id);
@@ -1173,7 +1408,15 @@ net::awaitable<void> queue_daemon::recheck_tokens() {
   for (const auto& [id, w] : workers_)
     if (!w.token_sha.empty()) checks.emplace_back(id, w.token_sha);
   for (const auto& [id, sha] : checks) {
-    auto g = co_await check_worker_token(redis_, cfg_.redis.prefix, sha);
+    // Redis unavailable (LOADING, BUSY, a lost connection) says nothing about the token: stop
+    // here, revoke nobody, and check again once Redis serves (start_reconnect).
+    worker_grant g;
+    try {
+      g = co_await check_worker_token(redis_, cfg_.redis.prefix, sha);
+    } catch (const boost::system::system_error& e) {
+      redis_failed(e);
+      co_return;
+    }
     auto it = workers_.find(id);
     if (it == workers_.end() || it->second.token_sha != sha) continue;
     auto& w = it->second;
@@ -1248,27 +1491,16 @@ net::awaitable<void> queue_daemon::cron() {
       ++stats_.lease_expiries;
       worker_lost(id, "missed heartbeats");
     }
-    if (!redis_.connected()) {
-      if (!reconnecting_) {
-        reconnecting_ = true;
-        spawn([](queue_daemon* self) -> net::awaitable<void> {
-          co_await self->connect_redis();
-          self->reconnecting_ = false;
-          self->outbox_wake_.cancel();
-          self->dispatch();
-          co_await self->reconcile();
-        }(this), "redis_reconnect");
-      }
+    if (!redis_ready()) {
+      start_reconnect();
       continue;
     }
     // Orphaned leases from before a restart whose worker never came back.
-    for (auto it = orphans_.begin(); it != orphans_.end();) {
-      if (now < it->second.deadline) {
-        ++it;
-        continue;
-      }
-      job_id id = it->first;
-      it = orphans_.erase(it);
+    std::vector<job_id> expired;
+    for (const auto& [id, o] : orphans_)
+      if (now >= o.deadline) expired.push_back(id);
+    for (job_id id : expired) {
+      erase_orphan(id);
       pending_write pw{pending_write::kind::orphan};
       pw.id = id;
       pw.mode = store::requeue_mode::lost;

@@ -53,6 +53,10 @@ class queue_daemon {
   // Binds the sockets, connects Redis, rebuilds the queue, and runs until stop().
   net::awaitable<void> run();
   void stop();
+  // SIGTERM: takes no new work (no dispatch, no hello, gateway notices ignored), goes on taking
+  // worker reports, and writes the outbox to Redis until it is empty or daemon.stop_deadline has
+  // passed; then stop(). Workers re-send whatever was not acknowledged to the next daemon.
+  net::awaitable<void> drain_and_stop();
 
   const daemon_stats& stats() const { return stats_; }
   std::size_t queued() const { return ready_.size(); }
@@ -95,6 +99,14 @@ class queue_daemon {
     std::string worker;  // worker id
     long long attempt;
   };
+  // A lease found in Redis at start whose worker has not said hello yet.
+  // A hello adopts only its own leases (id and attempt), of owners its token may run.
+  struct orphan_lease {
+    clock_type::time_point deadline;  // requeued then if still unclaimed
+    std::string worker;               // the worker it was leased to ("" when unknown)
+    long long attempt = 0;            // the attempt Redis says it runs
+    std::string owner;                // the job's owner (descname)
+  };
   // A Redis write that must not be lost: kept in the outbox until Redis has taken it.
   struct pending_write {
     enum class kind { report, requeue, orphan, commands };
@@ -108,9 +120,23 @@ class queue_daemon {
     store::requeue_mode mode = store::requeue_mode::plain;
     std::string reason;
     std::vector<std::vector<std::string>> commands;
+    // A worker's report or handback that asked for an acknowledgement ("ack": true): sent as
+    // [job, attempt, ack_command] once Redis has answered (applied or refused), to the worker's
+    // current connection, else to `routing`, the one it came on.
+    std::string ack_command;
+    std::string routing;
   };
 
+  // Connects (when not connected), loads the scripts and checks that Redis serves (PING: refused
+  // with LOADING, BUSY or MISCONF while it cannot); retries until it does or the daemon stops.
   net::awaitable<void> connect_redis();
+  // Redis is connected and serving: the daemon leases, writes its outbox, checks tokens.
+  bool redis_ready() const { return redis_.connected() && !redis_refusing_; }
+  // A Redis call failed because Redis is unavailable (connection lost, or LOADING, BUSY, MISCONF:
+  // redis.hpp): hold everything and start the reconnect (connect_redis, then dispatch, reconcile
+  // and the token recheck).
+  void redis_failed(const std::exception& e);
+  void start_reconnect();
   net::awaitable<void> rebuild();
   net::awaitable<void> receive_loop(zmq_socket* sock, bool from_workers);
   net::awaitable<void> cron();
@@ -128,14 +154,17 @@ class queue_daemon {
   // Whether the worker holds `id` at `attempt` (leased to it and sent): only then are its reports
   // on that job applied.
   static bool holds(const worker_state& w, job_id id, long long attempt);
-  // Drops a job report of a job the sender does not hold (logged, counted).
-  void refuse_report(const std::string& worker, std::string_view command, job_id id, long long attempt,
-                     const char* why);
+  // Drops a job report of a job the sender does not hold (logged, counted; acknowledged when the
+  // worker asked for an ack, since nothing will ever apply it).
+  void refuse_report(const worker_state& w, const std::string& routing, std::string_view command, job_id id,
+                     long long attempt, const char* why, bool wants_ack);
   // Every reconcile interval: re-reads each worker's token, owner and pools (revocation, pools).
   net::awaitable<void> recheck_tokens();
   // A job report from a connection the daemon does not know: applied once its token checks out
   // (token mode) — the Lua scripts then check worker and attempt as always.
   net::awaitable<void> apply_unknown_report(pending_write pw, std::string token);
+  std::size_t unknown_waiting_ = 0;  // unknown-connection reports waiting for Redis (bounded)
+  static constexpr std::size_t max_unknown_waiting = 10000;
   void apply_unknown_report_now(pending_write pw);
   void write_stats();
   void on_gateway_message(const std::string& routing, protocol::message msg);
@@ -179,6 +208,12 @@ class queue_daemon {
   static constexpr std::size_t reports_per_call = 256;
   static store::report to_report(const pending_write& w);
   void report_applied(const pending_write& w, const transition_result& r);
+  // Acknowledges a report or handback that asked for it (queued; sent once per event-loop turn).
+  void ack(const pending_write& w);
+  void flush_acks();
+  std::unordered_map<std::string, boost::json::array> acks_;  // by routing id
+  bool acks_posted_ = false;
+  void erase_orphan(job_id id);
   void requeue_later(job_id id, long long attempt, std::string worker, store::requeue_mode mode, std::string reason);
   void worker_lost(const std::string& id_ref, const std::string& why);
   void send_worker(const std::string& routing, std::string_view command, const boost::json::object& body);
@@ -199,23 +234,20 @@ class queue_daemon {
   redis_client redis_;
   store store_;
   bool stopping_ = false;
+  bool draining_ = false;        // drain_and_stop(): no new work
   bool reconnecting_ = false;
+  bool redis_refusing_ = true;   // until connect_redis has seen Redis serve
+  std::size_t writes_in_flight_ = 0;  // outbox writes sent to Redis, not yet answered
+  std::size_t leases_in_flight_ = 0;  // lease batches sent to Redis, not yet answered
 
   // Ready queue: per owner, ordered by score (priority then ID).
   ready_queue ready_;
   std::map<std::string, worker_state> workers_;              // by worker id
   std::unordered_map<std::string, std::string> routing_to_id_;
   std::unordered_map<job_id, lease_info> leases_;
-  // Leases found in Redis at start whose worker has not said hello yet: deadline to reclaim them,
-  // and whom Redis says the lease is for (a hello adopts only its own leases, of owners its token
-  // may run).
-  struct orphan_lease {
-    clock_type::time_point deadline;
-    std::string worker;
-    long long attempt = 0;
-    std::string owner;
-  };
+  // Leases found in Redis at start whose worker has not said hello yet (see orphan_lease).
   std::unordered_map<job_id, orphan_lease> orphans_;
+  std::unordered_map<std::string, std::set<job_id>> orphans_by_worker_;
   std::string rr_;  // round-robin cursor over workers: the last one served
   // Time limits of ready jobs that some worker could not fit (learnt at lease or handback time;
   // the queue itself holds only IDs). Bounded: the lowest IDs go first when it is full.

@@ -1,6 +1,7 @@
 // descprod-daemon: the queue daemon's command line.
 #include <boost/program_options.hpp>
 #include <csignal>
+#include <functional>
 #include <filesystem>
 #include <iostream>
 
@@ -60,13 +61,17 @@ int main(int argc, char** argv) {
   descprod::log::init("daemon", cfg.log_level);
   boost::asio::io_context io;
   descprod::queue_daemon daemon(io, cfg, std::move(apps));
+  // The first SIGTERM/SIGINT drains (no new work; the outbox written to Redis within
+  // daemon.stop_deadline_ms), a second one stops at once.
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
+  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
+                                                                              int sig) {
     if (ec) return;
     descprod::log::info("daemon stopping signal={}", sig);
-    daemon.stop();
-    io.stop();
-  });
+    signals.async_wait(on_signal);
+    boost::asio::co_spawn(io, daemon.drain_and_stop(), [&](std::exception_ptr) { io.stop(); });
+  };
+  signals.async_wait(on_signal);
   int rc = 0;
   boost::asio::co_spawn(io, daemon.run(), [&](std::exception_ptr e) {
     if (!e) return;

@@ -110,6 +110,7 @@ class gateway_app {
     ctx_.on_redis_failure = [this] { keeper_.poke(); };
     ctx_.hub = &hub_;
     ctx_.daemon_ready = [this] { return link_.welcomed(); };
+    ctx_.redis_ready = [this] { return keeper_.serving(); };
     ctx_.blocking = &hashing_;
     ctx_.tls = tls_ != nullptr;
     ctx_.http_metrics = &http_metrics_;

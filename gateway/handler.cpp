@@ -74,6 +74,8 @@ response readyz_response(const gateway_context& ctx) {
   std::string why;
   if (!ctx.redis || !ctx.redis->connected())
     why = "the gateway is not connected to Redis";
+  else if (ctx.redis_ready && !ctx.redis_ready())
+    why = "Redis is not serving (loading its data, busy, or refusing writes)";
   else if (!ctx.daemon_ready)
     why = "the gateway has no daemon link";
   else if (!ctx.daemon_ready())

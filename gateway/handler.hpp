@@ -62,6 +62,9 @@ struct gateway_context {
   event_hub* hub = nullptr;
   // Whether the daemon link has been welcomed (GET /readyz). Empty: never ready.
   std::function<bool()> daemon_ready;
+  // Whether Redis serves (GET /readyz): connected and answering PING, which it refuses while
+  // LOADING, BUSY or unable to persist (MISCONF: it refuses writes). Empty: connected is enough.
+  std::function<bool()> redis_ready;
   // Where password hashing (Argon2id, tens of ms and MiB) runs off the io_context thread. Null:
   // on the calling thread (unit tests).
   net::thread_pool* blocking = nullptr;

@@ -37,6 +37,7 @@ std::string reason(const std::exception& e) { return connect_failure_reason(e); 
 
 std::string connect_failure_reason(const std::exception& e) {
   if (auto* se = dynamic_cast<const boost::system::system_error*>(&e)) {
+    if (se->code() == make_error_code(redis_errc::unavailable)) return se->what();  // LOADING ... etc.
     if (se->code() != net::error::access_denied) return se->code().message();
     // redis_client throws access_denied with "redis AUTH: <Redis's error>" as what() prefix.
     std::string what = se->what();
@@ -56,6 +57,7 @@ redis_keeper::redis_keeper(net::any_io_executor ex, redis_client& redis, std::st
     : timer_(std::move(ex)), redis_(redis), where_(std::move(where)) {}
 
 void redis_keeper::poke() {
+  serving_ = false;
   if (!backing_off_) timer_.cancel();
 }
 
@@ -93,7 +95,20 @@ net::awaitable<void> redis_keeper::run() {
         continue;
       }
     }
-    timer_.expires_after(redis_check_interval);
+    // Connected; does Redis serve?
+    std::string refused;
+    try {
+      co_await redis_.async_exec(redis_cmd("PING"));
+    } catch (const std::exception& e) {
+      refused = reason(e);
+    }
+    if (stopped_) co_return;
+    if (refused.empty() != serving_) {
+      if (refused.empty()) log::info("redis serving redis={}", where_);
+      else log::warn("redis not serving redis={} error={}", where_, refused);
+    }
+    serving_ = refused.empty();
+    timer_.expires_after(serving_ ? redis_check_interval : redis_refusing_check_interval);
     co_await timer_.async_wait(use_tuple);
   }
 }

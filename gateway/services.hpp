@@ -26,19 +26,25 @@ inline constexpr std::chrono::milliseconds redis_backoff_initial{1000};
 inline constexpr std::chrono::milliseconds redis_backoff_max{32000};
 // How often the keeper looks at the connection when nobody pokes it.
 inline constexpr std::chrono::milliseconds redis_check_interval{1000};
+// How often it asks again while Redis is connected but not serving (LOADING, BUSY, MISCONF).
+inline constexpr std::chrono::milliseconds redis_refusing_check_interval{250};
 
 // Keeps a redis_client connected: run() loops until stop(), reconnecting whenever the client is
-// not connected, waiting the backoff between failed attempts.
+// not connected, waiting the backoff between failed attempts. While connected it PINGs Redis
+// every check: Redis answers PING with LOADING, BUSY or MISCONF while it cannot serve (MISCONF:
+// it refuses writes), so serving() is what GET /readyz reports.
 class redis_keeper {
  public:
   redis_keeper(net::any_io_executor ex, redis_client& redis, std::string where);
   net::awaitable<void> run();
-  // A request saw a Redis failure: look now instead of at the next check (no effect while waiting
-  // out a backoff).
+  // A request saw Redis unavailable: not serving until a PING says otherwise, and look now
+  // instead of at the next check (the look waits while a reconnect backoff runs).
   void poke();
   void stop();
+  bool serving() const { return serving_ && redis_.connected(); }
 
  private:
+  bool serving_ = false;
   net::steady_timer timer_;
   redis_client& redis_;
   std::string where_;

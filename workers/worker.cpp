@@ -187,6 +187,7 @@ void worker::handle(const std::vector<zmq::message_t>& frames) {
   else if (cmd == protocol::reject) on_reject(msg->body);
   else if (cmd == protocol::job) on_job(msg->body);
   else if (cmd == protocol::cancel) on_cancel(msg->body);
+  else if (cmd == protocol::ack) on_ack(msg->body);
   else if (cmd == protocol::heartbeat) {
   }  // liveness only
   else log::warn("unexpected command from daemon dropped command={}", cmd);
@@ -209,12 +210,18 @@ void worker::on_welcome(const boost::json::object& body) {
   welcomed_ = true;
   backoff_ = opts_.reconnect_min;
   credits_outstanding_ = 0;  // a new session starts with no credits on the daemon's side
-  log::info("welcomed by daemon worker={} heartbeat_ms={} lease_timeout_ms={} resending={}", opts_.id,
-            ms(heartbeat_), ms(lease_timeout_), pending_.size());
+  daemon_acks_ = protocol::get_bool(body, "acks").value_or(false);
+  log::info("welcomed by daemon worker={} heartbeat_ms={} lease_timeout_ms={} resending={} acks={}", opts_.id,
+            ms(heartbeat_), ms(lease_timeout_), unacked_.size(), daemon_acks_);
 
-  auto pending = std::move(pending_);
-  pending_.clear();
-  for (auto& m : pending) send_reliably(m.command, std::move(m.body));
+  // Every report the daemon has not acknowledged, in the order they were made: a daemon that
+  // restarted may never have written them. One it wrote already is refused as stale and
+  // acknowledged. Without acks (an older daemon) a report sent now is forgotten, as before.
+  for (auto it = unacked_.begin(); it != unacked_.end();) {
+    if (!send(it->second.command, it->second.body)) break;
+    if (daemon_acks_) ++it;
+    else forget_report(it++);
+  }
   for (const auto& [key, run] : running_)
     if (run->started() && !run->message().empty()) send(protocol::progress, progress_body(*run));
   if (draining_) send(protocol::drain, boost::json::object());  // a new daemon must know too
@@ -481,10 +488,11 @@ void worker::check_done() {
   if (draining_) {
     drain_timer_.cancel();
     if (welcomed_) send(protocol::bye, boost::json::object());  // the drain's last word
-    log::info("drain complete worker={} undelivered={}", opts_.id, pending_.size());
+    log::info("drain complete worker={} unacknowledged={}", opts_.id, unacked_.size());
   }
   done_ = true;
-  if (!pending_.empty()) log::warn("messages not delivered, no session with the daemon count={}", pending_.size());
+  if (!unacked_.empty() && !welcomed_)
+    log::warn("messages not delivered, no session with the daemon count={}", unacked_.size());
   if (socket_) {
     // Give the last finished/bye messages time to leave before the socket goes.
     if (welcomed_) socket_->raw().set(zmq::sockopt::linger, static_cast<int>(opts_.linger_on_exit.count()));
@@ -508,8 +516,47 @@ bool worker::send(std::string_view command, const boost::json::object& body) {
 }
 
 void worker::send_reliably(std::string_view command, boost::json::object body) {
-  if (welcomed_ && send(command, body)) return;
-  pending_.push_back(outgoing{std::string(command), std::move(body)});
+  body["ack"] = true;  // ask the daemon to acknowledge it (an older daemon ignores the field)
+  bool sent = welcomed_ && send(command, body);
+  if (sent && !daemon_acks_) return;  // an older daemon: sent once per session, as before
+  auto id = protocol::get_int(body, "job").value_or(0);
+  auto attempt = protocol::get_int(body, "attempt").value_or(0);
+  auto key = std::make_tuple(id, attempt, std::string(command));
+  if (auto old = unacked_index_.find(key); old != unacked_index_.end()) forget_report(unacked_.find(old->second));
+  if (unacked_.size() >= max_unacked) {
+    log::warn("too many unacknowledged reports, forgetting the oldest command={} job_id={}",
+              unacked_.begin()->second.command, protocol::get_int(unacked_.begin()->second.body, "job").value_or(0));
+    forget_report(unacked_.begin());
+  }
+  auto seq = ++next_report_;
+  unacked_.emplace(seq, outgoing{std::string(command), std::move(body)});
+  unacked_index_[key] = seq;
+}
+
+void worker::forget_report(std::map<std::uint64_t, outgoing>::iterator it) {
+  if (it == unacked_.end()) return;
+  auto key = std::make_tuple(protocol::get_int(it->second.body, "job").value_or(0),
+                             protocol::get_int(it->second.body, "attempt").value_or(0), it->second.command);
+  if (auto i = unacked_index_.find(key); i != unacked_index_.end() && i->second == it->first) unacked_index_.erase(i);
+  unacked_.erase(it);
+}
+
+void worker::on_ack(const boost::json::object& body) {
+  // {reports:[[job, attempt, command], ...]}: written (or refused as stale) by the daemon.
+  auto it = body.find("reports");
+  if (it == body.end() || !it->value().is_array()) {
+    log::warn("malformed ack dropped reason=reports: missing or not an array");
+    return;
+  }
+  for (const auto& e : it->value().as_array()) {
+    const auto* a = e.if_array();
+    if (!a || a->size() != 3 || !(*a)[0].is_int64() || !(*a)[1].is_int64() || !(*a)[2].is_string()) {
+      log::warn("malformed ack entry dropped");
+      continue;
+    }
+    auto key = std::make_tuple((*a)[0].as_int64(), (*a)[1].as_int64(), std::string((*a)[2].as_string()));
+    if (auto i = unacked_index_.find(key); i != unacked_index_.end()) forget_report(unacked_.find(i->second));
+  }
 }
 
 boost::json::array worker::held_jobs() const {
@@ -517,7 +564,7 @@ boost::json::array worker::held_jobs() const {
   boost::json::array a;
   for (const auto& [key, run] : running_) a.push_back(job_ref(key.first, key.second));
   for (const auto& q : queued_) a.push_back(job_ref(q.id, q.attempt));
-  for (const auto& m : pending_) {
+  for (const auto& [seq, m] : unacked_) {
     if (m.command != protocol::finished && m.command != protocol::handback) continue;
     auto id = protocol::get_int(m.body, "job");
     auto attempt = protocol::get_int(m.body, "attempt");

@@ -6,9 +6,12 @@
 //  - anything from the daemon counts as a sign of life; silence for lease_timeout (or no answer to
 //    hello within it) closes the socket and, after a backoff of 1 s doubling to 32 s, opens a new
 //    one and says hello again, listing the jobs it still holds. Jobs keep running meanwhile.
-//  - `started` and `finished` are never dropped: while no session is welcomed they are buffered
-//    and sent after the next welcome. `progress` is not buffered; the latest message of each job
-//    is re-sent after a welcome instead.
+//  - `started`, `finished` and `handback` are never dropped: each is kept until the daemon
+//    acknowledges it (`ack` [job, attempt, command], sent once Redis has the write or refused it as
+//    stale), and every one not acknowledged is sent again, in order, after the next welcome. A
+//    daemon that does not announce acks in its welcome (an older one) gets each once per welcomed
+//    session, as before: kept only while no session is welcomed. `progress` is not kept; the latest
+//    message of each job is re-sent after a welcome instead.
 //  - credits: the worker asks for as many jobs as it has free slots plus `prefetch`, counting the
 //    jobs it already holds and the credits not yet used. Jobs beyond the free slots wait locally
 //    (started in arrival order when a slot frees), so a slot does not idle for the round trip
@@ -38,6 +41,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 #include <zmq.hpp>
@@ -124,6 +128,7 @@ class worker {
   void on_reject(const boost::json::object& body);
   void on_job(const boost::json::object& body);
   void on_cancel(const boost::json::object& body);
+  void on_ack(const boost::json::object& body);
 
   void start_job(job_spec spec);
   // False (and the reason) when the job's time limit would outrun the allocation's walltime.
@@ -164,7 +169,15 @@ class worker {
   int credits_outstanding_ = 0;  // granted in this session, not yet used by a job
   std::map<job_key, std::shared_ptr<job_run>> running_;
   std::deque<job_spec> queued_;    // sent beyond our credits; started when a slot frees
-  std::vector<outgoing> pending_;  // started/finished waiting for a welcomed session
+  // started/finished/handback reports not acknowledged yet (or not sent yet), by the order they
+  // were made; indexed by (job, attempt, command), which names one report of one run.
+  std::map<std::uint64_t, outgoing> unacked_;
+  std::map<std::tuple<job_id, long long, std::string>, std::uint64_t> unacked_index_;
+  std::uint64_t next_report_ = 0;
+  bool daemon_acks_ = false;  // the daemon of this session acknowledges reports
+  // Bound on kept reports (a daemon that says it acks but never does): the oldest go first.
+  static constexpr std::size_t max_unacked = 100000;
+  void forget_report(std::map<std::uint64_t, outgoing>::iterator it);
   net::steady_timer cron_timer_;
   net::steady_timer backoff_timer_;
 };

@@ -454,17 +454,33 @@ TEST_F(StoreTest, RequeueWithAttemptsExhaustedMarksTheJobLost) {
   EXPECT_EQ(run(st.async_cancel(id, "alice")).reason, "terminal");
 }
 
-TEST_F(StoreTest, RequeueOfADispatchedJobDoesNotUseAnAttempt) {
+TEST_F(StoreTest, RequeueOfADispatchedJobGivesANewAttemptWithoutUsingOneUp) {
+  // Its worker is gone and may have started it (the `started` report lost with a daemon that
+  // stopped): the next run must not carry the same attempt number, and the job loses no attempt.
   auto id = create_one("alice", 0, 1);
   ASSERT_TRUE(run(st.async_lease(id, "w1", 30)).ok);
   auto r = run(st.async_requeue(id, 1, "w1", store::requeue_mode::lost, "worker drained"));
   ASSERT_TRUE(r.ok) << r.reason;
   EXPECT_EQ(r.state, "ready");
-  EXPECT_EQ(r.attempt, 1);
-  EXPECT_EQ(hash(id)["attempt"], "1");
+  EXPECT_EQ(r.attempt, 2);
+  EXPECT_EQ(hash(id)["attempt"], "2");
+  EXPECT_EQ(hash(id)["max_attempts"], "2");
   EXPECT_EQ(hash(id)["state"], "ready");
   EXPECT_TRUE(in_zset("descprod:queue", id));
   EXPECT_FALSE(in_zset("descprod:leases", id));
+  // The old run's reports are stale now; the new lease runs as attempt 2.
+  EXPECT_EQ(run(st.async_start(id, 1, "w1", "h", "/r", 1)).reason, "stale");
+  EXPECT_EQ(run_job(id, "w2"), 2);
+}
+
+TEST_F(StoreTest, PlainRequeueOfADispatchedJobKeepsItsAttempt) {
+  // The daemon never sent it (walltime, its worker left before the send): no run happened.
+  auto id = create_one("alice", 0, 1);
+  ASSERT_TRUE(run(st.async_lease(id, "w1", 30)).ok);
+  auto r = run(st.async_requeue(id, 1, "w1", store::requeue_mode::plain, "walltime"));
+  ASSERT_TRUE(r.ok) << r.reason;
+  EXPECT_EQ(r.attempt, 1);
+  EXPECT_EQ(hash(id)["max_attempts"], "1");
 }
 
 TEST_F(StoreTest, HandbackOfARunningJobGivesANewAttemptWithoutUsingOneUp) {

@@ -143,7 +143,11 @@ std::string redis_server::log() const {
   }
 }
 
-void redis_server::start() {
+void redis_server::start() { start_process(true); }
+
+void redis_server::start_loading() { start_process(false); }
+
+void redis_server::start_process(bool until_ready) {
   if (pid_ > 0) throw std::logic_error("redis_server::start: already running");
   std::vector<std::string> args = {"redis-server",
                                    "--port", "0",
@@ -169,6 +173,7 @@ void redis_server::start() {
         try {
           descprod::redis_sync c(endpoint());
           auto r = c.exec({"PING"});
+          if (!until_ready) return true;  // connected: it may still answer LOADING
           return r.type == descprod::redis_reply::kind::status && r.str == "PONG";
         } catch (const std::exception& e) {
           last_error = e.what();

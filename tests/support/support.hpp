@@ -68,6 +68,10 @@ class redis_server {
 
   // Starts the server again (same socket, same directory) after stop() or kill9().
   void start();
+  // The same without waiting for PING: returns once the server accepts connections on its socket,
+  // which may be while it still loads its data set (answering LOADING) — for the tests of what
+  // clients see then.
+  void start_loading();
   // SIGTERM by PID, waits for it to exit, SIGKILL after 5 s.
   void stop();
   // SIGKILL by PID and reap: a crash, for the tests of what clients see then.
@@ -82,6 +86,7 @@ class redis_server {
   std::string log() const;
 
  private:
+  void start_process(bool until_ready);
   temp_dir dir_;
   bool appendonly_;
   std::string socket_;
