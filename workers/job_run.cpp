@@ -195,7 +195,8 @@ net::awaitable<job_result> job_run::run() {
     log::warn("job spawn failed job_id={} attempt={} error={}", spec_.id, spec_.attempt, result.message);
     message_ = result.message;
     try {
-      note_in_log(result.message);
+      std::string line = result.message + "\n";  // as before: the reason alone, no prefix
+      if (::write(log_fd_, line.data(), line.size()) < 0) log::warn("job log not written job_id={}", spec_.id);
       auto outcome = classify_exit(result.rc, 0, false);
       note_progress(progress_string(outcome.prefix, message_), outcome.return_status);
       flush_files();

@@ -72,6 +72,7 @@ fs::path make_run_dir(const fs::path& output_dir, job_id id, int attempt) {
     // only when the first attempt says they are missing.
     std::error_code ec;
     if (::mkdir(candidate.c_str(), run_dir_mode) == 0) return candidate;
+    if (errno == EEXIST) continue;  // taken: the next suffix
     ec = std::error_code(errno, std::generic_category());
     if (ec == std::errc::no_such_file_or_directory && !made_parents) {
       fs::create_directories(jobs);
