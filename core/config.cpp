@@ -248,6 +248,10 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_range("idle_timeout_s", c.worker.idle_timeout_s, 0.0, 1e7);
     s.read_range("walltime_margin_s", c.worker.walltime_margin_s, 0.0, 86400.0);
     s.read("token_file", c.worker.token_file);
+    s.read("containment", c.worker.containment);
+    if (auto v = s.take("containment");
+        v && c.worker.containment != "auto" && c.worker.containment != "cgroup" && c.worker.containment != "subreaper")
+      s.fail(v, "containment", "expected auto, cgroup or subreaper");
     s.read("curve_server_key_file", c.worker.curve_server_key_file);
     s.read("curve_secret_key_file", c.worker.curve_secret_key_file);
     if (c.worker.curve_server_key_file.empty() != c.worker.curve_secret_key_file.empty()) {
@@ -328,6 +332,29 @@ const app_def* app_registry::find(const std::string& name) const {
   return it == apps.end() ? nullptr : &it->second;
 }
 
+namespace {
+// "2G", "512M", "1048576": bytes; -1 when malformed.
+long long parse_memory_size(const std::string& text) {
+  if (text.empty() || text.size() > 20) return -1;
+  std::size_t i = 0;
+  long long v = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    if (v > (1LL << 50)) return -1;
+    v = v * 10 + (text[i++] - '0');
+  }
+  if (i == 0) return -1;
+  std::string unit = text.substr(i);
+  long long mult = 1;
+  if (unit == "K" || unit == "k") mult = 1LL << 10;
+  else if (unit == "M" || unit == "m") mult = 1LL << 20;
+  else if (unit == "G" || unit == "g") mult = 1LL << 30;
+  else if (unit == "T" || unit == "t") mult = 1LL << 40;
+  else if (!unit.empty()) return -1;
+  if (v > (1LL << 62) / mult) return -1;
+  return v * mult;
+}
+}  // namespace
+
 app_registry parse_apps(const std::string& text, const std::string& file) {
   app_registry reg;
   auto root = parse_yaml(text, file);
@@ -353,6 +380,20 @@ app_registry parse_apps(const std::string& text, const std::string& file) {
     s.read("env", a.env);
     s.read("login_shell", a.login_shell);
     s.read_range("cores", a.cores, 1, 4096);
+    s.read("limit_cores", a.limit_cores);
+    if (auto v = s.take("memory_max")) {
+      std::string text;
+      s.read("memory_max", text);
+      a.memory_max = parse_memory_size(text);
+      if (a.memory_max < 0) s.fail(v, "memory_max", "expected bytes, optionally with K, M, G or T (e.g. 2G)");
+    }
+    if (auto v = s.take("umask")) {
+      std::string text;
+      s.read("umask", text);
+      if (text.empty() || text.size() > 4 || text.find_first_not_of("01234567") != std::string::npos)
+        s.fail(v, "umask", "expected an octal string such as \"027\" or \"022\"");
+      a.umask = std::stoi(text, nullptr, 8);
+    }
     s.read_range("time_limit_s", a.time_limit_s, 0.0, 1e9);
     s.read_range("max_attempts", a.max_attempts, 1, 100);
     s.read("help", a.help);

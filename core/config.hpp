@@ -33,6 +33,11 @@ struct app_def {
   std::map<std::string, std::string> env;
   bool login_shell = false;
   int cores = 1;
+  // The job's cgroup limits (worker.containment cgroup): memory.max in bytes (0: none) and, with
+  // limit_cores, cpu.max of `cores` cores.
+  long long memory_max = 0;
+  bool limit_cores = false;
+  int umask = 027;          // the app's umask: its run directory's files are not world-readable
   double time_limit_s = 0;  // 0: none
   int max_attempts = 3;
   std::string pattern;      // ECMAScript regex the whole config must match; empty: any
@@ -113,6 +118,9 @@ struct worker_config {
   // CURVE: the daemon's public key file and this worker's secret key file (descprod-admin keys).
   std::string curve_server_key_file;
   std::string curve_secret_key_file;
+  // How the processes of a job are kept together and ended with it: auto (a cgroup v2 per job
+  // when the worker can make one, else subreaper), cgroup, or subreaper.
+  std::string containment = "auto";
 };
 
 // Elastic pilots (docs/slurm.md): the daemon submits Slurm allocations that each start one

@@ -20,6 +20,14 @@ struct spawn_options {
   std::vector<std::string> env;       // "NAME=value"; the whole environment of the child
   std::string cwd;                    // empty: the parent's
   std::string output_file;            // stdout+stderr, appended; empty: /dev/null
+  // An open file for stdout+stderr instead of output_file (the caller keeps and closes it): lets
+  // the caller open it safely (no symlink, no FIFO) relative to a directory it holds.
+  int output_fd = -1;
+  int cwd_fd = -1;                    // a directory to start in instead of cwd (fchdir)
+  int umask = -1;                     // the child's umask (e.g. 027); -1: the parent's
+  // A cgroup v2 directory (O_DIRECTORY fd) the child starts in (clone3 CLONE_INTO_CGROUP), so not
+  // even its first fork can escape; -1: the parent's cgroup (posix_spawn).
+  int cgroup_fd = -1;
 };
 
 struct exit_status {
@@ -47,6 +55,10 @@ class child_process {
   net::posix::stream_descriptor pidfd_;
   bool reaped_ = false;
 };
+
+// True while `pid` is a child_process of this program that has not been reaped: a child
+// subreaper reaping orphans must leave those to their owner's pidfd wait.
+bool is_spawned_child(pid_t pid);
 
 // The current environment as "NAME=value" strings, with `overrides` replacing or adding entries.
 std::vector<std::string> environment_with(const std::vector<std::pair<std::string, std::string>>& overrides);

@@ -93,6 +93,10 @@ boost::json::object app_json(const app_def& app, const job_record& r, job_id id)
   a["time_limit_s"] = app.time_limit_s;
   a["login_shell"] = app.login_shell;
   a["cores"] = app.cores;
+  // The worker's containment of the job (issue #13): the app's umask and its cgroup limits.
+  a["umask"] = app.umask;
+  if (app.memory_max > 0) a["memory_max"] = app.memory_max;
+  if (app.limit_cores) a["limit_cores"] = app.cores;
   return a;
 }
 }  // namespace
@@ -647,6 +651,7 @@ void queue_daemon::accept_hello(const std::string& routing, const boost::json::o
   w.credits = 0;
   w.walltime_end = std::max(0.0, protocol::get_number(body, "walltime_end").value_or(0));
   w.walltime_margin_s = std::max(0.0, protocol::get_number(body, "walltime_margin_s").value_or(0));
+  note_health(w, body);
   w.last_seen = clock_type::now();
   routing_to_id_[routing] = *id;
   // Jobs the worker still runs (a reconnect or a daemon restart): adopt those whose lease is its
@@ -761,7 +766,13 @@ void queue_daemon::on_worker_message(const std::string& routing, protocol::messa
   }
   w->last_seen = clock_type::now();
   const auto& c = msg.command;
-  if (c == protocol::heartbeat) return;
+  if (c == protocol::heartbeat) {
+    note_health(*w, msg.body);
+    if (!w->unhealthy)
+      for (double now = epoch_now(); dispatch_to(*w, now);) {
+      }
+    return;
+  }
   if (c == protocol::ready) {
     auto n = protocol::get_int(msg.body, "credits");
     if (!n || *n < 0) throw std::invalid_argument("ready: credits must be a non-negative integer");
@@ -882,9 +893,24 @@ void queue_daemon::remember_limit(job_id id, double time_limit_s) {
   job_limits_[id] = time_limit_s;
 }
 
+void queue_daemon::note_health(worker_state& w, const boost::json::object& body) {
+  // Absent (an older worker): healthy. Unhealthy: no jobs, and its credits are void (it asks
+  // again when it is healthy).
+  bool healthy = protocol::get_bool(body, "healthy").value_or(true);
+  auto raw = protocol::get_string(body, "health_reason").value_or("");
+  auto reason = sanitize_app_text(raw, 300);  // a peer's text: safe to print (core/text.hpp)
+  if (healthy == !w.unhealthy && reason == w.health_reason) return;
+  w.unhealthy = !healthy;
+  w.health_reason = healthy ? std::string() : reason;
+  if (w.unhealthy) w.credits = 0;
+  if (w.unhealthy) log::warn("worker unhealthy: no jobs for it worker={} reason={}", w.id, w.health_reason);
+  else log::info("worker healthy again worker={}", w.id);
+}
+
 bool queue_daemon::dispatch_to(worker_state& w, double now) {
   // One job for `w`, the best by score among the owners it may serve that fits its walltime.
-  if (w.credits <= 0 || w.draining || w.revoked || ready_.empty() || !redis_ready() || draining_) return false;
+  if (w.credits <= 0 || w.draining || w.revoked || w.unhealthy || ready_.empty() || !redis_ready() || draining_)
+    return false;
   auto pick = ready_.best(w.any_owner ? nullptr : &w.owners, [&](job_id id) { return fits(w, id, now); },
                           dispatch_scan);
   if (!pick) return false;
@@ -1436,15 +1462,16 @@ net::awaitable<void> queue_daemon::recheck_tokens() {
 }
 
 void queue_daemon::write_stats() {
-  int slots = 0, busy = 0;
+  int slots = 0, busy = 0, unhealthy = 0;
   for (const auto& [id, w] : workers_) {
     slots += w.slots;
+    unhealthy += w.unhealthy ? 1 : 0;
     busy += std::min(w.slots, static_cast<int>(w.jobs.size()));  // not counting prefetched jobs
   }
   auto u = [](std::uint64_t v) { return std::to_string(v); };
   write_detached({redis_cmd("HSET", store_.key("daemon:stats"), "updated", fmt_double(epoch_now()), "queue_depth",
                             u(ready_.size()), "workers", u(workers_.size()), "slots", std::to_string(slots),
-                            "busy_slots", std::to_string(busy), "outbox", u(outbox_.size()), "leased_total",
+                            "busy_slots", std::to_string(busy), "workers_unhealthy", std::to_string(unhealthy), "outbox", u(outbox_.size()), "leased_total",
                             u(stats_.leased), "finished_total", u(stats_.finished), "requeued_total",
                             u(stats_.requeued), "lease_expiries_total", u(stats_.lease_expiries),
                             "stale_events_total", u(stats_.stale_events), "malformed_total", u(stats_.malformed),
@@ -1519,17 +1546,19 @@ net::awaitable<void> queue_daemon::cron() {
     for (auto& [id, w] : workers_) {
       auto key = store_.key("worker:" + id);
       bool changed = w.record_running != w.jobs.size() || w.record_draining != w.draining ||
-                     w.record_revoked != w.revoked;
+                     w.record_revoked != w.revoked || w.record_unhealthy != w.unhealthy;
       if (!w.record_written) {
         cmds.push_back(redis_cmd("HSET", key, "id", id, "host", w.host, "owner", w.owner, "pool", w.pool, "slots",
                                  std::to_string(w.slots), "running", std::to_string(w.jobs.size()),
                                  "last_heartbeat", now_s, "walltime_end",
                                  std::to_string(static_cast<long long>(w.walltime_end)), "draining",
                                  w.draining ? "1" : "0", "revoked", w.revoked ? "1" : "0", "token_sha",
-                                 w.token_sha, "pools", join_pools(w.pools)));
+                                 w.token_sha, "pools", join_pools(w.pools), "health",
+                                 w.unhealthy ? "unhealthy" : "ok", "health_reason", w.health_reason));
       } else if (changed) {
         cmds.push_back(redis_cmd("HSET", key, "running", std::to_string(w.jobs.size()), "last_heartbeat", now_s,
-                                 "draining", w.draining ? "1" : "0", "revoked", w.revoked ? "1" : "0"));
+                                 "draining", w.draining ? "1" : "0", "revoked", w.revoked ? "1" : "0", "health",
+                                 w.unhealthy ? "unhealthy" : "ok", "health_reason", w.health_reason));
       } else if (now - w.record_time >= record_refresh) {
         cmds.push_back(redis_cmd("HSET", key, "last_heartbeat", now_s));
       }
@@ -1540,6 +1569,7 @@ net::awaitable<void> queue_daemon::cron() {
         w.record_running = w.jobs.size();
         w.record_draining = w.draining;
         w.record_revoked = w.revoked;
+        w.record_unhealthy = w.unhealthy;
       }
       for (const auto& [jid, j] : w.jobs)
         if (j.attempt > 0) cmds.push_back(redis_cmd("ZADD", store_.key("leases"), "XX", fmt_double(deadline), std::to_string(jid)));

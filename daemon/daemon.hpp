@@ -88,6 +88,11 @@ class queue_daemon {
     std::vector<std::string> pools;  // as admitted by its token
     std::string token_sha;           // sha256 of its worker token (empty in open mode)
     bool revoked = false;            // its token stopped being valid: no more jobs
+    // It says it cannot run jobs now (hello/heartbeat `healthy: false`, e.g. its output disk is
+    // full): no jobs until it says it is healthy again.
+    bool unhealthy = false;
+    std::string health_reason;
+    bool record_unhealthy = false;
     // Its worker:<id> hash in Redis: what was last written and when (cron() rewrites the record
     // when these change, and otherwise only refreshes last_heartbeat every few heartbeats).
     bool record_written = false;
@@ -174,6 +179,9 @@ class queue_daemon {
   // Gives jobs to every worker with credits, round robin; dispatch_to serves one worker.
   void dispatch();
   bool dispatch_to(worker_state& w, double now);
+  // Reads `healthy` / `health_reason` of a hello or heartbeat (issue #13: a worker that cannot
+  // create run directories says so and gets no jobs until it is healthy again).
+  void note_health(worker_state& w, const boost::json::object& body);
   // The walltime rule (docs/slurm.md): a job whose time limit the daemon knows (job_limits_) goes
   // only to a worker whose allocation outlasts it; a job a worker refused never goes back to it.
   bool fits(const worker_state& w, job_id id, double now) const;

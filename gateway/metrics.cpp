@@ -60,6 +60,8 @@ constexpr daemon_field daemon_gauges[] = {
     {"workers", "descprod_daemon_workers", "Workers connected to the daemon."},
     {"slots", "descprod_daemon_slots", "Job slots of the connected workers."},
     {"busy_slots", "descprod_daemon_busy_slots", "Job slots in use."},
+    {"workers_unhealthy", "descprod_daemon_workers_unhealthy",
+     "Connected workers that report themselves unhealthy (e.g. cannot create run directories) and get no jobs."},
     {"outbox", "descprod_daemon_outbox",
      "Redis writes the daemon holds while Redis is unreachable."},
 };

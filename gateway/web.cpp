@@ -699,15 +699,18 @@ std::string admin_page(const admin_view& v) {
   } else {
     body += "<div class=\"scroll\"><table class=\"list\" id=\"workers\"><thead><tr><th>Worker</th>"
             "<th>Host</th><th>Owner</th><th>Pool</th><th>Slots</th><th>Running</th>"
-            "<th>Last heartbeat</th></tr></thead><tbody>";
+            "<th>Health</th><th>Last heartbeat</th></tr></thead><tbody>";
     for (const auto& w : v.workers) {
       std::string hb = get(w, "last_heartbeat");
       std::string ago;
       if (auto t = to_double(hb)) ago = " (" + format_duration(v.now_s - *t) + " ago)";
+      // A worker that cannot make run directories (full or read-only disk) takes no job.
+      std::string health = get(w, "health") == "unhealthy" ? "unhealthy: " + get(w, "health_reason") : "ok";
       body += "<tr><td data-label=\"Worker\">" + esc(get(w, "id")) + "</td><td data-label=\"Host\">" +
               esc(get(w, "host")) + "</td><td data-label=\"Owner\">" + esc(get(w, "owner")) +
               "</td><td data-label=\"Pool\">" + esc(get(w, "pool")) + "</td><td data-label=\"Slots\">" +
               esc(get(w, "slots")) + "</td><td data-label=\"Running\">" + esc(get(w, "running")) +
+              "</td><td data-label=\"Health\">" + esc(health) +
               "</td><td data-label=\"Last heartbeat\">" + esc(format_time(hb)) + esc(ago) +
               "</td></tr>";
     }

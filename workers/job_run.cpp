@@ -2,15 +2,19 @@
 // two coroutines: wait_for_exit blocks on the child's pidfd and wakes supervise, which sleeps on a
 // timer until the next of: status poll, time limit, kill deadline. All timing decisions are in
 // supervise, so cancel, time limit and shutdown share one SIGTERM → grace → SIGKILL path.
-// Caveat: processes the app left behind in its process group after it exited are not killed.
+// Every process the job started ends with it: with settings.contain, processes left behind when
+// the app exits are killed (and counted in the job's log), and a terminate signals all of them,
+// not only the app's process group. Files of the run directory are opened relative to the
+// directory the worker holds open, never following a symlink nor opening a FIFO (run_files.hpp).
 #include "workers/job_run.hpp"
 
-#include <fstream>
-
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <cstring>
 
 #include "core/job.hpp"
 #include "core/log.hpp"
@@ -52,6 +56,40 @@ job_run::job_run(net::any_io_executor ex, job_spec spec, run_settings settings, 
       settings_(std::move(settings)),
       observer_(std::move(observer)) {}
 
+job_run::~job_run() {
+  box_.reset();  // kills what may be left and removes the job's cgroup
+  if (log_fd_ >= 0) ::close(log_fd_);
+  if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+void job_run::note_in_log(const std::string& text) {
+  if (log_fd_ < 0) return;
+  std::string line = "descprod-worker: " + text + "\n";
+  // O_APPEND: the line lands whole at the end, between the app's own writes.
+  if (::write(log_fd_, line.data(), line.size()) < 0)
+    log::warn("job log not written job_id={} error={}", spec_.id, std::strerror(errno));
+}
+
+void job_run::note_refused(const std::string& name, const std::string& why) {
+  if (!refused_noted_.insert(name + "\n" + why).second || refused_noted_.size() > 32) return;
+  log::warn("run directory file ignored job_id={} attempt={} file={} reason={}", spec_.id, spec_.attempt, name, why);
+  note_in_log(name + " ignored: it is " + why + ", not a plain file the worker reads");
+}
+
+void job_run::signal_job(int sig) {
+  if (active_ && !active_->status) active_->child.signal_group(sig);
+  if (box_) box_->signal_all(sig);
+}
+
+void job_run::kill_leftovers(const char* after) {
+  if (!box_) return;
+  int n = box_->kill_all();
+  if (n <= 0) return;
+  leftovers_killed_ += n;
+  log::info("leftover processes killed job_id={} attempt={} count={} after={}", spec_.id, spec_.attempt, n, after);
+  note_in_log("killed " + std::to_string(n) + " leftover process" + (n == 1 ? "" : "es") + " of the job after " + after);
+}
+
 std::shared_ptr<job_run::child_watch> job_run::spawn(const spawn_options& opts) {
   auto w = std::make_shared<child_watch>(ex_, opts);
   net::co_spawn(ex_, wait_for_exit(w), net::detached);
@@ -89,11 +127,38 @@ net::awaitable<job_result> job_run::run() {
 
   try {
     rundir_ = make_run_dir(settings_.output_dir, spec_.id, spec_.attempt);
+    dir_fd_ = open_dir(rundir_);
     log_file_ = rundir_ / (name + ".log");
     job_record record = spec_.record;
     record["progress"] = "Ready.";
     // A fresh directory nobody reads yet (the app starts below): no temporary file needed.
     write_file_new(rundir_ / "config.json", descprod_config_json(record));
+    // The log is the worker's: made here (O_EXCL in the fresh directory) and held open, so the
+    // app's stdout, the worker's notes and the shipped tail all use this one file, whatever the
+    // app later does to the name.
+    log_fd_ = ::openat(dir_fd_, log_file_.filename().c_str(),
+                       O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (log_fd_ < 0)
+      throw fs::filesystem_error("cannot create", log_file_, std::error_code(errno, std::generic_category()));
+  } catch (const fs::filesystem_error& e) {
+    log::error("job run directory failed job_id={} attempt={} error={}", spec_.id, spec_.attempt, e.what());
+    // Nothing of the attempt is kept: the job goes back to the queue unharmed (the worker hands
+    // it back), and a half-made directory would only confuse whoever looks.
+    if (dir_fd_ >= 0) {
+      ::unlinkat(dir_fd_, "config.json", 0);
+      ::unlinkat(dir_fd_, log_file_.filename().c_str(), 0);
+      ::close(dir_fd_);
+      dir_fd_ = -1;
+    }
+    if (!rundir_.empty()) ::rmdir(rundir_.c_str());
+    if (log_fd_ >= 0) ::close(log_fd_);
+    log_fd_ = -1;
+    finished_ = true;
+    result.rc = 127;
+    result.prepare_failed = true;
+    result.prepare_error = e.code();
+    result.message = std::string("cannot prepare run directory: ") + e.what();
+    co_return result;
   } catch (const std::exception& e) {
     log::error("job run directory failed job_id={} attempt={} error={}", spec_.id, spec_.attempt, e.what());
     finished_ = true;
@@ -101,12 +166,25 @@ net::awaitable<job_result> job_run::run() {
     result.message = std::string("cannot prepare run directory: ") + e.what();
     co_return result;
   }
+  if (settings_.contain) {
+    try {
+      box_ = settings_.contain->make_box(spec_.id, spec_.attempt, job_limits{spec_.memory_max, spec_.cores});
+      if (!box_->limits_note().empty()) note_in_log(box_->limits_note());
+    } catch (const std::exception& e) {
+      // The job still runs, contained by its process group (and the subreaper, if any) only.
+      log::error("job containment failed job_id={} attempt={} error={}", spec_.id, spec_.attempt, e.what());
+      note_in_log(std::string("no cgroup for this job: ") + e.what());
+    }
+  }
 
   spawn_options opts;
   opts.argv = command_argv(spec_);
   opts.env = child_environment();
   opts.cwd = rundir_.string();
-  opts.output_file = log_file_.string();
+  opts.cwd_fd = dir_fd_;
+  opts.output_fd = log_fd_;
+  opts.umask = spec_.umask;
+  if (box_) opts.cgroup_fd = box_->cgroup_fd();
 
   std::shared_ptr<child_watch> app;
   try {
@@ -117,7 +195,8 @@ net::awaitable<job_result> job_run::run() {
     log::warn("job spawn failed job_id={} attempt={} error={}", spec_.id, spec_.attempt, result.message);
     message_ = result.message;
     try {
-      append_file(log_file_, result.message + "\n");
+      std::string line = result.message + "\n";  // as before: the reason alone, no prefix
+      if (::write(log_fd_, line.data(), line.size()) < 0) log::warn("job log not written job_id={}", spec_.id);
       auto outcome = classify_exit(result.rc, 0, false);
       note_progress(progress_string(outcome.prefix, message_), outcome.return_status);
       flush_files();
@@ -129,6 +208,7 @@ net::awaitable<job_result> job_run::run() {
   }
 
   pid_ = app->child.pid();
+  if (box_) box_->set_leader(pid_);
   log::info("job started job_id={} attempt={} pid={} rundir={}", spec_.id, spec_.attempt, pid_,
             rundir_.string());
   // Recorded now, written at the first status poll (or at the end, if the app is done by then).
@@ -143,6 +223,7 @@ net::awaitable<job_result> job_run::run() {
   if (terminate_grace_) terminate(*terminate_grace_);  // asked before the spawn
   exit_status st = co_await supervise(app, limit, true);
   poll_status();
+  kill_leftovers("the app ended");
 
   result.rc = st.exit_code;
   result.signal = st.signal;
@@ -153,6 +234,7 @@ net::awaitable<job_result> job_run::run() {
   finished_ = true;
 
   result.message = message_;
+  result.leftovers_killed = leftovers_killed_;
   note_progress(progress_string(outcome.prefix, message_), outcome.return_status);
   // Before run() returns, hence before the worker reports `finished`: whoever learns the job
   // ended finds progress.log and wrapper-status.json complete.
@@ -183,13 +265,13 @@ net::awaitable<exit_status> job_run::supervise(std::shared_ptr<child_watch> w,
       } else {
         log::warn("closeout time limit reached job_id={} attempt={}", spec_.id, spec_.attempt);
       }
-      w->child.signal_group(SIGTERM);
+      signal_job(SIGTERM);
       auto at = now + settings_.kill_grace;
       if (!kill_at_ || at < *kill_at_) kill_at_ = at;
     }
     if (kill_at_ && now >= *kill_at_) {
       log::info("killing process group job_id={} attempt={} pid={}", spec_.id, spec_.attempt, w->child.pid());
-      w->child.signal_group(SIGKILL);
+      signal_job(SIGKILL);
       kill_at_.reset();
     }
     if (is_app) poll_status();
@@ -201,15 +283,20 @@ net::awaitable<exit_status> job_run::supervise(std::shared_ptr<child_watch> w,
 
 net::awaitable<void> job_run::run_closeout(int return_status) {
   const fs::path closeout = rundir_ / "descprod-closeout";
-  std::error_code ec;
-  if (!fs::is_regular_file(closeout, ec) || ::access(closeout.c_str(), X_OK) != 0) co_return;
+  struct stat cst;
+  if (::fstatat(dir_fd_, "descprod-closeout", &cst, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(cst.st_mode) ||
+      ::faccessat(dir_fd_, "descprod-closeout", X_OK, AT_SYMLINK_NOFOLLOW) != 0)
+    co_return;
 
   spawn_options opts;
   opts.argv.push_back(closeout.string());  // no braced list in a coroutine (GCC 12)
   opts.argv.push_back(std::to_string(return_status));
   opts.env = child_environment();
   opts.cwd = rundir_.string();
-  opts.output_file = log_file_.string();
+  opts.cwd_fd = dir_fd_;
+  opts.output_fd = log_fd_;
+  opts.umask = spec_.umask;
+  if (box_) opts.cgroup_fd = box_->cgroup_fd();
   std::shared_ptr<child_watch> w;
   try {
     w = spawn(opts);
@@ -221,11 +308,13 @@ net::awaitable<void> job_run::run_closeout(int return_status) {
   auto bound = settings_.closeout_timeout;
   if (terminate_grace_ && *terminate_grace_ < bound) bound = *terminate_grace_;
   active_ = w;
+  if (box_) box_->set_leader(w->child.pid());
   exit_status st = co_await supervise(w, steady::now() + bound, false);
+  kill_leftovers("the closeout ended");
   log::info("closeout finished job_id={} attempt={} rc={} signal={}", spec_.id, spec_.attempt,
             st.exit_code, st.signal);
   // The closeout may leave a final word in current-status.txt.
-  auto line = sanitize_utf8(read_status_line(rundir_ / "current-status.txt"));
+  auto line = read_status();
   if (!line.empty() && line != message_) {
     message_ = std::move(line);
     if (observer_.on_progress) observer_.on_progress(*this);
@@ -238,32 +327,55 @@ void job_run::terminate(std::chrono::milliseconds grace) {
   if (!active_ || active_->status) return;  // before the spawn: applied right after it
   log::info("terminating job job_id={} attempt={} pid={} grace_ms={}", spec_.id, spec_.attempt,
             active_->child.pid(), grace.count());
-  active_->child.signal_group(SIGTERM);
+  signal_job(SIGTERM);
   auto at = steady::now() + grace;
   if (!kill_at_ || at < *kill_at_) kill_at_ = at;
   active_->wake.cancel();  // supervise recomputes its next wake-up
 }
 
+void job_run::kill_now(const std::string& why) {
+  if (finished_) return;
+  terminate_grace_ = std::chrono::milliseconds(0);
+  if (!active_ || active_->status) return;
+  note_in_log("stopped: " + why);
+  if (box_) {
+    int n = box_->kill_all();
+    log::warn("job killed job_id={} attempt={} processes={} reason={}", spec_.id, spec_.attempt, n, why);
+  }
+  active_->child.signal_group(SIGKILL);
+  active_->wake.cancel();
+}
+
 void job_run::poll_log() {
   // Ships the log's new complete lines. Reads at most max_log_bytes a poll, from the end when
   // more has been written, so a chatty app costs bounded work; the file itself keeps everything.
+  // Read through the worker's own descriptor of the log: whatever the app does to the name (a
+  // FIFO, a symlink), the worker reads the file the app's stdout goes to.
   constexpr std::uintmax_t max_log_bytes = 64 * 1024;
   constexpr std::size_t max_log_lines = 200;
   constexpr std::size_t max_line_bytes = 2000;
-  if (!observer_.on_log || log_file_.empty()) return;
-  std::error_code ec;
-  auto size = fs::file_size(log_file_, ec);
-  if (ec || size <= log_offset_) return;
+  if (!observer_.on_log || log_fd_ < 0) return;
+  struct stat st;
+  if (::fstat(log_fd_, &st) != 0) return;
+  auto size = static_cast<std::uintmax_t>(st.st_size);
+  if (size < log_offset_) {  // truncated by the app: start over at its new end
+    log_offset_ = size;
+    log_partial_.clear();
+  }
+  if (size <= log_offset_) return;
   if (size - log_offset_ > max_log_bytes) {
     log_offset_ = size - max_log_bytes;
     log_partial_.clear();
   }
-  std::ifstream in(log_file_, std::ios::binary);
-  if (!in) return;
-  in.seekg(static_cast<std::streamoff>(log_offset_));
   std::string chunk(static_cast<std::size_t>(size - log_offset_), '\0');
-  in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
-  chunk.resize(static_cast<std::size_t>(in.gcount()));
+  std::size_t got = 0;
+  while (got < chunk.size()) {
+    ssize_t n = ::pread(log_fd_, chunk.data() + got, chunk.size() - got, static_cast<off_t>(log_offset_ + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  chunk.resize(got);
   log_offset_ += chunk.size();
   std::vector<std::string> lines;
   std::string text = std::move(log_partial_) + chunk;
@@ -288,9 +400,25 @@ void job_run::poll_log() {
   if (!lines.empty()) observer_.on_log(*this, std::move(lines));
 }
 
+std::string job_run::read_status() {
+  // Only the last 64 KiB: the status is its last line, however big the file (a 2 GB sparse file
+  // costs one 64 KiB read).
+  constexpr std::size_t status_window = 64 * 1024;
+  if (dir_fd_ < 0) return {};
+  auto r = read_run_file(dir_fd_, "current-status.txt", 0, status_window);
+  if (!r.refused.empty()) {
+    note_refused("current-status.txt", r.refused);
+    return {};
+  }
+  if (r.size > 1024 * 1024 && refused_noted_.insert("current-status.txt\nbig").second)
+    note_in_log("current-status.txt is " + std::to_string(r.size) + " bytes: only its last " +
+                std::to_string(status_window) + " are read");
+  return sanitize_utf8(last_status_line(r.data));
+}
+
 void job_run::poll_status() {
   poll_log();
-  auto line = sanitize_utf8(read_status_line(rundir_ / "current-status.txt"));
+  auto line = read_status();
   if (line == message_) return;
   message_ = std::move(line);
   note_progress(progress_string("Running", message_), std::nullopt);
@@ -312,8 +440,9 @@ void job_run::note_progress(const std::string& progress, std::optional<int> retu
 }
 
 void job_run::flush_files() {
+  if (dir_fd_ < 0) return;
   if (!progress_pending_.empty()) {
-    append_file(rundir_ / "progress.log", progress_pending_);
+    append_file_at(dir_fd_, "progress.log", progress_pending_);
     progress_pending_.clear();
   }
   if (status_dirty_) {
@@ -330,6 +459,10 @@ void job_run::try_flush_files() {
     // is dropped rather than retried at every poll.
     progress_pending_.clear();
     log::warn("job files not written job_id={} error={}", spec_.id, e.what());
+    if (!refused_noted_.count(std::string("write\n") + e.what()) && refused_noted_.size() < 32) {
+      refused_noted_.insert(std::string("write\n") + e.what());
+      note_in_log(std::string("run directory file not written: ") + e.what());
+    }
   }
 }
 
@@ -350,7 +483,7 @@ void job_run::write_wrapper_status() {
     info["stop_time"] = status_time_;
     info["return_status"] = *status_return_;
   }
-  write_file_atomic(rundir_ / "wrapper-status.json", python_indented_json(info));
+  write_file_atomic_at(dir_fd_, "wrapper-status.json", python_indented_json(info));
 }
 
 }  // namespace descprod::workers

@@ -17,9 +17,12 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <system_error>
 
 #include "core/process.hpp"
+#include "workers/containment.hpp"
 #include "workers/job_spec.hpp"
 
 namespace descprod::workers {
@@ -34,6 +37,9 @@ struct run_settings {
   std::chrono::milliseconds status_poll{200};   // how often current-status.txt is read
   std::chrono::milliseconds kill_grace{5000};   // SIGTERM → SIGKILL on cancel and time limit
   std::chrono::milliseconds closeout_timeout{60000};
+  // Keeps each job's processes together so all of them end with it (containment.hpp); null: only
+  // the app's process group is signalled (the old behaviour).
+  std::shared_ptr<containment> contain;
 };
 
 // How an attempt ended, as the `finished` message reports it.
@@ -42,6 +48,11 @@ struct job_result {
   int signal = 0;          // signal number, 0 if it exited
   bool timed_out = false;  // the app's time limit was hit
   std::string message;     // the last status line
+  // The run directory could not be prepared (a full or read-only disk, …): the app never ran, and
+  // the failure is the worker's, not the job's. `prepare_error` says why.
+  bool prepare_failed = false;
+  std::error_code prepare_error;
+  int leftovers_killed = 0;  // processes of the job still alive after the app ended
 };
 
 class job_run;
@@ -58,6 +69,7 @@ struct job_observer {
 class job_run {
  public:
   job_run(net::any_io_executor ex, job_spec spec, run_settings settings, job_observer observer);
+  ~job_run();
   job_run(const job_run&) = delete;
   job_run& operator=(const job_run&) = delete;
 
@@ -68,6 +80,9 @@ class job_run {
   // SIGTERM to the process group now, SIGKILL after `grace` if it is still alive. Before the spawn
   // the request is remembered and applied at once after it; after the exit it does nothing.
   void terminate(std::chrono::milliseconds grace);
+  // SIGKILL to every process of the job now, synchronously (a fence: nothing of the job may run
+  // on after this returns), with `why` in the job's log.
+  void kill_now(const std::string& why);
 
   const job_spec& spec() const { return spec_; }
   pid_t pid() const { return pid_; }
@@ -86,6 +101,7 @@ class job_run {
   net::awaitable<void> run_closeout(int return_status);
   void poll_status();
   void poll_log();
+  std::string read_status();  // the last line of current-status.txt, read safely
   // Records a progress.log line and the wrapper-status.json state (with the end fields when
   // given); flush_files() writes them (at each status poll and at the end).
   void note_progress(const std::string& progress, std::optional<int> return_status);
@@ -93,8 +109,20 @@ class job_run {
   void try_flush_files();  // logs a failure instead
   void write_wrapper_status();
   std::vector<std::string> child_environment() const;
+  // A line of the worker's own in the job's log ("descprod-worker: ...").
+  void note_in_log(const std::string& text);
+  // Notes once per file and reason that a run-directory file was not read.
+  void note_refused(const std::string& name, const std::string& why);
+  // After the app (or closeout) ended: kills what is left of the job and says so in its log.
+  void kill_leftovers(const char* after);
+  void signal_job(int sig);
 
   net::any_io_executor ex_;
+  int dir_fd_ = -1;   // the run directory, held open: every file in it is opened relative to it
+  int log_fd_ = -1;   // the job's log, made by the worker; the app's stdout and stderr
+  std::unique_ptr<job_box> box_;
+  std::set<std::string> refused_noted_;
+  int leftovers_killed_ = 0;
   job_spec spec_;
   run_settings settings_;
   job_observer observer_;

@@ -140,6 +140,31 @@ std::optional<job_spec> parse_job_message(const boost::json::object& body, std::
     spec.login_shell = *login;
   }
 
+  if (app.contains("umask") && !app.at("umask").is_null()) {
+    auto mask = protocol::get_int(app, "umask");
+    if (!mask || *mask < 0 || *mask > 0777) {
+      why = "app.umask: not an integer between 0 and 0777";
+      return std::nullopt;
+    }
+    spec.umask = static_cast<int>(*mask);
+  }
+  if (app.contains("memory_max") && !app.at("memory_max").is_null()) {
+    auto mem = protocol::get_int(app, "memory_max");
+    if (!mem || *mem < 0) {
+      why = "app.memory_max: not a non-negative integer (bytes)";
+      return std::nullopt;
+    }
+    spec.memory_max = *mem;
+  }
+  if (app.contains("limit_cores") && !app.at("limit_cores").is_null()) {
+    auto cores = protocol::get_int(app, "limit_cores");
+    if (!cores || *cores < 0 || *cores > 4096) {
+      why = "app.limit_cores: not an integer between 0 and 4096";
+      return std::nullopt;
+    }
+    spec.cores = static_cast<int>(*cores);
+  }
+
   if (body.contains("token") && !body.at("token").is_null()) {
     auto token = protocol::get_string(body, "token");
     if (!token || token->size() > 256 || has_nul(*token)) {

@@ -1,6 +1,7 @@
 // What a worker is asked to run: the checked form of the daemon's `job` message (DESIGN §4, §6).
 //   {"job": {record as job_to_json}, "attempt": a,
-//    "app": {"argv": [...], "env": {"K": "V"}, "time_limit_s": 0, "login_shell": false}}
+//    "app": {"argv": [...], "env": {"K": "V"}, "time_limit_s": 0, "login_shell": false,
+//             "umask": 23, "memory_max": 0, "limit_cores": 0}}
 //
 // Thread-safety: plain values and pure functions.
 #pragma once
@@ -24,6 +25,9 @@ struct job_spec {
   double time_limit_s = 0;                              // 0: none
   bool login_shell = false;                             // run through `bash -l` (positional args)
   std::string token;                                    // DESCPROD_TOKEN: scoped to this job
+  int umask = 027;              // the app's umask (apps.yaml umask; 027 when the daemon sends none)
+  long long memory_max = 0;     // bytes, the job's cgroup memory.max (0: none)
+  int cores = 0;                // app.limit_cores: the job's cgroup cpu.max in cores (0: none)
 };
 
 // Checks and converts a `job` message body. On a malformed body returns nullopt and says what was

@@ -73,10 +73,14 @@ int main(int argc, char** argv) {
     if (vm.count("idle-timeout")) over.idle_timeout_s = vm["idle-timeout"].as<double>();
     if (vm.count("token-file")) cfg.worker.token_file = vm["token-file"].as<std::string>();
     opts = descprod::workers::make_worker_options(cfg.worker, over, descprod::workers::current_host_facts());
-    std::filesystem::create_directories(opts.run.output_dir / "jobs");
-  } catch (const std::filesystem::filesystem_error& e) {
-    std::cerr << "fatal: output directory " << e.path1().string() << ": " << e.code().message() << "\n";
-    return 2;
+    opts.reap_orphans = true;  // the worker is this whole program: children it did not spawn are orphans of jobs
+    // A full or read-only output disk is not fatal: the worker reports itself unhealthy and
+    // takes jobs once it can make run directories again.
+    std::error_code ec;
+    std::filesystem::create_directories(opts.run.output_dir / "jobs", ec);
+    if (ec)
+      std::cerr << "warning: output directory " << (opts.run.output_dir / "jobs").string() << ": " << ec.message()
+                << " (the worker takes no job until it can create run directories there)\n";
   } catch (const std::exception& e) {
     std::cerr << "fatal: " << e.what() << "\n";
     return 2;

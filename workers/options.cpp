@@ -94,6 +94,7 @@ worker_options make_worker_options(const worker_config& cfg, const worker_overri
   o.drain_grace = to_ms(cfg.drain_grace_s);
   o.shutdown_grace = o.run.kill_grace;
   o.walltime_margin_s = cfg.walltime_margin_s;
+  o.containment = cfg.containment;
   if (over.walltime_end && *over.walltime_end < 0)
     throw std::invalid_argument("--walltime-end: expected Unix epoch seconds (0: none)");
   o.walltime_end = over.walltime_end.value_or(0);

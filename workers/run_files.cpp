@@ -6,9 +6,11 @@
 #include <cerrno>
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <spdlog/fmt/fmt.h>
 #include <system_error>
@@ -69,7 +71,9 @@ fs::path make_run_dir(const fs::path& output_dir, job_id id, int attempt) {
     // One mkdir per job: the parents are created (create_directories stats every component)
     // only when the first attempt says they are missing.
     std::error_code ec;
-    if (fs::create_directory(candidate, ec)) return candidate;
+    if (::mkdir(candidate.c_str(), run_dir_mode) == 0) return candidate;
+    if (errno == EEXIST) continue;  // taken: the next suffix
+    ec = std::error_code(errno, std::generic_category());
     if (ec == std::errc::no_such_file_or_directory && !made_parents) {
       fs::create_directories(jobs);
       made_parents = true;
@@ -82,19 +86,7 @@ fs::path make_run_dir(const fs::path& output_dir, job_id id, int attempt) {
                              std::make_error_code(std::errc::file_exists));
 }
 
-std::string read_status_line(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return {};
-  in.seekg(0, std::ios::end);
-  std::streamoff size = in.tellg();
-  if (size <= 0) return {};
-  std::streamoff start = size > status_window_bytes ? size - status_window_bytes : 0;
-  in.seekg(start);
-  std::string buf(static_cast<std::size_t>(size - start), '\0');
-  in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-  buf.resize(static_cast<std::size_t>(in.gcount()));
-
-  std::string_view s(buf);
+std::string last_status_line(std::string_view s) {
   std::size_t end = s.size();
   while (end > 0) {
     std::size_t nl = s.rfind('\n', end - 1);
@@ -105,6 +97,89 @@ std::string read_status_line(const fs::path& file) {
     end = nl;
   }
   return {};
+}
+
+std::string read_status_line(const fs::path& file) {
+  auto r = read_run_file(AT_FDCWD, file.string(), 0, static_cast<std::size_t>(status_window_bytes));
+  return last_status_line(r.data);
+}
+
+namespace {
+std::string file_kind(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  return "not a regular file";
+}
+}  // namespace
+
+run_file_read read_run_file(int dirfd, const std::string& name, std::uint64_t from, std::size_t max_bytes) {
+  run_file_read r;
+  int pfd = ::openat(dirfd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (pfd < 0) {
+    if (errno != ENOENT && errno != ENOTDIR) {
+      r.exists = true;
+      r.refused = std::string("cannot open: ") + std::strerror(errno);
+    }
+    return r;
+  }
+  r.exists = true;
+  struct stat st;
+  if (::fstat(pfd, &st) != 0) {
+    r.refused = std::string("cannot stat: ") + std::strerror(errno);
+    ::close(pfd);
+    return r;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    r.refused = file_kind(st.st_mode);
+    ::close(pfd);
+    return r;
+  }
+  if (st.st_nlink > 1) {
+    r.refused = "a file with more than one hard link";
+    ::close(pfd);
+    return r;
+  }
+  // Reopened for reading through the O_PATH descriptor: the same inode that was checked.
+  char proc_path[64];
+  std::snprintf(proc_path, sizeof proc_path, "/proc/self/fd/%d", pfd);
+  int fd = ::open(proc_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  ::close(pfd);
+  if (fd < 0) {
+    r.refused = std::string("cannot open: ") + std::strerror(errno);
+    return r;
+  }
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    r.refused = "not a regular file";
+    return r;
+  }
+  r.size = static_cast<std::uint64_t>(st.st_size);
+  std::uint64_t start = from;
+  if (r.size > start && r.size - start > max_bytes) start = r.size - max_bytes;
+  r.offset = start;
+  if (r.size > start) {
+    r.data.resize(static_cast<std::size_t>(r.size - start));
+    std::size_t got = 0;
+    while (got < r.data.size()) {
+      ssize_t n = ::pread(fd, r.data.data() + got, r.data.size() - got, static_cast<off_t>(start + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    r.data.resize(got);
+  }
+  ::close(fd);
+  return r;
+}
+
+int open_dir(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0)
+    throw fs::filesystem_error("cannot open directory", dir, std::error_code(errno, std::generic_category()));
+  return fd;
 }
 
 std::optional<progress_counts> parse_progress_counts(std::string_view message) {
@@ -198,6 +273,44 @@ void write_file_atomic(const fs::path& path, std::string_view content) {
   }
   // A file system without renameat2's flags (EINVAL), or a race with another writer: plain rename.
   fs::rename(tmp, path);
+}
+
+namespace {
+// Opens `name` in `dirfd` for writing without following a symlink or blocking on a FIFO, and
+// checks it is a regular file with one link. Throws.
+int open_for_write_at(int dirfd, const std::string& name, int flags) {
+  int fd = ::openat(dirfd, name.c_str(), flags | O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0644);
+  if (fd < 0) throw fs::filesystem_error("cannot write", fs::path(name), last_error());
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink > 1) {
+    ::close(fd);
+    throw fs::filesystem_error("refusing to write: " + std::string(S_ISREG(st.st_mode) ? "a file with more than one hard link" : file_kind(st.st_mode)),
+                               fs::path(name), std::make_error_code(std::errc::operation_not_permitted));
+  }
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl >= 0) ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  return fd;
+}
+}  // namespace
+
+void append_file_at(int dirfd, const std::string& name, std::string_view content) {
+  int fd = open_for_write_at(dirfd, name, O_CREAT | O_APPEND);
+  write_all_and_close(fd, fs::path(name), content);
+}
+
+void write_file_atomic_at(int dirfd, const std::string& name, std::string_view content) {
+  const std::string tmp = name + ".tmp";
+  ::unlinkat(dirfd, tmp.c_str(), 0);  // whatever is there (a planted symlink, a FIFO): ours is new
+  int fd = open_for_write_at(dirfd, tmp, O_CREAT | O_EXCL);
+  write_all_and_close(fd, fs::path(tmp), content);
+  // As write_file_atomic: a plain rename the first time, a swap later (see there).
+  if (::renameat2(dirfd, tmp.c_str(), dirfd, name.c_str(), RENAME_NOREPLACE) == 0) return;
+  if (errno == EEXIST && ::renameat2(dirfd, tmp.c_str(), dirfd, name.c_str(), RENAME_EXCHANGE) == 0) {
+    ::unlinkat(dirfd, tmp.c_str(), 0);
+    return;
+  }
+  if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0)
+    throw fs::filesystem_error("cannot rename", fs::path(tmp), last_error());
 }
 
 void append_file(const fs::path& path, std::string_view content) {

@@ -7,6 +7,7 @@
 
 #include <boost/json.hpp>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -21,7 +22,11 @@ namespace fs = std::filesystem;
 // The longest status message shipped to the daemon, in bytes (cut on a UTF-8 boundary).
 inline constexpr std::size_t max_message_bytes = 1000;
 
-// Creates and returns the run directory of a job attempt: `<output_dir>/jobs/<job_name(id)>` for
+// The mode of a run directory: not readable by other users (issue #13; the app's umask, 027 by
+// default, keeps what it writes inside from others too).
+inline constexpr unsigned run_dir_mode = 0750;
+
+// Creates and returns the run directory of a job attempt (mode run_dir_mode): `<output_dir>/jobs/<job_name(id)>` for
 // attempt 1, `<job_name(id)>.<attempt>` for later ones. An existing directory is never reused: the
 // next free `.<n>` suffix is taken instead (creation is atomic, so two workers sharing a scratch file
 // system never get the same one). Parent directories are created. Throws fs::filesystem_error.
@@ -30,6 +35,35 @@ fs::path make_run_dir(const fs::path& output_dir, job_id id, int attempt);
 // The last non-empty line of a status file, stripped of surrounding whitespace and capped at
 // max_message_bytes. Only the file's last 64 KiB are read. A missing or unreadable file gives "".
 std::string read_status_line(const fs::path& file);
+
+// The last non-empty line of `text`, trimmed and capped at max_message_bytes ("" when none).
+std::string last_status_line(std::string_view text);
+
+// A file of a run directory read the way the worker reads everything an app may have made:
+// opened relative to the directory it holds (`dirfd`) without following a symlink (O_NOFOLLOW)
+// and without opening anything else than a regular file (O_PATH, then fstat: a FIFO, a device or
+// a directory is never opened for reading, so nothing can block), with one link only (a hard link
+// could alias a file the app may not read), and read with pread up to `max_bytes` — the last
+// ones when the file holds more, so a huge or sparse file costs a bounded read.
+struct run_file_read {
+  bool exists = false;      // something has that name
+  std::string refused;      // non-empty: what the name is instead of a plain file (it was not read)
+  std::string data;         // the bytes read: [offset, size)
+  std::uint64_t size = 0;   // the file's size when read
+  std::uint64_t offset = 0; // where `data` starts
+};
+run_file_read read_run_file(int dirfd, const std::string& name, std::uint64_t from, std::size_t max_bytes);
+
+// Opens a directory for the *_at functions (O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC). Throws.
+int open_dir(const fs::path& dir);
+
+// Appends to `name` in `dirfd`, creating it (mode 0644 before the umask): refuses (throws) a
+// symlink, a FIFO or anything but a regular file with one link, so the worker never writes
+// through a name the app planted.
+void append_file_at(int dirfd, const std::string& name, std::string_view content);
+// write_file_atomic relative to `dirfd`: the temporary name is removed first (whatever the app
+// put there), then created with O_EXCL, so nothing is followed or truncated but our own file.
+void write_file_atomic_at(int dirfd, const std::string& name, std::string_view content);
 
 // Structured progress from a message that starts with `[done/total]`, e.g. "[3/20] tasks done".
 struct progress_counts {

@@ -6,6 +6,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <csignal>
+#include <filesystem>
 
 #include "core/curve.hpp"
 #include "core/log.hpp"
@@ -13,6 +14,8 @@
 #include "workers/run_files.hpp"
 
 namespace descprod::workers {
+
+namespace fs = std::filesystem;
 
 namespace {
 using steady = std::chrono::steady_clock;
@@ -44,6 +47,9 @@ double epoch_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// How often an unhealthy worker tries to create a run directory again.
+constexpr milliseconds probe_interval{1000};
+
 // Bounds for the daemon's timing values, in ms: below 10 ms we would spin, above an hour is a typo.
 constexpr long long min_interval_ms = 10;
 constexpr long long max_interval_ms = 3600 * 1000;
@@ -61,6 +67,8 @@ worker::worker(net::any_io_executor ex, zmq::context_t& ctx, worker_options opts
       backoff_timer_(ex_) {
   if (opts_.slots < 1) opts_.slots = 1;
   if (opts_.prefetch < 0) opts_.prefetch = 0;
+  if (!opts_.containment.empty() && !opts_.run.contain)
+    opts_.run.contain = std::make_shared<containment>(opts_.containment, opts_.reap_orphans);
 }
 
 worker::~worker() {
@@ -75,7 +83,10 @@ net::awaitable<void> worker::run() {
     log::info("worker limits walltime_end={:.0f} walltime_left_s={:.0f} walltime_margin_s={} idle_timeout_ms={}",
               opts_.walltime_end, opts_.walltime_end > 0 ? opts_.walltime_end - epoch_now() : 0.0,
               opts_.walltime_margin_s, ms(opts_.idle_timeout));
+  if (opts_.run.contain)
+    log::info("job containment mode={} detail={}", opts_.run.contain->mode(), opts_.run.contain->detail());
   idle_since_ = steady::now();
+  last_turn_ = idle_since_;
   net::co_spawn(ex_, cron(), log_failure{"cron"});
   while (!done_) {
     auto sock = open_session();
@@ -141,7 +152,11 @@ net::awaitable<void> worker::cron() {
     cron_timer_.expires_after(heartbeat_);
     co_await cron_timer_.async_wait(net::as_tuple(net::use_awaitable));
     if (done_) break;
+    if (fence_if_frozen()) continue;
     auto now = steady::now();
+    if (!health_reason_.empty() && now >= next_probe_) probe_output_dir();
+    // Orphans of jobs that ended on their own are reaped; with no job, nothing may be left below.
+    if (opts_.run.contain) opts_.run.contain->sweep(running_.empty() && queued_.empty());
     if (opts_.idle_timeout.count() > 0 && !stopping_ && running_.empty() && queued_.empty() &&
         now - idle_since_ >= opts_.idle_timeout) {
       // Pilots: an allocation without work is given back to the batch system.
@@ -160,6 +175,8 @@ net::awaitable<void> worker::cron() {
       }
       boost::json::object body;
       body["running"] = held_jobs();
+      body["healthy"] = health_reason_.empty();
+      if (!health_reason_.empty()) body["health_reason"] = health_reason_;
       send(protocol::heartbeat, body);
     } else {
       auto waited = std::chrono::duration_cast<milliseconds>(now - hello_sent_);
@@ -173,6 +190,9 @@ net::awaitable<void> worker::cron() {
 }
 
 void worker::handle(const std::vector<zmq::message_t>& frames) {
+  // Before anything of this message counts (it may be a job or heartbeat queued while we were
+  // frozen): fence first.
+  if (fence_if_frozen()) return;
   last_heard_ = steady::now();
   // Tolerate an empty delimiter frame, as a REQ-style peer would send.
   std::size_t first = (frames.size() == 3 && frames[0].size() == 0) ? 1 : 0;
@@ -260,6 +280,12 @@ void worker::on_job(const boost::json::object& body) {
     // It crossed our drain (or stop) on the wire: give it straight back so it runs elsewhere.
     log::warn("job refused, worker is stopping job_id={} attempt={}", spec->id, spec->attempt);
     hand_back(spec->id, spec->attempt, "arrived while the worker was stopping");
+    return;
+  }
+  if (!health_reason_.empty()) {
+    // Sent before the daemon learnt we are unhealthy: back at once, it would fail here.
+    if (credits_outstanding_ > 0) --credits_outstanding_;
+    hand_back(spec->id, spec->attempt, "worker unhealthy: " + health_reason_);
     return;
   }
   job_key key{spec->id, spec->attempt};
@@ -387,7 +413,14 @@ net::awaitable<void> worker::run_job(std::shared_ptr<job_run> run) {
   log::info("job finished job_id={} attempt={} rc={} signal={} timed_out={}", id, attempt, res.rc,
             res.signal, res.timed_out);
   if (handed_back_.erase(job_key{id, attempt})) {
-    hand_back(id, attempt, "stopped by a draining worker after its drain grace");
+    hand_back(id, attempt, fenced_.erase(job_key{id, attempt}) ? "stopped by a worker that was frozen past its lease"
+                                                               : "stopped by a draining worker after its drain grace");
+  } else if (res.prepare_failed) {
+    // The disk, not the job: back to the queue without using an attempt, and no more jobs here
+    // until a probe shows run directories can be made again.
+    hand_back(id, attempt, "cannot create a run directory: " + res.prepare_error.message());
+    become_unhealthy("cannot create run directories in " + opts_.run.output_dir.string() + ": " +
+                     res.prepare_error.message());
   } else {
     auto body = job_ref(id, attempt);
     body["rc"] = res.rc;
@@ -404,6 +437,10 @@ void worker::after_slot_freed() {
     check_done();
     return;
   }
+  if (!health_reason_.empty()) {
+    for (const auto& q : queued_) hand_back(q.id, q.attempt, "worker unhealthy: " + health_reason_);
+    queued_.clear();
+  }
   while (static_cast<int>(running_.size()) < opts_.slots && !queued_.empty()) {
     auto spec = std::move(queued_.front());
     queued_.pop_front();
@@ -413,7 +450,7 @@ void worker::after_slot_freed() {
 }
 
 void worker::grant_credits() {
-  if (!welcomed_ || stopping_) return;
+  if (!welcomed_ || stopping_ || !health_reason_.empty()) return;
   int want = opts_.slots + opts_.prefetch - static_cast<int>(running_.size()) -
              static_cast<int>(queued_.size()) - credits_outstanding_;
   if (want <= 0) return;
@@ -587,7 +624,83 @@ boost::json::object worker::hello_body() const {
   o["walltime_end"] = static_cast<long long>(opts_.walltime_end);
   o["walltime_margin_s"] = opts_.walltime_margin_s;
   o["running"] = held_jobs();
+  o["healthy"] = health_reason_.empty();
+  if (!health_reason_.empty()) o["health_reason"] = health_reason_;
   return o;
+}
+
+void worker::become_unhealthy(const std::string& reason) {
+  bool was_healthy = health_reason_.empty();
+  health_reason_ = reason.substr(0, 300);
+  next_probe_ = steady::now() + probe_interval;
+  if (!was_healthy) return;
+  log::error("worker unhealthy, taking no jobs reason={}", health_reason_);
+  // Tell the daemon now rather than at the next heartbeat, so it sends nothing more meanwhile.
+  if (welcomed_) {
+    boost::json::object body;
+    body["running"] = held_jobs();
+    body["healthy"] = false;
+    body["health_reason"] = health_reason_;
+    send(protocol::heartbeat, body);
+  }
+}
+
+void worker::probe_output_dir() {
+  // What a job needs: a directory and a file with some data in it (a full tmpfs still makes
+  // directories). Created and removed at once.
+  next_probe_ = steady::now() + probe_interval;
+  const fs::path probe = opts_.run.output_dir / "jobs" / (".descprod-probe-" + opts_.id);
+  std::error_code ec;
+  fs::remove_all(probe, ec);
+  try {
+    fs::create_directories(opts_.run.output_dir / "jobs");
+    fs::create_directory(probe);
+    write_file_new(probe / "probe", std::string(4096, 'p'));
+    fs::remove_all(probe);
+  } catch (const std::exception& e) {
+    fs::remove_all(probe, ec);
+    log::debug("output directory probe failed error={}", e.what());
+    return;
+  }
+  log::info("worker healthy again: run directories can be created output_dir={}", opts_.run.output_dir.string());
+  health_reason_.clear();
+  if (welcomed_) {
+    boost::json::object body;
+    body["running"] = held_jobs();
+    body["healthy"] = true;
+    send(protocol::heartbeat, body);
+  }
+  grant_credits();
+}
+
+bool worker::fence_if_frozen() {
+  auto now = steady::now();
+  auto gap = now - last_turn_;
+  last_turn_ = now;
+  // The loop turns at least every heartbeat (cron); a gap past the lease timeout means this
+  // process did not run for that long. If the daemon was not heard within the lease either, it
+  // has declared us lost and requeued our jobs: they may already run elsewhere.
+  if (gap <= lease_timeout_ || now - last_heard_ <= lease_timeout_) return false;
+  if (running_.empty() && queued_.empty()) {
+    log::warn("worker was frozen past its lease (no job held) gap_ms={}", ms(std::chrono::duration_cast<milliseconds>(gap)));
+    if (socket_) drop_session();
+    return true;
+  }
+  log::warn("worker was frozen past its lease: stopping its jobs before anything else gap_ms={} lease_timeout_ms={} running={} queued={}",
+            ms(std::chrono::duration_cast<milliseconds>(gap)), ms(lease_timeout_), running_.size(), queued_.size());
+  for (auto& [key, run] : running_) {
+    handed_back_.insert(key);
+    fenced_.insert(key);
+    run->kill_now("the worker was frozen past its lease; the job was requeued meanwhile");
+  }
+  // Handed back, not finished: a daemon that requeued them refuses these as stale; one that did
+  // not (it was frozen too) requeues them without using an attempt.
+  for (const auto& q : queued_) hand_back(q.id, q.attempt, "worker was frozen past its lease");
+  queued_.clear();
+  // A new session: whatever the old one still holds (jobs sent to us before we were declared
+  // lost) is dropped unread.
+  if (socket_) drop_session();
+  return true;
 }
 
 boost::json::object worker::progress_body(const job_run& run) const {

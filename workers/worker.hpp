@@ -81,6 +81,11 @@ struct worker_options {
   std::string token;
   // CURVE (all three set, Z85): the daemon's public key, this worker's key pair.
   std::string curve_server_key, curve_public_key, curve_secret_key;
+  // Job containment (containment.hpp): auto, cgroup or subreaper; "" leaves run.contain as given.
+  std::string containment = "auto";
+  // The worker is the whole program (descprod-worker): orphans below it are its jobs' (reaped,
+  // and killed when it holds no job). Off when embedded in another program (tests).
+  bool reap_orphans = false;
 };
 
 class worker {
@@ -109,6 +114,8 @@ class worker {
 
   // The jobs this worker holds, for tests and logs.
   std::size_t running_count() const { return running_.size(); }
+  // False while the worker cannot create run directories (full or read-only output disk).
+  bool healthy() const { return health_reason_.empty(); }
 
  private:
   using job_key = std::pair<job_id, int>;  // job id, attempt
@@ -155,6 +162,7 @@ class worker {
   bool stopping_ = false;
   bool draining_ = false;                // stop() began a drain (bye comes at its end)
   std::set<std::pair<job_id, int>> handed_back_;  // stopped by the drain: report handback, not finished
+  std::set<std::pair<job_id, int>> fenced_;       // of those, stopped by a fence (frozen worker)
   net::steady_timer drain_timer_;
   void end_drain_grace();
   void hand_back(job_id id, int attempt, const std::string& reason, boost::json::object extra = {});
@@ -180,6 +188,19 @@ class worker {
   void forget_report(std::map<std::uint64_t, outgoing>::iterator it);
   net::steady_timer cron_timer_;
   net::steady_timer backoff_timer_;
+
+  // Health (issue #13): a run directory that cannot be made (ENOSPC, EROFS, EDQUOT, EACCES, …)
+  // makes the worker hand the job back (no attempt used), stop asking for jobs, say so in its
+  // heartbeats and probe the output directory until it works again.
+  std::string health_reason_;  // empty: healthy
+  std::chrono::steady_clock::time_point next_probe_;
+  void become_unhealthy(const std::string& reason);
+  void probe_output_dir();
+  // Fencing (issue #13): the worker's own clock jumped past the lease timeout since it last heard
+  // the daemon (it was frozen: SIGSTOP, a VM pause). The daemon has declared it lost and
+  // requeued its jobs, so they are killed before anything else is done or sent. True when fenced.
+  std::chrono::steady_clock::time_point last_turn_;
+  bool fence_if_frozen();
 };
 
 }  // namespace descprod::workers
