@@ -79,7 +79,13 @@ TEST(ConnectionCaps, IdleSocketsFromOneAddressDoNotLockOutOthers) {
   EXPECT_GE(kept, per_address / 2) << "the flooder's first connections are served normally";
 
   // A request from the flooder's address beyond its cap: 429 with Retry-After.
-  auto over = raw_request("127.0.0.2", s.port(), "GET", "/healthz");
+  // (While the flood's own refusals are still being answered, beyond twice the cap, a connection
+  // is closed at accept: wait for those to drain, about error_linger.)
+  raw_response over;
+  EXPECT_TRUE(wait_until([&] {
+    over = raw_request("127.0.0.2", s.port(), "GET", "/healthz");
+    return over.status != 0;
+  }, 10s, 50ms));
   EXPECT_EQ(over.status, 429) << over.body;
   EXPECT_FALSE(over.header("retry-after").empty());
   EXPECT_NE(over.body.find("too_many_connections"), std::string::npos) << over.body;
