@@ -185,6 +185,9 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_range<std::size_t>("max_bulk_jobs", c.gateway.max_bulk_jobs, 1, 10000000);
     s.read_ms("idle_timeout_ms", c.gateway.idle_timeout);
     s.read("public_url", c.gateway.public_url);
+    if (auto v = s.take("public_url");
+        v && c.gateway.public_url.rfind("http://", 0) != 0 && c.gateway.public_url.rfind("https://", 0) != 0)
+      s.fail(v, "public_url", "expected an http:// or https:// URL");
     s.read("tls_cert", c.gateway.tls_cert);
     s.read("tls_key", c.gateway.tls_key);
     if (c.gateway.tls_cert.empty() != c.gateway.tls_key.empty()) {
@@ -199,6 +202,38 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_range<unsigned long long>("password_opslimit", c.gateway.password_opslimit, 1, 100);
     s.read_range<std::size_t>("password_memlimit_kib", c.gateway.password_memlimit_kib, 8,
                               std::size_t(4) << 20);
+    s.read_range<std::size_t>("max_connections", c.gateway.max_connections, 16, 1000000);
+    s.read_range<std::size_t>("max_connections_per_address", c.gateway.max_connections_per_address,
+                              1, 1000000);
+    s.read_range<std::size_t>("max_event_streams", c.gateway.max_event_streams, 1, 1000000);
+    s.read_range<std::size_t>("max_event_streams_per_user", c.gateway.max_event_streams_per_user, 1,
+                              1000000);
+    if (c.gateway.max_event_streams >= c.gateway.max_connections) {
+      // Only the default: half of the connections. A value given is an error.
+      if (auto v = s.take("max_event_streams"))
+        s.fail(v, "max_event_streams", "must be below max_connections (short requests need the rest)");
+      c.gateway.max_event_streams = c.gateway.max_connections / 2;
+    }
+    s.read_ms("busy_header_timeout_ms", c.gateway.busy_header_timeout);
+    s.read_range<std::size_t>("login_free_failures", c.gateway.login_free_failures, 1, 1000);
+    s.read_range<std::size_t>("login_address_free_failures", c.gateway.login_address_free_failures,
+                              1, 100000);
+    s.read_ms("login_backoff_initial_ms", c.gateway.login_backoff_initial);
+    s.read_ms("login_backoff_max_ms", c.gateway.login_backoff_max);
+    {
+      long long w = c.gateway.login_failure_window.count();
+      s.read_range<long long>("login_failure_window_s", w, 1, 7LL * 24 * 3600);
+      c.gateway.login_failure_window = std::chrono::seconds(w);
+    }
+    s.read_range<std::size_t>("password_hash_queue", c.gateway.password_hash_queue, 0, 10000);
+    s.read_range<std::size_t>("password_hashes_per_address", c.gateway.password_hashes_per_address,
+                              1, 10000);
+    s.read_range<std::size_t>("register_per_address", c.gateway.register_per_address, 1, 1000000);
+    {
+      long long w = c.gateway.register_window.count();
+      s.read_range<long long>("register_window_s", w, 1, 7LL * 24 * 3600);
+      c.gateway.register_window = std::chrono::seconds(w);
+    }
     s.finish();
   }
   {

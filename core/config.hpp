@@ -74,6 +74,33 @@ struct gateway_config {
   // The defaults are libsodium's "interactive" level; tests use 1 and 8 to stay fast.
   unsigned long long password_opslimit = 2;
   std::size_t password_memlimit_kib = 64 * 1024;
+
+  // Connection and stream caps (docs/security.md). Connections beyond max_connections are closed
+  // at accept (the gateway also keeps it below its descriptor limit); one client address holds at
+  // most max_connections_per_address (more get 429); event streams are capped globally below the
+  // connection cap, so short requests keep max_connections - max_event_streams connections, and
+  // per user. With half of max_connections in use, connections waiting for a request header are
+  // closed after busy_header_timeout instead of idle_timeout.
+  std::size_t max_connections = 8192;
+  std::size_t max_connections_per_address = 256;
+  std::size_t max_event_streams = 4096;
+  std::size_t max_event_streams_per_user = 64;
+  std::chrono::milliseconds busy_header_timeout{2000};
+  // Login throttling: failures per account (any address) and per client address (any account)
+  // within login_failure_window; beyond the free ones each failure blocks the key for a wait that
+  // starts at login_backoff_initial and doubles up to login_backoff_max (429 + Retry-After).
+  std::size_t login_free_failures = 5;
+  std::size_t login_address_free_failures = 20;
+  std::chrono::milliseconds login_backoff_initial{1000};
+  std::chrono::milliseconds login_backoff_max{300000};
+  std::chrono::seconds login_failure_window{900};
+  // Password hashing admission: hashes waiting beyond the hashing threads, and hashes one client
+  // address may have queued or running; beyond either: 429 + Retry-After.
+  std::size_t password_hash_queue = 4;
+  std::size_t password_hashes_per_address = 2;
+  // Registrations one client address may make per register_window.
+  std::size_t register_per_address = 10;
+  std::chrono::seconds register_window{3600};
 };
 
 struct daemon_config {

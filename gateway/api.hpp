@@ -60,6 +60,7 @@ struct api_error {
   std::string error;
   std::string detail;
   std::string allow;  // 405 only: the value of the Allow header
+  long long retry_after_s = 0;  // > 0: the Retry-After header (429: when to try again)
 };
 
 api_error bad_request(std::string detail);
@@ -228,6 +229,7 @@ struct principal {
   bool read_only = false;
   bool by_session = false;
   std::string session_hash;  // sha256 of the session token (the Redis key's suffix)
+  std::string token_hash;    // sha256 of the bearer token, when authenticated by one
   std::string csrf;
 };
 

@@ -23,6 +23,7 @@
 #include "core/store.hpp"
 #include "gateway/auth_cache.hpp"
 #include "gateway/events.hpp"
+#include "gateway/guard.hpp"
 #include "gateway/handler.hpp"
 #include "gateway/server.hpp"
 #include "gateway/notices.hpp"
@@ -91,6 +92,7 @@ class gateway_app {
         hub_(ioc_.get_executor(), cfg_.redis.endpoint, cfg_.redis.prefix),
         tls_(make_tls_context(cfg_.gateway)),
         hashing_(hashing_threads),
+        guard_(cfg_.gateway, hashing_threads),
         server_(ioc_.get_executor(), ctx_, tls_.get()),
         counts_(ioc_.get_executor(), redis_, jobs_),
         signals_(ioc_, SIGINT, SIGTERM),
@@ -112,6 +114,7 @@ class gateway_app {
     ctx_.daemon_ready = [this] { return link_.welcomed(); };
     ctx_.redis_ready = [this] { return keeper_.serving(); };
     ctx_.blocking = &hashing_;
+    ctx_.guard = &guard_;
     ctx_.tls = tls_ != nullptr;
     ctx_.http_metrics = &http_metrics_;
     ctx_.gateway_state = [this] {
@@ -247,6 +250,7 @@ class gateway_app {
   gateway_context ctx_;
   std::unique_ptr<net::ssl::context> tls_;
   net::thread_pool hashing_;
+  request_guard guard_;
   metrics::http_metrics http_metrics_;
   double start_time_s_ = std::chrono::duration<double>(
                              std::chrono::system_clock::now().time_since_epoch())
@@ -321,6 +325,23 @@ int gateway_main(int argc, char** argv) {
   }
 
   log::init("gateway", cfg.log_level);
+  {
+    // Every connection is a descriptor: take all the kernel allows, and keep the connection cap
+    // (and the stream cap below it) under what we got.
+    std::size_t fds = raise_descriptor_limit();
+    std::size_t cap = fit_connection_cap(cfg.gateway.max_connections, fds);
+    if (cap < cfg.gateway.max_connections) {
+      log::warn("gateway.max_connections lowered to fit the descriptor limit configured={} "
+                "descriptors={} now={}",
+                cfg.gateway.max_connections, fds, cap);
+      cfg.gateway.max_connections = cap;
+      if (cfg.gateway.max_event_streams >= cap) cfg.gateway.max_event_streams = cap / 2;
+    }
+    log::info("gateway limits descriptors={} max_connections={} per_address={} "
+              "max_event_streams={} per_user={}",
+              fds, cfg.gateway.max_connections, cfg.gateway.max_connections_per_address,
+              cfg.gateway.max_event_streams, cfg.gateway.max_event_streams_per_user);
+  }
   try {
     gateway_app app(std::move(cfg), std::move(apps), port_file);
     return app.run();

@@ -39,6 +39,13 @@ event_subscription::event_subscription(net::any_io_executor ex, event_filter fil
       filter_(std::move(filter)),
       limit_(limit) {}
 
+void event_subscription::set_owner(std::string user, std::string session_hash,
+                                   std::string token_hash) {
+  user_ = std::move(user);
+  session_hash_ = std::move(session_hash);
+  token_hash_ = std::move(token_hash);
+}
+
 void event_subscription::skip_through(stream_id id) {
   if (!after_ || *after_ < id) after_ = id;
 }
@@ -117,6 +124,37 @@ std::size_t event_hub::subscribers() {
       ++n;
       ++it;
     }
+  }
+  return n;
+}
+
+std::size_t event_hub::streams_of(const std::string& user) {
+  std::size_t n = 0;
+  for (auto it = subs_.begin(); it != subs_.end();) {
+    auto sub = it->lock();
+    if (!sub) {
+      it = subs_.erase(it);
+      continue;
+    }
+    ++it;
+    if (!sub->closed() && sub->user() == user) ++n;
+  }
+  return n;
+}
+
+std::size_t event_hub::close_streams(stream_owner by, const std::string& value,
+                                     const std::string& why) {
+  if (value.empty()) return 0;
+  std::size_t n = 0;
+  for (auto& w : subs_) {
+    auto sub = w.lock();
+    if (!sub || sub->closed()) continue;
+    const std::string& key = by == stream_owner::user      ? sub->user()
+                             : by == stream_owner::session ? sub->session_hash()
+                                                           : sub->token_hash();
+    if (key != value) continue;
+    sub->close(why);
+    ++n;
   }
   return n;
 }

@@ -49,6 +49,14 @@ class event_subscription {
 
   const event_filter& filter() const { return filter_; }
 
+  // Who the stream is for: the account, and the sha256 of the web session or the API token that
+  // opened it (one of them empty). A logout, a disabled account or a revoked token ends the
+  // streams it opened (event_hub::close_streams).
+  void set_owner(std::string user, std::string session_hash, std::string token_hash);
+  const std::string& user() const { return user_; }
+  const std::string& session_hash() const { return session_hash_; }
+  const std::string& token_hash() const { return token_hash_; }
+
   // Replay de-duplication, set by the request handler after it read the history:
   // events of the global stream at or before `id` were already sent (Last-Event-ID resume).
   void skip_through(stream_id id);
@@ -83,7 +91,12 @@ class event_subscription {
   double seen_before_s_ = 0;
   bool closed_ = false;
   std::string close_reason_;
+  std::string user_, session_hash_, token_hash_;
 };
+
+// Which streams event_hub::close_streams ends: those of an account, of a web session, or of an
+// API token (by sha256).
+enum class stream_owner { user, session, token };
 
 class event_hub {
  public:
@@ -105,6 +118,11 @@ class event_hub {
   void deliver(const redis_reply& entries);
   bool connected() const { return redis_.connected(); }
   std::size_t subscribers();
+  // Live subscriptions of one account.
+  std::size_t streams_of(const std::string& user);
+  // Ends the live streams of an account, a session or a token (their writers wake at once and
+  // the server closes the connections); returns how many.
+  std::size_t close_streams(stream_owner by, const std::string& value, const std::string& why);
   // Events delivered to at least one subscription, and subscriptions closed for being slow.
   std::size_t delivered() const { return delivered_; }
   std::size_t overflows() const { return overflows_; }

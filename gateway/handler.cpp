@@ -16,6 +16,7 @@
 #include "core/log.hpp"
 #include "core/protocol.hpp"
 #include "gateway/auth_cache.hpp"
+#include "gateway/guard.hpp"
 #include "gateway/handler_detail.hpp"
 #include "gateway/notices.hpp"
 #include "gateway/services.hpp"
@@ -460,6 +461,7 @@ net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string heade
   if (ctx.tokens) {
     if (auto known = ctx.tokens->find(hash, now_s(ctx), looked_up)) {
       out.who = std::move(*known);
+      out.who->token_hash = hash;
       co_return out;
     }
   }
@@ -470,6 +472,7 @@ net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string heade
     out.error = *e;
     co_return out;
   }
+  who.token_hash = hash;  // check_token fills `who` afresh
   if (auto e = co_await check_account(ctx, who)) {
     out.error = *e;
     co_return out;
@@ -881,8 +884,10 @@ net::awaitable<handler_result> open_events_stream(gateway_context& ctx, principa
     if (!may_read(who, *job, owner)) co_return as_result(error_response(job_not_found(*job)));
     filter.job = job;
   }
+  if (auto e = stream_refusal(ctx, who)) co_return as_result(error_response(*e));
   // Subscribe before reading the history, so nothing falls between the two.
   auto sub = ctx.hub->subscribe(filter);
+  sub->set_owner(who.name, who.session_hash, who.token_hash);
   std::string first(sse_preamble);
   if (after) {
     auto replay = co_await ctx.redis->async_exec(cmd("XREVRANGE", ctx.prefix + "events", "+",
@@ -906,9 +911,11 @@ net::awaitable<handler_result> open_job_stream(gateway_context& ctx, principal w
   if (!ctx.hub) co_return as_result(error_response(unavailable("live events are not available")));
   auto owner = co_await job_owner(ctx, id);
   if (!may_read(who, id, owner)) co_return as_result(error_response(job_not_found(id)));
+  if (auto e = stream_refusal(ctx, who)) co_return as_result(error_response(*e));
   event_filter filter;
   filter.job = id;
   auto sub = ctx.hub->subscribe(filter);
+  sub->set_owner(who.name, who.session_hash, who.token_hash);
   std::string from = after ? "(" + after->str() : std::string("-");
   std::vector<std::vector<std::string>> cmds;
   cmds.push_back(cmd("XREVRANGE", ctx.jobs->job_key(id) + ":events", "+", from, "COUNT",
@@ -941,7 +948,8 @@ net::awaitable<handler_result> open_job_stream(gateway_context& ctx, principal w
   co_return out;
 }
 
-net::awaitable<handler_result> dispatch(gateway_context& ctx, request req) {
+net::awaitable<handler_result> dispatch(gateway_context& ctx, request req, std::string peer) {
+  if (auto e = check_request_header(ctx, req)) co_return as_result(make_error_response(*e));
   auto target = split_target(req.target());
   route r = match_route(target.path);
   if (r.kind == route_kind::not_found) {
@@ -950,7 +958,7 @@ net::awaitable<handler_result> dispatch(gateway_context& ctx, request req) {
       auto page = web::match_page(target.path);
       if (page.kind != web::page_kind::none) {
         bool changes = req.method() != http::verb::get && req.method() != http::verb::head;
-        auto out = co_await handle_page(ctx, std::move(req), std::move(page));
+        auto out = co_await handle_page(ctx, std::move(req), std::move(page), std::move(peer));
         // A form post may revoke a token or change an account: forget remembered tokens.
         if (changes) forget_tokens(ctx);
         co_return out;
@@ -966,11 +974,12 @@ net::awaitable<handler_result> dispatch(gateway_context& ctx, request req) {
   if (r.kind == route_kind::metrics) co_return as_result(co_await metrics_response(ctx));
   // A browser's cross-site request (another page posting here) is refused outright.
   bool safe_method = req.method() == http::verb::get || req.method() == http::verb::head;
-  if (!safe_method && !web::origin_allowed(req[http::field::origin], req[http::field::host]))
-    co_return as_result(make_error_response(
-        forbidden("cross-origin request refused (Origin does not match Host)")));
+  if (!safe_method && !origin_matches(ctx, req[http::field::origin], req[http::field::host]))
+    co_return as_result(make_error_response(forbidden(
+        "cross-origin request refused (Origin does not match this service's scheme, host and port)")));
   if (is_public(r.kind))
-    co_return as_result(co_await handle_public_account(ctx, std::move(req), std::move(r)));
+    co_return as_result(
+        co_await handle_public_account(ctx, std::move(req), std::move(r), std::move(peer)));
 
   auto auth = co_await authenticate(ctx, std::string(req[http::field::authorization]),
                                     std::string(req[http::field::cookie]));
@@ -1061,16 +1070,17 @@ response make_error_response(const api_error& e) {
   if (e.status == 401) res.set(http::field::www_authenticate, "Bearer");
   if (e.status == 405 && !e.allow.empty()) res.set(http::field::allow, e.allow);
   if (e.status == 503) res.set(http::field::retry_after, "1");
+  if (e.retry_after_s > 0) res.set(http::field::retry_after, std::to_string(e.retry_after_s));
   return res;
 }
 
-net::awaitable<handler_result> handle(gateway_context& ctx, request req) {
+net::awaitable<handler_result> handle(gateway_context& ctx, request req, std::string peer) {
   unsigned version = req.version();
   bool keep_alive = req.keep_alive();
   handler_result out;
   bool redis_down = false;
   try {
-    out = co_await dispatch(ctx, std::move(req));
+    out = co_await dispatch(ctx, std::move(req), std::move(peer));
   } catch (const boost::system::system_error& e) {
     // redis_client reports a lost connection (or none at all) as system_error.
     redis_down = true;

@@ -26,6 +26,7 @@ namespace net = boost::asio;
 namespace http = boost::beast::http;
 
 class auth_cache;
+struct request_guard;
 class submit_notices;
 class create_batcher;
 class creation_summary;
@@ -68,6 +69,9 @@ struct gateway_context {
   // Where password hashing (Argon2id, tens of ms and MiB) runs off the io_context thread. Null:
   // on the calling thread (unit tests).
   net::thread_pool* blocking = nullptr;
+  // Login and registration throttles and the hashing admission (guard.hpp); null: none (unit
+  // tests).
+  request_guard* guard = nullptr;
   // Whether this gateway serves HTTPS (cookies get the Secure attribute).
   bool tls = false;
   // This process's request metrics (the server observes every answer); null: none kept.
@@ -88,13 +92,14 @@ struct handler_result {
 // A JSON response with Content-Type application/json and Cache-Control no-store.
 response make_json_response(http::status status, const boost::json::value& body);
 // An error response {"error","detail"}: adds WWW-Authenticate on 401, Allow on 405 and
-// Retry-After on 503.
+// Retry-After on 503 (and whenever retry_after_s is set).
 response make_error_response(const api_error& e);
 
 // Answers one request. Never throws: a Redis connection failure becomes 503 "unavailable" (and
 // calls on_redis_failure), anything unexpected 500 "internal" (logged once). The response's
-// version and keep-alive follow the request's (a stream's keep-alive is always off).
-net::awaitable<handler_result> handle(gateway_context& ctx, request req);
+// version and keep-alive follow the request's (a stream's keep-alive is always off). `peer` is
+// the client's address (the throttles count by it; empty: unknown).
+net::awaitable<handler_result> handle(gateway_context& ctx, request req, std::string peer = {});
 
 // handle() for callers that cannot stream (tests): a stream is dropped at once and its first
 // bytes (retry line and history) are answered as a complete text/event-stream body.

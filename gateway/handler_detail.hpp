@@ -62,10 +62,12 @@ net::awaitable<response> metrics_response(gateway_context& ctx);
 // ---- web_handler.cpp ------------------------------------------------------------------------
 
 // A web page or a page's form post (cookie session; forms carry the CSRF token).
+// `peer`: the client's address (login and registration throttles; empty: unknown).
 net::awaitable<handler_result> handle_page(gateway_context& ctx, request req,
-                                           web::page_route page);
+                                           web::page_route page, std::string peer);
 // POST /api/register, /api/login, /api/logout (JSON, or a form with the CSRF cookie).
-net::awaitable<response> handle_public_account(gateway_context& ctx, request req, route r);
+net::awaitable<response> handle_public_account(gateway_context& ctx, request req, route r,
+                                               std::string peer);
 // GET /api/session, the token routes and the admin routes, for an authenticated caller.
 net::awaitable<response> handle_account_api(gateway_context& ctx, principal who, route r,
                                             request req);

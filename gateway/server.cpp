@@ -14,6 +14,15 @@
 // with the connection. The idle timeout does not apply to a stream: only each write has a deadline
 // (the slow-client limit, gateway.idle_timeout), and an idle stream gets a keepalive comment every
 // 15 s. A client that went away is noticed at the next write.
+//
+// Connection caps (issue 13): at most gateway.max_connections at once (fitted under the
+// descriptor limit at start; beyond it a new connection is closed at accept), and per client
+// address gateway.max_connections_per_address: a connection beyond that is answered 429 with
+// Retry-After at once and closed (and beyond twice that, closed at accept), so one address
+// cannot take the others' places. With half of max_connections in use, a connection waiting for
+// a request header (a fresh one, or an idle keep-alive one) is closed after
+// gateway.busy_header_timeout instead of idle_timeout. Event streams are capped in the handler
+// (guard.hpp) below max_connections, which keeps the rest for short requests.
 #include "gateway/server.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -40,6 +49,11 @@ constexpr std::chrono::milliseconds error_linger{1000};
 constexpr std::size_t max_drain_bytes = 4 * 1024 * 1024;
 // Pause after a failed accept (e.g. out of descriptors) so the loop does not spin.
 constexpr std::chrono::milliseconds accept_retry_delay{100};
+// Retry-After of a connection refused for its address's cap (s).
+constexpr long long connection_retry_after_s = 5;
+// Least time between two sweeps of idle connections, and between two refusal log lines.
+constexpr std::chrono::milliseconds sweep_interval{250};
+constexpr std::chrono::milliseconds refusal_log_interval{5000};
 
 bool peer_gone(const boost::system::error_code& ec) {
   return ec == http::error::end_of_stream || ec == http::error::partial_message ||
@@ -153,6 +167,7 @@ struct server::session_state {
   beast::tcp_stream* stream = nullptr;
   bool busy = false;
   std::shared_ptr<event_subscription> events;  // set while serving an event stream
+  std::chrono::steady_clock::time_point idle_since = std::chrono::steady_clock::now();
 };
 
 server::server(net::any_io_executor ex, gateway_context& ctx, net::ssl::context* tls)
@@ -160,7 +175,37 @@ server::server(net::any_io_executor ex, gateway_context& ctx, net::ssl::context*
       ctx_(ctx),
       tls_(tls),
       acceptor_(ex),
-      sessions_(std::make_shared<std::list<session_state*>>()) {}
+      sessions_(std::make_shared<std::list<session_state*>>()),
+      loads_(std::make_shared<std::map<net::ip::address, address_load>>()) {}
+
+bool server::under_pressure() const {
+  return sessions_->size() * 2 >= ctx_.config.max_connections;
+}
+
+void server::close_idle(std::chrono::steady_clock::time_point now) {
+  if (now - last_sweep_ < sweep_interval / 2) return;
+  last_sweep_ = now;
+  std::size_t closed = 0;
+  for (auto* s : *sessions_) {
+    if (s->busy || s->events || now - s->idle_since < ctx_.config.busy_header_timeout) continue;
+    s->stream->cancel();  // its header read ends with operation_aborted: the session closes
+    ++closed;
+  }
+  if (closed > 0)
+    log::warn("idle connections closed under pressure count={} connections={}", closed,
+              sessions_->size());
+}
+
+void server::note_refusal(const char* why, const net::ip::address& peer) {
+  ++refused_total_;
+  ++refused_since_log_;
+  auto now = std::chrono::steady_clock::now();
+  if (now - last_refusal_log_ < refusal_log_interval) return;
+  log::warn("connections refused reason={} last_address={} count={} connections={}", why,
+            peer.to_string(), refused_since_log_, sessions_->size());
+  refused_since_log_ = 0;
+  last_refusal_log_ = now;
+}
 
 std::uint16_t server::bind(const std::string& address, std::uint16_t port) {
   boost::system::error_code ec;
@@ -179,7 +224,17 @@ std::uint16_t server::bind(const std::string& address, std::uint16_t port) {
   return acceptor_.local_endpoint().port();
 }
 
+net::awaitable<void> server::sweep() {
+  net::steady_timer timer(ex_);
+  while (!stopping_) {
+    timer.expires_after(sweep_interval);
+    co_await timer.async_wait(use_tuple);
+    if (!stopping_ && under_pressure()) close_idle(std::chrono::steady_clock::now());
+  }
+}
+
 void server::start() {
+  net::co_spawn(ex_, sweep(), net::detached);
   net::co_spawn(ex_, listen(), [](std::exception_ptr e) {
     if (!e) return;
     try {
@@ -201,13 +256,34 @@ net::awaitable<void> server::listen() {
       co_await pause.async_wait(use_tuple);
       continue;
     }
-    if (sessions_->size() >= max_connections) {
-      log::warn("connection refused: too many connections limit={}", max_connections);
+    boost::system::error_code pec;
+    auto peer = socket.remote_endpoint(pec).address();
+    if (pec) {  // already gone
       boost::system::error_code ignored;
       socket.close(ignored);
       continue;
     }
-    net::co_spawn(ex_, session(std::move(socket)), [](std::exception_ptr e) {
+    auto now = std::chrono::steady_clock::now();
+    if (under_pressure()) close_idle(now);
+    auto& load = (*loads_)[peer];
+    std::size_t per_address = ctx_.config.max_connections_per_address;
+    bool refuse = load.served >= per_address;
+    if (sessions_->size() >= ctx_.config.max_connections || (refuse && load.refused >= per_address)) {
+      note_refusal(sessions_->size() >= ctx_.config.max_connections ? "connection limit"
+                                                                    : "address limit",
+                   peer);
+      if (load.served == 0 && load.refused == 0) loads_->erase(peer);
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    if (refuse) {
+      note_refusal("address limit (429)", peer);
+      ++load.refused;
+    } else {
+      ++load.served;
+    }
+    net::co_spawn(ex_, session(std::move(socket), peer, refuse), [](std::exception_ptr e) {
       if (!e) return;
       try {
         std::rethrow_exception(e);
@@ -218,18 +294,18 @@ net::awaitable<void> server::listen() {
   }
 }
 
-net::awaitable<void> server::session(tcp::socket socket) {
+net::awaitable<void> server::session(tcp::socket socket, net::ip::address peer, bool refuse) {
   if (tls_) {
     beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), *tls_);
-    co_await serve(&stream);
+    co_await serve(&stream, peer, refuse);
   } else {
     beast::tcp_stream stream(std::move(socket));
-    co_await serve(&stream);
+    co_await serve(&stream, peer, refuse);
   }
 }
 
 template <class Stream>
-net::awaitable<void> server::serve(Stream* stream_ptr) {
+net::awaitable<void> server::serve(Stream* stream_ptr, net::ip::address peer, bool refuse) {
   constexpr bool is_tls = !std::is_same_v<Stream, beast::tcp_stream>;
   Stream& stream = *stream_ptr;
   beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
@@ -239,16 +315,30 @@ net::awaitable<void> server::serve(Stream* stream_ptr) {
   // Removes this session from the registry however the coroutine ends (the registry is shared so
   // that a frame destroyed after the server, at io_context teardown, still finds it).
   struct unregister {
-    unregister(std::shared_ptr<std::list<session_state*>> l, std::list<session_state*>::iterator i)
-        : list(std::move(l)), it(i) {}
-    ~unregister() { list->erase(it); }
+    unregister(std::shared_ptr<std::list<session_state*>> l, std::list<session_state*>::iterator i,
+               std::shared_ptr<std::map<net::ip::address, address_load>> m, net::ip::address a,
+               bool r)
+        : list(std::move(l)), it(i), loads(std::move(m)), addr(a), refused(r) {}
+    ~unregister() {
+      list->erase(it);
+      auto found = loads->find(addr);
+      if (found == loads->end()) return;
+      auto& n = refused ? found->second.refused : found->second.served;
+      if (n > 0) --n;
+      if (found->second.served == 0 && found->second.refused == 0) loads->erase(found);
+    }
     std::shared_ptr<std::list<session_state*>> list;
     std::list<session_state*>::iterator it;
+    std::shared_ptr<std::map<net::ip::address, address_load>> loads;
+    net::ip::address addr;
+    bool refused;
   };
-  unregister guard(sessions_, self);
+  unregister guard(sessions_, self, loads_, peer, refuse);
+  std::string peer_text = peer.to_string();
 
   if constexpr (is_tls) {
-    lowest.expires_after(tls_handshake_timeout);
+    lowest.expires_after(refuse ? std::min(tls_handshake_timeout, ctx_.config.busy_header_timeout)
+                                : tls_handshake_timeout);
     auto [hec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_tuple);
     if (hec) {
       // Plain HTTP on the TLS port, scanners, clients that distrust the certificate.
@@ -265,11 +355,23 @@ net::awaitable<void> server::serve(Stream* stream_ptr) {
   std::string method = "OTHER";
   std::string_view route = "other";
   auto started = std::chrono::steady_clock::now();
-  while (!stopping_) {
+  if (refuse) {
+    api_error e;
+    e.status = 429;
+    e.error = "too_many_connections";
+    e.detail = "this address has " + std::to_string(ctx_.config.max_connections_per_address) +
+               " connections open already; close some or retry later";
+    e.retry_after_s = connection_retry_after_s;
+    refusal = e;
+  }
+  while (!stopping_ && !refusal) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(max_header_bytes);
     parser.body_limit(ctx_.config.max_body_bytes);
-    lowest.expires_after(ctx_.config.idle_timeout);
+    state.idle_since = std::chrono::steady_clock::now();
+    lowest.expires_after(under_pressure() ? std::min(ctx_.config.idle_timeout,
+                                                     ctx_.config.busy_header_timeout)
+                                          : ctx_.config.idle_timeout);
     auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
     if (ec) {
       refusal = read_failure(ec, ctx_.config.max_body_bytes);
@@ -300,7 +402,8 @@ net::awaitable<void> server::serve(Stream* stream_ptr) {
     // Only the debug lines below show the target: no copy per request otherwise.
     std::string target;
     if (spdlog::should_log(spdlog::level::debug)) target = req.target().substr(0, 200);
-    auto result = co_await handle(ctx_, std::move(req));
+    auto result = co_await handle(ctx_, std::move(req), peer_text);
+    if constexpr (is_tls) result.res.set(http::field::strict_transport_security, strict_transport_security);
     if (result.stream) {
       observe(ctx_.http_metrics, method, route, result.res.result_int(), started);
       log::debug("event stream opened target={}", target);
@@ -326,6 +429,7 @@ net::awaitable<void> server::serve(Stream* stream_ptr) {
 
   if (refusal) {
     auto res = make_error_response(*refusal);
+    if constexpr (is_tls) res.set(http::field::strict_transport_security, strict_transport_security);
     res.keep_alive(false);
     res.prepare_payload();
     lowest.expires_after(error_linger);

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <list>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -19,9 +20,10 @@ namespace descprod::gateway {
 
 namespace net = boost::asio;
 
-// Request header limit (bytes) and the most connections served at once; more are closed at accept.
+// Request header limit (bytes).
 inline constexpr std::size_t max_header_bytes = 16 * 1024;
-inline constexpr std::size_t max_connections = 4096;
+// HSTS under TLS: browsers keep to HTTPS for a year.
+inline constexpr const char* strict_transport_security = "max-age=31536000";
 
 class server {
  public:
@@ -37,20 +39,40 @@ class server {
   // returns when all are gone or after `grace`.
   net::awaitable<void> async_shutdown(std::chrono::milliseconds grace);
   std::size_t connections() const { return sessions_->size(); }
+  // Connections refused at accept (global cap) and answered 429 (per-address cap) so far.
+  std::size_t refused_connections() const { return refused_total_; }
 
  private:
   struct session_state;
+  // Connections of one client address: served, and being answered 429.
+  struct address_load {
+    std::size_t served = 0;
+    std::size_t refused = 0;
+  };
   net::awaitable<void> listen();
-  net::awaitable<void> session(net::ip::tcp::socket socket);
-  // One connection's request loop on a plain or TLS stream.
+  // Every sweep_interval while under pressure: close_idle.
+  net::awaitable<void> sweep();
+  net::awaitable<void> session(net::ip::tcp::socket socket, net::ip::address peer, bool refuse);
+  // One connection's request loop on a plain or TLS stream; `refuse`: answer 429 at once (the
+  // address is over its cap) and close.
   template <class Stream>
-  net::awaitable<void> serve(Stream* stream);
+  net::awaitable<void> serve(Stream* stream, net::ip::address peer, bool refuse);
+  // With half of max_connections in use, idle connections wait for a request header only
+  // busy_header_timeout; close those already idle longer.
+  bool under_pressure() const;
+  void close_idle(std::chrono::steady_clock::time_point now);
+  void note_refusal(const char* why, const net::ip::address& peer);
 
   net::any_io_executor ex_;
   gateway_context& ctx_;
   net::ssl::context* tls_ = nullptr;
   net::ip::tcp::acceptor acceptor_;
   std::shared_ptr<std::list<session_state*>> sessions_;
+  std::shared_ptr<std::map<net::ip::address, address_load>> loads_;
+  std::chrono::steady_clock::time_point last_sweep_{};
+  std::chrono::steady_clock::time_point last_refusal_log_{};
+  std::size_t refused_since_log_ = 0;
+  std::size_t refused_total_ = 0;
   bool stopping_ = false;
 };
 

@@ -25,6 +25,7 @@
 #include "core/accounts.hpp"
 #include "core/crypto.hpp"
 #include "core/log.hpp"
+#include "gateway/guard.hpp"
 #include "gateway/handler_detail.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -615,10 +616,21 @@ struct login_result {
 };
 
 net::awaitable<login_result> do_login(gateway_context& ctx, std::string name, std::string password,
-                                      std::string old_cookie_token) {
+                                      std::string old_cookie_token, std::string peer) {
   login_result out;
   if (!valid_user_name(name) || password.empty() || password.size() > max_password_bytes) {
     out.error = unauthorized("wrong user name or password");
+    co_return out;
+  }
+  // Throttled accounts and addresses, and a full hashing queue, are refused before any hashing.
+  if (auto e = login_refusal(ctx, name, peer)) {
+    out.error = *e;
+    co_return out;
+  }
+  hash_ticket ticket(ctx.guard ? &ctx.guard->hashing : nullptr, peer);
+  if (!ticket.admitted()) {
+    log::warn("login refused user={} address={} reason=hashing queue full", name, peer);
+    out.error = hashing_busy();
     co_return out;
   }
   auto reply = co_await ctx.redis->async_exec(redis_cmd("HGETALL", ctx.prefix + "user:" + name));
@@ -634,10 +646,12 @@ net::awaitable<login_result> do_login(gateway_context& ctx, std::string name, st
                                       net::use_awaitable);
   }
   if (!ok) {
-    log::info("login refused user={} reason=credentials", name);
+    log::info("login refused user={} address={} reason=credentials", name, peer);
+    login_failed(ctx, name, peer);
     out.error = unauthorized("wrong user name or password");
     co_return out;
   }
+  login_succeeded(ctx, name);
   std::string status = field(user, "status");
   if (status != "active") {
     std::string why = status == "pending"    ? "account " + name +
@@ -659,18 +673,26 @@ net::awaitable<login_result> do_login(gateway_context& ctx, std::string name, st
   co_return out;
 }
 
+// Registers a pending account. A name that exists already gets the same answer, after the same
+// hashing time, and changes nothing: registration does not tell who has an account.
 net::awaitable<std::optional<api_error>> do_register(gateway_context& ctx, std::string name,
-                                                     std::string email, std::string password) {
+                                                     std::string email, std::string password,
+                                                     std::string peer) {
+  if (auto e = register_refusal(ctx, peer)) co_return e;
   if (auto e = check_registration(name, email, password)) co_return e;
-  auto exists = co_await ctx.redis->async_exec(redis_cmd("EXISTS", ctx.prefix + "user:" + name));
-  if (exists.as_integer() > 0) co_return conflict("user name " + name + " is taken");
+  hash_ticket ticket(ctx.guard ? &ctx.guard->hashing : nullptr, peer);
+  if (!ticket.admitted()) co_return hashing_busy();
+  register_attempted(ctx, peer);
   std::string hash = co_await async_offload<std::string>(
       ctx.blocking, hash_job(password, cost_of(ctx)), net::use_awaitable);
   auto reply =
       co_await ctx.redis->async_exec(register_user_cmd(ctx.prefix, name, email, hash, now_s(ctx)));
   if (reply.is_error()) co_return internal_error("registration failed: " + reply.str);
-  if (reply.as_integer() == 0) co_return conflict("user name " + name + " is taken");
-  log::info("user registered name={} status=pending", name);
+  if (reply.as_integer() == 0) {
+    log::info("registration of an existing name ignored name={} address={}", name, peer);
+    co_return std::nullopt;
+  }
+  log::info("user registered name={} status=pending address={}", name, peer);
   co_return std::nullopt;
 }
 
@@ -684,7 +706,11 @@ net::awaitable<bool> do_logout(gateway_context& ctx, std::string cookie, std::st
   if (reply.elements.size() != 2 || reply.elements[0].is_nil()) co_return true;
   if (!web::tokens_equal(csrf, reply.elements[1].as_string())) co_return false;
   co_await ctx.redis->async_exec(redis_cmd("DEL", key));
-  log::info("logout user={}", reply.elements[0].as_string());
+  // The session's live event streams end now, not at their next failed request.
+  std::size_t ended = ctx.hub ? ctx.hub->close_streams(stream_owner::session, sha256_hex(token),
+                                                       "the session was logged out")
+                              : 0;
+  log::info("logout user={} streams_ended={}", reply.elements[0].as_string(), ended);
   co_return true;
 }
 
@@ -725,7 +751,9 @@ net::awaitable<bool> revoke_token(gateway_context& ctx, std::string owner, std::
       redis_cmd("SISMEMBER", ctx.prefix + "user:" + owner + ":tokens", hash));
   if (member.as_integer() != 1) co_return false;
   co_await ctx.redis->async_pipeline(revoke_token_cmds(ctx, owner, hash));
-  log::info("api token revoked owner={} id={}", owner, hash.substr(0, 12));
+  std::size_t ended =
+      ctx.hub ? ctx.hub->close_streams(stream_owner::token, hash, "the API token was revoked") : 0;
+  log::info("api token revoked owner={} id={} streams_ended={}", owner, hash.substr(0, 12), ended);
   co_return true;
 }
 
@@ -897,6 +925,11 @@ net::awaitable<std::optional<api_error>> admin_change(gateway_context& ctx, prin
     co_return conflict("you cannot " + action + " your own account");
   auto c = co_await change_account_async(ctx, name, *a);
   if (!c.ok) co_return refused_change(name, action, c);
+  // An account that may no longer read (disabled, rejected) or no longer reads everything (no
+  // longer an admin) loses its live streams at once; a reconnect is checked afresh.
+  if (ctx.hub && (*a == account_action::disable || *a == account_action::reject ||
+                  *a == account_action::remove_admin))
+    ctx.hub->close_streams(stream_owner::user, name, "the account was changed: " + action);
   log::info("account changed by={} user={} action={} status={} role={}", who.name, name, action,
             c.status, c.role);
   co_return std::nullopt;
@@ -1076,7 +1109,17 @@ std::string created_message(const response& res) {
   }
 }
 
-net::awaitable<response> login_post(gateway_context& ctx, request req, bool register_form) {
+// The form's answer to a refusal: the form again with the reason (and Retry-After on a 429).
+response refused_form(const gateway_context& ctx, const request& req, bool register_form,
+                      const api_error& e, const std::map<std::string, std::string>& fields) {
+  auto res = login_form_response(ctx, req, register_form, flash_of(e),
+                                 static_cast<http::status>(e.status), fields);
+  if (e.retry_after_s > 0) res.set(http::field::retry_after, std::to_string(e.retry_after_s));
+  return res;
+}
+
+net::awaitable<response> login_post(gateway_context& ctx, request req, bool register_form,
+                                    std::string peer) {
   std::vector<std::string> allowed;
   allowed.push_back("username");
   allowed.push_back("password");
@@ -1088,10 +1131,8 @@ net::awaitable<response> login_post(gateway_context& ctx, request req, bool regi
                                   static_cast<http::status>(in.error->status), in.fields);
   std::string name = in.fields["username"];
   if (register_form) {
-    auto e = co_await do_register(ctx, name, in.fields["email"], in.fields["password"]);
-    if (e)
-      co_return login_form_response(ctx, req, true, flash_of(*e),
-                                    static_cast<http::status>(e->status), in.fields);
+    auto e = co_await do_register(ctx, name, in.fields["email"], in.fields["password"], peer);
+    if (e) co_return refused_form(ctx, req, true, *e, in.fields);
     std::map<std::string, std::string> keep;
     keep["username"] = name;
     co_return login_form_response(
@@ -1101,10 +1142,8 @@ net::awaitable<response> login_post(gateway_context& ctx, request req, bool regi
         http::status::ok, keep);
   }
   std::string old = web::cookie_value(req[http::field::cookie], web::session_cookie);
-  auto lr = co_await do_login(ctx, name, in.fields["password"], old);
-  if (lr.error)
-    co_return login_form_response(ctx, req, false, flash_of(*lr.error),
-                                  static_cast<http::status>(lr.error->status), in.fields);
+  auto lr = co_await do_login(ctx, name, in.fields["password"], old, peer);
+  if (lr.error) co_return refused_form(ctx, req, false, *lr.error, in.fields);
   auto res = redirect_response("/");
   res.insert(http::field::set_cookie, session_cookie_header(ctx, lr.token));
   co_return res;
@@ -1225,14 +1264,14 @@ net::awaitable<response> page_get(gateway_context& ctx, principal who, web::page
 // ---- entry points ---------------------------------------------------------------------------
 
 net::awaitable<handler_result> handle_page(gateway_context& ctx, request req,
-                                           web::page_route page) {
+                                           web::page_route page, std::string peer) {
   std::string method(req.method_string());
   if (!web::page_method_allowed(page.kind, method))
     co_return result_of(page_method_not_allowed(page.kind, method));
   if (page.kind == web::page_kind::asset) co_return result_of(asset_response(page.name));
   if (page.kind == web::page_kind::favicon) co_return result_of(no_content_response());
   bool post = req.method() == http::verb::post;
-  if (post && !web::origin_allowed(req[http::field::origin], req[http::field::host]))
+  if (post && !origin_matches(ctx, req[http::field::origin], req[http::field::host]))
     co_return result_of(error_page_response(
         403, "Cross-site form post refused: this form did not come from this site.",
         std::nullopt));
@@ -1243,7 +1282,7 @@ net::awaitable<handler_result> handle_page(gateway_context& ctx, request req,
     case web::page_kind::login:
     case web::page_kind::register_: {
       bool reg = page.kind == web::page_kind::register_;
-      if (post) co_return result_of(co_await login_post(ctx, std::move(req), reg));
+      if (post) co_return result_of(co_await login_post(ctx, std::move(req), reg, std::move(peer)));
       if (who) co_return result_of(redirect_response("/"));
       std::map<std::string, std::string> none;
       co_return result_of(
@@ -1293,7 +1332,8 @@ net::awaitable<handler_result> handle_page(gateway_context& ctx, request req,
       co_await page_get(ctx, std::move(*who), std::move(page), std::move(target.query)));
 }
 
-net::awaitable<response> handle_public_account(gateway_context& ctx, request req, route r) {
+net::awaitable<response> handle_public_account(gateway_context& ctx, request req, route r,
+                                               std::string peer) {
   std::string cookie(req[http::field::cookie]);
   if (r.kind == route_kind::logout) {
     std::string csrf(req["X-CSRF-Token"]);
@@ -1320,13 +1360,13 @@ net::awaitable<response> handle_public_account(gateway_context& ctx, request req
   if (auto e = missing_field(in.fields, r.kind == route_kind::register_))
     co_return make_error_response(*e);
   if (r.kind == route_kind::register_) {
-    auto e = co_await do_register(ctx, name, in.fields["email"], in.fields["password"]);
+    auto e = co_await do_register(ctx, name, in.fields["email"], in.fields["password"], peer);
     if (e) co_return make_error_response(*e);
     auto res = make_json_response(http::status::created, registered_json(name));
     co_return res;
   }
   auto lr = co_await do_login(ctx, name, in.fields["password"],
-                              web::cookie_value(cookie, web::session_cookie));
+                              web::cookie_value(cookie, web::session_cookie), peer);
   if (lr.error) co_return make_error_response(*lr.error);
   auto res = make_json_response(http::status::ok,
                                 login_json(name, lr, ctx.config.session_ttl.count()));
