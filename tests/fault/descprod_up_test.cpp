@@ -373,6 +373,49 @@ TEST(DescprodUp, AGatewayPortAlreadyTakenFailsAndLeavesNoProcessBehind) {
   ASSERT_TRUE(again.wait_ready(120s)) << again.output();
 }
 
+// Runs descprod-up to its end (it must fail) and checks that nothing it started is left.
+void expect_fails_leaving_nothing(up& u, const std::string& var, const std::string& why) {
+  std::set<pid_t> seen;
+  std::optional<int> rc;
+  wait_until(
+      [&] {
+        for (pid_t p : u.recorded_pids()) seen.insert(p);
+        return (rc = u.proc->wait_exit(0ms)).has_value();
+      },
+      120s, 5ms);
+  ASSERT_TRUE(rc) << "descprod-up still runs\n" << u.output();
+  EXPECT_EQ(*rc, 1) << u.output();
+  EXPECT_NE(u.output().find(why), std::string::npos) << u.output();
+  EXPECT_EQ(u.output().find("URL: "), std::string::npos) << u.output();
+  for (pid_t p : seen) EXPECT_FALSE(alive(p)) << "pid " << p << " left running\n" << u.output();
+  auto left = processes_using(var);
+  EXPECT_TRUE(left.empty()) << left.size() << " processes still use " << var;
+}
+
+TEST(DescprodUp, ADaemonThatExitsAtOnceOrARedisThatCannotStartLeavesNoProcessBehind) {
+  temp_dir var("dpup-");
+  temp_dir scratch("dpup-out-");
+  // A broken daemon (a real one cannot be made to fail on demand): the other binaries are the
+  // build's own.
+  temp_dir bin("dpup-bin-");
+  for (const char* b : {"descprod-gateway", "descprod-worker", "descprod-admin"})
+    fs::create_symlink(std::string(DESCPROD_BIN_DIR) + "/" + b, bin.file(b));
+  write_file(bin.file("descprod-daemon"), "#!/bin/sh\necho 'daemon fatal: broken on purpose' >&2\nexit 3\n");
+  fs::permissions(bin.file("descprod-daemon"), fs::perms::owner_all);
+  {
+    up u(var.path(), scratch.file("daemon.out"), free_port(), 1, {"--bin", bin.path()});
+    expect_fails_leaving_nothing(u, var.path(), "daemon exited while starting");
+    EXPECT_NE(u.output().find("broken on purpose"), std::string::npos) << u.output();  // its log's tail
+  }
+  // A Redis that cannot start: its append-only file's manifest is damaged.
+  fs::create_directories(var.file("appendonlydir"));
+  write_file(var.file("appendonlydir/appendonly.aof.manifest"), "this is not a manifest\n");
+  {
+    up u(var.path(), scratch.file("redis.out"), free_port(), 1);
+    expect_fails_leaving_nothing(u, var.path(), "redis-server exited while starting");
+  }
+}
+
 TEST(DescprodUp, TheOrphansOfAKilledRunAreStoppedByTheNextStart) {
   temp_dir var("dpup-");
   temp_dir scratch("dpup-out-");
