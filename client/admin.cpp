@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "client/terminal_text.hpp"
 #include "core/accounts.hpp"
 #include "core/config.hpp"
 #include "core/curve.hpp"
@@ -57,8 +58,12 @@ const char* usage =
     "  -c, --config FILE         configuration file (default: config/descprod.yaml or $DESCPROD_CONFIG)\n"
     "  -h, --help                show this help\n";
 
+// What Redis holds (user names, roles, pools, labels) and Redis's own errors are printed through
+// this: never raw terminal controls, and no tab or newline inside a tab-separated field.
+std::string safe(const std::string& s) { return descprod::client::terminal_safe(s); }
+
 int fail(const std::string& msg, int code = 1) {
-  std::cerr << "descprod-admin: " << msg << "\n";
+  std::cerr << "descprod-admin: " << descprod::client::terminal_safe(msg, {.keep_newline = true}) << "\n";
   return code;
 }
 
@@ -141,7 +146,7 @@ int main(int argc, char** argv) {
       if (!descprod::valid_user_name(rest[1]))
         return fail("invalid user name '" + rest[1] + "': use 1-64 of a-z 0-9 _ . - starting with a letter or digit", 2);
       bool created = descprod::add_user(redis, prefix, rest[1], admin);
-      std::cout << (created ? "created user " : "user exists: ") << rest[1] << "\n";
+      std::cout << (created ? "created user " : "user exists: ") << safe(rest[1]) << "\n";
       return 0;
     }
     if (cmd == "token") {
@@ -159,7 +164,7 @@ int main(int argc, char** argv) {
         auto info = redis.exec({"HMGET", prefix + "user:" + n, "role", "status"});
         std::string role = info.elements.size() > 0 ? info.elements[0].str : "";
         std::string status = info.elements.size() > 1 ? info.elements[1].str : "";
-        std::cout << n << "\t" << role << "\t" << status << "\n";
+        std::cout << safe(n) << "\t" << safe(role) << "\t" << safe(status) << "\n";
       }
       return 0;
     }
@@ -169,7 +174,7 @@ int main(int argc, char** argv) {
       auto c = descprod::change_account(redis, prefix, rest[1], *action);
       if (!c.ok && c.reason == "missing") return fail("no such user: " + rest[1]);
       if (!c.ok) return fail("cannot " + cmd + " " + rest[1] + ": the account is " + c.status);
-      std::cout << rest[1] << "\t" << c.role << "\t" << c.status << "\n";
+      std::cout << safe(rest[1]) << "\t" << safe(c.role) << "\t" << safe(c.status) << "\n";
       return 0;
     }
     if (cmd == "worker-token") {
@@ -186,8 +191,8 @@ int main(int argc, char** argv) {
       for (const auto& e : shas.elements) {
         auto t = redis.exec({"HMGET", prefix + "token:" + e.str, "pools", "label", "created"});
         if (t.elements.size() != 3 || t.elements[2].is_nil()) continue;  // revoked
-        std::cout << e.str << "\tpools=" << t.elements[0].str << "\tlabel=" << t.elements[1].str
-                  << "\tcreated=" << t.elements[2].str << "\n";
+        std::cout << safe(e.str) << "\tpools=" << safe(t.elements[0].str) << "\tlabel=" << safe(t.elements[1].str)
+                  << "\tcreated=" << safe(t.elements[2].str) << "\n";
       }
       return 0;
     }
@@ -210,7 +215,7 @@ int main(int argc, char** argv) {
             for (const auto& k : r.elements[1].elements) names.push_back(k.str.substr(prefix.size() + 5));
           } while (cursor != "0");
           std::sort(names.begin(), names.end());
-          for (const auto& n : names) std::cout << n << "\n";
+          for (const auto& n : names) std::cout << safe(n) << "\n";
           return 0;
         }
         if (rest.size() != 3) return fail("usage: descprod-admin pool list [POOL]", 2);
@@ -218,7 +223,7 @@ int main(int argc, char** argv) {
         std::vector<std::string> names;
         for (const auto& e : m.elements) names.push_back(e.str);
         std::sort(names.begin(), names.end());
-        for (const auto& n : names) std::cout << n << "\n";
+        for (const auto& n : names) std::cout << safe(n) << "\n";
         return 0;
       }
       if ((sub == "add" || sub == "remove") && rest.size() >= 4) {

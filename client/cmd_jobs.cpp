@@ -20,6 +20,7 @@
 #include "client/commands.hpp"
 #include "client/common.hpp"
 #include "client/format.hpp"
+#include "client/terminal_text.hpp"
 #include "core/job.hpp"
 
 namespace descprod::client {
@@ -87,7 +88,7 @@ int version_main(int argc, char** argv) {
       auto r = api.call("GET", "/api/version");
       if (r.status == 200 && r.body.is_object()) {
         std::string v = json_string(r.body.as_object(), "version");
-        std::cout << "server " << v << " at " << api.url_text() << "\n";
+        std::cout << "server " << terminal_safe(v) << " at " << terminal_safe(api.url_text()) << "\n";
       }
     } catch (const std::exception&) {
     }
@@ -123,7 +124,7 @@ int get_job_main(int argc, char** argv) {
     auto api = make_client(a, url);
     auto job = get_job(api, id);
     if (a.has("json")) {
-      std::cout << json::serialize(job) << "\n";
+      std::cout << json_terminal_safe(json::serialize(job)) << "\n";
       return exit_code::ok;
     }
     print_lines(job_field_lines(job, a.has("epoch") ? time_style::epoch : time_style::utc));
@@ -185,7 +186,7 @@ int add_job_main(int argc, char** argv) {
         break;
       } catch (const client_error& e) {
         if (e.code != exit_code::unreachable || attempt >= ntry) throw;
-        std::cerr << me << ": " << e.what() << "; trying again in 10 s\n";
+        std::cerr << me << ": " << terminal_safe(e.what()) << "; trying again in 10 s\n";
         std::this_thread::sleep_for(std::chrono::seconds(10));
       }
     }
@@ -301,7 +302,7 @@ int list_jobs_main(int argc, char** argv) {
       if (static_cast<long long>(arr.size()) < page) break;
     }
     if (a.has("json")) {
-      for (const auto& j : jobs) std::cout << json::serialize(j) << "\n";
+      for (const auto& j : jobs) std::cout << json_terminal_safe(json::serialize(j)) << "\n";
       return exit_code::ok;
     }
     double now = now_seconds();
@@ -448,7 +449,8 @@ int login_main(int argc, char** argv) {
     write_private_file(fs::path(dir) / "token", token + "\n");
     if (a.value("url")) write_private_file(fs::path(dir) / "url", api.url_text() + "\n");
     std::string version = r.body.is_object() ? json_string(r.body.as_object(), "version") : "";
-    std::cout << "Logged in to " << api.url_text() << (version.empty() ? "" : " (server " + version + ")")
+    std::cout << "Logged in to " << terminal_safe(api.url_text())
+              << (version.empty() ? "" : " (server " + terminal_safe(version) + ")")
               << "; token stored in " << dir << "/token\n";
     return exit_code::ok;
   });

@@ -42,6 +42,7 @@
 #include "client/commands.hpp"
 #include "client/common.hpp"
 #include "client/format.hpp"
+#include "client/terminal_text.hpp"
 #include "core/job.hpp"
 #include "core/log.hpp"
 #include "workers/job_run.hpp"
@@ -154,11 +155,11 @@ class reporter {
       boost::system::error_code ec;
       a.body = json::parse(r.body, ec);
       std::cerr << me_ << ": the server did not take the " << it.kind << " report of job " << id_ << " (HTTP "
-                << r.status << "): " << error_detail(a) << std::endl;
+                << r.status << "): " << terminal_safe(error_detail(a)) << std::endl;
       return outcome::rejected;
     } catch (const unreachable& e) {
       if (!warned_unreachable_)
-        std::cerr << me_ << ": cannot deliver the " << it.kind << " report of job " << id_ << ": " << e.what()
+        std::cerr << me_ << ": cannot deliver the " << it.kind << " report of job " << id_ << ": " << terminal_safe(e.what())
                   << "; retrying" << std::endl;
       warned_unreachable_ = true;
       return outcome::retry;
@@ -347,7 +348,7 @@ run_outcome run_claimed(const start_options& o, const workers::job_spec& spec, c
       notified = true;
     }
     if (!o.background) {
-      std::cout << "Starting job " << spec.id << " for " << json_string(job, "descname") << " in "
+      std::cout << "Starting job " << spec.id << " for " << terminal_safe(json_string(job, "descname")) << " in "
                 << r.rundir().string() << "\n";
       for (const auto& l : started_lines(o, job, r.pid(), settings.host, r.rundir().string(), workers::epoch_seconds()))
         std::cout << l << "\n";
@@ -538,7 +539,7 @@ int start_job_main(int argc, char** argv) {
       try {
         run_claimed(o, *spec, job, settings, api.url(), job_token);
       } catch (const std::exception& e) {
-        std::cerr << me << ": " << e.what() << std::endl;
+        std::cerr << me << ": " << terminal_safe(e.what()) << std::endl;
         code = exit_code::server_error;
       }
       std::cout.flush();
@@ -569,7 +570,8 @@ int start_job_main(int argc, char** argv) {
       auto sp = rest.find(' ');
       long long pid = std::stoll(rest.substr(0, sp));
       std::string rundir = sp == std::string::npos ? "" : rest.substr(sp + 1);
-      std::cout << "Starting job " << id << " for " << json_string(job, "descname") << " in " << rundir << "\n";
+      std::cout << "Starting job " << id << " for " << terminal_safe(json_string(job, "descname")) << " in "
+                << terminal_safe(rundir) << "\n";
       for (const auto& l : started_lines(o, job, pid, host, rundir, workers::epoch_seconds())) std::cout << l << "\n";
       return exit_code::ok;
     }

@@ -19,6 +19,7 @@
 #include "client/commands.hpp"
 #include "client/common.hpp"
 #include "client/format.hpp"
+#include "client/terminal_text.hpp"
 #include "core/job.hpp"
 
 namespace descprod::client {
@@ -242,12 +243,12 @@ int watch_main(int argc, char** argv) {
         }
       } catch (const client_error& e) {
         if (e.code != exit_code::unreachable) throw;
-        if (!warned) std::cerr << me << ": " << e.what() << "; retrying\n";
+        if (!warned) std::cerr << me << ": " << terminal_safe(e.what()) << "; retrying\n";
         warned = true;
         std::this_thread::sleep_for(backoff);
         backoff = std::min(backoff * 2, std::chrono::seconds(10));
       } catch (const unreachable& e) {
-        if (!warned) std::cerr << me << ": " << e.what() << "; retrying\n";
+        if (!warned) std::cerr << me << ": " << terminal_safe(e.what()) << "; retrying\n";
         warned = true;
         std::this_thread::sleep_for(backoff);
         backoff = std::min(backoff * 2, std::chrono::seconds(10));

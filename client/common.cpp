@@ -1,6 +1,7 @@
 // Shared plumbing of the client commands: argument parsing, URL/token lookup, API calls and the
 // mapping of HTTP answers to exit codes (the only place that decides them).
 #include "client/common.hpp"
+#include "client/terminal_text.hpp"
 
 #include <cstdlib>
 #include <fstream>
@@ -255,7 +256,8 @@ client_error error_for(const api_reply& r) {
 
 void print_error(std::string_view command, std::string_view message) {
   std::cout.flush();
-  std::cerr << command << ": ERROR: " << message << std::endl;
+  // The message often carries the server's reason (error_detail): never raw controls.
+  std::cerr << command << ": ERROR: " << terminal_safe(message) << std::endl;
 }
 
 int guarded(std::string_view command, const std::function<int()>& body) {

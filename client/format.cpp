@@ -12,6 +12,7 @@
 #include <spdlog/fmt/fmt.h>
 
 #include "client/common.hpp"
+#include "client/terminal_text.hpp"
 #include "core/job.hpp"
 #include "workers/run_files.hpp"
 
@@ -66,7 +67,8 @@ std::vector<std::string> job_field_lines(const boost::json::object& job, time_st
                                          std::string_view prefix) {
   std::vector<std::string> lines;
   auto line = [&](std::string_view key, const std::string& val) {
-    lines.push_back(fmt::format("{}{:>16}: {}", prefix, key, val));
+    // Values are the server's (a job's progress, config, host, ...): never raw controls.
+    lines.push_back(fmt::format("{}{:>16}: {}", prefix, key, terminal_safe(val)));
   };
   const auto& order = job_field_order();
   for (std::size_t i = 0; i < order.size(); ++i) {
@@ -149,7 +151,16 @@ std::string cut_utf8(std::string_view s, std::size_t width) {
 }
 
 std::string render_table(const std::vector<std::string>& header,
-                         const std::vector<std::vector<std::string>>& rows, std::size_t max_width) {
+                         const std::vector<std::vector<std::string>>& raw_rows, std::size_t max_width) {
+  // Cells hold the server's text: made terminal-safe before they are measured and printed.
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(raw_rows.size());
+  for (const auto& r : raw_rows) {
+    std::vector<std::string> safe;
+    safe.reserve(r.size());
+    for (const auto& cell : r) safe.push_back(terminal_safe(cell));
+    rows.push_back(std::move(safe));
+  }
   std::vector<std::size_t> widths(header.size(), 0);
   auto measure = [&](const std::vector<std::string>& r) {
     for (std::size_t i = 0; i < r.size() && i < widths.size(); ++i) widths[i] = std::max(widths[i], r[i].size());
@@ -205,7 +216,7 @@ std::optional<done_total> message_counts(std::string_view message) {
 std::string watch_line(long long id, std::string_view state, std::optional<done_total> counts,
                        std::string_view message, std::size_t width) {
   constexpr int bar_cells = 24;
-  std::string line = fmt::format("{:>8} {:<10}", id, state);
+  std::string line = fmt::format("{:>8} {:<10}", id, terminal_safe(state));
   if (counts && counts->total > 0) {
     long long done = std::min(std::max(counts->done, 0LL), counts->total);
     int filled = static_cast<int>(done * bar_cells / counts->total);
@@ -219,7 +230,7 @@ std::string watch_line(long long id, std::string_view state, std::optional<done_
       while (!message.empty() && message.front() == ' ') message.remove_prefix(1);
     }
   }
-  if (!message.empty()) line += " " + std::string(message);
+  if (!message.empty()) line += " " + terminal_safe(message);
   while (!line.empty() && line.back() == ' ') line.pop_back();
   if (width > 0) line = cut_utf8(line, width);
   return line;
