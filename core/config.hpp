@@ -64,7 +64,10 @@ struct gateway_config {
   std::size_t max_body_bytes = 1 << 20;
   std::size_t max_bulk_jobs = 100000;
   std::chrono::milliseconds idle_timeout{30000};
-  std::string public_url;  // how workers' apps reach the gateway (DESCPROD_URL)
+  // The URL browsers use (scheme, host, port): Host and Origin are checked against it
+  // (gateway/guard.hpp). Empty: Origin is compared with Host, and a loopback listener serves
+  // loopback names only.
+  std::string public_url;
   // HTTPS: PEM certificate chain and private key files; both set → the gateway serves TLS only.
   std::string tls_cert;
   std::string tls_key;

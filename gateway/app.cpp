@@ -177,6 +177,7 @@ class gateway_app {
 
     std::uint16_t port =
         server_.bind(cfg_.gateway.address, static_cast<std::uint16_t>(cfg_.gateway.port));
+    ctx_.config.port = port;  // the port bound (gateway.port 0: any free one): the Host/Origin checks use it
     try {
       link_.start();
     } catch (const zmq::error_t& e) {

@@ -302,6 +302,36 @@ std::optional<web_origin> parse_origin(std::string_view url) {
   return origin_of_host(url.substr(0, scheme_end), rest);
 }
 
+bool is_loopback_name(std::string_view host) {
+  if (host == "localhost" || host == "[::1]") return true;
+  // 127.a.b.c, four decimal parts: "127.0.0.1.evil.example" is a name, not an address.
+  if (host.substr(0, 4) != "127.") return false;
+  int dots = 0, digits = 0;
+  for (char c : host) {
+    if (c == '.') {
+      if (digits == 0) return false;
+      ++dots;
+      digits = 0;
+    } else if (c >= '0' && c <= '9' && ++digits <= 3) {
+    } else {
+      return false;
+    }
+  }
+  return dots == 3 && digits > 0;
+}
+
+namespace {
+// `got` names this service: it is public_url's origin, or a loopback name on public_url's port or
+// on the port the gateway listens on. A loopback name cannot be the target of DNS rebinding (a
+// browser sends it only to a page it loaded from this machine's own address), and it is how
+// workers and people on the gateway's host reach it when public_url names the outside address.
+bool names_this_service(const gateway_context& ctx, const web_origin& got, const web_origin& want) {
+  if (got == want) return true;
+  return got.scheme == want.scheme && is_loopback_name(got.host) &&
+         (got.port == want.port || got.port == static_cast<unsigned>(ctx.config.port));
+}
+}  // namespace
+
 bool origin_matches(const gateway_context& ctx, std::string_view origin, std::string_view host) {
   if (origin.empty()) return true;
   auto got = parse_origin(origin);
@@ -311,11 +341,11 @@ bool origin_matches(const gateway_context& ctx, std::string_view origin, std::st
     auto rest = origin.substr(origin.find("://") + 3);
     if (rest.find('/') != std::string_view::npos) return false;
   }
-  std::optional<web_origin> want;
-  if (!ctx.config.public_url.empty())
-    want = parse_origin(ctx.config.public_url);
-  else
-    want = origin_of_host(ctx.tls ? "https" : "http", host);
+  if (!ctx.config.public_url.empty()) {
+    auto want = parse_origin(ctx.config.public_url);
+    return want && names_this_service(ctx, *got, *want);
+  }
+  auto want = origin_of_host(ctx.tls ? "https" : "http", host);
   return want && *got == *want;
 }
 
@@ -324,14 +354,27 @@ std::optional<api_error> check_request_header(const gateway_context& ctx,
   if (req.count(http::field::authorization) > 1)
     return bad_request("more than one Authorization header");
   if (req.count(http::field::host) > 1) return bad_request("more than one Host header");
-  if (ctx.config.public_url.empty()) return std::nullopt;
   auto target = req.target();
   auto path = target.substr(0, target.find('?'));
   if (path == "/healthz" || path == "/readyz") return std::nullopt;
+  if (ctx.config.public_url.empty()) {
+    // A gateway that listens on loopback only is reached by loopback names only: any other Host
+    // is a page of another site whose name was rebound to 127.0.0.1 (DNS rebinding). A request
+    // without Host is not from a browser.
+    const auto& a = ctx.config.address;
+    bool loopback_listener = a == "localhost" || a == "::1" || a.rfind("127.", 0) == 0;
+    auto host = req[http::field::host];
+    if (!loopback_listener || host.empty()) return std::nullopt;
+    auto got = origin_of_host(ctx.tls ? "https" : "http", host);
+    if (!got || !is_loopback_name(got->host))
+      return bad_request("Host header does not name this service (it listens on " + a +
+                         " only; set gateway.public_url to serve another name)");
+    return std::nullopt;
+  }
   auto want = parse_origin(ctx.config.public_url);
   if (!want) return std::nullopt;  // config_test-level problem; the config check reports it
   auto got = origin_of_host(want->scheme, req[http::field::host]);
-  if (!got || !(got->host == want->host && got->port == want->port))
+  if (!got || !names_this_service(ctx, *got, *want))
     return bad_request("Host header does not name this service (" + want->host + ":" +
                        std::to_string(want->port) + ")");
   return std::nullopt;

@@ -168,9 +168,12 @@ std::optional<web_origin> parse_origin(std::string_view url);
 // host[:port] of a Host header with the scheme's default port filled in.
 std::optional<web_origin> origin_of_host(std::string_view scheme, std::string_view host);
 
+// localhost, 127.x.y.z or [::1].
+bool is_loopback_name(std::string_view host);
 // Whether a browser's Origin header may change state here: absent (not a browser), or equal in
-// scheme, host and port to gateway.public_url when set, else to this gateway's own scheme and the
-// Host header.
+// scheme, host and port to gateway.public_url when set (or a loopback name on its port or the
+// listen port), else to this gateway's own scheme and the Host header. The Host header is held to
+// the same rule when public_url is set (check_request_header).
 bool origin_matches(const gateway_context& ctx, std::string_view origin, std::string_view host);
 
 // Checks of the request header before routing: two Authorization or two Host headers → 400; with

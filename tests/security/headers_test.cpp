@@ -71,6 +71,27 @@ TEST(Headers, OriginIsComparedBySchemeHostAndPort) {
   EXPECT_EQ(form.status, 403) << form.body;
 }
 
+// No public_url and a loopback listen address (the default): only loopback names reach it, so a
+// page on a name rebound to 127.0.0.1 (DNS rebinding) cannot read or change anything.
+TEST(Headers, ALoopbackGatewayAnswersOnlyLoopbackNames) {
+  service s(options());
+  const std::string port = std::to_string(s.port());
+  auto get = [&](const std::string& h) {
+    return raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}, "", h);
+  };
+  for (const std::string& h : {"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port, "127.0.0.2:" + port})
+    EXPECT_EQ(get(h).status, 200) << h;
+  for (const std::string& h : {"rebind.example:" + port, "10.1.2.3:" + port, "127.0.0.1.evil.example:" + port}) {
+    auto r = get(h);
+    EXPECT_EQ(r.status, 400) << h << " " << r.body;
+    EXPECT_NE(r.body.find("Host header does not name this service"), std::string::npos) << r.body;
+  }
+  auto page = raw_request("127.0.0.1", s.port(), "GET", "/login", {}, "", "rebind.example:" + port);
+  EXPECT_EQ(page.status, 400) << "the pages too";
+  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/healthz", {}, "", "rebind.example").status, 200)
+      << "the probes answer on any Host";
+}
+
 // Behind a TLS proxy: public_url https://descprod.example. Host must name it (DNS rebinding),
 // except on the probes; Origin must be exactly https://descprod.example.
 TEST(Headers, HostIsPinnedAndOriginComparedWithPublicUrl) {
@@ -85,11 +106,36 @@ TEST(Headers, HostIsPinnedAndOriginComparedWithPublicUrl) {
   EXPECT_EQ(post(host, "http://descprod.example").status, 403) << "plain http is another origin";
   EXPECT_EQ(post(host, "https://descprod.example:8443").status, 403);
   EXPECT_EQ(post(host, "https://evil.example").status, 403);
-  // Host pinned: the gateway's own address and a rebinding name are refused.
-  auto own = raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token});
-  EXPECT_EQ(own.status, 400) << own.body;
-  EXPECT_NE(own.body.find("Host"), std::string::npos) << own.body;
-  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/", {}, "", "evil.example").status, 400);
+  // Host pinned: a rebinding name, another address of this machine and another port are
+  // refused, with the reason.
+  const std::string port = std::to_string(s.port());
+  auto evil = raw_request("127.0.0.1", s.port(), "GET", "/", {}, "", "evil.example");
+  EXPECT_EQ(evil.status, 400) << evil.body;
+  EXPECT_NE(evil.body.find("Host"), std::string::npos) << evil.body;
+  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}, "",
+                        "10.1.2.3:" + port)
+                .status,
+            400);
+  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}, "",
+                        "evil.example:" + port)
+                .status,
+            400);
+  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}, "",
+                        "localhost:" + std::to_string(s.port() == 1 ? 2 : s.port() - 1))
+                .status,
+            400)
+      << "a loopback name on another port";
+  // A loopback name on the listen port is this service (a browser sends it only for a page it
+  // loaded from this machine, so it cannot come from DNS rebinding): how workers and people on the
+  // gateway's host reach it.
+  for (const std::string& h : {"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port})
+    EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}, "",
+                          h)
+                  .status,
+              200)
+        << h;
+  EXPECT_EQ(post(host, "https://localhost:" + port).status, 201) << "loopback origin on the listen port";
+  EXPECT_EQ(post(host, "http://localhost:" + port).status, 403) << "loopback origin of another scheme";
   EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}, "",
                         host)
                 .status,
