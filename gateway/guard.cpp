@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <boost/asio/ip/address.hpp>
 #include <cctype>
 #include <vector>
 
@@ -303,21 +304,12 @@ std::optional<web_origin> parse_origin(std::string_view url) {
 }
 
 bool is_loopback_name(std::string_view host) {
-  if (host == "localhost" || host == "[::1]") return true;
-  // 127.a.b.c, four decimal parts: "127.0.0.1.evil.example" is a name, not an address.
-  if (host.substr(0, 4) != "127.") return false;
-  int dots = 0, digits = 0;
-  for (char c : host) {
-    if (c == '.') {
-      if (digits == 0) return false;
-      ++dots;
-      digits = 0;
-    } else if (c >= '0' && c <= '9' && ++digits <= 3) {
-    } else {
-      return false;
-    }
-  }
-  return dots == 3 && digits > 0;
+  if (host == "localhost") return true;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  // An address, parsed strictly: "127.0.0.1.evil.example" is a name, not an address.
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(std::string(host), ec);
+  return !ec && address.is_loopback();
 }
 
 namespace {
@@ -362,7 +354,7 @@ std::optional<api_error> check_request_header(const gateway_context& ctx,
     // is a page of another site whose name was rebound to 127.0.0.1 (DNS rebinding). A request
     // without Host is not from a browser.
     const auto& a = ctx.config.address;
-    bool loopback_listener = a == "localhost" || a == "::1" || a.rfind("127.", 0) == 0;
+    bool loopback_listener = is_loopback_name(a);
     auto host = req[http::field::host];
     if (!loopback_listener || host.empty()) return std::nullopt;
     auto got = origin_of_host(ctx.tls ? "https" : "http", host);
