@@ -1,0 +1,81 @@
+// Every Redis key of the service, built in one place (docs/architecture.md, Redis layout). Code
+// that talks to Redis asks this module for a key; nothing else pastes a prefix and a suffix. The
+// Lua scripts receive their keys as KEYS where the caller knows them, and build the keys they
+// derive from a job's data (its owner's index, its parent's children) with the prelude
+// lua_prelude() renders from the same names.
+//
+// Layout, with prefix P (default "descprod:"):
+//   P next_job_id                 string  last job ID handed out
+//   P job:<id>                    hash    the job (job.hpp, job_field_order)
+//   P job:<id>:events             stream  the job's transitions (created at its first event)
+//   P job:<id>:log                stream  the job's progress lines
+//   P job:<id>:children           set     the IDs of its children
+//   P queue                       zset    ready jobs, score = queue_score(priority, id)
+//   P leases                      zset    dispatched and running jobs, score = lease deadline
+//   P events                      stream  every job's transitions (the live feed)
+//   P users                       set     account names
+//   P user:<name>                 hash    an account (role, status, password_hash, created)
+//   P user:<name>:jobs            zset    the account's job IDs
+//   P user:<name>:tokens          set     sha256 of its API tokens
+//   P user:<name>:worker_tokens   set     sha256 of its worker tokens
+//   P token:<sha256>              hash    a token (owner, scope, expires, pools, ...)
+//   P session:<sha256>            hash    a web session (user, csrf, created, flash)
+//   P worker:<id>                 hash    a worker as the daemon last saw it
+//   P pool:<name>                 set     the owners a worker pool serves
+//   P pilots                      set     pilot IDs;  P pilot:<id> hash: a Slurm allocation
+//   P daemon:stats                hash    the daemon's counters
+//   P stats:jobs_by_state         hash    state → number of jobs
+//
+// Thread-safety: a value type; const methods only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace descprod {
+
+class keys {
+ public:
+  explicit keys(std::string prefix = "descprod:") : p_(std::move(prefix)) {}
+
+  const std::string& prefix() const { return p_; }
+
+  std::string next_job_id() const { return p_ + "next_job_id"; }
+  std::string job(std::int64_t id) const { return job(std::to_string(id)); }
+  std::string job(std::string_view id) const { return cat("job:", id); }
+  std::string job_events(std::int64_t id) const { return job(id) + ":events"; }
+  std::string job_log(std::int64_t id) const { return job(id) + ":log"; }
+  std::string job_children(std::int64_t id) const { return job(id) + ":children"; }
+  std::string queue() const { return p_ + "queue"; }
+  std::string leases() const { return p_ + "leases"; }
+  std::string events() const { return p_ + "events"; }
+  std::string users() const { return p_ + "users"; }
+  std::string user(std::string_view name) const { return cat("user:", name); }
+  std::string user_jobs(std::string_view name) const { return user(name) + ":jobs"; }
+  std::string user_tokens(std::string_view name) const { return user(name) + ":tokens"; }
+  std::string user_worker_tokens(std::string_view name) const {
+    return user(name) + ":worker_tokens";
+  }
+  std::string token(std::string_view sha256) const { return cat("token:", sha256); }
+  std::string session(std::string_view sha256) const { return cat("session:", sha256); }
+  std::string worker(std::string_view id) const { return cat("worker:", id); }
+  std::string worker_pattern() const { return p_ + "worker:*"; }  // for SCAN MATCH
+  std::string pool(std::string_view name) const { return cat("pool:", name); }
+  std::string pool_pattern() const { return p_ + "pool:*"; }  // for SCAN MATCH
+  std::string pilots() const { return p_ + "pilots"; }
+  std::string pilot(std::string_view id) const { return cat("pilot:", id); }
+  std::string daemon_stats() const { return p_ + "daemon:stats"; }
+  std::string jobs_by_state() const { return p_ + "stats:jobs_by_state"; }
+
+ private:
+  std::string cat(std::string_view kind, std::string_view rest) const {
+    std::string k;
+    k.reserve(p_.size() + kind.size() + rest.size());
+    k.append(p_).append(kind).append(rest);
+    return k;
+  }
+  std::string p_;
+};
+
+}  // namespace descprod
