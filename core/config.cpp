@@ -65,6 +65,15 @@ class section {
         throw config_error(where(file_, kv.first.Mark()) + ": " + qualified(k) + ": unknown key");
     }
   }
+  // Two keys that make sense only together (a certificate and its key): reads both and fails,
+  // naming the one given, when only one of them is.
+  void read_pair(const std::string& a, std::string& va, const std::string& b, std::string& vb) {
+    read(a, va);
+    read(b, vb);
+    if (va.empty() == vb.empty()) return;
+    const std::string& given = va.empty() ? b : a;
+    fail(take(given), given, a + " and " + b + " go together");
+  }
   [[noreturn]] void fail(const YAML::Node& v, const std::string& key, const std::string& why) {
     throw config_error(where(file_, v.Mark()) + ": " + qualified(key) + ": " + why);
   }
@@ -188,12 +197,7 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     if (auto v = s.take("public_url");
         v && c.gateway.public_url.rfind("http://", 0) != 0 && c.gateway.public_url.rfind("https://", 0) != 0)
       s.fail(v, "public_url", "expected an http:// or https:// URL");
-    s.read("tls_cert", c.gateway.tls_cert);
-    s.read("tls_key", c.gateway.tls_key);
-    if (c.gateway.tls_cert.empty() != c.gateway.tls_key.empty()) {
-      auto k = c.gateway.tls_cert.empty() ? "tls_key" : "tls_cert";
-      s.fail(s.take(k), k, "tls_cert and tls_key go together");
-    }
+    s.read_pair("tls_cert", c.gateway.tls_cert, "tls_key", c.gateway.tls_key);
     {
       long long ttl = c.gateway.session_ttl.count();
       s.read_range<long long>("session_ttl_s", ttl, 60, 90LL * 24 * 3600);
@@ -258,12 +262,8 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read("worker_auth", c.daemon.worker_auth);
     if (auto v = s.take("worker_auth"); v && c.daemon.worker_auth != "token" && c.daemon.worker_auth != "open")
       s.fail(v, "worker_auth", "expected token or open");
-    s.read("curve_secret_key_file", c.daemon.curve_secret_key_file);
-    s.read("curve_authorized_keys_dir", c.daemon.curve_authorized_keys_dir);
-    if (c.daemon.curve_secret_key_file.empty() != c.daemon.curve_authorized_keys_dir.empty()) {
-      auto k = c.daemon.curve_secret_key_file.empty() ? "curve_authorized_keys_dir" : "curve_secret_key_file";
-      s.fail(s.take(k), k, "curve_secret_key_file and curve_authorized_keys_dir go together");
-    }
+    s.read_pair("curve_secret_key_file", c.daemon.curve_secret_key_file, "curve_authorized_keys_dir",
+                c.daemon.curve_authorized_keys_dir);
     s.finish();
   }
   {
@@ -287,12 +287,8 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     if (auto v = s.take("containment");
         v && c.worker.containment != "auto" && c.worker.containment != "cgroup" && c.worker.containment != "subreaper")
       s.fail(v, "containment", "expected auto, cgroup or subreaper");
-    s.read("curve_server_key_file", c.worker.curve_server_key_file);
-    s.read("curve_secret_key_file", c.worker.curve_secret_key_file);
-    if (c.worker.curve_server_key_file.empty() != c.worker.curve_secret_key_file.empty()) {
-      auto k = c.worker.curve_server_key_file.empty() ? "curve_server_key_file" : "curve_secret_key_file";
-      s.fail(s.take(k), k, "curve_server_key_file and curve_secret_key_file go together");
-    }
+    s.read_pair("curve_server_key_file", c.worker.curve_server_key_file, "curve_secret_key_file",
+                c.worker.curve_secret_key_file);
     s.finish();
   }
   {

@@ -116,16 +116,22 @@ std::string resolve_program(const std::string& name) {
 }
 }  // namespace
 
+// The NULL-terminated char* array execve and posix_spawn take; it points into `v`, which must
+// outlive it.
+static std::vector<char*> c_strings(const std::vector<std::string>& v) {
+  std::vector<char*> out;
+  out.reserve(v.size() + 1);
+  for (const auto& a : v) out.push_back(const_cast<char*>(a.c_str()));
+  out.push_back(nullptr);
+  return out;
+}
+
 // clone3 without CLONE_VM is a fork: it copies the worker's page tables, a few hundred
 // microseconds more than posix_spawn's vfork. Only jobs in a cgroup pay for it.
 static pid_t spawn_in_cgroup(const spawn_options& opts, int& pidfd_out) {
   std::string program = resolve_program(opts.argv[0]);
-  std::vector<char*> argv;
-  for (const auto& a : opts.argv) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (const auto& e : opts.env) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
+  auto argv = c_strings(opts.argv);
+  auto envp = c_strings(opts.env);
   int report[2];
   if (::pipe2(report, O_CLOEXEC) != 0) throw_errno(errno, "pipe2");
   int pidfd = -1;
@@ -192,12 +198,8 @@ child_process::child_process(net::any_io_executor ex, const spawn_options& opts)
   posix_spawnattr_setpgroup(&g.attr, 0);
   posix_spawnattr_setflags(&g.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
-  std::vector<char*> argv;
-  for (const auto& a : opts.argv) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (const auto& e : opts.env) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
+  auto argv = c_strings(opts.argv);
+  auto envp = c_strings(opts.env);
 
   pid_t pid = -1;
   // posix_spawn has no umask attribute: the child inherits ours, set for the spawn only (the

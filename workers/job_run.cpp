@@ -109,6 +109,17 @@ net::awaitable<void> job_run::wait_for_exit(std::shared_ptr<child_watch> w) {
   w->wake.cancel();
 }
 
+spawn_options job_run::child_spawn_options() const {
+  spawn_options opts;
+  opts.env = child_environment();
+  opts.cwd = rundir_.string();
+  opts.cwd_fd = dir_fd_;
+  opts.output_fd = log_fd_;
+  opts.umask = spec_.umask;
+  if (box_) opts.cgroup_fd = box_->cgroup_fd();
+  return opts;
+}
+
 std::vector<std::string> job_run::child_environment() const {
   std::vector<std::pair<std::string, std::string>> env = spec_.env;
   env.emplace_back("DESCPROD_JOB_ID", std::to_string(spec_.id));
@@ -177,14 +188,8 @@ net::awaitable<job_result> job_run::run() {
     }
   }
 
-  spawn_options opts;
+  spawn_options opts = child_spawn_options();
   opts.argv = command_argv(spec_);
-  opts.env = child_environment();
-  opts.cwd = rundir_.string();
-  opts.cwd_fd = dir_fd_;
-  opts.output_fd = log_fd_;
-  opts.umask = spec_.umask;
-  if (box_) opts.cgroup_fd = box_->cgroup_fd();
 
   std::shared_ptr<child_watch> app;
   try {
@@ -288,15 +293,9 @@ net::awaitable<void> job_run::run_closeout(int return_status) {
       ::faccessat(dir_fd_, "descprod-closeout", X_OK, AT_SYMLINK_NOFOLLOW) != 0)
     co_return;
 
-  spawn_options opts;
+  spawn_options opts = child_spawn_options();
   opts.argv.push_back(closeout.string());  // no braced list in a coroutine (GCC 12)
   opts.argv.push_back(std::to_string(return_status));
-  opts.env = child_environment();
-  opts.cwd = rundir_.string();
-  opts.cwd_fd = dir_fd_;
-  opts.output_fd = log_fd_;
-  opts.umask = spec_.umask;
-  if (box_) opts.cgroup_fd = box_->cgroup_fd();
   std::shared_ptr<child_watch> w;
   try {
     w = spawn(opts);

@@ -109,6 +109,9 @@ class job_run {
   void try_flush_files();  // logs a failure instead
   void write_wrapper_status();
   std::vector<std::string> child_environment() const;
+  // What the application and its closeout script share: environment, run directory (by its
+  // descriptor), the log as stdout/stderr, the job's umask and cgroup. The caller adds argv.
+  spawn_options child_spawn_options() const;
   // A line of the worker's own in the job's log ("descprod-worker: ...").
   void note_in_log(const std::string& text);
   // Notes once per file and reason that a run-directory file was not read.

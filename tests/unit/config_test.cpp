@@ -336,3 +336,23 @@ TEST(AppArgv, ValuesAreNeverSplitOrInterpreted) {
 
 }  // namespace
 }  // namespace descprod
+
+namespace descprod {
+namespace {
+
+// Keys that go together (a certificate and its key, a CURVE key pair): one without the other
+// names the one given, with its line.
+TEST(ParseConfig, PairedKeysNameTheOneGivenAlone) {
+  EXPECT_EQ(config_error_of("gateway:\n  tls_key: /k.pem\n"),
+            "test.yaml:2:12: gateway.tls_key: tls_cert and tls_key go together");
+  EXPECT_EQ(config_error_of("daemon:\n  curve_secret_key_file: /s\n"),
+            "test.yaml:2:26: daemon.curve_secret_key_file: curve_secret_key_file and "
+            "curve_authorized_keys_dir go together");
+  EXPECT_EQ(config_error_of("worker:\n\n  curve_secret_key_file: /s\n"),
+            "test.yaml:3:26: worker.curve_secret_key_file: curve_server_key_file and "
+            "curve_secret_key_file go together");
+  EXPECT_EQ(config_error_of("worker:\n  curve_server_key_file: /p\n  curve_secret_key_file: /s\n"), "");
+}
+
+}  // namespace
+}  // namespace descprod
