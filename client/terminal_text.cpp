@@ -54,56 +54,44 @@ std::size_t utf8_at(std::string_view s, std::size_t i, std::uint32_t& cp) {
   return n;
 }
 
-}  // namespace
-
-std::string terminal_safe(std::string_view s, terminal_safe_options opts) {
+// The one walk both functions make: each valid UTF-8 character is kept, or replaced by
+// `escape(cp)` when `unsafe(cp)`; each byte that is not part of valid UTF-8 becomes `invalid(c)`.
+template <class Unsafe, class Escape, class Invalid>
+std::string rewrite_utf8(std::string_view s, Unsafe unsafe, Escape escape, Invalid invalid) {
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7F) {
-      if ((c == '\t' && opts.keep_tab) || (c == '\n' && opts.keep_newline)) out += static_cast<char>(c);
-      else out += hex_byte(c);
-      ++i;
-      continue;
-    }
     std::uint32_t cp = 0;
     std::size_t n = utf8_at(s, i, cp);
     if (n == 0) {
-      out += hex_byte(c);
+      out += invalid(static_cast<unsigned char>(s[i]));
       ++i;
-    } else if (unsafe_code_point(cp)) {
-      out += u_escape(cp);
-      i += n;
-    } else {
-      out.append(s.substr(i, n));
-      i += n;
+      continue;
     }
+    if (unsafe(cp)) out += escape(cp);
+    else out.append(s.substr(i, n));
+    i += n;
   }
   return out;
 }
 
+}  // namespace
+
+std::string terminal_safe(std::string_view s, terminal_safe_options opts) {
+  auto unsafe = [&](std::uint32_t cp) {
+    if (cp == '\t') return !opts.keep_tab;
+    if (cp == '\n') return !opts.keep_newline;
+    return cp < 0x20 || cp == 0x7F || unsafe_code_point(cp);
+  };
+  // C0 controls and DEL as \xNN, like the invalid bytes; C1 and bidi characters as \uNNNN.
+  auto escape = [](std::uint32_t cp) { return cp < 0x80 ? hex_byte(static_cast<unsigned char>(cp)) : u_escape(cp); };
+  return rewrite_utf8(s, unsafe, escape, hex_byte);
+}
+
 std::string json_terminal_safe(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    std::uint32_t cp = 0;
-    std::size_t n = c < 0x80 ? 1 : utf8_at(s, i, cp);
-    if (c < 0x80) cp = c;
-    if (n == 0) {
-      out += "\\ufffd";
-      ++i;
-    } else if (cp == 0x7F || unsafe_code_point(cp) || cp < 0x20) {
-      // Raw C0 controls cannot occur inside a JSON string; outside one they are not meant.
-      out += u_escape(cp);
-      i += n;
-    } else {
-      out.append(s.substr(i, n));
-      i += n;
-    }
-  }
-  return out;
+  // Raw C0 controls cannot occur inside a JSON string; outside one they are not meant.
+  auto unsafe = [](std::uint32_t cp) { return cp < 0x20 || cp == 0x7F || unsafe_code_point(cp); };
+  return rewrite_utf8(s, unsafe, u_escape, [](unsigned char) { return std::string("\\ufffd"); });
 }
 
 }  // namespace descprod::client
