@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include "client/commands.hpp"
 #include "client/common.hpp"
@@ -33,12 +34,10 @@ std::string join(const std::vector<std::string>& v) {
   return out;
 }
 
-// The shared shape of the three split commands.
-int split_command(int argc, char** argv, const char* fallback, const char* arg_name,
-                  std::vector<std::string> (*split)(std::string_view), bool field) {
-  const std::string me = program_name(argc > 0 ? argv[0] : nullptr, fallback);
-  const std::string usage = "Usage: " + me + " [-h] " + arg_name + "\n";
-  auto args = arguments(argc, argv);
+// The argument check of the commands that take one string: -h prints the usage (exit 0), any
+// other count than one is a usage error (exit 2). nullopt: go on with args[0].
+std::optional<int> expect_one(const std::vector<std::string>& args, const std::string& me,
+                              const std::string& usage, const char* arg_name) {
   if (args.size() == 1 && (args[0] == "-h" || args[0] == "--help")) {
     std::cout << usage;
     return exit_code::ok;
@@ -47,6 +46,16 @@ int split_command(int argc, char** argv, const char* fallback, const char* arg_n
     std::cerr << me << ": ERROR: expected exactly one " << arg_name << "\n" << usage;
     return exit_code::usage;
   }
+  return std::nullopt;
+}
+
+// The shared shape of the three split commands.
+int split_command(int argc, char** argv, const char* fallback, const char* arg_name,
+                  std::vector<std::string> (*split)(std::string_view), bool field) {
+  const std::string me = program_name(argc > 0 ? argv[0] : nullptr, fallback);
+  const std::string usage = "Usage: " + me + " [-h] " + arg_name + "\n";
+  auto args = arguments(argc, argv);
+  if (auto rc = expect_one(args, me, usage, arg_name)) return *rc;
   const std::string& s = args[0];
   if (int chk = check_config(s)) return chk;
   if (field && s.find('-') != std::string::npos) return 5;
@@ -78,14 +87,7 @@ int check_config_main(int argc, char** argv) {
       "  3 a '---' constituent contains '--', 4 starts or ends with '-',\n"
       "  5 starts or ends with ':', 9 empty.\n";
   auto args = arguments(argc, argv);
-  if (args.size() == 1 && (args[0] == "-h" || args[0] == "--help")) {
-    std::cout << usage;
-    return exit_code::ok;
-  }
-  if (args.size() != 1) {
-    std::cerr << me << ": ERROR: expected exactly one CONFIG\n" << usage;
-    return exit_code::usage;
-  }
+  if (auto rc = expect_one(args, me, usage, "CONFIG")) return *rc;
   int chk = check_config(args[0]);
   if (chk) {
     std::cerr << me << ": '" << args[0] << "' " << check_config_reason(chk) << " (check_config code " << chk
