@@ -107,6 +107,8 @@ class simulator {
   void handle(int w, zmq::message_t& cmd, zmq::message_t& body);
   void finish_job(int w, long long id, long long attempt);
   void flush_credits(int w);
+  // The `running` list of a hello or heartbeat: the jobs worker w holds, [{job, attempt}].
+  json::array running_list(int w) const;
   void send_hello(int w);
   void fail(const std::string& why) {
     ++errors_;
@@ -161,6 +163,11 @@ void simulator::send_hello(int w) {
   h["version"] = "sim-workers";
   h["walltime_end"] = 0;
   h["walltime_margin_s"] = 0;
+  h["running"] = running_list(w);
+  send(w, "hello", std::move(h));
+}
+
+json::array simulator::running_list(int w) const {
   json::array running;
   for (auto& [id, att] : ws_[w].held) {
     json::object r;
@@ -168,8 +175,7 @@ void simulator::send_hello(int w) {
     r["attempt"] = att;
     running.push_back(std::move(r));
   }
-  h["running"] = std::move(running);
-  send(w, "hello", std::move(h));
+  return running;
 }
 
 void simulator::flush_credits(int w) {
@@ -422,14 +428,7 @@ int simulator::run() {
       beats_.pop_front();
       if (ws_[i].welcomed) {
         json::object b;
-        json::array running;
-        for (auto& [id, att] : ws_[i].held) {
-          json::object r;
-          r["job"] = id;
-          r["attempt"] = att;
-          running.push_back(std::move(r));
-        }
-        b["running"] = std::move(running);
+        b["running"] = running_list(i);
         send(i, "heartbeat", std::move(b));
         ++heartbeats_;
       }
