@@ -1,6 +1,6 @@
-// Typed configuration (DESIGN §9). One YAML file with a section per component; each binary reads
-// the sections it needs. Unknown keys and bad values are rejected with file:line:column.
-// Components receive these structs, never YAML nodes or the environment.
+// Typed configuration (config/descprod.yaml describes every key). One YAML file with a section per
+// component; each binary reads the sections it needs. Unknown keys and bad values are rejected with
+// file:line:column. Components receive these structs, never YAML nodes or the environment.
 #pragma once
 
 #include <chrono>
@@ -25,7 +25,7 @@ struct redis_config {
   std::string prefix = "descprod:";
 };
 
-// One application of the registry (config/apps.yaml, DESIGN §6.1).
+// One application of the registry (config/apps.yaml, docs/architecture.md#app-contract).
 struct app_def {
   std::string name;
   std::vector<std::string> command;                       // default {"runapp-<name>"}

@@ -1,4 +1,4 @@
-// The ZeroMQ wire protocol between daemon, workers and gateways (DESIGN §4).
+// The ZeroMQ wire protocol between daemon, workers and gateways (docs/protocol.md).
 // A message is two frames, [command][JSON object]; a ROUTER sees a routing frame before them.
 // The first message from a peer is `hello`, carrying `protocol`; a mismatch is refused.
 #pragma once

@@ -1,4 +1,4 @@
-// The worker daemon's protocol side (DESIGN §4): one DEALER session with the daemon — hello,
+// The worker daemon's protocol side (docs/protocol.md): one DEALER session with the daemon — hello,
 // welcome, credit-based pull of jobs, started/progress/finished reports, heartbeats both ways,
 // reconnect with backoff when the daemon falls silent — and the set of job_runs it holds.
 //
