@@ -168,7 +168,7 @@ struct pilots_config {
   std::string qos;              // sbatch --qos
   std::string constraint;       // sbatch --constraint (e.g. cpu at NERSC)
   std::string job_name = "descprod-pilot";
-  int signal_lead_s = 120;      // sbatch --signal=TERM@lead: the workers drain this long before the end
+  int signal_lead_s = 120;      // sbatch --signal=B:TERM@lead: the workers drain this long before the end
   double idle_timeout_s = 300;  // a pilot's workers exit after this long without a job
   std::string script = "scripts/slurm/descprod-pilot.sbatch";
   std::string worker_config;    // the config file the pilots' workers read (empty: the daemon's own)
