@@ -1,4 +1,4 @@
-// descprod-admin: account administration on the service's Redis (DESIGN §7).
+// descprod-admin: account administration on the service's Redis (docs/operators.md).
 //   descprod-admin [--config FILE] add-user NAME [--admin]
 //   descprod-admin [--config FILE] token NAME        prints a new API token for NAME
 //   descprod-admin [--config FILE] list-users

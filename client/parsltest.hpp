@@ -1,6 +1,7 @@
-// runapp-parsltest, DESCprod's example application (reference §2.7), without parsl: the config's
-// tasks run as local child processes, at most nwrk at once, or (fan-out) as child jobs of the
-// service. This header holds the pure parts (config, durations, status lines) for the unit tests.
+// runapp-parsltest, DESCprod's example application (docs/client.md#runapp-parsltest), without
+// parsl: the config's tasks run as local child processes, at most nwrk at once, or (fan-out) as
+// child jobs of the service. This header holds the pure parts (config, durations, status lines) for
+// the unit tests.
 //
 // Config (DESCprod's dash style, e.g. sleep-ttsk2-ntsk20-nwrk4):
 //   sleep            task type (default); ifixw, ifixn, ifix0 are accepted and run as sleep

@@ -1,4 +1,5 @@
-// Accounts, passwords and API tokens (DESIGN §3.3, §8). The blocking functions run on a redis_sync
+// Accounts, passwords and API tokens (docs/architecture.md#redis-layout,
+// docs/security.md). The blocking functions run on a redis_sync
 // connection (descprod-admin, test fixtures); the command builders and the Lua scripts are shared
 // with the gateway, which runs the same commands asynchronously, so both sides change an account
 // the same way.

@@ -1,6 +1,6 @@
-// Typed configuration (DESIGN §9). One YAML file with a section per component; each binary reads
-// the sections it needs. Unknown keys and bad values are rejected with file:line:column.
-// Components receive these structs, never YAML nodes or the environment.
+// Typed configuration (config/descprod.yaml describes every key). One YAML file with a section per
+// component; each binary reads the sections it needs. Unknown keys and bad values are rejected with
+// file:line:column. Components receive these structs, never YAML nodes or the environment.
 #pragma once
 
 #include <chrono>
@@ -25,7 +25,7 @@ struct redis_config {
   std::string prefix = "descprod:";
 };
 
-// One application of the registry (config/apps.yaml, DESIGN §6.1).
+// One application of the registry (config/apps.yaml, docs/architecture.md#app-contract).
 struct app_def {
   std::string name;
   std::vector<std::string> command;                       // default {"runapp-<name>"}
@@ -168,7 +168,7 @@ struct pilots_config {
   std::string qos;              // sbatch --qos
   std::string constraint;       // sbatch --constraint (e.g. cpu at NERSC)
   std::string job_name = "descprod-pilot";
-  int signal_lead_s = 120;      // sbatch --signal=TERM@lead: the workers drain this long before the end
+  int signal_lead_s = 120;      // sbatch --signal=B:TERM@lead: the workers drain this long before the end
   double idle_timeout_s = 300;  // a pilot's workers exit after this long without a job
   std::string script = "scripts/slurm/descprod-pilot.sbatch";
   std::string worker_config;    // the config file the pilots' workers read (empty: the daemon's own)

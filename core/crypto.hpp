@@ -1,5 +1,5 @@
 // Random secrets and their hashes. Tokens are 256 random bits, shown once to their owner and
-// stored only as SHA-256 hex (DESIGN §8).
+// stored only as SHA-256 hex (docs/security.md#credentials).
 #pragma once
 #include <string>
 #include <string_view>

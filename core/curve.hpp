@@ -1,6 +1,6 @@
-// CURVE keys for the daemon's worker socket (DESIGN §4, §8): Z85 text (40 characters), one key
-// per file. A secret key file holds the secret key; its public key is derived from it. Made by
-// `descprod-admin keys`.
+// CURVE keys for the daemon's worker socket (docs/protocol.md#worker-authentication): Z85 text (40
+// characters), one key per file. A secret key file holds the secret key; its public key is derived
+// from it. Made by `descprod-admin keys`.
 #pragma once
 
 #include <string>

@@ -17,7 +17,7 @@ using job_id = std::int64_t;
 
 enum class job_state { ready, dispatched, running, done, failed, timeout, killed, cancelled, lost };
 
-// The events that move a job between states (DESIGN §3.2).
+// The events that move a job between states (docs/architecture.md#job-model).
 enum class job_event { lease, start, finish, requeue, cancel, lose };
 
 std::string_view to_string(job_state s);
@@ -59,7 +59,8 @@ std::vector<std::string> split_config(std::string_view s);
 std::vector<std::string> split_config_field(std::string_view s);
 std::vector<std::string> split_compound_config(std::string_view s);
 
-// The job's record as stored in Redis (field → string). Field names follow DESIGN §3.1.
+// The job's record as stored in Redis (field → string). Field names:
+// docs/architecture.md#job-model.
 using job_record = std::map<std::string, std::string>;
 
 // The field order of DESCprod's JobData.data_names, followed by the fields this project adds.

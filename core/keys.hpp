@@ -8,7 +8,7 @@
 //   P next_job_id                 string  last job ID handed out
 //   P job:<id>                    hash    the job (job.hpp, job_field_order)
 //   P job:<id>:events             stream  the job's transitions (created at its first event)
-//   P job:<id>:log                stream  the job's progress lines
+//   P job:<id>:log                stream  the tail of the job's stdout/stderr (daemon, from `log`)
 //   P job:<id>:children           set     the IDs of its children
 //   P queue                       zset    ready jobs, score = queue_score(priority, id)
 //   P leases                      zset    dispatched and running jobs, score = lease deadline

@@ -1,4 +1,4 @@
-// The ZeroMQ wire protocol between daemon, workers and gateways (DESIGN §4).
+// The ZeroMQ wire protocol between daemon, workers and gateways (docs/protocol.md).
 // A message is two frames, [command][JSON object]; a ROUTER sees a routing frame before them.
 // The first message from a peer is `hello`, carrying `protocol`; a mismatch is refused.
 #pragma once
@@ -14,22 +14,32 @@ namespace descprod::protocol {
 
 inline constexpr int version = 1;
 
+// Message bodies as sent today; docs/protocol.md has every field's meaning. `?`: optional.
+// Every worker message also carries `worker` (its id) and, when it has one, `token`.
 // Worker → daemon
-inline constexpr std::string_view hello = "hello";          // {protocol, role, worker, token, owner, host, slots, pool, version, walltime_end, running:[{job,attempt}]}
+// {protocol, role:"worker", worker, token, owner, host, slots, prefetch?, pool, version,
+//  walltime_end, walltime_margin_s, running:[{job,attempt}], healthy?, health_reason?}
+inline constexpr std::string_view hello = "hello";
 inline constexpr std::string_view ready = "ready";          // {credits}
-inline constexpr std::string_view started = "started";      // {job, attempt, pid, host, rundir}
+inline constexpr std::string_view started = "started";      // {job, attempt, pid, host, rundir, ack?}
 inline constexpr std::string_view progress = "progress";    // {job, attempt, message, done?, total?}
 inline constexpr std::string_view log_lines = "log";        // {job, attempt, lines:[...]}
-inline constexpr std::string_view finished = "finished";    // {job, attempt, rc, signal, timed_out, message}
-inline constexpr std::string_view heartbeat = "heartbeat";  // {} (both ways)
+// {job, attempt, rc, signal, timed_out, message, ack?}
+inline constexpr std::string_view finished = "finished";
+// worker → daemon {running:[{job,attempt}], healthy, health_reason?}; daemon → worker {}
+inline constexpr std::string_view heartbeat = "heartbeat";
 inline constexpr std::string_view bye = "bye";              // {} (after a drain: nothing left)
 inline constexpr std::string_view drain = "drain";          // {} stop sending me jobs
-inline constexpr std::string_view handback = "handback";    // {job, attempt, reason} requeue, no attempt used
+// {job, attempt, reason, walltime?, time_limit_s?, ack?}: requeue, no attempt used
+inline constexpr std::string_view handback = "handback";
 // Daemon → worker / gateway
-inline constexpr std::string_view welcome = "welcome";      // {protocol, heartbeat_ms, lease_timeout_ms}
-inline constexpr std::string_view job = "job";              // {job:{record}, attempt, app:{argv,env,time_limit_s,login_shell}}
+// {protocol, heartbeat_ms, lease_timeout_ms, acks?} (a gateway's welcome: {protocol})
+inline constexpr std::string_view welcome = "welcome";
+// {job:{record}, attempt, app:{argv, env, time_limit_s, login_shell, cores, umask, memory_max?,
+//  limit_cores?}, token}
+inline constexpr std::string_view job = "job";
 inline constexpr std::string_view cancel = "cancel";        // {job, attempt} (also gateway → daemon: {job})
-inline constexpr std::string_view reject = "reject";        // {reason}
+inline constexpr std::string_view reject = "reject";        // {reason, retry?}
 // {reports:[[job, attempt, command], ...]}: these started/finished/handback reports are written
 // (or refused as stale); sent only for reports that carried "ack": true (workers/worker.cpp)
 inline constexpr std::string_view ack = "ack";

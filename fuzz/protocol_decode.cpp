@@ -25,7 +25,7 @@ using namespace descprod;
 
 namespace {
 
-// The commands of DESIGN §4 as listed in protocol.hpp, written out again on purpose.
+// The commands of docs/protocol.md as listed in protocol.hpp, written out again on purpose.
 const std::set<std::string, std::less<>>& commands() {
   static const std::set<std::string, std::less<>> c = {
       "hello",  "ready",     "started", "progress", "log",     "finished", "heartbeat", "bye",
@@ -116,7 +116,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string why;
   auto msg = protocol::decode(frames, first, why);
 
-  // What an independent reading of DESIGN §4 accepts.
+  // What an independent reading of docs/protocol.md accepts.
   bool shape = frames.size() == first + 2;
   bool known = shape && commands().count(texts[first]) > 0;
   boost::json::value body;

@@ -1,10 +1,11 @@
-// One attempt of one job on this machine, from run directory to exit status (DESIGN §6.2–6.3):
-// creates the run directory and config.json, spawns the app (no shell) in its own process group with
-// stdout+stderr in <job>.log, watches current-status.txt, enforces the time limit, handles
-// terminate requests (cancel, shutdown) with SIGTERM then SIGKILL after a grace period, runs
-// descprod-closeout, and keeps progress.log and wrapper-status.json as DESCprod's wrapper did.
-// It knows nothing of ZeroMQ: the worker (or a local runner such as descprod-start-job) learns of
-// `started` and progress through the observer and gets the outcome from run().
+// One attempt of one job on this machine, from run directory to exit status
+// (docs/architecture.md#app-contract): creates the run directory and config.json, spawns the app
+// (no shell) in its own process group with stdout+stderr in <job>.log, watches current-status.txt,
+// enforces the time limit, handles terminate requests (cancel, shutdown) with SIGTERM then SIGKILL
+// after a grace period, runs descprod-closeout, and keeps progress.log and wrapper-status.json as
+// DESCprod's wrapper did. It knows nothing of ZeroMQ: the worker (or a local runner such as
+// descprod-start-job) learns of `started` and progress through the observer and gets the outcome
+// from run().
 //
 // Thread-safety: none; a job_run lives on one io_context thread.
 #pragma once

@@ -1,7 +1,9 @@
-// What a worker is asked to run: the checked form of the daemon's `job` message (DESIGN §4, §6).
+// What a worker is asked to run: the checked form of the daemon's `job` message (docs/protocol.md,
+// docs/architecture.md#app-contract).
 //   {"job": {record as job_to_json}, "attempt": a,
-//    "app": {"argv": [...], "env": {"K": "V"}, "time_limit_s": 0, "login_shell": false,
-//             "umask": 23, "memory_max": 0, "limit_cores": 0}}
+//    "app": {"argv": [...], "env": {"K": "V"}, "time_limit_s": 0, "login_shell": false, "cores": 1,
+//             "umask": 23, "memory_max"?: bytes, "limit_cores"?: cores},
+//    "token": "<the job-scoped DESCPROD_TOKEN>"}
 //
 // Thread-safety: plain values and pure functions.
 #pragma once

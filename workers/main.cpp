@@ -1,4 +1,5 @@
-// descprod-worker: runs DESCprod jobs handed out by descprod-daemon on this node (DESIGN §2, §4, §6).
+// descprod-worker: runs DESCprod jobs handed out by descprod-daemon on this node
+// (docs/architecture.md#processes, docs/protocol.md, docs/architecture.md#app-contract).
 // Thin main: command line and config into worker_options, one io_context on one thread, signals.
 // Exit codes: 0 after SIGINT/SIGTERM or the idle timeout (--idle-timeout), 1 when the daemon
 // rejects the worker or an unexpected error, 2 for a bad command line or configuration.

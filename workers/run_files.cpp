@@ -260,7 +260,7 @@ void write_file_atomic(const fs::path& path, std::string_view content) {
   // the old content, now under the temporary name, is unlinked. Crash-safety: no fsync, as
   // before (the old code relied on ext4's heuristic, not on a sync); after a machine crash the
   // file may hold its previous content or, at worst, be empty. Its readers are people and
-  // tools looking at a run directory; Redis holds the job's state (DESIGN §3), and nothing
+  // tools looking at a run directory; Redis holds the job's state (docs/architecture.md), and nothing
   // reconciles from these files (DESCprod's wrapper wrote them without any care). A crash of the
   // worker between the exchange and the unlink leaves an old copy under the .tmp name, which the
   // next write truncates.

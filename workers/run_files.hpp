@@ -1,6 +1,7 @@
-// The files a worker keeps in a job's run directory (DESIGN §6.2–6.3; DESCprod's wrapper, reference
-// §2.5): the run directory itself, current-status.txt (written by the app), progress.log and
-// wrapper-status.json (written by the worker). Plain synchronous functions, no Asio.
+// The files a worker keeps in a job's run directory (docs/architecture.md#app-contract; as
+// DESCprod's wrapper kept them): the run directory itself, current-status.txt (written by the app),
+// progress.log and wrapper-status.json (written by the worker). Plain synchronous functions, no
+// Asio.
 //
 // Thread-safety: the functions share no state; concurrent calls on different paths are safe.
 #pragma once
@@ -94,7 +95,7 @@ void write_file_new(const fs::path& path, std::string_view content);
 // Appends `content` to `path`, creating it. Throws fs::filesystem_error.
 void append_file(const fs::path& path, std::string_view content);
 
-// The current time as Unix epoch seconds with a fraction (DESIGN §3.1).
+// The current time as Unix epoch seconds with a fraction (docs/architecture.md#job-model).
 double epoch_seconds();
 
 }  // namespace descprod::workers

@@ -1,4 +1,4 @@
-// The worker daemon's protocol side (DESIGN §4): one DEALER session with the daemon — hello,
+// The worker daemon's protocol side (docs/protocol.md): one DEALER session with the daemon — hello,
 // welcome, credit-based pull of jobs, started/progress/finished reports, heartbeats both ways,
 // reconnect with backoff when the daemon falls silent — and the set of job_runs it holds.
 //
@@ -59,7 +59,7 @@ struct worker_options {
   std::string host;              // FQDN when known
   int slots = 1;
   // Jobs asked for beyond the free slots, queued here until a slot frees (0: only free slots).
-  // The configuration's default is 2 (worker.prefetch); 0 here keeps a bare worker_options exact.
+  // The configuration's default is 0 too (worker.prefetch, --prefetch).
   int prefetch = 0;
   run_settings run;              // output dir, status poll, kill grace, closeout bound
   std::chrono::milliseconds shutdown_grace{10000};  // SIGTERM → SIGKILL of jobs stopped at exit

@@ -3,7 +3,7 @@
 // /readyz. The real descprod-daemon, descprod-gateway and (when a test needs one)
 // descprod-worker binaries run against a real redis-server; the tests drive them over HTTP.
 //
-// The SSE latency figure is printed, never asserted on (STYLE.md: no timed tests).
+// The SSE latency figure is printed, never asserted on (docs/building.md#tests: no timed tests).
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>

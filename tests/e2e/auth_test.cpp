@@ -1,5 +1,6 @@
-// Worker authentication, end to end (DESIGN §4, §8; docs/operators.md, Workers): real Redis,
-// daemon, gateway and workers; tokens, pools and CURVE keys made with the real descprod-admin.
+// Worker authentication, end to end (docs/protocol.md#worker-authentication; docs/operators.md,
+// Workers): real Redis, daemon, gateway and workers; tokens, pools and CURVE keys made with the
+// real descprod-admin.
 //  - a worker without a token, or with an unknown one, is refused and exits 1;
 //  - a worker of user B never receives user A's job; admitted to a pool A is in, it does;
 //  - a token revoked while its worker runs stops that worker's dispatch;

@@ -1,8 +1,8 @@
-// End-to-end tests of bad input (DESIGN §8: "Bad input gets a clear 4xx and never takes a process
-// down") against the real binaries: redis-server, descprod-daemon, descprod-gateway and a worker.
-// HTTP: malformed JSON, wrong types, unknown fields, invalid UTF-8, shell metacharacters in config
-// strings, a 100 MB body, 10,000 headers and a slow client (the gateway's idle timeout is 2 s
-// here so that case takes seconds). ZeroMQ: a rogue DEALER on the daemon's worker and gateway
+// End-to-end tests of bad input (docs/security.md: "Bad input gets a clear 4xx and never takes a
+// process down") against the real binaries: redis-server, descprod-daemon, descprod-gateway and a
+// worker. HTTP: malformed JSON, wrong types, unknown fields, invalid UTF-8, shell metacharacters in
+// config strings, a 100 MB body, 10,000 headers and a slow client (the gateway's idle timeout is
+// 2 s here so that case takes seconds). ZeroMQ: a rogue DEALER on the daemon's worker and gateway
 // sockets sending garbage. After every case the gateway still answers GET /healthz with 200.
 //
 // The byte-level clients use plain POSIX sockets with poll() deadlines; a slow client's pace of one

@@ -1,4 +1,4 @@
-// Redis ACL and passwords end to end (DESIGN §8, docs/operators.md *Redis ACL*): a real
+// Redis ACL and passwords end to end (docs/security.md, docs/operators.md *Redis ACL*): a real
 // redis-server whose default user is off and whose `descprod` user may touch only `descprod:*`
 // keys and no @dangerous command. The gateway and the daemon log in with `redis.username` and
 // `redis.password_file` and run a job to done; the workers never connect to Redis; nothing the

@@ -1,5 +1,6 @@
-// A job token dies with its job (issue #13, item 6; DESIGN §6.2): the real Redis, daemon, gateway
-// and worker run an app that writes its DESCPROD_TOKEN to a file; the test then uses that token.
+// A job token dies with its job (issue #13, item 6; docs/security.md#job-tokens): the real Redis,
+// daemon, gateway and worker run an app that writes its DESCPROD_TOKEN to a file; the test then
+// uses that token.
 //  - while the job runs, the token creates a child (so the checks below can fail);
 //  - once the job is done, the token is gone from Redis and every write route answers 401/403;
 //  - right after a cancel of a running job, it creates nothing more, and once the job is

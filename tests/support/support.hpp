@@ -1,7 +1,7 @@
-// Test support (STYLE.md, Tests): temporary directories, a real redis-server on a unix socket,
-// child processes started by PID and stopped by PID, waits with deadlines, running coroutines to
-// completion, and a small HTTP client for the e2e tests. Everything here cleans up in its
-// destructor; nothing sleeps for a fixed time.
+// Test support (docs/building.md#tests): temporary directories, a real redis-server on a unix
+// socket, child processes started by PID and stopped by PID, waits with deadlines, running
+// coroutines to completion, and a small HTTP client for the e2e tests. Everything here cleans up in
+// its destructor; nothing sleeps for a fixed time.
 //
 // Thread-safety: none; each object belongs to the test thread that made it. Child processes are
 // reaped with waitpid on their own PID, so tests must not install a SIGCHLD handler that reaps.

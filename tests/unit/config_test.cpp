@@ -1,5 +1,6 @@
-// Configuration parsing (DESIGN §9) and the application registry (DESIGN §6.1): defaults, every
-// key, and errors that name file:line:column and the key.
+// Configuration parsing (config/descprod.yaml) and the application registry
+// (docs/architecture.md#app-contract): defaults, every key, and errors that name file:line:column
+// and the key.
 #include <gtest/gtest.h>
 
 #include <string>

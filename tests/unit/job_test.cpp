@@ -17,7 +17,8 @@ using E = job_event;
 
 const std::vector<job_event> non_finish_events = {E::lease, E::start, E::requeue, E::cancel, E::lose};
 
-// The legal transitions of DESIGN §3.2 for every event but finish; anything absent is illegal.
+// The legal transitions of docs/architecture.md#job-model for every event but finish; anything
+// absent is illegal.
 const std::map<std::pair<S, E>, S>& expected_transitions() {
   static const std::map<std::pair<S, E>, S> table = {
       {{S::ready, E::lease}, S::dispatched},
