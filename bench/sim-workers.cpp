@@ -26,6 +26,8 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "core/keys.hpp"
+
 namespace {
 
 using clk = std::chrono::steady_clock;
@@ -479,7 +481,7 @@ int simulator::run() {
     if (!rc || rc->err) {
       fail("cannot connect to redis " + o_.redis_socket);
     } else {
-      std::string key = o_.redis_prefix + "leases";
+      std::string key = descprod::keys(o_.redis_prefix).leases();
       auto deadline = clk::now() + std::chrono::seconds(120);
       while (clk::now() < deadline) {
         auto* r = static_cast<redisReply*>(redisCommand(rc, "ZCARD %s", key.c_str()));

@@ -24,6 +24,7 @@
 #include "client/terminal_text.hpp"
 #include "core/accounts.hpp"
 #include "core/config.hpp"
+#include "core/keys.hpp"
 #include "core/curve.hpp"
 
 namespace {
@@ -140,6 +141,7 @@ int main(int argc, char** argv) {
   try {
     descprod::redis_sync redis(cfg.redis.endpoint);
     const auto& prefix = cfg.redis.prefix;
+    const descprod::keys keys(prefix);
     const auto& cmd = rest[0];
     if (cmd == "add-user") {
       if (rest.size() != 2) return fail("usage: descprod-admin add-user NAME [--admin]", 2);
@@ -156,12 +158,12 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "list-users") {
-      auto users = redis.exec({"SMEMBERS", prefix + "users"});
+      auto users = redis.exec({"SMEMBERS", keys.users()});
       std::vector<std::string> names;
       for (const auto& e : users.elements) names.push_back(e.str);
       std::sort(names.begin(), names.end());
       for (const auto& n : names) {
-        auto info = redis.exec({"HMGET", prefix + "user:" + n, "role", "status"});
+        auto info = redis.exec({"HMGET", keys.user(n), "role", "status"});
         std::string role = info.elements.size() > 0 ? info.elements[0].str : "";
         std::string status = info.elements.size() > 1 ? info.elements[1].str : "";
         std::cout << safe(n) << "\t" << safe(role) << "\t" << safe(status) << "\n";
@@ -187,9 +189,9 @@ int main(int argc, char** argv) {
     }
     if (cmd == "worker-tokens") {
       if (rest.size() != 2) return fail("usage: descprod-admin worker-tokens OWNER", 2);
-      auto shas = redis.exec({"SMEMBERS", prefix + "user:" + rest[1] + ":worker_tokens"});
+      auto shas = redis.exec({"SMEMBERS", keys.user_worker_tokens(rest[1])});
       for (const auto& e : shas.elements) {
-        auto t = redis.exec({"HMGET", prefix + "token:" + e.str, "pools", "label", "created"});
+        auto t = redis.exec({"HMGET", keys.token(e.str), "pools", "label", "created"});
         if (t.elements.size() != 3 || t.elements[2].is_nil()) continue;  // revoked
         std::cout << safe(e.str) << "\tpools=" << safe(t.elements[0].str) << "\tlabel=" << safe(t.elements[1].str)
                   << "\tcreated=" << safe(t.elements[2].str) << "\n";
@@ -209,17 +211,17 @@ int main(int argc, char** argv) {
           std::vector<std::string> names;
           std::string cursor = "0";
           do {  // SCAN, bounded by the keyspace
-            auto r = redis.exec({"SCAN", cursor, "MATCH", prefix + "pool:*", "COUNT", "1000"});
+            auto r = redis.exec({"SCAN", cursor, "MATCH", keys.pool_pattern(), "COUNT", "1000"});
             if (r.elements.size() != 2) break;
             cursor = r.elements[0].str;
-            for (const auto& k : r.elements[1].elements) names.push_back(k.str.substr(prefix.size() + 5));
+            for (const auto& k : r.elements[1].elements) names.push_back(k.str.substr(keys.pool("").size()));
           } while (cursor != "0");
           std::sort(names.begin(), names.end());
           for (const auto& n : names) std::cout << safe(n) << "\n";
           return 0;
         }
         if (rest.size() != 3) return fail("usage: descprod-admin pool list [POOL]", 2);
-        auto m = redis.exec({"SMEMBERS", prefix + "pool:" + rest[2]});
+        auto m = redis.exec({"SMEMBERS", keys.pool(rest[2])});
         std::vector<std::string> names;
         for (const auto& e : m.elements) names.push_back(e.str);
         std::sort(names.begin(), names.end());
@@ -230,7 +232,7 @@ int main(int argc, char** argv) {
         const auto& pool = rest[2];
         if (pool == "*" || !descprod::valid_pool_name(pool))
           return fail("invalid pool name '" + pool + "': use a-z 0-9 _ . -", 2);
-        std::vector<std::string> cmdv{sub == "add" ? "SADD" : "SREM", prefix + "pool:" + pool};
+        std::vector<std::string> cmdv{sub == "add" ? "SADD" : "SREM", keys.pool(pool)};
         for (std::size_t i = 3; i < rest.size(); ++i) {
           if (sub == "add" && !descprod::user_exists(redis, prefix, rest[i])) return fail("no such user: " + rest[i]);
           cmdv.push_back(rest[i]);

@@ -102,33 +102,64 @@ bool valid_email(const std::string& email) {
 }
 
 bool user_exists(redis_sync& r, const std::string& prefix, const std::string& name) {
-  auto rep = r.exec({"EXISTS", prefix + "user:" + name});
+  auto rep = r.exec({"EXISTS", keys(prefix).user(name)});
   check(rep);
   return rep.integer > 0;
 }
 
 bool add_user(redis_sync& r, const std::string& prefix, const std::string& name, bool admin) {
   if (!valid_user_name(name)) throw std::invalid_argument("invalid user name: " + name);
-  auto rep = r.exec({"HSETNX", prefix + "user:" + name, "role", admin ? "admin" : "user"});
+  const keys k(prefix);
+  auto rep = r.exec({"HSETNX", k.user(name), "role", admin ? "admin" : "user"});
   check(rep);
   if (rep.integer == 0) return false;
-  check(r.exec({"HSET", prefix + "user:" + name, "status", "active", "created", now_str()}));
-  check(r.exec({"SADD", prefix + "users", name}));
+  check(r.exec({"HSET", k.user(name), "status", "active", "created", now_str()}));
+  check(r.exec({"SADD", k.users(), name}));
   return true;
 }
 
+std::vector<std::vector<std::string>> token_write_commands(const keys& k, const std::string& sha256,
+                                                           const token_spec& t) {
+  using namespace token_field;
+  std::vector<std::vector<std::string>> cmds;
+  auto key = k.token(sha256);
+  std::vector<std::string> hset{"HSET", key};
+  const std::pair<std::string_view, std::string> fields[] = {
+      {owner, t.owner}, {scope, t.scope}, {created, t.created},
+      {expires, std::to_string(t.expires)}, {label, t.label}};
+  for (const auto& [f, v] : fields) {
+    hset.emplace_back(f);
+    hset.push_back(v);
+  }
+  if (t.pools) {
+    hset.emplace_back(pools);
+    hset.push_back(*t.pools);
+  }
+  cmds.push_back(std::move(hset));
+  if (t.ttl_s > 0) cmds.push_back({"EXPIRE", key, std::to_string(t.ttl_s)});
+  if (t.scope == "user") cmds.push_back({"SADD", k.user_tokens(t.owner), sha256});
+  if (t.pools) cmds.push_back({"SADD", k.user_worker_tokens(t.owner), sha256});
+  return cmds;
+}
+
+namespace {
+std::string write_token(redis_sync& r, const std::string& prefix, token_spec t) {
+  auto token = new_token();
+  for (const auto& c : token_write_commands(keys(prefix), sha256_hex(token), t)) check(r.exec(c));
+  return token;
+}
+}  // namespace
+
 std::string issue_token(redis_sync& r, const std::string& prefix, const std::string& owner,
                         const std::string& scope, long long ttl_s, const std::string& label) {
-  auto token = new_token();
-  auto hash = sha256_hex(token);
-  auto key = prefix + "token:" + hash;
-  long long expires = 0;
-  if (ttl_s > 0) expires = std::stoll(now_str()) + ttl_s;
-  check(r.exec({"HSET", key, "owner", owner, "scope", scope, "created", now_str(), "expires",
-                std::to_string(expires), "label", label}));
-  if (ttl_s > 0) check(r.exec({"EXPIRE", key, std::to_string(ttl_s)}));
-  if (scope == "user") check(r.exec({"SADD", prefix + "user:" + owner + ":tokens", hash}));
-  return token;
+  token_spec t;
+  t.owner = owner;
+  t.scope = scope;
+  t.created = now_str();
+  if (ttl_s > 0) t.expires = std::stoll(t.created) + ttl_s;
+  t.ttl_s = ttl_s;
+  t.label = label;
+  return write_token(r, prefix, std::move(t));
 }
 
 bool valid_pool_name(const std::string& name) { return name == "*" || valid_user_name(name); }
@@ -140,23 +171,26 @@ std::string issue_worker_token(redis_sync& r, const std::string& prefix, const s
     if (!valid_pool_name(p)) throw std::invalid_argument("invalid pool name: " + p);
     joined += (joined.empty() ? "" : ",") + p;
   }
-  auto token = issue_token(r, prefix, owner, "worker", 0, label);
-  auto hash = sha256_hex(token);
-  check(r.exec({"HSET", prefix + "token:" + hash, "pools", joined}));
-  check(r.exec({"SADD", prefix + "user:" + owner + ":worker_tokens", hash}));
-  return token;
+  token_spec t;
+  t.owner = owner;
+  t.scope = "worker";
+  t.created = now_str();
+  t.label = label;
+  t.pools = joined;
+  return write_token(r, prefix, std::move(t));
 }
 
 bool revoke_token(redis_sync& r, const std::string& prefix, const std::string& token_or_sha) {
   auto hash = token_or_sha.rfind("dp_", 0) == 0 ? sha256_hex(token_or_sha) : token_or_sha;
-  auto key = prefix + "token:" + hash;
-  auto owner = r.exec({"HGET", key, "owner"});
+  const keys k(prefix);
+  auto key = k.token(hash);
+  auto owner = r.exec({"HGET", key, std::string(token_field::owner)});
   check(owner);
   auto n = r.exec({"DEL", key});
   check(n);
   if (!owner.is_nil()) {
-    check(r.exec({"SREM", prefix + "user:" + owner.str + ":tokens", hash}));
-    check(r.exec({"SREM", prefix + "user:" + owner.str + ":worker_tokens", hash}));
+    check(r.exec({"SREM", k.user_tokens(owner.str), hash}));
+    check(r.exec({"SREM", k.user_worker_tokens(owner.str), hash}));
   }
   return n.integer > 0;
 }
@@ -179,14 +213,15 @@ bool verify_password(const std::string& hash, std::string_view password) {
 bool set_password(redis_sync& r, const std::string& prefix, const std::string& name,
                   std::string_view password, password_cost cost) {
   if (!user_exists(r, prefix, name)) return false;
-  check(r.exec({"HSET", prefix + "user:" + name, "password_hash", hash_password(password, cost)}));
+  check(r.exec({"HSET", keys(prefix).user(name), "password_hash", hash_password(password, cost)}));
   return true;
 }
 
 std::vector<std::string> register_user_cmd(const std::string& prefix, const std::string& name,
                                            const std::string& email,
                                            const std::string& password_hash, double now_s) {
-  return redis_cmd("EVAL", register_script, "2", prefix + "user:" + name, prefix + "users", name,
+  const keys k(prefix);
+  return redis_cmd("EVAL", register_script, "2", k.user(name), k.users(), name,
                    email, password_hash, fmt_time(now_s));
 }
 
@@ -214,7 +249,7 @@ std::string_view to_string(account_action a) {
 
 std::vector<std::string> account_action_cmd(const std::string& prefix, const std::string& name,
                                             account_action a, double now_s) {
-  return redis_cmd("EVAL", action_script, "1", prefix + "user:" + name, std::string(to_string(a)),
+  return redis_cmd("EVAL", action_script, "1", keys(prefix).user(name), std::string(to_string(a)),
                    fmt_time(now_s));
 }
 

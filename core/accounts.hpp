@@ -21,9 +21,45 @@
 #include <string_view>
 #include <vector>
 
+#include "core/keys.hpp"
 #include "core/redis.hpp"
 
 namespace descprod {
+
+// ---- tokens: one definition of P token:<sha256>, one code path that writes one ----------------
+
+// The fields of a token's hash. The store's Lua scripts (job tokens, the cancel's read_only mark)
+// take these names from here too (store_scripts.cpp renders them into the prelude's TF table).
+namespace token_field {
+inline constexpr std::string_view owner = "owner";
+inline constexpr std::string_view scope = "scope";
+inline constexpr std::string_view created = "created";
+inline constexpr std::string_view expires = "expires";  // unix seconds; "0": never
+inline constexpr std::string_view label = "label";
+inline constexpr std::string_view pools = "pools";          // worker tokens: comma-separated
+inline constexpr std::string_view read_only = "read_only";  // a job token whose job is cancelling
+}  // namespace token_field
+// The scope of a job's DESCPROD_TOKEN: "job:<id>".
+inline std::string job_token_scope(std::string_view id) { return "job:" + std::string(id); }
+
+// A token to write. `created` as the caller has always written it (descprod-admin: whole seconds,
+// the gateway's token page: seconds with a fraction).
+struct token_spec {
+  std::string owner;
+  std::string scope;  // "user", "worker" or job_token_scope(id)
+  std::string created;
+  long long expires = 0;  // unix seconds; 0: never
+  long long ttl_s = 0;    // > 0: also a Redis TTL on the hash
+  std::string label;
+  std::optional<std::string> pools;  // a worker token: its pools, comma-separated
+};
+// The commands that write the token hashed `sha256`: its hash (owner, scope, created, expires,
+// label[, pools]), its TTL, and its entry in the owner's index (P user:<owner>:tokens for scope
+// "user", P user:<owner>:worker_tokens for a worker token). Used by descprod-admin (issue_token,
+// issue_worker_token) and the gateway's token page; the claim script writes a job token's hash in
+// Lua with the same field names (token_field).
+std::vector<std::vector<std::string>> token_write_commands(const keys& k, const std::string& sha256,
+                                                           const token_spec& t);
 
 // A user name: 1–64 of [a-z0-9_.-], starting with a letter or digit.
 bool valid_user_name(const std::string& name);

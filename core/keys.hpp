@@ -68,6 +68,31 @@ class keys {
   std::string daemon_stats() const { return p_ + "daemon:stats"; }
   std::string jobs_by_state() const { return p_ + "stats:jobs_by_state"; }
 
+  // The Lua functions K.<name>(x) that build, from the prefix P (ARGV[1] in the store's scripts),
+  // the keys a script derives from data it reads: a job's keys from an ID, an owner's job index,
+  // the token a job's token_sha names. Rendered from the methods above, so Lua has no key text
+  // of its own (store_scripts.cpp).
+  static std::string lua_prelude() {
+    const keys k("");
+    const std::string x = "\x01";  // stands for the argument; never part of a key's fixed text
+    std::string out = "local P = ARGV[1]\nlocal K = {}\n";
+    auto fn = [&](const char* name, const std::string& built) {
+      auto at = built.find(x);
+      out += "K.";
+      out += name;
+      out += " = function(x) return P .. '" + built.substr(0, at) + "' .. x";
+      if (at + x.size() < built.size()) out += " .. '" + built.substr(at + x.size()) + "'";
+      out += " end\n";
+    };
+    fn("job", k.job(x));
+    fn("job_events", k.job(x) + k.job_events(0).substr(k.job(0).size()));
+    fn("job_log", k.job(x) + k.job_log(0).substr(k.job(0).size()));
+    fn("job_children", k.job(x) + k.job_children(0).substr(k.job(0).size()));
+    fn("user_jobs", k.user_jobs(x));
+    fn("token", k.token(x));
+    return out;
+  }
+
  private:
   std::string cat(std::string_view kind, std::string_view rest) const {
     std::string k;

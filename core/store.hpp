@@ -2,19 +2,25 @@
 // state (against the table in job.cpp), its attempt number and its worker, and refuses an illegal
 // transition or a stale event. Values always travel as script arguments, never pasted into code.
 //
-// Key layout (DESIGN §3.3), with prefix P (default "descprod:"):
-//   P next_job_id, P job:<id>, P job:<id>:events, P job:<id>:log, P job:<id>:children (set),
-//   P queue, P leases, P user:<name>:jobs, P user:<name>, P users (set), P token:<sha256>,
-//   P worker:<id>, P events, P stats:jobs_by_state (hash: state → number of jobs).
+// Keys: every key is built by core/keys.hpp (the layout is written there and in
+// docs/architecture.md, Redis layout); the scripts get the keys the caller knows as KEYS and build
+// the ones they derive from data they read with the prelude keys::lua_prelude() renders. The
+// scripts' convention (KEYS, ARGV, answers) is written at the top of store_scripts.cpp.
 #pragma once
 
 #include <boost/asio.hpp>
+#include <iosfwd>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <variant>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "core/job.hpp"
+#include "core/keys.hpp"
 #include "core/redis.hpp"
 
 namespace descprod {
@@ -29,17 +35,51 @@ struct new_job {
   std::string session;
 };
 
-// The answer of a transition script. ok=false carries the reason ("missing", "illegal", "stale",
-// "terminal", "bad_parent") and the job's current state.
+// Why a script refused. Each name is the word the scripts answer with ({'err', <name>, state});
+// parse_refusal reads it (in one place, store.cpp) and an unknown word is an error, not a refusal.
+enum class refusal {
+  none,        // not refused
+  missing,     // no such job
+  illegal,     // the transition is not legal from the job's current state
+  stale,       // a worker event for another attempt or another worker
+  terminal,    // cancel of a job already in a terminal state
+  bad_parent,  // create: a parent the owner does not own (or none)
+  active,      // delete of a job not in a terminal state
+  error,       // batch scripts: this job's keys are broken; `state` holds Redis's message
+  bad_op,      // reports: an operation the script does not know (a store bug)
+};
+std::string_view to_string(refusal r);
+std::optional<refusal> parse_refusal(std::string_view s);
+std::ostream& operator<<(std::ostream& os, refusal r);
+
+// The answer of a transition script. ok=false carries the reason and the job's current state.
 struct transition_result {
   bool ok = false;
   std::string state;   // the new state when ok, else the current one
-  std::string reason;
+  refusal reason = refusal::none;
   long long attempt = 0;
   std::string worker;
   job_record record;   // lease: the job as leased
-  std::string time;    // create: the script's Redis time, the jobs' create_time
 };
+
+// The answer of async_create.
+struct create_result {
+  bool ok = false;
+  refusal reason = refusal::none;  // bad_parent
+  std::string parent;              // bad_parent: the parent refused
+  std::vector<job_id> ids;         // ok: the jobs' IDs, consecutive, in the order given
+  std::string time;                // ok: the script's Redis time, the jobs' create_time
+};
+
+// Where a recount stands after one step.
+struct recount_progress {
+  bool done = false;   // the recount is complete (or none was under way)
+  long long upto = 0;  // the last job ID counted
+};
+
+// Reads a transition script's answer (store_scripts.cpp, "Answer"). Throws std::runtime_error on
+// a Redis error reply, a malformed answer, or a refusal word refusal does not know.
+transition_result to_transition_result(const redis_reply& answer);
 
 // Queue score: priority first (higher first), then ID (lower first).
 double queue_score(int priority, job_id id);
@@ -55,14 +95,16 @@ class store {
  public:
   store(redis_client& redis, std::string prefix);
 
-  const std::string& prefix() const { return prefix_; }
-  std::string key(std::string_view suffix) const { return prefix_ + std::string(suffix); }
-  std::string job_key(job_id id) const { return prefix_ + "job:" + std::to_string(id); }
+  const std::string& prefix() const { return keys_.prefix(); }
+  const keys& redis_keys() const { return keys_; }
+  // Kept for the gateway and daemon code not yet on redis_keys(): prefix + suffix.
+  std::string key(std::string_view suffix) const { return prefix() + std::string(suffix); }
+  std::string job_key(job_id id) const { return keys_.job(id); }
 
-  // Creates jobs for `owner` atomically (one script per call); returns their IDs, consecutive.
-  // A parent not owned by `owner` refuses the whole call: result.ok=false, reason "bad_parent".
-  net::awaitable<transition_result> async_create(std::string owner, std::vector<new_job> jobs,
-                                                 std::vector<job_id>& ids);
+  // Creates jobs for `owner` atomically (one script per call); the result holds their IDs,
+  // consecutive. A parent not owned by `owner` refuses the whole call: ok=false, reason
+  // refusal::bad_parent, parent = the one refused; nothing is created.
+  net::awaitable<create_result> async_create(std::string owner, std::vector<new_job> jobs);
   net::awaitable<transition_result> async_lease(job_id id, std::string worker, double lease_s);
   net::awaitable<transition_result> async_start(job_id id, long long attempt, std::string worker,
                                                 std::string host, std::string rundir, long long pid);
@@ -111,17 +153,35 @@ class store {
   };
   net::awaitable<std::vector<transition_result>> async_claim_many(std::vector<claim_request> requests,
                                                                   double lease_s, long long token_ttl_s);
-  // A worker's report, applied as async_start / async_progress / async_finish would.
-  struct report {
-    enum class kind { start, progress, finish };
-    kind what = kind::start;
+  // A worker's reports, one struct per kind, applied as async_start / async_progress /
+  // async_finish would (the same Lua functions); each names the job, its attempt and the worker.
+  struct start_report {
     job_id id = 0;
     long long attempt = 0;
     std::string worker;
-    // start: host, rundir, pid; progress: message, done ("" = none), total;
-    // finish: target state, return status, prefix, message.
-    std::string a, b, c, d;
+    std::string host;
+    std::string rundir;
+    long long pid = 0;
   };
+  struct progress_report {
+    job_id id = 0;
+    long long attempt = 0;
+    std::string worker;
+    std::string message;
+    std::optional<long long> done;
+    std::optional<long long> total;
+  };
+  struct finish_report {
+    job_id id = 0;
+    long long attempt = 0;
+    std::string worker;
+    job_state target = job_state::done;
+    int return_status = 0;
+    std::string prefix;  // of the progress string: "Done", "Failed", ...
+    std::string message;
+  };
+  using report = std::variant<start_report, progress_report, finish_report>;
+  // A run of reports of any kinds in one script call, in order; a result per report.
   net::awaitable<std::vector<transition_result>> async_reports(std::vector<report> reports);
 
   // ---- jobs by state (P stats:jobs_by_state) ----
@@ -133,9 +193,8 @@ class store {
   // Starts a recount when the hash does not exist (force: always, from zero). Returns "started",
   // "rebuilding" (one is under way: step it), or "exists".
   net::awaitable<std::string> async_recount_start(bool force);
-  // Counts the next `batch` job IDs of a recount under way; true when it is complete (or none
-  // runs). `upto`: the last job ID counted.
-  net::awaitable<bool> async_recount_step(std::size_t batch, long long* upto = nullptr);
+  // Counts the next `batch` job IDs of a recount under way.
+  net::awaitable<recount_progress> async_recount_step(std::size_t batch);
   // recount_start, then steps until done; returns the last job ID counted.
   net::awaitable<long long> async_recount_states(bool force = false, std::size_t batch = 1000);
   // The counts (state → jobs), or nullopt while they do not exist or a recount runs.
@@ -147,10 +206,17 @@ class store {
   net::awaitable<void> async_load_scripts();
 
  private:
-  net::awaitable<redis_reply> eval(int script, std::vector<std::string> args);
-  net::awaitable<transition_result> eval_result(int script, std::vector<std::string> args);
+  // Runs script `script` with KEYS = the keys every script gets (store_scripts.cpp), then `keys`,
+  // and ARGV = the prefix, then `args`.
+  net::awaitable<redis_reply> eval(int script, std::vector<std::string> keys,
+                                   std::vector<std::string> args);
+  net::awaitable<transition_result> eval_result(int script, std::vector<std::string> keys,
+                                                std::vector<std::string> args);
+  // A job's KEYS group: job:<id>, job:<id>:events.
+  std::vector<std::string> job_keys(job_id id) const;
   redis_client& redis_;
-  std::string prefix_;
+  keys keys_;
+  std::vector<std::string> head_keys_;
   std::vector<std::string> shas_;
 };
 
@@ -158,3 +224,12 @@ class store {
 const std::vector<std::string>& store_scripts();
 
 }  // namespace descprod
+
+// For the logger (fmt): a refusal formats as its name.
+template <>
+struct fmt::formatter<descprod::refusal> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(descprod::refusal r, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(descprod::to_string(r), ctx);
+  }
+};

@@ -1000,7 +1000,7 @@ net::awaitable<void> queue_daemon::lease_batch(std::vector<lease_request> batch)
     // Not retried: the credits go back, and the reconcile takes in whatever is still ready.
     log::error("lease batch failed jobs={} first_job_id={} error={}", batch.size(), batch.front().id, e.what());
     results.assign(batch.size(), transition_result{});
-    for (auto& r : results) r.reason = "error";
+    for (auto& r : results) r.reason = refusal::error;
   }
   --leases_in_flight_;
   for (std::size_t i = 0; i < batch.size(); ++i) after_lease(batch[i], results[i]);
@@ -1013,7 +1013,7 @@ void queue_daemon::after_lease(lease_request& q, transition_result& r) {
   if (!r.ok) {
     // Cancelled, already leased, or gone: not an error, just nothing to run. "error": the job's
     // keys are broken; it stays as it was in Redis, and an operator needs to hear of it.
-    if (r.reason == "error")
+    if (r.reason == refusal::error)
       log::error("lease failed job_id={} worker={} error={}", id, worker_id, r.state);
     else
       log::debug("lease refused job_id={} reason={} state={}", id, r.reason, r.state);
@@ -1219,36 +1219,43 @@ net::awaitable<void> queue_daemon::apply_one(std::shared_ptr<write_batch> b, std
 
 store::report queue_daemon::to_report(const pending_write& w) {
   const auto& body = w.body;
-  store::report q;
-  q.id = *protocol::get_int(body, "job");
-  q.attempt = *protocol::get_int(body, "attempt");
-  q.worker = w.worker;
+  const job_id id = *protocol::get_int(body, "job");
+  const long long attempt = *protocol::get_int(body, "attempt");
   auto cut = [](std::string m) {
     if (m.size() > 1000) m.resize(1000);
     return m;
   };
   if (w.command == protocol::started) {
-    q.what = store::report::kind::start;
-    q.a = protocol::get_string(body, "host").value_or("");
-    q.b = protocol::get_string(body, "rundir").value_or("");
-    q.c = std::to_string(protocol::get_int(body, "pid").value_or(0));
-  } else if (w.command == protocol::progress) {
-    q.what = store::report::kind::progress;
-    q.a = cut(protocol::get_string(body, "message").value_or(""));
-    auto done = protocol::get_int(body, "done");
-    auto total = protocol::get_int(body, "total");
-    q.b = done ? std::to_string(*done) : "";
-    q.c = total ? std::to_string(*total) : "";
-  } else {
-    auto out = classify_exit(static_cast<int>(protocol::get_int(body, "rc").value_or(0)),
-                             static_cast<int>(protocol::get_int(body, "signal").value_or(0)),
-                             protocol::get_bool(body, "timed_out").value_or(false));
-    q.what = store::report::kind::finish;
-    q.a = std::string(to_string(out.state));
-    q.b = std::to_string(out.return_status);
-    q.c = out.prefix;
-    q.d = cut(protocol::get_string(body, "message").value_or(""));
+    store::start_report q;
+    q.id = id;
+    q.attempt = attempt;
+    q.worker = w.worker;
+    q.host = protocol::get_string(body, "host").value_or("");
+    q.rundir = protocol::get_string(body, "rundir").value_or("");
+    q.pid = protocol::get_int(body, "pid").value_or(0);
+    return q;
   }
+  if (w.command == protocol::progress) {
+    store::progress_report q;
+    q.id = id;
+    q.attempt = attempt;
+    q.worker = w.worker;
+    q.message = cut(protocol::get_string(body, "message").value_or(""));
+    q.done = protocol::get_int(body, "done");
+    q.total = protocol::get_int(body, "total");
+    return q;
+  }
+  auto out = classify_exit(static_cast<int>(protocol::get_int(body, "rc").value_or(0)),
+                           static_cast<int>(protocol::get_int(body, "signal").value_or(0)),
+                           protocol::get_bool(body, "timed_out").value_or(false));
+  store::finish_report q;
+  q.id = id;
+  q.attempt = attempt;
+  q.worker = w.worker;
+  q.target = out.state;
+  q.return_status = out.return_status;
+  q.prefix = out.prefix;
+  q.message = cut(protocol::get_string(body, "message").value_or(""));
   return q;
 }
 

@@ -307,14 +307,14 @@ std::string field_of(const job_record& r, const char* k) {
 }
 
 api_error refused_report(job_id id, const transition_result& tr, std::string_view what) {
-  if (tr.reason == "stale")
+  if (tr.reason == refusal::stale)
     return conflict("stale: the " + std::string(what) +
                     " report does not match the job's current attempt or claim; job " +
                     std::to_string(id) + " is " + tr.state);
-  if (tr.reason == "illegal")
+  if (tr.reason == refusal::illegal)
     return conflict("illegal: job " + std::to_string(id) + " is " + tr.state + "; a " +
                     std::string(what) + " report is not accepted in that state");
-  return conflict(tr.reason + ": job " + std::to_string(id) + " is " + tr.state);
+  return conflict(std::string(to_string(tr.reason)) + ": job " + std::to_string(id) + " is " + tr.state);
 }
 
 boost::json::object claim_json(const transition_result& tr, const std::string& token,
@@ -515,12 +515,11 @@ net::awaitable<response> create_jobs(gateway_context& ctx, principal who,
   // The rest (all of it unless grouped above) in chunks, each one script.
   for (std::size_t first = created.size(); first < reqs.size(); first += bulk_chunk_jobs) {
     std::size_t n = std::min(bulk_chunk_jobs, reqs.size() - first);
-    std::vector<job_id> ids;
-    transition_result tr;
+    create_result tr;
     bool redis_failed = false;
     std::string failure;
     try {
-      tr = co_await ctx.jobs->async_create(who.name, to_new_jobs(reqs, first, n), ids);
+      tr = co_await ctx.jobs->async_create(who.name, to_new_jobs(reqs, first, n));
     } catch (const boost::system::system_error& e) {
       redis_failed = true;
       failure = e.code().message();
@@ -535,17 +534,18 @@ net::awaitable<response> create_jobs(gateway_context& ctx, principal who,
     }
     if (!tr.ok) {
       log::warn("job create refused owner={} reason={}", who.name, tr.reason);
-      if (created.empty() && tr.reason == "bad_parent" && !parents.empty())
+      if (created.empty() && tr.reason == refusal::bad_parent && !parents.empty())
         co_return make_error_response(
             parent_not_found(parents.front().first, bulk, parents.front().second));
       if (created.empty())
-        co_return make_error_response(internal_error("the store refused the jobs: " + tr.reason));
+        co_return make_error_response(internal_error("the store refused the jobs: " +
+                                                     std::string(to_string(tr.reason))));
       co_return partial_bulk_failure(created, reqs.size(),
-                                     "the store refused a chunk (" + tr.reason + ")");
+                                     "the store refused a chunk (" + std::string(to_string(tr.reason)) + ")");
     }
-    notify_daemon(ctx, ids, reqs, first, who.name);
+    notify_daemon(ctx, tr.ids, reqs, first, who.name);
     if (created.empty()) create_time = tr.time;
-    created.insert(created.end(), ids.begin(), ids.end());
+    created.insert(created.end(), tr.ids.begin(), tr.ids.end());
   }
   if (bulk || !ctx.created) {
     log::info("jobs created owner={} count={} first_id={}", who.name, created.size(),
@@ -741,7 +741,7 @@ net::awaitable<response> cancel_job(gateway_context& ctx, principal who, job_id 
   if (!may_change(who, owner)) co_return make_error_response(job_not_found(id));
   auto tr = co_await ctx.jobs->async_cancel(id, who.name);
   if (!tr.ok) {
-    if (tr.reason == "terminal")
+    if (tr.reason == refusal::terminal)
       co_return make_error_response(
           conflict("job " + std::to_string(id) + " is already " + tr.state +
                    "; only ready, dispatched or running jobs can be cancelled"));
@@ -774,7 +774,7 @@ net::awaitable<response> delete_job(gateway_context& ctx, principal who, job_id 
   if (!may_change(who, owner)) co_return make_error_response(job_not_found(id));
   auto tr = co_await ctx.jobs->async_delete(id);
   if (!tr.ok) {
-    if (tr.reason == "active")
+    if (tr.reason == refusal::active)
       co_return make_error_response(
           conflict("job " + std::to_string(id) + " is " + tr.state + "; cancel it first"));
     co_return make_error_response(job_not_found(id));
@@ -801,7 +801,7 @@ net::awaitable<response> claim_job(gateway_context& ctx, principal who, job_id i
   auto tr = co_await ctx.jobs->async_claim(id, worker, claim_lease_s, sha256_hex(token),
                                            claim_token_ttl_s);
   if (!tr.ok) {
-    if (tr.reason == "illegal")
+    if (tr.reason == refusal::illegal)
       co_return make_error_response(
           conflict("job " + std::to_string(id) + " is " + tr.state + ", not ready"));
     co_return make_error_response(job_not_found(id));
@@ -860,7 +860,7 @@ net::awaitable<response> report(gateway_context& ctx, principal who, job_id id, 
   if (!tr.ok) {
     log::warn("report refused job_id={} report={} reason={} state={}", id, what, tr.reason,
               tr.state);
-    if (tr.reason == "missing") co_return make_error_response(job_not_found(id));
+    if (tr.reason == refusal::missing) co_return make_error_response(job_not_found(id));
     co_return make_error_response(refused_report(id, tr, what));
   }
   co_return state_response(tr.state);

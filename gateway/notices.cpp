@@ -138,27 +138,26 @@ net::awaitable<void> create_batcher::write(std::string owner, std::vector<std::s
   std::vector<new_job> batch;
   batch.reserve(group.size());
   for (auto& w : group) batch.push_back(std::move(w->job));
-  std::vector<job_id> ids;
-  transition_result tr;
+  create_result tr;
   std::exception_ptr error;
   try {
-    tr = co_await jobs_.async_create(owner, std::move(batch), ids);
+    tr = co_await jobs_.async_create(owner, std::move(batch));
   } catch (...) {
     error = std::current_exception();
   }
   ++calls_;
-  if (!error && tr.ok && ids.size() == group.size()) jobs_created_ += ids.size();
+  if (!error && tr.ok && tr.ids.size() == group.size()) jobs_created_ += tr.ids.size();
   for (std::size_t i = 0; i < group.size(); ++i) {
     auto& r = group[i]->res;
     if (error) {
       r.error = error;
-    } else if (!tr.ok || ids.size() != group.size()) {
-      r.reason = tr.ok ? "the store created " + std::to_string(ids.size()) + " jobs for " +
+    } else if (!tr.ok || tr.ids.size() != group.size()) {
+      r.reason = tr.ok ? "the store created " + std::to_string(tr.ids.size()) + " jobs for " +
                              std::to_string(group.size()) + " requests"
-                       : tr.reason;
+                       : std::string(to_string(tr.reason));
     } else {
       r.ok = true;
-      r.id = ids[i];
+      r.id = tr.ids[i];
       r.time = tr.time;
     }
     group[i]->finished = true;

@@ -267,11 +267,10 @@ net::awaitable<void> state_count_keeper::run() {
           log::info("job counts by state: recount {} key={}{}", how == "started" ? "started" : "resumed",
                     jobs_.prefix(), store::state_counts_suffix);
           auto t0 = std::chrono::steady_clock::now();
-          long long upto = 0;
-          bool done = false;
-          while (!stopped_ && !done) done = co_await jobs_.async_recount_step(state_count_batch, &upto);
-          if (done)
-            log::info("job counts by state: recount done jobs_up_to={} ms={}", upto,
+          recount_progress step;
+          while (!stopped_ && !step.done) step = co_await jobs_.async_recount_step(state_count_batch);
+          if (step.done)
+            log::info("job counts by state: recount done jobs_up_to={} ms={}", step.upto,
                       std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - t0)
                           .count());

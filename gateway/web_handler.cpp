@@ -268,11 +268,12 @@ std::vector<std::vector<std::string>> new_token_cmds(const gateway_context& ctx,
                                                      const std::string& owner,
                                                      const std::string& hash,
                                                      const std::string& label, double now) {
-  std::vector<std::vector<std::string>> cmds;
-  cmds.push_back(redis_cmd("HSET", ctx.prefix + "token:" + hash, "owner", owner, "scope", "user",
-                           "created", fmt_time(now), "expires", "0", "label", label));
-  cmds.push_back(redis_cmd("SADD", ctx.prefix + "user:" + owner + ":tokens", hash));
-  return cmds;
+  token_spec t;
+  t.owner = owner;
+  t.scope = "user";
+  t.created = fmt_time(now);
+  t.label = label;
+  return token_write_commands(descprod::keys(ctx.prefix), hash, t);
 }
 
 std::vector<std::vector<std::string>> revoke_token_cmds(const gateway_context& ctx,

@@ -188,8 +188,7 @@ void fill(const redis_endpoint& ep, long long jobs, long long done_jobs) {
       j.howfig = made + i < done_jobs ? "old" : "queued";
       nj.push_back(j);
     }
-    std::vector<job_id> ids;
-    auto r = run_async(ioc, st.async_create("admin", std::move(nj), ids), 120s);
+    auto r = run_async(ioc, st.async_create("admin", std::move(nj)), 120s);
     ASSERT_TRUE(r.ok) << r.reason;
   }
   for (long long from = 1; from <= done_jobs; from += batch) {
@@ -200,20 +199,21 @@ void fill(const redis_endpoint& ep, long long jobs, long long done_jobs) {
     std::vector<store::report> reports;
     for (std::size_t i = 0; i < leased.size(); ++i) {
       ASSERT_TRUE(leased[i].ok) << leased[i].reason;
-      store::report s;
-      s.what = store::report::kind::start;
+      store::start_report s;
       s.id = claims[i].id;
       s.attempt = leased[i].attempt;
       s.worker = "fill-w1";
-      s.a = "fillhost";
-      s.b = "/tmp/out/jobs/job" + std::to_string(s.id);
-      s.c = "4242";
-      store::report f = s;
-      f.what = store::report::kind::finish;
-      f.a = "done";
-      f.b = "0";
-      f.c = "Done.";
-      f.d = "I'm awake now.";
+      s.host = "fillhost";
+      s.rundir = "/tmp/out/jobs/job" + std::to_string(s.id);
+      s.pid = 4242;
+      store::finish_report f;
+      f.id = s.id;
+      f.attempt = s.attempt;
+      f.worker = s.worker;
+      f.target = job_state::done;
+      f.return_status = 0;
+      f.prefix = "Done.";
+      f.message = "I'm awake now.";
       reports.push_back(s);
       reports.push_back(f);
     }

@@ -1,0 +1,535 @@
+// The job store's Lua scripts (the sources; store.cpp calls them). The transition table, the state
+// names, the key functions and the token fields in the scripts are rendered from C++ at start-up
+// (job.cpp's next_state, keys.hpp, accounts.hpp's token_field), so C++ and Redis share one state
+// machine and one layout. This store targets a single Redis, not a cluster.
+//
+// The convention every script follows (docs/architecture.md, Store):
+//
+//   KEYS  The keys the caller knows, built by core/keys.hpp. First the five every script gets, in
+//         this order: queue, leases, events, stats:jobs_by_state, next_job_id (the prelude names
+//         them Q, L, EV, SK, NID; store_scripts.hpp's head_keys). Then the script's own, per job a
+//         group, starting at KEYS[6]:
+//           lease, lease_many       {job:<id>, job:<id>:events, token:<sha> or '' for no token}
+//           start, progress, finish, requeue, cancel, archive, reports
+//                                   {job:<id>, job:<id>:events}
+//           delete                  {job:<id>, job:<id>:events, job:<id>:log, job:<id>:children}
+//           create                  user:<owner>:jobs, then per job {job:<parent>,
+//                                   job:<parent>:children} or {'', ''} without a parent
+//           recount_init, recount_step   none
+//   ARGV  ARGV[1] is the key prefix, used only by the prelude's K functions (keys::lua_prelude)
+//         for the keys a script derives from data it reads: the new jobs' keys (their IDs come
+//         from next_job_id), the owner's job index and the parent's children set a job names, the
+//         token a job's token_sha names, the job IDs a recount walks. The values follow, laid out
+//         as written above each script; no value is ever pasted into the code.
+//   Answer {'ok', state, attempt, worker[, job as field/value list]} or {'err', <refusal>, state},
+//         <refusal> one of store.hpp's `refusal` names (store.cpp parses it in one place; a word it
+//         does not know is an error). create answers {'ok', first ID, last ID, time} or
+//         {'err', 'bad_parent', parent}; recount_init {'ok', 'started'|'rebuilding'|'exists'},
+//         recount_step {'ok', 'more'|'complete', last ID counted}. A
+//         batch script answers a list of per-job answers, or a Redis error reply ({err = ...})
+//         when Redis cannot write at all.
+//   Prelude  Every script is: the key functions (P, K), the head keys, the state tables (NEXT,
+//         FINISH_FROM, FINISH_TO, TERMINAL, STATES, and S: S.ready is 'ready', an unknown name an
+//         error), the token fields (TF, job_scope), the shared functions and the batchable
+//         operations; then the body as main(), then flush_counts() (the state counts).
+//         State names in the Lua are S.<name> or come from NEXT; none is written by hand.
+#include "core/store_scripts.hpp"
+
+#include "core/accounts.hpp"
+#include "core/job.hpp"
+#include "core/store.hpp"
+
+namespace descprod {
+
+namespace {
+
+using namespace store_lua;
+
+std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+std::string lua_state_tables() {
+  std::string out = "local NEXT = {\n";
+  for (auto s : all_job_states()) {
+    out += "  [" + quoted(to_string(s)) + "] = {";
+    for (auto e : {job_event::lease, job_event::start, job_event::requeue, job_event::cancel,
+                   job_event::lose}) {
+      if (auto n = next_state(s, e)) out += "[" + quoted(to_string(e)) + "]=" + quoted(to_string(*n)) + ",";
+    }
+    out += "},\n";
+  }
+  out += "}\nlocal FINISH_FROM = {";
+  for (auto s : all_job_states())
+    if (next_state(s, job_event::finish, job_state::done)) out += "[" + quoted(to_string(s)) + "]=true,";
+  out += "}\nlocal FINISH_TO = {";
+  for (auto s : all_job_states())
+    if (next_state(job_state::running, job_event::finish, s)) out += "[" + quoted(to_string(s)) + "]=true,";
+  out += "}\nlocal TERMINAL = {";
+  for (auto s : all_job_states())
+    if (is_terminal(s)) out += "[" + quoted(to_string(s)) + "]=true,";
+  out += "}\nlocal STATES = {";
+  for (auto s : all_job_states()) out += quoted(to_string(s)) + ",";
+  out += "}\n-- S.<state>: the name of a state; a name the C++ table does not have is an error.\nlocal S = {";
+  for (auto s : all_job_states()) out += std::string(to_string(s)) + "=" + quoted(to_string(s)) + ",";
+  out += "}\nsetmetatable(S, {__index = function(_, k) error('unknown job state ' .. tostring(k)) end})\n";
+  return out;
+}
+
+std::string lua_token_fields() {
+  using namespace token_field;
+  std::string out = "local TF = {";
+  for (auto f : {owner, scope, created, expires, label, pools, read_only})
+    out += std::string(f) + "=" + quoted(f) + ",";
+  out += "}\nlocal function job_scope(id) return " + quoted(job_token_scope("")) + " .. id end\n";
+  return out;
+}
+
+std::string lua_head_keys() {
+  return "local Q, L, EV, SK, NID = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]\n"
+         "-- A job in a script: its ID and the KEYS group at i (its hash, its stream).\n"
+         "local function job_at(id, i) return {id = id, key = KEYS[i], events = KEYS[i + 1]} end\n";
+}
+
+// Shared by every script, after the rendered tables.
+const char* shared = R"LUA(
+local function now_s()
+  local t = redis.call('TIME')
+  return string.format('%d.%06d', tonumber(t[1]), tonumber(t[2]))
+end
+-- The job's own stream is written with pcall: a broken key there (not a stream) must not stop the
+-- transition, nor, in a batch, the transitions of other jobs.
+local function emit(J, owner, kind, state, progress, attempt, t)
+  redis.pcall('XADD', J.events, 'MAXLEN', '~', 1000, '*',
+    'type', kind, 'state', state, 'progress', progress, 'attempt', attempt, 'time', t)
+  redis.call('XADD', EV, 'MAXLEN', '~', 100000, '*', 'id', J.id, 'owner', owner,
+    'type', kind, 'state', state, 'progress', progress, 'attempt', attempt, 'time', t)
+end
+-- A job's own stream is created at its first event after submission, not at submit: a queued job
+-- then has one key fewer (about a third of its memory), and its lease touches no cold stream. The
+-- first write puts the submission's event in first, with the ID its create_time gives, so the
+-- stream reads as if written at submit; readers of a job with no stream show that one event from
+-- the hash (store.hpp, submit_event_entry). ct: the job's create_time when the caller has it.
+local function open_stream(J, ct)
+  if redis.call('EXISTS', J.events) == 1 then return end
+  ct = ct or redis.call('HGET', J.key, 'create_time')
+  local s, us = string.match(ct or '', '^(%d+)%.(%d+)$')
+  if not s then return end
+  local ms = string.format('%d-0', tonumber(s) * 1000 + math.floor(tonumber(us) / 1000))
+  redis.pcall('XADD', J.events, 'MAXLEN', '~', 1000, ms, 'type', 'transition', 'state', S.ready,
+    'progress', 'Ready.', 'attempt', '1', 'time', ct)
+end
+-- Loads state, attempt, worker and owner, and checks a worker event against them.
+local function load(J)
+  local v = redis.call('HMGET', J.key, 'state', 'attempt', 'worker', 'descname', 'message', 'max_attempts', 'cancel_requested')
+  if not v[1] then return nil end
+  return {state = v[1], attempt = v[2] or '0', worker = v[3] or '', owner = v[4] or '',
+          message = v[5] or '', max_attempts = v[6] or '1', cancel = v[7] or '0'}
+end
+-- Jobs by state (SK): every script that changes a job's state moves one count from the old state
+-- to the new one (n jobs for create). Counting is on once the hash holds its S.ready field
+-- (recount_init writes every state); while a recount runs, its '_rebuild_upto' field is the last
+-- job ID counted, and only jobs up to it are counted here (the recount counts the rest as it
+-- reaches them).
+-- Read once per script (only recount_init and recount_step, scripts of their own, change them),
+-- and the deltas summed per state and written by flush_counts() when the script ends: a batch of
+-- N transitions makes one HINCRBY per state it touched, not 2N.
+local SKV = nil
+local DELTA = {}
+local function count(id, from, to, n)
+  if SKV == nil then
+    local v = redis.call('HMGET', SK, S.ready, '_rebuild_upto')
+    SKV = {on = v[1] and true or false, upto = v[2] and tonumber(v[2]) or nil}
+  end
+  if not SKV.on then return end
+  if SKV.upto and tonumber(id) > SKV.upto then return end
+  n = n or 1
+  if from then DELTA[from] = (DELTA[from] or 0) - n end
+  if to then DELTA[to] = (DELTA[to] or 0) + n end
+end
+local function flush_counts()
+  for s, d in pairs(DELTA) do
+    if d ~= 0 then redis.call('HINCRBY', SK, s, d) end
+  end
+end
+-- A job's DESCPROD_TOKEN (its sha in the job's token_sha field) lives as long as the attempt it
+-- was made for: every transition that ends the attempt (finish, requeue, lost, cancel, delete)
+-- deletes it, so it can no longer read the job nor create children.
+local function revoke_job_token(J)
+  local sha = redis.call('HGET', J.key, 'token_sha')
+  if sha and sha ~= '' then
+    redis.call('DEL', K.token(sha))
+    redis.call('HDEL', J.key, 'token_sha')
+  end
+end
+local function stale(j, attempt, worker)
+  if attempt ~= '' and j.attempt ~= attempt then return true end
+  if worker ~= '' and j.worker ~= worker then return true end
+  return false
+end
+)LUA";
+
+// The transitions a daemon applies many of at a time, as functions of their arguments and the
+// script's time t: the one-job scripts call one, the batch scripts (lease_many, reports) loop.
+const char* ops = R"LUA(
+-- lease: ready -> dispatched for `worker`, off the queue, into the leases set; with a token
+-- (the daemon's dispatch, the gateway's claim) also the job-scoped token the job's process gets
+-- as DESCPROD_TOKEN, at key tk (token_write_commands in accounts.cpp writes the other tokens, with
+-- the same fields TF). Returns the job as leased (one HGETALL, no second read).
+local function op_lease(J, tk, worker, lease_s, token_sha, token_ttl, t)
+  local flat = redis.call('HGETALL', J.key)
+  if #flat == 0 then return {'err', 'missing', ''} end
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  local ns = NEXT[h.state] and NEXT[h.state]['lease']
+  if not ns then return {'err', 'illegal', h.state or ''} end
+  local attempt, owner = h.attempt or '0', h.descname or ''
+  redis.call('HSET', J.key, 'state', ns, 'worker', worker, 'dispatch_time', t, 'update_time', t)
+  redis.call('ZREM', Q, J.id)
+  redis.call('ZADD', L, string.format('%.3f', tonumber(t) + tonumber(lease_s)), J.id)
+  count(J.id, h.state, ns)
+  open_stream(J, h.create_time)
+  emit(J, owner, 'transition', ns, 'Ready.', attempt, t)
+  if h.token_sha and h.token_sha ~= '' then
+    -- A token of an earlier attempt that is somehow still alive: it dies now.
+    redis.call('DEL', K.token(h.token_sha))
+    redis.call('HDEL', J.key, 'token_sha')
+    h.token_sha = nil
+  end
+  if token_sha and token_sha ~= '' then
+    local ttl = tonumber(token_ttl)
+    local now = math.floor(tonumber(t))
+    redis.call('HSET', tk, TF.owner, owner, TF.scope, job_scope(J.id), TF.created,
+      string.format('%d', now), TF.expires, string.format('%d', now + ttl))
+    redis.call('EXPIRE', tk, ttl)
+    -- The job remembers its token's hash (never shown by the API), so the transition that ends
+    -- the attempt can revoke it.
+    redis.call('HSET', J.key, 'token_sha', token_sha)
+    h.token_sha = token_sha
+  end
+  h.state, h.worker, h.dispatch_time, h.update_time = ns, worker, t, t
+  local out = {}
+  for k, v in pairs(h) do out[#out + 1] = k; out[#out + 1] = v end
+  return {'ok', ns, attempt, worker, out}
+end
+-- In a batch, one job's error (a broken key: its hash not a hash, say) is that job's result,
+-- {'err', 'error', message}, not the end of the call. Each op reads and checks before it writes,
+-- so a job refused this way is left as it was.
+-- Except when Redis itself cannot serve (MISCONF: it refuses writes; the codes are redis.hpp's
+-- "Redis unavailable"): then no job of the batch can be written, and the batch scripts answer
+-- with that error as a whole ({err = ...}, code kept), so the caller holds the batch and retries
+-- instead of taking every job's refusal as final.
+local UNAVAILABLE_CODES = {LOADING = true, BUSY = true, MISCONF = true, MASTERDOWN = true,
+  READONLY = true, TRYAGAIN = true, CLUSTERDOWN = true, NOREPLICAS = true}
+local UNAVAILABLE = nil
+local function guarded(op, ...)
+  local ok, res = pcall(op, ...)
+  if ok then return res end
+  local msg = res
+  if type(res) == 'table' then msg = res.err or 'error' end
+  msg = tostring(msg)
+  local code = string.match(msg, '^(%u+) ') or string.match(msg, '^[^ ]*: (%u+) ')
+  if code and UNAVAILABLE_CODES[code] then UNAVAILABLE = msg end
+  return {'err', 'error', msg}
+end
+local function op_start(J, attempt, worker, host, rundir, pid, t)
+  local j = load(J)
+  if not j then return {'err', 'missing', ''} end
+  if stale(j, attempt, worker) then return {'err', 'stale', j.state} end
+  local ns = NEXT[j.state] and NEXT[j.state]['start']
+  if not ns then return {'err', 'illegal', j.state} end
+  local progress = 'Running.'
+  if j.message ~= '' then progress = 'Running. ' .. j.message end
+  redis.call('HSET', J.key, 'state', ns, 'host', host, 'rundir', rundir, 'pid', pid,
+    'start_time', t, 'update_time', t, 'progress', progress)
+  count(J.id, j.state, ns)
+  emit(J, j.owner, 'transition', ns, progress, j.attempt, t)
+  return {'ok', ns, j.attempt, j.worker}
+end
+local function op_progress(J, attempt, worker, message, done, total, t)
+  local j = load(J)
+  if not j then return {'err', 'missing', ''} end
+  if stale(j, attempt, worker) then return {'err', 'stale', j.state} end
+  if j.state ~= S.running then return {'err', 'illegal', j.state} end
+  local progress = 'Running.'
+  if message ~= '' then progress = 'Running. ' .. message end
+  if done ~= '' then
+    redis.call('HSET', J.key, 'message', message, 'progress', progress, 'update_time', t,
+      'done_count', done, 'total_count', total)
+  else
+    redis.call('HSET', J.key, 'message', message, 'progress', progress, 'update_time', t)
+  end
+  emit(J, j.owner, 'progress', j.state, progress, j.attempt, t)
+  return {'ok', j.state, j.attempt, j.worker}
+end
+local function op_finish(J, attempt, worker, target, rc, prefix, message, t)
+  local j = load(J)
+  if not j then return {'err', 'missing', ''} end
+  if stale(j, attempt, worker) then return {'err', 'stale', j.state} end
+  if not FINISH_FROM[j.state] then return {'err', 'illegal', j.state} end
+  if not FINISH_TO[target] then return {'err', 'illegal', j.state} end
+  if j.cancel == '1' and target ~= S.done then target = S.cancelled; prefix = 'Cancelled' end
+  local progress = prefix .. '.'
+  if message ~= '' then progress = progress .. ' ' .. message end
+  redis.call('HSET', J.key, 'state', target, 'return_status', rc, 'message', message,
+    'progress', progress, 'stop_time', t, 'update_time', t)
+  redis.call('ZREM', L, J.id)
+  revoke_job_token(J)
+  count(J.id, j.state, target)
+  emit(J, j.owner, 'transition', target, progress, j.attempt, t)
+  return {'ok', target, j.attempt, j.worker}
+end
+)LUA";
+
+// The bodies; above each, its ARGV after the prefix (KEYS: the table at the top of this file).
+const char* bodies[s_count] = {
+    // create: owner n {jobtype config howfig priority parent max_attempts session}*n
+    R"LUA(
+local owner = ARGV[2]
+local n = tonumber(ARGV[3])
+local F = 7
+for i = 0, n - 1 do
+  local parent = ARGV[4 + i * F + 4]
+  if parent ~= '' and redis.call('HGET', KEYS[7 + 2 * i], 'descname') ~= owner then
+    return {'err', 'bad_parent', parent}
+  end
+end
+local last = redis.call('INCRBY', NID, n)
+local first = last - n + 1
+local t = now_s()
+for i = 0, n - 1 do
+  local b = 4 + i * F
+  local id = string.format('%d', first + i)
+  local prio = tonumber(ARGV[b + 3])
+  local f = {'id', id, 'descname', owner, 'jobtype', ARGV[b], 'config', ARGV[b + 1],
+             'howfig', ARGV[b + 2], 'priority', ARGV[b + 3], 'max_attempts', ARGV[b + 5],
+             'archive', '0', 'attempt', '1', 'state', S.ready, 'progress', 'Ready.',
+             'create_time', t, 'update_time', t, 'queued_time', t}
+  if ARGV[b + 4] ~= '' then
+    f[#f + 1] = 'parent'; f[#f + 1] = ARGV[b + 4]
+    redis.call('SADD', KEYS[8 + 2 * i], id)
+  end
+  if ARGV[b + 6] ~= '' then f[#f + 1] = 'session'; f[#f + 1] = ARGV[b + 6] end
+  redis.call('HSET', K.job(id), unpack(f))
+  redis.call('ZADD', Q, string.format('%.0f', (1000 - prio) * 1e12 + first + i), id)
+  redis.call('ZADD', KEYS[6], id, id)
+  redis.call('XADD', EV, 'MAXLEN', '~', 100000, '*', 'id', id, 'owner', owner,
+    'type', 'transition', 'state', S.ready, 'progress', 'Ready.', 'attempt', '1', 'time', t)
+end
+count(first, nil, S.ready, n)
+return {'ok', string.format('%d', first), string.format('%d', last), t}
+)LUA",
+    // lease: id worker lease_s [token_sha256 token_ttl_s]
+    // With a token (the daemon's dispatch, the gateway's claim): also writes the job-scoped token
+    // the job's process gets as DESCPROD_TOKEN, in the same call.
+    R"LUA(
+return op_lease(job_at(ARGV[2], 6), KEYS[8], ARGV[3], ARGV[4], ARGV[5], ARGV[6], now_s())
+)LUA",
+    // start: id attempt worker host rundir pid
+    R"LUA(
+return op_start(job_at(ARGV[2], 6), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], now_s())
+)LUA",
+    // progress: id attempt worker message done total
+    R"LUA(
+return op_progress(job_at(ARGV[2], 6), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], now_s())
+)LUA",
+    // finish: id attempt worker target rc prefix message
+    R"LUA(
+return op_finish(job_at(ARGV[2], 6), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], now_s())
+)LUA",
+    // requeue: id attempt worker mode reason
+    // mode '0': back to ready as is (never ran); '1': a lost worker, a running job uses up its
+    // attempt, a dispatched one gets a new attempt number without using one up; '2': handed back
+    // by a draining worker, a running job gets a new attempt number (so its events stay
+    // distinguishable) without using one up.
+    R"LUA(
+local J = job_at(ARGV[2], 6)
+local j = load(J)
+if not j then return {'err', 'missing', ''} end
+if stale(j, ARGV[3], ARGV[4]) then return {'err', 'stale', j.state} end
+local ns = NEXT[j.state] and NEXT[j.state]['requeue']
+if not ns then return {'err', 'illegal', j.state} end
+local t = now_s()
+redis.call('ZREM', L, J.id)
+revoke_job_token(J)  -- the attempt ends: lost, or a new one gets a new token at its lease
+local attempt = tonumber(j.attempt)
+if (ARGV[5] == '2' and j.state == S.running) or (ARGV[5] == '1' and j.state == S.dispatched) then
+  -- Handed back while running; or leased to a worker that is gone, which may have started it
+  -- (its `started` report lost with a daemon that stopped): either way the next run gets its own
+  -- attempt number, so no two runs share one, and it costs the job no attempt.
+  redis.call('HSET', J.key, 'max_attempts', string.format('%d', tonumber(j.max_attempts) + 1))
+  attempt = attempt + 1
+elseif ARGV[5] == '1' and j.state == S.running then
+  if attempt >= tonumber(j.max_attempts) then
+    local lost = NEXT[j.state]['lose']
+    local progress = 'Lost. ' .. ARGV[6]
+    redis.call('HSET', J.key, 'state', lost, 'progress', progress, 'stop_time', t, 'update_time', t)
+    count(J.id, j.state, lost)
+    emit(J, j.owner, 'transition', lost, progress, j.attempt, t)
+    return {'ok', lost, j.attempt, j.worker}
+  end
+  attempt = attempt + 1
+end
+local a = string.format('%d', attempt)
+redis.call('HDEL', J.key, 'worker', 'host', 'pid', 'rundir', 'start_time', 'dispatch_time', 'message', 'done_count', 'total_count')
+redis.call('HSET', J.key, 'state', ns, 'attempt', a, 'progress', 'Ready.', 'queued_time', t, 'update_time', t)
+local prio = tonumber(redis.call('HGET', J.key, 'priority') or '0')
+redis.call('ZADD', Q, string.format('%.0f', (1000 - prio) * 1e12 + tonumber(J.id)), J.id)
+count(J.id, j.state, ns)
+emit(J, j.owner, 'requeue', ns, 'Ready. ' .. ARGV[6], a, t)
+return {'ok', ns, a, ''}
+)LUA",
+    // cancel: id by
+    R"LUA(
+local J = job_at(ARGV[2], 6)
+local j = load(J)
+if not j then return {'err', 'missing', ''} end
+local ns = NEXT[j.state] and NEXT[j.state]['cancel']
+if not ns then return {'err', 'terminal', j.state} end
+local t = now_s()
+if j.state == S.ready then
+  revoke_job_token(J)
+  local progress = 'Cancelled. Cancelled by ' .. ARGV[3] .. ' before it started.'
+  redis.call('HSET', J.key, 'state', ns, 'progress', progress, 'cancel_requested', '1', 'stop_time', t, 'update_time', t)
+  redis.call('ZREM', Q, J.id)
+  count(J.id, j.state, ns)
+  open_stream(J)
+  emit(J, j.owner, 'transition', ns, progress, j.attempt, t)
+  return {'ok', ns, j.attempt, ''}
+end
+redis.call('HSET', J.key, 'cancel_requested', '1', 'update_time', t)
+-- The running attempt is being stopped: its token is reduced to reading the job and reporting
+-- how the run ended (a claimed job's runner reports its end through the gateway); it creates no
+-- more children. It is deleted when the job reaches its terminal state.
+local sha = redis.call('HGET', J.key, 'token_sha')
+if sha and sha ~= '' and redis.call('EXISTS', K.token(sha)) == 1 then
+  redis.call('HSET', K.token(sha), TF.read_only, '1')
+end
+emit(J, j.owner, 'cancel_requested', j.state, 'Cancel requested by ' .. ARGV[3] .. '.', j.attempt, t)
+return {'ok', 'cancel_requested', j.attempt, j.worker}
+)LUA",
+    // archive: id flag(0|1)
+    R"LUA(
+local J = job_at(ARGV[2], 6)
+local j = load(J)
+if not j then return {'err', 'missing', ''} end
+local old = redis.call('HGET', J.key, 'archive') or '0'
+if old ~= ARGV[3] then
+  redis.call('HSET', J.key, 'archive', ARGV[3])
+  local kind = 'archive'
+  if ARGV[3] == '0' then kind = 'unarchive' end
+  open_stream(J)
+  emit(J, j.owner, kind, j.state, redis.call('HGET', J.key, 'progress') or '', j.attempt, now_s())
+end
+return {'ok', j.state, j.attempt, j.worker}
+)LUA",
+    // delete: id
+    R"LUA(
+local J = job_at(ARGV[2], 6)
+local j = load(J)
+if not j then return {'err', 'missing', ''} end
+if not TERMINAL[j.state] then return {'err', 'active', j.state} end
+local parent = redis.call('HGET', J.key, 'parent')
+revoke_job_token(J)
+redis.call('DEL', J.key, J.events, KEYS[8], KEYS[9])
+redis.call('ZREM', K.user_jobs(j.owner), J.id)
+redis.call('ZREM', Q, J.id)
+redis.call('ZREM', L, J.id)
+if parent and parent ~= '' then redis.call('SREM', K.job_children(parent), J.id) end
+count(J.id, j.state, nil)
+redis.call('XADD', EV, 'MAXLEN', '~', 100000, '*', 'id', J.id, 'owner', j.owner,
+  'type', 'deleted', 'state', j.state, 'progress', '', 'attempt', j.attempt, 'time', now_s())
+return {'ok', j.state, j.attempt, j.worker}
+)LUA",
+    // recount_init: force(0|1) now
+    // Starts a recount when the counts do not exist yet (or always, with force): every state's
+    // count 0, and the recount's cursor at job ID 0. An unfinished recount is left to go on.
+    R"LUA(
+local exists = redis.call('HEXISTS', SK, S.ready) == 1
+if exists and ARGV[2] ~= '1' then
+  if redis.call('HEXISTS', SK, '_rebuild_upto') == 1 then return {'ok', 'rebuilding'} end
+  return {'ok', 'exists'}
+end
+redis.call('DEL', SK)
+for _, s in ipairs(STATES) do redis.call('HSET', SK, s, '0') end
+redis.call('HSET', SK, '_rebuild_upto', '0', '_rebuild_started', ARGV[3])
+return {'ok', 'started'}
+)LUA",
+    // recount_step: batch
+    // Counts the states of the next `batch` job IDs after the cursor, up to the ID counter as it
+    // is now; past the counter the recount is over (the cursor field goes). Jobs up to the cursor
+    // are counted by the transition scripts from then on (count() above), so a job is counted
+    // exactly once whatever runs meanwhile. Several gateways may step the same recount.
+    R"LUA(
+local c = redis.call('HGET', SK, '_rebuild_upto')
+if not c then return {'ok', 'complete', '0'} end
+local last = tonumber(redis.call('GET', NID) or '0')
+local from = tonumber(c) + 1
+local to = math.min(last, tonumber(c) + tonumber(ARGV[2]))
+for id = from, to do
+  local s = redis.call('HGET', K.job(string.format('%d', id)), 'state')
+  if s then redis.call('HINCRBY', SK, s, 1) end
+end
+if to >= last then
+  redis.call('HDEL', SK, '_rebuild_upto', '_rebuild_started')
+  return {'ok', 'complete', string.format('%d', last)}
+end
+redis.call('HSET', SK, '_rebuild_upto', string.format('%d', to))
+return {'ok', 'more', string.format('%d', to)}
+)LUA",
+    // lease_many: lease_s token_ttl_s n {id worker token_sha256}*n
+    // The daemon's dispatch of n jobs in one call: each as op_lease, one time for all; a result
+    // per job, in order. KEYS per job: {job, events, token or ''}.
+    R"LUA(
+local n = tonumber(ARGV[4])
+local t = now_s()
+local out = {}
+for i = 0, n - 1 do
+  local b = 5 + i * 3
+  local J = job_at(ARGV[b], 6 + i * 3)
+  out[i + 1] = guarded(op_lease, J, KEYS[8 + i * 3], ARGV[b + 1], ARGV[2], ARGV[b + 2], ARGV[3], t)
+  if UNAVAILABLE then return {err = UNAVAILABLE} end
+end
+return out
+)LUA",
+    // reports: n {op id attempt worker a b c d}*n, op 's' start (a host, b rundir, c pid),
+    // 'p' progress (a message, b done, c total), 'f' finish (a target, b rc, c prefix, d message).
+    // The workers' reports of one outbox batch, in the order they came; a result per report.
+    R"LUA(
+local n = tonumber(ARGV[2])
+local t = now_s()
+local out = {}
+for i = 0, n - 1 do
+  local b = 3 + i * 8
+  local op, attempt, worker = ARGV[b], ARGV[b + 2], ARGV[b + 3]
+  local J = job_at(ARGV[b + 1], 6 + i * 2)
+  if op == 's' then
+    out[i + 1] = guarded(op_start, J, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], t)
+  elseif op == 'p' then
+    out[i + 1] = guarded(op_progress, J, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], t)
+  elseif op == 'f' then
+    out[i + 1] = guarded(op_finish, J, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], t)
+  else
+    out[i + 1] = {'err', 'bad_op', op}
+  end
+  if UNAVAILABLE then return {err = UNAVAILABLE} end
+end
+return out
+)LUA",
+};
+
+}  // namespace
+
+const std::vector<std::string>& store_scripts() {
+  static const std::vector<std::string> scripts = [] {
+    std::vector<std::string> v;
+    auto prelude = keys::lua_prelude() + lua_head_keys() + lua_state_tables() + lua_token_fields() +
+                   shared + ops;
+    // Each body runs as main(); its state counts are written once, after it (flush_counts).
+    for (int i = 0; i < s_count; ++i)
+      v.push_back(prelude + "local function main()\n" + bodies[i] +
+                  "\nend\nlocal result = main()\nflush_counts()\nreturn result\n");
+    return v;
+  }();
+  return scripts;
+}
+
+}  // namespace descprod
