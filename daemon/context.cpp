@@ -28,7 +28,12 @@ std::string hex_id(const std::string& routing) {
   return out;
 }
 
-std::string refusal_reason(const transition_result& r) { return r.reason; }
+refusal interpret_refusal(const transition_result& r) {
+  refusal out;
+  out.reason = r.reason;
+  out.broken = r.reason == "error";
+  return out;
+}
 
 daemon_context::daemon_context(net::io_context& io_ref, descprod_config c, app_registry a)
     : io(io_ref),

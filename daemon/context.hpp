@@ -45,9 +45,16 @@ std::string fmt_double(double d);
 // A ZeroMQ routing id as hex, for logs.
 std::string hex_id(const std::string& routing);
 
-// Why the store refused a transition, as the daemon logs it: the one place that reads a refusal
-// (store.hpp's transition_result), so that a change of its type is a change here only.
-std::string refusal_reason(const transition_result& r);
+// A store refusal as the daemon takes it: the one place that reads a refusal (store.hpp's
+// transition_result), so that a change of its type is a change here only. `broken`: the job's
+// keys are broken (the script answered "error"; an operator needs to hear of it); otherwise an
+// ordinary refusal (cancelled, already leased, gone, stale), logged and dropped.
+struct refusal {
+  bool broken = false;
+  std::string reason;
+};
+refusal interpret_refusal(const transition_result& r);
+inline std::string refusal_reason(const transition_result& r) { return interpret_refusal(r).reason; }
 
 struct daemon_context {
   daemon_context(net::io_context& io, descprod_config cfg, app_registry apps);

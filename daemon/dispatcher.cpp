@@ -175,8 +175,11 @@ void dispatcher::after_lease(lease_request& q, transition_result& r) {
   const std::string& worker_id = q.worker;
   auto* w = workers_.find(worker_id);
   if (!r.ok) {
-    // Cancelled, already leased, or gone: not an error, just nothing to run.
-    log::debug("lease refused job_id={} reason={} state={}", id, refusal_reason(r), r.state);
+    // Cancelled, already leased, or gone: not an error, just nothing to run. Broken keys: the
+    // job stays as it was in Redis, and an operator needs to hear of it.
+    auto why = interpret_refusal(r);
+    if (why.broken) log::error("lease failed job_id={} worker={} error={}", id, worker_id, r.state);
+    else log::debug("lease refused job_id={} reason={} state={}", id, why.reason, r.state);
     undo_lease(id, worker_id);
     if (w) dispatch();
     return;
