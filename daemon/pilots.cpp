@@ -158,7 +158,7 @@ pilot_manager::pilot_manager(net::any_io_executor ex, pilots_config cfg, redis_c
     : ex_(std::move(ex)),
       cfg_(std::move(cfg)),
       redis_(redis),
-      prefix_(std::move(prefix)),
+      keys_(std::move(prefix)),
       demand_(std::move(demand)),
       timer_(ex_) {}
 
@@ -239,16 +239,16 @@ net::awaitable<void> pilot_manager::run() {
 
 net::awaitable<void> pilot_manager::load() {
   // After a daemon restart: the pilots it had submitted are still Slurm's; squeue will say which.
-  auto cmd = redis_cmd("SMEMBERS", prefix_ + "pilots");
+  auto cmd = redis_cmd("SMEMBERS", keys_.pilots());
   auto members = co_await redis_.async_exec(std::move(cmd));
   for (const auto& m : members.elements) {
     auto id = m.as_string();
-    auto get = redis_cmd("HGETALL", prefix_ + "pilot:" + id);
+    auto get = redis_cmd("HGETALL", keys_.pilot(id));
     auto h = co_await redis_.async_exec(std::move(get));
     std::map<std::string, std::string> f;
     for (std::size_t i = 0; i + 1 < h.elements.size(); i += 2) f[h.elements[i].as_string()] = h.elements[i + 1].as_string();
     if (f.empty() || f["state"] == "ended") {
-      auto rem = redis_cmd("SREM", prefix_ + "pilots", id);
+      auto rem = redis_cmd("SREM", keys_.pilots(), id);
       co_await redis_.async_exec(std::move(rem));
       continue;
     }
@@ -430,7 +430,7 @@ void pilot_manager::on_worker_left(const std::string& worker_id) {
 
 void pilot_manager::write(const pilot& p) {
   if (!redis_.connected()) return;
-  auto key = prefix_ + "pilot:" + p.id;
+  auto key = keys_.pilot(p.id);
   std::vector<std::vector<std::string>> cmds;
   cmds.push_back(redis_cmd("HSET", key, "id", p.id, "state", p.state, "slurm_state", p.slurm_state, "reason",
                            p.reason, "submitted_time", fmt_time(p.submitted_time), "started_time",
@@ -440,10 +440,10 @@ void pilot_manager::write(const pilot& p) {
                            std::to_string(p.workers.size()), "output",
                            cfg_.log_dir + "/" + cfg_.job_name + "-" + p.id + ".out"));
   if (p.state == "ended") {
-    cmds.push_back(redis_cmd("SREM", prefix_ + "pilots", p.id));
+    cmds.push_back(redis_cmd("SREM", keys_.pilots(), p.id));
     cmds.push_back(redis_cmd("EXPIRE", key, std::to_string(std::chrono::seconds(ended_ttl).count())));
   } else {
-    cmds.push_back(redis_cmd("SADD", prefix_ + "pilots", p.id));
+    cmds.push_back(redis_cmd("SADD", keys_.pilots(), p.id));
   }
   net::co_spawn(
       ex_,

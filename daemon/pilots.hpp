@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/config.hpp"
+#include "core/keys.hpp"
 #include "core/redis.hpp"
 
 namespace descprod {
@@ -108,7 +109,7 @@ class pilot_manager {
   net::any_io_executor ex_;
   pilots_config cfg_;
   redis_client& redis_;
-  std::string prefix_;
+  keys keys_;  // Redis keys (core/keys.hpp)
   std::function<pilot_demand()> demand_;
   std::map<std::string, pilot> pilots_;  // alive, by Slurm job id
   bool stopping_ = false;

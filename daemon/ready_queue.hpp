@@ -1,4 +1,4 @@
-// The daemon's ready queue (DESIGN §2, §4): ready jobs ordered by score (priority, then ID), kept
+// The daemon's ready queue (docs/architecture.md, Daemon): ready jobs ordered by score (priority, then ID), kept
 // per owner so a worker that may run only some owners' jobs finds its next job without scanning
 // the others'. The fronts of the non-empty per-owner queues are kept in order too, so a worker
 // that may run every job still takes them in global order. It holds IDs only; Redis has the jobs.

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "core/curve.hpp"
+#include "core/keys.hpp"
 #include "core/log.hpp"
 
 namespace descprod {
@@ -31,7 +32,8 @@ double now_s() {
 net::awaitable<worker_grant> check_worker_token(redis_client& redis, const std::string& prefix,
                                                 const std::string& token_sha256) {
   worker_grant g;
-  auto t = co_await redis.async_exec(redis_cmd("HMGET", prefix + "token:" + token_sha256, "owner", "scope",
+  const keys k(prefix);
+  auto t = co_await redis.async_exec(redis_cmd("HMGET", k.token(token_sha256), "owner", "scope",
                                                "expires", "pools"));
   if (t.elements.size() != 4 || t.elements[0].is_nil()) {
     g.reason = "unknown or revoked worker token";
@@ -49,9 +51,9 @@ net::awaitable<worker_grant> check_worker_token(redis_client& redis, const std::
   }
   g.pools = split_pools(t.elements[3].is_nil() ? std::string() : t.elements[3].str);
   std::vector<std::vector<std::string>> cmds;
-  cmds.push_back(redis_cmd("HGET", prefix + "user:" + g.owner, "status"));
+  cmds.push_back(redis_cmd("HGET", k.user(g.owner), "status"));
   for (const auto& p : g.pools)
-    if (p != "*") cmds.push_back(redis_cmd("SMEMBERS", prefix + "pool:" + p));
+    if (p != "*") cmds.push_back(redis_cmd("SMEMBERS", k.pool(p)));
   auto replies = co_await redis.async_pipeline(std::move(cmds));
   if (replies.empty() || replies[0].str != "active") {
     g.reason = "the token's owner '" + g.owner + "' is not an active account";

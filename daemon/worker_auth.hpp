@@ -1,4 +1,4 @@
-// Worker authentication (DESIGN §4, §8; docs/operators.md, Workers).
+// Worker authentication (docs/architecture.md, Security model; docs/operators.md, Workers).
 //  - Worker tokens: `descprod-admin worker-token OWNER [--pool P]...` stores P token:<sha256> with
 //    scope "worker", its owner and the pools an admin admitted it to (comma-separated; `*` admits
 //    every owner's jobs). A worker may run the jobs of its owner and of the members of its pools

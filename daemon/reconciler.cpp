@@ -1,0 +1,148 @@
+// The reconciler (see reconciler.hpp).
+#include "daemon/reconciler.hpp"
+
+#include "core/log.hpp"
+
+namespace descprod {
+
+reconciler::reconciler(daemon_context& ctx, worker_table& workers, lease_table& leases, dispatcher& disp,
+                       outbox& out)
+    : ctx_(ctx), workers_(workers), leases_(leases), disp_(disp), out_(out) {}
+
+bool reconciler::due(clock_type::time_point now) {
+  if (now - last_reconcile_ <= ctx_.cfg.daemon.reconcile_interval) return false;
+  last_reconcile_ = now;
+  return true;
+}
+
+net::awaitable<void> reconciler::rebuild() {
+  // The queue: everything in the ready set, in chunks so a deep queue does not build one reply.
+  const long long chunk = 10000;
+  for (long long start = 0;; start += chunk) {
+    auto cmd = redis_cmd("ZRANGE", ctx_.k.queue(), std::to_string(start), std::to_string(start + chunk - 1),
+                         "WITHSCORES");
+    auto r = co_await ctx_.redis.async_exec(std::move(cmd));
+    std::vector<std::pair<job_id, double>> jobs;
+    for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2)
+      jobs.emplace_back(r.elements[i].as_integer(), std::stod(r.elements[i + 1].as_string()));
+    co_await take_in(std::move(jobs));
+    if (r.elements.size() < static_cast<std::size_t>(chunk * 2)) break;
+  }
+  // Leases held before a restart: their workers get one lease period to say hello and claim them.
+  // Claims by descprod-start-job (worker "cli:...") carry deadlines years away and are not ours.
+  auto horizon = fmt_double(epoch_now() + 86400.0 * 365);
+  auto cmd = redis_cmd("ZRANGE", ctx_.k.leases(), "-inf", horizon, "BYSCORE");
+  auto found = co_await ctx_.redis.async_exec(std::move(cmd));
+  auto deadline = clock_type::now() + ctx_.cfg.daemon.lease_timeout;
+  // Whom each lease is for, at which attempt, and whose job it is: a hello adopts only leases in
+  // its own id and attempt, of owners its token may run; a hello that does not list one of its
+  // leases has it requeued at once (worker_handler::accept_hello) instead of after the lease period.
+  leases_.clear_orphans();
+  for (std::size_t from = 0; from < found.elements.size(); from += 10000) {
+    std::size_t to = std::min(found.elements.size(), from + 10000);
+    std::vector<std::vector<std::string>> cmds;
+    for (std::size_t i = from; i < to; ++i)
+      cmds.push_back(redis_cmd("HMGET", ctx_.k.job(found.elements[i].as_integer()), "worker", "attempt", "descname"));
+    auto fields = co_await ctx_.redis.async_pipeline(std::move(cmds));
+    for (std::size_t i = from; i < to; ++i) {
+      job_id id = found.elements[i].as_integer();
+      orphan_lease o;
+      o.deadline = deadline;
+      const auto& f = fields[i - from];
+      if (!f.is_error() && f.elements.size() == 3) {
+        o.worker = f.elements[0].is_nil() ? std::string() : f.elements[0].str;
+        o.attempt = f.elements[1].is_nil() ? 0 : std::atoll(f.elements[1].str.c_str());
+        o.owner = f.elements[2].is_nil() ? std::string() : f.elements[2].str;
+      }
+      leases_.add_orphan(id, std::move(o));
+    }
+  }
+  last_reconcile_ = clock_type::now();
+  log::info("queue rebuilt ready={} leased={}", disp_.queue().size(), leases_.orphan_count());
+  disp_.dispatch();
+}
+
+net::awaitable<void> reconciler::reconcile() {
+  // A `submitted` notice can be lost (gateway crash between Redis and ZeroMQ, daemon restart):
+  // any ready job near the front of the queue that is not held here is taken in.
+  if (!ctx_.redis_ready() || ctx_.draining) co_return;
+  std::size_t added = 0;
+  try {
+    auto cmd = redis_cmd("ZRANGE", ctx_.k.queue(), "0", "9999", "WITHSCORES");
+    auto r = co_await ctx_.redis.async_exec(std::move(cmd));
+    std::vector<std::pair<job_id, double>> jobs;
+    for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2) {
+      job_id id = r.elements[i].as_integer();
+      if (disp_.queue().contains(id) || leases_.contains(id)) continue;
+      jobs.emplace_back(id, std::stod(r.elements[i + 1].as_string()));
+    }
+    added = jobs.empty() ? 0 : co_await take_in(std::move(jobs));
+  } catch (const boost::system::system_error& e) {
+    ctx_.redis_failed(e);
+    co_return;
+  }
+  if (added) {
+    log::info("reconcile found ready jobs added={}", added);
+    disp_.dispatch();
+  }
+}
+
+net::awaitable<std::size_t> reconciler::take_in(std::vector<std::pair<job_id, double>> jobs) {
+  std::vector<std::vector<std::string>> cmds;
+  cmds.reserve(jobs.size());
+  for (const auto& [id, score] : jobs) cmds.push_back(redis_cmd("HGET", ctx_.k.job(id), "descname"));
+  auto owners = co_await ctx_.redis.async_pipeline(std::move(cmds));
+  std::size_t added = 0;
+  auto& ready = disp_.queue();
+  for (std::size_t i = 0; i < jobs.size() && i < owners.size(); ++i) {
+    auto [id, score] = jobs[i];
+    if (leases_.contains(id)) continue;
+    if (owners[i].is_error()) {  // its hash is not a hash: nothing to run (operators: see docs)
+      log::warn("queued job not taken in job_id={} error={}", id, owners[i].str);
+      continue;
+    }
+    added += ready.push(id, score, ready.intern(owners[i].is_nil() ? std::string() : owners[i].str));
+  }
+  co_return added;
+}
+
+void reconciler::expire_orphans(clock_type::time_point now) {
+  // Orphaned leases from before a restart whose worker never came back.
+  for (job_id id : leases_.take_expired_orphans(now))
+    out_.requeue_orphan(id, std::string(), "worker did not return after a daemon restart");
+}
+
+net::awaitable<void> reconciler::recheck_tokens() {
+  // A revoked or expired token, a disabled owner: the worker gets no more jobs (those it runs
+  // finish and report). Pool changes apply from here on.
+  std::vector<std::pair<std::string, std::string>> checks;  // worker id, token sha
+  for (const auto& [id, w] : workers_.all())
+    if (!w.token_sha.empty()) checks.emplace_back(id, w.token_sha);
+  for (const auto& [id, sha] : checks) {
+    // Redis unavailable (LOADING, BUSY, a lost connection) says nothing about the token: stop
+    // here, revoke nobody, and check again once Redis serves (queue_daemon::start_reconnect).
+    worker_grant g;
+    try {
+      g = co_await check_worker_token(ctx_.redis, ctx_.cfg.redis.prefix, sha);
+    } catch (const boost::system::system_error& e) {
+      ctx_.redis_failed(e);
+      co_return;
+    }
+    auto* w = workers_.find(id);
+    if (!w || w->token_sha != sha) continue;
+    if (!g.ok) {
+      if (!w->revoked) {
+        w->revoked = true;
+        w->credits = 0;
+        log::warn("worker token no longer valid: dispatch stopped worker={} owner={} reason={} running={}", id,
+                  w->owner, g.reason, leases_.count(id));
+      }
+      continue;
+    }
+    if (w->revoked) continue;  // a revoked worker must say hello again
+    worker_table::set_grant(*w, g, disp_.queue());
+  }
+  disp_.dispatch();
+}
+
+}  // namespace descprod
