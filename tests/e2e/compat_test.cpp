@@ -136,7 +136,7 @@ void expect_compat_outcome(compat_service& s, long long id, bool child_runs) {
 
 TEST(Compat, DescprodStyleShellAppRunsUnchangedUnderTheWorker) {
   compat_service s(1);
-  long long id = s.submit("compat", "cfg1");
+  long long id = s.submit(R"({"jobtype":"compat","config":"cfg1"})");
   ASSERT_TRUE(s.wait_terminal(id)) << s.field(id, "state");
   // The app needs the job token the worker hands it (DESCPROD_TOKEN); without it it stops here.
   ASSERT_NE(s.field(id, "progress"), "Failed. NO-TOKEN") << "the worker gave the application no job token";
@@ -146,7 +146,7 @@ TEST(Compat, DescprodStyleShellAppRunsUnchangedUnderTheWorker) {
 TEST(Compat, DescprodStyleShellAppRunsUnchangedUnderStartJob) {
   compat_service s(0);
   ASSERT_TRUE(s.has_route("POST", "/api/jobs/999999999/claim")) << "no claim route";
-  long long id = s.submit("compat", "cfg2");
+  long long id = s.submit(R"({"jobtype":"compat","config":"cfg2"})");
   process start({s.bin("descprod-start-job"), "-w", std::to_string(id)},
                 {{"PATH", s.env().front().second}, {"DESCPROD_URL", s.url()}, {"DESCPROD_TOKEN", s.alice_token},
                  {"HOME", s.dir.file("home")}, {"DESCPROD_OUTPUT_DIR", s.client_out}},
