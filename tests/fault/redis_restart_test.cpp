@@ -138,7 +138,9 @@ class RedisOutage : public ::testing::Test {
         rep.statuses[r->status]++;
         EXPECT_NE(r->status, 401) << r->body;
         EXPECT_NE(r->status, 500) << r->body;
-        if (r->status == 503) EXPECT_FALSE(r->header("Retry-After").empty());
+        if (r->status == 503) {
+          EXPECT_FALSE(r->header("Retry-After").empty());
+        }
       }
       if (reads_work) {
         EXPECT_EQ(get.status, 200) << get.body;
@@ -207,7 +209,8 @@ TEST_F(RedisOutage, LoadingAfterARestartStallsNothing) {
   fill_history(c);
   std::printf("[ redis    ] wrote %d job hashes in %.1f s\n", bulk_jobs, secs(steady::now() - t_fill));
   start_work("a", 3);
-  outage_report rep{"LOADING"};
+  outage_report rep;
+  rep.name = "LOADING";
 
   auto t0 = steady::now();
   c.redis.kill9();
@@ -226,7 +229,8 @@ TEST_F(RedisOutage, LoadingAfterARestartStallsNothing) {
 
 TEST_F(RedisOutage, BusyScriptStallsNothing) {
   start_work("b", 3);
-  outage_report rep{"BUSY"};
+  outage_report rep;
+  rep.name = "BUSY";
   auto t0 = steady::now();
   // A script that never ends, on a connection of its own, until SCRIPT KILL.
   std::atomic<bool> script_done{false};
@@ -275,7 +279,8 @@ TEST_F(RedisOutage, BusyScriptStallsNothing) {
 
 TEST_F(RedisOutage, RefusedWritesStallNothing) {
   start_work("c", 3);
-  outage_report rep{"MISCONF"};
+  outage_report rep;
+  rep.name = "MISCONF";
   redis_sync r(c.redis.endpoint());
   // A save that fails (its folder is gone) with stop-writes-on-bgsave-error on: Redis refuses
   // every write with MISCONF until a save succeeds again.

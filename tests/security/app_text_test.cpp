@@ -77,7 +77,9 @@ TEST(AppText, AnAppsEscapesReachTheApiReplacedThroughTheDaemon) {
   EXPECT_EQ(text.find("\\u0007"), std::string::npos) << text;
   auto lj = log.json();
   std::function<void(const json::value&)> walk = [&](const json::value& v) {
-    if (v.is_string()) EXPECT_TRUE(printable(std::string(v.as_string())));
+    if (v.is_string()) {
+      EXPECT_TRUE(printable(std::string(v.as_string())));
+    }
     if (v.is_array()) for (const auto& e : v.as_array()) walk(e);
     if (v.is_object()) for (const auto& kv : v.as_object()) walk(kv.value());
   };

@@ -71,7 +71,9 @@ void expect_no_write(service& s, long long id, const std::string& token, bool go
     else EXPECT_TRUE(r.status == 401 || r.status == 403 || r.status == 409) << method << " " << target << ": " << r.status << " " << r.body;
     EXPECT_NE(r.status / 100, 2) << method << " " << target << ": " << r.body;
   }
-  if (gone) EXPECT_EQ(s.call("GET", j, "", token).status, 401);
+  if (gone) {
+    EXPECT_EQ(s.call("GET", j, "", token).status, 401);
+  }
 }
 
 TEST(JobToken, ItCreatesChildrenWhileItsJobRunsAndNothingOnceItIsDone) {

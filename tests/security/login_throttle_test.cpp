@@ -212,7 +212,9 @@ TEST(LoginThrottle, RegistrationRevealsNoNamesAndIsRateLimited) {
   ASSERT_EQ(fj.size(), tj.size());
   for (const auto& kv : fj) {
     ASSERT_TRUE(tj.contains(kv.key())) << kv.key();
-    if (kv.key() != "username") EXPECT_EQ(tj.at(kv.key()), kv.value()) << kv.key();
+    if (kv.key() != "username") {
+      EXPECT_EQ(tj.at(kv.key()), kv.value()) << kv.key();
+    }
   }
   // alice is unchanged: still active, her token works, her password was not set.
   {

@@ -28,8 +28,9 @@ service::service(service_options o)
   fs::create_directories(out_dir);
   fs::create_directories(markers);
   std::string extra_apps = opts.apps;
-  for (auto pos = extra_apps.find("{markers}"); pos != std::string::npos; pos = extra_apps.find("{markers}", pos))
-    extra_apps.replace(pos, 9, markers);
+  for (const auto& [name, value] : {std::pair<std::string, std::string>{"{markers}", markers}, {"{dir}", dir.path()}})
+    for (auto pos = extra_apps.find(name); pos != std::string::npos; pos = extra_apps.find(name, pos + value.size()))
+      extra_apps.replace(pos, name.size(), value);
   write_file(dir.file("apps.yaml"),
              "apps:\n"
              "  - name: mysleep\n"
@@ -69,6 +70,8 @@ service::service(service_options o)
   start_daemon();
   start_gateway();
   for (int i = 0; i < opts.workers; ++i) start_worker(i);
+  if (opts.wait_ready && !wait_until([&] { return readyz().status == 200; }, 20s))
+    throw std::runtime_error("the gateway did not become ready: " + readyz().body);
 }
 
 service::~service() {
@@ -113,15 +116,40 @@ void service::start_gateway() {
   port_ = std::stoi(read_file(port_file));
 }
 
-void service::start_worker(int i, const std::string& id, const std::string& token_file) {
-  if (workers.size() <= static_cast<std::size_t>(i)) workers.resize(i + 1);
+namespace {
+
+// Starts worker `i`: the service's config (as the file is now: a test may have rewritten it) with
+// the gateway's current URL for the applications, and an environment without a user token.
+std::unique_ptr<process> spawn_worker(service& s, int i, const std::string& id, const std::string& token_file,
+                                      int slots) {
   std::string wid = id.empty() ? "w" + std::to_string(i) : id;
-  std::vector<std::string> argv{bin("descprod-worker"), "--config", config_file, "--id", wid};
+  auto config = s.dir.file("worker-" + wid + ".yaml");
+  write_file(config, read_file(s.config_file) + "  gateway_url: " + s.url() + "\n");
+  std::vector<std::string> argv{s.bin("descprod-worker"), "--config", config, "--id", wid};
   if (!token_file.empty()) {
     argv.push_back("--token-file");
     argv.push_back(token_file);
   }
-  workers[i] = std::make_unique<process>(argv, env(), dir.file("worker-" + wid + ".log"));
+  if (slots > 0) {
+    argv.push_back("--slots");
+    argv.push_back(std::to_string(slots));
+  }
+  auto env = s.env();
+  env.emplace_back("DESCPROD_TOKEN", "");
+  return std::make_unique<process>(argv, env, s.dir.file("worker-" + wid + ".log"));
+}
+
+}  // namespace
+
+void service::start_worker(int i, const std::string& id, const std::string& token_file) {
+  if (workers.size() <= static_cast<std::size_t>(i)) workers.resize(i + 1);
+  workers[i] = spawn_worker(*this, i, id, token_file, 0);
+}
+
+int service::add_worker(int slots) {
+  int i = static_cast<int>(workers.size());
+  workers.push_back(spawn_worker(*this, i, "", "", slots));
+  return i;
 }
 
 void service::kill9(std::unique_ptr<process>& p) {
@@ -134,6 +162,13 @@ http_response service::call(const std::string& method, const std::string& target
   http_headers h;
   h.emplace_back("Authorization", "Bearer " + (token.empty() ? alice_token : token));
   return http_request("127.0.0.1", port_, method, target, body, h);
+}
+
+http_response service::readyz() { return http_request("127.0.0.1", port_, "GET", "/readyz"); }
+
+bool service::has_route(const std::string& method, const std::string& target) {
+  auto r = call(method, target, method == "POST" ? "{}" : "");
+  return !(r.status == 404 && r.body.find("no such API route") != std::string::npos);
 }
 
 boost::json::object service::job(long long id, const std::string& token) {
@@ -152,11 +187,30 @@ bool service::terminal(const std::string& s) {
   return s == "done" || s == "failed" || s == "timeout" || s == "killed" || s == "cancelled" || s == "lost";
 }
 
+bool service::wait_terminal(long long id, std::chrono::milliseconds timeout, const std::string& token) {
+  return wait_until([&] { return terminal(state(id, token)); }, timeout, 50ms);
+}
+
 long long service::submit(const std::string& body, const std::string& token) {
   auto r = call("POST", "/api/jobs", body, token);
   EXPECT_EQ(r.status, 201) << r.body;
   if (r.status != 201) return -1;
   return r.json().as_object().at("id").as_int64();
+}
+
+boost::json::object service::claim(long long id, const std::string& host, const std::string& token) {
+  auto r = call("POST", "/api/jobs/" + std::to_string(id) + "/claim", R"({"host":")" + host + "\"}", token);
+  EXPECT_EQ(r.status, 200) << r.body;
+  if (r.status != 200) return {};
+  return r.json().as_object();
+}
+
+const std::string& service::admin_token() {
+  if (admin_token_.empty()) {
+    redis_sync r(redis.endpoint());
+    admin_token_ = issue_token(r, "descprod:", "ops");
+  }
+  return admin_token_;
 }
 
 std::string service::marker(long long id) const {

@@ -1,10 +1,15 @@
 // A whole DESCprod service on this machine for end-to-end tests: a real redis-server, the real
 // descprod-daemon, descprod-gateway and N descprod-worker binaries, configured in a temporary
-// directory, with users alice and bob and their API tokens. Processes are started and stopped by
-// PID; on a failed test the tails of their logs are printed.
+// directory, with users alice and bob and their API tokens, and the administrator ops. Processes
+// are started and stopped by PID; on a failed test the tails of their logs are printed. Every test
+// above the integration layer that needs a running service uses this one fixture.
+//
+// The workers hand applications the gateway's real URL (DESCPROD_URL, worker.gateway_url) and no
+// user token from the test's environment: an application reaches the service with its job token.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -20,7 +25,7 @@ struct service_options {
   // Extra entries of the `apps:` list (YAML lines, each starting "  - name: ..."). The apps
   // mysleep (the real apps/runapp-mysleep), marker (appends "$DESCPROD_ATTEMPT" to
   // <markers>/m<id>) and fail (exits 3 with status "it broke") are always there; "{markers}" in
-  // these lines becomes the markers directory.
+  // these lines becomes the markers directory, "{dir}" the service's directory (dir.path()).
   std::string apps;
   int heartbeat_ms = 200;
   int lease_timeout_ms = 3000;
@@ -32,6 +37,8 @@ struct service_options {
   // more YAML lines for the redis section (e.g. "  username: descprod\n  password: secret\n").
   redis_server_options redis_options;
   std::string redis_extra;
+  // The constructor returns once /readyz answers 200 (the daemon has welcomed the gateway).
+  bool wait_ready = false;
 };
 
 class service {
@@ -47,23 +54,39 @@ class service {
   // Starts worker i (id "w<i>" unless given) with the fixture's worker token, or the token in
   // `token_file` when given.
   void start_worker(int i, const std::string& id = "", const std::string& token_file = "");
+  // Starts one more worker (index workers.size(), id "w<index>"), with `slots` slots instead of
+  // the configured ones when given; returns its index.
+  int add_worker(int slots = 0);
   static void kill9(std::unique_ptr<process>& p);
 
   int port() const { return port_.load(); }  // changes when the gateway restarts
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port()); }
   std::string bin(const std::string& name) const;
   std::vector<std::pair<std::string, std::string>> env() const;  // PATH with apps/ and build/bin
 
   // HTTP with a bearer token (alice's unless given).
   http_response call(const std::string& method, const std::string& target, const std::string& body = "",
                      const std::string& token = "");
+  // GET /readyz (no credentials).
+  http_response readyz();
+  // Whether the gateway knows an API route: anything but its 404 "no such API route" (a POST
+  // carries "{}").
+  bool has_route(const std::string& method, const std::string& target);
   // The job as the API shows it (empty when not 200), and its state.
   boost::json::object job(long long id, const std::string& token = "");
   std::string state(long long id, const std::string& token = "");
   static bool terminal(const std::string& state);
+  // Waits until the job is in a terminal state (false at the deadline).
+  bool wait_terminal(long long id, std::chrono::milliseconds timeout = 60s, const std::string& token = "");
   // POST /api/jobs; returns the id (or -1, recording a test failure).
   long long submit(const std::string& body, const std::string& token = "");
+  // POST /api/jobs/<id>/claim for `host` (the claim of descprod-start-job); returns the answer's
+  // body (empty, recording a test failure, when it is not 200).
+  boost::json::object claim(long long id, const std::string& host = "cli.example.org", const std::string& token = "");
   // Marker lines (runs) the `marker` app left for a job.
   std::string marker(long long id) const;
+  // An API token of the administrator ops (issued at the first call).
+  const std::string& admin_token();
 
   service_options opts;
   temp_dir dir;
@@ -77,6 +100,7 @@ class service {
 
  private:
   std::atomic<int> port_{0};
+  std::string admin_token_;
 };
 
 }  // namespace descprod::test
