@@ -350,7 +350,7 @@ net::awaitable<std::vector<transition_result>> store::async_reports(std::vector<
 }
 
 namespace {
-// Script arguments, built outside the coroutines (GCC 12 and braced temporaries, STYLE.md).
+// Script arguments, built outside the coroutines (GCC 12 and braced temporaries, docs/building.md#conventions).
 std::vector<std::string> recount_init_args(bool force) {
   char now[32];
   std::snprintf(now, sizeof now, "%.3f",

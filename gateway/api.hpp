@@ -21,7 +21,7 @@
 
 namespace descprod::gateway {
 
-// Longest accepted config/howfig (bytes) and jobtype; DESIGN §8 asks for length limits.
+// Longest accepted config/howfig (bytes) and jobtype; docs/security.md asks for length limits.
 inline constexpr std::size_t max_config_bytes = 512;
 inline constexpr std::size_t max_jobtype_bytes = 64;
 // Paging of GET /api/jobs.
@@ -244,7 +244,7 @@ bool may_read(const principal& who, job_id id, const std::string& owner);
 // user token.
 bool may_change(const principal& who, const std::string& owner);
 
-// The job-token rules (DESIGN §6.2). A token of scope job:<J> may GET job J, its events and log;
+// The job-token rules (docs/security.md#job-tokens). A token of scope job:<J> may GET job J, its events and log;
 // POST /api/jobs and /api/jobs/bulk (each job with "parent": J, checked by check_children_only);
 // the runner's reports (started, progress, finished) of job J; and GET /api/version. Another job's
 // ID under /api/jobs/<id> is 404; anything else 403. nullopt for a user token.

@@ -1,4 +1,4 @@
-// The live event feed behind Server-Sent Events (DESIGN §2, §5). One event_hub per gateway tails
+// The live event feed behind Server-Sent Events (docs/architecture.md#gateway, docs/api.md). One event_hub per gateway tails
 // the Redis stream <prefix>events with XREAD BLOCK on a Redis connection of its own and fans each
 // entry out to the subscriptions whose filter matches. Every subscription has a bounded queue; one
 // that overflows is closed (the server then drops that client) so that a slow reader never holds

@@ -1,7 +1,7 @@
 // The request handler: routing, authentication (bearer tokens, or the web session cookie with its
 // CSRF token for state changes; cross-origin posts refused first), and the job routes. Web pages,
 // accounts, API tokens and the admin routes are in web_handler.cpp. Pure checks live in api.cpp; this file does the Redis round trips and builds
-// responses. GCC 12 coroutine rules (STYLE.md) apply: no braced temporaries and no lambdas in
+// responses. GCC 12 coroutine rules (docs/building.md#conventions) apply: no braced temporaries and no lambdas in
 // coroutine bodies, so commands and JSON bodies are built by the plain helpers at the top.
 #include "gateway/handler.hpp"
 

@@ -1,4 +1,4 @@
-// GET /metrics (DESIGN §5): the Prometheus text exposition format 0.0.4, and the gateway's own
+// GET /metrics (docs/operators.md#metrics): the Prometheus text exposition format 0.0.4, and the gateway's own
 // HTTP request metrics. The pure parts live here (the text renderer, the route classes, the
 // request histogram, and the rendering of a snapshot of the service's state read from Redis), so
 // unit tests call them directly; metrics_handler.cpp reads Redis and answers the request.

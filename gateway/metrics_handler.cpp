@@ -5,7 +5,7 @@
 // finished_scan entries). Nothing scans the keyspace: the worker count comes from the daemon's
 // stats, and job counts from the hash the store's scripts keep.
 //
-// GCC 12 coroutine rules (STYLE.md): commands are built by the plain helpers at the top.
+// GCC 12 coroutine rules (docs/building.md#conventions): commands are built by the plain helpers at the top.
 #include <charconv>
 
 #include "core/job.hpp"

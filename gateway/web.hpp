@@ -1,4 +1,4 @@
-// The web pages' pure parts (DESIGN §5, issue 4): page routing, form and cookie parsing, the
+// The web pages' pure parts (docs/web.md, issue 4): page routing, form and cookie parsing, the
 // session cookie, CSRF comparison and the HTML of every page. Nothing here does I/O; the page
 // handlers (web_handler.cpp) fetch the data and call these. Every dynamic value goes through
 // html_escape (or attr) exactly once, here; callers pass raw values.

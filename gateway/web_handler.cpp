@@ -1,4 +1,4 @@
-// Accounts, web sessions, API tokens, the admin routes and the web pages (issue 4, DESIGN §5, §8).
+// Accounts, web sessions, API tokens, the admin routes and the web pages (issue 4; docs/api.md, docs/web.md, docs/security.md).
 //
 // Sessions: a login makes a fresh 256-bit token (new_token), sends it as the HttpOnly,
 // SameSite=Strict cookie descprod_session (Secure under TLS) and stores only its sha256 as
@@ -16,7 +16,7 @@
 // small thread pool) so the io_context thread never stalls. An unknown user name costs the same
 // hashing time as a wrong password.
 //
-// GCC 12 coroutine rules (STYLE.md): commands and bodies are built by the plain functions at the
+// GCC 12 coroutine rules (docs/building.md#conventions): commands and bodies are built by the plain functions at the
 // top; coroutine parameters are values.
 #include <boost/asio/post.hpp>
 #include <algorithm>
