@@ -161,8 +161,8 @@ std::string fmt_lease(double lease_s) {
   return buf;
 }
 
-// create's KEYS after the head: the owner's job index, then per job its parent's hash and
-// children set ('' '' without a parent); and its ARGV after the prefix.
+// create's KEYS after the head: the owner's job index, then the parent's hash and children set of
+// each job that has a parent; and its ARGV after the prefix.
 struct create_call {
   std::vector<std::string> keys, args;
 };
@@ -174,8 +174,10 @@ create_call create_args(const keys& k, const std::string& owner, std::vector<new
   c.args.push_back(owner);
   c.args.push_back(std::to_string(jobs.size()));
   for (auto& j : jobs) {
-    c.keys.push_back(j.parent ? k.job(*j.parent) : "");
-    c.keys.push_back(j.parent ? k.job_children(*j.parent) : "");
+    if (j.parent) {
+      c.keys.push_back(k.job(*j.parent));
+      c.keys.push_back(k.job_children(*j.parent));
+    }
     c.args.push_back(std::move(j.jobtype));
     c.args.push_back(std::move(j.config));
     c.args.push_back(std::move(j.howfig));
@@ -236,9 +238,7 @@ net::awaitable<create_result> store::async_create(std::string owner, std::vector
 }
 
 net::awaitable<transition_result> store::async_lease(job_id id, std::string worker, double lease_s) {
-  auto k = job_keys(id);
-  k.emplace_back();  // no token
-  return eval_result(s_lease, std::move(k), {std::to_string(id), std::move(worker), fmt_lease(lease_s)});
+  return eval_result(s_lease, job_keys(id), {std::to_string(id), std::move(worker), fmt_lease(lease_s)});
 }
 
 net::awaitable<transition_result> store::async_start(job_id id, long long attempt, std::string worker,
@@ -314,7 +314,7 @@ std::vector<transition_result> to_results(const redis_reply& r, std::size_t n, c
 net::awaitable<std::vector<transition_result>> store::async_claim_many(std::vector<claim_request> requests,
                                                                        double lease_s, long long token_ttl_s) {
   if (requests.empty()) co_return std::vector<transition_result>{};
-  std::vector<std::string> keys, args;
+  std::vector<std::string> keys, tokens, args;
   keys.reserve(requests.size() * 3);
   args.reserve(3 + requests.size() * 3);
   args.push_back(fmt_lease(lease_s));
@@ -323,11 +323,12 @@ net::awaitable<std::vector<transition_result>> store::async_claim_many(std::vect
   for (auto& q : requests) {
     keys.push_back(keys_.job(q.id));
     keys.push_back(keys_.job_events(q.id));
-    keys.push_back(q.token_sha256.empty() ? std::string() : keys_.token(q.token_sha256));
+    if (!q.token_sha256.empty()) tokens.push_back(keys_.token(q.token_sha256));
     args.push_back(std::to_string(q.id));
     args.push_back(std::move(q.worker));
     args.push_back(std::move(q.token_sha256));
   }
+  keys.insert(keys.end(), tokens.begin(), tokens.end());
   auto r = co_await eval(s_lease_many, std::move(keys), std::move(args));
   co_return to_results(r, requests.size(), "lease_many");
 }

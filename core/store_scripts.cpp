@@ -9,13 +9,17 @@
 //         this order: queue, leases, events, stats:jobs_by_state, next_job_id (the prelude names
 //         them Q, L, EV, SK, NID; store_scripts.hpp's head_keys). Then the script's own, per job a
 //         group, starting at KEYS[6]:
-//           lease, lease_many       {job:<id>, job:<id>:events, token:<sha> or '' for no token}
+//           lease                   {job:<id>, job:<id>:events}, then token:<sha> with a token
+//           lease_many              {job:<id>, job:<id>:events} per job, then token:<sha> of each
+//                                   job that gets a token, in order
 //           start, progress, finish, requeue, cancel, archive, reports
 //                                   {job:<id>, job:<id>:events}
 //           delete                  {job:<id>, job:<id>:events, job:<id>:log, job:<id>:children}
-//           create                  user:<owner>:jobs, then per job {job:<parent>,
-//                                   job:<parent>:children} or {'', ''} without a parent
+//           create                  user:<owner>:jobs, then {job:<parent>, job:<parent>:children}
+//                                   of each job that has a parent, in order
 //           recount_init, recount_step   none
+//         An absent key is left out, never passed as '': a Redis ACL user limited to the prefix
+//         (~descprod:*) is refused any declared key outside it.
 //   ARGV  ARGV[1] is the key prefix, used only by the prelude's K functions (keys::lua_prelude)
 //         for the keys a script derives from data it reads: the new jobs' keys (their IDs come
 //         from next_job_id), the owner's job index and the parent's children set a job names, the
@@ -286,12 +290,15 @@ const char* bodies[s_count] = {
 local owner = ARGV[2]
 local n = tonumber(ARGV[3])
 local F = 7
+local pk = 7  -- the next parent's KEYS group
 for i = 0, n - 1 do
   local parent = ARGV[4 + i * F + 4]
-  if parent ~= '' and redis.call('HGET', KEYS[7 + 2 * i], 'descname') ~= owner then
-    return {'err', 'bad_parent', parent}
+  if parent ~= '' then
+    if redis.call('HGET', KEYS[pk], 'descname') ~= owner then return {'err', 'bad_parent', parent} end
+    pk = pk + 2
   end
 end
+pk = 7
 local last = redis.call('INCRBY', NID, n)
 local first = last - n + 1
 local t = now_s()
@@ -305,7 +312,8 @@ for i = 0, n - 1 do
              'create_time', t, 'update_time', t, 'queued_time', t}
   if ARGV[b + 4] ~= '' then
     f[#f + 1] = 'parent'; f[#f + 1] = ARGV[b + 4]
-    redis.call('SADD', KEYS[8 + 2 * i], id)
+    redis.call('SADD', KEYS[pk + 1], id)
+    pk = pk + 2
   end
   if ARGV[b + 6] ~= '' then f[#f + 1] = 'session'; f[#f + 1] = ARGV[b + 6] end
   redis.call('HSET', K.job(id), unpack(f))
@@ -477,15 +485,18 @@ return {'ok', 'more', string.format('%d', to)}
 )LUA",
     // lease_many: lease_s token_ttl_s n {id worker token_sha256}*n
     // The daemon's dispatch of n jobs in one call: each as op_lease, one time for all; a result
-    // per job, in order. KEYS per job: {job, events, token or ''}.
+    // per job, in order. KEYS: {job, events} per job, then the tokens' keys.
     R"LUA(
 local n = tonumber(ARGV[4])
 local t = now_s()
 local out = {}
+local tk = 6 + n * 2  -- the next token's key
 for i = 0, n - 1 do
   local b = 5 + i * 3
-  local J = job_at(ARGV[b], 6 + i * 3)
-  out[i + 1] = guarded(op_lease, J, KEYS[8 + i * 3], ARGV[b + 1], ARGV[2], ARGV[b + 2], ARGV[3], t)
+  local J = job_at(ARGV[b], 6 + i * 2)
+  local key = nil
+  if ARGV[b + 2] ~= '' then key = KEYS[tk]; tk = tk + 1 end
+  out[i + 1] = guarded(op_lease, J, key, ARGV[b + 1], ARGV[2], ARGV[b + 2], ARGV[3], t)
   if UNAVAILABLE then return {err = UNAVAILABLE} end
 end
 return out
