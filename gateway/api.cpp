@@ -177,14 +177,6 @@ std::optional<api_error> unknown_parameter(const std::string& key, std::string_v
   return bad_request("unknown query parameter " + quoted(key) + "; known: " + std::string(known));
 }
 
-std::optional<job_id> parse_job_id_text(std::string_view s) {
-  if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string_view::npos)
-    return std::nullopt;
-  auto id = parse_integer<job_id>(s);
-  if (!id || *id <= 0) return std::nullopt;
-  return id;
-}
-
 std::optional<api_error> refuse_unknown_fields(const boost::json::object& o,
                                                std::initializer_list<std::string_view> allowed) {
   for (const auto& kv : o) {
@@ -248,6 +240,15 @@ bool iequals(std::string_view a, std::string_view b) {
 
 }  // namespace
 
+std::optional<job_id> parse_job_id_text(std::string_view s) {
+  if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string_view::npos)
+    return std::nullopt;
+  auto id = parse_integer<job_id>(s);
+  if (!id || *id <= 0) return std::nullopt;
+  return id;
+}
+
+
 api_error bad_request(std::string detail) {
   return make_error(400, "bad_request", std::move(detail));
 }
@@ -273,144 +274,6 @@ boost::json::object error_json(const api_error& e) {
 
 // ---- routing --------------------------------------------------------------------------------
 
-route match_route(std::string_view path) {
-  route r;
-  if (path == "/healthz") {
-    r.kind = route_kind::healthz;
-    return r;
-  }
-  if (path == "/readyz") {
-    r.kind = route_kind::readyz;
-    return r;
-  }
-  if (path == "/metrics") {
-    r.kind = route_kind::metrics;
-    return r;
-  }
-  if (path == "/api/version") {
-    r.kind = route_kind::version;
-    return r;
-  }
-  if (path == "/api/events") {
-    r.kind = route_kind::events;
-    return r;
-  }
-  if (path == "/api/jobs") {
-    r.kind = route_kind::jobs;
-    return r;
-  }
-  if (path == "/api/jobs/bulk") {
-    r.kind = route_kind::jobs_bulk;
-    return r;
-  }
-  if (path == "/api/register") {
-    r.kind = route_kind::register_;
-    return r;
-  }
-  if (path == "/api/login") {
-    r.kind = route_kind::login;
-    return r;
-  }
-  if (path == "/api/logout") {
-    r.kind = route_kind::logout;
-    return r;
-  }
-  if (path == "/api/session") {
-    r.kind = route_kind::session;
-    return r;
-  }
-  if (path == "/api/tokens") {
-    r.kind = route_kind::tokens;
-    return r;
-  }
-  if (path == "/api/admin/users") {
-    r.kind = route_kind::admin_users;
-    return r;
-  }
-  if (path == "/api/admin/overview") {
-    r.kind = route_kind::admin_overview;
-    return r;
-  }
-  constexpr std::string_view tokens_prefix = "/api/tokens/";
-  if (path.substr(0, tokens_prefix.size()) == tokens_prefix) {
-    auto id = path.substr(tokens_prefix.size());
-    if (id.size() == 64 && id.find_first_not_of("0123456789abcdef") == std::string_view::npos) {
-      r.kind = route_kind::token;
-      r.name = std::string(id);
-    }
-    return r;
-  }
-  constexpr std::string_view users_prefix = "/api/admin/users/";
-  if (path.substr(0, users_prefix.size()) == users_prefix) {
-    auto rest = path.substr(users_prefix.size());
-    auto slash = rest.find('/');
-    if (slash == std::string_view::npos) return r;
-    std::string name(rest.substr(0, slash));
-    auto action = rest.substr(slash + 1);
-    if (!valid_user_name(name) || !parse_account_action(action)) return r;
-    r.kind = route_kind::admin_user;
-    r.name = std::move(name);
-    r.action = std::string(action);
-    return r;
-  }
-  constexpr std::string_view jobs_prefix = "/api/jobs/";
-  if (path.substr(0, jobs_prefix.size()) != jobs_prefix) return r;
-  auto rest = path.substr(jobs_prefix.size());
-  auto slash = rest.find('/');
-  auto id = parse_job_id_text(rest.substr(0, slash));
-  if (!id) return r;
-  if (slash == std::string_view::npos) {
-    r.kind = route_kind::job;
-  } else {
-    static const std::pair<std::string_view, route_kind> subs[] = {
-        {"/events", route_kind::job_events},       {"/log", route_kind::job_log},
-        {"/cancel", route_kind::job_cancel},       {"/archive", route_kind::job_archive},
-        {"/unarchive", route_kind::job_unarchive}, {"/claim", route_kind::job_claim},
-        {"/started", route_kind::job_started},     {"/progress", route_kind::job_progress},
-        {"/finished", route_kind::job_finished}};
-    auto sub = rest.substr(slash);
-    bool found = false;
-    for (const auto& [name, kind] : subs) {
-      if (sub == name) {
-        r.kind = kind;
-        found = true;
-        break;
-      }
-    }
-    if (!found) return r;
-  }
-  r.id = *id;
-  return r;
-}
-
-std::string_view allowed_methods(route_kind k) {
-  switch (k) {
-    case route_kind::jobs: return "GET, POST";
-    case route_kind::tokens: return "GET, POST";
-    case route_kind::job: return "GET, DELETE";
-    case route_kind::token: return "DELETE";
-    case route_kind::register_:
-    case route_kind::login:
-    case route_kind::logout:
-    case route_kind::admin_user:
-    case route_kind::jobs_bulk:
-    case route_kind::job_cancel:
-    case route_kind::job_archive:
-    case route_kind::job_unarchive:
-    case route_kind::job_claim:
-    case route_kind::job_started:
-    case route_kind::job_progress:
-    case route_kind::job_finished: return "POST";
-    case route_kind::not_found: return "";
-    default: return "GET";
-  }
-}
-
-bool method_allowed(route_kind k, std::string_view method) {
-  if (k == route_kind::not_found) return false;
-  return method_in_list(allowed_methods(k), method);
-}
-
 bool method_in_list(std::string_view allowed, std::string_view method) {
   while (!allowed.empty()) {
     auto comma = allowed.find(',');
@@ -420,11 +283,6 @@ bool method_in_list(std::string_view allowed, std::string_view method) {
     while (!allowed.empty() && allowed.front() == ' ') allowed.remove_prefix(1);
   }
   return false;
-}
-
-bool is_public(route_kind k) {
-  return k == route_kind::healthz || k == route_kind::readyz || k == route_kind::metrics ||
-         k == route_kind::register_ || k == route_kind::login || k == route_kind::logout;
 }
 
 target_parts split_target(std::string_view target) {
@@ -814,49 +672,6 @@ bool may_read(const principal& who, job_id id, const std::string& owner) {
 bool may_change(const principal& who, const std::string& owner) {
   if (who.only_job || owner.empty()) return false;
   return who.admin || owner == who.name;
-}
-
-std::optional<api_error> check_job_token_scope(const principal& who, const route& r,
-                                               std::string_view method) {
-  if (!who.only_job) return std::nullopt;
-  job_id mine = *who.only_job;
-  auto refuse = [&] {
-    return forbidden("a job token (scope job:" + std::to_string(mine) +
-                     ") may only read its job, create its children and report its run");
-  };
-  auto cancelled = [&] {
-    return forbidden("job " + std::to_string(mine) +
-                     " was cancelled: its token may only read the job and report how its run ended");
-  };
-  switch (r.kind) {
-    case route_kind::version: return std::nullopt;
-    case route_kind::jobs:
-      if (method != "POST") return refuse();
-      if (who.read_only) return cancelled();
-      return std::nullopt;
-    case route_kind::jobs_bulk:
-      if (who.read_only) return cancelled();
-      return std::nullopt;
-    case route_kind::job:
-    case route_kind::job_events:
-    case route_kind::job_log:
-    case route_kind::job_started:
-    case route_kind::job_progress:
-    case route_kind::job_finished:
-    case route_kind::job_cancel:
-    case route_kind::job_archive:
-    case route_kind::job_unarchive:
-    case route_kind::job_claim: {
-      if (r.id != mine) return not_found("job " + std::to_string(r.id) + " not found");
-      bool readable = r.kind == route_kind::job_events || r.kind == route_kind::job_log ||
-                      (r.kind == route_kind::job && method == "GET");
-      bool report = r.kind == route_kind::job_started || r.kind == route_kind::job_progress ||
-                    r.kind == route_kind::job_finished;
-      if (readable || report) return std::nullopt;
-      return refuse();
-    }
-    default: return refuse();
-  }
 }
 
 std::optional<api_error> check_children_only(const principal& who,

@@ -112,6 +112,8 @@ struct route {
   std::string action;  // admin_user: approve, reject, disable, enable, make-admin, remove-admin
 };
 
+// A job ID in a path or a query: 1–18 decimal digits, positive; nullopt otherwise.
+std::optional<job_id> parse_job_id_text(std::string_view s);
 // Matches a path (without query). A job id is 1–18 decimal digits and positive; anything else in
 // its place (e.g. "/api/jobs/abc") is not_found.
 route match_route(std::string_view path);

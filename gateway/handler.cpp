@@ -19,6 +19,7 @@
 #include "gateway/guard.hpp"
 #include "gateway/handler_detail.hpp"
 #include "gateway/notices.hpp"
+#include "gateway/router.hpp"
 #include "gateway/services.hpp"
 #include "gateway/web.hpp"
 
@@ -52,16 +53,6 @@ std::string owner_of(const job_record& r) {
 }
 
 api_error job_not_found(job_id id) { return not_found("job " + std::to_string(id) + " not found"); }
-
-response method_not_allowed(route_kind k, std::string_view method) {
-  api_error e;
-  e.status = 405;
-  e.error = "method_not_allowed";
-  e.detail = "method " + std::string(method.substr(0, 16)) +
-             " is not allowed here; allowed: " + std::string(allowed_methods(k));
-  e.allow = std::string(allowed_methods(k));
-  return make_error_response(e);
-}
 
 handler_result as_result(response res) {
   handler_result out;
@@ -398,10 +389,6 @@ double token_expiry(const job_record& token) {
   char* end = nullptr;
   double t = std::strtod(it->second.c_str(), &end);
   return end && *end == '\0' && std::isfinite(t) ? t : 0;
-}
-
-void forget_tokens(gateway_context& ctx) {
-  if (ctx.tokens) ctx.tokens->clear();
 }
 
 namespace {
@@ -948,106 +935,71 @@ net::awaitable<handler_result> open_job_stream(gateway_context& ctx, principal w
   co_return out;
 }
 
-net::awaitable<handler_result> dispatch(gateway_context& ctx, request req, std::string peer) {
-  if (auto e = check_request_header(ctx, req)) co_return as_result(make_error_response(*e));
-  auto target = split_target(req.target());
-  route r = match_route(target.path);
-  if (r.kind == route_kind::not_found) {
-    bool api = target.path.rfind("/api/", 0) == 0;
-    if (!api) {
-      auto page = web::match_page(target.path);
-      if (page.kind != web::page_kind::none) {
-        bool changes = req.method() != http::verb::get && req.method() != http::verb::head;
-        auto out = co_await handle_page(ctx, std::move(req), std::move(page), std::move(peer));
-        // A form post may revoke a token or change an account: forget remembered tokens.
-        if (changes) forget_tokens(ctx);
-        co_return out;
-      }
-    }
-    co_return as_result(make_error_response(not_found(api ? "no such API route" : "no such page")));
-  }
-  std::string method(req.method_string());
-  if (!method_allowed(r.kind, method)) co_return as_result(method_not_allowed(r.kind, method));
-  if (r.kind == route_kind::healthz)
-    co_return as_result(healthz_response(ctx.redis && ctx.redis->connected()));
-  if (r.kind == route_kind::readyz) co_return as_result(readyz_response(ctx));
-  if (r.kind == route_kind::metrics) co_return as_result(co_await metrics_response(ctx));
-  // A browser's cross-site request (another page posting here) is refused outright.
-  bool safe_method = req.method() == http::verb::get || req.method() == http::verb::head;
-  if (!safe_method && !origin_matches(ctx, req[http::field::origin], req[http::field::host]))
-    co_return as_result(make_error_response(forbidden(
-        "cross-origin request refused (Origin does not match this service's scheme, host and port)")));
-  if (is_public(r.kind))
-    co_return as_result(
-        co_await handle_public_account(ctx, std::move(req), std::move(r), std::move(peer)));
+// ---- the handlers of the route table (routes.cpp) ---------------------------------------------
 
-  auto auth = co_await authenticate(ctx, std::string(req[http::field::authorization]),
-                                    std::string(req[http::field::cookie]));
-  if (!auth.who) co_return as_result(make_error_response(auth.error));
-  principal who = std::move(*auth.who);
-  // A session cookie rides along with any request the browser makes, so a state-changing request
-  // authenticated by one must prove it comes from our page: the session's CSRF token.
-  if (who.by_session && !safe_method &&
-      !web::tokens_equal(req["X-CSRF-Token"], who.csrf))
-    co_return as_result(make_error_response(forbidden(
-        "missing or wrong X-CSRF-Token header (required with a session cookie; see "
-        "GET /api/session)")));
-  if (auto e = check_job_token_scope(who, r, method)) co_return as_result(make_error_response(*e));
+net::awaitable<handler_result> healthz_get(call& c) {
+  co_return as_result(healthz_response(c.ctx.redis && c.ctx.redis->connected()));
+}
+net::awaitable<handler_result> readyz_get(call& c) { co_return as_result(readyz_response(c.ctx)); }
+net::awaitable<handler_result> metrics_get(call& c) {
+  co_return as_result(co_await metrics_response(c.ctx));
+}
+net::awaitable<handler_result> version_get(call&) { co_return as_result(version_response()); }
 
-  std::string last_event_id(req["Last-Event-ID"]);
-  bool post = req.method() == http::verb::post;
-  switch (r.kind) {
-    case route_kind::version: co_return as_result(version_response());
-    case route_kind::events:
-      co_return co_await open_events_stream(ctx, std::move(who), std::move(target.query),
-                                            std::move(last_event_id));
-    case route_kind::jobs:
-      if (post)
-        co_return as_result(co_await create_one(ctx, std::move(who), std::move(req.body())));
-      co_return as_result(co_await list_jobs(ctx, std::move(who), std::move(target.query)));
-    case route_kind::jobs_bulk:
-      co_return as_result(co_await create_bulk(ctx, std::move(who), std::move(req.body())));
-    case route_kind::job:
-      if (req.method() == http::verb::delete_)
-        co_return as_result(co_await delete_job(ctx, std::move(who), r.id));
-      co_return as_result(co_await get_job(ctx, std::move(who), r.id));
-    case route_kind::job_events:
-      if (is_event_stream(r, method, target.query))
-        co_return co_await open_job_stream(ctx, std::move(who), r.id, std::move(last_event_id));
-      co_return as_result(co_await get_events(ctx, std::move(who), r.id, std::move(target.query)));
-    case route_kind::job_log:
-      co_return as_result(co_await get_log(ctx, std::move(who), r.id, std::move(target.query)));
-    case route_kind::job_cancel:
-      co_return as_result(co_await cancel_job(ctx, std::move(who), r.id));
-    case route_kind::job_archive:
-      co_return as_result(co_await archive_job(ctx, std::move(who), r.id, true));
-    case route_kind::job_unarchive:
-      co_return as_result(co_await archive_job(ctx, std::move(who), r.id, false));
-    case route_kind::job_claim:
-      co_return as_result(co_await claim_job(ctx, std::move(who), r.id, std::move(req.body())));
-    case route_kind::job_started:
-      co_return as_result(
-          co_await report(ctx, std::move(who), r.id, report_kind::started, std::move(req.body())));
-    case route_kind::job_progress:
-      co_return as_result(
-          co_await report(ctx, std::move(who), r.id, report_kind::progress, std::move(req.body())));
-    case route_kind::job_finished:
-      co_return as_result(
-          co_await report(ctx, std::move(who), r.id, report_kind::finished, std::move(req.body())));
-    case route_kind::session:
-    case route_kind::tokens:
-    case route_kind::token:
-    case route_kind::admin_users:
-    case route_kind::admin_user:
-    case route_kind::admin_overview: {
-      auto res = co_await handle_account_api(ctx, std::move(who), std::move(r), std::move(req));
-      // A token revoked or an account changed here takes effect at once on this gateway.
-      if (!safe_method) forget_tokens(ctx);
-      co_return as_result(std::move(res));
-    }
-    default: break;
-  }
-  co_return as_result(make_error_response(not_found("no such API route")));
+net::awaitable<handler_result> events_stream(call& c) {
+  co_return co_await open_events_stream(c.ctx, std::move(*c.who), std::move(c.query),
+                                        std::string(c.req["Last-Event-ID"]));
+}
+
+net::awaitable<handler_result> jobs_create(call& c) {
+  co_return as_result(co_await create_one(c.ctx, std::move(*c.who), std::move(c.req.body())));
+}
+net::awaitable<handler_result> jobs_list(call& c) {
+  co_return as_result(co_await list_jobs(c.ctx, std::move(*c.who), std::move(c.query)));
+}
+net::awaitable<handler_result> jobs_create_bulk(call& c) {
+  co_return as_result(co_await create_bulk(c.ctx, std::move(*c.who), std::move(c.req.body())));
+}
+net::awaitable<handler_result> jobs_get(call& c) {
+  co_return as_result(co_await get_job(c.ctx, std::move(*c.who), c.params.id));
+}
+net::awaitable<handler_result> jobs_delete(call& c) {
+  co_return as_result(co_await delete_job(c.ctx, std::move(*c.who), c.params.id));
+}
+net::awaitable<handler_result> jobs_events(call& c) {
+  // ?follow=1 makes it a stream; a malformed query gets its 400 as JSON from get_events.
+  bool follow = false;
+  if (!parse_job_events_query(c.query, follow) && follow)
+    co_return co_await open_job_stream(c.ctx, std::move(*c.who), c.params.id,
+                                       std::string(c.req["Last-Event-ID"]));
+  co_return as_result(co_await get_events(c.ctx, std::move(*c.who), c.params.id, std::move(c.query)));
+}
+net::awaitable<handler_result> jobs_log(call& c) {
+  co_return as_result(co_await get_log(c.ctx, std::move(*c.who), c.params.id, std::move(c.query)));
+}
+net::awaitable<handler_result> jobs_cancel(call& c) {
+  co_return as_result(co_await cancel_job(c.ctx, std::move(*c.who), c.params.id));
+}
+net::awaitable<handler_result> jobs_archive(call& c) {
+  co_return as_result(co_await archive_job(c.ctx, std::move(*c.who), c.params.id, true));
+}
+net::awaitable<handler_result> jobs_unarchive(call& c) {
+  co_return as_result(co_await archive_job(c.ctx, std::move(*c.who), c.params.id, false));
+}
+net::awaitable<handler_result> jobs_claim(call& c) {
+  co_return as_result(co_await claim_job(c.ctx, std::move(*c.who), c.params.id, std::move(c.req.body())));
+}
+net::awaitable<handler_result> jobs_started(call& c) {
+  co_return as_result(co_await report(c.ctx, std::move(*c.who), c.params.id, report_kind::started,
+                                      std::move(c.req.body())));
+}
+net::awaitable<handler_result> jobs_progress(call& c) {
+  co_return as_result(co_await report(c.ctx, std::move(*c.who), c.params.id, report_kind::progress,
+                                      std::move(c.req.body())));
+}
+net::awaitable<handler_result> jobs_finished(call& c) {
+  co_return as_result(co_await report(c.ctx, std::move(*c.who), c.params.id, report_kind::finished,
+                                      std::move(c.req.body())));
 }
 
 }  // namespace detail
@@ -1080,7 +1032,7 @@ net::awaitable<handler_result> handle(gateway_context& ctx, request req, std::st
   handler_result out;
   bool redis_down = false;
   try {
-    out = co_await dispatch(ctx, std::move(req), std::move(peer));
+    out = co_await route_request(ctx, std::move(req), std::move(peer));
   } catch (const boost::system::system_error& e) {
     // redis_client reports a lost connection (or none at all) as system_error.
     redis_down = true;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "gateway/handler.hpp"
+#include "gateway/router.hpp"
 #include "gateway/web.hpp"
 
 namespace descprod::gateway::detail {
@@ -59,17 +60,66 @@ net::awaitable<job_query_result> query_jobs(gateway_context& ctx, principal who,
 // 200, with descprod_redis_up 0 and only what the gateway knows by itself.
 net::awaitable<response> metrics_response(gateway_context& ctx);
 
-// ---- web_handler.cpp ------------------------------------------------------------------------
+// ---- the route table's handlers (routes.cpp) --------------------------------------------------
 
-// A web page or a page's form post (cookie session; forms carry the CSRF token).
-// `peer`: the client's address (login and registration throttles; empty: unknown).
-net::awaitable<handler_result> handle_page(gateway_context& ctx, request req,
-                                           web::page_route page, std::string peer);
-// POST /api/register, /api/login, /api/logout (JSON, or a form with the CSRF cookie).
-net::awaitable<response> handle_public_account(gateway_context& ctx, request req, route r,
-                                               std::string peer);
-// GET /api/session, the token routes and the admin routes, for an authenticated caller.
-net::awaitable<response> handle_account_api(gateway_context& ctx, principal who, route r,
-                                            request req);
+// handler.cpp: health, readiness, metrics, version, the job routes and the event stream.
+net::awaitable<handler_result> healthz_get(call& c);
+net::awaitable<handler_result> readyz_get(call& c);
+net::awaitable<handler_result> metrics_get(call& c);
+net::awaitable<handler_result> version_get(call& c);
+net::awaitable<handler_result> events_stream(call& c);
+net::awaitable<handler_result> jobs_create(call& c);
+net::awaitable<handler_result> jobs_list(call& c);
+net::awaitable<handler_result> jobs_create_bulk(call& c);
+net::awaitable<handler_result> jobs_get(call& c);
+net::awaitable<handler_result> jobs_delete(call& c);
+net::awaitable<handler_result> jobs_events(call& c);
+net::awaitable<handler_result> jobs_log(call& c);
+net::awaitable<handler_result> jobs_cancel(call& c);
+net::awaitable<handler_result> jobs_archive(call& c);
+net::awaitable<handler_result> jobs_unarchive(call& c);
+net::awaitable<handler_result> jobs_claim(call& c);
+net::awaitable<handler_result> jobs_started(call& c);
+net::awaitable<handler_result> jobs_progress(call& c);
+net::awaitable<handler_result> jobs_finished(call& c);
+
+// web_handler.cpp: accounts, tokens, admin (JSON) and the pages (HTML).
+net::awaitable<handler_result> account_register(call& c);
+net::awaitable<handler_result> account_login(call& c);
+net::awaitable<handler_result> account_logout(call& c);
+net::awaitable<handler_result> account_session(call& c);
+net::awaitable<handler_result> tokens_list(call& c);
+net::awaitable<handler_result> tokens_create(call& c);
+net::awaitable<handler_result> tokens_revoke(call& c);
+net::awaitable<handler_result> admin_users(call& c);
+net::awaitable<handler_result> admin_user_change(call& c);
+net::awaitable<handler_result> admin_overview(call& c);
+net::awaitable<handler_result> page_home(call& c);
+net::awaitable<handler_result> page_login_form(call& c);
+net::awaitable<handler_result> page_login_post(call& c);
+net::awaitable<handler_result> page_register_form(call& c);
+net::awaitable<handler_result> page_register_post(call& c);
+net::awaitable<handler_result> page_logout(call& c);
+net::awaitable<handler_result> page_job_create(call& c);
+net::awaitable<handler_result> page_job(call& c);
+net::awaitable<handler_result> page_job_row(call& c);
+net::awaitable<handler_result> page_job_fields(call& c);
+net::awaitable<handler_result> page_job_action(call& c);
+net::awaitable<handler_result> page_admin(call& c);
+net::awaitable<handler_result> page_admin_action(call& c);
+net::awaitable<handler_result> page_tokens(call& c);
+net::awaitable<handler_result> page_token_create(call& c);
+net::awaitable<handler_result> page_token_revoke(call& c);
+net::awaitable<handler_result> page_help(call& c);
+net::awaitable<handler_result> page_asset(call& c);
+net::awaitable<handler_result> page_favicon(call& c);
+
+// The pages' authentication policies (page_public, page_session, page_fragment, page_admin):
+// nullopt when the handler may answer, else the answer (a redirect to /login, a 401 fragment, a
+// 403 page: cross-site post, no session, wrong CSRF token, not an administrator). Sets c.who and,
+// for a form post, c.form.
+net::awaitable<std::optional<response>> admit_page_caller(call& c, const route_entry& e);
+// A page's 405 (HTML, with Allow).
+response page_method_not_allowed(std::string_view allow, const std::string& method);
 
 }  // namespace descprod::gateway::detail

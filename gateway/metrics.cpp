@@ -155,44 +155,6 @@ void exposition::single(std::string_view name, std::string_view type, std::strin
 
 // ---- HTTP request metrics ---------------------------------------------------------------
 
-std::string_view route_class(std::string_view path) {
-  if (path == "/metrics") return "metrics";
-  auto r = match_route(path);
-  switch (r.kind) {
-    case route_kind::healthz:
-    case route_kind::readyz: return "health";
-    case route_kind::jobs: return "api_jobs";
-    case route_kind::jobs_bulk: return "api_bulk";
-    case route_kind::events: return "events";
-    case route_kind::job:
-    case route_kind::job_events:
-    case route_kind::job_log:
-    case route_kind::job_cancel:
-    case route_kind::job_archive:
-    case route_kind::job_unarchive:
-    case route_kind::job_claim:
-    case route_kind::job_started:
-    case route_kind::job_progress:
-    case route_kind::job_finished: return "api_job";
-    case route_kind::register_:
-    case route_kind::login:
-    case route_kind::logout:
-    case route_kind::session:
-    case route_kind::tokens:
-    case route_kind::token: return "api_account";
-    case route_kind::admin_users:
-    case route_kind::admin_user:
-    case route_kind::admin_overview: return "api_admin";
-    case route_kind::version: return "api_other";
-    default: break;
-  }
-  if (path.rfind("/api/", 0) == 0) return "api_other";
-  auto page = web::match_page(path);
-  if (page.kind == web::page_kind::asset || page.kind == web::page_kind::favicon) return "static";
-  if (page.kind != web::page_kind::none) return "pages";
-  return "other";
-}
-
 std::string_view method_label(std::string_view method) {
   for (std::string_view m : {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
     if (method == m) return m;

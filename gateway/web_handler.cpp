@@ -26,6 +26,7 @@
 #include "core/crypto.hpp"
 #include "core/log.hpp"
 #include "gateway/guard.hpp"
+#include "gateway/router.hpp"
 #include "gateway/handler_detail.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -196,14 +197,6 @@ response asset_response(const std::string& name) {
   res.set("X-Content-Type-Options", "nosniff");
   res.body() = std::string(a->body);
   res.prepare_payload();
-  return res;
-}
-
-response page_method_not_allowed(web::page_kind k, const std::string& method) {
-  auto res = html_response(http::status::method_not_allowed,
-                           web::error_page(405, "method " + method.substr(0, 16) + " is not allowed here",
-                                           nullptr));
-  res.set(http::field::allow, web::page_methods(k));
   return res;
 }
 
@@ -1150,292 +1143,338 @@ net::awaitable<response> login_post(gateway_context& ctx, request req, bool regi
   co_return res;
 }
 
-net::awaitable<response> page_post(gateway_context& ctx, principal who, web::page_route page,
-                                   std::map<std::string, std::string> form) {
-  std::string next = web::safe_next(form["next"], "/");
-  switch (page.kind) {
-    case web::page_kind::job_create: {
-      json::value v;
-      job_request jr;
-      std::optional<api_error> e = job_object_from_form(form, v);
-      if (!e) e = validate_job(v, ctx.apps, jr);
-      if (e)
-        co_return co_await render_home(ctx, who, default_home(), form_of(form), flash_of(*e),
-                                       http::status::bad_request);
-      std::vector<job_request> reqs;
-      reqs.push_back(std::move(jr));
-      auto res = co_await create_jobs(ctx, who, std::move(reqs), false);
-      if (res.result_int() != 201)
-        co_return co_await render_home(ctx, who, default_home(), form_of(form),
-                                       flash_of(bad_request(error_detail(res))),
-                                       static_cast<http::status>(res.result_int()));
-      co_await set_flash(ctx, who, created_message(res), false);
-      co_return redirect_response("/");
-    }
-    case web::page_kind::job_action: {
-      response res;
-      if (page.action == "cancel")
-        res = co_await cancel_job(ctx, who, page.id);
-      else if (page.action == "archive")
-        res = co_await archive_job(ctx, who, page.id, true);
-      else if (page.action == "unarchive")
-        res = co_await archive_job(ctx, who, page.id, false);
-      else
-        res = co_await delete_job(ctx, who, page.id);
-      bool ok = res.result_int() < 300;
-      if (ok)
-        co_await set_flash(ctx, who, job_action_message(page.action, page.id, res.result_int()),
-                           false);
-      else
-        co_await set_flash(ctx, who, error_detail(res), true);
-      if (page.action == "delete" && ok && next == "/jobs/" + std::to_string(page.id)) next = "/";
-      co_return redirect_response(next);
-    }
-    case web::page_kind::admin_action: {
-      auto e = co_await admin_change(ctx, who, page.name, page.action);
-      if (e && e->status == 403) co_return error_page_response(403, e->detail, who);
-      if (e)
-        co_await set_flash(ctx, who, e->detail, true);
-      else
-        co_await set_flash(ctx, who, "Done: " + page.action + " " + page.name + ".", false);
-      co_return redirect_response("/admin");
-    }
-    case web::page_kind::tokens: {
-      std::string label = form["label"];
-      if (auto e = check_label(label))
-        co_return co_await render_tokens(ctx, who, flash_of(*e), std::string(), std::string(),
-                                         http::status::bad_request);
-      std::string token = co_await create_token(ctx, who.name, label);
-      co_return co_await render_tokens(ctx, who, no_flash(), token, label, http::status::ok);
-    }
-    case web::page_kind::token_revoke: {
-      bool done = co_await revoke_token(ctx, who.name, page.name);
-      if (done)
-        co_await set_flash(ctx, who, "Revoked the token.", false);
-      else
-        co_await set_flash(ctx, who, "No such token (already revoked?).", true);
-      co_return redirect_response("/tokens");
-    }
-    default: break;
-  }
-  co_return error_page_response(404, "No such page.", who);
-}
-
-net::awaitable<response> page_get(gateway_context& ctx, principal who, web::page_route page,
-                                  std::string query) {
-  switch (page.kind) {
-    case web::page_kind::home: {
-      auto f = co_await take_flash(ctx, who);
-      co_return co_await render_home(ctx, who, parse_home_query(query), std::nullopt, f,
-                                     http::status::ok);
-    }
-    case web::page_kind::job: {
-      auto f = co_await take_flash(ctx, who);
-      co_return co_await render_job(ctx, who, page.id, f);
-    }
-    case web::page_kind::job_row:
-    case web::page_kind::job_fields: {
-      auto rec = co_await ctx.jobs->async_get(page.id);
-      if (!rec || !may_read(who, page.id, field(*rec, "descname")))
-        co_return html_response(http::status::not_found, "");
-      auto user = page_user_of(who);
-      if (page.kind == web::page_kind::job_row)
-        co_return html_response(
-            http::status::ok,
-            web::job_row(*rec, user, now_s(ctx), web::safe_next(query_value(query, "next"), "/")));
-      co_return html_response(http::status::ok, web::job_detail(*rec, user, now_s(ctx)));
-    }
-    case web::page_kind::admin: {
-      if (!who.admin) co_return error_page_response(403, "This page is for administrators.", who);
-      auto f = co_await take_flash(ctx, who);
-      co_return co_await render_admin(ctx, who, f);
-    }
-    case web::page_kind::tokens: {
-      auto f = co_await take_flash(ctx, who);
-      co_return co_await render_tokens(ctx, who, f, std::string(), std::string(),
-                                       http::status::ok);
-    }
-    default: break;
-  }
-  co_return error_page_response(404, "No such page.", who);
-}
-
 }  // namespace
 
-// ---- entry points ---------------------------------------------------------------------------
+// ---- the pages' policy (router.cpp) ----------------------------------------------------------
 
-net::awaitable<handler_result> handle_page(gateway_context& ctx, request req,
-                                           web::page_route page, std::string peer) {
-  std::string method(req.method_string());
-  if (!web::page_method_allowed(page.kind, method))
-    co_return result_of(page_method_not_allowed(page.kind, method));
-  if (page.kind == web::page_kind::asset) co_return result_of(asset_response(page.name));
-  if (page.kind == web::page_kind::favicon) co_return result_of(no_content_response());
-  bool post = req.method() == http::verb::post;
-  if (post && !origin_matches(ctx, req[http::field::origin], req[http::field::host]))
-    co_return result_of(error_page_response(
-        403, "Cross-site form post refused: this form did not come from this site.",
-        std::nullopt));
-  auto target = split_target(req.target());
-  auto who = co_await page_session(ctx, std::string(req[http::field::cookie]));
-
-  switch (page.kind) {
-    case web::page_kind::login:
-    case web::page_kind::register_: {
-      bool reg = page.kind == web::page_kind::register_;
-      if (post) co_return result_of(co_await login_post(ctx, std::move(req), reg, std::move(peer)));
-      if (who) co_return result_of(redirect_response("/"));
-      std::map<std::string, std::string> none;
-      co_return result_of(
-          login_form_response(ctx, req, reg, no_flash(), http::status::ok, none));
-    }
-    case web::page_kind::logout: {
-      auto form = web::parse_form(req.body());
-      std::string csrf = form ? (*form)["csrf"] : std::string();
-      bool done = co_await do_logout(ctx, std::string(req[http::field::cookie]), csrf);
-      if (!done)
-        co_return result_of(error_page_response(
-            403, "The form has expired (missing or wrong CSRF token); reload the page.", who));
-      auto res = redirect_response("/login");
-      res.insert(http::field::set_cookie, clear_session_cookie(ctx));
-      co_return result_of(std::move(res));
-    }
-    case web::page_kind::help: {
-      web::page_user u;
-      if (who) u = page_user_of(*who);
-      co_return result_of(
-          html_response(http::status::ok, web::help_page(who ? &u : nullptr, ctx.apps)));
-    }
-    default: break;
-  }
-
-  if (!who) {
-    if (page.kind == web::page_kind::job_row || page.kind == web::page_kind::job_fields)
-      co_return result_of(html_response(http::status::unauthorized, ""));
-    if (post)
-      co_return result_of(error_page_response(
-          403, "Your session has ended; log in again and repeat the action.", std::nullopt));
-    co_return result_of(redirect_response("/login"));
-  }
-  if (post) {
-    auto form = web::parse_form(req.body());
-    if (!form) co_return result_of(error_page_response(400, "Malformed form.", who));
-    auto csrf = form->find("csrf");
-    if (csrf == form->end() || !web::tokens_equal(csrf->second, who->csrf)) {
-      log::warn("form refused: csrf mismatch user={} path={}", who->name, target.path);
-      co_return result_of(error_page_response(
-          403, "The form has expired or did not come from this site (missing or wrong CSRF token).",
-          who));
-    }
-    co_return result_of(co_await page_post(ctx, std::move(*who), std::move(page), std::move(*form)));
-  }
-  co_return result_of(
-      co_await page_get(ctx, std::move(*who), std::move(page), std::move(target.query)));
+response page_method_not_allowed(std::string_view allow, const std::string& method) {
+  auto res = html_response(
+      http::status::method_not_allowed,
+      web::error_page(405, "method " + method.substr(0, 16) + " is not allowed here", nullptr));
+  res.set(http::field::allow, allow);
+  return res;
 }
 
-net::awaitable<response> handle_public_account(gateway_context& ctx, request req, route r,
-                                               std::string peer) {
-  std::string cookie(req[http::field::cookie]);
-  if (r.kind == route_kind::logout) {
-    std::string csrf(req["X-CSRF-Token"]);
-    if (is_form(req)) {
-      auto form = web::parse_form(req.body());
-      if (form) csrf = (*form)["csrf"];
-    }
-    bool done = co_await do_logout(ctx, cookie, csrf);
-    if (!done)
-      co_return make_error_response(
-          forbidden("missing or wrong X-CSRF-Token header (required with a session cookie)"));
-    auto res = no_content_response();
-    res.insert(http::field::set_cookie, clear_session_cookie(ctx));
-    co_return res;
+net::awaitable<std::optional<response>> admit_page_caller(call& c, const route_entry& e) {
+  bool post = c.req.method() == http::verb::post;
+  if (post && !origin_matches(c.ctx, c.req[http::field::origin], c.req[http::field::host]))
+    co_return error_page_response(
+        403, "Cross-site form post refused: this form did not come from this site.",
+        std::nullopt);
+  c.who = co_await page_session(c.ctx, std::string(c.req[http::field::cookie]));
+  if (e.auth == auth_policy::page_public) co_return std::nullopt;
+  if (!c.who) {
+    if (e.auth == auth_policy::page_fragment)
+      co_return html_response(http::status::unauthorized, "");
+    if (post)
+      co_return error_page_response(
+          403, "Your session has ended; log in again and repeat the action.", std::nullopt);
+    co_return redirect_response("/login");
   }
+  if (post) {
+    auto form = web::parse_form(c.req.body());
+    if (!form) co_return error_page_response(400, "Malformed form.", c.who);
+    auto csrf = form->find("csrf");
+    if (csrf == form->end() || !web::tokens_equal(csrf->second, c.who->csrf)) {
+      log::warn("form refused: csrf mismatch user={} path={}", c.who->name, c.path);
+      co_return error_page_response(
+          403, "The form has expired or did not come from this site (missing or wrong CSRF token).",
+          c.who);
+    }
+    c.form = std::move(*form);
+  }
+  if (e.auth == auth_policy::page_admin && !c.who->admin)
+    co_return error_page_response(403, "This page is for administrators.", c.who);
+  co_return std::nullopt;
+}
+
+// ---- pages (routes.cpp) -----------------------------------------------------------------------
+
+net::awaitable<handler_result> page_home(call& c) {
+  auto f = co_await take_flash(c.ctx, *c.who);
+  co_return result_of(co_await render_home(c.ctx, *c.who, parse_home_query(c.query), std::nullopt,
+                                           f, http::status::ok));
+}
+
+net::awaitable<handler_result> page_job(call& c) {
+  auto f = co_await take_flash(c.ctx, *c.who);
+  co_return result_of(co_await render_job(c.ctx, *c.who, c.params.id, f));
+}
+
+// The live-update fragments: the job's table row, or its field table.
+net::awaitable<response> job_fragment(call& c, bool row) {
+  auto rec = co_await c.ctx.jobs->async_get(c.params.id);
+  if (!rec || !may_read(*c.who, c.params.id, field(*rec, "descname")))
+    co_return html_response(http::status::not_found, "");
+  auto user = page_user_of(*c.who);
+  if (row)
+    co_return html_response(http::status::ok,
+                            web::job_row(*rec, user, now_s(c.ctx),
+                                         web::safe_next(query_value(c.query, "next"), "/")));
+  co_return html_response(http::status::ok, web::job_detail(*rec, user, now_s(c.ctx)));
+}
+net::awaitable<handler_result> page_job_row(call& c) {
+  co_return result_of(co_await job_fragment(c, true));
+}
+net::awaitable<handler_result> page_job_fields(call& c) {
+  co_return result_of(co_await job_fragment(c, false));
+}
+
+net::awaitable<handler_result> page_admin(call& c) {
+  auto f = co_await take_flash(c.ctx, *c.who);
+  co_return result_of(co_await render_admin(c.ctx, *c.who, f));
+}
+
+net::awaitable<handler_result> page_tokens(call& c) {
+  auto f = co_await take_flash(c.ctx, *c.who);
+  co_return result_of(co_await render_tokens(c.ctx, *c.who, f, std::string(), std::string(),
+                                             http::status::ok));
+}
+
+net::awaitable<response> login_form(call& c, bool reg) {
+  if (c.who) co_return redirect_response("/");
+  std::map<std::string, std::string> none;
+  co_return login_form_response(c.ctx, c.req, reg, no_flash(), http::status::ok, none);
+}
+net::awaitable<handler_result> page_login_form(call& c) {
+  co_return result_of(co_await login_form(c, false));
+}
+net::awaitable<handler_result> page_register_form(call& c) {
+  co_return result_of(co_await login_form(c, true));
+}
+net::awaitable<handler_result> page_login_post(call& c) {
+  co_return result_of(co_await login_post(c.ctx, std::move(c.req), false, std::move(c.peer)));
+}
+net::awaitable<handler_result> page_register_post(call& c) {
+  co_return result_of(co_await login_post(c.ctx, std::move(c.req), true, std::move(c.peer)));
+}
+
+net::awaitable<handler_result> page_logout(call& c) {
+  auto form = web::parse_form(c.req.body());
+  std::string csrf = form ? (*form)["csrf"] : std::string();
+  bool done = co_await do_logout(c.ctx, std::string(c.req[http::field::cookie]), csrf);
+  if (!done)
+    co_return result_of(error_page_response(
+        403, "The form has expired (missing or wrong CSRF token); reload the page.", c.who));
+  auto res = redirect_response("/login");
+  res.insert(http::field::set_cookie, clear_session_cookie(c.ctx));
+  co_return result_of(std::move(res));
+}
+
+net::awaitable<handler_result> page_help(call& c) {
+  web::page_user u;
+  if (c.who) u = page_user_of(*c.who);
+  co_return result_of(
+      html_response(http::status::ok, web::help_page(c.who ? &u : nullptr, c.ctx.apps)));
+}
+
+net::awaitable<handler_result> page_asset(call& c) {
+  co_return result_of(asset_response(c.params.name));
+}
+net::awaitable<handler_result> page_favicon(call&) { co_return result_of(no_content_response()); }
+
+net::awaitable<response> job_create_form(call& c) {
+  auto& ctx = c.ctx;
+  auto& who = *c.who;
+  auto& form = c.form;
+  json::value v;
+  job_request jr;
+  std::optional<api_error> e = job_object_from_form(form, v);
+  if (!e) e = validate_job(v, ctx.apps, jr);
+  if (e)
+    co_return co_await render_home(ctx, who, default_home(), form_of(form), flash_of(*e),
+                                   http::status::bad_request);
+  std::vector<job_request> reqs;
+  reqs.push_back(std::move(jr));
+  auto res = co_await create_jobs(ctx, who, std::move(reqs), false);
+  if (res.result_int() != 201)
+    co_return co_await render_home(ctx, who, default_home(), form_of(form),
+                                   flash_of(bad_request(error_detail(res))),
+                                   static_cast<http::status>(res.result_int()));
+  co_await set_flash(ctx, who, created_message(res), false);
+  co_return redirect_response("/");
+}
+net::awaitable<handler_result> page_job_create(call& c) {
+  co_return result_of(co_await job_create_form(c));
+}
+
+net::awaitable<response> job_action_form(call& c) {
+  auto& ctx = c.ctx;
+  auto& who = *c.who;
+  const auto& action = c.params.action;
+  job_id id = c.params.id;
+  std::string next = web::safe_next(c.form["next"], "/");
+  response res;
+  if (action == "cancel")
+    res = co_await cancel_job(ctx, who, id);
+  else if (action == "archive")
+    res = co_await archive_job(ctx, who, id, true);
+  else if (action == "unarchive")
+    res = co_await archive_job(ctx, who, id, false);
+  else
+    res = co_await delete_job(ctx, who, id);
+  bool ok = res.result_int() < 300;
+  if (ok)
+    co_await set_flash(ctx, who, job_action_message(action, id, res.result_int()), false);
+  else
+    co_await set_flash(ctx, who, error_detail(res), true);
+  if (action == "delete" && ok && next == "/jobs/" + std::to_string(id)) next = "/";
+  co_return redirect_response(next);
+}
+net::awaitable<handler_result> page_job_action(call& c) {
+  co_return result_of(co_await job_action_form(c));
+}
+
+net::awaitable<response> admin_action_form(call& c) {
+  auto& who = *c.who;
+  auto e = co_await admin_change(c.ctx, who, c.params.name, c.params.action);
+  if (e && e->status == 403) co_return error_page_response(403, e->detail, who);
+  if (e)
+    co_await set_flash(c.ctx, who, e->detail, true);
+  else
+    co_await set_flash(c.ctx, who, "Done: " + c.params.action + " " + c.params.name + ".", false);
+  co_return redirect_response("/admin");
+}
+net::awaitable<handler_result> page_admin_action(call& c) {
+  co_return result_of(co_await admin_action_form(c));
+}
+
+net::awaitable<response> token_create_form(call& c) {
+  std::string label = c.form["label"];
+  if (auto e = check_label(label))
+    co_return co_await render_tokens(c.ctx, *c.who, flash_of(*e), std::string(), std::string(),
+                                     http::status::bad_request);
+  std::string token = co_await create_token(c.ctx, c.who->name, label);
+  co_return co_await render_tokens(c.ctx, *c.who, no_flash(), token, label, http::status::ok);
+}
+net::awaitable<handler_result> page_token_create(call& c) {
+  co_return result_of(co_await token_create_form(c));
+}
+
+net::awaitable<handler_result> page_token_revoke(call& c) {
+  bool done = co_await revoke_token(c.ctx, c.who->name, c.params.name);
+  if (done)
+    co_await set_flash(c.ctx, *c.who, "Revoked the token.", false);
+  else
+    co_await set_flash(c.ctx, *c.who, "No such token (already revoked?).", true);
+  co_return result_of(redirect_response("/tokens"));
+}
+
+// ---- the account API (routes.cpp) -------------------------------------------------------------
+
+net::awaitable<handler_result> account_logout(call& c) {
+  std::string csrf(c.req["X-CSRF-Token"]);
+  if (is_form(c.req)) {
+    auto form = web::parse_form(c.req.body());
+    if (form) csrf = (*form)["csrf"];
+  }
+  bool done = co_await do_logout(c.ctx, std::string(c.req[http::field::cookie]), csrf);
+  if (!done)
+    co_return result_of(make_error_response(
+        forbidden("missing or wrong X-CSRF-Token header (required with a session cookie)")));
+  auto res = no_content_response();
+  res.insert(http::field::set_cookie, clear_session_cookie(c.ctx));
+  co_return result_of(std::move(res));
+}
+
+// POST /api/register and /api/login: JSON, or a form with the CSRF cookie.
+net::awaitable<response> account_form(call& c, bool reg) {
+  auto& ctx = c.ctx;
   std::vector<std::string> allowed;
   allowed.push_back("username");
   allowed.push_back("password");
-  if (r.kind == route_kind::register_) allowed.push_back("email");
-  if (is_form(req)) allowed.push_back("csrf");
-  auto in = read_account_input(req, allowed);
+  if (reg) allowed.push_back("email");
+  if (is_form(c.req)) allowed.push_back("csrf");
+  auto in = read_account_input(c.req, allowed);
   if (in.error) co_return make_error_response(*in.error);
   std::string name = in.fields["username"];
-  if (auto e = missing_field(in.fields, r.kind == route_kind::register_))
-    co_return make_error_response(*e);
-  if (r.kind == route_kind::register_) {
-    auto e = co_await do_register(ctx, name, in.fields["email"], in.fields["password"], peer);
+  if (auto e = missing_field(in.fields, reg)) co_return make_error_response(*e);
+  if (reg) {
+    auto e = co_await do_register(ctx, name, in.fields["email"], in.fields["password"], c.peer);
     if (e) co_return make_error_response(*e);
-    auto res = make_json_response(http::status::created, registered_json(name));
-    co_return res;
+    co_return make_json_response(http::status::created, registered_json(name));
   }
-  auto lr = co_await do_login(ctx, name, in.fields["password"],
-                              web::cookie_value(cookie, web::session_cookie), peer);
+  auto lr = co_await do_login(
+      ctx, name, in.fields["password"],
+      web::cookie_value(c.req[http::field::cookie], web::session_cookie), c.peer);
   if (lr.error) co_return make_error_response(*lr.error);
   auto res = make_json_response(http::status::ok,
                                 login_json(name, lr, ctx.config.session_ttl.count()));
   res.insert(http::field::set_cookie, session_cookie_header(ctx, lr.token));
   co_return res;
 }
+net::awaitable<handler_result> account_register(call& c) {
+  co_return result_of(co_await account_form(c, true));
+}
+net::awaitable<handler_result> account_login(call& c) {
+  co_return result_of(co_await account_form(c, false));
+}
 
-net::awaitable<response> handle_account_api(gateway_context& ctx, principal who, route r,
-                                            request req) {
-  bool post = req.method() == http::verb::post;
-  switch (r.kind) {
-    case route_kind::session:
-      co_return make_json_response(http::status::ok, session_json(who, who.csrf));
-    case route_kind::tokens: {
-      if (!post) {
-        auto tokens = co_await list_tokens(ctx, who.name);
-        co_return make_json_response(http::status::ok, tokens_json(tokens));
-      }
-      std::string label;
-      if (!req.body().empty()) {
-        json::value v;
-        if (auto e = parse_json_body(req.body(), v)) co_return make_error_response(*e);
-        if (!v.is_object()) co_return make_error_response(bad_request("the body must be a JSON object"));
-        for (const auto& kv : v.as_object()) {
-          if (kv.key() != "label")
-            co_return make_error_response(
-                bad_request("unknown field '" + std::string(kv.key()).substr(0, 40) +
-                            "'; allowed: label"));
-          if (!kv.value().is_string())
-            co_return make_error_response(bad_request("field 'label' must be a string"));
-          label = std::string(kv.value().as_string());
-        }
-      }
-      if (auto e = check_label(label)) co_return make_error_response(*e);
-      std::string token = co_await create_token(ctx, who.name, label);
-      co_return make_json_response(http::status::created, new_token_json(token, label));
+net::awaitable<handler_result> account_session(call& c) {
+  co_return result_of(make_json_response(http::status::ok, session_json(*c.who, c.who->csrf)));
+}
+
+net::awaitable<handler_result> tokens_list(call& c) {
+  auto tokens = co_await list_tokens(c.ctx, c.who->name);
+  co_return result_of(make_json_response(http::status::ok, tokens_json(tokens)));
+}
+
+net::awaitable<response> token_create_json(call& c) {
+  std::string label;
+  const auto& body = c.req.body();
+  if (!body.empty()) {
+    json::value v;
+    if (auto e = parse_json_body(body, v)) co_return make_error_response(*e);
+    if (!v.is_object()) co_return make_error_response(bad_request("the body must be a JSON object"));
+    for (const auto& kv : v.as_object()) {
+      if (kv.key() != "label")
+        co_return make_error_response(bad_request(
+            "unknown field '" + std::string(kv.key()).substr(0, 40) + "'; allowed: label"));
+      if (!kv.value().is_string())
+        co_return make_error_response(bad_request("field 'label' must be a string"));
+      label = std::string(kv.value().as_string());
     }
-    case route_kind::token: {
-      bool done = co_await revoke_token(ctx, who.name, r.name);
-      if (!done) co_return make_error_response(not_found("no such token"));
-      co_return no_content_response();
-    }
-    case route_kind::admin_users: {
-      if (!who.admin) co_return make_error_response(forbidden("administrators only"));
-      auto users = co_await load_users(ctx);
-      co_return make_json_response(http::status::ok, users_json(users));
-    }
-    case route_kind::admin_overview: {
-      if (!who.admin) co_return make_error_response(forbidden("administrators only"));
-      auto ov = co_await load_overview(ctx);
-      co_return make_json_response(http::status::ok, overview_json(ov));
-    }
-    case route_kind::admin_user: {
-      auto e = co_await admin_change(ctx, who, r.name, r.action);
-      if (e) co_return make_error_response(*e);
-      auto reply = co_await ctx.redis->async_exec(
-          redis_cmd("HMGET", ctx.prefix + "user:" + r.name, "status", "role"));
-      account_change c;
-      c.ok = true;
-      if (reply.elements.size() == 2) {
-        c.status = reply.elements[0].as_string();
-        c.role = reply.elements[1].as_string();
-      }
-      co_return make_json_response(http::status::ok, account_change_json(r.name, c));
-    }
-    default: break;
   }
-  co_return make_error_response(not_found("no such API route"));
+  if (auto e = check_label(label)) co_return make_error_response(*e);
+  std::string token = co_await create_token(c.ctx, c.who->name, label);
+  co_return make_json_response(http::status::created, new_token_json(token, label));
+}
+net::awaitable<handler_result> tokens_create(call& c) {
+  co_return result_of(co_await token_create_json(c));
+}
+
+net::awaitable<handler_result> tokens_revoke(call& c) {
+  bool done = co_await revoke_token(c.ctx, c.who->name, c.params.name);
+  if (!done) co_return result_of(make_error_response(not_found("no such token")));
+  co_return result_of(no_content_response());
+}
+
+net::awaitable<handler_result> admin_users(call& c) {
+  auto users = co_await load_users(c.ctx);
+  co_return result_of(make_json_response(http::status::ok, users_json(users)));
+}
+
+net::awaitable<handler_result> admin_overview(call& c) {
+  auto ov = co_await load_overview(c.ctx);
+  co_return result_of(make_json_response(http::status::ok, overview_json(ov)));
+}
+
+net::awaitable<response> admin_user_json(call& c) {
+  const auto& name = c.params.name;
+  auto e = co_await admin_change(c.ctx, *c.who, name, c.params.action);
+  if (e) co_return make_error_response(*e);
+  auto reply = co_await c.ctx.redis->async_exec(
+      redis_cmd("HMGET", c.ctx.prefix + "user:" + name, "status", "role"));
+  account_change ch;
+  ch.ok = true;
+  if (reply.elements.size() == 2) {
+    ch.status = reply.elements[0].as_string();
+    ch.role = reply.elements[1].as_string();
+  }
+  co_return make_json_response(http::status::ok, account_change_json(name, ch));
+}
+net::awaitable<handler_result> admin_user_change(call& c) {
+  co_return result_of(co_await admin_user_json(c));
 }
 
 }  // namespace descprod::gateway::detail
