@@ -124,7 +124,14 @@ std::unique_ptr<process> spawn_worker(service& s, int i, const std::string& id, 
                                       int slots) {
   std::string wid = id.empty() ? "w" + std::to_string(i) : id;
   auto config = s.dir.file("worker-" + wid + ".yaml");
-  write_file(config, read_file(s.config_file) + "  gateway_url: " + s.url() + "\n");
+  // gateway_url goes into the worker section itself: sections after it (a test's pilots:) must
+  // not receive it.
+  std::string text = read_file(s.config_file);
+  const std::string line = "  gateway_url: " + s.url() + "\n";
+  auto at = text.find("\nworker:\n");
+  if (at == std::string::npos) text += "worker:\n" + line;
+  else text.insert(at + std::string("\nworker:\n").size(), line);
+  write_file(config, text);
   std::vector<std::string> argv{s.bin("descprod-worker"), "--config", config, "--id", wid};
   if (!token_file.empty()) {
     argv.push_back("--token-file");
