@@ -154,21 +154,22 @@ store::report outbox::to_report(const pending_write& w) {
     if (m.size() > 1000) m.resize(1000);
     return m;
   };
-  if (w.command == protocol::started) {
-    store::start_report q;
+  // What every report kind carries: the job, its attempt and the reporting worker.
+  auto with_head = [&](auto q) {
     q.id = id;
     q.attempt = attempt;
     q.worker = w.worker;
+    return q;
+  };
+  if (w.command == protocol::started) {
+    auto q = with_head(store::start_report{});
     q.host = protocol::get_string(body, "host").value_or("");
     q.rundir = protocol::get_string(body, "rundir").value_or("");
     q.pid = protocol::get_int(body, "pid").value_or(0);
     return q;
   }
   if (w.command == protocol::progress) {
-    store::progress_report q;
-    q.id = id;
-    q.attempt = attempt;
-    q.worker = w.worker;
+    auto q = with_head(store::progress_report{});
     q.message = cut(protocol::get_string(body, "message").value_or(""));
     q.done = protocol::get_int(body, "done");
     q.total = protocol::get_int(body, "total");
@@ -177,10 +178,7 @@ store::report outbox::to_report(const pending_write& w) {
   auto out = classify_exit(static_cast<int>(protocol::get_int(body, "rc").value_or(0)),
                            static_cast<int>(protocol::get_int(body, "signal").value_or(0)),
                            protocol::get_bool(body, "timed_out").value_or(false));
-  store::finish_report q;
-  q.id = id;
-  q.attempt = attempt;
-  q.worker = w.worker;
+  auto q = with_head(store::finish_report{});
   q.target = out.state;
   q.return_status = out.return_status;
   q.prefix = out.prefix;
