@@ -81,9 +81,9 @@ inline bool parses_as_json(std::string_view text, boost::json::value* out = null
 // Every gateway error answer: a 4xx/5xx status, a short machine-readable error name, a detail that
 // is valid UTF-8 and bounded (it never grows with the request), and a body that is valid JSON.
 inline void check_api_error(const gateway::api_error& e, std::size_t max_detail = 2048) {
-  FUZZ_CHECK(e.status >= 400 && e.status <= 599);
-  FUZZ_CHECK(!e.error.empty() && e.error.size() <= 32);
-  for (char c : e.error) FUZZ_CHECK((c >= 'a' && c <= 'z') || c == '_');
+  FUZZ_CHECK(e.status() >= 400 && e.status() <= 599);
+  FUZZ_CHECK(!e.name().empty() && e.name().size() <= 32);
+  for (char c : e.name()) FUZZ_CHECK((c >= 'a' && c <= 'z') || c == '_');
   FUZZ_CHECK(!e.detail.empty());
   FUZZ_CHECK(e.detail.size() <= max_detail);
   FUZZ_CHECK(valid_utf8(e.detail));

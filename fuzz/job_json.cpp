@@ -42,9 +42,9 @@ bool config_chars_only(const std::string& s) {
 
 void check_refusal(const gw::api_error& e) {
   check_api_error(e);
-  FUZZ_CHECK(e.status == 400);
-  FUZZ_CHECK(e.error == "bad_request" || e.error == "bad_json" || e.error == "invalid_config" ||
-             e.error == "unknown_jobtype");
+  FUZZ_CHECK(e.status() == 400);
+  FUZZ_CHECK(e.name() == "bad_request" || e.name() == "bad_json" || e.name() == "invalid_config" ||
+             e.name() == "unknown_jobtype");
 }
 
 void check_job(const boost::json::value& v, const gw::job_request& r) {
@@ -162,7 +162,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FUZZ_CHECK(e.has_value() == (body.empty() || !fuzz::parses_as_json(body)));
   if (e) {
     check_refusal(*e);
-    FUZZ_CHECK(e->error == "bad_json");
+    FUZZ_CHECK(e->name() == "bad_json");
     return 0;
   }
   check_validate_job(v);

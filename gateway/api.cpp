@@ -38,36 +38,6 @@ std::string quoted(std::string_view s) {
   return out;
 }
 
-api_error make_error(unsigned status, std::string error, std::string detail) {
-  api_error e;
-  e.status = status;
-  e.error = std::move(error);
-  e.detail = std::move(detail);
-  return e;
-}
-
-template <class T>
-std::optional<T> parse_integer(std::string_view s) {
-  T v{};
-  if (s.empty()) return std::nullopt;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
-  return v;
-}
-
-std::optional<double> parse_double(std::string_view s) {
-  if (s.empty()) return std::nullopt;
-  try {
-    std::size_t used = 0;
-    std::string copy(s);
-    double d = std::stod(copy, &used);
-    if (used != copy.size()) return std::nullopt;
-    return d;
-  } catch (...) {
-    return std::nullopt;
-  }
-}
-
 std::string_view kind_name(const boost::json::value& v) {
   switch (v.kind()) {
     case boost::json::kind::null: return "null";
@@ -138,14 +108,14 @@ std::optional<api_error> check_config_string(std::string_view field, const std::
     auto e = bad_request(std::string(field) + " " + quoted(value) + " " +
                          std::string(check_config_reason(code)) + " (check_config code " +
                          std::to_string(code) + ")");
-    e.error = "invalid_config";
+    e.code = errc::invalid_config;
     return e;
   }
   if (pattern && !std::regex_match(value, *pattern)) {
     auto e =
         bad_request(std::string(field) + " " + quoted(value) +
                     " does not match the pattern of application " + app_name + ": " + pattern_text);
-    e.error = "invalid_config";
+    e.code = errc::invalid_config;
     return e;
   }
   return std::nullopt;
@@ -240,6 +210,20 @@ bool iequals(std::string_view a, std::string_view b) {
 
 }  // namespace
 
+std::optional<double> parse_double(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  try {
+    std::size_t used = 0;
+    std::string copy(s);
+    double d = std::stod(copy, &used);
+    if (used != copy.size()) return std::nullopt;
+    return d;
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+
 std::optional<job_id> parse_job_id_text(std::string_view s) {
   if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string_view::npos)
     return std::nullopt;
@@ -248,29 +232,6 @@ std::optional<job_id> parse_job_id_text(std::string_view s) {
   return id;
 }
 
-
-api_error bad_request(std::string detail) {
-  return make_error(400, "bad_request", std::move(detail));
-}
-api_error not_found(std::string detail) { return make_error(404, "not_found", std::move(detail)); }
-api_error unauthorized(std::string detail) {
-  return make_error(401, "unauthorized", std::move(detail));
-}
-api_error forbidden(std::string detail) { return make_error(403, "forbidden", std::move(detail)); }
-api_error conflict(std::string detail) { return make_error(409, "conflict", std::move(detail)); }
-api_error unavailable(std::string detail) {
-  return make_error(503, "unavailable", std::move(detail));
-}
-api_error internal_error(std::string detail) {
-  return make_error(500, "internal", std::move(detail));
-}
-
-boost::json::object error_json(const api_error& e) {
-  boost::json::object o;
-  o["error"] = e.error;
-  o["detail"] = e.detail;
-  return o;
-}
 
 // ---- routing --------------------------------------------------------------------------------
 
@@ -436,7 +397,7 @@ bool is_event_stream(const route& r, std::string_view method, std::string_view q
 std::optional<api_error> parse_json_body(std::string_view body, boost::json::value& out) {
   if (body.empty()) {
     auto e = bad_request("request body is empty; expected a JSON object");
-    e.error = "bad_json";
+    e.code = errc::bad_json;
     return e;
   }
   boost::json::stream_parser p;
@@ -445,7 +406,7 @@ std::optional<api_error> parse_json_body(std::string_view body, boost::json::val
   if (!ec) p.finish(ec);
   if (ec) {
     auto e = bad_request("malformed JSON near byte " + std::to_string(used) + ": " + ec.message());
-    e.error = "bad_json";
+    e.code = errc::bad_json;
     return e;
   }
   out = p.release();
@@ -477,7 +438,7 @@ std::optional<api_error> validate_job(const boost::json::value& v, const app_reg
   const app_def* app = apps.find(r.jobtype);
   if (!app) {
     auto e = bad_request("unknown jobtype " + quoted(r.jobtype) + "; known: " + known_types(apps));
-    e.error = "unknown_jobtype";
+    e.code = errc::unknown_jobtype;
     return e;
   }
   if (auto e =
@@ -698,34 +659,28 @@ job_record record_from_reply(const redis_reply& r) {
   return out;
 }
 
-boost::json::object events_json(const redis_reply& xrange) {
-  boost::json::array events;
-  if (xrange.type == redis_reply::kind::array) {
-    for (const auto& entry : xrange.elements) {
-      if (entry.type != redis_reply::kind::array || entry.elements.size() != 2) continue;
-      boost::json::object e;
-      e["stream_id"] = entry.elements[0].as_string();
-      auto fields = record_from_reply(entry.elements[1]);
-      for (const auto& [k, v] : fields) {
-        if (k == "attempt") {
-          if (auto n = parse_integer<long long>(v)) {
-            e[k] = *n;
-            continue;
-          }
-        } else if (k == "time") {
-          if (auto d = parse_double(v)) {
-            e[k] = *d;
-            continue;
-          }
-        }
-        e[k] = v;
-      }
-      events.push_back(std::move(e));
-    }
+std::vector<job_record> records_from_replies(const std::vector<redis_reply>& replies) {
+  std::vector<job_record> out;
+  out.reserve(replies.size());
+  for (const auto& r : replies) {
+    auto rec = record_from_reply(r);
+    if (!rec.empty()) out.push_back(std::move(rec));
   }
-  boost::json::object o;
-  o["events"] = std::move(events);
-  return o;
+  return out;
+}
+
+std::vector<std::string> reply_strings(const redis_reply& r) {
+  std::vector<std::string> out;
+  out.reserve(r.elements.size());
+  for (const auto& e : r.elements) out.push_back(e.as_string());
+  return out;
+}
+
+std::vector<std::vector<std::string>> hgetall_each(const std::vector<std::string>& keys) {
+  std::vector<std::vector<std::string>> cmds;
+  cmds.reserve(keys.size());
+  for (const auto& k : keys) cmds.push_back(redis_cmd("HGETALL", k));
+  return cmds;
 }
 
 boost::json::object submitted_body(const std::vector<job_id>& ids,
@@ -742,66 +697,6 @@ boost::json::object submitted_body(const std::vector<job_id>& ids,
   }
   boost::json::object o;
   o["jobs"] = std::move(list);
-  return o;
-}
-
-boost::json::object log_json(const redis_reply& xrevrange) {
-  boost::json::array lines;
-  if (xrevrange.type == redis_reply::kind::array) {
-    lines.reserve(xrevrange.elements.size());
-    for (auto it = xrevrange.elements.rbegin(); it != xrevrange.elements.rend(); ++it) {
-      const auto& entry = *it;
-      if (entry.type != redis_reply::kind::array || entry.elements.size() != 2) continue;
-      const auto& fields = entry.elements[1];
-      for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
-        if (fields.elements[i].as_string() == "line") {
-          lines.emplace_back(fields.elements[i + 1].as_string());
-          break;
-        }
-      }
-    }
-  }
-  boost::json::object o;
-  o["lines"] = std::move(lines);
-  return o;
-}
-
-boost::json::object children_json(const std::vector<std::string>& states, bool truncated) {
-  std::vector<long long> counts(all_job_states().size(), 0);
-  std::map<std::string, long long> other;
-  long long total = 0;
-  for (const auto& st : states) {
-    if (st.empty()) continue;
-    ++total;
-    if (auto s = parse_job_state(st))
-      ++counts[static_cast<std::size_t>(*s)];
-    else
-      ++other[st];
-  }
-  boost::json::object o;
-  o["total"] = total;
-  for (std::size_t i = 0; i < counts.size(); ++i) {
-    if (counts[i] > 0) o[to_string(all_job_states()[i])] = counts[i];
-  }
-  for (const auto& [name, n] : other) o[name] = n;
-  if (truncated) o["truncated"] = true;
-  return o;
-}
-
-boost::json::object claim_app_json(const app_def& app, const job_record& job, job_id id) {
-  auto get = [&](const char* k) {
-    auto it = job.find(k);
-    return it == job.end() ? std::string() : it->second;
-  };
-  boost::json::array argv;
-  for (auto& a : app.argv_for(get("config"), get("howfig"), id)) argv.emplace_back(a);
-  boost::json::object env;
-  for (const auto& [k, v] : app.env) env[k] = v;
-  boost::json::object o;
-  o["argv"] = std::move(argv);
-  o["env"] = std::move(env);
-  o["time_limit_s"] = app.time_limit_s;
-  o["login_shell"] = app.login_shell;
   return o;
 }
 
@@ -860,40 +755,63 @@ std::string stream_event::dedupe_key() const {
 
 double stream_event::time_s() const { return parse_double(time).value_or(0.0); }
 
-std::optional<stream_event> parse_stream_event(const redis_reply& entry, job_id default_id,
-                                               const std::string& default_owner) {
-  if (entry.type != redis_reply::kind::array || entry.elements.size() != 2) return std::nullopt;
+namespace {
+// One field of a stream entry into e; false when the entry cannot be an event (a bad job id).
+bool set_event_field(stream_event& e, std::string_view k, std::string v) {
+  if (k == "id") {
+    auto id = parse_integer<job_id>(v);
+    if (!id) return false;
+    e.id = *id;
+  } else if (k == "owner") {
+    e.owner = std::move(v);
+  } else if (k == "type") {
+    e.type = std::move(v);
+  } else if (k == "state") {
+    e.state = std::move(v);
+  } else if (k == "progress") {
+    e.progress = std::move(v);
+  } else if (k == "attempt") {
+    e.attempt = parse_integer<long long>(v).value_or(0);
+  } else if (k == "time") {
+    e.time = std::move(v);
+  }
+  return true;
+}
+
+std::optional<stream_event> new_stream_event(std::string sid, job_id default_id,
+                                             const std::string& default_owner) {
   stream_event e;
-  e.sid = entry.elements[0].as_string();
-  auto order = parse_stream_id(e.sid);
+  auto order = parse_stream_id(sid);
   if (!order) return std::nullopt;
+  e.sid = std::move(sid);
   e.order = *order;
   e.id = default_id;
   e.owner = default_owner;
+  return e;
+}
+}  // namespace
+
+std::optional<stream_event> parse_stream_event(const redis_reply& entry, job_id default_id,
+                                               const std::string& default_owner) {
+  if (entry.type != redis_reply::kind::array || entry.elements.size() != 2) return std::nullopt;
   const auto& fields = entry.elements[1];
   if (fields.type != redis_reply::kind::array) return std::nullopt;
-  for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
-    auto k = fields.elements[i].as_string();
-    auto v = fields.elements[i + 1].as_string();
-    if (k == "id") {
-      auto id = parse_integer<job_id>(v);
-      if (!id) return std::nullopt;
-      e.id = *id;
-    } else if (k == "owner") {
-      e.owner = std::move(v);
-    } else if (k == "type") {
-      e.type = std::move(v);
-    } else if (k == "state") {
-      e.state = std::move(v);
-    } else if (k == "progress") {
-      e.progress = std::move(v);
-    } else if (k == "attempt") {
-      e.attempt = parse_integer<long long>(v).value_or(0);
-    } else if (k == "time") {
-      e.time = std::move(v);
-    }
-  }
-  if (e.id <= 0) return std::nullopt;
+  auto e = new_stream_event(entry.elements[0].as_string(), default_id, default_owner);
+  if (!e) return std::nullopt;
+  for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2)
+    if (!set_event_field(*e, fields.elements[i].as_string(), fields.elements[i + 1].as_string()))
+      return std::nullopt;
+  if (e->id <= 0) return std::nullopt;
+  return e;
+}
+
+std::optional<stream_event> stream_event_of(std::string sid, const job_record& fields,
+                                            job_id default_id, const std::string& default_owner) {
+  auto e = new_stream_event(std::move(sid), default_id, default_owner);
+  if (!e) return std::nullopt;
+  for (const auto& [k, v] : fields)
+    if (!set_event_field(*e, k, v)) return std::nullopt;
+  if (e->id <= 0) return std::nullopt;
   return e;
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <boost/json.hpp>
+#include <charconv>
 #include <compare>
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include "core/config.hpp"
 #include "core/job.hpp"
 #include "core/redis.hpp"
+#include "gateway/errors.hpp"
 
 namespace descprod::gateway {
 
@@ -53,25 +55,6 @@ inline constexpr std::size_t max_host_bytes = 255;
 inline constexpr std::size_t max_rundir_bytes = 4096;
 inline constexpr std::size_t max_message_bytes = 1000;
 
-// An error answer: HTTP status, a short machine-readable name and a human reason. The body is
-// {"error": error, "detail": detail}.
-struct api_error {
-  unsigned status = 400;
-  std::string error;
-  std::string detail;
-  std::string allow;  // 405 only: the value of the Allow header
-  long long retry_after_s = 0;  // > 0: the Retry-After header (429: when to try again)
-};
-
-api_error bad_request(std::string detail);
-api_error not_found(std::string detail);
-api_error unauthorized(std::string detail);
-api_error forbidden(std::string detail);
-api_error conflict(std::string detail);  // 409 "conflict"
-api_error unavailable(std::string detail);
-api_error internal_error(std::string detail);
-
-boost::json::object error_json(const api_error& e);
 
 // ---- routing --------------------------------------------------------------------------------
 
@@ -260,25 +243,29 @@ std::optional<api_error> check_children_only(const principal& who,
 
 // A HGETALL reply as a map; an empty map for nil or an empty array.
 job_record record_from_reply(const redis_reply& r);
-// {"events": [...]} from an XRANGE reply of a job's event stream.
-boost::json::object events_json(const redis_reply& xrange);
+// The records of HGETALL replies, leaving out the empty ones (keys deleted between an index read
+// and the fetch).
+std::vector<job_record> records_from_replies(const std::vector<redis_reply>& replies);
+// The elements of an array reply as strings (SMEMBERS, ZRANGE, ...).
+std::vector<std::string> reply_strings(const redis_reply& r);
+// One HGETALL per key, for a pipeline.
+std::vector<std::vector<std::string>> hgetall_each(const std::vector<std::string>& keys);
 // The body of a `submitted` notice to the daemon: {"jobs": [[id, priority, owner], ...]}.
 boost::json::object submitted_body(const std::vector<job_id>& ids,
                                    const std::vector<job_request>& jobs, std::size_t first,
                                    const std::string& owner);
 
-// {"lines": [...]} from an XREVRANGE reply of a job's log stream (newest first): the `line` field
-// of each entry, oldest first.
-boost::json::object log_json(const redis_reply& xrevrange);
-
-// The children roll-up of a job: {"total": N, "<state>": count, ...} for every state with a count
-// above 0, in state order. `states` are the children's states (nil/empty: a child deleted
-// meanwhile, not counted). With truncated (more than max_children), "truncated": true.
-boost::json::object children_json(const std::vector<std::string>& states, bool truncated);
-
-// The application part of a claim's answer, resolved as the daemon does for workers:
-// {"argv": app.argv_for(config, howfig, id), "env": {...}, "time_limit_s": x, "login_shell": b}.
-boost::json::object claim_app_json(const app_def& app, const job_record& job, job_id id);
+// A whole decimal integer of type T (no sign for unsigned, no spaces); nullopt otherwise.
+template <class T>
+std::optional<T> parse_integer(std::string_view s) {
+  T v{};
+  if (s.empty()) return std::nullopt;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+// A whole number as strtod reads it; nullopt otherwise.
+std::optional<double> parse_double(std::string_view s);
 
 // ---- Server-Sent Events ---------------------------------------------------------------------
 
@@ -318,6 +305,10 @@ struct stream_event {
 // Parses one stream entry [id, [field, value, ...]]; nullopt when malformed or without a job id.
 std::optional<stream_event> parse_stream_event(const redis_reply& entry, job_id default_id = 0,
                                                const std::string& default_owner = "");
+// The same from an entry's ID and fields already read.
+std::optional<stream_event> stream_event_of(std::string sid, const job_record& fields,
+                                            job_id default_id = 0,
+                                            const std::string& default_owner = "");
 // The events of an XRANGE reply (or one stream's entry list of an XREAD reply), malformed
 // entries skipped.
 std::vector<stream_event> parse_stream_events(const redis_reply& entries, job_id default_id = 0,

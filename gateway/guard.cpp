@@ -49,8 +49,7 @@ std::size_t fit_connection_cap(std::size_t wanted, std::size_t descriptors) {
 
 api_error too_many_requests(std::string detail, long long retry_after_s) {
   api_error e;
-  e.status = 429;
-  e.error = "too_many_requests";
+  e.code = errc::too_many_requests;
   e.detail = std::move(detail);
   e.retry_after_s = std::max<long long>(1, retry_after_s);
   return e;

@@ -1,10 +1,11 @@
-// Private to gateway/: the parts of the request handler (handler.cpp) that the web pages and the
-// account routes (web_handler.cpp) reuse, and the entry points of web_handler.cpp. Not for other
+// Private to gateway/: what the presenters (jobs_api.cpp, accounts_api.cpp, pages.cpp,
+// event_streams.cpp) share, and the route table's handlers (routes.cpp). Not for other
 // components.
 //
 // Thread-safety: as handler.hpp (one io_context thread).
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +18,10 @@ namespace descprod::gateway::detail {
 
 double now_s(const gateway_context& ctx);
 response no_content_response();
+// A route handler's plain answer (no stream): a response, a JSON body, an error's JSON.
+handler_result answer(response res);
+handler_result json_answer(http::status status, const boost::json::value& body);
+handler_result error_answer(const api_error& e);
 
 struct auth_result {
   std::optional<principal> who;
@@ -32,26 +37,24 @@ net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string autho
 response created_job_response(job_id id, const job_request& req, const std::string& owner,
                               const std::string& create_time);
 
-// The job routes' work, answering as the JSON API does.
-net::awaitable<response> create_jobs(gateway_context& ctx, principal who,
-                                     std::vector<job_request> reqs, bool bulk);
-net::awaitable<std::string> job_owner(gateway_context& ctx, job_id id);
-net::awaitable<response> cancel_job(gateway_context& ctx, principal who, job_id id);
-net::awaitable<response> archive_job(gateway_context& ctx, principal who, job_id id,
-                                     bool archived);
-net::awaitable<response> delete_job(gateway_context& ctx, principal who, job_id id);
-net::awaitable<std::optional<boost::json::object>> children_rollup(gateway_context& ctx, job_id id,
-                                                                   long long card);
+// GET /api/jobs/<id>/events?follow=1 (event_streams.cpp; jobs_events hands it over).
+net::awaitable<handler_result> open_job_stream(call& c);
 
-// A page of the caller's jobs (or of a parent's children) as GET /api/jobs selects them.
-struct job_query_result {
-  std::optional<api_error> error;    // the parent is not visible
-  std::vector<redis_reply> records;  // HGETALL replies (an empty one: deleted meanwhile)
-  long long total = 0;
-  std::optional<std::size_t> scanned;  // filtered listing: jobs looked at
-  bool truncated = false;
+// ---- accounts_api.cpp: the account form input, shared with the login pages ------------------
+
+// A urlencoded form body (`curl -d '{...}'` labels JSON as a form; such a body is read as JSON).
+bool is_form(const request& req);
+// The fields of a register/login request: a JSON object of strings, or a form whose `csrf`
+// matches the descprod_csrf cookie; a field not in `allowed` is an error.
+struct account_input {
+  std::map<std::string, std::string> fields;
+  std::optional<api_error> error;
+  bool form = false;
 };
-net::awaitable<job_query_result> query_jobs(gateway_context& ctx, principal who, list_query q);
+account_input read_account_input(const request& req, const std::vector<std::string>& allowed);
+// Set-Cookie values that open and end a web session.
+std::string session_cookie_header(const gateway_context& ctx, const std::string& token);
+std::string clear_session_cookie(const gateway_context& ctx);
 
 // ---- metrics_handler.cpp --------------------------------------------------------------------
 
@@ -62,7 +65,8 @@ net::awaitable<response> metrics_response(gateway_context& ctx);
 
 // ---- the route table's handlers (routes.cpp) --------------------------------------------------
 
-// handler.cpp: health, readiness, metrics, version, the job routes and the event stream.
+// handler.cpp: health, readiness, metrics, version; jobs_api.cpp: the job routes;
+// event_streams.cpp: the event streams.
 net::awaitable<handler_result> healthz_get(call& c);
 net::awaitable<handler_result> readyz_get(call& c);
 net::awaitable<handler_result> metrics_get(call& c);
@@ -83,7 +87,7 @@ net::awaitable<handler_result> jobs_started(call& c);
 net::awaitable<handler_result> jobs_progress(call& c);
 net::awaitable<handler_result> jobs_finished(call& c);
 
-// web_handler.cpp: accounts, tokens, admin (JSON) and the pages (HTML).
+// accounts_api.cpp: accounts, tokens, admin (JSON); pages.cpp: the pages (HTML).
 net::awaitable<handler_result> account_register(call& c);
 net::awaitable<handler_result> account_login(call& c);
 net::awaitable<handler_result> account_logout(call& c);

@@ -261,18 +261,11 @@ namespace {
 
 using namespace detail;
 
-handler_result answer(response res) {
-  handler_result out;
-  out.res = std::move(res);
-  return out;
-}
-
 response method_not_allowed(const route_match& m, std::string_view method) {
   std::string_view allow = allow_header(m.allowed);
   if (m.page) return page_method_not_allowed(allow, std::string(method));
   api_error e;
-  e.status = 405;
-  e.error = "method_not_allowed";
+  e.code = errc::method_not_allowed;
   e.detail = "method " + std::string(method.substr(0, 16)) +
              " is not allowed here; allowed: " + std::string(allow);
   e.allow = std::string(allow);
@@ -310,13 +303,13 @@ net::awaitable<std::optional<api_error>> admit_api_caller(call& c, const route_e
 }  // namespace
 
 net::awaitable<handler_result> route_request(gateway_context& ctx, request req, std::string peer) {
-  if (auto e = check_request_header(ctx, req)) co_return answer(make_error_response(*e));
+  if (auto e = check_request_header(ctx, req)) co_return error_answer(*e);
   auto target = split_target(req.target());
   std::string method(req.method_string());
   auto m = find_route(target.path, method);
   if (!m.path_known) {
     bool api = target.path.rfind("/api/", 0) == 0;
-    co_return answer(make_error_response(not_found(api ? "no such API route" : "no such page")));
+    co_return error_answer(not_found(api ? "no such API route" : "no such page"));
   }
   if (!m.entry) co_return answer(method_not_allowed(m, method));
   const route_entry& e = *m.entry;
@@ -330,12 +323,12 @@ net::awaitable<handler_result> route_request(gateway_context& ctx, request req, 
     case auth_policy::admin: {
       // A browser's cross-site request (another page posting here) is refused outright.
       if (!safe_method && !origin_matches(ctx, c.req[http::field::origin], c.req[http::field::host]))
-        co_return answer(make_error_response(
+        co_return error_answer(
             forbidden("cross-origin request refused (Origin does not match this service's "
-                      "scheme, host and port)")));
+                      "scheme, host and port)"));
       if (e.auth != auth_policy::account) {
         if (auto refusal = co_await admit_api_caller(c, e, safe_method))
-          co_return answer(make_error_response(*refusal));
+          co_return error_answer(*refusal);
       }
       auto out = co_await e.handler(c);
       if (e.forgets_tokens && !safe_method) forget_tokens(ctx);

@@ -67,15 +67,13 @@ std::optional<api_error> read_failure(const boost::system::error_code& ec, std::
   if (peer_gone(ec)) return std::nullopt;
   if (ec == http::error::body_limit) {
     api_error e;
-    e.status = 413;
-    e.error = "payload_too_large";
+    e.code = errc::payload_too_large;
     e.detail = "request body is larger than " + std::to_string(max_body) + " bytes";
     return e;
   }
   if (ec == http::error::header_limit) {
     api_error e;
-    e.status = 431;
-    e.error = "header_too_large";
+    e.code = errc::header_too_large;
     e.detail = "request header is larger than " + std::to_string(max_header_bytes) + " bytes";
     return e;
   }
@@ -357,8 +355,7 @@ net::awaitable<void> server::serve(Stream* stream_ptr, net::ip::address peer, bo
   auto started = std::chrono::steady_clock::now();
   if (refuse) {
     api_error e;
-    e.status = 429;
-    e.error = "too_many_connections";
+    e.code = errc::too_many_connections;
     e.detail = "this address has " + std::to_string(ctx_.config.max_connections_per_address) +
                " connections open already; close some or retry later";
     e.retry_after_s = connection_retry_after_s;

@@ -1,0 +1,36 @@
+// The JSON API's presenter of the jobs service (docs/api.md): the answers' JSON shapes. The route
+// handlers (jobs_* in handler_detail.hpp) read the request, call jobs_service and answer with
+// these. Pure functions; unit tests call them directly.
+//
+// Thread-safety: pure.
+#pragma once
+
+#include <boost/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/config.hpp"
+#include "core/job.hpp"
+#include "gateway/api.hpp"
+#include "gateway/jobs_service.hpp"
+
+namespace descprod::gateway {
+
+// POST /api/jobs's answer from what the create script has just written (the request, the owner
+// and the script's time as stored): the same JSON as job_to_json of the new job hash, in the same
+// order, without reading the hash back.
+boost::json::object created_job_json(job_id id, const job_request& req, const std::string& owner,
+                                     const std::string& create_time);
+// GET /api/jobs: {"jobs", "total", "offset", "limit", "scanned"?, "truncated"?}
+boost::json::object job_list_json(const jobs_service::job_list& list, const list_query& q);
+// {"events": [{"stream_id", field: value...}]}: attempt as an integer, time as a number.
+boost::json::object events_json(const std::vector<jobs_service::job_event>& events);
+// {"lines": [...]}
+boost::json::object log_json(const std::vector<std::string>& lines);
+// A parent's roll-up: {"total", <state>: count..., "truncated"?}; empty states (children deleted
+// meanwhile) are not counted.
+boost::json::object children_json(const std::vector<std::string>& states, bool truncated);
+// A claim's "app": {"argv", "env", "time_limit_s", "login_shell"}.
+boost::json::object claim_app_json(const app_def& app, const job_record& job, job_id id);
+
+}  // namespace descprod::gateway

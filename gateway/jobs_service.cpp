@@ -1,0 +1,541 @@
+// The jobs service (jobs_service.hpp). GCC 12 coroutine rules (docs/building.md#conventions): no
+// braced temporaries and no lambdas in coroutine bodies, so commands are built by the plain
+// helpers at the top.
+#include "gateway/jobs_service.hpp"
+
+#include <algorithm>
+#include <set>
+
+#include "core/crypto.hpp"
+#include "core/keys.hpp"
+#include "core/log.hpp"
+#include "core/protocol.hpp"
+#include "gateway/notices.hpp"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // see handler.cpp
+#endif
+
+namespace descprod::gateway::jobs_service {
+
+namespace {
+
+using command = std::vector<std::string>;
+using commands = std::vector<command>;
+
+const keys& keys_of(const gateway_context& ctx) { return ctx.jobs->redis_keys(); }
+
+std::string field_of(const job_record& r, const char* k) {
+  auto it = r.find(k);
+  return it == r.end() ? std::string() : it->second;
+}
+
+api_error job_not_found(job_id id) { return not_found("job " + std::to_string(id) + " not found"); }
+
+std::vector<new_job> to_new_jobs(const std::vector<job_request>& reqs, std::size_t first,
+                                 std::size_t n) {
+  std::vector<new_job> out;
+  out.reserve(n);
+  for (std::size_t i = first; i < first + n; ++i) {
+    new_job j;
+    j.jobtype = reqs[i].jobtype;
+    j.config = reqs[i].config;
+    j.howfig = reqs[i].howfig;
+    j.priority = reqs[i].priority;
+    j.parent = reqs[i].parent;
+    j.max_attempts = reqs[i].max_attempts;
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+// The distinct parents named by the requests, each with the index of its first use.
+std::vector<std::pair<job_id, std::size_t>> distinct_parents(const std::vector<job_request>& reqs) {
+  std::vector<std::pair<job_id, std::size_t>> out;
+  std::set<job_id> seen;
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    if (reqs[i].parent && seen.insert(*reqs[i].parent).second) out.emplace_back(*reqs[i].parent, i);
+  }
+  return out;
+}
+
+commands parent_owner_cmds(const keys& k, const std::vector<std::pair<job_id, std::size_t>>& ps) {
+  commands cmds;
+  cmds.reserve(ps.size());
+  for (const auto& p : ps) cmds.push_back(redis_cmd("HGET", k.job(p.first), "descname"));
+  return cmds;
+}
+
+api_error parent_not_found(job_id parent, bool bulk, std::size_t index) {
+  auto e = not_found("parent job " + std::to_string(parent) + " not found");
+  if (bulk) e.detail = "jobs[" + std::to_string(index) + "]: " + e.detail;
+  return e;
+}
+
+api_error partial_create(const std::vector<job_id>& created, std::size_t requested,
+                         const std::string& why) {
+  return unavailable("created " + std::to_string(created.size()) + " of " +
+                     std::to_string(requested) + " jobs (ids " + std::to_string(created.front()) +
+                     ".." + std::to_string(created.back()) + ") before " + why +
+                     "; submit the remaining jobs again");
+}
+
+void notify_daemon(gateway_context& ctx, const std::vector<job_id>& ids,
+                   const std::vector<job_request>& reqs, std::size_t first, const std::string& owner) {
+  if (ctx.notices) {
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      ctx.notices->add(ids[i], first + i < reqs.size() ? reqs[first + i].priority : 0, owner);
+    return;
+  }
+  if (!ctx.send_to_daemon) return;
+  auto frames = protocol::encode(protocol::submitted, submitted_body(ids, reqs, first, owner));
+  if (!ctx.send_to_daemon(frames))
+    log::warn("daemon notice not queued (the daemon finds the jobs in Redis) first_id={} count={}",
+              ids.empty() ? 0 : ids.front(), ids.size());
+}
+
+void send_cancel(gateway_context& ctx, job_id id) {
+  if (!ctx.send_to_daemon) return;
+  boost::json::object body;
+  body["job"] = id;
+  if (!ctx.send_to_daemon(protocol::encode(protocol::cancel, body)))
+    log::warn("daemon cancel notice not queued job_id={}", id);
+}
+
+commands hgetall_cmds(const keys& k, const std::vector<std::string>& ids) {
+  commands cmds;
+  cmds.reserve(ids.size());
+  for (const auto& id : ids) cmds.push_back(redis_cmd("HGETALL", k.job(id)));
+  return cmds;
+}
+
+commands filter_cmds(const keys& k, const std::vector<std::string>& ids) {
+  commands cmds;
+  cmds.reserve(ids.size());
+  for (const auto& id : ids) cmds.push_back(redis_cmd("HMGET", k.job(id), "state", "jobtype", "archive"));
+  return cmds;
+}
+
+commands state_cmds(const keys& k, const std::vector<std::string>& ids, std::size_t first,
+                    std::size_t n) {
+  commands cmds;
+  cmds.reserve(n);
+  for (std::size_t i = first; i < first + n && i < ids.size(); ++i)
+    cmds.push_back(redis_cmd("HGET", k.job(ids[i]), "state"));
+  return cmds;
+}
+
+// Children IDs, newest (highest) first.
+std::vector<std::string> sorted_ids(const redis_reply& members) {
+  std::vector<std::pair<long long, std::string>> v;
+  v.reserve(members.elements.size());
+  for (const auto& m : members.elements) v.emplace_back(m.as_integer(), m.as_string());
+  std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  out.reserve(v.size());
+  for (auto& p : v) out.push_back(std::move(p.second));
+  return out;
+}
+
+// SMEMBERS, or a sample of max_children distinct members when the set is larger.
+command children_cmd(const std::string& key, long long card) {
+  if (card > static_cast<long long>(max_children))
+    return redis_cmd("SRANDMEMBER", key, std::to_string(max_children));
+  return redis_cmd("SMEMBERS", key);
+}
+
+std::vector<std::string> page_of(const std::vector<std::string>& ids, const list_query& q) {
+  std::vector<std::string> page;
+  for (auto i = static_cast<std::size_t>(
+           std::min<long long>(q.offset, static_cast<long long>(ids.size())));
+       i < ids.size() && page.size() < static_cast<std::size_t>(q.limit); ++i)
+    page.push_back(ids[i]);
+  return page;
+}
+
+bool matches_filter(const redis_reply& hmget, const list_query& q) {
+  if (hmget.elements.size() != 3 || hmget.elements[0].is_nil()) return false;
+  if (q.state && hmget.elements[0].as_string() != to_string(*q.state)) return false;
+  if (!q.jobtype.empty() && hmget.elements[1].as_string() != q.jobtype) return false;
+  if (q.archived && (hmget.elements[2].as_string() == "1") != *q.archived) return false;
+  return true;
+}
+
+api_error refused_report(job_id id, const transition_result& tr, std::string_view what) {
+  if (tr.reason == refusal::stale)
+    return conflict("stale: the " + std::string(what) +
+                    " report does not match the job's current attempt or claim; job " +
+                    std::to_string(id) + " is " + tr.state);
+  if (tr.reason == refusal::illegal)
+    return conflict("illegal: job " + std::to_string(id) + " is " + tr.state + "; a " +
+                    std::string(what) + " report is not accepted in that state");
+  return conflict(std::string(to_string(tr.reason)) + ": job " + std::to_string(id) + " is " +
+                  tr.state);
+}
+
+std::string_view report_name(const client_report& r) {
+  if (std::holds_alternative<started_report>(r)) return "started";
+  if (std::holds_alternative<progress_report>(r)) return "progress";
+  return "finished";
+}
+
+// A chunk's create, with a Redis failure caught (a coroutine cannot co_await in a catch block).
+struct chunk_outcome {
+  create_result created;
+  std::optional<std::string> redis_failure;
+};
+net::awaitable<chunk_outcome> create_chunk(gateway_context& ctx, std::string owner,
+                                           std::vector<new_job> jobs) {
+  chunk_outcome out;
+  try {
+    out.created = co_await ctx.jobs->async_create(std::move(owner), std::move(jobs));
+  } catch (const boost::system::system_error& e) {
+    out.redis_failure = e.code().message();
+  }
+  co_return out;
+}
+
+// The children of a parent the caller may read, newest first (GET /api/jobs?parent=<id>).
+net::awaitable<result<job_list>> list_children(gateway_context& ctx, principal who, list_query q) {
+  const keys& k = keys_of(ctx);
+  job_id parent = *q.parent;
+  auto owner = co_await owner_of(ctx, parent);
+  if (!may_read(who, parent, owner)) co_return job_not_found(parent);
+  job_list out;
+  std::string key = k.job_children(parent);
+  auto card = co_await ctx.redis->async_exec(redis_cmd("SCARD", key));
+  out.truncated = card.as_integer() > static_cast<long long>(max_children);
+  auto members = co_await ctx.redis->async_exec(children_cmd(key, card.as_integer()));
+  auto ids = sorted_ids(members);
+  std::vector<std::string> matches;
+  if (!q.filtered()) {
+    matches = std::move(ids);
+  } else {
+    for (std::size_t start = 0; start < ids.size(); start += bulk_chunk_jobs) {
+      std::size_t n = std::min(bulk_chunk_jobs, ids.size() - start);
+      std::vector<std::string> chunk(ids.begin() + static_cast<std::ptrdiff_t>(start),
+                                     ids.begin() + static_cast<std::ptrdiff_t>(start + n));
+      auto fields = co_await ctx.redis->async_pipeline(filter_cmds(k, chunk));
+      for (std::size_t i = 0; i < chunk.size() && i < fields.size(); ++i) {
+        if (matches_filter(fields[i], q)) matches.push_back(chunk[i]);
+      }
+    }
+  }
+  out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, page_of(matches, q))));
+  out.total = static_cast<long long>(matches.size());
+  co_return out;
+}
+
+net::awaitable<children_rollup> rollup_of(gateway_context& ctx, job_id id, long long card) {
+  const keys& k = keys_of(ctx);
+  auto members = co_await ctx.redis->async_exec(children_cmd(k.job_children(id), card));
+  auto ids = sorted_ids(members);
+  children_rollup out;
+  out.truncated = card > static_cast<long long>(max_children);
+  out.states.reserve(ids.size());
+  for (std::size_t start = 0; start < ids.size(); start += bulk_chunk_jobs) {
+    auto replies = co_await ctx.redis->async_pipeline(
+        state_cmds(k, ids, start, std::min(bulk_chunk_jobs, ids.size() - start)));
+    for (const auto& r : replies) out.states.push_back(r.is_nil() ? std::string() : r.as_string());
+  }
+  co_return out;
+}
+
+}  // namespace
+
+std::vector<job_event> events_of(const redis_reply& xrange) {
+  std::vector<job_event> out;
+  if (xrange.type != redis_reply::kind::array) return out;
+  out.reserve(xrange.elements.size());
+  for (const auto& entry : xrange.elements) {
+    if (entry.type != redis_reply::kind::array || entry.elements.size() != 2) continue;
+    job_event e;
+    e.stream_id = entry.elements[0].as_string();
+    e.fields = record_from_reply(entry.elements[1]);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+std::vector<std::string> log_lines_of(const redis_reply& xrevrange) {
+  std::vector<std::string> lines;
+  if (xrevrange.type != redis_reply::kind::array) return lines;
+  lines.reserve(xrevrange.elements.size());
+  for (auto it = xrevrange.elements.rbegin(); it != xrevrange.elements.rend(); ++it) {
+    if (it->type != redis_reply::kind::array || it->elements.size() != 2) continue;
+    const auto& fields = it->elements[1];
+    for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
+      if (fields.elements[i].as_string() == "line") {
+        lines.push_back(fields.elements[i + 1].as_string());
+        break;
+      }
+    }
+  }
+  return lines;
+}
+
+net::awaitable<std::string> owner_of(gateway_context& ctx, job_id id) {
+  auto r = co_await ctx.redis->async_exec(redis_cmd("HGET", keys_of(ctx).job(id), "descname"));
+  co_return r.is_nil() ? std::string() : r.as_string();
+}
+
+net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
+                                            std::vector<job_request> reqs, bool bulk) {
+  auto parents = distinct_parents(reqs);
+  if (!parents.empty()) {
+    auto owners = co_await ctx.redis->async_pipeline(parent_owner_cmds(keys_of(ctx), parents));
+    for (std::size_t i = 0; i < parents.size(); ++i) {
+      // Parents must belong to the caller, admins included: the store refuses any other parent.
+      if (owners[i].is_nil() || owners[i].as_string() != who.name)
+        co_return parent_not_found(parents[i].first, bulk, parents[i].second);
+    }
+  }
+  created_jobs out;
+  out.ids.reserve(reqs.size());
+  if (!bulk && ctx.creates && reqs.size() == 1 && !reqs.front().parent) {
+    // One job: group commit with the other single creates of this event-loop turn.
+    auto r = co_await ctx.creates->create(who.name, std::move(to_new_jobs(reqs, 0, 1).front()));
+    if (r.error) std::rethrow_exception(r.error);  // Redis unreachable: nothing created, the 503
+    if (!r.ok) {
+      log::warn("job create refused owner={} reason={}", who.name, r.reason);
+      co_return internal_error("the store refused the job: " + r.reason);
+    }
+    out.ids.push_back(r.id);
+    out.create_time = r.time;
+    notify_daemon(ctx, out.ids, reqs, 0, who.name);
+  }
+  // The rest (all of it unless grouped above) in chunks, each one script.
+  for (std::size_t first = out.ids.size(); first < reqs.size(); first += bulk_chunk_jobs) {
+    std::size_t n = std::min(bulk_chunk_jobs, reqs.size() - first);
+    auto chunk = co_await create_chunk(ctx, who.name, to_new_jobs(reqs, first, n));
+    if (chunk.redis_failure) {
+      // Nothing created yet: the generic 503. Otherwise say exactly what exists.
+      if (out.ids.empty())
+        throw boost::system::system_error(net::error::not_connected, *chunk.redis_failure);
+      if (ctx.on_redis_failure) ctx.on_redis_failure();
+      log::warn("bulk create interrupted owner={} created={} requested={} error={}", who.name,
+                out.ids.size(), reqs.size(), *chunk.redis_failure);
+      co_return partial_create(out.ids, reqs.size(), "Redis failed");
+    }
+    const auto& tr = chunk.created;
+    if (!tr.ok) {
+      log::warn("job create refused owner={} reason={}", who.name, tr.reason);
+      if (out.ids.empty() && tr.reason == refusal::bad_parent && !parents.empty())
+        co_return parent_not_found(parents.front().first, bulk, parents.front().second);
+      if (out.ids.empty())
+        co_return internal_error("the store refused the jobs: " + std::string(to_string(tr.reason)));
+      co_return partial_create(out.ids, reqs.size(),
+                               "the store refused a chunk (" + std::string(to_string(tr.reason)) + ")");
+    }
+    notify_daemon(ctx, tr.ids, reqs, first, who.name);
+    if (out.ids.empty()) out.create_time = tr.time;
+    out.ids.insert(out.ids.end(), tr.ids.begin(), tr.ids.end());
+  }
+  if (bulk || !ctx.created) {
+    log::info("jobs created owner={} count={} first_id={}", who.name, out.ids.size(),
+              out.ids.empty() ? 0 : out.ids.front());
+  } else {
+    ctx.created->add(who.name, out.ids.front());
+  }
+  co_return out;
+}
+
+net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_query q) {
+  if (q.parent) co_return co_await list_children(ctx, std::move(who), std::move(q));
+  const keys& k = keys_of(ctx);
+  job_list out;
+  std::string index = k.user_jobs(who.name);
+  if (!q.filtered()) {
+    commands cmds;
+    cmds.push_back(redis_cmd("ZCARD", index));
+    cmds.push_back(
+        redis_cmd("ZREVRANGE", index, std::to_string(q.offset), std::to_string(q.offset + q.limit - 1)));
+    auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
+    auto ids = reply_strings(replies[1]);
+    out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, ids)));
+    out.total = replies[0].as_integer();
+    co_return out;
+  }
+  // Filtered: look at the newest filter_scan_window jobs only (documented in docs/api.md).
+  auto card = co_await ctx.redis->async_exec(redis_cmd("ZCARD", index));
+  long long all = card.as_integer();
+  std::size_t window =
+      std::min<std::size_t>(static_cast<std::size_t>(std::max(0LL, all)), filter_scan_window);
+  std::vector<std::string> matches;
+  for (std::size_t start = 0; start < window; start += bulk_chunk_jobs) {
+    std::size_t stop = std::min(window, start + bulk_chunk_jobs) - 1;
+    auto range = co_await ctx.redis->async_exec(
+        redis_cmd("ZREVRANGE", index, std::to_string(start), std::to_string(stop)));
+    auto ids = reply_strings(range);
+    if (ids.empty()) break;
+    auto fields = co_await ctx.redis->async_pipeline(filter_cmds(k, ids));
+    for (std::size_t i = 0; i < ids.size() && i < fields.size(); ++i) {
+      if (matches_filter(fields[i], q)) matches.push_back(ids[i]);
+    }
+  }
+  out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, page_of(matches, q))));
+  out.total = static_cast<long long>(matches.size());
+  out.scanned = window;
+  out.truncated = all > static_cast<long long>(window);
+  co_return out;
+}
+
+net::awaitable<result<job_detail>> get(gateway_context& ctx, principal who, job_id id) {
+  const keys& k = keys_of(ctx);
+  commands cmds;
+  cmds.push_back(redis_cmd("HGETALL", k.job(id)));
+  cmds.push_back(redis_cmd("SCARD", k.job_children(id)));
+  auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
+  job_detail out;
+  out.job = record_from_reply(replies[0]);
+  if (out.job.empty() || !may_read(who, id, field_of(out.job, "descname"))) co_return job_not_found(id);
+  out.children = replies[1].as_integer();
+  if (out.children > 0) out.rollup = co_await rollup_of(ctx, id, out.children);
+  co_return out;
+}
+
+net::awaitable<result<job_events>> events(gateway_context& ctx, principal who, job_id id,
+                                          std::size_t limit) {
+  const keys& k = keys_of(ctx);
+  commands cmds;
+  cmds.push_back(redis_cmd("HMGET", k.job(id), "descname", "create_time"));
+  cmds.push_back(redis_cmd("XREVRANGE", k.job_events(id), "+", "-", "COUNT", std::to_string(limit)));
+  auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
+  const auto& fields = replies[0].elements;
+  job_events out;
+  if (fields.size() == 2 && !fields[0].is_nil()) out.owner = fields[0].as_string();
+  if (!may_read(who, id, out.owner)) co_return job_not_found(id);
+  // No stream yet (a job still queued since its submission): its one event, from the hash.
+  if (replies[1].elements.empty())
+    if (auto e = submit_event_entry(fields[1].as_string())) replies[1].elements.push_back(std::move(*e));
+  out.events = events_of(replies[1]);
+  std::reverse(out.events.begin(), out.events.end());
+  co_return out;
+}
+
+net::awaitable<result<std::vector<std::string>>> log(gateway_context& ctx, principal who, job_id id,
+                                                     int lines) {
+  const keys& k = keys_of(ctx);
+  commands cmds;
+  cmds.push_back(redis_cmd("HGET", k.job(id), "descname"));
+  cmds.push_back(redis_cmd("XREVRANGE", k.job_log(id), "+", "-", "COUNT", std::to_string(lines)));
+  auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
+  std::string owner = replies[0].is_nil() ? std::string() : replies[0].as_string();
+  if (!may_read(who, id, owner)) co_return job_not_found(id);
+  co_return log_lines_of(replies[1]);
+}
+
+net::awaitable<result<changed_job>> cancel(gateway_context& ctx, principal who, job_id id) {
+  auto owner = co_await owner_of(ctx, id);
+  if (!may_change(who, owner)) co_return job_not_found(id);
+  auto tr = co_await ctx.jobs->async_cancel(id, who.name);
+  if (!tr.ok) {
+    if (tr.reason == refusal::terminal)
+      co_return conflict("job " + std::to_string(id) + " is already " + tr.state +
+                         "; only ready, dispatched or running jobs can be cancelled");
+    co_return job_not_found(id);
+  }
+  // The answer is the job as the cancel left it, read before the daemon hears of the cancel: a
+  // worker can stop the job and report it within a millisecond of the notice, and an answer that
+  // already says "cancelled" would contradict a cancel still under way.
+  auto rec = co_await ctx.jobs->async_get(id);
+  // Also for a ready job: the daemon then drops it from its in-memory queue at once.
+  send_cancel(ctx, id);
+  log::info("job cancel by={} job_id={} result={}", who.name, id, tr.state);
+  if (!rec) co_return job_not_found(id);
+  changed_job out;
+  out.job = std::move(*rec);
+  out.state = tr.state;
+  co_return out;
+}
+
+net::awaitable<result<changed_job>> set_archive(gateway_context& ctx, principal who, job_id id,
+                                                bool archived) {
+  auto owner = co_await owner_of(ctx, id);
+  if (!may_change(who, owner)) co_return job_not_found(id);
+  auto tr = co_await ctx.jobs->async_set_archive(id, archived);
+  if (!tr.ok) co_return job_not_found(id);
+  auto rec = co_await ctx.jobs->async_get(id);
+  if (!rec) co_return job_not_found(id);
+  changed_job out;
+  out.job = std::move(*rec);
+  out.state = field_of(out.job, "state");
+  co_return out;
+}
+
+net::awaitable<status> remove(gateway_context& ctx, principal who, job_id id) {
+  auto owner = co_await owner_of(ctx, id);
+  if (!may_change(who, owner)) co_return job_not_found(id);
+  auto tr = co_await ctx.jobs->async_delete(id);
+  if (!tr.ok) {
+    if (tr.reason == refusal::active)
+      co_return conflict("job " + std::to_string(id) + " is " + tr.state + "; cancel it first");
+    co_return job_not_found(id);
+  }
+  log::info("job deleted by={} job_id={} state={}", who.name, id, tr.state);
+  co_return done();
+}
+
+net::awaitable<result<claimed_job>> claim(gateway_context& ctx, principal who, job_id id,
+                                          std::string host) {
+  auto rec = co_await ctx.jobs->async_get(id);
+  if (!rec || !may_change(who, field_of(*rec, "descname"))) co_return job_not_found(id);
+  std::string jobtype = field_of(*rec, "jobtype");
+  const app_def* app = ctx.apps.find(jobtype);
+  if (!app)
+    co_return conflict("job " + std::to_string(id) + " has application '" + jobtype +
+                       "', which this gateway does not know");
+  std::string token = new_token();
+  std::string worker = std::string(claim_worker_prefix) + host;
+  auto tr = co_await ctx.jobs->async_claim(id, worker, claim_lease_s, sha256_hex(token),
+                                           claim_token_ttl_s);
+  if (!tr.ok) {
+    if (tr.reason == refusal::illegal)
+      co_return conflict("job " + std::to_string(id) + " is " + tr.state + ", not ready");
+    co_return job_not_found(id);
+  }
+  log::info("job claimed job_id={} worker={} attempt={} by={}", id, worker, tr.attempt, who.name);
+  claimed_job out;
+  out.job = std::move(tr.record);
+  out.attempt = tr.attempt;
+  out.token = std::move(token);
+  out.app = app;
+  co_return out;
+}
+
+net::awaitable<result<std::string>> report(gateway_context& ctx, principal who, job_id id,
+                                           client_report r) {
+  std::string_view what = report_name(r);
+  auto fields = co_await ctx.redis->async_exec(
+      redis_cmd("HMGET", keys_of(ctx).job(id), "descname", "worker", "state"));
+  std::string owner = fields.elements.size() == 3 ? fields.elements[0].as_string() : "";
+  bool allowed = who.only_job ? may_read(who, id, owner) : may_change(who, owner);
+  if (owner.empty() || !allowed) co_return job_not_found(id);
+  std::string worker = fields.elements[1].as_string();
+  if (worker.rfind(claim_worker_prefix, 0) != 0) {
+    std::string by = worker.empty() ? std::string("nobody") : "worker " + worker;
+    co_return conflict("job " + std::to_string(id) + " is " + fields.elements[2].as_string() +
+                       " and not claimed (held by " + by + "); only a claimed job takes reports here");
+  }
+  transition_result tr;
+  if (auto* s = std::get_if<started_report>(&r)) {
+    std::string host = s->host.empty() ? worker.substr(claim_worker_prefix.size()) : s->host;
+    tr = co_await ctx.jobs->async_start(id, s->attempt, worker, host, s->rundir, s->pid);
+  } else if (auto* p = std::get_if<progress_report>(&r)) {
+    tr = co_await ctx.jobs->async_progress(id, p->attempt, worker, p->message, p->done, p->total);
+  } else {
+    auto& f = std::get<finished_report>(r);
+    auto out = classify_exit(f.rc, f.signal, f.timed_out);
+    tr = co_await ctx.jobs->async_finish(id, f.attempt, worker, out.state, out.return_status,
+                                         out.prefix, f.message);
+  }
+  if (!tr.ok) {
+    log::warn("report refused job_id={} report={} reason={} state={}", id, what, tr.reason,
+              tr.state);
+    if (tr.reason == refusal::missing) co_return job_not_found(id);
+    co_return refused_report(id, tr, what);
+  }
+  co_return tr.state;
+}
+
+}  // namespace descprod::gateway::jobs_service

@@ -1,0 +1,115 @@
+// The jobs service: what a caller may do with jobs, answered as typed results (errors.hpp). It
+// reads and writes Redis through the store and tells the daemon of new and cancelled jobs; it
+// knows nothing of HTTP. Two presenters answer over it: the JSON API (jobs_api.cpp) and the web
+// pages (pages.cpp).
+//
+// Visibility: a job the caller may not read is "not found" (never "forbidden"), so IDs do not
+// tell whose jobs exist. Parents must be the caller's own, administrators included.
+//
+// GCC 12 coroutine rules (docs/building.md#conventions): parameters are values.
+// Thread-safety: as handler.hpp (one io_context thread).
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/job.hpp"
+#include "core/store.hpp"
+#include "gateway/api.hpp"
+#include "gateway/errors.hpp"
+#include "gateway/handler.hpp"
+
+namespace descprod::gateway::jobs_service {
+
+// Jobs just created, in the order asked, and the create script's Redis time (epoch seconds as
+// text) of the first chunk: also the jobs' update and queued times.
+struct created_jobs {
+  std::vector<job_id> ids;
+  std::string create_time;
+};
+// Creates validated jobs: the parents checked first, then chunks of bulk_chunk_jobs, each one
+// atomic script followed by its `submitted` notice. `bulk`: error details name the request's
+// index. A Redis failure after some chunks is `unavailable` saying which IDs exist.
+net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
+                                            std::vector<job_request> reqs, bool bulk);
+
+// A page of the caller's jobs, or of a parent's children, as GET /api/jobs selects them.
+struct job_list {
+  std::vector<job_record> jobs;  // newest first
+  long long total = 0;           // matching jobs (within the scan window when filtered)
+  std::optional<std::size_t> scanned;  // filtered: how many of the newest jobs were looked at
+  bool truncated = false;        // filtered: more jobs than scanned; children: more than sampled
+};
+net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_query q);
+
+// How a parent's children stand: how many in each state.
+struct children_rollup {
+  std::vector<std::string> states;  // one per child looked at ("" for a child deleted meanwhile)
+  bool truncated = false;           // more children than max_children: a sample
+};
+struct job_detail {
+  job_record job;
+  long long children = 0;                  // SCARD of its children
+  std::optional<children_rollup> rollup;   // when it has children
+};
+net::awaitable<result<job_detail>> get(gateway_context& ctx, principal who, job_id id);
+
+// One entry of a job's event stream: its stream ID and its fields.
+struct job_event {
+  std::string stream_id;
+  job_record fields;
+};
+// The job's newest `limit` events, oldest first. A job still queued since its submission has no
+// stream yet: its one submit event, from the job hash.
+struct job_events {
+  std::string owner;
+  std::vector<job_event> events;
+};
+net::awaitable<result<job_events>> events(gateway_context& ctx, principal who, job_id id,
+                                          std::size_t limit = max_events);
+
+// The last `lines` lines of the job's log, oldest first.
+net::awaitable<result<std::vector<std::string>>> log(gateway_context& ctx, principal who, job_id id,
+                                                     int lines);
+
+// A job after a change: its record as the change left it and its state.
+struct changed_job {
+  job_record job;
+  std::string state;
+};
+// Cancel: a ready job is cancelled at once; a dispatched or running one is asked to stop
+// (state cancel_requested) and its worker told.
+net::awaitable<result<changed_job>> cancel(gateway_context& ctx, principal who, job_id id);
+net::awaitable<result<changed_job>> set_archive(gateway_context& ctx, principal who, job_id id,
+                                                bool archived);
+// Deletes a job that is not active (its hash, streams and index entries).
+net::awaitable<status> remove(gateway_context& ctx, principal who, job_id id);
+
+// A claim by a client that runs the job itself (descprod-start-job): the attempt, the job token
+// (shown once) and how to run the application.
+struct claimed_job {
+  job_record job;
+  long long attempt = 0;
+  std::string token;
+  const app_def* app = nullptr;
+};
+net::awaitable<result<claimed_job>> claim(gateway_context& ctx, principal who, job_id id,
+                                          std::string host);
+
+// started / progress / finished of a claimed job; the worker is the claim's ("cli:<host>"). The
+// answer is the job's state after the report.
+using client_report = std::variant<started_report, progress_report, finished_report>;
+net::awaitable<result<std::string>> report(gateway_context& ctx, principal who, job_id id,
+                                           client_report r);
+
+// The events of an XRANGE reply, malformed entries skipped (pure; for tests too).
+std::vector<job_event> events_of(const redis_reply& xrange);
+// The `line` fields of an XREVRANGE of a job's log stream, oldest first (pure).
+std::vector<std::string> log_lines_of(const redis_reply& xrevrange);
+
+// The owner of a job ("" when there is none).
+net::awaitable<std::string> owner_of(gateway_context& ctx, job_id id);
+
+}  // namespace descprod::gateway::jobs_service

@@ -1,0 +1,661 @@
+// The HTML presenter (docs/web.md): the web pages over the jobs, accounts and admin services,
+// their forms (session + CSRF, page_* authentication policies in routes.cpp) and the live-update
+// fragments; the markup itself is web.cpp's. A page never reads the JSON API's answers: it calls
+// the services and renders their typed results. GCC 12 coroutine rules
+// (docs/building.md#conventions): commands and bodies are built by the plain functions above the
+// coroutines; coroutine parameters are values.
+#include <algorithm>
+#include <map>
+
+#include "core/async_util.hpp"
+#include "core/keys.hpp"
+#include "core/log.hpp"
+#include "gateway/accounts_service.hpp"
+#include "gateway/admin_service.hpp"
+#include "gateway/guard.hpp"
+#include "gateway/handler_detail.hpp"
+#include "gateway/jobs_api.hpp"
+#include "gateway/jobs_service.hpp"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // see handler.cpp
+#endif
+
+namespace descprod::gateway::detail {
+
+namespace {
+
+namespace json = boost::json;
+
+const keys& keys_of(const gateway_context& ctx) { return ctx.jobs->redis_keys(); }
+
+// Jobs per page of the home table; children shown on a job page; events and log lines shown.
+constexpr int home_per_page = 50;
+constexpr int page_children = 100;
+constexpr int page_events = 200;
+constexpr int page_log_lines = 200;
+
+web::page_user page_user_of(const principal& who) {
+  web::page_user u;
+  u.name = who.name;
+  u.admin = who.admin;
+  u.csrf = who.csrf;
+  return u;
+}
+
+// ---- responses ------------------------------------------------------------------------------
+
+void page_headers(response& res) {
+  res.set(http::field::server, "descprod-gateway/" DESCPROD_VERSION);
+  res.set(http::field::cache_control, "no-store");
+  res.set("Content-Security-Policy", web::content_security_policy);
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set("Referrer-Policy", "same-origin");
+  res.set("X-Frame-Options", "DENY");
+}
+
+response html_response(http::status status, std::string body) {
+  response res(status, 11);
+  page_headers(res);
+  res.set(http::field::content_type, "text/html; charset=utf-8");
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+response redirect_response(const std::string& location) {
+  response res(http::status::see_other, 11);
+  page_headers(res);
+  res.set(http::field::location, location);
+  res.prepare_payload();
+  return res;
+}
+
+response error_page_response(unsigned status, const std::string& detail,
+                             const std::optional<principal>& who) {
+  web::page_user u;
+  if (who) u = page_user_of(*who);
+  return html_response(static_cast<http::status>(status),
+                       web::error_page(status, detail, who ? &u : nullptr));
+}
+
+response asset_response(const std::string& name) {
+  auto a = web::find_asset(name);
+  response res(http::status::ok, 11);
+  res.set(http::field::server, "descprod-gateway/" DESCPROD_VERSION);
+  res.set(http::field::content_type, a->content_type);
+  res.set(http::field::cache_control, "no-cache");
+  res.set("X-Content-Type-Options", "nosniff");
+  res.body() = std::string(a->body);
+  res.prepare_payload();
+  return res;
+}
+
+std::vector<std::vector<std::string>> take_flash_cmds(const std::string& key) {
+  std::vector<std::vector<std::string>> cmds;
+  cmds.push_back(redis_cmd("HMGET", key, "flash", "flash_error"));
+  cmds.push_back(redis_cmd("HDEL", key, "flash", "flash_error"));
+  return cmds;
+}
+
+// Sets the flash only while the session exists (never recreates an expired one without a TTL).
+std::vector<std::string> set_flash_cmd(const std::string& key, const std::string& text,
+                                       bool error) {
+  return redis_cmd("EVAL",
+                   "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], "
+                   "'flash', ARGV[1], 'flash_error', ARGV[2]) end return 0",
+                   "1", key, text, error ? "1" : "0");
+}
+
+// A job object for validate_job from the create form's fields.
+std::optional<api_error> job_object_from_form(const std::map<std::string, std::string>& form,
+                                              json::value& out) {
+  json::object o;
+  auto get = [&](const char* k) {
+    auto it = form.find(k);
+    return it == form.end() ? std::string() : it->second;
+  };
+  o["jobtype"] = get("jobtype");
+  o["config"] = get("config");
+  if (!get("howfig").empty()) o["howfig"] = get("howfig");
+  std::string prio = get("priority");
+  if (!prio.empty()) {
+    try {
+      std::size_t used = 0;
+      long long p = std::stoll(prio, &used);
+      if (used != prio.size()) throw std::invalid_argument("trailing");
+      o["priority"] = p;
+    } catch (...) {
+      return bad_request("priority must be an integer between -1000 and 1000");
+    }
+  }
+  out = std::move(o);
+  return std::nullopt;
+}
+
+web::job_form form_of(const std::map<std::string, std::string>& form) {
+  web::job_form f;
+  auto get = [&](const char* k) {
+    auto it = form.find(k);
+    return it == form.end() ? std::string() : it->second;
+  };
+  f.jobtype = get("jobtype");
+  f.config = get("config");
+  f.howfig = get("howfig");
+  try {
+    f.priority = std::stoi(get("priority"));
+  } catch (...) {
+    f.priority = 0;
+  }
+  return f;
+}
+
+web::job_form form_of_job(const job_record& r) {
+  web::job_form f;
+  f.jobtype = field_or_empty(r, "jobtype");
+  f.config = field_or_empty(r, "config");
+  f.howfig = field_or_empty(r, "howfig");
+  try {
+    f.priority = std::stoi(field_or_empty(r, "priority"));
+  } catch (...) {
+    f.priority = 0;
+  }
+  return f;
+}
+
+struct home_query {
+  bool all = false;
+  std::string state;
+  int page = 1;
+  job_id copy = 0;
+};
+
+// The home page's query, leniently: anything unreadable falls back to the default.
+home_query parse_home_query(std::string_view query) {
+  home_query h;
+  auto form = web::parse_form(query);
+  if (!form) return h;
+  auto get = [&](const char* k) {
+    auto it = form->find(k);
+    return it == form->end() ? std::string() : it->second;
+  };
+  h.all = get("view") == "all";
+  if (parse_job_state(get("state"))) h.state = get("state");
+  try {
+    int p = std::stoi(get("page"));
+    if (p >= 1 && p <= 1000000) h.page = p;
+  } catch (...) {
+  }
+  try {
+    long long c = std::stoll(get("copy"));
+    if (c > 0) h.copy = c;
+  } catch (...) {
+  }
+  return h;
+}
+
+std::string query_value(std::string_view query, const char* key) {
+  auto form = web::parse_form(query);
+  if (!form) return {};
+  auto it = form->find(key);
+  return it == form->end() ? std::string() : it->second;
+}
+
+// The global event stream's newest id ("0-0" when empty): a page reads it before its data, and
+// its script subscribes from there (GET /api/events?since=...).
+net::awaitable<std::string> stream_position(gateway_context& ctx) {
+  auto last = co_await ctx.redis->async_exec(
+      redis_cmd("XREVRANGE", keys_of(ctx).events(), "+", "-", "COUNT", "1"));
+  if (last.type == redis_reply::kind::array && !last.elements.empty() &&
+      !last.elements[0].elements.empty())
+    co_return last.elements[0].elements[0].as_string();
+  co_return std::string("0-0");
+}
+
+net::awaitable<web::flash> take_flash(gateway_context& ctx, principal who) {
+  web::flash f;
+  auto replies = co_await ctx.redis->async_pipeline(
+      take_flash_cmds(keys_of(ctx).session(who.session_hash)));
+  if (!replies.empty() && replies[0].elements.size() == 2 && !replies[0].elements[0].is_nil()) {
+    f.text = replies[0].elements[0].as_string();
+    f.error = replies[0].elements[1].as_string() == "1";
+  }
+  co_return f;
+}
+
+net::awaitable<void> set_flash(gateway_context& ctx, principal who, std::string text, bool error) {
+  co_await ctx.redis->async_exec(
+      set_flash_cmd(keys_of(ctx).session(who.session_hash), text, error));
+}
+
+net::awaitable<response> render_home(gateway_context& ctx, principal who, home_query hq,
+                                     std::optional<web::job_form> form, web::flash message,
+                                     http::status status) {
+  std::string since = co_await stream_position(ctx);
+  list_query q;
+  q.limit = home_per_page;
+  q.offset = static_cast<long long>(hq.page - 1) * home_per_page;
+  if (!hq.all) q.archived = false;
+  if (!hq.state.empty()) q.state = parse_job_state(hq.state);
+  auto found = co_await jobs_service::list(ctx, who, q);
+  web::home_view v;
+  v.user = page_user_of(who);
+  v.message = std::move(message);
+  v.apps = &ctx.apps;
+  if (found) {
+    v.jobs = std::move(found->jobs);
+    v.total = found->total;
+  }
+  v.all = hq.all;
+  v.state = hq.state;
+  v.page = hq.page;
+  v.per_page = home_per_page;
+  v.now_s = now_s(ctx);
+  v.since = std::move(since);
+  if (form) {
+    v.form = std::move(*form);
+  } else if (hq.copy > 0) {
+    auto rec = co_await ctx.jobs->async_get(hq.copy);
+    if (rec && may_read(who, hq.copy, field_or_empty(*rec, "descname"))) v.form = form_of_job(*rec);
+  } else if (!v.jobs.empty()) {
+    // As DESCprod did: the form starts from the newest job.
+    v.form = form_of_job(v.jobs.front());
+  }
+  if (v.form.jobtype.empty() && !ctx.apps.apps.empty()) v.form.jobtype = ctx.apps.apps.begin()->first;
+  co_return html_response(status, web::home_page(v));
+}
+
+net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id id,
+                                    web::flash message) {
+  std::string since = co_await stream_position(ctx);
+  auto found = co_await jobs_service::get(ctx, who, id);
+  std::optional<principal> viewer = who;
+  if (!found) co_return error_page_response(404, "Job " + std::to_string(id) + " was not found.", viewer);
+  auto& rec = found->job;
+  std::string owner = field_or_empty(rec, "descname");
+  web::job_view v;
+  v.user = page_user_of(who);
+  v.message = std::move(message);
+  v.now_s = now_s(ctx);
+  v.since = std::move(since);
+  auto events = co_await jobs_service::events(ctx, who, id, page_events);
+  if (events)
+    for (auto& e : events->events)
+      if (auto se = stream_event_of(std::move(e.stream_id), e.fields, id, owner)) v.events.push_back(std::move(*se));
+  auto log = co_await jobs_service::log(ctx, who, id, page_log_lines);
+  if (log) v.log_lines = std::move(*log);
+  v.children_total = found->children;
+  if (found->children > 0) {
+    list_query q;
+    q.parent = id;
+    q.limit = page_children;
+    auto children = co_await jobs_service::list(ctx, who, q);
+    if (children) {
+      v.children = std::move(children->jobs);
+      v.children_total = std::max<long long>(children->total, static_cast<long long>(v.children.size()));
+    }
+    if (found->rollup) {
+      auto roll = children_json(found->rollup->states, found->rollup->truncated);
+      for (const auto& kv : roll)
+        if (kv.value().is_int64()) v.rollup[std::string(kv.key())] = kv.value().as_int64();
+      if (auto it = v.rollup.find("total"); it != v.rollup.end()) v.children_total = it->second;
+    }
+  }
+  v.job = std::move(rec);
+  co_return html_response(http::status::ok, web::job_page(v));
+}
+
+net::awaitable<response> render_admin(gateway_context& ctx, principal who, web::flash message) {
+  web::admin_view v;
+  v.user = page_user_of(who);
+  v.message = std::move(message);
+  v.users = co_await admin_service::users(ctx);
+  auto ov = co_await admin_service::overview_of(ctx);
+  v.workers = std::move(ov.workers);
+  v.pilots = std::move(ov.pilots);
+  v.queue_depth = ov.queue_depth;
+  v.finished_last_minute = ov.finished_last_minute;
+  v.events_last_minute = ov.events_last_minute;
+  v.now_s = now_s(ctx);
+  co_return html_response(http::status::ok, web::admin_page(v));
+}
+
+net::awaitable<response> render_tokens(gateway_context& ctx, principal who, web::flash message,
+                                       std::string new_token, std::string new_label,
+                                       http::status status) {
+  web::tokens_view v;
+  v.user = page_user_of(who);
+  v.message = std::move(message);
+  v.tokens = co_await accounts_service::tokens(ctx, who.name);
+  v.new_token = std::move(new_token);
+  v.new_label = std::move(new_label);
+  co_return html_response(status, web::tokens_page(v));
+}
+
+// The login form (GET, or after a failed POST): a fresh double-submit CSRF cookie when the
+// browser has none.
+response login_form_response(const gateway_context& ctx, const request& req, bool register_form,
+                             const web::flash& f, http::status status,
+                             const std::map<std::string, std::string>& fields) {
+  std::string csrf = web::cookie_value(req[http::field::cookie], web::login_csrf_cookie);
+  bool fresh = csrf.size() != 64 || csrf.find_first_not_of("0123456789abcdef") != std::string::npos;
+  if (fresh) csrf = accounts_service::random_hex();
+  auto get = [&](const char* k) {
+    auto it = fields.find(k);
+    return it == fields.end() ? std::string() : it->second;
+  };
+  auto res = html_response(status, register_form
+                                       ? web::register_page(csrf, f, get("username"), get("email"))
+                                       : web::login_page(csrf, f, get("username")));
+  if (fresh)
+    res.insert(http::field::set_cookie, web::set_cookie(web::login_csrf_cookie, csrf, ctx.tls,
+                                                        web::login_csrf_max_age_s));
+  return res;
+}
+
+web::flash no_flash() { return web::flash(); }
+
+home_query default_home() { return home_query(); }
+
+web::flash flash_of(const api_error& e) {
+  web::flash f;
+  f.text = e.detail;
+  f.error = true;
+  return f;
+}
+
+web::flash ok_flash(std::string text) {
+  web::flash f;
+  f.text = std::move(text);
+  return f;
+}
+
+std::string job_action_message(const std::string& action, job_id id, bool stopping) {
+  std::string n = std::to_string(id);
+  if (action == "cancel")
+    return stopping ? "Cancel requested for job " + n + "; it stops shortly."
+                         : "Cancelled job " + n + ".";
+  if (action == "archive") return "Archived job " + n + ".";
+  if (action == "unarchive") return "Unarchived job " + n + ".";
+  return "Deleted job " + n + ".";
+}
+
+std::string created_message(job_id id, const job_request& req) {
+  return "Submitted job " + std::to_string(id) + " (" + req.jobtype + " " + req.config + ").";
+}
+
+// The form's answer to a refusal: the form again with the reason (and Retry-After on a 429).
+response refused_form(const gateway_context& ctx, const request& req, bool register_form,
+                      const api_error& e, const std::map<std::string, std::string>& fields) {
+  auto res = login_form_response(ctx, req, register_form, flash_of(e),
+                                 static_cast<http::status>(e.status()), fields);
+  if (e.retry_after_s > 0) res.set(http::field::retry_after, std::to_string(e.retry_after_s));
+  return res;
+}
+
+net::awaitable<response> login_post(gateway_context& ctx, request req, bool register_form,
+                                    std::string peer) {
+  std::vector<std::string> allowed;
+  allowed.push_back("username");
+  allowed.push_back("password");
+  if (register_form) allowed.push_back("email");
+  allowed.push_back("csrf");
+  auto in = read_account_input(req, allowed);
+  if (in.error)
+    co_return login_form_response(ctx, req, register_form, flash_of(*in.error),
+                                  static_cast<http::status>(in.error->status()), in.fields);
+  std::string name = in.fields["username"];
+  if (register_form) {
+    auto r = co_await accounts_service::register_user(ctx, name, in.fields["email"],
+                                                      in.fields["password"], peer);
+    if (!r) co_return refused_form(ctx, req, true, r.error(), in.fields);
+    std::map<std::string, std::string> keep;
+    keep["username"] = name;
+    co_return login_form_response(
+        ctx, req, false,
+        ok_flash("Registered " + name +
+                 ". An administrator will approve the account; then you can log in."),
+        http::status::ok, keep);
+  }
+  std::string old = web::cookie_value(req[http::field::cookie], web::session_cookie);
+  auto s = co_await accounts_service::login(ctx, name, in.fields["password"], old, peer);
+  if (!s) co_return refused_form(ctx, req, false, s.error(), in.fields);
+  auto res = redirect_response("/");
+  res.insert(http::field::set_cookie, session_cookie_header(ctx, s->token));
+  co_return res;
+}
+
+// The live-update fragments: the job's table row, or its field table.
+net::awaitable<response> job_fragment(call& c, bool row) {
+  auto rec = co_await c.ctx.jobs->async_get(c.params.id);
+  if (!rec || !may_read(*c.who, c.params.id, field_or_empty(*rec, "descname")))
+    co_return html_response(http::status::not_found, "");
+  auto user = page_user_of(*c.who);
+  if (row)
+    co_return html_response(http::status::ok,
+                            web::job_row(*rec, user, now_s(c.ctx),
+                                         web::safe_next(query_value(c.query, "next"), "/")));
+  co_return html_response(http::status::ok, web::job_detail(*rec, user, now_s(c.ctx)));
+}
+
+net::awaitable<response> login_form(call& c, bool reg) {
+  if (c.who) co_return redirect_response("/");
+  std::map<std::string, std::string> none;
+  co_return login_form_response(c.ctx, c.req, reg, no_flash(), http::status::ok, none);
+}
+
+net::awaitable<response> job_create_form(call& c) {
+  auto& ctx = c.ctx;
+  auto& who = *c.who;
+  auto& form = c.form;
+  json::value v;
+  job_request jr;
+  std::optional<api_error> e = job_object_from_form(form, v);
+  if (!e) e = validate_job(v, ctx.apps, jr);
+  if (e)
+    co_return co_await render_home(ctx, who, default_home(), form_of(form), flash_of(*e),
+                                   http::status::bad_request);
+  std::vector<job_request> reqs;
+  reqs.push_back(std::move(jr));
+  auto made = co_await jobs_service::create(ctx, who, reqs, false);
+  if (!made)
+    co_return co_await render_home(ctx, who, default_home(), form_of(form), flash_of(made.error()),
+                                   static_cast<http::status>(made.error().status()));
+  co_await set_flash(ctx, who, created_message(made->ids.front(), reqs.front()), false);
+  co_return redirect_response("/");
+}
+
+net::awaitable<response> job_action_form(call& c) {
+  auto& ctx = c.ctx;
+  auto& who = *c.who;
+  const auto& action = c.params.action;
+  job_id id = c.params.id;
+  std::string next = web::safe_next(c.form["next"], "/");
+  std::optional<api_error> refused;
+  bool stopping = false;  // a cancel under way (the job's worker is stopping it)
+  if (action == "cancel") {
+    auto r = co_await jobs_service::cancel(ctx, who, id);
+    if (!r) refused = r.error();
+    else stopping = r->state != "cancelled";
+  } else if (action == "archive" || action == "unarchive") {
+    auto r = co_await jobs_service::set_archive(ctx, who, id, action == "archive");
+    if (!r) refused = r.error();
+  } else {
+    auto r = co_await jobs_service::remove(ctx, who, id);
+    if (!r) refused = r.error();
+  }
+  bool ok = !refused;
+  if (ok)
+    co_await set_flash(ctx, who, job_action_message(action, id, stopping), false);
+  else
+    co_await set_flash(ctx, who, refused->detail, true);
+  if (action == "delete" && ok && next == "/jobs/" + std::to_string(id)) next = "/";
+  co_return redirect_response(next);
+}
+
+net::awaitable<response> admin_action_form(call& c) {
+  auto& who = *c.who;
+  auto r = co_await admin_service::change(c.ctx, who, c.params.name, c.params.action);
+  if (!r && r.error().code == errc::forbidden)
+    co_return error_page_response(403, r.error().detail, who);
+  if (!r)
+    co_await set_flash(c.ctx, who, r.error().detail, true);
+  else
+    co_await set_flash(c.ctx, who, "Done: " + c.params.action + " " + c.params.name + ".", false);
+  co_return redirect_response("/admin");
+}
+
+net::awaitable<response> token_create_form(call& c) {
+  std::string label = c.form["label"];
+  auto token = co_await accounts_service::create_token(c.ctx, c.who->name, label);
+  if (!token)
+    co_return co_await render_tokens(c.ctx, *c.who, flash_of(token.error()), std::string(),
+                                     std::string(),
+                                     static_cast<http::status>(token.error().status()));
+  co_return co_await render_tokens(c.ctx, *c.who, no_flash(), *token, label, http::status::ok);
+}
+
+}  // namespace
+
+// ---- authentication of a page's caller (routes.cpp's page_* policies) ---------------------
+
+response page_method_not_allowed(std::string_view allow, const std::string& method) {
+  auto res = html_response(
+      http::status::method_not_allowed,
+      web::error_page(405, "method " + method.substr(0, 16) + " is not allowed here", nullptr));
+  res.set(http::field::allow, allow);
+  return res;
+}
+
+net::awaitable<std::optional<response>> admit_page_caller(call& c, const route_entry& e) {
+  bool post = c.req.method() == http::verb::post;
+  if (post && !origin_matches(c.ctx, c.req[http::field::origin], c.req[http::field::host]))
+    co_return error_page_response(
+        403, "Cross-site form post refused: this form did not come from this site.",
+        std::nullopt);
+  c.who = co_await accounts_service::session_user(c.ctx, std::string(c.req[http::field::cookie]));
+  if (e.auth == auth_policy::page_public) co_return std::nullopt;
+  if (!c.who) {
+    if (e.auth == auth_policy::page_fragment)
+      co_return html_response(http::status::unauthorized, "");
+    if (post)
+      co_return error_page_response(
+          403, "Your session has ended; log in again and repeat the action.", std::nullopt);
+    co_return redirect_response("/login");
+  }
+  if (post) {
+    auto form = web::parse_form(c.req.body());
+    if (!form) co_return error_page_response(400, "Malformed form.", c.who);
+    auto csrf = form->find("csrf");
+    if (csrf == form->end() || !web::tokens_equal(csrf->second, c.who->csrf)) {
+      log::warn("form refused: csrf mismatch user={} path={}", c.who->name, c.path);
+      co_return error_page_response(
+          403, "The form has expired or did not come from this site (missing or wrong CSRF token).",
+          c.who);
+    }
+    c.form = std::move(*form);
+  }
+  if (e.auth == auth_policy::page_admin && !c.who->admin)
+    co_return error_page_response(403, "This page is for administrators.", c.who);
+  co_return std::nullopt;
+}
+
+// ---- pages (routes.cpp) -----------------------------------------------------------------------
+
+net::awaitable<handler_result> page_home(call& c) {
+  auto f = co_await take_flash(c.ctx, *c.who);
+  co_return answer(co_await render_home(c.ctx, *c.who, parse_home_query(c.query), std::nullopt,
+                                           f, http::status::ok));
+}
+
+net::awaitable<handler_result> page_job(call& c) {
+  auto f = co_await take_flash(c.ctx, *c.who);
+  co_return answer(co_await render_job(c.ctx, *c.who, c.params.id, f));
+}
+
+net::awaitable<handler_result> page_job_row(call& c) {
+  co_return answer(co_await job_fragment(c, true));
+}
+
+net::awaitable<handler_result> page_job_fields(call& c) {
+  co_return answer(co_await job_fragment(c, false));
+}
+
+net::awaitable<handler_result> page_admin(call& c) {
+  auto f = co_await take_flash(c.ctx, *c.who);
+  co_return answer(co_await render_admin(c.ctx, *c.who, f));
+}
+
+net::awaitable<handler_result> page_tokens(call& c) {
+  auto f = co_await take_flash(c.ctx, *c.who);
+  co_return answer(co_await render_tokens(c.ctx, *c.who, f, std::string(), std::string(),
+                                             http::status::ok));
+}
+
+net::awaitable<handler_result> page_login_form(call& c) {
+  co_return answer(co_await login_form(c, false));
+}
+
+net::awaitable<handler_result> page_register_form(call& c) {
+  co_return answer(co_await login_form(c, true));
+}
+
+net::awaitable<handler_result> page_login_post(call& c) {
+  co_return answer(co_await login_post(c.ctx, std::move(c.req), false, std::move(c.peer)));
+}
+
+net::awaitable<handler_result> page_register_post(call& c) {
+  co_return answer(co_await login_post(c.ctx, std::move(c.req), true, std::move(c.peer)));
+}
+
+net::awaitable<handler_result> page_logout(call& c) {
+  auto form = web::parse_form(c.req.body());
+  std::string csrf = form ? (*form)["csrf"] : std::string();
+  auto r = co_await accounts_service::logout(c.ctx, std::string(c.req[http::field::cookie]), csrf);
+  if (!r)
+    co_return answer(error_page_response(
+        403, "The form has expired (missing or wrong CSRF token); reload the page.", c.who));
+  auto res = redirect_response("/login");
+  res.insert(http::field::set_cookie, clear_session_cookie(c.ctx));
+  co_return answer(std::move(res));
+}
+
+net::awaitable<handler_result> page_help(call& c) {
+  web::page_user u;
+  if (c.who) u = page_user_of(*c.who);
+  co_return answer(
+      html_response(http::status::ok, web::help_page(c.who ? &u : nullptr, c.ctx.apps)));
+}
+
+net::awaitable<handler_result> page_asset(call& c) {
+  co_return answer(asset_response(c.params.name));
+}
+
+net::awaitable<handler_result> page_favicon(call&) { co_return answer(no_content_response()); }
+
+net::awaitable<handler_result> page_job_create(call& c) {
+  co_return answer(co_await job_create_form(c));
+}
+
+net::awaitable<handler_result> page_job_action(call& c) {
+  co_return answer(co_await job_action_form(c));
+}
+
+net::awaitable<handler_result> page_admin_action(call& c) {
+  co_return answer(co_await admin_action_form(c));
+}
+
+net::awaitable<handler_result> page_token_create(call& c) {
+  co_return answer(co_await token_create_form(c));
+}
+
+net::awaitable<handler_result> page_token_revoke(call& c) {
+  auto r = co_await accounts_service::revoke_token(c.ctx, c.who->name, c.params.name);
+  if (r)
+    co_await set_flash(c.ctx, *c.who, "Revoked the token.", false);
+  else
+    co_await set_flash(c.ctx, *c.who, "No such token (already revoked?).", true);
+  co_return answer(redirect_response("/tokens"));
+}
+
+}  // namespace descprod::gateway::detail
