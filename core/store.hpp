@@ -97,8 +97,6 @@ class store {
 
   const std::string& prefix() const { return keys_.prefix(); }
   const keys& redis_keys() const { return keys_; }
-  // Kept for the gateway and daemon code not yet on redis_keys(): prefix + suffix.
-  std::string key(std::string_view suffix) const { return prefix() + std::string(suffix); }
   std::string job_key(job_id id) const { return keys_.job(id); }
 
   // Creates jobs for `owner` atomically (one script per call); the result holds their IDs,
@@ -199,7 +197,6 @@ class store {
   net::awaitable<long long> async_recount_states(bool force = false, std::size_t batch = 1000);
   // The counts (state → jobs), or nullopt while they do not exist or a recount runs.
   net::awaitable<std::optional<std::map<std::string, long long>>> async_state_counts();
-  static constexpr std::string_view state_counts_suffix = "stats:jobs_by_state";
 
   net::awaitable<std::optional<job_record>> async_get(job_id id);
   // Loads every script into Redis (SCRIPT LOAD), so the first calls need no NOSCRIPT round trip.

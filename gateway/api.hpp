@@ -114,8 +114,17 @@ struct target_parts {
 };
 target_parts split_target(std::string_view target);
 
+// User input as an error detail quotes it: in single quotes, cut at 80 bytes on a character
+// boundary, invalid UTF-8 replaced (an error answer never grows with the request and stays JSON).
+std::string quoted(std::string_view s);
+
 // Decodes %XX and '+' in a query component; nullopt when a %-escape is malformed.
 std::optional<std::string> percent_decode(std::string_view s);
+// An application/x-www-form-urlencoded text (a query string, a form body) as decoded (key,
+// value) pairs in order; empty parts are skipped. bad_request naming the part when a %-escape
+// is malformed. The one parser of the gateway: queries (split_query) and forms (web::parse_form).
+using urlencoded_pairs = std::vector<std::pair<std::string, std::string>>;
+result<urlencoded_pairs> parse_urlencoded(std::string_view text);
 
 // GET /api/jobs query: limit (1..1000, default 50), offset (0..1e12), state, jobtype,
 // archived (0|1), parent (a job id: list that job's children instead of the caller's jobs).

@@ -18,6 +18,7 @@
 #include <iostream>
 #include <optional>
 
+#include "core/async_util.hpp"
 #include "core/config.hpp"
 #include "core/log.hpp"
 #include "core/store.hpp"
@@ -184,25 +185,12 @@ class gateway_app {
       throw std::runtime_error("cannot connect to the daemon at " + cfg_.gateway.daemon_endpoint +
                                ": " + e.what());
     }
-    net::co_spawn(ioc_, link_.run(), net::detached);
-    net::co_spawn(ioc_, link_.run_monitor(), net::detached);
-    net::co_spawn(ioc_, keeper_.run(), net::detached);
-    net::co_spawn(ioc_, counts_.run(), [](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        log::error("job count keeper failed error={}", ex.what());
-      }
-    });
-    net::co_spawn(ioc_, hub_.run(), [](std::exception_ptr e) {
-      if (!e) return;
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        log::error("event tail failed error={}", ex.what());
-      }
-    });
+    auto stopping = [this] { return stopping_; };
+    spawn_logged(ioc_.get_executor(), link_.run(), "daemon link", stopping);
+    spawn_logged(ioc_.get_executor(), link_.run_monitor(), "daemon link monitor", stopping);
+    spawn_logged(ioc_.get_executor(), keeper_.run(), "redis keeper", stopping);
+    spawn_logged(ioc_.get_executor(), counts_.run(), "job count keeper", stopping);
+    spawn_logged(ioc_.get_executor(), hub_.run(), "event tail", stopping);
     server_.start();
     log::info("gateway listening address={} port={} scheme={} apps={}", cfg_.gateway.address, port,
               tls_ ? "https" : "http", ctx_.apps.apps.size());

@@ -1,6 +1,8 @@
 // Who is calling (handler_detail.hpp's authenticate): a bearer token, or else the web session
 // cookie. Tokens checked recently come from the auth cache (auth_cache.hpp); job tokens never do.
 // GCC 12 coroutine rules (docs/building.md#conventions) apply.
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 
@@ -112,3 +114,108 @@ net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string heade
 }
 
 }  // namespace descprod::gateway::detail
+
+namespace descprod::gateway {
+
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+}  // namespace
+
+// ---- authentication -------------------------------------------------------------------------
+
+std::optional<std::string> bearer_token(std::string_view h) {
+  auto trim = [](std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+  };
+  h = trim(h);
+  constexpr std::string_view scheme = "bearer";
+  if (h.size() <= scheme.size() || !iequals(h.substr(0, scheme.size()), scheme))
+    return std::nullopt;
+  if (h[scheme.size()] != ' ' && h[scheme.size()] != '\t') return std::nullopt;
+  auto token = trim(h.substr(scheme.size()));
+  // Tokens are "dp_" + 64 hex digits; allow some slack but never whitespace or huge values.
+  if (token.empty() || token.size() > 256) return std::nullopt;
+  for (char c : token) {
+    if (c <= ' ' || c == 0x7f) return std::nullopt;
+  }
+  return std::string(token);
+}
+
+std::optional<api_error> check_token(const job_record& token, double now_s, principal& who) {
+  auto field = [&](const char* k) -> std::string {
+    auto it = token.find(k);
+    return it == token.end() ? std::string() : it->second;
+  };
+  if (token.empty()) return unauthorized("unknown or revoked token");
+  std::string owner = field("owner");
+  if (owner.empty()) return unauthorized("token has no owner");
+  std::string expires = field("expires");
+  if (!expires.empty()) {
+    auto t = parse_double(expires);
+    if (!t) return unauthorized("token has an unreadable expiry");
+    if (*t > 0 && now_s >= *t) return unauthorized("token expired");
+  }
+  std::string scope = field("scope");
+  principal p;
+  p.name = owner;
+  if (scope == "user") {
+    // full access as the owner
+  } else if (scope.rfind("job:", 0) == 0) {
+    auto id = parse_integer<job_id>(std::string_view(scope).substr(4));
+    if (!id || *id <= 0) return unauthorized("token has an unreadable scope");
+    p.only_job = *id;
+    p.read_only = field("read_only") == "1";
+  } else {
+    return unauthorized("token scope " + quoted(scope) + " is not accepted here");
+  }
+  who = std::move(p);
+  return std::nullopt;
+}
+
+std::optional<api_error> check_user(const job_record& user, principal& who) {
+  if (user.empty()) return unauthorized("the token's account no longer exists");
+  auto status = user.find("status");
+  if (status == user.end() || status->second != "active")
+    return unauthorized("account " + who.name + " is " +
+                        (status == user.end() ? std::string("not active") : status->second));
+  auto role = user.find("role");
+  // A job token never carries admin rights, whoever owns it.
+  who.admin = role != user.end() && role->second == "admin" && !who.only_job;
+  return std::nullopt;
+}
+
+bool may_read(const principal& who, job_id id, const std::string& owner) {
+  if (who.only_job && *who.only_job != id) return false;
+  if (who.admin) return true;
+  return !owner.empty() && owner == who.name;
+}
+
+bool may_change(const principal& who, const std::string& owner) {
+  if (who.only_job || owner.empty()) return false;
+  return who.admin || owner == who.name;
+}
+
+std::optional<api_error> check_children_only(const principal& who,
+                                             const std::vector<job_request>& jobs) {
+  if (!who.only_job) return std::nullopt;
+  for (std::size_t i = 0; i < jobs.size(); ++i) {
+    if (!jobs[i].parent || *jobs[i].parent != *who.only_job) {
+      std::string where = jobs.size() > 1 ? "jobs[" + std::to_string(i) + "]: " : "";
+      return forbidden(where + "a job token may only create children of job " +
+                       std::to_string(*who.only_job) +
+                       " (\"parent\": " + std::to_string(*who.only_job) + ")");
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace descprod::gateway

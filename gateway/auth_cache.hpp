@@ -9,7 +9,7 @@
 // (the handler calls clear() after any credential- or account-changing route). A token's own
 // expiry is checked on every use. Only successful lookups are kept (an unknown token always goes
 // to Redis), keyed by the token's SHA-256, never by the token itself. Job-scoped tokens
-// (DESCPROD_TOKEN) are never remembered (handler.cpp): their revocation at the end of the job's
+// (DESCPROD_TOKEN) are never remembered (auth.cpp): their revocation at the end of the job's
 // attempt applies to the very next request.
 //
 // Thread-safety: none; one io_context thread.

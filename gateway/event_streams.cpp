@@ -139,3 +139,157 @@ net::awaitable<handler_result> open_job_stream(call& c) {
 }
 
 }  // namespace descprod::gateway::detail
+
+namespace descprod::gateway {
+
+// ---- Server-Sent Events ---------------------------------------------------------------------
+
+std::string stream_id::str() const { return std::to_string(ms) + "-" + std::to_string(seq); }
+
+std::optional<stream_id> parse_stream_id(std::string_view s) {
+  auto dash = s.find('-');
+  auto ms_text = s.substr(0, dash);
+  auto all_digits = [](std::string_view t) {
+    return !t.empty() && t.size() <= 20 &&
+           t.find_first_not_of("0123456789") == std::string_view::npos;
+  };
+  if (!all_digits(ms_text)) return std::nullopt;
+  stream_id id;
+  auto ms = parse_integer<std::uint64_t>(ms_text);
+  if (!ms) return std::nullopt;
+  id.ms = *ms;
+  if (dash != std::string_view::npos) {
+    auto seq_text = s.substr(dash + 1);
+    if (!all_digits(seq_text)) return std::nullopt;
+    auto seq = parse_integer<std::uint64_t>(seq_text);
+    if (!seq) return std::nullopt;
+    id.seq = *seq;
+  }
+  return id;
+}
+
+std::optional<api_error> parse_last_event_id(std::string_view header,
+                                             std::optional<stream_id>& out) {
+  while (!header.empty() && (header.front() == ' ' || header.front() == '\t'))
+    header.remove_prefix(1);
+  while (!header.empty() && (header.back() == ' ' || header.back() == '\t'))
+    header.remove_suffix(1);
+  out.reset();
+  if (header.empty()) return std::nullopt;
+  auto id = parse_stream_id(header);
+  if (!id)
+    return bad_request("malformed Last-Event-ID " + quoted(header) +
+                       "; expected an event id this server sent (<ms>-<seq>)");
+  out = id;
+  return std::nullopt;
+}
+
+std::string stream_event::dedupe_key() const {
+  std::string k = time;
+  for (const std::string* f : {&type, &state, &progress}) {
+    k += '\x1f';
+    k += *f;
+  }
+  k += '\x1f';
+  k += std::to_string(attempt);
+  return k;
+}
+
+double stream_event::time_s() const { return parse_double(time).value_or(0.0); }
+
+namespace {
+// One field of a stream entry into e; false when the entry cannot be an event (a bad job id).
+bool set_event_field(stream_event& e, std::string_view k, std::string v) {
+  if (k == "id") {
+    auto id = parse_integer<job_id>(v);
+    if (!id) return false;
+    e.id = *id;
+  } else if (k == "owner") {
+    e.owner = std::move(v);
+  } else if (k == "type") {
+    e.type = std::move(v);
+  } else if (k == "state") {
+    e.state = std::move(v);
+  } else if (k == "progress") {
+    e.progress = std::move(v);
+  } else if (k == "attempt") {
+    e.attempt = parse_integer<long long>(v).value_or(0);
+  } else if (k == "time") {
+    e.time = std::move(v);
+  }
+  return true;
+}
+
+std::optional<stream_event> new_stream_event(std::string sid, job_id default_id,
+                                             const std::string& default_owner) {
+  stream_event e;
+  auto order = parse_stream_id(sid);
+  if (!order) return std::nullopt;
+  e.sid = std::move(sid);
+  e.order = *order;
+  e.id = default_id;
+  e.owner = default_owner;
+  return e;
+}
+}  // namespace
+
+std::optional<stream_event> parse_stream_event(const redis_reply& entry, job_id default_id,
+                                               const std::string& default_owner) {
+  if (entry.type != redis_reply::kind::array || entry.elements.size() != 2) return std::nullopt;
+  const auto& fields = entry.elements[1];
+  if (fields.type != redis_reply::kind::array) return std::nullopt;
+  auto e = new_stream_event(entry.elements[0].as_string(), default_id, default_owner);
+  if (!e) return std::nullopt;
+  for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2)
+    if (!set_event_field(*e, fields.elements[i].as_string(), fields.elements[i + 1].as_string()))
+      return std::nullopt;
+  if (e->id <= 0) return std::nullopt;
+  return e;
+}
+
+std::optional<stream_event> stream_event_of(std::string sid, const job_record& fields,
+                                            job_id default_id, const std::string& default_owner) {
+  auto e = new_stream_event(std::move(sid), default_id, default_owner);
+  if (!e) return std::nullopt;
+  for (const auto& [k, v] : fields)
+    if (!set_event_field(*e, k, v)) return std::nullopt;
+  if (e->id <= 0) return std::nullopt;
+  return e;
+}
+
+std::vector<stream_event> parse_stream_events(const redis_reply& entries, job_id default_id,
+                                              const std::string& default_owner) {
+  std::vector<stream_event> out;
+  if (entries.type != redis_reply::kind::array) return out;
+  out.reserve(entries.elements.size());
+  for (const auto& entry : entries.elements) {
+    if (auto e = parse_stream_event(entry, default_id, default_owner)) out.push_back(std::move(*e));
+  }
+  return out;
+}
+
+std::string format_sse_event(const stream_event& e) {
+  boost::json::object data;
+  data["id"] = e.id;
+  data["state"] = e.state;
+  data["progress"] = e.progress;
+  data["attempt"] = e.attempt;
+  if (auto t = parse_double(e.time)) data["time"] = *t;
+  data["type"] = e.type;
+  std::string out;
+  out.reserve(64 + e.progress.size());
+  out += "id: ";
+  out += e.sid;
+  out += "\nevent: job\ndata: ";
+  out += boost::json::serialize(data);  // one line: JSON escapes every control character
+  out += "\n\n";
+  return out;
+}
+
+bool event_filter::matches(const stream_event& e) const {
+  if (!owner.empty() && e.owner != owner) return false;
+  if (job && e.id != *job) return false;
+  return true;
+}
+
+}  // namespace descprod::gateway

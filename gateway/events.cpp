@@ -6,6 +6,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 
+#include "core/async_util.hpp"
 #include "core/log.hpp"
 
 // GCC 12 false positive in inlined coroutine frames (see handler.cpp).
@@ -195,7 +196,7 @@ void event_hub::deliver(const redis_reply& entries) {
 }
 
 net::awaitable<void> event_hub::run() {
-  auto backoff = tail_backoff_initial;
+  descprod::backoff wait(tail_backoff_initial, tail_backoff_max);
   bool was_down = false;
   while (!stopped_) {
     std::string failure;
@@ -215,7 +216,7 @@ net::awaitable<void> event_hub::run() {
         else
           log::info("event tail started stream={} after={}", stream_key_, last_id_);
         was_down = false;
-        backoff = tail_backoff_initial;
+        wait.reset();
       }
       auto reply = co_await redis_.async_exec(xread_cmd(stream_key_, last_id_));
       if (reply.is_error()) throw std::runtime_error("XREAD: " + reply.str);
@@ -233,9 +234,8 @@ net::awaitable<void> event_hub::run() {
     if (!was_down) log::warn("event tail failed stream={} error={}", stream_key_, failure);
     was_down = true;
     redis_.close();
-    backoff_timer_.expires_after(backoff);
+    backoff_timer_.expires_after(wait.next());
     co_await backoff_timer_.async_wait(use_tuple);
-    backoff = std::min(backoff * 2, tail_backoff_max);
   }
 }
 

@@ -176,4 +176,55 @@ net::awaitable<response> handle_request(gateway_context& ctx, request req) {
   co_return std::move(out.res);
 }
 
+// ---- answers from Redis replies (api.hpp) --------------------------------------------------------------------------------
+
+job_record record_from_reply(const redis_reply& r) {
+  job_record out;
+  if (r.type != redis_reply::kind::array) return out;
+  for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2)
+    out[r.elements[i].as_string()] = r.elements[i + 1].as_string();
+  return out;
+}
+
+std::vector<job_record> records_from_replies(const std::vector<redis_reply>& replies) {
+  std::vector<job_record> out;
+  out.reserve(replies.size());
+  for (const auto& r : replies) {
+    auto rec = record_from_reply(r);
+    if (!rec.empty()) out.push_back(std::move(rec));
+  }
+  return out;
+}
+
+std::vector<std::string> reply_strings(const redis_reply& r) {
+  std::vector<std::string> out;
+  out.reserve(r.elements.size());
+  for (const auto& e : r.elements) out.push_back(e.as_string());
+  return out;
+}
+
+std::vector<std::vector<std::string>> hgetall_each(const std::vector<std::string>& keys) {
+  std::vector<std::vector<std::string>> cmds;
+  cmds.reserve(keys.size());
+  for (const auto& k : keys) cmds.push_back(redis_cmd("HGETALL", k));
+  return cmds;
+}
+
+boost::json::object submitted_body(const std::vector<job_id>& ids,
+                                   const std::vector<job_request>& jobs, std::size_t first,
+                                   const std::string& owner) {
+  boost::json::array list;
+  list.reserve(ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    boost::json::array pair;
+    pair.push_back(ids[i]);
+    pair.push_back(first + i < jobs.size() ? jobs[first + i].priority : 0);
+    pair.push_back(boost::json::string(owner));
+    list.push_back(std::move(pair));
+  }
+  boost::json::object o;
+  o["jobs"] = std::move(list);
+  return o;
+}
+
 }  // namespace descprod::gateway

@@ -9,6 +9,7 @@
 #include <charconv>
 
 #include "core/job.hpp"
+#include "core/keys.hpp"
 #include "core/log.hpp"
 #include "gateway/handler_detail.hpp"
 #include "gateway/metrics.hpp"
@@ -26,30 +27,24 @@ constexpr std::size_t finished_scan = 10000;
 // Live pilots whose state is read (the set holds at most pilots.max of them in practice).
 constexpr std::size_t max_pilots = 1000;
 
-std::vector<std::vector<std::string>> snapshot_commands(const std::string& prefix, double now_s) {
+std::vector<std::vector<std::string>> snapshot_commands(const keys& k, double now_s) {
   long long since_ms = static_cast<long long>((now_s - 60.0) * 1000.0);
   std::vector<std::vector<std::string>> cmds;
-  cmds.push_back(redis_cmd("HGETALL", prefix + std::string(store::state_counts_suffix)));
-  cmds.push_back(redis_cmd("ZCARD", prefix + "queue"));
-  cmds.push_back(redis_cmd("ZCARD", prefix + "leases"));
-  cmds.push_back(redis_cmd("HGETALL", prefix + "daemon:stats"));
-  cmds.push_back(redis_cmd("SMEMBERS", prefix + "pilots"));
-  cmds.push_back(redis_cmd("XREVRANGE", prefix + "events", "+", std::to_string(since_ms), "COUNT",
+  cmds.push_back(redis_cmd("HGETALL", k.jobs_by_state()));
+  cmds.push_back(redis_cmd("ZCARD", k.queue()));
+  cmds.push_back(redis_cmd("ZCARD", k.leases()));
+  cmds.push_back(redis_cmd("HGETALL", k.daemon_stats()));
+  cmds.push_back(redis_cmd("SMEMBERS", k.pilots()));
+  cmds.push_back(redis_cmd("XREVRANGE", k.events(), "+", std::to_string(since_ms), "COUNT",
                            std::to_string(finished_scan)));
   return cmds;
 }
 
-std::map<std::string, std::string> hash_of(const redis_reply& r) {
-  std::map<std::string, std::string> out;
-  for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2)
-    out[r.elements[i].as_string()] = r.elements[i + 1].as_string();
-  return out;
-}
 
 // Fills `s` from the replies of snapshot_commands; returns the pilot IDs whose state to read.
 std::vector<std::string> apply_snapshot(metrics::service_snapshot& s,
                                         const std::vector<redis_reply>& r) {
-  auto counts = hash_of(r.at(0));
+  auto counts = record_from_reply(r.at(0));
   if (counts.count("_rebuild_upto")) {
     s.jobs_recounting = true;
   } else if (counts.count("ready")) {
@@ -64,7 +59,7 @@ std::vector<std::string> apply_snapshot(metrics::service_snapshot& s,
   }
   if (!r.at(1).is_error()) s.queue_depth = r.at(1).as_integer();
   if (!r.at(2).is_error()) s.leases = r.at(2).as_integer();
-  auto daemon = hash_of(r.at(3));
+  auto daemon = record_from_reply(r.at(3));
   if (!daemon.empty()) s.daemon_stats = std::move(daemon);
   std::vector<std::string> pilots;
   for (const auto& e : r.at(4).elements) {
@@ -83,10 +78,10 @@ std::vector<std::string> apply_snapshot(metrics::service_snapshot& s,
   return pilots;
 }
 
-std::vector<std::vector<std::string>> pilot_state_commands(const std::string& prefix,
+std::vector<std::vector<std::string>> pilot_state_commands(const keys& k,
                                                            const std::vector<std::string>& ids) {
   std::vector<std::vector<std::string>> cmds;
-  for (const auto& id : ids) cmds.push_back(redis_cmd("HGET", prefix + "pilot:" + id, "state"));
+  for (const auto& id : ids) cmds.push_back(redis_cmd("HGET", k.pilot(id), "state"));
   return cmds;
 }
 
@@ -125,9 +120,9 @@ net::awaitable<response> metrics_response(gateway_context& ctx) {
   bool failed = false;
   if (ctx.redis && ctx.redis->connected()) {
     try {
-      auto replies = co_await ctx.redis->async_pipeline(snapshot_commands(ctx.prefix, snap.now_s));
+      auto replies = co_await ctx.redis->async_pipeline(snapshot_commands(ctx.jobs->redis_keys(), snap.now_s));
       auto pilots = apply_snapshot(snap, replies);
-      auto states = co_await ctx.redis->async_pipeline(pilot_state_commands(ctx.prefix, pilots));
+      auto states = co_await ctx.redis->async_pipeline(pilot_state_commands(ctx.jobs->redis_keys(), pilots));
       snap.pilots_by_state = pilot_counts(states);
       snap.redis_up = true;
     } catch (const boost::system::system_error& e) {

@@ -1,7 +1,7 @@
 // The router: matches a request against the route table (routes.cpp), answers 404 and 405 from
 // it, applies the entry's authentication policy and job-token scope, and calls its handler. The
 // pure helpers the unit tests know (match_route, allowed_methods, is_public, match_page, ...)
-// read the same table. GCC 12 coroutine rules (STYLE.md) apply: no braced temporaries and no
+// read the same table. GCC 12 coroutine rules (docs/building.md#conventions) apply: no braced temporaries and no
 // lambdas in coroutine bodies.
 #include "gateway/router.hpp"
 

@@ -32,6 +32,7 @@
 #include <exception>
 #include <type_traits>
 
+#include "core/async_util.hpp"
 #include "core/log.hpp"
 #include "gateway/metrics.hpp"
 
@@ -232,15 +233,8 @@ net::awaitable<void> server::sweep() {
 }
 
 void server::start() {
-  net::co_spawn(ex_, sweep(), net::detached);
-  net::co_spawn(ex_, listen(), [](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      log::error("listener failed error={}", ex.what());
-    }
-  });
+  spawn_logged(ex_, sweep(), "idle connection sweep", [this] { return stopping_; });
+  spawn_logged(ex_, listen(), "listener", [this] { return stopping_; });
 }
 
 net::awaitable<void> server::listen() {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "core/async_util.hpp"
 #include "core/log.hpp"
 #include "core/protocol.hpp"
 
@@ -67,7 +68,7 @@ void redis_keeper::stop() {
 }
 
 net::awaitable<void> redis_keeper::run() {
-  auto backoff = redis_backoff_initial;
+  descprod::backoff wait(redis_backoff_initial, redis_backoff_max);
   bool was_down = false;
   while (!stopped_) {
     if (!redis_.connected()) {
@@ -83,15 +84,15 @@ net::awaitable<void> redis_keeper::run() {
       if (why.empty()) {
         log::info("redis reconnected redis={}", where_);
         was_down = false;
-        backoff = redis_backoff_initial;
+        wait.reset();
       } else {
+        auto delay = wait.next();
         log::warn("redis reconnect failed redis={} error={} retry_in_ms={}", where_, why,
-                  backoff.count());
+                  delay.count());
         backing_off_ = true;
-        timer_.expires_after(backoff);
+        timer_.expires_after(delay);
         co_await timer_.async_wait(use_tuple);
         backing_off_ = false;
-        backoff = std::min(backoff * 2, redis_backoff_max);
         continue;
       }
     }
@@ -119,7 +120,7 @@ net::awaitable<void> async_connect_with_deadline(redis_client& redis, std::strin
   auto ex = co_await net::this_coro::executor;
   net::steady_timer timer(ex);
   auto give_up = std::chrono::steady_clock::now() + deadline;
-  auto backoff = startup_backoff_initial;
+  descprod::backoff wait(startup_backoff_initial, startup_backoff_max);
   while (true) {
     std::string why;
     try {
@@ -129,15 +130,15 @@ net::awaitable<void> async_connect_with_deadline(redis_client& redis, std::strin
       why = reason(e);
     }
     if (stop && *stop) throw std::runtime_error("stopped while connecting to Redis at " + where);
-    if (std::chrono::steady_clock::now() + backoff > give_up)
+    auto delay = wait.next();
+    if (std::chrono::steady_clock::now() + delay > give_up)
       throw std::runtime_error("cannot connect to Redis at " + where + " within " +
                                std::to_string(deadline.count() / 1000) + " s: " + why);
     log::warn("redis not reachable yet redis={} error={} retry_in_ms={}", where, why,
-              backoff.count());
-    timer.expires_after(backoff);
+              delay.count());
+    timer.expires_after(delay);
     co_await timer.async_wait(use_tuple);
     if (stop && *stop) throw std::runtime_error("stopped while connecting to Redis at " + where);
-    backoff = std::min(backoff * 2, startup_backoff_max);
   }
 }
 
@@ -264,8 +265,8 @@ net::awaitable<void> state_count_keeper::run() {
       try {
         auto how = co_await jobs_.async_recount_start(false);
         if (how != "exists") {
-          log::info("job counts by state: recount {} key={}{}", how == "started" ? "started" : "resumed",
-                    jobs_.prefix(), store::state_counts_suffix);
+          log::info("job counts by state: recount {} key={}", how == "started" ? "started" : "resumed",
+                    jobs_.redis_keys().jobs_by_state());
           auto t0 = std::chrono::steady_clock::now();
           recount_progress step;
           while (!stopped_ && !step.done) step = co_await jobs_.async_recount_step(state_count_batch);

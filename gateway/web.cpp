@@ -123,19 +123,10 @@ std::string home_link(bool all, const std::string& state, int page) {
 // ---- forms, cookies, CSRF -------------------------------------------------------------------
 
 std::optional<std::map<std::string, std::string>> parse_form(std::string_view body) {
+  auto pairs = parse_urlencoded(body);
+  if (!pairs) return std::nullopt;
   std::map<std::string, std::string> out;
-  while (!body.empty()) {
-    auto amp = body.find('&');
-    auto part = body.substr(0, amp);
-    body = amp == std::string_view::npos ? std::string_view() : body.substr(amp + 1);
-    if (part.empty()) continue;
-    auto eq = part.find('=');
-    auto key = percent_decode(part.substr(0, eq));
-    auto value =
-        percent_decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
-    if (!key || !value) return std::nullopt;
-    out[*key] = std::move(*value);
-  }
+  for (auto& [k, v] : *pairs) out[k] = std::move(v);  // a repeated field: the last one
   return out;
 }
 

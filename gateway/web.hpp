@@ -1,6 +1,6 @@
 // The web pages' pure parts (docs/web.md, issue 4): page routing, form and cookie parsing, the
 // session cookie, CSRF comparison and the HTML of every page. Nothing here does I/O; the page
-// handlers (web_handler.cpp) fetch the data and call these. Every dynamic value goes through
+// handlers (pages.cpp) fetch the data and call these. Every dynamic value goes through
 // html_escape (or attr) exactly once, here; callers pass raw values.
 //
 // The pages use no inline script or style (the Content-Security-Policy forbids both): behaviour

@@ -1,5 +1,6 @@
-// Pure request logic of the gateway (see api.hpp). Every user-supplied string quoted in an error
-// detail is cut to a bounded length, so an error answer never grows with the request.
+// Validation of what a request carries (api.hpp): targets, query strings, JSON bodies, the job
+// requests and the workers' reports. Pure. Every user-supplied string quoted in an error detail
+// is cut to a bounded length, so an error answer never grows with the request.
 #include "gateway/api.hpp"
 
 #include <algorithm>
@@ -25,17 +26,6 @@ std::size_t utf8_cut(std::string_view s, std::size_t max) {
   std::size_t n = max;
   for (int k = 0; k < 3 && n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80; ++k) --n;
   return n;
-}
-
-// User input quoted in an error detail: cut at a character boundary and with invalid UTF-8 (a
-// %-decoded query may hold any byte) replaced, so that the answer stays valid JSON text (both
-// found by fuzz/).
-std::string quoted(std::string_view s) {
-  std::string out = "'";
-  out += sanitize_utf8(s.substr(0, utf8_cut(s, max_quoted)));
-  if (s.size() > max_quoted) out += "...";
-  out += "'";
-  return out;
 }
 
 std::string_view kind_name(const boost::json::value& v) {
@@ -123,22 +113,14 @@ std::optional<api_error> check_config_string(std::string_view field, const std::
 
 // Splits a query string into decoded (key, value) pairs; refuses malformed %-escapes and a key
 // given twice.
-std::optional<api_error> split_query(std::string_view query,
-                                     std::vector<std::pair<std::string, std::string>>& out) {
+std::optional<api_error> split_query(std::string_view query, urlencoded_pairs& out) {
+  auto pairs = parse_urlencoded(query);
+  if (!pairs) return pairs.error();
   std::set<std::string> seen;
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    auto part = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    if (part.empty()) continue;
-    auto eq = part.find('=');
-    auto key = percent_decode(part.substr(0, eq));
-    auto value =
-        percent_decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
-    if (!key || !value) return bad_request("malformed %-escape in query " + quoted(part));
-    if (!seen.insert(*key).second)
-      return bad_request("query parameter " + quoted(*key) + " given twice");
-    out.emplace_back(std::move(*key), std::move(*value));
+  for (auto& kv : *pairs) {
+    if (!seen.insert(kv.first).second)
+      return bad_request("query parameter " + quoted(kv.first) + " given twice");
+    out.push_back(std::move(kv));
   }
   return std::nullopt;
 }
@@ -201,14 +183,19 @@ std::optional<api_error> body_object(const boost::json::value& v, const char* wh
   return std::nullopt;
 }
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
+}  // namespace
+
+// User input quoted in an error detail (api.hpp): cut at a character boundary and with invalid UTF-8 (a
+// %-decoded query may hold any byte) replaced, so that the answer stays valid JSON text (both
+// found by fuzz/).
+std::string quoted(std::string_view s) {
+  std::string out = "'";
+  out += sanitize_utf8(s.substr(0, utf8_cut(s, max_quoted)));
+  if (s.size() > max_quoted) out += "...";
+  out += "'";
+  return out;
 }
 
-}  // namespace
 
 std::optional<double> parse_double(std::string_view s) {
   if (s.empty()) return std::nullopt;
@@ -252,6 +239,23 @@ target_parts split_target(std::string_view target) {
   t.path = std::string(target.substr(0, q));
   if (q != std::string_view::npos) t.query = std::string(target.substr(q + 1));
   return t;
+}
+
+result<urlencoded_pairs> parse_urlencoded(std::string_view text) {
+  urlencoded_pairs out;
+  while (!text.empty()) {
+    auto amp = text.find('&');
+    auto part = text.substr(0, amp);
+    text = amp == std::string_view::npos ? std::string_view() : text.substr(amp + 1);
+    if (part.empty()) continue;
+    auto eq = part.find('=');
+    auto key = percent_decode(part.substr(0, eq));
+    auto value =
+        percent_decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
+    if (!key || !value) return bad_request("malformed %-escape in query " + quoted(part));
+    out.emplace_back(std::move(*key), std::move(*value));
+  }
+  return out;
 }
 
 std::optional<std::string> percent_decode(std::string_view s) {
@@ -557,297 +561,6 @@ std::optional<api_error> parse_finished_body(const boost::json::value& v, finish
   if (auto e = read_message(o, r.message)) return e;
   out = std::move(r);
   return std::nullopt;
-}
-
-// ---- authentication -------------------------------------------------------------------------
-
-std::optional<std::string> bearer_token(std::string_view h) {
-  auto trim = [](std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-  };
-  h = trim(h);
-  constexpr std::string_view scheme = "bearer";
-  if (h.size() <= scheme.size() || !iequals(h.substr(0, scheme.size()), scheme))
-    return std::nullopt;
-  if (h[scheme.size()] != ' ' && h[scheme.size()] != '\t') return std::nullopt;
-  auto token = trim(h.substr(scheme.size()));
-  // Tokens are "dp_" + 64 hex digits; allow some slack but never whitespace or huge values.
-  if (token.empty() || token.size() > 256) return std::nullopt;
-  for (char c : token) {
-    if (c <= ' ' || c == 0x7f) return std::nullopt;
-  }
-  return std::string(token);
-}
-
-std::optional<api_error> check_token(const job_record& token, double now_s, principal& who) {
-  auto field = [&](const char* k) -> std::string {
-    auto it = token.find(k);
-    return it == token.end() ? std::string() : it->second;
-  };
-  if (token.empty()) return unauthorized("unknown or revoked token");
-  std::string owner = field("owner");
-  if (owner.empty()) return unauthorized("token has no owner");
-  std::string expires = field("expires");
-  if (!expires.empty()) {
-    auto t = parse_double(expires);
-    if (!t) return unauthorized("token has an unreadable expiry");
-    if (*t > 0 && now_s >= *t) return unauthorized("token expired");
-  }
-  std::string scope = field("scope");
-  principal p;
-  p.name = owner;
-  if (scope == "user") {
-    // full access as the owner
-  } else if (scope.rfind("job:", 0) == 0) {
-    auto id = parse_integer<job_id>(std::string_view(scope).substr(4));
-    if (!id || *id <= 0) return unauthorized("token has an unreadable scope");
-    p.only_job = *id;
-    p.read_only = field("read_only") == "1";
-  } else {
-    return unauthorized("token scope " + quoted(scope) + " is not accepted here");
-  }
-  who = std::move(p);
-  return std::nullopt;
-}
-
-std::optional<api_error> check_user(const job_record& user, principal& who) {
-  if (user.empty()) return unauthorized("the token's account no longer exists");
-  auto status = user.find("status");
-  if (status == user.end() || status->second != "active")
-    return unauthorized("account " + who.name + " is " +
-                        (status == user.end() ? std::string("not active") : status->second));
-  auto role = user.find("role");
-  // A job token never carries admin rights, whoever owns it.
-  who.admin = role != user.end() && role->second == "admin" && !who.only_job;
-  return std::nullopt;
-}
-
-bool may_read(const principal& who, job_id id, const std::string& owner) {
-  if (who.only_job && *who.only_job != id) return false;
-  if (who.admin) return true;
-  return !owner.empty() && owner == who.name;
-}
-
-bool may_change(const principal& who, const std::string& owner) {
-  if (who.only_job || owner.empty()) return false;
-  return who.admin || owner == who.name;
-}
-
-std::optional<api_error> check_children_only(const principal& who,
-                                             const std::vector<job_request>& jobs) {
-  if (!who.only_job) return std::nullopt;
-  for (std::size_t i = 0; i < jobs.size(); ++i) {
-    if (!jobs[i].parent || *jobs[i].parent != *who.only_job) {
-      std::string where = jobs.size() > 1 ? "jobs[" + std::to_string(i) + "]: " : "";
-      return forbidden(where + "a job token may only create children of job " +
-                       std::to_string(*who.only_job) +
-                       " (\"parent\": " + std::to_string(*who.only_job) + ")");
-    }
-  }
-  return std::nullopt;
-}
-
-// ---- answers --------------------------------------------------------------------------------
-
-job_record record_from_reply(const redis_reply& r) {
-  job_record out;
-  if (r.type != redis_reply::kind::array) return out;
-  for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2)
-    out[r.elements[i].as_string()] = r.elements[i + 1].as_string();
-  return out;
-}
-
-std::vector<job_record> records_from_replies(const std::vector<redis_reply>& replies) {
-  std::vector<job_record> out;
-  out.reserve(replies.size());
-  for (const auto& r : replies) {
-    auto rec = record_from_reply(r);
-    if (!rec.empty()) out.push_back(std::move(rec));
-  }
-  return out;
-}
-
-std::vector<std::string> reply_strings(const redis_reply& r) {
-  std::vector<std::string> out;
-  out.reserve(r.elements.size());
-  for (const auto& e : r.elements) out.push_back(e.as_string());
-  return out;
-}
-
-std::vector<std::vector<std::string>> hgetall_each(const std::vector<std::string>& keys) {
-  std::vector<std::vector<std::string>> cmds;
-  cmds.reserve(keys.size());
-  for (const auto& k : keys) cmds.push_back(redis_cmd("HGETALL", k));
-  return cmds;
-}
-
-boost::json::object submitted_body(const std::vector<job_id>& ids,
-                                   const std::vector<job_request>& jobs, std::size_t first,
-                                   const std::string& owner) {
-  boost::json::array list;
-  list.reserve(ids.size());
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    boost::json::array pair;
-    pair.push_back(ids[i]);
-    pair.push_back(first + i < jobs.size() ? jobs[first + i].priority : 0);
-    pair.push_back(boost::json::string(owner));
-    list.push_back(std::move(pair));
-  }
-  boost::json::object o;
-  o["jobs"] = std::move(list);
-  return o;
-}
-
-// ---- Server-Sent Events ---------------------------------------------------------------------
-
-std::string stream_id::str() const { return std::to_string(ms) + "-" + std::to_string(seq); }
-
-std::optional<stream_id> parse_stream_id(std::string_view s) {
-  auto dash = s.find('-');
-  auto ms_text = s.substr(0, dash);
-  auto all_digits = [](std::string_view t) {
-    return !t.empty() && t.size() <= 20 &&
-           t.find_first_not_of("0123456789") == std::string_view::npos;
-  };
-  if (!all_digits(ms_text)) return std::nullopt;
-  stream_id id;
-  auto ms = parse_integer<std::uint64_t>(ms_text);
-  if (!ms) return std::nullopt;
-  id.ms = *ms;
-  if (dash != std::string_view::npos) {
-    auto seq_text = s.substr(dash + 1);
-    if (!all_digits(seq_text)) return std::nullopt;
-    auto seq = parse_integer<std::uint64_t>(seq_text);
-    if (!seq) return std::nullopt;
-    id.seq = *seq;
-  }
-  return id;
-}
-
-std::optional<api_error> parse_last_event_id(std::string_view header,
-                                             std::optional<stream_id>& out) {
-  while (!header.empty() && (header.front() == ' ' || header.front() == '\t'))
-    header.remove_prefix(1);
-  while (!header.empty() && (header.back() == ' ' || header.back() == '\t'))
-    header.remove_suffix(1);
-  out.reset();
-  if (header.empty()) return std::nullopt;
-  auto id = parse_stream_id(header);
-  if (!id)
-    return bad_request("malformed Last-Event-ID " + quoted(header) +
-                       "; expected an event id this server sent (<ms>-<seq>)");
-  out = id;
-  return std::nullopt;
-}
-
-std::string stream_event::dedupe_key() const {
-  std::string k = time;
-  for (const std::string* f : {&type, &state, &progress}) {
-    k += '\x1f';
-    k += *f;
-  }
-  k += '\x1f';
-  k += std::to_string(attempt);
-  return k;
-}
-
-double stream_event::time_s() const { return parse_double(time).value_or(0.0); }
-
-namespace {
-// One field of a stream entry into e; false when the entry cannot be an event (a bad job id).
-bool set_event_field(stream_event& e, std::string_view k, std::string v) {
-  if (k == "id") {
-    auto id = parse_integer<job_id>(v);
-    if (!id) return false;
-    e.id = *id;
-  } else if (k == "owner") {
-    e.owner = std::move(v);
-  } else if (k == "type") {
-    e.type = std::move(v);
-  } else if (k == "state") {
-    e.state = std::move(v);
-  } else if (k == "progress") {
-    e.progress = std::move(v);
-  } else if (k == "attempt") {
-    e.attempt = parse_integer<long long>(v).value_or(0);
-  } else if (k == "time") {
-    e.time = std::move(v);
-  }
-  return true;
-}
-
-std::optional<stream_event> new_stream_event(std::string sid, job_id default_id,
-                                             const std::string& default_owner) {
-  stream_event e;
-  auto order = parse_stream_id(sid);
-  if (!order) return std::nullopt;
-  e.sid = std::move(sid);
-  e.order = *order;
-  e.id = default_id;
-  e.owner = default_owner;
-  return e;
-}
-}  // namespace
-
-std::optional<stream_event> parse_stream_event(const redis_reply& entry, job_id default_id,
-                                               const std::string& default_owner) {
-  if (entry.type != redis_reply::kind::array || entry.elements.size() != 2) return std::nullopt;
-  const auto& fields = entry.elements[1];
-  if (fields.type != redis_reply::kind::array) return std::nullopt;
-  auto e = new_stream_event(entry.elements[0].as_string(), default_id, default_owner);
-  if (!e) return std::nullopt;
-  for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2)
-    if (!set_event_field(*e, fields.elements[i].as_string(), fields.elements[i + 1].as_string()))
-      return std::nullopt;
-  if (e->id <= 0) return std::nullopt;
-  return e;
-}
-
-std::optional<stream_event> stream_event_of(std::string sid, const job_record& fields,
-                                            job_id default_id, const std::string& default_owner) {
-  auto e = new_stream_event(std::move(sid), default_id, default_owner);
-  if (!e) return std::nullopt;
-  for (const auto& [k, v] : fields)
-    if (!set_event_field(*e, k, v)) return std::nullopt;
-  if (e->id <= 0) return std::nullopt;
-  return e;
-}
-
-std::vector<stream_event> parse_stream_events(const redis_reply& entries, job_id default_id,
-                                              const std::string& default_owner) {
-  std::vector<stream_event> out;
-  if (entries.type != redis_reply::kind::array) return out;
-  out.reserve(entries.elements.size());
-  for (const auto& entry : entries.elements) {
-    if (auto e = parse_stream_event(entry, default_id, default_owner)) out.push_back(std::move(*e));
-  }
-  return out;
-}
-
-std::string format_sse_event(const stream_event& e) {
-  boost::json::object data;
-  data["id"] = e.id;
-  data["state"] = e.state;
-  data["progress"] = e.progress;
-  data["attempt"] = e.attempt;
-  if (auto t = parse_double(e.time)) data["time"] = *t;
-  data["type"] = e.type;
-  std::string out;
-  out.reserve(64 + e.progress.size());
-  out += "id: ";
-  out += e.sid;
-  out += "\nevent: job\ndata: ";
-  out += boost::json::serialize(data);  // one line: JSON escapes every control character
-  out += "\n\n";
-  return out;
-}
-
-bool event_filter::matches(const stream_event& e) const {
-  if (!owner.empty() && e.owner != owner) return false;
-  if (job && e.id != *job) return false;
-  return true;
 }
 
 }  // namespace descprod::gateway
