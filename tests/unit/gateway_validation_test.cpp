@@ -511,3 +511,20 @@ TEST(GatewayListQuery, PercentDecodingHandlesPlusAndTruncatedEscapes) {
   EXPECT_FALSE(dg::percent_decode("abc%4"));
   EXPECT_FALSE(dg::percent_decode("%"));
 }
+
+// The one urlencoded parser (queries and forms): pairs in order, empty parts skipped, a key
+// without '=' has an empty value, a malformed escape refused naming its part.
+TEST(GatewayUrlencoded, PairsInOrderEmptyPartsSkippedBadEscapesNamed) {
+  auto p = dg::parse_urlencoded("b=2&&a=x+y%21&flag&b=3");
+  ASSERT_TRUE(p.ok()) << p.error().detail;
+  ASSERT_EQ(p->size(), 4u);
+  EXPECT_EQ((*p)[0], std::make_pair(std::string("b"), std::string("2")));
+  EXPECT_EQ((*p)[1], std::make_pair(std::string("a"), std::string("x y!")));
+  EXPECT_EQ((*p)[2], std::make_pair(std::string("flag"), std::string()));
+  EXPECT_EQ((*p)[3], std::make_pair(std::string("b"), std::string("3")));
+  auto bad = dg::parse_urlencoded("ok=1&k%zz=v");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, dg::errc::bad_request);
+  EXPECT_TRUE(contains(bad.error().detail, "'k%zz=v'")) << bad.error().detail;
+  EXPECT_TRUE(dg::parse_urlencoded("").ok());
+}
