@@ -43,13 +43,13 @@ struct options {
   int workers = 1;
   int slots = 1;
   int hold_ms = 0;
-  int heartbeat_ms = 0;  // 0: as the daemon's welcome says
-  long long jobs = 0;    // stop after this many completions (0: no limit)
-  double duration_s = 0; // stop after this long (0: no limit)
-  double max_s = 600;    // hard bound on the whole run
-  bool idle = false;     // grant no credits (heartbeat-only load)
-  int quiet_ms = 300;    // at the end: drained when no job arrived for this long
-  int poll_ms = 50;      // longest epoll wait (a safety net; ZMQ_FD edges drive the loop)
+  int heartbeat_ms = 0;   // 0: as the daemon's welcome says
+  long long jobs = 0;     // stop after this many completions (0: no limit)
+  double duration_s = 0;  // stop after this long (0: no limit)
+  double max_s = 600;     // hard bound on the whole run
+  bool idle = false;      // grant no credits (heartbeat-only load)
+  int quiet_ms = 300;     // at the end: drained when no job arrived for this long
+  int poll_ms = 50;       // longest epoll wait (a safety net; ZMQ_FD edges drive the loop)
   std::string owner = "admin";
   std::string pool = "default";
   std::string prefix_id = "sim";
@@ -94,7 +94,7 @@ struct sim_worker {
   std::string id;
   bool welcomed = false;
   bool draining = false;
-  int freed = 0;             // credits to grant after this round
+  int freed = 0;                                      // credits to grant after this round
   std::vector<std::pair<long long, long long>> held;  // (id, attempt) received, not yet finished
 };
 
@@ -121,9 +121,9 @@ class simulator {
   zmq::context_t ctx_;
   std::vector<sim_worker> ws_;
   int ep_ = -1;
-  std::deque<int> pending_;        // workers to service again (sent something: the edge may be gone)
+  std::deque<int> pending_;  // workers to service again (sent something: the edge may be gone)
   std::vector<char> in_pending_;
-  std::deque<held> holds_;         // due times are monotone: a FIFO suffices
+  std::deque<held> holds_;  // due times are monotone: a FIFO suffices
   std::deque<std::pair<clk::time_point, int>> beats_;
   std::vector<unsigned char> seen_;  // job IDs received (duplicates check)
   long long completed_ = 0, received_ = 0, duplicates_ = 0, errors_ = 0, heartbeats_ = 0, rejects_ = 0,
@@ -286,7 +286,8 @@ void simulator::handle(int w, zmq::message_t& cmdm, zmq::message_t& bodym) {
   if (id <= 0 || attempt < 1 || argv == ait->value().as_object().end() || !argv->value().is_array() ||
       argv->value().as_array().empty())
     return fail("malformed job message");
-  if (static_cast<std::size_t>(id) >= seen_.size()) seen_.resize(std::max<std::size_t>(id + 1, seen_.size() * 2));
+  if (static_cast<std::size_t>(id) >= seen_.size())
+    seen_.resize(std::max<std::size_t>(id + 1, seen_.size() * 2));
   if (seen_[id]) {
     ++duplicates_;
     fail("job received twice id=" + std::to_string(id) + " worker=" + sw.id);
@@ -298,7 +299,8 @@ void simulator::handle(int w, zmq::message_t& cmdm, zmq::message_t& bodym) {
     double qt = q == job.end() ? 0 : (q->value().is_double() ? q->value().as_double() : 0);
     std::fprintf(lat_, "%lld %.6f %.6f\n", id, qt, epoch_now());
   }
-  if (static_cast<int>(sw.held.size()) >= o_.slots) fail("daemon sent more jobs than credits worker=" + sw.id);
+  if (static_cast<int>(sw.held.size()) >= o_.slots)
+    fail("daemon sent more jobs than credits worker=" + sw.id);
   sw.held.emplace_back(id, attempt);
   json::object s;
   s["job"] = id;
@@ -391,7 +393,8 @@ int simulator::run() {
     auto now = clk::now();
     if (now > hard_end) {
       timed_out = true;
-      std::fprintf(stderr, "sim-workers: --max-seconds reached (welcomed=%d completed=%lld)\n", welcomed_, completed_);
+      std::fprintf(stderr, "sim-workers: --max-seconds reached (welcomed=%d completed=%lld)\n", welcomed_,
+                   completed_);
       break;
     }
     if (!hb_scheduled && hb_ms_ > 0 && welcomed_ > 0) {
@@ -472,7 +475,8 @@ int simulator::run() {
   for (int i = 0; i < o_.workers; ++i) {
     if (!ws_[i].held.empty()) fail("worker still holds jobs at the end: " + ws_[i].id);
     auto text = json::serialize(json::object{{"worker", ws_[i].id}});
-    (void)ws_[i].sock.send(zmq::buffer(std::string_view("bye")), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+    (void)ws_[i].sock.send(zmq::buffer(std::string_view("bye")),
+                           zmq::send_flags::sndmore | zmq::send_flags::dontwait);
     (void)ws_[i].sock.send(zmq::buffer(text), zmq::send_flags::dontwait);
   }
   double persisted_s = -1;
@@ -504,12 +508,13 @@ int simulator::run() {
   double connect_s = welcomed_ == o_.workers ? secs(t_welcomed_ - t_start) : -1;
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  double cpu_s = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+  double cpu_s =
+      ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
   std::printf(
       "cpu_s=%.3f workers=%d slots=%d hold_ms=%d completed=%lld received=%lld duplicates=%lld errors=%lld rejects=%lld "
       "heartbeats=%lld rehellos=%lld connect_s=%.3f busy_s=%.3f rate=%.0f persisted_s=%.3f rate_persisted=%.0f start_epoch=%.6f\n",
-      cpu_s, o_.workers, o_.slots, o_.hold_ms, completed_, received_, duplicates_, errors_, rejects_, heartbeats_, rehellos_, connect_s,
-      busy_s, rate, persisted_s, rate_persisted, e_start);
+      cpu_s, o_.workers, o_.slots, o_.hold_ms, completed_, received_, duplicates_, errors_, rejects_,
+      heartbeats_, rehellos_, connect_s, busy_s, rate, persisted_s, rate_persisted, e_start);
   std::fflush(stdout);
   for (auto& w : ws_) w.sock.close();
   ctx_.close();

@@ -22,9 +22,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") {
-      std::printf("Usage: spawn-ceiling [-n N] [--threads T] [--program PATH]\n"
-                  "Runs PATH (default /bin/true) N times (default 10000) with posix_spawn + waitpid,\n"
-                  "T driver threads (default: one per core), and prints the rate per second.\n");
+      std::printf(
+          "Usage: spawn-ceiling [-n N] [--threads T] [--program PATH]\n"
+          "Runs PATH (default /bin/true) N times (default 10000) with posix_spawn + waitpid,\n"
+          "T driver threads (default: one per core), and prints the rate per second.\n");
       return 0;
     } else if ((a == "-n" || a == "--jobs") && i + 1 < argc) n = std::stoll(argv[++i]);
     else if (a == "--threads" && i + 1 < argc) threads = std::stoi(argv[++i]);
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
     });
   for (auto& t : ts) t.join();
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("jobs=%lld threads=%d seconds=%.3f rate=%.0f failed=%lld\n", n, threads, s, n / s, failed.load());
+  std::printf("jobs=%lld threads=%d seconds=%.3f rate=%.0f failed=%lld\n", n, threads, s, n / s,
+              failed.load());
   return failed ? 1 : 0;
 }

@@ -24,8 +24,8 @@
 #include "client/terminal_text.hpp"
 #include "core/accounts.hpp"
 #include "core/config.hpp"
-#include "core/keys.hpp"
 #include "core/curve.hpp"
+#include "core/keys.hpp"
 
 namespace {
 
@@ -89,7 +89,8 @@ int make_keys(const std::string& name, const std::string& dir) {
   std::ofstream pub(public_path);
   pub << kp.public_z85 << "\n";
   if (!pub.flush()) return fail("cannot write " + public_path);
-  std::cout << "secret key: " << secret_path << "\npublic key: " << public_path << " " << kp.public_z85 << "\n";
+  std::cout << "secret key: " << secret_path << "\npublic key: " << public_path << " " << kp.public_z85
+            << "\n";
   return 0;
 }
 
@@ -146,7 +147,9 @@ int main(int argc, char** argv) {
     if (cmd == "add-user") {
       if (rest.size() != 2) return fail("usage: descprod-admin add-user NAME [--admin]", 2);
       if (!descprod::valid_user_name(rest[1]))
-        return fail("invalid user name '" + rest[1] + "': use 1-64 of a-z 0-9 _ . - starting with a letter or digit", 2);
+        return fail(
+            "invalid user name '" + rest[1] + "': use 1-64 of a-z 0-9 _ . - starting with a letter or digit",
+            2);
       bool created = descprod::add_user(redis, prefix, rest[1], admin);
       std::cout << (created ? "created user " : "user exists: ") << safe(rest[1]) << "\n";
       return 0;
@@ -180,10 +183,12 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "worker-token") {
-      if (rest.size() != 2) return fail("usage: descprod-admin worker-token OWNER [--pool P]... [--label L]", 2);
+      if (rest.size() != 2)
+        return fail("usage: descprod-admin worker-token OWNER [--pool P]... [--label L]", 2);
       if (!descprod::user_exists(redis, prefix, rest[1])) return fail("no such user: " + rest[1]);
       for (const auto& p : pools)
-        if (!descprod::valid_pool_name(p)) return fail("invalid pool name '" + p + "': use a-z 0-9 _ . - or *", 2);
+        if (!descprod::valid_pool_name(p))
+          return fail("invalid pool name '" + p + "': use a-z 0-9 _ . - or *", 2);
       std::cout << descprod::issue_worker_token(redis, prefix, rest[1], pools, label) << "\n";
       return 0;
     }
@@ -193,8 +198,8 @@ int main(int argc, char** argv) {
       for (const auto& e : shas.elements) {
         auto t = redis.exec({"HMGET", keys.token(e.str), "pools", "label", "created"});
         if (t.elements.size() != 3 || t.elements[2].is_nil()) continue;  // revoked
-        std::cout << safe(e.str) << "\tpools=" << safe(t.elements[0].str) << "\tlabel=" << safe(t.elements[1].str)
-                  << "\tcreated=" << safe(t.elements[2].str) << "\n";
+        std::cout << safe(e.str) << "\tpools=" << safe(t.elements[0].str)
+                  << "\tlabel=" << safe(t.elements[1].str) << "\tcreated=" << safe(t.elements[2].str) << "\n";
       }
       return 0;
     }
@@ -234,12 +239,14 @@ int main(int argc, char** argv) {
           return fail("invalid pool name '" + pool + "': use a-z 0-9 _ . -", 2);
         std::vector<std::string> cmdv{sub == "add" ? "SADD" : "SREM", keys.pool(pool)};
         for (std::size_t i = 3; i < rest.size(); ++i) {
-          if (sub == "add" && !descprod::user_exists(redis, prefix, rest[i])) return fail("no such user: " + rest[i]);
+          if (sub == "add" && !descprod::user_exists(redis, prefix, rest[i]))
+            return fail("no such user: " + rest[i]);
           cmdv.push_back(rest[i]);
         }
         auto r = redis.exec(cmdv);
         if (r.is_error()) return fail(r.str);
-        std::cout << (sub == "add" ? "added " : "removed ") << r.integer << (sub == "add" ? " to pool " : " from pool ") << pool << "\n";
+        std::cout << (sub == "add" ? "added " : "removed ") << r.integer
+                  << (sub == "add" ? " to pool " : " from pool ") << pool << "\n";
         return 0;
       }
       return fail("usage: descprod-admin pool add|remove POOL USER... | pool list [POOL]", 2);

@@ -74,14 +74,15 @@ int split_config_field_main(int argc, char** argv) {
 }
 
 int split_compound_config_main(int argc, char** argv) {
-  return split_command(argc, argv, "descprod-split-compound-config", "COMPOUND_CONFIG", &split_compound_config,
-                       false);
+  return split_command(argc, argv, "descprod-split-compound-config", "COMPOUND_CONFIG",
+                       &split_compound_config, false);
 }
 
 int check_config_main(int argc, char** argv) {
   const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-check-config");
   const std::string usage =
-      "Usage: " + me + " [-h] CONFIG\n"
+      "Usage: " + me +
+      " [-h] CONFIG\n"
       "Checks a config string with DESCprod's rules and exits with check_config's code:\n"
       "  0 valid, 1 a character other than a-z A-Z 0-9 '-' ':', 2 contains '----',\n"
       "  3 a '---' constituent contains '--', 4 starts or ends with '-',\n"
@@ -99,7 +100,8 @@ int check_config_main(int argc, char** argv) {
 int output_dir_main(int argc, char** argv) {
   const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-output-dir");
   const std::string usage =
-      "Usage: " + me + ": [OPT [SUBDIR]]\n"
+      "Usage: " + me +
+      ": [OPT [SUBDIR]]\n"
       "  Where OPT [create] is any of the following\n"
       "       get - Return the descprod base output directory.\n"
       "     check - Return the directory if it exists and is readable, else fail (exit 1).\n"

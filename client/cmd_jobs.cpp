@@ -106,14 +106,15 @@ int get_job_main(int argc, char** argv) {
     specs.push_back({0, "epoch", false});
     auto a = parse_args(arguments(argc, argv), specs);
     if (a.has("help") || (a.positional.size() == 1 && a.positional[0] == "-h")) {
-      std::cout << "Usage: " << me << " [--json] [--epoch] [--url URL] [--token-file FILE] JOBID [USERNAME] [URL]\n"
-                << "Displays the data for a job, one `%16s: value` line per field.\n"
-                << "  JOBID - Job ID.\n"
-                << "  USERNAME - Accepted for DESCprod compatibility and ignored: the token says who you are.\n"
-                << "       URL - Server URL (the same as --url).\n"
-                << "      --json            print the job as the server's JSON object instead\n"
-                << "      --epoch           print times as integer epoch seconds instead of UTC dates\n"
-                << common_options_help();
+      std::cout
+          << "Usage: " << me << " [--json] [--epoch] [--url URL] [--token-file FILE] JOBID [USERNAME] [URL]\n"
+          << "Displays the data for a job, one `%16s: value` line per field.\n"
+          << "  JOBID - Job ID.\n"
+          << "  USERNAME - Accepted for DESCprod compatibility and ignored: the token says who you are.\n"
+          << "       URL - Server URL (the same as --url).\n"
+          << "      --json            print the job as the server's JSON object instead\n"
+          << "      --epoch           print times as integer epoch seconds instead of UTC dates\n"
+          << common_options_help();
       return exit_code::ok;
     }
     if (a.positional.empty()) throw usage_error("a job ID is required");
@@ -147,7 +148,8 @@ int add_job_main(int argc, char** argv) {
     specs.push_back({0, "epoch", false});
     auto a = parse_args(arguments(argc, argv), specs);
     if (a.has("help")) {
-      std::cout << "Usage: " << me << " [-h] [-s SURL] [-u USER] [-p PARENT] [-n NTRY] [-o OUTJSON] JOBTYPE [CONFIG [HOWFIG]]\n"
+      std::cout << "Usage: " << me
+                << " [-h] [-s SURL] [-u USER] [-p PARENT] [-n NTRY] [-o OUTJSON] JOBTYPE [CONFIG [HOWFIG]]\n"
                 << "Creates a job and prints \"Success: ...\" and its fields.\n"
                 << "     -h - Show this message and exit.\n"
                 << "     -s - Server URL (the same as --url).\n"
@@ -195,7 +197,9 @@ int add_job_main(int argc, char** argv) {
       std::ofstream f(*out, std::ios::trunc);
       f << outjson_text(job);
       f.close();
-      if (!f) throw client_error(exit_code::server_error, "created job " + std::to_string(id) + " but cannot write " + *out);
+      if (!f)
+        throw client_error(exit_code::server_error,
+                           "created job " + std::to_string(id) + " but cannot write " + *out);
     }
     std::cout << "Success: Added job " << id << ".\n";
     print_lines(job_field_lines(job, a.has("epoch") ? time_style::epoch : time_style::utc));
@@ -213,7 +217,8 @@ int submit_main(int argc, char** argv) {
     specs.push_back({0, "parent", true});
     auto a = parse_args(arguments(argc, argv), specs);
     if (a.has("help")) {
-      std::cout << "Usage: " << me << " [--priority N] [--parent ID] [--url URL] [--token-file FILE] JOBTYPE CONFIG [HOWFIG]\n"
+      std::cout << "Usage: " << me
+                << " [--priority N] [--parent ID] [--url URL] [--token-file FILE] JOBTYPE CONFIG [HOWFIG]\n"
                 << "Submits a job and prints its ID.\n"
                 << "      --priority N      queue priority, -1000..1000 (default 0; higher runs first)\n"
                 << "      --parent ID       make the job a child of job ID\n"
@@ -252,7 +257,8 @@ int list_jobs_main(int argc, char** argv) {
     specs.push_back({0, "json", false});
     auto a = parse_args(arguments(argc, argv), specs);
     if (a.has("help")) {
-      std::cout << "Usage: " << me << " [--state S] [--all] [--limit N] [--parent ID] [--jobtype T] [--json]\n"
+      std::cout << "Usage: " << me
+                << " [--state S] [--all] [--limit N] [--parent ID] [--jobtype T] [--json]\n"
                 << "Lists your jobs, newest first: ID, parent, type, config, state, progress, duration.\n"
                 << "      --state S         only jobs in state S (ready, dispatched, running, done,\n"
                 << "                        failed, timeout, killed, cancelled, lost)\n"
@@ -287,7 +293,8 @@ int list_jobs_main(int argc, char** argv) {
     while (limit == 0 || static_cast<long long>(jobs.size()) < limit) {
       long long page = 1000;
       if (limit > 0) page = std::min<long long>(page, limit - static_cast<long long>(jobs.size()));
-      auto v = api.call_ok("GET", "/api/jobs?limit=" + std::to_string(page) + "&offset=" + std::to_string(offset) + query);
+      auto v = api.call_ok(
+          "GET", "/api/jobs?limit=" + std::to_string(page) + "&offset=" + std::to_string(offset) + query);
       if (!v.is_object() || !v.as_object().contains("jobs") || !v.as_object().at("jobs").is_array())
         throw client_error(exit_code::server_error, "the server's answer has no job list");
       const auto& arr = v.as_object().at("jobs").as_array();
@@ -388,7 +395,8 @@ std::string read_secret_line(const std::string& prompt) {
 void write_private_file(const fs::path& path, const std::string& text) {
   std::string tmp = path.string() + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) throw client_error(exit_code::server_error, "cannot write " + tmp + ": " + std::strerror(errno));
+  if (fd < 0)
+    throw client_error(exit_code::server_error, "cannot write " + tmp + ": " + std::strerror(errno));
   ::fchmod(fd, 0600);
   std::size_t off = 0;
   while (off < text.size()) {
@@ -450,8 +458,8 @@ int login_main(int argc, char** argv) {
     if (a.value("url")) write_private_file(fs::path(dir) / "url", api.url_text() + "\n");
     std::string version = r.body.is_object() ? json_string(r.body.as_object(), "version") : "";
     std::cout << "Logged in to " << terminal_safe(api.url_text())
-              << (version.empty() ? "" : " (server " + terminal_safe(version) + ")")
-              << "; token stored in " << dir << "/token\n";
+              << (version.empty() ? "" : " (server " + terminal_safe(version) + ")") << "; token stored in "
+              << dir << "/token\n";
     return exit_code::ok;
   });
 }

@@ -60,13 +60,13 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
-constexpr auto cancel_poll_interval = 2s;       // how often the job is read to notice a cancel
-constexpr auto report_timeout = 10s;            // one report request
-constexpr auto kill_grace = 5s;                 // SIGTERM → SIGKILL on cancel and signals
+constexpr auto cancel_poll_interval = 2s;                   // how often the job is read to notice a cancel
+constexpr auto report_timeout = 10s;                        // one report request
+constexpr auto kill_grace = 5s;                             // SIGTERM → SIGKILL on cancel and signals
 constexpr auto finish_retry_limit = std::chrono::hours(1);  // keep trying to deliver `finished`
-constexpr int report_tries = 5;                 // started/progress: dropped after this many failures
-constexpr auto wait_message_interval = 10s;     // DESCprod's "Still Waiting for process P"
-constexpr auto follow_interval = 500ms;         // -f / -p: how often the followed file is read
+constexpr int report_tries = 5;              // started/progress: dropped after this many failures
+constexpr auto wait_message_interval = 10s;  // DESCprod's "Still Waiting for process P"
+constexpr auto follow_interval = 500ms;      // -f / -p: how often the followed file is read
 
 // Sends the job's reports to the gateway from its own thread, in order, with the job token.
 class reporter {
@@ -132,7 +132,8 @@ class reporter {
       std::lock_guard<std::mutex> lock(m_);
       // Only the newest progress matters: replace a queued one that is not being sent.
       std::size_t first_free = in_flight_ ? 1 : 0;
-      if (coalesce && q_.size() > first_free && q_.back().kind == "progress") q_.back().body = std::move(body);
+      if (coalesce && q_.size() > first_free && q_.back().kind == "progress")
+        q_.back().body = std::move(body);
       else q_.push_back(item{std::move(kind), std::move(body)});
       if (q_.back().kind == "finished") job_over_ = true;
     }
@@ -159,8 +160,8 @@ class reporter {
       return outcome::rejected;
     } catch (const unreachable& e) {
       if (!warned_unreachable_)
-        std::cerr << me_ << ": cannot deliver the " << it.kind << " report of job " << id_ << ": " << terminal_safe(e.what())
-                  << "; retrying" << std::endl;
+        std::cerr << me_ << ": cannot deliver the " << it.kind << " report of job " << id_ << ": "
+                  << terminal_safe(e.what()) << "; retrying" << std::endl;
       warned_unreachable_ = true;
       return outcome::retry;
     }
@@ -177,7 +178,8 @@ class reporter {
       auto v = json::parse(r.body, ec);
       if (ec || !v.is_object()) return;
       const auto& o = v.as_object();
-      bool cancel = json_string(o, "state") == "cancelled" || json_int(o, "cancel_requested").value_or(0) != 0 ||
+      bool cancel = json_string(o, "state") == "cancelled" ||
+                    json_int(o, "cancel_requested").value_or(0) != 0 ||
                     (o.contains("cancel_requested") && o.at("cancel_requested").is_bool() &&
                      o.at("cancel_requested").as_bool());
       if (cancel) {
@@ -319,8 +321,8 @@ struct run_outcome {
 
 // Runs the claimed job here to its end and returns how it ended.
 run_outcome run_claimed(const start_options& o, const workers::job_spec& spec, const json::object& job,
-                                const workers::run_settings& settings, const url_parts& url,
-                                const std::string& job_token) {
+                        const workers::run_settings& settings, const url_parts& url,
+                        const std::string& job_token) {
   net::io_context ioc;
   reporter rep(url, job_token, spec.id, spec.attempt, o.me);
   std::optional<workers::job_result> result;
@@ -348,9 +350,10 @@ run_outcome run_claimed(const start_options& o, const workers::job_spec& spec, c
       notified = true;
     }
     if (!o.background) {
-      std::cout << "Starting job " << spec.id << " for " << terminal_safe(json_string(job, "descname")) << " in "
-                << r.rundir().string() << "\n";
-      for (const auto& l : started_lines(o, job, r.pid(), settings.host, r.rundir().string(), workers::epoch_seconds()))
+      std::cout << "Starting job " << spec.id << " for " << terminal_safe(json_string(job, "descname"))
+                << " in " << r.rundir().string() << "\n";
+      for (const auto& l :
+           started_lines(o, job, r.pid(), settings.host, r.rundir().string(), workers::epoch_seconds()))
         std::cout << l << "\n";
       if (!o.follow.empty()) {
         fs::path f = o.follow == "job" ? r.log_file() : r.rundir() / "progress.log";
@@ -411,7 +414,8 @@ run_outcome run_claimed(const start_options& o, const workers::job_spec& spec, c
   ioc.run();
 
   if (!notified && o.notify_fd >= 0) {
-    write_all(o.notify_fd, "failed " + (result ? result->message : std::string("the job did not start")) + "\n");
+    write_all(o.notify_fd,
+              "failed " + (result ? result->message : std::string("the job did not start")) + "\n");
     ::close(o.notify_fd);
   }
   if (follower) {
@@ -489,7 +493,8 @@ int start_job_main(int argc, char** argv) {
     if (r.status == 409)
       throw client_error(exit_code::server_error, "Job cannot be started. " + error_detail(r));
     if (r.status != 200) throw error_for(r);
-    if (!r.body.is_object()) throw client_error(exit_code::server_error, "the claim answer is not a JSON object");
+    if (!r.body.is_object())
+      throw client_error(exit_code::server_error, "the claim answer is not a JSON object");
     const auto& claim = r.body.as_object();
     std::string why;
     auto spec = workers::parse_job_message(claim, why);
@@ -510,7 +515,8 @@ int start_job_main(int argc, char** argv) {
     if (o.wait) {
       auto ran = run_claimed(o, *spec, job, settings, api.url(), job_token);
       auto outcome = classify_exit(ran.result.rc, ran.result.signal, ran.result.timed_out);
-      std::cout << me << ": Job process " << ran.pid << " returned code: " << outcome.return_status << std::endl;
+      std::cout << me << ": Job process " << ran.pid << " returned code: " << outcome.return_status
+                << std::endl;
       return exit_status_of(ran.result);
     }
 
@@ -572,7 +578,8 @@ int start_job_main(int argc, char** argv) {
       std::string rundir = sp == std::string::npos ? "" : rest.substr(sp + 1);
       std::cout << "Starting job " << id << " for " << terminal_safe(json_string(job, "descname")) << " in "
                 << terminal_safe(rundir) << "\n";
-      for (const auto& l : started_lines(o, job, pid, host, rundir, workers::epoch_seconds())) std::cout << l << "\n";
+      for (const auto& l : started_lines(o, job, pid, host, rundir, workers::epoch_seconds()))
+        std::cout << l << "\n";
       return exit_code::ok;
     }
     if (note.rfind("failed ", 0) == 0) {

@@ -200,7 +200,8 @@ header_list api_client::auth_headers() const {
   return h;
 }
 
-api_reply api_client::call(std::string_view method, const std::string& path, const boost::json::value* body) const {
+api_reply api_client::call(std::string_view method, const std::string& path,
+                           const boost::json::value* body) const {
   if (!token_)
     throw client_error(exit_code::bad_token,
                        "no token: set DESCPROD_TOKEN, use --token-file, or run descprod-login");
@@ -244,12 +245,13 @@ std::string error_detail(const api_reply& r) {
 client_error error_for(const api_reply& r) {
   std::string detail = error_detail(r);
   if (r.status == 401)
-    return client_error(exit_code::bad_token,
-                        "the server refused the token (401): " + detail +
-                            " (run descprod-login or set DESCPROD_TOKEN)");
-  if (r.status == 403) return client_error(exit_code::bad_token, "not allowed with this token (403): " + detail);
+    return client_error(exit_code::bad_token, "the server refused the token (401): " + detail +
+                                                  " (run descprod-login or set DESCPROD_TOKEN)");
+  if (r.status == 403)
+    return client_error(exit_code::bad_token, "not allowed with this token (403): " + detail);
   if (r.status == 404) return client_error(exit_code::server_error, detail);
-  return client_error(exit_code::server_error, "Server returned HTTP error " + std::to_string(r.status) + ": " + detail);
+  return client_error(exit_code::server_error,
+                      "Server returned HTTP error " + std::to_string(r.status) + ": " + detail);
 }
 
 // ---- output ---------------------------------------------------------------------------------------

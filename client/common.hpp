@@ -41,8 +41,8 @@ inline client_error usage_error(const std::string& what) { return client_error(e
 // ---- command line ----------------------------------------------------------------------------
 
 struct option_spec {
-  char short_name = 0;        // 0: none
-  std::string long_name;      // without "--"; empty: none
+  char short_name = 0;    // 0: none
+  std::string long_name;  // without "--"; empty: none
   bool takes_value = false;
 };
 
@@ -108,7 +108,8 @@ class api_client {
 
   // One request; any HTTP status is returned. Throws client_error(3) when unreachable and
   // client_error(4) when there is no token.
-  api_reply call(std::string_view method, const std::string& path, const boost::json::value* body = nullptr) const;
+  api_reply call(std::string_view method, const std::string& path,
+                 const boost::json::value* body = nullptr) const;
   // The same, expecting 2xx: other statuses become client_error via error_for().
   boost::json::value call_ok(std::string_view method, const std::string& path,
                              const boost::json::value* body = nullptr) const;

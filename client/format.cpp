@@ -114,7 +114,8 @@ std::string outjson_text(const boost::json::object& job) {
     const auto& key = order[i];
     auto it = job.find(key);
     std::string val;
-    if (it != job.end() && !it->value().is_null()) val = field_value_text(key, it->value(), time_style::epoch);
+    if (it != job.end() && !it->value().is_null())
+      val = field_value_text(key, it->value(), time_style::epoch);
     else if (key == "howfig" && job.contains("jobtype")) val = "";
     else continue;
     out += first ? "\n  " : ",\n  ";
@@ -163,7 +164,8 @@ std::string render_table(const std::vector<std::string>& header,
   }
   std::vector<std::size_t> widths(header.size(), 0);
   auto measure = [&](const std::vector<std::string>& r) {
-    for (std::size_t i = 0; i < r.size() && i < widths.size(); ++i) widths[i] = std::max(widths[i], r[i].size());
+    for (std::size_t i = 0; i < r.size() && i < widths.size(); ++i)
+      widths[i] = std::max(widths[i], r[i].size());
   };
   measure(header);
   for (const auto& r : rows) measure(r);
@@ -185,8 +187,8 @@ std::string render_table(const std::vector<std::string>& header,
 }
 
 std::string progress_message(std::string_view progress) {
-  static const char* const prefixes[] = {"Ready.", "Running.", "Done.", "Failed.", "Timeout.",
-                                         "Cancelled.", "Lost.", "Created."};
+  static const char* const prefixes[] = {"Ready.",   "Running.",   "Done.", "Failed.",
+                                         "Timeout.", "Cancelled.", "Lost.", "Created."};
   for (const char* p : prefixes) {
     std::string_view pv(p);
     if (progress.substr(0, pv.size()) == pv) {

@@ -66,13 +66,14 @@ struct connection {
     error_code ec;
     tcp::resolver::results_type results;
     tcp::resolver resolver(ioc);
-    resolver.async_resolve(url.host, url.port,
-                           [&](const error_code& e, tcp::resolver::results_type r) {
-                             ec = e;
-                             results = std::move(r);
-                           });
+    resolver.async_resolve(url.host, url.port, [&](const error_code& e, tcp::resolver::results_type r) {
+      ec = e;
+      results = std::move(r);
+    });
     run();
-    if (ec) throw unreachable("Unable to reach server at " + url.text() + ": cannot resolve " + url.host + ": " + describe(ec));
+    if (ec)
+      throw unreachable("Unable to reach server at " + url.text() + ": cannot resolve " + url.host + ": " +
+                        describe(ec));
     if (url.tls) {
       tls_context.emplace(ssl::context::tls_client);
       tls_context->set_default_verify_paths();
@@ -100,9 +101,8 @@ struct connection {
   void write(http::request<http::string_body>& req, std::chrono::milliseconds timeout) {
     error_code ec;
     tcp_layer().expires_after(timeout);
-    with_stream([&](auto& s) {
-      http::async_write(s, req, [&](const error_code& e, std::size_t) { ec = e; });
-    });
+    with_stream(
+        [&](auto& s) { http::async_write(s, req, [&](const error_code& e, std::size_t) { ec = e; }); });
     run();
     if (ec) throw unreachable("Connection to " + url.text() + " failed while sending: " + describe(ec));
   }
@@ -234,7 +234,8 @@ http_reply http_request(const url_parts& url, std::string_view method, std::stri
   });
   c.run();
   c.close();
-  if (ec) throw unreachable("Connection to " + url.text() + " failed while reading the answer: " + describe(ec));
+  if (ec)
+    throw unreachable("Connection to " + url.text() + " failed while reading the answer: " + describe(ec));
   auto& res = parser.get();
   http_reply out;
   out.status = static_cast<int>(res.result_int());

@@ -53,8 +53,8 @@ bool number_field(std::string_view f, std::string_view name, long long lo, long 
   }
   long long v = std::stoll(std::string(digits));
   if (v < lo || v > hi) {
-    why = "field '" + std::string(f) + "': " + std::string(name) + " must be from " + std::to_string(lo) + " to " +
-          std::to_string(hi);
+    why = "field '" + std::string(f) + "': " + std::string(name) + " must be from " + std::to_string(lo) +
+          " to " + std::to_string(hi);
     out.reset();
     return true;
   }
@@ -141,15 +141,16 @@ std::string child_config(long long ms, bool fail) {
 std::string status_line(const counts& c) {
   std::string done = fmt::format("{:4} exec_done", c.done);
   if (c.failed > 0) done += fmt::format(", {:4} failed", c.failed);
-  return fmt::format("[{}/{}] {:4}/{} tasks remaining: {}; {:4} running, {:4} launched", c.finished(), c.total,
-                     c.total - c.finished(), c.total, done, c.running, c.waiting);
+  return fmt::format("[{}/{}] {:4}/{} tasks remaining: {}; {:4} running, {:4} launched", c.finished(),
+                     c.total, c.total - c.finished(), c.total, done, c.running, c.waiting);
 }
 
 std::string final_line(const counts& c) {
   if (c.failed == 0)
-    return fmt::format("[{}/{}] All {} tasks complete: {:4} exec_done", c.finished(), c.total, c.total, c.done);
-  return fmt::format("[{}/{}] {} of {} tasks failed: {:4} exec_done, {:4} failed", c.finished(), c.total, c.failed,
-                     c.total, c.done, c.failed);
+    return fmt::format("[{}/{}] All {} tasks complete: {:4} exec_done", c.finished(), c.total, c.total,
+                       c.done);
+  return fmt::format("[{}/{}] {} of {} tasks failed: {:4} exec_done, {:4} failed", c.finished(), c.total,
+                     c.failed, c.total, c.done, c.failed);
 }
 
 }  // namespace parsltest
@@ -190,7 +191,8 @@ void write_status(const std::string& line) {
   ::_exit(0);
 }
 
-int run_local(const parsltest::config& c, const std::vector<long long>& durations, const std::vector<bool>& fails) {
+int run_local(const parsltest::config& c, const std::vector<long long>& durations,
+              const std::vector<bool>& fails) {
   std::error_code ec;
   fs::create_directories("logo", ec);
   fs::create_directories("loge", ec);
@@ -208,7 +210,8 @@ int run_local(const parsltest::config& c, const std::vector<long long>& duration
         std::cerr << "runapp-parsltest: fork failed: " << std::strerror(errno) << "\n";
         break;
       }
-      if (pid == 0) run_task(next, durations[static_cast<std::size_t>(next)], fails[static_cast<std::size_t>(next)]);
+      if (pid == 0)
+        run_task(next, durations[static_cast<std::size_t>(next)], fails[static_cast<std::size_t>(next)]);
       running[pid] = next++;
       ++n.running;
       --n.waiting;
@@ -255,7 +258,9 @@ class child_counter {
         mode_ = 0;
         std::map<std::string, long long> out;
         for (const auto& kv : r.body.as_object().at("children").as_object())
-          if (kv.key() != "total") out[std::string(kv.key())] = json_int(r.body.as_object().at("children").as_object(), kv.key()).value_or(0);
+          if (kv.key() != "total")
+            out[std::string(kv.key())] =
+                json_int(r.body.as_object().at("children").as_object(), kv.key()).value_or(0);
         return out;
       }
       if (mode_ == 0) return std::nullopt;  // worked before: a passing problem
@@ -266,7 +271,8 @@ class child_counter {
       long long offset = 0;
       bool ok = true;
       while (true) {
-        auto r = api_.call("GET", "/api/jobs?parent=" + std::to_string(self_) + "&limit=1000&offset=" + std::to_string(offset));
+        auto r = api_.call("GET", "/api/jobs?parent=" + std::to_string(self_) +
+                                      "&limit=1000&offset=" + std::to_string(offset));
         if (r.status != 200 || !r.body.is_object() || !r.body.as_object().contains("jobs")) {
           ok = false;
           break;
@@ -311,7 +317,8 @@ parsltest::counts counts_from(const std::map<std::string, long long>& states, lo
   return n;
 }
 
-int run_fanout(const parsltest::config& c, const std::vector<long long>& durations, const std::vector<bool>& fails) {
+int run_fanout(const parsltest::config& c, const std::vector<long long>& durations,
+               const std::vector<bool>& fails) {
   auto env = process_env();
   auto self_text = env("DESCPROD_JOB_ID");
   if (!self_text || self_text->empty()) {
@@ -332,7 +339,8 @@ int run_fanout(const parsltest::config& c, const std::vector<long long>& duratio
     for (long long i = 0; i < c.ntsk && !stop_requested; ++i) {
       json::object body;
       body["jobtype"] = "parsltest";
-      body["config"] = parsltest::child_config(durations[static_cast<std::size_t>(i)], fails[static_cast<std::size_t>(i)]);
+      body["config"] =
+          parsltest::child_config(durations[static_cast<std::size_t>(i)], fails[static_cast<std::size_t>(i)]);
       body["parent"] = self;
       json::value req(body);
       auto v = api.call_ok("POST", "/api/jobs", &req);
@@ -374,7 +382,8 @@ int run_fanout(const parsltest::config& c, const std::vector<long long>& duratio
         } catch (const std::exception&) {
         }
       }
-      write_status(fmt::format("[{}/{}] stopped; asked the service to cancel the child jobs", n.finished(), n.total));
+      write_status(
+          fmt::format("[{}/{}] stopped; asked the service to cancel the child jobs", n.finished(), n.total));
       return 128 + SIGTERM;
     }
     write_status(parsltest::final_line(n));

@@ -51,8 +51,8 @@ std::string child_config(long long ms, bool fail);
 // Counts behind a status line.
 struct counts {
   long long total = 0;
-  long long done = 0;     // ended successfully (exec_done)
-  long long failed = 0;   // ended otherwise
+  long long done = 0;    // ended successfully (exec_done)
+  long long failed = 0;  // ended otherwise
   long long running = 0;
   long long waiting = 0;  // created but not started (DESCprod's "launched")
   long long finished() const { return done + failed; }

@@ -84,7 +84,9 @@ std::string terminal_safe(std::string_view s, terminal_safe_options opts) {
     return cp < 0x20 || cp == 0x7F || unsafe_code_point(cp);
   };
   // C0 controls and DEL as \xNN, like the invalid bytes; C1 and bidi characters as \uNNNN.
-  auto escape = [](std::uint32_t cp) { return cp < 0x80 ? hex_byte(static_cast<unsigned char>(cp)) : u_escape(cp); };
+  auto escape = [](std::uint32_t cp) {
+    return cp < 0x80 ? hex_byte(static_cast<unsigned char>(cp)) : u_escape(cp);
+  };
   return rewrite_utf8(s, unsafe, escape, hex_byte);
 }
 

@@ -124,9 +124,11 @@ std::vector<std::vector<std::string>> token_write_commands(const keys& k, const 
   std::vector<std::vector<std::string>> cmds;
   auto key = k.token(sha256);
   std::vector<std::string> hset{"HSET", key};
-  const std::pair<std::string_view, std::string> fields[] = {
-      {owner, t.owner}, {scope, t.scope}, {created, t.created},
-      {expires, std::to_string(t.expires)}, {label, t.label}};
+  const std::pair<std::string_view, std::string> fields[] = {{owner, t.owner},
+                                                             {scope, t.scope},
+                                                             {created, t.created},
+                                                             {expires, std::to_string(t.expires)},
+                                                             {label, t.label}};
   for (const auto& [f, v] : fields) {
     hset.emplace_back(f);
     hset.push_back(v);
@@ -198,8 +200,8 @@ bool revoke_token(redis_sync& r, const std::string& prefix, const std::string& t
 std::string hash_password(std::string_view password, password_cost cost) {
   ensure_sodium();
   char out[crypto_pwhash_STRBYTES];
-  if (crypto_pwhash_str_alg(out, password.data(), password.size(), cost.opslimit,
-                            cost.memlimit_bytes, crypto_pwhash_ALG_ARGON2ID13) != 0)
+  if (crypto_pwhash_str_alg(out, password.data(), password.size(), cost.opslimit, cost.memlimit_bytes,
+                            crypto_pwhash_ALG_ARGON2ID13) != 0)
     throw std::runtime_error("password hashing failed (out of memory?)");
   return out;
 }
@@ -218,11 +220,11 @@ bool set_password(redis_sync& r, const std::string& prefix, const std::string& n
 }
 
 std::vector<std::string> register_user_cmd(const std::string& prefix, const std::string& name,
-                                           const std::string& email,
-                                           const std::string& password_hash, double now_s) {
+                                           const std::string& email, const std::string& password_hash,
+                                           double now_s) {
   const keys k(prefix);
-  return redis_cmd("EVAL", register_script, "2", k.user(name), k.users(), name,
-                   email, password_hash, fmt_time(now_s));
+  return redis_cmd("EVAL", register_script, "2", k.user(name), k.users(), name, email, password_hash,
+                   fmt_time(now_s));
 }
 
 std::optional<account_action> parse_account_action(std::string_view s) {

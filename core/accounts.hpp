@@ -111,8 +111,8 @@ bool set_password(redis_sync& r, const std::string& prefix, const std::string& n
 // e-mail and the password hash, and adds the name to P users, unless the account exists.
 // Reply: 1 created, 0 the name is taken.
 std::vector<std::string> register_user_cmd(const std::string& prefix, const std::string& name,
-                                           const std::string& email,
-                                           const std::string& password_hash, double now_s);
+                                           const std::string& email, const std::string& password_hash,
+                                           double now_s);
 
 // What an administrator may do to an account.
 enum class account_action { approve, reject, disable, enable, make_admin, remove_admin };

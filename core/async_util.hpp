@@ -5,8 +5,8 @@
 #pragma once
 
 #include <algorithm>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <chrono>
 #include <exception>
 #include <functional>
@@ -45,23 +45,21 @@ class backoff {
 template <typename Executor>
 void spawn_logged(Executor ex, boost::asio::awaitable<void> task, std::string what,
                   std::function<bool()> quiet = {}) {
-  boost::asio::co_spawn(
-      ex, std::move(task),
-      [what = std::move(what), quiet = std::move(quiet)](std::exception_ptr e) {
-        if (!e || (quiet && quiet())) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          log::error("task failed task={} error={}", what, ex.what());
-        } catch (...) {
-          log::error("task failed task={} error=unknown", what);
-        }
-      });
+  boost::asio::co_spawn(ex, std::move(task),
+                        [what = std::move(what), quiet = std::move(quiet)](std::exception_ptr e) {
+                          if (!e || (quiet && quiet())) return;
+                          try {
+                            std::rethrow_exception(e);
+                          } catch (const std::exception& ex) {
+                            log::error("task failed task={} error={}", what, ex.what());
+                          } catch (...) {
+                            log::error("task failed task={} error=unknown", what);
+                          }
+                        });
 }
 
 // The value of `key` in a string map (a Redis hash as read, a job record), "" when absent.
-inline std::string field_or_empty(const std::map<std::string, std::string>& m,
-                                  std::string_view key) {
+inline std::string field_or_empty(const std::map<std::string, std::string>& m, std::string_view key) {
   auto it = m.find(std::string(key));
   return it == m.end() ? std::string() : it->second;
 }

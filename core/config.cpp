@@ -77,9 +77,7 @@ class section {
   [[noreturn]] void fail(const YAML::Node& v, const std::string& key, const std::string& why) {
     throw config_error(where(file_, v.Mark()) + ": " + qualified(key) + ": " + why);
   }
-  std::string qualified(const std::string& key) const {
-    return path_.empty() ? key : path_ + "." + key;
-  }
+  std::string qualified(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
   const std::string& file() const { return file_; }
 
   template <class T>
@@ -156,7 +154,8 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
   {
     static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error", "off"};
     auto v = top.take("log_level");
-    if (v && !levels.count(c.log_level)) top.fail(v, "log_level", "expected trace, debug, info, warn, error or off");
+    if (v && !levels.count(c.log_level))
+      top.fail(v, "log_level", "expected trace, debug, info, warn, error or off");
   }
   top.read("apps", c.apps_file);
   {
@@ -172,7 +171,8 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
       std::string pw_file;
       s.read("password_file", pw_file);
       if (auto v = s.take("password_file"); v && !pw_file.empty()) {
-        if (!c.redis.endpoint.password.empty()) s.fail(v, "password_file", "password and password_file exclude each other");
+        if (!c.redis.endpoint.password.empty())
+          s.fail(v, "password_file", "password and password_file exclude each other");
         const std::string& resolved = pw_file;
         std::ifstream in(resolved);
         std::string line;
@@ -189,7 +189,8 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read("address", c.gateway.address);
     s.read_range("port", c.gateway.port, 0, 65535);
     s.read("daemon_endpoint", c.gateway.daemon_endpoint);
-    if (auto v = s.take("daemon_endpoint")) check_endpoint(s, v, "daemon_endpoint", c.gateway.daemon_endpoint);
+    if (auto v = s.take("daemon_endpoint"))
+      check_endpoint(s, v, "daemon_endpoint", c.gateway.daemon_endpoint);
     s.read_range<std::size_t>("max_body_bytes", c.gateway.max_body_bytes, 1024, std::size_t(1) << 34);
     s.read_range<std::size_t>("max_bulk_jobs", c.gateway.max_bulk_jobs, 1, 10000000);
     s.read_ms("idle_timeout_ms", c.gateway.idle_timeout);
@@ -207,11 +208,10 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_range<std::size_t>("password_memlimit_kib", c.gateway.password_memlimit_kib, 8,
                               std::size_t(4) << 20);
     s.read_range<std::size_t>("max_connections", c.gateway.max_connections, 16, 1000000);
-    s.read_range<std::size_t>("max_connections_per_address", c.gateway.max_connections_per_address,
-                              1, 1000000);
-    s.read_range<std::size_t>("max_event_streams", c.gateway.max_event_streams, 1, 1000000);
-    s.read_range<std::size_t>("max_event_streams_per_user", c.gateway.max_event_streams_per_user, 1,
+    s.read_range<std::size_t>("max_connections_per_address", c.gateway.max_connections_per_address, 1,
                               1000000);
+    s.read_range<std::size_t>("max_event_streams", c.gateway.max_event_streams, 1, 1000000);
+    s.read_range<std::size_t>("max_event_streams_per_user", c.gateway.max_event_streams_per_user, 1, 1000000);
     if (c.gateway.max_event_streams >= c.gateway.max_connections) {
       // Only the default: half of the connections. A value given is an error.
       if (auto v = s.take("max_event_streams"))
@@ -220,8 +220,8 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     }
     s.read_ms("busy_header_timeout_ms", c.gateway.busy_header_timeout);
     s.read_range<std::size_t>("login_free_failures", c.gateway.login_free_failures, 1, 1000);
-    s.read_range<std::size_t>("login_address_free_failures", c.gateway.login_address_free_failures,
-                              1, 100000);
+    s.read_range<std::size_t>("login_address_free_failures", c.gateway.login_address_free_failures, 1,
+                              100000);
     s.read_ms("login_backoff_initial_ms", c.gateway.login_backoff_initial);
     s.read_ms("login_backoff_max_ms", c.gateway.login_backoff_max);
     {
@@ -230,8 +230,7 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
       c.gateway.login_failure_window = std::chrono::seconds(w);
     }
     s.read_range<std::size_t>("password_hash_queue", c.gateway.password_hash_queue, 0, 10000);
-    s.read_range<std::size_t>("password_hashes_per_address", c.gateway.password_hashes_per_address,
-                              1, 10000);
+    s.read_range<std::size_t>("password_hashes_per_address", c.gateway.password_hashes_per_address, 1, 10000);
     s.read_range<std::size_t>("register_per_address", c.gateway.register_per_address, 1, 1000000);
     {
       long long w = c.gateway.register_window.count();
@@ -245,7 +244,8 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read("worker_endpoint", c.daemon.worker_endpoint);
     if (auto v = s.take("worker_endpoint")) check_endpoint(s, v, "worker_endpoint", c.daemon.worker_endpoint);
     s.read("gateway_endpoint", c.daemon.gateway_endpoint);
-    if (auto v = s.take("gateway_endpoint")) check_endpoint(s, v, "gateway_endpoint", c.daemon.gateway_endpoint);
+    if (auto v = s.take("gateway_endpoint"))
+      check_endpoint(s, v, "gateway_endpoint", c.daemon.gateway_endpoint);
     s.read_ms("heartbeat_interval_ms", c.daemon.heartbeat_interval);
     s.read_ms("lease_timeout_ms", c.daemon.lease_timeout);
     s.read_ms("reconcile_interval_ms", c.daemon.reconcile_interval);
@@ -260,7 +260,8 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
              "must be shorter than lease_timeout_ms");
     }
     s.read("worker_auth", c.daemon.worker_auth);
-    if (auto v = s.take("worker_auth"); v && c.daemon.worker_auth != "token" && c.daemon.worker_auth != "open")
+    if (auto v = s.take("worker_auth");
+        v && c.daemon.worker_auth != "token" && c.daemon.worker_auth != "open")
       s.fail(v, "worker_auth", "expected token or open");
     s.read_pair("curve_secret_key_file", c.daemon.curve_secret_key_file, "curve_authorized_keys_dir",
                 c.daemon.curve_authorized_keys_dir);
@@ -284,8 +285,9 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_range("walltime_margin_s", c.worker.walltime_margin_s, 0.0, 86400.0);
     s.read("token_file", c.worker.token_file);
     s.read("containment", c.worker.containment);
-    if (auto v = s.take("containment");
-        v && c.worker.containment != "auto" && c.worker.containment != "cgroup" && c.worker.containment != "subreaper")
+    if (auto v = s.take("containment"); v && c.worker.containment != "auto" &&
+                                        c.worker.containment != "cgroup" &&
+                                        c.worker.containment != "subreaper")
       s.fail(v, "containment", "expected auto, cgroup or subreaper");
     s.read_pair("curve_server_key_file", c.worker.curve_server_key_file, "curve_secret_key_file",
                 c.worker.curve_secret_key_file);
@@ -321,7 +323,8 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_ms("backoff_max_ms", p.backoff_max);
     if (auto v = s.take("min"); v && p.min > p.max) s.fail(v, "min", "must not exceed max");
     if (auto v = s.take("max"); v && p.min > p.max) s.fail(v, "max", "must not be below min");
-    if (auto v = s.take("job_name"); v && (p.job_name.empty() || p.job_name.find_first_of(" \t\n,") != std::string::npos))
+    if (auto v = s.take("job_name");
+        v && (p.job_name.empty() || p.job_name.find_first_of(" \t\n,") != std::string::npos))
       s.fail(v, "job_name", "expected a name without spaces or commas");
     for (const char* k : {"check_interval_ms", "squeue_interval_ms", "command_timeout_ms", "backoff_min_ms"})
       if (auto v = s.take(k); v && v.as<long long>() < 10) s.fail(v, k, "must be at least 10");
@@ -348,10 +351,16 @@ std::vector<std::string> app_def::argv_for(const std::string& config, const std:
   for (const auto& a : args) {
     std::string out;
     for (std::size_t i = 0; i < a.size();) {
-      if (a.compare(i, 8, "{config}") == 0) { out += config; i += 8; }
-      else if (a.compare(i, 8, "{howfig}") == 0) { out += howfig; i += 8; }
-      else if (a.compare(i, 4, "{id}") == 0) { out += std::to_string(id); i += 4; }
-      else out += a[i++];
+      if (a.compare(i, 8, "{config}") == 0) {
+        out += config;
+        i += 8;
+      } else if (a.compare(i, 8, "{howfig}") == 0) {
+        out += howfig;
+        i += 8;
+      } else if (a.compare(i, 4, "{id}") == 0) {
+        out += std::to_string(id);
+        i += 4;
+      } else out += a[i++];
     }
     if (!out.empty()) argv.push_back(std::move(out));
   }
@@ -439,7 +448,8 @@ app_registry parse_apps(const std::string& text, const std::string& file) {
       if (!a.howfig_pattern.empty())
         a.compiled_howfig_pattern.emplace(a.howfig_pattern, std::regex::ECMAScript);
     } catch (const std::regex_error& e) {
-      s.fail(s.take("howfig_pattern"), "howfig_pattern", std::string("invalid regular expression: ") + e.what());
+      s.fail(s.take("howfig_pattern"), "howfig_pattern",
+             std::string("invalid regular expression: ") + e.what());
     }
     s.finish();
     reg.apps.emplace(a.name, std::move(a));

@@ -21,14 +21,14 @@ struct config_error : std::runtime_error {
 };
 
 struct redis_config {
-  redis_endpoint endpoint;      // unix socket `path`, or `host`/`port`; `password`
+  redis_endpoint endpoint;  // unix socket `path`, or `host`/`port`; `password`
   std::string prefix = "descprod:";
 };
 
 // One application of the registry (config/apps.yaml, docs/architecture.md#app-contract).
 struct app_def {
   std::string name;
-  std::vector<std::string> command;                       // default {"runapp-<name>"}
+  std::vector<std::string> command;  // default {"runapp-<name>"}
   std::vector<std::string> args = {"{config}", "{howfig}"};
   std::map<std::string, std::string> env;
   bool login_shell = false;
@@ -40,7 +40,7 @@ struct app_def {
   int umask = 027;          // the app's umask: its run directory's files are not world-readable
   double time_limit_s = 0;  // 0: none
   int max_attempts = 3;
-  std::string pattern;      // ECMAScript regex the whole config must match; empty: any
+  std::string pattern;  // ECMAScript regex the whole config must match; empty: any
   std::string howfig_pattern;
   std::string help;
   std::optional<std::regex> compiled_pattern;
@@ -48,8 +48,7 @@ struct app_def {
 
   // The argv for a job: command, then args with {config}/{howfig}/{id} replaced. An argument that
   // becomes empty is dropped (DESCprod's shell word-splitting dropped an empty howfig too).
-  std::vector<std::string> argv_for(const std::string& config, const std::string& howfig,
-                                    long long id) const;
+  std::vector<std::string> argv_for(const std::string& config, const std::string& howfig, long long id) const;
 };
 
 struct app_registry {
@@ -129,12 +128,12 @@ struct daemon_config {
 
 struct worker_config {
   std::string daemon_endpoint = "ipc://var/daemon-workers.ipc";
-  int slots = 0;              // 0: the node's cores
-  int prefetch = 0;           // jobs asked for beyond free slots, queued on the worker (0: none)
-  std::string output_dir;     // empty: $DESCPROD_OUTPUT_DIR, $PSCRATCH, $SCRATCH, $HOME + /descprod-out
+  int slots = 0;           // 0: the node's cores
+  int prefetch = 0;        // jobs asked for beyond free slots, queued on the worker (0: none)
+  std::string output_dir;  // empty: $DESCPROD_OUTPUT_DIR, $PSCRATCH, $SCRATCH, $HOME + /descprod-out
   std::string owner = "admin";
   std::string pool = "default";
-  std::string id;             // empty: host-pid
+  std::string id;  // empty: host-pid
   std::string gateway_url = "http://127.0.0.1:8080";
   std::chrono::milliseconds status_poll{200};
   double drain_grace_s = 30;  // on SIGTERM, running jobs may finish for this long, then are handed back
@@ -158,30 +157,30 @@ struct worker_config {
 // slots. Off by default.
 struct pilots_config {
   bool enabled = false;
-  int min = 0;                  // pilots kept alive (pending or running) even without work
-  int max = 1;                  // never more pilots alive than this
-  int nodes = 1;                // nodes per pilot (sbatch --nodes)
-  int slots_per_pilot = 1;      // slots a pilot brings (nodes x cores): counted while it starts
-  int walltime_minutes = 60;    // sbatch --time
-  std::string partition;        // sbatch --partition (empty: the site's default)
-  std::string account;          // sbatch --account
-  std::string qos;              // sbatch --qos
-  std::string constraint;       // sbatch --constraint (e.g. cpu at NERSC)
+  int min = 0;                // pilots kept alive (pending or running) even without work
+  int max = 1;                // never more pilots alive than this
+  int nodes = 1;              // nodes per pilot (sbatch --nodes)
+  int slots_per_pilot = 1;    // slots a pilot brings (nodes x cores): counted while it starts
+  int walltime_minutes = 60;  // sbatch --time
+  std::string partition;      // sbatch --partition (empty: the site's default)
+  std::string account;        // sbatch --account
+  std::string qos;            // sbatch --qos
+  std::string constraint;     // sbatch --constraint (e.g. cpu at NERSC)
   std::string job_name = "descprod-pilot";
   int signal_lead_s = 120;      // sbatch --signal=B:TERM@lead: the workers drain this long before the end
   double idle_timeout_s = 300;  // a pilot's workers exit after this long without a job
   std::string script = "scripts/slurm/descprod-pilot.sbatch";
-  std::string worker_config;    // the config file the pilots' workers read (empty: the daemon's own)
-  std::string worker_binary;    // descprod-worker for the pilots (empty: next to descprod-daemon)
-  std::string log_dir = "var/pilots";  // sbatch --output=<log_dir>/<job_name>-%j.out
-  std::vector<std::string> extra_args; // more sbatch options, passed as they are
-  std::string sbatch = "sbatch";       // the programs (a path, or looked up in PATH)
+  std::string worker_config;            // the config file the pilots' workers read (empty: the daemon's own)
+  std::string worker_binary;            // descprod-worker for the pilots (empty: next to descprod-daemon)
+  std::string log_dir = "var/pilots";   // sbatch --output=<log_dir>/<job_name>-%j.out
+  std::vector<std::string> extra_args;  // more sbatch options, passed as they are
+  std::string sbatch = "sbatch";        // the programs (a path, or looked up in PATH)
   std::string squeue = "squeue";
-  std::chrono::milliseconds check_interval{5000};   // how often demand is compared with supply
-  std::chrono::milliseconds squeue_interval{30000}; // how often pilot states are read from squeue
-  std::chrono::milliseconds command_timeout{30000}; // sbatch/squeue that takes longer is killed
-  std::chrono::milliseconds backoff_min{10000};     // after a failed sbatch, doubling …
-  std::chrono::milliseconds backoff_max{600000};    // … up to this
+  std::chrono::milliseconds check_interval{5000};    // how often demand is compared with supply
+  std::chrono::milliseconds squeue_interval{30000};  // how often pilot states are read from squeue
+  std::chrono::milliseconds command_timeout{30000};  // sbatch/squeue that takes longer is killed
+  std::chrono::milliseconds backoff_min{10000};      // after a failed sbatch, doubling …
+  std::chrono::milliseconds backoff_max{600000};     // … up to this
 };
 
 struct descprod_config {

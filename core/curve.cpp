@@ -35,7 +35,8 @@ std::string curve_encode(const std::string& bytes) {
 std::string curve_public_of(const std::string& secret_z85) {
   curve_decode(secret_z85);  // validates
   char pub[41] = {};
-  if (zmq_curve_public(pub, secret_z85.c_str()) != 0) throw std::invalid_argument("cannot derive the public key");
+  if (zmq_curve_public(pub, secret_z85.c_str()) != 0)
+    throw std::invalid_argument("cannot derive the public key");
   return pub;
 }
 

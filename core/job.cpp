@@ -26,10 +26,9 @@ std::optional<job_state> parse_job_state(std::string_view s) {
 }
 
 const std::vector<job_state>& all_job_states() {
-  static const std::vector<job_state> all = {
-      job_state::ready,  job_state::dispatched, job_state::running,
-      job_state::done,   job_state::failed,     job_state::timeout,
-      job_state::killed, job_state::cancelled,  job_state::lost};
+  static const std::vector<job_state> all = {job_state::ready,  job_state::dispatched, job_state::running,
+                                             job_state::done,   job_state::failed,     job_state::timeout,
+                                             job_state::killed, job_state::cancelled,  job_state::lost};
   return all;
 }
 
@@ -37,8 +36,7 @@ bool is_terminal(job_state s) {
   return s != job_state::ready && s != job_state::dispatched && s != job_state::running;
 }
 
-std::optional<job_state> next_state(job_state from, job_event e,
-                                    std::optional<job_state> finish_target) {
+std::optional<job_state> next_state(job_state from, job_event e, std::optional<job_state> finish_target) {
   if (is_terminal(from)) return std::nullopt;  // the first terminal event wins
   switch (e) {
     case job_event::lease:
@@ -57,16 +55,13 @@ std::optional<job_state> next_state(job_state from, job_event e,
         case job_state::failed:
         case job_state::timeout:
         case job_state::killed:
-        case job_state::cancelled:
-          return finish_target;
-        default:
-          return std::nullopt;
+        case job_state::cancelled: return finish_target;
+        default: return std::nullopt;
       }
     case job_event::requeue:
       if (from == job_state::dispatched || from == job_state::running) return job_state::ready;
       return std::nullopt;
-    case job_event::cancel:
-      return job_state::cancelled;  // from any non-terminal state
+    case job_event::cancel: return job_state::cancelled;  // from any non-terminal state
     case job_event::lose:
       if (from == job_state::dispatched || from == job_state::running) return job_state::lost;
       return std::nullopt;
@@ -76,8 +71,7 @@ std::optional<job_state> next_state(job_state from, job_event e,
 
 exit_outcome classify_exit(int exit_code, int signal, bool timed_out) {
   if (timed_out) return {job_state::timeout, 124, "Timeout"};
-  if (signal > 0)
-    return {job_state::killed, -signal, "Process received signal " + std::to_string(signal)};
+  if (signal > 0) return {job_state::killed, -signal, "Process received signal " + std::to_string(signal)};
   if (exit_code == 0) return {job_state::done, 0, "Done"};
   if (exit_code == 124) return {job_state::timeout, 124, "Timeout"};
   return {job_state::failed, exit_code, "Failed"};
@@ -143,8 +137,7 @@ std::vector<std::string> split_on(std::string_view s, std::string_view sep) {
   }
 }
 bool allowed_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == ':';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == ':';
 }
 }  // namespace
 
@@ -181,20 +174,18 @@ std::vector<std::string> split_compound_config(std::string_view s) { return spli
 const std::vector<std::string>& job_field_order() {
   static const std::vector<std::string> order = {
       // DESCprod's 18 fields, in its order.
-      "id", "parent", "descname", "jobtype", "config", "howfig", "session", "archive", "host",
-      "rundir", "pid", "create_time", "start_time", "update_time", "stop_time", "return_status",
-      "port", "progress",
+      "id", "parent", "descname", "jobtype", "config", "howfig", "session", "archive", "host", "rundir",
+      "pid", "create_time", "start_time", "update_time", "stop_time", "return_status", "port", "progress",
       // Added by this project.
-      "state", "message", "priority", "attempt", "max_attempts", "worker", "cancel_requested",
-      "done_count", "total_count", "queued_time", "dispatch_time"};
+      "state", "message", "priority", "attempt", "max_attempts", "worker", "cancel_requested", "done_count",
+      "total_count", "queued_time", "dispatch_time"};
   return order;
 }
 
 bool is_integer_field(std::string_view f) {
   static const std::set<std::string_view> ints = {
-      "id",       "parent",       "session", "archive",          "pid",        "return_status",
-      "port",     "priority",     "attempt", "max_attempts",     "done_count", "total_count",
-      "cancel_requested"};
+      "id",       "parent",  "session",      "archive",    "pid",         "return_status",   "port",
+      "priority", "attempt", "max_attempts", "done_count", "total_count", "cancel_requested"};
   return ints.count(f) > 0;
 }
 
@@ -280,7 +271,8 @@ void python_json_string(std::string& out, std::string_view raw) {
           if ((cc & 0xC0) != 0x80) ok = false;
           cp = (cp << 6) | (cc & 0x3F);
         }
-        if (ok) i += len - 1; else cp = 0xFFFD;
+        if (ok) i += len - 1;
+        else cp = 0xFFFD;
       }
       if (cp >= 0x10000) {
         cp -= 0x10000;

@@ -78,8 +78,8 @@ std::string resolve_program(const std::string& name) {
 
 // The child's side of spawn_in_cgroup: only async-signal-safe calls, then execve. A failure is
 // written to `report` (close-on-exec, so the parent reads 0 bytes when the exec succeeded).
-[[noreturn]] void exec_child(const spawn_options& opts, const char* program, char* const* argv, char* const* envp,
-                             int report) {
+[[noreturn]] void exec_child(const spawn_options& opts, const char* program, char* const* argv,
+                             char* const* envp, int report) {
   auto fail = [report](int err) {
     while (::write(report, &err, sizeof err) < 0 && errno == EINTR) {
     }
@@ -167,7 +167,8 @@ static pid_t spawn_in_cgroup(const spawn_options& opts, int& pidfd_out) {
 }
 
 child_process::child_process(net::any_io_executor ex, const spawn_options& opts) : pidfd_(ex) {
-  if (opts.argv.empty()) throw boost::system::system_error(EINVAL, boost::system::generic_category(), "spawn: empty argv");
+  if (opts.argv.empty())
+    throw boost::system::system_error(EINVAL, boost::system::generic_category(), "spawn: empty argv");
   if (opts.cgroup_fd >= 0) {
     int fd = -1;
     pid_ = spawn_in_cgroup(opts, fd);

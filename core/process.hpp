@@ -16,15 +16,15 @@ namespace descprod {
 namespace net = boost::asio;
 
 struct spawn_options {
-  std::vector<std::string> argv;      // argv[0] is looked up in PATH when it has no '/'
-  std::vector<std::string> env;       // "NAME=value"; the whole environment of the child
-  std::string cwd;                    // empty: the parent's
-  std::string output_file;            // stdout+stderr, appended; empty: /dev/null
+  std::vector<std::string> argv;  // argv[0] is looked up in PATH when it has no '/'
+  std::vector<std::string> env;   // "NAME=value"; the whole environment of the child
+  std::string cwd;                // empty: the parent's
+  std::string output_file;        // stdout+stderr, appended; empty: /dev/null
   // An open file for stdout+stderr instead of output_file (the caller keeps and closes it): lets
   // the caller open it safely (no symlink, no FIFO) relative to a directory it holds.
   int output_fd = -1;
-  int cwd_fd = -1;                    // a directory to start in instead of cwd (fchdir)
-  int umask = -1;                     // the child's umask (e.g. 027); -1: the parent's
+  int cwd_fd = -1;  // a directory to start in instead of cwd (fchdir)
+  int umask = -1;   // the child's umask (e.g. 027); -1: the parent's
   // A cgroup v2 directory (O_DIRECTORY fd) the child starts in (clone3 CLONE_INTO_CGROUP), so not
   // even its first fork can escape; -1: the parent's cgroup (posix_spawn).
   int cgroup_fd = -1;

@@ -8,10 +8,9 @@ namespace descprod::protocol {
 
 namespace {
 const std::set<std::string_view>& known_commands() {
-  static const std::set<std::string_view> cmds = {hello,    ready,     started, progress, log_lines,
-                                                  finished, heartbeat, bye,     drain,    handback,
-                                                  welcome,  job,       cancel,  reject,   submitted,
-                                                  ack};
+  static const std::set<std::string_view> cmds = {hello,     ready,  started,   progress, log_lines, finished,
+                                                  heartbeat, bye,    drain,     handback, welcome,   job,
+                                                  cancel,    reject, submitted, ack};
   return cmds;
 }
 constexpr std::size_t max_command = 32;
@@ -24,7 +23,8 @@ std::vector<std::string> encode(std::string_view command, const boost::json::obj
 std::optional<message> decode(const std::vector<zmq::message_t>& frames, std::size_t first,
                               std::string& why) {
   if (frames.size() != first + 2) {
-    why = "expected 2 frames after routing, got " + std::to_string(frames.size() - std::min(first, frames.size()));
+    why = "expected 2 frames after routing, got " +
+          std::to_string(frames.size() - std::min(first, frames.size()));
     return std::nullopt;
   }
   std::string command = frames[first].to_string();

@@ -20,16 +20,16 @@ inline constexpr int version = 1;
 // {protocol, role:"worker", worker, token, owner, host, slots, prefetch?, pool, version,
 //  walltime_end, walltime_margin_s, running:[{job,attempt}], healthy?, health_reason?}
 inline constexpr std::string_view hello = "hello";
-inline constexpr std::string_view ready = "ready";          // {credits}
-inline constexpr std::string_view started = "started";      // {job, attempt, pid, host, rundir, ack?}
-inline constexpr std::string_view progress = "progress";    // {job, attempt, message, done?, total?}
-inline constexpr std::string_view log_lines = "log";        // {job, attempt, lines:[...]}
+inline constexpr std::string_view ready = "ready";        // {credits}
+inline constexpr std::string_view started = "started";    // {job, attempt, pid, host, rundir, ack?}
+inline constexpr std::string_view progress = "progress";  // {job, attempt, message, done?, total?}
+inline constexpr std::string_view log_lines = "log";      // {job, attempt, lines:[...]}
 // {job, attempt, rc, signal, timed_out, message, ack?}
 inline constexpr std::string_view finished = "finished";
 // worker → daemon {running:[{job,attempt}], healthy, health_reason?}; daemon → worker {}
 inline constexpr std::string_view heartbeat = "heartbeat";
-inline constexpr std::string_view bye = "bye";              // {} (after a drain: nothing left)
-inline constexpr std::string_view drain = "drain";          // {} stop sending me jobs
+inline constexpr std::string_view bye = "bye";      // {} (after a drain: nothing left)
+inline constexpr std::string_view drain = "drain";  // {} stop sending me jobs
 // {job, attempt, reason, walltime?, time_limit_s?, ack?}: requeue, no attempt used
 inline constexpr std::string_view handback = "handback";
 // Daemon → worker / gateway
@@ -38,8 +38,8 @@ inline constexpr std::string_view welcome = "welcome";
 // {job:{record}, attempt, app:{argv, env, time_limit_s, login_shell, cores, umask, memory_max?,
 //  limit_cores?}, token}
 inline constexpr std::string_view job = "job";
-inline constexpr std::string_view cancel = "cancel";        // {job, attempt} (also gateway → daemon: {job})
-inline constexpr std::string_view reject = "reject";        // {reason, retry?}
+inline constexpr std::string_view cancel = "cancel";  // {job, attempt} (also gateway → daemon: {job})
+inline constexpr std::string_view reject = "reject";  // {reason, retry?}
 // {reports:[[job, attempt, command], ...]}: these started/finished/handback reports are written
 // (or refused as stale); sent only for reports that carried "ack": true (workers/worker.cpp)
 inline constexpr std::string_view ack = "ack";
@@ -55,8 +55,7 @@ struct message {
 std::vector<std::string> encode(std::string_view command, const boost::json::object& body);
 
 // Parses [command][json] starting at frames[first]. On failure returns nullopt and sets `why`.
-std::optional<message> decode(const std::vector<zmq::message_t>& frames, std::size_t first,
-                              std::string& why);
+std::optional<message> decode(const std::vector<zmq::message_t>& frames, std::size_t first, std::string& why);
 
 // Typed field access for message bodies: nullopt when missing or of the wrong type.
 std::optional<long long> get_int(const boost::json::object& o, std::string_view key);

@@ -84,8 +84,8 @@ boost::system::error_code make_error_code(redis_errc e) { return {static_cast<in
 
 bool redis_unavailable_error(std::string_view message) {
   auto word = message.substr(0, message.find(' '));
-  for (std::string_view code : {"LOADING", "BUSY", "MISCONF", "MASTERDOWN", "READONLY", "TRYAGAIN",
-                                "CLUSTERDOWN", "NOREPLICAS"})
+  for (std::string_view code :
+       {"LOADING", "BUSY", "MISCONF", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS"})
     if (word == code) return true;
   return false;
 }
@@ -143,8 +143,7 @@ net::awaitable<void> redis_client::async_connect() {
   close();
   socket_ = std::make_shared<net::generic::stream_protocol::socket>(ex_);
   if (!ep_.unix_path.empty()) {
-    co_await socket_->async_connect(net::local::stream_protocol::endpoint(ep_.unix_path),
-                                    net::use_awaitable);
+    co_await socket_->async_connect(net::local::stream_protocol::endpoint(ep_.unix_path), net::use_awaitable);
   } else {
     net::ip::tcp::resolver resolver(ex_);
     auto results = co_await resolver.async_resolve(ep_.host, std::to_string(ep_.port), net::use_awaitable);
@@ -306,8 +305,7 @@ redis_sync::redis_sync(const redis_endpoint& ep) {
     if (ctx_) redisFree(ctx_);
     ctx_ = nullptr;
     throw std::runtime_error("cannot connect to Redis at " +
-                             (ep.unix_path.empty() ? ep.host + ":" + std::to_string(ep.port)
-                                                   : ep.unix_path) +
+                             (ep.unix_path.empty() ? ep.host + ":" + std::to_string(ep.port) : ep.unix_path) +
                              ": " + why);
   }
   if (!ep.password.empty()) {

@@ -72,8 +72,8 @@ std::optional<redis_reply> submit_event_entry(std::string_view create_time) {
 }
 
 namespace {
-constexpr std::string_view refusal_names[] = {"",         "missing",    "illegal", "stale", "terminal",
-                                              "bad_parent", "active", "error",   "bad_op"};
+constexpr std::string_view refusal_names[] = {"",           "missing", "illegal", "stale", "terminal",
+                                              "bad_parent", "active",  "error",   "bad_op"};
 static_assert(std::size(refusal_names) == static_cast<std::size_t>(refusal::bad_op) + 1);
 
 // The refusal word of a script's answer ({'err', <word>, ...}): the one place it is read.
@@ -124,9 +124,7 @@ store::store(redis_client& redis, std::string prefix)
   for (const auto& s : store_scripts()) shas_.push_back(sha1_hex(s));
 }
 
-std::vector<std::string> store::job_keys(job_id id) const {
-  return {keys_.job(id), keys_.job_events(id)};
-}
+std::vector<std::string> store::job_keys(job_id id) const { return {keys_.job(id), keys_.job_events(id)}; }
 
 net::awaitable<redis_reply> store::eval(int script, std::vector<std::string> keys,
                                         std::vector<std::string> args) {
@@ -200,7 +198,8 @@ create_result to_create_result(const redis_reply& r) {
   if (r.elements.size() < 4 || r.elements[0].as_string() != "ok")
     throw std::runtime_error("redis create: unexpected answer");
   out.ok = true;
-  for (long long id = r.elements[1].as_integer(); id <= r.elements[2].as_integer(); ++id) out.ids.push_back(id);
+  for (long long id = r.elements[1].as_integer(); id <= r.elements[2].as_integer(); ++id)
+    out.ids.push_back(id);
   out.time = r.elements[3].as_string();
   return out;
 }
@@ -212,14 +211,14 @@ void report_args(std::vector<std::string>& a, store::start_report&& q) {
                      std::move(q.host), std::move(q.rundir), std::to_string(q.pid), ""});
 }
 void report_args(std::vector<std::string>& a, store::progress_report&& q) {
-  a.insert(a.end(), {"p", std::to_string(q.id), std::to_string(q.attempt), std::move(q.worker),
-                     std::move(q.message), q.done ? std::to_string(*q.done) : "",
-                     q.total ? std::to_string(*q.total) : "", ""});
+  a.insert(a.end(),
+           {"p", std::to_string(q.id), std::to_string(q.attempt), std::move(q.worker), std::move(q.message),
+            q.done ? std::to_string(*q.done) : "", q.total ? std::to_string(*q.total) : "", ""});
 }
 void report_args(std::vector<std::string>& a, store::finish_report&& q) {
   a.insert(a.end(), {"f", std::to_string(q.id), std::to_string(q.attempt), std::move(q.worker),
-                     std::string(to_string(q.target)), std::to_string(q.return_status),
-                     std::move(q.prefix), std::move(q.message)});
+                     std::string(to_string(q.target)), std::to_string(q.return_status), std::move(q.prefix),
+                     std::move(q.message)});
 }
 // One report as its one-job script's ARGV: the group without the op (and the padding).
 template <class R>
@@ -243,24 +242,23 @@ net::awaitable<transition_result> store::async_lease(job_id id, std::string work
 
 net::awaitable<transition_result> store::async_start(job_id id, long long attempt, std::string worker,
                                                      std::string host, std::string rundir, long long pid) {
-  return eval_result(s_start, job_keys(id),
-                     one_report_args(start_report{id, attempt, std::move(worker), std::move(host),
-                                                  std::move(rundir), pid},
-                                     6));
+  return eval_result(
+      s_start, job_keys(id),
+      one_report_args(start_report{id, attempt, std::move(worker), std::move(host), std::move(rundir), pid},
+                      6));
 }
 
 net::awaitable<transition_result> store::async_progress(job_id id, long long attempt, std::string worker,
                                                         std::string message, std::optional<long long> done,
                                                         std::optional<long long> total) {
-  return eval_result(s_progress, job_keys(id),
-                     one_report_args(progress_report{id, attempt, std::move(worker), std::move(message),
-                                                     done, total},
-                                     6));
+  return eval_result(
+      s_progress, job_keys(id),
+      one_report_args(progress_report{id, attempt, std::move(worker), std::move(message), done, total}, 6));
 }
 
 net::awaitable<transition_result> store::async_finish(job_id id, long long attempt, std::string worker,
-                                                      job_state target, int return_status,
-                                                      std::string prefix, std::string message) {
+                                                      job_state target, int return_status, std::string prefix,
+                                                      std::string message) {
   return eval_result(s_finish, job_keys(id),
                      one_report_args(finish_report{id, attempt, std::move(worker), target, return_status,
                                                    std::move(prefix), std::move(message)},
@@ -312,7 +310,8 @@ std::vector<transition_result> to_results(const redis_reply& r, std::size_t n, c
 }  // namespace
 
 net::awaitable<std::vector<transition_result>> store::async_claim_many(std::vector<claim_request> requests,
-                                                                       double lease_s, long long token_ttl_s) {
+                                                                       double lease_s,
+                                                                       long long token_ttl_s) {
   if (requests.empty()) co_return std::vector<transition_result>{};
   std::vector<std::string> keys, tokens, args;
   keys.reserve(requests.size() * 3);

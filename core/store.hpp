@@ -29,7 +29,7 @@ struct new_job {
   std::string jobtype;
   std::string config;
   std::string howfig;
-  int priority = 0;           // -1000..1000, higher runs first
+  int priority = 0;  // -1000..1000, higher runs first
   std::optional<job_id> parent;
   int max_attempts = 3;
   std::string session;
@@ -55,11 +55,11 @@ std::ostream& operator<<(std::ostream& os, refusal r);
 // The answer of a transition script. ok=false carries the reason and the job's current state.
 struct transition_result {
   bool ok = false;
-  std::string state;   // the new state when ok, else the current one
+  std::string state;  // the new state when ok, else the current one
   refusal reason = refusal::none;
   long long attempt = 0;
   std::string worker;
-  job_record record;   // lease: the job as leased
+  job_record record;  // lease: the job as leased
 };
 
 // The answer of async_create.
@@ -110,8 +110,8 @@ class store {
                                                    std::string message, std::optional<long long> done,
                                                    std::optional<long long> total);
   net::awaitable<transition_result> async_finish(job_id id, long long attempt, std::string worker,
-                                                 job_state target, int return_status,
-                                                 std::string prefix, std::string message);
+                                                 job_state target, int return_status, std::string prefix,
+                                                 std::string message);
   // Back to ready. requeue_mode::lost: a running job uses up its attempt (out of attempts → lost),
   // a dispatched one (it may have started) gets a new attempt number without using one up;
   // handback: a running job gets a new attempt number without using one up; plain: as is.
@@ -205,8 +205,7 @@ class store {
  private:
   // Runs script `script` with KEYS = the keys every script gets (store_scripts.cpp), then `keys`,
   // and ARGV = the prefix, then `args`.
-  net::awaitable<redis_reply> eval(int script, std::vector<std::string> keys,
-                                   std::vector<std::string> args);
+  net::awaitable<redis_reply> eval(int script, std::vector<std::string> keys, std::vector<std::string> args);
   net::awaitable<transition_result> eval_result(int script, std::vector<std::string> keys,
                                                 std::vector<std::string> args);
   // A job's KEYS group: job:<id>, job:<id>:events.

@@ -55,8 +55,8 @@ std::string lua_state_tables() {
   std::string out = "local NEXT = {\n";
   for (auto s : all_job_states()) {
     out += "  [" + quoted(to_string(s)) + "] = {";
-    for (auto e : {job_event::lease, job_event::start, job_event::requeue, job_event::cancel,
-                   job_event::lose}) {
+    for (auto e :
+         {job_event::lease, job_event::start, job_event::requeue, job_event::cancel, job_event::lose}) {
       if (auto n = next_state(s, e)) out += "[" + quoted(to_string(e)) + "]=" + quoted(to_string(*n)) + ",";
     }
     out += "},\n";
@@ -532,8 +532,8 @@ return out
 const std::vector<std::string>& store_scripts() {
   static const std::vector<std::string> scripts = [] {
     std::vector<std::string> v;
-    auto prelude = keys::lua_prelude() + lua_head_keys() + lua_state_tables() + lua_token_fields() +
-                   shared + ops;
+    auto prelude =
+        keys::lua_prelude() + lua_head_keys() + lua_state_tables() + lua_token_fields() + shared + ops;
     // Each body runs as main(); its state counts are written once, after it (flush_counts).
     for (int i = 0; i < s_count; ++i)
       v.push_back(prelude + "local function main()\n" + bodies[i] +

@@ -10,13 +10,22 @@
 namespace descprod::store_lua {
 
 enum script_id {
-  s_create, s_lease, s_start, s_progress, s_finish, s_requeue, s_cancel,
+  s_create,
+  s_lease,
+  s_start,
+  s_progress,
+  s_finish,
+  s_requeue,
+  s_cancel,
   // The gateway's job management.
-  s_archive, s_delete,
+  s_archive,
+  s_delete,
   // The jobs-by-state counts: start a recount, and count the next batch of job IDs.
-  s_recount_init, s_recount_step,
+  s_recount_init,
+  s_recount_step,
   // Many transitions in one call: the daemon's dispatch, and its outbox's worker reports.
-  s_lease_many, s_reports,
+  s_lease_many,
+  s_reports,
   s_count
 };
 

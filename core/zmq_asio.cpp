@@ -38,8 +38,8 @@ net::awaitable<std::vector<zmq::message_t>> zmq_socket::async_recv() {
       }
       co_return parts;
     }
-    auto [ec] = co_await fd_.async_wait(net::posix::stream_descriptor::wait_read,
-                                        net::as_tuple(net::use_awaitable));
+    auto [ec] =
+        co_await fd_.async_wait(net::posix::stream_descriptor::wait_read, net::as_tuple(net::use_awaitable));
     (void)ec;  // aborted waits (wake_receiver) simply loop and look again
   }
 }

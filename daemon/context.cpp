@@ -56,15 +56,17 @@ void daemon_context::spawn(net::awaitable<void> task, const char* what) {
 }
 
 void daemon_context::write_detached(std::vector<std::vector<std::string>> cmds, const char* what) {
-  spawn([](daemon_context* self, std::vector<std::vector<std::string>> cmds) -> net::awaitable<void> {
-    try {
-      auto replies = co_await self->redis.async_pipeline(std::move(cmds));
-      for (const auto& r : replies)
-        if (r.is_error()) log::warn("redis write failed error={}", r.str);
-    } catch (const boost::system::system_error& e) {
-      if (self->redis_failed) self->redis_failed(e);  // written again next time
-    }
-  }(this, std::move(cmds)), what);
+  spawn(
+      [](daemon_context* self, std::vector<std::vector<std::string>> cmds) -> net::awaitable<void> {
+        try {
+          auto replies = co_await self->redis.async_pipeline(std::move(cmds));
+          for (const auto& r : replies)
+            if (r.is_error()) log::warn("redis write failed error={}", r.str);
+        } catch (const boost::system::system_error& e) {
+          if (self->redis_failed) self->redis_failed(e);  // written again next time
+        }
+      }(this, std::move(cmds)),
+      what);
 }
 
 std::string daemon_context::worker_record_ttl() const {

@@ -66,10 +66,10 @@ struct daemon_context {
   store st;
   keys k;
   daemon_stats stats;
-  bool token_mode;               // worker_auth: token (the default) or open
-  bool stopping = false;         // stop(): everything ends
-  bool draining = false;         // drain_and_stop(): no new work
-  bool redis_refusing = true;    // until connect_redis has seen Redis serve
+  bool token_mode;             // worker_auth: token (the default) or open
+  bool stopping = false;       // stop(): everything ends
+  bool draining = false;       // drain_and_stop(): no new work
+  bool redis_refusing = true;  // until connect_redis has seen Redis serve
 
   // Redis is connected and serving: the daemon leases, writes its outbox, checks tokens.
   bool redis_ready() const { return redis.connected() && !redis_refusing; }

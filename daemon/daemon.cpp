@@ -30,7 +30,9 @@ queue_daemon::queue_daemon(net::io_context& io, descprod_config cfg, app_registr
   ctx_.send_frames = [this](const std::vector<std::string>& frames) {
     return workers_sock_ && workers_sock_->send(frames);
   };
-  disp_.worker_lost = [this](const std::string& id, const std::string& why) { handler_.worker_lost(id, why); };
+  disp_.worker_lost = [this](const std::string& id, const std::string& why) {
+    handler_.worker_lost(id, why);
+  };
 }
 
 queue_daemon::~queue_daemon() { stop(); }
@@ -91,19 +93,21 @@ void queue_daemon::redis_failed(const std::exception& e) {
 void queue_daemon::start_reconnect() {
   if (reconnecting_ || ctx_.stopping) return;
   reconnecting_ = true;
-  ctx_.spawn([](queue_daemon* self) -> net::awaitable<void> {
-    co_await self->connect_redis();
-    self->reconnecting_ = false;
-    if (self->ctx_.stopping) co_return;
-    log::info("redis serving again: writing held writes outbox={}", self->out_.size());
-    self->out_.wake();
-    self->disp_.dispatch();
-    // The queue may have changed meanwhile, and token checks that failed for want of Redis are
-    // done now rather than at the next reconcile interval.
-    self->recon_.mark_done();
-    co_await self->recon_.reconcile();
-    if (self->ctx_.token_mode) co_await self->recon_.recheck_tokens();
-  }(this), "redis_reconnect");
+  ctx_.spawn(
+      [](queue_daemon* self) -> net::awaitable<void> {
+        co_await self->connect_redis();
+        self->reconnecting_ = false;
+        if (self->ctx_.stopping) co_return;
+        log::info("redis serving again: writing held writes outbox={}", self->out_.size());
+        self->out_.wake();
+        self->disp_.dispatch();
+        // The queue may have changed meanwhile, and token checks that failed for want of Redis are
+        // done now rather than at the next reconcile interval.
+        self->recon_.mark_done();
+        co_await self->recon_.reconcile();
+        if (self->ctx_.token_mode) co_await self->recon_.recheck_tokens();
+      }(this),
+      "redis_reconnect");
 }
 
 net::awaitable<void> queue_daemon::run() {
@@ -114,7 +118,8 @@ net::awaitable<void> queue_daemon::run() {
   // Sending to a peer that is gone must fail loudly, not vanish: the job is then requeued.
   workers_sock_->raw().set(zmq::sockopt::router_mandatory, 1);
   if (!dc.curve_secret_key_file.empty()) {
-    if (!curve_available()) throw std::runtime_error("CURVE keys are configured but this libzmq has no CURVE");
+    if (!curve_available())
+      throw std::runtime_error("CURVE keys are configured but this libzmq has no CURVE");
     auto secret = read_curve_key_file(dc.curve_secret_key_file);
     zap_ = std::make_unique<zap_handler>(zctx_, dc.curve_authorized_keys_dir);
     auto& raw = workers_sock_->raw();
@@ -204,7 +209,8 @@ void queue_daemon::on_gateway_message(const std::string& routing, protocol::mess
   } else if (msg.command == protocol::submitted) {
     if (ctx_.draining) return;  // in Redis already: the next daemon reads them there
     auto it = msg.body.find("jobs");
-    if (it == msg.body.end() || !it->value().is_array()) throw std::invalid_argument("submitted: no jobs array");
+    if (it == msg.body.end() || !it->value().is_array())
+      throw std::invalid_argument("submitted: no jobs array");
     std::vector<std::pair<job_id, double>> unknown_owner;
     for (const auto& e : it->value().as_array()) {
       // [id, priority, owner]; an older gateway sends [id, priority] and the owner is looked up.
@@ -219,10 +225,12 @@ void queue_daemon::on_gateway_message(const std::string& routing, protocol::mess
         unknown_owner.emplace_back(id, queue_score(priority, id));
     }
     if (!unknown_owner.empty())
-      ctx_.spawn([](queue_daemon* self, std::vector<std::pair<job_id, double>> jobs) -> net::awaitable<void> {
-        co_await self->recon_.take_in(std::move(jobs));
-        self->disp_.dispatch();
-      }(this, std::move(unknown_owner)), "take_in");
+      ctx_.spawn(
+          [](queue_daemon* self, std::vector<std::pair<job_id, double>> jobs) -> net::awaitable<void> {
+            co_await self->recon_.take_in(std::move(jobs));
+            self->disp_.dispatch();
+          }(this, std::move(unknown_owner)),
+          "take_in");
     disp_.dispatch();
   } else if (msg.command == protocol::cancel) {
     auto id = protocol::get_int(msg.body, "job");
@@ -264,8 +272,9 @@ net::awaitable<void> queue_daemon::drain_and_stop() {
     log::info("daemon drained ms={}",
               std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - start).count());
   else
-    log::warn("daemon stopping with writes not done (the workers send their reports again) outbox={} in_flight={}",
-              out_.size(), out_.in_flight());
+    log::warn(
+        "daemon stopping with writes not done (the workers send their reports again) outbox={} in_flight={}",
+        out_.size(), out_.in_flight());
   stop();
 }
 
@@ -280,13 +289,14 @@ void queue_daemon::write_stats() {
   auto u = [](std::uint64_t v) { return std::to_string(v); };
   ctx_.write_detached(
       {redis_cmd("HSET", ctx_.k.daemon_stats(), "updated", fmt_double(epoch_now()), "queue_depth",
-                 u(disp_.queue().size()), "workers", u(workers_.size()), "slots", std::to_string(slots), "busy_slots",
-                 std::to_string(busy), "workers_unhealthy", std::to_string(unhealthy), "outbox", u(out_.size()),
-                 "leased_total", u(s.leased), "finished_total", u(s.finished), "requeued_total", u(s.requeued),
-                 "lease_expiries_total", u(s.lease_expiries), "stale_events_total", u(s.stale_events),
-                 "malformed_total", u(s.malformed), "handed_back_total", u(s.handed_back),
-                 "walltime_refusals_total", u(s.walltime_refusals), "workers_refused_total", u(s.workers_refused),
-                 "reports_refused_total", u(s.reports_refused))},
+                 u(disp_.queue().size()), "workers", u(workers_.size()), "slots", std::to_string(slots),
+                 "busy_slots", std::to_string(busy), "workers_unhealthy", std::to_string(unhealthy), "outbox",
+                 u(out_.size()), "leased_total", u(s.leased), "finished_total", u(s.finished),
+                 "requeued_total", u(s.requeued), "lease_expiries_total", u(s.lease_expiries),
+                 "stale_events_total", u(s.stale_events), "malformed_total", u(s.malformed),
+                 "handed_back_total", u(s.handed_back), "walltime_refusals_total", u(s.walltime_refusals),
+                 "workers_refused_total", u(s.workers_refused), "reports_refused_total",
+                 u(s.reports_refused))},
       "stats");
 }
 

@@ -62,9 +62,10 @@ void dispatcher::remember_limit(job_id id, double time_limit_s) {
 
 bool dispatcher::dispatch_to(worker_state& w, double now) {
   // One job for `w`, the best by score among the owners it may serve that fits its walltime.
-  if (w.credits <= 0 || !w.takes_jobs() || ready_.empty() || !ctx_.redis_ready() || ctx_.draining) return false;
-  auto pick = ready_.best(w.any_owner ? nullptr : &w.owners, [&](job_id id) { return fits(w, id, now); },
-                          dispatch_scan);
+  if (w.credits <= 0 || !w.takes_jobs() || ready_.empty() || !ctx_.redis_ready() || ctx_.draining)
+    return false;
+  auto pick = ready_.best(
+      w.any_owner ? nullptr : &w.owners, [&](job_id id) { return fits(w, id, now); }, dispatch_scan);
   if (!pick) return false;
   auto [score, id] = *pick;
   auto owner = ready_.find(id)->second;
@@ -146,8 +147,8 @@ net::awaitable<void> dispatcher::lease_batch(std::vector<lease_request> batch) {
     --leases_in_flight_;
     ctx_.redis_failed(e);
     // Redis went away: the jobs stay ready in Redis; hold them again and give the credits back.
-    log::warn("lease failed, redis unavailable jobs={} first_job_id={} error={}", batch.size(), batch.front().id,
-              e.what());
+    log::warn("lease failed, redis unavailable jobs={} first_job_id={} error={}", batch.size(),
+              batch.front().id, e.what());
     for (const auto& q : batch) {
       undo_lease(q.id, q.worker);
       ready_.push(q.id, q.score, q.owner);
@@ -158,7 +159,8 @@ net::awaitable<void> dispatcher::lease_batch(std::vector<lease_request> batch) {
     // Not retried: the credits go back, and the reconcile takes in whatever is still ready; an
     // operator needs to hear of it.
     --leases_in_flight_;
-    log::error("lease batch failed jobs={} first_job_id={} error={}", batch.size(), batch.front().id, e.what());
+    log::error("lease batch failed jobs={} first_job_id={} error={}", batch.size(), batch.front().id,
+               e.what());
     for (const auto& q : batch) {
       log::error("lease failed job_id={} worker={} error={}", q.id, q.worker, e.what());
       undo_lease(q.id, q.worker);

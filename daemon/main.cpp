@@ -1,8 +1,8 @@
 // descprod-daemon: the queue daemon's command line.
 #include <boost/program_options.hpp>
 #include <csignal>
-#include <functional>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 
 #include "core/config.hpp"
@@ -12,8 +12,11 @@
 namespace po = boost::program_options;
 
 int main(int argc, char** argv) {
-  po::options_description opts("Usage: descprod-daemon --config FILE [options]\n\nThe DESCprod queue daemon: leases jobs to workers and records every transition in Redis.\n\nOptions");
-  opts.add_options()("help,h", "show this help")("config,c", po::value<std::string>()->default_value("config/descprod.yaml"), "configuration file (YAML)")("check-config", "load the configuration, report problems and exit");
+  po::options_description opts(
+      "Usage: descprod-daemon --config FILE [options]\n\nThe DESCprod queue daemon: leases jobs to workers and records every transition in Redis.\n\nOptions");
+  opts.add_options()("help,h", "show this help")(
+      "config,c", po::value<std::string>()->default_value("config/descprod.yaml"),
+      "configuration file (YAML)")("check-config", "load the configuration, report problems and exit");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, opts), vm);
@@ -64,13 +67,13 @@ int main(int argc, char** argv) {
   // The first SIGTERM/SIGINT drains (no new work; the outbox written to Redis within
   // daemon.stop_deadline_ms), a second one stops at once.
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec,
-                                                                              int sig) {
-    if (ec) return;
-    descprod::log::info("daemon stopping signal={}", sig);
-    signals.async_wait(on_signal);
-    boost::asio::co_spawn(io, daemon.drain_and_stop(), [&](std::exception_ptr) { io.stop(); });
-  };
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int sig) {
+        if (ec) return;
+        descprod::log::info("daemon stopping signal={}", sig);
+        signals.async_wait(on_signal);
+        boost::asio::co_spawn(io, daemon.drain_and_stop(), [&](std::exception_ptr) { io.stop(); });
+      };
   signals.async_wait(on_signal);
   int rc = 0;
   boost::asio::co_spawn(io, daemon.run(), [&](std::exception_ptr e) {

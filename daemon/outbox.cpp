@@ -107,8 +107,7 @@ net::awaitable<void> outbox::run() {
       for (auto [i, j] : parts) {
         if (b->writes[i].what == pending_write::kind::report)
           net::co_spawn(ctx_.io, apply_reports(b, i, j), net::detached);
-        else
-          net::co_spawn(ctx_.io, apply_one(b, i), net::detached);
+        else net::co_spawn(ctx_.io, apply_one(b, i), net::detached);
       }
       continue;
     }
@@ -233,8 +232,8 @@ net::awaitable<void> outbox::apply_reports(std::shared_ptr<write_batch> b, std::
         b->failed[i] = 1;
         ctx_.redis_failed(e1);
       } catch (const std::exception& e1) {
-        log::error("redis write dropped job_id={} command={} error={}", b->writes[i].job(), b->writes[i].command,
-                   e1.what());
+        log::error("redis write dropped job_id={} command={} error={}", b->writes[i].job(),
+                   b->writes[i].command, e1.what());
         ack(b->writes[i]);  // its keys are broken: sending it again would not help
       }
     }

@@ -54,7 +54,8 @@ class outbox {
          std::function<void(job_id, int priority, const std::string& owner)> requeued);
 
   void submit(pending_write w);
-  void requeue_later(job_id id, long long attempt, std::string worker, store::requeue_mode mode, std::string reason);
+  void requeue_later(job_id id, long long attempt, std::string worker, store::requeue_mode mode,
+                     std::string reason);
   // A lease from before a restart whose worker is gone: requeued at the attempt Redis holds.
   void requeue_orphan(job_id id, std::string worker, std::string reason);
 

@@ -83,9 +83,10 @@ std::string first_line(const std::string& s) {
 
 // squeue states in which the allocation is still there.
 bool slurm_alive(const std::string& st) {
-  return st == "PENDING" || st == "CONFIGURING" || st == "RUNNING" || st == "COMPLETING" || st == "SUSPENDED" ||
-         st == "RESIZING" || st == "REQUEUED" || st == "REQUEUE_HOLD" || st == "REQUEUE_FED" || st == "SIGNALING" ||
-         st == "STAGE_OUT" || st == "RESV_DEL_HOLD" || st == "STOPPED";
+  return st == "PENDING" || st == "CONFIGURING" || st == "RUNNING" || st == "COMPLETING" ||
+         st == "SUSPENDED" || st == "RESIZING" || st == "REQUEUED" || st == "REQUEUE_HOLD" ||
+         st == "REQUEUE_FED" || st == "SIGNALING" || st == "STAGE_OUT" || st == "RESV_DEL_HOLD" ||
+         st == "STOPPED";
 }
 
 // The daemon's environment for sbatch and squeue, with `vars` added, minus the SLURM_* variables
@@ -102,16 +103,18 @@ std::vector<std::string> slurm_environment(const std::vector<std::pair<std::stri
 }
 
 bool slurm_pending(const std::string& st) {
-  return st == "PENDING" || st == "REQUEUED" || st == "REQUEUE_HOLD" || st == "REQUEUE_FED" || st == "RESV_DEL_HOLD";
+  return st == "PENDING" || st == "REQUEUED" || st == "REQUEUE_HOLD" || st == "REQUEUE_FED" ||
+         st == "RESV_DEL_HOLD";
 }
 }  // namespace
 
 net::awaitable<command_result> async_run_command(net::any_io_executor ex, std::vector<std::string> argv,
-                                                 std::vector<std::string> env, std::chrono::milliseconds timeout,
-                                                 std::string scratch_dir) {
+                                                 std::vector<std::string> env,
+                                                 std::chrono::milliseconds timeout, std::string scratch_dir) {
   static unsigned counter = 0;
   command_result res;
-  auto out_file = scratch_dir + "/descprod-cmd-" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + ".out";
+  auto out_file =
+      scratch_dir + "/descprod-cmd-" + std::to_string(::getpid()) + "-" + std::to_string(++counter) + ".out";
   std::error_code fs_ec;
   std::filesystem::remove(out_file, fs_ec);
   spawn_options so;
@@ -153,8 +156,8 @@ net::awaitable<command_result> async_run_command(net::any_io_executor ex, std::v
   co_return res;
 }
 
-pilot_manager::pilot_manager(net::any_io_executor ex, pilots_config cfg, redis_client& redis, std::string prefix,
-                             std::function<pilot_demand()> demand)
+pilot_manager::pilot_manager(net::any_io_executor ex, pilots_config cfg, redis_client& redis,
+                             std::string prefix, std::function<pilot_demand()> demand)
     : ex_(std::move(ex)),
       cfg_(std::move(cfg)),
       redis_(redis),
@@ -212,9 +215,10 @@ net::awaitable<void> pilot_manager::run() {
   std::error_code ec;
   std::filesystem::create_directories(cfg_.log_dir, ec);
   if (ec) log::warn("pilot log directory not created dir={} error={}", cfg_.log_dir, ec.message());
-  log::info("pilots enabled min={} max={} nodes={} slots_per_pilot={} walltime_minutes={} script={} worker_config={}",
-            cfg_.min, cfg_.max, cfg_.nodes, cfg_.slots_per_pilot, cfg_.walltime_minutes, cfg_.script,
-            cfg_.worker_config);
+  log::info(
+      "pilots enabled min={} max={} nodes={} slots_per_pilot={} walltime_minutes={} script={} worker_config={}",
+      cfg_.min, cfg_.max, cfg_.nodes, cfg_.slots_per_pilot, cfg_.walltime_minutes, cfg_.script,
+      cfg_.worker_config);
   bool loaded = false;
   try {
     co_await load();
@@ -246,7 +250,8 @@ net::awaitable<void> pilot_manager::load() {
     auto get = redis_cmd("HGETALL", keys_.pilot(id));
     auto h = co_await redis_.async_exec(std::move(get));
     std::map<std::string, std::string> f;
-    for (std::size_t i = 0; i + 1 < h.elements.size(); i += 2) f[h.elements[i].as_string()] = h.elements[i + 1].as_string();
+    for (std::size_t i = 0; i + 1 < h.elements.size(); i += 2)
+      f[h.elements[i].as_string()] = h.elements[i + 1].as_string();
     if (f.empty() || f["state"] == "ended") {
       auto rem = redis_cmd("SREM", keys_.pilots(), id);
       co_await redis_.async_exec(std::move(rem));
@@ -277,7 +282,8 @@ net::awaitable<void> pilot_manager::check() {
   bool leaving = false;
   for (const auto& [id, p] : pilots_)
     if (p.state == "running" && !p.seen.empty() && p.workers.empty()) leaving = true;
-  auto interval = leaving ? std::min(cfg_.squeue_interval, std::chrono::milliseconds(2000)) : cfg_.squeue_interval;
+  auto interval =
+      leaving ? std::min(cfg_.squeue_interval, std::chrono::milliseconds(2000)) : cfg_.squeue_interval;
   if (!pilots_.empty() && now >= next_squeue_) {
     next_squeue_ = now + interval;
     co_await refresh();
@@ -317,12 +323,13 @@ net::awaitable<bool> pilot_manager::submit_one() {
     delay = std::min(delay, cfg_.backoff_max);
     backoff_until_ = steady::now() + delay;
     std::string what = !r.error.empty() ? r.error
-                       : r.timed_out    ? "timed out after " + std::to_string(cfg_.command_timeout.count()) + " ms"
-                       : r.signal       ? "killed by signal " + std::to_string(r.signal)
-                       : r.exit_code    ? "exit code " + std::to_string(r.exit_code)
-                                        : std::string("no job id in its output");
-    log::warn("pilot submission failed error={} output={} failures={} retry_in_ms={}", what, first_line(r.output),
-              failures_, delay.count());
+                       : r.timed_out
+                           ? "timed out after " + std::to_string(cfg_.command_timeout.count()) + " ms"
+                       : r.signal    ? "killed by signal " + std::to_string(r.signal)
+                       : r.exit_code ? "exit code " + std::to_string(r.exit_code)
+                                     : std::string("no job id in its output");
+    log::warn("pilot submission failed error={} output={} failures={} retry_in_ms={}", what,
+              first_line(r.output), failures_, delay.count());
     co_return false;
   }
   failures_ = 0;
@@ -343,8 +350,8 @@ net::awaitable<bool> pilot_manager::submit_one() {
 net::awaitable<void> pilot_manager::refresh() {
   auto argv = redis_cmd(cfg_.squeue, "-h", "--me", "--name=" + cfg_.job_name, "-t", "all", "-o", "%i|%T|%r");
   std::vector<std::pair<std::string, std::string>> no_overrides;
-  auto r = co_await async_run_command(ex_, std::move(argv), slurm_environment(no_overrides), cfg_.command_timeout,
-                                      std::filesystem::temp_directory_path().string());
+  auto r = co_await async_run_command(ex_, std::move(argv), slurm_environment(no_overrides),
+                                      cfg_.command_timeout, std::filesystem::temp_directory_path().string());
   if (!r.ok()) {
     log::warn("squeue failed error={} exit_code={} timed_out={} output={}", r.error, r.exit_code, r.timed_out,
               first_line(r.output));
@@ -388,7 +395,8 @@ void pilot_manager::mark_running(pilot& p, const char* why) {
   if (p.started_time <= 0) p.started_time = epoch_now();
   if (slurm_pending(p.slurm_state) || p.slurm_state.empty()) p.slurm_state = "RUNNING";
   write(p);
-  log::info("pilot running pilot={} seen_by={} waited_s={:.1f}", p.id, why, p.started_time - p.submitted_time);
+  log::info("pilot running pilot={} seen_by={} waited_s={:.1f}", p.id, why,
+            p.started_time - p.submitted_time);
 }
 
 void pilot_manager::mark_ended(const std::string& id, std::string slurm_state, std::string reason) {
@@ -435,8 +443,8 @@ void pilot_manager::write(const pilot& p) {
   cmds.push_back(redis_cmd("HSET", key, "id", p.id, "state", p.state, "slurm_state", p.slurm_state, "reason",
                            p.reason, "submitted_time", fmt_time(p.submitted_time), "started_time",
                            fmt_time(p.started_time), "ended_time", fmt_time(p.ended_time), "nodes",
-                           std::to_string(p.nodes), "walltime_minutes", std::to_string(p.walltime_minutes), "slots",
-                           std::to_string(p.slots), "workers", join(p.seen, ","), "connected",
+                           std::to_string(p.nodes), "walltime_minutes", std::to_string(p.walltime_minutes),
+                           "slots", std::to_string(p.slots), "workers", join(p.seen, ","), "connected",
                            std::to_string(p.workers.size()), "output",
                            cfg_.log_dir + "/" + cfg_.job_name + "-" + p.id + ".out"));
   if (p.state == "ended") {

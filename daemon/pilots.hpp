@@ -52,8 +52,8 @@ struct command_result {
 // `timeout` its process group is killed. Output goes through a file in `scratch_dir`, removed
 // afterwards. Never throws for the program's failures: they are in the result.
 net::awaitable<command_result> async_run_command(net::any_io_executor ex, std::vector<std::string> argv,
-                                                 std::vector<std::string> env, std::chrono::milliseconds timeout,
-                                                 std::string scratch_dir);
+                                                 std::vector<std::string> env,
+                                                 std::chrono::milliseconds timeout, std::string scratch_dir);
 
 class pilot_manager {
  public:

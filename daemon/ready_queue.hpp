@@ -64,7 +64,8 @@ class ready_queue {
 };
 
 template <class Fits>
-std::optional<ready_queue::entry> ready_queue::first_fitting(const owner_queue& q, Fits& fits, std::size_t& budget) {
+std::optional<ready_queue::entry> ready_queue::first_fitting(const owner_queue& q, Fits& fits,
+                                                             std::size_t& budget) {
   for (auto it = q.jobs.begin(); it != q.jobs.end() && budget > 0; ++it, --budget)
     if (fits(it->second)) return *it;
   return std::nullopt;

@@ -42,7 +42,8 @@ net::awaitable<void> reconciler::rebuild() {
     std::size_t to = std::min(found.elements.size(), from + 10000);
     std::vector<std::vector<std::string>> cmds;
     for (std::size_t i = from; i < to; ++i)
-      cmds.push_back(redis_cmd("HMGET", ctx_.k.job(found.elements[i].as_integer()), "worker", "attempt", "descname"));
+      cmds.push_back(
+          redis_cmd("HMGET", ctx_.k.job(found.elements[i].as_integer()), "worker", "attempt", "descname"));
     auto fields = co_await ctx_.redis.async_pipeline(std::move(cmds));
     for (std::size_t i = from; i < to; ++i) {
       job_id id = found.elements[i].as_integer();
@@ -134,8 +135,8 @@ net::awaitable<void> reconciler::recheck_tokens() {
       if (!w->revoked) {
         w->revoked = true;
         w->credits = 0;
-        log::warn("worker token no longer valid: dispatch stopped worker={} owner={} reason={} running={}", id,
-                  w->owner, g.reason, leases_.count(id));
+        log::warn("worker token no longer valid: dispatch stopped worker={} owner={} reason={} running={}",
+                  id, w->owner, g.reason, leases_.count(id));
       }
       continue;
     }

@@ -33,8 +33,8 @@ net::awaitable<worker_grant> check_worker_token(redis_client& redis, const std::
                                                 const std::string& token_sha256) {
   worker_grant g;
   const keys k(prefix);
-  auto t = co_await redis.async_exec(redis_cmd("HMGET", k.token(token_sha256), "owner", "scope",
-                                               "expires", "pools"));
+  auto t = co_await redis.async_exec(
+      redis_cmd("HMGET", k.token(token_sha256), "owner", "scope", "expires", "pools"));
   if (t.elements.size() != 4 || t.elements[0].is_nil()) {
     g.reason = "unknown or revoked worker token";
     co_return g;
@@ -159,13 +159,15 @@ void zap_handler::run() {
         if (last_logged_.size() > 10000) last_logged_.clear();
         if (last == std::chrono::steady_clock::time_point{} || now - last > std::chrono::minutes(1)) {
           last = now;
-          log::warn("curve: worker connection refused address={} mechanism={} key={} reason={} refused_total={}",
-                    address, mechanism, key, text, refused_.load());
+          log::warn(
+              "curve: worker connection refused address={} mechanism={} key={} reason={} refused_total={}",
+              address, mechanism, key, text, refused_.load());
         }
       }
       std::vector<std::string> rep{"1.0", request_id, code, text, code == "200" ? "worker" : "", ""};
       for (std::size_t i = 0; i < rep.size(); ++i)
-        sock_.send(zmq::buffer(rep[i]), i + 1 < rep.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+        sock_.send(zmq::buffer(rep[i]),
+                   i + 1 < rep.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
     } catch (const zmq::error_t& e) {
       if (e.num() == ETERM) break;
       log::warn("curve: ZAP handler error={}", e.what());

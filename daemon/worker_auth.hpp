@@ -25,11 +25,11 @@ namespace descprod {
 
 struct worker_grant {
   bool ok = false;
-  std::string reason;                // why not, when !ok
+  std::string reason;  // why not, when !ok
   std::string owner;
-  std::vector<std::string> pools;    // as admitted
-  bool any_owner = false;            // admitted to `*`
-  std::vector<std::string> owners;   // the owner and every member of its pools (sorted, unique)
+  std::vector<std::string> pools;   // as admitted
+  bool any_owner = false;           // admitted to `*`
+  std::vector<std::string> owners;  // the owner and every member of its pools (sorted, unique)
 };
 
 // Reads the token and what it grants from Redis. Throws boost::system::system_error when Redis is

@@ -39,9 +39,9 @@ void clean_report(std::string_view command, boost::json::object& body, const std
               protocol::get_int(body, "job").value_or(0),
               has_done ? boost::json::serialize(body.at("done")) : std::string("-"),
               has_total ? boost::json::serialize(body.at("total")) : std::string("-"),
-              !done || !total                 ? "done and total must both be integers"
+              !done || !total             ? "done and total must both be integers"
               : (*done < 0 || *total < 0) ? "negative"
-                                              : "done exceeds total");
+                                          : "done exceeds total");
     body.erase("done");
     body.erase("total");
   } else if (command == protocol::finished) {
@@ -63,15 +63,16 @@ std::set<job_id> listed_jobs(const boost::json::object& body) {
 }
 }  // namespace
 
-worker_handler::worker_handler(daemon_context& ctx, worker_table& workers, lease_table& leases, dispatcher& disp,
-                               outbox& out)
+worker_handler::worker_handler(daemon_context& ctx, worker_table& workers, lease_table& leases,
+                               dispatcher& disp, outbox& out)
     : ctx_(ctx), workers_(workers), leases_(leases), disp_(disp), out_(out) {}
 
 void worker_handler::on_hello(const std::string& routing, const boost::json::object& body) {
   auto proto = protocol::get_int(body, "protocol");
   auto id = protocol::get_string(body, "worker");
   auto slots = protocol::get_int(body, "slots");
-  if (!proto || *proto != protocol::version || !id || id->empty() || !slots || *slots < 0 || *slots > 100000) {
+  if (!proto || *proto != protocol::version || !id || id->empty() || !slots || *slots < 0 ||
+      *slots > 100000) {
     refuse_worker(routing,
                   (!proto || *proto != protocol::version)
                       ? "protocol version mismatch: daemon speaks " + std::to_string(protocol::version)
@@ -88,7 +89,8 @@ void worker_handler::on_hello(const std::string& routing, const boost::json::obj
   }
   auto token = protocol::get_string(body, "token");
   if (!token || token->empty()) {
-    refuse_worker(routing, "a worker token is required (descprod-admin worker-token; worker.token_file)", false);
+    refuse_worker(routing, "a worker token is required (descprod-admin worker-token; worker.token_file)",
+                  false);
     return;
   }
   ctx_.spawn(authenticate(routing, body), "authenticate");
@@ -151,9 +153,10 @@ net::awaitable<void> worker_handler::authenticate(std::string routing, boost::js
     const std::string& bound = connected && !w->token_sha.empty() ? w->token_sha : recorded;
     bool holds_leases = leases_.has_orphans(id);
     if ((connected || holds_leases) && !bound.empty() && bound != sha) {
-      log::warn("worker identity refused worker={} peer={} token_owner={} connected={} holds_leases={} "
-                "reason=the id is bound to another worker token",
-                id, hex_id(routing), g.owner, connected, holds_leases);
+      log::warn(
+          "worker identity refused worker={} peer={} token_owner={} connected={} holds_leases={} "
+          "reason=the id is bound to another worker token",
+          id, hex_id(routing), g.owner, connected, holds_leases);
       refuse_worker(routing, "worker id '" + id + "' is in use with another worker token", false);
       co_return;
     }
@@ -221,8 +224,9 @@ void worker_handler::accept_hello(const std::string& routing, const boost::json:
       // and of an owner its token may run.
       const lease* l = leases_.find(*jid);
       const orphan_lease* o = leases_.find_orphan(*jid);
-      bool ours = l ? l->worker == id && l->attempt == *att
-                    : o && o->worker == id && o->attempt == *att && worker_table::may_run(w, o->owner, disp_.queue());
+      bool ours =
+          l ? l->worker == id && l->attempt == *att
+            : o && o->worker == id && o->attempt == *att && worker_table::may_run(w, o->owner, disp_.queue());
       if (ours) {
         leases_.hold(*jid, id, *att, true);
       } else {
@@ -230,7 +234,8 @@ void worker_handler::accept_hello(const std::string& routing, const boost::json:
         c["job"] = *jid;
         c["attempt"] = *att;
         ctx_.send_worker(routing, protocol::cancel, c);
-        log::warn("worker runs a job it does not hold; cancelling job_id={} attempt={} worker={}", *jid, *att, id);
+        log::warn("worker runs a job it does not hold; cancelling job_id={} attempt={} worker={}", *jid, *att,
+                  id);
       }
     }
   }
@@ -251,9 +256,10 @@ void worker_handler::accept_hello(const std::string& routing, const boost::json:
   std::string may_run = w.any_owner ? std::string("*") : std::string();
   if (!w.any_owner)
     for (auto o : w.owners) may_run += (may_run.empty() ? "" : ",") + disp_.queue().owner_name(o);
-  log::info("worker connected worker={} host={} slots={} owner={} may_run={} running={} walltime_left_s={:.0f}",
-            w.id, w.host, w.slots, w.owner, may_run, leases_.count(id),
-            w.walltime_end > 0 ? w.walltime_end - epoch_now() : 0.0);
+  log::info(
+      "worker connected worker={} host={} slots={} owner={} may_run={} running={} walltime_left_s={:.0f}",
+      w.id, w.host, w.slots, w.owner, may_run, leases_.count(id),
+      w.walltime_end > 0 ? w.walltime_end - epoch_now() : 0.0);
   if (pilots_) pilots_->on_worker_hello(w.id);
 }
 
@@ -295,7 +301,8 @@ void worker_handler::on_message(const std::string& routing, protocol::message ms
     return;
   }
   if (c == protocol::handback) return on_handback(*w, routing, msg.body, wants_ack);
-  if (c == protocol::started || c == protocol::progress || c == protocol::finished || c == protocol::log_lines)
+  if (c == protocol::started || c == protocol::progress || c == protocol::finished ||
+      c == protocol::log_lines)
     return on_report(*w, routing, msg, wants_ack);
   log::warn("unexpected worker command dropped worker={} command={}", w->id, c);
 }
@@ -315,7 +322,8 @@ void worker_handler::on_handback(worker_state& w, const std::string& routing, co
     // again, and keep the limit so other short-lived workers are skipped too.
     ++ctx_.stats.walltime_refusals;
     worker_table::refuse(w, *id);
-    if (auto limit = protocol::get_number(body, "time_limit_s"); limit && *limit > 0) disp_.remember_limit(*id, *limit);
+    if (auto limit = protocol::get_number(body, "time_limit_s"); limit && *limit > 0)
+      disp_.remember_limit(*id, *limit);
     log::info("job refused by worker for walltime job_id={} worker={} reason={}", *id, w.id, reason);
   }
   pending_write pw{pending_write::kind::requeue};
@@ -337,7 +345,8 @@ void worker_handler::on_report(worker_state& w, const std::string& routing, prot
   if (!id || !attempt) throw std::invalid_argument(c + ": job and attempt must be integers");
   // Only the connection that holds the job at that attempt reports on it (a worker cannot
   // write another's job, its log, or a job that does not exist).
-  if (!leases_.holds(w.id, *id, *attempt)) return refuse_report(w, routing, c, *id, *attempt, "not held", wants_ack);
+  if (!leases_.holds(w.id, *id, *attempt))
+    return refuse_report(w, routing, c, *id, *attempt, "not held", wants_ack);
   if (c == protocol::log_lines) {
     store_log_lines(*id, msg.body);
     return;
@@ -354,10 +363,12 @@ void worker_handler::on_report(worker_state& w, const std::string& routing, prot
   out_.submit(std::move(pw));
 }
 
-void worker_handler::refuse_report(const worker_state& w, const std::string& routing, std::string_view command,
-                                   job_id id, long long attempt, const char* why, bool wants_ack) {
+void worker_handler::refuse_report(const worker_state& w, const std::string& routing,
+                                   std::string_view command, job_id id, long long attempt, const char* why,
+                                   bool wants_ack) {
   ++ctx_.stats.reports_refused;
-  log::warn("report refused command={} job_id={} attempt={} worker={} reason={}", command, id, attempt, w.id, why);
+  log::warn("report refused command={} job_id={} attempt={} worker={} reason={}", command, id, attempt, w.id,
+            why);
   if (!wants_ack) return;
   // Nothing will ever be written for it (a re-sent report the daemon already took, or one for a
   // job this worker no longer holds): acknowledge it, else the worker would send it again after
@@ -402,8 +413,10 @@ void worker_handler::on_unknown(const std::string& routing, protocol::message& m
     pw->routing = routing;
     if (wants_ack) pw->ack_command = c;
     if (!ctx_.token_mode) apply_unknown_report_now(std::move(*pw));
-    else if (!token.empty()) ctx_.spawn(apply_unknown_report(std::move(*pw), std::move(token)), "unknown_report");
-    else log::warn("report without a token from an unknown connection dropped worker={} command={}", *sender, c);
+    else if (!token.empty())
+      ctx_.spawn(apply_unknown_report(std::move(*pw), std::move(token)), "unknown_report");
+    else
+      log::warn("report without a token from an unknown connection dropped worker={} command={}", *sender, c);
   }
   boost::json::object reply;
   reply["reason"] = "unknown worker: send hello";
@@ -413,7 +426,8 @@ void worker_handler::on_unknown(const std::string& routing, protocol::message& m
 
 void worker_handler::apply_unknown_report_now(pending_write pw) {
   // A finished report or a handback ends the sender's lease here too (if it holds it).
-  if (pw.what != pending_write::kind::report || pw.command == protocol::finished) leases_.release(pw.job(), pw.worker);
+  if (pw.what != pending_write::kind::report || pw.command == protocol::finished)
+    leases_.release(pw.job(), pw.worker);
   out_.submit(std::move(pw));
 }
 
@@ -437,8 +451,8 @@ net::awaitable<void> worker_handler::apply_unknown_report(pending_write pw, std:
                       (g.any_owner || std::binary_search(g.owners.begin(), g.owners.end(), owner.str));
       if (!g.ok || bound.is_nil() || bound.str != sha || !owner_ok) {
         ++ctx_.stats.reports_refused;
-        log::warn("report from an unknown connection dropped worker={} command={} job_id={} reason={}", pw.worker,
-                  pw.command.empty() ? std::string("handback") : pw.command, id,
+        log::warn("report from an unknown connection dropped worker={} command={} job_id={} reason={}",
+                  pw.worker, pw.command.empty() ? std::string("handback") : pw.command, id,
                   !g.ok ? g.reason
                   : bound.is_nil() || bound.str != sha
                       ? std::string("the token is not the one this worker said hello with")

@@ -22,7 +22,8 @@ namespace descprod {
 
 class worker_handler {
  public:
-  worker_handler(daemon_context& ctx, worker_table& workers, lease_table& leases, dispatcher& disp, outbox& out);
+  worker_handler(daemon_context& ctx, worker_table& workers, lease_table& leases, dispatcher& disp,
+                 outbox& out);
 
   // Pilots, when enabled: told of hellos and of workers that leave.
   void set_pilots(pilot_manager* p) { pilots_ = p; }
@@ -39,7 +40,8 @@ class worker_handler {
   void accept_hello(const std::string& routing, const boost::json::object& body, const worker_grant& g);
   void refuse_worker(const std::string& routing, const std::string& reason, bool retry);
   void on_report(worker_state& w, const std::string& routing, protocol::message& msg, bool wants_ack);
-  void on_handback(worker_state& w, const std::string& routing, const boost::json::object& body, bool wants_ack);
+  void on_handback(worker_state& w, const std::string& routing, const boost::json::object& body,
+                   bool wants_ack);
   // Drops a job report of a job the sender does not hold (logged, counted; acknowledged when the
   // worker asked for an ack, since nothing will ever apply it).
   void refuse_report(const worker_state& w, const std::string& routing, std::string_view command, job_id id,

@@ -85,21 +85,22 @@ bool worker_table::may_run(const worker_state& w, const std::string& owner, cons
 }
 
 void worker_table::append_record(std::vector<std::vector<std::string>>& cmds, const keys& k, worker_state& w,
-                                 std::size_t running, clock_type::time_point now, clock_type::duration refresh,
-                                 const std::string& ttl, const std::string& now_s) {
+                                 std::size_t running, clock_type::time_point now,
+                                 clock_type::duration refresh, const std::string& ttl,
+                                 const std::string& now_s) {
   auto key = k.worker(w.id);
-  bool changed = w.record_running != running || w.record_draining != w.draining || w.record_revoked != w.revoked ||
-                 w.record_unhealthy != w.unhealthy;
+  bool changed = w.record_running != running || w.record_draining != w.draining ||
+                 w.record_revoked != w.revoked || w.record_unhealthy != w.unhealthy;
   if (!w.record_written) {
-    cmds.push_back(redis_cmd("HSET", key, "id", w.id, "host", w.host, "owner", w.owner, "pool", w.pool, "slots",
-                             std::to_string(w.slots), "running", std::to_string(running), "last_heartbeat", now_s,
-                             "walltime_end", std::to_string(static_cast<long long>(w.walltime_end)), "draining",
-                             w.draining ? "1" : "0", "revoked", w.revoked ? "1" : "0", "token_sha", w.token_sha,
-                             "pools", join_pools(w.pools), "health", w.unhealthy ? "unhealthy" : "ok",
-                             "health_reason", w.health_reason));
+    cmds.push_back(redis_cmd(
+        "HSET", key, "id", w.id, "host", w.host, "owner", w.owner, "pool", w.pool, "slots",
+        std::to_string(w.slots), "running", std::to_string(running), "last_heartbeat", now_s, "walltime_end",
+        std::to_string(static_cast<long long>(w.walltime_end)), "draining", w.draining ? "1" : "0", "revoked",
+        w.revoked ? "1" : "0", "token_sha", w.token_sha, "pools", join_pools(w.pools), "health",
+        w.unhealthy ? "unhealthy" : "ok", "health_reason", w.health_reason));
   } else if (changed) {
-    cmds.push_back(redis_cmd("HSET", key, "running", std::to_string(running), "last_heartbeat", now_s, "draining",
-                             w.draining ? "1" : "0", "revoked", w.revoked ? "1" : "0", "health",
+    cmds.push_back(redis_cmd("HSET", key, "running", std::to_string(running), "last_heartbeat", now_s,
+                             "draining", w.draining ? "1" : "0", "revoked", w.revoked ? "1" : "0", "health",
                              w.unhealthy ? "unhealthy" : "ok", "health_reason", w.health_reason));
   } else if (now - w.record_time >= refresh) {
     cmds.push_back(redis_cmd("HSET", key, "last_heartbeat", now_s));

@@ -24,14 +24,12 @@ using descprod::fuzz::valid_utf8;
 namespace {
 
 bool allowed(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == ':';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == ':';
 }
 
 std::size_t count_of(std::string_view s, std::string_view sep) {
   std::size_t n = 0;
-  for (auto pos = s.find(sep); pos != std::string_view::npos; pos = s.find(sep, pos + sep.size()))
-    ++n;
+  for (auto pos = s.find(sep); pos != std::string_view::npos; pos = s.find(sep, pos + sep.size())) ++n;
   return n;
 }
 
@@ -51,8 +49,7 @@ void check_split(std::string_view s, std::string_view sep, const std::vector<std
 
 void check_config_rules(std::string_view s) {
   int code = check_config(s);
-  FUZZ_CHECK(code == 0 || code == 1 || code == 2 || code == 3 || code == 4 || code == 5 ||
-             code == 9);
+  FUZZ_CHECK(code == 0 || code == 1 || code == 2 || code == 3 || code == 4 || code == 5 || code == 9);
   FUZZ_CHECK(!check_config_reason(code).empty());
   FUZZ_CHECK((code == 9) == s.empty());
   bool all_allowed = true;
@@ -119,8 +116,7 @@ void check_config_json(std::string_view input) {
   const auto& order = job_field_order();
   job_record rec;
   auto pieces = split_fields(input);
-  for (std::size_t i = 0; i < pieces.size() && i < order.size(); ++i)
-    rec[order[i]] = std::string(pieces[i]);
+  for (std::size_t i = 0; i < pieces.size() && i < order.size(); ++i) rec[order[i]] = std::string(pieces[i]);
   auto text = descprod_config_json(rec);
   for (char c : text) FUZZ_CHECK(static_cast<unsigned char>(c) < 0x80);  // ensure_ascii
   FUZZ_CHECK(text == "{}" || (text.rfind("{\n  \"", 0) == 0 && text.size() >= 4 &&

@@ -16,12 +16,12 @@
 
 // Aborts with the failed condition when an invariant does not hold; libFuzzer then writes the
 // input to crash-<sha1>.
-#define FUZZ_CHECK(cond)                                                                       \
-  do {                                                                                         \
-    if (!(cond)) {                                                                             \
-      std::fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__);       \
-      std::abort();                                                                            \
-    }                                                                                          \
+#define FUZZ_CHECK(cond)                                                                 \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
+      std::fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, __FILE__, __LINE__); \
+      std::abort();                                                                      \
+    }                                                                                    \
   } while (0)
 
 namespace descprod::fuzz {
@@ -60,7 +60,7 @@ inline bool valid_utf8(std::string_view s) {
 // Length of the well-formed UTF-8 sequence starting at s[i], 0 when none starts there.
 inline std::size_t utf8_sequence_at(std::string_view s, std::size_t i) {
   auto c = static_cast<unsigned char>(s[i]);
-  std::size_t len = c < 0x80                ? 1
+  std::size_t len = c < 0x80                 ? 1
                     : c >= 0xC2 && c <= 0xDF ? 2
                     : c >= 0xE0 && c <= 0xEF ? 3
                     : c >= 0xF0 && c <= 0xF4 ? 4

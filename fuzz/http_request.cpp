@@ -67,8 +67,7 @@ harness& h() {
 }
 
 // Feeds bytes to the parser as the session's reads would; true when a whole request was read.
-bool parse(std::string_view in, http::request_parser<http::string_body>& p,
-           boost::system::error_code& ec) {
+bool parse(std::string_view in, http::request_parser<http::string_body>& p, boost::system::error_code& ec) {
   while (!in.empty() && !p.is_done()) {
     auto n = p.put(net::buffer(in.data(), in.size()), ec);
     if (ec == http::error::need_more) {
@@ -95,8 +94,8 @@ void check_parser_limits(const http::request_parser<http::string_body>& p,
 void check_response(const gw::response& res, unsigned version) {
   unsigned s = res.result_int();
   // 204 and 303 come from the web pages (favicon, redirects to /login and after form posts).
-  FUZZ_CHECK(s == 200 || s == 204 || s == 303 || s == 400 || s == 401 || s == 403 || s == 404 ||
-             s == 405 || s == 503);
+  FUZZ_CHECK(s == 200 || s == 204 || s == 303 || s == 400 || s == 401 || s == 403 || s == 404 || s == 405 ||
+             s == 503);
   FUZZ_CHECK(res.version() == version);
   FUZZ_CHECK(res[http::field::content_length] == std::to_string(res.body().size()));
   for (const auto& f : res) {
@@ -187,7 +186,8 @@ void check_pure_layer(const gw::request& req) {
       std::vector<gw::job_request> jobs;
       if (body_json()) {
         if (auto e = gw::validate_bulk(v, h().ctx.apps, 1000, jobs)) check_api_error(*e);
-        else for (const auto& j : jobs) FUZZ_CHECK(check_config(j.config) == 0);
+        else
+          for (const auto& j : jobs) FUZZ_CHECK(check_config(j.config) == 0);
       }
       break;
     }

@@ -33,8 +33,7 @@ constexpr std::size_t max_bulk = 64;
 
 bool config_chars_only(const std::string& s) {
   for (char c : s) {
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-          c == ':'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == ':'))
       return false;
   }
   return true;
@@ -51,8 +50,7 @@ void check_job(const boost::json::value& v, const gw::job_request& r) {
   const auto& o = v.as_object();
   for (const auto& kv : o) {
     auto k = kv.key();
-    FUZZ_CHECK(k == "jobtype" || k == "config" || k == "howfig" || k == "priority" ||
-               k == "parent");
+    FUZZ_CHECK(k == "jobtype" || k == "config" || k == "howfig" || k == "priority" || k == "parent");
   }
   const app_def* app = fuzz::test_apps().find(r.jobtype);
   FUZZ_CHECK(app != nullptr);
@@ -64,8 +62,7 @@ void check_job(const boost::json::value& v, const gw::job_request& r) {
   if (!r.howfig.empty()) {
     FUZZ_CHECK(r.howfig.size() <= gw::max_config_bytes);
     FUZZ_CHECK(check_config(r.howfig) == 0 && config_chars_only(r.howfig));
-    if (app->compiled_howfig_pattern)
-      FUZZ_CHECK(std::regex_match(r.howfig, *app->compiled_howfig_pattern));
+    if (app->compiled_howfig_pattern) FUZZ_CHECK(std::regex_match(r.howfig, *app->compiled_howfig_pattern));
   }
   FUZZ_CHECK(r.priority >= -1000 && r.priority <= 1000);
   FUZZ_CHECK(!r.parent || *r.parent > 0);
@@ -73,8 +70,8 @@ void check_job(const boost::json::value& v, const gw::job_request& r) {
 }
 
 bool same(const gw::job_request& a, const gw::job_request& b) {
-  return a.jobtype == b.jobtype && a.config == b.config && a.howfig == b.howfig &&
-         a.priority == b.priority && a.parent == b.parent && a.max_attempts == b.max_attempts;
+  return a.jobtype == b.jobtype && a.config == b.config && a.howfig == b.howfig && a.priority == b.priority &&
+         a.parent == b.parent && a.max_attempts == b.max_attempts;
 }
 
 void check_validate_job(const boost::json::value& v) {
@@ -117,8 +114,8 @@ void check_reports(const boost::json::value& v) {
   } else {
     FUZZ_CHECK(!host.empty() && host.size() <= gw::max_host_bytes);
     for (char c : host)
-      FUZZ_CHECK((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '.' || c == '-' || c == '_');
+      FUZZ_CHECK((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                 c == '-' || c == '_');
   }
   gw::started_report s;
   if (auto e = gw::parse_started_body(v, s)) {

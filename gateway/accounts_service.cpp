@@ -3,8 +3,8 @@
 // coroutine parameters are values.
 #include "gateway/accounts_service.hpp"
 
-#include <boost/asio/post.hpp>
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <functional>
 
 #include "core/accounts.hpp"
@@ -27,7 +27,6 @@ namespace {
 
 const keys& keys_of(const gateway_context& ctx) { return ctx.jobs->redis_keys(); }
 
-
 // Runs fn on `pool` (inline when null) and completes on the caller's executor; an exception
 // thrown by fn is rethrown to the awaiting coroutine.
 template <class T, class Token>
@@ -36,8 +35,7 @@ auto async_offload(net::thread_pool* pool, std::function<T()> fn, Token&& token)
       [pool](auto handler, std::function<T()> f) {
         auto ex = net::get_associated_executor(handler);
         auto guard = net::make_work_guard(ex);
-        auto work = [f = std::move(f), handler = std::move(handler), ex,
-                     guard = std::move(guard)]() mutable {
+        auto work = [f = std::move(f), handler = std::move(handler), ex, guard = std::move(guard)]() mutable {
           std::exception_ptr ep;
           T value{};
           try {
@@ -50,10 +48,8 @@ auto async_offload(net::thread_pool* pool, std::function<T()> fn, Token&& token)
           });
           guard.reset();
         };
-        if (pool)
-          net::post(*pool, std::move(work));
-        else
-          work();
+        if (pool) net::post(*pool, std::move(work));
+        else work();
       },
       token, std::move(fn));
 }
@@ -70,9 +66,7 @@ std::function<std::string()> hash_job(std::string password, password_cost cost) 
 }
 
 std::function<bool()> verify_job(std::string hash, std::string password) {
-  return [hash = std::move(hash), password = std::move(password)] {
-    return verify_password(hash, password);
-  };
+  return [hash = std::move(hash), password = std::move(password)] { return verify_password(hash, password); };
 }
 
 std::string fmt_time(double t) {
@@ -81,11 +75,9 @@ std::string fmt_time(double t) {
   return buf;
 }
 
-std::vector<std::vector<std::string>> new_session_cmds(const gateway_context& ctx,
-                                                       const std::string& key,
-                                                       const std::string& user,
-                                                       const std::string& csrf, double now,
-                                                       const std::string& old_cookie_token) {
+std::vector<std::vector<std::string>> new_session_cmds(const gateway_context& ctx, const std::string& key,
+                                                       const std::string& user, const std::string& csrf,
+                                                       double now, const std::string& old_cookie_token) {
   std::vector<std::vector<std::string>> cmds;
   if (!old_cookie_token.empty())
     cmds.push_back(redis_cmd("DEL", keys_of(ctx).session(sha256_hex(old_cookie_token))));
@@ -94,10 +86,9 @@ std::vector<std::vector<std::string>> new_session_cmds(const gateway_context& ct
   return cmds;
 }
 
-std::vector<std::vector<std::string>> new_token_cmds(const gateway_context& ctx,
-                                                     const std::string& owner,
-                                                     const std::string& hash,
-                                                     const std::string& label, double now) {
+std::vector<std::vector<std::string>> new_token_cmds(const gateway_context& ctx, const std::string& owner,
+                                                     const std::string& hash, const std::string& label,
+                                                     double now) {
   token_spec t;
   t.owner = owner;
   t.scope = "user";
@@ -106,8 +97,7 @@ std::vector<std::vector<std::string>> new_token_cmds(const gateway_context& ctx,
   return token_write_commands(keys_of(ctx), hash, t);
 }
 
-std::vector<std::vector<std::string>> revoke_token_cmds(const gateway_context& ctx,
-                                                        const std::string& owner,
+std::vector<std::vector<std::string>> revoke_token_cmds(const gateway_context& ctx, const std::string& owner,
                                                         const std::string& hash) {
   std::vector<std::vector<std::string>> cmds;
   cmds.push_back(redis_cmd("DEL", keys_of(ctx).token(hash)));
@@ -122,12 +112,10 @@ std::string random_hex() { return new_token().substr(3); }
 std::optional<api_error> check_registration(const std::string& name, const std::string& email,
                                             const std::string& password) {
   if (!valid_user_name(name))
-    return bad_request(
-        "user name must be 1-64 of a-z 0-9 _ . - starting with a lower-case letter or digit");
+    return bad_request("user name must be 1-64 of a-z 0-9 _ . - starting with a lower-case letter or digit");
   if (!valid_email(email)) return bad_request("e-mail address is not valid");
   if (password.size() < min_password_bytes)
-    return bad_request("password must be at least " + std::to_string(min_password_bytes) +
-                       " characters");
+    return bad_request("password must be at least " + std::to_string(min_password_bytes) + " characters");
   if (password.size() > max_password_bytes)
     return bad_request("password is longer than " + std::to_string(max_password_bytes) + " bytes");
   return std::nullopt;
@@ -150,7 +138,7 @@ net::awaitable<std::optional<principal>> session_user(gateway_context& ctx, std:
 net::awaitable<result<session>> login(gateway_context& ctx, std::string name, std::string password,
                                       std::string old_cookie_token, std::string peer) {
   session out;
-  if (!valid_user_name(name) || password.empty() || password.size() > max_password_bytes) 
+  if (!valid_user_name(name) || password.empty() || password.size() > max_password_bytes)
     co_return unauthorized("wrong user name or password");
   // Throttled accounts and addresses, and a full hashing queue, are refused before any hashing.
   if (auto e = login_refusal(ctx, name, peer)) co_return *e;
@@ -165,11 +153,9 @@ net::awaitable<result<session>> login(gateway_context& ctx, std::string name, st
   bool ok = false;
   if (hash.empty()) {
     // No such user (or no password): spend the same time as a real check.
-    co_await async_offload<std::string>(ctx.blocking, hash_job(password, cost_of(ctx)),
-                                        net::use_awaitable);
+    co_await async_offload<std::string>(ctx.blocking, hash_job(password, cost_of(ctx)), net::use_awaitable);
   } else {
-    ok = co_await async_offload<bool>(ctx.blocking, verify_job(hash, password),
-                                      net::use_awaitable);
+    ok = co_await async_offload<bool>(ctx.blocking, verify_job(hash, password), net::use_awaitable);
   }
   if (!ok) {
     log::info("login refused user={} address={} reason=credentials", name, peer);
@@ -179,8 +165,8 @@ net::awaitable<result<session>> login(gateway_context& ctx, std::string name, st
   login_succeeded(ctx, name);
   std::string account = field_or_empty(user, "status");
   if (account != "active") {
-    std::string why = account == "pending"    ? "account " + name +
-                                                  " is pending: an administrator has not approved it yet"
+    std::string why = account == "pending"
+                          ? "account " + name + " is pending: an administrator has not approved it yet"
                       : account == "rejected" ? "the registration of " + name + " was rejected"
                       : account == "disabled" ? "account " + name + " is disabled"
                                               : "account " + name + " is not active";
@@ -206,10 +192,9 @@ net::awaitable<status> register_user(gateway_context& ctx, std::string name, std
   hash_ticket ticket(ctx.guard ? &ctx.guard->hashing : nullptr, peer);
   if (!ticket.admitted()) co_return hashing_busy();
   register_attempted(ctx, peer);
-  std::string hash = co_await async_offload<std::string>(
-      ctx.blocking, hash_job(password, cost_of(ctx)), net::use_awaitable);
-  auto reply =
-      co_await ctx.redis->async_exec(register_user_cmd(ctx.prefix, name, email, hash, now_s(ctx)));
+  std::string hash =
+      co_await async_offload<std::string>(ctx.blocking, hash_job(password, cost_of(ctx)), net::use_awaitable);
+  auto reply = co_await ctx.redis->async_exec(register_user_cmd(ctx.prefix, name, email, hash, now_s(ctx)));
   if (reply.is_error()) co_return internal_error("registration failed: " + reply.str);
   if (reply.as_integer() == 0) {
     log::info("registration of an existing name ignored name={} address={}", name, peer);
@@ -225,12 +210,13 @@ net::awaitable<status> logout(gateway_context& ctx, std::string cookie, std::str
   std::string key = keys_of(ctx).session(sha256_hex(token));
   auto reply = co_await ctx.redis->async_exec(redis_cmd("HMGET", key, "user", "csrf"));
   if (reply.elements.size() != 2 || reply.elements[0].is_nil()) co_return done();
-  if (!web::tokens_equal(csrf, reply.elements[1].as_string())) co_return forbidden("the CSRF token does not match the session");
+  if (!web::tokens_equal(csrf, reply.elements[1].as_string()))
+    co_return forbidden("the CSRF token does not match the session");
   co_await ctx.redis->async_exec(redis_cmd("DEL", key));
   // The session's live event streams end now, not at their next failed request.
-  std::size_t ended = ctx.hub ? ctx.hub->close_streams(stream_owner::session, sha256_hex(token),
-                                                       "the session was logged out")
-                              : 0;
+  std::size_t ended =
+      ctx.hub ? ctx.hub->close_streams(stream_owner::session, sha256_hex(token), "the session was logged out")
+              : 0;
   log::info("logout user={} streams_ended={}", reply.elements[0].as_string(), ended);
   co_return done();
 }
@@ -258,8 +244,7 @@ net::awaitable<std::vector<job_record>> tokens(gateway_context& ctx, std::string
   co_return out;
 }
 
-net::awaitable<result<std::string>> create_token(gateway_context& ctx, std::string owner,
-                                                 std::string label) {
+net::awaitable<result<std::string>> create_token(gateway_context& ctx, std::string owner, std::string label) {
   if (auto e = check_label(label)) co_return *e;
   std::string token = new_token();
   std::string hash = sha256_hex(token);
@@ -269,8 +254,7 @@ net::awaitable<result<std::string>> create_token(gateway_context& ctx, std::stri
 }
 
 net::awaitable<status> revoke_token(gateway_context& ctx, std::string owner, std::string hash) {
-  auto member = co_await ctx.redis->async_exec(
-      redis_cmd("SISMEMBER", keys_of(ctx).user_tokens(owner), hash));
+  auto member = co_await ctx.redis->async_exec(redis_cmd("SISMEMBER", keys_of(ctx).user_tokens(owner), hash));
   if (member.as_integer() != 1) co_return not_found("no such token");
   co_await ctx.redis->async_pipeline(revoke_token_cmds(ctx, owner, hash));
   std::size_t ended =

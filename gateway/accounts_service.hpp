@@ -60,8 +60,7 @@ net::awaitable<status> logout(gateway_context& ctx, std::string cookie, std::str
 // The owner's API tokens, newest first: id (the sha256), label, created, expires.
 net::awaitable<std::vector<job_record>> tokens(gateway_context& ctx, std::string owner);
 // A new API token (shown once; Redis keeps its sha256).
-net::awaitable<result<std::string>> create_token(gateway_context& ctx, std::string owner,
-                                                 std::string label);
+net::awaitable<result<std::string>> create_token(gateway_context& ctx, std::string owner, std::string label);
 // Revokes one of the owner's tokens by its sha256, ending its live event streams.
 net::awaitable<status> revoke_token(gateway_context& ctx, std::string owner, std::string hash);
 

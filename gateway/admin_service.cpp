@@ -51,15 +51,13 @@ void sort_users(std::vector<job_record>& users) {
   });
 }
 
-api_error refused_change(const std::string& name, const std::string& action,
-                         const account_change& c) {
+api_error refused_change(const std::string& name, const std::string& action, const account_change& c) {
   if (c.reason == "missing") return not_found("no such user: " + name);
   return conflict("cannot " + action + " " + name + ": the account is " + c.status);
 }
 
 bool loses_reading(account_action a) {
-  return a == account_action::disable || a == account_action::reject ||
-         a == account_action::remove_admin;
+  return a == account_action::disable || a == account_action::reject || a == account_action::remove_admin;
 }
 
 // The account after the change, as Redis has it now.
@@ -110,14 +108,12 @@ net::awaitable<overview> overview_of(gateway_context& ctx) {
   worker_keys.erase(std::unique(worker_keys.begin(), worker_keys.end()), worker_keys.end());
   o.workers = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_each(worker_keys)));
   auto pilot_ids = co_await ctx.redis->async_exec(redis_cmd("SMEMBERS", k.pilots()));
-  o.pilots = records_from_replies(
-      co_await ctx.redis->async_pipeline(hgetall_each(pilot_keys(k, pilot_ids))));
+  o.pilots = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_each(pilot_keys(k, pilot_ids))));
   sort_pilots(o.pilots);
   o.queue_depth = (co_await ctx.redis->async_exec(redis_cmd("ZCARD", k.queue()))).as_integer();
   long long since_ms = static_cast<long long>((detail::now_s(ctx) - 60.0) * 1000.0);
-  auto recent = co_await ctx.redis->async_exec(redis_cmd("XREVRANGE", k.events(), "+",
-                                                         std::to_string(since_ms), "COUNT",
-                                                         std::to_string(throughput_scan)));
+  auto recent = co_await ctx.redis->async_exec(redis_cmd(
+      "XREVRANGE", k.events(), "+", std::to_string(since_ms), "COUNT", std::to_string(throughput_scan)));
   for (const auto& e : parse_stream_events(recent)) {
     ++o.events_last_minute;
     auto st = parse_job_state(e.state);
@@ -126,25 +122,25 @@ net::awaitable<overview> overview_of(gateway_context& ctx) {
   co_return o;
 }
 
-net::awaitable<result<account_change>> change(gateway_context& ctx, principal who,
-                                              std::string name, std::string action) {
+net::awaitable<result<account_change>> change(gateway_context& ctx, principal who, std::string name,
+                                              std::string action) {
   if (!who.admin) co_return forbidden("administrators only");
   auto a = parse_account_action(action);
   if (!a) co_return bad_request("unknown action " + action.substr(0, 20));
-  if (name == who.name && (*a == account_action::disable || *a == account_action::remove_admin ||
-                           *a == account_action::reject))
+  if (name == who.name &&
+      (*a == account_action::disable || *a == account_action::remove_admin || *a == account_action::reject))
     co_return conflict("you cannot " + action + " your own account");
-  auto c = parse_account_change(co_await ctx.redis->async_exec(
-      account_action_cmd(ctx.prefix, name, *a, detail::now_s(ctx))));
+  auto c = parse_account_change(
+      co_await ctx.redis->async_exec(account_action_cmd(ctx.prefix, name, *a, detail::now_s(ctx))));
   if (!c.ok) co_return refused_change(name, action, c);
   // An account that may no longer read (disabled, rejected) or no longer reads everything (no
   // longer an admin) loses its live streams at once; a reconnect is checked afresh.
   if (ctx.hub && loses_reading(*a))
     ctx.hub->close_streams(stream_owner::user, name, "the account was changed: " + action);
-  log::info("account changed by={} user={} action={} status={} role={}", who.name, name, action,
-            c.status, c.role);
-  co_return reread(co_await ctx.redis->async_exec(
-      redis_cmd("HMGET", keys_of(ctx).user(name), "status", "role")));
+  log::info("account changed by={} user={} action={} status={} role={}", who.name, name, action, c.status,
+            c.role);
+  co_return reread(
+      co_await ctx.redis->async_exec(redis_cmd("HMGET", keys_of(ctx).user(name), "status", "role")));
 }
 
 }  // namespace descprod::gateway::admin_service

@@ -34,7 +34,7 @@ net::awaitable<overview> overview_of(gateway_context& ctx);
 // rejecting or demoting oneself and for an action the account's status does not allow;
 // not_found for no such account. The result is the account's status and role afterwards. An
 // account that may no longer read everything loses its live event streams at once.
-net::awaitable<result<account_change>> change(gateway_context& ctx, principal who,
-                                              std::string name, std::string action);
+net::awaitable<result<account_change>> change(gateway_context& ctx, principal who, std::string name,
+                                              std::string action);
 
 }  // namespace descprod::gateway::admin_service

@@ -55,36 +55,35 @@ inline constexpr std::size_t max_host_bytes = 255;
 inline constexpr std::size_t max_rundir_bytes = 4096;
 inline constexpr std::size_t max_message_bytes = 1000;
 
-
 // ---- routing --------------------------------------------------------------------------------
 
 enum class route_kind {
-  healthz,        // GET /healthz (no auth)
-  readyz,         // GET /readyz (no auth)
-  version,        // GET /api/version
-  events,         // GET /api/events (Server-Sent Events)
-  jobs,           // GET, POST /api/jobs
-  jobs_bulk,      // POST /api/jobs/bulk
-  job,            // GET, DELETE /api/jobs/<id>
-  job_events,     // GET /api/jobs/<id>/events[?follow=1]
-  job_log,        // GET /api/jobs/<id>/log
-  job_cancel,     // POST /api/jobs/<id>/cancel
-  job_archive,    // POST /api/jobs/<id>/archive
-  job_unarchive,  // POST /api/jobs/<id>/unarchive
-  job_claim,      // POST /api/jobs/<id>/claim
-  job_started,    // POST /api/jobs/<id>/started
-  job_progress,   // POST /api/jobs/<id>/progress
-  job_finished,   // POST /api/jobs/<id>/finished
-  register_,      // POST /api/register (no auth)
-  login,          // POST /api/login (no auth)
-  logout,         // POST /api/logout (ends the cookie's session, if any)
-  session,        // GET /api/session (who is calling; the CSRF token of a cookie session)
-  tokens,         // GET, POST /api/tokens
-  token,          // DELETE /api/tokens/<sha256>
-  admin_users,    // GET /api/admin/users
-  admin_user,     // POST /api/admin/users/<name>/<action>
-  admin_overview, // GET /api/admin/overview (workers, pilots, queue depth, throughput)
-  metrics,        // GET /metrics (Prometheus text; no auth, aggregate numbers only)
+  healthz,         // GET /healthz (no auth)
+  readyz,          // GET /readyz (no auth)
+  version,         // GET /api/version
+  events,          // GET /api/events (Server-Sent Events)
+  jobs,            // GET, POST /api/jobs
+  jobs_bulk,       // POST /api/jobs/bulk
+  job,             // GET, DELETE /api/jobs/<id>
+  job_events,      // GET /api/jobs/<id>/events[?follow=1]
+  job_log,         // GET /api/jobs/<id>/log
+  job_cancel,      // POST /api/jobs/<id>/cancel
+  job_archive,     // POST /api/jobs/<id>/archive
+  job_unarchive,   // POST /api/jobs/<id>/unarchive
+  job_claim,       // POST /api/jobs/<id>/claim
+  job_started,     // POST /api/jobs/<id>/started
+  job_progress,    // POST /api/jobs/<id>/progress
+  job_finished,    // POST /api/jobs/<id>/finished
+  register_,       // POST /api/register (no auth)
+  login,           // POST /api/login (no auth)
+  logout,          // POST /api/logout (ends the cookie's session, if any)
+  session,         // GET /api/session (who is calling; the CSRF token of a cookie session)
+  tokens,          // GET, POST /api/tokens
+  token,           // DELETE /api/tokens/<sha256>
+  admin_users,     // GET /api/admin/users
+  admin_user,      // POST /api/admin/users/<name>/<action>
+  admin_overview,  // GET /api/admin/overview (workers, pilots, queue depth, throughput)
+  metrics,         // GET /metrics (Prometheus text; no auth, aggregate numbers only)
   not_found
 };
 
@@ -242,11 +241,9 @@ bool may_change(const principal& who, const std::string& owner);
 // POST /api/jobs and /api/jobs/bulk (each job with "parent": J, checked by check_children_only);
 // the runner's reports (started, progress, finished) of job J; and GET /api/version. Another job's
 // ID under /api/jobs/<id> is 404; anything else 403. nullopt for a user token.
-std::optional<api_error> check_job_token_scope(const principal& who, const route& r,
-                                               std::string_view method);
+std::optional<api_error> check_job_token_scope(const principal& who, const route& r, std::string_view method);
 // With a job token, every job to create must name its job as parent; else 403.
-std::optional<api_error> check_children_only(const principal& who,
-                                             const std::vector<job_request>& jobs);
+std::optional<api_error> check_children_only(const principal& who, const std::vector<job_request>& jobs);
 
 // ---- answers --------------------------------------------------------------------------------
 
@@ -260,9 +257,8 @@ std::vector<std::string> reply_strings(const redis_reply& r);
 // One HGETALL per key, for a pipeline.
 std::vector<std::vector<std::string>> hgetall_each(const std::vector<std::string>& keys);
 // The body of a `submitted` notice to the daemon: {"jobs": [[id, priority, owner], ...]}.
-boost::json::object submitted_body(const std::vector<job_id>& ids,
-                                   const std::vector<job_request>& jobs, std::size_t first,
-                                   const std::string& owner);
+boost::json::object submitted_body(const std::vector<job_id>& ids, const std::vector<job_request>& jobs,
+                                   std::size_t first, const std::string& owner);
 
 // A whole decimal integer of type T (no sign for unsigned, no spaces); nullopt otherwise.
 template <class T>
@@ -294,8 +290,7 @@ std::optional<api_error> parse_events_query(std::string_view query, std::optiona
                                             std::optional<stream_id>& since);
 // The Last-Event-ID request header: empty → no error, out unset; a stream ID → out; anything
 // else → 400.
-std::optional<api_error> parse_last_event_id(std::string_view header,
-                                             std::optional<stream_id>& out);
+std::optional<api_error> parse_last_event_id(std::string_view header, std::optional<stream_id>& out);
 
 // One job event from the global stream (fields id, owner, type, state, progress, attempt, time)
 // or from a job's own stream (no id/owner: the caller supplies them).
@@ -315,8 +310,7 @@ struct stream_event {
 std::optional<stream_event> parse_stream_event(const redis_reply& entry, job_id default_id = 0,
                                                const std::string& default_owner = "");
 // The same from an entry's ID and fields already read.
-std::optional<stream_event> stream_event_of(std::string sid, const job_record& fields,
-                                            job_id default_id = 0,
+std::optional<stream_event> stream_event_of(std::string sid, const job_record& fields, job_id default_id = 0,
                                             const std::string& default_owner = "");
 // The events of an XRANGE reply (or one stream's entry list of an XREAD reply), malformed
 // entries skipped.

@@ -26,8 +26,8 @@
 #include "gateway/events.hpp"
 #include "gateway/guard.hpp"
 #include "gateway/handler.hpp"
-#include "gateway/server.hpp"
 #include "gateway/notices.hpp"
+#include "gateway/server.hpp"
 #include "gateway/services.hpp"
 
 namespace descprod::gateway {
@@ -51,8 +51,8 @@ std::unique_ptr<net::ssl::context> make_tls_context(const gateway_config& cfg) {
   if (cfg.tls_cert.empty()) return nullptr;
   auto ctx = std::make_unique<net::ssl::context>(net::ssl::context::tls_server);
   ctx->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
-                   net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
-                   net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
+                   net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1 |
+                   net::ssl::context::single_dh_use);
   boost::system::error_code ec;
   ctx->use_certificate_chain_file(cfg.tls_cert, ec);
   if (ec) throw std::runtime_error("gateway.tls_cert " + cfg.tls_cert + ": " + ec.message());
@@ -103,9 +103,7 @@ class gateway_app {
     ctx_.apps = std::move(apps);
     ctx_.redis = &redis_;
     ctx_.jobs = &jobs_;
-    ctx_.send_to_daemon = [this](const std::vector<std::string>& frames) {
-      return link_.send(frames);
-    };
+    ctx_.send_to_daemon = [this](const std::vector<std::string>& frames) { return link_.send(frames); };
     ctx_.notices = &notices_;
     ctx_.tokens = &tokens_;
     ctx_.created = &created_;
@@ -163,8 +161,8 @@ class gateway_app {
   net::awaitable<void> start() {
     std::string failure;
     try {
-      co_await async_connect_with_deadline(redis_, describe(cfg_.redis.endpoint),
-                                           redis_startup_deadline, &stopping_);
+      co_await async_connect_with_deadline(redis_, describe(cfg_.redis.endpoint), redis_startup_deadline,
+                                           &stopping_);
     } catch (const std::exception& e) {
       failure = e.what();
     }
@@ -173,17 +171,15 @@ class gateway_app {
       fatal(failure);
       co_return;
     }
-    log::info("redis connected redis={} prefix={}", describe(cfg_.redis.endpoint),
-              cfg_.redis.prefix);
+    log::info("redis connected redis={} prefix={}", describe(cfg_.redis.endpoint), cfg_.redis.prefix);
 
-    std::uint16_t port =
-        server_.bind(cfg_.gateway.address, static_cast<std::uint16_t>(cfg_.gateway.port));
+    std::uint16_t port = server_.bind(cfg_.gateway.address, static_cast<std::uint16_t>(cfg_.gateway.port));
     ctx_.config.port = port;  // the port bound (gateway.port 0: any free one): the Host/Origin checks use it
     try {
       link_.start();
     } catch (const zmq::error_t& e) {
-      throw std::runtime_error("cannot connect to the daemon at " + cfg_.gateway.daemon_endpoint +
-                               ": " + e.what());
+      throw std::runtime_error("cannot connect to the daemon at " + cfg_.gateway.daemon_endpoint + ": " +
+                               e.what());
     }
     auto stopping = [this] { return stopping_; };
     spawn_logged(ioc_.get_executor(), link_.run(), "daemon link", stopping);
@@ -241,9 +237,8 @@ class gateway_app {
   net::thread_pool hashing_;
   request_guard guard_;
   metrics::http_metrics http_metrics_;
-  double start_time_s_ = std::chrono::duration<double>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
+  double start_time_s_ =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   server server_;
   state_count_keeper counts_;
   net::signal_set signals_;
@@ -320,16 +315,18 @@ int gateway_main(int argc, char** argv) {
     std::size_t fds = raise_descriptor_limit();
     std::size_t cap = fit_connection_cap(cfg.gateway.max_connections, fds);
     if (cap < cfg.gateway.max_connections) {
-      log::warn("gateway.max_connections lowered to fit the descriptor limit configured={} "
-                "descriptors={} now={}",
-                cfg.gateway.max_connections, fds, cap);
+      log::warn(
+          "gateway.max_connections lowered to fit the descriptor limit configured={} "
+          "descriptors={} now={}",
+          cfg.gateway.max_connections, fds, cap);
       cfg.gateway.max_connections = cap;
       if (cfg.gateway.max_event_streams >= cap) cfg.gateway.max_event_streams = cap / 2;
     }
-    log::info("gateway limits descriptors={} max_connections={} per_address={} "
-              "max_event_streams={} per_user={}",
-              fds, cfg.gateway.max_connections, cfg.gateway.max_connections_per_address,
-              cfg.gateway.max_event_streams, cfg.gateway.max_event_streams_per_user);
+    log::info(
+        "gateway limits descriptors={} max_connections={} per_address={} "
+        "max_event_streams={} per_user={}",
+        fds, cfg.gateway.max_connections, cfg.gateway.max_connections_per_address,
+        cfg.gateway.max_event_streams, cfg.gateway.max_event_streams_per_user);
   }
   try {
     gateway_app app(std::move(cfg), std::move(apps), port_file);

@@ -41,8 +41,7 @@ net::awaitable<std::optional<api_error>> check_account(gateway_context& ctx, pri
   co_return std::nullopt;
 }
 
-std::vector<std::vector<std::string>> session_cmds(const gateway_context& ctx,
-                                                   const std::string& key) {
+std::vector<std::vector<std::string>> session_cmds(const gateway_context& ctx, const std::string& key) {
   std::vector<std::vector<std::string>> cmds;
   cmds.push_back(redis_cmd("HGETALL", key));
   // Sliding expiry: every request by the session pushes its end out again.
@@ -51,8 +50,7 @@ std::vector<std::vector<std::string>> session_cmds(const gateway_context& ctx,
 }
 }  // namespace
 
-net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string header,
-                                         std::string cookie) {
+net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string header, std::string cookie) {
   auth_result out;
   std::string session_token = web::cookie_value(cookie, web::session_cookie);
   if (header.empty() && !session_token.empty()) {
@@ -80,9 +78,8 @@ net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string heade
   }
   auto token = bearer_token(header);
   if (!token) {
-    out.error =
-        unauthorized(header.empty() ? "missing Authorization: Bearer <token> header"
-                                    : "malformed Authorization header; expected Bearer <token>");
+    out.error = unauthorized(header.empty() ? "missing Authorization: Bearer <token> header"
+                                            : "malformed Authorization header; expected Bearer <token>");
     co_return out;
   }
   std::string hash = sha256_hex(*token);
@@ -121,8 +118,7 @@ namespace {
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
          });
 }
 
@@ -138,8 +134,7 @@ std::optional<std::string> bearer_token(std::string_view h) {
   };
   h = trim(h);
   constexpr std::string_view scheme = "bearer";
-  if (h.size() <= scheme.size() || !iequals(h.substr(0, scheme.size()), scheme))
-    return std::nullopt;
+  if (h.size() <= scheme.size() || !iequals(h.substr(0, scheme.size()), scheme)) return std::nullopt;
   if (h[scheme.size()] != ' ' && h[scheme.size()] != '\t') return std::nullopt;
   auto token = trim(h.substr(scheme.size()));
   // Tokens are "dp_" + 64 hex digits; allow some slack but never whitespace or huge values.
@@ -204,15 +199,14 @@ bool may_change(const principal& who, const std::string& owner) {
   return who.admin || owner == who.name;
 }
 
-std::optional<api_error> check_children_only(const principal& who,
-                                             const std::vector<job_request>& jobs) {
+std::optional<api_error> check_children_only(const principal& who, const std::vector<job_request>& jobs) {
   if (!who.only_job) return std::nullopt;
   for (std::size_t i = 0; i < jobs.size(); ++i) {
     if (!jobs[i].parent || *jobs[i].parent != *who.only_job) {
       std::string where = jobs.size() > 1 ? "jobs[" + std::to_string(i) + "]: " : "";
       return forbidden(where + "a job token may only create children of job " +
-                       std::to_string(*who.only_job) +
-                       " (\"parent\": " + std::to_string(*who.only_job) + ")");
+                       std::to_string(*who.only_job) + " (\"parent\": " + std::to_string(*who.only_job) +
+                       ")");
     }
   }
   return std::nullopt;

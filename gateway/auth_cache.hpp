@@ -31,8 +31,7 @@ class auth_cache {
   static constexpr std::chrono::milliseconds default_ttl{1000};
   static constexpr std::size_t default_capacity = 10000;
 
-  explicit auth_cache(std::chrono::milliseconds ttl = default_ttl,
-                      std::size_t capacity = default_capacity)
+  explicit auth_cache(std::chrono::milliseconds ttl = default_ttl, std::size_t capacity = default_capacity)
       : ttl_(ttl), capacity_(capacity == 0 ? 1 : capacity) {}
 
   // The principal remembered for the token whose SHA-256 is `token_hash`, when it was looked up
@@ -77,10 +76,8 @@ class auth_cache {
   };
   void prune(clock::time_point now) {
     for (auto it = map_.begin(); it != map_.end();) {
-      if (now >= it->second.fresh_until)
-        it = map_.erase(it);
-      else
-        ++it;
+      if (now >= it->second.fresh_until) it = map_.erase(it);
+      else ++it;
     }
   }
 

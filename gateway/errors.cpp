@@ -8,29 +8,18 @@ unsigned status_of(errc code) {
     case errc::bad_request:
     case errc::bad_json:
     case errc::invalid_config:
-    case errc::unknown_jobtype:
-      return 400;
-    case errc::unauthorized:
-      return 401;
-    case errc::forbidden:
-      return 403;
-    case errc::not_found:
-      return 404;
-    case errc::method_not_allowed:
-      return 405;
-    case errc::conflict:
-      return 409;
-    case errc::payload_too_large:
-      return 413;
+    case errc::unknown_jobtype: return 400;
+    case errc::unauthorized: return 401;
+    case errc::forbidden: return 403;
+    case errc::not_found: return 404;
+    case errc::method_not_allowed: return 405;
+    case errc::conflict: return 409;
+    case errc::payload_too_large: return 413;
     case errc::too_many_requests:
-    case errc::too_many_connections:
-      return 429;
-    case errc::header_too_large:
-      return 431;
-    case errc::internal:
-      return 500;
-    case errc::unavailable:
-      return 503;
+    case errc::too_many_connections: return 429;
+    case errc::header_too_large: return 431;
+    case errc::internal: return 500;
+    case errc::unavailable: return 503;
   }
   return 500;
 }

@@ -66,8 +66,8 @@ boost::json::object error_json(const api_error& e);
 template <class T>
 class result {
  public:
-  result(T value) : v_(std::in_place_index<0>, std::move(value)) {}            // NOLINT
-  result(api_error error) : v_(std::in_place_index<1>, std::move(error)) {}    // NOLINT
+  result(T value) : v_(std::in_place_index<0>, std::move(value)) {}          // NOLINT
+  result(api_error error) : v_(std::in_place_index<1>, std::move(error)) {}  // NOLINT
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
   T& value() { return std::get<0>(v_); }

@@ -78,8 +78,8 @@ net::awaitable<handler_result> events_stream(call& c) {
   std::string first(sse_preamble);
   if (after) {
     auto replay = co_await ctx.redis->async_exec(redis_cmd("XREVRANGE", ctx.jobs->redis_keys().events(), "+",
-                                                     "(" + after->str(), "COUNT",
-                                                     std::to_string(max_replay_events)));
+                                                           "(" + after->str(), "COUNT",
+                                                           std::to_string(max_replay_events)));
     auto newest = append_events(first, oldest_first(parse_stream_events(replay)), filter);
     sub->skip_through(newest && *after < *newest ? *newest : *after);
   }
@@ -109,7 +109,7 @@ net::awaitable<handler_result> open_job_stream(call& c) {
   std::string from = after ? "(" + after->str() : std::string("-");
   std::vector<std::vector<std::string>> cmds;
   cmds.push_back(redis_cmd("XREVRANGE", ctx.jobs->redis_keys().job_events(id), "+", from, "COUNT",
-                     std::to_string(max_events)));
+                           std::to_string(max_events)));
   cmds.push_back(redis_cmd("EXISTS", ctx.jobs->redis_keys().job_events(id)));
   cmds.push_back(redis_cmd("HGET", ctx.jobs->redis_keys().job(id), "create_time"));
   auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
@@ -150,8 +150,7 @@ std::optional<stream_id> parse_stream_id(std::string_view s) {
   auto dash = s.find('-');
   auto ms_text = s.substr(0, dash);
   auto all_digits = [](std::string_view t) {
-    return !t.empty() && t.size() <= 20 &&
-           t.find_first_not_of("0123456789") == std::string_view::npos;
+    return !t.empty() && t.size() <= 20 && t.find_first_not_of("0123456789") == std::string_view::npos;
   };
   if (!all_digits(ms_text)) return std::nullopt;
   stream_id id;
@@ -168,12 +167,9 @@ std::optional<stream_id> parse_stream_id(std::string_view s) {
   return id;
 }
 
-std::optional<api_error> parse_last_event_id(std::string_view header,
-                                             std::optional<stream_id>& out) {
-  while (!header.empty() && (header.front() == ' ' || header.front() == '\t'))
-    header.remove_prefix(1);
-  while (!header.empty() && (header.back() == ' ' || header.back() == '\t'))
-    header.remove_suffix(1);
+std::optional<api_error> parse_last_event_id(std::string_view header, std::optional<stream_id>& out) {
+  while (!header.empty() && (header.front() == ' ' || header.front() == '\t')) header.remove_prefix(1);
+  while (!header.empty() && (header.back() == ' ' || header.back() == '\t')) header.remove_suffix(1);
   out.reset();
   if (header.empty()) return std::nullopt;
   auto id = parse_stream_id(header);
@@ -247,8 +243,8 @@ std::optional<stream_event> parse_stream_event(const redis_reply& entry, job_id 
   return e;
 }
 
-std::optional<stream_event> stream_event_of(std::string sid, const job_record& fields,
-                                            job_id default_id, const std::string& default_owner) {
+std::optional<stream_event> stream_event_of(std::string sid, const job_record& fields, job_id default_id,
+                                            const std::string& default_owner) {
   auto e = new_stream_event(std::move(sid), default_id, default_owner);
   if (!e) return std::nullopt;
   for (const auto& [k, v] : fields)

@@ -26,22 +26,20 @@ std::string reason(const std::exception& e) {
 }
 
 std::vector<std::string> xread_cmd(const std::string& key, const std::string& last_id) {
-  return redis_cmd("XREAD", "BLOCK", std::to_string(tail_block.count()), "COUNT",
-                   std::to_string(tail_batch), "STREAMS", key, last_id);
+  return redis_cmd("XREAD", "BLOCK", std::to_string(tail_block.count()), "COUNT", std::to_string(tail_batch),
+                   "STREAMS", key, last_id);
 }
 
 }  // namespace
 
 // ---- event_subscription ----------------------------------------------------------------------
 
-event_subscription::event_subscription(net::any_io_executor ex, event_filter filter,
-                                       std::size_t limit)
+event_subscription::event_subscription(net::any_io_executor ex, event_filter filter, std::size_t limit)
     : wake_(std::move(ex), std::chrono::steady_clock::time_point::max()),
       filter_(std::move(filter)),
       limit_(limit) {}
 
-void event_subscription::set_owner(std::string user, std::string session_hash,
-                                   std::string token_hash) {
+void event_subscription::set_owner(std::string user, std::string session_hash, std::string token_hash) {
   user_ = std::move(user);
   session_hash_ = std::move(session_hash);
   token_hash_ = std::move(token_hash);
@@ -104,13 +102,10 @@ void event_subscription::close(std::string why) {
 // ---- event_hub ---------------------------------------------------------------------------------
 
 event_hub::event_hub(net::any_io_executor ex, redis_endpoint endpoint, std::string prefix)
-    : redis_(ex, std::move(endpoint)),
-      stream_key_(std::move(prefix) + "events"),
-      backoff_timer_(ex) {}
+    : redis_(ex, std::move(endpoint)), stream_key_(std::move(prefix) + "events"), backoff_timer_(ex) {}
 
 std::shared_ptr<event_subscription> event_hub::subscribe(event_filter filter, std::size_t limit) {
-  auto sub =
-      std::make_shared<event_subscription>(backoff_timer_.get_executor(), std::move(filter), limit);
+  auto sub = std::make_shared<event_subscription>(backoff_timer_.get_executor(), std::move(filter), limit);
   if (stopped_) sub->close("the gateway is stopping");
   subs_.push_back(sub);
   return sub;
@@ -143,8 +138,7 @@ std::size_t event_hub::streams_of(const std::string& user) {
   return n;
 }
 
-std::size_t event_hub::close_streams(stream_owner by, const std::string& value,
-                                     const std::string& why) {
+std::size_t event_hub::close_streams(stream_owner by, const std::string& value, const std::string& why) {
   if (value.empty()) return 0;
   std::size_t n = 0;
   for (auto& w : subs_) {
@@ -204,17 +198,14 @@ net::awaitable<void> event_hub::run() {
       if (!redis_.connected()) {
         co_await redis_.async_connect();
         if (last_id_.empty()) {
-          auto last = co_await redis_.async_exec(
-              redis_cmd("XREVRANGE", stream_key_, "+", "-", "COUNT", "1"));
+          auto last = co_await redis_.async_exec(redis_cmd("XREVRANGE", stream_key_, "+", "-", "COUNT", "1"));
           if (last.is_error()) throw std::runtime_error("XREVRANGE: " + last.str);
           last_id_ = last.elements.empty() || last.elements[0].elements.empty()
                          ? std::string("0-0")
                          : last.elements[0].elements[0].as_string();
         }
-        if (was_down)
-          log::info("event tail reconnected stream={} after={}", stream_key_, last_id_);
-        else
-          log::info("event tail started stream={} after={}", stream_key_, last_id_);
+        if (was_down) log::info("event tail reconnected stream={} after={}", stream_key_, last_id_);
+        else log::info("event tail started stream={} after={}", stream_key_, last_id_);
         was_down = false;
         wait.reset();
       }

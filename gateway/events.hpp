@@ -105,8 +105,7 @@ class event_hub {
   event_hub& operator=(const event_hub&) = delete;
 
   // A new subscription; it stays subscribed until the last shared_ptr to it goes.
-  std::shared_ptr<event_subscription> subscribe(event_filter filter,
-                                                std::size_t limit = sse_queue_limit);
+  std::shared_ptr<event_subscription> subscribe(event_filter filter, std::size_t limit = sse_queue_limit);
   // The tail: connects, finds the stream's current end (so nothing is missed between two
   // XREADs), then XREAD BLOCK from the last ID seen; reconnects with backoff after a failure and
   // resumes after the last ID delivered. Returns after stop().

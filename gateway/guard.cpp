@@ -57,15 +57,13 @@ api_error too_many_requests(std::string detail, long long retry_after_s) {
 
 // ---- failure_throttle --------------------------------------------------------------------------
 
-std::chrono::milliseconds failure_throttle::wait(const std::string& key,
-                                                 guard_clock::time_point now) const {
+std::chrono::milliseconds failure_throttle::wait(const std::string& key, guard_clock::time_point now) const {
   auto it = entries_.find(key);
   if (it == entries_.end() || it->second.blocked_until <= now) return std::chrono::milliseconds(0);
   return std::chrono::ceil<std::chrono::milliseconds>(it->second.blocked_until - now);
 }
 
-std::chrono::milliseconds failure_throttle::fail(const std::string& key,
-                                                 guard_clock::time_point now) {
+std::chrono::milliseconds failure_throttle::fail(const std::string& key, guard_clock::time_point now) {
   if (entries_.size() >= max_throttle_keys) prune(now);
   auto& e = entries_[key];
   if (e.failures > 0 && now - e.last > p_.window) e.failures = 0;  // an old run: start again
@@ -82,10 +80,8 @@ std::chrono::milliseconds failure_throttle::fail(const std::string& key,
 
 void failure_throttle::prune(guard_clock::time_point now) {
   for (auto it = entries_.begin(); it != entries_.end();) {
-    if (now - it->second.last > p_.window && it->second.blocked_until <= now)
-      it = entries_.erase(it);
-    else
-      ++it;
+    if (now - it->second.last > p_.window && it->second.blocked_until <= now) it = entries_.erase(it);
+    else ++it;
   }
   if (entries_.size() < max_throttle_keys) return;
   // Still full of live keys (a flood of names): forget the stalest half.
@@ -96,18 +92,15 @@ void failure_throttle::prune(guard_clock::time_point now) {
   std::nth_element(lasts.begin(), mid, lasts.end());
   auto cut = *mid;
   for (auto it = entries_.begin(); it != entries_.end();) {
-    if (it->second.last < cut)
-      it = entries_.erase(it);
-    else
-      ++it;
+    if (it->second.last < cut) it = entries_.erase(it);
+    else ++it;
   }
   log::warn("login throttle forgot stale keys remaining={}", entries_.size());
 }
 
 // ---- window_counter ----------------------------------------------------------------------------
 
-std::chrono::milliseconds window_counter::wait(const std::string& key,
-                                               guard_clock::time_point now) {
+std::chrono::milliseconds window_counter::wait(const std::string& key, guard_clock::time_point now) {
   auto it = events_.find(key);
   if (it == events_.end()) return std::chrono::milliseconds(0);
   auto& q = it->second;
@@ -129,10 +122,8 @@ void window_counter::add(const std::string& key, guard_clock::time_point now) {
 
 void window_counter::prune(guard_clock::time_point now) {
   for (auto it = events_.begin(); it != events_.end();) {
-    if (it->second.empty() || now - it->second.back() >= window_)
-      it = events_.erase(it);
-    else
-      ++it;
+    if (it->second.empty() || now - it->second.back() >= window_) it = events_.erase(it);
+    else ++it;
   }
 }
 
@@ -157,8 +148,7 @@ void hash_gate::leave(const std::string& address) {
   if (--it->second == 0) by_address_.erase(it);
 }
 
-hash_ticket::hash_ticket(hash_gate* gate, std::string address)
-    : gate_(gate), address_(std::move(address)) {
+hash_ticket::hash_ticket(hash_gate* gate, std::string address) : gate_(gate), address_(std::move(address)) {
   if (gate_) admitted_ = gate_->try_enter(address_);
   if (!admitted_) gate_ = nullptr;
 }
@@ -195,11 +185,10 @@ std::optional<api_error> login_refusal(const gateway_context& ctx, const std::st
   auto wait = std::max(by_account, by_address);
   if (wait.count() <= 0) return std::nullopt;
   // The same words for every account name, existing or not.
-  return too_many_requests(
-      by_address > by_account
-          ? "too many failed logins from this address; try again later"
-          : "too many failed logins for this account; try again later",
-      ceil_seconds(wait));
+  return too_many_requests(by_address > by_account
+                               ? "too many failed logins from this address; try again later"
+                               : "too many failed logins for this account; try again later",
+                           ceil_seconds(wait));
 }
 
 void login_failed(gateway_context& ctx, const std::string& name, const std::string& peer) {
@@ -208,8 +197,8 @@ void login_failed(gateway_context& ctx, const std::string& name, const std::stri
   auto a = ctx.guard->accounts.fail(name, now);
   auto b = peer.empty() ? std::chrono::milliseconds(0) : ctx.guard->addresses.fail(peer, now);
   if (a.count() > 0 || b.count() > 0)
-    log::warn("login throttled user={} address={} account_wait_ms={} address_wait_ms={}", name,
-              peer, a.count(), b.count());
+    log::warn("login throttled user={} address={} account_wait_ms={} address_wait_ms={}", name, peer,
+              a.count(), b.count());
 }
 
 void login_succeeded(gateway_context& ctx, const std::string& name) {
@@ -221,8 +210,7 @@ std::optional<api_error> register_refusal(gateway_context& ctx, const std::strin
   auto wait = ctx.guard->registrations.wait(peer, guard_clock::now());
   if (wait.count() <= 0) return std::nullopt;
   log::warn("registration throttled address={}", peer);
-  return too_many_requests("too many registrations from this address; try again later",
-                           ceil_seconds(wait));
+  return too_many_requests("too many registrations from this address; try again later", ceil_seconds(wait));
 }
 
 void register_attempted(gateway_context& ctx, const std::string& peer) {
@@ -230,23 +218,20 @@ void register_attempted(gateway_context& ctx, const std::string& peer) {
 }
 
 api_error hashing_busy() {
-  return too_many_requests("the gateway is busy checking passwords; try again shortly",
-                           hash_retry_after_s);
+  return too_many_requests("the gateway is busy checking passwords; try again shortly", hash_retry_after_s);
 }
 
 std::optional<api_error> stream_refusal(gateway_context& ctx, const principal& who) {
   if (!ctx.hub) return std::nullopt;
   if (ctx.hub->subscribers() >= ctx.config.max_event_streams) {
-    log::warn("event stream refused user={} reason=global limit={}", who.name,
-              ctx.config.max_event_streams);
+    log::warn("event stream refused user={} reason=global limit={}", who.name, ctx.config.max_event_streams);
     return too_many_requests("the gateway serves as many live event streams as it can; retry later",
                              stream_retry_after_s);
   }
   if (ctx.hub->streams_of(who.name) >= ctx.config.max_event_streams_per_user) {
     log::warn("event stream refused user={} reason=per-user limit={}", who.name,
               ctx.config.max_event_streams_per_user);
-    return too_many_requests("this account has " +
-                                 std::to_string(ctx.config.max_event_streams_per_user) +
+    return too_many_requests("this account has " + std::to_string(ctx.config.max_event_streams_per_user) +
                                  " live event streams open already; close one first",
                              stream_retry_after_s);
   }
@@ -278,14 +263,13 @@ std::optional<web_origin> origin_of_host(std::string_view scheme, std::string_vi
   }
   if (o.host.empty()) return std::nullopt;
   for (char c : o.host)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' ||
-          c == '[' || c == ']' || c == ':'))
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' || c == '[' ||
+          c == ']' || c == ':'))
       return std::nullopt;
   if (port.empty()) {
     o.port = o.scheme == "https" ? 443 : 80;
   } else {
-    if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
-      return std::nullopt;
+    if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
     o.port = static_cast<unsigned>(std::stoul(port));
     if (o.port == 0 || o.port > 65535) return std::nullopt;
   }
@@ -342,8 +326,7 @@ bool origin_matches(const gateway_context& ctx, std::string_view origin, std::st
 
 std::optional<api_error> check_request_header(const gateway_context& ctx,
                                               const http::request<http::string_body>& req) {
-  if (req.count(http::field::authorization) > 1)
-    return bad_request("more than one Authorization header");
+  if (req.count(http::field::authorization) > 1) return bad_request("more than one Authorization header");
   if (req.count(http::field::host) > 1) return bad_request("more than one Host header");
   auto target = req.target();
   auto path = target.substr(0, target.find('?'));

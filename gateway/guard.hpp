@@ -99,8 +99,7 @@ class window_counter {
 // at most `per_address` of them from one client address. A refused login costs no hashing.
 class hash_gate {
  public:
-  hash_gate(std::size_t capacity, std::size_t per_address)
-      : capacity_(capacity), per_address_(per_address) {}
+  hash_gate(std::size_t capacity, std::size_t per_address) : capacity_(capacity), per_address_(per_address) {}
   bool try_enter(const std::string& address);
   void leave(const std::string& address);
   std::size_t in_flight() const { return in_flight_; }
@@ -180,7 +179,6 @@ bool origin_matches(const gateway_context& ctx, std::string_view origin, std::st
 // gateway.public_url set, a Host other than its host[:port] → 400 (DNS rebinding), except on the
 // probes /healthz and /readyz.
 std::optional<api_error> check_request_header(
-    const gateway_context& ctx,
-    const boost::beast::http::request<boost::beast::http::string_body>& req);
+    const gateway_context& ctx, const boost::beast::http::request<boost::beast::http::string_body>& req);
 
 }  // namespace descprod::gateway

@@ -53,14 +53,11 @@ handler_result error_answer(const api_error& e) { return answer(make_error_respo
 
 response readyz_response(const gateway_context& ctx) {
   std::string why;
-  if (!ctx.redis || !ctx.redis->connected())
-    why = "the gateway is not connected to Redis";
+  if (!ctx.redis || !ctx.redis->connected()) why = "the gateway is not connected to Redis";
   else if (ctx.redis_ready && !ctx.redis_ready())
     why = "Redis is not serving (loading its data, busy, or refusing writes)";
-  else if (!ctx.daemon_ready)
-    why = "the gateway has no daemon link";
-  else if (!ctx.daemon_ready())
-    why = "the daemon has not welcomed the gateway yet";
+  else if (!ctx.daemon_ready) why = "the gateway has no daemon link";
+  else if (!ctx.daemon_ready()) why = "the daemon has not welcomed the gateway yet";
   boost::json::object o;
   if (why.empty()) {
     o["status"] = "ready";
@@ -108,9 +105,7 @@ net::awaitable<handler_result> healthz_get(call& c) {
   co_return answer(healthz_response(c.ctx.redis && c.ctx.redis->connected()));
 }
 net::awaitable<handler_result> readyz_get(call& c) { co_return answer(readyz_response(c.ctx)); }
-net::awaitable<handler_result> metrics_get(call& c) {
-  co_return answer(co_await metrics_response(c.ctx));
-}
+net::awaitable<handler_result> metrics_get(call& c) { co_return answer(co_await metrics_response(c.ctx)); }
 net::awaitable<handler_result> version_get(call&) { co_return answer(version_response()); }
 
 }  // namespace detail
@@ -210,9 +205,8 @@ std::vector<std::vector<std::string>> hgetall_each(const std::vector<std::string
   return cmds;
 }
 
-boost::json::object submitted_body(const std::vector<job_id>& ids,
-                                   const std::vector<job_request>& jobs, std::size_t first,
-                                   const std::string& owner) {
+boost::json::object submitted_body(const std::vector<job_id>& ids, const std::vector<job_request>& jobs,
+                                   std::size_t first, const std::string& owner) {
   boost::json::array list;
   list.reserve(ids.size());
   for (std::size_t i = 0; i < ids.size(); ++i) {

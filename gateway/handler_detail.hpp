@@ -29,8 +29,7 @@ struct auth_result {
 };
 // Who is calling: the bearer token of `authorization`, or else the web session of the `cookie`
 // header (its expiry pushed out: sliding). Errors are 401.
-net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string authorization,
-                                         std::string cookie);
+net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string authorization, std::string cookie);
 
 // POST /api/jobs's 201 answer built from what the create script wrote (the request, the owner and
 // the script's time as stored): the same JSON as job_to_json of the new job hash.

@@ -32,8 +32,7 @@ std::string field_of(const job_record& r, const char* k) {
 
 api_error job_not_found(job_id id) { return not_found("job " + std::to_string(id) + " not found"); }
 
-std::vector<new_job> to_new_jobs(const std::vector<job_request>& reqs, std::size_t first,
-                                 std::size_t n) {
+std::vector<new_job> to_new_jobs(const std::vector<job_request>& reqs, std::size_t first, std::size_t n) {
   std::vector<new_job> out;
   out.reserve(n);
   for (std::size_t i = first; i < first + n; ++i) {
@@ -72,16 +71,14 @@ api_error parent_not_found(job_id parent, bool bulk, std::size_t index) {
   return e;
 }
 
-api_error partial_create(const std::vector<job_id>& created, std::size_t requested,
-                         const std::string& why) {
-  return unavailable("created " + std::to_string(created.size()) + " of " +
-                     std::to_string(requested) + " jobs (ids " + std::to_string(created.front()) +
-                     ".." + std::to_string(created.back()) + ") before " + why +
-                     "; submit the remaining jobs again");
+api_error partial_create(const std::vector<job_id>& created, std::size_t requested, const std::string& why) {
+  return unavailable("created " + std::to_string(created.size()) + " of " + std::to_string(requested) +
+                     " jobs (ids " + std::to_string(created.front()) + ".." + std::to_string(created.back()) +
+                     ") before " + why + "; submit the remaining jobs again");
 }
 
-void notify_daemon(gateway_context& ctx, const std::vector<job_id>& ids,
-                   const std::vector<job_request>& reqs, std::size_t first, const std::string& owner) {
+void notify_daemon(gateway_context& ctx, const std::vector<job_id>& ids, const std::vector<job_request>& reqs,
+                   std::size_t first, const std::string& owner) {
   if (ctx.notices) {
     for (std::size_t i = 0; i < ids.size(); ++i)
       ctx.notices->add(ids[i], first + i < reqs.size() ? reqs[first + i].priority : 0, owner);
@@ -116,8 +113,7 @@ commands filter_cmds(const keys& k, const std::vector<std::string>& ids) {
   return cmds;
 }
 
-commands state_cmds(const keys& k, const std::vector<std::string>& ids, std::size_t first,
-                    std::size_t n) {
+commands state_cmds(const keys& k, const std::vector<std::string>& ids, std::size_t first, std::size_t n) {
   commands cmds;
   cmds.reserve(n);
   for (std::size_t i = first; i < first + n && i < ids.size(); ++i)
@@ -146,8 +142,7 @@ command children_cmd(const std::string& key, long long card) {
 
 std::vector<std::string> page_of(const std::vector<std::string>& ids, const list_query& q) {
   std::vector<std::string> page;
-  for (auto i = static_cast<std::size_t>(
-           std::min<long long>(q.offset, static_cast<long long>(ids.size())));
+  for (auto i = static_cast<std::size_t>(std::min<long long>(q.offset, static_cast<long long>(ids.size())));
        i < ids.size() && page.size() < static_cast<std::size_t>(q.limit); ++i)
     page.push_back(ids[i]);
   return page;
@@ -164,13 +159,12 @@ bool matches_filter(const redis_reply& hmget, const list_query& q) {
 api_error refused_report(job_id id, const transition_result& tr, std::string_view what) {
   if (tr.reason == refusal::stale)
     return conflict("stale: the " + std::string(what) +
-                    " report does not match the job's current attempt or claim; job " +
-                    std::to_string(id) + " is " + tr.state);
+                    " report does not match the job's current attempt or claim; job " + std::to_string(id) +
+                    " is " + tr.state);
   if (tr.reason == refusal::illegal)
-    return conflict("illegal: job " + std::to_string(id) + " is " + tr.state + "; a " +
-                    std::string(what) + " report is not accepted in that state");
-  return conflict(std::string(to_string(tr.reason)) + ": job " + std::to_string(id) + " is " +
-                  tr.state);
+    return conflict("illegal: job " + std::to_string(id) + " is " + tr.state + "; a " + std::string(what) +
+                    " report is not accepted in that state");
+  return conflict(std::string(to_string(tr.reason)) + ": job " + std::to_string(id) + " is " + tr.state);
 }
 
 std::string_view report_name(const client_report& r) {
@@ -310,11 +304,10 @@ net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
     auto chunk = co_await create_chunk(ctx, who.name, to_new_jobs(reqs, first, n));
     if (chunk.redis_failure) {
       // Nothing created yet: the generic 503. Otherwise say exactly what exists.
-      if (out.ids.empty())
-        throw boost::system::system_error(net::error::not_connected, *chunk.redis_failure);
+      if (out.ids.empty()) throw boost::system::system_error(net::error::not_connected, *chunk.redis_failure);
       if (ctx.on_redis_failure) ctx.on_redis_failure();
-      log::warn("bulk create interrupted owner={} created={} requested={} error={}", who.name,
-                out.ids.size(), reqs.size(), *chunk.redis_failure);
+      log::warn("bulk create interrupted owner={} created={} requested={} error={}", who.name, out.ids.size(),
+                reqs.size(), *chunk.redis_failure);
       co_return partial_create(out.ids, reqs.size(), "Redis failed");
     }
     const auto& tr = chunk.created;
@@ -394,8 +387,7 @@ net::awaitable<result<job_detail>> get(gateway_context& ctx, principal who, job_
   co_return out;
 }
 
-net::awaitable<result<job_events>> events(gateway_context& ctx, principal who, job_id id,
-                                          std::size_t limit) {
+net::awaitable<result<job_events>> events(gateway_context& ctx, principal who, job_id id, std::size_t limit) {
   const keys& k = keys_of(ctx);
   commands cmds;
   cmds.push_back(redis_cmd("HMGET", k.job(id), "descname", "create_time"));
@@ -476,8 +468,7 @@ net::awaitable<status> remove(gateway_context& ctx, principal who, job_id id) {
   co_return done();
 }
 
-net::awaitable<result<claimed_job>> claim(gateway_context& ctx, principal who, job_id id,
-                                          std::string host) {
+net::awaitable<result<claimed_job>> claim(gateway_context& ctx, principal who, job_id id, std::string host) {
   auto rec = co_await ctx.jobs->async_get(id);
   if (!rec || !may_change(who, field_of(*rec, "descname"))) co_return job_not_found(id);
   std::string jobtype = field_of(*rec, "jobtype");
@@ -487,8 +478,7 @@ net::awaitable<result<claimed_job>> claim(gateway_context& ctx, principal who, j
                        "', which this gateway does not know");
   std::string token = new_token();
   std::string worker = std::string(claim_worker_prefix) + host;
-  auto tr = co_await ctx.jobs->async_claim(id, worker, claim_lease_s, sha256_hex(token),
-                                           claim_token_ttl_s);
+  auto tr = co_await ctx.jobs->async_claim(id, worker, claim_lease_s, sha256_hex(token), claim_token_ttl_s);
   if (!tr.ok) {
     if (tr.reason == refusal::illegal)
       co_return conflict("job " + std::to_string(id) + " is " + tr.state + ", not ready");
@@ -503,11 +493,10 @@ net::awaitable<result<claimed_job>> claim(gateway_context& ctx, principal who, j
   co_return out;
 }
 
-net::awaitable<result<std::string>> report(gateway_context& ctx, principal who, job_id id,
-                                           client_report r) {
+net::awaitable<result<std::string>> report(gateway_context& ctx, principal who, job_id id, client_report r) {
   std::string_view what = report_name(r);
-  auto fields = co_await ctx.redis->async_exec(
-      redis_cmd("HMGET", keys_of(ctx).job(id), "descname", "worker", "state"));
+  auto fields =
+      co_await ctx.redis->async_exec(redis_cmd("HMGET", keys_of(ctx).job(id), "descname", "worker", "state"));
   std::string owner = fields.elements.size() == 3 ? fields.elements[0].as_string() : "";
   bool allowed = who.only_job ? may_read(who, id, owner) : may_change(who, owner);
   if (owner.empty() || !allowed) co_return job_not_found(id);
@@ -526,12 +515,11 @@ net::awaitable<result<std::string>> report(gateway_context& ctx, principal who, 
   } else {
     auto& f = std::get<finished_report>(r);
     auto out = classify_exit(f.rc, f.signal, f.timed_out);
-    tr = co_await ctx.jobs->async_finish(id, f.attempt, worker, out.state, out.return_status,
-                                         out.prefix, f.message);
+    tr = co_await ctx.jobs->async_finish(id, f.attempt, worker, out.state, out.return_status, out.prefix,
+                                         f.message);
   }
   if (!tr.ok) {
-    log::warn("report refused job_id={} report={} reason={} state={}", id, what, tr.reason,
-              tr.state);
+    log::warn("report refused job_id={} report={} reason={} state={}", id, what, tr.reason, tr.state);
     if (tr.reason == refusal::missing) co_return job_not_found(id);
     co_return refused_report(id, tr, what);
   }

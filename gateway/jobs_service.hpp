@@ -37,10 +37,10 @@ net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
 
 // A page of the caller's jobs, or of a parent's children, as GET /api/jobs selects them.
 struct job_list {
-  std::vector<job_record> jobs;  // newest first
-  long long total = 0;           // matching jobs (within the scan window when filtered)
+  std::vector<job_record> jobs;        // newest first
+  long long total = 0;                 // matching jobs (within the scan window when filtered)
   std::optional<std::size_t> scanned;  // filtered: how many of the newest jobs were looked at
-  bool truncated = false;        // filtered: more jobs than scanned; children: more than sampled
+  bool truncated = false;              // filtered: more jobs than scanned; children: more than sampled
 };
 net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_query q);
 
@@ -51,8 +51,8 @@ struct children_rollup {
 };
 struct job_detail {
   job_record job;
-  long long children = 0;                  // SCARD of its children
-  std::optional<children_rollup> rollup;   // when it has children
+  long long children = 0;                 // SCARD of its children
+  std::optional<children_rollup> rollup;  // when it has children
 };
 net::awaitable<result<job_detail>> get(gateway_context& ctx, principal who, job_id id);
 
@@ -95,14 +95,12 @@ struct claimed_job {
   std::string token;
   const app_def* app = nullptr;
 };
-net::awaitable<result<claimed_job>> claim(gateway_context& ctx, principal who, job_id id,
-                                          std::string host);
+net::awaitable<result<claimed_job>> claim(gateway_context& ctx, principal who, job_id id, std::string host);
 
 // started / progress / finished of a claimed job; the worker is the claim's ("cli:<host>"). The
 // answer is the job's state after the report.
 using client_report = std::variant<started_report, progress_report, finished_report>;
-net::awaitable<result<std::string>> report(gateway_context& ctx, principal who, job_id id,
-                                           client_report r);
+net::awaitable<result<std::string>> report(gateway_context& ctx, principal who, job_id id, client_report r);
 
 // The events of an XRANGE reply, malformed entries skipped (pure; for tests too).
 std::vector<job_event> events_of(const redis_reply& xrange);

@@ -47,10 +47,8 @@ constexpr daemon_field daemon_counters[] = {
      "Leases that expired because their worker went silent."},
     {"stale_events_total", "descprod_daemon_stale_events_total",
      "Worker reports refused as stale (old attempt or another worker)."},
-    {"malformed_total", "descprod_daemon_malformed_messages_total",
-     "ZeroMQ messages dropped as malformed."},
-    {"handed_back_total", "descprod_daemon_jobs_handed_back_total",
-     "Jobs handed back by draining workers."},
+    {"malformed_total", "descprod_daemon_malformed_messages_total", "ZeroMQ messages dropped as malformed."},
+    {"handed_back_total", "descprod_daemon_jobs_handed_back_total", "Jobs handed back by draining workers."},
     {"walltime_refusals_total", "descprod_daemon_walltime_refusals_total",
      "Jobs not started on a worker because they would outrun its Slurm allocation."},
 };
@@ -62,8 +60,7 @@ constexpr daemon_field daemon_gauges[] = {
     {"busy_slots", "descprod_daemon_busy_slots", "Job slots in use."},
     {"workers_unhealthy", "descprod_daemon_workers_unhealthy",
      "Connected workers that report themselves unhealthy (e.g. cannot create run directories) and get no jobs."},
-    {"outbox", "descprod_daemon_outbox",
-     "Redis writes the daemon holds while Redis is unreachable."},
+    {"outbox", "descprod_daemon_outbox", "Redis writes the daemon holds while Redis is unreachable."},
 };
 
 }  // namespace
@@ -72,14 +69,10 @@ std::string escape_label_value(std::string_view v) {
   std::string out;
   out.reserve(v.size());
   for (char c : v) {
-    if (c == '\\')
-      out += "\\\\";
-    else if (c == '"')
-      out += "\\\"";
-    else if (c == '\n')
-      out += "\\n";
-    else
-      out += c;
+    if (c == '\\') out += "\\\\";
+    else if (c == '"') out += "\\\"";
+    else if (c == '\n') out += "\\n";
+    else out += c;
   }
   return out;
 }
@@ -88,12 +81,9 @@ std::string escape_help(std::string_view v) {
   std::string out;
   out.reserve(v.size());
   for (char c : v) {
-    if (c == '\\')
-      out += "\\\\";
-    else if (c == '\n')
-      out += "\\n";
-    else
-      out += c;
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else out += c;
   }
   return out;
 }
@@ -147,8 +137,7 @@ void exposition::sample(std::string_view name, const labels& l, double value) {
   text_ += '\n';
 }
 
-void exposition::single(std::string_view name, std::string_view type, std::string_view help,
-                        double value) {
+void exposition::single(std::string_view name, std::string_view type, std::string_view help, double value) {
   family(name, type, help);
   sample(name, value);
 }
@@ -172,8 +161,7 @@ std::string_view status_class(unsigned status) {
   }
 }
 
-void http_metrics::observe(std::string_view method, std::string_view route, unsigned status,
-                           double seconds) {
+void http_metrics::observe(std::string_view method, std::string_view route, unsigned status, double seconds) {
   if (!(seconds >= 0)) seconds = 0;
   auto& s = series_[{std::string(method_label(method)), std::string(route)}];
   for (std::size_t i = 0; i < duration_buckets.size(); ++i) {
@@ -206,12 +194,11 @@ void http_metrics::render(exposition& out) const {
                  static_cast<double>(cumulative));
     }
     out.sample("descprod_http_request_duration_seconds_bucket",
-               {{"method", key.first}, {"route", key.second}, {"le", "+Inf"}},
+               {{"method", key.first}, {"route", key.second}, {"le", "+Inf"}}, static_cast<double>(s.count));
+    out.sample("descprod_http_request_duration_seconds_sum", {{"method", key.first}, {"route", key.second}},
+               s.sum);
+    out.sample("descprod_http_request_duration_seconds_count", {{"method", key.first}, {"route", key.second}},
                static_cast<double>(s.count));
-    out.sample("descprod_http_request_duration_seconds_sum",
-               {{"method", key.first}, {"route", key.second}}, s.sum);
-    out.sample("descprod_http_request_duration_seconds_count",
-               {{"method", key.first}, {"route", key.second}}, static_cast<double>(s.count));
   }
   out.family("descprod_http_requests_total", "counter",
              "HTTP requests answered by this gateway, by status class.");
@@ -293,8 +280,7 @@ void render_service(exposition& out, const service_snapshot& s) {
                "1 when the daemon wrote <prefix>daemon:stats within the last 30 s.", up ? 1 : 0);
   }
   if (s.pilots_by_state) {
-    out.family("descprod_pilots", "gauge",
-               "Slurm pilots alive (the set <prefix>pilots), by state.");
+    out.family("descprod_pilots", "gauge", "Slurm pilots alive (the set <prefix>pilots), by state.");
     for (const char* st : {"submitted", "running"}) {
       auto it = s.pilots_by_state->find(st);
       out.sample("descprod_pilots", {{"state", st}},
@@ -317,16 +303,13 @@ void render_gateway(exposition& out, const gateway_snapshot& g) {
   out.single("descprod_gateway_redis_connected", "gauge",
              "Whether the gateway's request connection to Redis is up.", g.redis_up ? 1 : 0);
   out.single("descprod_gateway_daemon_ready", "gauge",
-             "Whether the daemon has welcomed this gateway (as GET /readyz).",
-             g.daemon_ready ? 1 : 0);
+             "Whether the daemon has welcomed this gateway (as GET /readyz).", g.daemon_ready ? 1 : 0);
   out.single("descprod_gateway_event_tail_connected", "gauge",
-             "Whether the event tail (Server-Sent Events) is connected to Redis.",
-             g.event_tail_up ? 1 : 0);
+             "Whether the event tail (Server-Sent Events) is connected to Redis.", g.event_tail_up ? 1 : 0);
   out.single("descprod_gateway_event_streams", "gauge", "Open Server-Sent Event streams.",
              static_cast<double>(g.event_streams));
   out.single("descprod_gateway_events_delivered_total", "counter",
-             "Job events delivered to at least one event stream.",
-             static_cast<double>(g.events_delivered));
+             "Job events delivered to at least one event stream.", static_cast<double>(g.events_delivered));
   out.single("descprod_gateway_event_streams_dropped_total", "counter",
              "Event streams closed because their client did not keep up.",
              static_cast<double>(g.slow_stream_closes));

@@ -67,8 +67,8 @@ std::string_view method_label(std::string_view method);
 std::string_view status_class(unsigned status);
 
 // Upper bounds (s) of the request duration histogram's buckets (+Inf is implied).
-inline constexpr std::array<double, 12> duration_buckets = {
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+inline constexpr std::array<double, 12> duration_buckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                            0.05,   0.1,   0.25,   0.5,   1,    2.5};
 
 // descprod_http_request_duration_seconds{method,route} (histogram) and
 // descprod_http_requests_total{code} (counter, by status class) of one gateway process.

@@ -40,10 +40,8 @@ std::vector<std::vector<std::string>> snapshot_commands(const keys& k, double no
   return cmds;
 }
 
-
 // Fills `s` from the replies of snapshot_commands; returns the pilot IDs whose state to read.
-std::vector<std::string> apply_snapshot(metrics::service_snapshot& s,
-                                        const std::vector<redis_reply>& r) {
+std::vector<std::string> apply_snapshot(metrics::service_snapshot& s, const std::vector<redis_reply>& r) {
   auto counts = record_from_reply(r.at(0));
   if (counts.count("_rebuild_upto")) {
     s.jobs_recounting = true;
@@ -120,7 +118,8 @@ net::awaitable<response> metrics_response(gateway_context& ctx) {
   bool failed = false;
   if (ctx.redis && ctx.redis->connected()) {
     try {
-      auto replies = co_await ctx.redis->async_pipeline(snapshot_commands(ctx.jobs->redis_keys(), snap.now_s));
+      auto replies =
+          co_await ctx.redis->async_pipeline(snapshot_commands(ctx.jobs->redis_keys(), snap.now_s));
       auto pilots = apply_snapshot(snap, replies);
       auto states = co_await ctx.redis->async_pipeline(pilot_state_commands(ctx.jobs->redis_keys(), pilots));
       snap.pilots_by_state = pilot_counts(states);

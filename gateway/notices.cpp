@@ -37,8 +37,7 @@ void submit_notices::flush() {
   jobs_ = boost::json::array();
   bool sent = send_ && send_(protocol::encode(protocol::submitted, body));
   if (!sent) {
-    log::warn("daemon notice not queued (the daemon finds the jobs in Redis) first_id={} count={}",
-              first, n);
+    log::warn("daemon notice not queued (the daemon finds the jobs in Redis) first_id={} count={}", first, n);
     return;
   }
   ++messages_;
@@ -83,8 +82,8 @@ void creation_summary::log_now() {
     who += name + ':' + std::to_string(n);
     ++listed;
   }
-  log::info("jobs created by single submits count={} first_id={} last_id={} owners={}", count_,
-            first_, last_, who);
+  log::info("jobs created by single submits count={} first_id={} last_id={} owners={}", count_, first_, last_,
+            who);
   count_ = 0;
   owners_.clear();
 }

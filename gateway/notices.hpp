@@ -8,8 +8,8 @@
 #include <boost/asio.hpp>
 #include <boost/json.hpp>
 #include <chrono>
-#include <functional>
 #include <exception>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -64,9 +64,9 @@ class create_batcher {
   struct result {
     bool ok = false;
     job_id id = 0;
-    std::string time;           // the create script's time, the job's create_time
-    std::string reason;         // ok=false: the store's reason
-    std::exception_ptr error;   // the call failed (Redis unreachable): rethrown by the caller
+    std::string time;          // the create script's time, the job's create_time
+    std::string reason;        // ok=false: the store's reason
+    std::exception_ptr error;  // the call failed (Redis unreachable): rethrown by the caller
   };
 
   create_batcher(net::any_io_executor ex, store& jobs);
@@ -95,8 +95,7 @@ class creation_summary {
   static constexpr std::chrono::milliseconds default_interval{10000};
   static constexpr std::size_t max_owners_listed = 20;
 
-  creation_summary(net::any_io_executor ex,
-                   std::chrono::milliseconds interval = default_interval);
+  creation_summary(net::any_io_executor ex, std::chrono::milliseconds interval = default_interval);
   void add(const std::string& owner, job_id id);
   // Logs what is pending now (shutdown) and stops the timer.
   void stop();

@@ -99,8 +99,7 @@ std::vector<std::vector<std::string>> take_flash_cmds(const std::string& key) {
 }
 
 // Sets the flash only while the session exists (never recreates an expired one without a TTL).
-std::vector<std::string> set_flash_cmd(const std::string& key, const std::string& text,
-                                       bool error) {
+std::vector<std::string> set_flash_cmd(const std::string& key, const std::string& text, bool error) {
   return redis_cmd("EVAL",
                    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], "
                    "'flash', ARGV[1], 'flash_error', ARGV[2]) end return 0",
@@ -204,18 +203,16 @@ std::string query_value(std::string_view query, const char* key) {
 // The global event stream's newest id ("0-0" when empty): a page reads it before its data, and
 // its script subscribes from there (GET /api/events?since=...).
 net::awaitable<std::string> stream_position(gateway_context& ctx) {
-  auto last = co_await ctx.redis->async_exec(
-      redis_cmd("XREVRANGE", keys_of(ctx).events(), "+", "-", "COUNT", "1"));
-  if (last.type == redis_reply::kind::array && !last.elements.empty() &&
-      !last.elements[0].elements.empty())
+  auto last =
+      co_await ctx.redis->async_exec(redis_cmd("XREVRANGE", keys_of(ctx).events(), "+", "-", "COUNT", "1"));
+  if (last.type == redis_reply::kind::array && !last.elements.empty() && !last.elements[0].elements.empty())
     co_return last.elements[0].elements[0].as_string();
   co_return std::string("0-0");
 }
 
 net::awaitable<web::flash> take_flash(gateway_context& ctx, principal who) {
   web::flash f;
-  auto replies = co_await ctx.redis->async_pipeline(
-      take_flash_cmds(keys_of(ctx).session(who.session_hash)));
+  auto replies = co_await ctx.redis->async_pipeline(take_flash_cmds(keys_of(ctx).session(who.session_hash)));
   if (!replies.empty() && replies[0].elements.size() == 2 && !replies[0].elements[0].is_nil()) {
     f.text = replies[0].elements[0].as_string();
     f.error = replies[0].elements[1].as_string() == "1";
@@ -224,8 +221,7 @@ net::awaitable<web::flash> take_flash(gateway_context& ctx, principal who) {
 }
 
 net::awaitable<void> set_flash(gateway_context& ctx, principal who, std::string text, bool error) {
-  co_await ctx.redis->async_exec(
-      set_flash_cmd(keys_of(ctx).session(who.session_hash), text, error));
+  co_await ctx.redis->async_exec(set_flash_cmd(keys_of(ctx).session(who.session_hash), text, error));
 }
 
 net::awaitable<response> render_home(gateway_context& ctx, principal who, home_query hq,
@@ -265,8 +261,7 @@ net::awaitable<response> render_home(gateway_context& ctx, principal who, home_q
   co_return html_response(status, web::home_page(v));
 }
 
-net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id id,
-                                    web::flash message) {
+net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id id, web::flash message) {
   std::string since = co_await stream_position(ctx);
   auto found = co_await jobs_service::get(ctx, who, id);
   std::optional<principal> viewer = who;
@@ -281,7 +276,8 @@ net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id 
   auto events = co_await jobs_service::events(ctx, who, id, page_events);
   if (events)
     for (auto& e : events->events)
-      if (auto se = stream_event_of(std::move(e.stream_id), e.fields, id, owner)) v.events.push_back(std::move(*se));
+      if (auto se = stream_event_of(std::move(e.stream_id), e.fields, id, owner))
+        v.events.push_back(std::move(*se));
   auto log = co_await jobs_service::log(ctx, who, id, page_log_lines);
   if (log) v.log_lines = std::move(*log);
   v.children_total = found->children;
@@ -321,8 +317,7 @@ net::awaitable<response> render_admin(gateway_context& ctx, principal who, web::
 }
 
 net::awaitable<response> render_tokens(gateway_context& ctx, principal who, web::flash message,
-                                       std::string new_token, std::string new_label,
-                                       http::status status) {
+                                       std::string new_token, std::string new_label, http::status status) {
   web::tokens_view v;
   v.user = page_user_of(who);
   v.message = std::move(message);
@@ -344,12 +339,11 @@ response login_form_response(const gateway_context& ctx, const request& req, boo
     auto it = fields.find(k);
     return it == fields.end() ? std::string() : it->second;
   };
-  auto res = html_response(status, register_form
-                                       ? web::register_page(csrf, f, get("username"), get("email"))
-                                       : web::login_page(csrf, f, get("username")));
+  auto res = html_response(status, register_form ? web::register_page(csrf, f, get("username"), get("email"))
+                                                 : web::login_page(csrf, f, get("username")));
   if (fresh)
-    res.insert(http::field::set_cookie, web::set_cookie(web::login_csrf_cookie, csrf, ctx.tls,
-                                                        web::login_csrf_max_age_s));
+    res.insert(http::field::set_cookie,
+               web::set_cookie(web::login_csrf_cookie, csrf, ctx.tls, web::login_csrf_max_age_s));
   return res;
 }
 
@@ -373,8 +367,7 @@ web::flash ok_flash(std::string text) {
 std::string job_action_message(const std::string& action, job_id id, bool stopping) {
   std::string n = std::to_string(id);
   if (action == "cancel")
-    return stopping ? "Cancel requested for job " + n + "; it stops shortly."
-                         : "Cancelled job " + n + ".";
+    return stopping ? "Cancel requested for job " + n + "; it stops shortly." : "Cancelled job " + n + ".";
   if (action == "archive") return "Archived job " + n + ".";
   if (action == "unarchive") return "Unarchived job " + n + ".";
   return "Deleted job " + n + ".";
@@ -385,16 +378,15 @@ std::string created_message(job_id id, const job_request& req) {
 }
 
 // The form's answer to a refusal: the form again with the reason (and Retry-After on a 429).
-response refused_form(const gateway_context& ctx, const request& req, bool register_form,
-                      const api_error& e, const std::map<std::string, std::string>& fields) {
-  auto res = login_form_response(ctx, req, register_form, flash_of(e),
-                                 static_cast<http::status>(e.status()), fields);
+response refused_form(const gateway_context& ctx, const request& req, bool register_form, const api_error& e,
+                      const std::map<std::string, std::string>& fields) {
+  auto res = login_form_response(ctx, req, register_form, flash_of(e), static_cast<http::status>(e.status()),
+                                 fields);
   if (e.retry_after_s > 0) res.set(http::field::retry_after, std::to_string(e.retry_after_s));
   return res;
 }
 
-net::awaitable<response> login_post(gateway_context& ctx, request req, bool register_form,
-                                    std::string peer) {
+net::awaitable<response> login_post(gateway_context& ctx, request req, bool register_form, std::string peer) {
   std::vector<std::string> allowed;
   allowed.push_back("username");
   allowed.push_back("password");
@@ -406,15 +398,14 @@ net::awaitable<response> login_post(gateway_context& ctx, request req, bool regi
                                   static_cast<http::status>(in.error->status()), in.fields);
   std::string name = in.fields["username"];
   if (register_form) {
-    auto r = co_await accounts_service::register_user(ctx, name, in.fields["email"],
-                                                      in.fields["password"], peer);
+    auto r =
+        co_await accounts_service::register_user(ctx, name, in.fields["email"], in.fields["password"], peer);
     if (!r) co_return refused_form(ctx, req, true, r.error(), in.fields);
     std::map<std::string, std::string> keep;
     keep["username"] = name;
     co_return login_form_response(
         ctx, req, false,
-        ok_flash("Registered " + name +
-                 ". An administrator will approve the account; then you can log in."),
+        ok_flash("Registered " + name + ". An administrator will approve the account; then you can log in."),
         http::status::ok, keep);
   }
   std::string old = web::cookie_value(req[http::field::cookie], web::session_cookie);
@@ -432,9 +423,9 @@ net::awaitable<response> job_fragment(call& c, bool row) {
     co_return html_response(http::status::not_found, "");
   auto user = page_user_of(*c.who);
   if (row)
-    co_return html_response(http::status::ok,
-                            web::job_row(*rec, user, now_s(c.ctx),
-                                         web::safe_next(query_value(c.query, "next"), "/")));
+    co_return html_response(
+        http::status::ok,
+        web::job_row(*rec, user, now_s(c.ctx), web::safe_next(query_value(c.query, "next"), "/")));
   co_return html_response(http::status::ok, web::job_detail(*rec, user, now_s(c.ctx)));
 }
 
@@ -485,10 +476,8 @@ net::awaitable<response> job_action_form(call& c) {
     if (!r) refused = r.error();
   }
   bool ok = !refused;
-  if (ok)
-    co_await set_flash(ctx, who, job_action_message(action, id, stopping), false);
-  else
-    co_await set_flash(ctx, who, refused->detail, true);
+  if (ok) co_await set_flash(ctx, who, job_action_message(action, id, stopping), false);
+  else co_await set_flash(ctx, who, refused->detail, true);
   if (action == "delete" && ok && next == "/jobs/" + std::to_string(id)) next = "/";
   co_return redirect_response(next);
 }
@@ -496,12 +485,9 @@ net::awaitable<response> job_action_form(call& c) {
 net::awaitable<response> admin_action_form(call& c) {
   auto& who = *c.who;
   auto r = co_await admin_service::change(c.ctx, who, c.params.name, c.params.action);
-  if (!r && r.error().code == errc::forbidden)
-    co_return error_page_response(403, r.error().detail, who);
-  if (!r)
-    co_await set_flash(c.ctx, who, r.error().detail, true);
-  else
-    co_await set_flash(c.ctx, who, "Done: " + c.params.action + " " + c.params.name + ".", false);
+  if (!r && r.error().code == errc::forbidden) co_return error_page_response(403, r.error().detail, who);
+  if (!r) co_await set_flash(c.ctx, who, r.error().detail, true);
+  else co_await set_flash(c.ctx, who, "Done: " + c.params.action + " " + c.params.name + ".", false);
   co_return redirect_response("/admin");
 }
 
@@ -509,8 +495,7 @@ net::awaitable<response> token_create_form(call& c) {
   std::string label = c.form["label"];
   auto token = co_await accounts_service::create_token(c.ctx, c.who->name, label);
   if (!token)
-    co_return co_await render_tokens(c.ctx, *c.who, flash_of(token.error()), std::string(),
-                                     std::string(),
+    co_return co_await render_tokens(c.ctx, *c.who, flash_of(token.error()), std::string(), std::string(),
                                      static_cast<http::status>(token.error().status()));
   co_return co_await render_tokens(c.ctx, *c.who, no_flash(), *token, label, http::status::ok);
 }
@@ -520,9 +505,9 @@ net::awaitable<response> token_create_form(call& c) {
 // ---- authentication of a page's caller (routes.cpp's page_* policies) ---------------------
 
 response page_method_not_allowed(std::string_view allow, const std::string& method) {
-  auto res = html_response(
-      http::status::method_not_allowed,
-      web::error_page(405, "method " + method.substr(0, 16) + " is not allowed here", nullptr));
+  auto res =
+      html_response(http::status::method_not_allowed,
+                    web::error_page(405, "method " + method.substr(0, 16) + " is not allowed here", nullptr));
   res.set(http::field::allow, allow);
   return res;
 }
@@ -530,17 +515,15 @@ response page_method_not_allowed(std::string_view allow, const std::string& meth
 net::awaitable<std::optional<response>> admit_page_caller(call& c, const route_entry& e) {
   bool post = c.req.method() == http::verb::post;
   if (post && !origin_matches(c.ctx, c.req[http::field::origin], c.req[http::field::host]))
-    co_return error_page_response(
-        403, "Cross-site form post refused: this form did not come from this site.",
-        std::nullopt);
+    co_return error_page_response(403, "Cross-site form post refused: this form did not come from this site.",
+                                  std::nullopt);
   c.who = co_await accounts_service::session_user(c.ctx, std::string(c.req[http::field::cookie]));
   if (e.auth == auth_policy::page_public) co_return std::nullopt;
   if (!c.who) {
-    if (e.auth == auth_policy::page_fragment)
-      co_return html_response(http::status::unauthorized, "");
+    if (e.auth == auth_policy::page_fragment) co_return html_response(http::status::unauthorized, "");
     if (post)
-      co_return error_page_response(
-          403, "Your session has ended; log in again and repeat the action.", std::nullopt);
+      co_return error_page_response(403, "Your session has ended; log in again and repeat the action.",
+                                    std::nullopt);
     co_return redirect_response("/login");
   }
   if (post) {
@@ -550,8 +533,7 @@ net::awaitable<std::optional<response>> admit_page_caller(call& c, const route_e
     if (csrf == form->end() || !web::tokens_equal(csrf->second, c.who->csrf)) {
       log::warn("form refused: csrf mismatch user={} path={}", c.who->name, c.path);
       co_return error_page_response(
-          403, "The form has expired or did not come from this site (missing or wrong CSRF token).",
-          c.who);
+          403, "The form has expired or did not come from this site (missing or wrong CSRF token).", c.who);
     }
     c.form = std::move(*form);
   }
@@ -564,8 +546,8 @@ net::awaitable<std::optional<response>> admit_page_caller(call& c, const route_e
 
 net::awaitable<handler_result> page_home(call& c) {
   auto f = co_await take_flash(c.ctx, *c.who);
-  co_return answer(co_await render_home(c.ctx, *c.who, parse_home_query(c.query), std::nullopt,
-                                           f, http::status::ok));
+  co_return answer(
+      co_await render_home(c.ctx, *c.who, parse_home_query(c.query), std::nullopt, f, http::status::ok));
 }
 
 net::awaitable<handler_result> page_job(call& c) {
@@ -573,13 +555,9 @@ net::awaitable<handler_result> page_job(call& c) {
   co_return answer(co_await render_job(c.ctx, *c.who, c.params.id, f));
 }
 
-net::awaitable<handler_result> page_job_row(call& c) {
-  co_return answer(co_await job_fragment(c, true));
-}
+net::awaitable<handler_result> page_job_row(call& c) { co_return answer(co_await job_fragment(c, true)); }
 
-net::awaitable<handler_result> page_job_fields(call& c) {
-  co_return answer(co_await job_fragment(c, false));
-}
+net::awaitable<handler_result> page_job_fields(call& c) { co_return answer(co_await job_fragment(c, false)); }
 
 net::awaitable<handler_result> page_admin(call& c) {
   auto f = co_await take_flash(c.ctx, *c.who);
@@ -588,17 +566,12 @@ net::awaitable<handler_result> page_admin(call& c) {
 
 net::awaitable<handler_result> page_tokens(call& c) {
   auto f = co_await take_flash(c.ctx, *c.who);
-  co_return answer(co_await render_tokens(c.ctx, *c.who, f, std::string(), std::string(),
-                                             http::status::ok));
+  co_return answer(co_await render_tokens(c.ctx, *c.who, f, std::string(), std::string(), http::status::ok));
 }
 
-net::awaitable<handler_result> page_login_form(call& c) {
-  co_return answer(co_await login_form(c, false));
-}
+net::awaitable<handler_result> page_login_form(call& c) { co_return answer(co_await login_form(c, false)); }
 
-net::awaitable<handler_result> page_register_form(call& c) {
-  co_return answer(co_await login_form(c, true));
-}
+net::awaitable<handler_result> page_register_form(call& c) { co_return answer(co_await login_form(c, true)); }
 
 net::awaitable<handler_result> page_login_post(call& c) {
   co_return answer(co_await login_post(c.ctx, std::move(c.req), false, std::move(c.peer)));
@@ -623,38 +596,25 @@ net::awaitable<handler_result> page_logout(call& c) {
 net::awaitable<handler_result> page_help(call& c) {
   web::page_user u;
   if (c.who) u = page_user_of(*c.who);
-  co_return answer(
-      html_response(http::status::ok, web::help_page(c.who ? &u : nullptr, c.ctx.apps)));
+  co_return answer(html_response(http::status::ok, web::help_page(c.who ? &u : nullptr, c.ctx.apps)));
 }
 
-net::awaitable<handler_result> page_asset(call& c) {
-  co_return answer(asset_response(c.params.name));
-}
+net::awaitable<handler_result> page_asset(call& c) { co_return answer(asset_response(c.params.name)); }
 
 net::awaitable<handler_result> page_favicon(call&) { co_return answer(no_content_response()); }
 
-net::awaitable<handler_result> page_job_create(call& c) {
-  co_return answer(co_await job_create_form(c));
-}
+net::awaitable<handler_result> page_job_create(call& c) { co_return answer(co_await job_create_form(c)); }
 
-net::awaitable<handler_result> page_job_action(call& c) {
-  co_return answer(co_await job_action_form(c));
-}
+net::awaitable<handler_result> page_job_action(call& c) { co_return answer(co_await job_action_form(c)); }
 
-net::awaitable<handler_result> page_admin_action(call& c) {
-  co_return answer(co_await admin_action_form(c));
-}
+net::awaitable<handler_result> page_admin_action(call& c) { co_return answer(co_await admin_action_form(c)); }
 
-net::awaitable<handler_result> page_token_create(call& c) {
-  co_return answer(co_await token_create_form(c));
-}
+net::awaitable<handler_result> page_token_create(call& c) { co_return answer(co_await token_create_form(c)); }
 
 net::awaitable<handler_result> page_token_revoke(call& c) {
   auto r = co_await accounts_service::revoke_token(c.ctx, c.who->name, c.params.name);
-  if (r)
-    co_await set_flash(c.ctx, *c.who, "Revoked the token.", false);
-  else
-    co_await set_flash(c.ctx, *c.who, "No such token (already revoked?).", true);
+  if (r) co_await set_flash(c.ctx, *c.who, "Revoked the token.", false);
+  else co_await set_flash(c.ctx, *c.who, "No such token (already revoked?).", true);
   co_return answer(redirect_response("/tokens"));
 }
 

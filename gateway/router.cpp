@@ -120,9 +120,8 @@ const route_entry* any_entry_of(web::page_kind k) {
 bool is_page(const route_entry& e) { return e.page != web::page_kind::none; }
 
 std::string_view allow_header(std::uint8_t methods) {
-  static constexpr std::string_view names[8] = {"",           "GET",          "POST",
-                                                "GET, POST",  "DELETE",       "GET, DELETE",
-                                                "POST, DELETE", "GET, POST, DELETE"};
+  static constexpr std::string_view names[8] = {"",       "GET",         "POST",         "GET, POST",
+                                                "DELETE", "GET, DELETE", "POST, DELETE", "GET, POST, DELETE"};
   return names[methods & 7];
 }
 
@@ -266,16 +265,22 @@ response method_not_allowed(const route_match& m, std::string_view method) {
   if (m.page) return page_method_not_allowed(allow, std::string(method));
   api_error e;
   e.code = errc::method_not_allowed;
-  e.detail = "method " + std::string(method.substr(0, 16)) +
-             " is not allowed here; allowed: " + std::string(allow);
+  e.detail =
+      "method " + std::string(method.substr(0, 16)) + " is not allowed here; allowed: " + std::string(allow);
   e.allow = std::string(allow);
   return make_error_response(e);
 }
 
 call make_call(gateway_context& ctx, request req, std::string peer, target_parts target,
                route_params params) {
-  return call{ctx, std::move(req), std::move(peer), std::move(target.path),
-              std::move(target.query), std::move(params), std::nullopt, {}};
+  return call{ctx,
+              std::move(req),
+              std::move(peer),
+              std::move(target.path),
+              std::move(target.query),
+              std::move(params),
+              std::nullopt,
+              {}};
 }
 
 void forget_tokens(gateway_context& ctx) {
@@ -283,8 +288,7 @@ void forget_tokens(gateway_context& ctx) {
 }
 
 // The API's policies: user and admin (none and account are answered before).
-net::awaitable<std::optional<api_error>> admit_api_caller(call& c, const route_entry& e,
-                                                          bool safe_method) {
+net::awaitable<std::optional<api_error>> admit_api_caller(call& c, const route_entry& e, bool safe_method) {
   auto auth = co_await authenticate(c.ctx, std::string(c.req[http::field::authorization]),
                                     std::string(c.req[http::field::cookie]));
   if (!auth.who) co_return auth.error;
@@ -327,8 +331,7 @@ net::awaitable<handler_result> route_request(gateway_context& ctx, request req, 
             forbidden("cross-origin request refused (Origin does not match this service's "
                       "scheme, host and port)"));
       if (e.auth != auth_policy::account) {
-        if (auto refusal = co_await admit_api_caller(c, e, safe_method))
-          co_return error_answer(*refusal);
+        if (auto refusal = co_await admit_api_caller(c, e, safe_method)) co_return error_answer(*refusal);
       }
       auto out = co_await e.handler(c);
       if (e.forgets_tokens && !safe_method) forget_tokens(ctx);
@@ -337,10 +340,8 @@ net::awaitable<handler_result> route_request(gateway_context& ctx, request req, 
     default: {
       auto refusal = co_await admit_page_caller(c, e);
       handler_result out;
-      if (refusal)
-        out = answer(std::move(*refusal));
-      else
-        out = co_await e.handler(c);
+      if (refusal) out = answer(std::move(*refusal));
+      else out = co_await e.handler(c);
       // A form post may revoke a token or change an account: forget remembered tokens.
       if (!safe_method) forget_tokens(ctx);
       co_return out;

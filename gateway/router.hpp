@@ -31,28 +31,28 @@ enum method_bits : std::uint8_t { m_get = 1, m_post = 2, m_delete = 4 };
 
 // Who may call a route (docs/architecture.md, "Security model").
 enum class auth_policy : std::uint8_t {
-  none,          // answered before any other check: health, readiness, metrics
-  account,       // POST /api/register, /login, /logout: no caller needed; cross-origin refused
-  user,          // a user token, a job token (see job_scope) or a session cookie, which must echo
-                 // its CSRF token in X-CSRF-Token on a state-changing request
-  admin,         // as user, then administrators only (403)
-  page_static,   // a static file: nothing looked up
-  page_public,   // a page anyone may see; the session is looked up when there is one; a form
-                 // post must come from this site (the handler checks its own CSRF token)
-  page_session,  // a logged-in user's page: without a session, /login; a form post must come
-                 // from this site and carry the session's CSRF token
-  page_fragment, // as page_session, but a 401 without a body when there is no session (the
-                 // live updates of a page fetch these)
-  page_admin,    // as page_session, then administrators only (a 403 page)
+  none,           // answered before any other check: health, readiness, metrics
+  account,        // POST /api/register, /login, /logout: no caller needed; cross-origin refused
+  user,           // a user token, a job token (see job_scope) or a session cookie, which must echo
+                  // its CSRF token in X-CSRF-Token on a state-changing request
+  admin,          // as user, then administrators only (403)
+  page_static,    // a static file: nothing looked up
+  page_public,    // a page anyone may see; the session is looked up when there is one; a form
+                  // post must come from this site (the handler checks its own CSRF token)
+  page_session,   // a logged-in user's page: without a session, /login; a form post must come
+                  // from this site and carry the session's CSRF token
+  page_fragment,  // as page_session, but a 401 without a body when there is no session (the
+                  // live updates of a page fetch these)
+  page_admin,     // as page_session, then administrators only (a 403 page)
 };
 
 // What a job token (scope job:<J>) may do on an entry; user tokens and sessions ignore it.
 enum class job_scope : std::uint8_t {
-  refused,    // 403
-  any,        // allowed (GET /api/version)
-  children,   // create jobs, each a child of J (checked by check_children_only); 403 once J was
-              // cancelled (read-only token)
-  own_job,    // allowed for job J only; another job's ID is 404
+  refused,          // 403
+  any,              // allowed (GET /api/version)
+  children,         // create jobs, each a child of J (checked by check_children_only); 403 once J was
+                    // cancelled (read-only token)
+  own_job,          // allowed for job J only; another job's ID is 404
   own_job_refused,  // another job's ID is 404, J itself 403
 };
 

@@ -57,10 +57,10 @@ constexpr std::chrono::milliseconds sweep_interval{250};
 constexpr std::chrono::milliseconds refusal_log_interval{5000};
 
 bool peer_gone(const boost::system::error_code& ec) {
-  return ec == http::error::end_of_stream || ec == http::error::partial_message ||
-         ec == net::error::eof || ec == net::error::connection_reset ||
-         ec == net::error::broken_pipe || ec == net::error::operation_aborted ||
-         ec == net::error::bad_descriptor || ec == beast::error::timeout;
+  return ec == http::error::end_of_stream || ec == http::error::partial_message || ec == net::error::eof ||
+         ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+         ec == net::error::operation_aborted || ec == net::error::bad_descriptor ||
+         ec == beast::error::timeout;
 }
 
 // The answer to a request that could not be read, or nullopt when the connection just closes.
@@ -106,8 +106,7 @@ http::response<http::empty_body> stream_header(const response& res) {
 // client, shutdown) or *stopping becomes true.
 template <class Stream>
 net::awaitable<void> serve_event_stream(Stream* stream, handler_result result,
-                                        std::chrono::milliseconds write_timeout,
-                                        const bool* stopping) {
+                                        std::chrono::milliseconds write_timeout, const bool* stopping) {
   auto sub = result.stream;
   auto& lowest = beast::get_lowest_layer(*stream);
   boost::system::error_code ignored;
@@ -121,10 +120,9 @@ net::awaitable<void> serve_event_stream(Stream* stream, handler_result result,
   // (or misbehaves): end the stream at once rather than at the next failed write. The handler
   // holds no reference to the stream, so it may run after the session is gone.
   auto watching = std::make_shared<bool>(true);
-  lowest.socket().async_wait(tcp::socket::wait_read,
-                              [sub, watching](const boost::system::error_code& ec) {
-                                if (*watching && !ec) sub->close("the client closed the stream");
-                              });
+  lowest.socket().async_wait(tcp::socket::wait_read, [sub, watching](const boost::system::error_code& ec) {
+    if (*watching && !ec) sub->close("the client closed the stream");
+  });
   std::string out = std::move(result.res.body());
   auto keepalive_at = std::chrono::steady_clock::now() + sse_keepalive_interval;
   while (!*stopping && !sub->closed()) {
@@ -153,8 +151,8 @@ net::awaitable<void> serve_event_stream(Stream* stream, handler_result result,
 }
 
 // Records one answered request in `m` (when kept), timed from `started`.
-void observe(metrics::http_metrics* m, const std::string& method, std::string_view route,
-             unsigned status, std::chrono::steady_clock::time_point started) {
+void observe(metrics::http_metrics* m, const std::string& method, std::string_view route, unsigned status,
+             std::chrono::steady_clock::time_point started) {
   if (!m) return;
   m->observe(method, route, status,
              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
@@ -177,9 +175,7 @@ server::server(net::any_io_executor ex, gateway_context& ctx, net::ssl::context*
       sessions_(std::make_shared<std::list<session_state*>>()),
       loads_(std::make_shared<std::map<net::ip::address, address_load>>()) {}
 
-bool server::under_pressure() const {
-  return sessions_->size() * 2 >= ctx_.config.max_connections;
-}
+bool server::under_pressure() const { return sessions_->size() * 2 >= ctx_.config.max_connections; }
 
 void server::close_idle(std::chrono::steady_clock::time_point now) {
   if (now - last_sweep_ < sweep_interval / 2) return;
@@ -191,8 +187,7 @@ void server::close_idle(std::chrono::steady_clock::time_point now) {
     ++closed;
   }
   if (closed > 0)
-    log::warn("idle connections closed under pressure count={} connections={}", closed,
-              sessions_->size());
+    log::warn("idle connections closed under pressure count={} connections={}", closed, sessions_->size());
 }
 
 void server::note_refusal(const char* why, const net::ip::address& peer) {
@@ -200,8 +195,8 @@ void server::note_refusal(const char* why, const net::ip::address& peer) {
   ++refused_since_log_;
   auto now = std::chrono::steady_clock::now();
   if (now - last_refusal_log_ < refusal_log_interval) return;
-  log::warn("connections refused reason={} last_address={} count={} connections={}", why,
-            peer.to_string(), refused_since_log_, sessions_->size());
+  log::warn("connections refused reason={} last_address={} count={} connections={}", why, peer.to_string(),
+            refused_since_log_, sessions_->size());
   refused_since_log_ = 0;
   last_refusal_log_ = now;
 }
@@ -261,8 +256,7 @@ net::awaitable<void> server::listen() {
     std::size_t per_address = ctx_.config.max_connections_per_address;
     bool refuse = load.served >= per_address;
     if (sessions_->size() >= ctx_.config.max_connections || (refuse && load.refused >= per_address)) {
-      note_refusal(sessions_->size() >= ctx_.config.max_connections ? "connection limit"
-                                                                    : "address limit",
+      note_refusal(sessions_->size() >= ctx_.config.max_connections ? "connection limit" : "address limit",
                    peer);
       if (load.served == 0 && load.refused == 0) loads_->erase(peer);
       boost::system::error_code ignored;
@@ -308,8 +302,7 @@ net::awaitable<void> server::serve(Stream* stream_ptr, net::ip::address peer, bo
   // that a frame destroyed after the server, at io_context teardown, still finds it).
   struct unregister {
     unregister(std::shared_ptr<std::list<session_state*>> l, std::list<session_state*>::iterator i,
-               std::shared_ptr<std::map<net::ip::address, address_load>> m, net::ip::address a,
-               bool r)
+               std::shared_ptr<std::map<net::ip::address, address_load>> m, net::ip::address a, bool r)
         : list(std::move(l)), it(i), loads(std::move(m)), addr(a), refused(r) {}
     ~unregister() {
       list->erase(it);
@@ -360,9 +353,9 @@ net::awaitable<void> server::serve(Stream* stream_ptr, net::ip::address peer, bo
     parser.header_limit(max_header_bytes);
     parser.body_limit(ctx_.config.max_body_bytes);
     state.idle_since = std::chrono::steady_clock::now();
-    lowest.expires_after(under_pressure() ? std::min(ctx_.config.idle_timeout,
-                                                     ctx_.config.busy_header_timeout)
-                                          : ctx_.config.idle_timeout);
+    lowest.expires_after(under_pressure()
+                             ? std::min(ctx_.config.idle_timeout, ctx_.config.busy_header_timeout)
+                             : ctx_.config.idle_timeout);
     auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, use_tuple);
     if (ec) {
       refusal = read_failure(ec, ctx_.config.max_body_bytes);
@@ -464,10 +457,8 @@ net::awaitable<void> server::async_shutdown(std::chrono::milliseconds grace) {
   for (auto* s : *sessions_) {
     // Idle sessions wait in a read that would otherwise last up to the idle timeout; event
     // streams wait for events.
-    if (s->events)
-      s->events->close("the gateway is stopping");
-    else if (!s->busy)
-      s->stream->cancel();
+    if (s->events) s->events->close("the gateway is stopping");
+    else if (!s->busy) s->stream->cancel();
   }
   net::steady_timer timer(ex_);
   auto deadline = std::chrono::steady_clock::now() + grace;
@@ -476,8 +467,7 @@ net::awaitable<void> server::async_shutdown(std::chrono::milliseconds grace) {
     co_await timer.async_wait(use_tuple);
   }
   for (auto* s : *sessions_) s->stream->cancel();
-  if (!sessions_->empty())
-    log::warn("shutdown: closing busy connections count={}", sessions_->size());
+  if (!sessions_->empty()) log::warn("shutdown: closing busy connections count={}", sessions_->size());
 }
 
 }  // namespace descprod::gateway

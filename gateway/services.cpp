@@ -87,8 +87,7 @@ net::awaitable<void> redis_keeper::run() {
         wait.reset();
       } else {
         auto delay = wait.next();
-        log::warn("redis reconnect failed redis={} error={} retry_in_ms={}", where_, why,
-                  delay.count());
+        log::warn("redis reconnect failed redis={} error={} retry_in_ms={}", where_, why, delay.count());
         backing_off_ = true;
         timer_.expires_after(delay);
         co_await timer_.async_wait(use_tuple);
@@ -115,8 +114,7 @@ net::awaitable<void> redis_keeper::run() {
 }
 
 net::awaitable<void> async_connect_with_deadline(redis_client& redis, std::string where,
-                                                 std::chrono::milliseconds deadline,
-                                                 const bool* stop) {
+                                                 std::chrono::milliseconds deadline, const bool* stop) {
   auto ex = co_await net::this_coro::executor;
   net::steady_timer timer(ex);
   auto give_up = std::chrono::steady_clock::now() + deadline;
@@ -134,8 +132,7 @@ net::awaitable<void> async_connect_with_deadline(redis_client& redis, std::strin
     if (std::chrono::steady_clock::now() + delay > give_up)
       throw std::runtime_error("cannot connect to Redis at " + where + " within " +
                                std::to_string(deadline.count() / 1000) + " s: " + why);
-    log::warn("redis not reachable yet redis={} error={} retry_in_ms={}", where, why,
-              delay.count());
+    log::warn("redis not reachable yet redis={} error={} retry_in_ms={}", where, why, delay.count());
     timer.expires_after(delay);
     co_await timer.async_wait(use_tuple);
     if (stop && *stop) throw std::runtime_error("stopped while connecting to Redis at " + where);
@@ -199,8 +196,7 @@ net::awaitable<void> daemon_link::run_monitor() {
       log::info("daemon link connected endpoint={}", endpoint_);
       if (dropped_) {
         dropped_ = false;
-        if (!socket_.send(hello_frames()))
-          log::warn("daemon hello not queued endpoint={}", endpoint_);
+        if (!socket_.send(hello_frames())) log::warn("daemon hello not queued endpoint={}", endpoint_);
       }
     }
   }
@@ -225,8 +221,7 @@ net::awaitable<void> daemon_link::run() {
     }
     if (msg->command == protocol::welcome) {
       welcomed_ = true;
-      log::info("daemon welcomed gateway endpoint={} body={}", endpoint_,
-                boost::json::serialize(msg->body));
+      log::info("daemon welcomed gateway endpoint={} body={}", endpoint_, boost::json::serialize(msg->body));
     } else if (msg->command == protocol::reject) {
       welcomed_ = false;
       auto reason = protocol::get_string(msg->body, "reason").value_or("");
@@ -234,8 +229,8 @@ net::awaitable<void> daemon_link::run() {
       auto now = std::chrono::steady_clock::now();
       // A version mismatch will not heal by repeating ourselves; anything else may (daemon
       // restart).
-      bool mismatch = reason.find("protocol") != std::string::npos ||
-                      reason.find("version") != std::string::npos;
+      bool mismatch =
+          reason.find("protocol") != std::string::npos || reason.find("version") != std::string::npos;
       if (!mismatch && now - last_hello >= hello_retry_interval) {
         last_hello = now;
         socket_.send(hello_frames());
@@ -271,10 +266,10 @@ net::awaitable<void> state_count_keeper::run() {
           recount_progress step;
           while (!stopped_ && !step.done) step = co_await jobs_.async_recount_step(state_count_batch);
           if (step.done)
-            log::info("job counts by state: recount done jobs_up_to={} ms={}", step.upto,
-                      std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::steady_clock::now() - t0)
-                          .count());
+            log::info(
+                "job counts by state: recount done jobs_up_to={} ms={}", step.upto,
+                std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+                    .count());
         }
       } catch (const std::exception& e) {
         failure = connect_failure_reason(e);

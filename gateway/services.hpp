@@ -56,8 +56,7 @@ class redis_keeper {
 // Throws std::runtime_error naming the endpoint and the last error when it gives up, or when
 // *stop (owned by the caller, outliving the call) becomes true between attempts.
 net::awaitable<void> async_connect_with_deadline(redis_client& redis, std::string where,
-                                                 std::chrono::milliseconds deadline,
-                                                 const bool* stop);
+                                                 std::chrono::milliseconds deadline, const bool* stop);
 
 // "unix:/path" or "host:port", for log lines and errors.
 std::string describe(const redis_endpoint& ep);

@@ -42,8 +42,8 @@ std::string_view kind_name(const boost::json::value& v) {
   return "a value";
 }
 
-std::optional<api_error> read_string(const boost::json::object& o, std::string_view field,
-                                     bool required, std::size_t max_bytes, std::string& out) {
+std::optional<api_error> read_string(const boost::json::object& o, std::string_view field, bool required,
+                                     std::size_t max_bytes, std::string& out) {
   auto it = o.find(field);
   if (it == o.end()) {
     if (required) return bad_request("missing field '" + std::string(field) + "'");
@@ -54,16 +54,16 @@ std::optional<api_error> read_string(const boost::json::object& o, std::string_v
                        std::string(kind_name(it->value())));
   const auto& s = it->value().as_string();
   if (s.size() > max_bytes)
-    return bad_request("field '" + std::string(field) + "' is longer than " +
-                       std::to_string(max_bytes) + " bytes");
+    return bad_request("field '" + std::string(field) + "' is longer than " + std::to_string(max_bytes) +
+                       " bytes");
   out.assign(s.data(), s.size());
   return std::nullopt;
 }
 
 // An integer JSON value in [lo, hi]; doubles are refused even when whole (5.0), so that a
 // client bug sending floats is visible.
-std::optional<api_error> read_integer(const boost::json::object& o, std::string_view field,
-                                      long long lo, long long hi, std::optional<long long>& out) {
+std::optional<api_error> read_integer(const boost::json::object& o, std::string_view field, long long lo,
+                                      long long hi, std::optional<long long>& out) {
   auto it = o.find(field);
   if (it == o.end()) return std::nullopt;
   const auto& v = it->value();
@@ -91,20 +91,18 @@ std::string known_types(const app_registry& apps) {
 
 std::optional<api_error> check_config_string(std::string_view field, const std::string& value,
                                              const std::optional<std::regex>& pattern,
-                                             const std::string& pattern_text,
-                                             const std::string& app_name) {
+                                             const std::string& pattern_text, const std::string& app_name) {
   int code = check_config(value);
   if (code != 0) {
-    auto e = bad_request(std::string(field) + " " + quoted(value) + " " +
-                         std::string(check_config_reason(code)) + " (check_config code " +
-                         std::to_string(code) + ")");
+    auto e =
+        bad_request(std::string(field) + " " + quoted(value) + " " + std::string(check_config_reason(code)) +
+                    " (check_config code " + std::to_string(code) + ")");
     e.code = errc::invalid_config;
     return e;
   }
   if (pattern && !std::regex_match(value, *pattern)) {
-    auto e =
-        bad_request(std::string(field) + " " + quoted(value) +
-                    " does not match the pattern of application " + app_name + ": " + pattern_text);
+    auto e = bad_request(std::string(field) + " " + quoted(value) +
+                         " does not match the pattern of application " + app_name + ": " + pattern_text);
     e.code = errc::invalid_config;
     return e;
   }
@@ -146,8 +144,7 @@ std::optional<api_error> refuse_unknown_fields(const boost::json::object& o,
   return std::nullopt;
 }
 
-std::optional<api_error> read_bool(const boost::json::object& o, std::string_view field,
-                                   bool& out) {
+std::optional<api_error> read_bool(const boost::json::object& o, std::string_view field, bool& out) {
   auto it = o.find(field);
   if (it == o.end()) return std::nullopt;
   if (!it->value().is_bool())
@@ -169,8 +166,7 @@ std::optional<api_error> read_attempt(const boost::json::object& o, long long& o
 // A string field cut (not refused) to max_message_bytes; refused beyond the request body limit
 // only.
 std::optional<api_error> read_message(const boost::json::object& o, std::string& out) {
-  if (auto e = read_string(o, "message", false, std::numeric_limits<std::size_t>::max(), out))
-    return e;
+  if (auto e = read_string(o, "message", false, std::numeric_limits<std::size_t>::max(), out)) return e;
   // An application's text: control characters (terminal escapes) replaced, then cut.
   out = sanitize_app_text(out, max_message_bytes);
   return std::nullopt;
@@ -178,8 +174,7 @@ std::optional<api_error> read_message(const boost::json::object& o, std::string&
 
 std::optional<api_error> body_object(const boost::json::value& v, const char* what) {
   if (!v.is_object())
-    return bad_request(std::string(what) + " must be a JSON object, not " +
-                       std::string(kind_name(v)));
+    return bad_request(std::string(what) + " must be a JSON object, not " + std::string(kind_name(v)));
   return std::nullopt;
 }
 
@@ -196,7 +191,6 @@ std::string quoted(std::string_view s) {
   return out;
 }
 
-
 std::optional<double> parse_double(std::string_view s) {
   if (s.empty()) return std::nullopt;
   try {
@@ -210,7 +204,6 @@ std::optional<double> parse_double(std::string_view s) {
   }
 }
 
-
 std::optional<job_id> parse_job_id_text(std::string_view s) {
   if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string_view::npos)
     return std::nullopt;
@@ -218,7 +211,6 @@ std::optional<job_id> parse_job_id_text(std::string_view s) {
   if (!id || *id <= 0) return std::nullopt;
   return id;
 }
-
 
 // ---- routing --------------------------------------------------------------------------------
 
@@ -250,8 +242,7 @@ result<urlencoded_pairs> parse_urlencoded(std::string_view text) {
     if (part.empty()) continue;
     auto eq = part.find('=');
     auto key = percent_decode(part.substr(0, eq));
-    auto value =
-        percent_decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
+    auto value = percent_decode(eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1));
     if (!key || !value) return bad_request("malformed %-escape in query " + quoted(part));
     out.emplace_back(std::move(*key), std::move(*value));
   }
@@ -291,14 +282,12 @@ std::optional<api_error> parse_list_query(std::string_view query, list_query& ou
     if (key == "limit") {
       auto n = parse_integer<int>(value);
       if (!n || *n < 1 || *n > max_list_limit)
-        return bad_request("limit must be an integer between 1 and " +
-                           std::to_string(max_list_limit));
+        return bad_request("limit must be an integer between 1 and " + std::to_string(max_list_limit));
       out.limit = *n;
     } else if (key == "offset") {
       auto n = parse_integer<long long>(value);
       if (!n || *n < 0 || *n > max_list_offset)
-        return bad_request("offset must be an integer between 0 and " +
-                           std::to_string(max_list_offset));
+        return bad_request("offset must be an integer between 0 and " + std::to_string(max_list_offset));
       out.offset = *n;
     } else if (key == "state") {
       auto st = parse_job_state(value);
@@ -349,12 +338,9 @@ std::optional<api_error> parse_job_events_query(std::string_view query, bool& fo
   follow = false;
   for (const auto& [key, value] : params) {
     if (key != "follow") return unknown_parameter(key, "follow");
-    if (value == "1" || value == "true")
-      follow = true;
-    else if (value == "0" || value == "false")
-      follow = false;
-    else
-      return bad_request("follow must be 1, 0, true or false");
+    if (value == "1" || value == "true") follow = true;
+    else if (value == "0" || value == "false") follow = false;
+    else return bad_request("follow must be 1, 0, true or false");
   }
   return std::nullopt;
 }
@@ -419,11 +405,9 @@ std::optional<api_error> parse_json_body(std::string_view body, boost::json::val
 
 std::optional<api_error> validate_job(const boost::json::value& v, const app_registry& apps,
                                       job_request& out) {
-  if (!v.is_object())
-    return bad_request("a job must be a JSON object, not " + std::string(kind_name(v)));
+  if (!v.is_object()) return bad_request("a job must be a JSON object, not " + std::string(kind_name(v)));
   const auto& o = v.as_object();
-  static const std::set<std::string_view> allowed = {"jobtype", "config", "howfig", "priority",
-                                                     "parent"};
+  static const std::set<std::string_view> allowed = {"jobtype", "config", "howfig", "priority", "parent"};
   for (const auto& kv : o) {
     if (!allowed.count(kv.key()))
       return bad_request("unknown field " + quoted(kv.key()) +
@@ -445,12 +429,11 @@ std::optional<api_error> validate_job(const boost::json::value& v, const app_reg
     e.code = errc::unknown_jobtype;
     return e;
   }
-  if (auto e =
-          check_config_string("config", r.config, app->compiled_pattern, app->pattern, app->name))
+  if (auto e = check_config_string("config", r.config, app->compiled_pattern, app->pattern, app->name))
     return e;
   if (!r.howfig.empty()) {
-    if (auto e = check_config_string("howfig", r.howfig, app->compiled_howfig_pattern,
-                                     app->howfig_pattern, app->name))
+    if (auto e = check_config_string("howfig", r.howfig, app->compiled_howfig_pattern, app->howfig_pattern,
+                                     app->name))
       return e;
   }
   r.max_attempts = app->max_attempts;
@@ -465,8 +448,7 @@ std::optional<api_error> validate_bulk(const boost::json::value& v, const app_re
                        std::string(kind_name(v)));
   const auto& o = v.as_object();
   for (const auto& kv : o) {
-    if (kv.key() != "jobs")
-      return bad_request("unknown field " + quoted(kv.key()) + "; allowed: jobs");
+    if (kv.key() != "jobs") return bad_request("unknown field " + quoted(kv.key()) + "; allowed: jobs");
   }
   auto it = o.find("jobs");
   if (it == o.end()) return bad_request("missing field 'jobs'");
@@ -500,8 +482,7 @@ std::optional<api_error> parse_claim_body(const boost::json::value& v, std::stri
   if (h.empty()) return bad_request("field 'host' must not be empty");
   for (char c : h) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_'))
-      return bad_request("field 'host' " + quoted(h) +
-                         " may hold only letters, digits, '.', '-' and '_'");
+      return bad_request("field 'host' " + quoted(h) + " may hold only letters, digits, '.', '-' and '_'");
   }
   host = std::move(h);
   return std::nullopt;
@@ -534,8 +515,7 @@ std::optional<api_error> parse_progress_body(const boost::json::value& v, progre
   constexpr long long max_count = 1'000'000'000'000;
   if (auto e = read_integer(o, "done", 0, max_count, r.done)) return e;
   if (auto e = read_integer(o, "total", 0, max_count, r.total)) return e;
-  if (r.done.has_value() != r.total.has_value())
-    return bad_request("fields 'done' and 'total' go together");
+  if (r.done.has_value() != r.total.has_value()) return bad_request("fields 'done' and 'total' go together");
   if (r.done && *r.done > *r.total)
     return bad_request("field 'done' (" + std::to_string(*r.done) + ") exceeds 'total' (" +
                        std::to_string(*r.total) + ")");
@@ -546,8 +526,7 @@ std::optional<api_error> parse_progress_body(const boost::json::value& v, progre
 std::optional<api_error> parse_finished_body(const boost::json::value& v, finished_report& out) {
   if (auto e = body_object(v, "a finished report")) return e;
   const auto& o = v.as_object();
-  if (auto e = refuse_unknown_fields(o, {"attempt", "rc", "signal", "timed_out", "message"}))
-    return e;
+  if (auto e = refuse_unknown_fields(o, {"attempt", "rc", "signal", "timed_out", "message"})) return e;
   finished_report r;
   if (auto e = read_attempt(o, r.attempt)) return e;
   std::optional<long long> rc, sig;

@@ -53,8 +53,7 @@ std::string hidden(std::string_view name, std::string_view value) {
 
 // A POST form with one button, the CSRF token and the `next` target.
 std::string action_form(std::string_view action, std::string_view label, std::string_view csrf,
-                        std::string_view next, std::string_view confirm = "",
-                        std::string_view cls = "") {
+                        std::string_view next, std::string_view confirm = "", std::string_view cls = "") {
   std::string out = "<form method=\"post\" action=\"" + esc(action) + "\" class=\"inline\"";
   if (!confirm.empty()) out += " data-confirm=\"" + esc(confirm) + "\"";
   out += ">" + hidden("csrf", csrf);
@@ -75,8 +74,8 @@ std::string progress_cell(const job_record& job) {
   auto total = to_integer(get(job, "total_count"));
   if (done && total && *total > 0) {
     out += "<progress value=\"" + std::to_string(std::min(*done, *total)) + "\" max=\"" +
-           std::to_string(*total) + "\"></progress> <span class=\"count\">" +
-           std::to_string(*done) + "/" + std::to_string(*total) + "</span> ";
+           std::to_string(*total) + "\"></progress> <span class=\"count\">" + std::to_string(*done) + "/" +
+           std::to_string(*total) + "</span> ";
   }
   out += "<span class=\"msg\">" + esc(get(job, "progress")) + "</span>";
   return out;
@@ -95,8 +94,7 @@ std::string rollup_text(const std::map<std::string, long long>& rollup, long lon
 std::string jobs_table(const std::vector<job_record>& jobs, const page_user& user, double now_s,
                        std::string_view next, std::string_view id, std::string_view extra) {
   std::string out = std::string("<div class=\"scroll\"") + (jobs.empty() ? " hidden" : "") +
-                    "><table class=\"jobs\" id=\"" + esc(id) + "\"" +
-                    std::string(extra) +
+                    "><table class=\"jobs\" id=\"" + esc(id) + "\"" + std::string(extra) +
                     "><thead><tr><th>ID</th><th>Parent</th><th>Type</th><th>Config</th>"
                     "<th>Howfig</th><th>State</th><th>Progress</th><th>Created / started</th>"
                     "<th>Duration</th><th>Host</th><th>Run directory</th><th>Return status</th>"
@@ -147,8 +145,7 @@ std::string cookie_value(std::string_view header, std::string_view name) {
   return {};
 }
 
-std::string set_cookie(std::string_view name, std::string_view value, bool secure,
-                       int max_age_s) {
+std::string set_cookie(std::string_view name, std::string_view value, bool secure, int max_age_s) {
   std::string out = std::string(name) + "=" + std::string(value) + "; Path=/; HttpOnly; SameSite=Strict";
   if (secure) out += "; Secure";
   if (max_age_s >= 0) out += "; Max-Age=" + std::to_string(max_age_s);
@@ -219,10 +216,8 @@ std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) seconds = 0;
   long long s = static_cast<long long>(seconds);
   char buf[48];
-  if (s >= 3600)
-    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
-  else
-    std::snprintf(buf, sizeof buf, "%lld:%02lld", s / 60, s % 60);
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", s / 3600, (s / 60) % 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "%lld:%02lld", s / 60, s % 60);
   return buf;
 }
 
@@ -255,8 +250,8 @@ std::string url_encode(std::string_view s) {
 
 // ---- pages ----------------------------------------------------------------------------------
 
-std::string layout(std::string_view title, std::string_view page, const page_user* user,
-                   const flash& f, std::string_view body, std::string_view body_attrs) {
+std::string layout(std::string_view title, std::string_view page, const page_user* user, const flash& f,
+                   std::string_view body, std::string_view body_attrs) {
   std::string out =
       "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
       "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">";
@@ -270,18 +265,21 @@ std::string layout(std::string_view title, std::string_view page, const page_use
   if (user) {
     out += "<a href=\"/\">Jobs</a><a href=\"/tokens\">API tokens</a>";
     if (user->admin) out += "<a href=\"/admin\">Admin</a>";
-    out += "<a href=\"/help\">Help</a><span class=\"spacer\"></span>"
-           "<span class=\"live\" id=\"live\" title=\"live updates\" data-status=\"off\">live</span>"
-           "<span class=\"who\">" + esc(user->name) + (user->admin ? " (admin)" : "") + "</span>" +
-           action_form("/logout", "Log out", user->csrf, "");
+    out +=
+        "<a href=\"/help\">Help</a><span class=\"spacer\"></span>"
+        "<span class=\"live\" id=\"live\" title=\"live updates\" data-status=\"off\">live</span>"
+        "<span class=\"who\">" +
+        esc(user->name) + (user->admin ? " (admin)" : "") + "</span>" +
+        action_form("/logout", "Log out", user->csrf, "");
   } else {
-    out += "<a href=\"/help\">Help</a><span class=\"spacer\"></span><a href=\"/login\">Log in</a>"
-           "<a href=\"/register\">Register</a>";
+    out +=
+        "<a href=\"/help\">Help</a><span class=\"spacer\"></span><a href=\"/login\">Log in</a>"
+        "<a href=\"/register\">Register</a>";
   }
   out += "</nav></header>\n<main>";
   if (!f.text.empty())
-    out += std::string("<p class=\"flash") + (f.error ? " error" : "") + "\" role=\"status\">" +
-           esc(f.text) + "</p>";
+    out += std::string("<p class=\"flash") + (f.error ? " error" : "") + "\" role=\"status\">" + esc(f.text) +
+           "</p>";
   out += body;
   out += "</main></body></html>\n";
   return out;
@@ -290,9 +288,12 @@ std::string layout(std::string_view title, std::string_view page, const page_use
 std::string login_page(std::string_view csrf, const flash& f, std::string_view username) {
   std::string body =
       "<section class=\"card narrow\"><h1>Log in</h1>"
-      "<form method=\"post\" action=\"/login\" class=\"stack\">" + hidden("csrf", csrf) +
+      "<form method=\"post\" action=\"/login\" class=\"stack\">" +
+      hidden("csrf", csrf) +
       "<label>User name <input name=\"username\" autocomplete=\"username\" required "
-      "maxlength=\"64\" value=\"" + esc(username) + "\"></label>"
+      "maxlength=\"64\" value=\"" +
+      esc(username) +
+      "\"></label>"
       "<label>Password <input name=\"password\" type=\"password\" "
       "autocomplete=\"current-password\" required></label>"
       "<button type=\"submit\">Log in</button></form>"
@@ -305,12 +306,15 @@ std::string register_page(std::string_view csrf, const flash& f, std::string_vie
                           std::string_view email) {
   std::string body =
       "<section class=\"card narrow\"><h1>Register</h1>"
-      "<form method=\"post\" action=\"/register\" class=\"stack\">" + hidden("csrf", csrf) +
+      "<form method=\"post\" action=\"/register\" class=\"stack\">" +
+      hidden("csrf", csrf) +
       "<label>User name <input name=\"username\" autocomplete=\"username\" required "
-      "maxlength=\"64\" pattern=\"[a-z0-9][a-z0-9_.\\-]*\" value=\"" + esc(username) +
+      "maxlength=\"64\" pattern=\"[a-z0-9][a-z0-9_.\\-]*\" value=\"" +
+      esc(username) +
       "\"><small>lower-case letters, digits, _ . -</small></label>"
       "<label>E-mail <input name=\"email\" type=\"email\" required maxlength=\"254\" value=\"" +
-      esc(email) + "\"></label>"
+      esc(email) +
+      "\"></label>"
       "<label>Password <input name=\"password\" type=\"password\" autocomplete=\"new-password\" "
       "required minlength=\"8\"></label>"
       "<button type=\"submit\">Register</button></form>"
@@ -319,45 +323,36 @@ std::string register_page(std::string_view csrf, const flash& f, std::string_vie
   return layout("Register", "register", nullptr, f, body);
 }
 
-std::string job_row(const job_record& job, const page_user& user, double now_s,
-                    std::string_view next) {
+std::string job_row(const job_record& job, const page_user& user, double now_s, std::string_view next) {
   std::string id = get(job, "id");
   std::string state = get(job, "state");
   std::string parent = get(job, "parent");
   bool archived = get(job, "archive") == "1";
   std::string start = get(job, "start_time");
   std::string shown_time = start.empty() ? get(job, "create_time") : start;
-  std::string out = "<tr data-job=\"" + esc(id) + "\" data-state=\"" + esc(state) +
-                    "\" data-archive=\"" + (archived ? "1" : "0") + "\" data-start=\"" +
-                    esc(start) + "\" data-stop=\"" + esc(get(job, "stop_time")) + "\">";
-  out += "<td class=\"c-id\" data-label=\"ID\"><a href=\"/jobs/" + esc(id) + "\">" + esc(id) +
-         "</a></td>";
+  std::string out = "<tr data-job=\"" + esc(id) + "\" data-state=\"" + esc(state) + "\" data-archive=\"" +
+                    (archived ? "1" : "0") + "\" data-start=\"" + esc(start) + "\" data-stop=\"" +
+                    esc(get(job, "stop_time")) + "\">";
+  out += "<td class=\"c-id\" data-label=\"ID\"><a href=\"/jobs/" + esc(id) + "\">" + esc(id) + "</a></td>";
   out += "<td class=\"c-parent\" data-label=\"Parent\">";
   if (!parent.empty()) out += "<a href=\"/jobs/" + esc(parent) + "\">" + esc(parent) + "</a>";
   out += "</td><td class=\"c-type\" data-label=\"Type\">" + esc(get(job, "jobtype")) + "</td>";
-  out += "<td class=\"c-config\" data-label=\"Config\"><code>" + esc(get(job, "config")) +
-         "</code></td>";
-  out += "<td class=\"c-howfig\" data-label=\"Howfig\"><code>" + esc(get(job, "howfig")) +
-         "</code></td>";
+  out += "<td class=\"c-config\" data-label=\"Config\"><code>" + esc(get(job, "config")) + "</code></td>";
+  out += "<td class=\"c-howfig\" data-label=\"Howfig\"><code>" + esc(get(job, "howfig")) + "</code></td>";
   out += "<td class=\"c-state\" data-label=\"State\">" + state_badge(state) + "</td>";
   out += "<td class=\"c-progress\" data-label=\"Progress\">" + progress_cell(job) + "</td>";
-  out += "<td class=\"c-time\" data-label=\"Created / started\">" + esc(format_time(shown_time)) +
-         "</td>";
-  out += "<td class=\"c-duration\" data-label=\"Duration\">" + esc(job_duration(job, now_s)) +
-         "</td>";
+  out += "<td class=\"c-time\" data-label=\"Created / started\">" + esc(format_time(shown_time)) + "</td>";
+  out += "<td class=\"c-duration\" data-label=\"Duration\">" + esc(job_duration(job, now_s)) + "</td>";
   out += "<td class=\"c-host\" data-label=\"Host\">" + esc(get(job, "host")) + "</td>";
-  out += "<td class=\"c-rundir\" data-label=\"Run directory\"><code>" + esc(get(job, "rundir")) +
-         "</code></td>";
-  out += "<td class=\"c-rc\" data-label=\"Return status\">" + esc(get(job, "return_status")) +
-         "</td>";
-  out += "<td class=\"c-actions\" data-label=\"Actions\"><a class=\"button\" href=\"/?copy=" +
-         esc(id) + "#create\">Copy</a>";
+  out +=
+      "<td class=\"c-rundir\" data-label=\"Run directory\"><code>" + esc(get(job, "rundir")) + "</code></td>";
+  out += "<td class=\"c-rc\" data-label=\"Return status\">" + esc(get(job, "return_status")) + "</td>";
+  out += "<td class=\"c-actions\" data-label=\"Actions\"><a class=\"button\" href=\"/?copy=" + esc(id) +
+         "#create\">Copy</a>";
   std::string base = "/jobs/" + id + "/";
   if (!terminal_state(state)) out += action_form(base + "cancel", "Cancel", user.csrf, next);
-  if (archived)
-    out += action_form(base + "unarchive", "Unarchive", user.csrf, next);
-  else
-    out += action_form(base + "archive", "Archive", user.csrf, next);
+  if (archived) out += action_form(base + "unarchive", "Unarchive", user.csrf, next);
+  else out += action_form(base + "archive", "Archive", user.csrf, next);
   if (terminal_state(state))
     out += action_form(base + "delete", "Delete", user.csrf, next,
                        "Delete job " + id + "? This cannot be undone.", "danger");
@@ -367,10 +362,10 @@ std::string job_row(const job_record& job, const page_user& user, double now_s,
 
 std::string home_page(const home_view& v) {
   std::string next = home_link(v.all, v.state, v.page);
-  std::string body = "<section class=\"card\" id=\"create\"><h2>Submit a job</h2>"
-                     "<form method=\"post\" action=\"/jobs\" class=\"create\">" +
-                     hidden("csrf", v.user.csrf) +
-                     "<label>Application <select name=\"jobtype\" id=\"jobtype\" required>";
+  std::string body =
+      "<section class=\"card\" id=\"create\"><h2>Submit a job</h2>"
+      "<form method=\"post\" action=\"/jobs\" class=\"create\">" +
+      hidden("csrf", v.user.csrf) + "<label>Application <select name=\"jobtype\" id=\"jobtype\" required>";
   if (v.apps) {
     for (const auto& [name, app] : v.apps->apps) {
       body += "<option value=\"" + esc(name) + "\"";
@@ -378,19 +373,26 @@ std::string home_page(const home_view& v) {
       body += ">" + esc(name) + "</option>";
     }
   }
-  body += "</select></label>"
-          "<label>Config <input name=\"config\" required maxlength=\"512\" "
-          "autocomplete=\"off\" value=\"" + esc(v.form.config) + "\"></label>"
-          "<label>Howfig <input name=\"howfig\" maxlength=\"512\" autocomplete=\"off\" value=\"" +
-          esc(v.form.howfig) + "\"></label>"
-          "<label>Priority <input name=\"priority\" type=\"number\" min=\"-1000\" max=\"1000\" "
-          "value=\"" + std::to_string(v.form.priority) + "\"></label>"
-          "<button type=\"submit\">Submit</button></form><dl class=\"apphelp\" id=\"apphelp\">";
+  body +=
+      "</select></label>"
+      "<label>Config <input name=\"config\" required maxlength=\"512\" "
+      "autocomplete=\"off\" value=\"" +
+      esc(v.form.config) +
+      "\"></label>"
+      "<label>Howfig <input name=\"howfig\" maxlength=\"512\" autocomplete=\"off\" value=\"" +
+      esc(v.form.howfig) +
+      "\"></label>"
+      "<label>Priority <input name=\"priority\" type=\"number\" min=\"-1000\" max=\"1000\" "
+      "value=\"" +
+      std::to_string(v.form.priority) +
+      "\"></label>"
+      "<button type=\"submit\">Submit</button></form><dl class=\"apphelp\" id=\"apphelp\">";
   if (v.apps) {
     for (const auto& [name, app] : v.apps->apps) {
       body += "<div data-app=\"" + esc(name) + "\"><dt>" + esc(name) + "</dt><dd>" +
               esc(app.help.empty() ? std::string("(no description)") : app.help);
-      if (!app.pattern.empty()) body += " <small>Config pattern: <code>" + esc(app.pattern) + "</code></small>";
+      if (!app.pattern.empty())
+        body += " <small>Config pattern: <code>" + esc(app.pattern) + "</code></small>";
       body += "</dd></div>";
     }
   }
@@ -404,7 +406,8 @@ std::string home_page(const home_view& v) {
           (v.all ? " class=\"on\"" : "") + ">All</a>";
   body += "<form method=\"get\" action=\"/\" class=\"inline\">";
   if (v.all) body += hidden("view", "all");
-  body += "<select name=\"state\" id=\"state-filter\" data-autosubmit=\"1\"><option value=\"\">any state</option>";
+  body +=
+      "<select name=\"state\" id=\"state-filter\" data-autosubmit=\"1\"><option value=\"\">any state</option>";
   for (auto st : all_job_states()) {
     std::string s(to_string(st));
     body += "<option value=\"" + s + "\"" + (s == v.state ? " selected" : "") + ">" + s + "</option>";
@@ -442,12 +445,9 @@ std::string fields_table(const job_record& job, double now_s) {
       if (!t.empty()) value = t + " UTC";
     }
     out += "<tr data-field=\"" + esc(name) + "\"><th>" + esc(name) + "</th><td>";
-    if (name == "parent")
-      out += "<a href=\"/jobs/" + esc(it->second) + "\">" + esc(value) + "</a>";
-    else if (name == "state")
-      out += state_badge(value);
-    else
-      out += esc(value);
+    if (name == "parent") out += "<a href=\"/jobs/" + esc(it->second) + "\">" + esc(value) + "</a>";
+    else if (name == "state") out += state_badge(value);
+    else out += esc(value);
     out += "</td></tr>";
   }
   auto d = job_duration(job, now_s);
@@ -471,8 +471,8 @@ std::string job_detail(const job_record& job, const page_user& user, double now_
   if (terminal_state(state))
     out += action_form(next + "/delete", "Delete", user.csrf, "/",
                        "Delete job " + id + "? This cannot be undone.", "danger");
-  out += "</div><p class=\"status\" id=\"jobstatus\">" + state_badge(state) + " " +
-         progress_cell(job) + "</p>" + fields_table(job, now_s) + "</div>";
+  out += "</div><p class=\"status\" id=\"jobstatus\">" + state_badge(state) + " " + progress_cell(job) +
+         "</p>" + fields_table(job, now_s) + "</div>";
   return out;
 }
 
@@ -480,9 +480,9 @@ std::string job_page(const job_view& v) {
   std::string id = get(v.job, "id");
   std::string state = get(v.job, "state");
   std::string next = "/jobs/" + id;
-  std::string body = "<section class=\"card\"><h1>Job " + esc(id) + " <small>" +
-                     esc(get(v.job, "jobtype")) + " <code>" + esc(get(v.job, "config")) +
-                     "</code></small></h1>" + job_detail(v.job, v.user, v.now_s) + "</section>";
+  std::string body = "<section class=\"card\"><h1>Job " + esc(id) + " <small>" + esc(get(v.job, "jobtype")) +
+                     " <code>" + esc(get(v.job, "config")) + "</code></small></h1>" +
+                     job_detail(v.job, v.user, v.now_s) + "</section>";
 
   body += "<section class=\"card\"><h2>Log <small>(tail)</small></h2><pre class=\"log\" id=\"log\">";
   for (std::size_t i = 0; i < v.log_lines.size(); ++i) {
@@ -492,11 +492,10 @@ std::string job_page(const job_view& v) {
   body += "</pre></section>";
 
   body += "<section class=\"card\"><h2>Children</h2><p id=\"rollup\" data-total=\"" +
-          std::to_string(v.children_total) + "\">" + esc(rollup_text(v.rollup, v.children_total)) +
-          "</p>";
-  std::string extra =
-      " data-complete=\"" +
-      std::string(static_cast<long long>(v.children.size()) >= v.children_total ? "1" : "0") + "\"";
+          std::to_string(v.children_total) + "\">" + esc(rollup_text(v.rollup, v.children_total)) + "</p>";
+  std::string extra = " data-complete=\"" +
+                      std::string(static_cast<long long>(v.children.size()) >= v.children_total ? "1" : "0") +
+                      "\"";
   body += jobs_table(v.children, v.user, v.now_s, next, "children", extra);
   if (static_cast<long long>(v.children.size()) < v.children_total)
     body += "<p class=\"count\">Showing the newest " + std::to_string(v.children.size()) + " of " +
@@ -534,18 +533,19 @@ std::string admin_page(const admin_view& v) {
                                 "Reject the registration of " + name + "?", "danger") +
                     "</td></tr>";
   }
-  if (pending_rows.empty())
-    body += "<p class=\"empty\">No registrations are waiting.</p>";
+  if (pending_rows.empty()) body += "<p class=\"empty\">No registrations are waiting.</p>";
   else
-    body += "<div class=\"scroll\"><table class=\"list\" id=\"pending\"><thead><tr><th>User</th>"
-            "<th>E-mail</th><th>Registered</th><th>Actions</th></tr></thead><tbody>" +
-            pending_rows + "</tbody></table></div>";
+    body +=
+        "<div class=\"scroll\"><table class=\"list\" id=\"pending\"><thead><tr><th>User</th>"
+        "<th>E-mail</th><th>Registered</th><th>Actions</th></tr></thead><tbody>" +
+        pending_rows + "</tbody></table></div>";
   body += "</section>";
 
   // Users.
-  body += "<section class=\"card\"><h2>Users</h2><div class=\"scroll\"><table class=\"list\" "
-          "id=\"users\"><thead><tr><th>User</th><th>Role</th><th>Status</th><th>E-mail</th>"
-          "<th>Created</th><th>Actions</th></tr></thead><tbody>";
+  body +=
+      "<section class=\"card\"><h2>Users</h2><div class=\"scroll\"><table class=\"list\" "
+      "id=\"users\"><thead><tr><th>User</th><th>Role</th><th>Status</th><th>E-mail</th>"
+      "<th>Created</th><th>Actions</th></tr></thead><tbody>";
   for (const auto& u : v.users) {
     std::string name = get(u, "name");
     std::string status = get(u, "status");
@@ -557,14 +557,11 @@ std::string admin_page(const admin_view& v) {
             "<td data-label=\"E-mail\">" + esc(get(u, "email")) + "</td><td data-label=\"Created\">" +
             esc(format_time(get(u, "created"))) + "</td><td data-label=\"Actions\">";
     if (name != v.user.name) {
-      if (status == "disabled")
-        body += action_form(base + "enable", "Enable", v.user.csrf, "/admin");
+      if (status == "disabled") body += action_form(base + "enable", "Enable", v.user.csrf, "/admin");
       else if (status == "active")
         body += action_form(base + "disable", "Disable", v.user.csrf, "/admin",
-                            "Disable " + name + "? Their sessions and tokens stop working.",
-                            "danger");
-      if (role == "admin")
-        body += action_form(base + "remove-admin", "Remove admin", v.user.csrf, "/admin");
+                            "Disable " + name + "? Their sessions and tokens stop working.", "danger");
+      if (role == "admin") body += action_form(base + "remove-admin", "Remove admin", v.user.csrf, "/admin");
       else if (status == "active")
         body += action_form(base + "make-admin", "Make admin", v.user.csrf, "/admin",
                             "Make " + name + " an administrator?");
@@ -574,20 +571,22 @@ std::string admin_page(const admin_view& v) {
   body += "</tbody></table></div></section>";
 
   // Workers and queue.
-  body += "<section class=\"card\"><h2>Queue</h2><dl class=\"stats\">"
-          "<div><dt>Ready jobs queued</dt><dd id=\"queue-depth\">" + std::to_string(v.queue_depth) +
-          "</dd></div><div><dt>Jobs finished in the last minute</dt><dd id=\"throughput\">" +
-          std::to_string(v.finished_last_minute) +
-          "</dd></div><div><dt>Job events in the last minute</dt><dd>" +
-          std::to_string(v.events_last_minute) + "</dd></div><div><dt>Workers</dt><dd>" +
-          std::to_string(v.workers.size()) + "</dd></div></dl></section>";
+  body +=
+      "<section class=\"card\"><h2>Queue</h2><dl class=\"stats\">"
+      "<div><dt>Ready jobs queued</dt><dd id=\"queue-depth\">" +
+      std::to_string(v.queue_depth) +
+      "</dd></div><div><dt>Jobs finished in the last minute</dt><dd id=\"throughput\">" +
+      std::to_string(v.finished_last_minute) + "</dd></div><div><dt>Job events in the last minute</dt><dd>" +
+      std::to_string(v.events_last_minute) + "</dd></div><div><dt>Workers</dt><dd>" +
+      std::to_string(v.workers.size()) + "</dd></div></dl></section>";
   body += "<section class=\"card\"><h2>Workers</h2>";
   if (v.workers.empty()) {
     body += "<p class=\"empty\">No worker has sent a heartbeat recently.</p>";
   } else {
-    body += "<div class=\"scroll\"><table class=\"list\" id=\"workers\"><thead><tr><th>Worker</th>"
-            "<th>Host</th><th>Owner</th><th>Pool</th><th>Slots</th><th>Running</th>"
-            "<th>Health</th><th>Last heartbeat</th></tr></thead><tbody>";
+    body +=
+        "<div class=\"scroll\"><table class=\"list\" id=\"workers\"><thead><tr><th>Worker</th>"
+        "<th>Host</th><th>Owner</th><th>Pool</th><th>Slots</th><th>Running</th>"
+        "<th>Health</th><th>Last heartbeat</th></tr></thead><tbody>";
     for (const auto& w : v.workers) {
       std::string hb = get(w, "last_heartbeat");
       std::string ago;
@@ -598,9 +597,8 @@ std::string admin_page(const admin_view& v) {
               esc(get(w, "host")) + "</td><td data-label=\"Owner\">" + esc(get(w, "owner")) +
               "</td><td data-label=\"Pool\">" + esc(get(w, "pool")) + "</td><td data-label=\"Slots\">" +
               esc(get(w, "slots")) + "</td><td data-label=\"Running\">" + esc(get(w, "running")) +
-              "</td><td data-label=\"Health\">" + esc(health) +
-              "</td><td data-label=\"Last heartbeat\">" + esc(format_time(hb)) + esc(ago) +
-              "</td></tr>";
+              "</td><td data-label=\"Health\">" + esc(health) + "</td><td data-label=\"Last heartbeat\">" +
+              esc(format_time(hb)) + esc(ago) + "</td></tr>";
     }
     body += "</tbody></table></div>";
   }
@@ -611,9 +609,10 @@ std::string admin_page(const admin_view& v) {
   if (v.pilots.empty()) {
     body += "<p class=\"empty\">No Slurm pilot is alive.</p>";
   } else {
-    body += "<div class=\"scroll\"><table class=\"list\" id=\"pilots\"><thead><tr><th>Pilot</th>"
-            "<th>State</th><th>Slurm</th><th>Nodes</th><th>Slots</th><th>Walltime</th>"
-            "<th>Workers</th><th>Submitted</th><th>Started</th><th>Output</th></tr></thead><tbody>";
+    body +=
+        "<div class=\"scroll\"><table class=\"list\" id=\"pilots\"><thead><tr><th>Pilot</th>"
+        "<th>State</th><th>Slurm</th><th>Nodes</th><th>Slots</th><th>Walltime</th>"
+        "<th>Workers</th><th>Submitted</th><th>Started</th><th>Output</th></tr></thead><tbody>";
     for (const auto& p : v.pilots) {
       std::string slurm = get(p, "slurm_state");
       std::string reason = get(p, "reason");
@@ -623,12 +622,11 @@ std::string admin_page(const admin_view& v) {
       std::string started = get(p, "started_time");
       std::string workers = get(p, "connected") + " connected";
       if (!get(p, "workers").empty()) workers += ": " + get(p, "workers");
-      body += "<tr data-pilot=\"" + esc(get(p, "id")) + "\"><td data-label=\"Pilot\">" +
-              esc(get(p, "id")) + "</td><td data-label=\"State\">" + esc(get(p, "state")) +
-              "</td><td data-label=\"Slurm\">" + esc(slurm) + "</td><td data-label=\"Nodes\">" +
-              esc(get(p, "nodes")) + "</td><td data-label=\"Slots\">" + esc(get(p, "slots")) +
-              "</td><td data-label=\"Walltime\">" + esc(walltime) +
-              "</td><td data-label=\"Workers\">" + esc(workers) +
+      body += "<tr data-pilot=\"" + esc(get(p, "id")) + "\"><td data-label=\"Pilot\">" + esc(get(p, "id")) +
+              "</td><td data-label=\"State\">" + esc(get(p, "state")) + "</td><td data-label=\"Slurm\">" +
+              esc(slurm) + "</td><td data-label=\"Nodes\">" + esc(get(p, "nodes")) +
+              "</td><td data-label=\"Slots\">" + esc(get(p, "slots")) + "</td><td data-label=\"Walltime\">" +
+              esc(walltime) + "</td><td data-label=\"Workers\">" + esc(workers) +
               "</td><td data-label=\"Submitted\">" + esc(format_time(get(p, "submitted_time"))) +
               "</td><td data-label=\"Started\">" +
               esc(started == "0" ? std::string() : format_time(started)) +
@@ -641,15 +639,16 @@ std::string admin_page(const admin_view& v) {
 }
 
 std::string tokens_page(const tokens_view& v) {
-  std::string body = "<section class=\"card\"><h1>API tokens</h1>"
-                     "<p>A token lets the command-line tools and scripts act as you "
-                     "(<code>Authorization: Bearer &lt;token&gt;</code>, or <code>DESCPROD_TOKEN</code>). "
-                     "It is shown once, when you create it; only its hash is kept.</p>";
+  std::string body =
+      "<section class=\"card\"><h1>API tokens</h1>"
+      "<p>A token lets the command-line tools and scripts act as you "
+      "(<code>Authorization: Bearer &lt;token&gt;</code>, or <code>DESCPROD_TOKEN</code>). "
+      "It is shown once, when you create it; only its hash is kept.</p>";
   if (!v.new_token.empty()) {
     body += "<div class=\"newtoken\" role=\"alert\"><p>New token" +
             (v.new_label.empty() ? std::string() : " <strong>" + esc(v.new_label) + "</strong>") +
-            " — copy it now, it will not be shown again:</p><code id=\"new-token\">" +
-            esc(v.new_token) + "</code></div>";
+            " — copy it now, it will not be shown again:</p><code id=\"new-token\">" + esc(v.new_token) +
+            "</code></div>";
   }
   body += "<form method=\"post\" action=\"/tokens\" class=\"create\">" + hidden("csrf", v.user.csrf) +
           "<label>Label <input name=\"label\" maxlength=\"64\" placeholder=\"e.g. laptop\"></label>"
@@ -658,8 +657,9 @@ std::string tokens_page(const tokens_view& v) {
   if (v.tokens.empty()) {
     body += "<p class=\"empty\">You have no API tokens.</p>";
   } else {
-    body += "<div class=\"scroll\"><table class=\"list\" id=\"tokens\"><thead><tr><th>Label</th>"
-            "<th>Created</th><th>Expires</th><th>Id</th><th></th></tr></thead><tbody>";
+    body +=
+        "<div class=\"scroll\"><table class=\"list\" id=\"tokens\"><thead><tr><th>Label</th>"
+        "<th>Created</th><th>Expires</th><th>Id</th><th></th></tr></thead><tbody>";
     for (const auto& t : v.tokens) {
       std::string id = get(t, "id");
       std::string expires = get(t, "expires");
@@ -679,7 +679,8 @@ std::string tokens_page(const tokens_view& v) {
 }
 
 std::string help_page(const page_user* user, const app_registry& apps) {
-  std::string body = R"HTML(<section class="card prose"><h1>Help</h1>
+  std::string body =
+      R"HTML(<section class="card prose"><h1>Help</h1>
 <h2 id="submit">Submitting a job</h2>
 <p>On the <a href="/">Jobs</a> page pick an <strong>application</strong>, give its
 <strong>config</strong> (and, if the application uses one, a <strong>howfig</strong>), and press
@@ -696,15 +697,27 @@ removes a finished job for good. From the command line: <code>descprod-submit</c
 token</a>.</p>
 <h2 id="states">What the states mean</h2>
 <table class="list"><tbody>
-<tr><td>)HTML" + state_badge("ready") + R"HTML(</td><td>queued, waiting for a free worker slot</td></tr>
-<tr><td>)HTML" + state_badge("dispatched") + R"HTML(</td><td>handed to a worker, not started yet</td></tr>
-<tr><td>)HTML" + state_badge("running") + R"HTML(</td><td>the application's process is running</td></tr>
-<tr><td>)HTML" + state_badge("done") + R"HTML(</td><td>it exited with status 0</td></tr>
-<tr><td>)HTML" + state_badge("failed") + R"HTML(</td><td>it exited with a non-zero status (see Return status and the log)</td></tr>
-<tr><td>)HTML" + state_badge("timeout") + R"HTML(</td><td>it ran past the application's time limit and was stopped (status 124)</td></tr>
-<tr><td>)HTML" + state_badge("killed") + R"HTML(</td><td>a signal ended it (return status −N)</td></tr>
-<tr><td>)HTML" + state_badge("cancelled") + R"HTML(</td><td>its owner or an administrator cancelled it</td></tr>
-<tr><td>)HTML" + state_badge("lost") + R"HTML(</td><td>its worker vanished and no attempts were left (otherwise it is queued again as a new attempt)</td></tr>
+<tr><td>)HTML" +
+      state_badge("ready") + R"HTML(</td><td>queued, waiting for a free worker slot</td></tr>
+<tr><td>)HTML" +
+      state_badge("dispatched") + R"HTML(</td><td>handed to a worker, not started yet</td></tr>
+<tr><td>)HTML" +
+      state_badge("running") + R"HTML(</td><td>the application's process is running</td></tr>
+<tr><td>)HTML" +
+      state_badge("done") + R"HTML(</td><td>it exited with status 0</td></tr>
+<tr><td>)HTML" +
+      state_badge("failed") +
+      R"HTML(</td><td>it exited with a non-zero status (see Return status and the log)</td></tr>
+<tr><td>)HTML" +
+      state_badge("timeout") +
+      R"HTML(</td><td>it ran past the application's time limit and was stopped (status 124)</td></tr>
+<tr><td>)HTML" +
+      state_badge("killed") + R"HTML(</td><td>a signal ended it (return status −N)</td></tr>
+<tr><td>)HTML" +
+      state_badge("cancelled") + R"HTML(</td><td>its owner or an administrator cancelled it</td></tr>
+<tr><td>)HTML" +
+      state_badge("lost") +
+      R"HTML(</td><td>its worker vanished and no attempts were left (otherwise it is queued again as a new attempt)</td></tr>
 </tbody></table>
 <h2 id="apps">Writing an application</h2>
 <p>An application is a program named <code>runapp-&lt;jobtype&gt;</code> (or another command the

@@ -72,8 +72,7 @@ inline constexpr int login_csrf_max_age_s = 3600;
 
 // "<name>=<value>; Path=/; HttpOnly; SameSite=Strict" (+ "; Secure"), with "; Max-Age=<n>"
 // when max_age_s >= 0 (0 deletes the cookie).
-std::string set_cookie(std::string_view name, std::string_view value, bool secure,
-                       int max_age_s = -1);
+std::string set_cookie(std::string_view name, std::string_view value, bool secure, int max_age_s = -1);
 // Constant-time comparison of two tokens; false when either is empty.
 bool tokens_equal(std::string_view a, std::string_view b);
 
@@ -115,8 +114,8 @@ struct flash {
 
 // The shared frame: head (CSP-friendly: app.css, app.js), navigation for `user` (none when null),
 // the flash and `body`. `page` goes to <body data-page> for app.js.
-std::string layout(std::string_view title, std::string_view page, const page_user* user,
-                   const flash& f, std::string_view body, std::string_view body_attrs = "");
+std::string layout(std::string_view title, std::string_view page, const page_user* user, const flash& f,
+                   std::string_view body, std::string_view body_attrs = "");
 
 std::string login_page(std::string_view csrf, const flash& f, std::string_view username);
 std::string register_page(std::string_view csrf, const flash& f, std::string_view username,
@@ -145,8 +144,7 @@ struct home_view {
 std::string home_page(const home_view& v);
 
 // One row of the job table. `next` is where its action forms return to.
-std::string job_row(const job_record& job, const page_user& user, double now_s,
-                    std::string_view next);
+std::string job_row(const job_record& job, const page_user& user, double now_s, std::string_view next);
 
 struct job_view {
   page_user user;

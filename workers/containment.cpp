@@ -148,7 +148,8 @@ containment::containment(const std::string& mode, bool reap_orphans) : reap_all_
     }
     if (mode == "cgroup") throw std::runtime_error("worker.containment: cgroup: " + why);
   }
-  if (mode != "auto" && mode != "subreaper") throw std::runtime_error("worker.containment: unknown mode " + mode);
+  if (mode != "auto" && mode != "subreaper")
+    throw std::runtime_error("worker.containment: unknown mode " + mode);
   if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
     log::warn("PR_SET_CHILD_SUBREAPER failed error={}", std::strerror(errno));
   mode_ = "subreaper";
@@ -262,8 +263,7 @@ std::unique_ptr<job_box> containment::make_box(job_id id, int attempt, const job
   if (limits.memory_max > 0) {
     if (memory_ && write_small(dir + "/memory.max", std::to_string(limits.memory_max)))
       note += "memory.max=" + std::to_string(limits.memory_max) + " ";
-    else
-      note += "memory_max not applied (no memory controller for " + root_ + ") ";
+    else note += "memory_max not applied (no memory controller for " + root_ + ") ";
   }
   if (limits.cores > 0) {
     std::string quota = std::to_string(100000LL * limits.cores) + " 100000";
@@ -306,12 +306,14 @@ job_box::~job_box() {
 std::set<pid_t> job_box::members(std::map<pid_t, proc_info>& procs, const std::set<pid_t>& below) const {
   const pid_t self = ::getpid();
   const std::string id_entry = std::string(1, '\0') + "DESCPROD_JOB_ID=" + std::to_string(id_) + '\0';
-  const std::string attempt_entry = std::string(1, '\0') + "DESCPROD_ATTEMPT=" + std::to_string(attempt_) + '\0';
+  const std::string attempt_entry =
+      std::string(1, '\0') + "DESCPROD_ATTEMPT=" + std::to_string(attempt_) + '\0';
   std::map<pid_t, bool> member;
   for (pid_t p : below) {
     const auto& info = procs[p];
     if (info.state == 'Z') continue;
-    member[p] = (leader_ > 0 && (p == leader_ || info.pgid == leader_)) || environ_names(p, id_entry, attempt_entry);
+    member[p] =
+        (leader_ > 0 && (p == leader_ || info.pgid == leader_)) || environ_names(p, id_entry, attempt_entry);
   }
   // Descendants of a member are members too (a double fork keeps its ancestry until the middle
   // process exits; the environment check catches it after).

@@ -43,8 +43,7 @@ std::string field(const job_record& r, const char* name) {
 }  // namespace
 
 struct job_run::child_watch {
-  explicit child_watch(net::any_io_executor ex, const spawn_options& opts)
-      : child(ex, opts), wake(ex) {}
+  explicit child_watch(net::any_io_executor ex, const spawn_options& opts) : child(ex, opts), wake(ex) {}
   child_process child;
   net::steady_timer wake;  // cancelled to make supervise look again
   std::optional<exit_status> status;
@@ -72,7 +71,8 @@ void job_run::note_in_log(const std::string& text) {
 
 void job_run::note_refused(const std::string& name, const std::string& why) {
   if (!refused_noted_.insert(name + "\n" + why).second || refused_noted_.size() > 32) return;
-  log::warn("run directory file ignored job_id={} attempt={} file={} reason={}", spec_.id, spec_.attempt, name, why);
+  log::warn("run directory file ignored job_id={} attempt={} file={} reason={}", spec_.id, spec_.attempt,
+            name, why);
   note_in_log(name + " ignored: it is " + why + ", not a plain file the worker reads");
 }
 
@@ -86,8 +86,10 @@ void job_run::kill_leftovers(const char* after) {
   int n = box_->kill_all();
   if (n <= 0) return;
   leftovers_killed_ += n;
-  log::info("leftover processes killed job_id={} attempt={} count={} after={}", spec_.id, spec_.attempt, n, after);
-  note_in_log("killed " + std::to_string(n) + " leftover process" + (n == 1 ? "" : "es") + " of the job after " + after);
+  log::info("leftover processes killed job_id={} attempt={} count={} after={}", spec_.id, spec_.attempt, n,
+            after);
+  note_in_log("killed " + std::to_string(n) + " leftover process" + (n == 1 ? "" : "es") +
+              " of the job after " + after);
 }
 
 std::shared_ptr<job_run::child_watch> job_run::spawn(const spawn_options& opts) {
@@ -201,7 +203,8 @@ net::awaitable<job_result> job_run::run() {
     message_ = result.message;
     try {
       std::string line = result.message + "\n";  // as before: the reason alone, no prefix
-      if (::write(log_fd_, line.data(), line.size()) < 0) log::warn("job log not written job_id={}", spec_.id);
+      if (::write(log_fd_, line.data(), line.size()) < 0)
+        log::warn("job log not written job_id={}", spec_.id);
       auto outcome = classify_exit(result.rc, 0, false);
       note_progress(progress_string(outcome.prefix, message_), outcome.return_status);
       flush_files();
@@ -222,8 +225,8 @@ net::awaitable<job_result> job_run::run() {
 
   std::optional<steady::time_point> limit;
   if (spec_.time_limit_s > 0)
-    limit = start_steady_ + std::chrono::duration_cast<steady::duration>(
-                                std::chrono::duration<double>(spec_.time_limit_s));
+    limit = start_steady_ +
+            std::chrono::duration_cast<steady::duration>(std::chrono::duration<double>(spec_.time_limit_s));
   active_ = app;
   if (terminate_grace_) terminate(*terminate_grace_);  // asked before the spawn
   exit_status st = co_await supervise(app, limit, true);
@@ -310,8 +313,8 @@ net::awaitable<void> job_run::run_closeout(int return_status) {
   if (box_) box_->set_leader(w->child.pid());
   exit_status st = co_await supervise(w, steady::now() + bound, false);
   kill_leftovers("the closeout ended");
-  log::info("closeout finished job_id={} attempt={} rc={} signal={}", spec_.id, spec_.attempt,
-            st.exit_code, st.signal);
+  log::info("closeout finished job_id={} attempt={} rc={} signal={}", spec_.id, spec_.attempt, st.exit_code,
+            st.signal);
   // The closeout may leave a final word in current-status.txt.
   auto line = read_status();
   if (!line.empty() && line != message_) {
@@ -369,7 +372,8 @@ void job_run::poll_log() {
   std::string chunk(static_cast<std::size_t>(size - log_offset_), '\0');
   std::size_t got = 0;
   while (got < chunk.size()) {
-    ssize_t n = ::pread(log_fd_, chunk.data() + got, chunk.size() - got, static_cast<off_t>(log_offset_ + got));
+    ssize_t n =
+        ::pread(log_fd_, chunk.data() + got, chunk.size() - got, static_cast<off_t>(log_offset_ + got));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     got += static_cast<std::size_t>(n);

@@ -32,11 +32,11 @@ namespace net = boost::asio;
 namespace fs = std::filesystem;
 
 struct run_settings {
-  fs::path output_dir;                          // run directories go under <output_dir>/jobs
-  std::string host;                             // for wrapper-status.json
-  std::string gateway_url;                      // DESCPROD_URL for the app
-  std::chrono::milliseconds status_poll{200};   // how often current-status.txt is read
-  std::chrono::milliseconds kill_grace{5000};   // SIGTERM → SIGKILL on cancel and time limit
+  fs::path output_dir;                         // run directories go under <output_dir>/jobs
+  std::string host;                            // for wrapper-status.json
+  std::string gateway_url;                     // DESCPROD_URL for the app
+  std::chrono::milliseconds status_poll{200};  // how often current-status.txt is read
+  std::chrono::milliseconds kill_grace{5000};  // SIGTERM → SIGKILL on cancel and time limit
   std::chrono::milliseconds closeout_timeout{60000};
   // Keeps each job's processes together so all of them end with it (containment.hpp); null: only
   // the app's process group is signalled (the old behaviour).
@@ -122,8 +122,8 @@ class job_run {
   void signal_job(int sig);
 
   net::any_io_executor ex_;
-  int dir_fd_ = -1;   // the run directory, held open: every file in it is opened relative to it
-  int log_fd_ = -1;   // the job's log, made by the worker; the app's stdout and stderr
+  int dir_fd_ = -1;  // the run directory, held open: every file in it is opened relative to it
+  int log_fd_ = -1;  // the job's log, made by the worker; the app's stdout and stderr
   std::unique_ptr<job_box> box_;
   std::set<std::string> refused_noted_;
   int leftovers_killed_ = 0;
@@ -143,11 +143,11 @@ class job_run {
   std::uintmax_t log_offset_ = 0;  // bytes of the log already shipped or skipped
   std::string log_partial_;        // an incomplete last line, kept until its newline
   bool finished_ = false;
-  std::string progress_pending_;      // progress.log lines not yet appended
-  std::string status_progress_;       // wrapper-status.json's progress, update_time, return_status
+  std::string progress_pending_;  // progress.log lines not yet appended
+  std::string status_progress_;   // wrapper-status.json's progress, update_time, return_status
   std::optional<int> status_return_;
   double status_time_ = 0;
-  bool status_dirty_ = false;         // wrapper-status.json is behind
+  bool status_dirty_ = false;  // wrapper-status.json is behind
 };
 
 }  // namespace descprod::workers

@@ -3,8 +3,8 @@
 // counts; anything else is refused with a reason instead of failing later in posix_spawn.
 #include "workers/job_spec.hpp"
 
-#include <cmath>
 #include <spdlog/fmt/fmt.h>
+#include <cmath>
 
 #include "core/protocol.hpp"
 

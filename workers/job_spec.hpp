@@ -21,15 +21,15 @@ namespace descprod::workers {
 struct job_spec {
   job_id id = 0;
   int attempt = 1;
-  job_record record;                                    // the job map, every value a string
-  std::vector<std::string> argv;                        // the app's argv, exec'd as is
-  std::vector<std::pair<std::string, std::string>> env; // added to the worker's environment
-  double time_limit_s = 0;                              // 0: none
-  bool login_shell = false;                             // run through `bash -l` (positional args)
-  std::string token;                                    // DESCPROD_TOKEN: scoped to this job
-  int umask = 027;              // the app's umask (apps.yaml umask; 027 when the daemon sends none)
-  long long memory_max = 0;     // bytes, the job's cgroup memory.max (0: none)
-  int cores = 0;                // app.limit_cores: the job's cgroup cpu.max in cores (0: none)
+  job_record record;                                     // the job map, every value a string
+  std::vector<std::string> argv;                         // the app's argv, exec'd as is
+  std::vector<std::pair<std::string, std::string>> env;  // added to the worker's environment
+  double time_limit_s = 0;                               // 0: none
+  bool login_shell = false;                              // run through `bash -l` (positional args)
+  std::string token;                                     // DESCPROD_TOKEN: scoped to this job
+  int umask = 027;           // the app's umask (apps.yaml umask; 027 when the daemon sends none)
+  long long memory_max = 0;  // bytes, the job's cgroup memory.max (0: none)
+  int cores = 0;             // app.limit_cores: the job's cgroup cpu.max in cores (0: none)
 };
 
 // Checks and converts a `job` message body. On a malformed body returns nullopt and says what was

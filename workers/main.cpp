@@ -26,24 +26,23 @@ int main(int argc, char** argv) {
       "Connects to descprod-daemon and runs the jobs it hands out, each in\n"
       "<output-dir>/jobs/jobNNNNNN. SIGINT/SIGTERM drain it: no new jobs, running jobs may\n"
       "finish for worker.drain_grace_s, the rest are handed back to run elsewhere.\n\nOptions");
-  desc.add_options()
-      ("help,h", "print this help and exit")
-      ("config", po::value<std::string>(), "configuration file (YAML; its `worker` section)")
-      ("slots", po::value<int>(), "jobs run at once (default: worker.slots, else the number of cores)")
-      ("prefetch", po::value<int>(),
-       "jobs asked for beyond the free slots and queued here (default: worker.prefetch, 0; more "
-       "throughput for short jobs)")
-      ("id", po::value<std::string>(), "worker id (default: worker.id, else <hostname>-<pid>)")
-      ("output-dir", po::value<std::string>(),
-       "where run directories go (default: worker.output_dir, else $DESCPROD_OUTPUT_DIR, else "
-       "${PSCRATCH:-${SCRATCH:-$HOME}}/descprod-out)")
-      ("walltime-end", po::value<double>(),
-       "the allocation's end, Unix epoch seconds (scripts/slurm/descprod-pilot.sbatch passes it): jobs "
-       "whose time limit would outrun it are handed back")
-      ("token-file", po::value<std::string>(),
-       "the worker token file (default: worker.token_file, else $DESCPROD_WORKER_TOKEN)")
-      ("idle-timeout", po::value<double>(),
-       "with no job for this many seconds, drain and exit 0 (default: worker.idle_timeout_s; 0: never)");
+  desc.add_options()("help,h", "print this help and exit")("config", po::value<std::string>(),
+                                                           "configuration file (YAML; its `worker` section)")(
+      "slots", po::value<int>(), "jobs run at once (default: worker.slots, else the number of cores)")(
+      "prefetch", po::value<int>(),
+      "jobs asked for beyond the free slots and queued here (default: worker.prefetch, 0; more "
+      "throughput for short jobs)")("id", po::value<std::string>(),
+                                    "worker id (default: worker.id, else <hostname>-<pid>)")(
+      "output-dir", po::value<std::string>(),
+      "where run directories go (default: worker.output_dir, else $DESCPROD_OUTPUT_DIR, else "
+      "${PSCRATCH:-${SCRATCH:-$HOME}}/descprod-out)")(
+      "walltime-end", po::value<double>(),
+      "the allocation's end, Unix epoch seconds (scripts/slurm/descprod-pilot.sbatch passes it): jobs "
+      "whose time limit would outrun it are handed back")(
+      "token-file", po::value<std::string>(),
+      "the worker token file (default: worker.token_file, else $DESCPROD_WORKER_TOKEN)")(
+      "idle-timeout", po::value<double>(),
+      "with no job for this many seconds, drain and exit 0 (default: worker.idle_timeout_s; 0: never)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -74,14 +73,15 @@ int main(int argc, char** argv) {
     if (vm.count("idle-timeout")) over.idle_timeout_s = vm["idle-timeout"].as<double>();
     if (vm.count("token-file")) cfg.worker.token_file = vm["token-file"].as<std::string>();
     opts = descprod::workers::make_worker_options(cfg.worker, over, descprod::workers::current_host_facts());
-    opts.reap_orphans = true;  // the worker is this whole program: children it did not spawn are orphans of jobs
+    opts.reap_orphans =
+        true;  // the worker is this whole program: children it did not spawn are orphans of jobs
     // A full or read-only output disk is not fatal: the worker reports itself unhealthy and
     // takes jobs once it can make run directories again.
     std::error_code ec;
     std::filesystem::create_directories(opts.run.output_dir / "jobs", ec);
     if (ec)
-      std::cerr << "warning: output directory " << (opts.run.output_dir / "jobs").string() << ": " << ec.message()
-                << " (the worker takes no job until it can create run directories there)\n";
+      std::cerr << "warning: output directory " << (opts.run.output_dir / "jobs").string() << ": "
+                << ec.message() << " (the worker takes no job until it can create run directories there)\n";
   } catch (const std::exception& e) {
     std::cerr << "fatal: " << e.what() << "\n";
     return 2;

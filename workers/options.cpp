@@ -12,8 +12,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/curve.hpp"
 #include <thread>
+#include "core/curve.hpp"
 
 namespace descprod::workers {
 
@@ -55,7 +55,7 @@ host_facts current_host_facts() {
 
 std::string default_output_dir(const host_facts& f) {
   if (!f.descprod_output_dir.empty()) return f.descprod_output_dir;
-  std::string base = !f.pscratch.empty() ? f.pscratch
+  std::string base = !f.pscratch.empty()  ? f.pscratch
                      : !f.scratch.empty() ? f.scratch
                      : !f.home.empty()    ? f.home
                                           : ".";
@@ -99,14 +99,17 @@ worker_options make_worker_options(const worker_config& cfg, const worker_overri
     throw std::invalid_argument("--walltime-end: expected Unix epoch seconds (0: none)");
   o.walltime_end = over.walltime_end.value_or(0);
   double idle = over.idle_timeout_s.value_or(cfg.idle_timeout_s);
-  if (idle < 0 || idle > 1e7) throw std::invalid_argument("--idle-timeout: expected seconds between 0 and 1e7");
+  if (idle < 0 || idle > 1e7)
+    throw std::invalid_argument("--idle-timeout: expected seconds between 0 and 1e7");
   o.idle_timeout = to_ms(idle);
   o.token = facts.worker_token;
   if (!cfg.token_file.empty()) {
     std::ifstream in(cfg.token_file);
     std::string line;
-    if (!in || !std::getline(in, line)) throw std::invalid_argument("worker.token_file: cannot read " + cfg.token_file);
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
+    if (!in || !std::getline(in, line))
+      throw std::invalid_argument("worker.token_file: cannot read " + cfg.token_file);
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t'))
+      line.pop_back();
     if (line.empty()) throw std::invalid_argument("worker.token_file: " + cfg.token_file + " is empty");
     o.token = line;
   }

@@ -26,11 +26,11 @@ struct worker_overrides {
 
 // The machine and environment the worker starts in.
 struct host_facts {
-  std::string hostname;   // short name (gethostname)
-  std::string fqdn;       // fully qualified when resolvable, else hostname
+  std::string hostname;  // short name (gethostname)
+  std::string fqdn;      // fully qualified when resolvable, else hostname
   long pid = 0;
   unsigned cores = 1;
-  std::string cwd;        // relative output directories resolve against it
+  std::string cwd;  // relative output directories resolve against it
   // The environment variables of DESCprod's output-dir rule; empty means unset.
   std::string descprod_output_dir, pscratch, scratch, home;
   std::string worker_token;  // $DESCPROD_WORKER_TOKEN

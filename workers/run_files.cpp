@@ -3,16 +3,16 @@
 // 64 KiB only, so a status line longer than that is cut at its start (it is capped anyway).
 #include "workers/run_files.hpp"
 
-#include <cerrno>
 #include <fcntl.h>
+#include <spdlog/fmt/fmt.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <spdlog/fmt/fmt.h>
 #include <system_error>
 
 namespace descprod::workers {
@@ -21,9 +21,7 @@ namespace {
 
 constexpr std::streamoff status_window_bytes = 64 * 1024;
 
-bool is_space(char c) {
-  return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
-}
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f'; }
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
@@ -279,13 +277,16 @@ namespace {
 // Opens `name` in `dirfd` for writing without following a symlink or blocking on a FIFO, and
 // checks it is a regular file with one link. Throws.
 int open_for_write_at(int dirfd, const std::string& name, int flags) {
-  int fd = ::openat(dirfd, name.c_str(), flags | O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0644);
+  int fd =
+      ::openat(dirfd, name.c_str(), flags | O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0644);
   if (fd < 0) throw fs::filesystem_error("cannot write", fs::path(name), last_error());
   struct stat st;
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink > 1) {
     ::close(fd);
-    throw fs::filesystem_error("refusing to write: " + std::string(S_ISREG(st.st_mode) ? "a file with more than one hard link" : file_kind(st.st_mode)),
-                               fs::path(name), std::make_error_code(std::errc::operation_not_permitted));
+    throw fs::filesystem_error(
+        "refusing to write: " +
+            std::string(S_ISREG(st.st_mode) ? "a file with more than one hard link" : file_kind(st.st_mode)),
+        fs::path(name), std::make_error_code(std::errc::operation_not_permitted));
   }
   int fl = ::fcntl(fd, F_GETFL);
   if (fl >= 0) ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);

@@ -47,11 +47,11 @@ std::string last_status_line(std::string_view text);
 // could alias a file the app may not read), and read with pread up to `max_bytes` — the last
 // ones when the file holds more, so a huge or sparse file costs a bounded read.
 struct run_file_read {
-  bool exists = false;      // something has that name
-  std::string refused;      // non-empty: what the name is instead of a plain file (it was not read)
-  std::string data;         // the bytes read: [offset, size)
-  std::uint64_t size = 0;   // the file's size when read
-  std::uint64_t offset = 0; // where `data` starts
+  bool exists = false;       // something has that name
+  std::string refused;       // non-empty: what the name is instead of a plain file (it was not read)
+  std::string data;          // the bytes read: [offset, size)
+  std::uint64_t size = 0;    // the file's size when read
+  std::uint64_t offset = 0;  // where `data` starts
 };
 run_file_read read_run_file(int dirfd, const std::string& name, std::uint64_t from, std::size_t max_bytes);
 

@@ -76,13 +76,15 @@ worker::~worker() {
 }
 
 net::awaitable<void> worker::run() {
-  log::info("worker starting worker={} endpoint={} slots={} prefetch={} output_dir={} pool={} owner={} token={} curve={}",
-            opts_.id, opts_.endpoint, opts_.slots, opts_.prefetch, opts_.run.output_dir.string(), opts_.pool, opts_.owner,
-            opts_.token.empty() ? "none" : "set", opts_.curve_server_key.empty() ? "off" : "on");
+  log::info(
+      "worker starting worker={} endpoint={} slots={} prefetch={} output_dir={} pool={} owner={} token={} curve={}",
+      opts_.id, opts_.endpoint, opts_.slots, opts_.prefetch, opts_.run.output_dir.string(), opts_.pool,
+      opts_.owner, opts_.token.empty() ? "none" : "set", opts_.curve_server_key.empty() ? "off" : "on");
   if (opts_.walltime_end > 0 || opts_.idle_timeout.count() > 0)
-    log::info("worker limits walltime_end={:.0f} walltime_left_s={:.0f} walltime_margin_s={} idle_timeout_ms={}",
-              opts_.walltime_end, opts_.walltime_end > 0 ? opts_.walltime_end - epoch_now() : 0.0,
-              opts_.walltime_margin_s, ms(opts_.idle_timeout));
+    log::info(
+        "worker limits walltime_end={:.0f} walltime_left_s={:.0f} walltime_margin_s={} idle_timeout_ms={}",
+        opts_.walltime_end, opts_.walltime_end > 0 ? opts_.walltime_end - epoch_now() : 0.0,
+        opts_.walltime_margin_s, ms(opts_.idle_timeout));
   if (opts_.run.contain)
     log::info("job containment mode={} detail={}", opts_.run.contain->mode(), opts_.run.contain->detail());
   idle_since_ = steady::now();
@@ -169,7 +171,8 @@ net::awaitable<void> worker::cron() {
     if (welcomed_) {
       auto silent = std::chrono::duration_cast<milliseconds>(now - last_heard_);
       if (silent > lease_timeout_) {
-        log::warn("daemon silent, reconnecting silent_ms={} lease_timeout_ms={}", ms(silent), ms(lease_timeout_));
+        log::warn("daemon silent, reconnecting silent_ms={} lease_timeout_ms={}", ms(silent),
+                  ms(lease_timeout_));
         drop_session();
         continue;
       }
@@ -182,7 +185,9 @@ net::awaitable<void> worker::cron() {
       auto waited = std::chrono::duration_cast<milliseconds>(now - hello_sent_);
       if (waited > lease_timeout_) {
         log::warn("no answer to hello, reconnecting waited_ms={}{}", ms(waited),
-                  opts_.curve_server_key.empty() ? "" : " (CURVE: is this worker's public key authorized by the daemon?)");
+                  opts_.curve_server_key.empty()
+                      ? ""
+                      : " (CURVE: is this worker's public key authorized by the daemon?)");
         drop_session();
       }
     }
@@ -210,7 +215,8 @@ void worker::handle(const std::vector<zmq::message_t>& frames) {
   else if (cmd == protocol::ack) on_ack(msg->body);
   else if (cmd == protocol::heartbeat) {
   }  // liveness only
-  else log::warn("unexpected command from daemon dropped command={}", cmd);
+  else
+    log::warn("unexpected command from daemon dropped command={}", cmd);
 }
 
 void worker::on_welcome(const boost::json::object& body) {
@@ -222,10 +228,12 @@ void worker::on_welcome(const boost::json::object& body) {
   }
   auto hb = protocol::get_int(body, "heartbeat_ms");
   if (hb && *hb >= min_interval_ms && *hb <= max_interval_ms) heartbeat_ = milliseconds(*hb);
-  else if (body.contains("heartbeat_ms")) log::warn("welcome heartbeat_ms ignored: not an integer in [10, 3600000]");
+  else if (body.contains("heartbeat_ms"))
+    log::warn("welcome heartbeat_ms ignored: not an integer in [10, 3600000]");
   auto lt = protocol::get_int(body, "lease_timeout_ms");
   if (lt && *lt >= min_interval_ms && *lt <= max_interval_ms) lease_timeout_ = milliseconds(*lt);
-  else if (body.contains("lease_timeout_ms")) log::warn("welcome lease_timeout_ms ignored: not an integer in [10, 3600000]");
+  else if (body.contains("lease_timeout_ms"))
+    log::warn("welcome lease_timeout_ms ignored: not an integer in [10, 3600000]");
 
   welcomed_ = true;
   backoff_ = opts_.reconnect_min;
@@ -305,8 +313,9 @@ void worker::on_job(const boost::json::object& body) {
       log::debug("job queued for a free slot job_id={} attempt={} queued={}", spec->id, spec->attempt,
                  queued_.size() + 1);
     else
-      log::warn("daemon sent more jobs than asked for, queueing job_id={} attempt={} running={} slots={} queued={}",
-                spec->id, spec->attempt, running_.size(), opts_.slots, queued_.size());
+      log::warn(
+          "daemon sent more jobs than asked for, queueing job_id={} attempt={} running={} slots={} queued={}",
+          spec->id, spec->attempt, running_.size(), opts_.slots, queued_.size());
     queued_.push_back(std::move(*spec));
   }
 }
@@ -350,8 +359,8 @@ bool worker::fits_walltime(const job_spec& spec, std::string& why) const {
   double left = opts_.walltime_end - opts_.walltime_margin_s - epoch_now();
   if (spec.time_limit_s <= left) return true;
   char buf[160];
-  std::snprintf(buf, sizeof buf, "walltime: time limit %.0f s, %.0f s left in the allocation", spec.time_limit_s,
-                std::max(0.0, left));
+  std::snprintf(buf, sizeof buf, "walltime: time limit %.0f s, %.0f s left in the allocation",
+                spec.time_limit_s, std::max(0.0, left));
   why = buf;
   return false;
 }
@@ -402,7 +411,8 @@ net::awaitable<void> worker::run_job(std::shared_ptr<job_run> run) {
   try {
     res = co_await run->run();
   } catch (const std::exception& e) {
-    log::error("job runner failed job_id={} attempt={} error={}", run->spec().id, run->spec().attempt, e.what());
+    log::error("job runner failed job_id={} attempt={} error={}", run->spec().id, run->spec().attempt,
+               e.what());
     res.rc = 127;
     res.message = std::string("worker error: ") + e.what();
   }
@@ -410,11 +420,12 @@ net::awaitable<void> worker::run_job(std::shared_ptr<job_run> run) {
   const auto attempt = run->spec().attempt;
   running_.erase(job_key{id, attempt});
   if (running_.empty() && queued_.empty()) idle_since_ = steady::now();
-  log::info("job finished job_id={} attempt={} rc={} signal={} timed_out={}", id, attempt, res.rc,
-            res.signal, res.timed_out);
+  log::info("job finished job_id={} attempt={} rc={} signal={} timed_out={}", id, attempt, res.rc, res.signal,
+            res.timed_out);
   if (handed_back_.erase(job_key{id, attempt})) {
-    hand_back(id, attempt, fenced_.erase(job_key{id, attempt}) ? "stopped by a worker that was frozen past its lease"
-                                                               : "stopped by a draining worker after its drain grace");
+    hand_back(id, attempt,
+              fenced_.erase(job_key{id, attempt}) ? "stopped by a worker that was frozen past its lease"
+                                                  : "stopped by a draining worker after its drain grace");
   } else if (res.prepare_failed) {
     // The disk, not the job: back to the queue without using an attempt, and no more jobs here
     // until a probe shows run directories can be made again.
@@ -559,10 +570,12 @@ void worker::send_reliably(std::string_view command, boost::json::object body) {
   auto id = protocol::get_int(body, "job").value_or(0);
   auto attempt = protocol::get_int(body, "attempt").value_or(0);
   auto key = std::make_tuple(id, attempt, std::string(command));
-  if (auto old = unacked_index_.find(key); old != unacked_index_.end()) forget_report(unacked_.find(old->second));
+  if (auto old = unacked_index_.find(key); old != unacked_index_.end())
+    forget_report(unacked_.find(old->second));
   if (unacked_.size() >= max_unacked) {
     log::warn("too many unacknowledged reports, forgetting the oldest command={} job_id={}",
-              unacked_.begin()->second.command, protocol::get_int(unacked_.begin()->second.body, "job").value_or(0));
+              unacked_.begin()->second.command,
+              protocol::get_int(unacked_.begin()->second.body, "job").value_or(0));
     forget_report(unacked_.begin());
   }
   auto seq = ++next_report_;
@@ -574,7 +587,8 @@ void worker::forget_report(std::map<std::uint64_t, outgoing>::iterator it) {
   if (it == unacked_.end()) return;
   auto key = std::make_tuple(protocol::get_int(it->second.body, "job").value_or(0),
                              protocol::get_int(it->second.body, "attempt").value_or(0), it->second.command);
-  if (auto i = unacked_index_.find(key); i != unacked_index_.end() && i->second == it->first) unacked_index_.erase(i);
+  if (auto i = unacked_index_.find(key); i != unacked_index_.end() && i->second == it->first)
+    unacked_index_.erase(i);
   unacked_.erase(it);
 }
 
@@ -662,7 +676,8 @@ void worker::probe_output_dir() {
     log::debug("output directory probe failed error={}", e.what());
     return;
   }
-  log::info("worker healthy again: run directories can be created output_dir={}", opts_.run.output_dir.string());
+  log::info("worker healthy again: run directories can be created output_dir={}",
+            opts_.run.output_dir.string());
   health_reason_.clear();
   if (welcomed_) {
     boost::json::object body;
@@ -682,12 +697,14 @@ bool worker::fence_if_frozen() {
   // has declared us lost and requeued our jobs: they may already run elsewhere.
   if (gap <= lease_timeout_ || now - last_heard_ <= lease_timeout_) return false;
   if (running_.empty() && queued_.empty()) {
-    log::warn("worker was frozen past its lease (no job held) gap_ms={}", ms(std::chrono::duration_cast<milliseconds>(gap)));
+    log::warn("worker was frozen past its lease (no job held) gap_ms={}",
+              ms(std::chrono::duration_cast<milliseconds>(gap)));
     if (socket_) drop_session();
     return true;
   }
-  log::warn("worker was frozen past its lease: stopping its jobs before anything else gap_ms={} lease_timeout_ms={} running={} queued={}",
-            ms(std::chrono::duration_cast<milliseconds>(gap)), ms(lease_timeout_), running_.size(), queued_.size());
+  log::warn(
+      "worker was frozen past its lease: stopping its jobs before anything else gap_ms={} lease_timeout_ms={} running={} queued={}",
+      ms(std::chrono::duration_cast<milliseconds>(gap)), ms(lease_timeout_), running_.size(), queued_.size());
   for (auto& [key, run] : running_) {
     handed_back_.insert(key);
     fenced_.insert(key);

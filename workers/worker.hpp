@@ -36,10 +36,10 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <deque>
-#include <set>
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -52,24 +52,24 @@
 namespace descprod::workers {
 
 struct worker_options {
-  std::string endpoint;          // the daemon's worker ROUTER
-  std::string id;                // worker id (default <hostname>-<pid>)
+  std::string endpoint;  // the daemon's worker ROUTER
+  std::string id;        // worker id (default <hostname>-<pid>)
   std::string owner = "admin";
   std::string pool = "default";
-  std::string host;              // FQDN when known
+  std::string host;  // FQDN when known
   int slots = 1;
   // Jobs asked for beyond the free slots, queued here until a slot frees (0: only free slots).
   // The configuration's default is 0 too (worker.prefetch, --prefetch).
   int prefetch = 0;
-  run_settings run;              // output dir, status poll, kill grace, closeout bound
+  run_settings run;                                 // output dir, status poll, kill grace, closeout bound
   std::chrono::milliseconds shutdown_grace{10000};  // SIGTERM → SIGKILL of jobs stopped at exit
   std::chrono::milliseconds drain_grace{30000};     // stop(): running jobs may finish for this long
   // Used until a welcome gives the daemon's values; lease_timeout also bounds the wait for welcome.
   std::chrono::milliseconds heartbeat{1000};
   std::chrono::milliseconds lease_timeout{10000};
-  std::chrono::milliseconds reconnect_min{1000};    // backoff after a lost session, doubling …
-  std::chrono::milliseconds reconnect_max{32000};   // … up to this
-  std::chrono::milliseconds linger_on_exit{2000};   // to deliver the last finished/bye messages
+  std::chrono::milliseconds reconnect_min{1000};   // backoff after a lost session, doubling …
+  std::chrono::milliseconds reconnect_max{32000};  // … up to this
+  std::chrono::milliseconds linger_on_exit{2000};  // to deliver the last finished/bye messages
   // With no job for this long, drain and exit 0 (pilots free their allocation); 0: never.
   std::chrono::milliseconds idle_timeout{0};
   // The allocation's end (Unix epoch seconds; 0: none). A job whose app time_limit_s would end
@@ -160,7 +160,7 @@ class worker {
   std::shared_ptr<zmq_socket> socket_;  // null between sessions
   bool welcomed_ = false;
   bool stopping_ = false;
-  bool draining_ = false;                // stop() began a drain (bye comes at its end)
+  bool draining_ = false;                         // stop() began a drain (bye comes at its end)
   std::set<std::pair<job_id, int>> handed_back_;  // stopped by the drain: report handback, not finished
   std::set<std::pair<job_id, int>> fenced_;       // of those, stopped by a fence (frozen worker)
   net::steady_timer drain_timer_;
@@ -174,9 +174,9 @@ class worker {
   std::chrono::steady_clock::time_point last_heard_;
   std::chrono::steady_clock::time_point hello_sent_;
   std::chrono::steady_clock::time_point idle_since_;  // when the worker last became empty
-  int credits_outstanding_ = 0;  // granted in this session, not yet used by a job
+  int credits_outstanding_ = 0;                       // granted in this session, not yet used by a job
   std::map<job_key, std::shared_ptr<job_run>> running_;
-  std::deque<job_spec> queued_;    // sent beyond our credits; started when a slot frees
+  std::deque<job_spec> queued_;  // sent beyond our credits; started when a slot frees
   // started/finished/handback reports not acknowledged yet (or not sent yet), by the order they
   // were made; indexed by (job, attempt, command), which names one report of one run.
   std::map<std::uint64_t, outgoing> unacked_;

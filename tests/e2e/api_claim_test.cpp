@@ -40,17 +40,22 @@ TEST(Api, JobTokenReadsItsJobAndCreatesOnlyItsChildren) {
   EXPECT_EQ(s.call("POST", path_of(id, "/cancel"), "", token).status, 403);
   EXPECT_EQ(s.call("POST", path_of(id, "/claim"), R"({"host":"h2"})", token).status, 403);
 
-  auto child = s.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":"3","parent":)" + std::to_string(id) + "}", token);
+  auto child = s.call("POST", "/api/jobs",
+                      R"({"jobtype":"mysleep","config":"3","parent":)" + std::to_string(id) + "}", token);
   ASSERT_EQ(child.status, 201) << child.body;
   auto cj = child.json().as_object();
   EXPECT_EQ(str(cj, "descname"), "alice");
   EXPECT_EQ(num(cj, "parent"), id);
-  auto bulk = s.call("POST", "/api/jobs/bulk", R"({"jobs":[{"jobtype":"mysleep","config":"4","parent":)" + std::to_string(id) + "}]}", token);
+  auto bulk =
+      s.call("POST", "/api/jobs/bulk",
+             R"({"jobs":[{"jobtype":"mysleep","config":"4","parent":)" + std::to_string(id) + "}]}", token);
   EXPECT_EQ(bulk.status, 201) << bulk.body;
   auto orphan = s.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":"3"})", token);
   EXPECT_EQ(orphan.status, 403) << orphan.body;
   EXPECT_EQ(orphan.json().as_object().at("error").as_string(), "forbidden");
-  auto elsewhere = s.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":"3","parent":)" + std::to_string(other) + "}", token);
+  auto elsewhere =
+      s.call("POST", "/api/jobs",
+             R"({"jobtype":"mysleep","config":"3","parent":)" + std::to_string(other) + "}", token);
   EXPECT_EQ(elsewhere.status, 403) << elsewhere.body;
   EXPECT_EQ(num(s.job(id).at("children").as_object(), "total"), 2);
 }
@@ -65,7 +70,8 @@ TEST(Api, TwoConcurrentClaimsExactlyOneWins) {
     for (int t = 0; t < 2; ++t)
       threads.emplace_back([&, t] {
         go.arrive_and_wait();
-        results[t] = s.call("POST", path_of(id, "/claim"), R"({"host":"host)" + std::to_string(t) + R"(.example"})");
+        results[t] =
+            s.call("POST", path_of(id, "/claim"), R"({"host":"host)" + std::to_string(t) + R"(.example"})");
       });
     for (auto& t : threads) t.join();
     int ok = 0, conflict = 0;
@@ -73,7 +79,8 @@ TEST(Api, TwoConcurrentClaimsExactlyOneWins) {
       if (r.status == 200) ++ok;
       if (r.status == 409) {
         ++conflict;
-        EXPECT_EQ(r.json().as_object().at("detail").as_string(), "job " + std::to_string(id) + " is dispatched, not ready");
+        EXPECT_EQ(r.json().as_object().at("detail").as_string(),
+                  "job " + std::to_string(id) + " is dispatched, not ready");
       }
     }
     EXPECT_EQ(ok, 1) << results[0].body << " / " << results[1].body;
@@ -81,13 +88,15 @@ TEST(Api, TwoConcurrentClaimsExactlyOneWins) {
     const auto& win = results[0].status == 200 ? results[0] : results[1];
     auto w = win.json().as_object();
     EXPECT_EQ(num(w, "attempt"), 1);
-    EXPECT_EQ(json::serialize(w.at("app")), R"({"argv":["runapp-mysleep","5"],"env":{},"time_limit_s":0E0,"login_shell":false})");
+    EXPECT_EQ(json::serialize(w.at("app")),
+              R"({"argv":["runapp-mysleep","5"],"env":{},"time_limit_s":0E0,"login_shell":false})");
     auto j = w.at("job").as_object();
     EXPECT_EQ(str(j, "state"), "dispatched");
     EXPECT_EQ(str(j, "worker").rfind("cli:host", 0), 0u);
     redis_sync r(s.redis.endpoint());
     EXPECT_TRUE(r.exec({"ZSCORE", "descprod:queue", std::to_string(id)}).is_nil());
-    EXPECT_GT(std::stod(r.exec({"ZSCORE", "descprod:leases", std::to_string(id)}).str), 1e9 + 9 * 365 * 86400.0);
+    EXPECT_GT(std::stod(r.exec({"ZSCORE", "descprod:leases", std::to_string(id)}).str),
+              1e9 + 9 * 365 * 86400.0);
   }
 }
 
@@ -119,7 +128,8 @@ TEST(Api, ClaimedJobReportsDriveItToDoneAndStaleReportsChangeNothing) {
     auto bad = p(what, R"({"attempt":2,"message":"nope"})");
     if (std::string(what) == "started") bad = p(what, R"({"attempt":2})");
     EXPECT_EQ(bad.status, 409) << what << " " << bad.body;
-    EXPECT_EQ(std::string(bad.json().as_object().at("detail").as_string()).rfind("stale:", 0), 0u) << bad.body;
+    EXPECT_EQ(std::string(bad.json().as_object().at("detail").as_string()).rfind("stale:", 0), 0u)
+        << bad.body;
   }
   EXPECT_EQ(s.call("GET", path_of(id)).body, before);
   EXPECT_EQ(p("progress", R"({"attempt":1,"done":1})").status, 400);
@@ -137,10 +147,12 @@ TEST(Api, ClaimedJobReportsDriveItToDoneAndStaleReportsChangeNothing) {
   EXPECT_EQ(p("progress", R"({"attempt":1,"message":"late"})").status, 401);
   auto late = s.call("POST", path_of(id, "/progress"), R"({"attempt":1,"message":"late"})");
   EXPECT_EQ(late.status, 409);
-  EXPECT_EQ(std::string(late.json().as_object().at("detail").as_string()).rfind("illegal:", 0), 0u) << late.body;
+  EXPECT_EQ(std::string(late.json().as_object().at("detail").as_string()).rfind("illegal:", 0), 0u)
+      << late.body;
   auto reclaim = s.call("POST", path_of(id, "/claim"), R"({"host":"x"})");
   EXPECT_EQ(reclaim.status, 409);
-  EXPECT_EQ(reclaim.json().as_object().at("detail").as_string(), "job " + std::to_string(id) + " is done, not ready");
+  EXPECT_EQ(reclaim.json().as_object().at("detail").as_string(),
+            "job " + std::to_string(id) + " is done, not ready");
 }
 
 TEST(Api, ClaimedJobFinishedBySignalOrTimeoutIsClassifiedAsTheDaemonDoes) {
@@ -149,8 +161,11 @@ TEST(Api, ClaimedJobFinishedBySignalOrTimeoutIsClassifiedAsTheDaemonDoes) {
   long long b = s.submit(R"({"jobtype":"mysleep","config":"1"})");
   std::string ta(s.claim(a).at("token").as_string());
   std::string tb(s.claim(b).at("token").as_string());
-  ASSERT_EQ(s.call("POST", path_of(a, "/finished"), R"({"attempt":1,"rc":0,"signal":9,"message":"m"})", ta).status, 200);
-  ASSERT_EQ(s.call("POST", path_of(b, "/finished"), R"({"attempt":1,"rc":1,"timed_out":true})", tb).status, 200);
+  ASSERT_EQ(
+      s.call("POST", path_of(a, "/finished"), R"({"attempt":1,"rc":0,"signal":9,"message":"m"})", ta).status,
+      200);
+  ASSERT_EQ(s.call("POST", path_of(b, "/finished"), R"({"attempt":1,"rc":1,"timed_out":true})", tb).status,
+            200);
   EXPECT_EQ(s.state(a), "killed");
   EXPECT_EQ(str(s.job(a), "progress"), "Process received signal 9. m");
   EXPECT_EQ(num(s.job(a), "return_status"), -9);

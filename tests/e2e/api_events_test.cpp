@@ -194,7 +194,8 @@ TEST(Api, EventStreamShowsEveryTransitionOfARunningJobOnce) {
     EXPECT_EQ(e.type, "job");
     EXPECT_EQ(num(e.json, "id"), id);
     EXPECT_TRUE(ids.insert(e.id).second) << "event id sent twice: " << e.id;
-    for (const char* f : {"state", "progress", "attempt", "time", "type"}) EXPECT_TRUE(e.json.contains(f)) << e.data;
+    for (const char* f : {"state", "progress", "attempt", "time", "type"})
+      EXPECT_TRUE(e.json.contains(f)) << e.data;
     if (str(e.json, "type") == "transition") states.push_back(ev_state(e));
   }
   EXPECT_EQ(states, (std::vector<std::string>{"ready", "dispatched", "running", "done"}));
@@ -275,9 +276,11 @@ TEST(Api, GlobalStreamCarriesOnlyTheCallersJobsAndResumesAfterLastEventId) {
   long long b1 = s.submit(R"({"jobtype":"mysleep","config":"1"})", s.bob_token);
   long long a2 = s.submit(R"({"jobtype":"mysleep","config":"2"})");
   ASSERT_EQ(s.call("POST", path_of(a1, "/cancel")).status, 200);
-  ASSERT_TRUE(alice.wait_for([&](const auto& e) { return num(e.json, "id") == a1 && ev_state(e) == "cancelled"; }));
+  ASSERT_TRUE(
+      alice.wait_for([&](const auto& e) { return num(e.json, "id") == a1 && ev_state(e) == "cancelled"; }));
   ASSERT_TRUE(bob.wait_for([&](const auto& e) { return num(e.json, "id") == b1; }));
-  ASSERT_TRUE(root.wait_for([&](const auto& e) { return num(e.json, "id") == a1 && ev_state(e) == "cancelled"; }));
+  ASSERT_TRUE(
+      root.wait_for([&](const auto& e) { return num(e.json, "id") == a1 && ev_state(e) == "cancelled"; }));
   for (const auto& e : alice.events()) EXPECT_NE(num(e.json, "id"), b1);
   for (const auto& e : bob.events()) EXPECT_EQ(num(e.json, "id"), b1);
   std::set<long long> seen_by_root;
@@ -289,9 +292,11 @@ TEST(Api, GlobalStreamCarriesOnlyTheCallersJobsAndResumesAfterLastEventId) {
   ASSERT_EQ(num(first.json, "id"), a1);
   sse_client resumed(s.port(), "/api/events", s.alice_token, first.id);
   ASSERT_EQ(resumed.status(), 200);
-  ASSERT_TRUE(resumed.wait_for([&](const auto& e) { return num(e.json, "id") == a1 && ev_state(e) == "cancelled"; }));
+  ASSERT_TRUE(
+      resumed.wait_for([&](const auto& e) { return num(e.json, "id") == a1 && ev_state(e) == "cancelled"; }));
   ASSERT_EQ(s.call("POST", path_of(a2, "/cancel")).status, 200);
-  ASSERT_TRUE(resumed.wait_for([&](const auto& e) { return num(e.json, "id") == a2 && ev_state(e) == "cancelled"; }));
+  ASSERT_TRUE(
+      resumed.wait_for([&](const auto& e) { return num(e.json, "id") == a2 && ev_state(e) == "cancelled"; }));
   std::vector<std::string> got;
   for (const auto& e : resumed.events()) got.push_back(std::to_string(num(e.json, "id")) + ":" + ev_state(e));
   EXPECT_EQ(got, (std::vector<std::string>{std::to_string(a2) + ":ready", std::to_string(a1) + ":cancelled",

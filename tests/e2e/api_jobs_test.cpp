@@ -46,7 +46,8 @@ TEST(Api, CancelOfAReadyJobAnswers200AndItNeverRunsAndCancelOfADoneJobIsConflict
   auto again = s.call("POST", path_of(other, "/cancel"));
   EXPECT_EQ(again.status, 409) << again.body;
   EXPECT_EQ(again.body, R"({"error":"conflict","detail":"job )" + std::to_string(other) +
-                            R"( is already done; only ready, dispatched or running jobs can be cancelled"})" "\n");
+                            R"( is already done; only ready, dispatched or running jobs can be cancelled"})"
+                            "\n");
   EXPECT_EQ(s.call("POST", path_of(9999, "/cancel")).status, 404);
 }
 
@@ -95,7 +96,8 @@ TEST(Api, ArchiveUnarchiveAndDeleteOnlyWhenTerminal) {
   ASSERT_EQ(s.call("POST", path_of(id, "/started"), R"({"attempt":1,"pid":4242})", token).status, 200);
   auto d = s.call("DELETE", path_of(id));
   EXPECT_EQ(d.status, 409) << d.body;
-  EXPECT_EQ(d.json().as_object().at("detail").as_string(), "job " + std::to_string(id) + " is running; cancel it first");
+  EXPECT_EQ(d.json().as_object().at("detail").as_string(),
+            "job " + std::to_string(id) + " is running; cancel it first");
   ASSERT_EQ(s.call("POST", path_of(id, "/finished"), R"({"attempt":1,"rc":0})", token).status, 200);
   EXPECT_EQ(s.call("DELETE", path_of(id), "", s.bob_token).status, 404);
   // A job token may not delete; and once its job has finished it is revoked altogether (issue 13).
@@ -110,7 +112,9 @@ TEST(Api, ArchiveUnarchiveAndDeleteOnlyWhenTerminal) {
   std::string key = "descprod:job:" + std::to_string(id);
   EXPECT_EQ(r.exec({"EXISTS", key, key + ":events", key + ":log", key + ":children"}).integer, 0);
   EXPECT_TRUE(r.exec({"ZSCORE", "descprod:user:alice:jobs", std::to_string(id)}).is_nil());
-  EXPECT_EQ(r.exec({"SISMEMBER", "descprod:job:" + std::to_string(parent) + ":children", std::to_string(id)}).integer, 0);
+  EXPECT_EQ(r.exec({"SISMEMBER", "descprod:job:" + std::to_string(parent) + ":children", std::to_string(id)})
+                .integer,
+            0);
   EXPECT_EQ(s.job(parent).count("children"), 0u);  // no children left: no roll-up
 }
 
@@ -125,9 +129,11 @@ TEST(Api, LogTailIsNewestLastAndLimitedByLines) {
     r.exec({"XADD", "descprod:job:" + std::to_string(id) + ":log", "*", "line", "line " + std::to_string(i)});
   auto all = s.call("GET", path_of(id, "/log"));
   ASSERT_EQ(all.status, 200);
-  EXPECT_EQ(all.body, R"({"lines":["line 1","line 2","line 3","line 4","line 5"]})" "\n");
+  EXPECT_EQ(all.body, R"({"lines":["line 1","line 2","line 3","line 4","line 5"]})"
+                      "\n");
   auto last = s.call("GET", path_of(id, "/log?lines=2"));
-  EXPECT_EQ(last.body, R"({"lines":["line 4","line 5"]})" "\n");
+  EXPECT_EQ(last.body, R"({"lines":["line 4","line 5"]})"
+                       "\n");
   EXPECT_EQ(s.call("GET", path_of(id, "/log?lines=0")).status, 400);
   EXPECT_EQ(s.call("GET", path_of(id, "/log?lines=10001")).status, 400);
   EXPECT_EQ(s.call("GET", path_of(id, "/log"), "", s.bob_token).status, 404);

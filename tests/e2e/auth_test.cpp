@@ -49,7 +49,8 @@ std::string trim(std::string s) {
 }
 
 // A worker token for `owner` (pools optional), written to a file for --token-file.
-std::string worker_token_file(service& s, const std::string& owner, const std::vector<std::string>& pools = {}) {
+std::string worker_token_file(service& s, const std::string& owner,
+                              const std::vector<std::string>& pools = {}) {
   std::vector<std::string> args{"worker-token", owner};
   for (const auto& p : pools) {
     args.push_back("--pool");
@@ -70,7 +71,8 @@ std::string field(service& s, long long id, const char* name) {
   return std::string(it->value().as_string());
 }
 
-bool all_in(service& s, const std::vector<long long>& ids, const std::string& state, const std::string& token = "") {
+bool all_in(service& s, const std::vector<long long>& ids, const std::string& state,
+            const std::string& token = "") {
   for (auto id : ids)
     if (s.state(id, token) != state) return false;
   return true;
@@ -121,7 +123,8 @@ TEST(WorkerAuth, WorkerOfBobNeverReceivesAlicesJobsUnlessAdmittedToHerPool) {
   s.start_worker(0, "bob-w", worker_token_file(s, "bob"));
   auto alice_jobs = submit_n(s, 6, s.alice_token);
   auto bob_jobs = submit_n(s, 4, s.bob_token);
-  ASSERT_TRUE(wait_until([&] { return all_in(s, bob_jobs, "done", s.bob_token); }, 60s)) << s.workers[0]->output();
+  ASSERT_TRUE(wait_until([&] { return all_in(s, bob_jobs, "done", s.bob_token); }, 60s))
+      << s.workers[0]->output();
   // Bob's worker has been idle with credits for a while: Alice's jobs must still wait.
   std::this_thread::sleep_for(1500ms);
   for (auto id : alice_jobs) {
@@ -165,16 +168,21 @@ TEST(WorkerAuth, TokenRevokedWhileTheWorkerRunsStopsItsDispatch) {
   EXPECT_NE(admin(s, {"worker-tokens", "alice"}).find("label=laptop"), std::string::npos);
 
   EXPECT_EQ(trim(admin(s, {"revoke", token})), "revoked");
-  ASSERT_TRUE(wait_until([&] {
-    return read_file(s.daemon->output_file()).find("worker token no longer valid: dispatch stopped worker=alice-w") !=
-           std::string::npos;
-  }, 10s)) << read_file(s.daemon->output_file());
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return read_file(s.daemon->output_file())
+                   .find("worker token no longer valid: dispatch stopped worker=alice-w") !=
+               std::string::npos;
+      },
+      10s))
+      << read_file(s.daemon->output_file());
   auto second = s.submit(R"({"jobtype":"mysleep","config":"0"})");
   std::this_thread::sleep_for(1500ms);
   EXPECT_EQ(s.state(second), "ready") << "a revoked worker got a job";
   redis_sync r(s.redis.endpoint());
   EXPECT_EQ(r.exec({"HGET", "descprod:worker:alice-w", "revoked"}).str, "1");
-  EXPECT_EQ(admin(s, {"worker-tokens", "alice"}).find("label=laptop"), std::string::npos) << "listed after revoke";
+  EXPECT_EQ(admin(s, {"worker-tokens", "alice"}).find("label=laptop"), std::string::npos)
+      << "listed after revoke";
   admin(s, {"revoke", token}, 1);  // a second revoke: no such token
 
   // A new token: a new worker runs the job.
@@ -207,10 +215,10 @@ TEST(WorkerAuth, WithCurveOnlyWorkersWhoseKeyTheDaemonListsConnect) {
 
   auto o = auth_options();
   o.workers = 0;
-  o.daemon_extra = "  curve_secret_key_file: " + keys.file("daemon.key") + "\n  curve_authorized_keys_dir: " +
-                   keys.file("authorized") + "\n";
-  o.worker_extra = "  curve_server_key_file: " + keys.file("daemon.pub") + "\n  curve_secret_key_file: " +
-                   keys.file("good.key") + "\n";
+  o.daemon_extra = "  curve_secret_key_file: " + keys.file("daemon.key") +
+                   "\n  curve_authorized_keys_dir: " + keys.file("authorized") + "\n";
+  o.worker_extra = "  curve_server_key_file: " + keys.file("daemon.pub") +
+                   "\n  curve_secret_key_file: " + keys.file("good.key") + "\n";
   service s(o);
   s.start_worker(0, "good");
   auto id = s.submit(R"({"jobtype":"mysleep","config":"0"})");
@@ -220,16 +228,23 @@ TEST(WorkerAuth, WithCurveOnlyWorkersWhoseKeyTheDaemonListsConnect) {
   // The same config with an unlisted key, and one without CURVE at all: never welcomed.
   auto text = read_file(s.config_file);
   write_file(s.dir.file("bad.yaml"), std::regex_replace(text, std::regex("good\\.key"), "bad.key"));
-  write_file(s.dir.file("plain.yaml"),
-             std::regex_replace(text, std::regex("  curve_server_key_file: [^\n]*\n  curve_secret_key_file: [^\n]*good\\.key\n"), ""));
+  write_file(
+      s.dir.file("plain.yaml"),
+      std::regex_replace(
+          text, std::regex("  curve_server_key_file: [^\n]*\n  curve_secret_key_file: [^\n]*good\\.key\n"),
+          ""));
   ASSERT_NE(read_file(s.dir.file("plain.yaml")), text);
   process bad({s.bin("descprod-worker"), "--config", s.dir.file("bad.yaml"), "--id", "bad"}, s.env(),
               s.dir.file("worker-bad.log"));
   process plain({s.bin("descprod-worker"), "--config", s.dir.file("plain.yaml"), "--id", "plain"}, s.env(),
                 s.dir.file("worker-plain.log"));
-  ASSERT_TRUE(wait_until([&] {
-    return read_file(s.daemon->output_file()).find("curve: worker connection refused") != std::string::npos;
-  }, 10s)) << read_file(s.daemon->output_file());
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return read_file(s.daemon->output_file()).find("curve: worker connection refused") !=
+               std::string::npos;
+      },
+      10s))
+      << read_file(s.daemon->output_file());
   s.workers[0]->stop(10s);  // only the bad and plain workers are left
   auto queued = s.submit(R"({"jobtype":"mysleep","config":"0"})");
   std::this_thread::sleep_for(2s);

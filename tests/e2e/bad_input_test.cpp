@@ -194,17 +194,20 @@ TEST(BadInput, MalformedJsonWrongTypesAndUnknownFieldsGetClear400s) {
       {"/api/jobs", R"({"jobtype":"mysleep","config":["1"]})", "bad_request", "config"},
       {"/api/jobs", R"({"jobtype":"mysleep","config":"1","priority":"high"})", "bad_request", "priority"},
       {"/api/jobs", R"({"jobtype":"mysleep","config":"1","priority":1.5})", "bad_request", "priority"},
-      {"/api/jobs", R"({"jobtype":"mysleep","config":"1","priority":99999999999999999999})", "bad_request", "priority"},
+      {"/api/jobs", R"({"jobtype":"mysleep","config":"1","priority":99999999999999999999})", "bad_request",
+       "priority"},
       {"/api/jobs", R"({"jobtype":"mysleep","config":"1","parent":-4})", "bad_request", "parent"},
       {"/api/jobs", R"({"jobtype":"mysleep","config":"1","howfig":null})", "bad_request", "howfig"},
       {"/api/jobs", R"({"jobtype":"mysleep","config":"1","colour":"red"})", "bad_request", "colour"},
       {"/api/jobs", R"({"jobtype":"mysleep","config":"1","__proto__":{}})", "bad_request", "__proto__"},
       {"/api/jobs", R"({"jobtype":"nosuchapp","config":"1"})", "unknown_jobtype", "nosuchapp"},
-      {"/api/jobs", R"({"jobtype":"mysleep","config":")" + std::string(600, '1') + "\"}", "bad_request", "longer"},
+      {"/api/jobs", R"({"jobtype":"mysleep","config":")" + std::string(600, '1') + "\"}", "bad_request",
+       "longer"},
       {"/api/jobs/bulk", R"({"jobs":{}})", "bad_request", "array"},
       {"/api/jobs/bulk", R"({"jobs":[]})", "bad_request", "at least one"},
       {"/api/jobs/bulk", R"({"jobs":[{"jobtype":"mysleep","config":"1"},7]})", "bad_request", "jobs[1]"},
-      {"/api/jobs/bulk", R"({"jobs":[{"jobtype":"mysleep","config":"1"}],"extra":1})", "bad_request", "extra"},
+      {"/api/jobs/bulk", R"({"jobs":[{"jobtype":"mysleep","config":"1"}],"extra":1})", "bad_request",
+       "extra"},
   };
   for (const auto& c : cases) {
     auto r = s.call("POST", c.target, c.body);
@@ -222,11 +225,13 @@ TEST(BadInput, MalformedJsonWrongTypesAndUnknownFieldsGetClear400s) {
   // never a 5xx).
   for (const char* body : {R"({"attempt":"1"})", R"([1])", R"({"attempt":1,"rc":"x"})"}) {
     auto r = s.call("POST", "/api/jobs/999/finished", body);
-    EXPECT_TRUE(r.status == 400 || r.status == 403 || r.status == 404) << body << " -> " << r.status << " " << r.body;
+    EXPECT_TRUE(r.status == 400 || r.status == 403 || r.status == 404)
+        << body << " -> " << r.status << " " << r.body;
   }
   // Malformed queries.
-  for (const char* q : {"/api/jobs?limit=abc", "/api/jobs?limit=0", "/api/jobs?limit=%zz", "/api/jobs?state=nope",
-                        "/api/jobs?limit=1&limit=2", "/api/jobs?colour=red", "/api/jobs?%ff%fe=1"}) {
+  for (const char* q :
+       {"/api/jobs?limit=abc", "/api/jobs?limit=0", "/api/jobs?limit=%zz", "/api/jobs?state=nope",
+        "/api/jobs?limit=1&limit=2", "/api/jobs?colour=red", "/api/jobs?%ff%fe=1"}) {
     auto r = s.call("GET", q);
     EXPECT_EQ(r.status, 400) << q << " -> " << r.body;
     EXPECT_NO_THROW(r.json()) << q << " -> " << r.body;  // valid JSON, even for %ff%fe
@@ -264,11 +269,25 @@ TEST(BadInput, ShellMetacharactersInConfigAreRefusedByCheckConfig) {
     int code;
   };
   std::vector<bad> cases = {
-      {"; rm -rf ~", 1},  {"$(id)", 1},          {"`id`", 1},         {"\"quoted\"", 1},
-      {"'single'", 1},     {"<script>alert(1)</script>", 1},          {"a b", 1},
-      {"a\nb", 1},         {"a|b", 1},            {"a&&b", 1},         {"../../etc/passwd", 1},
-      {"a,b", 1},          {"x----y", 2},         {"x--y", 3},         {"-x", 4},
-      {"x-", 4},           {":x", 5},             {"x:", 5},           {"", 9},
+      {"; rm -rf ~", 1},
+      {"$(id)", 1},
+      {"`id`", 1},
+      {"\"quoted\"", 1},
+      {"'single'", 1},
+      {"<script>alert(1)</script>", 1},
+      {"a b", 1},
+      {"a\nb", 1},
+      {"a|b", 1},
+      {"a&&b", 1},
+      {"../../etc/passwd", 1},
+      {"a,b", 1},
+      {"x----y", 2},
+      {"x--y", 3},
+      {"-x", 4},
+      {"x-", 4},
+      {":x", 5},
+      {"x:", 5},
+      {"", 9},
   };
   for (const std::string app : {"echoarg", "mysleep"}) {
     for (const auto& c : cases) {
@@ -332,7 +351,8 @@ TEST(BadInput, HundredMegabyteBodyIsRefusedEarlyAndTheGatewayDoesNotGrow) {
   {
     raw_client c(s.port());
     std::string head = "POST /api/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + s.alice_token +
-                       "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(total) + "\r\n\r\n";
+                       "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(total) +
+                       "\r\n\r\n";
     auto deadline = clock_type::now() + 60s;
     c.send_all(head, deadline);
     std::size_t sent = 0;
@@ -384,7 +404,8 @@ TEST(BadInput, TenThousandHeadersAreRefusedWith431) {
   EXPECT_TRUE(c.closed());
   // One huge header line as well.
   raw_client c2(s.port());
-  c2.send_all("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(1 << 20, 'a') + "\r\n\r\n", deadline);
+  c2.send_all("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(1 << 20, 'a') + "\r\n\r\n",
+              deadline);
   c2.read_until_closed(deadline);
   EXPECT_TRUE(c2.status() == 431 || c2.status() == 400) << c2.received().substr(0, 300);
   EXPECT_LT(gateway_kb(s, "VmHWM"), max_gateway_rss_kb);
@@ -481,18 +502,18 @@ TEST(BadInput, RogueZeroMqPeerIsLoggedAndIgnoredWhileJobsStillRun) {
   for (int i = 0; i < (1 << 20); ++i) array_of_zeros += ",0";
   array_of_zeros += "]";
   const std::vector<std::vector<std::string>> garbage = {
-      {},                                        // nothing but the routing frame
-      {"hello"},                                 // one frame
-      {"ready", "{}", "extra"},                  // three frames
-      {"launch-missiles", "{}"},                 // unknown command
-      {std::string(1000, 'c'), "{}"},            // long command
-      {"ready", "not json"},                     // non-JSON body
-      {"ready", "[1,2,3]"},                      // JSON array body
-      {"ready", "\"text\""},                     // JSON string body
-      {"ready", std::string("{\"credits\":\"\xff\"}")},  // invalid UTF-8
-      {"heartbeat", huge},                       // huge non-JSON frame
-      {"heartbeat", array_of_zeros},             // big JSON array
-      {huge, "{}"},                              // huge command frame
+      {},                                                          // nothing but the routing frame
+      {"hello"},                                                   // one frame
+      {"ready", "{}", "extra"},                                    // three frames
+      {"launch-missiles", "{}"},                                   // unknown command
+      {std::string(1000, 'c'), "{}"},                              // long command
+      {"ready", "not json"},                                       // non-JSON body
+      {"ready", "[1,2,3]"},                                        // JSON array body
+      {"ready", "\"text\""},                                       // JSON string body
+      {"ready", std::string("{\"credits\":\"\xff\"}")},            // invalid UTF-8
+      {"heartbeat", huge},                                         // huge non-JSON frame
+      {"heartbeat", array_of_zeros},                               // big JSON array
+      {huge, "{}"},                                                // huge command frame
       {"hello", R"({"protocol":99,"worker":"rogue","slots":1})"},  // wrong protocol version
       {"finished", "{\"job\":" + std::to_string(id) + ",\"attempt\":1,\"rc\":3}"},  // before hello
   };
@@ -527,9 +548,12 @@ TEST(BadInput, RogueZeroMqPeerIsLoggedAndIgnoredWhileJobsStillRun) {
   // for a job it does not hold: they must be ignored, not applied.
   auto token = read_file(s.worker_token_file);
   token.erase(token.find_last_not_of("\n") + 1);
-  send_frames(w, {"hello", R"({"protocol":1,"role":"worker","worker":"rogue","token":")" + token +
-                               R"(","owner":"alice","host":"evil","slots":0,"pool":"default","version":"x","running":[{"job":)" +
-                               std::to_string(id) + R"(,"attempt":1},{"job":"x"},7]})"});
+  send_frames(
+      w,
+      {"hello",
+       R"({"protocol":1,"role":"worker","worker":"rogue","token":")" + token +
+           R"(","owner":"alice","host":"evil","slots":0,"pool":"default","version":"x","running":[{"job":)" +
+           std::to_string(id) + R"(,"attempt":1},{"job":"x"},7]})"});
   deadline = clock_type::now() + 20s;
   bool welcomed = false;
   while (!welcomed && clock_type::now() < deadline) {
@@ -539,7 +563,8 @@ TEST(BadInput, RogueZeroMqPeerIsLoggedAndIgnoredWhileJobsStillRun) {
   EXPECT_TRUE(welcomed);
   send_frames(w, {"started", "{\"job\":" + std::to_string(id) + ",\"attempt\":1,\"pid\":1}"});
   send_frames(w, {"progress", "{\"job\":" + std::to_string(id) + ",\"attempt\":1,\"message\":\"pwned\"}"});
-  send_frames(w, {"finished", "{\"job\":" + std::to_string(id) + ",\"attempt\":1,\"rc\":3,\"signal\":0,\"timed_out\":false}"});
+  send_frames(w, {"finished", "{\"job\":" + std::to_string(id) +
+                                  ",\"attempt\":1,\"rc\":3,\"signal\":0,\"timed_out\":false}"});
   send_frames(w, {"finished", R"({"job":"seven","attempt":[]})"});
   send_frames(w, {"ready", R"({"credits":-5})"});
   send_frames(w, {"ready", R"({"credits":9223372036854775807})"});
@@ -573,7 +598,8 @@ TEST(BadInput, RogueZeroMqPeerIsLoggedAndIgnoredWhileJobsStillRun) {
   // the rogue's reports.
   EXPECT_TRUE(wait_until([&] { return count(daemon_log(s), "malformed worker message dropped") >= 8; }, 20s))
       << count(daemon_log(s), "malformed worker message dropped");
-  EXPECT_TRUE(wait_until([&] { return count(daemon_log(s), "malformed gateway message dropped") >= 2; }, 20s));
+  EXPECT_TRUE(
+      wait_until([&] { return count(daemon_log(s), "malformed gateway message dropped") >= 2; }, 20s));
   // Refused by the daemon before it reaches Redis: the rogue connection does not hold the job
   // (issue 13; before, the Lua script refused it as stale: "event ignored").
   const std::string ignored = "report refused command=finished job_id=" + std::to_string(id);

@@ -17,7 +17,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::string hostile_progress = "Running. \x1b[31mRED\x1b[0m\rOVERWRITE\a \x1b]0;title\x07 \x7f \xc2\x9b" "2J";
+const std::string hostile_progress =
+    "Running. \x1b[31mRED\x1b[0m\rOVERWRITE\a \x1b]0;title\x07 \x7f \xc2\x9b"
+    "2J";
 
 // The first raw control byte in `s` (C0 but newline, and tab when allowed; DEL; C1 raw or UTF-8
 // encoded), or -1.
@@ -26,8 +28,10 @@ int first_control(const std::string& s, bool allow_tab = false) {
     auto c = static_cast<unsigned char>(s[i]);
     if (c == '\n' || (c == '\t' && allow_tab)) continue;
     if (c < 0x20 || c == 0x7F) return static_cast<int>(i);
-    if (c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) < 0xA0) return static_cast<int>(i);
-    if (c >= 0x80 && c < 0xA0 && (i == 0 || static_cast<unsigned char>(s[i - 1]) < 0x80)) return static_cast<int>(i);
+    if (c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) < 0xA0)
+      return static_cast<int>(i);
+    if (c >= 0x80 && c < 0xA0 && (i == 0 || static_cast<unsigned char>(s[i - 1]) < 0x80))
+      return static_cast<int>(i);
   }
   return -1;
 }
@@ -74,7 +78,8 @@ TEST(ClientEscape, TheCliPrintsHostileServerTextWithoutRawControlBytes) {
   auto get = run(s, "descprod-get-job", {std::to_string(id)});
   EXPECT_EQ(get.code, 0) << get.out;
   EXPECT_EQ(first_control(get.out), -1) << get.out;
-  EXPECT_NE(get.out.find("progress: Running. \\x1b[31mRED\\x1b[0m\\x0dOVERWRITE\\x07"), std::string::npos) << get.out;
+  EXPECT_NE(get.out.find("progress: Running. \\x1b[31mRED\\x1b[0m\\x0dOVERWRITE\\x07"), std::string::npos)
+      << get.out;
   EXPECT_NE(get.out.find("\\u009b2J"), std::string::npos) << get.out;
   EXPECT_NE(get.out.find("host: node\\x1b[1A\\x1b[2K"), std::string::npos) << get.out;
 
@@ -103,7 +108,8 @@ TEST(ClientEscape, TheCliPrintsHostileServerTextWithoutRawControlBytes) {
   EXPECT_EQ(cancel.code, 1) << cancel.out;
   EXPECT_EQ(first_control(cancel.out), -1) << cancel.out;
 
-  process admin({s.bin("descprod-admin"), "--config", s.config_file, "list-users"}, {}, s.dir.file("admin.out"));
+  process admin({s.bin("descprod-admin"), "--config", s.config_file, "list-users"}, {},
+                s.dir.file("admin.out"));
   ASSERT_EQ(admin.wait_exit(30s).value_or(-1), 0) << admin.output();
   EXPECT_EQ(first_control(admin.output(), true), -1) << admin.output();  // tab-separated columns
   EXPECT_NE(admin.output().find("alice\tuser\\x1b[1Aadmin\t"), std::string::npos) << admin.output();

@@ -47,12 +47,8 @@ class client_service : public service {
 
   // The client's environment: this service, alice's token, a private HOME and output dir.
   std::vector<std::pair<std::string, std::string>> client_env(const std::string& token = "") const {
-    return {{"PATH", path},
-            {"DESCPROD_URL", url()},
-            {"DESCPROD_TOKEN", token.empty() ? alice_token : token},
-            {"HOME", home},
-            {"XDG_CONFIG_HOME", ""},
-            {"DESCPROD_OUTPUT_DIR", client_out},
+    return {{"PATH", path},  {"DESCPROD_URL", url()}, {"DESCPROD_TOKEN", token.empty() ? alice_token : token},
+            {"HOME", home},  {"XDG_CONFIG_HOME", ""}, {"DESCPROD_OUTPUT_DIR", client_out},
             {"TERM", "dumb"}};
   }
 
@@ -62,7 +58,8 @@ class client_service : public service {
     int n = ++commands_;
     std::string out = dir.file("cmd" + std::to_string(n) + ".out");
     std::string err = dir.file("cmd" + std::to_string(n) + ".err");
-    std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>\"$DESCPROD_TEST_ERR\"", bin(args[0])};
+    std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>\"$DESCPROD_TEST_ERR\"",
+                                     bin(args[0])};
     argv.insert(argv.end(), args.begin() + 1, args.end());
     if (env.empty()) env = client_env();
     env.emplace_back("DESCPROD_TEST_ERR", err);
@@ -80,7 +77,8 @@ class client_service : public service {
     r.err = fs::exists(err) ? read_file(err) : "";
     return r;
   }
-  cmd_result run(const std::vector<std::string>& args, std::vector<std::pair<std::string, std::string>> env = {},
+  cmd_result run(const std::vector<std::string>& args,
+                 std::vector<std::pair<std::string, std::string>> env = {},
                  std::chrono::milliseconds timeout = 60s) {
     auto p = start(args, std::move(env));
     return finish(*p, timeout);
@@ -108,11 +106,35 @@ std::vector<std::string> lines_of(const std::string& s) {
 // DESCprod's get_job.py, written out independently of the client's code: data_names order,
 // f"{key:>16}: {val}", times as f"{sdate(val)} UTC".
 std::vector<std::string> descprod_lines(const json::object& job) {
-  static const std::vector<std::string> order = {
-      "id", "parent", "descname", "jobtype", "config", "howfig", "session", "archive", "host", "rundir", "pid",
-      "create_time", "start_time", "update_time", "stop_time", "return_status", "port", "progress", "state",
-      "message", "priority", "attempt", "max_attempts", "worker", "cancel_requested", "done_count", "total_count",
-      "queued_time", "dispatch_time"};
+  static const std::vector<std::string> order = {"id",
+                                                 "parent",
+                                                 "descname",
+                                                 "jobtype",
+                                                 "config",
+                                                 "howfig",
+                                                 "session",
+                                                 "archive",
+                                                 "host",
+                                                 "rundir",
+                                                 "pid",
+                                                 "create_time",
+                                                 "start_time",
+                                                 "update_time",
+                                                 "stop_time",
+                                                 "return_status",
+                                                 "port",
+                                                 "progress",
+                                                 "state",
+                                                 "message",
+                                                 "priority",
+                                                 "attempt",
+                                                 "max_attempts",
+                                                 "worker",
+                                                 "cancel_requested",
+                                                 "done_count",
+                                                 "total_count",
+                                                 "queued_time",
+                                                 "dispatch_time"};
   std::vector<std::string> out;
   for (const auto& key : order) {
     std::string val;
@@ -157,7 +179,8 @@ TEST(ClientE2E, SubmitListGetAndCancelAgainstTheService) {
   ASSERT_EQ(rows.size(), 2u) << list.out;
   EXPECT_EQ(rows[0].substr(0, 2), "ID");
   EXPECT_NE(rows[0].find("Progress"), std::string::npos);
-  EXPECT_TRUE(std::regex_search(rows[1], std::regex("^" + std::to_string(id) + " +mysleep +30 +ready"))) << rows[1];
+  EXPECT_TRUE(std::regex_search(rows[1], std::regex("^" + std::to_string(id) + " +mysleep +30 +ready")))
+      << rows[1];
   EXPECT_EQ(lines_of(s.run({"descprod-list-jobs", "--state", "done"}).out).size(), 1u);
 
   auto get = s.run({"descprod-get-job", std::to_string(id)});
@@ -205,9 +228,11 @@ TEST(ClientE2E, GetJobOfAFinishedJobMatchesDescprodsFormatLineByLine) {
   EXPECT_EQ(lines[0], std::string(14, ' ') + "id: " + std::to_string(id));
   EXPECT_NE(std::find(lines.begin(), lines.end(), "        progress: Done. I'm awake now."), lines.end());
   EXPECT_NE(std::find(lines.begin(), lines.end(), "   return_status: 0"), lines.end());
-  EXPECT_NE(std::find(lines.begin(), lines.end(), "          rundir: " + std::string(job.at("rundir").as_string())),
-            lines.end());
-  EXPECT_TRUE(std::regex_search(get.out, std::regex("\n      start_time: 20[0-9]{2}-[0-9]{2}-[0-9]{2} [0-9:]{8} UTC\n")));
+  EXPECT_NE(
+      std::find(lines.begin(), lines.end(), "          rundir: " + std::string(job.at("rundir").as_string())),
+      lines.end());
+  EXPECT_TRUE(std::regex_search(
+      get.out, std::regex("\n      start_time: 20[0-9]{2}-[0-9]{2}-[0-9]{2} [0-9:]{8} UTC\n")));
   auto epoch = s.run({"descprod-get-job", "--epoch", std::to_string(id)});
   EXPECT_TRUE(std::regex_search(epoch.out, std::regex("\n      start_time: [0-9]{10}\n"))) << epoch.out;
 }
@@ -253,8 +278,10 @@ TEST(ClientE2E, StartJobWaitRunsTheJobHereAndItReachesDone) {
   EXPECT_EQ(lines[0], "Starting job " + std::to_string(id) + " for alice in " + rundir);
   EXPECT_EQ(lines[1], "descprod-start-job: Started job " + std::to_string(id) + ":");
   EXPECT_EQ(lines[2], "descprod-start-job:" + std::string(14, ' ') + "id: " + std::to_string(id));
-  EXPECT_NE(start.out.find("descprod-start-job:          rundir: " + rundir + "\n"), std::string::npos) << start.out;
-  EXPECT_TRUE(std::regex_search(start.out, std::regex("descprod-start-job: Job process [0-9]+ returned code: 0\n")))
+  EXPECT_NE(start.out.find("descprod-start-job:          rundir: " + rundir + "\n"), std::string::npos)
+      << start.out;
+  EXPECT_TRUE(
+      std::regex_search(start.out, std::regex("descprod-start-job: Job process [0-9]+ returned code: 0\n")))
       << start.out;
   ASSERT_TRUE(s.wait_terminal(id, 10s));
   auto job = s.job(id);
@@ -262,7 +289,8 @@ TEST(ClientE2E, StartJobWaitRunsTheJobHereAndItReachesDone) {
   EXPECT_EQ(std::string(job.at("progress").as_string()), "Done. I'm awake now.");
   EXPECT_EQ(job.at("return_status").as_int64(), 0);
   EXPECT_EQ(std::string(job.at("rundir").as_string()), rundir);
-  EXPECT_NE(read_file(rundir + "/config.json").find("  \"id\": " + std::to_string(id) + ","), std::string::npos);
+  EXPECT_NE(read_file(rundir + "/config.json").find("  \"id\": " + std::to_string(id) + ","),
+            std::string::npos);
   EXPECT_NE(read_file(rundir + "/" + name + ".log").find("I'm sleeping for 1 seconds."), std::string::npos);
   EXPECT_TRUE(fs::exists(rundir + "/wrapper-status.json"));
   // A started job cannot be started again.
@@ -303,7 +331,8 @@ TEST(ClientE2E, StartJobWithoutWaitReturnsAtOnceAndTheBackgroundRunnerReports) {
   auto took = std::chrono::steady_clock::now() - t0;
   ASSERT_EQ(start.code, 0) << start.out << start.err;
   EXPECT_LT(took, 1900ms) << "it waited for the app";
-  EXPECT_NE(start.out.find("descprod-start-job: Started job " + std::to_string(id) + ":\n"), std::string::npos);
+  EXPECT_NE(start.out.find("descprod-start-job: Started job " + std::to_string(id) + ":\n"),
+            std::string::npos);
   EXPECT_EQ(start.out.find("returned code"), std::string::npos);
   std::string st = s.state(id);
   EXPECT_TRUE(st == "running" || st == "dispatched") << st;
@@ -318,9 +347,13 @@ TEST(ClientE2E, StartJobFollowPrintsTheLogsAsTheyGrow) {
   long long id = s.submit(R"({"jobtype":"mysleep","config":"1"})");
   auto progress = s.run({"descprod-start-job", "-p", std::to_string(id)});
   ASSERT_EQ(progress.code, 0) << progress.err;
-  EXPECT_NE(progress.out.find("descprod-start-job: Following progress log file "), std::string::npos) << progress.out;
-  EXPECT_TRUE(std::regex_search(progress.out, std::regex("\n +[0-9]+: Running. I'm sleeping for 1 seconds.\n"))) << progress.out;
-  EXPECT_TRUE(std::regex_search(progress.out, std::regex("\n +[0-9]+: Done. I'm awake now.\n"))) << progress.out;
+  EXPECT_NE(progress.out.find("descprod-start-job: Following progress log file "), std::string::npos)
+      << progress.out;
+  EXPECT_TRUE(
+      std::regex_search(progress.out, std::regex("\n +[0-9]+: Running. I'm sleeping for 1 seconds.\n")))
+      << progress.out;
+  EXPECT_TRUE(std::regex_search(progress.out, std::regex("\n +[0-9]+: Done. I'm awake now.\n")))
+      << progress.out;
   EXPECT_NE(progress.out.find("descprod-start-job: Terminating log follow.\n"), std::string::npos);
   long long id2 = s.submit(R"({"jobtype":"mysleep","config":"1"})");
   auto log = s.run({"descprod-start-job", "-f", std::to_string(id2)});
@@ -400,7 +433,8 @@ TEST(ClientE2E, ParsltestFanOutRunsItsTasksAsChildJobs) {
   auto start = s.finish(*runner, 90s);
   EXPECT_EQ(start.code, 3) << start.out << start.err;  // one child was made to fail
   auto job = s.job(id);
-  EXPECT_EQ(std::string(job.at("progress").as_string()), "Failed. [4/4] 1 of 4 tasks failed:    3 exec_done,    1 failed");
+  EXPECT_EQ(std::string(job.at("progress").as_string()),
+            "Failed. [4/4] 1 of 4 tasks failed:    3 exec_done,    1 failed");
   auto kids = s.call("GET", "/api/jobs?parent=" + std::to_string(id));
   ASSERT_EQ(kids.status, 200) << kids.body;
   auto arr = kids.json().as_object().at("jobs").as_array();
@@ -410,7 +444,8 @@ TEST(ClientE2E, ParsltestFanOutRunsItsTasksAsChildJobs) {
     const auto& o = k.as_object();
     EXPECT_EQ(o.at("parent").as_int64(), id);
     EXPECT_EQ(std::string(o.at("jobtype").as_string()), "parsltest");
-    EXPECT_TRUE(std::regex_match(std::string(o.at("config").as_string()), std::regex("(sleep|fail)-tskms[0-9]+-ntsk1-nwrk1")));
+    EXPECT_TRUE(std::regex_match(std::string(o.at("config").as_string()),
+                                 std::regex("(sleep|fail)-tskms[0-9]+-ntsk1-nwrk1")));
     if (o.at("state").as_string() == "failed") ++failed;
     else EXPECT_EQ(std::string(o.at("state").as_string()), "done");
   }
@@ -437,8 +472,11 @@ TEST(ClientE2E, ParsltestFanOutUnderTheWorkerFollowsItsChildrenToTheEnd) {
 TEST(ClientE2E, LoginStoresAVerifiedTokenThatOtherCommandsUse) {
   client_service s(0);
   long long id = s.submit(R"({"jobtype":"mysleep","config":"5"})");
-  std::vector<std::pair<std::string, std::string>> env = {
-      {"PATH", s.path}, {"HOME", s.home}, {"XDG_CONFIG_HOME", ""}, {"DESCPROD_URL", ""}, {"DESCPROD_TOKEN", ""}};
+  std::vector<std::pair<std::string, std::string>> env = {{"PATH", s.path},
+                                                          {"HOME", s.home},
+                                                          {"XDG_CONFIG_HOME", ""},
+                                                          {"DESCPROD_URL", ""},
+                                                          {"DESCPROD_TOKEN", ""}};
   auto bad = s.run({"descprod-login", "--url", s.url(), "--token", "dp_wrong"}, env);
   EXPECT_EQ(bad.code, 4) << bad.err;
   EXPECT_FALSE(fs::exists(s.home + "/.config/descprod/token"));
@@ -455,7 +493,8 @@ TEST(ClientE2E, LoginStoresAVerifiedTokenThatOtherCommandsUse) {
   EXPECT_EQ(id_line(get.out), id);
   auto version = s.run({"descprod-version"}, env);
   EXPECT_EQ(version.code, 0);
-  EXPECT_EQ(version.out, std::string(DESCPROD_VERSION) + "\nserver " + DESCPROD_VERSION + " at " + s.url() + "\n");
+  EXPECT_EQ(version.out,
+            std::string(DESCPROD_VERSION) + "\nserver " + DESCPROD_VERSION + " at " + s.url() + "\n");
   // Unreachable server: exit 3.
   auto down = s.run({"descprod-get-job", "--url", "http://127.0.0.1:1", std::to_string(id)}, env);
   EXPECT_EQ(down.code, 3);

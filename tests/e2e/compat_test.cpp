@@ -61,7 +61,8 @@ service_options compat_options(int workers) {
 
 class compat_service : public service {
  public:
-  explicit compat_service(int workers) : service(compat_options(workers)), client_out(dir.file("client-out")) {
+  explicit compat_service(int workers)
+      : service(compat_options(workers)), client_out(dir.file("client-out")) {
     write_file(dir.file("runapp-compat"), compat_app);
     fs::permissions(dir.file("runapp-compat"), fs::perms::owner_all);
     fs::create_directories(dir.file("home"));
@@ -148,8 +149,11 @@ TEST(Compat, DescprodStyleShellAppRunsUnchangedUnderStartJob) {
   ASSERT_TRUE(s.has_route("POST", "/api/jobs/999999999/claim")) << "no claim route";
   long long id = s.submit(R"({"jobtype":"compat","config":"cfg2"})");
   process start({s.bin("descprod-start-job"), "-w", std::to_string(id)},
-                {{"PATH", s.env().front().second}, {"DESCPROD_URL", s.url()}, {"DESCPROD_TOKEN", s.alice_token},
-                 {"HOME", s.dir.file("home")}, {"DESCPROD_OUTPUT_DIR", s.client_out}},
+                {{"PATH", s.env().front().second},
+                 {"DESCPROD_URL", s.url()},
+                 {"DESCPROD_TOKEN", s.alice_token},
+                 {"HOME", s.dir.file("home")},
+                 {"DESCPROD_OUTPUT_DIR", s.client_out}},
                 s.dir.file("start-job.log"));
   auto st = start.wait_exit(60s);
   ASSERT_TRUE(st.has_value()) << "descprod-start-job did not end";

@@ -18,9 +18,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const std::set<std::string> route_classes = {"api_jobs", "api_bulk", "api_job",  "events",
+const std::set<std::string> route_classes = {"api_jobs",    "api_bulk",  "api_job",   "events",
                                              "api_account", "api_admin", "api_other", "health",
-                                             "metrics", "static",  "pages",   "other"};
+                                             "metrics",     "static",    "pages",     "other"};
 
 std::string errors_of(const prom_text& t) {
   std::string out;
@@ -71,7 +71,8 @@ TEST(Metrics, CountsJobsByStateAndEveryRequestExactly) {
   ASSERT_TRUE(first.errors.empty());
   for (auto st : all_job_states()) {
     std::string name(to_string(st));
-    EXPECT_EQ(first.value("descprod_jobs", {{"state", name}}), name == "done" ? jobs : 0) << name << "\n" << raw;
+    EXPECT_EQ(first.value("descprod_jobs", {{"state", name}}), name == "done" ? jobs : 0) << name << "\n"
+                                                                                          << raw;
   }
   EXPECT_EQ(first.value("descprod_queue_depth"), 0.0);
   EXPECT_EQ(first.value("descprod_leases"), 0.0);
@@ -107,13 +108,15 @@ TEST(Metrics, CountsJobsByStateAndEveryRequestExactly) {
   EXPECT_EQ(code_total(second, "5xx"), 0);
   // Every request is in both families: the histogram's counts add up to the status counter.
   double counted = 0, by_code = 0;
-  for (const auto& sample : second.all("descprod_http_request_duration_seconds_count")) counted += sample.value;
+  for (const auto& sample : second.all("descprod_http_request_duration_seconds_count"))
+    counted += sample.value;
   for (const auto& sample : second.all("descprod_http_requests_total")) by_code += sample.value;
   EXPECT_EQ(counted, by_code);
   // The submits of submit_and_finish and the state polls are there too (other connections).
   EXPECT_GE(count_of(second, "POST", "api_jobs"), jobs + 1);
   EXPECT_GE(count_of(second, "GET", "api_job"), jobs);
-  auto sum = second.value("descprod_http_request_duration_seconds_sum", {{"method", "GET"}, {"route", "api_jobs"}});
+  auto sum =
+      second.value("descprod_http_request_duration_seconds_sum", {{"method", "GET"}, {"route", "api_jobs"}});
   ASSERT_TRUE(sum);
   EXPECT_GT(*sum, 0);
   EXPECT_LT(*sum, 30);
@@ -141,7 +144,8 @@ TEST(Metrics, JobCountsAreRecountedWhenTheGatewayStartsWithoutThem) {
   EXPECT_EQ(after.value("descprod_jobs", {{"state", "ready"}}), 1.0);
   EXPECT_EQ(after.value("descprod_queue_depth"), 1.0);
   EXPECT_EQ(s.state(queued), "ready");
-  EXPECT_NE(read_file(s.dir.file("gateway.log")).find("job counts by state: recount done"), std::string::npos);
+  EXPECT_NE(read_file(s.dir.file("gateway.log")).find("job counts by state: recount done"),
+            std::string::npos);
   // Counting goes on after the recount: cancel the queued job.
   ASSERT_EQ(s.call("POST", "/api/jobs/" + std::to_string(queued) + "/cancel").status, 200);
   auto last = scrape(s);
@@ -158,10 +162,36 @@ TEST(Metrics, DaemonStatsBecomeCountersAndGaugesAndVanishWithTheHash) {
     return std::stod(t.elements.at(0).str) + std::stod(t.elements.at(1).str) / 1e6;
   };
   r.exec({"DEL", "descprod:daemon:stats"});
-  r.exec({"HSET", "descprod:daemon:stats", "updated", std::to_string(now() - 2), "queue_depth", "12", "workers",
-          "3", "slots", "24", "busy_slots", "20", "outbox", "1", "leased_total", "1500", "finished_total",
-          "1480", "requeued_total", "7", "lease_expiries_total", "2", "stale_events_total", "4",
-          "malformed_total", "5", "handed_back_total", "6", "walltime_refusals_total", "8"});
+  r.exec({"HSET",
+          "descprod:daemon:stats",
+          "updated",
+          std::to_string(now() - 2),
+          "queue_depth",
+          "12",
+          "workers",
+          "3",
+          "slots",
+          "24",
+          "busy_slots",
+          "20",
+          "outbox",
+          "1",
+          "leased_total",
+          "1500",
+          "finished_total",
+          "1480",
+          "requeued_total",
+          "7",
+          "lease_expiries_total",
+          "2",
+          "stale_events_total",
+          "4",
+          "malformed_total",
+          "5",
+          "handed_back_total",
+          "6",
+          "walltime_refusals_total",
+          "8"});
   auto t = scrape(s);
   EXPECT_EQ(t.value("descprod_daemon_up"), 1.0);
   auto age = t.value("descprod_daemon_stats_age_seconds");
@@ -223,10 +253,34 @@ TEST(AdminOverview, ListsTheLivePilotsForAdminsOnly) {
   add_user(r, "descprod:", "root", true);
   std::string root = issue_token(r, "descprod:", "root");
   r.exec({"SADD", "descprod:pilots", "4242"});
-  r.exec({"HSET", "descprod:pilot:4242", "id", "4242", "state", "running", "slurm_state", "RUNNING", "reason",
-          "None", "submitted_time", "1795625968.500", "started_time", "1795625970.250", "ended_time", "",
-          "nodes", "2", "walltime_minutes", "60", "slots", "256", "workers", "slurm-4242-n1,slurm-4242-n2",
-          "connected", "2", "output", "/var/pilots/descprod-pilot-4242.out"});
+  r.exec({"HSET",
+          "descprod:pilot:4242",
+          "id",
+          "4242",
+          "state",
+          "running",
+          "slurm_state",
+          "RUNNING",
+          "reason",
+          "None",
+          "submitted_time",
+          "1795625968.500",
+          "started_time",
+          "1795625970.250",
+          "ended_time",
+          "",
+          "nodes",
+          "2",
+          "walltime_minutes",
+          "60",
+          "slots",
+          "256",
+          "workers",
+          "slurm-4242-n1,slurm-4242-n2",
+          "connected",
+          "2",
+          "output",
+          "/var/pilots/descprod-pilot-4242.out"});
   // An ended pilot: its hash remains for a day but it is no longer in the set.
   r.exec({"HSET", "descprod:pilot:4100", "id", "4100", "state", "ended"});
 

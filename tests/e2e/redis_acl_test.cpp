@@ -25,7 +25,8 @@ const std::vector<std::string> ops_user = {"--user", "ops", "on", ">ops-secret",
 std::vector<std::string> acl_args(bool with_descprod_user) {
   std::vector<std::string> a = {"--user", "default", "off"};
   if (with_descprod_user) {
-    for (const char* s : {"--user", "descprod", "on", ">s3cret pass", "~descprod:*", "&*", "+@all", "-@dangerous"})
+    for (const char* s :
+         {"--user", "descprod", "on", ">s3cret pass", "~descprod:*", "&*", "+@all", "-@dangerous"})
       a.emplace_back(s);
   }
   a.insert(a.end(), ops_user.begin(), ops_user.end());
@@ -92,7 +93,8 @@ TEST(RedisAcl, GatewayAndDaemonLogInAsAnAclUserAndRunAJobToDone) {
   s.gateway->stop();
   ASSERT_TRUE(wait_until([&] { return clients_of(ops, "descprod") < with_workers; }, 5s));
   s.daemon->stop();
-  EXPECT_TRUE(wait_until([&] { return clients_of(ops, "descprod") == 0; }, 5s)) << clients_of(ops, "descprod");
+  EXPECT_TRUE(wait_until([&] { return clients_of(ops, "descprod") == 0; }, 5s))
+      << clients_of(ops, "descprod");
 }
 
 TEST(RedisAcl, AWrongPasswordIsNamedTheGatewayStopsAndTheDaemonRetriesUntilTheUserExists) {
@@ -104,12 +106,22 @@ TEST(RedisAcl, AWrongPasswordIsNamedTheGatewayStopsAndTheDaemonRetriesUntilTheUs
   temp_dir dir;
   write_file(dir.file("apps.yaml"), "apps:\n  - name: mysleep\n");
   auto config = dir.file("descprod.yaml");
-  write_file(config, "log_level: info\n"
-                     "apps: " + dir.file("apps.yaml") + "\n"
-                     "redis:\n  path: " + redis.socket_path() + "\n  username: late\n  password: pw-late\n"
-                     "gateway:\n  port: 0\n  daemon_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
-                     "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") + "\n"
-                     "  gateway_endpoint: ipc://" + dir.file("gw.ipc") + "\n");
+  write_file(config,
+             "log_level: info\n"
+             "apps: " +
+                 dir.file("apps.yaml") +
+                 "\n"
+                 "redis:\n  path: " +
+                 redis.socket_path() +
+                 "\n  username: late\n  password: pw-late\n"
+                 "gateway:\n  port: 0\n  daemon_endpoint: ipc://" +
+                 dir.file("gw.ipc") +
+                 "\n"
+                 "daemon:\n  worker_endpoint: ipc://" +
+                 dir.file("w.ipc") +
+                 "\n"
+                 "  gateway_endpoint: ipc://" +
+                 dir.file("gw.ipc") + "\n");
   std::string bin = DESCPROD_BIN_DIR;
 
   // The gateway gives up after its start-up deadline (10 s) and says why.
@@ -119,7 +131,8 @@ TEST(RedisAcl, AWrongPasswordIsNamedTheGatewayStopsAndTheDaemonRetriesUntilTheUs
   ASSERT_TRUE(rc) << "the gateway still runs";
   EXPECT_EQ(*rc, 1);
   auto glog = gateway.output();
-  EXPECT_NE(glog.find("fatal: cannot connect to Redis at unix:" + redis.socket_path()), std::string::npos) << glog;
+  EXPECT_NE(glog.find("fatal: cannot connect to Redis at unix:" + redis.socket_path()), std::string::npos)
+      << glog;
   EXPECT_NE(glog.find("redis AUTH: WRONGPASS"), std::string::npos) << glog;
   EXPECT_FALSE(fs::exists(dir.file("port")));
 
@@ -141,7 +154,8 @@ TEST(RedisAcl, AWrongPasswordIsNamedTheGatewayStopsAndTheDaemonRetriesUntilTheUs
 
   // The operator creates the user; the daemon gets in at its next try (backoff at most 1 s).
   redis_sync ops(redis.endpoint());
-  auto made = ops.exec({"ACL", "SETUSER", "late", "on", ">pw-late", "~descprod:*", "&*", "+@all", "-@dangerous"});
+  auto made =
+      ops.exec({"ACL", "SETUSER", "late", "on", ">pw-late", "~descprod:*", "&*", "+@all", "-@dangerous"});
   ASSERT_EQ(made.str, "OK") << made.str;
   auto made_at = std::chrono::steady_clock::now();
   ASSERT_TRUE(wait_until([&] { return count("redis connected") >= 1; }, 40s)) << daemon.output();
@@ -151,10 +165,12 @@ TEST(RedisAcl, AWrongPasswordIsNamedTheGatewayStopsAndTheDaemonRetriesUntilTheUs
   // A gateway started now gets in and is welcomed by the daemon.
   process gateway2({bin + "/descprod-gateway", "--config", config, "--port-file", dir.file("port")}, {},
                    dir.file("gateway2.log"));
-  ASSERT_TRUE(wait_until([&] { return fs::exists(dir.file("port")) && fs::file_size(dir.file("port")) > 0; }, 20s))
+  ASSERT_TRUE(
+      wait_until([&] { return fs::exists(dir.file("port")) && fs::file_size(dir.file("port")) > 0; }, 20s))
       << gateway2.output();
   int port = std::stoi(read_file(dir.file("port")));
-  EXPECT_TRUE(wait_until([&] { return http_request("127.0.0.1", port, "GET", "/readyz").status == 200; }, 10s));
+  EXPECT_TRUE(
+      wait_until([&] { return http_request("127.0.0.1", port, "GET", "/readyz").status == 200; }, 10s));
   EXPECT_EQ(http_request("127.0.0.1", port, "GET", "/healthz").status, 200);
 }
 

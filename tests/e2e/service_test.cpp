@@ -37,7 +37,9 @@ service_options spine_options(int workers = 1, int slots = 2) {
   return o;
 }
 
-long long submit(service& s, const std::string& body, const std::string& token = "") { return s.submit(body, token); }
+long long submit(service& s, const std::string& body, const std::string& token = "") {
+  return s.submit(body, token);
+}
 
 TEST(Spine, SubmittedJobRunsToDoneAndRedisHoldsTheSameRecord) {
   service s(spine_options());
@@ -56,7 +58,8 @@ TEST(Spine, SubmittedJobRunsToDoneAndRedisHoldsTheSameRecord) {
   std::snprintf(name, sizeof name, "job%06lld", id);
   EXPECT_EQ(fs::path(rundir).filename().string(), name);
   EXPECT_EQ(fs::path(rundir).parent_path().string(), s.out_dir + "/jobs");
-  EXPECT_NE(read_file(rundir + "/config.json").find("  \"id\": " + std::to_string(id) + ","), std::string::npos);
+  EXPECT_NE(read_file(rundir + "/config.json").find("  \"id\": " + std::to_string(id) + ","),
+            std::string::npos);
   EXPECT_NE(read_file(rundir + "/" + name + ".log").find("I'm sleeping for 1 seconds."), std::string::npos);
 
   // Redis holds the same record the API shows.
@@ -128,7 +131,8 @@ TEST(Spine, ThousandBulkJobsAllReachDoneNoneLostNoneRunTwice) {
   service s(spine_options(2, 2));
   std::string body = R"({"jobs":[)";
   const int n = 1000;
-  for (int i = 0; i < n; ++i) body += std::string(i ? "," : "") + R"({"jobtype":"marker","config":"c)" + std::to_string(i) + "\"}";
+  for (int i = 0; i < n; ++i)
+    body += std::string(i ? "," : "") + R"({"jobtype":"marker","config":"c)" + std::to_string(i) + "\"}";
   body += "]}";
   auto t0 = std::chrono::steady_clock::now();
   auto r = s.call("POST", "/api/jobs/bulk", body);
@@ -150,14 +154,17 @@ TEST(Spine, ThousandBulkJobsAllReachDoneNoneLostNoneRunTwice) {
   };
   bool all = wait_until([&] { return count_done() == n; }, 180s, 200ms);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::cout << "[ figures  ] " << n << " bulk-submitted jobs done end to end in " << secs << " s (" << n / secs
-            << " jobs/s, 2 workers x 2 slots)\n";
+  std::cout << "[ figures  ] " << n << " bulk-submitted jobs done end to end in " << secs << " s ("
+            << n / secs << " jobs/s, 2 workers x 2 slots)\n";
   ASSERT_TRUE(all) << "done: " << count_done() << " of " << n;
   // Each job's app ran exactly once: one marker line per job, attempt 1.
   int twice = 0, missing = 0;
   for (long long id : ids) {
     auto f = s.markers + "/m" + std::to_string(id);
-    if (!fs::exists(f)) { ++missing; continue; }
+    if (!fs::exists(f)) {
+      ++missing;
+      continue;
+    }
     if (read_file(f) != "1\n") ++twice;
   }
   EXPECT_EQ(missing, 0);
@@ -171,13 +178,15 @@ TEST(Spine, AJobWithBrokenKeysIsRefusedAloneTheOthersRunAndNoWorkerSlotIsLost) {
   // replaced by a string must not stop the others, nor keep the worker's slot.
   service s(spine_options(0));
   std::vector<long long> ids;
-  for (int i = 0; i < 6; ++i) ids.push_back(submit(s, R"({"jobtype":"marker","config":"b)" + std::to_string(i) + "\"}"));
+  for (int i = 0; i < 6; ++i)
+    ids.push_back(submit(s, R"({"jobtype":"marker","config":"b)" + std::to_string(i) + "\"}"));
   redis_sync r(s.redis.endpoint());
   ASSERT_EQ(r.exec({"SET", "descprod:job:" + std::to_string(ids[2]), "broken"}).str, "OK");
   s.start_worker(0);
   for (std::size_t i = 0; i < ids.size(); ++i) {
     if (i == 2) continue;
-    ASSERT_TRUE(wait_until([&] { return s.state(ids[i]) == "done"; }, 30s)) << ids[i] << " " << s.state(ids[i]);
+    ASSERT_TRUE(wait_until([&] { return s.state(ids[i]) == "done"; }, 30s))
+        << ids[i] << " " << s.state(ids[i]);
   }
   // The worker has both its slots: two more jobs run side by side to done.
   long long a = submit(s, R"({"jobtype":"mysleep","config":"1"})");
@@ -213,7 +222,11 @@ TEST(Spine, BadRequestsGetClearErrorsAndCreateNothing) {
   auto no_token = http_request("127.0.0.1", s.port(), "GET", "/api/jobs");
   EXPECT_EQ(no_token.status, 401);
   EXPECT_EQ(s.call("GET", "/api/jobs", "", "dp_not-a-real-token").status, 401);
-  struct bad { std::string body; int status; std::string detail_has; };
+  struct bad {
+    std::string body;
+    int status;
+    std::string detail_has;
+  };
   std::vector<bad> cases = {
       {"{not json", 400, ""},
       {R"({"config":"1"})", 400, "jobtype"},
@@ -234,7 +247,8 @@ TEST(Spine, BadRequestsGetClearErrorsAndCreateNothing) {
       EXPECT_NE(r.body.find(c.detail_has), std::string::npos) << r.body;
     }
   }
-  auto big = s.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":")" + std::string(2 << 20, '1') + "\"}");
+  auto big =
+      s.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":")" + std::string(2 << 20, '1') + "\"}");
   EXPECT_EQ(big.status, 413);
   // Nothing was created by any of them.
   redis_sync rs(s.redis.endpoint());

@@ -57,8 +57,8 @@ struct web_client {
 
 http_response register_user(service& s, const std::string& user, const std::string& password) {
   return http_request("127.0.0.1", s.port(), "POST", "/api/register",
-                      R"({"username":")" + user + R"(","password":")" + password +
-                          R"(","email":")" + user + R"(@example.org"})");
+                      R"({"username":")" + user + R"(","password":")" + password + R"(","email":")" + user +
+                          R"(@example.org"})");
 }
 
 int admin_cli(service& s, const std::vector<std::string>& args) {
@@ -168,7 +168,8 @@ TEST(Web, AdminsApproveRejectDisableAndPromoteAccounts) {
 
   auto users = s.call("GET", "/api/admin/users", "", root);
   ASSERT_EQ(users.status, 200) << users.body;
-  EXPECT_NE(users.body.find(R"("name":"dave","role":"user","status":"pending")"), std::string::npos) << users.body;
+  EXPECT_NE(users.body.find(R"("name":"dave","role":"user","status":"pending")"), std::string::npos)
+      << users.body;
   EXPECT_EQ(users.body.find("argon2"), std::string::npos) << "no password hashes in the list";
   EXPECT_EQ(s.call("GET", "/api/admin/users").status, 403) << "alice is no admin";
 
@@ -258,7 +259,9 @@ TEST(Web, PagesKeepUsersApartAndRefuseCrossSiteForms) {
   EXPECT_EQ(g.call("GET", "/jobs/" + std::to_string(alices) + "/row").status, 404);
   EXPECT_EQ(g.call("GET", "/jobs/" + std::to_string(alices) + "/fields").status, 404);
   EXPECT_EQ(g.call("POST", "/jobs/" + std::to_string(alices) + "/cancel", "csrf=" + g.csrf,
-                   {{"Content-Type", "application/x-www-form-urlencoded"}}).status, 303);
+                   {{"Content-Type", "application/x-www-form-urlencoded"}})
+                .status,
+            303);
   EXPECT_FALSE(s.job(alices).contains("cancel_requested")) << "gina's cancel did nothing";
   EXPECT_NE(s.state(alices), "cancelled");
 

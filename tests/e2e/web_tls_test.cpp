@@ -61,8 +61,8 @@ net::awaitable<tls_response> async_https(std::string ca_file, int port, std::str
 // A key and a self-signed certificate for 127.0.0.1 in `dir`.
 void make_certificate(const temp_dir& dir) {
   process p({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-             "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
-             dir.file("key.pem"), "-out", dir.file("cert.pem")},
+             "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", dir.file("key.pem"),
+             "-out", dir.file("cert.pem")},
             {}, dir.file("openssl.log"));
   auto rc = p.wait_exit(60s);
   ASSERT_TRUE(rc && *rc == 0) << read_file(dir.file("openssl.log"));
@@ -122,7 +122,8 @@ TEST(WebTls, GatewayServesHttpsWithASelfSignedCertificateAndSecureCookies) {
 
 TEST(WebTls, MissingCertificateStopsTheGatewayWithAClearError) {
   temp_dir dir;
-  write_file(dir.file("c.yaml"), "apps: " + dir.file("apps.yaml") + "\nredis:\n  path: " + dir.file("none.sock") +
+  write_file(dir.file("c.yaml"), "apps: " + dir.file("apps.yaml") +
+                                     "\nredis:\n  path: " + dir.file("none.sock") +
                                      "\ngateway:\n  port: 0\n  tls_cert: " + dir.file("nope.pem") +
                                      "\n  tls_key: " + dir.file("nope.key") + "\n");
   write_file(dir.file("apps.yaml"), "apps: []\n");
@@ -131,12 +132,13 @@ TEST(WebTls, MissingCertificateStopsTheGatewayWithAClearError) {
   auto rc = gw.wait_exit(20s);
   ASSERT_TRUE(rc);
   EXPECT_NE(*rc, 0);
-  EXPECT_NE(read_file(dir.file("gw.log")).find("tls_cert"), std::string::npos) << read_file(dir.file("gw.log"));
+  EXPECT_NE(read_file(dir.file("gw.log")).find("tls_cert"), std::string::npos)
+      << read_file(dir.file("gw.log"));
   // Only one of the two keys: a configuration error naming the line.
   write_file(dir.file("d.yaml"), "gateway:\n  tls_cert: /x.pem\n");
-  process check({std::string(DESCPROD_BIN_DIR) + "/descprod-gateway", "--config", dir.file("d.yaml"),
-                 "--check-config"},
-                {}, dir.file("check.log"));
+  process check(
+      {std::string(DESCPROD_BIN_DIR) + "/descprod-gateway", "--config", dir.file("d.yaml"), "--check-config"},
+      {}, dir.file("check.log"));
   EXPECT_EQ(check.wait_exit(10s), 2);
   EXPECT_NE(read_file(dir.file("check.log")).find("gateway.tls_cert: tls_cert and tls_key go together"),
             std::string::npos)

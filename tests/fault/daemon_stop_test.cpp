@@ -94,7 +94,8 @@ TEST(DaemonStop, SigtermWhileJobsFinishLosesNothingAndRunsNothingTwice) {
   std::vector<long long> ids;
   {
     std::string body = R"({"jobs":[)";
-    for (int i = 0; i < 60; ++i) body += std::string(i ? "," : "") + R"({"jobtype":"nap","config":"n)" + std::to_string(i) + "\"}";
+    for (int i = 0; i < 60; ++i)
+      body += std::string(i ? "," : "") + R"({"jobtype":"nap","config":"n)" + std::to_string(i) + "\"}";
     body += "]}";
     auto r = c.call("POST", "/api/jobs/bulk", body);
     ASSERT_EQ(r.status, 201) << r.body;
@@ -114,7 +115,8 @@ TEST(DaemonStop, SigtermWhileJobsFinishLosesNothingAndRunsNothingTwice) {
   std::vector<double> stop_times;
   for (int round = 0; round < 3; ++round) {
     int before = done_count();
-    ASSERT_TRUE(wait_until([&] { return done_count() >= before + 4; }, 60s)) << "no progress before stop " << round;
+    ASSERT_TRUE(wait_until([&] { return done_count() >= before + 4; }, 60s))
+        << "no progress before stop " << round;
     ASSERT_FALSE(r.exec({"CLIENT", "PAUSE", "1500", "WRITE"}).is_error());
     std::this_thread::sleep_for(500ms);  // about six jobs finish: their reports wait for Redis
     auto t0 = steady::now();
@@ -125,10 +127,11 @@ TEST(DaemonStop, SigtermWhileJobsFinishLosesNothingAndRunsNothingTwice) {
     c.start_daemon();
   }
   auto t = settle(c, ids, 120s);
-  std::printf("[ stop     ] SIGTERM x3 under load: jobs %zu done %d other %d duplicates %d shared-attempt %d "
-              "never-ran %d; daemon exit after SIGTERM %.2f / %.2f / %.2f s\n",
-              ids.size(), t.done, t.other, t.duplicates, t.shared_attempts, t.never_ran, stop_times[0], stop_times[1],
-              stop_times[2]);
+  std::printf(
+      "[ stop     ] SIGTERM x3 under load: jobs %zu done %d other %d duplicates %d shared-attempt %d "
+      "never-ran %d; daemon exit after SIGTERM %.2f / %.2f / %.2f s\n",
+      ids.size(), t.done, t.other, t.duplicates, t.shared_attempts, t.never_ran, stop_times[0], stop_times[1],
+      stop_times[2]);
   EXPECT_EQ(t.done, static_cast<int>(ids.size()));
   EXPECT_EQ(t.duplicates, 0);
   EXPECT_EQ(t.shared_attempts, 0);
@@ -175,9 +178,10 @@ TEST(DaemonStop, WorkerRestartedWithoutItsJobDuringAnOutageGetsItRequeuedAtOnce)
   ASSERT_TRUE(wait_until([&] { return runs_of(c, id).size() == 2; }, 30s)) << c.marker(id);
   write_file(c.markers + "/open-x", "");
   auto t = settle(c, {id}, 60s);
-  std::printf("[ stop     ] worker restarted without its job during a daemon outage: requeued %.2f s after the "
-              "daemon started (lease period 10 s); runs %s duplicates %d shared-attempt %d\n",
-              requeue_s, c.marker(id) == "" ? "-" : c.marker(id).c_str(), t.duplicates, t.shared_attempts);
+  std::printf(
+      "[ stop     ] worker restarted without its job during a daemon outage: requeued %.2f s after the "
+      "daemon started (lease period 10 s); runs %s duplicates %d shared-attempt %d\n",
+      requeue_s, c.marker(id) == "" ? "-" : c.marker(id).c_str(), t.duplicates, t.shared_attempts);
   EXPECT_LT(requeue_s, 5.0) << "requeued only after the lease period";
   EXPECT_EQ(t.done, 1);
   EXPECT_EQ(t.shared_attempts, 0);

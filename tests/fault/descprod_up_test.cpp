@@ -103,8 +103,17 @@ struct up {
   up(const std::string& var, const std::string& out, int port, int workers,
      std::vector<std::string> extra = {})
       : var_(var), out_(out) {
-    std::vector<std::string> argv = {"bash", script, "--no-setup", "--var", var, "--bin", DESCPROD_BIN_DIR,
-                                     "--port", std::to_string(port), "--workers", std::to_string(workers)};
+    std::vector<std::string> argv = {"bash",
+                                     script,
+                                     "--no-setup",
+                                     "--var",
+                                     var,
+                                     "--bin",
+                                     DESCPROD_BIN_DIR,
+                                     "--port",
+                                     std::to_string(port),
+                                     "--workers",
+                                     std::to_string(workers)};
     argv.insert(argv.end(), extra.begin(), extra.end());
     started_ = clock_type::now();
     proc = std::make_unique<process>(argv, std::vector<std::pair<std::string, std::string>>{}, out);
@@ -122,8 +131,8 @@ struct up {
   std::string output() const { return proc->output(); }
   // Waits for "URL:" (ready). false when the script exits or the deadline passes first.
   bool wait_ready(std::chrono::milliseconds timeout) {
-    bool ok = wait_until(
-        [&] { return output().find("URL: ") != std::string::npos || !proc->running(); }, timeout, 20ms);
+    bool ok = wait_until([&] { return output().find("URL: ") != std::string::npos || !proc->running(); },
+                         timeout, 20ms);
     ready_after = clock_type::now() - started_;
     return ok && output().find("URL: ") != std::string::npos && proc->running();
   }
@@ -225,7 +234,8 @@ void fill(const redis_endpoint& ep, long long jobs, long long done_jobs) {
 std::map<std::string, std::string> hgetall(redis_sync& r, const std::string& key) {
   auto reply = r.exec({"HGETALL", key});
   std::map<std::string, std::string> m;
-  for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2) m[reply.elements[i].str] = reply.elements[i + 1].str;
+  for (std::size_t i = 0; i + 1 < reply.elements.size(); i += 2)
+    m[reply.elements[i].str] = reply.elements[i + 1].str;
   return m;
 }
 
@@ -309,7 +319,13 @@ TEST(DescprodUp, RestartsWith200000JobsWaitingForPongAndEverythingIsThere) {
   // waits for PONG, then runs descprod-admin and starts daemon, gateway and a worker.
   up second(var.path(), scratch.file("second.out"), port, 1);
   ASSERT_TRUE(second.wait_ready(300s)) << second.output() << "\nredis log:\n"
-                                       << [&] { try { return read_file(var.file("log/redis.log")); } catch (...) { return std::string(); } }();
+                                       << [&] {
+                                            try {
+                                              return read_file(var.file("log/redis.log"));
+                                            } catch (...) {
+                                              return std::string();
+                                            }
+                                          }();
   std::cout << "[ figure ] restart with " << jobs << " jobs: ready (URL printed, /readyz 200) after "
             << std::chrono::duration<double>(second.ready_after).count() << " s" << std::endl;
   auto out = second.output();
@@ -336,7 +352,8 @@ TEST(DescprodUp, RestartsWith200000JobsWaitingForPongAndEverythingIsThere) {
   long long id = submit(second.port(), token, R"({"jobtype":"mysleep","config":"0","priority":1000})");
   ASSERT_EQ(id, jobs + 1);
   EXPECT_TRUE(wait_until([&] { return job_state(second.port(), token, id) == "done"; }, 60s))
-      << job_state(second.port(), token, id) << "\n" << second.output();
+      << job_state(second.port(), token, id) << "\n"
+      << second.output();
   EXPECT_EQ(sum_of_counts(r), jobs + 1);
 }
 
@@ -497,7 +514,8 @@ TEST(DescprodUp, RedisRequiresAPasswordSecretsArePrivateAndAnOldVarIsTakenOver) 
   std::vector<std::pair<std::string, std::string>> ops = {{"REDISCLI_AUTH", admin_secret}};
   EXPECT_EQ(redis_cli(scratch, var.path(), {"PING"}, ops), "PONG");
   EXPECT_EQ(redis_cli(scratch, var.path(), {"HGET", "descprod:job:7", "state"}, ops), "done");
-  EXPECT_NE(redis_cli(scratch, var.path(), {"INFO", "persistence"}, ops).find("aof_enabled:1"), std::string::npos);
+  EXPECT_NE(redis_cli(scratch, var.path(), {"INFO", "persistence"}, ops).find("aof_enabled:1"),
+            std::string::npos);
   redis_sync svc(service_endpoint(var.path()));
   EXPECT_EQ(svc.exec({"HGET", "descprod:job:7", "state"}).str, "done");
   EXPECT_TRUE(svc.exec({"SET", "other", "1"}).is_error());

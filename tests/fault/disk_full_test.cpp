@@ -69,7 +69,8 @@ std::string metric_line(service& c, const std::string& name) {
   return "";
 }
 
-void check_unhealthy_then_done(service& c, const std::function<void()>& break_disk, const std::function<void()>& repair) {
+void check_unhealthy_then_done(service& c, const std::function<void()>& break_disk,
+                               const std::function<void()>& repair) {
   break_disk();
   c.start_worker(0);
   std::vector<long long> ids;
@@ -77,13 +78,18 @@ void check_unhealthy_then_done(service& c, const std::function<void()>& break_di
   redis_sync r(c.redis.endpoint());
   auto hget = [&](const std::string& f) { return r.exec({"HGET", "descprod:worker:w0", f}).str; };
   ASSERT_TRUE(wait_until([&] { return hget("health") == "unhealthy"; }, 20s)) << "health=" << hget("health");
-  EXPECT_NE(hget("health_reason").find("cannot create run directories"), std::string::npos) << hget("health_reason");
-  EXPECT_TRUE(wait_until([&] { return metric_line(c, "descprod_daemon_workers_unhealthy") ==
-                                      "descprod_daemon_workers_unhealthy 1"; }, 10s))
+  EXPECT_NE(hget("health_reason").find("cannot create run directories"), std::string::npos)
+      << hget("health_reason");
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return metric_line(c, "descprod_daemon_workers_unhealthy") == "descprod_daemon_workers_unhealthy 1";
+      },
+      10s))
       << metric_line(c, "descprod_daemon_workers_unhealthy");
   // The admin page's worker list shows it.
   auto admin = c.call("GET", "/api/admin/overview", "", issue_token(r, "descprod:", "ops"));
-  EXPECT_NE(admin.body.find("unhealthy"), std::string::npos) << admin.status << " " << admin.body.substr(0, 500);
+  EXPECT_NE(admin.body.find("unhealthy"), std::string::npos)
+      << admin.status << " " << admin.body.substr(0, 500);
   // A while unhealthy: no job failed, none ran.
   std::this_thread::sleep_for(1500ms);  // several probe rounds: nothing may fail meanwhile
   for (auto id : ids) {
@@ -94,10 +100,12 @@ void check_unhealthy_then_done(service& c, const std::function<void()>& break_di
   repair();
   for (auto id : ids) {
     std::string st;
-    wait_until([&] {
-      st = c.state(id);
-      return service::terminal(st);
-    }, 30s, 50ms);
+    wait_until(
+        [&] {
+          st = c.state(id);
+          return service::terminal(st);
+        },
+        30s, 50ms);
     EXPECT_EQ(st, "done") << "job " << id;
     EXPECT_EQ(c.job(id)["attempt"].as_int64(), 1) << "job " << id;
     EXPECT_EQ(c.marker(id), "1\n") << "job " << id;
@@ -131,8 +139,13 @@ TEST(DiskFull, ReadOnlyOutputDiskFailsNoJobAndTheyRunOnceItIsWritable) {
   tiny_tmpfs disk(c.out_dir, "4m");
   ASSERT_TRUE(disk.mounted) << "mount tmpfs on " << c.out_dir;
   check_unhealthy_then_done(
-      c, [&] { ASSERT_EQ(run_cmd({"mount", "-o", "remount,ro", c.out_dir}), 0); },
-      [&] { ASSERT_EQ(run_cmd({"mount", "-o", "remount,rw", c.out_dir}), 0); });
+      c,
+      [&] {
+        ASSERT_EQ(run_cmd({"mount", "-o", "remount,ro", c.out_dir}), 0);
+      },
+      [&] {
+        ASSERT_EQ(run_cmd({"mount", "-o", "remount,rw", c.out_dir}), 0);
+      });
 }
 
 }  // namespace

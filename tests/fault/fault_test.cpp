@@ -65,8 +65,8 @@ TEST(Faults, EveryAcceptedJobEndsTerminalNoneLostRerunOnlyWhenItsWorkerDied) {
       std::string body = R"({"jobs":[)";
       for (int i = 0; i < batch; ++i) {
         int n = sent + i;
-        body += std::string(i ? "," : "") + R"({"jobtype":")" + (n % 2 ? "nap" : "instant") + R"(","config":"j)" +
-                std::to_string(n) + "\"}";
+        body += std::string(i ? "," : "") + R"({"jobtype":")" + (n % 2 ? "nap" : "instant") +
+                R"(","config":"j)" + std::to_string(n) + "\"}";
       }
       body += "]}";
       try {
@@ -91,15 +91,17 @@ TEST(Faults, EveryAcceptedJobEndsTerminalNoneLostRerunOnlyWhenItsWorkerDied) {
   });
 
   auto jobs_done_at_least = [&](int n) {
-    return wait_until([&] {
-      try {
-        redis_sync r(c.redis.endpoint());
-        auto v = r.exec({"GET", "descprod:next_job_id"});
-        return !v.is_nil() && v.as_integer() >= n;
-      } catch (...) {
-        return false;
-      }
-    }, 60s, 50ms);
+    return wait_until(
+        [&] {
+          try {
+            redis_sync r(c.redis.endpoint());
+            auto v = r.exec({"GET", "descprod:next_job_id"});
+            return !v.is_nil() && v.as_integer() >= n;
+          } catch (...) {
+            return false;
+          }
+        },
+        60s, 50ms);
   };
   std::vector<std::string> faults;
   auto pause_between = [&] { std::this_thread::sleep_for(1500ms); };  // let work flow between faults
@@ -186,8 +188,10 @@ TEST(Faults, EveryAcceptedJobEndsTerminalNoneLostRerunOnlyWhenItsWorkerDied) {
   }
   std::printf("\n[ faults   ] %-44s\n", "fault table");
   for (const auto& f : faults) std::printf("[ faults   ]   %s\n", f.c_str());
-  std::printf("[ faults   ] %-22s %6s %6s %9s %10s %5s\n", "faults injected", "jobs", "done", "requeued", "run twice", "lost");
-  std::printf("[ faults   ] %-22zu %6zu %6d %9d %10d %5d\n", faults.size(), accepted.size(), done, requeued, twice, lost);
+  std::printf("[ faults   ] %-22s %6s %6s %9s %10s %5s\n", "faults injected", "jobs", "done", "requeued",
+              "run twice", "lost");
+  std::printf("[ faults   ] %-22zu %6zu %6d %9d %10d %5d\n", faults.size(), accepted.size(), done, requeued,
+              twice, lost);
   std::printf("[ faults   ] submit retries: %d answered 503, %d connection errors\n\n", rejected_503.load(),
               conn_errors.load());
   EXPECT_EQ(lost, 0);

@@ -6,9 +6,9 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <dirent.h>
 #include <chrono>
 #include <cstdio>
-#include <dirent.h>
 #include <filesystem>
 #include <thread>
 
@@ -62,38 +62,54 @@ TEST(FrozenWorker, FencesItselfOnResumeAndTheJobEndsDoneOnceWithTheNewAttempt) {
       "    command: [\"/bin/sh\", \"-c\", \"echo \\\"$DESCPROD_ATTEMPT\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"; "
       "sleep 1000 & sleep 4\", \"{markers}\"]\n"
       "    args: []\n"
-      "    env: {FROZENMARK: \"" + mark.substr(11) + "\"}\n";
+      "    env: {FROZENMARK: \"" +
+      mark.substr(11) + "\"}\n";
   service c(o);
   redis_sync r(c.redis.endpoint());
   auto id = c.submit(R"({"jobtype":"longnap","config":"x"})");
   ASSERT_TRUE(wait_until([&] { return c.state(id) == "running"; }, 20s)) << c.state(id);
   const std::string attempt1 = std::string(1, '\0') + "DESCPROD_ATTEMPT=1" + '\0';
   // sh, its backgrounded sleep and the sleep 4 (sh may exec the last one itself).
-  ASSERT_TRUE(wait_until([&] { return count_processes_with({mark, attempt1}) >= 2; }, 5s))
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return count_processes_with({mark, attempt1}) >= 2;
+      },
+      5s))
       << count_processes_with({mark, attempt1});
 
   c.workers[0]->signal(SIGSTOP);
   c.start_worker(1);
   // Requeued past the lease and running again on w1 as attempt 2.
-  ASSERT_TRUE(wait_until([&] {
-    auto j = c.job(id);
-    return j.contains("attempt") && j["attempt"].as_int64() == 2 && c.state(id) == "running";
-  }, 20s)) << c.job(id);
-  EXPECT_GE(count_processes_with({mark, attempt1}), 2) << "the frozen worker's copy still exists while it is stopped";
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto j = c.job(id);
+        return j.contains("attempt") && j["attempt"].as_int64() == 2 && c.state(id) == "running";
+      },
+      20s))
+      << c.job(id);
+  EXPECT_GE(count_processes_with({mark, attempt1}), 2)
+      << "the frozen worker's copy still exists while it is stopped";
 
   auto t0 = steady::now();
   c.workers[0]->signal(SIGCONT);
-  ASSERT_TRUE(wait_until([&] { return count_processes_with({mark, attempt1}) == 0; }, 10s, 2ms))
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return count_processes_with({mark, attempt1}) == 0;
+      },
+      10s, 2ms))
       << "the frozen worker's job processes were not killed";
   auto kill_ms = std::chrono::duration<double, std::milli>(steady::now() - t0).count();
   std::printf("[ frozen   ] SIGCONT to no process of attempt 1 left: %.1f ms\n", kill_ms);
-  EXPECT_LT(kill_ms, 500.0) << "the fence must come before the daemon's cancel (hello after a reconnect backoff)";
+  EXPECT_LT(kill_ms, 500.0)
+      << "the fence must come before the daemon's cancel (hello after a reconnect backoff)";
 
   std::string st;
-  ASSERT_TRUE(wait_until([&] {
-    st = c.state(id);
-    return service::terminal(st);
-  }, 30s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        st = c.state(id);
+        return service::terminal(st);
+      },
+      30s));
   EXPECT_EQ(st, "done");
   auto j = c.job(id);
   EXPECT_EQ(j["attempt"].as_int64(), 2);

@@ -98,9 +98,9 @@ return n
 
 struct outage_report {
   std::string name;
-  double outage_s = 0;    // from the fault to Redis answering PONG again
-  double recovery_s = -1; // from PONG to the first queued job leased
-  int requests = 0;       // gateway requests made during the outage
+  double outage_s = 0;     // from the fault to Redis answering PONG again
+  double recovery_s = -1;  // from PONG to the first queued job leased
+  int requests = 0;        // gateway requests made during the outage
   std::map<int, int> statuses;
 };
 
@@ -113,7 +113,8 @@ class RedisOutage : public ::testing::Test {
     gated.clear();
     waiting.clear();
     for (int i = 0; i < 2; ++i) gated.push_back(c.submit(R"({"jobtype":"gate","config":")" + gate + "\"}"));
-    ASSERT_TRUE(wait_until([&] { return c.state(gated[0]) == "running" && c.state(gated[1]) == "running"; }, 30s))
+    ASSERT_TRUE(
+        wait_until([&] { return c.state(gated[0]) == "running" && c.state(gated[1]) == "running"; }, 30s))
         << c.state(gated[0]) << " " << c.state(gated[1]);
     for (int i = 0; i < queued; ++i) waiting.push_back(c.submit(R"({"jobtype":"marker","config":"m"})"));
     for (auto id : waiting) ASSERT_EQ(c.state(id), "ready");
@@ -160,7 +161,8 @@ class RedisOutage : public ::testing::Test {
              std::string::npos;
     };
     ASSERT_TRUE(wait_until([&] { return log_has_finished(gated[0]) && log_has_finished(gated[1]); }, 20s));
-    ASSERT_TRUE(check()) << "Redis recovered before the gate jobs had finished: the outage is too short to test";
+    ASSERT_TRUE(check())
+        << "Redis recovered before the gate jobs had finished: the outage is too short to test";
     // A few more rounds (token rechecks and reconciles run meanwhile: reconcile_ms 300).
     for (int i = 0; i < 3; ++i) {
       std::this_thread::sleep_for(300ms);
@@ -187,7 +189,8 @@ class RedisOutage : public ::testing::Test {
   // Every job done, each run exactly once.
   void expect_all_done_once() {
     for (auto id : all) {
-      ASSERT_TRUE(wait_until([&] { return service::terminal(c.state(id)); }, 60s)) << "job " << id << " " << c.state(id);
+      ASSERT_TRUE(wait_until([&] { return service::terminal(c.state(id)); }, 60s))
+          << "job " << id << " " << c.state(id);
       EXPECT_EQ(c.state(id), "done") << "job " << id;
       EXPECT_EQ(c.marker(id), "1\n") << "job " << id << " ran more than once or not at all";
     }
@@ -196,8 +199,9 @@ class RedisOutage : public ::testing::Test {
   void print(const outage_report& rep) {
     std::string st;
     for (const auto& [s, n] : rep.statuses) st += std::to_string(s) + "x" + std::to_string(n) + " ";
-    std::printf("[ redis    ] %-8s outage %.2f s, gateway answers during it: %s; Redis ready -> dispatch resumed %.2f s\n",
-                rep.name.c_str(), rep.outage_s, st.c_str(), rep.recovery_s);
+    std::printf(
+        "[ redis    ] %-8s outage %.2f s, gateway answers during it: %s; Redis ready -> dispatch resumed %.2f s\n",
+        rep.name.c_str(), rep.outage_s, st.c_str(), rep.recovery_s);
   }
 
   service c;
@@ -224,7 +228,8 @@ TEST_F(RedisOutage, LoadingAfterARestartStallsNothing) {
   print(rep);
   EXPECT_LT(rep.recovery_s, secs(recovery_bound));
   expect_all_done_once();
-  EXPECT_TRUE(wait_until([&] { return http_request("127.0.0.1", c.port(), "GET", "/readyz").status == 200; }, 10s));
+  EXPECT_TRUE(
+      wait_until([&] { return http_request("127.0.0.1", c.port(), "GET", "/readyz").status == 200; }, 10s));
 }
 
 TEST_F(RedisOutage, BusyScriptStallsNothing) {
@@ -274,7 +279,8 @@ TEST_F(RedisOutage, BusyScriptStallsNothing) {
   print(rep);
   EXPECT_LT(rep.recovery_s, secs(recovery_bound));
   expect_all_done_once();
-  EXPECT_TRUE(wait_until([&] { return http_request("127.0.0.1", c.port(), "GET", "/readyz").status == 200; }, 10s));
+  EXPECT_TRUE(
+      wait_until([&] { return http_request("127.0.0.1", c.port(), "GET", "/readyz").status == 200; }, 10s));
 }
 
 TEST_F(RedisOutage, RefusedWritesStallNothing) {
@@ -307,7 +313,8 @@ TEST_F(RedisOutage, RefusedWritesStallNothing) {
   r.exec({"CONFIG", "SET", "save", ""});
   EXPECT_LT(rep.recovery_s, secs(recovery_bound));
   expect_all_done_once();
-  EXPECT_TRUE(wait_until([&] { return http_request("127.0.0.1", c.port(), "GET", "/readyz").status == 200; }, 10s));
+  EXPECT_TRUE(
+      wait_until([&] { return http_request("127.0.0.1", c.port(), "GET", "/readyz").status == 200; }, 10s));
 }
 
 }  // namespace

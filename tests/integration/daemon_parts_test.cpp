@@ -189,8 +189,8 @@ TEST(Dispatcher, FitsRefusedAndWalltime) {
   EXPECT_FALSE(dispatcher::fits(w, limits, 1, now)) << "a job it handed back for walltime";
   w.walltime_end = now + 100;
   w.walltime_margin_s = 10;
-  limits[2] = 90;   // ends at now + 90 = end - margin: fits
-  limits[3] = 91;   // one second too long
+  limits[2] = 90;  // ends at now + 90 = end - margin: fits
+  limits[3] = 91;  // one second too long
   EXPECT_TRUE(dispatcher::fits(w, limits, 2, now));
   EXPECT_FALSE(dispatcher::fits(w, limits, 3, now));
   EXPECT_TRUE(dispatcher::fits(w, limits, 4, now)) << "a job whose limit is unknown";
@@ -243,7 +243,8 @@ class DaemonParts : public ::testing::Test {
   worker_table workers;
   lease_table leases;
   std::vector<std::pair<job_id, std::string>> requeued;
-  outbox out{ctx, workers, [this](job_id id, int, const std::string& owner) { requeued.emplace_back(id, owner); }};
+  outbox out{ctx, workers,
+             [this](job_id id, int, const std::string& owner) { requeued.emplace_back(id, owner); }};
   dispatcher disp{ctx, workers, leases, out};
 };
 

@@ -49,8 +49,8 @@ class GatewayInProcess : public ::testing::Test {
     cmd({"SADD", "descprod:users", "alice", "root"});
     add_token(alice_token, "alice", "user");
     add_token(root_token, "root", "user");
-    cmd({"HSET", "descprod:session:" + descprod::sha256_hex(session_token), "user", "alice",
-         "csrf", session_csrf});
+    cmd({"HSET", "descprod:session:" + descprod::sha256_hex(session_token), "user", "alice", "csrf",
+         session_csrf});
   }
 
   descprod::redis_reply cmd(const std::vector<std::string>& args) { return inspect_.exec(args); }
@@ -74,9 +74,7 @@ class GatewayInProcess : public ::testing::Test {
     return test::run_async(ioc_, dg::handle_request(ctx_, std::move(req)));
   }
 
-  static json::object body_of(const dg::response& res) {
-    return json::parse(res.body()).as_object();
-  }
+  static json::object body_of(const dg::response& res) { return json::parse(res.body()).as_object(); }
 
   descprod::job_id submit(const std::string& token = alice_token) {
     auto res = run(http::verb::post, "/api/jobs", token, R"({"jobtype":"mysleep","config":"5"})");
@@ -107,8 +105,7 @@ TEST_F(GatewayInProcess, JobsAreCreatedReadListedAndCancelledThroughTheTable) {
             200u);  // root is an administrator: reads every job
   add_token("dp_bob_token_for_the_route_tests", "bob", "user");
   cmd({"HSET", "descprod:user:bob", "status", "active", "role", "user"});
-  EXPECT_EQ(run(http::verb::get, "/api/jobs/" + std::to_string(id),
-                "dp_bob_token_for_the_route_tests")
+  EXPECT_EQ(run(http::verb::get, "/api/jobs/" + std::to_string(id), "dp_bob_token_for_the_route_tests")
                 .result_int(),
             404u);
   auto cancel = run(http::verb::post, "/api/jobs/" + std::to_string(id) + "/cancel", alice_token);
@@ -130,15 +127,13 @@ TEST_F(GatewayInProcess, AJobTokenStaysInsideItsScope) {
   auto list = run(http::verb::get, "/api/jobs", jt);
   EXPECT_EQ(list.result_int(), 403u);
   EXPECT_EQ(body_of(list).at("error").as_string(), "forbidden");
-  EXPECT_EQ(run(http::verb::post, "/api/jobs/" + std::to_string(mine) + "/cancel", jt).result_int(),
-            403u);
+  EXPECT_EQ(run(http::verb::post, "/api/jobs/" + std::to_string(mine) + "/cancel", jt).result_int(), 403u);
   EXPECT_EQ(run(http::verb::get, "/api/tokens", jt).result_int(), 403u);
   // A child of its own job is allowed, a job without parent is not.
   auto child = run(http::verb::post, "/api/jobs", jt,
                    R"({"jobtype":"mysleep","config":"1","parent":)" + std::to_string(mine) + "}");
   EXPECT_EQ(child.result_int(), 201u) << child.body();
-  EXPECT_EQ(run(http::verb::post, "/api/jobs", jt, R"({"jobtype":"mysleep","config":"1"})")
-                .result_int(),
+  EXPECT_EQ(run(http::verb::post, "/api/jobs", jt, R"({"jobtype":"mysleep","config":"1"})").result_int(),
             403u);
 }
 
@@ -183,8 +178,8 @@ TEST_F(GatewayInProcess, SessionsNeedTheirCsrfTokenOnTheApiAndOnPageForms) {
   EXPECT_NE(bad[http::field::content_type].find("text/html"), std::string::npos);
   EXPECT_TRUE(cmd({"GET", "descprod:next_job_id"}).is_nil());
   // With the session's token: created, and redirected home.
-  auto good = run(http::verb::post, "/jobs", "",
-                  std::string("jobtype=mysleep&config=5&csrf=") + session_csrf, cookie);
+  auto good = run(http::verb::post, "/jobs", "", std::string("jobtype=mysleep&config=5&csrf=") + session_csrf,
+                  cookie);
   EXPECT_EQ(good.result_int(), 303u) << good.body();
   EXPECT_EQ(good[http::field::location], "/");
   EXPECT_EQ(cmd({"GET", "descprod:next_job_id"}).str, "1");
@@ -212,8 +207,8 @@ TEST_F(GatewayInProcess, RegisterApproveLoginAndLogoutThroughTheAccountRoutes) {
   auto approve = run(http::verb::post, "/api/admin/users/carol/approve", root_token);
   ASSERT_EQ(approve.result_int(), 200u) << approve.body();
   EXPECT_EQ(body_of(approve).at("status").as_string(), "active");
-  auto wrong = run(http::verb::post, "/api/login", "",
-                   R"({"username":"carol","password":"not the password"})");
+  auto wrong =
+      run(http::verb::post, "/api/login", "", R"({"username":"carol","password":"not the password"})");
   EXPECT_EQ(wrong.result_int(), 401u);
   auto login = run(http::verb::post, "/api/login", "", login_body);
   ASSERT_EQ(login.result_int(), 200u) << login.body();

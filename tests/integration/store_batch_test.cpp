@@ -1,8 +1,8 @@
 // The Redis job store's batch scripts against a real redis-server: many claims in one call, a run
 // of typed worker reports in one call, one broken job in a batch, and the gateway's create
 // batcher (one create script per owner per event-loop turn).
-#include "tests/integration/store_fixture.hpp"
 #include "gateway/notices.hpp"
+#include "tests/integration/store_fixture.hpp"
 
 namespace descprod {
 namespace {
@@ -40,8 +40,10 @@ TEST_F(StoreTest, ClaimManyLeasesEachJobAsOneClaimWouldAndRefusesTheOthersInPlac
   EXPECT_EQ(rs[3].reason, refusal::missing);
   // Off the queue, into the leases; a token only where one was asked for.
   EXPECT_TRUE(zrange("descprod:queue").empty());
-  EXPECT_EQ(zrange("descprod:leases"), (std::vector<std::string>{std::to_string(ids[0]), std::to_string(ids[2])}));
-  EXPECT_EQ(cmd({"HGET", "descprod:token:" + std::string(64, 'b'), "scope"}).str, "job:" + std::to_string(ids[0]));
+  EXPECT_EQ(zrange("descprod:leases"),
+            (std::vector<std::string>{std::to_string(ids[0]), std::to_string(ids[2])}));
+  EXPECT_EQ(cmd({"HGET", "descprod:token:" + std::string(64, 'b'), "scope"}).str,
+            "job:" + std::to_string(ids[0]));
   EXPECT_GT(cmd({"TTL", "descprod:token:" + std::string(64, 'b')}).integer, 0);
   EXPECT_EQ(cmd({"EXISTS", "descprod:token:" + std::string(64, 'c')}).integer, 0);
   EXPECT_EQ(stream(st.job_key(ids[0]) + ":events").back()["state"], "dispatched");
@@ -59,10 +61,10 @@ TEST_F(StoreTest, ReportsApplyStartProgressAndFinishInOrderWithTheSameChecksAsOn
   q.push_back(start_r(ids[0], a, "w1", "host1", "/run/0", 11));
   q.push_back(progress_r(ids[0], a, "w1", "half way", 1, 2));
   q.push_back(finish_r(ids[0], a, "w1", job_state::done, 0, "Done", "all good"));
-  q.push_back(start_r(ids[1], b + 1, "w1", "host1", "/run/1", 12));  // stale attempt
-  q.push_back(start_r(ids[1], b, "w9", "host1", "/run/1", 12));      // stale worker
-  q.push_back(progress_r(ids[1], b, "w1", "early", std::nullopt, std::nullopt));          // not running yet
-  q.push_back(progress_r(ids[1] + 100, 1, "w1", "x", std::nullopt, std::nullopt));         // missing
+  q.push_back(start_r(ids[1], b + 1, "w1", "host1", "/run/1", 12));                 // stale attempt
+  q.push_back(start_r(ids[1], b, "w9", "host1", "/run/1", 12));                     // stale worker
+  q.push_back(progress_r(ids[1], b, "w1", "early", std::nullopt, std::nullopt));    // not running yet
+  q.push_back(progress_r(ids[1] + 100, 1, "w1", "x", std::nullopt, std::nullopt));  // missing
   auto rs = run(st.async_reports(std::move(q)));
   ASSERT_EQ(rs.size(), 7u);
   EXPECT_TRUE(rs[0].ok && rs[0].state == "running") << rs[0].reason;
@@ -138,16 +140,19 @@ TEST_F(StoreTest, CreateBatcherWritesTheCreatesOfOneTurnAsOneCallPerOwnerAndAnsw
   std::vector<std::string> owners(60);
   for (int i = 0; i < 60; ++i) {
     owners[i] = i % 3 == 0 ? "bob" : "alice";
-    net::co_spawn(ioc,
-                  [&, i]() -> net::awaitable<void> {
-                    results[i] = co_await batcher.create(owners[i], make_job("mysleep", "c" + std::to_string(i)));
-                    ++answered;
-                  },
-                  net::detached);
+    net::co_spawn(
+        ioc,
+        [&, i]() -> net::awaitable<void> {
+          results[i] = co_await batcher.create(owners[i], make_job("mysleep", "c" + std::to_string(i)));
+          ++answered;
+        },
+        net::detached);
   }
   run_until_answered(ioc, answered, 60);
   // One script call per owner, and one more for every full group of max_jobs (sent at once).
-  auto calls_for = [](std::size_t jobs) { return (jobs + gateway::create_batcher::max_jobs - 1) / gateway::create_batcher::max_jobs; };
+  auto calls_for = [](std::size_t jobs) {
+    return (jobs + gateway::create_batcher::max_jobs - 1) / gateway::create_batcher::max_jobs;
+  };
   const std::size_t first_calls = calls_for(40) + calls_for(20);  // alice 40, bob 20
   EXPECT_EQ(batcher.calls(), first_calls);
   EXPECT_EQ(batcher.jobs(), 60u);
@@ -168,12 +173,13 @@ TEST_F(StoreTest, CreateBatcherWritesTheCreatesOfOneTurnAsOneCallPerOwnerAndAnsw
   std::vector<gateway::create_batcher::result> more(n);
   answered = 0;
   for (int i = 0; i < n; ++i)
-    net::co_spawn(ioc,
-                  [&, i]() -> net::awaitable<void> {
-                    more[i] = co_await batcher.create("alice", make_job("mysleep", "m" + std::to_string(i)));
-                    ++answered;
-                  },
-                  net::detached);
+    net::co_spawn(
+        ioc,
+        [&, i]() -> net::awaitable<void> {
+          more[i] = co_await batcher.create("alice", make_job("mysleep", "m" + std::to_string(i)));
+          ++answered;
+        },
+        net::detached);
   run_until_answered(ioc, answered, static_cast<std::size_t>(n));
   EXPECT_EQ(batcher.calls(), first_calls + calls_for(n));
   for (int i = 0; i < n; ++i) EXPECT_TRUE(more[i].ok) << i;
@@ -188,12 +194,13 @@ TEST_F(StoreTest, CreateBatcherHandsEachCallerTheErrorWhenRedisIsUnreachable) {
   std::size_t answered = 0;
   std::vector<gateway::create_batcher::result> results(3);
   for (int i = 0; i < 3; ++i)
-    net::co_spawn(ioc,
-                  [&, i]() -> net::awaitable<void> {
-                    results[i] = co_await batcher.create("alice", make_job("mysleep", "x"));
-                    ++answered;
-                  },
-                  net::detached);
+    net::co_spawn(
+        ioc,
+        [&, i]() -> net::awaitable<void> {
+          results[i] = co_await batcher.create("alice", make_job("mysleep", "x"));
+          ++answered;
+        },
+        net::detached);
   run_until_answered(ioc, answered, 3);
   for (const auto& r : results) {
     EXPECT_FALSE(r.ok);

@@ -156,12 +156,12 @@ TEST_F(StateCountTest, ARecountCountsEachJobOnceWhateverRunsMeanwhile) {
   EXPECT_EQ(step.upto, 10);
   EXPECT_EQ(run(st.async_recount_start(false)), "rebuilding");
   // Transitions on both sides of the cursor, a creation and a deletion, mid-recount.
-  run_job(ids[2]);                          // counted already: moves its count
-  finish(ids[4], 1);                        // counted already (running → done)
-  run_job(ids[15]);                         // not yet: counted when the recount gets there
+  run_job(ids[2]);    // counted already: moves its count
+  finish(ids[4], 1);  // counted already (running → done)
+  run_job(ids[15]);   // not yet: counted when the recount gets there
   finish(ids[20], run_job(ids[20]));
   ASSERT_TRUE(run(st.async_delete(ids[20])).ok);
-  create_one();                             // ID 26, beyond the counter the recount started with
+  create_one();  // ID 26, beyond the counter the recount started with
   step = run(st.async_recount_step(10));
   EXPECT_FALSE(step.done);
   EXPECT_EQ(step.upto, 20);
@@ -178,7 +178,6 @@ TEST_F(StateCountTest, ARecountCountsEachJobOnceWhateverRunsMeanwhile) {
   EXPECT_EQ(counts(), actual());
   ASSERT_TRUE(run(st.async_state_counts()));
 }
-
 
 // ---- the pipelining client ----
 
@@ -218,11 +217,11 @@ TEST_F(RedisClientTest, ThousandConcurrentCommandsEachGetTheirOwnReply) {
   int finished = 0;
   int failed = 0;
   for (int i = 0; i < n; ++i)
-    net::co_spawn(ioc, incr_and_roundtrip(redis, i, incrs, gets, finished),
-                  [&](std::exception_ptr e) {
-                    if (e) ++failed;
-                  });
-  ASSERT_TRUE(test::run_until(ioc, [&] { return finished + failed == n; }, 30s));
+    net::co_spawn(ioc, incr_and_roundtrip(redis, i, incrs, gets, finished), [&](std::exception_ptr e) {
+      if (e) ++failed;
+    });
+  ASSERT_TRUE(test::run_until(
+      ioc, [&] { return finished + failed == n; }, 30s));
   EXPECT_EQ(failed, 0);
   auto sorted = incrs;
   std::sort(sorted.begin(), sorted.end());

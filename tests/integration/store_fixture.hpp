@@ -20,7 +20,6 @@ namespace descprod::test_store {
 using namespace std::chrono_literals;
 using test::run_async;
 
-
 inline new_job make_job(std::string jobtype, std::string config, int priority = 0, int max_attempts = 3) {
   new_job j;
   j.jobtype = std::move(jobtype);
@@ -82,7 +81,8 @@ class StoreTest : public ::testing::Test {
   }
   static store::report finish_r(job_id id, long long attempt, std::string worker, job_state target, int rc,
                                 std::string prefix, std::string message) {
-    return store::finish_report{id, attempt, std::move(worker), target, rc, std::move(prefix), std::move(message)};
+    return store::finish_report{id, attempt,           std::move(worker), target,
+                                rc, std::move(prefix), std::move(message)};
   }
 
   // Direct inspection through a second, blocking connection.

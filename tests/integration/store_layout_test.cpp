@@ -142,7 +142,8 @@ TEST_F(StoreTest, AJobsWholeLifeUnderAnotherPrefixTouchesOnlyThatPrefixsKeys) {
   // As a Redis ACL user limited to the prefix (descprod-up's `~descprod:*`): Redis refuses any
   // declared key outside it, so a key passed as KEYS that is not the prefix's (an empty one for
   // "none", say) fails the script.
-  ASSERT_EQ(cmd({"ACL", "SETUSER", "iso", "on", ">isopw", "~iso{x}:*", "&*", "+@all", "-@dangerous"}).str, "OK");
+  ASSERT_EQ(cmd({"ACL", "SETUSER", "iso", "on", ">isopw", "~iso{x}:*", "&*", "+@all", "-@dangerous"}).str,
+            "OK");
   auto ep = server.endpoint();
   ep.username = "iso";
   ep.password = "isopw";
@@ -193,7 +194,8 @@ TEST_F(StoreTest, AJobsWholeLifeUnderAnotherPrefixTouchesOnlyThatPrefixsKeys) {
   ASSERT_FALSE(keys_now.empty());
   for (const auto& key : keys_now) EXPECT_EQ(key.rfind("iso{x}:", 0), 0u) << key;
   // And exactly the layout's keys: job 1 and its token are gone, the others' tokens too.
-  std::set<std::string> want = {k.next_job_id(), k.queue(), k.events(), k.jobs_by_state(), k.user_jobs("zed")};
+  std::set<std::string> want = {k.next_job_id(), k.queue(), k.events(), k.jobs_by_state(),
+                                k.user_jobs("zed")};
   for (auto id : {ids[1], ids[2], ids[3], ids[3] + 1}) want.insert(k.job(id));
   for (auto id : {ids[1], ids[2], ids[3]}) want.insert(k.job_events(id));
   EXPECT_EQ(keys_now, want);
@@ -211,16 +213,26 @@ void write_legacy_data_set(redis_sync& r) {
   auto x = [&](std::vector<std::string> c) { ASSERT_FALSE(r.exec(c).is_error()) << c[0] << " " << c[1]; };
   const std::string t = "1700000000.250000";
   auto job = [&](int id, const std::string& state, std::vector<std::string> more) {
-    std::vector<std::string> c{"HSET", "descprod:job:" + std::to_string(id), "id", std::to_string(id), "descname",
-                               "ann", "jobtype", "mysleep", "config", "1", "howfig", "", "priority", "0",
-                               "max_attempts", "3", "archive", "0", "attempt", "1", "state", state, "progress",
-                               state == "ready" ? "Ready." : "Running.", "create_time", t, "update_time", t,
-                               "queued_time", t};
+    std::vector<std::string> c{"HSET",         "descprod:job:" + std::to_string(id),
+                               "id",           std::to_string(id),
+                               "descname",     "ann",
+                               "jobtype",      "mysleep",
+                               "config",       "1",
+                               "howfig",       "",
+                               "priority",     "0",
+                               "max_attempts", "3",
+                               "archive",      "0",
+                               "attempt",      "1",
+                               "state",        state,
+                               "progress",     state == "ready" ? "Ready." : "Running.",
+                               "create_time",  t,
+                               "update_time",  t,
+                               "queued_time",  t};
     c.insert(c.end(), more.begin(), more.end());
     x(c);
     x({"ZADD", "descprod:user:ann:jobs", std::to_string(id), std::to_string(id)});
-    x({"XADD", "descprod:events", "*", "id", std::to_string(id), "owner", "ann", "type", "transition", "state",
-       "ready", "progress", "Ready.", "attempt", "1", "time", t});
+    x({"XADD", "descprod:events", "*", "id", std::to_string(id), "owner", "ann", "type", "transition",
+       "state", "ready", "progress", "Ready.", "attempt", "1", "time", t});
   };
   x({"SET", "descprod:next_job_id", "5"});
   job(1, "ready", {});
@@ -238,17 +250,25 @@ void write_legacy_data_set(redis_sync& r) {
   x({"SADD", "descprod:job:3:children", "4"});
   job(5, "done", {"return_status", "0", "stop_time", t});
   for (int id : {2, 3, 5})
-    x({"XADD", "descprod:job:" + std::to_string(id) + ":events", "1700000000250-0", "type", "transition", "state",
-       "ready", "progress", "Ready.", "attempt", "1", "time", t});
-  x({"HSET", "descprod:stats:jobs_by_state", "ready", "2", "dispatched", "1", "running", "1", "done", "1", "failed",
-     "0", "timeout", "0", "killed", "0", "cancelled", "0", "lost", "0"});
+    x({"XADD", "descprod:job:" + std::to_string(id) + ":events", "1700000000250-0", "type", "transition",
+       "state", "ready", "progress", "Ready.", "attempt", "1", "time", t});
+  x({"HSET",       "descprod:stats:jobs_by_state",
+     "ready",      "2",
+     "dispatched", "1",
+     "running",    "1",
+     "done",       "1",
+     "failed",     "0",
+     "timeout",    "0",
+     "killed",     "0",
+     "cancelled",  "0",
+     "lost",       "0"});
   x({"SADD", "descprod:users", "ann"});
   x({"HSET", "descprod:user:ann", "role", "user", "status", "active", "created", "1700000000"});
-  x({"HSET", "descprod:token:" + std::string(64, 'u'), "owner", "ann", "scope", "user", "created", "1700000000",
-     "expires", "0", "label", ""});
+  x({"HSET", "descprod:token:" + std::string(64, 'u'), "owner", "ann", "scope", "user", "created",
+     "1700000000", "expires", "0", "label", ""});
   x({"SADD", "descprod:user:ann:tokens", std::string(64, 'u')});
-  x({"HSET", "descprod:token:" + std::string(64, 'w'), "owner", "ann", "scope", "worker", "created", "1700000000",
-     "expires", "0", "label", "gpu box"});
+  x({"HSET", "descprod:token:" + std::string(64, 'w'), "owner", "ann", "scope", "worker", "created",
+     "1700000000", "expires", "0", "label", "gpu box"});
   x({"HSET", "descprod:token:" + std::string(64, 'w'), "pools", "ann,*"});
   x({"SADD", "descprod:user:ann:worker_tokens", std::string(64, 'w')});
 }
@@ -282,8 +302,9 @@ TEST_F(StoreTest, RunsOnADataSetWrittenByTheStoreBeforeTheTypedApi) {
   // The job stream the lease opened starts with the submission event the old store would write.
   auto ev = stream("descprod:job:1:events");
   ASSERT_GE(ev.size(), 2u);
-  EXPECT_EQ(cmd({"XRANGE", "descprod:job:1:events", "-", "+", "COUNT", "1"}).elements.at(0).elements.at(0).str,
-            "1700000000250-0");
+  EXPECT_EQ(
+      cmd({"XRANGE", "descprod:job:1:events", "-", "+", "COUNT", "1"}).elements.at(0).elements.at(0).str,
+      "1700000000250-0");
   // The job token the new claim wrote has the old claim's fields, in the old order.
   EXPECT_EQ(fields_in_order(inspect, "descprod:token:" + std::string(64, 'n')),
             (std::vector<std::string>{"owner", "scope", "created", "expires"}));

@@ -19,8 +19,7 @@ TEST_F(StoreTest, CreateAssignsConsecutiveIdsAndWritesHashQueueUserIndexAndEvent
   jobs.push_back(make_job("mysleep", "3"));
   double before = now_s();
   EXPECT_EQ(create("alice", std::move(jobs)), (std::vector<job_id>{1, 2, 3}));
-  EXPECT_EQ(create("bob", {make_job("mysleep", "1"), make_job("mysleep", "2")}),
-            (std::vector<job_id>{4, 5}));
+  EXPECT_EQ(create("bob", {make_job("mysleep", "1"), make_job("mysleep", "2")}), (std::vector<job_id>{4, 5}));
   EXPECT_EQ(cmd({"GET", "descprod:next_job_id"}).str, "5");
 
   auto h = hash(1);
@@ -433,8 +432,8 @@ TEST_F(StoreTest, CancelOfARunningJobRequestsItAndTheKilledFinishBecomesCancelle
   EXPECT_EQ(hash(id)["cancel_requested"], "1");
   EXPECT_EQ(stream(st.job_key(id) + ":events").back()["type"], "cancel_requested");
 
-  auto f = run(st.async_finish(id, 1, "w1", job_state::killed, -15, "Process received signal 15",
-                               "stopping"));
+  auto f =
+      run(st.async_finish(id, 1, "w1", job_state::killed, -15, "Process received signal 15", "stopping"));
   ASSERT_TRUE(f.ok) << f.reason;
   EXPECT_EQ(f.state, "cancelled");
   auto h = hash(id);

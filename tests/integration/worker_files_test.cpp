@@ -92,9 +92,9 @@ TEST(WorkerBinary, SaysByeAndExitsZeroOnSigterm) {
   fake_daemon daemon(ctx, endpoint);
   std::ofstream(d.path / "worker.yaml") << "worker:\n  daemon_endpoint: \"" << endpoint << "\"\n"
                                         << "  output_dir: \"" << (d.path / "out").string() << "\"\n";
-  pid_t pid = spawn_binary({worker_binary, "--config", (d.path / "worker.yaml").string(), "--slots", "3",
-                            "--id", "bin-worker"},
-                           d.path / "out.txt");
+  pid_t pid = spawn_binary(
+      {worker_binary, "--config", (d.path / "worker.yaml").string(), "--slots", "3", "--id", "bin-worker"},
+      d.path / "out.txt");
   ASSERT_GT(pid, 0);
   auto hello = daemon.expect("hello");
   if (!hello) {

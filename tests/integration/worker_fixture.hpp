@@ -133,7 +133,8 @@ class fake_daemon {
   }
   void send_raw(const std::vector<std::string>& frames) {
     for (std::size_t i = 0; i < frames.size(); ++i)
-      sock_.send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      sock_.send(zmq::buffer(frames[i]),
+                 i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
   }
 
   std::vector<daemon_msg> history;

@@ -77,7 +77,8 @@ TEST_F(Worker, PrefetchedJobIsQueuedListedInHeartbeatsAndHandedBackOnDrain) {
       EXPECT_NE(m.body.at("job").as_int64(), 61);
     }
   }
-  EXPECT_FALSE(fs::exists(dir_.path / "out" / "jobs" / "job000061")) << "a handed-back job left a run directory";
+  EXPECT_FALSE(fs::exists(dir_.path / "out" / "jobs" / "job000061"))
+      << "a handed-back job left a run directory";
 }
 
 TEST_F(Worker, PrefetchedJobStartsWhenTheSlotFreesAndCanBeCancelledWhileQueued) {
@@ -135,7 +136,8 @@ TEST_F(Worker, ReconnectsWhenTheDaemonFallsSilentAndResendsFinished) {
   // The job ends while no session is welcomed: its finished must come after the next welcome.
   fs::path rundir(std::string(started->body.at("rundir").as_string()));
   std::ofstream(rundir / "go");
-  ASSERT_TRUE(eventually([&] { return slurp(rundir / "wrapper-status.json").find("return_status") != std::string::npos; }));
+  ASSERT_TRUE(eventually(
+      [&] { return slurp(rundir / "wrapper-status.json").find("return_status") != std::string::npos; }));
   std::set<std::string> seen;
   for (const auto& h : daemon_->history) seen.insert(h.route);
   auto next_hello = daemon_->expect("hello", [&](const daemon_msg& m) { return !seen.count(m.route); });

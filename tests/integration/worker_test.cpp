@@ -35,8 +35,9 @@ TEST_F(Worker, ReportsExitCodeAndLastStatusLine) {
   start_worker();
   auto route = handshake();
   ASSERT_TRUE(daemon_->expect("ready"));
-  daemon_->send(route, "job",
-                job_body(42, {"/bin/sh", "-c", "echo hi; echo 'I'\\''m awake now.' > current-status.txt; exit 3"}));
+  daemon_->send(
+      route, "job",
+      job_body(42, {"/bin/sh", "-c", "echo hi; echo 'I'\\''m awake now.' > current-status.txt; exit 3"}));
   auto started = expect_started(42);
   ASSERT_TRUE(started);
   EXPECT_EQ(started->body.at("attempt").as_int64(), 1);
@@ -112,8 +113,10 @@ TEST_F(Worker, GivesTheAppItsEnvironmentAndAFreshRunDirectoryPerAttempt) {
   json::object env;
   env["FOO"] = "bar baz";
   daemon_->send(route, "job",
-                job_body(7, {"/bin/sh", "-c", "printf '%s|%s|%s|%s|%s' \"$FOO\" \"$DESCPROD_JOB_ID\" "
-                                              "\"$DESCPROD_ATTEMPT\" \"$DESCPROD_RUNDIR\" \"$DESCPROD_URL\""},
+                job_body(7,
+                         {"/bin/sh", "-c",
+                          "printf '%s|%s|%s|%s|%s' \"$FOO\" \"$DESCPROD_JOB_ID\" "
+                          "\"$DESCPROD_ATTEMPT\" \"$DESCPROD_RUNDIR\" \"$DESCPROD_URL\""},
                          2, 0, env));
   auto started = expect_started(7);
   ASSERT_TRUE(started);
@@ -150,8 +153,9 @@ TEST_F(Worker, CancelEscalatesToSigkillWhenTheAppIgnoresSigterm) {
   start_worker(o);
   auto route = handshake();
   daemon_->send(route, "job",
-                job_body(9, {"/bin/sh", "-c", "trap '' TERM; echo armed > current-status.txt; "
-                                              "while true; do sleep 0.05; done"}));
+                job_body(9, {"/bin/sh", "-c",
+                             "trap '' TERM; echo armed > current-status.txt; "
+                             "while true; do sleep 0.05; done"}));
   ASSERT_TRUE(expect_started(9));
   ASSERT_TRUE(daemon_->expect("progress", for_job(9))) << "trap not armed";
   daemon_->send(route, "cancel", job_ref(9, 1));
@@ -163,8 +167,9 @@ TEST_F(Worker, CancelEscalatesToSigkillWhenTheAppIgnoresSigterm) {
 TEST_F(Worker, ReportsDoneAndTotalFromAStatusLine) {
   start_worker();
   auto route = handshake();
-  daemon_->send(route, "job",
-                job_body(10, {"/bin/sh", "-c", "echo '  [3/10] working  ' > current-status.txt; exec sleep 60"}));
+  daemon_->send(
+      route, "job",
+      job_body(10, {"/bin/sh", "-c", "echo '  [3/10] working  ' > current-status.txt; exec sleep 60"}));
   ASSERT_TRUE(expect_started(10));
   auto progress = daemon_->expect("progress", for_job(10));
   ASSERT_TRUE(progress);
@@ -234,10 +239,11 @@ TEST_F(Worker, KillsTheJobAtItsTimeLimit) {
 TEST_F(Worker, RunsCloseoutWithTheReturnStatus) {
   start_worker();
   auto route = handshake();
-  daemon_->send(route, "job",
-                job_body(15, {"/bin/sh", "-c",
-                              "printf '#!/bin/sh\\necho \"closeout $1\" > closeout.txt\\n' > descprod-closeout; "
-                              "chmod +x descprod-closeout; exit 4"}));
+  daemon_->send(
+      route, "job",
+      job_body(15, {"/bin/sh", "-c",
+                    "printf '#!/bin/sh\\necho \"closeout $1\" > closeout.txt\\n' > descprod-closeout; "
+                    "chmod +x descprod-closeout; exit 4"}));
   auto started = expect_started(15);
   ASSERT_TRUE(started);
   auto finished = daemon_->expect("finished", for_job(15));

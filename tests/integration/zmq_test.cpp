@@ -23,9 +23,7 @@ struct exchange_state {
   int dealer_received = 0;  // pongs the dealer saw, in order
   int pushes_received = 0;  // router-initiated messages the dealer saw, in order
   std::string error;
-  bool done() const {
-    return !error.empty() || (dealer_received == total && pushes_received == total);
-  }
+  bool done() const { return !error.empty() || (dealer_received == total && pushes_received == total); }
 };
 
 std::vector<std::string> frames(std::vector<zmq::message_t>& parts) {
@@ -146,10 +144,11 @@ TEST(ZmqSocket, RouterAndDealerExchangeTenThousandMessagesEachWayWithoutLossOrSt
   net::co_spawn(ioc, dealer_receiver(dealer, wake, s), note("dealer receiver"));
   net::co_spawn(ioc, dealer_sender(dealer, wake, s), note("dealer sender"));
 
-  bool finished = test::run_until(ioc, [&] { return s.done(); }, 60s);
+  bool finished = test::run_until(
+      ioc, [&] { return s.done(); }, 60s);
   EXPECT_TRUE(finished) << "stalled: sent " << s.sent << ", router got " << s.router_received
-                        << ", dealer got " << s.dealer_received << " pongs and "
-                        << s.pushes_received << " pushes";
+                        << ", dealer got " << s.dealer_received << " pongs and " << s.pushes_received
+                        << " pushes";
   EXPECT_EQ(s.error, "");
   EXPECT_EQ(s.sent, s.total);
   EXPECT_EQ(s.router_received, s.total);
@@ -177,7 +176,8 @@ TEST(ZmqSocket, SendWakesAReceiverWhoseEdgeAnotherCallConsumed) {
   // Handshake, so that the router knows the dealer.
   ASSERT_TRUE(dealer.send({"hello"}));
   auto hello = net::co_spawn(ioc, router.async_recv(), net::use_future);
-  ASSERT_TRUE(test::run_until(ioc, [&] { return hello.wait_for(0s) == std::future_status::ready; }, 10s));
+  ASSERT_TRUE(test::run_until(
+      ioc, [&] { return hello.wait_for(0s) == std::future_status::ready; }, 10s));
   ASSERT_EQ(hello.get().size(), 2u);
 
   // The dealer's receiver goes to sleep on ZMQ_FD.
@@ -196,7 +196,8 @@ TEST(ZmqSocket, SendWakesAReceiverWhoseEdgeAnotherCallConsumed) {
 
   // A send from the receiving side must wake the receiver.
   ASSERT_TRUE(dealer.send({"ready", "{}"}));
-  ASSERT_TRUE(test::run_until(ioc, [&] { return received.wait_for(0s) == std::future_status::ready; }, 10s))
+  ASSERT_TRUE(test::run_until(
+      ioc, [&] { return received.wait_for(0s) == std::future_status::ready; }, 10s))
       << "the receiver slept through a pending message";
   auto parts = received.get();
   ASSERT_EQ(parts.size(), 2u);
@@ -213,7 +214,8 @@ TEST(ZmqSocket, ReceiveThrowsOperationAbortedAfterClose) {
   ioc.poll();
   ASSERT_NE(pending.wait_for(0s), std::future_status::ready);
   dealer.close();
-  ASSERT_TRUE(test::run_until(ioc, [&] { return pending.wait_for(0s) == std::future_status::ready; }, 10s));
+  ASSERT_TRUE(test::run_until(
+      ioc, [&] { return pending.wait_for(0s) == std::future_status::ready; }, 10s));
   try {
     pending.get();
     ADD_FAILURE() << "async_recv returned after close";

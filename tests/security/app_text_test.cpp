@@ -26,7 +26,8 @@ const std::string fffd = "\xEF\xBF\xBD";
   for (std::size_t i = 0; i < s.size(); ++i) {
     unsigned char c = static_cast<unsigned char>(s[i]);
     if ((c < 0x20 && c != '\t') || c == 0x7F)
-      return ::testing::AssertionFailure() << "control byte " << int(c) << " at " << i << " in " << json::serialize(json::value(s));
+      return ::testing::AssertionFailure()
+             << "control byte " << int(c) << " at " << i << " in " << json::serialize(json::value(s));
     if (c == 0xC2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
         static_cast<unsigned char>(s[i + 1]) <= 0x9F)
       return ::testing::AssertionFailure() << "C1 control at " << i;
@@ -57,12 +58,16 @@ TEST(AppText, AnAppsEscapesReachTheApiReplacedThroughTheDaemon) {
   auto id = s.submit(R"({"jobtype":"noisy","config":"x"})");
   // While it runs: the progress as the API shows it.
   std::string running_progress;
-  ASSERT_TRUE(wait_until([&] {
-    running_progress = str(s.job(id), "progress");
-    return running_progress.find("ALERT") != std::string::npos;
-  }, 20s)) << running_progress;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        running_progress = str(s.job(id), "progress");
+        return running_progress.find("ALERT") != std::string::npos;
+      },
+      20s))
+      << running_progress;
   EXPECT_TRUE(printable(running_progress));
-  EXPECT_EQ(running_progress, "Running. red " + fffd + "[31mALERT" + fffd + " back" + fffd + "over " + fffd + "del [3/5]");
+  EXPECT_EQ(running_progress,
+            "Running. red " + fffd + "[31mALERT" + fffd + " back" + fffd + "over " + fffd + "del [3/5]");
   ASSERT_TRUE(wait_until([&] { return service::terminal(s.state(id)); }, 20s));
   auto j = s.job(id);
   EXPECT_EQ(str(j, "state"), "done");
@@ -80,8 +85,10 @@ TEST(AppText, AnAppsEscapesReachTheApiReplacedThroughTheDaemon) {
     if (v.is_string()) {
       EXPECT_TRUE(printable(std::string(v.as_string())));
     }
-    if (v.is_array()) for (const auto& e : v.as_array()) walk(e);
-    if (v.is_object()) for (const auto& kv : v.as_object()) walk(kv.value());
+    if (v.is_array())
+      for (const auto& e : v.as_array()) walk(e);
+    if (v.is_object())
+      for (const auto& kv : v.as_object()) walk(kv.value());
   };
   walk(lj);
   // And the events.
@@ -106,11 +113,17 @@ TEST(AppText, TheGatewaysReportRoutesReplaceControlsAndRefuseBadCounts) {
   ASSERT_EQ(s.call("POST", j + "/started", json::serialize(started), token).status, 200);
   EXPECT_TRUE(printable(str(s.job(id), "host")));
   EXPECT_TRUE(printable(str(s.job(id), "rundir")));
-  json::object p{{"attempt", 1}, {"message", "red \x1b[31mALERT\x07 back\rover \x7f" "del"}, {"done", 3}, {"total", 5}};
+  json::object p{{"attempt", 1},
+                 {"message",
+                  "red \x1b[31mALERT\x07 back\rover \x7f"
+                  "del"},
+                 {"done", 3},
+                 {"total", 5}};
   auto pr = s.call("POST", j + "/progress", json::serialize(p), token);
   ASSERT_EQ(pr.status, 200) << pr.body;
   auto jj = s.job(id);
-  EXPECT_EQ(str(jj, "progress"), "Running. red " + fffd + "[31mALERT" + fffd + " back" + fffd + "over " + fffd + "del");
+  EXPECT_EQ(str(jj, "progress"),
+            "Running. red " + fffd + "[31mALERT" + fffd + " back" + fffd + "over " + fffd + "del");
   EXPECT_EQ(jj.at("done_count").as_int64(), 3);
   // done > total, and negative counts: 400 with a JSON reason; nothing changes.
   for (auto [done, total] : {std::pair{7, 5}, std::pair{-1, 5}, std::pair{1, -5}}) {
@@ -146,7 +159,9 @@ TEST(AppText, TheDaemonDropsProgressCountsBeyondTheTotalOrNegative) {
   ASSERT_TRUE(job);
   ASSERT_EQ(job->second.at("job").as_object().at("id").as_int64(), id);
   long long attempt = job->second.at("attempt").as_int64();
-  auto rep = [&](json::object extra) { return hostile_peer::report("counter", token, id, attempt, std::move(extra)); };
+  auto rep = [&](json::object extra) {
+    return hostile_peer::report("counter", token, id, attempt, std::move(extra));
+  };
   w.send("started", rep({{"pid", 1}, {"host", "h"}, {"rundir", "/tmp/x"}}));
   w.send("progress", rep({{"message", "good"}, {"done", 2}, {"total", 5}}));
   const std::string key = P + "job:" + std::to_string(id);

@@ -68,8 +68,8 @@ TEST(ConnectionCaps, IdleSocketsFromOneAddressDoNotLockOutOthers) {
   EXPECT_EQ(jobs.status, 200) << jobs.body;
   auto bob = s.call("GET", "/api/jobs", "", s.bob_token);
   EXPECT_EQ(bob.status, 200) << bob.body;
-  std::cout << "[figure] during the flood: /healthz " << health_ms << " ms, GET /api/jobs "
-            << jobs_ms << " ms\n";
+  std::cout << "[figure] during the flood: /healthz " << health_ms << " ms, GET /api/jobs " << jobs_ms
+            << " ms\n";
 
   // The flooder keeps at most its cap; the rest are answered 429 or closed at accept.
   EXPECT_TRUE(wait_until([&] { return still_open(socks) <= per_address; }, 10s))
@@ -82,18 +82,20 @@ TEST(ConnectionCaps, IdleSocketsFromOneAddressDoNotLockOutOthers) {
   // (While the flood's own refusals are still being answered, beyond twice the cap, a connection
   // is closed at accept: wait for those to drain, about error_linger.)
   raw_response over;
-  EXPECT_TRUE(wait_until([&] {
-    over = raw_request("127.0.0.2", s.port(), "GET", "/healthz");
-    return over.status != 0;
-  }, 10s, 50ms));
+  EXPECT_TRUE(wait_until(
+      [&] {
+        over = raw_request("127.0.0.2", s.port(), "GET", "/healthz");
+        return over.status != 0;
+      },
+      10s, 50ms));
   EXPECT_EQ(over.status, 429) << over.body;
   EXPECT_FALSE(over.header("retry-after").empty());
   EXPECT_NE(over.body.find("too_many_connections"), std::string::npos) << over.body;
 
   socks.clear();  // closes every flood socket
   // Freed: the address is served again.
-  EXPECT_TRUE(wait_until(
-      [&] { return raw_request("127.0.0.2", s.port(), "GET", "/healthz").status == 200; }, 10s, 50ms));
+  EXPECT_TRUE(wait_until([&] { return raw_request("127.0.0.2", s.port(), "GET", "/healthz").status == 200; },
+                         10s, 50ms));
   EXPECT_TRUE(s.gateway->running());
 }
 
@@ -101,9 +103,9 @@ TEST(ConnectionCaps, IdleSocketsFromOneAddressDoNotLockOutOthers) {
 // are closed after busy_header_timeout, so idle sockets from many addresses cannot fill the
 // gateway either.
 TEST(ConnectionCaps, IdleConnectionsAreDroppedUnderPressure) {
-  service s(no_workers(
-      "  max_connections: 200\n  max_connections_per_address: 64\n  max_event_streams: 100\n"
-      "  busy_header_timeout_ms: 500\n"));
+  service s(
+      no_workers("  max_connections: 200\n  max_connections_per_address: 64\n  max_event_streams: 100\n"
+                 "  busy_header_timeout_ms: 500\n"));
   std::vector<fd_socket> socks;
   for (int a = 2; a <= 5; ++a)  // 4 addresses x 64 = 256 > 200
     for (int i = 0; i < 64; ++i) {
@@ -112,10 +114,9 @@ TEST(ConnectionCaps, IdleConnectionsAreDroppedUnderPressure) {
     }
   ASSERT_GE(socks.size(), 200u);
   auto t0 = clock_type::now();
-  EXPECT_TRUE(wait_until([&] { return still_open(socks) < 100; }, 10s))
-      << "open: " << still_open(socks);
-  std::cout << "[figure] idle sockets under pressure: below half of max_connections after "
-            << ms_since(t0) << " ms (busy_header_timeout 500 ms)\n";
+  EXPECT_TRUE(wait_until([&] { return still_open(socks) < 100; }, 10s)) << "open: " << still_open(socks);
+  std::cout << "[figure] idle sockets under pressure: below half of max_connections after " << ms_since(t0)
+            << " ms (busy_header_timeout 500 ms)\n";
   auto health = http_request("127.0.0.1", s.port(), "GET", "/healthz");
   EXPECT_EQ(health.status, 200);
   EXPECT_EQ(s.call("GET", "/api/jobs").status, 200);
@@ -174,17 +175,30 @@ TEST(ConnectionCaps, EventStreamsOfOneUserAreCapped) {
   auto id = s.submit(R"({"jobtype":"mysleep","config":"1"})", s.bob_token);
   ASSERT_GT(id, 0);
   std::string needle = "\"id\":" + std::to_string(id);
-  EXPECT_TRUE(wait_until([&] { bob.pump(50ms); return bob.received.find(needle) != std::string::npos; }, 10s))
+  EXPECT_TRUE(wait_until(
+      [&] {
+        bob.pump(50ms);
+        return bob.received.find(needle) != std::string::npos;
+      },
+      10s))
       << bob.received;
   auto a_id = s.submit(R"({"jobtype":"mysleep","config":"1"})");
   std::string a_needle = "\"id\":" + std::to_string(a_id);
-  EXPECT_TRUE(wait_until([&] { open.front().pump(50ms); return open.front().received.find(a_needle) != std::string::npos; }, 10s));
+  EXPECT_TRUE(wait_until(
+      [&] {
+        open.front().pump(50ms);
+        return open.front().received.find(a_needle) != std::string::npos;
+      },
+      10s));
   // Closing streams makes room again.
   open.pop_back();
-  EXPECT_TRUE(wait_until([&] {
-    sse_stream again;
-    return again.open("127.0.0.1", s.port(), "/api/events", {"Authorization: Bearer " + s.alice_token}) == 200;
-  }, 10s, 50ms));
+  EXPECT_TRUE(wait_until(
+      [&] {
+        sse_stream again;
+        return again.open("127.0.0.1", s.port(), "/api/events", {"Authorization: Bearer " + s.alice_token}) ==
+               200;
+      },
+      10s, 50ms));
 }
 
 // The global stream cap stays below the connection cap: when it is reached, new streams get 429
@@ -194,12 +208,14 @@ TEST(ConnectionCaps, GlobalStreamCapKeepsRoomForRequests) {
   std::vector<sse_stream> open;
   for (int i = 0; i < 64; ++i) {
     sse_stream st;
-    ASSERT_EQ(st.open("127.0.0.1", s.port(), "/api/events", {"Authorization: Bearer " + s.alice_token}), 200) << i;
+    ASSERT_EQ(st.open("127.0.0.1", s.port(), "/api/events", {"Authorization: Bearer " + s.alice_token}), 200)
+        << i;
     open.push_back(std::move(st));
   }
   for (int i = 0; i < 16; ++i) {
     sse_stream st;
-    ASSERT_EQ(st.open("127.0.0.1", s.port(), "/api/events", {"Authorization: Bearer " + s.bob_token}), 200) << i;
+    ASSERT_EQ(st.open("127.0.0.1", s.port(), "/api/events", {"Authorization: Bearer " + s.bob_token}), 200)
+        << i;
     open.push_back(std::move(st));
   }
   sse_stream over;

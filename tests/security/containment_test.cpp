@@ -7,8 +7,8 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <dirent.h>
+#include <chrono>
 #include <filesystem>
 #include <regex>
 #include <string>
@@ -83,7 +83,8 @@ class Containment : public ::testing::TestWithParam<std::string> {
     o.apps = "  - name: spawner\n    command: [\"/bin/sh\", \"-c\", \"" + spawn +
              "echo spawned > current-status.txt\"]\n    args: []\n" + env +
              "  - name: hold\n    command: [\"/bin/sh\", \"-c\", \"" + hold + "\"]\n    args: []\n" + env +
-             "  - name: limited\n    command: [\"/bin/sh\", \"-c\", \"" + hold + "\"]\n    args: []\n    time_limit_s: 2\n" + env;
+             "  - name: limited\n    command: [\"/bin/sh\", \"-c\", \"" + hold +
+             "\"]\n    args: []\n    time_limit_s: 2\n" + env;
     svc_ = std::make_unique<service>(o);
   }
   void TearDown() override {
@@ -100,17 +101,23 @@ class Containment : public ::testing::TestWithParam<std::string> {
   }
   std::string wait_terminal(long long id, std::chrono::milliseconds timeout = 60s) {
     std::string st;
-    wait_until([&] {
-      st = svc_->state(id);
-      return service::terminal(st);
-    }, timeout, 50ms);
+    wait_until(
+        [&] {
+          st = svc_->state(id);
+          return service::terminal(st);
+        },
+        timeout, 50ms);
     return st;
   }
   void wait_ready(long long id) {
-    ASSERT_TRUE(wait_until([&] {
-      auto j = svc_->job(id);
-      return j.contains("progress") && std::string(j["progress"].as_string()).find("ready") != std::string::npos;
-    }, 30s)) << svc_->job(id);
+    ASSERT_TRUE(wait_until(
+        [&] {
+          auto j = svc_->job(id);
+          return j.contains("progress") &&
+                 std::string(j["progress"].as_string()).find("ready") != std::string::npos;
+        },
+        30s))
+        << svc_->job(id);
     ASSERT_GE(marked_processes(marker_).size(), 4u);
   }
   // No process of the job remains: checked at once (the worker kills before it reports).
@@ -126,13 +133,15 @@ TEST_P(Containment, NormalExitKillsBackgroundedDoubleForkedAndSetsidChildren) {
   auto id = svc_->submit(R"({"jobtype":"spawner","config":"x"})");
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(wait_terminal(id), "done");
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
   expect_none_left();
   auto log = log_of(id);
   int n = leftovers_in_log(log);
   EXPECT_GE(n, 1002) << log;  // 1,000 sleeps, the double-forked sleep, the setsid'd shell (+ its sleep)
-  std::printf("[ contain  ] mode=%s normal exit: %d leftover processes killed, job %lld ms from submit to done\n",
-              GetParam().c_str(), n, static_cast<long long>(ms));
+  std::printf(
+      "[ contain  ] mode=%s normal exit: %d leftover processes killed, job %lld ms from submit to done\n",
+      GetParam().c_str(), n, static_cast<long long>(ms));
 }
 
 TEST_P(Containment, CancelKillsSetsidChildrenThatIgnoreSigterm) {

@@ -51,8 +51,7 @@ class fd_socket {
 
 // Connects from `source` (e.g. "127.0.0.2", port chosen by the kernel) to 127.0.0.1:port.
 // Invalid on failure.
-inline fd_socket connect_from(const std::string& source, int port,
-                              std::chrono::milliseconds timeout = 10s) {
+inline fd_socket connect_from(const std::string& source, int port, std::chrono::milliseconds timeout = 10s) {
   fd_socket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!s.valid()) return s;
   timeval tv{};
@@ -157,8 +156,7 @@ inline std::string read_head(int fd, std::string& rest) {
 // ("Name: value"; add "Host: ..." yourself or let host be 127.0.0.1:port when `host` is empty).
 // The whole answer is read until the server closes.
 inline raw_response raw_request(const std::string& source, int port, const std::string& method,
-                                const std::string& target,
-                                const std::vector<std::string>& header_lines = {},
+                                const std::string& target, const std::vector<std::string>& header_lines = {},
                                 const std::string& body = "", std::string host = "") {
   raw_response out;
   auto s = connect_from(source, port);

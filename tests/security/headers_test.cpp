@@ -40,7 +40,8 @@ TEST(Headers, TwoAuthorizationHeadersAreRefused) {
   EXPECT_EQ(r.status, 400) << r.body;
   EXPECT_NE(r.body.find("Authorization"), std::string::npos) << r.body;
   // One is fine.
-  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}).status,
+  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token})
+                .status,
             200);
   // Two Host headers too.
   auto h = raw_request("127.0.0.1", s.port(), "GET", "/api/jobs",
@@ -77,11 +78,14 @@ TEST(Headers, ALoopbackGatewayAnswersOnlyLoopbackNames) {
   service s(options());
   const std::string port = std::to_string(s.port());
   auto get = [&](const std::string& h) {
-    return raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}, "", h);
+    return raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token},
+                       "", h);
   };
-  for (const std::string& h : {"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port, "127.0.0.2:" + port})
+  for (const std::string& h :
+       {"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port, "127.0.0.2:" + port})
     EXPECT_EQ(get(h).status, 200) << h;
-  for (const std::string& h : {"rebind.example:" + port, "10.1.2.3:" + port, "127.0.0.1.evil.example:" + port}) {
+  for (const std::string& h :
+       {"rebind.example:" + port, "10.1.2.3:" + port, "127.0.0.1.evil.example:" + port}) {
     auto r = get(h);
     EXPECT_EQ(r.status, 400) << h << " " << r.body;
     EXPECT_NE(r.body.find("Host header does not name this service"), std::string::npos) << r.body;
@@ -112,16 +116,16 @@ TEST(Headers, HostIsPinnedAndOriginComparedWithPublicUrl) {
   auto evil = raw_request("127.0.0.1", s.port(), "GET", "/", {}, "", "evil.example");
   EXPECT_EQ(evil.status, 400) << evil.body;
   EXPECT_NE(evil.body.find("Host"), std::string::npos) << evil.body;
-  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}, "",
-                        "10.1.2.3:" + port)
+  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token},
+                        "", "10.1.2.3:" + port)
                 .status,
             400);
-  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}, "",
-                        "evil.example:" + port)
+  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token},
+                        "", "evil.example:" + port)
                 .status,
             400);
-  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}, "",
-                        "localhost:" + std::to_string(s.port() == 1 ? 2 : s.port() - 1))
+  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token},
+                        "", "localhost:" + std::to_string(s.port() == 1 ? 2 : s.port() - 1))
                 .status,
             400)
       << "a loopback name on another port";
@@ -129,15 +133,15 @@ TEST(Headers, HostIsPinnedAndOriginComparedWithPublicUrl) {
   // loaded from this machine, so it cannot come from DNS rebinding): how workers and people on the
   // gateway's host reach it.
   for (const std::string& h : {"127.0.0.1:" + port, "localhost:" + port, "[::1]:" + port})
-    EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}, "",
-                          h)
+    EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs",
+                          {"Authorization: Bearer " + s.alice_token}, "", h)
                   .status,
               200)
         << h;
   EXPECT_EQ(post(host, "https://localhost:" + port).status, 201) << "loopback origin on the listen port";
   EXPECT_EQ(post(host, "http://localhost:" + port).status, 403) << "loopback origin of another scheme";
-  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token}, "",
-                        host)
+  EXPECT_EQ(raw_request("127.0.0.1", s.port(), "GET", "/api/jobs", {"Authorization: Bearer " + s.alice_token},
+                        "", host)
                 .status,
             200);
   // The probes answer on any Host.
@@ -179,15 +183,16 @@ net::awaitable<tls_answer> async_tls_get(std::string ca_file, int port, std::str
 TEST(Headers, HstsUnderTlsOnly) {
   temp_dir certs;
   {
-    process p({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-               "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", certs.file("key.pem"), "-out",
-               certs.file("cert.pem")},
+    process p({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+               "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", certs.file("key.pem"),
+               "-out", certs.file("cert.pem")},
               {}, certs.file("openssl.log"));
     auto rc = p.wait_exit(60s);
     ASSERT_TRUE(rc && *rc == 0) << read_file(certs.file("openssl.log"));
   }
   {
-    service s(options("  tls_cert: " + certs.file("cert.pem") + "\n  tls_key: " + certs.file("key.pem") + "\n"));
+    service s(
+        options("  tls_cert: " + certs.file("cert.pem") + "\n  tls_key: " + certs.file("key.pem") + "\n"));
     for (std::string target : {"/healthz", "/login", "/api/jobs"}) {
       auto r = run_async(async_tls_get(certs.file("cert.pem"), s.port(), target), 20s);
       EXPECT_GT(r.status, 0) << target;

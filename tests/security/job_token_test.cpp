@@ -68,7 +68,9 @@ void expect_no_write(service& s, long long id, const std::string& token, bool go
   for (const auto& [method, target, body] : calls) {
     auto r = s.call(method, target, body, token);
     if (gone) EXPECT_EQ(r.status, 401) << method << " " << target << ": " << r.body;
-    else EXPECT_TRUE(r.status == 401 || r.status == 403 || r.status == 409) << method << " " << target << ": " << r.status << " " << r.body;
+    else
+      EXPECT_TRUE(r.status == 401 || r.status == 403 || r.status == 409)
+          << method << " " << target << ": " << r.status << " " << r.body;
     EXPECT_NE(r.status / 100, 2) << method << " " << target << ": " << r.body;
   }
   if (gone) {

@@ -32,8 +32,7 @@ service_options options(const std::string& gateway_extra) {
   return o;
 }
 
-void give_password(service& s, const std::string& user, const std::string& password,
-                   password_cost cost) {
+void give_password(service& s, const std::string& user, const std::string& password, password_cost cost) {
   redis_sync r(s.redis.endpoint());
   ASSERT_TRUE(set_password(r, "descprod:", user, password, cost));
 }
@@ -77,10 +76,12 @@ TEST(LoginThrottle, AccountIsThrottledWithGrowingWaits) {
     // Wait the block out (a bad password again: it fails and starts the next, longer wait).
     auto t0 = clock_type::now();
     int status = 0;
-    EXPECT_TRUE(wait_until([&] {
-      status = login(s, "127.0.0.1", "alice", "still-wrong").status;
-      return status != 429;
-    }, 20s, 100ms));
+    EXPECT_TRUE(wait_until(
+        [&] {
+          status = login(s, "127.0.0.1", "alice", "still-wrong").status;
+          return status != 429;
+        },
+        20s, 100ms));
     measured_ms.push_back(ms_since(t0));
     EXPECT_EQ(status, 401);
   }
@@ -98,10 +99,12 @@ TEST(LoginThrottle, AccountIsThrottledWithGrowingWaits) {
   EXPECT_GE(measured_ms[1], 1800);
   // After the wait, the right password works and the count starts again.
   int status = 0;
-  EXPECT_TRUE(wait_until([&] {
-    status = login(s, "127.0.0.1", "alice", "alice-secret").status;
-    return status != 429;
-  }, 20s, 100ms));
+  EXPECT_TRUE(wait_until(
+      [&] {
+        status = login(s, "127.0.0.1", "alice", "alice-secret").status;
+        return status != 429;
+      },
+      20s, 100ms));
   EXPECT_EQ(status, 200);
   EXPECT_EQ(login(s, "127.0.0.1", "alice", "wrong-again").status, 401) << "the count was reset";
   // Another account is not affected.
@@ -130,7 +133,7 @@ TEST(LoginThrottle, AddressIsThrottledAcrossAccounts) {
   EXPECT_GE(retry_after(refused), 1);
   EXPECT_NE(refused.body.find("address"), std::string::npos) << refused.body;
   // The same address is refused for any account, before any password check.
-  EXPECT_EQ(login(s, "127.0.4.1", "carl" , "x-secret-x").status, 429);
+  EXPECT_EQ(login(s, "127.0.4.1", "carl", "x-secret-x").status, 429);
   // Other addresses are unaffected, and so is bob (no failures of his own).
   EXPECT_EQ(login(s, "127.0.4.2", "bob", "bob-secret-1").status, 200);
   EXPECT_EQ(login(s, "127.0.4.2", "dora", "guess-guess").status, 401);
@@ -155,9 +158,10 @@ TEST(LoginThrottle, ParallelBadLoginsDoNotPushARealLoginOut) {
       auto src = "127.0.5." + std::to_string(i + 1);
       auto c = connect_from(src, s.port());
       std::string body = login_body("victim" + std::to_string(i), "not-the-password");
-      std::string req = "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                        "Content-Type: application/json\r\nContent-Length: " +
-                        std::to_string(body.size()) + "\r\n\r\n" + body;
+      std::string req =
+          "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+          "Content-Type: application/json\r\nContent-Length: " +
+          std::to_string(body.size()) + "\r\n\r\n" + body;
       bool ok = c.valid() && send_all(c.get(), req);
       ++sent;
       std::string rest;
@@ -199,9 +203,9 @@ TEST(LoginThrottle, ParallelBadLoginsDoNotPushARealLoginOut) {
 TEST(LoginThrottle, RegistrationRevealsNoNamesAndIsRateLimited) {
   service s(options(cheap_hashing + "  register_per_address: 5\n"));
   auto reg = [&](const std::string& src, const std::string& name) {
-    return raw_request(src, s.port(), "POST", "/api/register", {},
-                       R"({"username":")" + name + R"(","password":"some-secret-1","email":")" + name +
-                           R"(@example.org"})");
+    return raw_request(
+        src, s.port(), "POST", "/api/register", {},
+        R"({"username":")" + name + R"(","password":"some-secret-1","email":")" + name + R"(@example.org"})");
   };
   auto fresh = reg("127.0.6.1", "hank");
   auto taken = reg("127.0.6.1", "alice");  // alice exists (active)
@@ -241,8 +245,8 @@ TEST(LoginThrottle, RegistrationRevealsNoNamesAndIsRateLimited) {
   EXPECT_EQ(created, 5);
   EXPECT_EQ(refused.status, 429);
   EXPECT_GE(retry_after(refused), 1);
-  std::cout << "[figure] registrations from one address before 429: " << created
-            << ", Retry-After " << refused.header("retry-after") << " s\n";
+  std::cout << "[figure] registrations from one address before 429: " << created << ", Retry-After "
+            << refused.header("retry-after") << " s\n";
   // Another address still registers.
   EXPECT_EQ(reg("127.0.6.2", "ivy").status, 201);
 }

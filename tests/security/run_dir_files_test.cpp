@@ -28,7 +28,8 @@ std::string sh_app(const std::string& name, const std::string& script, const std
     if (c == '"' || c == '\\') quoted += '\\';
     quoted += c;
   }
-  return "  - name: " + name + "\n    command: [\"/bin/sh\", \"-c\", \"" + quoted + "\"]\n    args: []\n" + extra;
+  return "  - name: " + name + "\n    command: [\"/bin/sh\", \"-c\", \"" + quoted + "\"]\n    args: []\n" +
+         extra;
 }
 
 struct hostile_service {
@@ -43,15 +44,18 @@ struct hostile_service {
     service_options o;
     o.workers = 1;
     o.slots = 2;
-    o.apps = sh_app("fifo", "rm -f current-status.txt; mkfifo current-status.txt; sleep 3; echo fifo-app-done") +
-             sh_app("symlink", "ln -s " + secret + " current-status.txt; sleep 1") +
-             sh_app("sparse", "truncate -s 2G current-status.txt; printf '\\ntail line\\n' >> current-status.txt; sleep 1") +
-             sh_app("directory", "mkdir current-status.txt; sleep 1") +
-             sh_app("logfifo", "echo 'status one' > current-status.txt; sleep 0.5; rm -f progress.log; mkfifo progress.log; "
-                               "ln -s " + secret + " wrapper-status.json.tmp; sleep 1") +
-             sh_app("quick", "echo quick-status > current-status.txt") +
-             sh_app("files", "echo x > out.txt") +
-             sh_app("files022", "echo x > out.txt", "    umask: \"022\"\n");
+    o.apps =
+        sh_app("fifo", "rm -f current-status.txt; mkfifo current-status.txt; sleep 3; echo fifo-app-done") +
+        sh_app("symlink", "ln -s " + secret + " current-status.txt; sleep 1") +
+        sh_app("sparse",
+               "truncate -s 2G current-status.txt; printf '\\ntail line\\n' >> current-status.txt; sleep 1") +
+        sh_app("directory", "mkdir current-status.txt; sleep 1") +
+        sh_app("logfifo",
+               "echo 'status one' > current-status.txt; sleep 0.5; rm -f progress.log; mkfifo progress.log; "
+               "ln -s " +
+                   secret + " wrapper-status.json.tmp; sleep 1") +
+        sh_app("quick", "echo quick-status > current-status.txt") + sh_app("files", "echo x > out.txt") +
+        sh_app("files022", "echo x > out.txt", "    umask: \"022\"\n");
     svc = std::make_unique<service>(o);
   }
 
@@ -63,10 +67,12 @@ struct hostile_service {
   }
   std::string wait_done(long long id, std::chrono::milliseconds timeout = 30s) {
     std::string st;
-    wait_until([&] {
-      st = svc->state(id);
-      return service::terminal(st);
-    }, timeout, 50ms);
+    wait_until(
+        [&] {
+          st = svc->state(id);
+          return service::terminal(st);
+        },
+        timeout, 50ms);
     return st;
   }
 };
@@ -84,7 +90,11 @@ TEST(RunDirFiles, FifoStatusFileNeverBlocksTheWorker) {
   EXPECT_EQ(h.wait_done(quick, 10s), "done");
   EXPECT_EQ(c.state(fifo), "running") << "the quick job must have run while the FIFO job was running";
   // The worker keeps heartbeating: its record's last_heartbeat moves on.
-  EXPECT_TRUE(wait_until([&] { return r.exec({"HGET", "descprod:worker:w0", "last_heartbeat"}).str != hb0; }, 5s));
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return r.exec({"HGET", "descprod:worker:w0", "last_heartbeat"}).str != hb0;
+      },
+      5s));
   EXPECT_EQ(h.wait_done(fifo, 20s), "done");
   auto job = c.job(fifo);
   EXPECT_EQ(job["attempt"].as_int64(), 1) << "the job was requeued: the worker stopped heartbeating";
@@ -111,7 +121,8 @@ TEST(RunDirFiles, SymlinkSparseFileAndDirectoryAreIgnoredWithALineInTheLog) {
   EXPECT_EQ(history.find("SECRET-LINE"), std::string::npos) << history;
   EXPECT_EQ(std::string(c.job(link)["progress"].as_string()).find("SECRET"), std::string::npos);
   auto link_log = h.log_of(link);
-  EXPECT_NE(link_log.find("current-status.txt ignored: it is a symbolic link"), std::string::npos) << link_log;
+  EXPECT_NE(link_log.find("current-status.txt ignored: it is a symbolic link"), std::string::npos)
+      << link_log;
 
   // The 2 GB sparse file: only its tail is read (its last line is the progress) and the log says so.
   EXPECT_NE(std::string(c.job(sparse)["progress"].as_string()).find("tail line"), std::string::npos)

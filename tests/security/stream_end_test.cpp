@@ -54,7 +54,12 @@ double closed_after(sse_stream& st, clock_type::time_point t0) {
 // Whether an event of job `id` reaches the stream within 10 s (the stream is alive).
 bool sees_job(sse_stream& st, long long id) {
   std::string needle = "\"id\":" + std::to_string(id) + ",";
-  return wait_until([&] { st.pump(20ms); return st.received.find(needle) != std::string::npos; }, 10s);
+  return wait_until(
+      [&] {
+        st.pump(20ms);
+        return st.received.find(needle) != std::string::npos;
+      },
+      10s);
 }
 
 }  // namespace
@@ -107,7 +112,8 @@ TEST(StreamEnd, AdminDisableEndsTheAccountsStreams) {
   }
   auto web = log_in(s, "alice", "alice-secret");
   sse_stream by_token, by_session, bobs;
-  ASSERT_EQ(by_token.open("127.0.0.1", s.port(), "/api/events", {"Authorization: Bearer " + s.alice_token}), 200);
+  ASSERT_EQ(by_token.open("127.0.0.1", s.port(), "/api/events", {"Authorization: Bearer " + s.alice_token}),
+            200);
   ASSERT_EQ(by_session.open("127.0.0.1", s.port(), "/api/events", {"Cookie: " + web.cookie}), 200);
   ASSERT_EQ(bobs.open("127.0.0.1", s.port(), "/api/events", {"Authorization: Bearer " + s.bob_token}), 200);
 
@@ -125,7 +131,8 @@ TEST(StreamEnd, AdminDisableEndsTheAccountsStreams) {
   auto id = s.submit(R"({"jobtype":"mysleep","config":"1"})", s.bob_token);
   EXPECT_TRUE(sees_job(bobs, id)) << "another account's stream lives on";
   sse_stream again;
-  EXPECT_EQ(again.open("127.0.0.1", s.port(), "/api/events", {"Authorization: Bearer " + s.alice_token}), 401);
+  EXPECT_EQ(again.open("127.0.0.1", s.port(), "/api/events", {"Authorization: Bearer " + s.alice_token}),
+            401);
 }
 
 TEST(StreamEnd, TokenRevokeEndsItsStreams) {

@@ -77,8 +77,8 @@ class hostile_peer {
   }
 
   // A job report body: {worker, token, job, attempt} plus the fields given.
-  static boost::json::object report(const std::string& id, const std::string& token, long long job, long long attempt,
-                                    boost::json::object extra = {}) {
+  static boost::json::object report(const std::string& id, const std::string& token, long long job,
+                                    long long attempt, boost::json::object extra = {}) {
     extra["worker"] = id;
     extra["token"] = token;
     extra["job"] = job;

@@ -32,7 +32,8 @@ struct identity_fixture {
   std::string alice_wt, bob_wt;  // worker tokens
   zmq::context_t ctx{1};
 
-  explicit identity_fixture(int lease_timeout_ms = 3000) : s(options(lease_timeout_ms)), r(s.redis.endpoint()) {
+  explicit identity_fixture(int lease_timeout_ms = 3000)
+      : s(options(lease_timeout_ms)), r(s.redis.endpoint()) {
     alice_wt = issue_worker_token(r, P, "alice", {}, "alice-worker");
     bob_wt = issue_worker_token(r, P, "bob", {}, "bob-worker");
     auto file = s.dir.file("alice-worker-token");
@@ -47,7 +48,9 @@ struct identity_fixture {
     return o;
   }
   std::string endpoint() const { return "ipc://" + s.dir.file("w.ipc"); }
-  std::string job(long long id, const std::string& field) { return hget(r, P + "job:" + std::to_string(id), field); }
+  std::string job(long long id, const std::string& field) {
+    return hget(r, P + "job:" + std::to_string(id), field);
+  }
   std::string daemon_log() { return read_file(s.dir.file("daemon.log")); }
   // A job of alice's running on alice-w.
   long long running_job(const std::string& seconds) {
@@ -147,7 +150,8 @@ TEST(WorkerIdentity, ADisconnectedIdHoldingLeasesStaysBoundAndItsOwnWorkerReconn
   f.s.daemon->stop();
   auto rebuilt = count_of(f.daemon_log(), "queue rebuilt");
   f.s.start_daemon();
-  ASSERT_TRUE(wait_until([&] { return count_of(f.daemon_log(), "queue rebuilt") > rebuilt; }, 20s)) << f.daemon_log();
+  ASSERT_TRUE(wait_until([&] { return count_of(f.daemon_log(), "queue rebuilt") > rebuilt; }, 20s))
+      << f.daemon_log();
   EXPECT_EQ(hget(f.r, P + "worker:alice-w", "token_sha").empty(), false);
   // A report from an unknown connection in alice-w's name with bob's token: dropped.
   {
@@ -168,7 +172,8 @@ TEST(WorkerIdentity, ADisconnectedIdHoldingLeasesStaysBoundAndItsOwnWorkerReconn
       if (h->first == "reject" && h->second.contains("retry")) --i;  // the answer to a report, not the hello
     }
   }
-  ASSERT_TRUE(wait_until([&] { return count_of(f.daemon_log(), "report from an unknown connection dropped") >= 3; }, 10s))
+  ASSERT_TRUE(wait_until(
+      [&] { return count_of(f.daemon_log(), "report from an unknown connection dropped") >= 3; }, 10s))
       << f.daemon_log();
   EXPECT_GE(count_of(f.daemon_log(), "worker identity refused worker=alice-w"), 3u);
   EXPECT_EQ(f.job(id, "state"), "running");
@@ -177,7 +182,8 @@ TEST(WorkerIdentity, ADisconnectedIdHoldingLeasesStaysBoundAndItsOwnWorkerReconn
   EXPECT_EQ(f.job(id, "message").find("forged"), std::string::npos);
   // alice's worker comes back with its own token: accepted, it keeps its job, and finishes it.
   f.s.workers[0]->signal(SIGCONT);
-  ASSERT_TRUE(wait_until([&] { return f.job(id, "state") == "done"; }, 30s)) << f.job(id, "state") << f.daemon_log();
+  ASSERT_TRUE(wait_until([&] { return f.job(id, "state") == "done"; }, 30s))
+      << f.job(id, "state") << f.daemon_log();
   EXPECT_EQ(f.job(id, "attempt"), "1");
   EXPECT_NE(f.daemon_log().find("worker connected worker=alice-w"), std::string::npos);
 }

@@ -7,8 +7,8 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <dirent.h>
+#include <chrono>
 #include <filesystem>
 #include <regex>
 
@@ -27,7 +27,8 @@ struct run_result {
   int status = -1;
   std::string output;
 };
-run_result run(const std::vector<std::string>& argv, const std::vector<std::pair<std::string, std::string>>& env = {},
+run_result run(const std::vector<std::string>& argv,
+               const std::vector<std::pair<std::string, std::string>>& env = {},
                std::chrono::milliseconds timeout = 60s) {
   temp_dir scratch("descprod-run-");
   auto out = scratch.file("out");
@@ -89,7 +90,8 @@ TEST_F(SlurmContainment, SetsidChildrenOfAJobRunByAWorkerUnderSlurmEndWithTheJob
   temp_dir pilot_dir("descprod-pilot-");
   auto sb = run({"sbatch", "--parsable", "--time=5", "--output=" + pilot_dir.file("pilot-%j.out"),
                  source_dir + "/scripts/slurm/descprod-pilot.sbatch"},
-                {{"DESCPROD_CONFIG", c.config_file}, {"DESCPROD_WORKER", c.bin("descprod-worker")},
+                {{"DESCPROD_CONFIG", c.config_file},
+                 {"DESCPROD_WORKER", c.bin("descprod-worker")},
                  {"DESCPROD_IDLE_TIMEOUT", "30"}},
                 30s);
   ASSERT_EQ(sb.status, 0) << sb.output;
@@ -100,10 +102,12 @@ TEST_F(SlurmContainment, SetsidChildrenOfAJobRunByAWorkerUnderSlurmEndWithTheJob
 
   auto done_job = c.submit(R"({"jobtype":"leaver","config":"x"})");
   std::string st;
-  wait_until([&] {
-    st = c.state(done_job);
-    return service::terminal(st);
-  }, 60s, 50ms);
+  wait_until(
+      [&] {
+        st = c.state(done_job);
+        return service::terminal(st);
+      },
+      60s, 50ms);
   ASSERT_EQ(st, "done") << (out_file().empty() ? "" : read_file(out_file()));
   auto left = marked_processes(mark);
   EXPECT_TRUE(left.empty()) << left.size() << " processes of the done job remain";
@@ -113,16 +117,21 @@ TEST_F(SlurmContainment, SetsidChildrenOfAJobRunByAWorkerUnderSlurmEndWithTheJob
   EXPECT_NE(log.find("descprod-worker: killed"), std::string::npos) << log;
 
   auto cancelled = c.submit(R"({"jobtype":"holder","config":"x"})");
-  ASSERT_TRUE(wait_until([&] {
-    auto j = c.job(cancelled);
-    return j.contains("progress") && std::string(j["progress"].as_string()).find("ready") != std::string::npos;
-  }, 30s));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto j = c.job(cancelled);
+        return j.contains("progress") &&
+               std::string(j["progress"].as_string()).find("ready") != std::string::npos;
+      },
+      30s));
   EXPECT_GE(marked_processes(mark).size(), 4u);
   ASSERT_LT(c.call("POST", "/api/jobs/" + std::to_string(cancelled) + "/cancel").status, 300);
-  wait_until([&] {
-    st = c.state(cancelled);
-    return service::terminal(st);
-  }, 30s, 50ms);
+  wait_until(
+      [&] {
+        st = c.state(cancelled);
+        return service::terminal(st);
+      },
+      30s, 50ms);
   EXPECT_EQ(st, "cancelled");
   left = marked_processes(mark);
   EXPECT_TRUE(left.empty()) << left.size() << " processes of the cancelled job remain";

@@ -50,7 +50,8 @@ struct run_result {
   int status = -1;
   std::string output;
 };
-run_result run(const std::vector<std::string>& argv, const std::vector<std::pair<std::string, std::string>>& env = {},
+run_result run(const std::vector<std::string>& argv,
+               const std::vector<std::pair<std::string, std::string>>& env = {},
                std::chrono::milliseconds timeout = 60s) {
   static std::atomic<int> n{0};
   temp_dir scratch("descprod-run-");
@@ -152,7 +153,8 @@ class SlurmPilots : public ::testing::Test {
     if (HasFailure() && started_) {
       for (const char* log : {"log/slurmctld.log", "log/slurmd.log"}) {
         auto text = fs::exists(state_.file(log)) ? read_file(state_.file(log)) : std::string();
-        std::cerr << "---- " << log << " (tail)\n" << (text.size() > 3000 ? text.substr(text.size() - 3000) : text);
+        std::cerr << "---- " << log << " (tail)\n"
+                  << (text.size() > 3000 ? text.substr(text.size() - 3000) : text);
       }
     }
   }
@@ -161,7 +163,8 @@ class SlurmPilots : public ::testing::Test {
 };
 
 // Submits `n` jobs of `jobtype` in one bulk request; returns their IDs.
-std::vector<long long> submit_many(service& c, const std::string& jobtype, int n, const std::string& config = "x") {
+std::vector<long long> submit_many(service& c, const std::string& jobtype, int n,
+                                   const std::string& config = "x") {
   std::string body = R"({"jobs":[)";
   for (int i = 0; i < n; ++i)
     body += std::string(i ? "," : "") + R"({"jobtype":")" + jobtype + R"(","config":")" + config + "\"}";
@@ -219,14 +222,19 @@ std::string states_summary(redis_sync& r, const std::vector<long long>& ids) {
 
 // The pilots: section of the tests' config; `overrides` replace or add keys.
 std::string pilot_yaml(const std::string& dir, const std::map<std::string, std::string>& overrides = {}) {
-  std::map<std::string, std::string> keys{
-      {"enabled", "true"},          {"min", "0"},
-      {"max", "1"},                 {"nodes", "1"},
-      {"slots_per_pilot", "2"},     {"walltime_minutes", "10"},
-      {"signal_lead_s", "60"},      {"idle_timeout_s", "5"},
-      {"script", pilot_script},     {"log_dir", dir + "/pilots"},
-      {"check_interval_ms", "300"}, {"squeue_interval_ms", "1000"},
-      {"command_timeout_ms", "20000"}};
+  std::map<std::string, std::string> keys{{"enabled", "true"},
+                                          {"min", "0"},
+                                          {"max", "1"},
+                                          {"nodes", "1"},
+                                          {"slots_per_pilot", "2"},
+                                          {"walltime_minutes", "10"},
+                                          {"signal_lead_s", "60"},
+                                          {"idle_timeout_s", "5"},
+                                          {"script", pilot_script},
+                                          {"log_dir", dir + "/pilots"},
+                                          {"check_interval_ms", "300"},
+                                          {"squeue_interval_ms", "1000"},
+                                          {"command_timeout_ms", "20000"}};
   for (const auto& [k, v] : overrides) keys[k] = v;
   std::string out = "pilots:\n";
   for (const auto& [k, v] : keys) out += "  " + k + ": " + v + "\n";
@@ -273,13 +281,14 @@ TEST_F(SlurmPilots, DaemonSubmitsPilotWhoseWorkerRuns50JobsThenTheIdlePilotLeave
         return true;
       },
       20s))
-      << "no pilot in descprod:pilots\n" << c.daemon->output();
+      << "no pilot in descprod:pilots\n"
+      << c.daemon->output();
   auto pkey = "descprod:pilot:" + pilot;
   std::cout << "pilot submitted: " << pilot << "  state=" << hget(r, pkey, "state") << "\n";
 
   // Its worker connects and runs all 50.
-  ASSERT_TRUE(wait_until([&] { return all_in_state(r, ids, "done"); }, 90s))
-      << states_summary(r, ids) << "\n" << c.daemon->output();
+  ASSERT_TRUE(wait_until([&] { return all_in_state(r, ids, "done"); }, 90s)) << states_summary(r, ids) << "\n"
+                                                                             << c.daemon->output();
   const std::string worker_id = "slurm-" + pilot + "-localhost";
   for (auto id : ids) EXPECT_EQ(job_field(r, id, "worker"), worker_id) << "job " << id;
   for (auto id : ids) EXPECT_EQ(c.marker(id), "1\n") << "job " << id << " ran other than once";
@@ -292,7 +301,8 @@ TEST_F(SlurmPilots, DaemonSubmitsPilotWhoseWorkerRuns50JobsThenTheIdlePilotLeave
   // squeue, and the daemon marks the pilot ended and takes it out of descprod:pilots.
   auto idle_from = steady::now();
   ASSERT_TRUE(wait_until([&] { return squeue_ids().find(pilot) == std::string::npos; }, 40s))
-      << "the idle pilot is still in squeue:\n" << run({"squeue"}).output;
+      << "the idle pilot is still in squeue:\n"
+      << run({"squeue"}).output;
   auto idle_s = std::chrono::duration<double>(steady::now() - idle_from).count();
   ASSERT_TRUE(wait_until([&] { return hget(r, pkey, "state") == "ended"; }, 15s)) << c.daemon->output();
   EXPECT_EQ(r.exec(redis_cmd("SCARD", "descprod:pilots")).as_integer(), 0);
@@ -342,9 +352,10 @@ TEST_F(SlurmPilots, PilotWhoseWalltimeEndsMidRunDrainsAndItsJobsEndDoneElsewhere
   // A pilot submitted by hand as a user would at NERSC: one minute, SIGTERM 50 s before the end
   // to the batch script, which relays it to the worker (Slurm's check runs about every 30 s, so it
   // comes some 10-40 s in).
-  auto sb = run({"sbatch", "--parsable", "--time=1", "--signal=B:TERM@50", "--output=" + pilot_dir.file("pilot-%j.out"),
-                 pilot_script},
-                {{"DESCPROD_CONFIG", c.config_file}, {"DESCPROD_WORKER", c.bin("descprod-worker")},
+  auto sb = run({"sbatch", "--parsable", "--time=1", "--signal=B:TERM@50",
+                 "--output=" + pilot_dir.file("pilot-%j.out"), pilot_script},
+                {{"DESCPROD_CONFIG", c.config_file},
+                 {"DESCPROD_WORKER", c.bin("descprod-worker")},
                  {"PATH", source_dir + "/apps:" + std::string(DESCPROD_BIN_DIR) + ":" + std::getenv("PATH")}},
                 30s);
   ASSERT_EQ(sb.status, 0) << sb.output;
@@ -354,12 +365,15 @@ TEST_F(SlurmPilots, PilotWhoseWalltimeEndsMidRunDrainsAndItsJobsEndDoneElsewhere
   auto submitted = steady::now();
 
   ASSERT_TRUE(wait_until([&] { return !hget(r, "descprod:worker:" + worker_id, "id").empty(); }, 30s))
-      << "the pilot's worker did not connect\n" << (fs::exists(out_file) ? read_file(out_file) : "") << run({"squeue"}).output;
+      << "the pilot's worker did not connect\n"
+      << (fs::exists(out_file) ? read_file(out_file) : "") << run({"squeue"}).output;
 
   // Slurm's SIGTERM reaches the worker (an srun task): it drains, hands back what runs, exits.
   ASSERT_TRUE(wait_until(
-      [&] { return fs::exists(out_file) && read_file(out_file).find("drain complete") != std::string::npos; }, 80s))
-      << (fs::exists(out_file) ? read_file(out_file) : "(no pilot output)") << "\n" << states_summary(r, nap_ids);
+      [&] { return fs::exists(out_file) && read_file(out_file).find("drain complete") != std::string::npos; },
+      80s))
+      << (fs::exists(out_file) ? read_file(out_file) : "(no pilot output)") << "\n"
+      << states_summary(r, nap_ids);
   auto drained_s = std::chrono::duration<double>(steady::now() - submitted).count();
   ASSERT_TRUE(wait_until([&] { return squeue_ids().find(pilot) == std::string::npos; }, 60s))
       << run({"squeue"}).output;
@@ -389,8 +403,8 @@ TEST_F(SlurmPilots, PilotWhoseWalltimeEndsMidRunDrainsAndItsJobsEndDoneElsewhere
   c.start_worker(0);
   std::vector<long long> all = nap_ids;
   all.insert(all.end(), long_ids.begin(), long_ids.end());
-  ASSERT_TRUE(wait_until([&] { return all_in_state(r, all, "done"); }, 90s))
-      << states_summary(r, all) << "\n" << c.daemon->output();
+  ASSERT_TRUE(wait_until([&] { return all_in_state(r, all, "done"); }, 90s)) << states_summary(r, all) << "\n"
+                                                                             << c.daemon->output();
   std::set<long long> handed_back;
   for (auto id : nap_ids)
     for (const auto& h : job_history(r, id))
@@ -405,7 +419,8 @@ TEST_F(SlurmPilots, PilotWhoseWalltimeEndsMidRunDrainsAndItsJobsEndDoneElsewhere
             << grep(out, {"descprod-pilot:", "worker limits", "signal received", "draining", "drain grace",
                           "handed back", "drain complete", "worker stopped", "CANCELLED"});
   std::vector<std::string> needles{"walltime", "worker draining", "handback"};
-  if (!handed_back.empty()) needles.push_back("job requeued job_id=" + std::to_string(*handed_back.begin()) + " ");
+  if (!handed_back.empty())
+    needles.push_back("job requeued job_id=" + std::to_string(*handed_back.begin()) + " ");
   std::cout << "\n==== daemon log (walltime rule and hand-backs)\n" << grep(c.daemon->output(), needles);
   if (!handed_back.empty()) {
     std::cout << "\n==== history of handed-back job " << *handed_back.begin() << "\n";
@@ -421,10 +436,12 @@ TEST_F(SlurmPilots, PilotSubmittedByHandLeavesAfterItsIdleTimeout) {
   service c(o);
   redis_sync r(c.redis.endpoint());
   temp_dir pilot_dir("descprod-pilot-");
-  auto sb = run({"sbatch", "--parsable", "--time=5", "--output=" + pilot_dir.file("pilot-%j.out"), pilot_script},
-                {{"DESCPROD_CONFIG", c.config_file}, {"DESCPROD_WORKER", c.bin("descprod-worker")},
-                 {"DESCPROD_IDLE_TIMEOUT", "3"}},
-                30s);
+  auto sb =
+      run({"sbatch", "--parsable", "--time=5", "--output=" + pilot_dir.file("pilot-%j.out"), pilot_script},
+          {{"DESCPROD_CONFIG", c.config_file},
+           {"DESCPROD_WORKER", c.bin("descprod-worker")},
+           {"DESCPROD_IDLE_TIMEOUT", "3"}},
+          30s);
   ASSERT_EQ(sb.status, 0) << sb.output;
   auto pilot = lines_of(sb.output).back();
   const std::string worker_id = "slurm-" + pilot + "-localhost";
@@ -432,7 +449,8 @@ TEST_F(SlurmPilots, PilotSubmittedByHandLeavesAfterItsIdleTimeout) {
   ASSERT_TRUE(wait_until([&] { return !hget(r, "descprod:worker:" + worker_id, "id").empty(); }, 30s))
       << (fs::exists(out_file) ? read_file(out_file) : "") << run({"squeue"}).output;
   auto connected = steady::now();
-  ASSERT_TRUE(wait_until([&] { return squeue_ids().find(pilot) == std::string::npos; }, 30s)) << run({"squeue"}).output;
+  ASSERT_TRUE(wait_until([&] { return squeue_ids().find(pilot) == std::string::npos; }, 30s))
+      << run({"squeue"}).output;
   auto gone_s = std::chrono::duration<double>(steady::now() - connected).count();
   EXPECT_GE(gone_s, 2.0);
   auto out = read_file(out_file);
@@ -454,10 +472,10 @@ TEST(Pilots, HangingSbatchIsKilledAndBackedOffWhileTheDaemonKeepsDispatching) {
   service_options o;
   o.workers = 1;
   o.worker_extra = pilot_yaml(fake.path(), {{"sbatch", sbatch},
-                                             {"command_timeout_ms", "400"},
-                                             {"backoff_min_ms", "200"},
-                                             {"backoff_max_ms", "800"},
-                                             {"check_interval_ms", "50"}});
+                                            {"command_timeout_ms", "400"},
+                                            {"backoff_min_ms", "200"},
+                                            {"backoff_max_ms", "800"},
+                                            {"check_interval_ms", "50"}});
   o.apps =
       "  - name: nap\n"
       "    command: [\"sleep\", \"0.1\"]\n"
@@ -488,7 +506,11 @@ TEST(Pilots, HangingSbatchIsKilledAndBackedOffWhileTheDaemonKeepsDispatching) {
   // The killed sbatches left no process behind (each process group was killed). A retry may be in
   // flight right now, so stop the daemon first: it must not leave its sbatch behind either.
   c.daemon->stop();
-  EXPECT_TRUE(wait_until([&] { return run({"pgrep", "-f", sbatch}).output.empty(); }, 3s))
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return run({"pgrep", "-f", sbatch}).output.empty();
+      },
+      3s))
       << run({"pgrep", "-af", sbatch}).output;
   std::cout << grep(log, {"pilot"}).substr(0, 1500);
 }
@@ -571,7 +593,8 @@ TEST(Pilots, DaemonNeverOffersAWorkerAJobItRefusedForWalltime) {
   // The daemon keeps the job from this worker: it stays ready, whatever the credits.
   got.clear();
   pump(2s);
-  for (const auto& [cmd, body] : got) EXPECT_NE(cmd, "job") << "offered again: " << boost::json::serialize(body);
+  for (const auto& [cmd, body] : got)
+    EXPECT_NE(cmd, "job") << "offered again: " << boost::json::serialize(body);
   EXPECT_EQ(job_field(r, ids[0], "state"), "ready");
   // Another worker takes it.
   c.start_worker(0);
@@ -632,7 +655,8 @@ TEST(Pilots, WorkerHandsBackJobsThatOutrunItsWalltimeAndExitsWhenIdle) {
     frames.push_back(zmq::buffer(text));
     (void)zmq::send_multipart(router, frames);
   };
-  auto wait_for = [&](const std::string& cmd, std::chrono::milliseconds within) -> const boost::json::object* {
+  auto wait_for = [&](const std::string& cmd,
+                      std::chrono::milliseconds within) -> const boost::json::object* {
     auto deadline = steady::now() + within;
     std::size_t seen = 0;
     while (steady::now() < deadline) {

@@ -22,10 +22,9 @@ std::string lower(std::string s) {
   return s;
 }
 
-http::request<http::string_body> make_request(const std::string& host, int port,
-                                              const std::string& method, const std::string& target,
-                                              const std::string& body, const http_headers& headers,
-                                              bool keep_alive) {
+http::request<http::string_body> make_request(const std::string& host, int port, const std::string& method,
+                                              const std::string& target, const std::string& body,
+                                              const http_headers& headers, bool keep_alive) {
   http::request<http::string_body> req;
   auto verb = http::string_to_verb(method);
   if (verb == http::verb::unknown) req.method_string(method);
@@ -65,8 +64,7 @@ net::awaitable<http_response> async_exchange(beast::tcp_stream& stream, beast::f
   http::response_parser<http::string_body> parser;
   parser.body_limit(std::uint64_t(1) << 32);
   stream.expires_after(io_timeout);
-  auto [ec, n] = co_await http::async_read_header(stream, buffer, parser,
-                                                  net::as_tuple(net::use_awaitable));
+  auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, net::as_tuple(net::use_awaitable));
   if (ec) throw boost::system::system_error(ec, "http read");
   *got_bytes = true;
   (void)n;
@@ -104,17 +102,16 @@ std::string http_response::header(const std::string& name) const {
 }
 
 http_response http_request(const std::string& host, int port, const std::string& method,
-                           const std::string& target, const std::string& body,
-                           http_headers headers) {
+                           const std::string& target, const std::string& body, http_headers headers) {
   net::io_context ioc;
   beast::tcp_stream stream(ioc);
   beast::flat_buffer buffer;
   run_on(ioc, async_open(stream, host, port));
   bool got = false;
   bool keep = false;
-  auto res = run_on(ioc, async_exchange(stream, buffer,
-                                        make_request(host, port, method, target, body, headers, false),
-                                        &got, &keep));
+  auto res = run_on(
+      ioc, async_exchange(stream, buffer, make_request(host, port, method, target, body, headers, false),
+                          &got, &keep));
   boost::system::error_code ignored;
   stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
   stream.close();
@@ -148,8 +145,7 @@ struct http_client::impl {
   }
 };
 
-http_client::http_client(std::string host, int port)
-    : impl_(std::make_unique<impl>(std::move(host), port)) {}
+http_client::http_client(std::string host, int port) : impl_(std::make_unique<impl>(std::move(host), port)) {}
 
 http_client::~http_client() { impl_->close(); }
 
@@ -164,10 +160,10 @@ http_response http_client::request(const std::string& method, const std::string&
     bool got = false;
     bool keep = false;
     try {
-      auto res = run_on(d.ioc, async_exchange(*d.stream, d.buffer,
-                                              make_request(d.host, d.port, method, target, body,
-                                                           headers, true),
-                                              &got, &keep));
+      auto res =
+          run_on(d.ioc, async_exchange(*d.stream, d.buffer,
+                                       make_request(d.host, d.port, method, target, body, headers, true),
+                                       &got, &keep));
       if (!keep) d.close();
       return res;
     } catch (const boost::system::system_error&) {

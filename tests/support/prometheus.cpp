@@ -129,10 +129,8 @@ prom_text parse_prometheus(const std::string& text) {
         for (std::size_t i = 0; i < rest.size(); ++i) {
           if (rest[i] == '\\' && i + 1 < rest.size()) {
             char e = rest[++i];
-            if (e == '\\')
-              help += '\\';
-            else if (e == 'n')
-              help += '\n';
+            if (e == '\\') help += '\\';
+            else if (e == 'n') help += '\n';
             else {
               help += '\\';
               help += e;
@@ -182,12 +180,9 @@ prom_text parse_prometheus(const std::string& text) {
           if (c == '\\') {
             if (i >= l.size()) break;
             char e = l[i++];
-            if (e == '\\')
-              v += '\\';
-            else if (e == '"')
-              v += '"';
-            else if (e == 'n')
-              v += '\n';
+            if (e == '\\') v += '\\';
+            else if (e == '"') v += '"';
+            else if (e == 'n') v += '\n';
             else {
               error(n, "bad escape \\" + std::string(1, e) + " in a label value");
               v += e;

@@ -28,21 +28,25 @@ service::service(service_options o)
   fs::create_directories(out_dir);
   fs::create_directories(markers);
   std::string extra_apps = opts.apps;
-  for (const auto& [name, value] : {std::pair<std::string, std::string>{"{markers}", markers}, {"{dir}", dir.path()}})
-    for (auto pos = extra_apps.find(name); pos != std::string::npos; pos = extra_apps.find(name, pos + value.size()))
+  for (const auto& [name, value] :
+       {std::pair<std::string, std::string>{"{markers}", markers}, {"{dir}", dir.path()}})
+    for (auto pos = extra_apps.find(name); pos != std::string::npos;
+         pos = extra_apps.find(name, pos + value.size()))
       extra_apps.replace(pos, name.size(), value);
-  write_file(dir.file("apps.yaml"),
-             "apps:\n"
-             "  - name: mysleep\n"
-             "    pattern: \"^[0-9]{1,6}$\"\n"
-             "  - name: marker\n"
-             "    command: [\"/bin/sh\", \"-c\", \"echo \\\"$DESCPROD_ATTEMPT\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"\", \"" +
-                 markers + "\"]\n"
-             "    args: []\n"
-             "  - name: fail\n"
-             "    command: [\"/bin/sh\", \"-c\", \"echo 'it broke' > current-status.txt; exit 3\"]\n"
-             "    args: []\n" +
-                 extra_apps);
+  write_file(
+      dir.file("apps.yaml"),
+      "apps:\n"
+      "  - name: mysleep\n"
+      "    pattern: \"^[0-9]{1,6}$\"\n"
+      "  - name: marker\n"
+      "    command: [\"/bin/sh\", \"-c\", \"echo \\\"$DESCPROD_ATTEMPT\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"\", \"" +
+          markers +
+          "\"]\n"
+          "    args: []\n"
+          "  - name: fail\n"
+          "    command: [\"/bin/sh\", \"-c\", \"echo 'it broke' > current-status.txt; exit 3\"]\n"
+          "    args: []\n" +
+          extra_apps);
   {
     redis_sync r(redis.endpoint());
     add_user(r, "descprod:", "alice", false);
@@ -55,18 +59,33 @@ service::service(service_options o)
   }
   write_file(config_file,
              "log_level: info\n"
-             "apps: " + dir.file("apps.yaml") + "\n"
-             "redis:\n  path: " + redis.socket_path() + "\n" + opts.redis_extra +
-             "gateway:\n  port: 0\n  daemon_endpoint: ipc://" + dir.file("gw.ipc") + "\n" + opts.gateway_extra +
-             "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") + "\n"
-             "  gateway_endpoint: ipc://" + dir.file("gw.ipc") + "\n"
-             "  heartbeat_interval_ms: " + std::to_string(opts.heartbeat_ms) + "\n"
-             "  lease_timeout_ms: " + std::to_string(opts.lease_timeout_ms) + "\n"
-             "  reconcile_interval_ms: " + std::to_string(opts.reconcile_ms) + "\n" + opts.daemon_extra +
-             "worker:\n  daemon_endpoint: ipc://" + dir.file("w.ipc") + "\n"
-             "  token_file: " + worker_token_file + "\n"
-             "  output_dir: " + out_dir + "\n  status_poll_ms: 100\n  slots: " + std::to_string(opts.slots) + "\n" +
-             opts.worker_extra);
+             "apps: " +
+                 dir.file("apps.yaml") +
+                 "\n"
+                 "redis:\n  path: " +
+                 redis.socket_path() + "\n" + opts.redis_extra +
+                 "gateway:\n  port: 0\n  daemon_endpoint: ipc://" + dir.file("gw.ipc") + "\n" +
+                 opts.gateway_extra + "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") +
+                 "\n"
+                 "  gateway_endpoint: ipc://" +
+                 dir.file("gw.ipc") +
+                 "\n"
+                 "  heartbeat_interval_ms: " +
+                 std::to_string(opts.heartbeat_ms) +
+                 "\n"
+                 "  lease_timeout_ms: " +
+                 std::to_string(opts.lease_timeout_ms) +
+                 "\n"
+                 "  reconcile_interval_ms: " +
+                 std::to_string(opts.reconcile_ms) + "\n" + opts.daemon_extra +
+                 "worker:\n  daemon_endpoint: ipc://" + dir.file("w.ipc") +
+                 "\n"
+                 "  token_file: " +
+                 worker_token_file +
+                 "\n"
+                 "  output_dir: " +
+                 out_dir + "\n  status_poll_ms: 100\n  slots: " + std::to_string(opts.slots) + "\n" +
+                 opts.worker_extra);
   start_daemon();
   start_gateway();
   for (int i = 0; i < opts.workers; ++i) start_worker(i);
@@ -97,20 +116,22 @@ service::~service() {
 std::string service::bin(const std::string& name) const { return std::string(DESCPROD_BIN_DIR) + "/" + name; }
 
 std::vector<std::pair<std::string, std::string>> service::env() const {
-  return {{"PATH", std::string(DESCPROD_SOURCE_DIR) + "/apps:" + DESCPROD_BIN_DIR + ":" + std::getenv("PATH")}};
+  return {
+      {"PATH", std::string(DESCPROD_SOURCE_DIR) + "/apps:" + DESCPROD_BIN_DIR + ":" + std::getenv("PATH")}};
 }
 
 void service::start_daemon() {
-  daemon = std::make_unique<process>(std::vector<std::string>{bin("descprod-daemon"), "--config", config_file}, env(),
-                                     dir.file("daemon.log"));
+  daemon =
+      std::make_unique<process>(std::vector<std::string>{bin("descprod-daemon"), "--config", config_file},
+                                env(), dir.file("daemon.log"));
 }
 
 void service::start_gateway() {
   auto port_file = dir.file("gateway.port");
   fs::remove(port_file);
   gateway = std::make_unique<process>(
-      std::vector<std::string>{bin("descprod-gateway"), "--config", config_file, "--port-file", port_file}, env(),
-      dir.file("gateway.log"));
+      std::vector<std::string>{bin("descprod-gateway"), "--config", config_file, "--port-file", port_file},
+      env(), dir.file("gateway.log"));
   if (!wait_until([&] { return fs::exists(port_file) && fs::file_size(port_file) > 0; }, 20s))
     throw std::runtime_error("the gateway did not write its port: " + read_file(dir.file("gateway.log")));
   port_ = std::stoi(read_file(port_file));

@@ -82,7 +82,8 @@ class service {
   long long submit(const std::string& body, const std::string& token = "");
   // POST /api/jobs/<id>/claim for `host` (the claim of descprod-start-job); returns the answer's
   // body (empty, recording a test failure, when it is not 200).
-  boost::json::object claim(long long id, const std::string& host = "cli.example.org", const std::string& token = "");
+  boost::json::object claim(long long id, const std::string& host = "cli.example.org",
+                            const std::string& token = "");
   // Marker lines (runs) the `marker` app left for a job.
   std::string marker(long long id) const;
   // An API token of the administrator ops (issued at the first call).

@@ -120,7 +120,9 @@ redis_server::redis_server(bool appendonly)
 }
 
 redis_server::redis_server(redis_server_options opts)
-    : dir_("descprod-redis-"), appendonly_(opts.appendonly), socket_(dir_.file("redis.sock")),
+    : dir_("descprod-redis-"),
+      appendonly_(opts.appendonly),
+      socket_(dir_.file("redis.sock")),
       opts_(std::move(opts)) {
   start();
 }
@@ -149,15 +151,10 @@ void redis_server::start_loading() { start_process(false); }
 
 void redis_server::start_process(bool until_ready) {
   if (pid_ > 0) throw std::logic_error("redis_server::start: already running");
-  std::vector<std::string> args = {"redis-server",
-                                   "--port", "0",
-                                   "--unixsocket", socket_,
-                                   "--unixsocketperm", "700",
-                                   "--dir", dir_.path(),
-                                   "--save", "",
-                                   "--appendonly", appendonly_ ? "yes" : "no",
-                                   "--daemonize", "no",
-                                   "--pidfile", dir_.file("redis.pid"),
+  std::vector<std::string> args = {"redis-server", "--port", "0", "--unixsocket", socket_, "--unixsocketperm",
+                                   "700", "--dir", dir_.path(), "--save", "", "--appendonly",
+                                   appendonly_ ? "yes" : "no", "--daemonize", "no", "--pidfile",
+                                   dir_.file("redis.pid"),
                                    // as scripts/descprod-up runs it (per-job streams stay small)
                                    "--stream-node-max-bytes", "512"};
   args.insert(args.end(), opts_.extra_args.begin(), opts_.extra_args.end());

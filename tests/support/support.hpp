@@ -141,8 +141,7 @@ template <class T>
 T run_async(net::io_context& ioc, net::awaitable<T> aw, std::chrono::milliseconds deadline = 30s) {
   auto fut = net::co_spawn(ioc, std::move(aw), net::use_future);
   bool finished = run_until(
-      ioc, [&] { return fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready; },
-      deadline);
+      ioc, [&] { return fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }, deadline);
   if (!finished) {
     ADD_FAILURE() << "run_async: the coroutine did not finish within " << deadline.count() << " ms";
     throw std::runtime_error("run_async: deadline passed");
@@ -188,8 +187,8 @@ class http_client {
   http_client(const http_client&) = delete;
   http_client& operator=(const http_client&) = delete;
 
-  http_response request(const std::string& method, const std::string& target,
-                        const std::string& body = "", http_headers headers = {});
+  http_response request(const std::string& method, const std::string& target, const std::string& body = "",
+                        http_headers headers = {});
   // Number of TCP connections opened so far.
   int connections() const;
 

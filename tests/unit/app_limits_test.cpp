@@ -27,15 +27,17 @@ TEST(AppLimits, DefaultsAndValuesFromAppsYaml) {
 }
 
 TEST(AppLimits, MalformedValuesAreConfigErrors) {
-  for (const char* bad : {"    umask: \"9\"\n", "    umask: \"\"\n", "    umask: \"07777\"\n", "    memory_max: 2X\n",
-                          "    memory_max: lots\n", "    memory_max: 99999999999999999999T\n"})
+  for (const char* bad :
+       {"    umask: \"9\"\n", "    umask: \"\"\n", "    umask: \"07777\"\n", "    memory_max: 2X\n",
+        "    memory_max: lots\n", "    memory_max: 99999999999999999999T\n"})
     EXPECT_THROW(parse_apps(std::string("apps:\n  - name: a\n") + bad, "apps.yaml"), config_error) << bad;
 }
 
 TEST(AppLimits, JobMessageFieldsAreChecked) {
   auto body = [](const char* app_extra) {
-    return boost::json::parse(std::string(R"({"job":{"id":5,"jobtype":"a"},"attempt":1,"app":{"argv":["/bin/true"])") +
-                              app_extra + "}}")
+    return boost::json::parse(
+               std::string(R"({"job":{"id":5,"jobtype":"a"},"attempt":1,"app":{"argv":["/bin/true"])") +
+               app_extra + "}}")
         .as_object();
   };
   std::string why;

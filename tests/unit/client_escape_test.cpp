@@ -44,15 +44,21 @@ TEST(ClientEscape, TabAndNewlineAreKeptOnlyWhenAsked) {
 }
 
 TEST(ClientEscape, C1ControlsBidiOverridesAndInvalidUtf8AreEscaped) {
-  EXPECT_EQ(terminal_safe("\xc2\x9b" "31m"), "\\u009b31m");                   // U+009B: CSI
-  EXPECT_EQ(terminal_safe("\xc2\x85"), "\\u0085");                             // U+0085: NEL
-  EXPECT_EQ(terminal_safe("abc\xe2\x80\xae" "txt.exe"), "abc\\u202etxt.exe");  // right-to-left override
-  EXPECT_EQ(terminal_safe("\xe2\x81\xa6x"), "\\u2066x");                       // left-to-right isolate
-  EXPECT_EQ(terminal_safe("raw \x9b" "31m"), "raw \\x9b31m");                  // 8-bit CSI
-  EXPECT_EQ(terminal_safe("\xc0\xbb"), "\\xc0\\xbb");                          // overlong
-  EXPECT_EQ(terminal_safe("\xed\xa0\x80"), "\\xed\\xa0\\x80");                 // surrogate
-  EXPECT_EQ(terminal_safe("cut \xe2\x82"), "cut \\xe2\\x82");                  // truncated
-  EXPECT_EQ(terminal_safe("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");        // above U+10FFFF
+  EXPECT_EQ(terminal_safe("\xc2\x9b"
+                          "31m"),
+            "\\u009b31m");                          // U+009B: CSI
+  EXPECT_EQ(terminal_safe("\xc2\x85"), "\\u0085");  // U+0085: NEL
+  EXPECT_EQ(terminal_safe("abc\xe2\x80\xae"
+                          "txt.exe"),
+            "abc\\u202etxt.exe");                         // right-to-left override
+  EXPECT_EQ(terminal_safe("\xe2\x81\xa6x"), "\\u2066x");  // left-to-right isolate
+  EXPECT_EQ(terminal_safe("raw \x9b"
+                          "31m"),
+            "raw \\x9b31m");                                             // 8-bit CSI
+  EXPECT_EQ(terminal_safe("\xc0\xbb"), "\\xc0\\xbb");                    // overlong
+  EXPECT_EQ(terminal_safe("\xed\xa0\x80"), "\\xed\\xa0\\x80");           // surrogate
+  EXPECT_EQ(terminal_safe("cut \xe2\x82"), "cut \\xe2\\x82");            // truncated
+  EXPECT_EQ(terminal_safe("\xf4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");  // above U+10FFFF
 }
 
 TEST(ClientEscape, PrintableTextIsUntouched) {

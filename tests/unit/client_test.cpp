@@ -123,12 +123,14 @@ TEST(ClientFormat, EveryLineIsKeyRightAlignedToSixteenThenColonSpace) {
 TEST(ClientFormat, AbsentFieldsAreLeftOutAndChildrenAreSummarised) {
   auto job = json::parse(R"({"id": 3, "descname": "bob", "jobtype": "parsltest", "config": "sleep-ntsk2",
       "howfig": "x", "progress": "Ready.", "state": "ready",
-      "children": {"total": 3, "running": 1, "done": 2}})").as_object();
+      "children": {"total": 3, "running": 1, "done": 2}})")
+                 .as_object();
   auto lines = job_field_lines(job, time_style::utc);
   std::vector<std::string> expected = {
-      "              id: 3",          "        descname: bob", "         jobtype: parsltest",
-      "          config: sleep-ntsk2", "          howfig: x",   "        progress: Ready.",
-      "           state: ready",      "        children: 3 (running 1, done 2)"};
+      "              id: 3",         "        descname: bob",
+      "         jobtype: parsltest", "          config: sleep-ntsk2",
+      "          howfig: x",         "        progress: Ready.",
+      "           state: ready",     "        children: 3 (running 1, done 2)"};
   EXPECT_EQ(lines, expected);
 }
 
@@ -194,9 +196,19 @@ TEST(ClientConfigCommands, SplitConfigPrintsFieldsAndExitsWithCheckConfigCode) {
   auto r = run(split_config_main, {"descprod-split-config", "nam1:v11-nam2-nam3:v31:v32"});
   EXPECT_EQ(r.code, 0);
   EXPECT_EQ(r.out, "nam1:v11 nam2 nam3:v31:v32\n");
-  struct bad { std::string s; int code; };
-  for (const auto& b : std::vector<bad>{{"a,b", 1}, {"a----b", 2}, {"a--b", 3}, {"-ab", 4}, {"ab-", 4},
-                                        {":ab", 5}, {"ab:", 5}, {"", 9}, {"a b", 1}}) {
+  struct bad {
+    std::string s;
+    int code;
+  };
+  for (const auto& b : std::vector<bad>{{"a,b", 1},
+                                        {"a----b", 2},
+                                        {"a--b", 3},
+                                        {"-ab", 4},
+                                        {"ab-", 4},
+                                        {":ab", 5},
+                                        {"ab:", 5},
+                                        {"", 9},
+                                        {"a b", 1}}) {
     auto rb = run(split_config_main, {"descprod-split-config", b.s});
     EXPECT_EQ(rb.code, b.code) << "'" << b.s << "'";
     EXPECT_EQ(rb.out, "") << b.s;
@@ -244,8 +256,10 @@ TEST(ClientConfigCommands, HelpIsExitZeroAndWrongArgumentCountIsAUsageError) {
 
 TEST(ClientOutputDir, BaseFollowsDescprodsRule) {
   EXPECT_EQ(output_base_dir(env_of({{"DESCPROD_OUTPUT_DIR", "/o"}, {"PSCRATCH", "/p"}})), "/o");
-  EXPECT_EQ(output_base_dir(env_of({{"PSCRATCH", "/p"}, {"SCRATCH", "/s"}, {"HOME", "/h"}})), "/p/descprod-out");
-  EXPECT_EQ(output_base_dir(env_of({{"PSCRATCH", ""}, {"SCRATCH", "/s"}, {"HOME", "/h"}})), "/s/descprod-out");
+  EXPECT_EQ(output_base_dir(env_of({{"PSCRATCH", "/p"}, {"SCRATCH", "/s"}, {"HOME", "/h"}})),
+            "/p/descprod-out");
+  EXPECT_EQ(output_base_dir(env_of({{"PSCRATCH", ""}, {"SCRATCH", "/s"}, {"HOME", "/h"}})),
+            "/s/descprod-out");
   EXPECT_EQ(output_base_dir(env_of({{"DESCPROD_OUTPUT_DIR", ""}, {"HOME", "/h"}})), "/h/descprod-out");
   EXPECT_EQ(output_base_dir(env_of({})), "./descprod-out");
 }
@@ -286,7 +300,8 @@ TEST(ClientOutputDir, GetCreateAndCheckPrintTheDirectory) {
 // ---- argument parsing ----------------------------------------------------------------------------
 
 TEST(ClientArgs, OptionsMayBeLongShortGroupedOrInline) {
-  std::vector<option_spec> specs = {{'w', "wait", false}, {'p', "parent", true}, {0, "url", true}, {'f', "", false}};
+  std::vector<option_spec> specs = {
+      {'w', "wait", false}, {'p', "parent", true}, {0, "url", true}, {'f', "", false}};
   auto a = parse_args({"-wf", "12", "--url=http://x:1", "-p", "5", "more", "--", "-z"}, specs);
   EXPECT_TRUE(a.has("wait"));
   EXPECT_TRUE(a.has("f"));
@@ -298,7 +313,8 @@ TEST(ClientArgs, OptionsMayBeLongShortGroupedOrInline) {
 
 TEST(ClientArgs, UnknownOptionsAndMissingValuesAreUsageErrors) {
   std::vector<option_spec> specs = {{'p', "parent", true}, {0, "all", false}};
-  for (const auto& args : std::vector<std::vector<std::string>>{{"-x"}, {"--nope"}, {"-p"}, {"--parent"}, {"--all=1"}}) {
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"-x"}, {"--nope"}, {"-p"}, {"--parent"}, {"--all=1"}}) {
     try {
       parse_args(args, specs);
       ADD_FAILURE() << args[0] << " was accepted";
@@ -315,7 +331,10 @@ TEST(ClientArgs, UnknownOptionsAndMissingValuesAreUsageErrors) {
 }
 
 TEST(ClientArgs, CommandsExitTwoOnUsageErrorsBeforeAnyNetwork) {
-  struct c { int (*fn)(int, char**); std::vector<std::string> args; };
+  struct c {
+    int (*fn)(int, char**);
+    std::vector<std::string> args;
+  };
   std::vector<c> cases = {
       {get_job_main, {"descprod-get-job"}},
       {get_job_main, {"descprod-get-job", "abc"}},
@@ -369,12 +388,16 @@ TEST(ClientArgs, MissingTokenIsExitFourAndUnreachableServerExitThree) {
   auto no_token = run(get_job_main, {"descprod-get-job", "--url", "http://127.0.0.1:1", "5"});
   EXPECT_EQ(no_token.code, exit_code::bad_token) << no_token.err;
   write_file(home.file("tok"), "dp_x\n");
-  auto refused = run(get_job_main, {"descprod-get-job", "--token-file", home.file("tok"), "5", "alice", "http://127.0.0.1:1"});
+  auto refused = run(get_job_main, {"descprod-get-job", "--token-file", home.file("tok"), "5", "alice",
+                                    "http://127.0.0.1:1"});
   EXPECT_EQ(refused.code, exit_code::unreachable) << refused.err;
-  EXPECT_NE(refused.err.find("Unable to reach server at http://127.0.0.1:1"), std::string::npos) << refused.err;
-  EXPECT_EQ(run(get_job_main, {"descprod-get-job", "--token-file", home.file("nope"), "5"}).code, exit_code::bad_token);
-  EXPECT_EQ(run(get_job_main, {"descprod-get-job", "--url", "ftp://x", "--token-file", home.file("tok"), "5"}).code,
-            exit_code::usage);
+  EXPECT_NE(refused.err.find("Unable to reach server at http://127.0.0.1:1"), std::string::npos)
+      << refused.err;
+  EXPECT_EQ(run(get_job_main, {"descprod-get-job", "--token-file", home.file("nope"), "5"}).code,
+            exit_code::bad_token);
+  EXPECT_EQ(
+      run(get_job_main, {"descprod-get-job", "--url", "ftp://x", "--token-file", home.file("tok"), "5"}).code,
+      exit_code::usage);
   ::setenv("HOME", saved_home.c_str(), 1);
 }
 
@@ -418,7 +441,8 @@ TEST(ClientSettings, ParseUrlAcceptsHttpAndHttpsOnly) {
   EXPECT_EQ(p->port, "8080");
   EXPECT_EQ(p->text(), "http://127.0.0.1:8080");
   EXPECT_EQ(parse_url("http://[::1]:9/")->host, "::1");
-  for (const char* bad : {"127.0.0.1:8080", "ftp://x", "http://", "http://h:0", "http://h:99999", "http://h:x"})
+  for (const char* bad :
+       {"127.0.0.1:8080", "ftp://x", "http://", "http://h:0", "http://h:99999", "http://h:x"})
     EXPECT_FALSE(parse_url(bad)) << bad;
 }
 
@@ -452,7 +476,8 @@ TEST(ClientSse, EventsSurviveArbitraryChunkingAndLineEnds) {
   for (std::size_t chunk : {1u, 2u, 3u, 7u, 1000u}) {
     sse_parser p;
     std::vector<sse_event> out;
-    for (std::size_t i = 0; i < stream.size(); i += chunk) p.feed(std::string_view(stream).substr(i, chunk), out);
+    for (std::size_t i = 0; i < stream.size(); i += chunk)
+      p.feed(std::string_view(stream).substr(i, chunk), out);
     ASSERT_EQ(out.size(), 2u) << "chunk " << chunk;
     EXPECT_EQ(out[0].id, "1-0");
     EXPECT_EQ(out[0].event, "job");
@@ -541,8 +566,10 @@ TEST(Parsltest, FailingTasksAndChildConfigs) {
   std::string why;
   EXPECT_EQ(parsltest::failing_tasks(*parsltest::parse_config("ntsk3-nfail1", why)),
             (std::vector<bool>{true, false, false}));
-  EXPECT_EQ(parsltest::failing_tasks(*parsltest::parse_config("fail-ntsk2", why)), (std::vector<bool>{true, true}));
-  EXPECT_EQ(parsltest::failing_tasks(*parsltest::parse_config("ntsk2", why)), (std::vector<bool>{false, false}));
+  EXPECT_EQ(parsltest::failing_tasks(*parsltest::parse_config("fail-ntsk2", why)),
+            (std::vector<bool>{true, true}));
+  EXPECT_EQ(parsltest::failing_tasks(*parsltest::parse_config("ntsk2", why)),
+            (std::vector<bool>{false, false}));
   EXPECT_EQ(parsltest::child_config(1500, false), "sleep-tskms1500-ntsk1-nwrk1");
   EXPECT_EQ(parsltest::child_config(20, true), "fail-tskms20-ntsk1-nwrk1");
   EXPECT_TRUE(parsltest::parse_config(parsltest::child_config(20, true), why));
@@ -554,7 +581,8 @@ TEST(Parsltest, StatusLinesCarryDoneTotalAndDescprodsWording) {
   n.done = 8;
   n.running = 4;
   n.waiting = 8;
-  EXPECT_EQ(parsltest::status_line(n), "[8/20]   12/20 tasks remaining:    8 exec_done;    4 running,    8 launched");
+  EXPECT_EQ(parsltest::status_line(n),
+            "[8/20]   12/20 tasks remaining:    8 exec_done;    4 running,    8 launched");
   n.failed = 1;
   n.waiting = 7;
   EXPECT_EQ(parsltest::status_line(n),

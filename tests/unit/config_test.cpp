@@ -202,8 +202,7 @@ TEST(ParseConfig, BadLogLevelAndEndpointAreRejected) {
 TEST(ParseConfig, LeaseTimeoutNotLongerThanHeartbeatIsRejected) {
   auto err = config_error_of("daemon:\n  heartbeat_interval_ms: 1000\n  lease_timeout_ms: 1000\n");
   EXPECT_TRUE(starts_with(err, "test.yaml:3:")) << err;
-  EXPECT_NE(err.find("daemon.lease_timeout_ms: must be longer than heartbeat_interval_ms"),
-            std::string::npos)
+  EXPECT_NE(err.find("daemon.lease_timeout_ms: must be longer than heartbeat_interval_ms"), std::string::npos)
       << err;
   err = config_error_of("daemon:\n  lease_timeout_ms: 500\n");  // default heartbeat 1000
   EXPECT_TRUE(starts_with(err, "test.yaml:2:")) << err;
@@ -316,8 +315,9 @@ TEST(ParseApps, BadEntriesAreRejected) {
 }
 
 TEST(AppArgv, SubstitutesConfigHowfigAndId) {
-  auto reg = parse_apps("apps:\n  - name: a\n    args: [\"{config}\", \"{howfig}\", \"--id={id}\", \"{config}:{howfig}\"]\n",
-                        "apps.yaml");
+  auto reg = parse_apps(
+      "apps:\n  - name: a\n    args: [\"{config}\", \"{howfig}\", \"--id={id}\", \"{config}:{howfig}\"]\n",
+      "apps.yaml");
   EXPECT_EQ(reg.apps.at("a").argv_for("sleep-ttsk2", "fast", 81),
             (std::vector<std::string>{"runapp-a", "sleep-ttsk2", "fast", "--id=81", "sleep-ttsk2:fast"}));
 }

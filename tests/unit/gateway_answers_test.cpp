@@ -19,8 +19,7 @@ TEST(GatewayAuth, BearerTokenIsExtractedCaseInsensitively) {
 }
 
 TEST(GatewayAuth, MalformedAuthorizationYieldsNoToken) {
-  for (const char* h :
-       {"", "Bearer", "Bearer ", "Basic dXNlcjpwdw==", "Bearerdp_abc", "Bearer a b"})
+  for (const char* h : {"", "Bearer", "Bearer ", "Basic dXNlcjpwdw==", "Bearerdp_abc", "Bearer a b"})
     EXPECT_FALSE(dg::bearer_token(h)) << h;
   EXPECT_FALSE(dg::bearer_token("Bearer " + std::string(300, 'x')));
 }
@@ -43,19 +42,16 @@ TEST(GatewayAuth, UserTokenWithoutExpiryIsAccepted) {
 
 TEST(GatewayAuth, ExpiredTokenIsUnauthorized) {
   dg::principal who;
-  auto e =
-      dg::check_token({{"owner", "alice"}, {"scope", "user"}, {"expires", "1000"}}, 1000.5, who);
+  auto e = dg::check_token({{"owner", "alice"}, {"scope", "user"}, {"expires", "1000"}}, 1000.5, who);
   ASSERT_TRUE(e);
   EXPECT_EQ(e->status(), 401u);
   EXPECT_EQ(e->detail, "token expired");
-  EXPECT_FALSE(
-      dg::check_token({{"owner", "alice"}, {"scope", "user"}, {"expires", "1000"}}, 999, who));
+  EXPECT_FALSE(dg::check_token({{"owner", "alice"}, {"scope", "user"}, {"expires", "1000"}}, 999, who));
 }
 
 TEST(GatewayAuth, JobTokenIsLimitedToItsJob) {
   dg::principal who;
-  ASSERT_FALSE(
-      dg::check_token({{"owner", "alice"}, {"scope", "job:42"}, {"expires", "0"}}, 1, who));
+  ASSERT_FALSE(dg::check_token({{"owner", "alice"}, {"scope", "job:42"}, {"expires", "0"}}, 1, who));
   ASSERT_TRUE(who.only_job);
   EXPECT_EQ(*who.only_job, 42);
   EXPECT_TRUE(dg::may_read(who, 42, "alice"));
@@ -152,11 +148,9 @@ TEST(GatewayJobToken, ReportsTheRunOfItsJob) {
 
 TEST(GatewayJobToken, OtherJobsAreNotFound) {
   auto who = job_token_of(5);
-  for (const char* p : {"/api/jobs/6", "/api/jobs/6/events", "/api/jobs/6/log",
-                        "/api/jobs/6/cancel", "/api/jobs/6/started", "/api/jobs/6/claim"})
-    EXPECT_EQ(scope_status(who, p, p == std::string("/api/jobs/6") ? "GET" : "POST").value_or(0),
-              404u)
-        << p;
+  for (const char* p : {"/api/jobs/6", "/api/jobs/6/events", "/api/jobs/6/log", "/api/jobs/6/cancel",
+                        "/api/jobs/6/started", "/api/jobs/6/claim"})
+    EXPECT_EQ(scope_status(who, p, p == std::string("/api/jobs/6") ? "GET" : "POST").value_or(0), 404u) << p;
 }
 
 TEST(GatewayJobToken, EverythingElseIsForbidden) {
@@ -201,15 +195,14 @@ TEST(GatewayClaim, HostIsRequiredAndChecked) {
   ASSERT_FALSE(dg::parse_claim_body(parse(R"({"host":"nid001.perlmutter.nersc.gov"})"), host));
   EXPECT_EQ(host, "nid001.perlmutter.nersc.gov");
   EXPECT_EQ(dg::parse_claim_body(parse("{}"), host)->detail, "missing field 'host'");
-  EXPECT_EQ(dg::parse_claim_body(parse(R"({"host":""})"), host)->detail,
-            "field 'host' must not be empty");
-  EXPECT_TRUE(contains(dg::parse_claim_body(parse(R"({"host":"a b"})"), host)->detail,
-                       "may hold only letters"));
-  EXPECT_TRUE(contains(dg::parse_claim_body(parse(R"({"host":"x","pid":1})"), host)->detail,
-                       "unknown field 'pid'"));
-  EXPECT_TRUE(contains(
-      dg::parse_claim_body(parse(R"({"host":")" + std::string(256, 'h') + "\"}"), host)->detail,
-      "longer than 255"));
+  EXPECT_EQ(dg::parse_claim_body(parse(R"({"host":""})"), host)->detail, "field 'host' must not be empty");
+  EXPECT_TRUE(
+      contains(dg::parse_claim_body(parse(R"({"host":"a b"})"), host)->detail, "may hold only letters"));
+  EXPECT_TRUE(
+      contains(dg::parse_claim_body(parse(R"({"host":"x","pid":1})"), host)->detail, "unknown field 'pid'"));
+  EXPECT_TRUE(
+      contains(dg::parse_claim_body(parse(R"({"host":")" + std::string(256, 'h') + "\"}"), host)->detail,
+               "longer than 255"));
   EXPECT_TRUE(dg::parse_claim_body(parse("[1]"), host));
 }
 
@@ -224,25 +217,23 @@ TEST(GatewayReports, StartedNeedsAnAttempt) {
   EXPECT_EQ(dg::parse_started_body(parse(R"({"pid":1})"), r)->detail, "missing field 'attempt'");
   EXPECT_TRUE(contains(dg::parse_started_body(parse(R"({"attempt":0})"), r)->detail,
                        "field 'attempt' must be between 1"));
-  EXPECT_TRUE(contains(dg::parse_started_body(parse(R"({"attempt":"1"})"), r)->detail,
-                       "must be an integer"));
-  EXPECT_TRUE(contains(dg::parse_started_body(parse(R"({"attempt":1,"pid":-1})"), r)->detail,
-                       "field 'pid'"));
-  EXPECT_TRUE(contains(dg::parse_started_body(parse(R"({"attempt":1,"x":1})"), r)->detail,
-                       "unknown field 'x'"));
+  EXPECT_TRUE(contains(dg::parse_started_body(parse(R"({"attempt":"1"})"), r)->detail, "must be an integer"));
+  EXPECT_TRUE(contains(dg::parse_started_body(parse(R"({"attempt":1,"pid":-1})"), r)->detail, "field 'pid'"));
+  EXPECT_TRUE(
+      contains(dg::parse_started_body(parse(R"({"attempt":1,"x":1})"), r)->detail, "unknown field 'x'"));
 }
 
 TEST(GatewayReports, ProgressDoneAndTotalGoTogetherAndLongMessagesAreCut) {
   dg::progress_report r;
-  ASSERT_FALSE(dg::parse_progress_body(
-      parse(R"({"attempt":1,"message":"3/10 left","done":7,"total":10})"), r));
+  ASSERT_FALSE(
+      dg::parse_progress_body(parse(R"({"attempt":1,"message":"3/10 left","done":7,"total":10})"), r));
   EXPECT_EQ(r.message, "3/10 left");
   EXPECT_EQ(r.done.value_or(-1), 7);
   EXPECT_EQ(r.total.value_or(-1), 10);
   EXPECT_EQ(dg::parse_progress_body(parse(R"({"attempt":1,"done":1})"), r)->detail,
             "fields 'done' and 'total' go together");
-  ASSERT_FALSE(dg::parse_progress_body(
-      parse(R"({"attempt":1,"message":")" + std::string(5000, 'm') + "\"}"), r));
+  ASSERT_FALSE(
+      dg::parse_progress_body(parse(R"({"attempt":1,"message":")" + std::string(5000, 'm') + "\"}"), r));
   EXPECT_EQ(r.message.size(), dg::max_message_bytes);
   ASSERT_FALSE(dg::parse_progress_body(parse(R"({"attempt":1})"), r));
   EXPECT_EQ(r.message, "");
@@ -301,8 +292,8 @@ TEST(GatewayAnswers, ErrorJsonHasExactlyErrorAndDetail) {
 TEST(GatewayAnswers, EventsJsonTypesAttemptAndTime) {
   descprod::redis_reply fields;
   fields.type = descprod::redis_reply::kind::array;
-  for (const char* s : {"type", "transition", "state", "ready", "progress", "Ready.", "attempt",
-                        "1", "time", "1700000000.250000"}) {
+  for (const char* s : {"type", "transition", "state", "ready", "progress", "Ready.", "attempt", "1", "time",
+                        "1700000000.250000"}) {
     descprod::redis_reply e;
     e.type = descprod::redis_reply::kind::string;
     e.str = s;
@@ -362,11 +353,10 @@ descprod::redis_reply entry_reply(const std::string& id, const std::vector<std::
   e.push_back(array_reply(std::move(fields)));
   return array_reply(std::move(e));
 }
-descprod::redis_reply global_entry(const std::string& sid, const std::string& job,
-                                   const std::string& owner, const std::string& state,
-                                   const std::string& time = "1700000000.500000") {
-  return entry_reply(sid, {"id", job, "owner", owner, "type", "transition", "state", state,
-                           "progress", "Ready.", "attempt", "1", "time", time});
+descprod::redis_reply global_entry(const std::string& sid, const std::string& job, const std::string& owner,
+                                   const std::string& state, const std::string& time = "1700000000.500000") {
+  return entry_reply(sid, {"id", job, "owner", owner, "type", "transition", "state", state, "progress",
+                           "Ready.", "attempt", "1", "time", time});
 }
 }  // namespace
 
@@ -401,8 +391,7 @@ TEST(GatewaySse, StreamIdsParseAndOrderAsRedisDoes) {
   EXPECT_EQ(b->seq, 0u);
   EXPECT_LT(*b, *a);
   EXPECT_LT(*dg::parse_stream_id("9-99"), *dg::parse_stream_id("10-0"));
-  for (const char* bad :
-       {"", "-", "1-", "-1", "a-1", "1-b", "1-2-3", "1 -2", "99999999999999999999999"})
+  for (const char* bad : {"", "-", "1-", "-1", "a-1", "1-b", "1-2-3", "1 -2", "99999999999999999999999"})
     EXPECT_FALSE(dg::parse_stream_id(bad)) << bad;
 }
 
@@ -421,9 +410,8 @@ TEST(GatewaySse, LastEventIdHeader) {
 
 TEST(GatewaySse, EventFormatIsIdEventAndOneLineOfJson) {
   auto ev = dg::parse_stream_event(entry_reply(
-      "1700000000500-0",
-      {"id", "42", "owner", "alice", "type", "progress", "state", "running", "progress",
-       "Running. line one\nline \"two\"", "attempt", "2", "time", "1700000000.500000"}));
+      "1700000000500-0", {"id", "42", "owner", "alice", "type", "progress", "state", "running", "progress",
+                          "Running. line one\nline \"two\"", "attempt", "2", "time", "1700000000.500000"}));
   ASSERT_TRUE(ev);
   EXPECT_EQ(ev->id, 42);
   EXPECT_EQ(ev->owner, "alice");
@@ -437,16 +425,15 @@ TEST(GatewaySse, EventFormatIsIdEventAndOneLineOfJson) {
 }
 
 TEST(GatewaySse, JobStreamEntriesTakeTheJobAndOwnerGiven) {
-  auto ev =
-      dg::parse_stream_event(entry_reply("5-1", {"type", "transition", "state", "ready", "progress",
-                                                 "Ready.", "attempt", "1", "time", "1.5"}),
-                             9, "bob");
+  auto ev = dg::parse_stream_event(entry_reply("5-1", {"type", "transition", "state", "ready", "progress",
+                                                       "Ready.", "attempt", "1", "time", "1.5"}),
+                                   9, "bob");
   ASSERT_TRUE(ev);
   EXPECT_EQ(ev->id, 9);
   EXPECT_EQ(ev->owner, "bob");
   EXPECT_DOUBLE_EQ(ev->time_s(), 1.5);
   EXPECT_FALSE(dg::parse_stream_event(entry_reply("5-1", {"type", "transition"})));  // no job id
-  EXPECT_FALSE(dg::parse_stream_event(entry_reply("x", {"id", "1"})));  // bad stream id
+  EXPECT_FALSE(dg::parse_stream_event(entry_reply("x", {"id", "1"})));               // bad stream id
   // The same change read from the job stream and from the global stream has the same key.
   auto global = dg::parse_stream_event(global_entry("7-0", "9", "bob", "ready", "1.5"));
   EXPECT_EQ(global->dedupe_key(), ev->dedupe_key());
@@ -470,9 +457,7 @@ TEST(GatewaySse, FilterByOwnerAndJob) {
 }
 
 namespace {
-descprod::redis_reply entries_of(std::vector<descprod::redis_reply> v) {
-  return array_reply(std::move(v));
-}
+descprod::redis_reply entries_of(std::vector<descprod::redis_reply> v) { return array_reply(std::move(v)); }
 }  // namespace
 
 TEST(GatewaySse, HubFansOutToMatchingSubscriptionsOnly) {
@@ -544,10 +529,10 @@ TEST(GatewaySse, ReplayedEventsAreNotSentTwice) {
 
   // Job history: the same change comes back from the global stream with another stream id.
   dg::event_subscription job(ioc.get_executor(), dg::event_filter{}, 100);
-  auto hist = *dg::parse_stream_event(
-      entry_reply("7-0", {"type", "transition", "state", "running", "progress", "Ready.", "attempt",
-                          "1", "time", "100.5"}),
-      1, "alice");
+  auto hist =
+      *dg::parse_stream_event(entry_reply("7-0", {"type", "transition", "state", "running", "progress",
+                                                  "Ready.", "attempt", "1", "time", "100.5"}),
+                              1, "alice");
   std::set<std::string> keys;
   keys.insert(hist.dedupe_key());
   job.skip_seen(keys, 100.5);

@@ -46,9 +46,7 @@ class GatewayHandler : public ::testing::Test {
     return fut.get();
   }
 
-  static json::object body_of(const dg::response& res) {
-    return json::parse(res.body()).as_object();
-  }
+  static json::object body_of(const dg::response& res) { return json::parse(res.body()).as_object(); }
 
   net::io_context ioc_;
   std::unique_ptr<descprod::redis_client> redis_;
@@ -130,8 +128,7 @@ TEST_F(GatewayHandler, MalformedAuthorizationAnswers401) {
 }
 
 TEST_F(GatewayHandler, RedisDownDuringRequestAnswers503WithRetryAfter) {
-  auto res =
-      run(http::verb::post, "/api/jobs", "Bearer dp_x", R"({"jobtype":"mysleep","config":"1"})");
+  auto res = run(http::verb::post, "/api/jobs", "Bearer dp_x", R"({"jobtype":"mysleep","config":"1"})");
   EXPECT_EQ(res.result_int(), 503u);
   EXPECT_EQ(res[http::field::retry_after], "1");
   EXPECT_EQ(body_of(res).at("error").as_string(), "unavailable");
@@ -164,8 +161,7 @@ class GatewayServer : public GatewayHandler {
     thread_ = std::thread([this] { ioc_.run(); });
   }
   void TearDown() override {
-    auto done = net::co_spawn(ioc_, server_->async_shutdown(std::chrono::milliseconds(500)),
-                              net::use_future);
+    auto done = net::co_spawn(ioc_, server_->async_shutdown(std::chrono::milliseconds(500)), net::use_future);
     done.get();
     ioc_.stop();
     thread_.join();
@@ -201,14 +197,14 @@ TEST_F(GatewayServer, OversizedBodyAnswers413AndCloses) {
                       std::string(65536, 'x'));
   EXPECT_EQ(out.rfind("HTTP/1.1 413 ", 0), 0u) << out;
   EXPECT_TRUE(contains(out, "Connection: close")) << out;
-  EXPECT_TRUE(contains(
-      out, R"({"error":"payload_too_large","detail":"request body is larger than 1024 bytes"})"))
+  EXPECT_TRUE(
+      contains(out, R"({"error":"payload_too_large","detail":"request body is larger than 1024 bytes"})"))
       << out;
 }
 
 TEST_F(GatewayServer, OversizedHeaderAnswers431) {
-  auto out = exchange("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + std::string(20000, 'y') +
-                      "\r\n\r\n");
+  auto out =
+      exchange("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + std::string(20000, 'y') + "\r\n\r\n");
   EXPECT_EQ(out.rfind("HTTP/1.1 431 ", 0), 0u) << out.substr(0, 200);
   EXPECT_TRUE(contains(out, "header_too_large")) << out.substr(0, 400);
 }
@@ -379,8 +375,8 @@ TEST_F(GatewayHandler, StaticAssetsAreServedWithoutASession) {
 
 namespace {
 // The job hash exactly as core/store.cpp's create script writes it.
-descprod::job_record as_created(descprod::job_id id, const dg::job_request& r,
-                                const std::string& owner, const std::string& t) {
+descprod::job_record as_created(descprod::job_id id, const dg::job_request& r, const std::string& owner,
+                                const std::string& t) {
   descprod::job_record rec;
   rec["id"] = std::to_string(id);
   rec["descname"] = owner;

@@ -27,8 +27,8 @@ TEST(GatewayValidation, AcceptsMinimalJobWithDefaultsAndAppMaxAttempts) {
 
 TEST(GatewayValidation, AcceptsAllFields) {
   dg::job_request r;
-  auto e = check_body(
-      R"({"jobtype":"howapp","config":"a-b:c","howfig":"fast","priority":-7,"parent":12})", &r);
+  auto e =
+      check_body(R"({"jobtype":"howapp","config":"a-b:c","howfig":"fast","priority":-7,"parent":12})", &r);
   ASSERT_FALSE(e) << e->detail;
   EXPECT_EQ(r.howfig, "fast");
   EXPECT_EQ(r.priority, -7);
@@ -211,8 +211,7 @@ TEST(GatewayValidation, ConfigOf512BytesIsAcceptedAnd513Refused) {
 }
 
 TEST(GatewayValidation, OversizedHowfigAndJobtypeAreRefused) {
-  auto e = check_body(R"({"jobtype":"anything","config":"x","howfig":")" + std::string(600, 'h') +
-                      "\"}");
+  auto e = check_body(R"({"jobtype":"anything","config":"x","howfig":")" + std::string(600, 'h') + "\"}");
   ASSERT_TRUE(e);
   EXPECT_EQ(e->detail, "field 'howfig' is longer than 512 bytes");
   e = check_body(R"({"jobtype":")" + std::string(65, 'j') + R"(","config":"x"})");
@@ -241,8 +240,8 @@ std::optional<dg::api_error> check_bulk(const std::string& body, std::size_t max
 TEST(GatewayBulkValidation, AcceptsAListOfValidJobs) {
   std::vector<dg::job_request> reqs;
   auto e = check_bulk(
-      R"({"jobs":[{"jobtype":"mysleep","config":"1"},{"jobtype":"anything","config":"b","priority":5}]})",
-      10, &reqs);
+      R"({"jobs":[{"jobtype":"mysleep","config":"1"},{"jobtype":"anything","config":"b","priority":5}]})", 10,
+      &reqs);
   ASSERT_FALSE(e) << e->detail;
   ASSERT_EQ(reqs.size(), 2u);
   EXPECT_EQ(reqs[1].priority, 5);
@@ -307,9 +306,9 @@ TEST(GatewayRoutes, EventsPathCarriesTheId) {
 }
 
 TEST(GatewayRoutes, NonNumericOrOutOfRangeIdsAreNotFound) {
-  for (const char* p : {"/api/jobs/abc", "/api/jobs/0", "/api/jobs/-1", "/api/jobs/12a",
-                        "/api/jobs/", "/api/jobs/1234567890123456789012", "/api/jobs/12/",
-                        "/api/jobs/12/log2", "/api/jobs/12/events/x", "/api/jobs//events"})
+  for (const char* p : {"/api/jobs/abc", "/api/jobs/0", "/api/jobs/-1", "/api/jobs/12a", "/api/jobs/",
+                        "/api/jobs/1234567890123456789012", "/api/jobs/12/", "/api/jobs/12/log2",
+                        "/api/jobs/12/events/x", "/api/jobs//events"})
     EXPECT_EQ(dg::match_route(p).kind, dg::route_kind::not_found) << p;
 }
 
@@ -339,23 +338,22 @@ TEST(GatewayRoutes, JobSubRoutesCarryTheIdAndTheirMethods) {
     dg::route_kind kind;
     const char* allow;
   };
-  for (const auto& t :
-       std::vector<c>{{"/api/jobs/7/log", dg::route_kind::job_log, "GET"},
-                      {"/api/jobs/7/events", dg::route_kind::job_events, "GET"},
-                      {"/api/jobs/7/cancel", dg::route_kind::job_cancel, "POST"},
-                      {"/api/jobs/7/archive", dg::route_kind::job_archive, "POST"},
-                      {"/api/jobs/7/unarchive", dg::route_kind::job_unarchive, "POST"},
-                      {"/api/jobs/7/claim", dg::route_kind::job_claim, "POST"},
-                      {"/api/jobs/7/started", dg::route_kind::job_started, "POST"},
-                      {"/api/jobs/7/progress", dg::route_kind::job_progress, "POST"},
-                      {"/api/jobs/7/finished", dg::route_kind::job_finished, "POST"}}) {
+  for (const auto& t : std::vector<c>{{"/api/jobs/7/log", dg::route_kind::job_log, "GET"},
+                                      {"/api/jobs/7/events", dg::route_kind::job_events, "GET"},
+                                      {"/api/jobs/7/cancel", dg::route_kind::job_cancel, "POST"},
+                                      {"/api/jobs/7/archive", dg::route_kind::job_archive, "POST"},
+                                      {"/api/jobs/7/unarchive", dg::route_kind::job_unarchive, "POST"},
+                                      {"/api/jobs/7/claim", dg::route_kind::job_claim, "POST"},
+                                      {"/api/jobs/7/started", dg::route_kind::job_started, "POST"},
+                                      {"/api/jobs/7/progress", dg::route_kind::job_progress, "POST"},
+                                      {"/api/jobs/7/finished", dg::route_kind::job_finished, "POST"}}) {
     auto r = dg::match_route(t.path);
     EXPECT_EQ(r.kind, t.kind) << t.path;
     EXPECT_EQ(r.id, 7) << t.path;
     EXPECT_EQ(dg::allowed_methods(r.kind), t.allow) << t.path;
   }
-  for (const char* p : {"/api/jobs/7/cancel/", "/api/jobs/7/Cancel", "/api/jobs/x/log",
-                        "/api/jobs/7/logs", "/api/jobs/0/claim"})
+  for (const char* p : {"/api/jobs/7/cancel/", "/api/jobs/7/Cancel", "/api/jobs/x/log", "/api/jobs/7/logs",
+                        "/api/jobs/0/claim"})
     EXPECT_EQ(dg::match_route(p).kind, dg::route_kind::not_found) << p;
 }
 
@@ -431,8 +429,7 @@ TEST(GatewayListQuery, ParentAndArchivedParameters) {
   ASSERT_FALSE(dg::parse_list_query("parent=3", p));
   EXPECT_FALSE(p.filtered());  // a parent alone is a different listing, not a filter
   dg::list_query bad;
-  EXPECT_EQ(dg::parse_list_query("parent=0", bad)->detail,
-            "parent must be a job id (a positive integer)");
+  EXPECT_EQ(dg::parse_list_query("parent=0", bad)->detail, "parent must be a job id (a positive integer)");
   EXPECT_EQ(dg::parse_list_query("archived=yes", bad)->detail, "archived must be 0 or 1");
 }
 

@@ -21,14 +21,10 @@ const std::vector<job_event> non_finish_events = {E::lease, E::start, E::requeue
 // absent is illegal.
 const std::map<std::pair<S, E>, S>& expected_transitions() {
   static const std::map<std::pair<S, E>, S> table = {
-      {{S::ready, E::lease}, S::dispatched},
-      {{S::ready, E::cancel}, S::cancelled},
-      {{S::dispatched, E::start}, S::running},
-      {{S::dispatched, E::requeue}, S::ready},
-      {{S::dispatched, E::cancel}, S::cancelled},
-      {{S::dispatched, E::lose}, S::lost},
-      {{S::running, E::requeue}, S::ready},
-      {{S::running, E::cancel}, S::cancelled},
+      {{S::ready, E::lease}, S::dispatched},      {{S::ready, E::cancel}, S::cancelled},
+      {{S::dispatched, E::start}, S::running},    {{S::dispatched, E::requeue}, S::ready},
+      {{S::dispatched, E::cancel}, S::cancelled}, {{S::dispatched, E::lose}, S::lost},
+      {{S::running, E::requeue}, S::ready},       {{S::running, E::cancel}, S::cancelled},
       {{S::running, E::lose}, S::lost},
   };
   return table;
@@ -62,7 +58,8 @@ TEST(JobStateMachine, FinishIsLegalFromDispatchedAndRunningToTerminalOutcomesOnl
       EXPECT_EQ(next_state(from, E::finish, target), want)
           << "finish " << to_string(from) << " -> " << to_string(target);
     }
-    EXPECT_EQ(next_state(from, E::finish), std::nullopt) << "finish without a target from " << to_string(from);
+    EXPECT_EQ(next_state(from, E::finish), std::nullopt)
+        << "finish without a target from " << to_string(from);
   }
 }
 
@@ -138,9 +135,7 @@ TEST(ProgressString, JoinsPrefixAndMessage) {
   EXPECT_EQ(progress_string("Process received signal 9", "x"), "Process received signal 9. x");
 }
 
-TEST(ProgressString, EmptyMessageLeavesPrefixWithPeriod) {
-  EXPECT_EQ(progress_string("Done", ""), "Done.");
-}
+TEST(ProgressString, EmptyMessageLeavesPrefixWithPeriod) { EXPECT_EQ(progress_string("Done", ""), "Done."); }
 
 TEST(JobName, ZeroPadsToSixDigits) {
   EXPECT_EQ(job_name(81), "job000081");
@@ -203,11 +198,10 @@ TEST(SplitConfig, SplitsOnDashesColonsAndTripleDashes) {
 }
 
 TEST(JobToJson, WritesNumbersForIntegerAndTimeFieldsAndOmitsEmptyOnes) {
-  job_record r = {{"id", "42"},           {"descname", "alice"},  {"jobtype", "mysleep"},
-                  {"config", "10"},       {"howfig", ""},         {"pid", ""},
-                  {"create_time", "1700000000.25"},               {"attempt", "2"},
-                  {"progress", "Ready."}, {"state", "ready"},     {"return_status", "-9"},
-                  {"not_a_field", "x"}};
+  job_record r = {
+      {"id", "42"},           {"descname", "alice"}, {"jobtype", "mysleep"},           {"config", "10"},
+      {"howfig", ""},         {"pid", ""},           {"create_time", "1700000000.25"}, {"attempt", "2"},
+      {"progress", "Ready."}, {"state", "ready"},    {"return_status", "-9"},          {"not_a_field", "x"}};
   auto o = job_to_json(r);
   ASSERT_TRUE(o.contains("id"));
   EXPECT_TRUE(o.at("id").is_int64());

@@ -98,13 +98,13 @@ TEST(MetricsRoutes, EveryPathMapsToOneOfABoundedSetOfClasses) {
 
 TEST(MetricsHttp, HistogramBucketsAreCumulativeAndCountEveryRequest) {
   m::http_metrics h;
-  h.observe("GET", "api_jobs", 200, 0.0004);   // every bucket
-  h.observe("GET", "api_jobs", 200, 0.003);    // from le=0.005 on
-  h.observe("GET", "api_jobs", 404, 0.0025);   // le=0.0025 (bounds are inclusive)
-  h.observe("GET", "api_jobs", 200, 100);      // +Inf only
+  h.observe("GET", "api_jobs", 200, 0.0004);  // every bucket
+  h.observe("GET", "api_jobs", 200, 0.003);   // from le=0.005 on
+  h.observe("GET", "api_jobs", 404, 0.0025);  // le=0.0025 (bounds are inclusive)
+  h.observe("GET", "api_jobs", 200, 100);     // +Inf only
   h.observe("POST", "api_bulk", 201, 0.2);
   h.observe("BREW", "other", 400, 0.001);
-  h.observe("GET", "health", 503, -1);         // a clock oddity counts as 0
+  h.observe("GET", "health", 503, -1);  // a clock oddity counts as 0
   EXPECT_EQ(h.requests(), 7u);
   m::exposition e;
   h.render(e);
@@ -126,8 +126,11 @@ TEST(MetricsHttp, HistogramBucketsAreCumulativeAndCountEveryRequest) {
   EXPECT_EQ(bucket("POST", "api_bulk", "0.25"), 1.0);
   EXPECT_EQ(bucket("OTHER", "other", "0.001"), 1.0);
   EXPECT_EQ(bucket("GET", "health", "0.0005"), 1.0);
-  EXPECT_EQ(t.value("descprod_http_request_duration_seconds_count", {{"method", "GET"}, {"route", "api_jobs"}}), 4.0);
-  auto sum = t.value("descprod_http_request_duration_seconds_sum", {{"method", "GET"}, {"route", "api_jobs"}});
+  EXPECT_EQ(
+      t.value("descprod_http_request_duration_seconds_count", {{"method", "GET"}, {"route", "api_jobs"}}),
+      4.0);
+  auto sum =
+      t.value("descprod_http_request_duration_seconds_sum", {{"method", "GET"}, {"route", "api_jobs"}});
   ASSERT_TRUE(sum);
   EXPECT_NEAR(*sum, 100.0059, 1e-9);
   EXPECT_EQ(t.value("descprod_http_requests_total", {{"code", "2xx"}}), 4.0);
@@ -145,13 +148,24 @@ TEST(MetricsService, JobCountsCoverEveryStateAndDaemonCountersBecomeCounters) {
   s.queue_depth = 4;
   s.leases = 2;
   s.finished_last_minute = 3;
-  s.daemon_stats = std::map<std::string, std::string>{
-      {"updated", "995.5"},      {"queue_depth", "4"},          {"workers", "2"},
-      {"slots", "8"},            {"busy_slots", "2"},           {"outbox", "0"},
-      {"leased_total", "16"},    {"finished_total", "10"},      {"requeued_total", "1"},
-      {"lease_expiries_total", "1"}, {"stale_events_total", "0"}, {"malformed_total", "2"},
-      {"handed_back_total", "0"}, {"walltime_refusals_total", "0"}, {"junk", "not a number"},
-      {"workers_refused_total", "3"}, {"new_gauge", "1.5"}, {"Bad-Name", "1"}};
+  s.daemon_stats = std::map<std::string, std::string>{{"updated", "995.5"},
+                                                      {"queue_depth", "4"},
+                                                      {"workers", "2"},
+                                                      {"slots", "8"},
+                                                      {"busy_slots", "2"},
+                                                      {"outbox", "0"},
+                                                      {"leased_total", "16"},
+                                                      {"finished_total", "10"},
+                                                      {"requeued_total", "1"},
+                                                      {"lease_expiries_total", "1"},
+                                                      {"stale_events_total", "0"},
+                                                      {"malformed_total", "2"},
+                                                      {"handed_back_total", "0"},
+                                                      {"walltime_refusals_total", "0"},
+                                                      {"junk", "not a number"},
+                                                      {"workers_refused_total", "3"},
+                                                      {"new_gauge", "1.5"},
+                                                      {"Bad-Name", "1"}};
   s.pilots_by_state = std::map<std::string, long long>{{"running", 1}};
   m::exposition e;
   m::render_service(e, s);
@@ -252,25 +266,30 @@ TEST(MetricsService, GatewayGaugesRender) {
 TEST(PrometheusReader, RejectsBrokenTexts) {
   auto bad = [](const std::string& text) { return !parse_prometheus(text).errors.empty(); };
   EXPECT_FALSE(bad("# HELP a_b x\n# TYPE a_b gauge\na_b{x=\"1\"} 2\na_b 3 1700000000000\n"));
-  EXPECT_TRUE(bad("a_b 1"));                                     // no final newline
-  EXPECT_TRUE(bad("1abc 1\n"));                                  // bad name
-  EXPECT_TRUE(bad("a{b=1} 1\n"));                                // unquoted label value
-  EXPECT_TRUE(bad("a{b=\"x\\t\"} 1\n"));                         // bad escape
-  EXPECT_TRUE(bad("a{b=\"x\",b=\"y\"} 1\n"));                    // label twice
-  EXPECT_TRUE(bad("a one\n"));                                   // bad value
-  EXPECT_TRUE(bad("a 1 2 3\n"));                                 // trailing text
-  EXPECT_TRUE(bad("a 1\nb 1\na 2\n"));                           // family lines apart (and a dup)
-  EXPECT_TRUE(bad("a 1\na 2\n"));                                // duplicate series
-  EXPECT_TRUE(bad("# TYPE a gauge\n# TYPE a counter\na 1\n"));   // two TYPE lines
-  EXPECT_TRUE(bad("a 1\n# TYPE a gauge\n"));                     // TYPE after samples
-  EXPECT_TRUE(bad("# TYPE a wibble\na 1\n"));                    // unknown type
+  EXPECT_TRUE(bad("a_b 1"));                                    // no final newline
+  EXPECT_TRUE(bad("1abc 1\n"));                                 // bad name
+  EXPECT_TRUE(bad("a{b=1} 1\n"));                               // unquoted label value
+  EXPECT_TRUE(bad("a{b=\"x\\t\"} 1\n"));                        // bad escape
+  EXPECT_TRUE(bad("a{b=\"x\",b=\"y\"} 1\n"));                   // label twice
+  EXPECT_TRUE(bad("a one\n"));                                  // bad value
+  EXPECT_TRUE(bad("a 1 2 3\n"));                                // trailing text
+  EXPECT_TRUE(bad("a 1\nb 1\na 2\n"));                          // family lines apart (and a dup)
+  EXPECT_TRUE(bad("a 1\na 2\n"));                               // duplicate series
+  EXPECT_TRUE(bad("# TYPE a gauge\n# TYPE a counter\na 1\n"));  // two TYPE lines
+  EXPECT_TRUE(bad("a 1\n# TYPE a gauge\n"));                    // TYPE after samples
+  EXPECT_TRUE(bad("# TYPE a wibble\na 1\n"));                   // unknown type
   const std::string hist_ok =
       "# TYPE h histogram\nh_bucket{le=\"0.1\"} 1\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 3\n"
       "h_sum 1.5\nh_count 3\n";
-  EXPECT_FALSE(bad(hist_ok)) << [&] { std::string s; for (auto& e : parse_prometheus(hist_ok).errors) s += e; return s; }();
-  EXPECT_TRUE(bad("# TYPE h histogram\nh_bucket{le=\"0.1\"} 2\nh_bucket{le=\"1\"} 1\n"
-                  "h_bucket{le=\"+Inf\"} 3\nh_sum 1\nh_count 3\n"));     // not cumulative
-  EXPECT_TRUE(bad("# TYPE h histogram\nh_bucket{le=\"0.1\"} 1\nh_sum 1\nh_count 1\n"));  // no +Inf
+  EXPECT_FALSE(bad(hist_ok)) << [&] {
+    std::string s;
+    for (auto& e : parse_prometheus(hist_ok).errors) s += e;
+    return s;
+  }();
+  EXPECT_TRUE(
+      bad("# TYPE h histogram\nh_bucket{le=\"0.1\"} 2\nh_bucket{le=\"1\"} 1\n"
+          "h_bucket{le=\"+Inf\"} 3\nh_sum 1\nh_count 3\n"));                              // not cumulative
+  EXPECT_TRUE(bad("# TYPE h histogram\nh_bucket{le=\"0.1\"} 1\nh_sum 1\nh_count 1\n"));   // no +Inf
   EXPECT_TRUE(bad("# TYPE h histogram\nh_bucket{le=\"+Inf\"} 3\nh_sum 1\nh_count 2\n"));  // count
   EXPECT_TRUE(bad("# TYPE h histogram\nh_bucket{le=\"+Inf\"} 3\nh_count 3\n"));           // no sum
 }

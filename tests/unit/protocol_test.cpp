@@ -72,14 +72,16 @@ const std::vector<sample>& samples() {
        R"("slots":4,"prefetch":1,"pool":"p","version":"0.1.0","walltime_end":1700000000,)"
        R"("walltime_margin_s":60,"running":[{"job":7,"attempt":2}],"healthy":true,"health_reason":""})"},
       {protocol::ready, R"({"credits":3})"},
-      {protocol::started, R"({"job":7,"attempt":2,"pid":4242,"host":"nid001","rundir":"/out/jobs/job000007","ack":true})"},
+      {protocol::started,
+       R"({"job":7,"attempt":2,"pid":4242,"host":"nid001","rundir":"/out/jobs/job000007","ack":true})"},
       {protocol::progress, R"({"job":7,"attempt":2,"message":"half way","done":1,"total":2})"},
       {protocol::log_lines, R"({"job":7,"attempt":2,"lines":["one","two \u00fc"]})"},
       {protocol::finished,
        R"({"job":7,"attempt":2,"rc":0,"signal":0,"timed_out":false,"message":"all good","ack":true})"},
       {protocol::heartbeat, R"({"running":[7,8],"healthy":false,"health_reason":"disk full"})"},
       {protocol::drain, "{}"},
-      {protocol::handback, R"({"job":7,"attempt":2,"reason":"walltime","walltime":true,"time_limit_s":3600,"ack":true})"},
+      {protocol::handback,
+       R"({"job":7,"attempt":2,"reason":"walltime","walltime":true,"time_limit_s":3600,"ack":true})"},
       {protocol::bye, "{}"},
       // Daemon → worker
       {protocol::welcome, R"({"protocol":1,"heartbeat_ms":200,"lease_timeout_ms":3000,"acks":true})"},
@@ -146,13 +148,16 @@ TEST(Protocol, EveryCommandWithAMalformedBodyIsRefused) {
     for (const std::string& bad : {full.substr(0, full.size() - 1), full.substr(0, full.size() / 2),
                                    std::string("{") + std::string(s.command) + "}", std::string("")}) {
       std::string why;
-      EXPECT_FALSE(protocol::decode(frames_of({std::string(s.command), bad}), 0, why)) << s.command << " " << bad;
+      EXPECT_FALSE(protocol::decode(frames_of({std::string(s.command), bad}), 0, why))
+          << s.command << " " << bad;
       EXPECT_EQ(why.rfind("malformed JSON body", 0), 0u) << s.command << " " << bad << ": " << why;
     }
     // JSON, but not an object.
-    for (const std::string& bad : {"[" + full + "]", std::string("\"") + std::string(s.command) + "\"", std::string("7")}) {
+    for (const std::string& bad :
+         {"[" + full + "]", std::string("\"") + std::string(s.command) + "\"", std::string("7")}) {
       std::string why;
-      EXPECT_FALSE(protocol::decode(frames_of({std::string(s.command), bad}), 0, why)) << s.command << " " << bad;
+      EXPECT_FALSE(protocol::decode(frames_of({std::string(s.command), bad}), 0, why))
+          << s.command << " " << bad;
       EXPECT_EQ(why, "body is not a JSON object") << s.command;
     }
     // A well-formed body with a frame too many.
@@ -205,7 +210,8 @@ TEST(Protocol, DecodeRejectsABodyThatIsNotAnObject) {
 
 TEST(Protocol, GetIntAcceptsIntegersOnly) {
   auto o = json::parse(R"({"i": 5, "neg": -3, "d": 5.0, "s": "5", "b": true, "n": null,
-                           "big": 18446744073709551615, "u": 9223372036854775807})").as_object();
+                           "big": 18446744073709551615, "u": 9223372036854775807})")
+               .as_object();
   EXPECT_EQ(protocol::get_int(o, "i"), 5);
   EXPECT_EQ(protocol::get_int(o, "neg"), -3);
   EXPECT_EQ(protocol::get_int(o, "u"), 9223372036854775807LL);

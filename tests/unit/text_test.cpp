@@ -13,7 +13,8 @@ const std::string fffd = "\xEF\xBF\xBD";
 TEST(SanitizeAppText, PlainTextAndTabAndUnicodeStayAsTheyAre) {
   EXPECT_EQ(sanitize_app_text("step 3 of 10: ok"), "step 3 of 10: ok");
   EXPECT_EQ(sanitize_app_text("a\tb"), "a\tb");
-  EXPECT_EQ(sanitize_app_text("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"), "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
+  EXPECT_EQ(sanitize_app_text("caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80"),
+            "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80");
   EXPECT_EQ(sanitize_app_text(""), "");
 }
 
@@ -23,7 +24,9 @@ TEST(SanitizeAppText, EveryC0ControlButTabAndDelBecomeTheReplacementCharacter) {
     std::string want = c == '\t' ? in : "a" + fffd + "b";
     EXPECT_EQ(sanitize_app_text(in), want) << "control " << c;
   }
-  EXPECT_EQ(sanitize_app_text("a\x7F" "b"), "a" + fffd + "b");
+  EXPECT_EQ(sanitize_app_text("a\x7F"
+                              "b"),
+            "a" + fffd + "b");
 }
 
 TEST(SanitizeAppText, TerminalEscapesAreDefused) {
@@ -32,15 +35,19 @@ TEST(SanitizeAppText, TerminalEscapesAreDefused) {
   EXPECT_EQ(sanitize_app_text("100%\rDone"), "100%" + fffd + "Done");
   // An OSC title change (ESC ] ... BEL) and C1 CSI as UTF-8 (U+009B).
   EXPECT_EQ(sanitize_app_text("\x1B]0;owned\a"), fffd + "]0;owned" + fffd);
-  EXPECT_EQ(sanitize_app_text("x\xC2\x9B" "2J"), "x" + fffd + "2J");
+  EXPECT_EQ(sanitize_app_text("x\xC2\x9B"
+                              "2J"),
+            "x" + fffd + "2J");
   EXPECT_EQ(sanitize_app_text("line1\nline2"), "line1" + fffd + "line2");
 }
 
 TEST(SanitizeAppText, InvalidUtf8BecomesOneReplacementPerByte) {
-  EXPECT_EQ(sanitize_app_text("a\xFF" "b"), "a" + fffd + "b");
-  EXPECT_EQ(sanitize_app_text("\xC3"), fffd);                       // truncated sequence
-  EXPECT_EQ(sanitize_app_text("\xC0\xAF"), fffd + fffd);            // overlong '/'
-  EXPECT_EQ(sanitize_app_text("\xED\xA0\x80"), fffd + fffd + fffd);  // a surrogate
+  EXPECT_EQ(sanitize_app_text("a\xFF"
+                              "b"),
+            "a" + fffd + "b");
+  EXPECT_EQ(sanitize_app_text("\xC3"), fffd);                                   // truncated sequence
+  EXPECT_EQ(sanitize_app_text("\xC0\xAF"), fffd + fffd);                        // overlong '/'
+  EXPECT_EQ(sanitize_app_text("\xED\xA0\x80"), fffd + fffd + fffd);             // a surrogate
   EXPECT_EQ(sanitize_app_text("\xF4\x90\x80\x80"), fffd + fffd + fffd + fffd);  // past U+10FFFF
 }
 

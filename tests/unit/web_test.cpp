@@ -70,7 +70,10 @@ void expect_escaped(const std::string& html) {
 TEST(WebEscape, EscapesMarkupQuotesAndAmpersands) {
   EXPECT_EQ(web::html_escape(evil), "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;");
   EXPECT_EQ(web::html_escape("plain text"), "plain text");
-  EXPECT_EQ(web::html_escape(std::string("a\xff") + "b"), "a\xEF\xBF\xBD" "b") << "invalid UTF-8 replaced";
+  EXPECT_EQ(web::html_escape(std::string("a\xff") + "b"),
+            "a\xEF\xBF\xBD"
+            "b")
+      << "invalid UTF-8 replaced";
 }
 
 TEST(WebForms, ParsesUrlEncodedBodies) {
@@ -203,8 +206,7 @@ TEST(WebPages, FinishedJobRowOffersDeleteWithAConfirmation) {
 
 TEST(WebPages, HomePageEscapesAndCarriesCsrfEverywhere) {
   descprod::app_registry apps = descprod::parse_apps(
-      "apps:\n  - name: mysleep\n    help: \"<b>sleeps</b>\"\n    pattern: \"^[0-9]+$\"\n",
-      "apps.yaml");
+      "apps:\n  - name: mysleep\n    help: \"<b>sleeps</b>\"\n    pattern: \"^[0-9]+$\"\n", "apps.yaml");
   web::home_view v;
   v.user = user();
   v.apps = &apps;
@@ -330,8 +332,8 @@ TEST(WebPages, LoginRegisterAndHelp) {
   descprod::app_registry apps =
       descprod::parse_apps("apps:\n  - name: mysleep\n    help: \"sleeps\"\n", "apps.yaml");
   auto help = web::help_page(nullptr, apps);
-  for (auto s : {"current-status.txt", "config.json", "[done/total]", "descprod-closeout",
-                 "DESCPROD_JOB_ID", "DESCPROD_TOKEN", "runapp-", "cancelled", "timeout"})
+  for (auto s : {"current-status.txt", "config.json", "[done/total]", "descprod-closeout", "DESCPROD_JOB_ID",
+                 "DESCPROD_TOKEN", "runapp-", "cancelled", "timeout"})
     EXPECT_TRUE(contains(help, s)) << s;
   EXPECT_TRUE(contains(help, "<dt>mysleep</dt>"));
 }
