@@ -25,11 +25,10 @@ namespace json = boost::json;
 bool is_form(const request& req) {
   std::string_view ct = req[http::field::content_type];
   std::string_view body = req.body();
-  while (!body.empty() && (body.front() == ' ' || body.front() == '\n' || body.front() == '\r' ||
-                           body.front() == '\t'))
+  while (!body.empty() &&
+         (body.front() == ' ' || body.front() == '\n' || body.front() == '\r' || body.front() == '\t'))
     body.remove_prefix(1);
-  return ct.substr(0, 33) == "application/x-www-form-urlencoded" &&
-         (body.empty() || body.front() != '{');
+  return ct.substr(0, 33) == "application/x-www-form-urlencoded" && (body.empty() || body.front() != '{');
 }
 
 account_input read_account_input(const request& req, const std::vector<std::string>& allowed) {
@@ -41,8 +40,7 @@ account_input read_account_input(const request& req, const std::vector<std::stri
       in.error = bad_request("malformed form body");
       return in;
     }
-    std::string cookie_csrf =
-        web::cookie_value(req[http::field::cookie], web::login_csrf_cookie);
+    std::string cookie_csrf = web::cookie_value(req[http::field::cookie], web::login_csrf_cookie);
     auto it = form->find("csrf");
     if (it == form->end() || !web::tokens_equal(it->second, cookie_csrf)) {
       in.error = forbidden("the form has expired (missing or wrong CSRF token); reload the page");
@@ -90,19 +88,32 @@ std::string clear_session_cookie(const gateway_context& ctx) {
 
 namespace {
 
+enum class field_kind { text, integer, number };
+
+// A hash field as JSON: the number it holds for a numeric field (as text when it does not read
+// as one).
+void put_field(json::object& o, std::string_view k, const std::string& v, field_kind kind) {
+  if (kind == field_kind::integer) {
+    if (auto n = parse_integer<long long>(v)) {
+      o[k] = *n;
+      return;
+    }
+  } else if (kind == field_kind::number) {
+    if (auto d = parse_double(v)) {
+      o[k] = *d;
+      return;
+    }
+  }
+  o[k] = v;
+}
+
 json::object user_json(const job_record& u) {
   json::object o;
   for (const char* k : {"name", "role", "status", "email", "created", "approved"}) {
     auto v = field_or_empty(u, k);
     if (v.empty()) continue;
-    if (std::string_view(k) == "created" || std::string_view(k) == "approved") {
-      try {
-        o[k] = std::stod(v);
-        continue;
-      } catch (...) {
-      }
-    }
-    o[k] = v;
+    bool time = std::string_view(k) == "created" || std::string_view(k) == "approved";
+    put_field(o, k, v, time ? field_kind::number : field_kind::text);
   }
   return o;
 }
@@ -110,42 +121,22 @@ json::object user_json(const job_record& u) {
 json::object worker_json(const job_record& w) {
   json::object o;
   for (const auto& [k, v] : w) {
-    if (k == "slots" || k == "running") {
-      try {
-        o[k] = std::stoll(v);
-        continue;
-      } catch (...) {
-      }
-    } else if (k == "last_heartbeat") {
-      try {
-        o[k] = std::stod(v);
-        continue;
-      } catch (...) {
-      }
-    }
-    o[k] = v;
+    auto kind = k == "slots" || k == "running" ? field_kind::integer
+                : k == "last_heartbeat"        ? field_kind::number
+                                               : field_kind::text;
+    put_field(o, k, v, kind);
   }
   return o;
 }
 
-// A pilot hash (daemon/pilots.cpp) as JSON: counts as integers, times as numbers, `workers` as a
-// list of worker ids.
+// A pilot hash (daemon/pilots.cpp) as JSON: counts as integers, times as numbers (left out
+// while 0), `workers` as a list of worker ids.
 json::object pilot_json(const job_record& p) {
   json::object o;
   for (const auto& [k, v] : p) {
-    if (k == "nodes" || k == "walltime_minutes" || k == "slots" || k == "connected") {
-      try {
-        o[k] = std::stoll(v);
-        continue;
-      } catch (...) {
-      }
-    } else if (k == "submitted_time" || k == "started_time" || k == "ended_time") {
+    if (k == "submitted_time" || k == "started_time" || k == "ended_time") {
       if (v.empty() || v == "0") continue;
-      try {
-        o[k] = std::stod(v);
-        continue;
-      } catch (...) {
-      }
+      put_field(o, k, v, field_kind::number);
     } else if (k == "workers") {
       json::array list;
       std::string_view rest = v;
@@ -157,9 +148,10 @@ json::object pilot_json(const job_record& p) {
         rest.remove_prefix(comma + 1);
       }
       o[k] = std::move(list);
-      continue;
+    } else {
+      bool count = k == "nodes" || k == "walltime_minutes" || k == "slots" || k == "connected";
+      put_field(o, k, v, count ? field_kind::integer : field_kind::text);
     }
-    o[k] = v;
   }
   return o;
 }
@@ -250,12 +242,10 @@ json::object account_change_json(const std::string& name, const account_change& 
 }
 
 // The first of the required fields that is absent, as a 400.
-std::optional<api_error> missing_field(const std::map<std::string, std::string>& fields,
-                                       bool registering) {
+std::optional<api_error> missing_field(const std::map<std::string, std::string>& fields, bool registering) {
   static const char* const required[] = {"username", "password", "email"};
   for (std::size_t i = 0; i < (registering ? 3u : 2u); ++i)
-    if (!fields.count(required[i]))
-      return bad_request(std::string("missing field '") + required[i] + "'");
+    if (!fields.count(required[i])) return bad_request(std::string("missing field '") + required[i] + "'");
   return std::nullopt;
 }
 
@@ -272,17 +262,16 @@ net::awaitable<handler_result> account_form(call& c, bool reg) {
   std::string name = in.fields["username"];
   if (auto e = missing_field(in.fields, reg)) co_return error_answer(*e);
   if (reg) {
-    auto r = co_await accounts_service::register_user(ctx, name, in.fields["email"],
-                                                      in.fields["password"], c.peer);
+    auto r = co_await accounts_service::register_user(ctx, name, in.fields["email"], in.fields["password"],
+                                                      c.peer);
     if (!r) co_return error_answer(r.error());
     co_return json_answer(http::status::created, registered_json(name));
   }
   auto s = co_await accounts_service::login(
-      ctx, name, in.fields["password"],
-      web::cookie_value(c.req[http::field::cookie], web::session_cookie), c.peer);
+      ctx, name, in.fields["password"], web::cookie_value(c.req[http::field::cookie], web::session_cookie),
+      c.peer);
   if (!s) co_return error_answer(s.error());
-  auto res = make_json_response(http::status::ok,
-                                login_json(name, *s, ctx.config.session_ttl.count()));
+  auto res = make_json_response(http::status::ok, login_json(name, *s, ctx.config.session_ttl.count()));
   res.insert(http::field::set_cookie, session_cookie_header(ctx, s->token));
   co_return answer(std::move(res));
 }
@@ -296,8 +285,7 @@ result<std::string> token_label(const std::string& body) {
   if (!v.is_object()) return bad_request("the body must be a JSON object");
   for (const auto& kv : v.as_object()) {
     if (kv.key() != "label")
-      return bad_request("unknown field '" + std::string(kv.key()).substr(0, 40) +
-                         "'; allowed: label");
+      return bad_request("unknown field '" + std::string(kv.key()).substr(0, 40) + "'; allowed: label");
     if (!kv.value().is_string()) return bad_request("field 'label' must be a string");
     label = std::string(kv.value().as_string());
   }

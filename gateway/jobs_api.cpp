@@ -20,8 +20,7 @@ boost::json::object created_job_json(job_id id, const job_request& req, const st
                                      const std::string& create_time) {
   char* end = nullptr;
   double t = std::strtod(create_time.c_str(), &end);
-  bool time_ok = end && *end == '\0' && !create_time.empty() && std::isfinite(t) &&
-                 std::fabs(t) < 9.2e18;
+  bool time_ok = end && *end == '\0' && !create_time.empty() && std::isfinite(t) && std::fabs(t) < 9.2e18;
   boost::json::object o;
   o.reserve(16);
   o["id"] = id;
@@ -103,10 +102,8 @@ boost::json::object children_json(const std::vector<std::string>& states, bool t
   for (const auto& st : states) {
     if (st.empty()) continue;
     ++total;
-    if (auto s = parse_job_state(st))
-      ++counts[static_cast<std::size_t>(*s)];
-    else
-      ++other[st];
+    if (auto s = parse_job_state(st)) ++counts[static_cast<std::size_t>(*s)];
+    else ++other[st];
   }
   boost::json::object o;
   o["total"] = total;
@@ -134,7 +131,6 @@ boost::json::object claim_app_json(const app_def& app, const job_record& job, jo
   o["login_shell"] = app.login_shell;
   return o;
 }
-
 
 namespace detail {
 
@@ -169,8 +165,19 @@ boost::json::object bulk_json(const std::vector<job_id>& ids) {
   return o;
 }
 
-net::awaitable<handler_result> answer_report(call& c, jobs_service::client_report r) {
-  auto state = co_await jobs_service::report(c.ctx, std::move(*c.who), c.params.id, std::move(r));
+// POST /api/jobs/<id>/{started,progress,finished}: the body read by `parse` into its report,
+// handed to the jobs service; the answer is the job's state.
+template <class Report>
+using report_parser = std::optional<api_error> (*)(const boost::json::value&, Report&);
+
+template <class Report>
+net::awaitable<handler_result> report_route(call& c, report_parser<Report> parse) {
+  boost::json::value v;
+  if (auto e = parse_json_body(c.req.body(), v)) co_return error_answer(*e);
+  Report r;
+  if (auto e = parse(v, r)) co_return error_answer(*e);
+  auto state = co_await jobs_service::report(c.ctx, std::move(*c.who), c.params.id,
+                                             jobs_service::client_report(std::move(r)));
   if (!state) co_return error_answer(state.error());
   co_return json_answer(http::status::ok, state_json(*state));
 }
@@ -286,27 +293,15 @@ net::awaitable<handler_result> jobs_claim(call& c) {
 }
 
 net::awaitable<handler_result> jobs_started(call& c) {
-  boost::json::value v;
-  if (auto e = parse_json_body(c.req.body(), v)) co_return error_answer(*e);
-  started_report r;
-  if (auto e = parse_started_body(v, r)) co_return error_answer(*e);
-  co_return co_await answer_report(c, std::move(r));
+  return report_route<started_report>(c, parse_started_body);
 }
 
 net::awaitable<handler_result> jobs_progress(call& c) {
-  boost::json::value v;
-  if (auto e = parse_json_body(c.req.body(), v)) co_return error_answer(*e);
-  progress_report r;
-  if (auto e = parse_progress_body(v, r)) co_return error_answer(*e);
-  co_return co_await answer_report(c, std::move(r));
+  return report_route<progress_report>(c, parse_progress_body);
 }
 
 net::awaitable<handler_result> jobs_finished(call& c) {
-  boost::json::value v;
-  if (auto e = parse_json_body(c.req.body(), v)) co_return error_answer(*e);
-  finished_report r;
-  if (auto e = parse_finished_body(v, r)) co_return error_answer(*e);
-  co_return co_await answer_report(c, std::move(r));
+  return report_route<finished_report>(c, parse_finished_body);
 }
 
 }  // namespace detail
