@@ -7,6 +7,7 @@
 #include <boost/asio/as_tuple.hpp>
 
 #include "core/async_util.hpp"
+#include "core/keys.hpp"
 #include "core/log.hpp"
 
 // GCC 12 false positive in inlined coroutine frames (see handler.cpp).
@@ -102,7 +103,20 @@ void event_subscription::close(std::string why) {
 // ---- event_hub ---------------------------------------------------------------------------------
 
 event_hub::event_hub(net::any_io_executor ex, redis_endpoint endpoint, std::string prefix)
-    : redis_(ex, std::move(endpoint)), stream_key_(std::move(prefix) + "events"), backoff_timer_(ex) {}
+    : redis_(ex, std::move(endpoint)), stream_key_(keys(std::move(prefix)).events()), backoff_timer_(ex) {}
+
+template <class F>
+void event_hub::each_live(F&& f) {
+  for (auto it = subs_.begin(); it != subs_.end();) {
+    auto sub = it->lock();
+    if (!sub) {
+      it = subs_.erase(it);
+      continue;
+    }
+    ++it;
+    f(sub);
+  }
+}
 
 std::shared_ptr<event_subscription> event_hub::subscribe(event_filter filter, std::size_t limit) {
   auto sub = std::make_shared<event_subscription>(backoff_timer_.get_executor(), std::move(filter), limit);
@@ -113,28 +127,15 @@ std::shared_ptr<event_subscription> event_hub::subscribe(event_filter filter, st
 
 std::size_t event_hub::subscribers() {
   std::size_t n = 0;
-  for (auto it = subs_.begin(); it != subs_.end();) {
-    if (it->expired()) {
-      it = subs_.erase(it);
-    } else {
-      ++n;
-      ++it;
-    }
-  }
+  each_live([&](const std::shared_ptr<event_subscription>&) { ++n; });
   return n;
 }
 
 std::size_t event_hub::streams_of(const std::string& user) {
   std::size_t n = 0;
-  for (auto it = subs_.begin(); it != subs_.end();) {
-    auto sub = it->lock();
-    if (!sub) {
-      it = subs_.erase(it);
-      continue;
-    }
-    ++it;
+  each_live([&](const std::shared_ptr<event_subscription>& sub) {
     if (!sub->closed() && sub->user() == user) ++n;
-  }
+  });
   return n;
 }
 
@@ -166,14 +167,8 @@ void event_hub::deliver(const redis_reply& entries) {
       continue;
     }
     std::shared_ptr<live_event> shared;
-    for (auto it = subs_.begin(); it != subs_.end();) {
-      auto sub = it->lock();
-      if (!sub) {
-        it = subs_.erase(it);
-        continue;
-      }
-      ++it;
-      if (sub->closed() || !sub->filter().matches(*parsed)) continue;
+    each_live([&](const std::shared_ptr<event_subscription>& sub) {
+      if (sub->closed() || !sub->filter().matches(*parsed)) return;
       if (!shared) {
         shared = std::make_shared<live_event>();
         shared->event = *parsed;
@@ -184,7 +179,7 @@ void event_hub::deliver(const redis_reply& entries) {
         ++overflows_;
         log::warn("event subscriber dropped reason={}", sub->close_reason());
       }
-    }
+    });
     if (shared) ++delivered_;
   }
 }

@@ -127,6 +127,10 @@ class event_hub {
   std::size_t overflows() const { return overflows_; }
 
  private:
+  // Calls f(subscription) for every subscription still alive, forgetting the gone ones.
+  template <class F>
+  void each_live(F&& f);
+
   redis_client redis_;
   std::string stream_key_;
   net::steady_timer backoff_timer_;
