@@ -21,11 +21,10 @@
 
 namespace descprod::gateway::accounts_service {
 
+using detail::keys_of;
 using detail::now_s;
 
 namespace {
-
-const keys& keys_of(const gateway_context& ctx) { return ctx.jobs->redis_keys(); }
 
 // Runs fn on `pool` (inline when null) and completes on the caller's executor; an exception
 // thrown by fn is rethrown to the awaiting coroutine.

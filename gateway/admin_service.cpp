@@ -13,6 +13,8 @@
 
 namespace descprod::gateway::admin_service {
 
+using detail::keys_of;
+
 namespace {
 
 // Global-stream entries looked at for the one-minute throughput.
@@ -21,8 +23,6 @@ constexpr int throughput_scan = 20000;
 constexpr int worker_scan_rounds = 100;
 // Live pilots shown (the pilots set holds at most pilots.max of them in practice).
 constexpr std::size_t max_pilots_shown = 1000;
-
-const keys& keys_of(const gateway_context& ctx) { return ctx.jobs->redis_keys(); }
 
 // Pilots by Slurm job ID, numerically (the table is by age).
 void sort_pilots(std::vector<job_record>& pilots) {
@@ -58,17 +58,6 @@ api_error refused_change(const std::string& name, const std::string& action, con
 
 bool loses_reading(account_action a) {
   return a == account_action::disable || a == account_action::reject || a == account_action::remove_admin;
-}
-
-// The account after the change, as Redis has it now.
-account_change reread(const redis_reply& hmget) {
-  account_change out;
-  out.ok = true;
-  if (hmget.elements.size() == 2) {
-    out.status = hmget.elements[0].as_string();
-    out.role = hmget.elements[1].as_string();
-  }
-  return out;
 }
 
 }  // namespace
@@ -139,8 +128,7 @@ net::awaitable<result<account_change>> change(gateway_context& ctx, principal wh
     ctx.hub->close_streams(stream_owner::user, name, "the account was changed: " + action);
   log::info("account changed by={} user={} action={} status={} role={}", who.name, name, action, c.status,
             c.role);
-  co_return reread(
-      co_await ctx.redis->async_exec(redis_cmd("HMGET", keys_of(ctx).user(name), "status", "role")));
+  co_return c;  // the script's status and role after the change
 }
 
 }  // namespace descprod::gateway::admin_service

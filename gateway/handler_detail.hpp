@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/keys.hpp"
 #include "gateway/handler.hpp"
 #include "gateway/router.hpp"
 #include "gateway/web.hpp"
@@ -17,6 +18,8 @@
 namespace descprod::gateway::detail {
 
 double now_s(const gateway_context& ctx);
+// The Redis keys of this gateway's prefix (core/keys.hpp).
+inline const keys& keys_of(const gateway_context& ctx) { return ctx.jobs->redis_keys(); }
 response no_content_response();
 // A route handler's plain answer (no stream): a response, a JSON body, an error's JSON.
 handler_result answer(response res);

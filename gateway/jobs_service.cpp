@@ -10,6 +10,7 @@
 #include "core/keys.hpp"
 #include "core/log.hpp"
 #include "core/protocol.hpp"
+#include "gateway/handler_detail.hpp"
 #include "gateway/notices.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -18,12 +19,12 @@
 
 namespace descprod::gateway::jobs_service {
 
+using detail::keys_of;
+
 namespace {
 
 using command = std::vector<std::string>;
 using commands = std::vector<command>;
-
-const keys& keys_of(const gateway_context& ctx) { return ctx.jobs->redis_keys(); }
 
 std::string field_of(const job_record& r, const char* k) {
   auto it = r.find(k);

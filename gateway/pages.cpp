@@ -27,8 +27,6 @@ namespace {
 
 namespace json = boost::json;
 
-const keys& keys_of(const gateway_context& ctx) { return ctx.jobs->redis_keys(); }
-
 // Jobs per page of the home table; children shown on a job page; events and log lines shown.
 constexpr int home_per_page = 50;
 constexpr int page_children = 100;
