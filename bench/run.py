@@ -122,7 +122,7 @@ class Redis:
 class Service:
     """A private DESCprod: Redis, daemon, gateway, and workers on demand."""
 
-    def __init__(self, bench, name, log_level):
+    def __init__(self, bench, name, log_level, worker_extra=''):
         self.b = bench
         self.d = os.path.join(bench.work, name)
         os.makedirs(self.d)
@@ -151,8 +151,8 @@ worker:
   daemon_endpoint: %(wep)s
   owner: admin
   output_dir: %(out)s
-''' % dict(ll=log_level, apps=bench.apps, redis=self.redis.sock, d=self.d, wep=self.workers_ep,
-                   out=self.out))
+%(wx)s''' % dict(ll=log_level, apps=bench.apps, redis=self.redis.sock, d=self.d, wep=self.workers_ep,
+                   out=self.out, wx=worker_extra))
         binp = bench.bin
         self.daemon = PROCS.start([binp('descprod-daemon'), '--config', self.config], os.path.join(self.d, 'daemon.log'))
         portfile = os.path.join(self.d, 'gateway.port')
@@ -307,8 +307,8 @@ class Bench:
         log('%s: %s %s%s' % (measure, fmt(value), unit, '' if ratio is None else ' (ratio %.2f)' % ratio))
         return r
 
-    def service(self, name):
-        return Service(self, name, self.args.log_level)
+    def service(self, name, worker_extra=''):
+        return Service(self, name, self.args.log_level, worker_extra)
 
     # ---------------------------------------------------------------- phases
     def phase_e2e(self):
@@ -334,9 +334,11 @@ class Bench:
                 s.start_workers(nw, slots, pf)
                 bodies = s.bulk_bodies(n, 100000, 'e')
                 prof = self.perf_start('e2e-worker', s.workers[0].pid) if nw == 1 and pf == 0 else None
+                ticks0 = sum(cpu_ticks(w.pid) for w in s.workers)
                 t0 = time.time()
                 _, ids = s.bulk_submit(bodies)
                 t1 = s.wait_all_finished(600)
+                cpu_us = (sum(cpu_ticks(w.pid) for w in s.workers) - ticks0) * 1e6 / os.sysconf('SC_CLK_TCK') / n
                 self.perf_stop(prof)
                 states = s.count_states(min(ids), max(ids))
                 if states.get('done', 0) != n:
@@ -350,9 +352,80 @@ class Bench:
                      'jobs/s', baseline=ceiling, target='>= 0.8 x spawn ceiling', check=('ratio', '>=', 0.8),
                      key='e2e_%dx%d' % (nw, slots) + ('_p%d' % pf if pf else ''),
                      note='run directories on %s' % self.run_dirs_kind)
+            self.row('worker CPU per job (user+system, every worker): %d worker x %d slots%s' % (
+                nw, slots, ', prefetch %d' % pf if pf else ''), cpu_us, 'us',
+                     target='<= 100 us where process creation is cheap',
+                     key='cpu_%dx%d' % (nw, slots) + ('_p%d' % pf if pf else ''))
         best = max(self.e2e.values())
         self.row('end to end (best) vs xargs -P%d' % CORES, best, 'jobs/s', baseline=xargs, key='e2e_vs_xargs')
         self.ceiling, self.xargs, self.n_e2e = ceiling, xargs, n
+
+    def phase_worker(self):
+        """Issue #20: the worker's system calls per job by name (bench/syscalls-per-job: strace of the
+        worker's threads and of its children up to their exec), in both containment modes; and the
+        end-to-end rate with process creation made dearer: the worker and its jobs pinned to one
+        core (taskset), against `xargs -P1` pinned to the same core."""
+        import importlib.machinery
+        tool = importlib.machinery.SourceFileLoader(
+            'syscalls_per_job', os.path.join(ROOT, 'bench', 'syscalls-per-job')).load_module()
+        n = 200 if self.quick else 1000
+        tables = []
+        for mode in ('cgroup', 'subreaper'):
+            s = self.service('syscalls-' + mode, worker_extra='  containment: %s\n' % mode)
+            try:
+                s.start_workers(1, 1, 0)
+                if s.workers[0].poll() is not None:
+                    log('syscalls: no %s containment here (the worker did not start); skipped' % mode)
+                    continue
+                s.bulk_submit(s.bulk_bodies(50, 50, 'w'))  # warm: the first spawn's one-time work
+                s.wait_all_finished(120)
+
+                def run_jobs():
+                    _, ids = s.bulk_submit(s.bulk_bodies(n, n, 's'))
+                    s.wait_all_finished(600)
+                    return 0
+                r = tool.measure(s.workers[0].pid, n, run_jobs)
+            finally:
+                s.stop()
+            t = r['totals']
+            total = t['event_loop'] + t['io_threads'] + t['child_before_exec']
+            self.row('worker system calls per job, containment %s: event loop %.1f + ZeroMQ threads %.1f + '
+                     'child before exec %.1f' % (mode, t['event_loop'], t['io_threads'], t['child_before_exec']),
+                     total, 'calls', target='<= 40', check=('value', '<=', 40), key='syscalls_' + mode)
+            self.row('worker system calls per job, containment %s: event loop and child before exec' % mode,
+                     t['event_loop'] + t['child_before_exec'], 'calls', key='syscalls_loop_child_' + mode)
+            tables.append((mode, r))
+        os.makedirs(self.args.out, exist_ok=True)
+        with open(os.path.join(self.args.out, 'syscalls.txt'), 'w') as f:
+            for mode, r in tables:
+                f.write('containment %s, %d true jobs, 1 worker x 1 slot:\n' % (mode, r['jobs']))
+                import contextlib, io
+                buf = io.StringIO()
+                with contextlib.redirect_stdout(buf):
+                    tool.print_table(r)
+                f.write(buf.getvalue() + '\n')
+        print(open(os.path.join(self.args.out, 'syscalls.txt')).read())
+        # Dear process creation: one core for the worker, its jobs and xargs.
+        m = 2000 if self.quick else min(self.args.e2e_jobs, 10000)
+        t0 = time.time()
+        subprocess.run('seq %d | taskset -c 0 xargs -P1 -n1 true' % m, shell=True, check=True)
+        xargs1 = m / (time.time() - t0)
+        s = self.service('onecore')
+        try:
+            s.start_workers(1, 2, 2)
+            for w in s.workers:
+                subprocess.run(['taskset', '-a', '-p', '-c', '0', str(w.pid)], check=True, stdout=subprocess.DEVNULL)
+            t0 = time.time()
+            _, ids = s.bulk_submit(s.bulk_bodies(m, 100000, 'o'))
+            t1 = s.wait_all_finished(900)
+            if s.count_states(min(ids), max(ids)).get('done', 0) != m:
+                raise RuntimeError('one-core e2e: not all jobs done')
+        finally:
+            s.stop()
+        self.row('taskset -c 0 xargs -P1 -n1 true', xargs1, 'jobs/s', key='xargs_onecore')
+        self.row('end to end, worker and its jobs on one core: %d x /bin/true, 1 worker x 2 slots, prefetch 2' % m,
+                 m / (t1 - t0), 'jobs/s', baseline=xargs1, target='>= 0.9 x xargs on the same core',
+                 check=('ratio', '>=', 0.9), key='onecore_e2e')
 
     def phase_celery(self):
         """Celery as the issue configures it (acks_late), and without acks_late: Celery 5.2's Redis
@@ -972,7 +1045,7 @@ def main():
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--build-dir', default=os.path.join(ROOT, 'build-bench'))
     ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'perf'))
-    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,dispatch,http,latency,workers '
+    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,worker,dispatch,http,latency,workers '
                     '(their rows replace those in an existing results.csv; the others are kept)')
     ap.add_argument('--e2e-jobs', type=int, default=20000)
     ap.add_argument('--sim-workers', type=int, default=8)
@@ -988,7 +1061,8 @@ def main():
     b = Bench(args)
     log('scratch directory %s; run directories on %s (%s); %s' % (
         b.work, b.run_dirs_kind, b.run_dirs, machine().replace('\n', '; ')))
-    phases = [('e2e', b.phase_e2e), ('celery', b.phase_celery), ('dispatch', b.phase_dispatch),
+    phases = [('e2e', b.phase_e2e), ('celery', b.phase_celery), ('worker', b.phase_worker),
+              ('dispatch', b.phase_dispatch),
               ('http', b.phase_http), ('latency', b.phase_latency), ('workers', b.phase_many_workers)]
     only = set(filter(None, args.only.split(',')))
     if 'celery' in only:

@@ -1,7 +1,10 @@
-// Child processes without a shell: posix_spawnp in a new process group, stdout and stderr merged
-// into one file, completion watched through a pidfd on the io_context.
+// Child processes without a shell, in a new process group, stdout and stderr merged into one
+// file, completion watched through a pidfd on the io_context. The spawn is a vfork-style clone
+// (the parent's memory is shared until the child execs; see process.cpp for what the child may
+// do meanwhile), or clone3 into a cgroup when one is given.
 //
-// Thread-safety: none; a child belongs to the io_context thread that spawned it.
+// Thread-safety: none; a child belongs to the io_context thread that spawned it. Spawns from
+// different threads are safe (each thread has its own child stack).
 #pragma once
 
 #include <sys/types.h>
@@ -16,17 +19,19 @@ namespace descprod {
 namespace net = boost::asio;
 
 struct spawn_options {
-  std::vector<std::string> argv;  // argv[0] is looked up in PATH when it has no '/'
-  std::vector<std::string> env;   // "NAME=value"; the whole environment of the child
-  std::string cwd;                // empty: the parent's
-  std::string output_file;        // stdout+stderr, appended; empty: /dev/null
+  // argv[0] is looked up in the worker's PATH when it has no '/': once per name (a process-wide
+  // cache), again when the exec of the remembered path fails (the program moved or was removed).
+  std::vector<std::string> argv;
+  std::vector<std::string> env;  // "NAME=value"; the whole environment of the child
+  std::string cwd;               // empty: the parent's
+  std::string output_file;       // stdout+stderr, appended; empty: /dev/null
   // An open file for stdout+stderr instead of output_file (the caller keeps and closes it): lets
   // the caller open it safely (no symlink, no FIFO) relative to a directory it holds.
   int output_fd = -1;
   int cwd_fd = -1;  // a directory to start in instead of cwd (fchdir)
   int umask = -1;   // the child's umask (e.g. 027); -1: the parent's
   // A cgroup v2 directory (O_DIRECTORY fd) the child starts in (clone3 CLONE_INTO_CGROUP), so not
-  // even its first fork can escape; -1: the parent's cgroup (posix_spawn).
+  // even its first fork can escape; -1: the parent's cgroup.
   int cgroup_fd = -1;
 };
 
@@ -62,5 +67,16 @@ bool is_spawned_child(pid_t pid);
 
 // The current environment as "NAME=value" strings, with `overrides` replacing or adding entries.
 std::vector<std::string> environment_with(const std::vector<std::pair<std::string, std::string>>& overrides);
+
+// environment_with for many children: the current environment is read once, at construction,
+// and each call only patches a copy of it.
+class environment_template {
+ public:
+  environment_template();
+  std::vector<std::string> with(const std::vector<std::pair<std::string, std::string>>& overrides) const;
+
+ private:
+  std::vector<std::string> base_;  // "NAME=value", sorted by name, one entry per name
+};
 
 }  // namespace descprod

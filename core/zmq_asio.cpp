@@ -6,12 +6,15 @@
 namespace descprod {
 
 zmq_socket::zmq_socket(net::any_io_executor ex, zmq::context_t& ctx, zmq::socket_type type)
-    : socket_(ctx, type), fd_(ex) {
+    : socket_(ctx, type), fd_(ex), self_(std::make_shared<zmq_socket*>(this)) {
   socket_.set(zmq::sockopt::linger, 0);
   fd_.assign(socket_.get(zmq::sockopt::fd));
 }
 
-zmq_socket::~zmq_socket() { close(); }
+zmq_socket::~zmq_socket() {
+  *self_ = nullptr;  // a wake-up still posted finds no socket
+  close();
+}
 
 void zmq_socket::close() {
   if (closed_) return;
@@ -52,16 +55,31 @@ bool zmq_socket::send(const std::vector<std::string>& frames) {
     try {
       auto sent = socket_.send(zmq::buffer(frames[i]), flags);
       if (!sent) {
-        wake_receiver();
+        wake_receiver_soon();
         return false;
       }
     } catch (const zmq::error_t&) {
-      wake_receiver();
+      wake_receiver_soon();
       return false;  // e.g. EHOSTUNREACH from a ROUTER_MANDATORY socket
     }
   }
-  wake_receiver();
+  wake_receiver_soon();
   return true;
+}
+
+void zmq_socket::wake_receiver_soon() {
+  // Once per turn of the event loop, however many messages this turn sends: the check costs
+  // system calls (ZMQ_EVENTS polls the socket's mailbox), the sends themselves need none. Posted
+  // work runs before the loop next blocks, so the receiver never sleeps on a consumed edge.
+  if (wake_posted_) return;
+  wake_posted_ = true;
+  std::weak_ptr<zmq_socket*> weak = self_;
+  net::post(fd_.get_executor(), [weak] {
+    auto self = weak.lock();
+    if (!self || !*self) return;
+    (*self)->wake_posted_ = false;
+    if (!(*self)->closed_) (*self)->wake_receiver();
+  });
 }
 
 void zmq_socket::wake_receiver() {

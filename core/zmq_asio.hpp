@@ -1,12 +1,13 @@
 // A ZeroMQ socket driven by Asio: the socket's ZMQ_FD is watched with a posix::stream_descriptor.
 // ZMQ_FD is edge-triggered and any zmq call may consume the edge, so the receive loop always asks
 // ZMQ_EVENTS (via a non-blocking receive) before it waits, and a send that leaves input pending
-// wakes the waiting receiver.
+// wakes the waiting receiver (checked once per turn of the event loop, after all of its sends).
 //
 // Thread-safety: none; the socket belongs to one io_context thread.
 #pragma once
 
 #include <boost/asio.hpp>
+#include <memory>
 #include <string>
 #include <vector>
 #include <zmq.hpp>
@@ -33,9 +34,12 @@ class zmq_socket {
 
  private:
   void wake_receiver();
+  void wake_receiver_soon();
   zmq::socket_t socket_;
   net::posix::stream_descriptor fd_;
   bool closed_ = false;
+  bool wake_posted_ = false;
+  std::shared_ptr<zmq_socket*> self_;  // for the posted wake-up: null once destroyed
 };
 
 }  // namespace descprod

@@ -65,6 +65,40 @@ bool cgroup_populated(const std::string& dir) {
   auto events = read_small(dir + "/cgroup.events");
   return events.find("populated 1") != std::string::npos;
 }
+// cgroup.events through a descriptor held open: one pread. Unreadable counts as populated (the
+// caller then looks the slow way).
+bool events_populated(int fd) {
+  char buf[256];
+  ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return true;
+  buf[n] = '\0';
+  return std::strstr(buf, "populated 0") == nullptr;
+}
+// True when every pid in a /proc/<pid>/task/<tid>/children file (read through `fd`) is a child
+// the worker spawned (a running app): then no orphan is below it. Unreadable: false.
+bool only_spawned_children(int fd) {
+  if (fd < 0) return false;
+  char buf[4096];
+  ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+  if (n < 0 || n == static_cast<ssize_t>(sizeof buf - 1)) return false;  // unreadable, or too many to tell
+  buf[n] = '\0';
+  char* p = buf;
+  while (*p) {
+    char* end = nullptr;
+    long pid = std::strtol(p, &end, 10);
+    if (end == p) break;
+    if (!is_spawned_child(static_cast<pid_t>(pid))) return false;
+    p = end;
+  }
+  return true;
+}
+bool write_at(int dirfd, const char* name, const std::string& text) {
+  int fd = ::openat(dirfd, name, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  ::close(fd);
+  return ok;
+}
 
 // Every process on the machine, from /proc/<pid>/stat. Bounded by the pid space.
 std::map<pid_t, proc_info> scan_proc() {
@@ -152,12 +186,33 @@ containment::containment(const std::string& mode, bool reap_orphans) : reap_all_
     throw std::runtime_error("worker.containment: unknown mode " + mode);
   if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
     log::warn("PR_SET_CHILD_SUBREAPER failed error={}", std::strerror(errno));
+  // The children of this thread, which spawns the apps and (as the process's first thread, when
+  // the worker is the whole program) adopts the orphans. Without it (no CONFIG_PROC_CHILDREN),
+  // every end of a job scans /proc.
+  std::string children = "/proc/self/task/" + std::to_string(::gettid()) + "/children";
+  children_fd_ = ::open(children.c_str(), O_RDONLY | O_CLOEXEC);
   mode_ = "subreaper";
   detail_ = mode == "auto" ? "no usable cgroup v2: " + why : "asked for by worker.containment";
 }
 
 containment::~containment() {
+  for (auto& c : idle_) {
+    ::close(c.events_fd);
+    ::close(c.fd);
+    ::rmdir(c.dir.c_str());
+  }
+  if (children_fd_ >= 0) ::close(children_fd_);
   if (!root_.empty()) ::rmdir(root_.c_str());
+}
+
+void containment::give_back(pooled_cgroup c) {
+  if (idle_.size() < 4096) {
+    idle_.push_back(std::move(c));
+    return;
+  }
+  ::close(c.events_fd);
+  ::close(c.fd);
+  ::rmdir(c.dir.c_str());
 }
 
 bool containment::try_cgroup(std::string& why) {
@@ -248,26 +303,46 @@ std::unique_ptr<job_box> containment::make_box(job_id id, int attempt, const job
       box->limits_note_ = "limits not applied: no cgroup (containment mode subreaper)";
     return box;
   }
-  std::string dir = root_ + "/job-" + std::to_string(id) + "-" + std::to_string(attempt);
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-    throw std::runtime_error("cannot create cgroup " + dir + ": " + std::strerror(errno));
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    ::rmdir(dir.c_str());
-    throw std::runtime_error("cannot open cgroup " + dir + ": " + std::strerror(err));
+  pooled_cgroup c;
+  if (!idle_.empty()) {
+    c = std::move(idle_.back());
+    idle_.pop_back();
+  } else {
+    c.dir = root_ + "/slot-" + std::to_string(next_slot_++);
+    if (::mkdir(c.dir.c_str(), 0755) != 0 && errno != EEXIST)
+      throw std::runtime_error("cannot create cgroup " + c.dir + ": " + std::strerror(errno));
+    c.fd = ::open(c.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (c.fd >= 0) c.events_fd = ::openat(c.fd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+    if (c.fd < 0 || c.events_fd < 0) {
+      int err = errno;
+      if (c.fd >= 0) ::close(c.fd);
+      ::rmdir(c.dir.c_str());
+      throw std::runtime_error("cannot open cgroup " + c.dir + ": " + std::strerror(err));
+    }
   }
-  box->cgroup_fd_ = fd;
-  box->cgroup_dir_ = dir;
+  box->cgroup_fd_ = c.fd;
+  box->events_fd_ = c.events_fd;
+  box->cgroup_dir_ = c.dir;
+  box->applied_ = c.applied;
+  // The limits the cgroup had for its previous attempt are set to this one's (or lifted).
   std::string note;
+  if (limits.memory_max != box->applied_.memory_max) {
+    std::string value = limits.memory_max > 0 ? std::to_string(limits.memory_max) : "max";
+    if (memory_ && write_at(box->cgroup_fd_, "memory.max", value))
+      box->applied_.memory_max = limits.memory_max;
+  }
+  if (limits.cores != box->applied_.cores) {
+    std::string quota = limits.cores > 0 ? std::to_string(100000LL * limits.cores) + " 100000" : "max 100000";
+    if (cpu_ && write_at(box->cgroup_fd_, "cpu.max", quota)) box->applied_.cores = limits.cores;
+  }
   if (limits.memory_max > 0) {
-    if (memory_ && write_small(dir + "/memory.max", std::to_string(limits.memory_max)))
+    if (box->applied_.memory_max == limits.memory_max)
       note += "memory.max=" + std::to_string(limits.memory_max) + " ";
     else note += "memory_max not applied (no memory controller for " + root_ + ") ";
   }
   if (limits.cores > 0) {
     std::string quota = std::to_string(100000LL * limits.cores) + " 100000";
-    if (cpu_ && write_small(dir + "/cpu.max", quota)) note += "cpu.max=" + quota + " ";
+    if (box->applied_.cores == limits.cores) note += "cpu.max=" + quota + " ";
     else note += "cores not applied (no cpu controller for " + root_ + ") ";
   }
   if (!note.empty()) note.pop_back();
@@ -278,6 +353,7 @@ std::unique_ptr<job_box> containment::make_box(job_id id, int attempt, const job
 
 int containment::sweep(bool idle) {
   if (mode_ != "subreaper" || !reap_all_) return 0;
+  if (only_spawned_children(children_fd_)) return 0;  // no orphan to reap or kill
   const pid_t self = ::getpid();
   auto procs = scan_proc();
   auto below = descendants(procs, self);
@@ -295,12 +371,38 @@ int containment::sweep(bool idle) {
 
 job_box::~job_box() {
   if (cgroup_fd_ >= 0) {
-    if (cgroup_populated(cgroup_dir_)) kill_all();
+    bool left = !known_empty_ && populated();
+    if (left) {
+      kill_all();
+      left = populated();
+    }
+    owner_.boxes_.erase(this);
+    if (!left) {
+      owner_.give_back(containment::pooled_cgroup{cgroup_dir_, cgroup_fd_, events_fd_, applied_});
+      return;
+    }
+    // Something survived cgroup.kill (it would be the next attempt's): never reused.
+    ::close(events_fd_);
     ::close(cgroup_fd_);
     if (::rmdir(cgroup_dir_.c_str()) != 0)
       log::warn("cgroup not removed dir={} error={}", cgroup_dir_, std::strerror(errno));
-    owner_.boxes_.erase(this);
   }
+}
+
+bool job_box::populated() const {
+  return events_fd_ >= 0 ? events_populated(events_fd_) : cgroup_populated(cgroup_dir_);
+}
+
+bool job_box::may_have_orphans() const { return !only_spawned_children(owner_.children_fd_); }
+
+int job_box::kill_leftovers() {
+  // The app has ended: in a cgroup, anything left keeps it populated; below a subreaper, anything
+  // left is (or descends from) a child of the worker that the worker did not spawn.
+  if (cgroup_fd_ >= 0 ? !populated() : !may_have_orphans()) {
+    known_empty_ = true;  // until the next process starts in it (set_leader)
+    return 0;
+  }
+  return kill_all();
 }
 
 std::set<pid_t> job_box::members(std::map<pid_t, proc_info>& procs, const std::set<pid_t>& below) const {
@@ -358,7 +460,7 @@ int job_box::kill_all(std::chrono::milliseconds deadline) {
     std::set<pid_t> seen;
     for (int round = 0; round < 10000; ++round) {
       for (pid_t p : cgroup_pids(cgroup_dir_)) seen.insert(p);
-      if (!cgroup_populated(cgroup_dir_)) break;
+      if (!populated()) break;
       if (!write_small(cgroup_dir_ + "/cgroup.kill", "1")) {
         // A kernel before 5.14: no cgroup.kill, signal each process instead.
         for (pid_t p : cgroup_pids(cgroup_dir_)) ::kill(p, SIGKILL);

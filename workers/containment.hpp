@@ -2,15 +2,20 @@
 // job — on normal exit, cancel, time limit and drain — even one that double-forks or calls setsid.
 //
 // Two modes, chosen once per worker (worker.containment: auto | cgroup | subreaper):
-//  - cgroup: each attempt runs in its own cgroup v2, <worker's cgroup>/descprod-<pid>/job-<id>-<a>.
-//    The app is cloned straight into it (CLONE_INTO_CGROUP), so nothing it starts can leave (only
+//  - cgroup: each attempt runs in a cgroup v2 of its own, <worker's cgroup>/descprod-<pid>/slot-<n>.
+//    The worker keeps the cgroups of ended attempts (empty: nothing of the job is left when it is
+//    handed back) and gives them to later attempts, so a job costs no mkdir nor rmdir; there are
+//    as many as attempts ever ran at once. The app is cloned straight into its cgroup
+//    (CLONE_INTO_CGROUP), so nothing it starts can leave (only
 //    a process with write access to a common ancestor could move out; the worker does not give the
 //    job's user that). The end is `cgroup.kill`. Optional per-app limits: memory_max (memory.max)
 //    and cores (cpu.max), when those controllers are available to the subtree.
 //  - subreaper: the worker is a child subreaper (PR_SET_CHILD_SUBREAPER), so orphans of a job are
 //    reparented to it instead of init and stay in its process tree. A job's processes are those
 //    below the worker that are in the job's process group, carry its DESCPROD_JOB_ID and
-//    DESCPROD_ATTEMPT in their environment, or descend from one that does. Caveat: a process
+//    DESCPROD_ATTEMPT in their environment, or descend from one that does. When the app has ended
+//    and the worker has no child but the apps it runs (one read of its children list), the job
+//    left nothing and no /proc scan is made. Caveat: a process
 //    that leaves the group (setsid) and clears its environment before the job ends is not
 //    attributed to its job; it is killed when the worker next has no job at all.
 // auto takes cgroup when the worker can create a cgroup under its own and start a process in it,
@@ -26,6 +31,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "core/job.hpp"
 
@@ -56,13 +62,19 @@ class job_box {
   // The cgroup directory fd to clone the app into; -1 in subreaper mode.
   int cgroup_fd() const { return cgroup_fd_; }
   // The app's pid, which leads the job's process group.
-  void set_leader(pid_t pid) { leader_ = pid; }
+  void set_leader(pid_t pid) {
+    leader_ = pid;
+    known_empty_ = false;
+  }
   // Sends `sig` to every process of the job. Returns how many were signalled.
   int signal_all(int sig);
   // SIGKILL to every process of the job, repeated (bounded) until none is left or `deadline`;
   // returns how many distinct processes were killed. May block the thread up to `deadline` (a
   // SIGKILLed process ends within microseconds; the bound is for a fork bomb racing the kill).
   int kill_all(std::chrono::milliseconds deadline = std::chrono::milliseconds(2000));
+  // After the app (and its closeout) ended: kills whatever of the job is left, like kill_all, but
+  // first asks cheaply whether anything is (cgroup.events; the worker's children list).
+  int kill_leftovers();
   // How limits were applied ("" when none were asked for), for the job's log.
   const std::string& limits_note() const { return limits_note_; }
 
@@ -75,8 +87,15 @@ class job_box {
   job_id id_;
   int attempt_;
   pid_t leader_ = -1;
+  // Subreaper mode: whether any process of the job may be left (false: the worker has no child
+  // but the apps it spawned, so no scan is needed).
+  bool may_have_orphans() const;
+  bool populated() const;
   int cgroup_fd_ = -1;
+  int events_fd_ = -1;        // cgroup.events, held open: one pread tells whether anything is left
+  bool known_empty_ = false;  // kill_leftovers found nothing, and nothing started since
   std::string cgroup_dir_;
+  job_limits applied_;  // what the cgroup's memory.max and cpu.max say
   std::string limits_note_;
 };
 
@@ -103,12 +122,22 @@ class containment {
  private:
   friend class job_box;
   bool try_cgroup(std::string& why);
+  struct pooled_cgroup {
+    std::string dir;
+    int fd = -1;
+    int events_fd = -1;
+    job_limits applied;
+  };
+  void give_back(pooled_cgroup c);
   std::string mode_;
   std::string detail_;
   std::string root_;  // <worker's cgroup>/descprod-<pid> in cgroup mode
   bool cpu_ = false, memory_ = false;
   bool reap_all_ = false;
   std::set<job_box*> boxes_;
+  std::vector<pooled_cgroup> idle_;  // empty cgroups of ended attempts, for the next ones
+  int next_slot_ = 0;
+  int children_fd_ = -1;  // subreaper: /proc/self/task/<tid>/children of the worker's thread
 };
 
 }  // namespace descprod::workers

@@ -83,7 +83,7 @@ void job_run::signal_job(int sig) {
 
 void job_run::kill_leftovers(const char* after) {
   if (!box_) return;
-  int n = box_->kill_all();
+  int n = box_->kill_leftovers();
   if (n <= 0) return;
   leftovers_killed_ += n;
   log::info("leftover processes killed job_id={} attempt={} count={} after={}", spec_.id, spec_.attempt, n,
@@ -129,7 +129,7 @@ std::vector<std::string> job_run::child_environment() const {
   env.emplace_back("DESCPROD_RUNDIR", rundir_.string());
   env.emplace_back("DESCPROD_URL", settings_.gateway_url);
   if (!spec_.token.empty()) env.emplace_back("DESCPROD_TOKEN", spec_.token);
-  return environment_with(env);
+  return settings_.environment ? settings_.environment->with(env) : environment_with(env);
 }
 
 net::awaitable<job_result> job_run::run() {
@@ -145,7 +145,7 @@ net::awaitable<job_result> job_run::run() {
     job_record record = spec_.record;
     record["progress"] = "Ready.";
     // A fresh directory nobody reads yet (the app starts below): no temporary file needed.
-    write_file_new(rundir_ / "config.json", descprod_config_json(record));
+    write_file_new_at(dir_fd_, "config.json", descprod_config_json(record));
     // The log is the worker's: made here (O_EXCL in the fresh directory) and held open, so the
     // app's stdout, the worker's notes and the shipped tail all use this one file, whatever the
     // app later does to the name.
@@ -217,8 +217,9 @@ net::awaitable<job_result> job_run::run() {
 
   pid_ = app->child.pid();
   if (box_) box_->set_leader(pid_);
-  log::info("job started job_id={} attempt={} pid={} rundir={}", spec_.id, spec_.attempt, pid_,
-            rundir_.string());
+  // Per job at debug only (issue #20): the worker counts jobs and logs the counts per heartbeat.
+  log::debug("job started job_id={} attempt={} pid={} rundir={}", spec_.id, spec_.attempt, pid_,
+             rundir_.string());
   // Recorded now, written at the first status poll (or at the end, if the app is done by then).
   note_progress(progress_string("Running", message_), std::nullopt);
   if (observer_.on_started) observer_.on_started(*this);

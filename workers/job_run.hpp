@@ -41,6 +41,8 @@ struct run_settings {
   // Keeps each job's processes together so all of them end with it (containment.hpp); null: only
   // the app's process group is signalled (the old behaviour).
   std::shared_ptr<containment> contain;
+  // The worker's environment, read once (null: read at every job, as environment_with does).
+  std::shared_ptr<const environment_template> environment;
 };
 
 // How an attempt ended, as the `finished` message reports it.

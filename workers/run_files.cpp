@@ -274,11 +274,13 @@ void write_file_atomic(const fs::path& path, std::string_view content) {
 }
 
 namespace {
+constexpr int write_flags = O_WRONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY;
+
 // Opens `name` in `dirfd` for writing without following a symlink or blocking on a FIFO, and
-// checks it is a regular file with one link. Throws.
-int open_for_write_at(int dirfd, const std::string& name, int flags) {
-  int fd =
-      ::openat(dirfd, name.c_str(), flags | O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY, 0644);
+// checks it is a regular file with one link. Throws. (O_NONBLOCK stays set: Linux ignores it for
+// regular files, the only kind this returns.)
+int open_existing_for_write_at(int dirfd, const std::string& name, int flags) {
+  int fd = ::openat(dirfd, name.c_str(), flags | write_flags | O_NONBLOCK, 0644);
   if (fd < 0) throw fs::filesystem_error("cannot write", fs::path(name), last_error());
   struct stat st;
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink > 1) {
@@ -288,21 +290,34 @@ int open_for_write_at(int dirfd, const std::string& name, int flags) {
             std::string(S_ISREG(st.st_mode) ? "a file with more than one hard link" : file_kind(st.st_mode)),
         fs::path(name), std::make_error_code(std::errc::operation_not_permitted));
   }
-  int fl = ::fcntl(fd, F_GETFL);
-  if (fl >= 0) ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+  return fd;
+}
+
+// Creates `name` in `dirfd` (O_EXCL: a new regular file of ours, nothing to check). -1 with errno
+// EEXIST when the name is taken (by anything: a symlink is not followed); throws otherwise.
+int create_at(int dirfd, const std::string& name, int flags) {
+  int fd = ::openat(dirfd, name.c_str(), flags | write_flags | O_CREAT | O_EXCL, 0644);
+  if (fd < 0 && errno != EEXIST) throw fs::filesystem_error("cannot write", fs::path(name), last_error());
   return fd;
 }
 }  // namespace
 
 void append_file_at(int dirfd, const std::string& name, std::string_view content) {
-  int fd = open_for_write_at(dirfd, name, O_CREAT | O_APPEND);
+  // The first append creates the file (three system calls); later ones check what is there.
+  int fd = create_at(dirfd, name, O_APPEND);
+  if (fd < 0) fd = open_existing_for_write_at(dirfd, name, O_CREAT | O_APPEND);
   write_all_and_close(fd, fs::path(name), content);
 }
 
 void write_file_atomic_at(int dirfd, const std::string& name, std::string_view content) {
   const std::string tmp = name + ".tmp";
-  ::unlinkat(dirfd, tmp.c_str(), 0);  // whatever is there (a planted symlink, a FIFO): ours is new
-  int fd = open_for_write_at(dirfd, tmp, O_CREAT | O_EXCL);
+  int fd = create_at(dirfd, tmp, 0);
+  if (fd < 0) {
+    // Something has the name (a planted symlink, a FIFO, a worker crash's leftover): ours is new.
+    ::unlinkat(dirfd, tmp.c_str(), 0);
+    fd = create_at(dirfd, tmp, 0);
+    if (fd < 0) throw fs::filesystem_error("cannot write", fs::path(tmp), last_error());
+  }
   write_all_and_close(fd, fs::path(tmp), content);
   // As write_file_atomic: a plain rename the first time, a swap later (see there).
   if (::renameat2(dirfd, tmp.c_str(), dirfd, name.c_str(), RENAME_NOREPLACE) == 0) return;
@@ -312,6 +327,12 @@ void write_file_atomic_at(int dirfd, const std::string& name, std::string_view c
   }
   if (::renameat(dirfd, tmp.c_str(), dirfd, name.c_str()) != 0)
     throw fs::filesystem_error("cannot rename", fs::path(tmp), last_error());
+}
+
+void write_file_new_at(int dirfd, const std::string& name, std::string_view content) {
+  int fd = create_at(dirfd, name, 0);
+  if (fd < 0) throw fs::filesystem_error("cannot create", fs::path(name), last_error());
+  write_all_and_close(fd, fs::path(name), content);
 }
 
 void append_file(const fs::path& path, std::string_view content) {

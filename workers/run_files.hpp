@@ -58,12 +58,15 @@ run_file_read read_run_file(int dirfd, const std::string& name, std::uint64_t fr
 // Opens a directory for the *_at functions (O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC). Throws.
 int open_dir(const fs::path& dir);
 
+// write_file_new relative to `dirfd` (O_EXCL, O_NOFOLLOW). Throws fs::filesystem_error.
+void write_file_new_at(int dirfd, const std::string& name, std::string_view content);
 // Appends to `name` in `dirfd`, creating it (mode 0644 before the umask): refuses (throws) a
 // symlink, a FIFO or anything but a regular file with one link, so the worker never writes
 // through a name the app planted.
 void append_file_at(int dirfd, const std::string& name, std::string_view content);
-// write_file_atomic relative to `dirfd`: the temporary name is removed first (whatever the app
-// put there), then created with O_EXCL, so nothing is followed or truncated but our own file.
+// write_file_atomic relative to `dirfd`: the temporary name is created with O_EXCL (after
+// removing whatever the app put there, when something has the name), so nothing is followed or
+// truncated but our own file.
 void write_file_atomic_at(int dirfd, const std::string& name, std::string_view content);
 
 // Structured progress from a message that starts with `[done/total]`, e.g. "[3/20] tasks done".

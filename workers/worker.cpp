@@ -69,6 +69,7 @@ worker::worker(net::any_io_executor ex, zmq::context_t& ctx, worker_options opts
   if (opts_.prefetch < 0) opts_.prefetch = 0;
   if (!opts_.containment.empty() && !opts_.run.contain)
     opts_.run.contain = std::make_shared<containment>(opts_.containment, opts_.reap_orphans);
+  if (!opts_.run.environment) opts_.run.environment = std::make_shared<const environment_template>();
 }
 
 worker::~worker() {
@@ -100,7 +101,8 @@ net::awaitable<void> worker::run() {
     backoff_ = std::min(backoff_ * 2, opts_.reconnect_max);
   }
   cron_timer_.cancel();
-  log::info("worker stopped worker={} exit_code={}", opts_.id, exit_code_);
+  log::info("worker stopped worker={} exit_code={} jobs_received={} jobs_finished={} jobs_failed={}",
+            opts_.id, exit_code_, jobs_received_, jobs_finished_, jobs_failed_);
 }
 
 void worker::start(std::function<void(std::exception_ptr)> done) {
@@ -159,6 +161,7 @@ net::awaitable<void> worker::cron() {
     if (!health_reason_.empty() && now >= next_probe_) probe_output_dir();
     // Orphans of jobs that ended on their own are reaped; with no job, nothing may be left below.
     if (opts_.run.contain) opts_.run.contain->sweep(running_.empty() && queued_.empty());
+    log_job_counts(now);
     if (opts_.idle_timeout.count() > 0 && !stopping_ && running_.empty() && queued_.empty() &&
         now - idle_since_ >= opts_.idle_timeout) {
       // Pilots: an allocation without work is given back to the batch system.
@@ -192,6 +195,21 @@ net::awaitable<void> worker::cron() {
       }
     }
   }
+}
+
+void worker::log_job_counts(steady::time_point now) {
+  // One line a minute while jobs come and go (none while idle): what a line per job used to say.
+  if (now - counts_logged_ < std::chrono::seconds(60)) return;
+  if (jobs_received_ != logged_received_ || jobs_finished_ != logged_finished_) {
+    log::info("jobs received={} finished={} failed={} running={} queued={} since_s={}",
+              jobs_received_ - logged_received_, jobs_finished_ - logged_finished_,
+              jobs_failed_ - logged_failed_, running_.size(), queued_.size(),
+              std::chrono::duration_cast<std::chrono::seconds>(now - counts_logged_).count());
+    logged_received_ = jobs_received_;
+    logged_finished_ = jobs_finished_;
+    logged_failed_ = jobs_failed_;
+  }
+  counts_logged_ = now;
 }
 
 void worker::handle(const std::vector<zmq::message_t>& frames) {
@@ -304,7 +322,8 @@ void worker::on_job(const boost::json::object& body) {
     return;
   }
   if (credits_outstanding_ > 0) --credits_outstanding_;
-  log::info("job received job_id={} attempt={} program={}", spec->id, spec->attempt, spec->argv.front());
+  log::debug("job received job_id={} attempt={} program={}", spec->id, spec->attempt, spec->argv.front());
+  ++jobs_received_;
   if (static_cast<int>(running_.size()) < opts_.slots) {
     start_or_refuse(std::move(*spec));
   } else {
@@ -420,8 +439,10 @@ net::awaitable<void> worker::run_job(std::shared_ptr<job_run> run) {
   const auto attempt = run->spec().attempt;
   running_.erase(job_key{id, attempt});
   if (running_.empty() && queued_.empty()) idle_since_ = steady::now();
-  log::info("job finished job_id={} attempt={} rc={} signal={} timed_out={}", id, attempt, res.rc, res.signal,
-            res.timed_out);
+  log::debug("job finished job_id={} attempt={} rc={} signal={} timed_out={}", id, attempt, res.rc,
+             res.signal, res.timed_out);
+  ++jobs_finished_;
+  if (res.rc != 0 || res.signal != 0 || res.timed_out) ++jobs_failed_;
   if (handed_back_.erase(job_key{id, attempt})) {
     hand_back(id, attempt,
               fenced_.erase(job_key{id, attempt}) ? "stopped by a worker that was frozen past its lease"

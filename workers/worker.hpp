@@ -201,6 +201,11 @@ class worker {
   // requeued its jobs, so they are killed before anything else is done or sent. True when fenced.
   std::chrono::steady_clock::time_point last_turn_;
   bool fence_if_frozen();
+  // Job counts (issue #20: no log line per job at info), logged once a minute when they change.
+  std::uint64_t jobs_received_ = 0, jobs_finished_ = 0, jobs_failed_ = 0;
+  std::uint64_t logged_received_ = 0, logged_finished_ = 0, logged_failed_ = 0;
+  std::chrono::steady_clock::time_point counts_logged_ = std::chrono::steady_clock::now();
+  void log_job_counts(std::chrono::steady_clock::time_point now);
 };
 
 }  // namespace descprod::workers

@@ -17,10 +17,13 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
+#include "core/job.hpp"
 #include "core/redis.hpp"
 #include "tests/support/service.hpp"
 
@@ -156,9 +159,13 @@ class RedisOutage : public ::testing::Test {
     ASSERT_TRUE(check()) << "Redis recovered before the first check: the outage is too short to test";
     // The gate jobs finish now; the worker reports `finished` to a daemon that cannot write it.
     write_file(c.markers + "/open-" + gate, "");
+    // The worker completes wrapper-status.json (stop_time, return_status) before it reports
+    // `finished` (issue #20: it logs no line per job at info).
     auto log_has_finished = [&](long long id) {
-      return read_file(c.dir.file("worker-w0.log")).find("job finished job_id=" + std::to_string(id) + " ") !=
-             std::string::npos;
+      std::ifstream in(c.out_dir + "/jobs/" + descprod::job_name(id) + "/wrapper-status.json");
+      std::stringstream text;
+      text << in.rdbuf();
+      return text.str().find("\"return_status\"") != std::string::npos;
     };
     ASSERT_TRUE(wait_until([&] { return log_has_finished(gated[0]) && log_has_finished(gated[1]); }, 20s));
     ASSERT_TRUE(check())

@@ -1,11 +1,15 @@
 // Child processes on an io_context (core/process): exit codes and signals, merged output, working
 // directory, environment, process-group signalling, spawn errors, and argv passed without a shell.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "core/process.hpp"
 #include "tests/support/support.hpp"
@@ -120,6 +124,30 @@ TEST(EnvironmentWith, OverridesAndAddsEntries) {
   ::unsetenv("DESCPROD_TEST_VAR");
 }
 
+// The worker's per-job environment: read once, patched per job, the same as environment_with.
+TEST(EnvironmentTemplate, GivesWhatEnvironmentWithGives) {
+  ::setenv("DESCPROD_TEST_BASE", "base", 1);
+  environment_template tmpl;
+  ::unsetenv("DESCPROD_TEST_BASE");  // read at construction, not at each call
+  std::vector<std::pair<std::string, std::string>> overrides = {{"DESCPROD_TEST_BASE", "patched"},
+                                                                {"DESCPROD_JOB_ID", "7"},
+                                                                {"DESCPROD_JOB_ID", "8"},
+                                                                {"A_NEW_ONE", "x=y"}};
+  auto env = tmpl.with(overrides);
+  ::setenv("DESCPROD_TEST_BASE", "base", 1);
+  auto expected = environment_with(overrides);
+  ::unsetenv("DESCPROD_TEST_BASE");
+  std::sort(env.begin(), env.end());
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(env, expected);
+  EXPECT_EQ(std::count(env.begin(), env.end(), "DESCPROD_JOB_ID=8"), 1);
+  EXPECT_EQ(std::count(env.begin(), env.end(), "DESCPROD_TEST_BASE=patched"), 1);
+  // Each call starts again from the base.
+  auto plain = tmpl.with({});
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), "DESCPROD_TEST_BASE=base"), 1);
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), "DESCPROD_JOB_ID=8"), 0);
+}
+
 TEST_F(ProcessTest, SignalGroupKillsAGrandchildInTheSameProcessGroup) {
   auto o = options({"/bin/sh", "-c", "sleep 300 & echo $! > grandchild.pid; wait"});
   o.cwd = dir.path();
@@ -182,6 +210,89 @@ TEST_F(ProcessTest, ArgumentsReachTheProgramLiterallyWithoutAShell) {
 TEST_F(ProcessTest, ProgramIsFoundOnPath) {
   EXPECT_EQ(run_to_end(options({"printf", "%s", "found"})).exit_code, 0);
   EXPECT_EQ(output(), "found");
+}
+
+// A descriptor the parent leaked without O_CLOEXEC (a library's, say) must not reach the job.
+TEST_F(ProcessTest, OnlyTheThreeStandardDescriptorsReachTheChild) {
+  int leaked = ::open("/dev/null", O_RDONLY);  // deliberately without O_CLOEXEC
+  ASSERT_GE(leaked, 3);
+  // ls lists the shell's descriptors (its own directory descriptor is its own business).
+  auto o = options({"/bin/sh", "-c", "ls /proc/$$/fd; true"});
+  auto st = run_to_end(o);
+  ::close(leaked);
+  EXPECT_EQ(st.exit_code, 0);
+  EXPECT_EQ(output(), "0\n1\n2\n");
+}
+
+// Whatever the parent ignores or handles, the job starts with every signal at its default and
+// none blocked: an ignored SIGXFSZ or SIGWINCH would otherwise survive the exec.
+TEST_F(ProcessTest, TheChildStartsWithDefaultSignalsNoneIgnoredNoneBlocked) {
+  struct sigaction ign {
+  }, old_xfsz{}, old_winch{}, old_usr1{};
+  ign.sa_handler = SIG_IGN;
+  ::sigaction(SIGXFSZ, &ign, &old_xfsz);
+  ::sigaction(SIGWINCH, &ign, &old_winch);
+  struct sigaction handler {};
+  handler.sa_handler = [](int) {};
+  ::sigaction(SIGUSR1, &handler, &old_usr1);
+  sigset_t block, old_mask;
+  sigemptyset(&block);
+  sigaddset(&block, SIGALRM);
+  ::pthread_sigmask(SIG_BLOCK, &block, &old_mask);
+  auto st = run_to_end(options({"/bin/sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/$$/status"}));
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ::sigaction(SIGXFSZ, &old_xfsz, nullptr);
+  ::sigaction(SIGWINCH, &old_winch, nullptr);
+  ::sigaction(SIGUSR1, &old_usr1, nullptr);
+  EXPECT_EQ(st.exit_code, 0);
+  EXPECT_EQ(output(), "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+}
+
+// The PATH search is done once per program name; a program that moved is found again.
+TEST_F(ProcessTest, AProgramThatMovedOnPathIsFoundAgain) {
+  std::filesystem::create_directory(dir.file("a"));
+  std::filesystem::create_directory(dir.file("b"));
+  const std::string name = "descprod-moving-app-" + std::to_string(::getpid());
+  test::write_file(dir.file("a/" + name), "#!/bin/sh\necho from-a\n");
+  std::filesystem::permissions(dir.file("a/" + name), std::filesystem::perms::owner_all);
+  std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  ::setenv("PATH", (dir.file("a") + ":" + dir.file("b") + ":" + old_path).c_str(), 1);
+  EXPECT_EQ(run_to_end(options({name})).exit_code, 0);
+  std::filesystem::rename(dir.file("a/" + name), dir.file("b/" + name));
+  test::write_file(dir.file("b/" + name), "#!/bin/sh\necho from-b\n");
+  EXPECT_EQ(run_to_end(options({name})).exit_code, 0);
+  std::filesystem::remove(dir.file("b/" + name));
+  try {
+    child_process gone(ioc.get_executor(), options({name}));
+    ADD_FAILURE() << name << " was started after it was removed";
+  } catch (const boost::system::system_error& e) {
+    EXPECT_EQ(e.code().value(), ENOENT) << e.what();
+  }
+  ::setenv("PATH", old_path.c_str(), 1);
+  EXPECT_EQ(output(), "from-a\nfrom-b\n");
+}
+
+TEST_F(ProcessTest, AFileThatIsNotExecutableThrowsEacces) {
+  test::write_file(dir.file("not-exec"), "#!/bin/sh\nexit 0\n");
+  try {
+    child_process child(ioc.get_executor(), options({dir.file("not-exec")}));
+    ADD_FAILURE() << "a file without x permission was started";
+  } catch (const boost::system::system_error& e) {
+    EXPECT_EQ(e.code().value(), EACCES) << e.what();
+  }
+}
+
+// Many children at once, each with its own exit code: the shared spawn machinery (stack, error
+// slot) keeps them apart.
+TEST_F(ProcessTest, ManyChildrenEachReportTheirOwnExitCode) {
+  std::vector<std::unique_ptr<child_process>> children;
+  for (int i = 0; i < 50; ++i)
+    children.push_back(std::make_unique<child_process>(
+        ioc.get_executor(), options({"/bin/sh", "-c", "exit " + std::to_string(i)})));
+  for (int i = 0; i < 50; ++i) {
+    auto st = run_async(ioc, children[static_cast<std::size_t>(i)]->async_wait(), 10s);
+    EXPECT_EQ(st.exit_code, i);
+  }
 }
 
 }  // namespace
