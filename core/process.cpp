@@ -8,14 +8,17 @@
 //   setpgid, SIG_DFL for each signal the parent catches or ignores, the umask, stdin from a
 //   /dev/null the parent keeps open, stdout and stderr, the directory, close_range(3, ~0) with
 //   CLOSE_RANGE_CLOEXEC, the signal mask, execve.
-// Without a cgroup the child is a clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD) on a stack of its own,
-// as Python's _posixsubprocess and Rust's std::process spawn: no page tables are copied and the
-// parent sleeps until the exec. Because the child shares the parent's memory, every signal is
-// blocked around the clone and the child resets each handled signal to SIG_DFL before it unblocks
-// them, so no handler of the parent's ever runs in the child. A failed exec leaves its errno in a
-// slot of the parent's memory. With a cgroup the child is clone3(CLONE_INTO_CGROUP|CLONE_VFORK|
-// CLONE_PIDFD) — a fork, since clone3 cannot run a function on a new stack from C — which reports
-// a failed exec through a page shared with the parent (MAP_SHARED), so no pipe is needed either.
+// The child is a clone(CLONE_VM|CLONE_VFORK|CLONE_PIDFD) on a stack of its own, as Python's
+// _posixsubprocess and Rust's std::process spawn: no page tables are copied (a fork of the worker
+// cost it about 2.5 ms of CPU per job on a paravirtualized machine: copying its page tables, then
+// a copy-on-write fault and a TLB shootdown for each page it wrote after), and the parent sleeps
+// until the exec. Into a cgroup it is clone3(CLONE_INTO_CGROUP|CLONE_VM|CLONE_VFORK|CLONE_PIDFD)
+// through a few lines of asm on x86-64 (clone3_vm); elsewhere clone3 without CLONE_VM, a fork.
+// Because the child shares the parent's memory, every signal is blocked around the clone and the
+// child resets each handled signal to SIG_DFL before it unblocks them, so no handler of the
+// parent's ever runs in the child. A failed exec leaves its errno in a slot of the parent's memory
+// (after the fork of other architectures: in a page shared with the parent, MAP_SHARED), so no
+// pipe is needed.
 // The program is looked up in PATH once per name (execvp's search, in the parent), not per job;
 // a remembered path whose exec fails with ENOENT, EACCES or ENOTDIR is looked up again once.
 #include "core/process.hpp"
@@ -171,7 +174,7 @@ struct child_plan {
 // The child, between the clone and the exec: system calls only — no allocation, no lock, no
 // stdio, nothing a sanitizer would hook — because it runs on the parent's memory (CLONE_VM) or is
 // a fork of a multi-threaded process.
-__attribute__((noinline, no_sanitize("address", "undefined", "thread"))) [[noreturn]] void child_main(
+__attribute__((noinline, noreturn, no_sanitize("address", "undefined", "thread"))) void child_main(
     const child_plan* p) {
   int e = 0;
   if (::setpgid(0, 0) != 0) e = errno;
@@ -213,7 +216,39 @@ __attribute__((noinline, no_sanitize("address", "undefined", "thread"))) [[noret
   ::_exit(127);
 }
 
-int child_entry(void* arg) { child_main(static_cast<const child_plan*>(arg)); }
+// Runs on the child's own stack: not instrumented either (ASan's no-return hook would see a
+// stack it does not know).
+__attribute__((no_sanitize("address", "undefined", "thread"))) int child_entry(void* arg) {
+  child_main(static_cast<const child_plan*>(arg));
+}
+
+#if defined(__x86_64__)
+// clone3 with CLONE_VM, which glibc does not wrap and C cannot call through syscall(): the child
+// starts on `args->stack` with the parent's registers, so it must not return into this frame
+// (the parent's). It calls child_main(plan) from the asm instead, which never returns. fn and plan
+// sit in registers the syscall instruction keeps (all but rax, rcx and r11); the stack top is
+// 16-byte aligned, so child_main starts with the alignment a call gives. Returns the child's pid
+// in the parent, or -errno.
+__attribute__((noinline, no_sanitize("address", "undefined", "thread"))) long clone3_vm(
+    struct clone_args* args, const child_plan* plan) {
+  long rc = SYS_clone3;
+  register void (*fn)(const child_plan*) asm("r12") = child_main;
+  register const child_plan* arg asm("r13") = plan;
+  asm volatile(
+      "syscall\n\t"
+      "testq %%rax, %%rax\n\t"
+      "jnz 1f\n\t"
+      "xorl %%ebp, %%ebp\n\t"
+      "movq %%r13, %%rdi\n\t"
+      "callq *%%r12\n\t"
+      "ud2\n"
+      "1:\n\t"
+      : "+a"(rc)
+      : "D"(args), "S"(sizeof *args), "r"(fn), "r"(arg)
+      : "rcx", "r11", "memory");
+  return rc;
+}
+#endif
 
 // The clone(CLONE_VM) child's stack: one per thread, made at its first spawn. The parent sleeps
 // (CLONE_VFORK) until the child execs or exits, so a thread never has two children on it.
@@ -231,6 +266,7 @@ char* child_stack_top() {
   return static_cast<char*>(stack) + child_stack_bytes;
 }
 
+#if !defined(__x86_64__)
 // The clone3 child's error slot: a page shared with the parent across the fork.
 volatile int* shared_error_slot() {
   thread_local void* page = nullptr;
@@ -243,6 +279,7 @@ volatile int* shared_error_slot() {
   }
   return static_cast<volatile int*>(page);
 }
+#endif
 
 // The NULL-terminated char* array execve takes; it points into `v`, which must outlive it.
 std::vector<char*> c_strings(const std::vector<std::string>& v) {
@@ -296,15 +333,31 @@ pid_t spawn_once(const spawn_options& opts, const std::string& program, int& pid
     }
     if (pid > 0) err = child_err;
   } else {
-    volatile int* slot = shared_error_slot();
-    *slot = 0;
-    plan.err = slot;
     struct clone_args args;
     std::memset(&args, 0, sizeof args);
     args.flags = CLONE_INTO_CGROUP | CLONE_PIDFD | CLONE_VFORK;
     args.pidfd = reinterpret_cast<std::uint64_t>(&pidfd);
     args.exit_signal = SIGCHLD;
     args.cgroup = static_cast<std::uint64_t>(opts.cgroup_fd);
+#if defined(__x86_64__)
+    // As the clone above, into the cgroup: the parent's memory, the child's own stack.
+    volatile int child_err = 0;
+    plan.err = &child_err;
+    char* top = child_stack_top();
+    args.flags |= CLONE_VM;
+    args.stack = reinterpret_cast<std::uint64_t>(top - child_stack_bytes);
+    args.stack_size = child_stack_bytes;
+    {
+      all_signals_blocked blocked;
+      long rc = clone3_vm(&args, &plan);
+      if (rc < 0) err = static_cast<int>(-rc);
+      pid = rc < 0 ? -1 : static_cast<pid_t>(rc);
+    }
+    if (pid > 0) err = child_err;
+#else
+    volatile int* slot = shared_error_slot();
+    *slot = 0;
+    plan.err = slot;
     {
       all_signals_blocked blocked;
       long rc = ::syscall(SYS_clone3, &args, sizeof args);
@@ -313,6 +366,7 @@ pid_t spawn_once(const spawn_options& opts, const std::string& program, int& pid
       pid = static_cast<pid_t>(rc);
     }
     if (pid > 0) err = *slot;
+#endif
   }
   if (pid > 0 && err != 0) {  // the child ran but did not exec: it has exited with 127
     siginfo_t info;
