@@ -377,11 +377,15 @@ job_box::~job_box() {
       left = populated();
     }
     owner_.boxes_.erase(this);
-    if (!left) {
+    if (!left && !kill_written_) {
       owner_.give_back(containment::pooled_cgroup{cgroup_dir_, cgroup_fd_, events_fd_, applied_});
       return;
     }
-    // Something survived cgroup.kill (it would be the next attempt's): never reused.
+    // Never reused: something survived cgroup.kill (it would be the next attempt's), or
+    // cgroup.kill was written at all. Linux 6.18 then SIGKILLs every process later started in the
+    // cgroup with CLONE_INTO_CGROUP (the cgroup's kill count no longer matches the one the fork
+    // took from the parent's cgroup; tests/security/containment_test.cpp,
+    // JobsAfterOneWhoseLeftoversWereKilledRunNormally).
     ::close(events_fd_);
     ::close(cgroup_fd_);
     if (::rmdir(cgroup_dir_.c_str()) != 0)
@@ -461,6 +465,7 @@ int job_box::kill_all(std::chrono::milliseconds deadline) {
     for (int round = 0; round < 10000; ++round) {
       for (pid_t p : cgroup_pids(cgroup_dir_)) seen.insert(p);
       if (!populated()) break;
+      kill_written_ = true;
       if (!write_small(cgroup_dir_ + "/cgroup.kill", "1")) {
         // A kernel before 5.14: no cgroup.kill, signal each process instead.
         for (pid_t p : cgroup_pids(cgroup_dir_)) ::kill(p, SIGKILL);

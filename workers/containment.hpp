@@ -3,8 +3,8 @@
 //
 // Two modes, chosen once per worker (worker.containment: auto | cgroup | subreaper):
 //  - cgroup: each attempt runs in a cgroup v2 of its own, <worker's cgroup>/descprod-<pid>/slot-<n>.
-//    The worker keeps the cgroups of ended attempts (empty: nothing of the job is left when it is
-//    handed back) and gives them to later attempts, so a job costs no mkdir nor rmdir; there are
+//    The worker keeps the cgroups of ended attempts that left nothing behind (no cgroup.kill was
+//    needed) and gives them to later attempts, so such a job costs no mkdir nor rmdir; there are
 //    as many as attempts ever ran at once. The app is cloned straight into its cgroup
 //    (CLONE_INTO_CGROUP), so nothing it starts can leave (only
 //    a process with write access to a common ancestor could move out; the worker does not give the
@@ -92,8 +92,9 @@ class job_box {
   bool may_have_orphans() const;
   bool populated() const;
   int cgroup_fd_ = -1;
-  int events_fd_ = -1;        // cgroup.events, held open: one pread tells whether anything is left
-  bool known_empty_ = false;  // kill_leftovers found nothing, and nothing started since
+  int events_fd_ = -1;         // cgroup.events, held open: one pread tells whether anything is left
+  bool known_empty_ = false;   // kill_leftovers found nothing, and nothing started since
+  bool kill_written_ = false;  // cgroup.kill was written: the cgroup is not reused
   std::string cgroup_dir_;
   job_limits applied_;  // what the cgroup's memory.max and cpu.max say
   std::string limits_note_;

@@ -129,6 +129,16 @@ class Containment : public ::testing::TestWithParam<std::string> {
   std::unique_ptr<service> svc_;
 };
 
+// The worker reuses an attempt's cgroup for later attempts: one whose leftovers were killed
+// (cgroup.kill) must start the next job like a fresh one, again and again.
+TEST_P(Containment, JobsAfterOneWhoseLeftoversWereKilledRunNormally) {
+  for (int round = 0; round < 3; ++round) {
+    auto id = svc_->submit(R"({"jobtype":"spawner","config":"x"})");
+    EXPECT_EQ(wait_terminal(id), "done") << "round " << round << ": " << svc_->job(id);
+    expect_none_left();
+  }
+}
+
 TEST_P(Containment, NormalExitKillsBackgroundedDoubleForkedAndSetsidChildren) {
   auto id = svc_->submit(R"({"jobtype":"spawner","config":"x"})");
   auto t0 = std::chrono::steady_clock::now();

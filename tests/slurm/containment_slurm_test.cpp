@@ -123,7 +123,9 @@ TEST_F(SlurmContainment, SetsidChildrenOfAJobRunByAWorkerUnderSlurmEndWithTheJob
         return j.contains("progress") &&
                std::string(j["progress"].as_string()).find("ready") != std::string::npos;
       },
-      30s));
+      30s))
+      << "job " << cancelled << ": " << boost::json::serialize(c.job(cancelled)) << "\n"
+      << (out_file().empty() ? "" : read_file(out_file()));
   EXPECT_GE(marked_processes(mark).size(), 4u);
   ASSERT_LT(c.call("POST", "/api/jobs/" + std::to_string(cancelled) + "/cancel").status, 300);
   wait_until(
