@@ -80,7 +80,7 @@ std::size_t event_subscription::take(std::string& out, std::size_t max_bytes) {
   while (!queue_.empty() && out.size() < max_bytes) {
     auto e = std::move(queue_.front());
     queue_.pop_front();
-    if (skip(e->event)) continue;
+    if (!e->notice && skip(e->event)) continue;
     out += e->text;
     ++n;
   }
@@ -184,6 +184,15 @@ void event_hub::deliver(const redis_reply& entries) {
   }
 }
 
+void event_hub::notify_all(std::string_view text) {
+  auto shared = std::make_shared<live_event>();
+  shared->text = std::string(text);
+  shared->notice = true;
+  each_live([&](const std::shared_ptr<event_subscription>& sub) {
+    if (!sub->closed()) sub->push(shared);
+  });
+}
+
 net::awaitable<void> event_hub::run() {
   descprod::backoff wait(tail_backoff_initial, tail_backoff_max);
   bool was_down = false;
@@ -199,8 +208,12 @@ net::awaitable<void> event_hub::run() {
                          ? std::string("0-0")
                          : last.elements[0].elements[0].as_string();
         }
-        if (was_down) log::info("event tail reconnected stream={} after={}", stream_key_, last_id_);
-        else log::info("event tail started stream={} after={}", stream_key_, last_id_);
+        if (was_down) {
+          log::info("event tail reconnected stream={} after={}", stream_key_, last_id_);
+          notify_all(sse_redis_up);
+        } else {
+          log::info("event tail started stream={} after={}", stream_key_, last_id_);
+        }
         was_down = false;
         wait.reset();
       }
@@ -217,7 +230,10 @@ net::awaitable<void> event_hub::run() {
     }
     if (stopped_) break;
     if (failure.empty()) continue;
-    if (!was_down) log::warn("event tail failed stream={} error={}", stream_key_, failure);
+    if (!was_down) {
+      log::warn("event tail failed stream={} error={}", stream_key_, failure);
+      notify_all(sse_redis_down);
+    }
     was_down = true;
     redis_.close();
     backoff_timer_.expires_after(wait.next());

@@ -39,8 +39,14 @@ inline constexpr std::chrono::milliseconds tail_backoff_max{32000};
 // One event as delivered: parsed once, formatted once, shared by every matching subscription.
 struct live_event {
   stream_event event;
-  std::string text;  // format_sse_event(event)
+  std::string text;     // format_sse_event(event)
+  bool notice = false;  // a notice of the service (event: service), not a job's event: never skipped
 };
+
+// The notices every stream gets when the gateway loses and regains Redis (its pages then show an
+// outage rather than "live"; docs/api.md).
+inline constexpr std::string_view sse_redis_down = "event: service\ndata: {\"redis\":\"down\"}\n\n";
+inline constexpr std::string_view sse_redis_up = "event: service\ndata: {\"redis\":\"up\"}\n\n";
 
 // The receiving end of one SSE stream.
 class event_subscription {
@@ -115,6 +121,8 @@ class event_hub {
 
   // Fans out the entries of one stream (an XRANGE-shaped reply); used by the tail and by tests.
   void deliver(const redis_reply& entries);
+  // Queues a service notice (sse_redis_down / sse_redis_up) on every live subscription.
+  void notify_all(std::string_view text);
   bool connected() const { return redis_.connected(); }
   std::size_t subscribers();
   // Live subscriptions of one account.

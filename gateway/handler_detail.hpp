@@ -109,6 +109,7 @@ net::awaitable<handler_result> page_logout(call& c);
 net::awaitable<handler_result> page_job_create(call& c);
 net::awaitable<handler_result> page_job(call& c);
 net::awaitable<handler_result> page_job_row(call& c);
+net::awaitable<handler_result> page_job_rows(call& c);
 net::awaitable<handler_result> page_job_fields(call& c);
 net::awaitable<handler_result> page_job_action(call& c);
 net::awaitable<handler_result> page_admin(call& c);

@@ -222,6 +222,26 @@ net::awaitable<void> set_flash(gateway_context& ctx, principal who, std::string 
   co_await ctx.redis->async_exec(set_flash_cmd(keys_of(ctx).session(who.session_hash), text, error));
 }
 
+// Marks the jobs whose parent was deleted ("parent_gone" = "1", never stored): the pages show the
+// parent's ID without a link to a page that would answer 404. One EXISTS per distinct parent.
+net::awaitable<void> mark_deleted_parents(gateway_context& ctx, std::vector<job_record*> jobs) {
+  std::vector<std::string> parents;
+  for (auto* j : jobs) {
+    auto p = field_or_empty(*j, "parent");
+    if (!p.empty() && std::find(parents.begin(), parents.end(), p) == parents.end()) parents.push_back(p);
+  }
+  if (parents.empty()) co_return;
+  std::vector<std::vector<std::string>> cmds;
+  cmds.reserve(parents.size());
+  for (const auto& p : parents) cmds.push_back(redis_cmd("EXISTS", keys_of(ctx).job(p)));
+  auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
+  for (std::size_t i = 0; i < parents.size() && i < replies.size(); ++i) {
+    if (replies[i].type != redis_reply::kind::integer || replies[i].as_integer() != 0) continue;
+    for (auto* j : jobs)
+      if (field_or_empty(*j, "parent") == parents[i]) (*j)["parent_gone"] = "1";
+  }
+}
+
 net::awaitable<response> render_home(gateway_context& ctx, principal who, home_query hq,
                                      std::optional<web::job_form> form, web::flash message,
                                      http::status status) {
@@ -239,6 +259,9 @@ net::awaitable<response> render_home(gateway_context& ctx, principal who, home_q
   if (found) {
     v.jobs = std::move(found->jobs);
     v.total = found->total;
+    std::vector<job_record*> shown;
+    for (auto& j : v.jobs) shown.push_back(&j);
+    co_await mark_deleted_parents(ctx, std::move(shown));
   }
   v.all = hq.all;
   v.state = hq.state;
@@ -279,6 +302,7 @@ net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id 
   auto log = co_await jobs_service::log(ctx, who, id, page_log_lines);
   if (log) v.log_lines = std::move(*log);
   v.children_total = found->children;
+  v.children_limit = page_children;
   if (found->children > 0) {
     list_query q;
     q.parent = id;
@@ -295,6 +319,8 @@ net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id 
       if (auto it = v.rollup.find("total"); it != v.rollup.end()) v.children_total = it->second;
     }
   }
+  std::vector<job_record*> self{&rec};
+  co_await mark_deleted_parents(ctx, std::move(self));
   v.job = std::move(rec);
   co_return html_response(http::status::ok, web::job_page(v));
 }
@@ -322,6 +348,12 @@ net::awaitable<response> render_tokens(gateway_context& ctx, principal who, web:
   v.tokens = co_await accounts_service::tokens(ctx, who.name);
   v.new_token = std::move(new_token);
   v.new_label = std::move(new_label);
+  // The create form's one-time key, kept in the session (one per session: the newest page's).
+  v.form_nonce = accounts_service::random_hex();
+  co_await ctx.redis->async_exec(redis_cmd("EVAL",
+                                           "if redis.call('EXISTS', KEYS[1]) == 1 then "
+                                           "redis.call('HSET', KEYS[1], 'token_form', ARGV[1]) end return 0",
+                                           "1", keys_of(ctx).session(who.session_hash), v.form_nonce));
   co_return html_response(status, web::tokens_page(v));
 }
 
@@ -419,12 +451,76 @@ net::awaitable<response> job_fragment(call& c, bool row) {
   auto rec = co_await c.ctx.jobs->async_get(c.params.id);
   if (!rec || !may_read(*c.who, c.params.id, field_or_empty(*rec, "descname")))
     co_return html_response(http::status::not_found, "");
+  std::vector<job_record*> self{&*rec};
+  co_await mark_deleted_parents(c.ctx, std::move(self));
   auto user = page_user_of(*c.who);
   if (row)
     co_return html_response(
         http::status::ok,
         web::job_row(*rec, user, now_s(c.ctx), web::safe_next(query_value(c.query, "next"), "/")));
   co_return html_response(http::status::ok, web::job_detail(*rec, user, now_s(c.ctx)));
+}
+
+// GET /jobs/rows?ids=3,2,1&next=...: the table rows of several jobs in one answer, for a page's
+// live updates (a burst of events costs one request per batch, not one per job):
+// {"rows":{"3":"<tr ...>",...},"gone":[1]}; "gone" lists the IDs the caller may not (or no longer)
+// see. At most rows_per_request IDs, each a job ID; anything else is a 400 with the reason.
+constexpr std::size_t rows_per_request = 200;
+
+net::awaitable<response> job_rows_fragment(call& c) {
+  std::vector<job_id> ids;
+  const std::string ids_text = query_value(c.query, "ids");
+  std::string_view list = ids_text;
+  auto bad = [](std::string why) {
+    boost::json::object o;
+    o["error"] = "bad_request";
+    o["message"] = std::move(why);
+    return make_json_response(http::status::bad_request, o);
+  };
+  if (list.empty()) co_return bad("ids: a comma-separated list of job IDs is required");
+  while (!list.empty()) {
+    auto comma = list.find(',');
+    auto part = list.substr(0, comma);
+    list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+    auto id = parse_job_id_text(part);
+    if (!id) co_return bad("ids: not a job ID: " + std::string(part.substr(0, 24)));
+    if (std::find(ids.begin(), ids.end(), *id) != ids.end()) continue;
+    if (ids.size() == rows_per_request)
+      co_return bad("ids: at most " + std::to_string(rows_per_request) + " jobs per request");
+    ids.push_back(*id);
+  }
+  std::vector<std::string> keys;
+  keys.reserve(ids.size());
+  for (auto id : ids) keys.push_back(std::to_string(id));
+  std::vector<std::vector<std::string>> cmds;
+  cmds.reserve(keys.size());
+  for (const auto& k : keys) cmds.push_back(redis_cmd("HGETALL", keys_of(c.ctx).job(k)));
+  auto replies = co_await c.ctx.redis->async_pipeline(std::move(cmds));
+  auto user = page_user_of(*c.who);
+  auto next = web::safe_next(query_value(c.query, "next"), "/");
+  double now = now_s(c.ctx);
+  boost::json::object rows;
+  boost::json::array gone;
+  std::vector<job_record> recs(ids.size());
+  std::vector<job_record*> readable;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i < replies.size()) recs[i] = record_from_reply(replies[i]);
+    if (recs[i].empty() || !may_read(*c.who, ids[i], field_or_empty(recs[i], "descname"))) {
+      recs[i].clear();
+      gone.push_back(ids[i]);
+      continue;
+    }
+    readable.push_back(&recs[i]);
+  }
+  co_await mark_deleted_parents(c.ctx, std::move(readable));
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    if (!recs[i].empty()) rows[keys[i]] = web::job_row(recs[i], user, now, next);
+  boost::json::object o;
+  o["rows"] = std::move(rows);
+  o["gone"] = std::move(gone);
+  auto res = make_json_response(http::status::ok, o);
+  res.set(http::field::cache_control, "no-store");
+  co_return res;
 }
 
 net::awaitable<response> login_form(call& c, bool reg) {
@@ -491,6 +587,21 @@ net::awaitable<response> admin_action_form(call& c) {
 
 net::awaitable<response> token_create_form(call& c) {
   std::string label = c.form["label"];
+  // The form's one-time key, taken: a second POST of the same form (a reload, a double click)
+  // creates no second token.
+  auto taken = co_await c.ctx.redis->async_exec(
+      redis_cmd("EVAL",
+                "if redis.call('HGET', KEYS[1], 'token_form') == ARGV[1] then "
+                "redis.call('HDEL', KEYS[1], 'token_form') return 1 end return 0",
+                "1", keys_of(c.ctx).session(c.who->session_hash), c.form["form"]));
+  if (taken.is_error()) throw std::runtime_error("redis: " + taken.str);
+  if (c.form["form"].empty() || taken.as_integer() != 1) {
+    co_await set_flash(c.ctx, *c.who,
+                       "That form was already used or is out of date: no token was created. Use the form "
+                       "below to create one.",
+                       true);
+    co_return redirect_response("/tokens");
+  }
   auto token = co_await accounts_service::create_token(c.ctx, c.who->name, label);
   if (!token)
     co_return co_await render_tokens(c.ctx, *c.who, flash_of(token.error()), std::string(), std::string(),
@@ -554,6 +665,8 @@ net::awaitable<handler_result> page_job(call& c) {
 }
 
 net::awaitable<handler_result> page_job_row(call& c) { co_return answer(co_await job_fragment(c, true)); }
+
+net::awaitable<handler_result> page_job_rows(call& c) { co_return answer(co_await job_rows_fragment(c)); }
 
 net::awaitable<handler_result> page_job_fields(call& c) { co_return answer(co_await job_fragment(c, false)); }
 

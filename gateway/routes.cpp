@@ -62,6 +62,7 @@ const route_entry table[] = {
   {post, "/register",                         ap::page_public,   js::refused, "pages",  page_register_post, rk::not_found, pk::register_},
   {post, "/logout",                           ap::page_public,   js::refused, "pages",  page_logout,       rk::not_found, pk::logout},
   {post, "/jobs",                             ap::page_session,  js::refused, "pages",  page_job_create,   rk::not_found, pk::job_create},
+  {get,  "/jobs/rows",                        ap::page_fragment, js::refused, "pages",  page_job_rows,     rk::not_found, pk::job_rows},
   {get,  "/jobs/{id}",                        ap::page_session,  js::refused, "pages",  page_job,          rk::not_found, pk::job},
   {get,  "/jobs/{id}/row",                    ap::page_fragment, js::refused, "pages",  page_job_row,      rk::not_found, pk::job_row},
   {get,  "/jobs/{id}/fields",                 ap::page_fragment, js::refused, "pages",  page_job_fields,   rk::not_found, pk::job_fields},

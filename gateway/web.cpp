@@ -91,6 +91,15 @@ std::string rollup_text(const std::map<std::string, long long>& rollup, long lon
   return out;
 }
 
+// A job's parent: a link to its page, or its ID marked "(deleted)" when the presenter found it
+// gone ("parent_gone").
+std::string parent_link(const job_record& job) {
+  std::string parent = get(job, "parent");
+  if (get(job, "parent_gone") == "1")
+    return esc(parent) + " <small class=\"gone\" title=\"this job was deleted\">(deleted)</small>";
+  return "<a href=\"/jobs/" + esc(parent) + "\">" + esc(parent) + "</a>";
+}
+
 std::string jobs_table(const std::vector<job_record>& jobs, const page_user& user, double now_s,
                        std::string_view next, std::string_view id, std::string_view extra) {
   std::string out = std::string("<div class=\"scroll\"") + (jobs.empty() ? " hidden" : "") +
@@ -332,10 +341,10 @@ std::string job_row(const job_record& job, const page_user& user, double now_s, 
   std::string shown_time = start.empty() ? get(job, "create_time") : start;
   std::string out = "<tr data-job=\"" + esc(id) + "\" data-state=\"" + esc(state) + "\" data-archive=\"" +
                     (archived ? "1" : "0") + "\" data-start=\"" + esc(start) + "\" data-stop=\"" +
-                    esc(get(job, "stop_time")) + "\">";
+                    esc(get(job, "stop_time")) + "\" data-parent=\"" + esc(parent) + "\">";
   out += "<td class=\"c-id\" data-label=\"ID\"><a href=\"/jobs/" + esc(id) + "\">" + esc(id) + "</a></td>";
   out += "<td class=\"c-parent\" data-label=\"Parent\">";
-  if (!parent.empty()) out += "<a href=\"/jobs/" + esc(parent) + "\">" + esc(parent) + "</a>";
+  if (!parent.empty()) out += parent_link(job);
   out += "</td><td class=\"c-type\" data-label=\"Type\">" + esc(get(job, "jobtype")) + "</td>";
   out += "<td class=\"c-config\" data-label=\"Config\"><code>" + esc(get(job, "config")) + "</code></td>";
   out += "<td class=\"c-howfig\" data-label=\"Howfig\"><code>" + esc(get(job, "howfig")) + "</code></td>";
@@ -350,7 +359,8 @@ std::string job_row(const job_record& job, const page_user& user, double now_s, 
   out += "<td class=\"c-actions\" data-label=\"Actions\"><a class=\"button\" href=\"/?copy=" + esc(id) +
          "#create\">Copy</a>";
   std::string base = "/jobs/" + id + "/";
-  if (!terminal_state(state)) out += action_form(base + "cancel", "Cancel", user.csrf, next);
+  if (!terminal_state(state))
+    out += action_form(base + "cancel", "Cancel", user.csrf, next, "Cancel job " + id + "?");
   if (archived) out += action_form(base + "unarchive", "Unarchive", user.csrf, next);
   else out += action_form(base + "archive", "Archive", user.csrf, next);
   if (terminal_state(state))
@@ -407,6 +417,7 @@ std::string home_page(const home_view& v) {
   body += "<form method=\"get\" action=\"/\" class=\"inline\">";
   if (v.all) body += hidden("view", "all");
   body +=
+      "<label for=\"state-filter\" class=\"inline-label\">State</label>"
       "<select name=\"state\" id=\"state-filter\" data-autosubmit=\"1\"><option value=\"\">any state</option>";
   for (auto st : all_job_states()) {
     std::string s(to_string(st));
@@ -414,19 +425,36 @@ std::string home_page(const home_view& v) {
   }
   body += "</select><button type=\"submit\" class=\"nojs\">Filter</button></form></span></div>";
 
+  // The count line; the page's script keeps it current as live rows come and go (data-*).
   long long first = v.total == 0 ? 0 : static_cast<long long>(v.page - 1) * v.per_page + 1;
   long long last = std::min<long long>(v.total, static_cast<long long>(v.page) * v.per_page);
-  body += "<p class=\"count\" id=\"jobcount\">" +
-          (v.total == 0 ? std::string("No ") + (v.all ? "" : "active ") + "jobs"
-                        : "Jobs " + std::to_string(first) + "–" + std::to_string(last) + " of " +
-                              std::to_string(v.total)) +
-          (v.state.empty() ? "" : " in state " + esc(v.state)) + "</p>";
+  long long last_page = v.total == 0 ? 1 : (v.total + v.per_page - 1) / v.per_page;
+  std::string in_state = v.state.empty() ? "" : " in state " + esc(v.state);
+  body += "<p class=\"count\" id=\"jobcount\" data-total=\"" + std::to_string(v.total) + "\" data-first=\"" +
+          std::to_string(static_cast<long long>(v.page - 1) * v.per_page + 1) + "\" data-perpage=\"" +
+          std::to_string(v.per_page) + "\" data-noun=\"" + (v.all ? "jobs" : "active jobs") + "\">";
+  if (v.total == 0) {
+    body += std::string("No ") + (v.all ? "" : "active ") + "jobs" + in_state;
+  } else if (first > v.total) {
+    body += "Page " + std::to_string(v.page) + " is past the end: " + std::to_string(v.total) + " jobs" +
+            in_state + ". <a href=\"" + esc(home_link(v.all, v.state, static_cast<int>(last_page))) +
+            "\">Go to the last page</a>";
+  } else {
+    body += "Jobs " + std::to_string(first) + "–" + std::to_string(last) + " of " + std::to_string(v.total) +
+            in_state;
+  }
+  body += "</p>";
+  // Jobs submitted while a later page is open: "N new jobs — show" (the script fills it in).
+  body += "<p class=\"newjobs\" id=\"newjobs\" hidden><a href=\"" + esc(home_link(v.all, v.state, 1)) +
+          "\"></a></p>";
   std::string extra = " data-view=\"" + std::string(v.all ? "all" : "active") + "\" data-state=\"" +
                       esc(v.state) + "\" data-pagenum=\"" + std::to_string(v.page) + "\"";
   body += jobs_table(v.jobs, v.user, v.now_s, next, "jobs", extra);
   body += "<nav class=\"pager\">";
   if (v.page > 1)
-    body += "<a href=\"" + esc(home_link(v.all, v.state, v.page - 1)) + "\" rel=\"prev\">← Newer</a>";
+    body += "<a href=\"" +
+            esc(home_link(v.all, v.state, static_cast<int>(std::min<long long>(v.page - 1, last_page)))) +
+            "\" rel=\"prev\">← Newer</a>";
   if (last < v.total)
     body += "<a href=\"" + esc(home_link(v.all, v.state, v.page + 1)) + "\" rel=\"next\">Older →</a>";
   body += "</nav></section>";
@@ -445,7 +473,7 @@ std::string fields_table(const job_record& job, double now_s) {
       if (!t.empty()) value = t + " UTC";
     }
     out += "<tr data-field=\"" + esc(name) + "\"><th>" + esc(name) + "</th><td>";
-    if (name == "parent") out += "<a href=\"/jobs/" + esc(it->second) + "\">" + esc(value) + "</a>";
+    if (name == "parent") out += parent_link(job);
     else if (name == "state") out += state_badge(value);
     else out += esc(value);
     out += "</td></tr>";
@@ -465,7 +493,8 @@ std::string job_detail(const job_record& job, const page_user& user, double now_
   std::string out = "<div id=\"jobdetail\" data-state=\"" + esc(state) +
                     "\"><div class=\"actions\"><a class=\"button\" href=\"/?copy=" + esc(id) +
                     "#create\">Copy</a>";
-  if (!terminal_state(state)) out += action_form(next + "/cancel", "Cancel", user.csrf, next);
+  if (!terminal_state(state))
+    out += action_form(next + "/cancel", "Cancel", user.csrf, next, "Cancel job " + id + "?");
   out += archived ? action_form(next + "/unarchive", "Unarchive", user.csrf, next)
                   : action_form(next + "/archive", "Archive", user.csrf, next);
   if (terminal_state(state))
@@ -495,7 +524,7 @@ std::string job_page(const job_view& v) {
           std::to_string(v.children_total) + "\">" + esc(rollup_text(v.rollup, v.children_total)) + "</p>";
   std::string extra = " data-complete=\"" +
                       std::string(static_cast<long long>(v.children.size()) >= v.children_total ? "1" : "0") +
-                      "\"";
+                      "\" data-perpage=\"" + std::to_string(v.children_limit) + "\"";
   body += jobs_table(v.children, v.user, v.now_s, next, "children", extra);
   if (static_cast<long long>(v.children.size()) < v.children_total)
     body += "<p class=\"count\">Showing the newest " + std::to_string(v.children.size()) + " of " +
@@ -651,6 +680,7 @@ std::string tokens_page(const tokens_view& v) {
             "</code></div>";
   }
   body += "<form method=\"post\" action=\"/tokens\" class=\"create\">" + hidden("csrf", v.user.csrf) +
+          hidden("form", v.form_nonce) +
           "<label>Label <input name=\"label\" maxlength=\"64\" placeholder=\"e.g. laptop\"></label>"
           "<button type=\"submit\">Create a token</button></form></section>";
   body += "<section class=\"card\"><h2>Your tokens</h2>";

@@ -31,6 +31,7 @@ enum class page_kind {
   logout,        // POST /logout
   job,           // GET /jobs/<id>
   job_row,       // GET /jobs/<id>/row      (the job's table row, for live updates)
+  job_rows,      // GET /jobs/rows?ids=...  (several jobs' rows at once, as JSON)
   job_fields,    // GET /jobs/<id>/fields   (the job page's field table, for live updates)
   job_create,    // POST /jobs
   job_action,    // POST /jobs/<id>/{cancel,archive,unarchive,delete}
@@ -154,6 +155,7 @@ struct job_view {
   std::vector<std::string> log_lines;  // oldest first
   std::vector<job_record> children;    // newest first, at most a page
   long long children_total = 0;
+  int children_limit = 100;                 // the most children the page shows (newest first)
   std::map<std::string, long long> rollup;  // state → count (children_json's counts)
   double now_s = 0;
   std::string since;  // as home_view::since
@@ -184,6 +186,7 @@ struct tokens_view {
   std::vector<job_record> tokens;  // each with "id" (sha256), "label", "created", "expires"
   std::string new_token;           // shown once, right after creation
   std::string new_label;
+  std::string form_nonce;  // the create form's one-time key: a reloaded POST creates nothing
 };
 std::string tokens_page(const tokens_view& v);
 

@@ -22,17 +22,18 @@ constexpr std::string_view app_css = R"CSS(
 * { box-sizing: border-box; }
 body { margin:0; font:15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color:var(--fg); background:var(--bg); }
 header { background:#17233b; color:#fff; }
-nav { display:flex; flex-wrap:wrap; align-items:center; gap:.25rem 1rem; padding:.5rem 1rem; max-width:1600px; margin:0 auto; }
-nav a { color:#dfe7f7; text-decoration:none; }
-nav a:hover { color:#fff; text-decoration:underline; }
-nav .brand { font-weight:700; color:#fff; margin-right:.5rem; }
-nav .spacer { flex:1; }
-nav .who { color:#b9c6de; }
+header nav { display:flex; flex-wrap:wrap; align-items:center; gap:.25rem 1rem; padding:.5rem 1rem; max-width:1600px; margin:0 auto; }
+header nav a { color:#dfe7f7; text-decoration:none; }
+header nav a:hover { color:#fff; text-decoration:underline; }
+header nav .brand { font-weight:700; color:#fff; margin-right:.5rem; }
+header nav .spacer { flex:1; }
+header nav .who { color:#b9c6de; }
 nav form button[type="submit"] { background:transparent; color:#dfe7f7; border:1px solid #4a5a7a; padding:.2rem .6rem; }
 .live { font-size:.8rem; padding:.05rem .45rem; border-radius:1rem; background:#3a4660; color:#c8d2e6; }
 .live[data-status="off"] { display:none; }
 .live[data-status="on"] { background:#1c7c3a; color:#fff; }
 .live[data-status="reconnecting"] { background:#a15c00; color:#fff; }
+.live[data-status="outage"] { background:#b3261e; color:#fff; }
 main { max-width:1600px; margin:0 auto; padding:1rem; }
 .card { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:1rem 1.25rem; margin-bottom:1rem; }
 .card.narrow { max-width:28rem; margin:2rem auto; }
@@ -99,6 +100,10 @@ dl.stats dd { margin:0; font-size:1.5rem; font-weight:700; }
 .newtoken { background:#fff8e1; border:1px solid #f0d98a; border-radius:6px; padding:.6rem .9rem; margin-bottom:1rem; }
 .newtoken code { display:block; word-break:break-all; font-size:1rem; padding:.3rem 0; user-select:all; }
 .pager { display:flex; gap:1rem; margin-top:.6rem; }
+.pager a { color:var(--accent); font-weight:600; }
+.inline-label { font-size:.85rem; color:var(--muted); margin-right:.3rem; }
+.newjobs { margin:.3rem 0; }
+.newjobs a { font-weight:600; }
 .empty { color:var(--muted); }
 .prose { max-width:60rem; }
 .prose pre { background:#f1f3f7; padding:.6rem; border-radius:6px; overflow-x:auto; }
@@ -106,7 +111,7 @@ dl.stats dd { margin:0; font-size:1.5rem; font-weight:700; }
 @media (max-width: 760px) {
   main { padding:.5rem; }
   .card { padding:.75rem; }
-  nav { gap:.25rem .8rem; }
+  header nav { gap:.25rem .8rem; }
   form.create label, form.create input, form.create select { width:100%; }
   table.jobs thead, table.list thead { display:none; }
   table.jobs tr, table.list tr { display:block; border:1px solid var(--line); border-radius:6px; margin-bottom:.6rem; padding:.3rem; }
@@ -132,8 +137,16 @@ constexpr std::string_view app_js = R"JS('use strict';
       ev.preventDefault();
     }
   }, true);
+  // A filter menu applies a choice made with the pointer at once; one made with the keyboard's
+  // arrows only on Enter (so stepping through the choices does not load a page per step).
   document.querySelectorAll('select[data-autosubmit]').forEach(function (s) {
-    s.addEventListener('change', function () { s.form.submit(); });
+    let keyed = false;
+    s.addEventListener('keydown', function (e) {
+      if (e.key === 'Enter') { e.preventDefault(); s.form.submit(); return; }
+      if (e.key !== 'Tab' && e.key !== 'Shift') keyed = true;
+    });
+    s.addEventListener('pointerdown', function () { keyed = false; });
+    s.addEventListener('change', function () { if (!keyed) s.form.submit(); });
   });
   document.querySelectorAll('.nojs').forEach(function (e) { e.hidden = true; });
 
@@ -171,7 +184,12 @@ constexpr std::string_view app_js = R"JS('use strict';
 
   const jobId = body.dataset.job || '';
   const live = document.getElementById('live');
-  function setLive(status) { if (live) live.dataset.status = status; }
+  const LIVE_TEXT = { on: 'live', reconnecting: 'reconnecting', outage: 'service outage' };
+  function setLive(status) {
+    if (!live) return;
+    live.dataset.status = status;
+    live.textContent = LIVE_TEXT[status] || 'live';
+  }
 
   function here() { return location.pathname + location.search; }
   function table() { return document.querySelector(page === 'home' ? '#jobs' : '#children'); }
@@ -194,37 +212,148 @@ constexpr std::string_view app_js = R"JS('use strict';
     return tb.querySelector('tr[data-job]');
   }
 
-  // Refetches of whole rows (and of the job page's detail), debounced per job.
+  // The job page's detail is fetched again after its events, debounced.
   const timers = new Map();
   function later(key, fn, ms) {
     if (timers.has(key)) return;
     timers.set(key, setTimeout(function () { timers.delete(key); fn(); }, ms));
   }
-  function refreshRow(id, insertIfNew) {
-    later('row' + id, function () {
-      fetch('/jobs/' + id + '/row?next=' + encodeURIComponent(here()), { credentials: 'same-origin' })
-        .then(function (r) { return r.ok ? r.text() : null; })
-        .then(function (html) {
-          if (html === null) { const old = rowOf(id); if (old) old.remove(); return; }
-          const row = parseRow(html);
-          const t = table();
-          if (!row || !t) return;
-          const old = rowOf(id);
-          const view = t.dataset.view, filter = t.dataset.state;
-          const hidden = (view === 'active' && row.dataset.archive === '1');
-          if (old) {
-            if (hidden) old.remove(); else old.replaceWith(row);
-          } else if (insertIfNew && !hidden && (!filter || filter === row.dataset.state)) {
-            t.querySelector('tbody').prepend(row);
-            const wrap = t.closest('.scroll');
-            if (wrap) wrap.hidden = false;
-            const empty = wrap && wrap.parentElement.querySelector('p.empty');
-            if (empty) empty.remove();
-          }
-          rollup();
-        })
-        .catch(function () {});
-    }, 50);
+
+  // Rows converge to the jobs' state in Redis, however many events come and in whatever order:
+  // an event marks its job's row stale (its badge and message change at once); stale rows are
+  // fetched in batches (GET /jobs/rows?ids=..., at most ROWS_PER_REQUEST, one request in flight at
+  // a time) and replace the rows shown. An event for a row being fetched marks it stale again, so
+  // it is fetched once more after that answer. New jobs are inserted in ID order while the table
+  // keeps its page size; those beyond it are only counted.
+  const ROWS_PER_REQUEST = 200;
+  const stale = new Set();    // rows shown, to fetch again
+  const fresh = new Set();    // new jobs that may belong on this page
+  let fetchingNew = new Set();  // new jobs whose rows are being fetched
+  let flushTimer = null, fetching = false, retryMs = 0;
+  function perPage() { const t = table(); return t ? (parseInt(t.dataset.perpage, 10) || 50) : 50; }
+  function shownRows() { const t = table(); return t ? t.querySelectorAll('tbody tr[data-job]') : []; }
+  function scheduleFlush(ms) {
+    if (flushTimer || fetching) return;
+    flushTimer = setTimeout(flush, ms === undefined ? 50 : ms);
+  }
+  function markStale(id) { stale.add(id); scheduleFlush(); }
+  // The new jobs worth fetching: those that would be among the page's rows (IDs descending).
+  function freshCandidates(room) {
+    const rows = shownRows(), per = perPage();
+    let lowest = 0;
+    if (rows.length >= per) lowest = Math.min.apply(null, Array.from(rows, function (r) { return Number(r.dataset.job); }));
+    const ids = Array.from(fresh).map(Number).filter(function (n) { return n > lowest; });
+    ids.sort(function (x, y) { return y - x; });
+    fresh.clear();
+    return ids.slice(0, Math.min(per, room)).map(String);
+  }
+  function flush() {
+    flushTimer = null;
+    if (fetching) return;
+    const ids = [];
+    for (const id of stale) { if (ids.length >= ROWS_PER_REQUEST) break; ids.push(id); }
+    ids.forEach(function (id) { stale.delete(id); });
+    const news = freshCandidates(ROWS_PER_REQUEST - ids.length);
+    const all = ids.concat(news);
+    if (all.length === 0) return;
+    fetching = true;
+    fetchingNew = new Set(news);
+    fetch('/jobs/rows?ids=' + all.join(',') + '&next=' + encodeURIComponent(here()), { credentials: 'same-origin' })
+      .then(function (r) {
+        if (!r.ok) throw new Error('HTTP ' + r.status);
+        return r.json();
+      })
+      .then(function (j) { retryMs = 0; applyRows(j, fetchingNew); })
+      .catch(function () {
+        // Fetch them again later (the gateway may be restarting); nothing is forgotten.
+        ids.forEach(function (id) { stale.add(id); });
+        news.forEach(function (id) { fresh.add(id); });
+        retryMs = Math.min(Math.max(retryMs * 2, 500), 10000);
+      })
+      .finally(function () {
+        fetching = false;
+        fetchingNew = new Set();
+        if (stale.size || fresh.size) scheduleFlush(retryMs || 50);
+      });
+  }
+  function rowMatchesView(row) {
+    const t = table();
+    if (!t) return false;
+    if (t.dataset.view === 'active' && row.dataset.archive === '1') return false;
+    if (page === 'job' && row.dataset.parent !== jobId) return false;
+    const filter = t.dataset.state;
+    return !filter || filter === row.dataset.state;
+  }
+  function insertSorted(tbody, row) {
+    const id = Number(row.dataset.job);
+    for (const tr of tbody.querySelectorAll('tr[data-job]')) {
+      if (Number(tr.dataset.job) < id) { tbody.insertBefore(row, tr); return; }
+    }
+    tbody.appendChild(row);
+  }
+  function applyRows(j, news) {
+    const t = table();
+    if (!t) return;
+    const tbody = t.querySelector('tbody');
+    let removed = 0;
+    (j.gone || []).forEach(function (id) {
+      const old = rowOf(String(id));
+      if (old) { old.remove(); removed++; }
+    });
+    const rows = j.rows || {};
+    let inserted = 0;
+    Object.keys(rows).forEach(function (id) {
+      const row = parseRow(rows[id]);
+      if (!row) return;
+      const old = rowOf(id);
+      if (old) {
+        // A shown row stays (its state may have left the filter), unless archived out of view.
+        if (t.dataset.view === 'active' && row.dataset.archive === '1') { old.remove(); removed++; }
+        else old.replaceWith(row);
+      } else if (news.has(id) && rowMatchesView(row)) {
+        insertSorted(tbody, row);
+        inserted++;
+      }
+    });
+    // Keep the page size: the oldest rows beyond it belong to the next page.
+    const shown = shownRows(), per = perPage();
+    for (let i = shown.length - 1; i >= per; i--) shown[i].remove();
+    if (inserted) {
+      const wrap = t.closest('.scroll');
+      if (wrap) wrap.hidden = false;
+      const empty = wrap && wrap.parentElement.querySelector('p.empty');
+      if (empty) empty.remove();
+    }
+    if (removed) addToTotal(-removed);
+    rollup();
+  }
+
+  // The count line ("Jobs 1–50 of 2015") and, on a later page, "N new jobs — show".
+  let newJobs = 0;
+  function addToTotal(n) {
+    const p = document.getElementById('jobcount');
+    if (!p || !p.dataset.total) return;
+    const total = Math.max(0, Number(p.dataset.total) + n);
+    p.dataset.total = String(total);
+    const first = Number(p.dataset.first), per = Number(p.dataset.perpage);
+    const filter = table() ? table().dataset.state : '';
+    const inState = filter ? ' in state ' + filter : '';
+    if (first > total && total > 0) return;  // past the end: the server's line with its link stays
+    p.textContent = total === 0 ? 'No ' + p.dataset.noun + inState
+      : 'Jobs ' + first + '–' + Math.min(total, first + per - 1) + ' of ' + total + inState;
+  }
+  function countNewJob() {
+    const t = table();
+    if (!t || page !== 'home') return;
+    const filter = t.dataset.state;
+    if (filter && filter !== 'ready') return;
+    addToTotal(1);
+    if (t.dataset.pagenum === '1') return;
+    newJobs++;
+    const note = document.getElementById('newjobs');
+    if (!note) return;
+    note.hidden = false;
+    note.firstElementChild.textContent = newJobs + (newJobs === 1 ? ' new job' : ' new jobs') + ' — show';
   }
   function refreshDetail() {
     later('detail', function () {
@@ -262,7 +391,9 @@ constexpr std::string_view app_js = R"JS('use strict';
     const id = String(d.id);
     if (d.type === 'deleted') {
       const old = rowOf(id);
-      if (old) { old.remove(); rollup(); }
+      if (old) { old.remove(); rollup(); addToTotal(-1); }
+      stale.delete(id);
+      fresh.delete(id);
       return;
     }
     if (page === 'job' && id === jobId) {
@@ -296,20 +427,20 @@ constexpr std::string_view app_js = R"JS('use strict';
       setBadge(row.querySelector('.c-state'), d.state, undefined);
       setBadge(row.querySelector('.c-progress'), undefined, d.progress);
       rollup();
-      refreshRow(id, false);
+      markStale(id);
       return;
     }
-    // A job this page does not show yet: a new one (first transition to ready).
+    if (fresh.has(id)) return;  // its row is fetched after this event
+    // Its row is being fetched, maybe from before this event: fetch it again after that.
+    if (fetchingNew.has(id)) { markStale(id); return; }
+    // A job this page does not show yet: a new one (its first transition to ready). On the home
+    // page it counts; on its first page, and on its parent's page, it may get a row.
     if (d.type !== 'transition' || d.state !== 'ready' || d.attempt > 1) return;
-    if (page === 'home') {
-      const t = table();
-      if (t && t.dataset.pagenum === '1') refreshRow(id, true);
-    } else {
-      fetch('/api/jobs/' + id, { credentials: 'same-origin' })
-        .then(function (r) { return r.ok ? r.json() : null; })
-        .then(function (j) { if (j && String(j.parent) === jobId) refreshRow(id, true); })
-        .catch(function () {});
-    }
+    countNewJob();
+    const t = table();
+    if (!t || (page === 'home' && t.dataset.pagenum !== '1')) return;
+    fresh.add(id);
+    scheduleFlush();
   }
 
   // The job page's log tail: polled while the job runs, once more when it ends.
@@ -342,7 +473,7 @@ constexpr std::string_view app_js = R"JS('use strict';
 
   function refreshAll() {
     document.querySelectorAll('#jobs tbody tr[data-job], #children tbody tr[data-job]').forEach(function (tr) {
-      refreshRow(tr.dataset.job, false);
+      markStale(tr.dataset.job);
     });
     if (page === 'job') { refreshDetail(); pollLog(); }
   }
@@ -368,6 +499,13 @@ constexpr std::string_view app_js = R"JS('use strict';
       let d;
       try { d = JSON.parse(m.data); } catch (e) { return; }
       onJobEvent(d);
+    });
+    // The gateway lost Redis (no events can come) or has it back (fetch what may have changed).
+    es.addEventListener('service', function (m) {
+      let d;
+      try { d = JSON.parse(m.data); } catch (e) { return; }
+      if (d.redis === 'down') setLive('outage');
+      else if (d.redis === 'up') { setLive('on'); refreshAll(); }
     });
     es.addEventListener('error', function () {
       hadError = true;

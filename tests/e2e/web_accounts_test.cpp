@@ -4,6 +4,7 @@
 // tests pin the HTTP details: status codes, cookie attributes, what Redis stores.
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
 #include <string>
 #include <thread>
 
@@ -79,6 +80,89 @@ std::string detail(const http_response& r) {
 
 std::string session_key_of(const std::string& cookie) {
   return "descprod:session:" + sha256_hex(cookie.substr(cookie.find('=') + 1));
+}
+
+// GET /jobs/rows: the rows of many jobs in one answer; another user's job is "gone", as is one
+// that does not exist; a malformed or oversized list is a 400 with a JSON reason.
+TEST(Web, RowsOfManyJobsComeInOneAnswerOnlyForTheCallersJobs) {
+  service s(web_options());
+  long long alices = s.submit(R"({"jobtype":"mysleep","config":"1"})");
+  ASSERT_EQ(register_user(s, "hana", "hana-secret").status, 201);
+  ASSERT_EQ(admin_cli(s, {"approve", "hana"}), 0);
+  web_client h{s};
+  ASSERT_EQ(h.login("hana", "hana-secret").status, 200);
+  http_headers form;
+  form.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(h.call("POST", "/jobs", "jobtype=mysleep&config=1&csrf=" + h.csrf, form).status, 303);
+  }
+  redis_sync r(s.redis.endpoint());
+  auto ids = r.exec({"ZRANGE", "descprod:user:hana:jobs", "0", "-1"});
+  ASSERT_EQ(ids.elements.size(), 3u);
+  std::string list;
+  for (const auto& e : ids.elements) list += e.str + ",";
+  list += std::to_string(alices) + ",999999," + ids.elements[0].str;  // a repeat counts once
+
+  auto res = h.call("GET", "/jobs/rows?ids=" + list + "&next=/");
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(res.header("content-type").rfind("application/json", 0), 0u);
+  auto j = boost::json::parse(res.body).as_object();
+  const auto& rows = j.at("rows").as_object();
+  EXPECT_EQ(rows.size(), 3u);
+  for (const auto& e : ids.elements) {
+    ASSERT_TRUE(rows.contains(e.str)) << res.body;
+    std::string tr(rows.at(e.str).as_string());
+    EXPECT_EQ(tr.rfind("<tr data-job=\"" + e.str + "\"", 0), 0u) << tr;
+  }
+  EXPECT_EQ(boost::json::serialize(j.at("gone")), "[" + std::to_string(alices) + ",999999]");
+
+  for (std::string bad : {"", "abc", "1,,2", "-1", "1;2", "99999999999999999999999"}) {
+    auto b = h.call("GET", "/jobs/rows?ids=" + bad);
+    EXPECT_EQ(b.status, 400) << bad;
+    EXPECT_NE(b.body.find("\"message\":\"ids:"), std::string::npos) << b.body;
+  }
+  std::string many;
+  for (int i = 1; i <= 201; ++i) many += (i > 1 ? "," : "") + std::to_string(i);
+  auto big = h.call("GET", "/jobs/rows?ids=" + many);
+  EXPECT_EQ(big.status, 400);
+  EXPECT_NE(big.body.find("at most 200"), std::string::npos) << big.body;
+  web_client nobody{s};
+  EXPECT_EQ(nobody.call("GET", "/jobs/rows?ids=" + ids.elements[0].str).status, 401);
+}
+
+// The token form carries a one-time key: the same POST again (a reload) creates no second token.
+TEST(Web, ATokenFormPostedTwiceCreatesOneToken) {
+  service s(web_options());
+  ASSERT_EQ(register_user(s, "ivan", "ivan-secret").status, 201);
+  ASSERT_EQ(admin_cli(s, {"approve", "ivan"}), 0);
+  web_client v{s};
+  ASSERT_EQ(v.login("ivan", "ivan-secret").status, 200);
+  auto page = v.call("GET", "/tokens");
+  ASSERT_EQ(page.status, 200);
+  const std::string marker = "name=\"form\" value=\"";
+  auto at = page.body.find(marker);
+  ASSERT_NE(at, std::string::npos);
+  std::string nonce = page.body.substr(at + marker.size());
+  nonce = nonce.substr(0, nonce.find('"'));
+  ASSERT_GE(nonce.size(), 32u) << nonce;
+  http_headers form;
+  form.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+  redis_sync r(s.redis.endpoint());
+  auto tokens = [&] { return r.exec({"SCARD", "descprod:user:ivan:tokens"}).integer; };
+  std::string body = "csrf=" + v.csrf + "&form=" + nonce + "&label=once";
+  auto first = v.call("POST", "/tokens", body, form);
+  EXPECT_EQ(first.status, 200);
+  EXPECT_NE(first.body.find("class=\"newtoken\""), std::string::npos);
+  auto again = v.call("POST", "/tokens", body, form);
+  EXPECT_EQ(again.status, 303);
+  EXPECT_EQ(again.header("location"), "/tokens");
+  auto none = v.call("POST", "/tokens", "csrf=" + v.csrf + "&label=nokey", form);
+  EXPECT_EQ(none.status, 303);
+  EXPECT_NE(v.call("GET", "/tokens").body.find("already used"), std::string::npos);
+  EXPECT_EQ(tokens(), 1);
+  auto list = v.call("GET", "/api/tokens", "", {{"X-CSRF-Token", v.csrf}});
+  ASSERT_EQ(list.status, 200) << list.body;
+  EXPECT_EQ(boost::json::parse(list.body).at("tokens").as_array().size(), 1u) << list.body;
 }
 
 }  // namespace

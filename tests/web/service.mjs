@@ -207,6 +207,11 @@ export class Service {
   - name: parsltest
     help: "Runs many sleep tasks in parallel, e.g. sleep-ttsk2-ntsk20-nwrk4."
     pattern: "^[a-z0-9:-]+$"
+  - name: quick
+    help: "Exits at once (the burst tests)."
+    pattern: "^[0-9]{1,6}$"
+    command: ["/bin/true"]
+    args: []
   - name: xss
     help: "Writes markup to its status and log (a test of the pages' escaping)."
     command: ["/bin/sh", "-c", "echo '<script>alert(1)</script>' > current-status.txt; echo '<script>alert(2)</script> in the log'; sleep 1"]
@@ -240,6 +245,16 @@ worker:
 
   async start() {
     this.writeConfig();
+    await this.startRedis();
+    this.procs.daemon = new child('daemon', [this.bin('descprod-daemon'), '--config', this.config], this.env(),
+      path.join(this.dir, 'daemon.log'));
+    await this.startGateway();
+    this.procs.worker = new child('worker', [this.bin('descprod-worker'), '--config', this.config, '--id', 'w0'],
+      this.env(), path.join(this.dir, 'worker.log'));
+    await waitFor('the worker to register', async () => (await this.redis.cmd('KEYS', 'descprod:worker:*')).length > 0, 20000, 100);
+  }
+
+  async startRedis() {
     this.procs.redis = new child('redis', ['redis-server', '--port', '0', '--unixsocket', this.sock,
       '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--dir', this.dir],
     process.env, path.join(this.dir, 'redis.log'));
@@ -249,12 +264,20 @@ worker:
       r.close();
       return null;
     }, 10000, 50);
-    this.procs.daemon = new child('daemon', [this.bin('descprod-daemon'), '--config', this.config], this.env(),
-      path.join(this.dir, 'daemon.log'));
-    await this.startGateway();
-    this.procs.worker = new child('worker', [this.bin('descprod-worker'), '--config', this.config, '--id', 'w0'],
-      this.env(), path.join(this.dir, 'worker.log'));
-    await waitFor('the worker to register', async () => (await this.redis.cmd('KEYS', 'descprod:worker:*')).length > 0, 20000, 100);
+  }
+
+  // A Redis outage: saves the data set, stops redis-server, awaits during(), then starts it again
+  // on the same socket with the saved data.
+  async restartRedis(during) {
+    const saved = await this.redis.cmd('SAVE');
+    if (saved !== 'OK') throw new Error(`redis SAVE answered ${saved}`);
+    this.redis.close();
+    await this.procs.redis.stop();
+    try {
+      await during();
+    } finally {
+      await this.startRedis();
+    }
   }
 
   // Starts the gateway (again): on the same port as before when there was one.

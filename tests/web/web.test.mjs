@@ -397,4 +397,202 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     await page.goto(svc.url('/'));
     assert.equal(new URL(page.url()).pathname, '/login');
   });
+  // ---- the page under bursts (issue 17) -------------------------------------------------------
+
+  // carol's jobs as the API sees them: id → state, and how many there are (active view).
+  async function apiStates(n) {
+    const r = await httpJson(svc.port, 'GET', `/api/jobs?limit=${n}&archived=0`, undefined, { Authorization: `Bearer ${userToken}` });
+    assert.equal(r.status, 200, r.text);
+    return { states: new Map(r.json.jobs.map((j) => [String(j.id), j.state])), total: r.json.total };
+  }
+  async function bulk(n, jobtype = 'quick') {
+    const jobs = Array.from({ length: n }, (_, i) => ({ jobtype, config: String(i) }));
+    const r = await httpJson(svc.port, 'POST', '/api/jobs/bulk', { jobs }, { Authorization: `Bearer ${userToken}` });
+    assert.equal(r.status, 201, r.text);
+  }
+  // No job of carol's waits or runs (the state filter looks at her newest 10,000 jobs: all of them).
+  async function allEnded() {
+    for (const state of ['ready', 'dispatched', 'running']) {
+      const r = await httpJson(svc.port, 'GET', `/api/jobs?limit=1&state=${state}`, undefined, { Authorization: `Bearer ${userToken}` });
+      assert.equal(r.status, 200, r.text);
+      if (r.json.total !== 0) return false;
+    }
+    return true;
+  }
+  // Every row the page shows, in order: [id, state].
+  async function pageRows(page) {
+    return page.evaluate(() => Array.from(document.querySelectorAll('#jobs tbody tr[data-job]'),
+      (tr) => [tr.dataset.job, tr.querySelector('.c-state .state').textContent]));
+  }
+  // Waits (bounded) until the page shows exactly the API's newest rows with their states; then
+  // asserts it, so a failure prints what differs.
+  async function expectPageMatchesApi(page, perPage = 50) {
+    let last = null;
+    const same = async () => {
+      const { states, total } = await apiStates(perPage);
+      const rows = await pageRows(page);
+      last = { rows, states, total };
+      return rows.length === Math.min(perPage, total) &&
+        rows.every(([id, st], i) => states.get(id) === st && Array.from(states.keys())[i] === id);
+    };
+    try { await waitFor('the page to converge to the API', same, 20000, 250); } catch (e) { /* asserted below */ }
+    const { rows, states, total } = last;
+    const wrong = rows.filter(([id, st]) => states.get(id) !== st).map(([id, st]) => `${id}: page ${st}, API ${states.get(id)}`);
+    assert.deepEqual(wrong, [], `rows whose state differs from the API's (${wrong.length})`);
+    assert.deepEqual(rows.map((r) => r[0]), Array.from(states.keys()), 'the page shows the newest jobs, newest first');
+    assert.equal(await page.textContent('#jobcount'), `Jobs 1–${Math.min(perPage, total)} of ${total}`);
+  }
+  // Counts the page's requests for rows and its failed requests; records the longest task.
+  function watchRequests(page) {
+    const seen = { rows: 0, failed: [] };
+    page.on('request', (r) => { if (/\/jobs\/(rows\?|\d+\/row)/.test(r.url())) seen.rows++; });
+    page.on('requestfailed', (r) => seen.failed.push(`${r.url()} ${r.failure() && r.failure().errorText}`));
+    return seen;
+  }
+  async function watchLongTasks(page) {
+    await page.evaluate(() => {
+      window.__longest = 0;
+      new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__longest = Math.max(window.__longest, e.duration); })
+        .observe({ type: 'longtask', buffered: false });
+    });
+  }
+
+  step('after a burst of 300 jobs every row converges to the state the API reports', async () => {
+    const page = await newPage();
+    await login(page, userName, userPass);
+    await page.goto(svc.url('/'));
+    const seen = watchRequests(page);
+    await bulk(300);
+    await waitFor('the burst to end', allEnded, 120000, 250);
+    await expectPageMatchesApi(page);
+    assert.deepEqual(seen.failed, [], 'no request of the page failed');
+    assert.deepEqual(page.errors, []);
+    process.stdout.write(`# 300-job burst: ${seen.rows} row requests\n`);
+    await page.context().close();
+  });
+
+  step('2,000 jobs submitted while the page is open: page size kept, batched fetches, count right', async () => {
+    const page = await newPage();
+    await login(page, userName, userPass);
+    await page.goto(svc.url('/'));
+    await watchLongTasks(page);
+    const seen = watchRequests(page);
+    const t0 = performance.now();
+    await bulk(1000);
+    await bulk(1000);
+    await waitFor('the burst to end', allEnded, 300000, 500);
+    const ran = performance.now() - t0;
+    await expectPageMatchesApi(page);
+    assert.deepEqual(seen.failed, [], 'no request of the page failed (e.g. ERR_INSUFFICIENT_RESOURCES)');
+    // One request per batch of rows, not one per job: 2,000 jobs make 6,000 events.
+    assert.ok(seen.rows < 400, `the page made ${seen.rows} row requests for 2,000 new jobs`);
+    assert.deepEqual(page.errors, []);
+    const longest = await page.evaluate(() => window.__longest);
+    process.stdout.write(`# 2,000-job burst: ran in ${(ran / 1000).toFixed(1)} s, ${seen.rows} row requests, ` +
+      `longest main-thread task ${longest.toFixed(0)} ms\n`);
+
+    // A later page counts new jobs instead of showing them, and offers the first page.
+    await page.goto(svc.url('/?page=2'));
+    assert.match(await page.textContent('#jobcount'), /^Jobs 51–100 of \d+$/);
+    await bulk(3);
+    await page.locator('#newjobs a', { hasText: '3 new jobs — show' }).waitFor();
+    assert.equal((await pageRows(page)).length, 50);
+    await waitFor('the burst to end', allEnded, 60000, 250);
+    await page.context().close();
+  });
+
+  step('pager, count line, state menu, cancel and token forms behave', async () => {
+    const page = await newPage();
+    await login(page, userName, userPass);
+    await page.goto(svc.url('/'));
+    // The pager's links are readable (WCAG AA: contrast at least 4.5:1 against the card).
+    const ratio = await page.evaluate(() => {
+      const a = document.querySelector('.pager a');
+      const rgb = (c) => c.match(/\d+/g).slice(0, 3).map(Number);
+      const lum = (c) => {
+        const [r, g, b] = rgb(c).map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+      };
+      const fg = lum(getComputedStyle(a).color), bg = lum(getComputedStyle(a.closest('.card')).backgroundColor);
+      return (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+    });
+    assert.ok(ratio >= 4.5, `pager link contrast ${ratio.toFixed(2)}:1`);
+    // A page past the end says so and links to the last page.
+    const { total } = await apiStates(1);
+    await page.goto(svc.url('/?page=999'));
+    const lastPage = Math.ceil(total / 50);
+    assert.equal(await page.textContent('#jobcount'), `Page 999 is past the end: ${total} jobs. Go to the last page`);
+    await Promise.all([page.waitForNavigation(), page.click('#jobcount a')]);
+    assert.equal(new URL(page.url()).search, `?page=${lastPage}`);
+    assert.match(await page.textContent('#jobcount'), new RegExp(`^Jobs ${(lastPage - 1) * 50 + 1}–${total} of ${total}$`));
+    // The state menu has a label; arrows step through it without loading a page, Enter applies.
+    await page.goto(svc.url('/'));
+    assert.equal(await page.locator('label[for="state-filter"]').count(), 1);
+    await page.focus('#state-filter');
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('ArrowDown');
+    await sleep(500);
+    assert.equal(new URL(page.url()).search, '', 'arrow keys did not submit the filter');
+    await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
+    assert.equal(new URL(page.url()).searchParams.get('state'), 'dispatched');
+    // Cancel asks first, as Delete does; dismissing it cancels nothing.
+    const sleeper = await submitJob(page, 'mysleep', '600');
+    await waitFor(`job ${sleeper} listed`, async () => (await row(page, sleeper).count()) === 1, STEP_MS);
+    page.removeAllListeners('dialog');
+    let asked = '';
+    page.once('dialog', async (d) => { asked = d.message(); await d.dismiss(); });
+    await row(page, sleeper).locator('button:has-text("Cancel")').click();
+    await sleep(300);
+    assert.match(asked, new RegExp(`Cancel job ${sleeper}\\?`));
+    const events = await httpJson(svc.port, 'GET', `/api/jobs/${sleeper}/events`, undefined, { Authorization: `Bearer ${userToken}` });
+    assert.equal(events.status, 200, events.text);
+    assert.ok(!events.text.includes('cancel'), `a dismissed confirmation cancelled nothing: ${events.text}`);
+    page.once('dialog', (d) => d.accept());
+    await Promise.all([page.waitForNavigation(), row(page, sleeper).locator('button:has-text("Cancel")').click()]);
+    await waitFor(`job ${sleeper} cancelled`, async () => (await rowState(page, sleeper)) === 'cancelled', 30000);
+    // The same token form posted twice (a reload, a double click) creates one token.
+    await page.goto(svc.url('/tokens'));
+    const fields = await page.evaluate(() => Object.fromEntries(new FormData(document.querySelector('form[action="/tokens"]'))));
+    const count = async () => (await httpJson(svc.port, 'GET', '/api/tokens', undefined, { Authorization: `Bearer ${userToken}` })).json.tokens.length;
+    const before = await count();
+    fields.label = 'twice';
+    const post = () => page.context().request.post(svc.url('/tokens'), { form: fields, headers: { Origin: svc.url('').replace(/\/$/, '') }, maxRedirects: 0 });
+    const first = await post();
+    assert.equal(first.status(), 200);
+    assert.match(await first.text(), /class="newtoken"/);
+    const second = await post();
+    assert.equal(second.status(), 303);
+    assert.equal(await count(), before + 1, 'the second post created no token');
+    await page.goto(svc.url('/tokens'));
+    assert.match(await page.textContent('.flash'), /already used/);
+    // A deleted parent: its children show its ID without a link to a 404.
+    const auth = { Authorization: `Bearer ${userToken}` };
+    const parent = (await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'quick', config: '1' }, auth)).json.id;
+    const child = (await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'quick', config: '2', parent }, auth)).json.id;
+    await waitFor('both jobs to end', allEnded, 60000, 100);
+    assert.equal((await httpJson(svc.port, 'DELETE', `/api/jobs/${parent}`, undefined, auth)).status, 204);
+    await page.goto(svc.url('/'));
+    const cell = row(page, child).locator('.c-parent');
+    assert.equal(await cell.textContent(), `${parent} (deleted)`);
+    assert.equal(await cell.locator('a').count(), 0);
+    await page.goto(svc.url(`/jobs/${child}`));
+    assert.equal(await page.locator('#fields tr[data-field="parent"] a').count(), 0);
+    assert.match(await page.textContent('#fields tr[data-field="parent"] td'), /\(deleted\)/);
+    await page.context().close();
+  });
+
+  step('a Redis outage shows on the open page, and the page is live again after it', async () => {
+    const page = await newPage();
+    await login(page, userName, userPass);
+    await page.goto(svc.url('/'));
+    await waitFor('the live badge', async () => (await page.getAttribute('#live', 'data-status')) === 'on', STEP_MS);
+    await svc.restartRedis(async () => {
+      await waitFor('the outage badge', async () => (await page.getAttribute('#live', 'data-status')) === 'outage', STEP_MS, 50);
+      assert.equal(await page.textContent('#live'), 'service outage');
+      await shot(page, 'home-outage');
+    });
+    await waitFor('the live badge again', async () => (await page.getAttribute('#live', 'data-status')) === 'on', 60000, 100);
+    assert.equal(await page.textContent('#live'), 'live');
+    await page.context().close();
+  });
 });
