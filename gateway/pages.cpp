@@ -91,17 +91,20 @@ response asset_response(const std::string& name) {
 
 std::vector<std::vector<std::string>> take_flash_cmds(const std::string& key) {
   std::vector<std::vector<std::string>> cmds;
-  cmds.push_back(redis_cmd("HMGET", key, "flash", "flash_error"));
-  cmds.push_back(redis_cmd("HDEL", key, "flash", "flash_error"));
+  cmds.push_back(redis_cmd("HMGET", key, "flash", "flash_error", "flash_link", "flash_link_text"));
+  cmds.push_back(redis_cmd("HDEL", key, "flash", "flash_error", "flash_link", "flash_link_text"));
   return cmds;
 }
 
 // Sets the flash only while the session exists (never recreates an expired one without a TTL).
-std::vector<std::string> set_flash_cmd(const std::string& key, const std::string& text, bool error) {
+// `link` and `link_text`: web::flash's (empty: none).
+std::vector<std::string> set_flash_cmd(const std::string& key, const std::string& text, bool error,
+                                       const std::string& link, const std::string& link_text) {
   return redis_cmd("EVAL",
                    "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], "
-                   "'flash', ARGV[1], 'flash_error', ARGV[2]) end return 0",
-                   "1", key, text, error ? "1" : "0");
+                   "'flash', ARGV[1], 'flash_error', ARGV[2], 'flash_link', ARGV[3], "
+                   "'flash_link_text', ARGV[4]) end return 0",
+                   "1", key, text, error ? "1" : "0", link, link_text);
 }
 
 // A job object for validate_job from the create form's fields.
@@ -211,15 +214,19 @@ net::awaitable<std::string> stream_position(gateway_context& ctx) {
 net::awaitable<web::flash> take_flash(gateway_context& ctx, principal who) {
   web::flash f;
   auto replies = co_await ctx.redis->async_pipeline(take_flash_cmds(keys_of(ctx).session(who.session_hash)));
-  if (!replies.empty() && replies[0].elements.size() == 2 && !replies[0].elements[0].is_nil()) {
+  if (!replies.empty() && replies[0].elements.size() == 4 && !replies[0].elements[0].is_nil()) {
     f.text = replies[0].elements[0].as_string();
     f.error = replies[0].elements[1].as_string() == "1";
+    if (!replies[0].elements[2].is_nil()) f.link = replies[0].elements[2].as_string();
+    if (!replies[0].elements[3].is_nil()) f.link_text = replies[0].elements[3].as_string();
   }
   co_return f;
 }
 
-net::awaitable<void> set_flash(gateway_context& ctx, principal who, std::string text, bool error) {
-  co_await ctx.redis->async_exec(set_flash_cmd(keys_of(ctx).session(who.session_hash), text, error));
+net::awaitable<void> set_flash(gateway_context& ctx, principal who, std::string text, bool error,
+                               std::string link = {}, std::string link_text = {}) {
+  co_await ctx.redis->async_exec(
+      set_flash_cmd(keys_of(ctx).session(who.session_hash), text, error, link, link_text));
 }
 
 // Marks the jobs whose parent was deleted ("parent_gone" = "1", never stored): the pages show the
@@ -546,7 +553,10 @@ net::awaitable<response> job_create_form(call& c) {
   if (!made)
     co_return co_await render_home(ctx, who, default_home(), form_of(form), flash_of(made.error()),
                                    static_cast<http::status>(made.error().status()));
-  co_await set_flash(ctx, who, created_message(made->ids.front(), reqs.front()), false);
+  // The message links "Submitted job N" to the new job's page.
+  job_id id = made->ids.front();
+  co_await set_flash(ctx, who, created_message(id, reqs.front()), false, "/jobs/" + std::to_string(id),
+                     "Submitted job " + std::to_string(id));
   co_return redirect_response("/");
 }
 

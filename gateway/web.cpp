@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <initializer_list>
 
 #include "core/accounts.hpp"
 
@@ -51,16 +52,27 @@ std::string hidden(std::string_view name, std::string_view value) {
   return "<input type=\"hidden\" name=\"" + esc(name) + "\" value=\"" + esc(value) + "\">";
 }
 
-// A POST form with one button, the CSRF token and the `next` target.
+// A POST form with one button, the CSRF token and the `next` target. `name`, when given, is the
+// button's accessible name (it starts with the visible label: "Cancel job 12").
 std::string action_form(std::string_view action, std::string_view label, std::string_view csrf,
-                        std::string_view next, std::string_view confirm = "", std::string_view cls = "") {
+                        std::string_view next, std::string_view confirm = "", std::string_view cls = "",
+                        std::string_view name = "") {
   std::string out = "<form method=\"post\" action=\"" + esc(action) + "\" class=\"inline\"";
   if (!confirm.empty()) out += " data-confirm=\"" + esc(confirm) + "\"";
   out += ">" + hidden("csrf", csrf);
   if (!next.empty()) out += hidden("next", next);
   out += "<button type=\"submit\"";
   if (!cls.empty()) out += " class=\"" + esc(cls) + "\"";
+  if (!name.empty()) out += " aria-label=\"" + esc(name) + "\"";
   out += ">" + esc(label) + "</button></form>";
+  return out;
+}
+
+// A column header.
+std::string col(std::string_view text) { return "<th scope=\"col\">" + esc(text) + "</th>"; }
+std::string col_headers(std::initializer_list<std::string_view> names) {
+  std::string out;
+  for (auto n : names) out += col(n);
   return out;
 }
 
@@ -102,12 +114,12 @@ std::string parent_link(const job_record& job) {
 
 std::string jobs_table(const std::vector<job_record>& jobs, const page_user& user, double now_s,
                        std::string_view next, std::string_view id, std::string_view extra) {
-  std::string out = std::string("<div class=\"scroll\"") + (jobs.empty() ? " hidden" : "") +
-                    "><table class=\"jobs\" id=\"" + esc(id) + "\"" + std::string(extra) +
-                    "><thead><tr><th>ID</th><th>Parent</th><th>Type</th><th>Config</th>"
-                    "<th>Howfig</th><th>State</th><th>Progress</th><th>Created / started</th>"
-                    "<th>Duration</th><th>Host</th><th>Run directory</th><th>Return status</th>"
-                    "<th>Actions</th></tr></thead><tbody>";
+  std::string out =
+      std::string("<div class=\"scroll\"") + (jobs.empty() ? " hidden" : "") +
+      "><table class=\"jobs\" id=\"" + esc(id) + "\"" + std::string(extra) + "><thead><tr>" +
+      col_headers({"ID", "Parent", "Type", "Config", "Howfig", "State", "Progress", "Created / started",
+                   "Duration", "Host", "Run directory", "Return status", "Actions"}) +
+      "</tr></thead><tbody>";
   for (const auto& j : jobs) out += job_row(j, user, now_s, next);
   out += "</tbody></table></div>";
   if (jobs.empty()) out += "<p class=\"empty\">No jobs here.</p>";
@@ -221,6 +233,14 @@ std::string format_time(std::string_view epoch_s) {
   return buf;
 }
 
+std::string time_html(std::string_view epoch_s) {
+  auto text = format_time(epoch_s);
+  if (text.empty()) return {};
+  std::string iso = text;
+  iso[10] = 'T';
+  return "<time datetime=\"" + esc(iso) + "Z\">" + esc(text) + " UTC</time>";
+}
+
 std::string format_duration(double seconds) {
   if (!std::isfinite(seconds) || seconds < 0) seconds = 0;
   long long s = static_cast<long long>(seconds);
@@ -259,36 +279,68 @@ std::string url_encode(std::string_view s) {
 
 // ---- pages ----------------------------------------------------------------------------------
 
+namespace {
+// A navigation link, marked as the current page when it is.
+std::string nav_link(std::string_view href, std::string_view text, bool current) {
+  return "<a href=\"" + esc(href) + "\"" + (current ? " aria-current=\"page\"" : "") + ">" + esc(text) +
+         "</a>";
+}
+
+// The flash: a status (an error: an alert) that app.js focuses after an action, with its link.
+std::string flash_html(const flash& f) {
+  if (f.text.empty()) return {};
+  std::string text = esc(f.text);
+  if (!f.link.empty()) {
+    std::string label = f.link_text.empty() ? f.link : f.link_text;
+    std::string a = "<a href=\"" + esc(safe_next(f.link, "/")) + "\">" + esc(label) + "</a>";
+    auto at = f.link_text.empty() ? std::string::npos : f.text.find(f.link_text);
+    if (at == std::string::npos) text += " " + a;
+    else text = esc(f.text.substr(0, at)) + a + esc(f.text.substr(at + f.link_text.size()));
+  }
+  return std::string("<p class=\"flash") + (f.error ? " error\" role=\"alert\"" : "\" role=\"status\"") +
+         " id=\"flash\" tabindex=\"-1\">" + text + "</p>";
+}
+}  // namespace
+
 std::string layout(std::string_view title, std::string_view page, const page_user* user, const flash& f,
                    std::string_view body, std::string_view body_attrs) {
   std::string out =
       "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">";
+      "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+      "<meta name=\"color-scheme\" content=\"light dark\">";
   if (user) out += "<meta name=\"csrf-token\" content=\"" + esc(user->csrf) + "\">";
+  // theme.js runs before the body is parsed (no defer): a stored theme applies from the first paint.
   out += "<title>" + esc(title) +
-         " · DESCprod</title><link rel=\"stylesheet\" href=\"/static/app.css\">"
+         " · DESCprod</title><script src=\"/static/theme.js\"></script>"
+         "<link rel=\"stylesheet\" href=\"/static/app.css\">"
          "<script src=\"/static/app.js\" defer></script></head>\n<body data-page=\"" +
          esc(page) + "\"";
   if (user) out += " data-user=\"" + esc(user->name) + "\"";
-  out += std::string(body_attrs) + ">\n<header><nav><a class=\"brand\" href=\"/\">DESCprod</a>";
+  out += std::string(body_attrs) +
+         ">\n<a class=\"skip\" href=\"#main\">Skip to content</a>"
+         "<header><nav aria-label=\"Site\"><a class=\"brand\" href=\"/\">DESCprod</a>";
+  // The theme toggle works only with the script, which shows it.
+  const std::string toggle =
+      "<button type=\"button\" class=\"theme-toggle\" id=\"theme-toggle\" aria-pressed=\"false\" "
+      "hidden>Dark mode</button>";
   if (user) {
-    out += "<a href=\"/\">Jobs</a><a href=\"/tokens\">API tokens</a>";
-    if (user->admin) out += "<a href=\"/admin\">Admin</a>";
+    out += nav_link("/", "Jobs", page == "home") + nav_link("/tokens", "API tokens", page == "tokens");
+    if (user->admin) out += nav_link("/admin", "Admin", page == "admin");
     out +=
-        "<a href=\"/help\">Help</a><span class=\"spacer\"></span>"
-        "<span class=\"live\" id=\"live\" title=\"live updates\" data-status=\"off\">live</span>"
-        "<span class=\"who\">" +
-        esc(user->name) + (user->admin ? " (admin)" : "") + "</span>" +
+        nav_link("/help", "Help", page == "help") +
+        "<span class=\"spacer\"></span>"
+        "<span class=\"live\" id=\"live\" role=\"status\" title=\"live updates\" data-status=\"off\">live</span>" +
+        toggle + "<span class=\"who\">" + esc(user->name) + (user->admin ? " (admin)" : "") + "</span>" +
         action_form("/logout", "Log out", user->csrf, "");
   } else {
-    out +=
-        "<a href=\"/help\">Help</a><span class=\"spacer\"></span><a href=\"/login\">Log in</a>"
-        "<a href=\"/register\">Register</a>";
+    out += nav_link("/help", "Help", page == "help") + "<span class=\"spacer\"></span>" + toggle +
+           nav_link("/login", "Log in", page == "login") +
+           nav_link("/register", "Register", page == "register");
   }
-  out += "</nav></header>\n<main>";
-  if (!f.text.empty())
-    out += std::string("<p class=\"flash") + (f.error ? " error" : "") + "\" role=\"status\">" + esc(f.text) +
-           "</p>";
+  out += "</nav></header>\n<main id=\"main\" tabindex=\"-1\">";
+  out += flash_html(f);
+  // Live changes the script announces (a job's new state on its page).
+  if (user) out += "<p class=\"sr-only\" id=\"announce\" aria-live=\"polite\"></p>";
   out += body;
   out += "</main></body></html>\n";
   return out;
@@ -350,22 +402,25 @@ std::string job_row(const job_record& job, const page_user& user, double now_s, 
   out += "<td class=\"c-howfig\" data-label=\"Howfig\"><code>" + esc(get(job, "howfig")) + "</code></td>";
   out += "<td class=\"c-state\" data-label=\"State\">" + state_badge(state) + "</td>";
   out += "<td class=\"c-progress\" data-label=\"Progress\">" + progress_cell(job) + "</td>";
-  out += "<td class=\"c-time\" data-label=\"Created / started\">" + esc(format_time(shown_time)) + "</td>";
+  out += "<td class=\"c-time\" data-label=\"Created / started\">" + time_html(shown_time) + "</td>";
   out += "<td class=\"c-duration\" data-label=\"Duration\">" + esc(job_duration(job, now_s)) + "</td>";
   out += "<td class=\"c-host\" data-label=\"Host\">" + esc(get(job, "host")) + "</td>";
   out +=
       "<td class=\"c-rundir\" data-label=\"Run directory\"><code>" + esc(get(job, "rundir")) + "</code></td>";
   out += "<td class=\"c-rc\" data-label=\"Return status\">" + esc(get(job, "return_status")) + "</td>";
   out += "<td class=\"c-actions\" data-label=\"Actions\"><a class=\"button\" href=\"/?copy=" + esc(id) +
-         "#create\">Copy</a>";
+         "#create\" aria-label=\"Copy job " + esc(id) + "\">Copy</a>";
   std::string base = "/jobs/" + id + "/";
+  std::string of = " job " + id;
   if (!terminal_state(state))
-    out += action_form(base + "cancel", "Cancel", user.csrf, next, "Cancel job " + id + "?");
-  if (archived) out += action_form(base + "unarchive", "Unarchive", user.csrf, next);
-  else out += action_form(base + "archive", "Archive", user.csrf, next);
+    out +=
+        action_form(base + "cancel", "Cancel", user.csrf, next, "Cancel job " + id + "?", "", "Cancel" + of);
+  if (archived)
+    out += action_form(base + "unarchive", "Unarchive", user.csrf, next, "", "", "Unarchive" + of);
+  else out += action_form(base + "archive", "Archive", user.csrf, next, "", "", "Archive" + of);
   if (terminal_state(state))
     out += action_form(base + "delete", "Delete", user.csrf, next,
-                       "Delete job " + id + "? This cannot be undone.", "danger");
+                       "Delete job " + id + "? This cannot be undone.", "danger", "Delete" + of);
   out += "</td></tr>";
   return out;
 }
@@ -409,11 +464,12 @@ std::string home_page(const home_view& v) {
   body += "</dl></section>";
 
   // Filters.
-  body += "<section class=\"card\"><div class=\"toolbar\"><h2>Jobs</h2><span class=\"filters\">";
+  body +=
+      "<section class=\"card\"><div class=\"toolbar\"><h1 id=\"jobs-heading\">Jobs</h1><span class=\"filters\">";
   body += std::string("<a href=\"") + esc(home_link(false, v.state, 1)) + "\"" +
-          (v.all ? "" : " class=\"on\"") + ">Active</a>";
+          (v.all ? "" : " class=\"on\" aria-current=\"true\"") + ">Active</a>";
   body += std::string("<a href=\"") + esc(home_link(true, v.state, 1)) + "\"" +
-          (v.all ? " class=\"on\"" : "") + ">All</a>";
+          (v.all ? " class=\"on\" aria-current=\"true\"" : "") + ">All</a>";
   body += "<form method=\"get\" action=\"/\" class=\"inline\">";
   if (v.all) body += hidden("view", "all");
   body +=
@@ -430,9 +486,10 @@ std::string home_page(const home_view& v) {
   long long last = std::min<long long>(v.total, static_cast<long long>(v.page) * v.per_page);
   long long last_page = v.total == 0 ? 1 : (v.total + v.per_page - 1) / v.per_page;
   std::string in_state = v.state.empty() ? "" : " in state " + esc(v.state);
-  body += "<p class=\"count\" id=\"jobcount\" data-total=\"" + std::to_string(v.total) + "\" data-first=\"" +
-          std::to_string(static_cast<long long>(v.page - 1) * v.per_page + 1) + "\" data-perpage=\"" +
-          std::to_string(v.per_page) + "\" data-noun=\"" + (v.all ? "jobs" : "active jobs") + "\">";
+  body += "<p class=\"count\" id=\"jobcount\" aria-live=\"polite\" data-total=\"" + std::to_string(v.total) +
+          "\" data-first=\"" + std::to_string(static_cast<long long>(v.page - 1) * v.per_page + 1) +
+          "\" data-perpage=\"" + std::to_string(v.per_page) + "\" data-noun=\"" +
+          (v.all ? "jobs" : "active jobs") + "\">";
   if (v.total == 0) {
     body += std::string("No ") + (v.all ? "" : "active ") + "jobs" + in_state;
   } else if (first > v.total) {
@@ -445,12 +502,12 @@ std::string home_page(const home_view& v) {
   }
   body += "</p>";
   // Jobs submitted while a later page is open: "N new jobs — show" (the script fills it in).
-  body += "<p class=\"newjobs\" id=\"newjobs\" hidden><a href=\"" + esc(home_link(v.all, v.state, 1)) +
-          "\"></a></p>";
+  body += "<p class=\"newjobs\" id=\"newjobs\" aria-live=\"polite\" hidden><a href=\"" +
+          esc(home_link(v.all, v.state, 1)) + "\"></a></p>";
   std::string extra = " data-view=\"" + std::string(v.all ? "all" : "active") + "\" data-state=\"" +
                       esc(v.state) + "\" data-pagenum=\"" + std::to_string(v.page) + "\"";
   body += jobs_table(v.jobs, v.user, v.now_s, next, "jobs", extra);
-  body += "<nav class=\"pager\">";
+  body += "<nav class=\"pager\" aria-label=\"Pages\">";
   if (v.page > 1)
     body += "<a href=\"" +
             esc(home_link(v.all, v.state, static_cast<int>(std::min<long long>(v.page - 1, last_page)))) +
@@ -467,14 +524,12 @@ std::string fields_table(const job_record& job, double now_s) {
   for (const auto& name : job_field_order()) {
     auto it = job.find(name);
     if (it == job.end() || it->second.empty()) continue;
-    std::string value = it->second;
-    if (is_time_field(name)) {
-      auto t = format_time(value);
-      if (!t.empty()) value = t + " UTC";
-    }
+    const std::string& value = it->second;
+    std::string time = is_time_field(name) ? time_html(value) : std::string();
     out += "<tr data-field=\"" + esc(name) + "\"><th>" + esc(name) + "</th><td>";
     if (name == "parent") out += parent_link(job);
     else if (name == "state") out += state_badge(value);
+    else if (!time.empty()) out += time;
     else out += esc(value);
     out += "</td></tr>";
   }
@@ -492,7 +547,7 @@ std::string job_detail(const job_record& job, const page_user& user, double now_
   bool archived = get(job, "archive") == "1";
   std::string out = "<div id=\"jobdetail\" data-state=\"" + esc(state) +
                     "\"><div class=\"actions\"><a class=\"button\" href=\"/?copy=" + esc(id) +
-                    "#create\">Copy</a>";
+                    "#create\" aria-label=\"Copy job " + esc(id) + "\">Copy</a>";
   if (!terminal_state(state))
     out += action_form(next + "/cancel", "Cancel", user.csrf, next, "Cancel job " + id + "?");
   out += archived ? action_form(next + "/unarchive", "Unarchive", user.csrf, next)
@@ -513,12 +568,15 @@ std::string job_page(const job_view& v) {
                      " <code>" + esc(get(v.job, "config")) + "</code></small></h1>" +
                      job_detail(v.job, v.user, v.now_s) + "</section>";
 
-  body += "<section class=\"card\"><h2>Log <small>(tail)</small></h2><pre class=\"log\" id=\"log\">";
+  body +=
+      "<section class=\"card\"><h2>Log <small>(tail)</small></h2>"
+      "<div class=\"logbox\" id=\"logbox\" tabindex=\"0\" role=\"region\" aria-label=\"Log of job " +
+      esc(id) + "\"><pre class=\"log\" id=\"log\">";
   for (std::size_t i = 0; i < v.log_lines.size(); ++i) {
     if (i) body += "\n";
     body += esc(v.log_lines[i]);
   }
-  body += "</pre></section>";
+  body += "</pre></div></section>";
 
   body += "<section class=\"card\"><h2>Children</h2><p id=\"rollup\" data-total=\"" +
           std::to_string(v.children_total) + "\">" + esc(rollup_text(v.rollup, v.children_total)) + "</p>";
@@ -533,9 +591,9 @@ std::string job_page(const job_view& v) {
 
   body += "<section class=\"card\"><h2>Events</h2><ol class=\"timeline\" id=\"timeline\">";
   for (const auto& e : v.events) {
-    body += "<li data-sid=\"" + esc(e.sid) + "\"><time>" + esc(format_time(e.time)) +
-            "</time> <span class=\"etype\">" + esc(e.type) + "</span> " + state_badge(e.state) +
-            " <span class=\"emsg\">" + esc(e.progress) + "</span>";
+    body += "<li data-sid=\"" + esc(e.sid) + "\">" + time_html(e.time) + " <span class=\"etype\">" +
+            esc(e.type) + "</span> " + state_badge(e.state) + " <span class=\"emsg\">" + esc(e.progress) +
+            "</span>";
     if (e.attempt > 1) body += " <small>attempt " + std::to_string(e.attempt) + "</small>";
     body += "</li>";
   }
@@ -545,7 +603,7 @@ std::string job_page(const job_view& v) {
 }
 
 std::string admin_page(const admin_view& v) {
-  std::string body;
+  std::string body = "<h1 class=\"page-title\">Administration</h1>";
   // Pending registrations.
   body += "<section class=\"card\"><h2>Pending registrations</h2>";
   std::string pending_rows;
@@ -553,28 +611,27 @@ std::string admin_page(const admin_view& v) {
     if (get(u, "status") != "pending") continue;
     std::string name = get(u, "name");
     std::string base = "/admin/users/" + name + "/";
-    pending_rows += "<tr data-user=\"" + esc(name) + "\"><td data-label=\"User\">" + esc(name) +
-                    "</td><td data-label=\"E-mail\">" + esc(get(u, "email")) +
-                    "</td><td data-label=\"Registered\">" + esc(format_time(get(u, "created"))) +
-                    "</td><td data-label=\"Actions\">" +
-                    action_form(base + "approve", "Approve", v.user.csrf, "/admin") +
-                    action_form(base + "reject", "Reject", v.user.csrf, "/admin",
-                                "Reject the registration of " + name + "?", "danger") +
-                    "</td></tr>";
+    pending_rows +=
+        "<tr data-user=\"" + esc(name) + "\"><td data-label=\"User\">" + esc(name) +
+        "</td><td data-label=\"E-mail\">" + esc(get(u, "email")) + "</td><td data-label=\"Registered\">" +
+        time_html(get(u, "created")) + "</td><td data-label=\"Actions\">" +
+        action_form(base + "approve", "Approve", v.user.csrf, "/admin", "", "", "Approve " + name) +
+        action_form(base + "reject", "Reject", v.user.csrf, "/admin",
+                    "Reject the registration of " + name + "?", "danger", "Reject " + name) +
+        "</td></tr>";
   }
   if (pending_rows.empty()) body += "<p class=\"empty\">No registrations are waiting.</p>";
   else
-    body +=
-        "<div class=\"scroll\"><table class=\"list\" id=\"pending\"><thead><tr><th>User</th>"
-        "<th>E-mail</th><th>Registered</th><th>Actions</th></tr></thead><tbody>" +
-        pending_rows + "</tbody></table></div>";
+    body += "<div class=\"scroll\"><table class=\"list\" id=\"pending\"><thead><tr>" +
+            col_headers({"User", "E-mail", "Registered", "Actions"}) + "</tr></thead><tbody>" + pending_rows +
+            "</tbody></table></div>";
   body += "</section>";
 
   // Users.
   body +=
       "<section class=\"card\"><h2>Users</h2><div class=\"scroll\"><table class=\"list\" "
-      "id=\"users\"><thead><tr><th>User</th><th>Role</th><th>Status</th><th>E-mail</th>"
-      "<th>Created</th><th>Actions</th></tr></thead><tbody>";
+      "id=\"users\"><thead><tr>" +
+      col_headers({"User", "Role", "Status", "E-mail", "Created", "Actions"}) + "</tr></thead><tbody>";
   for (const auto& u : v.users) {
     std::string name = get(u, "name");
     std::string status = get(u, "status");
@@ -584,16 +641,20 @@ std::string admin_page(const admin_view& v) {
             "</td><td data-label=\"Role\">" + esc(role) + "</td><td data-label=\"Status\">" +
             "<span class=\"ustatus u-" + esc(status) + "\">" + esc(status) + "</span></td>" +
             "<td data-label=\"E-mail\">" + esc(get(u, "email")) + "</td><td data-label=\"Created\">" +
-            esc(format_time(get(u, "created"))) + "</td><td data-label=\"Actions\">";
+            time_html(get(u, "created")) + "</td><td data-label=\"Actions\">";
     if (name != v.user.name) {
-      if (status == "disabled") body += action_form(base + "enable", "Enable", v.user.csrf, "/admin");
+      if (status == "disabled")
+        body += action_form(base + "enable", "Enable", v.user.csrf, "/admin", "", "", "Enable " + name);
       else if (status == "active")
         body += action_form(base + "disable", "Disable", v.user.csrf, "/admin",
-                            "Disable " + name + "? Their sessions and tokens stop working.", "danger");
-      if (role == "admin") body += action_form(base + "remove-admin", "Remove admin", v.user.csrf, "/admin");
+                            "Disable " + name + "? Their sessions and tokens stop working.", "danger",
+                            "Disable " + name);
+      if (role == "admin")
+        body += action_form(base + "remove-admin", "Remove admin", v.user.csrf, "/admin", "", "",
+                            "Remove admin " + name);
       else if (status == "active")
         body += action_form(base + "make-admin", "Make admin", v.user.csrf, "/admin",
-                            "Make " + name + " an administrator?");
+                            "Make " + name + " an administrator?", "", "Make admin " + name);
     }
     body += "</td></tr>";
   }
@@ -612,10 +673,9 @@ std::string admin_page(const admin_view& v) {
   if (v.workers.empty()) {
     body += "<p class=\"empty\">No worker has sent a heartbeat recently.</p>";
   } else {
-    body +=
-        "<div class=\"scroll\"><table class=\"list\" id=\"workers\"><thead><tr><th>Worker</th>"
-        "<th>Host</th><th>Owner</th><th>Pool</th><th>Slots</th><th>Running</th>"
-        "<th>Health</th><th>Last heartbeat</th></tr></thead><tbody>";
+    body += "<div class=\"scroll\"><table class=\"list\" id=\"workers\"><thead><tr>" +
+            col_headers({"Worker", "Host", "Owner", "Pool", "Slots", "Running", "Health", "Last heartbeat"}) +
+            "</tr></thead><tbody>";
     for (const auto& w : v.workers) {
       std::string hb = get(w, "last_heartbeat");
       std::string ago;
@@ -627,7 +687,7 @@ std::string admin_page(const admin_view& v) {
               "</td><td data-label=\"Pool\">" + esc(get(w, "pool")) + "</td><td data-label=\"Slots\">" +
               esc(get(w, "slots")) + "</td><td data-label=\"Running\">" + esc(get(w, "running")) +
               "</td><td data-label=\"Health\">" + esc(health) + "</td><td data-label=\"Last heartbeat\">" +
-              esc(format_time(hb)) + esc(ago) + "</td></tr>";
+              time_html(hb) + esc(ago) + "</td></tr>";
     }
     body += "</tbody></table></div>";
   }
@@ -638,10 +698,10 @@ std::string admin_page(const admin_view& v) {
   if (v.pilots.empty()) {
     body += "<p class=\"empty\">No Slurm pilot is alive.</p>";
   } else {
-    body +=
-        "<div class=\"scroll\"><table class=\"list\" id=\"pilots\"><thead><tr><th>Pilot</th>"
-        "<th>State</th><th>Slurm</th><th>Nodes</th><th>Slots</th><th>Walltime</th>"
-        "<th>Workers</th><th>Submitted</th><th>Started</th><th>Output</th></tr></thead><tbody>";
+    body += "<div class=\"scroll\"><table class=\"list\" id=\"pilots\"><thead><tr>" +
+            col_headers({"Pilot", "State", "Slurm", "Nodes", "Slots", "Walltime", "Workers", "Submitted",
+                         "Started", "Output"}) +
+            "</tr></thead><tbody>";
     for (const auto& p : v.pilots) {
       std::string slurm = get(p, "slurm_state");
       std::string reason = get(p, "reason");
@@ -656,9 +716,8 @@ std::string admin_page(const admin_view& v) {
               esc(slurm) + "</td><td data-label=\"Nodes\">" + esc(get(p, "nodes")) +
               "</td><td data-label=\"Slots\">" + esc(get(p, "slots")) + "</td><td data-label=\"Walltime\">" +
               esc(walltime) + "</td><td data-label=\"Workers\">" + esc(workers) +
-              "</td><td data-label=\"Submitted\">" + esc(format_time(get(p, "submitted_time"))) +
-              "</td><td data-label=\"Started\">" +
-              esc(started == "0" ? std::string() : format_time(started)) +
+              "</td><td data-label=\"Submitted\">" + time_html(get(p, "submitted_time")) +
+              "</td><td data-label=\"Started\">" + (started == "0" ? std::string() : time_html(started)) +
               "</td><td data-label=\"Output\"><code>" + esc(get(p, "output")) + "</code></td></tr>";
     }
     body += "</tbody></table></div>";
@@ -687,19 +746,20 @@ std::string tokens_page(const tokens_view& v) {
   if (v.tokens.empty()) {
     body += "<p class=\"empty\">You have no API tokens.</p>";
   } else {
-    body +=
-        "<div class=\"scroll\"><table class=\"list\" id=\"tokens\"><thead><tr><th>Label</th>"
-        "<th>Created</th><th>Expires</th><th>Id</th><th></th></tr></thead><tbody>";
+    body += "<div class=\"scroll\"><table class=\"list\" id=\"tokens\"><thead><tr>" +
+            col_headers({"Label", "Created", "Expires", "Id", "Actions"}) + "</tr></thead><tbody>";
     for (const auto& t : v.tokens) {
       std::string id = get(t, "id");
       std::string expires = get(t, "expires");
       body += "<tr data-token=\"" + esc(id) + "\"><td data-label=\"Label\">" + esc(get(t, "label")) +
-              "</td><td data-label=\"Created\">" + esc(format_time(get(t, "created"))) +
+              "</td><td data-label=\"Created\">" + time_html(get(t, "created")) +
               "</td><td data-label=\"Expires\">" +
-              esc(expires.empty() || expires == "0" ? std::string("never") : format_time(expires)) +
-              "</td><td data-label=\"Id\"><code>" + esc(id.substr(0, 12)) + "…</code></td><td>" +
+              (expires.empty() || expires == "0" ? std::string("never") : time_html(expires)) +
+              "</td><td data-label=\"Id\"><code>" + esc(id.substr(0, 12)) +
+              "…</code></td><td data-label=\"Actions\">" +
               action_form("/tokens/" + id + "/revoke", "Revoke", v.user.csrf, "/tokens",
-                          "Revoke this token? Programs using it stop working.", "danger") +
+                          "Revoke this token? Programs using it stop working.", "danger",
+                          "Revoke token " + (get(t, "label").empty() ? id.substr(0, 12) : get(t, "label"))) +
               "</td></tr>";
     }
     body += "</tbody></table></div>";

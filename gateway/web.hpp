@@ -91,6 +91,10 @@ std::string safe_next(std::string_view next, std::string_view fallback);
 std::string html_escape(std::string_view s);
 // Epoch seconds (text) as "YYYY-MM-DD HH:MM:SS" UTC; "" when empty or unreadable.
 std::string format_time(std::string_view epoch_s);
+// Epoch seconds (text) as <time datetime="YYYY-MM-DDTHH:MM:SSZ">YYYY-MM-DD HH:MM:SS UTC</time>;
+// "" when empty or unreadable. app.js rewrites the text to the viewer's time zone and puts the UTC
+// text in its title.
+std::string time_html(std::string_view epoch_s);
 // Seconds as "H:MM:SS" (an hour or more) or "M:SS".
 std::string format_duration(double seconds);
 // A job's duration: (stop_time, or now_s while it runs) − start_time; "" before it started.
@@ -107,14 +111,19 @@ struct page_user {
   std::string csrf;
 };
 
-// A one-shot message shown at the top of a page.
+// A one-shot message shown at the top of a page. With `link` (a local path) the first
+// occurrence of `link_text` in the text becomes a link to it ("Submitted job 12 (mysleep 5)."
+// links "Submitted job 12" to /jobs/12); when `link_text` is not in the text, the link follows it.
 struct flash {
   std::string text;
   bool error = false;
+  std::string link;
+  std::string link_text;
 };
 
-// The shared frame: head (CSP-friendly: app.css, app.js), navigation for `user` (none when null),
-// the flash and `body`. `page` goes to <body data-page> for app.js.
+// The shared frame: head (CSP-friendly: theme.js, app.css, app.js), a skip link to <main id=main>,
+// navigation for `user` (none when null) with the theme toggle, the flash and `body`. `page` goes
+// to <body data-page> for app.js.
 std::string layout(std::string_view title, std::string_view page, const page_user* user, const flash& f,
                    std::string_view body, std::string_view body_attrs = "");
 
@@ -197,7 +206,9 @@ std::string error_page(unsigned status, std::string_view detail, const page_user
 
 // ---- static assets --------------------------------------------------------------------------
 
-// The text of /static/<name> ("app.css", "app.js") and its Content-Type; nullopt when unknown.
+// The text of /static/<name> ("app.css", "app.js", "theme.js") and its Content-Type; nullopt when
+// unknown. theme.js is the one script loaded without defer, in <head>: it applies the theme
+// stored in localStorage before the body is painted (no flash of the other theme).
 struct asset {
   std::string_view body;
   std::string_view content_type;

@@ -1,5 +1,5 @@
-// The web pages' stylesheet and script, served from memory as /static/app.css and
-// /static/app.js (no build step, no external files). The script only ever writes text with
+// The web pages' stylesheet and scripts, served from memory as /static/app.css, /static/app.js
+// and /static/theme.js (no build step, no external files). The script only ever writes text with
 // textContent; HTML it inserts comes from the gateway's own escaped fragments (/jobs/<id>/row,
 // /jobs/<id>/fields).
 //
@@ -17,50 +17,89 @@ namespace descprod::gateway::web {
 namespace {
 
 constexpr std::string_view app_css = R"CSS(
-:root { --fg:#1d2330; --muted:#5b6475; --bg:#f4f6fa; --card:#fff; --line:#dde2ea; --accent:#1f5fbf;
-  --ok:#1c7c3a; --bad:#b3261e; --warn:#a15c00; --run:#1f5fbf; --wait:#6b5bb5; }
+/* Colours: the light theme by default; the dark one when the system asks for it (prefers-color-scheme)
+   unless the viewer chose light, or when the viewer chose dark (<html data-theme>, set by theme.js
+   from localStorage and by the header's toggle). */
+:root { color-scheme:light; --fg:#1d2330; --muted:#5b6475; --bg:#f4f6fa; --card:#fff; --line:#dde2ea; --accent:#1f5fbf;
+  --ok:#1c7c3a; --bad:#b3261e; --warn:#9a5800; --run:#1f5fbf; --wait:#5e4fa8;
+  --head-bg:#17233b; --head-fg:#dfe7f7; --head-muted:#b9c6de; --head-line:#4a5a7a;
+  --input-bg:#fff; --input-line:#8a95a8; --btn-bg:#eef2f8; --btn-line:#8a95a8; --primary:#1f5fbf; --primary-fg:#fff;
+  --danger-line:#e1aaa5; --flash-bg:#e6f2ea; --flash-line:#b5d8c0; --flash-err-bg:#fbeaea; --flash-err-line:#e4b4b0;
+  --badge:#e8ebf1; --b-ready:#ece9f8; --b-dispatched:#e6eefb; --b-running:#dce8fb; --b-done:#e1f3e6; --b-bad:#fbe4e2;
+  --b-warn:#fbeedb; --sel-bg:#f1f5fc; --log-bg:#10151f; --log-fg:#d8dee9; --pre-bg:#f1f3f7;
+  --note-bg:#fff8e1; --note-line:#f0d98a; }
+:root[data-theme="dark"] { color-scheme:dark; --fg:#e3e8f1; --muted:#a9b3c4; --bg:#0f141c; --card:#18202c; --line:#2f3a4b;
+  --accent:#8ab8ff; --ok:#74d690; --bad:#ff9b91; --warn:#f2b766; --run:#8ab8ff; --wait:#c0b3ff;
+  --head-bg:#0a101a; --head-fg:#d5deee; --head-muted:#a9b6cc; --head-line:#3d4a61;
+  --input-bg:#0f1620; --input-line:#67748a; --btn-bg:#243044; --btn-line:#67748a; --primary:#2e6bd0; --primary-fg:#fff;
+  --danger-line:#8a4a45; --flash-bg:#16301f; --flash-line:#2f6b43; --flash-err-bg:#3a1b1b; --flash-err-line:#7a3430;
+  --badge:#2a3342; --b-ready:#2a2647; --b-dispatched:#1f2b44; --b-running:#1c2e4c; --b-done:#173322; --b-bad:#3d1f1f;
+  --b-warn:#3b2c16; --sel-bg:#1f2a3b; --log-bg:#0a0e15; --log-fg:#d8dee9; --pre-bg:#111822;
+  --note-bg:#33290f; --note-line:#6b5a22; }
+@media (prefers-color-scheme: dark) {
+  :root:not([data-theme="light"]) { color-scheme:dark; --fg:#e3e8f1; --muted:#a9b3c4; --bg:#0f141c; --card:#18202c; --line:#2f3a4b;
+    --accent:#8ab8ff; --ok:#74d690; --bad:#ff9b91; --warn:#f2b766; --run:#8ab8ff; --wait:#c0b3ff;
+    --head-bg:#0a101a; --head-fg:#d5deee; --head-muted:#a9b6cc; --head-line:#3d4a61;
+    --input-bg:#0f1620; --input-line:#67748a; --btn-bg:#243044; --btn-line:#67748a; --primary:#2e6bd0; --primary-fg:#fff;
+    --danger-line:#8a4a45; --flash-bg:#16301f; --flash-line:#2f6b43; --flash-err-bg:#3a1b1b; --flash-err-line:#7a3430;
+    --badge:#2a3342; --b-ready:#2a2647; --b-dispatched:#1f2b44; --b-running:#1c2e4c; --b-done:#173322; --b-bad:#3d1f1f;
+    --b-warn:#3b2c16; --sel-bg:#1f2a3b; --log-bg:#0a0e15; --log-fg:#d8dee9; --pre-bg:#111822;
+    --note-bg:#33290f; --note-line:#6b5a22; }
+}
 * { box-sizing: border-box; }
 body { margin:0; font:15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color:var(--fg); background:var(--bg); }
-header { background:#17233b; color:#fff; }
+.skip { position:absolute; left:.5rem; top:-3rem; z-index:10; background:var(--card); color:var(--accent); padding:.5rem .8rem; border:2px solid var(--accent); border-radius:6px; }
+.skip:focus { top:.5rem; }
+.sr-only { position:absolute; width:1px; height:1px; padding:0; margin:-1px; overflow:hidden; clip:rect(0 0 0 0); white-space:nowrap; border:0; }
+:focus-visible { outline:3px solid var(--accent); outline-offset:2px; }
+main:focus, .flash:focus, h1:focus { outline:none; }
+header { background:var(--head-bg); color:#fff; }
 header nav { display:flex; flex-wrap:wrap; align-items:center; gap:.25rem 1rem; padding:.5rem 1rem; max-width:1600px; margin:0 auto; }
-header nav a { color:#dfe7f7; text-decoration:none; }
+header nav a { color:var(--head-fg); text-decoration:none; }
 header nav a:hover { color:#fff; text-decoration:underline; }
+header nav a[aria-current="page"] { color:#fff; text-decoration:underline; text-underline-offset:.3em; }
 header nav .brand { font-weight:700; color:#fff; margin-right:.5rem; }
 header nav .spacer { flex:1; }
-header nav .who { color:#b9c6de; }
-nav form button[type="submit"] { background:transparent; color:#dfe7f7; border:1px solid #4a5a7a; padding:.2rem .6rem; }
-.live { font-size:.8rem; padding:.05rem .45rem; border-radius:1rem; background:#3a4660; color:#c8d2e6; }
+header nav .who { color:var(--head-muted); }
+header :focus-visible { outline-color:#fff; }
+nav form button[type="submit"], nav button.theme-toggle { background:transparent; color:var(--head-fg); border:1px solid var(--head-line); padding:.2rem .6rem; }
+nav button.theme-toggle[aria-pressed="true"] { background:var(--head-line); color:#fff; }
+.live { font-size:.8rem; padding:.05rem .45rem; border-radius:1rem; background:#3a4660; color:#e1e7f2; }
 .live[data-status="off"] { display:none; }
 .live[data-status="on"] { background:#1c7c3a; color:#fff; }
-.live[data-status="reconnecting"] { background:#a15c00; color:#fff; }
+.live[data-status="reconnecting"] { background:#8f5100; color:#fff; }
 .live[data-status="outage"] { background:#b3261e; color:#fff; }
 main { max-width:1600px; margin:0 auto; padding:1rem; }
 .card { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:1rem 1.25rem; margin-bottom:1rem; }
 .card.narrow { max-width:28rem; margin:2rem auto; }
 h1 { font-size:1.4rem; margin:.2rem 0 .8rem; }
 h2 { font-size:1.15rem; margin:.2rem 0 .6rem; }
+.toolbar h1 { font-size:1.15rem; margin:.2rem 0 .6rem; }
+h1.page-title { margin:.2rem 0 .8rem; }
 h1 small, h2 small { color:var(--muted); font-weight:400; font-size:.8em; }
 a { color:var(--accent); }
 code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size:.9em; }
-.flash { padding:.6rem .9rem; border-radius:6px; background:#e6f2ea; border:1px solid #b5d8c0; }
-.flash.error { background:#fbeaea; border-color:#e4b4b0; }
+time { white-space:nowrap; }
+.flash { padding:.6rem .9rem; border-radius:6px; background:var(--flash-bg); border:1px solid var(--flash-line); }
+.flash.error { background:var(--flash-err-bg); border-color:var(--flash-err-line); }
+.flash a { font-weight:600; }
 form.stack { display:flex; flex-direction:column; gap:.7rem; }
 form.stack label { display:flex; flex-direction:column; gap:.2rem; font-weight:600; }
 form.stack small { font-weight:400; color:var(--muted); }
 form.create { display:flex; flex-wrap:wrap; gap:.6rem 1rem; align-items:flex-end; }
 form.create label { display:flex; flex-direction:column; gap:.2rem; font-size:.85rem; color:var(--muted); }
 form.inline { display:inline; margin:0 .15rem 0 0; }
-input, select, button, .button { font:inherit; padding:.35rem .6rem; border:1px solid #b8c1cf; border-radius:5px; background:#fff; color:var(--fg); }
+input, select, button, .button { font:inherit; padding:.35rem .6rem; border:1px solid var(--input-line); border-radius:5px; background:var(--input-bg); color:var(--fg); }
 input[name="config"], input[name="howfig"] { min-width:14rem; }
 input[type="number"] { width:6rem; }
-button, .button { cursor:pointer; background:#eef2f8; text-decoration:none; display:inline-block; line-height:1.2; }
-button[type="submit"] { background:var(--accent); color:#fff; border-color:var(--accent); }
-td button[type="submit"], .actions button[type="submit"] { background:#eef2f8; color:var(--fg); border-color:#b8c1cf; padding:.15rem .5rem; font-size:.85rem; }
+button, .button { cursor:pointer; background:var(--btn-bg); border-color:var(--btn-line); text-decoration:none; display:inline-block; line-height:1.2; }
+button[type="submit"] { background:var(--primary); color:var(--primary-fg); border-color:var(--primary); }
+td button[type="submit"], .actions button[type="submit"] { background:var(--btn-bg); color:var(--fg); border-color:var(--btn-line); padding:.15rem .5rem; font-size:.85rem; }
 td .button, .actions .button { padding:.15rem .5rem; font-size:.85rem; }
-button.danger[type="submit"] { color:var(--bad); border-color:#e1aaa5; }
+button.danger[type="submit"] { color:var(--bad); border-color:var(--danger-line); }
 .apphelp { margin:.8rem 0 0; font-size:.9rem; }
 .apphelp div { padding:.2rem .5rem; border-left:3px solid transparent; }
-.apphelp div.selected { border-left-color:var(--accent); background:#f1f5fc; }
+.apphelp div.selected { border-left-color:var(--accent); background:var(--sel-bg); }
 .apphelp dt { font-weight:700; display:inline; }
 .apphelp dd { display:inline; margin:0 0 0 .5rem; color:var(--muted); }
 .toolbar { display:flex; flex-wrap:wrap; align-items:center; gap:.5rem 1rem; justify-content:space-between; }
@@ -77,17 +116,19 @@ td.c-actions form, td.c-actions .button { margin:0 .15rem .2rem 0; }
 div.actions { margin:.2rem 0 .6rem; }
 td.c-progress { min-width:10rem; }
 td.c-rundir code { word-break:break-all; }
-progress { width:7rem; height:.8rem; vertical-align:middle; }
-.state { display:inline-block; padding:.05rem .5rem; border-radius:1rem; font-size:.8rem; font-weight:600; background:#e8ebf1; color:var(--fg); }
-.s-ready { background:#ece9f8; color:var(--wait); }
-.s-dispatched { background:#e6eefb; color:var(--run); }
-.s-running { background:#dce8fb; color:var(--run); }
-.s-done { background:#e1f3e6; color:var(--ok); }
-.s-failed, .s-lost, .s-killed { background:#fbe4e2; color:var(--bad); }
-.s-timeout, .s-cancelled { background:#fbeedb; color:var(--warn); }
+progress { width:7rem; height:.8rem; vertical-align:middle; accent-color:var(--accent); }
+.state { display:inline-block; padding:.05rem .5rem; border-radius:1rem; font-size:.8rem; font-weight:600; background:var(--badge); color:var(--fg); }
+.s-ready { background:var(--b-ready); color:var(--wait); }
+.s-dispatched { background:var(--b-dispatched); color:var(--run); }
+.s-running { background:var(--b-running); color:var(--run); }
+.s-done { background:var(--b-done); color:var(--ok); }
+.s-failed, .s-lost, .s-killed { background:var(--b-bad); color:var(--bad); }
+.s-timeout, .s-cancelled { background:var(--b-warn); color:var(--warn); }
+.gone { color:var(--muted); }
 table.fields th { width:12rem; text-transform:none; font-size:.85rem; }
 .status { font-size:1rem; }
-pre.log { background:#10151f; color:#d8dee9; padding:.7rem; border-radius:6px; max-height:26rem; overflow:auto; white-space:pre-wrap; word-break:break-all; min-height:2.5rem; }
+.logbox { background:var(--log-bg); border-radius:6px; max-height:26rem; overflow:auto; }
+pre.log { color:var(--log-fg); padding:.7rem; margin:0; white-space:pre-wrap; word-break:break-all; min-height:2.5rem; }
 ol.timeline { padding-left:1.2rem; margin:0; }
 ol.timeline li { padding:.15rem 0; }
 ol.timeline time { color:var(--muted); font-size:.85rem; }
@@ -97,7 +138,7 @@ dl.stats dt { color:var(--muted); font-size:.85rem; }
 dl.stats dd { margin:0; font-size:1.5rem; font-weight:700; }
 .ustatus { font-weight:600; }
 .u-pending { color:var(--wait); } .u-disabled, .u-rejected { color:var(--bad); } .u-active { color:var(--ok); }
-.newtoken { background:#fff8e1; border:1px solid #f0d98a; border-radius:6px; padding:.6rem .9rem; margin-bottom:1rem; }
+.newtoken { background:var(--note-bg); border:1px solid var(--note-line); border-radius:6px; padding:.6rem .9rem; margin-bottom:1rem; }
 .newtoken code { display:block; word-break:break-all; font-size:1rem; padding:.3rem 0; user-select:all; }
 .pager { display:flex; gap:1rem; margin-top:.6rem; }
 .pager a { color:var(--accent); font-weight:600; }
@@ -106,7 +147,7 @@ dl.stats dd { margin:0; font-size:1.5rem; font-weight:700; }
 .newjobs a { font-weight:600; }
 .empty { color:var(--muted); }
 .prose { max-width:60rem; }
-.prose pre { background:#f1f3f7; padding:.6rem; border-radius:6px; overflow-x:auto; }
+.prose pre { background:var(--pre-bg); padding:.6rem; border-radius:6px; overflow-x:auto; }
 [hidden] { display:none !important; }
 @media (max-width: 760px) {
   main { padding:.5rem; }
@@ -118,8 +159,16 @@ dl.stats dd { margin:0; font-size:1.5rem; font-weight:700; }
   table.jobs td, table.list td { display:flex; gap:.6rem; border:none; padding:.2rem .3rem; }
   table.jobs td:empty, table.jobs td:has(> code:empty) { display:none; }
   table.jobs td::before, table.list td::before { content:attr(data-label); flex:0 0 7.5rem; color:var(--muted); font-size:.8rem; }
-  td.c-actions { flex-wrap:wrap; white-space:normal; }
+  td.c-actions { flex-wrap:wrap; white-space:normal; gap:.4rem; }
   table.fields th { width:8rem; }
+  /* Touch targets: every button, and every link that acts as one, at least 40 px high. */
+  button, .button, td button[type="submit"], .actions button[type="submit"], td .button, .actions .button,
+  nav form button[type="submit"], nav button.theme-toggle, input:not([type="hidden"]), select {
+    min-height:40px; }
+  .button, .pager a, .filters a { display:inline-flex; align-items:center; min-height:40px; }
+  td button[type="submit"], .actions button[type="submit"], td .button, .actions .button { padding:.3rem .8rem; font-size:.9rem; }
+  header nav a { display:inline-flex; align-items:center; min-height:40px; }
+  div.actions { display:flex; flex-wrap:wrap; gap:.4rem; }
 }
 )CSS";
 
@@ -150,6 +199,32 @@ constexpr std::string_view app_js = R"JS('use strict';
   });
   document.querySelectorAll('.nojs').forEach(function (e) { e.hidden = true; });
 
+  // The theme: the system's (prefers-color-scheme) unless the viewer chose the other one with the
+  // header's toggle; the choice is kept in localStorage (theme.js applies it before the first
+  // paint). Choosing the system's own theme again forgets the choice, so the page follows the
+  // system from then on.
+  const THEME_KEY = 'descprod-theme';
+  const root = document.documentElement;
+  const systemDark = window.matchMedia('(prefers-color-scheme: dark)');
+  const toggle = document.getElementById('theme-toggle');
+  function isDark() { return root.dataset.theme ? root.dataset.theme === 'dark' : systemDark.matches; }
+  function syncToggle() { if (toggle) toggle.setAttribute('aria-pressed', isDark() ? 'true' : 'false'); }
+  if (toggle) {
+    toggle.hidden = false;
+    syncToggle();
+    toggle.addEventListener('click', function () {
+      const dark = !isDark();
+      try {
+        if (dark === systemDark.matches) localStorage.removeItem(THEME_KEY);
+        else localStorage.setItem(THEME_KEY, dark ? 'dark' : 'light');
+      } catch (e) { /* storage refused: the choice lasts for this page only */ }
+      if (dark === systemDark.matches) delete root.dataset.theme;
+      else root.dataset.theme = dark ? 'dark' : 'light';
+      syncToggle();
+    });
+    systemDark.addEventListener('change', syncToggle);
+  }
+
   // The application picker shows the chosen application's help.
   const picker = document.getElementById('jobtype');
   function showHelp() {
@@ -165,11 +240,87 @@ constexpr std::string_view app_js = R"JS('use strict';
     const h = Math.floor(s / 3600), m = Math.floor(s / 60) % 60, sec = s % 60;
     return h > 0 ? h + ':' + pad(m) + ':' + pad(sec) : m + ':' + pad(sec);
   }
-  function fmtTime(t) {
-    const d = new Date(t * 1000);
+  function fmtUtc(d) {
     return d.getUTCFullYear() + '-' + pad(d.getUTCMonth() + 1) + '-' + pad(d.getUTCDate()) + ' ' +
-      pad(d.getUTCHours()) + ':' + pad(d.getUTCMinutes()) + ':' + pad(d.getUTCSeconds());
+      pad(d.getUTCHours()) + ':' + pad(d.getUTCMinutes()) + ':' + pad(d.getUTCSeconds()) + ' UTC';
   }
+
+  // Times: the server writes <time datetime="...Z">YYYY-MM-DD HH:MM:SS UTC</time>; the page shows
+  // them in the viewer's time zone (with its short name) and keeps the UTC text in the title.
+  let zoneFormat = null;
+  try { zoneFormat = new Intl.DateTimeFormat(undefined, { timeZoneName: 'short' }); } catch (e) { /* no Intl */ }
+  function fmtLocal(d) {
+    let zone = '';
+    if (zoneFormat) {
+      const part = zoneFormat.formatToParts(d).find(function (p) { return p.type === 'timeZoneName'; });
+      if (part) zone = ' ' + part.value;
+    }
+    return d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + ' ' +
+      pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds()) + zone;
+  }
+  function localize(el) {
+    if (el.dataset.local) return;
+    const d = new Date(el.getAttribute('datetime'));
+    if (isNaN(d.getTime())) return;
+    el.title = fmtUtc(d);
+    el.textContent = fmtLocal(d);
+    el.dataset.local = '1';
+  }
+  function localizeTimes(scope) { scope.querySelectorAll('time[datetime]').forEach(localize); }
+  function timeElement(seconds) {
+    const el = document.createElement('time');
+    const d = new Date(seconds * 1000);
+    if (isNaN(d.getTime())) return el;
+    el.setAttribute('datetime', d.toISOString().replace(/\.\d+Z$/, 'Z'));
+    localize(el);
+    return el;
+  }
+  localizeTimes(document);
+
+  // Focus after an action: a form post reloads the page (POST-redirect-GET), which would leave the
+  // focus at the top. The control's row (job, user, token), label and place are noted before the
+  // post; on the next page the same control gets the focus back, or the one that took its place
+  // (Archive for Unarchive), else the message the action left (the flash, with its link to a new
+  // job) when the row is gone.
+  const FOCUS_KEY = 'descprod-focus';
+  function rowOfControl(el) {
+    const tr = el.closest('tr[data-job], tr[data-user], tr[data-token]');
+    if (tr) {
+      for (const k of ['job', 'user', 'token']) if (tr.dataset[k]) return { key: 'tr[data-' + k + '="' + tr.dataset[k] + '"]', el: tr };
+    }
+    const actions = el.closest('#jobdetail .actions');
+    return actions ? { key: '#jobdetail .actions', el: actions } : { key: '', el: null };
+  }
+  function controlsOf(scope) { return Array.from(scope.querySelectorAll('button, a.button')); }
+  document.addEventListener('submit', function (ev) {
+    const f = ev.target;
+    if (ev.defaultPrevented || !(f instanceof HTMLFormElement) || (f.method || '').toLowerCase() !== 'post') return;
+    if (/\/(login|register|logout)$/.test(f.action)) return;
+    const btn = ev.submitter || f.querySelector('button');
+    const row = rowOfControl(f);
+    const index = row.el && btn ? controlsOf(row.el).indexOf(btn) : -1;
+    try {
+      sessionStorage.setItem(FOCUS_KEY, JSON.stringify({ row: row.key, label: btn ? btn.textContent : '', index: index, at: Date.now() }));
+    } catch (e) { /* no storage: the focus starts at the top */ }
+  });
+  (function restoreFocus() {
+    let saved = null;
+    try {
+      saved = JSON.parse(sessionStorage.getItem(FOCUS_KEY) || 'null');
+      sessionStorage.removeItem(FOCUS_KEY);
+    } catch (e) { return; }
+    if (!saved || Date.now() - saved.at > 60000) return;
+    let target = null;
+    const scope = saved.row && /^(tr\[data-(job|user|token)="[^"\\]*"\]|#jobdetail \.actions)$/.test(saved.row)
+      ? document.querySelector(saved.row) : null;
+    if (scope) {
+      const controls = controlsOf(scope);
+      target = controls.find(function (c) { return c.textContent === saved.label; }) ||
+        controls[Math.min(Math.max(saved.index, 0), controls.length - 1)] || null;
+    }
+    if (!target) target = document.getElementById('flash');
+    if (target) target.focus();
+  })();
 
   // Durations of running jobs tick every second.
   setInterval(function () {
@@ -203,6 +354,32 @@ constexpr std::string_view app_js = R"JS('use strict';
     if (badge && state) { badge.textContent = state; badge.className = 'state s-' + state; }
     const msg = container.querySelector('.msg');
     if (msg && typeof progress === 'string') msg.textContent = progress;
+  }
+  // A live update replaces a row (or the job page's detail): the focus, if it was inside, moves to
+  // the same control in the new one (same tag and text), else to the new one's first control.
+  function replaceKeepingFocus(old, fresh) {
+    const had = document.activeElement;
+    const inside = had && had !== document.body && old.contains(had);
+    old.replaceWith(fresh);
+    localizeTimes(fresh);
+    if (!inside) return;
+    const same = Array.from(fresh.querySelectorAll(had.tagName)).find(function (e) { return e.textContent === had.textContent; });
+    const target = same || fresh.querySelector('a, button');
+    if (target) target.focus();
+  }
+  // A row that leaves the table (deleted, archived out of view): the focus, if it was inside, goes
+  // to the next row's link, else to the table's heading.
+  function removeKeepingFocus(tr) {
+    const had = document.activeElement;
+    const inside = had && had !== document.body && tr.contains(had);
+    const next = tr.nextElementSibling || tr.previousElementSibling;
+    tr.remove();
+    if (!inside) return;
+    const target = (next && next.querySelector('a, button')) || document.querySelector('main h1');
+    if (target) {
+      if (!target.matches('a, button')) target.tabIndex = -1;
+      target.focus();
+    }
   }
   function parseRow(html) {
     const t = document.createElement('template');
@@ -298,7 +475,7 @@ constexpr std::string_view app_js = R"JS('use strict';
     let removed = 0;
     (j.gone || []).forEach(function (id) {
       const old = rowOf(String(id));
-      if (old) { old.remove(); removed++; }
+      if (old) { removeKeepingFocus(old); removed++; }
     });
     const rows = j.rows || {};
     let inserted = 0;
@@ -308,16 +485,17 @@ constexpr std::string_view app_js = R"JS('use strict';
       const old = rowOf(id);
       if (old) {
         // A shown row stays (its state may have left the filter), unless archived out of view.
-        if (t.dataset.view === 'active' && row.dataset.archive === '1') { old.remove(); removed++; }
-        else old.replaceWith(row);
+        if (t.dataset.view === 'active' && row.dataset.archive === '1') { removeKeepingFocus(old); removed++; }
+        else replaceKeepingFocus(old, row);
       } else if (news.has(id) && rowMatchesView(row)) {
         insertSorted(tbody, row);
+        localizeTimes(row);
         inserted++;
       }
     });
     // Keep the page size: the oldest rows beyond it belong to the next page.
     const shown = shownRows(), per = perPage();
-    for (let i = shown.length - 1; i >= per; i--) shown[i].remove();
+    for (let i = shown.length - 1; i >= per; i--) removeKeepingFocus(shown[i]);
     if (inserted) {
       const wrap = t.closest('.scroll');
       if (wrap) wrap.hidden = false;
@@ -355,6 +533,10 @@ constexpr std::string_view app_js = R"JS('use strict';
     note.hidden = false;
     note.firstElementChild.textContent = newJobs + (newJobs === 1 ? ' new job' : ' new jobs') + ' — show';
   }
+  function announce(text) {
+    const a = document.getElementById('announce');
+    if (a) a.textContent = text;
+  }
   function refreshDetail() {
     later('detail', function () {
       fetch('/jobs/' + jobId + '/fields', { credentials: 'same-origin' })
@@ -365,7 +547,7 @@ constexpr std::string_view app_js = R"JS('use strict';
           t.innerHTML = html.trim();
           const fresh = t.content.firstElementChild;
           const old = document.getElementById('jobdetail');
-          if (fresh && old) old.replaceWith(fresh);
+          if (fresh && old) replaceKeepingFocus(old, fresh);
         })
         .catch(function () {});
     }, 50);
@@ -391,18 +573,19 @@ constexpr std::string_view app_js = R"JS('use strict';
     const id = String(d.id);
     if (d.type === 'deleted') {
       const old = rowOf(id);
-      if (old) { old.remove(); rollup(); addToTotal(-1); }
+      if (old) { removeKeepingFocus(old); rollup(); addToTotal(-1); }
       stale.delete(id);
       fresh.delete(id);
       return;
     }
     if (page === 'job' && id === jobId) {
       const detail = document.getElementById('jobdetail');
+      // A new state is announced (aria-live), not each progress message.
+      if (detail && d.state && detail.dataset.state !== d.state) announce('Job ' + jobId + ' is ' + d.state + '.');
       setBadge(document.getElementById('jobstatus'), d.state, d.progress);
       if (detail) detail.dataset.state = d.state;
       const li = document.createElement('li');
-      const time = document.createElement('time');
-      time.textContent = d.time ? fmtTime(d.time) : '';
+      const time = d.time ? timeElement(Number(d.time)) : document.createElement('time');
       const type = document.createElement('span');
       type.className = 'etype';
       type.textContent = d.type || '';
@@ -453,11 +636,12 @@ constexpr std::string_view app_js = R"JS('use strict';
       .then(function (j) {
         if (!j) return;
         const pre = document.getElementById('log');
+        const box = document.getElementById('logbox') || pre;
         const text = (j.lines || []).join('\n');
         if (pre && pre.textContent !== text) {
-          const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+          const atEnd = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
           pre.textContent = text;
-          if (atEnd) pre.scrollTop = pre.scrollHeight;
+          if (atEnd) box.scrollTop = box.scrollHeight;
         }
       })
       .catch(function () {})
@@ -522,9 +706,19 @@ constexpr std::string_view app_js = R"JS('use strict';
 })();
 )JS";
 
+// Loaded without defer in <head>, before the stylesheet: the theme the viewer chose applies before
+// the body is parsed, so a page never paints in the other theme first. Kept tiny.
+constexpr std::string_view theme_js = R"JS('use strict';
+try {
+  var theme = localStorage.getItem('descprod-theme');
+  if (theme === 'dark' || theme === 'light') document.documentElement.dataset.theme = theme;
+} catch (e) { /* storage refused: the system's theme */ }
+)JS";
+
 }  // namespace
 
 std::optional<asset> find_asset(std::string_view name) {
+  if (name == "theme.js") return asset{theme_js, "text/javascript; charset=utf-8"};
   if (name == "app.css") return asset{app_css, "text/css; charset=utf-8"};
   if (name == "app.js") return asset{app_js, "text/javascript; charset=utf-8"};
   return std::nullopt;

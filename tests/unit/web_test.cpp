@@ -226,10 +226,13 @@ TEST(WebPages, HomePageEscapesAndCarriesCsrfEverywhere) {
   EXPECT_TRUE(contains(html, "rel=\"next\"")) << "more jobs follow";
   EXPECT_TRUE(contains(html, "data-since=\"1795625968202-0\""));
   EXPECT_TRUE(contains(html, "<meta name=\"csrf-token\" content=\"" + user().csrf + "\">"));
-  // No inline script: only the external app.js.
+  // No inline script: only the external theme.js (in <head>, applies a stored theme before the
+  // first paint) and app.js.
   std::regex script("<script[^>]*>");
   for (auto it = std::sregex_iterator(html.begin(), html.end(), script); it != std::sregex_iterator(); ++it)
-    EXPECT_EQ((*it).str(), "<script src=\"/static/app.js\" defer>");
+    EXPECT_TRUE((*it).str() == "<script src=\"/static/app.js\" defer>" ||
+                (*it).str() == "<script src=\"/static/theme.js\">")
+        << (*it).str();
   EXPECT_FALSE(contains(html, " onclick=")) << "no inline handlers (CSP)";
   EXPECT_FALSE(contains(html, " style=")) << "no inline styles (CSP)";
 }

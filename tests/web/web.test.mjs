@@ -14,6 +14,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { chromium } from 'playwright-core';
@@ -22,6 +23,9 @@ import { Service, waitFor, httpJson, sleep, SOURCE_DIR } from './service.mjs';
 const CHROMIUM = process.env.DESCPROD_CHROMIUM || '/usr/bin/chromium';
 const SHOTS = process.env.DESCPROD_SCREENSHOT_DIR || path.join(SOURCE_DIR, 'build', 'web-screenshots');
 const STEP_MS = 20000;  // the longest any single wait in a step may take
+// axe-core (npm), evaluated in the page to check accessibility (the page's CSP does not apply to
+// the test's own evaluation).
+const AXE_SOURCE = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 let svc;
 let browser;
@@ -31,8 +35,8 @@ const userName = 'carol', userPass = 'carol-password-1';
 let userToken = '';   // carol's API token, made on the tokens page
 let adminToken = '';
 
-async function newPage(viewport = { width: 1400, height: 900 }) {
-  const context = await browser.newContext({ viewport });
+async function newPage(viewport = { width: 1400, height: 900 }, options = {}) {
+  const context = await browser.newContext({ viewport, locale: 'en-US', ...options });
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_MS);
   page.dialogs = [];
@@ -95,6 +99,36 @@ async function recordStates(page) {
     note();
     new MutationObserver(note).observe(document.querySelector('#jobs'), { subtree: true, childList: true, characterData: true, attributes: true });
   });
+}
+
+// Runs axe-core on the page; returns its serious and critical violations, one line each (rule id,
+// impact, what it checks, and every element it found, by CSS selector).
+async function axeViolations(page) {
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(AXE_SOURCE);
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  return result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+}
+
+// The relative luminance of a CSS colour "rgb(r, g, b)".
+function luminance(css) {
+  const [r, g, b] = css.match(/\d+(\.\d+)?/g).slice(0, 3).map(Number).map((v) => {
+    v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  });
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+}
+async function bodyLuminance(page) {
+  return luminance(await page.evaluate(() => getComputedStyle(document.body).backgroundColor));
+}
+
+// "YYYY-MM-DD HH:MM:SS" of a Date in a time zone, and the zone's short name there (Node's Intl).
+function wallClock(date, timeZone) {
+  const parts = Object.fromEntries(new Intl.DateTimeFormat('en-US', {
+    timeZone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
+    hourCycle: 'h23', timeZoneName: 'short',
+  }).formatToParts(date).map((p) => [p.type, p.value]));
+  return { text: `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second}`, zone: parts.timeZoneName };
 }
 
 function percentile(sorted, p) {
@@ -397,6 +431,243 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     await page.goto(svc.url('/'));
     assert.equal(new URL(page.url()).pathname, '/login');
   });
+  // ---- comfort and accessibility (issue 17, items 9 and 10) -----------------------------------
+
+  step('dark mode follows the system; the header toggle overrides it, is remembered, and never flashes', async () => {
+    const page = await newPage(undefined, { colorScheme: 'light' });
+    // Records the theme the document has when <body> starts: a stored choice must apply before
+    // anything of the body is painted (theme.js in <head>, not the deferred app.js).
+    await page.context().addInitScript(() => {
+      new MutationObserver((_, o) => {
+        if (!document.body) return;
+        window.__themeAtBody = document.documentElement.dataset.theme || 'system';
+        o.disconnect();
+      }).observe(document, { childList: true, subtree: true });
+    });
+    await login(page, userName, userPass);
+    await page.goto(svc.url('/'));
+    const toggle = page.locator('#theme-toggle');
+    await toggle.waitFor();
+    assert.ok(await bodyLuminance(page) > 0.8, 'light system: a light page');
+    assert.equal(await toggle.getAttribute('aria-pressed'), 'false');
+    // The system turns dark: the page follows at once, without a reload.
+    await page.emulateMedia({ colorScheme: 'dark' });
+    await waitFor('the dark background', async () => (await bodyLuminance(page)) < 0.05, STEP_MS);
+    // The toggle follows too (the media query's change event may come just after the repaint).
+    await waitFor('the toggle pressed', async () => (await toggle.getAttribute('aria-pressed')) === 'true', STEP_MS);
+    assert.ok(luminance(await page.evaluate(() => getComputedStyle(document.body).color)) > 0.6, 'light text on dark');
+    await shot(page, 'home-dark');
+    // The toggle overrides the system (light on a dark system), and the choice survives a reload.
+    await toggle.click();
+    assert.ok(await bodyLuminance(page) > 0.8, 'the toggle made the page light');
+    assert.equal(await page.evaluate(() => localStorage.getItem('descprod-theme')), 'light');
+    await page.reload();
+    assert.ok(await bodyLuminance(page) > 0.8, 'still light after a reload');
+    assert.equal(await page.evaluate(() => window.__themeAtBody), 'light', 'the stored theme applied before <body>');
+    assert.equal(await toggle.getAttribute('aria-pressed'), 'false');
+    // Back to the system's own theme: the choice is forgotten and the page follows the system again.
+    await toggle.click();
+    assert.equal(await page.evaluate(() => localStorage.getItem('descprod-theme')), null);
+    assert.ok(await bodyLuminance(page) < 0.05);
+    await page.emulateMedia({ colorScheme: 'light' });
+    await waitFor('the light background', async () => (await bodyLuminance(page)) > 0.8, STEP_MS);
+    // Dark chosen on a light system holds on every page, public ones included, from the first paint.
+    await toggle.click();
+    assert.equal(await page.evaluate(() => localStorage.getItem('descprod-theme')), 'dark');
+    for (const p of ['/jobs/' + a, '/help']) {
+      await page.goto(svc.url(p));
+      assert.ok(await bodyLuminance(page) < 0.05, `${p} is dark`);
+      assert.equal(await page.evaluate(() => window.__themeAtBody), 'dark', `${p}: dark before <body>`);
+    }
+    await page.context().clearCookies();
+    await page.goto(svc.url('/login'));
+    assert.ok(await bodyLuminance(page) < 0.05, 'the login page is dark too');
+    assert.equal(await page.locator('#theme-toggle').getAttribute('aria-pressed'), 'true');
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  });
+
+  step("times show in the viewer's time zone, with UTC in the title", async () => {
+    const zone = 'America/Los_Angeles';
+    const page = await newPage(undefined, { timezoneId: zone });
+    await login(page, userName, userPass);
+    // A job whose events arrive while its page is open: its timeline entries are made by the script.
+    const r = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'mysleep', config: '1' }, { Authorization: `Bearer ${userToken}` });
+    assert.equal(r.status, 201, r.text);
+    await page.goto(svc.url(`/jobs/${r.json.id}`));
+    await waitFor('the job done', async () => (await page.textContent('#jobstatus .state')) === 'done', 30000);
+    await waitFor('the detail refreshed', async () => (await page.locator('#fields tr[data-field="stop_time"] time').count()) === 1, STEP_MS);
+    const check = async (where) => {
+      const times = await page.evaluate((sel) => Array.from(document.querySelectorAll(sel),
+        (t) => ({ datetime: t.getAttribute('datetime'), text: t.textContent, title: t.title })), `${where} time`);
+      assert.ok(times.length > 0, `${where} shows times`);
+      for (const t of times) {
+        const d = new Date(t.datetime);
+        assert.ok(!Number.isNaN(d.getTime()), `datetime ${t.datetime}`);
+        const utc = d.toISOString().slice(0, 19).replace('T', ' ') + ' UTC';
+        const local = wallClock(d, zone);
+        assert.equal(t.title, utc, `${where}: the title holds the UTC time`);
+        assert.equal(t.text, `${local.text} ${local.zone}`, `${where}: the text is the Los Angeles time`);
+        assert.notEqual(t.text.slice(0, 19), utc.slice(0, 19), 'local time differs from UTC');
+      }
+      return times.length;
+    };
+    await check('#fields');      // replaced by the live refresh after the job ended
+    const events = await check('#timeline');   // partly added by the script from the live events
+    assert.ok(events >= 3, `${events} timeline entries`);
+    // The job table (rendered by the server, and rows fetched live).
+    await page.goto(svc.url('/'));
+    await check('#jobs');
+    // Hovering shows the UTC time (the title attribute is the browser's tooltip).
+    const first = page.locator('#jobs time').first();
+    assert.match(await first.getAttribute('title'), / UTC$/);
+    assert.match(await first.textContent(), / P[DS]T$/);
+    await page.context().close();
+  });
+
+  step('on a phone every button (and link used as one) is at least 40 px high', async () => {
+    const small = [];
+    const measure = async (page, what) => {
+      const boxes = await page.evaluate(() => Array.from(document.querySelectorAll('button, a.button, .pager a, .filters a'))
+        .filter((e) => e.offsetParent !== null || getComputedStyle(e).position === 'fixed')
+        .map((e) => ({ text: (e.getAttribute('aria-label') || e.textContent).trim(), h: e.getBoundingClientRect().height })));
+      assert.ok(boxes.length > 0, `${what} has buttons`);
+      for (const b of boxes) if (b.h < 40) small.push(`${what}: "${b.text}" ${b.h.toFixed(1)} px`);
+      return boxes.length;
+    };
+    const phone = await newPage({ width: 390, height: 844 });
+    await login(phone, userName, userPass);
+    let n = await measure(phone, '/');
+    for (const p of [`/jobs/${a}`, '/tokens', '/help', '/?view=all&page=2']) {
+      await phone.goto(svc.url(p));
+      n += await measure(phone, p);
+    }
+    await phone.context().close();
+    const admin = await newPage({ width: 390, height: 844 });
+    await login(admin, adminName, adminPass);
+    await admin.goto(svc.url('/admin'));
+    n += await measure(admin, '/admin');
+    await admin.context().close();
+    assert.deepEqual(small, [], `buttons under 40 px on a phone (of ${n})`);
+    // The desktop layout keeps its compact row buttons.
+    const desk = await newPage();
+    await login(desk, userName, userPass);
+    const h = await desk.evaluate(() => document.querySelector('#jobs td.c-actions a.button').getBoundingClientRect().height);
+    assert.ok(h < 40, `desktop row buttons stay compact (${h} px)`);
+    await desk.context().close();
+  });
+
+  step("the submitted-job message links to the job's page and gets the focus", async () => {
+    const page = await newPage();
+    await login(page, userName, userPass);
+    const id = await submitJob(page, 'quick', '1');
+    const link = page.locator('.flash a');
+    assert.equal(await link.textContent(), `Submitted job ${id}`);
+    assert.equal(await link.getAttribute('href'), `/jobs/${id}`);
+    assert.equal(await page.evaluate(() => document.activeElement && document.activeElement.id), 'flash',
+      'the message has the focus after the post');
+    assert.equal(await page.getAttribute('.flash', 'role'), 'status', 'the message is a live status');
+    await Promise.all([page.waitForNavigation(), link.click()]);
+    assert.equal(new URL(page.url()).pathname, `/jobs/${id}`);
+    assert.match(await page.textContent('h1'), new RegExp(`^Job ${id}\\b`));
+    await page.context().close();
+  });
+
+  step('skip link, one h1, column scopes, live regions; focus kept after actions and live updates', async () => {
+    const page = await newPage();
+    await login(page, userName, userPass);
+    const pages = ['/', `/jobs/${a}`, '/tokens', '/help'];
+    for (const p of pages) {
+      await page.goto(svc.url(p));
+      assert.equal(await page.locator('h1').count(), 1, `${p} has one h1`);
+      const th = await page.evaluate(() => Array.from(document.querySelectorAll('thead th'), (t) => t.getAttribute('scope')));
+      assert.ok(th.every((s) => s === 'col'), `${p}: every column header has scope=col (${th.join(',')})`);
+      // The first Tab reaches the skip link; Enter moves the focus to the main content.
+      await page.keyboard.press('Tab');
+      assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Skip to content');
+      assert.ok(await page.evaluate(() => document.activeElement.getBoundingClientRect().top >= 0), 'the skip link shows when focused');
+      await page.keyboard.press('Enter');
+      assert.equal(await page.evaluate(() => document.activeElement.id), 'main', `${p}: the skip link moves the focus to <main>`);
+    }
+    await page.goto(svc.url('/'));
+    assert.equal(await page.getAttribute('#jobcount', 'aria-live'), 'polite');
+    assert.equal(await page.getAttribute('#live', 'role'), 'status');
+    // Every form control has a name (its label).
+    const unnamed = await page.evaluate(() => Array.from(document.querySelectorAll('input:not([type=hidden]), select, button'))
+      .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim()).map((e) => e.outerHTML));
+    assert.deepEqual(unnamed, []);
+    // After an action the focus returns to the row it was made on (keyboard: focus + Enter).
+    await page.goto(svc.url('/?view=all'));
+    await page.focus(`#jobs tr[data-job="${a}"] button:has-text("Unarchive")`);
+    await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
+    assert.match(await page.textContent('.flash'), new RegExp(`Unarchived job ${a}`));
+    assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), `Archive job ${a}`,
+      'the focus is on the row the action was made on');
+    // A live update replaces a row: the focus stays on the same control of the new row.
+    const id = await submitJob(page, 'mysleep', '2');
+    await page.focus(`#jobs tr[data-job="${id}"] a.button`);
+    await page.evaluate((j) => { document.querySelector(`#jobs tr[data-job="${j}"]`).__old = true; }, String(id));
+    await waitFor(`job ${id} done`, async () => (await rowState(page, id)) === 'done', 30000);
+    await waitFor('the row refetched', async () => page.evaluate((j) => !document.querySelector(`#jobs tr[data-job="${j}"]`).__old, String(id)), STEP_MS);
+    assert.equal(await page.evaluate(() => document.activeElement.getAttribute('aria-label')), `Copy job ${id}`,
+      'the focus survived the live update');
+    // The job page announces its job's new state in a live region.
+    const r = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'mysleep', config: '3' }, { Authorization: `Bearer ${userToken}` });
+    await page.goto(svc.url(`/jobs/${r.json.id}`));
+    assert.equal(await page.getAttribute('#announce', 'aria-live'), 'polite');
+    assert.notEqual(await page.getAttribute('#jobdetail', 'data-state'), 'done', 'the job was still going when its page opened');
+    await waitFor('the announcement', async () => (await page.textContent('#announce')) === `Job ${r.json.id} is done.`, 30000);
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  });
+
+  step('axe-core: no serious or critical violation on any page, light and dark', async () => {
+    // A pending registration, so the admin page shows that table too.
+    const reg = await httpJson(svc.port, 'POST', '/api/register', { username: 'dave', password: 'dave-password-1', email: 'dave@example.org' });
+    assert.equal(reg.status, 201, reg.text);
+    const found = [];
+    let checked = 0;
+    const check = async (page, what, scheme) => {
+      assert.equal(await bodyLuminance(page) < 0.05, scheme === 'dark', `${what} is in the ${scheme} theme`);
+      for (const v of await axeViolations(page)) found.push(`[${scheme}] ${what}: ${v}`);
+      checked++;
+    };
+    for (const scheme of ['light', 'dark']) {
+      const anon = await newPage(undefined, { colorScheme: scheme });
+      await anon.goto(svc.url('/login'));
+      await check(anon, '/login', scheme);
+      await anon.goto(svc.url('/register'));
+      await check(anon, '/register', scheme);
+      await anon.context().close();
+
+      const page = await newPage(undefined, { colorScheme: scheme });
+      await login(page, userName, userPass);
+      await submitJob(page, 'quick', '1');          // the home page with its message
+      await check(page, '/ (after a submit)', scheme);
+      await page.goto(svc.url(`/jobs/${a}`));
+      await check(page, `/jobs/${a}`, scheme);
+      await page.goto(svc.url('/tokens'));
+      await page.fill('input[name=label]', `axe-${scheme}`);
+      await Promise.all([page.waitForNavigation(), page.click('form[action="/tokens"] button[type=submit]')]);
+      await page.locator('#new-token').waitFor();
+      await check(page, '/tokens (a new token)', scheme);
+      await page.goto(svc.url('/help'));
+      await check(page, '/help', scheme);
+      await page.goto(svc.url('/jobs/999999999'));
+      await check(page, '/jobs/999999999 (404)', scheme);
+      await page.context().close();
+
+      const admin = await newPage(undefined, { colorScheme: scheme });
+      await login(admin, adminName, adminPass);
+      await admin.goto(svc.url('/admin'));
+      await admin.locator('#pending').waitFor();
+      await check(admin, '/admin', scheme);
+      await admin.context().close();
+    }
+    process.stdout.write(`# axe-core ${JSON.parse(fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/package.json'), 'utf8')).version}: ${checked} page checks, ${found.length} serious or critical violations\n`);
+    assert.deepEqual(found, [], `axe-core found serious or critical violations:\n${found.join('\n')}`);
+  });
+
   // ---- the page under bursts (issue 17) -------------------------------------------------------
 
   // carol's jobs as the API sees them: id → state, and how many there are (active view).
