@@ -30,8 +30,8 @@ inline constexpr std::size_t max_jobtype_bytes = 64;
 inline constexpr int default_list_limit = 50;
 inline constexpr int max_list_limit = 1000;
 inline constexpr long long max_list_offset = 1'000'000'000'000;
-// With a state/jobtype filter, GET /api/jobs looks at this many of the user's newest jobs only.
-inline constexpr std::size_t filter_scan_window = 10000;
+// With a filter or a sort other than by ID, GET /api/jobs looks at this many of the newest jobs only.
+inline constexpr std::size_t filter_scan_window = 200000;
 // Jobs per store::async_create call in a bulk submit; each call is one atomic script.
 inline constexpr std::size_t bulk_chunk_jobs = 1000;
 // Events returned by GET /api/jobs/<id>/events (the stream is capped near 1000 by the store).
@@ -125,8 +125,23 @@ std::optional<std::string> percent_decode(std::string_view s);
 using urlencoded_pairs = std::vector<std::pair<std::string, std::string>>;
 result<urlencoded_pairs> parse_urlencoded(std::string_view text);
 
-// GET /api/jobs query: limit (1..1000, default 50), offset (0..1e12), state, jobtype,
-// archived (0|1), parent (a job id: list that job's children instead of the caller's jobs).
+// GET /api/jobs query (docs/api.md#get-apijobs--find-jobs): limit (1..1000, default 50), offset
+// (0..1e12), cursor (a previous answer's "next"), state, jobtype, archived (0|1), parent (a job id:
+// that job's children), owner (an admin: a user's name or "*" for everyone), q (text in config,
+// howfig or progress), {created,started,ended}_{after,before} (epoch seconds or
+// YYYY-MM-DDTHH:MM:SSZ), sort (id|created|started|duration|state, "-" first for descending;
+// default -id).
+enum class list_sort { id, created, started, duration, state };
+struct time_range {
+  std::optional<double> after;   // inclusive
+  std::optional<double> before;  // exclusive
+  bool active() const { return after.has_value() || before.has_value(); }
+};
+// Where a page starts: after the job with this sort value (none: the job has no value) and ID.
+struct list_cursor {
+  std::optional<double> value;
+  job_id id = 0;
+};
 struct list_query {
   int limit = default_list_limit;
   long long offset = 0;
@@ -134,8 +149,22 @@ struct list_query {
   std::string jobtype;
   std::optional<bool> archived;
   std::optional<job_id> parent;
-  bool filtered() const { return state.has_value() || !jobtype.empty() || archived.has_value(); }
+  std::string owner;  // "": the caller's own jobs; else a user's name or "*" (admins only)
+  std::string text;   // q: a substring of config, howfig or progress (ASCII case ignored)
+  time_range created, started, ended;
+  list_sort sort = list_sort::id;
+  bool descending = true;
+  std::optional<list_cursor> cursor;
+  bool filtered() const {
+    return state.has_value() || !jobtype.empty() || archived.has_value() || !text.empty() ||
+           created.active() || started.active() || ended.active();
+  }
 };
+// The sort as the query spells it ("-id", "started", ...) and a cursor as text ("<sort>~<value>~<id>").
+std::string sort_text(const list_query& q);
+std::string cursor_text(const list_query& q, const list_cursor& c);
+// Longest q accepted (bytes).
+inline constexpr std::size_t max_text_query_bytes = 200;
 // Unknown parameters are refused (400) so that a typo never silently lists everything.
 std::optional<api_error> parse_list_query(std::string_view query, list_query& out);
 

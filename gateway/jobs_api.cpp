@@ -47,9 +47,11 @@ boost::json::object job_list_json(const jobs_service::job_list& list, const list
   for (const auto& rec : list.jobs) jobs.push_back(job_to_json(rec));
   boost::json::object o;
   o["jobs"] = std::move(jobs);
-  o["total"] = list.total;
+  if (list.total) o["total"] = *list.total;
   o["offset"] = q.offset;
   o["limit"] = q.limit;
+  o["sort"] = sort_text(q);
+  if (!list.next.empty()) o["next"] = list.next;
   if (list.scanned) {
     o["scanned"] = *list.scanned;
     o["truncated"] = list.truncated;

@@ -21,7 +21,7 @@ namespace descprod::gateway {
 // order, without reading the hash back.
 boost::json::object created_job_json(job_id id, const job_request& req, const std::string& owner,
                                      const std::string& create_time);
-// GET /api/jobs: {"jobs", "total", "offset", "limit", "scanned"?, "truncated"?}
+// GET /api/jobs: {"jobs", "total"?, "offset", "limit", "sort", "next"?, "scanned"?, "truncated"?}
 boost::json::object job_list_json(const jobs_service::job_list& list, const list_query& q);
 // {"events": [{"stream_id", field: value...}]}: attempt as an integer, time as a number.
 boost::json::object events_json(const std::vector<jobs_service::job_event>& events);

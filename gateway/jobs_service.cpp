@@ -11,6 +11,7 @@
 #include "core/log.hpp"
 #include "core/protocol.hpp"
 #include "gateway/handler_detail.hpp"
+#include "gateway/job_filter.hpp"
 #include "gateway/notices.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -107,11 +108,27 @@ commands hgetall_cmds(const keys& k, const std::vector<std::string>& ids) {
   return cmds;
 }
 
-commands filter_cmds(const keys& k, const std::vector<std::string>& ids) {
+// HMGET of the fields a list query reads, for a chunk of job IDs.
+commands plan_cmds(const keys& k, const std::vector<job_id>& ids, const field_plan& plan) {
   commands cmds;
   cmds.reserve(ids.size());
-  for (const auto& id : ids) cmds.push_back(redis_cmd("HMGET", k.job(id), "state", "jobtype", "archive"));
+  for (auto id : ids) {
+    command c;
+    c.reserve(plan.names().size() + 2);
+    c.emplace_back("HMGET");
+    c.push_back(k.job(id));
+    for (const auto& f : plan.names()) c.push_back(f);
+    cmds.push_back(std::move(c));
+  }
   return cmds;
+}
+
+std::vector<std::string> id_strings(const std::vector<field_plan::scanned>& jobs, std::size_t first,
+                                    std::size_t n) {
+  std::vector<std::string> out;
+  for (std::size_t i = first; i < jobs.size() && out.size() < n; ++i)
+    out.push_back(std::to_string(jobs[i].id));
+  return out;
 }
 
 commands state_cmds(const keys& k, const std::vector<std::string>& ids, std::size_t first, std::size_t n) {
@@ -139,22 +156,6 @@ command children_cmd(const std::string& key, long long card) {
   if (card > static_cast<long long>(max_children))
     return redis_cmd("SRANDMEMBER", key, std::to_string(max_children));
   return redis_cmd("SMEMBERS", key);
-}
-
-std::vector<std::string> page_of(const std::vector<std::string>& ids, const list_query& q) {
-  std::vector<std::string> page;
-  for (auto i = static_cast<std::size_t>(std::min<long long>(q.offset, static_cast<long long>(ids.size())));
-       i < ids.size() && page.size() < static_cast<std::size_t>(q.limit); ++i)
-    page.push_back(ids[i]);
-  return page;
-}
-
-bool matches_filter(const redis_reply& hmget, const list_query& q) {
-  if (hmget.elements.size() != 3 || hmget.elements[0].is_nil()) return false;
-  if (q.state && hmget.elements[0].as_string() != to_string(*q.state)) return false;
-  if (!q.jobtype.empty() && hmget.elements[1].as_string() != q.jobtype) return false;
-  if (q.archived && (hmget.elements[2].as_string() == "1") != *q.archived) return false;
-  return true;
 }
 
 api_error refused_report(job_id id, const transition_result& tr, std::string_view what) {
@@ -190,34 +191,127 @@ net::awaitable<chunk_outcome> create_chunk(gateway_context& ctx, std::string own
   co_return out;
 }
 
-// The children of a parent the caller may read, newest first (GET /api/jobs?parent=<id>).
-net::awaitable<result<job_list>> list_children(gateway_context& ctx, principal who, list_query q) {
-  const keys& k = keys_of(ctx);
-  job_id parent = *q.parent;
-  auto owner = co_await owner_of(ctx, parent);
-  if (!may_read(who, parent, owner)) co_return job_not_found(parent);
-  job_list out;
-  std::string key = k.job_children(parent);
-  auto card = co_await ctx.redis->async_exec(redis_cmd("SCARD", key));
-  out.truncated = card.as_integer() > static_cast<long long>(max_children);
-  auto members = co_await ctx.redis->async_exec(children_cmd(key, card.as_integer()));
-  auto ids = sorted_ids(members);
-  std::vector<std::string> matches;
-  if (!q.filtered()) {
-    matches = std::move(ids);
-  } else {
-    for (std::size_t start = 0; start < ids.size(); start += bulk_chunk_jobs) {
-      std::size_t n = std::min(bulk_chunk_jobs, ids.size() - start);
-      std::vector<std::string> chunk(ids.begin() + static_cast<std::ptrdiff_t>(start),
-                                     ids.begin() + static_cast<std::ptrdiff_t>(start + n));
-      auto fields = co_await ctx.redis->async_pipeline(filter_cmds(k, chunk));
-      for (std::size_t i = 0; i < chunk.size() && i < fields.size(); ++i) {
-        if (matches_filter(fields[i], q)) matches.push_back(chunk[i]);
+// Where GET /api/jobs takes job IDs from, in the answer's ID order, a chunk at a time: a user's
+// index (the sorted set user:<name>:jobs, score = ID), every ID from the counter down (or up) for
+// an admin's owner=*, or a parent's children (read once, sorted).
+class id_source {
+ public:
+  enum class kind { user_index, all, list };
+  id_source(kind k, bool descending) : kind_(k), descending_(descending) {}
+  std::string index;            // user_index: the sorted set
+  job_id top = 0;               // all: the highest ID given so far
+  std::vector<job_id> ids;      // list: every ID, in order
+  std::optional<job_id> start;  // continue after this ID
+  bool done() const { return done_; }
+
+  net::awaitable<std::vector<job_id>> next(gateway_context& ctx) {
+    std::vector<job_id> out;
+    if (done_) co_return out;
+    if (kind_ == kind::user_index) {
+      std::string from = start ? "(" + std::to_string(*start) : std::string(descending_ ? "+inf" : "-inf");
+      std::string to = descending_ ? "-inf" : "+inf";
+      auto r =
+          co_await ctx.redis->async_exec(redis_cmd(descending_ ? "ZREVRANGEBYSCORE" : "ZRANGEBYSCORE", index,
+                                                   from, to, "LIMIT", "0", std::to_string(chunk_)));
+      for (const auto& e : r.elements)
+        if (auto id = parse_job_id_text(e.str)) out.push_back(*id);
+      if (r.elements.size() < chunk_) done_ = true;
+    } else if (kind_ == kind::all) {
+      job_id at = start ? (descending_ ? *start - 1 : *start + 1) : (descending_ ? top : 1);
+      while (out.size() < chunk_ && at >= 1 && at <= top) {
+        out.push_back(at);
+        at += descending_ ? -1 : 1;
       }
+      if (at < 1 || at > top) done_ = true;
+    } else {
+      std::size_t i = 0;
+      if (start) {
+        while (i < ids.size() && ids[i] != *start) ++i;
+        i = i < ids.size() ? i + 1 : 0;
+      }
+      for (; i < ids.size() && out.size() < chunk_; ++i) out.push_back(ids[i]);
+      if (i >= ids.size()) done_ = true;
     }
+    if (!out.empty()) start = out.back();
+    else done_ = true;
+    // A page by cursor usually ends within the first chunk; a whole scan takes fewer, larger ones.
+    chunk_ = std::min(chunk_ * 2, max_chunk);
+    co_return out;
   }
-  out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, page_of(matches, q))));
-  out.total = static_cast<long long>(matches.size());
+
+ private:
+  static constexpr std::size_t max_chunk = 16 * bulk_chunk_jobs;
+  kind kind_;
+  bool descending_;
+  bool done_ = false;
+  std::size_t chunk_ = bulk_chunk_jobs;
+};
+
+void sort_matches(const list_query& q, std::vector<field_plan::scanned>& v) {
+  std::sort(v.begin(), v.end(), [&q](const field_plan::scanned& a, const field_plan::scanned& b) {
+    return sorts_before(q, a, b);
+  });
+}
+
+// Children IDs as job IDs, newest first.
+std::vector<job_id> child_ids(const redis_reply& members) {
+  std::vector<job_id> v;
+  for (const auto& m : members.elements)
+    if (auto id = parse_job_id_text(m.str)) v.push_back(*id);
+  std::sort(v.begin(), v.end(), std::greater<>());
+  return v;
+}
+
+// Scans a source with the query's filters, paging the matches. With a sort by ID the source is
+// in answer order, so a cursor starts the source after it and the scan ends once the page is
+// full; without a cursor it runs through (at most filter_scan_window jobs) to count `total`.
+// Other sorts read every match (up to the window), then sort and page.
+net::awaitable<job_list> scan_jobs(gateway_context& ctx, id_source src, list_query q) {
+  const keys& k = keys_of(ctx);
+  field_plan plan(q);
+  job_list out;
+  std::vector<field_plan::scanned> matches;
+  bool by_id = q.sort == list_sort::id;
+  bool counting = !q.cursor;  // the first page counts every match (the window allowing)
+  auto wanted = static_cast<std::size_t>(q.offset) + static_cast<std::size_t>(q.limit) + 1;
+  if (by_id && q.cursor) src.start = q.cursor->id;
+  std::size_t scanned = 0;
+  long long matched = 0;
+  while (!src.done() && scanned < filter_scan_window) {
+    auto ids = co_await src.next(ctx);
+    if (ids.empty()) break;
+    if (scanned + ids.size() > filter_scan_window) ids.resize(filter_scan_window - scanned);
+    scanned += ids.size();
+    auto fields = co_await ctx.redis->async_pipeline(plan_cmds(k, ids, plan));
+    for (std::size_t i = 0; i < ids.size() && i < fields.size(); ++i) {
+      auto m = plan.match(ids[i], fields[i]);
+      if (!m) continue;
+      ++matched;
+      if (by_id || after_cursor(q, *m)) matches.push_back(*m);
+    }
+    if (by_id && !counting && matches.size() >= wanted) break;
+  }
+  out.scanned = scanned;
+  out.truncated = !src.done() && scanned >= filter_scan_window;
+  if (!by_id) sort_matches(q, matches);
+  if (counting || !by_id) out.total = matched;
+  auto first =
+      static_cast<std::size_t>(std::min<long long>(q.offset, static_cast<long long>(matches.size())));
+  auto page = id_strings(matches, first, static_cast<std::size_t>(q.limit));
+  std::size_t last = first + page.size();
+  if (last < matches.size() || (by_id && !src.done() && !page.empty())) {
+    // More matches follow, or may (the scan stopped early): the next page starts after this one.
+    list_cursor c;
+    c.id = matches[last - 1].id;
+    c.value = matches[last - 1].key;
+    out.next = cursor_text(q, c);
+  } else if (by_id && out.truncated && src.start) {
+    // The window ended before the page filled: continue the scan after the last job looked at.
+    list_cursor c;
+    c.id = *src.start;
+    out.next = cursor_text(q, c);
+  }
+  out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, page)));
   co_return out;
 }
 
@@ -335,43 +429,62 @@ net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
 }
 
 net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_query q) {
-  if (q.parent) co_return co_await list_children(ctx, std::move(who), std::move(q));
   const keys& k = keys_of(ctx);
-  job_list out;
-  std::string index = k.user_jobs(who.name);
-  if (!q.filtered()) {
+  if (!q.owner.empty() && q.owner != who.name && !who.admin)
+    co_return forbidden("only an administrator may list another user's jobs (owner=" + q.owner + ")");
+  if (q.parent && !q.owner.empty()) co_return bad_request("give parent or owner, not both");
+  if (q.parent) {
+    job_id parent = *q.parent;
+    auto owner = co_await owner_of(ctx, parent);
+    if (!may_read(who, parent, owner)) co_return job_not_found(parent);
+    std::string key = k.job_children(parent);
+    auto card = co_await ctx.redis->async_exec(redis_cmd("SCARD", key));
+    auto members = co_await ctx.redis->async_exec(children_cmd(key, card.as_integer()));
+    id_source src(id_source::kind::list, q.sort != list_sort::id || q.descending);
+    src.ids = child_ids(members);
+    if (q.sort == list_sort::id && !q.descending) std::reverse(src.ids.begin(), src.ids.end());
+    auto out = co_await scan_jobs(ctx, std::move(src), std::move(q));
+    out.truncated = card.as_integer() > static_cast<long long>(max_children);
+    out.scanned.reset();
+    co_return out;
+  }
+  if (q.owner == "*") {
+    auto top = co_await ctx.redis->async_exec(redis_cmd("GET", k.next_job_id()));
+    id_source src(id_source::kind::all, q.sort != list_sort::id || q.descending);
+    src.top = top.is_nil() ? 0 : parse_integer<job_id>(top.as_string()).value_or(0);
+    co_return co_await scan_jobs(ctx, std::move(src), std::move(q));
+  }
+  std::string index = k.user_jobs(q.owner.empty() ? who.name : q.owner);
+  if (!q.filtered() && q.sort == list_sort::id) {
+    // The plain list: a range of the index (by position, or by score after a cursor).
+    job_list out;
     commands cmds;
     cmds.push_back(redis_cmd("ZCARD", index));
-    cmds.push_back(
-        redis_cmd("ZREVRANGE", index, std::to_string(q.offset), std::to_string(q.offset + q.limit - 1)));
+    std::string n = std::to_string(q.limit + 1);
+    if (q.cursor) {
+      std::string after = "(" + std::to_string(q.cursor->id);
+      cmds.push_back(q.descending ? redis_cmd("ZREVRANGEBYSCORE", index, after, "-inf", "LIMIT", "0", n)
+                                  : redis_cmd("ZRANGEBYSCORE", index, after, "+inf", "LIMIT", "0", n));
+    } else {
+      std::string from = std::to_string(q.offset), to = std::to_string(q.offset + q.limit);
+      cmds.push_back(q.descending ? redis_cmd("ZREVRANGE", index, from, to)
+                                  : redis_cmd("ZRANGE", index, from, to));
+    }
     auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
     auto ids = reply_strings(replies[1]);
+    if (ids.size() > static_cast<std::size_t>(q.limit)) {
+      ids.resize(static_cast<std::size_t>(q.limit));
+      list_cursor c;
+      c.id = parse_job_id_text(ids.back()).value_or(0);
+      out.next = cursor_text(q, c);
+    }
     out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, ids)));
     out.total = replies[0].as_integer();
     co_return out;
   }
-  // Filtered: look at the newest filter_scan_window jobs only (documented in docs/api.md).
-  auto card = co_await ctx.redis->async_exec(redis_cmd("ZCARD", index));
-  long long all = card.as_integer();
-  std::size_t window =
-      std::min<std::size_t>(static_cast<std::size_t>(std::max(0LL, all)), filter_scan_window);
-  std::vector<std::string> matches;
-  for (std::size_t start = 0; start < window; start += bulk_chunk_jobs) {
-    std::size_t stop = std::min(window, start + bulk_chunk_jobs) - 1;
-    auto range = co_await ctx.redis->async_exec(
-        redis_cmd("ZREVRANGE", index, std::to_string(start), std::to_string(stop)));
-    auto ids = reply_strings(range);
-    if (ids.empty()) break;
-    auto fields = co_await ctx.redis->async_pipeline(filter_cmds(k, ids));
-    for (std::size_t i = 0; i < ids.size() && i < fields.size(); ++i) {
-      if (matches_filter(fields[i], q)) matches.push_back(ids[i]);
-    }
-  }
-  out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, page_of(matches, q))));
-  out.total = static_cast<long long>(matches.size());
-  out.scanned = window;
-  out.truncated = all > static_cast<long long>(window);
-  co_return out;
+  id_source src(id_source::kind::user_index, q.sort != list_sort::id || q.descending);
+  src.index = std::move(index);
+  co_return co_await scan_jobs(ctx, std::move(src), std::move(q));
 }
 
 net::awaitable<result<job_detail>> get(gateway_context& ctx, principal who, job_id id) {

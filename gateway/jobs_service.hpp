@@ -37,10 +37,12 @@ net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
 
 // A page of the caller's jobs, or of a parent's children, as GET /api/jobs selects them.
 struct job_list {
-  std::vector<job_record> jobs;        // newest first
-  long long total = 0;                 // matching jobs (within the scan window when filtered)
-  std::optional<std::size_t> scanned;  // filtered: how many of the newest jobs were looked at
-  bool truncated = false;              // filtered: more jobs than scanned; children: more than sampled
+  std::vector<job_record> jobs;        // in the query's order (newest first by default)
+  std::optional<long long> total;      // matching jobs (within the scan window when scanned); none
+                                       // on a later page of an ID-sorted scan (a cursor)
+  std::optional<std::size_t> scanned;  // scanned: how many jobs were looked at
+  bool truncated = false;              // scanned: more jobs than the window; children: more than sampled
+  std::string next;                    // the cursor of the next page ("" at the end)
 };
 net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_query q);
 

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cmath>
+#include <ctime>
 #include <limits>
 #include <map>
 #include <set>
@@ -275,9 +277,89 @@ std::optional<std::string> percent_decode(std::string_view s) {
   return out;
 }
 
+namespace {
+
+constexpr std::string_view list_parameters =
+    "limit, offset, cursor, state, jobtype, archived, parent, owner, q, created_after, created_before, "
+    "started_after, started_before, ended_after, ended_before, sort";
+
+// Epoch seconds (a number) or a UTC time YYYY-MM-DDTHH:MM:SSZ (or a date YYYY-MM-DD: its midnight).
+std::optional<double> parse_time_value(std::string_view s) {
+  if (s.empty() || s.size() > 32) return std::nullopt;
+  if (s.find_first_not_of("0123456789.") == std::string_view::npos) {
+    auto d = parse_double(s);
+    if (!d || *d < 0 || *d > 1e11) return std::nullopt;
+    return d;
+  }
+  auto digits = [&](std::size_t at, std::size_t n) -> std::optional<int> {
+    if (at + n > s.size()) return std::nullopt;
+    return parse_integer<int>(s.substr(at, n));
+  };
+  std::tm tm{};
+  auto y = digits(0, 4), mo = digits(5, 2), d = digits(8, 2);
+  if (!y || !mo || !d || s[4] != '-' || s[7] != '-') return std::nullopt;
+  if (*y < 1970 || *y > 9999 || *mo < 1 || *mo > 12 || *d < 1 || *d > 31) return std::nullopt;
+  tm.tm_year = *y - 1900;
+  tm.tm_mon = *mo - 1;
+  tm.tm_mday = *d;
+  if (s.size() != 10) {
+    auto h = digits(11, 2), mi = digits(14, 2), se = digits(17, 2);
+    if (s.size() != 20 || (s[10] != 'T' && s[10] != ' ') || s[13] != ':' || s[16] != ':' || s[19] != 'Z' ||
+        !h || !mi || !se || *h > 23 || *mi > 59 || *se > 60)
+      return std::nullopt;
+    tm.tm_hour = *h;
+    tm.tm_min = *mi;
+    tm.tm_sec = *se;
+  }
+  std::time_t t = timegm(&tm);
+  if (t < 0) return std::nullopt;
+  return static_cast<double>(t);
+}
+
+std::optional<std::pair<list_sort, bool>> parse_sort(std::string_view s) {
+  bool descending = !s.empty() && s.front() == '-';
+  if (descending) s.remove_prefix(1);
+  static const std::pair<std::string_view, list_sort> names[] = {{"id", list_sort::id},
+                                                                 {"created", list_sort::created},
+                                                                 {"started", list_sort::started},
+                                                                 {"duration", list_sort::duration},
+                                                                 {"state", list_sort::state}};
+  for (const auto& [name, sort] : names)
+    if (s == name) return std::make_pair(sort, descending);
+  return std::nullopt;
+}
+
+std::string_view sort_name(list_sort s) {
+  switch (s) {
+    case list_sort::id: return "id";
+    case list_sort::created: return "created";
+    case list_sort::started: return "started";
+    case list_sort::duration: return "duration";
+    case list_sort::state: return "state";
+  }
+  return "id";
+}
+
+std::string number_text(double d) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, d);
+  return std::string(buf, r.ptr);
+}
+
+}  // namespace
+
+std::string sort_text(const list_query& q) {
+  return (q.descending ? "-" : "") + std::string(sort_name(q.sort));
+}
+
+std::string cursor_text(const list_query& q, const list_cursor& c) {
+  return sort_text(q) + "~" + (c.value ? number_text(*c.value) : std::string()) + "~" + std::to_string(c.id);
+}
+
 std::optional<api_error> parse_list_query(std::string_view query, list_query& out) {
   std::vector<std::pair<std::string, std::string>> params;
   if (auto e = split_query(query, params)) return e;
+  std::string cursor;
   for (const auto& [key, value] : params) {
     if (key == "limit") {
       auto n = parse_integer<int>(value);
@@ -289,6 +371,8 @@ std::optional<api_error> parse_list_query(std::string_view query, list_query& ou
       if (!n || *n < 0 || *n > max_list_offset)
         return bad_request("offset must be an integer between 0 and " + std::to_string(max_list_offset));
       out.offset = *n;
+    } else if (key == "cursor") {
+      cursor = value;
     } else if (key == "state") {
       auto st = parse_job_state(value);
       if (!st) {
@@ -311,9 +395,57 @@ std::optional<api_error> parse_list_query(std::string_view query, list_query& ou
       auto id = parse_job_id_text(value);
       if (!id) return bad_request("parent must be a job id (a positive integer)");
       out.parent = id;
+    } else if (key == "owner") {
+      if (value != "*" && !valid_user_name(value))
+        return bad_request("owner must be a user name or * (everyone's jobs)");
+      out.owner = value;
+    } else if (key == "q") {
+      if (value.size() > max_text_query_bytes)
+        return bad_request("q must be at most " + std::to_string(max_text_query_bytes) + " bytes");
+      out.text = value;
+    } else if (key.size() > 6 && (key.ends_with("_after") || key.ends_with("_before"))) {
+      bool after = key.ends_with("_after");
+      std::string_view which = std::string_view(key).substr(0, key.size() - (after ? 6 : 7));
+      time_range* r = which == "created"   ? &out.created
+                      : which == "started" ? &out.started
+                      : which == "ended"   ? &out.ended
+                                           : nullptr;
+      if (!r) return unknown_parameter(key, list_parameters);
+      auto t = parse_time_value(value);
+      if (!t) return bad_request(key + " must be epoch seconds or a UTC time YYYY-MM-DDTHH:MM:SSZ");
+      (after ? r->after : r->before) = *t;
+    } else if (key == "sort") {
+      auto s = parse_sort(value);
+      if (!s)
+        return bad_request(
+            "sort must be one of id, created, started, duration, state, with - first for "
+            "descending (e.g. -started)");
+      out.sort = s->first;
+      out.descending = s->second;
     } else {
-      return unknown_parameter(key, "limit, offset, state, jobtype, archived, parent");
+      return unknown_parameter(key, list_parameters);
     }
+  }
+  if (!cursor.empty()) {
+    // "<sort>~<value>~<id>": the sort must be this query's, so a page never continues another order.
+    auto a = cursor.find('~');
+    auto b = a == std::string::npos ? std::string::npos : cursor.find('~', a + 1);
+    if (b == std::string::npos) return bad_request("cursor must be a previous answer's \"next\"");
+    if (std::string_view(cursor).substr(0, a) != sort_text(out))
+      return bad_request("cursor is from a list sorted by " + quoted(cursor.substr(0, a)) + ", not " +
+                         quoted(sort_text(out)));
+    list_cursor c;
+    std::string_view value = std::string_view(cursor).substr(a + 1, b - a - 1);
+    if (!value.empty()) {
+      c.value = parse_double(value);
+      if (!c.value || !std::isfinite(*c.value))
+        return bad_request("cursor must be a previous answer's \"next\"");
+    }
+    auto id = parse_job_id_text(std::string_view(cursor).substr(b + 1));
+    if (!id) return bad_request("cursor must be a previous answer's \"next\"");
+    c.id = *id;
+    if (out.offset != 0) return bad_request("give cursor or offset, not both");
+    out.cursor = c;
   }
   return std::nullopt;
 }
