@@ -8,6 +8,7 @@
 #include <hiredis/hiredis.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <charconv>
 #include <chrono>
 #include <optional>
 #include <stdexcept>
@@ -47,21 +48,22 @@ redis_reply convert(const redisReply* r) {
   return out;
 }
 
-std::string format_command(const std::vector<std::string>& args) {
-  std::vector<const char*> argv;
-  std::vector<size_t> lens;
-  argv.reserve(args.size());
-  lens.reserve(args.size());
+// Appends a command in RESP (an array of bulk strings) without a temporary: this runs once per
+// command of every pipeline, so no printf and no allocation beyond the buffer's growth.
+void append_command(std::string& out, const std::vector<std::string>& args) {
+  char num[24];
+  auto put_len = [&](char tag, std::size_t n) {
+    out += tag;
+    auto r = std::to_chars(num, num + sizeof num, n);
+    out.append(num, r.ptr);
+    out += "\r\n";
+  };
+  put_len('*', args.size());
   for (const auto& a : args) {
-    argv.push_back(a.data());
-    lens.push_back(a.size());
+    put_len('$', a.size());
+    out += a;
+    out += "\r\n";
   }
-  char* cmd = nullptr;
-  long long n = redisFormatCommandArgv(&cmd, static_cast<int>(args.size()), argv.data(), lens.data());
-  if (n < 0 || !cmd) throw std::bad_alloc();
-  std::string out(cmd, static_cast<size_t>(n));
-  redisFreeCommand(cmd);
-  return out;
 }
 }  // namespace
 
@@ -111,9 +113,13 @@ long long redis_reply::as_integer() const {
 }
 
 struct redis_client::pending {
-  explicit pending(net::any_io_executor ex) : timer(ex, std::chrono::steady_clock::time_point::max()) {}
+  pending(net::any_io_executor ex, std::size_t n)
+      : timer(std::move(ex), std::chrono::steady_clock::time_point::max()), expected(n) {
+    replies.reserve(n);
+  }
   net::steady_timer timer;
-  redis_reply reply;
+  std::vector<redis_reply> replies;  // in command order, `expected` of them once done
+  std::size_t expected;
   boost::system::error_code ec;
   bool done = false;
 };
@@ -178,14 +184,19 @@ net::awaitable<void> redis_client::async_connect() {
   }
 }
 
-std::shared_ptr<redis_client::pending> redis_client::enqueue(const std::vector<std::string>& args) {
-  auto p = std::make_shared<pending>(ex_);
+std::shared_ptr<redis_client::pending> redis_client::enqueue(const std::vector<std::string>* cmds,
+                                                             std::size_t n) {
+  auto p = std::make_shared<pending>(ex_, n);
   if (!connected_) {
     p->ec = net::error::not_connected;
     p->done = true;
     return p;
   }
-  outbuf_ += format_command(args);
+  if (n == 0) {
+    p->done = true;
+    return p;
+  }
+  for (std::size_t i = 0; i < n; ++i) append_command(outbuf_, cmds[i]);
   pending_.push_back(p);
   return p;
 }
@@ -240,11 +251,13 @@ net::awaitable<void> redis_client::read_loop() {
       if (!raw) break;
       auto* r = static_cast<redisReply*>(raw);
       if (!pending_.empty()) {
-        auto p = pending_.front();
-        pending_.pop_front();
-        p->reply = convert(r);
-        p->done = true;
-        p->timer.cancel();
+        auto& p = pending_.front();
+        p->replies.push_back(convert(r));
+        if (p->replies.size() >= p->expected) {
+          p->done = true;
+          p->timer.cancel();
+          pending_.pop_front();
+        }
       }
       freeReplyObject(r);
     }
@@ -261,39 +274,27 @@ void redis_client::fail_all(boost::system::error_code ec) {
   }
 }
 
-net::awaitable<redis_reply> redis_client::await_reply(std::shared_ptr<pending> p) {
+net::awaitable<void> redis_client::await_replies(std::shared_ptr<pending> p) {
   while (!p->done) co_await p->timer.async_wait(use_tuple);
   if (p->ec) throw boost::system::system_error(p->ec, "redis");
-  if (p->reply.is_unavailable()) throw redis_unavailable(p->reply.str);
-  co_return std::move(p->reply);
+  for (const auto& r : p->replies)
+    if (r.is_unavailable()) throw redis_unavailable(r.str);
 }
 
 net::awaitable<redis_reply> redis_client::async_exec(std::vector<std::string> args) {
-  auto p = enqueue(args);
+  auto p = enqueue(&args, 1);
   start_writer();
-  co_return co_await await_reply(p);
+  co_await await_replies(p);
+  co_return std::move(p->replies.front());
 }
 
 net::awaitable<std::vector<redis_reply>> redis_client::async_pipeline(
     std::vector<std::vector<std::string>> cmds) {
-  std::vector<std::shared_ptr<pending>> ps;
-  ps.reserve(cmds.size());
-  for (const auto& c : cmds) ps.push_back(enqueue(c));
+  // One batch: its replies arrive in order on the one connection, and the batch is woken once.
+  auto p = enqueue(cmds.data(), cmds.size());
   start_writer();
-  // Every reply is awaited before a failure is thrown, so none is left behind half-read.
-  std::vector<redis_reply> out;
-  out.reserve(ps.size());
-  std::optional<boost::system::system_error> failure;
-  for (auto& p : ps) {
-    try {
-      out.push_back(co_await await_reply(p));
-    } catch (const boost::system::system_error& e) {
-      if (!failure) failure = e;
-      out.emplace_back();
-    }
-  }
-  if (failure) throw *failure;
-  co_return out;
+  co_await await_replies(p);
+  co_return std::move(p->replies);
 }
 
 redis_sync::redis_sync(const redis_endpoint& ep) {

@@ -94,13 +94,14 @@ class redis_client {
   net::awaitable<std::vector<redis_reply>> async_pipeline(std::vector<std::vector<std::string>> cmds);
 
  private:
+  // A command, or a pipeline's commands, waiting for its replies (one timer per batch).
   struct pending;
-  std::shared_ptr<pending> enqueue(const std::vector<std::string>& args);
+  std::shared_ptr<pending> enqueue(const std::vector<std::string>* cmds, std::size_t n);
   void start_writer();
   net::awaitable<void> write_loop();
   net::awaitable<void> read_loop();
   void fail_all(boost::system::error_code ec);
-  static net::awaitable<redis_reply> await_reply(std::shared_ptr<pending> p);
+  static net::awaitable<void> await_replies(std::shared_ptr<pending> p);
 
   net::any_io_executor ex_;
   redis_endpoint ep_;
