@@ -254,20 +254,34 @@ int list_jobs_main(int argc, char** argv) {
     specs.push_back({0, "limit", true});
     specs.push_back({0, "parent", true});
     specs.push_back({0, "jobtype", true});
+    specs.push_back({0, "search", true});
+    specs.push_back({0, "since", true});
+    specs.push_back({0, "until", true});
+    specs.push_back({0, "sort", true});
+    specs.push_back({0, "owner", true});
     specs.push_back({0, "json", false});
     auto a = parse_args(arguments(argc, argv), specs);
     if (a.has("help")) {
-      std::cout << "Usage: " << me
-                << " [--state S] [--all] [--limit N] [--parent ID] [--jobtype T] [--json]\n"
-                << "Lists your jobs, newest first: ID, parent, type, config, state, progress, duration.\n"
-                << "      --state S         only jobs in state S (ready, dispatched, running, done,\n"
-                << "                        failed, timeout, killed, cancelled, lost)\n"
-                << "      --all             also archived jobs, and no limit unless --limit is given\n"
-                << "      --limit N         at most N jobs (default 50; 0: no limit)\n"
-                << "      --parent ID       only the children of job ID\n"
-                << "      --jobtype T       only jobs of type T\n"
-                << "      --json            one JSON object per job and line instead of the table\n"
-                << common_options_help();
+      std::cout
+          << "Usage: " << me
+          << " [--state S] [--all] [--limit N] [--parent ID] [--jobtype T] [--search TEXT]\n"
+          << "       [--since TIME] [--until TIME] [--sort KEY] [--owner USER|*] [--json]\n"
+          << "Lists your jobs, newest first: ID, parent, type, config, state, progress, duration.\n"
+          << "      --state S         only jobs in state S (ready, dispatched, running, done,\n"
+          << "                        failed, timeout, killed, cancelled, lost)\n"
+          << "      --all             also archived jobs, and no limit unless --limit is given\n"
+          << "      --limit N         at most N jobs (default 50; 0: no limit)\n"
+          << "      --parent ID       only the children of job ID\n"
+          << "      --jobtype T       only jobs of type T\n"
+          << "      --search TEXT     only jobs with TEXT in config, howfig or progress (case ignored)\n"
+          << "      --since TIME      only jobs created at or after TIME (epoch seconds,\n"
+          << "                        2026-12-06T10:00:00Z or 2026-12-06, UTC)\n"
+          << "      --until TIME      only jobs created before TIME\n"
+          << "      --sort KEY        id, created, started, duration or state; -KEY descending\n"
+          << "                        (default -id: newest first)\n"
+          << "      --owner USER|*    an administrator: USER's jobs, or everyone's (*)\n"
+          << "      --json            one JSON object per job and line instead of the table\n"
+          << common_options_help();
       return exit_code::ok;
     }
     if (!a.positional.empty()) throw usage_error("unexpected argument '" + a.positional[0] + "'");
@@ -283,18 +297,24 @@ int list_jobs_main(int argc, char** argv) {
       query += "&jobtype=" + *t;
     }
     if (auto p = a.value("parent")) query += "&parent=" + std::to_string(parse_job_id(*p, "parent job ID"));
+    // The gateway checks these (400 with the rule); they are only encoded here.
+    if (auto q = a.value("search")) query += "&q=" + query_encode(*q);
+    if (auto t = a.value("since")) query += "&created_after=" + query_encode(*t);
+    if (auto t = a.value("until")) query += "&created_before=" + query_encode(*t);
+    if (auto k = a.value("sort")) query += "&sort=" + query_encode(*k);
+    if (auto o = a.value("owner")) query += "&owner=" + query_encode(*o);
     const bool all = a.has("all");
     long long limit = all ? 0 : 50;
     if (auto l = a.value("limit")) limit = parse_int(*l, 0, 1000000000, "limit");
 
     auto api = make_client(a);
     std::vector<json::object> jobs;
-    long long offset = 0;
+    std::string cursor;
     while (limit == 0 || static_cast<long long>(jobs.size()) < limit) {
       long long page = 1000;
       if (limit > 0) page = std::min<long long>(page, limit - static_cast<long long>(jobs.size()));
-      auto v = api.call_ok(
-          "GET", "/api/jobs?limit=" + std::to_string(page) + "&offset=" + std::to_string(offset) + query);
+      auto v = api.call_ok("GET", "/api/jobs?limit=" + std::to_string(page) +
+                                      (cursor.empty() ? "" : "&cursor=" + query_encode(cursor)) + query);
       if (!v.is_object() || !v.as_object().contains("jobs") || !v.as_object().at("jobs").is_array())
         throw client_error(exit_code::server_error, "the server's answer has no job list");
       const auto& arr = v.as_object().at("jobs").as_array();
@@ -305,8 +325,10 @@ int list_jobs_main(int argc, char** argv) {
         jobs.push_back(o);
         if (limit > 0 && static_cast<long long>(jobs.size()) >= limit) break;
       }
-      offset += static_cast<long long>(arr.size());
-      if (static_cast<long long>(arr.size()) < page) break;
+      // The next page starts after this one's last job (absent: this was the last page).
+      auto next = v.as_object().if_contains("next");
+      if (!next || !next->is_string() || next->as_string().empty()) break;
+      cursor = std::string(next->as_string());
     }
     if (a.has("json")) {
       for (const auto& j : jobs) std::cout << json_terminal_safe(json::serialize(j)) << "\n";

@@ -3,6 +3,7 @@
 #include "client/common.hpp"
 #include "client/terminal_text.hpp"
 
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -228,6 +229,22 @@ boost::json::value api_client::call_ok(std::string_view method, const std::strin
   auto r = call(method, path, body);
   if (r.status < 200 || r.status > 299) throw error_for(r);
   return std::move(r.body);
+}
+
+std::string query_encode(std::string_view s) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
 }
 
 std::string error_detail(const api_reply& r) {

@@ -166,6 +166,47 @@ long long id_line(const std::string& out) {
   return -1;
 }
 
+// descprod-list-jobs finds jobs (--search, --sort, --since) and pages by cursor: 2,500 jobs come
+// back whole, each once, in the order asked.
+TEST(ClientE2E, ListJobsSearchesSortsAndPagesThroughEveryJob) {
+  client_service s(0);
+  std::string body = R"({"jobs":[)";
+  for (int i = 0; i < 2500; ++i)
+    body += std::string(i ? "," : "") + R"({"jobtype":"mysleep","config":")" + std::to_string(i) + R"("})";
+  body += "]}";
+  ASSERT_EQ(s.call("POST", "/api/jobs/bulk", body).status, 201);
+  auto all = s.run({"descprod-list-jobs", "--limit", "0", "--json"});
+  ASSERT_EQ(all.code, 0) << all.err;
+  auto lines = lines_of(all.out);
+  ASSERT_EQ(lines.size(), 2500u);
+  std::set<long long> seen;
+  long long prev = 1LL << 62;
+  for (const auto& l : lines) {
+    long long id = json::parse(l).as_object().at("id").as_int64();
+    EXPECT_LT(id, prev);  // newest first, no repeat
+    prev = id;
+    seen.insert(id);
+  }
+  EXPECT_EQ(seen.size(), 2500u);
+  auto oldest = s.run({"descprod-list-jobs", "--sort", "id", "--limit", "3", "--json"});
+  ASSERT_EQ(lines_of(oldest.out).size(), 3u) << oldest.err;
+  EXPECT_EQ(json::parse(lines_of(oldest.out)[0]).as_object().at("id").as_int64(), *seen.begin());
+  // --search: config "1234" and the 12340..12349 style matches among 0..2499: 1234 only.
+  auto found = s.run({"descprod-list-jobs", "--search", "1234", "--json"});
+  ASSERT_EQ(found.code, 0) << found.err;
+  ASSERT_EQ(lines_of(found.out).size(), 1u) << found.out;
+  EXPECT_EQ(json::parse(lines_of(found.out)[0]).as_object().at("config").as_string(), "1234");
+  auto spaced = s.run({"descprod-list-jobs", "--search", "a b&c=d", "--json"});
+  EXPECT_EQ(spaced.code, 0) << spaced.err;  // encoded, so the gateway sees one parameter
+  EXPECT_EQ(spaced.out, "");
+  EXPECT_EQ(lines_of(s.run({"descprod-list-jobs", "--since", "2000-01-01", "--limit", "0"}).out).size(),
+            2501u);
+  EXPECT_EQ(lines_of(s.run({"descprod-list-jobs", "--until", "2000-01-01"}).out).size(), 1u);  // the header
+  auto bad = s.run({"descprod-list-jobs", "--sort", "size"});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("sort must be one of"), std::string::npos) << bad.err;
+}
+
 TEST(ClientE2E, SubmitListGetAndCancelAgainstTheService) {
   client_service s(0);
   auto sub = s.run({"descprod-submit", "mysleep", "30", "--priority", "5"});
