@@ -166,6 +166,9 @@ web::job_form form_of_job(const job_record& r) {
 struct home_query {
   bool all = false;
   std::string state;
+  std::string jobtype;
+  std::string text;
+  std::string sort;  // "" = the default (-id)
   int page = 1;
   job_id copy = 0;
 };
@@ -181,6 +184,14 @@ home_query parse_home_query(std::string_view query) {
   };
   h.all = get("view") == "all";
   if (parse_job_state(get("state"))) h.state = get("state");
+  if (auto t = get("jobtype"); t.size() <= max_jobtype_bytes) h.jobtype = t;
+  if (auto t = get("q"); t.size() <= max_text_query_bytes) h.text = t;
+  // A sort the API knows ("-duration", "state", ...); anything else is the default.
+  if (auto t = get("sort"); !t.empty() && t.size() <= 16 &&
+                            t.find_first_not_of("-abcdefghijklmnopqrstuvwxyz") == std::string::npos) {
+    list_query probe;
+    if (!parse_list_query("sort=" + t, probe)) h.sort = t;
+  }
   try {
     int p = std::stoi(get("page"));
     if (p >= 1 && p <= 1000000) h.page = p;
@@ -258,6 +269,15 @@ net::awaitable<response> render_home(gateway_context& ctx, principal who, home_q
   q.offset = static_cast<long long>(hq.page - 1) * home_per_page;
   if (!hq.all) q.archived = false;
   if (!hq.state.empty()) q.state = parse_job_state(hq.state);
+  q.jobtype = hq.jobtype;
+  q.text = hq.text;
+  if (!hq.sort.empty()) {
+    list_query sorted;
+    if (!parse_list_query("sort=" + hq.sort, sorted)) {
+      q.sort = sorted.sort;
+      q.descending = sorted.descending;
+    }
+  }
   auto found = co_await jobs_service::list(ctx, who, q);
   web::home_view v;
   v.user = page_user_of(who);
@@ -265,13 +285,16 @@ net::awaitable<response> render_home(gateway_context& ctx, principal who, home_q
   v.apps = &ctx.apps;
   if (found) {
     v.jobs = std::move(found->jobs);
-    v.total = found->total;
+    v.total = found->total.value_or(0);
     std::vector<job_record*> shown;
     for (auto& j : v.jobs) shown.push_back(&j);
     co_await mark_deleted_parents(ctx, std::move(shown));
   }
   v.all = hq.all;
   v.state = hq.state;
+  v.jobtype = hq.jobtype;
+  v.text = hq.text;
+  v.sort = hq.sort;
   v.page = hq.page;
   v.per_page = home_per_page;
   v.now_s = now_s(ctx);
@@ -317,7 +340,8 @@ net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id 
     auto children = co_await jobs_service::list(ctx, who, q);
     if (children) {
       v.children = std::move(children->jobs);
-      v.children_total = std::max<long long>(children->total, static_cast<long long>(v.children.size()));
+      v.children_total =
+          std::max<long long>(children->total.value_or(0), static_cast<long long>(v.children.size()));
     }
     if (found->rollup) {
       auto roll = children_json(found->rollup->states, found->rollup->truncated);

@@ -112,27 +112,68 @@ std::string parent_link(const job_record& job) {
   return "<a href=\"/jobs/" + esc(parent) + "\">" + esc(parent) + "</a>";
 }
 
+// The jobs table. `sort_header`, when given, renders the header of a sortable column (else
+// nullptr: plain headers).
+using header_fn = std::string (*)(std::string_view label, const void* ctx);
 std::string jobs_table(const std::vector<job_record>& jobs, const page_user& user, double now_s,
-                       std::string_view next, std::string_view id, std::string_view extra) {
-  std::string out =
-      std::string("<div class=\"scroll\"") + (jobs.empty() ? " hidden" : "") +
-      "><table class=\"jobs\" id=\"" + esc(id) + "\"" + std::string(extra) + "><thead><tr>" +
-      col_headers({"ID", "Parent", "Type", "Config", "Howfig", "State", "Progress", "Created / started",
-                   "Duration", "Host", "Run directory", "Return status", "Actions"}) +
-      "</tr></thead><tbody>";
+                       std::string_view next, std::string_view id, std::string_view extra,
+                       header_fn sort_header = nullptr, const void* header_ctx = nullptr) {
+  std::string out = std::string("<div class=\"scroll\"") + (jobs.empty() ? " hidden" : "") +
+                    "><table class=\"jobs\" id=\"" + esc(id) + "\"" + std::string(extra) + "><thead><tr>";
+  for (std::string_view label :
+       {"ID", "Parent", "Type", "Config", "Howfig", "State", "Progress", "Created / started", "Duration",
+        "Host", "Run directory", "Return status", "Actions"}) {
+    std::string th = sort_header ? sort_header(label, header_ctx) : std::string();
+    out += th.empty() ? col(label) : th;
+  }
+  out += "</tr></thead><tbody>";
   for (const auto& j : jobs) out += job_row(j, user, now_s, next);
   out += "</tbody></table></div>";
   if (jobs.empty()) out += "<p class=\"empty\">No jobs here.</p>";
   return out;
 }
 
-std::string home_link(bool all, const std::string& state, int page) {
+// The home page's URL for its view (filters and sort) at `page`; `all` and `sort` as given.
+std::string home_link(const home_view& v, bool all, std::string_view sort, int page) {
   std::string q;
   auto add = [&](const std::string& kv) { q += (q.empty() ? "?" : "&") + kv; };
   if (all) add("view=all");
-  if (!state.empty()) add("state=" + url_encode(state));
+  if (!v.state.empty()) add("state=" + url_encode(v.state));
+  if (!v.jobtype.empty()) add("jobtype=" + url_encode(v.jobtype));
+  if (!v.text.empty()) add("q=" + url_encode(v.text));
+  if (!sort.empty() && sort != "-id") add("sort=" + url_encode(sort));
   if (page > 1) add("page=" + std::to_string(page));
   return "/" + q;
+}
+std::string home_link(const home_view& v, int page) { return home_link(v, v.all, v.sort, page); }
+
+// The sortable columns of the home table and the sort key each sets.
+std::string_view sort_key_of(std::string_view label) {
+  if (label == "ID") return "id";
+  if (label == "State") return "state";
+  if (label == "Created / started") return "started";
+  if (label == "Duration") return "duration";
+  return {};
+}
+
+// A sortable header: a link that sorts by the column (descending first; again: ascending), and
+// aria-sort on the column the table is sorted by.
+std::string home_sort_header(std::string_view label, const void* ctx) {
+  const auto& v = *static_cast<const home_view*>(ctx);
+  auto key = sort_key_of(label);
+  if (key.empty()) return {};
+  std::string current = v.sort.empty() ? "-id" : v.sort;
+  bool desc = !current.empty() && current.front() == '-';
+  std::string_view current_key = std::string_view(current).substr(desc ? 1 : 0);
+  bool on = current_key == key;
+  std::string target = on && desc ? std::string(key) : "-" + std::string(key);
+  std::string out = "<th scope=\"col\"";
+  if (on) out += std::string(" aria-sort=\"") + (desc ? "descending" : "ascending") + "\"";
+  out += "><a class=\"sort\" href=\"" + esc(home_link(v, v.all, target, 1)) + "\" title=\"Sort by " +
+         esc(label) + (target.front() == '-' ? ", highest first" : ", lowest first") + "\">" + esc(label);
+  if (on) out += desc ? " <span aria-hidden=\"true\">▼</span>" : " <span aria-hidden=\"true\">▲</span>";
+  out += "</a></th>";
+  return out;
 }
 
 }  // namespace
@@ -426,7 +467,7 @@ std::string job_row(const job_record& job, const page_user& user, double now_s, 
 }
 
 std::string home_page(const home_view& v) {
-  std::string next = home_link(v.all, v.state, v.page);
+  std::string next = home_link(v, v.page);
   std::string body =
       "<section class=\"card\" id=\"create\"><h2>Submit a job</h2>"
       "<form method=\"post\" action=\"/jobs\" class=\"create\">" +
@@ -466,12 +507,14 @@ std::string home_page(const home_view& v) {
   // Filters.
   body +=
       "<section class=\"card\"><div class=\"toolbar\"><h1 id=\"jobs-heading\">Jobs</h1><span class=\"filters\">";
-  body += std::string("<a href=\"") + esc(home_link(false, v.state, 1)) + "\"" +
+  body += std::string("<a href=\"") + esc(home_link(v, false, v.sort, 1)) + "\"" +
           (v.all ? "" : " class=\"on\" aria-current=\"true\"") + ">Active</a>";
-  body += std::string("<a href=\"") + esc(home_link(true, v.state, 1)) + "\"" +
+  body += std::string("<a href=\"") + esc(home_link(v, true, v.sort, 1)) + "\"" +
           (v.all ? " class=\"on\" aria-current=\"true\"" : "") + ">All</a>";
-  body += "<form method=\"get\" action=\"/\" class=\"inline\">";
+  body +=
+      "<form method=\"get\" action=\"/\" class=\"inline filterform\" role=\"search\" aria-label=\"Find jobs\">";
   if (v.all) body += hidden("view", "all");
+  if (!v.sort.empty() && v.sort != "-id") body += hidden("sort", v.sort);
   body +=
       "<label for=\"state-filter\" class=\"inline-label\">State</label>"
       "<select name=\"state\" id=\"state-filter\" data-autosubmit=\"1\"><option value=\"\">any state</option>";
@@ -479,22 +522,47 @@ std::string home_page(const home_view& v) {
     std::string s(to_string(st));
     body += "<option value=\"" + s + "\"" + (s == v.state ? " selected" : "") + ">" + s + "</option>";
   }
-  body += "</select><button type=\"submit\" class=\"nojs\">Filter</button></form></span></div>";
+  body +=
+      "</select><label for=\"type-filter\" class=\"inline-label\">Type</label>"
+      "<select name=\"jobtype\" id=\"type-filter\" data-autosubmit=\"1\"><option value=\"\">any type</option>";
+  bool known_type = v.jobtype.empty();
+  if (v.apps) {
+    for (const auto& [name, app] : v.apps->apps) {
+      known_type = known_type || name == v.jobtype;
+      body += "<option value=\"" + esc(name) + "\"" + (name == v.jobtype ? " selected" : "") + ">" +
+              esc(name) + "</option>";
+    }
+  }
+  // A type no longer registered still shows (its jobs exist).
+  if (!known_type)
+    body += "<option value=\"" + esc(v.jobtype) + "\" selected>" + esc(v.jobtype) + "</option>";
+  body +=
+      "</select><label for=\"q-filter\" class=\"inline-label\">Search</label>"
+      "<input type=\"search\" name=\"q\" id=\"q-filter\" maxlength=\"200\" placeholder=\"config, howfig, progress\" "
+      "value=\"" +
+      esc(v.text) + "\"><button type=\"submit\">Find</button>";
+  if (!v.state.empty() || !v.jobtype.empty() || !v.text.empty())
+    body += "<a href=\"" + esc(home_link(home_view{}, v.all, v.sort, 1)) + "\" class=\"clear\">Clear</a>";
+  body += "</form></span></div>";
 
   // The count line; the page's script keeps it current as live rows come and go (data-*).
   long long first = v.total == 0 ? 0 : static_cast<long long>(v.page - 1) * v.per_page + 1;
   long long last = std::min<long long>(v.total, static_cast<long long>(v.page) * v.per_page);
   long long last_page = v.total == 0 ? 1 : (v.total + v.per_page - 1) / v.per_page;
-  std::string in_state = v.state.empty() ? "" : " in state " + esc(v.state);
+  // What the count line adds for the filters (as text; escaped where it is put).
+  std::string suffix;
+  if (!v.jobtype.empty()) suffix += " of type " + v.jobtype;
+  if (!v.text.empty()) suffix += " matching “" + v.text + "”";
+  std::string in_state = (v.state.empty() ? "" : " in state " + esc(v.state)) + esc(suffix);
   body += "<p class=\"count\" id=\"jobcount\" aria-live=\"polite\" data-total=\"" + std::to_string(v.total) +
           "\" data-first=\"" + std::to_string(static_cast<long long>(v.page - 1) * v.per_page + 1) +
-          "\" data-perpage=\"" + std::to_string(v.per_page) + "\" data-noun=\"" +
-          (v.all ? "jobs" : "active jobs") + "\">";
+          "\" data-perpage=\"" + std::to_string(v.per_page) + "\" data-suffix=\"" + esc(suffix) +
+          "\" data-noun=\"" + (v.all ? "jobs" : "active jobs") + "\">";
   if (v.total == 0) {
     body += std::string("No ") + (v.all ? "" : "active ") + "jobs" + in_state;
   } else if (first > v.total) {
     body += "Page " + std::to_string(v.page) + " is past the end: " + std::to_string(v.total) + " jobs" +
-            in_state + ". <a href=\"" + esc(home_link(v.all, v.state, static_cast<int>(last_page))) +
+            in_state + ". <a href=\"" + esc(home_link(v, static_cast<int>(last_page))) +
             "\">Go to the last page</a>";
   } else {
     body += "Jobs " + std::to_string(first) + "–" + std::to_string(last) + " of " + std::to_string(v.total) +
@@ -503,17 +571,19 @@ std::string home_page(const home_view& v) {
   body += "</p>";
   // Jobs submitted while a later page is open: "N new jobs — show" (the script fills it in).
   body += "<p class=\"newjobs\" id=\"newjobs\" aria-live=\"polite\" hidden><a href=\"" +
-          esc(home_link(v.all, v.state, 1)) + "\"></a></p>";
+          esc(home_link(v, 1)) + "\"></a></p>";
+  // data-live: whether new jobs may be placed in the table as they come (newest first, the view
+  // filtered at most by state); under a search, a type or another sort they are counted instead.
+  bool live_insert = v.jobtype.empty() && v.text.empty() && (v.sort.empty() || v.sort == "-id");
   std::string extra = " data-view=\"" + std::string(v.all ? "all" : "active") + "\" data-state=\"" +
-                      esc(v.state) + "\" data-pagenum=\"" + std::to_string(v.page) + "\"";
-  body += jobs_table(v.jobs, v.user, v.now_s, next, "jobs", extra);
+                      esc(v.state) + "\" data-pagenum=\"" + std::to_string(v.page) +
+                      "\" data-live-insert=\"" + (live_insert ? "1" : "0") + "\"";
+  body += jobs_table(v.jobs, v.user, v.now_s, next, "jobs", extra, home_sort_header, &v);
   body += "<nav class=\"pager\" aria-label=\"Pages\">";
   if (v.page > 1)
-    body += "<a href=\"" +
-            esc(home_link(v.all, v.state, static_cast<int>(std::min<long long>(v.page - 1, last_page)))) +
-            "\" rel=\"prev\">← Newer</a>";
-  if (last < v.total)
-    body += "<a href=\"" + esc(home_link(v.all, v.state, v.page + 1)) + "\" rel=\"next\">Older →</a>";
+    body += "<a href=\"" + esc(home_link(v, static_cast<int>(std::min<long long>(v.page - 1, last_page)))) +
+            "\" rel=\"prev\">← Previous</a>";
+  if (last < v.total) body += "<a href=\"" + esc(home_link(v, v.page + 1)) + "\" rel=\"next\">Next →</a>";
   body += "</nav></section>";
   return layout("Jobs", "home", &v.user, v.message, body, " data-since=\"" + esc(v.since) + "\"");
 }

@@ -146,6 +146,9 @@ struct home_view {
   long long total = 0;           // jobs matching the filter
   bool all = false;              // "all" view (else active: not archived)
   std::string state;             // state filter ("" = any)
+  std::string jobtype;           // type filter ("" = any)
+  std::string text;              // search text (q: config, howfig, progress; "" = none)
+  std::string sort;              // "-id" (default, also ""), "state", "-duration", ... (GET /api/jobs)
   int page = 1;                  // 1-based
   int per_page = 50;
   double now_s = 0;

@@ -143,6 +143,12 @@ dl.stats dd { margin:0; font-size:1.5rem; font-weight:700; }
 .pager { display:flex; gap:1rem; margin-top:.6rem; }
 .pager a { color:var(--accent); font-weight:600; }
 .inline-label { font-size:.85rem; color:var(--muted); margin-right:.3rem; }
+.filterform { display:inline-flex; flex-wrap:wrap; align-items:center; gap:.3rem; }
+.filterform .inline-label { margin-left:.4rem; }
+.filterform input[type=search] { width:14rem; max-width:100%; }
+th a.sort { color:inherit; text-decoration:none; }
+th a.sort:hover, th a.sort:focus { text-decoration:underline; }
+th[aria-sort] { color:var(--fg); }
 .newjobs { margin:.3rem 0; }
 .newjobs a { font-weight:600; }
 .empty { color:var(--muted); }
@@ -515,18 +521,23 @@ constexpr std::string_view app_js = R"JS('use strict';
     p.dataset.total = String(total);
     const first = Number(p.dataset.first), per = Number(p.dataset.perpage);
     const filter = table() ? table().dataset.state : '';
-    const inState = filter ? ' in state ' + filter : '';
+    const inState = (filter ? ' in state ' + filter : '') + (p.dataset.suffix || '');
     if (first > total && total > 0) return;  // past the end: the server's line with its link stays
     p.textContent = total === 0 ? 'No ' + p.dataset.noun + inState
       : 'Jobs ' + first + '–' + Math.min(total, first + per - 1) + ' of ' + total + inState;
   }
+  // Whether new jobs get rows as they come: not under a search, a type filter or another sort
+  // (the server decides which jobs match and where they go; the page offers to reload instead).
+  function liveInsert(t) { return t.dataset.liveInsert !== '0'; }
   function countNewJob() {
     const t = table();
     if (!t || page !== 'home') return;
     const filter = t.dataset.state;
     if (filter && filter !== 'ready') return;
-    addToTotal(1);
-    if (t.dataset.pagenum === '1') return;
+    if (liveInsert(t)) {
+      addToTotal(1);
+      if (t.dataset.pagenum === '1') return;
+    }
     newJobs++;
     const note = document.getElementById('newjobs');
     if (!note) return;
@@ -621,7 +632,7 @@ constexpr std::string_view app_js = R"JS('use strict';
     if (d.type !== 'transition' || d.state !== 'ready' || d.attempt > 1) return;
     countNewJob();
     const t = table();
-    if (!t || (page === 'home' && t.dataset.pagenum !== '1')) return;
+    if (!t || (page === 'home' && (t.dataset.pagenum !== '1' || !liveInsert(t)))) return;
     fresh.add(id);
     scheduleFlush();
   }

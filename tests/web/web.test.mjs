@@ -681,7 +681,7 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     const r = await httpJson(svc.port, 'POST', '/api/jobs/bulk', { jobs }, { Authorization: `Bearer ${userToken}` });
     assert.equal(r.status, 201, r.text);
   }
-  // No job of carol's waits or runs (the state filter looks at her newest 10,000 jobs: all of them).
+  // No job of carol's waits or runs (the state filter looks at her newest 200,000 jobs: all of them).
   async function allEnded() {
     for (const state of ['ready', 'dispatched', 'running']) {
       const r = await httpJson(svc.port, 'GET', `/api/jobs?limit=1&state=${state}`, undefined, { Authorization: `Bearer ${userToken}` });
@@ -849,6 +849,71 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     await page.goto(svc.url(`/jobs/${child}`));
     assert.equal(await page.locator('#fields tr[data-field="parent"] a').count(), 0);
     assert.match(await page.textContent('#fields tr[data-field="parent"] td'), /\(deleted\)/);
+    await page.context().close();
+  });
+
+  step('find jobs: search, type and sortable headers live in the URL; new jobs under a search are offered', async () => {
+    const auth = { Authorization: `Bearer ${userToken}` };
+    const ids = [];
+    for (const config of ['424241', '424242', '424243']) {
+      const r = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'quick', config }, auth);
+      assert.equal(r.status, 201, r.text);
+      ids.push(String(r.json.id));
+    }
+    await waitFor('the quick jobs to end', allEnded, 60000, 250);
+    const page = await newPage();
+    await login(page, userName, userPass);
+    await page.goto(svc.url('/?view=all'));
+    // Search: Enter in the labelled search box; the view goes into the URL.
+    await page.getByLabel('Search').fill('42424');
+    await Promise.all([page.waitForNavigation(), page.getByLabel('Search').press('Enter')]);
+    let url = new URL(page.url());
+    assert.equal(url.searchParams.get('q'), '42424');
+    assert.equal(url.searchParams.get('view'), 'all');
+    assert.deepEqual((await pageRows(page)).map((r) => r[0]), ids.slice().reverse(), 'the matching jobs, newest first');
+    assert.equal(await page.textContent('#jobcount'), 'Jobs 1–3 of 3 matching “42424”');
+    // A type filter from the URL shows in its menu; a type without such jobs finds none.
+    await page.goto(svc.url('/?view=all&q=42424&jobtype=quick'));
+    assert.equal(await page.inputValue('#type-filter'), 'quick');
+    assert.equal((await pageRows(page)).length, 3);
+    await page.goto(svc.url('/?view=all&q=42424&jobtype=mysleep'));
+    assert.equal((await pageRows(page)).length, 0);
+    assert.match(await page.textContent('#jobcount'), /^No jobs of type mysleep matching “42424”$/);
+    // Sortable headers: Duration sorts longest first, again shortest first; aria-sort says which.
+    await page.goto(svc.url('/?view=all&q=42424'));
+    await Promise.all([page.waitForNavigation(), page.click('th a.sort:has-text("Duration")')]);
+    assert.equal(new URL(page.url()).searchParams.get('sort'), '-duration');
+    assert.equal(await page.getAttribute('th[aria-sort]', 'aria-sort'), 'descending');
+    assert.match(await page.textContent('th[aria-sort]'), /Duration/);
+    await Promise.all([page.waitForNavigation(), page.click('th a.sort:has-text("Duration")')]);
+    url = new URL(page.url());
+    assert.equal(url.searchParams.get('sort'), 'duration');
+    assert.equal(url.searchParams.get('q'), '42424', 'sorting keeps the search');
+    assert.equal(await page.getAttribute('th[aria-sort]', 'aria-sort'), 'ascending');
+    const api = await httpJson(svc.port, 'GET', '/api/jobs?q=42424&sort=duration', undefined, auth);
+    assert.equal(api.status, 200, api.text);
+    assert.deepEqual((await pageRows(page)).map((r) => r[0]), api.json.jobs.map((j) => String(j.id)), 'the order the API gives');
+    // The view survives a reload (it is all in the URL).
+    await page.reload();
+    assert.equal(await page.inputValue('#q-filter'), '42424');
+    assert.equal(await page.getAttribute('th[aria-sort]', 'aria-sort'), 'ascending');
+    // A new job under a search is not put into the table (the server decides what matches); the
+    // page offers to reload the view instead.
+    const extra = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'quick', config: '424244' }, auth);
+    assert.equal(extra.status, 201, extra.text);
+    await page.locator('#newjobs a', { hasText: '1 new job — show' }).waitFor({ timeout: STEP_MS });
+    assert.equal((await pageRows(page)).length, 3);
+    await waitFor('the new job to end', allEnded, 60000, 250);
+    await Promise.all([page.waitForNavigation(), page.click('#newjobs a')]);
+    assert.equal((await pageRows(page)).length, 4);
+    assert.equal(new URL(page.url()).searchParams.get('q'), '42424');
+    // Clear drops the filters and keeps the sort.
+    await Promise.all([page.waitForNavigation(), page.click('a.clear')]);
+    url = new URL(page.url());
+    assert.equal(url.searchParams.get('q'), null);
+    assert.equal(url.searchParams.get('sort'), 'duration');
+    await shot(page, 'home-find');
+    assert.deepEqual(page.errors, []);
     await page.context().close();
   });
 
