@@ -695,6 +695,54 @@ class Bench:
         finally:
             s.stop()
 
+    def phase_find(self):
+        """GET /api/jobs over 100,000 jobs of one user (issue 17): the first page plain, filtered
+        (every job matches / none does / a text search), sorted, and the next page by cursor. Each
+        the median of 5 requests on one keep-alive connection, with the gateway's CPU per request."""
+        n = 20000 if self.quick else 100000
+        s = self.service('find')
+        try:
+            self.fill(s, n, chunk=10000)
+            c = http.client.HTTPConnection('127.0.0.1', s.port, timeout=600)
+            tck = os.sysconf('SC_CLK_TCK')
+
+            def timed(path, reps=5):
+                times, body = [], None
+                g0 = cpu_ticks(s.gateway.pid)
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    st, data = s.http('GET', path, conn=c)
+                    times.append(time.perf_counter() - t0)
+                    if st != 200:
+                        raise RuntimeError('GET %s: HTTP %d %s' % (path, st, data[:300]))
+                    body = json.loads(data)
+                cpu_ms = 1000.0 * (cpu_ticks(s.gateway.pid) - g0) / tck / reps
+                return statistics.median(times) * 1000, cpu_ms, body
+
+            base, base_cpu, _ = timed('/api/jobs?limit=50')
+            self.row('find: first page of %d jobs, no filter (baseline)' % n, base, 'ms', key='find_plain',
+                     note='gateway CPU %.1f ms/request' % base_cpu)
+            prof = self.perf_start('find-gateway', s.gateway.pid)
+            cases = [('state=ready (every job matches, counted)', 'state=ready', 'find_all_match'),
+                     ('state=failed (no job matches: the whole scan)', 'state=failed', 'find_no_match'),
+                     ('text q=q0-999 in config/howfig/progress', 'q=q0-999', 'find_text'),
+                     ('sort=-created (every job read and sorted)', 'sort=-created', 'find_sorted')]
+            for label, query, key in cases:
+                ms, cpu, body = timed('/api/jobs?limit=50&' + query)
+                self.row('find: %s, %d jobs' % (label, n), ms, 'ms', baseline=base, target='<= 200 ms',
+                         check=('value', '<=', 200), key=key,
+                         note='total %s, scanned %s, gateway CPU %.1f ms/request' % (
+                             body.get('total'), body.get('scanned'), cpu))
+            self.perf_stop(prof)
+            _, _, first = timed('/api/jobs?limit=50&state=ready', reps=1)
+            ms, cpu, body = timed('/api/jobs?limit=50&state=ready&cursor=' + first['next'])
+            self.row('find: next page by cursor, state=ready, %d jobs' % n, ms, 'ms', baseline=base,
+                     target='<= 200 ms', check=('value', '<=', 200), key='find_cursor',
+                     note='gateway CPU %.1f ms/request' % cpu)
+            c.close()
+        finally:
+            s.stop()
+
     def phase_latency(self):
         n = 50 if self.quick else 300
         s = self.service('latency')
@@ -1045,7 +1093,7 @@ def main():
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--build-dir', default=os.path.join(ROOT, 'build-bench'))
     ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'perf'))
-    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,worker,dispatch,http,latency,workers '
+    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,worker,dispatch,http,find,latency,workers '
                     '(their rows replace those in an existing results.csv; the others are kept)')
     ap.add_argument('--e2e-jobs', type=int, default=20000)
     ap.add_argument('--sim-workers', type=int, default=8)
@@ -1063,7 +1111,8 @@ def main():
         b.work, b.run_dirs_kind, b.run_dirs, machine().replace('\n', '; ')))
     phases = [('e2e', b.phase_e2e), ('celery', b.phase_celery), ('worker', b.phase_worker),
               ('dispatch', b.phase_dispatch),
-              ('http', b.phase_http), ('latency', b.phase_latency), ('workers', b.phase_many_workers)]
+              ('http', b.phase_http), ('find', b.phase_find), ('latency', b.phase_latency),
+              ('workers', b.phase_many_workers)]
     only = set(filter(None, args.only.split(',')))
     if 'celery' in only:
         only.add('e2e')
