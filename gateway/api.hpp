@@ -34,6 +34,9 @@ inline constexpr long long max_list_offset = 1'000'000'000'000;
 inline constexpr std::size_t filter_scan_window = 200000;
 // Jobs per store::async_create call in a bulk submit; each call is one atomic script.
 inline constexpr std::size_t bulk_chunk_jobs = 1000;
+// POST /api/jobs/actions: at most this many IDs in a request, and jobs selected by a query.
+inline constexpr std::size_t max_action_ids = 1000;
+inline constexpr std::size_t max_action_jobs = 10000;
 // Events returned by GET /api/jobs/<id>/events (the stream is capped near 1000 by the store).
 inline constexpr std::size_t max_events = 2000;
 // GET /api/jobs/<id>/log: lines returned by default and at most.
@@ -68,6 +71,8 @@ enum class route_kind {
   job_events,      // GET /api/jobs/<id>/events[?follow=1]
   job_log,         // GET /api/jobs/<id>/log
   job_cancel,      // POST /api/jobs/<id>/cancel
+  jobs_actions,    // POST /api/jobs/actions (one action on many jobs)
+  job_resubmit,    // POST /api/jobs/<id>/resubmit
   job_archive,     // POST /api/jobs/<id>/archive
   job_unarchive,   // POST /api/jobs/<id>/unarchive
   job_claim,       // POST /api/jobs/<id>/claim
@@ -167,6 +172,10 @@ std::string cursor_text(const list_query& q, const list_cursor& c);
 inline constexpr std::size_t max_text_query_bytes = 200;
 // Unknown parameters are refused (400) so that a typo never silently lists everything.
 std::optional<api_error> parse_list_query(std::string_view query, list_query& out);
+// POST /api/jobs/actions body: {"action": cancel|archive|unarchive|delete|resubmit, "ids": [1..1000
+// job IDs]} or {"action", "query": "<a GET /api/jobs query without paging>"}.
+std::optional<api_error> parse_actions_body(const boost::json::value& v, std::string& action,
+                                            std::vector<job_id>& ids, std::optional<list_query>& query);
 
 // GET /api/jobs/<id>/log query: lines (1..10000, default 100).
 std::optional<api_error> parse_log_query(std::string_view query, int& lines);

@@ -66,7 +66,8 @@ std::optional<field_plan::scanned> field_plan::match(job_id id, const redis_repl
   if (jobtype_ >= 0 && text_at(r, jobtype_) != q_.jobtype) return std::nullopt;
   if (archive_ >= 0 && (text_at(r, archive_) == "1") != *q_.archived) return std::nullopt;
   if (!q_.text.empty() && !contains_ignoring_case(text_at(r, config_), q_.text) &&
-      !contains_ignoring_case(text_at(r, howfig_), q_.text) && !contains_ignoring_case(text_at(r, progress_), q_.text))
+      !contains_ignoring_case(text_at(r, howfig_), q_.text) &&
+      !contains_ignoring_case(text_at(r, progress_), q_.text))
     return std::nullopt;
   auto created = number_at(r, created_), started = number_at(r, started_), stopped = number_at(r, stopped_);
   if (!in_range(q_.created, created) || !in_range(q_.started, started) || !in_range(q_.ended, stopped))

@@ -61,6 +61,21 @@ boost::json::object job_list_json(const jobs_service::job_list& list, const list
   return o;
 }
 
+boost::json::object actions_json(const jobs_service::actions_result& r) {
+  boost::json::object o;
+  o["done"] = boost::json::array(r.done.begin(), r.done.end());
+  if (!r.created.empty()) o["created"] = boost::json::array(r.created.begin(), r.created.end());
+  boost::json::array failed;
+  for (const auto& f : r.failed) {
+    auto e = error_json(f.error);
+    e["id"] = f.id;
+    failed.push_back(std::move(e));
+  }
+  o["failed"] = std::move(failed);
+  if (r.truncated) o["truncated"] = true;
+  return o;
+}
+
 boost::json::object events_json(const std::vector<jobs_service::job_event>& events) {
   boost::json::array list;
   list.reserve(events.size());
@@ -262,6 +277,28 @@ net::awaitable<handler_result> jobs_cancel(call& c) {
   // 200 when the job is cancelled already, 202 while its worker is stopping it.
   co_return job_answer(changed->state == "cancelled" ? http::status::ok : http::status::accepted,
                        changed->job);
+}
+
+net::awaitable<handler_result> jobs_resubmit(call& c) {
+  auto made = co_await jobs_service::resubmit(c.ctx, *c.who, c.params.id);
+  if (!made) co_return error_answer(made.error());
+  auto rec = co_await c.ctx.jobs->async_get(made->ids.front());
+  if (!rec) co_return error_answer(internal_error("the new job was not found"));
+  auto body = job_to_json(*rec);
+  body["resubmitted_from"] = c.params.id;
+  co_return json_answer(http::status::created, body);
+}
+
+net::awaitable<handler_result> jobs_actions(call& c) {
+  boost::json::value v;
+  if (auto e = parse_json_body(c.req.body(), v)) co_return error_answer(*e);
+  std::string action;
+  std::vector<job_id> ids;
+  std::optional<list_query> query;
+  if (auto e = parse_actions_body(v, action, ids, query)) co_return error_answer(*e);
+  auto r = co_await jobs_service::act(c.ctx, *c.who, std::move(action), std::move(ids), std::move(query));
+  if (!r) co_return error_answer(r.error());
+  co_return json_answer(http::status::ok, actions_json(*r));
 }
 
 net::awaitable<handler_result> jobs_archive(call& c) {

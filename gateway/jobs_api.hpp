@@ -21,6 +21,9 @@ namespace descprod::gateway {
 // order, without reading the hash back.
 boost::json::object created_job_json(job_id id, const job_request& req, const std::string& owner,
                                      const std::string& create_time);
+// POST /api/jobs/actions: {"done": [ids], "created"?: [ids], "failed": [{"id", "error", "detail"}],
+// "truncated"?}.
+boost::json::object actions_json(const jobs_service::actions_result& r);
 // GET /api/jobs: {"jobs", "total"?, "offset", "limit", "sort", "next"?, "scanned"?, "truncated"?}
 boost::json::object job_list_json(const jobs_service::job_list& list, const list_query& q);
 // {"events": [{"stream_id", field: value...}]}: attempt as an integer, time as a number.

@@ -487,6 +487,87 @@ net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_
   co_return co_await scan_jobs(ctx, std::move(src), std::move(q));
 }
 
+net::awaitable<result<created_jobs>> resubmit(gateway_context& ctx, principal who, job_id id) {
+  auto rec = co_await ctx.jobs->async_get(id);
+  if (!rec || !may_read(who, id, field_of(*rec, "descname"))) co_return job_not_found(id);
+  if (field_of(*rec, "descname") != who.name)
+    co_return forbidden("job " + std::to_string(id) + " is " + field_of(*rec, "descname") +
+                        "'s; resubmit only your own jobs");
+  auto state = parse_job_state(field_of(*rec, "state"));
+  if (!state || !is_terminal(*state))
+    co_return conflict("job " + std::to_string(id) + " is " + field_of(*rec, "state") +
+                       "; only an ended job can be resubmitted");
+  // The request the job was made from, validated as a new submit would be.
+  boost::json::object o;
+  o["jobtype"] = field_of(*rec, "jobtype");
+  o["config"] = field_of(*rec, "config");
+  if (!field_of(*rec, "howfig").empty()) o["howfig"] = field_of(*rec, "howfig");
+  if (auto p = parse_integer<int>(field_of(*rec, "priority"))) o["priority"] = *p;
+  if (auto p = parse_job_id_text(field_of(*rec, "parent"))) o["parent"] = *p;
+  boost::json::value v(std::move(o));
+  job_request jr;
+  if (auto e = validate_job(v, ctx.apps, jr)) co_return *e;
+  std::vector<job_request> reqs;
+  reqs.push_back(std::move(jr));
+  auto made = co_await create(ctx, std::move(who), std::move(reqs), false);
+  if (made) log::info("job resubmitted job_id={} as={}", id, made->ids.front());
+  co_return made;
+}
+
+net::awaitable<result<actions_result>> act(gateway_context& ctx, principal who, std::string action,
+                                           std::vector<job_id> ids, std::optional<list_query> query) {
+  actions_result out;
+  if (query) {
+    // Every job the query finds (the caller's own unless an admin names an owner), by cursor.
+    query->limit = max_list_limit;
+    query->offset = 0;
+    while (ids.size() < max_action_jobs) {
+      auto page = co_await list(ctx, who, *query);
+      if (!page) co_return page.error();
+      for (const auto& j : page->jobs) {
+        if (auto id = parse_job_id_text(field_of(j, "id"))) ids.push_back(*id);
+      }
+      if (page->next.empty()) break;
+      list_query more;
+      if (auto e = parse_list_query("sort=" + sort_text(*query) + "&cursor=" + page->next, more))
+        co_return *e;
+      query->cursor = more.cursor;
+    }
+    if (ids.size() > max_action_jobs) {
+      ids.resize(max_action_jobs);
+      out.truncated = true;
+    }
+  }
+  for (auto id : ids) {
+    std::optional<api_error> refused;
+    if (action == "cancel") {
+      auto r = co_await cancel(ctx, who, id);
+      if (!r) refused = r.error();
+    } else if (action == "archive" || action == "unarchive") {
+      auto r = co_await set_archive(ctx, who, id, action == "archive");
+      if (!r) refused = r.error();
+    } else if (action == "delete") {
+      auto r = co_await remove(ctx, who, id);
+      if (!r) refused = r.error();
+    } else {
+      auto r = co_await resubmit(ctx, who, id);
+      if (!r) refused = r.error();
+      else out.created.push_back(r->ids.front());
+    }
+    if (refused) {
+      job_failure f;
+      f.id = id;
+      f.error = std::move(*refused);
+      out.failed.push_back(std::move(f));
+    } else {
+      out.done.push_back(id);
+    }
+  }
+  log::info("jobs action by={} action={} done={} failed={}", who.name, action, out.done.size(),
+            out.failed.size());
+  co_return out;
+}
+
 net::awaitable<result<job_detail>> get(gateway_context& ctx, principal who, job_id id) {
   const keys& k = keys_of(ctx);
   commands cmds;

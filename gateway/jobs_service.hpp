@@ -88,6 +88,23 @@ net::awaitable<result<changed_job>> set_archive(gateway_context& ctx, principal 
                                                 bool archived);
 // Deletes a job that is not active (its hash, streams and index entries).
 net::awaitable<status> remove(gateway_context& ctx, principal who, job_id id);
+// A new job like an ended one of the caller's: same application, config, howfig, priority and
+// parent, checked against today's application registry. 409 while the job is still active.
+net::awaitable<result<created_jobs>> resubmit(gateway_context& ctx, principal who, job_id id);
+
+// One action on many jobs (POST /api/jobs/actions): each job on its own, in order.
+struct job_failure {
+  job_id id = 0;
+  api_error error;
+};
+struct actions_result {
+  std::vector<job_id> done;     // the jobs the action was applied to
+  std::vector<job_id> created;  // resubmit: the new jobs, one per done job
+  std::vector<job_failure> failed;
+  bool truncated = false;  // a query matched more jobs than max_action_jobs
+};
+net::awaitable<result<actions_result>> act(gateway_context& ctx, principal who, std::string action,
+                                           std::vector<job_id> ids, std::optional<list_query> query);
 
 // A claim by a client that runs the job itself (descprod-start-job): the attempt, the job token
 // (shown once) and how to run the application.

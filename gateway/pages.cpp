@@ -592,6 +592,7 @@ net::awaitable<response> job_action_form(call& c) {
   std::string next = web::safe_next(c.form["next"], "/");
   std::optional<api_error> refused;
   bool stopping = false;  // a cancel under way (the job's worker is stopping it)
+  job_id resubmitted = 0;
   if (action == "cancel") {
     auto r = co_await jobs_service::cancel(ctx, who, id);
     if (!r) refused = r.error();
@@ -599,14 +600,70 @@ net::awaitable<response> job_action_form(call& c) {
   } else if (action == "archive" || action == "unarchive") {
     auto r = co_await jobs_service::set_archive(ctx, who, id, action == "archive");
     if (!r) refused = r.error();
+  } else if (action == "resubmit") {
+    auto r = co_await jobs_service::resubmit(ctx, who, id);
+    if (!r) refused = r.error();
+    else resubmitted = r->ids.front();
   } else {
     auto r = co_await jobs_service::remove(ctx, who, id);
     if (!r) refused = r.error();
   }
   bool ok = !refused;
-  if (ok) co_await set_flash(ctx, who, job_action_message(action, id, stopping), false);
-  else co_await set_flash(ctx, who, refused->detail, true);
+  if (ok && resubmitted) {
+    co_await set_flash(
+        ctx, who, "Resubmitted job " + std::to_string(id) + " as job " + std::to_string(resubmitted) + ".",
+        false);
+  } else if (ok) {
+    co_await set_flash(ctx, who, job_action_message(action, id, stopping), false);
+  } else co_await set_flash(ctx, who, refused->detail, true);
   if (action == "delete" && ok && next == "/jobs/" + std::to_string(id)) next = "/";
+  co_return redirect_response(next);
+}
+
+// The jobs table's selection form (POST /jobs/actions): an action on the ticked jobs, or on every
+// job the page's filters match ("all"), then back to the page with what happened.
+net::awaitable<response> jobs_actions_form(call& c) {
+  auto& ctx = c.ctx;
+  auto& who = *c.who;
+  std::string next = web::safe_next(c.form["next"], "/");
+  std::string action = c.form["action"];
+  std::vector<job_id> ids;
+  std::optional<list_query> query;
+  std::string problem;
+  if (action != "cancel" && action != "archive" && action != "unarchive" && action != "delete" &&
+      action != "resubmit")
+    problem = "Choose an action for the selected jobs.";
+  auto pairs = parse_urlencoded(c.req.body());
+  if (problem.empty() && c.form["scope"] == "matching") {
+    list_query q;
+    if (parse_list_query(c.form["query"], q))
+      problem = "The filter of the page could not be read; reload it.";
+    else query = std::move(q);
+  } else if (problem.empty() && pairs) {
+    for (const auto& [k, v] : *pairs) {
+      if (k != "ids") continue;
+      auto id = parse_job_id_text(v);
+      if (id && std::find(ids.begin(), ids.end(), *id) == ids.end()) ids.push_back(*id);
+    }
+    if (ids.empty()) problem = "No jobs were selected.";
+    else if (ids.size() > max_action_ids) problem = "At most 1000 jobs at a time.";
+  }
+  if (!problem.empty()) {
+    co_await set_flash(ctx, who, problem, true);
+    co_return redirect_response(next);
+  }
+  auto r = co_await jobs_service::act(ctx, who, action, std::move(ids), std::move(query));
+  if (!r) {
+    co_await set_flash(ctx, who, r.error().detail, true);
+    co_return redirect_response(next);
+  }
+  // Built before the co_await: GCC 12 mishandles a conditional's temporary inside one.
+  std::string first_failure;
+  if (!r->failed.empty()) first_failure = r->failed.front().error.detail;
+  std::string message =
+      web::actions_message(action, r->done.size(), first_failure, r->failed.size(), r->truncated);
+  bool all_failed = !r->failed.empty() && r->done.empty();
+  co_await set_flash(ctx, who, std::move(message), all_failed);
   co_return redirect_response(next);
 }
 
@@ -751,6 +808,8 @@ net::awaitable<handler_result> page_favicon(call&) { co_return answer(no_content
 net::awaitable<handler_result> page_job_create(call& c) { co_return answer(co_await job_create_form(c)); }
 
 net::awaitable<handler_result> page_job_action(call& c) { co_return answer(co_await job_action_form(c)); }
+
+net::awaitable<handler_result> page_jobs_actions(call& c) { co_return answer(co_await jobs_actions_form(c)); }
 
 net::awaitable<handler_result> page_admin_action(call& c) { co_return answer(co_await admin_action_form(c)); }
 

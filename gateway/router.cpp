@@ -55,7 +55,8 @@ bool match_placeholder(std::string_view name, std::string_view seg, route_params
     return true;
   }
   if (name == "{job_action}") {
-    if (seg != "cancel" && seg != "archive" && seg != "unarchive" && seg != "delete") return false;
+    if (seg != "cancel" && seg != "archive" && seg != "unarchive" && seg != "delete" && seg != "resubmit")
+      return false;
     if (out) out->action = std::string(seg);
     return true;
   }

@@ -3,7 +3,7 @@
 //
 // Placeholders: {id} a job ID (1–18 digits, positive), {sha} a token's sha256 (64 lowercase hex),
 // {user} a valid user name, {account_action} approve|reject|disable|enable|make-admin|
-// remove-admin, {job_action} cancel|archive|unarchive|delete, {asset} a file of /static.
+// remove-admin, {job_action} cancel|archive|unarchive|delete|resubmit, {asset} a file of /static.
 //
 // Order matters only for speed: the first entry whose pattern and method fit wins, and no two
 // entries share a method and a path; the single-job submit comes first.
@@ -27,11 +27,13 @@ const route_entry table[] = {
   {post, "/api/jobs",                         ap::user,  js::children,        "api_jobs",    jobs_create,     rk::jobs},
   {get,  "/api/jobs",                         ap::user,  js::refused,         "api_jobs",    jobs_list,       rk::jobs},
   {post, "/api/jobs/bulk",                    ap::user,  js::children,        "api_bulk",    jobs_create_bulk, rk::jobs_bulk},
+  {post, "/api/jobs/actions",                 ap::user,  js::refused,         "api_bulk",    jobs_actions,    rk::jobs_actions},
   {get,  "/api/jobs/{id}",                    ap::user,  js::own_job,         "api_job",     jobs_get,        rk::job},
   {del,  "/api/jobs/{id}",                    ap::user,  js::own_job_refused, "api_job",     jobs_delete,     rk::job},
   {get,  "/api/jobs/{id}/events",             ap::user,  js::own_job,         "api_job",     jobs_events,     rk::job_events},
   {get,  "/api/jobs/{id}/log",                ap::user,  js::own_job,         "api_job",     jobs_log,        rk::job_log},
   {post, "/api/jobs/{id}/cancel",             ap::user,  js::own_job_refused, "api_job",     jobs_cancel,     rk::job_cancel},
+  {post, "/api/jobs/{id}/resubmit",          ap::user,  js::own_job_refused, "api_job",     jobs_resubmit,   rk::job_resubmit},
   {post, "/api/jobs/{id}/archive",            ap::user,  js::own_job_refused, "api_job",     jobs_archive,    rk::job_archive},
   {post, "/api/jobs/{id}/unarchive",          ap::user,  js::own_job_refused, "api_job",     jobs_unarchive,  rk::job_unarchive},
   {post, "/api/jobs/{id}/claim",              ap::user,  js::own_job_refused, "api_job",     jobs_claim,      rk::job_claim},
@@ -66,6 +68,7 @@ const route_entry table[] = {
   {get,  "/jobs/{id}",                        ap::page_session,  js::refused, "pages",  page_job,          rk::not_found, pk::job},
   {get,  "/jobs/{id}/row",                    ap::page_fragment, js::refused, "pages",  page_job_row,      rk::not_found, pk::job_row},
   {get,  "/jobs/{id}/fields",                 ap::page_fragment, js::refused, "pages",  page_job_fields,   rk::not_found, pk::job_fields},
+  {post, "/jobs/actions",                     ap::page_session,  js::refused, "pages",  page_jobs_actions, rk::not_found, pk::job_action},
   {post, "/jobs/{id}/{job_action}",           ap::page_session,  js::refused, "pages",  page_job_action,   rk::not_found, pk::job_action},
   {get,  "/admin",                            ap::page_admin,    js::refused, "pages",  page_admin,        rk::not_found, pk::admin},
   {post, "/admin/users/{user}/{account_action}", ap::page_session, js::refused, "pages", page_admin_action, rk::not_found, pk::admin_action},

@@ -620,6 +620,49 @@ std::optional<api_error> parse_claim_body(const boost::json::value& v, std::stri
   return std::nullopt;
 }
 
+std::optional<api_error> parse_actions_body(const boost::json::value& v, std::string& action,
+                                            std::vector<job_id>& ids, std::optional<list_query>& query) {
+  if (auto e = body_object(v, "an action")) return e;
+  const auto& o = v.as_object();
+  if (auto e = refuse_unknown_fields(o, {"action", "ids", "query"})) return e;
+  if (auto e = read_string(o, "action", true, 16, action)) return e;
+  if (action != "cancel" && action != "archive" && action != "unarchive" && action != "delete" &&
+      action != "resubmit")
+    return bad_request("action " + quoted(action) +
+                       " is not one of cancel, archive, unarchive, delete, resubmit");
+  const auto* list = o.if_contains("ids");
+  const auto* q = o.if_contains("query");
+  if ((list != nullptr) == (q != nullptr))
+    return bad_request("give either 'ids' (a list of job IDs) or 'query'");
+  if (list) {
+    if (!list->is_array() || list->as_array().empty() || list->as_array().size() > max_action_ids)
+      return bad_request("field 'ids' must be a list of 1 to " + std::to_string(max_action_ids) + " job IDs");
+    for (const auto& e : list->as_array()) {
+      if (!e.is_int64() || e.as_int64() <= 0)
+        return bad_request("field 'ids' must hold job IDs (positive integers)");
+      if (std::find(ids.begin(), ids.end(), e.as_int64()) == ids.end()) ids.push_back(e.as_int64());
+    }
+    return std::nullopt;
+  }
+  // A query as GET /api/jobs takes it ("state=failed&q=pmbs"); paging parameters are not allowed.
+  if (!q->is_string()) return bad_request("field 'query' must be a GET /api/jobs query string");
+  list_query lq;
+  std::string text(q->as_string());
+  if (auto e = parse_list_query(text, lq)) {
+    e->detail = "query: " + e->detail;
+    return e;
+  }
+  urlencoded_pairs params;
+  if (auto e = split_query(text, params)) return e;
+  for (const auto& [key, value] : params)
+    if (key == "limit" || key == "offset" || key == "cursor")
+      return bad_request(
+          "query: limit, offset and cursor do not apply: the action takes every match (at most " +
+          std::to_string(max_action_jobs) + ")");
+  query = std::move(lq);
+  return std::nullopt;
+}
+
 std::optional<api_error> parse_started_body(const boost::json::value& v, started_report& out) {
   if (auto e = body_object(v, "a started report")) return e;
   const auto& o = v.as_object();

@@ -118,8 +118,11 @@ using header_fn = std::string (*)(std::string_view label, const void* ctx);
 std::string jobs_table(const std::vector<job_record>& jobs, const page_user& user, double now_s,
                        std::string_view next, std::string_view id, std::string_view extra,
                        header_fn sort_header = nullptr, const void* header_ctx = nullptr) {
-  std::string out = std::string("<div class=\"scroll\"") + (jobs.empty() ? " hidden" : "") +
-                    "><table class=\"jobs\" id=\"" + esc(id) + "\"" + std::string(extra) + "><thead><tr>";
+  std::string out =
+      std::string("<div class=\"scroll\"") + (jobs.empty() ? " hidden" : "") +
+      "><table class=\"jobs\" id=\"" + esc(id) + "\"" + std::string(extra) +
+      "><thead><tr><th scope=\"col\" class=\"c-sel\"><input type=\"checkbox\" class=\"selectall\" "
+      "aria-label=\"Select every job on this page\"></th>";
   for (std::string_view label :
        {"ID", "Parent", "Type", "Config", "Howfig", "State", "Progress", "Created / started", "Duration",
         "Host", "Run directory", "Return status", "Actions"}) {
@@ -435,6 +438,9 @@ std::string job_row(const job_record& job, const page_user& user, double now_s, 
   std::string out = "<tr data-job=\"" + esc(id) + "\" data-state=\"" + esc(state) + "\" data-archive=\"" +
                     (archived ? "1" : "0") + "\" data-start=\"" + esc(start) + "\" data-stop=\"" +
                     esc(get(job, "stop_time")) + "\" data-parent=\"" + esc(parent) + "\">";
+  // The selection for the actions on many jobs (the home page's form "bulkform"; hidden elsewhere).
+  out += "<td class=\"c-sel\"><input type=\"checkbox\" name=\"ids\" value=\"" + esc(id) +
+         "\" form=\"bulkform\" aria-label=\"Select job " + esc(id) + "\"></td>";
   out += "<td class=\"c-id\" data-label=\"ID\"><a href=\"/jobs/" + esc(id) + "\">" + esc(id) + "</a></td>";
   out += "<td class=\"c-parent\" data-label=\"Parent\">";
   if (!parent.empty()) out += parent_link(job);
@@ -459,10 +465,30 @@ std::string job_row(const job_record& job, const page_user& user, double now_s, 
   if (archived)
     out += action_form(base + "unarchive", "Unarchive", user.csrf, next, "", "", "Unarchive" + of);
   else out += action_form(base + "archive", "Archive", user.csrf, next, "", "", "Archive" + of);
-  if (terminal_state(state))
+  if (terminal_state(state)) {
+    out += action_form(base + "resubmit", "Resubmit", user.csrf, next, "", "", "Resubmit" + of);
     out += action_form(base + "delete", "Delete", user.csrf, next,
                        "Delete job " + id + "? This cannot be undone.", "danger", "Delete" + of);
+  }
   out += "</td></tr>";
+  return out;
+}
+
+std::string actions_message(const std::string& action, std::size_t done, const std::string& first_failure,
+                            std::size_t failed, bool truncated) {
+  std::string verb = action == "cancel"      ? "Cancelled (or asked to stop)"
+                     : action == "archive"   ? "Archived"
+                     : action == "unarchive" ? "Unarchived"
+                     : action == "delete"    ? "Deleted"
+                                             : "Resubmitted";
+  auto jobs = [](std::size_t n) { return std::to_string(n) + (n == 1 ? " job" : " jobs"); };
+  std::string out = verb + " " + jobs(done) + ".";
+  if (failed > 0) {
+    out += " " + jobs(failed) + " could not be: " + first_failure;
+    if (failed > 1) out += " (and " + std::to_string(failed - 1) + " more)";
+    out += ".";
+  }
+  if (truncated) out += " Only the first " + std::to_string(max_action_jobs) + " matching jobs were taken.";
   return out;
 }
 
@@ -577,7 +603,30 @@ std::string home_page(const home_view& v) {
   bool live_insert = v.jobtype.empty() && v.text.empty() && (v.sort.empty() || v.sort == "-id");
   std::string extra = " data-view=\"" + std::string(v.all ? "all" : "active") + "\" data-state=\"" +
                       esc(v.state) + "\" data-pagenum=\"" + std::to_string(v.page) +
-                      "\" data-live-insert=\"" + (live_insert ? "1" : "0") + "\"";
+                      "\" data-live-insert=\"" + (live_insert ? "1" : "0") + "\" data-bulk=\"1\"";
+  // Actions on many jobs: the ticked rows (their checkboxes belong to this form), or every job the
+  // view's filters match, as GET /api/jobs would find them.
+  std::string view_query = v.all ? "" : "archived=0";
+  auto add_query = [&](const char* k, const std::string& val) {
+    if (!val.empty()) view_query += (view_query.empty() ? "" : "&") + std::string(k) + "=" + url_encode(val);
+  };
+  add_query("state", v.state);
+  add_query("jobtype", v.jobtype);
+  add_query("q", v.text);
+  body +=
+      "<form id=\"bulkform\" method=\"post\" action=\"/jobs/actions\" class=\"bulk\" aria-label=\"Act on "
+      "selected jobs\">" +
+      hidden("csrf", v.user.csrf) + hidden("next", next) + hidden("query", view_query) +
+      "<span class=\"inline-label\">Selected jobs:</span>"
+      "<button type=\"submit\" name=\"action\" value=\"cancel\" data-confirm=\"Cancel the selected jobs?\">Cancel</button>"
+      "<button type=\"submit\" name=\"action\" value=\"archive\">Archive</button>"
+      "<button type=\"submit\" name=\"action\" value=\"unarchive\">Unarchive</button>"
+      "<button type=\"submit\" name=\"action\" value=\"resubmit\">Resubmit</button>"
+      "<button type=\"submit\" name=\"action\" value=\"delete\" class=\"danger\" "
+      "data-confirm=\"Delete the selected jobs? This cannot be undone.\">Delete</button>"
+      "<label class=\"inline-label\"><input type=\"checkbox\" name=\"scope\" value=\"matching\" id=\"scope-matching\"> "
+      "instead every job this view matches (" +
+      std::to_string(v.total) + ")</label></form>";
   body += jobs_table(v.jobs, v.user, v.now_s, next, "jobs", extra, home_sort_header, &v);
   body += "<nav class=\"pager\" aria-label=\"Pages\">";
   if (v.page > 1)
@@ -622,6 +671,7 @@ std::string job_detail(const job_record& job, const page_user& user, double now_
     out += action_form(next + "/cancel", "Cancel", user.csrf, next, "Cancel job " + id + "?");
   out += archived ? action_form(next + "/unarchive", "Unarchive", user.csrf, next)
                   : action_form(next + "/archive", "Archive", user.csrf, next);
+  if (terminal_state(state)) out += action_form(next + "/resubmit", "Resubmit", user.csrf, next);
   if (terminal_state(state))
     out += action_form(next + "/delete", "Delete", user.csrf, "/",
                        "Delete job " + id + "? This cannot be undone.", "danger");

@@ -155,6 +155,9 @@ struct home_view {
   std::string since;  // the event stream's last id when the data was read (live updates resume there)
 };
 std::string home_page(const home_view& v);
+// The message after an action on many jobs: "Archived 3 jobs.", and what failed (the first reason).
+std::string actions_message(const std::string& action, std::size_t done, const std::string& first_failure,
+                            std::size_t failed, bool truncated);
 
 // One row of the job table. `next` is where its action forms return to.
 std::string job_row(const job_record& job, const page_user& user, double now_s, std::string_view next);

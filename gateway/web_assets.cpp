@@ -149,6 +149,11 @@ dl.stats dd { margin:0; font-size:1.5rem; font-weight:700; }
 th a.sort { color:inherit; text-decoration:none; }
 th a.sort:hover, th a.sort:focus { text-decoration:underline; }
 th[aria-sort] { color:var(--fg); }
+table.jobs:not([data-bulk]) .c-sel { display:none; }
+.c-sel { width:1.5rem; }
+form.bulk { display:flex; flex-wrap:wrap; align-items:center; gap:.3rem; margin:.4rem 0; }
+form.bulk button[type="submit"] { background:var(--btn-bg); color:var(--fg); border-color:var(--btn-line); }
+form.bulk button.danger[type="submit"] { color:var(--bad); border-color:var(--danger-line); }
 .newjobs { margin:.3rem 0; }
 .newjobs a { font-weight:600; }
 .empty { color:var(--muted); }
@@ -188,10 +193,17 @@ constexpr std::string_view app_js = R"JS('use strict';
   // Forms that need a confirmation (delete, reject, revoke, ...).
   document.addEventListener('submit', function (ev) {
     const f = ev.target;
-    if (f instanceof HTMLFormElement && f.dataset.confirm && !window.confirm(f.dataset.confirm)) {
-      ev.preventDefault();
-    }
+    // The button's own question first (the many-jobs form has one per action), else the form's.
+    const ask = (ev.submitter && ev.submitter.dataset.confirm) || (f instanceof HTMLFormElement && f.dataset.confirm);
+    if (ask && !window.confirm(ask)) ev.preventDefault();
   }, true);
+  // "Select every job on this page" ticks or clears each row's box.
+  document.addEventListener('change', function (ev) {
+    const box = ev.target;
+    if (!(box instanceof HTMLInputElement) || !box.classList.contains('selectall')) return;
+    const t = box.closest('table');
+    if (t) t.querySelectorAll('tbody input[name=ids]').forEach(function (c) { c.checked = box.checked; });
+  });
   // A filter menu applies a choice made with the pointer at once; one made with the keyboard's
   // arrows only on Enter (so stepping through the choices does not load a page per step).
   document.querySelectorAll('select[data-autosubmit]').forEach(function (s) {
@@ -366,6 +378,9 @@ constexpr std::string_view app_js = R"JS('use strict';
   function replaceKeepingFocus(old, fresh) {
     const had = document.activeElement;
     const inside = had && had !== document.body && old.contains(had);
+    // A ticked row stays ticked when a live update replaces it.
+    const was = old.querySelector('input[name=ids]'), now = fresh.querySelector('input[name=ids]');
+    if (was && now) now.checked = was.checked;
     old.replaceWith(fresh);
     localizeTimes(fresh);
     if (!inside) return;

@@ -82,17 +82,27 @@ std::string session_key_of(const std::string& cookie) {
   return "descprod:session:" + sha256_hex(cookie.substr(cookie.find('=') + 1));
 }
 
+// A user registered, approved by the admin and logged in on `c`; and the headers of a form post.
+void approved_login(service& s, web_client& c, const std::string& name, const std::string& password) {
+  ASSERT_EQ(register_user(s, name, password).status, 201);
+  ASSERT_EQ(admin_cli(s, {"approve", name}), 0);
+  ASSERT_EQ(c.login(name, password).status, 200);
+}
+http_headers form_headers() {
+  http_headers form;
+  form.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+  return form;
+}
+
 // GET /jobs/rows: the rows of many jobs in one answer; another user's job is "gone", as is one
 // that does not exist; a malformed or oversized list is a 400 with a JSON reason.
 TEST(Web, RowsOfManyJobsComeInOneAnswerOnlyForTheCallersJobs) {
   service s(web_options());
   long long alices = s.submit(R"({"jobtype":"mysleep","config":"1"})");
-  ASSERT_EQ(register_user(s, "hana", "hana-secret").status, 201);
-  ASSERT_EQ(admin_cli(s, {"approve", "hana"}), 0);
   web_client h{s};
-  ASSERT_EQ(h.login("hana", "hana-secret").status, 200);
-  http_headers form;
-  form.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+  approved_login(s, h, "hana", "hana-secret");
+  if (HasFatalFailure()) return;
+  const http_headers form = form_headers();
   for (int i = 0; i < 3; ++i) {
     ASSERT_EQ(h.call("POST", "/jobs", "jobtype=mysleep&config=1&csrf=" + h.csrf, form).status, 303);
   }
@@ -130,13 +140,58 @@ TEST(Web, RowsOfManyJobsComeInOneAnswerOnlyForTheCallersJobs) {
   EXPECT_EQ(nobody.call("GET", "/jobs/rows?ids=" + ids.elements[0].str).status, 401);
 }
 
+// The jobs page's selection form: the ticked IDs (repeated "ids" fields) or every match of the
+// view; a malformed form changes nothing.
+TEST(Web, TheSelectionFormActsOnTheTickedJobsOrOnEveryMatch) {
+  service s(web_options());
+  web_client h{s};
+  approved_login(s, h, "jo", "jo-secret-1");
+  if (HasFatalFailure()) return;
+  const http_headers form = form_headers();
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(h.call("POST", "/jobs", "jobtype=mysleep&config=30&csrf=" + h.csrf, form).status, 303);
+  redis_sync r(s.redis.endpoint());
+  auto ids = r.exec({"ZRANGE", "descprod:user:jo:jobs", "0", "-1"});
+  ASSERT_EQ(ids.elements.size(), 3u);
+  auto a = ids.elements[0].str, b = ids.elements[1].str;
+  auto res = h.call("POST", "/jobs/actions",
+                    "csrf=" + h.csrf + "&next=%2F&action=cancel&ids=" + a + "&ids=" + b + "&ids=" + a, form);
+  EXPECT_EQ(res.status, 303) << res.body;
+  // Cancelled at once if still ready, else once its worker has stopped it.
+  auto cancelled = [&](const std::string& id) {
+    return wait_until(
+        [&] {
+          return r.exec({"HGET", "descprod:job:" + id, "state"}).str == "cancelled";
+        },
+        20s);
+  };
+  EXPECT_TRUE(cancelled(a));
+  EXPECT_TRUE(cancelled(b));
+  auto page = h.call("GET", "/");
+  EXPECT_NE(page.body.find("Cancelled (or asked to stop) 2 jobs."), std::string::npos);
+  // Every match of the view: the one left ready.
+  res = h.call("POST", "/jobs/actions",
+               "csrf=" + h.csrf + "&next=%2F&action=cancel&scope=matching&query=archived%3D0", form);
+  EXPECT_EQ(res.status, 303);
+  EXPECT_TRUE(cancelled(ids.elements[2].str));
+  EXPECT_NE(h.call("GET", "/").body.find("1 job. 2 jobs could not be: job "), std::string::npos);
+  // Without a CSRF token: refused; an unknown action, no IDs, a bad query: a message, no change.
+  EXPECT_EQ(h.call("POST", "/jobs/actions", "next=%2F&action=delete&ids=" + a, form).status, 403);
+  for (std::string body :
+       std::vector<std::string>{"action=explode&ids=" + a, "action=delete", "action=delete&ids=x&ids=-1",
+                                "action=delete&scope=matching&query=state%3Dnope"}) {
+    res = h.call("POST", "/jobs/actions", "csrf=" + h.csrf + "&next=%2F&" + body, form);
+    EXPECT_EQ(res.status, 303) << body;
+  }
+  EXPECT_EQ(r.exec({"EXISTS", "descprod:job:" + a}).integer, 1);
+}
+
 // The token form carries a one-time key: the same POST again (a reload) creates no second token.
 TEST(Web, ATokenFormPostedTwiceCreatesOneToken) {
   service s(web_options());
-  ASSERT_EQ(register_user(s, "ivan", "ivan-secret").status, 201);
-  ASSERT_EQ(admin_cli(s, {"approve", "ivan"}), 0);
   web_client v{s};
-  ASSERT_EQ(v.login("ivan", "ivan-secret").status, 200);
+  approved_login(s, v, "ivan", "ivan-secret");
+  if (HasFatalFailure()) return;
   auto page = v.call("GET", "/tokens");
   ASSERT_EQ(page.status, 200);
   const std::string marker = "name=\"form\" value=\"";
@@ -145,8 +200,7 @@ TEST(Web, ATokenFormPostedTwiceCreatesOneToken) {
   std::string nonce = page.body.substr(at + marker.size());
   nonce = nonce.substr(0, nonce.find('"'));
   ASSERT_GE(nonce.size(), 32u) << nonce;
-  http_headers form;
-  form.emplace_back("Content-Type", "application/x-www-form-urlencoded");
+  const http_headers form = form_headers();
   redis_sync r(s.redis.endpoint());
   auto tokens = [&] { return r.exec({"SCARD", "descprod:user:ivan:tokens"}).integer; };
   std::string body = "csrf=" + v.csrf + "&form=" + nonce + "&label=once";
