@@ -690,6 +690,17 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     }
     return true;
   }
+  // Submits one quick job per config (one request each) and waits until they have ended; their IDs.
+  async function quickJobs(configs) {
+    const ids = [];
+    for (const config of configs) {
+      const r = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'quick', config }, { Authorization: `Bearer ${userToken}` });
+      assert.equal(r.status, 201, r.text);
+      ids.push(String(r.json.id));
+    }
+    await waitFor('the quick jobs to end', allEnded, 60000, 250);
+    return ids;
+  }
   // Every row the page shows, in order: [id, state].
   async function pageRows(page) {
     return page.evaluate(() => Array.from(document.querySelectorAll('#jobs tbody tr[data-job]'),
@@ -854,13 +865,7 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
 
   step('find jobs: search, type and sortable headers live in the URL; new jobs under a search are offered', async () => {
     const auth = { Authorization: `Bearer ${userToken}` };
-    const ids = [];
-    for (const config of ['424241', '424242', '424243']) {
-      const r = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'quick', config }, auth);
-      assert.equal(r.status, 201, r.text);
-      ids.push(String(r.json.id));
-    }
-    await waitFor('the quick jobs to end', allEnded, 60000, 250);
+    const ids = await quickJobs(['424241', '424242', '424243']);
     const page = await newPage();
     await login(page, userName, userPass);
     await page.goto(svc.url('/?view=all'));
@@ -913,6 +918,51 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     assert.equal(url.searchParams.get('q'), null);
     assert.equal(url.searchParams.get('sort'), 'duration');
     await shot(page, 'home-find');
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  });
+
+  step('act on many jobs: ticked rows, every row of the page, every match of the view; resubmit one', async () => {
+    const auth = { Authorization: `Bearer ${userToken}` };
+    const ids = await quickJobs(['515151', '515152', '515153', '515154']);
+    const page = await newPage();
+    await login(page, userName, userPass);
+    await page.goto(svc.url('/?q=51515'));
+    assert.equal((await pageRows(page)).length, 4);
+    // Tick two rows and archive them: they leave the active view.
+    await row(page, ids[0]).getByLabel(`Select job ${ids[0]}`).check();
+    await row(page, ids[1]).getByLabel(`Select job ${ids[1]}`).check();
+    await Promise.all([page.waitForNavigation(), page.click('form.bulk button[value=archive]')]);
+    assert.equal(await page.textContent('.flash'), 'Archived 2 jobs.');
+    assert.deepEqual((await pageRows(page)).map((r) => r[0]), [ids[3], ids[2]]);
+    assert.equal(new URL(page.url()).searchParams.get('q'), '51515', 'back to the same view');
+    // "Select every job on this page", then Resubmit: two new jobs like them.
+    await page.getByLabel('Select every job on this page').check();
+    assert.deepEqual(await page.$$eval('#jobs tbody input[name=ids]', (b) => b.map((x) => x.checked)), [true, true]);
+    await Promise.all([page.waitForNavigation(), page.click('form.bulk button[value=resubmit]')]);
+    assert.equal(await page.textContent('.flash'), 'Resubmitted 2 jobs.');
+    const after = await httpJson(svc.port, 'GET', '/api/jobs?q=51515&archived=0', undefined, auth);
+    assert.equal(after.json.total, 4);
+    assert.deepEqual(after.json.jobs.map((j) => j.config).sort(), ['515153', '515153', '515154', '515154']);
+    await waitFor('the resubmitted jobs to end', allEnded, 60000, 250);
+    // Every job the view matches (not only this page): delete asks first, then deletes all four.
+    await page.reload();
+    const asked = page.dialogs.length;
+    await page.check('#scope-matching');
+    await Promise.all([page.waitForNavigation(), page.click('form.bulk button[value=delete]')]);
+    assert.equal(page.dialogs[asked] && page.dialogs[asked].message, 'Delete the selected jobs? This cannot be undone.');
+    assert.equal(await page.textContent('.flash'), 'Deleted 4 jobs.');
+    assert.equal((await pageRows(page)).length, 0);
+    // The archived two were outside the view and are still there; one resubmitted from its row.
+    await page.goto(svc.url('/?view=all&q=51515'));
+    assert.deepEqual((await pageRows(page)).map((r) => r[0]), [ids[1], ids[0]]);
+    await Promise.all([page.waitForNavigation(), page.click(`#jobs tr[data-job="${ids[0]}"] button[aria-label="Resubmit job ${ids[0]}"]`)]);
+    assert.match(await page.textContent('.flash'), new RegExp(`^Resubmitted job ${ids[0]} as job \\d+\\.$`));
+    // Nothing ticked: the page says so and nothing happens.
+    await Promise.all([page.waitForNavigation(), page.click('form.bulk button[value=archive]')]);
+    assert.equal(await page.textContent('.flash'), 'No jobs were selected.');
+    await shot(page, 'home-bulk');
+    await waitFor('the last job to end', allEnded, 60000, 250);
     assert.deepEqual(page.errors, []);
     await page.context().close();
   });
