@@ -60,8 +60,8 @@ std::vector<long long> walk(service& s, const std::string& query, int limit, boo
   std::vector<long long> out;
   std::string cursor;
   for (int pages = 0; pages < 200; ++pages) {
-    auto p = get_page(s, query + "&limit=" + std::to_string(limit) + (cursor.empty() ? "" : "&cursor=" + cursor),
-                      token);
+    auto p = get_page(
+        s, query + "&limit=" + std::to_string(limit) + (cursor.empty() ? "" : "&cursor=" + cursor), token);
     EXPECT_EQ(p.status, 200) << p.body;
     if (p.status != 200) break;
     EXPECT_LE(p.jobs.size(), static_cast<std::size_t>(limit));
@@ -75,14 +75,18 @@ std::vector<long long> walk(service& s, const std::string& query, int limit, boo
 }
 
 // Whether the list holds each ID once.
-bool distinct(const std::vector<long long>& v) { return std::set<long long>(v.begin(), v.end()).size() == v.size(); }
+bool distinct(const std::vector<long long>& v) {
+  return std::set<long long>(v.begin(), v.end()).size() == v.size();
+}
 
 TEST(ApiFind, FiltersSortsAndCursorPagesAgreeWithTheJobsFields) {
   service s(api_options(1));
   // Batch 1 runs to the end: six marker jobs (done) and three that fail.
   std::vector<long long> first;
-  for (int i = 1; i <= 6; ++i) first.push_back(s.submit(R"({"jobtype":"marker","config":"alpha)" + std::to_string(i) + "\"}"));
-  for (int i = 1; i <= 3; ++i) first.push_back(s.submit(R"({"jobtype":"fail","config":"Beta)" + std::to_string(i) + "\"}"));
+  for (int i = 1; i <= 6; ++i)
+    first.push_back(s.submit(R"({"jobtype":"marker","config":"alpha)" + std::to_string(i) + "\"}"));
+  for (int i = 1; i <= 3; ++i)
+    first.push_back(s.submit(R"({"jobtype":"fail","config":"Beta)" + std::to_string(i) + "\"}"));
   for (auto id : first) ASSERT_TRUE(s.wait_terminal(id, 60s)) << id << " " << s.state(id);
   // Batch 2: two long jobs hold the worker's two slots, so two more stay ready; one has a howfig.
   long long run1 = s.submit(R"({"jobtype":"mysleep","config":"60"})");
@@ -116,7 +120,7 @@ TEST(ApiFind, FiltersSortsAndCursorPagesAgreeWithTheJobsFields) {
   auto markers = get_page(s, "jobtype=marker");
   EXPECT_EQ(markers.total, 8);
   for (const auto& j : markers.jobs) EXPECT_EQ(str(j, "jobtype"), "marker");
-  EXPECT_EQ(ids_of(get_page(s, "q=beta").jobs).size(), 3u);  // config, case ignored
+  EXPECT_EQ(ids_of(get_page(s, "q=beta").jobs).size(), 3u);                         // config, case ignored
   EXPECT_EQ(ids_of(get_page(s, "q=needle").jobs), std::vector<long long>{ready1});  // howfig
   EXPECT_EQ(get_page(s, "q=it%20broke").total, 3);  // progress of the failed jobs
   EXPECT_EQ(get_page(s, "q=zzz-nothing").total, 0);
@@ -127,7 +131,8 @@ TEST(ApiFind, FiltersSortsAndCursorPagesAgreeWithTheJobsFields) {
   char t[64];
   std::snprintf(t, sizeof t, "%.6f", split);
   auto later = ids_of(get_page(s, std::string("created_after=") + t).jobs);
-  EXPECT_EQ(std::set<long long>(later.begin(), later.end()), (std::set<long long>{run1, run2, ready1, ready2}));
+  EXPECT_EQ(std::set<long long>(later.begin(), later.end()),
+            (std::set<long long>{run1, run2, ready1, ready2}));
   EXPECT_EQ(get_page(s, std::string("created_before=") + t).total, 9);
   EXPECT_EQ(get_page(s, "created_after=2000-01-01T00:00:00Z&created_before=2000-01-02").total, 0);
   EXPECT_EQ(get_page(s, "created_after=2000-01-01").total, 13);
@@ -150,7 +155,8 @@ TEST(ApiFind, FiltersSortsAndCursorPagesAgreeWithTheJobsFields) {
   auto by_started = get_page(s, "sort=-started&limit=1000");
   ASSERT_EQ(by_started.jobs.size(), 13u);
   for (std::size_t i = 0; i + 1 < by_started.jobs.size(); ++i) {
-    double a = field_time(by_started.jobs[i], "start_time"), b = field_time(by_started.jobs[i + 1], "start_time");
+    double a = field_time(by_started.jobs[i], "start_time"),
+           b = field_time(by_started.jobs[i + 1], "start_time");
     if (a < 0) {
       EXPECT_LT(b, 0) << "a job without a start time came before one with it";
     } else if (b >= 0) {
@@ -162,7 +168,8 @@ TEST(ApiFind, FiltersSortsAndCursorPagesAgreeWithTheJobsFields) {
   ASSERT_EQ(by_duration.jobs.size(), 9u);
   // Shortest first; the jobs without a start time (no duration) last.
   for (long long i = 0; i + 1 < with_both; ++i) {
-    const auto &a = by_duration.jobs[static_cast<std::size_t>(i)], &b = by_duration.jobs[static_cast<std::size_t>(i + 1)];
+    const auto &a = by_duration.jobs[static_cast<std::size_t>(i)],
+               &b = by_duration.jobs[static_cast<std::size_t>(i + 1)];
     EXPECT_LE(field_time(a, "stop_time") - field_time(a, "start_time"),
               field_time(b, "stop_time") - field_time(b, "start_time") + 1e-6);
   }

@@ -43,7 +43,8 @@ dg::list_query parsed(const std::string& text) {
 }  // namespace
 
 TEST(GatewayFind, QueryParametersParse) {
-  auto q = parsed("owner=*&q=Needle&created_after=2026-12-06T10:00:00Z&created_before=1800000000.5&sort=-started");
+  auto q =
+      parsed("owner=*&q=Needle&created_after=2026-12-06T10:00:00Z&created_before=1800000000.5&sort=-started");
   EXPECT_EQ(q.owner, "*");
   EXPECT_EQ(q.text, "Needle");
   ASSERT_TRUE(q.created.after && q.created.before);
@@ -85,7 +86,8 @@ TEST(GatewayFind, CursorsRoundTripAndBelongToOneSort) {
 
 TEST(GatewayFind, AScanReadsOnlyTheFieldsItNeedsStateFirst) {
   EXPECT_EQ(dg::field_plan(parsed("")).names(), std::vector<std::string>{"state"});
-  EXPECT_EQ(dg::field_plan(parsed("state=done&archived=0")).names(), (std::vector<std::string>{"state", "archive"}));
+  EXPECT_EQ(dg::field_plan(parsed("state=done&archived=0")).names(),
+            (std::vector<std::string>{"state", "archive"}));
   EXPECT_EQ(dg::field_plan(parsed("q=x&sort=duration")).names(),
             (std::vector<std::string>{"state", "config", "howfig", "progress", "start_time", "stop_time"}));
   EXPECT_EQ(dg::field_plan(parsed("started_after=1&sort=started")).names(),
@@ -95,15 +97,16 @@ TEST(GatewayFind, AScanReadsOnlyTheFieldsItNeedsStateFirst) {
 TEST(GatewayFind, MatchingChecksEveryFilterAndTheTextIgnoresCase) {
   auto q = parsed("state=failed&jobtype=fail&q=BROKE&started_after=100&started_before=200");
   dg::field_plan plan(q);
-  ASSERT_EQ(plan.names(), (std::vector<std::string>{"state", "jobtype", "config", "howfig", "progress", "start_time"}));
+  ASSERT_EQ(plan.names(),
+            (std::vector<std::string>{"state", "jobtype", "config", "howfig", "progress", "start_time"}));
   auto m = plan.match(7, hmget({"failed", "fail", "c", std::nullopt, "Failed. it broke", "150"}));
   ASSERT_TRUE(m);
   EXPECT_EQ(m->id, 7);
-  EXPECT_FALSE(plan.match(7, hmget({"done", "fail", "c", "", "it broke", "150"})));         // state
-  EXPECT_FALSE(plan.match(7, hmget({"failed", "marker", "c", "", "it broke", "150"})));     // jobtype
-  EXPECT_FALSE(plan.match(7, hmget({"failed", "fail", "c", "", "fine", "150"})));           // text
-  EXPECT_FALSE(plan.match(7, hmget({"failed", "fail", "c", "", "it broke", "200"})));       // before: exclusive
-  EXPECT_TRUE(plan.match(7, hmget({"failed", "fail", "c", "", "it broke", "100"})));        // after: inclusive
+  EXPECT_FALSE(plan.match(7, hmget({"done", "fail", "c", "", "it broke", "150"})));      // state
+  EXPECT_FALSE(plan.match(7, hmget({"failed", "marker", "c", "", "it broke", "150"})));  // jobtype
+  EXPECT_FALSE(plan.match(7, hmget({"failed", "fail", "c", "", "fine", "150"})));        // text
+  EXPECT_FALSE(plan.match(7, hmget({"failed", "fail", "c", "", "it broke", "200"})));    // before: exclusive
+  EXPECT_TRUE(plan.match(7, hmget({"failed", "fail", "c", "", "it broke", "100"})));     // after: inclusive
   EXPECT_FALSE(plan.match(7, hmget({"failed", "fail", "c", "", "it broke", std::nullopt})));  // no start
   EXPECT_FALSE(plan.match(7, hmget({std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
                                     std::nullopt})));  // deleted
@@ -116,10 +119,10 @@ TEST(GatewayFind, SortedAnswersPutJobsWithoutTheValueLastAndCursorsContinueAfter
   auto q = parsed("sort=-duration");
   dg::field_plan plan(q);
   std::vector<dg::field_plan::scanned> v;
-  v.push_back(*plan.match(1, hmget({"done", "10", "15"})));       // 5 s
+  v.push_back(*plan.match(1, hmget({"done", "10", "15"})));             // 5 s
   v.push_back(*plan.match(2, hmget({"running", "10", std::nullopt})));  // none yet
-  v.push_back(*plan.match(3, hmget({"done", "10", "30"})));       // 20 s
-  v.push_back(*plan.match(4, hmget({"done", "20", "25"})));       // 5 s, a tie with job 1
+  v.push_back(*plan.match(3, hmget({"done", "10", "30"})));             // 20 s
+  v.push_back(*plan.match(4, hmget({"done", "20", "25"})));             // 5 s, a tie with job 1
   v.push_back(*plan.match(5, hmget({"ready", std::nullopt, std::nullopt})));
   std::sort(v.begin(), v.end(), [&](const auto& a, const auto& b) { return dg::sorts_before(q, a, b); });
   std::vector<long long> order;
