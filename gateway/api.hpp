@@ -34,6 +34,9 @@ inline constexpr long long max_list_offset = 1'000'000'000'000;
 inline constexpr std::size_t filter_scan_window = 200000;
 // Jobs per store::async_create call in a bulk submit; each call is one atomic script.
 inline constexpr std::size_t bulk_chunk_jobs = 1000;
+// Scans of GET /api/jobs at once: by one user, and in the whole gateway (more: 429, Retry-After 1).
+inline constexpr int max_scans_per_user = 2;
+inline constexpr int max_scans = 8;
 // POST /api/jobs/actions: at most this many IDs in a request, and jobs selected by a query.
 inline constexpr std::size_t max_action_ids = 1000;
 inline constexpr std::size_t max_action_jobs = 10000;

@@ -9,6 +9,7 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -78,6 +79,10 @@ struct gateway_context {
   metrics::http_metrics* http_metrics = nullptr;
   // The process's own state for GET /metrics (connections, links). Empty: not exported.
   std::function<metrics::gateway_snapshot()> gateway_state;
+  // Scans of GET /api/jobs running now (a filter, a sort or owner=*: each may read 200,000 jobs),
+  // in all and by user: jobs_service admits at most max_scans_per_user and max_scans at once.
+  int scans_running = 0;
+  std::map<std::string, int, std::less<>> scans_by_user;
 };
 
 // What the handler produced: a response, or the start of a Server-Sent Events stream. With

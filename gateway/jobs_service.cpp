@@ -226,8 +226,8 @@ class id_source {
     } else {
       std::size_t i = 0;
       if (start) {
-        while (i < ids.size() && ids[i] != *start) ++i;
-        i = i < ids.size() ? i + 1 : 0;
+        // After `start` in the list's order (it may have been deleted meanwhile).
+        while (i < ids.size() && (descending_ ? ids[i] >= *start : ids[i] <= *start)) ++i;
       }
       for (; i < ids.size() && out.size() < chunk_; ++i) out.push_back(ids[i]);
       if (i >= ids.size()) done_ = true;
@@ -253,6 +253,26 @@ void sort_matches(const list_query& q, std::vector<field_plan::scanned>& v) {
   });
 }
 
+// A page of IDs already in the answer's order: after the cursor (or from the offset), `limit` of
+// them; returns the next page's cursor ("" at the end).
+std::string plain_page(const list_query& q, const std::vector<job_id>& ids, std::vector<std::string>& page) {
+  std::size_t i = 0;
+  if (q.cursor) {
+    // After the cursor's ID, also when that job has gone meanwhile.
+    job_id c = q.cursor->id;
+    while (i < ids.size() && (q.descending ? ids[i] >= c : ids[i] <= c)) ++i;
+  } else {
+    i = static_cast<std::size_t>(std::min<long long>(q.offset, static_cast<long long>(ids.size())));
+  }
+  for (; i < ids.size() && page.size() < static_cast<std::size_t>(q.limit); ++i)
+    page.push_back(std::to_string(ids[i]));
+  if (i >= ids.size() || page.empty()) return {};
+  list_query c = q;
+  list_cursor at;
+  at.id = ids[i - 1];
+  return cursor_text(c, at);
+}
+
 // Children IDs as job IDs, newest first.
 std::vector<job_id> child_ids(const redis_reply& members) {
   std::vector<job_id> v;
@@ -260,6 +280,42 @@ std::vector<job_id> child_ids(const redis_reply& members) {
     if (auto id = parse_job_id_text(m.str)) v.push_back(*id);
   std::sort(v.begin(), v.end(), std::greater<>());
   return v;
+}
+
+// A place among the running scans, held while a scan runs (the io_context's one thread: no lock).
+class scan_admission {
+ public:
+  scan_admission(gateway_context& ctx, const std::string& user) : ctx_(ctx), user_(user) {
+    auto it = ctx_.scans_by_user.find(user_);
+    int mine = it == ctx_.scans_by_user.end() ? 0 : it->second;
+    if (mine >= max_scans_per_user || ctx_.scans_running >= max_scans) return;
+    ++ctx_.scans_by_user[user_];
+    ++ctx_.scans_running;
+    admitted_ = true;
+  }
+  ~scan_admission() {
+    if (!admitted_) return;
+    --ctx_.scans_running;
+    auto it = ctx_.scans_by_user.find(user_);
+    if (it != ctx_.scans_by_user.end() && --it->second <= 0) ctx_.scans_by_user.erase(it);
+  }
+  scan_admission(const scan_admission&) = delete;
+  scan_admission& operator=(const scan_admission&) = delete;
+  bool admitted() const { return admitted_; }
+
+ private:
+  gateway_context& ctx_;
+  std::string user_;
+  bool admitted_ = false;
+};
+
+api_error too_many_scans(bool mine) {
+  auto e = make_error(errc::too_many_requests,
+                      mine ? "you have " + std::to_string(max_scans_per_user) +
+                                 " job searches running; wait for them (or page with the cursor)"
+                           : "too many job searches are running; try again in a moment");
+  e.retry_after_s = 1;
+  return e;
 }
 
 // Scans a source with the query's filters, paging the matches. With a sort by ID the source is
@@ -430,6 +486,16 @@ net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
 
 net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_query q) {
   const keys& k = keys_of(ctx);
+  // Every listing but the plain one scans: it takes a place among the running scans or is a 429.
+  bool plain = q.owner != "*" && !q.filtered() && q.sort == list_sort::id;
+  std::optional<scan_admission> admission;
+  if (!plain) {
+    admission.emplace(ctx, who.name);
+    if (!admission->admitted()) {
+      bool mine = ctx.scans_running < max_scans;
+      co_return too_many_scans(mine);
+    }
+  }
   if (!q.owner.empty() && q.owner != who.name && !who.admin)
     co_return forbidden("only an administrator may list another user's jobs (owner=" + q.owner + ")");
   if (q.parent && !q.owner.empty()) co_return bad_request("give parent or owner, not both");
@@ -443,6 +509,15 @@ net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_
     id_source src(id_source::kind::list, q.sort != list_sort::id || q.descending);
     src.ids = child_ids(members);
     if (q.sort == list_sort::id && !q.descending) std::reverse(src.ids.begin(), src.ids.end());
+    if (plain) {
+      // No filter, by ID: a page of the sorted IDs, without reading the other children.
+      job_list out;
+      out.total = static_cast<long long>(src.ids.size());
+      out.truncated = card.as_integer() > static_cast<long long>(max_children);
+      out.next = plain_page(q, src.ids, out.page_ids);
+      out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, out.page_ids)));
+      co_return out;
+    }
     auto out = co_await scan_jobs(ctx, std::move(src), std::move(q));
     out.truncated = card.as_integer() > static_cast<long long>(max_children);
     out.scanned.reset();

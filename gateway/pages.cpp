@@ -283,6 +283,11 @@ net::awaitable<response> render_home(gateway_context& ctx, principal who, home_q
   v.user = page_user_of(who);
   v.message = std::move(message);
   v.apps = &ctx.apps;
+  if (!found && v.message.text.empty()) {
+    // The table could not be read (a 429 while too many searches run): say so, not "No jobs".
+    v.message.text = found.error().detail;
+    v.message.error = true;
+  }
   if (found) {
     v.jobs = std::move(found->jobs);
     v.total = found->total.value_or(0);

@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/job.hpp"
@@ -201,6 +202,68 @@ TEST(ApiFind, FiltersSortsAndCursorPagesAgreeWithTheJobsFields) {
 
   s.call("POST", path_of(run1, "/cancel"));
   s.call("POST", path_of(run2, "/cancel"));
+}
+
+// A user's scans are admitted two at a time: ten filtered searches at once over 50,000 jobs get
+// 200 or 429 with Retry-After (never a 5xx), and once they are over a search is answered again.
+TEST(ApiFind, ManySearchesAtOnceAreAdmittedTwoAtATimeAndTheRestToldToRetry) {
+  service s(api_options(0));
+  for (int chunk = 0; chunk < 5; ++chunk) {
+    std::string body = R"({"jobs":[)";
+    for (int i = 0; i < 10000; ++i)
+      body += std::string(i ? "," : "") + R"({"jobtype":"marker","config":"x)" + std::to_string(i) + "\"}";
+    body += "]}";
+    ASSERT_EQ(s.call("POST", "/api/jobs/bulk", body).status, 201);
+  }
+  std::vector<int> status(10, 0);
+  std::vector<std::string> retry(10);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 10; ++i) {
+    threads.emplace_back([&, i] {
+      auto r = s.call("GET", "/api/jobs?state=failed&limit=5");
+      status[i] = r.status;
+      retry[i] = r.header("retry-after");
+    });
+  }
+  for (auto& t : threads) t.join();
+  int ok = 0, told = 0;
+  for (int i = 0; i < 10; ++i) {
+    if (status[i] == 200) ++ok;
+    if (status[i] == 429) {
+      ++told;
+      EXPECT_EQ(retry[i], "1");
+    }
+  }
+  EXPECT_EQ(ok + told, 10) << "every answer is 200 or 429";
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(told, 1) << "ten scans of 50,000 jobs at once were all admitted";
+  auto after = s.call("GET", "/api/jobs?state=ready&limit=1");
+  ASSERT_EQ(after.status, 200) << after.body;
+  EXPECT_EQ(after.json().as_object().at("total").as_int64(), 50000);
+  EXPECT_EQ(s.call("GET", "/api/jobs?limit=1").status, 200);  // the plain list never waits
+}
+
+// A parent's children page by cursor too, newest or oldest first, also after the job a cursor
+// names was deleted.
+TEST(ApiFind, ChildrenPageByCursorEvenWhenTheCursorsJobIsGone) {
+  service s(api_options(0));
+  long long parent = s.submit(R"({"jobtype":"marker","config":"p"})");
+  std::vector<long long> kids;
+  for (int i = 0; i < 5; ++i)
+    kids.push_back(s.submit(R"({"jobtype":"marker","config":"k","parent":)" + std::to_string(parent) + "}"));
+  std::string q = "parent=" + std::to_string(parent);
+  EXPECT_EQ(walk(s, q, 2, true), std::vector<long long>(kids.rbegin(), kids.rend()));
+  EXPECT_EQ(walk(s, q + "&sort=id", 2, true), kids);
+  EXPECT_EQ(walk(s, q + "&state=ready", 2, false), std::vector<long long>(kids.rbegin(), kids.rend()));
+  // The cursor names kids[3]; it is deleted before the next page is asked for.
+  auto first = get_page(s, q + "&limit=2");
+  ASSERT_EQ(first.next, "-id~~" + std::to_string(kids[3]));
+  ASSERT_EQ(s.call("POST", path_of(kids[3], "/cancel")).status, 200);
+  ASSERT_EQ(s.call("DELETE", path_of(kids[3])).status, 204);
+  auto second = get_page(s, q + "&limit=2&cursor=" + first.next);
+  EXPECT_EQ(ids_of(second.jobs), (std::vector<long long>{kids[2], kids[1]}));
+  auto filtered = get_page(s, q + "&state=ready&limit=2&cursor=" + first.next);
+  EXPECT_EQ(ids_of(filtered.jobs), (std::vector<long long>{kids[2], kids[1]}));
 }
 
 TEST(ApiFind, BadFindQueriesAre400WithAReason) {
