@@ -59,13 +59,14 @@ TEST(ApiActions, ResubmitMakesALikeJobOnlyOfAnEndedJobOfOnesOwn) {
 TEST(ApiActions, OneActionOnManyJobsByIdsOrByQuerySaysWhatFailed) {
   service s(api_options(0));  // no worker: the jobs stay ready
   std::vector<long long> ids;
-  for (int i = 0; i < 5; ++i) ids.push_back(s.submit(R"({"jobtype":"marker","config":"batch)" + std::to_string(i) + "\"}"));
+  for (int i = 0; i < 5; ++i)
+    ids.push_back(s.submit(R"({"jobtype":"marker","config":"batch)" + std::to_string(i) + "\"}"));
   long long other = s.submit(R"({"jobtype":"marker","config":"keep"})");
   long long bobs = s.submit(R"({"jobtype":"marker","config":"batch9"})", s.bob_token);
 
   // Cancel three by ID, one of them bob's (not found for alice) and one twice (counted once).
-  std::string body = R"({"action":"cancel","ids":[)" + std::to_string(ids[0]) + "," + std::to_string(ids[1]) + "," +
-                     std::to_string(bobs) + "," + std::to_string(ids[0]) + "]}";
+  std::string body = R"({"action":"cancel","ids":[)" + std::to_string(ids[0]) + "," + std::to_string(ids[1]) +
+                     "," + std::to_string(bobs) + "," + std::to_string(ids[0]) + "]}";
   auto r = s.call("POST", "/api/jobs/actions", body);
   ASSERT_EQ(r.status, 200) << r.body;
   auto j = r.json().as_object();
@@ -111,7 +112,8 @@ TEST(ApiActions, OneActionOnManyJobsByIdsOrByQuerySaysWhatFailed) {
     std::string body, detail;
   };
   for (const auto& b : std::vector<bad>{
-           {R"({"action":"explode","ids":[1]})", "is not one of cancel, archive, unarchive, delete, resubmit"},
+           {R"({"action":"explode","ids":[1]})",
+            "is not one of cancel, archive, unarchive, delete, resubmit"},
            {R"({"action":"archive"})", "give either 'ids'"},
            {R"({"action":"archive","ids":[1],"query":"state=ready"})", "give either 'ids'"},
            {R"({"action":"archive","ids":[]})", "1 to 1000 job IDs"},
