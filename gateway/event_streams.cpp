@@ -272,6 +272,7 @@ std::string format_sse_event(const stream_event& e) {
   data["attempt"] = e.attempt;
   if (auto t = parse_double(e.time)) data["time"] = *t;
   data["type"] = e.type;
+  if (!e.owner.empty()) data["owner"] = e.owner;  // an admin's stream carries every user's jobs
   std::string out;
   out.reserve(64 + e.progress.size());
   out += "id: ";

@@ -168,7 +168,8 @@ struct home_query {
   std::string state;
   std::string jobtype;
   std::string text;
-  std::string sort;  // "" = the default (-id)
+  std::string sort;   // "" = the default (-id)
+  std::string owner;  // an admin's view of another user's jobs ("*": everyone's)
   int page = 1;
   job_id copy = 0;
 };
@@ -186,6 +187,7 @@ home_query parse_home_query(std::string_view query) {
   if (parse_job_state(get("state"))) h.state = get("state");
   if (auto t = get("jobtype"); t.size() <= max_jobtype_bytes) h.jobtype = t;
   if (auto t = get("q"); t.size() <= max_text_query_bytes) h.text = t;
+  if (auto t = get("owner"); t == "*" || valid_user_name(t)) h.owner = t;
   // A sort the API knows ("-duration", "state", ...); anything else is the default.
   if (auto t = get("sort"); !t.empty() && t.size() <= 16 &&
                             t.find_first_not_of("-abcdefghijklmnopqrstuvwxyz") == std::string::npos) {
@@ -271,6 +273,7 @@ net::awaitable<response> render_home(gateway_context& ctx, principal who, home_q
   if (!hq.state.empty()) q.state = parse_job_state(hq.state);
   q.jobtype = hq.jobtype;
   q.text = hq.text;
+  if (who.admin && hq.owner != who.name) q.owner = hq.owner;  // others: ignored (their own jobs)
   if (!hq.sort.empty()) {
     list_query sorted;
     if (!parse_list_query("sort=" + hq.sort, sorted)) {
@@ -300,6 +303,7 @@ net::awaitable<response> render_home(gateway_context& ctx, principal who, home_q
   v.jobtype = hq.jobtype;
   v.text = hq.text;
   v.sort = hq.sort;
+  v.owner = q.owner;
   v.page = hq.page;
   v.per_page = home_per_page;
   v.now_s = now_s(ctx);

@@ -124,9 +124,11 @@ std::string jobs_table(const std::vector<job_record>& jobs, const page_user& use
       "><thead><tr><th scope=\"col\" class=\"c-sel\"><input type=\"checkbox\" class=\"selectall\" "
       "aria-label=\"Select every job on this page\"></th>";
   for (std::string_view label :
-       {"ID", "Parent", "Type", "Config", "Howfig", "State", "Progress", "Created / started", "Duration",
-        "Host", "Run directory", "Return status", "Actions"}) {
+       {"ID", "Owner", "Parent", "Type", "Config", "Howfig", "State", "Progress", "Created / started",
+        "Duration", "Host", "Run directory", "Return status", "Actions"}) {
     std::string th = sort_header ? sort_header(label, header_ctx) : std::string();
+    if (th.empty() && label == "Owner")
+      th = "<th scope=\"col\" class=\"c-owner\">Owner</th>";  // shown by data-owners
     out += th.empty() ? col(label) : th;
   }
   out += "</tr></thead><tbody>";
@@ -144,6 +146,7 @@ std::string home_link(const home_view& v, bool all, std::string_view sort, int p
   if (!v.state.empty()) add("state=" + url_encode(v.state));
   if (!v.jobtype.empty()) add("jobtype=" + url_encode(v.jobtype));
   if (!v.text.empty()) add("q=" + url_encode(v.text));
+  if (!v.owner.empty()) add("owner=" + url_encode(v.owner));
   if (!sort.empty() && sort != "-id") add("sort=" + url_encode(sort));
   if (page > 1) add("page=" + std::to_string(page));
   return "/" + q;
@@ -435,13 +438,15 @@ std::string job_row(const job_record& job, const page_user& user, double now_s, 
   bool archived = get(job, "archive") == "1";
   std::string start = get(job, "start_time");
   std::string shown_time = start.empty() ? get(job, "create_time") : start;
-  std::string out = "<tr data-job=\"" + esc(id) + "\" data-state=\"" + esc(state) + "\" data-archive=\"" +
-                    (archived ? "1" : "0") + "\" data-start=\"" + esc(start) + "\" data-stop=\"" +
-                    esc(get(job, "stop_time")) + "\" data-parent=\"" + esc(parent) + "\">";
+  std::string out = "<tr data-job=\"" + esc(id) + "\" data-owner=\"" + esc(get(job, "descname")) +
+                    "\" data-state=\"" + esc(state) + "\" data-archive=\"" + (archived ? "1" : "0") +
+                    "\" data-start=\"" + esc(start) + "\" data-stop=\"" + esc(get(job, "stop_time")) +
+                    "\" data-parent=\"" + esc(parent) + "\">";
   // The selection for the actions on many jobs (the home page's form "bulkform"; hidden elsewhere).
   out += "<td class=\"c-sel\"><input type=\"checkbox\" name=\"ids\" value=\"" + esc(id) +
          "\" form=\"bulkform\" aria-label=\"Select job " + esc(id) + "\"></td>";
   out += "<td class=\"c-id\" data-label=\"ID\"><a href=\"/jobs/" + esc(id) + "\">" + esc(id) + "</a></td>";
+  out += "<td class=\"c-owner\" data-label=\"Owner\">" + esc(get(job, "descname")) + "</td>";
   out += "<td class=\"c-parent\" data-label=\"Parent\">";
   if (!parent.empty()) out += parent_link(job);
   out += "</td><td class=\"c-type\" data-label=\"Type\">" + esc(get(job, "jobtype")) + "</td>";
@@ -562,12 +567,19 @@ std::string home_page(const home_view& v) {
   // A type no longer registered still shows (its jobs exist).
   if (!known_type)
     body += "<option value=\"" + esc(v.jobtype) + "\" selected>" + esc(v.jobtype) + "</option>";
+  body += "</select>";
+  // An administrator may look at another user's jobs, or everyone's (*).
+  if (v.user.admin)
+    body +=
+        "<label for=\"owner-filter\" class=\"inline-label\">Owner</label><input name=\"owner\" "
+        "id=\"owner-filter\" size=\"8\" maxlength=\"64\" placeholder=\"me, a name, *\" value=\"" +
+        esc(v.owner) + "\">";
   body +=
-      "</select><label for=\"q-filter\" class=\"inline-label\">Search</label>"
+      "<label for=\"q-filter\" class=\"inline-label\">Search</label>"
       "<input type=\"search\" name=\"q\" id=\"q-filter\" maxlength=\"200\" placeholder=\"config, howfig, progress\" "
       "value=\"" +
       esc(v.text) + "\"><button type=\"submit\">Find</button>";
-  if (!v.state.empty() || !v.jobtype.empty() || !v.text.empty())
+  if (!v.state.empty() || !v.jobtype.empty() || !v.text.empty() || !v.owner.empty())
     body += "<a href=\"" + esc(home_link(home_view{}, v.all, v.sort, 1)) + "\" class=\"clear\">Clear</a>";
   body += "</form></span></div>";
 
@@ -603,7 +615,9 @@ std::string home_page(const home_view& v) {
   bool live_insert = v.jobtype.empty() && v.text.empty() && (v.sort.empty() || v.sort == "-id");
   std::string extra = " data-view=\"" + std::string(v.all ? "all" : "active") + "\" data-state=\"" +
                       esc(v.state) + "\" data-pagenum=\"" + std::to_string(v.page) +
-                      "\" data-live-insert=\"" + (live_insert ? "1" : "0") + "\" data-bulk=\"1\"";
+                      "\" data-live-insert=\"" + (live_insert ? "1" : "0") +
+                      "\" data-bulk=\"1\" data-owner=\"" + esc(v.owner.empty() ? v.user.name : v.owner) +
+                      "\"" + (v.owner.empty() ? "" : " data-owners=\"1\"");
   // Actions on many jobs: the ticked rows (their checkboxes belong to this form), or every job the
   // view's filters match, as GET /api/jobs would find them.
   std::string view_query = v.all ? "" : "archived=0";
@@ -613,6 +627,7 @@ std::string home_page(const home_view& v) {
   add_query("state", v.state);
   add_query("jobtype", v.jobtype);
   add_query("q", v.text);
+  add_query("owner", v.owner);
   body +=
       "<form id=\"bulkform\" method=\"post\" action=\"/jobs/actions\" class=\"bulk\" aria-label=\"Act on "
       "selected jobs\">" +

@@ -149,6 +149,7 @@ struct home_view {
   std::string jobtype;           // type filter ("" = any)
   std::string text;              // search text (q: config, howfig, progress; "" = none)
   std::string sort;              // "-id" (default, also ""), "state", "-duration", ... (GET /api/jobs)
+  std::string owner;             // an admin's view of others: a user's name or "*" ("" = one's own)
   int page = 1;                  // 1-based
   int per_page = 50;
   double now_s = 0;

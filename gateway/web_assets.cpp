@@ -151,6 +151,7 @@ th a.sort:hover, th a.sort:focus { text-decoration:underline; }
 th[aria-sort] { color:var(--fg); }
 table.jobs:not([data-bulk]) .c-sel { display:none; }
 .c-sel { width:1.5rem; }
+table.jobs:not([data-owners]) .c-owner { display:none; }
 form.bulk { display:flex; flex-wrap:wrap; align-items:center; gap:.3rem; margin:.4rem 0; }
 form.bulk button[type="submit"] { background:var(--btn-bg); color:var(--fg); border-color:var(--btn-line); }
 form.bulk button.danger[type="submit"] { color:var(--bad); border-color:var(--danger-line); }
@@ -479,6 +480,7 @@ constexpr std::string_view app_js = R"JS('use strict';
     if (!t) return false;
     if (t.dataset.view === 'active' && row.dataset.archive === '1') return false;
     if (page === 'job' && row.dataset.parent !== jobId) return false;
+    if (!ownerShown(t, row.dataset.owner)) return false;
     const filter = t.dataset.state;
     return !filter || filter === row.dataset.state;
   }
@@ -544,6 +546,12 @@ constexpr std::string_view app_js = R"JS('use strict';
   // Whether new jobs get rows as they come: not under a search, a type filter or another sort
   // (the server decides which jobs match and where they go; the page offers to reload instead).
   function liveInsert(t) { return t.dataset.liveInsert !== '0'; }
+  // Whether a job of `owner` belongs in the table: an admin's stream carries every user's jobs,
+  // and the table shows one user's (theirs unless they chose another) or everyone's ("*").
+  function ownerShown(t, owner) {
+    const view = t.dataset.owner;
+    return !view || view === '*' || !owner || owner === view;
+  }
   function countNewJob() {
     const t = table();
     if (!t || page !== 'home') return;
@@ -645,6 +653,8 @@ constexpr std::string_view app_js = R"JS('use strict';
     // A job this page does not show yet: a new one (its first transition to ready). On the home
     // page it counts; on its first page, and on its parent's page, it may get a row.
     if (d.type !== 'transition' || d.state !== 'ready' || d.attempt > 1) return;
+    const shown = table();
+    if (shown && page === 'home' && !ownerShown(shown, d.owner)) return;  // another user's job
     countNewJob();
     const t = table();
     if (!t || (page === 'home' && (t.dataset.pagenum !== '1' || !liveInsert(t)))) return;

@@ -418,7 +418,7 @@ TEST(GatewaySse, EventFormatIsIdEventAndOneLineOfJson) {
   EXPECT_EQ(dg::format_sse_event(*ev),
             "id: 1700000000500-0\nevent: job\n"
             R"(data: {"id":42,"state":"running","progress":"Running. line one\nline \"two\"",)"
-            R"("attempt":2,"time":1.7000000005E9,"type":"progress"})"
+            R"("attempt":2,"time":1.7000000005E9,"type":"progress","owner":"alice"})"
             "\n\n");
   EXPECT_EQ(dg::sse_preamble, "retry: 1000\n\n");
   EXPECT_EQ(dg::sse_keepalive, ": keepalive\n\n");

@@ -967,6 +967,33 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     await page.context().close();
   });
 
+  step("an admin's jobs page shows their own jobs live, not other users'; owner=* shows everyone's with an Owner column", async () => {
+    const admin = await newPage();
+    await login(admin, adminName, adminPass);
+    await admin.goto(svc.url('/'));
+    const before = (await pageRows(admin)).length;
+    assert.equal(await admin.isVisible('#jobs th:has-text("Owner")'), false, 'no Owner column for one\'s own jobs');
+    // carol's new job reaches the admin's event stream but not the admin's own table or count.
+    const [id] = await quickJobs(['616161']);
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(await admin.locator(`#jobs tr[data-job="${id}"]`).count(), 0, "another user's job did not enter the admin's own table");
+    assert.equal((await pageRows(admin)).length, before);
+    // Everyone's jobs: the Owner column names carol; the filter is in the URL.
+    await admin.goto(svc.url('/?view=all&owner=*&q=616161'));
+    assert.equal(await admin.inputValue('#owner-filter'), '*');
+    assert.equal(await admin.isVisible('#jobs th:has-text("Owner")'), true);
+    assert.equal(await admin.textContent(`#jobs tr[data-job="${id}"] .c-owner`), userName);
+    // A regular user's owner= is ignored: carol sees her own jobs, and has no Owner field.
+    const page = await newPage();
+    await login(page, userName, userPass);
+    await page.goto(svc.url('/?owner=root&q=616161'));
+    assert.equal(await page.locator('#owner-filter').count(), 0);
+    assert.deepEqual((await pageRows(page)).map((r) => r[0]), [id]);
+    assert.deepEqual(admin.errors, []);
+    await admin.context().close();
+    await page.context().close();
+  });
+
   step('a Redis outage shows on the open page, and the page is live again after it', async () => {
     const page = await newPage();
     await login(page, userName, userPass);
