@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/accounts.hpp"
 #include "core/redis.hpp"
 #include "core/store.hpp"
 #include "fuzz/fuzz_support.hpp"
@@ -179,9 +180,35 @@ void check_pure_layer(const gw::request& req) {
           FUZZ_CHECK(q.offset >= 0 && q.offset <= gw::max_list_offset);
           FUZZ_CHECK(q.jobtype.size() <= gw::max_jobtype_bytes);
           FUZZ_CHECK(!q.parent || *q.parent > 0);
+          FUZZ_CHECK(q.text.size() <= gw::max_text_query_bytes);
+          FUZZ_CHECK(q.owner.empty() || q.owner == "*" || valid_user_name(q.owner));
+          if (q.cursor) {
+            // A cursor the gateway would hand out for it reads back the same.
+            FUZZ_CHECK(q.cursor->id > 0 && q.offset == 0);
+            gw::list_query again;
+            std::string text = "sort=" + gw::sort_text(q) + "&cursor=" + gw::cursor_text(q, *q.cursor);
+            FUZZ_CHECK(!gw::parse_list_query(text, again));
+            FUZZ_CHECK(again.cursor && again.cursor->id == q.cursor->id);
+          }
         }
       }
       break;
+    case gw::route_kind::jobs_actions: {
+      std::string action;
+      std::vector<job_id> ids;
+      std::optional<gw::list_query> query;
+      if (body_json()) {
+        if (auto e = gw::parse_actions_body(v, action, ids, query)) {
+          check_api_error(*e);
+        } else {
+          FUZZ_CHECK(ids.empty() != !query.has_value());
+          FUZZ_CHECK(ids.size() <= gw::max_action_ids);
+          for (auto id : ids) FUZZ_CHECK(id > 0);
+          FUZZ_CHECK(!query || (!query->cursor && query->offset == 0));
+        }
+      }
+      break;
+    }
     case gw::route_kind::jobs_bulk: {
       std::vector<gw::job_request> jobs;
       if (body_json()) {
