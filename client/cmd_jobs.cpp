@@ -22,6 +22,7 @@
 #include "client/format.hpp"
 #include "client/terminal_text.hpp"
 #include "core/job.hpp"
+#include "core/text.hpp"
 
 namespace descprod::client {
 
@@ -298,11 +299,11 @@ int list_jobs_main(int argc, char** argv) {
     }
     if (auto p = a.value("parent")) query += "&parent=" + std::to_string(parse_job_id(*p, "parent job ID"));
     // The gateway checks these (400 with the rule); they are only encoded here.
-    if (auto q = a.value("search")) query += "&q=" + query_encode(*q);
-    if (auto t = a.value("since")) query += "&created_after=" + query_encode(*t);
-    if (auto t = a.value("until")) query += "&created_before=" + query_encode(*t);
-    if (auto k = a.value("sort")) query += "&sort=" + query_encode(*k);
-    if (auto o = a.value("owner")) query += "&owner=" + query_encode(*o);
+    if (auto q = a.value("search")) query += "&q=" + url_encode(*q);
+    if (auto t = a.value("since")) query += "&created_after=" + url_encode(*t);
+    if (auto t = a.value("until")) query += "&created_before=" + url_encode(*t);
+    if (auto k = a.value("sort")) query += "&sort=" + url_encode(*k);
+    if (auto o = a.value("owner")) query += "&owner=" + url_encode(*o);
     const bool all = a.has("all");
     long long limit = all ? 0 : 50;
     if (auto l = a.value("limit")) limit = parse_int(*l, 0, 1000000000, "limit");
@@ -314,7 +315,7 @@ int list_jobs_main(int argc, char** argv) {
       long long page = 1000;
       if (limit > 0) page = std::min<long long>(page, limit - static_cast<long long>(jobs.size()));
       auto v = api.call_ok("GET", "/api/jobs?limit=" + std::to_string(page) +
-                                      (cursor.empty() ? "" : "&cursor=" + query_encode(cursor)) + query);
+                                      (cursor.empty() ? "" : "&cursor=" + url_encode(cursor)) + query);
       if (!v.is_object() || !v.as_object().contains("jobs") || !v.as_object().at("jobs").is_array())
         throw client_error(exit_code::server_error, "the server's answer has no job list");
       const auto& arr = v.as_object().at("jobs").as_array();

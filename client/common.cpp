@@ -231,22 +231,6 @@ boost::json::value api_client::call_ok(std::string_view method, const std::strin
   return std::move(r.body);
 }
 
-std::string query_encode(std::string_view s) {
-  static constexpr char hex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(s.size());
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
-
 std::string error_detail(const api_reply& r) {
   if (r.body.is_object()) {
     const auto& o = r.body.as_object();

@@ -128,8 +128,6 @@ class api_client {
 client_error error_for(const api_reply& r);
 // The gateway's detail (or the raw body) of an error answer.
 std::string error_detail(const api_reply& r);
-// A query-string value percent-encoded (every byte but A-Z a-z 0-9 - _ . ~).
-std::string query_encode(std::string_view s);
 
 // ---- output helpers -----------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 #include "core/text.hpp"
 
 #include <algorithm>
+#include <cctype>
 
 namespace descprod {
 
@@ -38,6 +39,22 @@ std::string sanitize_app_text(std::string_view s, std::size_t max_bytes) {
     if (out.size() + piece.size() > max_bytes) break;
     out += piece;
     i += len == 0 ? 1 : len;
+  }
+  return out;
+}
+
+std::string url_encode(std::string_view s) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
   }
   return out;
 }

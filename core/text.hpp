@@ -19,6 +19,8 @@ namespace descprod {
 //    values past U+10FFFF) also becomes U+FFFD, one for each such byte.
 // The result is well-formed UTF-8 of at most `max_bytes` bytes, cut at a character boundary.
 // Idempotent: sanitize_app_text(sanitize_app_text(s)) == sanitize_app_text(s).
+// A query-string or form value percent-encoded: every byte but A-Z a-z 0-9 - _ . ~ as %XX.
+std::string url_encode(std::string_view s);
 std::string sanitize_app_text(std::string_view s, std::size_t max_bytes = std::string_view::npos);
 
 }  // namespace descprod

@@ -175,6 +175,9 @@ std::string cursor_text(const list_query& q, const list_cursor& c);
 inline constexpr std::size_t max_text_query_bytes = 200;
 // Unknown parameters are refused (400) so that a typo never silently lists everything.
 std::optional<api_error> parse_list_query(std::string_view query, list_query& out);
+// The actions on a job of POST /api/jobs/actions, of the page's selection form and of the page
+// route /jobs/<id>/<action>: cancel, archive, unarchive, delete, resubmit.
+bool is_job_action(std::string_view action);
 // POST /api/jobs/actions body: {"action": cancel|archive|unarchive|delete|resubmit, "ids": [1..1000
 // job IDs]} or {"action", "query": "<a GET /api/jobs query without paging>"}.
 std::optional<api_error> parse_actions_body(const boost::json::value& v, std::string& action,

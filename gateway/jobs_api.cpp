@@ -51,7 +51,7 @@ boost::json::object job_list_json(const jobs_service::job_list& list, const list
   o["offset"] = q.offset;
   o["limit"] = q.limit;
   o["sort"] = sort_text(q);
-  if (!list.next.empty()) o["next"] = list.next;
+  if (list.next) o["next"] = cursor_text(q, *list.next);
   if (list.scanned) {
     o["scanned"] = *list.scanned;
     o["truncated"] = list.truncated;

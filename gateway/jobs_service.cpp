@@ -254,8 +254,9 @@ void sort_matches(const list_query& q, std::vector<field_plan::scanned>& v) {
 }
 
 // A page of IDs already in the answer's order: after the cursor (or from the offset), `limit` of
-// them; returns the next page's cursor ("" at the end).
-std::string plain_page(const list_query& q, const std::vector<job_id>& ids, std::vector<std::string>& page) {
+// them; returns where the next page starts (none at the end).
+std::optional<list_cursor> plain_page(const list_query& q, const std::vector<job_id>& ids,
+                                      std::vector<std::string>& page) {
   std::size_t i = 0;
   if (q.cursor) {
     // After the cursor's ID, also when that job has gone meanwhile.
@@ -266,11 +267,10 @@ std::string plain_page(const list_query& q, const std::vector<job_id>& ids, std:
   }
   for (; i < ids.size() && page.size() < static_cast<std::size_t>(q.limit); ++i)
     page.push_back(std::to_string(ids[i]));
-  if (i >= ids.size() || page.empty()) return {};
-  list_query c = q;
+  if (i >= ids.size() || page.empty()) return std::nullopt;
   list_cursor at;
   at.id = ids[i - 1];
-  return cursor_text(c, at);
+  return at;
 }
 
 // Children IDs as job IDs, newest first.
@@ -360,12 +360,12 @@ net::awaitable<job_list> scan_jobs(gateway_context& ctx, id_source src, list_que
     list_cursor c;
     c.id = matches[last - 1].id;
     c.value = matches[last - 1].key;
-    out.next = cursor_text(q, c);
+    out.next = c;
   } else if (by_id && out.truncated && src.start) {
     // The window ended before the page filled: continue the scan after the last job looked at.
     list_cursor c;
     c.id = *src.start;
-    out.next = cursor_text(q, c);
+    out.next = c;
   }
   out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, page)));
   co_return out;
@@ -514,8 +514,9 @@ net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_
       job_list out;
       out.total = static_cast<long long>(src.ids.size());
       out.truncated = card.as_integer() > static_cast<long long>(max_children);
-      out.next = plain_page(q, src.ids, out.page_ids);
-      out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, out.page_ids)));
+      std::vector<std::string> page;
+      out.next = plain_page(q, src.ids, page);
+      out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, page)));
       co_return out;
     }
     auto out = co_await scan_jobs(ctx, std::move(src), std::move(q));
@@ -551,7 +552,7 @@ net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_
       ids.resize(static_cast<std::size_t>(q.limit));
       list_cursor c;
       c.id = parse_job_id_text(ids.back()).value_or(0);
-      out.next = cursor_text(q, c);
+      out.next = c;
     }
     out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, ids)));
     out.total = replies[0].as_integer();
@@ -602,11 +603,8 @@ net::awaitable<result<actions_result>> act(gateway_context& ctx, principal who, 
       for (const auto& j : page->jobs) {
         if (auto id = parse_job_id_text(field_of(j, "id"))) ids.push_back(*id);
       }
-      if (page->next.empty()) break;
-      list_query more;
-      if (auto e = parse_list_query("sort=" + sort_text(*query) + "&cursor=" + page->next, more))
-        co_return *e;
-      query->cursor = more.cursor;
+      if (!page->next) break;
+      query->cursor = page->next;
     }
     if (ids.size() > max_action_jobs) {
       ids.resize(max_action_jobs);

@@ -42,8 +42,7 @@ struct job_list {
                                        // on a later page of an ID-sorted scan (a cursor)
   std::optional<std::size_t> scanned;  // scanned: how many jobs were looked at
   bool truncated = false;              // scanned: more jobs than the window; children: more than sampled
-  std::string next;                    // the cursor of the next page ("" at the end)
-  std::vector<std::string> page_ids;   // (the page's IDs, as read)
+  std::optional<list_cursor> next;     // where the next page starts (none at the end)
 };
 net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_query q);
 

@@ -639,9 +639,7 @@ net::awaitable<response> jobs_actions_form(call& c) {
   std::vector<job_id> ids;
   std::optional<list_query> query;
   std::string problem;
-  if (action != "cancel" && action != "archive" && action != "unarchive" && action != "delete" &&
-      action != "resubmit")
-    problem = "Choose an action for the selected jobs.";
+  if (!is_job_action(action)) problem = "Choose an action for the selected jobs.";
   auto pairs = parse_urlencoded(c.req.body());
   if (problem.empty() && c.form["scope"] == "matching") {
     list_query q;

@@ -55,8 +55,7 @@ bool match_placeholder(std::string_view name, std::string_view seg, route_params
     return true;
   }
   if (name == "{job_action}") {
-    if (seg != "cancel" && seg != "archive" && seg != "unarchive" && seg != "delete" && seg != "resubmit")
-      return false;
+    if (!is_job_action(seg)) return false;
     if (out) out->action = std::string(seg);
     return true;
   }

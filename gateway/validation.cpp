@@ -620,14 +620,17 @@ std::optional<api_error> parse_claim_body(const boost::json::value& v, std::stri
   return std::nullopt;
 }
 
+bool is_job_action(std::string_view a) {
+  return a == "cancel" || a == "archive" || a == "unarchive" || a == "delete" || a == "resubmit";
+}
+
 std::optional<api_error> parse_actions_body(const boost::json::value& v, std::string& action,
                                             std::vector<job_id>& ids, std::optional<list_query>& query) {
   if (auto e = body_object(v, "an action")) return e;
   const auto& o = v.as_object();
   if (auto e = refuse_unknown_fields(o, {"action", "ids", "query"})) return e;
   if (auto e = read_string(o, "action", true, 16, action)) return e;
-  if (action != "cancel" && action != "archive" && action != "unarchive" && action != "delete" &&
-      action != "resubmit")
+  if (!is_job_action(action))
     return bad_request("action " + quoted(action) +
                        " is not one of cancel, archive, unarchive, delete, resubmit");
   const auto* list = o.if_contains("ids");

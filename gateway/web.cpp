@@ -12,6 +12,7 @@
 #include <initializer_list>
 
 #include "core/accounts.hpp"
+#include "core/text.hpp"
 
 namespace descprod::gateway::web {
 
@@ -307,21 +308,6 @@ std::string job_duration(const job_record& job, double now_s) {
     end = upd ? *upd : *start;
   }
   return format_duration(end - *start);
-}
-
-std::string url_encode(std::string_view s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
 }
 
 // ---- pages ----------------------------------------------------------------------------------

@@ -99,8 +99,6 @@ std::string time_html(std::string_view epoch_s);
 std::string format_duration(double seconds);
 // A job's duration: (stop_time, or now_s while it runs) − start_time; "" before it started.
 std::string job_duration(const job_record& job, double now_s);
-// %-encoding of a query value.
-std::string url_encode(std::string_view s);
 
 // ---- pages ----------------------------------------------------------------------------------
 
