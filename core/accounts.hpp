@@ -4,7 +4,8 @@
 // with the gateway, which runs the same commands asynchronously, so both sides change an account
 // the same way.
 //   P user:<name>         hash: role (admin|user), status (pending|active|rejected|disabled),
-//                         created, email, password_hash (Argon2id, libsodium's string form)
+//                         created, email, password_hash (Argon2id, libsodium's string form),
+//                         notify_failed ("1": e-mail the owner when a job fails; descprod-notifier)
 //   P users               set of user names
 //   P user:<name>:tokens  set of the sha256 of the user's API tokens (scope "user")
 //   P token:<sha256>      hash: owner, scope ("user", "worker" or "job:<id>"), created, expires
@@ -60,6 +61,9 @@ struct token_spec {
 // Lua with the same field names (token_field).
 std::vector<std::vector<std::string>> token_write_commands(const keys& k, const std::string& sha256,
                                                            const token_spec& t);
+
+// The account field of the e-mail-on-failure preference: "1" when the user opted in.
+inline constexpr std::string_view user_notify_failed_field = "notify_failed";
 
 // A user name: 1–64 of [a-z0-9_.-], starting with a letter or digit.
 bool valid_user_name(const std::string& name);

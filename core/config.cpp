@@ -250,6 +250,11 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_ms("lease_timeout_ms", c.daemon.lease_timeout);
     s.read_ms("reconcile_interval_ms", c.daemon.reconcile_interval);
     s.read_ms("stop_deadline_ms", c.daemon.stop_deadline);
+    {
+      long long every = c.daemon.stats_interval.count();
+      s.read_range<long long>("stats_interval_s", every, 1, 3600);
+      c.daemon.stats_interval = std::chrono::seconds(every);
+    }
     if (auto v = s.take("heartbeat_interval_ms"); v && c.daemon.heartbeat_interval.count() < 10)
       s.fail(v, "heartbeat_interval_ms", "must be at least 10");
     if (c.daemon.lease_timeout <= c.daemon.heartbeat_interval) {
@@ -259,6 +264,7 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
       s.fail(s.take("heartbeat_interval_ms"), "heartbeat_interval_ms",
              "must be shorter than lease_timeout_ms");
     }
+    s.read_range<long long>("job_log_max_bytes", c.daemon.job_log_max_bytes, 4096, 1LL << 30);
     s.read("worker_auth", c.daemon.worker_auth);
     if (auto v = s.take("worker_auth");
         v && c.daemon.worker_auth != "token" && c.daemon.worker_auth != "open")
@@ -331,6 +337,48 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     if (p.backoff_max < p.backoff_min) {
       if (auto v = s.take("backoff_max_ms")) s.fail(v, "backoff_max_ms", "must not be below backoff_min_ms");
       p.backoff_max = p.backoff_min;
+    }
+    s.finish();
+  }
+  {
+    section s(top.take("notify"), file, "notify");
+    auto& n = c.notify;
+    s.read("smtp_host", n.smtp_host);
+    s.read_range("smtp_port", n.smtp_port, 1, 65535);
+    s.read("helo", n.helo);
+    s.read("from", n.from);
+    s.read("base_url", n.base_url);
+    s.read_ms("interval_ms", n.interval);
+    s.read_ms("delay_ms", n.delay);
+    s.read_ms("timeout_ms", n.timeout);
+    s.read_ms("backoff_initial_ms", n.backoff_initial);
+    s.read_ms("backoff_max_ms", n.backoff_max);
+    s.read_range("max_listed", n.max_listed, 1, 1000);
+    auto bad_text = [](const std::string& v) {
+      for (unsigned char ch : v)
+        if (ch < 0x21 || ch == 0x7f || ch == '<' || ch == '>') return true;
+      return false;
+    };
+    if (auto v = s.take("smtp_host"); v && bad_text(n.smtp_host))
+      s.fail(v, "smtp_host", "expected a host name");
+    if (auto v = s.take("helo"); v && (n.helo.empty() || bad_text(n.helo)))
+      s.fail(v, "helo", "expected a host name");
+    if (auto v = s.take("from"); v && (n.from.find('@') == std::string::npos || bad_text(n.from)))
+      s.fail(v, "from", "expected an e-mail address (user@host)");
+    if (auto v = s.take("base_url"); v && (bad_text(n.base_url) || (n.base_url.rfind("http://", 0) != 0 &&
+                                                                    n.base_url.rfind("https://", 0) != 0)))
+      s.fail(v, "base_url", "expected an http:// or https:// URL");
+    while (!n.base_url.empty() && n.base_url.back() == '/') n.base_url.pop_back();
+    if (!n.smtp_host.empty()) {
+      if (n.from.empty()) s.fail(s.take("smtp_host"), "smtp_host", "needs notify.from as well");
+      if (n.base_url.empty()) s.fail(s.take("smtp_host"), "smtp_host", "needs notify.base_url as well");
+    }
+    for (const char* k : {"interval_ms", "timeout_ms", "backoff_initial_ms"})
+      if (auto v = s.take(k); v && v.as<long long>() < 10) s.fail(v, k, "must be at least 10");
+    if (n.backoff_max < n.backoff_initial) {
+      if (auto v = s.take("backoff_max_ms"))
+        s.fail(v, "backoff_max_ms", "must not be below backoff_initial_ms");
+      n.backoff_max = n.backoff_initial;
     }
     s.finish();
   }

@@ -115,6 +115,12 @@ struct daemon_config {
   // most this long before it exits (what is left is re-sent by the workers, which keep every
   // report until the daemon acknowledges it).
   std::chrono::milliseconds stop_deadline{5000};
+  // How often the daemon writes a sample of its figures (jobs ended, queue, running, workers,
+  // slots) into <prefix>stats:samples for the status plots (daemon/stats_sampler.hpp).
+  std::chrono::seconds stats_interval{10};
+  // The most bytes of a job's log (all its attempts) kept in Redis (`<prefix>job:<id>:log`);
+  // the rest stays in the run directory. Workers stop shipping there.
+  long long job_log_max_bytes = 16LL * 1024 * 1024;
   // Worker authentication (docs/operators.md, Workers): `token` — a worker must present a worker
   // token (descprod-admin worker-token) and gets only its owner's jobs and those of the pools it
   // was admitted to; `open` — any worker that can reach the socket runs any job (single-user test
@@ -183,6 +189,23 @@ struct pilots_config {
   std::chrono::milliseconds backoff_max{600000};     // … up to this
 };
 
+// E-mail on failure (descprod-notifier, docs/operators.md#e-mail-on-failure): follows the event
+// stream and mails the owners who opted in when their jobs fail, through a plain SMTP relay. Off
+// while smtp_host is empty.
+struct notify_config {
+  std::string smtp_host;  // empty: no mail is sent (the notifier exits at once)
+  int smtp_port = 25;
+  std::string helo = "localhost";  // the name sent in EHLO
+  std::string from;                // the envelope and From: address (required with smtp_host)
+  std::string base_url;            // links in the mails: <base_url>/jobs/<id> (required with smtp_host)
+  std::chrono::milliseconds interval{60000};        // at most one mail per user this often
+  std::chrono::milliseconds delay{2000};            // a first failure waits this long for others to join it
+  std::chrono::milliseconds timeout{10000};         // each SMTP step (connect, every reply, the data)
+  std::chrono::milliseconds backoff_initial{1000};  // after a failed send, doubling …
+  std::chrono::milliseconds backoff_max{300000};    // … up to this
+  int max_listed = 20;  // failed jobs named in one mail; the rest are counted ("and N more")
+};
+
 struct descprod_config {
   std::string file;
   std::string log_level = "info";
@@ -192,6 +215,7 @@ struct descprod_config {
   daemon_config daemon;
   worker_config worker;
   pilots_config pilots;
+  notify_config notify;
 };
 
 descprod_config load_config(const std::string& path);

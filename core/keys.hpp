@@ -8,7 +8,7 @@
 //   P next_job_id                 string  last job ID handed out
 //   P job:<id>                    hash    the job (job.hpp, job_field_order)
 //   P job:<id>:events             stream  the job's transitions (created at its first event)
-//   P job:<id>:log                stream  the tail of the job's stdout/stderr (daemon, from `log`)
+//   P job:<id>:log                stream  the job's whole stdout/stderr, up to a cap (daemon, from `log`)
 //   P job:<id>:children           set     the IDs of its children
 //   P queue                       zset    ready jobs, score = queue_score(priority, id)
 //   P leases                      zset    dispatched and running jobs, score = lease deadline
@@ -25,6 +25,13 @@
 //   P pilots                      set     pilot IDs;  P pilot:<id> hash: a Slurm allocation
 //   P daemon:stats                hash    the daemon's counters
 //   P stats:jobs_by_state         hash    state → number of jobs
+//   P notify:cursor               string  the last entry of P events descprod-notifier took in
+//   P notify:lock                 string  the running notifier's id (a lease with a TTL)
+//   P notify:due                  zset    users with failures to mail, score = when (epoch s)
+//   P notify:pending              hash    user → failed jobs not mailed yet
+//   P notify:jobs:<name>          list    the first of those job IDs (at most notify.max_listed)
+//   P notify:sent                 hash    user → when the last mail went (epoch s)
+//   P stats:samples               stream  the daemon's samples of the last hour (stats_sampler.hpp)
 //
 // Thread-safety: a value type; const methods only.
 #pragma once
@@ -65,6 +72,13 @@ class keys {
   std::string pilot(std::string_view id) const { return cat("pilot:", id); }
   std::string daemon_stats() const { return p_ + "daemon:stats"; }
   std::string jobs_by_state() const { return p_ + "stats:jobs_by_state"; }
+  std::string notify_cursor() const { return p_ + "notify:cursor"; }
+  std::string notify_lock() const { return p_ + "notify:lock"; }
+  std::string notify_due() const { return p_ + "notify:due"; }
+  std::string notify_pending() const { return p_ + "notify:pending"; }
+  std::string notify_jobs(std::string_view name) const { return cat("notify:jobs:", name); }
+  std::string notify_sent() const { return p_ + "notify:sent"; }
+  std::string stats_samples() const { return p_ + "stats:samples"; }
 
   // The Lua functions K.<name>(x) that build, from the prefix P (ARGV[1] in the store's scripts),
   // the keys a script derives from data it reads: a job's keys from an ID, an owner's job index,

@@ -220,6 +220,12 @@ void report_args(std::vector<std::string>& a, store::finish_report&& q) {
                      std::string(to_string(q.target)), std::to_string(q.return_status), std::move(q.prefix),
                      std::move(q.message)});
 }
+// 'l' (or 'L': the worker stopped at the cap): a offset, b next, c cap, d text.
+void report_args(std::vector<std::string>& a, store::log_report&& q) {
+  a.insert(a.end(), {q.capped ? "L" : "l", std::to_string(q.id), std::to_string(q.attempt),
+                     std::move(q.worker), q.offset ? std::to_string(*q.offset) : "", std::to_string(q.next),
+                     std::to_string(q.cap), std::move(q.text)});
+}
 // One report as its one-job script's ARGV: the group without the op (and the padding).
 template <class R>
 std::vector<std::string> one_report_args(R&& q, std::size_t values) {
@@ -342,7 +348,8 @@ net::awaitable<std::vector<transition_result>> store::async_reports(std::vector<
   for (auto& q : reports) {
     job_id id = std::visit([](const auto& r) { return r.id; }, q);
     keys.push_back(keys_.job(id));
-    keys.push_back(keys_.job_events(id));
+    // A log piece's second key is the job's log stream, where the others have its events.
+    keys.push_back(std::holds_alternative<log_report>(q) ? keys_.job_log(id) : keys_.job_events(id));
     std::visit([&](auto&& r) { report_args(args, std::move(r)); }, std::move(q));
   }
   auto r = co_await eval(s_reports, std::move(keys), std::move(args));

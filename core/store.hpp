@@ -178,7 +178,21 @@ class store {
     std::string prefix;  // of the progress string: "Done", "Failed", ...
     std::string message;
   };
-  using report = std::variant<start_report, progress_report, finish_report>;
+  // A piece of the job's log (a worker's `log`): lines each ending in '\n', in `text`; `offset`
+  // and `next` the worker's file offsets it covers (absent from an older worker: appended as
+  // is); `capped` the worker stopped at the cap. Stored in order in the job's :log stream, at
+  // most `cap` bytes a job (docs/architecture.md, Job log).
+  struct log_report {
+    job_id id = 0;
+    long long attempt = 0;
+    std::string worker;
+    std::optional<long long> offset;
+    long long next = 0;
+    bool capped = false;
+    long long cap = 0;
+    std::string text;
+  };
+  using report = std::variant<start_report, progress_report, finish_report, log_report>;
   // A run of reports of any kinds in one script call, in order; a result per report.
   net::awaitable<std::vector<transition_result>> async_reports(std::vector<report> reports);
 

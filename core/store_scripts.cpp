@@ -264,6 +264,65 @@ local function op_progress(J, attempt, worker, message, done, total, t)
   emit(J, j.owner, 'progress', j.state, progress, j.attempt, t)
   return {'ok', j.state, j.attempt, j.worker}
 end
+-- log: a piece of the job's log, in the order the worker wrote it (docs/protocol.md, `log`); J.events
+-- is the job's :log stream here. One stream entry per piece, field `text`: lines each ending in a
+-- newline. The hash keeps where the stored log stands: log_attempt and log_next (the worker's file
+-- offset the next piece of that attempt starts at), log_bytes (stored, against the cap, for the
+-- whole job, each entry counting 64 bytes more) and log_capped. A piece already stored is dropped (a resend); one that starts past
+-- log_next gets a note of the gap first; a later attempt's first piece a note of the attempt.
+local function op_log(J, attempt, worker, offset, nxt, cap, text, worker_capped)
+  local v = redis.call('HMGET', J.key, 'attempt', 'worker', 'log_attempt', 'log_next', 'log_bytes', 'log_capped')
+  if not v[1] then return {'err', 'missing', ''} end
+  if (attempt ~= '' and v[1] ~= attempt) or (worker ~= '' and (v[2] or '') ~= worker) then
+    return {'err', 'stale', ''}
+  end
+  if v[6] == '1' then return {'ok', 'capped'} end
+  local stored_next, bytes, cap_n = 0, tonumber(v[5]) or 0, tonumber(cap) or 0
+  local head = ''
+  if v[3] == attempt then
+    stored_next = tonumber(v[4]) or 0
+  elseif v[3] then
+    head = 'descprod: attempt ' .. attempt .. ' starts here\n'
+  end
+  local off, nx = tonumber(offset), tonumber(nxt) or 0
+  if off then
+    if v[3] == attempt and nx <= stored_next and not worker_capped then return {'ok', 'duplicate'} end
+    if off > stored_next then
+      head = head .. 'descprod: ' .. (off - stored_next) ..
+        ' bytes of this log were lost on the way (the run directory has the whole file)\n'
+    end
+  else
+    nx = stored_next
+  end
+  local piece = head .. text
+  local capped = worker_capped
+  -- Each entry counts ENTRY bytes more (its ID and fields), so many tiny pieces cannot hold more
+  -- memory than the cap.
+  local ENTRY = 64
+  if bytes + #piece + ENTRY > cap_n then
+    -- Only whole lines, up to the cap.
+    local room, cut, p = cap_n - bytes - ENTRY, 0, 1
+    while true do
+      local q = string.find(piece, '\n', p, true)
+      if not q or q > room then break end
+      cut, p = q, q + 1
+    end
+    piece = string.sub(piece, 1, cut)
+    capped = true
+  end
+  if piece ~= '' then bytes = bytes + #piece + ENTRY end
+  if capped then
+    piece = piece .. 'descprod: the log reached its cap of ' .. cap_n ..
+      ' bytes here; the rest is only in the run directory\n'
+  end
+  if piece ~= '' then redis.call('XADD', J.events, '*', 'text', piece) end
+  if capped then
+    redis.call('HSET', J.key, 'log_attempt', attempt, 'log_next', nx, 'log_bytes', bytes, 'log_capped', '1')
+  else
+    redis.call('HSET', J.key, 'log_attempt', attempt, 'log_next', nx, 'log_bytes', bytes)
+  end
+  return {'ok', 'stored'}
+end
 local function op_finish(J, attempt, worker, target, rc, prefix, message, t)
   local j = load(J)
   if not j then return {'err', 'missing', ''} end
@@ -344,6 +403,7 @@ return op_progress(job_at(ARGV[2], 6), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[
 return op_finish(job_at(ARGV[2], 6), ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], now_s())
 )LUA",
     // requeue: id attempt worker mode reason
+    // A job whose owner asked it to stop (cancel_requested) is cancelled instead, in every mode.
     // mode '0': back to ready as is (never ran); '1': a lost worker, a running job uses up its
     // attempt, a dispatched one gets a new attempt number without using one up; '2': handed back
     // by a draining worker, a running job gets a new attempt number (so its events stay
@@ -358,6 +418,14 @@ if not ns then return {'err', 'illegal', j.state} end
 local t = now_s()
 redis.call('ZREM', L, J.id)
 revoke_job_token(J)  -- the attempt ends: lost, or a new one gets a new token at its lease
+if j.cancel == '1' then
+  -- Its owner asked it to stop: it ends here instead of running again.
+  local progress = 'Cancelled. It was asked to stop; it was not run again (' .. ARGV[6] .. ')'
+  redis.call('HSET', J.key, 'state', S.cancelled, 'progress', progress, 'stop_time', t, 'update_time', t)
+  count(J.id, j.state, S.cancelled)
+  emit(J, j.owner, 'transition', S.cancelled, progress, j.attempt, t)
+  return {'ok', S.cancelled, j.attempt, j.worker}
+end
 local attempt = tonumber(j.attempt)
 if (ARGV[5] == '2' and j.state == S.running) or (ARGV[5] == '1' and j.state == S.dispatched) then
   -- Handed back while running; or leased to a worker that is gone, which may have started it
@@ -502,7 +570,9 @@ end
 return out
 )LUA",
     // reports: n {op id attempt worker a b c d}*n, op 's' start (a host, b rundir, c pid),
-    // 'p' progress (a message, b done, c total), 'f' finish (a target, b rc, c prefix, d message).
+    // 'p' progress (a message, b done, c total), 'f' finish (a target, b rc, c prefix, d message),
+    // 'l' or 'L' a piece of the log (a offset, b next, c cap, d text; 'L' the worker stopped at
+    // the cap; the job's second key is its :log stream).
     // The workers' reports of one outbox batch, in the order they came; a result per report.
     R"LUA(
 local n = tonumber(ARGV[2])
@@ -518,6 +588,8 @@ for i = 0, n - 1 do
     out[i + 1] = guarded(op_progress, J, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], t)
   elseif op == 'f' then
     out[i + 1] = guarded(op_finish, J, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], t)
+  elseif op == 'l' or op == 'L' then
+    out[i + 1] = guarded(op_log, J, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], op == 'L')
   else
     out[i + 1] = {'err', 'bad_op', op}
   end

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "core/async_util.hpp"
+#include "core/job.hpp"
 #include "core/log.hpp"
 
 namespace descprod {
@@ -26,6 +27,14 @@ std::string hex_id(const std::string& routing) {
     out += digits[c & 15];
   }
   return out;
+}
+
+void count_job_end(daemon_stats& s, std::string_view state) {
+  auto st = parse_job_state(state);
+  if (!st || !is_terminal(*st)) return;
+  if (*st == job_state::done) ++s.jobs_done;
+  else if (*st == job_state::cancelled) ++s.jobs_cancelled;
+  else ++s.jobs_failed;  // failed, timeout, killed, lost
 }
 
 refusal_view interpret_refusal(const transition_result& r) {

@@ -32,11 +32,20 @@ struct daemon_stats {
   std::uint64_t stale_events = 0;
   std::uint64_t malformed = 0;
   std::uint64_t handed_back = 0;
-  std::uint64_t walltime_refusals = 0;  // jobs kept from a worker whose allocation ends too soon
-  std::uint64_t lease_expiries = 0;     // workers declared lost for silence
-  std::uint64_t workers_refused = 0;    // hellos refused (bad token, protocol, another worker's id)
-  std::uint64_t reports_refused = 0;    // job reports for a job the connection does not hold
+  std::uint64_t walltime_refusals = 0;   // jobs kept from a worker whose allocation ends too soon
+  std::uint64_t lease_expiries = 0;      // workers declared lost for silence
+  std::uint64_t workers_refused = 0;     // hellos refused (bad token, protocol, another worker's id)
+  std::uint64_t reports_refused = 0;     // job reports for a job the connection does not hold
+  std::uint64_t log_pieces_dropped = 0;  // log pieces not kept: Redis away or the outbox long
+  // Jobs that ended through this daemon (a worker's `finished`, a requeue that made a job `lost`),
+  // by outcome: done; failed, timeout, killed or lost; cancelled (count_job_end).
+  std::uint64_t jobs_done = 0;
+  std::uint64_t jobs_failed = 0;
+  std::uint64_t jobs_cancelled = 0;
 };
+
+// Counts a job that reached terminal `state` through this daemon in its outcome's counter.
+void count_job_end(daemon_stats& s, std::string_view state);
 
 // Wall-clock seconds since the epoch (walltimes, lease deadlines, worker records).
 double epoch_now();

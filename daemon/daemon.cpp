@@ -25,7 +25,8 @@ queue_daemon::queue_daemon(net::io_context& io, descprod_config cfg, app_registr
            }),
       disp_(ctx_, workers_, leases_, out_),
       recon_(ctx_, workers_, leases_, disp_, out_),
-      handler_(ctx_, workers_, leases_, disp_, out_) {
+      handler_(ctx_, workers_, leases_, disp_, out_),
+      sampler_(ctx_, [this] { return gauges(); }) {
   ctx_.redis_failed = [this](const std::exception& e) { redis_failed(e); };
   ctx_.send_frames = [this](const std::vector<std::string>& frames) {
     return workers_sock_ && workers_sock_->send(frames);
@@ -153,6 +154,7 @@ net::awaitable<void> queue_daemon::run() {
   ctx_.spawn(receive_loop(workers_sock_.get(), true), "worker_loop");
   ctx_.spawn(receive_loop(gateways_sock_.get(), false), "gateway_loop");
   ctx_.spawn(out_.run(), "outbox");
+  ctx_.spawn(sampler_.run(), "stats_sampler");
   if (ctx_.cfg.pilots.enabled) {
     const double pilot_s = 60.0 * ctx_.cfg.pilots.walltime_minutes;
     pilots_ = std::make_unique<pilot_manager>(ex, ctx_.cfg.pilots, ctx_.redis, ctx_.cfg.redis.prefix,
@@ -235,16 +237,7 @@ void queue_daemon::on_gateway_message(const std::string& routing, protocol::mess
   } else if (msg.command == protocol::cancel) {
     auto id = protocol::get_int(msg.body, "job");
     if (!id) throw std::invalid_argument("cancel: no job");
-    disp_.cancel_ready(*id);
-    if (const lease* l = leases_.find(*id)) {
-      if (auto* w = workers_.find(l->worker)) {
-        boost::json::object body;
-        body["job"] = *id;
-        body["attempt"] = l->attempt;
-        ctx_.send_worker(w->routing, protocol::cancel, body);
-        log::info("cancel forwarded job_id={} worker={}", *id, w->id);
-      }
-    }
+    disp_.cancel(*id);
   } else {
     log::warn("unexpected gateway command dropped peer={} command={}", hex_id(routing), msg.command);
   }
@@ -278,25 +271,35 @@ net::awaitable<void> queue_daemon::drain_and_stop() {
   stop();
 }
 
-void queue_daemon::write_stats() {
-  int slots = 0, busy = 0, unhealthy = 0;
+stats_gauges queue_daemon::gauges() const {
+  stats_gauges g;
+  g.queue = disp_.queue().size();
+  g.running = leases_.size();
+  g.workers = workers_.size();
   for (const auto& [id, w] : workers_.all()) {
-    slots += w.slots;
-    unhealthy += w.unhealthy ? 1 : 0;
-    busy += std::min(w.slots, static_cast<int>(leases_.count(id)));  // not counting prefetched jobs
+    g.slots += static_cast<std::uint64_t>(std::max(0, w.slots));
+    // Not counting prefetched jobs.
+    g.busy += static_cast<std::uint64_t>(std::min(std::max(0, w.slots), static_cast<int>(leases_.count(id))));
   }
+  return g;
+}
+
+void queue_daemon::write_stats() {
+  int unhealthy = 0;
+  for (const auto& [id, w] : workers_.all()) unhealthy += w.unhealthy ? 1 : 0;
+  const auto g = gauges();
   const auto& s = ctx_.stats;
   auto u = [](std::uint64_t v) { return std::to_string(v); };
   ctx_.write_detached(
-      {redis_cmd("HSET", ctx_.k.daemon_stats(), "updated", fmt_double(epoch_now()), "queue_depth",
-                 u(disp_.queue().size()), "workers", u(workers_.size()), "slots", std::to_string(slots),
-                 "busy_slots", std::to_string(busy), "workers_unhealthy", std::to_string(unhealthy), "outbox",
-                 u(out_.size()), "leased_total", u(s.leased), "finished_total", u(s.finished),
-                 "requeued_total", u(s.requeued), "lease_expiries_total", u(s.lease_expiries),
-                 "stale_events_total", u(s.stale_events), "malformed_total", u(s.malformed),
-                 "handed_back_total", u(s.handed_back), "walltime_refusals_total", u(s.walltime_refusals),
-                 "workers_refused_total", u(s.workers_refused), "reports_refused_total",
-                 u(s.reports_refused))},
+      {redis_cmd("HSET", ctx_.k.daemon_stats(), "updated", fmt_double(epoch_now()), "queue_depth", u(g.queue),
+                 "running", u(g.running), "workers", u(g.workers), "slots", u(g.slots), "busy_slots",
+                 u(g.busy), "workers_unhealthy", std::to_string(unhealthy), "outbox", u(out_.size()),
+                 "leased_total", u(s.leased), "finished_total", u(s.finished), "requeued_total",
+                 u(s.requeued), "lease_expiries_total", u(s.lease_expiries), "stale_events_total",
+                 u(s.stale_events), "malformed_total", u(s.malformed), "handed_back_total", u(s.handed_back),
+                 "walltime_refusals_total", u(s.walltime_refusals), "workers_refused_total",
+                 u(s.workers_refused), "reports_refused_total", u(s.reports_refused),
+                 "log_pieces_dropped_total", u(s.log_pieces_dropped))},
       "stats");
 }
 

@@ -13,6 +13,7 @@
 //   outbox         (outbox.hpp)         the ordered Redis writes that must not be lost
 //   reconciler     (reconciler.hpp)     rebuild at start, periodic reconcile, token recheck
 //   worker_handler (worker_handler.hpp) the worker protocol's messages
+//   stats_sampler  (stats_sampler.hpp)  a sample of its figures every stats_interval (status plots)
 // and owns the sockets, the receive loops, the Redis reconnect, the cron and the stop.
 //
 // Thread-safety: none; everything runs on one io_context thread.
@@ -32,6 +33,7 @@
 #include "daemon/outbox.hpp"
 #include "daemon/pilots.hpp"
 #include "daemon/reconciler.hpp"
+#include "daemon/stats_sampler.hpp"
 #include "daemon/worker_auth.hpp"
 #include "daemon/worker_handler.hpp"
 #include "daemon/worker_table.hpp"
@@ -69,6 +71,8 @@ class queue_daemon {
   // records and lease deadlines, stats, and the periodic reconcile.
   net::awaitable<void> cron();
   void write_stats();
+  // What the daemon holds now: queue, leases, workers, their slots (daemon:stats and the samples).
+  stats_gauges gauges() const;
 
   daemon_context ctx_;
   zmq::context_t zctx_{1};
@@ -83,6 +87,7 @@ class queue_daemon {
   reconciler recon_;
   worker_handler handler_;
   std::unique_ptr<pilot_manager> pilots_;
+  stats_sampler sampler_;
   clock_type::time_point last_heartbeat_sent_;
 };
 

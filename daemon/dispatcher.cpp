@@ -48,6 +48,27 @@ bool dispatcher::cancel_ready(job_id id) {
   return true;
 }
 
+void dispatcher::cancel(job_id id) {
+  cancel_ready(id);
+  const lease* l = leases_.find(id);
+  if (!l) return;
+  if (l->attempt == 0) {  // being leased: sent after the job (after_lease)
+    cancel_after_lease_.insert(id);
+    return;
+  }
+  send_cancel(id, l->worker, l->attempt);
+}
+
+void dispatcher::send_cancel(job_id id, const std::string& worker, long long attempt) {
+  auto* w = workers_.find(worker);
+  if (!w) return;
+  boost::json::object body;
+  body["job"] = id;
+  body["attempt"] = attempt;
+  ctx_.send_worker(w->routing, protocol::cancel, body);
+  log::info("cancel forwarded job_id={} worker={}", id, w->id);
+}
+
 bool dispatcher::fits(const worker_state& w, const std::map<job_id, double>& limits, job_id id, double now) {
   if (!w.refused.empty() && w.refused.count(id)) return false;
   if (w.walltime_end <= 0 || limits.empty()) return true;
@@ -176,6 +197,9 @@ void dispatcher::after_lease(lease_request& q, transition_result& r) {
   const job_id id = q.id;
   const std::string& worker_id = q.worker;
   auto* w = workers_.find(worker_id);
+  // Cancelled while Redis leased it: followed by its cancel once sent (below); a lease not sent
+  // needs none (the job is cancelled, or requeued with cancel_requested, which ends it at once).
+  const bool cancelled = cancel_after_lease_.erase(id) > 0;
   if (!r.ok) {
     // Cancelled, already leased, or gone: not an error, just nothing to run. Broken keys: the
     // job stays as it was in Redis, and an operator needs to hear of it.
@@ -236,13 +260,16 @@ void dispatcher::after_lease(lease_request& q, transition_result& r) {
   body["attempt"] = r.attempt;
   body["app"] = app_json(*app, rec, id);
   body["token"] = std::move(q.token);
+  body["log_max"] = ctx_.cfg.daemon.job_log_max_bytes;
   std::vector<std::string> frames{w->routing, std::string(protocol::job), boost::json::serialize(body)};
   ++ctx_.stats.leased;
   log::debug("job leased job_id={} worker={} attempt={}", id, worker_id, r.attempt);
   if (!ctx_.send_frames(frames)) {
     log::warn("worker unreachable at dispatch worker={} job_id={}", worker_id, id);
     if (worker_lost) worker_lost(worker_id, "unreachable");
+    return;
   }
+  if (cancelled) send_cancel(id, worker_id, r.attempt);
 }
 
 pilot_demand dispatcher::demand(double pilot_walltime_s) const {

@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,10 @@ class dispatcher {
   void enqueue(job_id id, int priority, const std::string& owner);
   // A cancelled job leaves the ready queue (true when it was there).
   bool cancel_ready(job_id id);
+  // The gateway's cancel notice: the job leaves the ready queue; a job leased and sent gets a
+  // `cancel` to its worker; one Redis is leasing right now gets it right after the job (the lease
+  // script read the job before the cancel, so the job message does not say so).
+  void cancel(job_id id);
 
   // Gives jobs to every worker with credits, round robin.
   void dispatch();
@@ -75,6 +80,7 @@ class dispatcher {
   void after_lease(lease_request& q, transition_result& r);
   // A lease that will not be sent: released, and the worker's credit given back.
   void undo_lease(job_id id, const std::string& worker);
+  void send_cancel(job_id id, const std::string& worker, long long attempt);
 
   daemon_context& ctx_;
   worker_table& workers_;
@@ -85,7 +91,8 @@ class dispatcher {
   std::string rr_;  // round-robin cursor over workers: the last one served
   std::vector<lease_request> lease_queue_;
   bool lease_flush_posted_ = false;
-  std::size_t leases_in_flight_ = 0;  // lease batches sent to Redis, not yet answered
+  std::size_t leases_in_flight_ = 0;     // lease batches sent to Redis, not yet answered
+  std::set<job_id> cancel_after_lease_;  // cancelled while being leased
 };
 
 }  // namespace descprod

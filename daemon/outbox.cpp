@@ -174,6 +174,15 @@ store::report outbox::to_report(const pending_write& w) {
     q.total = protocol::get_int(body, "total");
     return q;
   }
+  if (w.command == protocol::log_lines) {  // built by worker_handler::on_log
+    auto q = with_head(store::log_report{});
+    q.offset = protocol::get_int(body, "offset");
+    q.next = protocol::get_int(body, "next").value_or(0);
+    q.capped = protocol::get_bool(body, "capped").value_or(false);
+    q.cap = protocol::get_int(body, "cap").value_or(0);
+    q.text = protocol::get_string(body, "text").value_or("");
+    return q;
+  }
   auto out = classify_exit(static_cast<int>(protocol::get_int(body, "rc").value_or(0)),
                            static_cast<int>(protocol::get_int(body, "signal").value_or(0)),
                            protocol::get_bool(body, "timed_out").value_or(false));
@@ -191,8 +200,14 @@ void outbox::report_applied(const pending_write& w, const transition_result& r) 
   if (r.ok) {
     if (w.command == protocol::finished) {
       ++ctx_.stats.finished;
+      count_job_end(ctx_.stats, r.state);
       log::debug("job finished job_id={} state={} worker={}", id, r.state, w.worker);
     }
+    return;
+  }
+  if (w.command == protocol::log_lines) {  // a piece of a job requeued or deleted meanwhile
+    log::debug("log piece ignored job_id={} attempt={} worker={} reason={}", id, w.job_attempt(), w.worker,
+               refusal_reason(r));
     return;
   }
   ++ctx_.stats.stale_events;
@@ -254,6 +269,7 @@ net::awaitable<void> outbox::apply(pending_write& w) {
       co_return;
     }
     log::info("job requeued job_id={} state={} attempt={} reason={}", w.id, r.state, r.attempt, w.reason);
+    count_job_end(ctx_.stats, r.state);  // "lost" when it had no attempt left
     if (r.state == "ready") {
       auto cmd = redis_cmd("HMGET", ctx_.k.job(w.id), "priority", "descname");
       auto p = co_await ctx_.redis.async_exec(std::move(cmd));

@@ -347,10 +347,7 @@ void worker_handler::on_report(worker_state& w, const std::string& routing, prot
   // write another's job, its log, or a job that does not exist).
   if (!leases_.holds(w.id, *id, *attempt))
     return refuse_report(w, routing, c, *id, *attempt, "not held", wants_ack);
-  if (c == protocol::log_lines) {
-    store_log_lines(*id, msg.body);
-    return;
-  }
+  if (c == protocol::log_lines) return on_log(w, msg.body);
   if (c == protocol::finished) leases_.release(*id);
   else if (c == protocol::started) leases_.mark_started(*id);
   clean_report(c, msg.body, w.id);
@@ -482,18 +479,43 @@ net::awaitable<void> worker_handler::apply_unknown_report(pending_write pw, std:
   if (counted) --unknown_waiting_;
 }
 
-void worker_handler::store_log_lines(job_id id, const boost::json::object& body) {
+void worker_handler::on_log(const worker_state& w, boost::json::object& body) {
+  // A piece of the job's log goes through the outbox with the job's other reports, so it lands in
+  // order and before the job's `finished`. Not kept while Redis is away or the outbox is long:
+  // the worker's file has the lines, and the stored log notes the gap when the next piece comes.
+  constexpr std::size_t max_outbox_for_logs = 50000;
   auto it = body.find("lines");
   if (it == body.end() || !it->value().is_array()) throw std::invalid_argument("log: lines must be an array");
-  std::vector<std::vector<std::string>> cmds;
-  auto key = ctx_.k.job_log(id);
+  auto offset = protocol::get_int(body, "offset");
+  auto next = protocol::get_int(body, "next");
+  if (body.contains("offset") && (!offset || !next || *offset < 0 || *next < *offset))
+    throw std::invalid_argument("log: offset and next must be integers, 0 <= offset <= next");
+  if (!ctx_.redis_ready() || out_.size() > max_outbox_for_logs) {
+    ++ctx_.stats.log_pieces_dropped;
+    return;
+  }
+  std::string text;
   for (const auto& l : it->value().as_array()) {
     if (!l.is_string()) continue;
     const auto& raw = l.as_string();
-    std::string line = sanitize_app_text(std::string_view(raw.data(), raw.size()), 4000);
-    cmds.push_back({"XADD", key, "MAXLEN", "~", "1000", "*", "line", std::move(line)});
+    text += sanitize_app_text(std::string_view(raw.data(), raw.size()), 4000);
+    text += '\n';
   }
-  if (!cmds.empty() && ctx_.redis_ready()) ctx_.write_detached(std::move(cmds), "log");  // a tail: lossy
+  boost::json::object piece;
+  piece["job"] = body.at("job");
+  piece["attempt"] = body.at("attempt");
+  if (offset) {
+    piece["offset"] = *offset;
+    piece["next"] = *next;
+  }
+  if (protocol::get_bool(body, "capped").value_or(false)) piece["capped"] = true;
+  piece["cap"] = ctx_.cfg.daemon.job_log_max_bytes;
+  piece["text"] = std::move(text);
+  pending_write pw{pending_write::kind::report};
+  pw.worker = w.id;
+  pw.command = protocol::log_lines;
+  pw.body = std::move(piece);
+  out_.submit(std::move(pw));
 }
 
 void worker_handler::worker_lost(const std::string& id_ref, const std::string& why) {

@@ -52,7 +52,7 @@ class worker_handler {
   // attempt as always.
   net::awaitable<void> apply_unknown_report(pending_write pw, std::string token);
   void apply_unknown_report_now(pending_write pw);
-  void store_log_lines(job_id id, const boost::json::object& body);
+  void on_log(const worker_state& w, boost::json::object& body);
 
   daemon_context& ctx_;
   worker_table& workers_;

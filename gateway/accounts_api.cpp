@@ -277,6 +277,28 @@ net::awaitable<handler_result> account_form(call& c, bool reg) {
 }
 
 // POST /api/tokens's body: nothing, or {"label": string}.
+// The body of POST /api/session/preferences: {"email_on_failure": true|false}.
+result<bool> email_on_failure_of(const std::string& body) {
+  json::value v;
+  if (auto e = parse_json_body(body, v)) return *e;
+  if (!v.is_object()) return bad_request("the body must be a JSON object");
+  std::optional<bool> on;
+  for (const auto& kv : v.as_object()) {
+    if (kv.key() != "email_on_failure")
+      return bad_request("unknown field '" + std::string(kv.key()).substr(0, 40) +
+                         "'; allowed: email_on_failure");
+    if (!kv.value().is_bool()) return bad_request("field 'email_on_failure' must be true or false");
+    on = kv.value().as_bool();
+  }
+  if (!on) return bad_request("missing field 'email_on_failure'");
+  return *on;
+}
+
+void add_preferences(json::object& o, const accounts_service::preferences& p) {
+  o["email"] = p.email;
+  o["email_on_failure"] = p.email_on_failure;
+}
+
 result<std::string> token_label(const std::string& body) {
   std::string label;
   if (body.empty()) return label;
@@ -316,7 +338,22 @@ net::awaitable<handler_result> account_logout(call& c) {
 }
 
 net::awaitable<handler_result> account_session(call& c) {
-  co_return json_answer(http::status::ok, session_json(*c.who, c.who->csrf));
+  auto o = session_json(*c.who, c.who->csrf);
+  if (!c.who->only_job) {
+    auto p = co_await accounts_service::preferences_of(c.ctx, c.who->name);
+    add_preferences(o, p);
+  }
+  co_return json_answer(http::status::ok, o);
+}
+
+net::awaitable<handler_result> account_preferences(call& c) {
+  auto on = email_on_failure_of(c.req.body());
+  if (!on) co_return error_answer(on.error());
+  auto p = co_await accounts_service::set_email_on_failure(c.ctx, c.who->name, *on);
+  if (!p) co_return error_answer(p.error());
+  json::object o;
+  add_preferences(o, *p);
+  co_return json_answer(http::status::ok, o);
 }
 
 net::awaitable<handler_result> tokens_list(call& c) {

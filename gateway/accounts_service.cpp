@@ -262,4 +262,31 @@ net::awaitable<status> revoke_token(gateway_context& ctx, std::string owner, std
   co_return done();
 }
 
+net::awaitable<preferences> preferences_of(gateway_context& ctx, std::string user) {
+  auto reply = co_await ctx.redis->async_exec(
+      redis_cmd("HMGET", keys_of(ctx).user(user), "email", std::string(user_notify_failed_field)));
+  preferences p;
+  if (reply.elements.size() == 2) {
+    p.email = reply.elements[0].as_string();
+    p.email_on_failure = reply.elements[1].as_string() == "1";
+  }
+  co_return p;
+}
+
+net::awaitable<result<preferences>> set_email_on_failure(gateway_context& ctx, std::string user, bool on) {
+  // Only an existing account gets the field (an HSET alone would create a hash for a name).
+  std::string flag = "0";
+  if (on) flag = "1";
+  auto reply = co_await ctx.redis->async_exec(
+      redis_cmd("EVAL",
+                "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+                "if ARGV[2] == '1' then redis.call('HSET', KEYS[1], ARGV[1], '1') "
+                "else redis.call('HDEL', KEYS[1], ARGV[1]) end return 1",
+                "1", keys_of(ctx).user(user), std::string(user_notify_failed_field), flag));
+  if (reply.is_error()) co_return internal_error("preferences: " + reply.str);
+  if (reply.as_integer() != 1) co_return not_found("no such account");
+  log::info("preferences changed user={} email_on_failure={}", user, on ? 1 : 0);
+  co_return co_await preferences_of(ctx, user);
+}
+
 }  // namespace descprod::gateway::accounts_service

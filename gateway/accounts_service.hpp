@@ -64,4 +64,14 @@ net::awaitable<result<std::string>> create_token(gateway_context& ctx, std::stri
 // Revokes one of the owner's tokens by its sha256, ending its live event streams.
 net::awaitable<status> revoke_token(gateway_context& ctx, std::string owner, std::string hash);
 
+// An account's notification preferences (docs/api.md#preferences): its e-mail address and whether
+// descprod-notifier mails it when one of its jobs fails (field notify_failed of P user:<name>).
+struct preferences {
+  std::string email;
+  bool email_on_failure = false;
+};
+net::awaitable<preferences> preferences_of(gateway_context& ctx, std::string user);
+// Sets e-mail on failure; not found when the account is gone.
+net::awaitable<result<preferences>> set_email_on_failure(gateway_context& ctx, std::string user, bool on);
+
 }  // namespace descprod::gateway::accounts_service

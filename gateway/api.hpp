@@ -42,9 +42,14 @@ inline constexpr std::size_t max_action_ids = 1000;
 inline constexpr std::size_t max_action_jobs = 10000;
 // Events returned by GET /api/jobs/<id>/events (the stream is capped near 1000 by the store).
 inline constexpr std::size_t max_events = 2000;
-// GET /api/jobs/<id>/log: lines returned by default and at most.
+// GET /api/jobs/<id>/log: lines returned by default and at most (of the tail); a search's matches
+// listed at most; its text at most; bytes one request reads at most (above any job_log_max_bytes
+// in use: past it the answer says "truncated").
 inline constexpr int default_log_lines = 100;
 inline constexpr int max_log_lines = 10000;
+inline constexpr std::size_t max_log_matches = 1000;
+inline constexpr std::size_t max_log_search_bytes = 200;
+inline constexpr std::size_t max_log_read_bytes = 64 * 1024 * 1024;
 // Children looked at for a parent's roll-up and for GET /api/jobs?parent=<id>.
 inline constexpr std::size_t max_children = 100000;
 // Entries of the global event stream replayed after a Last-Event-ID on GET /api/events.
@@ -86,11 +91,13 @@ enum class route_kind {
   login,           // POST /api/login (no auth)
   logout,          // POST /api/logout (ends the cookie's session, if any)
   session,         // GET /api/session (who is calling; the CSRF token of a cookie session)
+  preferences,     // POST /api/session/preferences (e-mail on failure)
   tokens,          // GET, POST /api/tokens
   token,           // DELETE /api/tokens/<sha256>
   admin_users,     // GET /api/admin/users
   admin_user,      // POST /api/admin/users/<name>/<action>
   admin_overview,  // GET /api/admin/overview (workers, pilots, queue depth, throughput)
+  status,          // GET /api/status (the daemon's samples of the last hour; aggregate numbers)
   metrics,         // GET /metrics (Prometheus text; no auth, aggregate numbers only)
   not_found
 };
@@ -183,8 +190,17 @@ bool is_job_action(std::string_view action);
 std::optional<api_error> parse_actions_body(const boost::json::value& v, std::string& action,
                                             std::vector<job_id>& ids, std::optional<list_query>& query);
 
-// GET /api/jobs/<id>/log query: lines (1..10000, default 100).
-std::optional<api_error> parse_log_query(std::string_view query, int& lines);
+// GET /api/jobs/<id>/log query: lines (1..10000 or `all`, default 100), q (search: lines that
+// contain it, ASCII case-insensitive, 1..200 bytes; reads the whole log), format (json | text;
+// text only without q).
+struct log_query {
+  int lines = default_log_lines;  // the last N lines, unless `all`
+  bool all = false;
+  std::string q;
+  bool text = false;
+  bool whole() const { return all || !q.empty(); }
+};
+std::optional<api_error> parse_log_query(std::string_view query, log_query& out);
 // GET /api/jobs/<id>/events query: follow (1|0|true|false, default false).
 std::optional<api_error> parse_job_events_query(std::string_view query, bool& follow);
 // GET /api/events query: job (a job id, optional). `since` is refused by this form.

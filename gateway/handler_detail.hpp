@@ -96,12 +96,16 @@ net::awaitable<handler_result> account_register(call& c);
 net::awaitable<handler_result> account_login(call& c);
 net::awaitable<handler_result> account_logout(call& c);
 net::awaitable<handler_result> account_session(call& c);
+net::awaitable<handler_result> account_preferences(call& c);
+net::awaitable<handler_result> page_preferences(call& c);
 net::awaitable<handler_result> tokens_list(call& c);
 net::awaitable<handler_result> tokens_create(call& c);
 net::awaitable<handler_result> tokens_revoke(call& c);
 net::awaitable<handler_result> admin_users(call& c);
 net::awaitable<handler_result> admin_user_change(call& c);
 net::awaitable<handler_result> admin_overview(call& c);
+// status_api.cpp: the service's figures of the last hour.
+net::awaitable<handler_result> status_get(call& c);
 net::awaitable<handler_result> page_home(call& c);
 net::awaitable<handler_result> page_login_form(call& c);
 net::awaitable<handler_result> page_login_post(call& c);
@@ -121,6 +125,7 @@ net::awaitable<handler_result> page_tokens(call& c);
 net::awaitable<handler_result> page_token_create(call& c);
 net::awaitable<handler_result> page_token_revoke(call& c);
 net::awaitable<handler_result> page_help(call& c);
+net::awaitable<handler_result> page_status(call& c);
 net::awaitable<handler_result> page_asset(call& c);
 net::awaitable<handler_result> page_favicon(call& c);
 

@@ -112,6 +112,51 @@ boost::json::object log_json(const std::vector<std::string>& lines) {
   return o;
 }
 
+boost::json::object log_json(const jobs_service::job_log& log, const log_query& q) {
+  boost::json::object o;
+  if (q.q.empty()) {
+    o = log_json(log.lines);
+  } else {
+    boost::json::array list;
+    list.reserve(log.matches.size());
+    for (const auto& m : log.matches) {
+      boost::json::object e;
+      e["line_number"] = m.number;
+      e["line"] = m.line;
+      list.push_back(std::move(e));
+    }
+    o["q"] = q.q;
+    o["matches"] = std::move(list);
+    o["total_matches"] = log.total_matches;
+    o["lines_searched"] = log.lines_read;
+  }
+  if (log.capped) o["capped"] = true;
+  if (log.truncated) o["truncated"] = true;
+  return o;
+}
+
+response log_text_response(job_id id, const jobs_service::job_log& log) {
+  std::size_t size = 0;
+  for (const auto& l : log.lines) size += l.size() + 1;
+  std::string body;
+  body.reserve(size + 128);
+  for (const auto& l : log.lines) {
+    body += l;
+    body += '\n';
+  }
+  if (log.truncated)
+    body += "descprod: this download stops at " + std::to_string(max_log_read_bytes) + " bytes\n";
+  response res(http::status::ok, 11);
+  res.set(http::field::server, "descprod-gateway/" DESCPROD_VERSION);
+  res.set(http::field::content_type, "text/plain; charset=utf-8");
+  res.set(http::field::content_disposition, "attachment; filename=\"job-" + std::to_string(id) + ".log\"");
+  res.set(http::field::cache_control, "no-store");
+  res.set("X-Content-Type-Options", "nosniff");
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
 boost::json::object children_json(const std::vector<std::string>& states, bool truncated) {
   std::vector<long long> counts(all_job_states().size(), 0);
   std::map<std::string, long long> other;
@@ -264,11 +309,12 @@ net::awaitable<handler_result> jobs_events(call& c) {
 }
 
 net::awaitable<handler_result> jobs_log(call& c) {
-  int lines = default_log_lines;
-  if (auto e = parse_log_query(c.query, lines)) co_return error_answer(*e);
-  auto found = co_await jobs_service::log(c.ctx, std::move(*c.who), c.params.id, lines);
+  log_query q;
+  if (auto e = parse_log_query(c.query, q)) co_return error_answer(*e);
+  auto found = co_await jobs_service::log(c.ctx, std::move(*c.who), c.params.id, q);
   if (!found) co_return error_answer(found.error());
-  co_return json_answer(http::status::ok, log_json(*found));
+  if (q.text) co_return answer(log_text_response(c.params.id, *found));
+  co_return json_answer(http::status::ok, log_json(*found, q));
 }
 
 net::awaitable<handler_result> jobs_cancel(call& c) {

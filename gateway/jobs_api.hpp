@@ -30,6 +30,12 @@ boost::json::object job_list_json(const jobs_service::job_list& list, const list
 boost::json::object events_json(const std::vector<jobs_service::job_event>& events);
 // {"lines": [...]}
 boost::json::object log_json(const std::vector<std::string>& lines);
+// GET /api/jobs/<id>/log: {"lines": [...]} or, for a search, {"q", "matches": [{"line_number",
+// "line"}...], "total_matches", "lines_searched"}; with "capped": true when the stored log stops at
+// its cap and "truncated": true when the read stopped at max_log_read_bytes.
+boost::json::object log_json(const jobs_service::job_log& log, const log_query& q);
+// The log as a text/plain download (format=text): its lines, each ending in a newline.
+response log_text_response(job_id id, const jobs_service::job_log& log);
 // A parent's roll-up: {"total", <state>: count..., "truncated"?}; empty states (children deleted
 // meanwhile) are not counted.
 boost::json::object children_json(const std::vector<std::string>& states, bool truncated);

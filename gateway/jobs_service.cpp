@@ -402,19 +402,34 @@ std::vector<job_event> events_of(const redis_reply& xrange) {
   return out;
 }
 
+void append_entry_lines(const redis_reply& fields, std::vector<std::string>& out) {
+  for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
+    const auto& name = fields.elements[i].str;
+    const auto& value = fields.elements[i + 1].str;
+    if (name == "line") {
+      out.push_back(value);
+      return;
+    }
+    if (name == "text") {
+      std::size_t start = 0;
+      while (start < value.size()) {
+        auto nl = value.find('\n', start);
+        if (nl == std::string::npos) nl = value.size();
+        out.emplace_back(value, start, nl - start);
+        start = nl + 1;
+      }
+      return;
+    }
+  }
+}
+
 std::vector<std::string> log_lines_of(const redis_reply& xrevrange) {
   std::vector<std::string> lines;
   if (xrevrange.type != redis_reply::kind::array) return lines;
   lines.reserve(xrevrange.elements.size());
   for (auto it = xrevrange.elements.rbegin(); it != xrevrange.elements.rend(); ++it) {
     if (it->type != redis_reply::kind::array || it->elements.size() != 2) continue;
-    const auto& fields = it->elements[1];
-    for (std::size_t i = 0; i + 1 < fields.elements.size(); i += 2) {
-      if (fields.elements[i].as_string() == "line") {
-        lines.push_back(fields.elements[i + 1].as_string());
-        break;
-      }
-    }
+    append_entry_lines(it->elements[1], lines);
   }
   return lines;
 }
@@ -673,16 +688,122 @@ net::awaitable<result<job_events>> events(gateway_context& ctx, principal who, j
   co_return out;
 }
 
-net::awaitable<result<std::vector<std::string>>> log(gateway_context& ctx, principal who, job_id id,
-                                                     int lines) {
+namespace {
+// ASCII case-insensitive search of `needle` (already lower case) in `hay`.
+bool contains_folded(std::string_view hay, std::string_view needle) {
+  if (needle.size() > hay.size()) return false;
+  auto lower = [](unsigned char c) { return static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c); };
+  for (std::size_t i = 0; i + needle.size() <= hay.size(); ++i) {
+    std::size_t k = 0;
+    while (k < needle.size() && lower(static_cast<unsigned char>(hay[i + k])) == needle[k]) ++k;
+    if (k == needle.size()) return true;
+  }
+  return false;
+}
+std::string fold(std::string s) {
+  for (auto& c : s)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  return s;
+}
+// The stream ID of an XRANGE/XREVRANGE reply's last entry, as an exclusive bound ("(<id>"); empty
+// when the reply has none.
+std::string after_last(const redis_reply& r) {
+  if (r.type != redis_reply::kind::array || r.elements.empty()) return {};
+  const auto& e = r.elements.back();
+  if (e.type != redis_reply::kind::array || e.elements.empty()) return {};
+  return "(" + e.elements[0].str;
+}
+std::size_t text_bytes(const redis_reply& entry) {
+  std::size_t n = 0;
+  if (entry.type == redis_reply::kind::array && entry.elements.size() == 2)
+    for (const auto& f : entry.elements[1].elements) n += f.str.size();
+  return n;
+}
+// Takes a search's or a whole read's lines of one batch of entries.
+void take_lines(const redis_reply& batch, const log_query& q, const std::string& needle, job_log& out,
+                std::size_t& bytes) {
+  std::vector<std::string> lines;
+  for (const auto& e : batch.elements) {
+    if (e.type != redis_reply::kind::array || e.elements.size() != 2) continue;
+    bytes += text_bytes(e);
+    lines.clear();
+    append_entry_lines(e.elements[1], lines);
+    if (q.q.empty()) {
+      for (auto& l : lines) out.lines.push_back(std::move(l));
+      continue;
+    }
+    for (auto& l : lines) {
+      ++out.lines_read;
+      if (!contains_folded(l, needle)) continue;
+      ++out.total_matches;
+      if (out.matches.size() < max_log_matches)
+        out.matches.push_back(log_match{out.lines_read, std::move(l)});
+    }
+  }
+}
+}  // namespace
+
+net::awaitable<result<job_log>> log(gateway_context& ctx, principal who, job_id id, log_query q) {
   const keys& k = keys_of(ctx);
+  const std::string key = k.job_log(id);
   commands cmds;
-  cmds.push_back(redis_cmd("HGET", k.job(id), "descname"));
-  cmds.push_back(redis_cmd("XREVRANGE", k.job_log(id), "+", "-", "COUNT", std::to_string(lines)));
-  auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
-  std::string owner = replies[0].is_nil() ? std::string() : replies[0].as_string();
+  cmds.push_back(redis_cmd("HMGET", k.job(id), "descname", "log_capped"));
+  auto head = co_await ctx.redis->async_pipeline(std::move(cmds));
+  const auto& fields = head[0].elements;
+  std::string owner = fields.empty() || fields[0].is_nil() ? std::string() : fields[0].str;
   if (!may_read(who, id, owner)) co_return job_not_found(id);
-  co_return log_lines_of(replies[1]);
+  job_log out;
+  out.capped = fields.size() > 1 && fields[1].str == "1";
+  if (!q.whole()) {
+    // The tail: newest entries first, in growing batches, until enough lines are in hand (each
+    // entry holds at least one line, so at most q.lines entries are read).
+    std::vector<std::string> newest_first;  // lines of the entries read, entry by entry reversed
+    std::string end = "+";
+    std::size_t batch = 16;
+    while (newest_first.size() < static_cast<std::size_t>(q.lines)) {
+      auto cmd = redis_cmd("XREVRANGE", key, end, "-", "COUNT", std::to_string(batch));
+      auto r = co_await ctx.redis->async_exec(std::move(cmd));
+      if (r.type != redis_reply::kind::array || r.elements.empty()) break;
+      std::vector<std::string> piece;
+      for (const auto& e : r.elements) {
+        if (e.type != redis_reply::kind::array || e.elements.size() != 2) continue;
+        piece.clear();
+        append_entry_lines(e.elements[1], piece);
+        for (auto it = piece.rbegin(); it != piece.rend(); ++it) newest_first.push_back(std::move(*it));
+      }
+      if (r.elements.size() < batch) break;
+      end = after_last(r);
+      batch = std::min<std::size_t>(batch * 4, 1024);
+    }
+    if (newest_first.size() > static_cast<std::size_t>(q.lines)) newest_first.resize(q.lines);
+    out.lines.assign(std::make_move_iterator(newest_first.rbegin()),
+                     std::make_move_iterator(newest_first.rend()));
+    co_return out;
+  }
+  // The whole log (or a search through it): a place among the running scans, then oldest first in
+  // batches, up to max_log_read_bytes.
+  scan_admission admission(ctx, who.name);
+  if (!admission.admitted()) {
+    bool mine = ctx.scans_running < max_scans;
+    co_return too_many_scans(mine);
+  }
+  const std::string needle = fold(q.q);
+  std::string start = "-";
+  std::size_t bytes = 0;
+  constexpr std::size_t batch = 512;
+  while (true) {
+    auto cmd = redis_cmd("XRANGE", key, start, "+", "COUNT", std::to_string(batch));
+    auto r = co_await ctx.redis->async_exec(std::move(cmd));
+    if (r.type != redis_reply::kind::array || r.elements.empty()) break;
+    take_lines(r, q, needle, out, bytes);
+    if (r.elements.size() < batch) break;
+    if (bytes >= max_log_read_bytes) {
+      out.truncated = true;
+      break;
+    }
+    start = after_last(r);
+  }
+  co_return out;
 }
 
 net::awaitable<result<changed_job>> cancel(gateway_context& ctx, principal who, job_id id) {

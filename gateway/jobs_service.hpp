@@ -72,9 +72,22 @@ struct job_events {
 net::awaitable<result<job_events>> events(gateway_context& ctx, principal who, job_id id,
                                           std::size_t limit = max_events);
 
-// The last `lines` lines of the job's log, oldest first.
-net::awaitable<result<std::vector<std::string>>> log(gateway_context& ctx, principal who, job_id id,
-                                                     int lines);
+// A read of the job's log (GET /api/jobs/<id>/log): the last q.lines lines, or every stored line
+// (q.all), or the lines that contain q.q with their numbers; oldest first. Reading the whole log
+// takes a place among the running scans (429 when none is free).
+struct log_match {
+  long long number = 0;  // 1-based, in the stored log
+  std::string line;
+};
+struct job_log {
+  std::vector<std::string> lines;  // without a search
+  std::vector<log_match> matches;  // with one: at most max_log_matches
+  long long total_matches = 0;
+  long long lines_read = 0;  // lines looked at by a search
+  bool capped = false;       // the stored log stops at the cap (daemon.job_log_max_bytes)
+  bool truncated = false;    // the read stopped at max_log_read_bytes
+};
+net::awaitable<result<job_log>> log(gateway_context& ctx, principal who, job_id id, log_query q);
 
 // A job after a change: its record as the change left it and its state.
 struct changed_job {
@@ -123,8 +136,11 @@ net::awaitable<result<std::string>> report(gateway_context& ctx, principal who, 
 
 // The events of an XRANGE reply, malformed entries skipped (pure; for tests too).
 std::vector<job_event> events_of(const redis_reply& xrange);
-// The `line` fields of an XREVRANGE of a job's log stream, oldest first (pure).
+// The lines of an XREVRANGE of a job's log stream, oldest first (pure): an entry's `text` holds
+// lines each ending in a newline (the daemon's pieces), `line` one line (older entries).
 std::vector<std::string> log_lines_of(const redis_reply& xrevrange);
+// The lines of one stream entry's field list, appended to out.
+void append_entry_lines(const redis_reply& fields, std::vector<std::string>& out);
 
 // The owner of a job ("" when there is none).
 net::awaitable<std::string> owner_of(gateway_context& ctx, job_id id);

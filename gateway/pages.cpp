@@ -321,7 +321,8 @@ net::awaitable<response> render_home(gateway_context& ctx, principal who, home_q
   co_return html_response(status, web::home_page(v));
 }
 
-net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id id, web::flash message) {
+net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id id, web::flash message,
+                                    std::string logq) {
   std::string since = co_await stream_position(ctx);
   auto found = co_await jobs_service::get(ctx, who, id);
   std::optional<principal> viewer = who;
@@ -338,8 +339,34 @@ net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id 
     for (auto& e : events->events)
       if (auto se = stream_event_of(std::move(e.stream_id), e.fields, id, owner))
         v.events.push_back(std::move(*se));
-  auto log = co_await jobs_service::log(ctx, who, id, page_log_lines);
-  if (log) v.log_lines = std::move(*log);
+  log_query lq;
+  lq.lines = page_log_lines;
+  auto log = co_await jobs_service::log(ctx, who, id, lq);
+  if (log) {
+    v.log_lines = std::move(log->lines);
+    v.log_capped = log->capped;
+  }
+  if (!logq.empty()) {
+    // A search of the whole log (the log section's form): its matches, or why it did not run.
+    web::log_search_view sv;
+    sv.q = logq;
+    log_query sq;
+    sq.q = std::move(logq);
+    if (sq.q.size() > max_log_search_bytes) {
+      sv.error = "The search text is longer than " + std::to_string(max_log_search_bytes) + " bytes.";
+    } else {
+      auto found_lines = co_await jobs_service::log(ctx, who, id, sq);
+      if (!found_lines) {
+        sv.error = found_lines.error().detail;
+      } else {
+        for (auto& m : found_lines->matches) sv.matches.emplace_back(m.number, std::move(m.line));
+        sv.total_matches = found_lines->total_matches;
+        sv.lines_searched = found_lines->lines_read;
+        sv.truncated = found_lines->truncated;
+      }
+    }
+    v.log_search = std::move(sv);
+  }
   v.children_total = found->children;
   v.children_limit = page_children;
   if (found->children > 0) {
@@ -388,6 +415,9 @@ net::awaitable<response> render_tokens(gateway_context& ctx, principal who, web:
   v.tokens = co_await accounts_service::tokens(ctx, who.name);
   v.new_token = std::move(new_token);
   v.new_label = std::move(new_label);
+  auto prefs = co_await accounts_service::preferences_of(ctx, who.name);
+  v.email = prefs.email;
+  v.email_on_failure = prefs.email_on_failure;
   // The create form's one-time key, kept in the session (one per session: the newest page's).
   v.form_nonce = accounts_service::random_hex();
   co_await ctx.redis->async_exec(redis_cmd("EVAL",
@@ -759,7 +789,8 @@ net::awaitable<handler_result> page_home(call& c) {
 
 net::awaitable<handler_result> page_job(call& c) {
   auto f = co_await take_flash(c.ctx, *c.who);
-  co_return answer(co_await render_job(c.ctx, *c.who, c.params.id, f));
+  std::string logq = query_value(c.query, "logq");
+  co_return answer(co_await render_job(c.ctx, *c.who, c.params.id, f, std::move(logq)));
 }
 
 net::awaitable<handler_result> page_job_row(call& c) { co_return answer(co_await job_fragment(c, true)); }
@@ -808,6 +839,10 @@ net::awaitable<handler_result> page_help(call& c) {
   co_return answer(html_response(http::status::ok, web::help_page(c.who ? &u : nullptr, c.ctx.apps)));
 }
 
+net::awaitable<handler_result> page_status(call& c) {
+  co_return answer(html_response(http::status::ok, web::status_page(page_user_of(*c.who))));
+}
+
 net::awaitable<handler_result> page_asset(call& c) { co_return answer(asset_response(c.params.name)); }
 
 net::awaitable<handler_result> page_favicon(call&) { co_return answer(no_content_response()); }
@@ -821,6 +856,17 @@ net::awaitable<handler_result> page_jobs_actions(call& c) { co_return answer(co_
 net::awaitable<handler_result> page_admin_action(call& c) { co_return answer(co_await admin_action_form(c)); }
 
 net::awaitable<handler_result> page_token_create(call& c) { co_return answer(co_await token_create_form(c)); }
+
+net::awaitable<handler_result> page_preferences(call& c) {
+  auto it = c.form.find("email_on_failure");
+  bool on = it != c.form.end() && it->second == "1";
+  auto r = co_await accounts_service::set_email_on_failure(c.ctx, c.who->name, on);
+  std::string text = "E-mail on failure is off.";
+  if (on) text = "E-mail on failure is on.";
+  if (r) co_await set_flash(c.ctx, *c.who, text, false);
+  else co_await set_flash(c.ctx, *c.who, r.error().detail, true);
+  co_return answer(redirect_response("/tokens"));
+}
 
 net::awaitable<handler_result> page_token_revoke(call& c) {
   auto r = co_await accounts_service::revoke_token(c.ctx, c.who->name, c.params.name);

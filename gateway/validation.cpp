@@ -450,17 +450,33 @@ std::optional<api_error> parse_list_query(std::string_view query, list_query& ou
   return std::nullopt;
 }
 
-std::optional<api_error> parse_log_query(std::string_view query, int& lines) {
+std::optional<api_error> parse_log_query(std::string_view query, log_query& out) {
   std::vector<std::pair<std::string, std::string>> params;
   if (auto e = split_query(query, params)) return e;
-  lines = default_log_lines;
+  out = log_query{};
   for (const auto& [key, value] : params) {
-    if (key != "lines") return unknown_parameter(key, "lines");
-    auto n = parse_integer<int>(value);
-    if (!n || *n < 1 || *n > max_log_lines)
-      return bad_request("lines must be an integer between 1 and " + std::to_string(max_log_lines));
-    lines = *n;
+    if (key == "lines") {
+      if (value == "all") {
+        out.all = true;
+        continue;
+      }
+      auto n = parse_integer<int>(value);
+      if (!n || *n < 1 || *n > max_log_lines)
+        return bad_request("lines must be all or an integer between 1 and " + std::to_string(max_log_lines));
+      out.lines = *n;
+      out.all = false;
+    } else if (key == "q") {
+      if (value.empty() || value.size() > max_log_search_bytes)
+        return bad_request("q must be 1 to " + std::to_string(max_log_search_bytes) + " bytes");
+      out.q = value;
+    } else if (key == "format") {
+      if (value != "json" && value != "text") return bad_request("format must be json or text");
+      out.text = value == "text";
+    } else {
+      return unknown_parameter(key, "lines, q, format");
+    }
   }
+  if (out.text && !out.q.empty()) return bad_request("format=text is for the log itself, not a search (q)");
   return std::nullopt;
 }
 

@@ -357,13 +357,18 @@ std::string layout(std::string_view title, std::string_view page, const page_use
       "<button type=\"button\" class=\"theme-toggle\" id=\"theme-toggle\" aria-pressed=\"false\" "
       "hidden>Dark mode</button>";
   if (user) {
-    out += nav_link("/", "Jobs", page == "home") + nav_link("/tokens", "API tokens", page == "tokens");
+    out += nav_link("/", "Jobs", page == "home") + nav_link("/status", "Status", page == "status") +
+           nav_link("/tokens", "API tokens", page == "tokens");
     if (user->admin) out += nav_link("/admin", "Admin", page == "admin");
     out +=
         nav_link("/help", "Help", page == "help") +
         "<span class=\"spacer\"></span>"
         "<span class=\"live\" id=\"live\" role=\"status\" title=\"live updates\" data-status=\"off\">live</span>" +
-        toggle + "<span class=\"who\">" + esc(user->name) + (user->admin ? " (admin)" : "") + "</span>" +
+        toggle +
+        "<button type=\"button\" class=\"theme-toggle\" id=\"notify-toggle\" aria-pressed=\"false\" "
+        "title=\"Notify me when my jobs end (this browser)\" hidden>Notify me</button>"
+        "<span class=\"who\">" +
+        esc(user->name) + (user->admin ? " (admin)" : "") + "</span>" +
         action_form("/logout", "Log out", user->csrf, "");
   } else {
     out += nav_link("/help", "Help", page == "help") + "<span class=\"spacer\"></span>" + toggle +
@@ -681,6 +686,63 @@ std::string job_detail(const job_record& job, const page_user& user, double now_
   return out;
 }
 
+namespace {
+// `line` escaped, with each ASCII case-insensitive occurrence of `q` marked.
+std::string mark_matches(std::string_view line, std::string_view q) {
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
+  std::string out;
+  std::size_t i = 0, plain = 0;
+  while (!q.empty() && i + q.size() <= line.size()) {
+    std::size_t k = 0;
+    while (k < q.size() && lower(line[i + k]) == lower(q[k])) ++k;
+    if (k < q.size()) {
+      ++i;
+      continue;
+    }
+    out += esc(line.substr(plain, i - plain)) + "<mark>" + esc(line.substr(i, q.size())) + "</mark>";
+    i += q.size();
+    plain = i;
+  }
+  return out + esc(line.substr(plain));
+}
+
+// Under the log tail: the whole log's download link, the search form and a search's result.
+std::string log_tools(const std::string& id, const job_view& v) {
+  std::string out = "<div class=\"logtools\">";
+  if (v.log_capped)
+    out +=
+        "<p class=\"muted\">The stored log reached its size cap; the rest is only in the job's run "
+        "directory.</p>";
+  out += "<a class=\"button\" href=\"/api/jobs/" + esc(id) +
+         "/log?lines=all&amp;format=text\" download=\"job-" + esc(id) + ".log\">Download the whole log</a>";
+  const std::string q = v.log_search ? v.log_search->q : std::string();
+  out += "<form class=\"logsearch\" role=\"search\" method=\"get\" action=\"/jobs/" + esc(id) +
+         "#logresults\"><label for=\"logq\">Search the whole log</label> <input type=\"search\" id=\"logq\" "
+         "name=\"logq\" maxlength=\"200\" required value=\"" +
+         esc(q) + "\"> <button type=\"submit\">Search</button></form></div>";
+  if (!v.log_search) return out;
+  const auto& s = *v.log_search;
+  out += "<div id=\"logresults\" class=\"logresults\" role=\"region\" aria-label=\"Log lines that contain " +
+         esc(s.q) + "\">";
+  if (!s.error.empty()) return out + "<p class=\"error\" role=\"alert\">" + esc(s.error) + "</p></div>";
+  std::string summary = std::to_string(s.total_matches) + (s.total_matches == 1 ? " line" : " lines") +
+                        " of " + std::to_string(s.lines_searched) +
+                        (s.total_matches == 1 ? " contains" : " contain") + " \u201c" + s.q + "\u201d";
+  if (static_cast<long long>(s.matches.size()) < s.total_matches)
+    summary += " (showing the first " + std::to_string(s.matches.size()) + ")";
+  if (s.truncated) summary += "; the search stopped early, the log is too big";
+  out += "<p id=\"logsummary\" aria-live=\"polite\">" + esc(summary) + ".</p>";
+  if (s.matches.empty()) return out + "</div>";
+  out += "<div class=\"logbox\" tabindex=\"0\"><pre class=\"log\" id=\"logmatches\">";
+  for (std::size_t i = 0; i < s.matches.size(); ++i) {
+    if (i) out += "\n";
+    out += "<span class=\"ln\">" + std::to_string(s.matches[i].first) + "</span>" +
+           mark_matches(s.matches[i].second, s.q);
+  }
+  return out + "</pre></div></div>";
+}
+}  // namespace
+
 std::string job_page(const job_view& v) {
   std::string id = get(v.job, "id");
   std::string state = get(v.job, "state");
@@ -690,14 +752,16 @@ std::string job_page(const job_view& v) {
                      job_detail(v.job, v.user, v.now_s) + "</section>";
 
   body +=
-      "<section class=\"card\"><h2>Log <small>(tail)</small></h2>"
+      "<section class=\"card\" id=\"logsection\"><h2>Log <small>(the newest lines)</small></h2>"
       "<div class=\"logbox\" id=\"logbox\" tabindex=\"0\" role=\"region\" aria-label=\"Log of job " +
       esc(id) + "\"><pre class=\"log\" id=\"log\">";
   for (std::size_t i = 0; i < v.log_lines.size(); ++i) {
     if (i) body += "\n";
     body += esc(v.log_lines[i]);
   }
-  body += "</pre></div></section>";
+  body += "</pre></div>";
+  body += log_tools(id, v);
+  body += "</section>";
 
   body += "<section class=\"card\"><h2>Children</h2><p id=\"rollup\" data-total=\"" +
           std::to_string(v.children_total) + "\">" + esc(rollup_text(v.rollup, v.children_total)) + "</p>";
@@ -790,6 +854,7 @@ std::string admin_page(const admin_view& v) {
       std::to_string(v.finished_last_minute) + "</dd></div><div><dt>Job events in the last minute</dt><dd>" +
       std::to_string(v.events_last_minute) + "</dd></div><div><dt>Workers</dt><dd>" +
       std::to_string(v.workers.size()) + "</dd></div></dl></section>";
+  body += status_panel("The last hour");
   body += "<section class=\"card\"><h2>Workers</h2>";
   if (v.workers.empty()) {
     body += "<p class=\"empty\">No worker has sent a heartbeat recently.</p>";
@@ -886,6 +951,19 @@ std::string tokens_page(const tokens_view& v) {
     body += "</tbody></table></div>";
   }
   body += "</section>";
+  // Notifications: e-mail on failure (descprod-notifier) and, with the script, the browser's.
+  body +=
+      "<section class=\"card\" id=\"notifications\"><h2>Notifications</h2>"
+      "<form method=\"post\" action=\"/tokens/preferences\" class=\"stack\">" +
+      hidden("csrf", v.user.csrf) +
+      "<label><input type=\"checkbox\" name=\"email_on_failure\" value=\"1\" id=\"email-on-failure\"" +
+      (v.email_on_failure ? std::string(" checked") : std::string()) + "> E-mail me" +
+      (v.email.empty() ? std::string() : " (" + esc(v.email) + ")") +
+      " when a job of mine fails</label>"
+      "<button type=\"submit\">Save</button></form>"
+      "<p>At most one mail a minute, listing the jobs that failed, timed out, were killed or lost. "
+      "Browser notifications when your jobs end: <em>Notify me</em> in the header (this browser "
+      "only, while a Jobs or job page is open).</p></section>";
   return layout("API tokens", "tokens", &v.user, v.message, body);
 }
 

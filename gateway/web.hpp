@@ -39,7 +39,9 @@ enum class page_kind {
   admin_action,  // POST /admin/users/<name>/<action>
   tokens,        // GET, POST /tokens (POST creates one)
   token_revoke,  // POST /tokens/<sha256>/revoke
+  preferences,   // POST /tokens/preferences (e-mail on failure)
   help,          // GET /help
+  status,        // GET /status (the plots of the last hour; /api/status)
   asset,         // GET /static/app.css, /static/app.js
   favicon        // GET /favicon.ico (204)
 };
@@ -161,13 +163,25 @@ std::string actions_message(const std::string& action, std::size_t done, const s
 // One row of the job table. `next` is where its action forms return to.
 std::string job_row(const job_record& job, const page_user& user, double now_s, std::string_view next);
 
+// A search of the job's whole log (the job page's ?logq=), as the page shows it.
+struct log_search_view {
+  std::string q;
+  std::vector<std::pair<long long, std::string>> matches;  // line number, line (at most a page)
+  long long total_matches = 0;
+  long long lines_searched = 0;
+  bool truncated = false;
+  std::string error;  // why it did not run (too long, too many searches running)
+};
+
 struct job_view {
   page_user user;
   flash message;
   job_record job;
   std::vector<stream_event> events;    // oldest first
   std::vector<std::string> log_lines;  // oldest first
-  std::vector<job_record> children;    // newest first, at most a page
+  bool log_capped = false;             // the stored log stops at its cap
+  std::optional<log_search_view> log_search;
+  std::vector<job_record> children;  // newest first, at most a page
   long long children_total = 0;
   int children_limit = 100;                 // the most children the page shows (newest first)
   std::map<std::string, long long> rollup;  // state → count (children_json's counts)
@@ -194,6 +208,13 @@ struct admin_view {
 };
 std::string admin_page(const admin_view& v);
 
+// The status plots (status_page.cpp): the panel (a card headed `heading`, filled by
+// /static/status.js from GET /api/status), shown on /status and /admin; the /status page; the
+// script.
+std::string status_panel(std::string_view heading);
+std::string status_page(const page_user& user);
+std::string_view status_js();
+
 struct tokens_view {
   page_user user;
   flash message;
@@ -201,6 +222,8 @@ struct tokens_view {
   std::string new_token;           // shown once, right after creation
   std::string new_label;
   std::string form_nonce;  // the create form's one-time key: a reloaded POST creates nothing
+  std::string email;       // the account's e-mail address and its e-mail-on-failure preference
+  bool email_on_failure = false;
 };
 std::string tokens_page(const tokens_view& v);
 
@@ -211,9 +234,10 @@ std::string error_page(unsigned status, std::string_view detail, const page_user
 
 // ---- static assets --------------------------------------------------------------------------
 
-// The text of /static/<name> ("app.css", "app.js", "theme.js") and its Content-Type; nullopt when
-// unknown. theme.js is the one script loaded without defer, in <head>: it applies the theme
-// stored in localStorage before the body is painted (no flash of the other theme).
+// The text of /static/<name> ("app.css", "app.js", "theme.js", "status.js": status_js()) and its
+// Content-Type; nullopt when unknown. theme.js is the one script loaded without defer, in <head>:
+// it applies the theme stored in localStorage before the body is painted (no flash of the other
+// theme).
 struct asset {
   std::string_view body;
   std::string_view content_type;

@@ -129,6 +129,13 @@ table.fields th { width:12rem; text-transform:none; font-size:.85rem; }
 .status { font-size:1rem; }
 .logbox { background:var(--log-bg); border-radius:6px; max-height:26rem; overflow:auto; }
 pre.log { color:var(--log-fg); padding:.7rem; margin:0; white-space:pre-wrap; word-break:break-all; min-height:2.5rem; }
+.logtools { display:flex; flex-wrap:wrap; gap:.6rem 1.2rem; align-items:center; margin-top:.7rem; }
+.logtools p { flex-basis:100%; margin:0; }
+.logsearch { display:flex; gap:.4rem; align-items:center; flex-wrap:wrap; }
+.logsearch input { min-width:14rem; }
+.logresults { margin-top:.7rem; }
+pre.log .ln { display:inline-block; min-width:4.5em; margin-right:.8em; text-align:right; color:#9aa7b8; user-select:none; }
+pre.log mark { background:#f5d76e; color:#10151f; border-radius:2px; }
 ol.timeline { padding-left:1.2rem; margin:0; }
 ol.timeline li { padding:.15rem 0; }
 ol.timeline time { color:var(--muted); font-size:.85rem; }
@@ -160,6 +167,30 @@ form.bulk button.danger[type="submit"] { color:var(--bad); border-color:var(--da
 .empty { color:var(--muted); }
 .prose { max-width:60rem; }
 .prose pre { background:var(--pre-bg); padding:.6rem; border-radius:6px; overflow-x:auto; }
+/* The status plots (status.js): colours from the theme's variables, so both themes apply. */
+:root { --plot-done:var(--ok); --plot-failed:var(--bad); --plot-queue:var(--wait); --plot-running:var(--run);
+  --plot-workers:var(--accent); --plot-slots:var(--muted); --plot-busy:var(--warn); --plot-grid:var(--line); }
+.plots { display:grid; grid-template-columns:repeat(auto-fill, minmax(min(100%, 30rem), 1fr)); gap:1rem 1.5rem; margin-top:.8rem; }
+.plot { margin:0; min-width:0; }
+.plot figcaption { font-weight:600; margin-bottom:.2rem; }
+.plot-box svg { display:block; max-width:100%; height:auto; }
+.plot .grid { stroke:var(--plot-grid); stroke-width:1; }
+.plot .axis { fill:var(--muted); font-size:11px; }
+.plot .line { fill:none; stroke-width:2; stroke-linejoin:round; }
+.plot .p-done { fill:var(--plot-done); stroke:var(--plot-done); } .plot .p-failed { fill:var(--plot-failed); stroke:var(--plot-failed); }
+.plot .line.p-queue { stroke:var(--plot-queue); } .plot .line.p-running { stroke:var(--plot-running); }
+.plot .line.p-workers { stroke:var(--plot-workers); } .plot .line.p-slots { stroke:var(--plot-slots); stroke-dasharray:6 3; }
+.plot .line.p-busy { stroke:var(--plot-busy); stroke-dasharray:2 2; }
+.plot .dot { stroke:none; } .plot .dot.p-queue { fill:var(--plot-queue); } .plot .dot.p-running { fill:var(--plot-running); }
+.plot .dot.p-workers { fill:var(--plot-workers); } .plot .dot.p-slots { fill:var(--plot-slots); } .plot .dot.p-busy { fill:var(--plot-busy); }
+.plot .legend { list-style:none; display:flex; flex-wrap:wrap; gap:.2rem 1rem; padding:0; margin:.3rem 0 0; font-size:.85rem; color:var(--muted); }
+.plot .swatch { display:inline-block; width:1.4rem; height:0; border-top:3px solid; vertical-align:middle; margin-right:.35rem; }
+.swatch.p-workers { border-color:var(--plot-workers); } .swatch.p-slots { border-color:var(--plot-slots); border-top-style:dashed; }
+.swatch.p-busy { border-color:var(--plot-busy); border-top-style:dotted; }
+.plot-data summary { cursor:pointer; font-size:.85rem; color:var(--accent); margin-top:.3rem; }
+.plot-table { font-size:.85rem; max-width:24rem; }
+.plot-table th[scope=row] { font-weight:400; color:var(--fg); text-transform:none; font-size:.85rem; }
+#status-problem { margin:.4rem 0; }
 [hidden] { display:none !important; }
 @media (max-width: 760px) {
   main { padding:.5rem; }
@@ -349,6 +380,99 @@ constexpr std::string_view app_js = R"JS('use strict';
       if (cell) cell.textContent = fmtDuration(Date.now() / 1000 - parseFloat(tr.dataset.start));
     });
   }, 1000);
+
+  // Browser notifications when one's own jobs end (opt-in; docs/web.md#notifications). The choice
+  // is kept in localStorage; the permission is asked only on the header button's click. One tab
+  // of the browser notifies (a short lease in localStorage), and bursts are coalesced: at most
+  // NOTE_SINGLE notifications of single jobs per NOTE_WINDOW_MS, the rest in one "N more jobs
+  // ended" at the window's end.
+  const NOTIFY_KEY = 'descprod-notify', LEADER_KEY = 'descprod-notify-leader';
+  const NOTE_WINDOW_MS = 5000, NOTE_SINGLE = 3;
+  const tabId = Math.random().toString(36).slice(2) + Date.now().toString(36);
+  const me = body.dataset.user || '';
+  const notifyToggle = document.getElementById('notify-toggle');
+  let noteStart = 0, noteShown = 0, noteMore = 0, noteTimer = null;
+  function notifySupported() { return typeof window.Notification === 'function'; }
+  function notifyOn() {
+    try {
+      return notifySupported() && Notification.permission === 'granted' && localStorage.getItem(NOTIFY_KEY) === '1';
+    } catch (e) { return false; }
+  }
+  function syncNotify() { if (notifyToggle) notifyToggle.setAttribute('aria-pressed', notifyOn() ? 'true' : 'false'); }
+  if (notifyToggle && notifySupported() && me) {
+    notifyToggle.hidden = false;
+    syncNotify();
+    notifyToggle.addEventListener('click', function () {
+      if (notifyOn()) {
+        try { localStorage.removeItem(NOTIFY_KEY); } catch (e) { /* storage refused */ }
+        syncNotify();
+        return;
+      }
+      Promise.resolve(Notification.requestPermission()).then(function (p) {
+        if (p === 'granted') {
+          try { localStorage.setItem(NOTIFY_KEY, '1'); } catch (e) { /* storage refused */ }
+        } else {
+          notifyToggle.title = 'Notifications are blocked for this site in the browser\'s settings';
+        }
+        syncNotify();
+      });
+    });
+    window.addEventListener('storage', function (e) { if (e.key === NOTIFY_KEY) syncNotify(); });
+  }
+  // Whether this tab is the one that notifies: it holds the lease, or takes a free or stale one.
+  function leading() {
+    const now = Date.now();
+    try {
+      const cur = JSON.parse(localStorage.getItem(LEADER_KEY) || 'null');
+      if (cur && cur.tab !== tabId && cur.until > now) return false;
+      localStorage.setItem(LEADER_KEY, JSON.stringify({ tab: tabId, until: now + 5000 }));
+      const back = JSON.parse(localStorage.getItem(LEADER_KEY) || 'null');
+      return !back || back.tab === tabId;
+    } catch (e) { return true; }
+  }
+  setInterval(function () { if (notifyOn()) leading(); }, 2000);
+  window.addEventListener('pagehide', function () {
+    try {
+      const cur = JSON.parse(localStorage.getItem(LEADER_KEY) || 'null');
+      if (cur && cur.tab === tabId) localStorage.removeItem(LEADER_KEY);
+    } catch (e) { /* storage refused */ }
+  });
+  function popup(title, text, tag, href) {
+    try {
+      const n = new Notification(title, { body: text || '', tag: tag });
+      n.onclick = function () { window.focus(); location.href = href; if (n.close) n.close(); };
+    } catch (e) { /* a browser that allows notifications only from a service worker */ }
+  }
+  function popupJob(d) {
+    const id = String(d.id);
+    fetch('/api/jobs/' + encodeURIComponent(id), { credentials: 'same-origin' })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .catch(function () { return null; })
+      .then(function (j) {
+        const type = j && j.jobtype ? ' ' + j.jobtype : '';
+        popup('Job ' + id + type + ': ' + d.state, d.progress || '', 'descprod-job-' + id, '/jobs/' + id);
+      });
+  }
+  function flushMoreNotes() {
+    noteTimer = null;
+    if (noteMore > 0) {
+      const n = noteMore;
+      noteMore = 0;
+      popup((n === 1 ? '1 more job' : n + ' more jobs') + ' ended', 'See the Jobs page.', 'descprod-more', '/?view=all');
+    }
+    // A burst that goes on gets only summaries, one per window.
+    noteStart = Date.now();
+    noteShown = NOTE_SINGLE;
+  }
+  function notifyEnded(d) {
+    if (d.type !== 'transition' || !TERMINAL.has(d.state) || !me || d.owner !== me) return;
+    if (!notifyOn() || !leading()) return;
+    const now = Date.now();
+    if (!noteTimer && now - noteStart >= NOTE_WINDOW_MS) { noteStart = now; noteShown = 0; }
+    if (noteShown < NOTE_SINGLE) { noteShown++; popupJob(d); return; }
+    noteMore++;
+    if (!noteTimer) noteTimer = setTimeout(flushMoreNotes, Math.max(0, noteStart + NOTE_WINDOW_MS - now));
+  }
 
   if (page !== 'home' && page !== 'job') return;
 
@@ -719,6 +843,7 @@ constexpr std::string_view app_js = R"JS('use strict';
       let d;
       try { d = JSON.parse(m.data); } catch (e) { return; }
       onJobEvent(d);
+      notifyEnded(d);
     });
     // The gateway lost Redis (no events can come) or has it back (fetch what may have changed).
     es.addEventListener('service', function (m) {
@@ -757,6 +882,7 @@ std::optional<asset> find_asset(std::string_view name) {
   if (name == "theme.js") return asset{theme_js, "text/javascript; charset=utf-8"};
   if (name == "app.css") return asset{app_css, "text/css; charset=utf-8"};
   if (name == "app.js") return asset{app_js, "text/javascript; charset=utf-8"};
+  if (name == "status.js") return asset{status_js(), "text/javascript; charset=utf-8"};
   return std::nullopt;
 }
 

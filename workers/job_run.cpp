@@ -211,6 +211,7 @@ net::awaitable<job_result> job_run::run() {
     } catch (const std::exception& fe) {
       log::warn("job files not written job_id={} error={}", spec_.id, fe.what());
     }
+    poll_log(true);
     finished_ = true;
     co_return result;
   }
@@ -240,6 +241,9 @@ net::awaitable<job_result> job_run::run() {
   auto outcome = classify_exit(st.exit_code, st.signal, timed_out_);
   co_await run_closeout(outcome.return_status);
   active_.reset();
+  // Before `finished` (after which the daemon takes no report of this attempt): the rest of the
+  // log, with the closeout's output and the worker's notes.
+  poll_log(true);
   finished_ = true;
 
   result.message = message_;
@@ -349,59 +353,76 @@ void job_run::kill_now(const std::string& why) {
   active_->wake.cancel();
 }
 
-void job_run::poll_log() {
-  // Ships the log's new complete lines. Reads at most max_log_bytes a poll, from the end when
-  // more has been written, so a chatty app costs bounded work; the file itself keeps everything.
-  // Read through the worker's own descriptor of the log: whatever the app does to the name (a
-  // FIFO, a symlink), the worker reads the file the app's stdout goes to.
-  constexpr std::uintmax_t max_log_bytes = 64 * 1024;
-  constexpr std::size_t max_log_lines = 200;
-  constexpr std::size_t max_line_bytes = 2000;
-  if (!observer_.on_log || log_fd_ < 0) return;
-  struct stat st;
-  if (::fstat(log_fd_, &st) != 0) return;
-  auto size = static_cast<std::uintmax_t>(st.st_size);
-  if (size < log_offset_) {  // truncated by the app: start over at its new end
-    log_offset_ = size;
-    log_partial_.clear();
+namespace {
+// The length of the longest prefix of s, at most n bytes, that does not end inside a UTF-8
+// sequence (so a long line cut in pieces keeps its characters whole).
+std::size_t utf8_cut(std::string_view s, std::size_t n) {
+  if (s.size() <= n) return s.size();
+  std::size_t cut = n;
+  for (int back = 0; back < 3 && cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80; ++back)
+    --cut;
+  return cut == 0 ? n : cut;
+}
+}  // namespace
+
+void job_run::poll_log(bool at_end) {
+  // The whole log, in order (issue #17): each poll reads on from the last shipped line boundary,
+  // at most max_log_chunk_bytes a chunk and a few chunks a poll (at the end: all that is left),
+  // never past the job's cap. Read through the worker's own descriptor of the log: whatever the
+  // app does to the name (a FIFO, a symlink), the worker reads the file the app's stdout goes to.
+  constexpr int chunks_per_poll = 4;
+  if (!observer_.on_log || log_fd_ < 0 || log_capped_) return;
+  const std::uintmax_t cap = spec_.log_max_bytes;
+  for (int n = 0; at_end || n < chunks_per_poll; ++n) {
+    struct stat st;
+    if (::fstat(log_fd_, &st) != 0) return;
+    auto size = static_cast<std::uintmax_t>(st.st_size);
+    if (size < log_offset_) log_offset_ = size;  // truncated by the app: go on from its new end
+    const bool over_cap = size > cap;
+    const std::uintmax_t end = std::min(size, cap);
+    if (end <= log_offset_ && !(over_cap && log_offset_ >= cap)) return;
+    std::string chunk(
+        static_cast<std::size_t>(std::min<std::uintmax_t>(end - log_offset_, max_log_chunk_bytes)), '\0');
+    std::size_t got = 0;
+    while (got < chunk.size()) {
+      ssize_t r =
+          ::pread(log_fd_, chunk.data() + got, chunk.size() - got, static_cast<off_t>(log_offset_ + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      got += static_cast<std::size_t>(r);
+    }
+    chunk.resize(got);
+    log_chunk out;
+    out.offset = log_offset_;
+    const bool reaches_cap = over_cap && log_offset_ + got >= cap;
+    // Complete lines; a line longer than max_log_line_bytes goes in pieces. An unterminated tail
+    // (or the part of a line a full chunk cut) waits for the next chunk unless the app has ended
+    // or the cap cuts it.
+    const bool take_tail = at_end || reaches_cap;
+    std::string_view text(chunk);
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+      auto nl = text.find('\n', pos);
+      std::size_t len = nl == std::string_view::npos ? text.size() - pos : nl - pos;
+      if (nl == std::string_view::npos && !take_tail && len <= max_log_line_bytes) break;
+      std::size_t piece = utf8_cut(text.substr(pos, len), max_log_line_bytes);
+      std::string line(text.substr(pos, piece));
+      if (piece == len && !line.empty() && line.back() == '\r') line.pop_back();
+      out.lines.push_back(sanitize_utf8(line));
+      pos += piece;
+      if (piece == len && nl != std::string_view::npos) ++pos;  // the newline
+    }
+    out.next = log_offset_ + pos;
+    out.capped = reaches_cap && pos == text.size();
+    if (out.lines.empty() && !out.capped) return;
+    if (!observer_.on_log(*this, std::move(out))) return;  // offered again at the next poll
+    log_offset_ += pos;
+    if (reaches_cap && pos == text.size()) {
+      log_capped_ = true;
+      return;
+    }
+    if (got < max_log_chunk_bytes && !at_end) return;  // caught up
   }
-  if (size <= log_offset_) return;
-  if (size - log_offset_ > max_log_bytes) {
-    log_offset_ = size - max_log_bytes;
-    log_partial_.clear();
-  }
-  std::string chunk(static_cast<std::size_t>(size - log_offset_), '\0');
-  std::size_t got = 0;
-  while (got < chunk.size()) {
-    ssize_t n =
-        ::pread(log_fd_, chunk.data() + got, chunk.size() - got, static_cast<off_t>(log_offset_ + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += static_cast<std::size_t>(n);
-  }
-  chunk.resize(got);
-  log_offset_ += chunk.size();
-  std::vector<std::string> lines;
-  std::string text = std::move(log_partial_) + chunk;
-  log_partial_.clear();
-  std::size_t start = 0;
-  while (true) {
-    auto nl = text.find('\n', start);
-    if (nl == std::string::npos) break;
-    std::string line = text.substr(start, nl - start);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.size() > max_line_bytes) line.resize(max_line_bytes);
-    lines.push_back(sanitize_utf8(line));
-    start = nl + 1;
-  }
-  log_partial_ = text.substr(start);
-  if (log_partial_.size() > max_line_bytes) {
-    // A very long line without a newline: ship what we have rather than hold it forever.
-    lines.push_back(sanitize_utf8(log_partial_.substr(0, max_line_bytes)));
-    log_partial_.clear();
-  }
-  if (lines.size() > max_log_lines) lines.erase(lines.begin(), lines.end() - max_log_lines);
-  if (!lines.empty()) observer_.on_log(*this, std::move(lines));
 }
 
 std::string job_run::read_status() {

@@ -60,13 +60,26 @@ struct job_result {
 
 class job_run;
 
+// A piece of the job's log as shipped to the daemon (docs/protocol.md, `log`): complete lines
+// (each at most max_log_line_bytes; a longer line is cut into several), the byte offsets of the
+// log file they cover, and whether the log reached the job's cap (nothing follows).
+struct log_chunk {
+  std::vector<std::string> lines;
+  std::uintmax_t offset = 0;
+  std::uintmax_t next = 0;
+  bool capped = false;
+};
+inline constexpr std::size_t max_log_line_bytes = 4000;
+inline constexpr std::size_t max_log_chunk_bytes = 64 * 1024;
+
 // Callbacks on the io_context thread; each may be empty.
 struct job_observer {
   std::function<void(const job_run&)> on_started;   // right after the spawn
   std::function<void(const job_run&)> on_progress;  // the status message changed
-  // New complete lines of the job's log (stdout+stderr), oldest first, at most max_log_lines
-  // per call; when the app writes faster than that, the older lines are skipped (it is a tail).
-  std::function<void(const job_run&, std::vector<std::string>)> on_log;
+  // The next piece of the job's log (stdout+stderr), in order and without gaps: the lines between
+  // byte offsets chunk.offset and chunk.next of the log file. Returns false when it cannot be sent
+  // now (the worker has no daemon): the same bytes are offered again at the next poll.
+  std::function<bool(const job_run&, log_chunk)> on_log;
 };
 
 class job_run {
@@ -103,7 +116,9 @@ class job_run {
   std::shared_ptr<child_watch> spawn(const spawn_options& opts);
   net::awaitable<void> run_closeout(int return_status);
   void poll_status();
-  void poll_log();
+  // Ships the log's new lines (up to a few chunks a poll); `at_end`: everything left, up to the
+  // cap, including an unterminated last line.
+  void poll_log(bool at_end = false);
   std::string read_status();  // the last line of current-status.txt, read safely
   // Records a progress.log line and the wrapper-status.json state (with the end fields when
   // given); flush_files() writes them (at each status poll and at the end).
@@ -142,8 +157,8 @@ class job_run {
   std::optional<std::chrono::steady_clock::time_point> kill_at_;
   std::optional<std::chrono::milliseconds> terminate_grace_;  // set once a terminate was asked
   bool timed_out_ = false;
-  std::uintmax_t log_offset_ = 0;  // bytes of the log already shipped or skipped
-  std::string log_partial_;        // an incomplete last line, kept until its newline
+  std::uintmax_t log_offset_ = 0;  // bytes of the log already shipped (a line boundary)
+  bool log_capped_ = false;        // the job's log cap was reached: nothing more is shipped
   bool finished_ = false;
   std::string progress_pending_;  // progress.log lines not yet appended
   std::string status_progress_;   // wrapper-status.json's progress, update_time, return_status

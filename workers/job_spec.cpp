@@ -165,6 +165,14 @@ std::optional<job_spec> parse_job_message(const boost::json::object& body, std::
     spec.cores = static_cast<int>(*cores);
   }
 
+  if (body.contains("log_max") && !body.at("log_max").is_null()) {
+    auto cap = protocol::get_int(body, "log_max");
+    if (!cap || *cap < 0) {
+      why = "log_max: not a non-negative integer (bytes)";
+      return std::nullopt;
+    }
+    spec.log_max_bytes = static_cast<std::uintmax_t>(*cap);
+  }
   if (body.contains("token") && !body.at("token").is_null()) {
     auto token = protocol::get_string(body, "token");
     if (!token || token->size() > 256 || has_nul(*token)) {

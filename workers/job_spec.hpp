@@ -3,12 +3,13 @@
 //   {"job": {record as job_to_json}, "attempt": a,
 //    "app": {"argv": [...], "env": {"K": "V"}, "time_limit_s": 0, "login_shell": false, "cores": 1,
 //             "umask": 23, "memory_max"?: bytes, "limit_cores"?: cores},
-//    "token": "<the job-scoped DESCPROD_TOKEN>"}
+//    "token": "<the job-scoped DESCPROD_TOKEN>", "log_max"?: bytes}
 //
 // Thread-safety: plain values and pure functions.
 #pragma once
 
 #include <boost/json.hpp>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -30,6 +31,9 @@ struct job_spec {
   int umask = 027;           // the app's umask (apps.yaml umask; 027 when the daemon sends none)
   long long memory_max = 0;  // bytes, the job's cgroup memory.max (0: none)
   int cores = 0;             // app.limit_cores: the job's cgroup cpu.max in cores (0: none)
+  // The most log bytes shipped to the daemon (`log_max` of the job message; the daemon's
+  // daemon.job_log_max_bytes). The file in the run directory keeps everything.
+  std::uintmax_t log_max_bytes = 16 * 1024 * 1024;
 };
 
 // Checks and converts a `job` message body. On a malformed body returns nullopt and says what was

@@ -411,13 +411,20 @@ void worker::start_job(job_spec spec) {
   obs.on_progress = [this](const job_run& r) {
     if (welcomed_) send(protocol::progress, progress_body(r));  // re-sent after the next welcome
   };
-  obs.on_log = [this](const job_run& r, std::vector<std::string> lines) {
-    if (!welcomed_) return;  // the log file keeps everything; the shipped tail is best effort
+  obs.on_log = [this](const job_run& r, log_chunk chunk) {
+    // Not while the daemon is away: the log file keeps the lines, offered again after the next
+    // welcome. A chunk lost with a connection shows in the stored log as a noted gap.
+    if (!welcomed_) return false;
     auto body = job_ref(r.spec().id, r.spec().attempt);
     boost::json::array arr;
-    for (auto& l : lines) arr.emplace_back(l);
+    arr.reserve(chunk.lines.size());
+    for (auto& l : chunk.lines) arr.emplace_back(std::move(l));
     body["lines"] = std::move(arr);
+    body["offset"] = chunk.offset;
+    body["next"] = chunk.next;
+    if (chunk.capped) body["capped"] = true;
     send(protocol::log_lines, std::move(body));
+    return true;
   };
   auto run = std::make_shared<job_run>(ex_, std::move(spec), opts_.run, std::move(obs));
   running_[key] = run;

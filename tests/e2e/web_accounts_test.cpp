@@ -10,12 +10,16 @@
 
 #include "core/accounts.hpp"
 #include "core/crypto.hpp"
-#include "tests/support/service.hpp"
+#include "tests/e2e/api_support.hpp"
 
 namespace descprod::test {
 namespace {
 
 using namespace std::chrono_literals;
+using api::admin_cli;
+using api::approved_login;
+using api::register_user;
+using api::web_client;
 
 // Fast password hashing and a short session TTL for the tests.
 service_options web_options() {
@@ -26,48 +30,6 @@ service_options web_options() {
       "    command: [\"/bin/sh\", \"-c\", \"echo '<script>alert(1)</script>' > current-status.txt\"]\n"
       "    args: []\n";
   return o;
-}
-
-struct web_client {
-  explicit web_client(service& svc) : s(svc) {}
-  service& s;
-  std::string cookie;  // "descprod_session=..."
-  std::string csrf;
-
-  http_response call(const std::string& method, const std::string& target, const std::string& body = "",
-                     http_headers h = {}) {
-    if (!cookie.empty()) h.emplace_back("Cookie", cookie);
-    return http_request("127.0.0.1", s.port(), method, target, body, h);
-  }
-  // POST with the session's CSRF token.
-  http_response post(const std::string& target, const std::string& body) {
-    http_headers h;
-    h.emplace_back("X-CSRF-Token", csrf);
-    return call("POST", target, body, h);
-  }
-  http_response login(const std::string& user, const std::string& password) {
-    auto r = call("POST", "/api/login", R"({"username":")" + user + R"(","password":")" + password + R"("})");
-    if (r.status == 200) {
-      auto set = r.header("set-cookie");
-      cookie = set.substr(0, set.find(';'));
-      csrf = std::string(r.json().as_object().at("csrf_token").as_string());
-    }
-    return r;
-  }
-};
-
-http_response register_user(service& s, const std::string& user, const std::string& password) {
-  return http_request("127.0.0.1", s.port(), "POST", "/api/register",
-                      R"({"username":")" + user + R"(","password":")" + password + R"(","email":")" + user +
-                          R"(@example.org"})");
-}
-
-int admin_cli(service& s, const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {s.bin("descprod-admin"), "--config", s.config_file};
-  argv.insert(argv.end(), args.begin(), args.end());
-  process p(argv, {}, s.dir.file("admin.log"));
-  auto rc = p.wait_exit(10s);
-  return rc ? *rc : -1000;
 }
 
 std::string detail(const http_response& r) {
@@ -82,12 +44,7 @@ std::string session_key_of(const std::string& cookie) {
   return "descprod:session:" + sha256_hex(cookie.substr(cookie.find('=') + 1));
 }
 
-// A user registered, approved by the admin and logged in on `c`; and the headers of a form post.
-void approved_login(service& s, web_client& c, const std::string& name, const std::string& password) {
-  ASSERT_EQ(register_user(s, name, password).status, 201);
-  ASSERT_EQ(admin_cli(s, {"approve", name}), 0);
-  ASSERT_EQ(c.login(name, password).status, 200);
-}
+// The headers of a form post.
 http_headers form_headers() {
   http_headers form;
   form.emplace_back("Content-Type", "application/x-www-form-urlencoded");

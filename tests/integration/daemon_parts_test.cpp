@@ -343,5 +343,61 @@ TEST_F(DaemonParts, DispatchGivesJobsOnlyForCreditsAndOnlyToWorkersTheyFit) {
   EXPECT_TRUE(disp.queue().contains(3));
 }
 
+// The gateway's cancel notice can reach the daemon while Redis is leasing the job: the lease
+// script's record predates the cancel (it has no cancel_requested), so the worker must get a
+// `cancel` right after the job, or the job runs to its end (found as a flaky e2e test: a cancelled
+// mysleep 30 that was not cancelled within 20 s).
+TEST_F(DaemonParts, ACancelThatArrivesWhileTheJobIsBeingLeasedFollowsTheJobToItsWorker) {
+  connect();
+  std::vector<std::vector<std::string>> sent;
+  ctx.send_frames = [&](const std::vector<std::string>& f) {
+    sent.push_back(f);
+    return true;
+  };
+  app_def mysleep;
+  mysleep.name = "mysleep";
+  mysleep.command = {"runapp-mysleep"};
+  ctx.apps.apps["mysleep"] = mysleep;
+  auto id = create_job("alice");
+  auto other = create_job("alice");
+  auto& a = workers.connect("a", "ra");
+  a.slots = 2;
+  a.any_owner = true;
+  disp.enqueue(id, 0, "alice");
+  disp.enqueue(other, 0, "alice");
+  worker_table::add_credits(a, 2, 0);
+  disp.dispatch();
+  ASSERT_NE(leases.find(id), nullptr);
+  ASSERT_EQ(leases.find(id)->attempt, 0) << "being leased";
+  disp.cancel(id);  // the notice, before Redis answers the lease
+  EXPECT_TRUE(sent.empty()) << "nothing to send before the job itself";
+  ioc.restart();
+  ioc.run_for(500ms);
+  // The job, then its cancel at the attempt just leased; the other job gets no cancel.
+  ASSERT_EQ(sent.size(), 3u);
+  std::ptrdiff_t job_at = -1, cancel_at = -1;
+  for (std::size_t i = 0; i < sent.size(); ++i) {
+    auto body = boost::json::parse(sent[i][2]).as_object();
+    EXPECT_EQ(sent[i][0], "ra");
+    if (sent[i][1] == "job" && body.at("job").as_object().at("id").as_int64() == id) job_at = i;
+    if (sent[i][1] == "cancel") {
+      EXPECT_EQ(cancel_at, -1) << "one cancel";
+      cancel_at = i;
+      EXPECT_EQ(body.at("job").as_int64(), id);
+      EXPECT_EQ(body.at("attempt").as_int64(), 1);
+    }
+  }
+  ASSERT_GE(job_at, 0);
+  EXPECT_GT(cancel_at, job_at) << "the cancel follows its job";
+  // A cancel of a job leased and sent goes at once; of a job not held, nowhere.
+  sent.clear();
+  disp.cancel(other);
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(boost::json::parse(sent[0][2]).as_object().at("job").as_int64(), other);
+  sent.clear();
+  disp.cancel(other + 100);
+  EXPECT_TRUE(sent.empty());
+}
+
 }  // namespace
 }  // namespace descprod

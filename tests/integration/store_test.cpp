@@ -383,6 +383,26 @@ TEST_F(StoreTest, PlainRequeueOfADispatchedJobKeepsItsAttempt) {
   EXPECT_EQ(hash(id)["max_attempts"], "1");
 }
 
+TEST_F(StoreTest, AJobAskedToStopIsCancelledInsteadOfRequeuedInEveryMode) {
+  // A cancel that found the job dispatched or running sets cancel_requested; if its worker then
+  // leaves, hands it back or was never sent it, the job must not run again.
+  for (auto mode : {store::requeue_mode::plain, store::requeue_mode::lost, store::requeue_mode::handback}) {
+    auto id = create_one("alice", 0, 3);
+    run_job(id, "w1");
+    ASSERT_TRUE(run(st.async_cancel(id, "alice")).ok);
+    EXPECT_EQ(hash(id)["cancel_requested"], "1");
+    auto r = run(st.async_requeue(id, 1, "w1", mode, "worker lost"));
+    ASSERT_TRUE(r.ok) << r.reason;
+    EXPECT_EQ(r.state, "cancelled") << static_cast<int>(mode);
+    auto h = hash(id);
+    EXPECT_EQ(h["state"], "cancelled");
+    EXPECT_EQ(h["progress"], "Cancelled. It was asked to stop; it was not run again (worker lost)");
+    EXPECT_FALSE(in_zset("descprod:queue", id));
+    EXPECT_FALSE(in_zset("descprod:leases", id));
+    EXPECT_EQ(stream(st.job_key(id) + ":events").back()["state"], "cancelled");
+  }
+}
+
 TEST_F(StoreTest, HandbackOfARunningJobGivesANewAttemptWithoutUsingOneUp) {
   auto id = create_one("alice", 0, 1);  // one attempt only: a lost worker would make it lost
   run_job(id, "w1");

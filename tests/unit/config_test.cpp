@@ -56,6 +56,7 @@ TEST(ParseConfig, EmptyFileGivesDefaults) {
   EXPECT_EQ(c.daemon.heartbeat_interval, 1000ms);
   EXPECT_EQ(c.daemon.lease_timeout, 10000ms);
   EXPECT_EQ(c.daemon.reconcile_interval, 5000ms);
+  EXPECT_EQ(c.daemon.stats_interval, 10s);
   EXPECT_EQ(c.worker.daemon_endpoint, "ipc://var/daemon-workers.ipc");
   EXPECT_EQ(c.worker.slots, 0);
   EXPECT_EQ(c.worker.prefetch, 0);
@@ -188,6 +189,8 @@ TEST(ParseConfig, OutOfRangeValuesAreRejected) {
   EXPECT_NE(err.find("must not be negative"), std::string::npos) << err;
   err = config_error_of("daemon:\n  heartbeat_interval_ms: 5\n");
   EXPECT_NE(err.find("daemon.heartbeat_interval_ms: must be at least 10"), std::string::npos) << err;
+  err = config_error_of("daemon:\n  stats_interval_s: 0\n");
+  EXPECT_NE(err.find("daemon.stats_interval_s: must be between 1 and 3600"), std::string::npos) << err;
 }
 
 TEST(ParseConfig, BadLogLevelAndEndpointAreRejected) {

@@ -371,6 +371,17 @@ TEST(GatewayAnswers, LogJsonIsOldestFirstFromANewestFirstReply) {
   EXPECT_EQ(json::serialize(dg::log_json(dg::jobs_service::log_lines_of(nil))), R"({"lines":[]})");
 }
 
+TEST(GatewayAnswers, LogPiecesHoldSeveralLinesAndMixWithOlderOneLineEntries) {
+  // The daemon stores a piece per worker message (field text, lines each ending in a newline);
+  // entries written before that hold one line each (field line). Empty lines survive.
+  std::vector<descprod::redis_reply> entries;
+  entries.push_back(entry_reply("3-0", {"text", "d\n\ne\n"}));
+  entries.push_back(entry_reply("2-0", {"text", "b\nc\n"}));
+  entries.push_back(entry_reply("1-0", {"line", "a"}));
+  auto o = dg::log_json(dg::jobs_service::log_lines_of(array_reply(std::move(entries))));
+  EXPECT_EQ(json::serialize(o), R"({"lines":["a","b","c","d","","e"]})");
+}
+
 TEST(GatewayAnswers, ChildrenRollUpCountsEveryStateAboveZero) {
   auto o = dg::children_json({"ready", "done", "done", "", "running", "failed"}, false);
   EXPECT_EQ(json::serialize(o), R"({"total":5,"ready":1,"running":1,"done":2,"failed":1})");

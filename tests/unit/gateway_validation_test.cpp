@@ -381,22 +381,50 @@ TEST(GatewayRoutes, OnlyEventsAndFollowedJobEventsAreStreams) {
 }
 
 TEST(GatewayQueries, LogLinesDefaultBoundsAndUnknownParameters) {
-  int lines = 0;
-  ASSERT_FALSE(dg::parse_log_query("", lines));
-  EXPECT_EQ(lines, 100);
-  ASSERT_FALSE(dg::parse_log_query("lines=10000", lines));
-  EXPECT_EQ(lines, 10000);
-  ASSERT_FALSE(dg::parse_log_query("lines=1", lines));
-  EXPECT_EQ(lines, 1);
-  for (const char* q : {"lines=0", "lines=10001", "lines=abc", "lines=", "lines=-3"}) {
-    auto e = dg::parse_log_query(q, lines);
-    ASSERT_TRUE(e) << q;
+  dg::log_query q;
+  ASSERT_FALSE(dg::parse_log_query("", q));
+  EXPECT_EQ(q.lines, 100);
+  EXPECT_FALSE(q.whole());
+  ASSERT_FALSE(dg::parse_log_query("lines=10000", q));
+  EXPECT_EQ(q.lines, 10000);
+  ASSERT_FALSE(dg::parse_log_query("lines=1", q));
+  EXPECT_EQ(q.lines, 1);
+  for (const char* text : {"lines=0", "lines=10001", "lines=abc", "lines=", "lines=-3", "lines=ALL"}) {
+    auto e = dg::parse_log_query(text, q);
+    ASSERT_TRUE(e) << text;
     EXPECT_EQ(e->status(), 400u);
-    EXPECT_EQ(e->detail, "lines must be an integer between 1 and 10000") << q;
+    EXPECT_EQ(e->detail, "lines must be all or an integer between 1 and 10000") << text;
   }
-  auto e = dg::parse_log_query("line=5", lines);
+  auto e = dg::parse_log_query("line=5", q);
   ASSERT_TRUE(e);
-  EXPECT_EQ(e->detail, "unknown query parameter 'line'; known: lines");
+  EXPECT_EQ(e->detail, "unknown query parameter 'line'; known: lines, q, format");
+}
+
+TEST(GatewayQueries, WholeLogSearchAndDownloadParameters) {
+  dg::log_query q;
+  ASSERT_FALSE(dg::parse_log_query("lines=all&format=text", q));
+  EXPECT_TRUE(q.all);
+  EXPECT_TRUE(q.text);
+  EXPECT_TRUE(q.whole());
+  ASSERT_FALSE(dg::parse_log_query("q=Error%3A%20disk", q));
+  EXPECT_EQ(q.q, "Error: disk");
+  EXPECT_TRUE(q.whole());  // a search reads the whole log
+  EXPECT_FALSE(q.text);
+  struct bad {
+    const char* query;
+    const char* detail;
+  };
+  const std::string long_q = "q=" + std::string(201, 'x');
+  for (const auto& b :
+       std::vector<bad>{{"q=", "q must be 1 to 200 bytes"},
+                        {long_q.c_str(), "q must be 1 to 200 bytes"},
+                        {"format=html", "format must be json or text"},
+                        {"q=x&format=text", "format=text is for the log itself, not a search (q)"}}) {
+    auto e = dg::parse_log_query(b.query, q);
+    ASSERT_TRUE(e) << b.query;
+    EXPECT_EQ(e->status(), 400u);
+    EXPECT_EQ(e->detail, b.detail) << b.query;
+  }
 }
 
 TEST(GatewayQueries, FollowAndJobParameters) {

@@ -33,6 +33,7 @@ TEST(Keys, BuildTheDocumentedLayoutUnderThePrefix) {
   EXPECT_EQ(k.pilot("x"), "p:pilot:x");
   EXPECT_EQ(k.daemon_stats(), "p:daemon:stats");
   EXPECT_EQ(k.jobs_by_state(), "p:stats:jobs_by_state");
+  EXPECT_EQ(k.stats_samples(), "p:stats:samples");
 }
 
 TEST(Keys, DefaultPrefixIsDescprod) { EXPECT_EQ(keys().job(1), "descprod:job:1"); }

@@ -395,3 +395,36 @@ TEST(Accounts, EmailsActionsAndCommands) {
   EXPECT_EQ(c.reason, "illegal");
   EXPECT_EQ(c.status, "active");
 }
+
+TEST(WebPages, StatusPageAndAdminCarryThePlotsWithExternalCodeOnly) {
+  auto html = web::status_page(user());
+  EXPECT_TRUE(contains(html, "<a href=\"/status\" aria-current=\"page\">Status</a>")) << "linked, current";
+  EXPECT_TRUE(contains(html, "id=\"status-panel\""));
+  EXPECT_TRUE(contains(html, "<h1 class=\"page-title\">Service status</h1>"));
+  std::regex script("<script[^>]*>");
+  int status_scripts = 0;
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), script); it != std::sregex_iterator(); ++it) {
+    status_scripts += (*it).str() == "<script src=\"/static/status.js\" defer>";
+    EXPECT_TRUE((*it).str() == "<script src=\"/static/app.js\" defer>" ||
+                (*it).str() == "<script src=\"/static/theme.js\">" ||
+                (*it).str() == "<script src=\"/static/status.js\" defer>")
+        << (*it).str();
+  }
+  EXPECT_EQ(status_scripts, 1);
+  EXPECT_FALSE(contains(html, " style=")) << "no inline styles (CSP)";
+  web::admin_view v;
+  v.user = user();
+  v.user.admin = true;
+  auto admin = web::admin_page(v);
+  EXPECT_TRUE(contains(admin, "id=\"status-panel\"")) << "the same plots on /admin";
+  EXPECT_TRUE(contains(admin, "<script src=\"/static/status.js\" defer>"));
+  // The script: served as JavaScript; text only through textContent, plots as labelled images.
+  auto js = web::find_asset("status.js");
+  ASSERT_TRUE(js);
+  EXPECT_EQ(js->content_type, "text/javascript; charset=utf-8");
+  std::string body(js->body);
+  EXPECT_TRUE(contains(body, "fetch('/api/status'"));
+  EXPECT_TRUE(contains(body, "role: 'img', 'aria-label'"));
+  EXPECT_FALSE(contains(body, "innerHTML"));
+  EXPECT_FALSE(contains(body, "setAttribute('style'")) << "no inline styles (CSP)";
+}

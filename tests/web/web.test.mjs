@@ -259,6 +259,19 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     assert.ok((await page.locator('#timeline li').count()) >= 4, 'the event timeline lists the transitions');
     assert.match(await page.textContent('#fields'), /rundir/);
     await shot(page, 'job');
+    // The whole log: its download link gives every line; the search lists the matching lines with
+    // their numbers and the match marked.
+    const href = await page.getAttribute('#logsection a[download]', 'href');
+    assert.equal(href, `/api/jobs/${c}/log?lines=all&format=text`);
+    const whole = await page.evaluate((u) => fetch(u, { credentials: 'same-origin' }).then((r) => r.text()), href);
+    assert.match(whole, /I'm sleeping for 3 seconds\.\n(.*\n)*I'm awake now\.\n$/);
+    await page.fill('#logq', 'AWAKE');
+    await Promise.all([page.waitForNavigation(), page.click('#logsection form.logsearch button[type="submit"]')]);
+    assert.equal(new URL(page.url()).search, '?logq=AWAKE');
+    assert.match(await page.textContent('#logsummary'), /^1 line of \d+ contains “AWAKE”\.$/);
+    assert.equal(await page.textContent('#logmatches mark'), 'awake');
+    assert.equal(await page.inputValue('#logq'), 'AWAKE');
+    await shot(page, 'job-log-search');
   });
 
   step('markup written by an application shows as text and runs nothing', async () => {
@@ -646,6 +659,9 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
       await check(page, '/ (after a submit)', scheme);
       await page.goto(svc.url(`/jobs/${a}`));
       await check(page, `/jobs/${a}`, scheme);
+      await page.goto(svc.url(`/jobs/${a}?logq=e`));
+      await page.locator('#logsummary').waitFor();
+      await check(page, `/jobs/${a}?logq=e (a log search)`, scheme);
       await page.goto(svc.url('/tokens'));
       await page.fill('input[name=label]', `axe-${scheme}`);
       await Promise.all([page.waitForNavigation(), page.click('form[action="/tokens"] button[type=submit]')]);
