@@ -826,35 +826,50 @@ constexpr std::string_view app_js = R"JS('use strict';
   // and subscribing is not missed; replays are recognised by their event id.
   let es = null, backoff = 1000, hadError = false, lastId = body.dataset.since || '';
   const seenIds = new Set();
+  // One event stream per browser, not per tab: over HTTP/1.1 a browser opens at most 6
+  // connections to one host and each stream holds one, so a 7th open tab would never load. The tab
+  // that holds the Web Lock 'descprod-events' keeps the stream and relays what it gets to the other
+  // tabs over a BroadcastChannel; when it goes, the next tab takes the lock and opens the stream
+  // from the last event it saw (since=). Without Web Locks or BroadcastChannel every tab has its own.
+  let leader = false, channel = null, liveNow = 'on';
+  function relay(msg) { if (leader && channel) channel.postMessage(msg); }
+  function gotJob(id, data) {
+    if (id) {
+      if (seenIds.has(id)) return;
+      seenIds.add(id);
+      if (seenIds.size > 5000) seenIds.clear();
+      lastId = id;
+    }
+    let d;
+    try { d = JSON.parse(data); } catch (e) { return; }
+    onJobEvent(d);
+    notifyEnded(d);
+  }
+  function gotService(data) {
+    let d;
+    try { d = JSON.parse(data); } catch (e) { return; }
+    if (d.redis === 'down') showLive('outage');
+    else if (d.redis === 'up') { showLive('on'); refreshAll(); }
+  }
+  function showLive(status) { liveNow = status; setLive(status); }
+  function gotOpen() {
+    showLive('on');
+    backoff = 1000;
+    if (hadError) { hadError = false; refreshAll(); }
+  }
+  function gotError() { hadError = true; showLive('reconnecting'); }
   function connect() {
     es = new EventSource('/api/events' + (lastId ? '?since=' + encodeURIComponent(lastId) : ''));
-    es.addEventListener('open', function () {
-      setLive('on');
-      backoff = 1000;
-      if (hadError) { hadError = false; refreshAll(); }
-    });
+    es.addEventListener('open', function () { gotOpen(); relay({ type: 'open' }); });
     es.addEventListener('job', function (m) {
-      if (m.lastEventId) {
-        if (seenIds.has(m.lastEventId)) return;
-        seenIds.add(m.lastEventId);
-        if (seenIds.size > 5000) seenIds.clear();
-        lastId = m.lastEventId;
-      }
-      let d;
-      try { d = JSON.parse(m.data); } catch (e) { return; }
-      onJobEvent(d);
-      notifyEnded(d);
+      gotJob(m.lastEventId, m.data);
+      relay({ type: 'job', id: m.lastEventId, data: m.data });
     });
     // The gateway lost Redis (no events can come) or has it back (fetch what may have changed).
-    es.addEventListener('service', function (m) {
-      let d;
-      try { d = JSON.parse(m.data); } catch (e) { return; }
-      if (d.redis === 'down') setLive('outage');
-      else if (d.redis === 'up') { setLive('on'); refreshAll(); }
-    });
+    es.addEventListener('service', function (m) { gotService(m.data); relay({ type: 'service', data: m.data }); });
     es.addEventListener('error', function () {
-      hadError = true;
-      setLive('reconnecting');
+      gotError();
+      relay({ type: 'error' });
       if (es.readyState === EventSource.CLOSED) {
         es.close();
         setTimeout(connect, backoff);
@@ -862,8 +877,37 @@ constexpr std::string_view app_js = R"JS('use strict';
       }
     });
   }
-  connect();
-  window.addEventListener('pagehide', function () { if (es) es.close(); if (logTimer) clearInterval(logTimer); });
+  function fromLeader(m) {
+    if (!m || typeof m !== 'object') return;
+    if (m.type === 'job') gotJob(m.id, m.data);
+    else if (m.type === 'service') gotService(m.data);
+    else if (m.type === 'open') gotOpen();
+    else if (m.type === 'error') gotError();
+    else if (m.type === 'live' && typeof m.status === 'string') showLive(m.status);
+  }
+  if ('locks' in navigator && 'BroadcastChannel' in window) {
+    channel = new BroadcastChannel('descprod-events');
+    channel.onmessage = function (e) {
+      if (!leader) fromLeader(e.data);
+      else if (e.data && e.data.type === 'hello') relay({ type: 'live', status: liveNow });
+    };
+    channel.postMessage({ type: 'hello' });  // the leader answers with the badge's state
+    body.dataset.events = 'relayed';
+    navigator.locks.request('descprod-events', function () {
+      leader = true;
+      body.dataset.events = 'stream';  // this tab holds the stream (tests and debugging read it)
+      connect();
+      return new Promise(function () {});  // held until the page goes
+    });
+  } else {
+    leader = true;
+    connect();
+  }
+  window.addEventListener('pagehide', function () {
+    if (es) es.close();
+    if (channel) channel.close();
+    if (logTimer) clearInterval(logTimer);
+  });
 })();
 )JS";
 

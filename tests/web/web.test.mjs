@@ -1010,6 +1010,52 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     await page.context().close();
   });
 
+  step('eight tabs of one browser all load and stay live on one event stream; another tab takes it over', async () => {
+    // A browser opens at most 6 connections to one host; with a stream in every tab the 7th tab
+    // never loaded. The tabs now share one stream (Web Lock + BroadcastChannel).
+    const streams = async () => {
+      const r = await httpJson(svc.port, 'GET', '/metrics');
+      return Number(/^descprod_gateway_event_streams (\d+)$/m.exec(r.text)[1]);
+    };
+    const before = await streams();
+    const first = await newPage();
+    await login(first, userName, userPass);
+    const tabs = [first];
+    for (let i = 1; i < 8; i++) {
+      const t = await first.context().newPage();
+      t.setDefaultTimeout(STEP_MS);
+      t.errors = [];
+      t.on('pageerror', (e) => t.errors.push(e.message));
+      await t.goto(svc.url('/'));
+      tabs.push(t);
+    }
+    await waitFor('one stream for the eight tabs', async () => (await streams()) === before + 1, STEP_MS);
+    const auth = { Authorization: `Bearer ${userToken}` };
+    const everyTabShows = async (id, open) => {
+      for (const t of open)
+        await waitFor(`job ${id} done in every tab`, async () => (await rowState(t, id)) === 'done', STEP_MS);
+    };
+    const a = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'quick', config: '1' }, auth);
+    assert.equal(a.status, 201, a.text);
+    await everyTabShows(a.json.id, tabs);
+    // The tab holding the stream goes: another takes it over from the last event it saw.
+    const roles = await Promise.all(tabs.map((t) => t.getAttribute('body', 'data-events')));
+    assert.equal(roles.filter((r) => r === 'stream').length, 1, roles.join(','));
+    assert.equal(roles.filter((r) => r === 'relayed').length, 7, roles.join(','));
+    const holder = roles.indexOf('stream');
+    await tabs[holder].close();
+    const rest = tabs.filter((_, i) => i !== holder);
+    await waitFor('another tab holds the stream', async () =>
+      (await Promise.all(rest.map((t) => t.getAttribute('body', 'data-events')))).includes('stream'), STEP_MS);
+    const b = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'quick', config: '2' }, auth);
+    assert.equal(b.status, 201, b.text);
+    await everyTabShows(b.json.id, rest);
+    await waitFor('still one stream', async () => (await streams()) === before + 1, STEP_MS);
+    for (const t of rest) assert.deepEqual(t.errors, []);
+    await first.context().close();
+    await waitFor('the stream closed with the tabs', async () => (await streams()) === before, STEP_MS);
+  });
+
   step('a Redis outage shows on the open page, and the page is live again after it', async () => {
     const page = await newPage();
     await login(page, userName, userPass);
