@@ -10,7 +10,7 @@ namespace {
 const std::set<std::string_view>& known_commands() {
   static const std::set<std::string_view> cmds = {hello,     ready,  started,   progress, log_lines, finished,
                                                   heartbeat, bye,    drain,     handback, welcome,   job,
-                                                  cancel,    reject, submitted, ack};
+                                                  cancel,    reject, submitted, ack,      log_from};
   return cmds;
 }
 constexpr std::size_t max_command = 32;

@@ -23,7 +23,8 @@ inline constexpr std::string_view hello = "hello";
 inline constexpr std::string_view ready = "ready";        // {credits}
 inline constexpr std::string_view started = "started";    // {job, attempt, pid, host, rundir, ack?}
 inline constexpr std::string_view progress = "progress";  // {job, attempt, message, done?, total?}
-inline constexpr std::string_view log_lines = "log";      // {job, attempt, lines:[...]}
+inline constexpr std::string_view log_lines =
+    "log";  // {job, attempt, lines:[...], offset, next, ends?, capped?}
 // {job, attempt, rc, signal, timed_out, message, ack?}
 inline constexpr std::string_view finished = "finished";
 // worker → daemon {running:[{job,attempt}], healthy, health_reason?}; daemon → worker {}
@@ -39,6 +40,8 @@ inline constexpr std::string_view welcome = "welcome";
 //  limit_cores?}, token}
 inline constexpr std::string_view job = "job";
 inline constexpr std::string_view cancel = "cancel";  // {job, attempt} (also gateway → daemon: {job})
+// {job, attempt, offset}: ship this job's log again from this byte offset (what Redis holds)
+inline constexpr std::string_view log_from = "log_from";
 inline constexpr std::string_view reject = "reject";  // {reason, retry?}
 // {reports:[[job, attempt, command], ...]}: these started/finished/handback reports are written
 // (or refused as stale); sent only for reports that carried "ack": true (workers/worker.cpp)

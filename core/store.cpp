@@ -204,27 +204,33 @@ create_result to_create_result(const redis_reply& r) {
   return out;
 }
 
-// Each report kind's ARGV group in the reports script: op id attempt worker a b c d. The one-job
+// Each report kind's ARGV group in the reports script: op id attempt worker a b c d e. The one-job
 // scripts (start, progress, finish) take the same values without the op and the padding.
 void report_args(std::vector<std::string>& a, store::start_report&& q) {
   a.insert(a.end(), {"s", std::to_string(q.id), std::to_string(q.attempt), std::move(q.worker),
-                     std::move(q.host), std::move(q.rundir), std::to_string(q.pid), ""});
+                     std::move(q.host), std::move(q.rundir), std::to_string(q.pid), "", ""});
 }
 void report_args(std::vector<std::string>& a, store::progress_report&& q) {
   a.insert(a.end(),
            {"p", std::to_string(q.id), std::to_string(q.attempt), std::move(q.worker), std::move(q.message),
-            q.done ? std::to_string(*q.done) : "", q.total ? std::to_string(*q.total) : "", ""});
+            q.done ? std::to_string(*q.done) : "", q.total ? std::to_string(*q.total) : "", "", ""});
 }
 void report_args(std::vector<std::string>& a, store::finish_report&& q) {
   a.insert(a.end(), {"f", std::to_string(q.id), std::to_string(q.attempt), std::move(q.worker),
                      std::string(to_string(q.target)), std::to_string(q.return_status), std::move(q.prefix),
-                     std::move(q.message)});
+                     std::move(q.message), ""});
 }
-// 'l' (or 'L': the worker stopped at the cap): a offset, b next, c cap, d text.
+// 'l' (or 'L': the worker stopped at the cap): a offset, b next, c cap, d text, e the lines' end
+// offsets ("e1,e2,..."; empty: not sent).
 void report_args(std::vector<std::string>& a, store::log_report&& q) {
+  std::string ends;
+  for (auto e : q.ends) {
+    if (!ends.empty()) ends += ',';
+    ends += std::to_string(e);
+  }
   a.insert(a.end(), {q.capped ? "L" : "l", std::to_string(q.id), std::to_string(q.attempt),
                      std::move(q.worker), q.offset ? std::to_string(*q.offset) : "", std::to_string(q.next),
-                     std::to_string(q.cap), std::move(q.text)});
+                     std::to_string(q.cap), std::move(q.text), std::move(ends)});
 }
 // One report as its one-job script's ARGV: the group without the op (and the padding).
 template <class R>
@@ -343,7 +349,7 @@ net::awaitable<std::vector<transition_result>> store::async_reports(std::vector<
   const std::size_t n = reports.size();
   std::vector<std::string> keys, args;
   keys.reserve(n * 2);
-  args.reserve(1 + n * 8);
+  args.reserve(1 + n * 9);
   args.push_back(std::to_string(n));
   for (auto& q : reports) {
     job_id id = std::visit([](const auto& r) { return r.id; }, q);

@@ -191,6 +191,9 @@ class store {
     bool capped = false;
     long long cap = 0;
     std::string text;
+    // Each line's end offset, when the worker sent them (a piece after a rewind): lines the
+    // stored log already has are dropped from a piece that overlaps it.
+    std::vector<long long> ends;
   };
   using report = std::variant<start_report, progress_report, finish_report, log_report>;
   // A run of reports of any kinds in one script call, in order; a result per report.

@@ -270,7 +270,7 @@ end
 -- offset the next piece of that attempt starts at), log_bytes (stored, against the cap, for the
 -- whole job, each entry counting 64 bytes more) and log_capped. A piece already stored is dropped (a resend); one that starts past
 -- log_next gets a note of the gap first; a later attempt's first piece a note of the attempt.
-local function op_log(J, attempt, worker, offset, nxt, cap, text, worker_capped)
+local function op_log(J, attempt, worker, offset, nxt, cap, text, worker_capped, ends)
   local v = redis.call('HMGET', J.key, 'attempt', 'worker', 'log_attempt', 'log_next', 'log_bytes', 'log_capped')
   if not v[1] then return {'err', 'missing', ''} end
   if (attempt ~= '' and v[1] ~= attempt) or (worker ~= '' and (v[2] or '') ~= worker) then
@@ -287,6 +287,19 @@ local function op_log(J, attempt, worker, offset, nxt, cap, text, worker_capped)
   local off, nx = tonumber(offset), tonumber(nxt) or 0
   if off then
     if v[3] == attempt and nx <= stored_next and not worker_capped then return {'ok', 'duplicate'} end
+    if off < stored_next and ends ~= '' then
+      -- A piece sent again after a rewind that overlaps what is stored: only its lines that end
+      -- past stored_next.
+      local keep, p = 1, 1
+      for e in string.gmatch(ends, '[^,]+') do
+        if tonumber(e) > stored_next then break end
+        local q = string.find(text, '\n', p, true)
+        if not q then break end
+        keep, p = q + 1, q + 1
+      end
+      text = string.sub(text, keep)
+      off = stored_next
+    end
     if off > stored_next then
       head = head .. 'descprod: ' .. (off - stored_next) ..
         ' bytes of this log were lost on the way (the run directory has the whole file)\n'
@@ -569,17 +582,17 @@ for i = 0, n - 1 do
 end
 return out
 )LUA",
-    // reports: n {op id attempt worker a b c d}*n, op 's' start (a host, b rundir, c pid),
+    // reports: n {op id attempt worker a b c d e}*n, op 's' start (a host, b rundir, c pid),
     // 'p' progress (a message, b done, c total), 'f' finish (a target, b rc, c prefix, d message),
-    // 'l' or 'L' a piece of the log (a offset, b next, c cap, d text; 'L' the worker stopped at
-    // the cap; the job's second key is its :log stream).
+    // 'l' or 'L' a piece of the log (a offset, b next, c cap, d text, e its lines' end offsets or
+    // ''; 'L' the worker stopped at the cap; the job's second key is its :log stream).
     // The workers' reports of one outbox batch, in the order they came; a result per report.
     R"LUA(
 local n = tonumber(ARGV[2])
 local t = now_s()
 local out = {}
 for i = 0, n - 1 do
-  local b = 3 + i * 8
+  local b = 3 + i * 9
   local op, attempt, worker = ARGV[b], ARGV[b + 2], ARGV[b + 3]
   local J = job_at(ARGV[b + 1], 6 + i * 2)
   if op == 's' then
@@ -589,7 +602,8 @@ for i = 0, n - 1 do
   elseif op == 'f' then
     out[i + 1] = guarded(op_finish, J, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], t)
   elseif op == 'l' or op == 'L' then
-    out[i + 1] = guarded(op_log, J, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], op == 'L')
+    out[i + 1] = guarded(op_log, J, attempt, worker, ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], op == 'L',
+      ARGV[b + 8])
   else
     out[i + 1] = {'err', 'bad_op', op}
   end

@@ -102,6 +102,7 @@ void queue_daemon::start_reconnect() {
         log::info("redis serving again: writing held writes outbox={}", self->out_.size());
         self->out_.wake();
         self->disp_.dispatch();
+        self->handler_.resync_all_logs();  // log pieces dropped while Redis was away
         // The queue may have changed meanwhile, and token checks that failed for want of Redis are
         // done now rather than at the next reconcile interval.
         self->recon_.mark_done();

@@ -181,6 +181,9 @@ store::report outbox::to_report(const pending_write& w) {
     q.capped = protocol::get_bool(body, "capped").value_or(false);
     q.cap = protocol::get_int(body, "cap").value_or(0);
     q.text = protocol::get_string(body, "text").value_or("");
+    if (auto e = body.find("ends"); e != body.end() && e->value().is_array())
+      for (const auto& v : e->value().as_array())
+        if (v.is_int64()) q.ends.push_back(v.as_int64());
     return q;
   }
   auto out = classify_exit(static_cast<int>(protocol::get_int(body, "rc").value_or(0)),

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
+#include <cstdlib>
 #include <optional>
 #include <set>
 
@@ -253,6 +254,7 @@ void worker_handler::accept_hello(const std::string& routing, const boost::json:
   reply["lease_timeout_ms"] = ctx_.cfg.daemon.lease_timeout.count();
   reply["acks"] = true;  // reports that carry "ack": true are acknowledged (`ack`)
   ctx_.send_worker(routing, protocol::welcome, reply);
+  resync_logs(id);
   std::string may_run = w.any_owner ? std::string("*") : std::string();
   if (!w.any_owner)
     for (auto o : w.owners) may_run += (may_run.empty() ? "" : ",") + disp_.queue().owner_name(o);
@@ -348,8 +350,10 @@ void worker_handler::on_report(worker_state& w, const std::string& routing, prot
   if (!leases_.holds(w.id, *id, *attempt))
     return refuse_report(w, routing, c, *id, *attempt, "not held", wants_ack);
   if (c == protocol::log_lines) return on_log(w, msg.body);
-  if (c == protocol::finished) leases_.release(*id);
-  else if (c == protocol::started) leases_.mark_started(*id);
+  if (c == protocol::finished) {
+    leases_.release(*id);
+    log_resync_.erase(*id);
+  } else if (c == protocol::started) leases_.mark_started(*id);
   clean_report(c, msg.body, w.id);
   pending_write pw{pending_write::kind::report};
   pw.worker = w.id;
@@ -490,9 +494,22 @@ void worker_handler::on_log(const worker_state& w, boost::json::object& body) {
   auto next = protocol::get_int(body, "next");
   if (body.contains("offset") && (!offset || !next || *offset < 0 || *next < *offset))
     throw std::invalid_argument("log: offset and next must be integers, 0 <= offset <= next");
+  const job_id id = *protocol::get_int(body, "job");
   if (!ctx_.redis_ready() || out_.size() > max_outbox_for_logs) {
+    // Lost here: the job's log is sent again from what Redis holds once it serves (log_from).
     ++ctx_.stats.log_pieces_dropped;
+    log_resync_.try_emplace(id, log_resync{-1, clock_type::now()});
     return;
+  }
+  if (auto r = log_resync_.find(id); r != log_resync_.end()) {
+    if (clock_type::now() - r->second.since > log_resync_timeout) {
+      log_resync_.erase(r);
+    } else if (offset && *offset == r->second.offset) {
+      log_resync_.erase(r);  // the first piece from where Redis's copy ends
+    } else {
+      ++ctx_.stats.log_pieces_dropped;  // sent before the worker rewound: it comes again
+      return;
+    }
   }
   std::string text;
   for (const auto& l : it->value().as_array()) {
@@ -508,6 +525,24 @@ void worker_handler::on_log(const worker_state& w, boost::json::object& body) {
     piece["offset"] = *offset;
     piece["next"] = *next;
   }
+  // The lines' end offsets (a piece sent again after a log_from): kept only when they are one
+  // increasing integer per line within [offset, next]; otherwise the piece goes as a plain one.
+  if (auto e = body.find("ends"); offset && e != body.end() && e->value().is_array()) {
+    const auto& ends = e->value().as_array();
+    std::size_t string_lines = 0;
+    for (const auto& l : it->value().as_array()) string_lines += l.is_string() ? 1 : 0;
+    bool ok = ends.size() == string_lines;
+    long long last = *offset;
+    boost::json::array kept;
+    kept.reserve(ends.size());
+    for (const auto& v : ends) {
+      if (!ok) break;
+      ok = v.is_int64() && v.as_int64() >= last && v.as_int64() <= *next;
+      if (ok) last = v.as_int64();
+      kept.emplace_back(last);
+    }
+    if (ok) piece["ends"] = std::move(kept);
+  }
   if (protocol::get_bool(body, "capped").value_or(false)) piece["capped"] = true;
   piece["cap"] = ctx_.cfg.daemon.job_log_max_bytes;
   piece["text"] = std::move(text);
@@ -518,10 +553,53 @@ void worker_handler::on_log(const worker_state& w, boost::json::object& body) {
   out_.submit(std::move(pw));
 }
 
+void worker_handler::resync_logs(const std::string& worker_id) {
+  if (!ctx_.redis_ready()) return;  // again when Redis serves (resync_all_logs)
+  std::vector<std::pair<job_id, long long>> jobs;
+  for (job_id id : leases_.jobs_of(worker_id))
+    if (const lease* l = leases_.find(id); l && l->attempt > 0) {
+      jobs.emplace_back(id, l->attempt);
+      log_resync_.insert_or_assign(id, log_resync{-1, clock_type::now()});
+    }
+  if (jobs.empty()) return;
+  ctx_.spawn(send_log_from(worker_id, std::move(jobs)), "log_from");
+}
+
+void worker_handler::resync_all_logs() {
+  for (const auto& [id, w] : workers_.all()) resync_logs(id);
+}
+
+net::awaitable<void> worker_handler::send_log_from(std::string worker_id,
+                                                   std::vector<std::pair<job_id, long long>> jobs) {
+  std::vector<std::vector<std::string>> cmds;
+  cmds.reserve(jobs.size());
+  for (const auto& j : jobs)
+    cmds.push_back(redis_cmd("HMGET", ctx_.k.job(j.first), "log_attempt", "log_next", "log_capped"));
+  auto replies = co_await ctx_.redis.async_pipeline(std::move(cmds));
+  const worker_state* w = workers_.find(worker_id);
+  for (std::size_t i = 0; i < jobs.size() && i < replies.size(); ++i) {
+    const auto& r = replies[i];
+    if (!w || r.elements.size() != 3 || r.elements[2].str == "1") {  // gone, or capped
+      log_resync_.erase(jobs[i].first);
+      continue;
+    }
+    long long offset = 0;
+    if (r.elements[0].str == std::to_string(jobs[i].second))
+      offset = std::strtoll(r.elements[1].str.c_str(), nullptr, 10);
+    boost::json::object body;
+    body["job"] = jobs[i].first;
+    body["attempt"] = jobs[i].second;
+    body["offset"] = offset;
+    if (auto it = log_resync_.find(jobs[i].first); it != log_resync_.end()) it->second.offset = offset;
+    ctx_.send_worker(w->routing, protocol::log_from, body);
+  }
+}
+
 void worker_handler::worker_lost(const std::string& id_ref, const std::string& why) {
   const std::string worker_id = id_ref;  // id_ref may be the table entry's own id, erased below
   if (!workers_.remove(worker_id)) return;
   auto jobs = leases_.release_worker(worker_id);
+  for (const auto& j : jobs) log_resync_.erase(j.first);
   if (pilots_) pilots_->on_worker_left(worker_id);
   log::warn("worker lost worker={} reason={} jobs={}", worker_id, why, jobs.size());
   for (const auto& [id, l] : jobs) {

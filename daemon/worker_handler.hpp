@@ -7,8 +7,11 @@
 #pragma once
 
 #include <boost/json.hpp>
+#include <map>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/protocol.hpp"
 #include "daemon/context.hpp"
@@ -32,8 +35,24 @@ class worker_handler {
   void on_message(const std::string& routing, protocol::message msg);
   // The worker is gone: it leaves the table, and the jobs it held are requeued.
   void worker_lost(const std::string& id, const std::string& why);
+  // Tells a worker (or every worker) where Redis's copy of each running job's log ends
+  // (`log_from`), so pieces lost with a connection or dropped while Redis was away are shipped
+  // again: at every hello, and when Redis serves again.
+  void resync_logs(const std::string& worker_id);
+  void resync_all_logs();
 
  private:
+  net::awaitable<void> send_log_from(std::string worker_id, std::vector<std::pair<job_id, long long>> jobs);
+  // Jobs whose log is being resynchronised: from the moment a piece may have been lost (a hello,
+  // a piece dropped while Redis was away) the job's pieces are dropped until one starts at the
+  // offset its log_from named (offset -1: not sent yet); after log_resync_timeout, accepted again
+  // (a worker that does not know log_from: its gap gets noted).
+  struct log_resync {
+    long long offset = -1;
+    clock_type::time_point since;
+  };
+  std::map<job_id, log_resync> log_resync_;
+  static constexpr std::chrono::seconds log_resync_timeout{10};
   void on_hello(const std::string& routing, const boost::json::object& body);
   // Token mode: checks the hello's worker token in Redis, then accepts or refuses the worker.
   net::awaitable<void> authenticate(std::string routing, boost::json::object body);

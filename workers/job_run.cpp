@@ -365,6 +365,13 @@ std::size_t utf8_cut(std::string_view s, std::size_t n) {
 }
 }  // namespace
 
+void job_run::rewind_log(std::uintmax_t offset) {
+  if (finished_ || offset >= log_offset_) return;
+  log_resync_until_ = std::max(log_resync_until_, log_offset_);
+  log_offset_ = offset;
+  if (offset < spec_.log_max_bytes) log_capped_ = false;
+}
+
 void job_run::poll_log(bool at_end) {
   // The whole log, in order (issue #17): each poll reads on from the last shipped line boundary,
   // at most max_log_chunk_bytes a chunk and a few chunks a poll (at the end: all that is left),
@@ -396,9 +403,9 @@ void job_run::poll_log(bool at_end) {
     out.offset = log_offset_;
     const bool reaches_cap = over_cap && log_offset_ + got >= cap;
     // Complete lines; a line longer than max_log_line_bytes goes in pieces. An unterminated tail
-    // (or the part of a line a full chunk cut) waits for the next chunk unless the app has ended
-    // or the cap cuts it.
-    const bool take_tail = at_end || reaches_cap;
+    // (or the part of a line a full chunk cut) waits for the next chunk, unless the cap cuts it or
+    // the app has ended and this chunk reaches the end of the file.
+    const bool take_tail = reaches_cap || (at_end && log_offset_ + got >= end);
     std::string_view text(chunk);
     std::size_t pos = 0;
     while (pos < text.size()) {
@@ -411,6 +418,7 @@ void job_run::poll_log(bool at_end) {
       out.lines.push_back(sanitize_utf8(line));
       pos += piece;
       if (piece == len && nl != std::string_view::npos) ++pos;  // the newline
+      if (out.offset < log_resync_until_) out.ends.push_back(out.offset + pos);
     }
     out.next = log_offset_ + pos;
     out.capped = reaches_cap && pos == text.size();

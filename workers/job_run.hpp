@@ -68,6 +68,9 @@ struct log_chunk {
   std::uintmax_t offset = 0;
   std::uintmax_t next = 0;
   bool capped = false;
+  // After a rewind (log_from), until the log is past where it had been: each line's end offset,
+  // so the daemon can drop the lines it already has from a piece that overlaps them.
+  std::vector<std::uintmax_t> ends;
 };
 inline constexpr std::size_t max_log_line_bytes = 4000;
 inline constexpr std::size_t max_log_chunk_bytes = 64 * 1024;
@@ -106,6 +109,10 @@ class job_run {
   const fs::path& rundir() const { return rundir_; }
   const fs::path& log_file() const { return log_file_; }
   const std::string& message() const { return message_; }
+
+  // The daemon holds the log up to `offset` (its log_from after a reconnect or a Redis outage):
+  // ship again from there. Ignored once the run has finished or when already behind it.
+  void rewind_log(std::uintmax_t offset);
 
  private:
   struct child_watch;
@@ -157,8 +164,9 @@ class job_run {
   std::optional<std::chrono::steady_clock::time_point> kill_at_;
   std::optional<std::chrono::milliseconds> terminate_grace_;  // set once a terminate was asked
   bool timed_out_ = false;
-  std::uintmax_t log_offset_ = 0;  // bytes of the log already shipped (a line boundary)
-  bool log_capped_ = false;        // the job's log cap was reached: nothing more is shipped
+  std::uintmax_t log_offset_ = 0;        // bytes of the log already shipped (a line boundary)
+  bool log_capped_ = false;              // the job's log cap was reached: nothing more is shipped
+  std::uintmax_t log_resync_until_ = 0;  // after a rewind: where the log had been shipped to
   bool finished_ = false;
   std::string progress_pending_;  // progress.log lines not yet appended
   std::string status_progress_;   // wrapper-status.json's progress, update_time, return_status

@@ -230,6 +230,7 @@ void worker::handle(const std::vector<zmq::message_t>& frames) {
   else if (cmd == protocol::reject) on_reject(msg->body);
   else if (cmd == protocol::job) on_job(msg->body);
   else if (cmd == protocol::cancel) on_cancel(msg->body);
+  else if (cmd == protocol::log_from) on_log_from(msg->body);
   else if (cmd == protocol::ack) on_ack(msg->body);
   else if (cmd == protocol::heartbeat) {
   }  // liveness only
@@ -339,6 +340,18 @@ void worker::on_job(const boost::json::object& body) {
   }
 }
 
+void worker::on_log_from(const boost::json::object& body) {
+  auto id = protocol::get_int(body, "job");
+  auto attempt = protocol::get_int(body, "attempt");
+  auto offset = protocol::get_int(body, "offset");
+  if (!id || !attempt || !offset || *offset < 0) {
+    log::warn("malformed log_from message dropped reason=job, attempt and offset must be integers");
+    return;
+  }
+  auto it = running_.find(job_key{*id, static_cast<int>(*attempt)});
+  if (it != running_.end()) it->second->rewind_log(static_cast<std::uintmax_t>(*offset));
+}
+
 void worker::on_cancel(const boost::json::object& body) {
   auto id = protocol::get_int(body, "job");
   if (!id) {
@@ -422,6 +435,12 @@ void worker::start_job(job_spec spec) {
     body["lines"] = std::move(arr);
     body["offset"] = chunk.offset;
     body["next"] = chunk.next;
+    if (!chunk.ends.empty()) {
+      boost::json::array ends;
+      ends.reserve(chunk.ends.size());
+      for (auto e : chunk.ends) ends.emplace_back(e);
+      body["ends"] = std::move(ends);
+    }
     if (chunk.capped) body["capped"] = true;
     send(protocol::log_lines, std::move(body));
     return true;

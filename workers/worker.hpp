@@ -135,6 +135,7 @@ class worker {
   void on_reject(const boost::json::object& body);
   void on_job(const boost::json::object& body);
   void on_cancel(const boost::json::object& body);
+  void on_log_from(const boost::json::object& body);
   void on_ack(const boost::json::object& body);
 
   void start_job(job_spec spec);

@@ -1,7 +1,7 @@
 // A job's whole log across faults (issue #17 item 5): the daemon killed (-9) and restarted, and
-// Redis restarted, while a job writes its log. The stored log keeps the lines in the order the app
-// wrote them: never a line twice, never one out of order; a piece lost with the dead daemon shows
-// as a `descprod: N bytes of this log were lost on the way` note, and the lines after it follow.
+// Redis restarted, while a job writes its log. The stored log keeps every line in the order the
+// app wrote it: never a line twice, never one out of order, none missing (log_from: the daemon
+// tells the worker where Redis's copy ends and the worker ships the rest again).
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -84,12 +84,11 @@ TEST(LogFaults, TheStoredLogStaysInOrderWithoutRepeatsAcrossADaemonKillAndARedis
     }
   }
   EXPECT_EQ(last, n) << "the log goes on to the app's last line";
-  // Lines are lost only in pieces in flight when the daemon died or Redis was away (a few seconds
-  // of ticks at most), and every gap is noted.
-  EXPECT_GE(ticks, n - 250) << ticks << " ticks, " << notes << " gaps";
-  if (ticks < n) {
-    EXPECT_GE(notes, 1) << "lines are missing but no gap was noted";
-  }
+  // Nothing is lost: after the new daemon's welcome and after Redis serves again, the daemon tells
+  // the worker where Redis's copy ends (log_from) and the worker ships the rest again; pieces sent
+  // meanwhile are dropped, so no gap is ever stored.
+  EXPECT_EQ(ticks, n);
+  EXPECT_EQ(notes, 0);
   std::printf("# log across faults: %d of %d lines kept, %d gaps noted\n", ticks, n, notes);
 }
 

@@ -56,6 +56,22 @@ TEST_F(StoreLog, PiecesAreStoredInOrderAndAResentPieceIsDropped) {
   EXPECT_EQ(h["log_bytes"], std::to_string(10 + 2 * 64));
 }
 
+TEST_F(StoreLog, APieceSentAgainAfterARewindKeepsOnlyTheLinesPastWhatIsStored) {
+  // After log_from the worker ships from Redis's end again; a piece stored meanwhile (in flight
+  // before the rewind) makes the resent one overlap: its lines' end offsets say which to drop.
+  auto id = create_one();
+  auto a = run_job(id);
+  std::vector<store::report> q;
+  q.push_back(piece(id, a, "w1", 0, 10, "aaa\nbbbbb\n"));
+  auto resent = piece(id, a, "w1", 4, 13, "bbbbb\ncc\n");
+  std::get<store::log_report>(resent).ends = {10, 13};
+  q.push_back(resent);
+  auto rs = apply(std::move(q));
+  ASSERT_TRUE(rs[1].ok);
+  EXPECT_EQ(stored(id), "aaa\nbbbbb\ncc\n");
+  EXPECT_EQ(hash(id)["log_next"], "13");
+}
+
 TEST_F(StoreLog, AGapAndANewAttemptAreNotedInTheLog) {
   auto id = create_one();
   auto a = run_job(id);

@@ -67,6 +67,23 @@ TEST_F(Worker, ShipsTheWholeLogInOrderWithContiguousOffsetsBeforeFinished) {
   EXPECT_EQ(stop_worker(), 0);
 }
 
+TEST_F(Worker, ALogWrittenAllAtOnceIsShippedWholeAtTheEndWithoutCutLines) {
+  // `seq` writes ~2 MB and exits before the worker has read it: the drain after the app ends reads
+  // several chunks, and only the last one's unterminated tail may be taken as a line (a bug once
+  // cut a line at every chunk boundary there).
+  start_worker();
+  auto route = handshake();
+  ASSERT_TRUE(daemon_->expect("ready"));
+  daemon_->send(route, "job", job_body(54, {"/bin/sh", "-c", "seq 1 300000; printf tail"}));
+  auto got = collect(*daemon_, 54);
+  ASSERT_EQ(got.lines.size(), 300001u);
+  for (int i = 1; i <= 300000; ++i) ASSERT_EQ(got.lines[i - 1], std::to_string(i)) << "line " << i;
+  EXPECT_EQ(got.lines.back(), "tail");
+  for (std::size_t i = 1; i < got.ranges.size(); ++i)
+    EXPECT_EQ(got.ranges[i].first, got.ranges[i - 1].second);
+  EXPECT_EQ(stop_worker(), 0);
+}
+
 TEST_F(Worker, StopsShippingAtTheJobsLogCapAndSaysSo) {
   start_worker();
   auto route = handshake();
