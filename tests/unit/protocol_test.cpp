@@ -75,7 +75,8 @@ const std::vector<sample>& samples() {
       {protocol::started,
        R"({"job":7,"attempt":2,"pid":4242,"host":"nid001","rundir":"/out/jobs/job000007","ack":true})"},
       {protocol::progress, R"({"job":7,"attempt":2,"message":"half way","done":1,"total":2})"},
-      {protocol::log_lines, R"({"job":7,"attempt":2,"lines":["one","two \u00fc"]})"},
+      {protocol::log_lines,
+       R"({"job":7,"attempt":2,"lines":["one","two \u00fc"],"offset":0,"next":12,"ends":[4,12]})"},
       {protocol::finished,
        R"({"job":7,"attempt":2,"rc":0,"signal":0,"timed_out":false,"message":"all good","ack":true})"},
       {protocol::heartbeat, R"({"running":[7,8],"healthy":false,"health_reason":"disk full"})"},
@@ -91,6 +92,7 @@ const std::vector<sample>& samples() {
        R"("app":{"argv":["runapp-mysleep","1"],"env":{"A":"b"},"time_limit_s":0.5,"login_shell":false,)"
        R"("cores":1,"umask":23,"memory_max":1048576,"limit_cores":2},"token":"dp_job"})"},
       {protocol::cancel, R"({"job":7,"attempt":2})"},
+      {protocol::log_from, R"({"job":7,"attempt":2,"offset":4096})"},
       {protocol::ack, R"({"reports":[[7,2,"started"],[8,1,"finished"],[9,1,"handback"]]})"},
       {protocol::heartbeat, "{}"},
       // Gateway → daemon
