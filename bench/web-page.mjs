@@ -7,21 +7,12 @@
 //   cd tests/web && node ../../bench/web-page.mjs [JOBS]      (DESCPROD_BIN_DIR as for the suite)
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { Service, httpJson, SOURCE_DIR } from '../tests/web/service.mjs';
+import { Service, launchChromium, httpJson, SOURCE_DIR } from '../tests/web/service.mjs';
 
 const require = createRequire(path.join(SOURCE_DIR, 'tests', 'web', 'package.json'));
 const { chromium } = require('playwright-core');
 const JOBS = Number(process.argv[2] || 100000);
 const CHUNK = 5000;
-
-async function user(svc, name) {
-  const password = `${name}-password-1`;
-  const r = await httpJson(svc.port, 'POST', '/api/register', { username: name, password, email: `${name}@example.org` });
-  if (r.status !== 201) throw new Error(`register ${name}: ${r.status} ${r.text}`);
-  await svc.admin('approve', name);
-  const token = (await svc.admin('token', name)).trim();
-  return { name, password, auth: { Authorization: `Bearer ${token}` } };
-}
 
 async function bulk(svc, who, n, tag) {
   const jobs = Array.from({ length: n }, (_, i) => ({ jobtype: 'quick', config: String(i % 1000000) }));
@@ -48,15 +39,12 @@ let browser;
 try {
   await svc.start();
   await svc.procs.worker.stop();  // the jobs stay ready: the page shows a queue of JOBS
-  const ann = await user(svc, 'ann'), bob = await user(svc, 'bob');
+  const ann = await svc.approvedUser('ann'), bob = await svc.approvedUser('bob');
   const t0 = performance.now();
   for (let done = 0; done < JOBS; done += CHUNK) await bulk(svc, ann, Math.min(CHUNK, JOBS - done), 'ann');
   process.stdout.write(`created ${JOBS} jobs for ann in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
 
-  browser = await chromium.launch({
-    executablePath: process.env.DESCPROD_CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'],
-  });
+  browser = await launchChromium(chromium);
   const page = await (await browser.newContext({ viewport: { width: 1400, height: 900 } })).newPage();
   await page.goto(svc.url('/login'));
   await page.fill('input[name=username]', ann.name);

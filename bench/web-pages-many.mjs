@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { Service, httpJson, sleep, SOURCE_DIR } from '../tests/web/service.mjs';
+import { Service, launchChromium, httpJson, sleep, SOURCE_DIR } from '../tests/web/service.mjs';
 
 const require = createRequire(path.join(SOURCE_DIR, 'tests', 'web', 'package.json'));
 const { chromium } = require('playwright-core');
@@ -42,15 +42,6 @@ function rssMiB(pid) {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 const pct = (xs, p) => (xs.length ? xs[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] : NaN);
-
-async function user(svc, name) {
-  const password = `${name}-password-1`;
-  const r = await httpJson(svc.port, 'POST', '/api/register', { username: name, password, email: `${name}@example.org` });
-  if (r.status !== 201) throw new Error(`register ${name}: ${r.status} ${r.text}`);
-  await svc.admin('approve', name);
-  const token = (await svc.admin('token', name)).trim();
-  return { name, password, auth: { Authorization: `Bearer ${token}` } };
-}
 
 // The workload: every user submits its share in bulks, round robin, then waits for all to end.
 async function workload(svc, users, tag) {
@@ -137,7 +128,7 @@ try {
   await svc.start();
   const gw = svc.procs.gateway.pid;
   const users = [];
-  for (let i = 0; i < USERS; i++) users.push(await user(svc, `u${i}`));
+  for (let i = 0; i < USERS; i++) users.push(await svc.approvedUser(`u${i}`));
 
   // 1. No page open.
   let cpu0 = procStat(gw);
@@ -148,11 +139,8 @@ try {
   await svc.redis.cmd('XTRIM', 'descprod:events', 'MAXLEN', '0');
 
   // 2. PAGES pages open, PAGES / USERS per user.
-  browser = await chromium.launch({
-    executablePath: process.env.DESCPROD_CHROMIUM || '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-renderer-backgrounding',
-      '--disable-background-timer-throttling', '--disable-backgrounding-occluded-windows'],
-  });
+  browser = await launchChromium(chromium, ['--disable-renderer-backgrounding', '--disable-background-timer-throttling',
+    '--disable-backgrounding-occluded-windows']);
   const pages = [];
   const t1 = performance.now();
   // One browser context a page (a browser allows 6 connections to one host per profile, and each

@@ -8,15 +8,14 @@
 // summaries add up to 40; a second tab stays silent; the e-mail preference form; axe-core.
 //
 // Run: node --test tests/web/notify.test.mjs (ctest -L web does, with the paths set).
-import { describe, it, before, after } from 'node:test';
+import { describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
-import { Service, waitFor, httpJson, sleep } from './service.mjs';
+import { Service, launchChromium, stepTracker, waitFor, httpJson, sleep } from './service.mjs';
 
-const CHROMIUM = process.env.DESCPROD_CHROMIUM || '/usr/bin/chromium';
 const STEP_MS = 20000;
 const AXE_SOURCE = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
@@ -33,7 +32,7 @@ class NotifyService extends Service {
 }
 
 let svc, browser, context;
-let failed = false;
+const steps = stepTracker();
 const user = 'dave', pass = 'dave-password-1';
 let token = '', otherToken = '';
 
@@ -81,11 +80,7 @@ describe('notifications in a real browser', { timeout: 300000 }, () => {
   before(async () => {
     svc = new NotifyService();
     await svc.start();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
+    browser = await launchChromium(chromium);
     for (const [name, email] of [[user, 'dave@example.org'], ['erin', 'erin@example.org']]) {
       const r = await httpJson(svc.port, 'POST', '/api/register', { username: name, password: pass, email });
       assert.equal(r.status, 201, r.text);
@@ -99,12 +94,10 @@ describe('notifications in a real browser', { timeout: 300000 }, () => {
 
   after(async () => {
     if (browser) await browser.close();
-    if (svc) await svc.stop(failed);
+    if (svc) await svc.stop(steps.failed);
   });
 
-  const step = (name, fn) => it(name, async () => {
-    try { await fn(); } catch (e) { failed = true; throw e; }
-  });
+  const { step } = steps;
 
   let page;
   step('opting in asks for the permission only on the click', async () => {

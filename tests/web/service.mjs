@@ -3,6 +3,7 @@
 // from DESCPROD_BIN_DIR in a temporary directory and stopped by PID. Every wait has a deadline.
 // Also a minimal RESP client (for direct Redis writes) and helpers for descprod-admin.
 import { spawn, execFile } from 'node:child_process';
+import { it } from 'node:test';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -182,6 +183,25 @@ export function httpJson(port, method, p, body, headers = {}) {
   });
 }
 
+// Debian's chromium, headless (DESCPROD_CHROMIUM overrides the path); `extra` adds flags.
+export function launchChromium(chromium, extra = []) {
+  return chromium.launch({
+    executablePath: process.env.DESCPROD_CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run', ...extra],
+  });
+}
+
+// A suite's steps: `steps.step(name, fn)` is an it() that records a failure in `steps.failed`
+// (the suite then keeps its service's logs: svc.stop(steps.failed)).
+export function stepTracker() {
+  const t = { failed: false };
+  t.step = (name, fn) => it(name, async () => {
+    try { await fn(); } catch (e) { t.failed = true; throw e; }
+  });
+  return t;
+}
+
 export class Service {
   constructor() {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'descprod-web-'));
@@ -307,6 +327,17 @@ worker:
       execFile(this.bin('descprod-admin'), ['--config', this.config, ...args], { timeout: 10000 },
         (err, stdout, stderr) => (err ? reject(new Error(`descprod-admin ${args.join(' ')}: ${stderr || err.message}`)) : resolve(stdout)));
     });
+  }
+
+  // A user registered, approved and given an API token (the benches' users):
+  // {name, password, auth: {Authorization}}.
+  async approvedUser(name) {
+    const password = `${name}-password-1`;
+    const r = await httpJson(this.port, 'POST', '/api/register', { username: name, password, email: `${name}@example.org` });
+    if (r.status !== 201) throw new Error(`register ${name}: ${r.status} ${r.text}`);
+    await this.admin('approve', name);
+    const token = (await this.admin('token', name)).trim();
+    return { name, password, auth: { Authorization: `Bearer ${token}` } };
   }
 
   log(name) {

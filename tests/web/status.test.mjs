@@ -6,15 +6,14 @@
 // last ones copied to docs/screenshots/status.png and status-dark.png.
 //
 // Run: node --test tests/web/status.test.mjs (ctest -L web does, with the paths set).
-import { describe, it, before, after } from 'node:test';
+import { describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { Service, waitFor, httpJson, SOURCE_DIR } from './service.mjs';
+import { Service, launchChromium, stepTracker, waitFor, httpJson, SOURCE_DIR } from './service.mjs';
 
-const CHROMIUM = process.env.DESCPROD_CHROMIUM || '/usr/bin/chromium';
 const SHOTS = process.env.DESCPROD_SCREENSHOT_DIR || path.join(SOURCE_DIR, 'build', 'web-screenshots');
 const STEP_MS = 30000;
 const AXE_SOURCE = fs.readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
@@ -37,7 +36,7 @@ class StatusService extends Service {
 
 let svc;
 let browser;
-let failed = false;
+const steps = stepTracker();
 const adminName = 'root', adminPass = 'root-password-1';
 let adminToken = '';
 
@@ -110,11 +109,7 @@ describe('status plots in a real browser', { timeout: 300000 }, () => {
   before(async () => {
     svc = new StatusService();
     await svc.start();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
+    browser = await launchChromium(chromium);
     const r = await httpJson(svc.port, 'POST', '/api/register', { username: adminName, password: adminPass, email: 'root@example.org' });
     assert.equal(r.status, 201, r.text);
     await svc.admin('approve', adminName);
@@ -124,12 +119,10 @@ describe('status plots in a real browser', { timeout: 300000 }, () => {
 
   after(async () => {
     if (browser) await browser.close();
-    if (svc) await svc.stop(failed);
+    if (svc) await svc.stop(steps.failed);
   });
 
-  const step = (name, fn) => it(name, async () => {
-    try { await fn(); } catch (e) { failed = true; throw e; }
-  });
+  const { step } = steps;
 
   let page;
 

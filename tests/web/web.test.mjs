@@ -10,7 +10,7 @@
 // Screenshots of every page go to DESCPROD_SCREENSHOT_DIR (default: build/web-screenshots).
 //
 // Run: node --test tests/web/web.test.mjs (ctest -L web does, with the paths set).
-import { describe, it, before, after } from 'node:test';
+import { describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -18,9 +18,8 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { chromium } from 'playwright-core';
-import { Service, waitFor, httpJson, sleep, SOURCE_DIR } from './service.mjs';
+import { Service, launchChromium, stepTracker, waitFor, httpJson, sleep, SOURCE_DIR } from './service.mjs';
 
-const CHROMIUM = process.env.DESCPROD_CHROMIUM || '/usr/bin/chromium';
 const SHOTS = process.env.DESCPROD_SCREENSHOT_DIR || path.join(SOURCE_DIR, 'build', 'web-screenshots');
 const STEP_MS = 20000;  // the longest any single wait in a step may take
 // axe-core (npm), evaluated in the page to check accessibility (the page's CSP does not apply to
@@ -29,7 +28,7 @@ const AXE_SOURCE = fs.readFileSync(createRequire(import.meta.url).resolve('axe-c
 
 let svc;
 let browser;
-let failed = false;
+const steps = stepTracker();
 const adminName = 'root', adminPass = 'root-password-1';
 const userName = 'carol', userPass = 'carol-password-1';
 let userToken = '';   // carol's API token, made on the tokens page
@@ -139,11 +138,7 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
   before(async () => {
     svc = new Service();
     await svc.start();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
+    browser = await launchChromium(chromium);
     // The administrator: registered like anyone, approved and promoted with descprod-admin.
     const r = await httpJson(svc.port, 'POST', '/api/register', { username: adminName, password: adminPass, email: 'root@example.org' });
     assert.equal(r.status, 201, r.text);
@@ -154,12 +149,10 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
 
   after(async () => {
     if (browser) await browser.close();
-    if (svc) await svc.stop(failed);
+    if (svc) await svc.stop(steps.failed);
   });
 
-  const step = (name, fn) => it(name, async () => {
-    try { await fn(); } catch (e) { failed = true; throw e; }
-  });
+  const { step } = steps;
 
   step('registration is pending until an admin approves it on the admin page; then login works', async () => {
     const page = await newPage();
