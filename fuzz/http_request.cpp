@@ -219,9 +219,14 @@ void check_pure_layer(const gw::request& req) {
       break;
     }
     case gw::route_kind::job_log: {
-      int lines = 0;
-      if (auto e = gw::parse_log_query(target.query, lines)) check_api_error(*e);
-      else FUZZ_CHECK(lines >= 1 && lines <= gw::max_log_lines);
+      gw::log_query q;
+      if (auto e = gw::parse_log_query(target.query, q)) check_api_error(*e);
+      else {
+        FUZZ_CHECK(q.lines >= 1 && q.lines <= gw::max_log_lines);
+        FUZZ_CHECK(q.q.size() <= gw::max_log_search_bytes);
+        FUZZ_CHECK(!(q.text && !q.q.empty()));
+        FUZZ_CHECK(q.whole() == (q.all || !q.q.empty()));
+      }
       break;
     }
     case gw::route_kind::job_events: {
