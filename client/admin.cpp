@@ -6,6 +6,8 @@
 //   descprod-admin [--config FILE] worker-token OWNER [--pool P]... [--label L]
 //   descprod-admin [--config FILE] worker-tokens OWNER | revoke TOKEN|SHA256
 //   descprod-admin [--config FILE] pool add|remove POOL USER... | pool list [POOL]
+//   descprod-admin [--config FILE] quota USER [--share W] [--max-running N] [--max-queued N]
+//                                  [--submit-rate N/min]
 //   descprod-admin keys NAME [--dir DIR]          a CURVE key pair (no Redis needed)
 #include <algorithm>
 #include <cstdlib>
@@ -50,6 +52,10 @@ const char* usage =
     "  pool add POOL USER...     let the workers admitted to POOL run USER's jobs\n"
     "  pool remove POOL USER...  take users out of a pool\n"
     "  pool list [POOL]          list pools, or one pool's members\n"
+    "  quota USER [--share W] [--max-running N] [--max-queued N] [--submit-rate N/min]\n"
+    "                            set USER's quota (0 removes a limit), then print it: W weighs USER in\n"
+    "                            fair-share dispatch (default 1); beyond N running jobs the rest wait;\n"
+    "                            a submission beyond N queued jobs or N per minute gets HTTP 429\n"
     "  keys NAME [--dir DIR]     make a CURVE key pair: DIR/NAME.key (secret, mode 0600) and\n"
     "                            DIR/NAME.pub (default DIR: var/keys). Give the daemon its .key and\n"
     "                            each worker its own .key and the daemon's .pub; put worker .pub\n"
@@ -105,6 +111,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> pools;
   std::string label;
   std::string key_dir = "var/keys";
+  std::vector<std::pair<std::string, std::string>> quota_set;  // (field, value) in option order
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto& a = args[i];
     if (a == "-h" || a == "--help") {
@@ -121,6 +128,24 @@ int main(int argc, char** argv) {
       if (a == "--pool") pools.push_back(v);
       else if (a == "--label") label = v;
       else key_dir = v;
+    } else if (a == "--share" || a == "--max-running" || a == "--max-queued" || a == "--submit-rate") {
+      if (i + 1 >= args.size()) return fail(a + " needs a value", 2);
+      std::string v = args[++i];
+      if (a == "--submit-rate" && v.size() > 4 && v.compare(v.size() - 4, 4, "/min") == 0)
+        v.resize(v.size() - 4);
+      bool ok = a == "--share" ? descprod::parse_quota_share(v).has_value()
+                               : descprod::parse_quota_limit(v).has_value();
+      if (!ok)
+        return fail(a == "--share"
+                        ? "--share must be a number from 0.01 to 10000"
+                        : a + " must be a whole number from 0 to 100000000" +
+                              (a == "--submit-rate" ? std::string(" (per minute, e.g. 600/min)") : ""),
+                    2);
+      std::string field = a == "--share"         ? "share"
+                          : a == "--max-running" ? "max_running"
+                          : a == "--max-queued"  ? "max_queued"
+                                                 : "submit_rate";
+      quota_set.emplace_back(field, v);
     } else if (!a.empty() && a[0] == '-') {
       return fail("unknown option " + a + "\n" + usage, 2);
     } else {
@@ -251,6 +276,32 @@ int main(int argc, char** argv) {
       }
       return fail("usage: descprod-admin pool add|remove POOL USER... | pool list [POOL]", 2);
     }
+    if (cmd == "quota") {
+      if (rest.size() != 2)
+        return fail(
+            "usage: descprod-admin quota USER [--share W] [--max-running N] [--max-queued N] "
+            "[--submit-rate N/min]",
+            2);
+      if (!descprod::user_exists(redis, prefix, rest[1])) return fail("no such user: " + rest[1]);
+      const auto key = keys.user_quota(rest[1]);
+      for (const auto& [field, value] : quota_set) {
+        // 0 (or share 1) is the default: the field goes, so the hash holds only real limits.
+        bool unset = field == "share" ? *descprod::parse_quota_share(value) == 1.0 : value == "0";
+        if (unset) redis.exec({"HDEL", key, field});
+        else redis.exec({"HSET", key, field, value});
+      }
+      std::vector<std::string> get{"HMGET", key};
+      for (const auto& f : descprod::quota_fields()) get.push_back(f);
+      auto q = descprod::quota_of(redis.exec(get));
+      auto limit = [](std::uint32_t v) { return v ? std::to_string(v) : std::string("none"); };
+      std::cout << safe(rest[1]) << "\tshare=" << q.share << "\tmax_running=" << limit(q.max_running)
+                << "\tmax_queued=" << limit(q.max_queued) << "\tsubmit_rate="
+                << (q.submit_per_minute ? std::to_string(q.submit_per_minute) + "/min" : std::string("none"))
+                << "\n";
+      return 0;
+    }
+    if (!quota_set.empty())
+      return fail("--share, --max-running, --max-queued and --submit-rate go with quota", 2);
     return fail("unknown command '" + cmd + "'\n" + usage, 2);
   } catch (const std::exception& e) {
     return fail(e.what());

@@ -5,6 +5,7 @@
 
 #include <sodium.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <stdexcept>
@@ -277,6 +278,39 @@ account_change change_account(redis_sync& r, const std::string& prefix, const st
   auto rep = r.exec(account_action_cmd(prefix, name, a, now_double()));
   check(rep);
   return parse_account_change(rep);
+}
+
+const std::vector<std::string>& quota_fields() {
+  static const std::vector<std::string> f{"share", "max_running", "max_queued", "submit_rate"};
+  return f;
+}
+
+std::optional<std::uint32_t> parse_quota_limit(std::string_view s) {
+  std::uint32_t v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || s.empty() || v > 100000000) return std::nullopt;
+  return v;
+}
+
+std::optional<double> parse_quota_share(std::string_view s) {
+  double v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || s.empty() || !(v >= 0.01 && v <= 10000))
+    return std::nullopt;
+  return v;
+}
+
+user_quota quota_of(const redis_reply& r) {
+  user_quota q;
+  if (r.type != redis_reply::kind::array || r.elements.size() != quota_fields().size()) return q;
+  auto text = [&](std::size_t i) -> std::string_view {
+    return r.elements[i].is_nil() ? std::string_view() : std::string_view(r.elements[i].str);
+  };
+  if (auto v = parse_quota_share(text(0))) q.share = *v;
+  if (auto v = parse_quota_limit(text(1))) q.max_running = *v;
+  if (auto v = parse_quota_limit(text(2))) q.max_queued = *v;
+  if (auto v = parse_quota_limit(text(3))) q.submit_per_minute = *v;
+  return q;
 }
 
 }  // namespace descprod

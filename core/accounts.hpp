@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -139,5 +140,25 @@ account_change parse_account_change(const redis_reply& r);
 // account_action_cmd on a blocking connection.
 account_change change_account(redis_sync& r, const std::string& prefix, const std::string& name,
                               account_action a);
+
+// A user's quota (<prefix>user:<name>:quota, set by `descprod-admin quota`; docs/operators.md,
+// Fair share and quotas). 0 means no limit. `share` weighs the user in fair-share dispatch (a user
+// with share 2 gets twice the slots of one with share 1 while both have jobs waiting);
+// max_running holds jobs back beyond that many dispatched or running; max_queued and
+// submit_per_minute refuse a submission (429) that would go beyond them.
+struct user_quota {
+  double share = 1.0;
+  std::uint32_t max_running = 0;
+  std::uint32_t max_queued = 0;
+  std::uint32_t submit_per_minute = 0;
+  bool limited() const { return max_running || max_queued || submit_per_minute; }
+};
+// The quota hash's fields, in the order quota_of reads them (HMGET key fields...).
+const std::vector<std::string>& quota_fields();
+// The quota from an HMGET of quota_fields() (nil or unparsable fields keep their defaults).
+user_quota quota_of(const redis_reply& hmget);
+// Limits of 0..max (share: 0.01..10000); nullopt for text that is not one.
+std::optional<std::uint32_t> parse_quota_limit(std::string_view s);
+std::optional<double> parse_quota_share(std::string_view s);
 
 }  // namespace descprod

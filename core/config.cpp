@@ -269,6 +269,10 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     if (auto v = s.take("worker_auth");
         v && c.daemon.worker_auth != "token" && c.daemon.worker_auth != "open")
       s.fail(v, "worker_auth", "expected token or open");
+    s.read("dispatch_policy", c.daemon.dispatch_policy);
+    if (auto v = s.take("dispatch_policy");
+        v && c.daemon.dispatch_policy != "fair_share" && c.daemon.dispatch_policy != "fifo")
+      s.fail(v, "dispatch_policy", "expected fair_share or fifo");
     s.read_pair("curve_secret_key_file", c.daemon.curve_secret_key_file, "curve_authorized_keys_dir",
                 c.daemon.curve_authorized_keys_dir);
     s.finish();

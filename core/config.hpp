@@ -126,6 +126,10 @@ struct daemon_config {
   // was admitted to; `open` — any worker that can reach the socket runs any job (single-user test
   // setups only).
   std::string worker_auth = "token";
+  // Which ready job a free slot gets (docs/operators.md, Fair share and quotas): `fair_share` —
+  // the owner holding the fewest slots for its share, then priority and age within the owner;
+  // `fifo` — priority, then age, across all owners (one user's big bulk holds the others back).
+  std::string dispatch_policy = "fair_share";
   // CURVE on the worker socket: the daemon's secret key file (descprod-admin keys) and a folder of
   // the worker public keys allowed to connect (*.pub). Both empty: no CURVE.
   std::string curve_secret_key_file;

@@ -62,6 +62,8 @@ class keys {
   std::string user_jobs(std::string_view name) const { return user(name) + ":jobs"; }
   std::string user_tokens(std::string_view name) const { return user(name) + ":tokens"; }
   std::string user_worker_tokens(std::string_view name) const { return user(name) + ":worker_tokens"; }
+  std::string user_quota(std::string_view name) const { return user(name) + ":quota"; }
+  std::string user_submits(std::string_view name) const { return user(name) + ":submits"; }
   std::string token(std::string_view sha256) const { return cat("token:", sha256); }
   std::string session(std::string_view sha256) const { return cat("session:", sha256); }
   std::string worker(std::string_view id) const { return cat("worker:", id); }

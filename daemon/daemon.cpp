@@ -215,6 +215,7 @@ void queue_daemon::on_gateway_message(const std::string& routing, protocol::mess
     if (it == msg.body.end() || !it->value().is_array())
       throw std::invalid_argument("submitted: no jobs array");
     std::vector<std::pair<job_id, double>> unknown_owner;
+    const auto owners_before = disp_.queue().owner_count();
     for (const auto& e : it->value().as_array()) {
       // [id, priority, owner]; an older gateway sends [id, priority] and the owner is looked up.
       const auto* a = e.if_array();
@@ -234,6 +235,20 @@ void queue_daemon::on_gateway_message(const std::string& routing, protocol::mess
             self->disp_.dispatch();
           }(this, std::move(unknown_owner)),
           "take_in");
+    if (disp_.queue().owner_count() != owners_before) {
+      // An owner the daemon had not seen: its quota (max_running, share) is read before its jobs go.
+      ctx_.spawn(
+          [](queue_daemon* self) -> net::awaitable<void> {
+            try {
+              co_await self->recon_.read_quotas();
+            } catch (const boost::system::system_error& e) {
+              self->ctx_.redis_failed(e);
+            }
+            self->disp_.dispatch();
+          }(this),
+          "read_quotas");
+      return;
+    }
     disp_.dispatch();
   } else if (msg.command == protocol::cancel) {
     auto id = protocol::get_int(msg.body, "job");

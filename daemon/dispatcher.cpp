@@ -35,7 +35,11 @@ boost::json::object app_json(const app_def& app, const job_record& r, job_id id)
 }  // namespace
 
 dispatcher::dispatcher(daemon_context& ctx, worker_table& workers, lease_table& leases, outbox& out)
-    : ctx_(ctx), workers_(workers), leases_(leases), out_(out) {}
+    : ctx_(ctx),
+      workers_(workers),
+      leases_(leases),
+      out_(out),
+      fair_share_(ctx.cfg.daemon.dispatch_policy != "fifo") {}
 
 void dispatcher::enqueue(job_id id, int priority, const std::string& owner) {
   if (leases_.contains(id)) return;
@@ -85,14 +89,19 @@ bool dispatcher::dispatch_to(worker_state& w, double now) {
   // One job for `w`, the best by score among the owners it may serve that fits its walltime.
   if (w.credits <= 0 || !w.takes_jobs() || ready_.empty() || !ctx_.redis_ready() || ctx_.draining)
     return false;
-  auto pick = ready_.best(
-      w.any_owner ? nullptr : &w.owners, [&](job_id id) { return fits(w, id, now); }, dispatch_scan);
+  auto fit = [&](job_id id) { return fits(w, id, now); };
+  const auto* owners = w.any_owner ? nullptr : &w.owners;
+  auto pick = fair_share_ ? ready_.fair(
+                                owners, fit, [this](ready_queue::owner_id o) { return leases_.held_of(o); },
+                                dispatch_scan)
+                          : ready_.best(owners, fit, dispatch_scan);
   if (!pick) return false;
   auto [score, id] = *pick;
   auto owner = ready_.find(id)->second;
   ready_.erase(id);
+  ready_.charge(owner);
   --w.credits;
-  leases_.hold(id, w.id, 0);  // attempt known once Redis has leased it
+  leases_.hold(id, w.id, 0, false, owner);  // attempt known once Redis has leased it
   queue_lease(lease_request{id, score, owner, w.id, new_token()});
   return true;
 }

@@ -87,6 +87,7 @@ class dispatcher {
   lease_table& leases_;
   outbox& out_;
   ready_queue ready_;
+  bool fair_share_ = true;  // daemon.dispatch_policy
   std::map<job_id, double> job_limits_;
   std::string rr_;  // round-robin cursor over workers: the last one served
   std::vector<lease_request> lease_queue_;

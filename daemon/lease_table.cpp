@@ -9,10 +9,23 @@ const std::set<job_id>& lease_table::jobs_of(const std::string& worker) const {
   return it == by_worker_.end() ? none : it->second;
 }
 
-void lease_table::hold(job_id id, const std::string& worker, long long attempt, bool started) {
+void lease_table::count_owner(lease_owner owner, int delta) {
+  if (owner == no_owner) return;
+  if (owner >= held_by_owner_.size()) held_by_owner_.resize(owner + 1, 0);
+  auto& n = held_by_owner_[owner];
+  n = delta < 0 && n == 0 ? 0 : static_cast<std::uint32_t>(static_cast<long long>(n) + delta);
+}
+
+void lease_table::hold(job_id id, const std::string& worker, long long attempt, bool started,
+                       lease_owner owner) {
   erase_orphan(id);
   auto [it, fresh] = by_job_.try_emplace(id);
   auto& l = it->second;
+  if (owner != no_owner && owner != l.owner) {
+    count_owner(l.owner, -1);
+    l.owner = owner;
+    count_owner(owner, +1);
+  }
   if (!fresh && l.worker != worker) {
     if (auto w = by_worker_.find(l.worker); w != by_worker_.end()) w->second.erase(id);
   }
@@ -29,6 +42,7 @@ std::optional<lease> lease_table::release(job_id id, std::string_view only_worke
   auto it = by_job_.find(id);
   if (it == by_job_.end() || (!only_worker.empty() && it->second.worker != only_worker)) return std::nullopt;
   if (auto w = by_worker_.find(it->second.worker); w != by_worker_.end()) w->second.erase(id);
+  count_owner(it->second.owner, -1);
   std::optional<lease> out(std::move(it->second));
   by_job_.erase(it);
   return out;

@@ -10,6 +10,7 @@
 // Thread-safety: none; the daemon's io_context thread.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <set>
 #include <string>
@@ -22,10 +23,15 @@
 
 namespace descprod {
 
+// The job's owner as the ready queue numbers owners (ready_queue::owner_id); no_owner: unknown.
+using lease_owner = std::uint32_t;
+inline constexpr lease_owner no_owner = UINT32_MAX;
+
 struct lease {
   std::string worker;     // the worker id
   long long attempt = 0;  // 0: being leased (the attempt comes with Redis's answer)
   bool started = false;   // the worker said `started` (or listed it in hello)
+  lease_owner owner = no_owner;
 };
 
 // A lease found in Redis at start whose worker has not said hello yet. A hello adopts only its
@@ -58,8 +64,14 @@ class lease_table {
   std::size_t size() const { return by_job_.size(); }
 
   // `worker` holds `id` at `attempt` (0: being leased). A job held by another worker moves (a job
-  // is held by one worker only); an orphan lease of the job is dropped (it is claimed).
-  void hold(job_id id, const std::string& worker, long long attempt, bool started = false);
+  // is held by one worker only); an orphan lease of the job is dropped (it is claimed). `owner`
+  // (the job's, for fair share) is kept from an earlier hold when given as no_owner.
+  void hold(job_id id, const std::string& worker, long long attempt, bool started = false,
+            lease_owner owner = no_owner);
+  // Leases held of jobs of `owner` (fair share and max_running: ready_queue::fair).
+  std::uint32_t held_of(lease_owner owner) const {
+    return owner < held_by_owner_.size() ? held_by_owner_[owner] : 0;
+  }
   void mark_started(job_id id) {
     if (auto it = by_job_.find(id); it != by_job_.end()) it->second.started = true;
   }
@@ -86,7 +98,9 @@ class lease_table {
 
  private:
   void erase_orphan(job_id id);
+  void count_owner(lease_owner owner, int delta);
   std::unordered_map<job_id, lease> by_job_;
+  std::vector<std::uint32_t> held_by_owner_;
   // A worker's entry stays while it is connected, even when empty: dispatching to a one-slot
   // worker must not allocate a new entry per job.
   std::unordered_map<std::string, std::set<job_id>> by_worker_;

@@ -1,6 +1,8 @@
 // The daemon's per-owner ready queue (see ready_queue.hpp).
 #include "daemon/ready_queue.hpp"
 
+#include <algorithm>
+
 namespace descprod {
 
 ready_queue::owner_id ready_queue::intern(std::string_view owner) {
@@ -18,10 +20,24 @@ std::optional<ready_queue::owner_id> ready_queue::find_owner(std::string_view ow
   return it->second;
 }
 
+void ready_queue::set_quota(owner_id o, double share, std::uint32_t max_running) {
+  if (o >= queues_.size()) return;
+  queues_[o].share = share > 0 ? share : 1.0;
+  queues_[o].max_running = max_running;
+}
+
+void ready_queue::charge(owner_id o) {
+  if (o >= queues_.size()) return;
+  auto& q = queues_[o];
+  last_pass_ = q.pass;
+  q.pass += 1.0 / q.share;
+}
+
 bool ready_queue::push(job_id id, double score, owner_id owner) {
   if (owner >= queues_.size() || where_.count(id)) return false;
   auto& q = queues_[owner];
   if (q.jobs.empty()) {
+    q.pass = std::max(q.pass, last_pass_);  // back from idle: no credit banked meanwhile
     fronts_.emplace(score, owner);
   } else if (score < q.jobs.begin()->first) {
     fronts_.erase({q.jobs.begin()->first, owner});

@@ -1,11 +1,21 @@
 // The daemon's ready queue (docs/architecture.md, Daemon): ready jobs ordered by score (priority, then ID), kept
 // per owner so a worker that may run only some owners' jobs finds its next job without scanning
 // the others'. The fronts of the non-empty per-owner queues are kept in order too, so a worker
-// that may run every job still takes them in global order. It holds IDs only; Redis has the jobs.
+// that may run every job can take them in global order (the `fifo` policy). It holds IDs only;
+// Redis has the jobs.
+//
+// Fair share (the default policy; docs/operators.md, Fair share and quotas) is stride
+// scheduling over owners: each owner has a pass, and the next job goes to the owner with jobs
+// waiting whose pass is lowest (then by score); each job dispatched adds 1/share to its owner's
+// pass. So owners with jobs waiting get jobs in the ratio of their shares, however many each has
+// queued and whatever the number of slots; an owner whose queue was empty starts from the pass
+// of the last job dispatched (it banks no credit while idle). An owner at its max_running limit
+// gets none. A job's priority orders only its owner's own jobs.
 //
 // Thread-safety: none (the daemon's one io_context thread).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <set>
@@ -29,6 +39,14 @@ class ready_queue {
   std::optional<owner_id> find_owner(std::string_view owner) const;
   const std::string& owner_name(owner_id o) const { return queues_[o].name; }
 
+  // An owner's quota as the daemon applies it: share > 0 (weight), max_running 0 = no limit.
+  void set_quota(owner_id o, double share, std::uint32_t max_running);
+  double share(owner_id o) const { return o < queues_.size() ? queues_[o].share : 1.0; }
+  std::uint32_t max_running(owner_id o) const { return o < queues_.size() ? queues_[o].max_running : 0; }
+  std::size_t owner_count() const { return queues_.size(); }
+  // Jobs queued of one owner.
+  std::size_t queued(owner_id o) const { return o < queues_.size() ? queues_[o].jobs.size() : 0; }
+
   // Adds a job; false (and no change) when it is already queued.
   bool push(job_id id, double score, owner_id owner);
   // Removes a job; false when it was not queued.
@@ -43,11 +61,22 @@ class ready_queue {
   // no more than `scan` jobs in all; nullopt when none fits within that budget.
   template <class Fits>
   std::optional<entry> best(const std::vector<owner_id>* owners, Fits&& fits, std::size_t scan) const;
+  // Fair share: among `owners` (nullptr: every owner) with a job that `fits` and fewer than
+  // max_running jobs held (`running(owner)`), the owner with the lowest pass (then the lowest
+  // front score) gives its lowest-scored fitting job. Looks at no more than `scan` jobs.
+  template <class Fits, class Running>
+  std::optional<entry> fair(const std::vector<owner_id>* owners, Fits&& fits, Running&& running,
+                            std::size_t scan) const;
+  // A job of `o` was dispatched: its pass moves on by 1/share.
+  void charge(owner_id o);
 
  private:
   struct owner_queue {
     std::string name;
     std::set<entry> jobs;
+    double share = 1.0;
+    std::uint32_t max_running = 0;
+    double pass = 0;  // fair share: see above
   };
   struct position {
     double score;
@@ -61,6 +90,7 @@ class ready_queue {
   std::unordered_map<std::string, owner_id> index_;
   std::set<std::pair<double, owner_id>> fronts_;  // (front score, owner) of every non-empty queue
   std::unordered_map<job_id, position> where_;
+  double last_pass_ = 0;  // the pass of the owner charged last
 };
 
 template <class Fits>
@@ -96,6 +126,39 @@ std::optional<ready_queue::entry> ready_queue::best(const std::vector<owner_id>*
     if (budget == 0) break;
   }
   return found;
+}
+
+template <class Fits, class Running>
+std::optional<ready_queue::entry> ready_queue::fair(const std::vector<owner_id>* owners, Fits&& fits,
+                                                    Running&& running, std::size_t scan) const {
+  // The candidates: owners with queued jobs, under their running limit, by (pass, front score).
+  struct candidate {
+    double usage;
+    double front;
+    owner_id owner;
+    bool operator<(const candidate& o) const { return usage != o.usage ? usage < o.usage : front < o.front; }
+  };
+  std::vector<candidate> c;
+  auto consider = [&](owner_id o) {
+    const auto& q = queues_[o];
+    if (q.jobs.empty()) return;
+    std::uint32_t held = running(o);
+    if (q.max_running > 0 && held >= q.max_running) return;
+    c.push_back(candidate{q.pass, q.jobs.begin()->first, o});
+  };
+  if (owners) {
+    for (owner_id o : *owners)
+      if (o < queues_.size()) consider(o);
+  } else {
+    for (const auto& f : fronts_) consider(f.second);
+  }
+  std::sort(c.begin(), c.end());
+  std::size_t budget = scan;
+  for (const auto& k : c) {
+    if (auto e = first_fitting(queues_[k.owner], fits, budget)) return e;
+    if (budget == 0) break;
+  }
+  return std::nullopt;
 }
 
 }  // namespace descprod

@@ -1,6 +1,7 @@
 // The reconciler (see reconciler.hpp).
 #include "daemon/reconciler.hpp"
 
+#include "core/accounts.hpp"
 #include "core/log.hpp"
 
 namespace descprod {
@@ -59,6 +60,7 @@ net::awaitable<void> reconciler::rebuild() {
     }
   }
   last_reconcile_ = clock_type::now();
+  co_await read_quotas();
   log::info("queue rebuilt ready={} leased={}", disp_.queue().size(), leases_.orphan_count());
   disp_.dispatch();
 }
@@ -78,6 +80,7 @@ net::awaitable<void> reconciler::reconcile() {
       jobs.emplace_back(id, std::stod(r.elements[i + 1].as_string()));
     }
     added = jobs.empty() ? 0 : co_await take_in(std::move(jobs));
+    co_await read_quotas();
   } catch (const boost::system::system_error& e) {
     ctx_.redis_failed(e);
     co_return;
@@ -86,6 +89,32 @@ net::awaitable<void> reconciler::reconcile() {
     log::info("reconcile found ready jobs added={}", added);
     disp_.dispatch();
   }
+}
+
+net::awaitable<void> reconciler::read_quotas() {
+  auto& ready = disp_.queue();
+  std::vector<std::vector<std::string>> cmds;
+  std::vector<ready_queue::owner_id> owners;
+  for (ready_queue::owner_id o = 0; o < ready.owner_count(); ++o) {
+    if (ready.owner_name(o).empty()) continue;
+    std::vector<std::string> c{"HMGET", ctx_.k.user_quota(ready.owner_name(o))};
+    for (const auto& f : quota_fields()) c.push_back(f);
+    cmds.push_back(std::move(c));
+    owners.push_back(o);
+  }
+  if (cmds.empty()) co_return;
+  auto replies = co_await ctx_.redis.async_pipeline(std::move(cmds));
+  bool changed = false;
+  for (std::size_t i = 0; i < owners.size() && i < replies.size(); ++i) {
+    auto q = quota_of(replies[i]);
+    auto o = owners[i];
+    if (q.share == ready.share(o) && q.max_running == ready.max_running(o)) continue;
+    log::info("quota owner={} share={} max_running={}", ready.owner_name(o), q.share, q.max_running);
+    ready.set_quota(o, q.share, q.max_running);
+    changed = true;
+  }
+  // A raised limit (or share) may let held-back jobs go now.
+  if (changed) disp_.dispatch();
 }
 
 net::awaitable<std::size_t> reconciler::take_in(std::vector<std::pair<job_id, double>> jobs) {

@@ -30,6 +30,8 @@ class reconciler {
   // Takes ready jobs in Redis that the daemon does not hold: (id, score) pairs, owners looked up.
   // Returns how many were added.
   net::awaitable<std::size_t> take_in(std::vector<std::pair<job_id, double>> jobs);
+  // Reads every known owner's quota (share, max_running: fair-share dispatch) from Redis.
+  net::awaitable<void> read_quotas();
   // Orphan leases whose worker did not return within a lease period: requeued.
   void expire_orphans(clock_type::time_point now);
   // Re-reads each worker's token, owner and pools (revocation, pool changes).

@@ -229,7 +229,9 @@ void worker_handler::accept_hello(const std::string& routing, const boost::json:
           l ? l->worker == id && l->attempt == *att
             : o && o->worker == id && o->attempt == *att && worker_table::may_run(w, o->owner, disp_.queue());
       if (ours) {
-        leases_.hold(*jid, id, *att, true);
+        // An adopted orphan lease counts toward its owner's share from now on.
+        auto owner = !l && o ? disp_.queue().intern(o->owner) : no_owner;
+        leases_.hold(*jid, id, *att, true, owner);
       } else {
         boost::json::object c;
         c["job"] = *jid;

@@ -8,12 +8,14 @@
 #include <boost/asio/thread_pool.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "core/accounts.hpp"
 #include "core/config.hpp"
 #include "core/redis.hpp"
 #include "core/store.hpp"
@@ -83,6 +85,13 @@ struct gateway_context {
   // in all and by user: jobs_service admits at most max_scans_per_user and max_scans at once.
   int scans_running = 0;
   std::map<std::string, int, std::less<>> scans_by_user;
+  // Users' quotas as last read (<prefix>user:<name>:quota), each kept quota_cache_ttl; cleared
+  // whole when it holds max_throttle_keys users.
+  struct cached_quota {
+    user_quota quota;
+    std::chrono::steady_clock::time_point read;
+  };
+  std::map<std::string, cached_quota, std::less<>> quotas;
 };
 
 // What the handler produced: a response, or the start of a Server-Sent Events stream. With

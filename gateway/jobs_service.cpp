@@ -10,6 +10,7 @@
 #include "core/keys.hpp"
 #include "core/log.hpp"
 #include "core/protocol.hpp"
+#include "gateway/guard.hpp"
 #include "gateway/handler_detail.hpp"
 #include "gateway/job_filter.hpp"
 #include "gateway/notices.hpp"
@@ -439,8 +440,71 @@ net::awaitable<std::string> owner_of(gateway_context& ctx, job_id id) {
   co_return r.is_nil() ? std::string() : r.as_string();
 }
 
+constexpr std::chrono::seconds quota_cache_ttl{2};
+constexpr long long submit_window_s = 60;
+
+// The user's quota, read at most every quota_cache_ttl.
+net::awaitable<user_quota> quota_for(gateway_context& ctx, const std::string& user) {
+  auto now = std::chrono::steady_clock::now();
+  auto it = ctx.quotas.find(user);
+  if (it != ctx.quotas.end() && now - it->second.read < quota_cache_ttl) co_return it->second.quota;
+  command get{"HMGET", keys_of(ctx).user_quota(user)};
+  for (const auto& f : quota_fields()) get.push_back(f);
+  auto q = quota_of(co_await ctx.redis->async_exec(std::move(get)));
+  if (ctx.quotas.size() >= max_throttle_keys) ctx.quotas.clear();
+  gateway_context::cached_quota c;
+  c.quota = q;
+  c.read = now;
+  ctx.quotas.insert_or_assign(user, c);
+  co_return q;
+}
+
+api_error quota_refusal(std::string detail, long long retry_after_s) {
+  return too_many_requests(std::move(detail), retry_after_s);
+}
+
+// A submission of n jobs against the user's max_queued and submit_rate (docs/api.md, Quotas):
+// nullopt when it may go. The rate's window (one minute from its first submission) is taken here,
+// so a refused submission is given back.
+net::awaitable<std::optional<api_error>> check_quota(gateway_context& ctx, const std::string& user,
+                                                     std::size_t n) {
+  auto q = co_await quota_for(ctx, user);
+  const keys& k = keys_of(ctx);
+  if (q.max_queued) {
+    auto queued = co_await ctx.redis->async_exec(
+        redis_cmd("ZINTERCARD", "2", k.user_jobs(user), k.queue(), "LIMIT", std::to_string(q.max_queued)));
+    long long have = queued.type == redis_reply::kind::integer ? queued.integer : 0;
+    if (have + static_cast<long long>(n) > q.max_queued)
+      co_return quota_refusal("max_queued: your quota allows " + std::to_string(q.max_queued) +
+                                  " jobs waiting to run; you have " + std::to_string(have) +
+                                  " and asked for " + std::to_string(n) + " more",
+                              10);
+  }
+  if (q.submit_per_minute) {
+    std::string key = k.user_submits(user);
+    commands take;
+    take.push_back(redis_cmd("INCRBY", key, std::to_string(n)));
+    take.push_back(redis_cmd("EXPIRE", key, std::to_string(submit_window_s), "NX"));
+    take.push_back(redis_cmd("TTL", key));
+    auto r = co_await ctx.redis->async_pipeline(std::move(take));
+    long long used = r[0].type == redis_reply::kind::integer ? r[0].integer : 0;
+    if (used > static_cast<long long>(q.submit_per_minute)) {
+      co_await ctx.redis->async_exec(redis_cmd("DECRBY", key, std::to_string(n)));
+      long long ttl = r[2].type == redis_reply::kind::integer && r[2].integer > 0 ? r[2].integer : 1;
+      co_return quota_refusal(
+          "submit_rate: your quota allows " + std::to_string(q.submit_per_minute) +
+              " jobs submitted per minute; " + std::to_string(used - static_cast<long long>(n)) +
+              " were submitted in this minute and you asked for " + std::to_string(n) + " more",
+          ttl);
+    }
+  }
+  co_return std::nullopt;
+}
+
 net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
                                             std::vector<job_request> reqs, bool bulk) {
+  auto refused = co_await check_quota(ctx, who.name, reqs.size());
+  if (refused) co_return *refused;
   auto parents = distinct_parents(reqs);
   if (!parents.empty()) {
     auto owners = co_await ctx.redis->async_pipeline(parent_owner_cmds(keys_of(ctx), parents));

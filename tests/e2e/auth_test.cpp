@@ -32,15 +32,7 @@ service_options auth_options() {
 // Runs descprod-admin with the service's config; returns its stdout+stderr, failing the test
 // unless it exits with `want_rc`.
 std::string admin(service& s, const std::vector<std::string>& args, int want_rc = 0) {
-  std::vector<std::string> argv{s.bin("descprod-admin"), "--config", s.config_file};
-  argv.insert(argv.end(), args.begin(), args.end());
-  static int n = 0;
-  auto out = s.dir.file("admin-" + std::to_string(++n) + ".out");
-  process p(argv, s.env(), out);
-  auto rc = p.wait_exit(20s);
-  auto text = read_file(out);
-  EXPECT_EQ(rc, want_rc) << "descprod-admin " << args[0] << ": " << text;
-  return text;
+  return s.run_admin(args, want_rc);
 }
 
 std::string trim(std::string s) {

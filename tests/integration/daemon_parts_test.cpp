@@ -53,6 +53,32 @@ TEST(LeaseTable, AJobIsHeldByOneWorkerAtOneAttempt) {
   expect_consistent(t, {"a", "b"});
 }
 
+TEST(LeaseTable, CountsTheLeasesOfEachOwnerThroughEveryRelease) {
+  // Fair share and max_running read these counts: every way a lease ends must give its slot back.
+  lease_table t;
+  const lease_owner alice = 0, bob = 1;
+  t.hold(1, "w1", 0, false, alice);
+  t.hold(2, "w1", 0, false, alice);
+  t.hold(3, "w2", 0, false, bob);
+  EXPECT_EQ(t.held_of(alice), 2u);
+  EXPECT_EQ(t.held_of(bob), 1u);
+  EXPECT_EQ(t.held_of(7), 0u) << "an owner never seen holds nothing";
+  t.hold(1, "w1", 4);        // Redis's answer: the attempt, owner kept
+  t.hold(1, "w2", 5, true);  // moved to another worker: still alice's one lease
+  EXPECT_EQ(t.held_of(alice), 2u);
+  t.release(1);
+  EXPECT_EQ(t.held_of(alice), 1u);
+  t.release(1);  // twice: nothing more
+  EXPECT_EQ(t.held_of(alice), 1u);
+  t.release_worker("w1");  // job 2 goes with its worker
+  EXPECT_EQ(t.held_of(alice), 0u);
+  t.hold(4, "w2", 1, true);  // no owner known (e.g. an unknown job): counted for nobody
+  EXPECT_EQ(t.held_of(bob), 1u);
+  t.release_worker("w2");
+  EXPECT_EQ(t.held_of(bob), 0u);
+  EXPECT_EQ(t.held_of(alice), 0u);
+}
+
 TEST(LeaseTable, ReleaseRemovesTheJobEverywhere) {
   lease_table t;
   t.hold(1, "a", 2, true);

@@ -233,6 +233,17 @@ boost::json::object service::claim(long long id, const std::string& host, const 
   return r.json().as_object();
 }
 
+std::string service::run_admin(const std::vector<std::string>& args, int want_rc) {
+  std::vector<std::string> argv{bin("descprod-admin"), "--config", config_file};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto out = dir.file("admin-" + std::to_string(++admin_runs_) + ".out");
+  process p(argv, env(), out);
+  auto rc = p.wait_exit(20s);
+  auto text = read_file(out);
+  EXPECT_EQ(rc, want_rc) << "descprod-admin " << (args.empty() ? "" : args[0]) << ": " << text;
+  return text;
+}
+
 const std::string& service::admin_token() {
   if (admin_token_.empty()) {
     redis_sync r(redis.endpoint());

@@ -88,6 +88,9 @@ class service {
   std::string marker(long long id) const;
   // An API token of the administrator ops (issued at the first call).
   const std::string& admin_token();
+  // Runs the real descprod-admin with the service's config; returns its stdout+stderr, recording
+  // a test failure unless it exits with `want_rc`.
+  std::string run_admin(const std::vector<std::string>& args, int want_rc = 0);
 
   service_options opts;
   temp_dir dir;
@@ -102,6 +105,7 @@ class service {
  private:
   std::atomic<int> port_{0};
   std::string admin_token_;
+  int admin_runs_ = 0;
 };
 
 }  // namespace descprod::test

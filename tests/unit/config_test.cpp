@@ -53,6 +53,7 @@ TEST(ParseConfig, EmptyFileGivesDefaults) {
   EXPECT_EQ(c.gateway.public_url, "");
   EXPECT_EQ(c.daemon.worker_endpoint, "ipc://var/daemon-workers.ipc");
   EXPECT_EQ(c.daemon.gateway_endpoint, "ipc://var/daemon-gateways.ipc");
+  EXPECT_EQ(c.daemon.dispatch_policy, "fair_share");
   EXPECT_EQ(c.daemon.heartbeat_interval, 1000ms);
   EXPECT_EQ(c.daemon.lease_timeout, 10000ms);
   EXPECT_EQ(c.daemon.reconcile_interval, 5000ms);
@@ -99,6 +100,7 @@ daemon:
   heartbeat_interval_ms: 200
   lease_timeout_ms: 2000
   reconcile_interval_ms: 700
+  dispatch_policy: fifo
 worker:
   daemon_endpoint: tcp://daemon:5556
   slots: 8
@@ -130,6 +132,7 @@ worker:
   EXPECT_EQ(c.daemon.heartbeat_interval, 200ms);
   EXPECT_EQ(c.daemon.lease_timeout, 2000ms);
   EXPECT_EQ(c.daemon.reconcile_interval, 700ms);
+  EXPECT_EQ(c.daemon.dispatch_policy, "fifo");
   EXPECT_EQ(c.worker.daemon_endpoint, "tcp://daemon:5556");
   EXPECT_EQ(c.worker.slots, 8);
   EXPECT_EQ(c.worker.prefetch, 3);
@@ -200,6 +203,9 @@ TEST(ParseConfig, BadLogLevelAndEndpointAreRejected) {
   err = config_error_of("worker:\n  daemon_endpoint: http://daemon\n");
   EXPECT_TRUE(starts_with(err, "test.yaml:2:")) << err;
   EXPECT_NE(err.find("worker.daemon_endpoint: expected a ZeroMQ endpoint"), std::string::npos) << err;
+  err = config_error_of("daemon:\n  dispatch_policy: lottery\n");
+  EXPECT_TRUE(starts_with(err, "test.yaml:2:")) << err;
+  EXPECT_NE(err.find("daemon.dispatch_policy: expected fair_share or fifo"), std::string::npos) << err;
 }
 
 TEST(ParseConfig, LeaseTimeoutNotLongerThanHeartbeatIsRejected) {

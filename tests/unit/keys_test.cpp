@@ -23,6 +23,8 @@ TEST(Keys, BuildTheDocumentedLayoutUnderThePrefix) {
   EXPECT_EQ(k.user_jobs("ann"), "p:user:ann:jobs");
   EXPECT_EQ(k.user_tokens("ann"), "p:user:ann:tokens");
   EXPECT_EQ(k.user_worker_tokens("ann"), "p:user:ann:worker_tokens");
+  EXPECT_EQ(k.user_quota("ann"), "p:user:ann:quota");
+  EXPECT_EQ(k.user_submits("ann"), "p:user:ann:submits");
   EXPECT_EQ(k.token("ab"), "p:token:ab");
   EXPECT_EQ(k.session("cd"), "p:session:cd");
   EXPECT_EQ(k.worker("w1"), "p:worker:w1");

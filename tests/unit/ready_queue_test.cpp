@@ -2,6 +2,8 @@
 // per-owner order for restricted workers, the walltime `fits` filter and its scan budget.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <optional>
 #include <random>
 #include <set>
 
@@ -117,6 +119,120 @@ TEST(ReadyQueue, MatchesAPlainOrderedSetUnderRandomOperations) {
       EXPECT_EQ(r->second, *want);
     }
   }
+}
+
+// Fair share: each pick goes to the owner with the lowest pass (jobs dispatched / share), so one
+// owner's early backlog does not hold the others' jobs behind it. `held` plays the lease table
+// (max_running), `pick` the dispatcher (it charges the owner).
+struct fair_run {
+  ready_queue q;
+  std::vector<std::uint32_t> held;
+  std::vector<ready_queue::owner_id> picked;  // whose job each pick was
+  std::optional<ready_queue::entry> pick(const std::vector<ready_queue::owner_id>* owners = nullptr) {
+    auto e = q.fair(
+        owners, any, [this](ready_queue::owner_id o) { return o < held.size() ? held[o] : 0u; }, 128);
+    if (e) {
+      auto o = q.find(e->second)->second;
+      if (held.size() <= o) held.resize(o + 1, 0);
+      ++held[o];
+      picked.push_back(o);
+      q.erase(e->second);
+      q.charge(o);
+    }
+    return e;
+  }
+};
+
+TEST(ReadyQueue, FairShareInterleavesOwnersWhateverTheirBacklog) {
+  fair_run r;
+  auto a = r.q.intern("alice"), b = r.q.intern("bob");
+  for (job_id id = 1; id <= 100; ++id) r.q.push(id, queue_score(0, id), a);  // alice's bulk first
+  for (job_id id = 101; id <= 104; ++id) r.q.push(id, queue_score(0, id), b);
+  std::vector<job_id> first8;
+  for (int i = 0; i < 8; ++i) first8.push_back(r.pick()->second);
+  // Alternating, each owner in its own order: alice's 1-4 and bob's 101-104, not alice's 1-8.
+  EXPECT_EQ(first8, (std::vector<job_id>{1, 101, 2, 102, 3, 103, 4, 104}));
+  EXPECT_EQ(r.held[a], 4u);
+  EXPECT_EQ(r.held[b], 4u);
+  // Bob has nothing left: alice takes every slot after.
+  EXPECT_EQ(r.pick()->second, 5);
+  EXPECT_EQ(r.pick()->second, 6);
+}
+
+TEST(ReadyQueue, FairShareOwnerBackFromIdleBanksNoCredit) {
+  fair_run r;
+  auto a = r.q.intern("alice"), b = r.q.intern("bob");
+  r.q.push(1, queue_score(0, 1), b);
+  ASSERT_EQ(r.pick()->second, 1);  // bob had one job long ago
+  for (job_id id = 10; id < 60; ++id) r.q.push(id, queue_score(0, id), a);
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(r.pick());  // alice alone for 40 jobs
+  for (job_id id = 100; id < 110; ++id) r.q.push(id, queue_score(0, id), b);
+  // Bob is back: he shares from now on; he does not get the next 39 jobs for the time he was away.
+  r.picked.clear();
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(r.pick());
+  int bobs = static_cast<int>(std::count(r.picked.begin(), r.picked.end(), b));
+  EXPECT_GE(bobs, 2);
+  EXPECT_LE(bobs, 4) << "alternating, not bob alone";
+}
+
+TEST(ReadyQueue, FairShareFollowsTheOwnersShares) {
+  fair_run r;
+  auto a = r.q.intern("alice"), b = r.q.intern("bob");
+  r.q.set_quota(b, 3.0, 0);  // bob weighs three times alice
+  for (job_id id = 1; id <= 400; ++id) r.q.push(id, queue_score(0, id), id % 2 ? a : b);
+  for (int i = 0; i < 200; ++i) ASSERT_TRUE(r.pick());
+  EXPECT_EQ(r.held[a] + r.held[b], 200u);
+  EXPECT_EQ(r.held[b], 150u) << "slots in the ratio of the shares, 3:1";
+  EXPECT_EQ(r.held[a], 50u);
+}
+
+TEST(ReadyQueue, MaxRunningHoldsAnOwnersJobsBackButNotTheOthers) {
+  fair_run r;
+  auto a = r.q.intern("alice"), b = r.q.intern("bob");
+  r.q.set_quota(a, 1.0, 2);
+  for (job_id id = 1; id <= 10; ++id) r.q.push(id, queue_score(0, id), a);
+  EXPECT_EQ(r.pick()->second, 1);
+  EXPECT_EQ(r.pick()->second, 2);
+  EXPECT_FALSE(r.pick()) << "alice holds her max_running of 2: her jobs wait";
+  r.q.push(50, queue_score(0, 50), b);
+  EXPECT_EQ(r.pick()->second, 50) << "bob is not held back by alice's limit";
+  --r.held[a];  // one of alice's jobs ends
+  EXPECT_EQ(r.pick()->second, 3);
+  EXPECT_FALSE(r.pick());
+  r.q.set_quota(a, 1.0, 0);  // limit lifted
+  EXPECT_EQ(r.pick()->second, 4);
+}
+
+TEST(ReadyQueue, FairSharePriorityOrdersAnOwnersOwnJobsOnly) {
+  fair_run r;
+  auto a = r.q.intern("alice"), b = r.q.intern("bob");
+  r.q.push(1, queue_score(0, 1), a);
+  r.q.push(2, queue_score(900, 2), a);  // alice's urgent job goes before her older one
+  r.q.push(3, queue_score(1000, 3), b);
+  r.q.push(4, queue_score(1000, 4), b);
+  // Neither has had a job: the tie goes to the better front (bob's priority 1000), then alternation.
+  std::vector<job_id> order;
+  while (auto e = r.pick()) order.push_back(e->second);
+  EXPECT_EQ(order, (std::vector<job_id>{3, 2, 4, 1}));
+}
+
+TEST(ReadyQueue, FairShareRestrictedWorkerAndFitsBudget) {
+  fair_run r;
+  auto a = r.q.intern("alice"), b = r.q.intern("bob"), c = r.q.intern("carol");
+  for (job_id id = 1; id <= 30; ++id) r.q.push(id, queue_score(0, id), id % 3 == 0 ? a : id % 3 == 1 ? b : c);
+  std::vector<ready_queue::owner_id> bob_only{b};
+  EXPECT_EQ(r.pick(&bob_only)->second, 1) << "a worker only for bob still serves bob";
+  std::vector<ready_queue::owner_id> alice_bob{a, b};
+  EXPECT_EQ(r.pick(&alice_bob)->second, 3) << "alice has had fewer: hers first";
+  // A fits filter that refuses alice's jobs: the next owner by usage gets the slot.
+  auto not_alice = [&](job_id id) { return id % 3 != 0; };
+  auto held = [&](ready_queue::owner_id o) { return o < r.held.size() ? r.held[o] : 0u; };
+  auto e = r.q.fair(nullptr, not_alice, held, 128);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->second, 2) << "carol (no job yet) before bob and alice (one each)";
+  // Within the scan budget only.
+  auto none = [](job_id) { return false; };
+  EXPECT_FALSE(r.q.fair(nullptr, none, held, 5));
 }
 
 }  // namespace
