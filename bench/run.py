@@ -122,7 +122,7 @@ class Redis:
 class Service:
     """A private DESCprod: Redis, daemon, gateway, and workers on demand."""
 
-    def __init__(self, bench, name, log_level, worker_extra=''):
+    def __init__(self, bench, name, log_level, worker_extra='', daemon_extra=''):
         self.b = bench
         self.d = os.path.join(bench.work, name)
         os.makedirs(self.d)
@@ -147,12 +147,13 @@ daemon:
   worker_endpoint: %(wep)s
   gateway_endpoint: ipc://%(d)s/gateways.ipc
   worker_auth: open
+%(dx)s
 worker:
   daemon_endpoint: %(wep)s
   owner: admin
   output_dir: %(out)s
 %(wx)s''' % dict(ll=log_level, apps=bench.apps, redis=self.redis.sock, d=self.d, wep=self.workers_ep,
-                   out=self.out, wx=worker_extra))
+                   out=self.out, wx=worker_extra, dx=daemon_extra))
         binp = bench.bin
         self.daemon = PROCS.start([binp('descprod-daemon'), '--config', self.config], os.path.join(self.d, 'daemon.log'))
         portfile = os.path.join(self.d, 'gateway.port')
@@ -307,8 +308,8 @@ class Bench:
         log('%s: %s %s%s' % (measure, fmt(value), unit, '' if ratio is None else ' (ratio %.2f)' % ratio))
         return r
 
-    def service(self, name, worker_extra=''):
-        return Service(self, name, self.args.log_level, worker_extra)
+    def service(self, name, worker_extra='', daemon_extra=''):
+        return Service(self, name, self.args.log_level, worker_extra, daemon_extra)
 
     # ---------------------------------------------------------------- phases
     def phase_e2e(self):
@@ -708,7 +709,7 @@ class Bench:
 
             def timed(path, reps=5):
                 times, body = [], None
-                g0 = cpu_ticks(s.gateway.pid)
+                g0, r0 = cpu_ticks(s.gateway.pid), cpu_ticks(s.redis.proc.pid)
                 for _ in range(reps):
                     t0 = time.perf_counter()
                     st, data = s.http('GET', path, conn=c)
@@ -717,7 +718,10 @@ class Bench:
                         raise RuntimeError('GET %s: HTTP %d %s' % (path, st, data[:300]))
                     body = json.loads(data)
                 cpu_ms = 1000.0 * (cpu_ticks(s.gateway.pid) - g0) / tck / reps
+                redis_ms[0] = 1000.0 * (cpu_ticks(s.redis.proc.pid) - r0) / tck / reps
                 return statistics.median(times) * 1000, cpu_ms, body
+
+            redis_ms = [0.0]
 
             base, base_cpu, _ = timed('/api/jobs?limit=50')
             self.row('find: first page of %d jobs, no filter (baseline)' % n, base, 'ms', key='find_plain',
@@ -726,13 +730,15 @@ class Bench:
             cases = [('state=ready (every job matches, counted)', 'state=ready', 'find_all_match'),
                      ('state=failed (no job matches: the whole scan)', 'state=failed', 'find_no_match'),
                      ('text q=q0-999 in config/howfig/progress', 'q=q0-999', 'find_text'),
-                     ('sort=-created (every job read and sorted)', 'sort=-created', 'find_sorted')]
+                     ('sort=-created (every job read and sorted)', 'sort=-created', 'find_sorted'),
+                     ('archived=0 (the jobs page\'s Active view)', 'archived=0', 'find_active'),
+                     ('archived=0&q=q0-999 (a search on the jobs page)', 'archived=0&q=q0-999', 'find_active_text')]
             for label, query, key in cases:
                 ms, cpu, body = timed('/api/jobs?limit=50&' + query)
                 self.row('find: %s, %d jobs' % (label, n), ms, 'ms', baseline=base, target='<= 200 ms',
                          check=('value', '<=', 200), key=key,
-                         note='total %s, scanned %s, gateway CPU %.1f ms/request' % (
-                             body.get('total'), body.get('scanned'), cpu))
+                         note='total %s, scanned %s, CPU per request: gateway %.1f ms, Redis %.1f ms' % (
+                             body.get('total'), body.get('scanned'), cpu, redis_ms[0]))
             self.perf_stop(prof)
             _, _, first = timed('/api/jobs?limit=50&state=ready', reps=1)
             ms, cpu, body = timed('/api/jobs?limit=50&state=ready&cursor=' + first['next'])
@@ -742,6 +748,53 @@ class Bench:
             c.close()
         finally:
             s.stop()
+
+    def phase_fair(self):
+        """Fair share (issue 19): four users queue 8,000, 4,000, 2,000 and 1,000 jobs (in that order,
+        as users who submit at different rates have different backlogs), then simulated workers take
+        4,000. Jain's fairness index of the jobs each user got (1: equal shares, 0.25: one user got
+        everything), and the dispatch rate, with daemon.dispatch_policy fair_share against fifo (the
+        baseline, in the same run)."""
+        sizes = [2000, 1000, 500, 250] if self.quick else [8000, 4000, 2000, 1000]
+        take = sizes[-1] * 4
+        w, sl = 4, 64
+        figures = {}
+        for policy in ('fifo', 'fair_share'):
+            s = self.service('fair-' + policy, daemon_extra='  dispatch_policy: ' + policy)
+            try:
+                admin = [self.bin('descprod-admin'), '--config', s.config]
+                users = []
+                for i, n in enumerate(sizes):
+                    name = 'user%d' % (i + 1)
+                    subprocess.run(admin + ['add-user', name], check=True, stdout=subprocess.DEVNULL)
+                    tok = subprocess.run(admin + ['token', name], check=True, capture_output=True,
+                                         text=True).stdout.strip().split()[-1]
+                    s.token = tok  # bulk_submit posts as this user
+                    _, ids = s.bulk_submit(s.bulk_bodies(n, 10000, '%s-' % name))
+                    users.append((name, ids))
+                time.sleep(1.0)  # the daemon takes in the last notices
+                run = self.sim(s, ['--workers', str(w), '--slots', str(sl), '--jobs', str(take)])
+                pipe = s.redis.r.pipeline(transaction=False)
+                for _, ids in users:
+                    for i in ids:
+                        pipe.hget(s.prefix + 'job:%d' % i, 'state')
+                states = pipe.execute()
+                got, k = [], 0
+                for _, ids in users:
+                    got.append(sum(1 for st in states[k:k + len(ids)] if st in (b'done', 'done')))
+                    k += len(ids)
+                jain = sum(got) ** 2 / (len(got) * sum(x * x for x in got)) if sum(got) else 0.0
+                figures[policy] = (jain, float(run['rate_persisted']), got)
+            finally:
+                s.stop()
+        fifo, fair = figures['fifo'], figures['fair_share']
+        self.row('fairness: Jain index of jobs run by 4 users with backlogs %s, fifo (baseline)' % '/'.join(
+            str(n) for n in sizes), fifo[0], '', key='fair_fifo', note='jobs each: %s' % '/'.join(map(str, fifo[2])))
+        self.row('fairness: the same with fair_share', fair[0], '', baseline=fifo[0], target='>= 0.95',
+                 check=('value', '>=', 0.95), key='fair_share',
+                 note='jobs each: %s' % '/'.join(map(str, fair[2])))
+        self.row('dispatch with 4 users, fair_share vs fifo (sim-workers %dx%d)' % (w, sl), fair[1], 'jobs/s',
+                 baseline=fifo[1], target='>= 0.9 x fifo', check=('ratio', '>=', 0.9), key='fair_dispatch')
 
     def phase_latency(self):
         n = 50 if self.quick else 300
@@ -1093,7 +1146,7 @@ def main():
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--build-dir', default=os.path.join(ROOT, 'build-bench'))
     ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'perf'))
-    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,worker,dispatch,http,find,latency,workers '
+    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,worker,dispatch,http,find,fair,latency,workers '
                     '(their rows replace those in an existing results.csv; the others are kept)')
     ap.add_argument('--e2e-jobs', type=int, default=20000)
     ap.add_argument('--sim-workers', type=int, default=8)
@@ -1111,7 +1164,7 @@ def main():
         b.work, b.run_dirs_kind, b.run_dirs, machine().replace('\n', '; ')))
     phases = [('e2e', b.phase_e2e), ('celery', b.phase_celery), ('worker', b.phase_worker),
               ('dispatch', b.phase_dispatch),
-              ('http', b.phase_http), ('find', b.phase_find), ('latency', b.phase_latency),
+              ('http', b.phase_http), ('find', b.phase_find), ('fair', b.phase_fair), ('latency', b.phase_latency),
               ('workers', b.phase_many_workers)]
     only = set(filter(None, args.only.split(',')))
     if 'celery' in only:
