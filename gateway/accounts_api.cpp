@@ -11,6 +11,7 @@
 #include "gateway/accounts_service.hpp"
 #include "gateway/admin_service.hpp"
 #include "gateway/handler_detail.hpp"
+#include "gateway/jobs_service.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // see handler.cpp
@@ -337,11 +338,26 @@ net::awaitable<handler_result> account_logout(call& c) {
   co_return answer(std::move(res));
 }
 
+namespace {
+// The account's quota as GET /api/session shows it: the share, and each limit or null (none).
+json::object quota_json(const user_quota& q) {
+  json::object o;
+  o["share"] = q.share;
+  auto limit = [](std::uint32_t v) { return v ? json::value(v) : json::value(nullptr); };
+  o["max_running"] = limit(q.max_running);
+  o["max_queued"] = limit(q.max_queued);
+  o["submit_rate_per_minute"] = limit(q.submit_per_minute);
+  return o;
+}
+}  // namespace
+
 net::awaitable<handler_result> account_session(call& c) {
   auto o = session_json(*c.who, c.who->csrf);
   if (!c.who->only_job) {
     auto p = co_await accounts_service::preferences_of(c.ctx, c.who->name);
     add_preferences(o, p);
+    auto q = co_await jobs_service::quota_for(c.ctx, c.who->name);
+    o["quota"] = quota_json(q);
   }
   co_return json_answer(http::status::ok, o);
 }

@@ -440,10 +440,11 @@ net::awaitable<std::string> owner_of(gateway_context& ctx, job_id id) {
   co_return r.is_nil() ? std::string() : r.as_string();
 }
 
+namespace {
 constexpr std::chrono::seconds quota_cache_ttl{2};
 constexpr long long submit_window_s = 60;
+}  // namespace
 
-// The user's quota, read at most every quota_cache_ttl.
 net::awaitable<user_quota> quota_for(gateway_context& ctx, const std::string& user) {
   auto now = std::chrono::steady_clock::now();
   auto it = ctx.quotas.find(user);
@@ -459,6 +460,7 @@ net::awaitable<user_quota> quota_for(gateway_context& ctx, const std::string& us
   co_return q;
 }
 
+namespace {
 api_error quota_refusal(std::string detail, long long retry_after_s) {
   return too_many_requests(std::move(detail), retry_after_s);
 }
@@ -500,6 +502,7 @@ net::awaitable<std::optional<api_error>> check_quota(gateway_context& ctx, const
   }
   co_return std::nullopt;
 }
+}  // namespace
 
 net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
                                             std::vector<job_request> reqs, bool bulk) {

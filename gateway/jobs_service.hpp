@@ -23,6 +23,9 @@
 
 namespace descprod::gateway::jobs_service {
 
+// The user's quota (<prefix>user:<name>:quota), read at most every 2 s (docs/api.md, Quotas).
+net::awaitable<user_quota> quota_for(gateway_context& ctx, const std::string& user);
+
 // Jobs just created, in the order asked, and the create script's Redis time (epoch seconds as
 // text) of the first chunk: also the jobs' update and queued times.
 struct created_jobs {

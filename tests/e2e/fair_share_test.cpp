@@ -152,6 +152,14 @@ TEST(Quota, MaxQueuedAndSubmitRateRefuseWith429) {
   EXPECT_NE(out.find("submit_rate=8/min"), std::string::npos) << out;
   s.run_admin({"quota", "alice", "--max-queued", "-1"}, 2);
   s.run_admin({"quota", "nobody", "--max-queued", "3"}, 1);
+  // The user sees their quota (GET /api/session); bob has none.
+  auto mine = s.call("GET", "/api/session", "", s.alice_token);
+  ASSERT_EQ(mine.status, 200) << mine.body;
+  EXPECT_EQ(json::serialize(mine.json().as_object().at("quota")),
+            R"({"share":1E0,"max_running":null,"max_queued":5,"submit_rate_per_minute":8})");
+  auto bobs = s.call("GET", "/api/session", "", s.bob_token);
+  EXPECT_EQ(json::serialize(bobs.json().as_object().at("quota")),
+            R"({"share":1E0,"max_running":null,"max_queued":null,"submit_rate_per_minute":null})");
   auto first = submit_bulk(s, 5, "0", s.alice_token);
   ASSERT_EQ(first.size(), 5u);
   auto r = s.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":"0"})", s.alice_token);
