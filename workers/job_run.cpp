@@ -142,8 +142,13 @@ net::awaitable<job_result> job_run::run() {
     rundir_ = make_run_dir(settings_.output_dir, spec_.id, spec_.attempt);
     dir_fd_ = open_dir(rundir_);
     log_file_ = rundir_ / (name + ".log");
+    // config.json as DESCprod's launcher wrote it: the job map after set_rundir (host, rundir),
+    // with an empty howfig as "" (apps read json.load(...)['howfig']), progress "Ready.".
     job_record record = spec_.record;
     record["progress"] = "Ready.";
+    record["host"] = settings_.host;
+    record["rundir"] = rundir_.string();
+    record.try_emplace("howfig", "");
     // A fresh directory nobody reads yet (the app starts below): no temporary file needed.
     write_file_new_at(dir_fd_, "config.json", descprod_config_json(record));
     // The log is the worker's: made here (O_EXCL in the fresh directory) and held open, so the

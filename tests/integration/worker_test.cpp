@@ -61,6 +61,18 @@ TEST_F(Worker, ReportsExitCodeAndLastStatusLine) {
   EXPECT_NE(config.find("\n  \"id\": 42,\n"), std::string::npos) << config;
   EXPECT_NE(config.find("\n  \"progress\": \"Ready.\""), std::string::npos) << config;
   EXPECT_NE(config.find("\n  \"create_time\": 1712345678,"), std::string::npos) << config;
+  // Every key DESCprod's launcher wrote, in its order: howfig even when empty (apps read
+  // json.load(f)['howfig']), host and rundir as set before the launch.
+  auto cj = json::parse(config).as_object();
+  EXPECT_EQ(cj.at("howfig").as_string(), "");
+  EXPECT_EQ(cj.at("host").as_string(), "node1.example");
+  EXPECT_EQ(cj.at("rundir").as_string(), rundir.string());
+  std::vector<std::string> keys, expected;
+  for (const auto& kv : cj) keys.emplace_back(kv.key());
+  const auto& order = descprod::job_field_order();
+  for (std::size_t i = 0; i < 18; ++i)
+    if (cj.contains(order[i])) expected.push_back(order[i]);
+  EXPECT_EQ(keys, expected) << config;
   EXPECT_EQ(slurp(rundir / "job000042.log"), "hi\n");
   auto progress = slurp(rundir / "progress.log");
   EXPECT_NE(progress.find("       0: Running.\n"), std::string::npos) << progress;
