@@ -31,7 +31,8 @@ service_options fair_options(const std::string& policy = "") {
 
 std::vector<long long> submit_bulk(service& s, int n, const std::string& config, const std::string& token) {
   std::string body = R"({"jobs":[)";
-  for (int i = 0; i < n; ++i) body += std::string(i ? "," : "") + R"({"jobtype":"mysleep","config":")" + config + "\"}";
+  for (int i = 0; i < n; ++i)
+    body += std::string(i ? "," : "") + R"({"jobtype":"mysleep","config":")" + config + "\"}";
   body += "]}";
   auto r = s.call("POST", "/api/jobs/bulk", body, token);
   std::vector<long long> ids;
@@ -66,7 +67,8 @@ std::vector<long long> start_order(service& s, const std::vector<long long>& ids
 // Where each of `mine` stands in `order` (0: started first).
 std::vector<std::size_t> positions(const std::vector<long long>& order, const std::vector<long long>& mine) {
   std::vector<std::size_t> out;
-  for (auto id : mine) out.push_back(static_cast<std::size_t>(std::find(order.begin(), order.end(), id) - order.begin()));
+  for (auto id : mine)
+    out.push_back(static_cast<std::size_t>(std::find(order.begin(), order.end(), id) - order.begin()));
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -83,8 +85,8 @@ TEST(FairShare, ALateUserGetsEveryOtherSlotNotTheEndOfTheBacklog) {
   ASSERT_EQ(order.size(), 35u);
   auto at = positions(order, bob);
   // Alternating from the start: bob's five among the first eleven, not after alice's thirty.
-  EXPECT_LE(at.back(), 10u) << "bob's jobs started at positions " << at[0] << "," << at[1] << "," << at[2] << ","
-                            << at[3] << "," << at[4];
+  EXPECT_LE(at.back(), 10u) << "bob's jobs started at positions " << at[0] << "," << at[1] << "," << at[2]
+                            << "," << at[3] << "," << at[4];
   // Each user's own jobs keep their order (priority, then age).
   std::vector<long long> alice_started;
   for (auto id : order)
@@ -138,7 +140,8 @@ TEST(Quota, MaxRunningHoldsJobsBackWhileOthersRun) {
   }
   std::sort(runs.begin(), runs.end());
   for (std::size_t i = 1; i < runs.size(); ++i)
-    EXPECT_GE(runs[i].first, runs[i - 1].second - 0.05) << "alice's job " << i << " started before the one before it ended";
+    EXPECT_GE(runs[i].first, runs[i - 1].second - 0.05)
+        << "alice's job " << i << " started before the one before it ended";
   // Bob was not held back: both his jobs ended before alice's last one started.
   double bob_end = 0;
   for (auto id : bob) bob_end = std::max(bob_end, time_field(s.job(id, s.bob_token), "stop_time"));
