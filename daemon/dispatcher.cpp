@@ -285,7 +285,10 @@ pilot_demand dispatcher::demand(double pilot_walltime_s) const {
   // What pilots could take: ready jobs, less those whose known time limit no pilot's walltime
   // would fit (a new pilot could not run them either); and the free slots of workers now.
   pilot_demand d;
-  d.ready = ready_.size();
+  // Jobs an owner's max_running holds back would leave a new pilot idle.
+  d.ready = ready_.size() - std::min(ready_.size(), ready_.held_back([this](ready_queue::owner_id o) {
+              return leases_.held_of(o);
+            }));
   for (const auto& [id, limit] : job_limits_)
     if (limit > pilot_walltime_s && ready_.contains(id) && d.ready > 0) --d.ready;
   for (const auto& [id, w] : workers_.all())

@@ -69,6 +69,20 @@ class ready_queue {
                             std::size_t scan) const;
   // A job of `o` was dispatched: its pass moves on by 1/share.
   void charge(owner_id o);
+  // Queued jobs that their owners' max_running keeps from running now, however many slots there
+  // are (`running(owner)`: the owner's jobs dispatched or running). Pilot demand leaves them out.
+  template <class Running>
+  std::size_t held_back(Running&& running) const {
+    std::size_t n = 0;
+    for (owner_id o = 0; o < queues_.size(); ++o) {
+      const auto& q = queues_[o];
+      if (q.max_running == 0 || q.jobs.empty()) continue;
+      std::size_t held = running(o);
+      std::size_t room = held >= q.max_running ? 0 : q.max_running - held;
+      if (q.jobs.size() > room) n += q.jobs.size() - room;
+    }
+    return n;
+  }
 
  private:
   struct owner_queue {

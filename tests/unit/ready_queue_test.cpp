@@ -203,6 +203,24 @@ TEST(ReadyQueue, MaxRunningHoldsAnOwnersJobsBackButNotTheOthers) {
   EXPECT_EQ(r.pick()->second, 4);
 }
 
+TEST(ReadyQueue, HeldBackCountsTheJobsMaxRunningKeepsWaiting) {
+  // Pilot demand leaves these out: a new pilot could not run them.
+  ready_queue q;
+  auto a = q.intern("alice"), b = q.intern("bob"), c = q.intern("carol");
+  for (job_id id = 1; id <= 10; ++id) q.push(id, queue_score(0, id), a);
+  for (job_id id = 11; id <= 13; ++id) q.push(id, queue_score(0, id), b);
+  for (job_id id = 14; id <= 20; ++id) q.push(id, queue_score(0, id), c);
+  std::vector<std::uint32_t> held{2, 0, 9};
+  auto running = [&](ready_queue::owner_id o) { return held[o]; };
+  EXPECT_EQ(q.held_back(running), 0u) << "no limits";
+  q.set_quota(a, 1.0, 5);  // alice: 2 running, room for 3 of her 10
+  q.set_quota(b, 1.0, 5);  // bob: room for 5, has 3
+  q.set_quota(c, 1.0, 4);  // carol: over her limit already (9 running): all 7 wait
+  EXPECT_EQ(q.held_back(running), 7u + 7u);
+  held[0] = 5;
+  EXPECT_EQ(q.held_back(running), 10u + 7u);
+}
+
 TEST(ReadyQueue, FairSharePriorityOrdersAnOwnersOwnJobsOnly) {
   fair_run r;
   auto a = r.q.intern("alice"), b = r.q.intern("bob");
