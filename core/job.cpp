@@ -139,12 +139,14 @@ std::vector<std::string> split_on(std::string_view s, std::string_view sep) {
 bool allowed_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == ':';
 }
-}  // namespace
+bool allowed_service_char(char c) { return allowed_char(c) || c == '_' || c == '.'; }
 
-int check_config(std::string_view s) {
+// check_config's rules with a given set of characters.
+template <class Allowed>
+int check_config_with(std::string_view s, Allowed allowed) {
   if (s.empty()) return 9;
   for (char c : s)
-    if (!allowed_char(c)) return 1;
+    if (!allowed(c)) return 1;
   if (s.find("----") != std::string_view::npos) return 2;
   for (const auto& part : split_on(s, "---")) {
     if (part.find("--") != std::string::npos) return 3;
@@ -152,6 +154,17 @@ int check_config(std::string_view s) {
     if (part.front() == ':' || part.back() == ':') return 5;
   }
   return 0;
+}
+}  // namespace
+
+int check_config(std::string_view s) { return check_config_with(s, allowed_char); }
+
+int check_service_config(std::string_view s) { return check_config_with(s, allowed_service_char); }
+
+bool valid_howfig_text(std::string_view s) {
+  for (unsigned char c : s)
+    if (c < 0x20 || c == 0x7f) return false;
+  return sanitize_utf8(s) == s;
 }
 
 std::string_view check_config_reason(int code) {

@@ -54,6 +54,15 @@ std::string job_name(job_id id);
 // ':', 9 empty.
 int check_config(std::string_view s);
 std::string_view check_config_reason(int code);
+// The service's rule for a config string (docs/api.md, POST /api/jobs): check_config's, with '_'
+// and '.' also allowed, as DESC's real configs use them (`w2316-visit:1234_5`); same codes (1: a
+// character outside [a-zA-Z0-9:_.-]). DESCprod's own helpers (descprod-split-config) keep
+// check_config.
+int check_service_config(std::string_view s);
+// A howfig of an application that declares no howfig_pattern: free text (DESC's compound howfigs
+// such as `pmbs-30-auto-cpu,ptenv:00:hom`), valid UTF-8 without control characters. It reaches an
+// application only as one argument, never through a shell.
+bool valid_howfig_text(std::string_view s);
 // DESCprod's split_config / split_config_field / split_compound_config.
 std::vector<std::string> split_config(std::string_view s);
 std::vector<std::string> split_config_field(std::string_view s);

@@ -1,6 +1,9 @@
 // Fuzz target: DESCprod's config-string rules and the text helpers of core/job.hpp.
 //   check_config        returns one of 0,1,2,3,4,5,9, and a 0 only for strings DESCprod's rules
 //                       allow (checked here by rule, independently of job.cpp);
+//   check_service_config  check_config's answer for strings without '_' or '.', a 0 only for
+//                       [A-Za-z0-9:_.-]; valid_howfig_text exactly for valid UTF-8 without
+//                       control bytes;
 //   split_config*       the pieces join back to the input, one more piece than separators;
 //   sanitize_utf8       always valid UTF-8, equal to an independent reference, idempotent, the
 //                       identity on valid input;
@@ -69,6 +72,17 @@ void check_config_rules(std::string_view s) {
     }
     FUZZ_CHECK(s.front() != '-' && s.back() != '-' && s.front() != ':' && s.back() != ':');
   }
+  // The service's rule: the same codes with '_' and '.' allowed too, so the same answer for a
+  // string without them, and a 0 only for [A-Za-z0-9:_.-].
+  int service = check_service_config(s);
+  if (s.find_first_of("_.") == std::string_view::npos) FUZZ_CHECK(service == code);
+  if (service == 0)
+    for (char c : s) FUZZ_CHECK(allowed(c) || c == '_' || c == '.');
+  if (code == 0) FUZZ_CHECK(service == 0);
+  // A free-text howfig: no control byte, valid UTF-8.
+  bool no_controls = true;
+  for (unsigned char c : s) no_controls = no_controls && c >= 0x20 && c != 0x7f;
+  FUZZ_CHECK(valid_howfig_text(s) == (no_controls && sanitize_utf8(s) == s));
   check_split(s, "-", split_config(s));
   check_split(s, ":", split_config_field(s));
   check_split(s, "---", split_compound_config(s));

@@ -169,7 +169,7 @@ void check_pure_layer(const gw::request& req) {
         gw::job_request jr;
         if (body_json()) {
           if (auto e = gw::validate_job(v, h().ctx.apps, jr)) check_api_error(*e);
-          else FUZZ_CHECK(check_config(jr.config) == 0);
+          else FUZZ_CHECK(check_service_config(jr.config) == 0);
         }
       } else {
         gw::list_query q;
@@ -214,7 +214,7 @@ void check_pure_layer(const gw::request& req) {
       if (body_json()) {
         if (auto e = gw::validate_bulk(v, h().ctx.apps, 1000, jobs)) check_api_error(*e);
         else
-          for (const auto& j : jobs) FUZZ_CHECK(check_config(j.config) == 0);
+          for (const auto& j : jobs) FUZZ_CHECK(check_service_config(j.config) == 0);
       }
       break;
     }

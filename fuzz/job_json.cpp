@@ -2,8 +2,10 @@
 // parse_json_body, then validate_job, validate_bulk and the runner's report bodies (claim,
 // started, progress, finished) on the same value. Invariants:
 //   - parse_json_body accepts exactly what Boost.JSON parses; a refusal is 400 bad_json;
-//   - an accepted job names a registered jobtype, its config passes check_config (so it holds only
-//     [A-Za-z0-9:-]) and the app's pattern, within max_config_bytes; howfig likewise when set;
+//   - an accepted job names a registered jobtype, its config passes check_service_config (so it
+//     holds only [A-Za-z0-9:_.-]) and the app's pattern, within max_config_bytes; its howfig, when
+//     set, is valid UTF-8 without control characters, within max_config_bytes, matching the app's
+//     howfig_pattern if it has one;
 //     priority in -1000..1000, parent positive, max_attempts the app's; the object had no other
 //     field;
 //   - validate_bulk accepts exactly when every item would be accepted alone, and yields the same
@@ -33,7 +35,8 @@ constexpr std::size_t max_bulk = 64;
 
 bool config_chars_only(const std::string& s) {
   for (char c : s) {
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == ':'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == ':' || c == '_' || c == '.'))
       return false;
   }
   return true;
@@ -57,11 +60,12 @@ void check_job(const boost::json::value& v, const gw::job_request& r) {
   FUZZ_CHECK(o.at("jobtype").as_string() == r.jobtype);
   FUZZ_CHECK(o.at("config").as_string() == r.config);
   FUZZ_CHECK(r.config.size() <= gw::max_config_bytes);
-  FUZZ_CHECK(check_config(r.config) == 0 && config_chars_only(r.config));
+  FUZZ_CHECK(check_service_config(r.config) == 0 && config_chars_only(r.config));
   if (app->compiled_pattern) FUZZ_CHECK(std::regex_match(r.config, *app->compiled_pattern));
   if (!r.howfig.empty()) {
     FUZZ_CHECK(r.howfig.size() <= gw::max_config_bytes);
-    FUZZ_CHECK(check_config(r.howfig) == 0 && config_chars_only(r.howfig));
+    FUZZ_CHECK(valid_howfig_text(r.howfig));
+    for (unsigned char c : r.howfig) FUZZ_CHECK(c >= 0x20 && c != 0x7f);
     if (app->compiled_howfig_pattern) FUZZ_CHECK(std::regex_match(r.howfig, *app->compiled_howfig_pattern));
   }
   FUZZ_CHECK(r.priority >= -1000 && r.priority <= 1000);

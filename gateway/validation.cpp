@@ -91,14 +91,23 @@ std::string known_types(const app_registry& apps) {
   return out;
 }
 
+// A config: check_service_config (check_config's rules, '_' and '.' allowed too), then the app's
+// pattern. A howfig: text without control characters, then the app's howfig_pattern.
 std::optional<api_error> check_config_string(std::string_view field, const std::string& value,
                                              const std::optional<std::regex>& pattern,
                                              const std::string& pattern_text, const std::string& app_name) {
-  int code = check_config(value);
-  if (code != 0) {
-    auto e =
-        bad_request(std::string(field) + " " + quoted(value) + " " + std::string(check_config_reason(code)) +
-                    " (check_config code " + std::to_string(code) + ")");
+  if (field == "howfig") {
+    if (!valid_howfig_text(value)) {
+      auto e = bad_request("howfig " + quoted(value) +
+                           " must be text without control characters (tabs, newlines, ...) in valid UTF-8");
+      e.code = errc::invalid_config;
+      return e;
+    }
+  } else if (int code = check_service_config(value); code != 0) {
+    std::string why = code == 1 ? "only letters, digits, '-', ':', '_' and '.' are allowed"
+                                : std::string(check_config_reason(code));
+    auto e = bad_request(std::string(field) + " " + quoted(value) + " " + why + " (check_config code " +
+                         std::to_string(code) + ")");
     e.code = errc::invalid_config;
     return e;
   }

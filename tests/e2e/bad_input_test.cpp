@@ -56,7 +56,10 @@ service_options bad_input_options() {
       "    args: [\"%s\", \"{config}\"]\n"
       "  - name: bracketarg\n"
       "    command: [\"/usr/bin/printf\"]\n"
-      "    args: [\"<%s>\", \"{config}\"]\n";
+      "    args: [\"<%s>\", \"{config}\"]\n"
+      "  - name: howfigarg\n"
+      "    command: [\"/usr/bin/printf\"]\n"
+      "    args: [\"<%s>\", \"{howfig}\"]\n";
   o.gateway_extra = "  idle_timeout_ms: " + std::to_string(idle_timeout.count()) + "\n";
   return o;
 }
@@ -263,6 +266,8 @@ TEST(BadInput, InvalidUtf8InJsonStringIsRefusedWith400) {
 // ---- config strings ---------------------------------------------------------------------------
 
 TEST(BadInput, ShellMetacharactersInConfigAreRefusedByCheckConfig) {
+  // check_config's rules with '_' and '.' also allowed (check_service_config): every character a
+  // shell or a path would give meaning to is refused.
   service s(bad_input_options());
   struct bad {
     std::string config;
@@ -300,14 +305,17 @@ TEST(BadInput, ShellMetacharactersInConfigAreRefusedByCheckConfig) {
       EXPECT_EQ(j.as_object().at("error").as_string(), "invalid_config") << c.config << " -> " << r.body;
       EXPECT_NE(r.body.find("check_config code " + std::to_string(c.code)), std::string::npos)
           << c.config << " -> " << r.body;
-      // The same rules for howfig.
-      if (!c.config.empty()) {
-        job["config"] = app == "mysleep" ? "1" : "ok";
-        job["howfig"] = c.config;
-        r = s.call("POST", "/api/jobs", boost::json::serialize(job));
-        EXPECT_EQ(r.status, 400) << "howfig " << c.config << " -> " << r.body;
-      }
       expect_serving(s, app + " config " + c.config);
+    }
+    // A howfig is free text (DESC's compound howfigs), but never holds a control character.
+    for (const std::string howfig : {"a\nb", "a\rb", "a\tb", "a\x1b[31mb", "x\x7f"}) {
+      boost::json::object job;
+      job["jobtype"] = app;
+      job["config"] = app == "mysleep" ? "1" : "ok";
+      job["howfig"] = howfig;
+      auto r = s.call("POST", "/api/jobs", boost::json::serialize(job));
+      EXPECT_EQ(r.status, 400) << "howfig " << howfig << " -> " << r.body;
+      EXPECT_NE(r.body.find("without control characters"), std::string::npos) << r.body;
     }
   }
   redis_sync rs(s.redis.endpoint());
@@ -318,8 +326,13 @@ TEST(BadInput, ShellMetacharactersInConfigAreRefusedByCheckConfig) {
 TEST(BadInput, ConfigThatPassesReachesTheAppAsExactlyOneArgument) {
   service s(bad_input_options());
   // The characters check_config lets through, in every position it allows.
-  const std::vector<std::string> configs = {"a", "sleep-ttsk2-ntsk20-nwrk4", "nam1:v11-nam2-nam3:v31:v32",
-                                            "a-b:c---d:e-f", "X9:0-Zz"};
+  const std::vector<std::string> configs = {"a",
+                                            "sleep-ttsk2-ntsk20-nwrk4",
+                                            "nam1:v11-nam2-nam3:v31:v32",
+                                            "a-b:c---d:e-f",
+                                            "X9:0-Zz",
+                                            "w2316-visit:1234_5",
+                                            "v1.2-x_y:3.5"};
   for (const auto& c : configs) {
     for (const std::string app : {"echoarg", "bracketarg"}) {
       long long id = s.submit(R"({"jobtype":")" + app + R"(","config":")" + c + "\"}");
@@ -336,6 +349,32 @@ TEST(BadInput, ConfigThatPassesReachesTheAppAsExactlyOneArgument) {
     }
   }
   expect_serving(s, "echoarg jobs");
+}
+
+TEST(BadInput, FreeTextHowfigReachesTheAppAsExactlyOneArgument) {
+  // DESC's compound howfigs, and text a shell would act on: accepted (the app declares no
+  // howfig_pattern) and given to the app as one argument, never through a shell.
+  service s(bad_input_options());
+  const std::vector<std::string> howfigs = {"pmbs-30-auto-cpu,ptenv:00:hom", "pmbs-600,tmax:12.5",
+                                            "a; rm -rf ~ $(id) `id` | x && y > /tmp/z",
+                                            "'quoted' \"double\" \\", "caf\xc3\xa9 \xe2\x82\xac"};
+  for (const auto& h : howfigs) {
+    boost::json::object job;
+    job["jobtype"] = "howfigarg";
+    job["config"] = "ok";
+    job["howfig"] = h;
+    long long id = s.submit(boost::json::serialize(job));
+    ASSERT_GT(id, 0) << h;
+    ASSERT_TRUE(wait_until([&] { return s.terminal(s.state(id)); }, 30s)) << "state " << s.state(id);
+    ASSERT_EQ(s.state(id), "done") << h;
+    auto rec = s.job(id);
+    EXPECT_EQ(std::string(rec.at("howfig").as_string()), h);
+    char name[32];
+    std::snprintf(name, sizeof name, "job%06lld", id);
+    std::string rundir(rec.at("rundir").as_string());
+    EXPECT_EQ(read_file(rundir + "/" + name + ".log"), "<" + h + ">") << h;
+  }
+  expect_serving(s, "howfig jobs");
 }
 
 // ---- limits -----------------------------------------------------------------------------------

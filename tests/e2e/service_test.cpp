@@ -234,7 +234,7 @@ TEST(Spine, BadRequestsGetClearErrorsAndCreateNothing) {
       {R"({"jobtype":"nosuchapp","config":"1"})", 400, "nosuchapp"},
       {R"({"jobtype":"mysleep","config":"$(id); rm -rf x"})", 400, "config"},
       {R"({"jobtype":"mysleep","config":"abc"})", 400, "config"},
-      {R"({"jobtype":"mysleep","config":"1","howfig":"a--b"})", 400, "howfig"},
+      {R"({"jobtype":"mysleep","config":"1","howfig":"a\nb"})", 400, "howfig"},  // free text, but no controls
       {R"({"jobtype":"mysleep","config":"1","colour":"red"})", 400, "colour"},
   };
   for (const auto& c : cases) {

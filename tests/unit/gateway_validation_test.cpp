@@ -152,11 +152,42 @@ TEST(GatewayValidation, EmptyHowfigIsAllowedEvenWithAHowfigPattern) {
   EXPECT_FALSE(e) << e->detail;
 }
 
-TEST(GatewayValidation, HowfigFailingCheckConfigIsRefused) {
-  auto e = check_body(R"({"jobtype":"anything","config":"x","howfig":"a;b"})");
+TEST(GatewayValidation, DescStringsAreAccepted) {
+  // DESC's real strings (issue 16): '_' and '.' in configs; compound howfigs with commas, and any
+  // text an app without a howfig_pattern takes (it reaches the app as one argument, no shell).
+  dg::job_request r;
+  EXPECT_FALSE(check_body(R"({"jobtype":"anything","config":"w2316-visit:1234_5"})", &r));
+  EXPECT_EQ(r.config, "w2316-visit:1234_5");
+  EXPECT_FALSE(check_body(R"({"jobtype":"anything","config":"v1.2-x_y:3.5"})"));
+  EXPECT_FALSE(
+      check_body(R"({"jobtype":"anything","config":"x","howfig":"pmbs-30-auto-cpu,ptenv:00:hom"})", &r));
+  EXPECT_EQ(r.howfig, "pmbs-30-auto-cpu,ptenv:00:hom");
+  EXPECT_FALSE(check_body(
+      R"({"jobtype":"anything","config":"x","howfig":"pmbs-600,tmax:12.5 a;b $(id) \u00e9"})", &r));
+  EXPECT_EQ(r.howfig, "pmbs-600,tmax:12.5 a;b $(id) \xc3\xa9");
+}
+
+TEST(GatewayValidation, HowfigWithControlCharactersIsRefused) {
+  for (const char* body : {R"({"jobtype":"anything","config":"x","howfig":"a\nb"})",
+                           R"({"jobtype":"anything","config":"x","howfig":"a\tb"})",
+                           R"({"jobtype":"anything","config":"x","howfig":"a\u001bb"})",
+                           R"({"jobtype":"anything","config":"x","howfig":"a\u007fb"})"}) {
+    auto e = check_body(body);
+    ASSERT_TRUE(e) << body;
+    EXPECT_EQ(e->name(), "invalid_config") << body;
+    EXPECT_TRUE(contains(e->detail, "without control characters")) << e->detail;
+  }
+}
+
+TEST(GatewayValidation, ConfigKeepsCheckConfigsStructureWithUnderscoreAndDot) {
+  for (const char* config : {"a,b", "a/b", "a b", "x----y"}) {
+    auto e = check_body(std::string(R"({"jobtype":"anything","config":")") + config + "\"}");
+    ASSERT_TRUE(e) << config;
+    EXPECT_EQ(e->name(), "invalid_config") << config;
+  }
+  auto e = check_body(R"({"jobtype":"anything","config":"a,b"})");
   ASSERT_TRUE(e);
-  EXPECT_EQ(e->name(), "invalid_config");
-  EXPECT_TRUE(contains(e->detail, "howfig 'a;b'")) << e->detail;
+  EXPECT_TRUE(contains(e->detail, "only letters, digits, '-', ':', '_' and '.' are allowed")) << e->detail;
   EXPECT_TRUE(contains(e->detail, "check_config code 1")) << e->detail;
 }
 
