@@ -418,6 +418,7 @@ net::awaitable<response> render_tokens(gateway_context& ctx, principal who, web:
   auto prefs = co_await accounts_service::preferences_of(ctx, who.name);
   v.email = prefs.email;
   v.email_on_failure = prefs.email_on_failure;
+  v.quota = co_await jobs_service::quota_for(ctx, who.name);
   // The create form's one-time key, kept in the session (one per session: the newest page's).
   v.form_nonce = accounts_service::random_hex();
   co_await ctx.redis->async_exec(redis_cmd("EVAL",

@@ -964,6 +964,24 @@ std::string tokens_page(const tokens_view& v) {
       "<p>At most one mail a minute, listing the jobs that failed, timed out, were killed or lost. "
       "Browser notifications when your jobs end: <em>Notify me</em> in the header (this browser "
       "only, while a Jobs or job page is open).</p></section>";
+  // The account's quota, as an administrator set it (docs/api.md, Quotas and fair share).
+  {
+    const auto& q = v.quota;
+    char share[32];
+    std::snprintf(share, sizeof share, "%g", q.share);
+    auto limit = [](std::uint32_t n, const char* what) {
+      return "<li>" + (n ? "at most " + std::to_string(n) + " " + what : std::string("no limit on ") + what) +
+             "</li>";
+    };
+    body +=
+        "<section class=\"card\" id=\"quota\"><h2>Your quota</h2><ul>"
+        "<li>Share of the workers: <strong>" +
+        std::string(share) +
+        "</strong> (users with jobs waiting get jobs in the ratio of their shares; the default is 1)</li>" +
+        limit(q.max_running, "jobs running at once (the rest wait)") +
+        limit(q.max_queued, "jobs waiting to run (a submission beyond is refused)") +
+        limit(q.submit_per_minute, "jobs submitted per minute") + "</ul></section>";
+  }
   return layout("API tokens", "tokens", &v.user, v.message, body);
 }
 

@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/accounts.hpp"
 #include "core/config.hpp"
 #include "core/job.hpp"
 #include "gateway/api.hpp"
@@ -224,6 +225,7 @@ struct tokens_view {
   std::string form_nonce;  // the create form's one-time key: a reloaded POST creates nothing
   std::string email;       // the account's e-mail address and its e-mail-on-failure preference
   bool email_on_failure = false;
+  user_quota quota;  // the account's quota (descprod-admin quota), shown to its user
 };
 std::string tokens_page(const tokens_view& v);
 

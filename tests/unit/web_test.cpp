@@ -321,6 +321,23 @@ TEST(WebPages, TokensPageShowsANewTokenOnce) {
   EXPECT_TRUE(contains(html, "<code id=\"new-token\">dp_111"));
 }
 
+TEST(WebPages, TokensPageShowsTheAccountsQuota) {
+  web::tokens_view v;
+  v.user = user();
+  auto html = web::tokens_page(v);
+  EXPECT_TRUE(contains(html, "<h2>Your quota</h2>"));
+  EXPECT_TRUE(contains(html, "Share of the workers: <strong>1</strong>"));
+  EXPECT_TRUE(contains(html, "no limit on jobs running at once"));
+  v.quota.share = 2.5;
+  v.quota.max_running = 200;
+  v.quota.submit_per_minute = 600;
+  html = web::tokens_page(v);
+  EXPECT_TRUE(contains(html, "<strong>2.5</strong>"));
+  EXPECT_TRUE(contains(html, "at most 200 jobs running at once"));
+  EXPECT_TRUE(contains(html, "no limit on jobs waiting to run"));
+  EXPECT_TRUE(contains(html, "at most 600 jobs submitted per minute"));
+}
+
 TEST(WebPages, LoginRegisterAndHelp) {
   web::flash f;
   f.text = evil;
