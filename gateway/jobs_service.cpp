@@ -461,9 +461,6 @@ net::awaitable<user_quota> quota_for(gateway_context& ctx, const std::string& us
 }
 
 namespace {
-api_error quota_refusal(std::string detail, long long retry_after_s) {
-  return too_many_requests(std::move(detail), retry_after_s);
-}
 
 // A submission of n jobs against the user's max_queued and submit_rate (docs/api.md, Quotas):
 // nullopt when it may go. The rate's window (one minute from its first submission) is taken here,
@@ -477,10 +474,10 @@ net::awaitable<std::optional<api_error>> check_quota(gateway_context& ctx, const
         redis_cmd("ZINTERCARD", "2", k.user_jobs(user), k.queue(), "LIMIT", std::to_string(q.max_queued)));
     long long have = queued.type == redis_reply::kind::integer ? queued.integer : 0;
     if (have + static_cast<long long>(n) > q.max_queued)
-      co_return quota_refusal("max_queued: your quota allows " + std::to_string(q.max_queued) +
-                                  " jobs waiting to run; you have " + std::to_string(have) +
-                                  " and asked for " + std::to_string(n) + " more",
-                              10);
+      co_return too_many_requests("max_queued: your quota allows " + std::to_string(q.max_queued) +
+                                      " jobs waiting to run; you have " + std::to_string(have) +
+                                      " and asked for " + std::to_string(n) + " more",
+                                  10);
   }
   if (q.submit_per_minute) {
     std::string key = k.user_submits(user);
@@ -493,7 +490,7 @@ net::awaitable<std::optional<api_error>> check_quota(gateway_context& ctx, const
     if (used > static_cast<long long>(q.submit_per_minute)) {
       co_await ctx.redis->async_exec(redis_cmd("DECRBY", key, std::to_string(n)));
       long long ttl = r[2].type == redis_reply::kind::integer && r[2].integer > 0 ? r[2].integer : 1;
-      co_return quota_refusal(
+      co_return too_many_requests(
           "submit_rate: your quota allows " + std::to_string(q.submit_per_minute) +
               " jobs submitted per minute; " + std::to_string(used - static_cast<long long>(n)) +
               " were submitted in this minute and you asked for " + std::to_string(n) + " more",

@@ -91,33 +91,40 @@ std::string known_types(const app_registry& apps) {
   return out;
 }
 
+api_error invalid_config(std::string detail) {
+  auto e = bad_request(std::move(detail));
+  e.code = errc::invalid_config;
+  return e;
+}
+
+// The app's pattern for a config or howfig, when it declares one.
+std::optional<api_error> check_app_pattern(std::string_view field, const std::string& value,
+                                           const std::optional<std::regex>& pattern,
+                                           const std::string& pattern_text, const std::string& app_name) {
+  if (pattern && !std::regex_match(value, *pattern))
+    return invalid_config(std::string(field) + " " + quoted(value) +
+                          " does not match the pattern of application " + app_name + ": " + pattern_text);
+  return std::nullopt;
+}
+
 // A config: check_service_config (check_config's rules, '_' and '.' allowed too), then the app's
-// pattern. A howfig: text without control characters, then the app's howfig_pattern.
-std::optional<api_error> check_config_string(std::string_view field, const std::string& value,
-                                             const std::optional<std::regex>& pattern,
-                                             const std::string& pattern_text, const std::string& app_name) {
-  if (field == "howfig") {
-    if (!valid_howfig_text(value)) {
-      auto e = bad_request("howfig " + quoted(value) +
-                           " must be text without control characters (tabs, newlines, ...) in valid UTF-8");
-      e.code = errc::invalid_config;
-      return e;
-    }
-  } else if (int code = check_service_config(value); code != 0) {
+// pattern.
+std::optional<api_error> check_config_field(const std::string& value, const app_def& app) {
+  if (int code = check_service_config(value); code != 0) {
     std::string why = code == 1 ? "only letters, digits, '-', ':', '_' and '.' are allowed"
                                 : std::string(check_config_reason(code));
-    auto e = bad_request(std::string(field) + " " + quoted(value) + " " + why + " (check_config code " +
-                         std::to_string(code) + ")");
-    e.code = errc::invalid_config;
-    return e;
+    return invalid_config("config " + quoted(value) + " " + why + " (check_config code " +
+                          std::to_string(code) + ")");
   }
-  if (pattern && !std::regex_match(value, *pattern)) {
-    auto e = bad_request(std::string(field) + " " + quoted(value) +
-                         " does not match the pattern of application " + app_name + ": " + pattern_text);
-    e.code = errc::invalid_config;
-    return e;
-  }
-  return std::nullopt;
+  return check_app_pattern("config", value, app.compiled_pattern, app.pattern, app.name);
+}
+
+// A howfig: text without control characters, then the app's howfig_pattern.
+std::optional<api_error> check_howfig_field(const std::string& value, const app_def& app) {
+  if (!valid_howfig_text(value))
+    return invalid_config("howfig " + quoted(value) +
+                          " must be text without control characters (tabs, newlines, ...) in valid UTF-8");
+  return check_app_pattern("howfig", value, app.compiled_howfig_pattern, app.howfig_pattern, app.name);
 }
 
 // Splits a query string into decoded (key, value) pairs; refuses malformed %-escapes and a key
@@ -586,12 +593,9 @@ std::optional<api_error> validate_job(const boost::json::value& v, const app_reg
     e.code = errc::unknown_jobtype;
     return e;
   }
-  if (auto e = check_config_string("config", r.config, app->compiled_pattern, app->pattern, app->name))
-    return e;
+  if (auto e = check_config_field(r.config, *app)) return e;
   if (!r.howfig.empty()) {
-    if (auto e = check_config_string("howfig", r.howfig, app->compiled_howfig_pattern, app->howfig_pattern,
-                                     app->name))
-      return e;
+    if (auto e = check_howfig_field(r.howfig, *app)) return e;
   }
   r.max_attempts = app->max_attempts;
   out = std::move(r);

@@ -64,6 +64,11 @@ std::vector<long long> start_order(service& s, const std::vector<long long>& ids
   return order;
 }
 
+std::vector<long long> joined(std::vector<long long> a, const std::vector<long long>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
 // Where each of `mine` stands in `order` (0: started first).
 std::vector<std::size_t> positions(const std::vector<long long>& order, const std::vector<long long>& mine) {
   std::vector<std::size_t> out;
@@ -79,8 +84,7 @@ TEST(FairShare, ALateUserGetsEveryOtherSlotNotTheEndOfTheBacklog) {
   std::vector<long long> bob;
   for (int i = 0; i < 5; ++i) bob.push_back(s.submit(R"({"jobtype":"mysleep","config":"0"})", s.bob_token));
   s.add_worker(1);  // one slot: the jobs run one at a time, in the order the daemon picks
-  std::vector<long long> all = alice;
-  all.insert(all.end(), bob.begin(), bob.end());
+  auto all = joined(alice, bob);
   auto order = start_order(s, all);
   ASSERT_EQ(order.size(), 35u);
   auto at = positions(order, bob);
@@ -100,8 +104,7 @@ TEST(FairShare, FifoPolicyRunsTheEarlierBacklogFirst) {
   std::vector<long long> bob;
   for (int i = 0; i < 3; ++i) bob.push_back(s.submit(R"({"jobtype":"mysleep","config":"0"})", s.bob_token));
   s.add_worker(1);
-  std::vector<long long> all = alice;
-  all.insert(all.end(), bob.begin(), bob.end());
+  auto all = joined(alice, bob);
   auto at = positions(start_order(s, all), bob);
   EXPECT_EQ(at.front(), 12u) << "fifo: bob's jobs wait behind alice's whole bulk";
 }
@@ -113,8 +116,7 @@ TEST(FairShare, SharesWeighTheUsers) {
   auto alice = submit_bulk(s, 24, "0", s.alice_token);
   auto bob = submit_bulk(s, 24, "0", s.bob_token);
   s.add_worker(1);
-  std::vector<long long> all = alice;
-  all.insert(all.end(), bob.begin(), bob.end());
+  auto all = joined(alice, bob);
   auto order = start_order(s, all);
   // Of the first 16 jobs, bob (share 3) has three for each of alice's (share 1).
   int bobs = 0;
