@@ -10,10 +10,11 @@
 namespace descprod {
 
 namespace {
-constexpr std::array<std::string_view, 9> state_names = {
-    "ready", "dispatched", "running", "done", "failed", "timeout", "killed", "cancelled", "lost"};
-constexpr std::array<std::string_view, 6> event_names = {"lease",   "start",  "finish",
-                                                         "requeue", "cancel", "lose"};
+constexpr std::array<std::string_view, 11> state_names = {"waiting", "held",      "ready",  "dispatched",
+                                                          "running", "done",      "failed", "timeout",
+                                                          "killed",  "cancelled", "lost"};
+constexpr std::array<std::string_view, 9> event_names = {"lease",  "claim", "start",   "finish", "requeue",
+                                                         "cancel", "lose",  "release", "unblock"};
 }  // namespace
 
 std::string_view to_string(job_state s) { return state_names[static_cast<std::size_t>(s)]; }
@@ -26,14 +27,16 @@ std::optional<job_state> parse_job_state(std::string_view s) {
 }
 
 const std::vector<job_state>& all_job_states() {
-  static const std::vector<job_state> all = {job_state::ready,  job_state::dispatched, job_state::running,
-                                             job_state::done,   job_state::failed,     job_state::timeout,
-                                             job_state::killed, job_state::cancelled,  job_state::lost};
+  static const std::vector<job_state> all = {job_state::waiting,    job_state::held,    job_state::ready,
+                                             job_state::dispatched, job_state::running, job_state::done,
+                                             job_state::failed,     job_state::timeout, job_state::killed,
+                                             job_state::cancelled,  job_state::lost};
   return all;
 }
 
 bool is_terminal(job_state s) {
-  return s != job_state::ready && s != job_state::dispatched && s != job_state::running;
+  return s != job_state::waiting && s != job_state::held && s != job_state::ready &&
+         s != job_state::dispatched && s != job_state::running;
 }
 
 std::optional<job_state> next_state(job_state from, job_event e, std::optional<job_state> finish_target) {
@@ -41,6 +44,15 @@ std::optional<job_state> next_state(job_state from, job_event e, std::optional<j
   switch (e) {
     case job_event::lease:
       if (from == job_state::ready) return job_state::dispatched;
+      return std::nullopt;
+    case job_event::claim:
+      if (from == job_state::ready || from == job_state::held) return job_state::dispatched;
+      return std::nullopt;
+    case job_event::release:
+      if (from == job_state::held) return job_state::ready;
+      return std::nullopt;
+    case job_event::unblock:
+      if (from == job_state::waiting) return job_state::ready;
       return std::nullopt;
     case job_event::start:
       if (from == job_state::dispatched) return job_state::running;

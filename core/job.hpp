@@ -15,10 +15,27 @@ namespace descprod {
 
 using job_id = std::int64_t;
 
-enum class job_state { ready, dispatched, running, done, failed, timeout, killed, cancelled, lost };
+// waiting: for its dependencies (after, after_any); held: until its owner releases or starts it.
+// Neither is on the queue; both are active (not terminal).
+enum class job_state {
+  waiting,
+  held,
+  ready,
+  dispatched,
+  running,
+  done,
+  failed,
+  timeout,
+  killed,
+  cancelled,
+  lost
+};
 
-// The events that move a job between states (docs/architecture.md#job-model).
-enum class job_event { lease, start, finish, requeue, cancel, lose };
+// The events that move a job between states (docs/architecture.md#job-model). lease is the
+// daemon's dispatch (ready only); claim is descprod-start-job's (ready or held); release hands a
+// held job to the workers; unblock ends a job's wait when its last dependency is met (the store
+// makes it held instead of ready when it was created held).
+enum class job_event { lease, claim, start, finish, requeue, cancel, lose, release, unblock };
 
 std::string_view to_string(job_state s);
 std::optional<job_state> parse_job_state(std::string_view s);

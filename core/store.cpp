@@ -72,9 +72,9 @@ std::optional<redis_reply> submit_event_entry(std::string_view create_time) {
 }
 
 namespace {
-constexpr std::string_view refusal_names[] = {"",           "missing", "illegal", "stale", "terminal",
-                                              "bad_parent", "active",  "error",   "bad_op"};
-static_assert(std::size(refusal_names) == static_cast<std::size_t>(refusal::bad_op) + 1);
+constexpr std::string_view refusal_names[] = {"",           "missing", "illegal", "stale",  "terminal",
+                                              "bad_parent", "active",  "error",   "bad_op", "bad_dep"};
+static_assert(std::size(refusal_names) == static_cast<std::size_t>(refusal::bad_dep) + 1);
 
 // The refusal word of a script's answer ({'err', <word>, ...}): the one place it is read.
 refusal refusal_of(const redis_reply& word) {
@@ -168,7 +168,7 @@ create_call create_args(const keys& k, const std::string& owner, std::vector<new
   create_call c;
   c.keys.reserve(1 + jobs.size() * 2);
   c.keys.push_back(k.user_jobs(owner));
-  c.args.reserve(2 + jobs.size() * 7);
+  c.args.reserve(2 + jobs.size() * 9);
   c.args.push_back(owner);
   c.args.push_back(std::to_string(jobs.size()));
   for (auto& j : jobs) {
@@ -183,6 +183,14 @@ create_call create_args(const keys& k, const std::string& owner, std::vector<new
     c.args.push_back(j.parent ? std::to_string(*j.parent) : "");
     c.args.push_back(std::to_string(j.max_attempts));
     c.args.push_back(std::move(j.session));
+    c.args.push_back(j.hold ? "1" : "");
+    std::string deps;
+    for (const auto& d : j.after) {
+      if (!deps.empty()) deps += ',';
+      deps += d.local_index ? "#" + std::to_string(d.local_index) : std::to_string(d.id);
+      deps += d.any ? 'y' : 'a';
+    }
+    c.args.push_back(std::move(deps));
   }
   return c;
 }
@@ -201,6 +209,15 @@ create_result to_create_result(const redis_reply& r) {
   for (long long id = r.elements[1].as_integer(); id <= r.elements[2].as_integer(); ++id)
     out.ids.push_back(id);
   out.time = r.elements[3].as_string();
+  if (r.elements.size() > 4) {
+    for (const auto& st : r.elements[4].elements) {
+      auto parsed = parse_job_state(st.as_string());
+      if (!parsed) throw std::runtime_error("redis create: unknown state '" + st.as_string() + "'");
+      out.states.push_back(*parsed);
+    }
+  }
+  if (out.states.size() != out.ids.size())
+    throw std::runtime_error("redis create: states do not match the jobs");
   return out;
 }
 
@@ -249,7 +266,8 @@ net::awaitable<create_result> store::async_create(std::string owner, std::vector
 }
 
 net::awaitable<transition_result> store::async_lease(job_id id, std::string worker, double lease_s) {
-  return eval_result(s_lease, job_keys(id), {std::to_string(id), std::move(worker), fmt_lease(lease_s)});
+  return eval_result(s_lease, job_keys(id),
+                     {std::to_string(id), std::move(worker), fmt_lease(lease_s), "lease"});
 }
 
 net::awaitable<transition_result> store::async_start(job_id id, long long attempt, std::string worker,
@@ -304,8 +322,35 @@ net::awaitable<transition_result> store::async_claim(job_id id, std::string work
   auto k = job_keys(id);
   k.push_back(keys_.token(token_sha256));
   return eval_result(s_lease, std::move(k),
-                     {std::to_string(id), std::move(worker), fmt_lease(lease_s), std::move(token_sha256),
-                      std::to_string(token_ttl_s)});
+                     {std::to_string(id), std::move(worker), fmt_lease(lease_s), "claim",
+                      std::move(token_sha256), std::to_string(token_ttl_s)});
+}
+
+net::awaitable<transition_result> store::async_release(job_id id, std::string by) {
+  return eval_result(s_release, job_keys(id), {std::to_string(id), std::move(by)});
+}
+
+namespace {
+std::vector<std::string> one_arg(std::size_t n) { return {std::to_string(n)}; }
+}  // namespace
+
+net::awaitable<deps_release_result> store::async_deps_release(std::size_t budget) {
+  auto r = co_await eval(s_deps_release, std::vector<std::string>(), one_arg(budget));
+  if (r.is_error()) throw std::runtime_error("redis deps_release: " + r.str);
+  if (r.elements.size() != 4 || r.elements[0].as_string() != "ok")
+    throw std::runtime_error("redis deps_release: unexpected answer");
+  deps_release_result out;
+  out.more = r.elements[1].as_string() == "1";
+  out.handled = r.elements[2].as_integer();
+  const auto& list = r.elements[3].elements;
+  for (std::size_t i = 0; i + 2 < list.size(); i += 3) {
+    deps_release_result::ready_job j;
+    j.id = std::stoll(list[i].as_string());
+    j.priority = std::stoi(list[i + 1].as_string());
+    j.owner = list[i + 2].as_string();
+    out.ready.push_back(std::move(j));
+  }
+  co_return out;
 }
 
 namespace {
@@ -415,6 +460,9 @@ net::awaitable<std::optional<std::map<std::string, long long>>> store::async_sta
     out[f] = r.elements[i + 1].as_integer();
   }
   if (!complete) co_return std::nullopt;
+  // A state newer than the counts (held, waiting: counts written before they existed) has no
+  // field until its first job: none is 0.
+  for (auto st : all_job_states()) out.emplace(std::string(to_string(st)), 0);
   co_return out;
 }
 

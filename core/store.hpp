@@ -25,6 +25,15 @@
 
 namespace descprod {
 
+// A dependency of a new job: an existing job (id), or the k-th job of the same create call
+// (local_index, 1-based, below the job's own place); after_any: met when it ends whatever its
+// state, else only when it is done (docs/api.md, Dependencies).
+struct job_dependency {
+  job_id id = 0;
+  std::size_t local_index = 0;
+  bool any = false;
+};
+
 struct new_job {
   std::string jobtype;
   std::string config;
@@ -33,6 +42,8 @@ struct new_job {
   std::optional<job_id> parent;
   int max_attempts = 3;
   std::string session;
+  bool hold = false;  // held: no worker takes it until it is released or claimed
+  std::vector<job_dependency> after;
 };
 
 // Why a script refused. Each name is the word the scripts answer with ({'err', <name>, state});
@@ -47,6 +58,7 @@ enum class refusal {
   active,      // delete of a job not in a terminal state
   error,       // batch scripts: this job's keys are broken; `state` holds Redis's message
   bad_op,      // reports: an operation the script does not know (a store bug)
+  bad_dep,     // create: a dependency that is not one of the owner's jobs (or a bad '#k')
 };
 std::string_view to_string(refusal r);
 std::optional<refusal> parse_refusal(std::string_view s);
@@ -65,10 +77,24 @@ struct transition_result {
 // The answer of async_create.
 struct create_result {
   bool ok = false;
-  refusal reason = refusal::none;  // bad_parent
-  std::string parent;              // bad_parent: the parent refused
+  refusal reason = refusal::none;  // bad_parent, bad_dep
+  std::string parent;              // bad_parent: the parent refused; bad_dep: the dependency
   std::vector<job_id> ids;         // ok: the jobs' IDs, consecutive, in the order given
+  std::vector<job_state> states;   // ok: each job's state (ready, held, waiting or cancelled)
   std::string time;                // ok: the script's Redis time, the jobs' create_time
+};
+
+// The answer of async_deps_release: jobs made ready (to be queued by the daemon), how many
+// dependents were handled, and whether ended jobs with dependents remain.
+struct deps_release_result {
+  struct ready_job {
+    job_id id = 0;
+    int priority = 0;
+    std::string owner;
+  };
+  std::vector<ready_job> ready;
+  long long handled = 0;
+  bool more = false;
 };
 
 // Where a recount stands after one step.
@@ -126,6 +152,13 @@ class store {
   // Sets the job's `archive` field to 1 or 0 and, when it changes, emits an `archive` or
   // `unarchive` event (job and global streams). Refused: "missing".
   net::awaitable<transition_result> async_set_archive(job_id id, bool archived);
+  // A held job handed to the workers (held -> ready, on the queue); a waiting job created held
+  // loses its hold (state stays "waiting"). Refused: "missing", "illegal" (state = the current).
+  // On success record holds "priority" and "descname" (for the daemon's notice).
+  net::awaitable<transition_result> async_release(job_id id, std::string by);
+  // Releases the dependents of ended jobs, at most `budget` of them (the daemon calls it until
+  // `more` is false, letting other work run between calls): see the deps_release script.
+  net::awaitable<deps_release_result> async_deps_release(std::size_t budget);
   // Deletes a job in a terminal state: its hash and its :events, :log and :children keys, its
   // entry in the owner's jobs set and in its parent's children set; emits a `deleted` event on the
   // global stream. Refused: "missing", or "active" (state = the current, non-terminal state).

@@ -55,8 +55,8 @@ std::string lua_state_tables() {
   std::string out = "local NEXT = {\n";
   for (auto s : all_job_states()) {
     out += "  [" + quoted(to_string(s)) + "] = {";
-    for (auto e :
-         {job_event::lease, job_event::start, job_event::requeue, job_event::cancel, job_event::lose}) {
+    for (auto e : {job_event::lease, job_event::claim, job_event::start, job_event::requeue,
+                   job_event::cancel, job_event::lose, job_event::release, job_event::unblock}) {
       if (auto n = next_state(s, e)) out += "[" + quoted(to_string(e)) + "]=" + quoted(to_string(*n)) + ",";
     }
     out += "},\n";
@@ -89,6 +89,8 @@ std::string lua_token_fields() {
 
 std::string lua_head_keys() {
   return "local Q, L, EV, SK, NID = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]\n"
+         "-- The ended jobs whose dependents wait for their release (store.hpp, deps_release).\n"
+         "local DE = K.deps_ended\n"
          "-- A job in a script: its ID and the KEYS group at i (its hash, its stream).\n"
          "local function job_at(id, i) return {id = id, key = KEYS[i], events = KEYS[i + 1]} end\n";
 }
@@ -169,21 +171,38 @@ local function stale(j, attempt, worker)
   if worker ~= '' and j.worker ~= worker then return true end
   return false
 end
+-- Every transition into a terminal state calls ended(): a job that others wait for (its
+-- :dependents hash exists) goes into DE with the state it ended in, and the daemon's release
+-- script (deps_release) hands its dependents on in batches, so a job with 100,000 dependents
+-- makes no long script here.
+local function ended(J, state)
+  if redis.call('EXISTS', K.job_dependents(J.id)) == 1 then redis.call('HSET', DE, J.id, state) end
+end
+-- A job that is not on the queue at its creation (waiting, held, cancelled) gets its own stream
+-- at once, holding its real first event (a ready job's stream waits for its first transition:
+-- open_stream).
+local function create_event(J, owner, state, progress, t)
+  redis.pcall('XADD', J.events, 'MAXLEN', '~', 1000, '*', 'type', 'transition', 'state', state,
+    'progress', progress, 'attempt', '1', 'time', t)
+  redis.call('XADD', EV, 'MAXLEN', '~', 100000, '*', 'id', J.id, 'owner', owner, 'type', 'transition',
+    'state', state, 'progress', progress, 'attempt', '1', 'time', t)
+end
 )LUA";
 
 // The transitions a daemon applies many of at a time, as functions of their arguments and the
 // script's time t: the one-job scripts call one, the batch scripts (lease_many, reports) loop.
 const char* ops = R"LUA(
--- lease: ready -> dispatched for `worker`, off the queue, into the leases set; with a token
+-- lease (the daemon: ready -> dispatched) or claim (descprod-start-job: ready or held ->
+-- dispatched), per `event`, for `worker`, off the queue, into the leases set; with a token
 -- (the daemon's dispatch, the gateway's claim) also the job-scoped token the job's process gets
 -- as DESCPROD_TOKEN, at key tk (token_write_commands in accounts.cpp writes the other tokens, with
 -- the same fields TF). Returns the job as leased (one HGETALL, no second read).
-local function op_lease(J, tk, worker, lease_s, token_sha, token_ttl, t)
+local function op_lease(J, tk, worker, lease_s, token_sha, token_ttl, t, event)
   local flat = redis.call('HGETALL', J.key)
   if #flat == 0 then return {'err', 'missing', ''} end
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
-  local ns = NEXT[h.state] and NEXT[h.state]['lease']
+  local ns = NEXT[h.state] and NEXT[h.state][event]
   if not ns then return {'err', 'illegal', h.state or ''} end
   local attempt, owner = h.attempt or '0', h.descname or ''
   redis.call('HSET', J.key, 'state', ns, 'worker', worker, 'dispatch_time', t, 'update_time', t)
@@ -351,57 +370,129 @@ local function op_finish(J, attempt, worker, target, rc, prefix, message, t)
   revoke_job_token(J)
   count(J.id, j.state, target)
   emit(J, j.owner, 'transition', target, progress, j.attempt, t)
+  ended(J, target)
   return {'ok', target, j.attempt, j.worker}
 end
 )LUA";
 
 // The bodies; above each, its ARGV after the prefix (KEYS: the table at the top of this file).
 const char* bodies[s_count] = {
-    // create: owner n {jobtype config howfig priority parent max_attempts session}*n
+    // create: owner n {jobtype config howfig priority parent max_attempts session hold deps}*n
+    // hold '1': the job is held (no worker takes it until released or claimed). deps: its
+    // dependencies, comma-separated, each a job ID or '#k' (the k-th job of this call, k below the
+    // job's own place) followed by 'a' (after: once it is done) or 'y' (after_any: once it has
+    // ended); e.g. '12a,#1y'. Every named job must exist and be the owner's, checked before any
+    // ID is taken, so a call names no job it creates except by '#k' and a cycle cannot form.
+    // A new job is waiting while a dependency has not ended, cancelled when an 'after' dependency
+    // ended other than done, else held or ready (only ready jobs go on the queue).
+    // Answer: {'ok', first, last, time, {state per job}} or {'err', 'bad_parent'|'bad_dep', what}.
     R"LUA(
 local owner = ARGV[2]
 local n = tonumber(ARGV[3])
-local F = 7
+local F = 9
 local pk = 7  -- the next parent's KEYS group
+local deps = {}
 for i = 0, n - 1 do
-  local parent = ARGV[4 + i * F + 4]
+  local b = 4 + i * F
+  local parent = ARGV[b + 4]
   if parent ~= '' then
     if redis.call('HGET', KEYS[pk], 'descname') ~= owner then return {'err', 'bad_parent', parent} end
     pk = pk + 2
   end
+  local list = {}
+  for tok in string.gmatch(ARGV[b + 8], '[^,]+') do
+    local ref, kind = string.match(tok, '^(#?%d+)([ay])$')
+    if not ref then return {'err', 'bad_dep', tok} end
+    local d = {kind = kind}
+    if string.sub(ref, 1, 1) == '#' then
+      d.k = tonumber(string.sub(ref, 2))
+      if d.k < 1 or d.k > i then return {'err', 'bad_dep', ref} end
+    else
+      d.id = ref
+      if redis.call('HGET', K.job(ref), 'descname') ~= owner then return {'err', 'bad_dep', ref} end
+    end
+    list[#list + 1] = d
+  end
+  deps[i + 1] = list
 end
 pk = 7
 local last = redis.call('INCRBY', NID, n)
 local first = last - n + 1
 local t = now_s()
+local states = {}
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id = string.format('%d', first + i)
   local prio = tonumber(ARGV[b + 3])
+  -- Where each dependency stands: ended (met, or the reason to cancel) or not yet (an edge).
+  local after, after_any, edges, blocked, seen = {}, {}, {}, nil, {}
+  for _, d in ipairs(deps[i + 1]) do
+    local did, st
+    if d.k then
+      did = string.format('%d', first + d.k - 1)
+      st = states[d.k]
+    else
+      did = d.id
+      st = redis.call('HGET', K.job(did), 'state')
+    end
+    -- A job named twice counts once (the first naming's kind): one edge, one count. (Redis's
+    -- Lua is 5.1: no goto.)
+    if not seen[did] then
+      seen[did] = true
+      if d.kind == 'a' then after[#after + 1] = did else after_any[#after_any + 1] = did end
+      if TERMINAL[st] then
+        if d.kind == 'a' and st ~= S.done and not blocked then blocked = {did, st} end
+      else
+        edges[#edges + 1] = {did, d.kind == 'a' and 'after' or 'after_any'}
+      end
+    end
+  end
+  local state, progress = S.ready, 'Ready.'
+  if blocked then
+    state, progress = S.cancelled, 'Cancelled. Dependency ' .. blocked[1] .. ' ended ' .. blocked[2] .. '.'
+  elseif #edges > 0 then
+    state, progress = S.waiting, 'Waiting for ' .. #edges .. (#edges == 1 and ' job.' or ' jobs.')
+  elseif ARGV[b + 7] == '1' then
+    state, progress = S.held, 'Held.'
+  end
+  states[i + 1] = state
   local f = {'id', id, 'descname', owner, 'jobtype', ARGV[b], 'config', ARGV[b + 1],
              'howfig', ARGV[b + 2], 'priority', ARGV[b + 3], 'max_attempts', ARGV[b + 5],
-             'archive', '0', 'attempt', '1', 'state', S.ready, 'progress', 'Ready.',
-             'create_time', t, 'update_time', t, 'queued_time', t}
+             'archive', '0', 'attempt', '1', 'state', state, 'progress', progress,
+             'create_time', t, 'update_time', t}
+  if state == S.ready or state == S.held then f[#f + 1] = 'queued_time'; f[#f + 1] = t end
+  if state == S.cancelled then f[#f + 1] = 'stop_time'; f[#f + 1] = t end
   if ARGV[b + 4] ~= '' then
     f[#f + 1] = 'parent'; f[#f + 1] = ARGV[b + 4]
     redis.call('SADD', KEYS[pk + 1], id)
     pk = pk + 2
   end
   if ARGV[b + 6] ~= '' then f[#f + 1] = 'session'; f[#f + 1] = ARGV[b + 6] end
+  if ARGV[b + 7] == '1' then f[#f + 1] = 'hold'; f[#f + 1] = '1' end
+  if #after > 0 then f[#f + 1] = 'after'; f[#f + 1] = table.concat(after, ',') end
+  if #after_any > 0 then f[#f + 1] = 'after_any'; f[#f + 1] = table.concat(after_any, ',') end
+  if state == S.waiting then
+    f[#f + 1] = 'waiting_for'; f[#f + 1] = string.format('%d', #edges)
+    for _, e in ipairs(edges) do redis.call('HSET', K.job_dependents(e[1]), id, e[2]) end
+  end
   redis.call('HSET', K.job(id), unpack(f))
-  redis.call('ZADD', Q, string.format('%.0f', (1000 - prio) * 1e12 + first + i), id)
   redis.call('ZADD', KEYS[6], id, id)
-  redis.call('XADD', EV, 'MAXLEN', '~', 100000, '*', 'id', id, 'owner', owner,
-    'type', 'transition', 'state', S.ready, 'progress', 'Ready.', 'attempt', '1', 'time', t)
+  if state == S.ready then
+    redis.call('ZADD', Q, string.format('%.0f', (1000 - prio) * 1e12 + first + i), id)
+    redis.call('XADD', EV, 'MAXLEN', '~', 100000, '*', 'id', id, 'owner', owner,
+      'type', 'transition', 'state', S.ready, 'progress', 'Ready.', 'attempt', '1', 'time', t)
+  else
+    create_event({id = id, key = K.job(id), events = K.job_events(id)}, owner, state, progress, t)
+  end
+  count(id, nil, state)
 end
-count(first, nil, S.ready, n)
-return {'ok', string.format('%d', first), string.format('%d', last), t}
+return {'ok', string.format('%d', first), string.format('%d', last), t, states}
 )LUA",
-    // lease: id worker lease_s [token_sha256 token_ttl_s]
+    // lease: id worker lease_s event(lease|claim) [token_sha256 token_ttl_s]
     // With a token (the daemon's dispatch, the gateway's claim): also writes the job-scoped token
     // the job's process gets as DESCPROD_TOKEN, in the same call.
     R"LUA(
-return op_lease(job_at(ARGV[2], 6), KEYS[8], ARGV[3], ARGV[4], ARGV[5], ARGV[6], now_s())
+return op_lease(job_at(ARGV[2], 6), KEYS[8], ARGV[3], ARGV[4], ARGV[6], ARGV[7], now_s(), ARGV[5])
 )LUA",
     // start: id attempt worker host rundir pid
     R"LUA(
@@ -437,6 +528,7 @@ if j.cancel == '1' then
   redis.call('HSET', J.key, 'state', S.cancelled, 'progress', progress, 'stop_time', t, 'update_time', t)
   count(J.id, j.state, S.cancelled)
   emit(J, j.owner, 'transition', S.cancelled, progress, j.attempt, t)
+  ended(J, S.cancelled)
   return {'ok', S.cancelled, j.attempt, j.worker}
 end
 local attempt = tonumber(j.attempt)
@@ -453,6 +545,7 @@ elseif ARGV[5] == '1' and j.state == S.running then
     redis.call('HSET', J.key, 'state', lost, 'progress', progress, 'stop_time', t, 'update_time', t)
     count(J.id, j.state, lost)
     emit(J, j.owner, 'transition', lost, progress, j.attempt, t)
+    ended(J, lost)
     return {'ok', lost, j.attempt, j.worker}
   end
   attempt = attempt + 1
@@ -474,7 +567,9 @@ if not j then return {'err', 'missing', ''} end
 local ns = NEXT[j.state] and NEXT[j.state]['cancel']
 if not ns then return {'err', 'terminal', j.state} end
 local t = now_s()
-if j.state == S.ready then
+if j.state == S.ready or j.state == S.held or j.state == S.waiting then
+  -- Not given to any worker: cancelled at once. A waiting job's entries in its dependencies'
+  -- :dependents stay; the release script passes over a job that is no longer waiting.
   revoke_job_token(J)
   local progress = 'Cancelled. Cancelled by ' .. ARGV[3] .. ' before it started.'
   redis.call('HSET', J.key, 'state', ns, 'progress', progress, 'cancel_requested', '1', 'stop_time', t, 'update_time', t)
@@ -482,6 +577,7 @@ if j.state == S.ready then
   count(J.id, j.state, ns)
   open_stream(J)
   emit(J, j.owner, 'transition', ns, progress, j.attempt, t)
+  ended(J, ns)
   return {'ok', ns, j.attempt, ''}
 end
 redis.call('HSET', J.key, 'cancel_requested', '1', 'update_time', t)
@@ -577,7 +673,7 @@ for i = 0, n - 1 do
   local J = job_at(ARGV[b], 6 + i * 2)
   local key = nil
   if ARGV[b + 2] ~= '' then key = KEYS[tk]; tk = tk + 1 end
-  out[i + 1] = guarded(op_lease, J, key, ARGV[b + 1], ARGV[2], ARGV[b + 2], ARGV[3], t)
+  out[i + 1] = guarded(op_lease, J, key, ARGV[b + 1], ARGV[2], ARGV[b + 2], ARGV[3], t, 'lease')
   if UNAVAILABLE then return {err = UNAVAILABLE} end
 end
 return out
@@ -610,6 +706,89 @@ for i = 0, n - 1 do
   if UNAVAILABLE then return {err = UNAVAILABLE} end
 end
 return out
+)LUA",
+    // release: id by
+    // A held job goes to the workers: ready, on the queue. A waiting job created held loses its
+    // hold (it becomes ready, not held, when its dependencies are met): answered 'waiting'.
+    // Answer: {'ok', state, attempt, '', {'priority', p, 'descname', owner}}; refused 'missing',
+    // 'illegal'.
+    R"LUA(
+local J = job_at(ARGV[2], 6)
+local j = load(J)
+if not j then return {'err', 'missing', ''} end
+local v = redis.call('HMGET', J.key, 'hold', 'priority')
+local prio = v[2] or '0'
+if j.state == S.waiting and v[1] == '1' then
+  redis.call('HDEL', J.key, 'hold')
+  return {'ok', j.state, j.attempt, '', {'priority', prio, 'descname', j.owner}}
+end
+local ns = NEXT[j.state] and NEXT[j.state]['release']
+if not ns then return {'err', 'illegal', j.state} end
+local t = now_s()
+redis.call('HDEL', J.key, 'hold')
+redis.call('HSET', J.key, 'state', ns, 'progress', 'Ready.', 'queued_time', t, 'update_time', t)
+redis.call('ZADD', Q, string.format('%.0f', (1000 - tonumber(prio)) * 1e12 + tonumber(J.id)), J.id)
+count(J.id, j.state, ns)
+emit(J, j.owner, 'transition', ns, 'Ready. Released by ' .. ARGV[3] .. '.', j.attempt, t)
+return {'ok', ns, j.attempt, '', {'priority', prio, 'descname', j.owner}}
+)LUA",
+    // deps_release: budget
+    // Hands on the dependents of ended jobs (DE: job ID -> the state it ended in), at most
+    // `budget` dependents a call, so that 100,000 dependents of one job are many short scripts
+    // and dispatch goes on between them. Each dependent still waiting: an 'after' dependency that
+    // ended other than done cancels it ('Cancelled. Dependency N ended <state>.'; its own
+    // dependents follow, as it enters DE); otherwise its count of unmet dependencies
+    // (waiting_for) goes down, and at 0 it becomes ready (on the queue) or, created held, held.
+    // A dependent no longer waiting (cancelled meanwhile) is passed over.
+    // Answer: {'ok', more (0|1), handled, {id, priority, owner}* of the jobs made ready}.
+    R"LUA(
+local budget = tonumber(ARGV[2])
+local t = now_s()
+local out, handled = {}, 0
+while handled < budget do
+  local e = redis.call('HRANDFIELD', DE, 1, 'WITHVALUES')
+  if #e == 0 then break end
+  local jid, jst = e[1], e[2]
+  local dk = K.job_dependents(jid)
+  local ds = redis.call('HRANDFIELD', dk, budget - handled, 'WITHVALUES')
+  for i = 1, #ds, 2 do
+    local did, kind = ds[i], ds[i + 1]
+    redis.call('HDEL', dk, did)
+    handled = handled + 1
+    local D = {id = did, key = K.job(did), events = K.job_events(did)}
+    local v = redis.call('HMGET', D.key, 'state', 'hold', 'descname', 'priority', 'attempt')
+    if v[1] == S.waiting then
+      local owner, attempt = v[3] or '', v[5] or '1'
+      if kind == 'after' and jst ~= S.done then
+        local ns = NEXT[S.waiting]['cancel']
+        local progress = 'Cancelled. Dependency ' .. jid .. ' ended ' .. jst .. '.'
+        redis.call('HSET', D.key, 'state', ns, 'progress', progress, 'stop_time', t, 'update_time', t)
+        count(did, S.waiting, ns)
+        emit(D, owner, 'transition', ns, progress, attempt, t)
+        ended(D, ns)
+      else
+        local left = redis.call('HINCRBY', D.key, 'waiting_for', -1)
+        if left <= 0 then
+          local ns, progress = NEXT[S.waiting]['unblock'], 'Ready.'
+          if v[2] == '1' then ns, progress = S.held, 'Held.' end
+          redis.call('HSET', D.key, 'state', ns, 'progress', progress, 'queued_time', t, 'update_time', t)
+          if ns == S.ready then
+            local prio = v[4] or '0'
+            redis.call('ZADD', Q, string.format('%.0f', (1000 - tonumber(prio)) * 1e12 + tonumber(did)), did)
+            out[#out + 1] = did; out[#out + 1] = prio; out[#out + 1] = owner
+          end
+          count(did, S.waiting, ns)
+          emit(D, owner, 'transition', ns, progress, attempt, t)
+        else
+          redis.call('HSET', D.key, 'progress', 'Waiting for ' .. left .. (left == 1 and ' job.' or ' jobs.'))
+        end
+      end
+    end
+  end
+  if redis.call('EXISTS', dk) == 0 then redis.call('HDEL', DE, jid) end
+end
+local more = redis.call('HLEN', DE) > 0 and '1' or '0'
+return {'ok', more, handled, out}
 )LUA",
 };
 

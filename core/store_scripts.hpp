@@ -26,6 +26,10 @@ enum script_id {
   // Many transitions in one call: the daemon's dispatch, and its outbox's worker reports.
   s_lease_many,
   s_reports,
+  // Held jobs and dependencies: a held job handed to the workers; the dependents of ended jobs
+  // released (the daemon, in batches).
+  s_release,
+  s_deps_release,
   s_count
 };
 

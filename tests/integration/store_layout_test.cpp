@@ -29,7 +29,7 @@ redis_reply reply_of(const std::vector<std::string>& words) {
 
 TEST(Refusal, EveryNameRoundTripsAndAnUnknownWordIsNone) {
   for (auto r : {refusal::none, refusal::missing, refusal::illegal, refusal::stale, refusal::terminal,
-                 refusal::bad_parent, refusal::active, refusal::error, refusal::bad_op}) {
+                 refusal::bad_parent, refusal::active, refusal::error, refusal::bad_op, refusal::bad_dep}) {
     EXPECT_EQ(parse_refusal(to_string(r)), r) << to_string(r);
   }
   EXPECT_EQ(to_string(refusal::bad_parent), "bad_parent");
@@ -43,7 +43,7 @@ TEST(Refusal, EveryRefusalWordTheScriptsAnswerIsParsed) {
   for (const auto& src : store_scripts())
     for (std::sregex_iterator it(src.begin(), src.end(), word), end; it != end; ++it) seen.insert((*it)[1]);
   EXPECT_EQ(seen, (std::set<std::string>{"missing", "illegal", "stale", "terminal", "bad_parent", "active",
-                                         "error", "bad_op"}));
+                                         "error", "bad_op", "bad_dep"}));
   for (const auto& w : seen) {
     auto tr = to_transition_result(reply_of({"err", w, "running"}));
     EXPECT_FALSE(tr.ok);
@@ -74,8 +74,9 @@ TEST(LuaConvention, NoKeyTextNorStateNameIsWrittenByHandOutsideTheRenderedPrelud
     ASSERT_EQ(src.rfind(prelude, 0), 0u) << "every script starts with the key functions";
     auto rest = src.substr(prelude.size());
     EXPECT_EQ(rest.find("P .."), std::string::npos) << "keys from the prefix only in K";
-    for (const char* text : {"'token:", "'user:", "':events'", "':log'", "':children'", "':jobs'", "'queue'",
-                             "'leases'", "'events'", "'next_job_id'", "jobs_by_state"})
+    for (const char* text :
+         {"'token:", "'user:", "':events'", "':log'", "':children'", "':jobs'", "'queue'", "'leases'",
+          "'events'", "'next_job_id'", "jobs_by_state", "':dependents'", "'deps:"})
       EXPECT_EQ(rest.find(text), std::string::npos) << text;
     // State names: only in the tables rendered from job.cpp, which end with S's metatable.
     auto tables_end = rest.find("setmetatable(S");
@@ -92,6 +93,9 @@ TEST(LuaConvention, TheKeyFunctionsBuildWhatKeysBuilds) {
   EXPECT_NE(p.find("K.job_events = function(x) return P .. 'job:' .. x .. ':events' end"), std::string::npos);
   EXPECT_NE(p.find("K.user_jobs = function(x) return P .. 'user:' .. x .. ':jobs' end"), std::string::npos);
   EXPECT_NE(p.find("K.token = function(x) return P .. 'token:' .. x end"), std::string::npos);
+  EXPECT_NE(p.find("K.job_dependents = function(x) return P .. 'job:' .. x .. ':dependents' end"),
+            std::string::npos);
+  EXPECT_NE(p.find("K.deps_ended = P .. 'deps:ended'"), std::string::npos);
 }
 
 TEST_F(StoreTest, AReportRunOfEveryKindIsOneScriptCall) {

@@ -545,7 +545,8 @@ TEST(GatewayListQuery, UnknownStateListsTheStates) {
   auto e = dg::parse_list_query("state=sleeping", q);
   ASSERT_TRUE(e);
   EXPECT_EQ(e->status(), 400u);
-  EXPECT_TRUE(contains(e->detail, "unknown state 'sleeping'; known: ready, dispatched, running"))
+  EXPECT_TRUE(
+      contains(e->detail, "unknown state 'sleeping'; known: waiting, held, ready, dispatched, running"))
       << e->detail;
 }
 

@@ -15,17 +15,29 @@ namespace {
 using S = job_state;
 using E = job_event;
 
-const std::vector<job_event> non_finish_events = {E::lease, E::start, E::requeue, E::cancel, E::lose};
+const std::vector<job_event> non_finish_events = {E::lease,  E::claim, E::start,   E::requeue,
+                                                  E::cancel, E::lose,  E::release, E::unblock};
 
 // The legal transitions of docs/architecture.md#job-model for every event but finish; anything
 // absent is illegal.
 const std::map<std::pair<S, E>, S>& expected_transitions() {
   static const std::map<std::pair<S, E>, S> table = {
-      {{S::ready, E::lease}, S::dispatched},      {{S::ready, E::cancel}, S::cancelled},
-      {{S::dispatched, E::start}, S::running},    {{S::dispatched, E::requeue}, S::ready},
-      {{S::dispatched, E::cancel}, S::cancelled}, {{S::dispatched, E::lose}, S::lost},
-      {{S::running, E::requeue}, S::ready},       {{S::running, E::cancel}, S::cancelled},
+      {{S::ready, E::lease}, S::dispatched},
+      {{S::ready, E::cancel}, S::cancelled},
+      {{S::dispatched, E::start}, S::running},
+      {{S::dispatched, E::requeue}, S::ready},
+      {{S::dispatched, E::cancel}, S::cancelled},
+      {{S::dispatched, E::lose}, S::lost},
+      {{S::running, E::requeue}, S::ready},
+      {{S::running, E::cancel}, S::cancelled},
       {{S::running, E::lose}, S::lost},
+      // descprod-start-job claims a ready or a held job; the daemon leases only ready ones.
+      {{S::ready, E::claim}, S::dispatched},
+      {{S::held, E::claim}, S::dispatched},
+      {{S::held, E::release}, S::ready},
+      {{S::held, E::cancel}, S::cancelled},
+      {{S::waiting, E::unblock}, S::ready},
+      {{S::waiting, E::cancel}, S::cancelled},
   };
   return table;
 }
@@ -69,7 +81,7 @@ TEST(JobStateMachine, FinishFromDispatchedIsAllowed) {
 }
 
 TEST(JobStateMachine, CancelIsLegalFromEveryNonTerminalState) {
-  for (auto s : {S::ready, S::dispatched, S::running})
+  for (auto s : {S::waiting, S::held, S::ready, S::dispatched, S::running})
     EXPECT_EQ(next_state(s, E::cancel), S::cancelled) << to_string(s);
 }
 
@@ -84,7 +96,7 @@ TEST(JobStateMachine, TerminalStatesNeverChange) {
 }
 
 TEST(JobStateMachine, StateNamesRoundTripAndUnknownNamesAreRejected) {
-  EXPECT_EQ(all_job_states().size(), 9u);
+  EXPECT_EQ(all_job_states().size(), 11u);
   for (auto s : all_job_states()) EXPECT_EQ(parse_job_state(to_string(s)), s);
   EXPECT_EQ(to_string(S::cancelled), "cancelled");
   EXPECT_EQ(to_string(E::requeue), "requeue");
