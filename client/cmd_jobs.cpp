@@ -1,6 +1,6 @@
 // The commands that read and change jobs through the gateway's API (docs/api.md):
 // descprod-version, descprod-get-job (= descprod-show-job), descprod-add-job, descprod-submit,
-// descprod-list-jobs, descprod-cancel-job and descprod-login. DESCprod's positional USERNAME and
+// descprod-list-jobs, descprod-cancel-job, descprod-release-job and descprod-login. DESCprod's positional USERNAME and
 // URL arguments are still accepted; the user is whoever the token belongs to.
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <thread>
 
@@ -136,6 +137,43 @@ int get_job_main(int argc, char** argv) {
 
 // ---- descprod-add-job ---------------------------------------------------------------------------
 
+namespace {
+
+// --hold, --after and --after-any of add-job and submit (docs/client.md, Dependencies).
+void add_dependency_options(std::vector<option_spec>& specs) {
+  specs.push_back({0, "hold", false});
+  specs.push_back({0, "after", true});
+  specs.push_back({0, "after-any", true});
+}
+
+const char* dependency_options_help() {
+  return "      --hold            create the job held: no worker runs it until descprod-release-job\n"
+         "                        (or run it yourself with descprod-start-job)\n"
+         "      --after IDS       start only once each of these jobs (comma-separated IDs) is done;\n"
+         "                        if one ends otherwise, this job is cancelled\n"
+         "      --after-any IDS   start only once each of these jobs has ended, whatever its state\n";
+}
+
+json::array job_id_list(const std::string& text, const std::string& what) {
+  json::array ids;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    auto comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    ids.push_back(parse_job_id(text.substr(start, comma - start), what));
+    start = comma + 1;
+  }
+  return ids;
+}
+
+void put_dependency_fields(const parsed_args& a, json::object& body) {
+  if (a.has("hold")) body["hold"] = true;
+  if (auto v = a.value("after")) body["after"] = job_id_list(*v, "job ID in --after");
+  if (auto v = a.value("after-any")) body["after_any"] = job_id_list(*v, "job ID in --after-any");
+}
+
+}  // namespace
+
 int add_job_main(int argc, char** argv) {
   const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-add-job");
   return guarded(me, [&] {
@@ -147,10 +185,12 @@ int add_job_main(int argc, char** argv) {
     specs.push_back({'o', "outjson", true});
     specs.push_back({0, "priority", true});
     specs.push_back({0, "epoch", false});
+    add_dependency_options(specs);
     auto a = parse_args(arguments(argc, argv), specs);
     if (a.has("help")) {
       std::cout << "Usage: " << me
-                << " [-h] [-s SURL] [-u USER] [-p PARENT] [-n NTRY] [-o OUTJSON] JOBTYPE [CONFIG [HOWFIG]]\n"
+                << " [-h] [-s SURL] [-u USER] [-p PARENT] [-n NTRY] [-o OUTJSON] [--hold]\n"
+                << "       [--after IDS] [--after-any IDS] JOBTYPE [CONFIG [HOWFIG]]\n"
                 << "Creates a job and prints \"Success: ...\" and its fields.\n"
                 << "     -h - Show this message and exit.\n"
                 << "     -s - Server URL (the same as --url).\n"
@@ -160,7 +200,7 @@ int add_job_main(int argc, char** argv) {
                 << "     -o - Write the new job to OUTJSON (every value a quoted string).\n"
                 << "      --priority N      queue priority (-1000..1000, default 0)\n"
                 << "      --epoch           print times as integer epoch seconds\n"
-                << "  JOBTYPE - Job type.\n"
+                << dependency_options_help() << "  JOBTYPE - Job type.\n"
                 << "  CONFIG  - Job configuration.\n"
                 << "  HOWFIG  - How configuration.\n"
                 << common_options_help();
@@ -174,6 +214,7 @@ int add_job_main(int argc, char** argv) {
     if (a.positional.size() > 2) body["howfig"] = a.positional[2];
     if (auto p = a.value("parent")) body["parent"] = parse_job_id(*p, "parent job ID");
     if (auto p = a.value("priority")) body["priority"] = parse_int(*p, -1000, 1000, "priority");
+    put_dependency_fields(a, body);
     long long ntry = 1;
     if (auto n = a.value("ntry")) ntry = parse_int(*n, 1, 1000, "number of tries");
     std::optional<std::string> surl = a.value("surl");
@@ -216,14 +257,16 @@ int submit_main(int argc, char** argv) {
     auto specs = server_options();
     specs.push_back({0, "priority", true});
     specs.push_back({0, "parent", true});
+    add_dependency_options(specs);
     auto a = parse_args(arguments(argc, argv), specs);
     if (a.has("help")) {
       std::cout << "Usage: " << me
-                << " [--priority N] [--parent ID] [--url URL] [--token-file FILE] JOBTYPE CONFIG [HOWFIG]\n"
+                << " [--priority N] [--parent ID] [--hold] [--after IDS] [--after-any IDS] [--url URL]\n"
+                << "       [--token-file FILE] JOBTYPE CONFIG [HOWFIG]\n"
                 << "Submits a job and prints its ID.\n"
                 << "      --priority N      queue priority, -1000..1000 (default 0; higher runs first)\n"
                 << "      --parent ID       make the job a child of job ID\n"
-                << common_options_help();
+                << dependency_options_help() << common_options_help();
       return exit_code::ok;
     }
     if (a.positional.size() < 2) throw usage_error("JOBTYPE and CONFIG are required");
@@ -234,6 +277,7 @@ int submit_main(int argc, char** argv) {
     if (a.positional.size() > 2) body["howfig"] = a.positional[2];
     if (auto p = a.value("priority")) body["priority"] = parse_int(*p, -1000, 1000, "priority");
     if (auto p = a.value("parent")) body["parent"] = parse_job_id(*p, "parent job ID");
+    put_dependency_fields(a, body);
     auto api = make_client(a);
     json::value req(body);
     auto v = api.call_ok("POST", "/api/jobs", &req);
@@ -268,8 +312,8 @@ int list_jobs_main(int argc, char** argv) {
           << " [--state S] [--all] [--limit N] [--parent ID] [--jobtype T] [--search TEXT]\n"
           << "       [--since TIME] [--until TIME] [--sort KEY] [--owner USER|*] [--json]\n"
           << "Lists your jobs, newest first: ID, parent, type, config, state, progress, duration.\n"
-          << "      --state S         only jobs in state S (ready, dispatched, running, done,\n"
-          << "                        failed, timeout, killed, cancelled, lost)\n"
+          << "      --state S         only jobs in state S (waiting, held, ready, dispatched,\n"
+          << "                        running, done, failed, timeout, killed, cancelled, lost)\n"
           << "      --all             also archived jobs, and no limit unless --limit is given\n"
           << "      --limit N         at most N jobs (default 50; 0: no limit)\n"
           << "      --parent ID       only the children of job ID\n"
@@ -351,40 +395,70 @@ int list_jobs_main(int argc, char** argv) {
 
 // ---- descprod-cancel-job ----------------------------------------------------------------------------
 
+namespace {
+
+// One POST /api/jobs/<id>/<action> per job ID argument: `said` prints the outcome of a 2xx answer;
+// a refusal for the job's state (409) says "job N was not <done_word>: <why>". Exit 1 if any job
+// was refused, else the first other error's code.
+int act_on_jobs(const std::string& me, int argc, char** argv, const std::string& usage_text,
+                const std::string& action, const std::string& done_word,
+                const std::function<void(long long, int status)>& said) {
+  auto a = parse_args(arguments(argc, argv), server_options());
+  if (a.has("help")) {
+    std::cout << "Usage: " << me << " [--url URL] [--token-file FILE] ID...\n"
+              << usage_text << common_options_help();
+    return exit_code::ok;
+  }
+  if (a.positional.empty()) throw usage_error("at least one job ID is required");
+  std::vector<long long> ids;
+  for (const auto& p : a.positional) ids.push_back(parse_job_id(p));
+  auto api = make_client(a);
+  int rc = exit_code::ok;
+  for (long long id : ids) {
+    auto r = api.call("POST", "/api/jobs/" + std::to_string(id) + "/" + action);
+    if (r.status >= 200 && r.status < 300) {
+      said(id, r.status);
+    } else if (r.status == 409) {
+      print_error(me, "job " + std::to_string(id) + " was not " + done_word + ": " + error_detail(r));
+      if (rc == exit_code::ok) rc = exit_code::server_error;
+    } else {
+      auto e = error_for(r);
+      if (e.code == exit_code::bad_token) throw e;
+      print_error(me, "job " + std::to_string(id) + ": " + e.what());
+      if (rc == exit_code::ok) rc = e.code;
+    }
+  }
+  return rc;
+}
+
+}  // namespace
+
 int cancel_job_main(int argc, char** argv) {
   const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-cancel-job");
   return guarded(me, [&] {
-    auto a = parse_args(arguments(argc, argv), server_options());
-    if (a.has("help")) {
-      std::cout << "Usage: " << me << " [--url URL] [--token-file FILE] ID...\n"
-                << "Cancels jobs. A queued job is cancelled at once; a running one is asked to stop\n"
-                << "(its process gets SIGTERM, then SIGKILL). Exit 1 if any job could not be\n"
-                << "cancelled (unknown, or already finished).\n"
-                << common_options_help();
-      return exit_code::ok;
-    }
-    if (a.positional.empty()) throw usage_error("at least one job ID is required");
-    std::vector<long long> ids;
-    for (const auto& p : a.positional) ids.push_back(parse_job_id(p));
-    auto api = make_client(a);
-    int rc = exit_code::ok;
-    for (long long id : ids) {
-      auto r = api.call("POST", "/api/jobs/" + std::to_string(id) + "/cancel");
-      if (r.status == 200) {
-        std::cout << "Job " << id << " cancelled.\n";
-      } else if (r.status == 202) {
-        std::cout << "Job " << id << ": cancel requested; the job is being stopped.\n";
-      } else if (r.status == 409) {
-        print_error(me, "job " + std::to_string(id) + " was not cancelled: " + error_detail(r));
-        if (rc == exit_code::ok) rc = exit_code::server_error;
-      } else {
-        auto e = error_for(r);
-        if (e.code == exit_code::bad_token) throw e;
-        print_error(me, "job " + std::to_string(id) + ": " + e.what());
-        if (rc == exit_code::ok) rc = e.code;
-      }
-    }
-    return rc;
+    return act_on_jobs(me, argc, argv,
+                       "Cancels jobs. A job not yet given to a worker (ready, held, waiting) is cancelled\n"
+                       "at once; a running one is asked to stop (its process gets SIGTERM, then SIGKILL).\n"
+                       "Jobs waiting for a cancelled job with --after are cancelled too. Exit 1 if any\n"
+                       "job could not be cancelled (unknown, or already finished).\n",
+                       "cancel", "cancelled", [](long long id, int status) {
+                         if (status == 200) std::cout << "Job " << id << " cancelled.\n";
+                         else std::cout << "Job " << id << ": cancel requested; the job is being stopped.\n";
+                       });
+  });
+}
+
+// ---- descprod-release-job ---------------------------------------------------------------------------
+
+int release_job_main(int argc, char** argv) {
+  const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-release-job");
+  return guarded(me, [&] {
+    return act_on_jobs(me, argc, argv,
+                       "Hands held jobs (created with --hold, or of an app with dispatch: manual) to the\n"
+                       "workers. A job still waiting for its dependencies loses its hold and runs once\n"
+                       "they are met. Exit 1 if any job was not held.\n",
+                       "release", "released",
+                       [](long long id, int) { std::cout << "Job " << id << " released.\n"; });
   });
 }
 

@@ -21,6 +21,7 @@ int check_config_main(int argc, char** argv);
 int submit_main(int argc, char** argv);
 int list_jobs_main(int argc, char** argv);
 int cancel_job_main(int argc, char** argv);
+int release_job_main(int argc, char** argv);
 int watch_main(int argc, char** argv);
 int login_main(int argc, char** argv);
 

@@ -489,6 +489,12 @@ app_registry parse_apps(const std::string& text, const std::string& file) {
     s.read_range("time_limit_s", a.time_limit_s, 0.0, 1e9);
     s.read_range("max_attempts", a.max_attempts, 1, 100);
     s.read("help", a.help);
+    if (auto v = s.take("dispatch")) {
+      std::string text;
+      s.read("dispatch", text);
+      if (text != "manual" && text != "auto") s.fail(v, "dispatch", "expected auto or manual");
+      a.manual_dispatch = text == "manual";
+    }
     s.read("pattern", a.pattern);
     s.read("howfig_pattern", a.howfig_pattern);
     try {

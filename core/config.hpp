@@ -43,6 +43,9 @@ struct app_def {
   std::string pattern;  // ECMAScript regex the whole config must match; empty: any
   std::string howfig_pattern;
   std::string help;
+  // dispatch: manual — every job of the app is created held: it runs only when its owner starts
+  // it (descprod-start-job) or releases it to the workers (DESCprod's way of running jobs).
+  bool manual_dispatch = false;
   std::optional<std::regex> compiled_pattern;
   std::optional<std::regex> compiled_howfig_pattern;
 

@@ -203,14 +203,15 @@ const std::vector<std::string>& job_field_order() {
       "pid", "create_time", "start_time", "update_time", "stop_time", "return_status", "port", "progress",
       // Added by this project.
       "state", "message", "priority", "attempt", "max_attempts", "worker", "cancel_requested", "done_count",
-      "total_count", "queued_time", "dispatch_time"};
+      "total_count", "queued_time", "dispatch_time", "hold", "after", "after_any", "waiting_for"};
   return order;
 }
 
 bool is_integer_field(std::string_view f) {
   static const std::set<std::string_view> ints = {
-      "id",       "parent",  "session",      "archive",    "pid",         "return_status",   "port",
-      "priority", "attempt", "max_attempts", "done_count", "total_count", "cancel_requested"};
+      "id",         "parent",  "session",      "archive",    "pid",         "return_status",    "port",
+      "priority",   "attempt", "max_attempts", "done_count", "total_count", "cancel_requested", "hold",
+      "waiting_for"};
   return ints.count(f) > 0;
 }
 
@@ -224,6 +225,21 @@ namespace {
 // Writes a JSON value for a stored field: integers and times as numbers, the rest as strings.
 // A value that does not parse as its declared type is kept as a string rather than dropped.
 boost::json::value field_value(const std::string& name, const std::string& v, bool integer_times) {
+  if (name == "after" || name == "after_any") {
+    // Stored as "12,13": a list of job IDs. A malformed list is kept as its text.
+    boost::json::array ids;
+    std::size_t start = 0;
+    while (start <= v.size()) {
+      auto comma = v.find(',', start);
+      if (comma == std::string::npos) comma = v.size();
+      auto part = v.substr(start, comma - start);
+      if (part.empty() || part.size() > 18 || part.find_first_not_of("0123456789") != std::string::npos)
+        return boost::json::string(v);
+      ids.push_back(std::stoll(part));
+      start = comma + 1;
+    }
+    return ids;
+  }
   if (is_integer_field(name)) {
     try {
       std::size_t used = 0;

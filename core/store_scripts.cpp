@@ -615,6 +615,9 @@ if not TERMINAL[j.state] then return {'err', 'active', j.state} end
 local parent = redis.call('HGET', J.key, 'parent')
 revoke_job_token(J)
 redis.call('DEL', J.key, J.events, KEYS[8], KEYS[9])
+-- Its edges to its dependents go with it, unless they are still to be handed on (DE): the release
+-- script deletes them then.
+if redis.call('HEXISTS', DE, J.id) == 0 then redis.call('DEL', K.job_dependents(J.id)) end
 redis.call('ZREM', K.user_jobs(j.owner), J.id)
 redis.call('ZREM', Q, J.id)
 redis.call('ZREM', L, J.id)
@@ -733,9 +736,10 @@ emit(J, j.owner, 'transition', ns, 'Ready. Released by ' .. ARGV[3] .. '.', j.at
 return {'ok', ns, j.attempt, '', {'priority', prio, 'descname', j.owner}}
 )LUA",
     // deps_release: budget
-    // Hands on the dependents of ended jobs (DE: job ID -> the state it ended in), at most
-    // `budget` dependents a call, so that 100,000 dependents of one job are many short scripts
-    // and dispatch goes on between them. Each dependent still waiting: an 'after' dependency that
+    // Hands on the dependents of ended jobs (DE: job ID -> the state it ended in, then where the
+    // scan of its :dependents stands), about `budget` dependents a call (HSCAN's COUNT), so that
+    // 100,000 dependents of one job are many short scripts and dispatch goes on between them.
+    // Each edge handled is marked '<kind>/done' and kept, for the job page's graph. Each dependent still waiting: an 'after' dependency that
     // ended other than done cancels it ('Cancelled. Dependency N ended <state>.'; its own
     // dependents follow, as it enters DE); otherwise its count of unmet dependencies
     // (waiting_for) goes down, and at 0 it becomes ready (on the queue) or, created held, held.
@@ -745,47 +749,70 @@ return {'ok', ns, j.attempt, '', {'priority', prio, 'descname', j.owner}}
 local budget = tonumber(ARGV[2])
 local t = now_s()
 local out, handled = {}, 0
+local function release_one(jid, jst, did, kind)
+  local D = {id = did, key = K.job(did), events = K.job_events(did)}
+  local v = redis.call('HMGET', D.key, 'state', 'hold', 'descname', 'priority', 'attempt')
+  if v[1] ~= S.waiting then return end
+  local owner, attempt = v[3] or '', v[5] or '1'
+  if kind == 'after' and jst ~= S.done then
+    local ns = NEXT[S.waiting]['cancel']
+    local progress = 'Cancelled. Dependency ' .. jid .. ' ended ' .. jst .. '.'
+    redis.call('HSET', D.key, 'state', ns, 'progress', progress, 'stop_time', t, 'update_time', t)
+    count(did, S.waiting, ns)
+    emit(D, owner, 'transition', ns, progress, attempt, t)
+    ended(D, ns)
+    return
+  end
+  local left = redis.call('HINCRBY', D.key, 'waiting_for', -1)
+  if left > 0 then
+    redis.call('HSET', D.key, 'progress', 'Waiting for ' .. left .. (left == 1 and ' job.' or ' jobs.'))
+    return
+  end
+  local ns, progress = NEXT[S.waiting]['unblock'], 'Ready.'
+  if v[2] == '1' then ns, progress = S.held, 'Held.' end
+  redis.call('HSET', D.key, 'state', ns, 'progress', progress, 'queued_time', t, 'update_time', t)
+  if ns == S.ready then
+    local prio = v[4] or '0'
+    redis.call('ZADD', Q, string.format('%.0f', (1000 - tonumber(prio)) * 1e12 + tonumber(did)), did)
+    out[#out + 1] = did; out[#out + 1] = prio; out[#out + 1] = owner
+  end
+  count(did, S.waiting, ns)
+  emit(D, owner, 'transition', ns, progress, attempt, t)
+end
 while handled < budget do
   local e = redis.call('HRANDFIELD', DE, 1, 'WITHVALUES')
   if #e == 0 then break end
-  local jid, jst = e[1], e[2]
+  local jid = e[1]
+  local jst, cursor = string.match(e[2], '^(%l+) ?(%d*)$')
   local dk = K.job_dependents(jid)
-  local ds = redis.call('HRANDFIELD', dk, budget - handled, 'WITHVALUES')
-  for i = 1, #ds, 2 do
-    local did, kind = ds[i], ds[i + 1]
-    redis.call('HDEL', dk, did)
-    handled = handled + 1
-    local D = {id = did, key = K.job(did), events = K.job_events(did)}
-    local v = redis.call('HMGET', D.key, 'state', 'hold', 'descname', 'priority', 'attempt')
-    if v[1] == S.waiting then
-      local owner, attempt = v[3] or '', v[5] or '1'
-      if kind == 'after' and jst ~= S.done then
-        local ns = NEXT[S.waiting]['cancel']
-        local progress = 'Cancelled. Dependency ' .. jid .. ' ended ' .. jst .. '.'
-        redis.call('HSET', D.key, 'state', ns, 'progress', progress, 'stop_time', t, 'update_time', t)
-        count(did, S.waiting, ns)
-        emit(D, owner, 'transition', ns, progress, attempt, t)
-        ended(D, ns)
-      else
-        local left = redis.call('HINCRBY', D.key, 'waiting_for', -1)
-        if left <= 0 then
-          local ns, progress = NEXT[S.waiting]['unblock'], 'Ready.'
-          if v[2] == '1' then ns, progress = S.held, 'Held.' end
-          redis.call('HSET', D.key, 'state', ns, 'progress', progress, 'queued_time', t, 'update_time', t)
-          if ns == S.ready then
-            local prio = v[4] or '0'
-            redis.call('ZADD', Q, string.format('%.0f', (1000 - tonumber(prio)) * 1e12 + tonumber(did)), did)
-            out[#out + 1] = did; out[#out + 1] = prio; out[#out + 1] = owner
-          end
-          count(did, S.waiting, ns)
-          emit(D, owner, 'transition', ns, progress, attempt, t)
-        else
-          redis.call('HSET', D.key, 'progress', 'Waiting for ' .. left .. (left == 1 and ' job.' or ' jobs.'))
-        end
+  local okr, r = false, nil
+  if jst then okr, r = pcall(redis.call, 'HSCAN', dk, cursor == '' and '0' or cursor, 'COUNT', budget - handled) end
+  handled = handled + 1
+  if not okr then
+    -- A malformed entry, or its :dependents is not a hash (broken by hand): nothing to hand on.
+    redis.call('HDEL', DE, jid)
+  else
+    local ds = r[2]
+    for i = 1, #ds, 2 do
+      local did, kind = ds[i], ds[i + 1]
+      handled = handled + 1
+      if kind == 'after' or kind == 'after_any' then
+        -- The edge stays (the job page draws it), marked as handed on: a scan that returns it
+        -- again does nothing.
+        redis.call('HSET', dk, did, kind .. '/done')
+        -- One dependent's broken keys (its hash not a hash) drop that edge, not the batch.
+        guarded(release_one, jid, jst, did, kind)
+        if UNAVAILABLE then return {err = UNAVAILABLE} end
       end
     end
+    if r[1] == '0' then
+      redis.call('HDEL', DE, jid)
+      -- Deleted before its dependents were handed on: its edges go now.
+      if redis.call('EXISTS', K.job(jid)) == 0 then redis.call('DEL', dk) end
+    else
+      redis.call('HSET', DE, jid, jst .. ' ' .. r[1])
+    end
   end
-  if redis.call('EXISTS', dk) == 0 then redis.call('HDEL', DE, jid) end
 end
 local more = redis.call('HLEN', DE) > 0 and '1' or '0'
 return {'ok', more, handled, out}

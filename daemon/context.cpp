@@ -37,6 +37,13 @@ void count_job_end(daemon_stats& s, std::string_view state) {
   else ++s.jobs_failed;  // failed, timeout, killed, lost
 }
 
+void daemon_context::ended(std::string_view state) {
+  auto st = parse_job_state(state);
+  if (!st || !is_terminal(*st)) return;
+  count_job_end(stats, state);
+  if (job_ended) job_ended();
+}
+
 refusal_view interpret_refusal(const transition_result& r) {
   refusal_view out;
   out.reason = std::string(to_string(r.reason));

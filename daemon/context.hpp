@@ -88,6 +88,12 @@ struct daemon_context {
   // is gone or its queue is full).
   std::function<void(const std::exception&)> redis_failed;
   std::function<bool(const std::vector<std::string>&)> send_frames;
+  // A job reached a terminal state through this daemon (its dependents may be released now).
+  std::function<void()> job_ended;
+
+  // A job reached `state` through this daemon: counted (count_job_end) and, when it is terminal,
+  // job_ended told.
+  void ended(std::string_view state);
 
   // Sends a command to a worker; a failed send is logged (the worker's silence then ends it).
   void send_worker(const std::string& routing, std::string_view command, const boost::json::object& body);

@@ -25,12 +25,14 @@ queue_daemon::queue_daemon(net::io_context& io, descprod_config cfg, app_registr
            }),
       disp_(ctx_, workers_, leases_, out_),
       recon_(ctx_, workers_, leases_, disp_, out_),
+      deps_(ctx_, disp_, recon_),
       handler_(ctx_, workers_, leases_, disp_, out_),
       sampler_(ctx_, [this] { return gauges(); }) {
   ctx_.redis_failed = [this](const std::exception& e) { redis_failed(e); };
   ctx_.send_frames = [this](const std::vector<std::string>& frames) {
     return workers_sock_ && workers_sock_->send(frames);
   };
+  ctx_.job_ended = [this] { deps_.wake(); };
   disp_.worker_lost = [this](const std::string& id, const std::string& why) {
     handler_.worker_lost(id, why);
   };
@@ -42,6 +44,7 @@ void queue_daemon::stop() {
   if (ctx_.stopping) return;
   ctx_.stopping = true;
   if (pilots_) pilots_->stop();
+  deps_.wake();  // its wait ends; it sees the daemon stopping
   out_.flush_acks();
   // The last acknowledgements get a moment to leave (a worker re-sends what it did not hear of).
   if (workers_sock_ && ctx_.draining) workers_sock_->raw().set(zmq::sockopt::linger, 500);
@@ -156,6 +159,7 @@ net::awaitable<void> queue_daemon::run() {
   ctx_.spawn(receive_loop(gateways_sock_.get(), false), "gateway_loop");
   ctx_.spawn(out_.run(), "outbox");
   ctx_.spawn(sampler_.run(), "stats_sampler");
+  ctx_.spawn(deps_.run(), "dependencies");
   if (ctx_.cfg.pilots.enabled) {
     const double pilot_s = 60.0 * ctx_.cfg.pilots.walltime_minutes;
     pilots_ = std::make_unique<pilot_manager>(ex, ctx_.cfg.pilots, ctx_.redis, ctx_.cfg.redis.prefix,
@@ -315,7 +319,8 @@ void queue_daemon::write_stats() {
                  u(s.stale_events), "malformed_total", u(s.malformed), "handed_back_total", u(s.handed_back),
                  "walltime_refusals_total", u(s.walltime_refusals), "workers_refused_total",
                  u(s.workers_refused), "reports_refused_total", u(s.reports_refused),
-                 "log_pieces_dropped_total", u(s.log_pieces_dropped))},
+                 "log_pieces_dropped_total", u(s.log_pieces_dropped), "dependents_handled_total",
+                 u(deps_.handled()), "dependents_released_total", u(deps_.released()))},
       "stats");
 }
 

@@ -28,6 +28,7 @@
 #include "core/protocol.hpp"
 #include "core/zmq_asio.hpp"
 #include "daemon/context.hpp"
+#include "daemon/dependencies.hpp"
 #include "daemon/dispatcher.hpp"
 #include "daemon/lease_table.hpp"
 #include "daemon/outbox.hpp"
@@ -85,6 +86,7 @@ class queue_daemon {
   outbox out_;
   dispatcher disp_;
   reconciler recon_;
+  dependency_releaser deps_;
   worker_handler handler_;
   std::unique_ptr<pilot_manager> pilots_;
   stats_sampler sampler_;

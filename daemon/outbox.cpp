@@ -203,7 +203,7 @@ void outbox::report_applied(const pending_write& w, const transition_result& r) 
   if (r.ok) {
     if (w.command == protocol::finished) {
       ++ctx_.stats.finished;
-      count_job_end(ctx_.stats, r.state);
+      ctx_.ended(r.state);
       log::debug("job finished job_id={} state={} worker={}", id, r.state, w.worker);
     }
     return;
@@ -272,7 +272,7 @@ net::awaitable<void> outbox::apply(pending_write& w) {
       co_return;
     }
     log::info("job requeued job_id={} state={} attempt={} reason={}", w.id, r.state, r.attempt, w.reason);
-    count_job_end(ctx_.stats, r.state);  // "lost" when it had no attempt left
+    ctx_.ended(r.state);  // "lost" (or "cancelled") when it ends here
     if (r.state == "ready") {
       auto cmd = redis_cmd("HMGET", ctx_.k.job(w.id), "priority", "descname");
       auto p = co_await ctx_.redis.async_exec(std::move(cmd));

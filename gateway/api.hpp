@@ -83,6 +83,7 @@ enum class route_kind {
   job_resubmit,    // POST /api/jobs/<id>/resubmit
   job_archive,     // POST /api/jobs/<id>/archive
   job_unarchive,   // POST /api/jobs/<id>/unarchive
+  job_release,     // POST /api/jobs/<id>/release (a held job to the workers)
   job_claim,       // POST /api/jobs/<id>/claim
   job_started,     // POST /api/jobs/<id>/started
   job_progress,    // POST /api/jobs/<id>/progress
@@ -183,7 +184,7 @@ inline constexpr std::size_t max_text_query_bytes = 200;
 // Unknown parameters are refused (400) so that a typo never silently lists everything.
 std::optional<api_error> parse_list_query(std::string_view query, list_query& out);
 // The actions on a job of POST /api/jobs/actions, of the page's selection form and of the page
-// route /jobs/<id>/<action>: cancel, archive, unarchive, delete, resubmit.
+// route /jobs/<id>/<action>: cancel, release, archive, unarchive, delete, resubmit.
 bool is_job_action(std::string_view action);
 // POST /api/jobs/actions body: {"action": cancel|archive|unarchive|delete|resubmit, "ids": [1..1000
 // job IDs]} or {"action", "query": "<a GET /api/jobs query without paging>"}.
@@ -212,13 +213,24 @@ bool is_event_stream(const route& r, std::string_view method, std::string_view q
 // ---- request bodies -------------------------------------------------------------------------
 
 // One job to create, validated against the application registry.
+// A dependency named in a request: a job ID, or (bulk) "#k", the request's jobs[k].
+struct dependency_ref {
+  job_id id = 0;
+  std::optional<std::size_t> entry;
+  bool any = false;  // after_any
+};
+// Most dependencies (after + after_any) one job may name.
+inline constexpr std::size_t max_dependencies = 10000;
+
 struct job_request {
   std::string jobtype;
   std::string config;
   std::string howfig;
   int priority = 0;
   std::optional<job_id> parent;
-  int max_attempts = 3;  // from the application
+  int max_attempts = 3;               // from the application
+  bool hold = false;                  // asked for, or the application's dispatch: manual
+  std::vector<dependency_ref> after;  // after, then after_any; each job once
 };
 
 // Parses a request body as JSON; malformed → 400 "bad_json" with the parser's reason and offset.
@@ -228,8 +240,10 @@ std::optional<api_error> parse_json_body(std::string_view body, boost::json::val
 // check_config == 0, the app's pattern), howfig (string, optional, empty or valid and matching
 // the app's howfig_pattern), priority (integer -1000..1000), parent (positive integer). Unknown
 // fields are refused. Errors name the field.
-std::optional<api_error> validate_job(const boost::json::value& v, const app_registry& apps,
-                                      job_request& out);
+// hold (boolean), after and after_any (arrays of job IDs; in a bulk request, also "#k" for the
+// request's earlier jobs[k]: `entry` is the job's own index there, none outside a bulk).
+std::optional<api_error> validate_job(const boost::json::value& v, const app_registry& apps, job_request& out,
+                                      std::optional<std::size_t> entry = std::nullopt);
 
 // Validates {"jobs": [ ... ]} with 1..max_jobs items; an invalid item's error starts "jobs[i]: ".
 std::optional<api_error> validate_bulk(const boost::json::value& v, const app_registry& apps,

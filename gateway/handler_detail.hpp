@@ -86,6 +86,7 @@ net::awaitable<handler_result> jobs_resubmit(call& c);
 net::awaitable<handler_result> jobs_actions(call& c);
 net::awaitable<handler_result> jobs_archive(call& c);
 net::awaitable<handler_result> jobs_unarchive(call& c);
+net::awaitable<handler_result> jobs_release(call& c);
 net::awaitable<handler_result> jobs_claim(call& c);
 net::awaitable<handler_result> jobs_started(call& c);
 net::awaitable<handler_result> jobs_progress(call& c);

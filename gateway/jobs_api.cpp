@@ -217,13 +217,20 @@ boost::json::object claim_json(const jobs_service::claimed_job& c, job_id id) {
   return o;
 }
 
-boost::json::object bulk_json(const std::vector<job_id>& ids) {
+boost::json::object bulk_json(const std::vector<job_id>& ids, const std::vector<job_state>& states) {
   boost::json::array list;
   list.reserve(ids.size());
   for (auto id : ids) list.push_back(id);
   boost::json::object o;
   o["ids"] = std::move(list);
   o["count"] = ids.size();
+  // How many jobs went in each state (ready, held, waiting, cancelled: a dependency had failed).
+  boost::json::object by_state;
+  for (auto st : states) {
+    auto& n = by_state[to_string(st)];
+    n = n.is_null() ? 1 : n.as_int64() + 1;
+  }
+  o["states"] = std::move(by_state);
   return o;
 }
 
@@ -264,6 +271,17 @@ net::awaitable<handler_result> jobs_create(call& c) {
   std::string owner = c.who->name;
   auto made = co_await jobs_service::create(c.ctx, std::move(*c.who), reqs, false);
   if (!made) co_return error_answer(made.error());
+  if (!made->states.empty() && made->states.front() != job_state::ready) {
+    // Held, waiting or cancelled at creation: the answer is the job as stored (its progress says
+    // what it waits for).
+    auto rec = co_await c.ctx.jobs->async_get(made->ids.front());
+    if (!rec) co_return error_answer(internal_error("the new job was not found"));
+    auto res = make_json_response(http::status::created, job_to_json(*rec));
+    res.set(http::field::location, "/api/jobs/" + std::to_string(made->ids.front()));
+    handler_result held;
+    held.res = std::move(res);
+    co_return held;
+  }
   // The answer is what was just written, with the create script's time.
   handler_result out;
   out.res = created_job_response(made->ids.front(), reqs.front(), owner, made->create_time);
@@ -279,7 +297,7 @@ net::awaitable<handler_result> jobs_create_bulk(call& c) {
   if (auto e = check_children_only(*c.who, reqs)) co_return error_answer(*e);
   auto made = co_await jobs_service::create(c.ctx, std::move(*c.who), std::move(reqs), true);
   if (!made) co_return error_answer(made.error());
-  co_return json_answer(http::status::created, bulk_json(made->ids));
+  co_return json_answer(http::status::created, bulk_json(made->ids, made->states));
 }
 
 net::awaitable<handler_result> jobs_list(call& c) {
@@ -323,6 +341,12 @@ net::awaitable<handler_result> jobs_cancel(call& c) {
   // 200 when the job is cancelled already, 202 while its worker is stopping it.
   co_return job_answer(changed->state == "cancelled" ? http::status::ok : http::status::accepted,
                        changed->job);
+}
+
+net::awaitable<handler_result> jobs_release(call& c) {
+  auto changed = co_await jobs_service::release(c.ctx, std::move(*c.who), c.params.id);
+  if (!changed) co_return error_answer(changed.error());
+  co_return job_answer(http::status::ok, changed->job);
 }
 
 net::awaitable<handler_result> jobs_resubmit(call& c) {

@@ -35,7 +35,11 @@ std::string field_of(const job_record& r, const char* k) {
 
 api_error job_not_found(job_id id) { return not_found("job " + std::to_string(id) + " not found"); }
 
-std::vector<new_job> to_new_jobs(const std::vector<job_request>& reqs, std::size_t first, std::size_t n) {
+// The requests [first, first + n) as the store's new jobs. A dependency on an earlier job of the
+// request ("#k") is that job's ID once created (`created`, the IDs so far), or its place in this
+// chunk (local_index, 1-based).
+std::vector<new_job> to_new_jobs(const std::vector<job_request>& reqs, std::size_t first, std::size_t n,
+                                 const std::vector<job_id>& created) {
   std::vector<new_job> out;
   out.reserve(n);
   for (std::size_t i = first; i < first + n; ++i) {
@@ -46,10 +50,41 @@ std::vector<new_job> to_new_jobs(const std::vector<job_request>& reqs, std::size
     j.priority = reqs[i].priority;
     j.parent = reqs[i].parent;
     j.max_attempts = reqs[i].max_attempts;
+    j.hold = reqs[i].hold;
+    j.after.reserve(reqs[i].after.size());
+    for (const auto& d : reqs[i].after) {
+      job_dependency dep;
+      dep.any = d.any;
+      if (!d.entry) dep.id = d.id;
+      else if (*d.entry < first) dep.id = created.at(*d.entry);
+      else dep.local_index = *d.entry - first + 1;
+      j.after.push_back(dep);
+    }
     out.push_back(std::move(j));
   }
   return out;
 }
+
+// The distinct job IDs the requests name as dependencies, each with the index of its first use.
+std::vector<std::pair<job_id, std::size_t>> distinct_dependencies(const std::vector<job_request>& reqs) {
+  std::vector<std::pair<job_id, std::size_t>> out;
+  std::set<job_id> seen;
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    for (const auto& d : reqs[i].after)
+      if (!d.entry && seen.insert(d.id).second) out.emplace_back(d.id, i);
+  }
+  return out;
+}
+
+api_error dependency_not_found(job_id id, bool bulk, std::size_t index) {
+  // 400, not 404: the request names it (docs/api.md, Dependencies); another user's job reads the
+  // same as none.
+  auto e = bad_request("job " + std::to_string(id) + " named in after/after_any is not one of your jobs");
+  if (bulk) e.detail = "jobs[" + std::to_string(index) + "]: " + e.detail;
+  return e;
+}
+
+bool needs_script_path(const job_request& r) { return r.parent || r.hold || !r.after.empty(); }
 
 // The distinct parents named by the requests, each with the index of its first use.
 std::vector<std::pair<job_id, std::size_t>> distinct_parents(const std::vector<job_request>& reqs) {
@@ -80,18 +115,35 @@ api_error partial_create(const std::vector<job_id>& created, std::size_t request
                      ") before " + why + "; submit the remaining jobs again");
 }
 
+// Tells the daemon of the ready jobs among ids (reqs[first..]); states: each job's state at its
+// creation (empty: all ready). Held, waiting and cancelled jobs are not on the queue.
 void notify_daemon(gateway_context& ctx, const std::vector<job_id>& ids, const std::vector<job_request>& reqs,
-                   std::size_t first, const std::string& owner) {
+                   std::size_t first, const std::string& owner, const std::vector<job_state>& states = {}) {
+  std::vector<job_id> ready;
+  std::vector<job_request> ready_reqs;
+  const bool all_ready = states.empty() || std::all_of(states.begin(), states.end(),
+                                                       [](job_state s) { return s == job_state::ready; });
+  if (!all_ready) {
+    for (std::size_t i = 0; i < ids.size() && i < states.size(); ++i) {
+      if (states[i] != job_state::ready) continue;
+      ready.push_back(ids[i]);
+      ready_reqs.push_back(first + i < reqs.size() ? reqs[first + i] : job_request{});
+    }
+    if (ready.empty()) return;
+  }
+  const auto& n_ids = all_ready ? ids : ready;
+  const auto& n_reqs = all_ready ? reqs : ready_reqs;
+  const std::size_t n_first = all_ready ? first : 0;
   if (ctx.notices) {
-    for (std::size_t i = 0; i < ids.size(); ++i)
-      ctx.notices->add(ids[i], first + i < reqs.size() ? reqs[first + i].priority : 0, owner);
+    for (std::size_t i = 0; i < n_ids.size(); ++i)
+      ctx.notices->add(n_ids[i], n_first + i < n_reqs.size() ? n_reqs[n_first + i].priority : 0, owner);
     return;
   }
   if (!ctx.send_to_daemon) return;
-  auto frames = protocol::encode(protocol::submitted, submitted_body(ids, reqs, first, owner));
+  auto frames = protocol::encode(protocol::submitted, submitted_body(n_ids, n_reqs, n_first, owner));
   if (!ctx.send_to_daemon(frames))
     log::warn("daemon notice not queued (the daemon finds the jobs in Redis) first_id={} count={}",
-              ids.empty() ? 0 : ids.front(), ids.size());
+              n_ids.empty() ? 0 : n_ids.front(), n_ids.size());
 }
 
 void send_cancel(gateway_context& ctx, job_id id) {
@@ -514,24 +566,38 @@ net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
         co_return parent_not_found(parents[i].first, bulk, parents[i].second);
     }
   }
+  auto deps = distinct_dependencies(reqs);
+  for (std::size_t from = 0; from < deps.size(); from += bulk_chunk_jobs) {
+    // Checked before anything is created, so a bad ID creates none of the request's jobs (the
+    // store checks again, atomically, in each chunk).
+    std::vector<std::pair<job_id, std::size_t>> part(
+        deps.begin() + static_cast<std::ptrdiff_t>(from),
+        deps.begin() + static_cast<std::ptrdiff_t>(std::min(deps.size(), from + bulk_chunk_jobs)));
+    auto owners = co_await ctx.redis->async_pipeline(parent_owner_cmds(keys_of(ctx), part));
+    for (std::size_t i = 0; i < part.size(); ++i) {
+      if (owners[i].is_nil() || owners[i].as_string() != who.name)
+        co_return dependency_not_found(part[i].first, bulk, part[i].second);
+    }
+  }
   created_jobs out;
   out.ids.reserve(reqs.size());
-  if (!bulk && ctx.creates && reqs.size() == 1 && !reqs.front().parent) {
+  if (!bulk && ctx.creates && reqs.size() == 1 && !needs_script_path(reqs.front())) {
     // One job: group commit with the other single creates of this event-loop turn.
-    auto r = co_await ctx.creates->create(who.name, std::move(to_new_jobs(reqs, 0, 1).front()));
+    auto r = co_await ctx.creates->create(who.name, std::move(to_new_jobs(reqs, 0, 1, out.ids).front()));
     if (r.error) std::rethrow_exception(r.error);  // Redis unreachable: nothing created, the 503
     if (!r.ok) {
       log::warn("job create refused owner={} reason={}", who.name, r.reason);
       co_return internal_error("the store refused the job: " + r.reason);
     }
     out.ids.push_back(r.id);
+    out.states.push_back(job_state::ready);
     out.create_time = r.time;
     notify_daemon(ctx, out.ids, reqs, 0, who.name);
   }
   // The rest (all of it unless grouped above) in chunks, each one script.
   for (std::size_t first = out.ids.size(); first < reqs.size(); first += bulk_chunk_jobs) {
     std::size_t n = std::min(bulk_chunk_jobs, reqs.size() - first);
-    auto chunk = co_await create_chunk(ctx, who.name, to_new_jobs(reqs, first, n));
+    auto chunk = co_await create_chunk(ctx, who.name, to_new_jobs(reqs, first, n, out.ids));
     if (chunk.redis_failure) {
       // Nothing created yet: the generic 503. Otherwise say exactly what exists.
       if (out.ids.empty()) throw boost::system::system_error(net::error::not_connected, *chunk.redis_failure);
@@ -542,17 +608,20 @@ net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
     }
     const auto& tr = chunk.created;
     if (!tr.ok) {
-      log::warn("job create refused owner={} reason={}", who.name, tr.reason);
+      log::warn("job create refused owner={} reason={} what={}", who.name, tr.reason, tr.parent);
       if (out.ids.empty() && tr.reason == refusal::bad_parent && !parents.empty())
         co_return parent_not_found(parents.front().first, bulk, parents.front().second);
+      if (out.ids.empty() && tr.reason == refusal::bad_dep)
+        co_return bad_request("dependency " + tr.parent + " is not one of your jobs (deleted meanwhile?)");
       if (out.ids.empty())
         co_return internal_error("the store refused the jobs: " + std::string(to_string(tr.reason)));
       co_return partial_create(out.ids, reqs.size(),
                                "the store refused a chunk (" + std::string(to_string(tr.reason)) + ")");
     }
-    notify_daemon(ctx, tr.ids, reqs, first, who.name);
+    notify_daemon(ctx, tr.ids, reqs, first, who.name, tr.states);
     if (out.ids.empty()) out.create_time = tr.time;
     out.ids.insert(out.ids.end(), tr.ids.begin(), tr.ids.end());
+    out.states.insert(out.states.end(), tr.states.begin(), tr.states.end());
   }
   if (bulk || !ctx.created) {
     log::info("jobs created owner={} count={} first_id={}", who.name, out.ids.size(),
@@ -700,6 +769,9 @@ net::awaitable<result<actions_result>> act(gateway_context& ctx, principal who, 
       if (!r) refused = r.error();
     } else if (action == "delete") {
       auto r = co_await remove(ctx, who, id);
+      if (!r) refused = r.error();
+    } else if (action == "release") {
+      auto r = co_await release(ctx, who, id);
       if (!r) refused = r.error();
     } else {
       auto r = co_await resubmit(ctx, who, id);
@@ -877,7 +949,7 @@ net::awaitable<result<changed_job>> cancel(gateway_context& ctx, principal who, 
   if (!tr.ok) {
     if (tr.reason == refusal::terminal)
       co_return conflict("job " + std::to_string(id) + " is already " + tr.state +
-                         "; only ready, dispatched or running jobs can be cancelled");
+                         "; only a job that has not ended can be cancelled");
     co_return job_not_found(id);
   }
   // The answer is the job as the cancel left it, read before the daemon hears of the cancel: a
@@ -887,6 +959,31 @@ net::awaitable<result<changed_job>> cancel(gateway_context& ctx, principal who, 
   // Also for a ready job: the daemon then drops it from its in-memory queue at once.
   send_cancel(ctx, id);
   log::info("job cancel by={} job_id={} result={}", who.name, id, tr.state);
+  if (!rec) co_return job_not_found(id);
+  changed_job out;
+  out.job = std::move(*rec);
+  out.state = tr.state;
+  co_return out;
+}
+
+net::awaitable<result<changed_job>> release(gateway_context& ctx, principal who, job_id id) {
+  auto owner = co_await owner_of(ctx, id);
+  if (!may_change(who, owner)) co_return job_not_found(id);
+  auto tr = co_await ctx.jobs->async_release(id, who.name);
+  if (!tr.ok) {
+    if (tr.reason == refusal::illegal)
+      co_return conflict("job " + std::to_string(id) + " is " + tr.state +
+                         ", not held; only a held job is released");
+    co_return job_not_found(id);
+  }
+  if (tr.state == to_string(job_state::ready)) {
+    std::vector<job_id> ids(1, id);
+    std::vector<job_request> reqs(1);
+    reqs.front().priority = parse_integer<int>(field_of(tr.record, "priority")).value_or(0);
+    notify_daemon(ctx, ids, reqs, 0, owner);
+  }
+  log::info("job released by={} job_id={} result={}", who.name, id, tr.state);
+  auto rec = co_await ctx.jobs->async_get(id);
   if (!rec) co_return job_not_found(id);
   changed_job out;
   out.job = std::move(*rec);
@@ -933,6 +1030,9 @@ net::awaitable<result<claimed_job>> claim(gateway_context& ctx, principal who, j
   std::string worker = std::string(claim_worker_prefix) + host;
   auto tr = co_await ctx.jobs->async_claim(id, worker, claim_lease_s, sha256_hex(token), claim_token_ttl_s);
   if (!tr.ok) {
+    if (tr.reason == refusal::illegal && tr.state == to_string(job_state::waiting))
+      co_return conflict("job " + std::to_string(id) + " is waiting for its dependencies (" +
+                         field_of(*rec, "progress") + "); it can start once they have ended");
     if (tr.reason == refusal::illegal)
       co_return conflict("job " + std::to_string(id) + " is " + tr.state + ", not ready");
     co_return job_not_found(id);

@@ -30,6 +30,7 @@ net::awaitable<user_quota> quota_for(gateway_context& ctx, const std::string& us
 // text) of the first chunk: also the jobs' update and queued times.
 struct created_jobs {
   std::vector<job_id> ids;
+  std::vector<job_state> states;  // each job's state at creation: ready, held, waiting or cancelled
   std::string create_time;
 };
 // Creates validated jobs: the parents checked first, then chunks of bulk_chunk_jobs, each one
@@ -100,6 +101,9 @@ struct changed_job {
 // Cancel: a ready job is cancelled at once; a dispatched or running one is asked to stop
 // (state cancel_requested) and its worker told.
 net::awaitable<result<changed_job>> cancel(gateway_context& ctx, principal who, job_id id);
+// Release: a held job goes to the workers (ready); a waiting job created held loses its hold
+// (state "waiting": it becomes ready when its dependencies are met). 409 for any other state.
+net::awaitable<result<changed_job>> release(gateway_context& ctx, principal who, job_id id);
 net::awaitable<result<changed_job>> set_archive(gateway_context& ctx, principal who, job_id id,
                                                 bool archived);
 // Deletes a job that is not active (its hash, streams and index entries).

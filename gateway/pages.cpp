@@ -471,6 +471,7 @@ std::string job_action_message(const std::string& action, job_id id, bool stoppi
     return stopping ? "Cancel requested for job " + n + "; it stops shortly." : "Cancelled job " + n + ".";
   if (action == "archive") return "Archived job " + n + ".";
   if (action == "unarchive") return "Unarchived job " + n + ".";
+  if (action == "release") return "Released job " + n + " to the workers.";
   return "Deleted job " + n + ".";
 }
 
@@ -644,6 +645,9 @@ net::awaitable<response> job_action_form(call& c) {
     auto r = co_await jobs_service::resubmit(ctx, who, id);
     if (!r) refused = r.error();
     else resubmitted = r->ids.front();
+  } else if (action == "release") {
+    auto r = co_await jobs_service::release(ctx, who, id);
+    if (!r) refused = r.error();
   } else {
     auto r = co_await jobs_service::remove(ctx, who, id);
     if (!r) refused = r.error();

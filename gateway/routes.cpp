@@ -3,7 +3,7 @@
 //
 // Placeholders: {id} a job ID (1–18 digits, positive), {sha} a token's sha256 (64 lowercase hex),
 // {user} a valid user name, {account_action} approve|reject|disable|enable|make-admin|
-// remove-admin, {job_action} cancel|archive|unarchive|delete|resubmit, {asset} a file of /static.
+// remove-admin, {job_action} cancel|release|archive|unarchive|delete|resubmit, {asset} a file of /static.
 //
 // Order matters only for speed: the first entry whose pattern and method fit wins, and no two
 // entries share a method and a path; the single-job submit comes first.
@@ -36,6 +36,7 @@ const route_entry table[] = {
   {post, "/api/jobs/{id}/resubmit",          ap::user,  js::own_job_refused, "api_job",     jobs_resubmit,   rk::job_resubmit},
   {post, "/api/jobs/{id}/archive",            ap::user,  js::own_job_refused, "api_job",     jobs_archive,    rk::job_archive},
   {post, "/api/jobs/{id}/unarchive",          ap::user,  js::own_job_refused, "api_job",     jobs_unarchive,  rk::job_unarchive},
+  {post, "/api/jobs/{id}/release",            ap::user,  js::own_job_refused, "api_job",     jobs_release,    rk::job_release},
   {post, "/api/jobs/{id}/claim",              ap::user,  js::own_job_refused, "api_job",     jobs_claim,      rk::job_claim},
   {post, "/api/jobs/{id}/started",            ap::user,  js::own_job,         "api_job",     jobs_started,    rk::job_started},
   {post, "/api/jobs/{id}/progress",           ap::user,  js::own_job,         "api_job",     jobs_progress,   rk::job_progress},

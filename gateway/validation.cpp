@@ -567,15 +567,78 @@ std::optional<api_error> parse_json_body(std::string_view body, boost::json::val
   return std::nullopt;
 }
 
-std::optional<api_error> validate_job(const boost::json::value& v, const app_registry& apps,
-                                      job_request& out) {
+namespace {
+// after / after_any of a job: job IDs, or "#k" (an earlier job of the same bulk request). Each job
+// once: named twice in one list it counts once; in both lists it is refused.
+std::optional<api_error> read_dependencies(const boost::json::object& o, std::optional<std::size_t> entry,
+                                           std::vector<dependency_ref>& out) {
+  std::set<job_id> ids;
+  std::set<std::size_t> entries;
+  std::set<job_id> any_ids;
+  std::set<std::size_t> any_entries;
+  for (const char* field : {"after", "after_any"}) {
+    auto it = o.find(field);
+    if (it == o.end()) continue;
+    const bool any = std::string_view(field) == "after_any";
+    if (!it->value().is_array())
+      return bad_request("field '" + std::string(field) + "' must be an array of job IDs, not " +
+                         std::string(kind_name(it->value())));
+    for (const auto& item : it->value().as_array()) {
+      dependency_ref d;
+      d.any = any;
+      if (item.is_int64() && item.as_int64() > 0) {
+        d.id = item.as_int64();
+      } else if (item.is_uint64() && item.as_uint64() <= static_cast<std::uint64_t>(INT64_MAX)) {
+        d.id = static_cast<job_id>(item.as_uint64());
+      } else if (item.is_string()) {
+        std::string_view text = item.as_string();
+        std::size_t k = 0;
+        auto digits = text.substr(text.empty() ? 0 : 1);
+        auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), k);
+        if (text.empty() || text[0] != '#' || digits.empty() || ec != std::errc() ||
+            p != digits.data() + digits.size())
+          return bad_request("field '" + std::string(field) + "': " + quoted(text) +
+                             " is not a job ID nor \"#k\" (an earlier job of the same bulk request)");
+        if (!entry)
+          return bad_request("field '" + std::string(field) + "': " + quoted(text) +
+                             " names a job of a bulk request; use POST /api/jobs/bulk");
+        if (k >= *entry)
+          return bad_request("field '" + std::string(field) + "': " + quoted(text) +
+                             " must name an earlier job of the request (jobs[0] to jobs[" +
+                             std::to_string(*entry) + "-1])");
+        d.entry = k;
+      } else {
+        return bad_request("field '" + std::string(field) + "' must hold job IDs (positive integers), not " +
+                           std::string(kind_name(item)));
+      }
+      auto& mine_ids = any ? any_ids : ids;
+      auto& mine_entries = any ? any_entries : entries;
+      auto& other_ids = any ? ids : any_ids;
+      auto& other_entries = any ? entries : any_entries;
+      std::string name = d.entry ? "#" + std::to_string(*d.entry) : std::to_string(d.id);
+      if (d.entry ? other_entries.count(*d.entry) > 0 : other_ids.count(d.id) > 0)
+        return bad_request("job " + name + " is in both after and after_any; name it in one");
+      if (!(d.entry ? mine_entries.insert(*d.entry).second : mine_ids.insert(d.id).second)) continue;
+      if (out.size() >= max_dependencies)
+        return bad_request("at most " + std::to_string(max_dependencies) +
+                           " dependencies (after and after_any together) per job");
+      out.push_back(d);
+    }
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+std::optional<api_error> validate_job(const boost::json::value& v, const app_registry& apps, job_request& out,
+                                      std::optional<std::size_t> entry) {
   if (!v.is_object()) return bad_request("a job must be a JSON object, not " + std::string(kind_name(v)));
   const auto& o = v.as_object();
-  static const std::set<std::string_view> allowed = {"jobtype", "config", "howfig", "priority", "parent"};
+  static const std::set<std::string_view> allowed = {"jobtype", "config", "howfig", "priority",
+                                                     "parent",  "hold",   "after",  "after_any"};
   for (const auto& kv : o) {
     if (!allowed.count(kv.key()))
       return bad_request("unknown field " + quoted(kv.key()) +
-                         "; allowed: jobtype, config, howfig, priority, parent");
+                         "; allowed: jobtype, config, howfig, priority, parent, hold, after, after_any");
   }
   job_request r;
   if (auto e = read_string(o, "jobtype", true, max_jobtype_bytes, r.jobtype)) return e;
@@ -586,6 +649,8 @@ std::optional<api_error> validate_job(const boost::json::value& v, const app_reg
   if (auto e = read_integer(o, "parent", 1, std::numeric_limits<job_id>::max(), parent)) return e;
   if (priority) r.priority = static_cast<int>(*priority);
   if (parent) r.parent = *parent;
+  if (auto e = read_bool(o, "hold", r.hold)) return e;
+  if (auto e = read_dependencies(o, entry, r.after)) return e;
 
   const app_def* app = apps.find(r.jobtype);
   if (!app) {
@@ -598,6 +663,7 @@ std::optional<api_error> validate_job(const boost::json::value& v, const app_reg
     if (auto e = check_howfig_field(r.howfig, *app)) return e;
   }
   r.max_attempts = app->max_attempts;
+  if (app->manual_dispatch) r.hold = true;
   out = std::move(r);
   return std::nullopt;
 }
@@ -624,7 +690,7 @@ std::optional<api_error> validate_bulk(const boost::json::value& v, const app_re
   jobs.reserve(arr.size());
   for (std::size_t i = 0; i < arr.size(); ++i) {
     job_request r;
-    if (auto e = validate_job(arr[i], apps, r)) {
+    if (auto e = validate_job(arr[i], apps, r, i)) {
       e->detail = "jobs[" + std::to_string(i) + "]: " + e->detail;
       return e;
     }
@@ -650,7 +716,8 @@ std::optional<api_error> parse_claim_body(const boost::json::value& v, std::stri
 }
 
 bool is_job_action(std::string_view a) {
-  return a == "cancel" || a == "archive" || a == "unarchive" || a == "delete" || a == "resubmit";
+  return a == "cancel" || a == "archive" || a == "unarchive" || a == "delete" || a == "resubmit" ||
+         a == "release";
 }
 
 std::optional<api_error> parse_actions_body(const boost::json::value& v, std::string& action,
@@ -661,7 +728,7 @@ std::optional<api_error> parse_actions_body(const boost::json::value& v, std::st
   if (auto e = read_string(o, "action", true, 16, action)) return e;
   if (!is_job_action(action))
     return bad_request("action " + quoted(action) +
-                       " is not one of cancel, archive, unarchive, delete, resubmit");
+                       " is not one of cancel, release, archive, unarchive, delete, resubmit");
   const auto* list = o.if_contains("ids");
   const auto* q = o.if_contains("query");
   if ((list != nullptr) == (q != nullptr))

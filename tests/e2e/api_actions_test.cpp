@@ -113,7 +113,7 @@ TEST(ApiActions, OneActionOnManyJobsByIdsOrByQuerySaysWhatFailed) {
   };
   for (const auto& b : std::vector<bad>{
            {R"({"action":"explode","ids":[1]})",
-            "is not one of cancel, archive, unarchive, delete, resubmit"},
+            "is not one of cancel, release, archive, unarchive, delete, resubmit"},
            {R"({"action":"archive"})", "give either 'ids'"},
            {R"({"action":"archive","ids":[1],"query":"state=ready"})", "give either 'ids'"},
            {R"({"action":"archive","ids":[]})", "1 to 1000 job IDs"},

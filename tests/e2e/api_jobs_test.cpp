@@ -46,7 +46,7 @@ TEST(Api, CancelOfAReadyJobAnswers200AndItNeverRunsAndCancelOfADoneJobIsConflict
   auto again = s.call("POST", path_of(other, "/cancel"));
   EXPECT_EQ(again.status, 409) << again.body;
   EXPECT_EQ(again.body, R"({"error":"conflict","detail":"job )" + std::to_string(other) +
-                            R"( is already done; only ready, dispatched or running jobs can be cancelled"})"
+                            R"( is already done; only a job that has not ended can be cancelled"})"
                             "\n");
   EXPECT_EQ(s.call("POST", path_of(9999, "/cancel")).status, 404);
 }

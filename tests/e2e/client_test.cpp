@@ -11,6 +11,7 @@
 #include <iostream>
 #include <regex>
 #include <set>
+#include <thread>
 
 #include "tests/support/service.hpp"
 
@@ -338,6 +339,45 @@ TEST(ClientE2E, StartJobWaitRunsTheJobHereAndItReachesDone) {
   auto again = s.run({"descprod-start-job", "-w", std::to_string(id)});
   EXPECT_EQ(again.code, 1);
   EXPECT_NE(again.err.find("Job cannot be started."), std::string::npos) << again.err;
+}
+
+// DESCprod's main path with workers running (#16 item 1): add-job --hold, then start-job runs it
+// here; no worker takes it meanwhile. And the dependency options: submit --after waits, and
+// release-job hands a held job to the workers.
+TEST(ClientE2E, HeldJobsAreStartedHereAndAfterWaitsForItsDependency) {
+  client_service s(1);
+  auto added = s.run({"descprod-add-job", "--hold", "mysleep", "0"});
+  ASSERT_EQ(added.code, 0) << added.out << added.err;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(added.out, m, std::regex("Success: Added job ([0-9]+)"))) << added.out;
+  long long held = std::stoll(m[1]);
+  auto waits = s.run({"descprod-submit", "--after", std::to_string(held), "mysleep", "0"});
+  ASSERT_EQ(waits.code, 0) << waits.err;
+  long long after = std::stoll(waits.out);
+  std::this_thread::sleep_for(500ms);  // a worker with free slots is there: it must not take them
+  EXPECT_EQ(s.state(held), "held");
+  EXPECT_EQ(s.state(after), "waiting");
+  auto listed = s.run({"descprod-list-jobs", "--state", "waiting"});
+  EXPECT_EQ(listed.code, 0) << listed.err;
+  EXPECT_NE(listed.out.find(std::to_string(after)), std::string::npos) << listed.out;
+  auto start = s.run({"descprod-start-job", "-w", std::to_string(held)});
+  ASSERT_EQ(start.code, 0) << start.out << start.err;
+  EXPECT_EQ(s.state(held), "done");
+  ASSERT_TRUE(s.wait_terminal(after, 20s));
+  EXPECT_EQ(s.state(after), "done") << "released when its dependency was done";
+  // release-job: a held job goes to the workers; a job that is not held is an error (exit 1).
+  long long later = s.submit(R"({"jobtype":"mysleep","config":"0","hold":true})");
+  auto rel = s.run({"descprod-release-job", std::to_string(later), std::to_string(after)});
+  EXPECT_EQ(rel.code, 1) << rel.out << rel.err;
+  EXPECT_NE(rel.out.find("Job " + std::to_string(later) + " released."), std::string::npos) << rel.out;
+  EXPECT_NE(rel.err.find("job " + std::to_string(after) + " was not released: job " + std::to_string(after) +
+                         " is done, not held"),
+            std::string::npos)
+      << rel.err;
+  ASSERT_TRUE(s.wait_terminal(later, 20s));
+  EXPECT_EQ(s.state(later), "done");
+  auto bad = s.run({"descprod-submit", "--after", "12,x", "mysleep", "0"});
+  EXPECT_EQ(bad.code, 2) << bad.err;
 }
 
 TEST(ClientE2E, TwoConcurrentStartJobsOnOneJobExactlyOneRuns) {
