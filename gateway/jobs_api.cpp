@@ -177,6 +177,19 @@ boost::json::object children_json(const std::vector<std::string>& states, bool t
   return o;
 }
 
+boost::json::array neighbours_json(const std::vector<jobs_service::graph_neighbour>& list) {
+  boost::json::array out;
+  out.reserve(list.size());
+  for (const auto& n : list) {
+    boost::json::object o;
+    o["id"] = n.id;
+    o["kind"] = n.kind;
+    o["state"] = n.state;
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
 boost::json::object claim_app_json(const app_def& app, const job_record& job, job_id id) {
   auto get = [&](const char* k) {
     auto it = job.find(k);
@@ -313,6 +326,13 @@ net::awaitable<handler_result> jobs_get(call& c) {
   if (!found) co_return error_answer(found.error());
   auto body = job_to_json(found->job);
   if (found->rollup) body["children"] = children_json(found->rollup->states, found->rollup->truncated);
+  if (!found->dependencies.empty()) body["dependencies"] = neighbours_json(found->dependencies);
+  if (found->dependents_total > 0) {
+    boost::json::object d;
+    d["total"] = found->dependents_total;
+    d["jobs"] = neighbours_json(found->dependents);
+    body["dependents"] = std::move(d);
+  }
   co_return json_answer(http::status::ok, body);
 }
 

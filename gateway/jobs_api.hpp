@@ -39,6 +39,8 @@ response log_text_response(job_id id, const jobs_service::job_log& log);
 // A parent's roll-up: {"total", <state>: count..., "truncated"?}; empty states (children deleted
 // meanwhile) are not counted.
 boost::json::object children_json(const std::vector<std::string>& states, bool truncated);
+// A job's neighbours in the dependency graph: [{"id", "kind", "state"}...] (state "" when deleted).
+boost::json::array neighbours_json(const std::vector<jobs_service::graph_neighbour>& list);
 // A claim's "app": {"argv", "env", "time_limit_s", "login_shell"}.
 boost::json::object claim_app_json(const app_def& app, const job_record& job, job_id id);
 

@@ -792,17 +792,92 @@ net::awaitable<result<actions_result>> act(gateway_context& ctx, principal who, 
   co_return out;
 }
 
+namespace {
+
+// The neighbours a job's hash names (after, after_any), at most max_graph_neighbours, states unread.
+std::vector<graph_neighbour> named_dependencies(const job_record& job) {
+  std::vector<graph_neighbour> out;
+  for (const char* kind : {"after", "after_any"}) {
+    std::string list = field_of(job, kind);
+    std::size_t start = 0;
+    while (start < list.size() && out.size() < max_graph_neighbours) {
+      auto comma = list.find(',', start);
+      if (comma == std::string::npos) comma = list.size();
+      if (auto id = parse_job_id_text(std::string_view(list).substr(start, comma - start))) {
+        graph_neighbour n;
+        n.id = *id;
+        n.kind = kind;
+        out.push_back(std::move(n));
+      }
+      start = comma + 1;
+    }
+  }
+  return out;
+}
+
+// The dependents in an HSCAN answer of job:<id>:dependents (values "after", "after_any", with
+// "/done" once handed on), at most max_graph_neighbours, sorted by ID.
+std::vector<graph_neighbour> scanned_dependents(const redis_reply& scan) {
+  std::vector<graph_neighbour> out;
+  if (scan.elements.size() != 2) return out;
+  const auto& kv = scan.elements[1].elements;
+  for (std::size_t i = 0; i + 1 < kv.size() && out.size() < max_graph_neighbours; i += 2) {
+    auto id = parse_job_id_text(kv[i].str);
+    if (!id) continue;
+    graph_neighbour n;
+    n.id = *id;
+    n.kind = kv[i + 1].str.substr(0, kv[i + 1].str.find('/'));
+    out.push_back(std::move(n));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  return out;
+}
+
+commands neighbour_state_cmds(const keys& k, const std::vector<graph_neighbour>& a,
+                              const std::vector<graph_neighbour>& b) {
+  commands cmds;
+  cmds.reserve(a.size() + b.size());
+  for (const auto* list : {&a, &b})
+    for (const auto& n : *list) cmds.push_back(redis_cmd("HGET", k.job(n.id), "state"));
+  return cmds;
+}
+
+void set_neighbour_states(std::vector<graph_neighbour>& a, std::vector<graph_neighbour>& b,
+                          const std::vector<redis_reply>& states) {
+  std::size_t i = 0;
+  for (auto* list : {&a, &b})
+    for (auto& n : *list) {
+      if (i < states.size() && !states[i].is_nil() && !states[i].is_error()) n.state = states[i].str;
+      ++i;
+    }
+}
+
+}  // namespace
+
 net::awaitable<result<job_detail>> get(gateway_context& ctx, principal who, job_id id) {
   const keys& k = keys_of(ctx);
   commands cmds;
   cmds.push_back(redis_cmd("HGETALL", k.job(id)));
   cmds.push_back(redis_cmd("SCARD", k.job_children(id)));
+  cmds.push_back(redis_cmd("HLEN", k.job_dependents(id)));
   auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
   job_detail out;
   out.job = record_from_reply(replies[0]);
   if (out.job.empty() || !may_read(who, id, field_of(out.job, "descname"))) co_return job_not_found(id);
   out.children = replies[1].as_integer();
   if (out.children > 0) out.rollup = co_await rollup_of(ctx, id, out.children);
+  out.dependencies = named_dependencies(out.job);
+  out.dependents_total = replies[2].type == redis_reply::kind::integer ? replies[2].integer : 0;
+  if (out.dependents_total > 0) {
+    auto scan = co_await ctx.redis->async_exec(
+        redis_cmd("HSCAN", k.job_dependents(id), "0", "COUNT", std::to_string(max_graph_neighbours)));
+    out.dependents = scanned_dependents(scan);
+  }
+  if (!out.dependencies.empty() || !out.dependents.empty()) {
+    auto states =
+        co_await ctx.redis->async_pipeline(neighbour_state_cmds(k, out.dependencies, out.dependents));
+    set_neighbour_states(out.dependencies, out.dependents, states);
+  }
   co_return out;
 }
 

@@ -55,10 +55,24 @@ struct children_rollup {
   std::vector<std::string> states;  // one per child looked at ("" for a child deleted meanwhile)
   bool truncated = false;           // more children than max_children: a sample
 };
+// A job next to another in the dependency graph: its ID, the edge's kind ("after" or
+// "after_any") and its state ("" when it was deleted).
+struct graph_neighbour {
+  job_id id = 0;
+  std::string kind;
+  std::string state;
+};
+// Neighbours shown at most, each way.
+inline constexpr std::size_t max_graph_neighbours = 200;
 struct job_detail {
   job_record job;
   long long children = 0;                 // SCARD of its children
   std::optional<children_rollup> rollup;  // when it has children
+  // Its dependencies (after, then after_any) and the jobs that depend on it (at most
+  // max_graph_neighbours each; dependents_total counts them all).
+  std::vector<graph_neighbour> dependencies;
+  std::vector<graph_neighbour> dependents;
+  long long dependents_total = 0;
 };
 net::awaitable<result<job_detail>> get(gateway_context& ctx, principal who, job_id id);
 

@@ -65,8 +65,8 @@ TEST(Dependencies, AHeldJobRunsOnlyOnceReleased) {
   EXPECT_EQ(num(j, "hold"), 1);
   stays(s, id, "held");
   // Only a held job is released; the release hands it to the workers.
-  auto ready = s.call("POST", "/api/jobs/" + std::to_string(s.submit(R"({"jobtype":"mysleep","config":"0"})")) +
-                                  "/release");
+  auto ready = s.call(
+      "POST", "/api/jobs/" + std::to_string(s.submit(R"({"jobtype":"mysleep","config":"0"})")) + "/release");
   EXPECT_EQ(ready.status, 409) << ready.body;
   EXPECT_NE(ready.body.find("not held"), std::string::npos) << ready.body;
   EXPECT_EQ(s.call("POST", path_of(id, "/release"), "", s.bob_token).status, 404) << "not bob's job";
@@ -90,14 +90,13 @@ TEST(Dependencies, TheOwnerClaimsAHeldJobAndManualAppsHoldEveryJob) {
 
 TEST(Dependencies, AChainRunsInOrderAndAFailureCancelsTheGraphBelowIt) {
   service s(deps_options());
-  auto ids = bulk_ids(s,
-                      R"({"jobtype":"mysleep","config":"0"},)"
-                      R"({"jobtype":"mysleep","config":"0","after":["#0"]},)"
-                      R"({"jobtype":"mysleep","config":"0","after":["#1"]},)"
-                      R"({"jobtype":"fail","config":"x"},)"
-                      R"({"jobtype":"mysleep","config":"0","after":["#3"]},)"
-                      R"({"jobtype":"mysleep","config":"0","after":["#4"]},)"
-                      R"({"jobtype":"mysleep","config":"0","after_any":["#3"]})");
+  auto ids = bulk_ids(s, R"({"jobtype":"mysleep","config":"0"},)"
+                         R"({"jobtype":"mysleep","config":"0","after":["#0"]},)"
+                         R"({"jobtype":"mysleep","config":"0","after":["#1"]},)"
+                         R"({"jobtype":"fail","config":"x"},)"
+                         R"({"jobtype":"mysleep","config":"0","after":["#3"]},)"
+                         R"({"jobtype":"mysleep","config":"0","after":["#4"]},)"
+                         R"({"jobtype":"mysleep","config":"0","after_any":["#3"]})");
   ASSERT_EQ(ids.size(), 7u);
   auto first = s.job(ids[1]);
   EXPECT_EQ(str(first, "state"), "waiting");
@@ -114,6 +113,22 @@ TEST(Dependencies, AChainRunsInOrderAndAFailureCancelsTheGraphBelowIt) {
   EXPECT_EQ(str(d, "progress"), "Cancelled. Dependency " + std::to_string(ids[3]) + " ended failed.");
   EXPECT_EQ(str(e, "progress"), "Cancelled. Dependency " + std::to_string(ids[4]) + " ended cancelled.");
   EXPECT_EQ(s.state(ids[6]), "done") << "after_any runs whatever its dependency's state";
+  // The graph around a job: what it waited for and what waited for it, with their states.
+  auto up = b.at("dependencies").as_array();
+  ASSERT_EQ(up.size(), 1u);
+  EXPECT_EQ(up[0].as_object().at("id").as_int64(), ids[0]);
+  EXPECT_EQ(str(up[0].as_object(), "kind"), "after");
+  EXPECT_EQ(str(up[0].as_object(), "state"), "done");
+  auto failed = s.job(ids[3]);
+  const auto& down = failed.at("dependents").as_object();
+  EXPECT_EQ(down.at("total").as_int64(), 2);
+  const auto& jobs = down.at("jobs").as_array();
+  ASSERT_EQ(jobs.size(), 2u);
+  EXPECT_EQ(jobs[0].as_object().at("id").as_int64(), ids[4]);
+  EXPECT_EQ(str(jobs[0].as_object(), "kind"), "after");
+  EXPECT_EQ(str(jobs[0].as_object(), "state"), "cancelled");
+  EXPECT_EQ(jobs[1].as_object().at("id").as_int64(), ids[6]);
+  EXPECT_EQ(str(jobs[1].as_object(), "kind"), "after_any");
 }
 
 TEST(Dependencies, BadDependenciesAreRefusedAndCreateNothing) {
@@ -171,14 +186,16 @@ TEST(Dependencies, AWaitingJobCannotBeClaimedAndCancellingItCancelsItsDependents
   auto x = s.call("POST", path_of(waits, "/cancel"));
   EXPECT_EQ(x.status, 200) << x.body;
   EXPECT_TRUE(s.wait_terminal(below, 10s));
-  EXPECT_EQ(str(s.job(below), "progress"), "Cancelled. Dependency " + std::to_string(waits) + " ended cancelled.");
+  EXPECT_EQ(str(s.job(below), "progress"),
+            "Cancelled. Dependency " + std::to_string(waits) + " ended cancelled.");
   EXPECT_EQ(s.state(held), "held") << "a dependency is not touched by its dependent's cancel";
 }
 
 TEST(Dependencies, ADependencyEndedWhileTheDaemonWasDownReleasesItsDependentsWhenItIsBack) {
   service s(deps_options());
   long long held = s.submit(R"({"jobtype":"mysleep","config":"0","hold":true})");
-  long long after_any = s.submit(R"({"jobtype":"mysleep","config":"0","after_any":[)" + std::to_string(held) + "]}");
+  long long after_any =
+      s.submit(R"({"jobtype":"mysleep","config":"0","after_any":[)" + std::to_string(held) + "]}");
   service::kill9(s.daemon);
   // Cancelled through the gateway while no daemon runs: its dependent waits in Redis.
   ASSERT_EQ(s.call("POST", path_of(held, "/cancel")).status, 200);
