@@ -796,6 +796,91 @@ class Bench:
         self.row('dispatch with 4 users, fair_share vs fifo (sim-workers %dx%d)' % (w, sl), fair[1], 'jobs/s',
                  baseline=fifo[1], target='>= 0.9 x fifo', check=('ratio', '>=', 0.9), key='fair_dispatch')
 
+    def phase_deps(self):
+        """Dependencies (issue 19): (1) the dispatch rate of 10,100 jobs of which 10,000 wait, each
+        with one `after` edge, for one of 100 first-stage jobs, against the same jobs without
+        dependencies (the baseline, in the same run); (2) one job with 100,000 dependents ends while
+        20,000 independent jobs are being dispatched: how long the release of the 100,000 takes, and
+        the longest pause in dispatch meanwhile against the longest pause in a window as long
+        before it."""
+        edges = 2000 if self.quick else 10000
+        stage = 100
+        w, sl = 4, 64
+        rates = {}
+        for variant in ('plain', 'after'):
+            s = self.service('deps-' + variant)
+            try:
+                jobs = [{'jobtype': 'true', 'config': 's%d' % i} for i in range(stage)]
+                for i in range(edges):
+                    j = {'jobtype': 'true', 'config': 'd%d' % i}
+                    if variant == 'after':
+                        j['after'] = ['#%d' % (i % stage)]
+                    jobs.append(j)
+                s.bulk_submit([json.dumps({'jobs': jobs}).encode()])
+                time.sleep(0.5)
+                run = self.sim(s, ['--workers', str(w), '--slots', str(sl), '--jobs', str(len(jobs))])
+                states = s.count_states(1, len(jobs))
+                if states.get(b'done', states.get('done', 0)) != len(jobs):
+                    raise RuntimeError('deps %s: not every job done: %s' % (variant, states))
+                rates[variant] = float(run['rate_persisted'])
+            finally:
+                s.stop()
+        self.row('dispatch of %d jobs, %d waiting on an `after` edge, vs none (sim-workers %dx%d)' % (
+            stage + edges, edges, w, sl), rates['after'], 'jobs/s', baseline=rates['plain'],
+            target='>= 0.8 x no edges', check=('ratio', '>=', 0.8), key='deps_dispatch')
+
+        fan = 20000 if self.quick else 100000
+        others = 20000
+        s = self.service('deps-release')
+        try:
+            st, data = s.http('POST', '/api/jobs', json.dumps({'jobtype': 'true', 'config': 'gate', 'hold': True,
+                                                               'priority': 1000}))
+            if st != 201:
+                raise RuntimeError('gate: %d %s' % (st, data[:200]))
+            gate = json.loads(data)['id']
+            bodies = [json.dumps({'jobs': [{'jobtype': 'true', 'config': 'f%d' % (k + i), 'after': [gate]}
+                                           for i in range(min(50000, fan - k))]}).encode()
+                      for k in range(0, fan, 50000)]
+            s.bulk_submit(bodies)
+            s.bulk_submit(s.bulk_bodies(others, 10000, 'o'))
+            time.sleep(0.5)
+            total = 1 + fan + others
+            simp = PROCS.start([self.bin('sim-workers'), '--endpoint', s.workers_ep, '--workers', str(w), '--slots',
+                                str(sl), '--jobs', str(total), '--max-seconds', '900'], os.path.join(s.d, 'sim.log'))
+            time.sleep(1.0)  # dispatch of the independent jobs under way
+            st, data = s.http('POST', '/api/jobs/%d/release' % gate)
+            if st != 200:
+                raise RuntimeError('release: %d %s' % (st, data[:200]))
+            simp.wait(900)
+            PROCS.live.remove(simp) if simp in PROCS.live else None
+            r = s.redis.r
+            gate_stop = float(r.hget(s.prefix + 'job:%d' % gate, 'stop_time'))
+            pipe = r.pipeline(transaction=False)
+            for jid in range(1, total + 1):
+                pipe.hmget(s.prefix + 'job:%d' % jid, 'queued_time', 'dispatch_time', 'state')
+            rows = pipe.execute()
+            not_done = sum(1 for q in rows if q[2] not in (b'done', 'done'))
+            if not_done:
+                raise RuntimeError('deps release: %d jobs not done' % not_done)
+            released_at = max(float(q[0]) for q in rows[1:1 + fan])
+            release_s = released_at - gate_stop
+            dispatched = sorted(float(q[1]) for q in rows)
+
+            def longest_gap(lo, hi):
+                xs = [x for x in dispatched if lo <= x <= hi]
+                return max((b - a for a, b in zip(xs, xs[1:])), default=hi - lo) * 1000
+
+            during = longest_gap(gate_stop, released_at)
+            before = longest_gap(max(dispatched[0], gate_stop - release_s), gate_stop)
+            log('deps release: gate ended %.3f, %d dependents queued within %.3f s; longest dispatch pause %.1f ms '
+                'during, %.1f ms before' % (gate_stop, fan, release_s, during, before))
+        finally:
+            s.stop()
+        self.row('release of %d dependents of one job: time from its end to the last one queued' % fan,
+                 release_s, 's', key='deps_release_s', note='%.0f dependents/s' % (fan / max(release_s, 1e-6)))
+        self.row('longest pause in dispatch while the %d dependents are released, vs a window as long before' % fan,
+                 during, 'ms', baseline=before, target='<= 50 ms', check=('value', '<=', 50), key='deps_stall')
+
     def phase_latency(self):
         n = 50 if self.quick else 300
         s = self.service('latency')
@@ -1146,7 +1231,7 @@ def main():
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--build-dir', default=os.path.join(ROOT, 'build-bench'))
     ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'perf'))
-    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,worker,dispatch,http,find,fair,latency,workers '
+    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,worker,dispatch,http,find,fair,deps,latency,workers '
                     '(their rows replace those in an existing results.csv; the others are kept)')
     ap.add_argument('--e2e-jobs', type=int, default=20000)
     ap.add_argument('--sim-workers', type=int, default=8)
@@ -1164,7 +1249,8 @@ def main():
         b.work, b.run_dirs_kind, b.run_dirs, machine().replace('\n', '; ')))
     phases = [('e2e', b.phase_e2e), ('celery', b.phase_celery), ('worker', b.phase_worker),
               ('dispatch', b.phase_dispatch),
-              ('http', b.phase_http), ('find', b.phase_find), ('fair', b.phase_fair), ('latency', b.phase_latency),
+              ('http', b.phase_http), ('find', b.phase_find), ('fair', b.phase_fair), ('deps', b.phase_deps),
+              ('latency', b.phase_latency),
               ('workers', b.phase_many_workers)]
     only = set(filter(None, args.only.split(',')))
     if 'celery' in only:
