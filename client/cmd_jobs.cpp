@@ -166,6 +166,20 @@ json::array job_id_list(const std::string& text, const std::string& what) {
   return ids;
 }
 
+// --array N (indexes 0..N-1) or A-B[:S] (Slurm's form: A to B by S) as the API's "array".
+json::value array_field(const std::string& text) {
+  auto dash = text.find('-');
+  if (dash == std::string::npos) return parse_int(text, 1, 100000, "array size");
+  auto colon = text.find(':', dash);
+  json::object o;
+  o["from"] = parse_int(text.substr(0, dash), 0, 1000000000, "array start");
+  o["to"] =
+      parse_int(text.substr(dash + 1, colon == std::string::npos ? std::string::npos : colon - dash - 1), 0,
+                1000000000, "array end");
+  if (colon != std::string::npos) o["step"] = parse_int(text.substr(colon + 1), 1, 1000000000, "array step");
+  return o;
+}
+
 void put_dependency_fields(const parsed_args& a, json::object& body) {
   if (a.has("hold")) body["hold"] = true;
   if (auto v = a.value("after")) body["after"] = job_id_list(*v, "job ID in --after");
@@ -257,15 +271,19 @@ int submit_main(int argc, char** argv) {
     auto specs = server_options();
     specs.push_back({0, "priority", true});
     specs.push_back({0, "parent", true});
+    specs.push_back({0, "array", true});
     add_dependency_options(specs);
     auto a = parse_args(arguments(argc, argv), specs);
     if (a.has("help")) {
       std::cout << "Usage: " << me
-                << " [--priority N] [--parent ID] [--hold] [--after IDS] [--after-any IDS] [--url URL]\n"
-                << "       [--token-file FILE] JOBTYPE CONFIG [HOWFIG]\n"
-                << "Submits a job and prints its ID.\n"
+                << " [--priority N] [--parent ID] [--array N|A-B[:S]] [--hold] [--after IDS]\n"
+                << "       [--after-any IDS] [--url URL] [--token-file FILE] JOBTYPE CONFIG [HOWFIG]\n"
+                << "Submits a job and prints its ID (with --array, the array's ID).\n"
                 << "      --priority N      queue priority, -1000..1000 (default 0; higher runs first)\n"
                 << "      --parent ID       make the job a child of job ID\n"
+                << "      --array N|A-B[:S] one job per index (0..N-1, or A to B by S); {index} in\n"
+                << "                        CONFIG and HOWFIG becomes the index, and the app gets\n"
+                << "                        DESCPROD_ARRAY_INDEX\n"
                 << dependency_options_help() << common_options_help();
       return exit_code::ok;
     }
@@ -278,10 +296,11 @@ int submit_main(int argc, char** argv) {
     if (auto p = a.value("priority")) body["priority"] = parse_int(*p, -1000, 1000, "priority");
     if (auto p = a.value("parent")) body["parent"] = parse_job_id(*p, "parent job ID");
     put_dependency_fields(a, body);
+    if (auto n = a.value("array")) body["array"] = array_field(*n);
     auto api = make_client(a);
     json::value req(body);
     auto v = api.call_ok("POST", "/api/jobs", &req);
-    auto id = v.is_object() ? json_int(v.as_object(), "id") : std::nullopt;
+    auto id = v.is_object() ? json_int(v.as_object(), a.has("array") ? "array" : "id") : std::nullopt;
     if (!id) throw client_error(exit_code::server_error, "the server's answer has no job ID");
     std::cout << *id << "\n";
     return exit_code::ok;
@@ -298,6 +317,7 @@ int list_jobs_main(int argc, char** argv) {
     specs.push_back({0, "all", false});
     specs.push_back({0, "limit", true});
     specs.push_back({0, "parent", true});
+    specs.push_back({0, "array", true});
     specs.push_back({0, "jobtype", true});
     specs.push_back({0, "search", true});
     specs.push_back({0, "since", true});
@@ -309,7 +329,7 @@ int list_jobs_main(int argc, char** argv) {
     if (a.has("help")) {
       std::cout
           << "Usage: " << me
-          << " [--state S] [--all] [--limit N] [--parent ID] [--jobtype T] [--search TEXT]\n"
+          << " [--state S] [--all] [--limit N] [--parent ID] [--array ID] [--jobtype T] [--search TEXT]\n"
           << "       [--since TIME] [--until TIME] [--sort KEY] [--owner USER|*] [--json]\n"
           << "Lists your jobs, newest first: ID, parent, type, config, state, progress, duration.\n"
           << "      --state S         only jobs in state S (waiting, held, ready, dispatched,\n"
@@ -317,6 +337,7 @@ int list_jobs_main(int argc, char** argv) {
           << "      --all             also archived jobs, and no limit unless --limit is given\n"
           << "      --limit N         at most N jobs (default 50; 0: no limit)\n"
           << "      --parent ID       only the children of job ID\n"
+          << "      --array ID        only the jobs of array ID (descprod-submit --array printed it)\n"
           << "      --jobtype T       only jobs of type T\n"
           << "      --search TEXT     only jobs with TEXT in config, howfig or progress (case ignored)\n"
           << "      --since TIME      only jobs created at or after TIME (epoch seconds,\n"
@@ -342,6 +363,7 @@ int list_jobs_main(int argc, char** argv) {
       query += "&jobtype=" + *t;
     }
     if (auto p = a.value("parent")) query += "&parent=" + std::to_string(parse_job_id(*p, "parent job ID"));
+    if (auto p = a.value("array")) query += "&array=" + std::to_string(parse_job_id(*p, "array ID"));
     // The gateway checks these (400 with the rule); they are only encoded here.
     if (auto q = a.value("search")) query += "&q=" + url_encode(*q);
     if (auto t = a.value("since")) query += "&created_after=" + url_encode(*t);

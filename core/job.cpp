@@ -203,15 +203,16 @@ const std::vector<std::string>& job_field_order() {
       "pid", "create_time", "start_time", "update_time", "stop_time", "return_status", "port", "progress",
       // Added by this project.
       "state", "message", "priority", "attempt", "max_attempts", "worker", "cancel_requested", "done_count",
-      "total_count", "queued_time", "dispatch_time", "hold", "after", "after_any", "waiting_for"};
+      "total_count", "queued_time", "dispatch_time", "hold", "after", "after_any", "waiting_for", "array",
+      "array_index"};
   return order;
 }
 
 bool is_integer_field(std::string_view f) {
   static const std::set<std::string_view> ints = {
-      "id",         "parent",  "session",      "archive",    "pid",         "return_status",    "port",
-      "priority",   "attempt", "max_attempts", "done_count", "total_count", "cancel_requested", "hold",
-      "waiting_for"};
+      "id",          "parent",  "session",      "archive",    "pid",         "return_status",    "port",
+      "priority",    "attempt", "max_attempts", "done_count", "total_count", "cancel_requested", "hold",
+      "waiting_for", "array",   "array_index"};
   return ints.count(f) > 0;
 }
 

@@ -10,6 +10,7 @@
 //   P job:<id>:events             stream  the job's transitions (created at its first event)
 //   P job:<id>:log                stream  the job's whole stdout/stderr, up to a cap (daemon, from `log`)
 //   P job:<id>:children           set     the IDs of its children
+//   P job:<id>:array              set     an array's job IDs (<id>: its first job, the array's ID)
 //   P job:<id>:dependents         hash    jobs waiting for it: dependent ID → "after" | "after_any"
 //   P deps:ended                  hash    ended jobs whose dependents are not released yet: ID → state
 //   P queue                       zset    ready jobs, score = queue_score(priority, id)
@@ -57,6 +58,7 @@ class keys {
   std::string job_log(std::int64_t id) const { return job(id) + ":log"; }
   std::string job_children(std::int64_t id) const { return job(id) + ":children"; }
   std::string job_dependents(std::int64_t id) const { return job(id) + ":dependents"; }
+  std::string job_array(std::int64_t id) const { return job(id) + ":array"; }
   std::string deps_ended() const { return p_ + "deps:ended"; }
   std::string queue() const { return p_ + "queue"; }
   std::string leases() const { return p_ + "leases"; }
@@ -107,6 +109,7 @@ class keys {
     fn("job_log", k.job(x) + k.job_log(0).substr(k.job(0).size()));
     fn("job_children", k.job(x) + k.job_children(0).substr(k.job(0).size()));
     fn("job_dependents", k.job(x) + k.job_dependents(0).substr(k.job(0).size()));
+    fn("job_array", k.job(x) + k.job_array(0).substr(k.job(0).size()));
     fn("user_jobs", k.user_jobs(x));
     fn("token", k.token(x));
     out += "K.deps_ended = P .. '" + k.deps_ended() + "'\n";

@@ -168,7 +168,7 @@ create_call create_args(const keys& k, const std::string& owner, std::vector<new
   create_call c;
   c.keys.reserve(1 + jobs.size() * 2);
   c.keys.push_back(k.user_jobs(owner));
-  c.args.reserve(2 + jobs.size() * 9);
+  c.args.reserve(2 + jobs.size() * 11);
   c.args.push_back(owner);
   c.args.push_back(std::to_string(jobs.size()));
   for (auto& j : jobs) {
@@ -191,6 +191,8 @@ create_call create_args(const keys& k, const std::string& owner, std::vector<new
       deps += d.any ? 'y' : 'a';
     }
     c.args.push_back(std::move(deps));
+    c.args.push_back(!j.array_index ? "" : j.array ? std::to_string(j.array) : "#");
+    c.args.push_back(j.array_index ? std::to_string(*j.array_index) : "");
   }
   return c;
 }

@@ -44,6 +44,10 @@ struct new_job {
   std::string session;
   bool hold = false;  // held: no worker takes it until it is released or claimed
   std::vector<job_dependency> after;
+  // A job of an array: its index, and the array's ID (its first job's; 0: the first job of this
+  // create call, which is then the array's first job).
+  std::optional<long long> array_index;
+  job_id array = 0;
 };
 
 // Why a script refused. Each name is the word the scripts answer with ({'err', <name>, state});

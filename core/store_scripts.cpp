@@ -377,7 +377,10 @@ end
 
 // The bodies; above each, its ARGV after the prefix (KEYS: the table at the top of this file).
 const char* bodies[s_count] = {
-    // create: owner n {jobtype config howfig priority parent max_attempts session hold deps}*n
+    // create: owner n {jobtype config howfig priority parent max_attempts session hold deps array
+    //         array_index}*n
+    // array: '' (none), '#' (the array whose ID is this call's first job) or the array's ID; the
+    // job goes into job:<array>:array and gets fields array and array_index.
     // hold '1': the job is held (no worker takes it until released or claimed). deps: its
     // dependencies, comma-separated, each a job ID or '#k' (the k-th job of this call, k below the
     // job's own place) followed by 'a' (after: once it is done) or 'y' (after_any: once it has
@@ -389,7 +392,7 @@ const char* bodies[s_count] = {
     R"LUA(
 local owner = ARGV[2]
 local n = tonumber(ARGV[3])
-local F = 9
+local F = 11
 local pk = 7  -- the next parent's KEYS group
 local deps = {}
 for i = 0, n - 1 do
@@ -471,6 +474,13 @@ for i = 0, n - 1 do
   if ARGV[b + 7] == '1' then f[#f + 1] = 'hold'; f[#f + 1] = '1' end
   if #after > 0 then f[#f + 1] = 'after'; f[#f + 1] = table.concat(after, ',') end
   if #after_any > 0 then f[#f + 1] = 'after_any'; f[#f + 1] = table.concat(after_any, ',') end
+  if ARGV[b + 9] ~= '' then
+    local aid = ARGV[b + 9]
+    if aid == '#' then aid = string.format('%d', first) end
+    f[#f + 1] = 'array'; f[#f + 1] = aid
+    f[#f + 1] = 'array_index'; f[#f + 1] = ARGV[b + 10]
+    redis.call('SADD', K.job_array(aid), id)
+  end
   if state == S.waiting then
     f[#f + 1] = 'waiting_for'; f[#f + 1] = string.format('%d', #edges)
     for _, e in ipairs(edges) do redis.call('HSET', K.job_dependents(e[1]), id, e[2]) end
@@ -613,6 +623,8 @@ local j = load(J)
 if not j then return {'err', 'missing', ''} end
 if not TERMINAL[j.state] then return {'err', 'active', j.state} end
 local parent = redis.call('HGET', J.key, 'parent')
+local array = redis.call('HGET', J.key, 'array')
+if array and array ~= '' then redis.call('SREM', K.job_array(array), J.id) end
 revoke_job_token(J)
 redis.call('DEL', J.key, J.events, KEYS[8], KEYS[9])
 -- Its edges to its dependents go with it, unless they are still to be handed on (DE): the release

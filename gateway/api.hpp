@@ -165,8 +165,9 @@ struct list_query {
   std::string jobtype;
   std::optional<bool> archived;
   std::optional<job_id> parent;
-  std::string owner;  // "": the caller's own jobs; else a user's name or "*" (admins only)
-  std::string text;   // q: a substring of config, howfig or progress (ASCII case ignored)
+  std::optional<job_id> array;  // the jobs of the array with this ID (its first job's)
+  std::string owner;            // "": the caller's own jobs; else a user's name or "*" (admins only)
+  std::string text;             // q: a substring of config, howfig or progress (ASCII case ignored)
   time_range created, started, ended;
   list_sort sort = list_sort::id;
   bool descending = true;
@@ -221,6 +222,12 @@ struct dependency_ref {
 };
 // Most dependencies (after + after_any) one job may name.
 inline constexpr std::size_t max_dependencies = 10000;
+// An array's indexes: from..to (inclusive) by step; at most max_array_jobs of them.
+struct array_range {
+  long long from = 0, to = 0, step = 1;
+  long long count() const { return (to - from) / step + 1; }
+};
+inline constexpr long long max_array_jobs = 100000;
 
 struct job_request {
   std::string jobtype;
@@ -228,9 +235,11 @@ struct job_request {
   std::string howfig;
   int priority = 0;
   std::optional<job_id> parent;
-  int max_attempts = 3;               // from the application
-  bool hold = false;                  // asked for, or the application's dispatch: manual
-  std::vector<dependency_ref> after;  // after, then after_any; each job once
+  int max_attempts = 3;                  // from the application
+  bool hold = false;                     // asked for, or the application's dispatch: manual
+  std::vector<dependency_ref> after;     // after, then after_any; each job once
+  std::optional<array_range> array;      // POST /api/jobs: a template, expanded by expand_array
+  std::optional<long long> array_index;  // a job of an array (expanded)
 };
 
 // Parses a request body as JSON; malformed → 400 "bad_json" with the parser's reason and offset.
@@ -244,6 +253,11 @@ std::optional<api_error> parse_json_body(std::string_view body, boost::json::val
 // request's earlier jobs[k]: `entry` is the job's own index there, none outside a bulk).
 std::optional<api_error> validate_job(const boost::json::value& v, const app_registry& apps, job_request& out,
                                       std::optional<std::size_t> entry = std::nullopt);
+
+// The jobs of an array request: one per index, "{index}" in config and howfig replaced by the
+// index, each then checked as validate_job checks a job (errors say "array index N: ...").
+std::optional<api_error> expand_array(const job_request& tmpl, const app_registry& apps,
+                                      std::vector<job_request>& out);
 
 // Validates {"jobs": [ ... ]} with 1..max_jobs items; an invalid item's error starts "jobs[i]: ".
 std::optional<api_error> validate_bulk(const boost::json::value& v, const app_registry& apps,

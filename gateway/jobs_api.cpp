@@ -55,7 +55,7 @@ boost::json::object job_list_json(const jobs_service::job_list& list, const list
   if (list.scanned) {
     o["scanned"] = *list.scanned;
     o["truncated"] = list.truncated;
-  } else if (q.parent && list.truncated) {
+  } else if ((q.parent || q.array) && list.truncated) {
     o["truncated"] = true;
   }
   return o;
@@ -279,11 +279,26 @@ net::awaitable<handler_result> jobs_create(call& c) {
   job_request jr;
   if (auto e = validate_job(v, c.ctx.apps, jr)) co_return error_answer(*e);
   std::vector<job_request> reqs;
-  reqs.push_back(std::move(jr));
+  const bool array = jr.array.has_value();
+  if (array) {
+    // One job per index, created as a bulk request is; the answer names the array.
+    if (auto e = expand_array(jr, c.ctx.apps, reqs)) co_return error_answer(*e);
+  } else {
+    reqs.push_back(std::move(jr));
+  }
   if (auto e = check_children_only(*c.who, reqs)) co_return error_answer(*e);
   std::string owner = c.who->name;
   auto made = co_await jobs_service::create(c.ctx, std::move(*c.who), reqs, false);
   if (!made) co_return error_answer(made.error());
+  if (array) {
+    auto body = bulk_json(made->ids, made->states);
+    body["array"] = made->ids.front();
+    auto res = make_json_response(http::status::created, body);
+    res.set(http::field::location, "/api/jobs?array=" + std::to_string(made->ids.front()));
+    handler_result arr;
+    arr.res = std::move(res);
+    co_return arr;
+  }
   if (!made->states.empty() && made->states.front() != job_state::ready) {
     // Held, waiting or cancelled at creation: the answer is the job as stored (its progress says
     // what it waits for).
@@ -326,6 +341,8 @@ net::awaitable<handler_result> jobs_get(call& c) {
   if (!found) co_return error_answer(found.error());
   auto body = job_to_json(found->job);
   if (found->rollup) body["children"] = children_json(found->rollup->states, found->rollup->truncated);
+  if (found->array_rollup)
+    body["array_jobs"] = children_json(found->array_rollup->states, found->array_rollup->truncated);
   if (!found->dependencies.empty()) body["dependencies"] = neighbours_json(found->dependencies);
   if (found->dependents_total > 0) {
     boost::json::object d;

@@ -51,6 +51,9 @@ std::vector<new_job> to_new_jobs(const std::vector<job_request>& reqs, std::size
     j.parent = reqs[i].parent;
     j.max_attempts = reqs[i].max_attempts;
     j.hold = reqs[i].hold;
+    // An array's first chunk makes its first job the array's ID; later chunks name it.
+    j.array_index = reqs[i].array_index;
+    if (j.array_index && !created.empty()) j.array = created.front();
     j.after.reserve(reqs[i].after.size());
     for (const auto& d : reqs[i].after) {
       job_dependency dep;
@@ -84,7 +87,9 @@ api_error dependency_not_found(job_id id, bool bulk, std::size_t index) {
   return e;
 }
 
-bool needs_script_path(const job_request& r) { return r.parent || r.hold || !r.after.empty(); }
+bool needs_script_path(const job_request& r) {
+  return r.parent || r.hold || !r.after.empty() || r.array_index.has_value();
+}
 
 // The distinct parents named by the requests, each with the index of its first use.
 std::vector<std::pair<job_id, std::size_t>> distinct_parents(const std::vector<job_request>& reqs) {
@@ -424,9 +429,10 @@ net::awaitable<job_list> scan_jobs(gateway_context& ctx, id_source src, list_que
   co_return out;
 }
 
-net::awaitable<children_rollup> rollup_of(gateway_context& ctx, job_id id, long long card) {
+// How the jobs of a set of IDs (a parent's children, an array's jobs) stand.
+net::awaitable<children_rollup> rollup_of(gateway_context& ctx, std::string key, long long card) {
   const keys& k = keys_of(ctx);
-  auto members = co_await ctx.redis->async_exec(children_cmd(k.job_children(id), card));
+  auto members = co_await ctx.redis->async_exec(children_cmd(key, card));
   auto ids = sorted_ids(members);
   children_rollup out;
   out.truncated = card > static_cast<long long>(max_children);
@@ -490,6 +496,14 @@ std::vector<std::string> log_lines_of(const redis_reply& xrevrange) {
 net::awaitable<std::string> owner_of(gateway_context& ctx, job_id id) {
   auto r = co_await ctx.redis->async_exec(redis_cmd("HGET", keys_of(ctx).job(id), "descname"));
   co_return r.is_nil() ? std::string() : r.as_string();
+}
+
+net::awaitable<std::string> owner_of_set_member(gateway_context& ctx, std::string key) {
+  auto m = co_await ctx.redis->async_exec(redis_cmd("SRANDMEMBER", key));
+  if (m.is_nil() || m.is_error()) co_return std::string();
+  auto id = parse_job_id_text(m.as_string());
+  if (!id) co_return std::string();
+  co_return co_await owner_of(ctx, *id);
 }
 
 namespace {
@@ -647,11 +661,15 @@ net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_
   if (!q.owner.empty() && q.owner != who.name && !who.admin)
     co_return forbidden("only an administrator may list another user's jobs (owner=" + q.owner + ")");
   if (q.parent && !q.owner.empty()) co_return bad_request("give parent or owner, not both");
-  if (q.parent) {
-    job_id parent = *q.parent;
+  if (q.array && !q.owner.empty()) co_return bad_request("give array or owner, not both");
+  if (q.array && q.parent) co_return bad_request("give array or parent, not both");
+  if (q.parent || q.array) {
+    // A parent's children, or an array's jobs: a set of IDs read once.
+    job_id parent = q.parent ? *q.parent : *q.array;
+    std::string key = q.parent ? k.job_children(parent) : k.job_array(parent);
     auto owner = co_await owner_of(ctx, parent);
+    if (owner.empty() && q.array) owner = co_await owner_of_set_member(ctx, key);  // its first job deleted
     if (!may_read(who, parent, owner)) co_return job_not_found(parent);
-    std::string key = k.job_children(parent);
     auto card = co_await ctx.redis->async_exec(redis_cmd("SCARD", key));
     auto members = co_await ctx.redis->async_exec(children_cmd(key, card.as_integer()));
     id_source src(id_source::kind::list, q.sort != list_sort::id || q.descending);
@@ -860,12 +878,16 @@ net::awaitable<result<job_detail>> get(gateway_context& ctx, principal who, job_
   cmds.push_back(redis_cmd("HGETALL", k.job(id)));
   cmds.push_back(redis_cmd("SCARD", k.job_children(id)));
   cmds.push_back(redis_cmd("HLEN", k.job_dependents(id)));
+  cmds.push_back(redis_cmd("SCARD", k.job_array(id)));
   auto replies = co_await ctx.redis->async_pipeline(std::move(cmds));
   job_detail out;
   out.job = record_from_reply(replies[0]);
   if (out.job.empty() || !may_read(who, id, field_of(out.job, "descname"))) co_return job_not_found(id);
   out.children = replies[1].as_integer();
-  if (out.children > 0) out.rollup = co_await rollup_of(ctx, id, out.children);
+  if (out.children > 0) out.rollup = co_await rollup_of(ctx, k.job_children(id), out.children);
+  // The first job of an array rolls up the array's jobs.
+  out.array_jobs = replies[3].type == redis_reply::kind::integer ? replies[3].integer : 0;
+  if (out.array_jobs > 0) out.array_rollup = co_await rollup_of(ctx, k.job_array(id), out.array_jobs);
   out.dependencies = named_dependencies(out.job);
   out.dependents_total = replies[2].type == redis_reply::kind::integer ? replies[2].integer : 0;
   if (out.dependents_total > 0) {

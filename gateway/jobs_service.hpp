@@ -73,6 +73,9 @@ struct job_detail {
   std::vector<graph_neighbour> dependencies;
   std::vector<graph_neighbour> dependents;
   long long dependents_total = 0;
+  // The first job of an array (its ID is the array's): how the array's jobs stand.
+  long long array_jobs = 0;
+  std::optional<children_rollup> array_rollup;
 };
 net::awaitable<result<job_detail>> get(gateway_context& ctx, principal who, job_id id);
 
@@ -165,5 +168,7 @@ void append_entry_lines(const redis_reply& fields, std::vector<std::string>& out
 
 // The owner of a job ("" when there is none).
 net::awaitable<std::string> owner_of(gateway_context& ctx, job_id id);
+// The owner of a job in the set at `key` (an array whose first job was deleted), "" if none.
+net::awaitable<std::string> owner_of_set_member(gateway_context& ctx, std::string key);
 
 }  // namespace descprod::gateway::jobs_service

@@ -411,6 +411,10 @@ std::optional<api_error> parse_list_query(std::string_view query, list_query& ou
       auto id = parse_job_id_text(value);
       if (!id) return bad_request("parent must be a job id (a positive integer)");
       out.parent = id;
+    } else if (key == "array") {
+      auto id = parse_job_id_text(value);
+      if (!id) return bad_request("array must be an array's ID (its first job's ID)");
+      out.array = id;
     } else if (key == "owner") {
       if (value != "*" && !valid_user_name(value))
         return bad_request("owner must be a user name or * (everyone's jobs)");
@@ -627,19 +631,98 @@ std::optional<api_error> read_dependencies(const boost::json::object& o, std::op
   }
   return std::nullopt;
 }
+
+// "array": N (indexes 0..N-1) or {"from": A, "to": B, "step": S} (A..B inclusive, by S).
+std::optional<api_error> read_array(const boost::json::object& o, std::optional<array_range>& out) {
+  auto it = o.find("array");
+  if (it == o.end()) return std::nullopt;
+  const auto& v = it->value();
+  array_range r;
+  const std::string limit = std::to_string(max_array_jobs);
+  if (v.is_int64() || v.is_uint64()) {
+    long long n = v.is_int64() ? v.as_int64() : -1;
+    if (n < 1 || n > max_array_jobs) return bad_request("field 'array' must be between 1 and " + limit);
+    r.to = n - 1;
+  } else if (v.is_object()) {
+    const auto& a = v.as_object();
+    if (auto e = refuse_unknown_fields(a, {"from", "to", "step"})) {
+      e->detail = "field 'array': " + e->detail;
+      return e;
+    }
+    std::optional<long long> from, to, step;
+    if (auto e = read_integer(a, "from", 0, 1'000'000'000, from)) return e;
+    if (auto e = read_integer(a, "to", 0, 1'000'000'000, to)) return e;
+    if (auto e = read_integer(a, "step", 1, 1'000'000'000, step)) return e;
+    if (!from || !to) return bad_request("field 'array' needs 'from' and 'to' (and optionally 'step')");
+    if (*to < *from) return bad_request("field 'array': 'to' must not be below 'from'");
+    r.from = *from;
+    r.to = *to;
+    r.step = step.value_or(1);
+    if (r.count() > max_array_jobs)
+      return bad_request("field 'array' makes " + std::to_string(r.count()) + " jobs; at most " + limit);
+  } else {
+    return bad_request("field 'array' must be a number of jobs or {\"from\", \"to\", \"step\"}, not " +
+                       std::string(kind_name(v)));
+  }
+  out = r;
+  return std::nullopt;
+}
+
+std::string with_index(const std::string& text, long long index) {
+  static const std::string mark = "{index}";
+  std::string out;
+  std::size_t start = 0;
+  for (auto at = text.find(mark); at != std::string::npos; at = text.find(mark, start)) {
+    out.append(text, start, at - start);
+    out += std::to_string(index);
+    start = at + mark.size();
+  }
+  out.append(text, start, std::string::npos);
+  return out;
+}
 }  // namespace
+
+std::optional<api_error> expand_array(const job_request& tmpl, const app_registry& apps,
+                                      std::vector<job_request>& out) {
+  out.clear();
+  if (!tmpl.array) return bad_request("not an array");
+  const app_def* app = apps.find(tmpl.jobtype);
+  if (!app) return bad_request("unknown jobtype " + quoted(tmpl.jobtype));
+  out.reserve(static_cast<std::size_t>(tmpl.array->count()));
+  for (long long i = tmpl.array->from; i <= tmpl.array->to; i += tmpl.array->step) {
+    job_request r = tmpl;
+    r.array.reset();
+    r.array_index = i;
+    r.config = with_index(tmpl.config, i);
+    r.howfig = with_index(tmpl.howfig, i);
+    std::optional<api_error> e;
+    if (r.config.size() > max_config_bytes || r.howfig.size() > max_config_bytes)
+      e = bad_request("config and howfig must be at most " + std::to_string(max_config_bytes) + " bytes");
+    if (!e) e = check_config_field(r.config, *app);
+    if (!e && !r.howfig.empty()) e = check_howfig_field(r.howfig, *app);
+    if (e) {
+      e->detail = "array index " + std::to_string(i) + ": " + e->detail;
+      return e;
+    }
+    out.push_back(std::move(r));
+  }
+  return std::nullopt;
+}
 
 std::optional<api_error> validate_job(const boost::json::value& v, const app_registry& apps, job_request& out,
                                       std::optional<std::size_t> entry) {
   if (!v.is_object()) return bad_request("a job must be a JSON object, not " + std::string(kind_name(v)));
   const auto& o = v.as_object();
-  static const std::set<std::string_view> allowed = {"jobtype", "config", "howfig", "priority",
-                                                     "parent",  "hold",   "after",  "after_any"};
+  static const std::set<std::string_view> allowed = {"jobtype", "config", "howfig",    "priority", "parent",
+                                                     "hold",    "after",  "after_any", "array"};
   for (const auto& kv : o) {
     if (!allowed.count(kv.key()))
-      return bad_request("unknown field " + quoted(kv.key()) +
-                         "; allowed: jobtype, config, howfig, priority, parent, hold, after, after_any");
+      return bad_request(
+          "unknown field " + quoted(kv.key()) +
+          "; allowed: jobtype, config, howfig, priority, parent, hold, after, after_any, array");
   }
+  if (entry && o.contains("array"))
+    return bad_request("field 'array' is for POST /api/jobs; a bulk request lists its jobs");
   job_request r;
   if (auto e = read_string(o, "jobtype", true, max_jobtype_bytes, r.jobtype)) return e;
   if (auto e = read_string(o, "config", true, max_config_bytes, r.config)) return e;
@@ -651,6 +734,7 @@ std::optional<api_error> validate_job(const boost::json::value& v, const app_reg
   if (parent) r.parent = *parent;
   if (auto e = read_bool(o, "hold", r.hold)) return e;
   if (auto e = read_dependencies(o, entry, r.after)) return e;
+  if (auto e = read_array(o, r.array)) return e;
 
   const app_def* app = apps.find(r.jobtype);
   if (!app) {
@@ -658,9 +742,13 @@ std::optional<api_error> validate_job(const boost::json::value& v, const app_reg
     e.code = errc::unknown_jobtype;
     return e;
   }
-  if (auto e = check_config_field(r.config, *app)) return e;
-  if (!r.howfig.empty()) {
-    if (auto e = check_howfig_field(r.howfig, *app)) return e;
+  // An array's config and howfig are checked for each index, once "{index}" is replaced
+  // (expand_array).
+  if (!r.array) {
+    if (auto e = check_config_field(r.config, *app)) return e;
+    if (!r.howfig.empty()) {
+      if (auto e = check_howfig_field(r.howfig, *app)) return e;
+    }
   }
   r.max_attempts = app->max_attempts;
   if (app->manual_dispatch) r.hold = true;

@@ -129,6 +129,12 @@ std::vector<std::string> job_run::child_environment() const {
   env.emplace_back("DESCPROD_RUNDIR", rundir_.string());
   env.emplace_back("DESCPROD_URL", settings_.gateway_url);
   if (!spec_.token.empty()) env.emplace_back("DESCPROD_TOKEN", spec_.token);
+  // A job of an array: its index and the array's ID (docs/api.md, Arrays).
+  if (auto it = spec_.record.find("array_index"); it != spec_.record.end() && !it->second.empty()) {
+    env.emplace_back("DESCPROD_ARRAY_INDEX", it->second);
+    if (auto a = spec_.record.find("array"); a != spec_.record.end())
+      env.emplace_back("DESCPROD_ARRAY_ID", a->second);
+  }
   return settings_.environment ? settings_.environment->with(env) : environment_with(env);
 }
 

@@ -378,6 +378,19 @@ TEST(ClientE2E, HeldJobsAreStartedHereAndAfterWaitsForItsDependency) {
   EXPECT_EQ(s.state(later), "done");
   auto bad = s.run({"descprod-submit", "--after", "12,x", "mysleep", "0"});
   EXPECT_EQ(bad.code, 2) << bad.err;
+  // --array: one job per index; the array's ID lists them.
+  auto arr = s.run({"descprod-submit", "--array", "0-4:2", "marker", "m{index}"});
+  ASSERT_EQ(arr.code, 0) << arr.err;
+  long long array = std::stoll(arr.out);
+  auto rows = s.run({"descprod-list-jobs", "--array", std::to_string(array), "--json"});
+  ASSERT_EQ(rows.code, 0) << rows.err;
+  auto lines = lines_of(rows.out);
+  ASSERT_EQ(lines.size(), 3u) << rows.out;
+  std::set<std::string> configs;
+  for (const auto& l : lines)
+    configs.insert(std::string(json::parse(l).as_object().at("config").as_string()));
+  EXPECT_EQ(configs, (std::set<std::string>{"m0", "m2", "m4"}));
+  EXPECT_EQ(s.run({"descprod-submit", "--array", "3-1", "mysleep", "1"}).code, 1) << "the gateway's 400";
 }
 
 TEST(ClientE2E, TwoConcurrentStartJobsOnOneJobExactlyOneRuns) {

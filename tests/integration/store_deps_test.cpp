@@ -289,5 +289,34 @@ TEST_F(StoreDepsTest, TenThousandDependentsOfOneJobAreReleasedInBoundedBatches) 
   EXPECT_EQ(cmd({"EXISTS", "descprod:job:" + std::to_string(a) + ":dependents"}).integer, 0);
 }
 
+TEST_F(StoreDepsTest, AnArraySpansCreateCallsUnderItsFirstJobsId) {
+  auto member = [&](long long index, job_id array) {
+    auto j = make_job("mysleep", std::to_string(index));
+    j.array_index = index;
+    j.array = array;
+    return j;
+  };
+  std::vector<new_job> first;
+  for (long long i = 0; i < 3; ++i) first.push_back(member(i * 2, 0));
+  auto a = create_r("alice", std::move(first));
+  ASSERT_TRUE(a.ok);
+  job_id head = a.ids.front();
+  std::vector<new_job> rest;
+  rest.push_back(member(6, head));
+  auto b = create_r("alice", std::move(rest));
+  ASSERT_TRUE(b.ok);
+  auto key = "descprod:job:" + std::to_string(head) + ":array";
+  EXPECT_EQ(cmd({"SCARD", key}).integer, 4);
+  EXPECT_EQ(hash(b.ids.front())["array"], std::to_string(head));
+  EXPECT_EQ(hash(b.ids.front())["array_index"], "6");
+  EXPECT_EQ(hash(a.ids[1])["array_index"], "2");
+  EXPECT_EQ(hash(create_one()).count("array"), 0u) << "a job outside any array";
+  // Deleting a job takes it out of its array.
+  ASSERT_TRUE(run(st.async_cancel(a.ids[1], "alice")).ok);
+  ASSERT_TRUE(run(st.async_delete(a.ids[1])).ok);
+  EXPECT_EQ(cmd({"SCARD", key}).integer, 3);
+  EXPECT_EQ(cmd({"SISMEMBER", key, std::to_string(a.ids[1])}).integer, 0);
+}
+
 }  // namespace
 }  // namespace descprod
