@@ -1117,7 +1117,13 @@ net::awaitable<status> remove(gateway_context& ctx, principal who, job_id id) {
 
 net::awaitable<result<claimed_job>> claim(gateway_context& ctx, principal who, job_id id, std::string host) {
   auto rec = co_await ctx.jobs->async_get(id);
-  if (!rec || !may_change(who, field_of(*rec, "descname"))) co_return job_not_found(id);
+  if (!rec || !may_read(who, id, field_of(*rec, "descname"))) co_return job_not_found(id);
+  // A job token claims (starts) only the children of its own job (descprod-start-job -w CHILD
+  // inside a job); a user token any job its owner may change.
+  if (who.only_job && field_of(*rec, "parent") != std::to_string(*who.only_job))
+    co_return forbidden("a job token (scope job:" + std::to_string(*who.only_job) +
+                        ") may start only its own children");
+  if (!who.only_job && !may_change(who, field_of(*rec, "descname"))) co_return job_not_found(id);
   std::string jobtype = field_of(*rec, "jobtype");
   const app_def* app = ctx.apps.find(jobtype);
   if (!app)
@@ -1148,7 +1154,8 @@ net::awaitable<result<std::string>> report(gateway_context& ctx, principal who, 
   auto fields =
       co_await ctx.redis->async_exec(redis_cmd("HMGET", keys_of(ctx).job(id), "descname", "worker", "state"));
   std::string owner = fields.elements.size() == 3 ? fields.elements[0].as_string() : "";
-  bool allowed = who.only_job ? may_read(who, id, owner) : may_change(who, owner);
+  // A job token reports only its own job's run (its route scope says so too).
+  bool allowed = who.only_job ? *who.only_job == id && may_read(who, id, owner) : may_change(who, owner);
   if (owner.empty() || !allowed) co_return job_not_found(id);
   std::string worker = fields.elements[1].as_string();
   if (worker.rfind(claim_worker_prefix, 0) != 0) {

@@ -154,6 +154,12 @@ std::optional<api_error> job_scope_refusal(const principal& who, job_scope scope
                          " was cancelled: its token may only read the job and report how its run "
                          "ended");
       return std::nullopt;
+    case job_scope::owner_read: return std::nullopt;
+    case job_scope::child_claim:
+      if (who.read_only)
+        return forbidden("job " + std::to_string(mine) +
+                         " was cancelled: its token may not start its children");
+      return std::nullopt;
     case job_scope::own_job:
     case job_scope::own_job_refused:
       if (id != mine) return not_found("job " + std::to_string(id) + " not found");
@@ -162,7 +168,7 @@ std::optional<api_error> job_scope_refusal(const principal& who, job_scope scope
     case job_scope::refused: break;
   }
   return forbidden("a job token (scope job:" + std::to_string(mine) +
-                   ") may only read its job, create its children and report its run");
+                   ") may only read its owner's jobs, create and start its children and report its run");
 }
 
 // ---- the pure helpers of api.hpp and web.hpp, read from the table ---------------------------

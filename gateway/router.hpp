@@ -54,6 +54,8 @@ enum class job_scope : std::uint8_t {
                     // cancelled (read-only token)
   own_job,          // allowed for job J only; another job's ID is 404
   own_job_refused,  // another job's ID is 404, J itself 403
+  owner_read,       // reads any job of J's owner (the handler checks the owner)
+  child_claim,      // claims a child of J (the handler checks the parent); 403 once J was cancelled
 };
 
 // What a pattern's placeholders captured: {id}, {sha} and {user} / {action} (see routes.cpp).

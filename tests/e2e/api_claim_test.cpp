@@ -21,10 +21,14 @@ using namespace std::chrono_literals;
 
 // ---- job tokens, claim, reports -----------------------------------------------------------------
 
-TEST(Api, JobTokenReadsItsJobAndCreatesOnlyItsChildren) {
+// A job token (DESCPROD_TOKEN) reads every job of its owner — a child reads its parent, a
+// continuation reads the job it continues (issue #16 item 2) — and creates, claims and so runs its
+// own children; it writes nothing else, and reads no other user's jobs.
+TEST(Api, JobTokenReadsItsOwnersJobsAndCreatesAndClaimsOnlyItsChildren) {
   service s(api_options(0));
   long long id = s.submit(R"({"jobtype":"mysleep","config":"1"})");
   long long other = s.submit(R"({"jobtype":"mysleep","config":"2"})");
+  long long bobs = s.submit(R"({"jobtype":"mysleep","config":"2"})", s.bob_token);
   EXPECT_EQ(s.call("POST", path_of(id, "/claim"), R"({"host":"h1"})", s.bob_token).status, 404);
   auto c = s.claim(id, "h1");
   std::string token(c.at("token").as_string());
@@ -33,12 +37,25 @@ TEST(Api, JobTokenReadsItsJobAndCreatesOnlyItsChildren) {
   EXPECT_EQ(s.call("GET", path_of(id), "", token).status, 200);
   EXPECT_EQ(s.call("GET", path_of(id, "/events"), "", token).status, 200);
   EXPECT_EQ(s.call("GET", path_of(id, "/log"), "", token).status, 200);
-  EXPECT_EQ(s.call("GET", path_of(other), "", token).status, 404);
-  EXPECT_EQ(s.call("GET", path_of(other, "/events"), "", token).status, 404);
-  EXPECT_EQ(s.call("GET", "/api/jobs", "", token).status, 403);
+  EXPECT_EQ(s.call("GET", path_of(other), "", token).status, 200) << "another job of its owner";
+  EXPECT_EQ(s.call("GET", path_of(other, "/events"), "", token).status, 200);
+  EXPECT_EQ(s.call("GET", path_of(other, "/log"), "", token).status, 200);
+  auto listed = s.call("GET", "/api/jobs", "", token);
+  EXPECT_EQ(listed.status, 200) << listed.body;
+  EXPECT_EQ(listed.json().as_object().at("total").as_int64(), 2) << "its owner's jobs, not bob's";
+  EXPECT_EQ(s.call("GET", path_of(bobs), "", token).status, 404) << "another user's job";
+  EXPECT_EQ(s.call("GET", "/api/jobs?owner=bob", "", token).status, 403);
   EXPECT_EQ(s.call("GET", "/api/events", "", token).status, 403);
   EXPECT_EQ(s.call("POST", path_of(id, "/cancel"), "", token).status, 403);
-  EXPECT_EQ(s.call("POST", path_of(id, "/claim"), R"({"host":"h2"})", token).status, 403);
+  // Writes to another job are refused as before, as if it did not exist.
+  EXPECT_EQ(s.call("POST", path_of(other, "/cancel"), "", token).status, 404);
+  EXPECT_EQ(s.call("POST", path_of(other, "/archive"), "", token).status, 404);
+  EXPECT_EQ(s.call("DELETE", path_of(other), "", token).status, 404);
+  EXPECT_EQ(s.state(other), "ready");
+  EXPECT_EQ(s.call("POST", path_of(id, "/claim"), R"({"host":"h2"})", token).status, 403) << "itself";
+  EXPECT_EQ(s.call("POST", path_of(other, "/claim"), R"({"host":"h2"})", token).status, 403)
+      << "not its child";
+  EXPECT_EQ(s.call("POST", path_of(other, "/started"), R"({"attempt":1,"pid":1})", token).status, 404);
 
   auto child = s.call("POST", "/api/jobs",
                       R"({"jobtype":"mysleep","config":"3","parent":)" + std::to_string(id) + "}", token);
@@ -58,6 +75,26 @@ TEST(Api, JobTokenReadsItsJobAndCreatesOnlyItsChildren) {
              R"({"jobtype":"mysleep","config":"3","parent":)" + std::to_string(other) + "}", token);
   EXPECT_EQ(elsewhere.status, 403) << elsewhere.body;
   EXPECT_EQ(num(s.job(id).at("children").as_object(), "total"), 2);
+  // It claims its own child (descprod-start-job -w CHILD inside the job): the claim's answer
+  // carries the child's own token, which reports the child's run.
+  long long kid = cj.at("id").as_int64();
+  auto kc = s.call("POST", path_of(kid, "/claim"), R"({"host":"h3"})", token);
+  ASSERT_EQ(kc.status, 200) << kc.body;
+  std::string kid_token(kc.json().as_object().at("token").as_string());
+  EXPECT_NE(kid_token, token);
+  EXPECT_EQ(s.call("POST", path_of(kid, "/started"), R"({"attempt":1,"pid":1,"rundir":"/tmp/x"})", kid_token)
+                .status,
+            200);
+  // Once its job is cancelled the token claims nothing more.
+  long long kid2 = s.call("POST", "/api/jobs",
+                          R"({"jobtype":"mysleep","config":"5","parent":)" + std::to_string(id) + "}", token)
+                       .json()
+                       .as_object()
+                       .at("id")
+                       .as_int64();
+  ASSERT_EQ(s.call("POST", path_of(id, "/cancel")).status, 202);
+  EXPECT_EQ(s.call("POST", path_of(kid2, "/claim"), R"({"host":"h4"})", token).status, 403);
+  EXPECT_EQ(s.call("GET", path_of(other), "", token).status, 200) << "it still reads";
 }
 
 TEST(Api, TwoConcurrentClaimsExactlyOneWins) {

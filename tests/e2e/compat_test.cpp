@@ -50,12 +50,35 @@ echo "Step 3 of 3: job $JOBID made child $CHILD" > current-status.txt
 exit 0
 )APP";
 
+// A pmbs/g3wfpipe-style application (issue #16 items 1 and 2): it reads the job its config names
+// (g3wfpipe's job:JJJ continuation) with descprod-get-job, creates a held child and runs it itself
+// with descprod-start-job -w, all with the job's own DESCPROD_TOKEN.
+const char* const pmbs_app = R"APP(#!/bin/sh
+PREV=$(echo "$1" | sed -n 's/^job:\([0-9]*\)$/\1/p')
+if [ -n "$PREV" ] && ! descprod-get-job "$PREV" > prev.txt 2>&1; then
+  echo "cannot read job $PREV" > current-status.txt
+  exit 4
+fi
+if ! descprod-add-job --hold -p "$DESCPROD_JOB_ID" mysleep 0 > child.log 2>&1; then
+  echo "cannot create a child" > current-status.txt
+  exit 5
+fi
+CHILD=$(grep " id:" child.log | sed 's/.*id: //')
+if ! DESCPROD_OUTPUT_DIR="$PWD/children" descprod-start-job -w "$CHILD" > start.log 2>&1; then
+  echo "child $CHILD did not run" > current-status.txt
+  exit 6
+fi
+echo "ran child $CHILD after reading job $PREV" > current-status.txt
+)APP";
+
 // The service (tests/support/service.hpp) with the compat application, whose script is written
 // once the service's directory exists (nothing looks at it before a job runs).
 service_options compat_options(int workers) {
   service_options o;
   o.workers = workers;
-  o.apps = "  - name: compat\n    command: [\"{dir}/runapp-compat\"]\n";
+  o.apps =
+      "  - name: compat\n    command: [\"{dir}/runapp-compat\"]\n"
+      "  - name: pmbsstyle\n    command: [\"{dir}/runapp-pmbsstyle\"]\n";
   return o;
 }
 
@@ -65,6 +88,8 @@ class compat_service : public service {
       : service(compat_options(workers)), client_out(dir.file("client-out")) {
     write_file(dir.file("runapp-compat"), compat_app);
     fs::permissions(dir.file("runapp-compat"), fs::perms::owner_all);
+    write_file(dir.file("runapp-pmbsstyle"), pmbs_app);
+    fs::permissions(dir.file("runapp-pmbsstyle"), fs::perms::owner_all);
     fs::create_directories(dir.file("home"));
   }
 
@@ -163,6 +188,31 @@ TEST(Compat, DescprodStyleShellAppRunsUnchangedUnderStartJob) {
   char name[32];
   std::snprintf(name, sizeof name, "job%06lld", id);
   EXPECT_EQ(s.field(id, "rundir"), s.client_out + "/jobs/" + name);
+}
+
+TEST(Compat, AJobReadsItsOwnersOtherJobsAndStartsItsHeldChildItself) {
+  compat_service s(1);
+  long long prev = s.submit(R"({"jobtype":"mysleep","config":"0"})");
+  ASSERT_TRUE(s.wait_terminal(prev));
+  long long id = s.submit(R"({"jobtype":"pmbsstyle","config":"job:)" + std::to_string(prev) + "\"}");
+  ASSERT_TRUE(s.wait_terminal(id, 60s)) << s.field(id, "state");
+  auto job = s.job(id);
+  std::string rundir(job.at("rundir").as_string());
+  ASSERT_EQ(s.field(id, "state"), "done")
+      << s.field(id, "progress") << "\n"
+      << read_file(rundir + "/start.log") << read_file(rundir + "/prev.txt");
+  std::string child_log = read_file(rundir + "/child.log");
+  auto pos = child_log.find(" id: ");
+  ASSERT_NE(pos, std::string::npos) << child_log;
+  long long child = std::stoll(child_log.substr(pos + 5));
+  EXPECT_EQ(s.field(id, "progress"),
+            "Done. ran child " + std::to_string(child) + " after reading job " + std::to_string(prev));
+  // descprod-get-job of the other job printed its fields.
+  EXPECT_NE(read_file(rundir + "/prev.txt").find("id: " + std::to_string(prev) + "\n"), std::string::npos);
+  // The held child was run by the job itself, not by the service's worker.
+  EXPECT_EQ(s.field(child, "state"), "done");
+  EXPECT_EQ(s.field(child, "worker").rfind("cli:", 0), 0u) << s.field(child, "worker");
+  EXPECT_EQ(s.field(child, "parent"), std::to_string(id));
 }
 
 }  // namespace
