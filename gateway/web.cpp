@@ -81,6 +81,13 @@ std::string state_badge(const std::string& state) {
   return "<span class=\"state s-" + esc(state) + "\">" + esc(state) + "</span>";
 }
 
+// Whether the page offers Release: a held job, or one waiting for its dependencies that was
+// submitted held (released now, it becomes ready rather than held once they are met).
+bool releasable(const job_record& job) {
+  std::string state = get(job, "state");
+  return state == "held" || (state == "waiting" && get(job, "hold") == "1");
+}
+
 std::string progress_cell(const job_record& job) {
   std::string out;
   auto done = to_integer(get(job, "done_count"));
@@ -455,6 +462,8 @@ std::string job_row(const job_record& job, const page_user& user, double now_s, 
          "#create\" aria-label=\"Copy job " + esc(id) + "\">Copy</a>";
   std::string base = "/jobs/" + id + "/";
   std::string of = " job " + id;
+  if (releasable(job))
+    out += action_form(base + "release", "Release", user.csrf, next, "", "", "Release" + of);
   if (!terminal_state(state))
     out +=
         action_form(base + "cancel", "Cancel", user.csrf, next, "Cancel job " + id + "?", "", "Cancel" + of);
@@ -473,6 +482,7 @@ std::string job_row(const job_record& job, const page_user& user, double now_s, 
 std::string actions_message(const std::string& action, std::size_t done, const std::string& first_failure,
                             std::size_t failed, bool truncated) {
   std::string verb = action == "cancel"      ? "Cancelled (or asked to stop)"
+                     : action == "release"   ? "Released"
                      : action == "archive"   ? "Archived"
                      : action == "unarchive" ? "Unarchived"
                      : action == "delete"    ? "Deleted"
@@ -625,6 +635,7 @@ std::string home_page(const home_view& v) {
       hidden("csrf", v.user.csrf) + hidden("next", next) + hidden("query", view_query) +
       "<span class=\"inline-label\">Selected jobs:</span>"
       "<button type=\"submit\" name=\"action\" value=\"cancel\" data-confirm=\"Cancel the selected jobs?\">Cancel</button>"
+      "<button type=\"submit\" name=\"action\" value=\"release\">Release</button>"
       "<button type=\"submit\" name=\"action\" value=\"archive\">Archive</button>"
       "<button type=\"submit\" name=\"action\" value=\"unarchive\">Unarchive</button>"
       "<button type=\"submit\" name=\"action\" value=\"resubmit\">Resubmit</button>"
@@ -673,6 +684,7 @@ std::string job_detail(const job_record& job, const page_user& user, double now_
   std::string out = "<div id=\"jobdetail\" data-state=\"" + esc(state) +
                     "\"><div class=\"actions\"><a class=\"button\" href=\"/?copy=" + esc(id) +
                     "#create\" aria-label=\"Copy job " + esc(id) + "\">Copy</a>";
+  if (releasable(job)) out += action_form(next + "/release", "Release", user.csrf, next);
   if (!terminal_state(state))
     out += action_form(next + "/cancel", "Cancel", user.csrf, next, "Cancel job " + id + "?");
   out += archived ? action_form(next + "/unarchive", "Unarchive", user.csrf, next)
@@ -1004,6 +1016,11 @@ removes a finished job for good. From the command line: <code>descprod-submit</c
 token</a>.</p>
 <h2 id="states">What the states mean</h2>
 <table class="list"><tbody>
+<tr><td>)HTML" +
+      state_badge("waiting") + R"HTML(</td><td>waits for its dependencies (after / after_any)</td></tr>
+<tr><td>)HTML" +
+      state_badge("held") +
+      R"HTML(</td><td>held until you release it or start it with descprod-start-job</td></tr>
 <tr><td>)HTML" +
       state_badge("ready") + R"HTML(</td><td>queued, waiting for a free worker slot</td></tr>
 <tr><td>)HTML" +

@@ -35,7 +35,7 @@ enum class page_kind {
   job_rows,      // GET /jobs/rows?ids=...  (several jobs' rows at once, as JSON)
   job_fields,    // GET /jobs/<id>/fields   (the job page's field table, for live updates)
   job_create,    // POST /jobs
-  job_action,    // POST /jobs/<id>/{cancel,archive,unarchive,delete}
+  job_action,    // POST /jobs/<id>/{cancel,release,archive,unarchive,resubmit,delete}
   admin,         // GET /admin
   admin_action,  // POST /admin/users/<name>/<action>
   tokens,        // GET, POST /tokens (POST creates one)
@@ -190,7 +190,8 @@ struct job_view {
   std::string since;  // as home_view::since
 };
 std::string job_page(const job_view& v);
-// The job page's live part (id="jobdetail"): actions, state and progress, the field table.
+// The job page's live part (id="jobdetail"): actions (Release for a held job), state and progress,
+// the field table.
 std::string job_detail(const job_record& job, const page_user& user, double now_s);
 
 struct admin_view {

@@ -27,7 +27,7 @@ constexpr std::string_view app_css = R"CSS(
   --danger-line:#e1aaa5; --flash-bg:#e6f2ea; --flash-line:#b5d8c0; --flash-err-bg:#fbeaea; --flash-err-line:#e4b4b0;
   --badge:#e8ebf1; --b-ready:#ece9f8; --b-dispatched:#e6eefb; --b-running:#dce8fb; --b-done:#e1f3e6; --b-bad:#fbe4e2;
   --b-warn:#fbeedb; --sel-bg:#f1f5fc; --log-bg:#10151f; --log-fg:#d8dee9; --pre-bg:#f1f3f7;
-  --note-bg:#fff8e1; --note-line:#f0d98a; }
+  --note-bg:#fff8e1; --note-line:#f0d98a; --b-waiting:#eceff3; --waiting:#4a5568; --b-held:#fff3cd; --held:#7a5200; }
 :root[data-theme="dark"] { color-scheme:dark; --fg:#e3e8f1; --muted:#a9b3c4; --bg:#0f141c; --card:#18202c; --line:#2f3a4b;
   --accent:#8ab8ff; --ok:#74d690; --bad:#ff9b91; --warn:#f2b766; --run:#8ab8ff; --wait:#c0b3ff;
   --head-bg:#0a101a; --head-fg:#d5deee; --head-muted:#a9b6cc; --head-line:#3d4a61;
@@ -35,7 +35,7 @@ constexpr std::string_view app_css = R"CSS(
   --danger-line:#8a4a45; --flash-bg:#16301f; --flash-line:#2f6b43; --flash-err-bg:#3a1b1b; --flash-err-line:#7a3430;
   --badge:#2a3342; --b-ready:#2a2647; --b-dispatched:#1f2b44; --b-running:#1c2e4c; --b-done:#173322; --b-bad:#3d1f1f;
   --b-warn:#3b2c16; --sel-bg:#1f2a3b; --log-bg:#0a0e15; --log-fg:#d8dee9; --pre-bg:#111822;
-  --note-bg:#33290f; --note-line:#6b5a22; }
+  --note-bg:#33290f; --note-line:#6b5a22; --b-waiting:#2b3140; --waiting:#c3cad6; --b-held:#3a2f12; --held:#f5cf6b; }
 @media (prefers-color-scheme: dark) {
   :root:not([data-theme="light"]) { color-scheme:dark; --fg:#e3e8f1; --muted:#a9b3c4; --bg:#0f141c; --card:#18202c; --line:#2f3a4b;
     --accent:#8ab8ff; --ok:#74d690; --bad:#ff9b91; --warn:#f2b766; --run:#8ab8ff; --wait:#c0b3ff;
@@ -44,7 +44,7 @@ constexpr std::string_view app_css = R"CSS(
     --danger-line:#8a4a45; --flash-bg:#16301f; --flash-line:#2f6b43; --flash-err-bg:#3a1b1b; --flash-err-line:#7a3430;
     --badge:#2a3342; --b-ready:#2a2647; --b-dispatched:#1f2b44; --b-running:#1c2e4c; --b-done:#173322; --b-bad:#3d1f1f;
     --b-warn:#3b2c16; --sel-bg:#1f2a3b; --log-bg:#0a0e15; --log-fg:#d8dee9; --pre-bg:#111822;
-    --note-bg:#33290f; --note-line:#6b5a22; }
+    --note-bg:#33290f; --note-line:#6b5a22; --b-waiting:#2b3140; --waiting:#c3cad6; --b-held:#3a2f12; --held:#f5cf6b; }
 }
 * { box-sizing: border-box; }
 body { margin:0; font:15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color:var(--fg); background:var(--bg); }
@@ -118,6 +118,8 @@ td.c-progress { min-width:10rem; }
 td.c-rundir code { word-break:break-all; }
 progress { width:7rem; height:.8rem; vertical-align:middle; accent-color:var(--accent); }
 .state { display:inline-block; padding:.05rem .5rem; border-radius:1rem; font-size:.8rem; font-weight:600; background:var(--badge); color:var(--fg); }
+.s-waiting { background:var(--b-waiting); color:var(--waiting); }
+.s-held { background:var(--b-held); color:var(--held); }
 .s-ready { background:var(--b-ready); color:var(--wait); }
 .s-dispatched { background:var(--b-dispatched); color:var(--run); }
 .s-running { background:var(--b-running); color:var(--run); }
@@ -218,7 +220,7 @@ form.bulk button.danger[type="submit"] { color:var(--bad); border-color:var(--da
 constexpr std::string_view app_js = R"JS('use strict';
 (function () {
   const TERMINAL = new Set(['done', 'failed', 'timeout', 'killed', 'cancelled', 'lost']);
-  const STATES = ['ready', 'dispatched', 'running', 'done', 'failed', 'timeout', 'killed', 'cancelled', 'lost'];
+  const STATES = ['waiting', 'held', 'ready', 'dispatched', 'running', 'done', 'failed', 'timeout', 'killed', 'cancelled', 'lost'];
   const body = document.body;
   const page = body.dataset.page;
 

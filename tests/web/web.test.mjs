@@ -825,7 +825,7 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     await sleep(500);
     assert.equal(new URL(page.url()).search, '', 'arrow keys did not submit the filter');
     await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
-    assert.equal(new URL(page.url()).searchParams.get('state'), 'dispatched');
+    assert.equal(new URL(page.url()).searchParams.get('state'), 'held', 'the second state (waiting, held, ready, ...)');
     // Cancel asks first, as Delete does; dismissing it cancels nothing.
     const sleeper = await submitJob(page, 'mysleep', '600');
     await waitFor(`job ${sleeper} listed`, async () => (await row(page, sleeper).count()) === 1, STEP_MS);
