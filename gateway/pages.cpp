@@ -129,6 +129,16 @@ std::optional<api_error> job_object_from_form(const std::map<std::string, std::s
       return bad_request("priority must be an integer between -1000 and 1000");
     }
   }
+  // The Hold checkbox and the After field (job IDs separated by commas).
+  if (get("hold") == "1") o["hold"] = true;
+  std::string problem;
+  auto after = web::parse_after_field(get("after"), problem);
+  if (!after) return bad_request(problem);
+  if (!after->empty()) {
+    json::array ids;
+    for (auto id : *after) ids.push_back(id);
+    o["after"] = std::move(ids);
+  }
   out = std::move(o);
   return std::nullopt;
 }
@@ -147,6 +157,8 @@ web::job_form form_of(const std::map<std::string, std::string>& form) {
   } catch (...) {
     f.priority = 0;
   }
+  f.hold = get("hold") == "1";
+  f.after = get("after");
   return f;
 }
 

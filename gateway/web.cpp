@@ -250,6 +250,33 @@ bool origin_allowed(std::string_view origin, std::string_view host) {
   return lower(rest) == lower(host);
 }
 
+std::optional<std::vector<job_id>> parse_after_field(std::string_view text, std::string& error) {
+  std::vector<job_id> out;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    if (text[i] == ',' || text[i] == ' ' || text[i] == '\t') {
+      ++i;
+      continue;
+    }
+    std::size_t end = text.find_first_of(", \t", i);
+    if (end == std::string_view::npos) end = text.size();
+    auto item = text.substr(i, end - i);
+    i = end;
+    bool digits = item.find_first_not_of("0123456789") == std::string_view::npos;
+    long long id = 0;
+    if (digits && item.size() <= 18) id = std::stoll(std::string(item));
+    if (!digits || item.size() > 18 || id <= 0) {
+      std::string shown(item.substr(0, 24));
+      if (item.size() > 24) shown += "…";
+      error = "After: “" + shown +
+              "” is not a job ID. Give the IDs of the jobs to wait for, separated by commas (e.g. 12, 15).";
+      return std::nullopt;
+    }
+    out.push_back(id);
+  }
+  return out;
+}
+
 std::string safe_next(std::string_view next, std::string_view fallback) {
   if (next.empty() || next.size() > 1000 || next.front() != '/') return std::string(fallback);
   if (next.size() > 1 && (next[1] == '/' || next[1] == '\\')) return std::string(fallback);
@@ -524,6 +551,14 @@ std::string home_page(const home_view& v) {
       "value=\"" +
       std::to_string(v.form.priority) +
       "\"></label>"
+      // Dependencies: the job waits until these jobs have ended (after: each one done).
+      "<label>After (job IDs, comma-separated) <input name=\"after\" id=\"after\" autocomplete=\"off\" "
+      "placeholder=\"e.g. 12, 15\" value=\"" +
+      esc(v.form.after) +
+      "\"></label>"
+      "<label class=\"check\"><input type=\"checkbox\" name=\"hold\" value=\"1\" id=\"hold\"" +
+      (v.form.hold ? std::string(" checked") : std::string()) +
+      "> Hold until I release it</label>"
       "<button type=\"submit\">Submit</button></form><dl class=\"apphelp\" id=\"apphelp\">";
   if (v.apps) {
     for (const auto& [name, app] : v.apps->apps) {
@@ -1008,6 +1043,13 @@ DESCprod's rules: letters, digits, <code>:</code> and <code>-</code> only, no <c
 <code>--</code> inside a field, not starting or ending with <code>-</code> or <code>:</code>; each
 application may ask for a stricter pattern. <em>Copy</em> on any job fills the form with its
 values.</p>
+<p><strong>After</strong> takes the IDs of jobs of yours, separated by commas: the new job
+<em>waits</em> until each of them is done (if one ends any other way, it is cancelled); its page
+draws the jobs it waits for and the jobs that wait for it. Tick <strong>Hold</strong> and the job
+is <em>held</em>: no worker takes it until you press <em>Release</em> (on its page, its row, or for
+many jobs at once), or until you run it yourself with <code>descprod-start-job</code>. From the
+API and <code>descprod-submit</code> there is also <code>after_any</code>: wait until those jobs
+have ended, however they ended.</p>
 <p>The job table updates by itself: states, progress bars and messages change as the worker
 reports them, without reloading. <em>Cancel</em> stops a waiting or running job,
 <em>Archive</em> hides a job from the active view (<em>All</em> shows it again), <em>Delete</em>

@@ -132,11 +132,19 @@ std::string login_page(std::string_view csrf, const flash& f, std::string_view u
 std::string register_page(std::string_view csrf, const flash& f, std::string_view username,
                           std::string_view email);
 
-// What the create form starts with ("copy" fills it from a job).
+// What the create form starts with ("copy" fills it from a job: application, config, howfig and
+// priority; Hold and After start empty). After a refused submission, what was sent.
 struct job_form {
   std::string jobtype, config, howfig;
   int priority = 0;
+  bool hold = false;  // "Hold": the job waits for a release (or descprod-start-job)
+  std::string after;  // "After": job IDs, comma-separated, as typed
 };
+
+// The job IDs of the form's "After" field: separated by commas and/or spaces ("12, 15" or
+// "12 15"); an empty field is no IDs. nullopt, with `error` set (a sentence that names the bad
+// item), when an item is not a job ID.
+std::optional<std::vector<job_id>> parse_after_field(std::string_view text, std::string& error);
 
 struct home_view {
   page_user user;

@@ -88,6 +88,8 @@ form.stack label { display:flex; flex-direction:column; gap:.2rem; font-weight:6
 form.stack small { font-weight:400; color:var(--muted); }
 form.create { display:flex; flex-wrap:wrap; gap:.6rem 1rem; align-items:flex-end; }
 form.create label { display:flex; flex-direction:column; gap:.2rem; font-size:.85rem; color:var(--muted); }
+form.create label.check { flex-direction:row; align-items:center; gap:.4rem; align-self:center; padding-top:1.2rem; color:var(--fg); }
+input[name="after"] { min-width:10rem; }
 form.inline { display:inline; margin:0 .15rem 0 0; }
 input, select, button, .button { font:inherit; padding:.35rem .6rem; border:1px solid var(--input-line); border-radius:5px; background:var(--input-bg); color:var(--fg); }
 input[name="config"], input[name="howfig"] { min-width:14rem; }
@@ -205,6 +207,8 @@ form.bulk button.danger[type="submit"] { color:var(--bad); border-color:var(--da
   table.jobs td:empty, table.jobs td:has(> code:empty) { display:none; }
   table.jobs td::before, table.list td::before { content:attr(data-label); flex:0 0 7.5rem; color:var(--muted); font-size:.8rem; }
   td.c-actions { flex-wrap:wrap; white-space:normal; gap:.4rem; }
+  form.create label.check { width:100%; padding-top:0; }
+  form.create input[type="checkbox"] { width:auto; }
   table.fields th { width:8rem; }
   /* Touch targets: every button, and every link that acts as one, at least 40 px high. */
   button, .button, td button[type="submit"], .actions button[type="submit"], td .button, .actions .button,
