@@ -226,14 +226,34 @@ std::string query_value(std::string_view query, const char* key) {
   return it == form->end() ? std::string() : it->second;
 }
 
-// The global event stream's newest id ("0-0" when empty): a page reads it before its data, and
-// its script subscribes from there (GET /api/events?since=...).
-net::awaitable<std::string> stream_position(gateway_context& ctx) {
-  auto last =
-      co_await ctx.redis->async_exec(redis_cmd("XREVRANGE", keys_of(ctx).events(), "+", "-", "COUNT", "1"));
-  if (last.type == redis_reply::kind::array && !last.elements.empty() && !last.elements[0].elements.empty())
-    co_return last.elements[0].elements[0].as_string();
-  co_return std::string("0-0");
+// Where a page's live updates start, read before its data: the global event stream's newest id
+// ("0-0" when empty; its script subscribes from there, GET /api/events?since=...) and the last job
+// ID handed out (a job of a higher ID is new to the page, whatever its first state). One script
+// reads both, so no job is created between the two reads.
+struct page_position {
+  std::string since = "0-0";
+  std::string max_id;
+};
+
+std::vector<std::string> page_position_cmd(const keys& k) {
+  return redis_cmd("EVAL",
+                   "local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1) "
+                   "local since = '0-0' if last[1] then since = last[1][1] end "
+                   "return {since, redis.call('GET', KEYS[2]) or '0'}",
+                   "2", k.events(), k.next_job_id());
+}
+
+page_position page_position_of(const redis_reply& r) {
+  page_position p;
+  if (r.type != redis_reply::kind::array || r.elements.size() != 2) return p;
+  p.since = r.elements[0].as_string();
+  p.max_id = r.elements[1].as_string();
+  return p;
+}
+
+net::awaitable<page_position> stream_position(gateway_context& ctx) {
+  auto r = co_await ctx.redis->async_exec(page_position_cmd(keys_of(ctx)));
+  co_return page_position_of(r);
 }
 
 net::awaitable<web::flash> take_flash(gateway_context& ctx, principal who) {
@@ -277,7 +297,7 @@ net::awaitable<void> mark_deleted_parents(gateway_context& ctx, std::vector<job_
 net::awaitable<response> render_home(gateway_context& ctx, principal who, home_query hq,
                                      std::optional<web::job_form> form, web::flash message,
                                      http::status status) {
-  std::string since = co_await stream_position(ctx);
+  auto position = co_await stream_position(ctx);
   list_query q;
   q.limit = home_per_page;
   q.offset = static_cast<long long>(hq.page - 1) * home_per_page;
@@ -319,7 +339,8 @@ net::awaitable<response> render_home(gateway_context& ctx, principal who, home_q
   v.page = hq.page;
   v.per_page = home_per_page;
   v.now_s = now_s(ctx);
-  v.since = std::move(since);
+  v.since = std::move(position.since);
+  v.max_id = std::move(position.max_id);
   if (form) {
     v.form = std::move(*form);
   } else if (hq.copy > 0) {
@@ -335,7 +356,7 @@ net::awaitable<response> render_home(gateway_context& ctx, principal who, home_q
 
 net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id id, web::flash message,
                                     std::string logq) {
-  std::string since = co_await stream_position(ctx);
+  auto position = co_await stream_position(ctx);
   auto found = co_await jobs_service::get(ctx, who, id);
   std::optional<principal> viewer = who;
   if (!found) co_return error_page_response(404, "Job " + std::to_string(id) + " was not found.", viewer);
@@ -345,7 +366,8 @@ net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id 
   v.user = page_user_of(who);
   v.message = std::move(message);
   v.now_s = now_s(ctx);
-  v.since = std::move(since);
+  v.since = std::move(position.since);
+  v.max_id = std::move(position.max_id);
   auto events = co_await jobs_service::events(ctx, who, id, page_events);
   if (events)
     for (auto& e : events->events)

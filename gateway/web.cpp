@@ -686,7 +686,9 @@ std::string home_page(const home_view& v) {
             "\" rel=\"prev\">← Previous</a>";
   if (last < v.total) body += "<a href=\"" + esc(home_link(v, v.page + 1)) + "\" rel=\"next\">Next →</a>";
   body += "</nav></section>";
-  return layout("Jobs", "home", &v.user, v.message, body, " data-since=\"" + esc(v.since) + "\"");
+  std::string attrs = " data-since=\"" + esc(v.since) + "\"";
+  if (!v.max_id.empty()) attrs += " data-maxid=\"" + esc(v.max_id) + "\"";
+  return layout("Jobs", "home", &v.user, v.message, body, attrs);
 }
 
 namespace {
@@ -831,6 +833,7 @@ std::string job_page(const job_view& v) {
   }
   body += "</ol></section>";
   std::string attrs = " data-job=\"" + esc(id) + "\" data-since=\"" + esc(v.since) + "\"";
+  if (!v.max_id.empty()) attrs += " data-maxid=\"" + esc(v.max_id) + "\"";
   return layout("Job " + id, "job", &v.user, v.message, body, attrs);
 }
 

@@ -163,6 +163,10 @@ struct home_view {
   int per_page = 50;
   double now_s = 0;
   std::string since;  // the event stream's last id when the data was read (live updates resume there)
+  // The last job ID handed out when `since` was read (with it, atomically): app.js takes an event of
+  // a higher ID, seen for the first time, as a new job (whatever its first state: ready, waiting,
+  // held, ...). "" when unknown (the script then takes a first transition to ready).
+  std::string max_id;
 };
 std::string home_page(const home_view& v);
 // The message after an action on many jobs: "Archived 3 jobs.", and what failed (the first reason).
@@ -195,7 +199,8 @@ struct job_view {
   int children_limit = 100;                 // the most children the page shows (newest first)
   std::map<std::string, long long> rollup;  // state → count (children_json's counts)
   double now_s = 0;
-  std::string since;  // as home_view::since
+  std::string since;   // as home_view::since
+  std::string max_id;  // as home_view::max_id
 };
 std::string job_page(const job_view& v);
 // The job page's live part (id="jobdetail"): actions (Release for a held job), state and progress,

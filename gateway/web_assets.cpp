@@ -682,11 +682,11 @@ constexpr std::string_view app_js = R"JS('use strict';
     const view = t.dataset.owner;
     return !view || view === '*' || !owner || owner === view;
   }
-  function countNewJob() {
+  function countNewJob(state) {
     const t = table();
     if (!t || page !== 'home') return;
     const filter = t.dataset.state;
-    if (filter && filter !== 'ready') return;
+    if (filter && filter !== state) return;
     if (liveInsert(t)) {
       addToTotal(1);
       if (t.dataset.pagenum === '1') return;
@@ -731,6 +731,20 @@ constexpr std::string_view app_js = R"JS('use strict';
     STATES.forEach(function (s) { if (counts[s]) text += ', ' + counts[s] + ' ' + s; });
     p.textContent = text;
     p.dataset.total = String(total);
+  }
+
+  // A job new to the page: one whose ID is above the last ID handed out when the page was read
+  // (data-maxid), met for the first time. Its first event may be a transition to ready, waiting
+  // (dependencies), held or cancelled (a dependency had failed); a held or waiting job that existed
+  // before becomes ready later, and is not new. Without data-maxid: a first transition to ready.
+  const maxId = body.dataset.maxid ? Number(body.dataset.maxid) : null;
+  const metJobs = new Set();
+  function isNewJob(d) {
+    if (maxId === null || isNaN(maxId)) return d.type === 'transition' && d.state === 'ready' && !(d.attempt > 1);
+    const id = String(d.id);
+    if (!(Number(d.id) > maxId) || metJobs.has(id)) return false;
+    metJobs.add(id);
+    return true;
   }
 
   function onJobEvent(d) {
@@ -780,12 +794,12 @@ constexpr std::string_view app_js = R"JS('use strict';
     if (fresh.has(id)) return;  // its row is fetched after this event
     // Its row is being fetched, maybe from before this event: fetch it again after that.
     if (fetchingNew.has(id)) { markStale(id); return; }
-    // A job this page does not show yet: a new one (its first transition to ready). On the home
-    // page it counts; on its first page, and on its parent's page, it may get a row.
-    if (d.type !== 'transition' || d.state !== 'ready' || d.attempt > 1) return;
+    // A job this page does not show yet: a new one (isNewJob). On the home page it counts; on its
+    // first page, and on its parent's page, it may get a row.
+    if (!isNewJob(d)) return;
     const shown = table();
     if (shown && page === 'home' && !ownerShown(shown, d.owner)) return;  // another user's job
-    countNewJob();
+    countNewJob(d.state);
     const t = table();
     if (!t || (page === 'home' && (t.dataset.pagenum !== '1' || !liveInsert(t)))) return;
     fresh.add(id);
