@@ -256,6 +256,20 @@ net::awaitable<page_position> stream_position(gateway_context& ctx) {
   co_return page_position_of(r);
 }
 
+// The graph around a job as the job page draws it.
+std::vector<web::graph_node> graph_nodes_of(const std::vector<jobs_service::graph_neighbour>& list) {
+  std::vector<web::graph_node> out;
+  out.reserve(list.size());
+  for (const auto& n : list) {
+    web::graph_node g;
+    g.id = n.id;
+    g.kind = n.kind;
+    g.state = n.state;
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
 net::awaitable<web::flash> take_flash(gateway_context& ctx, principal who) {
   web::flash f;
   auto replies = co_await ctx.redis->async_pipeline(take_flash_cmds(keys_of(ctx).session(who.session_hash)));
@@ -368,6 +382,9 @@ net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id 
   v.now_s = now_s(ctx);
   v.since = std::move(position.since);
   v.max_id = std::move(position.max_id);
+  v.dependencies = graph_nodes_of(found->dependencies);
+  v.dependents = graph_nodes_of(found->dependents);
+  v.dependents_total = found->dependents_total;
   auto events = co_await jobs_service::events(ctx, who, id, page_events);
   if (events)
     for (auto& e : events->events)

@@ -6,6 +6,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -792,6 +793,80 @@ std::string log_tools(const std::string& id, const job_view& v) {
 }
 }  // namespace
 
+namespace {
+// The number of job IDs in a stored after / after_any list ("12,13").
+long long id_count(const std::string& list) {
+  if (list.empty()) return 0;
+  return static_cast<long long>(std::count(list.begin(), list.end(), ',')) + 1;
+}
+
+// One neighbour in the graph: a link to its page with its state badge and the edge's kind, or,
+// deleted, its ID without a link (the page would answer 404).
+std::string graph_item(const graph_node& n) {
+  std::string id = std::to_string(n.id);
+  std::string kind = n.kind == "after_any" ? "after_any" : "after";
+  std::string meaning = kind == "after" ? "runs only if the job it waits for is done"
+                                        : "runs once the job it waits for has ended, however it ended";
+  std::string out = "<li class=\"dg-edge k-" + kind + "\" data-node=\"" + id + "\"><span class=\"dg-node\">";
+  if (n.state.empty()) out += "Job " + id + " <small class=\"gone\">(deleted)</small>";
+  else out += "<a href=\"/jobs/" + id + "\">Job " + id + "</a> " + state_badge(n.state);
+  out += " <span class=\"dg-kind\" title=\"" + esc(meaning) + "\">" + esc(kind) + "</span></span></li>";
+  return out;
+}
+
+std::string graph_list(const std::vector<graph_node>& nodes, long long total, const char* cls,
+                       const char* heading_id) {
+  std::string out = std::string("<ul class=\"dg-list ") + cls + "\" aria-labelledby=\"" + heading_id + "\">";
+  for (const auto& n : nodes) out += graph_item(n);
+  long long more = total - static_cast<long long>(nodes.size());
+  if (more > 0)
+    out +=
+        "<li class=\"dg-more\"><span class=\"dg-node\">… and " + std::to_string(more) + " more</span></li>";
+  if (nodes.empty() && more <= 0) out += "<li class=\"dg-none\">none</li>";
+  out += "</ul>";
+  return out;
+}
+
+std::string jobs_word(long long n) { return std::to_string(n) + (n == 1 ? " job" : " jobs"); }
+}  // namespace
+
+std::string dependency_graph(const job_view& v) {
+  long long before_total = id_count(get(v.job, "after")) + id_count(get(v.job, "after_any"));
+  before_total = std::max(before_total, static_cast<long long>(v.dependencies.size()));
+  long long after_total = std::max(v.dependents_total, static_cast<long long>(v.dependents.size()));
+  if (before_total == 0 && after_total == 0) return {};
+  std::string id = get(v.job, "id");
+  std::string state = get(v.job, "state");
+  // In words first (what a screen reader meets before the lists).
+  auto depend = [](long long n) { return jobs_word(n) + (n == 1 ? " depends" : " depend"); };
+  std::string summary;
+  if (before_total > 0) summary = "Job " + id + " depends on " + jobs_word(before_total);
+  if (before_total > 0 && after_total > 0) summary += "; " + depend(after_total) + " on it.";
+  else if (before_total > 0) summary += ".";
+  else summary = depend(after_total) + " on job " + id + ".";
+  std::string out =
+      "<section class=\"card\" id=\"dependencies\" aria-labelledby=\"deps-heading\"><h2 id=\"deps-heading\">"
+      "Dependencies</h2><p class=\"dg-summary\" id=\"deps-summary\">" +
+      esc(summary) + "</p><div class=\"depgraph\" id=\"depgraph\">";
+  out += "<h3 class=\"dg-h-before\" id=\"dg-before\">Depends on <small>(" + std::to_string(before_total) +
+         ")</small></h3>";
+  out += graph_list(v.dependencies, before_total, "dg-before", "dg-before");
+  out += "<h3 class=\"dg-h-self\" id=\"dg-self\">This job</h3>";
+  out += std::string("<div class=\"dg-self") + (before_total > 0 ? " has-before" : "") +
+         (after_total > 0 ? " has-after" : "") +
+         "\" role=\"group\" aria-labelledby=\"dg-self\"><span class=\"dg-node\" data-node=\"" + esc(id) +
+         "\"><strong>Job " + esc(id) + "</strong> " + state_badge(state) + " <small>" +
+         esc(get(v.job, "jobtype")) + "</small></span></div>";
+  out += "<h3 class=\"dg-h-after\" id=\"dg-after\">Depended on by <small>(" + std::to_string(after_total) +
+         ")</small></h3>";
+  out += graph_list(v.dependents, after_total, "dg-after", "dg-after");
+  out +=
+      "</div><p class=\"dg-legend\"><span class=\"dg-swatch\" aria-hidden=\"true\"></span> after: runs only "
+      "if the job it waits for is done · <span class=\"dg-swatch k-after_any\" aria-hidden=\"true\"></span> "
+      "after_any: runs once the job it waits for has ended, however it ended</p></section>";
+  return out;
+}
+
 std::string job_page(const job_view& v) {
   std::string id = get(v.job, "id");
   std::string state = get(v.job, "state");
@@ -799,6 +874,7 @@ std::string job_page(const job_view& v) {
   std::string body = "<section class=\"card\"><h1>Job " + esc(id) + " <small>" + esc(get(v.job, "jobtype")) +
                      " <code>" + esc(get(v.job, "config")) + "</code></small></h1>" +
                      job_detail(v.job, v.user, v.now_s) + "</section>";
+  body += dependency_graph(v);
 
   body +=
       "<section class=\"card\" id=\"logsection\"><h2>Log <small>(the newest lines)</small></h2>"

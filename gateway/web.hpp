@@ -186,6 +186,14 @@ struct log_search_view {
   std::string error;  // why it did not run (too long, too many searches running)
 };
 
+// A job next to the page's job in the dependency graph (jobs_service::graph_neighbour): its ID,
+// the edge's kind ("after" or "after_any") and its state ("" when it was deleted).
+struct graph_node {
+  job_id id = 0;
+  std::string kind;
+  std::string state;
+};
+
 struct job_view {
   page_user user;
   flash message;
@@ -198,11 +206,22 @@ struct job_view {
   long long children_total = 0;
   int children_limit = 100;                 // the most children the page shows (newest first)
   std::map<std::string, long long> rollup;  // state → count (children_json's counts)
+  // The dependency graph around the job: the jobs it waits for (its after and after_any, at most
+  // a page of them; the job's own fields count them all) and the jobs that wait for it (at most a
+  // page; dependents_total counts them all). The page shows the section only when there are any.
+  std::vector<graph_node> dependencies;
+  std::vector<graph_node> dependents;
+  long long dependents_total = 0;
   double now_s = 0;
   std::string since;   // as home_view::since
   std::string max_id;  // as home_view::max_id
 };
 std::string job_page(const job_view& v);
+// The job page's "Dependencies" section (empty when the job has neither dependencies nor
+// dependents): dependencies on the left, the job in the middle, dependents on the right, each a
+// link with its state badge and the edge's kind, joined by lines (CSS); lists underneath for
+// keyboards and screen readers.
+std::string dependency_graph(const job_view& v);
 // The job page's live part (id="jobdetail"): actions (Release for a held job), state and progress,
 // the field table.
 std::string job_detail(const job_record& job, const page_user& user, double now_s);

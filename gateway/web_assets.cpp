@@ -195,6 +195,44 @@ form.bulk button.danger[type="submit"] { color:var(--bad); border-color:var(--da
 .plot-table { font-size:.85rem; max-width:24rem; }
 .plot-table th[scope=row] { font-weight:400; color:var(--fg); text-transform:none; font-size:.85rem; }
 #status-problem { margin:.4rem 0; }
+/* The job page's dependency graph: dependencies | the job | dependents, joined by lines drawn with
+   borders (a trunk down each list, a branch to each job; dashed for after_any). Each row's branch
+   sits at --dg-y from its top: the centre of a one-line node, so the lines meet whatever wraps. */
+.depgraph { --dg-y:1.15rem; --dg-gap:2rem; display:grid; grid-template-columns:minmax(0,1fr) auto minmax(0,1fr); row-gap:.3rem; align-items:start; margin:.4rem 0; }
+.depgraph h3 { font-size:.75rem; text-transform:uppercase; letter-spacing:.03em; color:var(--muted); margin:0; font-weight:600; }
+.depgraph h3 small { text-transform:none; font-weight:400; }
+.dg-h-before { grid-column:1; grid-row:1; text-align:right; padding-right:var(--dg-gap); }
+.dg-h-self { grid-column:2; grid-row:1; text-align:center; }
+.dg-h-after { grid-column:3; grid-row:1; padding-left:var(--dg-gap); }
+ul.dg-before { grid-column:1; grid-row:2; }
+.dg-self { grid-column:2; grid-row:2; }
+ul.dg-after { grid-column:3; grid-row:2; }
+ul.dg-list { list-style:none; margin:0; padding:0; min-width:0; }
+ul.dg-list li { position:relative; padding:.15rem 0; }
+ul.dg-before li { padding-right:var(--dg-gap); text-align:right; }
+ul.dg-after li { padding-left:var(--dg-gap); }
+.dg-node { display:inline-block; max-width:100%; border:1px solid var(--line); border-radius:6px; padding:.25rem .5rem; background:var(--card); line-height:1.4; text-align:left; }
+.dg-self { position:relative; padding:.15rem var(--dg-gap) 0; }
+.dg-self .dg-node { border:2px solid var(--accent); padding:calc(.25rem - 1px) calc(.5rem - 1px); }
+.dg-kind { font-size:.8rem; color:var(--muted); font-family:ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
+.dg-none { color:var(--muted); font-size:.9rem; }
+ul.dg-list li.dg-edge::before, ul.dg-list li.dg-more::before, .dg-self.has-before::before, .dg-self.has-after::after {
+  content:""; position:absolute; top:var(--dg-y); width:var(--dg-gap); border-top:2px solid var(--muted); }
+ul.dg-before li::before { right:0; }
+ul.dg-after li::before { left:0; }
+.dg-self.has-before::before { left:0; }
+.dg-self.has-after::after { right:0; }
+ul.dg-list li.k-after_any::before { border-top-style:dashed; }
+ul.dg-list li.dg-more::before { border-top-style:dotted; }
+ul.dg-list li.dg-edge::after, ul.dg-list li.dg-more::after { content:""; position:absolute; top:0; bottom:0; border-left:2px solid var(--muted); }
+ul.dg-before li::after { right:0; }
+ul.dg-after li::after { left:0; }
+ul.dg-list li:first-child::after { top:var(--dg-y); }
+ul.dg-list li:last-child::after { bottom:auto; height:var(--dg-y); }
+ul.dg-list li:only-child::after { display:none; }
+.dg-legend { color:var(--muted); font-size:.85rem; margin:.5rem 0 0; }
+.dg-swatch { display:inline-block; width:1.6rem; height:0; border-top:2px solid var(--muted); vertical-align:middle; }
+.dg-swatch.k-after_any { border-top-style:dashed; }
 [hidden] { display:none !important; }
 @media (max-width: 760px) {
   main { padding:.5rem; }
@@ -209,6 +247,12 @@ form.bulk button.danger[type="submit"] { color:var(--bad); border-color:var(--da
   td.c-actions { flex-wrap:wrap; white-space:normal; gap:.4rem; }
   form.create label.check { width:100%; padding-top:0; }
   form.create input[type="checkbox"] { width:auto; }
+  /* The graph as three lists one under the other, without the lines. */
+  .depgraph { display:block; }
+  .depgraph h3, ul.dg-list li { text-align:left; padding:.15rem 0; }
+  .depgraph h3 { margin-top:.5rem; }
+  .dg-self { padding:.15rem 0 0; }
+  ul.dg-list li::before, ul.dg-list li::after, .dg-self::before, .dg-self::after { display:none; }
   table.fields th { width:8rem; }
   /* Touch targets: every button, and every link that acts as one, at least 40 px high. */
   button, .button, td button[type="submit"], .actions button[type="submit"], td .button, .actions .button,
@@ -746,6 +790,14 @@ constexpr std::string_view app_js = R"JS('use strict';
     metJobs.add(id);
     return true;
   }
+  // The job page's dependency graph: the badges of the jobs it shows follow their events.
+  function graphBadges(id, state) {
+    if (page !== 'job' || !state) return;
+    document.querySelectorAll('#depgraph [data-node="' + id + '"] .state').forEach(function (b) {
+      b.textContent = state;
+      b.className = 'state s-' + state;
+    });
+  }
 
   function onJobEvent(d) {
     const id = String(d.id);
@@ -756,6 +808,7 @@ constexpr std::string_view app_js = R"JS('use strict';
       fresh.delete(id);
       return;
     }
+    if (/^\d+$/.test(id)) graphBadges(id, d.state);
     if (page === 'job' && id === jobId) {
       const detail = document.getElementById('jobdetail');
       // A new state is announced (aria-live), not each progress message.
