@@ -445,3 +445,222 @@ TEST(WebPages, StatusPageAndAdminCarryThePlotsWithExternalCodeOnly) {
   EXPECT_FALSE(contains(body, "innerHTML"));
   EXPECT_FALSE(contains(body, "setAttribute('style'")) << "no inline styles (CSP)";
 }
+
+// ---- held jobs and dependencies ---------------------------------------------------------------
+
+namespace {
+
+job_record job_in(const std::string& state) {
+  auto j = evil_job();
+  j["state"] = state;
+  return j;
+}
+
+web::graph_node node(long long id, const std::string& kind, const std::string& state) {
+  web::graph_node n;
+  n.id = id;
+  n.kind = kind;
+  n.state = state;
+  return n;
+}
+
+}  // namespace
+
+TEST(WebPages, HeldJobOffersReleaseAndCancelOnItsPageAndRow) {
+  auto held = job_in("held");
+  held["hold"] = "1";
+  auto detail = web::job_detail(held, user(), 0);
+  EXPECT_TRUE(contains(detail, "action=\"/jobs/42/release\"")) << detail;
+  EXPECT_TRUE(contains(detail, ">Release</button>"));
+  EXPECT_TRUE(contains(detail, "action=\"/jobs/42/cancel\"")) << "a held job can be cancelled";
+  EXPECT_FALSE(contains(detail, "/jobs/42/delete")) << "a held job is active";
+  EXPECT_TRUE(contains(detail, "<span class=\"state s-held\">held</span>"));
+  expect_forms_carry_csrf(detail, user().csrf);
+  auto row = web::job_row(held, user(), 0, "/");
+  EXPECT_TRUE(contains(row, "action=\"/jobs/42/release\""));
+  EXPECT_TRUE(contains(row, "aria-label=\"Release job 42\""));
+  EXPECT_TRUE(contains(row, "/jobs/42/cancel"));
+
+  // Waiting for its dependencies: Cancel; Release only when it was submitted held.
+  auto waiting = job_in("waiting");
+  detail = web::job_detail(waiting, user(), 0);
+  EXPECT_FALSE(contains(detail, "/release")) << detail;
+  EXPECT_TRUE(contains(detail, "action=\"/jobs/42/cancel\""));
+  waiting["hold"] = "1";
+  EXPECT_TRUE(contains(web::job_detail(waiting, user(), 0), "action=\"/jobs/42/release\""));
+  // Anything else: no Release.
+  for (const char* st : {"ready", "running", "done", "cancelled"}) {
+    auto j = job_in(st);
+    j["hold"] = "1";  // a released job keeps no hold, but even so
+    EXPECT_FALSE(contains(web::job_detail(j, user(), 0), "/release")) << st;
+    EXPECT_FALSE(contains(web::job_row(j, user(), 0, "/"), "/release")) << st;
+  }
+}
+
+TEST(WebPages, WaitingJobPageDrawsItsDependenciesWithStatesAndLinks) {
+  web::job_view v;
+  v.user = user();
+  v.job = job_in("waiting");
+  v.job["after"] = "12,13,15";
+  v.job["after_any"] = "14";
+  v.job["waiting_for"] = "1";
+  v.dependencies.push_back(node(12, "after", "done"));
+  v.dependencies.push_back(node(13, "after", "running"));
+  v.dependencies.push_back(node(15, "after", ""));  // deleted
+  v.dependencies.push_back(node(14, "after_any", "failed"));
+  v.since = "1-0";
+  v.max_id = "99";
+  auto html = web::job_page(v);
+  expect_escaped(html);
+  expect_forms_carry_csrf(html, user().csrf);
+  EXPECT_TRUE(
+      contains(html, "<section class=\"card\" id=\"dependencies\" aria-labelledby=\"deps-heading\">"));
+  EXPECT_TRUE(contains(html, "<h2 id=\"deps-heading\">Dependencies</h2>"));
+  EXPECT_TRUE(contains(html, "Job 42 depends on 4 jobs."));
+  auto before = html.substr(html.find("<ul class=\"dg-list dg-before\""));
+  before = before.substr(0, before.find("</ul>"));
+  ASSERT_FALSE(before.empty());
+  EXPECT_TRUE(contains(before,
+                       "<li class=\"dg-edge k-after\" data-node=\"12\"><span class=\"dg-node\"><a "
+                       "href=\"/jobs/12\">Job 12</a> <span class=\"state s-done\">done</span>"))
+      << before;
+  EXPECT_TRUE(
+      contains(before, "<a href=\"/jobs/13\">Job 13</a> <span class=\"state s-running\">running</span>"));
+  EXPECT_TRUE(contains(before,
+                       "data-node=\"14\"><span class=\"dg-node\"><a href=\"/jobs/14\">Job 14</a> <span "
+                       "class=\"state s-failed\">failed</span> <span class=\"dg-kind\""));
+  EXPECT_TRUE(contains(before, "k-after_any"));
+  EXPECT_TRUE(contains(before, ">after_any</span>"));
+  EXPECT_TRUE(contains(before, "Job 15 <small class=\"gone\">(deleted)</small>"))
+      << "no link to a deleted job";
+  EXPECT_FALSE(contains(before, "href=\"/jobs/15\""));
+  EXPECT_FALSE(contains(before, "more")) << "every dependency is shown";
+  // The job in the middle, with its state; no dependents.
+  EXPECT_TRUE(
+      contains(html, "<div class=\"dg-self has-before\" role=\"group\" aria-labelledby=\"dg-self\">"));
+  EXPECT_TRUE(contains(
+      html, "data-node=\"42\"><strong>Job 42</strong> <span class=\"state s-waiting\">waiting</span>"));
+  EXPECT_TRUE(contains(html, "Depended on by <small>(0)</small>"));
+  EXPECT_TRUE(contains(html, "<li class=\"dg-none\">none</li>"));
+  // Lists a screen reader can walk, named by their headings; the live part says when it waits.
+  EXPECT_TRUE(contains(html, "<ul class=\"dg-list dg-before\" aria-labelledby=\"dg-before\">"));
+  EXPECT_TRUE(
+      contains(html, "<h3 class=\"dg-h-before\" id=\"dg-before\">Depends on <small>(4)</small></h3>"));
+  EXPECT_TRUE(contains(html, "data-maxid=\"99\""));
+  EXPECT_FALSE(contains(html, " style=")) << "no inline styles (CSP)";
+  EXPECT_TRUE(html.find("id=\"dependencies\"") < html.find("id=\"logsection\"")) << "right under the job";
+
+  // Neither dependencies nor dependents: no section.
+  web::job_view plain;
+  plain.user = user();
+  plain.job = evil_job();
+  EXPECT_FALSE(contains(web::job_page(plain), "id=\"dependencies\""));
+  EXPECT_EQ(web::dependency_graph(plain), "");
+}
+
+TEST(WebPages, DependentsShowTheFirstPageAndAndNMore) {
+  web::job_view v;
+  v.user = user();
+  v.job = job_in("held");
+  for (long long i = 0; i < 200; ++i)
+    v.dependents.push_back(node(1000 + i, i % 2 ? "after_any" : "after", "waiting"));
+  v.dependents_total = 250;
+  auto html = web::job_page(v);
+  EXPECT_TRUE(contains(html, "250 jobs depend on job 42."));
+  EXPECT_TRUE(contains(html, "Depended on by <small>(250)</small>"));
+  EXPECT_TRUE(contains(html, "Depends on <small>(0)</small>"));
+  EXPECT_TRUE(contains(html, "<div class=\"dg-self has-after\""));
+  auto after = html.substr(html.find("<ul class=\"dg-list dg-after\" aria-labelledby=\"dg-after\">"));
+  after = after.substr(0, after.find("</ul>"));
+  EXPECT_TRUE(
+      contains(after, "<a href=\"/jobs/1000\">Job 1000</a> <span class=\"state s-waiting\">waiting</span>"));
+  EXPECT_TRUE(contains(after, "<a href=\"/jobs/1199\">Job 1199</a>"));
+  std::regex link("href=\"/jobs/\\d+\"");
+  EXPECT_EQ(std::distance(std::sregex_iterator(after.begin(), after.end(), link), std::sregex_iterator()),
+            200);
+  EXPECT_TRUE(contains(after, "<li class=\"dg-more\"><span class=\"dg-node\">… and 50 more</span></li>"));
+  // A held job with dependents: Release is there, the dependents wait for it.
+  EXPECT_TRUE(contains(html, "action=\"/jobs/42/release\""));
+  // All of them shown: no "more".
+  v.dependents.resize(3);
+  v.dependents_total = 3;
+  html = web::job_page(v);
+  EXPECT_TRUE(contains(html, "3 jobs depend on job 42."));
+  EXPECT_FALSE(contains(html, "more</span>"));
+  // Both ways: one sentence.
+  v.job["after"] = "7";
+  v.dependencies.push_back(node(7, "after", "done"));
+  EXPECT_TRUE(contains(web::job_page(v), "Job 42 depends on 1 job; 3 jobs depend on it."));
+}
+
+TEST(WebPages, CreateFormHasHoldAndAfterAndTheTableOffersTheNewStates) {
+  descprod::app_registry apps =
+      descprod::parse_apps("apps:\n  - name: mysleep\n    help: \"sleeps\"\n", "apps.yaml");
+  web::home_view v;
+  v.user = user();
+  v.apps = &apps;
+  v.form.jobtype = "mysleep";
+  v.max_id = "1234";
+  auto html = web::home_page(v);
+  EXPECT_TRUE(contains(html, "<input type=\"checkbox\" name=\"hold\" value=\"1\" id=\"hold\">"));
+  EXPECT_TRUE(contains(html, "> Hold until I release it</label>"));
+  EXPECT_TRUE(contains(html, "<label>After (job IDs, comma-separated) <input name=\"after\""));
+  EXPECT_TRUE(contains(html, "data-maxid=\"1234\""));
+  // After a refused submission the form comes back as it was sent.
+  v.form.hold = true;
+  v.form.after = evil;
+  html = web::home_page(v);
+  expect_escaped(html);
+  EXPECT_TRUE(contains(html, "id=\"hold\" checked>"));
+  // The state menu offers waiting and held; the selection form releases.
+  EXPECT_TRUE(contains(html, "<option value=\"waiting\">waiting</option>"));
+  EXPECT_TRUE(contains(html, "<option value=\"held\">held</option>"));
+  EXPECT_TRUE(contains(html, "<button type=\"submit\" name=\"action\" value=\"release\">Release</button>"));
+  v.state = "held";
+  EXPECT_TRUE(contains(web::home_page(v), "<option value=\"held\" selected>held</option>"));
+  EXPECT_EQ(web::actions_message("release", 2, "", 0, false), "Released 2 jobs.");
+  EXPECT_EQ(web::actions_message("release", 1, "job 9 is running, not held", 1, false),
+            "Released 1 job. 1 job could not be: job 9 is running, not held.");
+}
+
+TEST(WebForms, AfterFieldTakesJobIdsSeparatedByCommas) {
+  std::string error;
+  auto ids = web::parse_after_field("12, 15,16  17", error);
+  ASSERT_TRUE(ids) << error;
+  EXPECT_EQ(*ids, (std::vector<descprod::job_id>{12, 15, 16, 17}));
+  ids = web::parse_after_field("", error);
+  ASSERT_TRUE(ids);
+  EXPECT_TRUE(ids->empty());
+  EXPECT_TRUE(web::parse_after_field(" , ", error)->empty());
+  for (const char* bad : {"12, abc", "0", "-3", "12;13", "1234567890123456789", "#0"}) {
+    error.clear();
+    EXPECT_FALSE(web::parse_after_field(bad, error)) << bad;
+    EXPECT_TRUE(contains(error, "is not a job ID")) << bad << ": " << error;
+  }
+  web::parse_after_field("12, abc", error);
+  EXPECT_EQ(
+      error,
+      "After: “abc” is not a job ID. Give the IDs of the jobs to wait for, separated by commas (e.g. 12, 15).");
+}
+
+TEST(WebPages, HelpAndAssetsKnowWaitingAndHeld) {
+  descprod::app_registry apps = descprod::parse_apps("apps:\n  - name: mysleep\n", "apps.yaml");
+  auto help = web::help_page(nullptr, apps);
+  EXPECT_TRUE(contains(help,
+                       "<span class=\"state s-waiting\">waiting</span></td><td>waits for its dependencies "
+                       "(after / after_any)</td>"));
+  EXPECT_TRUE(contains(help,
+                       "<span class=\"state s-held\">held</span></td><td>held until you release it or start "
+                       "it with descprod-start-job</td>"));
+  EXPECT_TRUE(help.find("s-waiting") < help.find("s-ready")) << "in the order of all_job_states";
+  std::string js(web::find_asset("app.js")->body);
+  EXPECT_TRUE(contains(js, "const STATES = ['waiting', 'held', 'ready',"));
+  EXPECT_TRUE(contains(js, "dataset.maxid"));
+  std::string css(web::find_asset("app.css")->body);
+  for (const char* s : {".s-waiting {", ".s-held {", "--b-waiting:", "--b-held:", ".depgraph {"})
+    EXPECT_TRUE(contains(css, s)) << s;
+  // Both dark blocks (the toggle's and the system's) carry the new badge colours.
+  std::regex dark_held("--b-held:#3a2f12");
+  EXPECT_EQ(std::distance(std::sregex_iterator(css.begin(), css.end(), dark_held), std::sregex_iterator()),
+            2);
+}

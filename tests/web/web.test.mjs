@@ -627,6 +627,168 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     await page.context().close();
   });
 
+  // ---- held jobs and dependencies ----------------------------------------------------------------
+
+  // Submits the create form with Hold and After as given; returns the new job's id.
+  async function submitWith(page, jobtype, config, { hold = false, after = '' } = {}) {
+    await page.goto(svc.url('/'));
+    await page.selectOption('#jobtype', jobtype);
+    await page.fill('input[name=config]', config);
+    await page.fill('input[name=howfig]', '');
+    await page.fill('input[name=after]', after);
+    await page.setChecked('input[name=hold]', hold);
+    await Promise.all([page.waitForNavigation(), page.click('form[action="/jobs"] button[type=submit]')]);
+    const flash = await page.textContent('.flash');
+    const m = /Submitted job (\d+)/.exec(flash || '');
+    assert.ok(m, `no job was submitted: ${flash}`);
+    return Number(m[1]);
+  }
+  const jobState = (page) => page.textContent('#jobstatus .state');
+  let graphJob;  // a job with dependencies and dependents (its page is checked by axe-core below)
+
+  step('a job submitted with Hold waits for Release on its page, then runs to done', async () => {
+    const page = await newPage();
+    await login(page, userName, userPass);
+    // The form's Hold box, labelled.
+    assert.equal(await page.getByLabel('Hold until I release it').count(), 1);
+    const id = await submitWith(page, 'mysleep', '1', { hold: true });
+    assert.equal(await page.isChecked('input[name=hold]'), false, 'the next form starts without Hold');
+    assert.equal(await rowState(page, id), 'held');
+    await row(page, id).locator(`button[aria-label="Release job ${id}"]`).waitFor();
+    await Promise.all([page.waitForNavigation(), page.click(`#jobs tr[data-job="${id}"] .c-id a`)]);
+    assert.equal(await jobState(page), 'held');
+    assert.match(await page.textContent('#jobstatus'), /Held\./);
+    const release = page.locator('#jobdetail .actions button', { hasText: 'Release' });
+    assert.equal(await release.count(), 1);
+    assert.equal(await page.locator('#jobdetail .actions button', { hasText: 'Cancel' }).count(), 1, 'a held job can be cancelled');
+    // Nothing runs it while it is held (the worker is free).
+    await sleep(1500);
+    assert.equal((await httpJson(svc.port, 'GET', `/api/jobs/${id}`, undefined, { Authorization: `Bearer ${userToken}` })).json.state, 'held');
+    await Promise.all([page.waitForNavigation(), release.click()]);
+    assert.equal(await page.textContent('.flash'), `Released job ${id} to the workers.`);
+    await waitFor(`job ${id} done`, async () => (await jobState(page)) === 'done', 30000);
+    assert.equal(await page.locator('#jobdetail .actions button', { hasText: 'Release' }).count(), 0, 'no Release once it ran');
+    assert.equal(await page.locator('#dependencies').count(), 0, 'no graph for a job without dependencies');
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  });
+
+  step('a job submitted with After waits for it; its page draws the graph, which follows the jobs live', async () => {
+    const auth = { Authorization: `Bearer ${userToken}` };
+    const page = await newPage();
+    await login(page, userName, userPass);
+    // A malformed After list gets the form back with the reason, as it was typed.
+    await page.goto(svc.url('/'));
+    await page.fill('input[name=config]', '1');
+    await page.fill('input[name=after]', '12, twelve');
+    await Promise.all([page.waitForNavigation(), page.click('form[action="/jobs"] button[type=submit]')]);
+    assert.match(await page.textContent('.flash.error'), /After: “twelve” is not a job ID/);
+    assert.equal(await page.inputValue('input[name=after]'), '12, twelve');
+    await page.fill('input[name=after]', '999999');
+    await page.check('input[name=hold]');
+    await Promise.all([page.waitForNavigation(), page.click('form[action="/jobs"] button[type=submit]')]);
+    assert.match(await page.textContent('.flash.error'), /^job 999999 named in after\/after_any is not one of your jobs/);
+    assert.equal(await page.inputValue('input[name=after]'), '999999');
+    assert.equal(await page.isChecked('input[name=hold]'), true, 'the form comes back as it was sent');
+
+    const held = await submitWith(page, 'mysleep', '1', { hold: true });
+    const done = (await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'quick', config: '1' }, auth)).json.id;
+    await waitFor(`job ${done} done`, async () => (await httpJson(svc.port, 'GET', `/api/jobs/${done}`, undefined, auth)).json.state === 'done', 30000);
+    graphJob = await submitWith(page, 'mysleep', '1', { after: `${held}, ${done}` });
+    assert.equal(await rowState(page, graphJob), 'waiting');
+    const deps = [];
+    for (const [kind, config] of [['after', '2'], ['after_any', '3']]) {
+      const r = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'quick', config, [kind]: [graphJob] }, auth);
+      assert.equal(r.status, 201, r.text);
+      deps.push(r.json.id);
+    }
+
+    await page.goto(svc.url(`/jobs/${graphJob}`));
+    assert.equal(await jobState(page), 'waiting');
+    const section = page.getByRole('region', { name: 'Dependencies' });
+    assert.equal(await section.count(), 1);
+    assert.equal(await page.textContent('#deps-summary'), `Job ${graphJob} depends on 2 jobs; 2 jobs depend on it.`);
+    // Dependencies on the left, the job in the middle, dependents on the right: links with badges and kinds.
+    const node = (id) => page.locator(`#depgraph li[data-node="${id}"]`);
+    const before = page.getByRole('list', { name: /Depends on/ });
+    const after = page.getByRole('list', { name: /Depended on by/ });
+    assert.equal(await before.getByRole('listitem').count(), 2);
+    assert.equal(await after.getByRole('listitem').count(), 2);
+    assert.equal(await before.getByRole('link', { name: `Job ${held}` }).getAttribute('href'), `/jobs/${held}`);
+    assert.equal(await node(held).locator('.state').textContent(), 'held');
+    assert.equal(await node(done).locator('.state').textContent(), 'done');
+    assert.equal(await node(held).locator('.dg-kind').textContent(), 'after');
+    assert.equal(await after.getByRole('link', { name: `Job ${deps[0]}` }).getAttribute('href'), `/jobs/${deps[0]}`);
+    assert.equal(await node(deps[0]).locator('.state').textContent(), 'waiting');
+    assert.equal(await node(deps[1]).locator('.dg-kind').textContent(), 'after_any');
+    const box = async (sel) => page.locator(sel).first().boundingBox();
+    const [l, m, r] = [await box(`#depgraph li[data-node="${held}"] .dg-node`), await box('#depgraph .dg-self .dg-node'),
+      await box(`#depgraph li[data-node="${deps[0]}"] .dg-node`)];
+    assert.ok(l.x + l.width < m.x && m.x + m.width < r.x, `left | middle | right: ${JSON.stringify([l, m, r])}`);
+    assert.ok(Math.abs((l.y + l.height / 2) - (m.y + m.height / 2)) < 3, 'the first rows line up with the job');
+    // The lines: a branch to each node, dashed for after_any.
+    const branch = (id) => page.evaluate((n) => {
+      const cs = getComputedStyle(document.querySelector(`#depgraph li[data-node="${n}"]`), '::before');
+      return `${cs.borderTopWidth} ${cs.borderTopStyle}`;
+    }, String(id));
+    assert.equal(await branch(deps[0]), '2px solid');
+    assert.equal(await branch(deps[1]), '2px dashed');
+    await shot(page, 'job-graph');
+
+    // The held job's page (by keyboard: its link, Enter) lists the job that waits for it; released,
+    // everything runs, and the graph's badges follow without a reload.
+    await page.locator(`#depgraph a[href="/jobs/${held}"]`).focus();
+    await Promise.all([page.waitForNavigation(), page.keyboard.press('Enter')]);
+    assert.equal(new URL(page.url()).pathname, `/jobs/${held}`);
+    assert.equal(await page.textContent('#deps-summary'), `1 job depends on job ${held}.`);
+    assert.equal(await node(graphJob).locator('.state').textContent(), 'waiting');
+    await page.evaluate(() => { window.__noReload = true; });
+    await Promise.all([page.waitForNavigation(), page.click('#jobdetail .actions button:has-text("Release")')]);
+    await page.evaluate(() => { window.__noReload = true; });
+    await waitFor(`job ${graphJob} done in the graph`, async () => (await node(graphJob).locator('.state').textContent()) === 'done', 30000);
+    assert.equal(await jobState(page), 'done');
+    assert.equal(await page.evaluate(() => window.__noReload), true, 'the page was not reloaded');
+    for (const id of deps)
+      await waitFor(`job ${id} done`, async () => (await httpJson(svc.port, 'GET', `/api/jobs/${id}`, undefined, auth)).json.state === 'done', 30000);
+    await page.goto(svc.url(`/jobs/${graphJob}`));
+    assert.equal(await node(held).locator('.state').textContent(), 'done');
+    assert.equal(await node(deps[1]).locator('.state').textContent(), 'done');
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  });
+
+  step("jobs submitted held or waiting through the API appear in the open table at once", async () => {
+    const auth = { Authorization: `Bearer ${userToken}` };
+    const page = await newPage();
+    await login(page, userName, userPass);
+    await page.goto(svc.url('/'));
+    const create = async (job) => {
+      const r = await httpJson(svc.port, 'POST', '/api/jobs', job, auth);
+      assert.equal(r.status, 201, r.text);
+      return r.json.id;
+    };
+    const h1 = await create({ jobtype: 'quick', config: '4', hold: true });
+    const h2 = await create({ jobtype: 'quick', config: '5', hold: true });
+    const w = await create({ jobtype: 'quick', config: '6', after: [h1] });
+    for (const [id, st] of [[h1, 'held'], [h2, 'held'], [w, 'waiting']])
+      await waitFor(`job ${id} ${st} on the page`, async () => (await rowState(page, id)) === st, STEP_MS);
+    const { total } = await apiStates(1);
+    const counted = () => page.textContent('#jobcount');
+    assert.match(await counted(), new RegExp(` of ${total}$`), 'each new job counted once');
+    // Released (here through the API), h1 runs, then w: rows change, nothing is counted again.
+    assert.equal((await httpJson(svc.port, 'POST', `/api/jobs/${h1}/release`, {}, auth)).status, 200);
+    await waitFor(`job ${w} done`, async () => (await rowState(page, w)) === 'done', 30000);
+    assert.equal(await rowState(page, h1), 'done');
+    assert.match(await counted(), new RegExp(` of ${total}$`), 'a released job is not a new one');
+    // The selection form releases the ticked held job.
+    await row(page, h2).getByLabel(`Select job ${h2}`).check();
+    await Promise.all([page.waitForNavigation(), page.click('form.bulk button[value=release]')]);
+    assert.equal(await page.textContent('.flash'), 'Released 1 job.');
+    await waitFor(`job ${h2} done`, async () => (await rowState(page, h2)) === 'done', 30000);
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  });
+
   step('axe-core: no serious or critical violation on any page, light and dark', async () => {
     // A pending registration, so the admin page shows that table too.
     const reg = await httpJson(svc.port, 'POST', '/api/register', { username: 'dave', password: 'dave-password-1', email: 'dave@example.org' });
@@ -652,6 +814,9 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
       await check(page, '/ (after a submit)', scheme);
       await page.goto(svc.url(`/jobs/${a}`));
       await check(page, `/jobs/${a}`, scheme);
+      await page.goto(svc.url(`/jobs/${graphJob}`));
+      await page.locator('#depgraph').waitFor();
+      await check(page, `/jobs/${graphJob} (a dependency graph)`, scheme);
       await page.goto(svc.url(`/jobs/${a}?logq=e`));
       await page.locator('#logsummary').waitFor();
       await check(page, `/jobs/${a}?logq=e (a log search)`, scheme);
