@@ -144,6 +144,7 @@ void add_dependency_options(std::vector<option_spec>& specs) {
   specs.push_back({0, "hold", false});
   specs.push_back({0, "after", true});
   specs.push_back({0, "after-any", true});
+  specs.push_back({0, "sites", true});
 }
 
 const char* dependency_options_help() {
@@ -151,7 +152,8 @@ const char* dependency_options_help() {
          "                        (or run it yourself with descprod-start-job)\n"
          "      --after IDS       start only once each of these jobs (comma-separated IDs) is done;\n"
          "                        if one ends otherwise, this job is cancelled\n"
-         "      --after-any IDS   start only once each of these jobs has ended, whatever its state\n";
+         "      --after-any IDS   start only once each of these jobs has ended, whatever its state\n"
+         "      --sites S1,S2     run only on a worker at one of these sites\n";
 }
 
 json::array job_id_list(const std::string& text, const std::string& what) {
@@ -184,6 +186,18 @@ void put_dependency_fields(const parsed_args& a, json::object& body) {
   if (a.has("hold")) body["hold"] = true;
   if (auto v = a.value("after")) body["after"] = job_id_list(*v, "job ID in --after");
   if (auto v = a.value("after-any")) body["after_any"] = job_id_list(*v, "job ID in --after-any");
+  if (auto v = a.value("sites")) {
+    // Checked by the gateway (400 with the rule): only split here.
+    json::array sites;
+    std::size_t start = 0;
+    while (start <= v->size()) {
+      auto comma = v->find(',', start);
+      if (comma == std::string::npos) comma = v->size();
+      sites.emplace_back(v->substr(start, comma - start));
+      start = comma + 1;
+    }
+    body["sites"] = std::move(sites);
+  }
 }
 
 }  // namespace

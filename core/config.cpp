@@ -2,6 +2,8 @@
 // read into its typed field, and whatever key is left over is an error naming its line.
 #include "core/config.hpp"
 
+#include "core/job.hpp"
+
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
@@ -286,6 +288,10 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read("output_dir", c.worker.output_dir);
     s.read("owner", c.worker.owner);
     s.read("pool", c.worker.pool);
+    if (auto v = s.take("site")) {
+      s.read("site", c.worker.site);
+      if (!valid_site_name(c.worker.site)) s.fail(v, "site", "expected 1 to 32 of a-z, 0-9, '-', '_'");
+    }
     s.read("id", c.worker.id);
     s.read("gateway_url", c.worker.gateway_url);
     s.read_ms("status_poll_ms", c.worker.status_poll);
@@ -307,6 +313,10 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     section s(top.take("pilots"), file, "pilots");
     auto& p = c.pilots;
     s.read("enabled", p.enabled);
+    if (auto v = s.take("site")) {
+      s.read("site", p.site);
+      if (!valid_site_name(p.site)) s.fail(v, "site", "expected 1 to 32 of a-z, 0-9, '-', '_'");
+    }
     s.read_range("min", p.min, 0, 10000);
     s.read_range("max", p.max, 0, 10000);
     s.read_range("nodes", p.nodes, 1, 100000);

@@ -146,6 +146,9 @@ struct worker_config {
   std::string output_dir;  // empty: $DESCPROD_OUTPUT_DIR, $PSCRATCH, $SCRATCH, $HOME + /descprod-out
   std::string owner = "admin";
   std::string pool = "default";
+  // The site this worker is at (docs/operators.md, Sites): jobs that ask for sites run only on
+  // workers of one of them. Empty: no site (it runs only jobs that ask for none).
+  std::string site;
   std::string id;  // empty: host-pid
   std::string gateway_url = "http://127.0.0.1:8080";
   std::chrono::milliseconds status_poll{200};
@@ -170,6 +173,9 @@ struct worker_config {
 // slots. Off by default.
 struct pilots_config {
   bool enabled = false;
+  // The site of the pilots' workers (passed to them as --site): only jobs that may run there
+  // count as demand. Empty: no site (jobs that ask for a site never start a pilot).
+  std::string site;
   int min = 0;                // pilots kept alive (pending or running) even without work
   int max = 1;                // never more pilots alive than this
   int nodes = 1;              // nodes per pilot (sbatch --nodes)

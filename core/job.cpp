@@ -20,6 +20,13 @@ constexpr std::array<std::string_view, 9> event_names = {"lease",  "claim", "sta
 std::string_view to_string(job_state s) { return state_names[static_cast<std::size_t>(s)]; }
 std::string_view to_string(job_event e) { return event_names[static_cast<std::size_t>(e)]; }
 
+bool valid_site_name(std::string_view s) {
+  if (s.empty() || s.size() > 32) return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_')) return false;
+  return true;
+}
+
 std::optional<job_state> parse_job_state(std::string_view s) {
   for (std::size_t i = 0; i < state_names.size(); ++i)
     if (state_names[i] == s) return static_cast<job_state>(i);
@@ -204,7 +211,7 @@ const std::vector<std::string>& job_field_order() {
       // Added by this project.
       "state", "message", "priority", "attempt", "max_attempts", "worker", "cancel_requested", "done_count",
       "total_count", "queued_time", "dispatch_time", "hold", "after", "after_any", "waiting_for", "array",
-      "array_index"};
+      "array_index", "sites"};
   return order;
 }
 
@@ -226,6 +233,17 @@ namespace {
 // Writes a JSON value for a stored field: integers and times as numbers, the rest as strings.
 // A value that does not parse as its declared type is kept as a string rather than dropped.
 boost::json::value field_value(const std::string& name, const std::string& v, bool integer_times) {
+  if (name == "sites") {
+    boost::json::array sites;
+    std::size_t start = 0;
+    while (start < v.size()) {
+      auto comma = v.find(',', start);
+      if (comma == std::string::npos) comma = v.size();
+      sites.emplace_back(v.substr(start, comma - start));
+      start = comma + 1;
+    }
+    return sites;
+  }
   if (name == "after" || name == "after_any") {
     // Stored as "12,13": a list of job IDs. A malformed list is kept as its text.
     boost::json::array ids;

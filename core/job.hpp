@@ -37,6 +37,9 @@ enum class job_state {
 // makes it held instead of ready when it was created held).
 enum class job_event { lease, claim, start, finish, requeue, cancel, lose, release, unblock };
 
+// A site name (worker.site, a job's "sites"): 1 to 32 of a-z, 0-9, '-', '_'.
+bool valid_site_name(std::string_view s);
+
 std::string_view to_string(job_state s);
 std::optional<job_state> parse_job_state(std::string_view s);
 std::string_view to_string(job_event e);

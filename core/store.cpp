@@ -168,7 +168,7 @@ create_call create_args(const keys& k, const std::string& owner, std::vector<new
   create_call c;
   c.keys.reserve(1 + jobs.size() * 2);
   c.keys.push_back(k.user_jobs(owner));
-  c.args.reserve(2 + jobs.size() * 11);
+  c.args.reserve(2 + jobs.size() * 12);
   c.args.push_back(owner);
   c.args.push_back(std::to_string(jobs.size()));
   for (auto& j : jobs) {
@@ -193,6 +193,7 @@ create_call create_args(const keys& k, const std::string& owner, std::vector<new
     c.args.push_back(std::move(deps));
     c.args.push_back(!j.array_index ? "" : j.array ? std::to_string(j.array) : "#");
     c.args.push_back(j.array_index ? std::to_string(*j.array_index) : "");
+    c.args.push_back(std::move(j.sites));
   }
   return c;
 }
@@ -345,11 +346,12 @@ net::awaitable<deps_release_result> store::async_deps_release(std::size_t budget
   out.more = r.elements[1].as_string() == "1";
   out.handled = r.elements[2].as_integer();
   const auto& list = r.elements[3].elements;
-  for (std::size_t i = 0; i + 2 < list.size(); i += 3) {
+  for (std::size_t i = 0; i + 3 < list.size(); i += 4) {
     deps_release_result::ready_job j;
     j.id = std::stoll(list[i].as_string());
     j.priority = std::stoi(list[i + 1].as_string());
     j.owner = list[i + 2].as_string();
+    j.sites = list[i + 3].as_string();
     out.ready.push_back(std::move(j));
   }
   co_return out;

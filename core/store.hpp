@@ -48,6 +48,7 @@ struct new_job {
   // create call, which is then the array's first job).
   std::optional<long long> array_index;
   job_id array = 0;
+  std::string sites;  // the sites it may run at, sorted, comma-separated ("": any)
 };
 
 // Why a script refused. Each name is the word the scripts answer with ({'err', <name>, state});
@@ -95,6 +96,7 @@ struct deps_release_result {
     job_id id = 0;
     int priority = 0;
     std::string owner;
+    std::string sites;  // the sites it asked for ("": any)
   };
   std::vector<ready_job> ready;
   long long handled = 0;

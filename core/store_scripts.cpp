@@ -378,7 +378,7 @@ end
 // The bodies; above each, its ARGV after the prefix (KEYS: the table at the top of this file).
 const char* bodies[s_count] = {
     // create: owner n {jobtype config howfig priority parent max_attempts session hold deps array
-    //         array_index}*n
+    //         array_index sites}*n
     // array: '' (none), '#' (the array whose ID is this call's first job) or the array's ID; the
     // job goes into job:<array>:array and gets fields array and array_index.
     // hold '1': the job is held (no worker takes it until released or claimed). deps: its
@@ -392,7 +392,7 @@ const char* bodies[s_count] = {
     R"LUA(
 local owner = ARGV[2]
 local n = tonumber(ARGV[3])
-local F = 11
+local F = 12
 local pk = 7  -- the next parent's KEYS group
 local deps = {}
 for i = 0, n - 1 do
@@ -474,6 +474,7 @@ for i = 0, n - 1 do
   if ARGV[b + 7] == '1' then f[#f + 1] = 'hold'; f[#f + 1] = '1' end
   if #after > 0 then f[#f + 1] = 'after'; f[#f + 1] = table.concat(after, ',') end
   if #after_any > 0 then f[#f + 1] = 'after_any'; f[#f + 1] = table.concat(after_any, ',') end
+  if ARGV[b + 11] ~= '' then f[#f + 1] = 'sites'; f[#f + 1] = ARGV[b + 11] end
   if ARGV[b + 9] ~= '' then
     local aid = ARGV[b + 9]
     if aid == '#' then aid = string.format('%d', first) end
@@ -756,14 +757,14 @@ return {'ok', ns, j.attempt, '', {'priority', prio, 'descname', j.owner}}
     // dependents follow, as it enters DE); otherwise its count of unmet dependencies
     // (waiting_for) goes down, and at 0 it becomes ready (on the queue) or, created held, held.
     // A dependent no longer waiting (cancelled meanwhile) is passed over.
-    // Answer: {'ok', more (0|1), handled, {id, priority, owner}* of the jobs made ready}.
+    // Answer: {'ok', more (0|1), handled, {id, priority, owner, sites}* of the jobs made ready}.
     R"LUA(
 local budget = tonumber(ARGV[2])
 local t = now_s()
 local out, handled = {}, 0
 local function release_one(jid, jst, did, kind)
   local D = {id = did, key = K.job(did), events = K.job_events(did)}
-  local v = redis.call('HMGET', D.key, 'state', 'hold', 'descname', 'priority', 'attempt')
+  local v = redis.call('HMGET', D.key, 'state', 'hold', 'descname', 'priority', 'attempt', 'sites')
   if v[1] ~= S.waiting then return end
   local owner, attempt = v[3] or '', v[5] or '1'
   if kind == 'after' and jst ~= S.done then
@@ -786,7 +787,7 @@ local function release_one(jid, jst, did, kind)
   if ns == S.ready then
     local prio = v[4] or '0'
     redis.call('ZADD', Q, string.format('%.0f', (1000 - tonumber(prio)) * 1e12 + tonumber(did)), did)
-    out[#out + 1] = did; out[#out + 1] = prio; out[#out + 1] = owner
+    out[#out + 1] = did; out[#out + 1] = prio; out[#out + 1] = owner; out[#out + 1] = v[6] or ''
   end
   count(did, S.waiting, ns)
   emit(D, owner, 'transition', ns, progress, attempt, t)

@@ -18,9 +18,9 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 queue_daemon::queue_daemon(net::io_context& io, descprod_config cfg, app_registry apps)
     : ctx_(io, std::move(cfg), std::move(apps)),
       out_(ctx_, workers_,
-           [this](job_id id, int priority, const std::string& owner) {
+           [this](job_id id, int priority, const std::string& owner, const std::string& sites) {
              // A requeue put the job back to ready: queue it and offer it at once.
-             disp_.enqueue(id, priority, owner);
+             disp_.enqueue(id, priority, owner, sites);
              disp_.dispatch();
            }),
       disp_(ctx_, workers_, leases_, out_),
@@ -162,8 +162,9 @@ net::awaitable<void> queue_daemon::run() {
   ctx_.spawn(deps_.run(), "dependencies");
   if (ctx_.cfg.pilots.enabled) {
     const double pilot_s = 60.0 * ctx_.cfg.pilots.walltime_minutes;
-    pilots_ = std::make_unique<pilot_manager>(ex, ctx_.cfg.pilots, ctx_.redis, ctx_.cfg.redis.prefix,
-                                              [this, pilot_s] { return disp_.demand(pilot_s); });
+    pilots_ = std::make_unique<pilot_manager>(
+        ex, ctx_.cfg.pilots, ctx_.redis, ctx_.cfg.redis.prefix,
+        [this, pilot_s] { return disp_.demand(pilot_s, ctx_.cfg.pilots.site); });
     handler_.set_pilots(pilots_.get());
     ctx_.spawn(pilots_->run(), "pilots");
   }
@@ -221,14 +222,17 @@ void queue_daemon::on_gateway_message(const std::string& routing, protocol::mess
     std::vector<std::pair<job_id, double>> unknown_owner;
     const auto owners_before = disp_.queue().owner_count();
     for (const auto& e : it->value().as_array()) {
-      // [id, priority, owner]; an older gateway sends [id, priority] and the owner is looked up.
+      // [id, priority, owner] or [id, priority, owner, sites] ("nersc,slac": the sites the job
+      // asked for); an older gateway sends [id, priority] and the owner is looked up.
       const auto* a = e.if_array();
-      if (!a || a->size() < 2 || a->size() > 3 || !(*a)[0].is_int64() || !(*a)[1].is_int64() ||
-          (a->size() == 3 && !(*a)[2].is_string()))
-        throw std::invalid_argument("submitted: expected [id, priority, owner] triples");
+      if (!a || a->size() < 2 || a->size() > 4 || !(*a)[0].is_int64() || !(*a)[1].is_int64() ||
+          (a->size() >= 3 && !(*a)[2].is_string()) || (a->size() == 4 && !(*a)[3].is_string()))
+        throw std::invalid_argument("submitted: expected [id, priority, owner(, sites)] arrays");
       job_id id = (*a)[0].as_int64();
       int priority = static_cast<int>((*a)[1].as_int64());
-      if (a->size() == 3) disp_.enqueue(id, priority, std::string((*a)[2].as_string()));
+      if (a->size() >= 3)
+        disp_.enqueue(id, priority, std::string((*a)[2].as_string()),
+                      a->size() == 4 ? std::string_view((*a)[3].as_string()) : std::string_view());
       else if (!disp_.queue().contains(id) && !leases_.contains(id))
         unknown_owner.emplace_back(id, queue_score(priority, id));
     }

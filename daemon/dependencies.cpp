@@ -34,7 +34,7 @@ net::awaitable<void> dependency_releaser::release_all() {
       released_ += r.ready.size();
       if (!r.ready.empty()) {
         const auto owners_before = disp_.queue().owner_count();
-        for (const auto& j : r.ready) disp_.enqueue(j.id, j.priority, j.owner);
+        for (const auto& j : r.ready) disp_.enqueue(j.id, j.priority, j.owner, j.sites);
         // An owner the daemon had not seen: its quota is read before its jobs go.
         if (disp_.queue().owner_count() != owners_before) co_await recon_.read_quotas();
         disp_.dispatch();

@@ -41,9 +41,9 @@ dispatcher::dispatcher(daemon_context& ctx, worker_table& workers, lease_table& 
       out_(out),
       fair_share_(ctx.cfg.daemon.dispatch_policy != "fifo") {}
 
-void dispatcher::enqueue(job_id id, int priority, const std::string& owner) {
+void dispatcher::enqueue(job_id id, int priority, const std::string& owner, std::string_view sites) {
   if (leases_.contains(id)) return;
-  ready_.push(id, queue_score(priority, id), ready_.intern(owner));
+  ready_.push(id, queue_score(priority, id), ready_.intern(owner), ready_.intern_lane(sites));
 }
 
 bool dispatcher::cancel_ready(job_id id) {
@@ -93,16 +93,17 @@ bool dispatcher::dispatch_to(worker_state& w, double now) {
   const auto* owners = w.any_owner ? nullptr : &w.owners;
   auto pick = fair_share_ ? ready_.fair(
                                 owners, fit, [this](ready_queue::owner_id o) { return leases_.held_of(o); },
-                                dispatch_scan)
-                          : ready_.best(owners, fit, dispatch_scan);
+                                dispatch_scan, w.site)
+                          : ready_.best(owners, fit, dispatch_scan, w.site);
   if (!pick) return false;
   auto [score, id] = *pick;
   auto owner = ready_.find(id)->second;
+  auto lane = ready_.lane_of(id);
   ready_.erase(id);
   ready_.charge(owner);
   --w.credits;
   leases_.hold(id, w.id, 0, false, owner);  // attempt known once Redis has leased it
-  queue_lease(lease_request{id, score, owner, w.id, new_token()});
+  queue_lease(lease_request{id, score, owner, w.id, new_token(), lane});
   return true;
 }
 
@@ -181,7 +182,7 @@ net::awaitable<void> dispatcher::lease_batch(std::vector<lease_request> batch) {
               batch.front().id, e.what());
     for (const auto& q : batch) {
       undo_lease(q.id, q.worker);
-      ready_.push(q.id, q.score, q.owner);
+      ready_.push(q.id, q.score, q.owner, q.lane);
     }
     co_return;
   } catch (const std::exception& e) {
@@ -281,7 +282,7 @@ void dispatcher::after_lease(lease_request& q, transition_result& r) {
   if (cancelled) send_cancel(id, worker_id, r.attempt);
 }
 
-pilot_demand dispatcher::demand(double pilot_walltime_s) const {
+pilot_demand dispatcher::demand(double pilot_walltime_s, std::string_view site) const {
   // What pilots could take: ready jobs, less those whose known time limit no pilot's walltime
   // would fit (a new pilot could not run them either); and the free slots of workers now.
   pilot_demand d;
@@ -289,6 +290,8 @@ pilot_demand dispatcher::demand(double pilot_walltime_s) const {
   d.ready = ready_.size() - std::min(ready_.size(), ready_.held_back([this](ready_queue::owner_id o) {
               return leases_.held_of(o);
             }));
+  // Only jobs a pilot's workers may run: those that asked for no site or for theirs.
+  d.ready = std::min(d.ready, ready_.runnable_at(site));
   for (const auto& [id, limit] : job_limits_)
     if (limit > pilot_walltime_s && ready_.contains(id) && d.ready > 0) --d.ready;
   for (const auto& [id, w] : workers_.all())

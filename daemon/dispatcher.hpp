@@ -39,7 +39,8 @@ class dispatcher {
   ready_queue& queue() { return ready_; }
   const ready_queue& queue() const { return ready_; }
   // A ready job (not when it is leased: a late notice).
-  void enqueue(job_id id, int priority, const std::string& owner);
+  // `sites`: the sites the job asked for (sorted, comma-separated; "": any).
+  void enqueue(job_id id, int priority, const std::string& owner, std::string_view sites = {});
   // A cancelled job leaves the ready queue (true when it was there).
   bool cancel_ready(job_id id);
   // The gateway's cancel notice: the job leaves the ready queue; a job leased and sent gets a
@@ -62,7 +63,8 @@ class dispatcher {
   void remember_limit(job_id id, double time_limit_s);
 
   // What pilots could take (pilots.hpp).
-  pilot_demand demand(double pilot_walltime_s) const;
+  // For pilots whose workers are at `site` ("": none): the ready jobs they could run.
+  pilot_demand demand(double pilot_walltime_s, std::string_view site = {}) const;
   // No lease waiting to go to Redis or waiting for its answer.
   bool idle() const { return leases_in_flight_ == 0 && lease_queue_.empty(); }
 
@@ -73,6 +75,7 @@ class dispatcher {
     ready_queue::owner_id owner;
     std::string worker;
     std::string token;
+    ready_queue::lane_id lane = 0;
   };
   void queue_lease(lease_request r);
   void flush_leases();

@@ -29,7 +29,7 @@ struct outbox::write_batch {
 };
 
 outbox::outbox(daemon_context& ctx, const worker_table& workers,
-               std::function<void(job_id, int, const std::string&)> requeued)
+               std::function<void(job_id, int, const std::string&, const std::string&)> requeued)
     : ctx_(ctx), workers_(workers), requeued_(std::move(requeued)), wake_(ctx.io) {}
 
 void outbox::submit(pending_write w) {
@@ -274,10 +274,10 @@ net::awaitable<void> outbox::apply(pending_write& w) {
     log::info("job requeued job_id={} state={} attempt={} reason={}", w.id, r.state, r.attempt, w.reason);
     ctx_.ended(r.state);  // "lost" (or "cancelled") when it ends here
     if (r.state == "ready") {
-      auto cmd = redis_cmd("HMGET", ctx_.k.job(w.id), "priority", "descname");
+      auto cmd = redis_cmd("HMGET", ctx_.k.job(w.id), "priority", "descname", "sites");
       auto p = co_await ctx_.redis.async_exec(std::move(cmd));
-      if (p.elements.size() == 2 && requeued_)
-        requeued_(w.id, static_cast<int>(p.elements[0].as_integer()), p.elements[1].str);
+      if (p.elements.size() == 3 && requeued_)
+        requeued_(w.id, static_cast<int>(p.elements[0].as_integer()), p.elements[1].str, p.elements[2].str);
     }
     co_return;
   }

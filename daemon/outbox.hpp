@@ -48,10 +48,11 @@ struct pending_write {
 
 class outbox {
  public:
-  // `requeued` is told of a job a requeue put back to ready (its priority and owner): the
+  // `requeued` is told of a job a requeue put back to ready (its priority, owner and sites): the
   // dispatcher queues it again.
-  outbox(daemon_context& ctx, const worker_table& workers,
-         std::function<void(job_id, int priority, const std::string& owner)> requeued);
+  outbox(
+      daemon_context& ctx, const worker_table& workers,
+      std::function<void(job_id, int priority, const std::string& owner, const std::string& sites)> requeued);
 
   void submit(pending_write w);
   void requeue_later(job_id id, long long attempt, std::string worker, store::requeue_mode mode,
@@ -90,7 +91,7 @@ class outbox {
 
   daemon_context& ctx_;
   const worker_table& workers_;
-  std::function<void(job_id, int, const std::string&)> requeued_;
+  std::function<void(job_id, int, const std::string&, const std::string&)> requeued_;
   std::deque<pending_write> queue_;
   std::size_t in_flight_ = 0;  // writes sent to Redis, not yet answered
   net::steady_timer wake_;

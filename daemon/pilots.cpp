@@ -310,7 +310,8 @@ net::awaitable<bool> pilot_manager::submit_one() {
   std::snprintf(idle, sizeof idle, "%g", cfg_.idle_timeout_s);
   vars.emplace_back("DESCPROD_IDLE_TIMEOUT", idle);
   if (!cfg_.worker_binary.empty()) vars.emplace_back("DESCPROD_WORKER", cfg_.worker_binary);
-  log::info("pilot submitting command={}", join(argv, " "));
+  if (!cfg_.site.empty()) vars.emplace_back("DESCPROD_SITE", cfg_.site);
+  log::info("pilot submitting site={} command={}", cfg_.site, join(argv, " "));
   submitting_ = true;
   auto r = co_await async_run_command(ex_, argv, slurm_environment(vars), cfg_.command_timeout,
                                       std::filesystem::temp_directory_path().string());

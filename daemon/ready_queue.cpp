@@ -9,7 +9,9 @@ ready_queue::owner_id ready_queue::intern(std::string_view owner) {
   auto it = index_.find(std::string(owner));
   if (it != index_.end()) return it->second;
   auto id = static_cast<owner_id>(queues_.size());
-  queues_.push_back(owner_queue{std::string(owner), {}});
+  owner_queue q;
+  q.name = std::string(owner);
+  queues_.push_back(std::move(q));
   index_.emplace(std::string(owner), id);
   return id;
 }
@@ -33,34 +35,96 @@ void ready_queue::charge(owner_id o) {
   q.pass += 1.0 / q.share;
 }
 
-bool ready_queue::push(job_id id, double score, owner_id owner) {
-  if (owner >= queues_.size() || where_.count(id)) return false;
+ready_queue::lane_id ready_queue::intern_lane(std::string_view sites) {
+  auto it = lane_index_.find(std::string(sites));
+  if (it != lane_index_.end()) return it->second;
+  std::vector<std::string> list;
+  std::size_t start = 0;
+  while (start < sites.size()) {
+    auto comma = sites.find(',', start);
+    if (comma == std::string_view::npos) comma = sites.size();
+    if (comma > start) list.emplace_back(sites.substr(start, comma - start));
+    start = comma + 1;
+  }
+  auto id = static_cast<lane_id>(lane_sites_.size());
+  lane_sites_.push_back(std::move(list));
+  lane_count_.push_back(0);
+  lane_index_.emplace(std::string(sites), id);
+  return id;
+}
+
+bool ready_queue::lane_allows(lane_id lane, std::string_view site) const {
+  if (lane == 0) return true;
+  if (site.empty() || lane >= lane_sites_.size()) return false;
+  const auto& l = lane_sites_[lane];
+  return std::find(l.begin(), l.end(), site) != l.end();
+}
+
+std::size_t ready_queue::runnable_at(std::string_view site) const {
+  std::size_t n = 0;
+  for (lane_id l = 0; l < lane_count_.size(); ++l)
+    if (lane_allows(l, site)) n += lane_count_[l];
+  return n;
+}
+
+double ready_queue::front_of(const owner_queue& q) {
+  double front = 0;
+  bool any = false;
+  for (const auto& [lane, jobs] : q.lanes) {
+    if (!any || jobs.begin()->first < front) front = jobs.begin()->first;
+    any = true;
+  }
+  return front;
+}
+
+std::optional<double> ready_queue::front_for(const owner_queue& q, std::string_view site) const {
+  std::optional<double> front;
+  for (const auto& [lane, jobs] : q.lanes)
+    if (lane_allows(lane, site) && (!front || jobs.begin()->first < *front)) front = jobs.begin()->first;
+  return front;
+}
+
+bool ready_queue::push(job_id id, double score, owner_id owner, lane_id lane) {
+  if (owner >= queues_.size() || lane >= lane_sites_.size() || where_.count(id)) return false;
   auto& q = queues_[owner];
-  if (q.jobs.empty()) {
+  if (q.count == 0) {
     q.pass = std::max(q.pass, last_pass_);  // back from idle: no credit banked meanwhile
     fronts_.emplace(score, owner);
-  } else if (score < q.jobs.begin()->first) {
-    fronts_.erase({q.jobs.begin()->first, owner});
+  } else if (double front = front_of(q); score < front) {
+    fronts_.erase({front, owner});
     fronts_.emplace(score, owner);
   }
-  q.jobs.emplace(score, id);
-  where_.emplace(id, position{score, owner});
+  q.lanes[lane].emplace(score, id);
+  ++q.count;
+  ++lane_count_[lane];
+  where_.emplace(id, position{score, owner, lane});
   return true;
 }
 
 bool ready_queue::erase(job_id id) {
   auto w = where_.find(id);
   if (w == where_.end()) return false;
-  auto [score, owner] = w->second;
+  auto [score, owner, lane] = w->second;
   where_.erase(w);
   auto& q = queues_[owner];
-  bool was_front = !q.jobs.empty() && q.jobs.begin()->second == id;
-  q.jobs.erase({score, id});
-  if (was_front) {
-    fronts_.erase({score, owner});
-    if (!q.jobs.empty()) fronts_.emplace(q.jobs.begin()->first, owner);
+  const double front = front_of(q);
+  auto l = q.lanes.find(lane);
+  if (l != q.lanes.end()) {
+    l->second.erase({score, id});
+    if (l->second.empty()) q.lanes.erase(l);
+  }
+  --q.count;
+  --lane_count_[lane];
+  if (score <= front) {
+    fronts_.erase({front, owner});
+    if (q.count > 0) fronts_.emplace(front_of(q), owner);
   }
   return true;
+}
+
+ready_queue::lane_id ready_queue::lane_of(job_id id) const {
+  auto w = where_.find(id);
+  return w == where_.end() ? 0 : w->second.lane;
 }
 
 std::optional<std::pair<double, ready_queue::owner_id>> ready_queue::find(job_id id) const {

@@ -120,18 +120,22 @@ net::awaitable<void> reconciler::read_quotas() {
 net::awaitable<std::size_t> reconciler::take_in(std::vector<std::pair<job_id, double>> jobs) {
   std::vector<std::vector<std::string>> cmds;
   cmds.reserve(jobs.size());
-  for (const auto& [id, score] : jobs) cmds.push_back(redis_cmd("HGET", ctx_.k.job(id), "descname"));
+  for (const auto& [id, score] : jobs)
+    cmds.push_back(redis_cmd("HMGET", ctx_.k.job(id), "descname", "sites"));
   auto owners = co_await ctx_.redis.async_pipeline(std::move(cmds));
   std::size_t added = 0;
   auto& ready = disp_.queue();
   for (std::size_t i = 0; i < jobs.size() && i < owners.size(); ++i) {
     auto [id, score] = jobs[i];
     if (leases_.contains(id)) continue;
-    if (owners[i].is_error()) {  // its hash is not a hash: nothing to run (operators: see docs)
+    if (owners[i].is_error() || owners[i].elements.size() != 2) {  // its hash is not a hash: nothing to run
       log::warn("queued job not taken in job_id={} error={}", id, owners[i].str);
       continue;
     }
-    added += ready.push(id, score, ready.intern(owners[i].is_nil() ? std::string() : owners[i].str));
+    const auto& owner = owners[i].elements[0];
+    const auto& sites = owners[i].elements[1];
+    added += ready.push(id, score, ready.intern(owner.is_nil() ? std::string() : owner.str),
+                        ready.intern_lane(sites.is_nil() ? std::string() : sites.str));
   }
   co_return added;
 }

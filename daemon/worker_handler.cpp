@@ -206,6 +206,11 @@ void worker_handler::accept_hello(const std::string& routing, const boost::json:
   w.revoked = false;
   w.host = protocol::get_string(body, "host").value_or("");
   w.pool = protocol::get_string(body, "pool").value_or("default");
+  w.site = protocol::get_string(body, "site").value_or("");
+  if (!w.site.empty() && !valid_site_name(w.site)) {
+    log::warn("worker site ignored worker={} site={} reason=not a site name", id, w.site.substr(0, 64));
+    w.site.clear();
+  }
   w.slots = static_cast<int>(*slots);
   w.prefetch = worker_table::prefetch_of(protocol::get_int(body, "prefetch").value_or(0));
   w.credits = 0;

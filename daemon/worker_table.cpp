@@ -93,7 +93,7 @@ void worker_table::append_record(std::vector<std::vector<std::string>>& cmds, co
                  w.record_revoked != w.revoked || w.record_unhealthy != w.unhealthy;
   if (!w.record_written) {
     cmds.push_back(redis_cmd(
-        "HSET", key, "id", w.id, "host", w.host, "owner", w.owner, "pool", w.pool, "slots",
+        "HSET", key, "id", w.id, "host", w.host, "owner", w.owner, "pool", w.pool, "site", w.site, "slots",
         std::to_string(w.slots), "running", std::to_string(running), "last_heartbeat", now_s, "walltime_end",
         std::to_string(static_cast<long long>(w.walltime_end)), "draining", w.draining ? "1" : "0", "revoked",
         w.revoked ? "1" : "0", "token_sha", w.token_sha, "pools", join_pools(w.pools), "health",

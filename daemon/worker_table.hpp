@@ -26,6 +26,7 @@ struct worker_state {
   std::string owner;
   std::string host;
   std::string pool;
+  std::string site;  // from hello ("": none): it runs only jobs of lanes its site may serve
   int slots = 0;
   int prefetch = 0;  // from hello: jobs it queues beyond its slots (credits may reach slots + prefetch)
   int credits = 0;

@@ -228,6 +228,8 @@ struct array_range {
   long long count() const { return (to - from) / step + 1; }
 };
 inline constexpr long long max_array_jobs = 100000;
+// Most sites one job may name.
+inline constexpr std::size_t max_job_sites = 16;
 
 struct job_request {
   std::string jobtype;
@@ -238,6 +240,7 @@ struct job_request {
   int max_attempts = 3;                  // from the application
   bool hold = false;                     // asked for, or the application's dispatch: manual
   std::vector<dependency_ref> after;     // after, then after_any; each job once
+  std::string sites;                     // the sites it may run at, sorted, comma-separated ("": any)
   std::optional<array_range> array;      // POST /api/jobs: a template, expanded by expand_array
   std::optional<long long> array_index;  // a job of an array (expanded)
 };

@@ -214,6 +214,8 @@ boost::json::object submitted_body(const std::vector<job_id>& ids, const std::ve
     pair.push_back(ids[i]);
     pair.push_back(first + i < jobs.size() ? jobs[first + i].priority : 0);
     pair.push_back(boost::json::string(owner));
+    if (first + i < jobs.size() && !jobs[first + i].sites.empty())
+      pair.push_back(boost::json::string(jobs[first + i].sites));
     list.push_back(std::move(pair));
   }
   boost::json::object o;

@@ -51,6 +51,7 @@ std::vector<new_job> to_new_jobs(const std::vector<job_request>& reqs, std::size
     j.parent = reqs[i].parent;
     j.max_attempts = reqs[i].max_attempts;
     j.hold = reqs[i].hold;
+    j.sites = reqs[i].sites;
     // An array's first chunk makes its first job the array's ID; later chunks name it.
     j.array_index = reqs[i].array_index;
     if (j.array_index && !created.empty()) j.array = created.front();
@@ -88,7 +89,7 @@ api_error dependency_not_found(job_id id, bool bulk, std::size_t index) {
 }
 
 bool needs_script_path(const job_request& r) {
-  return r.parent || r.hold || !r.after.empty() || r.array_index.has_value();
+  return r.parent || r.hold || !r.after.empty() || r.array_index.has_value() || !r.sites.empty();
 }
 
 // The distinct parents named by the requests, each with the index of its first use.
@@ -141,7 +142,8 @@ void notify_daemon(gateway_context& ctx, const std::vector<job_id>& ids, const s
   const std::size_t n_first = all_ready ? first : 0;
   if (ctx.notices) {
     for (std::size_t i = 0; i < n_ids.size(); ++i)
-      ctx.notices->add(n_ids[i], n_first + i < n_reqs.size() ? n_reqs[n_first + i].priority : 0, owner);
+      ctx.notices->add(n_ids[i], n_first + i < n_reqs.size() ? n_reqs[n_first + i].priority : 0, owner,
+                       n_first + i < n_reqs.size() ? n_reqs[n_first + i].sites : std::string());
     return;
   }
   if (!ctx.send_to_daemon) return;

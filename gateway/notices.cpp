@@ -8,12 +8,13 @@ namespace descprod::gateway {
 submit_notices::submit_notices(net::any_io_executor ex, sender send)
     : ex_(std::move(ex)), send_(std::move(send)) {}
 
-void submit_notices::add(job_id id, int priority, const std::string& owner) {
+void submit_notices::add(job_id id, int priority, const std::string& owner, const std::string& sites) {
   boost::json::array entry;
-  entry.reserve(3);
+  entry.reserve(4);
   entry.push_back(id);
   entry.push_back(priority);
   entry.push_back(boost::json::string(owner));
+  if (!sites.empty()) entry.push_back(boost::json::string(sites));
   jobs_.push_back(std::move(entry));
   if (jobs_.size() >= max_jobs) {
     flush();

@@ -34,7 +34,8 @@ class submit_notices {
   static constexpr std::size_t max_jobs = 1000;
 
   submit_notices(net::any_io_executor ex, sender send);
-  void add(job_id id, int priority, const std::string& owner);
+  // `sites`: the sites the job asked for ("nersc,slac"; "": any), sent only when there are some.
+  void add(job_id id, int priority, const std::string& owner, const std::string& sites = {});
   void flush();
   std::size_t pending() const { return jobs_.size(); }
   // Messages sent and jobs announced since start (for tests and debug logs).

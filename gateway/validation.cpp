@@ -632,6 +632,26 @@ std::optional<api_error> read_dependencies(const boost::json::object& o, std::op
   return std::nullopt;
 }
 
+// "sites": ["nersc", ...]: 1 to max_job_sites site names, kept sorted and once each.
+std::optional<api_error> read_sites(const boost::json::object& o, std::string& out) {
+  auto it = o.find("sites");
+  if (it == o.end()) return std::nullopt;
+  if (!it->value().is_array() || it->value().as_array().empty() ||
+      it->value().as_array().size() > max_job_sites)
+    return bad_request("field 'sites' must be an array of 1 to " + std::to_string(max_job_sites) +
+                       " site names");
+  std::set<std::string> sites;
+  for (const auto& v : it->value().as_array()) {
+    if (!v.is_string() || !valid_site_name(v.as_string()))
+      return bad_request(
+          "field 'sites': " + (v.is_string() ? quoted(v.as_string()) : std::string(kind_name(v))) +
+          " is not a site name (1 to 32 of a-z, 0-9, '-', '_')");
+    sites.emplace(v.as_string());
+  }
+  for (const auto& s : sites) out += (out.empty() ? "" : ",") + s;
+  return std::nullopt;
+}
+
 // "array": N (indexes 0..N-1) or {"from": A, "to": B, "step": S} (A..B inclusive, by S).
 std::optional<api_error> read_array(const boost::json::object& o, std::optional<array_range>& out) {
   auto it = o.find("array");
@@ -714,12 +734,12 @@ std::optional<api_error> validate_job(const boost::json::value& v, const app_reg
   if (!v.is_object()) return bad_request("a job must be a JSON object, not " + std::string(kind_name(v)));
   const auto& o = v.as_object();
   static const std::set<std::string_view> allowed = {"jobtype", "config", "howfig",    "priority", "parent",
-                                                     "hold",    "after",  "after_any", "array"};
+                                                     "hold",    "after",  "after_any", "array",    "sites"};
   for (const auto& kv : o) {
     if (!allowed.count(kv.key()))
       return bad_request(
           "unknown field " + quoted(kv.key()) +
-          "; allowed: jobtype, config, howfig, priority, parent, hold, after, after_any, array");
+          "; allowed: jobtype, config, howfig, priority, parent, hold, after, after_any, array, sites");
   }
   if (entry && o.contains("array"))
     return bad_request("field 'array' is for POST /api/jobs; a bulk request lists its jobs");
@@ -735,6 +755,7 @@ std::optional<api_error> validate_job(const boost::json::value& v, const app_reg
   if (auto e = read_bool(o, "hold", r.hold)) return e;
   if (auto e = read_dependencies(o, entry, r.after)) return e;
   if (auto e = read_array(o, r.array)) return e;
+  if (auto e = read_sites(o, r.sites)) return e;
 
   const app_def* app = apps.find(r.jobtype);
   if (!app) {

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   po::options_description desc(
       "Usage: descprod-worker --config FILE [--slots N] [--prefetch N] [--id ID] [--output-dir DIR]\n"
       "                       [--walltime-end EPOCH] [--idle-timeout SECONDS] [--token-file FILE]\n"
+      "                       [--site NAME]\n"
       "Connects to descprod-daemon and runs the jobs it hands out, each in\n"
       "<output-dir>/jobs/jobNNNNNN. SIGINT/SIGTERM drain it: no new jobs, running jobs may\n"
       "finish for worker.drain_grace_s, the rest are handed back to run elsewhere.\n\nOptions");
@@ -39,6 +40,8 @@ int main(int argc, char** argv) {
       "walltime-end", po::value<double>(),
       "the allocation's end, Unix epoch seconds (scripts/slurm/descprod-pilot.sbatch passes it): jobs "
       "whose time limit would outrun it are handed back")(
+      "site", po::value<std::string>(),
+      "the site this worker is at (default: worker.site): jobs that ask for sites run only at theirs")(
       "token-file", po::value<std::string>(),
       "the worker token file (default: worker.token_file, else $DESCPROD_WORKER_TOKEN)")(
       "idle-timeout", po::value<double>(),
@@ -70,6 +73,7 @@ int main(int argc, char** argv) {
     if (vm.count("id")) over.id = vm["id"].as<std::string>();
     if (vm.count("output-dir")) over.output_dir = vm["output-dir"].as<std::string>();
     if (vm.count("walltime-end")) over.walltime_end = vm["walltime-end"].as<double>();
+    if (vm.count("site")) over.site = vm["site"].as<std::string>();
     if (vm.count("idle-timeout")) over.idle_timeout_s = vm["idle-timeout"].as<double>();
     if (vm.count("token-file")) cfg.worker.token_file = vm["token-file"].as<std::string>();
     opts = descprod::workers::make_worker_options(cfg.worker, over, descprod::workers::current_host_facts());

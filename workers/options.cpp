@@ -14,6 +14,7 @@
 
 #include <thread>
 #include "core/curve.hpp"
+#include "core/job.hpp"
 
 namespace descprod::workers {
 
@@ -68,6 +69,9 @@ worker_options make_worker_options(const worker_config& cfg, const worker_overri
   o.endpoint = cfg.daemon_endpoint;
   o.owner = cfg.owner;
   o.pool = cfg.pool;
+  o.site = over.site ? *over.site : cfg.site;
+  if (!o.site.empty() && !valid_site_name(o.site))
+    throw std::invalid_argument("--site: expected 1 to 32 of a-z, 0-9, '-', '_'");
   o.host = facts.fqdn.empty() ? facts.hostname : facts.fqdn;
 
   o.id = over.id ? *over.id : cfg.id;

@@ -20,6 +20,7 @@ struct worker_overrides {
   std::optional<std::string> id;
   std::optional<std::string> output_dir;
   std::optional<double> walltime_end;    // --walltime-end EPOCH (the Slurm allocation's end)
+  std::optional<std::string> site;       // --site NAME
   std::optional<double> idle_timeout_s;  // --idle-timeout SECONDS
   std::optional<int> prefetch;           // --prefetch N
 };

@@ -681,6 +681,7 @@ boost::json::object worker::hello_body() const {
   o["slots"] = opts_.slots;
   o["prefetch"] = opts_.prefetch;
   o["pool"] = opts_.pool;
+  if (!opts_.site.empty()) o["site"] = opts_.site;
   o["version"] = DESCPROD_VERSION;
   o["walltime_end"] = static_cast<long long>(opts_.walltime_end);
   o["walltime_margin_s"] = opts_.walltime_margin_s;

@@ -56,6 +56,7 @@ struct worker_options {
   std::string id;        // worker id (default <hostname>-<pid>)
   std::string owner = "admin";
   std::string pool = "default";
+  std::string site;  // worker.site, --site ("": none)
   std::string host;  // FQDN when known
   int slots = 1;
   // Jobs asked for beyond the free slots, queued here until a slot frees (0: only free slots).

@@ -269,8 +269,9 @@ class DaemonParts : public ::testing::Test {
   worker_table workers;
   lease_table leases;
   std::vector<std::pair<job_id, std::string>> requeued;
-  outbox out{ctx, workers,
-             [this](job_id id, int, const std::string& owner) { requeued.emplace_back(id, owner); }};
+  outbox out{ctx, workers, [this](job_id id, int, const std::string& owner, const std::string&) {
+               requeued.emplace_back(id, owner);
+             }};
   dispatcher disp{ctx, workers, leases, out};
 };
 
@@ -367,6 +368,36 @@ TEST_F(DaemonParts, DispatchGivesJobsOnlyForCreditsAndOnlyToWorkersTheyFit) {
   worker_table::add_credits(a, 1, 0);
   disp.dispatch();
   EXPECT_TRUE(disp.queue().contains(3));
+}
+
+// Sites: a worker gets only jobs that asked for no site or for its own, and the pilots of a site
+// count as demand only the jobs they could run.
+TEST_F(DaemonParts, DispatchPlacesJobsAtTheirSitesAndPilotDemandCountsPerSite) {
+  connect();
+  disp.enqueue(1, 0, "alice", "nersc");
+  disp.enqueue(2, 0, "alice", "nersc,slac");
+  disp.enqueue(3, 0, "alice");
+  disp.enqueue(4, 0, "alice", "slac");
+  EXPECT_EQ(disp.demand(3600, "nersc").ready, 3u);
+  EXPECT_EQ(disp.demand(3600, "slac").ready, 3u);
+  EXPECT_EQ(disp.demand(3600, "cern").ready, 1u) << "only the job that asked for no site";
+  EXPECT_EQ(disp.demand(3600).ready, 1u) << "pilots without a site";
+  auto& plain = workers.connect("p", "rp");
+  plain.slots = 4;
+  plain.any_owner = true;
+  worker_table::add_credits(plain, 4, 0);
+  disp.dispatch();
+  EXPECT_EQ(leases.jobs_of("p"), std::set<job_id>{3}) << "a worker without a site";
+  auto& slac = workers.connect("s", "rs");
+  slac.slots = 4;
+  slac.site = "slac";
+  slac.any_owner = true;
+  worker_table::add_credits(slac, 4, 0);
+  disp.dispatch();
+  EXPECT_EQ(leases.jobs_of("s"), (std::set<job_id>{2, 4}));
+  EXPECT_TRUE(disp.queue().contains(1)) << "nersc's job waits for a nersc worker";
+  EXPECT_EQ(disp.demand(3600, "nersc").ready, 1u);
+  EXPECT_EQ(disp.demand(3600, "slac").ready, 0u);
 }
 
 // The gateway's cancel notice can reach the daemon while Redis is leasing the job: the lease

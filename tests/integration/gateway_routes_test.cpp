@@ -122,11 +122,14 @@ TEST_F(GatewayInProcess, AJobTokenStaysInsideItsScope) {
   add_token("dp_job_token_for_the_route_tests", "alice", "job:" + std::to_string(mine));
   const std::string jt = "dp_job_token_for_the_route_tests";
   EXPECT_EQ(run(http::verb::get, "/api/jobs/" + std::to_string(mine), jt).result_int(), 200u);
-  // Another job of the same owner is 404; listing and the event stream are 403.
-  EXPECT_EQ(run(http::verb::get, "/api/jobs/" + std::to_string(other), jt).result_int(), 404u);
+  // Another job of the same owner is read (issue #16 item 2), and listed; not written; the event
+  // stream and the token routes stay 403.
+  EXPECT_EQ(run(http::verb::get, "/api/jobs/" + std::to_string(other), jt).result_int(), 200u);
   auto list = run(http::verb::get, "/api/jobs", jt);
-  EXPECT_EQ(list.result_int(), 403u);
-  EXPECT_EQ(body_of(list).at("error").as_string(), "forbidden");
+  EXPECT_EQ(list.result_int(), 200u);
+  EXPECT_EQ(body_of(list).at("total").as_int64(), 2);
+  EXPECT_EQ(run(http::verb::get, "/api/events", jt).result_int(), 403u);
+  EXPECT_EQ(run(http::verb::post, "/api/jobs/" + std::to_string(other) + "/cancel", jt).result_int(), 404u);
   EXPECT_EQ(run(http::verb::post, "/api/jobs/" + std::to_string(mine) + "/cancel", jt).result_int(), 403u);
   EXPECT_EQ(run(http::verb::get, "/api/tokens", jt).result_int(), 403u);
   // A child of its own job is allowed, a job without parent is not.

@@ -94,7 +94,7 @@ class StatsSampler : public ::testing::Test {
   net::io_context ioc;
   daemon_context ctx{ioc, config(server), app_registry{}};
   worker_table workers;
-  outbox out{ctx, workers, [](job_id, int, const std::string&) {}};
+  outbox out{ctx, workers, [](job_id, int, const std::string&, const std::string&) {}};
   std::map<job_id, long long> attempts;
   stats_gauges gauges_now;
   stats_sampler sampler{ctx, [this] { return gauges_now; }};

@@ -142,7 +142,7 @@ namespace {
 // Starts worker `i`: the service's config (as the file is now: a test may have rewritten it) with
 // the gateway's current URL for the applications, and an environment without a user token.
 std::unique_ptr<process> spawn_worker(service& s, int i, const std::string& id, const std::string& token_file,
-                                      int slots) {
+                                      int slots, const std::vector<std::string>& extra = {}) {
   std::string wid = id.empty() ? "w" + std::to_string(i) : id;
   auto config = s.dir.file("worker-" + wid + ".yaml");
   // gateway_url goes into the worker section itself: sections after it (a test's pilots:) must
@@ -162,6 +162,7 @@ std::unique_ptr<process> spawn_worker(service& s, int i, const std::string& id, 
     argv.push_back("--slots");
     argv.push_back(std::to_string(slots));
   }
+  argv.insert(argv.end(), extra.begin(), extra.end());
   auto env = s.env();
   env.emplace_back("DESCPROD_TOKEN", "");
   return std::make_unique<process>(argv, env, s.dir.file("worker-" + wid + ".log"));
@@ -174,9 +175,9 @@ void service::start_worker(int i, const std::string& id, const std::string& toke
   workers[i] = spawn_worker(*this, i, id, token_file, 0);
 }
 
-int service::add_worker(int slots) {
+int service::add_worker(int slots, const std::vector<std::string>& args) {
   int i = static_cast<int>(workers.size());
-  workers.push_back(spawn_worker(*this, i, "", "", slots));
+  workers.push_back(spawn_worker(*this, i, "", "", slots, args));
   return i;
 }
 

@@ -55,8 +55,8 @@ class service {
   // `token_file` when given.
   void start_worker(int i, const std::string& id = "", const std::string& token_file = "");
   // Starts one more worker (index workers.size(), id "w<index>"), with `slots` slots instead of
-  // the configured ones when given; returns its index.
-  int add_worker(int slots = 0);
+  // the configured ones when given and more arguments (e.g. {"--site", "nersc"}); returns its index.
+  int add_worker(int slots = 0, const std::vector<std::string>& args = {});
   static void kill9(std::unique_ptr<process>& p);
 
   int port() const { return port_.load(); }  // changes when the gateway restarts

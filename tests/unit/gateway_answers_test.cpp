@@ -49,13 +49,17 @@ TEST(GatewayAuth, ExpiredTokenIsUnauthorized) {
   EXPECT_FALSE(dg::check_token({{"owner", "alice"}, {"scope", "user"}, {"expires", "1000"}}, 999, who));
 }
 
-TEST(GatewayAuth, JobTokenIsLimitedToItsJob) {
+// A job token reads every job of its owner (issue #16 item 2) and changes none through may_change.
+TEST(GatewayAuth, JobTokenReadsItsOwnersJobsAndChangesNone) {
   dg::principal who;
   ASSERT_FALSE(dg::check_token({{"owner", "alice"}, {"scope", "job:42"}, {"expires", "0"}}, 1, who));
   ASSERT_TRUE(who.only_job);
   EXPECT_EQ(*who.only_job, 42);
   EXPECT_TRUE(dg::may_read(who, 42, "alice"));
-  EXPECT_FALSE(dg::may_read(who, 43, "alice"));
+  EXPECT_TRUE(dg::may_read(who, 43, "alice"));
+  EXPECT_FALSE(dg::may_read(who, 44, "bob"));
+  EXPECT_FALSE(dg::may_read(who, 45, ""));
+  EXPECT_FALSE(dg::may_change(who, "alice"));
 }
 
 TEST(GatewayAuth, UnknownScopeIsUnauthorized) {
@@ -146,11 +150,21 @@ TEST(GatewayJobToken, ReportsTheRunOfItsJob) {
   EXPECT_FALSE(scope_status(who, "/api/jobs/5/finished", "POST"));
 }
 
-TEST(GatewayJobToken, OtherJobsAreNotFound) {
+// Another job: its reads pass the scope (the handler then checks the owner) and so does a claim
+// (the handler checks it is a child); writes and reports are not found.
+TEST(GatewayJobToken, OtherJobsAreReadByTheOwnerRuleAndNotWritten) {
   auto who = job_token_of(5);
-  for (const char* p : {"/api/jobs/6", "/api/jobs/6/events", "/api/jobs/6/log", "/api/jobs/6/cancel",
-                        "/api/jobs/6/started", "/api/jobs/6/claim"})
-    EXPECT_EQ(scope_status(who, p, p == std::string("/api/jobs/6") ? "GET" : "POST").value_or(0), 404u) << p;
+  for (const char* p : {"/api/jobs/6", "/api/jobs/6/events", "/api/jobs/6/log"})
+    EXPECT_FALSE(scope_status(who, p, "GET")) << p;
+  EXPECT_FALSE(scope_status(who, "/api/jobs/6/claim", "POST"));
+  for (const char* p :
+       {"/api/jobs/6/cancel", "/api/jobs/6/started", "/api/jobs/6/archive", "/api/jobs/6/release"})
+    EXPECT_EQ(scope_status(who, p, "POST").value_or(0), 404u) << p;
+  EXPECT_EQ(scope_status(who, "/api/jobs/6", "DELETE").value_or(0), 404u);
+  // Once its job is being cancelled the token starts no child.
+  who.read_only = true;
+  EXPECT_EQ(scope_status(who, "/api/jobs/6/claim", "POST").value_or(0), 403u);
+  EXPECT_FALSE(scope_status(who, "/api/jobs/6", "GET"));
 }
 
 TEST(GatewayJobToken, EverythingElseIsForbidden) {
@@ -159,8 +173,9 @@ TEST(GatewayJobToken, EverythingElseIsForbidden) {
   EXPECT_EQ(scope_status(who, "/api/jobs/5/cancel", "POST").value_or(0), 403u);
   EXPECT_EQ(scope_status(who, "/api/jobs/5/archive", "POST").value_or(0), 403u);
   EXPECT_EQ(scope_status(who, "/api/jobs/5/unarchive", "POST").value_or(0), 403u);
-  EXPECT_EQ(scope_status(who, "/api/jobs/5/claim", "POST").value_or(0), 403u);
-  EXPECT_EQ(scope_status(who, "/api/jobs", "GET").value_or(0), 403u);
+  EXPECT_EQ(scope_status(who, "/api/jobs/5/release", "POST").value_or(0), 403u);
+  EXPECT_FALSE(scope_status(who, "/api/jobs", "GET")) << "lists its owner's jobs";
+  EXPECT_EQ(scope_status(who, "/api/jobs/actions", "POST").value_or(0), 403u);
   EXPECT_EQ(scope_status(who, "/api/events", "GET").value_or(0), 403u);
   auto e = dg::check_job_token_scope(who, dg::match_route("/api/events"), "GET");
   EXPECT_EQ(e->name(), "forbidden");

@@ -69,7 +69,7 @@ const std::vector<sample>& samples() {
       // Worker → daemon
       {protocol::hello,
        R"({"protocol":1,"role":"worker","worker":"w1","token":"dp_abc","owner":"ops","host":"nid001",)"
-       R"("slots":4,"prefetch":1,"pool":"p","version":"0.1.0","walltime_end":1700000000,)"
+       R"("slots":4,"prefetch":1,"pool":"p","site":"nersc","version":"0.1.0","walltime_end":1700000000,)"
        R"("walltime_margin_s":60,"running":[{"job":7,"attempt":2}],"healthy":true,"health_reason":""})"},
       {protocol::ready, R"({"credits":3})"},
       {protocol::started,
@@ -97,7 +97,7 @@ const std::vector<sample>& samples() {
       {protocol::heartbeat, "{}"},
       // Gateway → daemon
       {protocol::hello, R"({"protocol":1,"role":"gateway"})"},
-      {protocol::submitted, R"({"jobs":[[7,0,"alice"],[8,-5,"bob"],[9,3]]})"},
+      {protocol::submitted, R"({"jobs":[[7,0,"alice"],[8,-5,"bob"],[9,3],[10,0,"carol","nersc,slac"]]})"},
       {protocol::cancel, R"({"job":7})"},
   };
   return all;

@@ -253,5 +253,49 @@ TEST(ReadyQueue, FairShareRestrictedWorkerAndFitsBudget) {
   EXPECT_FALSE(r.q.fair(nullptr, none, held, 5));
 }
 
+// Sites: a worker sees only the lanes its site may serve, so a backlog for one site never hides
+// another site's jobs from it, whatever the scan budget; a worker without a site runs only jobs
+// that asked for none.
+TEST(ReadyQueue, SitesKeepEachSitesJobsWithinReachOfItsWorkers) {
+  ready_queue q;
+  auto a = q.intern("alice");
+  auto nersc = q.intern_lane("nersc"), both = q.intern_lane("nersc,slac"), slac = q.intern_lane("slac");
+  EXPECT_EQ(q.intern_lane("nersc"), nersc);
+  EXPECT_EQ(q.intern_lane(""), 0u);
+  for (job_id id = 1; id <= 1000; ++id) q.push(id, queue_score(0, id), a, nersc);  // a backlog for nersc
+  q.push(2000, queue_score(0, 2000), a, slac);
+  q.push(2001, queue_score(0, 2001), a, both);
+  q.push(2002, queue_score(0, 2002), a, 0);
+  auto held = [](ready_queue::owner_id) { return 0u; };
+  auto pick_fair = [&](std::string_view site) { return q.fair(nullptr, any, held, 128, site); };
+  EXPECT_EQ(pick_fair("slac")->second, 2000) << "behind 1,000 nersc jobs, within a scan of 128";
+  EXPECT_EQ(q.best(nullptr, any, 128, "slac")->second, 2000);
+  EXPECT_EQ(pick_fair("nersc")->second, 1);
+  EXPECT_EQ(pick_fair("")->second, 2002) << "a worker without a site: only jobs that asked for none";
+  EXPECT_EQ(q.best(nullptr, any, 128, "")->second, 2002);
+  EXPECT_EQ(q.fair(nullptr, any, held, 128, "cern")->second, 2002)
+      << "another site runs jobs that asked for none";
+  EXPECT_EQ(q.runnable_at("nersc"), 1002u);
+  EXPECT_EQ(q.runnable_at("slac"), 3u);
+  EXPECT_EQ(q.runnable_at(""), 1u);
+  EXPECT_EQ(q.runnable_at("cern"), 1u);
+  EXPECT_TRUE(q.erase(2000));
+  EXPECT_EQ(pick_fair("slac")->second, 2001);
+  EXPECT_TRUE(q.erase(2002));
+  EXPECT_EQ(q.runnable_at("slac"), 1u);
+  EXPECT_FALSE(q.fair(nullptr, any, held, 128, "cern")) << "nothing for a site no job asked for";
+  EXPECT_EQ(q.queued(a), 1001u);
+  // The owner's front follows its lanes: global order stays right across them.
+  std::vector<job_id> first;
+  for (int i = 0; i < 3; ++i) {
+    auto e = q.best(nullptr, any, 128, "slac");
+    if (!e) break;
+    first.push_back(e->second);
+    q.erase(e->second);
+  }
+  EXPECT_EQ(first, (std::vector<job_id>{2001})) << "then nothing slac may run";
+  EXPECT_EQ(q.best(nullptr, any, 128, "nersc")->second, 1);
+}
+
 }  // namespace
 }  // namespace descprod

@@ -1,0 +1,99 @@
+// Sites end to end (docs/operators.md, Sites): real Redis, daemon, gateway and two workers at two
+// "sites" of this machine (descprod-worker --site alpha / --site beta), plus one without a site.
+//  - a job that asks for sites runs only on a worker of one of them; a job that asks for none runs
+//    anywhere;
+//  - a backlog for a site with no worker (300 jobs for "gamma", queued first) neither runs nor
+//    holds back the other sites' jobs;
+//  - a bad site list is refused.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/e2e/api_support.hpp"
+
+namespace descprod::test::api {
+namespace {
+
+namespace json = boost::json;
+
+std::vector<long long> bulk(service& s, const std::string& job, int n) {
+  std::string body = R"({"jobs":[)";
+  for (int i = 0; i < n; ++i) body += std::string(i ? "," : "") + job;
+  body += "]}";
+  auto r = s.call("POST", "/api/jobs/bulk", body);
+  EXPECT_EQ(r.status, 201) << r.body;
+  std::vector<long long> ids;
+  if (r.status != 201) return ids;
+  auto answer = r.json();
+  for (const auto& v : answer.as_object().at("ids").as_array()) ids.push_back(v.as_int64());
+  return ids;
+}
+
+TEST(Sites, JobsRunOnlyAtTheSitesTheyAskForAndABacklogElsewhereHoldsNothingBack) {
+  service_options o = api_options(0);
+  o.slots = 2;
+  service s(o);
+  // A backlog for a site no worker is at, queued before everything else.
+  auto gamma = bulk(s, R"({"jobtype":"mysleep","config":"0","sites":["gamma"]})", 300);
+  auto alpha = bulk(s, R"({"jobtype":"mysleep","config":"0","sites":["alpha"]})", 6);
+  auto beta = bulk(s, R"({"jobtype":"mysleep","config":"0","sites":["beta"]})", 6);
+  auto either = bulk(s, R"({"jobtype":"mysleep","config":"0","sites":["beta","alpha"]})", 4);
+  auto any = bulk(s, R"({"jobtype":"mysleep","config":"0"})", 4);
+  // Released by its dependency (the daemon's release path), it keeps its site.
+  long long after = s.submit(R"({"jobtype":"mysleep","config":"0","sites":["beta"],"after":[)" +
+                             std::to_string(alpha.back()) + "]}");
+  auto job = s.job(either.front());
+  ASSERT_TRUE(job.at("sites").is_array()) << json::serialize(job);
+  EXPECT_EQ(json::serialize(job.at("sites")), R"(["alpha","beta"])") << "kept sorted";
+  int wa = s.add_worker(0, {"--site", "alpha"});
+  int wb = s.add_worker(0, {"--site", "beta"});
+  int wn = s.add_worker(0);
+  const std::map<int, std::string> worker_of = {
+      {wa, "w" + std::to_string(wa)}, {wb, "w" + std::to_string(wb)}, {wn, "w" + std::to_string(wn)}};
+  auto ran_on = [&](long long id) {
+    EXPECT_TRUE(s.wait_terminal(id, 60s)) << "job " << id;
+    auto j = s.job(id);
+    EXPECT_EQ(str(j, "state"), "done") << json::serialize(j);
+    return str(j, "worker");
+  };
+  for (auto id : alpha) EXPECT_EQ(ran_on(id), worker_of.at(wa)) << "job " << id;
+  for (auto id : beta) EXPECT_EQ(ran_on(id), worker_of.at(wb)) << "job " << id;
+  for (auto id : either) {
+    auto w = ran_on(id);
+    EXPECT_TRUE(w == worker_of.at(wa) || w == worker_of.at(wb)) << "job " << id << " on " << w;
+  }
+  for (auto id : any) ran_on(id);
+  EXPECT_EQ(ran_on(after), worker_of.at(wb));
+  // Nothing ran the backlog: no worker is at gamma.
+  EXPECT_EQ(s.state(gamma.front()), "ready");
+  EXPECT_EQ(s.state(gamma.back()), "ready");
+  auto ready = s.call("GET", "/api/jobs?state=ready&limit=1");
+  EXPECT_EQ(ready.json().as_object().at("total").as_int64(), 300);
+  // The worker records say where each worker is.
+  // (written with the daemon's next worker records: waited for, at most 10 s)
+  std::string overview;
+  for (int i = 0; i < 100 && overview.find("\"site\":\"alpha\"") == std::string::npos; ++i) {
+    overview = s.call("GET", "/api/admin/overview", "", s.admin_token()).body;
+    if (overview.find("\"site\":\"alpha\"") == std::string::npos) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_NE(overview.find("\"site\":\"alpha\""), std::string::npos) << overview;
+  EXPECT_NE(overview.find("\"site\":\"beta\""), std::string::npos) << overview;
+}
+
+TEST(Sites, BadSiteListsAreRefused) {
+  service s(api_options(0));
+  for (const char* bad :
+       {R"("sites":[])", R"("sites":"alpha")", R"("sites":["Alpha"])", R"("sites":["a b"])", R"("sites":[1])",
+        R"("sites":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"])"}) {
+    auto r = s.call("POST", "/api/jobs", std::string(R"({"jobtype":"mysleep","config":"0",)") + bad + "}");
+    EXPECT_EQ(r.status, 400) << bad << " -> " << r.body;
+    EXPECT_NE(r.body.find("sites"), std::string::npos) << r.body;
+  }
+}
+
+}  // namespace
+}  // namespace descprod::test::api
