@@ -164,6 +164,16 @@ net::awaitable<job_result> job_run::run() {
                        O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (log_fd_ < 0)
       throw fs::filesystem_error("cannot create", log_file_, std::error_code(errno, std::generic_category()));
+  } catch (const run_dir_exists& e) {
+    // Not ours (another instance's job of the same number, or this attempt replayed): the attempt
+    // fails as DESCprod's start did, and the directory is left alone. The disk is fine: the worker
+    // stays healthy.
+    log::error("job run directory exists job_id={} attempt={} rundir={}", spec_.id, spec_.attempt,
+               e.path.string());
+    finished_ = true;
+    result.rc = 1;
+    result.message = e.what();
+    co_return result;
   } catch (const fs::filesystem_error& e) {
     log::error("job run directory failed job_id={} attempt={} error={}", spec_.id, spec_.attempt, e.what());
     // Nothing of the attempt is kept: the job goes back to the queue unharmed (the worker hands

@@ -61,27 +61,19 @@ std::string python_float(double d) {
 fs::path make_run_dir(const fs::path& output_dir, job_id id, int attempt) {
   const fs::path jobs = output_dir / "jobs";
   const std::string name = job_name(id);
-  int n = attempt < 1 ? 1 : attempt;
-  bool made_parents = false;
-  // Bounded so a directory full of leftovers cannot spin us forever.
-  for (int tries = 0; tries < 10000; ++tries, ++n) {
-    fs::path candidate = jobs / (n == 1 ? name : name + "." + std::to_string(n));
-    // One mkdir per job: the parents are created (create_directories stats every component)
-    // only when the first attempt says they are missing.
-    std::error_code ec;
-    if (::mkdir(candidate.c_str(), run_dir_mode) == 0) return candidate;
-    if (errno == EEXIST) continue;  // taken: the next suffix
-    ec = std::error_code(errno, std::generic_category());
-    if (ec == std::errc::no_such_file_or_directory && !made_parents) {
-      fs::create_directories(jobs);
-      made_parents = true;
-      --n, --tries;  // the same name again, now that its parent exists
-      continue;
-    }
-    if (ec) throw fs::filesystem_error("cannot create run directory", candidate, ec);
+  const int n = attempt < 1 ? 1 : attempt;
+  const fs::path dir = jobs / (n == 1 ? name : name + "." + std::to_string(n));
+  // One mkdir per job: the parents are created (create_directories stats every component) only
+  // when the first try says they are missing.
+  for (bool made_parents = false;;) {
+    if (::mkdir(dir.c_str(), run_dir_mode) == 0) return dir;
+    if (errno == EEXIST) throw run_dir_exists(dir);
+    std::error_code ec(errno, std::generic_category());
+    if (ec != std::errc::no_such_file_or_directory || made_parents)
+      throw fs::filesystem_error("cannot create run directory", dir, ec);
+    fs::create_directories(jobs);
+    made_parents = true;
   }
-  throw fs::filesystem_error("no free run directory name", jobs / name,
-                             std::make_error_code(std::errc::file_exists));
 }
 
 std::string last_status_line(std::string_view s) {

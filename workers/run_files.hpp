@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -27,10 +28,15 @@ inline constexpr std::size_t max_message_bytes = 1000;
 // default, keeps what it writes inside from others too).
 inline constexpr unsigned run_dir_mode = 0750;
 
-// Creates and returns the run directory of a job attempt (mode run_dir_mode): `<output_dir>/jobs/<job_name(id)>` for
-// attempt 1, `<job_name(id)>.<attempt>` for later ones. An existing directory is never reused: the
-// next free `.<n>` suffix is taken instead (creation is atomic, so two workers sharing a scratch file
-// system never get the same one). Parent directories are created. Throws fs::filesystem_error.
+// The run directory of a job's attempt, <output_dir>/jobs/jobNNNNNN (attempt 1) or
+// jobNNNNNN.<attempt>, made with mode 0750 (its parents as needed). A directory of that name that
+// exists already (another DESCprod instance with the same output root, a replayed attempt) is
+// never used nor stepped around: run_dir_exists, DESCprod's "Run directory already exists".
+struct run_dir_exists : std::runtime_error {
+  explicit run_dir_exists(fs::path p)
+      : std::runtime_error("Run directory already exists: " + p.string()), path(std::move(p)) {}
+  fs::path path;
+};
 fs::path make_run_dir(const fs::path& output_dir, job_id id, int attempt);
 
 // The last non-empty line of a status file, stripped of surrounding whitespace and capped at

@@ -138,12 +138,41 @@ TEST_F(Worker, GivesTheAppItsEnvironmentAndAFreshRunDirectoryPerAttempt) {
   EXPECT_EQ(slurp(rundir / "job000007.log"),
             "bar baz|7|2|" + rundir.string() + "|http://gateway.example:8080");
 
-  // The same attempt again (e.g. a daemon replaying it) must not overwrite the first directory.
+  // The same attempt again (a daemon replaying it, another instance's job of the same number)
+  // must not use the first directory, nor silently take another name: it fails as DESCprod's
+  // start did ("Run directory already exists"), and the directory is left as it was.
+  const auto before = slurp(rundir / "job000007.log");
   daemon_->send(route, "job", job_body(7, {"/bin/true"}, 2));
-  auto again = expect_started(7);
+  auto again = daemon_->expect("finished", for_job(7));
   ASSERT_TRUE(again);
-  EXPECT_EQ(fs::path(std::string(again->body.at("rundir").as_string())).filename(), "job000007.3");
-  ASSERT_TRUE(daemon_->expect("finished", for_job(7)));
+  EXPECT_NE(again->body.at("rc").as_int64(), 0);
+  EXPECT_EQ(std::string(again->body.at("message").as_string()),
+            "Run directory already exists: " + rundir.string());
+  EXPECT_EQ(slurp(rundir / "job000007.log"), before);
+  EXPECT_FALSE(fs::exists(rundir.parent_path() / "job000007.3"));
+}
+
+// Attempt 1 of a job whose directory another DESCprod instance left (same output root, same job
+// number): the job fails with DESCprod's message instead of running in job000020.2; the
+// directory is untouched and the worker stays healthy (the next job runs).
+TEST_F(Worker, AnExistingRunDirectoryFailsTheAttemptWithDescprodsMessage) {
+  start_worker();
+  auto route = handshake();
+  const fs::path theirs = dir_.path / "out" / "jobs" / "job000020";
+  fs::create_directories(theirs);
+  std::ofstream((theirs / "config.json").string()) << "{\"id\": 20}";
+  daemon_->send(route, "job", job_body(20, {"/bin/true"}));
+  auto finished = daemon_->expect("finished", for_job(20));
+  ASSERT_TRUE(finished);
+  EXPECT_EQ(finished->body.at("rc").as_int64(), 1);
+  EXPECT_EQ(std::string(finished->body.at("message").as_string()),
+            "Run directory already exists: " + theirs.string());
+  EXPECT_EQ(slurp(theirs / "config.json"), "{\"id\": 20}");
+  EXPECT_FALSE(fs::exists(dir_.path / "out" / "jobs" / "job000020.2"));
+  daemon_->send(route, "job", job_body(21, {"/bin/true"}));
+  auto next = daemon_->expect("finished", for_job(21));
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->body.at("rc").as_int64(), 0) << "the worker is not made unhealthy by it";
 }
 
 TEST_F(Worker, CancelEndsTheJobWithSignal15) {
