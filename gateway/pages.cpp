@@ -182,6 +182,7 @@ struct home_query {
   std::string text;
   std::string sort;   // "" = the default (-id)
   std::string owner;  // an admin's view of another user's jobs ("*": everyone's)
+  job_id array = 0;   // the jobs of one array (its first job's ID; 0: any), as GET /api/jobs?array=
   int page = 1;
   job_id copy = 0;
 };
@@ -200,6 +201,7 @@ home_query parse_home_query(std::string_view query) {
   if (auto t = get("jobtype"); t.size() <= max_jobtype_bytes) h.jobtype = t;
   if (auto t = get("q"); t.size() <= max_text_query_bytes) h.text = t;
   if (auto t = get("owner"); t == "*" || valid_user_name(t)) h.owner = t;
+  if (auto a = parse_job_id_text(get("array"))) h.array = *a;
   // A sort the API knows ("-duration", "state", ...); anything else is the default.
   if (auto t = get("sort"); !t.empty() && t.size() <= 16 &&
                             t.find_first_not_of("-abcdefghijklmnopqrstuvwxyz") == std::string::npos) {
@@ -320,6 +322,11 @@ net::awaitable<response> render_home(gateway_context& ctx, principal who, home_q
   q.jobtype = hq.jobtype;
   q.text = hq.text;
   if (who.admin && hq.owner != who.name) q.owner = hq.owner;  // others: ignored (their own jobs)
+  // An array's jobs: whoever owns them may see them (an admin any array), so no owner goes with it.
+  if (hq.array > 0) {
+    q.array = hq.array;
+    q.owner.clear();
+  }
   if (!hq.sort.empty()) {
     list_query sorted;
     if (!parse_list_query("sort=" + hq.sort, sorted)) {
@@ -350,6 +357,7 @@ net::awaitable<response> render_home(gateway_context& ctx, principal who, home_q
   v.text = hq.text;
   v.sort = hq.sort;
   v.owner = q.owner;
+  v.array = hq.array;
   v.page = hq.page;
   v.per_page = home_per_page;
   v.now_s = now_s(ctx);

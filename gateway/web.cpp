@@ -156,6 +156,7 @@ std::string home_link(const home_view& v, bool all, std::string_view sort, int p
   if (!v.jobtype.empty()) add("jobtype=" + url_encode(v.jobtype));
   if (!v.text.empty()) add("q=" + url_encode(v.text));
   if (!v.owner.empty()) add("owner=" + url_encode(v.owner));
+  if (v.array > 0) add("array=" + std::to_string(v.array));
   if (!sort.empty() && sort != "-id") add("sort=" + url_encode(sort));
   if (page > 1) add("page=" + std::to_string(page));
   return "/" + q;
@@ -583,6 +584,7 @@ std::string home_page(const home_view& v) {
       "<form method=\"get\" action=\"/\" class=\"inline filterform\" role=\"search\" aria-label=\"Find jobs\">";
   if (v.all) body += hidden("view", "all");
   if (!v.sort.empty() && v.sort != "-id") body += hidden("sort", v.sort);
+  if (v.array > 0) body += hidden("array", std::to_string(v.array));
   body +=
       "<label for=\"state-filter\" class=\"inline-label\">State</label>"
       "<select name=\"state\" id=\"state-filter\" data-autosubmit=\"1\"><option value=\"\">any state</option>";
@@ -616,9 +618,17 @@ std::string home_page(const home_view& v) {
       "<input type=\"search\" name=\"q\" id=\"q-filter\" maxlength=\"200\" placeholder=\"config, howfig, progress\" "
       "value=\"" +
       esc(v.text) + "\"><button type=\"submit\">Find</button>";
-  if (!v.state.empty() || !v.jobtype.empty() || !v.text.empty() || !v.owner.empty())
+  if (!v.state.empty() || !v.jobtype.empty() || !v.text.empty() || !v.owner.empty() || v.array > 0)
     body += "<a href=\"" + esc(home_link(home_view{}, v.all, v.sort, 1)) + "\" class=\"clear\">Clear</a>";
   body += "</form></span></div>";
+  // The array filter (from an array's job page): which array, and a way back to every job.
+  if (v.array > 0) {
+    std::string a = std::to_string(v.array);
+    home_view every = v;
+    every.array = 0;
+    body += "<p class=\"arrayfilter\" id=\"arrayfilter\">The jobs of array <a href=\"/jobs/" + a + "\">" + a +
+            "</a> · <a href=\"" + esc(home_link(every, 1)) + "\">every job</a></p>";
+  }
 
   // The count line; the page's script keeps it current as live rows come and go (data-*).
   long long first = v.total == 0 ? 0 : static_cast<long long>(v.page - 1) * v.per_page + 1;
@@ -628,6 +638,7 @@ std::string home_page(const home_view& v) {
   std::string suffix;
   if (!v.jobtype.empty()) suffix += " of type " + v.jobtype;
   if (!v.text.empty()) suffix += " matching “" + v.text + "”";
+  if (v.array > 0) suffix += " in array " + std::to_string(v.array);
   std::string in_state = (v.state.empty() ? "" : " in state " + esc(v.state)) + esc(suffix);
   body += "<p class=\"count\" id=\"jobcount\" aria-live=\"polite\" data-total=\"" + std::to_string(v.total) +
           "\" data-first=\"" + std::to_string(static_cast<long long>(v.page - 1) * v.per_page + 1) +
@@ -649,12 +660,15 @@ std::string home_page(const home_view& v) {
           esc(home_link(v, 1)) + "\"></a></p>";
   // data-live: whether new jobs may be placed in the table as they come (newest first, the view
   // filtered at most by state); under a search, a type or another sort they are counted instead.
-  bool live_insert = v.jobtype.empty() && v.text.empty() && (v.sort.empty() || v.sort == "-id");
+  // An array's jobs are all made at once: under an array filter no new job belongs (data-array).
+  bool live_insert =
+      v.jobtype.empty() && v.text.empty() && (v.sort.empty() || v.sort == "-id") && v.array == 0;
   std::string extra = " data-view=\"" + std::string(v.all ? "all" : "active") + "\" data-state=\"" +
                       esc(v.state) + "\" data-pagenum=\"" + std::to_string(v.page) +
                       "\" data-live-insert=\"" + (live_insert ? "1" : "0") +
                       "\" data-bulk=\"1\" data-owner=\"" + esc(v.owner.empty() ? v.user.name : v.owner) +
-                      "\"" + (v.owner.empty() ? "" : " data-owners=\"1\"");
+                      "\"" + (v.owner.empty() ? "" : " data-owners=\"1\"") +
+                      (v.array > 0 ? " data-array=\"" + std::to_string(v.array) + "\"" : std::string());
   // Actions on many jobs: the ticked rows (their checkboxes belong to this form), or every job the
   // view's filters match, as GET /api/jobs would find them.
   std::string view_query = v.all ? "" : "archived=0";
@@ -665,6 +679,7 @@ std::string home_page(const home_view& v) {
   add_query("jobtype", v.jobtype);
   add_query("q", v.text);
   add_query("owner", v.owner);
+  if (v.array > 0) add_query("array", std::to_string(v.array));
   body +=
       "<form id=\"bulkform\" method=\"post\" action=\"/jobs/actions\" class=\"bulk\" aria-label=\"Act on "
       "selected jobs\">" +

@@ -159,6 +159,7 @@ struct home_view {
   std::string text;              // search text (q: config, howfig, progress; "" = none)
   std::string sort;              // "-id" (default, also ""), "state", "-duration", ... (GET /api/jobs)
   std::string owner;             // an admin's view of others: a user's name or "*" ("" = one's own)
+  job_id array = 0;              // the jobs of this array only (?array=ID, its first job's ID; 0 = any)
   int page = 1;                  // 1-based
   int per_page = 50;
   double now_s = 0;

@@ -729,6 +729,7 @@ constexpr std::string_view app_js = R"JS('use strict';
   function countNewJob(state) {
     const t = table();
     if (!t || page !== 'home') return;
+    if (t.dataset.array) return;  // an array's jobs were all made with it: a new job is not one
     const filter = t.dataset.state;
     if (filter && filter !== state) return;
     if (liveInsert(t)) {

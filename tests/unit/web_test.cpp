@@ -664,3 +664,62 @@ TEST(WebPages, HelpAndAssetsKnowWaitingAndHeld) {
   EXPECT_EQ(std::distance(std::sregex_iterator(css.begin(), css.end(), dark_held), std::sregex_iterator()),
             2);
 }
+
+// ---- arrays and sites ---------------------------------------------------------------------------
+
+namespace {
+
+// Job `id` of array 21 at `index` (the array's first job is 21, at index 10).
+job_record array_job(const std::string& id, const std::string& index, const std::string& state) {
+  auto j = job_in(state);
+  j["id"] = id;
+  j.erase("parent");
+  j["array"] = "21";
+  j["array_index"] = index;
+  return j;
+}
+
+// The text of the element with `id` (from its id attribute to its closing tag `close`).
+std::string element(const std::string& html, const std::string& id, const std::string& close = "</p>") {
+  auto at = html.find("id=\"" + id + "\"");
+  if (at == std::string::npos) return {};
+  return html.substr(at, html.find(close, at) - at);
+}
+
+}  // namespace
+
+TEST(WebPages, HomeTableFilteredToAnArrayKeepsTheFilterEverywhere) {
+  web::home_view v;
+  v.user = user();
+  v.array = 21;
+  v.all = true;
+  v.total = 3;
+  for (auto [id, index] : {std::pair{"23", "30"}, std::pair{"22", "20"}, std::pair{"21", "10"}})
+    v.jobs.push_back(array_job(id, index, "done"));
+  auto html = web::home_page(v);
+  expect_escaped(html);
+  expect_forms_carry_csrf(html, user().csrf);
+  EXPECT_TRUE(contains(html, "Jobs 1–3 of 3 in array 21</p>")) << element(html, "jobcount");
+  EXPECT_TRUE(contains(html,
+                       "<p class=\"arrayfilter\" id=\"arrayfilter\">The jobs of array <a "
+                       "href=\"/jobs/21\">21</a> · <a href=\"/?view=all\">every job</a></p>"));
+  // The filter form, the Active/All links and the sort headers keep it; Clear drops it.
+  EXPECT_TRUE(contains(html, "<input type=\"hidden\" name=\"array\" value=\"21\">"));
+  EXPECT_TRUE(contains(html, "href=\"/?array=21\"")) << "Active";
+  EXPECT_TRUE(contains(html, "href=\"/?view=all&amp;array=21&amp;sort=id\"")) << "the ID header";
+  EXPECT_TRUE(contains(html, "href=\"/?view=all\" class=\"clear\">Clear</a>"));
+  // Acting on every job of the view acts on the array's.
+  EXPECT_TRUE(contains(html, "name=\"query\" value=\"array=21\""));
+  // No job made later is one of the array's: none is put into the table or counted as new.
+  EXPECT_TRUE(contains(html, "data-live-insert=\"0\""));
+  EXPECT_TRUE(contains(html, " data-array=\"21\""));
+  EXPECT_TRUE(contains(std::string(web::find_asset("app.js")->body), "if (t.dataset.array) return;"));
+  for (const char* id : {"21", "22", "23"}) EXPECT_TRUE(contains(html, "<tr data-job=\"" + std::string(id)));
+
+  // Without the filter: none of it.
+  v.array = 0;
+  auto plain = web::home_page(v);
+  EXPECT_FALSE(contains(plain, "arrayfilter"));
+  EXPECT_FALSE(contains(plain, "array=21"));
+  EXPECT_FALSE(contains(plain, "data-array="));
+}
