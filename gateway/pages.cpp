@@ -272,6 +272,17 @@ std::vector<web::graph_node> graph_nodes_of(const std::vector<jobs_service::grap
   return out;
 }
 
+// A roll-up as the job page shows it: state → count, "total", and "truncated" (1) for a sample.
+std::map<std::string, long long> rollup_counts(const jobs_service::children_rollup& r) {
+  std::map<std::string, long long> out;
+  auto roll = children_json(r.states, r.truncated);
+  for (const auto& kv : roll) {
+    if (kv.value().is_int64()) out[std::string(kv.key())] = kv.value().as_int64();
+    else if (kv.value().is_bool() && kv.value().as_bool()) out[std::string(kv.key())] = 1;
+  }
+  return out;
+}
+
 net::awaitable<web::flash> take_flash(gateway_context& ctx, principal who) {
   web::flash f;
   auto replies = co_await ctx.redis->async_pipeline(take_flash_cmds(keys_of(ctx).session(who.session_hash)));
@@ -439,13 +450,21 @@ net::awaitable<response> render_job(gateway_context& ctx, principal who, job_id 
           std::max<long long>(children->total.value_or(0), static_cast<long long>(v.children.size()));
     }
     if (found->rollup) {
-      auto roll = children_json(found->rollup->states, found->rollup->truncated);
-      for (const auto& kv : roll)
-        if (kv.value().is_int64()) v.rollup[std::string(kv.key())] = kv.value().as_int64();
+      v.rollup = rollup_counts(*found->rollup);
       if (auto it = v.rollup.find("total"); it != v.rollup.end()) v.children_total = it->second;
     }
   }
-  std::vector<job_record*> self{&rec};
+  // The first job of an array: the array's roll-up (children_json's counts, as for children).
+  v.array_jobs = found->array_jobs;
+  if (found->array_rollup) v.array_rollup = rollup_counts(*found->array_rollup);
+  // A job of an array whose first job was deleted names the array without a link.
+  std::string array = field_or_empty(rec, "array");
+  if (!array.empty() && array != field_or_empty(rec, "id")) {
+    auto exists = co_await ctx.redis->async_exec(redis_cmd("EXISTS", keys_of(ctx).job(array)));
+    v.array_gone = exists.type == redis_reply::kind::integer && exists.as_integer() == 0;
+  }
+  std::vector<job_record*> self;
+  self.push_back(&rec);
   co_await mark_deleted_parents(ctx, std::move(self));
   v.job = std::move(rec);
   co_return html_response(http::status::ok, web::job_page(v));

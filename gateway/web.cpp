@@ -102,8 +102,11 @@ std::string progress_cell(const job_record& job) {
   return out;
 }
 
-std::string rollup_text(const std::map<std::string, long long>& rollup, long long total) {
-  std::string out = std::to_string(total) + " child" + (total == 1 ? "" : "ren");
+// "3 children, 2 done, 1 running" (or "3 jobs, ..." with the nouns given): the total, then each
+// state's count in the states' order.
+std::string rollup_text(const std::map<std::string, long long>& rollup, long long total,
+                        std::string_view one = "child", std::string_view many = "children") {
+  std::string out = std::to_string(total) + " " + std::string(total == 1 ? one : many);
   for (auto st : all_job_states()) {
     auto it = rollup.find(std::string(to_string(st)));
     if (it == rollup.end() || it->second == 0) continue;
@@ -120,6 +123,9 @@ std::string parent_link(const job_record& job) {
     return esc(parent) + " <small class=\"gone\" title=\"this job was deleted\">(deleted)</small>";
   return "<a href=\"/jobs/" + esc(parent) + "\">" + esc(parent) + "</a>";
 }
+
+// The jobs table of an array: every job of it, archived ones too (the roll-up counts them all).
+std::string array_table_link(std::string_view array) { return "/?view=all&array=" + std::string(array); }
 
 // The jobs table. `sort_header`, when given, renders the header of a sortable column (else
 // nullptr: plain headers).
@@ -882,13 +888,63 @@ std::string dependency_graph(const job_view& v) {
   return out;
 }
 
+namespace {
+// Under the job's heading: the array it belongs to ("Array 21, index 10", a link to the array's
+// first job and one to the jobs table filtered to the array) and the sites it may run at. Neither
+// changes after the job is made, so they stay outside the live part.
+std::string job_meta(const job_view& v) {
+  std::string out;
+  std::string id = get(v.job, "id");
+  std::string array = get(v.job, "array");
+  if (!array.empty()) {
+    std::string index = get(v.job, "array_index");
+    out += "<p class=\"jobmeta\" id=\"array-member\">Array ";
+    if (array == id) out += esc(array) + " <small>(this is its first job)</small>";
+    else if (v.array_gone)
+      out += esc(array) +
+             " <small class=\"gone\" title=\"its first job was deleted\">(first job deleted)</small>";
+    else out += "<a href=\"/jobs/" + esc(array) + "\">" + esc(array) + "</a>";
+    if (!index.empty()) out += ", index " + esc(index);
+    out += " · <a href=\"" + esc(array_table_link(array)) + "\">the array's jobs</a></p>";
+  }
+  std::string sites = get(v.job, "sites");  // stored "alpha,beta"
+  if (!sites.empty()) {
+    std::string shown;
+    for (char c : sites) shown += c == ',' ? std::string(", ") : std::string(1, c);
+    out += "<p class=\"jobmeta\" id=\"sites\">Sites: " + esc(shown) + "</p>";
+  }
+  return out;
+}
+}  // namespace
+
+std::string array_section(const job_view& v) {
+  if (v.array_jobs <= 0) return {};
+  std::string id = get(v.job, "id");
+  long long total = v.array_jobs;
+  if (auto it = v.array_rollup.find("total"); it != v.array_rollup.end()) total = it->second;
+  bool sample = v.array_rollup.count("truncated") > 0;
+  std::string out =
+      "<section class=\"card\" id=\"array\" aria-labelledby=\"array-heading\"><h2 id=\"array-heading\">"
+      "Array</h2><p id=\"array-rollup\" data-array=\"" +
+      esc(id) + "\" data-total=\"" + std::to_string(total) + "\">" +
+      esc(rollup_text(v.array_rollup, total, "job", "jobs")) + "</p>";
+  if (sample)
+    out += "<p class=\"muted\">The counts are of the first " + std::to_string(max_children) + " jobs of " +
+           std::to_string(v.array_jobs) + ".</p>";
+  out += "<p><a href=\"" + esc(array_table_link(id)) +
+         "\" id=\"array-link\">Show the array's jobs in the "
+         "jobs table</a></p></section>";
+  return out;
+}
+
 std::string job_page(const job_view& v) {
   std::string id = get(v.job, "id");
   std::string state = get(v.job, "state");
   std::string next = "/jobs/" + id;
   std::string body = "<section class=\"card\"><h1>Job " + esc(id) + " <small>" + esc(get(v.job, "jobtype")) +
-                     " <code>" + esc(get(v.job, "config")) + "</code></small></h1>" +
+                     " <code>" + esc(get(v.job, "config")) + "</code></small></h1>" + job_meta(v) +
                      job_detail(v.job, v.user, v.now_s) + "</section>";
+  body += array_section(v);
   body += dependency_graph(v);
 
   body +=

@@ -213,6 +213,13 @@ struct job_view {
   std::vector<graph_node> dependencies;
   std::vector<graph_node> dependents;
   long long dependents_total = 0;
+  // The first job of an array (its ID is the array's): how many jobs the array has (0: the job is
+  // not an array's first job, no section) and how they stand, state → count (children_json's).
+  long long array_jobs = 0;
+  std::map<std::string, long long> array_rollup;
+  // A job of an array (its "array" field) whose first job was deleted: the page names the array
+  // without a link to a page that would answer 404.
+  bool array_gone = false;
   double now_s = 0;
   std::string since;   // as home_view::since
   std::string max_id;  // as home_view::max_id
@@ -223,6 +230,9 @@ std::string job_page(const job_view& v);
 // link with its state badge and the edge's kind, joined by lines (CSS); lists underneath for
 // keyboards and screen readers.
 std::string dependency_graph(const job_view& v);
+// The job page's "Array" section (empty unless v.array_jobs > 0): the array's total and its jobs
+// per state, and a link to the jobs table filtered to the array (/?view=all&array=ID).
+std::string array_section(const job_view& v);
 // The job page's live part (id="jobdetail"): actions (Release for a held job), state and progress,
 // the field table.
 std::string job_detail(const job_record& job, const page_user& user, double now_s);

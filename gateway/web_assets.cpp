@@ -129,6 +129,7 @@ progress { width:7rem; height:.8rem; vertical-align:middle; accent-color:var(--a
 .s-failed, .s-lost, .s-killed { background:var(--b-bad); color:var(--bad); }
 .s-timeout, .s-cancelled { background:var(--b-warn); color:var(--warn); }
 .gone { color:var(--muted); }
+.jobmeta { margin:.3rem 0; }
 table.fields th { width:12rem; text-transform:none; font-size:.85rem; }
 .status { font-size:1rem; }
 .logbox { background:var(--log-bg); border-radius:6px; max-height:26rem; overflow:auto; }
@@ -778,6 +779,27 @@ constexpr std::string_view app_js = R"JS('use strict';
     p.dataset.total = String(total);
   }
 
+  // The first job's page of an array: the array's roll-up (#array-rollup) is read again from
+  // GET /api/jobs/<id> (its array_jobs) after events of jobs that may be the array's (an ID not
+  // below the array's), at most once a second.
+  const arrayRollup = page === 'job' ? document.getElementById('array-rollup') : null;
+  function refreshArrayRollup(id) {
+    if (!arrayRollup || !(Number(id) >= Number(arrayRollup.dataset.array))) return;
+    later('array', function () {
+      fetch('/api/jobs/' + jobId, { credentials: 'same-origin' })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (j) {
+          const a = j && j.array_jobs;
+          if (!a || typeof a.total !== 'number') return;
+          let text = a.total + (a.total === 1 ? ' job' : ' jobs');
+          STATES.forEach(function (s) { if (a[s]) text += ', ' + a[s] + ' ' + s; });
+          if (arrayRollup.textContent !== text) arrayRollup.textContent = text;
+          arrayRollup.dataset.total = String(a.total);
+        })
+        .catch(function () {});
+    }, 1000);
+  }
+
   // A job new to the page: one whose ID is above the last ID handed out when the page was read
   // (data-maxid), met for the first time. Its first event may be a transition to ready, waiting
   // (dependencies), held or cancelled (a dependency had failed); a held or waiting job that existed
@@ -802,6 +824,7 @@ constexpr std::string_view app_js = R"JS('use strict';
 
   function onJobEvent(d) {
     const id = String(d.id);
+    refreshArrayRollup(id);
     if (d.type === 'deleted') {
       const old = rowOf(id);
       if (old) { removeKeepingFocus(old); rollup(); addToTotal(-1); }
@@ -893,7 +916,7 @@ constexpr std::string_view app_js = R"JS('use strict';
     document.querySelectorAll('#jobs tbody tr[data-job], #children tbody tr[data-job]').forEach(function (tr) {
       markStale(tr.dataset.job);
     });
-    if (page === 'job') { refreshDetail(); pollLog(); }
+    if (page === 'job') { refreshDetail(); pollLog(); refreshArrayRollup(jobId); }
   }
 
   // Subscribe from where the page's data was read (data-since), so a change between rendering

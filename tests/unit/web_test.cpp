@@ -688,6 +688,107 @@ std::string element(const std::string& html, const std::string& id, const std::s
 
 }  // namespace
 
+TEST(WebPages, ArrayFirstJobShowsTheRollUpWithCountsAndTheFilteredTableLink) {
+  web::job_view v;
+  v.user = user();
+  v.job = array_job("21", "10", "done");
+  v.array_jobs = 5;
+  v.array_rollup["total"] = 5;
+  v.array_rollup["done"] = 2;
+  v.array_rollup["running"] = 1;
+  v.array_rollup["ready"] = 2;
+  auto html = web::job_page(v);
+  expect_escaped(html);
+  expect_forms_carry_csrf(html, user().csrf);
+  EXPECT_TRUE(contains(html,
+                       "<section class=\"card\" id=\"array\" aria-labelledby=\"array-heading\"><h2 "
+                       "id=\"array-heading\">Array</h2>"));
+  // The total, then each state's count in the states' order.
+  EXPECT_TRUE(contains(html,
+                       "<p id=\"array-rollup\" data-array=\"21\" data-total=\"5\">5 jobs, 2 ready, 1 "
+                       "running, 2 done</p>"))
+      << element(html, "array-rollup");
+  EXPECT_TRUE(contains(html,
+                       "<a href=\"/?view=all&amp;array=21\" id=\"array-link\">Show the array's jobs in "
+                       "the jobs table</a>"));
+  EXPECT_FALSE(contains(html, "The counts are of the first")) << "not a sample";
+  // Right under the job, before its log; the children's roll-up is another section.
+  EXPECT_TRUE(html.find("id=\"array\"") < html.find("id=\"logsection\""));
+  EXPECT_TRUE(contains(html, "<p id=\"rollup\" data-total=\"0\">0 children</p>"));
+  // The first job is a job of the array too: its line says so, without a link to itself.
+  auto member = element(html, "array-member");
+  EXPECT_TRUE(contains(member, "Array 21 <small>(this is its first job)</small>, index 10")) << member;
+  EXPECT_FALSE(contains(member, "href=\"/jobs/21\""));
+  EXPECT_TRUE(contains(member, "<a href=\"/?view=all&amp;array=21\">the array's jobs</a>")) << member;
+  EXPECT_EQ(web::array_section(v),
+            html.substr(html.find("<section class=\"card\" id=\"array\""), web::array_section(v).size()));
+
+  // One job: singular. A roll-up that is a sample says so.
+  v.array_jobs = 1;
+  v.array_rollup.clear();
+  v.array_rollup["total"] = 1;
+  v.array_rollup["held"] = 1;
+  EXPECT_TRUE(contains(web::array_section(v), ">1 job, 1 held</p>"));
+  v.array_jobs = 100005;
+  v.array_rollup["truncated"] = 1;
+  EXPECT_TRUE(contains(web::array_section(v), "The counts are of the first 100000 jobs of 100005."));
+
+  // A job that is not an array's first has no section.
+  v.array_jobs = 0;
+  EXPECT_EQ(web::array_section(v), "");
+  EXPECT_FALSE(contains(web::job_page(v), "id=\"array\""));
+}
+
+TEST(WebPages, ArrayMemberPageNamesItsArrayAndIndexWithLinks) {
+  web::job_view v;
+  v.user = user();
+  v.job = array_job("23", "30", "running");
+  auto html = web::job_page(v);
+  expect_escaped(html);
+  EXPECT_TRUE(contains(html,
+                       "<p class=\"jobmeta\" id=\"array-member\">Array <a href=\"/jobs/21\">21</a>, "
+                       "index 30 · <a href=\"/?view=all&amp;array=21\">the array's jobs</a></p>"))
+      << element(html, "array-member");
+  EXPECT_FALSE(contains(html, "id=\"array\"")) << "the roll-up is on the first job's page only";
+  // Under the heading, outside the live part (#jobdetail is replaced by live updates).
+  EXPECT_TRUE(html.find("id=\"array-member\"") > html.find("<h1>"));
+  EXPECT_TRUE(html.find("id=\"array-member\"") < html.find("id=\"jobdetail\""));
+
+  // The array's first job deleted: its ID without a link; the table still lists the array.
+  v.array_gone = true;
+  auto gone = element(web::job_page(v), "array-member");
+  EXPECT_TRUE(contains(gone,
+                       "Array 21 <small class=\"gone\" title=\"its first job was deleted\">(first job "
+                       "deleted)</small>, index 30"))
+      << gone;
+  EXPECT_FALSE(contains(gone, "href=\"/jobs/21\""));
+  EXPECT_TRUE(contains(gone, "href=\"/?view=all&amp;array=21\""));
+
+  // A job of no array: no line. A stored value is escaped.
+  v.array_gone = false;
+  EXPECT_FALSE(contains(web::job_page(web::job_view{}), "array-member"));
+  v.job["array"] = evil;
+  v.job["array_index"] = evil;
+  expect_escaped(element(web::job_page(v), "array-member"));
+}
+
+TEST(WebPages, JobPageShowsItsSites) {
+  web::job_view v;
+  v.user = user();
+  v.job = evil_job();
+  v.job["sites"] = "alpha,beta";
+  auto html = web::job_page(v);
+  EXPECT_TRUE(contains(html, "<p class=\"jobmeta\" id=\"sites\">Sites: alpha, beta</p>")) << html;
+  EXPECT_TRUE(html.find("id=\"sites\"") < html.find("id=\"jobdetail\""));
+  v.job["sites"] = "alpha";
+  EXPECT_TRUE(contains(web::job_page(v), ">Sites: alpha</p>"));
+  v.job["sites"] = evil;
+  expect_escaped(web::job_page(v));
+  // No sites (any site will do): no line.
+  v.job.erase("sites");
+  EXPECT_FALSE(contains(web::job_page(v), "Sites:"));
+}
+
 TEST(WebPages, HomeTableFilteredToAnArrayKeepsTheFilterEverywhere) {
   web::home_view v;
   v.user = user();
