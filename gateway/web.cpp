@@ -1057,7 +1057,8 @@ std::string admin_page(const admin_view& v) {
     body += "<p class=\"empty\">No worker has sent a heartbeat recently.</p>";
   } else {
     body += "<div class=\"scroll\"><table class=\"list\" id=\"workers\"><thead><tr>" +
-            col_headers({"Worker", "Host", "Owner", "Pool", "Slots", "Running", "Health", "Last heartbeat"}) +
+            col_headers(
+                {"Worker", "Host", "Site", "Owner", "Pool", "Slots", "Running", "Health", "Last heartbeat"}) +
             "</tr></thead><tbody>";
     for (const auto& w : v.workers) {
       std::string hb = get(w, "last_heartbeat");
@@ -1066,9 +1067,10 @@ std::string admin_page(const admin_view& v) {
       // A worker that cannot make run directories (full or read-only disk) takes no job.
       std::string health = get(w, "health") == "unhealthy" ? "unhealthy: " + get(w, "health_reason") : "ok";
       body += "<tr><td data-label=\"Worker\">" + esc(get(w, "id")) + "</td><td data-label=\"Host\">" +
-              esc(get(w, "host")) + "</td><td data-label=\"Owner\">" + esc(get(w, "owner")) +
-              "</td><td data-label=\"Pool\">" + esc(get(w, "pool")) + "</td><td data-label=\"Slots\">" +
-              esc(get(w, "slots")) + "</td><td data-label=\"Running\">" + esc(get(w, "running")) +
+              esc(get(w, "host")) + "</td><td data-label=\"Site\">" + esc(get(w, "site")) +
+              "</td><td data-label=\"Owner\">" + esc(get(w, "owner")) + "</td><td data-label=\"Pool\">" +
+              esc(get(w, "pool")) + "</td><td data-label=\"Slots\">" + esc(get(w, "slots")) +
+              "</td><td data-label=\"Running\">" + esc(get(w, "running")) +
               "</td><td data-label=\"Health\">" + esc(health) + "</td><td data-label=\"Last heartbeat\">" +
               time_html(hb) + esc(ago) + "</td></tr>";
     }

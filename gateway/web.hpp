@@ -241,8 +241,8 @@ struct admin_view {
   page_user user;
   flash message;
   std::vector<job_record> users;    // each with "name", "role", "status", "email", "created"
-  std::vector<job_record> workers;  // each worker hash (id, host, owner, pool, slots, running,
-                                    // last_heartbeat)
+  std::vector<job_record> workers;  // each worker hash (id, host, owner, pool, site, slots,
+                                    // running, last_heartbeat)
   std::vector<job_record> pilots;   // each live pilot hash (id, state, slurm_state, reason,
                                     // submitted_time, started_time, nodes, slots,
                                     // walltime_minutes, workers, connected, output)

@@ -789,6 +789,38 @@ TEST(WebPages, JobPageShowsItsSites) {
   EXPECT_FALSE(contains(web::job_page(v), "Sites:"));
 }
 
+TEST(WebPages, AdminWorkersTableHasASiteColumn) {
+  web::admin_view v;
+  v.user = user();
+  v.user.admin = true;
+  job_record at_site;
+  at_site["id"] = "node1-1";
+  at_site["host"] = "node1";
+  at_site["site"] = "alpha";
+  at_site["pool"] = "p1";
+  job_record anywhere;
+  anywhere["id"] = "node2-1";
+  anywhere["host"] = "node2";
+  anywhere["pool"] = "p2";
+  job_record evil_site;
+  evil_site["id"] = "node3-1";
+  evil_site["site"] = evil;
+  v.workers = {at_site, anywhere, evil_site};
+  auto html = web::admin_page(v);
+  expect_escaped(html);
+  EXPECT_TRUE(
+      contains(html,
+               "<th scope=\"col\">Worker</th><th scope=\"col\">Host</th><th scope=\"col\">Site</th><th "
+               "scope=\"col\">Owner</th>"));
+  EXPECT_TRUE(contains(html,
+                       "<td data-label=\"Host\">node1</td><td data-label=\"Site\">alpha</td><td "
+                       "data-label=\"Owner\"></td><td data-label=\"Pool\">p1</td>"));
+  EXPECT_TRUE(contains(html,
+                       "<td data-label=\"Host\">node2</td><td data-label=\"Site\"></td><td "
+                       "data-label=\"Owner\"></td><td data-label=\"Pool\">p2</td>"))
+      << "empty when the worker has none";
+}
+
 TEST(WebPages, HomeTableFilteredToAnArrayKeepsTheFilterEverywhere) {
   web::home_view v;
   v.user = user();
