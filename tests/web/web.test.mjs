@@ -789,6 +789,88 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     await page.context().close();
   });
 
+  let arrayFirst;  // the first job of an array (its page is checked by axe-core below)
+  step("an array's first job rolls up the array and links to the table of its jobs; a job shows its array and sites", async () => {
+    const auth = { Authorization: `Bearer ${userToken}` };
+    // Held, so the page sees them all before any runs; released together by the array's ID.
+    const made = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'mysleep', config: '{index}', array: 3, hold: true }, auth);
+    assert.equal(made.status, 201, made.text);
+    const ids = made.json.ids;
+    assert.equal(ids.length, 3);
+    arrayFirst = made.json.array;
+    assert.equal(arrayFirst, ids[0]);
+    const page = await newPage();
+    await login(page, userName, userPass);
+    await page.goto(svc.url(`/jobs/${arrayFirst}`));
+    // The first job's page: the roll-up (total, counts per state), live until all three are done.
+    const section = page.getByRole('region', { name: 'Array', exact: true });
+    assert.equal(await section.count(), 1);
+    assert.equal(await page.getAttribute('#array-rollup', 'data-total'), '3');
+    assert.equal(await page.textContent('#array-rollup'), '3 jobs, 3 held');
+    assert.equal(await page.textContent('#array-member'), `Array ${arrayFirst} (this is its first job), index 0 · the array's jobs`);
+    await page.evaluate(() => { window.__noReload = true; });
+    const released = await httpJson(svc.port, 'POST', '/api/jobs/actions', { action: 'release', query: `array=${arrayFirst}` }, auth);
+    assert.equal(released.status, 200, released.text);
+    await waitFor('the roll-up to show the array done', async () => (await page.textContent('#array-rollup')) === '3 jobs, 3 done', 30000);
+    assert.equal(await page.evaluate(() => window.__noReload), true, 'the page was not reloaded');
+    await shot(page, 'job-array');
+
+    // Its link: the jobs table filtered to the array, exactly its three jobs.
+    await Promise.all([page.waitForNavigation(), section.getByRole('link', { name: "Show the array's jobs in the jobs table" }).click()]);
+    const url = new URL(page.url());
+    assert.equal(url.pathname, '/');
+    assert.equal(url.searchParams.get('array'), String(arrayFirst));
+    const shown = () => page.$$eval('#jobs tbody tr[data-job]', (trs) => trs.map((tr) => Number(tr.dataset.job)));
+    assert.deepEqual(await shown(), [...ids].sort((x, y) => y - x));
+    assert.equal(await page.textContent('#jobcount'), `Jobs 1–3 of 3 in array ${arrayFirst}`);
+    for (const id of ids) assert.equal(await rowState(page, id), 'done');
+    // A job made now is none of the array's: it neither enters the table nor is counted.
+    const other = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'quick', config: '9' }, auth);
+    assert.equal(other.status, 201, other.text);
+    await sleep(1500);
+    assert.deepEqual(await shown(), [...ids].sort((x, y) => y - x));
+    assert.equal(await page.textContent('#jobcount'), `Jobs 1–3 of 3 in array ${arrayFirst}`);
+    assert.equal(await page.isHidden('#newjobs'), true);
+    // The filter stays with the state menu; Clear drops it.
+    await page.selectOption('#state-filter', 'done');
+    await page.waitForURL((u) => u.searchParams.get('state') === 'done');
+    assert.equal(new URL(page.url()).searchParams.get('array'), String(arrayFirst));
+    assert.deepEqual(await shown(), [...ids].sort((x, y) => y - x));
+    await Promise.all([page.waitForNavigation(), page.click('#arrayfilter a:has-text("every job")')]);
+    assert.equal(new URL(page.url()).searchParams.get('array'), null, 'every job again');
+    assert.equal(new URL(page.url()).searchParams.get('state'), 'done', 'the other filters stay');
+    await page.goto(svc.url(`/?state=done&array=${arrayFirst}`));
+    await Promise.all([page.waitForNavigation(), page.click('a.clear')]);
+    assert.equal(new URL(page.url()).search, '', 'Clear drops the array too');
+    await page.goto(svc.url(`/?array=${arrayFirst}`));
+
+    // Another job of the array names it and its index, with links to the first job and the table.
+    await Promise.all([page.waitForNavigation(), page.click(`#jobs tr[data-job="${ids[2]}"] .c-id a`)]);
+    assert.equal(await page.textContent('#array-member'), `Array ${arrayFirst}, index 2 · the array's jobs`);
+    assert.equal(await page.getAttribute(`#array-member a[href="/jobs/${arrayFirst}"]`, 'href'), `/jobs/${arrayFirst}`);
+    assert.equal(await page.getAttribute('#array-member a:last-child', 'href'), `/?view=all&array=${arrayFirst}`);
+    assert.equal(await page.locator('#array').count(), 0, 'the roll-up is on the first job only');
+
+    // A job that asked for sites says which (held: the suite's worker has no site).
+    const sited = await httpJson(svc.port, 'POST', '/api/jobs', { jobtype: 'quick', config: '8', hold: true, sites: ['beta', 'alpha'] }, auth);
+    assert.equal(sited.status, 201, sited.text);
+    await page.goto(svc.url(`/jobs/${sited.json.id}`));
+    assert.equal(await page.textContent('#sites'), 'Sites: alpha, beta');
+    assert.equal(await page.locator('#array-member').count(), 0);
+    assert.equal((await httpJson(svc.port, 'POST', `/api/jobs/${sited.json.id}/cancel`, {}, auth)).status, 200);
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+
+    // The admin page's workers have a Site column (empty: the suite's worker has none).
+    const admin = await newPage();
+    await login(admin, adminName, adminPass);
+    await admin.goto(svc.url('/admin'));
+    const headers = await admin.$$eval('#workers thead th', (ths) => ths.map((th) => th.textContent));
+    assert.deepEqual(headers.slice(0, 4), ['Worker', 'Host', 'Site', 'Owner']);
+    assert.equal(await admin.textContent('#workers tbody tr td[data-label="Site"]'), '');
+    await admin.context().close();
+  });
+
   step('axe-core: no serious or critical violation on any page, light and dark', async () => {
     // A pending registration, so the admin page shows that table too.
     const reg = await httpJson(svc.port, 'POST', '/api/register', { username: 'dave', password: 'dave-password-1', email: 'dave@example.org' });
@@ -817,6 +899,9 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
       await page.goto(svc.url(`/jobs/${graphJob}`));
       await page.locator('#depgraph').waitFor();
       await check(page, `/jobs/${graphJob} (a dependency graph)`, scheme);
+      await page.goto(svc.url(`/jobs/${arrayFirst}`));
+      await page.locator('#array-rollup').waitFor();
+      await check(page, `/jobs/${arrayFirst} (an array's first job)`, scheme);
       await page.goto(svc.url(`/jobs/${a}?logq=e`));
       await page.locator('#logsummary').waitFor();
       await check(page, `/jobs/${a}?logq=e (a log search)`, scheme);
