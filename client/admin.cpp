@@ -12,6 +12,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
+#include <iterator>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,7 +30,9 @@
 #include "core/accounts.hpp"
 #include "core/config.hpp"
 #include "core/curve.hpp"
+#include "core/job_import.hpp"
 #include "core/keys.hpp"
+#include "core/store.hpp"
 
 namespace {
 
@@ -56,6 +61,11 @@ const char* usage =
     "                            set USER's quota (0 removes a limit), then print it: W weighs USER in\n"
     "                            fair-share dispatch (default 1); beyond N running jobs the rest wait;\n"
     "                            a submission beyond N queued jobs or N per minute gets HTTP 429\n"
+    "  import-jobs FILE [--format csv|json] [--dry-run]\n"
+    "                            load DESCprod's job table (a MySQL export of its 18 columns as CSV\n"
+    "                            with a header row, or JSON) under the jobs' own IDs; IDs that exist\n"
+    "                            are skipped; new jobs then get IDs above them. Ended jobs keep their\n"
+    "                            outcome, running ones become lost, never-started ones held\n"
     "  keys NAME [--dir DIR]     make a CURVE key pair: DIR/NAME.key (secret, mode 0600) and\n"
     "                            DIR/NAME.pub (default DIR: var/keys). Give the daemon its .key and\n"
     "                            each worker its own .key and the daemon's .pub; put worker .pub\n"
@@ -111,6 +121,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> pools;
   std::string label;
   std::string key_dir = "var/keys";
+  std::string format;  // import-jobs
+  bool dry_run = false;
   std::vector<std::pair<std::string, std::string>> quota_set;  // (field, value) in option order
   for (std::size_t i = 0; i < args.size(); ++i) {
     const auto& a = args[i];
@@ -122,11 +134,14 @@ int main(int argc, char** argv) {
       config_file = args[++i];
     } else if (a == "--admin") {
       admin = true;
-    } else if (a == "--pool" || a == "--label" || a == "--dir") {
+    } else if (a == "--dry-run") {
+      dry_run = true;
+    } else if (a == "--pool" || a == "--label" || a == "--dir" || a == "--format") {
       if (i + 1 >= args.size()) return fail(a + " needs a value", 2);
       const auto& v = args[++i];
       if (a == "--pool") pools.push_back(v);
       else if (a == "--label") label = v;
+      else if (a == "--format") format = v;
       else key_dir = v;
     } else if (a == "--share" || a == "--max-running" || a == "--max-queued" || a == "--submit-rate") {
       if (i + 1 >= args.size()) return fail(a + " needs a value", 2);
@@ -275,6 +290,64 @@ int main(int argc, char** argv) {
         return 0;
       }
       return fail("usage: descprod-admin pool add|remove POOL USER... | pool list [POOL]", 2);
+    }
+    if (cmd == "import-jobs") {
+      if (rest.size() != 2)
+        return fail("usage: descprod-admin import-jobs FILE [--format csv|json] [--dry-run]", 2);
+      if (!format.empty() && format != "csv" && format != "json")
+        return fail("--format must be csv or json", 2);
+      std::ifstream in(rest[1], std::ios::binary);
+      if (!in) return fail("cannot read " + rest[1], 2);
+      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      auto parsed = descprod::parse_descprod_jobs(text, format);
+      if (!parsed.errors.empty()) {
+        for (std::size_t i = 0; i < parsed.errors.size() && i < 50; ++i)
+          std::cerr << "descprod-admin: " << safe(rest[1]) << ": " << safe(parsed.errors[i]) << "\n";
+        if (parsed.errors.size() > 50)
+          std::cerr << "descprod-admin: ... and " << parsed.errors.size() - 50 << " more\n";
+        return fail("nothing imported: " + std::to_string(parsed.errors.size()) + " problems in " + rest[1],
+                    1);
+      }
+      std::map<std::string, std::size_t> by_state;
+      std::set<std::string> owners;
+      descprod::job_id low = 0, high = 0;
+      for (const auto& j : parsed.jobs) {
+        ++by_state[std::string(descprod::to_string(j.state))];
+        owners.insert(j.owner);
+        if (!low || j.id < low) low = j.id;
+        high = std::max(high, j.id);
+      }
+      std::size_t imported = 0, existing = 0;
+      if (!dry_run) {
+        constexpr std::size_t batch = 500;
+        for (std::size_t from = 0; from < parsed.jobs.size(); from += batch) {
+          std::vector<descprod::imported_job> part(
+              parsed.jobs.begin() + static_cast<std::ptrdiff_t>(from),
+              parsed.jobs.begin() + static_cast<std::ptrdiff_t>(std::min(parsed.jobs.size(), from + batch)));
+          auto answer =
+              descprod::import_answer(redis.exec(descprod::import_command(keys, part)), part.size());
+          for (const auto& a : answer) (a == "ok" ? imported : existing)++;
+        }
+      }
+      std::cout << (dry_run ? "would import " : "imported ") << (dry_run ? parsed.jobs.size() : imported)
+                << " jobs";
+      if (!parsed.jobs.empty()) std::cout << " (ids " << low << ".." << high << ")";
+      std::cout << ", skipped " << existing << " that exist";
+      for (const auto& [st, n] : by_state) std::cout << "; " << st << " " << n;
+      std::cout << "\n";
+      if (!dry_run) {
+        auto next = redis.exec({"GET", keys.next_job_id()});
+        std::cout << "next job ID: " << (next.is_nil() ? 1 : std::stoll(next.str) + 1) << "\n";
+      }
+      std::vector<std::string> missing;
+      for (const auto& o : owners)
+        if (redis.exec({"HEXISTS", keys.user(o), "status"}).integer == 0) missing.push_back(o);
+      if (!missing.empty()) {
+        std::cout << "owners without an account here (their jobs wait for them: descprod-admin add-user):";
+        for (const auto& m : missing) std::cout << " " << safe(m);
+        std::cout << "\n";
+      }
+      return 0;
     }
     if (cmd == "quota") {
       if (rest.size() != 2)

@@ -10,6 +10,7 @@
 #include <ostream>
 #include <stdexcept>
 
+#include "core/job_import.hpp"
 #include "core/store_scripts.hpp"
 
 namespace descprod {
@@ -476,6 +477,35 @@ net::awaitable<void> store::async_load_scripts() {
   auto replies = co_await redis_.async_pipeline(std::move(cmds));
   for (const auto& r : replies)
     if (r.is_error()) throw std::runtime_error("SCRIPT LOAD: " + r.str);
+}
+
+std::vector<std::string> import_command(const keys& k, const std::vector<imported_job>& jobs) {
+  std::vector<std::string> cmd{"EVAL", store_scripts()[s_import]};
+  auto head = head_keys(k);
+  cmd.push_back(std::to_string(head.size()));
+  cmd.insert(cmd.end(), head.begin(), head.end());
+  cmd.push_back(k.prefix());
+  cmd.push_back(std::to_string(jobs.size()));
+  for (const auto& j : jobs) {
+    cmd.push_back(std::to_string(j.id));
+    cmd.push_back(j.owner);
+    cmd.push_back(j.parent ? std::to_string(*j.parent) : "");
+    cmd.push_back(std::string(to_string(j.state)));
+    cmd.push_back(std::to_string(j.fields.size()));
+    for (const auto& [f, v] : j.fields) {
+      cmd.push_back(f);
+      cmd.push_back(v);
+    }
+  }
+  return cmd;
+}
+
+std::vector<std::string> import_answer(const redis_reply& r, std::size_t n) {
+  if (r.is_error()) throw std::runtime_error("redis import: " + r.str);
+  if (r.elements.size() != n) throw std::runtime_error("redis import: unexpected answer");
+  std::vector<std::string> out;
+  for (const auto& e : r.elements) out.push_back(e.as_string());
+  return out;
 }
 
 net::awaitable<std::optional<job_record>> store::async_get(job_id id) {

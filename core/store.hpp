@@ -272,6 +272,13 @@ class store {
   std::vector<std::string> shas_;
 };
 
+// descprod-admin import-jobs (core/job_import.hpp): the EVAL command that writes `jobs` (at most a
+// few thousand: one script) with the store's import script, for a plain connection
+// (redis_sync); and its answer, one "ok" or "exists" per job (throws on an error reply).
+struct imported_job;  // core/job_import.hpp
+std::vector<std::string> import_command(const keys& k, const std::vector<imported_job>& jobs);
+std::vector<std::string> import_answer(const redis_reply& r, std::size_t n);
+
 // The Lua source of each script, for the tests and for operators who want to read them.
 const std::vector<std::string>& store_scripts();
 

@@ -830,6 +830,39 @@ end
 local more = redis.call('HLEN', DE) > 0 and '1' or '0'
 return {'ok', more, handled, out}
 )LUA",
+    // import: n {id owner parent state m field value ...(m pairs)}*n
+    // Jobs of another system (DESCprod's table) under their own IDs: a job whose ID exists is
+    // left as it is ('exists'); otherwise its hash, its owner's index, its parent's children and
+    // the state counts are written, and next_job_id is raised to the highest ID imported, so new
+    // jobs never take an imported ID. Answer: one 'ok' or 'exists' per job.
+    R"LUA(
+local n = tonumber(ARGV[2])
+local a = 3
+local out = {}
+local top = tonumber(redis.call('GET', NID) or '0')
+for r = 1, n do
+  local id, owner, parent, state, m = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+  local f = {}
+  for k = 0, m - 1 do
+    f[#f + 1] = ARGV[a + 5 + 2 * k]
+    f[#f + 1] = ARGV[a + 6 + 2 * k]
+  end
+  a = a + 5 + 2 * m
+  if not NEXT[state] then return {err = 'import: unknown state ' .. state} end
+  if redis.call('EXISTS', K.job(id)) == 1 then
+    out[r] = 'exists'
+  else
+    redis.call('HSET', K.job(id), unpack(f))
+    redis.call('ZADD', K.user_jobs(owner), id, id)
+    if parent ~= '' then redis.call('SADD', K.job_children(parent), id) end
+    count(id, nil, state)
+    if tonumber(id) > top then top = tonumber(id) end
+    out[r] = 'ok'
+  end
+end
+if top > tonumber(redis.call('GET', NID) or '0') then redis.call('SET', NID, string.format('%d', top)) end
+return out
+)LUA",
 };
 
 }  // namespace

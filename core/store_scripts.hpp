@@ -30,6 +30,8 @@ enum script_id {
   // released (the daemon, in batches).
   s_release,
   s_deps_release,
+  // descprod-admin import-jobs: DESCprod's jobs under their own IDs.
+  s_import,
   s_count
 };
 
