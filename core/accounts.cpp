@@ -138,6 +138,10 @@ std::vector<std::vector<std::string>> token_write_commands(const keys& k, const 
     hset.emplace_back(pools);
     hset.push_back(*t.pools);
   }
+  if (!t.session_id.empty()) {
+    hset.emplace_back("session_id");
+    hset.push_back(t.session_id);
+  }
   cmds.push_back(std::move(hset));
   if (t.ttl_s > 0) cmds.push_back({"EXPIRE", key, std::to_string(t.ttl_s)});
   if (t.scope == "user") cmds.push_back({"SADD", k.user_tokens(t.owner), sha256});
@@ -162,6 +166,12 @@ std::string issue_token(redis_sync& r, const std::string& prefix, const std::str
   if (ttl_s > 0) t.expires = std::stoll(t.created) + ttl_s;
   t.ttl_s = ttl_s;
   t.label = label;
+  // A user token is a session of its own, as a login is (DESCprod's session IDs).
+  if (scope == "user") {
+    auto sid = r.exec({"INCR", keys(prefix).next_session_id()});
+    check(sid);
+    t.session_id = std::to_string(sid.integer);
+  }
   return write_token(r, prefix, std::move(t));
 }
 

@@ -54,6 +54,7 @@ struct token_spec {
   long long ttl_s = 0;    // > 0: also a Redis TTL on the hash
   std::string label;
   std::optional<std::string> pools;  // a worker token: its pools, comma-separated
+  std::string session_id;            // a user token: its session (next_session_id), given to its jobs
 };
 // The commands that write the token hashed `sha256`: its hash (owner, scope, created, expires,
 // label[, pools]), its TTL, and its entry in the owner's index (P user:<owner>:tokens for scope

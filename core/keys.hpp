@@ -6,6 +6,7 @@
 //
 // Layout, with prefix P (default "descprod:"):
 //   P next_job_id                 string  last job ID handed out
+//   P next_session_id             string  last session ID handed out (a login, an API token)
 //   P job:<id>                    hash    the job (job.hpp, job_field_order)
 //   P job:<id>:events             stream  the job's transitions (created at its first event)
 //   P job:<id>:log                stream  the job's whole stdout/stderr, up to a cap (daemon, from `log`)
@@ -52,6 +53,7 @@ class keys {
   const std::string& prefix() const { return p_; }
 
   std::string next_job_id() const { return p_ + "next_job_id"; }
+  std::string next_session_id() const { return p_ + "next_session_id"; }
   std::string job(std::int64_t id) const { return job(std::to_string(id)); }
   std::string job(std::string_view id) const { return cat("job:", id); }
   std::string job_events(std::int64_t id) const { return job(id) + ":events"; }

@@ -76,23 +76,26 @@ std::string fmt_time(double t) {
 
 std::vector<std::vector<std::string>> new_session_cmds(const gateway_context& ctx, const std::string& key,
                                                        const std::string& user, const std::string& csrf,
-                                                       double now, const std::string& old_cookie_token) {
+                                                       double now, const std::string& old_cookie_token,
+                                                       const std::string& session_id) {
   std::vector<std::vector<std::string>> cmds;
   if (!old_cookie_token.empty())
     cmds.push_back(redis_cmd("DEL", keys_of(ctx).session(sha256_hex(old_cookie_token))));
-  cmds.push_back(redis_cmd("HSET", key, "user", user, "csrf", csrf, "created", fmt_time(now)));
+  cmds.push_back(
+      redis_cmd("HSET", key, "user", user, "csrf", csrf, "created", fmt_time(now), "session_id", session_id));
   cmds.push_back(redis_cmd("EXPIRE", key, std::to_string(ctx.config.session_ttl.count())));
   return cmds;
 }
 
 std::vector<std::vector<std::string>> new_token_cmds(const gateway_context& ctx, const std::string& owner,
                                                      const std::string& hash, const std::string& label,
-                                                     double now) {
+                                                     double now, const std::string& session_id) {
   token_spec t;
   t.owner = owner;
   t.scope = "user";
   t.created = fmt_time(now);
   t.label = label;
+  t.session_id = session_id;
   return token_write_commands(keys_of(ctx), hash, t);
 }
 
@@ -176,8 +179,10 @@ net::awaitable<result<session>> login(gateway_context& ctx, std::string name, st
   out.csrf = random_hex();
   out.role = field_or_empty(user, "role").empty() ? "user" : field_or_empty(user, "role");
   std::string key = keys_of(ctx).session(sha256_hex(out.token));
+  // Each login is a session of DESCprod's kind: its jobs carry its number.
+  auto sid = co_await ctx.redis->async_exec(redis_cmd("INCR", keys_of(ctx).next_session_id()));
   co_await ctx.redis->async_pipeline(
-      new_session_cmds(ctx, key, name, out.csrf, now_s(ctx), old_cookie_token));
+      new_session_cmds(ctx, key, name, out.csrf, now_s(ctx), old_cookie_token, std::to_string(sid.integer)));
   log::info("login user={} role={}", name, out.role);
   co_return out;
 }
@@ -247,7 +252,9 @@ net::awaitable<result<std::string>> create_token(gateway_context& ctx, std::stri
   if (auto e = check_label(label)) co_return *e;
   std::string token = new_token();
   std::string hash = sha256_hex(token);
-  co_await ctx.redis->async_pipeline(new_token_cmds(ctx, owner, hash, label, now_s(ctx)));
+  auto sid = co_await ctx.redis->async_exec(redis_cmd("INCR", keys_of(ctx).next_session_id()));
+  co_await ctx.redis->async_pipeline(
+      new_token_cmds(ctx, owner, hash, label, now_s(ctx), std::to_string(sid.integer)));
   log::info("api token created owner={} id={}", owner, hash.substr(0, 12));
   co_return token;
 }

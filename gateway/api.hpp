@@ -313,7 +313,10 @@ struct principal {
   bool read_only = false;
   bool by_session = false;
   std::string session_hash;  // sha256 of the session token (the Redis key's suffix)
-  std::string token_hash;    // sha256 of the bearer token, when authenticated by one
+  // DESCprod's session ID of the login or API token ("" for a job token, or a token made before
+  // sessions were numbered): the jobs it creates get it (children get their parent's).
+  std::string session_id;
+  std::string token_hash;  // sha256 of the bearer token, when authenticated by one
   std::string csrf;
 };
 

@@ -69,6 +69,7 @@ net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string heade
     who.by_session = true;
     who.session_hash = hash;
     who.csrf = field_of(sess, "csrf");
+    who.session_id = field_of(sess, "session_id");
     if (auto e = co_await check_account(ctx, who)) {
       out.error = *e;
       co_return out;
@@ -164,6 +165,7 @@ std::optional<api_error> check_token(const job_record& token, double now_s, prin
   p.name = owner;
   if (scope == "user") {
     // full access as the owner
+    p.session_id = field("session_id");
   } else if (scope.rfind("job:", 0) == 0) {
     auto id = parse_integer<job_id>(std::string_view(scope).substr(4));
     if (!id || *id <= 0) return unauthorized("token has an unreadable scope");

@@ -37,7 +37,7 @@ net::awaitable<auth_result> authenticate(gateway_context& ctx, std::string autho
 // POST /api/jobs's 201 answer built from what the create script wrote (the request, the owner and
 // the script's time as stored): the same JSON as job_to_json of the new job hash.
 response created_job_response(job_id id, const job_request& req, const std::string& owner,
-                              const std::string& create_time);
+                              const std::string& create_time, const std::string& session = {});
 
 // GET /api/jobs/<id>/events?follow=1 (event_streams.cpp; jobs_events hands it over).
 net::awaitable<handler_result> open_job_stream(call& c);

@@ -17,7 +17,7 @@
 namespace descprod::gateway {
 
 boost::json::object created_job_json(job_id id, const job_request& req, const std::string& owner,
-                                     const std::string& create_time) {
+                                     const std::string& create_time, const std::string& session) {
   char* end = nullptr;
   double t = std::strtod(create_time.c_str(), &end);
   bool time_ok = end && *end == '\0' && !create_time.empty() && std::isfinite(t) && std::fabs(t) < 9.2e18;
@@ -29,6 +29,7 @@ boost::json::object created_job_json(job_id id, const job_request& req, const st
   if (!req.jobtype.empty()) o["jobtype"] = req.jobtype;
   if (!req.config.empty()) o["config"] = req.config;
   if (!req.howfig.empty()) o["howfig"] = req.howfig;
+  if (auto s = parse_integer<long long>(session)) o["session"] = *s;
   o["archive"] = 0;
   if (time_ok) o["create_time"] = t;
   if (time_ok) o["update_time"] = t;
@@ -267,8 +268,9 @@ net::awaitable<handler_result> report_route(call& c, report_parser<Report> parse
 }  // namespace
 
 response created_job_response(job_id id, const job_request& req, const std::string& owner,
-                              const std::string& create_time) {
-  auto res = make_json_response(http::status::created, created_job_json(id, req, owner, create_time));
+                              const std::string& create_time, const std::string& session) {
+  auto res =
+      make_json_response(http::status::created, created_job_json(id, req, owner, create_time, session));
   res.set(http::field::location, "/api/jobs/" + std::to_string(id));
   return res;
 }
@@ -312,7 +314,7 @@ net::awaitable<handler_result> jobs_create(call& c) {
   }
   // The answer is what was just written, with the create script's time.
   handler_result out;
-  out.res = created_job_response(made->ids.front(), reqs.front(), owner, made->create_time);
+  out.res = created_job_response(made->ids.front(), reqs.front(), owner, made->create_time, made->session);
   co_return out;
 }
 

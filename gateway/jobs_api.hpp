@@ -20,7 +20,7 @@ namespace descprod::gateway {
 // and the script's time as stored): the same JSON as job_to_json of the new job hash, in the same
 // order, without reading the hash back.
 boost::json::object created_job_json(job_id id, const job_request& req, const std::string& owner,
-                                     const std::string& create_time);
+                                     const std::string& create_time, const std::string& session = {});
 // POST /api/jobs/actions: {"done": [ids], "created"?: [ids], "failed": [{"id", "error", "detail"}],
 // "truncated"?}.
 boost::json::object actions_json(const jobs_service::actions_result& r);

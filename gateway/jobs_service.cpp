@@ -4,6 +4,7 @@
 #include "gateway/jobs_service.hpp"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "core/crypto.hpp"
@@ -38,8 +39,19 @@ api_error job_not_found(job_id id) { return not_found("job " + std::to_string(id
 // The requests [first, first + n) as the store's new jobs. A dependency on an earlier job of the
 // request ("#k") is that job's ID once created (`created`, the IDs so far), or its place in this
 // chunk (local_index, 1-based).
+// The session each new job gets (DESCprod's session IDs): its parent's, else its creator's.
+struct job_sessions {
+  std::string own;
+  std::map<job_id, std::string> of_parent;
+  std::string of(const job_request& r) const {
+    if (!r.parent) return own;
+    auto it = of_parent.find(*r.parent);
+    return it == of_parent.end() ? std::string() : it->second;
+  }
+};
+
 std::vector<new_job> to_new_jobs(const std::vector<job_request>& reqs, std::size_t first, std::size_t n,
-                                 const std::vector<job_id>& created) {
+                                 const std::vector<job_id>& created, const job_sessions& sessions) {
   std::vector<new_job> out;
   out.reserve(n);
   for (std::size_t i = first; i < first + n; ++i) {
@@ -52,6 +64,7 @@ std::vector<new_job> to_new_jobs(const std::vector<job_request>& reqs, std::size
     j.max_attempts = reqs[i].max_attempts;
     j.hold = reqs[i].hold;
     j.sites = reqs[i].sites;
+    j.session = sessions.of(reqs[i]);
     // An array's first chunk makes its first job the array's ID; later chunks name it.
     j.array_index = reqs[i].array_index;
     if (j.array_index && !created.empty()) j.array = created.front();
@@ -100,6 +113,14 @@ std::vector<std::pair<job_id, std::size_t>> distinct_parents(const std::vector<j
     if (reqs[i].parent && seen.insert(*reqs[i].parent).second) out.emplace_back(*reqs[i].parent, i);
   }
   return out;
+}
+
+// HMGET descname session of each parent.
+commands parent_cmds(const keys& k, const std::vector<std::pair<job_id, std::size_t>>& ps) {
+  commands cmds;
+  cmds.reserve(ps.size());
+  for (const auto& p : ps) cmds.push_back(redis_cmd("HMGET", k.job(p.first), "descname", "session"));
+  return cmds;
 }
 
 commands parent_owner_cmds(const keys& k, const std::vector<std::pair<job_id, std::size_t>>& ps) {
@@ -574,12 +595,17 @@ net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
   auto refused = co_await check_quota(ctx, who.name, reqs.size());
   if (refused) co_return *refused;
   auto parents = distinct_parents(reqs);
+  // DESCprod's sessions: a job gets its creator's session, a child its parent's.
+  job_sessions sessions;
+  sessions.own = who.session_id;
   if (!parents.empty()) {
-    auto owners = co_await ctx.redis->async_pipeline(parent_owner_cmds(keys_of(ctx), parents));
+    auto owners = co_await ctx.redis->async_pipeline(parent_cmds(keys_of(ctx), parents));
     for (std::size_t i = 0; i < parents.size(); ++i) {
       // Parents must belong to the caller, admins included: the store refuses any other parent.
-      if (owners[i].is_nil() || owners[i].as_string() != who.name)
+      const auto& f = owners[i].elements;
+      if (f.size() != 2 || f[0].is_nil() || f[0].as_string() != who.name)
         co_return parent_not_found(parents[i].first, bulk, parents[i].second);
+      sessions.of_parent[parents[i].first] = f[1].is_nil() ? std::string() : f[1].as_string();
     }
   }
   auto deps = distinct_dependencies(reqs);
@@ -597,9 +623,11 @@ net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
   }
   created_jobs out;
   out.ids.reserve(reqs.size());
+  if (!reqs.empty()) out.session = sessions.of(reqs.front());
   if (!bulk && ctx.creates && reqs.size() == 1 && !needs_script_path(reqs.front())) {
     // One job: group commit with the other single creates of this event-loop turn.
-    auto r = co_await ctx.creates->create(who.name, std::move(to_new_jobs(reqs, 0, 1, out.ids).front()));
+    auto r =
+        co_await ctx.creates->create(who.name, std::move(to_new_jobs(reqs, 0, 1, out.ids, sessions).front()));
     if (r.error) std::rethrow_exception(r.error);  // Redis unreachable: nothing created, the 503
     if (!r.ok) {
       log::warn("job create refused owner={} reason={}", who.name, r.reason);
@@ -613,7 +641,7 @@ net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
   // The rest (all of it unless grouped above) in chunks, each one script.
   for (std::size_t first = out.ids.size(); first < reqs.size(); first += bulk_chunk_jobs) {
     std::size_t n = std::min(bulk_chunk_jobs, reqs.size() - first);
-    auto chunk = co_await create_chunk(ctx, who.name, to_new_jobs(reqs, first, n, out.ids));
+    auto chunk = co_await create_chunk(ctx, who.name, to_new_jobs(reqs, first, n, out.ids, sessions));
     if (chunk.redis_failure) {
       // Nothing created yet: the generic 503. Otherwise say exactly what exists.
       if (out.ids.empty()) throw boost::system::system_error(net::error::not_connected, *chunk.redis_failure);

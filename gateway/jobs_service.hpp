@@ -32,6 +32,7 @@ struct created_jobs {
   std::vector<job_id> ids;
   std::vector<job_state> states;  // each job's state at creation: ready, held, waiting or cancelled
   std::string create_time;
+  std::string session;  // the first job's session ("" when none)
 };
 // Creates validated jobs: the parents checked first, then chunks of bulk_chunk_jobs, each one
 // atomic script followed by its `submitted` notice. `bulk`: error details name the request's
