@@ -324,6 +324,64 @@ TEST_F(SlurmPilots, DaemonSubmitsPilotWhoseWorkerRuns50JobsThenTheIdlePilotLeave
             << grep(out, {"descprod-pilot:", "idle timeout", "drain", "worker stopped"});
 }
 
+// Two sites on this machine (issue #19 item 4): "nersc" is the local Slurm, served by elastic
+// pilots (pilots.site: nersc), and "local" is a plain worker (--site local). Jobs for local run on
+// the plain worker and start no pilot; jobs for nersc start a pilot whose worker carries the site
+// and runs exactly them.
+TEST_F(SlurmPilots, TwoSitesPilotsOnlyForTheirSiteAndJobsPlacedAtTheirs) {
+  service_options o;
+  o.workers = 0;
+  o.apps =
+      "  - name: nap\n"
+      "    command: [\"/bin/sh\", \"-c\", \"sleep 0.1\"]\n"
+      "    args: []\n";
+  temp_dir pilot_dir("descprod-pilots-");
+  o.worker_extra = pilot_yaml(pilot_dir.path(), {{"site", "nersc"}});
+  service c(o);
+  redis_sync r(c.redis.endpoint());
+  int plain = c.add_worker(0, {"--site", "local"});
+  auto submit_at = [&](const std::string& site, int n) {
+    std::string body = R"({"jobs":[)";
+    for (int i = 0; i < n; ++i)
+      body += std::string(i ? "," : "") + R"({"jobtype":"nap","config":"x","sites":[")" + site + R"("]})";
+    body += "]}";
+    auto a = c.call("POST", "/api/jobs/bulk", body);
+    EXPECT_EQ(a.status, 201) << a.body;
+    std::vector<long long> ids;
+    if (a.status != 201) return ids;
+    auto reply = a.json();
+    for (const auto& v : reply.as_object().at("ids").as_array()) ids.push_back(v.as_int64());
+    return ids;
+  };
+  auto local = submit_at("local", 10);
+  ASSERT_TRUE(wait_until([&] { return all_in_state(r, local, "done"); }, 60s)) << states_summary(r, local);
+  for (auto id : local) EXPECT_EQ(job_field(r, id, "worker"), "w" + std::to_string(plain)) << "job " << id;
+  // Three demand checks (300 ms each) later, still no pilot: the jobs were not nersc's.
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(r.exec(redis_cmd("SCARD", "descprod:pilots")).as_integer(), 0) << c.daemon->output();
+  EXPECT_EQ(count(c.daemon->output(), "pilot submitted"), 0u);
+
+  auto nersc = submit_at("nersc", 10);
+  std::string pilot;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto m = r.exec(redis_cmd("SMEMBERS", "descprod:pilots"));
+        if (m.elements.size() != 1) return false;
+        pilot = m.elements[0].as_string();
+        return true;
+      },
+      20s))
+      << c.daemon->output();
+  EXPECT_NE(c.daemon->output().find("pilot submitting site=nersc"), std::string::npos) << c.daemon->output();
+  ASSERT_TRUE(wait_until([&] { return all_in_state(r, nersc, "done"); }, 90s))
+      << states_summary(r, nersc) << "\n"
+      << c.daemon->output();
+  const std::string worker_id = "slurm-" + pilot + "-localhost";
+  for (auto id : nersc) EXPECT_EQ(job_field(r, id, "worker"), worker_id) << "job " << id;
+  EXPECT_EQ(hget(r, "descprod:worker:" + worker_id, "site"), "nersc");
+  EXPECT_EQ(count(c.daemon->output(), "pilot submitted"), 1u);
+}
+
 TEST_F(SlurmPilots, PilotWhoseWalltimeEndsMidRunDrainsAndItsJobsEndDoneElsewhere) {
   service_options o;
   o.workers = 0;
