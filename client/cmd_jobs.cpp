@@ -106,14 +106,18 @@ int get_job_main(int argc, char** argv) {
     auto specs = server_options();
     specs.push_back({0, "json", false});
     specs.push_back({0, "epoch", false});
+    specs.push_back({0, "all", false});
     auto a = parse_args(arguments(argc, argv), specs);
     if (a.has("help") || (a.positional.size() == 1 && a.positional[0] == "-h")) {
       std::cout
-          << "Usage: " << me << " [--json] [--epoch] [--url URL] [--token-file FILE] JOBID [USERNAME] [URL]\n"
-          << "Displays the data for a job, one `%16s: value` line per field.\n"
+          << "Usage: " << me
+          << " [--all] [--json] [--epoch] [--url URL] [--token-file FILE] JOBID [USERNAME] [URL]\n"
+          << "Displays the data for a job, one `%16s: value` line per field: DESCprod's fields in its\n"
+          << "order, progress last.\n"
           << "  JOBID - Job ID.\n"
           << "  USERNAME - Accepted for DESCprod compatibility and ignored: the token says who you are.\n"
           << "       URL - Server URL (the same as --url).\n"
+          << "      --all             also the fields DESCprod did not have (state, attempt, ...)\n"
           << "      --json            print the job as the server's JSON object instead\n"
           << "      --epoch           print times as integer epoch seconds instead of UTC dates\n"
           << common_options_help();
@@ -130,7 +134,7 @@ int get_job_main(int argc, char** argv) {
       std::cout << json_terminal_safe(json::serialize(job)) << "\n";
       return exit_code::ok;
     }
-    print_lines(job_field_lines(job, a.has("epoch") ? time_style::epoch : time_style::utc));
+    print_lines(job_field_lines(job, a.has("epoch") ? time_style::epoch : time_style::utc, "", a.has("all")));
     return exit_code::ok;
   });
 }
@@ -213,6 +217,7 @@ int add_job_main(int argc, char** argv) {
     specs.push_back({'o', "outjson", true});
     specs.push_back({0, "priority", true});
     specs.push_back({0, "epoch", false});
+    specs.push_back({0, "all", false});
     add_dependency_options(specs);
     auto a = parse_args(arguments(argc, argv), specs);
     if (a.has("help")) {
@@ -228,6 +233,7 @@ int add_job_main(int argc, char** argv) {
                 << "     -o - Write the new job to OUTJSON (every value a quoted string).\n"
                 << "      --priority N      queue priority (-1000..1000, default 0)\n"
                 << "      --epoch           print times as integer epoch seconds\n"
+                << "      --all             also print the fields DESCprod did not have\n"
                 << dependency_options_help() << "  JOBTYPE - Job type.\n"
                 << "  CONFIG  - Job configuration.\n"
                 << "  HOWFIG  - How configuration.\n"
@@ -272,7 +278,7 @@ int add_job_main(int argc, char** argv) {
                            "created job " + std::to_string(id) + " but cannot write " + *out);
     }
     std::cout << "Success: Added job " << id << ".\n";
-    print_lines(job_field_lines(job, a.has("epoch") ? time_style::epoch : time_style::utc));
+    print_lines(job_field_lines(job, a.has("epoch") ? time_style::epoch : time_style::utc, "", a.has("all")));
     return exit_code::ok;
   });
 }

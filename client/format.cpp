@@ -64,14 +64,15 @@ std::string field_value_text(std::string_view key, const boost::json::value& v, 
 }
 
 std::vector<std::string> job_field_lines(const boost::json::object& job, time_style style,
-                                         std::string_view prefix) {
+                                         std::string_view prefix, bool all) {
   std::vector<std::string> lines;
   auto line = [&](std::string_view key, const std::string& val) {
     // Values are the server's (a job's progress, config, host, ...): never raw controls.
     lines.push_back(fmt::format("{}{:>16}: {}", prefix, key, terminal_safe(val)));
   };
   const auto& order = job_field_order();
-  for (std::size_t i = 0; i < order.size(); ++i) {
+  const std::size_t shown = all ? order.size() : std::min<std::size_t>(order.size(), 18);
+  for (std::size_t i = 0; i < shown; ++i) {
     const auto& key = order[i];
     auto it = job.find(key);
     if (it != job.end() && !it->value().is_null()) {
@@ -80,7 +81,7 @@ std::vector<std::string> job_field_lines(const boost::json::object& job, time_st
       line(key, "");
     }
   }
-  if (auto it = job.find("children"); it != job.end() && it->value().is_object())
+  if (auto it = job.find("children"); all && it != job.end() && it->value().is_object())
     line("children", children_summary(it->value().as_object()));
   return lines;
 }

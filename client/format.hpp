@@ -25,12 +25,13 @@ std::string utc_time_text(double epoch_seconds);
 // as they are.
 std::string field_value_text(std::string_view key, const boost::json::value& v, time_style style);
 
-// The listing of a job: a line f"{prefix}{key:>16}: {val}" for every present field, DESCprod's 18
-// fields first in its order, then the fields this project added, then a `children` summary when
-// the job has children. A configured job (it has a jobtype) always lists howfig, empty if absent,
-// as DESCprod's job map held "" there. Lines have no trailing newline.
+// The listing of a job: a line f"{prefix}{key:>16}: {val}" for every present field of DESCprod's 18
+// in its order, so `progress` comes last (scripts read it with `tail -1`); with `all`, then the
+// fields this project added and a `children` summary when the job has children. A configured job
+// (it has a jobtype) always lists howfig, empty if absent, as DESCprod's job map held "" there.
+// Lines have no trailing newline.
 std::vector<std::string> job_field_lines(const boost::json::object& job, time_style style,
-                                         std::string_view prefix = "");
+                                         std::string_view prefix = "", bool all = false);
 
 // "3 (done 2, running 1)" from the gateway's {"total":3,"done":2,"running":1}.
 std::string children_summary(const boost::json::object& children);

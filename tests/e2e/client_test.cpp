@@ -107,35 +107,10 @@ std::vector<std::string> lines_of(const std::string& s) {
 // DESCprod's get_job.py, written out independently of the client's code: data_names order,
 // f"{key:>16}: {val}", times as f"{sdate(val)} UTC".
 std::vector<std::string> descprod_lines(const json::object& job) {
-  static const std::vector<std::string> order = {"id",
-                                                 "parent",
-                                                 "descname",
-                                                 "jobtype",
-                                                 "config",
-                                                 "howfig",
-                                                 "session",
-                                                 "archive",
-                                                 "host",
-                                                 "rundir",
-                                                 "pid",
-                                                 "create_time",
-                                                 "start_time",
-                                                 "update_time",
-                                                 "stop_time",
-                                                 "return_status",
-                                                 "port",
-                                                 "progress",
-                                                 "state",
-                                                 "message",
-                                                 "priority",
-                                                 "attempt",
-                                                 "max_attempts",
-                                                 "worker",
-                                                 "cancel_requested",
-                                                 "done_count",
-                                                 "total_count",
-                                                 "queued_time",
-                                                 "dispatch_time"};
+  static const std::vector<std::string> order = {
+      "id",         "parent",      "descname",  "jobtype",       "config", "howfig",
+      "session",    "archive",     "host",      "rundir",        "pid",    "create_time",
+      "start_time", "update_time", "stop_time", "return_status", "port",   "progress"};
   std::vector<std::string> out;
   for (const auto& key : order) {
     std::string val;
@@ -252,7 +227,11 @@ TEST(ClientE2E, SubmitListGetAndCancelAgainstTheService) {
   EXPECT_EQ(again.code, 1);
   EXPECT_NE(again.err.find("was not cancelled"), std::string::npos) << again.err;
   auto after = s.run({"descprod-get-job", std::to_string(id)});
-  EXPECT_NE(after.out.find("           state: cancelled\n"), std::string::npos) << after.out;
+  EXPECT_EQ(lines_of(after.out).back(), "        progress: Cancelled. Cancelled by alice before it started.")
+      << "progress last, for `tail -1`";
+  EXPECT_EQ(after.out.find("state:"), std::string::npos) << "DESCprod's fields only";
+  auto all = s.run({"descprod-get-job", "--all", std::to_string(id)});
+  EXPECT_NE(all.out.find("           state: cancelled\n"), std::string::npos) << all.out;
 }
 
 TEST(ClientE2E, GetJobOfAFinishedJobMatchesDescprodsFormatLineByLine) {

@@ -70,8 +70,19 @@ json::object finished_job() {
 
 // ---- get-job formatting ----------------------------------------------------------------------
 
-TEST(ClientFormat, GetJobPrintsDescprodFieldsInOrderRightAlignedWithUtcTimes) {
+// By default DESCprod's 18 fields only, progress last: scripts read it with `tail -1` (issue #16
+// item 6).
+TEST(ClientFormat, GetJobPrintsOnlyDescprodsFieldsWithProgressLast) {
   auto lines = job_field_lines(finished_job(), time_style::utc);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.back(), "        progress: Done. I'm awake now.");
+  EXPECT_EQ(lines.size(), 16u) << "the 18 less session and port, which this job has not";
+  auto all = job_field_lines(finished_job(), time_style::utc, "", true);
+  EXPECT_EQ(std::vector<std::string>(all.begin(), all.begin() + 16), lines) << "--all adds after progress";
+}
+
+TEST(ClientFormat, GetJobAllPrintsDescprodFieldsInOrderRightAlignedWithUtcTimesThenTheOthers) {
+  auto lines = job_field_lines(finished_job(), time_style::utc, "", true);
   std::vector<std::string> expected = {
       "              id: 12",
       "          parent: 7",
@@ -113,7 +124,7 @@ TEST(ClientFormat, EpochStylePrintsTimesAsWholeSeconds) {
 }
 
 TEST(ClientFormat, EveryLineIsKeyRightAlignedToSixteenThenColonSpace) {
-  for (const auto& l : job_field_lines(finished_job(), time_style::utc)) {
+  for (const auto& l : job_field_lines(finished_job(), time_style::utc, "", true)) {
     ASSERT_GE(l.size(), 18u) << l;
     EXPECT_EQ(l.substr(16, 2), ": ") << l;
     EXPECT_NE(l[15], ' ') << l;
@@ -125,7 +136,8 @@ TEST(ClientFormat, AbsentFieldsAreLeftOutAndChildrenAreSummarised) {
       "howfig": "x", "progress": "Ready.", "state": "ready",
       "children": {"total": 3, "running": 1, "done": 2}})")
                  .as_object();
-  auto lines = job_field_lines(job, time_style::utc);
+  EXPECT_EQ(job_field_lines(job, time_style::utc).back(), "        progress: Ready.") << "no children line";
+  auto lines = job_field_lines(job, time_style::utc, "", true);
   std::vector<std::string> expected = {
       "              id: 3",         "        descname: bob",
       "         jobtype: parsltest", "          config: sleep-ntsk2",
