@@ -195,6 +195,13 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
       check_endpoint(s, v, "daemon_endpoint", c.gateway.daemon_endpoint);
     s.read_range<std::size_t>("max_body_bytes", c.gateway.max_body_bytes, 1024, std::size_t(1) << 34);
     s.read_range<std::size_t>("max_bulk_jobs", c.gateway.max_bulk_jobs, 1, 10000000);
+    if (auto v = s.take("sites")) {
+      s.read("sites", c.gateway.sites);
+      if (c.gateway.sites.size() > 64) s.fail(v, "sites", "at most 64 sites");
+      for (const auto& site : c.gateway.sites)
+        if (!valid_site_name(site))
+          s.fail(v, "sites", "'" + site + "' is not a site name (1 to 32 of a-z, 0-9, '-', '_')");
+    }
     s.read_ms("idle_timeout_ms", c.gateway.idle_timeout);
     s.read("public_url", c.gateway.public_url);
     if (auto v = s.take("public_url");

@@ -65,6 +65,9 @@ struct gateway_config {
   std::string daemon_endpoint = "ipc://var/daemon-gateways.ipc";
   std::size_t max_body_bytes = 1 << 20;
   std::size_t max_bulk_jobs = 100000;
+  // The sites a job may ask for ("sites": [...]; docs/operators.md, Sites). Empty: none (a job
+  // that asks for a site is refused). A closed list keeps the daemon's per-site lanes few.
+  std::vector<std::string> sites;
   std::chrono::milliseconds idle_timeout{30000};
   // The URL browsers use (scheme, host, port): Host and Origin are checked against it
   // (gateway/guard.hpp). Empty: Origin is compared with Host, and a loopback listener serves

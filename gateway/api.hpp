@@ -222,6 +222,8 @@ struct dependency_ref {
 };
 // Most dependencies (after + after_any) one job may name.
 inline constexpr std::size_t max_dependencies = 10000;
+// Most dependencies one request may name in all (every job's, an array's counted once per job).
+inline constexpr std::size_t max_request_dependencies = 100000;
 // An array's indexes: from..to (inclusive) by step; at most max_array_jobs of them.
 struct array_range {
   long long from = 0, to = 0, step = 1;

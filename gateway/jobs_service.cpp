@@ -101,6 +101,39 @@ api_error dependency_not_found(job_id id, bool bulk, std::size_t index) {
   return e;
 }
 
+// The sites a request's jobs ask for must be the service's (gateway.sites: a closed list keeps the
+// daemon's lanes few), and a request names at most max_request_dependencies edges in all (an
+// array copies its after list to every job): the create scripts' work stays bounded.
+std::optional<api_error> check_sites_and_edges(const std::vector<std::string>& allowed,
+                                               const std::vector<job_request>& reqs, bool bulk) {
+  std::size_t edges = 0;
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    edges += reqs[i].after.size();
+    const auto& sites = reqs[i].sites;
+    std::size_t start = 0;
+    while (start < sites.size()) {
+      auto comma = sites.find(',', start);
+      if (comma == std::string::npos) comma = sites.size();
+      auto site = sites.substr(start, comma - start);
+      if (std::find(allowed.begin(), allowed.end(), site) == allowed.end()) {
+        std::string known;
+        for (const auto& a : allowed) known += (known.empty() ? "" : ", ") + a;
+        auto e =
+            bad_request("site '" + site + "' is not one of this service's sites (" +
+                        (known.empty() ? std::string("none are configured: gateway.sites") : known) + ")");
+        if (bulk) e.detail = "jobs[" + std::to_string(i) + "]: " + e.detail;
+        return e;
+      }
+      start = comma + 1;
+    }
+  }
+  if (edges > max_request_dependencies)
+    return bad_request("the request names " + std::to_string(edges) + " dependencies in all; at most " +
+                       std::to_string(max_request_dependencies) +
+                       " (after and after_any of every job): split it");
+  return std::nullopt;
+}
+
 bool needs_script_path(const job_request& r) {
   return r.parent || r.hold || !r.after.empty() || r.array_index.has_value() || !r.sites.empty();
 }
@@ -592,6 +625,8 @@ net::awaitable<std::optional<api_error>> check_quota(gateway_context& ctx, const
 
 net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
                                             std::vector<job_request> reqs, bool bulk) {
+  // Checked before the quota takes its share: what no create script should be asked to do.
+  if (auto e = check_sites_and_edges(ctx.config.sites, reqs, bulk)) co_return *e;
   auto refused = co_await check_quota(ctx, who.name, reqs.size());
   if (refused) co_return *refused;
   auto parents = distinct_parents(reqs);

@@ -156,6 +156,9 @@ TEST(Dependencies, BadDependenciesAreRefusedAndCreateNothing) {
            std::to_string(mine) + "]}",
        "in both after and after_any"},
       {"/api/jobs", R"({"jobtype":"mysleep","config":"0","hold":"yes"})", "must be a boolean"},
+      // An array copies its after list to every job: 20,000 x 10 edges is past the request's cap.
+      {"/api/jobs", R"({"jobtype":"mysleep","config":"0","array":20000,"after":[1,2,3,4,5,6,7,8,9,10]})",
+       "dependencies in all; at most 100000"},
       {"/api/jobs/bulk",
        R"({"jobs":[{"jobtype":"mysleep","config":"0"},{"jobtype":"mysleep","config":"0","after":["#1"]}]})",
        "earlier job"},

@@ -36,6 +36,7 @@ std::vector<long long> bulk(service& s, const std::string& job, int n) {
 TEST(Sites, JobsRunOnlyAtTheSitesTheyAskForAndABacklogElsewhereHoldsNothingBack) {
   service_options o = api_options(0);
   o.slots = 2;
+  o.gateway_extra = "  sites: [alpha, beta, gamma]\n";
   service s(o);
   // A backlog for a site no worker is at, queued before everything else.
   auto gamma = bulk(s, R"({"jobtype":"mysleep","config":"0","sites":["gamma"]})", 300);
@@ -85,7 +86,20 @@ TEST(Sites, JobsRunOnlyAtTheSitesTheyAskForAndABacklogElsewhereHoldsNothingBack)
 }
 
 TEST(Sites, BadSiteListsAreRefused) {
-  service s(api_options(0));
+  service_options o = api_options(0);
+  o.gateway_extra = "  sites: [alpha, beta]\n";
+  service s(o);
+  // Only the service's sites (gateway.sites): a closed list keeps the daemon's lanes few.
+  auto unknown =
+      s.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":"0","sites":["alpha","delta"]})");
+  EXPECT_EQ(unknown.status, 400) << unknown.body;
+  EXPECT_NE(unknown.body.find("site 'delta' is not one of this service's sites (alpha, beta)"),
+            std::string::npos)
+      << unknown.body;
+  auto in_bulk =
+      s.call("POST", "/api/jobs/bulk", R"({"jobs":[{"jobtype":"mysleep","config":"0","sites":["x1"]}]})");
+  EXPECT_EQ(in_bulk.status, 400) << in_bulk.body;
+  EXPECT_NE(in_bulk.body.find("jobs[0]: site 'x1'"), std::string::npos) << in_bulk.body;
   for (const char* bad :
        {R"("sites":[])", R"("sites":"alpha")", R"("sites":["Alpha"])", R"("sites":["a b"])", R"("sites":[1])",
         R"("sites":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"])"}) {

@@ -337,6 +337,7 @@ TEST_F(SlurmPilots, TwoSitesPilotsOnlyForTheirSiteAndJobsPlacedAtTheirs) {
       "    args: []\n";
   temp_dir pilot_dir("descprod-pilots-");
   o.worker_extra = pilot_yaml(pilot_dir.path(), {{"site", "nersc"}});
+  o.gateway_extra = "  sites: [nersc, local]\n";
   service c(o);
   redis_sync r(c.redis.endpoint());
   int plain = c.add_worker(0, {"--site", "local"});

@@ -248,6 +248,7 @@ gateway:
   password_opslimit: 1
   password_memlimit_kib: 8
   session_ttl_s: 3600
+  sites: [alpha, beta]
 daemon:
   worker_endpoint: ipc://${path.join(d, 'w.ipc')}
   gateway_endpoint: ipc://${path.join(d, 'gw.ipc')}
