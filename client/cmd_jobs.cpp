@@ -162,13 +162,7 @@ const char* dependency_options_help() {
 
 json::array job_id_list(const std::string& text, const std::string& what) {
   json::array ids;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    auto comma = text.find(',', start);
-    if (comma == std::string::npos) comma = text.size();
-    ids.push_back(parse_job_id(text.substr(start, comma - start), what));
-    start = comma + 1;
-  }
+  for (const auto& part : split(text, ',')) ids.push_back(parse_job_id(part, what));
   return ids;
 }
 
@@ -193,13 +187,7 @@ void put_dependency_fields(const parsed_args& a, json::object& body) {
   if (auto v = a.value("sites")) {
     // Checked by the gateway (400 with the rule): only split here.
     json::array sites;
-    std::size_t start = 0;
-    while (start <= v->size()) {
-      auto comma = v->find(',', start);
-      if (comma == std::string::npos) comma = v->size();
-      sites.emplace_back(v->substr(start, comma - start));
-      start = comma + 1;
-    }
+    for (const auto& site : split(*v, ',')) sites.emplace_back(site);
     body["sites"] = std::move(sites);
   }
 }

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <set>
 
+#include "core/text.hpp"
+
 namespace descprod {
 
 namespace {
@@ -235,27 +237,16 @@ namespace {
 boost::json::value field_value(const std::string& name, const std::string& v, bool integer_times) {
   if (name == "sites") {
     boost::json::array sites;
-    std::size_t start = 0;
-    while (start < v.size()) {
-      auto comma = v.find(',', start);
-      if (comma == std::string::npos) comma = v.size();
-      sites.emplace_back(v.substr(start, comma - start));
-      start = comma + 1;
-    }
+    for (const auto& site : split(v, ',')) sites.emplace_back(site);
     return sites;
   }
   if (name == "after" || name == "after_any") {
     // Stored as "12,13": a list of job IDs. A malformed list is kept as its text.
     boost::json::array ids;
-    std::size_t start = 0;
-    while (start <= v.size()) {
-      auto comma = v.find(',', start);
-      if (comma == std::string::npos) comma = v.size();
-      auto part = v.substr(start, comma - start);
+    for (const auto& part : split(v, ',')) {
       if (part.empty() || part.size() > 18 || part.find_first_not_of("0123456789") != std::string::npos)
         return boost::json::string(v);
       ids.push_back(std::stoll(part));
-      start = comma + 1;
     }
     return ids;
   }

@@ -59,4 +59,15 @@ std::string url_encode(std::string_view s) {
   return out;
 }
 
+std::vector<std::string> split(std::string_view s, char sep) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (auto at = s.find(sep); at != std::string_view::npos; at = s.find(sep, start)) {
+    out.emplace_back(s.substr(start, at - start));
+    start = at + 1;
+  }
+  out.emplace_back(s.substr(start));
+  return out;
+}
+
 }  // namespace descprod

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace descprod {
 
@@ -22,5 +23,9 @@ namespace descprod {
 // A query-string or form value percent-encoded: every byte but A-Z a-z 0-9 - _ . ~ as %XX.
 std::string url_encode(std::string_view s);
 std::string sanitize_app_text(std::string_view s, std::size_t max_bytes = std::string_view::npos);
+
+// The parts of `s` between the separators, empty ones kept ("" is one empty part, "a,,b" three):
+// the lists the service stores as text ("12,13", "nersc,slac").
+std::vector<std::string> split(std::string_view s, char sep);
 
 }  // namespace descprod

@@ -17,6 +17,7 @@
 
 #include "core/log.hpp"
 #include "core/process.hpp"
+#include "core/text.hpp"
 
 namespace descprod {
 
@@ -46,21 +47,6 @@ std::string join(const std::vector<std::string>& v, const char* sep) {
 
 std::string join(const std::set<std::string>& v, const char* sep) {
   return join(std::vector<std::string>(v.begin(), v.end()), sep);
-}
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (c == sep) {
-      out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  out.push_back(cur);
-  return out;
 }
 
 // The last line of the output that is a Slurm job id ("123" or "123;cluster"), or "".

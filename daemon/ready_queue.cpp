@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "core/text.hpp"
+
 namespace descprod {
 
 ready_queue::owner_id ready_queue::intern(std::string_view owner) {
@@ -39,13 +41,8 @@ ready_queue::lane_id ready_queue::intern_lane(std::string_view sites) {
   auto it = lane_index_.find(std::string(sites));
   if (it != lane_index_.end()) return it->second;
   std::vector<std::string> list;
-  std::size_t start = 0;
-  while (start < sites.size()) {
-    auto comma = sites.find(',', start);
-    if (comma == std::string_view::npos) comma = sites.size();
-    if (comma > start) list.emplace_back(sites.substr(start, comma - start));
-    start = comma + 1;
-  }
+  for (auto& site : split(sites, ','))
+    if (!site.empty()) list.push_back(std::move(site));
   auto id = static_cast<lane_id>(lane_sites_.size());
   lane_sites_.push_back(std::move(list));
   lane_count_.push_back(0);

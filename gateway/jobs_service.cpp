@@ -11,6 +11,7 @@
 #include "core/keys.hpp"
 #include "core/log.hpp"
 #include "core/protocol.hpp"
+#include "core/text.hpp"
 #include "gateway/guard.hpp"
 #include "gateway/handler_detail.hpp"
 #include "gateway/job_filter.hpp"
@@ -109,12 +110,8 @@ std::optional<api_error> check_sites_and_edges(const std::vector<std::string>& a
   std::size_t edges = 0;
   for (std::size_t i = 0; i < reqs.size(); ++i) {
     edges += reqs[i].after.size();
-    const auto& sites = reqs[i].sites;
-    std::size_t start = 0;
-    while (start < sites.size()) {
-      auto comma = sites.find(',', start);
-      if (comma == std::string::npos) comma = sites.size();
-      auto site = sites.substr(start, comma - start);
+    if (reqs[i].sites.empty()) continue;
+    for (const auto& site : split(reqs[i].sites, ',')) {
       if (std::find(allowed.begin(), allowed.end(), site) == allowed.end()) {
         std::string known;
         for (const auto& a : allowed) known += (known.empty() ? "" : ", ") + a;
@@ -124,7 +121,6 @@ std::optional<api_error> check_sites_and_edges(const std::vector<std::string>& a
         if (bulk) e.detail = "jobs[" + std::to_string(i) + "]: " + e.detail;
         return e;
       }
-      start = comma + 1;
     }
   }
   if (edges > max_request_dependencies)
@@ -881,18 +877,14 @@ namespace {
 std::vector<graph_neighbour> named_dependencies(const job_record& job) {
   std::vector<graph_neighbour> out;
   for (const char* kind : {"after", "after_any"}) {
-    std::string list = field_of(job, kind);
-    std::size_t start = 0;
-    while (start < list.size() && out.size() < max_graph_neighbours) {
-      auto comma = list.find(',', start);
-      if (comma == std::string::npos) comma = list.size();
-      if (auto id = parse_job_id_text(std::string_view(list).substr(start, comma - start))) {
+    for (const auto& part : split(field_of(job, kind), ',')) {
+      if (out.size() >= max_graph_neighbours) break;
+      if (auto id = parse_job_id_text(part)) {
         graph_neighbour n;
         n.id = *id;
         n.kind = kind;
         out.push_back(std::move(n));
       }
-      start = comma + 1;
     }
   }
   return out;

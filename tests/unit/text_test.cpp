@@ -76,3 +76,18 @@ TEST(SanitizeAppText, IdempotentAndAlwaysCleanOnEveryByte) {
 
 }  // namespace
 }  // namespace descprod
+
+namespace descprod {
+namespace {
+
+// The stored lists ("12,13", "nersc,slac") are read back with split: empty parts are kept, so a
+// malformed list is seen as such by its reader.
+TEST(Split, KeepsEveryPartBetweenSeparatorsEmptyOnesIncluded) {
+  EXPECT_EQ(split("12,13", ','), (std::vector<std::string>{"12", "13"}));
+  EXPECT_EQ(split("a,,b,", ','), (std::vector<std::string>{"a", "", "b", ""}));
+  EXPECT_EQ(split("", ','), (std::vector<std::string>{""}));
+  EXPECT_EQ(split("x|y", '|'), (std::vector<std::string>{"x", "y"}));
+}
+
+}  // namespace
+}  // namespace descprod
