@@ -394,6 +394,25 @@ net::awaitable<std::vector<transition_result>> store::async_claim_many(std::vect
   co_return to_results(r, requests.size(), "lease_many");
 }
 
+net::awaitable<std::vector<transition_result>> store::async_restore_leases(std::vector<held_lease> leases,
+                                                                           double lease_s, job_id top) {
+  std::vector<std::string> keys, args;
+  keys.reserve(leases.size() * 2);
+  args.reserve(3 + leases.size() * 3);
+  args.push_back(fmt_lease(lease_s));
+  args.push_back(std::to_string(top));
+  args.push_back(std::to_string(leases.size()));
+  for (auto& l : leases) {
+    keys.push_back(keys_.job(l.id));
+    keys.push_back(keys_.job_events(l.id));
+    args.push_back(std::to_string(l.id));
+    args.push_back(std::move(l.worker));
+    args.push_back(std::to_string(l.attempt));
+  }
+  auto r = co_await eval(s_restore_leases, std::move(keys), std::move(args));
+  co_return to_results(r, leases.size(), "restore_leases");
+}
+
 net::awaitable<std::vector<transition_result>> store::async_reports(std::vector<report> reports) {
   if (reports.empty()) co_return std::vector<transition_result>{};
   const std::size_t n = reports.size();

@@ -190,6 +190,17 @@ class store {
   };
   net::awaitable<std::vector<transition_result>> async_claim_many(std::vector<claim_request> requests,
                                                                   double lease_s, long long token_ttl_s);
+  // The daemon's leases written again into a Redis that lost them (the restore_leases script):
+  // each job Redis has as ready at `attempt` is leased to `worker` again, and next_job_id is
+  // raised to `top`. A result per lease, in order: ok (restored), missing, illegal (nothing to
+  // restore). Throws boost::system::system_error when Redis is unreachable or refusing.
+  struct held_lease {
+    job_id id = 0;
+    std::string worker;
+    long long attempt = 0;
+  };
+  net::awaitable<std::vector<transition_result>> async_restore_leases(std::vector<held_lease> leases,
+                                                                      double lease_s, job_id top);
   // A worker's reports, one struct per kind, applied as async_start / async_progress /
   // async_finish would (the same Lua functions); each names the job, its attempt and the worker.
   struct start_report {

@@ -18,6 +18,7 @@
 //           create                  user:<owner>:jobs, then {job:<parent>, job:<parent>:children}
 //                                   of each job that has a parent, in order
 //           recount_init, recount_step   none
+//           restore_leases          {job:<id>, job:<id>:events} per job
 //         An absent key is left out, never passed as '': a Redis ACL user limited to the prefix
 //         (~descprod:*) is refused any declared key outside it.
 //   ARGV  ARGV[1] is the key prefix, used only by the prelude's K functions (keys::lua_prelude)
@@ -861,6 +862,33 @@ for r = 1, n do
   end
 end
 if top > tonumber(redis.call('GET', NID) or '0') then redis.call('SET', NID, string.format('%d', top)) end
+return out
+)LUA",
+    // restore_leases: lease_s top n {id worker attempt}*n
+    // After Redis comes back with an older data set than the daemon has seen (a crash that lost
+    // the last writes of its append-only file, a replica promoted before it caught up), the daemon
+    // writes again the leases it holds: a job Redis has as ready at the attempt the daemon leased
+    // is leased again to its worker (op_lease), so the worker's reports on it are applied and it
+    // is not run a second time. next_job_id is raised to `top` (the highest job ID the daemon has
+    // queued), so no ID is handed out twice. Answer per job: the lease's answer; 'missing' (Redis
+    // lost the job itself), 'illegal' (Redis has the job in another state or at another attempt:
+    // nothing to restore).
+    R"LUA(
+local n = tonumber(ARGV[4])
+local t = now_s()
+local out = {}
+if tonumber(ARGV[3]) > tonumber(redis.call('GET', NID) or '0') then redis.call('SET', NID, ARGV[3]) end
+local function op_restore(J, worker, attempt)
+  local j = load(J)
+  if not j then return {'err', 'missing', ''} end
+  if j.state ~= S.ready or j.attempt ~= attempt then return {'err', 'illegal', j.state} end
+  return op_lease(J, nil, worker, ARGV[2], '', '', t, 'lease')
+end
+for i = 0, n - 1 do
+  local b = 5 + i * 3
+  out[i + 1] = guarded(op_restore, job_at(ARGV[b], 6 + i * 2), ARGV[b + 1], ARGV[b + 2])
+  if UNAVAILABLE then return {err = UNAVAILABLE} end
+end
 return out
 )LUA",
 };

@@ -32,6 +32,8 @@ enum script_id {
   s_deps_release,
   // descprod-admin import-jobs: DESCprod's jobs under their own IDs.
   s_import,
+  // The daemon's leases written again into a Redis that came back without them (restore_leases).
+  s_restore_leases,
   s_count
 };
 

@@ -67,6 +67,15 @@ net::awaitable<void> queue_daemon::connect_redis() {
       if (!ctx_.redis.connected()) co_await ctx_.redis.async_connect();
       co_await ctx_.st.async_load_scripts();
       co_await ctx_.redis.async_exec(redis_cmd("PING"));
+      // Before any held write or dispatch: what Redis lost of the daemon's leases goes back. A
+      // refused script (not an outage) is logged and does not keep the daemon from Redis.
+      try {
+        co_await recon_.restore_leases();
+      } catch (const boost::system::system_error&) {
+        throw;
+      } catch (const std::exception& e) {
+        log::error("lease restore failed error={}", e.what());
+      }
       ctx_.redis_refusing = false;
       log::info("redis connected");
       co_return;

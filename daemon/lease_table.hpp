@@ -62,6 +62,8 @@ class lease_table {
   const std::set<job_id>& jobs_of(const std::string& worker) const;
   std::size_t count(const std::string& worker) const { return jobs_of(worker).size(); }
   std::size_t size() const { return by_job_.size(); }
+  // Every lease of a connected worker, in no particular order.
+  const std::unordered_map<job_id, lease>& all() const { return by_job_; }
 
   // `worker` holds `id` at `attempt` (0: being leased). A job held by another worker moves (a job
   // is held by one worker only); an orphan lease of the job is dropped (it is claimed). `owner`

@@ -83,6 +83,7 @@ std::optional<double> ready_queue::front_for(const owner_queue& q, std::string_v
 
 bool ready_queue::push(job_id id, double score, owner_id owner, lane_id lane) {
   if (owner >= queues_.size() || lane >= lane_sites_.size() || where_.count(id)) return false;
+  highest_id_ = std::max(highest_id_, id);
   auto& q = queues_[owner];
   if (q.count == 0) {
     q.pass = std::max(q.pass, last_pass_);  // back from idle: no credit banked meanwhile

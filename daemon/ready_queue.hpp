@@ -65,6 +65,8 @@ class ready_queue {
   // Removes a job; false when it was not queued.
   bool erase(job_id id);
   bool contains(job_id id) const { return where_.count(id) != 0; }
+  // The highest job ID ever pushed (0: none): no job the daemon has seen has a higher one.
+  job_id highest_id() const { return highest_id_; }
   std::size_t size() const { return where_.size(); }
   bool empty() const { return where_.empty(); }
   // The queued job's score and owner.
@@ -132,6 +134,7 @@ class ready_queue {
   std::unordered_map<std::string, owner_id> index_;
   std::set<std::pair<double, owner_id>> fronts_;  // (front score, owner) of every non-empty queue
   std::unordered_map<job_id, position> where_;
+  job_id highest_id_ = 0;
   double last_pass_ = 0;  // the pass of the owner charged last
 };
 

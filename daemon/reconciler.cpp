@@ -1,10 +1,17 @@
 // The reconciler (see reconciler.hpp).
 #include "daemon/reconciler.hpp"
 
+#include <algorithm>
+
 #include "core/accounts.hpp"
 #include "core/log.hpp"
 
 namespace descprod {
+
+namespace {
+// (A function, not a lambda: GCC 12 mishandles lambdas in coroutine bodies.)
+bool by_id(const store::held_lease& a, const store::held_lease& b) { return a.id < b.id; }
+}  // namespace
 
 reconciler::reconciler(daemon_context& ctx, worker_table& workers, lease_table& leases, dispatcher& disp,
                        outbox& out)
@@ -63,6 +70,41 @@ net::awaitable<void> reconciler::rebuild() {
   co_await read_quotas();
   log::info("queue rebuilt ready={} leased={}", disp_.queue().size(), leases_.orphan_count());
   disp_.dispatch();
+}
+
+net::awaitable<void> reconciler::restore_leases() {
+  std::vector<store::held_lease> held;
+  for (const auto& [id, l] : leases_.all())
+    if (l.attempt > 0) held.push_back({id, l.worker, l.attempt});  // attempt 0: not written yet
+  job_id top = disp_.queue().highest_id();
+  if (held.empty() && top == 0) co_return;
+  std::sort(held.begin(), held.end(), by_id);
+  const double lease_s = std::chrono::duration<double>(ctx_.cfg.daemon.lease_timeout).count();
+  std::size_t restored = 0, missing = 0;
+  const std::size_t chunk = 1000;
+  // One call at least (the ID counter), then one per chunk of leases.
+  for (std::size_t from = 0; from == 0 || from < held.size(); from += chunk) {
+    auto first = held.begin() + static_cast<std::ptrdiff_t>(from);
+    auto last = held.begin() + static_cast<std::ptrdiff_t>(std::min(held.size(), from + chunk));
+    std::vector<store::held_lease> part(first, last);
+    auto results = co_await ctx_.st.async_restore_leases(std::move(part), lease_s, top);
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      const auto& l = held[from + i];
+      if (results[i].ok) {
+        ++restored;
+        log::warn("lease restored: redis had lost it job_id={} worker={} attempt={}", l.id, l.worker,
+                  l.attempt);
+      } else if (results[i].reason == refusal::missing) {
+        ++missing;
+        log::error(
+            "job missing from redis: redis lost it (restarted from an older data set?) job_id={} worker={}",
+            l.id, l.worker);
+      }
+    }
+  }
+  if (restored || missing)
+    log::warn("redis came back without some of the daemon's leases restored={} missing={} held={}", restored,
+              missing, held.size());
 }
 
 net::awaitable<void> reconciler::reconcile() {

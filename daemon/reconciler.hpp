@@ -30,6 +30,10 @@ class reconciler {
   // Takes ready jobs in Redis that the daemon does not hold: (id, score) pairs, owners looked up.
   // Returns how many were added.
   net::awaitable<std::size_t> take_in(std::vector<std::pair<job_id, double>> jobs);
+  // Redis serves again after an outage: the leases the daemon holds that Redis lost (it came back
+  // from an older data set) are written again, and its job ID counter is raised past every job
+  // the daemon has queued (store::async_restore_leases). Throws system_error when Redis goes away.
+  net::awaitable<void> restore_leases();
   // Reads every known owner's quota (share, max_running: fair-share dispatch) from Redis.
   net::awaitable<void> read_quotas();
   // Orphan leases whose worker did not return within a lease period: requeued.

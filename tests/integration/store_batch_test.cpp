@@ -51,6 +51,44 @@ TEST_F(StoreTest, ClaimManyLeasesEachJobAsOneClaimWouldAndRefusesTheOthersInPlac
   EXPECT_EQ(hash(ids[0])["dispatch_time"], hash(ids[2])["dispatch_time"]);
 }
 
+TEST_F(StoreTest, RestoreLeasesLeasesAgainOnlyReadyJobsAtTheirAttemptAndRaisesTheIdCounter) {
+  std::vector<new_job> jobs;
+  for (int i = 0; i < 3; ++i) jobs.push_back(make_job("mysleep", std::to_string(i)));
+  auto ids = create("alice", std::move(jobs));
+  ASSERT_EQ(ids.size(), 3u);
+  ASSERT_TRUE(run(st.async_lease(ids[1], "w1", 30)).ok);  // Redis has this lease already
+  std::vector<store::held_lease> held;
+  held.push_back({ids[0], "w1", 1});        // Redis lost it: restored
+  held.push_back({ids[1], "w1", 1});        // already there: nothing to do
+  held.push_back({ids[2], "w2", 2});        // ready, but at attempt 1: not this lease
+  held.push_back({ids[2] + 100, "w2", 1});  // the job itself is gone
+  auto rs = run(st.async_restore_leases(held, 30, ids[2] + 100));
+  ASSERT_EQ(rs.size(), 4u);
+  ASSERT_TRUE(rs[0].ok) << rs[0].reason;
+  EXPECT_EQ(hash(ids[0])["state"], "dispatched");
+  EXPECT_EQ(hash(ids[0])["worker"], "w1");
+  EXPECT_EQ(hash(ids[0])["attempt"], "1");
+  EXPECT_FALSE(rs[1].ok);
+  EXPECT_EQ(rs[1].reason, refusal::illegal);
+  EXPECT_FALSE(rs[2].ok);
+  EXPECT_EQ(rs[2].reason, refusal::illegal);
+  EXPECT_EQ(hash(ids[2])["state"], "ready");
+  EXPECT_FALSE(rs[3].ok);
+  EXPECT_EQ(rs[3].reason, refusal::missing);
+  EXPECT_EQ(zrange("descprod:queue"), (std::vector<std::string>{std::to_string(ids[2])}));
+  auto leased = zrange("descprod:leases");  // in deadline order
+  std::sort(leased.begin(), leased.end());
+  EXPECT_EQ(leased, (std::vector<std::string>{std::to_string(ids[0]), std::to_string(ids[1])}));
+  // The counter goes up to the highest ID the daemon has seen, and never down.
+  EXPECT_EQ(cmd({"GET", "descprod:next_job_id"}).str, std::to_string(ids[2] + 100));
+  run(st.async_restore_leases({}, 30, 1));
+  EXPECT_EQ(cmd({"GET", "descprod:next_job_id"}).str, std::to_string(ids[2] + 100));
+  // The next job created takes the next ID.
+  std::vector<new_job> more;
+  more.push_back(make_job("mysleep", "x"));
+  EXPECT_EQ(create("alice", std::move(more)), (std::vector<job_id>{ids[2] + 101}));
+}
+
 TEST_F(StoreTest, ReportsApplyStartProgressAndFinishInOrderWithTheSameChecksAsOneByOne) {
   std::vector<new_job> jobs;
   for (int i = 0; i < 2; ++i) jobs.push_back(make_job("mysleep", std::to_string(i)));

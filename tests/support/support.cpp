@@ -191,6 +191,18 @@ void redis_server::stop() {
   pid_ = -1;
 }
 
+bool redis_server::wait_written(std::chrono::milliseconds limit) {
+  if (pid_ <= 0) return false;
+  descprod::redis_sync c(endpoint());
+  return wait_until(
+      [&] {
+        auto r = c.exec({"INFO", "persistence"});
+        return !r.is_error() && r.str.find("aof_enabled:1") != std::string::npos &&
+               r.str.find("aof_buffer_length:0\r\n") != std::string::npos;
+      },
+      limit, 5ms);
+}
+
 void redis_server::kill9() {
   if (pid_ <= 0) return;
   ::kill(pid_, SIGKILL);

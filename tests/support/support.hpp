@@ -76,6 +76,12 @@ class redis_server {
   void stop();
   // SIGKILL by PID and reap: a crash, for the tests of what clients see then.
   void kill9();
+  // With append-only on: waits (at most `limit`) until Redis has handed every write it has
+  // answered to the kernel (INFO persistence: aof_buffer_length 0), so that a kill9() now loses
+  // none. Under appendfsync everysec Redis answers a write before it writes it to its file, and
+  // holds the file writes back while a slow fsync runs (up to 2 s): a kill9() then loses writes it
+  // has acknowledged. False when the buffer did not empty in time.
+  bool wait_written(std::chrono::milliseconds limit = std::chrono::seconds(30));
 
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
