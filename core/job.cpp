@@ -338,23 +338,39 @@ void python_json_string(std::string& out, std::string_view raw) {
 }
 }  // namespace
 
+namespace {
+// The field of DESCprod's jmap at k (0..17) that `r` has, if any. DESCprod's jmap left out None,
+// not empty strings: an empty howfig or config stays, as "".
+const std::pair<const std::string, std::string>* descprod_field(const job_record& r, std::size_t k) {
+  const auto& name = job_field_order()[k];
+  auto it = r.find(name);
+  if (it == r.end()) return nullptr;
+  if (it->second.empty() && name != "howfig" && name != "config") return nullptr;
+  return &*it;
+}
+constexpr std::size_t descprod_field_count = 18;
+}  // namespace
+
+boost::json::object descprod_job_map(const job_record& r) {
+  boost::json::object o;
+  for (std::size_t k = 0; k < descprod_field_count; ++k)
+    if (const auto* f = descprod_field(r, k)) o[f->first] = field_value(f->first, f->second, true);
+  return o;
+}
+
 std::string descprod_config_json(const job_record& r) {
   std::string out = "{";
   bool first = true;
-  const auto& order = job_field_order();
-  for (std::size_t k = 0; k < 18; ++k) {
-    const auto& name = order[k];
-    auto it = r.find(name);
-    if (it == r.end()) continue;
-    // DESCprod's jmap left out None, not empty strings: keep an empty howfig as "".
-    if (it->second.empty() && name != "howfig" && name != "config") continue;
+  for (std::size_t k = 0; k < descprod_field_count; ++k) {
+    const auto* f = descprod_field(r, k);
+    if (!f) continue;
     out += first ? "\n  " : ",\n  ";
     first = false;
-    python_json_string(out, name);
+    python_json_string(out, f->first);
     out += ": ";
-    auto v = field_value(name, it->second, true);
+    auto v = field_value(f->first, f->second, true);
     if (v.is_int64()) out += std::to_string(v.as_int64());
-    else python_json_string(out, it->second);
+    else python_json_string(out, f->second);
   }
   out += first ? "}" : "\n}";
   return out;

@@ -103,5 +103,8 @@ boost::json::object job_to_json(const job_record& r);
 // config.json exactly as DESCprod wrote it: json.dumps(jmap, indent=2) – one key per line, two
 // spaces, ", " never trailing, times as integers, DESCprod's 18 fields only.
 std::string descprod_config_json(const job_record& r);
+// The same 18 fields as DESCprod's JobData.jmap() sent them (POST /get_job): in its order, times
+// as integers, absent fields left out (an empty config or howfig kept as "").
+boost::json::object descprod_job_map(const job_record& r);
 
 }  // namespace descprod

@@ -100,6 +100,9 @@ enum class route_kind {
   admin_overview,  // GET /api/admin/overview (workers, pilots, queue depth, throughput)
   status,          // GET /api/status (the daemon's samples of the last hour; aggregate numbers)
   metrics,         // GET /metrics (Prometheus text; no auth, aggregate numbers only)
+  legacy_get_job,        // POST /get_job (DESCprod's route)
+  legacy_update_job,     // POST /update_job (DESCprod's wrapper updates)
+  legacy_add_child_job,  // POST /add_child_job (DESCprod's descprod-add-job)
   not_found
 };
 

@@ -91,6 +91,10 @@ net::awaitable<handler_result> jobs_claim(call& c);
 net::awaitable<handler_result> jobs_started(call& c);
 net::awaitable<handler_result> jobs_progress(call& c);
 net::awaitable<handler_result> jobs_finished(call& c);
+// DESCprod's JSON routes (legacy_api.cpp): POST /get_job, /update_job, /add_child_job.
+net::awaitable<handler_result> legacy_get_job(call& c);
+net::awaitable<handler_result> legacy_update_job(call& c);
+net::awaitable<handler_result> legacy_add_child_job(call& c);
 
 // accounts_api.cpp: accounts, tokens, admin (JSON); pages.cpp: the pages (HTML).
 net::awaitable<handler_result> account_register(call& c);

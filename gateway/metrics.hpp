@@ -57,7 +57,8 @@ class exposition {
 
 // The route class of a request path: api_jobs (/api/jobs), api_bulk, api_job (/api/jobs/<id>
 // and its sub-routes), events (/api/events), api_account (register, login, logout, session,
-// tokens), api_admin, api_other (/api/version and unknown /api/ paths), health (/healthz,
+// tokens), api_admin, api_other (/api/version and unknown /api/ paths), api_legacy (DESCprod's
+// /get_job, /update_job, /add_child_job), health (/healthz,
 // /readyz), metrics, static (/static/*, /favicon.ico), pages (the web pages and their forms),
 // other (anything else).
 std::string_view route_class(std::string_view path);

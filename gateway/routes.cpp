@@ -58,6 +58,11 @@ const route_entry table[] = {
   {post, "/api/admin/users/{user}/{account_action}", ap::admin, js::refused, "api_admin",   admin_user_change, rk::admin_user, pk::none, true},
   {get,  "/api/admin/overview",               ap::admin, js::refused,         "api_admin",   admin_overview,  rk::admin_overview, pk::none, true},
   {get,  "/api/status",                       ap::user,  js::refused,         "api_other",   status_get,      rk::status},
+  // DESCprod's JSON routes (legacy_api.cpp); the job ID is in the body, so a job token's scope
+  // is checked there.
+  {post, "/get_job",                          ap::user,  js::owner_read,      "api_legacy",  legacy_get_job,  rk::legacy_get_job},
+  {post, "/update_job",                       ap::user,  js::any,             "api_legacy",  legacy_update_job, rk::legacy_update_job},
+  {post, "/add_child_job",                    ap::user,  js::children,        "api_legacy",  legacy_add_child_job, rk::legacy_add_child_job},
   // Pages (HTML; a HEAD is answered as the GET).
   {get,  "/",                                 ap::page_session,  js::refused, "pages",  page_home,         rk::not_found, pk::home},
   {get,  "/home",                             ap::page_session,  js::refused, "pages",  page_home,         rk::not_found, pk::home},
