@@ -69,37 +69,37 @@ inline constexpr std::size_t max_message_bytes = 1000;
 // ---- routing --------------------------------------------------------------------------------
 
 enum class route_kind {
-  healthz,         // GET /healthz (no auth)
-  readyz,          // GET /readyz (no auth)
-  version,         // GET /api/version
-  events,          // GET /api/events (Server-Sent Events)
-  jobs,            // GET, POST /api/jobs
-  jobs_bulk,       // POST /api/jobs/bulk
-  job,             // GET, DELETE /api/jobs/<id>
-  job_events,      // GET /api/jobs/<id>/events[?follow=1]
-  job_log,         // GET /api/jobs/<id>/log
-  job_cancel,      // POST /api/jobs/<id>/cancel
-  jobs_actions,    // POST /api/jobs/actions (one action on many jobs)
-  job_resubmit,    // POST /api/jobs/<id>/resubmit
-  job_archive,     // POST /api/jobs/<id>/archive
-  job_unarchive,   // POST /api/jobs/<id>/unarchive
-  job_release,     // POST /api/jobs/<id>/release (a held job to the workers)
-  job_claim,       // POST /api/jobs/<id>/claim
-  job_started,     // POST /api/jobs/<id>/started
-  job_progress,    // POST /api/jobs/<id>/progress
-  job_finished,    // POST /api/jobs/<id>/finished
-  register_,       // POST /api/register (no auth)
-  login,           // POST /api/login (no auth)
-  logout,          // POST /api/logout (ends the cookie's session, if any)
-  session,         // GET /api/session (who is calling; the CSRF token of a cookie session)
-  preferences,     // POST /api/session/preferences (e-mail on failure)
-  tokens,          // GET, POST /api/tokens
-  token,           // DELETE /api/tokens/<sha256>
-  admin_users,     // GET /api/admin/users
-  admin_user,      // POST /api/admin/users/<name>/<action>
-  admin_overview,  // GET /api/admin/overview (workers, pilots, queue depth, throughput)
-  status,          // GET /api/status (the daemon's samples of the last hour; aggregate numbers)
-  metrics,         // GET /metrics (Prometheus text; no auth, aggregate numbers only)
+  healthz,               // GET /healthz (no auth)
+  readyz,                // GET /readyz (no auth)
+  version,               // GET /api/version
+  events,                // GET /api/events (Server-Sent Events)
+  jobs,                  // GET, POST /api/jobs
+  jobs_bulk,             // POST /api/jobs/bulk
+  job,                   // GET, DELETE /api/jobs/<id>
+  job_events,            // GET /api/jobs/<id>/events[?follow=1]
+  job_log,               // GET /api/jobs/<id>/log
+  job_cancel,            // POST /api/jobs/<id>/cancel
+  jobs_actions,          // POST /api/jobs/actions (one action on many jobs)
+  job_resubmit,          // POST /api/jobs/<id>/resubmit
+  job_archive,           // POST /api/jobs/<id>/archive
+  job_unarchive,         // POST /api/jobs/<id>/unarchive
+  job_release,           // POST /api/jobs/<id>/release (a held job to the workers)
+  job_claim,             // POST /api/jobs/<id>/claim
+  job_started,           // POST /api/jobs/<id>/started
+  job_progress,          // POST /api/jobs/<id>/progress
+  job_finished,          // POST /api/jobs/<id>/finished
+  register_,             // POST /api/register (no auth)
+  login,                 // POST /api/login (no auth)
+  logout,                // POST /api/logout (ends the cookie's session, if any)
+  session,               // GET /api/session (who is calling; the CSRF token of a cookie session)
+  preferences,           // POST /api/session/preferences (e-mail on failure)
+  tokens,                // GET, POST /api/tokens
+  token,                 // DELETE /api/tokens/<sha256>
+  admin_users,           // GET /api/admin/users
+  admin_user,            // POST /api/admin/users/<name>/<action>
+  admin_overview,        // GET /api/admin/overview (workers, pilots, queue depth, throughput)
+  status,                // GET /api/status (the daemon's samples of the last hour; aggregate numbers)
+  metrics,               // GET /metrics (Prometheus text; no auth, aggregate numbers only)
   legacy_get_job,        // POST /get_job (DESCprod's route)
   legacy_update_job,     // POST /update_job (DESCprod's wrapper updates)
   legacy_add_child_job,  // POST /add_child_job (DESCprod's descprod-add-job)
