@@ -483,8 +483,14 @@ app_registry parse_apps(const std::string& text, const std::string& file) {
       s.fail(name_node, "name", "expected lower-case letters, digits, '_' or '-' (at most 64)");
     if (reg.apps.count(a.name)) s.fail(name_node, "name", "duplicate application " + a.name);
     a.command = {"runapp-" + a.name};
-    s.read("command", a.command);
-    if (auto v = s.take("command"); v && a.command.empty()) s.fail(v, "command", "must not be empty");
+    // An app run as DESCprod ran it (runapp-<name>) gets its login shell by default; a command
+    // given here runs as it is unless login_shell says otherwise.
+    a.login_shell = true;
+    if (auto v = s.take("command")) {
+      a.login_shell = false;
+      s.read("command", a.command);
+      if (a.command.empty()) s.fail(v, "command", "must not be empty");
+    }
     s.read("args", a.args);
     s.read("env", a.env);
     s.read("login_shell", a.login_shell);

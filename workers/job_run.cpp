@@ -25,7 +25,9 @@ namespace descprod::workers {
 namespace {
 using steady = std::chrono::steady_clock;
 
-const char* const wrapper_version = "descprod-cpp-1";
+// An integer, as DESCprod's wrapper wrote it (0.4.29's was 19): wrapper-status.json has the
+// layout of version 19, written by this worker.
+const int wrapper_version = 20;
 
 std::string join(const std::vector<std::string>& v, const char* sep) {
   std::string out;
@@ -129,6 +131,10 @@ std::vector<std::string> job_run::child_environment() const {
   env.emplace_back("DESCPROD_RUNDIR", rundir_.string());
   env.emplace_back("DESCPROD_URL", settings_.gateway_url);
   if (!spec_.token.empty()) env.emplace_back("DESCPROD_TOKEN", spec_.token);
+  // A login shell sets its own PATH (/etc/profile, ~/.profile): command_argv appends this one,
+  // so the app and the service's commands are still found.
+  if (spec_.login_shell)
+    if (const char* path = std::getenv("PATH")) env.emplace_back("DESCPROD_WORKER_PATH", path);
   // A job of an array: its index and the array's ID (docs/api.md, Arrays).
   if (auto it = spec_.record.find("array_index"); it != spec_.record.end() && !it->second.empty()) {
     env.emplace_back("DESCPROD_ARRAY_INDEX", it->second);
@@ -242,6 +248,11 @@ net::awaitable<job_result> job_run::run() {
   // Per job at debug only (issue #20): the worker counts jobs and logs the counts per heartbeat.
   log::debug("job started job_id={} attempt={} pid={} rundir={}", spec_.id, spec_.attempt, pid_,
              rundir_.string());
+  note_wrapper_log("DESCprod wrapper descprod-worker version " + std::to_string(wrapper_version) +
+                   " running job " + std::to_string(spec_.id) + " for user " +
+                   field(spec_.record, "descname") + " in " + rundir_.string() +
+                   "\nCommand: " + join(spec_.argv, " ") + "\nProcess ID: " + std::to_string(pid_) +
+                   "\nConfig is in " + (rundir_ / "wrapper-status.json").string() + "\n");
   // Recorded now, written at the first status poll (or at the end, if the app is done by then).
   note_progress(progress_string("Running", message_), std::nullopt);
   if (observer_.on_started) observer_.on_started(*this);
@@ -270,6 +281,8 @@ net::awaitable<job_result> job_run::run() {
   result.message = message_;
   result.leftovers_killed = leftovers_killed_;
   note_progress(progress_string(outcome.prefix, message_), outcome.return_status);
+  note_wrapper_log("Job process " + std::to_string(pid_) +
+                   " returned code: " + std::to_string(outcome.return_status) + "\nDone.\n");
   // Before run() returns, hence before the worker reports `finished`: whoever learns the job
   // ended finds progress.log and wrapper-status.json complete.
   try_flush_files();
@@ -520,6 +533,15 @@ void job_run::try_flush_files() {
   }
 }
 
+void job_run::note_wrapper_log(const std::string& lines) {
+  if (!spec_.login_shell || dir_fd_ < 0) return;
+  try {
+    append_file_at(dir_fd_, "wrapper.log", lines);
+  } catch (const std::exception& e) {
+    log::warn("wrapper.log not written job_id={} error={}", spec_.id, e.what());
+  }
+}
+
 void job_run::write_wrapper_status() {
   boost::json::object info;
   info["wrapper_version"] = wrapper_version;
@@ -528,13 +550,16 @@ void job_run::write_wrapper_status() {
   info["command"] = join(spec_.argv, " ");
   info["rundir"] = rundir_.string();
   info["log_file"] = log_file_.string();
-  info["start_time"] = start_wall_;
-  info["update_time"] = status_time_;
+  // Times as integer seconds, as DESCprod's wrapper wrote them (int(time.time())).
+  const auto start_s = static_cast<long long>(start_wall_);
+  const auto update_s = static_cast<long long>(status_time_);
+  info["start_time"] = start_s;
+  info["update_time"] = update_s;
   info["host"] = settings_.host;
   if (pid_ > 0) info["pid"] = pid_;
   info["progress"] = status_progress_;
   if (status_return_) {
-    info["stop_time"] = status_time_;
+    info["stop_time"] = update_s;
     info["return_status"] = *status_return_;
   }
   write_file_atomic_at(dir_fd_, "wrapper-status.json", python_indented_json(info));

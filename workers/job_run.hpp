@@ -132,6 +132,9 @@ class job_run {
   void note_progress(const std::string& progress, std::optional<int> return_status);
   void flush_files();      // throws fs::filesystem_error
   void try_flush_files();  // logs a failure instead
+  // A login-shell app (run as DESCprod ran it) gets DESCprod's wrapper.log: the wrapper's own
+  // lines, appended here (a failure is logged, never fatal).
+  void note_wrapper_log(const std::string& lines);
   void write_wrapper_status();
   std::vector<std::string> child_environment() const;
   // What the application and its closeout script share: environment, run directory (by its

@@ -188,9 +188,11 @@ std::optional<job_spec> parse_job_message(const boost::json::object& body, std::
 
 std::vector<std::string> command_argv(const job_spec& spec) {
   if (!spec.login_shell) return spec.argv;
-  // `exec "$0" "$@"` runs the app with its arguments as bash received them: as positional
-  // parameters, never parsed as shell text.
-  std::vector<std::string> argv = {"bash", "-l", "-c", "exec \"$0\" \"$@\""};
+  // As DESCprod ran an app: `set >descprod-env.log` in the login shell (here with the job token's
+  // value replaced), then the app. `exec "$0" "$@"` runs it with its arguments as bash received
+  // them: as positional parameters, never parsed as shell text. The worker's PATH goes after the
+  // login shell's own, so the app and the service's commands are found.
+  std::vector<std::string> argv = {"bash", "-l", "-c", std::string(login_shell_script)};
   argv.insert(argv.end(), spec.argv.begin(), spec.argv.end());
   return argv;
 }

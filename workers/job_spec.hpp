@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -43,8 +44,12 @@ std::optional<job_spec> parse_job_message(const boost::json::object& body, std::
 // The job map as strings, from its JSON form: numbers printed plainly, booleans as 0/1, null dropped.
 job_record record_from_json(const boost::json::object& job);
 
+// The script `bash -l -c` runs for a login-shell app (command_argv), its arguments $0 "$@".
+inline constexpr std::string_view login_shell_script =
+    "s=$(set); printf '%s\\n' \"${s//\"$DESCPROD_TOKEN\"/<redacted>}\" >descprod-env.log; unset s; "
+    "PATH=\"$PATH${DESCPROD_WORKER_PATH:+:$DESCPROD_WORKER_PATH}\"; exec \"$0\" \"$@\"";
 // The argv actually exec'd. With login_shell the app's argv is passed to
-// `bash -l -c 'exec "$0" "$@"'` as positional parameters, so nothing in it is ever interpreted.
+// `bash -l -c SCRIPT` as positional parameters, so nothing in it is ever interpreted.
 std::vector<std::string> command_argv(const job_spec& spec);
 
 }  // namespace descprod::workers

@@ -126,7 +126,7 @@ TEST(Api, TwoConcurrentClaimsExactlyOneWins) {
     auto w = win.json().as_object();
     EXPECT_EQ(num(w, "attempt"), 1);
     EXPECT_EQ(json::serialize(w.at("app")),
-              R"({"argv":["runapp-mysleep","5"],"env":{},"time_limit_s":0E0,"login_shell":false})");
+              R"({"argv":["runapp-mysleep","5"],"env":{},"time_limit_s":0E0,"login_shell":true})");
     auto j = w.at("job").as_object();
     EXPECT_EQ(str(j, "state"), "dispatched");
     EXPECT_EQ(str(j, "worker").rfind("cli:host", 0), 0u);

@@ -36,8 +36,13 @@ TEST(WorkerFiles, LoginShellWrapsArgvAsPositionalParameters) {
   descprod::workers::job_spec s;
   s.argv = {"runapp-x", "$(id)"};
   s.login_shell = true;
-  std::vector<std::string> want = {"bash", "-l", "-c", "exec \"$0\" \"$@\"", "runapp-x", "$(id)"};
+  // The script's behaviour (descprod-env.log, PATH, positional arguments) is tested by running it:
+  // Worker.LoginShellPassesArgumentsAsPositionalParameters.
+  std::vector<std::string> want = {
+      "bash", "-l", "-c", std::string(descprod::workers::login_shell_script), "runapp-x", "$(id)"};
   EXPECT_EQ(descprod::workers::command_argv(s), want);
+  s.login_shell = false;
+  EXPECT_EQ(descprod::workers::command_argv(s), s.argv);
 }
 
 // --- the real binary ---------------------------------------------------------------------------

@@ -78,14 +78,19 @@ TEST_F(Worker, ReportsExitCodeAndLastStatusLine) {
   EXPECT_NE(progress.find("       0: Running.\n"), std::string::npos) << progress;
   EXPECT_NE(progress.find(": Failed. I'm awake now.\n"), std::string::npos) << progress;
   auto status = json::parse(slurp(rundir / "wrapper-status.json")).as_object();
-  EXPECT_EQ(status.at("wrapper_version").as_string(), "descprod-cpp-1");
+  // DESCprod's types: an integer version, integer times.
+  EXPECT_EQ(status.at("wrapper_version").as_int64(), 20);
+  EXPECT_TRUE(status.at("start_time").is_int64());
+  EXPECT_TRUE(status.at("update_time").is_int64());
+  EXPECT_TRUE(status.at("stop_time").is_int64());
+  EXPECT_FALSE(fs::exists(rundir / "wrapper.log")) << "only an app run in a login shell gets one";
   EXPECT_EQ(status.at("id").as_int64(), 42);
   EXPECT_EQ(status.at("descname").as_string(), "alice");
   EXPECT_EQ(status.at("return_status").as_int64(), 3);
   EXPECT_EQ(status.at("progress").as_string(), "Failed. I'm awake now.");
   EXPECT_EQ(status.at("pid").as_int64(), started->body.at("pid").as_int64());
   EXPECT_TRUE(status.contains("stop_time"));
-  EXPECT_EQ(slurp(rundir / "wrapper-status.json").substr(0, 32), "{\n  \"wrapper_version\": \"descprod");
+  EXPECT_EQ(slurp(rundir / "wrapper-status.json").substr(0, 26), "{\n  \"wrapper_version\": 20,");
 }
 
 TEST_F(Worker, PassesConfigToTheAppAsOneLiteralArgument) {
@@ -106,7 +111,10 @@ TEST_F(Worker, LoginShellPassesArgumentsAsPositionalParameters) {
   const std::string evil = "$(id); rm -rf x \"'`";
   start_worker();
   auto route = handshake();
-  daemon_->send(route, "job", job_body(6, {"/usr/bin/printf", "%s", evil}, 1, 0, {}, true));
+  auto body = job_body(6, {"/usr/bin/printf", "%s", evil}, 1, 0, {}, true);
+  const std::string token = "dp_" + std::string(43, 'k');
+  body["token"] = token;
+  daemon_->send(route, "job", body);
   auto started = expect_started(6);
   ASSERT_TRUE(started);
   auto finished = daemon_->expect("finished", for_job(6));
@@ -117,6 +125,16 @@ TEST_F(Worker, LoginShellPassesArgumentsAsPositionalParameters) {
   auto log = slurp(rundir / "job000006.log");
   ASSERT_GE(log.size(), evil.size()) << log;
   EXPECT_EQ(log.substr(log.size() - evil.size()), evil);
+  // As DESCprod's launcher did: the login shell's variables (`set`) in descprod-env.log, the job
+  // token's value replaced; and the wrapper's own lines in wrapper.log.
+  auto env = slurp(rundir / "descprod-env.log");
+  EXPECT_NE(env.find("DESCPROD_JOB_ID=6"), std::string::npos) << env;
+  EXPECT_NE(env.find("DESCPROD_TOKEN=<redacted>\n"), std::string::npos) << env;
+  EXPECT_EQ(env.find(token), std::string::npos) << "the job token is in descprod-env.log";
+  auto wrapper = slurp(rundir / "wrapper.log");
+  EXPECT_NE(wrapper.find("running job 6 for user alice in " + rundir.string() + "\n"), std::string::npos)
+      << wrapper;
+  EXPECT_NE(wrapper.find(" returned code: 0\nDone.\n"), std::string::npos) << wrapper;
 }
 
 TEST_F(Worker, GivesTheAppItsEnvironmentAndAFreshRunDirectoryPerAttempt) {

@@ -243,6 +243,18 @@ TEST(LoadConfig, MissingFileIsAConfigError) {
   EXPECT_THROW(load_config(dir.file("absent.yaml")), config_error);
 }
 
+TEST(ParseApps, AGivenCommandRunsWithoutALoginShellUnlessAskedAndTheDefaultCanBeTurnedOff) {
+  auto reg = parse_apps(
+      "apps:\n  - name: a\n    command: [\"/bin/true\"]\n"
+      "  - name: b\n    command: [\"/bin/true\"]\n    login_shell: true\n"
+      "  - name: c\n    login_shell: false\n",
+      "apps.yaml");
+  EXPECT_FALSE(reg.find("a")->login_shell);
+  EXPECT_TRUE(reg.find("b")->login_shell);
+  EXPECT_FALSE(reg.find("c")->login_shell);
+  EXPECT_EQ(reg.find("c")->command, std::vector<std::string>{"runapp-c"});
+}
+
 TEST(ParseApps, DefaultsFollowDescprod) {
   auto reg = parse_apps("apps:\n  - name: mysleep\n", "apps.yaml");
   ASSERT_EQ(reg.apps.size(), 1u);
@@ -252,7 +264,7 @@ TEST(ParseApps, DefaultsFollowDescprod) {
   EXPECT_EQ(a->command, std::vector<std::string>{"runapp-mysleep"});
   EXPECT_EQ(a->args, (std::vector<std::string>{"{config}", "{howfig}"}));
   EXPECT_TRUE(a->env.empty());
-  EXPECT_FALSE(a->login_shell);
+  EXPECT_TRUE(a->login_shell) << "runapp-<name> runs in a login shell, as DESCprod ran it";
   EXPECT_EQ(a->cores, 1);
   EXPECT_EQ(a->time_limit_s, 0);
   EXPECT_EQ(a->max_attempts, 3);
