@@ -119,8 +119,9 @@ int output_dir_main(int argc, char** argv) {
     return exit_code::usage;
   }
   const std::string opt = args.empty() ? "create" : args[0];
-  const std::string sub = args.size() > 1 && !args[1].empty() ? args[1] : ".";
-  const std::string dir = output_base_dir(process_env()) + "/" + sub;
+  // Without SUBDIR, the base itself (not DESCprod's early "<base>/.").
+  std::string dir = output_base_dir(process_env());
+  if (args.size() > 1 && !args[1].empty()) dir += "/" + args[1];
 
   if (opt == "get") {
     std::cout << dir << "\n";

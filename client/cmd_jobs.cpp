@@ -72,18 +72,20 @@ int version_main(int argc, char** argv) {
   return guarded(me, [&] {
     auto specs = server_options();
     specs.push_back({0, "client", false});
+    specs.push_back({0, "server", false});
     auto a = parse_args(arguments(argc, argv), specs);
     if (a.has("help")) {
-      std::cout << "Usage: " << me << " [--client] [--url URL] [--token-file FILE]\n"
-                << "Prints the version of the DESCprod client and, when the server answers, a\n"
-                << "second line with the server's version.\n"
-                << "      --client          print only the client's version\n"
+      std::cout << "Usage: " << me << " [--server] [--url URL] [--token-file FILE]\n"
+                << "Prints the version of the DESCprod client, one line, as DESCprod's did.\n"
+                << "      --server          also a second line with the server's version, when\n"
+                << "                        the server answers\n"
+                << "      --client          the client's version only (the default)\n"
                 << common_options_help();
       return exit_code::ok;
     }
     if (!a.positional.empty()) throw usage_error("unexpected argument '" + a.positional[0] + "'");
     std::cout << DESCPROD_VERSION << std::endl;
-    if (a.has("client")) return exit_code::ok;
+    if (!a.has("server")) return exit_code::ok;
     // The server's version is a courtesy: any failure leaves it out and still exits 0.
     try {
       auto api = make_client(a, std::nullopt, std::chrono::seconds(3));
@@ -265,7 +267,7 @@ int add_job_main(int argc, char** argv) {
         throw client_error(exit_code::server_error,
                            "created job " + std::to_string(id) + " but cannot write " + *out);
     }
-    std::cout << "Success: Added job " << id << ".\n";
+    std::cout << "Success: Added job " << terminal_safe(json_string(job, "descname")) << "/" << id << "\n";
     print_lines(job_field_lines(job, a.has("epoch") ? time_style::epoch : time_style::utc, "", a.has("all")));
     return exit_code::ok;
   });

@@ -115,13 +115,15 @@ std::string outjson_text(const boost::json::object& job) {
     const auto& key = order[i];
     auto it = job.find(key);
     std::string val;
-    if (it != job.end() && !it->value().is_null())
-      val = field_value_text(key, it->value(), time_style::epoch);
+    if (it != job.end() && !it->value().is_null()) val = field_value_text(key, it->value(), time_style::utc);
     else if (key == "howfig" && job.contains("jobtype")) val = "";
     else continue;
-    out += first ? "\n  " : ",\n  ";
+    out += first ? "\n" : ",\n";
     first = false;
-    out += json_quoted(key) + ": " + json_quoted(val);
+    // The key right-aligned as DESCprod's listings align it ({key:>16}), quoted: still JSON.
+    std::string quoted_key = json_quoted(key);
+    if (quoted_key.size() < 18) out.append(18 - quoted_key.size(), ' ');
+    out += quoted_key + ": " + json_quoted(val);
   }
   out += first ? "}\n" : "\n}\n";
   return out;

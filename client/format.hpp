@@ -36,9 +36,9 @@ std::vector<std::string> job_field_lines(const boost::json::object& job, time_st
 // "3 (done 2, running 1)" from the gateway's {"total":3,"done":2,"running":1}.
 std::string children_summary(const boost::json::object& children);
 
-// descprod-add-job's -o file: DESCprod's 18 fields that are present, one per line as
-// `  "key": "value"`, every value a quoted string (times as integer epoch seconds), in a JSON object
-// (json.load reads it).
+// descprod-add-job's -o file: DESCprod's 18 fields that are present, one per line, the quoted key
+// right-aligned (`{key:>16}` as its listings, with the quotes), every value a quoted string, times
+// as `YYYY-MM-DD HH:MM:SS UTC`; a JSON object still (json.load reads it).
 std::string outjson_text(const boost::json::object& job);
 
 // DESCprod's sduration: "M:SS" or "H:MM:SS"; "0:00" for zero or less.

@@ -268,7 +268,7 @@ TEST(ClientE2E, AddJobPrintsSuccessAndFieldsAndWritesTheOutFile) {
   ASSERT_FALSE(lines.empty());
   long long child = id_line(add.out);
   ASSERT_GT(child, parent);
-  EXPECT_EQ(lines[0], "Success: Added job " + std::to_string(child) + ".");
+  EXPECT_EQ(lines[0], "Success: Added job alice/" + std::to_string(child));
   std::vector<std::string> fields(lines.begin() + 1, lines.end());
   EXPECT_EQ(fields, descprod_lines(s.job(child)));
   EXPECT_NE(add.out.find("          parent: " + std::to_string(parent) + "\n"), std::string::npos);
@@ -277,6 +277,10 @@ TEST(ClientE2E, AddJobPrintsSuccessAndFieldsAndWritesTheOutFile) {
   EXPECT_EQ(f.at("parent").as_string(), std::to_string(parent));
   EXPECT_EQ(f.at("config").as_string(), "2");
   for (const auto& kv : f) EXPECT_TRUE(kv.value().is_string()) << kv.key();
+  EXPECT_TRUE(std::regex_match(std::string(f.at("create_time").as_string()),
+                               std::regex("[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} UTC")))
+      << f.at("create_time");
+  EXPECT_NE(read_file(file).find("{\n" + std::string(14, ' ') + "\"id\": "), std::string::npos) << "keys right-aligned";
   EXPECT_EQ(s.job(child).at("parent").as_int64(), parent);
 
   auto bad = s.run({"descprod-add-job", "-p", std::to_string(parent), "nosuchapp", "1"});
@@ -328,7 +332,7 @@ TEST(ClientE2E, HeldJobsAreStartedHereAndAfterWaitsForItsDependency) {
   auto added = s.run({"descprod-add-job", "--hold", "mysleep", "0"});
   ASSERT_EQ(added.code, 0) << added.out << added.err;
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(added.out, m, std::regex("Success: Added job ([0-9]+)"))) << added.out;
+  ASSERT_TRUE(std::regex_search(added.out, m, std::regex("Success: Added job alice/([0-9]+)"))) << added.out;
   long long held = std::stoll(m[1]);
   auto waits = s.run({"descprod-submit", "--after", std::to_string(held), "mysleep", "0"});
   ASSERT_EQ(waits.code, 0) << waits.err;
@@ -566,7 +570,10 @@ TEST(ClientE2E, LoginStoresAVerifiedTokenThatOtherCommandsUse) {
   EXPECT_EQ(id_line(get.out), id);
   auto version = s.run({"descprod-version"}, env);
   EXPECT_EQ(version.code, 0);
-  EXPECT_EQ(version.out,
+  EXPECT_EQ(version.out, std::string(DESCPROD_VERSION) + "\n") << "one line, as DESCprod's";
+  auto server = s.run({"descprod-version", "--server"}, env);
+  EXPECT_EQ(server.code, 0);
+  EXPECT_EQ(server.out,
             std::string(DESCPROD_VERSION) + "\nserver " + DESCPROD_VERSION + " at " + s.url() + "\n");
   // Unreachable server: exit 3.
   auto down = s.run({"descprod-get-job", "--url", "http://127.0.0.1:1", std::to_string(id)}, env);

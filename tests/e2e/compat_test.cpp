@@ -134,7 +134,7 @@ void expect_compat_outcome(compat_service& s, long long id, bool child_runs) {
   auto pos = child_log.find(" id: ");
   ASSERT_NE(pos, std::string::npos) << child_log;
   child = std::stoll(child_log.substr(pos + 5));
-  EXPECT_EQ(child_log.substr(0, child_log.find('\n')), "Success: Added job " + std::to_string(child) + ".");
+  EXPECT_EQ(child_log.substr(0, child_log.find('\n')), "Success: Added job alice/" + std::to_string(child));
   // Progress: each overwrite of current-status.txt reached the service, the closeout's last word too.
   auto history = s.progress_history(id);
   for (const auto& p : {std::string("Running. Step 1 of 3: working"),

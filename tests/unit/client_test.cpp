@@ -170,26 +170,26 @@ TEST(ClientFormat, LinesParseTheWayApplicationsGrepThem) {
 
 // ---- add-job -o file ---------------------------------------------------------------------------
 
-TEST(ClientFormat, OutJsonHasDescprodFieldsEveryValueAQuotedString) {
+TEST(ClientFormat, OutJsonHasDescprodFieldsRightAlignedEveryValueAQuotedStringTimesInUtc) {
   std::string text = outjson_text(finished_job());
   EXPECT_EQ(text,
             "{\n"
-            "  \"id\": \"12\",\n"
-            "  \"parent\": \"7\",\n"
-            "  \"descname\": \"alice\",\n"
-            "  \"jobtype\": \"mysleep\",\n"
-            "  \"config\": \"1\",\n"
-            "  \"howfig\": \"\",\n"
-            "  \"archive\": \"0\",\n"
-            "  \"host\": \"node1.example.org\",\n"
-            "  \"rundir\": \"/scratch/descprod-out/jobs/job000012\",\n"
-            "  \"pid\": \"4242\",\n"
-            "  \"create_time\": \"1709294400\",\n"
-            "  \"start_time\": \"1709294401\",\n"
-            "  \"update_time\": \"1709294465\",\n"
-            "  \"stop_time\": \"1709294465\",\n"
-            "  \"return_status\": \"0\",\n"
-            "  \"progress\": \"Done. I'm awake now.\"\n"
+            "              \"id\": \"12\",\n"
+            "          \"parent\": \"7\",\n"
+            "        \"descname\": \"alice\",\n"
+            "         \"jobtype\": \"mysleep\",\n"
+            "          \"config\": \"1\",\n"
+            "          \"howfig\": \"\",\n"
+            "         \"archive\": \"0\",\n"
+            "            \"host\": \"node1.example.org\",\n"
+            "          \"rundir\": \"/scratch/descprod-out/jobs/job000012\",\n"
+            "             \"pid\": \"4242\",\n"
+            "     \"create_time\": \"2024-03-01 12:00:00 UTC\",\n"
+            "      \"start_time\": \"2024-03-01 12:00:01 UTC\",\n"
+            "     \"update_time\": \"2024-03-01 12:01:05 UTC\",\n"
+            "       \"stop_time\": \"2024-03-01 12:01:05 UTC\",\n"
+            "   \"return_status\": \"0\",\n"
+            "        \"progress\": \"Done. I'm awake now.\"\n"
             "}\n");
   auto v = json::parse(text);
   for (const auto& kv : v.as_object()) EXPECT_TRUE(kv.value().is_string()) << kv.key();
@@ -297,7 +297,7 @@ TEST(ClientOutputDir, GetCreateAndCheckPrintTheDirectory) {
   EXPECT_EQ(get.code, 0);
   EXPECT_EQ(get.out, d.file("out") + "/jobs/job000012\n");
   auto bare = run(output_dir_main, {"descprod-output-dir", "get"});
-  EXPECT_EQ(bare.out, d.file("out") + "/.\n");  // DESCprod's SUBDIR default "."
+  EXPECT_EQ(bare.out, d.file("out") + "\n");  // the base itself
   EXPECT_EQ(run(output_dir_main, {"descprod-output-dir", "check", "jobs"}).code, 1);
   auto create = run(output_dir_main, {"descprod-output-dir", "create", "jobs"});
   EXPECT_EQ(create.code, 0);
