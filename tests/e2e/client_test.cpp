@@ -280,7 +280,8 @@ TEST(ClientE2E, AddJobPrintsSuccessAndFieldsAndWritesTheOutFile) {
   EXPECT_TRUE(std::regex_match(std::string(f.at("create_time").as_string()),
                                std::regex("[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} UTC")))
       << f.at("create_time");
-  EXPECT_NE(read_file(file).find("{\n" + std::string(14, ' ') + "\"id\": "), std::string::npos) << "keys right-aligned";
+  EXPECT_NE(read_file(file).find("{\n" + std::string(14, ' ') + "\"id\": "), std::string::npos)
+      << "keys right-aligned";
   EXPECT_EQ(s.job(child).at("parent").as_int64(), parent);
 
   auto bad = s.run({"descprod-add-job", "-p", std::to_string(parent), "nosuchapp", "1"});
