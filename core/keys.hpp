@@ -20,6 +20,7 @@
 //   P users                       set     account names
 //   P user:<name>                 hash    an account (role, status, password_hash, created)
 //   P user:<name>:jobs            zset    the account's job IDs
+//   P user:<name>:pending         zset    its held and waiting job IDs (max_queued counts them)
 //   P user:<name>:tokens          set     sha256 of its API tokens
 //   P user:<name>:worker_tokens   set     sha256 of its worker tokens
 //   P token:<sha256>              hash    a token (owner, scope, expires, pools, ...)
@@ -68,6 +69,7 @@ class keys {
   std::string users() const { return p_ + "users"; }
   std::string user(std::string_view name) const { return cat("user:", name); }
   std::string user_jobs(std::string_view name) const { return user(name) + ":jobs"; }
+  std::string user_pending(std::string_view name) const { return user(name) + ":pending"; }
   std::string user_tokens(std::string_view name) const { return user(name) + ":tokens"; }
   std::string user_worker_tokens(std::string_view name) const { return user(name) + ":worker_tokens"; }
   std::string user_quota(std::string_view name) const { return user(name) + ":quota"; }
@@ -113,6 +115,7 @@ class keys {
     fn("job_dependents", k.job(x) + k.job_dependents(0).substr(k.job(0).size()));
     fn("job_array", k.job(x) + k.job_array(0).substr(k.job(0).size()));
     fn("user_jobs", k.user_jobs(x));
+    fn("user_pending", k.user_pending(x));
     fn("token", k.token(x));
     out += "K.deps_ended = P .. '" + k.deps_ended() + "'\n";
     return out;

@@ -152,6 +152,18 @@ local function count(id, from, to, n)
   if from then DELTA[from] = (DELTA[from] or 0) - n end
   if to then DELTA[to] = (DELTA[to] or 0) + n end
 end
+-- An owner's held and waiting jobs (K.user_pending), which max_queued counts with its ready ones:
+-- every script that moves a job into or out of held or waiting calls this beside count().
+local function pending(id, owner, from, to)
+  if owner == nil or owner == '' then return end
+  local was = from == S.held or from == S.waiting
+  local is = to == S.held or to == S.waiting
+  if was and not is then
+    redis.call('ZREM', K.user_pending(owner), id)
+  elseif is and not was then
+    redis.call('ZADD', K.user_pending(owner), id, id)
+  end
+end
 local function flush_counts()
   for s, d in pairs(DELTA) do
     if d ~= 0 then redis.call('HINCRBY', SK, s, d) end
@@ -210,6 +222,7 @@ local function op_lease(J, tk, worker, lease_s, token_sha, token_ttl, t, event)
   redis.call('ZREM', Q, J.id)
   redis.call('ZADD', L, string.format('%.3f', tonumber(t) + tonumber(lease_s)), J.id)
   count(J.id, h.state, ns)
+  pending(J.id, owner, h.state, ns)
   open_stream(J, h.create_time)
   emit(J, owner, 'transition', ns, 'Ready.', attempt, t)
   if h.token_sha and h.token_sha ~= '' then
@@ -497,6 +510,7 @@ for i = 0, n - 1 do
     create_event({id = id, key = K.job(id), events = K.job_events(id)}, owner, state, progress, t)
   end
   count(id, nil, state)
+  pending(id, owner, nil, state)
 end
 return {'ok', string.format('%d', first), string.format('%d', last), t, states}
 )LUA",
@@ -587,6 +601,7 @@ if j.state == S.ready or j.state == S.held or j.state == S.waiting then
   redis.call('HSET', J.key, 'state', ns, 'progress', progress, 'cancel_requested', '1', 'stop_time', t, 'update_time', t)
   redis.call('ZREM', Q, J.id)
   count(J.id, j.state, ns)
+  pending(J.id, j.owner, j.state, ns)
   open_stream(J)
   emit(J, j.owner, 'transition', ns, progress, j.attempt, t)
   ended(J, ns)
@@ -637,6 +652,7 @@ redis.call('ZREM', Q, J.id)
 redis.call('ZREM', L, J.id)
 if parent and parent ~= '' then redis.call('SREM', K.job_children(parent), J.id) end
 count(J.id, j.state, nil)
+pending(J.id, j.owner, j.state, nil)
 redis.call('XADD', EV, 'MAXLEN', '~', 100000, '*', 'id', J.id, 'owner', j.owner,
   'type', 'deleted', 'state', j.state, 'progress', '', 'attempt', j.attempt, 'time', now_s())
 return {'ok', j.state, j.attempt, j.worker}
@@ -746,6 +762,7 @@ redis.call('HDEL', J.key, 'hold')
 redis.call('HSET', J.key, 'state', ns, 'progress', 'Ready.', 'queued_time', t, 'update_time', t)
 redis.call('ZADD', Q, string.format('%.0f', (1000 - tonumber(prio)) * 1e12 + tonumber(J.id)), J.id)
 count(J.id, j.state, ns)
+pending(J.id, j.owner, j.state, ns)
 emit(J, j.owner, 'transition', ns, 'Ready. Released by ' .. ARGV[3] .. '.', j.attempt, t)
 return {'ok', ns, j.attempt, '', {'priority', prio, 'descname', j.owner}}
 )LUA",
@@ -773,6 +790,7 @@ local function release_one(jid, jst, did, kind)
     local progress = 'Cancelled. Dependency ' .. jid .. ' ended ' .. jst .. '.'
     redis.call('HSET', D.key, 'state', ns, 'progress', progress, 'stop_time', t, 'update_time', t)
     count(did, S.waiting, ns)
+    pending(did, owner, S.waiting, ns)
     emit(D, owner, 'transition', ns, progress, attempt, t)
     ended(D, ns)
     return
@@ -791,6 +809,7 @@ local function release_one(jid, jst, did, kind)
     out[#out + 1] = did; out[#out + 1] = prio; out[#out + 1] = owner; out[#out + 1] = v[6] or ''
   end
   count(did, S.waiting, ns)
+  pending(did, owner, S.waiting, ns)
   emit(D, owner, 'transition', ns, progress, attempt, t)
 end
 while handled < budget do
@@ -857,6 +876,7 @@ for r = 1, n do
     redis.call('ZADD', K.user_jobs(owner), id, id)
     if parent ~= '' then redis.call('SADD', K.job_children(parent), id) end
     count(id, nil, state)
+    pending(id, owner, nil, state)
     if tonumber(id) > top then top = tonumber(id) end
     out[r] = 'ok'
   end

@@ -588,13 +588,19 @@ net::awaitable<std::optional<api_error>> check_quota(gateway_context& ctx, const
   auto q = co_await quota_for(ctx, user);
   const keys& k = keys_of(ctx);
   if (q.max_queued) {
-    auto queued = co_await ctx.redis->async_exec(
+    // Ready (on the queue) and held or waiting: every job of the user's not started yet.
+    commands count;
+    count.push_back(
         redis_cmd("ZINTERCARD", "2", k.user_jobs(user), k.queue(), "LIMIT", std::to_string(q.max_queued)));
-    long long have = queued.type == redis_reply::kind::integer ? queued.integer : 0;
+    count.push_back(redis_cmd("ZCARD", k.user_pending(user)));
+    auto r = co_await ctx.redis->async_pipeline(std::move(count));
+    long long have = 0;
+    for (const auto& part : r)
+      if (part.type == redis_reply::kind::integer) have += part.integer;
     if (have + static_cast<long long>(n) > q.max_queued)
       co_return too_many_requests("max_queued: your quota allows " + std::to_string(q.max_queued) +
-                                      " jobs waiting to run; you have " + std::to_string(have) +
-                                      " and asked for " + std::to_string(n) + " more",
+                                      " jobs waiting to run (ready, held or waiting); you have " +
+                                      std::to_string(have) + " and asked for " + std::to_string(n) + " more",
                                   10);
   }
   if (q.submit_per_minute) {

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/redis.hpp"
 #include "tests/e2e/api_support.hpp"
 
 namespace descprod::test::api {
@@ -188,6 +189,38 @@ TEST(Quota, MaxQueuedAndSubmitRateRefuseWith429) {
   s.run_admin({"quota", "alice", "--submit-rate", "0", "--max-queued", "0"});
   std::this_thread::sleep_for(2100ms);  // the gateway reads a quota again after 2 s
   EXPECT_GT(s.submit(R"({"jobtype":"mysleep","config":"0"})", s.alice_token), 0);
+}
+
+// Held and waiting jobs are not started either: they count toward max_queued (they used to slip
+// past it, letting a user keep any number of jobs in Redis), and leave the count when they are
+// released, run, cancelled or deleted.
+TEST(Quota, HeldAndWaitingJobsCountTowardMaxQueued) {
+  service s(fair_options());
+  s.run_admin({"quota", "alice", "--max-queued", "4"});
+  long long held = s.submit(R"({"jobtype":"mysleep","config":"0","hold":true})");
+  long long gate = s.submit(R"({"jobtype":"mysleep","config":"0","hold":true})");
+  long long waits = s.submit(R"({"jobtype":"mysleep","config":"0","after":[)" + std::to_string(gate) + "]}");
+  long long ready = s.submit(R"({"jobtype":"mysleep","config":"0"})");
+  ASSERT_EQ(s.state(waits), "waiting");
+  ASSERT_EQ(s.state(ready), "ready");
+  auto r = s.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":"0","hold":true})");
+  EXPECT_EQ(r.status, 429) << r.body;
+  EXPECT_NE(r.body.find("you have 4"), std::string::npos) << r.body;
+  r = s.call("POST", "/api/jobs/bulk",
+             R"({"jobs":[{"jobtype":"mysleep","config":"0","after":[)" + std::to_string(gate) + "]}]}");
+  EXPECT_EQ(r.status, 429) << r.body;
+  // A cancelled held job leaves the count: one more fits, then none.
+  ASSERT_EQ(s.call("POST", "/api/jobs/" + std::to_string(held) + "/cancel").status, 200);
+  EXPECT_GT(s.submit(R"({"jobtype":"mysleep","config":"0","hold":true})"), 0);
+  EXPECT_EQ(s.call("POST", "/api/jobs", R"({"jobtype":"mysleep","config":"0"})").status, 429);
+  // Released and run, the gate and the job waiting for it leave the count too.
+  s.add_worker(2);
+  ASSERT_EQ(s.call("POST", "/api/jobs/" + std::to_string(gate) + "/release").status, 200);
+  ASSERT_TRUE(s.wait_terminal(waits, 60s));
+  ASSERT_TRUE(s.wait_terminal(ready, 60s));
+  redis_sync rs(s.redis.endpoint());
+  EXPECT_EQ(rs.exec({"ZCARD", "descprod:user:alice:pending"}).integer, 1) << "the one held job left";
+  EXPECT_EQ(submit_bulk(s, 3, "0", s.alice_token).size(), 3u);
 }
 
 }  // namespace
