@@ -134,9 +134,13 @@ TEST(Golden, TheCommandsPrintWhatDescprodPrinted) {
   ASSERT_EQ(text_of(job, "state"), "done");
 
   placeholders p;
+  // The host only where a value stands (after ": " to a line's end, or quoted): a short host name
+  // may be a part of other words.
+  const std::string host = text_of(job, "host");
   p.values = {{text_of(job, "rundir"), "{RUNDIR}"},
               {s.out_dir, "{OUT}"},
-              {text_of(job, "host"), "{HOST}"},
+              {": " + host + "\n", ": {HOST}\n"},
+              {"\"" + host + "\"", "\"{HOST}\""},
               {DESCPROD_VERSION, "{VERSION}"}};
   p.numbers = {{std::to_string(id), "{ID}"},
                {std::to_string(parent), "{PARENT}"},
