@@ -244,6 +244,40 @@ std::optional<std::pair<int, std::string>> read_update(const boost::json::value&
   return std::nullopt;
 }
 
+// The update's parts as the JSON API's own requests, checked by the same parsers (the host of a
+// claim, the started, progress and finished bodies): what the API refuses is refused here too
+// (status 4), before anything changes. The attempts are set once the job's is known.
+struct legacy_reports {
+  std::string host;
+  started_report started;
+  progress_report progress;
+  finished_report finished;
+};
+std::optional<std::pair<int, std::string>> prepare_reports(const legacy_update& u, const std::string& message,
+                                                           legacy_reports& out) {
+  boost::json::object claim;
+  claim["host"] = u.host.empty() ? std::string("unknown") : u.host;
+  if (auto e = parse_claim_body(claim, out.host)) return std::make_pair(4, e->detail);
+  boost::json::object started;
+  started["attempt"] = 1;
+  started["pid"] = u.pid.value_or(0);
+  if (!u.host.empty()) started["host"] = u.host;
+  if (!u.rundir.empty()) started["rundir"] = u.rundir;
+  if (auto e = parse_started_body(started, out.started)) return std::make_pair(4, e->detail);
+  boost::json::object progress;
+  progress["attempt"] = 1;
+  progress["message"] = message;
+  if (auto e = parse_progress_body(progress, out.progress)) return std::make_pair(4, e->detail);
+  boost::json::object finished;
+  finished["attempt"] = 1;
+  finished["message"] = message;
+  const long long rs = u.return_status.value_or(0);
+  if (rs < 0) finished["signal"] = -rs;
+  else finished["rc"] = rs;
+  if (auto e = parse_finished_body(finished, out.finished)) return std::make_pair(4, e->detail);
+  return std::nullopt;
+}
+
 }  // namespace
 
 // The old wrapper's heartbeat and final update, as transitions: a held or ready job the update
@@ -268,11 +302,13 @@ net::awaitable<handler_result> legacy_update_job(call& c) {
   std::string state = field_or_empty(*rec, "state");
   long long attempt = parse_integer<long long>(field_or_empty(*rec, "attempt")).value_or(1);
   const bool finishing = u.return_status.has_value();
+  legacy_reports reports;
+  if (auto refused = prepare_reports(u, progress_message(u.progress.value_or("")), reports))
+    co_return status_answer(refused->first, refused->second);
   // Claimed here when the wrapper started it on its own (DESCprod's descprod-start-job claims nothing).
   if ((u.started || finishing) &&
       (state == to_string(job_state::held) || state == to_string(job_state::ready))) {
-    std::string host = u.host.empty() ? std::string("unknown") : u.host;
-    auto claimed = co_await jobs_service::claim(c.ctx, *c.who, u.id, host);
+    auto claimed = co_await jobs_service::claim(c.ctx, *c.who, u.id, reports.host);
     if (!claimed) {
       if (http_only(claimed.error())) co_return error_answer(claimed.error());
       co_return status_answer(7, claimed.error().detail);
@@ -281,35 +317,26 @@ net::awaitable<handler_result> legacy_update_job(call& c) {
     state = to_string(job_state::dispatched);
   }
   if (state == to_string(job_state::dispatched) && (u.started || finishing)) {
-    started_report s;
-    s.attempt = attempt;
-    s.pid = u.pid.value_or(0);
-    s.host = u.host;
-    s.rundir = u.rundir;
-    auto r = co_await jobs_service::report(c.ctx, *c.who, u.id, jobs_service::client_report(std::move(s)));
+    reports.started.attempt = attempt;
+    auto r = co_await jobs_service::report(c.ctx, *c.who, u.id, jobs_service::client_report(reports.started));
     if (!r) {
       if (http_only(r.error())) co_return error_answer(r.error());
       co_return status_answer(7, r.error().detail);
     }
     state = *r;
   }
-  std::string message = progress_message(u.progress.value_or(""));
   if (finishing) {
-    finished_report f;
-    f.attempt = attempt;
-    if (*u.return_status < 0) f.signal = static_cast<int>(-*u.return_status);
-    else f.rc = static_cast<int>(*u.return_status);
-    f.message = message;
-    auto r = co_await jobs_service::report(c.ctx, *c.who, u.id, jobs_service::client_report(std::move(f)));
+    reports.finished.attempt = attempt;
+    auto r =
+        co_await jobs_service::report(c.ctx, *c.who, u.id, jobs_service::client_report(reports.finished));
     if (!r) {
       if (http_only(r.error())) co_return error_answer(r.error());
       co_return status_answer(7, r.error().detail);
     }
   } else if (u.progress && state == to_string(job_state::running)) {
-    progress_report p;
-    p.attempt = attempt;
-    p.message = message;
-    auto r = co_await jobs_service::report(c.ctx, *c.who, u.id, jobs_service::client_report(std::move(p)));
+    reports.progress.attempt = attempt;
+    auto r =
+        co_await jobs_service::report(c.ctx, *c.who, u.id, jobs_service::client_report(reports.progress));
     if (!r) {
       if (http_only(r.error())) co_return error_answer(r.error());
       co_return status_answer(7, r.error().detail);

@@ -110,6 +110,16 @@ TEST(LegacyRoutes, TheOldWrappersUpdatesRunAHeldJobToDoneAndAreCheckedAsDescprod
   }
   EXPECT_EQ(s.state(id), "held");
 
+  // What the JSON API refuses is refused here too (4), and nothing changes: a host that is not a
+  // host name, a signal out of range.
+  EXPECT_EQ(
+      status_of(s.call("POST", "/update_job", update(id, "alice", 100, R"x(,"pid":7,"host":"a b;$(id)")x"))),
+      4);
+  EXPECT_EQ(
+      status_of(s.call("POST", "/update_job", update(id, "alice", 100, R"(,"pid":7,"return_status":-300)"))),
+      4);
+  EXPECT_EQ(s.state(id), "held");
+
   // The first heartbeat: the wrapper has started the application. The job is claimed for its host.
   const std::string started =
       R"(,"host":"nid001.example","rundir":"/scratch/job","pid":4242,"start_time":1000,)"
