@@ -437,7 +437,16 @@ bool is_spawned_child(pid_t pid) {
   return children.count(pid) > 0;
 }
 
-environment_template::environment_template() : base_(environment_with({})) {}
+environment_template::environment_template(const std::vector<std::string>& drop)
+    : base_(environment_with({})) {
+  for (const auto& name : drop) {
+    const std::string prefix = name + "=";
+    base_.erase(
+        std::remove_if(base_.begin(), base_.end(),
+                       [&](const std::string& e) { return e.compare(0, prefix.size(), prefix) == 0; }),
+        base_.end());
+  }
+}
 
 std::vector<std::string> environment_template::with(
     const std::vector<std::pair<std::string, std::string>>& overrides) const {

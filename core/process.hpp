@@ -72,7 +72,8 @@ std::vector<std::string> environment_with(const std::vector<std::pair<std::strin
 // and each call only patches a copy of it.
 class environment_template {
  public:
-  environment_template();
+  // `drop`: names left out of every child's environment (secrets of this program's own).
+  explicit environment_template(const std::vector<std::string>& drop = {});
   std::vector<std::string> with(const std::vector<std::pair<std::string, std::string>>& overrides) const;
 
  private:

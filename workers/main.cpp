@@ -4,6 +4,7 @@
 // Exit codes: 0 after SIGINT/SIGTERM or the idle timeout (--idle-timeout), 1 when the daemon
 // rejects the worker or an unexpected error, 2 for a bad command line or configuration.
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -77,6 +78,8 @@ int main(int argc, char** argv) {
     if (vm.count("idle-timeout")) over.idle_timeout_s = vm["idle-timeout"].as<double>();
     if (vm.count("token-file")) cfg.worker.token_file = vm["token-file"].as<std::string>();
     opts = descprod::workers::make_worker_options(cfg.worker, over, descprod::workers::current_host_facts());
+    // Read once; no child of the worker (a job, a containment helper) inherits it.
+    ::unsetenv("DESCPROD_WORKER_TOKEN");
     opts.reap_orphans =
         true;  // the worker is this whole program: children it did not spawn are orphans of jobs
     // A full or read-only output disk is not fatal: the worker reports itself unhealthy and

@@ -69,7 +69,11 @@ worker::worker(net::any_io_executor ex, zmq::context_t& ctx, worker_options opts
   if (opts_.prefetch < 0) opts_.prefetch = 0;
   if (!opts_.containment.empty() && !opts_.run.contain)
     opts_.run.contain = std::make_shared<containment>(opts_.containment, opts_.reap_orphans);
-  if (!opts_.run.environment) opts_.run.environment = std::make_shared<const environment_template>();
+  // The worker's own token never reaches a job: not in its environment, not in the
+  // descprod-env.log a login shell writes into its run directory.
+  if (!opts_.run.environment)
+    opts_.run.environment =
+        std::make_shared<const environment_template>(std::vector<std::string>{"DESCPROD_WORKER_TOKEN"});
 }
 
 worker::~worker() {

@@ -137,6 +137,27 @@ TEST_F(Worker, LoginShellPassesArgumentsAsPositionalParameters) {
   EXPECT_NE(wrapper.find(" returned code: 0\nDone.\n"), std::string::npos) << wrapper;
 }
 
+// The worker's own token ($DESCPROD_WORKER_TOKEN, one of the ways it gets it) is a secret of the
+// worker: no job sees it, and a login shell's descprod-env.log does not record it.
+TEST_F(Worker, TheWorkerTokenFromTheEnvironmentNeverReachesAJob) {
+  ::setenv("DESCPROD_WORKER_TOKEN", "dp_worker_secret_do_not_leak", 1);
+  struct unset {
+    ~unset() { ::unsetenv("DESCPROD_WORKER_TOKEN"); }
+  } restore;
+  start_worker();
+  auto route = handshake();
+  daemon_->send(
+      route, "job",
+      job_body(9, {"/bin/sh", "-c", "printf '[%s]' \"${DESCPROD_WORKER_TOKEN:-none}\""}, 1, 0, {}, true));
+  auto started = expect_started(9);
+  ASSERT_TRUE(started);
+  ASSERT_TRUE(daemon_->expect("finished", for_job(9)));
+  fs::path rundir(std::string(started->body.at("rundir").as_string()));
+  auto log = slurp(rundir / "job000009.log");
+  EXPECT_NE(log.find("[none]"), std::string::npos) << log;
+  EXPECT_EQ(slurp(rundir / "descprod-env.log").find("dp_worker_secret"), std::string::npos);
+}
+
 TEST_F(Worker, GivesTheAppItsEnvironmentAndAFreshRunDirectoryPerAttempt) {
   start_worker();
   auto route = handshake();
