@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -66,6 +67,10 @@ const char* usage =
     "                            with a header row, or JSON) under the jobs' own IDs; IDs that exist\n"
     "                            are skipped; new jobs then get IDs above them. Ended jobs keep their\n"
     "                            outcome, running ones become lost, never-started ones held\n"
+    "  merge-config BASE OVERLAY OUT\n"
+    "                            BASE with the YAML OVERLAY merged over it (mappings key by key,\n"
+    "                            anything else replaced), written to OUT (mode 0600) only when it is\n"
+    "                            a valid configuration (no Redis needed; descprod-up --config-overlay)\n"
     "  keys NAME [--dir DIR]     make a CURVE key pair: DIR/NAME.key (secret, mode 0600) and\n"
     "                            DIR/NAME.pub (default DIR: var/keys). Give the daemon its .key and\n"
     "                            each worker its own .key and the daemon's .pub; put worker .pub\n"
@@ -168,6 +173,33 @@ int main(int argc, char** argv) {
     }
   }
   if (rest.empty()) return fail(std::string("no command given\n") + usage, 2);
+  if (rest[0] == "merge-config") {
+    // scripts/descprod-up --config-overlay: BASE with OVERLAY merged over it, written to OUT only
+    // if the result is a valid configuration (unknown keys refused as in any configuration).
+    if (rest.size() != 4) return fail("usage: descprod-admin merge-config BASE OVERLAY OUT", 2);
+    try {
+      std::string merged = descprod::merge_config_files(rest[1], rest[2]);
+      std::string tmp = rest[3] + ".tmp";
+      {
+        ::mode_t old = ::umask(077);
+        std::ofstream out(tmp, std::ios::trunc);
+        out << merged;
+        out.close();
+        ::umask(old);
+        if (!out) return fail("cannot write " + tmp, 1);
+      }
+      try {
+        descprod::load_config(tmp);
+      } catch (const std::exception& e) {
+        std::filesystem::remove(tmp);
+        return fail("the configuration with " + rest[2] + " merged over it is refused: " + e.what(), 1);
+      }
+      std::filesystem::rename(tmp, rest[3]);
+    } catch (const std::exception& e) {
+      return fail(e.what(), 1);
+    }
+    return 0;
+  }
   if (rest[0] == "keys") {
     if (rest.size() != 2) return fail("usage: descprod-admin keys NAME [--dir DIR]", 2);
     return make_keys(rest[1], key_dir);

@@ -414,6 +414,45 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
 
 descprod_config load_config(const std::string& path) { return parse_config(read_file(path), path); }
 
+namespace {
+YAML::Node merged_node(const YAML::Node& base, const YAML::Node& over) {
+  if (!base.IsMap() || !over.IsMap()) return YAML::Clone(over);
+  YAML::Node out = YAML::Clone(base);
+  for (const auto& kv : over) {
+    const auto key = kv.first.as<std::string>();
+    const YAML::Node& had = base;  // const lookup: never inserts
+    auto existing = had[key];
+    out[key] = existing ? merged_node(existing, kv.second) : YAML::Clone(kv.second);
+  }
+  return out;
+}
+}  // namespace
+
+std::string merge_config_yaml(const std::string& base, const std::string& overlay,
+                              const std::string& overlay_name) {
+  YAML::Node b, o;
+  try {
+    b = YAML::Load(base);
+  } catch (const YAML::Exception& e) {
+    throw config_error(std::string("the configuration is not YAML: ") + e.what());
+  }
+  try {
+    o = YAML::Load(overlay);
+  } catch (const YAML::Exception& e) {
+    throw config_error(overlay_name + ": not YAML: " + e.what());
+  }
+  if (o.IsNull()) o = YAML::Node(YAML::NodeType::Map);
+  if (!o.IsMap()) throw config_error(overlay_name + ": expected a mapping of configuration keys");
+  if (!b.IsMap()) throw config_error("the configuration is not a mapping");
+  try {
+    YAML::Emitter out;
+    out << merged_node(b, o);
+    return std::string(out.c_str()) + "\n";
+  } catch (const YAML::Exception& e) {
+    throw config_error(overlay_name + ": cannot be merged: " + e.what());
+  }
+}
+
 std::vector<std::string> app_def::argv_for(const std::string& config, const std::string& howfig,
                                            long long id) const {
   std::vector<std::string> argv = command;
@@ -539,5 +578,9 @@ app_registry parse_apps(const std::string& text, const std::string& file) {
 }
 
 app_registry load_apps(const std::string& path) { return parse_apps(read_file(path), path); }
+
+std::string merge_config_files(const std::string& base_path, const std::string& overlay_path) {
+  return merge_config_yaml(read_file(base_path), read_file(overlay_path), overlay_path);
+}
 
 }  // namespace descprod

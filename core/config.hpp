@@ -235,6 +235,14 @@ struct descprod_config {
 };
 
 descprod_config load_config(const std::string& path);
+// A YAML overlay merged over a configuration's text (scripts/descprod-up --config-overlay): a
+// mapping merges key by key, anything else (a scalar, a list, null) replaces what the base had.
+// Returns the merged YAML text; throws config_error when either text is not YAML or the overlay is
+// not a mapping. The result is a configuration like any other: load it to check its keys.
+std::string merge_config_yaml(const std::string& base, const std::string& overlay,
+                              const std::string& overlay_name);
+// The same for two files (errors name them).
+std::string merge_config_files(const std::string& base_path, const std::string& overlay_path);
 descprod_config parse_config(const std::string& text, const std::string& file_name);
 app_registry load_apps(const std::string& path);
 app_registry parse_apps(const std::string& text, const std::string& file_name);

@@ -436,6 +436,35 @@ TEST(DescprodUp, ADaemonThatExitsAtOnceOrARedisThatCannotStartLeavesNoProcessBeh
   }
 }
 
+// --config-overlay (issue #18 item 3): a YAML file merged over the configuration descprod-up
+// writes. An unknown key in it is refused as in any configuration, before anything starts; a good
+// one is in the configuration every component reads (here: the sites jobs may ask for, which the
+// gateway then accepts).
+TEST(DescprodUp, AConfigOverlayIsMergedAndAnUnknownKeyInItStartsNothing) {
+  temp_dir var("dpup-");
+  temp_dir scratch("dpup-out-");
+  int port = free_port();
+  write_file(scratch.file("bad.yaml"), "gateway:\n  sitez: [nersc]\n");
+  {
+    up u(var.path(), scratch.file("bad.out"), port, 1, {"--config-overlay", scratch.file("bad.yaml")});
+    expect_fails_leaving_nothing(u, var.path(), "gateway.sitez: unknown key");
+  }
+  write_file(scratch.file("good.yaml"), "gateway:\n  sites: [nersc, slac]\nlog_level: debug\n");
+  up u(var.path(), scratch.file("good.out"), port, 1, {"--config-overlay", scratch.file("good.yaml")});
+  ASSERT_TRUE(u.wait_ready(120s)) << u.output();
+  auto config = read_file(var.file("descprod.yaml"));
+  EXPECT_NE(config.find("nersc"), std::string::npos) << config;
+  EXPECT_NE(config.find("daemon_endpoint"), std::string::npos) << "the script's own keys stay";
+  EXPECT_EQ(mode_of(var.file("descprod.yaml")), 0600);
+  // The sites the overlay named are the ones a job may ask for.
+  auto token = u.token();
+  EXPECT_GT(submit(u.port(), token, R"({"jobtype":"mysleep","config":"1","sites":["slac"]})"), 0);
+  auto refused = http_request("127.0.0.1", u.port(), "POST", "/api/jobs",
+                              R"({"jobtype":"mysleep","config":"1","sites":["cern"]})",
+                              {{"authorization", "Bearer " + token}});
+  EXPECT_EQ(refused.status, 400) << refused.body;
+}
+
 TEST(DescprodUp, TheOrphansOfAKilledRunAreStoppedByTheNextStart) {
   temp_dir var("dpup-");
   temp_dir scratch("dpup-out-");

@@ -2,6 +2,7 @@
 // (docs/architecture.md#app-contract): defaults, every key, and errors that name file:line:column
 // and the key.
 #include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
 
 #include <string>
 
@@ -241,6 +242,31 @@ TEST(LoadConfig, ReadsAFileAndResolvesAppsNextToIt) {
 TEST(LoadConfig, MissingFileIsAConfigError) {
   test::temp_dir dir;
   EXPECT_THROW(load_config(dir.file("absent.yaml")), config_error);
+}
+
+TEST(MergeConfig, MappingsMergeKeyByKeyAndAnythingElseReplaces) {
+  const std::string base =
+      "log_level: info\n"
+      "gateway:\n  port: 8080\n  sites: [a]\n"
+      "worker:\n  owner: admin\n  site: x\n";
+  const std::string overlay =
+      "log_level: debug\n"
+      "gateway:\n  sites: [nersc, slac]\n"
+      "worker:\n  site: ~\n"
+      "pilots:\n  enabled: true\n";
+  auto merged = YAML::Load(merge_config_yaml(base, overlay, "overlay.yaml"));
+  EXPECT_EQ(merged["log_level"].as<std::string>(), "debug");
+  EXPECT_EQ(merged["gateway"]["port"].as<int>(), 8080) << "kept from the base";
+  EXPECT_EQ(merged["gateway"]["sites"].as<std::vector<std::string>>(),
+            (std::vector<std::string>{"nersc", "slac"}))
+      << "a list is replaced, not appended to";
+  EXPECT_EQ(merged["worker"]["owner"].as<std::string>(), "admin");
+  EXPECT_TRUE(merged["worker"]["site"].IsNull()) << "null removes a value";
+  EXPECT_TRUE(merged["pilots"]["enabled"].as<bool>());
+  // An empty overlay changes nothing; an overlay that is not a mapping or not YAML is refused.
+  EXPECT_EQ(YAML::Load(merge_config_yaml(base, "", "o"))["gateway"]["port"].as<int>(), 8080);
+  EXPECT_THROW(merge_config_yaml(base, "- a\n- b\n", "o"), config_error);
+  EXPECT_THROW(merge_config_yaml(base, "gateway: [unclosed\n", "o"), config_error);
 }
 
 TEST(ParseApps, AGivenCommandRunsWithoutALoginShellUnlessAskedAndTheDefaultCanBeTurnedOff) {
