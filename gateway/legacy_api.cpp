@@ -280,6 +280,19 @@ std::optional<std::pair<int, std::string>> prepare_reports(const legacy_update& 
 
 }  // namespace
 
+// One report on the job through the API's service: nullopt when applied (`state`, if given, is the
+// job's state after it), else the answer to give (the HTTP error, or status 7 with the reason).
+net::awaitable<std::optional<handler_result>> apply_report(call& c, job_id id, jobs_service::client_report r,
+                                                           std::string* state) {
+  auto applied = co_await jobs_service::report(c.ctx, *c.who, id, std::move(r));
+  if (!applied) {
+    if (http_only(applied.error())) co_return error_answer(applied.error());
+    co_return status_answer(7, applied.error().detail);
+  }
+  if (state) *state = *applied;
+  co_return std::nullopt;
+}
+
 // The old wrapper's heartbeat and final update, as transitions: a held or ready job the update
 // says has started is claimed for its host and started; progress is a progress report; a
 // return_status finishes it (rc < 0: the signal -rc). Each step is the API's claim and reports.
@@ -318,29 +331,17 @@ net::awaitable<handler_result> legacy_update_job(call& c) {
   }
   if (state == to_string(job_state::dispatched) && (u.started || finishing)) {
     reports.started.attempt = attempt;
-    auto r = co_await jobs_service::report(c.ctx, *c.who, u.id, jobs_service::client_report(reports.started));
-    if (!r) {
-      if (http_only(r.error())) co_return error_answer(r.error());
-      co_return status_answer(7, r.error().detail);
-    }
-    state = *r;
+    auto refused = co_await apply_report(c, u.id, jobs_service::client_report(reports.started), &state);
+    if (refused) co_return std::move(*refused);
   }
   if (finishing) {
     reports.finished.attempt = attempt;
-    auto r =
-        co_await jobs_service::report(c.ctx, *c.who, u.id, jobs_service::client_report(reports.finished));
-    if (!r) {
-      if (http_only(r.error())) co_return error_answer(r.error());
-      co_return status_answer(7, r.error().detail);
-    }
+    auto refused = co_await apply_report(c, u.id, jobs_service::client_report(reports.finished), nullptr);
+    if (refused) co_return std::move(*refused);
   } else if (u.progress && state == to_string(job_state::running)) {
     reports.progress.attempt = attempt;
-    auto r =
-        co_await jobs_service::report(c.ctx, *c.who, u.id, jobs_service::client_report(reports.progress));
-    if (!r) {
-      if (http_only(r.error())) co_return error_answer(r.error());
-      co_return status_answer(7, r.error().detail);
-    }
+    auto refused = co_await apply_report(c, u.id, jobs_service::client_report(reports.progress), nullptr);
+    if (refused) co_return std::move(*refused);
   } else if (state != to_string(job_state::running) && state != to_string(job_state::dispatched)) {
     co_return status_answer(7, "job " + std::to_string(u.id) + " is " + state + ": nothing to update");
   }
