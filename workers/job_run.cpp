@@ -248,11 +248,13 @@ net::awaitable<job_result> job_run::run() {
   // Per job at debug only (issue #20): the worker counts jobs and logs the counts per heartbeat.
   log::debug("job started job_id={} attempt={} pid={} rundir={}", spec_.id, spec_.attempt, pid_,
              rundir_.string());
-  note_wrapper_log("DESCprod wrapper descprod-worker version " + std::to_string(wrapper_version) +
-                   " running job " + std::to_string(spec_.id) + " for user " +
-                   field(spec_.record, "descname") + " in " + rundir_.string() +
-                   "\nCommand: " + join(spec_.argv, " ") + "\nProcess ID: " + std::to_string(pid_) +
-                   "\nConfig is in " + (rundir_ / "wrapper-status.json").string() + "\n");
+  // Only for a login-shell app: the lines are not even built for the others (the per-job path).
+  if (spec_.login_shell)
+    note_wrapper_log("DESCprod wrapper descprod-worker version " + std::to_string(wrapper_version) +
+                     " running job " + std::to_string(spec_.id) + " for user " +
+                     field(spec_.record, "descname") + " in " + rundir_.string() +
+                     "\nCommand: " + join(spec_.argv, " ") + "\nProcess ID: " + std::to_string(pid_) +
+                     "\nConfig is in " + (rundir_ / "wrapper-status.json").string() + "\n");
   // Recorded now, written at the first status poll (or at the end, if the app is done by then).
   note_progress(progress_string("Running", message_), std::nullopt);
   if (observer_.on_started) observer_.on_started(*this);
@@ -281,8 +283,9 @@ net::awaitable<job_result> job_run::run() {
   result.message = message_;
   result.leftovers_killed = leftovers_killed_;
   note_progress(progress_string(outcome.prefix, message_), outcome.return_status);
-  note_wrapper_log("Job process " + std::to_string(pid_) +
-                   " returned code: " + std::to_string(outcome.return_status) + "\nDone.\n");
+  if (spec_.login_shell)
+    note_wrapper_log("Job process " + std::to_string(pid_) +
+                     " returned code: " + std::to_string(outcome.return_status) + "\nDone.\n");
   // Before run() returns, hence before the worker reports `finished`: whoever learns the job
   // ended finds progress.log and wrapper-status.json complete.
   try_flush_files();
@@ -534,7 +537,7 @@ void job_run::try_flush_files() {
 }
 
 void job_run::note_wrapper_log(const std::string& lines) {
-  if (!spec_.login_shell || dir_fd_ < 0) return;
+  if (dir_fd_ < 0) return;
   try {
     append_file_at(dir_fd_, "wrapper.log", lines);
   } catch (const std::exception& e) {

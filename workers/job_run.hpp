@@ -133,7 +133,7 @@ class job_run {
   void flush_files();      // throws fs::filesystem_error
   void try_flush_files();  // logs a failure instead
   // A login-shell app (run as DESCprod ran it) gets DESCprod's wrapper.log: the wrapper's own
-  // lines, appended here (a failure is logged, never fatal).
+  // lines, appended here (a failure is logged, never fatal). Called for such apps only.
   void note_wrapper_log(const std::string& lines);
   void write_wrapper_status();
   std::vector<std::string> child_environment() const;
