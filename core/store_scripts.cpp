@@ -749,11 +749,12 @@ return out
 local J = job_at(ARGV[2], 6)
 local j = load(J)
 if not j then return {'err', 'missing', ''} end
-local v = redis.call('HMGET', J.key, 'hold', 'priority')
+local v = redis.call('HMGET', J.key, 'hold', 'priority', 'sites')
 local prio = v[2] or '0'
+local sites = v[3] or ''
 if j.state == S.waiting and v[1] == '1' then
   redis.call('HDEL', J.key, 'hold')
-  return {'ok', j.state, j.attempt, '', {'priority', prio, 'descname', j.owner}}
+  return {'ok', j.state, j.attempt, '', {'priority', prio, 'descname', j.owner, 'sites', sites}}
 end
 local ns = NEXT[j.state] and NEXT[j.state]['release']
 if not ns then return {'err', 'illegal', j.state} end
@@ -764,7 +765,8 @@ redis.call('ZADD', Q, string.format('%.0f', (1000 - tonumber(prio)) * 1e12 + ton
 count(J.id, j.state, ns)
 pending(J.id, j.owner, j.state, ns)
 emit(J, j.owner, 'transition', ns, 'Ready. Released by ' .. ARGV[3] .. '.', j.attempt, t)
-return {'ok', ns, j.attempt, '', {'priority', prio, 'descname', j.owner}}
+-- The sites go with it to the daemon's queue (a lane of their own; @pin: an allocation of its own).
+return {'ok', ns, j.attempt, '', {'priority', prio, 'descname', j.owner, 'sites', sites}}
 )LUA",
     // deps_release: budget
     // Hands on the dependents of ended jobs (DE: job ID -> the state it ended in, then where the

@@ -1140,6 +1140,7 @@ net::awaitable<result<changed_job>> release(gateway_context& ctx, principal who,
     std::vector<job_id> ids(1, id);
     std::vector<job_request> reqs(1);
     reqs.front().priority = parse_integer<int>(field_of(tr.record, "priority")).value_or(0);
+    reqs.front().sites = field_of(tr.record, "sites");  // else it would run at any site
     notify_daemon(ctx, ids, reqs, 0, owner);
   }
   log::info("job released by={} job_id={} result={}", who.name, id, tr.state);

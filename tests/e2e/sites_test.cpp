@@ -85,6 +85,29 @@ TEST(Sites, JobsRunOnlyAtTheSitesTheyAskForAndABacklogElsewhereHoldsNothingBack)
   EXPECT_NE(overview.find("\"site\":\"beta\""), std::string::npos) << overview;
 }
 
+// Every path that puts a job on the daemon's queue carries its sites: a held job released by its
+// owner (the gateway's release path) runs only at its site, though a worker elsewhere is idle.
+TEST(Sites, AReleasedHeldJobKeepsItsSite) {
+  service_options o = api_options(0);
+  o.gateway_extra = "  sites: [alpha, beta]\n";
+  service s(o);
+  int wn = s.add_worker(0);  // no site: may run only jobs that ask for none
+  long long held = s.submit(R"({"jobtype":"mysleep","config":"0","sites":["alpha"],"hold":true})");
+  long long any = s.submit(R"({"jobtype":"mysleep","config":"0","hold":true})");
+  for (long long id : {held, any}) {
+    auto r = s.call("POST", "/api/jobs/" + std::to_string(id) + "/release");
+    EXPECT_EQ(r.status, 200) << r.body;
+  }
+  ASSERT_TRUE(s.wait_terminal(any, 30s));
+  EXPECT_EQ(str(s.job(any), "worker"), "w" + std::to_string(wn));
+  // The worker without a site has been idle since; the alpha job is still waiting for alpha.
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(s.state(held), "ready") << json::serialize(s.job(held));
+  int wa = s.add_worker(0, {"--site", "alpha"});
+  ASSERT_TRUE(s.wait_terminal(held, 30s));
+  EXPECT_EQ(str(s.job(held), "worker"), "w" + std::to_string(wa));
+}
+
 TEST(Sites, BadSiteListsAreRefused) {
   service_options o = api_options(0);
   o.gateway_extra = "  sites: [alpha, beta]\n";
