@@ -273,6 +273,82 @@ int add_job_main(int argc, char** argv) {
   });
 }
 
+// ---- descprod-pmbs ----------------------------------------------------------------------------------
+
+namespace {
+// A config.json value as text (DESCprod wrote some as numbers).
+std::string config_text(const json::object& o, const char* key) {
+  auto it = o.find(key);
+  if (it == o.end()) return "";
+  if (it->value().is_string()) return std::string(it->value().as_string());
+  if (it->value().is_int64()) return std::to_string(it->value().as_int64());
+  return "";
+}
+
+void status_line(const std::string& line) {
+  std::cout << line << "\n" << std::flush;
+  std::ofstream f("current-status.txt", std::ios::app);
+  f << line << "\n";
+}
+}  // namespace
+
+int pmbs_main(int argc, char** argv) {
+  const std::string me = program_name(argc > 0 ? argv[0] : nullptr, "descprod-pmbs");
+  return guarded(me, [&] {
+    auto a = parse_args(arguments(argc, argv), server_options());
+    if (a.has("help")) {
+      std::cout
+          << "Usage: " << me << " [-h]\n"
+          << "Run in the run directory of a job whose howfig starts pmbs-TMIN[-QOS[-CONS[-ACCT]]] (the\n"
+          << "worker runs it for such a job, as DESCprod ran runapp-pmbs): reads config.json, creates a\n"
+          << "child job with the same type and config and the howfig pmb-TMIN[-...][,REST], which runs\n"
+          << "in a Slurm allocation of its own, writes it to subjob-config.json and exits 0.\n"
+          << "Exit codes: 21 the job type starts with pmb; 22 the howfig does not start with pmbs-;\n"
+          << "2 no readable config.json; 1 the server refused the child.\n"
+          << common_options_help();
+      return exit_code::ok;
+    }
+    if (!a.positional.empty()) throw usage_error("no arguments expected (the job is read from config.json)");
+    std::ifstream in("config.json");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    boost::system::error_code ec;
+    auto v = json::parse(text, ec);
+    if (!in.good() && text.empty())
+      throw usage_error("cannot read config.json in " + fs::current_path().string());
+    if (ec || !v.is_object()) throw usage_error("config.json is not a JSON object");
+    const auto& job = v.as_object();
+    const std::string id = config_text(job, "id");
+    const std::string jobtype = config_text(job, "jobtype");
+    const std::string config = config_text(job, "config");
+    const std::string howfig = config_text(job, "howfig");
+    if (jobtype.rfind("pmb", 0) == 0) {
+      print_error(me, "Invalid job type: " + terminal_safe(jobtype));
+      return 21;
+    }
+    std::string why;
+    auto b = parse_batch_howfig(howfig, why);
+    if (!b || !b->subjob) {
+      print_error(me, "Invalid howfig: " + terminal_safe(howfig) + (why.empty() ? "" : " (" + why + ")"));
+      return 22;
+    }
+    json::object body;
+    body["jobtype"] = jobtype;
+    body["config"] = config;
+    body["howfig"] = "pmb" + b->head.substr(4) + (b->rest.empty() ? std::string() : "," + b->rest);
+    body["parent"] = parse_job_id(id, "config.json id");
+    auto api = make_client(a);
+    json::value req(body);
+    auto made = api.call_ok("POST", "/api/jobs", &req);
+    if (!made.is_object()) throw client_error(exit_code::server_error, "the server's answer is not a job");
+    long long child = json_int(made.as_object(), "id").value_or(0);
+    std::ofstream out("subjob-config.json", std::ios::trunc);
+    out << outjson_text(made.as_object());
+    status_line("Created and submitting job " + std::to_string(child) + ".");
+    status_line("Submitted job " + std::to_string(child) + " to batch queue.");
+    return exit_code::ok;
+  });
+}
+
 // ---- descprod-submit ------------------------------------------------------------------------------
 
 int submit_main(int argc, char** argv) {

@@ -16,6 +16,8 @@ int split_config_main(int argc, char** argv);
 int split_config_field_main(int argc, char** argv);
 int split_compound_config_main(int argc, char** argv);
 int check_config_main(int argc, char** argv);
+// DESCprod's indirect app runapp-pmbs (the worker runs it for a job with a pmbs howfig).
+int pmbs_main(int argc, char** argv);
 
 // New commands.
 int submit_main(int argc, char** argv);

@@ -333,6 +333,10 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read("account", p.account);
     s.read("qos", p.qos);
     s.read("constraint", p.constraint);
+    s.read_range("pinned_max", p.pinned_max, 0, 10000);
+    s.read_range("pinned_idle_timeout_s", p.pinned_idle_timeout_s, 1.0, 1e7);
+    s.read("pinned_qos", p.pinned_qos);
+    s.read("pinned_constraints", p.pinned_constraints);
     s.read("job_name", p.job_name);
     s.read_range("signal_lead_s", p.signal_lead_s, 0, 65535);
     s.read_range("idle_timeout_s", p.idle_timeout_s, 0.0, 1e7);
@@ -473,6 +477,16 @@ std::vector<std::string> app_def::argv_for(const std::string& config, const std:
     if (!out.empty()) argv.push_back(std::move(out));
   }
   return argv;
+}
+
+std::vector<std::string> app_def::job_argv(const std::string& config, const std::string& howfig, long long id,
+                                           bool batch_howfigs) const {
+  if (batch_howfigs) {
+    std::string why;
+    auto b = parse_batch_howfig(howfig, why);
+    if (b && b->subjob) return {"descprod-pmbs"};
+  }
+  return argv_for(config, app_howfig(howfig, batch_howfigs), id);
 }
 
 const app_def* app_registry::find(const std::string& name) const {

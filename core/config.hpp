@@ -52,6 +52,11 @@ struct app_def {
   // The argv for a job: command, then args with {config}/{howfig}/{id} replaced. An argument that
   // becomes empty is dropped (DESCprod's shell word-splitting dropped an empty howfig too).
   std::vector<std::string> argv_for(const std::string& config, const std::string& howfig, long long id) const;
+  // The argv of a job of this app: argv_for, except with batch howfigs enabled (core/job.hpp,
+  // batch_howfig) a pmb job's app gets the howfig after its first constituent and a pmbs job runs
+  // `descprod-pmbs` (no arguments; it reads config.json), as DESCprod's indirect apps did.
+  std::vector<std::string> job_argv(const std::string& config, const std::string& howfig, long long id,
+                                    bool batch_howfigs) const;
 };
 
 struct app_registry {
@@ -65,6 +70,9 @@ struct gateway_config {
   std::string daemon_endpoint = "ipc://var/daemon-gateways.ipc";
   std::size_t max_body_bytes = 1 << 20;
   std::size_t max_bulk_jobs = 100000;
+  // Whether pmb/pmbs howfigs pin a job to a Slurm allocation of its own (set from pilots.enabled:
+  // only a service that submits pilots has one to give; without, such a howfig is text for the app).
+  bool batch_howfigs = false;
   // The sites a job may ask for ("sites": [...]; docs/operators.md, Sites). Empty: none (a job
   // that asks for a site is refused). A closed list keeps the daemon's per-site lanes few.
   std::vector<std::string> sites;
@@ -188,6 +196,15 @@ struct pilots_config {
   std::string account;        // sbatch --account
   std::string qos;            // sbatch --qos
   std::string constraint;     // sbatch --constraint (e.g. cpu at NERSC)
+  // Jobs in an allocation of their own (howfig pmb-TMIN-QOS-CONS[-ACCT], docs/slurm.md): at most
+  // pinned_max such pilots alive at once; each sized by its howfig, its worker leaving after
+  // pinned_idle_timeout_s without its job. The howfig's QOS and constraint are passed to sbatch as
+  // they are unless these maps say otherwise (a name → the value to pass; "" leaves the option out,
+  // for a cluster without NERSC's QOSes or features). ACCT, when given, replaces `account`.
+  int pinned_max = 20;
+  double pinned_idle_timeout_s = 30;
+  std::map<std::string, std::string> pinned_qos;
+  std::map<std::string, std::string> pinned_constraints;
   std::string job_name = "descprod-pilot";
   int signal_lead_s = 120;      // sbatch --signal=B:TERM@lead: the workers drain this long before the end
   double idle_timeout_s = 300;  // a pilot's workers exit after this long without a job

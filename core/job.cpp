@@ -3,6 +3,7 @@
 #include "core/job.hpp"
 
 #include <array>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <set>
@@ -202,6 +203,65 @@ std::string_view check_config_reason(int code) {
 }
 
 std::vector<std::string> split_config(std::string_view s) { return split_on(s, "-"); }
+namespace {
+bool batch_word(std::string_view s, std::size_t max) {
+  if (s.size() > max) return false;
+  for (char c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+  return true;
+}
+}  // namespace
+
+std::optional<batch_howfig> parse_batch_howfig(std::string_view howfig, std::string& error) {
+  error.clear();
+  auto comma = howfig.find(',');
+  std::string_view head = howfig.substr(0, comma);
+  auto fields = split(std::string(head), '-');
+  if (fields.empty() || (fields[0] != "pmb" && fields[0] != "pmbs")) return std::nullopt;
+  batch_howfig b;
+  b.subjob = fields[0] == "pmbs";
+  b.head = std::string(head);
+  if (comma != std::string_view::npos) b.rest = std::string(howfig.substr(comma + 1));
+  const std::string name = fields[0] + "-TMIN[-QOS[-CONS[-ACCT]]]";
+  if (fields.size() > 5) {
+    error = "howfig '" + b.head + "': " + name + " has at most 5 fields, this has " +
+            std::to_string(fields.size());
+    return std::nullopt;
+  }
+  const std::string& t = fields.size() > 1 ? fields[1] : std::string();
+  if (t.empty() || t.size() > 5 || t.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(t) < 1 || std::stoi(t) > 10080) {
+    error = "howfig '" + b.head + "': the time limit TMIN must be minutes from 1 to 10080, not '" + t + "'";
+    return std::nullopt;
+  }
+  b.minutes = std::stoi(t);
+  b.qos = fields.size() > 2 && !fields[2].empty() ? fields[2] : "auto";
+  if (b.qos == "auto") b.qos = b.minutes <= 30 ? "debug" : "regular";
+  if (b.qos != "local" && b.qos != "regular" && b.qos != "debug") {
+    error = "howfig '" + b.head + "': QOS must be local, regular, debug or auto, not '" + b.qos + "'";
+    return std::nullopt;
+  }
+  b.constraint = fields.size() > 3 && !fields[3].empty() ? fields[3] : "cpu";
+  if (!batch_word(b.constraint, 32)) {
+    error = "howfig '" + b.head + "': the constraint must be 1 to 32 of A-Z a-z 0-9 _, not '" + b.constraint +
+            "'";
+    return std::nullopt;
+  }
+  b.account = fields.size() > 4 ? fields[4] : "";
+  if (!batch_word(b.account, 32)) {
+    error = "howfig '" + b.head + "': the account must be up to 32 of A-Z a-z 0-9 _, not '" + b.account + "'";
+    return std::nullopt;
+  }
+  return b;
+}
+
+std::string app_howfig(const std::string& howfig, bool batch_howfigs) {
+  if (!batch_howfigs) return howfig;
+  std::string error;
+  auto b = parse_batch_howfig(howfig, error);
+  return b && !b->subjob ? b->rest : howfig;
+}
+
 std::vector<std::string> split_config_field(std::string_view s) { return split_on(s, ":"); }
 std::vector<std::string> split_compound_config(std::string_view s) { return split_on(s, "---"); }
 
@@ -237,7 +297,8 @@ namespace {
 boost::json::value field_value(const std::string& name, const std::string& v, bool integer_times) {
   if (name == "sites") {
     boost::json::array sites;
-    for (const auto& site : split(v, ',')) sites.emplace_back(site);
+    for (const auto& site : split(v, ','))
+      if (site != pinned_sites) sites.emplace_back(site);  // pinned: the howfig says where
     return sites;
   }
   if (name == "after" || name == "after_any") {

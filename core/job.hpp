@@ -83,6 +83,32 @@ int check_service_config(std::string_view s);
 // such as `pmbs-30-auto-cpu,ptenv:00:hom`), valid UTF-8 without control characters. It reaches an
 // application only as one argument, never through a shell.
 bool valid_howfig_text(std::string_view s);
+// DESCprod's batch howfigs (its apps pmb and pmbs; docs/slurm.md#jobs-in-an-allocation-of-their-own):
+// a howfig whose first comma-separated constituent is `pmb-TMIN[-QOS[-CONS[-ACCT]]]` runs the job
+// in a Slurm allocation of its own, sized by it; `pmbs-…` makes a child job that does. Fields as
+// DESCprod's pmb-submit read them: TMIN minutes (1..10080, required); QOS local, regular, debug or
+// auto (the default: debug up to 30 minutes, else regular); CONS the node constraint (default
+// cpu); ACCT the account (default: the service's). A blank field takes its default.
+struct batch_howfig {
+  bool subjob = false;     // pmbs
+  int minutes = 0;         // the allocation's time limit
+  std::string qos;         // local, regular or debug (auto resolved)
+  std::string constraint;  // [A-Za-z0-9_], 1..32
+  std::string account;     // [A-Za-z0-9_], 0..32 ("": the service's)
+  std::string head;        // the first constituent as written
+  std::string rest;        // what follows the first comma ("" without one)
+  // local: DESCprod ran the command on the node itself; here it runs on the service's workers.
+  bool own_allocation() const { return qos != "local"; }
+};
+// nullopt with `error` empty: not a batch howfig (its first field is not pmb or pmbs). nullopt
+// with `error` set: a malformed one (the reason, for a 400).
+std::optional<batch_howfig> parse_batch_howfig(std::string_view howfig, std::string& error);
+// The howfig the application is given: for a pmb job (batch howfigs enabled) what follows the
+// first constituent, as DESCprod's runapp-pmb passed it; otherwise the howfig itself.
+std::string app_howfig(const std::string& howfig, bool batch_howfigs);
+// The `sites` value that pins a job to an allocation of its own (never a site name: '@').
+inline constexpr std::string_view pinned_sites = "@pin";
+
 // DESCprod's split_config / split_config_field / split_compound_config.
 std::vector<std::string> split_config(std::string_view s);
 std::vector<std::string> split_config_field(std::string_view s);

@@ -11,14 +11,14 @@
 namespace descprod {
 
 namespace {
-boost::json::object app_json(const app_def& app, const job_record& r, job_id id) {
+boost::json::object app_json(const app_def& app, const job_record& r, job_id id, bool batch_howfigs) {
   boost::json::object a;
   boost::json::array argv;
   auto get = [&](const char* k) {
     auto it = r.find(k);
     return it == r.end() ? std::string() : it->second;
   };
-  for (auto& s : app.argv_for(get("config"), get("howfig"), id)) argv.emplace_back(s);
+  for (auto& s : app.job_argv(get("config"), get("howfig"), id, batch_howfigs)) argv.emplace_back(s);
   a["argv"] = std::move(argv);
   boost::json::object env;
   for (const auto& [k, v] : app.env) env[k] = v;
@@ -89,12 +89,25 @@ bool dispatcher::dispatch_to(worker_state& w, double now) {
   // One job for `w`, the best by score among the owners it may serve that fits its walltime.
   if (w.credits <= 0 || !w.takes_jobs() || ready_.empty() || !ctx_.redis_ready() || ctx_.draining)
     return false;
-  auto fit = [&](job_id id) { return fits(w, id, now); };
-  const auto* owners = w.any_owner ? nullptr : &w.owners;
-  auto pick = fair_share_ ? ready_.fair(
-                                owners, fit, [this](ready_queue::owner_id o) { return leases_.held_of(o); },
-                                dispatch_scan, w.site)
-                          : ready_.best(owners, fit, dispatch_scan, w.site);
+  std::optional<ready_queue::entry> pick;
+  if (auto pin = pilot_manager::pinned_job(w.site)) {
+    // The worker of a pilot made for one job (howfig pmb): that job and no other, whatever its
+    // time limit (its owner sized the allocation), and only a job pinned to an allocation (a
+    // worker that calls itself pin-N gets no job of another kind).
+    auto queued = ready_.find(*pin);
+    bool owner_ok = w.any_owner ||
+                    (queued && std::find(w.owners.begin(), w.owners.end(), queued->second) != w.owners.end());
+    if (queued && owner_ok && ready_.lane_of(*pin) == ready_.intern_lane(pinned_sites) &&
+        (w.refused.empty() || !w.refused.count(*pin)))
+      pick = ready_queue::entry{queued->first, *pin};
+  } else {
+    auto fit = [&](job_id id) { return fits(w, id, now); };
+    const auto* owners = w.any_owner ? nullptr : &w.owners;
+    pick = fair_share_ ? ready_.fair(
+                             owners, fit, [this](ready_queue::owner_id o) { return leases_.held_of(o); },
+                             dispatch_scan, w.site)
+                       : ready_.best(owners, fit, dispatch_scan, w.site);
+  }
   if (!pick) return false;
   auto [score, id] = *pick;
   auto owner = ready_.find(id)->second;
@@ -268,7 +281,7 @@ void dispatcher::after_lease(lease_request& q, transition_result& r) {
   boost::json::object body;
   body["job"] = job_to_json(rec);
   body["attempt"] = r.attempt;
-  body["app"] = app_json(*app, rec, id);
+  body["app"] = app_json(*app, rec, id, ctx_.cfg.pilots.enabled);
   body["token"] = std::move(q.token);
   body["log_max"] = ctx_.cfg.daemon.job_log_max_bytes;
   std::vector<std::string> frames{w->routing, std::string(protocol::job), boost::json::serialize(body)};
@@ -282,6 +295,24 @@ void dispatcher::after_lease(lease_request& q, transition_result& r) {
   if (cancelled) send_cancel(id, worker_id, r.attempt);
 }
 
+std::vector<job_id> dispatcher::pinned_queued(std::size_t max) {
+  return ready_.in_lane(ready_.intern_lane(pinned_sites), max);
+}
+
+net::awaitable<void> dispatcher::fail_queued(job_id id, int rc, std::string message) {
+  if (!cancel_ready(id)) co_return;
+  const std::string by = "daemon";
+  const double lease_s = std::chrono::duration<double>(ctx_.cfg.daemon.lease_timeout).count();
+  auto leased = co_await ctx_.st.async_lease(id, by, lease_s);
+  if (!leased.ok) {
+    log::info("queued job not failed job_id={} state={}", id, leased.state);
+    co_return;
+  }
+  auto ended =
+      co_await ctx_.st.async_finish(id, leased.attempt, by, job_state::failed, rc, "Failed", message);
+  log::warn("job failed before it ran job_id={} ok={} reason={}", id, ended.ok, message);
+}
+
 pilot_demand dispatcher::demand(double pilot_walltime_s, std::string_view site) const {
   // What pilots could take: ready jobs, less those whose known time limit no pilot's walltime
   // would fit (a new pilot could not run them either); and the free slots of workers now.
@@ -293,7 +324,9 @@ pilot_demand dispatcher::demand(double pilot_walltime_s, std::string_view site) 
   // Only jobs a pilot's workers may run: those that asked for no site or for theirs.
   d.ready = std::min(d.ready, ready_.runnable_at(site));
   for (const auto& [id, limit] : job_limits_)
-    if (limit > pilot_walltime_s && ready_.contains(id) && d.ready > 0) --d.ready;
+    if (limit > pilot_walltime_s && ready_.contains(id) && ready_.lane_allows(ready_.lane_of(id), site) &&
+        d.ready > 0)
+      --d.ready;
   for (const auto& [id, w] : workers_.all())
     if (!w.draining && !w.revoked)  // credits for prefetch are not free slots
       d.free_slots += std::min(w.credits, std::max(0, w.slots - static_cast<int>(leases_.count(id))));

@@ -65,6 +65,12 @@ class dispatcher {
   // What pilots could take (pilots.hpp).
   // For pilots whose workers are at `site` ("": none): the ready jobs they could run.
   pilot_demand demand(double pilot_walltime_s, std::string_view site = {}) const;
+  // Up to `max` queued jobs pinned to an allocation of their own (howfig pmb; pilots.hpp).
+  std::vector<job_id> pinned_queued(std::size_t max);
+  // A queued job that cannot run (Slurm refused its allocation): taken off the queue, leased to
+  // the daemon and finished `failed` with `rc` and progress "Failed. <message>". Nothing when it
+  // is no longer queued; when Redis fails the reconciler queues it again and it is tried again.
+  net::awaitable<void> fail_queued(job_id id, int rc, std::string message);
   // No lease waiting to go to Redis or waiting for its answer.
   bool idle() const { return leases_in_flight_ == 0 && lease_queue_.empty(); }
 

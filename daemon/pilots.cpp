@@ -169,6 +169,7 @@ std::optional<std::string> pilot_manager::pilot_of(const std::string& worker_id)
 long long pilot_manager::pending_slots() const {
   long long n = 0;
   for (const auto& [id, p] : pilots_) {
+    if (p.pin) continue;  // its slot is its job's
     int nodes = std::max(1, p.nodes);
     int missing = std::max(0, nodes - static_cast<int>(p.seen.size()));
     n += static_cast<long long>(p.slots) * missing / nodes;
@@ -177,24 +178,71 @@ long long pilot_manager::pending_slots() const {
   return n;
 }
 
-std::vector<std::string> pilot_manager::sbatch_argv() const {
+namespace {
+// A pinned pilot's QOS or constraint: as the howfig says, unless the config maps it ("" : none).
+std::string mapped(const std::map<std::string, std::string>& map, const std::string& name) {
+  auto it = map.find(name);
+  return it == map.end() ? name : it->second;
+}
+
+std::vector<std::string> sbatch_command(const pilots_config& cfg, int nodes, int minutes, int signal_lead_s,
+                                        const std::string& account, const std::string& qos,
+                                        const std::string& constraint) {
   std::vector<std::string> a;
-  a.push_back(cfg_.sbatch);
+  a.push_back(cfg.sbatch);
   a.push_back("--parsable");
-  a.push_back("--job-name=" + cfg_.job_name);
-  a.push_back("--nodes=" + std::to_string(cfg_.nodes));
-  a.push_back("--time=" + std::to_string(cfg_.walltime_minutes));
+  a.push_back("--job-name=" + cfg.job_name);
+  a.push_back("--nodes=" + std::to_string(nodes));
+  a.push_back("--time=" + std::to_string(minutes));
   // B: the batch shell only; the script relays SIGTERM to the workers alone (a step-wide signal
   // would kill the applications too).
-  if (cfg_.signal_lead_s > 0) a.push_back("--signal=B:TERM@" + std::to_string(cfg_.signal_lead_s));
-  a.push_back("--output=" + cfg_.log_dir + "/" + cfg_.job_name + "-%j.out");
-  if (!cfg_.partition.empty()) a.push_back("--partition=" + cfg_.partition);
-  if (!cfg_.account.empty()) a.push_back("--account=" + cfg_.account);
-  if (!cfg_.qos.empty()) a.push_back("--qos=" + cfg_.qos);
-  if (!cfg_.constraint.empty()) a.push_back("--constraint=" + cfg_.constraint);
-  for (const auto& e : cfg_.extra_args) a.push_back(e);
-  a.push_back(cfg_.script);
+  if (signal_lead_s > 0) a.push_back("--signal=B:TERM@" + std::to_string(signal_lead_s));
+  a.push_back("--output=" + cfg.log_dir + "/" + cfg.job_name + "-%j.out");
+  if (!cfg.partition.empty()) a.push_back("--partition=" + cfg.partition);
+  if (!account.empty()) a.push_back("--account=" + account);
+  if (!qos.empty()) a.push_back("--qos=" + qos);
+  if (!constraint.empty()) a.push_back("--constraint=" + constraint);
+  for (const auto& e : cfg.extra_args) a.push_back(e);
+  a.push_back(cfg.script);
   return a;
+}
+}  // namespace
+
+std::vector<std::string> pilot_manager::sbatch_argv() const {
+  return sbatch_command(cfg_, cfg_.nodes, cfg_.walltime_minutes, cfg_.signal_lead_s, cfg_.account, cfg_.qos,
+                        cfg_.constraint);
+}
+
+std::vector<std::string> pilot_manager::pinned_sbatch_argv(const batch_howfig& b) const {
+  // No drain signal: the allocation is the job's, sized by its owner; Slurm's end ends it, as
+  // it ended DESCprod's pmb batch jobs.
+  return sbatch_command(cfg_, 1, b.minutes, 0, b.account.empty() ? cfg_.account : b.account,
+                        mapped(cfg_.pinned_qos, b.qos), mapped(cfg_.pinned_constraints, b.constraint));
+}
+
+void pilot_manager::set_pinned(std::function<std::vector<job_id>(std::size_t)> queued,
+                               std::function<void(job_id, int, std::string)> refused) {
+  pinned_queued_ = std::move(queued);
+  pinned_refused_ = std::move(refused);
+}
+
+std::string pilot_manager::pin_site(job_id job) { return "pin-" + std::to_string(job); }
+
+std::optional<job_id> pilot_manager::pinned_job(std::string_view site) {
+  constexpr std::string_view head = "pin-";
+  if (site.substr(0, head.size()) != head) return std::nullopt;
+  auto digits = site.substr(head.size());
+  if (digits.empty() || digits.size() > 18 ||
+      digits.find_first_not_of("0123456789") != std::string_view::npos)
+    return std::nullopt;
+  return std::stoll(std::string(digits));
+}
+
+std::size_t pilot_manager::pinned_alive() const {
+  std::size_t n = 0;
+  for (const auto& [id, p] : pilots_)
+    if (p.pin) ++n;
+  return n;
 }
 
 net::awaitable<void> pilot_manager::run() {
@@ -254,6 +302,7 @@ net::awaitable<void> pilot_manager::load() {
     p.nodes = std::max(1, static_cast<int>(num("nodes")));
     p.walltime_minutes = static_cast<int>(num("walltime_minutes"));
     p.slots = static_cast<int>(num("slots"));
+    p.pin = static_cast<job_id>(num("pin"));
     for (auto& w : split(f["workers"], ','))
       if (!w.empty()) p.seen.insert(w);
     pilots_[id] = p;
@@ -286,6 +335,89 @@ net::awaitable<void> pilot_manager::check() {
               pending_slots(), alive(), cfg_.max);
     if (!co_await submit_one()) break;
   }
+  co_await check_pinned();
+}
+
+net::awaitable<void> pilot_manager::check_pinned() {
+  if (!pinned_queued_ || stopping_ || cfg_.pinned_max <= 0) co_return;
+  const auto room = static_cast<std::size_t>(cfg_.pinned_max);
+  if (pinned_alive() >= room) co_return;
+  std::set<job_id> served;
+  for (const auto& [id, p] : pilots_)
+    if (p.pin) served.insert(p.pin);
+  // Enough to fill the room even if every pilot alive is for a job still queued.
+  std::vector<job_id> queued = pinned_queued_(room + served.size());
+  for (job_id job : queued) {
+    if (stopping_ || pinned_alive() >= room || steady::now() < pinned_backoff_until_) break;
+    if (served.count(job)) continue;
+    co_await submit_pinned(job);
+  }
+}
+
+net::awaitable<void> pilot_manager::submit_pinned(job_id job) {
+  auto cmd = redis_cmd("HMGET", keys_.job(job), "howfig", "state");
+  auto reply = co_await redis_.async_exec(std::move(cmd));
+  if (reply.elements.size() != 2 || reply.elements[1].is_nil() || reply.elements[1].as_string() != "ready")
+    co_return;  // taken, cancelled or gone since it was queued
+  std::string howfig;
+  if (!reply.elements[0].is_nil()) howfig = reply.elements[0].as_string();
+  std::string why;
+  auto b = parse_batch_howfig(howfig, why);
+  if (!b || b->subjob || !b->own_allocation()) {
+    // The gateway pins only such jobs; a hash edited by hand could say otherwise.
+    log::warn("pinned job has no batch howfig job_id={} howfig={} error={}", job, howfig.substr(0, 100), why);
+    std::string message = "its howfig does not say how to size its allocation";
+    if (!why.empty()) message += ": " + why;
+    if (pinned_refused_) pinned_refused_(job, 2, std::move(message));
+    co_return;
+  }
+  auto argv = pinned_sbatch_argv(*b);
+  std::vector<std::pair<std::string, std::string>> vars;
+  vars.emplace_back("DESCPROD_CONFIG", cfg_.worker_config);
+  char idle[32];
+  std::snprintf(idle, sizeof idle, "%g", cfg_.pinned_idle_timeout_s);
+  vars.emplace_back("DESCPROD_IDLE_TIMEOUT", idle);
+  vars.emplace_back("DESCPROD_SLOTS", "1");
+  if (!cfg_.worker_binary.empty()) vars.emplace_back("DESCPROD_WORKER", cfg_.worker_binary);
+  vars.emplace_back("DESCPROD_SITE", pin_site(job));
+  log::info("pinned pilot submitting job_id={} command={}", job, join(argv, " "));
+  auto r = co_await async_run_command(ex_, argv, slurm_environment(vars), cfg_.command_timeout,
+                                      std::filesystem::temp_directory_path().string());
+  auto id = r.ok() ? parse_job_id(r.output) : std::string();
+  if (id.empty()) {
+    if (r.error.empty() && !r.timed_out && r.signal == 0 && r.exit_code != 0) {
+      // Slurm answered and said no (an unknown QOS, a time over the partition's limit, ...): as
+      // DESCprod's pmb-submit, the job fails with what sbatch said.
+      std::string answer = first_line(r.output);
+      log::warn("pinned pilot refused by slurm job_id={} exit_code={} output={}", job, r.exit_code, answer);
+      if (answer.empty()) answer = "no message";
+      std::string message = "sbatch refused its allocation (exit code " + std::to_string(r.exit_code) + "): ";
+      message += answer;
+      if (pinned_refused_) pinned_refused_(job, r.exit_code, std::move(message));
+      co_return;
+    }
+    ++pinned_failures_;
+    auto delay = cfg_.backoff_min;
+    for (int i = 1; i < pinned_failures_ && delay < cfg_.backoff_max; ++i) delay *= 2;
+    delay = std::min(delay, cfg_.backoff_max);
+    pinned_backoff_until_ = steady::now() + delay;
+    log::warn("pinned pilot submission failed job_id={} error={} timed_out={} output={} retry_in_ms={}", job,
+              r.error, r.timed_out, first_line(r.output), delay.count());
+    co_return;
+  }
+  pinned_failures_ = 0;
+  pilot p;
+  p.id = id;
+  p.pin = job;
+  p.submitted_time = epoch_now();
+  p.nodes = 1;
+  p.walltime_minutes = b->minutes;
+  p.slots = 1;
+  p.slurm_state = "PENDING";
+  auto& stored = pilots_[id] = p;
+  write(stored);
+  log::info("pinned pilot submitted pilot={} job_id={} walltime_minutes={} qos={} constraint={}", id, job,
+            b->minutes, b->qos, b->constraint);
 }
 
 net::awaitable<bool> pilot_manager::submit_one() {
@@ -427,13 +559,13 @@ void pilot_manager::write(const pilot& p) {
   if (!redis_.connected()) return;
   auto key = keys_.pilot(p.id);
   std::vector<std::vector<std::string>> cmds;
-  cmds.push_back(redis_cmd("HSET", key, "id", p.id, "state", p.state, "slurm_state", p.slurm_state, "reason",
-                           p.reason, "submitted_time", fmt_time(p.submitted_time), "started_time",
-                           fmt_time(p.started_time), "ended_time", fmt_time(p.ended_time), "nodes",
-                           std::to_string(p.nodes), "walltime_minutes", std::to_string(p.walltime_minutes),
-                           "slots", std::to_string(p.slots), "workers", join(p.seen, ","), "connected",
-                           std::to_string(p.workers.size()), "output",
-                           cfg_.log_dir + "/" + cfg_.job_name + "-" + p.id + ".out"));
+  cmds.push_back(redis_cmd(
+      "HSET", key, "id", p.id, "state", p.state, "slurm_state", p.slurm_state, "reason", p.reason,
+      "submitted_time", fmt_time(p.submitted_time), "started_time", fmt_time(p.started_time), "ended_time",
+      fmt_time(p.ended_time), "nodes", std::to_string(p.nodes), "walltime_minutes",
+      std::to_string(p.walltime_minutes), "slots", std::to_string(p.slots), "pin",
+      p.pin ? std::to_string(p.pin) : std::string(), "workers", join(p.seen, ","), "connected",
+      std::to_string(p.workers.size()), "output", cfg_.log_dir + "/" + cfg_.job_name + "-" + p.id + ".out"));
   if (p.state == "ended") {
     cmds.push_back(redis_cmd("SREM", keys_.pilots(), p.id));
     cmds.push_back(redis_cmd("EXPIRE", key, std::to_string(std::chrono::seconds(ended_ttl).count())));

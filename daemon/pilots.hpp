@@ -12,6 +12,13 @@
 // killed after command_timeout: nothing here blocks the io_context, whatever Slurm does.
 // A pilot's workers are recognised by their id, slurm-<job id>-<node> (the sbatch script's).
 //
+// Pinned pilots (howfig pmb-TMIN-QOS-CONS, docs/slurm.md#jobs-in-an-allocation-of-their-own): for
+// each queued job pinned to an allocation of its own, one pilot sized by its howfig (one node, its
+// time, QOS, constraint and account) whose worker has the site pin-<job id> and runs that job
+// only. They count neither toward min/max nor as slots for other jobs (at most pinned_max alive);
+// the pilot hash has `pin` = the job. An sbatch that Slurm refuses (a non-zero exit) fails the
+// job with Slurm's answer; one that could not run (timeout, no sbatch) is tried again later.
+//
 // Thread-safety: none; everything runs on the daemon's io_context thread.
 #pragma once
 
@@ -25,6 +32,7 @@
 #include <vector>
 
 #include "core/config.hpp"
+#include "core/job.hpp"
 #include "core/keys.hpp"
 #include "core/redis.hpp"
 
@@ -73,8 +81,21 @@ class pilot_manager {
   // The Slurm job id in a pilot worker's id, if it has the form slurm-<digits>-<node>.
   static std::optional<std::string> pilot_of(const std::string& worker_id);
 
-  // Pilots alive (submitted or running), counting an sbatch in flight.
-  std::size_t alive() const { return pilots_.size() + (submitting_ ? 1 : 0); }
+  // Pinned pilots: `queued` lists the queued jobs pinned to an allocation of their own (at most
+  // the number given); `refused(job, exit code, Slurm's answer)` fails one whose sbatch Slurm
+  // refused. Without them no pinned pilot is submitted.
+  void set_pinned(std::function<std::vector<job_id>(std::size_t)> queued,
+                  std::function<void(job_id, int, std::string)> refused);
+  // The site of the worker of the pilot pinned to `job`, and the job such a site is pinned to.
+  static std::string pin_site(job_id job);
+  static std::optional<job_id> pinned_job(std::string_view site);
+  // The sbatch command line of the pilot of one pinned job (its howfig parsed).
+  std::vector<std::string> pinned_sbatch_argv(const batch_howfig& b) const;
+
+  // Pilots alive (submitted or running) but pinned ones, counting an sbatch in flight.
+  std::size_t alive() const { return pilots_.size() - pinned_alive() + (submitting_ ? 1 : 0); }
+  // Pinned pilots alive.
+  std::size_t pinned_alive() const;
   // Slots expected from pilots whose workers have not connected yet.
   long long pending_slots() const;
   // The sbatch command line for one pilot (for the log and the tests).
@@ -92,6 +113,7 @@ class pilot_manager {
     int nodes = 1;
     int walltime_minutes = 0;
     int slots = 0;
+    job_id pin = 0;                 // pinned: the one job it runs (0: a pilot for any job)
     std::set<std::string> workers;  // connected now
     std::set<std::string> seen;     // ever connected
   };
@@ -99,6 +121,8 @@ class pilot_manager {
   net::awaitable<void> load();
   net::awaitable<void> check();
   net::awaitable<bool> submit_one();
+  net::awaitable<void> check_pinned();
+  net::awaitable<void> submit_pinned(job_id job);
   net::awaitable<void> refresh();
   void mark_running(pilot& p, const char* why);
   void mark_ended(const std::string& id, std::string slurm_state, std::string reason);
@@ -111,6 +135,10 @@ class pilot_manager {
   redis_client& redis_;
   keys keys_;  // Redis keys (core/keys.hpp)
   std::function<pilot_demand()> demand_;
+  std::function<std::vector<job_id>(std::size_t)> pinned_queued_;
+  std::function<void(job_id, int, std::string)> pinned_refused_;
+  int pinned_failures_ = 0;  // pinned sbatch runs that failed in a row (not refusals)
+  std::chrono::steady_clock::time_point pinned_backoff_until_{};
   std::map<std::string, pilot> pilots_;  // alive, by Slurm job id
   bool stopping_ = false;
   bool submitting_ = false;

@@ -64,6 +64,20 @@ std::size_t ready_queue::runnable_at(std::string_view site) const {
   return n;
 }
 
+std::vector<job_id> ready_queue::in_lane(lane_id lane, std::size_t max) const {
+  std::vector<job_id> out;
+  if (lane >= lane_count_.size() || lane_count_[lane] == 0) return out;
+  for (const auto& q : queues_) {
+    auto it = q.lanes.find(lane);
+    if (it == q.lanes.end()) continue;
+    for (const auto& e : it->second) {
+      if (out.size() >= max) return out;
+      out.push_back(e.second);
+    }
+  }
+  return out;
+}
+
 double ready_queue::front_of(const owner_queue& q) {
   double front = 0;
   bool any = false;

@@ -99,6 +99,7 @@ class gateway_app {
         signals_(ioc_, SIGINT, SIGTERM),
         port_file_(std::move(port_file)) {
     ctx_.config = cfg_.gateway;
+    ctx_.config.batch_howfigs = cfg_.pilots.enabled;
     ctx_.prefix = cfg_.redis.prefix;
     ctx_.apps = std::move(apps);
     ctx_.redis = &redis_;

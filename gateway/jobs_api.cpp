@@ -191,13 +191,13 @@ boost::json::array neighbours_json(const std::vector<jobs_service::graph_neighbo
   return out;
 }
 
-boost::json::object claim_app_json(const app_def& app, const job_record& job, job_id id) {
+boost::json::object claim_app_json(const app_def& app, const job_record& job, job_id id, bool batch_howfigs) {
   auto get = [&](const char* k) {
     auto it = job.find(k);
     return it == job.end() ? std::string() : it->second;
   };
   boost::json::array argv;
-  for (auto& a : app.argv_for(get("config"), get("howfig"), id)) argv.emplace_back(a);
+  for (auto& a : app.job_argv(get("config"), get("howfig"), id, batch_howfigs)) argv.emplace_back(a);
   boost::json::object env;
   for (const auto& [k, v] : app.env) env[k] = v;
   boost::json::object o;
@@ -222,12 +222,12 @@ boost::json::object state_json(const std::string& state) {
   return o;
 }
 
-boost::json::object claim_json(const jobs_service::claimed_job& c, job_id id) {
+boost::json::object claim_json(const jobs_service::claimed_job& c, job_id id, bool batch_howfigs) {
   boost::json::object o;
   o["job"] = job_to_json(c.job);
   o["attempt"] = c.attempt;
   o["token"] = c.token;
-  o["app"] = claim_app_json(*c.app, c.job, id);
+  o["app"] = claim_app_json(*c.app, c.job, id, batch_howfigs);
   return o;
 }
 
@@ -437,7 +437,7 @@ net::awaitable<handler_result> jobs_claim(call& c) {
   if (auto e = parse_claim_body(v, host)) co_return error_answer(*e);
   auto claimed = co_await jobs_service::claim(c.ctx, std::move(*c.who), c.params.id, std::move(host));
   if (!claimed) co_return error_answer(claimed.error());
-  co_return json_answer(http::status::ok, claim_json(*claimed, c.params.id));
+  co_return json_answer(http::status::ok, claim_json(*claimed, c.params.id, c.ctx.config.batch_howfigs));
 }
 
 net::awaitable<handler_result> jobs_started(call& c) {

@@ -42,6 +42,7 @@ boost::json::object children_json(const std::vector<std::string>& states, bool t
 // A job's neighbours in the dependency graph: [{"id", "kind", "state"}...] (state "" when deleted).
 boost::json::array neighbours_json(const std::vector<jobs_service::graph_neighbour>& list);
 // A claim's "app": {"argv", "env", "time_limit_s", "login_shell"}.
-boost::json::object claim_app_json(const app_def& app, const job_record& job, job_id id);
+boost::json::object claim_app_json(const app_def& app, const job_record& job, job_id id,
+                                   bool batch_howfigs = false);
 
 }  // namespace descprod::gateway

@@ -130,6 +130,29 @@ std::optional<api_error> check_sites_and_edges(const std::vector<std::string>& a
   return std::nullopt;
 }
 
+// DESCprod's batch howfigs (core/job.hpp, batch_howfig), where the service submits pilots: a
+// malformed one is refused; a pmb job that wants an allocation of its own is pinned to one (its
+// `sites` say so; a site of its own is meaningless then, so asking for sites is refused). A pmbs
+// job is not pinned: it runs descprod-pmbs, which makes the pmb child that is.
+std::optional<api_error> pin_batch_howfigs(bool enabled, std::vector<job_request>& reqs, bool bulk) {
+  if (!enabled) return std::nullopt;
+  std::string why;
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    auto b = parse_batch_howfig(reqs[i].howfig, why);
+    std::optional<api_error> e;
+    if (!why.empty()) e = bad_request(why);
+    else if (b && !b->subjob && b->own_allocation() && !reqs[i].sites.empty())
+      e = bad_request("howfig '" + b->head +
+                      "' runs the job in a Slurm allocation of its own; it cannot also ask for sites");
+    if (e) {
+      if (bulk) e->detail = "jobs[" + std::to_string(i) + "]: " + e->detail;
+      return e;
+    }
+    if (b && !b->subjob && b->own_allocation()) reqs[i].sites = std::string(pinned_sites);
+  }
+  return std::nullopt;
+}
+
 bool needs_script_path(const job_request& r) {
   return r.parent || r.hold || !r.after.empty() || r.array_index.has_value() || !r.sites.empty();
 }
@@ -629,6 +652,7 @@ net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
                                             std::vector<job_request> reqs, bool bulk) {
   // Checked before the quota takes its share: what no create script should be asked to do.
   if (auto e = check_sites_and_edges(ctx.config.sites, reqs, bulk)) co_return *e;
+  if (auto e = pin_batch_howfigs(ctx.config.batch_howfigs, reqs, bulk)) co_return *e;
   auto refused = co_await check_quota(ctx, who.name, reqs.size());
   if (refused) co_return *refused;
   auto parents = distinct_parents(reqs);

@@ -907,7 +907,8 @@ std::string job_meta(const job_view& v) {
     if (!index.empty()) out += ", index " + esc(index);
     out += " · <a href=\"" + esc(array_table_link(array)) + "\">the array's jobs</a></p>";
   }
-  std::string sites = get(v.job, "sites");  // stored "alpha,beta"
+  std::string sites = get(v.job, "sites");   // stored "alpha,beta"
+  if (sites == pinned_sites) sites.clear();  // pmb: its howfig says where it runs
   if (!sites.empty()) {
     std::string shown;
     for (char c : sites) shown += c == ',' ? std::string(", ") : std::string(1, c);

@@ -520,6 +520,107 @@ TEST_F(SlurmPilots, PilotSubmittedByHandLeavesAfterItsIdleTimeout) {
             << grep(out, {"descprod-pilot:", "idle timeout", "drain complete", "worker stopped"});
 }
 
+// DESCprod's pmb/pmbs howfigs (issue #16 item 8): a pmb job runs alone in a Slurm allocation
+// sized by its howfig (its pilot's worker takes it and nothing else, its app gets the howfig after
+// the pmb constituent); a pmbs job runs descprod-pmbs on an ordinary worker, which makes a pmb
+// child that does the same; a constraint Slurm does not know fails the job with Slurm's answer.
+// This Slurm has neither NERSC's QOSes nor its `cpu` feature: the config maps them to none.
+TEST_F(SlurmPilots, PmbJobRunsAloneInAnAllocationSizedForItAndPmbsMakesAChildThatDoes) {
+  service_options o;
+  o.workers = 0;
+  o.apps =
+      "  - name: nap\n"
+      "    command: [\"/bin/sh\", \"-c\", \"printf '%s\\\\n' \\\"$1\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"; sleep 0.5\", \"{markers}\"]\n"
+      "    args: [\"{howfig}\"]\n";
+  temp_dir pilot_dir("descprod-pilots-");
+  o.worker_extra = pilot_yaml(pilot_dir.path(), {{"max", "0"},
+                                                 {"pinned_idle_timeout_s", "2"},
+                                                 {"pinned_qos", "{debug: '', regular: ''}"},
+                                                 {"pinned_constraints", "{cpu: ''}"}});
+  service c(o);
+  redis_sync r(c.redis.endpoint());
+  int plain = c.add_worker(2);
+  const std::string plain_id = "w" + std::to_string(plain);
+  auto submit = [&](const std::string& howfig) {
+    auto a = c.call("POST", "/api/jobs", R"({"jobtype":"nap","config":"x","howfig":")" + howfig + "\"}");
+    EXPECT_EQ(a.status, 201) << howfig << ": " << a.body;
+    return a.status == 201 ? a.json().as_object().at("id").as_int64() : 0;
+  };
+  // Malformed batch howfigs are refused before anything is created, with the reason.
+  for (const auto& [h, why] : std::vector<std::pair<std::string, std::string>>{
+           {"pmb-0-debug", "TMIN must be minutes"}, {"pmbs-30-premium", "QOS must be"}}) {
+    auto a = c.call("POST", "/api/jobs", R"({"jobtype":"nap","config":"x","howfig":")" + h + "\"}");
+    EXPECT_EQ(a.status, 400) << a.body;
+    EXPECT_NE(a.body.find(why), std::string::npos) << a.body;
+  }
+
+  long long pinned = submit("pmb-2-debug-cpu,alpha:1");
+  long long plain_job = submit("beta");
+  ASSERT_GT(pinned, 0);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return all_in_state(r, {pinned, plain_job}, "done");
+      },
+      90s))
+      << states_summary(r, {pinned, plain_job}) << "\n"
+      << c.daemon->output();
+  auto log = c.daemon->output();
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(log, m,
+                                std::regex("pinned pilot submitted pilot=([0-9]+) job_id=" +
+                                           std::to_string(pinned) + " walltime_minutes=2")))
+      << log;
+  const std::string pilot = m[1];
+  EXPECT_NE(log.find("--nodes=1 --time=2 --output="), std::string::npos) << log;
+  EXPECT_EQ(log.find("--qos="), std::string::npos) << "the mapped QOS was passed\n" << log;
+  EXPECT_EQ(job_field(r, pinned, "worker"), "slurm-" + pilot + "-localhost");
+  EXPECT_EQ(c.marker(pinned), "alpha:1\n");  // the howfig after the pmb constituent, once
+  EXPECT_EQ(job_field(r, plain_job, "worker"), plain_id) << "an ordinary job went to the pinned pilot";
+  EXPECT_EQ(hget(r, "descprod:pilot:" + pilot, "pin"), std::to_string(pinned));
+  EXPECT_EQ(hget(r, "descprod:worker:slurm-" + pilot + "-localhost", "site"),
+            "pin-" + std::to_string(pinned));
+  auto shown = c.call("GET", "/api/jobs/" + std::to_string(pinned));
+  EXPECT_EQ(shown.body.find("@pin"), std::string::npos) << shown.body;
+
+  // pmbs: the parent runs descprod-pmbs on the plain worker and ends at once; its child (same
+  // type and config, howfig pmb-…,rest) runs in an allocation of its own.
+  long long parent = submit("pmbs-3-auto,gamma");
+  ASSERT_TRUE(wait_until([&] { return job_field(r, parent, "state") == "done"; }, 30s))
+      << job_field(r, parent, "state") << " " << job_field(r, parent, "progress") << "\n"
+      << c.daemon->output();
+  EXPECT_EQ(job_field(r, parent, "worker"), plain_id);
+  std::smatch cm;
+  auto progress = job_field(r, parent, "progress");
+  ASSERT_TRUE(std::regex_match(progress, cm, std::regex("Done\\. Submitted job ([0-9]+) to batch queue\\.")))
+      << progress;
+  long long child = std::stoll(cm[1]);
+  EXPECT_EQ(job_field(r, child, "parent"), std::to_string(parent));
+  EXPECT_EQ(job_field(r, child, "howfig"), "pmb-3-auto,gamma");
+  EXPECT_TRUE(fs::exists(job_field(r, parent, "rundir") + "/subjob-config.json"));
+  ASSERT_TRUE(wait_until([&] { return job_field(r, child, "state") == "done"; }, 90s))
+      << job_field(r, child, "state") << "\n"
+      << c.daemon->output();
+  EXPECT_EQ(c.marker(child), "gamma\n");
+  EXPECT_EQ(job_field(r, child, "worker").rfind("slurm-", 0), 0u) << job_field(r, child, "worker");
+  EXPECT_EQ(c.marker(parent), "") << "the parent ran the app itself";
+
+  // A constraint this Slurm does not have: sbatch refuses, and the job fails with its answer.
+  long long refused = submit("pmb-5-regular-gpu");
+  ASSERT_TRUE(wait_until([&] { return job_field(r, refused, "state") == "failed"; }, 30s))
+      << job_field(r, refused, "state") << "\n"
+      << c.daemon->output();
+  auto why = job_field(r, refused, "progress");
+  EXPECT_EQ(why.rfind("Failed. sbatch refused its allocation (exit code 1): ", 0), 0u) << why;
+  std::cout << "refused: " << why << "\n";
+
+  // Each pinned pilot leaves once its job is done (pinned_idle_timeout_s: 2).
+  ASSERT_TRUE(
+      wait_until([&] { return r.exec(redis_cmd("SCARD", "descprod:pilots")).as_integer() == 0; }, 60s))
+      << run({"squeue"}).output;
+  EXPECT_EQ(count(c.daemon->output(), "pinned pilot submitted"), 2u) << c.daemon->output();
+  std::cout << grep(c.daemon->output(), {"pinned pilot", "job failed before it ran"});
+}
+
 // ---------------------------------------------------------------------------------------------
 // Without Slurm.
 

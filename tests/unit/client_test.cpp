@@ -379,15 +379,39 @@ TEST(ClientArgs, CommandsExitTwoOnUsageErrorsBeforeAnyNetwork) {
 }
 
 TEST(ClientArgs, EveryCommandHasHelp) {
-  for (auto fn : {get_job_main, add_job_main, submit_main, list_jobs_main, cancel_job_main, watch_main,
-                  start_job_main, login_main, version_main, output_dir_main, split_config_main,
-                  split_config_field_main, split_compound_config_main, check_config_main, parsltest_main}) {
+  for (auto fn :
+       {get_job_main, add_job_main, submit_main, list_jobs_main, cancel_job_main, watch_main, start_job_main,
+        login_main, version_main, output_dir_main, split_config_main, split_config_field_main,
+        split_compound_config_main, check_config_main, parsltest_main, release_job_main, pmbs_main}) {
     auto r = run(fn, {"cmd", "-h"});
     EXPECT_EQ(r.code, 0);
     EXPECT_NE(r.out.find("Usage: "), std::string::npos) << r.out;
     auto l = run(fn, {"cmd", "--help"});
     EXPECT_EQ(l.code, 0);
   }
+}
+
+// descprod-pmbs refuses as DESCprod's runapp-pmbs did, before it reaches any server.
+TEST(ClientArgs, PmbsRefusesAPmbJobtypeAndAHowfigNotStartingPmbsWithDescprodsCodes) {
+  temp_dir d;
+  auto old = std::filesystem::current_path();
+  std::filesystem::current_path(d.path());
+  auto r = run(pmbs_main, {"descprod-pmbs"});
+  EXPECT_EQ(r.code, exit_code::usage) << r.err;
+  EXPECT_NE(r.err.find("config.json"), std::string::npos) << r.err;
+  test::write_file(d.file("config.json"), R"({"id":"7","jobtype":"pmbx","config":"c","howfig":"pmbs-30"})");
+  r = run(pmbs_main, {"descprod-pmbs"});
+  EXPECT_EQ(r.code, 21) << r.err;
+  EXPECT_NE(r.err.find("Invalid job type: pmbx"), std::string::npos) << r.err;
+  for (const char* h : {"pmb-30-debug", "ptenv:00,pmbs-30", "pmbs-0"}) {
+    test::write_file(d.file("config.json"),
+                     std::string(R"({"id":"7","jobtype":"g3wfpipe","config":"c","howfig":")") + h + "\"}");
+    r = run(pmbs_main, {"descprod-pmbs"});
+    EXPECT_EQ(r.code, 22) << h << ": " << r.err;
+    EXPECT_NE(r.err.find("Invalid howfig"), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(d.file("subjob-config.json")));
+  std::filesystem::current_path(old);
 }
 
 TEST(ClientArgs, MissingTokenIsExitFourAndUnreachableServerExitThree) {

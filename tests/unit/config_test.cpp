@@ -369,6 +369,32 @@ TEST(AppArgv, SubstitutesConfigHowfigAndId) {
             (std::vector<std::string>{"runapp-a", "sleep-ttsk2", "fast", "--id=81", "sleep-ttsk2:fast"}));
 }
 
+TEST(AppArgv, BatchHowfigsGiveThePmbRestOrRunDescprodPmbs) {
+  auto reg = parse_apps("apps:\n  - name: mysleep\n", "apps.yaml");
+  const auto& a = reg.apps.at("mysleep");
+  EXPECT_EQ(a.job_argv("10", "pmb-30-debug-cpu,fast", 1, true),
+            (std::vector<std::string>{"runapp-mysleep", "10", "fast"}));
+  EXPECT_EQ(a.job_argv("10", "pmb-30-debug-cpu", 1, true),
+            (std::vector<std::string>{"runapp-mysleep", "10"}));
+  EXPECT_EQ(a.job_argv("10", "pmbs-30,fast", 1, true), (std::vector<std::string>{"descprod-pmbs"}));
+  // Without pilots a batch howfig is text for the app, as any howfig.
+  EXPECT_EQ(a.job_argv("10", "pmbs-30,fast", 1, false),
+            (std::vector<std::string>{"runapp-mysleep", "10", "pmbs-30,fast"}));
+  EXPECT_EQ(a.job_argv("10", "fast", 1, true), (std::vector<std::string>{"runapp-mysleep", "10", "fast"}));
+}
+
+TEST(ParseConfig, PinnedPilotKeys) {
+  auto c = parse_config(
+      "pilots:\n  pinned_max: 3\n  pinned_idle_timeout_s: 7\n  pinned_qos: {debug: \"\", regular: shared}\n"
+      "  pinned_constraints: {cpu: \"\"}\n",
+      "x.yaml");
+  EXPECT_EQ(c.pilots.pinned_max, 3);
+  EXPECT_EQ(c.pilots.pinned_idle_timeout_s, 7);
+  EXPECT_EQ(c.pilots.pinned_qos, (std::map<std::string, std::string>{{"debug", ""}, {"regular", "shared"}}));
+  EXPECT_EQ(c.pilots.pinned_constraints, (std::map<std::string, std::string>{{"cpu", ""}}));
+  EXPECT_EQ(parse_config("", "x.yaml").pilots.pinned_max, 20);
+}
+
 TEST(AppArgv, DefaultArgsDropAnEmptyHowfig) {
   auto reg = parse_apps("apps:\n  - name: mysleep\n", "apps.yaml");
   const auto& a = reg.apps.at("mysleep");

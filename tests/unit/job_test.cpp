@@ -276,5 +276,65 @@ TEST(DescprodConfigJson, EscapesLikePythonEnsureAscii) {
 
 TEST(DescprodConfigJson, EmptyRecordIsAnEmptyObject) { EXPECT_EQ(descprod_config_json({}), "{}"); }
 
+// DESCprod's pmb/pmbs howfigs, read as its pmb-submit read them (issue #16 item 8).
+TEST(BatchHowfig, FieldsDefaultsAndTheRestAsDescprodReadThem) {
+  std::string why;
+  auto b = parse_batch_howfig("pmb-30-auto-cpu,ptenv:00:hom", why);
+  ASSERT_TRUE(b) << why;
+  EXPECT_FALSE(b->subjob);
+  EXPECT_EQ(b->minutes, 30);
+  EXPECT_EQ(b->qos, "debug");  // auto: debug up to 30 minutes
+  EXPECT_EQ(b->constraint, "cpu");
+  EXPECT_EQ(b->account, "");
+  EXPECT_EQ(b->head, "pmb-30-auto-cpu");
+  EXPECT_EQ(b->rest, "ptenv:00:hom");
+  EXPECT_TRUE(b->own_allocation());
+
+  b = parse_batch_howfig("pmbs-31", why);
+  ASSERT_TRUE(b) << why;
+  EXPECT_TRUE(b->subjob);
+  EXPECT_EQ(b->qos, "regular");  // auto: regular above 30 minutes
+  EXPECT_EQ(b->constraint, "cpu");
+  EXPECT_EQ(b->rest, "");
+
+  b = parse_batch_howfig("pmb-600--gpu-m1727,tmax:12.5,x", why);  // a blank QOS is the default
+  ASSERT_TRUE(b) << why;
+  EXPECT_EQ(b->qos, "regular");
+  EXPECT_EQ(b->constraint, "gpu");
+  EXPECT_EQ(b->account, "m1727");
+  EXPECT_EQ(b->rest, "tmax:12.5,x");
+
+  b = parse_batch_howfig("pmb-5-local", why);
+  ASSERT_TRUE(b) << why;
+  EXPECT_FALSE(b->own_allocation());
+}
+
+TEST(BatchHowfig, OtherHowfigsAreNotBatchAndMalformedOnesSayWhy) {
+  std::string why;
+  for (const char* h : {"", "ptenv:00:hom", "pmbx-30", "pm-30", "x,pmb-30", "pmb:30"}) {
+    EXPECT_FALSE(parse_batch_howfig(h, why)) << h;
+    EXPECT_EQ(why, "") << h;
+  }
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"pmb", "TMIN must be minutes"},        {"pmb-0", "TMIN must be minutes"},
+      {"pmb-x", "TMIN must be minutes"},      {"pmb-10081", "TMIN must be minutes"},
+      {"pmb--debug", "TMIN must be minutes"}, {"pmb-30-premium", "QOS must be local, regular, debug or auto"},
+      {"pmb-30-debug-a;b", "the constraint"}, {"pmb-30-debug-cpu-m1727$", "the account"},
+      {"pmb-30-debug-cpu-m1-x", "at most 5"}, {"pmbs-99999999999999999999", "TMIN must be minutes"}};
+  for (const auto& [h, expect] : bad) {
+    EXPECT_FALSE(parse_batch_howfig(h, why)) << h;
+    EXPECT_NE(why.find(expect), std::string::npos) << h << ": " << why;
+  }
+}
+
+TEST(BatchHowfig, TheAppGetsWhatFollowsThePmbConstituentOnlyWhenBatchHowfigsAreOn) {
+  EXPECT_EQ(app_howfig("pmb-30-debug,ptenv:00:hom", true), "ptenv:00:hom");
+  EXPECT_EQ(app_howfig("pmb-30-debug", true), "");
+  EXPECT_EQ(app_howfig("pmb-30-debug,ptenv:00:hom", false), "pmb-30-debug,ptenv:00:hom");
+  EXPECT_EQ(app_howfig("pmbs-30,x", true), "pmbs-30,x");  // runs descprod-pmbs, which reads config.json
+  EXPECT_EQ(app_howfig("pmb-0,x", true), "pmb-0,x");      // malformed: refused at submit, never pinned
+  EXPECT_EQ(app_howfig("fast", true), "fast");
+}
+
 }  // namespace
 }  // namespace descprod
