@@ -347,6 +347,7 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read("extra_args", p.extra_args);
     s.read("sbatch", p.sbatch);
     s.read("squeue", p.squeue);
+    s.read("scancel", p.scancel);
     s.read_ms("check_interval_ms", p.check_interval);
     s.read_ms("squeue_interval_ms", p.squeue_interval);
     s.read_ms("command_timeout_ms", p.command_timeout);

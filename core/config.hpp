@@ -215,7 +215,8 @@ struct pilots_config {
   std::vector<std::string> extra_args;  // more sbatch options, passed as they are
   std::string sbatch = "sbatch";        // the programs (a path, or looked up in PATH)
   std::string squeue = "squeue";
-  std::chrono::milliseconds check_interval{5000};    // how often demand is compared with supply
+  std::string scancel = "scancel";                 // cancels a pinned pilot still pending whose job has ended
+  std::chrono::milliseconds check_interval{5000};  // how often demand is compared with supply
   std::chrono::milliseconds squeue_interval{30000};  // how often pilot states are read from squeue
   std::chrono::milliseconds command_timeout{30000};  // sbatch/squeue that takes longer is killed
   std::chrono::milliseconds backoff_min{10000};      // after a failed sbatch, doubling …

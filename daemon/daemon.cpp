@@ -175,6 +175,7 @@ net::awaitable<void> queue_daemon::run() {
         ex, ctx_.cfg.pilots, ctx_.redis, ctx_.cfg.redis.prefix,
         [this, pilot_s] { return disp_.demand(pilot_s, ctx_.cfg.pilots.site); });
     pilots_->set_pinned([this](std::size_t max) { return disp_.pinned_queued(max); },
+                        [this](job_id id) { return disp_.queue().contains(id); },
                         [this](job_id id, int rc, std::string message) {
                           ctx_.spawn(disp_.fail_queued(id, rc, std::move(message)), "fail_queued");
                         });

@@ -221,8 +221,10 @@ std::vector<std::string> pilot_manager::pinned_sbatch_argv(const batch_howfig& b
 }
 
 void pilot_manager::set_pinned(std::function<std::vector<job_id>(std::size_t)> queued,
+                               std::function<bool(job_id)> is_queued,
                                std::function<void(job_id, int, std::string)> refused) {
   pinned_queued_ = std::move(queued);
+  pinned_is_queued_ = std::move(is_queued);
   pinned_refused_ = std::move(refused);
 }
 
@@ -339,7 +341,9 @@ net::awaitable<void> pilot_manager::check() {
 }
 
 net::awaitable<void> pilot_manager::check_pinned() {
-  if (!pinned_queued_ || stopping_ || cfg_.pinned_max <= 0) co_return;
+  if (!pinned_queued_ || stopping_) co_return;
+  co_await cancel_orphaned_pinned();
+  if (cfg_.pinned_max <= 0) co_return;
   const auto room = static_cast<std::size_t>(cfg_.pinned_max);
   if (pinned_alive() >= room) co_return;
   std::set<job_id> served;
@@ -351,6 +355,38 @@ net::awaitable<void> pilot_manager::check_pinned() {
     if (stopping_ || pinned_alive() >= room || steady::now() < pinned_backoff_until_) break;
     if (served.count(job)) continue;
     co_await submit_pinned(job);
+  }
+}
+
+net::awaitable<void> pilot_manager::cancel_orphaned_pinned() {
+  // A pinned pilot still pending whose job has ended (cancelled, deleted, failed) would start
+  // only to idle out: cancelled while it waits. Redis has the last word (the queue is not
+  // rebuilt yet right after a restart): only a job Redis has as ended, or has not at all.
+  std::vector<std::pair<std::string, job_id>> candidates;
+  for (const auto& [id, p] : pilots_)
+    if (p.pin && p.state == "submitted" && !p.cancelled && !pinned_is_queued_(p.pin))
+      candidates.emplace_back(id, p.pin);
+  for (const auto& [id, job] : candidates) {
+    auto cmd = redis_cmd("HGET", keys_.job(job), "state");
+    auto reply = co_await redis_.async_exec(std::move(cmd));
+    if (reply.is_error()) continue;
+    std::string state;
+    if (!reply.is_nil()) state = reply.as_string();
+    auto parsed = parse_job_state(state);
+    if (!reply.is_nil() && (!parsed || !is_terminal(*parsed))) continue;
+    std::vector<std::string> argv;
+    argv.push_back(cfg_.scancel);
+    argv.push_back(id);
+    std::vector<std::pair<std::string, std::string>> no_overrides;
+    auto r =
+        co_await async_run_command(ex_, std::move(argv), slurm_environment(no_overrides),
+                                   cfg_.command_timeout, std::filesystem::temp_directory_path().string());
+    auto it = pilots_.find(id);
+    if (it != pilots_.end()) it->second.cancelled = true;  // once: squeue tells the rest
+    next_squeue_ = steady::now();
+    if (state.empty()) state = "gone";
+    log::info("pinned pilot cancelled pilot={} job_id={} job_state={} ok={} output={}", id, job, state,
+              r.ok(), first_line(r.output));
   }
 }
 

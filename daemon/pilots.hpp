@@ -82,9 +82,10 @@ class pilot_manager {
   static std::optional<std::string> pilot_of(const std::string& worker_id);
 
   // Pinned pilots: `queued` lists the queued jobs pinned to an allocation of their own (at most
-  // the number given); `refused(job, exit code, Slurm's answer)` fails one whose sbatch Slurm
-  // refused. Without them no pinned pilot is submitted.
+  // the number given); `is_queued(job)` says whether one is; `refused(job, exit code, Slurm's
+  // answer)` fails one whose sbatch Slurm refused. Without them no pinned pilot is submitted.
   void set_pinned(std::function<std::vector<job_id>(std::size_t)> queued,
+                  std::function<bool(job_id)> is_queued,
                   std::function<void(job_id, int, std::string)> refused);
   // The site of the worker of the pilot pinned to `job`, and the job such a site is pinned to.
   static std::string pin_site(job_id job);
@@ -114,6 +115,7 @@ class pilot_manager {
     int walltime_minutes = 0;
     int slots = 0;
     job_id pin = 0;                 // pinned: the one job it runs (0: a pilot for any job)
+    bool cancelled = false;         // pinned: scancel sent (its job ended before it started)
     std::set<std::string> workers;  // connected now
     std::set<std::string> seen;     // ever connected
   };
@@ -123,6 +125,7 @@ class pilot_manager {
   net::awaitable<bool> submit_one();
   net::awaitable<void> check_pinned();
   net::awaitable<void> submit_pinned(job_id job);
+  net::awaitable<void> cancel_orphaned_pinned();
   net::awaitable<void> refresh();
   void mark_running(pilot& p, const char* why);
   void mark_ended(const std::string& id, std::string slurm_state, std::string reason);
@@ -136,6 +139,7 @@ class pilot_manager {
   keys keys_;  // Redis keys (core/keys.hpp)
   std::function<pilot_demand()> demand_;
   std::function<std::vector<job_id>(std::size_t)> pinned_queued_;
+  std::function<bool(job_id)> pinned_is_queued_;
   std::function<void(job_id, int, std::string)> pinned_refused_;
   int pinned_failures_ = 0;  // pinned sbatch runs that failed in a row (not refusals)
   std::chrono::steady_clock::time_point pinned_backoff_until_{};

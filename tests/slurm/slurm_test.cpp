@@ -530,8 +530,9 @@ TEST_F(SlurmPilots, PmbJobRunsAloneInAnAllocationSizedForItAndPmbsMakesAChildTha
   o.workers = 0;
   o.apps =
       "  - name: nap\n"
-      "    command: [\"/bin/sh\", \"-c\", \"printf '%s\\\\n' \\\"$1\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"; sleep 0.5\", \"{markers}\"]\n"
-      "    args: [\"{howfig}\"]\n";
+      "    command: [\"/bin/sh\", \"-c\", \"printf '%s\\\\n' \\\"$2\\\" >> \\\"$0/m$DESCPROD_JOB_ID\\\"; sleep $1\", \"{markers}\"]\n"
+      "    args: [\"{config}\", \"{howfig}\"]\n"
+      "    pattern: \"[0-9.]+\"\n";
   temp_dir pilot_dir("descprod-pilots-");
   o.worker_extra = pilot_yaml(pilot_dir.path(), {{"max", "0"},
                                                  {"pinned_idle_timeout_s", "2"},
@@ -541,15 +542,16 @@ TEST_F(SlurmPilots, PmbJobRunsAloneInAnAllocationSizedForItAndPmbsMakesAChildTha
   redis_sync r(c.redis.endpoint());
   int plain = c.add_worker(2);
   const std::string plain_id = "w" + std::to_string(plain);
-  auto submit = [&](const std::string& howfig) {
-    auto a = c.call("POST", "/api/jobs", R"({"jobtype":"nap","config":"x","howfig":")" + howfig + "\"}");
+  auto submit = [&](const std::string& howfig, const std::string& seconds = "0.5") {
+    auto a = c.call("POST", "/api/jobs",
+                    R"({"jobtype":"nap","config":")" + seconds + R"(","howfig":")" + howfig + "\"}");
     EXPECT_EQ(a.status, 201) << howfig << ": " << a.body;
     return a.status == 201 ? a.json().as_object().at("id").as_int64() : 0;
   };
   // Malformed batch howfigs are refused before anything is created, with the reason.
   for (const auto& [h, why] : std::vector<std::pair<std::string, std::string>>{
            {"pmb-0-debug", "TMIN must be minutes"}, {"pmbs-30-premium", "QOS must be"}}) {
-    auto a = c.call("POST", "/api/jobs", R"({"jobtype":"nap","config":"x","howfig":")" + h + "\"}");
+    auto a = c.call("POST", "/api/jobs", R"({"jobtype":"nap","config":"0.5","howfig":")" + h + "\"}");
     EXPECT_EQ(a.status, 400) << a.body;
     EXPECT_NE(a.body.find(why), std::string::npos) << a.body;
   }
@@ -613,11 +615,42 @@ TEST_F(SlurmPilots, PmbJobRunsAloneInAnAllocationSizedForItAndPmbsMakesAChildTha
   EXPECT_EQ(why.rfind("Failed. sbatch refused its allocation (exit code 1): ", 0), 0u) << why;
   std::cout << "refused: " << why << "\n";
 
+  // A pinned pilot still pending when its job is cancelled is cancelled too. The one node is
+  // busy with another pinned job (pilots are --exclusive), so the second pilot waits.
+  long long blocker = submit("pmb-2-debug,b", "60");
+  ASSERT_TRUE(wait_until([&] { return job_field(r, blocker, "state") == "running"; }, 60s))
+      << job_field(r, blocker, "state") << "\n"
+      << c.daemon->output();
+  long long victim = submit("pmb-2-debug,v");
+  std::smatch vm;
+  const std::regex victim_pilot("pinned pilot submitted pilot=([0-9]+) job_id=" + std::to_string(victim) +
+                                " ");
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto text = c.daemon->output();
+        return std::regex_search(text, vm, victim_pilot);
+      },
+      30s))
+      << c.daemon->output();
+  const std::string waiting_pilot = vm[1];
+  EXPECT_EQ(c.call("POST", "/api/jobs/" + std::to_string(victim) + "/cancel").status, 200);
+  ASSERT_TRUE(wait_until([&] { return squeue_ids().find(waiting_pilot) == std::string::npos; }, 30s))
+      << run({"squeue"}).output << "\n"
+      << c.daemon->output();
+  EXPECT_NE(c.daemon->output().find("pinned pilot cancelled pilot=" + waiting_pilot +
+                                    " job_id=" + std::to_string(victim) + " job_state=cancelled ok=true"),
+            std::string::npos)
+      << c.daemon->output();
+  EXPECT_EQ(c.marker(victim), "") << "the cancelled job ran";
+  EXPECT_EQ(c.call("POST", "/api/jobs/" + std::to_string(blocker) + "/cancel").status,
+            202);  // running: requested
+  ASSERT_TRUE(wait_until([&] { return job_field(r, blocker, "state") == "cancelled"; }, 30s));
+
   // Each pinned pilot leaves once its job is done (pinned_idle_timeout_s: 2).
   ASSERT_TRUE(
       wait_until([&] { return r.exec(redis_cmd("SCARD", "descprod:pilots")).as_integer() == 0; }, 60s))
       << run({"squeue"}).output;
-  EXPECT_EQ(count(c.daemon->output(), "pinned pilot submitted"), 2u) << c.daemon->output();
+  EXPECT_EQ(count(c.daemon->output(), "pinned pilot submitted"), 4u) << c.daemon->output();
   std::cout << grep(c.daemon->output(), {"pinned pilot", "job failed before it ran"});
 }
 
