@@ -52,7 +52,8 @@ ready_queue::lane_id ready_queue::intern_lane(std::string_view sites) {
 
 bool ready_queue::lane_allows(lane_id lane, std::string_view site) const {
   if (lane == 0) return true;
-  if (site.empty() || lane >= lane_sites_.size()) return false;
+  // '@': never a site name (the daemon refuses it in a hello), only a marker such as @pin.
+  if (site.empty() || site.front() == '@' || lane >= lane_sites_.size()) return false;
   const auto& l = lane_sites_[lane];
   return std::find(l.begin(), l.end(), site) != l.end();
 }
@@ -67,12 +68,20 @@ std::size_t ready_queue::runnable_at(std::string_view site) const {
 std::vector<job_id> ready_queue::in_lane(lane_id lane, std::size_t max) const {
   std::vector<job_id> out;
   if (lane >= lane_count_.size() || lane_count_[lane] == 0) return out;
+  // Owners in turn (each one's lowest score first), so one owner's thousand jobs do not keep
+  // another's first job from the few pinned pilots there may be.
+  using cursor = std::pair<std::set<entry>::const_iterator, std::set<entry>::const_iterator>;
+  std::vector<cursor> owners;
   for (const auto& q : queues_) {
     auto it = q.lanes.find(lane);
-    if (it == q.lanes.end()) continue;
-    for (const auto& e : it->second) {
-      if (out.size() >= max) return out;
-      out.push_back(e.second);
+    if (it != q.lanes.end()) owners.emplace_back(it->second.begin(), it->second.end());
+  }
+  for (bool more = true; more && out.size() < max;) {
+    more = false;
+    for (auto& [at, end] : owners) {
+      if (at == end || out.size() >= max) continue;
+      out.push_back((at++)->second);
+      more = true;
     }
   }
   return out;

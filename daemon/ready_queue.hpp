@@ -46,7 +46,7 @@ class ready_queue {
   bool lane_allows(lane_id lane, std::string_view site) const;
   // Queued jobs a worker at `site` may run (pilot demand per site).
   std::size_t runnable_at(std::string_view site) const;
-  // Up to `max` queued jobs of `lane`, lowest score first within each owner.
+  // Up to `max` queued jobs of `lane`: owners in turn, each one's lowest score first.
   std::vector<job_id> in_lane(lane_id lane, std::size_t max) const;
 
   // The owner's number (added on first use). Owners are never forgotten: there are few of them.

@@ -297,5 +297,26 @@ TEST(ReadyQueue, SitesKeepEachSitesJobsWithinReachOfItsWorkers) {
   EXPECT_EQ(q.best(nullptr, any, 128, "nersc")->second, 1);
 }
 
+// Jobs pinned to an allocation of their own (sites "@pin"): no worker's site reaches them through
+// best/fair, and in_lane lists them owners in turn.
+TEST(ReadyQueue, PinnedJobsAreReachedByNoSiteAndListedOwnersInTurn) {
+  ready_queue q;
+  auto a = q.intern("alice"), b = q.intern("bob");
+  auto pin = q.intern_lane("@pin");
+  for (job_id id = 1; id <= 100; ++id) q.push(id, queue_score(0, id), a, pin);
+  q.push(200, queue_score(0, 200), b, pin);
+  q.push(201, queue_score(0, 201), b, pin);
+  auto held = [](ready_queue::owner_id) { return 0u; };
+  for (std::string_view site : {"", "nersc", "pin-1", "@pin"}) {
+    EXPECT_FALSE(q.best(nullptr, any, 1000, site)) << site;
+    EXPECT_FALSE(q.fair(nullptr, any, held, 1000, site)) << site;
+  }
+  EXPECT_EQ(q.in_lane(pin, 5), (std::vector<job_id>{1, 200, 2, 201, 3}));
+  EXPECT_EQ(q.in_lane(pin, 0), std::vector<job_id>{});
+  EXPECT_EQ(q.in_lane(0, 5), std::vector<job_id>{});
+  EXPECT_EQ(q.in_lane(99, 5), std::vector<job_id>{});
+  EXPECT_EQ(q.in_lane(pin, 1000).size(), 102u);
+}
+
 }  // namespace
 }  // namespace descprod
