@@ -5,7 +5,7 @@
 //   descprod-admin [--config FILE] approve|reject|disable|make-admin NAME
 //   descprod-admin [--config FILE] worker-token OWNER [--pool P]... [--label L]
 //   descprod-admin [--config FILE] worker-tokens OWNER | revoke TOKEN|SHA256
-//   descprod-admin [--config FILE] pool add|remove POOL USER... | pool list [POOL]
+//   descprod-admin [--config FILE] pool add|remove POOL USER... | pool list [POOL] | pool share POOL [W]
 //   descprod-admin [--config FILE] quota USER [--share W] [--max-running N] [--max-queued N]
 //                                  [--submit-rate N/min]
 //   descprod-admin keys NAME [--dir DIR]          a CURVE key pair (no Redis needed)
@@ -58,6 +58,8 @@ const char* usage =
     "  pool add POOL USER...     let the workers admitted to POOL run USER's jobs\n"
     "  pool remove POOL USER...  take users out of a pool\n"
     "  pool list [POOL]          list pools, or one pool's members\n"
+    "  pool share POOL [W]       set (then print) the fair-share weight of POOL's members whose own\n"
+    "                            quota sets no share (the largest of their pools'; 1 removes it)\n"
     "  quota USER [--share W] [--max-running N] [--max-queued N] [--submit-rate N/min]\n"
     "                            set USER's quota (0 removes a limit), then print it: W weighs USER in\n"
     "                            fair-share dispatch (default 1); beyond N running jobs the rest wait;\n"
@@ -321,7 +323,27 @@ int main(int argc, char** argv) {
                   << (sub == "add" ? " to pool " : " from pool ") << pool << "\n";
         return 0;
       }
-      return fail("usage: descprod-admin pool add|remove POOL USER... | pool list [POOL]", 2);
+      if (sub == "share" && (rest.size() == 3 || rest.size() == 4)) {
+        // The fair-share weight of the pool's members whose own quota sets none (the largest of
+        // their pools'); 1 is the default and removes it.
+        const auto& pool = rest[2];
+        if (pool == "*" || !descprod::valid_pool_name(pool))
+          return fail("invalid pool name '" + pool + "': use a-z 0-9 _ . -", 2);
+        if (rest.size() == 4) {
+          auto w = descprod::parse_quota_share(rest[3]);
+          if (!w) return fail("share must be a number from 0.01 to 10000, not '" + rest[3] + "'", 2);
+          if (*w == 1.0) redis.exec({"HDEL", keys.pool_shares(), pool});
+          else redis.exec({"HSET", keys.pool_shares(), pool, rest[3]});
+        }
+        auto v = redis.exec({"HGET", keys.pool_shares(), pool});
+        double share = 1.0;
+        if (!v.is_nil())
+          if (auto w = descprod::parse_quota_share(v.str)) share = *w;
+        std::cout << "pool " << safe(pool) << "\tshare=" << share << "\n";
+        return 0;
+      }
+      return fail(
+          "usage: descprod-admin pool add|remove POOL USER... | pool list [POOL] | pool share POOL [W]", 2);
     }
     if (cmd == "import-jobs") {
       if (rest.size() != 2)

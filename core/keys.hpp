@@ -27,6 +27,7 @@
 //   P session:<sha256>            hash    a web session (user, csrf, created, flash)
 //   P worker:<id>                 hash    a worker as the daemon last saw it
 //   P pool:<name>                 set     the owners a worker pool serves
+//   P pool_shares                 hash    pool name → the fair-share weight of its members
 //   P pilots                      set     pilot IDs;  P pilot:<id> hash: a Slurm allocation
 //   P daemon:stats                hash    the daemon's counters
 //   P stats:jobs_by_state         hash    state → number of jobs
@@ -80,6 +81,7 @@ class keys {
   std::string worker_pattern() const { return p_ + "worker:*"; }  // for SCAN MATCH
   std::string pool(std::string_view name) const { return cat("pool:", name); }
   std::string pool_pattern() const { return p_ + "pool:*"; }  // for SCAN MATCH
+  std::string pool_shares() const { return p_ + "pool_shares"; }
   std::string pilots() const { return p_ + "pilots"; }
   std::string pilot(std::string_view id) const { return cat("pilot:", id); }
   std::string daemon_stats() const { return p_ + "daemon:stats"; }

@@ -2,6 +2,7 @@
 #include "daemon/reconciler.hpp"
 
 #include <algorithm>
+#include <map>
 
 #include "core/accounts.hpp"
 #include "core/log.hpp"
@@ -145,11 +146,39 @@ net::awaitable<void> reconciler::read_quotas() {
     owners.push_back(o);
   }
   if (cmds.empty()) co_return;
+  cmds.push_back(redis_cmd("HGETALL", ctx_.k.pool_shares()));
   auto replies = co_await ctx_.redis.async_pipeline(std::move(cmds));
+  // Pool shares (descprod-admin pool share): the weight of a member whose own quota sets none,
+  // the largest of its pools'.
+  std::map<std::string, double> pool_share;
+  const auto& shares = replies.back();
+  for (std::size_t i = 0; i + 1 < shares.elements.size(); i += 2)
+    if (auto v = parse_quota_share(shares.elements[i + 1].str); v && *v != 1.0)
+      pool_share[shares.elements[i].str] = *v;
+  std::map<std::string, double> member_share;
+  if (!pool_share.empty()) {
+    std::vector<std::vector<std::string>> members;
+    for (const auto& [pool, share] : pool_share) members.push_back(redis_cmd("SMEMBERS", ctx_.k.pool(pool)));
+    auto sets = co_await ctx_.redis.async_pipeline(std::move(members));
+    std::size_t k = 0;
+    for (const auto& [pool, share] : pool_share) {
+      if (k < sets.size())
+        for (const auto& m : sets[k].elements) {
+          auto& best = member_share[m.str];
+          best = std::max(best, share);
+        }
+      ++k;
+    }
+  }
   bool changed = false;
   for (std::size_t i = 0; i < owners.size() && i < replies.size(); ++i) {
     auto q = quota_of(replies[i]);
     auto o = owners[i];
+    const bool own_share = !replies[i].elements.empty() && !replies[i].elements[0].is_nil();
+    if (!own_share) {
+      auto m = member_share.find(ready.owner_name(o));
+      if (m != member_share.end()) q.share = m->second;
+    }
     if (q.share == ready.share(o) && q.max_running == ready.max_running(o)) continue;
     log::info("quota owner={} share={} max_running={}", ready.owner_name(o), q.share, q.max_running);
     ready.set_quota(o, q.share, q.max_running);

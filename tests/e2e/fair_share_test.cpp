@@ -127,6 +127,28 @@ TEST(FairShare, SharesWeighTheUsers) {
   EXPECT_LE(bobs, 13);
 }
 
+// A pool's share weighs its members whose own quota sets none; a member's own share wins.
+TEST(FairShare, APoolsShareWeighsItsMembers) {
+  service s(fair_options());
+  auto out = s.run_admin({"pool", "add", "desc-prod", "bob"});
+  EXPECT_NE(out.find("added 1 to pool desc-prod"), std::string::npos) << out;
+  out = s.run_admin({"pool", "share", "desc-prod", "3"});
+  EXPECT_NE(out.find("pool desc-prod\tshare=3"), std::string::npos) << out;
+  auto alice = submit_bulk(s, 24, "0", s.alice_token);
+  auto bob = submit_bulk(s, 24, "0", s.bob_token);
+  s.add_worker(1);
+  auto order = start_order(s, joined(alice, bob));
+  int bobs = 0;
+  for (std::size_t i = 0; i < 16 && i < order.size(); ++i)
+    bobs += std::find(bob.begin(), bob.end(), order[i]) != bob.end();
+  EXPECT_GE(bobs, 11) << "bob weighs 3 through his pool";
+  EXPECT_LE(bobs, 13);
+  // Share 1 removes the pool's; a bad weight is a usage error.
+  EXPECT_NE(s.run_admin({"pool", "share", "desc-prod", "1"}).find("share=1"), std::string::npos);
+  EXPECT_NE(s.run_admin({"pool", "share", "desc-prod", "0"}, 2).find("share must be a number"),
+            std::string::npos);
+}
+
 TEST(Quota, MaxRunningHoldsJobsBackWhileOthersRun) {
   service s(fair_options());
   auto out = s.run_admin({"quota", "alice", "--max-running", "1"});

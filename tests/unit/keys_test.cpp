@@ -31,6 +31,7 @@ TEST(Keys, BuildTheDocumentedLayoutUnderThePrefix) {
   EXPECT_EQ(k.worker_pattern(), "p:worker:*");
   EXPECT_EQ(k.pool("gpu"), "p:pool:gpu");
   EXPECT_EQ(k.pool_pattern(), "p:pool:*");
+  EXPECT_EQ(k.pool_shares(), "p:pool_shares");  // not matched by pool_pattern
   EXPECT_EQ(k.pilots(), "p:pilots");
   EXPECT_EQ(k.pilot("x"), "p:pilot:x");
   EXPECT_EQ(k.daemon_stats(), "p:daemon:stats");
