@@ -1,6 +1,7 @@
 // The dependency releaser (dependencies.hpp).
 #include "daemon/dependencies.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 
 #include "core/log.hpp"
@@ -25,11 +26,20 @@ net::awaitable<void> dependency_releaser::run() {
   }
 }
 
+void dependency_releaser::adapt(std::chrono::steady_clock::duration took, std::size_t handled) {
+  if (handled < budget_ / 2) return;  // a short call says little about a full one
+  if (took > 2 * target_call) budget_ = std::max(min_batch, budget_ / 2);
+  else if (took < target_call / 2)
+    budget_ = std::min(max_batch, budget_ + std::max<std::size_t>(1, budget_ / 4));
+}
+
 net::awaitable<void> dependency_releaser::release_all() {
   try {
     for (;;) {
       if (ctx_.stopping || ctx_.draining || !ctx_.redis_ready()) co_return;
-      auto r = co_await ctx_.st.async_deps_release(batch);
+      const auto started = std::chrono::steady_clock::now();
+      auto r = co_await ctx_.st.async_deps_release(budget_);
+      adapt(std::chrono::steady_clock::now() - started, static_cast<std::size_t>(r.handled));
       handled_ += static_cast<std::uint64_t>(r.handled);
       released_ += r.ready.size();
       if (!r.ready.empty()) {
