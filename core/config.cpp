@@ -147,6 +147,56 @@ void check_endpoint(section& s, const YAML::Node& v, const std::string& key, con
 
 }  // namespace
 
+// One pilots: mapping (a site's pilots; docs/slurm.md, Configuration keys).
+void read_pilots(section& s, pilots_config& p) {
+  s.read("enabled", p.enabled);
+  if (auto v = s.take("site")) {
+    s.read("site", p.site);
+    if (!valid_site_name(p.site)) s.fail(v, "site", "expected 1 to 32 of a-z, 0-9, '-', '_'");
+  }
+  s.read_range("min", p.min, 0, 10000);
+  s.read_range("max", p.max, 0, 10000);
+  s.read_range("nodes", p.nodes, 1, 100000);
+  s.read_range("slots_per_pilot", p.slots_per_pilot, 1, 100000000);
+  s.read_range("walltime_minutes", p.walltime_minutes, 1, 525600);
+  s.read("partition", p.partition);
+  s.read("account", p.account);
+  s.read("qos", p.qos);
+  s.read("constraint", p.constraint);
+  s.read_range("pinned_max", p.pinned_max, 0, 10000);
+  s.read_range("pinned_idle_timeout_s", p.pinned_idle_timeout_s, 1.0, 1e7);
+  s.read("pinned_qos", p.pinned_qos);
+  s.read("pinned_constraints", p.pinned_constraints);
+  s.read("job_name", p.job_name);
+  s.read_range("signal_lead_s", p.signal_lead_s, 0, 65535);
+  s.read_range("idle_timeout_s", p.idle_timeout_s, 0.0, 1e7);
+  s.read("script", p.script);
+  s.read("worker_config", p.worker_config);
+  s.read("worker_binary", p.worker_binary);
+  s.read("log_dir", p.log_dir);
+  s.read("extra_args", p.extra_args);
+  s.read("sbatch", p.sbatch);
+  s.read("squeue", p.squeue);
+  s.read("scancel", p.scancel);
+  s.read_ms("check_interval_ms", p.check_interval);
+  s.read_ms("squeue_interval_ms", p.squeue_interval);
+  s.read_ms("command_timeout_ms", p.command_timeout);
+  s.read_ms("backoff_min_ms", p.backoff_min);
+  s.read_ms("backoff_max_ms", p.backoff_max);
+  if (auto v = s.take("min"); v && p.min > p.max) s.fail(v, "min", "must not exceed max");
+  if (auto v = s.take("max"); v && p.min > p.max) s.fail(v, "max", "must not be below min");
+  if (auto v = s.take("job_name");
+      v && (p.job_name.empty() || p.job_name.find_first_of(" \t\n,") != std::string::npos))
+    s.fail(v, "job_name", "expected a name without spaces or commas");
+  for (const char* k : {"check_interval_ms", "squeue_interval_ms", "command_timeout_ms", "backoff_min_ms"})
+    if (auto v = s.take(k); v && v.as<long long>() < 10) s.fail(v, k, "must be at least 10");
+  if (p.backoff_max < p.backoff_min) {
+    if (auto v = s.take("backoff_max_ms")) s.fail(v, "backoff_max_ms", "must not be below backoff_min_ms");
+    p.backoff_max = p.backoff_min;
+  }
+  s.finish();
+}
+
 descprod_config parse_config(const std::string& text, const std::string& file) {
   descprod_config c;
   c.file = file;
@@ -317,54 +367,32 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.finish();
   }
   {
-    section s(top.take("pilots"), file, "pilots");
-    auto& p = c.pilots;
-    s.read("enabled", p.enabled);
-    if (auto v = s.take("site")) {
-      s.read("site", p.site);
-      if (!valid_site_name(p.site)) s.fail(v, "site", "expected 1 to 32 of a-z, 0-9, '-', '_'");
+    // pilots: one mapping, or a list of them: the pilots of several sites, one each.
+    auto node = top.take("pilots");
+    if (node && node.IsSequence()) {
+      std::set<std::string> sites, names;
+      for (std::size_t i = 0; i < node.size(); ++i) {
+        const std::string path = "pilots[" + std::to_string(i) + "]";
+        section s(node[i], file, path);
+        pilots_config p;
+        read_pilots(s, p);
+        if (node.size() > 1 && p.site.empty())
+          throw config_error(where(file, node[i].Mark()) + ": " + path +
+                             ": site: required when there are pilots for several sites");
+        if (!sites.insert(p.site).second)
+          throw config_error(where(file, node[i].Mark()) + ": " + path + ": site: '" + p.site +
+                             "' has pilots already");
+        if (!names.insert(p.job_name).second)
+          throw config_error(where(file, node[i].Mark()) + ": " + path + ": job_name: '" + p.job_name +
+                             "' is another site's (squeue tells the sites' pilots apart by it)");
+        c.pilot_sites.push_back(std::move(p));
+      }
+      if (!c.pilot_sites.empty()) c.pilots = c.pilot_sites.front();
+    } else {
+      section s(node, file, "pilots");
+      read_pilots(s, c.pilots);
+      c.pilot_sites.push_back(c.pilots);
     }
-    s.read_range("min", p.min, 0, 10000);
-    s.read_range("max", p.max, 0, 10000);
-    s.read_range("nodes", p.nodes, 1, 100000);
-    s.read_range("slots_per_pilot", p.slots_per_pilot, 1, 100000000);
-    s.read_range("walltime_minutes", p.walltime_minutes, 1, 525600);
-    s.read("partition", p.partition);
-    s.read("account", p.account);
-    s.read("qos", p.qos);
-    s.read("constraint", p.constraint);
-    s.read_range("pinned_max", p.pinned_max, 0, 10000);
-    s.read_range("pinned_idle_timeout_s", p.pinned_idle_timeout_s, 1.0, 1e7);
-    s.read("pinned_qos", p.pinned_qos);
-    s.read("pinned_constraints", p.pinned_constraints);
-    s.read("job_name", p.job_name);
-    s.read_range("signal_lead_s", p.signal_lead_s, 0, 65535);
-    s.read_range("idle_timeout_s", p.idle_timeout_s, 0.0, 1e7);
-    s.read("script", p.script);
-    s.read("worker_config", p.worker_config);
-    s.read("worker_binary", p.worker_binary);
-    s.read("log_dir", p.log_dir);
-    s.read("extra_args", p.extra_args);
-    s.read("sbatch", p.sbatch);
-    s.read("squeue", p.squeue);
-    s.read("scancel", p.scancel);
-    s.read_ms("check_interval_ms", p.check_interval);
-    s.read_ms("squeue_interval_ms", p.squeue_interval);
-    s.read_ms("command_timeout_ms", p.command_timeout);
-    s.read_ms("backoff_min_ms", p.backoff_min);
-    s.read_ms("backoff_max_ms", p.backoff_max);
-    if (auto v = s.take("min"); v && p.min > p.max) s.fail(v, "min", "must not exceed max");
-    if (auto v = s.take("max"); v && p.min > p.max) s.fail(v, "max", "must not be below min");
-    if (auto v = s.take("job_name");
-        v && (p.job_name.empty() || p.job_name.find_first_of(" \t\n,") != std::string::npos))
-      s.fail(v, "job_name", "expected a name without spaces or commas");
-    for (const char* k : {"check_interval_ms", "squeue_interval_ms", "command_timeout_ms", "backoff_min_ms"})
-      if (auto v = s.take(k); v && v.as<long long>() < 10) s.fail(v, k, "must be at least 10");
-    if (p.backoff_max < p.backoff_min) {
-      if (auto v = s.take("backoff_max_ms")) s.fail(v, "backoff_max_ms", "must not be below backoff_min_ms");
-      p.backoff_max = p.backoff_min;
-    }
-    s.finish();
   }
   {
     section s(top.take("notify"), file, "notify");

@@ -248,7 +248,10 @@ struct descprod_config {
   gateway_config gateway;
   daemon_config daemon;
   worker_config worker;
+  // The pilots of the first (or only) site, and those of every site (pilots: as a list, one
+  // entry per site; a single mapping is one site). Pinned pilots (howfig pmb) are the first's.
   pilots_config pilots;
+  std::vector<pilots_config> pilot_sites;
   notify_config notify;
 };
 

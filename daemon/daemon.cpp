@@ -43,7 +43,7 @@ queue_daemon::~queue_daemon() { stop(); }
 void queue_daemon::stop() {
   if (ctx_.stopping) return;
   ctx_.stopping = true;
-  if (pilots_) pilots_->stop();
+  for (auto& p : pilots_) p->stop();
   deps_.wake();  // its wait ends; it sees the daemon stopping
   out_.flush_acks();
   // The last acknowledgements get a moment to leave (a worker re-sends what it did not hear of).
@@ -169,20 +169,31 @@ net::awaitable<void> queue_daemon::run() {
   ctx_.spawn(out_.run(), "outbox");
   ctx_.spawn(sampler_.run(), "stats_sampler");
   ctx_.spawn(deps_.run(), "dependencies");
-  if (ctx_.cfg.pilots.enabled) {
-    const double pilot_s = 60.0 * ctx_.cfg.pilots.walltime_minutes;
-    pilots_ = std::make_unique<pilot_manager>(
-        ex, ctx_.cfg.pilots, ctx_.redis, ctx_.cfg.redis.prefix,
-        [this, pilot_s] { return disp_.demand(pilot_s, ctx_.cfg.pilots.site); });
-    pilots_->set_pinned([this](std::size_t max) { return disp_.pinned_queued(max); },
-                        [this](job_id id) { return disp_.queue().contains(id); },
-                        [this](job_id id, int rc, std::string message) {
-                          ctx_.spawn(disp_.fail_queued(id, rc, std::move(message)), "fail_queued");
-                        });
-    handler_.set_pilots(pilots_.get());
-    ctx_.spawn(pilots_->run(), "pilots");
-  }
+  start_pilots(ex);
   co_await cron();
+}
+
+void queue_daemon::start_pilots(net::any_io_executor ex) {
+  // One pilot manager per site with pilots (pilots: a mapping, or a list of them); pinned pilots
+  // (howfig pmb) are the first site's.
+  std::vector<pilots_config> sites = ctx_.cfg.pilot_sites;
+  if (sites.empty()) sites.push_back(ctx_.cfg.pilots);
+  for (std::size_t i = 0; i < sites.size(); ++i) {
+    if (!sites[i].enabled) continue;
+    const double pilot_s = 60.0 * sites[i].walltime_minutes;
+    const std::string site = sites[i].site;
+    auto p = std::make_unique<pilot_manager>(ex, sites[i], ctx_.redis, ctx_.cfg.redis.prefix,
+                                             [this, pilot_s, site] { return disp_.demand(pilot_s, site); });
+    if (i == 0)
+      p->set_pinned([this](std::size_t max) { return disp_.pinned_queued(max); },
+                    [this](job_id id) { return disp_.queue().contains(id); },
+                    [this](job_id id, int rc, std::string message) {
+                      ctx_.spawn(disp_.fail_queued(id, rc, std::move(message)), "fail_queued");
+                    });
+    handler_.add_pilots(p.get());
+    ctx_.spawn(p->run(), "pilots");
+    pilots_.push_back(std::move(p));
+  }
 }
 
 net::awaitable<void> queue_daemon::receive_loop(zmq_socket* sock, bool from_workers) {
@@ -287,7 +298,7 @@ net::awaitable<void> queue_daemon::drain_and_stop() {
     co_return;
   }
   ctx_.draining = true;
-  if (pilots_) pilots_->stop();
+  for (auto& p : pilots_) p->stop();
   auto start = clock_type::now();
   auto deadline = start + ctx_.cfg.daemon.stop_deadline;
   log::info("daemon draining: no new work, writing the outbox outbox={} deadline_ms={}", out_.size(),

@@ -71,6 +71,8 @@ class queue_daemon {
   // Every heartbeat interval: heartbeats to workers, the liveness check, orphan expiry, worker
   // records and lease deadlines, stats, and the periodic reconcile.
   net::awaitable<void> cron();
+  // Starts a pilot manager for each site whose pilots are enabled.
+  void start_pilots(net::any_io_executor ex);
   void write_stats();
   // What the daemon holds now: queue, leases, workers, their slots (daemon:stats and the samples).
   stats_gauges gauges() const;
@@ -88,7 +90,7 @@ class queue_daemon {
   reconciler recon_;
   dependency_releaser deps_;
   worker_handler handler_;
-  std::unique_ptr<pilot_manager> pilots_;
+  std::vector<std::unique_ptr<pilot_manager>> pilots_;  // one per site with pilots enabled
   stats_sampler sampler_;
   clock_type::time_point last_heartbeat_sent_;
 };

@@ -43,19 +43,23 @@ int main(int argc, char** argv) {
     // read the daemon's own file unless pilots.worker_config names another, and run the
     // descprod-worker installed next to this program unless pilots.worker_binary names one.
     namespace fs = std::filesystem;
-    auto& p = cfg.pilots;
-    std::error_code ec;
-    if (p.worker_config.empty()) p.worker_config = cfg.file;
-    for (auto* path : {&p.worker_config, &p.script, &p.log_dir})
-      if (!path->empty()) *path = fs::absolute(*path, ec).lexically_normal().string();
-    if (p.worker_binary.empty()) {
-      auto sibling = fs::read_symlink("/proc/self/exe", ec).parent_path() / "descprod-worker";
-      if (!ec && fs::exists(sibling, ec)) p.worker_binary = sibling.string();
+    if (cfg.pilot_sites.empty()) cfg.pilot_sites.push_back(cfg.pilots);
+    for (auto& p : cfg.pilot_sites) {
+      std::error_code ec;
+      if (p.worker_config.empty()) p.worker_config = cfg.file;
+      for (auto* path : {&p.worker_config, &p.script, &p.log_dir})
+        if (!path->empty()) *path = fs::absolute(*path, ec).lexically_normal().string();
+      if (p.worker_binary.empty()) {
+        auto sibling = fs::read_symlink("/proc/self/exe", ec).parent_path() / "descprod-worker";
+        if (!ec && fs::exists(sibling, ec)) p.worker_binary = sibling.string();
+      }
+      if (p.enabled && !fs::exists(p.script, ec)) {
+        std::cerr << "fatal: " << cfg.file << ": pilots.script (site '" << p.site
+                  << "'): no such file: " << p.script << "\n";
+        return 2;
+      }
     }
-    if (p.enabled && !fs::exists(p.script, ec)) {
-      std::cerr << "fatal: " << cfg.file << ": pilots.script: no such file: " << p.script << "\n";
-      return 2;
-    }
+    cfg.pilots = cfg.pilot_sites.front();
   }
   if (vm.count("check-config")) {
     std::cout << "configuration ok: " << cfg.file << " (" << apps.apps.size() << " applications)\n";

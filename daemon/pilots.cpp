@@ -596,9 +596,9 @@ void pilot_manager::write(const pilot& p) {
   auto key = keys_.pilot(p.id);
   std::vector<std::vector<std::string>> cmds;
   cmds.push_back(redis_cmd(
-      "HSET", key, "id", p.id, "state", p.state, "slurm_state", p.slurm_state, "reason", p.reason,
-      "submitted_time", fmt_time(p.submitted_time), "started_time", fmt_time(p.started_time), "ended_time",
-      fmt_time(p.ended_time), "nodes", std::to_string(p.nodes), "walltime_minutes",
+      "HSET", key, "id", p.id, "site", cfg_.site, "state", p.state, "slurm_state", p.slurm_state, "reason",
+      p.reason, "submitted_time", fmt_time(p.submitted_time), "started_time", fmt_time(p.started_time),
+      "ended_time", fmt_time(p.ended_time), "nodes", std::to_string(p.nodes), "walltime_minutes",
       std::to_string(p.walltime_minutes), "slots", std::to_string(p.slots), "pin",
       p.pin ? std::to_string(p.pin) : std::string(), "workers", join(p.seen, ","), "connected",
       std::to_string(p.workers.size()), "output", cfg_.log_dir + "/" + cfg_.job_name + "-" + p.id + ".out"));

@@ -269,7 +269,7 @@ void worker_handler::accept_hello(const std::string& routing, const boost::json:
       "worker connected worker={} host={} slots={} owner={} may_run={} running={} walltime_left_s={:.0f}",
       w.id, w.host, w.slots, w.owner, may_run, leases_.count(id),
       w.walltime_end > 0 ? w.walltime_end - epoch_now() : 0.0);
-  if (pilots_) pilots_->on_worker_hello(w.id);
+  for (auto* p : pilots_) p->on_worker_hello(w.id);
 }
 
 void worker_handler::on_message(const std::string& routing, protocol::message msg) {
@@ -607,7 +607,7 @@ void worker_handler::worker_lost(const std::string& id_ref, const std::string& w
   if (!workers_.remove(worker_id)) return;
   auto jobs = leases_.release_worker(worker_id);
   for (const auto& j : jobs) log_resync_.erase(j.first);
-  if (pilots_) pilots_->on_worker_left(worker_id);
+  for (auto* p : pilots_) p->on_worker_left(worker_id);
   log::warn("worker lost worker={} reason={} jobs={}", worker_id, why, jobs.size());
   for (const auto& [id, l] : jobs) {
     // Still being leased: the dispatcher (after_lease) finds the worker gone and requeues it.

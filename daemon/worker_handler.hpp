@@ -29,7 +29,9 @@ class worker_handler {
                  outbox& out);
 
   // Pilots, when enabled: told of hellos and of workers that leave.
-  void set_pilots(pilot_manager* p) { pilots_ = p; }
+  // The pilots of one site more (each is told of every worker's hello and departure; a worker of
+  // one of its pilots is its own).
+  void add_pilots(pilot_manager* p) { pilots_.push_back(p); }
 
   // A checked message from the worker socket (throws std::invalid_argument on a malformed body).
   void on_message(const std::string& routing, protocol::message msg);
@@ -78,7 +80,7 @@ class worker_handler {
   lease_table& leases_;
   dispatcher& disp_;
   outbox& out_;
-  pilot_manager* pilots_ = nullptr;
+  std::vector<pilot_manager*> pilots_;
   std::size_t unknown_waiting_ = 0;  // unknown-connection reports waiting for Redis (bounded)
   static constexpr std::size_t max_unknown_waiting = 10000;
 };

@@ -1085,8 +1085,8 @@ std::string admin_page(const admin_view& v) {
     body += "<p class=\"empty\">No Slurm pilot is alive.</p>";
   } else {
     body += "<div class=\"scroll\"><table class=\"list\" id=\"pilots\"><thead><tr>" +
-            col_headers({"Pilot", "State", "Slurm", "Nodes", "Slots", "Walltime", "Workers", "Submitted",
-                         "Started", "Output"}) +
+            col_headers({"Pilot", "Site", "State", "Slurm", "Nodes", "Slots", "Walltime", "Workers",
+                         "Submitted", "Started", "Output"}) +
             "</tr></thead><tbody>";
     for (const auto& p : v.pilots) {
       std::string slurm = get(p, "slurm_state");
@@ -1096,14 +1096,18 @@ std::string admin_page(const admin_view& v) {
       if (!walltime.empty()) walltime += " min";
       std::string started = get(p, "started_time");
       std::string workers = get(p, "connected") + " connected";
+      // Where it serves, and for a pinned pilot (howfig pmb) the one job it runs.
+      std::string site = get(p, "site");
+      if (!get(p, "pin").empty()) site += (site.empty() ? "" : " · ") + std::string("job ") + get(p, "pin");
       if (!get(p, "workers").empty()) workers += ": " + get(p, "workers");
       body += "<tr data-pilot=\"" + esc(get(p, "id")) + "\"><td data-label=\"Pilot\">" + esc(get(p, "id")) +
-              "</td><td data-label=\"State\">" + esc(get(p, "state")) + "</td><td data-label=\"Slurm\">" +
-              esc(slurm) + "</td><td data-label=\"Nodes\">" + esc(get(p, "nodes")) +
-              "</td><td data-label=\"Slots\">" + esc(get(p, "slots")) + "</td><td data-label=\"Walltime\">" +
-              esc(walltime) + "</td><td data-label=\"Workers\">" + esc(workers) +
-              "</td><td data-label=\"Submitted\">" + time_html(get(p, "submitted_time")) +
-              "</td><td data-label=\"Started\">" + (started == "0" ? std::string() : time_html(started)) +
+              "</td><td data-label=\"Site\">" + esc(site) + "</td><td data-label=\"State\">" +
+              esc(get(p, "state")) + "</td><td data-label=\"Slurm\">" + esc(slurm) +
+              "</td><td data-label=\"Nodes\">" + esc(get(p, "nodes")) + "</td><td data-label=\"Slots\">" +
+              esc(get(p, "slots")) + "</td><td data-label=\"Walltime\">" + esc(walltime) +
+              "</td><td data-label=\"Workers\">" + esc(workers) + "</td><td data-label=\"Submitted\">" +
+              time_html(get(p, "submitted_time")) + "</td><td data-label=\"Started\">" +
+              (started == "0" ? std::string() : time_html(started)) +
               "</td><td data-label=\"Output\"><code>" + esc(get(p, "output")) + "</code></td></tr>";
     }
     body += "</tbody></table></div>";

@@ -241,6 +241,22 @@ std::string pilot_yaml(const std::string& dir, const std::map<std::string, std::
   return out;
 }
 
+// The pilots: section as a list, one entry per site (each pilot_yaml's keys with its overrides).
+std::string pilot_sites_yaml(const std::string& dir,
+                             const std::vector<std::map<std::string, std::string>>& sites) {
+  std::string out = "pilots:\n";
+  for (const auto& overrides : sites) {
+    auto one = pilot_yaml(dir, overrides);  // "pilots:\n  k: v\n..."
+    bool first = true;
+    std::istringstream in(one.substr(one.find('\n') + 1));
+    for (std::string line; std::getline(in, line);) {
+      out += (first ? "  - " : "    ") + line.substr(2) + "\n";
+      first = false;
+    }
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 TEST_F(SlurmPilots, DaemonSubmitsPilotWhoseWorkerRuns50JobsThenTheIdlePilotLeavesSqueue) {
@@ -518,6 +534,60 @@ TEST_F(SlurmPilots, PilotSubmittedByHandLeavesAfterItsIdleTimeout) {
   EXPECT_NE(out.find("workers ended rc=0"), std::string::npos) << out;
   std::cout << "idle pilot " << pilot << " left squeue " << gone_s << " s after its worker connected\n"
             << grep(out, {"descprod-pilot:", "idle timeout", "drain complete", "worker stopped"});
+}
+
+// Pilots for two sites in one daemon (pilots: as a list): each site's jobs start pilots of that
+// site only (their own job name, their workers' --site), and run on them. Both "sites" are
+// partitions of this one Slurm; its one node runs one pilot at a time (--exclusive), so the
+// second site's pilot starts when the first's idles out.
+TEST_F(SlurmPilots, OneDaemonRunsThePilotsOfTwoSites) {
+  service_options o;
+  o.workers = 0;
+  o.apps =
+      "  - name: nap\n"
+      "    command: [\"/bin/sh\", \"-c\", \"sleep 0.1\"]\n"
+      "    args: []\n";
+  temp_dir pilot_dir("descprod-pilots-");
+  o.worker_extra = pilot_sites_yaml(pilot_dir.path(), {{{"site", "nersc"}, {"job_name", "pilot-nersc"}},
+                                                       {{"site", "slac"}, {"job_name", "pilot-slac"}}});
+  o.gateway_extra = "  sites: [nersc, slac]\n";
+  service c(o);
+  redis_sync r(c.redis.endpoint());
+  auto submit_at = [&](const std::string& site, int n) {
+    std::string body = R"({"jobs":[)";
+    for (int i = 0; i < n; ++i)
+      body += std::string(i ? "," : "") + R"({"jobtype":"nap","config":"x","sites":[")" + site + R"("]})";
+    body += "]}";
+    auto a = c.call("POST", "/api/jobs/bulk", body);
+    EXPECT_EQ(a.status, 201) << a.body;
+    std::vector<long long> ids;
+    if (a.status != 201) return ids;
+    auto reply = a.json();
+    for (const auto& v : reply.as_object().at("ids").as_array()) ids.push_back(v.as_int64());
+    return ids;
+  };
+  auto nersc = submit_at("nersc", 5);
+  auto slac = submit_at("slac", 5);
+  ASSERT_TRUE(
+      wait_until([&] { return all_in_state(r, nersc, "done") && all_in_state(r, slac, "done"); }, 120s))
+      << states_summary(r, nersc) << " / " << states_summary(r, slac) << "\n"
+      << c.daemon->output();
+  auto log = c.daemon->output();
+  EXPECT_EQ(count(log, "pilot submitting site=nersc"), 1u) << log;
+  EXPECT_EQ(count(log, "pilot submitting site=slac"), 1u) << log;
+  EXPECT_NE(log.find("--job-name=pilot-nersc"), std::string::npos) << log;
+  EXPECT_NE(log.find("--job-name=pilot-slac"), std::string::npos) << log;
+  // Each site's jobs ran on one pilot worker, whose pilot (its hash) is that site's.
+  for (const auto& [site, ids] :
+       std::map<std::string, std::vector<long long>>{{"nersc", nersc}, {"slac", slac}}) {
+    std::set<std::string> workers;
+    for (auto id : ids) workers.insert(job_field(r, id, "worker"));
+    ASSERT_EQ(workers.size(), 1u) << site;
+    std::smatch m;
+    const std::string w = *workers.begin();
+    ASSERT_TRUE(std::regex_match(w, m, std::regex("slurm-([0-9]+)-.*"))) << w;
+    EXPECT_EQ(hget(r, "descprod:pilot:" + std::string(m[1]), "site"), site) << w;
+  }
 }
 
 // DESCprod's pmb/pmbs howfigs (issue #16 item 8): a pmb job runs alone in a Slurm allocation

@@ -395,6 +395,39 @@ TEST(ParseConfig, PinnedPilotKeys) {
   EXPECT_EQ(parse_config("", "x.yaml").pilots.pinned_max, 20);
 }
 
+TEST(ParseConfig, PilotsForSeveralSitesAsAList) {
+  auto c = parse_config(
+      "pilots:\n  - {enabled: true, site: nersc, job_name: p-nersc, max: 3}\n"
+      "  - {enabled: true, site: slac, job_name: p-slac, partition: roma}\n",
+      "x.yaml");
+  ASSERT_EQ(c.pilot_sites.size(), 2u);
+  EXPECT_EQ(c.pilot_sites[0].site, "nersc");
+  EXPECT_EQ(c.pilot_sites[0].max, 3);
+  EXPECT_EQ(c.pilot_sites[1].partition, "roma");
+  EXPECT_EQ(c.pilots.site, "nersc") << "the first site's are `pilots`";
+  EXPECT_EQ(parse_config("pilots:\n  enabled: true\n", "x.yaml").pilot_sites.size(), 1u);
+  auto error_of = [](const std::string& text) {
+    try {
+      parse_config(text, "x.yaml");
+    } catch (const config_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of("pilots:\n  - {site: a, job_name: x}\n  - {job_name: y}\n")
+                .find("pilots[1]: site: required when there are pilots for several sites"),
+            std::string::npos);
+  EXPECT_NE(error_of("pilots:\n  - {site: a, job_name: x}\n  - {site: a, job_name: y}\n")
+                .find("pilots[1]: site: 'a' has pilots already"),
+            std::string::npos);
+  EXPECT_NE(error_of("pilots:\n  - {site: a, job_name: x}\n  - {site: b, job_name: x}\n")
+                .find("pilots[1]: job_name: 'x' is another site's"),
+            std::string::npos);
+  EXPECT_NE(error_of("pilots:\n  - {site: a, sitez: b}\n").find("pilots[0].sitez: unknown key"),
+            std::string::npos)
+      << error_of("pilots:\n  - {site: a, sitez: b}\n");
+}
+
 TEST(AppArgv, DefaultArgsDropAnEmptyHowfig) {
   auto reg = parse_apps("apps:\n  - name: mysleep\n", "apps.yaml");
   const auto& a = reg.apps.at("mysleep");

@@ -321,8 +321,15 @@ TEST(AdminPilots, ThePilotTableShowsEveryPilotWithEveryValueEscaped) {
   q["slurm_state"] = "PENDING";
   q["reason"] = "Priority";
   q["connected"] = "0";
+  q["site"] = "nersc";
+  q["pin"] = "77";
   v.pilots.push_back(q);
+  p["site"] = evil;
+  v.pilots.back() = q;
+  v.pilots.front() = p;
   auto html = web::admin_page(v);
+  EXPECT_TRUE(contains(html, "<td data-label=\"Site\">nersc · job 77</td>"))
+      << "a pinned pilot names its job";
   EXPECT_FALSE(contains(html, "<script>alert")) << "a value got through unescaped";
   EXPECT_TRUE(contains(html, "&lt;script&gt;alert(1)&lt;/script&gt;"));
   EXPECT_TRUE(contains(html, "id=\"pilots\""));
