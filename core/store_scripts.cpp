@@ -683,8 +683,15 @@ local last = tonumber(redis.call('GET', NID) or '0')
 local from = tonumber(c) + 1
 local to = math.min(last, tonumber(c) + tonumber(ARGV[2]))
 for id = from, to do
-  local s = redis.call('HGET', K.job(string.format('%d', id)), 'state')
-  if s then redis.call('HINCRBY', SK, s, 1) end
+  local sid = string.format('%d', id)
+  local v = redis.call('HMGET', K.job(sid), 'state', 'descname')
+  local s = v[1]
+  if s then
+    redis.call('HINCRBY', SK, s, 1)
+    -- Held and waiting jobs are their owner's pending ones (max_queued): a store from before that
+    -- set gets it here (ZADD of a member already there changes nothing).
+    pending(sid, v[2], nil, s)
+  end
 end
 if to >= last then
   redis.call('HDEL', SK, '_rebuild_upto', '_rebuild_started')

@@ -54,6 +54,21 @@ TEST_F(StateCountTest, NoCountsAreKeptBeforeTheFirstRecount) {
   EXPECT_EQ((*c)["lost"], 0);
 }
 
+// A recount also puts held and waiting jobs into their owner's pending set (max_queued), so a
+// store written before that set existed gets it from a forced recount.
+TEST_F(StateCountTest, ARecountPutsHeldJobsIntoTheirOwnersPendingSet) {
+  auto j = make_job("mysleep", "1");
+  j.hold = true;
+  auto held = create("alice", {j}).front();
+  auto ready = create_one("alice");
+  cmd({"DEL", "descprod:user:alice:pending"});  // as a store from before the set
+  EXPECT_EQ(run(st.async_recount_states(true)), 2);
+  auto members = cmd({"ZRANGE", "descprod:user:alice:pending", "0", "-1"});
+  ASSERT_EQ(members.elements.size(), 1u);
+  EXPECT_EQ(members.elements[0].str, std::to_string(held));
+  (void)ready;
+}
+
 TEST_F(StateCountTest, CountsFollowEveryTransitionScript) {
   EXPECT_EQ(run(st.async_recount_start(false)), "started");
   EXPECT_EQ(run(st.async_recount_states()), 0) << "an empty store";
