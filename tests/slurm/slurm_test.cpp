@@ -163,11 +163,14 @@ class SlurmPilots : public ::testing::Test {
 };
 
 // Submits `n` jobs of `jobtype` in one bulk request; returns their IDs.
+// With `site`, each job asks for that site.
 std::vector<long long> submit_many(service& c, const std::string& jobtype, int n,
-                                   const std::string& config = "x") {
+                                   const std::string& config = "x", const std::string& site = "") {
+  const std::string sites = site.empty() ? std::string() : R"(,"sites":[")" + site + "\"]";
   std::string body = R"({"jobs":[)";
   for (int i = 0; i < n; ++i)
-    body += std::string(i ? "," : "") + R"({"jobtype":")" + jobtype + R"(","config":")" + config + "\"}";
+    body += std::string(i ? "," : "") + R"({"jobtype":")" + jobtype + R"(","config":")" + config + "\"" +
+            sites + "}";
   body += "]}";
   auto r = c.call("POST", "/api/jobs/bulk", body);
   EXPECT_EQ(r.status, 201) << r.body;
@@ -357,19 +360,7 @@ TEST_F(SlurmPilots, TwoSitesPilotsOnlyForTheirSiteAndJobsPlacedAtTheirs) {
   service c(o);
   redis_sync r(c.redis.endpoint());
   int plain = c.add_worker(0, {"--site", "local"});
-  auto submit_at = [&](const std::string& site, int n) {
-    std::string body = R"({"jobs":[)";
-    for (int i = 0; i < n; ++i)
-      body += std::string(i ? "," : "") + R"({"jobtype":"nap","config":"x","sites":[")" + site + R"("]})";
-    body += "]}";
-    auto a = c.call("POST", "/api/jobs/bulk", body);
-    EXPECT_EQ(a.status, 201) << a.body;
-    std::vector<long long> ids;
-    if (a.status != 201) return ids;
-    auto reply = a.json();
-    for (const auto& v : reply.as_object().at("ids").as_array()) ids.push_back(v.as_int64());
-    return ids;
-  };
+  auto submit_at = [&](const std::string& site, int n) { return submit_many(c, "nap", n, "x", site); };
   auto local = submit_at("local", 10);
   ASSERT_TRUE(wait_until([&] { return all_in_state(r, local, "done"); }, 60s)) << states_summary(r, local);
   for (auto id : local) EXPECT_EQ(job_field(r, id, "worker"), "w" + std::to_string(plain)) << "job " << id;
@@ -553,19 +544,7 @@ TEST_F(SlurmPilots, OneDaemonRunsThePilotsOfTwoSites) {
   o.gateway_extra = "  sites: [nersc, slac]\n";
   service c(o);
   redis_sync r(c.redis.endpoint());
-  auto submit_at = [&](const std::string& site, int n) {
-    std::string body = R"({"jobs":[)";
-    for (int i = 0; i < n; ++i)
-      body += std::string(i ? "," : "") + R"({"jobtype":"nap","config":"x","sites":[")" + site + R"("]})";
-    body += "]}";
-    auto a = c.call("POST", "/api/jobs/bulk", body);
-    EXPECT_EQ(a.status, 201) << a.body;
-    std::vector<long long> ids;
-    if (a.status != 201) return ids;
-    auto reply = a.json();
-    for (const auto& v : reply.as_object().at("ids").as_array()) ids.push_back(v.as_int64());
-    return ids;
-  };
+  auto submit_at = [&](const std::string& site, int n) { return submit_many(c, "nap", n, "x", site); };
   auto nersc = submit_at("nersc", 5);
   auto slac = submit_at("slac", 5);
   ASSERT_TRUE(
