@@ -194,6 +194,11 @@ inline std::vector<std::string> wait_for_go_app() {
 class Worker : public ::testing::Test {
  protected:
   void SetUp() override {
+    // The jobs' login shells read an empty profile, not the machine's (tests/support/service.cpp
+    // says why); restored in TearDown.
+    if (const char* h = std::getenv("HOME")) old_home_ = h;
+    fs::create_directories(dir_.path / "home");
+    ::setenv("HOME", (dir_.path / "home").c_str(), 1);
     endpoint_ = "ipc://" + (dir_.path / "w.ipc").string();
     daemon_ = std::make_unique<fake_daemon>(ctx_, endpoint_);
   }
@@ -201,6 +206,8 @@ class Worker : public ::testing::Test {
   void TearDown() override {
     stop_worker();
     for (pid_t pid : pids_) ::kill(-pid, SIGKILL);  // safety net; normally long gone
+    if (old_home_) ::setenv("HOME", old_home_->c_str(), 1);
+    else ::unsetenv("HOME");
   }
 
   worker_options options() {
@@ -272,6 +279,7 @@ class Worker : public ::testing::Test {
   }
 
   temp_dir dir_;
+  std::optional<std::string> old_home_;
   std::string endpoint_;
   zmq::context_t ctx_{1};
   std::unique_ptr<fake_daemon> daemon_;

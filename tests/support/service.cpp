@@ -165,6 +165,12 @@ std::unique_ptr<process> spawn_worker(service& s, int i, const std::string& id, 
   argv.insert(argv.end(), extra.begin(), extra.end());
   auto env = s.env();
   env.emplace_back("DESCPROD_TOKEN", "");
+  // The jobs' login shells (runapp-* apps) read this HOME's profile, which is empty, not the
+  // machine's: a user profile that stalls (pyenv's rehash waits 60 s on a lock that a job killed
+  // mid-profile left behind) would otherwise slow every later job of the suite.
+  const std::string home = s.dir.file("home");
+  std::filesystem::create_directories(home);
+  env.emplace_back("HOME", home);
   return std::make_unique<process>(argv, env, s.dir.file("worker-" + wid + ".log"));
 }
 

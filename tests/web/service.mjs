@@ -270,8 +270,12 @@ worker:
     this.procs.daemon = new child('daemon', [this.bin('descprod-daemon'), '--config', this.config], this.env(),
       path.join(this.dir, 'daemon.log'));
     await this.startGateway();
+    // The jobs' login shells read an empty profile, not the machine's (tests/support/service.cpp
+    // says why).
+    const home = path.join(this.dir, 'home');
+    fs.mkdirSync(home, { recursive: true });
     this.procs.worker = new child('worker', [this.bin('descprod-worker'), '--config', this.config, '--id', 'w0'],
-      this.env(), path.join(this.dir, 'worker.log'));
+      { ...this.env(), HOME: home }, path.join(this.dir, 'worker.log'));
     await waitFor('the worker to register', async () => (await this.redis.cmd('KEYS', 'descprod:worker:*')).length > 0, 20000, 100);
   }
 
