@@ -7,6 +7,10 @@
 //   split_config*       the pieces join back to the input, one more piece than separators;
 //   sanitize_utf8       always valid UTF-8, equal to an independent reference, idempotent, the
 //                       identity on valid input;
+//   parse_batch_howfig  a batch howfig only when the first constituent's first field is pmb or
+//                       pmbs, then minutes 1..10080, QOS local/regular/debug, constraint and
+//                       account of [A-Za-z0-9_] (they reach sbatch's argv), head + ',' + rest
+//                       is the input; app_howfig is the rest for pmb, the input otherwise;
 //   descprod_config_json  always JSON that parses, ASCII only (Python's ensure_ascii), one key per
 //                       line in DESCprod's field order, and every string field reads back as the
 //                       sanitized stored value.
@@ -160,9 +164,39 @@ void check_config_json(std::string_view input) {
 
 }  // namespace
 
+void check_batch_howfig(std::string_view s) {
+  std::string why;
+  auto b = parse_batch_howfig(s, why);
+  std::string_view head = s.substr(0, s.find(','));
+  std::string_view first = head.substr(0, head.find('-'));
+  const bool batch = first == "pmb" || first == "pmbs";
+  if (!batch) FUZZ_CHECK(!b && why.empty());
+  if (batch) FUZZ_CHECK(b.has_value() != !why.empty());
+  if (!b) {
+    FUZZ_CHECK(app_howfig(std::string(s), true) == s);
+    return;
+  }
+  FUZZ_CHECK(b->subjob == (first == "pmbs"));
+  FUZZ_CHECK(b->minutes >= 1 && b->minutes <= 10080);
+  FUZZ_CHECK(b->qos == "local" || b->qos == "regular" || b->qos == "debug");
+  auto word = [](const std::string& w) {
+    for (char c : w)
+      if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
+        return false;
+    return w.size() <= 32;
+  };
+  FUZZ_CHECK(word(b->constraint) && !b->constraint.empty());
+  FUZZ_CHECK(word(b->account));
+  FUZZ_CHECK(b->head == head);
+  FUZZ_CHECK((s.find(',') == std::string_view::npos ? b->head : b->head + "," + b->rest) == s);
+  FUZZ_CHECK(app_howfig(std::string(s), true) == (b->subjob ? std::string(s) : b->rest));
+  FUZZ_CHECK(app_howfig(std::string(s), false) == s);
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view s(reinterpret_cast<const char*>(data), size);
   check_config_rules(s);
+  check_batch_howfig(s);
   check_sanitize(s);
   check_config_json(s);
   return 0;
