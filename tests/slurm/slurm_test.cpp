@@ -260,6 +260,17 @@ std::string pilot_sites_yaml(const std::string& dir,
   return out;
 }
 
+// A service without local workers whose app `nap` sleeps 0.1 s.
+service_options nap_service() {
+  service_options o;
+  o.workers = 0;
+  o.apps =
+      "  - name: nap\n"
+      "    command: [\"/bin/sh\", \"-c\", \"sleep 0.1\"]\n"
+      "    args: []\n";
+  return o;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 TEST_F(SlurmPilots, DaemonSubmitsPilotWhoseWorkerRuns50JobsThenTheIdlePilotLeavesSqueue) {
@@ -348,12 +359,7 @@ TEST_F(SlurmPilots, DaemonSubmitsPilotWhoseWorkerRuns50JobsThenTheIdlePilotLeave
 // the plain worker and start no pilot; jobs for nersc start a pilot whose worker carries the site
 // and runs exactly them.
 TEST_F(SlurmPilots, TwoSitesPilotsOnlyForTheirSiteAndJobsPlacedAtTheirs) {
-  service_options o;
-  o.workers = 0;
-  o.apps =
-      "  - name: nap\n"
-      "    command: [\"/bin/sh\", \"-c\", \"sleep 0.1\"]\n"
-      "    args: []\n";
+  service_options o = nap_service();
   temp_dir pilot_dir("descprod-pilots-");
   o.worker_extra = pilot_yaml(pilot_dir.path(), {{"site", "nersc"}});
   o.gateway_extra = "  sites: [nersc, local]\n";
@@ -532,12 +538,7 @@ TEST_F(SlurmPilots, PilotSubmittedByHandLeavesAfterItsIdleTimeout) {
 // partitions of this one Slurm; its one node runs one pilot at a time (--exclusive), so the
 // second site's pilot starts when the first's idles out.
 TEST_F(SlurmPilots, OneDaemonRunsThePilotsOfTwoSites) {
-  service_options o;
-  o.workers = 0;
-  o.apps =
-      "  - name: nap\n"
-      "    command: [\"/bin/sh\", \"-c\", \"sleep 0.1\"]\n"
-      "    args: []\n";
+  service_options o = nap_service();
   temp_dir pilot_dir("descprod-pilots-");
   o.worker_extra = pilot_sites_yaml(pilot_dir.path(), {{{"site", "nersc"}, {"job_name", "pilot-nersc"}},
                                                        {{"site", "slac"}, {"job_name", "pilot-slac"}}});
