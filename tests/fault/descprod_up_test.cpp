@@ -116,7 +116,13 @@ struct up {
                                      std::to_string(workers)};
     argv.insert(argv.end(), extra.begin(), extra.end());
     started_ = clock_type::now();
-    proc = std::make_unique<process>(argv, std::vector<std::pair<std::string, std::string>>{}, out);
+    // The jobs' login shells read an empty profile, not the machine's (tests/support/service.cpp
+    // says why).
+    const std::string home =
+        (std::filesystem::path(out).parent_path() / "home").string();  // the scratch dir's
+    std::filesystem::create_directories(home);
+    proc = std::make_unique<process>(argv, std::vector<std::pair<std::string, std::string>>{{"HOME", home}},
+                                     out);
   }
   ~up() {
     if (!proc) return;
