@@ -184,6 +184,7 @@ void queue_daemon::start_pilots(net::any_io_executor ex) {
     const std::string site = sites[i].site;
     auto p = std::make_unique<pilot_manager>(ex, sites[i], ctx_.redis, ctx_.cfg.redis.prefix,
                                              [this, pilot_s, site] { return disp_.demand(pilot_s, site); });
+    if (i == 0) p->adopt_unlabelled_pilots();
     if (i == 0)
       p->set_pinned([this](std::size_t max) { return disp_.pinned_queued(max); },
                     [this](job_id id) { return disp_.queue().contains(id); },

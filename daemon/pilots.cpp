@@ -252,8 +252,9 @@ net::awaitable<void> pilot_manager::run() {
   std::filesystem::create_directories(cfg_.log_dir, ec);
   if (ec) log::warn("pilot log directory not created dir={} error={}", cfg_.log_dir, ec.message());
   log::info(
-      "pilots enabled min={} max={} nodes={} slots_per_pilot={} walltime_minutes={} script={} worker_config={}",
-      cfg_.min, cfg_.max, cfg_.nodes, cfg_.slots_per_pilot, cfg_.walltime_minutes, cfg_.script,
+      "pilots enabled site={} min={} max={} nodes={} slots_per_pilot={} walltime_minutes={} script={} "
+      "worker_config={}",
+      cfg_.site, cfg_.min, cfg_.max, cfg_.nodes, cfg_.slots_per_pilot, cfg_.walltime_minutes, cfg_.script,
       cfg_.worker_config);
   bool loaded = false;
   try {
@@ -293,6 +294,10 @@ net::awaitable<void> pilot_manager::load() {
       co_await redis_.async_exec(std::move(rem));
       continue;
     }
+    // Another site's (its manager takes it back). One without a site (written before pilots
+    // had one, or by a configuration without sites) is the first site's.
+    const std::string site = f["site"];
+    if (site.empty() ? !adopts_unlabelled_ : site != cfg_.site) continue;
     pilot p;
     p.id = id;
     p.state = f["state"];
@@ -309,7 +314,7 @@ net::awaitable<void> pilot_manager::load() {
       if (!w.empty()) p.seen.insert(w);
     pilots_[id] = p;
   }
-  if (!pilots_.empty()) log::info("pilots loaded from redis count={}", pilots_.size());
+  if (!pilots_.empty()) log::info("pilots loaded from redis site={} count={}", cfg_.site, pilots_.size());
 }
 
 net::awaitable<void> pilot_manager::check() {

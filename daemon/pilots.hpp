@@ -87,6 +87,9 @@ class pilot_manager {
   void set_pinned(std::function<std::vector<job_id>(std::size_t)> queued,
                   std::function<bool(job_id)> is_queued,
                   std::function<void(job_id, int, std::string)> refused);
+  // This manager takes back, at start, the pilots in Redis whose hash has no `site` (written
+  // before pilots had one, or with no site configured): the first site's does.
+  void adopt_unlabelled_pilots() { adopts_unlabelled_ = true; }
   // The site of the worker of the pilot pinned to `job`, and the job such a site is pinned to.
   static std::string pin_site(job_id job);
   static std::optional<job_id> pinned_job(std::string_view site);
@@ -141,6 +144,7 @@ class pilot_manager {
   std::function<std::vector<job_id>(std::size_t)> pinned_queued_;
   std::function<bool(job_id)> pinned_is_queued_;
   std::function<void(job_id, int, std::string)> pinned_refused_;
+  bool adopts_unlabelled_ = false;
   int pinned_failures_ = 0;  // pinned sbatch runs that failed in a row (not refusals)
   std::chrono::steady_clock::time_point pinned_backoff_until_{};
   std::map<std::string, pilot> pilots_;  // alive, by Slurm job id

@@ -707,6 +707,56 @@ TEST_F(SlurmPilots, PmbJobRunsAloneInAnAllocationSizedForItAndPmbsMakesAChildTha
 // ---------------------------------------------------------------------------------------------
 // Without Slurm.
 
+// Pilots of two sites, after a daemon restart: each site's manager takes back only its own
+// pilots from Redis (the hash's `site`), so one site's squeue, which does not list the other's
+// pilots, ends none of them. squeue is a stand-in here that lists each site's pilot under its
+// job name; no Slurm is needed.
+TEST(Pilots, AfterARestartEachSiteTakesBackOnlyItsOwnPilots) {
+  temp_dir fake("descprod-fake-squeue-");
+  auto squeue = fake.file("squeue");
+  write_file(squeue,
+             "#!/bin/sh\n"
+             "for a in \"$@\"; do case \"$a\" in\n"
+             "  --name=pilot-nersc) echo '100|PENDING|Priority' ;;\n"
+             "  --name=pilot-slac) echo '200|PENDING|Priority' ;;\n"
+             "esac; done\n");
+  ::chmod(squeue.c_str(), 0755);
+  service_options o;
+  o.workers = 0;
+  o.worker_extra = pilot_sites_yaml(
+      fake.path(),
+      {{{"site", "nersc"}, {"job_name", "pilot-nersc"}, {"squeue", squeue}, {"sbatch", "/bin/false"}},
+       {{"site", "slac"}, {"job_name", "pilot-slac"}, {"squeue", squeue}, {"sbatch", "/bin/false"}}});
+  o.gateway_extra = "  sites: [nersc, slac]\n";
+  service c(o);
+  redis_sync r(c.redis.endpoint());
+  // What the daemon before the restart left in Redis: one pilot of each site, submitted long
+  // enough ago that a squeue not listing it would end it at once.
+  c.daemon->stop();
+  const std::string old = std::to_string(epoch_now() - 600);
+  for (const auto& [id, site] :
+       std::vector<std::pair<std::string, std::string>>{{"100", "nersc"}, {"200", "slac"}}) {
+    r.exec(redis_cmd("HSET", "descprod:pilot:" + id, "id", id, "site", site, "state", "submitted",
+                     "slurm_state", "PENDING", "submitted_time", old, "nodes", "1", "slots", "1"));
+    r.exec(redis_cmd("SADD", "descprod:pilots", id));
+  }
+  c.start_daemon();
+  // Several squeue rounds (squeue_interval_ms 1000) of both managers.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto log = c.daemon->output();
+        return count(log, "pilots loaded from redis site=nersc count=1") == 1 &&
+               count(log, "pilots loaded from redis site=slac count=1") == 1;
+      },
+      10s))
+      << c.daemon->output();
+  std::this_thread::sleep_for(3500ms);
+  EXPECT_EQ(hget(r, "descprod:pilot:100", "state"), "submitted") << c.daemon->output();
+  EXPECT_EQ(hget(r, "descprod:pilot:200", "state"), "submitted") << c.daemon->output();
+  EXPECT_EQ(r.exec(redis_cmd("SCARD", "descprod:pilots")).as_integer(), 2);
+  EXPECT_EQ(count(c.daemon->output(), "pilot ended"), 0u) << c.daemon->output();
+}
+
 TEST(Pilots, HangingSbatchIsKilledAndBackedOffWhileTheDaemonKeepsDispatching) {
   temp_dir fake("descprod-fake-sbatch-");
   auto sbatch = fake.file("sbatch");
