@@ -592,7 +592,29 @@ net::awaitable<user_quota> quota_for(gateway_context& ctx, const std::string& us
   if (it != ctx.quotas.end() && now - it->second.read < quota_cache_ttl) co_return it->second.quota;
   command get{"HMGET", keys_of(ctx).user_quota(user)};
   for (const auto& f : quota_fields()) get.push_back(f);
-  auto q = quota_of(co_await ctx.redis->async_exec(std::move(get)));
+  auto reply = co_await ctx.redis->async_exec(std::move(get));
+  auto q = quota_of(reply);
+  if (reply.elements.size() == quota_fields().size() && reply.elements[0].is_nil()) {
+    // No share of the user's own: the largest of its pools' (descprod-admin pool share), as the
+    // daemon weighs the user.
+    command all{"HGETALL", keys_of(ctx).pool_shares()};
+    auto shares = co_await ctx.redis->async_exec(std::move(all));
+    std::vector<std::pair<std::string, double>> pools;
+    for (std::size_t i = 0; i + 1 < shares.elements.size(); i += 2) {
+      auto v = parse_quota_share(shares.elements[i + 1].str);
+      if (v && *v != 1.0) pools.emplace_back(shares.elements[i].str, *v);
+    }
+    if (!pools.empty()) {
+      commands member;
+      for (const auto& p : pools) member.push_back(redis_cmd("SISMEMBER", keys_of(ctx).pool(p.first), user));
+      auto in = co_await ctx.redis->async_pipeline(std::move(member));
+      double best = 0;
+      for (std::size_t i = 0; i < pools.size() && i < in.size(); ++i)
+        if (in[i].type == redis_reply::kind::integer && in[i].integer == 1)
+          best = std::max(best, pools[i].second);
+      if (best > 0) q.share = best;
+    }
+  }
   if (ctx.quotas.size() >= max_throttle_keys) ctx.quotas.clear();
   gateway_context::cached_quota c;
   c.quota = q;

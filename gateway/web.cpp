@@ -1183,7 +1183,7 @@ std::string tokens_page(const tokens_view& v) {
         std::string(share) +
         "</strong> (users with jobs waiting get jobs in the ratio of their shares; the default is 1)</li>" +
         limit(q.max_running, "jobs running at once (the rest wait)") +
-        limit(q.max_queued, "jobs waiting to run (a submission beyond is refused)") +
+        limit(q.max_queued, "jobs waiting to run: ready, held or waiting (a submission beyond is refused)") +
         limit(q.submit_per_minute, "jobs submitted per minute") + "</ul></section>";
   }
   return layout("API tokens", "tokens", &v.user, v.message, body);

@@ -143,6 +143,14 @@ TEST(FairShare, APoolsShareWeighsItsMembers) {
     bobs += std::find(bob.begin(), bob.end(), order[i]) != bob.end();
   EXPECT_GE(bobs, 11) << "bob weighs 3 through his pool";
   EXPECT_LE(bobs, 13);
+  // Shown to him as his share; alice, in no pool, keeps 1.
+  auto share_of = [&](const std::string& token) {
+    auto session = s.call("GET", "/api/session", "", token);
+    auto v = session.json();
+    return v.as_object().at("quota").as_object().at("share").to_number<double>();
+  };
+  EXPECT_EQ(share_of(s.bob_token), 3.0);
+  EXPECT_EQ(share_of(s.alice_token), 1.0);
   // Share 1 removes the pool's; a bad weight is a usage error.
   EXPECT_NE(s.run_admin({"pool", "share", "desc-prod", "1"}).find("share=1"), std::string::npos);
   EXPECT_NE(s.run_admin({"pool", "share", "desc-prod", "0"}, 2).find("share must be a number"),

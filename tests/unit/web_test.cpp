@@ -334,7 +334,7 @@ TEST(WebPages, TokensPageShowsTheAccountsQuota) {
   html = web::tokens_page(v);
   EXPECT_TRUE(contains(html, "<strong>2.5</strong>"));
   EXPECT_TRUE(contains(html, "at most 200 jobs running at once"));
-  EXPECT_TRUE(contains(html, "no limit on jobs waiting to run"));
+  EXPECT_TRUE(contains(html, "no limit on jobs waiting to run: ready, held or waiting"));
   EXPECT_TRUE(contains(html, "at most 600 jobs submitted per minute"));
 }
 
