@@ -310,6 +310,13 @@ std::optional<double> parse_quota_share(std::string_view s) {
   return v;
 }
 
+std::map<std::string, double> pool_shares_of(const redis_reply& r) {
+  std::map<std::string, double> out;
+  for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2)
+    if (auto v = parse_quota_share(r.elements[i + 1].str); v && *v != 1.0) out[r.elements[i].str] = *v;
+  return out;
+}
+
 user_quota quota_of(const redis_reply& r) {
   user_quota q;
   if (r.type != redis_reply::kind::array || r.elements.size() != quota_fields().size()) return q;

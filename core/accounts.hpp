@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -161,5 +162,8 @@ user_quota quota_of(const redis_reply& hmget);
 // Limits of 0..max (share: 0.01..10000); nullopt for text that is not one.
 std::optional<std::uint32_t> parse_quota_limit(std::string_view s);
 std::optional<double> parse_quota_share(std::string_view s);
+// The pools with a share of their own (other than 1), from an HGETALL of <prefix>pool_shares
+// (descprod-admin pool share): pool name → share; unparsable entries left out.
+std::map<std::string, double> pool_shares_of(const redis_reply& hgetall);
 
 }  // namespace descprod

@@ -512,10 +512,10 @@ std::vector<std::string> app_def::job_argv(const std::string& config, const std:
                                            bool batch_howfigs) const {
   if (batch_howfigs) {
     std::string why;
-    auto b = parse_batch_howfig(howfig, why);
-    if (b && b->subjob) return {"descprod-pmbs"};
+    if (auto b = parse_batch_howfig(howfig, why))
+      return b->subjob ? std::vector<std::string>{"descprod-pmbs"} : argv_for(config, b->rest, id);
   }
-  return argv_for(config, app_howfig(howfig, batch_howfigs), id);
+  return argv_for(config, howfig, id);
 }
 
 const app_def* app_registry::find(const std::string& name) const {

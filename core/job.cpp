@@ -255,13 +255,6 @@ std::optional<batch_howfig> parse_batch_howfig(std::string_view howfig, std::str
   return b;
 }
 
-std::string app_howfig(const std::string& howfig, bool batch_howfigs) {
-  if (!batch_howfigs) return howfig;
-  std::string error;
-  auto b = parse_batch_howfig(howfig, error);
-  return b && !b->subjob ? b->rest : howfig;
-}
-
 std::vector<std::string> split_config_field(std::string_view s) { return split_on(s, ":"); }
 std::vector<std::string> split_compound_config(std::string_view s) { return split_on(s, "---"); }
 

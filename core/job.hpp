@@ -103,9 +103,6 @@ struct batch_howfig {
 // nullopt with `error` empty: not a batch howfig (its first field is not pmb or pmbs). nullopt
 // with `error` set: a malformed one (the reason, for a 400).
 std::optional<batch_howfig> parse_batch_howfig(std::string_view howfig, std::string& error);
-// The howfig the application is given: for a pmb job (batch howfigs enabled) what follows the
-// first constituent, as DESCprod's runapp-pmb passed it; otherwise the howfig itself.
-std::string app_howfig(const std::string& howfig, bool batch_howfigs);
 // The `sites` value that pins a job to an allocation of its own (never a site name: '@').
 inline constexpr std::string_view pinned_sites = "@pin";
 

@@ -413,14 +413,8 @@ net::awaitable<void> pilot_manager::submit_pinned(job_id job) {
     co_return;
   }
   auto argv = pinned_sbatch_argv(*b);
-  std::vector<std::pair<std::string, std::string>> vars;
-  vars.emplace_back("DESCPROD_CONFIG", cfg_.worker_config);
-  char idle[32];
-  std::snprintf(idle, sizeof idle, "%g", cfg_.pinned_idle_timeout_s);
-  vars.emplace_back("DESCPROD_IDLE_TIMEOUT", idle);
+  auto vars = pilot_vars(cfg_.pinned_idle_timeout_s, pin_site(job));
   vars.emplace_back("DESCPROD_SLOTS", "1");
-  if (!cfg_.worker_binary.empty()) vars.emplace_back("DESCPROD_WORKER", cfg_.worker_binary);
-  vars.emplace_back("DESCPROD_SITE", pin_site(job));
   log::info("pinned pilot submitting job_id={} command={}", job, join(argv, " "));
   auto r = co_await async_run_command(ex_, argv, slurm_environment(vars), cfg_.command_timeout,
                                       std::filesystem::temp_directory_path().string());
@@ -437,39 +431,62 @@ net::awaitable<void> pilot_manager::submit_pinned(job_id job) {
       if (pinned_refused_) pinned_refused_(job, r.exit_code, std::move(message));
       co_return;
     }
-    ++pinned_failures_;
-    auto delay = cfg_.backoff_min;
-    for (int i = 1; i < pinned_failures_ && delay < cfg_.backoff_max; ++i) delay *= 2;
-    delay = std::min(delay, cfg_.backoff_max);
+    auto delay = backoff_after(++pinned_failures_);
     pinned_backoff_until_ = steady::now() + delay;
-    log::warn("pinned pilot submission failed job_id={} error={} timed_out={} output={} retry_in_ms={}", job,
-              r.error, r.timed_out, first_line(r.output), delay.count());
+    log::warn("pinned pilot submission failed job_id={} error={} output={} retry_in_ms={}", job,
+              failure_of(r), first_line(r.output), delay.count());
     co_return;
   }
   pinned_failures_ = 0;
-  pilot p;
-  p.id = id;
-  p.pin = job;
-  p.submitted_time = epoch_now();
-  p.nodes = 1;
-  p.walltime_minutes = b->minutes;
-  p.slots = 1;
-  p.slurm_state = "PENDING";
-  auto& stored = pilots_[id] = p;
-  write(stored);
+  add_pilot(id, job, 1, b->minutes, 1);
   log::info("pinned pilot submitted pilot={} job_id={} walltime_minutes={} qos={} constraint={}", id, job,
             b->minutes, b->qos, b->constraint);
 }
 
-net::awaitable<bool> pilot_manager::submit_one() {
-  auto argv = sbatch_argv();
+std::vector<std::pair<std::string, std::string>> pilot_manager::pilot_vars(double idle_timeout_s,
+                                                                           const std::string& site) const {
   std::vector<std::pair<std::string, std::string>> vars;
   vars.emplace_back("DESCPROD_CONFIG", cfg_.worker_config);
   char idle[32];
-  std::snprintf(idle, sizeof idle, "%g", cfg_.idle_timeout_s);
+  std::snprintf(idle, sizeof idle, "%g", idle_timeout_s);
   vars.emplace_back("DESCPROD_IDLE_TIMEOUT", idle);
   if (!cfg_.worker_binary.empty()) vars.emplace_back("DESCPROD_WORKER", cfg_.worker_binary);
-  if (!cfg_.site.empty()) vars.emplace_back("DESCPROD_SITE", cfg_.site);
+  if (!site.empty()) vars.emplace_back("DESCPROD_SITE", site);
+  return vars;
+}
+
+std::chrono::milliseconds pilot_manager::backoff_after(int failures) const {
+  auto delay = cfg_.backoff_min;
+  for (int i = 1; i < failures && delay < cfg_.backoff_max; ++i) delay *= 2;
+  return std::min(delay, cfg_.backoff_max);
+}
+
+std::string pilot_manager::failure_of(const command_result& r) const {
+  if (!r.error.empty()) return r.error;
+  if (r.timed_out) return "timed out after " + std::to_string(cfg_.command_timeout.count()) + " ms";
+  if (r.signal) return "killed by signal " + std::to_string(r.signal);
+  if (r.exit_code) return "exit code " + std::to_string(r.exit_code);
+  return "no job id in its output";
+}
+
+const pilot_manager::pilot& pilot_manager::add_pilot(const std::string& id, job_id pin, int nodes,
+                                                     int minutes, int slots) {
+  pilot p;
+  p.id = id;
+  p.pin = pin;
+  p.submitted_time = epoch_now();
+  p.nodes = nodes;
+  p.walltime_minutes = minutes;
+  p.slots = slots;
+  p.slurm_state = "PENDING";
+  auto& stored = pilots_[id] = p;
+  write(stored);
+  return stored;
+}
+
+net::awaitable<bool> pilot_manager::submit_one() {
+  auto argv = sbatch_argv();
+  auto vars = pilot_vars(cfg_.idle_timeout_s, cfg_.site);
   log::info("pilot submitting site={} command={}", cfg_.site, join(argv, " "));
   submitting_ = true;
   auto r = co_await async_run_command(ex_, argv, slurm_environment(vars), cfg_.command_timeout,
@@ -477,31 +494,14 @@ net::awaitable<bool> pilot_manager::submit_one() {
   submitting_ = false;
   auto id = r.ok() ? parse_job_id(r.output) : std::string();
   if (id.empty()) {
-    ++failures_;
-    auto delay = cfg_.backoff_min;
-    for (int i = 1; i < failures_ && delay < cfg_.backoff_max; ++i) delay *= 2;
-    delay = std::min(delay, cfg_.backoff_max);
+    auto delay = backoff_after(++failures_);
     backoff_until_ = steady::now() + delay;
-    std::string what = !r.error.empty() ? r.error
-                       : r.timed_out
-                           ? "timed out after " + std::to_string(cfg_.command_timeout.count()) + " ms"
-                       : r.signal    ? "killed by signal " + std::to_string(r.signal)
-                       : r.exit_code ? "exit code " + std::to_string(r.exit_code)
-                                     : std::string("no job id in its output");
-    log::warn("pilot submission failed error={} output={} failures={} retry_in_ms={}", what,
+    log::warn("pilot submission failed error={} output={} failures={} retry_in_ms={}", failure_of(r),
               first_line(r.output), failures_, delay.count());
     co_return false;
   }
   failures_ = 0;
-  pilot p;
-  p.id = id;
-  p.submitted_time = epoch_now();
-  p.nodes = cfg_.nodes;
-  p.walltime_minutes = cfg_.walltime_minutes;
-  p.slots = cfg_.slots_per_pilot;
-  p.slurm_state = "PENDING";
-  auto& stored = pilots_[id] = p;
-  write(stored);
+  const auto& p = add_pilot(id, 0, cfg_.nodes, cfg_.walltime_minutes, cfg_.slots_per_pilot);
   log::info("pilot submitted pilot={} nodes={} walltime_minutes={} alive={}", id, p.nodes, p.walltime_minutes,
             alive());
   co_return true;

@@ -125,6 +125,15 @@ class pilot_manager {
 
   net::awaitable<void> load();
   net::awaitable<void> check();
+  // The environment sbatch passes on to a pilot's workers (descprod-pilot.sbatch reads it).
+  std::vector<std::pair<std::string, std::string>> pilot_vars(double idle_timeout_s,
+                                                              const std::string& site) const;
+  // How long to wait after `failures` failed sbatch runs in a row (backoff_min doubling, to backoff_max).
+  std::chrono::milliseconds backoff_after(int failures) const;
+  // Why an sbatch run gave no job id, for the log.
+  std::string failure_of(const command_result& r) const;
+  // A pilot sbatch has just accepted: remembered, written to Redis, returned.
+  const pilot& add_pilot(const std::string& id, job_id pin, int nodes, int minutes, int slots);
   net::awaitable<bool> submit_one();
   net::awaitable<void> check_pinned();
   net::awaitable<void> submit_pinned(job_id job);

@@ -150,11 +150,7 @@ net::awaitable<void> reconciler::read_quotas() {
   auto replies = co_await ctx_.redis.async_pipeline(std::move(cmds));
   // Pool shares (descprod-admin pool share): the weight of a member whose own quota sets none,
   // the largest of its pools'.
-  std::map<std::string, double> pool_share;
-  const auto& shares = replies.back();
-  for (std::size_t i = 0; i + 1 < shares.elements.size(); i += 2)
-    if (auto v = parse_quota_share(shares.elements[i + 1].str); v && *v != 1.0)
-      pool_share[shares.elements[i].str] = *v;
+  const auto pool_share = pool_shares_of(replies.back());
   std::map<std::string, double> member_share;
   if (!pool_share.empty()) {
     std::vector<std::vector<std::string>> members;

@@ -10,7 +10,8 @@
 //   parse_batch_howfig  a batch howfig only when the first constituent's first field is pmb or
 //                       pmbs, then minutes 1..10080, QOS local/regular/debug, constraint and
 //                       account of [A-Za-z0-9_] (they reach sbatch's argv), head + ',' + rest
-//                       is the input; app_howfig is the rest for pmb, the input otherwise;
+//                       is the input; an app's job_argv gets the rest for pmb, descprod-pmbs for
+//                       pmbs, the input otherwise;
 //   descprod_config_json  always JSON that parses, ASCII only (Python's ensure_ascii), one key per
 //                       line in DESCprod's field order, and every string field reads back as the
 //                       sanitized stored value.
@@ -22,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/config.hpp"
 #include "core/job.hpp"
 #include "fuzz/fuzz_support.hpp"
 
@@ -164,6 +166,19 @@ void check_config_json(std::string_view input) {
 
 }  // namespace
 
+// The argv an app with args ["{howfig}"] gets for howfig `h` (empty arguments dropped).
+std::vector<std::string> app_argv(const std::string& h, bool batch) {
+  app_def a;
+  a.command = {"app"};
+  a.args = {"{howfig}"};
+  return a.job_argv("c", h, 1, batch);
+}
+
+std::vector<std::string> with_arg(const std::string& h) {
+  if (h.empty()) return {"app"};
+  return {"app", h};
+}
+
 void check_batch_howfig(std::string_view s) {
   std::string why;
   auto b = parse_batch_howfig(s, why);
@@ -173,7 +188,7 @@ void check_batch_howfig(std::string_view s) {
   if (!batch) FUZZ_CHECK(!b && why.empty());
   if (batch) FUZZ_CHECK(b.has_value() != !why.empty());
   if (!b) {
-    FUZZ_CHECK(app_howfig(std::string(s), true) == s);
+    FUZZ_CHECK(app_argv(std::string(s), true) == with_arg(std::string(s)));
     return;
   }
   FUZZ_CHECK(b->subjob == (first == "pmbs"));
@@ -189,8 +204,9 @@ void check_batch_howfig(std::string_view s) {
   FUZZ_CHECK(word(b->account));
   FUZZ_CHECK(b->head == head);
   FUZZ_CHECK((s.find(',') == std::string_view::npos ? b->head : b->head + "," + b->rest) == s);
-  FUZZ_CHECK(app_howfig(std::string(s), true) == (b->subjob ? std::string(s) : b->rest));
-  FUZZ_CHECK(app_howfig(std::string(s), false) == s);
+  FUZZ_CHECK(app_argv(std::string(s), true) ==
+             (b->subjob ? std::vector<std::string>{"descprod-pmbs"} : with_arg(b->rest)));
+  FUZZ_CHECK(app_argv(std::string(s), false) == with_arg(std::string(s)));
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

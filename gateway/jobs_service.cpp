@@ -599,11 +599,8 @@ net::awaitable<user_quota> quota_for(gateway_context& ctx, const std::string& us
     // daemon weighs the user.
     command all{"HGETALL", keys_of(ctx).pool_shares()};
     auto shares = co_await ctx.redis->async_exec(std::move(all));
-    std::vector<std::pair<std::string, double>> pools;
-    for (std::size_t i = 0; i + 1 < shares.elements.size(); i += 2) {
-      auto v = parse_quota_share(shares.elements[i + 1].str);
-      if (v && *v != 1.0) pools.emplace_back(shares.elements[i].str, *v);
-    }
+    auto pool_map = pool_shares_of(shares);
+    std::vector<std::pair<std::string, double>> pools(pool_map.begin(), pool_map.end());
     if (!pools.empty()) {
       commands member;
       for (const auto& p : pools) member.push_back(redis_cmd("SISMEMBER", keys_of(ctx).pool(p.first), user));

@@ -381,6 +381,11 @@ TEST(AppArgv, BatchHowfigsGiveThePmbRestOrRunDescprodPmbs) {
   EXPECT_EQ(a.job_argv("10", "pmbs-30,fast", 1, false),
             (std::vector<std::string>{"runapp-mysleep", "10", "pmbs-30,fast"}));
   EXPECT_EQ(a.job_argv("10", "fast", 1, true), (std::vector<std::string>{"runapp-mysleep", "10", "fast"}));
+  EXPECT_EQ(a.job_argv("10", "pmb-30-debug,ptenv:00:hom", 1, false),
+            (std::vector<std::string>{"runapp-mysleep", "10", "pmb-30-debug,ptenv:00:hom"}));
+  // Malformed: refused at submit, never pinned; given whole, as any howfig.
+  EXPECT_EQ(a.job_argv("10", "pmb-0,x", 1, true),
+            (std::vector<std::string>{"runapp-mysleep", "10", "pmb-0,x"}));
 }
 
 TEST(ParseConfig, PinnedPilotKeys) {

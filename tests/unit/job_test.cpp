@@ -327,14 +327,5 @@ TEST(BatchHowfig, OtherHowfigsAreNotBatchAndMalformedOnesSayWhy) {
   }
 }
 
-TEST(BatchHowfig, TheAppGetsWhatFollowsThePmbConstituentOnlyWhenBatchHowfigsAreOn) {
-  EXPECT_EQ(app_howfig("pmb-30-debug,ptenv:00:hom", true), "ptenv:00:hom");
-  EXPECT_EQ(app_howfig("pmb-30-debug", true), "");
-  EXPECT_EQ(app_howfig("pmb-30-debug,ptenv:00:hom", false), "pmb-30-debug,ptenv:00:hom");
-  EXPECT_EQ(app_howfig("pmbs-30,x", true), "pmbs-30,x");  // runs descprod-pmbs, which reads config.json
-  EXPECT_EQ(app_howfig("pmb-0,x", true), "pmb-0,x");      // malformed: refused at submit, never pinned
-  EXPECT_EQ(app_howfig("fast", true), "fast");
-}
-
 }  // namespace
 }  // namespace descprod
