@@ -21,6 +21,8 @@
 //   P user:<name>                 hash    an account (role, status, password_hash, created)
 //   P user:<name>:jobs            zset    the account's job IDs
 //   P user:<name>:pending         zset    its held and waiting job IDs (max_queued counts them)
+//   P user:<name>:active          zset    its job IDs not archived (the Active view, archived=0)
+//   P user:<name>:find            hash    job ID → the fields a search reads, joined by US (store.hpp)
 //   P user:<name>:tokens          set     sha256 of its API tokens
 //   P user:<name>:worker_tokens   set     sha256 of its worker tokens
 //   P token:<sha256>              hash    a token (owner, scope, expires, pools, ...)
@@ -71,6 +73,8 @@ class keys {
   std::string user(std::string_view name) const { return cat("user:", name); }
   std::string user_jobs(std::string_view name) const { return user(name) + ":jobs"; }
   std::string user_pending(std::string_view name) const { return user(name) + ":pending"; }
+  std::string user_active(std::string_view name) const { return user(name) + ":active"; }
+  std::string user_find(std::string_view name) const { return user(name) + ":find"; }
   std::string user_tokens(std::string_view name) const { return user(name) + ":tokens"; }
   std::string user_worker_tokens(std::string_view name) const { return user(name) + ":worker_tokens"; }
   std::string user_quota(std::string_view name) const { return user(name) + ":quota"; }
@@ -118,6 +122,8 @@ class keys {
     fn("job_array", k.job(x) + k.job_array(0).substr(k.job(0).size()));
     fn("user_jobs", k.user_jobs(x));
     fn("user_pending", k.user_pending(x));
+    fn("user_active", k.user_active(x));
+    fn("user_find", k.user_find(x));
     fn("token", k.token(x));
     out += "K.deps_ended = P .. '" + k.deps_ended() + "'\n";
     return out;

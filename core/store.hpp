@@ -25,6 +25,14 @@
 
 namespace descprod {
 
+// An owner's find index (<prefix>user:<name>:find, keys.hpp): job ID → these fields of the job's
+// hash, in this order, joined by US (\x1f; a missing field is empty). The scripts write an entry
+// whenever they change the job; GET /api/jobs scans an owner's jobs from it. Only the last field
+// (progress, an application's text) may hold US: the others have it replaced by a space.
+inline constexpr std::string_view find_fields[] = {
+    "state", "jobtype", "archive", "create_time", "start_time", "stop_time", "config", "howfig", "progress"};
+inline constexpr char find_separator = '\x1f';
+
 // A dependency of a new job: an existing job (id), or the k-th job of the same create call
 // (local_index, 1-based, below the job's own place); after_any: met when it ends whatever its
 // state, else only when it is done (docs/api.md, Dependencies).

@@ -79,6 +79,12 @@ std::string lua_state_tables() {
   return out;
 }
 
+std::string lua_find_fields() {
+  std::string out = "local FIND_FIELDS = {";
+  for (auto f : find_fields) out += quoted(f) + ",";
+  return out + "}\n";
+}
+
 std::string lua_token_fields() {
   using namespace token_field;
   std::string out = "local TF = {";
@@ -98,6 +104,10 @@ std::string lua_head_keys() {
 
 // Shared by every script, after the rendered tables.
 const char* shared = R"LUA(
+-- What a completed recount has derived from the jobs (recount_init, recount_step): '2' = the
+-- state counts, the owners' pending sets and their Active indexes. Raised when a recount comes to
+-- derive more, so that a store written before gets it.
+local DERIVED = '2'
 local function now_s()
   local t = redis.call('TIME')
   return string.format('%d.%06d', tonumber(t[1]), tonumber(t[2]))
@@ -141,7 +151,10 @@ end
 -- N transitions makes one HINCRBY per state it touched, not 2N.
 local SKV = nil
 local DELTA = {}
+-- The jobs this script changed, for flush_finds() (below).
+local TOUCHED = {}
 local function count(id, from, to, n)
+  TOUCHED[id] = true
   if SKV == nil then
     local v = redis.call('HMGET', SK, S.ready, '_rebuild_upto')
     SKV = {on = v[1] and true or false, upto = v[2] and tonumber(v[2]) or nil}
@@ -163,6 +176,40 @@ local function pending(id, owner, from, to)
   elseif is and not was then
     redis.call('ZADD', K.user_pending(owner), id, id)
   end
+end
+-- The owner's find index (K.user_find: job ID → the job's fields a search reads, FIND_FIELDS in
+-- order, joined by US, \031; store.hpp, find_fields): GET /api/jobs scans an owner's jobs with one
+-- HMGET of it per chunk of IDs instead of one per job. Every job a script changes is touched
+-- (count() touches each job whose state moves; touch() the others: progress, archive), and
+-- flush_finds() rewrites the entries of the touched jobs from their hashes when the script ends.
+local US = '\031'
+local function touch(id) TOUCHED[id] = true end
+local function write_find(id)
+  local v = redis.call('HMGET', K.job(id), 'descname', unpack(FIND_FIELDS))
+  local owner = v[1]
+  if not owner or owner == '' then return end
+  local f = {}
+  for i = 2, #v do
+    local x = v[i] or ''
+    -- Only the last field (progress) may hold the separator; the others lose it.
+    if i < #v and string.find(x, US, 1, true) then x = string.gsub(x, US, ' ') end
+    f[i - 1] = x
+  end
+  redis.call('HSET', K.user_find(owner), id, table.concat(f, US))
+end
+local function flush_finds()
+  for id in pairs(TOUCHED) do write_find(id) end
+end
+-- A job's entries in its owner's Active index and find index, from its hash: for the jobs of a
+-- store written before them (recount_step) and imported jobs.
+local function derive(id, owner)
+  if owner == nil or owner == '' then return end
+  if redis.call('HGET', K.job(id), 'archive') == '1' then
+    redis.call('ZREM', K.user_active(owner), id)
+  else
+    redis.call('ZADD', K.user_active(owner), id, id)
+  end
+  write_find(id)
 end
 local function flush_counts()
   for s, d in pairs(DELTA) do
@@ -277,6 +324,7 @@ local function op_start(J, attempt, worker, host, rundir, pid, t)
   if j.message ~= '' then progress = 'Running. ' .. j.message end
   redis.call('HSET', J.key, 'state', ns, 'host', host, 'rundir', rundir, 'pid', pid,
     'start_time', t, 'update_time', t, 'progress', progress)
+  touch(J.id)
   count(J.id, j.state, ns)
   emit(J, j.owner, 'transition', ns, progress, j.attempt, t)
   return {'ok', ns, j.attempt, j.worker}
@@ -294,6 +342,7 @@ local function op_progress(J, attempt, worker, message, done, total, t)
   else
     redis.call('HSET', J.key, 'message', message, 'progress', progress, 'update_time', t)
   end
+  touch(J.id)
   emit(J, j.owner, 'progress', j.state, progress, j.attempt, t)
   return {'ok', j.state, j.attempt, j.worker}
 end
@@ -380,6 +429,7 @@ local function op_finish(J, attempt, worker, target, rc, prefix, message, t)
   if message ~= '' then progress = progress .. ' ' .. message end
   redis.call('HSET', J.key, 'state', target, 'return_status', rc, 'message', message,
     'progress', progress, 'stop_time', t, 'update_time', t)
+  touch(J.id)
   redis.call('ZREM', L, J.id)
   revoke_job_token(J)
   count(J.id, j.state, target)
@@ -502,6 +552,7 @@ for i = 0, n - 1 do
   end
   redis.call('HSET', K.job(id), unpack(f))
   redis.call('ZADD', KEYS[6], id, id)
+  redis.call('ZADD', K.user_active(owner), id, id)
   if state == S.ready then
     redis.call('ZADD', Q, string.format('%.0f', (1000 - prio) * 1e12 + first + i), id)
     redis.call('XADD', EV, 'MAXLEN', '~', 100000, '*', 'id', id, 'owner', owner,
@@ -552,6 +603,7 @@ if j.cancel == '1' then
   -- Its owner asked it to stop: it ends here instead of running again.
   local progress = 'Cancelled. It was asked to stop; it was not run again (' .. ARGV[6] .. ')'
   redis.call('HSET', J.key, 'state', S.cancelled, 'progress', progress, 'stop_time', t, 'update_time', t)
+  touch(J.id)
   count(J.id, j.state, S.cancelled)
   emit(J, j.owner, 'transition', S.cancelled, progress, j.attempt, t)
   ended(J, S.cancelled)
@@ -569,6 +621,7 @@ elseif ARGV[5] == '1' and j.state == S.running then
     local lost = NEXT[j.state]['lose']
     local progress = 'Lost. ' .. ARGV[6]
     redis.call('HSET', J.key, 'state', lost, 'progress', progress, 'stop_time', t, 'update_time', t)
+    touch(J.id)
     count(J.id, j.state, lost)
     emit(J, j.owner, 'transition', lost, progress, j.attempt, t)
     ended(J, lost)
@@ -579,6 +632,7 @@ end
 local a = string.format('%d', attempt)
 redis.call('HDEL', J.key, 'worker', 'host', 'pid', 'rundir', 'start_time', 'dispatch_time', 'message', 'done_count', 'total_count')
 redis.call('HSET', J.key, 'state', ns, 'attempt', a, 'progress', 'Ready.', 'queued_time', t, 'update_time', t)
+touch(J.id)
 local prio = tonumber(redis.call('HGET', J.key, 'priority') or '0')
 redis.call('ZADD', Q, string.format('%.0f', (1000 - prio) * 1e12 + tonumber(J.id)), J.id)
 count(J.id, j.state, ns)
@@ -599,6 +653,7 @@ if j.state == S.ready or j.state == S.held or j.state == S.waiting then
   revoke_job_token(J)
   local progress = 'Cancelled. Cancelled by ' .. ARGV[3] .. ' before it started.'
   redis.call('HSET', J.key, 'state', ns, 'progress', progress, 'cancel_requested', '1', 'stop_time', t, 'update_time', t)
+  touch(J.id)
   redis.call('ZREM', Q, J.id)
   count(J.id, j.state, ns)
   pending(J.id, j.owner, j.state, ns)
@@ -624,6 +679,14 @@ local J = job_at(ARGV[2], 6)
 local j = load(J)
 if not j then return {'err', 'missing', ''} end
 local old = redis.call('HGET', J.key, 'archive') or '0'
+-- The owner's Active view (K.user_active), written also when the flag stands (it heals an index
+-- a crash left behind).
+if ARGV[3] == '1' then
+  redis.call('ZREM', K.user_active(j.owner), J.id)
+else
+  redis.call('ZADD', K.user_active(j.owner), J.id, J.id)
+end
+touch(J.id)
 if old ~= ARGV[3] then
   redis.call('HSET', J.key, 'archive', ARGV[3])
   local kind = 'archive'
@@ -648,6 +711,8 @@ redis.call('DEL', J.key, J.events, KEYS[8], KEYS[9])
 -- script deletes them then.
 if redis.call('HEXISTS', DE, J.id) == 0 then redis.call('DEL', K.job_dependents(J.id)) end
 redis.call('ZREM', K.user_jobs(j.owner), J.id)
+redis.call('ZREM', K.user_active(j.owner), J.id)
+redis.call('HDEL', K.user_find(j.owner), J.id)
 redis.call('ZREM', Q, J.id)
 redis.call('ZREM', L, J.id)
 if parent and parent ~= '' then redis.call('SREM', K.job_children(parent), J.id) end
@@ -658,13 +723,15 @@ redis.call('XADD', EV, 'MAXLEN', '~', 100000, '*', 'id', J.id, 'owner', j.owner,
 return {'ok', j.state, j.attempt, j.worker}
 )LUA",
     // recount_init: force(0|1) now
-    // Starts a recount when the counts do not exist yet (or always, with force): every state's
-    // count 0, and the recount's cursor at job ID 0. An unfinished recount is left to go on.
+    // Starts a recount when the counts do not exist yet, when they were built by a recount that
+    // derived less than this one does (their '_derived' mark is not DERIVED: a store from before
+    // the owners' Active index), or always, with force: every state's count 0, and the recount's
+    // cursor at job ID 0. An unfinished recount is left to go on.
     R"LUA(
 local exists = redis.call('HEXISTS', SK, S.ready) == 1
 if exists and ARGV[2] ~= '1' then
   if redis.call('HEXISTS', SK, '_rebuild_upto') == 1 then return {'ok', 'rebuilding'} end
-  return {'ok', 'exists'}
+  if redis.call('HGET', SK, '_derived') == DERIVED then return {'ok', 'exists'} end
 end
 redis.call('DEL', SK)
 for _, s in ipairs(STATES) do redis.call('HSET', SK, s, '0') end
@@ -673,9 +740,12 @@ return {'ok', 'started'}
 )LUA",
     // recount_step: batch
     // Counts the states of the next `batch` job IDs after the cursor, up to the ID counter as it
-    // is now; past the counter the recount is over (the cursor field goes). Jobs up to the cursor
-    // are counted by the transition scripts from then on (count() above), so a job is counted
-    // exactly once whatever runs meanwhile. Several gateways may step the same recount.
+    // is now; past the counter the recount is over (the cursor field goes, the '_derived' mark is
+    // written). Jobs up to the cursor are counted by the transition scripts from then on (count()
+    // above), so a job is counted exactly once whatever runs meanwhile. Several gateways may step
+    // the same recount. It also writes each job into the sets derived from it that a store from
+    // before them lacks: its owner's pending set and Active index (the scripts keep both from
+    // then on; adding a member there already, or removing one absent, changes nothing).
     R"LUA(
 local c = redis.call('HGET', SK, '_rebuild_upto')
 if not c then return {'ok', 'complete', '0'} end
@@ -688,13 +758,13 @@ for id = from, to do
   local s = v[1]
   if s then
     redis.call('HINCRBY', SK, s, 1)
-    -- Held and waiting jobs are their owner's pending ones (max_queued): a store from before that
-    -- set gets it here (ZADD of a member already there changes nothing).
     pending(sid, v[2], nil, s)
+    derive(sid, v[2])
   end
 end
 if to >= last then
   redis.call('HDEL', SK, '_rebuild_upto', '_rebuild_started')
+  redis.call('HSET', SK, '_derived', DERIVED)
   return {'ok', 'complete', string.format('%d', last)}
 end
 redis.call('HSET', SK, '_rebuild_upto', string.format('%d', to))
@@ -768,6 +838,7 @@ if not ns then return {'err', 'illegal', j.state} end
 local t = now_s()
 redis.call('HDEL', J.key, 'hold')
 redis.call('HSET', J.key, 'state', ns, 'progress', 'Ready.', 'queued_time', t, 'update_time', t)
+touch(J.id)
 redis.call('ZADD', Q, string.format('%.0f', (1000 - tonumber(prio)) * 1e12 + tonumber(J.id)), J.id)
 count(J.id, j.state, ns)
 pending(J.id, j.owner, j.state, ns)
@@ -798,6 +869,7 @@ local function release_one(jid, jst, did, kind)
     local ns = NEXT[S.waiting]['cancel']
     local progress = 'Cancelled. Dependency ' .. jid .. ' ended ' .. jst .. '.'
     redis.call('HSET', D.key, 'state', ns, 'progress', progress, 'stop_time', t, 'update_time', t)
+    touch(did)
     count(did, S.waiting, ns)
     pending(did, owner, S.waiting, ns)
     emit(D, owner, 'transition', ns, progress, attempt, t)
@@ -806,12 +878,15 @@ local function release_one(jid, jst, did, kind)
   end
   local left = redis.call('HINCRBY', D.key, 'waiting_for', -1)
   if left > 0 then
-    redis.call('HSET', D.key, 'progress', 'Waiting for ' .. left .. (left == 1 and ' job.' or ' jobs.'))
+    local waiting = 'Waiting for ' .. left .. (left == 1 and ' job.' or ' jobs.')
+    redis.call('HSET', D.key, 'progress', waiting)
+    touch(did)
     return
   end
   local ns, progress = NEXT[S.waiting]['unblock'], 'Ready.'
   if v[2] == '1' then ns, progress = S.held, 'Held.' end
   redis.call('HSET', D.key, 'state', ns, 'progress', progress, 'queued_time', t, 'update_time', t)
+  touch(did)
   if ns == S.ready then
     local prio = v[4] or '0'
     redis.call('ZADD', Q, string.format('%.0f', (1000 - tonumber(prio)) * 1e12 + tonumber(did)), did)
@@ -883,6 +958,7 @@ for r = 1, n do
   else
     redis.call('HSET', K.job(id), unpack(f))
     redis.call('ZADD', K.user_jobs(owner), id, id)
+    derive(id, owner)
     if parent ~= '' then redis.call('SADD', K.job_children(parent), id) end
     count(id, nil, state)
     pending(id, owner, nil, state)
@@ -927,12 +1003,12 @@ return out
 const std::vector<std::string>& store_scripts() {
   static const std::vector<std::string> scripts = [] {
     std::vector<std::string> v;
-    auto prelude =
-        keys::lua_prelude() + lua_head_keys() + lua_state_tables() + lua_token_fields() + shared + ops;
+    auto prelude = keys::lua_prelude() + lua_head_keys() + lua_state_tables() + lua_token_fields() +
+                   lua_find_fields() + shared + ops;
     // Each body runs as main(); its state counts are written once, after it (flush_counts).
     for (int i = 0; i < s_count; ++i)
       v.push_back(prelude + "local function main()\n" + bodies[i] +
-                  "\nend\nlocal result = main()\nflush_counts()\nreturn result\n");
+                  "\nend\nlocal result = main()\nflush_counts()\nflush_finds()\nreturn result\n");
     return v;
   }();
   return scripts;

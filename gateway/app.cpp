@@ -95,7 +95,7 @@ class gateway_app {
         hashing_(hashing_threads),
         guard_(cfg_.gateway, hashing_threads),
         server_(ioc_.get_executor(), ctx_, tls_.get()),
-        counts_(ioc_.get_executor(), redis_, jobs_),
+        counts_(ioc_.get_executor(), redis_, jobs_, ctx_.owner_indexes_ready),
         signals_(ioc_, SIGINT, SIGTERM),
         port_file_(std::move(port_file)) {
     ctx_.config = cfg_.gateway;

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <iterator>
+
+#include "core/store.hpp"
 
 namespace descprod::gateway {
 
@@ -56,6 +59,35 @@ field_plan::field_plan(const list_query& q) : q_(q) {
   if (q.started.active() || q.sort == list_sort::started || q.sort == list_sort::duration)
     started_ = add("start_time");
   if (q.ended.active() || q.sort == list_sort::duration) stopped_ = add("stop_time");
+}
+
+redis_reply field_plan::from_find(std::string_view entry) const {
+  constexpr std::size_t n = std::size(find_fields);
+  std::string_view parts[n];
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (at > entry.size()) break;
+    // The last field (progress) is the rest, separators and all.
+    auto end = i + 1 == n ? std::string_view::npos : entry.find(find_separator, at);
+    parts[i] = entry.substr(at, end == std::string_view::npos ? std::string_view::npos : end - at);
+    at = end == std::string_view::npos ? entry.size() + 1 : end + 1;
+  }
+  redis_reply r;
+  r.type = redis_reply::kind::array;
+  r.elements.resize(names_.size());
+  for (std::size_t k = 0; k < names_.size(); ++k) {
+    auto& e = r.elements[k];
+    e.type = redis_reply::kind::nil;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (find_fields[i] != names_[k]) continue;
+      if (!parts[i].empty()) {
+        e.type = redis_reply::kind::string;
+        e.str = std::string(parts[i]);
+      }
+      break;
+    }
+  }
+  return r;
 }
 
 std::optional<field_plan::scanned> field_plan::match(job_id id, const redis_reply& r) const {

@@ -26,6 +26,9 @@ class field_plan {
   };
   // The job's HMGET reply (in names() order) when it matches the query's filters, else nullopt.
   std::optional<scanned> match(job_id id, const redis_reply& hmget) const;
+  // A job's entry in its owner's find index (store.hpp, find_fields) as the HMGET reply of
+  // names(): an empty field is nil, as an absent hash field.
+  redis_reply from_find(std::string_view entry) const;
 
  private:
   int add(const char* name);

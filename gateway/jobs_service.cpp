@@ -256,6 +256,16 @@ commands plan_cmds(const keys& k, const std::vector<job_id>& ids, const field_pl
   return cmds;
 }
 
+// The owner's find index entries of a chunk of jobs: one HMGET.
+command find_cmd(const keys& k, const std::string& owner, const std::vector<job_id>& ids) {
+  command c;
+  c.reserve(ids.size() + 2);
+  c.emplace_back("HMGET");
+  c.push_back(k.user_find(owner));
+  for (auto id : ids) c.push_back(std::to_string(id));
+  return c;
+}
+
 std::vector<std::string> id_strings(const std::vector<field_plan::scanned>& jobs, std::size_t first,
                                     std::size_t n) {
   std::vector<std::string> out;
@@ -455,7 +465,8 @@ api_error too_many_scans(bool mine) {
 // in answer order, so a cursor starts the source after it and the scan ends once the page is
 // full; without a cursor it runs through (at most filter_scan_window jobs) to count `total`.
 // Other sorts read every match (up to the window), then sort and page.
-net::awaitable<job_list> scan_jobs(gateway_context& ctx, id_source src, list_query q) {
+net::awaitable<job_list> scan_jobs(gateway_context& ctx, id_source src, list_query q,
+                                   std::string find_owner) {
   const keys& k = keys_of(ctx);
   field_plan plan(q);
   job_list out;
@@ -471,12 +482,24 @@ net::awaitable<job_list> scan_jobs(gateway_context& ctx, id_source src, list_que
     if (ids.empty()) break;
     if (scanned + ids.size() > filter_scan_window) ids.resize(filter_scan_window - scanned);
     scanned += ids.size();
-    auto fields = co_await ctx.redis->async_pipeline(plan_cmds(k, ids, plan));
-    for (std::size_t i = 0; i < ids.size() && i < fields.size(); ++i) {
-      auto m = plan.match(ids[i], fields[i]);
-      if (!m) continue;
-      ++matched;
-      if (by_id || after_cursor(q, *m)) matches.push_back(*m);
+    if (!find_owner.empty()) {
+      // The owner's find index: one command for the chunk (an ID without an entry is gone).
+      auto found = co_await ctx.redis->async_exec(find_cmd(k, find_owner, ids));
+      for (std::size_t i = 0; i < ids.size() && i < found.elements.size(); ++i) {
+        if (found.elements[i].is_nil()) continue;
+        auto m = plan.match(ids[i], plan.from_find(found.elements[i].str));
+        if (!m) continue;
+        ++matched;
+        if (by_id || after_cursor(q, *m)) matches.push_back(*m);
+      }
+    } else {
+      auto fields = co_await ctx.redis->async_pipeline(plan_cmds(k, ids, plan));
+      for (std::size_t i = 0; i < ids.size() && i < fields.size(); ++i) {
+        auto m = plan.match(ids[i], fields[i]);
+        if (!m) continue;
+        ++matched;
+        if (by_id || after_cursor(q, *m)) matches.push_back(*m);
+      }
     }
     if (by_id && !counting && matches.size() >= wanted) break;
   }
@@ -758,6 +781,11 @@ net::awaitable<result<created_jobs>> create(gateway_context& ctx, principal who,
 
 net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_query q) {
   const keys& k = keys_of(ctx);
+  // One owner's Active view (archived=0) reads their Active index once the owners' indexes are
+  // complete: no archive flag to look at, and without other filters a plain range of it.
+  bool from_active =
+      q.archived && !*q.archived && q.owner != "*" && !q.parent && !q.array && ctx.owner_indexes_ready;
+  if (from_active) q.archived.reset();
   // Every listing but the plain one scans: it takes a place among the running scans or is a 429.
   bool plain = q.owner != "*" && !q.filtered() && q.sort == list_sort::id;
   std::optional<scan_admission> admission;
@@ -795,7 +823,7 @@ net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_
       out.jobs = records_from_replies(co_await ctx.redis->async_pipeline(hgetall_cmds(k, page)));
       co_return out;
     }
-    auto out = co_await scan_jobs(ctx, std::move(src), std::move(q));
+    auto out = co_await scan_jobs(ctx, std::move(src), std::move(q), std::string());
     out.truncated = card.as_integer() > static_cast<long long>(max_children);
     out.scanned.reset();
     co_return out;
@@ -804,9 +832,12 @@ net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_
     auto top = co_await ctx.redis->async_exec(redis_cmd("GET", k.next_job_id()));
     id_source src(id_source::kind::all, q.sort != list_sort::id || q.descending);
     src.top = top.is_nil() ? 0 : parse_integer<job_id>(top.as_string()).value_or(0);
-    co_return co_await scan_jobs(ctx, std::move(src), std::move(q));
+    co_return co_await scan_jobs(ctx, std::move(src), std::move(q), std::string());
   }
-  std::string index = k.user_jobs(q.owner.empty() ? who.name : q.owner);
+  const std::string& owner = q.owner.empty() ? who.name : q.owner;
+  std::string index;
+  if (from_active) index = k.user_active(owner);
+  else index = k.user_jobs(owner);
   if (!q.filtered() && q.sort == list_sort::id) {
     // The plain list: a range of the index (by position, or by score after a cursor).
     job_list out;
@@ -836,7 +867,10 @@ net::awaitable<result<job_list>> list(gateway_context& ctx, principal who, list_
   }
   id_source src(id_source::kind::user_index, q.sort != list_sort::id || q.descending);
   src.index = std::move(index);
-  co_return co_await scan_jobs(ctx, std::move(src), std::move(q));
+  // A scan of one owner's jobs reads their find index once the owners' indexes are complete.
+  std::string find_owner;
+  if (ctx.owner_indexes_ready) find_owner = owner;
+  co_return co_await scan_jobs(ctx, std::move(src), std::move(q), std::move(find_owner));
 }
 
 net::awaitable<result<created_jobs>> resubmit(gateway_context& ctx, principal who, job_id id) {

@@ -245,8 +245,9 @@ net::awaitable<void> daemon_link::run() {
 
 namespace descprod::gateway {
 
-state_count_keeper::state_count_keeper(net::any_io_executor ex, redis_client& redis, store& jobs)
-    : timer_(std::move(ex)), redis_(redis), jobs_(jobs) {}
+state_count_keeper::state_count_keeper(net::any_io_executor ex, redis_client& redis, store& jobs,
+                                       bool& derived_ready)
+    : timer_(std::move(ex)), redis_(redis), jobs_(jobs), derived_ready_(derived_ready) {}
 
 void state_count_keeper::stop() {
   stopped_ = true;
@@ -259,12 +260,14 @@ net::awaitable<void> state_count_keeper::run() {
     if (redis_.connected()) {
       try {
         auto how = co_await jobs_.async_recount_start(false);
+        derived_ready_ = how == "exists";
         if (how != "exists") {
           log::info("job counts by state: recount {} key={}", how == "started" ? "started" : "resumed",
                     jobs_.redis_keys().jobs_by_state());
           auto t0 = std::chrono::steady_clock::now();
           recount_progress step;
           while (!stopped_ && !step.done) step = co_await jobs_.async_recount_step(state_count_batch);
+          derived_ready_ = step.done;
           if (step.done)
             log::info(
                 "job counts by state: recount done jobs_up_to={} ms={}", step.upto,

@@ -69,15 +69,17 @@ std::string connect_failure_reason(const std::exception& e);
 // How often the job counts by state (store::async_recount_start) are checked, and the job IDs
 // counted per recount script.
 inline constexpr std::chrono::milliseconds state_count_check_interval{30000};
-inline constexpr std::size_t state_count_batch = 1000;
+inline constexpr std::size_t state_count_batch = 250;
 
 // Keeps the hash <prefix>stats:jobs_by_state: at start and every state_count_check_interval it
 // starts a recount when the hash is missing (a first start on existing data, or an operator
-// deleted it to force one) and steps a recount under way to its end. Errors are logged and the
-// next check tries again.
+// deleted it to force one) or was built by an older recount that derived less (a store from
+// before the owners' Active indexes), and steps a recount under way to its end. `derived_ready`
+// is set true once a recount is complete, false while one runs (the Active view then scans).
+// Errors are logged and the next check tries again.
 class state_count_keeper {
  public:
-  state_count_keeper(net::any_io_executor ex, redis_client& redis, store& jobs);
+  state_count_keeper(net::any_io_executor ex, redis_client& redis, store& jobs, bool& derived_ready);
   net::awaitable<void> run();
   void stop();
 
@@ -85,6 +87,7 @@ class state_count_keeper {
   net::steady_timer timer_;
   redis_client& redis_;
   store& jobs_;
+  bool& derived_ready_;
   bool stopped_ = false;
 };
 

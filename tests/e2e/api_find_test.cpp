@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/job.hpp"
+#include "core/redis.hpp"
 #include "tests/e2e/api_support.hpp"
 
 namespace descprod::test {
@@ -241,6 +242,76 @@ TEST(ApiFind, ManySearchesAtOnceAreAdmittedTwoAtATimeAndTheRestToldToRetry) {
   ASSERT_EQ(after.status, 200) << after.body;
   EXPECT_EQ(after.json().as_object().at("total").as_int64(), 50000);
   EXPECT_EQ(s.call("GET", "/api/jobs?limit=1").status, 200);  // the plain list never waits
+}
+
+// The Active view (archived=0, the jobs page's default) is a range of the owner's Active index,
+// not a scan: no "scanned" in the answer, and the same jobs, in the same order and pages, as the
+// jobs' archive flags give. A store from before the index (no index, counts without their mark)
+// is answered right while the gateway rebuilds it, and from the index afterwards.
+TEST(ApiFind, TheActiveViewIsARangeOfAnIndexThatAStoreFromBeforeItGets) {
+  service s(api_options(0));
+  std::string body = R"({"jobs":[)";
+  for (int i = 0; i < 40; ++i)
+    body += std::string(i ? "," : "") + R"({"jobtype":"marker","config":"act)" + std::to_string(i) + "\"}";
+  body += "]}";
+  auto made = s.call("POST", "/api/jobs/bulk", body);
+  ASSERT_EQ(made.status, 201) << made.body;
+  std::vector<long long> ids;
+  auto made_json = made.json();
+  for (const auto& v : made_json.as_object().at("ids").as_array()) ids.push_back(v.to_number<long long>());
+  ASSERT_EQ(ids.size(), 40u);
+  std::set<long long> archived;
+  for (int i : {0, 7, 8, 21, 39}) {
+    ASSERT_EQ(s.call("POST", path_of(ids[i], "/archive")).status, 200);
+    archived.insert(ids[i]);
+  }
+  ASSERT_EQ(s.call("POST", path_of(ids[7], "/unarchive")).status, 200);
+  archived.erase(ids[7]);
+  std::vector<long long> want;  // newest first
+  for (auto it = ids.rbegin(); it != ids.rend(); ++it)
+    if (!archived.count(*it)) want.push_back(*it);
+  auto check = [&](const char* when) {
+    auto p = get_page(s, "archived=0&limit=1000");
+    ASSERT_EQ(p.status, 200) << when << " " << p.body;
+    EXPECT_EQ(p.total, static_cast<long long>(want.size())) << when;
+    EXPECT_EQ(ids_of(p.jobs), want) << when;
+    EXPECT_EQ(walk(s, "archived=0", 6, true), want) << when;
+    auto old_first = walk(s, "archived=0&sort=id", 7, true);
+    EXPECT_EQ(old_first, std::vector<long long>(want.rbegin(), want.rend())) << when;
+    auto found = get_page(s, "archived=0&q=act2&limit=1000");  // act2, act20..act29 less act21
+    EXPECT_EQ(found.total, 10) << when << " " << found.body;
+    auto arch = ids_of(get_page(s, "archived=1&limit=1000").jobs);
+    EXPECT_EQ(std::set<long long>(arch.begin(), arch.end()), archived) << when;
+  };
+  // Wait (bounded) until the gateway's first check of the counts has found them complete.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return !get_page(s, "archived=0&limit=1").body.empty() &&
+               get_page(s, "archived=0&limit=1").body.find("scanned") == std::string::npos;
+      },
+      20s))
+      << "the Active view is still a scan: " << get_page(s, "archived=0&limit=1").body;
+  check("from the index");
+  EXPECT_EQ(get_page(s, "archived=0&limit=5").body.find("scanned"), std::string::npos);
+  EXPECT_NE(get_page(s, "archived=1&limit=5").body.find("scanned"), std::string::npos)
+      << "the archived view is still a scan";
+
+  // A store from before the index, and a gateway started on it.
+  redis_sync r(s.redis.endpoint());
+  s.gateway->stop();
+  r.exec({"DEL", "descprod:user:alice:active"});
+  r.exec({"HDEL", "descprod:stats:jobs_by_state", "_derived"});
+  s.start_gateway();
+  check("while the index is rebuilt");
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return r.exec({"HEXISTS", "descprod:stats:jobs_by_state", "_derived"}).integer == 1;
+      },
+      20s));
+  ASSERT_TRUE(wait_until(
+      [&] { return get_page(s, "archived=0&limit=1").body.find("scanned") == std::string::npos; }, 20s));
+  check("from the rebuilt index");
+  EXPECT_EQ(r.exec({"ZCARD", "descprod:user:alice:active"}).integer, static_cast<long long>(want.size()));
 }
 
 // A parent's children page by cursor too, newest or oldest first, also after the job a cursor

@@ -1,5 +1,6 @@
 // The jobs-by-state counts the store's scripts keep (P stats:jobs_by_state) and their recount,
 // and the pipelining Redis client the store runs on, against a real redis-server.
+#include "core/job_import.hpp"
 #include "tests/integration/store_fixture.hpp"
 
 namespace descprod {
@@ -73,7 +74,10 @@ TEST_F(StateCountTest, CountsFollowEveryTransitionScript) {
   EXPECT_EQ(run(st.async_recount_start(false)), "started");
   EXPECT_EQ(run(st.async_recount_states()), 0) << "an empty store";
   EXPECT_EQ(run(st.async_recount_start(false)), "exists");
-  auto check = [&](const char* after) { EXPECT_EQ(counts(), actual()) << "after " << after; };
+  auto check = [&](const char* after) {
+    EXPECT_EQ(counts(), actual()) << "after " << after;
+    EXPECT_EQ(owner_indexes_disagree(), "") << "after " << after;
+  };
   std::vector<new_job> jobs;
   for (int i = 0; i < 6; ++i) jobs.push_back(make_job("mysleep", std::to_string(i), 0, 1));
   auto ids = create("alice", std::move(jobs));
@@ -160,7 +164,8 @@ TEST_F(StateCountTest, ARecountCountsEachJobOnceWhateverRunsMeanwhile) {
   run_job(ids[4]);
   finish(ids[6], run_job(ids[6]));
   ASSERT_TRUE(run(st.async_delete(ids[6])).ok);
-  // A stale hash from before (wrong numbers) is left alone without force...
+  // Counts a completed recount left, gone stale (wrong numbers), are left alone without force...
+  run(st.async_recount_states());
   cmd({"HSET", "descprod:stats:jobs_by_state", "ready", "999"});
   EXPECT_EQ(run(st.async_recount_start(false)), "exists");
   // ...and replaced with force: a recount from zero, in batches of 10 IDs.
@@ -192,6 +197,75 @@ TEST_F(StateCountTest, ARecountCountsEachJobOnceWhateverRunsMeanwhile) {
   finish(ids[22], 1);
   EXPECT_EQ(counts(), actual());
   ASSERT_TRUE(run(st.async_state_counts()));
+}
+
+// ---- the Active view's index (user:<name>:active: the owner's jobs not archived) ----
+
+// Every script that adds, archives, unarchives, imports or deletes a job keeps the index equal to
+// the owner's jobs whose archive flag is not set, so GET /api/jobs?archived=0 is a range of it.
+TEST_F(StateCountTest, TheOwnersIndexesFollowCreateArchiveUnarchiveImportAndDelete) {
+  const std::string active = "descprod:user:alice:active";
+  auto ids = create("alice", {make_job("mysleep", "1"), make_job("mysleep", "2"), make_job("mysleep", "3")});
+  EXPECT_EQ(zrange(active), (std::vector<std::string>{std::to_string(ids[0]), std::to_string(ids[1]),
+                                                      std::to_string(ids[2])}));
+  ASSERT_TRUE(run(st.async_set_archive(ids[1], true)).ok);
+  ASSERT_TRUE(run(st.async_set_archive(ids[1], true)).ok) << "archiving twice changes nothing";
+  EXPECT_EQ(zrange(active), (std::vector<std::string>{std::to_string(ids[0]), std::to_string(ids[2])}));
+  ASSERT_TRUE(run(st.async_set_archive(ids[1], false)).ok);
+  EXPECT_EQ(zrange(active).size(), 3u);
+  finish(ids[2], run_job(ids[2]));
+  ASSERT_TRUE(run(st.async_delete(ids[2])).ok);
+  EXPECT_EQ(zrange(active), (std::vector<std::string>{std::to_string(ids[0]), std::to_string(ids[1])}));
+  // Imported jobs: one archived, one not.
+  std::vector<imported_job> in(2);
+  for (int i = 0; i < 2; ++i) {
+    in[i].id = 500 + i;
+    in[i].owner = "alice";
+    in[i].state = job_state::done;
+    in[i].fields = {{"id", std::to_string(500 + i)}, {"descname", "alice"}, {"state", "done"},
+                    {"jobtype", "mysleep"},          {"config", "1"},       {"archive", i == 0 ? "1" : "0"}};
+  }
+  auto r = cmd(import_command(st.redis_keys(), in));
+  ASSERT_EQ(r.elements.size(), 2u) << r.str;
+  EXPECT_EQ(zrange(active),
+            (std::vector<std::string>{std::to_string(ids[0]), std::to_string(ids[1]), "501"}));
+  EXPECT_EQ(zrange("descprod:user:bob:active").size(), 0u);
+  EXPECT_EQ(owner_indexes_disagree(), "");
+}
+
+// A store written before the index (no key, the counts without the '_derived' mark) gets it from
+// the recount the gateways start when they see the mark missing; jobs archived, created and
+// deleted while it runs end up right.
+TEST_F(StateCountTest, ARecountBuildsTheActiveIndexOfAStoreFromBeforeIt) {
+  std::vector<new_job> jobs;
+  for (int i = 0; i < 30; ++i) jobs.push_back(make_job("mysleep", std::to_string(i)));
+  auto ids = create("alice", std::move(jobs));
+  auto bobs = create("bob", {make_job("mysleep", "b")});
+  for (int i : {3, 14, 25}) ASSERT_TRUE(run(st.async_set_archive(ids[i], true)).ok);
+  EXPECT_EQ(run(st.async_recount_states()), 31);
+  EXPECT_EQ(run(st.async_recount_start(false)), "exists");
+  // As a store from before: no indexes, no mark.
+  cmd({"DEL", "descprod:user:alice:active", "descprod:user:bob:active", "descprod:user:alice:find",
+       "descprod:user:bob:find"});
+  cmd({"HDEL", "descprod:stats:jobs_by_state", "_derived"});
+  EXPECT_EQ(run(st.async_recount_start(false)), "started") << "an old store is rebuilt without force";
+  auto step = run(st.async_recount_step(10));
+  EXPECT_FALSE(step.done);
+  // Mid-rebuild: one job behind the cursor and one ahead of it archived, one ahead unarchived.
+  ASSERT_TRUE(run(st.async_set_archive(ids[5], true)).ok);
+  ASSERT_TRUE(run(st.async_set_archive(ids[20], true)).ok);
+  ASSERT_TRUE(run(st.async_set_archive(ids[25], false)).ok);
+  while (!step.done) step = run(st.async_recount_step(10));
+  EXPECT_EQ(run(st.async_recount_start(false)), "exists");
+  std::vector<std::string> want;
+  for (int i = 0; i < 30; ++i)
+    if (i != 3 && i != 14 && i != 5 && i != 20) want.push_back(std::to_string(ids[i]));
+  auto got = zrange("descprod:user:alice:active");
+  std::sort(want.begin(), want.end());
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(zrange("descprod:user:bob:active"), (std::vector<std::string>{std::to_string(bobs[0])}));
+  EXPECT_EQ(owner_indexes_disagree(), "");
 }
 
 // ---- the pipelining client ----

@@ -91,6 +91,7 @@ TEST_F(StoreDepsTest, AHeldJobIsOffTheQueueUntilReleased) {
   EXPECT_EQ(again.reason, refusal::illegal);
   EXPECT_EQ(again.state, "ready");
   EXPECT_EQ(run(st.async_release(999, "alice")).reason, refusal::missing);
+  EXPECT_EQ(owner_indexes_disagree(), "") << "the owners' indexes after the releases";
 }
 
 TEST_F(StoreDepsTest, AHeldJobCanBeClaimedButNotLeased) {
@@ -139,6 +140,7 @@ TEST_F(StoreDepsTest, AJobWaitsForItsDependenciesAndIsReleasedWhenTheyAreDone) {
   EXPECT_EQ(state(c), "ready");
   EXPECT_EQ(hash(c)["progress"], "Ready.");
   EXPECT_TRUE(in_zset("descprod:queue", c));
+  EXPECT_EQ(owner_indexes_disagree(), "") << "the owners' indexes after the releases";
 }
 
 TEST_F(StoreDepsTest, AFailedAfterDependencyCancelsTheGraphBelowItButAfterAnyGoesOn) {
@@ -164,6 +166,7 @@ TEST_F(StoreDepsTest, AFailedAfterDependencyCancelsTheGraphBelowItButAfterAnyGoe
   EXPECT_EQ((*counts)["cancelled"], 2);
   EXPECT_EQ((*counts)["ready"], 2);
   EXPECT_EQ((*counts)["failed"], 1);
+  EXPECT_EQ(owner_indexes_disagree(), "") << "the owners' indexes after the releases";
 }
 
 TEST_F(StoreDepsTest, DependenciesAlreadyEndedAreMetOrCancelAtCreation) {
@@ -255,6 +258,7 @@ TEST_F(StoreDepsTest, CancellingAWaitingJobCancelsItsDependentsAndTheReleaseSkip
   auto h = run(st.async_cancel(create_after({}, true), "alice"));
   EXPECT_TRUE(h.ok) << "a held job is cancelled at once";
   EXPECT_EQ(h.state, "cancelled");
+  EXPECT_EQ(owner_indexes_disagree(), "") << "the owners' indexes after the releases";
 }
 
 TEST_F(StoreDepsTest, TenThousandDependentsOfOneJobAreReleasedInBoundedBatches) {

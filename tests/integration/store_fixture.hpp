@@ -113,6 +113,60 @@ class StoreTest : public ::testing::Test {
     }
     return out;
   }
+  // Whether every owner's indexes derived from the job hashes agree with them: the Active index
+  // (jobs not archived) and the find index (find_fields joined by US). "" when they agree, else
+  // the first difference.
+  std::string owner_indexes_disagree() {
+    // Entries as "ID=entry" (US shown as '|').
+    std::map<std::string, std::set<std::string>> want_find, have_find, want_active, have_active;
+    auto entry = [](const std::string& id, std::string v) {
+      std::replace(v.begin(), v.end(), find_separator, '|');
+      return id + "=" + v;
+    };
+    auto last = cmd({"GET", "descprod:next_job_id"});
+    long long n = last.is_nil() ? 0 : std::stoll(last.str);
+    for (long long id = 1; id <= n; ++id) {
+      std::vector<std::string> hmget = {"HMGET", st.job_key(id), "descname", "archive"};
+      for (auto f : find_fields) hmget.emplace_back(f);
+      auto v = cmd(hmget);
+      if (v.elements.at(0).is_nil()) continue;
+      const std::string owner = v.elements[0].str, sid = std::to_string(id);
+      std::string doc;
+      for (std::size_t i = 2; i < v.elements.size(); ++i) {
+        std::string x = v.elements[i].str;
+        if (i + 1 < v.elements.size()) std::replace(x.begin(), x.end(), find_separator, ' ');
+        doc += (i > 2 ? std::string(1, find_separator) : std::string()) + x;
+      }
+      want_find[owner].insert(entry(sid, doc));
+      if (v.elements[1].str != "1") want_active[owner].insert(sid);
+    }
+    auto owner_of = [](const std::string& key) {
+      auto a = key.find("user:") + 5;
+      return key.substr(a, key.rfind(':') - a);
+    };
+    for (const auto& k : cmd({"KEYS", "descprod:user:*:find"}).elements) {
+      auto h = cmd({"HGETALL", k.str});
+      for (std::size_t i = 0; i + 1 < h.elements.size(); i += 2)
+        have_find[owner_of(k.str)].insert(entry(h.elements[i].str, h.elements[i + 1].str));
+    }
+    for (const auto& k : cmd({"KEYS", "descprod:user:*:active"}).elements)
+      for (const auto& m : zrange(k.str)) have_active[owner_of(k.str)].insert(m);
+    auto first_diff = [](const auto& want, const auto& have, const char* what) -> std::string {
+      for (const auto& [owner, m] : want) {
+        auto it = have.find(owner);
+        if (it == have.end()) return std::string(what) + " of " + owner + " missing";
+        for (const auto& e : m)
+          if (!it->second.count(e)) return std::string(what) + " of " + owner + " lacks " + e;
+        if (it->second.size() != m.size()) return std::string(what) + " of " + owner + " has extra entries";
+      }
+      for (const auto& [owner, m] : have)
+        if (!m.empty() && !want.count(owner)) return std::string(what) + " of " + owner + " has no jobs";
+      return "";
+    };
+    for (auto d : {first_diff(want_find, have_find, "find"), first_diff(want_active, have_active, "active")})
+      if (!d.empty()) return d;
+    return "";
+  }
   double now_s() {
     auto t = cmd({"TIME"});
     return std::stod(t.elements.at(0).str) + std::stod(t.elements.at(1).str) / 1e6;

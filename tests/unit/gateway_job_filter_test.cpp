@@ -94,6 +94,54 @@ TEST(GatewayFind, AScanReadsOnlyTheFieldsItNeedsStateFirst) {
             (std::vector<std::string>{"state", "start_time"}));
 }
 
+// A job's entry in its owner's find index reads as the HMGET of the plan's fields: empty fields
+// are nil, the progress keeps separators of its own, and a short entry leaves the rest nil.
+TEST(GatewayFind, AFindIndexEntryReadsAsTheJobsFields) {
+  auto q = parsed("state=failed&q=it%20broke&sort=duration");
+  dg::field_plan plan(q);
+  ASSERT_EQ(plan.names(),
+            (std::vector<std::string>{"state", "config", "howfig", "progress", "start_time", "stop_time"}));
+  auto r = plan.from_find(
+      "failed\x1f"
+      "fail\x1f"
+      "0\x1f"
+      "100.5\x1f"
+      "101\x1f"
+      "103\x1f"
+      "cfg\x1f"
+      "\x1f"
+      "Failed. it\x1f"
+      "broke");
+  ASSERT_EQ(r.elements.size(), 6u);
+  EXPECT_EQ(r.elements[0].str, "failed");
+  EXPECT_EQ(r.elements[1].str, "cfg");
+  EXPECT_TRUE(r.elements[2].is_nil()) << "an empty howfig";
+  EXPECT_EQ(r.elements[3].str,
+            "Failed. it\x1f"
+            "broke");
+  EXPECT_EQ(r.elements[4].str, "101");
+  EXPECT_EQ(r.elements[5].str, "103");
+  EXPECT_FALSE(plan.match(9, r)) << "the text spans a separator";
+  auto m = plan.match(9, plan.from_find("failed\x1f"
+                                        "fail\x1f"
+                                        "0\x1f"
+                                        "1\x1f"
+                                        "101\x1f"
+                                        "103\x1f"
+                                        "x\x1f"
+                                        "\x1f"
+                                        "it BROKE"));
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->key, 2.0) << "the duration";
+  auto cut = plan.from_find(
+      "ready\x1f"
+      "fail");
+  EXPECT_EQ(cut.elements[0].str, "ready");
+  for (std::size_t i = 1; i < cut.elements.size(); ++i) EXPECT_TRUE(cut.elements[i].is_nil()) << i;
+  EXPECT_TRUE(plan.from_find("").elements[0].is_nil());
+  EXPECT_FALSE(plan.match(9, plan.from_find(""))) << "an empty entry is no job";
+}
+
 TEST(GatewayFind, MatchingChecksEveryFilterAndTheTextIgnoresCase) {
   auto q = parsed("state=failed&jobtype=fail&q=BROKE&started_after=100&started_before=200");
   dg::field_plan plan(q);
