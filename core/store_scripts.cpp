@@ -151,10 +151,7 @@ end
 -- N transitions makes one HINCRBY per state it touched, not 2N.
 local SKV = nil
 local DELTA = {}
--- The jobs this script changed, for flush_finds() (below).
-local TOUCHED = {}
 local function count(id, from, to, n)
-  TOUCHED[id] = true
   if SKV == nil then
     local v = redis.call('HMGET', SK, S.ready, '_rebuild_upto')
     SKV = {on = v[1] and true or false, upto = v[2] and tonumber(v[2]) or nil}
@@ -179,26 +176,56 @@ local function pending(id, owner, from, to)
 end
 -- The owner's find index (K.user_find: job ID → the job's fields a search reads, FIND_FIELDS in
 -- order, joined by US, \031; store.hpp, find_fields): GET /api/jobs scans an owner's jobs with one
--- HMGET of it per chunk of IDs instead of one per job. Every job a script changes is touched
--- (count() touches each job whose state moves; touch() the others: progress, archive), and
--- flush_finds() rewrites the entries of the touched jobs from their hashes when the script ends.
+-- HMGET of it per chunk of IDs instead of one per job. Every script that changes one of those
+-- fields of a job changes its entry in the same call (find_set, with the values it wrote). Only
+-- the last field (progress) may hold US; the others have it replaced by a space.
 local US = '\031'
-local function touch(id) TOUCHED[id] = true end
-local function write_find(id)
+local NF = #FIND_FIELDS
+local FI = {}
+for i, f in ipairs(FIND_FIELDS) do FI[f] = i end
+local function find_clean(i, x)
+  if i < NF and string.find(x, US, 1, true) then return (string.gsub(x, US, ' ')) end
+  return x
+end
+-- An entry from field values (name → value; the others empty).
+local function find_entry(v)
+  local parts = {}
+  for i, f in ipairs(FIND_FIELDS) do parts[i] = find_clean(i, v[f] or '') end
+  return table.concat(parts, US)
+end
+-- Sets some fields (name → value) of a job's entry. A job without one (of a store written before
+-- the index, which the recount has not reached yet) is left to the recount.
+local function find_set(owner, id, ch)
+  if owner == nil or owner == '' then return end
+  local key = K.user_find(owner)
+  local e = redis.call('HGET', key, id)
+  if not e then return end
+  local parts, at = {}, 1
+  for i = 1, NF - 1 do
+    local s = string.find(e, US, at, true)
+    if s then
+      parts[i] = string.sub(e, at, s - 1)
+      at = s + 1
+    else
+      parts[i] = string.sub(e, at)
+      at = #e + 1
+    end
+  end
+  parts[NF] = string.sub(e, at)
+  for f, x in pairs(ch) do
+    local i = FI[f]
+    parts[i] = find_clean(i, x)
+  end
+  redis.call('HSET', key, id, table.concat(parts, US))
+end
+-- The whole entry, from the job's hash.
+local function find_write(id)
   local v = redis.call('HMGET', K.job(id), 'descname', unpack(FIND_FIELDS))
   local owner = v[1]
   if not owner or owner == '' then return end
-  local f = {}
-  for i = 2, #v do
-    local x = v[i] or ''
-    -- Only the last field (progress) may hold the separator; the others lose it.
-    if i < #v and string.find(x, US, 1, true) then x = string.gsub(x, US, ' ') end
-    f[i - 1] = x
-  end
-  redis.call('HSET', K.user_find(owner), id, table.concat(f, US))
-end
-local function flush_finds()
-  for id in pairs(TOUCHED) do write_find(id) end
+  local h = {}
+  for i, f in ipairs(FIND_FIELDS) do h[f] = v[i + 1] or '' end
+  redis.call('HSET', K.user_find(owner), id, find_entry(h))
 end
 -- A job's entries in its owner's Active index and find index, from its hash: for the jobs of a
 -- store written before them (recount_step) and imported jobs.
@@ -209,7 +236,7 @@ local function derive(id, owner)
   else
     redis.call('ZADD', K.user_active(owner), id, id)
   end
-  write_find(id)
+  find_write(id)
 end
 local function flush_counts()
   for s, d in pairs(DELTA) do
@@ -266,6 +293,7 @@ local function op_lease(J, tk, worker, lease_s, token_sha, token_ttl, t, event)
   if not ns then return {'err', 'illegal', h.state or ''} end
   local attempt, owner = h.attempt or '0', h.descname or ''
   redis.call('HSET', J.key, 'state', ns, 'worker', worker, 'dispatch_time', t, 'update_time', t)
+  find_set(owner, J.id, {state = ns})
   redis.call('ZREM', Q, J.id)
   redis.call('ZADD', L, string.format('%.3f', tonumber(t) + tonumber(lease_s)), J.id)
   count(J.id, h.state, ns)
@@ -324,7 +352,7 @@ local function op_start(J, attempt, worker, host, rundir, pid, t)
   if j.message ~= '' then progress = 'Running. ' .. j.message end
   redis.call('HSET', J.key, 'state', ns, 'host', host, 'rundir', rundir, 'pid', pid,
     'start_time', t, 'update_time', t, 'progress', progress)
-  touch(J.id)
+  find_set(j.owner, J.id, {state = ns, start_time = t, progress = progress})
   count(J.id, j.state, ns)
   emit(J, j.owner, 'transition', ns, progress, j.attempt, t)
   return {'ok', ns, j.attempt, j.worker}
@@ -342,7 +370,7 @@ local function op_progress(J, attempt, worker, message, done, total, t)
   else
     redis.call('HSET', J.key, 'message', message, 'progress', progress, 'update_time', t)
   end
-  touch(J.id)
+  find_set(j.owner, J.id, {progress = progress})
   emit(J, j.owner, 'progress', j.state, progress, j.attempt, t)
   return {'ok', j.state, j.attempt, j.worker}
 end
@@ -429,7 +457,7 @@ local function op_finish(J, attempt, worker, target, rc, prefix, message, t)
   if message ~= '' then progress = progress .. ' ' .. message end
   redis.call('HSET', J.key, 'state', target, 'return_status', rc, 'message', message,
     'progress', progress, 'stop_time', t, 'update_time', t)
-  touch(J.id)
+  find_set(j.owner, J.id, {state = target, progress = progress, stop_time = t})
   redis.call('ZREM', L, J.id)
   revoke_job_token(J)
   count(J.id, j.state, target)
@@ -551,6 +579,10 @@ for i = 0, n - 1 do
     for _, e in ipairs(edges) do redis.call('HSET', K.job_dependents(e[1]), id, e[2]) end
   end
   redis.call('HSET', K.job(id), unpack(f))
+  local stop = ''
+  if state == S.cancelled then stop = t end
+  redis.call('HSET', K.user_find(owner), id, find_entry({state = state, jobtype = ARGV[b], archive = '0',
+    create_time = t, stop_time = stop, config = ARGV[b + 1], howfig = ARGV[b + 2], progress = progress}))
   redis.call('ZADD', KEYS[6], id, id)
   redis.call('ZADD', K.user_active(owner), id, id)
   if state == S.ready then
@@ -603,7 +635,7 @@ if j.cancel == '1' then
   -- Its owner asked it to stop: it ends here instead of running again.
   local progress = 'Cancelled. It was asked to stop; it was not run again (' .. ARGV[6] .. ')'
   redis.call('HSET', J.key, 'state', S.cancelled, 'progress', progress, 'stop_time', t, 'update_time', t)
-  touch(J.id)
+  find_set(j.owner, J.id, {state = S.cancelled, progress = progress, stop_time = t})
   count(J.id, j.state, S.cancelled)
   emit(J, j.owner, 'transition', S.cancelled, progress, j.attempt, t)
   ended(J, S.cancelled)
@@ -621,7 +653,7 @@ elseif ARGV[5] == '1' and j.state == S.running then
     local lost = NEXT[j.state]['lose']
     local progress = 'Lost. ' .. ARGV[6]
     redis.call('HSET', J.key, 'state', lost, 'progress', progress, 'stop_time', t, 'update_time', t)
-    touch(J.id)
+    find_set(j.owner, J.id, {state = lost, progress = progress, stop_time = t})
     count(J.id, j.state, lost)
     emit(J, j.owner, 'transition', lost, progress, j.attempt, t)
     ended(J, lost)
@@ -632,7 +664,7 @@ end
 local a = string.format('%d', attempt)
 redis.call('HDEL', J.key, 'worker', 'host', 'pid', 'rundir', 'start_time', 'dispatch_time', 'message', 'done_count', 'total_count')
 redis.call('HSET', J.key, 'state', ns, 'attempt', a, 'progress', 'Ready.', 'queued_time', t, 'update_time', t)
-touch(J.id)
+find_set(j.owner, J.id, {state = ns, progress = 'Ready.', start_time = ''})
 local prio = tonumber(redis.call('HGET', J.key, 'priority') or '0')
 redis.call('ZADD', Q, string.format('%.0f', (1000 - prio) * 1e12 + tonumber(J.id)), J.id)
 count(J.id, j.state, ns)
@@ -653,7 +685,7 @@ if j.state == S.ready or j.state == S.held or j.state == S.waiting then
   revoke_job_token(J)
   local progress = 'Cancelled. Cancelled by ' .. ARGV[3] .. ' before it started.'
   redis.call('HSET', J.key, 'state', ns, 'progress', progress, 'cancel_requested', '1', 'stop_time', t, 'update_time', t)
-  touch(J.id)
+  find_set(j.owner, J.id, {state = ns, progress = progress, stop_time = t})
   redis.call('ZREM', Q, J.id)
   count(J.id, j.state, ns)
   pending(J.id, j.owner, j.state, ns)
@@ -686,7 +718,7 @@ if ARGV[3] == '1' then
 else
   redis.call('ZADD', K.user_active(j.owner), J.id, J.id)
 end
-touch(J.id)
+find_set(j.owner, J.id, {archive = ARGV[3]})
 if old ~= ARGV[3] then
   redis.call('HSET', J.key, 'archive', ARGV[3])
   local kind = 'archive'
@@ -838,7 +870,7 @@ if not ns then return {'err', 'illegal', j.state} end
 local t = now_s()
 redis.call('HDEL', J.key, 'hold')
 redis.call('HSET', J.key, 'state', ns, 'progress', 'Ready.', 'queued_time', t, 'update_time', t)
-touch(J.id)
+find_set(j.owner, J.id, {state = ns, progress = 'Ready.'})
 redis.call('ZADD', Q, string.format('%.0f', (1000 - tonumber(prio)) * 1e12 + tonumber(J.id)), J.id)
 count(J.id, j.state, ns)
 pending(J.id, j.owner, j.state, ns)
@@ -869,7 +901,7 @@ local function release_one(jid, jst, did, kind)
     local ns = NEXT[S.waiting]['cancel']
     local progress = 'Cancelled. Dependency ' .. jid .. ' ended ' .. jst .. '.'
     redis.call('HSET', D.key, 'state', ns, 'progress', progress, 'stop_time', t, 'update_time', t)
-    touch(did)
+    find_set(owner, did, {state = ns, progress = progress, stop_time = t})
     count(did, S.waiting, ns)
     pending(did, owner, S.waiting, ns)
     emit(D, owner, 'transition', ns, progress, attempt, t)
@@ -880,13 +912,13 @@ local function release_one(jid, jst, did, kind)
   if left > 0 then
     local waiting = 'Waiting for ' .. left .. (left == 1 and ' job.' or ' jobs.')
     redis.call('HSET', D.key, 'progress', waiting)
-    touch(did)
+    find_set(owner, did, {progress = waiting})
     return
   end
   local ns, progress = NEXT[S.waiting]['unblock'], 'Ready.'
   if v[2] == '1' then ns, progress = S.held, 'Held.' end
   redis.call('HSET', D.key, 'state', ns, 'progress', progress, 'queued_time', t, 'update_time', t)
-  touch(did)
+  find_set(owner, did, {state = ns, progress = progress})
   if ns == S.ready then
     local prio = v[4] or '0'
     redis.call('ZADD', Q, string.format('%.0f', (1000 - tonumber(prio)) * 1e12 + tonumber(did)), did)
@@ -1008,7 +1040,7 @@ const std::vector<std::string>& store_scripts() {
     // Each body runs as main(); its state counts are written once, after it (flush_counts).
     for (int i = 0; i < s_count; ++i)
       v.push_back(prelude + "local function main()\n" + bodies[i] +
-                  "\nend\nlocal result = main()\nflush_counts()\nflush_finds()\nreturn result\n");
+                  "\nend\nlocal result = main()\nflush_counts()\nreturn result\n");
     return v;
   }();
   return scripts;
