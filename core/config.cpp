@@ -395,6 +395,43 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     }
   }
   {
+    // sites: a list of {name, status_url, poll_s, timeout_s}: the sites whose status is polled.
+    auto node = top.take("sites");
+    if (node && !node.IsSequence())
+      throw config_error(where(file, node.Mark()) + ": sites: expected a list of {name, status_url, poll_s}");
+    std::set<std::string> names;
+    for (std::size_t i = 0; node && i < node.size(); ++i) {
+      const std::string path = "sites[" + std::to_string(i) + "]";
+      section s(node[i], file, path);
+      site_status_config st;
+      s.read("name", st.name);
+      auto name = s.take("name");
+      if (!name || !valid_site_name(st.name))
+        throw config_error(where(file, node[i].Mark()) + ": " + path +
+                           ": name: required, a site name (1 to 32 of a-z, 0-9, '-', '_')");
+      if (!names.insert(st.name).second)
+        throw config_error(where(file, node[i].Mark()) + ": " + path + ": name: '" + st.name +
+                           "' is listed twice");
+      s.read("status_url", st.status_url);
+      if (auto v = s.take("status_url");
+          v && st.status_url.rfind("http://", 0) != 0 && st.status_url.rfind("https://", 0) != 0)
+        s.fail(v, "status_url", "expected an http:// or https:// URL");
+      if (st.status_url.empty()) st.status_url = "https://api.nersc.gov/api/v1.2/status/" + st.name;
+      for (unsigned char ch : st.status_url)
+        if (ch <= 0x20 || ch == 0x7f)
+          throw config_error(where(file, node[i].Mark()) + ": " + path +
+                             ": status_url: no spaces or control characters");
+      long long poll = st.poll.count(), timeout = st.timeout.count();
+      s.read_range("poll_s", poll, 1LL, 86400LL);
+      s.read_range("timeout_s", timeout, 1LL, 300LL);
+      st.poll = std::chrono::seconds(poll);
+      st.timeout = std::chrono::seconds(timeout);
+      s.finish();
+      c.site_status.push_back(std::move(st));
+    }
+    if (c.site_status.size() > 64) throw config_error(file + ": sites: at most 64 sites");
+  }
+  {
     section s(top.take("notify"), file, "notify");
     auto& n = c.notify;
     s.read("smtp_host", n.smtp_host);

@@ -240,6 +240,18 @@ struct notify_config {
   int max_listed = 20;  // failed jobs named in one mail; the rest are counted ("and N more")
 };
 
+// A site whose status the daemon polls (sites: in the config; docs/operators.md, Site status): a
+// JSON document in the form of NERSC's status API (name, full_name, description, status, notes,
+// updated_at). The status is shown on the pages and GET /api/sites; pilots are not submitted to
+// a site reported down.
+struct site_status_config {
+  std::string name;  // a site name: the pilots' `site` it stands for
+  std::string
+      status_url;  // http:// or https://; default NERSC's https://api.nersc.gov/api/v1.2/status/<name>
+  std::chrono::seconds poll{60};
+  std::chrono::seconds timeout{10};
+};
+
 struct descprod_config {
   std::string file;
   std::string log_level = "info";
@@ -253,6 +265,7 @@ struct descprod_config {
   pilots_config pilots;
   std::vector<pilots_config> pilot_sites;
   notify_config notify;
+  std::vector<site_status_config> site_status;  // sites: (empty: no status is polled)
 };
 
 descprod_config load_config(const std::string& path);

@@ -40,6 +40,7 @@
 //   P notify:jobs:<name>          list    the first of those job IDs (at most notify.max_listed)
 //   P notify:sent                 hash    user → when the last mail went (epoch s)
 //   P stats:samples               stream  the daemon's samples of the last hour (stats_sampler.hpp)
+//   P sites:status                hash    site name → its status record, JSON (daemon/site_status.hpp)
 //
 // Thread-safety: a value type; const methods only.
 #pragma once
@@ -97,6 +98,7 @@ class keys {
   std::string notify_jobs(std::string_view name) const { return cat("notify:jobs:", name); }
   std::string notify_sent() const { return p_ + "notify:sent"; }
   std::string stats_samples() const { return p_ + "stats:samples"; }
+  std::string site_status() const { return p_ + "sites:status"; }
 
   // The Lua functions K.<name>(x) that build, from the prefix P (ARGV[1] in the store's scripts),
   // the keys a script derives from data it reads: a job's keys from an ID, an owner's job index,

@@ -27,7 +27,8 @@ queue_daemon::queue_daemon(net::io_context& io, descprod_config cfg, app_registr
       recon_(ctx_, workers_, leases_, disp_, out_),
       deps_(ctx_, disp_, recon_),
       handler_(ctx_, workers_, leases_, disp_, out_),
-      sampler_(ctx_, [this] { return gauges(); }) {
+      sampler_(ctx_, [this] { return gauges(); }),
+      sites_(ctx_, ctx_.cfg.site_status) {
   ctx_.redis_failed = [this](const std::exception& e) { redis_failed(e); };
   ctx_.send_frames = [this](const std::vector<std::string>& frames) {
     return workers_sock_ && workers_sock_->send(frames);
@@ -169,6 +170,7 @@ net::awaitable<void> queue_daemon::run() {
   ctx_.spawn(out_.run(), "outbox");
   ctx_.spawn(sampler_.run(), "stats_sampler");
   ctx_.spawn(deps_.run(), "dependencies");
+  sites_.start();
   start_pilots(ex);
   co_await cron();
 }
@@ -185,6 +187,7 @@ void queue_daemon::start_pilots(net::any_io_executor ex) {
     auto p = std::make_unique<pilot_manager>(ex, sites[i], ctx_.redis, ctx_.cfg.redis.prefix,
                                              [this, pilot_s, site] { return disp_.demand(pilot_s, site); });
     if (i == 0) p->adopt_unlabelled_pilots();
+    p->set_site_down([this](const std::string& s) { return sites_.down_reason(s); });
     if (i == 0)
       p->set_pinned([this](std::size_t max) { return disp_.pinned_queued(max); },
                     [this](job_id id) { return disp_.queue().contains(id); },

@@ -14,6 +14,7 @@
 //   reconciler     (reconciler.hpp)     rebuild at start, periodic reconcile, token recheck
 //   worker_handler (worker_handler.hpp) the worker protocol's messages
 //   stats_sampler  (stats_sampler.hpp)  a sample of its figures every stats_interval (status plots)
+//   site_monitor   (site_status.hpp)    the sites' status, polled; pilots wait while a site is down
 // and owns the sockets, the receive loops, the Redis reconnect, the cron and the stop.
 //
 // Thread-safety: none; everything runs on one io_context thread.
@@ -34,6 +35,7 @@
 #include "daemon/outbox.hpp"
 #include "daemon/pilots.hpp"
 #include "daemon/reconciler.hpp"
+#include "daemon/site_status.hpp"
 #include "daemon/stats_sampler.hpp"
 #include "daemon/worker_auth.hpp"
 #include "daemon/worker_handler.hpp"
@@ -92,6 +94,7 @@ class queue_daemon {
   worker_handler handler_;
   std::vector<std::unique_ptr<pilot_manager>> pilots_;  // one per site with pilots enabled
   stats_sampler sampler_;
+  site_monitor sites_;  // the sites: of the config (none: it polls nothing)
   clock_type::time_point last_heartbeat_sent_;
 };
 

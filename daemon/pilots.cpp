@@ -332,6 +332,15 @@ net::awaitable<void> pilot_manager::check() {
   } else if (next_squeue_ > now + interval) {
     next_squeue_ = now + interval;
   }
+  // A site reported down gets no pilot (the reason logged once, and again when it changes).
+  std::string down;
+  if (why_down_) down = why_down_(cfg_.site);
+  if (down != down_) {
+    if (!down.empty()) log::warn("pilots not submitted site={} reason={}", cfg_.site, down);
+    else log::info("pilots may be submitted site={}", cfg_.site);
+    down_ = down;
+  }
+  if (!down.empty()) co_return;
   while (!stopping_ && alive() < static_cast<std::size_t>(cfg_.max)) {
     auto d = demand_();
     long long deficit = static_cast<long long>(d.ready) - d.free_slots - pending_slots();

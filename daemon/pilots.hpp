@@ -87,6 +87,11 @@ class pilot_manager {
   void set_pinned(std::function<std::vector<job_id>(std::size_t)> queued,
                   std::function<bool(job_id)> is_queued,
                   std::function<void(job_id, int, std::string)> refused);
+  // `why_down(site)`: why no pilot may be submitted to the site now ("" when one may: the site
+  // status, site_status.hpp). Without it pilots are submitted whatever the site's status.
+  void set_site_down(std::function<std::string(const std::string&)> why_down) {
+    why_down_ = std::move(why_down);
+  }
   // This manager takes back, at start, the pilots in Redis whose hash has no `site` (written
   // before pilots had one, or with no site configured): the first site's does.
   void adopt_unlabelled_pilots() { adopts_unlabelled_ = true; }
@@ -154,6 +159,8 @@ class pilot_manager {
   std::function<bool(job_id)> pinned_is_queued_;
   std::function<void(job_id, int, std::string)> pinned_refused_;
   bool adopts_unlabelled_ = false;
+  std::function<std::string(const std::string&)> why_down_;
+  std::string down_;         // why the site is down, as last logged ("" when it was not)
   int pinned_failures_ = 0;  // pinned sbatch runs that failed in a row (not refusals)
   std::chrono::steady_clock::time_point pinned_backoff_until_{};
   std::map<std::string, pilot> pilots_;  // alive, by Slurm job id

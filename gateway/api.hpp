@@ -99,6 +99,7 @@ enum class route_kind {
   admin_user,            // POST /api/admin/users/<name>/<action>
   admin_overview,        // GET /api/admin/overview (workers, pilots, queue depth, throughput)
   status,                // GET /api/status (the daemon's samples of the last hour; aggregate numbers)
+  sites,                 // GET /api/sites (the sites' status, as the daemon last polled it)
   metrics,               // GET /metrics (Prometheus text; no auth, aggregate numbers only)
   legacy_get_job,        // POST /get_job (DESCprod's route)
   legacy_update_job,     // POST /update_job (DESCprod's wrapper updates)

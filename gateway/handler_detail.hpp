@@ -111,6 +111,7 @@ net::awaitable<handler_result> admin_user_change(call& c);
 net::awaitable<handler_result> admin_overview(call& c);
 // status_api.cpp: the service's figures of the last hour.
 net::awaitable<handler_result> status_get(call& c);
+net::awaitable<handler_result> sites_get(call& c);
 net::awaitable<handler_result> page_home(call& c);
 net::awaitable<handler_result> page_login_form(call& c);
 net::awaitable<handler_result> page_login_post(call& c);

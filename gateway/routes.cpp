@@ -58,6 +58,7 @@ const route_entry table[] = {
   {post, "/api/admin/users/{user}/{account_action}", ap::admin, js::refused, "api_admin",   admin_user_change, rk::admin_user, pk::none, true},
   {get,  "/api/admin/overview",               ap::admin, js::refused,         "api_admin",   admin_overview,  rk::admin_overview, pk::none, true},
   {get,  "/api/status",                       ap::user,  js::refused,         "api_other",   status_get,      rk::status},
+  {get,  "/api/sites",                        ap::user,  js::refused,         "api_other",   sites_get,       rk::sites},
   // DESCprod's JSON routes (legacy_api.cpp); the job ID is in the body, so a job token's scope
   // is checked there.
   {post, "/get_job",                          ap::user,  js::owner_read,      "api_legacy",  legacy_get_job,  rk::legacy_get_job},

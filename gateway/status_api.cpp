@@ -1,12 +1,15 @@
+// GET /api/sites (docs/api.md): the sites' status as the daemon last polled it.
 // GET /api/status (docs/api.md): the service's figures of the last hour for the status plots of
 // /status and /admin, read from the daemon's samples (<prefix>stats:samples, written by
 // daemon/stats_sampler.cpp) and its current gauges (<prefix>daemon:stats, rewritten every
 // heartbeat). Any logged-in user may read it: aggregate numbers only, no user names, no job IDs.
 // One pipeline of two reads; the JSON is built by the plain functions below (GCC 12 coroutine
 // rules, docs/building.md#conventions).
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -132,7 +135,39 @@ json::object status_json(const std::vector<redis_reply>& replies, double now) {
   return out;
 }
 
+// GET /api/sites: the records of <prefix>sites:status (daemon/site_status.hpp), by name, each
+// with `age_s`: how old its last good answer is (absent before any). A record that is not a
+// JSON object (edited by hand) is shown as its name with status "unknown".
+json::object sites_json(const redis_reply& flat, double now) {
+  std::map<std::string, json::object> by_name;
+  const auto& e = flat.elements;
+  for (std::size_t i = 0; i + 1 < e.size(); i += 2) {
+    boost::system::error_code ec;
+    auto v = json::parse(e[i + 1].str, ec);
+    json::object o;
+    if (!ec && v.is_object()) o = std::move(v.as_object());
+    o["name"] = e[i].str;
+    if (!o.contains("status") || !o.at("status").is_string()) o["status"] = "unknown";
+    if (auto* g = o.if_contains("good_at"); g && g->is_number())
+      o["age_s"] = std::max(0.0, now - g->to_number<double>());
+    by_name[e[i].str] = std::move(o);
+  }
+  json::array sites;
+  for (auto& [name, o] : by_name) sites.push_back(std::move(o));
+  json::object out;
+  out["now"] = now;
+  out["sites"] = std::move(sites);
+  return out;
+}
+
 }  // namespace
+
+net::awaitable<handler_result> sites_get(call& c) {
+  const double now = now_s(c.ctx);
+  auto reply = co_await c.ctx.redis->async_exec(redis_cmd("HGETALL", keys_of(c.ctx).site_status()));
+  auto body = sites_json(reply, now);
+  co_return json_answer(http::status::ok, body);
+}
 
 net::awaitable<handler_result> status_get(call& c) {
   const double now = now_s(c.ctx);

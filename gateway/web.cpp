@@ -405,6 +405,7 @@ std::string layout(std::string_view title, std::string_view page, const page_use
     out +=
         nav_link("/help", "Help", page == "help") +
         "<span class=\"spacer\"></span>"
+        "<span class=\"site-status\" id=\"site-status\" role=\"status\" aria-label=\"Site status\"></span>"
         "<span class=\"live\" id=\"live\" role=\"status\" title=\"live updates\" data-status=\"off\">live</span>" +
         toggle +
         "<button type=\"button\" class=\"theme-toggle\" id=\"notify-toggle\" aria-pressed=\"false\" "

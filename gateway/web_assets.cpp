@@ -64,6 +64,11 @@ header nav .who { color:var(--head-muted); }
 header :focus-visible { outline-color:#fff; }
 nav form button[type="submit"], nav button.theme-toggle { background:transparent; color:var(--head-fg); border:1px solid var(--head-line); padding:.2rem .6rem; }
 nav button.theme-toggle[aria-pressed="true"] { background:var(--head-line); color:#fff; }
+.site-status { display:inline-flex; gap:.3rem; flex-wrap:wrap; }
+.site-badge { font-size:.8rem; padding:.05rem .45rem; border-radius:1rem; background:#5b6472; color:#fff; }
+.site-badge[data-status="active"] { background:#1c7c3a; }
+.site-badge[data-status="degraded"] { background:#8f5100; }
+.site-badge[data-status="down"] { background:#b3261e; }
 .live { font-size:.8rem; padding:.05rem .45rem; border-radius:1rem; background:#3a4660; color:#e1e7f2; }
 .live[data-status="off"] { display:none; }
 .live[data-status="on"] { background:#1c7c3a; color:#fff; }
@@ -272,6 +277,35 @@ constexpr std::string_view app_js = R"JS('use strict';
   const STATES = ['waiting', 'held', 'ready', 'dispatched', 'running', 'done', 'failed', 'timeout', 'killed', 'cancelled', 'lost'];
   const body = document.body;
   const page = body.dataset.page;
+
+  // The sites' status in the header (GET /api/sites, polled by the daemon): a badge per site,
+  // read at load and every minute while the page is shown.
+  const sitesBox = document.getElementById('site-status');
+  function showSites() {
+    if (!sitesBox || document.hidden) return;
+    fetch('/api/sites', { credentials: 'same-origin', headers: { Accept: 'application/json' } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (d) {
+        if (!d || !Array.isArray(d.sites)) return;
+        sitesBox.textContent = '';
+        d.sites.forEach(function (st) {
+          const b = document.createElement('span');
+          b.className = 'site-badge';
+          b.dataset.status = String(st.status || 'unknown');
+          b.textContent = st.name + ': ' + st.status;
+          let title = st.full_name || st.name;
+          if (st.description) title += ' — ' + st.description;
+          if (st.notes) title += ' (' + st.notes + ')';
+          if (typeof st.age_s === 'number') title += '; reported ' + Math.round(st.age_s) + ' s ago';
+          if (st.error) title += '; last check failed: ' + st.error;
+          b.title = title;
+          sitesBox.appendChild(b);
+        });
+      })
+      .catch(function () {});
+  }
+  showSites();
+  if (sitesBox) setInterval(showSites, 60000);
 
   // Forms that need a confirmation (delete, reject, revoke, ...).
   document.addEventListener('submit', function (ev) {

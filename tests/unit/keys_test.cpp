@@ -23,6 +23,7 @@ TEST(Keys, BuildTheDocumentedLayoutUnderThePrefix) {
   EXPECT_EQ(k.user_jobs("ann"), "p:user:ann:jobs");
   EXPECT_EQ(k.user_active("ann"), "p:user:ann:active");
   EXPECT_EQ(k.user_find("ann"), "p:user:ann:find");
+  EXPECT_EQ(k.site_status(), "p:sites:status");
   EXPECT_EQ(k.user_tokens("ann"), "p:user:ann:tokens");
   EXPECT_EQ(k.user_worker_tokens("ann"), "p:user:ann:worker_tokens");
   EXPECT_EQ(k.user_quota("ann"), "p:user:ann:quota");

@@ -1299,6 +1299,39 @@ describe('web pages in a real browser', { timeout: 600000 }, () => {
     await waitFor('the stream closed with the tabs', async () => (await streams()) === before, STEP_MS);
   });
 
+  step('the header shows each site\'s status as the daemon last polled it (GET /api/sites)', async () => {
+    // The records as the daemon writes them (tests/e2e/site_status_test.cpp polls real answers).
+    const now = Date.now() / 1000;
+    const rec = (name, status, description, error) => JSON.stringify({ name, url: `http://127.0.0.1:9/${name}`, status,
+      full_name: name.toUpperCase(), description, notes: '', updated_at: '2026-12-07T10:00:00-08:00',
+      checked: now, good_at: now - 30, error });
+    await svc.redis.cmd('HSET', 'descprod:sites:status', 'alpha', rec('alpha', 'active', 'System available.', ''),
+      'beta', rec('beta', 'down', '<b>Scheduled</b> maintenance.', 'HTTP status 503'));
+    const page = await newPage();
+    await login(page, userName, userPass);
+    await page.goto(svc.url('/'));
+    const badges = page.locator('#site-status .site-badge');
+    await waitFor('two site badges', async () => (await badges.count()) === 2, STEP_MS);
+    assert.equal(await badges.nth(0).textContent(), 'alpha: active');
+    assert.equal(await badges.nth(0).getAttribute('data-status'), 'active');
+    assert.equal(await badges.nth(1).textContent(), 'beta: down');
+    assert.equal(await badges.nth(1).getAttribute('data-status'), 'down');
+    const title = await badges.nth(1).getAttribute('title');
+    assert.match(title, /<b>Scheduled<\/b> maintenance\./, 'the description, as text');
+    assert.match(title, /reported 3\d s ago/);
+    assert.match(title, /last check failed: HTTP status 503/);
+    assert.equal(await page.locator('#site-status b').count(), 0, 'no markup from a site is rendered');
+    fs.mkdirSync(SHOTS, { recursive: true });
+    await page.locator('header').screenshot({ path: path.join(SHOTS, 'header-sites.png') });
+    await page.context().close();
+    const admin = await newPage();
+    await login(admin, adminName, adminPass);
+    await admin.goto(svc.url('/admin'));
+    await waitFor('the admin page\'s site badges', async () => (await admin.locator('#site-status .site-badge').count()) === 2, STEP_MS);
+    await admin.context().close();
+    await svc.redis.cmd('DEL', 'descprod:sites:status');
+  });
+
   step('a Redis outage shows on the open page, and the page is live again after it', async () => {
     const page = await newPage();
     await login(page, userName, userPass);
