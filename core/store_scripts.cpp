@@ -105,7 +105,7 @@ std::string lua_head_keys() {
 // Shared by every script, after the rendered tables.
 const char* shared = R"LUA(
 -- What a completed recount has derived from the jobs (recount_init, recount_step): '2' = the
--- state counts, the owners' pending sets and their Active indexes. Raised when a recount comes to
+-- state counts, the owners' pending sets and their Active and find indexes. Raised when a recount comes to
 -- derive more, so that a store written before gets it.
 local DERIVED = '2'
 local function now_s()
@@ -757,7 +757,7 @@ return {'ok', j.state, j.attempt, j.worker}
     // recount_init: force(0|1) now
     // Starts a recount when the counts do not exist yet, when they were built by a recount that
     // derived less than this one does (their '_derived' mark is not DERIVED: a store from before
-    // the owners' Active index), or always, with force: every state's count 0, and the recount's
+    // the owners' Active and find indexes), or always, with force: every state's count 0, and the recount's
     // cursor at job ID 0. An unfinished recount is left to go on.
     R"LUA(
 local exists = redis.call('HEXISTS', SK, S.ready) == 1
@@ -776,8 +776,8 @@ return {'ok', 'started'}
     // written). Jobs up to the cursor are counted by the transition scripts from then on (count()
     // above), so a job is counted exactly once whatever runs meanwhile. Several gateways may step
     // the same recount. It also writes each job into the sets derived from it that a store from
-    // before them lacks: its owner's pending set and Active index (the scripts keep both from
-    // then on; adding a member there already, or removing one absent, changes nothing).
+    // before them lacks: its owner's pending set, Active index and find index (the scripts keep
+    // them from then on; adding a member there already, or removing one absent, changes nothing).
     R"LUA(
 local c = redis.call('HGET', SK, '_rebuild_upto')
 if not c then return {'ok', 'complete', '0'} end

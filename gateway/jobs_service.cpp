@@ -266,6 +266,15 @@ command find_cmd(const keys& k, const std::string& owner, const std::vector<job_
   return c;
 }
 
+// The find index's entries as the plan's per-job HMGET replies (an ID without an entry is gone:
+// a nil reply, which matches nothing).
+std::vector<redis_reply> fields_from_find(const field_plan& plan, const redis_reply& found) {
+  std::vector<redis_reply> out(found.elements.size());
+  for (std::size_t i = 0; i < found.elements.size(); ++i)
+    if (!found.elements[i].is_nil()) out[i] = plan.from_find(found.elements[i].str);
+  return out;
+}
+
 std::vector<std::string> id_strings(const std::vector<field_plan::scanned>& jobs, std::size_t first,
                                     std::size_t n) {
   std::vector<std::string> out;
@@ -482,24 +491,19 @@ net::awaitable<job_list> scan_jobs(gateway_context& ctx, id_source src, list_que
     if (ids.empty()) break;
     if (scanned + ids.size() > filter_scan_window) ids.resize(filter_scan_window - scanned);
     scanned += ids.size();
+    // The fields of the chunk's jobs: from the owner's find index (one command), else per job.
+    std::vector<redis_reply> fields;
     if (!find_owner.empty()) {
-      // The owner's find index: one command for the chunk (an ID without an entry is gone).
       auto found = co_await ctx.redis->async_exec(find_cmd(k, find_owner, ids));
-      for (std::size_t i = 0; i < ids.size() && i < found.elements.size(); ++i) {
-        if (found.elements[i].is_nil()) continue;
-        auto m = plan.match(ids[i], plan.from_find(found.elements[i].str));
-        if (!m) continue;
-        ++matched;
-        if (by_id || after_cursor(q, *m)) matches.push_back(*m);
-      }
+      fields = fields_from_find(plan, found);
     } else {
-      auto fields = co_await ctx.redis->async_pipeline(plan_cmds(k, ids, plan));
-      for (std::size_t i = 0; i < ids.size() && i < fields.size(); ++i) {
-        auto m = plan.match(ids[i], fields[i]);
-        if (!m) continue;
-        ++matched;
-        if (by_id || after_cursor(q, *m)) matches.push_back(*m);
-      }
+      fields = co_await ctx.redis->async_pipeline(plan_cmds(k, ids, plan));
+    }
+    for (std::size_t i = 0; i < ids.size() && i < fields.size(); ++i) {
+      auto m = plan.match(ids[i], fields[i]);
+      if (!m) continue;
+      ++matched;
+      if (by_id || after_cursor(q, *m)) matches.push_back(*m);
     }
     if (by_id && !counting && matches.size() >= wanted) break;
   }

@@ -209,13 +209,7 @@ TEST(ApiFind, FiltersSortsAndCursorPagesAgreeWithTheJobsFields) {
 // 200 or 429 with Retry-After (never a 5xx), and once they are over a search is answered again.
 TEST(ApiFind, ManySearchesAtOnceAreAdmittedTwoAtATimeAndTheRestToldToRetry) {
   service s(api_options(0));
-  for (int chunk = 0; chunk < 5; ++chunk) {
-    std::string body = R"({"jobs":[)";
-    for (int i = 0; i < 10000; ++i)
-      body += std::string(i ? "," : "") + R"({"jobtype":"marker","config":"x)" + std::to_string(i) + "\"}";
-    body += "]}";
-    ASSERT_EQ(s.call("POST", "/api/jobs/bulk", body).status, 201);
-  }
+  for (int chunk = 0; chunk < 5; ++chunk) ASSERT_EQ(submit_bulk(s, "marker", "x", 10000).size(), 10000u);
   std::vector<int> status(10, 0);
   std::vector<std::string> retry(10);
   std::vector<std::thread> threads;
@@ -250,15 +244,7 @@ TEST(ApiFind, ManySearchesAtOnceAreAdmittedTwoAtATimeAndTheRestToldToRetry) {
 // is answered right while the gateway rebuilds it, and from the index afterwards.
 TEST(ApiFind, TheActiveViewIsARangeOfAnIndexThatAStoreFromBeforeItGets) {
   service s(api_options(0));
-  std::string body = R"({"jobs":[)";
-  for (int i = 0; i < 40; ++i)
-    body += std::string(i ? "," : "") + R"({"jobtype":"marker","config":"act)" + std::to_string(i) + "\"}";
-  body += "]}";
-  auto made = s.call("POST", "/api/jobs/bulk", body);
-  ASSERT_EQ(made.status, 201) << made.body;
-  std::vector<long long> ids;
-  auto made_json = made.json();
-  for (const auto& v : made_json.as_object().at("ids").as_array()) ids.push_back(v.to_number<long long>());
+  auto ids = submit_bulk(s, "marker", "act", 40);
   ASSERT_EQ(ids.size(), 40u);
   std::set<long long> archived;
   for (int i : {0, 7, 8, 21, 39}) {

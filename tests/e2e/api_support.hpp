@@ -36,6 +36,24 @@ inline std::string path_of(long long id, const std::string& sub = "") {
   return "/api/jobs/" + std::to_string(id) + sub;
 }
 
+// POST /api/jobs/bulk of n jobs of `jobtype` with configs <prefix>0 .. <prefix>(n-1); returns
+// their IDs (none, recording a test failure, when it is not 201).
+inline std::vector<long long> submit_bulk(service& s, const std::string& jobtype, const std::string& prefix,
+                                          int n) {
+  std::string body = R"({"jobs":[)";
+  for (int i = 0; i < n; ++i)
+    body += std::string(i ? "," : "") + R"({"jobtype":")" + jobtype + R"(","config":")" + prefix +
+            std::to_string(i) + "\"}";
+  body += "]}";
+  auto r = s.call("POST", "/api/jobs/bulk", body);
+  EXPECT_EQ(r.status, 201) << r.body;
+  std::vector<long long> ids;
+  if (r.status != 201) return ids;
+  auto answer = r.json();  // kept: a range-for over a temporary's member would dangle
+  for (const auto& v : answer.as_object().at("ids").as_array()) ids.push_back(v.to_number<long long>());
+  return ids;
+}
+
 // A browser's side of the web pages: a session cookie and its CSRF token (web_accounts_test,
 // api_log_test).
 struct web_client {

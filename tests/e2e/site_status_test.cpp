@@ -12,13 +12,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
 #include <atomic>
-#include <filesystem>
 #include <boost/json.hpp>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <string>
-#include <sys/stat.h>
 #include <thread>
 
 #include "tests/e2e/api_support.hpp"
@@ -51,7 +51,9 @@ class status_server {
     ::close(fd_);
   }
   int port() const { return port_; }
-  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+  std::string url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(port_) + path;
+  }
   void set(const std::string& path, int status, std::string body) {
     std::lock_guard<std::mutex> l(m_);
     answers_[path] = {status, std::move(body)};
@@ -82,7 +84,8 @@ class status_server {
         if (auto it = answers_.find(path); it != answers_.end()) std::tie(status, body) = it->second;
       }
       std::string out = "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Type: application/json\r\n" +
-                        "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+                        "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
+                        body;
       (void)!::write(c, out.data(), out.size());
       ::close(c);
     }
@@ -98,8 +101,8 @@ class status_server {
 // NERSC's status API's document for a system (https://api.nersc.gov/api/v1.2/status/<system>).
 std::string nersc_status(const std::string& name, const std::string& status, const std::string& description) {
   return R"({"name":")" + name + R"(","full_name":")" + name + R"( system","description":")" + description +
-         R"(","system_type":"compute","notes":["maintenance at 08:00","scratch degraded"],"status":")" + status +
-         R"(","updated_at":"2026-12-07T10:00:00-08:00"})";
+         R"(","system_type":"compute","notes":["maintenance at 08:00","scratch degraded"],"status":")" +
+         status + R"(","updated_at":"2026-12-07T10:00:00-08:00"})";
 }
 
 // A loopback port nothing listens on.
@@ -143,20 +146,32 @@ TEST(SiteStatus, TheDaemonPollsEachSiteKeepsTheLastGoodAnswerAndSendsNoPilotToAS
   const std::string calls = fake.file("calls");
   auto sbatch = fake.file("sbatch");
   // Counts its calls and refuses (no pilot is ever made): only whether it is run matters here.
-  write_file(sbatch, "#!/bin/sh\necho x >> '" + calls + "'\necho 'sbatch: error: test refuses' >&2\nexit 1\n");
+  write_file(sbatch,
+             "#!/bin/sh\necho x >> '" + calls + "'\necho 'sbatch: error: test refuses' >&2\nexit 1\n");
   ::chmod(sbatch.c_str(), 0755);
 
   service_options o = api_options(0);
-  o.daemon_extra = "sites:\n"
-                   "  - {name: alpha, status_url: '" + web.url("/status/alpha") + "', poll_s: 1, timeout_s: 2}\n"
-                   "  - {name: beta, status_url: '" + web.url("/status/beta") + "', poll_s: 1}\n"
-                   "  - {name: gamma, status_url: '" + web.url("/status/gamma") + "', poll_s: 1}\n"
-                   "  - {name: delta, status_url: '" + web.url("/status/delta") + "', poll_s: 1}\n"
-                   "  - {name: epsilon, status_url: 'http://127.0.0.1:" + std::to_string(closed_port()) +
-                   "/status/epsilon', poll_s: 1, timeout_s: 1}\n"
-                   "pilots:\n  enabled: true\n  site: gamma\n  min: 1\n  max: 1\n  sbatch: " + sbatch +
-                   "\n  log_dir: " + fake.file("pilots") +
-                   "\n  check_interval_ms: 100\n  backoff_min_ms: 200\n  backoff_max_ms: 400\n";
+  o.daemon_extra =
+      "sites:\n"
+      "  - {name: alpha, status_url: '" +
+      web.url("/status/alpha") +
+      "', poll_s: 1, timeout_s: 2}\n"
+      "  - {name: beta, status_url: '" +
+      web.url("/status/beta") +
+      "', poll_s: 1}\n"
+      "  - {name: gamma, status_url: '" +
+      web.url("/status/gamma") +
+      "', poll_s: 1}\n"
+      "  - {name: delta, status_url: '" +
+      web.url("/status/delta") +
+      "', poll_s: 1}\n"
+      "  - {name: epsilon, status_url: 'http://127.0.0.1:" +
+      std::to_string(closed_port()) +
+      "/status/epsilon', poll_s: 1, timeout_s: 1}\n"
+      "pilots:\n  enabled: true\n  site: gamma\n  min: 1\n  max: 1\n  script: " DESCPROD_SOURCE_DIR
+      "/scripts/slurm/descprod-pilot.sbatch\n  sbatch: " +
+      sbatch + "\n  log_dir: " + fake.file("pilots") +
+      "\n  check_interval_ms: 100\n  backoff_min_ms: 200\n  backoff_max_ms: 400\n";
   service s(o);
 
   std::map<std::string, json::object> m;
@@ -178,7 +193,8 @@ TEST(SiteStatus, TheDaemonPollsEachSiteKeepsTheLastGoodAnswerAndSendsNoPilotToAS
   EXPECT_EQ(field(m, "delta", "status"), "unknown") << "a malformed answer is no status";
   EXPECT_NE(field(m, "delta", "error").find("not JSON"), std::string::npos) << field(m, "delta", "error");
   EXPECT_EQ(field(m, "epsilon", "status"), "unknown");
-  EXPECT_NE(field(m, "epsilon", "error").find("unreachable"), std::string::npos) << field(m, "epsilon", "error");
+  EXPECT_NE(field(m, "epsilon", "error").find("unreachable"), std::string::npos)
+      << field(m, "epsilon", "error");
   EXPECT_FALSE(m["epsilon"].contains("age_s"));
 
   // The site that is down gets no pilot: its sbatch is never run, the reason is in the log.
@@ -193,7 +209,8 @@ TEST(SiteStatus, TheDaemonPollsEachSiteKeepsTheLastGoodAnswerAndSendsNoPilotToAS
   ASSERT_TRUE(wait_until([&] { return !field(sites_of(s), "alpha", "error").empty(); }, 10s));
   m = sites_of(s);
   EXPECT_EQ(field(m, "alpha", "status"), "active");
-  EXPECT_NE(field(m, "alpha", "error").find("no status string"), std::string::npos) << field(m, "alpha", "error");
+  EXPECT_NE(field(m, "alpha", "error").find("no status string"), std::string::npos)
+      << field(m, "alpha", "error");
   web.set("/status/alpha", 503, "{}");
   ASSERT_TRUE(wait_until([&] { return field(sites_of(s), "alpha", "error") == "HTTP status 503"; }, 10s));
   EXPECT_EQ(field(sites_of(s), "alpha", "status"), "active");

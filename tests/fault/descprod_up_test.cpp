@@ -248,7 +248,8 @@ std::map<std::string, std::string> hgetall(redis_sync& r, const std::string& key
 long long sum_of_counts(redis_sync& r) {
   auto m = hgetall(r, "descprod:stats:jobs_by_state");
   long long n = 0;
-  for (const auto& [k, v] : m) n += std::stoll(v);
+  for (const auto& [k, v] : m)
+    if (k.rfind('_', 0) != 0) n += std::stoll(v);  // not the recount's marks (_derived)
   return n;
 }
 

@@ -30,8 +30,9 @@ TEST(SiteDocument, NerscsStatusDocumentIsReadAndJunkIsRefusedWithAReason) {
   auto n = parse_site_document(R"({"status":"down","notes":"one note"})", why);
   ASSERT_TRUE(n);
   EXPECT_EQ(n->notes, "one note");
-  for (const char* bad : {"", "not json", "[1,2]", "{}", R"({"status":7})", R"({"status":""})",
-                          R"({"status":"<script>"})", R"({"status":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"})"}) {
+  for (const char* bad :
+       {"", "not json", "[1,2]", "{}", R"({"status":7})", R"({"status":""})", R"({"status":"<script>"})",
+        R"({"status":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"})"}) {
     why.clear();
     EXPECT_FALSE(parse_site_document(bad, why)) << bad;
     EXPECT_FALSE(why.empty()) << bad;
