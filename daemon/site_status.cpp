@@ -91,11 +91,12 @@ std::optional<site_document> parse_site_document(std::string_view body, std::str
     return std::nullopt;
   }
   site_document d;
-  for (char c : std::string_view(st->value().as_string())) d.status += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  bool word = !d.status.empty() && d.status.size() <= 32 &&
-              std::all_of(d.status.begin(), d.status.end(), [](char c) {
-                return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == ' ';
-              });
+  for (char c : std::string_view(st->value().as_string()))
+    d.status += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  bool word =
+      !d.status.empty() && d.status.size() <= 32 && std::all_of(d.status.begin(), d.status.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == ' ';
+      });
   if (!word) {
     why = "the status is not a word";
     return std::nullopt;
@@ -224,8 +225,8 @@ net::awaitable<void> site_monitor::poll_loop(site_status_config site) {
     } else {
       ++r.failures;
       if (r.failures == 1 || r.error != why)
-        log::warn("site status poll failed site={} url={} error={} failures={}", site.name, site.status_url, why,
-                  r.failures);
+        log::warn("site status poll failed site={} url={} error={} failures={}", site.name, site.status_url,
+                  why, r.failures);
       r.error = why;
     }
     write(r);
