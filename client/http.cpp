@@ -218,15 +218,15 @@ std::string http_reply::header(std::string_view name) const {
 }
 
 http_reply http_request(const url_parts& url, std::string_view method, std::string_view target,
-                        std::string_view body, const header_list& headers,
-                        std::chrono::milliseconds timeout) {
+                        std::string_view body, const header_list& headers, std::chrono::milliseconds timeout,
+                        std::uint64_t max_body) {
   connection c(url);
   c.connect(timeout);
   auto req = make_request(url, method, target, body, headers, false);
   c.write(req, timeout);
 
   http::response_parser<http::string_body> parser;
-  parser.body_limit(max_body_bytes);
+  parser.body_limit(std::min(max_body, max_body_bytes));
   error_code ec;
   c.tcp_layer().expires_after(timeout);
   c.with_stream([&](auto& s) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -48,10 +49,12 @@ struct http_reply {
 };
 
 // One request on a new connection (Connection: close). `target` is appended to url.base. A
-// non-empty body is sent as application/json. Throws `unreachable`.
+// non-empty body is sent as application/json. An answer's body larger than `max_body` (at most
+// 64 MiB) fails the read. Throws `unreachable`.
 http_reply http_request(const url_parts& url, std::string_view method, std::string_view target,
                         std::string_view body = {}, const header_list& headers = {},
-                        std::chrono::milliseconds timeout = std::chrono::seconds(30));
+                        std::chrono::milliseconds timeout = std::chrono::seconds(30),
+                        std::uint64_t max_body = std::uint64_t(64) << 20);
 
 // One Server-Sent Event: the `id:`, `event:` and (joined) `data:` lines before a blank line.
 struct sse_event {

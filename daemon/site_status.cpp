@@ -15,6 +15,8 @@ namespace {
 
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 constexpr std::size_t max_text = 2000;
+// A status document is a few hundred bytes; a larger answer is refused unread.
+constexpr std::uint64_t max_answer_bytes = 64 * 1024;
 
 // Text from a site for a record: control characters dropped, at most max_text bytes (cut back to
 // the start of a UTF-8 sequence).
@@ -58,7 +60,7 @@ fetch_outcome fetch_blocking(const std::string& url, std::chrono::seconds timeou
   try {
     client::header_list h;
     h.emplace_back("Accept", "application/json");
-    auto r = client::http_request(*parts, "GET", "", {}, h, timeout);
+    auto r = client::http_request(*parts, "GET", "", {}, h, timeout, max_answer_bytes);
     out.status = r.status;
     out.body = std::move(r.body);
   } catch (const std::exception& e) {

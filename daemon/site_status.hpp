@@ -7,7 +7,8 @@
 // reported `down` (pilot_manager asks down_reason()).
 //
 // A poll is one GET (http or https, the system's CA certificates, the timeout of the site's
-// config) on a thread of the monitor's own, so that a slow site stalls nothing. A failed poll (the
+// config, an answer of at most 64 KiB) on a thread of the monitor's own, so that a slow site
+// stalls nothing. A failed poll (the
 // site unreachable, an HTTP status other than 200, an answer that is not such a document) keeps
 // the last good answer, records the error and retries sooner than the poll interval at first,
 // then backs off: poll_s × 1/4, 1/2, 1, 2, 4 (at most 4 × poll_s), so a flapping site is not

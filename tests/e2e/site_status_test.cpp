@@ -142,6 +142,8 @@ TEST(SiteStatus, TheDaemonPollsEachSiteKeepsTheLastGoodAnswerAndSendsNoPilotToAS
   web.set("/status/beta", 200, nersc_status("beta", "degraded", "Scratch is slow."));
   web.set("/status/gamma", 200, nersc_status("gamma", "down", "Scheduled maintenance."));
   web.set("/status/delta", 200, "<html>not JSON</html>");
+  // zeta answers a document of 200 KiB: refused unread (at most 64 KiB).
+  web.set("/status/zeta", 200, nersc_status("zeta", "active", std::string(200 * 1024, 'x')));
   temp_dir fake("descprod-fake-sbatch-");
   const std::string calls = fake.file("calls");
   auto sbatch = fake.file("sbatch");
@@ -168,6 +170,9 @@ TEST(SiteStatus, TheDaemonPollsEachSiteKeepsTheLastGoodAnswerAndSendsNoPilotToAS
       "  - {name: epsilon, status_url: 'http://127.0.0.1:" +
       std::to_string(closed_port()) +
       "/status/epsilon', poll_s: 1, timeout_s: 1}\n"
+      "  - {name: zeta, status_url: '" +
+      web.url("/status/zeta") +
+      "', poll_s: 1}\n"
       "pilots:\n  enabled: true\n  site: gamma\n  min: 1\n  max: 1\n  script: " DESCPROD_SOURCE_DIR
       "/scripts/slurm/descprod-pilot.sbatch\n  sbatch: " +
       sbatch + "\n  log_dir: " + fake.file("pilots") +
@@ -180,11 +185,13 @@ TEST(SiteStatus, TheDaemonPollsEachSiteKeepsTheLastGoodAnswerAndSendsNoPilotToAS
         m = sites_of(s);
         return field(m, "alpha", "status") == "active" && field(m, "beta", "status") == "degraded" &&
                field(m, "gamma", "status") == "down" && !field(m, "delta", "error").empty() &&
-               !field(m, "epsilon", "error").empty();
+               !field(m, "epsilon", "error").empty() && !field(m, "zeta", "error").empty();
       },
       20s))
       << s.call("GET", "/api/sites").body;
-  EXPECT_EQ(m.size(), 5u);
+  EXPECT_EQ(m.size(), 6u);
+  EXPECT_EQ(field(m, "zeta", "status"), "unknown") << "an answer over 64 KiB is refused";
+  EXPECT_NE(field(m, "zeta", "error").find("body limit"), std::string::npos) << field(m, "zeta", "error");
   EXPECT_EQ(field(m, "alpha", "description"), "System available.");
   EXPECT_EQ(field(m, "alpha", "notes"), "maintenance at 08:00; scratch degraded");
   EXPECT_EQ(field(m, "alpha", "updated_at"), "2026-12-07T10:00:00-08:00");
