@@ -37,19 +37,10 @@
 #include <vector>
 
 #include "core/config.hpp"
+#include "core/site_document.hpp"
 #include "daemon/context.hpp"
 
 namespace descprod {
-
-// A status document as read from a site (parse_site_document).
-struct site_document {
-  std::string status;  // lower case, 1..32 of a-z, 0-9, '_', '-', ' '
-  std::string full_name, description, notes, updated_at;
-};
-
-// The document in `body`, or nullopt with the reason in `why` (not JSON, not an object, no
-// status string, a status that is not a word).
-std::optional<site_document> parse_site_document(std::string_view body, std::string& why);
 
 // What the daemon knows of one site.
 struct site_record {

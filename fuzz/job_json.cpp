@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/job.hpp"
+#include "core/site_document.hpp"
 #include "fuzz/fuzz_support.hpp"
 #include "gateway/api.hpp"
 
@@ -156,8 +157,28 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   return 0;
 }
 
+// A site's status document (core/site_document.hpp) is an untrusted answer too: whatever the
+// bytes, a document read from them has a status that is a lower-case word and texts without
+// control characters, each at most site_text_max bytes; a refusal says why.
+static void check_site_document(std::string_view body) {
+  std::string why;
+  auto d = descprod::parse_site_document(body, why);
+  if (!d) {
+    FUZZ_CHECK(!why.empty());
+    return;
+  }
+  FUZZ_CHECK(!d->status.empty() && d->status.size() <= 32);
+  for (char c : d->status)
+    FUZZ_CHECK((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == ' ');
+  for (const std::string* t : {&d->full_name, &d->description, &d->notes, &d->updated_at}) {
+    FUZZ_CHECK(t->size() <= descprod::site_text_max);
+    for (unsigned char c : *t) FUZZ_CHECK(c >= 0x20 && c != 0x7f);
+  }
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view body(reinterpret_cast<const char*>(data), size);
+  check_site_document(body);
   boost::json::value v;
   auto e = gw::parse_json_body(body, v);
   FUZZ_CHECK(e.has_value() == (body.empty() || !fuzz::parses_as_json(body)));
