@@ -24,9 +24,6 @@ namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 using error_code = boost::system::error_code;
 
-// Answers larger than this are refused (a job list of 1000 jobs is well below it).
-constexpr std::uint64_t max_body_bytes = 64ull << 20;
-
 std::string lower(std::string_view s) {
   std::string out(s);
   for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -226,7 +223,7 @@ http_reply http_request(const url_parts& url, std::string_view method, std::stri
   c.write(req, timeout);
 
   http::response_parser<http::string_body> parser;
-  parser.body_limit(std::min(max_body, max_body_bytes));
+  parser.body_limit(max_body);
   error_code ec;
   c.tcp_layer().expires_after(timeout);
   c.with_stream([&](auto& s) {

@@ -48,13 +48,16 @@ struct http_reply {
   std::string header(std::string_view name) const;
 };
 
+// The largest answer body read by default (a job list of 1000 jobs is well below it).
+inline constexpr std::uint64_t default_max_body_bytes = std::uint64_t(64) << 20;
+
 // One request on a new connection (Connection: close). `target` is appended to url.base. A
-// non-empty body is sent as application/json. An answer's body larger than `max_body` (at most
-// 64 MiB) fails the read. Throws `unreachable`.
+// non-empty body is sent as application/json. An answer's body larger than `max_body` fails the
+// read. Throws `unreachable`.
 http_reply http_request(const url_parts& url, std::string_view method, std::string_view target,
                         std::string_view body = {}, const header_list& headers = {},
                         std::chrono::milliseconds timeout = std::chrono::seconds(30),
-                        std::uint64_t max_body = std::uint64_t(64) << 20);
+                        std::uint64_t max_body = default_max_body_bytes);
 
 // One Server-Sent Event: the `id:`, `event:` and (joined) `data:` lines before a blank line.
 struct sse_event {

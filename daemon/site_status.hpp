@@ -8,11 +8,10 @@
 //
 // A poll is one GET (http or https, the system's CA certificates, the timeout of the site's
 // config, an answer of at most 64 KiB) on a thread of the monitor's own, so that a slow site
-// stalls nothing. A failed poll (the
-// site unreachable, an HTTP status other than 200, an answer that is not such a document) keeps
-// the last good answer, records the error and retries sooner than the poll interval at first,
-// then backs off: poll_s × 1/4, 1/2, 1, 2, 4 (at most 4 × poll_s), so a flapping site is not
-// hammered and a site back up is seen soon.
+// stalls nothing. A failed poll (the site unreachable, an HTTP status other than 200, an answer
+// that is not such a document) keeps the last good answer, records the error and retries sooner
+// than the poll interval at first, then backs off: poll_s × 1/4, 1/2, 1, 2, 4 (at most 4 ×
+// poll_s), so a flapping site is not hammered and a site back up is seen soon.
 //
 // The record (JSON):
 //   name, url         the site and what is polled
@@ -72,7 +71,6 @@ class site_monitor {
   // The reason pilots are not submitted to `site` now ("" when they may be): the site's last good
   // answer says `down`, or its first poll has not ended yet.
   std::string down_reason(const std::string& site) const;
-  const std::map<std::string, site_record>& records() const { return records_; }
 
  private:
   net::awaitable<void> poll_loop(site_status_config site);

@@ -84,9 +84,9 @@ struct gateway_context {
   // Scans of GET /api/jobs running now (a filter, a sort or owner=*: each may read 200,000 jobs),
   // in all and by user: jobs_service admits at most max_scans_per_user and max_scans at once.
   int scans_running = 0;
-  // Whether the owners' indexes derived from their jobs (<prefix>user:<name>:active, :text,
-  // :progress) are complete: set by the state count keeper once a recount has derived them
-  // (services.hpp). Until then the Active view (archived=0) and a text search (q) read each job.
+  // Whether the owners' indexes derived from their jobs (<prefix>user:<name>:active and :find) are
+  // complete: set by the state count keeper once a recount has derived them (services.hpp). Until
+  // then the Active view (archived=0) and every scan of an owner's jobs read each job's hash.
   bool owner_indexes_ready = false;
   std::map<std::string, int, std::less<>> scans_by_user;
   // Users' quotas as last read (<prefix>user:<name>:quota), each kept quota_cache_ttl; cleared

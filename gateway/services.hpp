@@ -74,8 +74,9 @@ inline constexpr std::size_t state_count_batch = 250;
 // Keeps the hash <prefix>stats:jobs_by_state: at start and every state_count_check_interval it
 // starts a recount when the hash is missing (a first start on existing data, or an operator
 // deleted it to force one) or was built by an older recount that derived less (a store from
-// before the owners' Active indexes), and steps a recount under way to its end. `derived_ready`
-// is set true once a recount is complete, false while one runs (the Active view then scans).
+// before the owners' Active and find indexes), and steps a recount under way to its end.
+// `derived_ready` is set true once a recount is complete, false while one runs (the gateway then
+// reads each job's hash instead of those indexes).
 // Errors are logged and the next check tries again.
 class state_count_keeper {
  public:
