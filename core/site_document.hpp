@@ -16,7 +16,7 @@ namespace descprod {
 inline constexpr std::size_t site_text_max = 2000;
 
 struct site_document {
-  std::string status;  // lower case, 1..32 of a-z, 0-9, '_', '-', ' '
+  std::string status;                                     // lower case, 1..32 of a-z, 0-9, '_', '-', ' '
   std::string full_name, description, notes, updated_at;  // notes: a list joined by "; "
 };
 
