@@ -6,6 +6,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -197,6 +199,107 @@ void read_pilots(section& s, pilots_config& p) {
   s.finish();
 }
 
+namespace {
+
+// An issuer or redirect URI: https://, or http:// on a loopback host (127.0.0.1, [::1], localhost),
+// with no spaces, control characters or fragment.
+bool oidc_url_ok(const std::string& url) {
+  for (unsigned char ch : url)
+    if (ch <= 0x20 || ch == 0x7f || ch == '#') return false;
+  if (url.rfind("https://", 0) == 0) return url.size() > 8;
+  for (const char* host : {"http://127.0.0.1", "http://localhost", "http://[::1]"}) {
+    std::string h = host;
+    if (url.rfind(h, 0) == 0 && (url.size() == h.size() || url[h.size()] == ':' || url[h.size()] == '/'))
+      return true;
+  }
+  return false;
+}
+
+bool valid_provider_name(const std::string& n) {
+  if (n.empty() || n.size() > 32 || n == "callback") return false;
+  if (!((n[0] >= 'a' && n[0] <= 'z') || (n[0] >= '0' && n[0] <= '9'))) return false;
+  return n.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") == std::string::npos;
+}
+
+// gateway.oidc: a list of providers (oidc_provider_config). A relative client_secret_file is
+// read from the config file's directory.
+void read_oidc_providers(const YAML::Node& node, const std::string& file, gateway_config& g) {
+  if (!node) return;
+  if (!node.IsSequence())
+    throw config_error(where(file, node.Mark()) + ": gateway.oidc: expected a list of providers");
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < node.size(); ++i) {
+    const std::string path = "gateway.oidc[" + std::to_string(i) + "]";
+    section s(node[i], file, path);
+    oidc_provider_config p;
+    s.read("name", p.name);
+    if (p.name.empty() && node.size() == 1) p.name = "oidc";
+    if (!valid_provider_name(p.name))
+      s.fail(s.take("name") ? s.take("name") : node[i], "name",
+             "required with several providers: 1 to 32 of a-z, 0-9, '_', '-' (not 'callback')");
+    if (!names.insert(p.name).second) s.fail(s.take("name"), "name", "'" + p.name + "' is listed twice");
+    s.read("issuer", p.issuer);
+    while (!p.issuer.empty() && p.issuer.back() == '/') p.issuer.pop_back();
+    if (!oidc_url_ok(p.issuer))
+      s.fail(s.take("issuer") ? s.take("issuer") : node[i], "issuer",
+             "required: an https:// URL (http:// only on 127.0.0.1, [::1] or localhost)");
+    s.read("client_id", p.client_id);
+    if (p.client_id.empty() || p.client_id.size() > 256)
+      s.fail(s.take("client_id") ? s.take("client_id") : node[i], "client_id", "required, at most 256 bytes");
+    std::string secret_file;
+    s.read("client_secret_file", secret_file);
+    if (auto v = s.take("client_secret_file")) {
+      std::filesystem::path sp(secret_file);
+      if (sp.is_relative()) sp = std::filesystem::path(file).parent_path() / sp;
+      std::ifstream in(sp);
+      std::string line;
+      if (!in || !std::getline(in, line)) s.fail(v, "client_secret_file", "cannot read " + sp.string());
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+      if (line.empty()) s.fail(v, "client_secret_file", sp.string() + " is empty");
+      p.client_secret = line;
+    } else {
+      s.fail(node[i], "client_secret_file", "required (a file holding the client secret)");
+    }
+    s.read("token_auth", p.token_auth);
+    if (auto v = s.take("token_auth");
+        v && p.token_auth != "client_secret_basic" && p.token_auth != "client_secret_post")
+      s.fail(v, "token_auth", "expected client_secret_basic or client_secret_post");
+    s.read("scopes", p.scopes);
+    if (std::find(p.scopes.begin(), p.scopes.end(), "openid") == p.scopes.end())
+      s.fail(s.take("scopes"), "scopes", "must hold openid");
+    for (const auto& sc : p.scopes)
+      if (sc.empty() || sc.find_first_of(" \"\\") != std::string::npos || sc.size() > 64)
+        s.fail(s.take("scopes"), "scopes", "'" + sc + "' is not a scope");
+    s.read("username_claim", p.username_claim);
+    if (p.username_claim.empty() || p.username_claim.size() > 64)
+      s.fail(s.take("username_claim"), "username_claim", "expected a claim name");
+    s.read("button_label", p.button_label);
+    if (p.button_label.size() > 64) s.fail(s.take("button_label"), "button_label", "at most 64 bytes");
+    for (unsigned char ch : p.button_label)
+      if (ch < 0x20 || ch == 0x7f) s.fail(s.take("button_label"), "button_label", "no control characters");
+    if (p.button_label.empty()) p.button_label = "Log in with " + p.name;
+    s.read("allowed_email_domains", p.allowed_email_domains);
+    for (auto& d : p.allowed_email_domains) {
+      for (auto& ch : d) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (d.empty() || d.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789.-") != std::string::npos)
+        s.fail(s.take("allowed_email_domains"), "allowed_email_domains", "'" + d + "' is not a domain name");
+    }
+    s.read("auto_approve", p.auto_approve);
+    s.read("redirect_uri", p.redirect_uri);
+    if (auto v = s.take("redirect_uri"); v && !oidc_url_ok(p.redirect_uri))
+      s.fail(v, "redirect_uri", "expected an https:// URL (http:// only on a loopback host)");
+    bool loopback = g.address == "127.0.0.1" || g.address == "::1" || g.address == "localhost";
+    if (p.redirect_uri.empty() && g.public_url.empty() && !loopback)
+      s.fail(node[i], "redirect_uri",
+             "required when the gateway listens beyond loopback without gateway.public_url "
+             "(the provider sends browsers back to it)");
+    s.finish();
+    g.oidc.push_back(std::move(p));
+  }
+  if (g.oidc.size() > 16) throw config_error(file + ": gateway.oidc: at most 16 providers");
+}
+}  // namespace
+
 descprod_config parse_config(const std::string& text, const std::string& file) {
   descprod_config c;
   c.file = file;
@@ -296,6 +399,7 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
       s.read_range<long long>("register_window_s", w, 1, 7LL * 24 * 3600);
       c.gateway.register_window = std::chrono::seconds(w);
     }
+    read_oidc_providers(s.take("oidc"), file, c.gateway);
     s.finish();
   }
   {

@@ -64,6 +64,23 @@ struct app_registry {
   const app_def* find(const std::string& name) const;
 };
 
+// One OpenID Connect provider the login page offers (gateway.oidc; docs/security.md, "OpenID
+// Connect"). The client secret is read from client_secret_file at load and kept only here.
+struct oidc_provider_config {
+  std::string name;    // the path segment of /login/oidc/<name>: 1-32 of a-z 0-9 _ -, not "callback"
+  std::string issuer;  // https://..., or http:// on a loopback host (tests)
+  std::string client_id;
+  std::string client_secret;                       // from client_secret_file
+  std::string token_auth = "client_secret_basic";  // or client_secret_post
+  std::vector<std::string> scopes{"openid", "profile", "email"};
+  std::string username_claim = "preferred_username";
+  std::string button_label;  // default "Log in with <name>"
+  // Non-empty: only a verified e-mail address in one of these domains may make an account.
+  std::vector<std::string> allowed_email_domains;
+  bool auto_approve = false;  // new accounts are active at once (else pending, as a registration)
+  std::string redirect_uri;   // default <public_url>/login/oidc/callback (or the request's Host on loopback)
+};
+
 struct gateway_config {
   std::string address = "127.0.0.1";
   int port = 8080;
@@ -117,6 +134,8 @@ struct gateway_config {
   // Registrations one client address may make per register_window.
   std::size_t register_per_address = 10;
   std::chrono::seconds register_window{3600};
+  // OpenID Connect providers (gateway.oidc): a login button each on /login.
+  std::vector<oidc_provider_config> oidc;
 };
 
 struct daemon_config {

@@ -41,6 +41,8 @@
 //   P notify:sent                 hash    user → when the last mail went (epoch s)
 //   P stats:samples               stream  the daemon's samples of the last hour (stats_sampler.hpp)
 //   P sites:status                hash    site name → its status record, JSON (daemon/site_status.hpp)
+//   P oidc:state:<sha256>         string  an OpenID Connect login under way (JSON; TTL 600 s)
+//   P oidc:links                  hash    "<iss> <sub>" → the account an identity logs in as
 //
 // Thread-safety: a value type; const methods only.
 #pragma once
@@ -99,6 +101,12 @@ class keys {
   std::string notify_sent() const { return p_ + "notify:sent"; }
   std::string stats_samples() const { return p_ + "stats:samples"; }
   std::string site_status() const { return p_ + "sites:status"; }
+  // An OpenID Connect login under way, by the sha256 of its state (gateway/oidc.hpp).
+  std::string oidc_state(std::string_view state_sha256) const {
+    return p_ + "oidc:state:" + std::string(state_sha256);
+  }
+  // Identities linked to accounts: "<iss> <sub>" → account name.
+  std::string oidc_links() const { return p_ + "oidc:links"; }
 
   // The Lua functions K.<name>(x) that build, from the prefix P (ARGV[1] in the store's scripts),
   // the keys a script derives from data it reads: a job's keys from an ID, an owner's job index,

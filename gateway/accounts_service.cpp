@@ -26,33 +26,6 @@ using detail::now_s;
 
 namespace {
 
-// Runs fn on `pool` (inline when null) and completes on the caller's executor; an exception
-// thrown by fn is rethrown to the awaiting coroutine.
-template <class T, class Token>
-auto async_offload(net::thread_pool* pool, std::function<T()> fn, Token&& token) {
-  return net::async_initiate<Token, void(std::exception_ptr, T)>(
-      [pool](auto handler, std::function<T()> f) {
-        auto ex = net::get_associated_executor(handler);
-        auto guard = net::make_work_guard(ex);
-        auto work = [f = std::move(f), handler = std::move(handler), ex, guard = std::move(guard)]() mutable {
-          std::exception_ptr ep;
-          T value{};
-          try {
-            value = f();
-          } catch (...) {
-            ep = std::current_exception();
-          }
-          net::post(ex, [handler = std::move(handler), ep, value = std::move(value)]() mutable {
-            std::move(handler)(ep, std::move(value));
-          });
-          guard.reset();
-        };
-        if (pool) net::post(*pool, std::move(work));
-        else work();
-      },
-      token, std::move(fn));
-}
-
 password_cost cost_of(const gateway_context& ctx) {
   password_cost c;
   c.opslimit = ctx.config.password_opslimit;
@@ -155,9 +128,10 @@ net::awaitable<result<session>> login(gateway_context& ctx, std::string name, st
   bool ok = false;
   if (hash.empty()) {
     // No such user (or no password): spend the same time as a real check.
-    co_await async_offload<std::string>(ctx.blocking, hash_job(password, cost_of(ctx)), net::use_awaitable);
+    co_await detail::async_offload<std::string>(ctx.blocking, hash_job(password, cost_of(ctx)),
+                                                net::use_awaitable);
   } else {
-    ok = co_await async_offload<bool>(ctx.blocking, verify_job(hash, password), net::use_awaitable);
+    ok = co_await detail::async_offload<bool>(ctx.blocking, verify_job(hash, password), net::use_awaitable);
   }
   if (!ok) {
     log::info("login refused user={} address={} reason=credentials", name, peer);
@@ -175,15 +149,23 @@ net::awaitable<result<session>> login(gateway_context& ctx, std::string name, st
     log::info("login refused user={} reason={}", name, account);
     co_return forbidden(why);
   }
+  std::string role = field_or_empty(user, "role").empty() ? "user" : field_or_empty(user, "role");
+  out = co_await open_session(ctx, name, role, old_cookie_token);
+  log::info("login user={} role={}", name, out.role);
+  co_return out;
+}
+
+net::awaitable<session> open_session(gateway_context& ctx, std::string name, std::string role,
+                                     std::string old_cookie_token) {
+  session out;
   out.token = new_token();
   out.csrf = random_hex();
-  out.role = field_or_empty(user, "role").empty() ? "user" : field_or_empty(user, "role");
+  out.role = std::move(role);
   std::string key = keys_of(ctx).session(sha256_hex(out.token));
   // Each login is a session of DESCprod's kind: its jobs carry its number.
   auto sid = co_await ctx.redis->async_exec(redis_cmd("INCR", keys_of(ctx).next_session_id()));
   co_await ctx.redis->async_pipeline(
       new_session_cmds(ctx, key, name, out.csrf, now_s(ctx), old_cookie_token, std::to_string(sid.integer)));
-  log::info("login user={} role={}", name, out.role);
   co_return out;
 }
 
@@ -196,8 +178,8 @@ net::awaitable<status> register_user(gateway_context& ctx, std::string name, std
   hash_ticket ticket(ctx.guard ? &ctx.guard->hashing : nullptr, peer);
   if (!ticket.admitted()) co_return hashing_busy();
   register_attempted(ctx, peer);
-  std::string hash =
-      co_await async_offload<std::string>(ctx.blocking, hash_job(password, cost_of(ctx)), net::use_awaitable);
+  std::string hash = co_await detail::async_offload<std::string>(
+      ctx.blocking, hash_job(password, cost_of(ctx)), net::use_awaitable);
   auto reply = co_await ctx.redis->async_exec(register_user_cmd(ctx.prefix, name, email, hash, now_s(ctx)));
   if (reply.is_error()) co_return internal_error("registration failed: " + reply.str);
   if (reply.as_integer() == 0) {

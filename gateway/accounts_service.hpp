@@ -50,6 +50,10 @@ struct session {
 // unauthorized; an account that is not active is forbidden, saying why.
 net::awaitable<result<session>> login(gateway_context& ctx, std::string name, std::string password,
                                       std::string old_cookie_token, std::string peer);
+// A new session for `name` (whose credentials the caller checked: a password, or an OpenID
+// Connect ID token); `old_cookie_token` (the browser's previous session, if any) is ended.
+net::awaitable<session> open_session(gateway_context& ctx, std::string name, std::string role,
+                                     std::string old_cookie_token);
 // Registers a pending account (an administrator approves it).
 net::awaitable<status> register_user(gateway_context& ctx, std::string name, std::string email,
                                      std::string password, std::string peer);

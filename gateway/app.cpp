@@ -27,6 +27,7 @@
 #include "gateway/guard.hpp"
 #include "gateway/handler.hpp"
 #include "gateway/notices.hpp"
+#include "gateway/oidc.hpp"
 #include "gateway/server.hpp"
 #include "gateway/services.hpp"
 
@@ -115,6 +116,10 @@ class gateway_app {
     ctx_.redis_ready = [this] { return keeper_.serving(); };
     ctx_.blocking = &hashing_;
     ctx_.guard = &guard_;
+    if (!ctx_.config.oidc.empty()) {
+      oidc_ = std::make_unique<oidc::registry>(ctx_.config.oidc);
+      ctx_.oidc = oidc_.get();
+    }
     ctx_.tls = tls_ != nullptr;
     ctx_.http_metrics = &http_metrics_;
     ctx_.gateway_state = [this] {
@@ -237,6 +242,7 @@ class gateway_app {
   std::unique_ptr<net::ssl::context> tls_;
   net::thread_pool hashing_;
   request_guard guard_;
+  std::unique_ptr<oidc::registry> oidc_;  // refers to ctx_.config.oidc
   metrics::http_metrics http_metrics_;
   double start_time_s_ =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();

@@ -174,6 +174,7 @@ request_guard::request_guard(const gateway_config& c, std::size_t hashing_thread
     : accounts(throttle_policy(c, c.login_free_failures)),
       addresses(throttle_policy(c, c.login_address_free_failures)),
       registrations(c.register_per_address, c.register_window),
+      oidc_starts(oidc_starts_per_minute, std::chrono::seconds(60)),
       hashing(hashing_threads + c.password_hash_queue, c.password_hashes_per_address) {}
 
 std::optional<api_error> login_refusal(const gateway_context& ctx, const std::string& name,

@@ -38,6 +38,8 @@ inline constexpr std::size_t max_throttle_keys = 100000;
 // Retry-After of a refused event stream and of a refused password hash (seconds).
 inline constexpr long long stream_retry_after_s = 10;
 inline constexpr long long hash_retry_after_s = 1;
+// OpenID Connect logins one address may start per minute (each keeps a state in Redis 10 minutes).
+inline constexpr std::size_t oidc_starts_per_minute = 30;
 
 // Raises the soft RLIMIT_NOFILE to the hard limit (best effort) and returns the soft limit now
 // in effect (0 when unknown).
@@ -135,6 +137,7 @@ struct request_guard {
   failure_throttle accounts;
   failure_throttle addresses;
   window_counter registrations;
+  window_counter oidc_starts;  // OpenID Connect logins started per address (oidc_starts_per_minute)
   hash_gate hashing;
 };
 

@@ -33,6 +33,9 @@ struct request_guard;
 class submit_notices;
 class create_batcher;
 class creation_summary;
+namespace oidc {
+class registry;
+}
 
 using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
@@ -75,6 +78,9 @@ struct gateway_context {
   // Login and registration throttles and the hashing admission (guard.hpp); null: none (unit
   // tests).
   request_guard* guard = nullptr;
+  // The OpenID Connect providers of gateway.oidc and what was fetched from them (oidc.hpp); null:
+  // none configured.
+  oidc::registry* oidc = nullptr;
   // Whether this gateway serves HTTPS (cookies get the Secure attribute).
   bool tls = false;
   // This process's request metrics (the server observes every answer); null: none kept.

@@ -5,6 +5,11 @@
 // Thread-safety: as handler.hpp (one io_context thread).
 #pragma once
 
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <exception>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -16,6 +21,33 @@
 #include "gateway/web.hpp"
 
 namespace descprod::gateway::detail {
+
+// Runs fn on `pool` (inline when null) and completes on the caller's executor; an exception
+// thrown by fn is rethrown to the awaiting coroutine.
+template <class T, class Token>
+auto async_offload(net::thread_pool* pool, std::function<T()> fn, Token&& token) {
+  return net::async_initiate<Token, void(std::exception_ptr, T)>(
+      [pool](auto handler, std::function<T()> f) {
+        auto ex = net::get_associated_executor(handler);
+        auto guard = net::make_work_guard(ex);
+        auto work = [f = std::move(f), handler = std::move(handler), ex, guard = std::move(guard)]() mutable {
+          std::exception_ptr ep;
+          T value{};
+          try {
+            value = f();
+          } catch (...) {
+            ep = std::current_exception();
+          }
+          net::post(ex, [handler = std::move(handler), ep, value = std::move(value)]() mutable {
+            std::move(handler)(ep, std::move(value));
+          });
+          guard.reset();
+        };
+        if (pool) net::post(*pool, std::move(work));
+        else work();
+      },
+      token, std::move(fn));
+}
 
 double now_s(const gateway_context& ctx);
 // The Redis keys of this gateway's prefix (core/keys.hpp).
@@ -118,6 +150,9 @@ net::awaitable<handler_result> page_login_post(call& c);
 net::awaitable<handler_result> page_register_form(call& c);
 net::awaitable<handler_result> page_register_post(call& c);
 net::awaitable<handler_result> page_logout(call& c);
+// OpenID Connect login (oidc.hpp): to the provider, and back.
+net::awaitable<handler_result> page_oidc_login(call& c);
+net::awaitable<handler_result> page_oidc_callback(call& c);
 net::awaitable<handler_result> page_job_create(call& c);
 net::awaitable<handler_result> page_job(call& c);
 net::awaitable<handler_result> page_job_row(call& c);

@@ -16,6 +16,7 @@
 #include "gateway/handler_detail.hpp"
 #include "gateway/jobs_api.hpp"
 #include "gateway/jobs_service.hpp"
+#include "gateway/oidc.hpp"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // see handler.cpp
@@ -506,6 +507,17 @@ net::awaitable<response> render_tokens(gateway_context& ctx, principal who, web:
   co_return html_response(status, web::tokens_page(v));
 }
 
+std::vector<web::login_button> login_buttons(const gateway_context& ctx) {
+  std::vector<web::login_button> out;
+  for (const auto& p : ctx.config.oidc) {
+    web::login_button b;
+    b.name = p.name;
+    b.label = p.button_label;
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
 // The login form (GET, or after a failed POST): a fresh double-submit CSRF cookie when the
 // browser has none.
 response login_form_response(const gateway_context& ctx, const request& req, bool register_form,
@@ -518,8 +530,9 @@ response login_form_response(const gateway_context& ctx, const request& req, boo
     auto it = fields.find(k);
     return it == fields.end() ? std::string() : it->second;
   };
-  auto res = html_response(status, register_form ? web::register_page(csrf, f, get("username"), get("email"))
-                                                 : web::login_page(csrf, f, get("username")));
+  auto res =
+      html_response(status, register_form ? web::register_page(csrf, f, get("username"), get("email"))
+                                          : web::login_page(csrf, f, get("username"), login_buttons(ctx)));
   if (fresh)
     res.insert(http::field::set_cookie,
                web::set_cookie(web::login_csrf_cookie, csrf, ctx.tls, web::login_csrf_max_age_s));
@@ -913,6 +926,73 @@ net::awaitable<handler_result> page_logout(call& c) {
         403, "The form has expired (missing or wrong CSRF token); reload the page.", c.who));
   auto res = redirect_response("/login");
   res.insert(http::field::set_cookie, clear_session_cookie(c.ctx));
+  co_return answer(std::move(res));
+}
+
+namespace {
+
+// The OpenID Connect state cookie: sent back on the provider's redirect (a cross-site top-level
+// navigation, hence SameSite=Lax), only to /login/oidc, for as long as the state lives.
+std::string oidc_state_cookie(const gateway_context& ctx, const std::string& state, int max_age) {
+  std::string out =
+      std::string(oidc::state_cookie) + "=" + state + "; Path=/login/oidc; HttpOnly; SameSite=Lax";
+  if (ctx.tls) out += "; Secure";
+  out += "; Max-Age=" + std::to_string(max_age);
+  return out;
+}
+
+// The login page with a message (a refused or unfinished OpenID Connect login); the state cookie
+// is cleared.
+response oidc_login_page(call& c, const web::flash& f, http::status status) {
+  auto res = login_form_response(c.ctx, c.req, false, f, status, std::map<std::string, std::string>());
+  res.insert(http::field::set_cookie, oidc_state_cookie(c.ctx, "", 0));
+  return res;
+}
+
+}  // namespace
+
+net::awaitable<handler_result> page_oidc_login(call& c) {
+  auto r = co_await oidc::start(c.ctx, c.params.name, std::string(c.req[http::field::host]), c.peer);
+  if (!r) {
+    auto res = oidc_login_page(c, flash_of(r.error()), static_cast<http::status>(r.error().status()));
+    if (r.error().retry_after_s > 0)
+      res.set(http::field::retry_after, std::to_string(r.error().retry_after_s));
+    co_return answer(std::move(res));
+  }
+  auto res = redirect_response(r->url);
+  res.insert(http::field::set_cookie, oidc_state_cookie(c.ctx, r->state, oidc::state_ttl_s));
+  co_return answer(std::move(res));
+}
+
+net::awaitable<handler_result> page_oidc_callback(call& c) {
+  auto r = co_await oidc::finish(c.ctx, c.query, std::string(c.req[http::field::cookie]), c.peer);
+  if (!r)
+    co_return answer(oidc_login_page(c, flash_of(r.error()), static_cast<http::status>(r.error().status())));
+  if (!r->session) {
+    web::flash f;
+    if (r->account_status == "pending") {
+      f.text = r->created ? "Welcome, " + r->user +
+                                ": your account is made and waits for an administrator's "
+                                "approval. Log in again once it is approved."
+                          : oidc::why_not_logged_in(*r) + ".";
+      co_return answer(oidc_login_page(c, f, r->created ? http::status::ok : http::status::forbidden));
+    }
+    f.text = oidc::why_not_logged_in(*r) + ".";
+    f.error = true;
+    co_return answer(oidc_login_page(c, f, http::status::forbidden));
+  }
+  // The session cookie is SameSite=Strict, and this answer ends a cross-site redirect: a browser
+  // would not send the cookie on a redirect from here. A page of this site that moves on to /
+  // (Refresh) starts a same-site navigation, which does.
+  web::flash f;
+  f.text = "Logged in as " + r->user + ".";
+  f.link = "/";
+  f.link_text = "Continue";
+  auto res =
+      html_response(http::status::ok, web::layout("Logged in", "oidc-done", nullptr, f, std::string()));
+  res.set("Refresh", "0; url=/");
+  res.insert(http::field::set_cookie, session_cookie_header(c.ctx, r->session->token));
+  res.insert(http::field::set_cookie, oidc_state_cookie(c.ctx, "", 0));
   co_return answer(std::move(res));
 }
 

@@ -49,6 +49,14 @@ bool match_placeholder(std::string_view name, std::string_view seg, route_params
     if (out) out->name = std::string(seg);
     return true;
   }
+  if (name == "{provider}") {
+    // The provider's name rule (core/config.cpp); whether one has it is the handler's answer.
+    if (seg.empty() || seg.size() > 32 ||
+        seg.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") != std::string_view::npos)
+      return false;
+    if (out) out->name = std::string(seg);
+    return true;
+  }
   if (name == "{account_action}") {
     if (!parse_account_action(seg)) return false;
     if (out) out->action = std::string(seg);

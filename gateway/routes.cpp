@@ -2,8 +2,9 @@
 // adding a line here and writing its handler (declared in handler_detail.hpp).
 //
 // Placeholders: {id} a job ID (1–18 digits, positive), {sha} a token's sha256 (64 lowercase hex),
-// {user} a valid user name, {account_action} approve|reject|disable|enable|make-admin|
-// remove-admin, {job_action} cancel|release|archive|unarchive|delete|resubmit, {asset} a file of /static.
+// {user} a valid user name, {provider} a gateway.oidc provider's name (1-32 of a-z 0-9 _ -),
+// {account_action} approve|reject|disable|enable|make-admin|remove-admin, {job_action}
+// cancel|release|archive|unarchive|delete|resubmit, {asset} a file of /static.
 //
 // Order matters only for speed: the first entry whose pattern and method fit wins, and no two
 // entries share a method and a path; the single-job submit comes first.
@@ -69,6 +70,9 @@ const route_entry table[] = {
   {get,  "/home",                             ap::page_session,  js::refused, "pages",  page_home,         rk::not_found, pk::home},
   {get,  "/login",                            ap::page_public,   js::refused, "pages",  page_login_form,   rk::not_found, pk::login},
   {post, "/login",                            ap::page_public,   js::refused, "pages",  page_login_post,   rk::not_found, pk::login},
+  {get,  "/login/oidc/callback",              ap::page_public,   js::refused, "pages",  page_oidc_callback, rk::not_found, pk::oidc_callback},
+  {get,  "/login/oidc",                       ap::page_public,   js::refused, "pages",  page_oidc_login,   rk::not_found, pk::oidc_login},
+  {get,  "/login/oidc/{provider}",            ap::page_public,   js::refused, "pages",  page_oidc_login,   rk::not_found, pk::oidc_login},
   {get,  "/register",                         ap::page_public,   js::refused, "pages",  page_register_form, rk::not_found, pk::register_},
   {post, "/register",                         ap::page_public,   js::refused, "pages",  page_register_post, rk::not_found, pk::register_},
   {post, "/logout",                           ap::page_public,   js::refused, "pages",  page_logout,       rk::not_found, pk::logout},

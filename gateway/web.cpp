@@ -427,20 +427,27 @@ std::string layout(std::string_view title, std::string_view page, const page_use
   return out;
 }
 
-std::string login_page(std::string_view csrf, const flash& f, std::string_view username) {
-  std::string body =
-      "<section class=\"card narrow\"><h1>Log in</h1>"
-      "<form method=\"post\" action=\"/login\" class=\"stack\">" +
-      hidden("csrf", csrf) +
-      "<label>User name <input name=\"username\" autocomplete=\"username\" required "
-      "maxlength=\"64\" value=\"" +
-      esc(username) +
-      "\"></label>"
-      "<label>Password <input name=\"password\" type=\"password\" "
-      "autocomplete=\"current-password\" required></label>"
-      "<button type=\"submit\">Log in</button></form>"
-      "<p>No account yet? <a href=\"/register\">Register</a>; an administrator approves new "
-      "accounts.</p></section>";
+std::string login_page(std::string_view csrf, const flash& f, std::string_view username,
+                       const std::vector<login_button>& providers) {
+  // The providers' buttons first: most people log in with the identity they have.
+  std::string buttons;
+  for (const auto& p : providers)
+    buttons +=
+        "<a class=\"button oidc-login\" href=\"/login/oidc/" + esc(p.name) + "\">" + esc(p.label) + "</a>";
+  if (!buttons.empty())
+    buttons = "<div class=\"stack oidc-logins\">" + buttons +
+              "</div><p class=\"or\">or with a password of this service</p>";
+  std::string body = "<section class=\"card narrow\"><h1>Log in</h1>" + buttons +
+                     "<form method=\"post\" action=\"/login\" class=\"stack\">" + hidden("csrf", csrf) +
+                     "<label>User name <input name=\"username\" autocomplete=\"username\" required "
+                     "maxlength=\"64\" value=\"" +
+                     esc(username) +
+                     "\"></label>"
+                     "<label>Password <input name=\"password\" type=\"password\" "
+                     "autocomplete=\"current-password\" required></label>"
+                     "<button type=\"submit\">Log in</button></form>"
+                     "<p>No account yet? <a href=\"/register\">Register</a>; an administrator approves new "
+                     "accounts.</p></section>";
   return layout("Log in", "login", nullptr, f, body);
 }
 

@@ -26,25 +26,27 @@ namespace descprod::gateway::web {
 
 enum class page_kind {
   none,
-  home,          // GET /
-  login,         // GET, POST /login
-  register_,     // GET, POST /register
-  logout,        // POST /logout
-  job,           // GET /jobs/<id>
-  job_row,       // GET /jobs/<id>/row      (the job's table row, for live updates)
-  job_rows,      // GET /jobs/rows?ids=...  (several jobs' rows at once, as JSON)
-  job_fields,    // GET /jobs/<id>/fields   (the job page's field table, for live updates)
-  job_create,    // POST /jobs
-  job_action,    // POST /jobs/<id>/{cancel,release,archive,unarchive,resubmit,delete}
-  admin,         // GET /admin
-  admin_action,  // POST /admin/users/<name>/<action>
-  tokens,        // GET, POST /tokens (POST creates one)
-  token_revoke,  // POST /tokens/<sha256>/revoke
-  preferences,   // POST /tokens/preferences (e-mail on failure)
-  help,          // GET /help
-  status,        // GET /status (the plots of the last hour; /api/status)
-  asset,         // GET /static/app.css, /static/app.js
-  favicon        // GET /favicon.ico (204)
+  home,           // GET /
+  login,          // GET, POST /login
+  register_,      // GET, POST /register
+  logout,         // POST /logout
+  oidc_login,     // GET /login/oidc[/<provider>]  (to the OpenID Connect provider)
+  oidc_callback,  // GET /login/oidc/callback      (back from it)
+  job,            // GET /jobs/<id>
+  job_row,        // GET /jobs/<id>/row      (the job's table row, for live updates)
+  job_rows,       // GET /jobs/rows?ids=...  (several jobs' rows at once, as JSON)
+  job_fields,     // GET /jobs/<id>/fields   (the job page's field table, for live updates)
+  job_create,     // POST /jobs
+  job_action,     // POST /jobs/<id>/{cancel,release,archive,unarchive,resubmit,delete}
+  admin,          // GET /admin
+  admin_action,   // POST /admin/users/<name>/<action>
+  tokens,         // GET, POST /tokens (POST creates one)
+  token_revoke,   // POST /tokens/<sha256>/revoke
+  preferences,    // POST /tokens/preferences (e-mail on failure)
+  help,           // GET /help
+  status,         // GET /status (the plots of the last hour; /api/status)
+  asset,          // GET /static/app.css, /static/app.js
+  favicon         // GET /favicon.ico (204)
 };
 
 struct page_route {
@@ -128,7 +130,12 @@ struct flash {
 std::string layout(std::string_view title, std::string_view page, const page_user* user, const flash& f,
                    std::string_view body, std::string_view body_attrs = "");
 
-std::string login_page(std::string_view csrf, const flash& f, std::string_view username);
+// A login button of an OpenID Connect provider (gateway.oidc): a link to /login/oidc/<name>.
+struct login_button {
+  std::string name, label;
+};
+std::string login_page(std::string_view csrf, const flash& f, std::string_view username,
+                       const std::vector<login_button>& providers = {});
 std::string register_page(std::string_view csrf, const flash& f, std::string_view username,
                           std::string_view email);
 

@@ -13,12 +13,9 @@ Usage: tests/oidc/flow.sh DIR [REDIRECT_URI]
 DIR is the directory of `tests/oidc/provider.sh start DIR`; REDIRECT_URI one of the client's
 redirect URIs (default: the first of them). Steps:
   1. discovery: GET <issuer>/.well-known/openid-configuration
-  2. GET the authorization endpoint (response_type=code, client_id, redirect_uri, scope, state,
-     nonce, code_challenge=BASE64URL(SHA256(verifier)), code_challenge_method=S256): glewlwyd
-     answers 302 to its login page, whose callback_url is the authorization request
-  3. the login page's work, through glewlwyd's API with a cookie jar: POST /api/auth/
-     {"username","password"}, then the consent: PUT /api/auth/grant/<client_id> {"scope":"..."}
-  4. GET callback_url&g_continue (what the login page does on "continue"): 302 to
+  2-4. the authorization request (response_type=code, client_id, redirect_uri, scope, state,
+     nonce, code_challenge=BASE64URL(SHA256(verifier)), code_challenge_method=S256), then the
+     login and consent at the provider, by tests/oidc/login.sh: the provider redirects to
      REDIRECT_URI?code=...&state=... (state checked)
   5. POST the token endpoint: grant_type=authorization_code, code, redirect_uri, code_verifier,
      client authentication client_secret_basic (HTTP Basic)
@@ -30,7 +27,9 @@ Exits 0 only if every step worked. Files of the run go to DIR/flow/.
 Environment (all optional): FLOW_USER, FLOW_PASSWORD (default alice and her password),
   FLOW_SCOPE (default "openid"), FLOW_CLIENT_ID, FLOW_CLIENT_SECRET (default the provider's
   client), FLOW_PLUGIN (default oidc; "rogue" signs with a key that the oidc JWKS lacks, so the
-  signature check fails there), FLOW_QUIET=1 (print only the ID token).
+  signature check fails there), FLOW_QUIET=1 (print only the ID token), FLOW_NONCE (the
+  authorization request's nonce; default random), FLOW_TOKEN_ONLY=1 (print the ID token as the
+  provider issued it and stop: no check of it, for a relying party's own checks).
 USAGE
 }
 
@@ -65,7 +64,6 @@ API=$OIDC_API_URL
 W="$DIR/flow"
 rm -rf "$W"
 mkdir -p "$W"
-JAR="$W/cookies.txt"
 CURL=(curl -sS --max-time 10)
 
 # base64url helpers (RFC 4648 section 5, no padding)
@@ -116,33 +114,12 @@ step "JWKS: $JWKS_URI"
 VERIFIER=$(openssl rand 48 | b64url)                       # 64 characters of [A-Za-z0-9_-]
 CHALLENGE=$(printf '%s' "$VERIFIER" | openssl dgst -sha256 -binary | b64url)
 STATE=$(openssl rand -hex 16)
-NONCE=$(openssl rand -hex 16)
+NONCE=${FLOW_NONCE:-$(openssl rand -hex 16)}
 AUTH_URL="$AUTHZ?response_type=code&client_id=$(urlencode "$CLIENT_ID")&redirect_uri=$(urlencode "$REDIRECT_URI")&scope=$(urlencode "$SCOPE")&state=$STATE&nonce=$NONCE&code_challenge=$CHALLENGE&code_challenge_method=S256"
 step "authorization request: $AUTH_URL"
-LOC=$("${CURL[@]}" -b "$JAR" -c "$JAR" -o "$W/auth1.body" -w '%{http_code} %{redirect_url}' "$AUTH_URL")
-[ "${LOC%% *}" = 302 ] || die "authorization endpoint answered ${LOC%% *}, not 302: $(head -c 500 "$W/auth1.body")"
-LOC=${LOC#* }
-step "  -> login page: ${LOC%%\?*}"
-CALLBACK_URL=$(query_param "$LOC" callback_url) ||
-  die "the authorization endpoint did not send to the login page: $LOC"
-
-# ---- 3. log in and consent, as the login page does ------------------------------------------
-step "login: POST $API/auth/ as $USER_NAME"
-jq -n --arg u "$USER_NAME" --arg p "$PASSWORD" '{username: $u, password: $p}' > "$W/login.json"
-CODE_HTTP=$("${CURL[@]}" -b "$JAR" -c "$JAR" -o "$W/login.body" -w '%{http_code}' \
-  -H 'Content-Type: application/json' --data-binary "@$W/login.json" "$API/auth/")
-[ "$CODE_HTTP" = 200 ] || die "login as $USER_NAME: HTTP $CODE_HTTP $(head -c 300 "$W/login.body")"
-step "consent: PUT $API/auth/grant/$CLIENT_ID scope '$SCOPE'"
-jq -n --arg s "$SCOPE" '{scope: $s}' > "$W/grant.json"
-CODE_HTTP=$("${CURL[@]}" -b "$JAR" -c "$JAR" -o "$W/grant.body" -w '%{http_code}' -X PUT \
-  -H 'Content-Type: application/json' --data-binary "@$W/grant.json" "$API/auth/grant/$(urlencode "$CLIENT_ID")")
-[ "$CODE_HTTP" = 200 ] || die "consent: HTTP $CODE_HTTP $(head -c 300 "$W/grant.body")"
-
-# ---- 4. back to the authorization endpoint: the code -------------------------------------------
-step "authorization request again (callback_url&g_continue)"
-LOC=$("${CURL[@]}" -b "$JAR" -c "$JAR" -o "$W/auth2.body" -w '%{http_code} %{redirect_url}' "$CALLBACK_URL&g_continue")
-[ "${LOC%% *}" = 302 ] || die "authorization endpoint answered ${LOC%% *}, not 302: $(head -c 500 "$W/auth2.body")"
-LOC=${LOC#* }
+# 2-4: the person's part at the provider (login page, consent), as login.sh does it.
+LOC=$("$(dirname "${BASH_SOURCE[0]}")/login.sh" "$DIR" "$AUTH_URL" "$USER_NAME" "$PASSWORD") ||
+  die "logging in at the provider as $USER_NAME failed"
 case "$LOC" in
   "$REDIRECT_URI?"*) ;;
   *) die "not redirected to $REDIRECT_URI but to $LOC" ;;
@@ -175,6 +152,11 @@ b64url_decode "$P" > "$W/id_token.payload.json" || die "payload is not base64url
 b64url_decode "$S" > "$W/id_token.sig" || die "signature is not base64url"
 jq -e . "$W/id_token.header.json" >/dev/null || die "header is not JSON"
 jq -e . "$W/id_token.payload.json" >/dev/null || die "payload is not JSON"
+if [ "${FLOW_TOKEN_ONLY:-0}" = 1 ]; then
+  # The ID token as the provider issued it, for a relying party's own checks (tests).
+  printf '%s\n' "$ID_TOKEN"
+  exit 0
+fi
 if [ "${FLOW_QUIET:-0}" = 1 ]; then
   printf '%s\n' "$ID_TOKEN"
 else

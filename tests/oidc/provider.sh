@@ -7,6 +7,7 @@ set -euo pipefail
 usage() {
   cat <<'USAGE'
 Usage: tests/oidc/provider.sh start DIR [REDIRECT_URI...]
+       tests/oidc/provider.sh redirect DIR REDIRECT_URI...
        tests/oidc/provider.sh stop DIR
        tests/oidc/provider.sh status DIR
        tests/oidc/provider.sh -h
@@ -28,6 +29,8 @@ start  Creates DIR (its earlier provider files are replaced), a fresh sqlite dat
          OIDC_ISSUER=http://127.0.0.1:PORT/api/oidc
          OIDC_PORT=PORT
        and writes DIR/issuer, DIR/port and DIR/provider.env (every name and secret, sourceable).
+redirect  Replaces the redirect URIs of both clients (descprod and other) with REDIRECT_URI...:
+       a relying party started after the provider (on a random port) registers its callback.
 stop   Stops the glewlwyd started in DIR (by DIR/glewlwyd.pid; TERM, then KILL after 10 s).
 status Exit 0 and print DIR/provider.env when DIR's glewlwyd is running, 1 otherwise.
 
@@ -452,6 +455,31 @@ cmd_start() {
   env_line OIDC_PORT "$PORT"
 }
 
+# ---- redirect --------------------------------------------------------------------------------
+
+cmd_redirect() {
+  local uri
+  [ $# -ge 1 ] || { usage >&2; exit 2; }
+  for uri in "$@"; do
+    [[ "$uri" =~ ^https?://[^[:space:]]+$ ]] || die "not a redirect URI: $uri"
+  done
+  [ -r "$DIR/provider.env" ] || die "$DIR/provider.env missing: start the provider first"
+  # shellcheck disable=SC1091
+  . "$DIR/provider.env"
+  API=$OIDC_API_URL
+  REDIRECT_URIS="$*"
+  mkdir -p "$DIR/json"
+  jq -n '{username: "admin", password: "password"}' > "$DIR/json/admin-login.json"
+  api POST /auth/ "$DIR/json/admin-login.json"
+  client_json "$OIDC_CLIENT_ID" "$OIDC_CLIENT_SECRET" "DESCprod gateway" "$DIR/json/client.json"
+  api PUT "/client/$OIDC_CLIENT_ID" "$DIR/json/client.json"
+  client_json "$OIDC_OTHER_CLIENT_ID" "$OIDC_OTHER_CLIENT_SECRET" "Another relying party" "$DIR/json/client-other.json"
+  api PUT "/client/$OIDC_OTHER_CLIENT_ID" "$DIR/json/client-other.json"
+  sed -i "/^OIDC_REDIRECT_URI=/d" "$DIR/provider.env"
+  env_line OIDC_REDIRECT_URI "$REDIRECT_URIS" >> "$DIR/provider.env"
+  say "redirect URIs: $REDIRECT_URIS"
+}
+
 # ---- stop / status ---------------------------------------------------------------------------
 
 # alive PID: running (a zombie, dead but not yet reaped by its parent, is not).
@@ -498,7 +526,7 @@ cmd_status() {
 
 case "${1:-}" in
   -h|--help|help) usage; exit 0 ;;
-  start|stop|status) ;;
+  start|stop|status|redirect) ;;
   "") usage >&2; exit 2 ;;
   *) echo "provider.sh: unknown command $1" >&2; usage >&2; exit 2 ;;
 esac
@@ -507,6 +535,7 @@ cmd=$1; shift
 DIR=$1; shift
 case "$cmd" in
   start) cmd_start "$@" ;;
+  redirect) cmd_redirect "$@" ;;
   stop) [ $# -eq 0 ] || { usage >&2; exit 2; }; cmd_stop ;;
   status) [ $# -eq 0 ] || { usage >&2; exit 2; }; cmd_status ;;
 esac
