@@ -75,7 +75,7 @@ struct oidc_provider_config {
   std::vector<std::string> scopes{"openid", "profile", "email"};
   std::string username_claim = "preferred_username";
   std::string button_label;  // default "Log in with <name>"
-  // Non-empty: only a verified e-mail address in one of these domains may make an account.
+  // Non-empty: only an e-mail address in one of these domains (not marked unverified) may make an account.
   std::vector<std::string> allowed_email_domains;
   bool auto_approve = false;  // new accounts are active at once (else pending, as a registration)
   std::string redirect_uri;   // default <public_url>/login/oidc/callback (or the request's Host on loopback)

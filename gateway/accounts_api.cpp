@@ -110,7 +110,8 @@ void put_field(json::object& o, std::string_view k, const std::string& v, field_
 
 json::object user_json(const job_record& u) {
   json::object o;
-  for (const char* k : {"name", "role", "status", "email", "created", "approved"}) {
+  for (const char* k :
+       {"name", "role", "status", "email", "created", "approved", "oidc_provider", "oidc_iss", "oidc_sub"}) {
     auto v = field_or_empty(u, k);
     if (v.empty()) continue;
     bool time = std::string_view(k) == "created" || std::string_view(k) == "approved";

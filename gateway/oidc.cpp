@@ -289,13 +289,16 @@ std::optional<std::string> account_email(const json::object& claims, const oidc_
   for (auto& c : email) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (p.allowed_email_domains.empty()) return email;
   auto at = email.rfind('@');
+  // email_verified is optional (OpenID Connect Core §5.1): an address the provider says it has
+  // not verified is refused; without the claim, the provider's address is taken as it gives it.
   auto verified = claims.find("email_verified");
-  bool is_verified = verified != claims.end() && verified->value().is_bool() && verified->value().as_bool();
+  bool says_unverified =
+      verified != claims.end() && !(verified->value().is_bool() && verified->value().as_bool());
   if (email.empty() || at == std::string::npos) {
     why = "the provider did not share an e-mail address, which this service needs to make an account";
     return std::nullopt;
   }
-  if (!is_verified) {
+  if (says_unverified) {
     why = "the provider has not verified the e-mail address " + email;
     return std::nullopt;
   }

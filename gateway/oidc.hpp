@@ -69,7 +69,8 @@ std::string base_name(const boost::json::object& claims, const std::string& user
 // The names tried for a new account, in order: base, base-2, ..., base-20.
 std::vector<std::string> name_candidates(const std::string& base);
 // The e-mail address a new account gets. With allowed_email_domains: refused (why set) unless the
-// address is verified (email_verified true) and in one of the domains.
+// address is in one of the domains and the provider does not say it is unverified (email_verified
+// absent or true).
 std::optional<std::string> account_email(const boost::json::object& claims, const oidc_provider_config& p,
                                          std::string& why);
 

@@ -993,6 +993,19 @@ std::string job_page(const job_view& v) {
   return layout("Job " + id, "job", &v.user, v.message, body, attrs);
 }
 
+namespace {
+
+// How an account logs in, after its name: "via <provider>" for an account made by an OpenID
+// Connect login (its identity in the title: issuer and subject).
+std::string login_via(const job_record& u) {
+  std::string provider = get(u, "oidc_provider");
+  if (provider.empty()) return {};
+  return " <small class=\"via\" title=\"" + esc(get(u, "oidc_iss") + " " + get(u, "oidc_sub")) + "\">via " +
+         esc(provider) + "</small>";
+}
+
+}  // namespace
+
 std::string admin_page(const admin_view& v) {
   std::string body = "<h1 class=\"page-title\">Administration</h1>";
   // Pending registrations.
@@ -1003,7 +1016,7 @@ std::string admin_page(const admin_view& v) {
     std::string name = get(u, "name");
     std::string base = "/admin/users/" + name + "/";
     pending_rows +=
-        "<tr data-user=\"" + esc(name) + "\"><td data-label=\"User\">" + esc(name) +
+        "<tr data-user=\"" + esc(name) + "\"><td data-label=\"User\">" + esc(name) + login_via(u) +
         "</td><td data-label=\"E-mail\">" + esc(get(u, "email")) + "</td><td data-label=\"Registered\">" +
         time_html(get(u, "created")) + "</td><td data-label=\"Actions\">" +
         action_form(base + "approve", "Approve", v.user.csrf, "/admin", "", "", "Approve " + name) +
@@ -1028,7 +1041,7 @@ std::string admin_page(const admin_view& v) {
     std::string status = get(u, "status");
     std::string role = get(u, "role");
     std::string base = "/admin/users/" + name + "/";
-    body += "<tr data-user=\"" + esc(name) + "\"><td data-label=\"User\">" + esc(name) +
+    body += "<tr data-user=\"" + esc(name) + "\"><td data-label=\"User\">" + esc(name) + login_via(u) +
             "</td><td data-label=\"Role\">" + esc(role) + "</td><td data-label=\"Status\">" +
             "<span class=\"ustatus u-" + esc(status) + "\">" + esc(status) + "</span></td>" +
             "<td data-label=\"E-mail\">" + esc(get(u, "email")) + "</td><td data-label=\"Created\">" +

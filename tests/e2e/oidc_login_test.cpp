@@ -130,7 +130,26 @@ TEST(OidcLogin, AFirstLoginMakesAPendingAccountAnAdminApprovesItAndTheNextLoginO
   provider p;
   temp_dir secrets;
   write_file(secrets.file("secret"), "descprod-test-secret\n");
-  service s(oidc_options(p, secrets.file("secret")));
+  service s(oidc_options(p, secrets.file("secret"),
+                         "    - name: strict\n"
+                         "      issuer: " +
+                             p.issuer +
+                             "\n"
+                             "      client_id: descprod\n"
+                             "      client_secret_file: " +
+                             secrets.file("secret") +
+                             "\n"
+                             "      allowed_email_domains: [example.com]\n"
+                             "    - name: auto\n"
+                             "      issuer: " +
+                             p.issuer +
+                             "\n"
+                             "      client_id: descprod\n"
+                             "      client_secret_file: " +
+                             secrets.file("secret") +
+                             "\n"
+                             "      allowed_email_domains: [example.org]\n"
+                             "      auto_approve: true\n"));
   std::string callback = "http://127.0.0.1:" + std::to_string(s.port()) + "/login/oidc/callback";
   p.redirect_to(callback);
   redis_sync r(s.redis.endpoint());
@@ -224,11 +243,29 @@ TEST(OidcLogin, AFirstLoginMakesAPendingAccountAnAdminApprovesItAndTheNextLoginO
   auto home = http_request("127.0.0.1", s.port(), "GET", "/", "", as_session);
   EXPECT_EQ(home.status, 200);
 
-  // bob's first login makes bob-2: a local account's name is never taken over.
-  auto bob = oidc_login(s, p, "bob");
+  // A provider that makes accounts for example.com addresses only refuses alice@example.org's
+  // (her identity is linked already, so bob's is tried: the same domain).
+  auto strict = oidc_login(s, p, "bob", "strict");
+  EXPECT_EQ(strict.back.status, 403) << strict.back.body;
+  EXPECT_NE(strict.back.body.find("for e-mail addresses of example.com only, not example.org"),
+            std::string::npos)
+      << strict.back.body;
+  EXPECT_EQ(r.exec({"EXISTS", "descprod:user:bob-2"}).integer, 0);
+
+  // With auto_approve, bob's first login makes bob-2 active and opens a session at once; the local
+  // bob is not taken over.
+  auto bob = oidc_login(s, p, "bob", "auto");
   EXPECT_EQ(bob.back.status, 200) << bob.back.body;
-  EXPECT_NE(bob.back.body.find("Welcome, bob-2"), std::string::npos) << bob.back.body;
-  EXPECT_EQ(r.exec({"HGET", "descprod:user:bob", "oidc_sub"}).is_nil(), true);
+  EXPECT_NE(bob.back.body.find("Logged in as bob-2"), std::string::npos) << bob.back.body;
+  EXPECT_FALSE(cookie_of(bob.back, "descprod_session").empty());
+  EXPECT_EQ(r.exec({"HGET", "descprod:user:bob-2", "status"}).as_string(), "active");
+  EXPECT_EQ(r.exec({"HGET", "descprod:user:bob-2", "oidc_provider"}).as_string(), "auto");
+  EXPECT_TRUE(r.exec({"HGET", "descprod:user:bob", "oidc_sub"}).is_nil());
+
+  // The administrator's page shows how the accounts log in.
+  auto users = s.call("GET", "/api/admin/users", "", s.admin_token());
+  EXPECT_NE(users.body.find("\"oidc_provider\":\"glewlwyd\""), std::string::npos) << users.body;
+  EXPECT_EQ(users.body.find("password_hash"), std::string::npos);
 
   // An account made by OpenID Connect has no password: a password login fails as a wrong one.
   auto pw = http_request("127.0.0.1", s.port(), "POST", "/api/login",

@@ -466,5 +466,109 @@ TEST(ParseConfig, PairedKeysNameTheOneGivenAlone) {
   EXPECT_EQ(config_error_of("worker:\n  curve_server_key_file: /p\n  curve_secret_key_file: /s\n"), "");
 }
 
+// gateway.oidc: every key read, the defaults, the secret read from its file (relative to the
+// config's directory), and each refusal naming its key.
+TEST(ParseConfig, OidcProvidersAreReadAndCheckedKeyByKey) {
+  test::temp_dir dir;
+  test::write_file(dir.file("secret"), "s3cret \n");
+  std::string file = dir.file("descprod.yaml");
+  auto c = parse_config(
+      "gateway:\n"
+      "  oidc:\n"
+      "    - name: nersc\n"
+      "      issuer: https://iris.example/realm/\n"
+      "      client_id: descprod\n"
+      "      client_secret_file: secret\n"
+      "      token_auth: client_secret_post\n"
+      "      scopes: [openid, email]\n"
+      "      username_claim: nersc_user\n"
+      "      button_label: Log in with NERSC\n"
+      "      allowed_email_domains: [LBL.gov, nersc.gov]\n"
+      "      auto_approve: true\n"
+      "      redirect_uri: https://descprod.example/login/oidc/callback\n"
+      "    - name: local\n"
+      "      issuer: http://127.0.0.1:9000/api/oidc\n"
+      "      client_id: c\n"
+      "      client_secret_file: " +
+          dir.file("secret") + "\n",
+      file);
+  ASSERT_EQ(c.gateway.oidc.size(), 2u);
+  const auto& n = c.gateway.oidc[0];
+  EXPECT_EQ(n.name, "nersc");
+  EXPECT_EQ(n.issuer, "https://iris.example/realm");  // a trailing '/' dropped
+  EXPECT_EQ(n.client_secret, "s3cret");
+  EXPECT_EQ(n.token_auth, "client_secret_post");
+  EXPECT_EQ(n.scopes, (std::vector<std::string>{"openid", "email"}));
+  EXPECT_EQ(n.username_claim, "nersc_user");
+  EXPECT_EQ(n.button_label, "Log in with NERSC");
+  EXPECT_EQ(n.allowed_email_domains, (std::vector<std::string>{"lbl.gov", "nersc.gov"}));
+  EXPECT_TRUE(n.auto_approve);
+  const auto& l = c.gateway.oidc[1];
+  EXPECT_EQ(l.token_auth, "client_secret_basic");
+  EXPECT_EQ(l.scopes, (std::vector<std::string>{"openid", "profile", "email"}));
+  EXPECT_EQ(l.username_claim, "preferred_username");
+  EXPECT_EQ(l.button_label, "Log in with local");
+  EXPECT_FALSE(l.auto_approve);
+
+  // One provider may go without a name.
+  auto one = parse_config(
+      "gateway:\n  oidc:\n    - issuer: https://a.example\n      client_id: c\n"
+      "      client_secret_file: secret\n",
+      file);
+  EXPECT_EQ(one.gateway.oidc.at(0).name, "oidc");
+
+  auto err = [&](const std::string& entry) {
+    return config_error_of(
+        "gateway:\n  oidc:\n    - name: p\n      client_id: c\n      client_secret_file: " +
+            dir.file("secret") + "\n" + entry,
+        file);
+  };
+  EXPECT_EQ(err("      issuer: https://a.example\n"), "");
+  EXPECT_NE(err("      issuer: http://a.example\n").find("issuer: required: an https:// URL"),
+            std::string::npos);
+  EXPECT_NE(err("").find("issuer"), std::string::npos);
+  EXPECT_NE(err("      issuer: http://127.0.0.1.evil.example\n").find("issuer"), std::string::npos);
+  EXPECT_NE(err("      issuer: https://a.example\n      token_auth: private_key_jwt\n").find("token_auth"),
+            std::string::npos);
+  EXPECT_NE(err("      issuer: https://a.example\n      scopes: [email]\n").find("must hold openid"),
+            std::string::npos);
+  EXPECT_NE(err("      issuer: https://a.example\n      scopes: [openid, \"a b\"]\n").find("is not a scope"),
+            std::string::npos);
+  EXPECT_NE(
+      err("      issuer: https://a.example\n      allowed_email_domains: [\"a@b\"]\n").find("not a domain"),
+      std::string::npos);
+  EXPECT_NE(
+      err("      issuer: https://a.example\n      redirect_uri: http://a.example/cb\n").find("redirect_uri"),
+      std::string::npos);
+  EXPECT_NE(err("      issuer: https://a.example\n      colour: blue\n")
+                .find("gateway.oidc[0].colour: unknown key"),
+            std::string::npos);
+  EXPECT_NE(config_error_of(
+                "gateway:\n  oidc:\n    - name: p\n      issuer: https://a.example\n      client_id: c\n"
+                "      client_secret_file: /nonexistent/secret\n",
+                file)
+                .find("cannot read /nonexistent/secret"),
+            std::string::npos);
+  EXPECT_NE(config_error_of("gateway:\n  oidc:\n    - name: callback\n      issuer: https://a.example\n"
+                            "      client_id: c\n      client_secret_file: secret\n",
+                            file)
+                .find("not 'callback'"),
+            std::string::npos);
+  EXPECT_NE(config_error_of(
+                "gateway:\n  oidc:\n"
+                "    - {name: a, issuer: 'https://a.example', client_id: c, client_secret_file: secret}\n"
+                "    - {name: a, issuer: 'https://b.example', client_id: c, client_secret_file: secret}\n",
+                file)
+                .find("listed twice"),
+            std::string::npos);
+  // Beyond loopback without public_url, the provider would send browsers to a Host the gateway
+  // cannot vouch for: the redirect URI must be given.
+  EXPECT_NE(config_error_of("gateway:\n  address: 0.0.0.0\n  oidc:\n"
+                            "    - {issuer: 'https://a.example', client_id: c, client_secret_file: secret}\n",
+                            file)
+                .find("redirect_uri: required when the gateway listens beyond loopback"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace descprod
