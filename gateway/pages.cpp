@@ -981,9 +981,11 @@ net::awaitable<handler_result> page_oidc_callback(call& c) {
     f.error = true;
     co_return answer(oidc_login_page(c, f, http::status::forbidden));
   }
-  // The session cookie is SameSite=Strict, and this answer ends a cross-site redirect: a browser
-  // would not send the cookie on a redirect from here. A page of this site that moves on to /
-  // (Refresh) starts a same-site navigation, which does.
+  // The session cookie is SameSite=Strict, and this answer ends a redirect chain the provider's
+  // site started: a browser that judges a navigation by the site that started it would not send
+  // the cookie on a redirect from here to /. A page of this site that moves on to / (Refresh)
+  // starts a same-site navigation, which every browser sends it on. (The Chromium of the browser
+  // suite sends it either way.)
   web::flash f;
   f.text = "Logged in as " + r->user + ".";
   f.link = "/";

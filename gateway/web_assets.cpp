@@ -77,7 +77,7 @@ nav button.theme-toggle[aria-pressed="true"] { background:var(--head-line); colo
 main { max-width:1600px; margin:0 auto; padding:1rem; }
 .card { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:1rem 1.25rem; margin-bottom:1rem; }
 .card.narrow { max-width:28rem; margin:2rem auto; }
-a.button.oidc-login { background:var(--primary); color:var(--primary-fg); border-color:var(--primary); text-align:center; padding:.55rem .8rem; }
+a.button.oidc-login { display:block; background:var(--primary); color:var(--primary-fg); border-color:var(--primary); text-align:center; padding:.55rem .8rem; }
 p.or { text-align:center; color:var(--muted); margin:.8rem 0 .2rem; }
 h1 { font-size:1.4rem; margin:.2rem 0 .8rem; }
 h2 { font-size:1.15rem; margin:.2rem 0 .6rem; }
