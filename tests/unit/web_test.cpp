@@ -275,6 +275,9 @@ TEST(WebPages, AdminPageListsPendingUsersWorkersAndQueue) {
   pending["status"] = "pending";
   pending["role"] = "user";
   pending["email"] = evil;
+  pending["oidc_provider"] = "nersc";
+  pending["oidc_iss"] = evil;
+  pending["oidc_sub"] = evil;
   job_record self;
   self["name"] = "alice";
   self["status"] = "active";
@@ -296,6 +299,8 @@ TEST(WebPages, AdminPageListsPendingUsersWorkersAndQueue) {
   expect_forms_carry_csrf(html, v.user.csrf);
   EXPECT_TRUE(contains(html, "action=\"/admin/users/dave/approve\""));
   EXPECT_TRUE(contains(html, "action=\"/admin/users/dave/reject\""));
+  EXPECT_TRUE(contains(html, ">via nersc</small>")) << "an OpenID Connect account says how it logs in";
+  EXPECT_FALSE(contains(html, "via </small>")) << "a password account says nothing";
   EXPECT_FALSE(contains(html, "/admin/users/alice/disable")) << "no self-disable button";
   EXPECT_TRUE(contains(html, "id=\"queue-depth\">17<"));
   EXPECT_TRUE(contains(html, "id=\"throughput\">5<"));
@@ -342,8 +347,13 @@ TEST(WebPages, LoginRegisterAndHelp) {
   web::flash f;
   f.text = evil;
   f.error = true;
-  auto login = web::login_page(std::string(64, 'x'), f, evil);
+  std::vector<web::login_button> buttons(1);
+  buttons[0].name = "nersc";
+  buttons[0].label = evil;
+  auto login = web::login_page(std::string(64, 'x'), f, evil, buttons);
   expect_escaped(login);
+  EXPECT_TRUE(contains(login, "<a class=\"button oidc-login\" href=\"/login/oidc/nersc\">"));
+  EXPECT_FALSE(contains(web::login_page(std::string(64, 'x'), f, "carol"), "oidc-login"));
   EXPECT_TRUE(contains(login, "name=\"csrf\" value=\"" + std::string(64, 'x') + "\""));
   EXPECT_TRUE(contains(login, "class=\"flash error\""));
   auto reg = web::register_page(std::string(64, 'x'), web::flash{}, "carol", "c@x.org");
