@@ -64,23 +64,20 @@ struct provider {
   }
 };
 
+// One entry of gateway.oidc (YAML lines of the gateway section), `more` its further keys' lines.
+std::string provider_entry(const std::string& name, const std::string& issuer, const std::string& secret_file,
+                           const std::string& more = "") {
+  return "    - name: " + name + "\n      issuer: " + issuer + "\n      client_id: descprod\n" +
+         "      client_secret_file: " + secret_file + "\n" + more;
+}
+
 // The gateway config for one provider (name glewlwyd), and `more` providers' lines.
 service_options oidc_options(const provider& p, const std::string& secret_file,
                              const std::string& more = "") {
   service_options o;
   o.gateway_extra =
-      "  password_opslimit: 1\n  password_memlimit_kib: 8\n"
-      "  oidc:\n"
-      "    - name: glewlwyd\n"
-      "      issuer: " +
-      p.issuer +
-      "\n"
-      "      client_id: descprod\n"
-      "      client_secret_file: " +
-      secret_file +
-      "\n"
-      "      button_label: Log in with Glewlwyd\n" +
-      more;
+      "  password_opslimit: 1\n  password_memlimit_kib: 8\n  oidc:\n" +
+      provider_entry("glewlwyd", p.issuer, secret_file, "      button_label: Log in with Glewlwyd\n") + more;
   return o;
 }
 
@@ -130,26 +127,12 @@ TEST(OidcLogin, AFirstLoginMakesAPendingAccountAnAdminApprovesItAndTheNextLoginO
   provider p;
   temp_dir secrets;
   write_file(secrets.file("secret"), "descprod-test-secret\n");
-  service s(oidc_options(p, secrets.file("secret"),
-                         "    - name: strict\n"
-                         "      issuer: " +
-                             p.issuer +
-                             "\n"
-                             "      client_id: descprod\n"
-                             "      client_secret_file: " +
-                             secrets.file("secret") +
-                             "\n"
-                             "      allowed_email_domains: [example.com]\n"
-                             "    - name: auto\n"
-                             "      issuer: " +
-                             p.issuer +
-                             "\n"
-                             "      client_id: descprod\n"
-                             "      client_secret_file: " +
-                             secrets.file("secret") +
-                             "\n"
-                             "      allowed_email_domains: [example.org]\n"
-                             "      auto_approve: true\n"));
+  std::string secret = secrets.file("secret");
+  service s(oidc_options(
+      p, secret,
+      provider_entry("strict", p.issuer, secret, "      allowed_email_domains: [example.com]\n") +
+          provider_entry("auto", p.issuer, secret,
+                         "      allowed_email_domains: [example.org]\n      auto_approve: true\n")));
   std::string callback = "http://127.0.0.1:" + std::to_string(s.port()) + "/login/oidc/callback";
   p.redirect_to(callback);
   redis_sync r(s.redis.endpoint());
@@ -279,13 +262,7 @@ TEST(OidcLogin, ForgedReplayedForeignAndRefusedCallbacksOpenNoSession) {
   write_file(secrets.file("secret"), "descprod-test-secret\n");
   write_file(secrets.file("wrong"), "not-the-secret\n");
   service s(oidc_options(p, secrets.file("secret"),
-                         "    - name: wrongsecret\n"
-                         "      issuer: " +
-                             p.issuer +
-                             "\n"
-                             "      client_id: descprod\n"
-                             "      client_secret_file: " +
-                             secrets.file("wrong") + "\n"));
+                         provider_entry("wrongsecret", p.issuer, secrets.file("wrong"))));
   p.redirect_to("http://127.0.0.1:" + std::to_string(s.port()) + "/login/oidc/callback");
   redis_sync r(s.redis.endpoint());
   auto get = [&](const std::string& target, const std::string& cookie) {

@@ -78,18 +78,8 @@ b64url_decode() {
   esac
   printf '%s' "$s" | openssl base64 -d -A
 }
-urlencode() { jq -rn --arg v "$1" '$v|@uri'; }
-urldecode() { local s=${1//+/ }; printf '%b' "${s//%/\\x}"; }
-# query_param URL NAME: the (decoded) value of NAME in URL's query
-query_param() {
-  local q=${1#*\?} kv
-  q=${q%%#*}
-  local IFS='&'
-  for kv in $q; do
-    if [ "${kv%%=*}" = "$2" ]; then urldecode "${kv#*=}"; return 0; fi
-  done
-  return 1
-}
+# shellcheck source=url.sh
+. "$(dirname "${BASH_SOURCE[0]}")/url.sh"
 
 # ---- 1. discovery ----------------------------------------------------------------------------
 step "discovery: $ISSUER/.well-known/openid-configuration"

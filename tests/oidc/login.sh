@@ -42,18 +42,8 @@ JAR="$DIR/login-$$.jar"
 trap 'rm -f "$JAR" "$JAR.body"' EXIT
 CURL=(curl -sS --max-time 10 -b "$JAR" -c "$JAR")
 
-urldecode() { local s=${1//+/ }; printf '%b' "${s//%/\\x}"; }
-# query_param URL NAME: the (decoded) value of NAME in URL's query
-query_param() {
-  local q=${1#*\?} kv
-  q=${q%%#*}
-  local IFS='&'
-  for kv in $q; do
-    if [ "${kv%%=*}" = "$2" ]; then urldecode "${kv#*=}"; return 0; fi
-  done
-  return 1
-}
-urlencode() { jq -rn --arg v "$1" '$v|@uri'; }
+# shellcheck source=url.sh
+. "$(dirname "${BASH_SOURCE[0]}")/url.sh"
 
 LOC=$("${CURL[@]}" -o "$JAR.body" -w '%{http_code} %{redirect_url}' "$AUTH_URL")
 [ "${LOC%% *}" = 302 ] || die "authorization endpoint answered ${LOC%% *}, not 302: $(head -c 500 "$JAR.body")"

@@ -792,6 +792,18 @@ void expect_fails(json::object claims, const std::string& why, const char* what)
   EXPECT_EQ(*r, why) << what;
 }
 
+// Each value of `claim` fails with `why`, and so does the claim's absence.
+void expect_each_fails(const char* claim, std::initializer_list<json::value> values, const std::string& why) {
+  for (const auto& v : values) {
+    auto c = good_claims();
+    c[claim] = v;
+    expect_fails(c, why, json::serialize(v).c_str());
+  }
+  auto c = good_claims();
+  c.erase(claim);
+  expect_fails(c, why, (std::string("no ") + claim).c_str());
+}
+
 TEST(CheckIdToken, GoodClaimsPass) {
   EXPECT_EQ(check_id_token(good_claims(), expectations()), std::nullopt);
   auto c = good_claims();
@@ -814,32 +826,20 @@ TEST(CheckIdToken, GoodClaimsPass) {
 
 TEST(CheckIdToken, IssuerMustMatchExactly) {
   const std::string why = "the ID token is from another issuer";
-  for (json::value iss :
-       {json::value("https://evil.example"), json::value("https://idp.example/"),
-        json::value("HTTPS://IDP.EXAMPLE"), json::value("https://idp.example "), json::value(""),
-        json::value(5), json::value(nullptr), json::value(json::array{"https://idp.example"})}) {
-    auto c = good_claims();
-    c["iss"] = iss;
-    expect_fails(c, why, json::serialize(iss).c_str());
-  }
-  auto c = good_claims();
-  c.erase("iss");
-  expect_fails(c, why, "no iss");
+  expect_each_fails("iss",
+                    {json::value("https://evil.example"), json::value("https://idp.example/"),
+                     json::value("HTTPS://IDP.EXAMPLE"), json::value("https://idp.example "), json::value(""),
+                     json::value(5), json::value(nullptr), json::value(json::array{"https://idp.example"})},
+                    why);
 }
 
 TEST(CheckIdToken, AudienceMustHoldTheClient) {
   const std::string why = "the ID token is for another client";
-  for (json::value aud :
-       {json::value("client-2"), json::value("client-1 "), json::value(""), json::value(1),
-        json::value(nullptr), json::value(json::array{}), json::value(json::array{"client-2"}),
-        json::value(json::array{1, 2}), json::value(json::object{{"client-1", true}})}) {
-    auto c = good_claims();
-    c["aud"] = aud;
-    expect_fails(c, why, json::serialize(aud).c_str());
-  }
-  auto c = good_claims();
-  c.erase("aud");
-  expect_fails(c, why, "no aud");
+  expect_each_fails("aud",
+                    {json::value("client-2"), json::value("client-1 "), json::value(""), json::value(1),
+                     json::value(nullptr), json::value(json::array{}), json::value(json::array{"client-2"}),
+                     json::value(json::array{1, 2}), json::value(json::object{{"client-1", true}})},
+                    why);
 }
 
 TEST(CheckIdToken, SeveralAudiencesNeedAzpNamingTheClient) {
@@ -876,15 +876,10 @@ TEST(CheckIdToken, ExpiryWithLeeway) {
 }
 
 TEST(CheckIdToken, ExpMustBeAFiniteNumber) {
-  for (json::value exp : {json::value("2000000000"), json::value(nullptr), json::value(true),
-                          json::value(std::numeric_limits<double>::infinity()), json::value(std::nan(""))}) {
-    auto c = good_claims();
-    c["exp"] = exp;
-    expect_fails(c, "the ID token has no expiry time", json::serialize(exp).c_str());
-  }
-  auto c = good_claims();
-  c.erase("exp");
-  expect_fails(c, "the ID token has no expiry time", "no exp");
+  expect_each_fails("exp",
+                    {json::value("2000000000"), json::value(nullptr), json::value(true),
+                     json::value(std::numeric_limits<double>::infinity()), json::value(std::nan(""))},
+                    "the ID token has no expiry time");
 }
 
 TEST(CheckIdToken, IssuedAtWithinLeewayAndMaxAge) {
@@ -908,16 +903,12 @@ TEST(CheckIdToken, IssuedAtWithinLeewayAndMaxAge) {
 
 TEST(CheckIdToken, NonceMustBeThisLogins) {
   const std::string why = "the ID token's nonce is not this login's";
-  for (json::value nonce : {json::value("n-0S7"), json::value("n-0s6"), json::value(""), json::value(6),
-                            json::value(nullptr), json::value(json::array{"n-0S6"})}) {
-    auto c = good_claims();
-    c["nonce"] = nonce;
-    expect_fails(c, why, json::serialize(nonce).c_str());
-  }
-  auto c = good_claims();
-  c.erase("nonce");
-  expect_fails(c, why, "no nonce");
+  expect_each_fails("nonce",
+                    {json::value("n-0S7"), json::value("n-0s6"), json::value(""), json::value(6),
+                     json::value(nullptr), json::value(json::array{"n-0S6"})},
+                    why);
   // An expectation left empty matches nothing, not even an empty nonce.
+  auto c = good_claims();
   c["nonce"] = "";
   auto e = expectations();
   e.nonce = "";
@@ -926,15 +917,11 @@ TEST(CheckIdToken, NonceMustBeThisLogins) {
 
 TEST(CheckIdToken, SubjectIsANonEmptyStringOfAtMost255Bytes) {
   const std::string why = "the ID token has no valid subject (sub)";
-  for (json::value sub : {json::value(""), json::value(std::string(256, 's')), json::value(42),
-                          json::value(nullptr), json::value(json::array{"u"})}) {
-    auto c = good_claims();
-    c["sub"] = sub;
-    expect_fails(c, why, json::serialize(sub).substr(0, 20).c_str());
-  }
+  expect_each_fails("sub",
+                    {json::value(""), json::value(std::string(256, 's')), json::value(42),
+                     json::value(nullptr), json::value(json::array{"u"})},
+                    why);
   auto c = good_claims();
-  c.erase("sub");
-  expect_fails(c, why, "no sub");
   c["sub"] = std::string(255, 's');
   EXPECT_EQ(check_id_token(c, expectations()), std::nullopt);
 }
