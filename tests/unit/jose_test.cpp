@@ -98,31 +98,8 @@ key_set parse_set(const std::string& text) {
   return s ? std::move(*s) : key_set{};
 }
 
-// `k`'s SHA-256 signature of `input` as JWS carries it: PKCS#1 v1.5 for RSA, r||s for EC.
-std::string sign(EVP_PKEY* k, std::string_view input) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EXPECT_EQ(EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, k), 1);
-  auto in = reinterpret_cast<const unsigned char*>(input.data());
-  size_t len = 0;
-  EXPECT_EQ(EVP_DigestSign(ctx.get(), nullptr, &len, in, input.size()), 1);
-  std::string sig(len, '\0');
-  EXPECT_EQ(EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &len, in, input.size()),
-            1);
-  sig.resize(len);
-  if (EVP_PKEY_get_base_id(k) != EVP_PKEY_EC) return sig;
-  // DER ECDSA-Sig-Value -> r||s, 32 bytes each.
-  auto der = reinterpret_cast<const unsigned char*>(sig.data());
-  ECDSA_SIG* es = d2i_ECDSA_SIG(nullptr, &der, static_cast<long>(sig.size()));
-  EXPECT_NE(es, nullptr);
-  std::string raw(64, '\0');
-  auto out = reinterpret_cast<unsigned char*>(raw.data());
-  EXPECT_EQ(BN_bn2binpad(ECDSA_SIG_get0_r(es), out, 32), 32);
-  EXPECT_EQ(BN_bn2binpad(ECDSA_SIG_get0_s(es), out + 32, 32), 32);
-  ECDSA_SIG_free(es);
-  return raw;
-}
-
-// The DER form OpenSSL produces (what a careless signer might put in an ES256 JWS).
+// The DER form OpenSSL produces (what a careless signer might put in an ES256 JWS; PKCS#1 v1.5
+// for RSA).
 std::string sign_der(EVP_PKEY* k, std::string_view input) {
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   EXPECT_EQ(EVP_DigestSignInit(ctx.get(), nullptr, EVP_sha256(), nullptr, k), 1);
@@ -134,6 +111,22 @@ std::string sign_der(EVP_PKEY* k, std::string_view input) {
             1);
   sig.resize(len);
   return sig;
+}
+
+// `k`'s SHA-256 signature of `input` as JWS carries it: PKCS#1 v1.5 for RSA, r||s for EC.
+std::string sign(EVP_PKEY* k, std::string_view input) {
+  std::string sig = sign_der(k, input);
+  if (EVP_PKEY_get_base_id(k) != EVP_PKEY_EC) return sig;
+  // DER ECDSA-Sig-Value -> r||s, 32 bytes each.
+  auto der = reinterpret_cast<const unsigned char*>(sig.data());
+  ECDSA_SIG* es = d2i_ECDSA_SIG(nullptr, &der, static_cast<long>(sig.size()));
+  EXPECT_NE(es, nullptr);
+  std::string raw(64, '\0');
+  auto out = reinterpret_cast<unsigned char*>(raw.data());
+  EXPECT_EQ(BN_bn2binpad(ECDSA_SIG_get0_r(es), out, 32), 32);
+  EXPECT_EQ(BN_bn2binpad(ECDSA_SIG_get0_s(es), out + 32, 32), 32);
+  ECDSA_SIG_free(es);
+  return raw;
 }
 
 json::object header(std::string_view alg, std::string_view kid) {
