@@ -132,7 +132,8 @@ TEST(OidcLogin, AFirstLoginMakesAPendingAccountAnAdminApprovesItAndTheNextLoginO
       p, secret,
       provider_entry("strict", p.issuer, secret, "      allowed_email_domains: [example.com]\n") +
           provider_entry("auto", p.issuer, secret,
-                         "      allowed_email_domains: [example.org]\n      auto_approve: true\n")));
+                         "      allowed_email_domains: [example.org]\n      auto_approve: true\n"
+                         "      token_auth: client_secret_post\n")));
   std::string callback = "http://127.0.0.1:" + std::to_string(s.port()) + "/login/oidc/callback";
   p.redirect_to(callback);
   redis_sync r(s.redis.endpoint());
@@ -235,8 +236,9 @@ TEST(OidcLogin, AFirstLoginMakesAPendingAccountAnAdminApprovesItAndTheNextLoginO
       << strict.back.body;
   EXPECT_EQ(r.exec({"EXISTS", "descprod:user:bob-2"}).integer, 0);
 
-  // With auto_approve, bob's first login makes bob-2 active and opens a session at once; the local
-  // bob is not taken over.
+  // With auto_approve, bob's first login makes bob-2 active and opens a session at once (this
+  // provider entry authenticates at the token endpoint by client_secret_post); the local bob is not
+  // taken over.
   auto bob = oidc_login(s, p, "bob", "auto");
   EXPECT_EQ(bob.back.status, 200) << bob.back.body;
   EXPECT_NE(bob.back.body.find("Logged in as bob-2"), std::string::npos) << bob.back.body;

@@ -20,7 +20,7 @@ start  Creates DIR (its earlier provider files are replaced), a fresh sqlite dat
          users    alice (alice@example.org), bob (bob@example.org), in the database user module
          plugin   "oidc": OpenID Connect, RS256 with DIR/signing.key, code flow, PKCE (S256 only),
                   id token with name, email and preferred_username (= the user name)
-         client   "descprod": confidential, client_secret_basic, code flow, scopes
+         client   "descprod": confidential, client_secret_basic or _post, code flow, scopes
                   openid profile email, redirect URIs = REDIRECT_URI... (see below)
          client   "other": the same, with another secret (an ID token for the wrong audience)
          plugin   "rogue": same issuer, signed with another key (DIR/rogue.key) that the
@@ -279,7 +279,7 @@ client_json() { # ID SECRET NAME OUT
     confidential: true, client_secret: $secret,
     redirect_uri: ($uris | split(" ") | map(select(length > 0))),
     authorization_type: ["code"], response_mode: "query",
-    token_endpoint_auth_method: ["client_secret_basic"],
+    token_endpoint_auth_method: ["client_secret_basic", "client_secret_post"],
     scope: ["openid", "profile", "email"]}' > "$4"
 }
 
