@@ -10,11 +10,14 @@
 //                                  [--submit-rate N/min]
 //   descprod-admin keys NAME [--dir DIR]          a CURVE key pair (no Redis needed)
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <ctime>
 #include <iostream>
 #include <iterator>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -27,8 +30,11 @@
 #include <filesystem>
 #include <fstream>
 
+#include <boost/json.hpp>
+
 #include "client/terminal_text.hpp"
 #include "core/accounts.hpp"
+#include "core/backup.hpp"
 #include "core/config.hpp"
 #include "core/curve.hpp"
 #include "core/job_import.hpp"
@@ -73,6 +79,14 @@ const char* usage =
     "                            BASE with the YAML OVERLAY merged over it (mappings key by key,\n"
     "                            anything else replaced), written to OUT (mode 0600) only when it is\n"
     "                            a valid configuration (no Redis needed; descprod-up --config-overlay)\n"
+    "  backup DIR                a consistent snapshot of Redis (DIR/dump.rdb, by the replication\n"
+    "                            handshake: the service keeps running; the ACL user needs +sync and\n"
+    "                            +replconf), the config and apps files, and DIR/backup.json (when,\n"
+    "                            size, SHA-256); DIR must not hold a backup already\n"
+    "  restore DIR REDIS_DIR     check DIR's snapshot against backup.json and lay it out as\n"
+    "                            REDIS_DIR/appendonlydir, which redis-server --appendonly yes --dir\n"
+    "                            REDIS_DIR loads (scripts/descprod-up: REDIS_DIR is its var directory);\n"
+    "                            a REDIS_DIR holding Redis data is refused (no Redis needed)\n"
     "  keys NAME [--dir DIR]     make a CURVE key pair: DIR/NAME.key (secret, mode 0600) and\n"
     "                            DIR/NAME.pub (default DIR: var/keys). Give the daemon its .key and\n"
     "                            each worker its own .key and the daemon's .pub; put worker .pub\n"
@@ -114,6 +128,73 @@ int make_keys(const std::string& name, const std::string& dir) {
   if (!pub.flush()) return fail("cannot write " + public_path);
   std::cout << "secret key: " << secret_path << "\npublic key: " << public_path << " " << kp.public_z85
             << "\n";
+  return 0;
+}
+
+// descprod-admin backup DIR (core/backup.hpp).
+int backup(descprod::redis_sync& redis, const descprod::descprod_config& cfg, const std::string& config_file,
+           const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return fail("cannot create " + dir + ": " + ec.message());
+  for (const char* f : {"dump.rdb", "backup.json"})
+    if (fs::exists(fs::path(dir) / f))
+      return fail(dir + " holds a backup already (" + f + "): give a new directory");
+  auto info = redis.exec({"INFO", "server"});
+  std::string version;
+  if (auto at = info.str.find("redis_version:"); at != std::string::npos)
+    version = info.str.substr(at + 14, info.str.find_first_of("\r\n", at) - at - 14);
+  auto start = std::chrono::steady_clock::now();
+  auto snap = descprod::redis_snapshot(cfg.redis.endpoint, (fs::path(dir) / "dump.rdb").string());
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  fs::copy_file(config_file, fs::path(dir) / "descprod.yaml", fs::copy_options::overwrite_existing);
+  fs::permissions(fs::path(dir) / "descprod.yaml", fs::perms::owner_read | fs::perms::owner_write,
+                  fs::perm_options::replace);
+  bool apps = !cfg.apps_file.empty() && fs::exists(cfg.apps_file);
+  if (apps) fs::copy_file(cfg.apps_file, fs::path(dir) / "apps.yaml", fs::copy_options::overwrite_existing);
+  boost::json::object m;
+  m["created"] = static_cast<double>(std::time(nullptr));
+  m["redis_version"] = version;
+  m["prefix"] = cfg.redis.prefix;
+  m["dump"] = "dump.rdb";
+  m["bytes"] = snap.bytes;
+  m["sha256"] = snap.sha256;
+  m["config"] = "descprod.yaml";
+  m["config_from"] = fs::absolute(config_file).string();
+  if (apps) m["apps"] = "apps.yaml";
+  std::ofstream out(fs::path(dir) / "backup.json");
+  out << boost::json::serialize(m) << "\n";
+  if (!out.flush()) return fail("cannot write " + dir + "/backup.json");
+  std::cout << "backup " << safe(dir) << ": dump.rdb " << snap.bytes << " bytes in " << seconds
+            << " s, sha256 " << snap.sha256 << "; descprod.yaml" << (apps ? ", apps.yaml" : "")
+            << "; backup.json\n";
+  return 0;
+}
+
+// descprod-admin restore DIR REDIS_DIR (core/backup.hpp).
+int restore(const std::string& dir, const std::string& redis_dir) {
+  namespace fs = std::filesystem;
+  try {
+    std::ifstream in(fs::path(dir) / "backup.json");
+    std::stringstream text;
+    text << in.rdbuf();
+    boost::system::error_code ec;
+    auto m = boost::json::parse(text.str(), ec);
+    if (!in || ec || !m.is_object() || !m.as_object().contains("sha256"))
+      return fail(dir + "/backup.json is missing or not a backup's manifest");
+    std::string dump = (fs::path(dir) / "dump.rdb").string();
+    std::string want(m.as_object().at("sha256").as_string());
+    std::string got = descprod::file_sha256(dump);
+    if (got != want)
+      return fail(dump + " does not match backup.json (sha256 " + got + ", recorded " + want + ")");
+    descprod::restore_redis_dir(dump, redis_dir);
+    std::cout << "restored " << safe(dump) << " into " << safe(redis_dir)
+              << "/appendonlydir; start redis-server --appendonly yes --dir " << safe(redis_dir)
+              << " (scripts/descprod-up does) with the backup's descprod.yaml\n";
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
   return 0;
 }
 
@@ -202,6 +283,10 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  if (rest[0] == "restore") {
+    if (rest.size() != 3) return fail("usage: descprod-admin restore DIR REDIS_DIR", 2);
+    return restore(rest[1], rest[2]);
+  }
   if (rest[0] == "keys") {
     if (rest.size() != 2) return fail("usage: descprod-admin keys NAME [--dir DIR]", 2);
     return make_keys(rest[1], key_dir);
@@ -218,6 +303,10 @@ int main(int argc, char** argv) {
     const auto& prefix = cfg.redis.prefix;
     const descprod::keys keys(prefix);
     const auto& cmd = rest[0];
+    if (cmd == "backup") {
+      if (rest.size() != 2) return fail("usage: descprod-admin backup DIR", 2);
+      return backup(redis, cfg, config_file, rest[1]);
+    }
     if (cmd == "add-user") {
       if (rest.size() != 2) return fail("usage: descprod-admin add-user NAME [--admin]", 2);
       if (!descprod::valid_user_name(rest[1]))

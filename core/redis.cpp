@@ -319,6 +319,8 @@ redis_sync::~redis_sync() {
   if (ctx_) redisFree(ctx_);
 }
 
+int redis_sync::native_handle() const { return ctx_->fd; }
+
 redis_reply redis_sync::exec(const std::vector<std::string>& args) {
   std::vector<const char*> argv;
   std::vector<size_t> lens;

@@ -122,6 +122,9 @@ class redis_sync {
   redis_sync(const redis_sync&) = delete;
   redis_sync& operator=(const redis_sync&) = delete;
   redis_reply exec(const std::vector<std::string>& args);
+  // The connection's socket, for a protocol beyond request and reply (core/backup.cpp's SYNC).
+  // Nothing may be pending on it when it is taken.
+  int native_handle() const;
 
  private:
   redisContext* ctx_ = nullptr;
