@@ -530,17 +530,18 @@ net::awaitable<result<finished>> finish(gateway_context& ctx, std::string query,
       co_return refused(why);
     }
     auto names = name_candidates(base_name(check.claims, cfg.username_claim));
-    auto made =
-        co_await ctx.redis->async_exec(link_cmd(keys_of(ctx), field, cfg.auto_approve ? "active" : "pending",
-                                                *email, now_s(ctx), cfg.issuer, sub, cfg.name, names));
+    std::string status = "pending";  // (no conditional temporaries in a coroutine: GCC 12)
+    if (cfg.auto_approve) status = "active";
+    auto made = co_await ctx.redis->async_exec(
+        link_cmd(keys_of(ctx), field, status, *email, now_s(ctx), cfg.issuer, sub, cfg.name, names));
     if (made.is_error() || made.elements.size() != 2) co_return internal_error("login link: " + made.str);
     if (made.elements[0].as_string() == "full")
       co_return refused("no account name is free for " + names.front() + "; ask an administrator");
     out.created = made.elements[0].as_string() == "created";
     out.user = made.elements[1].as_string();
     if (out.created)
-      log::info("oidc account made user={} provider={} status={} address={}", out.user, cfg.name,
-                cfg.auto_approve ? "active" : "pending", peer);
+      log::info("oidc account made user={} provider={} status={} address={}", out.user, cfg.name, status,
+                peer);
   } else {
     out.user = linked.as_string();
   }

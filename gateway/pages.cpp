@@ -971,10 +971,11 @@ net::awaitable<handler_result> page_oidc_callback(call& c) {
   if (!r->session) {
     web::flash f;
     if (r->account_status == "pending") {
-      f.text = r->created ? "Welcome, " + r->user +
-                                ": your account is made and waits for an administrator's "
-                                "approval. Log in again once it is approved."
-                          : oidc::why_not_logged_in(*r) + ".";
+      f.text = oidc::why_not_logged_in(*r) + ".";
+      if (r->created)
+        f.text = "Welcome, " + r->user +
+                 ": your account is made and waits for an administrator's approval. Log in again once it is "
+                 "approved.";
       co_return answer(oidc_login_page(c, f, r->created ? http::status::ok : http::status::forbidden));
     }
     f.text = oidc::why_not_logged_in(*r) + ".";
