@@ -325,6 +325,19 @@ TEST(OidcLogin, ForgedReplayedForeignAndRefusedCallbacksOpenNoSession) {
   auto wrong = oidc_login(s, p, "alice", "wrongsecret");
   expect_refused(wrong.back, 403, "did not accept the login code");
 
+  // Logins started from one address are bounded (30 a minute; each keeps a state 10 minutes).
+  int started = 0;
+  http_response last;
+  for (int i = 0; i < 40; ++i) {
+    last = get("/login/oidc/glewlwyd", "");
+    if (last.status != 303) break;
+    ++started;
+  }
+  EXPECT_EQ(last.status, 429) << last.body;
+  EXPECT_LE(started, 30);
+  EXPECT_NE(last.header("retry-after"), "");
+  EXPECT_NE(last.body.find("too many logins from this address"), std::string::npos) << last.body;
+
   // None of this made an account or a link.
   EXPECT_EQ(r.exec({"EXISTS", "descprod:oidc:links"}).integer, 0);
   EXPECT_EQ(r.exec({"EXISTS", "descprod:user:alice-2"}).integer, 0);
