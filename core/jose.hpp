@@ -79,12 +79,12 @@ jwt_check verify_jwt(std::string_view token, const key_set& keys);
 
 // What an ID token must say (OpenID Connect Core 1.0 §3.1.3.7).
 struct id_token_expectations {
-  std::string issuer;     // iss must equal it exactly
-  std::string client_id;  // aud must be it or an array holding it; with several audiences azp must be it
-  std::string nonce;      // nonce must equal it (the one sent in the authorization request)
-  std::int64_t now = 0;   // Unix seconds
-  std::int64_t leeway_s = 60;       // clock skew allowed on exp and iat
-  std::int64_t max_age_s = 3600;    // iat older than now - max_age_s is refused
+  std::string issuer;          // iss must equal it exactly
+  std::string client_id;       // aud must be it or an array holding it; with several audiences azp must be it
+  std::string nonce;           // nonce must equal it (the one sent in the authorization request)
+  std::int64_t now = 0;        // Unix seconds
+  std::int64_t leeway_s = 60;  // clock skew allowed on exp and iat
+  std::int64_t max_age_s = 3600;  // iat older than now - max_age_s is refused
 };
 // nullopt when every check holds; otherwise why not ("the ID token has expired", "the ID token is
 // for another client", ...). Also required: sub, a non-empty string of at most 255 bytes; exp and
