@@ -22,6 +22,7 @@
 #include <set>
 #include <sstream>
 
+#include "client/http.hpp"
 #include "core/redis.hpp"
 #include "core/store.hpp"
 #include "tests/support/fill.hpp"
@@ -501,6 +502,75 @@ TEST(DescprodUp, RedisRequiresAPasswordSecretsArePrivateAndAnOldVarIsTakenOver) 
   long long id = submit(u.port(), token, R"({"jobtype":"mysleep","config":"0"})");
   EXPECT_EQ(id, 8);
   EXPECT_TRUE(wait_until([&] { return job_state(u.port(), token, id) == "done"; }, 60s));
+}
+
+// --gateways 3 (issue 15 item 3, in part): three gateways on one Redis and one daemon. A session
+// made on one works on the others, an API token revoked on one stops working on the others within
+// the token cache's second, and the live event feed of one shows a job submitted on another.
+TEST(DescprodUp, SeveralGatewaysShareSessionsTokensAndTheLiveFeed) {
+  temp_dir var("dpup-");
+  temp_dir scratch("dpup-out-");
+  up u(var.path(), scratch.file("up.out"), free_port(), 1, {"--gateways", "3"});
+  ASSERT_TRUE(u.wait_ready(120s)) << u.output();
+  std::vector<int> ports = {u.port(), std::stoi(trim(read_file(var.path() + "/gateway-2.port"))),
+                            std::stoi(trim(read_file(var.path() + "/gateway-3.port")))};
+  EXPECT_NE(u.output().find("Gateway 3: http://"), std::string::npos) << u.output();
+  EXPECT_NE(ports[0], ports[1]);
+  EXPECT_NE(ports[1], ports[2]);
+  const std::string admin = u.token();
+  http_headers as_admin = {{"authorization", "Bearer " + admin}};
+
+  // A registration on gateway 1, approved on gateway 3, a login on gateway 2: its session works
+  // on gateway 3.
+  auto reg = http_request("127.0.0.1", ports[0], "POST", "/api/register",
+                          R"({"username":"gina","password":"gina-password-1","email":"gina@example.org"})");
+  ASSERT_EQ(reg.status, 201) << reg.body;
+  auto ok = http_request("127.0.0.1", ports[2], "POST", "/api/admin/users/gina/approve", "{}", as_admin);
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  auto login = http_request("127.0.0.1", ports[1], "POST", "/api/login",
+                            R"({"username":"gina","password":"gina-password-1"})");
+  ASSERT_EQ(login.status, 200) << login.body;
+  std::string set = login.header("set-cookie");
+  std::string cookie = set.substr(0, set.find(';'));
+  std::string csrf(login.json().as_object().at("csrf_token").as_string());
+  http_headers as_session = {{"cookie", cookie}, {"x-csrf-token", csrf}};
+  auto who = http_request("127.0.0.1", ports[2], "GET", "/api/session", "", as_session);
+  ASSERT_EQ(who.status, 200) << who.body;
+  EXPECT_EQ(who.json().as_object().at("user").as_string(), "gina");
+
+  // An API token made on gateway 1 works on gateway 2 until gateway 3 revokes it.
+  auto made = http_request("127.0.0.1", ports[0], "POST", "/api/tokens", R"({"label":"multi"})", as_session);
+  ASSERT_EQ(made.status, 201) << made.body;
+  std::string token(made.json().as_object().at("token").as_string());
+  std::string sha(made.json().as_object().at("id").as_string());
+  http_headers as_token = {{"authorization", "Bearer " + token}};
+  EXPECT_EQ(http_request("127.0.0.1", ports[1], "GET", "/api/jobs", "", as_token).status, 200);
+  auto revoked = http_request("127.0.0.1", ports[2], "DELETE", "/api/tokens/" + sha, "", as_session);
+  EXPECT_EQ(revoked.status / 100, 2) << revoked.body;
+  EXPECT_TRUE(wait_until(
+      [&] { return http_request("127.0.0.1", ports[1], "GET", "/api/jobs", "", as_token).status == 401; }, 5s,
+      100ms))
+      << "gateway 2 still takes a token gateway 3 revoked";
+
+  // Gateway 2's live feed shows a job submitted on gateway 1 to its end.
+  auto url = descprod::client::parse_url("http://127.0.0.1:" + std::to_string(ports[1]));
+  ASSERT_TRUE(url);
+  descprod::client::header_list h = {{"Authorization", "Bearer " + admin}};
+  descprod::client::sse_stream feed(*url, "/api/events", h);
+  ASSERT_EQ(feed.status(), 200) << feed.error_body();
+  long long id = submit(ports[0], admin, R"({"jobtype":"mysleep","config":"0"})");
+  ASSERT_GT(id, 0);
+  bool seen_done = false;
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (!seen_done && feed.open() && std::chrono::steady_clock::now() < deadline) {
+    for (const auto& e : feed.next(1s)) {
+      if (e.data.find("\"id\":" + std::to_string(id)) != std::string::npos &&
+          e.data.find("\"state\":\"done\"") != std::string::npos)
+        seen_done = true;
+    }
+  }
+  EXPECT_TRUE(seen_done) << "gateway 2's feed did not show job " << id << " (submitted on gateway 1) done";
+  EXPECT_EQ(job_state(ports[2], admin, id), "done");
 }
 
 }  // namespace
