@@ -149,7 +149,8 @@ net::awaitable<result<session>> login(gateway_context& ctx, std::string name, st
     log::info("login refused user={} reason={}", name, account);
     co_return forbidden(why);
   }
-  std::string role = field_or_empty(user, "role").empty() ? "user" : field_or_empty(user, "role");
+  std::string role = field_or_empty(user, "role");
+  if (role.empty()) role = "user";
   out = co_await open_session(ctx, name, role, old_cookie_token);
   log::info("login user={} role={}", name, out.role);
   co_return out;
