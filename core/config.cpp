@@ -6,6 +6,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <boost/asio/ip/address.hpp>
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -201,24 +203,13 @@ void read_pilots(section& s, pilots_config& p) {
 
 namespace {
 
-// An issuer or redirect URI: https://, or http:// on a loopback host (127.0.0.1, [::1], localhost),
-// with no spaces, control characters or fragment.
+// An issuer or redirect URI: https://, or http:// on a loopback host, with no spaces, control
+// characters or fragment.
 bool oidc_url_ok(const std::string& url) {
   for (unsigned char ch : url)
     if (ch <= 0x20 || ch == 0x7f || ch == '#') return false;
   if (url.rfind("https://", 0) == 0) return url.size() > 8;
-  for (const char* host : {"http://127.0.0.1", "http://localhost", "http://[::1]"}) {
-    std::string h = host;
-    if (url.rfind(h, 0) == 0 && (url.size() == h.size() || url[h.size()] == ':' || url[h.size()] == '/'))
-      return true;
-  }
-  return false;
-}
-
-bool valid_provider_name(const std::string& n) {
-  if (n.empty() || n.size() > 32 || n == "callback") return false;
-  if (!((n[0] >= 'a' && n[0] <= 'z') || (n[0] >= '0' && n[0] <= '9'))) return false;
-  return n.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") == std::string::npos;
+  return is_loopback_http_url(url);
 }
 
 // gateway.oidc: a list of providers (oidc_provider_config). A relative client_secret_file is
@@ -234,7 +225,7 @@ void read_oidc_providers(const YAML::Node& node, const std::string& file, gatewa
     oidc_provider_config p;
     s.read("name", p.name);
     if (p.name.empty() && node.size() == 1) p.name = "oidc";
-    if (!valid_provider_name(p.name))
+    if (!valid_oidc_provider_name(p.name))
       s.fail(s.take("name") ? s.take("name") : node[i], "name",
              "required with several providers: 1 to 32 of a-z, 0-9, '_', '-' (not 'callback')");
     if (!names.insert(p.name).second) s.fail(s.take("name"), "name", "'" + p.name + "' is listed twice");
@@ -299,6 +290,35 @@ void read_oidc_providers(const YAML::Node& node, const std::string& file, gatewa
   if (g.oidc.size() > 16) throw config_error(file + ": gateway.oidc: at most 16 providers");
 }
 }  // namespace
+
+bool is_loopback_name(std::string_view host) {
+  if (host == "localhost") return true;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(std::string(host), ec);
+  return !ec && address.is_loopback();
+}
+
+bool is_loopback_http_url(std::string_view url) {
+  if (url.substr(0, 7) != "http://") return false;
+  std::string_view authority = url.substr(7, url.substr(7).find_first_of("/?#"));
+  if (authority.find('@') != std::string_view::npos) return false;
+  std::string_view host = authority;
+  auto colon = authority.rfind(':');
+  if (colon != std::string_view::npos && authority.find(']', colon) == std::string_view::npos) {
+    std::string_view port = authority.substr(colon + 1);
+    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string_view::npos)
+      return false;
+    host = authority.substr(0, colon);
+  }
+  return is_loopback_name(host);
+}
+
+bool valid_oidc_provider_name(std::string_view n) {
+  if (n.empty() || n.size() > 32 || n == "callback") return false;
+  if (!((n[0] >= 'a' && n[0] <= 'z') || (n[0] >= '0' && n[0] <= '9'))) return false;
+  return n.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") == std::string_view::npos;
+}
 
 descprod_config parse_config(const std::string& text, const std::string& file) {
   descprod_config c;

@@ -9,6 +9,7 @@
 #include <regex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/redis.hpp"
@@ -63,6 +64,16 @@ struct app_registry {
   std::map<std::string, app_def> apps;
   const app_def* find(const std::string& name) const;
 };
+
+// localhost, or a loopback address (127.x.y.z, ::1, bracketed or not). Strict: "127.0.0.1.evil.example"
+// is a name, not an address.
+bool is_loopback_name(std::string_view host);
+// An http:// URL whose host is a loopback name (the only place plain HTTP is allowed for an
+// OpenID Connect issuer and its endpoints: tests).
+bool is_loopback_http_url(std::string_view url);
+// An OpenID Connect provider's name (gateway.oidc, /login/oidc/<name>): 1 to 32 of a-z 0-9 _ -,
+// starting with a letter or digit, and not "callback".
+bool valid_oidc_provider_name(std::string_view name);
 
 // One OpenID Connect provider the login page offers (gateway.oidc; docs/security.md, "OpenID
 // Connect"). The client secret is read from client_secret_file at load and kept only here.

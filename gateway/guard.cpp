@@ -4,7 +4,6 @@
 #include <sys/resource.h>
 
 #include <algorithm>
-#include <boost/asio/ip/address.hpp>
 #include <cctype>
 #include <vector>
 
@@ -285,15 +284,6 @@ std::optional<web_origin> parse_origin(std::string_view url) {
   if (slash != std::string_view::npos) rest = rest.substr(0, slash);
   if (rest.find('@') != std::string_view::npos) return std::nullopt;  // user info
   return origin_of_host(url.substr(0, scheme_end), rest);
-}
-
-bool is_loopback_name(std::string_view host) {
-  if (host == "localhost") return true;
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  // An address, parsed strictly: "127.0.0.1.evil.example" is a name, not an address.
-  boost::system::error_code ec;
-  auto address = boost::asio::ip::make_address(std::string(host), ec);
-  return !ec && address.is_loopback();
 }
 
 namespace {

@@ -170,8 +170,7 @@ std::optional<web_origin> parse_origin(std::string_view url);
 // host[:port] of a Host header with the scheme's default port filled in.
 std::optional<web_origin> origin_of_host(std::string_view scheme, std::string_view host);
 
-// localhost, or a loopback address (127.x.y.z, ::1, bracketed or not).
-bool is_loopback_name(std::string_view host);
+// is_loopback_name: core/config.hpp.
 // Whether a browser's Origin header may change state here: absent (not a browser), or equal in
 // scheme, host and port to gateway.public_url when set (or a loopback name on its port or the
 // listen port), else to this gateway's own scheme and the Host header. The Host header is held to

@@ -13,6 +13,7 @@
 #include "core/crypto.hpp"
 #include "core/keys.hpp"
 #include "core/log.hpp"
+#include "core/protocol.hpp"
 #include "core/text.hpp"
 #include "gateway/accounts_service.hpp"
 #include "gateway/guard.hpp"
@@ -36,25 +37,14 @@ constexpr std::size_t max_code_bytes = 4096;
 constexpr auto fetch_timeout = std::chrono::seconds(10);
 
 std::string json_string(const json::object& o, std::string_view key) {
-  auto it = o.find(key);
-  if (it == o.end() || !it->value().is_string()) return {};
-  return std::string(it->value().as_string());
-}
-
-bool loopback_http(std::string_view url) {
-  for (std::string_view host : {"http://127.0.0.1", "http://localhost", "http://[::1]"}) {
-    if (url.substr(0, host.size()) == host &&
-        (url.size() == host.size() || url[host.size()] == ':' || url[host.size()] == '/'))
-      return true;
-  }
-  return false;
+  return protocol::get_string(o, key).value_or(std::string());
 }
 
 bool endpoint_ok(std::string_view url, bool issuer_on_loopback) {
   for (unsigned char c : url)
     if (c <= 0x20 || c == 0x7f || c == '#') return false;
   if (url.substr(0, 8) == "https://") return url.size() > 8;
-  return issuer_on_loopback && loopback_http(url);
+  return issuer_on_loopback && is_loopback_http_url(url);
 }
 
 // Standard base64 with padding (HTTP Basic), by OpenSSL.
@@ -215,7 +205,7 @@ std::optional<discovery> parse_discovery(std::string_view body, const std::strin
           ")";
     return std::nullopt;
   }
-  bool local = loopback_http(issuer);
+  bool local = is_loopback_http_url(issuer);
   discovery d;
   d.authorization_endpoint = json_string(o, "authorization_endpoint");
   d.token_endpoint = json_string(o, "token_endpoint");

@@ -50,10 +50,7 @@ bool match_placeholder(std::string_view name, std::string_view seg, route_params
     return true;
   }
   if (name == "{provider}") {
-    // The provider's name rule (core/config.cpp); whether one has it is the handler's answer.
-    if (seg.empty() || seg.size() > 32 ||
-        seg.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") != std::string_view::npos)
-      return false;
+    if (!valid_oidc_provider_name(seg)) return false;  // whether one has the name: the handler's answer
     if (out) out->name = std::string(seg);
     return true;
   }

@@ -528,6 +528,10 @@ TEST(ParseConfig, OidcProvidersAreReadAndCheckedKeyByKey) {
             std::string::npos);
   EXPECT_NE(err("").find("issuer"), std::string::npos);
   EXPECT_NE(err("      issuer: http://127.0.0.1.evil.example\n").find("issuer"), std::string::npos);
+  EXPECT_NE(err("      issuer: http://evil@127.0.0.1/o\n").find("issuer"), std::string::npos);
+  EXPECT_NE(err("      issuer: http://127.0.0.1:80x/o\n").find("issuer"), std::string::npos);
+  EXPECT_EQ(err("      issuer: http://[::1]:9000/o\n"), "");
+  EXPECT_EQ(err("      issuer: http://127.0.0.2:9000\n"), "");
   EXPECT_NE(err("      issuer: https://a.example\n      token_auth: private_key_jwt\n").find("token_auth"),
             std::string::npos);
   EXPECT_NE(err("      issuer: https://a.example\n      scopes: [email]\n").find("must hold openid"),
