@@ -92,6 +92,10 @@ class keys {
   std::string pilots() const { return p_ + "pilots"; }
   std::string pilot(std::string_view id) const { return cat("pilot:", id); }
   std::string daemon_stats() const { return p_ + "daemon:stats"; }
+  // The leader lease (`<host>:<pid>` of the daemon that leads, with a TTL) and the fencing epoch
+  // (raised each time another daemon takes the lead; daemon/leadership.hpp).
+  std::string daemon_leader() const { return p_ + "daemon:leader"; }
+  std::string daemon_epoch() const { return p_ + "daemon:epoch"; }
   std::string jobs_by_state() const { return p_ + "stats:jobs_by_state"; }
   std::string notify_cursor() const { return p_ + "notify:cursor"; }
   std::string notify_lock() const { return p_ + "notify:lock"; }

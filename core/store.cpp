@@ -130,13 +130,16 @@ std::vector<std::string> store::job_keys(job_id id) const { return {keys_.job(id
 net::awaitable<redis_reply> store::eval(int script, std::vector<std::string> keys,
                                         std::vector<std::string> args) {
   std::vector<std::string> cmd;
-  cmd.reserve(4 + head_keys_.size() + keys.size() + args.size());
+  const bool fenced = !fence_.empty();
+  cmd.reserve(6 + head_keys_.size() + keys.size() + args.size());
   cmd.push_back("EVALSHA");
   cmd.push_back(shas_[script]);
-  cmd.push_back(std::to_string(head_keys_.size() + keys.size()));
+  cmd.push_back(std::to_string(head_keys_.size() + keys.size() + (fenced ? 1 : 0)));
   cmd.insert(cmd.end(), head_keys_.begin(), head_keys_.end());
   for (auto& k : keys) cmd.push_back(std::move(k));
+  if (fenced) cmd.push_back(keys_.daemon_epoch());  // the last KEY (store_scripts.cpp, Fence)
   cmd.push_back(prefix());
+  cmd.push_back(fence_);
   for (auto& a : args) cmd.push_back(std::move(a));
   auto r = co_await redis_.async_exec(cmd);
   if (r.is_error() && r.str.rfind("NOSCRIPT", 0) == 0) {
@@ -144,6 +147,10 @@ net::awaitable<redis_reply> store::eval(int script, std::vector<std::string> key
     cmd[0] = "EVAL";
     cmd[1] = store_scripts()[script];
     r = co_await redis_.async_exec(cmd);
+  }
+  if (r.is_error() && r.str.rfind("FENCED", 0) == 0) {
+    if (on_fenced) on_fenced(r.str);
+    throw fenced_error(r.str);
   }
   co_return r;
 }
@@ -504,6 +511,7 @@ std::vector<std::string> import_command(const keys& k, const std::vector<importe
   cmd.push_back(std::to_string(head.size()));
   cmd.insert(cmd.end(), head.begin(), head.end());
   cmd.push_back(k.prefix());
+  cmd.push_back("");  // no fence
   cmd.push_back(std::to_string(jobs.size()));
   for (const auto& j : jobs) {
     cmd.push_back(std::to_string(j.id));

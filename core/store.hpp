@@ -9,9 +9,11 @@
 #pragma once
 
 #include <boost/asio.hpp>
+#include <functional>
 #include <iosfwd>
 #include <map>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -131,9 +133,25 @@ double queue_score(int priority, job_id id);
 // nullopt when create_time is malformed (no job).
 std::optional<redis_reply> submit_event_entry(std::string_view create_time);
 
+// A script refused because the caller's fence is not the stored epoch: another daemon has taken
+// the lead since (store::set_fence). Nothing was changed.
+struct fenced_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 class store {
  public:
   store(redis_client& redis, std::string prefix);
+
+  // Fencing (docs/architecture.md, Daemon: leader and standby). Once set, every script this store
+  // runs carries `epoch` and the epoch key, and changes nothing unless the stored epoch
+  // (<prefix>daemon:epoch) is still `epoch`: a daemon that was deposed (frozen, cut off) cannot
+  // write a transition after another daemon took the lead. Such a refusal throws fenced_error,
+  // after calling `on_fenced` with Redis's message. Empty (the default: the gateway, the admin
+  // tool): no fence.
+  void set_fence(std::string epoch) { fence_ = std::move(epoch); }
+  const std::string& fence() const { return fence_; }
+  std::function<void(const std::string&)> on_fenced;
 
   const std::string& prefix() const { return keys_.prefix(); }
   const keys& redis_keys() const { return keys_; }
@@ -289,6 +307,7 @@ class store {
   keys keys_;
   std::vector<std::string> head_keys_;
   std::vector<std::string> shas_;
+  std::string fence_;
 };
 
 // descprod-admin import-jobs (core/job_import.hpp): the EVAL command that writes `jobs` (at most a

@@ -21,6 +21,9 @@
 //           restore_leases          {job:<id>, job:<id>:events} per job
 //         An absent key is left out, never passed as '': a Redis ACL user limited to the prefix
 //         (~descprod:*) is refused any declared key outside it.
+//   Fence Every call also carries the fence (store.hpp, set_fence): ARGV[2] the caller's leader
+//         epoch ('' for none) and, with an epoch, the epoch key as the last KEY; the first lines
+//         of every script check it and take both out, so the layout below is what the body sees.
 //   ARGV  ARGV[1] is the key prefix, used only by the prelude's K functions (keys::lua_prelude)
 //         for the keys a script derives from data it reads: the new jobs' keys (their IDs come
 //         from next_job_id), the owner's job index and the parent's children set a job names, the
@@ -101,6 +104,21 @@ std::string lua_head_keys() {
          "-- A job in a script: its ID and the KEYS group at i (its hash, its stream).\n"
          "local function job_at(id, i) return {id = id, key = KEYS[i], events = KEYS[i + 1]} end\n";
 }
+
+// First in every script: the fence (store.hpp, set_fence). ARGV[2] is the leader epoch the caller
+// holds, '' for callers that are not the daemon; with an epoch the last KEY is the epoch key. Both
+// are taken out before anything else reads KEYS or ARGV, so the scripts below see the layout
+// written above (the prefix, then their own values). A stale epoch changes nothing.
+const char* fence = R"LUA(local FENCE = table.remove(ARGV, 2) or ''
+if FENCE ~= '' then
+  local epoch_key = table.remove(KEYS)
+  local now_epoch = redis.call('GET', epoch_key)
+  if now_epoch ~= FENCE then
+    return redis.error_reply('FENCED this daemon no longer leads: its epoch is ' .. FENCE ..
+      ', the lead is at epoch ' .. tostring(now_epoch or 'none'))
+  end
+end
+)LUA";
 
 // Shared by every script, after the rendered tables.
 const char* shared = R"LUA(
@@ -1035,8 +1053,8 @@ return out
 const std::vector<std::string>& store_scripts() {
   static const std::vector<std::string> scripts = [] {
     std::vector<std::string> v;
-    auto prelude = keys::lua_prelude() + lua_head_keys() + lua_state_tables() + lua_token_fields() +
-                   lua_find_fields() + shared + ops;
+    auto prelude = std::string(fence) + keys::lua_prelude() + lua_head_keys() + lua_state_tables() +
+                   lua_token_fields() + lua_find_fields() + shared + ops;
     // Each body runs as main(); its state counts are written once, after it (flush_counts).
     for (int i = 0; i < s_count; ++i)
       v.push_back(prelude + "local function main()\n" + bodies[i] +

@@ -71,8 +71,12 @@ TEST(Refusal, AnUnknownWordOrAMalformedAnswerIsAClearError) {
 TEST(LuaConvention, NoKeyTextNorStateNameIsWrittenByHandOutsideTheRenderedPrelude) {
   const auto prelude = keys::lua_prelude();
   for (const auto& src : store_scripts()) {
-    ASSERT_EQ(src.rfind(prelude, 0), 0u) << "every script starts with the key functions";
-    auto rest = src.substr(prelude.size());
+    // Every script starts with the fence, then the key functions.
+    ASSERT_EQ(src.rfind("local FENCE = table.remove(ARGV, 2) or ''\n", 0), 0u);
+    auto at = src.find(prelude);
+    ASSERT_NE(at, std::string::npos) << "every script has the key functions";
+    EXPECT_EQ(src.substr(0, at).find("P .."), std::string::npos) << "the fence builds no key";
+    auto rest = src.substr(at + prelude.size());
     EXPECT_EQ(rest.find("P .."), std::string::npos) << "keys from the prefix only in K";
     for (const char* text :
          {"'token:", "'user:", "':events'", "':log'", "':children'", "':jobs'", "'queue'", "'leases'",
