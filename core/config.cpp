@@ -18,6 +18,21 @@
 
 namespace descprod {
 
+std::vector<std::string> endpoint_list(std::string_view endpoints) {
+  std::vector<std::string> out;
+  std::size_t from = 0;
+  while (from <= endpoints.size()) {
+    auto comma = endpoints.find(',', from);
+    if (comma == std::string_view::npos) comma = endpoints.size();
+    auto one = endpoints.substr(from, comma - from);
+    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+    while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+    if (!one.empty()) out.emplace_back(one);
+    from = comma + 1;
+  }
+  return out;
+}
+
 namespace {
 
 std::string where(const std::string& file, const YAML::Mark& m) {
@@ -144,9 +159,16 @@ YAML::Node parse_yaml(const std::string& text, const std::string& file) {
   }
 }
 
-void check_endpoint(section& s, const YAML::Node& v, const std::string& key, const std::string& ep) {
-  if (ep.rfind("tcp://", 0) != 0 && ep.rfind("ipc://", 0) != 0 && ep.rfind("inproc://", 0) != 0)
-    s.fail(v, key, "expected a ZeroMQ endpoint (tcp://, ipc:// or inproc://)");
+void check_endpoint(section& s, const YAML::Node& v, const std::string& key, const std::string& ep,
+                    bool list = false) {
+  auto parts = list ? endpoint_list(ep) : std::vector<std::string>{ep};
+  if (parts.empty()) s.fail(v, key, "expected a ZeroMQ endpoint (tcp://, ipc:// or inproc://)");
+  for (const auto& one : parts)
+    if (one.rfind("tcp://", 0) != 0 && one.rfind("ipc://", 0) != 0 && one.rfind("inproc://", 0) != 0)
+      s.fail(
+          v, key,
+          list ? "expected ZeroMQ endpoints (tcp://, ipc:// or inproc://), separated by commas: '" + one + "'"
+               : std::string("expected a ZeroMQ endpoint (tcp://, ipc:// or inproc://)"));
 }
 
 }  // namespace
@@ -365,7 +387,7 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_range("port", c.gateway.port, 0, 65535);
     s.read("daemon_endpoint", c.gateway.daemon_endpoint);
     if (auto v = s.take("daemon_endpoint"))
-      check_endpoint(s, v, "daemon_endpoint", c.gateway.daemon_endpoint);
+      check_endpoint(s, v, "daemon_endpoint", c.gateway.daemon_endpoint, true);
     s.read_range<std::size_t>("max_body_bytes", c.gateway.max_body_bytes, 1024, std::size_t(1) << 34);
     s.read_range<std::size_t>("max_bulk_jobs", c.gateway.max_bulk_jobs, 1, 10000000);
     if (auto v = s.take("sites")) {
@@ -432,6 +454,11 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     s.read_ms("heartbeat_interval_ms", c.daemon.heartbeat_interval);
     s.read_ms("lease_timeout_ms", c.daemon.lease_timeout);
     s.read_ms("reconcile_interval_ms", c.daemon.reconcile_interval);
+    s.read_ms("leader_ttl_ms", c.daemon.leader_ttl);
+    if (auto v = s.take("leader_ttl_ms");
+        v && (c.daemon.leader_ttl.count() < 300 || c.daemon.leader_ttl.count() > 600000))
+      s.fail(v, "leader_ttl_ms", "must be in [300, 600000]");
+    s.read("leader_file", c.daemon.leader_file);
     s.read_ms("stop_deadline_ms", c.daemon.stop_deadline);
     {
       long long every = c.daemon.stats_interval.count();
@@ -463,7 +490,8 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
   {
     section s(top.take("worker"), file, "worker");
     s.read("daemon_endpoint", c.worker.daemon_endpoint);
-    if (auto v = s.take("daemon_endpoint")) check_endpoint(s, v, "daemon_endpoint", c.worker.daemon_endpoint);
+    if (auto v = s.take("daemon_endpoint"))
+      check_endpoint(s, v, "daemon_endpoint", c.worker.daemon_endpoint, true);
     s.read_range("slots", c.worker.slots, 0, 4096);
     s.read_range("prefetch", c.worker.prefetch, 0, 4096);
     s.read("output_dir", c.worker.output_dir);

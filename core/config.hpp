@@ -74,6 +74,9 @@ bool is_loopback_http_url(std::string_view url);
 // An OpenID Connect provider's name (gateway.oidc, /login/oidc/<name>): 1 to 32 of a-z 0-9 _ -,
 // starting with a letter or digit, and not "callback".
 bool valid_oidc_provider_name(std::string_view name);
+// The endpoints of a `daemon_endpoint` that lists several, separated by commas (spaces around
+// each ignored, empty ones dropped).
+std::vector<std::string> endpoint_list(std::string_view endpoints);
 
 // One OpenID Connect provider the login page offers (gateway.oidc; docs/security.md, "OpenID
 // Connect"). The client secret is read from client_secret_file at load and kept only here.
@@ -95,6 +98,7 @@ struct oidc_provider_config {
 struct gateway_config {
   std::string address = "127.0.0.1";
   int port = 8080;
+  // The daemon's gateway endpoint; several, separated by commas, as the worker's daemon_endpoint.
   std::string daemon_endpoint = "ipc://var/daemon-gateways.ipc";
   std::size_t max_body_bytes = 1 << 20;
   std::size_t max_bulk_jobs = 100000;
@@ -155,6 +159,13 @@ struct daemon_config {
   std::chrono::milliseconds heartbeat_interval{1000};
   std::chrono::milliseconds lease_timeout{10000};
   std::chrono::milliseconds reconcile_interval{5000};
+  // Leader and standby (daemon/leadership.hpp): the leader lease's time to live in Redis; the
+  // leader renews it every third of this, a standby asks for it every quarter. A standby leads
+  // at most this long (plus a quarter) after a leader died.
+  std::chrono::milliseconds leader_ttl{2000};
+  // A file the daemon creates (holding its epoch) while it leads and removes when it stops:
+  // a readiness probe for Kubernetes (docs/operators.md). Empty: none.
+  std::string leader_file;
   // At SIGTERM the daemon takes no new work and writes what its outbox still holds to Redis for at
   // most this long before it exits (what is left is re-sent by the workers, which keep every
   // report until the daemon acknowledges it).
@@ -181,6 +192,8 @@ struct daemon_config {
 };
 
 struct worker_config {
+  // The daemon's worker endpoint; several, separated by commas, when daemons on other hosts stand
+  // by (the worker connects to all and talks to the one that leads: only the leader binds).
   std::string daemon_endpoint = "ipc://var/daemon-workers.ipc";
   int slots = 0;           // 0: the node's cores
   int prefetch = 0;        // jobs asked for beyond free slots, queued on the worker (0: none)

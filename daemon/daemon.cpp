@@ -17,6 +17,7 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
 queue_daemon::queue_daemon(net::io_context& io, descprod_config cfg, app_registry apps)
     : ctx_(io, std::move(cfg), std::move(apps)),
+      leader_(ctx_),
       out_(ctx_, workers_,
            [this](job_id id, int priority, const std::string& owner, const std::string& sites) {
              // A requeue put the job back to ready: queue it and offer it at once.
@@ -34,6 +35,8 @@ queue_daemon::queue_daemon(net::io_context& io, descprod_config cfg, app_registr
     return workers_sock_ && workers_sock_->send(frames);
   };
   ctx_.job_ended = [this] { deps_.wake(); };
+  // A transition refused by the fence: another daemon leads; this one must not write again.
+  ctx_.st.on_fenced = [this](const std::string& why) { leader_.deposed("a write was fenced: " + why); };
   disp_.worker_lost = [this](const std::string& id, const std::string& why) {
     handler_.worker_lost(id, why);
   };
@@ -42,16 +45,21 @@ queue_daemon::queue_daemon(net::io_context& io, descprod_config cfg, app_registr
 queue_daemon::~queue_daemon() { stop(); }
 
 void queue_daemon::stop() {
+  stop_work();
+  ctx_.redis.close();
+}
+
+void queue_daemon::stop_work() {
   if (ctx_.stopping) return;
   ctx_.stopping = true;
   for (auto& p : pilots_) p->stop();
+  leader_.remove_leader_file();
   deps_.wake();  // its wait ends; it sees the daemon stopping
   out_.flush_acks();
   // The last acknowledgements get a moment to leave (a worker re-sends what it did not hear of).
   if (workers_sock_ && ctx_.draining) workers_sock_->raw().set(zmq::sockopt::linger, 500);
   if (workers_sock_) workers_sock_->close();
   if (gateways_sock_) gateways_sock_->close();
-  ctx_.redis.close();
 }
 
 net::awaitable<void> queue_daemon::connect_redis() {
@@ -68,6 +76,9 @@ net::awaitable<void> queue_daemon::connect_redis() {
       if (!ctx_.redis.connected()) co_await ctx_.redis.async_connect();
       co_await ctx_.st.async_load_scripts();
       co_await ctx_.redis.async_exec(redis_cmd("PING"));
+      // The lease first: the writes below are fenced by its epoch (after an outage longer than its
+      // TTL it is taken back, or this daemon learns it was deposed and exits).
+      co_await leader_.reassert();
       // Before any held write or dispatch: what Redis lost of the daemon's leases goes back. A
       // refused script (not an outage) is logged and does not keep the daemon from Redis.
       try {
@@ -146,6 +157,11 @@ net::awaitable<void> queue_daemon::run() {
               zap_->allowed_keys(), dc.curve_authorized_keys_dir);
   }
   log::info("worker authentication mode={}", ctx_.token_mode ? "token" : "open");
+  // A standby binds nothing: the endpoints are the leader's (with ipc:// every daemon of a machine
+  // shares them; the new leader's bind takes the path over and the peers reconnect to it).
+  bool leads = co_await leader_.acquire();
+  if (!leads) co_return;
+  ctx_.spawn(leader_.keep(), "leader_lease");
   try {
     workers_sock_->raw().bind(dc.worker_endpoint);
     gateways_sock_->raw().bind(dc.gateway_endpoint);
@@ -153,11 +169,15 @@ net::awaitable<void> queue_daemon::run() {
     throw std::runtime_error(std::string("cannot bind ZeroMQ endpoint: ") + e.what());
   }
   log::info("daemon listening workers={} gateways={}", dc.worker_endpoint, dc.gateway_endpoint);
+  // The workers of the leases found in Redis get one lease period to say hello; two after a
+  // takeover from a leader that may have frozen rather than died: its workers notice its silence
+  // only after a lease period, then say hello here.
+  const auto orphan_grace = leader_.took_over() ? 2 * dc.lease_timeout : dc.lease_timeout;
   // Redis may go away (or start refusing) while the queue is read: read it again once it serves.
   for (bool built = false; !built && !ctx_.stopping;) {
     co_await connect_redis();
     try {
-      co_await recon_.rebuild();
+      co_await recon_.rebuild(orphan_grace);
       built = true;
     } catch (const boost::system::system_error& e) {
       log::warn("queue rebuild interrupted, redis unavailable error={}", e.what());
@@ -321,6 +341,11 @@ net::awaitable<void> queue_daemon::drain_and_stop() {
     log::warn(
         "daemon stopping with writes not done (the workers send their reports again) outbox={} in_flight={}",
         out_.size(), out_.in_flight());
+  // The sockets are closed before the lease is given up (a standby then takes over at once
+  // rather than when the lease lapses): with ipc:// the new leader binds the same path, and a
+  // close after its bind would remove its socket file.
+  stop_work();
+  co_await leader_.resign();
   stop();
 }
 

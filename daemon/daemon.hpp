@@ -15,6 +15,7 @@
 //   worker_handler (worker_handler.hpp) the worker protocol's messages
 //   stats_sampler  (stats_sampler.hpp)  a sample of its figures every stats_interval (status plots)
 //   site_monitor   (site_status.hpp)    the sites' status, polled; pilots wait while a site is down
+//   leadership     (leadership.hpp)     the leader lease and fencing epoch: a standby waits for it
 // and owns the sockets, the receive loops, the Redis reconnect, the cron and the stop.
 //
 // Thread-safety: none; everything runs on one io_context thread.
@@ -31,6 +32,7 @@
 #include "daemon/context.hpp"
 #include "daemon/dependencies.hpp"
 #include "daemon/dispatcher.hpp"
+#include "daemon/leadership.hpp"
 #include "daemon/lease_table.hpp"
 #include "daemon/outbox.hpp"
 #include "daemon/pilots.hpp"
@@ -48,7 +50,8 @@ class queue_daemon {
   queue_daemon(net::io_context& io, descprod_config cfg, app_registry apps);
   ~queue_daemon();
 
-  // Binds the sockets, connects Redis, rebuilds the queue, and runs until stop().
+  // Connects Redis, waits as a standby until it leads (leadership.hpp), then binds the sockets,
+  // rebuilds the queue, and runs until stop().
   net::awaitable<void> run();
   void stop();
   // SIGTERM: takes no new work (no dispatch, no hello, gateway notices ignored), goes on taking
@@ -60,6 +63,8 @@ class queue_daemon {
   std::size_t queued() const { return disp_.queue().size(); }
 
  private:
+  // stop() but for the Redis connection (drain_and_stop gives the lease up after it).
+  void stop_work();
   // Connects (when not connected), loads the scripts and checks that Redis serves (PING: refused
   // with LOADING, BUSY or MISCONF while it cannot); retries until it does or the daemon stops.
   net::awaitable<void> connect_redis();
@@ -80,6 +85,7 @@ class queue_daemon {
   stats_gauges gauges() const;
 
   daemon_context ctx_;
+  leadership leader_;
   zmq::context_t zctx_{1};
   std::unique_ptr<zap_handler> zap_;  // CURVE (before the sockets: destroyed after them)
   std::unique_ptr<zmq_socket> workers_sock_;

@@ -171,7 +171,8 @@ net::awaitable<void> leadership::resign() {
 }
 
 void leadership::deposed(const std::string& why) {
-  log::error("deposed: this daemon no longer leads, exiting at once id={} epoch={} reason={}", id_, epoch_, why);
+  log::error("deposed: this daemon no longer leads, exiting at once id={} epoch={} reason={}", id_, epoch_,
+             why);
   remove_leader_file();
   std::fflush(stderr);
   std::_Exit(exit_deposed);

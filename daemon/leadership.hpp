@@ -33,7 +33,7 @@ class leadership {
   explicit leadership(daemon_context& ctx);
 
   const std::string& id() const { return id_; }  // <host>:<pid>
-  long long epoch() const { return epoch_; }      // 0 until this daemon leads
+  long long epoch() const { return epoch_; }     // 0 until this daemon leads
   bool leading() const { return epoch_ > 0; }
   // acquire() waited while another daemon held the lease: this daemon took over from a leader
   // that died, froze or was cut off (not a start after a clean stop or a lapsed lease).

@@ -24,7 +24,7 @@ bool reconciler::due(clock_type::time_point now) {
   return true;
 }
 
-net::awaitable<void> reconciler::rebuild() {
+net::awaitable<void> reconciler::rebuild(std::chrono::milliseconds orphan_grace) {
   // The queue: everything in the ready set, in chunks so a deep queue does not build one reply.
   const long long chunk = 10000;
   for (long long start = 0;; start += chunk) {
@@ -37,12 +37,12 @@ net::awaitable<void> reconciler::rebuild() {
     co_await take_in(std::move(jobs));
     if (r.elements.size() < static_cast<std::size_t>(chunk * 2)) break;
   }
-  // Leases held before a restart: their workers get one lease period to say hello and claim them.
+  // Leases held before a restart: their workers get orphan_grace to say hello and claim them.
   // Claims by descprod-start-job (worker "cli:...") carry deadlines years away and are not ours.
   auto horizon = fmt_double(epoch_now() + 86400.0 * 365);
   auto cmd = redis_cmd("ZRANGE", ctx_.k.leases(), "-inf", horizon, "BYSCORE");
   auto found = co_await ctx_.redis.async_exec(std::move(cmd));
-  auto deadline = clock_type::now() + ctx_.cfg.daemon.lease_timeout;
+  auto deadline = clock_type::now() + orphan_grace;
   // Whom each lease is for, at which attempt, and whose job it is: a hello adopts only leases in
   // its own id and attempt, of owners its token may run; a hello that does not list one of its
   // leases has it requeued at once (worker_handler::accept_hello) instead of after the lease period.

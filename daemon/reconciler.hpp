@@ -23,8 +23,9 @@ class reconciler {
  public:
   reconciler(daemon_context& ctx, worker_table& workers, lease_table& leases, dispatcher& disp, outbox& out);
 
-  // Reads the queue and the leases from Redis (throws system_error when Redis goes away).
-  net::awaitable<void> rebuild();
+  // Reads the queue and the leases from Redis (throws system_error when Redis goes away). The
+  // leases' workers get `orphan_grace` to say hello and claim them; beyond, they are requeued.
+  net::awaitable<void> rebuild(std::chrono::milliseconds orphan_grace);
   // Takes in the ready jobs near the front of Redis's queue that the daemon does not hold.
   net::awaitable<void> reconcile();
   // Takes ready jobs in Redis that the daemon does not hold: (id, score) pairs, owners looked up.

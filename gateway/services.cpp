@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "core/async_util.hpp"
+#include "core/config.hpp"
 #include "core/log.hpp"
 #include "core/protocol.hpp"
 
@@ -157,7 +158,11 @@ void daemon_link::start() {
   } else {
     log::warn("daemon link monitor unavailable error={}", zmq_strerror(zmq_errno()));
   }
-  socket_.raw().connect(endpoint_);
+  // Several endpoints (daemons on other hosts standing by): connected to all; only the leader
+  // binds, and with immediate set messages go only to connections that are up.
+  const auto endpoints = endpoint_list(endpoint_);
+  if (endpoints.size() > 1) socket_.raw().set(zmq::sockopt::immediate, 1);
+  for (const auto& ep : endpoints) socket_.raw().connect(ep);
   if (!socket_.send(hello_frames())) log::warn("daemon hello not queued endpoint={}", endpoint_);
   log::info("daemon link connecting endpoint={}", endpoint_);
 }

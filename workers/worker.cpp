@@ -8,6 +8,7 @@
 #include <csignal>
 #include <filesystem>
 
+#include "core/config.hpp"
 #include "core/curve.hpp"
 #include "core/log.hpp"
 #include "core/protocol.hpp"
@@ -124,7 +125,11 @@ std::shared_ptr<zmq_socket> worker::open_session() {
     set_key(zmq::sockopt::curve_publickey, opts_.curve_public_key);
     set_key(zmq::sockopt::curve_secretkey, opts_.curve_secret_key);
   }
-  sock->raw().connect(opts_.endpoint);
+  // Several endpoints (daemons on other hosts standing by): connected to all; only the leader
+  // binds, and with immediate set messages go only to connections that are up.
+  const auto endpoints = endpoint_list(opts_.endpoint);
+  if (endpoints.size() > 1) sock->raw().set(zmq::sockopt::immediate, 1);
+  for (const auto& ep : endpoints) sock->raw().connect(ep);
   socket_ = sock;
   welcomed_ = false;
   hello_sent_ = steady::now();

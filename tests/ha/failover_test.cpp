@@ -57,7 +57,8 @@ long long first_dispatch_after(redis_sync& r, long long from_ms) {
 // Submits `n` jobs of `jobtype` in bulk; returns their IDs.
 std::vector<long long> submit_many(service& s, const std::string& jobtype, int n) {
   std::string body = R"({"jobs":[)";
-  for (int i = 0; i < n; ++i) body += std::string(i ? "," : "") + R"({"jobtype":")" + jobtype + R"(","config":"x"})";
+  for (int i = 0; i < n; ++i)
+    body += std::string(i ? "," : "") + R"({"jobtype":")" + jobtype + R"(","config":"x"})";
   body += "]}";
   auto r = s.call("POST", "/api/jobs/bulk", body);
   EXPECT_EQ(r.status, 201) << r.body;
@@ -95,10 +96,11 @@ service_options ha_options(const std::string& leader_file) {
 }
 
 std::unique_ptr<process> start_standby(service& s, const std::string& log) {
-  auto p = std::make_unique<process>(std::vector<std::string>{s.bin("descprod-daemon"), "--config", s.config_file},
-                                     s.env(), s.dir.file(log));
-  EXPECT_TRUE(wait_until([&] { return p->output().find("standby: another daemon leads") != std::string::npos; },
-                         20s, 20ms))
+  auto p =
+      std::make_unique<process>(std::vector<std::string>{s.bin("descprod-daemon"), "--config", s.config_file},
+                                s.env(), s.dir.file(log));
+  EXPECT_TRUE(wait_until(
+      [&] { return p->output().find("standby: another daemon leads") != std::string::npos; }, 20s, 20ms))
       << p->output();
   return p;
 }
@@ -123,7 +125,8 @@ TEST(Failover, AKilledLeaderIsReplacedByTheStandbyAndEveryJobRunsOnce) {
   const long long killed_at = redis_ms(r);
   service::kill9(s.daemon);
   ASSERT_TRUE(wait_until(
-      [&] { return get(r, "descprod:daemon:leader") == host + ":" + std::to_string(standby->pid()); }, 10s, 10ms))
+      [&] { return get(r, "descprod:daemon:leader") == host + ":" + std::to_string(standby->pid()); }, 10s,
+      10ms))
       << standby->output();
   const long long led_at = redis_ms(r);
   EXPECT_EQ(get(r, "descprod:daemon:epoch"), "2");
@@ -136,8 +139,8 @@ TEST(Failover, AKilledLeaderIsReplacedByTheStandbyAndEveryJobRunsOnce) {
   EXPECT_EQ(r.exec({"ZCARD", "descprod:queue"}).integer, 0);
   const long long dispatched_at = first_dispatch_after(r, killed_at);
   ASSERT_GT(dispatched_at, 0);
-  std::cout << "failover: kill -9 → new leader " << led_at - killed_at << " ms (≤ poll), → first dispatch by it "
-            << dispatched_at - killed_at << " ms\n";
+  std::cout << "failover: kill -9 → new leader " << led_at - killed_at
+            << " ms (≤ poll), → first dispatch by it " << dispatched_at - killed_at << " ms\n";
   // The standby leads once the lease (2 s) has lapsed, asking every 500 ms.
   EXPECT_GE(led_at - killed_at, 1000);
   EXPECT_LT(dispatched_at - killed_at, 15000);
@@ -153,7 +156,8 @@ TEST(Failover, AFrozenLeaderIsReplacedAndWhenItWakesItExitsWithoutChangingAJob) 
   auto ids = submit_many(s, "slow", 120);
   ASSERT_EQ(ids.size(), 120u);
   // Frozen while it holds leases of running jobs.
-  ASSERT_TRUE(wait_until([&] { return count_in(r, "done") >= 16 && count_in(r, "running") >= 4; }, 60s, 10ms));
+  ASSERT_TRUE(
+      wait_until([&] { return count_in(r, "done") >= 16 && count_in(r, "running") >= 4; }, 60s, 10ms));
   s.daemon->signal(SIGSTOP);
   const std::string standby_id = host_name() + ":" + std::to_string(standby->pid());
   ASSERT_TRUE(wait_until([&] { return get(r, "descprod:daemon:leader") == standby_id; }, 10s, 10ms))
