@@ -1,0 +1,54 @@
+#!/bin/sh
+# Starts one sentinel of the StatefulSet descprod-redis-sentinel (sentinel.yaml). Its
+# configuration lives in /data (a volume of the pod: Sentinel rewrites it); a sentinel restarted
+# by Kubernetes keeps its name and, through `sentinel myid` made from that name, its identity, so
+# the others never count it twice.
+set -eu
+# Kubernetes sets HOSTNAME to the pod's name (descprod-redis-sentinel-0, ...).
+# shellcheck disable=SC3028
+pod=${HOSTNAME:-$(hostname)}
+secrets=/etc/redis-secrets
+conf=/data/sentinel.conf
+self="$pod.descprod-redis-sentinel"
+admin=$(cat "$secrets/admin-password")
+case "$admin" in
+  '' | *[!A-Za-z0-9._-]*)
+    echo "start-sentinel: the key admin-password of the Secret descprod-redis must be a non-empty" \
+      "word of letters, digits, '.', '_' or '-' (openssl rand -hex 32)" >&2
+    exit 2 ;;
+esac
+
+# The master the other sentinels know (after a failover, not pod 0), else pod 0.
+master=
+for i in 0 1 2; do
+  [ "descprod-redis-sentinel-$i" != "$pod" ] || continue
+  master=$(REDISCLI_AUTH="$admin" timeout 3 redis-cli --no-auth-warning \
+    -h "descprod-redis-sentinel-$i.descprod-redis-sentinel" -p 26379 \
+    SENTINEL get-master-addr-by-name descprod 2>/dev/null | head -n 1) || master=
+  case "$master" in
+    descprod-redis-*.descprod-redis-headless) break ;;
+    *) master= ;;
+  esac
+done
+[ -n "$master" ] || master=descprod-redis-0.descprod-redis-headless
+
+umask 077
+cat >"$conf" <<CONF
+port 26379
+bind * -::*
+dir /data
+sentinel resolve-hostnames yes
+sentinel announce-hostnames yes
+sentinel announce-ip $self
+sentinel myid $(printf %s "$pod" | sha1sum | cut -c1-40)
+requirepass $admin
+sentinel sentinel-pass $admin
+sentinel monitor descprod $master 6379 2
+sentinel auth-user descprod admin
+sentinel auth-pass descprod $admin
+sentinel down-after-milliseconds descprod 5000
+sentinel failover-timeout descprod 60000
+sentinel parallel-syncs descprod 1
+CONF
+echo "start-sentinel: $self monitors $master" >&2
+exec redis-server "$conf" --sentinel
