@@ -887,6 +887,84 @@ class Bench:
         self.row('longest pause in dispatch while the %d dependents are released, vs a window as long before' % fan,
                  during, 'ms', baseline=before, target='<= 50 ms', check=('value', '<=', 50), key='deps_stall')
 
+    def phase_failover(self):
+        """A standby daemon (issue 15): kill -9 of the leader while jobs run, over 20 trials (5 with
+        --quick): the time until the standby leads (the lease's key names it) and until its first
+        dispatch (the first `dispatched` event after the kill), p50 and p99; the killed daemon is
+        started again as the next standby. Every job must end done."""
+        trials = 5 if self.quick else 20
+        ttl = 2000
+        s = self.service('failover', daemon_extra='  leader_ttl_ms: %d\n  heartbeat_interval_ms: 200\n'
+                                                  '  lease_timeout_ms: 3000' % ttl)
+        try:
+            r = s.redis.r
+            daemons = {s.daemon.pid: s.daemon}
+            logn = [1]
+
+            def standby():
+                logn[0] += 1
+                p = PROCS.start([self.bin('descprod-daemon'), '--config', s.config],
+                                os.path.join(s.d, 'daemon-%d.log' % logn[0]))
+                daemons[p.pid] = p
+                return p
+            standby()
+            s.start_workers(2, 2)
+            led_ms, first_ms = [], []
+            total = 0
+            for t in range(trials):
+                _, ids = s.bulk_submit(s.bulk_bodies(400, 400, 't%d-' % t))
+                total += len(ids)
+                deadline = time.time() + 60
+                while int(r.hget(s.prefix + 'stats:jobs_by_state', 'done') or 0) < total - 350:
+                    if time.time() > deadline:
+                        raise RuntimeError('failover trial %d: jobs do not run' % t)
+                    time.sleep(0.01)
+                leader = r.get(s.prefix + 'daemon:leader')
+                pid = int(leader.rsplit(':', 1)[1])
+                sec, usec = r.time()
+                killed = sec * 1000 + usec // 1000
+                os.kill(pid, signal.SIGKILL)
+                daemons[pid].wait()
+                PROCS.live.remove(daemons[pid]) if daemons[pid] in PROCS.live else None
+                del daemons[pid]
+                deadline = time.time() + 30
+                while r.get(s.prefix + 'daemon:leader') in (None, leader):
+                    if time.time() > deadline:
+                        raise RuntimeError('failover trial %d: no new leader' % t)
+                    time.sleep(0.005)
+                sec, usec = r.time()
+                led_ms.append(sec * 1000 + usec // 1000 - killed)
+                first = None
+                while first is None and time.time() < deadline:
+                    for eid, f in r.xrange(s.prefix + 'events', min=str(killed), count=100000):
+                        if f.get('state') == 'dispatched':
+                            first = int(eid.split('-')[0])
+                            break
+                    time.sleep(0.02)
+                if first is None:
+                    raise RuntimeError('failover trial %d: the new leader dispatched nothing' % t)
+                first_ms.append(first - killed)
+                standby()
+                s.wait_all_finished(120)
+                time.sleep(0.5)  # the new standby is up and asking
+            states = s.count_states(1, total)
+            done = states.get(b'done', states.get('done', 0))
+            if done != total:
+                raise RuntimeError('failover: not every job done: %s' % states)
+        finally:
+            s.stop()
+            for p in list(daemons.values()):
+                PROCS.stop(p)
+        note = '%d trials, leader_ttl_ms %d, 2 workers; %d of %d jobs done' % (trials, ttl, done, total)
+        self.row('failover: kill -9 of the leader -> the standby leads, p50', pct(led_ms, 50), 'ms', key='failover_lead_p50',
+                 note=note)
+        self.row('failover: kill -9 of the leader -> the standby leads, p99', pct(led_ms, 99), 'ms', key='failover_lead_p99',
+                 note=note)
+        self.row('failover: kill -9 of the leader -> its first dispatch, p50', pct(first_ms, 50), 'ms',
+                 target='<= 5000 ms', check=('value', '<=', 5000), key='failover_dispatch_p50', note=note)
+        self.row('failover: kill -9 of the leader -> its first dispatch, p99', pct(first_ms, 99), 'ms',
+                 target='<= 5000 ms', check=('value', '<=', 5000), key='failover_dispatch_p99', note=note)
+
     def phase_latency(self):
         n = 50 if self.quick else 300
         s = self.service('latency')
@@ -1237,7 +1315,7 @@ def main():
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--build-dir', default=os.path.join(ROOT, 'build-bench'))
     ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'perf'))
-    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,worker,dispatch,http,find,fair,deps,latency,workers '
+    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,worker,dispatch,http,find,fair,deps,latency,failover,workers '
                     '(their rows replace those in an existing results.csv; the others are kept)')
     ap.add_argument('--e2e-jobs', type=int, default=20000)
     ap.add_argument('--sim-workers', type=int, default=8)
@@ -1256,7 +1334,7 @@ def main():
     phases = [('e2e', b.phase_e2e), ('celery', b.phase_celery), ('worker', b.phase_worker),
               ('dispatch', b.phase_dispatch),
               ('http', b.phase_http), ('find', b.phase_find), ('fair', b.phase_fair), ('deps', b.phase_deps),
-              ('latency', b.phase_latency),
+              ('latency', b.phase_latency), ('failover', b.phase_failover),
               ('workers', b.phase_many_workers)]
     only = set(filter(None, args.only.split(',')))
     if 'celery' in only:

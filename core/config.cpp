@@ -163,6 +163,8 @@ void check_endpoint(section& s, const YAML::Node& v, const std::string& key, con
                     bool list = false) {
   auto parts = list ? endpoint_list(ep) : std::vector<std::string>{ep};
   if (parts.empty()) s.fail(v, key, "expected a ZeroMQ endpoint (tcp://, ipc:// or inproc://)");
+  if (!list && ep.find(',') != std::string::npos)
+    s.fail(v, key, "expected one ZeroMQ endpoint: the daemon binds one of each kind");
   for (const auto& one : parts)
     if (one.rfind("tcp://", 0) != 0 && one.rfind("ipc://", 0) != 0 && one.rfind("inproc://", 0) != 0)
       s.fail(

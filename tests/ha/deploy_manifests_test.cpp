@@ -35,9 +35,6 @@ const fs::path apps_file = k8s_dir / "config" / "apps.yaml";
 // the official (Debian) one.
 constexpr const char* descprod_image = "registry.nersc.gov/desc/descprod";
 constexpr const char* redis_image = "docker.io/library/redis";
-// Where the daemon pods' readiness probe looks for the leader file while daemon.leader_file is
-// not a configuration key (once it is, the probe must test the configuration's value).
-constexpr const char* leader_file_until_configured = "/run/descprod/leader";
 // The ConfigMap kustomization.yaml generates from config/descprod.yaml and config/apps.yaml.
 constexpr const char* config_map = "descprod-config";
 
@@ -529,17 +526,8 @@ TEST(DeployManifests, TheDaemonsAreTwoReplicasOnlyTheLeaderIsReadyAndRolloutsCan
       << " a rollout waits forever for a second Ready daemon";
 
   // Ready = leading: the probe tests the leader file.
-  std::string leader_file = leader_file_until_configured;
-  if (parser_knows("daemon", "leader_file", leader_file_until_configured)) {
-    ASSERT_TRUE(at(yaml, "daemon", "leader_file"))
-        << "the daemon has daemon.leader_file now: set it in " << rel(config_file)
-        << " (the readiness probe's file, " << leader_file_until_configured << ")";
-    leader_file = at(yaml, "daemon", "leader_file").as<std::string>();
-  } else {
-    std::cout
-        << "note: daemon.leader_file is not a configuration key yet: the readiness probe is checked against "
-        << leader_file_until_configured << "\n";
-  }
+  ASSERT_TRUE(at(yaml, "daemon", "leader_file")) << rel(config_file) << ": no daemon.leader_file";
+  const std::string leader_file = at(yaml, "daemon", "leader_file").as<std::string>();
   auto c = only_container(d);
   auto probe = at(c, "readinessProbe", "exec", "command");
   ASSERT_TRUE(probe) << d.where() << ": no exec readinessProbe";

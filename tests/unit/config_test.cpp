@@ -203,10 +203,35 @@ TEST(ParseConfig, BadLogLevelAndEndpointAreRejected) {
   EXPECT_NE(err.find("log_level"), std::string::npos) << err;
   err = config_error_of("worker:\n  daemon_endpoint: http://daemon\n");
   EXPECT_TRUE(starts_with(err, "test.yaml:2:")) << err;
-  EXPECT_NE(err.find("worker.daemon_endpoint: expected a ZeroMQ endpoint"), std::string::npos) << err;
+  EXPECT_NE(err.find("worker.daemon_endpoint: expected ZeroMQ endpoints"), std::string::npos) << err;
   err = config_error_of("daemon:\n  dispatch_policy: lottery\n");
   EXPECT_TRUE(starts_with(err, "test.yaml:2:")) << err;
   EXPECT_NE(err.find("daemon.dispatch_policy: expected fair_share or fifo"), std::string::npos) << err;
+}
+
+TEST(ParseConfig, LeaderKeysAndEndpointListsAreReadAndChecked) {
+  auto c = parse_config(
+      "daemon:\n  leader_ttl_ms: 5000\n  leader_file: /run/descprod/leader\n"
+      "worker:\n  daemon_endpoint: \"tcp://d1:5601, tcp://d2:5601,\"\n"
+      "gateway:\n  daemon_endpoint: ipc:///a.ipc,tcp://d2:5600\n",
+      "test.yaml");
+  EXPECT_EQ(c.daemon.leader_ttl, 5000ms);
+  EXPECT_EQ(c.daemon.leader_file, "/run/descprod/leader");
+  EXPECT_EQ(endpoint_list(c.worker.daemon_endpoint), (std::vector<std::string>{"tcp://d1:5601", "tcp://d2:5601"}));
+  EXPECT_EQ(endpoint_list(c.gateway.daemon_endpoint), (std::vector<std::string>{"ipc:///a.ipc", "tcp://d2:5600"}));
+  EXPECT_EQ(parse_config("", "test.yaml").daemon.leader_ttl, 2000ms);
+  EXPECT_TRUE(parse_config("", "test.yaml").daemon.leader_file.empty());
+  auto err = config_error_of("daemon:\n  leader_ttl_ms: 100\n");
+  EXPECT_TRUE(starts_with(err, "test.yaml:2:")) << err;
+  EXPECT_NE(err.find("daemon.leader_ttl_ms: must be in [300, 600000]"), std::string::npos) << err;
+  err = config_error_of("worker:\n  daemon_endpoint: tcp://d1:5601,http://d2\n");
+  EXPECT_NE(err.find("worker.daemon_endpoint: expected ZeroMQ endpoints"), std::string::npos) << err;
+  EXPECT_NE(err.find("'http://d2'"), std::string::npos) << err;
+  err = config_error_of("gateway:\n  daemon_endpoint: \" , \"\n");
+  EXPECT_NE(err.find("gateway.daemon_endpoint: expected a ZeroMQ endpoint"), std::string::npos) << err;
+  // The daemon binds one endpoint of each kind: no list there.
+  err = config_error_of("daemon:\n  worker_endpoint: tcp://a:1,tcp://b:2\n");
+  EXPECT_NE(err.find("daemon.worker_endpoint"), std::string::npos) << err;
 }
 
 TEST(ParseConfig, LeaseTimeoutNotLongerThanHeartbeatIsRejected) {
