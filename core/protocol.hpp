@@ -12,7 +12,13 @@
 
 namespace descprod::protocol {
 
+// The protocol's version (docs/protocol.md, Versions): `version` is the major, checked in every
+// hello (a peer of another major is refused with a reason); `minor` counts the additions made
+// within it, and is carried in hello and welcome for the logs and for a peer to tell what the
+// other sends. Within a major every change is additive (an optional field, a new command that
+// the other side may ignore), so any two minors of one major work together.
 inline constexpr int version = 1;
+inline constexpr int minor = 1;
 
 // Message bodies as sent today; docs/protocol.md has every field's meaning. `?`: optional.
 // Every worker message also carries `worker` (its id) and, when it has one, `token`.

@@ -261,8 +261,11 @@ void queue_daemon::on_gateway_message(const std::string& routing, protocol::mess
       return;
     }
     reply["protocol"] = protocol::version;
+    reply["minor"] = protocol::minor;
     gateways_sock_->send({routing, std::string(protocol::welcome), boost::json::serialize(reply)});
-    log::info("gateway connected peer={}", hex_id(routing));
+    // No minor: a gateway of minor 0 (before minors were sent).
+    log::info("gateway connected peer={} minor={}", hex_id(routing),
+              protocol::get_int(msg.body, "minor").value_or(0));
   } else if (msg.command == protocol::submitted) {
     if (ctx_.draining) return;  // in Redis already: the next daemon reads them there
     auto it = msg.body.find("jobs");

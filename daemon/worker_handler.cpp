@@ -257,6 +257,7 @@ void worker_handler::accept_hello(const std::string& routing, const boost::json:
   }
   boost::json::object reply;
   reply["protocol"] = protocol::version;
+  reply["minor"] = protocol::minor;
   reply["heartbeat_ms"] = ctx_.cfg.daemon.heartbeat_interval.count();
   reply["lease_timeout_ms"] = ctx_.cfg.daemon.lease_timeout.count();
   reply["acks"] = true;  // reports that carry "ack": true are acknowledged (`ack`)

@@ -29,6 +29,7 @@ constexpr std::chrono::milliseconds hello_retry_interval{1000};
 std::vector<std::string> hello_frames() {
   boost::json::object body;
   body["protocol"] = protocol::version;
+  body["minor"] = protocol::minor;
   body["role"] = "gateway";
   return protocol::encode(protocol::hello, body);
 }

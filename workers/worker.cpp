@@ -267,8 +267,9 @@ void worker::on_welcome(const boost::json::object& body) {
   backoff_ = opts_.reconnect_min;
   credits_outstanding_ = 0;  // a new session starts with no credits on the daemon's side
   daemon_acks_ = protocol::get_bool(body, "acks").value_or(false);
-  log::info("welcomed by daemon worker={} heartbeat_ms={} lease_timeout_ms={} resending={} acks={}", opts_.id,
-            ms(heartbeat_), ms(lease_timeout_), unacked_.size(), daemon_acks_);
+  log::info("welcomed by daemon worker={} minor={} heartbeat_ms={} lease_timeout_ms={} resending={} acks={}",
+            opts_.id, protocol::get_int(body, "minor").value_or(0), ms(heartbeat_), ms(lease_timeout_),
+            unacked_.size(), daemon_acks_);
 
   // Every report the daemon has not acknowledged, in the order they were made: a daemon that
   // restarted may never have written them. One it wrote already is refused as stale and
@@ -683,6 +684,7 @@ boost::json::array worker::held_jobs() const {
 boost::json::object worker::hello_body() const {
   boost::json::object o;
   o["protocol"] = protocol::version;
+  o["minor"] = protocol::minor;
   o["role"] = "worker";
   o["worker"] = opts_.id;
   o["owner"] = opts_.owner;

@@ -29,6 +29,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "core/protocol.hpp"
 #include "core/redis.hpp"
 #include "tests/support/service.hpp"
 #include "tests/support/support.hpp"
@@ -600,6 +601,26 @@ TEST(BadInput, RogueZeroMqPeerIsLoggedAndIgnoredWhileJobsStillRun) {
     welcomed = !reply.empty() && reply[0] == "welcome";
   }
   EXPECT_TRUE(welcomed);
+  // A worker of a later minor, with a field this daemon does not know, is welcomed too: within a
+  // major every change is additive (docs/protocol.md, Versions). The hello above had no minor, as
+  // from a worker of before minors were sent.
+  {
+    zmq::socket_t newer(ctx, zmq::socket_type::dealer);
+    newer.set(zmq::sockopt::linger, 0);
+    newer.connect("ipc://" + s.dir.file("w.ipc"));
+    send_frames(
+        newer,
+        {"hello",
+         R"({"protocol":1,"minor":99,"compression":"zstd","role":"worker","worker":"newer","token":")" +
+             token +
+             R"(","owner":"alice","host":"h","slots":0,"pool":"default","version":"9.9","running":[]})"});
+    std::vector<std::string> answer;
+    deadline = clock_type::now() + 20s;
+    while (answer.empty() && clock_type::now() < deadline) answer = recv_frames(newer, 1000ms);
+    ASSERT_EQ(answer.size(), 2u);
+    EXPECT_EQ(answer[0], "welcome") << answer[1];
+    EXPECT_NE(answer[1].find("\"minor\":" + std::to_string(protocol::minor)), std::string::npos) << answer[1];
+  }
   send_frames(w, {"started", "{\"job\":" + std::to_string(id) + ",\"attempt\":1,\"pid\":1}"});
   send_frames(w, {"progress", "{\"job\":" + std::to_string(id) + ",\"attempt\":1,\"message\":\"pwned\"}"});
   send_frames(w, {"finished", "{\"job\":" + std::to_string(id) +

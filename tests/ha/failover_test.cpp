@@ -196,3 +196,69 @@ TEST(Failover, AFrozenLeaderIsReplacedAndWhenItWakesItExitsWithoutChangingAJob) 
 
 }  // namespace
 }  // namespace descprod::test
+
+namespace descprod::test {
+namespace {
+
+// Issue 15 item 4: an upgrade restarts one component at a time while the service runs. Each is
+// stopped as an operator's tooling would (SIGTERM: a daemon drains and gives the lead up, a
+// gateway finishes its requests, a worker finishes or hands back its jobs) and started again,
+// while jobs are submitted and run: every job ends done, run once.
+TEST(Upgrade, EachComponentRestartedInTurnUnderLoadLosesNothing) {
+  temp_dir files("ha-leader-");
+  service s(ha_options(files.file("leader")));
+  redis_sync r(s.redis.endpoint());
+  std::unique_ptr<process> other = start_standby(s, "daemon-2.log");
+  const std::string host = host_name();
+  std::vector<long long> ids = submit_many(s, "slow", 80);
+  auto more = [&] {
+    auto m = submit_many(s, "slow", 40);
+    EXPECT_EQ(m.size(), 40u);
+    ids.insert(ids.end(), m.begin(), m.end());
+  };
+  auto under_load = [&] {
+    EXPECT_TRUE(wait_until([&] { return count_in(r, "running") >= 2; }, 30s, 10ms)) << "no job running";
+  };
+  int logs = 2;
+  // The daemons: the leader, then the one that took over from it. A drained leader gives the lead
+  // up at once; the standby leads at its next look.
+  for (int round = 0; round < 2; ++round) {
+    under_load();
+    std::unique_ptr<process>& leading = round == 0 ? s.daemon : other;
+    std::unique_ptr<process>& standing = round == 0 ? other : s.daemon;
+    ASSERT_EQ(get(r, "descprod:daemon:leader"), host + ":" + std::to_string(leading->pid()));
+    auto status = leading->stop(30s);
+    ASSERT_TRUE(status.has_value());
+    EXPECT_EQ(*status, 0) << leading->output();
+    EXPECT_TRUE(wait_until(
+        [&] { return get(r, "descprod:daemon:leader") == host + ":" + std::to_string(standing->pid()); }, 5s,
+        10ms))
+        << standing->output();
+    leading = start_standby(s, "daemon-" + std::to_string(++logs) + ".log");
+    more();
+  }
+  // The gateway.
+  under_load();
+  ASSERT_TRUE(s.gateway->stop(30s).has_value());
+  s.start_gateway();
+  ASSERT_TRUE(wait_until([&] { return s.readyz().status == 200; }, 20s, 20ms));
+  more();
+  // Each worker.
+  for (int i = 0; i < 2; ++i) {
+    under_load();
+    auto status = s.workers[i]->stop(60s);
+    ASSERT_TRUE(status.has_value());
+    EXPECT_EQ(*status, 0) << s.workers[i]->output();
+    s.start_worker(i);
+    more();
+  }
+  ASSERT_TRUE(
+      wait_until([&] { return count_in(r, "done") == static_cast<long long>(ids.size()); }, 180s, 50ms))
+      << "done " << count_in(r, "done") << " of " << ids.size();
+  EXPECT_EQ(done_once(s, ids), "");
+  EXPECT_EQ(count_in(r, "lost") + count_in(r, "failed") + count_in(r, "killed"), 0);
+  EXPECT_EQ(get(r, "descprod:daemon:epoch"), "3");
+}
+
+}  // namespace
+}  // namespace descprod::test

@@ -217,8 +217,10 @@ TEST(ParseConfig, LeaderKeysAndEndpointListsAreReadAndChecked) {
       "test.yaml");
   EXPECT_EQ(c.daemon.leader_ttl, 5000ms);
   EXPECT_EQ(c.daemon.leader_file, "/run/descprod/leader");
-  EXPECT_EQ(endpoint_list(c.worker.daemon_endpoint), (std::vector<std::string>{"tcp://d1:5601", "tcp://d2:5601"}));
-  EXPECT_EQ(endpoint_list(c.gateway.daemon_endpoint), (std::vector<std::string>{"ipc:///a.ipc", "tcp://d2:5600"}));
+  EXPECT_EQ(endpoint_list(c.worker.daemon_endpoint),
+            (std::vector<std::string>{"tcp://d1:5601", "tcp://d2:5601"}));
+  EXPECT_EQ(endpoint_list(c.gateway.daemon_endpoint),
+            (std::vector<std::string>{"ipc:///a.ipc", "tcp://d2:5600"}));
   EXPECT_EQ(parse_config("", "test.yaml").daemon.leader_ttl, 2000ms);
   EXPECT_TRUE(parse_config("", "test.yaml").daemon.leader_file.empty());
   auto err = config_error_of("daemon:\n  leader_ttl_ms: 100\n");
