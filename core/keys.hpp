@@ -43,6 +43,13 @@
 //   P sites:status                hash    site name → its status record, JSON (daemon/site_status.hpp)
 //   P oidc:state:<sha256>         string  an OpenID Connect login under way (JSON; TTL 600 s)
 //   P oidc:links                  hash    "<iss> <sub>" → the account an identity logs in as
+//   P limit:fail:acct:<subject>   string  failed logins of an account name in the window (TTL: the window)
+//   P limit:block:acct:<subject>  string  "1" while the account waits (PX: the wait)
+//   P limit:fail:addr:<subject>   string  failed logins from a client address (TTL: the window)
+//   P limit:block:addr:<subject>  string  "1" while the address waits (PX: the wait)
+//   P limit:register:<subject>    zset    registrations from an address, score = time (ms; TTL: the window)
+//   P limit:oidc:<subject>        zset    OpenID Connect login starts from an address (as above)
+//   (<subject>: the name or address, or "sha256=" and its hash; gateway/guard.hpp, limit_subject)
 //
 // Thread-safety: a value type; const methods only.
 #pragma once
@@ -111,6 +118,19 @@ class keys {
   }
   // Identities linked to accounts: "<iss> <sub>" → account name.
   std::string oidc_links() const { return p_ + "oidc:links"; }
+  // The rate limits every gateway shares (gateway/guard.hpp), by a subject that limit_subject()
+  // made short and plain: login failures and the wait they started, per account name and per
+  // client address; registrations and OpenID Connect login starts per address.
+  std::string limit_fail_account(std::string_view subject) const { return cat("limit:fail:acct:", subject); }
+  std::string limit_block_account(std::string_view subject) const {
+    return cat("limit:block:acct:", subject);
+  }
+  std::string limit_fail_address(std::string_view subject) const { return cat("limit:fail:addr:", subject); }
+  std::string limit_block_address(std::string_view subject) const {
+    return cat("limit:block:addr:", subject);
+  }
+  std::string limit_register(std::string_view subject) const { return cat("limit:register:", subject); }
+  std::string limit_oidc(std::string_view subject) const { return cat("limit:oidc:", subject); }
 
   // The Lua functions K.<name>(x) that build, from the prefix P (ARGV[1] in the store's scripts),
   // the keys a script derives from data it reads: a job's keys from an ID, an owner's job index,

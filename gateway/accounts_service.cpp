@@ -116,7 +116,8 @@ net::awaitable<result<session>> login(gateway_context& ctx, std::string name, st
   if (!valid_user_name(name) || password.empty() || password.size() > max_password_bytes)
     co_return unauthorized("wrong user name or password");
   // Throttled accounts and addresses, and a full hashing queue, are refused before any hashing.
-  if (auto e = login_refusal(ctx, name, peer)) co_return *e;
+  auto refused = co_await login_refusal(ctx, name, peer);
+  if (refused) co_return *refused;
   hash_ticket ticket(ctx.guard ? &ctx.guard->hashing : nullptr, peer);
   if (!ticket.admitted()) {
     log::warn("login refused user={} address={} reason=hashing queue full", name, peer);
@@ -135,10 +136,10 @@ net::awaitable<result<session>> login(gateway_context& ctx, std::string name, st
   }
   if (!ok) {
     log::info("login refused user={} address={} reason=credentials", name, peer);
-    login_failed(ctx, name, peer);
+    co_await login_failed(ctx, name, peer);
     co_return unauthorized("wrong user name or password");
   }
-  login_succeeded(ctx, name);
+  co_await login_succeeded(ctx, name);
   std::string account = field_or_empty(user, "status");
   if (account != "active") {
     std::string why = account == "pending"
@@ -171,14 +172,16 @@ net::awaitable<session> open_session(gateway_context& ctx, std::string name, std
 }
 
 // Registers a pending account. A name that exists already gets the same answer, after the same
-// hashing time, and changes nothing: registration does not tell who has an account.
+// hashing time, and changes nothing: registration does not tell who has an account. A request
+// refused before the hashing (malformed, the hashing queue full) does not count against the
+// address's registrations; the count is taken, in Redis, as one step with its check.
 net::awaitable<status> register_user(gateway_context& ctx, std::string name, std::string email,
                                      std::string password, std::string peer) {
-  if (auto e = register_refusal(ctx, peer)) co_return *e;
   if (auto e = check_registration(name, email, password)) co_return *e;
   hash_ticket ticket(ctx.guard ? &ctx.guard->hashing : nullptr, peer);
   if (!ticket.admitted()) co_return hashing_busy();
-  register_attempted(ctx, peer);
+  auto refused = co_await register_take(ctx, peer);
+  if (refused) co_return *refused;
   std::string hash = co_await detail::async_offload<std::string>(
       ctx.blocking, hash_job(password, cost_of(ctx)), net::use_awaitable);
   auto reply = co_await ctx.redis->async_exec(register_user_cmd(ctx.prefix, name, email, hash, now_s(ctx)));

@@ -1,12 +1,21 @@
 // The gateway's limits against hostile or broken clients (issue 13; docs/security.md): login
 // throttling per account and per client address with growing waits, a bounded password-hashing
-// admission, registrations per address, the event-stream caps, and the request-header checks
-// (Host pinned to public_url, Origin compared by scheme, host and port, one Authorization
-// header). The connection caps themselves are in server.cpp, which owns the sockets.
+// admission, registrations and OpenID Connect login starts per address, the event-stream caps,
+// and the request-header checks (Host pinned to public_url, Origin compared by scheme, host and
+// port, one Authorization header). The connection caps themselves are in server.cpp, which owns
+// the sockets.
 //
-// Every refusal here is a 429 with Retry-After (header checks: 400/403). Nothing does I/O; the
-// state lives in memory of this gateway process (a restart forgets it; several gateways each
-// count their own).
+// Every refusal here is a 429 with Retry-After (header checks: 400/403). The login throttles and
+// the registration and OpenID Connect counters are shared by every gateway on one Redis (issue 15
+// item 3): their counts live under <prefix>limit:* (core/keys.hpp), each key with a TTL, changed
+// by small Lua scripts (every key a KEYS, every value an ARGV), so a client cannot multiply its
+// allowance by spreading its requests over N gateways. Each gateway also keeps counting in its
+// own memory (failure_throttle, window_counter: the throttles of before), and those counts decide
+// when Redis cannot answer a limit's command (a lost connection, LOADING, BUSY, MISCONF, an OOM or
+// NOPERM error): logins stay throttled per gateway instead of failing closed (everyone locked out)
+// or open (guessing free during an outage). The switch is logged once each way; for the longest
+// window after a Redis failure a check takes the larger of the two waits. The hashing admission
+// and the stream caps protect this process and stay per gateway.
 //
 // Thread-safety: none; a request_guard belongs to the gateway's io_context thread.
 #pragma once
@@ -20,6 +29,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "core/config.hpp"
 #include "gateway/api.hpp"
@@ -40,6 +50,15 @@ inline constexpr long long stream_retry_after_s = 10;
 inline constexpr long long hash_retry_after_s = 1;
 // OpenID Connect logins one address may start per minute (each keeps a state in Redis 10 minutes).
 inline constexpr std::size_t oidc_starts_per_minute = 30;
+// Names and addresses up to this length, of a-z 0-9 . _ : -, are their own subject in a limit's
+// Redis key; anything else is hashed (limit_subject).
+inline constexpr std::size_t max_plain_subject = 64;
+
+// The part of a <prefix>limit:* key that stands for an account name or a client address: the
+// value itself when it is 1 to max_plain_subject characters of a-z 0-9 . _ : - (every valid user
+// name, every IPv4 and IPv6 address as the gateway prints it), else "sha256=" and its SHA-256 in
+// hex, which no plain subject can equal. A hostile or odd value never makes a long key.
+std::string limit_subject(std::string_view value);
 
 // Raises the soft RLIMIT_NOFILE to the hard limit (best effort) and returns the soft limit now
 // in effect (0 when unknown).
@@ -130,27 +149,60 @@ class hash_ticket {
   bool admitted_ = true;
 };
 
-// This gateway's throttles (gateway_context::guard).
+// This gateway's throttles (gateway_context::guard): the policies of the shared counts, and this
+// gateway's own counts, which decide while Redis cannot.
 struct request_guard {
   // `hashing_threads`: the threads hashes run on (the queue bound counts beyond them).
   request_guard(const gateway_config& c, std::size_t hashing_threads);
+  failure_throttle::policy account_policy;
+  failure_throttle::policy address_policy;
   failure_throttle accounts;
   failure_throttle addresses;
+  std::size_t register_limit;
+  std::chrono::seconds register_window;
   window_counter registrations;
   window_counter oidc_starts;  // OpenID Connect logins started per address (oidc_starts_per_minute)
   hash_gate hashing;
+  // How long after a failed limit command the local counts still weigh in (the longest window).
+  std::chrono::seconds local_span;
+  // When a limit's Redis command last failed; unset while Redis has kept every count.
+  std::optional<guard_clock::time_point> redis_failed_at;
+  std::size_t redis_failures = 0;  // limit commands that failed (each fell back to the local counts)
 };
 
+// Whether the local counts weigh in at `now`: a limit's Redis command failed within local_span.
+bool local_counts_matter(const request_guard& g, guard_clock::time_point now);
+// Records that a limit's Redis command failed (`why`): the first failure of a run logs a warning.
+void limits_redis_failed(request_guard& g, guard_clock::time_point now, const std::string& why);
+// Records that one succeeded: after local_span without failures, logs once that the limits are
+// shared again.
+void limits_redis_answered(request_guard& g, guard_clock::time_point now);
+
+// The Redis commands of the shared limits (plain functions: the coroutines below send them).
+// A failure of `subject`: counts it (TTL: the policy's window, from this failure) and, beyond the
+// free ones, sets the block key to the policy's wait with PX unless it holds a longer one. The
+// reply is the wait started in ms (0: within the free failures).
+std::vector<std::string> limit_fail_command(const std::string& count_key, const std::string& block_key,
+                                            const failure_throttle::policy& p);
+// One event of a sliding window of `window` holding at most `limit`, timed by Redis's clock: the
+// reply is 0 when the event was taken (member `unique` added, the set's TTL the window), else the
+// ms until the oldest event leaves the window (nothing added).
+std::vector<std::string> limit_take_command(const std::string& key, std::size_t limit,
+                                            std::chrono::milliseconds window, const std::string& unique);
+
 // Login (API and form) before any hashing: 429 while the account or the client address waits
-// out a throttle. `peer` may be empty (no address known: only the account counts).
-std::optional<api_error> login_refusal(const gateway_context& ctx, const std::string& name,
-                                       const std::string& peer);
+// out a throttle (the block keys' PTTL in Redis). `peer` may be empty (no address known: only
+// the account counts).
+net::awaitable<std::optional<api_error>> login_refusal(gateway_context& ctx, std::string name,
+                                                       std::string peer);
 // After the password check: a failure feeds both throttles; a success clears the account's.
-void login_failed(gateway_context& ctx, const std::string& name, const std::string& peer);
-void login_succeeded(gateway_context& ctx, const std::string& name);
-// Registration: 429 when the address has used up its registrations; register_attempted counts one.
-std::optional<api_error> register_refusal(gateway_context& ctx, const std::string& peer);
-void register_attempted(gateway_context& ctx, const std::string& peer);
+net::awaitable<void> login_failed(gateway_context& ctx, std::string name, std::string peer);
+net::awaitable<void> login_succeeded(gateway_context& ctx, std::string name);
+// Registration: counts one for the address, or 429 when it has used up its registrations (then
+// nothing is counted). An empty `peer` is not limited.
+net::awaitable<std::optional<api_error>> register_take(gateway_context& ctx, std::string peer);
+// An OpenID Connect login start: as register_take, oidc_starts_per_minute per address.
+net::awaitable<std::optional<api_error>> oidc_start_take(gateway_context& ctx, std::string peer);
 // A 429 for a full hashing queue.
 api_error hashing_busy();
 

@@ -390,15 +390,8 @@ net::awaitable<result<started>> start(gateway_context& ctx, std::string name, st
   if (!ctx.oidc) co_return not_found("no OpenID Connect provider is configured");
   provider* p = ctx.oidc->find(name);
   if (!p) co_return not_found("no login provider named " + sanitize_app_text(name, 64));
-  if (ctx.guard && !peer.empty()) {
-    auto wait = ctx.guard->oidc_starts.wait(peer, guard_clock::now());
-    if (wait.count() > 0) {
-      log::warn("oidc login throttled address={}", peer);
-      co_return too_many_requests("too many logins from this address; try again later",
-                                  std::max<long long>(1, (wait.count() + 999) / 1000));
-    }
-    ctx.guard->oidc_starts.add(peer, guard_clock::now());
-  }
+  auto throttled = co_await oidc_start_take(ctx, peer);  // counted across every gateway (guard.hpp)
+  if (throttled) co_return *throttled;
   auto missing = co_await ensure_discovery(ctx, *p);
   if (missing)
     co_return unavailable("the login provider " + p->config->name + " is not available: " + *missing);
