@@ -933,10 +933,15 @@ class Bench:
                         raise RuntimeError('failover trial %d: no new leader' % t)
                     time.sleep(0.005)
                 sec, usec = r.time()
-                led_ms.append(sec * 1000 + usec // 1000 - killed)
+                led = sec * 1000 + usec // 1000
+                led_ms.append(led - killed)
+                # The new leader's first dispatch: the first `dispatched` event from the moment the
+                # lease names it (seen within 5 ms; it must still rebuild and hear its workers
+                # before it can dispatch). Events between the kill and then are the old leader's
+                # last lease batch.
                 first = None
                 while first is None and time.time() < deadline:
-                    for eid, f in r.xrange(s.prefix + 'events', min=str(killed), count=100000):
+                    for eid, f in r.xrange(s.prefix + 'events', min=str(led), count=100000):
                         if f.get('state') == 'dispatched':
                             first = int(eid.split('-')[0])
                             break

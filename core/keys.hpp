@@ -32,6 +32,8 @@
 //   P pool_shares                 hash    pool name → the fair-share weight of its members
 //   P pilots                      set     pilot IDs;  P pilot:<id> hash: a Slurm allocation
 //   P daemon:stats                hash    the daemon's counters
+//   P daemon:leader               string  <host>:<pid> of the leading daemon (TTL: leader_ttl_ms)
+//   P daemon:epoch                string  the fencing epoch every daemon-run store script checks
 //   P stats:jobs_by_state         hash    state → number of jobs
 //   P notify:cursor               string  the last entry of P events descprod-notifier took in
 //   P notify:lock                 string  the running notifier's id (a lease with a TTL)

@@ -190,6 +190,7 @@ class gateway_app {
     auto stopping = [this] { return stopping_; };
     spawn_logged(ioc_.get_executor(), link_.run(), "daemon link", stopping);
     spawn_logged(ioc_.get_executor(), link_.run_monitor(), "daemon link monitor", stopping);
+    spawn_logged(ioc_.get_executor(), link_.run_hello(), "daemon link hello", stopping);
     spawn_logged(ioc_.get_executor(), keeper_.run(), "redis keeper", stopping);
     spawn_logged(ioc_.get_executor(), counts_.run(), "job count keeper", stopping);
     spawn_logged(ioc_.get_executor(), hub_.run(), "event tail", stopping);

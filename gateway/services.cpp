@@ -25,6 +25,8 @@ constexpr std::chrono::milliseconds startup_backoff_initial{100};
 constexpr std::chrono::milliseconds startup_backoff_max{1000};
 // Re-sending hello after a reject is rate limited to once per this interval.
 constexpr std::chrono::milliseconds hello_retry_interval{1000};
+// How often a hello that could not be queued yet is tried again.
+constexpr std::chrono::milliseconds hello_retry_tick{100};
 
 std::vector<std::string> hello_frames() {
   boost::json::object body;
@@ -164,8 +166,24 @@ void daemon_link::start() {
   const auto endpoints = endpoint_list(endpoint_);
   if (endpoints.size() > 1) socket_.raw().set(zmq::sockopt::immediate, 1);
   for (const auto& ep : endpoints) socket_.raw().connect(ep);
-  if (!socket_.send(hello_frames())) log::warn("daemon hello not queued endpoint={}", endpoint_);
+  want_hello();
   log::info("daemon link connecting endpoint={}", endpoint_);
+}
+
+void daemon_link::want_hello() {
+  // With several endpoints (ZMQ_IMMEDIATE) nothing is queued until a connection is up and its
+  // handshake done: run_hello tries again until the hello goes.
+  hello_wanted_ = !socket_.send(hello_frames());
+}
+
+net::awaitable<void> daemon_link::run_hello() {
+  auto ex = co_await net::this_coro::executor;
+  net::steady_timer timer(ex);
+  while (!closed_) {
+    timer.expires_after(hello_retry_tick);
+    co_await timer.async_wait(use_tuple);
+    if (!closed_ && hello_wanted_) want_hello();
+  }
 }
 
 bool daemon_link::send(const std::vector<std::string>& frames) {
@@ -202,7 +220,7 @@ net::awaitable<void> daemon_link::run_monitor() {
       log::info("daemon link connected endpoint={}", endpoint_);
       if (dropped_) {
         dropped_ = false;
-        if (!socket_.send(hello_frames())) log::warn("daemon hello not queued endpoint={}", endpoint_);
+        want_hello();
       }
     }
   }

@@ -103,6 +103,9 @@ class daemon_link {
   net::awaitable<void> run();
   // Watches connect/disconnect events until close(); spawn it next to run().
   net::awaitable<void> run_monitor();
+  // Sends a hello that could not be queued (no connection up yet) every 100 ms until it goes;
+  // spawn it next to run().
+  net::awaitable<void> run_hello();
   // Queues [command][json] without blocking; false when it could not be queued (HWM, closed).
   bool send(const std::vector<std::string>& frames);
   // Whether the daemon has answered `hello` with `welcome` on the current connection.
@@ -117,7 +120,10 @@ class daemon_link {
   bool closed_ = false;
   bool welcomed_ = false;
   bool monitoring_ = false;
-  bool dropped_ = false;  // the connection went down since the last hello
+  bool dropped_ = false;       // the connection went down since the last hello
+  bool hello_wanted_ = false;  // a hello is due but was not queued yet (want_hello)
+  // Queues `hello`; when it cannot be queued yet, run_hello tries again.
+  void want_hello();
 };
 
 }  // namespace descprod::gateway

@@ -134,8 +134,10 @@ std::shared_ptr<zmq_socket> worker::open_session() {
   welcomed_ = false;
   hello_sent_ = steady::now();
   last_heard_ = hello_sent_;
-  send(protocol::hello, hello_body());
-  log::info("hello sent worker={} endpoint={} holding={}", opts_.id, opts_.endpoint, held_jobs().size());
+  hello_queued_ = send(protocol::hello, hello_body(), endpoints.size() > 1);
+  if (hello_queued_)
+    log::info("hello sent worker={} endpoint={} holding={}", opts_.id, opts_.endpoint, held_jobs().size());
+  else log::info("hello waits for a daemon worker={} endpoint={}", opts_.id, opts_.endpoint);
   return sock;
 }
 
@@ -193,6 +195,15 @@ net::awaitable<void> worker::cron() {
       body["healthy"] = health_reason_.empty();
       if (!health_reason_.empty()) body["health_reason"] = health_reason_;
       send(protocol::heartbeat, body);
+    } else if (!hello_queued_) {
+      // No connection was up for the hello (several endpoints, none bound yet): try again.
+      hello_queued_ = send(protocol::hello, hello_body(), true);
+      if (hello_queued_) {
+        hello_sent_ = now;
+        last_heard_ = now;
+        log::info("hello sent worker={} endpoint={} holding={}", opts_.id, opts_.endpoint,
+                  held_jobs().size());
+      }
     } else {
       auto waited = std::chrono::duration_cast<milliseconds>(now - hello_sent_);
       if (waited > lease_timeout_) {
@@ -607,7 +618,7 @@ void worker::check_done() {
   cron_timer_.cancel();
 }
 
-bool worker::send(std::string_view command, const boost::json::object& body) {
+bool worker::send(std::string_view command, const boost::json::object& body, bool quiet) {
   if (!socket_) return false;
   // Every message names its sender, so a daemon that does not know this connection (it restarted)
   // can still apply the job events it carries; the Lua scripts check worker and attempt.
@@ -616,7 +627,7 @@ bool worker::send(std::string_view command, const boost::json::object& body) {
   if (!opts_.token.empty()) signed_body["token"] = opts_.token;
   auto frames = protocol::encode(command, signed_body);
   if (socket_->send(frames)) return true;
-  log::warn("message not queued to daemon command={}", command);
+  if (!quiet) log::warn("message not queued to daemon command={}", command);
   return false;
 }
 

@@ -150,7 +150,8 @@ class worker {
   void begin_stop(bool say_bye, std::chrono::milliseconds grace);
   void check_done();
 
-  bool send(std::string_view command, const boost::json::object& body);
+  // quiet: a message not queued is not logged (the hello before any connection is up).
+  bool send(std::string_view command, const boost::json::object& body, bool quiet = false);
   void send_reliably(std::string_view command, boost::json::object body);
   boost::json::object hello_body() const;
   boost::json::array held_jobs() const;
@@ -161,6 +162,9 @@ class worker {
   worker_options opts_;
   std::shared_ptr<zmq_socket> socket_;  // null between sessions
   bool welcomed_ = false;
+  // The session's hello is queued. With several endpoints (ZMQ_IMMEDIATE) nothing is queued until
+  // a connection is up: the cron sends it again each heartbeat until one is.
+  bool hello_queued_ = false;
   bool stopping_ = false;
   bool draining_ = false;                         // stop() began a drain (bye comes at its end)
   std::set<std::pair<job_id, int>> handed_back_;  // stopped by the drain: report handback, not finished

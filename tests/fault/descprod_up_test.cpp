@@ -137,12 +137,13 @@ struct up {
   }
 
   std::string output() const { return proc->output(); }
-  // Waits for "URL:" (ready). false when the script exits or the deadline passes first.
+  // Waits for "Logs:", the last line the script prints once ready (after "URL:", the other
+  // gateways, the admin token). false when the script exits or the deadline passes first.
   bool wait_ready(std::chrono::milliseconds timeout) {
-    bool ok = wait_until([&] { return output().find("URL: ") != std::string::npos || !proc->running(); },
+    bool ok = wait_until([&] { return output().find("Logs: ") != std::string::npos || !proc->running(); },
                          timeout, 20ms);
     ready_after = clock_type::now() - started_;
-    return ok && output().find("URL: ") != std::string::npos && proc->running();
+    return ok && output().find("Logs: ") != std::string::npos && proc->running();
   }
   std::set<pid_t> recorded_pids() const {
     std::set<pid_t> pids;
