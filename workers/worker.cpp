@@ -61,6 +61,7 @@ worker::worker(net::any_io_executor ex, zmq::context_t& ctx, worker_options opts
       ctx_(ctx),
       opts_(std::move(opts)),
       drain_timer_(ex_),
+      ack_timer_(ex_),
       heartbeat_(opts_.heartbeat),
       lease_timeout_(opts_.lease_timeout),
       backoff_(opts_.reconnect_min),
@@ -301,11 +302,12 @@ void worker::on_welcome(const boost::json::object& body) {
 void worker::on_reject(const boost::json::object& body) {
   auto reason = protocol::get_string(body, "reason").value_or("(no reason given)");
   bool retry = protocol::get_bool(body, "retry").value_or(false);
-  if (stopping_) {
+  if (stopping_ && !(ack_waiting_ && retry)) {
     // After bye the daemon no longer knows us; the drain goes on regardless.
     log::info("daemon rejected a stopping worker reason={}", reason);
     return;
   }
+  // (A drain waiting for acknowledgements says hello again, so its reports can go.)
   if (!welcomed_ && !retry) {
     log::error("daemon rejected worker worker={} reason={}", opts_.id, reason);
     exit_code_ = 1;
@@ -601,6 +603,23 @@ void worker::begin_stop(bool say_bye, milliseconds grace) {
 
 void worker::check_done() {
   if (done_ || !stopping_ || !running_.empty()) return;
+  if (draining_ && !unacked_.empty() && !ack_wait_over_) {
+    if (!ack_waiting_) {
+      ack_waiting_ = true;
+      drain_timer_.cancel();
+      log::info("drain: waiting for the daemon to acknowledge reports count={} wait_ms={}", unacked_.size(),
+                ms(opts_.drain_grace));
+      ack_timer_.expires_after(opts_.drain_grace);
+      ack_timer_.async_wait([this](boost::system::error_code ec) {
+        if (ec) return;
+        ack_wait_over_ = true;
+        check_done();
+      });
+      if (!socket_) backoff_timer_.cancel();  // between sessions: reconnect now
+    }
+    return;
+  }
+  ack_timer_.cancel();
   if (draining_) {
     drain_timer_.cancel();
     if (welcomed_) send(protocol::bye, boost::json::object());  // the drain's last word
@@ -676,6 +695,7 @@ void worker::on_ack(const boost::json::object& body) {
     auto key = std::make_tuple((*a)[0].as_int64(), (*a)[1].as_int64(), std::string((*a)[2].as_string()));
     if (auto i = unacked_index_.find(key); i != unacked_index_.end()) forget_report(unacked_.find(i->second));
   }
+  if (stopping_) check_done();  // a drain may have been waiting for these
 }
 
 boost::json::array worker::held_jobs() const {

@@ -170,6 +170,12 @@ class worker {
   std::set<std::pair<job_id, int>> handed_back_;  // stopped by the drain: report handback, not finished
   std::set<std::pair<job_id, int>> fenced_;       // of those, stopped by a fence (frozen worker)
   net::steady_timer drain_timer_;
+  // A drain whose jobs are done waits (at most drain_grace) for the daemon to acknowledge the
+  // reports it still holds, reconnecting at once if it has no session: a worker stopped while its
+  // daemon changed must not take a job's `finished` with it (the job would run again).
+  net::steady_timer ack_timer_;
+  bool ack_waiting_ = false;
+  bool ack_wait_over_ = false;
   void end_drain_grace();
   void hand_back(job_id id, int attempt, const std::string& reason, boost::json::object extra = {});
   bool done_ = false;

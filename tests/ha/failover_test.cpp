@@ -96,9 +96,7 @@ service_options ha_options(const std::string& leader_file) {
 }
 
 std::unique_ptr<process> start_standby(service& s, const std::string& log) {
-  auto p =
-      std::make_unique<process>(std::vector<std::string>{s.bin("descprod-daemon"), "--config", s.config_file},
-                                s.env(), s.dir.file(log));
+  auto p = std::make_unique<process>(s.daemon_argv(s.config_file), s.env(), s.dir.file(log));
   EXPECT_TRUE(wait_until(
       [&] { return p->output().find("standby: another daemon leads") != std::string::npos; }, 20s, 20ms))
       << p->output();
@@ -300,9 +298,8 @@ TEST(Failover, PeersListingEveryDaemonsEndpointFollowTheNewLeader) {
     s.start_worker(i);
   }
   ASSERT_TRUE(wait_until([&] { return s.readyz().status == 200; }, 20s, 20ms)) << s.gateway->output();
-  auto standby = std::make_unique<process>(
-      std::vector<std::string>{s.bin("descprod-daemon"), "--config", s.dir.file("descprod-2.yaml")}, s.env(),
-      s.dir.file("daemon-2.log"));
+  auto standby = std::make_unique<process>(s.daemon_argv(s.dir.file("descprod-2.yaml")), s.env(),
+                                           s.dir.file("daemon-2.log"));
   ASSERT_TRUE(wait_until(
       [&] { return standby->output().find("standby: another daemon leads") != std::string::npos; }, 20s))
       << standby->output();

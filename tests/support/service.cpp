@@ -121,9 +121,15 @@ std::vector<std::pair<std::string, std::string>> service::env() const {
 }
 
 void service::start_daemon() {
-  daemon =
-      std::make_unique<process>(std::vector<std::string>{bin("descprod-daemon"), "--config", config_file},
-                                env(), dir.file("daemon.log"));
+  daemon = std::make_unique<process>(daemon_argv(config_file), env(), dir.file("daemon.log"));
+}
+
+std::vector<std::string> service::daemon_argv(const std::string& config) const {
+  // In a session of its own, as under systemd: a test that stops it (SIGSTOP) must not have the
+  // kernel hang it up when the test's own process group is orphaned (a backgrounded shell that
+  // started the tests exits: POSIX sends SIGHUP to an orphaned group with a stopped member).
+  // setsid(1) execs in place (the spawned child leads no group), so the PID is the daemon's.
+  return {"setsid", bin("descprod-daemon"), "--config", config};
 }
 
 void service::start_gateway() {

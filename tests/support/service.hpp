@@ -62,6 +62,8 @@ class service {
   int port() const { return port_.load(); }  // changes when the gateway restarts
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port()); }
   std::string bin(const std::string& name) const;
+  // The daemon's command line with `config` (in a session of its own: service.cpp says why).
+  std::vector<std::string> daemon_argv(const std::string& config) const;
   std::vector<std::pair<std::string, std::string>> env() const;  // PATH with apps/ and build/bin
 
   // HTTP with a bearer token (alice's unless given).
