@@ -194,12 +194,6 @@ TEST(Failover, AFrozenLeaderIsReplacedAndWhenItWakesItExitsWithoutChangingAJob) 
   EXPECT_FALSE(std::filesystem::exists(leader_file));
 }
 
-}  // namespace
-}  // namespace descprod::test
-
-namespace descprod::test {
-namespace {
-
 // Issue 15 item 4: an upgrade restarts one component at a time while the service runs. Each is
 // stopped as an operator's tooling would (SIGTERM: a daemon drains and gives the lead up, a
 // gateway finishes its requests, a worker finishes or hands back its jobs) and started again,
@@ -259,12 +253,6 @@ TEST(Upgrade, EachComponentRestartedInTurnUnderLoadLosesNothing) {
   EXPECT_EQ(count_in(r, "lost") + count_in(r, "failed") + count_in(r, "killed"), 0);
   EXPECT_EQ(get(r, "descprod:daemon:epoch"), "3");
 }
-
-}  // namespace
-}  // namespace descprod::test
-
-namespace descprod::test {
-namespace {
 
 // The same takeover when the daemons do not share endpoints (daemons on two hosts, here two
 // ipc:// paths): the gateway and the workers list both daemons' endpoints and follow whichever
