@@ -558,6 +558,7 @@ void worker::stop() {
             queued_.size(), ms(grace));
   stopping_ = true;
   draining_ = true;
+  drain_deadline_ = steady::now() + grace;
   if (welcomed_) send(protocol::drain, boost::json::object());
   for (const auto& q : queued_) hand_back(q.id, q.attempt, "never started: the worker is draining");
   queued_.clear();
@@ -607,9 +608,11 @@ void worker::check_done() {
     if (!ack_waiting_) {
       ack_waiting_ = true;
       drain_timer_.cancel();
+      const auto left = std::chrono::duration_cast<milliseconds>(drain_deadline_ - steady::now());
+      const auto wait = std::max(left, std::min(opts_.drain_grace, milliseconds(5000)));
       log::info("drain: waiting for the daemon to acknowledge reports count={} wait_ms={}", unacked_.size(),
-                ms(opts_.drain_grace));
-      ack_timer_.expires_after(opts_.drain_grace);
+                ms(wait));
+      ack_timer_.expires_after(wait);
       ack_timer_.async_wait([this](boost::system::error_code ec) {
         if (ec) return;
         ack_wait_over_ = true;

@@ -170,10 +170,12 @@ class worker {
   std::set<std::pair<job_id, int>> handed_back_;  // stopped by the drain: report handback, not finished
   std::set<std::pair<job_id, int>> fenced_;       // of those, stopped by a fence (frozen worker)
   net::steady_timer drain_timer_;
-  // A drain whose jobs are done waits (at most drain_grace) for the daemon to acknowledge the
-  // reports it still holds, reconnecting at once if it has no session: a worker stopped while its
-  // daemon changed must not take a job's `finished` with it (the job would run again).
+  // A drain whose jobs are done waits for the daemon to acknowledge the reports it still holds,
+  // reconnecting at once if it has no session: a worker stopped while its daemon changed must not
+  // take a job's `finished` with it (the job would run again). It waits until the drain's
+  // deadline (SIGTERM + drain_grace), and at least min(drain_grace, 5 s).
   net::steady_timer ack_timer_;
+  std::chrono::steady_clock::time_point drain_deadline_{};
   bool ack_waiting_ = false;
   bool ack_wait_over_ = false;
   void end_drain_grace();
