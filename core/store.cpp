@@ -139,8 +139,8 @@ net::awaitable<redis_reply> store::eval(int script, std::vector<std::string> key
   for (auto& k : keys) cmd.push_back(std::move(k));
   if (fenced) cmd.push_back(keys_.daemon_epoch());  // the last KEY (store_scripts.cpp, Fence)
   cmd.push_back(prefix());
-  cmd.push_back(fence_);
   for (auto& a : args) cmd.push_back(std::move(a));
+  cmd.push_back(fence_);  // the last ARGV (store_scripts.cpp, Fence)
   auto r = co_await redis_.async_exec(cmd);
   if (r.is_error() && r.str.rfind("NOSCRIPT", 0) == 0) {
     // First use on this server (or it restarted): load the script and run it once by value.
@@ -511,7 +511,6 @@ std::vector<std::string> import_command(const keys& k, const std::vector<importe
   cmd.push_back(std::to_string(head.size()));
   cmd.insert(cmd.end(), head.begin(), head.end());
   cmd.push_back(k.prefix());
-  cmd.push_back("");  // no fence
   cmd.push_back(std::to_string(jobs.size()));
   for (const auto& j : jobs) {
     cmd.push_back(std::to_string(j.id));
@@ -524,6 +523,7 @@ std::vector<std::string> import_command(const keys& k, const std::vector<importe
       cmd.push_back(v);
     }
   }
+  cmd.push_back("");  // no fence (the last ARGV)
   return cmd;
 }
 

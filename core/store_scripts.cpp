@@ -21,9 +21,10 @@
 //           restore_leases          {job:<id>, job:<id>:events} per job
 //         An absent key is left out, never passed as '': a Redis ACL user limited to the prefix
 //         (~descprod:*) is refused any declared key outside it.
-//   Fence Every call also carries the fence (store.hpp, set_fence): ARGV[2] the caller's leader
-//         epoch ('' for none) and, with an epoch, the epoch key as the last KEY; the first lines
-//         of every script check it and take both out, so the layout below is what the body sees.
+//   Fence Every call also carries the fence (store.hpp, set_fence): the last ARGV the caller's
+//         leader epoch ('' for none) and, with an epoch, the epoch key as the last KEY; the first
+//         lines of every script check it and take both out, so the layout below is what the body
+//         sees.
 //   ARGV  ARGV[1] is the key prefix, used only by the prelude's K functions (keys::lua_prelude)
 //         for the keys a script derives from data it reads: the new jobs' keys (their IDs come
 //         from next_job_id), the owner's job index and the parent's children set a job names, the
@@ -105,11 +106,11 @@ std::string lua_head_keys() {
          "local function job_at(id, i) return {id = id, key = KEYS[i], events = KEYS[i + 1]} end\n";
 }
 
-// First in every script: the fence (store.hpp, set_fence). ARGV[2] is the leader epoch the caller
-// holds, '' for callers that are not the daemon; with an epoch the last KEY is the epoch key. Both
-// are taken out before anything else reads KEYS or ARGV, so the scripts below see the layout
-// written above (the prefix, then their own values). A stale epoch changes nothing.
-const char* fence = R"LUA(local FENCE = table.remove(ARGV, 2) or ''
+// First in every script: the fence (store.hpp, set_fence). The last ARGV is the leader epoch the
+// caller holds, '' for callers that are not the daemon; with an epoch the last KEY is the epoch
+// key. Both are taken off the ends (no shift of a batch's arguments) before anything else reads
+// KEYS or ARGV, so the scripts below see the layout written above. A stale epoch changes nothing.
+const char* fence = R"LUA(local FENCE = table.remove(ARGV) or ''
 if FENCE ~= '' then
   local epoch_key = table.remove(KEYS)
   local now_epoch = redis.call('GET', epoch_key)

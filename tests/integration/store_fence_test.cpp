@@ -95,7 +95,8 @@ TEST_F(FenceTest, EveryScriptRefusesAStaleEpochBeforeItReadsAnything) {
     std::vector<std::string> eval = {"EVAL", scripts[i], std::to_string(head.size() + 1)};
     eval.insert(eval.end(), head.begin(), head.end());
     eval.push_back("descprod:daemon:epoch");
-    for (const char* a : {"descprod:", "4", "not-a-number", "x", "y"}) eval.emplace_back(a);
+    for (const char* a : {"descprod:", "not-a-number", "x", "y", "4"})
+      eval.emplace_back(a);  // the fence last
     auto r = cmd(eval);
     ASSERT_TRUE(r.is_error()) << "script " << i << " ran under a stale epoch";
     EXPECT_EQ(r.str.rfind("FENCED", 0), 0u) << "script " << i << ": " << r.str;

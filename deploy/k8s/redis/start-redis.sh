@@ -33,16 +33,8 @@ sha256() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
 # Whom to follow: the master the sentinels name when one of them answers (after a failover it
 # need not be pod 0), else pod 0. A Redis that comes back after a failover thus rejoins as a
 # replica instead of starting a second master.
-master=
-for i in 0 1 2; do
-  master=$(REDISCLI_AUTH="$admin" timeout 3 redis-cli --no-auth-warning \
-    -h "descprod-redis-sentinel-$i.descprod-redis-sentinel" -p 26379 \
-    SENTINEL get-master-addr-by-name descprod 2>/dev/null | head -n 1) || master=
-  case "$master" in
-    descprod-redis-*.descprod-redis-headless) break ;;
-    *) master= ;;
-  esac
-done
+. "$(dirname "$0")/sentinel-master.sh"
+master=$(sentinel_master "$admin")
 [ -n "$master" ] || master=$first
 
 umask 077

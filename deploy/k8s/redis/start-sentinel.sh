@@ -19,17 +19,8 @@ case "$admin" in
 esac
 
 # The master the other sentinels know (after a failover, not pod 0), else pod 0.
-master=
-for i in 0 1 2; do
-  [ "descprod-redis-sentinel-$i" != "$pod" ] || continue
-  master=$(REDISCLI_AUTH="$admin" timeout 3 redis-cli --no-auth-warning \
-    -h "descprod-redis-sentinel-$i.descprod-redis-sentinel" -p 26379 \
-    SENTINEL get-master-addr-by-name descprod 2>/dev/null | head -n 1) || master=
-  case "$master" in
-    descprod-redis-*.descprod-redis-headless) break ;;
-    *) master= ;;
-  esac
-done
+. "$(dirname "$0")/sentinel-master.sh"
+master=$(sentinel_master "$admin" "$pod")
 [ -n "$master" ] || master=descprod-redis-0.descprod-redis-headless
 
 umask 077
