@@ -42,20 +42,29 @@ net::awaitable<void> reconciler::rebuild(std::chrono::milliseconds orphan_grace)
   auto horizon = fmt_double(epoch_now() + 86400.0 * 365);
   auto cmd = redis_cmd("ZRANGE", ctx_.k.leases(), "-inf", horizon, "BYSCORE");
   auto found = co_await ctx_.redis.async_exec(std::move(cmd));
-  auto deadline = clock_type::now() + orphan_grace;
+  std::vector<job_id> ids;
+  ids.reserve(found.elements.size());
+  for (const auto& e : found.elements) ids.push_back(e.as_integer());
+  leases_.clear_orphans();
+  co_await add_orphans(std::move(ids), clock_type::now() + orphan_grace);
+  last_reconcile_ = clock_type::now();
+  co_await read_quotas();
+  log::info("queue rebuilt ready={} leased={}", disp_.queue().size(), leases_.orphan_count());
+  disp_.dispatch();
+}
+
+net::awaitable<void> reconciler::add_orphans(std::vector<job_id> ids, clock_type::time_point deadline) {
   // Whom each lease is for, at which attempt, and whose job it is: a hello adopts only leases in
   // its own id and attempt, of owners its token may run; a hello that does not list one of its
-  // leases has it requeued at once (worker_handler::accept_hello) instead of after the lease period.
-  leases_.clear_orphans();
-  for (std::size_t from = 0; from < found.elements.size(); from += 10000) {
-    std::size_t to = std::min(found.elements.size(), from + 10000);
+  // leases has it requeued at once (worker_handler::accept_hello) instead of after the deadline.
+  for (std::size_t from = 0; from < ids.size(); from += 10000) {
+    std::size_t to = std::min(ids.size(), from + 10000);
     std::vector<std::vector<std::string>> cmds;
     for (std::size_t i = from; i < to; ++i)
-      cmds.push_back(
-          redis_cmd("HMGET", ctx_.k.job(found.elements[i].as_integer()), "worker", "attempt", "descname"));
+      cmds.push_back(redis_cmd("HMGET", ctx_.k.job(ids[i]), "worker", "attempt", "descname"));
     auto fields = co_await ctx_.redis.async_pipeline(std::move(cmds));
     for (std::size_t i = from; i < to; ++i) {
-      job_id id = found.elements[i].as_integer();
+      if (leases_.contains(ids[i])) continue;  // leased here meanwhile
       orphan_lease o;
       o.deadline = deadline;
       const auto& f = fields[i - from];
@@ -64,13 +73,9 @@ net::awaitable<void> reconciler::rebuild(std::chrono::milliseconds orphan_grace)
         o.attempt = f.elements[1].is_nil() ? 0 : std::atoll(f.elements[1].str.c_str());
         o.owner = f.elements[2].is_nil() ? std::string() : f.elements[2].str;
       }
-      leases_.add_orphan(id, std::move(o));
+      leases_.add_orphan(ids[i], std::move(o));
     }
   }
-  last_reconcile_ = clock_type::now();
-  co_await read_quotas();
-  log::info("queue rebuilt ready={} leased={}", disp_.queue().size(), leases_.orphan_count());
-  disp_.dispatch();
 }
 
 net::awaitable<void> reconciler::restore_leases() {
@@ -123,6 +128,7 @@ net::awaitable<void> reconciler::reconcile() {
       jobs.emplace_back(id, std::stod(r.elements[i + 1].as_string()));
     }
     added = jobs.empty() ? 0 : co_await take_in(std::move(jobs));
+    co_await adopt_stray_leases();
     co_await read_quotas();
   } catch (const boost::system::system_error& e) {
     ctx_.redis_failed(e);
@@ -132,6 +138,27 @@ net::awaitable<void> reconciler::reconcile() {
     log::info("reconcile found ready jobs added={}", added);
     disp_.dispatch();
   }
+}
+
+net::awaitable<void> reconciler::adopt_stray_leases() {
+  // A lease Redis holds that this daemon neither holds nor waits on as an orphan: its claim was
+  // written but the answer never came (Redis failed over, or the connection broke, between the
+  // script and its reply), so the daemon took the claim as failed and never sent the job. It
+  // becomes an orphan lease: requeued unless its worker claims it within a lease period.
+  auto horizon = fmt_double(epoch_now() + 86400.0 * 365);  // not the claims of descprod-start-job
+  auto found =
+      co_await ctx_.redis.async_exec(redis_cmd("ZRANGE", ctx_.k.leases(), "-inf", horizon, "BYSCORE"));
+  std::vector<job_id> stray;
+  for (const auto& e : found.elements) {
+    job_id id = e.as_integer();
+    if (id > 0 && !leases_.contains(id) && !leases_.find_orphan(id)) stray.push_back(id);
+  }
+  if (stray.empty()) co_return;
+  log::warn(
+      "leases in redis that the daemon does not hold: they wait a lease period for their worker, then are "
+      "requeued count={} first_job_id={}",
+      stray.size(), stray.front());
+  co_await add_orphans(std::move(stray), clock_type::now() + ctx_.cfg.daemon.lease_timeout);
 }
 
 net::awaitable<void> reconciler::read_quotas() {
@@ -210,7 +237,8 @@ net::awaitable<std::size_t> reconciler::take_in(std::vector<std::pair<job_id, do
 void reconciler::expire_orphans(clock_type::time_point now) {
   // Orphaned leases from before a restart whose worker never came back.
   for (job_id id : leases_.take_expired_orphans(now))
-    out_.requeue_orphan(id, std::string(), "worker did not return after a daemon restart");
+    out_.requeue_orphan(id, std::string(),
+                        "no worker claimed its lease (a daemon restart, or a lost claim answer)");
 }
 
 net::awaitable<void> reconciler::recheck_tokens() {

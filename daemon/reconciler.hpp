@@ -1,7 +1,8 @@
 // The reconciler (docs/architecture.md, Daemon): the daemon's memory is a cache of Redis. At start
 // it is rebuilt from Redis (the ready queue; the leases held before a restart become orphan
 // leases, lease_table.hpp); every reconcile interval the ready jobs Redis holds that the daemon
-// does not are taken in (a lost `submitted` notice), orphan leases whose worker never came back
+// does not are taken in (a lost `submitted` notice), leases Redis holds that the daemon does not
+// become orphan leases (a lost claim answer), orphan leases whose worker never came back
 // are requeued, and in token mode every connected worker's token is checked again.
 //
 // Thread-safety: none; the daemon's io_context thread.
@@ -37,6 +38,9 @@ class reconciler {
   net::awaitable<void> restore_leases();
   // Reads every known owner's quota (share, max_running: fair-share dispatch) from Redis.
   net::awaitable<void> read_quotas();
+  // Leases in Redis that the daemon does not know (a claim written whose answer was lost) become
+  // orphan leases with a lease period's grace (part of reconcile()).
+  net::awaitable<void> adopt_stray_leases();
   // Orphan leases whose worker did not return within a lease period: requeued.
   void expire_orphans(clock_type::time_point now);
   // Re-reads each worker's token, owner and pools (revocation, pool changes).
@@ -48,6 +52,9 @@ class reconciler {
   void mark_done() { last_reconcile_ = clock_type::now(); }
 
  private:
+  // Makes the leases of `ids` orphans until `deadline` (their worker, attempt and owner read
+  // from Redis).
+  net::awaitable<void> add_orphans(std::vector<job_id> ids, clock_type::time_point deadline);
   daemon_context& ctx_;
   worker_table& workers_;
   lease_table& leases_;

@@ -25,6 +25,7 @@
 
 #include "core/job.hpp"
 #include "core/redis.hpp"
+#include "core/store.hpp"
 #include "tests/support/service.hpp"
 
 namespace descprod::test {
@@ -383,6 +384,38 @@ TEST(RedisBehind, TheDaemonWritesItsLostLeaseAgainAndNoJobIdIsHandedOutTwice) {
   EXPECT_NE(log.find("job missing from redis: redis lost it (restarted from an older data set?) job_id=" +
                      std::to_string(lost)),
             std::string::npos);
+}
+
+// The other side of a lost answer: the daemon's claim was written (the job dispatched to a worker,
+// its lease in Redis) but the answer never came back — Redis failed over or the connection broke
+// between the script and its reply. The daemon took the claim as failed and never sent the job.
+// Made here by writing the claim behind the daemon's back, with the store's own script, for a
+// worker that then connects knowing nothing of it. The reconcile finds the lease it does not
+// hold, gives the worker a lease period, then requeues the job: it runs, once.
+TEST(RedisBehind, ALeaseWhoseClaimAnswerWasLostIsRequeuedAndTheJobRunsOnce) {
+  service_options o;
+  o.workers = 0;
+  o.wait_ready = true;
+  o.reconcile_ms = 500;
+  service s(o);
+  const long long id = s.submit(R"({"jobtype":"marker","config":"x"})");
+  ASSERT_GT(id, 0);
+  ASSERT_EQ(s.state(id), "ready");
+  net::io_context ioc;
+  redis_client c(ioc.get_executor(), s.redis.endpoint());
+  run_async(ioc, c.async_connect());
+  store st(c, "descprod:");
+  std::vector<store::claim_request> claims;
+  claims.push_back({static_cast<job_id>(id), "w0", ""});
+  auto claimed = run_async(ioc, st.async_claim_many(std::move(claims), 3.0, 60));
+  ASSERT_EQ(claimed.size(), 1u);
+  ASSERT_TRUE(claimed[0].ok) << claimed[0].state;
+  ASSERT_EQ(s.state(id), "dispatched");
+  s.start_worker(0);
+  ASSERT_TRUE(s.wait_terminal(id, 30s)) << "the job stays " << s.state(id);
+  EXPECT_EQ(s.state(id), "done");
+  EXPECT_EQ(s.marker(id), "2\n") << "one run, at the attempt after the lost one";
+  EXPECT_NE(s.daemon->output().find("leases in redis that the daemon does not hold"), std::string::npos);
 }
 
 }  // namespace
