@@ -344,6 +344,61 @@ bool valid_oidc_provider_name(std::string_view n) {
   return n.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") == std::string_view::npos;
 }
 
+namespace {
+// <key>_file: the password from the first line of a file (trailing blanks and CR dropped), for
+// a password kept out of the configuration; excludes <key> itself.
+void read_password_file(section& s, const std::string& key, std::string& password) {
+  const std::string file_key = key + "_file";
+  std::string file;
+  s.read(file_key, file);
+  auto v = s.take(file_key);
+  if (!v || file.empty()) return;
+  if (!password.empty()) s.fail(v, file_key, key + " and " + file_key + " exclude each other");
+  std::ifstream in(file);
+  std::string line;
+  if (!in || !std::getline(in, line)) s.fail(v, file_key, "cannot read " + file);
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+  password = line;
+}
+
+// redis.sentinels, master_name, sentinel_username/sentinel_password, wait_replicas and
+// wait_timeout_ms (docs/operators.md, "Redis behind Sentinel").
+void read_sentinels(section& s, redis_config& r) {
+  std::vector<std::string> sentinels;
+  s.read("sentinels", sentinels);
+  auto v = s.take("sentinels");
+  if (v && sentinels.size() > 16) s.fail(v, "sentinels", "at most 16 sentinels");
+  for (const auto& entry : sentinels) {
+    auto colon = entry.rfind(':');
+    int port = 0;
+    if (colon != std::string::npos && colon > 0 && colon + 1 < entry.size() && colon + 6 >= entry.size() &&
+        entry.find_first_not_of("0123456789", colon + 1) == std::string::npos)
+      port = std::stoi(entry.substr(colon + 1));
+    if (port < 1 || port > 65535)
+      s.fail(v, "sentinels", "'" + entry + "' is not host:port (a sentinel's address, port 1 to 65535)");
+    r.endpoint.sentinels.push_back({entry.substr(0, colon), static_cast<std::uint16_t>(port)});
+  }
+  s.read("master_name", r.endpoint.master_name);
+  auto name = s.take("master_name");
+  if (!sentinels.empty() && r.endpoint.master_name.empty())
+    s.fail(v, "sentinels", "master_name is needed with sentinels (the name the sentinels monitor)");
+  if (name && sentinels.empty()) s.fail(name, "master_name", "goes with sentinels");
+  if (name && (r.endpoint.master_name.size() > 64 ||
+               r.endpoint.master_name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                        "0123456789._-") != std::string::npos))
+    s.fail(name, "master_name", "1 to 64 of a-z, A-Z, 0-9, '.', '_', '-'");
+  if (!sentinels.empty() && s.take("path"))
+    s.fail(s.take("path"), "path", "path and sentinels exclude each other (the sentinels name the master)");
+  s.read("sentinel_username", r.endpoint.sentinel_username);
+  s.read("sentinel_password", r.endpoint.sentinel_password);
+  read_password_file(s, "sentinel_password", r.endpoint.sentinel_password);
+  // Replicas that must hold a create or a transition before it is answered: 1 behind sentinels.
+  r.wait_replicas = sentinels.empty() ? 0 : 1;
+  s.read_range("wait_replicas", r.wait_replicas, 0, 16);
+  s.read_range("wait_timeout_ms", r.wait_timeout_ms, 1, 60000);
+}
+}  // namespace
+
 descprod_config parse_config(const std::string& text, const std::string& file) {
   descprod_config c;
   c.file = file;
@@ -366,21 +421,9 @@ descprod_config parse_config(const std::string& text, const std::string& file) {
     c.redis.endpoint.port = static_cast<std::uint16_t>(port);
     s.read("username", c.redis.endpoint.username);
     s.read("password", c.redis.endpoint.password);
-    {
-      std::string pw_file;
-      s.read("password_file", pw_file);
-      if (auto v = s.take("password_file"); v && !pw_file.empty()) {
-        if (!c.redis.endpoint.password.empty())
-          s.fail(v, "password_file", "password and password_file exclude each other");
-        const std::string& resolved = pw_file;
-        std::ifstream in(resolved);
-        std::string line;
-        if (!in || !std::getline(in, line)) s.fail(v, "password_file", "cannot read " + resolved);
-        while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-        c.redis.endpoint.password = line;
-      }
-    }
+    read_password_file(s, "password", c.redis.endpoint.password);
     s.read("prefix", c.redis.prefix);
+    read_sentinels(s, c.redis);
     s.finish();
   }
   {

@@ -22,8 +22,13 @@ struct config_error : std::runtime_error {
 };
 
 struct redis_config {
-  redis_endpoint endpoint;  // unix socket `path`, or `host`/`port`; `password`
+  redis_endpoint endpoint;  // unix socket `path`, or `host`/`port`, or `sentinels`; `password`
   std::string prefix = "descprod:";
+  // WAIT after every store script (a create, a transition): the replicas that must have it before
+  // it is answered, and how long to wait for them (store::set_replication). Default: 1 behind
+  // sentinels, 0 (no WAIT) otherwise.
+  int wait_replicas = 0;
+  int wait_timeout_ms = 100;
 };
 
 // One application of the registry (config/apps.yaml, docs/architecture.md#app-contract).

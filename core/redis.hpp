@@ -6,8 +6,10 @@
 #pragma once
 
 #include <boost/asio.hpp>
+#include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -64,13 +66,41 @@ std::vector<std::string> redis_cmd(A&&... a) {
   return v;
 }
 
+// A TCP address of a Redis server or sentinel.
+struct redis_address {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string str() const { return host + ":" + std::to_string(port); }
+  bool operator==(const redis_address& o) const { return host == o.host && port == o.port; }
+};
+
 struct redis_endpoint {
   std::string unix_path;  // used when non-empty
   std::string host = "127.0.0.1";
   std::uint16_t port = 6379;
   std::string username;  // ACL user for AUTH (empty: the default user)
   std::string password;  // AUTH after connecting when non-empty
+  // Redis Sentinel (docs/operators.md, "Redis behind Sentinel"): when `sentinels` is not empty,
+  // every connect asks them, in turn, for the address of the master named `master_name`
+  // (SENTINEL get-master-addr-by-name), connects there (unix_path, host and port are unused) and
+  // checks with ROLE that it is a master. The sentinels' own AUTH, when they require one, is
+  // sentinel_username/sentinel_password.
+  std::vector<redis_address> sentinels;
+  std::string master_name;
+  std::string sentinel_username;
+  std::string sentinel_password;
+  bool via_sentinels() const { return !sentinels.empty(); }
+  // "unix:<path>", "<host>:<port>", or "sentinel:<master_name>@<first sentinel>,..." for logs.
+  std::string describe() const;
 };
+
+// Asks the sentinels of `ep`, in order, for the master's address: the first that names one
+// answers. Each gets `per_sentinel` to answer. Throws redis_unavailable ("MASTERDOWN no sentinel
+// named the master ...: <each sentinel's failure>") when none did.
+net::awaitable<redis_address> async_sentinel_master(net::any_io_executor ex, const redis_endpoint& ep,
+                                                    std::chrono::milliseconds per_sentinel);
+
+struct redis_switch_listener;
 
 class redis_client {
  public:
@@ -79,10 +109,19 @@ class redis_client {
   redis_client(const redis_client&) = delete;
   redis_client& operator=(const redis_client&) = delete;
 
-  // Connects (and authenticates). Throws boost::system::system_error on failure.
+  // Connects (and authenticates). Throws boost::system::system_error on failure. Through
+  // sentinels (redis_endpoint::sentinels) it connects to the master they name, and throws
+  // redis_errc::unavailable when none names one or the server named is not a master. While that
+  // connection lasts it listens on a sentinel for +switch-master: when the master changes, or a
+  // reply says READONLY (the server was made a replica), the connection is dropped, so every
+  // caller sees a Redis outage and reconnects to the new master.
   net::awaitable<void> async_connect();
   bool connected() const { return connected_; }
   void close();
+  // The master the connection reached through the sentinels (empty host otherwise).
+  const redis_address& master() const { return master_; }
+  // Called with each reply that no command waits for (a SUBSCRIBE's messages).
+  std::function<void(const redis_reply&)> on_push;
 
   // Sends one command and waits for its reply. Commands from several coroutines are pipelined on
   // the one connection. Throws system_error when the connection fails, or when Redis answers that
@@ -102,6 +141,12 @@ class redis_client {
   net::awaitable<void> read_loop();
   void fail_all(boost::system::error_code ec);
   static net::awaitable<void> await_replies(std::shared_ptr<pending> p);
+  // Ends the connection as a failure: pending commands get `ec`, the next caller reconnects.
+  void drop(boost::system::error_code ec);
+  net::awaitable<void> connect_socket(const std::string& unix_path, const std::string& host,
+                                      std::uint16_t port);
+  static net::awaitable<void> watch_sentinels(redis_client* self, std::shared_ptr<bool> alive,
+                                              std::shared_ptr<net::generic::stream_protocol::socket> sock);
 
   net::any_io_executor ex_;
   redis_endpoint ep_;
@@ -112,9 +157,12 @@ class redis_client {
   bool connected_ = false;
   std::deque<std::shared_ptr<pending>> pending_;
   std::shared_ptr<bool> alive_;
+  redis_address master_;
+  friend struct redis_switch_listener;
 };
 
-// Blocking client on hiredis. Throws std::runtime_error when the connection fails.
+// Blocking client on hiredis. Throws std::runtime_error when the connection fails (through
+// sentinels: when none names a master, or the one named is not a master).
 class redis_sync {
  public:
   explicit redis_sync(const redis_endpoint& ep);

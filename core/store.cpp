@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "core/job_import.hpp"
+#include "core/log.hpp"
 #include "core/store_scripts.hpp"
 
 namespace descprod {
@@ -127,6 +128,32 @@ store::store(redis_client& redis, std::string prefix)
 
 std::vector<std::string> store::job_keys(job_id id) const { return {keys_.job(id), keys_.job_events(id)}; }
 
+void store::set_replication(int replicas, std::chrono::milliseconds timeout,
+                            std::chrono::milliseconds pause) {
+  wait_replicas_ = replicas;
+  wait_timeout_ = timeout;
+  wait_pause_ = pause;
+}
+
+net::awaitable<redis_reply> store::run_script(const std::vector<std::string>& cmd, bool wait) {
+  if (!wait) co_return co_await redis_.async_exec(cmd);
+  std::vector<std::vector<std::string>> cmds;
+  cmds.push_back(cmd);
+  cmds.push_back(redis_cmd("WAIT", std::to_string(wait_replicas_), std::to_string(wait_timeout_.count())));
+  auto replies = co_await redis_.async_pipeline(std::move(cmds));
+  const auto& acked = replies.at(1);
+  if (acked.is_error() || acked.integer < wait_replicas_) {
+    ++short_waits_;
+    wait_paused_until_ = std::chrono::steady_clock::now() + wait_pause_;
+    // One line per pause at most: while the replicas are away this repeats every `pause`.
+    std::string answer = acked.str;
+    if (!acked.is_error()) answer = std::to_string(acked.integer);
+    log::warn("redis replicas behind: WAIT {} {} answered {}; not waiting for {} ms short_waits={}",
+              wait_replicas_, wait_timeout_.count(), answer, wait_pause_.count(), short_waits_);
+  }
+  co_return std::move(replies.front());
+}
+
 net::awaitable<redis_reply> store::eval(int script, std::vector<std::string> keys,
                                         std::vector<std::string> args) {
   std::vector<std::string> cmd;
@@ -141,12 +168,13 @@ net::awaitable<redis_reply> store::eval(int script, std::vector<std::string> key
   cmd.push_back(prefix());
   for (auto& a : args) cmd.push_back(std::move(a));
   cmd.push_back(fence_);  // the last ARGV (store_scripts.cpp, Fence)
-  auto r = co_await redis_.async_exec(cmd);
+  const bool wait = wait_replicas_ > 0 && std::chrono::steady_clock::now() >= wait_paused_until_;
+  auto r = co_await run_script(cmd, wait);
   if (r.is_error() && r.str.rfind("NOSCRIPT", 0) == 0) {
     // First use on this server (or it restarted): load the script and run it once by value.
     cmd[0] = "EVAL";
     cmd[1] = store_scripts()[script];
-    r = co_await redis_.async_exec(cmd);
+    r = co_await run_script(cmd, wait);
   }
   if (r.is_error() && r.str.rfind("FENCED", 0) == 0) {
     if (on_fenced) on_fenced(r.str);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <boost/asio.hpp>
+#include <chrono>
 #include <functional>
 #include <iosfwd>
 #include <map>
@@ -152,6 +153,16 @@ class store {
   void set_fence(std::string epoch) { fence_ = std::move(epoch); }
   const std::string& fence() const { return fence_; }
   std::function<void(const std::string&)> on_fenced;
+
+  // Replication (config redis.wait_replicas, wait_timeout_ms): once set with replicas > 0, every
+  // script this store runs (a create, a transition) is followed on its connection by
+  // WAIT <replicas> <timeout>, and answered only after it: a write acknowledged to a user or a
+  // worker is then on a replica, and survives the master's loss (a Sentinel failover). WAIT
+  // blocks the connection, so when it comes back short (the replicas are down or behind) this
+  // store stops waiting for `pause` before it tries again; short_waits() counts them.
+  void set_replication(int replicas, std::chrono::milliseconds timeout,
+                       std::chrono::milliseconds pause = std::chrono::seconds(1));
+  long long short_waits() const { return short_waits_; }
 
   const std::string& prefix() const { return keys_.prefix(); }
   const keys& redis_keys() const { return keys_; }
@@ -299,6 +310,8 @@ class store {
   // Runs script `script` with KEYS = the keys every script gets (store_scripts.cpp), then `keys`,
   // and ARGV = the prefix, then `args`.
   net::awaitable<redis_reply> eval(int script, std::vector<std::string> keys, std::vector<std::string> args);
+  // Runs one script command, followed by WAIT when `wait` (set_replication).
+  net::awaitable<redis_reply> run_script(const std::vector<std::string>& cmd, bool wait);
   net::awaitable<transition_result> eval_result(int script, std::vector<std::string> keys,
                                                 std::vector<std::string> args);
   // A job's KEYS group: job:<id>, job:<id>:events.
@@ -308,6 +321,10 @@ class store {
   std::vector<std::string> head_keys_;
   std::vector<std::string> shas_;
   std::string fence_;
+  int wait_replicas_ = 0;
+  std::chrono::milliseconds wait_timeout_{100}, wait_pause_{1000};
+  std::chrono::steady_clock::time_point wait_paused_until_{};
+  long long short_waits_ = 0;
 };
 
 // descprod-admin import-jobs (core/job_import.hpp): the EVAL command that writes `jobs` (at most a

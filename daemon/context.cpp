@@ -58,7 +58,9 @@ daemon_context::daemon_context(net::io_context& io_ref, descprod_config c, app_r
       redis(io_ref.get_executor(), cfg.redis.endpoint),
       st(redis, cfg.redis.prefix),
       k(cfg.redis.prefix),
-      token_mode(cfg.daemon.worker_auth != "open") {}
+      token_mode(cfg.daemon.worker_auth != "open") {
+  st.set_replication(cfg.redis.wait_replicas, std::chrono::milliseconds(cfg.redis.wait_timeout_ms));
+}
 
 void daemon_context::send_worker(const std::string& routing, std::string_view command,
                                  const boost::json::object& body) {

@@ -85,7 +85,7 @@ class gateway_app {
         cfg_(std::move(cfg)),
         redis_(ioc_.get_executor(), cfg_.redis.endpoint),
         jobs_(redis_, cfg_.redis.prefix),
-        keeper_(ioc_.get_executor(), redis_, describe(cfg_.redis.endpoint)),
+        keeper_(ioc_.get_executor(), redis_, cfg_.redis.endpoint.describe()),
         link_(ioc_.get_executor(), zctx_, cfg_.gateway.daemon_endpoint),
         notices_(ioc_.get_executor(),
                  [this](const std::vector<std::string>& frames) { return link_.send(frames); }),
@@ -99,6 +99,7 @@ class gateway_app {
         counts_(ioc_.get_executor(), redis_, jobs_, ctx_.owner_indexes_ready),
         signals_(ioc_, SIGINT, SIGTERM),
         port_file_(std::move(port_file)) {
+    jobs_.set_replication(cfg_.redis.wait_replicas, std::chrono::milliseconds(cfg_.redis.wait_timeout_ms));
     ctx_.config = cfg_.gateway;
     ctx_.config.batch_howfigs = cfg_.pilots.enabled;
     ctx_.prefix = cfg_.redis.prefix;
@@ -167,7 +168,7 @@ class gateway_app {
   net::awaitable<void> start() {
     std::string failure;
     try {
-      co_await async_connect_with_deadline(redis_, describe(cfg_.redis.endpoint), redis_startup_deadline,
+      co_await async_connect_with_deadline(redis_, cfg_.redis.endpoint.describe(), redis_startup_deadline,
                                            &stopping_);
     } catch (const std::exception& e) {
       failure = e.what();
@@ -177,7 +178,7 @@ class gateway_app {
       fatal(failure);
       co_return;
     }
-    log::info("redis connected redis={} prefix={}", describe(cfg_.redis.endpoint), cfg_.redis.prefix);
+    log::info("redis connected redis={} prefix={}", cfg_.redis.endpoint.describe(), cfg_.redis.prefix);
 
     std::uint16_t port = server_.bind(cfg_.gateway.address, static_cast<std::uint16_t>(cfg_.gateway.port));
     ctx_.config.port = port;  // the port bound (gateway.port 0: any free one): the Host/Origin checks use it

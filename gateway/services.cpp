@@ -53,11 +53,6 @@ std::string connect_failure_reason(const std::exception& e) {
   return e.what();
 }
 
-std::string describe(const redis_endpoint& ep) {
-  if (!ep.unix_path.empty()) return "unix:" + ep.unix_path;
-  return ep.host + ":" + std::to_string(ep.port);
-}
-
 redis_keeper::redis_keeper(net::any_io_executor ex, redis_client& redis, std::string where)
     : timer_(std::move(ex)), redis_(redis), where_(std::move(where)) {}
 

@@ -58,9 +58,6 @@ class redis_keeper {
 net::awaitable<void> async_connect_with_deadline(redis_client& redis, std::string where,
                                                  std::chrono::milliseconds deadline, const bool* stop);
 
-// "unix:/path" or "host:port", for log lines and errors.
-std::string describe(const redis_endpoint& ep);
-
 // The reason of a failed Redis connect for log lines: a system_error's message without the
 // source location Boost appends, except that a refused AUTH keeps Redis's own answer
 // ("redis AUTH: WRONGPASS invalid username-password pair ...").

@@ -132,25 +132,15 @@ struct loaded_config {
     std::string text = c.text;
     static temp_dir dir{"descprod-manifests-"};
     write_file(dir.file("redis-password"), "not-a-secret\n");
-    if (!c.password_file.empty()) {
-      auto pos = text.find("password_file: " + c.password_file);
-      if (pos != std::string::npos)
+    // Every key naming it (password_file, sentinel_password_file).
+    if (!c.password_file.empty())
+      for (auto pos = text.find("password_file: " + c.password_file); pos != std::string::npos;
+           pos = text.find("password_file: " + c.password_file, pos + 1))
         text.replace(pos + 15, c.password_file.size(), dir.file("redis-password"));
-    }
     c.config = parse_config(text, config_file.string());
     return c;
   }
 };
-
-// Whether the programs' parser knows a key now: it refuses unknown keys by name.
-bool parser_knows(const std::string& section, const std::string& key, const std::string& value) {
-  try {
-    parse_config(section + ":\n  " + key + ": " + value + "\n", "probe.yaml");
-  } catch (const config_error& e) {
-    return std::string(e.what()).find("unknown key") == std::string::npos;
-  }
-  return true;
-}
 
 // tcp://host:port → {host, port}; port -1 when it is not one.
 std::pair<std::string, int> tcp_endpoint(const std::string& ep) {
@@ -596,40 +586,62 @@ TEST(DeployManifests, TheDaemonServicesExposeTheConfiguredEndpointsToTheLeader) 
   }
 }
 
-TEST(DeployManifests, TheComponentsUseTheRedisMastersServiceAndSentinelsWatchTheMasterAndReplica) {
+TEST(DeployManifests, TheComponentsFindTheMasterThroughTheSentinelsWhichWatchTheMasterAndReplica) {
   const auto& cfg = loaded_config::get().config;
   auto redis = workload("StatefulSet", "descprod-redis");
   auto sentinels = workload("StatefulSet", "descprod-redis-sentinel");
   EXPECT_EQ(at(redis.node, "spec", "replicas").as<int>(0), 2) << redis.where() << ": a master and a replica";
-  EXPECT_EQ(at(sentinels.node, "spec", "replicas").as<int>(0), 3) << sentinels.where() << ": three sentinels";
+  const int n = at(sentinels.node, "spec", "replicas").as<int>(0);
+  EXPECT_EQ(n, 3) << sentinels.where() << ": three sentinels";
 
-  auto svc = manifests::get().find("Service", cfg.redis.endpoint.host);
-  ASSERT_TRUE(svc) << "redis.host " << cfg.redis.endpoint.host << " is no Service of the manifests";
-  EXPECT_TRUE(selects(*svc, redis)) << svc->where() << " does not select a Redis pod";
+  // redis.sentinels names every sentinel pod by its stable name under the StatefulSet's headless
+  // Service, on the port that Service and the container have.
+  const auto& ep = cfg.redis.endpoint;
+  ASSERT_EQ(static_cast<int>(ep.sentinels.size()), n) << "redis.sentinels must list every sentinel pod";
+  const auto service_name = at(sentinels.node, "spec", "serviceName").as<std::string>("");
+  auto svc = manifests::get().find("Service", service_name);
+  ASSERT_TRUE(svc) << sentinels.where() << ": serviceName " << service_name << " is no Service";
+  EXPECT_EQ(at(svc->node, "spec", "clusterIP").as<std::string>(""), "None") << svc->where() << ": headless";
+  EXPECT_TRUE(selects(*svc, sentinels)) << svc->where() << " does not select the sentinel pods";
   auto selected = selected_by(*svc);
-  EXPECT_TRUE(selected && selected->name() == redis.name()) << svc->where();
-  auto rc = only_container(redis);
-  bool port_ok = false;
-  for (const auto& p : at(svc->node, "spec", "ports"))
-    port_ok |= at(p, "port").as<int>() == cfg.redis.endpoint.port &&
-               container_port(rc, at(p, "targetPort") ? at(p, "targetPort") : at(p, "port")) ==
-                   cfg.redis.endpoint.port;
-  EXPECT_TRUE(port_ok) << svc->where() << ": no port " << cfg.redis.endpoint.port << " (redis.port) to Redis";
-  EXPECT_EQ(cfg.redis.endpoint.username, "descprod") << "the services' ACL user (redis/start-redis.sh)";
-
-  // While the components cannot follow a failover (no redis.sentinels key), the sentinels may
-  // not promote the replica by themselves: the components would stay on the master's Service.
-  if (!parser_knows("redis", "sentinels", "[descprod-redis-sentinel-0.descprod-redis-sentinel:26379]")) {
-    std::string promote;
-    for (const auto& e : at(rc, "env"))
-      if (at(e, "name").as<std::string>("") == "DESCPROD_REDIS_PROMOTE_REPLICAS")
-        promote = at(e, "value").as<std::string>("");
-    EXPECT_EQ(promote, "no")
-        << redis.where()
-        << ": DESCPROD_REDIS_PROMOTE_REPLICAS must be \"no\" until the components follow Sentinel";
+  EXPECT_TRUE(selected && selected->name() == sentinels.name())
+      << svc->where() << " selects another workload";
+  auto sc = only_container(sentinels);
+  for (int i = 0; i < n; ++i) {
+    const auto& s = ep.sentinels[static_cast<std::size_t>(i)];
+    EXPECT_EQ(s.host, sentinels.name() + "-" + std::to_string(i) + "." + service_name)
+        << "redis.sentinels[" << i << "]";
+    bool port_ok = false;
+    for (const auto& p : at(svc->node, "spec", "ports"))
+      port_ok |= at(p, "port").as<int>() == s.port &&
+                 container_port(sc, at(p, "targetPort") ? at(p, "targetPort") : at(p, "port")) == s.port;
+    EXPECT_TRUE(port_ok) << svc->where() << ": no port " << s.port << " to the sentinels";
   }
+
+  // The name they monitor, and the users: descprod on Redis (start-redis.sh) and on the sentinels
+  // (start-sentinel.sh, allowed only to ask for the master and to hear of a switch).
+  const std::string sentinel_script = read_file((k8s_dir / "redis" / "start-sentinel.sh").string());
+  EXPECT_NE(sentinel_script.find("sentinel monitor " + ep.master_name + " "), std::string::npos)
+      << "start-sentinel.sh must monitor redis.master_name (" << ep.master_name << ")";
+  EXPECT_EQ(ep.username, "descprod") << "the services' ACL user (redis/start-redis.sh)";
+  EXPECT_EQ(ep.sentinel_username, "descprod") << "the sentinels' user for the components (start-sentinel.sh)";
+  EXPECT_NE(sentinel_script.find("user descprod on #$(sha256 \"$descprod\")"), std::string::npos)
+      << "start-sentinel.sh: the user descprod with the services' password";
+  for (const char* needed : {"&+switch-master", "+subscribe", "+sentinel|get-master-addr-by-name"})
+    EXPECT_NE(sentinel_script.find(needed), std::string::npos)
+        << "start-sentinel.sh: user descprod needs " << needed;
+  EXPECT_GE(cfg.redis.wait_replicas, 1) << "a submit answered 201 must be on the replica (WAIT)";
+
+  // The components follow a failover, so the sentinels may promote the replica.
+  auto rc = only_container(redis);
+  std::string promote;
+  for (const auto& e : at(rc, "env"))
+    if (at(e, "name").as<std::string>("") == "DESCPROD_REDIS_PROMOTE_REPLICAS")
+      promote = at(e, "value").as<std::string>("");
+  EXPECT_EQ(promote, "yes") << redis.where() << ": DESCPROD_REDIS_PROMOTE_REPLICAS";
   const std::string script = read_file((k8s_dir / "redis" / "start-redis.sh").string());
   EXPECT_NE(script.find("user descprod on #"), std::string::npos) << "start-redis.sh: the ACL user descprod";
+  EXPECT_NE(script.find("+role"), std::string::npos) << "start-redis.sh: the user descprod may ask ROLE";
   EXPECT_NE(script.find("~" + cfg.redis.prefix + "*"), std::string::npos)
       << "start-redis.sh: the descprod user's keys must be redis.prefix's (" << cfg.redis.prefix << "*)";
 }
@@ -656,6 +668,9 @@ TEST(DeployManifests, EveryFileTheConfigurationNamesIsMountedFromItsConfigMapOrS
                 "apps.yaml");
     // The services' password is the one start-redis.sh gives Redis's user descprod.
     expect_from("redis.password_file", c.password_file, "secret", "descprod-redis", "descprod-password");
+    // The sentinels' user descprod has the same password (start-sentinel.sh).
+    const auto sentinel_file = at(c.yaml, "redis", "sentinel_password_file").as<std::string>("");
+    EXPECT_EQ(sentinel_file, c.password_file) << "redis.sentinel_password_file";
     if (w.name() == "descprod-daemon") {
       expect_from("daemon.curve_secret_key_file", cfg.daemon.curve_secret_key_file, "secret", "", "");
       auto keys = source_of(w, container, cfg.daemon.curve_authorized_keys_dir);

@@ -62,10 +62,10 @@ service::service(service_options o)
              "apps: " +
                  dir.file("apps.yaml") +
                  "\n"
-                 "redis:\n  path: " +
-                 redis.socket_path() + "\n" + opts.redis_extra +
-                 "gateway:\n  port: 0\n  daemon_endpoint: ipc://" + dir.file("gw.ipc") + "\n" +
-                 opts.gateway_extra + "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") +
+                 "redis:\n" +
+                 (opts.redis_section ? opts.redis_section(redis) : "  path: " + redis.socket_path() + "\n") +
+                 opts.redis_extra + "gateway:\n  port: 0\n  daemon_endpoint: ipc://" + dir.file("gw.ipc") +
+                 "\n" + opts.gateway_extra + "daemon:\n  worker_endpoint: ipc://" + dir.file("w.ipc") +
                  "\n"
                  "  gateway_endpoint: ipc://" +
                  dir.file("gw.ipc") +

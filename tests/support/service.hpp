@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -37,6 +38,10 @@ struct service_options {
   // more YAML lines for the redis section (e.g. "  username: descprod\n  password: secret\n").
   redis_server_options redis_options;
   std::string redis_extra;
+  // When set: called once the fixture's Redis is up, before any component starts; returns the
+  // lines that name Redis in the config's redis section instead of its unix socket ("  path:
+  // ..."), e.g. the sentinels of a sentinel_cluster built around that Redis (tests/ha).
+  std::function<std::string(redis_server&)> redis_section;
   // The constructor returns once /readyz answers 200 (the daemon has welcomed the gateway).
   bool wait_ready = false;
 };

@@ -209,6 +209,44 @@ TEST(ParseConfig, BadLogLevelAndEndpointAreRejected) {
   EXPECT_NE(err.find("daemon.dispatch_policy: expected fair_share or fifo"), std::string::npos) << err;
 }
 
+TEST(ParseConfig, SentinelsNameTheMasterAndOneReplicaIsWaitedForByDefault) {
+  auto c = parse_config(
+      "redis:\n  sentinels: [\"10.0.0.1:26379\", \"sentinel-2.example.org:26380\"]\n  master_name: "
+      "descprod\n  sentinel_password: s3cret\n",
+      "t.yaml");
+  ASSERT_EQ(c.redis.endpoint.sentinels.size(), 2u);
+  EXPECT_EQ(c.redis.endpoint.sentinels[1].host, "sentinel-2.example.org");
+  EXPECT_EQ(c.redis.endpoint.sentinels[1].port, 26380);
+  EXPECT_EQ(c.redis.endpoint.master_name, "descprod");
+  EXPECT_EQ(c.redis.endpoint.sentinel_password, "s3cret");
+  EXPECT_EQ(c.redis.wait_replicas, 1);
+  EXPECT_EQ(c.redis.wait_timeout_ms, 100);
+  EXPECT_EQ(c.redis.endpoint.describe(), "sentinel:descprod@10.0.0.1:26379,sentinel-2.example.org:26380");
+  EXPECT_EQ(parse_config("redis:\n  path: /r.sock\n", "t.yaml").redis.wait_replicas, 0);
+  EXPECT_EQ(parse_config("redis:\n  sentinels: [\"a:1\"]\n  master_name: m\n  wait_replicas: 0\n", "t.yaml")
+                .redis.wait_replicas,
+            0);
+  for (const auto& [text, why] : std::vector<std::pair<std::string, std::string>>{
+           {"redis:\n  sentinels: [\"a:1\"]\n", "master_name is needed"},
+           {"redis:\n  master_name: m\n", "goes with sentinels"},
+           {"redis:\n  sentinels: [\"a\"]\n  master_name: m\n", "is not host:port"},
+           {"redis:\n  sentinels: [\"a:0\"]\n  master_name: m\n", "is not host:port"},
+           {"redis:\n  sentinels: [\"a:99999\"]\n  master_name: m\n", "is not host:port"},
+           {"redis:\n  sentinels: [\":5\"]\n  master_name: m\n", "is not host:port"},
+           {"redis:\n  sentinels: [\"a:1\"]\n  master_name: \"m x\"\n", "1 to 64 of"},
+           {"redis:\n  path: /r.sock\n  sentinels: [\"a:1\"]\n  master_name: m\n", "exclude each other"},
+           {"redis:\n  sentinels: [\"a:1\"]\n  master_name: m\n  wait_replicas: 17\n", "between 0 and 16"},
+           {"redis:\n  wait_timeout_ms: 0\n", "between 1 and 60000"},
+       }) {
+    try {
+      parse_config(text, "t.yaml");
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const config_error& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(ParseConfig, LeaderKeysAndEndpointListsAreReadAndChecked) {
   auto c = parse_config(
       "daemon:\n  leader_ttl_ms: 5000\n  leader_file: /run/descprod/leader\n"

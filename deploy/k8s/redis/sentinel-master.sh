@@ -1,4 +1,18 @@
 # Sourced by start-redis.sh and start-sentinel.sh (the same ConfigMap, the same folder).
+# secret KEY: prints the key of the Secret descprod-redis (mounted at $secrets), which must be a
+# non-empty word of letters, digits, '.', '_' or '-'; exits 2 otherwise.
+secret() {
+  value=$(cat "$secrets/$1")
+  case "$value" in
+    '' | *[!A-Za-z0-9._-]*)
+      echo "$0: the key $1 of the Secret descprod-redis must be a non-empty word of" \
+        "letters, digits, '.', '_' or '-' (openssl rand -hex 32)" >&2
+      exit 2 ;;
+  esac
+  printf %s "$value"
+}
+sha256() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
+
 # sentinel_master ADMIN_PASSWORD [SKIP_POD]: prints the master the sentinels name (after a
 # failover it need not be pod 0), asking each sentinel but SKIP_POD in turn; prints nothing when
 # none of them answers with one of our Redis pods.

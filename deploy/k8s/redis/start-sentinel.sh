@@ -2,7 +2,9 @@
 # Starts one sentinel of the StatefulSet descprod-redis-sentinel (sentinel.yaml). Its
 # configuration lives in /data (a volume of the pod: Sentinel rewrites it); a sentinel restarted
 # by Kubernetes keeps its name and, through `sentinel myid` made from that name, its identity, so
-# the others never count it twice.
+# the others never count it twice. The components ask it for the master as the user descprod
+# (the services' password): that user may only ask for the master's address and listen for
+# +switch-master.
 set -eu
 # Kubernetes sets HOSTNAME to the pod's name (descprod-redis-sentinel-0, ...).
 # shellcheck disable=SC3028
@@ -10,16 +12,11 @@ pod=${HOSTNAME:-$(hostname)}
 secrets=/etc/redis-secrets
 conf=/data/sentinel.conf
 self="$pod.descprod-redis-sentinel"
-admin=$(cat "$secrets/admin-password")
-case "$admin" in
-  '' | *[!A-Za-z0-9._-]*)
-    echo "start-sentinel: the key admin-password of the Secret descprod-redis must be a non-empty" \
-      "word of letters, digits, '.', '_' or '-' (openssl rand -hex 32)" >&2
-    exit 2 ;;
-esac
+. "$(dirname "$0")/sentinel-master.sh"
+admin=$(secret admin-password)
+descprod=$(secret descprod-password)
 
 # The master the other sentinels know (after a failover, not pod 0), else pod 0.
-. "$(dirname "$0")/sentinel-master.sh"
 master=$(sentinel_master "$admin" "$pod")
 [ -n "$master" ] || master=descprod-redis-0.descprod-redis-headless
 
@@ -33,6 +30,7 @@ sentinel announce-hostnames yes
 sentinel announce-ip $self
 sentinel myid $(printf %s "$pod" | sha1sum | cut -c1-40)
 requirepass $admin
+user descprod on #$(sha256 "$descprod") resetchannels &+switch-master -@all +auth +hello +ping +subscribe +sentinel|get-master-addr-by-name
 sentinel sentinel-pass $admin
 sentinel monitor descprod $master 6379 2
 sentinel auth-user descprod admin
