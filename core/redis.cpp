@@ -171,6 +171,20 @@ struct redis_switch_listener {
   }
 };
 
+struct redis_client::sentinel_watch {
+  explicit sentinel_watch(net::any_io_executor ex) : timer(std::move(ex)) {}
+  net::steady_timer timer;
+  std::shared_ptr<redis_client> sub;
+  void end() {
+    timer.cancel();
+    if (sub) sub->close();
+  }
+};
+
+std::chrono::milliseconds reconnect_backoff_max(const redis_endpoint& ep, std::chrono::milliseconds max) {
+  return ep.via_sentinels() ? std::min(max, std::chrono::milliseconds(250)) : max;
+}
+
 std::string redis_endpoint::describe() const {
   if (via_sentinels()) {
     std::string out = "sentinel:" + master_name + "@";
@@ -269,6 +283,7 @@ redis_client::~redis_client() {
 }
 
 void redis_client::close() {
+  if (auto w = watch_.lock()) w->end();
   if (socket_) {
     boost::system::error_code ignored;
     socket_->close(ignored);
@@ -346,6 +361,7 @@ net::awaitable<void> redis_client::async_connect() {
 void redis_client::drop(boost::system::error_code ec) {
   if (!connected_) return;
   connected_ = false;
+  if (auto w = watch_.lock()) w->end();
   boost::system::error_code ignored;
   if (socket_) socket_->close(ignored);
   fail_all(ec);
@@ -360,32 +376,37 @@ net::awaitable<void> redis_client::watch_sentinels(
     std::shared_ptr<net::generic::stream_protocol::socket> sock) {
   auto ex = self->ex_;
   const auto ep = self->ep_;
-  net::steady_timer timer(ex);
+  auto watch = std::make_shared<sentinel_watch>(ex);
+  self->watch_ = watch;
   std::size_t next = 0;
   while (*alive && self->socket_ == sock && self->connected_) {
     const auto& at = ep.sentinels[next++ % ep.sentinels.size()];
-    redis_client sub(ex, sentinel_endpoint(ep, at));
-    sub.on_push = redis_switch_listener{alive, self, sock};
+    watch->sub = std::make_shared<redis_client>(ex, sentinel_endpoint(ep, at));
+    auto sub = watch->sub;
+    sub->on_push = redis_switch_listener{alive, self, sock};
     try {
       {
-        close_after deadline(ex, sub, sentinel_answer_time);
-        co_await sub.async_connect();
-        co_await sub.async_exec(redis_cmd("SUBSCRIBE", "+switch-master"));
+        close_after deadline(ex, *sub, sentinel_answer_time);
+        co_await sub->async_connect();
+        co_await sub->async_exec(redis_cmd("SUBSCRIBE", "+switch-master"));
       }
       while (*alive && self->socket_ == sock && self->connected_) {
-        timer.expires_after(sentinel_ping_interval);
-        co_await timer.async_wait(use_tuple);
-        if (!*alive) co_return;
-        close_after deadline(ex, sub, sentinel_answer_time);
-        co_await sub.async_exec(redis_cmd("PING"));
+        watch->timer.expires_after(sentinel_ping_interval);
+        co_await watch->timer.async_wait(use_tuple);
+        if (!*alive || self->socket_ != sock || !self->connected_) break;
+        close_after deadline(ex, *sub, sentinel_answer_time);
+        co_await sub->async_exec(redis_cmd("PING"));
       }
     } catch (const std::exception& e) {
       log::debug("sentinel watch failed sentinel={} error={}", at.str(), e.what());
     }
-    if (!*alive) co_return;
-    timer.expires_after(std::chrono::milliseconds(200));  // then the next sentinel
-    co_await timer.async_wait(use_tuple);
+    sub->close();
+    if (!*alive || self->socket_ != sock || !self->connected_) break;
+    watch->timer.expires_after(std::chrono::milliseconds(200));  // then the next sentinel
+    co_await watch->timer.async_wait(use_tuple);
   }
+  if (auto w = watch->sub) w->close();
+  watch->sub.reset();
 }
 
 std::shared_ptr<redis_client::pending> redis_client::enqueue(const std::vector<std::string>* cmds,

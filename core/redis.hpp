@@ -94,6 +94,11 @@ struct redis_endpoint {
   std::string describe() const;
 };
 
+// The longest wait between reconnect attempts to `ep`: `max`, but at most 250 ms behind sentinels
+// (a failover ends within seconds, and each attempt only asks a sentinel, so reconnecting soon
+// after the promotion is what matters).
+std::chrono::milliseconds reconnect_backoff_max(const redis_endpoint& ep, std::chrono::milliseconds max);
+
 // Asks the sentinels of `ep`, in order, for the master's address: the first that names one
 // answers. Each gets `per_sentinel` to answer. Throws redis_unavailable ("MASTERDOWN no sentinel
 // named the master ...: <each sentinel's failure>") when none did.
@@ -118,6 +123,7 @@ class redis_client {
   net::awaitable<void> async_connect();
   bool connected() const { return connected_; }
   void close();
+  const redis_endpoint& endpoint() const { return ep_; }
   // The master the connection reached through the sentinels (empty host otherwise).
   const redis_address& master() const { return master_; }
   // Called with each reply that no command waits for (a SUBSCRIBE's messages).
@@ -158,6 +164,10 @@ class redis_client {
   std::deque<std::shared_ptr<pending>> pending_;
   std::shared_ptr<bool> alive_;
   redis_address master_;
+  // The sentinel watch of the current connection (its timer and its sentinel client), ended at
+  // once by close() rather than at its next wake.
+  struct sentinel_watch;
+  std::weak_ptr<sentinel_watch> watch_;
   friend struct redis_switch_listener;
 };
 

@@ -67,7 +67,8 @@ net::awaitable<void> queue_daemon::connect_redis() {
   // restart, BUSY with a script, MISCONF when it cannot persist): PING answers with exactly those
   // errors, so the daemon is ready only once PING says PONG. Retries are quick (at most 1 s apart)
   // so that dispatch resumes within about a second of Redis being ready.
-  backoff wait(std::chrono::milliseconds(100), std::chrono::milliseconds(1000));
+  backoff wait(std::chrono::milliseconds(100),
+               reconnect_backoff_max(ctx_.cfg.redis.endpoint, std::chrono::milliseconds(1000)));
   net::steady_timer timer(ctx_.io);
   std::string last;
   while (!ctx_.stopping) {

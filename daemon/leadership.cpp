@@ -88,7 +88,8 @@ net::awaitable<leadership::answer> leadership::elect() {
 
 net::awaitable<bool> leadership::acquire() {
   net::steady_timer timer(ctx_.io);
-  backoff wait(std::chrono::milliseconds(100), std::chrono::milliseconds(1000));
+  backoff wait(std::chrono::milliseconds(100),
+               reconnect_backoff_max(ctx_.cfg.redis.endpoint, std::chrono::milliseconds(1000)));
   std::string last_holder, last_error;
   const auto poll = std::max(std::chrono::milliseconds(50), ttl_ / 4);
   while (!ctx_.stopping) {

@@ -194,7 +194,7 @@ void event_hub::notify_all(std::string_view text) {
 }
 
 net::awaitable<void> event_hub::run() {
-  descprod::backoff wait(tail_backoff_initial, tail_backoff_max);
+  descprod::backoff wait(tail_backoff_initial, reconnect_backoff_max(redis_.endpoint(), tail_backoff_max));
   bool was_down = false;
   while (!stopped_) {
     std::string failure;

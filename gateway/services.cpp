@@ -4,6 +4,7 @@
 // protocol-version reject).
 #include "gateway/services.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <cstdint>
 #include <cstring>
@@ -67,7 +68,8 @@ void redis_keeper::stop() {
 }
 
 net::awaitable<void> redis_keeper::run() {
-  descprod::backoff wait(redis_backoff_initial, redis_backoff_max);
+  const auto most = reconnect_backoff_max(redis_.endpoint(), redis_backoff_max);
+  descprod::backoff wait(std::min(redis_backoff_initial, most), most);
   bool was_down = false;
   while (!stopped_) {
     if (!redis_.connected()) {

@@ -140,7 +140,8 @@ net::awaitable<bool> notifier::renew_lock() {
 }
 
 net::awaitable<void> notifier::run() {
-  backoff wait(std::chrono::milliseconds(100), std::chrono::milliseconds(10000));
+  backoff wait(std::chrono::milliseconds(100),
+               reconnect_backoff_max(cfg_.redis.endpoint, std::chrono::milliseconds(10000)));
   bool said_standby = false;
   while (!stopped_) {
     try {
