@@ -97,14 +97,16 @@ PROCS = Procs()
 
 
 class Redis:
-    def __init__(self, d, name='redis', appendonly=True):
+    def __init__(self, d, name='redis', appendonly=True, extra=()):
         self.sock = os.path.join(d, name + '.sock')
         argv = ['redis-server', '--port', '0', '--unixsocket', self.sock, '--unixsocketperm', '700', '--dir', d,
                 '--save', '', '--daemonize', 'no', '--appendfilename', name + '.aof',
                 '--stream-node-max-bytes', '512']  # as scripts/descprod-up runs it (docs/operators.md)
         argv += ['--appendonly', 'yes', '--appendfsync', 'everysec'] if appendonly else ['--appendonly', 'no']
+        argv += list(extra)
         import redis as redis_py  # before the server starts: a missing module must not leave it running
-        self.proc = PROCS.start(argv, os.path.join(d, name + '.log'))
+        self.argv, self.logfile = argv, os.path.join(d, name + '.log')
+        self.proc = PROCS.start(argv, self.logfile)
         self.r = redis_py.Redis(unix_socket_path=self.sock, decode_responses=True)
         for _ in range(200):
             try:
@@ -118,17 +120,113 @@ class Redis:
         self.r.close()
         PROCS.stop(self.proc)
 
+    def kill9(self):
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        if self.proc in PROCS.live:
+            PROCS.live.remove(self.proc)
+
+    def restart(self):
+        self.proc = PROCS.start(self.argv, self.logfile)
+
+
+def free_port():
+    with socket.socket() as so:
+        so.bind(('127.0.0.1', 0))
+        return so.getsockname()[1]
+
+
+class Sentinels:
+    """Redis behind Sentinel for the sentinel phase: the master (a Redis with a TCP port, as the
+    Service's own Redis), one replica, and three Debian redis-sentinel processes watching them."""
+
+    def __init__(self, d, master, master_port, down_after_ms=1000):
+        import redis as redis_py
+        self.redis_py = redis_py
+        self.name = 'descprod'
+        self.servers = {master_port: master}
+        rport = free_port()
+        self.servers[rport] = Redis(d, 'replica', extra=['--port', str(rport), '--bind', '127.0.0.1',
+                                                         '--repl-diskless-sync-delay', '0',
+                                                         '--replicaof', '127.0.0.1', str(master_port)])
+        self.ports = []
+        self.procs = []
+        for i in range(3):
+            port = free_port()
+            conf = os.path.join(d, 'sentinel-%d.conf' % i)
+            with open(conf, 'w') as f:
+                f.write('port %d\nbind 127.0.0.1\ndir %s\nsentinel resolve-hostnames no\n'
+                        'sentinel monitor %s 127.0.0.1 %d 2\nsentinel down-after-milliseconds %s %d\n'
+                        'sentinel failover-timeout %s 5000\nsentinel parallel-syncs %s 1\n'
+                        % (port, d, self.name, master_port, self.name, down_after_ms, self.name, self.name))
+            self.procs.append(PROCS.start(['redis-sentinel', conf], os.path.join(d, 'sentinel-%d.log' % i)))
+            self.ports.append(port)
+        self.wait_healthy()
+
+    def yaml(self, wait_replicas):
+        return ('  sentinels: [%s]\n  master_name: %s\n  wait_replicas: %d\n'
+                % (', '.join('"127.0.0.1:%d"' % p for p in self.ports), self.name, wait_replicas))
+
+    def master_port(self):
+        for p in self.ports:
+            try:
+                r = self.redis_py.Redis(port=p, socket_timeout=1, decode_responses=True)
+                addr = r.execute_command('SENTINEL', 'get-master-addr-by-name', self.name)
+                r.close()
+                if addr:
+                    return int(addr[1])
+            except Exception:
+                pass
+        return 0
+
+    def master(self):
+        return self.redis_py.Redis(port=self.master_port(), decode_responses=True)
+
+    def wait_healthy(self, timeout=60):
+        """Every sentinel sees the replica and the two others; every replica's link is up."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                m = self.master_port()
+                ok = m != 0
+                for p in self.ports:
+                    r = self.redis_py.Redis(port=p, socket_timeout=1, decode_responses=True)
+                    reps = r.execute_command('SENTINEL', 'replicas', self.name)
+                    ok = ok and any(dict(zip(x[0::2], x[1::2])).get('flags') == 'slave' for x in reps) and \
+                        len(r.execute_command('SENTINEL', 'sentinels', self.name)) == 2
+                    r.close()
+                for port in self.servers:
+                    if port != m:
+                        info = self.redis_py.Redis(port=port, socket_timeout=1).info('replication')
+                        ok = ok and info.get('master_link_status') == 'up'
+                if ok:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError('the sentinels are not healthy')
+
+    def stop(self):
+        for p in self.procs:
+            PROCS.stop(p)
+        for port, srv in self.servers.items():
+            if srv.proc.poll() is None:
+                srv.stop()
+
 
 class Service:
     """A private DESCprod: Redis, daemon, gateway, and workers on demand."""
 
-    def __init__(self, bench, name, log_level, worker_extra='', daemon_extra=''):
+    def __init__(self, bench, name, log_level, worker_extra='', daemon_extra='', redis_args=(), redis_section=None):
+        """redis_section(service) -> the lines of the config's redis section that name Redis
+        (default: its unix socket), called once its Redis is up (redis_args: more server arguments)."""
         self.b = bench
         self.d = os.path.join(bench.work, name)
         os.makedirs(self.d)
         self.out = os.path.join(bench.run_dirs, name + '-out')  # the workers' run directories
-        self.redis = Redis(self.d)
+        self.redis = Redis(self.d, extra=redis_args)
         self.prefix = 'descprod:'
+        redis_lines = redis_section(self) if redis_section else '  path: %s\n' % self.redis.sock
         self.workers_ep = 'ipc://%s/workers.ipc' % self.d
         self.config = os.path.join(self.d, 'descprod.yaml')
         with open(self.config, 'w') as f:
@@ -136,8 +234,7 @@ class Service:
 log_level: %(ll)s
 apps: %(apps)s
 redis:
-  path: %(redis)s
-gateway:
+%(redis)sgateway:
   address: 127.0.0.1
   port: 0
   daemon_endpoint: ipc://%(d)s/gateways.ipc
@@ -152,7 +249,7 @@ worker:
   daemon_endpoint: %(wep)s
   owner: admin
   output_dir: %(out)s
-%(wx)s''' % dict(ll=log_level, apps=bench.apps, redis=self.redis.sock, d=self.d, wep=self.workers_ep,
+%(wx)s''' % dict(ll=log_level, apps=bench.apps, redis=redis_lines, d=self.d, wep=self.workers_ep,
                    out=self.out, wx=worker_extra, dx=daemon_extra))
         binp = bench.bin
         self.daemon = PROCS.start([binp('descprod-daemon'), '--config', self.config], os.path.join(self.d, 'daemon.log'))
@@ -216,7 +313,8 @@ worker:
         self.stop_workers()
         PROCS.stop(self.gateway)
         PROCS.stop(self.daemon)
-        self.redis.stop()
+        if self.redis.proc.poll() is None:
+            self.redis.stop()
         if not self.b.args.keep:
             shutil.rmtree(self.d, ignore_errors=True)
             shutil.rmtree(self.out, ignore_errors=True)
@@ -308,8 +406,8 @@ class Bench:
         log('%s: %s %s%s' % (measure, fmt(value), unit, '' if ratio is None else ' (ratio %.2f)' % ratio))
         return r
 
-    def service(self, name, worker_extra='', daemon_extra=''):
-        return Service(self, name, self.args.log_level, worker_extra, daemon_extra)
+    def service(self, name, worker_extra='', daemon_extra='', redis_args=(), redis_section=None):
+        return Service(self, name, self.args.log_level, worker_extra, daemon_extra, redis_args, redis_section)
 
     # ---------------------------------------------------------------- phases
     def phase_e2e(self):
@@ -970,6 +1068,154 @@ class Bench:
         self.row('failover: kill -9 of the leader -> its first dispatch, p99', pct(first_ms, 99), 'ms',
                  target='<= 5000 ms', check=('value', '<=', 5000), key='failover_dispatch_p99', note=note)
 
+    def sentinel_service(self, name, wait_replicas, daemon_extra=''):
+        """A service whose Redis is the master of a Sentinels cluster, and the cluster."""
+        holder = {}
+        port = free_port()
+
+        def section(svc):
+            holder['c'] = Sentinels(svc.d, svc.redis, port)
+            return holder['c'].yaml(wait_replicas)
+        s = self.service(name, daemon_extra=daemon_extra, redis_section=section,
+                         redis_args=['--port', str(port), '--bind', '127.0.0.1', '--repl-diskless-sync-delay', '0'])
+        return s, holder['c']
+
+    def submit_figures(self, s, n, threads):
+        """n single-job POST /api/jobs: one keep-alive connection (latency p50, p99 in ms), then
+        `threads` connections at once (jobs/s)."""
+        body = json.dumps({'jobtype': 'true', 'config': 'w'}).encode()
+        c = http.client.HTTPConnection('127.0.0.1', s.port, timeout=60)
+        lat = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            st, data = s.http('POST', '/api/jobs', body, conn=c)
+            lat.append((time.perf_counter() - t0) * 1000)
+            if st != 201:
+                raise RuntimeError('submit: HTTP %d %s' % (st, data[:200]))
+        c.close()
+        errors = []
+
+        def loop():
+            cc = http.client.HTTPConnection('127.0.0.1', s.port, timeout=60)
+            for _ in range(n // threads):
+                st, _ = s.http('POST', '/api/jobs', body, conn=cc)
+                if st != 201:
+                    errors.append(st)
+            cc.close()
+        ts = [threading.Thread(target=loop) for _ in range(threads)]
+        t0 = time.time()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        rate = (n // threads) * threads / (time.time() - t0)
+        if errors:
+            raise RuntimeError('concurrent submits: %d not 201' % len(errors))
+        return pct(lat, 50), pct(lat, 99), rate
+
+    def phase_sentinel(self):
+        """Redis behind Sentinel (issue 15): what WAIT 1 costs a submit (single-job POSTs, with
+        wait_replicas 0 as the baseline, same cluster kind, same run), and the failover time: kill -9
+        of the master while jobs run -> the sentinels name the replica, -> the gateway's first 201,
+        -> the first job done after it; the killed server then rejoins as a replica. Every job must
+        end done."""
+        n = 500 if self.quick else 2000
+        threads = 8
+        figs = {}
+        for wait in (0, 1):
+            s, c = self.sentinel_service('sentinel-wait%d' % wait, wait)
+            try:
+                figs[wait] = self.submit_figures(s, n, threads)
+            finally:
+                s.stop()
+                c.stop()
+        note = '%d submits; WAIT 1 100 after each create vs none, one replica on loopback' % n
+        self.row('sentinel: single submit p50 with WAIT 1 (baseline: none)', figs[1][0], 'ms', baseline=figs[0][0],
+                 key='sentinel_submit_p50', note=note)
+        self.row('sentinel: single submit p99 with WAIT 1 (baseline: none)', figs[1][1], 'ms', baseline=figs[0][1],
+                 key='sentinel_submit_p99', note=note)
+        self.row('sentinel: submits/s on %d connections with WAIT 1 (baseline: none)' % threads, figs[1][2], 'jobs/s',
+                 baseline=figs[0][2], key='sentinel_submit_rate', note=note)
+
+        trials = 3 if self.quick else 5
+        s, c = self.sentinel_service('sentinel-failover', 1, daemon_extra='  heartbeat_interval_ms: 200\n'
+                                                                           '  lease_timeout_ms: 3000')
+        promoted_ms, accepted_ms, done_ms = [], [], []
+        total = 0
+        try:
+            s.start_workers(2, 2)
+            body = json.dumps({'jobtype': 'true', 'config': 'f'}).encode()
+            for t in range(trials):
+                m = c.master()
+                old_port = c.master_port()
+                _, ids = s.bulk_submit(s.bulk_bodies(400, 400, 't%d-' % t))
+                total += len(ids)
+                deadline = time.time() + 60
+                while int(m.hget(s.prefix + 'stats:jobs_by_state', 'done') or 0) < total - 300:
+                    if time.time() > deadline:
+                        raise RuntimeError('sentinel trial %d: jobs do not run' % t)
+                    time.sleep(0.01)
+                m.close()
+                victim = c.servers[old_port]
+                t_kill = time.time()
+                victim.kill9()
+                accepted = promoted = None
+                deadline = time.time() + 60
+                while accepted is None or promoted is None:
+                    if time.time() > deadline:
+                        raise RuntimeError('sentinel trial %d: no failover (promoted %s, accepted %s)'
+                                           % (t, promoted, accepted))
+                    if promoted is None and c.master_port() not in (0, old_port):
+                        promoted = time.time()
+                    if accepted is None:
+                        try:
+                            st, data = s.http('POST', '/api/jobs', body)
+                        except OSError:
+                            st = 0
+                        if st == 201:
+                            accepted = time.time()
+                            first_id = json.loads(data)['id']
+                            total += 1
+                    time.sleep(0.01)
+                # The job accepted first after the kill runs: dispatch works on the new master.
+                m = c.master()
+                while m.hget(s.prefix + 'job:%d' % first_id, 'state') != 'done':
+                    if time.time() > deadline:
+                        raise RuntimeError('sentinel trial %d: job %d not done' % (t, first_id))
+                    time.sleep(0.01)
+                done_at = time.time()
+                m.close()
+                promoted_ms.append((promoted - t_kill) * 1000)
+                accepted_ms.append((accepted - t_kill) * 1000)
+                done_ms.append((done_at - t_kill) * 1000)
+                log('sentinel trial %d: promoted %.0f ms, first 201 %.0f ms, its job done %.0f ms' % (
+                    t, promoted_ms[-1], accepted_ms[-1], done_ms[-1]))
+                victim.restart()  # it comes back as the master it was; the sentinels make it a replica
+                c.wait_healthy()
+            m = c.master()
+            deadline = time.time() + 120
+            while True:
+                counts = m.hgetall(s.prefix + 'stats:jobs_by_state')
+                done = int(counts.get('done', 0))
+                if done >= total or time.time() > deadline:
+                    break
+                time.sleep(0.1)
+            m.close()
+            if done != total:
+                raise RuntimeError('sentinel: %d of %d jobs done: %s' % (done, total, counts))
+        finally:
+            s.stop()
+            c.stop()
+        note = '%d trials, down-after-milliseconds 1000, WAIT 1 100; %d of %d jobs done' % (trials, done, total)
+        self.row('sentinel: kill -9 of the master -> the sentinels name the replica, p50', pct(promoted_ms, 50), 'ms',
+                 key='sentinel_promoted_p50', note=note)
+        self.row('sentinel: kill -9 of the master -> the gateway\'s first 201, p50', pct(accepted_ms, 50), 'ms',
+                 key='sentinel_accepted_p50', note=note)
+        self.row('sentinel: kill -9 of the master -> the gateway\'s first 201, max', max(accepted_ms), 'ms',
+                 key='sentinel_accepted_max', note=note)
+        self.row('sentinel: kill -9 of the master -> that job done, p50', pct(done_ms, 50), 'ms',
+                 key='sentinel_done_p50', note=note)
+
     def phase_latency(self):
         n = 50 if self.quick else 300
         s = self.service('latency')
@@ -1320,7 +1566,7 @@ def main():
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--build-dir', default=os.path.join(ROOT, 'build-bench'))
     ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'perf'))
-    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,worker,dispatch,http,find,fair,deps,latency,failover,workers '
+    ap.add_argument('--only', default='', help='comma-separated phases: e2e,celery,worker,dispatch,http,find,fair,deps,latency,failover,sentinel,workers '
                     '(their rows replace those in an existing results.csv; the others are kept)')
     ap.add_argument('--e2e-jobs', type=int, default=20000)
     ap.add_argument('--sim-workers', type=int, default=8)
@@ -1339,7 +1585,7 @@ def main():
     phases = [('e2e', b.phase_e2e), ('celery', b.phase_celery), ('worker', b.phase_worker),
               ('dispatch', b.phase_dispatch),
               ('http', b.phase_http), ('find', b.phase_find), ('fair', b.phase_fair), ('deps', b.phase_deps),
-              ('latency', b.phase_latency), ('failover', b.phase_failover),
+              ('latency', b.phase_latency), ('failover', b.phase_failover), ('sentinel', b.phase_sentinel),
               ('workers', b.phase_many_workers)]
     only = set(filter(None, args.only.split(',')))
     if 'celery' in only:
