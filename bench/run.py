@@ -342,6 +342,18 @@ worker:
         c.close()
         return t1 - t0, ids
 
+    def trial_batch(self, r, tag, total, leave):
+        """A failover trial's jobs: 400 more, then waits (60 s at most) until all but `leave` of the
+        `total` + 400 are done, as `r` (a Redis client) counts them. Returns the new total."""
+        _, ids = self.bulk_submit(self.bulk_bodies(400, 400, tag))
+        total += len(ids)
+        deadline = time.time() + 60
+        while int(r.hget(self.prefix + 'stats:jobs_by_state', 'done') or 0) < total - leave:
+            if time.time() > deadline:
+                raise RuntimeError('trial %s: jobs do not run' % tag)
+            time.sleep(0.01)
+        return total
+
     def wait_all_finished(self, timeout):
         """Until Redis's queue and lease sets are empty: every submitted job is terminal."""
         r = self.redis.r
@@ -1010,13 +1022,7 @@ class Bench:
             led_ms, first_ms = [], []
             total = 0
             for t in range(trials):
-                _, ids = s.bulk_submit(s.bulk_bodies(400, 400, 't%d-' % t))
-                total += len(ids)
-                deadline = time.time() + 60
-                while int(r.hget(s.prefix + 'stats:jobs_by_state', 'done') or 0) < total - 350:
-                    if time.time() > deadline:
-                        raise RuntimeError('failover trial %d: jobs do not run' % t)
-                    time.sleep(0.01)
+                total = s.trial_batch(r, 'failover-%d-' % t, total, 350)
                 leader = r.get(s.prefix + 'daemon:leader')
                 pid = int(leader.rsplit(':', 1)[1])
                 sec, usec = r.time()
@@ -1148,13 +1154,7 @@ class Bench:
             for t in range(trials):
                 m = c.master()
                 old_port = c.master_port()
-                _, ids = s.bulk_submit(s.bulk_bodies(400, 400, 't%d-' % t))
-                total += len(ids)
-                deadline = time.time() + 60
-                while int(m.hget(s.prefix + 'stats:jobs_by_state', 'done') or 0) < total - 300:
-                    if time.time() > deadline:
-                        raise RuntimeError('sentinel trial %d: jobs do not run' % t)
-                    time.sleep(0.01)
+                total = s.trial_batch(m, 'sentinel-%d-' % t, total, 300)
                 m.close()
                 victim = c.servers[old_port]
                 t_kill = time.time()

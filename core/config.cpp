@@ -387,8 +387,10 @@ void read_sentinels(section& s, redis_config& r) {
                r.endpoint.master_name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                                         "0123456789._-") != std::string::npos))
     s.fail(name, "master_name", "1 to 64 of a-z, A-Z, 0-9, '.', '_', '-'");
-  if (!sentinels.empty() && s.take("path"))
-    s.fail(s.take("path"), "path", "path and sentinels exclude each other (the sentinels name the master)");
+  for (const char* key : {"path", "host", "port"})
+    if (!sentinels.empty() && s.take(key))
+      s.fail(s.take(key), key,
+             std::string(key) + " and sentinels exclude each other (the sentinels name the master)");
   s.read("sentinel_username", r.endpoint.sentinel_username);
   s.read("sentinel_password", r.endpoint.sentinel_password);
   read_password_file(s, "sentinel_password", r.endpoint.sentinel_password);

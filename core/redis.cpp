@@ -554,45 +554,47 @@ redisContext* sync_connect(const std::string& unix_path, const std::string& host
 }
 }  // namespace
 
-redis_sync::redis_sync(const redis_endpoint& ep) {
-  timeval tv{5, 0};
-  if (ep.via_sentinels()) {
-    // As redis_client: the first sentinel that names the master, then ROLE must say master.
-    std::string why;
-    std::optional<redis_address> master;
-    for (const auto& s : ep.sentinels) {
-      try {
-        redis_sync sentinel(sentinel_endpoint(ep, s));
-        auto r = sentinel.exec({"SENTINEL", "get-master-addr-by-name", ep.master_name});
-        master = master_address(r);
-        if (master) break;
-        why += (why.empty() ? "" : "; ") + s.str() + ": " +
-               (r.is_error() ? r.str : "names no master '" + ep.master_name + "'");
-      } catch (const std::exception& e) {
-        why += (why.empty() ? "" : "; ") + s.str() + ": " + e.what();
-      }
-    }
-    if (!master)
-      throw std::runtime_error("no sentinel named the Redis master '" + ep.master_name + "': " + why);
-    ctx_ = sync_connect("", master->host, master->port, tv);
+namespace {
+// As redis_client: the first sentinel that names the master.
+redis_address sync_sentinel_master(const redis_endpoint& ep) {
+  std::string why;
+  for (const auto& s : ep.sentinels) {
+    std::string failed;
     try {
-      if (!ep.password.empty()) {
-        auto r = ep.username.empty() ? exec({"AUTH", ep.password}) : exec({"AUTH", ep.username, ep.password});
-        if (r.is_error()) throw std::runtime_error("Redis AUTH failed: " + r.str);
-      }
-      auto role = not_a_master(exec({"ROLE"}), *master);
-      if (!role.empty()) throw std::runtime_error(role);
-    } catch (...) {
-      redisFree(ctx_);
-      ctx_ = nullptr;
-      throw;
+      redis_sync sentinel(sentinel_endpoint(ep, s));
+      auto r = sentinel.exec({"SENTINEL", "get-master-addr-by-name", ep.master_name});
+      if (auto master = master_address(r)) return *master;
+      failed = r.is_error() ? r.str : "names no master '" + ep.master_name + "'";
+    } catch (const std::exception& e) {
+      failed = e.what();
     }
-    return;
+    why += (why.empty() ? "" : "; ") + s.str() + ": " + failed;
   }
-  ctx_ = sync_connect(ep.unix_path, ep.host, ep.port, tv);
-  if (!ep.password.empty()) {
-    auto r = ep.username.empty() ? exec({"AUTH", ep.password}) : exec({"AUTH", ep.username, ep.password});
-    if (r.is_error()) throw std::runtime_error("Redis AUTH failed: " + r.str);
+  throw std::runtime_error("no sentinel named the Redis master '" + ep.master_name + "': " + why);
+}
+}  // namespace
+
+redis_sync::redis_sync(const redis_endpoint& ep) {
+  const timeval tv{5, 0};
+  std::optional<redis_address> master;
+  if (ep.via_sentinels()) {
+    master = sync_sentinel_master(ep);
+    ctx_ = sync_connect("", master->host, master->port, tv);
+  } else {
+    ctx_ = sync_connect(ep.unix_path, ep.host, ep.port, tv);
+  }
+  try {
+    if (!ep.password.empty()) {
+      auto r = ep.username.empty() ? exec({"AUTH", ep.password}) : exec({"AUTH", ep.username, ep.password});
+      if (r.is_error()) throw std::runtime_error("Redis AUTH failed: " + r.str);
+    }
+    // Behind sentinels only a server that says it is a master is used.
+    if (master)
+      if (auto why = not_a_master(exec({"ROLE"}), *master); !why.empty()) throw std::runtime_error(why);
+  } catch (...) {
+    redisFree(ctx_);
+    ctx_ = nullptr;
+    throw;
   }
 }
 

@@ -77,8 +77,8 @@ net::awaitable<leadership::answer> leadership::elect() {
   a.status = r.elements[0].as_string();
   a.holder = r.elements[1].as_string();
   a.epoch = r.elements[2].as_integer();
-  // A new epoch (or the lease taken back) must outlive a failover of Redis: a master lost before
-  // its replica had the epoch would hand the next leader an epoch already used.
+  // A new epoch must outlive a failover of Redis: a master lost before its replica had the epoch
+  // would hand the next leader an epoch already used.
   const int replicas = ctx_.cfg.redis.wait_replicas;
   if (replicas > 0 && a.status == "leading" && a.epoch != epoch_)
     co_await ctx_.redis.async_exec(

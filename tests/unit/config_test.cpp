@@ -235,6 +235,8 @@ TEST(ParseConfig, SentinelsNameTheMasterAndOneReplicaIsWaitedForByDefault) {
            {"redis:\n  sentinels: [\":5\"]\n  master_name: m\n", "is not host:port"},
            {"redis:\n  sentinels: [\"a:1\"]\n  master_name: \"m x\"\n", "1 to 64 of"},
            {"redis:\n  path: /r.sock\n  sentinels: [\"a:1\"]\n  master_name: m\n", "exclude each other"},
+           {"redis:\n  host: r.example.org\n  sentinels: [\"a:1\"]\n  master_name: m\n",
+            "exclude each other"},
            {"redis:\n  sentinels: [\"a:1\"]\n  master_name: m\n  wait_replicas: 17\n", "between 0 and 16"},
            {"redis:\n  wait_timeout_ms: 0\n", "between 1 and 60000"},
        }) {
