@@ -30,10 +30,6 @@ std::string fmt_time(double t) {
 void check(const redis_reply& r) {
   if (r.is_error()) throw std::runtime_error("Redis: " + r.str);
 }
-void ensure_sodium() {
-  static const bool ok = sodium_init() >= 0;
-  if (!ok) throw std::runtime_error("libsodium failed to initialise");
-}
 
 // KEYS[1] user hash, KEYS[2] users set; ARGV name, email, hash, created.
 const char* register_script = R"LUA(

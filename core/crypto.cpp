@@ -18,11 +18,12 @@ std::string hex(const unsigned char* p, std::size_t n) {
   }
   return out;
 }
+}  // namespace
+
 void ensure_sodium() {
   static const bool ok = sodium_init() >= 0;
   if (!ok) throw std::runtime_error("libsodium failed to initialise");
 }
-}  // namespace
 
 std::string new_token() {
   ensure_sodium();
